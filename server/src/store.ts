@@ -1,0 +1,139 @@
+import type { ListResult, LockMode, LockStatus, LostReason, LockEventType } from '@lockwire/protocol';
+
+/** The server's name for a connection; the lock holder. */
+export type SessionId = string;
+
+/**
+ * The server-wide id of one pending `acquire` or `wait`, chosen by the
+ * session layer (unique per server process). The store reports the fate of a
+ * pending request by its ticket.
+ */
+export type Ticket = number;
+
+export type Meta = Record<string, unknown>;
+
+export interface AcquireInput {
+  ticket: Ticket;
+  key: string;
+  mode: LockMode;
+  /** ms to wait in the queue; `null` waits indefinitely, `0` never queues. */
+  acquireTimeout: number | null;
+  /** ms the lock is held after the grant; `null` until released. */
+  holdTimeout: number | null;
+  steal: boolean;
+  meta: Meta | null;
+}
+
+export interface Grant {
+  key: string;
+  token: number;
+  expiresAt: number | null;
+}
+
+/** What `acquire` did at once. A `queued` request is settled later through the listener. */
+export type AcquireOutcome =
+  | ({ status: 'granted' } & Grant)
+  | { status: 'queued'; position: number }
+  | { status: 'not_granted' };
+
+export interface WaitInput {
+  ticket: Ticket;
+  key: string;
+  /** ms; `null` waits indefinitely. */
+  timeout: number | null;
+}
+
+export interface LostLock {
+  key: string;
+  token: number;
+  reason: LostReason;
+}
+
+/** One state change of a key, as watchers see it (the wire `event` without `type`). */
+export interface LockEvent {
+  key: string;
+  event: LockEventType;
+  session: SessionId;
+  token?: number;
+  mode: LockMode;
+  meta: Meta | null;
+  holders: number;
+  waiters: number;
+  at: number;
+}
+
+/**
+ * How a store tells the session layer what happened to requests it could not
+ * answer at once, and to locks taken away. Calls arrive in the order the
+ * changes happened: a `lost` always precedes the grant it made room for.
+ * Every settlement of a ticket comes after the `acquire`/`wait` promise that
+ * created it has resolved.
+ */
+export interface StoreListener {
+  /** A queued acquire was granted. */
+  granted(session: SessionId, ticket: Ticket, grant: Grant): void;
+  /** A queued acquire's `acquireTimeout` passed: answered `acquired: false`. */
+  acquireTimedOut(session: SessionId, ticket: Ticket): void;
+  /** A pending wait ended: `free` true when the holds it waited on ended, false on timeout. */
+  waitDone(session: SessionId, ticket: Ticket, free: boolean): void;
+  /** A lock this session held was taken away without its asking. */
+  lost(session: SessionId, lost: LostLock): void;
+}
+
+export interface WatchHandle {
+  /** The gap-free snapshot, as `list` gives it, taken in the step that started the stream. */
+  snapshot: ListResult;
+  /** Stops the stream; idempotent. */
+  stop(): void;
+}
+
+export interface StoreLimits {
+  maxLocksPerSession: number;
+  maxWaitersPerKey: number;
+}
+
+/**
+ * The lock table. The session layer talks only to this interface; the memory
+ * store (default) and the Redis store implement it, and one conformance suite
+ * runs against both.
+ *
+ * Failures are thrown as `LockError` with the wire code (`bad_request`,
+ * `not_holder`, `too_many_locks`, `too_many_waiters`, `store_unavailable`);
+ * a failed call changes nothing.
+ */
+export interface LockStore {
+  /** `memory` or `redis`: shown in metrics and `/healthz`. */
+  readonly kind: string;
+  /** Connects the store to its listener; called once before any other call. */
+  start(listener: StoreListener): Promise<void>;
+  acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome>;
+  /** Throws `not_holder` when the session does not hold the key. */
+  release(session: SessionId, key: string): Promise<void>;
+  /** Sets the hold to expire `holdTimeout` ms from now (`null`: never). Returns the new `expiresAt`. */
+  extend(session: SessionId, key: string, holdTimeout: number | null): Promise<number | null>;
+  /** `free` when nobody holds the key now; else `pending`, settled later by `waitDone`. */
+  wait(session: SessionId, input: WaitInput): Promise<'free' | 'pending'>;
+  /** Removes a pending acquire or wait. True if it was pending (it is then never settled). */
+  cancel(session: SessionId, ticket: Ticket): Promise<boolean>;
+  /** `viewer` sets `heldByYou`; `null` omits it. */
+  status(key: string, viewer: SessionId | null): Promise<LockStatus>;
+  /** Locked keys starting with `prefix`, in UTF-16 code-unit order, at most `limit`. */
+  list(prefix: string, limit: number, viewer: SessionId | null): Promise<ListResult>;
+  /** Starts a stream of events for keys starting with `prefix`. */
+  watch(
+    prefix: string,
+    limit: number,
+    viewer: SessionId | null,
+    sink: (event: LockEvent) => void,
+  ): Promise<WatchHandle>;
+  /** Force-releases every hold on the key (`lost` revoked); returns how many. */
+  revoke(key: string): Promise<number>;
+  /**
+   * Ends a session: its pending requests leave their queues first, then its
+   * locks are released, each next waiter granted in the same step. Nothing of
+   * the session is settled afterwards.
+   */
+  closeSession(session: SessionId): Promise<void>;
+  /** Releases resources (timers, connections). Idempotent. */
+  close(): Promise<void>;
+}
