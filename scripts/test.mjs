@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+// `npm test`: prepares a machine from a clean clone and runs every suite.
+//   1. Debian packages the suites need (redis-server, chromium), via apt-get.
+//   2. npm dependencies (npm ci / npm install when stale), then `tsc -b`.
+//   3. vitest with the root config; extra arguments pass through
+//      (`npm test -- server/test/engine.test.ts`).
+// The last line printed is `N passed, N failed[, N skipped]`; the exit code
+// is non-zero when anything failed or no test ran.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensureNodeModules, typecheck } from './lib/npm-install.mjs';
+import { ensureOsPackages } from './lib/os-packages.mjs';
+import { summarize, summaryLine } from './lib/vitest-summary.mjs';
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const startedAt = Date.now();
+// The whole run must finish within 15 minutes; vitest gets what is left of
+// this budget after installing (LOCKWIRE_TEST_TIMEOUT_MS overrides it).
+const budgetMs = Number(process.env.LOCKWIRE_TEST_TIMEOUT_MS) || 14 * 60_000;
+
+const log = (line) => process.stdout.write(`[test] ${line}\n`);
+
+function fail(message) {
+  process.stderr.write(`[test] error: ${message}\n`);
+  process.stdout.write(`${summaryLine({ passed: 0, failed: 1, skipped: 0 })}\n`);
+  process.exit(1);
+}
+
+function runVitest(args, reportPath, timeoutMs) {
+  const vitestArgs = [
+    '--no-install',
+    'vitest',
+    'run',
+    '--reporter=default',
+    '--reporter=json',
+    `--outputFile.json=${reportPath}`,
+    ...args,
+  ];
+  log(`$ npx ${vitestArgs.join(' ')}`);
+  return new Promise((resolve) => {
+    // Own process group, so a timeout ends vitest and every worker it forked.
+    const child = spawn('npx', vitestArgs, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'], detached: true });
+    let timedOut = false;
+    const killGroup = (signal) => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, signal);
+      } catch {
+        // already gone
+      }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      process.stderr.write(`[test] error: vitest still running after ${Math.round(timeoutMs / 1000)} s; stopping it\n`);
+      killGroup('SIGTERM');
+      setTimeout(() => killGroup('SIGKILL'), 10_000).unref();
+    }, timeoutMs);
+    const forward = (signal) => killGroup(signal);
+    process.on('SIGINT', forward);
+    process.on('SIGTERM', forward);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      resolve({ code: null, error, timedOut });
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      resolve({ code: code ?? (signal ? 128 : 1), error: null, timedOut });
+    });
+  });
+}
+
+function readReport(path) {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+async function main() {
+  const osFailure = ensureOsPackages(log);
+  if (osFailure) fail(osFailure);
+  const installFailure = ensureNodeModules(log, root);
+  if (installFailure) fail(`npm dependencies could not be installed: ${installFailure}`);
+  const typeFailure = typecheck(log, root);
+  if (typeFailure) fail(`type check failed: ${typeFailure}`);
+
+  const tempDir = mkdtempSync(join(tmpdir(), 'lockwire-test-'));
+  const reportPath = join(tempDir, 'vitest-report.json');
+  try {
+    const remaining = Math.max(60_000, budgetMs - (Date.now() - startedAt));
+    const result = await runVitest(process.argv.slice(2), reportPath, remaining);
+    const report = readReport(reportPath);
+    const counts = summarize(report);
+    const problems = [];
+    if (result.error) problems.push(`vitest could not run: ${result.error.message}`);
+    if (result.timedOut) problems.push('vitest was stopped by the time budget');
+    if (report === null) problems.push('vitest wrote no JSON report');
+    for (const file of counts.brokenFiles) {
+      problems.push(`${file.name} failed outside any test: ${file.message.split('\n')[0]}`);
+    }
+    const ran = counts.passed + counts.failed;
+    // A non-zero exit with no failed test (an unhandled error, a crash, the
+    // time budget) still fails the run, and the count must show it. Only
+    // "no test files found" stays `0 passed, 0 failed`.
+    const foundNothing = report !== null && ran === 0 && !result.timedOut;
+    if (result.code !== 0 && counts.failed === 0 && !foundNothing) {
+      problems.push(`vitest exited with code ${String(result.code)} although no test failed`);
+      counts.failed = 1;
+    }
+    if (counts.passed + counts.failed === 0) problems.push('no test ran');
+    for (const problem of problems) process.stderr.write(`[test] ${problem}\n`);
+    log(`finished in ${Math.round((Date.now() - startedAt) / 1000)} s`);
+    process.stdout.write(`${summaryLine(counts)}\n`);
+    process.exitCode = counts.failed > 0 || counts.passed === 0 ? 1 : 0;
+  } finally {
+    rmSync(tempDir, { recursive: true, force: true });
+  }
+}
+
+await main();
