@@ -63,9 +63,10 @@ export function ensureOsPackages(log) {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     return `installing ${missing.join(', ')} needs root; run: sudo sh -c '${INSTALL_HINT}'`;
   }
-  const failure =
-    run(log, 'apt-get', ['update']) ??
-    run(log, 'apt-get', ['install', '-y', '--no-install-recommends', ...missing]);
+  // A failed update may still leave usable package lists; the install decides.
+  const updateFailure = run(log, 'apt-get', ['update']);
+  if (updateFailure) log(`warning: ${updateFailure}; trying the install with the lists at hand`);
+  const failure = run(log, 'apt-get', ['install', '-y', '--no-install-recommends', ...missing]);
   if (failure) return `${failure}; fix the package source and run: ${INSTALL_HINT}`;
   const still = missingPackages();
   if (still.length > 0) {
