@@ -63,7 +63,9 @@ export function ensureNodeModules(log, root) {
   log(`installing npm dependencies: ${reason}`);
   const fresh = !existsSync(join(root, 'node_modules'));
   const args = fresh ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'];
-  return run(log, root, 'npm', args);
+  const failure = run(log, root, 'npm', args);
+  // The root `prepare` script runs `tsc -b`, so a type error fails the install too.
+  return failure && `${failure} (its prepare step runs tsc -b; see the output above)`;
 }
 
 /** Type-checks and builds every package with `tsc -b`; null on success. */
