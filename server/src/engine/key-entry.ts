@@ -1,0 +1,153 @@
+import type { HolderInfo, LockMode, LockStatus, WaiterInfo } from '@lockwire/protocol';
+import type { Meta, SessionId, Ticket } from '../store.js';
+import type { DeadlineSlot } from './deadline-heap.js';
+
+/** What a deadline in the engine's heap stands for. */
+export type Deadline =
+  | { kind: 'hold'; hold: Hold }
+  | { kind: 'acquire'; waiter: Waiter }
+  | { kind: 'wait'; wait: Wait };
+
+/** A granted lock: one session's hold on one key. */
+export interface Hold {
+  readonly key: string;
+  readonly session: SessionId;
+  readonly mode: LockMode;
+  readonly token: number;
+  readonly since: number;
+  readonly meta: Meta | null;
+  expiresAt: number | null;
+  deadline: DeadlineSlot<Deadline> | null;
+  /** Pending waits that still wait for this hold to end. */
+  readonly waits: Set<Wait>;
+}
+
+/** A queued acquire; a node of its key's queue. */
+export interface Waiter {
+  readonly ticket: Ticket;
+  readonly key: string;
+  readonly session: SessionId;
+  readonly mode: LockMode;
+  readonly since: number;
+  readonly meta: Meta | null;
+  readonly holdTimeout: number | null;
+  deadline: DeadlineSlot<Deadline> | null;
+  prev: Waiter | null;
+  next: Waiter | null;
+}
+
+/** A pending `wait`: done when every hold in `holds` has ended. */
+export interface Wait {
+  readonly ticket: Ticket;
+  readonly key: string;
+  readonly session: SessionId;
+  readonly holds: Set<Hold>;
+  deadline: DeadlineSlot<Deadline> | null;
+}
+
+/**
+ * One key's state. Holders are either one exclusive hold or any number of
+ * shared ones. A pending wait always waits on at least one live hold, so an
+ * entry with no holders and an empty queue has nothing left and is removed.
+ */
+export interface KeyEntry {
+  readonly key: string;
+  readonly holders: Map<SessionId, Hold>;
+  readonly queue: WaiterQueue;
+}
+
+/** What one session has, so closing it touches nothing else. */
+export interface SessionRecord {
+  readonly held: Map<string, Hold>;
+  readonly queued: Map<Ticket, Waiter>;
+  /** Keys with a queued acquire of this session (at most one per key). */
+  readonly queuedKeys: Set<string>;
+  readonly waits: Map<Ticket, Wait>;
+}
+
+export function createKeyEntry(key: string): KeyEntry {
+  return { key, holders: new Map(), queue: new WaiterQueue() };
+}
+
+export function createSessionRecord(): SessionRecord {
+  return { held: new Map(), queued: new Map(), queuedKeys: new Set(), waits: new Map() };
+}
+
+export function isEmptySession(record: SessionRecord): boolean {
+  return record.held.size === 0 && record.queued.size === 0 && record.waits.size === 0;
+}
+
+/** The mode the key is held in, or null when nobody holds it. */
+export function heldMode(entry: KeyEntry): LockMode | null {
+  for (const hold of entry.holders.values()) return hold.mode;
+  return null;
+}
+
+/** True when a request in `mode` is compatible with the current holders (the queue aside). */
+export function compatible(entry: KeyEntry, mode: LockMode): boolean {
+  const current = heldMode(entry);
+  return current === null || (mode === 'shared' && current === 'shared');
+}
+
+/**
+ * A key's queue in grant order: a doubly-linked list through the waiters, so
+ * appending, taking the head and removing any waiter are O(1).
+ */
+export class WaiterQueue {
+  head: Waiter | null = null;
+  tail: Waiter | null = null;
+  size = 0;
+
+  append(waiter: Waiter): void {
+    waiter.prev = this.tail;
+    waiter.next = null;
+    if (this.tail) this.tail.next = waiter;
+    else this.head = waiter;
+    this.tail = waiter;
+    this.size++;
+  }
+
+  remove(waiter: Waiter): void {
+    if (waiter.prev) waiter.prev.next = waiter.next;
+    else this.head = waiter.next;
+    if (waiter.next) waiter.next.prev = waiter.prev;
+    else this.tail = waiter.prev;
+    waiter.prev = null;
+    waiter.next = null;
+    this.size--;
+  }
+
+  *[Symbol.iterator](): IterableIterator<Waiter> {
+    for (let waiter = this.head; waiter; waiter = waiter.next) yield waiter;
+  }
+}
+
+/** The `status` view of a key; a missing entry is a free key. */
+export function statusOf(key: string, entry: KeyEntry | undefined, viewer: SessionId | null): LockStatus {
+  const holders: HolderInfo[] = [];
+  const queue: WaiterInfo[] = [];
+  if (entry) {
+    for (const hold of entry.holders.values()) {
+      holders.push({
+        session: hold.session,
+        mode: hold.mode,
+        token: hold.token,
+        since: hold.since,
+        expiresAt: hold.expiresAt,
+        meta: hold.meta,
+      });
+    }
+    for (const waiter of entry.queue) {
+      queue.push({ session: waiter.session, mode: waiter.mode, since: waiter.since, meta: waiter.meta });
+    }
+  }
+  const status: LockStatus = {
+    key,
+    locked: holders.length > 0,
+    mode: entry ? heldMode(entry) : null,
+    holders,
+    queue,
+  };
+  if (viewer !== null) status.heldByYou = entry?.holders.has(viewer) ?? false;
+  return status;
+}

@@ -1,0 +1,421 @@
+import { ErrorCode, MAX_DURATION_MS, type ListResult, type LockStatus, type LostReason } from '@lockwire/protocol';
+import { LockError, badRequest, notHolder } from '../errors.js';
+import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
+import { DeadlineHeap } from './deadline-heap.js';
+import { holdEvent, waiterEvent, type Effect } from './effects.js';
+import {
+  compatible,
+  createKeyEntry,
+  createSessionRecord,
+  isEmptySession,
+  statusOf,
+  type Deadline,
+  type Hold,
+  type KeyEntry,
+  type SessionRecord,
+  type Wait,
+  type Waiter,
+} from './key-entry.js';
+import type { TokenSource } from './token-source.js';
+
+export interface LockEngineOptions {
+  limits: StoreLimits;
+  tokens: TokenSource;
+}
+
+/** How a hold ended: released by its holder (or its session's end), or taken away. */
+type HoldEnd = 'released' | LostReason;
+
+/**
+ * The lock table as a pure, synchronous state machine. It knows nothing of
+ * sockets, JSON or timers: every operation is handed `now` and returns the
+ * effects it caused, in order, for the caller to deliver. Deadlines (hold,
+ * acquire and wait timeouts) live in one heap; the caller asks for
+ * `nextDeadline()` and calls `tick(now)` when it is due.
+ *
+ * Failures throw `LockError` before anything changes.
+ *
+ * Effect order within a step: when holds end, each hold's `lost` (if taken
+ * away) and its event come first, then the waits that hold was the last one
+ * for, then the grants the freed key allows. Waits are settled before grants
+ * so that a waiter hears "free" no later than a watcher hears the next
+ * `acquired`: the key was free in between, even if only for that instant.
+ */
+export class LockEngine {
+  readonly #keys = new Map<string, KeyEntry>();
+  readonly #sessions = new Map<SessionId, SessionRecord>();
+  readonly #deadlines = new DeadlineHeap<Deadline>();
+  readonly #limits: StoreLimits;
+  readonly #tokens: TokenSource;
+
+  constructor(options: LockEngineOptions) {
+    this.#limits = options.limits;
+    this.#tokens = options.tokens;
+  }
+
+  /**
+   * Grants, queues or refuses an acquire. A re-acquire by the current holder
+   * in the same mode returns its grant unchanged. Throws `bad_request` (mode
+   * switch, second queued acquire for the key, steal with `shared` or with
+   * `acquireTimeout: 0`), `too_many_locks` or `too_many_waiters`.
+   */
+  acquire(session: SessionId, input: AcquireInput, now: number): { outcome: AcquireOutcome; effects: Effect[] } {
+    const { ticket, key, mode, acquireTimeout, steal } = input;
+    checkDuration('acquireTimeout', acquireTimeout);
+    checkDuration('holdTimeout', input.holdTimeout);
+    if (steal && mode !== 'exclusive') throw badRequest('steal: only an exclusive acquire can steal');
+    if (steal && acquireTimeout === 0) throw badRequest('steal: cannot be combined with acquireTimeout 0');
+    const record = this.#sessions.get(session);
+    const held = record?.held.get(key);
+    if (held) {
+      if (held.mode !== mode) {
+        throw badRequest(`mode: this session holds ${JSON.stringify(key)} as ${held.mode}; upgrades are not supported`);
+      }
+      const outcome = { status: 'granted', key, token: held.token, expiresAt: held.expiresAt } as const;
+      return { outcome, effects: [] };
+    }
+    if (record?.queuedKeys.has(key)) {
+      throw badRequest(`key: this session already waits in the queue of ${JSON.stringify(key)}`);
+    }
+    checkTicketFree(record, ticket);
+    const existing = this.#keys.get(key);
+    const grantable = steal || !existing || (existing.queue.size === 0 && compatible(existing, mode));
+    if (!grantable && acquireTimeout === 0) return { outcome: { status: 'not_granted' }, effects: [] };
+    if (record && record.held.size + record.queued.size >= this.#limits.maxLocksPerSession) {
+      throw new LockError(
+        ErrorCode.TooManyLocks,
+        `key: this session already holds or waits for ${this.#limits.maxLocksPerSession} locks`,
+      );
+    }
+    if (!grantable && existing && existing.queue.size >= this.#limits.maxWaitersPerKey) {
+      throw new LockError(
+        ErrorCode.TooManyWaiters,
+        `key: ${this.#limits.maxWaitersPerKey} requests already wait for ${JSON.stringify(key)}`,
+      );
+    }
+
+    const entry = existing ?? this.#createEntry(key);
+    const effects: Effect[] = [];
+    if (!grantable) {
+      const waiter: Waiter = {
+        ticket,
+        key,
+        session,
+        mode,
+        since: now,
+        meta: input.meta,
+        holdTimeout: input.holdTimeout,
+        deadline: null,
+        prev: null,
+        next: null,
+      };
+      if (acquireTimeout !== null) waiter.deadline = this.#deadlines.push(now + acquireTimeout, { kind: 'acquire', waiter });
+      entry.queue.append(waiter);
+      const waiting = this.#record(session);
+      waiting.queued.set(ticket, waiter);
+      waiting.queuedKeys.add(key);
+      effects.push(waiterEvent(entry, 'queued', waiter, now));
+      return { outcome: { status: 'queued', position: entry.queue.size }, effects };
+    }
+    // A steal takes the key from every holder and is granted ahead of the
+    // queue, which stays as it was: the stealer holds exclusively, so nothing
+    // behind it could be granted now anyway.
+    if (steal) for (const victim of [...entry.holders.values()]) this.#endHold(entry, victim, 'stolen', now, effects);
+    const hold = this.#grant(entry, { session, mode, meta: input.meta, holdTimeout: input.holdTimeout }, now, effects);
+    return { outcome: { status: 'granted', key, token: hold.token, expiresAt: hold.expiresAt }, effects };
+  }
+
+  /** Ends this session's hold on `key` and grants the queue's head(s). Throws `not_holder`. */
+  release(session: SessionId, key: string, now: number): Effect[] {
+    const hold = this.#sessions.get(session)?.held.get(key);
+    const entry = this.#keys.get(key);
+    if (!hold || !entry) throw notHolder(key);
+    const effects: Effect[] = [];
+    this.#endHold(entry, hold, 'released', now, effects);
+    this.#drain(entry, now, effects);
+    return effects;
+  }
+
+  /** Moves the hold's expiry to `now + holdTimeout` (`null`: never). Throws `not_holder`. */
+  extend(session: SessionId, key: string, holdTimeout: number | null, now: number): number | null {
+    checkDuration('holdTimeout', holdTimeout);
+    const hold = this.#sessions.get(session)?.held.get(key);
+    if (!hold) throw notHolder(key);
+    this.#schedule(hold, holdTimeout, now);
+    return hold.expiresAt;
+  }
+
+  /**
+   * `free` when nobody holds the key; else `pending` until every hold that
+   * exists now has ended (`waitDone` free) or `timeout` passes (`waitDone`
+   * not free). Never acquires.
+   */
+  wait(session: SessionId, input: WaitInput, now: number): 'free' | 'pending' {
+    checkDuration('timeout', input.timeout);
+    const record = this.#sessions.get(session);
+    checkTicketFree(record, input.ticket);
+    const entry = this.#keys.get(input.key);
+    if (!entry || entry.holders.size === 0) return 'free';
+    const wait: Wait = {
+      ticket: input.ticket,
+      key: input.key,
+      session,
+      holds: new Set(entry.holders.values()),
+      deadline: null,
+    };
+    for (const hold of wait.holds) hold.waits.add(wait);
+    if (input.timeout !== null) wait.deadline = this.#deadlines.push(now + input.timeout, { kind: 'wait', wait });
+    this.#record(session).waits.set(input.ticket, wait);
+    return 'pending';
+  }
+
+  /** Removes this session's pending acquire or wait; false when nothing with that ticket is pending. */
+  cancel(session: SessionId, ticket: Ticket, now: number): { cancelled: boolean; effects: Effect[] } {
+    const record = this.#sessions.get(session);
+    const effects: Effect[] = [];
+    const waiter = record?.queued.get(ticket);
+    if (waiter) {
+      this.#dequeue(waiter, now, effects);
+      return { cancelled: true, effects };
+    }
+    const wait = record?.waits.get(ticket);
+    if (wait) {
+      this.#removeWait(wait);
+      return { cancelled: true, effects };
+    }
+    return { cancelled: false, effects };
+  }
+
+  /** Takes the key from every holder (`lost` revoked) and grants the queue; returns how many holds ended. */
+  revoke(key: string, now: number): { revoked: number; effects: Effect[] } {
+    const entry = this.#keys.get(key);
+    const effects: Effect[] = [];
+    if (!entry) return { revoked: 0, effects };
+    const holds = [...entry.holders.values()];
+    for (const hold of holds) this.#endHold(entry, hold, 'revoked', now, effects);
+    this.#drain(entry, now, effects);
+    return { revoked: holds.length, effects };
+  }
+
+  /**
+   * Ends a session: its queued acquires leave their queues (`dequeued`) and
+   * its waits are dropped, then its holds are released, each key's queue
+   * granted in the same step. Nothing of the session is settled. Costs
+   * O(what the session had).
+   */
+  closeSession(session: SessionId, now: number): Effect[] {
+    const record = this.#sessions.get(session);
+    const effects: Effect[] = [];
+    if (!record) return effects;
+    for (const waiter of [...record.queued.values()]) this.#dequeue(waiter, now, effects);
+    for (const wait of [...record.waits.values()]) this.#removeWait(wait);
+    for (const hold of [...record.held.values()]) {
+      const entry = this.#keys.get(hold.key);
+      if (!entry) continue;
+      this.#endHold(entry, hold, 'released', now, effects);
+      this.#drain(entry, now, effects);
+    }
+    this.#sessions.delete(session);
+    return effects;
+  }
+
+  /** The earliest pending deadline (epoch ms), or null when none. */
+  nextDeadline(): number | null {
+    return this.#deadlines.peek()?.at ?? null;
+  }
+
+  /**
+   * Processes every deadline due at `now` (`deadline <= now`), in deadline
+   * order. Deadlines created during this run (a grant with `holdTimeout: 0`)
+   * wait for the next run, so their grant is delivered first.
+   */
+  tick(now: number): Effect[] {
+    const effects: Effect[] = [];
+    const before = this.#deadlines.nextSeq;
+    for (let top = this.#deadlines.peek(); top; top = this.#deadlines.peek()) {
+      if (top.at > now || top.seq >= before) break;
+      const due = this.#deadlines.pop();
+      if (due === undefined) break;
+      if (due.kind === 'hold') this.#expire(due.hold, now, effects);
+      else if (due.kind === 'acquire') this.#timeOutAcquire(due.waiter, now, effects);
+      else this.#timeOutWait(due.wait, effects);
+    }
+    return effects;
+  }
+
+  /** The `status` of a key; never creates an entry. `viewer` null omits `heldByYou`. */
+  status(key: string, viewer: SessionId | null): LockStatus {
+    return statusOf(key, this.#keys.get(key), viewer);
+  }
+
+  /** Locked keys starting with `prefix`, in UTF-16 code-unit order, at most `limit`. */
+  list(prefix: string, limit: number, viewer: SessionId | null): ListResult {
+    const keys: string[] = [];
+    for (const [key, entry] of this.#keys) {
+      if (entry.holders.size > 0 && key.startsWith(prefix)) keys.push(key);
+    }
+    keys.sort();
+    const locks = keys.slice(0, limit).map((key) => statusOf(key, this.#keys.get(key), viewer));
+    return { locks, truncated: keys.length > limit };
+  }
+
+  /** Sizes of the engine's tables, for tests and metrics. */
+  inspect(): { keys: number; sessions: number; pendingDeadlines: number } {
+    return { keys: this.#keys.size, sessions: this.#sessions.size, pendingDeadlines: this.#deadlines.size };
+  }
+
+  #expire(hold: Hold, now: number, effects: Effect[]): void {
+    hold.deadline = null;
+    const entry = this.#keys.get(hold.key);
+    if (!entry || entry.holders.get(hold.session) !== hold) return;
+    this.#endHold(entry, hold, 'expired', now, effects);
+    this.#drain(entry, now, effects);
+  }
+
+  #timeOutAcquire(waiter: Waiter, now: number, effects: Effect[]): void {
+    waiter.deadline = null;
+    effects.push({ type: 'acquireTimedOut', session: waiter.session, ticket: waiter.ticket });
+    this.#dequeue(waiter, now, effects);
+  }
+
+  #timeOutWait(wait: Wait, effects: Effect[]): void {
+    wait.deadline = null;
+    this.#removeWait(wait);
+    effects.push({ type: 'waitDone', session: wait.session, ticket: wait.ticket, free: false });
+  }
+
+  #grant(
+    entry: KeyEntry,
+    request: Pick<Hold, 'session' | 'mode' | 'meta'> & { holdTimeout: number | null },
+    now: number,
+    effects: Effect[],
+  ): Hold {
+    const hold: Hold = {
+      key: entry.key,
+      session: request.session,
+      mode: request.mode,
+      token: this.#tokens.next(now),
+      since: now,
+      meta: request.meta,
+      expiresAt: null,
+      deadline: null,
+      waits: new Set(),
+    };
+    this.#schedule(hold, request.holdTimeout, now);
+    entry.holders.set(hold.session, hold);
+    this.#record(hold.session).held.set(hold.key, hold);
+    effects.push(holdEvent(entry, 'acquired', hold, now));
+    return hold;
+  }
+
+  #schedule(hold: Hold, holdTimeout: number | null, now: number): void {
+    if (hold.deadline) this.#deadlines.cancel(hold.deadline);
+    hold.expiresAt = holdTimeout === null ? null : now + holdTimeout;
+    hold.deadline = hold.expiresAt === null ? null : this.#deadlines.push(hold.expiresAt, { kind: 'hold', hold });
+  }
+
+  /** Ends a hold; the caller then drains the queue (after all holds of its step ended). */
+  #endHold(entry: KeyEntry, hold: Hold, how: HoldEnd, now: number, effects: Effect[]): void {
+    entry.holders.delete(hold.session);
+    if (hold.deadline) this.#deadlines.cancel(hold.deadline);
+    hold.deadline = null;
+    const record = this.#sessions.get(hold.session);
+    if (record) {
+      record.held.delete(hold.key);
+      this.#dropIfEmpty(hold.session, record);
+    }
+    if (how !== 'released') effects.push({ type: 'lost', session: hold.session, lost: { key: hold.key, token: hold.token, reason: how } });
+    effects.push(holdEvent(entry, how, hold, now));
+    for (const wait of hold.waits) {
+      wait.holds.delete(hold);
+      if (wait.holds.size > 0) continue;
+      this.#removeWait(wait);
+      effects.push({ type: 'waitDone', session: wait.session, ticket: wait.ticket, free: true });
+    }
+    hold.waits.clear();
+  }
+
+  /** Takes a waiter out of its queue (`dequeued`), then grants whatever that unblocked. */
+  #dequeue(waiter: Waiter, now: number, effects: Effect[]): void {
+    const entry = this.#keys.get(waiter.key);
+    if (!entry) return;
+    this.#unlinkWaiter(entry, waiter);
+    effects.push(waiterEvent(entry, 'dequeued', waiter, now));
+    this.#drain(entry, now, effects);
+  }
+
+  #unlinkWaiter(entry: KeyEntry, waiter: Waiter): void {
+    entry.queue.remove(waiter);
+    if (waiter.deadline) this.#deadlines.cancel(waiter.deadline);
+    waiter.deadline = null;
+    const record = this.#sessions.get(waiter.session);
+    if (!record) return;
+    record.queued.delete(waiter.ticket);
+    record.queuedKeys.delete(waiter.key);
+    this.#dropIfEmpty(waiter.session, record);
+  }
+
+  #removeWait(wait: Wait): void {
+    for (const hold of wait.holds) hold.waits.delete(wait);
+    wait.holds.clear();
+    if (wait.deadline) this.#deadlines.cancel(wait.deadline);
+    wait.deadline = null;
+    const record = this.#sessions.get(wait.session);
+    if (!record) return;
+    record.waits.delete(wait.ticket);
+    this.#dropIfEmpty(wait.session, record);
+  }
+
+  /**
+   * Grants the queue's head while it is compatible with the holders: one
+   * exclusive request, or a run of shared ones up to the first exclusive.
+   * Removes the entry when nothing is left of it.
+   */
+  #drain(entry: KeyEntry, now: number, effects: Effect[]): void {
+    for (let head = entry.queue.head; head && compatible(entry, head.mode); head = entry.queue.head) {
+      this.#unlinkWaiter(entry, head);
+      const hold = this.#grant(entry, head, now, effects);
+      // The `granted` settlement goes before its `acquired` event, right
+      // after the step's losses, so the new holder hears of it first.
+      effects.splice(effects.length - 1, 0, {
+        type: 'granted',
+        session: head.session,
+        ticket: head.ticket,
+        grant: { key: hold.key, token: hold.token, expiresAt: hold.expiresAt },
+      });
+    }
+    if (entry.holders.size === 0 && entry.queue.size === 0) this.#keys.delete(entry.key);
+  }
+
+  #createEntry(key: string): KeyEntry {
+    const entry = createKeyEntry(key);
+    this.#keys.set(key, entry);
+    return entry;
+  }
+
+  #record(session: SessionId): SessionRecord {
+    let record = this.#sessions.get(session);
+    if (!record) {
+      record = createSessionRecord();
+      this.#sessions.set(session, record);
+    }
+    return record;
+  }
+
+  #dropIfEmpty(session: SessionId, record: SessionRecord): void {
+    if (isEmptySession(record)) this.#sessions.delete(session);
+  }
+}
+
+function checkDuration(field: string, value: number | null): void {
+  if (value === null) return;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_DURATION_MS) {
+    throw badRequest(`${field}: must be null or a number of ms from 0 to ${MAX_DURATION_MS}`);
+  }
+}
+
+function checkTicketFree(record: SessionRecord | undefined, ticket: Ticket): void {
+  if (record?.queued.has(ticket) || record?.waits.has(ticket)) {
+    throw badRequest(`ticket ${ticket} is already pending`);
+  }
+}
