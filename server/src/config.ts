@@ -1,0 +1,192 @@
+import { DEFAULT_LIMITS, MAX_DURATION_MS } from '@lockwire/protocol';
+import * as z from 'zod';
+import type { LockServerOptions } from './server.js';
+
+/** Reads an integer given as text (flags, environment) and leaves other values to the schema. */
+function fromText(value: unknown): unknown {
+  return typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : value;
+}
+
+function integer(min: number, max: number) {
+  const error = `expected an integer from ${min} to ${max}`;
+  return z.preprocess(fromText, z.number({ error }).int({ error }).min(min, { error }).max(max, { error }));
+}
+
+/**
+ * Every server setting once: its flag, environment variable, default, and
+ * schema. The CLI's usage, its parser and the environment layer are all
+ * derived from this table, so a new option (or a config-file layer) is one
+ * entry here.
+ */
+export const configOptions = {
+  host: {
+    flag: 'host',
+    env: 'LOCKWIRE_HOST',
+    arg: 'HOST',
+    help: 'interface to listen on',
+    default: '127.0.0.1',
+    schema: z.string().min(1, { error: 'expected a host name or address' }),
+  },
+  port: {
+    flag: 'port',
+    env: 'LOCKWIRE_PORT',
+    arg: 'PORT',
+    help: 'port to listen on; 0 picks a free one',
+    default: 7311,
+    schema: integer(0, 65_535),
+  },
+  maxPayload: {
+    flag: 'max-payload',
+    env: 'LOCKWIRE_MAX_PAYLOAD',
+    arg: 'BYTES',
+    help: 'largest frame; larger ones close the connection with 1009',
+    default: DEFAULT_LIMITS.maxPayload,
+    schema: integer(1024, 256 * 1024 * 1024),
+  },
+  maxKeyLength: {
+    flag: 'max-key-length',
+    env: 'LOCKWIRE_MAX_KEY_LENGTH',
+    arg: 'N',
+    help: 'longest key, in UTF-16 code units',
+    default: DEFAULT_LIMITS.maxKeyLength,
+    schema: integer(1, 65_536),
+  },
+  maxLocksPerSession: {
+    flag: 'max-locks-per-session',
+    env: 'LOCKWIRE_MAX_LOCKS_PER_SESSION',
+    arg: 'N',
+    help: 'keys one connection may hold or wait for',
+    default: DEFAULT_LIMITS.maxLocksPerSession,
+    schema: integer(1, 10_000_000),
+  },
+  maxWaitersPerKey: {
+    flag: 'max-waiters-per-key',
+    env: 'LOCKWIRE_MAX_WAITERS_PER_KEY',
+    arg: 'N',
+    help: 'longest queue of one key',
+    default: DEFAULT_LIMITS.maxWaitersPerKey,
+    schema: integer(1, 10_000_000),
+  },
+  heartbeat: {
+    flag: 'heartbeat',
+    env: 'LOCKWIRE_HEARTBEAT',
+    arg: 'MS',
+    help: 'ping interval; a connection missing a ping is cut; 0 disables',
+    default: 10_000,
+    schema: integer(0, MAX_DURATION_MS),
+  },
+  store: {
+    flag: 'store',
+    env: 'LOCKWIRE_STORE',
+    arg: 'KIND',
+    help: 'lock table: memory',
+    default: 'memory',
+    schema: z.enum(['memory'], { error: 'expected one of: memory' }),
+  },
+  logLevel: {
+    flag: 'log-level',
+    env: 'LOCKWIRE_LOG_LEVEL',
+    arg: 'LEVEL',
+    help: 'least severe log level written to stderr: trace, debug, info, warn, error, fatal, silent',
+    default: 'info',
+    schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
+      error: 'expected one of: trace, debug, info, warn, error, fatal, silent',
+    }),
+  },
+} as const;
+
+export type ConfigKey = keyof typeof configOptions;
+export const CONFIG_KEYS = Object.keys(configOptions) as ConfigKey[];
+
+export const serverConfigSchema = z.strictObject({
+  host: configOptions.host.schema,
+  port: configOptions.port.schema,
+  maxPayload: configOptions.maxPayload.schema,
+  maxKeyLength: configOptions.maxKeyLength.schema,
+  maxLocksPerSession: configOptions.maxLocksPerSession.schema,
+  maxWaitersPerKey: configOptions.maxWaitersPerKey.schema,
+  heartbeat: configOptions.heartbeat.schema,
+  store: configOptions.store.schema,
+  logLevel: configOptions.logLevel.schema,
+});
+
+/** The validated settings of a `lockwire serve`. */
+export type ServerConfig = z.infer<typeof serverConfigSchema>;
+
+/** One source of settings: raw values by key, and how to name a key of this source in an error. */
+export interface ConfigLayer {
+  values: Partial<Record<ConfigKey, unknown>>;
+  describe(key: ConfigKey): string;
+}
+
+/** A setting failed validation; the message names the flag or variable at fault. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** The defaults of every setting. */
+export function defaultsLayer(): ConfigLayer {
+  const values: Partial<Record<ConfigKey, unknown>> = {};
+  for (const key of CONFIG_KEYS) values[key] = configOptions[key].default;
+  return { values, describe: (key) => `default ${key}` };
+}
+
+/** Settings from environment variables (`LOCKWIRE_PORT`, ...); empty variables count as unset. */
+export function envLayer(env: Readonly<Record<string, string | undefined>>): ConfigLayer {
+  const values: Partial<Record<ConfigKey, unknown>> = {};
+  for (const key of CONFIG_KEYS) {
+    const value = env[configOptions[key].env];
+    if (value !== undefined && value !== '') values[key] = value;
+  }
+  return { values, describe: (key) => configOptions[key].env };
+}
+
+/** Settings from command-line flags, as `node:util` `parseArgs` returns them (keyed by flag name). */
+export function flagLayer(flags: Readonly<Record<string, unknown>>): ConfigLayer {
+  const values: Partial<Record<ConfigKey, unknown>> = {};
+  for (const key of CONFIG_KEYS) {
+    const value = flags[configOptions[key].flag];
+    if (value !== undefined) values[key] = value;
+  }
+  return { values, describe: (key) => `--${configOptions[key].flag}` };
+}
+
+/**
+ * Merges layers, later ones winning per setting (e.g. defaults, a config
+ * file, the environment, flags), and validates the result. Throws a
+ * `ConfigError` listing every invalid setting with the source it came from.
+ */
+export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
+  const raw: Partial<Record<ConfigKey, unknown>> = {};
+  const origin = new Map<ConfigKey, ConfigLayer>();
+  for (const layer of layers) {
+    for (const key of CONFIG_KEYS) {
+      if (layer.values[key] === undefined) continue;
+      raw[key] = layer.values[key];
+      origin.set(key, layer);
+    }
+  }
+  const parsed = serverConfigSchema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const key = issue.path[0] as ConfigKey;
+    const source = origin.get(key)?.describe(key) ?? key;
+    return `${source} ${JSON.stringify(String(raw[key]))}: ${issue.message}`;
+  });
+  throw new ConfigError(problems.join('\n'));
+}
+
+/** The `createLockServer` options of a configuration. */
+export function serverOptionsFromConfig(config: ServerConfig): LockServerOptions {
+  return {
+    host: config.host,
+    port: config.port,
+    heartbeatInterval: config.heartbeat,
+    limits: {
+      maxPayload: config.maxPayload,
+      maxKeyLength: config.maxKeyLength,
+      maxLocksPerSession: config.maxLocksPerSession,
+      maxWaitersPerKey: config.maxWaitersPerKey,
+    },
+  };
+}

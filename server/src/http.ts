@@ -1,0 +1,115 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { DEFAULT_LIST_LIMIT, ErrorCode, MAX_LIST_LIMIT, PROTOCOL_PATH } from '@lockwire/protocol';
+import { LockError, toWireError } from './errors.js';
+import type { Logger } from './logger.js';
+import type { LockStore } from './store.js';
+
+/** What the HTTP endpoints read from the server they belong to. */
+export interface HttpContext {
+  readonly store: LockStore;
+  readonly logger: Logger;
+  readonly maxKeyLength: number;
+  /** True once `close()` began: `/healthz` answers 503. */
+  isClosing(): boolean;
+  sessionCount(): number;
+}
+
+/** A request handler for `http.Server`: the plain HTTP side of lockwire. */
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+const PLACEHOLDER_PAGE = `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>lockwire</title></head>
+<body>
+<h1>lockwire</h1>
+<p>A WebSocket lock server. Connect to <code>${PROTOCOL_PATH}</code> with a WebSocket client;
+<a href="/healthz">/healthz</a> and <a href="/v1/locks">/v1/locks</a> answer over HTTP.</p>
+</body>
+</html>
+`;
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string): void {
+  sendJson(res, status, { error: { code, message } });
+}
+
+/** Reads `limit` of `/v1/locks`: absent means the default; else an integer in range. */
+function parseLimit(raw: string | null): number {
+  if (raw === null || raw === '') return DEFAULT_LIST_LIMIT;
+  const limit = /^\d{1,6}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!(limit >= 1 && limit <= MAX_LIST_LIMIT)) {
+    throw new LockError(ErrorCode.BadRequest, `limit: expected an integer from 1 to ${MAX_LIST_LIMIT}`);
+  }
+  return limit;
+}
+
+/**
+ * Creates the handler of the HTTP endpoints:
+ * - `GET /healthz`: 200 `{ok:true, store, sessions}`, 503 `{ok:false}` while closing;
+ * - `GET /v1/locks?prefix=&limit=`: the `list` result (no `heldByYou`), 400 on a bad query;
+ * - `GET /`: a page naming lockwire;
+ * - anything else: 404 (405 for another method on a known path), as JSON.
+ */
+export function createHttpHandler(context: HttpContext): HttpHandler {
+  const locks = async (url: URL, res: ServerResponse) => {
+    const prefix = url.searchParams.get('prefix') ?? '';
+    try {
+      if (prefix.length > context.maxKeyLength) {
+        throw new LockError(ErrorCode.BadRequest, `prefix: longer than maxKeyLength (${context.maxKeyLength})`);
+      }
+      const result = await context.store.list(prefix, parseLimit(url.searchParams.get('limit')), null);
+      sendJson(res, 200, result);
+    } catch (error) {
+      const wire = toWireError(error);
+      if (!(error instanceof LockError)) context.logger.error({ err: error }, 'GET /v1/locks failed');
+      const status =
+        wire.code === ErrorCode.BadRequest ? 400 : wire.code === ErrorCode.StoreUnavailable ? 503 : 500;
+      sendJson(res, status, { error: wire });
+    }
+  };
+
+  const routes = new Map<string, (url: URL, res: ServerResponse) => void>([
+    [
+      '/healthz',
+      (_url, res) => {
+        if (context.isClosing()) sendJson(res, 503, { ok: false });
+        else sendJson(res, 200, { ok: true, store: context.store.kind, sessions: context.sessionCount() });
+      },
+    ],
+    ['/v1/locks', (url, res) => void locks(url, res)],
+    [
+      '/',
+      (_url, res) => {
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-length': Buffer.byteLength(PLACEHOLDER_PAGE),
+        });
+        res.end(PLACEHOLDER_PAGE);
+      },
+    ],
+  ]);
+
+  return (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const route = routes.get(url.pathname);
+    if (!route) {
+      sendError(res, 404, 'not_found', `no such path: ${url.pathname}`);
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      sendError(res, 405, 'method_not_allowed', `${req.method ?? 'this method'} is not allowed here`);
+      return;
+    }
+    route(url, res);
+  };
+}

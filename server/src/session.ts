@@ -1,0 +1,402 @@
+import {
+  binaryFrameError,
+  decodeClientMessage,
+  DEFAULT_LIST_LIMIT,
+  ErrorCode,
+  type ClientMessage,
+  type RequestId,
+  type RequestOf,
+  type WireError,
+} from '@lockwire/protocol';
+import { WebSocket, type RawData } from 'ws';
+import type { Clock } from './clock.js';
+import { LockError, toWireError } from './errors.js';
+import type { Logger } from './logger.js';
+import type { Grant, LockEvent, LockStore, LostLock, SessionId, Ticket, WatchHandle } from './store.js';
+
+/** How a pending `acquire` or `wait` ended, as the store's listener reported it. */
+export type Settlement =
+  | { kind: 'granted'; grant: Grant }
+  | { kind: 'acquireTimedOut' }
+  | { kind: 'waitDone'; free: boolean };
+
+/** What a session needs from the server that owns it. */
+export interface SessionHost {
+  readonly store: LockStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly maxKeyLength: number;
+  /** Allocates a server-wide ticket whose settlements are routed to `session`'s request `id`. */
+  openTicket(session: Session, id: RequestId): Ticket;
+  /** Forgets a ticket's route; later settlements of it are dropped. */
+  closeTicket(ticket: Ticket): void;
+  /** The JSON text of the wire `event` for `event`, built once however many watchers get it. */
+  encodeEvent(event: LockEvent): string;
+  /** Called once when the session ends, with the store's `closeSession` in progress. */
+  sessionEnded(session: Session, closing: Promise<void>): void;
+}
+
+interface PendingRequest {
+  readonly id: RequestId;
+  /** Set for `acquire` and `wait`: the store settles them later by this ticket. */
+  readonly ticket: Ticket | null;
+  /** True once the store call resolved (and a `queued` was sent): settlements are answered at once. */
+  started: boolean;
+  /** A settlement that arrived before the store call resolved, answered right after it. */
+  early: Settlement | null;
+}
+
+interface Watch {
+  handle: WatchHandle | null;
+  stopped: boolean;
+  /** Events that arrived before the snapshot reply went out; `null` once it did. */
+  backlog: string[] | null;
+}
+
+/** How long a closing socket may take to finish its close handshake before it is cut. */
+const CLOSE_HANDSHAKE_MS = 2000;
+
+function frameText(data: RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
+  return data.toString('utf8');
+}
+
+/**
+ * One WebSocket connection: the lock holder. Decodes frames, calls the store,
+ * and answers; routes the store's settlements and pushes for this session.
+ * Once the connection is gone the session is dead: late frames and late store
+ * results are ignored and nothing more is sent.
+ */
+export class Session {
+  private alive = true;
+  private answeredPing = true;
+  private readonly pending = new Map<RequestId, PendingRequest>();
+  private readonly watches = new Map<string, Watch>();
+  private readonly socketClosed: Promise<void>;
+
+  constructor(
+    readonly id: SessionId,
+    private readonly ws: WebSocket,
+    private readonly host: SessionHost,
+  ) {
+    this.socketClosed = new Promise((resolve) => ws.once('close', () => resolve()));
+    ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
+    ws.on('pong', () => {
+      this.answeredPing = true;
+    });
+    ws.on('close', () => this.end());
+    ws.on('error', (error) => this.host.logger.debug({ err: error, session: id }, 'socket error'));
+  }
+
+  /** Sends the first message of the connection. */
+  greet(welcome: object): void {
+    this.send(JSON.stringify(welcome));
+  }
+
+  /** Answers a settled `acquire` or `wait` (or keeps the answer until its store call has resolved). */
+  settle(id: RequestId, ticket: Ticket, settlement: Settlement): void {
+    const request = this.pending.get(id);
+    if (!this.alive || !request || request.ticket !== ticket) return;
+    if (request.started) this.answer(request, settlement);
+    else request.early = settlement;
+  }
+
+  /** Tells the client that a lock it held was taken away. */
+  pushLost(lost: LostLock): void {
+    if (!this.alive) return;
+    this.send(JSON.stringify({ type: 'lost', key: lost.key, token: lost.token, reason: lost.reason }));
+  }
+
+  /** One heartbeat step: cut the connection if the last ping went unanswered, else ping again. */
+  heartbeat(): void {
+    if (!this.alive) return;
+    if (!this.answeredPing) {
+      this.host.logger.info({ session: this.id }, 'heartbeat missed; terminating connection');
+      this.ws.terminate();
+      return;
+    }
+    this.answeredPing = false;
+    this.ws.ping();
+  }
+
+  /**
+   * Drains the session for a server shutdown: every pending request is
+   * answered `shutting_down`, the session ends, and the socket is closed
+   * with 1001. Resolves when the socket has closed (cut after a bound).
+   */
+  shutdown(): Promise<void> {
+    if (this.alive) {
+      const error: WireError = { code: ErrorCode.ShuttingDown, message: 'the server is shutting down' };
+      for (const id of this.pending.keys()) this.replyError(id, error);
+      this.end();
+    }
+    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    this.ws.close(1001, 'server shutting down');
+    const cut = setTimeout(() => this.ws.terminate(), CLOSE_HANDSHAKE_MS);
+    return this.socketClosed.finally(() => clearTimeout(cut));
+  }
+
+  /**
+   * Ends the session once: marks it dead, has the store drop its queued
+   * requests and then release its locks, ends its watches, drops its tickets.
+   */
+  end(): void {
+    if (!this.alive) return;
+    this.alive = false;
+    const closing = this.host.store.closeSession(this.id).catch((error: unknown) => {
+      this.host.logger.error({ err: error, session: this.id }, 'store failed to close the session');
+    });
+    for (const watch of this.watches.values()) stopWatch(watch);
+    this.watches.clear();
+    for (const request of this.pending.values()) {
+      if (request.ticket !== null) this.host.closeTicket(request.ticket);
+    }
+    this.pending.clear();
+    this.host.sessionEnded(this, closing);
+  }
+
+  private onFrame(data: RawData, isBinary: boolean): void {
+    if (!this.alive) return;
+    if (isBinary) {
+      this.replyError(null, binaryFrameError());
+      return;
+    }
+    const decoded = decodeClientMessage(frameText(data), { maxKeyLength: this.host.maxKeyLength });
+    if (!decoded.ok) {
+      this.replyError(decoded.id, decoded.error);
+      return;
+    }
+    const message = decoded.message;
+    if (this.pending.has(message.id)) {
+      this.replyError(message.id, {
+        code: ErrorCode.DuplicateId,
+        message: `id: ${JSON.stringify(message.id)} is already pending`,
+      });
+      return;
+    }
+    this.dispatch(message);
+  }
+
+  private dispatch(message: ClientMessage): void {
+    const { store } = this.host;
+    switch (message.op) {
+      case 'acquire':
+        return this.acquire(message);
+      case 'wait':
+        return this.wait(message);
+      case 'cancel':
+        return this.cancel(message);
+      case 'release':
+        return this.run(message.id, async () => {
+          await store.release(this.id, message.key);
+          return { released: true };
+        });
+      case 'extend':
+        return this.run(message.id, async () => ({
+          expiresAt: await store.extend(this.id, message.key, message.holdTimeout),
+        }));
+      case 'status':
+        return this.run(message.id, () => store.status(message.key, this.id));
+      case 'list':
+        return this.run(message.id, () =>
+          store.list(message.prefix ?? '', message.limit ?? DEFAULT_LIST_LIMIT, this.id),
+        );
+      case 'watch':
+        return this.watch(message);
+      case 'unwatch':
+        return this.run(message.id, async () => {
+          const prefix = message.prefix ?? '';
+          const watch = this.watches.get(prefix);
+          if (watch) stopWatch(watch);
+          this.watches.delete(prefix);
+          return {};
+        });
+      case 'revoke':
+        return this.run(message.id, async () => ({ revoked: await store.revoke(message.key) }));
+      case 'ping':
+        return this.run(message.id, async () => ({ at: this.host.clock.now() }));
+    }
+  }
+
+  /**
+   * Runs one request's store work and answers it. The request stays pending
+   * (for `duplicate_id`) until the work resolves; a result that arrives after
+   * the session died or the request was answered otherwise is dropped.
+   */
+  private run(
+    id: RequestId,
+    work: (request: PendingRequest) => Promise<object | null>,
+    ticket: Ticket | null = null,
+  ): void {
+    const request: PendingRequest = { id, ticket, started: false, early: null };
+    this.pending.set(id, request);
+    work(request).then(
+      (result) => {
+        // `null`: the request stays pending, to be settled by the store later.
+        if (result === null || !this.isCurrent(request)) return;
+        this.finish(request);
+        this.reply(id, result);
+      },
+      (error: unknown) => {
+        if (!this.isCurrent(request)) return;
+        this.finish(request);
+        if (!(error instanceof LockError)) {
+          this.host.logger.error({ err: error, session: this.id, id }, 'request failed');
+        }
+        this.replyError(id, toWireError(error));
+      },
+    );
+  }
+
+  private acquire(message: RequestOf<'acquire'>): void {
+    // The ticket is routed before the store sees it, so a settlement or a
+    // cancel that races the store call finds this request.
+    const ticket = this.host.openTicket(this, message.id);
+    this.run(
+      message.id,
+      async (request) => {
+        const outcome = await this.host.store.acquire(this.id, {
+          ticket,
+          key: message.key,
+          mode: message.mode ?? 'exclusive',
+          acquireTimeout: message.acquireTimeout ?? null,
+          holdTimeout: message.holdTimeout ?? null,
+          steal: message.steal ?? false,
+          meta: message.meta ?? null,
+        });
+        switch (outcome.status) {
+          case 'granted':
+            return { acquired: true, token: outcome.token, expiresAt: outcome.expiresAt };
+          case 'not_granted':
+            return { acquired: false };
+          case 'queued':
+            if (this.isCurrent(request)) {
+              const queued = { type: 'queued', id: message.id, key: message.key, position: outcome.position };
+              this.send(JSON.stringify(queued));
+              this.startPending(request);
+            }
+            return null;
+        }
+      },
+      ticket,
+    );
+  }
+
+  private wait(message: RequestOf<'wait'>): void {
+    const ticket = this.host.openTicket(this, message.id);
+    this.run(
+      message.id,
+      async (request) => {
+        const state = await this.host.store.wait(this.id, {
+          ticket,
+          key: message.key,
+          timeout: message.timeout ?? null,
+        });
+        if (state === 'free') return { free: true };
+        if (this.isCurrent(request)) this.startPending(request);
+        return null;
+      },
+      ticket,
+    );
+  }
+
+  private cancel(message: RequestOf<'cancel'>): void {
+    const target = this.pending.get(message.target);
+    this.run(message.id, async () => {
+      if (!target || target.ticket === null) return { cancelled: false };
+      const cancelled = await this.host.store.cancel(this.id, target.ticket);
+      if (!cancelled || !this.isCurrent(target)) return { cancelled: false };
+      // The cancelled request is answered before the cancel itself.
+      this.finish(target);
+      this.replyError(target.id, { code: ErrorCode.Cancelled, message: 'the request was cancelled' });
+      return { cancelled: true };
+    });
+  }
+
+  private watch(message: RequestOf<'watch'>): void {
+    const prefix = message.prefix ?? '';
+    const limit = message.limit ?? DEFAULT_LIST_LIMIT;
+    if (this.watches.has(prefix)) {
+      // Watching a prefix again is the same watch: a fresh snapshot, one stream.
+      this.run(message.id, () => this.host.store.list(prefix, limit, this.id));
+      return;
+    }
+    const watch: Watch = { handle: null, stopped: false, backlog: [] };
+    this.watches.set(prefix, watch);
+    this.run(message.id, async (request) => {
+      try {
+        watch.handle = await this.host.store.watch(prefix, limit, this.id, (event) =>
+          this.deliver(watch, event),
+        );
+      } catch (error) {
+        if (this.watches.get(prefix) === watch) this.watches.delete(prefix);
+        throw error;
+      }
+      if (watch.stopped) watch.handle.stop();
+      if (!this.isCurrent(request)) return null;
+      // Answer the snapshot here, not in `run`, so that events the store
+      // pushed meanwhile follow it.
+      this.finish(request);
+      this.reply(request.id, watch.handle.snapshot);
+      const backlog = watch.backlog ?? [];
+      watch.backlog = null;
+      for (const text of backlog) this.send(text);
+      return null;
+    });
+  }
+
+  private deliver(watch: Watch, event: LockEvent): void {
+    if (!this.alive || watch.stopped) return;
+    const text = this.host.encodeEvent(event);
+    if (watch.backlog) watch.backlog.push(text);
+    else this.send(text);
+  }
+
+  private startPending(request: PendingRequest): void {
+    request.started = true;
+    if (request.early) this.answer(request, request.early);
+  }
+
+  private answer(request: PendingRequest, settlement: Settlement): void {
+    this.finish(request);
+    this.reply(request.id, settlementResult(settlement));
+  }
+
+  private isCurrent(request: PendingRequest): boolean {
+    return this.alive && this.pending.get(request.id) === request;
+  }
+
+  private finish(request: PendingRequest): void {
+    this.pending.delete(request.id);
+    if (request.ticket !== null) this.host.closeTicket(request.ticket);
+  }
+
+  private reply(id: RequestId, result: object): void {
+    this.send(JSON.stringify({ type: 'reply', id, ok: true, ...result }));
+  }
+
+  private replyError(id: RequestId | null, error: WireError): void {
+    this.send(JSON.stringify({ type: 'reply', id, ok: false, error }));
+  }
+
+  private send(text: string): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+  }
+}
+
+function settlementResult(settlement: Settlement): object {
+  switch (settlement.kind) {
+    case 'granted':
+      return { acquired: true, token: settlement.grant.token, expiresAt: settlement.grant.expiresAt };
+    case 'acquireTimedOut':
+      return { acquired: false };
+    case 'waitDone':
+      return { free: settlement.free };
+  }
+}
+
+function stopWatch(watch: Watch): void {
+  watch.stopped = true;
+  watch.handle?.stop();
+}
