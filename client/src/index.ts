@@ -1,1 +1,18 @@
-export {};
+/**
+ * `@lockwire/client` for browsers and any runtime with a global `WebSocket`.
+ * This entry imports nothing from Node; under Node the package resolves to
+ * `node.js`, which connects with `ws`.
+ */
+export { LockClient } from './lock-client.js';
+export type { AcquireOptions, ClientEvents, ClientState, ConnectOptions } from './lock-client.js';
+export { Lease } from './lease.js';
+export type { LeaseState } from './lease.js';
+export { Watch } from './watch.js';
+export type { LockEvent } from './watch.js';
+export type { AcquireLockOptions, WaitForLockOptions } from './prefect.js';
+export { ClientErrorCode, LeaseLostReason, LockError } from './errors.js';
+export type { ClientErrorCode as ClientErrorCodeValue, CloseInfo, LockErrorCode } from './errors.js';
+export { webSocketTransport } from './transport.js';
+export type { Transport, TransportFactory, TransportHandlers } from './transport.js';
+export { ErrorCode, LockMode, LostReason } from '@lockwire/protocol';
+export type { Limits, ListResult, LockStatus, HolderInfo, WaiterInfo } from '@lockwire/protocol';

@@ -1,0 +1,301 @@
+import {
+  decodeServerMessage,
+  resultSchemas,
+  type EventMessage,
+  type LostMessage,
+  type Op,
+  type OkReply,
+  type ReplyMessage,
+  type RequestOf,
+  type ResultOf,
+  type WelcomeMessage,
+} from '@lockwire/protocol';
+import {
+  ClientErrorCode,
+  connectionClosedError,
+  LockError,
+  type CloseInfo,
+} from './errors.js';
+import type { Transport, TransportFactory } from './transport.js';
+
+/** A request's fields without `op` and `id`, which the connection adds. */
+export type RequestFields<O extends Op> = Omit<RequestOf<O>, 'op' | 'id'>;
+
+/** How a request's reply is turned into the call's value. */
+export interface RequestOptions<O extends Op, T> {
+  /**
+   * Maps the typed result while the reply frame is being handled, before any
+   * later frame: state that a following push relies on (a new lease that a
+   * `lost` may name, a watch that `event`s feed) is in place by then.
+   */
+  onResult: (result: ResultOf<O>) => T;
+  /** Called once if an `acquire` had to join the queue. */
+  onQueued?: ((position: number) => void) | undefined;
+}
+
+/** A request in flight: its wire id (for `cancel`) and its outcome. */
+export interface PendingCall<T> {
+  readonly id: number;
+  /** Resolves with the mapped result; rejects with a `LockError` (the wire error, or `connection_closed`). */
+  readonly result: Promise<T>;
+}
+
+/** Pushes and the end of the connection, reported to the client that owns it. */
+export interface ConnectionHandlers {
+  lost(message: LostMessage): void;
+  event(message: EventMessage): void;
+  /** Called once when an open connection ends, after every pending call was rejected with `error`. */
+  closed(close: CloseInfo, error: LockError): void;
+}
+
+interface PendingEntry {
+  accept(reply: OkReply): void;
+  reject(error: LockError): void;
+  onQueued: ((position: number) => void) | undefined;
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(reason: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** Browsers only let a page close with 1000 or 4000-4999, so a protocol error closes with 1000 and a reason. */
+const NORMAL_CLOSURE = 1000;
+
+/**
+ * One WebSocket connection speaking protocol v1: waits for `welcome`,
+ * numbers requests 1, 2, 3, ..., matches replies to them, and hands pushes
+ * to its owner. It is used once: when it closes, a new `Connection` takes
+ * its place (which is how reconnecting fits in).
+ *
+ * Every frame is decoded with `decodeServerMessage`; a frame that does not
+ * decode, or a reply whose result does not match its op, is a protocol error:
+ * the connection closes and every pending call rejects with `protocol_error`.
+ */
+export class Connection {
+  #state: 'connecting' | 'open' | 'closed' = 'connecting';
+  #nextId = 1;
+  readonly #pending = new Map<number, PendingEntry>();
+  readonly #handlers: ConnectionHandlers;
+  readonly #opened = deferred<WelcomeMessage>();
+  readonly #ended = deferred<void>();
+  readonly #transport: Transport;
+  #closeError: LockError | undefined;
+  #lastTransportError: unknown;
+
+  private constructor(url: string, factory: TransportFactory, handlers: ConnectionHandlers) {
+    this.#handlers = handlers;
+    this.#transport = factory(url, {
+      open: () => {},
+      message: (text) => this.#onFrame(text),
+      error: (error) => {
+        this.#lastTransportError = error;
+      },
+      close: (code, reason) => this.#onTransportClose(code, reason),
+    });
+  }
+
+  /**
+   * Opens a connection and resolves once the server's `welcome` arrived.
+   *
+   * @throws LockError `connection_closed` when the socket closes first (its
+   * `cause` is the transport's error), `protocol_error` when the first frame is
+   * not a welcome; `signal.reason` when `signal` aborts first.
+   */
+  static async open(
+    url: string,
+    factory: TransportFactory,
+    handlers: ConnectionHandlers,
+    signal?: AbortSignal,
+  ): Promise<{ connection: Connection; welcome: WelcomeMessage }> {
+    signal?.throwIfAborted();
+    const connection = new Connection(url, factory, handlers);
+    const onAbort = () => connection.#abortOpen(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const welcome = await connection.#opened.promise;
+      return { connection, welcome };
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** True until the connection closed (by either side). */
+  get isOpen(): boolean {
+    return this.#state === 'open';
+  }
+
+  /** Number of requests sent and not yet answered. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /**
+   * Sends one request. The returned `result` rejects with the server's error
+   * as a `LockError`, or with the close error if the connection is or becomes
+   * closed before the reply.
+   */
+  request<O extends Op, T>(
+    op: O,
+    fields: RequestFields<O>,
+    options: RequestOptions<O, T>,
+  ): PendingCall<T> {
+    const id = this.#nextId++;
+    const call = deferred<T>();
+    if (this.#state !== 'open' || this.#closeError) {
+      call.reject(this.#closeError ?? new LockError(ClientErrorCode.ConnectionClosed, 'not connected'));
+      return { id, result: call.promise };
+    }
+    const schema = resultSchemas[op];
+    this.#pending.set(id, {
+      onQueued: options.onQueued,
+      reject: call.reject,
+      accept: (reply) => {
+        const parsed = schema.safeParse(reply);
+        if (!parsed.success) {
+          const error = this.#protocolError(`the ${op} reply has an unexpected shape`);
+          call.reject(error);
+          return;
+        }
+        try {
+          // resultSchemas[op] parses to ResultOf<op>; TypeScript cannot follow the generic index.
+          call.resolve(options.onResult(parsed.data as ResultOf<O>));
+        } catch (error) {
+          call.reject(error);
+        }
+      },
+    });
+    try {
+      this.#transport.send(JSON.stringify({ op, id, ...fields }));
+    } catch (error) {
+      this.#pending.delete(id);
+      call.reject(error);
+    }
+    return { id, result: call.promise };
+  }
+
+  /**
+   * Closes the connection. Pending calls reject at once with
+   * `connection_closed`; resolves when the socket has closed. Idempotent.
+   */
+  close(reason = 'client closed'): Promise<void> {
+    if (this.#state !== 'closed') {
+      const close: CloseInfo = { code: NORMAL_CLOSURE, reason, byClient: true };
+      this.#shutdown(close, connectionClosedError(close));
+      this.#closeTransport(reason);
+    }
+    return this.#ended.promise;
+  }
+
+  #abortOpen(reason: unknown): void {
+    if (this.#state !== 'connecting') return;
+    this.#state = 'closed';
+    this.#opened.reject(reason);
+    this.#closeTransport('connect aborted');
+  }
+
+  #closeTransport(reason: string): void {
+    try {
+      this.#transport.close(NORMAL_CLOSURE, reason);
+    } catch {
+      // The socket is already closing; its close event still arrives.
+    }
+  }
+
+  #onFrame(text: string | null): void {
+    // A frame that arrives after close() belongs to calls already rejected.
+    if (this.#state === 'closed') return;
+    if (text === null) {
+      this.#protocolError('the server sent a binary frame');
+      return;
+    }
+    const decoded = decodeServerMessage(text);
+    if (!decoded.ok) {
+      this.#protocolError(`unreadable server frame: ${decoded.error}`);
+      return;
+    }
+    const message = decoded.message;
+    if (this.#state === 'connecting') {
+      if (message.type !== 'welcome') {
+        this.#protocolError(`expected welcome, got ${message.type}`);
+        return;
+      }
+      this.#state = 'open';
+      this.#opened.resolve(message);
+      return;
+    }
+    switch (message.type) {
+      case 'reply':
+        this.#onReply(message);
+        return;
+      case 'queued':
+        if (typeof message.id === 'number') this.#pending.get(message.id)?.onQueued?.(message.position);
+        return;
+      case 'lost':
+        this.#handlers.lost(message);
+        return;
+      case 'event':
+        this.#handlers.event(message);
+        return;
+      case 'welcome':
+        this.#protocolError('a second welcome on one connection');
+        return;
+    }
+  }
+
+  #onReply(reply: ReplyMessage): void {
+    if (reply.id === null) {
+      // The server could not read one of our requests' ids, so some call would never be answered.
+      const detail = reply.ok ? 'a reply without id' : `${reply.error.code}: ${reply.error.message}`;
+      this.#protocolError(`the server could not match a request: ${detail}`);
+      return;
+    }
+    const entry = typeof reply.id === 'number' ? this.#pending.get(reply.id) : undefined;
+    if (!entry || typeof reply.id !== 'number') return;
+    this.#pending.delete(reply.id);
+    if (reply.ok) entry.accept(reply);
+    else entry.reject(new LockError(reply.error.code, reply.error.message));
+  }
+
+  #onTransportClose(code: number, reason: string): void {
+    this.#ended.resolve();
+    if (this.#state === 'closed') return;
+    const close: CloseInfo = { code, reason, byClient: false };
+    this.#shutdown(close, connectionClosedError(close, this.#lastTransportError));
+  }
+
+  #protocolError(detail: string): LockError {
+    const close: CloseInfo = { code: NORMAL_CLOSURE, reason: 'protocol error', byClient: true };
+    const error = new LockError(ClientErrorCode.ProtocolError, detail, { close });
+    if (this.#state !== 'closed') {
+      this.#shutdown(close, error);
+      this.#closeTransport('protocol error');
+    }
+    return error;
+  }
+
+  #shutdown(close: CloseInfo, error: LockError): void {
+    const wasOpen = this.#state === 'open';
+    this.#state = 'closed';
+    this.#closeError = error;
+    if (!wasOpen) {
+      this.#opened.reject(error);
+      return;
+    }
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const entry of pending) entry.reject(error);
+    this.#handlers.closed(close, error);
+  }
+}

@@ -1,0 +1,126 @@
+import type { LockMode } from '@lockwire/protocol';
+import { leaseLostError, type CloseInfo, type LeaseLostReason } from './errors.js';
+
+/** What a lease asks of the client that granted it. */
+export interface LeaseOwner {
+  /** Sends `release` for the lease's key. */
+  releaseLease(lease: Lease): Promise<void>;
+  /** Sends `extend`; records and resolves with the new `expiresAt`. */
+  extendLease(lease: Lease, holdTimeout: number | null): Promise<number | null>;
+}
+
+/** The client's handle on a lease's private state; never given to users. */
+export interface LeaseControl {
+  /** Marks the lease lost and aborts its signal with the reason. No-op unless held. */
+  lose(reason: LeaseLostReason, close?: CloseInfo): void;
+  /** Marks the lease released (it was released through the client, not the lease). No-op unless held. */
+  markReleased(): void;
+  /** Records a new expiry after a successful `extend`. */
+  setExpiresAt(expiresAt: number | null): void;
+}
+
+/** The grant a lease is made from. */
+export interface LeaseInit {
+  key: string;
+  mode: LockMode;
+  token: number;
+  expiresAt: number | null;
+}
+
+/** Whether a lease is still held, was released by its holder, or was lost. */
+export type LeaseState = 'held' | 'released' | 'lost';
+
+/**
+ * A lock this connection holds: the result of `client.acquire()`.
+ *
+ * - `token` is the fencing token: pass it to the resource you protect, which
+ *   should refuse writes carrying a token lower than one it has seen.
+ * - `signal` aborts when the lock is lost without `release()`: its reason is a
+ *   `LockError` with code `expired`, `stolen`, `revoked` or `connection_lost`.
+ *   Releasing does not abort it.
+ * - `release()` is idempotent, and a no-op once the lease is lost;
+ *   `await using` releases on scope exit.
+ */
+export class Lease {
+  readonly key: string;
+  readonly mode: LockMode;
+  readonly token: number;
+  #expiresAt: number | null;
+  #state: LeaseState = 'held';
+  #releasing: Promise<void> | undefined;
+  readonly #controller = new AbortController();
+  readonly #owner: LeaseOwner;
+
+  /** Leases are created by `LockClient`, which receives the lease's control through `adopt`. */
+  constructor(init: LeaseInit, owner: LeaseOwner, adopt: (control: LeaseControl) => void) {
+    this.key = init.key;
+    this.mode = init.mode;
+    this.token = init.token;
+    this.#expiresAt = init.expiresAt;
+    this.#owner = owner;
+    adopt({
+      lose: (reason, close) => {
+        if (this.#state !== 'held') return;
+        this.#state = 'lost';
+        this.#controller.abort(leaseLostError(this.key, reason, close));
+      },
+      markReleased: () => {
+        if (this.#state === 'held') this.#state = 'released';
+      },
+      setExpiresAt: (expiresAt) => {
+        this.#expiresAt = expiresAt;
+      },
+    });
+  }
+
+  /** When the hold expires (server epoch ms), or `null` without a hold timeout. */
+  get expiresAt(): number | null {
+    return this.#expiresAt;
+  }
+
+  /** `held` until `release()` or a loss. */
+  get state(): LeaseState {
+    return this.#state;
+  }
+
+  /** True while the lease is held. */
+  get held(): boolean {
+    return this.#state === 'held';
+  }
+
+  /** Aborts when the lock is lost; `reason` is a `LockError` naming why. */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /**
+   * Releases the lock. Calling it again, or after the lease was lost, does
+   * nothing (a concurrent second call waits for the first). A lease whose
+   * connection closed resolves: the server released the lock already.
+   *
+   * @throws LockError for server errors other than `not_holder` (which only
+   * means the loss had not reached this client yet).
+   */
+  release(): Promise<void> {
+    if (this.#releasing) return this.#releasing;
+    if (this.#state !== 'held') return Promise.resolve();
+    this.#state = 'released';
+    this.#releasing = this.#owner.releaseLease(this);
+    return this.#releasing;
+  }
+
+  /**
+   * Sets the hold to expire `holdTimeout` ms from now (`null`: never);
+   * resolves with the new `expiresAt`, which the lease then reports.
+   *
+   * @throws LockError `not_holder` if the lease is no longer held.
+   */
+  extend(holdTimeout: number | null): Promise<number | null> {
+    return this.#owner.extendLease(this, holdTimeout);
+  }
+
+  /** Releases the lock (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.release();
+  }
+}

@@ -1,0 +1,443 @@
+import type {
+  AcquireResult,
+  EventMessage,
+  Limits,
+  ListResult,
+  LockMode,
+  LockStatus,
+  LostMessage,
+  LostReason,
+  WelcomeMessage,
+} from '@lockwire/protocol';
+import { Connection, type PendingCall } from './connection.js';
+import { Emitter } from './emitter.js';
+import {
+  ClientErrorCode,
+  LeaseLostReason,
+  LockError,
+  type CloseInfo,
+} from './errors.js';
+import { Lease, type LeaseControl, type LeaseOwner } from './lease.js';
+import { PrefectFace, type WaitForLockOptions } from './prefect.js';
+import { webSocketTransport, type TransportFactory } from './transport.js';
+import { Watch, WatchRegistry, type LockEvent, type WatchSubscription } from './watch.js';
+
+/** Options of `LockClient.connect()`. */
+export interface ConnectOptions {
+  /** How to open the socket. Default: the runtime's WebSocket (`ws` under the Node entry). */
+  transport?: TransportFactory;
+  /** HTTP headers for the upgrade request, e.g. `Authorization`. Node only: browsers cannot set them. */
+  headers?: Record<string, string>;
+  /** Aborts connecting; `connect()` then rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+/** Options of `acquire()`. Durations are milliseconds; `null`/absent means no limit. */
+export interface AcquireOptions {
+  /** `exclusive` (default) or `shared`. */
+  mode?: LockMode;
+  /** How long to wait in the queue; `0` tries once. Default: wait until granted. */
+  acquireTimeout?: number | null;
+  /** The lock expires this long after the grant (the lease's signal then aborts with `expired`). */
+  holdTimeout?: number | null;
+  /** Exclusive only: take the lock from its holders at once (they lose it as `stolen`). */
+  steal?: boolean;
+  /** A JSON object of at most 1024 bytes, shown to watchers and in `status`. */
+  meta?: Record<string, unknown> | null;
+  /** Gives up while queued: sends `cancel` and rejects with `signal.reason`. Ignored once granted. */
+  signal?: AbortSignal;
+  /** Called once, with the queue position (1 = next), if the request had to wait. */
+  onQueued?: (position: number) => void;
+}
+
+/** Connection state; reconnecting clients add `connecting`. */
+export type ClientState = 'open' | 'closed';
+
+/** Events of a `LockClient`, for `client.on()`. */
+export interface ClientEvents {
+  /** A lock this session held was taken away (also aborts the lease's signal). */
+  lost: { key: string; token: number; reason: LostReason };
+  /** The connection ended; every lease was lost with `connection_lost`. */
+  close: CloseInfo;
+  /** The connection state changed. */
+  state: ClientState;
+}
+
+interface LeaseEntry {
+  lease: Lease;
+  control: LeaseControl;
+}
+
+interface Grant {
+  lease: Lease;
+  /** False when the grant was a re-acquire of a lease this client already had. */
+  fresh: boolean;
+}
+
+/**
+ * A lockwire client: one WebSocket connection, which is the lock holder.
+ *
+ * Three faces over one core: leases (`acquire`, `withLock`), Prefect's lock
+ * manager (`acquireLock`, `releaseLock`, `waitForLock`, `isLocked`,
+ * `isLockHolder`), and observing (`status`, `list`, `watch`). Expected
+ * outcomes are values (a timed-out acquire is `null`); failures are
+ * `LockError`s whose `code` is the wire error code or a {@link ClientErrorCode}.
+ */
+export class LockClient extends PrefectFace implements LeaseOwner {
+  readonly #transport: TransportFactory;
+  #connection: Connection | undefined;
+  #welcome: WelcomeMessage;
+  #state: ClientState = 'open';
+  #closing: Promise<void> | undefined;
+  readonly #leases = new Map<string, LeaseEntry>();
+  readonly #watches = new WatchRegistry();
+  readonly #events = new Emitter<ClientEvents>();
+
+  /** Use `LockClient.connect()`. */
+  protected constructor(transport: TransportFactory, connection: Connection, welcome: WelcomeMessage) {
+    super();
+    this.#transport = transport;
+    this.#connection = connection;
+    this.#welcome = welcome;
+    // The socket may have closed between the welcome and this constructor.
+    if (!connection.isOpen) this.#state = 'closed';
+  }
+
+  /**
+   * Connects to a lockwire server (`ws://host:port/v1`) and resolves once the
+   * server's welcome arrived.
+   *
+   * @throws LockError `connection_closed` if the socket fails or closes first
+   * (the transport's error as `cause`); `signal.reason` if aborted.
+   */
+  static async connect(url: string, options: ConnectOptions = {}): Promise<LockClient> {
+    const transport = options.transport ?? webSocketTransport;
+    let client: LockClient | undefined;
+    const { connection, welcome } = await Connection.open(
+      url,
+      transport,
+      {
+        lost: (message) => {
+          if (client) client.#onLost(message);
+        },
+        event: (message) => {
+          if (client) client.#onEvent(message);
+        },
+        closed: (close, error) => {
+          if (client) client.#onClosed(close, error);
+        },
+      },
+      options.signal,
+    );
+    client = new this(transport, connection, welcome);
+    return client;
+  }
+
+  /** The server's id of this session (the lock holder). */
+  get session(): string {
+    return this.#welcome.session;
+  }
+
+  /** The limits the server announced. */
+  get limits(): Limits {
+    return this.#welcome.limits;
+  }
+
+  /** The server's name and version, e.g. `lockwire/0.1.0`. */
+  get server(): string {
+    return this.#welcome.server;
+  }
+
+  /** `open` until the connection ends. */
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** Leases this client holds, by key. */
+  get leases(): ReadonlyMap<string, Lease> {
+    return new Map([...this.#leases].map(([key, entry]) => [key, entry.lease]));
+  }
+
+  /** The transport this client opens connections with. */
+  protected get transport(): TransportFactory {
+    return this.#transport;
+  }
+
+  /** Listens to `lost`, `close` or `state`; returns a function that stops listening. */
+  on<K extends keyof ClientEvents>(type: K, listener: (payload: ClientEvents[K]) => void): () => void {
+    return this.#events.on(type, listener);
+  }
+
+  /**
+   * Acquires `key`. Resolves with a {@link Lease}, or `null` when not granted
+   * within `acquireTimeout`. Acquiring a key this client already holds in
+   * the same mode resolves with the lease it already has (same token,
+   * nothing changed).
+   *
+   * `signal`: already aborted - rejects with its reason, sending nothing;
+   * aborted while waiting - sends `cancel`, and rejects with its reason once
+   * the server confirmed (a grant that raced the cancel is released first);
+   * aborted after the grant - ignored.
+   *
+   * @throws LockError with the server's code (`bad_request`, `too_many_locks`,
+   * ...), or `connection_closed`.
+   */
+  override async acquire(key: string, options: AcquireOptions = {}): Promise<Lease | null> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const connection = this.#live();
+    const mode = options.mode ?? 'exclusive';
+    const call = connection.request(
+      'acquire',
+      {
+        key,
+        mode: options.mode,
+        acquireTimeout: options.acquireTimeout,
+        holdTimeout: options.holdTimeout,
+        steal: options.steal,
+        meta: options.meta,
+      },
+      {
+        onQueued: options.onQueued,
+        onResult: (result): Grant | null => (result.acquired ? this.#adopt(key, mode, result) : null),
+      },
+    );
+    const grant = await this.#abortable(connection, call, signal, async (late) => {
+      // The caller gave up but the grant won the race: hand the lock back at once.
+      if (late?.fresh) await late.lease.release().catch(() => undefined);
+    });
+    return grant?.lease ?? null;
+  }
+
+  /**
+   * Runs `fn` while holding `key` and releases the lock when `fn` settles.
+   * Resolves with `fn`'s result.
+   *
+   * @throws LockError `not_acquired` when the lock was not granted within
+   * `acquireTimeout`; whatever `fn` throws; the errors of `acquire()`.
+   */
+  async withLock<T>(key: string, fn: (lease: Lease) => Promise<T> | T, options: AcquireOptions = {}): Promise<T> {
+    const lease = await this.acquire(key, options);
+    if (!lease) {
+      throw new LockError(ClientErrorCode.NotAcquired, `lock ${JSON.stringify(key)} not acquired in time`);
+    }
+    try {
+      return await fn(lease);
+    } finally {
+      await lease.release();
+    }
+  }
+
+  /** Waits until every hold on `key` that exists now has ended; `false` on timeout. Never acquires. */
+  override async wait(key: string, options: WaitForLockOptions = {}): Promise<boolean> {
+    options.signal?.throwIfAborted();
+    const connection = this.#live();
+    const call = connection.request('wait', { key, timeout: options.timeout }, { onResult: (r) => r.free });
+    return this.#abortable(connection, call, options.signal);
+  }
+
+  /** The state of `key`: holders, queue in grant order, and `heldByYou`. */
+  override status(key: string): Promise<LockStatus> {
+    return this.#live().request('status', { key }, { onResult: (r) => r }).result;
+  }
+
+  /** Status of the locked keys starting with `prefix` (default all), in key order, at most `limit` (default 1000). */
+  list(options: { prefix?: string; limit?: number } = {}): Promise<ListResult> {
+    return this.#live().request('list', { prefix: options.prefix, limit: options.limit }, { onResult: (r) => r })
+      .result;
+  }
+
+  /**
+   * Watches keys starting with `prefix`: resolves with a {@link Watch} whose
+   * `snapshot` holds the locked keys at the start, then calls `onEvent` for
+   * every change after it. Overlapping watches each get the events of their
+   * prefix.
+   */
+  async watch(prefix: string, onEvent: (event: LockEvent) => void, options: { limit?: number } = {}): Promise<Watch> {
+    const connection = this.#live();
+    const subscription: WatchSubscription = { prefix, onEvent, live: false, controller: new AbortController() };
+    this.#watches.add(subscription);
+    try {
+      const snapshot = await connection.request(
+        'watch',
+        { prefix, limit: options.limit },
+        {
+          onResult: (result) => {
+            subscription.live = true;
+            return result;
+          },
+        },
+      ).result;
+      return new Watch(subscription, snapshot, () => this.#unwatch(subscription));
+    } catch (error) {
+      this.#watches.remove(subscription);
+      throw error;
+    }
+  }
+
+  /** Force-releases every hold on `key` (each holder loses it as `revoked`); resolves with how many. */
+  revoke(key: string): Promise<number> {
+    return this.#live().request('revoke', { key }, { onResult: (r) => r.revoked }).result;
+  }
+
+  /** Round trip to the server; resolves with the server's clock (epoch ms). */
+  ping(): Promise<number> {
+    return this.#live().request('ping', {}, { onResult: (r) => r.at }).result;
+  }
+
+  /**
+   * Closes the connection. Pending calls reject with `connection_closed`,
+   * every lease's signal aborts with `connection_lost` (the server releases
+   * the locks), watches end. Idempotent; resolves when the socket closed.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#connection?.close() ?? Promise.resolve();
+    return this.#closing;
+  }
+
+  /** Closes the client (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---- LeaseOwner ----
+
+  /** @internal Sends the release of a lease; see `Lease.release()`. */
+  async releaseLease(lease: Lease): Promise<void> {
+    this.#forget(lease);
+    const connection = this.#connection;
+    // A closed connection already released every lock of the session.
+    if (!connection?.isOpen) return;
+    try {
+      await connection.request('release', { key: lease.key }, { onResult: () => undefined }).result;
+    } catch (error) {
+      const settled =
+        error instanceof LockError &&
+        (error.code === 'not_holder' || error.code === ClientErrorCode.ConnectionClosed);
+      if (!settled) throw error;
+    }
+  }
+
+  /** @internal Sends the extend of a lease; see `Lease.extend()`. */
+  async extendLease(lease: Lease, holdTimeout: number | null): Promise<number | null> {
+    if (!lease.held) {
+      throw new LockError('not_holder', `lock ${JSON.stringify(lease.key)} is no longer held (${lease.state})`);
+    }
+    return this.#live().request('extend', { key: lease.key, holdTimeout }, {
+      onResult: (result) => {
+        const entry = this.#leases.get(lease.key);
+        if (entry?.lease === lease) entry.control.setExpiresAt(result.expiresAt);
+        return result.expiresAt;
+      },
+    }).result;
+  }
+
+  /**
+   * Releases `key` (the Prefect face's `release_lock`).
+   *
+   * @throws LockError `not_holder` when this connection does not hold it;
+   * nothing changes then.
+   */
+  override async releaseLock(key: string): Promise<void> {
+    await this.#live().request('release', { key }, {
+      onResult: () => {
+        const entry = this.#leases.get(key);
+        if (!entry) return;
+        this.#leases.delete(key);
+        entry.control.markReleased();
+      },
+    }).result;
+  }
+
+  // ---- internals ----
+
+  #live(): Connection {
+    const connection = this.#connection;
+    if (!connection?.isOpen) {
+      throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is not connected');
+    }
+    return connection;
+  }
+
+  /** Makes (or finds) the lease of a grant; runs while the reply frame is handled, before any later push. */
+  #adopt(key: string, mode: LockMode, grant: Extract<AcquireResult, { acquired: true }>): Grant {
+    const existing = this.#leases.get(key);
+    if (existing?.lease.held && existing.lease.token === grant.token) return { lease: existing.lease, fresh: false };
+    let control: LeaseControl | undefined;
+    const lease = new Lease({ key, mode, token: grant.token, expiresAt: grant.expiresAt }, this, (c) => {
+      control = c;
+    });
+    if (!control) throw new LockError(ClientErrorCode.ProtocolError, 'lease created without control');
+    this.#leases.set(key, { lease, control });
+    return { lease, fresh: true };
+  }
+
+  #forget(lease: Lease): void {
+    if (this.#leases.get(lease.key)?.lease === lease) this.#leases.delete(lease.key);
+  }
+
+  /**
+   * Awaits a cancellable call (`acquire`, `wait`). On abort before the reply:
+   * sends `cancel`, waits for the call's fate (handing a late result to
+   * `onLate`) and for the cancel's reply, then rejects with `signal.reason`.
+   */
+  async #abortable<T>(
+    connection: Connection,
+    call: PendingCall<T>,
+    signal: AbortSignal | undefined,
+    onLate?: (late: T | undefined) => Promise<void>,
+  ): Promise<T> {
+    if (!signal) return call.result;
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<{ aborted: true }>((resolve) => {
+      onAbort = () => resolve({ aborted: true });
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      const first = await Promise.race([call.result.then((value) => ({ aborted: false as const, value })), aborted]);
+      if (!first.aborted) return first.value;
+      const cancel = connection.request('cancel', { target: call.id }, { onResult: (r) => r.cancelled });
+      const late = await call.result.catch(() => undefined);
+      await onLate?.(late);
+      await cancel.result.catch(() => false);
+      throw signal.reason;
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async #unwatch(subscription: WatchSubscription): Promise<void> {
+    subscription.controller.abort(new LockError(ClientErrorCode.ConnectionClosed, 'watch closed'));
+    const last = this.#watches.remove(subscription);
+    const connection = this.#connection;
+    if (!last || !connection?.isOpen) return;
+    await connection.request('unwatch', { prefix: subscription.prefix }, { onResult: () => undefined }).result.catch(
+      (error: unknown) => {
+        if (!(error instanceof LockError && error.code === ClientErrorCode.ConnectionClosed)) throw error;
+      },
+    );
+  }
+
+  #onLost(message: LostMessage): void {
+    const entry = this.#leases.get(message.key);
+    if (entry && entry.lease.token === message.token) {
+      this.#leases.delete(message.key);
+      entry.control.lose(message.reason);
+    }
+    this.#events.emit('lost', { key: message.key, token: message.token, reason: message.reason });
+  }
+
+  #onEvent(message: EventMessage): void {
+    this.#watches.dispatch(message);
+  }
+
+  #onClosed(close: CloseInfo, error: LockError): void {
+    const entries = [...this.#leases.values()];
+    this.#leases.clear();
+    for (const entry of entries) entry.control.lose(LeaseLostReason.ConnectionLost, close);
+    this.#watches.endAll(error);
+    this.#state = 'closed';
+    this.#events.emit('state', this.#state);
+    this.#events.emit('close', close);
+  }
+}

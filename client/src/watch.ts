@@ -1,0 +1,100 @@
+import type { EventMessage, ListResult, LockStatus } from '@lockwire/protocol';
+import { invokeSafely } from './emitter.js';
+
+/** A state change under a watched prefix, as the server pushed it. */
+export type LockEvent = Omit<EventMessage, 'type'>;
+
+/** One `watch()` call's interest in a prefix. */
+export interface WatchSubscription {
+  readonly prefix: string;
+  readonly onEvent: (event: LockEvent) => void;
+  /** False until the watch reply (and its snapshot) was handled; earlier events predate the snapshot. */
+  live: boolean;
+  readonly controller: AbortController;
+}
+
+/**
+ * Every watch of one client, by prefix. The server keeps one watch per
+ * prefix per session, so the registry says when the first subscription of a
+ * prefix starts and when the last one ends.
+ */
+export class WatchRegistry {
+  readonly #byPrefix = new Map<string, Set<WatchSubscription>>();
+
+  /** Adds a subscription; true when it is the first for its prefix. */
+  add(subscription: WatchSubscription): boolean {
+    let set = this.#byPrefix.get(subscription.prefix);
+    const first = !set;
+    if (!set) {
+      set = new Set();
+      this.#byPrefix.set(subscription.prefix, set);
+    }
+    set.add(subscription);
+    return first;
+  }
+
+  /** Removes a subscription; true when it was the last of its prefix. */
+  remove(subscription: WatchSubscription): boolean {
+    const set = this.#byPrefix.get(subscription.prefix);
+    if (!set?.delete(subscription)) return false;
+    if (set.size > 0) return false;
+    this.#byPrefix.delete(subscription.prefix);
+    return true;
+  }
+
+  /** Hands an event to every live subscription whose prefix the key starts with. */
+  dispatch(message: EventMessage): void {
+    const { type: _type, ...event } = message;
+    for (const [prefix, set] of this.#byPrefix) {
+      if (!event.key.startsWith(prefix)) continue;
+      for (const subscription of [...set]) {
+        if (subscription.live) invokeSafely(subscription.onEvent, event);
+      }
+    }
+  }
+
+  /** Ends every subscription (the connection closed): each watch's signal aborts with `reason`. */
+  endAll(reason: unknown): void {
+    const all = [...this.#byPrefix.values()].flatMap((set) => [...set]);
+    this.#byPrefix.clear();
+    for (const subscription of all) subscription.controller.abort(reason);
+  }
+}
+
+/**
+ * A stream of lock events under a prefix, from `client.watch()`.
+ * `snapshot` is the state of the locked keys taken in the same step that
+ * started the stream, so no event falls between the two.
+ */
+export class Watch {
+  readonly prefix: string;
+  /** Locked keys under the prefix when the watch started, in key order. */
+  readonly snapshot: { locks: LockStatus[]; truncated: boolean };
+  readonly #controller: AbortController;
+  readonly #stop: () => Promise<void>;
+  #closing: Promise<void> | undefined;
+
+  /** Watches are created by `LockClient.watch()`. */
+  constructor(subscription: WatchSubscription, snapshot: ListResult, stop: () => Promise<void>) {
+    this.prefix = subscription.prefix;
+    this.snapshot = snapshot;
+    this.#controller = subscription.controller;
+    this.#stop = stop;
+  }
+
+  /** Aborts when the watch ends: `close()` or the connection closing (reason: the close error). */
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Stops delivering events; sends `unwatch` when no other watch of this client uses the prefix. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#stop();
+    return this.#closing;
+  }
+
+  /** Closes the watch (for `await using`). */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
