@@ -1,1 +1,26 @@
-export {};
+/**
+ * @lockwire/server: the lockwire WebSocket lock server.
+ *
+ * `createLockServer()` starts one; `createMemoryStore()` is the default lock
+ * table, and any `LockStore` can be passed in its place.
+ */
+export { createLockServer, type LockServer, type LockServerOptions, type ServerLimits } from './server.js';
+export { createMemoryStore } from './memory-store.js';
+export { LockError, toWireError } from './errors.js';
+export { systemClock, createManualClock, type Clock, type ManualClock, type TimerHandle } from './clock.js';
+export { silentLogger, type Logger } from './logger.js';
+export type {
+  AcquireInput,
+  AcquireOutcome,
+  Grant,
+  LockEvent,
+  LockStore,
+  LostLock,
+  Meta,
+  SessionId,
+  StoreLimits,
+  StoreListener,
+  Ticket,
+  WaitInput,
+  WatchHandle,
+} from './store.js';

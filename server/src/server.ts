@@ -1,0 +1,259 @@
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import {
+  DEFAULT_LIMITS,
+  PROTOCOL_PATH,
+  PROTOCOL_VERSION,
+  type Limits,
+  type RequestId,
+  type WelcomeMessage,
+} from '@lockwire/protocol';
+import { nanoid } from 'nanoid';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { systemClock, type Clock } from './clock.js';
+import { createHttpHandler } from './http.js';
+import { silentLogger, type Logger } from './logger.js';
+import { createMemoryStore } from './memory-store.js';
+import { Session, type SessionHost, type Settlement } from './session.js';
+import type { LockEvent, LockStore, SessionId, StoreListener, Ticket } from './store.js';
+
+/** The limits a server enforces and announces in `welcome.limits`. */
+export interface ServerLimits {
+  /** Largest frame in bytes; a larger one closes the connection with 1009. Default 64 KiB. */
+  maxPayload: number;
+  /** Longest key or prefix in UTF-16 code units. Default 256. */
+  maxKeyLength: number;
+  /** Keys a session may hold or wait for at once. Default 1000. */
+  maxLocksPerSession: number;
+  /** Waiters one key's queue may hold. Default 10,000. */
+  maxWaitersPerKey: number;
+}
+
+export interface LockServerOptions {
+  /** Interface to listen on. Default `127.0.0.1`. */
+  host?: string;
+  /** Port to listen on; `0` picks a free one. Default 7311. */
+  port?: number;
+  /**
+   * The lock table. Default: a memory store on `clock` with `limits`. A store
+   * passed in enforces its own `maxLocksPerSession`/`maxWaitersPerKey`.
+   * `close()` closes it either way.
+   */
+  store?: LockStore;
+  /** Time source of timeouts and `ping`. Default the system clock. */
+  clock?: Clock;
+  limits?: Partial<ServerLimits>;
+  /** ms between WebSocket pings; a connection that missed the last one is cut. Default 10000; 0 disables. */
+  heartbeatInterval?: number;
+  /** Where the server logs; pino-compatible. Default silent. */
+  logger?: Logger;
+}
+
+/** A running lockwire server. */
+export interface LockServer {
+  /** The WebSocket endpoint, e.g. `ws://127.0.0.1:7311/v1`. */
+  readonly url: string;
+  /** The HTTP base, e.g. `http://127.0.0.1:7311`. */
+  readonly httpUrl: string;
+  /** The port actually listened on. */
+  readonly port: number;
+  readonly store: LockStore;
+  /** Connections currently open. */
+  sessionCount(): number;
+  /**
+   * Drains and stops: refuses new connections, answers every pending request
+   * `shutting_down`, closes every socket with 1001, ends the sessions in the
+   * store, then closes the store. Idempotent: every call returns the same promise.
+   */
+  close(): Promise<void>;
+}
+
+const DEFAULT_HOST = '127.0.0.1';
+const DEFAULT_PORT = 7311;
+const DEFAULT_HEARTBEAT_MS = 10_000;
+
+function resolveLimits(given: Partial<ServerLimits> = {}): ServerLimits {
+  const limits = { ...DEFAULT_LIMITS, ...given };
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new RangeError(`limits.${name} must be a positive integer, got ${String(value)}`);
+    }
+  }
+  return limits;
+}
+
+/** `lockwire/<version>`, the version read from this package's package.json. */
+function serverName(): string {
+  const pkg: unknown = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  const version =
+    typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string'
+      ? pkg.version
+      : '0.0.0';
+  return `lockwire/${version}`;
+}
+
+function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  socket.destroy();
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/**
+ * Starts a lockwire server: the WebSocket endpoint at `/v1` and the HTTP
+ * endpoints on one `http.Server`. Resolves once listening; rejects (with the
+ * store closed) when the port cannot be bound or an option is invalid.
+ */
+export async function createLockServer(options: LockServerOptions = {}): Promise<LockServer> {
+  const host = options.host ?? DEFAULT_HOST;
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? silentLogger;
+  const limits = resolveLimits(options.limits);
+  const heartbeatInterval = options.heartbeatInterval ?? DEFAULT_HEARTBEAT_MS;
+  const store =
+    options.store ??
+    createMemoryStore({
+      clock,
+      limits: { maxLocksPerSession: limits.maxLocksPerSession, maxWaitersPerKey: limits.maxWaitersPerKey },
+    });
+  const name = serverName();
+
+  const sessions = new Map<SessionId, Session>();
+  const tickets = new Map<Ticket, { session: Session; id: RequestId }>();
+  const sessionEndings = new Set<Promise<void>>();
+  const eventTexts = new WeakMap<LockEvent, string>();
+  let nextTicket = 1;
+  let closing = false;
+
+  const sessionHost: SessionHost = {
+    store,
+    clock,
+    logger,
+    maxKeyLength: limits.maxKeyLength,
+    openTicket(session, id) {
+      const ticket = nextTicket++;
+      tickets.set(ticket, { session, id });
+      return ticket;
+    },
+    closeTicket(ticket) {
+      tickets.delete(ticket);
+    },
+    encodeEvent(event) {
+      // Many watchers receive the same event object: serialise it once.
+      let text = eventTexts.get(event);
+      if (text === undefined) {
+        text = JSON.stringify({ type: 'event', ...event });
+        eventTexts.set(event, text);
+      }
+      return text;
+    },
+    sessionEnded(session, ending) {
+      sessions.delete(session.id);
+      sessionEndings.add(ending);
+      void ending.finally(() => sessionEndings.delete(ending));
+      logger.debug({ session: session.id }, 'session ended');
+    },
+  };
+
+  const settle = (ticket: Ticket, settlement: Settlement) => {
+    const route = tickets.get(ticket);
+    route?.session.settle(route.id, ticket, settlement);
+  };
+  const listener: StoreListener = {
+    granted: (_session, ticket, grant) => settle(ticket, { kind: 'granted', grant }),
+    acquireTimedOut: (_session, ticket) => settle(ticket, { kind: 'acquireTimedOut' }),
+    waitDone: (_session, ticket, free) => settle(ticket, { kind: 'waitDone', free }),
+    lost: (session, lost) => sessions.get(session)?.pushLost(lost),
+  };
+
+  // Extension point of the first message: session grace adds `resume`,
+  // `grace`, `resumed` and `held` here, and further limits join `limits`.
+  const welcome = (session: Session): WelcomeMessage => {
+    const announced: Limits = { ...limits };
+    return { type: 'welcome', session: session.id, protocol: PROTOCOL_VERSION, server: name, limits: announced };
+  };
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxPayload, perMessageDeflate: false });
+  const onConnection = (ws: WebSocket) => {
+    if (closing) {
+      ws.close(1001, 'server shutting down');
+      return;
+    }
+    const session = new Session(nanoid(), ws, sessionHost);
+    sessions.set(session.id, session);
+    logger.debug({ session: session.id }, 'session started');
+    session.greet(welcome(session));
+  };
+
+  const httpServer = createServer(
+    createHttpHandler({
+      store,
+      logger,
+      maxKeyLength: limits.maxKeyLength,
+      isClosing: () => closing,
+      sessionCount: () => sessions.size,
+    }),
+  );
+  httpServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (path !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');
+    if (closing) return refuseUpgrade(socket, 503, 'Service Unavailable');
+    // Extension point: authentication and Origin checks refuse here with 401/403.
+    wss.handleUpgrade(req, socket, head, onConnection);
+  });
+  httpServer.on('clientError', (_error, socket: Duplex) => socket.destroy());
+
+  await store.start(listener);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen(options.port ?? DEFAULT_PORT, host, () => {
+        httpServer.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  httpServer.on('error', (error) => logger.error({ err: error }, 'http server error'));
+
+  const heartbeat =
+    heartbeatInterval > 0
+      ? setInterval(() => {
+          for (const session of sessions.values()) session.heartbeat();
+        }, heartbeatInterval)
+      : null;
+  heartbeat?.unref();
+
+  const port = (httpServer.address() as AddressInfo).port;
+  const base = `${hostForUrl(host)}:${port}`;
+  logger.info({ host, port, store: store.kind }, 'lockwire listening');
+
+  const shutdown = async () => {
+    closing = true;
+    if (heartbeat) clearInterval(heartbeat);
+    const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+    httpServer.closeIdleConnections();
+    await Promise.all([...sessions.values()].map((session) => session.shutdown()));
+    await Promise.all(sessionEndings);
+    wss.close();
+    await store.close();
+    await httpClosed;
+    logger.info({}, 'lockwire stopped');
+  };
+  let closed: Promise<void> | null = null;
+
+  return {
+    url: `ws://${base}${PROTOCOL_PATH}`,
+    httpUrl: `http://${base}`,
+    port,
+    store,
+    sessionCount: () => sessions.size,
+    close: () => (closed ??= shutdown()),
+  };
+}
