@@ -1,1 +1,127 @@
-export async function main(_argv: string[]): Promise<number> { return 0; }
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { pino } from 'pino';
+import {
+  CONFIG_KEYS,
+  ConfigError,
+  configOptions,
+  defaultsLayer,
+  envLayer,
+  flagLayer,
+  resolveConfig,
+  serverOptionsFromConfig,
+} from './config.js';
+import { createLockServer } from './server.js';
+
+/** Where the CLI reads and writes; the process's own by default, replaceable in tests. */
+export interface CliIo {
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+  env: Readonly<Record<string, string | undefined>>;
+  /** Calls `handler` once on SIGTERM or SIGINT; returns a function that stops listening. */
+  onStopSignal(handler: () => void): () => void;
+}
+
+const processIo: CliIo = {
+  stdout: process.stdout,
+  stderr: process.stderr,
+  env: process.env,
+  onStopSignal(handler) {
+    process.once('SIGTERM', handler);
+    process.once('SIGINT', handler);
+    return () => {
+      process.off('SIGTERM', handler);
+      process.off('SIGINT', handler);
+    };
+  },
+};
+
+const EXIT_OK = 0;
+const EXIT_USAGE = 2;
+
+const MAIN_USAGE = `Usage: lockwire <command> [options]
+
+Commands:
+  serve    start a lock server (lockwire serve --help for its options)
+
+Options:
+  -h, --help    show this help
+`;
+
+function serveUsage(): string {
+  const rows = CONFIG_KEYS.map((key): [string, string] => {
+    const option = configOptions[key];
+    return [`--${option.flag} ${option.arg}`, `${option.help} (env ${option.env}, default ${String(option.default)})`];
+  });
+  rows.push(['-h, --help', 'show this help']);
+  const width = Math.max(...rows.map(([left]) => left.length)) + 2;
+  const lines = rows.map(([left, right]) => `  ${left.padEnd(width)}${right}`);
+  return `Usage: lockwire serve [options]
+
+Starts a lockwire server. Flags override environment variables, which
+override the defaults. SIGTERM or SIGINT drains the server and exits 0.
+
+Options:
+${lines.join('\n')}
+`;
+}
+
+function serveArgsConfig(): ParseArgsConfig['options'] {
+  const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
+  for (const key of CONFIG_KEYS) options[configOptions[key].flag] = { type: 'string' };
+  return options;
+}
+
+function usageError(io: CliIo, usage: string, problem: string): number {
+  io.stderr.write(`lockwire: ${problem}\n\n${usage}`);
+  return EXIT_USAGE;
+}
+
+async function serve(args: string[], io: CliIo): Promise<number> {
+  let flags: Record<string, unknown>;
+  try {
+    flags = parseArgs({ args, options: serveArgsConfig(), strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    return usageError(io, serveUsage(), error instanceof Error ? error.message : String(error));
+  }
+  if (flags['help'] === true) {
+    io.stdout.write(serveUsage());
+    return EXIT_OK;
+  }
+  let config;
+  try {
+    config = resolveConfig([defaultsLayer(), envLayer(io.env), flagLayer(flags)]);
+  } catch (error) {
+    if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
+    throw error;
+  }
+
+  const logger = pino({ name: 'lockwire', level: config.logLevel }, pino.destination({ dest: 2, sync: true }));
+  const server = await createLockServer({ ...serverOptionsFromConfig(config), logger });
+  io.stdout.write(`lockwire listening on ${server.url}\n`);
+
+  await new Promise<void>((resolve) => {
+    const stop = io.onStopSignal(() => {
+      stop();
+      logger.info({}, 'stop signal received; draining');
+      resolve();
+    });
+  });
+  await server.close();
+  return EXIT_OK;
+}
+
+/**
+ * Runs the `lockwire` command with `argv` (without node and the script) and
+ * resolves its exit code: 0 on success and after a drained stop, 2 on bad
+ * usage (with the usage and the problem on stderr). `serve` resolves only
+ * after a stop signal.
+ */
+export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === '-h' || command === '--help' || command === 'help') {
+    io.stdout.write(MAIN_USAGE);
+    return EXIT_OK;
+  }
+  if (command === 'serve') return serve(rest, io);
+  return usageError(io, MAIN_USAGE, command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`);
+}
