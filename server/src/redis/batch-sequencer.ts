@@ -1,0 +1,148 @@
+import type { Batch } from './records.js';
+
+/** Calls with what to deliver of a batch: its notes always, its events when `withEvents`. */
+export type Deliver = (batch: Batch, withEvents: boolean) => void;
+
+export interface BatchSequencerOptions {
+  /** This node's id: broadcasts it originated are delivered from the reply instead. */
+  node: () => string;
+  deliver: Deliver;
+  /** ms to hold a batch whose predecessor has not arrived before delivering it anyway. */
+  gapWait: number;
+}
+
+/** Keys whose last version is remembered; beyond this the oldest half is forgotten. */
+const MAX_TRACKED_KEYS = 50_000;
+
+/**
+ * Puts the batches of each key back into the order Redis ran the steps in.
+ *
+ * A node hears of one step up to three ways: the reply of its own call, its
+ * node channel (when the step settled one of its sessions) and the broadcast
+ * channel (events for watchers). These travel on different connections, so a
+ * later step can overtake an earlier one. Each batch carries the key's event
+ * version before (`pv`) and after (`v`) the step; versions only grow (they are
+ * at least Redis' clock in microseconds), so a batch is delivered when it
+ * follows the last delivered one, held while its predecessor is missing, and
+ * its events are dropped when a copy was already delivered. A broadcast of a
+ * step this node ran waits for the call's reply, which carries the caller's
+ * notes in their place among the events (a `lost` before the grant it made
+ * room for).
+ */
+export class BatchSequencer {
+  readonly #options: BatchSequencerOptions;
+  readonly #last = new Map<string, number>();
+  readonly #held = new Map<string, { batches: Batch[]; timer: ReturnType<typeof setTimeout> }>();
+  readonly #inflight = new Map<string, Batch[]>();
+
+  constructor(options: BatchSequencerOptions) {
+    this.#options = options;
+  }
+
+  /** Marks a call as sent: broadcasts of its step wait for its reply. */
+  beginCall(call: string): void {
+    this.#inflight.set(call, []);
+  }
+
+  /** The call's reply arrived (`batch`) or failed (`null`): delivers it, then what waited for it. */
+  endCall(call: string, batch: Batch | null): void {
+    const waiting = this.#inflight.get(call) ?? [];
+    this.#inflight.delete(call);
+    if (batch) this.accept(batch);
+    for (const held of waiting) this.accept(held);
+  }
+
+  /** Takes one copy of a step's batch from any of the three ways. */
+  accept(batch: Batch): void {
+    if (batch.origin !== undefined && batch.origin === this.#options.node() && batch.call !== undefined) {
+      const waiting = this.#inflight.get(batch.call);
+      if (waiting) {
+        waiting.push(batch);
+        return;
+      }
+    }
+    if (batch.v === 0) {
+      this.#options.deliver(batch, false);
+      return;
+    }
+    const last = this.#last.get(batch.encoded);
+    if (last !== undefined && batch.v <= last) {
+      this.#options.deliver(batch, false);
+      return;
+    }
+    if (last !== undefined && batch.pv > last) {
+      this.#hold(batch);
+      return;
+    }
+    this.#deliverInOrder(batch);
+  }
+
+  /** Forgets held batches and timers. */
+  close(): void {
+    for (const held of this.#held.values()) clearTimeout(held.timer);
+    this.#held.clear();
+    this.#inflight.clear();
+  }
+
+  #deliverInOrder(batch: Batch): void {
+    this.#setLast(batch.encoded, batch.v);
+    this.#options.deliver(batch, true);
+    const held = this.#held.get(batch.encoded);
+    if (!held) return;
+    for (;;) {
+      const last = this.#last.get(batch.encoded) ?? 0;
+      const index = held.batches.findIndex((b) => b.pv <= last);
+      if (index < 0) break;
+      const [next] = held.batches.splice(index, 1);
+      if (!next) break;
+      if (next.v <= last) this.#options.deliver(next, false);
+      else {
+        this.#setLast(next.encoded, next.v);
+        this.#options.deliver(next, true);
+      }
+    }
+    if (held.batches.length === 0) {
+      clearTimeout(held.timer);
+      this.#held.delete(batch.encoded);
+    }
+  }
+
+  #hold(batch: Batch): void {
+    const existing = this.#held.get(batch.encoded);
+    if (existing) {
+      existing.batches.push(batch);
+      return;
+    }
+    const timer = setTimeout(() => this.#giveUp(batch.encoded), this.#options.gapWait);
+    timer.unref?.();
+    this.#held.set(batch.encoded, { batches: [batch], timer });
+  }
+
+  /** The predecessor never came (a missed message): deliver what waited, in version order. */
+  #giveUp(encoded: string): void {
+    const held = this.#held.get(encoded);
+    if (!held) return;
+    this.#held.delete(encoded);
+    held.batches.sort((a, b) => a.v - b.v);
+    for (const batch of held.batches) {
+      const last = this.#last.get(encoded);
+      if (last !== undefined && batch.v <= last) this.#options.deliver(batch, false);
+      else {
+        this.#setLast(encoded, batch.v);
+        this.#options.deliver(batch, true);
+      }
+    }
+  }
+
+  #setLast(encoded: string, v: number): void {
+    this.#last.delete(encoded);
+    this.#last.set(encoded, v);
+    if (this.#last.size > MAX_TRACKED_KEYS) {
+      let drop = this.#last.size >> 1;
+      for (const key of this.#last.keys()) {
+        if (drop-- <= 0) break;
+        if (!this.#held.has(key)) this.#last.delete(key);
+      }
+    }
+  }
+}

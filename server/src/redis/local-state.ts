@@ -1,0 +1,64 @@
+import type { TimerHandle } from '../clock.js';
+import type { SessionId, Ticket } from '../store.js';
+import type { Note } from './records.js';
+
+/** A lock one of this node's sessions holds, as far as this node knows. */
+export interface LocalHold {
+  readonly key: string;
+  readonly session: SessionId;
+  readonly token: number;
+  expiresAt: number | null;
+  /** The hold-timeout timer on the store's clock. */
+  timer: TimerHandle | null;
+}
+
+/** A pending `acquire` or `wait` of one of this node's sessions. */
+export interface LocalPending {
+  readonly ticket: Ticket;
+  readonly session: SessionId;
+  readonly key: string;
+  readonly kind: 'acquire' | 'wait';
+  /** True until its script answered; notes about it wait in `early` meanwhile. */
+  sending: boolean;
+  /** Resolves when the script answered. */
+  readonly sent: Promise<void>;
+  readonly markSent: () => void;
+  readonly early: Note[];
+  /** The acquire or wait timeout on the store's clock. */
+  timer: TimerHandle | null;
+}
+
+/** What one session of this node has in the shared table. */
+export interface LocalSession {
+  readonly holds: Map<string, LocalHold>;
+  readonly pending: Map<Ticket, LocalPending>;
+  /** Pending acquires (held plus these count against `maxLocksPerSession`). */
+  acquiring: number;
+  /** Keys where a failed call may have left something of the session in Redis. */
+  readonly dirty: Set<string>;
+}
+
+export function createLocalSession(): LocalSession {
+  return { holds: new Map(), pending: new Map(), acquiring: 0, dirty: new Set() };
+}
+
+export function createPending(
+  ticket: Ticket,
+  session: SessionId,
+  key: string,
+  kind: 'acquire' | 'wait',
+): LocalPending {
+  let markSent = () => {};
+  const sent = new Promise<void>((resolve) => {
+    markSent = resolve;
+  });
+  return { ticket, session, key, kind, sending: true, sent, markSent, early: [], timer: null };
+}
+
+/** Every key a session touches in Redis: held, pending or uncertain. */
+export function keysOf(session: LocalSession): Set<string> {
+  const keys = new Set<string>(session.dirty);
+  for (const key of session.holds.keys()) keys.add(key);
+  for (const pending of session.pending.values()) keys.add(pending.key);
+  return keys;
+}

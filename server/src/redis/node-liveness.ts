@@ -1,0 +1,260 @@
+import type { Logger } from '../logger.js';
+import type { KeyNames } from './key-codec.js';
+import type { RedisLink } from './redis-link.js';
+
+/** Why a node dropped everything its sessions had. */
+export type AbandonCause =
+  /** Its liveness key may have expired: survivors may have released its locks. */
+  | 'unvouched'
+  /** Redis lost its state (restart without persistence, flush): the locks are gone. */
+  | 'state_lost';
+
+export interface NodeLivenessHooks {
+  /** The node took a new id (first start, or after it abandoned its old one). */
+  registered(id: string, previous: string | null): Promise<void>;
+  /** Every hold must be reported lost and every pending request settled, now. */
+  abandon(cause: AbandonCause): void;
+  /** Redis answers again after trouble: notifications may have been missed. */
+  recovered(): void;
+  /** Runs every renew period while healthy: retries and housekeeping. */
+  tick(): Promise<void>;
+  /** Releases what a dead node's sessions held and drops what they waited for. */
+  cleanupDeadNode(id: string): Promise<void>;
+}
+
+export interface NodeLivenessOptions {
+  link: RedisLink;
+  names: KeyNames;
+  /** Base of the node's ids; each registration appends an incarnation number. */
+  baseId: string;
+  /** The node TTL in ms (see `RedisStoreOptions.nodeTtl`). */
+  ttl: number;
+  logger: Logger;
+  hooks: NodeLivenessHooks;
+}
+
+/**
+ * A node's membership in the shared lock table.
+ *
+ * The node keeps `<ns>:node:<id>` alive with a TTL of 0.9 x node TTL,
+ * renewing it every third of the node TTL, and checks the other registered
+ * nodes every tenth: a node whose key is gone is dead, and the first
+ * survivor to see it runs the cleanup scripts over the keys that node
+ * recorded. A node that dies is thus cleaned up within the node TTL.
+ *
+ * The node stops vouching for its own locks when its last successful renew
+ * is 0.9 x TTL old (its key may be gone and survivors may release the locks),
+ * and when Redis lost its state: its own key vanished while it should still
+ * live, or a primary's `run_id` changed (a restart). It then abandons
+ * everything and registers under a new id. After a loss of state it also
+ * refuses grants for one node TTL (and tells other nodes through
+ * `<ns>:holdoff`), so every node that still believes in an old lock has told
+ * its holder before anybody else is granted.
+ */
+export class NodeLiveness {
+  readonly #o: NodeLivenessOptions;
+  #id: string | null = null;
+  #incarnation = 0;
+  #healthy = false;
+  #holdoffUntil = 0;
+  #lastRenew = 0;
+  #runIds = new Map<string, string>();
+  #renewTimer: ReturnType<typeof setTimeout> | undefined;
+  #checkTimer: ReturnType<typeof setTimeout> | undefined;
+  #vouchTimer: ReturnType<typeof setTimeout> | undefined;
+  #renewing: Promise<void> | null = null;
+  #cleaning = new Set<string>();
+  #closed = false;
+
+  constructor(options: NodeLivenessOptions) {
+    this.#o = options;
+    options.link.on('trouble', () => this.#trouble());
+  }
+
+  get keyTtl(): number {
+    return Math.max(30, Math.floor(this.#o.ttl * 0.9));
+  }
+
+  /** The node's current id; throws before `start()`. */
+  get id(): string {
+    if (this.#id === null) throw new Error('the node is not registered');
+    return this.#id;
+  }
+
+  /** True when the node may change the lock table: registered, Redis reachable, no holdoff. */
+  get serving(): boolean {
+    return this.#healthy && this.#id !== null && Date.now() >= this.#holdoffUntil;
+  }
+
+  /** Why the node is not serving, for the `store_unavailable` message. */
+  get reason(): string {
+    if (!this.#healthy || this.#id === null) return 'the lock store (Redis) is unreachable';
+    return 'the lock store (Redis) lost its state and is recovering; retry shortly';
+  }
+
+  /** Registers the node and starts its loops. */
+  async start(): Promise<void> {
+    await this.#readRunIds();
+    await this.#register();
+    this.#healthy = true;
+    this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
+    this.#scheduleCheck();
+  }
+
+  /** Stops the loops and removes the node's liveness key (its sessions were closed before). */
+  async stop(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#renewTimer);
+    clearTimeout(this.#checkTimer);
+    clearTimeout(this.#vouchTimer);
+    const id = this.#id;
+    if (id === null) return;
+    const { link, names } = this.#o;
+    await Promise.allSettled([
+      link.command(names.node(id), ['DEL', names.node(id)]),
+      link.command(names.nodes(), ['SREM', names.nodes(), id]),
+      link.command(names.nodeKeys(id), ['DEL', names.nodeKeys(id)]),
+    ]);
+  }
+
+  async #register(): Promise<void> {
+    const { link, names } = this.#o;
+    const previous = this.#id;
+    const id = `${this.#o.baseId}.${++this.#incarnation}`;
+    const sentAt = Date.now();
+    await link.command(names.node(id), ['SET', names.node(id), String(sentAt), 'PX', String(this.keyTtl)]);
+    await link.command(names.nodes(), ['SADD', names.nodes(), id]);
+    const holdoff = Number(await link.command(names.holdoff(), ['PTTL', names.holdoff()]));
+    if (holdoff > 0) this.#holdoffUntil = Math.max(this.#holdoffUntil, Date.now() + holdoff);
+    this.#id = id;
+    this.#vouched(sentAt);
+    await this.#o.hooks.registered(id, previous);
+  }
+
+  #vouched(sentAt: number): void {
+    this.#lastRenew = sentAt;
+    clearTimeout(this.#vouchTimer);
+    this.#vouchTimer = setTimeout(() => this.#unvouched(), Math.max(0, sentAt + this.keyTtl - Date.now()));
+    this.#vouchTimer.unref?.();
+  }
+
+  #unvouched(): void {
+    if (this.#closed || Date.now() - this.#lastRenew < this.keyTtl) return;
+    this.#o.logger.warn({ node: this.#id }, 'lost contact with Redis for the node TTL: locks on this node are revoked');
+    this.#healthy = false;
+    this.#o.hooks.abandon('unvouched');
+  }
+
+  #trouble(): void {
+    if (this.#closed) return;
+    this.#healthy = false;
+    this.#scheduleRenew(0);
+  }
+
+  #scheduleRenew(delay: number): void {
+    if (this.#closed) return;
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = setTimeout(() => void this.#renew(), delay);
+    this.#renewTimer.unref?.();
+  }
+
+  #scheduleCheck(): void {
+    if (this.#closed) return;
+    this.#checkTimer = setTimeout(() => void this.#checkOthers(), Math.max(20, Math.floor(this.#o.ttl / 10)));
+    this.#checkTimer.unref?.();
+  }
+
+  /** One renew round: detects a lost state, renews, re-registers when needed, then runs housekeeping. */
+  async #renew(): Promise<void> {
+    if (this.#renewing) return this.#renewing;
+    this.#renewing = (async () => {
+      const { link, names } = this.#o;
+      try {
+        const restarted = await this.#readRunIds();
+        const sentAt = Date.now();
+        const id = this.#id;
+        const renewed =
+          id !== null &&
+          (await link.command(names.node(id), ['SET', names.node(id), String(sentAt), 'PX', String(this.keyTtl), 'XX'])) !== null;
+        const vouching = sentAt - this.#lastRenew < this.keyTtl;
+        if (restarted || (!renewed && vouching && id !== null)) {
+          await this.#stateLost();
+        } else if (!renewed) {
+          if (vouching) this.#o.hooks.abandon('unvouched');
+          await this.#register();
+        } else {
+          this.#vouched(sentAt);
+        }
+        const wasHealthy = this.#healthy;
+        this.#healthy = true;
+        if (!wasHealthy) this.#o.hooks.recovered();
+        await this.#o.hooks.tick();
+        this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
+      } catch (error) {
+        this.#healthy = false;
+        this.#o.logger.debug({ err: String(error) }, 'Redis unreachable; retrying');
+        this.#scheduleRenew(Math.min(200, Math.floor(this.#o.ttl / 10)));
+      }
+    })().finally(() => {
+      this.#renewing = null;
+    });
+    return this.#renewing;
+  }
+
+  async #stateLost(): Promise<void> {
+    const { link, names, ttl, logger } = this.#o;
+    logger.warn({ node: this.#id }, 'Redis lost its state: every lock held through this node is revoked');
+    this.#o.hooks.abandon('state_lost');
+    this.#holdoffUntil = Date.now() + ttl;
+    await link.command(names.holdoff(), ['SET', names.holdoff(), '1', 'PX', String(ttl)]);
+    await this.#register();
+  }
+
+  /** Reads every primary's run_id; true when one changed (it restarted, without its data unless persisted). */
+  async #readRunIds(): Promise<boolean> {
+    let restarted = false;
+    const shards = await this.#o.link.shards();
+    await Promise.all(
+      shards.map(async (shard) => {
+        const info = String(await shard.command(['INFO', 'server']));
+        const runId = /run_id:([0-9a-f]+)/.exec(info)?.[1];
+        if (runId === undefined) return;
+        const known = this.#runIds.get(shard.address);
+        if (known !== undefined && known !== runId) restarted = true;
+        this.#runIds.set(shard.address, runId);
+      }),
+    );
+    return restarted;
+  }
+
+  async #checkOthers(): Promise<void> {
+    const { link, names } = this.#o;
+    try {
+      if (!this.#healthy || this.#id === null) return;
+      const ids = (await link.command(names.nodes(), ['SMEMBERS', names.nodes()])) as string[];
+      const me = this.#id;
+      await Promise.all(
+        ids
+          .filter((id) => id !== me && !this.#cleaning.has(id))
+          .map(async (id) => {
+            const alive = Number(await link.command(names.node(id), ['EXISTS', names.node(id)]));
+            if (alive === 0) await this.#cleanup(id);
+          }),
+      );
+    } catch (error) {
+      this.#o.logger.debug({ err: String(error) }, 'node check failed');
+    } finally {
+      this.#scheduleCheck();
+    }
+  }
+
+  async #cleanup(id: string): Promise<void> {
+    this.#cleaning.add(id);
+    try {
+      this.#o.logger.info({ node: id }, 'releasing the locks of a dead node');
+      await this.#o.hooks.cleanupDeadNode(id);
+    } finally {
+      this.#cleaning.delete(id);
+    }
+  }
+}

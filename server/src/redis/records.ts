@@ -1,0 +1,135 @@
+import type { HolderInfo, LockEventType, LockMode, LockStatus, LostReason, WaiterInfo } from '@lockwire/protocol';
+import type { LockEvent, Meta, SessionId } from '../store.js';
+import { decodeKey } from './key-codec.js';
+
+/**
+ * Typed views of what the Lua scripts return and publish. The scripts are
+ * ours, so a malformed value is a bug: the readers below coerce instead of
+ * validating field by field, and JSON that is not an object throws.
+ */
+export type Json = Record<string, unknown>;
+
+export function parseJson(text: unknown): Json {
+  if (typeof text !== 'string') throw new Error('expected a JSON string from Redis');
+  const value: unknown = JSON.parse(text);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('expected a JSON object from Redis');
+  return value as Json;
+}
+
+export function obj(value: unknown): Json {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Json) : {};
+}
+
+/** cjson writes an empty Lua table as `{}`, so an array may arrive as an empty object. */
+export function arr(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
+export function str(o: Json, field: string): string {
+  const value = o[field];
+  return typeof value === 'string' ? value : typeof value === 'number' ? String(value) : '';
+}
+
+export function num(o: Json, field: string): number {
+  return Number(o[field] ?? 0);
+}
+
+/** `''` (no expiry) or decimal epoch ms. */
+export function expiresAtOf(text: string): number | null {
+  return text === '' ? null : Number(text);
+}
+
+export function metaOf(text: string): Meta | null {
+  return text === '' ? null : (JSON.parse(text) as Meta);
+}
+
+export function modeOf(text: string): LockMode {
+  return text === 'shared' ? 'shared' : 'exclusive';
+}
+
+/** A note to one node about one of its sessions. */
+export type Note =
+  | { y: 'granted'; session: SessionId; ticket: number; token: number; expiresAt: number | null }
+  | { y: 'lost'; session: SessionId; token: number; reason: LostReason }
+  | { y: 'waitDone'; session: SessionId; ticket: number };
+
+/** One item of a step's ordered log: a note or an event. */
+export type Item = Note | { y: 'ev'; event: LockEvent };
+
+/** One step of one key, as a node receives it: from its reply, its node channel or the broadcast. */
+export interface Batch {
+  key: string;
+  encoded: string;
+  /** Event version before and after the step; `v` is `0` when the step had no events. */
+  pv: number;
+  v: number;
+  items: Item[];
+  /** Node and call that ran the step (broadcast only). */
+  origin?: string;
+  call?: string;
+}
+
+export function parseBatch(o: Json): Batch {
+  const encoded = str(o, 'k');
+  const key = decodeKey(encoded);
+  const at = num(o, 'at');
+  const items: Item[] = [];
+  for (const raw of arr(o.it)) {
+    const it = obj(raw);
+    const y = str(it, 'y');
+    if (y === 'ev') {
+      const token = str(it, 't');
+      const event: LockEvent = {
+        key,
+        event: str(it, 'e') as LockEventType,
+        session: str(it, 's'),
+        mode: modeOf(str(it, 'm')),
+        meta: metaOf(str(it, 'd')),
+        holders: num(it, 'h'),
+        waiters: num(it, 'w'),
+        at,
+      };
+      if (token !== '') event.token = Number(token);
+      items.push({ y: 'ev', event });
+    } else if (y === 'granted') {
+      items.push({
+        y,
+        session: str(it, 's'),
+        ticket: Number(str(it, 'i')),
+        token: Number(str(it, 't')),
+        expiresAt: expiresAtOf(str(it, 'x')),
+      });
+    } else if (y === 'lost') {
+      items.push({ y, session: str(it, 's'), token: Number(str(it, 't')), reason: str(it, 'r') as LostReason });
+    } else if (y === 'waitDone') {
+      items.push({ y, session: str(it, 's'), ticket: Number(str(it, 'i')) });
+    }
+  }
+  const batch: Batch = { key, encoded, pv: Number(str(o, 'pv')), v: Number(str(o, 'v')), items };
+  if (typeof o.o === 'string') batch.origin = o.o;
+  if (typeof o.c === 'string') batch.call = o.c;
+  return batch;
+}
+
+/** A key's status as the `status` script reads it, with its event version. */
+export function parseStatus(key: string, o: Json, viewer: SessionId | null): { status: LockStatus; version: number } {
+  const holders: HolderInfo[] = arr(o.h).map((raw) => {
+    const h = obj(raw);
+    return {
+      session: str(h, 's'),
+      mode: modeOf(str(h, 'm')),
+      token: Number(str(h, 't')),
+      since: Number(str(h, 'c')),
+      expiresAt: expiresAtOf(str(h, 'x')),
+      meta: metaOf(str(h, 'd')),
+    };
+  });
+  const queue: WaiterInfo[] = arr(o.q).map((raw) => {
+    const w = obj(raw);
+    return { session: str(w, 's'), mode: modeOf(str(w, 'm')), since: Number(str(w, 'c')), meta: metaOf(str(w, 'd')) };
+  });
+  const first = holders[0];
+  const status: LockStatus = { key, locked: holders.length > 0, mode: first ? first.mode : null, holders, queue };
+  if (viewer !== null) status.heldByYou = holders.some((h) => h.session === viewer);
+  return { status, version: Number(str(o, 'v')) };
+}

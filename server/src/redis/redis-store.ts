@@ -1,0 +1,714 @@
+import { randomBytes } from 'node:crypto';
+import { DEFAULT_LIMITS, ErrorCode, MAX_DURATION_MS, type ListResult, type LockStatus } from '@lockwire/protocol';
+import { systemClock, type Clock } from '../clock.js';
+import { LockError, badRequest, notHolder } from '../errors.js';
+import { silentLogger, type Logger } from '../logger.js';
+import type {
+  AcquireInput,
+  AcquireOutcome,
+  LockEvent,
+  LockStore,
+  SessionId,
+  StoreLimits,
+  StoreListener,
+  Ticket,
+  WaitInput,
+  WatchHandle,
+} from '../store.js';
+import { BatchSequencer } from './batch-sequencer.js';
+import { decodeKey, encodeKey, keyNames, type KeyNames } from './key-codec.js';
+import { createLocalSession, createPending, keysOf, type LocalHold, type LocalPending, type LocalSession } from './local-state.js';
+import { NodeLiveness, type AbandonCause } from './node-liveness.js';
+import { arr, expiresAtOf, num, obj, parseBatch, parseJson, parseStatus, str, type Batch, type Json, type Note } from './records.js';
+import { connectRedis, type RedisLink } from './redis-link.js';
+import { scripts, type ScriptName } from './scripts.js';
+import { WatchHub } from './watch-hub.js';
+
+export interface RedisStoreOptions {
+  /** `redis://host:port`; with `cluster`, one or more cluster nodes, comma-separated. */
+  url: string;
+  /** Connect to a Redis Cluster instead of a single server. Default false. */
+  cluster?: boolean;
+  /** Prefix of every Redis key and channel; nodes sharing a table use the same one. Default `lw`. */
+  namespace?: string;
+  /**
+   * ms within which the survivors release the locks of a dead node, and after
+   * which a node cut off from Redis reports its holders' locks lost. Default 5000.
+   */
+  nodeTtl?: number;
+  /** ms a Redis command may take before the call fails with `store_unavailable`. Default 2000. */
+  commandTimeout?: number;
+  /** Clock of hold, acquire and wait timeouts (node liveness runs on real time). Default the system clock. */
+  clock?: Clock;
+  limits?: Partial<StoreLimits>;
+  logger?: Logger;
+}
+
+/** The default node TTL in ms. */
+export const DEFAULT_NODE_TTL = 5000;
+
+/**
+ * The lock table in Redis, shared by every lockwire node that points at the
+ * same Redis and namespace; one store is one node. Semantics are the memory
+ * store's. Every change is one Lua script over the keys of one lock key (one
+ * hash slot); grants to sessions of other nodes are pushed over pub/sub.
+ * See `docs/scaling.md`.
+ *
+ * Calls fail with `store_unavailable` while Redis cannot be reached, and
+ * acquires also while the node recovers from a Redis that lost its state.
+ */
+export function createRedisStore(options: RedisStoreOptions): LockStore {
+  return new RedisStore(options);
+}
+
+class RedisStore implements LockStore {
+  readonly kind = 'redis';
+  readonly #options: RedisStoreOptions;
+  readonly #clock: Clock;
+  readonly #limits: StoreLimits;
+  readonly #logger: Logger;
+  readonly #names: KeyNames;
+  readonly #namespace: string;
+  readonly #sessions = new Map<SessionId, LocalSession>();
+  readonly #tickets = new Map<Ticket, LocalPending>();
+  readonly #registered = new Set<string>();
+  readonly #orphans = new Map<SessionId, Set<string>>();
+  readonly #hub = new WatchHub();
+  #link: RedisLink | null = null;
+  #liveness: NodeLiveness | null = null;
+  #sequencer: BatchSequencer | null = null;
+  #listener: StoreListener | null = null;
+  #calls = 0;
+  #closing: Promise<void> | null = null;
+
+  constructor(options: RedisStoreOptions) {
+    this.#options = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+    this.#namespace = options.namespace ?? 'lw';
+    this.#names = keyNames(this.#namespace);
+    this.#limits = {
+      maxLocksPerSession: options.limits?.maxLocksPerSession ?? DEFAULT_LIMITS.maxLocksPerSession,
+      maxWaitersPerKey: options.limits?.maxWaitersPerKey ?? DEFAULT_LIMITS.maxWaitersPerKey,
+    };
+  }
+
+  async start(listener: StoreListener): Promise<void> {
+    this.#listener = listener;
+    const ttl = this.#options.nodeTtl ?? DEFAULT_NODE_TTL;
+    const link = await connectRedis({
+      url: this.#options.url,
+      cluster: this.#options.cluster ?? false,
+      commandTimeout: this.#options.commandTimeout ?? 2000,
+      reconnectDelay: Math.max(20, Math.min(200, Math.floor(ttl / 10))),
+    });
+    this.#link = link;
+    this.#sequencer = new BatchSequencer({
+      node: () => this.#liveness?.id ?? '',
+      deliver: (batch, withEvents) => this.#deliver(batch, withEvents),
+      gapWait: 500,
+    });
+    this.#liveness = new NodeLiveness({
+      link,
+      names: this.#names,
+      baseId: randomBytes(6).toString('base64url'),
+      ttl,
+      logger: this.#logger,
+      hooks: {
+        registered: (id, previous) => this.#onRegistered(id, previous),
+        abandon: (cause) => this.#abandon(cause),
+        recovered: () => void this.#reconcile(),
+        tick: () => this.#housekeeping(),
+        cleanupDeadNode: (id) => this.#cleanupDeadNode(id),
+      },
+    });
+    link.on('resubscribed', () => void this.#reconcile());
+    await link.subscribe(this.#names.eventChannel(), (message) => this.#onMessage(message));
+    await this.#liveness.start();
+  }
+
+  async acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome> {
+    const { ticket, key, mode, acquireTimeout, holdTimeout, steal } = input;
+    checkDuration('acquireTimeout', acquireTimeout);
+    checkDuration('holdTimeout', holdTimeout);
+    if (steal && mode !== 'exclusive') throw badRequest('steal: only an exclusive acquire can steal');
+    if (steal && acquireTimeout === 0) throw badRequest('steal: cannot be combined with acquireTimeout 0');
+    const liveness = this.#live();
+    if (!liveness.serving) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+    const local = this.#session(session);
+    const full = local.holds.size + local.acquiring >= this.#limits.maxLocksPerSession;
+    const pending = createPending(ticket, session, key, 'acquire');
+    this.#addPending(local, pending);
+    try {
+      return await this.#step(
+        'acquire',
+        key,
+        [
+          session,
+          String(ticket),
+          mode,
+          durationArg(acquireTimeout),
+          durationArg(holdTimeout),
+          steal ? '1' : '0',
+          input.meta === null ? '' : JSON.stringify(input.meta),
+          full ? '1' : '0',
+          String(this.#limits.maxWaitersPerKey),
+        ],
+        (r): AcquireOutcome => {
+          const st = str(r, 'st');
+          if (st === 'queued') {
+            if (acquireTimeout !== null && this.#sessions.get(session) === local) {
+              pending.timer = this.#clock.setTimeout(() => void this.#timeOut(pending), acquireTimeout);
+            }
+            return { status: 'queued', position: num(r, 'p') };
+          }
+          this.#removePending(pending);
+          if (st === 'granted') {
+            const grant = { key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
+            if (this.#sessions.get(session) === local && !local.holds.has(key)) this.#addHold(local, session, grant);
+            return { status: 'granted', ...grant };
+          }
+          if (st === 'not_granted') return { status: 'not_granted' };
+          throw acquireError(r, key, this.#limits);
+        },
+        () => {
+          this.#removePending(pending);
+          local.dirty.add(key);
+        },
+      );
+    } finally {
+      this.#sent(pending);
+    }
+  }
+
+  async release(session: SessionId, key: string): Promise<void> {
+    await this.#step('release', key, [session], (r) => {
+      if (str(r, 'err') !== '') throw notHolder(key);
+      this.#dropHold(this.#sessions.get(session)?.holds.get(key));
+    });
+  }
+
+  async extend(session: SessionId, key: string, holdTimeout: number | null): Promise<number | null> {
+    checkDuration('holdTimeout', holdTimeout);
+    return this.#step('extend', key, [session, durationArg(holdTimeout)], (r) => {
+      if (str(r, 'err') !== '') throw notHolder(key);
+      const expiresAt = expiresAtOf(str(r, 'x'));
+      const local = this.#sessions.get(session);
+      const hold = local?.holds.get(key);
+      if (hold) {
+        hold.expiresAt = expiresAt;
+        this.#armHold(hold);
+      } else if (local) {
+        this.#addHold(local, session, { key, token: Number(str(r, 't')), expiresAt });
+      }
+      return expiresAt;
+    });
+  }
+
+  async wait(session: SessionId, input: WaitInput): Promise<'free' | 'pending'> {
+    checkDuration('timeout', input.timeout);
+    const local = this.#session(session);
+    const pending = createPending(input.ticket, session, input.key, 'wait');
+    this.#addPending(local, pending);
+    try {
+      return await this.#step(
+        'wait',
+        input.key,
+        [session, String(input.ticket)],
+        (r) => {
+          if (str(r, 'free') !== '') {
+            this.#removePending(pending);
+            return 'free' as const;
+          }
+          if (input.timeout !== null && this.#sessions.get(session) === local) {
+            pending.timer = this.#clock.setTimeout(() => void this.#timeOut(pending), input.timeout);
+          }
+          return 'pending' as const;
+        },
+        () => {
+          this.#removePending(pending);
+          local.dirty.add(input.key);
+        },
+      );
+    } finally {
+      this.#sent(pending);
+    }
+  }
+
+  async cancel(session: SessionId, ticket: Ticket): Promise<boolean> {
+    const pending = this.#tickets.get(ticket);
+    if (!pending || pending.session !== session) return false;
+    await pending.sent;
+    if (this.#tickets.get(ticket) !== pending) return false;
+    return this.#unqueue(pending, () => {});
+  }
+
+  async status(key: string, viewer: SessionId | null): Promise<LockStatus> {
+    return (await this.#readStatus(key, viewer)).status;
+  }
+
+  async list(prefix: string, limit: number, viewer: SessionId | null): Promise<ListResult> {
+    return (await this.#snapshot(prefix, limit, viewer)).result;
+  }
+
+  async watch(prefix: string, limit: number, viewer: SessionId | null, sink: (event: LockEvent) => void): Promise<WatchHandle> {
+    return this.#hub.watch(prefix, sink, () => this.#snapshot(prefix, limit, viewer));
+  }
+
+  async revoke(key: string): Promise<number> {
+    return this.#step('revoke', key, [], (r) => num(r, 'n'));
+  }
+
+  async closeSession(session: SessionId): Promise<void> {
+    const local = this.#sessions.get(session);
+    if (!local) return;
+    this.#sessions.delete(session);
+    const queued = new Set<string>(local.dirty);
+    for (const pending of local.pending.values()) {
+      queued.add(pending.key);
+      this.#clearTimer(pending);
+      this.#tickets.delete(pending.ticket);
+    }
+    const held = new Set<string>(local.dirty);
+    for (const hold of local.holds.values()) {
+      held.add(hold.key);
+      this.#clearTimer(hold);
+    }
+    await this.#dropSession(session, queued, held);
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      for (const session of [...this.#sessions.keys()]) {
+        await this.closeSession(session).catch(() => {});
+      }
+      await this.#liveness?.stop();
+      this.#sequencer?.close();
+      this.#hub.clear();
+      await this.#link?.close();
+    })();
+    return this.#closing;
+  }
+
+  // ---- steps ----
+
+  #live(): NodeLiveness {
+    if (!this.#liveness) throw new LockError(ErrorCode.StoreUnavailable, 'the Redis store is not started');
+    return this.#liveness;
+  }
+
+  /**
+   * Runs one state-changing script on `key`, hands its result to `apply`
+   * (which updates this node's view and answers), then delivers the step's
+   * batch. A Redis failure calls `failed` and throws `store_unavailable`.
+   */
+  async #step<T>(name: ScriptName, key: string, extra: string[], apply: (result: Json) => T, failed?: () => void): Promise<T> {
+    const link = this.#link;
+    const sequencer = this.#sequencer;
+    const liveness = this.#live();
+    if (!link || !sequencer) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+    const encoded = encodeKey(key);
+    const call = String(++this.#calls);
+    const node = liveness.id;
+    sequencer.beginCall(call);
+    await this.#register(encoded, node);
+    let reply: Json;
+    let batch: Batch;
+    try {
+      reply = parseJson(
+        await link.evalScript(scripts[name], this.#names.lockKeys(encoded), [
+          node,
+          call,
+          String(Math.floor(this.#clock.now())),
+          encoded,
+          this.#namespace,
+          ...extra,
+        ]),
+      );
+      batch = parseBatch(reply);
+    } catch (error) {
+      sequencer.endCall(call, null);
+      failed?.();
+      this.#logger.debug({ err: String(error), script: name }, 'Redis call failed');
+      throw new LockError(ErrorCode.StoreUnavailable, `${liveness.reason}: ${String(error)}`);
+    }
+    try {
+      return apply(obj(reply.r));
+    } finally {
+      sequencer.endCall(call, batch);
+    }
+  }
+
+  /** Records the key in this node's key set before anything of the node can be in it. */
+  async #register(encoded: string, node: string): Promise<void> {
+    if (this.#registered.has(encoded)) return;
+    this.#registered.add(encoded);
+    const link = this.#link;
+    if (!link) return;
+    const done = link.command(this.#names.nodeKeys(node), ['SADD', this.#names.nodeKeys(node), encoded]);
+    // One connection keeps commands in order; across cluster shards, wait for it.
+    if (link.mode === 'cluster') await done;
+    else done.catch(() => this.#registered.delete(encoded));
+  }
+
+  async #readStatus(key: string, viewer: SessionId | null): Promise<{ status: LockStatus; version: number }> {
+    const link = this.#link;
+    if (!link) throw new LockError(ErrorCode.StoreUnavailable, 'the Redis store is not started');
+    try {
+      const reply = await link.evalScript(scripts.status, this.#names.lockKeys(encodeKey(key)), ['', '', '0', '', this.#namespace]);
+      return parseStatus(key, parseJson(reply), viewer);
+    } catch (error) {
+      throw new LockError(ErrorCode.StoreUnavailable, `${this.#live().reason}: ${String(error)}`);
+    }
+  }
+
+  /** `list` plus the version each listed key was read at (for a gap-free watch). */
+  async #snapshot(prefix: string, limit: number, viewer: SessionId | null): Promise<{ result: ListResult; versions: Map<string, number> }> {
+    const link = this.#link;
+    if (!link) throw new LockError(ErrorCode.StoreUnavailable, 'the Redis store is not started');
+    const found = new Set<string>();
+    try {
+      for (const shard of await link.shards()) {
+        let cursor = '0';
+        do {
+          const reply = arr(await shard.command(['SCAN', cursor, 'MATCH', this.#names.holderPattern(prefix), 'COUNT', '1000']));
+          cursor = String(reply[0] ?? '0');
+          for (const name of arr(reply[1])) {
+            const encoded = this.#names.encodedOfHolders(String(name));
+            if (encoded !== null) found.add(decodeKey(encoded));
+          }
+        } while (cursor !== '0');
+      }
+    } catch (error) {
+      throw new LockError(ErrorCode.StoreUnavailable, `${this.#live().reason}: ${String(error)}`);
+    }
+    const keys = [...found].sort();
+    const read = await Promise.all(keys.slice(0, limit).map((key) => this.#readStatus(key, viewer)));
+    const versions = new Map<string, number>();
+    const locks: LockStatus[] = [];
+    for (const { status, version } of read) {
+      versions.set(status.key, version);
+      if (status.locked) locks.push(status);
+    }
+    return { result: { locks, truncated: keys.length > limit }, versions };
+  }
+
+  // ---- timeouts ----
+
+  #timeOut(pending: LocalPending): Promise<boolean> {
+    pending.timer = null;
+    if (this.#tickets.get(pending.ticket) !== pending) return Promise.resolve(false);
+    return this.#unqueue(pending, () => {
+      const listener = this.#listener;
+      if (pending.kind === 'acquire') listener?.acquireTimedOut(pending.session, pending.ticket);
+      else listener?.waitDone(pending.session, pending.ticket, false);
+    }).catch(() => {
+      // Redis is unreachable: try again soon; a node that cannot vouch settles everything anyway.
+      this.#retry(() => {
+        if (this.#tickets.get(pending.ticket) === pending) void this.#timeOut(pending);
+      });
+      return false;
+    });
+  }
+
+  /** Takes a pending request out of Redis if it is still there; `settled` runs before the step's batch. */
+  #unqueue(pending: LocalPending, settled: () => void): Promise<boolean> {
+    const kind = pending.kind === 'acquire' ? 'a' : 'w';
+    return this.#step('unqueue', pending.key, [pending.session, String(pending.ticket), kind], (r) => {
+      if (num(r, 'ok') !== 1 || this.#tickets.get(pending.ticket) !== pending) return false;
+      this.#removePending(pending);
+      settled();
+      return true;
+    });
+  }
+
+  #armHold(hold: LocalHold): void {
+    this.#clearTimer(hold);
+    if (hold.expiresAt === null) return;
+    hold.timer = this.#clock.setTimeout(() => void this.#expire(hold), Math.max(0, hold.expiresAt - this.#clock.now()));
+  }
+
+  async #expire(hold: LocalHold): Promise<void> {
+    hold.timer = null;
+    if (this.#sessions.get(hold.session)?.holds.get(hold.key) !== hold) return;
+    try {
+      await this.#step('expire', hold.key, [hold.session, String(hold.token)], (r) => {
+        const x = str(r, 'x');
+        if (x !== '' && this.#sessions.get(hold.session)?.holds.get(hold.key) === hold) {
+          hold.expiresAt = expiresAtOf(x);
+          this.#armHold(hold);
+        }
+      });
+    } catch {
+      this.#retry(() => {
+        if (this.#sessions.get(hold.session)?.holds.get(hold.key) === hold && hold.timer === null) void this.#expire(hold);
+      });
+    }
+  }
+
+  #retry(fn: () => void): void {
+    if (this.#closing) return;
+    const timer = setTimeout(fn, 100);
+    timer.unref?.();
+  }
+
+  // ---- notes and events ----
+
+  #onMessage(message: string): void {
+    let batch: Batch;
+    try {
+      batch = parseBatch(parseJson(message));
+    } catch (error) {
+      this.#logger.error({ err: String(error) }, 'unreadable message from Redis');
+      return;
+    }
+    this.#sequencer?.accept(batch);
+  }
+
+  #deliver(batch: Batch, withEvents: boolean): void {
+    for (const item of batch.items) {
+      if (item.y === 'ev') {
+        if (withEvents) this.#hub.dispatch(item.event, batch.v);
+      } else {
+        this.#applyNote(batch.key, item);
+      }
+    }
+  }
+
+  #applyNote(key: string, note: Note): void {
+    const listener = this.#listener;
+    if (note.y === 'lost') {
+      const local = this.#sessions.get(note.session);
+      const hold = local?.holds.get(key);
+      if (hold && hold.token === note.token) {
+        this.#dropHold(hold);
+        listener?.lost(note.session, { key, token: note.token, reason: note.reason });
+        return;
+      }
+      for (const pending of local?.pending.values() ?? []) {
+        if (pending.sending && pending.kind === 'acquire' && pending.key === key) pending.early.push(note);
+      }
+      return;
+    }
+    const pending = this.#tickets.get(note.ticket);
+    if (!pending || pending.session !== note.session || pending.key !== key) return;
+    if (pending.sending) {
+      pending.early.push(note);
+      return;
+    }
+    if (note.y === 'granted' && pending.kind === 'acquire') {
+      this.#removePending(pending);
+      const local = this.#sessions.get(note.session);
+      const grant = { key, token: note.token, expiresAt: note.expiresAt };
+      if (local) this.#addHold(local, note.session, grant);
+      listener?.granted(note.session, note.ticket, grant);
+    } else if (note.y === 'waitDone' && pending.kind === 'wait') {
+      this.#removePending(pending);
+      listener?.waitDone(note.session, note.ticket, true);
+    }
+  }
+
+  /** Notes that came while the request's own script was in flight, delivered after its answer. */
+  #sent(pending: LocalPending): void {
+    pending.sending = false;
+    pending.markSent();
+    if (pending.early.length === 0) return;
+    const early = pending.early.splice(0);
+    setImmediate(() => {
+      for (const note of early) this.#applyNote(pending.key, note);
+    });
+  }
+
+  // ---- local state ----
+
+  #session(session: SessionId): LocalSession {
+    let local = this.#sessions.get(session);
+    if (!local) {
+      local = createLocalSession();
+      this.#sessions.set(session, local);
+    }
+    return local;
+  }
+
+  #addPending(local: LocalSession, pending: LocalPending): void {
+    local.pending.set(pending.ticket, pending);
+    this.#tickets.set(pending.ticket, pending);
+    if (pending.kind === 'acquire') local.acquiring++;
+  }
+
+  #removePending(pending: LocalPending): void {
+    this.#clearTimer(pending);
+    if (this.#tickets.get(pending.ticket) === pending) this.#tickets.delete(pending.ticket);
+    const local = this.#sessions.get(pending.session);
+    if (local?.pending.get(pending.ticket) === pending) {
+      local.pending.delete(pending.ticket);
+      if (pending.kind === 'acquire') local.acquiring--;
+    }
+  }
+
+  #addHold(local: LocalSession, session: SessionId, grant: { key: string; token: number; expiresAt: number | null }): void {
+    const hold: LocalHold = { key: grant.key, session, token: grant.token, expiresAt: grant.expiresAt, timer: null };
+    local.holds.set(grant.key, hold);
+    this.#armHold(hold);
+  }
+
+  #dropHold(hold: LocalHold | undefined): void {
+    if (!hold) return;
+    this.#clearTimer(hold);
+    const local = this.#sessions.get(hold.session);
+    if (local?.holds.get(hold.key) === hold) local.holds.delete(hold.key);
+  }
+
+  #clearTimer(owner: { timer: unknown }): void {
+    if (owner.timer !== null) this.#clock.clearTimeout(owner.timer);
+    owner.timer = null;
+  }
+
+  // ---- node lifecycle (called by NodeLiveness) ----
+
+  async #onRegistered(id: string, previous: string | null): Promise<void> {
+    const link = this.#link;
+    if (!link) return;
+    this.#registered.clear();
+    if (previous !== null) await link.unsubscribe(this.#names.nodeChannel(previous)).catch(() => {});
+    await link.subscribe(this.#names.nodeChannel(id), (message) => this.#onMessage(message));
+  }
+
+  /** This node can no longer vouch for its sessions' locks: tell every holder, settle every request. */
+  #abandon(cause: AbandonCause): void {
+    const listener = this.#listener;
+    this.#orphans.clear();
+    for (const [session, local] of this.#sessions) {
+      for (const pending of [...local.pending.values()]) {
+        this.#removePending(pending);
+        if (pending.kind === 'acquire') listener?.acquireTimedOut(session, pending.ticket);
+        else listener?.waitDone(session, pending.ticket, false);
+      }
+      for (const hold of [...local.holds.values()]) {
+        this.#dropHold(hold);
+        listener?.lost(session, { key: hold.key, token: hold.token, reason: 'revoked' });
+      }
+      local.dirty.clear();
+    }
+    this.#logger.warn({ cause }, 'abandoned every lock and request of this node');
+  }
+
+  /** After missed messages: asks Redis where every pending request and hold stands. */
+  async #reconcile(): Promise<void> {
+    const link = this.#link;
+    const liveness = this.#liveness;
+    if (!link || !liveness) return;
+    const listener = this.#listener;
+    const probe = async (key: string, session: SessionId, kind: string, id: string) =>
+      parseJson(
+        await link.evalScript(scripts.probe, this.#names.lockKeys(encodeKey(key)), [
+          liveness.id,
+          '',
+          '0',
+          '',
+          this.#namespace,
+          session,
+          kind,
+          id,
+        ]),
+      );
+    const work: Promise<void>[] = [];
+    for (const [session, local] of this.#sessions) {
+      for (const pending of local.pending.values()) {
+        if (pending.sending) continue;
+        work.push(
+          probe(pending.key, session, pending.kind === 'acquire' ? 'a' : 'w', String(pending.ticket)).then((r) => {
+            const st = str(r, 'st');
+            if (this.#tickets.get(pending.ticket) !== pending || st === 'queued' || st === 'pending') return;
+            this.#removePending(pending);
+            if (pending.kind === 'wait') listener?.waitDone(session, pending.ticket, true);
+            else if (st === 'granted') {
+              const grant = { key: pending.key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
+              this.#addHold(local, session, grant);
+              listener?.granted(session, pending.ticket, grant);
+            } else listener?.acquireTimedOut(session, pending.ticket);
+          }),
+        );
+      }
+      for (const hold of local.holds.values()) {
+        work.push(
+          probe(hold.key, session, 'h', String(hold.token)).then((r) => {
+            if (str(r, 'st') !== 'gone' || local.holds.get(hold.key) !== hold) return;
+            this.#dropHold(hold);
+            listener?.lost(session, { key: hold.key, token: hold.token, reason: 'revoked' });
+          }),
+        );
+      }
+    }
+    const results = await Promise.allSettled(work);
+    if (results.some((r) => r.status === 'rejected')) this.#retry(() => void this.#reconcile());
+  }
+
+  /** Each renew period: retries closing sessions that failed to close, and trims the node's key set. */
+  async #housekeeping(): Promise<void> {
+    for (const [session, keys] of [...this.#orphans]) {
+      this.#orphans.delete(session);
+      await this.#dropSession(session, keys, keys);
+    }
+    const link = this.#link;
+    const liveness = this.#liveness;
+    if (!link || !liveness) return;
+    const inUse = new Set<string>();
+    for (const local of this.#sessions.values()) for (const key of keysOf(local)) inUse.add(encodeKey(key));
+    for (const keys of this.#orphans.values()) for (const key of keys) inUse.add(encodeKey(key));
+    const unused = [...this.#registered].filter((encoded) => !inUse.has(encoded));
+    if (unused.length === 0) return;
+    for (const encoded of unused) this.#registered.delete(encoded);
+    const set = this.#names.nodeKeys(liveness.id);
+    await link.command(set, ['SREM', set, ...unused]);
+  }
+
+  /** Runs the two drop phases for a session's keys; on failure keeps them to retry. */
+  async #dropSession(session: SessionId, queued: Set<string>, held: Set<string>): Promise<void> {
+    try {
+      await Promise.all([...queued].map((key) => this.#step('drop', key, ['q', 's', session], () => {})));
+      await Promise.all([...held].map((key) => this.#step('drop', key, ['h', 's', session], () => {})));
+    } catch (error) {
+      const keys = new Set([...queued, ...held]);
+      this.#orphans.set(session, keys);
+      throw error;
+    }
+  }
+
+  async #cleanupDeadNode(id: string): Promise<void> {
+    const link = this.#link;
+    if (!link) return;
+    const set = this.#names.nodeKeys(id);
+    const keys = arr(await link.command(set, ['SMEMBERS', set])).map((e) => decodeKey(String(e)));
+    await Promise.all(keys.map((key) => this.#step('drop', key, ['q', 'n', id], () => {})));
+    await Promise.all(keys.map((key) => this.#step('drop', key, ['h', 'n', id], () => {})));
+    await link.command(set, ['DEL', set]);
+    await link.command(this.#names.nodes(), ['SREM', this.#names.nodes(), id]);
+  }
+}
+
+function checkDuration(field: string, value: number | null): void {
+  if (value === null) return;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_DURATION_MS) {
+    throw badRequest(`${field}: must be null or a number of ms from 0 to ${MAX_DURATION_MS}`);
+  }
+}
+
+function durationArg(value: number | null): string {
+  return value === null ? '' : String(Math.ceil(value));
+}
+
+function acquireError(r: Json, key: string, limits: StoreLimits): LockError {
+  const err = str(r, 'err');
+  if (err === 'mode') {
+    return badRequest(`mode: this session holds ${JSON.stringify(key)} as ${str(r, 'm')}; upgrades are not supported`);
+  }
+  if (err === 'queued') return badRequest(`key: this session already waits in the queue of ${JSON.stringify(key)}`);
+  if (err === 'too_many_locks') {
+    return new LockError(ErrorCode.TooManyLocks, `key: this session already holds or waits for ${limits.maxLocksPerSession} locks`);
+  }
+  if (err === 'too_many_waiters') {
+    return new LockError(ErrorCode.TooManyWaiters, `key: ${limits.maxWaitersPerKey} requests already wait for ${JSON.stringify(key)}`);
+  }
+  return new LockError(ErrorCode.Internal, `unexpected reply from the acquire script: ${err}`);
+}

@@ -1,0 +1,229 @@
+import { createHash } from 'node:crypto';
+import { LUA_PRELUDE } from './lua-prelude.js';
+
+/** A Lua script and its SHA1, for EVALSHA. */
+export interface Script {
+  readonly name: string;
+  readonly source: string;
+  readonly sha: string;
+}
+
+function script(name: string, body: string): Script {
+  const source = `${LUA_PRELUDE}\n${body}`;
+  return { name, source, sha: createHash('sha1').update(source).digest('hex') };
+}
+
+/**
+ * `acquire`. ARGV[6..]: session, ticket, mode, acquireTimeout ('' none),
+ * holdTimeout ('' none), steal ('1'), meta JSON ('' none), session full ('1'
+ * when it already holds or waits for maxLocksPerSession keys), maxWaitersPerKey.
+ * Checks run in the memory store's order, so the same request fails the same way.
+ */
+const ACQUIRE = script(
+  'acquire',
+  String.raw`
+local s, ticket, mode, acqT, holdT = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local steal, meta, full, maxW = ARGV[11] == '1', ARGV[12], ARGV[13] == '1', tonumber(ARGV[14])
+local held = holdOf(s)
+if held then
+  if held.m ~= mode then return finish({ err = 'mode', m = held.m }) end
+  return finish({ st = 'granted', t = held.t, x = held.x, i = held.i })
+end
+if redis.call('HEXISTS', K_WAITER, s) == 1 then return finish({ err = 'queued' }) end
+local qlen = redis.call('ZCARD', K_QUEUE)
+local grantable = steal or (qlen == 0 and compatible(mode))
+if not grantable and acqT == '0' then return finish({ st = 'not_granted' }) end
+if full then return finish({ err = 'too_many_locks' }) end
+if not grantable and qlen >= maxW then return finish({ err = 'too_many_waiters' }) end
+if not grantable then
+  local seq = redis.call('HINCRBY', K_META, 'seq', 1)
+  local w = { s = s, n = NODE, i = ticket, m = mode, c = n2s(NOW), d = meta, ht = holdT }
+  redis.call('ZADD', K_QUEUE, seq, s)
+  redis.call('HSET', K_WAITER, s, cjson.encode(w))
+  ev('queued', w, nil)
+  return finish({ st = 'queued', p = qlen + 1 })
+end
+if steal then
+  for _, victim in ipairs(holdsInOrder()) do endHold(victim, 'stolen') end
+end
+local hold = grant(s, NODE, ticket, mode, meta, holdT, false)
+return finish({ st = 'granted', t = hold.t, x = hold.x, i = ticket })
+`,
+);
+
+/** `release`. ARGV[6]: session. */
+const RELEASE = script(
+  'release',
+  String.raw`
+local hold = holdOf(ARGV[6])
+if not hold then return finish({ err = 'not_holder' }) end
+endHold(hold, 'released')
+drain()
+return finish({ ok = 1 })
+`,
+);
+
+/** `extend`. ARGV[6..]: session, holdTimeout ('' none). */
+const EXTEND = script(
+  'extend',
+  String.raw`
+local hold = holdOf(ARGV[6])
+if not hold then return finish({ err = 'not_holder' }) end
+hold.x = expiry(ARGV[7])
+redis.call('HSET', K_HOLD, hold.s, cjson.encode(hold))
+return finish({ t = hold.t, x = hold.x })
+`,
+);
+
+/**
+ * Hold timeout. ARGV[6..]: session, token. Ends the hold only if it is that
+ * grant and its expiry has come by the caller's clock (an extend may have
+ * moved it); replies `x` with the current expiry otherwise.
+ */
+const EXPIRE = script(
+  'expire',
+  String.raw`
+local hold = holdOf(ARGV[6])
+if not hold or hold.t ~= ARGV[7] then return finish({ gone = 1 }) end
+if hold.x == '' or tonumber(hold.x) > NOW then return finish({ x = hold.x }) end
+endHold(hold, 'expired')
+drain()
+return finish({ ok = 1 })
+`,
+);
+
+/** `wait`. ARGV[6..]: session, ticket. Records the holds present now; `free` when there are none. */
+const WAIT = script(
+  'wait',
+  String.raw`
+local holds = holdsInOrder()
+if #holds == 0 then return finish({ free = 1 }) end
+local tokens = {}
+for i, h in ipairs(holds) do tokens[i] = h.t end
+redis.call('HSET', K_WAIT, NODE .. '/' .. ARGV[7], cjson.encode({ s = ARGV[6], n = NODE, i = ARGV[7], k = tokens }))
+return finish({ pending = 1 })
+`,
+);
+
+/**
+ * Removes a pending request of the caller's node if it is still pending:
+ * cancel, acquire timeout and wait timeout. ARGV[6..]: session, ticket, kind
+ * ('a' acquire, 'w' wait). Replies `ok = 1` when it removed it, so a timeout
+ * and a grant never both happen.
+ */
+const UNQUEUE = script(
+  'unqueue',
+  String.raw`
+local s, ticket, kind = ARGV[6], ARGV[7], ARGV[8]
+if kind == 'w' then
+  return finish({ ok = redis.call('HDEL', K_WAIT, NODE .. '/' .. ticket) })
+end
+local w = waiterOf(s)
+if not w or w.i ~= ticket or w.n ~= NODE then return finish({ ok = 0 }) end
+dequeue(w)
+return finish({ ok = 1 })
+`,
+);
+
+/** `revoke`: takes the key from every holder (`lost` revoked) and grants the queue. */
+const REVOKE = script(
+  'revoke',
+  String.raw`
+local holds = holdsInOrder()
+for _, hold in ipairs(holds) do endHold(hold, 'revoked') end
+drain()
+return finish({ n = #holds })
+`,
+);
+
+/**
+ * Ends what sessions have on this key, in two phases over all of their keys:
+ * phase 'q' drops queued requests and waits, phase 'h' releases holds.
+ * ARGV[6..]: phase, who ('s' one session of the caller's node, 'n' every
+ * session of a dead node), the session or node id.
+ */
+const DROP = script(
+  'drop',
+  String.raw`
+local phase, who, id = ARGV[6], ARGV[7], ARGV[8]
+local function mine(rec)
+  if who == 'n' then return rec.n == id end
+  return rec.s == id and rec.n == NODE
+end
+if who == 'n' then DEAD = id end
+if phase == 'q' then
+  local ids = redis.call('ZRANGE', K_QUEUE, 0, -1)
+  for _, s in ipairs(ids) do
+    local w = waiterOf(s)
+    if w and mine(w) then
+      redis.call('ZREM', K_QUEUE, w.s)
+      redis.call('HDEL', K_WAITER, w.s)
+      ev('dequeued', w, nil)
+    end
+  end
+  local all = redis.call('HGETALL', K_WAIT)
+  for i = 1, #all, 2 do
+    if mine(cjson.decode(all[i + 1])) then redis.call('HDEL', K_WAIT, all[i]) end
+  end
+else
+  for _, hold in ipairs(holdsInOrder()) do
+    if mine(hold) then endHold(hold, 'released') end
+  end
+end
+drain()
+return finish({ ok = 1 })
+`,
+);
+
+/**
+ * Where a request or hold of the caller's node stands, to reconcile after a
+ * lost notification. ARGV[6..]: session, kind ('a' acquire by ticket, 'w' wait
+ * by ticket, 'h' hold by token), ticket or token.
+ */
+const PROBE = script(
+  'probe',
+  String.raw`
+local s, kind, id = ARGV[6], ARGV[7], ARGV[8]
+if kind == 'w' then
+  return cjson.encode({ st = redis.call('HEXISTS', K_WAIT, NODE .. '/' .. id) == 1 and 'pending' or 'gone' })
+end
+local hold = holdOf(s)
+if kind == 'h' then
+  return cjson.encode({ st = (hold and hold.t == id) and 'held' or 'gone' })
+end
+if hold and hold.i == id and hold.n == NODE then return cjson.encode({ st = 'granted', t = hold.t, x = hold.x }) end
+local w = waiterOf(s)
+if w and w.i == id and w.n == NODE then return cjson.encode({ st = 'queued' }) end
+return cjson.encode({ st = 'gone' })
+`,
+);
+
+/** The key's state for `status`/`list`/`watch`: holders in grant order, the queue, the event version. */
+const STATUS = script(
+  'status',
+  String.raw`
+local ids = redis.call('ZRANGE', K_QUEUE, 0, -1)
+local queue = {}
+for _, s in ipairs(ids) do
+  local w = waiterOf(s)
+  if w then queue[#queue + 1] = w end
+end
+return cjson.encode({ h = holdsInOrder(), q = queue, v = redis.call('HGET', K_META, 'ver') or '0' })
+`,
+);
+
+/** Every script of the store, by name. */
+export const scripts = {
+  acquire: ACQUIRE,
+  release: RELEASE,
+  extend: EXTEND,
+  expire: EXPIRE,
+  wait: WAIT,
+  unqueue: UNQUEUE,
+  revoke: REVOKE,
+  drop: DROP,
+  probe: PROBE,
+  status: STATUS,
+} as const;
+
+export type ScriptName = keyof typeof scripts;

@@ -1,0 +1,72 @@
+import type { ListResult } from '@lockwire/protocol';
+import type { LockEvent, WatchHandle } from '../store.js';
+
+interface Watcher {
+  readonly prefix: string;
+  readonly sink: (event: LockEvent) => void;
+  /** Events heard while the snapshot is read, with their step's version; null once live. */
+  buffer: Array<{ event: LockEvent; version: number }> | null;
+}
+
+/**
+ * This node's watchers. Events reach every node through pub/sub; a new watch
+ * buffers them while its snapshot is read key by key, then drops the ones
+ * whose step the snapshot already reflects (a key's version at or below the
+ * version the snapshot read it at) and delivers the rest, so the stream has
+ * no gap and no event twice for a key in the snapshot.
+ */
+export class WatchHub {
+  readonly #watchers = new Set<Watcher>();
+
+  /** True when some watch is open here (events are worth delivering). */
+  get active(): boolean {
+    return this.#watchers.size > 0;
+  }
+
+  /** Hands one event, from a step with event version `version`, to every watcher of its key. */
+  dispatch(event: LockEvent, version: number): void {
+    for (const watcher of this.#watchers) {
+      if (!event.key.startsWith(watcher.prefix)) continue;
+      if (watcher.buffer) watcher.buffer.push({ event, version });
+      else watcher.sink(event);
+    }
+  }
+
+  /**
+   * Starts a watch: `snapshot` reads the table (as `list`) and the version
+   * each listed key was read at; events from then on go to `sink`.
+   */
+  async watch(
+    prefix: string,
+    sink: (event: LockEvent) => void,
+    snapshot: () => Promise<{ result: ListResult; versions: Map<string, number> }>,
+  ): Promise<WatchHandle> {
+    const watcher: Watcher = { prefix, sink, buffer: [] };
+    this.#watchers.add(watcher);
+    let taken: { result: ListResult; versions: Map<string, number> };
+    try {
+      taken = await snapshot();
+    } catch (error) {
+      this.#watchers.delete(watcher);
+      throw error;
+    }
+    const buffered = watcher.buffer ?? [];
+    watcher.buffer = null;
+    for (const { event, version } of buffered) {
+      const read = taken.versions.get(event.key);
+      if (read !== undefined && version <= read) continue;
+      sink(event);
+    }
+    return {
+      snapshot: taken.result,
+      stop: () => {
+        this.#watchers.delete(watcher);
+      },
+    };
+  }
+
+  /** Ends every watch. */
+  clear(): void {
+    this.#watchers.clear();
+  }
+}

@@ -1,0 +1,53 @@
+import { createLockServer, type LockServer } from '@lockwire/server';
+import { createRedisStore } from '../../server/src/redis/redis-store.js';
+import type { ConformanceTarget } from './conformance-target.js';
+
+export interface RedisTargetOptions {
+  name: string;
+  /** The Redis URL (comma-separated root nodes with `cluster`), read when a deployment starts. */
+  url: () => string;
+  cluster?: boolean;
+  /** Number of lockwire nodes sharing the table. Default 3. */
+  nodes?: number;
+  nodeTtl?: number;
+}
+
+/**
+ * Several lockwire nodes on port 0 sharing one Redis store, driven by the
+ * suite's manual clock (node liveness runs on real time). Each start uses a
+ * fresh namespace, so it begins with an empty table while tokens, seeded
+ * from Redis' clock, keep rising across starts.
+ */
+export function redisTarget(options: RedisTargetOptions): ConformanceTarget {
+  let starts = 0;
+  const run = `${process.pid}-${Date.now().toString(36)}`;
+  return {
+    name: options.name,
+    manualClock: true,
+    async start({ clock, limits }) {
+      const namespace = `lwt-${run}-${++starts}`;
+      const servers: LockServer[] = [];
+      try {
+        for (let i = 0; i < (options.nodes ?? 3); i++) {
+          const store = createRedisStore({
+            url: options.url(),
+            cluster: options.cluster ?? false,
+            namespace,
+            nodeTtl: options.nodeTtl ?? 5000,
+            clock,
+            limits,
+          });
+          servers.push(await createLockServer({ port: 0, host: '127.0.0.1', clock, limits, store, heartbeatInterval: 0 }));
+        }
+      } catch (error) {
+        await Promise.allSettled(servers.map((s) => s.close()));
+        throw error;
+      }
+      let closing: Promise<void> | undefined;
+      return {
+        urls: servers.map((s) => s.url),
+        close: () => (closing ??= Promise.all(servers.map((s) => s.close())).then(() => {})),
+      };
+    },
+  };
+}
