@@ -71,7 +71,8 @@ class RedisStore implements LockStore {
   readonly #namespace: string;
   readonly #sessions = new Map<SessionId, LocalSession>();
   readonly #tickets = new Map<Ticket, LocalPending>();
-  readonly #registered = new Set<string>();
+  /** Encoded keys recorded in this node's key set, with the SADD that recorded them. */
+  readonly #registered = new Map<string, Promise<void>>();
   readonly #orphans = new Map<SessionId, Set<string>>();
   readonly #hub = new WatchHub();
   #link: RedisLink | null = null;
@@ -264,12 +265,14 @@ class RedisStore implements LockStore {
     if (!local) return;
     this.#sessions.delete(session);
     const queued = new Set<string>(local.dirty);
+    // An acquire still in flight may turn into a hold: release its key too.
+    const held = new Set<string>(local.dirty);
     for (const pending of local.pending.values()) {
       queued.add(pending.key);
+      if (pending.kind === 'acquire') held.add(pending.key);
       this.#clearTimer(pending);
       this.#tickets.delete(pending.ticket);
     }
-    const held = new Set<string>(local.dirty);
     for (const hold of local.holds.values()) {
       held.add(hold.key);
       this.#clearTimer(hold);
@@ -311,10 +314,10 @@ class RedisStore implements LockStore {
     const call = String(++this.#calls);
     const node = liveness.id;
     sequencer.beginCall(call);
-    await this.#register(encoded, node);
     let reply: Json;
     let batch: Batch;
     try {
+      await this.#register(encoded, node);
       reply = parseJson(
         await link.evalScript(scripts[name], this.#names.lockKeys(encoded), [
           node,
@@ -341,14 +344,26 @@ class RedisStore implements LockStore {
 
   /** Records the key in this node's key set before anything of the node can be in it. */
   async #register(encoded: string, node: string): Promise<void> {
-    if (this.#registered.has(encoded)) return;
-    this.#registered.add(encoded);
+    const known = this.#registered.get(encoded);
+    // Every step awaits the same promise, so steps of one key keep their order.
+    if (known) return known;
     const link = this.#link;
     if (!link) return;
-    const done = link.command(this.#names.nodeKeys(node), ['SADD', this.#names.nodeKeys(node), encoded]);
-    // One connection keeps commands in order; across cluster shards, wait for it.
-    if (link.mode === 'cluster') await done;
-    else done.catch(() => this.#registered.delete(encoded));
+    const sent = link.command(this.#names.nodeKeys(node), ['SADD', this.#names.nodeKeys(node), encoded]);
+    // One connection keeps commands in order; across cluster shards, wait for the SADD.
+    const done =
+      link.mode === 'cluster'
+        ? sent.then(
+            () => {},
+            (error: unknown) => {
+              this.#registered.delete(encoded);
+              throw error;
+            },
+          )
+        : Promise.resolve();
+    if (link.mode !== 'cluster') sent.catch(() => this.#registered.delete(encoded));
+    this.#registered.set(encoded, done);
+    return done;
   }
 
   async #readStatus(key: string, viewer: SessionId | null): Promise<{ status: LockStatus; version: number }> {
@@ -656,7 +671,7 @@ class RedisStore implements LockStore {
     const inUse = new Set<string>();
     for (const local of this.#sessions.values()) for (const key of keysOf(local)) inUse.add(encodeKey(key));
     for (const keys of this.#orphans.values()) for (const key of keys) inUse.add(encodeKey(key));
-    const unused = [...this.#registered].filter((encoded) => !inUse.has(encoded));
+    const unused = [...this.#registered.keys()].filter((encoded) => !inUse.has(encoded));
     if (unused.length === 0) return;
     for (const encoded of unused) this.#registered.delete(encoded);
     const set = this.#names.nodeKeys(liveness.id);
