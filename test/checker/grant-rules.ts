@@ -9,7 +9,8 @@ import { Rule, ms, type Violation } from './violation.js';
  * What the answers themselves show: a cancel confirmed for a request that was
  * granted; a "not granted" before the acquire timeout could have elapsed (the
  * server's timer starts after the request was sent), or for a request that
- * waits indefinitely. Answers given twice and `lost` pushes or releases of
+ * waits indefinitely; a `lost` with reason `expired` before the hold timeout
+ * could have elapsed. Answers given twice and `lost` pushes or releases of
  * locks never granted are found while reading the history (`model.ts`).
  *
  * A grant to a request whose connection had closed cannot be seen by that
@@ -17,6 +18,19 @@ import { Rule, ms, type Violation } from './violation.js';
  */
 export function checkGrantValidity(model: HistoryModel): Violation[] {
   const violations: Violation[] = model.found.filter((v) => v.rule === Rule.GrantValidity);
+  for (const hold of model.holds) {
+    const holdTimeout = hold.acquire.invoked.holdTimeout;
+    const end = hold.endEvent;
+    if (end?.type === 'lost' && end.reason === 'expired' && holdTimeout !== null && end.at < hold.grantLower + holdTimeout) {
+      violations.push({
+        rule: Rule.GrantValidity,
+        message:
+          `${hold.client}'s hold of ${JSON.stringify(hold.key)} (token ${hold.token}, holdTimeout ${holdTimeout}) ` +
+          `asked for at ${ms(hold.grantLower)} expired early, at ${ms(end.at)}`,
+        events: [hold.acquire.invoked, hold.grant, end],
+      });
+    }
+  }
   for (const op of model.acquires) {
     const { invoked, completion } = op;
     if (!completion) continue;
