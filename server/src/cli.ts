@@ -10,6 +10,7 @@ import {
   resolveConfig,
   serverOptionsFromConfig,
 } from './config.js';
+import { createRedisStore } from './redis/redis-store.js';
 import { createLockServer } from './server.js';
 
 /** Where the CLI reads and writes; the process's own by default, replaceable in tests. */
@@ -96,7 +97,18 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
 
   const logger = pino({ name: 'lockwire', level: config.logLevel }, pino.destination({ dest: 2, sync: true }));
-  const server = await createLockServer({ ...serverOptionsFromConfig(config), logger });
+  const options = serverOptionsFromConfig(config);
+  const store =
+    config.store === 'memory'
+      ? undefined
+      : createRedisStore({
+          url: config.redisUrl,
+          cluster: config.store === 'redis-cluster',
+          nodeTtl: config.nodeTtl,
+          limits: options.limits,
+          logger,
+        });
+  const server = await createLockServer({ ...options, logger, ...(store ? { store } : {}) });
   io.stdout.write(`lockwire listening on ${server.url}\n`);
 
   await new Promise<void>((resolve) => {

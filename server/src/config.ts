@@ -79,9 +79,25 @@ export const configOptions = {
     flag: 'store',
     env: 'LOCKWIRE_STORE',
     arg: 'KIND',
-    help: 'lock table: memory',
+    help: 'lock table: memory, redis (one redis-server) or redis-cluster; nodes on one Redis share one table',
     default: 'memory',
-    schema: z.enum(['memory'], { error: 'expected one of: memory' }),
+    schema: z.enum(['memory', 'redis', 'redis-cluster'], { error: 'expected one of: memory, redis, redis-cluster' }),
+  },
+  redisUrl: {
+    flag: 'redis-url',
+    env: 'LOCKWIRE_REDIS_URL',
+    arg: 'URL',
+    help: 'Redis of the redis stores: redis://host:port (cluster: one or more nodes, comma-separated)',
+    default: '',
+    schema: z.string(),
+  },
+  nodeTtl: {
+    flag: 'node-ttl',
+    env: 'LOCKWIRE_NODE_TTL',
+    arg: 'MS',
+    help: 'redis stores: a dead node\'s locks are released within this time',
+    default: 5000,
+    schema: integer(100, 3_600_000),
   },
   logLevel: {
     flag: 'log-level',
@@ -107,7 +123,12 @@ export const serverConfigSchema = z.strictObject({
   maxWaitersPerKey: configOptions.maxWaitersPerKey.schema,
   heartbeat: configOptions.heartbeat.schema,
   store: configOptions.store.schema,
+  redisUrl: configOptions.redisUrl.schema,
+  nodeTtl: configOptions.nodeTtl.schema,
   logLevel: configOptions.logLevel.schema,
+}).refine((config) => config.store === 'memory' || config.redisUrl !== '', {
+  path: ['redisUrl'],
+  error: 'required with --store redis or redis-cluster',
 });
 
 /** The validated settings of a `lockwire serve`. */
