@@ -237,12 +237,12 @@ export class LockClient extends PrefectFace implements LeaseOwner {
   }
 
   /** The state of `key`: holders, queue in grant order, and `heldByYou`. */
-  override status(key: string): Promise<LockStatus> {
+  override async status(key: string): Promise<LockStatus> {
     return this.#live().request('status', { key }, { onResult: (r) => r }).result;
   }
 
   /** Status of the locked keys starting with `prefix` (default all), in key order, at most `limit` (default 1000). */
-  list(options: { prefix?: string; limit?: number } = {}): Promise<ListResult> {
+  async list(options: { prefix?: string; limit?: number } = {}): Promise<ListResult> {
     return this.#live().request('list', { prefix: options.prefix, limit: options.limit }, { onResult: (r) => r })
       .result;
   }
@@ -276,12 +276,12 @@ export class LockClient extends PrefectFace implements LeaseOwner {
   }
 
   /** Force-releases every hold on `key` (each holder loses it as `revoked`); resolves with how many. */
-  revoke(key: string): Promise<number> {
+  async revoke(key: string): Promise<number> {
     return this.#live().request('revoke', { key }, { onResult: (r) => r.revoked }).result;
   }
 
   /** Round trip to the server; resolves with the server's clock (epoch ms). */
-  ping(): Promise<number> {
+  async ping(): Promise<number> {
     return this.#live().request('ping', {}, { onResult: (r) => r.at }).result;
   }
 

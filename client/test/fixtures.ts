@@ -1,0 +1,99 @@
+import { createLockServer, createManualClock, type LockServer, type ManualClock } from '@lockwire/server';
+import {
+  createWsTransport,
+  LockClient,
+  type ClientEvents,
+  type ConnectOptions,
+  type TransportFactory,
+} from '@lockwire/client';
+
+/** A server on port 0 with a manual clock, and the clients connected to it. */
+export interface Harness {
+  server: LockServer;
+  clock: ManualClock;
+  connect(options?: ConnectOptions): Promise<LockClient>;
+  close(): Promise<void>;
+}
+
+/** Starts a server on a free port with a manual clock and no heartbeat. */
+export async function startHarness(): Promise<Harness> {
+  const clock = createManualClock();
+  const server = await createLockServer({ port: 0, clock, heartbeatInterval: 0 });
+  const clients: LockClient[] = [];
+  return {
+    server,
+    clock,
+    async connect(options) {
+      const client = await LockClient.connect(server.url, options);
+      clients.push(client);
+      return client;
+    },
+    async close() {
+      await Promise.all(clients.map((client) => client.close()));
+      await server.close();
+    },
+  };
+}
+
+/** Rejects if `promise` has not settled within `ms` (real time): a bounded wait, not a sleep. */
+export function within<T>(promise: Promise<T>, ms = 2000, what = 'the expected message'): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Resolves with the signal's reason once it aborts (bounded). */
+export function abortedWith(signal: AbortSignal, ms = 2000): Promise<unknown> {
+  if (signal.aborted) return Promise.resolve(signal.reason);
+  return within(
+    new Promise((resolve) => signal.addEventListener('abort', () => resolve(signal.reason), { once: true })),
+    ms,
+    'the signal to abort',
+  );
+}
+
+/** Resolves with the next `type` event of `client` (bounded). */
+export function nextEvent<K extends keyof ClientEvents>(
+  client: LockClient,
+  type: K,
+  ms = 2000,
+): Promise<ClientEvents[K]> {
+  return within(
+    new Promise((resolve) => {
+      const off = client.on(type, (payload) => {
+        off();
+        resolve(payload);
+      });
+    }),
+    ms,
+    `the client's ${String(type)} event`,
+  );
+}
+
+/** A ws transport that records every frame sent and lets a test see frames before the client does. */
+export function recordingTransport(onFrame?: (frame: Record<string, unknown>) => void): {
+  transport: TransportFactory;
+  sent: Record<string, unknown>[];
+} {
+  const inner = createWsTransport();
+  const sent: Record<string, unknown>[] = [];
+  const transport: TransportFactory = (url, handlers) => {
+    const socket = inner(url, {
+      ...handlers,
+      message(text) {
+        if (text !== null) onFrame?.(JSON.parse(text) as Record<string, unknown>);
+        handlers.message(text);
+      },
+    });
+    return {
+      send(text) {
+        sent.push(JSON.parse(text) as Record<string, unknown>);
+        socket.send(text);
+      },
+      close: (code, reason) => socket.close(code, reason),
+    };
+  };
+  return { transport, sent };
+}

@@ -1,0 +1,127 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { LockClient, LockEvent } from '@lockwire/client';
+import { startHarness, type Harness } from './fixtures.js';
+
+let h: Harness;
+let alice: LockClient;
+let bob: LockClient;
+
+beforeEach(async () => {
+  h = await startHarness();
+  alice = await h.connect();
+  bob = await h.connect();
+});
+afterEach(() => h.close());
+
+describe('status and list', () => {
+  it('status of a free key is unlocked with no holders and no queue', async () => {
+    expect(await alice.status('free')).toEqual({
+      key: 'free',
+      locked: false,
+      mode: null,
+      holders: [],
+      queue: [],
+      heldByYou: false,
+    });
+  });
+
+  it('status shows holders, the queue in grant order and heldByYou for the caller', async () => {
+    await alice.acquire('doc:1', { meta: { user: 'ana' } });
+    let queued!: () => void;
+    const inQueue = new Promise<void>((resolve) => (queued = resolve));
+    const waiting = bob.acquire('doc:1', { mode: 'shared', meta: { user: 'bo' }, onQueued: () => queued() });
+    await inQueue;
+    const status = await alice.status('doc:1');
+    expect(status).toMatchObject({ locked: true, mode: 'exclusive', heldByYou: true });
+    expect(status.queue).toEqual([expect.objectContaining({ session: bob.session, mode: 'shared', meta: { user: 'bo' } })]);
+    expect(await bob.isLockHolder('doc:1')).toBe(false);
+    await alice.releaseLock('doc:1');
+    expect((await waiting)?.mode).toBe('shared');
+    expect(await bob.isLockHolder('doc:1')).toBe(true);
+  });
+
+  it('list returns the locked keys under a prefix in key order and says when it truncated', async () => {
+    await alice.acquire('doc:b');
+    await alice.acquire('doc:a');
+    await bob.acquire('doc:c');
+    await bob.acquire('other');
+    const all = await alice.list({ prefix: 'doc:' });
+    expect(all.locks.map((lock) => lock.key)).toEqual(['doc:a', 'doc:b', 'doc:c']);
+    expect(all.truncated).toBe(false);
+    const some = await alice.list({ prefix: 'doc:', limit: 2 });
+    expect(some.locks.map((lock) => lock.key)).toEqual(['doc:a', 'doc:b']);
+    expect(some.truncated).toBe(true);
+    expect((await alice.list()).locks).toHaveLength(4);
+  });
+});
+
+describe('watch', () => {
+  it('starts with a snapshot and then reports every change under the prefix, only that prefix', async () => {
+    const held = await alice.acquire('doc:1');
+    const events: LockEvent[] = [];
+    const watch = await bob.watch('doc:', (event) => events.push(event));
+    expect(watch.snapshot.locks.map((lock) => lock.key)).toEqual(['doc:1']);
+
+    await alice.acquire('other:1');
+    await held?.release();
+    const next = await alice.acquire('doc:2', { meta: { tab: 3 } });
+    await bob.ping();
+    expect(events.map((event) => [event.event, event.key])).toEqual([
+      ['released', 'doc:1'],
+      ['acquired', 'doc:2'],
+    ]);
+    expect(events[1]).toMatchObject({ session: alice.session, token: next?.token, meta: { tab: 3 }, holders: 1 });
+    await watch.close();
+  });
+
+  it('close() stops the events and is idempotent', async () => {
+    const events: LockEvent[] = [];
+    const watch = await bob.watch('doc:', (event) => events.push(event));
+    const closing = watch.close();
+    expect(watch.close()).toBe(closing);
+    await closing;
+    expect(watch.signal.aborted).toBe(true);
+    await alice.acquire('doc:3');
+    await bob.ping();
+    expect(events).toEqual([]);
+  });
+
+  it('overlapping watches each see an event once, and closing one keeps the other', async () => {
+    const wide: string[] = [];
+    const narrow: string[] = [];
+    const wideWatch = await bob.watch('doc:', (event) => wide.push(`${event.event} ${event.key}`));
+    const narrowWatch = await bob.watch('doc:4', (event) => narrow.push(`${event.event} ${event.key}`));
+    await alice.acquire('doc:42');
+    await alice.acquire('doc:5');
+    await bob.ping();
+    expect(wide).toEqual(['acquired doc:42', 'acquired doc:5']);
+    expect(narrow).toEqual(['acquired doc:42']);
+
+    await narrowWatch.close();
+    await alice.releaseLock('doc:42');
+    await bob.ping();
+    expect(wide).toEqual(['acquired doc:42', 'acquired doc:5', 'released doc:42']);
+    expect(narrow).toEqual(['acquired doc:42']);
+    await wideWatch.close();
+  });
+
+  it('two watches of the same prefix share one server watch until the last one closes', async () => {
+    const first: string[] = [];
+    const second: string[] = [];
+    const a = await bob.watch('room:', (event) => first.push(event.event));
+    const b = await bob.watch('room:', (event) => second.push(event.event));
+    await a.close();
+    await alice.acquire('room:1');
+    await bob.ping();
+    expect(first).toEqual([]);
+    expect(second).toEqual(['acquired']);
+    await b.close();
+  });
+
+  it('a closed connection ends its watches', async () => {
+    const watch = await bob.watch('', () => undefined);
+    await bob.close();
+    expect(watch.signal.aborted).toBe(true);
+    await watch.close();
+  });
+});
