@@ -92,6 +92,13 @@ export class NodeLiveness {
     return 'the lock store (Redis) lost its state and is recovering; retry shortly';
   }
 
+  /** Something suggests Redis lost its state: stop serving until a renew round has looked. */
+  checkNow(): void {
+    if (this.#closed) return;
+    this.#healthy = false;
+    this.#scheduleRenew(0);
+  }
+
   /** Registers the node and starts its loops. */
   async start(): Promise<void> {
     await this.#readRunIds();

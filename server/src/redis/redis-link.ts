@@ -82,6 +82,7 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     url: options.url,
     disableOfflineQueue: true,
     disableClientInfo: true,
+    maintNotifications: 'disabled' as const,
     commandOptions: { timeout: options.commandTimeout },
     socket: socketOptions(options),
   };
@@ -153,6 +154,7 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
     defaults: {
       disableOfflineQueue: true,
       disableClientInfo: true,
+      maintNotifications: 'disabled',
       socket: socketOptions(options),
     },
     commandOptions: { timeout: options.commandTimeout },

@@ -170,6 +170,10 @@ class RedisStore implements LockStore {
             return { status: 'granted', ...grant };
           }
           if (st === 'not_granted') return { status: 'not_granted' };
+          if (str(r, 'err') === 'lost_state') {
+            liveness.checkNow();
+            throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+          }
           throw acquireError(r, key, this.#limits);
         },
         () => {
@@ -319,7 +323,7 @@ class RedisStore implements LockStore {
     try {
       await this.#register(encoded, node);
       reply = parseJson(
-        await link.evalScript(scripts[name], this.#names.lockKeys(encoded), [
+        await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
           node,
           call,
           String(Math.floor(this.#clock.now())),
@@ -340,6 +344,13 @@ class RedisStore implements LockStore {
     } finally {
       sequencer.endCall(call, batch);
     }
+  }
+
+  /** A script's keys: the lock key's five, plus the caller's liveness key for an acquire on a single server. */
+  #scriptKeys(name: ScriptName, encoded: string, node: string): string[] {
+    const keys: string[] = this.#names.lockKeys(encoded);
+    if (name === 'acquire' && this.#link?.mode === 'single') keys.push(this.#names.node(node));
+    return keys;
   }
 
   /** Records the key in this node's key set before anything of the node can be in it. */

@@ -18,12 +18,16 @@ function script(name: string, body: string): Script {
  * holdTimeout ('' none), steal ('1'), meta JSON ('' none), session full ('1'
  * when it already holds or waits for maxLocksPerSession keys), maxWaitersPerKey.
  * Checks run in the memory store's order, so the same request fails the same way.
+ * On a single server KEYS[6] is the caller's liveness key: when it is gone
+ * (Redis was flushed or restarted) nothing is granted and the node recovers first.
  */
 const ACQUIRE = script(
   'acquire',
   String.raw`
 local s, ticket, mode, acqT, holdT = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local steal, meta, full, maxW = ARGV[11] == '1', ARGV[12], ARGV[13] == '1', tonumber(ARGV[14])
+-- On a single server the caller's liveness key comes along: gone means Redis lost its state.
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 0 then return finish({ err = 'lost_state' }) end
 local held = holdOf(s)
 if held then
   if held.m ~= mode then return finish({ err = 'mode', m = held.m }) end

@@ -1,0 +1,216 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createClient } from 'redis';
+import { createManualClock, type ManualClock } from '../src/clock.js';
+import type { AcquireInput, Grant, LockStore, LostLock, StoreListener } from '../src/store.js';
+import { decodeKey, encodeKey, keyNames } from '../src/redis/key-codec.js';
+import { createRedisStore } from '../src/redis/redis-store.js';
+import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+
+type Heard =
+  | { kind: 'granted'; session: string; ticket: number; grant: Grant }
+  | { kind: 'acquireTimedOut'; session: string; ticket: number }
+  | { kind: 'waitDone'; session: string; ticket: number; free: boolean }
+  | { kind: 'lost'; session: string; lost: LostLock };
+
+/** A listener that records what a store told it and lets a test await it. */
+function recorder() {
+  const heard: Heard[] = [];
+  const waiters: Array<{ match: (h: Heard) => boolean; resolve: (h: Heard) => void }> = [];
+  const push = (h: Heard) => {
+    heard.push(h);
+    for (const w of [...waiters]) {
+      if (w.match(h)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(h);
+      }
+    }
+  };
+  const listener: StoreListener = {
+    granted: (session, ticket, grant) => push({ kind: 'granted', session, ticket, grant }),
+    acquireTimedOut: (session, ticket) => push({ kind: 'acquireTimedOut', session, ticket }),
+    waitDone: (session, ticket, free) => push({ kind: 'waitDone', session, ticket, free }),
+    lost: (session, lost) => push({ kind: 'lost', session, lost }),
+  };
+  const next = (match: (h: Heard) => boolean, timeoutMs = 5000): Promise<Heard> => {
+    const found = heard.find(match);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`nothing matching heard within ${timeoutMs} ms: ${JSON.stringify(heard)}`)), timeoutMs);
+      waiters.push({ match, resolve: (h) => (clearTimeout(timer), resolve(h)) });
+    });
+  };
+  return { heard, listener, next };
+}
+
+const input = (ticket: number, key: string, extra: Partial<AcquireInput> = {}): AcquireInput => ({
+  ticket,
+  key,
+  mode: 'exclusive',
+  acquireTimeout: null,
+  holdTimeout: null,
+  steal: false,
+  meta: null,
+  ...extra,
+});
+
+describe('the key encoding', () => {
+  it('round-trips every code unit, including lone surrogates, NUL, braces, CRLF and the empty key', () => {
+    for (const key of ['', '\u0000', '\ud800', '\udfff', '{a}*\r\n ', '😀', 'x'.repeat(256)]) {
+      expect(decodeKey(encodeKey(key))).toBe(key);
+      expect(encodeKey(key)).toMatch(/^k[0-9a-f]*$/);
+    }
+  });
+
+  it('sorts and prefixes bytewise exactly as the keys do by code unit', () => {
+    const keys = ['b', 'a', '\ud800', '\ufffd', 'ab', '', 'a\u0000', '😀'];
+    const byCodeUnit = [...keys].sort();
+    const byEncoding = [...keys].sort((x, y) => (encodeKey(x) < encodeKey(y) ? -1 : encodeKey(x) > encodeKey(y) ? 1 : 0));
+    expect(byEncoding).toEqual(byCodeUnit);
+    expect(encodeKey('ab').startsWith(encodeKey('a'))).toBe(true);
+  });
+
+  it('puts the five keys of a lock key, the empty key too, under one non-empty hash tag', () => {
+    const names = keyNames('lw');
+    for (const key of ['', 'doc:{42}']) {
+      const tags = names.lockKeys(encodeKey(key)).map((name) => /\{([^}]*)\}/.exec(name)?.[1]);
+      expect(new Set(tags).size).toBe(1);
+      expect(tags[0]).toBe(encodeKey(key));
+    }
+  });
+});
+
+describe('the Redis store on one redis-server', () => {
+  let redis: RedisServer;
+  let clock: ManualClock;
+  let stores: LockStore[] = [];
+  let namespace = 0;
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+  afterEach(async () => {
+    await Promise.all(stores.map((s) => s.close()));
+    stores = [];
+    expect(clock.pending()).toBe(0);
+  });
+
+  /** Starts `n` nodes (stores) sharing one fresh namespace. */
+  async function nodes(n: number, nodeTtl = 5000) {
+    clock = createManualClock();
+    const ns = `st${process.pid}x${++namespace}`;
+    const made = [];
+    for (let i = 0; i < n; i++) {
+      const rec = recorder();
+      const store = createRedisStore({ url: redis.url, namespace: ns, nodeTtl, clock });
+      await store.start(rec.listener);
+      stores.push(store);
+      made.push({ store, ...rec });
+    }
+    return made;
+  }
+
+  it('pushes a grant to the waiter node when another node releases, with a greater token', async () => {
+    const [n1, n2] = await nodes(2);
+    if (!n1 || !n2) throw new Error('nodes');
+    const first = await n1.store.acquire('a', input(1, 'k'));
+    expect(first).toMatchObject({ status: 'granted' });
+    expect(await n2.store.acquire('b', input(1, 'k'))).toEqual({ status: 'queued', position: 1 });
+    await n1.store.release('a', 'k');
+    const heard = await n2.next((h) => h.kind === 'granted');
+    if (heard.kind !== 'granted' || first.status !== 'granted') throw new Error('unexpected');
+    expect(heard).toMatchObject({ session: 'b', ticket: 1, grant: { key: 'k', expiresAt: null } });
+    expect(heard.grant.token).toBeGreaterThan(first.token);
+    expect(n1.heard).toEqual([]);
+  });
+
+  it('resolves an acquire timeout racing a grant one way only', async () => {
+    const [n1, n2] = await nodes(2);
+    if (!n1 || !n2) throw new Error('nodes');
+    for (let round = 0; round < 20; round++) {
+      const key = `race${round}`;
+      await n1.store.acquire('a', input(100 + round, key));
+      await n2.store.acquire('b', input(200 + round, key, { acquireTimeout: 1000 }));
+      const released = n1.store.release('a', key);
+      clock.advance(1000);
+      await released;
+      const outcome = await n2.next((h) => 'ticket' in h && h.ticket === 200 + round);
+      const status = await n1.store.status(key, null);
+      if (outcome.kind === 'granted') {
+        expect(status.holders.map((h) => h.session)).toEqual(['b']);
+        await n2.store.release('b', key);
+      } else {
+        expect(outcome.kind).toBe('acquireTimedOut');
+        expect(status).toMatchObject({ locked: false, queue: [] });
+      }
+      const settled = n2.heard.filter((h) => 'ticket' in h && h.ticket === 200 + round);
+      expect(settled).toHaveLength(1);
+    }
+  });
+
+  it('reconciles a grant whose notification was lost while its node resubscribed', async () => {
+    const [n1, n2] = await nodes(2);
+    if (!n1 || !n2) throw new Error('nodes');
+    await n1.store.acquire('a', input(1, 'k'));
+    await n2.store.acquire('b', input(1, 'k'));
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    try {
+      // Cut every pub/sub connection; the grant is published while they reconnect.
+      await admin.sendCommand(['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+      await n1.store.release('a', 'k');
+    } finally {
+      admin.destroy();
+    }
+    const heard = await n2.next((h) => h.kind === 'granted');
+    expect(heard).toMatchObject({ session: 'b', ticket: 1 });
+    expect((await n2.store.status('k', 'b')).heldByYou).toBe(true);
+  });
+
+  it('settles a wait when the holds present at its start end, on another node', async () => {
+    const [n1, n2] = await nodes(2);
+    if (!n1 || !n2) throw new Error('nodes');
+    await n1.store.acquire('a', input(1, 'k', { mode: 'shared' }));
+    await n1.store.acquire('c', input(2, 'k', { mode: 'shared' }));
+    expect(await n2.store.wait('w', { ticket: 1, key: 'k', timeout: null })).toBe('pending');
+    await n1.store.release('a', 'k');
+    await n1.store.acquire('a', input(3, 'k', { mode: 'shared' }));
+    expect(n2.heard).toEqual([]);
+    await n1.store.release('c', 'k');
+    expect(await n2.next((h) => h.kind === 'waitDone')).toMatchObject({ session: 'w', ticket: 1, free: true });
+  });
+
+  it('keeps tokens rising after FLUSHALL and tells the holder its lock was revoked before granting again', async () => {
+    const [n1, n2] = await nodes(2, 1000);
+    if (!n1 || !n2) throw new Error('nodes');
+    const before = await n1.store.acquire('a', input(1, 'k'));
+    if (before.status !== 'granted') throw new Error('not granted');
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    await admin.sendCommand(['FLUSHALL']);
+    admin.destroy();
+    // Another node tries at once and keeps trying; whenever it is granted, the old holder must already know.
+    let after;
+    let refused = 0;
+    for (;;) {
+      after = await n2.store.acquire('b', input(1, 'k', { acquireTimeout: 0 })).catch((e: unknown) => e);
+      if (!(after instanceof Error) && after.status === 'granted') break;
+      if (after instanceof Error) expect(after).toMatchObject({ code: 'store_unavailable' });
+      refused++;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(n1.heard).toEqual([{ kind: 'lost', session: 'a', lost: { key: 'k', token: before.token, reason: 'revoked' } }]);
+    expect(refused).toBeGreaterThan(0);
+    expect(after.token).toBeGreaterThan(before.token);
+  });
+
+  it('answers not_holder for a release of a key held by a session of another node, and changes nothing', async () => {
+    const [n1, n2] = await nodes(2);
+    if (!n1 || !n2) throw new Error('nodes');
+    await n1.store.acquire('a', input(1, 'k'));
+    await expect(n2.store.release('b', 'k')).rejects.toMatchObject({ code: 'not_holder' });
+    expect((await n2.store.status('k', null)).holders.map((h) => h.session)).toEqual(['a']);
+  });
+});
