@@ -6,7 +6,6 @@ import type {
   LockMode,
   LockStatus,
   LostMessage,
-  LostReason,
   WelcomeMessage,
 } from '@lockwire/protocol';
 import { Connection, type PendingCall } from './connection.js';
@@ -18,50 +17,10 @@ import {
   type CloseInfo,
 } from './errors.js';
 import { Lease, type LeaseControl, type LeaseOwner } from './lease.js';
+import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions } from './options.js';
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
 import { webSocketTransport, type TransportFactory } from './transport.js';
 import { Watch, WatchRegistry, type LockEvent, type WatchSubscription } from './watch.js';
-
-/** Options of `LockClient.connect()`. */
-export interface ConnectOptions {
-  /** How to open the socket. Default: the runtime's WebSocket (`ws` under the Node entry). */
-  transport?: TransportFactory;
-  /** HTTP headers for the upgrade request, e.g. `Authorization`. Node only: browsers cannot set them. */
-  headers?: Record<string, string>;
-  /** Aborts connecting; `connect()` then rejects with `signal.reason`. */
-  signal?: AbortSignal;
-}
-
-/** Options of `acquire()`. Durations are milliseconds; `null`/absent means no limit. */
-export interface AcquireOptions {
-  /** `exclusive` (default) or `shared`. */
-  mode?: LockMode;
-  /** How long to wait in the queue; `0` tries once. Default: wait until granted. */
-  acquireTimeout?: number | null;
-  /** The lock expires this long after the grant (the lease's signal then aborts with `expired`). */
-  holdTimeout?: number | null;
-  /** Exclusive only: take the lock from its holders at once (they lose it as `stolen`). */
-  steal?: boolean;
-  /** A JSON object of at most 1024 bytes, shown to watchers and in `status`. */
-  meta?: Record<string, unknown> | null;
-  /** Gives up while queued: sends `cancel` and rejects with `signal.reason`. Ignored once granted. */
-  signal?: AbortSignal;
-  /** Called once, with the queue position (1 = next), if the request had to wait. */
-  onQueued?: (position: number) => void;
-}
-
-/** Connection state; reconnecting clients add `connecting`. */
-export type ClientState = 'open' | 'closed';
-
-/** Events of a `LockClient`, for `client.on()`. */
-export interface ClientEvents {
-  /** A lock this session held was taken away (also aborts the lease's signal). */
-  lost: { key: string; token: number; reason: LostReason };
-  /** The connection ended; every lease was lost with `connection_lost`. */
-  close: CloseInfo;
-  /** The connection state changed. */
-  state: ClientState;
-}
 
 interface LeaseEntry {
   lease: Lease;
@@ -83,7 +42,7 @@ interface Grant {
  * outcomes are values (a timed-out acquire is `null`); failures are
  * `LockError`s whose `code` is the wire error code or a {@link ClientErrorCode}.
  */
-export class LockClient extends PrefectFace implements LeaseOwner {
+export class LockClient extends PrefectFace {
   readonly #transport: TransportFactory;
   #connection: Connection | undefined;
   #welcome: WelcomeMessage;
@@ -92,6 +51,11 @@ export class LockClient extends PrefectFace implements LeaseOwner {
   readonly #leases = new Map<string, LeaseEntry>();
   readonly #watches = new WatchRegistry();
   readonly #events = new Emitter<ClientEvents>();
+  /** What leases call back into; kept off the public API. */
+  readonly #leaseOwner: LeaseOwner = {
+    releaseLease: (lease) => this.#releaseLease(lease),
+    extendLease: (lease, holdTimeout) => this.#extendLease(lease, holdTimeout),
+  };
 
   /** Use `LockClient.connect()`. */
   protected constructor(transport: TransportFactory, connection: Connection, welcome: WelcomeMessage) {
@@ -300,10 +264,10 @@ export class LockClient extends PrefectFace implements LeaseOwner {
     return this.close();
   }
 
-  // ---- LeaseOwner ----
+  // ---- leases ----
 
-  /** @internal Sends the release of a lease; see `Lease.release()`. */
-  async releaseLease(lease: Lease): Promise<void> {
+  /** Sends the release of a lease; see `Lease.release()`. */
+  async #releaseLease(lease: Lease): Promise<void> {
     this.#forget(lease);
     const connection = this.#connection;
     // A closed connection already released every lock of the session.
@@ -318,8 +282,8 @@ export class LockClient extends PrefectFace implements LeaseOwner {
     }
   }
 
-  /** @internal Sends the extend of a lease; see `Lease.extend()`. */
-  async extendLease(lease: Lease, holdTimeout: number | null): Promise<number | null> {
+  /** Sends the extend of a lease; see `Lease.extend()`. */
+  async #extendLease(lease: Lease, holdTimeout: number | null): Promise<number | null> {
     if (!lease.held) {
       throw new LockError('not_holder', `lock ${JSON.stringify(lease.key)} is no longer held (${lease.state})`);
     }
@@ -364,7 +328,8 @@ export class LockClient extends PrefectFace implements LeaseOwner {
     const existing = this.#leases.get(key);
     if (existing?.lease.held && existing.lease.token === grant.token) return { lease: existing.lease, fresh: false };
     let control: LeaseControl | undefined;
-    const lease = new Lease({ key, mode, token: grant.token, expiresAt: grant.expiresAt }, this, (c) => {
+    const init = { key, mode, token: grant.token, expiresAt: grant.expiresAt };
+    const lease = new Lease(init, this.#leaseOwner, (c) => {
       control = c;
     });
     if (!control) throw new LockError(ClientErrorCode.ProtocolError, 'lease created without control');

@@ -3,7 +3,8 @@
  * default, so `headers` (e.g. `Authorization`) reach the upgrade request.
  */
 import WebSocket from 'ws';
-import { LockClient as CoreLockClient, type ConnectOptions } from './lock-client.js';
+import { LockClient as CoreLockClient } from './lock-client.js';
+import type { ConnectOptions } from './options.js';
 import type { TransportFactory } from './transport.js';
 
 export * from './index.js';

@@ -1,5 +1,5 @@
 import type { LockStatus } from '@lockwire/protocol';
-import type { AcquireOptions } from './lock-client.js';
+import type { AcquireOptions } from './options.js';
 import type { Lease } from './lease.js';
 
 /** Options of `acquireLock()`; durations in milliseconds (Prefect's are seconds). */
