@@ -1,0 +1,160 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createLockServer, type LockServer } from '@lockwire/server';
+import { createRedisStore } from '../server/src/redis/redis-store.js';
+import { RawClient } from './helpers/raw-client.js';
+import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const NODE_TTL = 1000;
+
+/** Acquires, retrying while the store answers store_unavailable; returns the final reply and how many were refused. */
+async function acquireWhenAvailable(client: RawClient, key: string, deadlineMs = 10_000) {
+  const deadline = Date.now() + deadlineMs;
+  let refused = 0;
+  for (;;) {
+    const reply = await client.request({ op: 'acquire', key, acquireTimeout: 0 });
+    const error = reply.error as { code?: string } | undefined;
+    if (reply.ok === true && reply.acquired === true) return { reply, refused };
+    if (error?.code !== 'store_unavailable' && reply.acquired !== false) throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
+    refused++;
+    if (Date.now() > deadline) throw new Error(`still not granted after ${deadlineMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('lockwire nodes as separate processes', () => {
+  let redis: RedisServer;
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    const built = spawnSync('npx', ['tsc', '-b'], { cwd: root, encoding: 'utf8' });
+    if (built.status !== 0) throw new Error(`tsc -b failed:\n${built.stdout}${built.stderr}`);
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await Promise.all(
+      children.map(async (child) => {
+        if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        process.kill(child.pid, 'SIGKILL');
+        await exited;
+      }),
+    );
+    await redis.stop();
+  });
+
+  /** Starts `lockwire serve --store redis` and resolves its WebSocket URL from its first stdout line. */
+  async function serveNode(): Promise<{ url: string; child: ChildProcess }> {
+    const child = spawn(
+      process.execPath,
+      ['server/bin/lockwire.mjs', 'serve', '--port', '0', '--store', 'redis', '--redis-url', redis.url, '--node-ttl', String(NODE_TTL), '--log-level', 'warn'],
+      { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    children.push(child);
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('lockwire serve printed no URL within 15 s')), 15_000);
+      lines.on('line', (line) => {
+        const match = /ws:\/\/\S+/.exec(line);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[0]);
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`lockwire serve exited with ${code}`)));
+    });
+    return { url, child };
+  }
+
+  it('a node killed with SIGKILL has its locks released and its queued requests dropped by the survivors within the node TTL', async () => {
+    const [n1, n2, n3] = [await serveNode(), await serveNode(), await serveNode()];
+    const a = await RawClient.connect(n1.url);
+    const b = await RawClient.connect(n2.url);
+    const c = await RawClient.connect(n3.url);
+    const held = await a.request({ op: 'acquire', key: 'job' });
+    expect(held).toMatchObject({ ok: true, acquired: true });
+    await b.request({ op: 'acquire', key: 'other' });
+    a.send({ op: 'acquire', id: 'q', key: 'other' });
+    await a.next((m) => m.type === 'queued');
+    c.send({ op: 'acquire', id: 'w', key: 'job' });
+    await c.next((m) => m.type === 'queued');
+
+    const killedAt = Date.now();
+    const died = new Promise((resolve) => n1.child.once('exit', resolve));
+    if (n1.child.pid !== undefined) process.kill(n1.child.pid, 'SIGKILL');
+    await died;
+    const granted = await c.reply('w', { timeout: NODE_TTL + 3000 });
+    const elapsed = Date.now() - killedAt;
+    expect(granted).toMatchObject({ ok: true, acquired: true });
+    expect(granted.token).toBeGreaterThan(held.token as number);
+    expect(elapsed).toBeLessThan(NODE_TTL + 500);
+    // The dead node's queued request is gone too: releasing `other` leaves it free.
+    await b.request({ op: 'release', key: 'other' });
+    const other = await c.request({ op: 'status', key: 'other' });
+    expect(other).toMatchObject({ locked: false, queue: [] });
+    for (const client of [b, c]) await client.close();
+  });
+});
+
+describe('Redis failures under in-process nodes', () => {
+  let redis: RedisServer;
+  let servers: LockServer[] = [];
+  let clients: RawClient[] = [];
+  let run = 0;
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+  afterEach(async () => {
+    for (const client of clients) client.terminate();
+    await Promise.all(servers.map((s) => s.close()));
+    servers = [];
+    clients = [];
+  });
+
+  async function twoNodes(): Promise<[RawClient, RawClient]> {
+    const namespace = `faults${process.pid}x${++run}`;
+    for (let i = 0; i < 2; i++) {
+      const store = createRedisStore({ url: redis.url, namespace, nodeTtl: NODE_TTL, commandTimeout: 500 });
+      servers.push(await createLockServer({ port: 0, store, heartbeatInterval: 0 }));
+    }
+    const [s1, s2] = servers;
+    if (!s1 || !s2) throw new Error('nodes');
+    clients = [await RawClient.connect(s1.url), await RawClient.connect(s2.url)];
+    return clients as [RawClient, RawClient];
+  }
+
+  it('after a Redis restart the holder hears revoked before anyone else is granted, and tokens keep rising', async () => {
+    const [a, b] = await twoNodes();
+    const held = await a.request({ op: 'acquire', key: 'k' });
+    expect(held).toMatchObject({ acquired: true });
+    await redis.restart();
+    const { reply, refused } = await acquireWhenAvailable(b, 'k');
+    expect(refused).toBeGreaterThan(0);
+    // By the time the other node granted, the holder had been told.
+    expect(a.received('lost')).toEqual([{ type: 'lost', key: 'k', token: held.token, reason: 'revoked' }]);
+    expect(reply.token).toBeGreaterThan(held.token as number);
+  });
+
+  it('answers store_unavailable while Redis is down, reports held locks lost within the node TTL, and recovers when Redis is back', async () => {
+    const [a, b] = await twoNodes();
+    const held = await a.request({ op: 'acquire', key: 'k' });
+    expect(held).toMatchObject({ acquired: true });
+    await redis.kill();
+    const refused = await b.request({ op: 'acquire', key: 'other' });
+    expect(refused).toMatchObject({ ok: false, error: { code: 'store_unavailable' } });
+    const downAt = Date.now();
+    expect(await a.nextLost('k', { timeout: NODE_TTL + 2000 })).toEqual({ type: 'lost', key: 'k', token: held.token, reason: 'revoked' });
+    expect(Date.now() - downAt).toBeLessThan(NODE_TTL + 500);
+    await redis.restart();
+    const { reply } = await acquireWhenAvailable(b, 'k');
+    expect(reply.token).toBeGreaterThan(held.token as number);
+    expect(await a.request({ op: 'acquire', key: 'k', acquireTimeout: 0 })).toMatchObject({ ok: true, acquired: false });
+  });
+});
