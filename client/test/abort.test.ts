@@ -1,5 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Lease, LockClient } from '@lockwire/client';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { LockClient } from '@lockwire/client';
 import { recordingTransport, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
@@ -103,23 +103,12 @@ describe('AbortSignal on acquire', () => {
   });
 
   it('the abort listener is removed once the acquire settles', async () => {
-    const controller = new AbortController();
-    const added: unknown[] = [];
-    const removed: unknown[] = [];
-    const signal = controller.signal;
-    const add = signal.addEventListener.bind(signal);
-    const remove = signal.removeEventListener.bind(signal);
-    signal.addEventListener = (type: string, listener: EventListenerOrEventListenerObject | null, options?: AddEventListenerOptions | boolean) => {
-      added.push(listener);
-      add(type, listener, options);
-    };
-    signal.removeEventListener = (type: string, listener: EventListenerOrEventListenerObject | null, options?: EventListenerOptions | boolean) => {
-      removed.push(listener);
-      remove(type, listener, options);
-    };
-    const lease: Lease | null = await holder.acquire('doc:7', { signal });
+    const signal = new AbortController().signal;
+    const add = vi.spyOn(signal, 'addEventListener');
+    const remove = vi.spyOn(signal, 'removeEventListener');
+    const lease = await holder.acquire('doc:7', { signal });
     expect(lease).not.toBeNull();
-    expect(added).toHaveLength(1);
-    expect(removed).toEqual(added);
+    expect(add).toHaveBeenCalledTimes(1);
+    expect(remove.mock.calls.map((call) => call[1])).toEqual([add.mock.calls[0]?.[1]]);
   });
 });
