@@ -11,7 +11,7 @@ export { Watch } from './watch.js';
 export type { LockEvent } from './watch.js';
 export type { AcquireLockOptions, WaitForLockOptions } from './prefect.js';
 export { ClientErrorCode, LeaseLostReason, LockError } from './errors.js';
-export type { ClientErrorCode as ClientErrorCodeValue, CloseInfo, LockErrorCode } from './errors.js';
+export type { CloseInfo, LockErrorCode } from './errors.js';
 export { webSocketTransport } from './transport.js';
 export type { Transport, TransportFactory, TransportHandlers } from './transport.js';
 export { ErrorCode, LockMode, LostReason } from '@lockwire/protocol';
