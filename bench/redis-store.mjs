@@ -1,0 +1,177 @@
+#!/usr/bin/env node
+// Measures, in one run, the Redis store against the memory store and against
+// a bare SET NX / Lua-delete loop on the same Redis client library:
+//   - handoff: a holder on node 1 releases, a waiter on node 2 is granted
+//     (memory: both clients on the one node); p50/p99 of release -> grant;
+//   - throughput: uncontended acquire+release per second on one node,
+//     CONCURRENCY clients each on its own key.
+// Needs the built dist (`npx tsc -b`) and redis-server on PATH.
+// Usage: node bench/redis-store.mjs [seconds per throughput run, default 3]
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient } from 'redis';
+import { createLockServer } from '../server/dist/index.js';
+import { createRedisStore } from '../server/dist/redis/redis-store.js';
+import { LockClient } from '../client/dist/node.js';
+
+const SECONDS = Number(process.argv[2] ?? 3);
+const HANDOFFS = 500;
+const CONCURRENCY = 8;
+
+const freePort = () =>
+  new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+
+async function startRedis() {
+  const dir = mkdtempSync(join(tmpdir(), 'lockwire-bench-'));
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  const url = `redis://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    const c = createClient({ url, socket: { reconnectStrategy: false } });
+    c.on('error', () => {});
+    try {
+      await c.connect();
+      await c.ping();
+      c.destroy();
+      break;
+    } catch {
+      c.destroy();
+      if (i > 200) throw new Error('redis-server did not start');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  return { url, stop: () => (child.kill('SIGKILL'), rmSync(dir, { recursive: true, force: true })) };
+}
+
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+
+function summarize(samples) {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+}
+
+/** release on one client -> grant on the other, HANDOFFS times. */
+async function handoff(urlA, urlB) {
+  const a = await LockClient.connect(urlA);
+  const b = await LockClient.connect(urlB);
+  const samples = [];
+  for (let i = 0; i < HANDOFFS + 20; i++) {
+    const key = `h${i % 4}`;
+    const lease = await a.acquire(key);
+    const waiting = b.acquire(key);
+    await new Promise((r) => setTimeout(r, 1)); // let the waiter queue
+    const t0 = performance.now();
+    await lease.release();
+    const granted = await waiting;
+    if (i >= 20) samples.push(performance.now() - t0);
+    await granted.release();
+  }
+  await a.close();
+  await b.close();
+  return summarize(samples);
+}
+
+async function throughput(url) {
+  const clients = await Promise.all(Array.from({ length: CONCURRENCY }, () => LockClient.connect(url)));
+  let count = 0;
+  const end = performance.now() + SECONDS * 1000;
+  await Promise.all(
+    clients.map(async (client, i) => {
+      while (performance.now() < end) {
+        const lease = await client.acquire(`t${i}`);
+        await lease.release();
+        count++;
+      }
+    }),
+  );
+  await Promise.all(clients.map((c) => c.close()));
+  return count / SECONDS;
+}
+
+const DELETE_IF_OWNER = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/** The same work without lockwire: SET NX PX, then a Lua compare-and-delete. */
+async function bareThroughput(url) {
+  const client = createClient({ url });
+  await client.connect();
+  let count = 0;
+  const end = performance.now() + SECONDS * 1000;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async (_, i) => {
+      while (performance.now() < end) {
+        const token = String(count);
+        const ok = await client.set(`bare${i}`, token, { NX: true, PX: 30000 });
+        if (ok !== 'OK') throw new Error('bare lock contended');
+        await client.eval(DELETE_IF_OWNER, { keys: [`bare${i}`], arguments: [token] });
+        count++;
+      }
+    }),
+  );
+  client.destroy();
+  return count / SECONDS;
+}
+
+/** The floor of a handoff through Redis without push: the delete script, then the waiter's SET NX. */
+async function bareHandoff(url) {
+  const a = createClient({ url });
+  const b = createClient({ url });
+  await a.connect();
+  await b.connect();
+  const samples = [];
+  for (let i = 0; i < HANDOFFS + 20; i++) {
+    await a.set('bh', 'a', { NX: true });
+    const t0 = performance.now();
+    await a.eval(DELETE_IF_OWNER, { keys: ['bh'], arguments: ['a'] });
+    const ok = await b.set('bh', 'b', { NX: true });
+    if (ok !== 'OK') throw new Error('bare handoff failed');
+    if (i >= 20) samples.push(performance.now() - t0);
+    await b.del('bh');
+  }
+  a.destroy();
+  b.destroy();
+  return summarize(samples);
+}
+
+const redis = await startRedis();
+try {
+  const memory = await createLockServer({ port: 0, heartbeatInterval: 0 });
+  const n1 = await createLockServer({ port: 0, heartbeatInterval: 0, store: createRedisStore({ url: redis.url, namespace: 'bench' }) });
+  const n2 = await createLockServer({ port: 0, heartbeatInterval: 0, store: createRedisStore({ url: redis.url, namespace: 'bench' }) });
+
+  const results = {
+    handoffMs: {
+      memory: await handoff(memory.url, memory.url),
+      redisCrossNode: await handoff(n1.url, n2.url),
+      bareSetNx: await bareHandoff(redis.url),
+    },
+    acquireReleasePerSecond: {
+      memory: await throughput(memory.url),
+      redisOneNode: await throughput(n1.url),
+      bareSetNx: await bareThroughput(redis.url),
+    },
+  };
+  const h = results.handoffMs;
+  const t = results.acquireReleasePerSecond;
+  const ratio = (x, y) => Number((x / y).toFixed(2));
+  results.ratios = {
+    handoffP50RedisOverMemory: ratio(h.redisCrossNode.p50, h.memory.p50),
+    handoffP99RedisOverMemory: ratio(h.redisCrossNode.p99, h.memory.p99),
+    handoffP50RedisOverBare: ratio(h.redisCrossNode.p50, h.bareSetNx.p50),
+    handoffP99RedisOverBare: ratio(h.redisCrossNode.p99, h.bareSetNx.p99),
+    throughputRedisOverMemory: ratio(t.redisOneNode, t.memory),
+    throughputRedisOverBare: ratio(t.redisOneNode, t.bareSetNx),
+  };
+  results.setup = { handoffs: HANDOFFS, concurrency: CONCURRENCY, secondsPerThroughputRun: SECONDS, node: process.version };
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  await Promise.all([memory.close(), n1.close(), n2.close()]);
+} finally {
+  redis.stop();
+}
