@@ -1,6 +1,7 @@
-import { ErrorCode, MAX_DURATION_MS, type ListResult, type LockStatus, type LostReason } from '@lockwire/protocol';
-import { LockError, badRequest, notHolder } from '../errors.js';
+import type { ListResult, LockStatus, LostReason } from '@lockwire/protocol';
+import { badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
+import { checkDuration, checkTicketFree, tooManyLocks, tooManyWaiters } from './checks.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { holdEvent, waiterEvent, type Effect } from './effects.js';
 import {
@@ -82,16 +83,10 @@ export class LockEngine {
     const grantable = steal || !existing || (existing.queue.size === 0 && compatible(existing, mode));
     if (!grantable && acquireTimeout === 0) return { outcome: { status: 'not_granted' }, effects: [] };
     if (record && record.held.size + record.queued.size >= this.#limits.maxLocksPerSession) {
-      throw new LockError(
-        ErrorCode.TooManyLocks,
-        `key: this session already holds or waits for ${this.#limits.maxLocksPerSession} locks`,
-      );
+      throw tooManyLocks(this.#limits.maxLocksPerSession);
     }
     if (!grantable && existing && existing.queue.size >= this.#limits.maxWaitersPerKey) {
-      throw new LockError(
-        ErrorCode.TooManyWaiters,
-        `key: ${this.#limits.maxWaitersPerKey} requests already wait for ${JSON.stringify(key)}`,
-      );
+      throw tooManyWaiters(key, this.#limits.maxWaitersPerKey);
     }
 
     const entry = existing ?? this.#createEntry(key);
@@ -404,18 +399,5 @@ export class LockEngine {
 
   #dropIfEmpty(session: SessionId, record: SessionRecord): void {
     if (isEmptySession(record)) this.#sessions.delete(session);
-  }
-}
-
-function checkDuration(field: string, value: number | null): void {
-  if (value === null) return;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_DURATION_MS) {
-    throw badRequest(`${field}: must be null or a number of ms from 0 to ${MAX_DURATION_MS}`);
-  }
-}
-
-function checkTicketFree(record: SessionRecord | undefined, ticket: Ticket): void {
-  if (record?.queued.has(ticket) || record?.waits.has(ticket)) {
-    throw badRequest(`ticket ${ticket} is already pending`);
   }
 }

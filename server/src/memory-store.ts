@@ -1,0 +1,226 @@
+import { DEFAULT_LIMITS } from '@lockwire/protocol';
+import { systemClock, type Clock, type TimerHandle } from './clock.js';
+import type { Effect } from './engine/effects.js';
+import { LockEngine } from './engine/lock-engine.js';
+import { createTokenSource } from './engine/token-source.js';
+import type {
+  AcquireInput,
+  AcquireOutcome,
+  LockEvent,
+  LockStore,
+  SessionId,
+  StoreLimits,
+  StoreListener,
+  Ticket,
+  WaitInput,
+  WatchHandle,
+} from './store.js';
+
+export interface MemoryStoreOptions {
+  /** Time and timers; `systemClock` by default. */
+  clock?: Clock;
+  /** Defaults: `maxLocksPerSession` 1000, `maxWaitersPerKey` 10,000. */
+  limits?: Partial<StoreLimits>;
+  /** The first fencing token (then +1 per grant) instead of seeding from the clock; for tests. */
+  tokenSeed?: () => number;
+  /**
+   * Called with anything a listener or watch sink throws. The store delivers
+   * the rest of the step's effects regardless, so one failing delivery cannot
+   * leave others unaware of a change. By default the error is rethrown from a
+   * microtask, where it surfaces as an uncaught exception.
+   */
+  onError?: (error: unknown) => void;
+}
+
+/** The sizes of the store's tables: all zero and no timer once every session has closed. */
+export interface MemoryStoreInspection {
+  keys: number;
+  sessions: number;
+  pendingDeadlines: number;
+  timerArmed: boolean;
+}
+
+/** The in-memory `LockStore`: the default store of a single lockwire server. */
+export interface MemoryStore extends LockStore {
+  readonly kind: 'memory';
+  inspect(): MemoryStoreInspection;
+}
+
+interface WatchRegistration {
+  readonly sink: (event: LockEvent) => void;
+  active: boolean;
+}
+
+const rethrowLater = (error: unknown) => {
+  queueMicrotask(() => {
+    throw error;
+  });
+};
+
+/**
+ * Creates the in-memory lock table. Every method runs one synchronous engine
+ * step, delivers its effects in order (to the listener and to watchers), and
+ * resolves with the step's result; failures reject with `LockError` and change
+ * nothing. Exactly one clock timer is armed, for the earliest deadline, so
+ * hold, acquire and wait timeouts run on time and never early.
+ *
+ * `close()` stops the timer (idempotent). Calls after it still work on the
+ * table, so a draining server can end its sessions, but no deadline runs.
+ */
+export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
+  const clock = options.clock ?? systemClock;
+  const onError = options.onError ?? rethrowLater;
+  const engine = new LockEngine({
+    limits: {
+      maxLocksPerSession: options.limits?.maxLocksPerSession ?? DEFAULT_LIMITS.maxLocksPerSession,
+      maxWaitersPerKey: options.limits?.maxWaitersPerKey ?? DEFAULT_LIMITS.maxWaitersPerKey,
+    },
+    tokens: createTokenSource(options.tokenSeed),
+  });
+  // Watches by prefix, so an event costs one check per distinct prefix.
+  const watches = new Map<string, Set<WatchRegistration>>();
+  let listener: StoreListener | null = null;
+  let timer: { at: number; handle: TimerHandle } | null = null;
+  let closed = false;
+
+  const publish = (event: LockEvent) => {
+    for (const [prefix, registrations] of watches) {
+      if (!event.key.startsWith(prefix)) continue;
+      // A sink may start or stop watches; iterate a copy, skip stopped ones.
+      for (const registration of [...registrations]) {
+        if (!registration.active) continue;
+        try {
+          registration.sink(event);
+        } catch (error) {
+          onError(error);
+        }
+      }
+    }
+  };
+
+  const deliver = (effects: Effect[]) => {
+    for (const effect of effects) {
+      if (effect.type === 'event') {
+        publish(effect.event);
+        continue;
+      }
+      if (!listener) continue;
+      try {
+        if (effect.type === 'lost') listener.lost(effect.session, effect.lost);
+        else if (effect.type === 'granted') listener.granted(effect.session, effect.ticket, effect.grant);
+        else if (effect.type === 'acquireTimedOut') listener.acquireTimedOut(effect.session, effect.ticket);
+        else listener.waitDone(effect.session, effect.ticket, effect.free);
+      } catch (error) {
+        onError(error);
+      }
+    }
+  };
+
+  const arm = () => {
+    if (closed) return;
+    const next = engine.nextDeadline();
+    if (timer?.at === next) return;
+    if (timer) clock.clearTimeout(timer.handle);
+    timer = null;
+    if (next === null) return;
+    timer = { at: next, handle: clock.setTimeout(onTimer, Math.max(0, next - clock.now())) };
+  };
+
+  function onTimer() {
+    timer = null;
+    deliver(engine.tick(clock.now()));
+    arm();
+  }
+
+  /** Runs one engine step, delivers its effects, re-arms the timer. */
+  const step = <T>(run: (now: number) => { result: T; effects: Effect[] }): T => {
+    const { result, effects } = run(clock.now());
+    deliver(effects);
+    arm();
+    return result;
+  };
+
+  return {
+    kind: 'memory',
+
+    async start(next) {
+      listener = next;
+    },
+
+    async acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome> {
+      return step((now) => {
+        const { outcome, effects } = engine.acquire(session, input, now);
+        return { result: outcome, effects };
+      });
+    },
+
+    async release(session, key) {
+      step((now) => ({ result: undefined, effects: engine.release(session, key, now) }));
+    },
+
+    async extend(session, key, holdTimeout) {
+      return step((now) => ({ result: engine.extend(session, key, holdTimeout, now), effects: [] }));
+    },
+
+    async wait(session: SessionId, input: WaitInput) {
+      return step((now) => ({ result: engine.wait(session, input, now), effects: [] }));
+    },
+
+    async cancel(session: SessionId, ticket: Ticket) {
+      return step((now) => {
+        const { cancelled, effects } = engine.cancel(session, ticket, now);
+        return { result: cancelled, effects };
+      });
+    },
+
+    async status(key, viewer) {
+      return engine.status(key, viewer);
+    },
+
+    async list(prefix, limit, viewer) {
+      return engine.list(prefix, limit, viewer);
+    },
+
+    async watch(prefix, limit, viewer, sink): Promise<WatchHandle> {
+      // Snapshot and registration happen in one synchronous step: no event
+      // can fall between them.
+      const snapshot = engine.list(prefix, limit, viewer);
+      const registration: WatchRegistration = { sink, active: true };
+      let registrations = watches.get(prefix);
+      if (!registrations) {
+        registrations = new Set();
+        watches.set(prefix, registrations);
+      }
+      registrations.add(registration);
+      const stop = () => {
+        if (!registration.active) return;
+        registration.active = false;
+        const current = watches.get(prefix);
+        current?.delete(registration);
+        if (current?.size === 0) watches.delete(prefix);
+      };
+      return { snapshot, stop };
+    },
+
+    async revoke(key) {
+      return step((now) => {
+        const { revoked, effects } = engine.revoke(key, now);
+        return { result: revoked, effects };
+      });
+    },
+
+    async closeSession(session) {
+      step((now) => ({ result: undefined, effects: engine.closeSession(session, now) }));
+    },
+
+    async close() {
+      closed = true;
+      if (timer) clock.clearTimeout(timer.handle);
+      timer = null;
+    },
+
+    inspect() {
+      return { ...engine.inspect(), timerArmed: timer !== null };
+    },
+  };
+}
