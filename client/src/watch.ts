@@ -20,8 +20,6 @@ export interface WatchSubscription {
  */
 export class WatchRegistry {
   readonly #byPrefix = new Map<string, Set<WatchSubscription>>();
-  /** The last event frame and the prefixes it was delivered to, to route its copies. */
-  #last: { signature: string; delivered: Set<string> } | undefined;
 
   /** Adds a subscription; true when it is the first for its prefix. */
   add(subscription: WatchSubscription): boolean {
@@ -45,25 +43,19 @@ export class WatchRegistry {
   }
 
   /**
-   * Hands one event frame to the watches of one matching prefix. The server
-   * sends an event once per watched prefix it matches, back to back, so
-   * with overlapping prefixes (`doc:` and `doc:4`) each identical copy goes
-   * to the next matching prefix that has not had it: every watch sees each
-   * event once.
+   * Hands one event to every watch whose prefix the key starts with. The
+   * server sends each event once per session, however many of the session's
+   * prefixes it matches, so overlapping watches (`doc:` and `doc:4`) share
+   * that one frame.
    */
   dispatch(message: EventMessage): void {
     const { type: _type, ...event } = message;
-    const signature = JSON.stringify(event);
-    if (this.#last?.signature !== signature) this.#last = { signature, delivered: new Set() };
-    const { delivered } = this.#last;
-    for (const [prefix, set] of this.#byPrefix) {
-      if (delivered.has(prefix) || !event.key.startsWith(prefix)) continue;
-      // A prefix whose watch reply is still on its way gets its own copy after the snapshot.
-      const live = [...set].filter((subscription) => subscription.live);
-      if (live.length === 0) continue;
-      delivered.add(prefix);
-      for (const subscription of live) invokeSafely(subscription.onEvent, event);
-      return;
+    for (const [prefix, set] of [...this.#byPrefix]) {
+      if (!event.key.startsWith(prefix)) continue;
+      // A watch whose reply (and snapshot) is still on its way already counts this event in its snapshot.
+      for (const subscription of [...set]) {
+        if (subscription.live) invokeSafely(subscription.onEvent, event);
+      }
     }
   }
 

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { LockClient, LockEvent } from '@lockwire/client';
-import { startHarness, type Harness } from './fixtures.js';
+import { LockClient, type LockEvent } from '@lockwire/client';
+import { startFakeServer } from './fake-server.js';
+import { startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
 let alice: LockClient;
@@ -86,25 +87,6 @@ describe('watch', () => {
     expect(events).toEqual([]);
   });
 
-  it('overlapping watches each see an event once, and closing one keeps the other', async () => {
-    const wide: string[] = [];
-    const narrow: string[] = [];
-    const wideWatch = await bob.watch('doc:', (event) => wide.push(`${event.event} ${event.key}`));
-    const narrowWatch = await bob.watch('doc:4', (event) => narrow.push(`${event.event} ${event.key}`));
-    await alice.acquire('doc:42');
-    await alice.acquire('doc:5');
-    await bob.ping();
-    expect(wide).toEqual(['acquired doc:42', 'acquired doc:5']);
-    expect(narrow).toEqual(['acquired doc:42']);
-
-    await narrowWatch.close();
-    await alice.releaseLock('doc:42');
-    await bob.ping();
-    expect(wide).toEqual(['acquired doc:42', 'acquired doc:5', 'released doc:42']);
-    expect(narrow).toEqual(['acquired doc:42']);
-    await wideWatch.close();
-  });
-
   it('two watches of the same prefix share one server watch until the last one closes', async () => {
     const first: string[] = [];
     const second: string[] = [];
@@ -123,5 +105,38 @@ describe('watch', () => {
     await bob.close();
     expect(watch.signal.aborted).toBe(true);
     await watch.close();
+  });
+});
+
+describe('watch routing', () => {
+  it('one event frame reaches every watch whose prefix matches its key, once each', async () => {
+    const fake = await startFakeServer();
+    try {
+      const client = await LockClient.connect(fake.url);
+      const wide: string[] = [];
+      const narrow: string[] = [];
+      const other: string[] = [];
+      const wideWatch = await client.watch('doc:', (event) => wide.push(event.key));
+      await client.watch('doc:4', (event) => narrow.push(event.key));
+      await client.watch('room:', (event) => other.push(event.key));
+      const server = await fake.connection(0);
+      const event = { type: 'event', event: 'acquired', session: 'x', token: 1, mode: 'exclusive', meta: null, holders: 1, waiters: 0, at: 0 };
+      server.send({ ...event, key: 'doc:42' });
+      server.send({ ...event, key: 'doc:5' });
+      await client.ping();
+      expect(wide).toEqual(['doc:42', 'doc:5']);
+      expect(narrow).toEqual(['doc:42']);
+      expect(other).toEqual([]);
+
+      await wideWatch.close();
+      expect(await within(server.nextRequest('unwatch'))).toMatchObject({ prefix: 'doc:' });
+      server.send({ ...event, key: 'doc:43' });
+      await client.ping();
+      expect(wide).toEqual(['doc:42', 'doc:5']);
+      expect(narrow).toEqual(['doc:42', 'doc:43']);
+      await client.close();
+    } finally {
+      await fake.close();
+    }
   });
 });
