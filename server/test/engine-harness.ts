@@ -30,7 +30,11 @@ export const lines = (effects: Effect[]) => effects.map(line);
 export function engineHarness(limits: Partial<StoreLimits> = {}) {
   const clock = createManualClock(1_000);
   const engine = new LockEngine({
-    limits: { maxLocksPerSession: DEFAULT_LIMITS.maxLocksPerSession, maxWaitersPerKey: DEFAULT_LIMITS.maxWaitersPerKey, ...limits },
+    limits: {
+      maxLocksPerSession: DEFAULT_LIMITS.maxLocksPerSession,
+      maxWaitersPerKey: DEFAULT_LIMITS.maxWaitersPerKey,
+      ...limits,
+    },
     tokens: createTokenSource(() => 1),
   });
   let tickets = 0;

@@ -170,7 +170,17 @@ describe('events', () => {
     expect([...first, ...queued]).toEqual([
       {
         type: 'event',
-        event: { key: 'k', event: 'acquired', session: 'a', token: 1, mode: 'exclusive', meta: { user: 'ana' }, holders: 1, waiters: 0, at },
+        event: {
+          key: 'k',
+          event: 'acquired',
+          session: 'a',
+          token: 1,
+          mode: 'exclusive',
+          meta: { user: 'ana' },
+          holders: 1,
+          waiters: 0,
+          at,
+        },
       },
       {
         type: 'event',
@@ -181,7 +191,17 @@ describe('events', () => {
     const [released] = h.engine.release('a', 'k', h.clock.now());
     expect(released).toEqual({
       type: 'event',
-      event: { key: 'k', event: 'released', session: 'a', token: 1, mode: 'exclusive', meta: { user: 'ana' }, holders: 0, waiters: 1, at: at + 5 },
+      event: {
+        key: 'k',
+        event: 'released',
+        session: 'a',
+        token: 1,
+        mode: 'exclusive',
+        meta: { user: 'ana' },
+        holders: 0,
+        waiters: 1,
+        at: at + 5,
+      },
     });
   });
 });
@@ -211,7 +231,14 @@ describe('status and list', () => {
 
   it('shows a free key as unlocked without creating an entry', () => {
     const h = engineHarness();
-    expect(h.engine.status('nope', 'a')).toEqual({ key: 'nope', locked: false, mode: null, holders: [], queue: [], heldByYou: false });
+    expect(h.engine.status('nope', 'a')).toEqual({
+      key: 'nope',
+      locked: false,
+      mode: null,
+      holders: [],
+      queue: [],
+      heldByYou: false,
+    });
     expect(h.engine.inspect().keys).toBe(0);
   });
 
@@ -247,9 +274,11 @@ describe('keys', () => {
 describe('fencing tokens', () => {
   it('keep rising across a restart when seeded from the clock', () => {
     const clock = createManualClock(1_700_000_000_000);
-    const engine = () => new LockEngine({ limits: { maxLocksPerSession: 10_000, maxWaitersPerKey: 10 }, tokens: createTokenSource() });
+    const limits = { maxLocksPerSession: 10_000, maxWaitersPerKey: 10 };
+    const engine = () => new LockEngine({ limits, tokens: createTokenSource() });
     const grant = (e: LockEngine, key: string, ticket: number) => {
-      const { outcome } = e.acquire('s', { ticket, key, mode: 'exclusive', acquireTimeout: null, holdTimeout: null, steal: false, meta: null }, clock.now());
+      const input = { ticket, key, mode: 'exclusive', acquireTimeout: null, holdTimeout: null, steal: false, meta: null } as const;
+      const { outcome } = e.acquire('s', input, clock.now());
       if (outcome.status !== 'granted') throw new Error('expected a grant');
       return outcome.token;
     };

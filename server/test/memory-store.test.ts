@@ -157,7 +157,9 @@ describe('memory store', () => {
     const h = await storeHarness();
     await h.acquire('a', 'k');
     const answered: string[] = [];
-    await h.acquire('s', 'k', { steal: true }).then((outcome) => answered.push(...h.take(), `answered t${'token' in outcome ? outcome.token : '-'}`));
+    await h.acquire('s', 'k', { steal: true }).then((outcome) => {
+      answered.push(...h.take(), `answered t${'token' in outcome ? outcome.token : '-'}`);
+    });
     expect(answered).toEqual(['lost a k t1 stolen', 'answered t2']);
   });
 
@@ -181,7 +183,8 @@ describe('memory store', () => {
 
   it('does not create entries when looking at keys', async () => {
     const h = await storeHarness();
-    expect(await h.store.status('__proto__', null)).toEqual({ key: '__proto__', locked: false, mode: null, holders: [], queue: [] });
+    const free = { key: '__proto__', locked: false, mode: null, holders: [], queue: [] };
+    expect(await h.store.status('__proto__', null)).toEqual(free);
     expect(await h.store.list('', 10, 'a')).toEqual({ locks: [], truncated: false });
     expect(h.store.inspect().keys).toBe(0);
   });

@@ -82,7 +82,8 @@ export class LockEngine {
     const existing = this.#keys.get(key);
     const grantable = steal || !existing || (existing.queue.size === 0 && compatible(existing, mode));
     if (!grantable && acquireTimeout === 0) return { outcome: { status: 'not_granted' }, effects: [] };
-    if (record && record.held.size + record.queued.size >= this.#limits.maxLocksPerSession) {
+    const locks = (record?.held.size ?? 0) + (record?.queued.size ?? 0);
+    if (locks >= this.#limits.maxLocksPerSession) {
       throw tooManyLocks(this.#limits.maxLocksPerSession);
     }
     if (!grantable && existing && existing.queue.size >= this.#limits.maxWaitersPerKey) {
@@ -104,7 +105,9 @@ export class LockEngine {
         prev: null,
         next: null,
       };
-      if (acquireTimeout !== null) waiter.deadline = this.#deadlines.push(now + acquireTimeout, { kind: 'acquire', waiter });
+      if (acquireTimeout !== null) {
+        waiter.deadline = this.#deadlines.push(now + acquireTimeout, { kind: 'acquire', waiter });
+      }
       entry.queue.append(waiter);
       const waiting = this.#record(session);
       waiting.queued.set(ticket, waiter);
@@ -319,7 +322,9 @@ export class LockEngine {
       record.held.delete(hold.key);
       this.#dropIfEmpty(hold.session, record);
     }
-    if (how !== 'released') effects.push({ type: 'lost', session: hold.session, lost: { key: hold.key, token: hold.token, reason: how } });
+    if (how !== 'released') {
+      effects.push({ type: 'lost', session: hold.session, lost: { key: hold.key, token: hold.token, reason: how } });
+    }
     effects.push(holdEvent(entry, how, hold, now));
     for (const wait of hold.waits) {
       wait.holds.delete(hold);
