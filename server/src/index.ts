@@ -5,7 +5,7 @@
  * table, and any `LockStore` can be passed in its place.
  */
 export { createLockServer, type LockServer, type LockServerOptions, type ServerLimits } from './server.js';
-export { createMemoryStore } from './memory-store.js';
+export { createMemoryStore, type MemoryStore, type MemoryStoreOptions } from './memory-store.js';
 export { LockError, toWireError } from './errors.js';
 export { systemClock, createManualClock, type Clock, type ManualClock, type TimerHandle } from './clock.js';
 export { silentLogger, type Logger } from './logger.js';

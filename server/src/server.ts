@@ -239,7 +239,11 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     if (heartbeat) clearInterval(heartbeat);
     const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
     httpServer.closeIdleConnections();
-    await Promise.all([...sessions.values()].map((session) => session.shutdown()));
+    const live = [...sessions.values()];
+    // Answer everything pending before any session's locks are released,
+    // or a release would grant a request that should hear `shutting_down`.
+    for (const session of live) session.drain();
+    await Promise.all(live.map((session) => session.shutdown()));
     await Promise.all(sessionEndings);
     wss.close();
     await store.close();

@@ -70,6 +70,7 @@ function frameText(data: RawData): string {
  */
 export class Session {
   private alive = true;
+  private ended = false;
   private answeredPing = true;
   private readonly pending = new Map<RequestId, PendingRequest>();
   private readonly watches = new Map<string, Watch>();
@@ -121,16 +122,24 @@ export class Session {
   }
 
   /**
-   * Drains the session for a server shutdown: every pending request is
-   * answered `shutting_down`, the session ends, and the socket is closed
+   * First step of a server shutdown, run on every session before any of
+   * them is closed in the store: answers each pending request
+   * `shutting_down` and marks the session dead, so that no grant made by
+   * another session's release can reach it afterwards.
+   */
+  drain(): void {
+    if (!this.alive) return;
+    const error: WireError = { code: ErrorCode.ShuttingDown, message: 'the server is shutting down' };
+    for (const id of this.pending.keys()) this.replyError(id, error);
+    this.kill();
+  }
+
+  /**
+   * Second step of a server shutdown: ends the session and closes the socket
    * with 1001. Resolves when the socket has closed (cut after a bound).
    */
   shutdown(): Promise<void> {
-    if (this.alive) {
-      const error: WireError = { code: ErrorCode.ShuttingDown, message: 'the server is shutting down' };
-      for (const id of this.pending.keys()) this.replyError(id, error);
-      this.end();
-    }
+    this.end();
     if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
     this.ws.close(1001, 'server shutting down');
     const cut = setTimeout(() => this.ws.terminate(), CLOSE_HANDSHAKE_MS);
@@ -138,22 +147,29 @@ export class Session {
   }
 
   /**
-   * Ends the session once: marks it dead, has the store drop its queued
-   * requests and then release its locks, ends its watches, drops its tickets.
+   * Ends the session once: marks it dead, then has the store drop its queued
+   * requests and release its locks.
    */
   end(): void {
-    if (!this.alive) return;
-    this.alive = false;
+    if (this.ended) return;
+    this.ended = true;
+    this.kill();
     const closing = this.host.store.closeSession(this.id).catch((error: unknown) => {
       this.host.logger.error({ err: error, session: this.id }, 'store failed to close the session');
     });
+    this.host.sessionEnded(this, closing);
+  }
+
+  /** Marks the session dead: late frames, store results and pushes are dropped from here on. */
+  private kill(): void {
+    if (!this.alive) return;
+    this.alive = false;
     for (const watch of this.watches.values()) stopWatch(watch);
     this.watches.clear();
     for (const request of this.pending.values()) {
       if (request.ticket !== null) this.host.closeTicket(request.ticket);
     }
     this.pending.clear();
-    this.host.sessionEnded(this, closing);
   }
 
   private onFrame(data: RawData, isBinary: boolean): void {
