@@ -146,7 +146,14 @@ export class NodeLiveness {
   }
 
   #unvouched(): void {
-    if (this.#closed || Date.now() - this.#lastRenew < this.keyTtl) return;
+    if (this.#closed) return;
+    // Timers may fire a little early; wait out the rest rather than skip the check.
+    const left = this.#lastRenew + this.keyTtl - Date.now();
+    if (left > 0) {
+      this.#vouchTimer = setTimeout(() => this.#unvouched(), left);
+      this.#vouchTimer.unref?.();
+      return;
+    }
     this.#o.logger.warn({ node: this.#id }, 'lost contact with Redis for the node TTL: locks on this node are revoked');
     this.#healthy = false;
     this.#o.hooks.abandon('unvouched');
