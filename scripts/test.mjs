@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // `npm test`: prepares a machine from a clean clone and runs every suite.
 //   1. Debian packages the suites need (redis-server, chromium), via apt-get.
-//   2. npm dependencies (npm ci / npm install when stale), then `tsc -b`.
+//   2. npm dependencies (npm ci / npm install when stale), then `tsc -b` and
+//      the browser UI build (scripts/build-ui.mjs).
 //   3. vitest with the root config; extra arguments pass through
 //      (`npm test -- server/test/engine.test.ts`).
 // The last line printed is `N passed, N failed[, N skipped]`; the exit code
 // is non-zero when anything failed or no test ran.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -88,6 +89,9 @@ async function main() {
   if (installFailure) fail(`npm dependencies could not be installed: ${installFailure}`);
   const typeFailure = typecheck(log, root);
   if (typeFailure) fail(`type check failed: ${typeFailure}`);
+  log('$ node scripts/build-ui.mjs');
+  const ui = spawnSync(process.execPath, [join(root, 'scripts/build-ui.mjs')], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (ui.status !== 0) fail('the browser UI build (scripts/build-ui.mjs) failed; see the output above');
 
   const tempDir = mkdtempSync(join(tmpdir(), 'lockwire-test-'));
   const reportPath = join(tempDir, 'vitest-report.json');

@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { DEFAULT_LIST_LIMIT, ErrorCode, MAX_LIST_LIMIT, PROTOCOL_PATH } from '@lockwire/protocol';
+import { DEFAULT_LIST_LIMIT, ErrorCode, MAX_LIST_LIMIT } from '@lockwire/protocol';
 import { LockError, toWireError } from './errors.js';
 import type { Logger } from './logger.js';
 import type { LockStore } from './store.js';
+import { createUiRoutes, type UiRoute } from './ui-routes.js';
 
 /** What the HTTP endpoints read from the server they belong to. */
 export interface HttpContext {
@@ -16,17 +17,6 @@ export interface HttpContext {
 
 /** A request handler for `http.Server`: the plain HTTP side of lockwire. */
 export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
-
-const PLACEHOLDER_PAGE = `<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>lockwire</title></head>
-<body>
-<h1>lockwire</h1>
-<p>A WebSocket lock server. Connect to <code>${PROTOCOL_PATH}</code> with a WebSocket client;
-<a href="/healthz">/healthz</a> and <a href="/v1/locks">/v1/locks</a> answer over HTTP.</p>
-</body>
-</html>
-`;
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -56,7 +46,7 @@ function parseLimit(raw: string | null): number {
  * Creates the handler of the HTTP endpoints:
  * - `GET /healthz`: 200 `{ok:true, store, sessions}`, 503 `{ok:false}` while closing;
  * - `GET /v1/locks?prefix=&limit=`: the `list` result (no `heldByYou`), 400 on a bad query;
- * - `GET /`: a page naming lockwire;
+ * - `GET /`, `GET /demo/editor`, `GET /ui/*`: the dashboard, the editor demo and their assets (see `ui-routes.ts`);
  * - anything else: 404 (405 for another method on a known path), as JSON.
  */
 export function createHttpHandler(context: HttpContext): HttpHandler {
@@ -77,7 +67,8 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
     }
   };
 
-  const routes = new Map<string, (url: URL, res: ServerResponse) => void>([
+  const ui = createUiRoutes();
+  const routes = new Map<string, UiRoute>([
     [
       '/healthz',
       (_url, res) => {
@@ -86,21 +77,11 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
       },
     ],
     ['/v1/locks', (url, res) => void locks(url, res)],
-    [
-      '/',
-      (_url, res) => {
-        res.writeHead(200, {
-          'content-type': 'text/html; charset=utf-8',
-          'content-length': Buffer.byteLength(PLACEHOLDER_PAGE),
-        });
-        res.end(PLACEHOLDER_PAGE);
-      },
-    ],
   ]);
 
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    const route = routes.get(url.pathname);
+    const route = routes.get(url.pathname) ?? ui(url.pathname);
     if (!route) {
       sendError(res, 404, 'not_found', `no such path: ${url.pathname}`);
       return;
@@ -110,6 +91,6 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
       sendError(res, 405, 'method_not_allowed', `${req.method ?? 'this method'} is not allowed here`);
       return;
     }
-    route(url, res);
+    route(url, res, req);
   };
 }

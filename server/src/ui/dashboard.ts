@@ -1,0 +1,290 @@
+/**
+ * The live dashboard served at `GET /`: watches every key (`watch('')`),
+ * keeps a local picture of the lock table from the snapshot and the events
+ * after it, and draws it once per animation frame. Reconnects with backoff
+ * when the socket drops, starting again from a fresh snapshot.
+ */
+import { LockClient, LockError, type LockEvent } from '@lockwire/client';
+import { EventLog } from './event-log.js';
+import { byId, displayKey, endpointUrl, formatDuration, formatMeta, setText } from './format.js';
+import { LockRows, expiresText } from './lock-rows.js';
+import { LockTable } from './lock-table.js';
+import { RateMeter, StatusRefresher, reconnectDelay } from './dashboard-support.js';
+
+/** The most keys a watch snapshot may hold (the protocol's `limit` maximum). */
+const SNAPSHOT_LIMIT = 10_000;
+const HEALTH_POLL_MS = 2000;
+
+const el = {
+  state: byId('conn-state', HTMLElement),
+  server: byId('server-name', HTMLElement),
+  sessions: byId('count-sessions', HTMLElement),
+  activeSessions: byId('count-active-sessions', HTMLElement),
+  held: byId('count-held', HTMLElement),
+  holders: byId('count-holders', HTMLElement),
+  waiters: byId('count-waiters', HTMLElement),
+  grants: byId('rate-grants', HTMLElement),
+  events: byId('rate-events', HTMLElement),
+  filter: byId('filter', HTMLInputElement),
+  shown: byId('shown', HTMLElement),
+  notice: byId('notice', HTMLElement),
+  viewport: byId('viewport', HTMLElement),
+  details: byId('details', HTMLElement),
+  log: byId('log', HTMLElement),
+  logStatus: byId('log-status', HTMLElement),
+  pause: byId('pause', HTMLButtonElement),
+};
+
+const table = new LockTable();
+const log = new EventLog(el.log, el.logStatus);
+const grants = new RateMeter();
+const eventRate = new RateMeter();
+let client: LockClient | undefined;
+/** Server clock minus browser clock, measured with a ping on connect. */
+let clockOffset = 0;
+let selected: string | undefined;
+let prefix = new URLSearchParams(location.search).get('prefix') ?? '';
+let frameRequested = false;
+
+const now = () => Date.now() + clockOffset;
+
+const rows = new LockRows({
+  viewport: el.viewport,
+  table,
+  now,
+  onRevoke: (key) => void revoke(key),
+  onSelect: (key) => {
+    selected = selected === key ? undefined : key;
+    refresher.want(key);
+    scheduleRender();
+  },
+});
+
+const refresher = new StatusRefresher({
+  fetch: (key) => {
+    if (!client || client.state !== 'open') return Promise.resolve(undefined);
+    return client.status(key);
+  },
+  apply: (status) => {
+    table.replace(status);
+    scheduleRender();
+  },
+});
+
+function scheduleRender(): void {
+  if (frameRequested) return;
+  frameRequested = true;
+  requestAnimationFrame(render);
+}
+
+function render(): void {
+  frameRequested = false;
+  const range = table.range(prefix);
+  rows.setRange(range);
+  rows.select(selected);
+  rows.render();
+  log.flush();
+  setCount(el.held, table.heldKeys);
+  setCount(el.holders, table.holders);
+  setCount(el.waiters, table.waiters);
+  const shown = range[1] - range[0];
+  setText(el.shown, prefix ? `${shown} of ${table.size} keys` : `${table.size} keys`);
+  renderDetails();
+  // Rows on screen whose expiry the events did not tell: ask the server, a few at a time.
+  for (const key of rows.visibleKeys()) {
+    if (table.get(key)?.holders.some((holder) => holder.expiresAt === undefined)) refresher.want(key);
+  }
+}
+
+function setCount(element: HTMLElement, value: number): void {
+  const text = value.toLocaleString('en-US');
+  setText(element, text);
+  element.dataset.value = String(value);
+}
+
+function renderDetails(): void {
+  const row = selected === undefined ? undefined : table.get(selected);
+  if (!row) {
+    if (el.details.dataset.view !== 'none') {
+      el.details.dataset.view = 'none';
+      el.details.replaceChildren(paragraph('Select a key to see all its holders and its queue.', 'hint'));
+    }
+    return;
+  }
+  const at = now();
+  // Redraw when the key changed, or once a second for the durations.
+  const stamp = `${row.version}:${Math.floor(at / 1000)}`;
+  if (el.details.dataset.view === 'key' && el.details.dataset.key === row.key && el.details.dataset.stamp === stamp) {
+    return;
+  }
+  el.details.dataset.view = 'key';
+  el.details.dataset.stamp = stamp;
+  const title = document.createElement('h2');
+  title.textContent = displayKey(row.key);
+  const holders = document.createElement('ol');
+  holders.className = 'holders';
+  for (const holder of row.holders) {
+    const expires = expiresText([holder], at);
+    holders.append(
+      item(
+        `${holder.mode} · session ${holder.session} · token ${holder.token}` +
+          ` · held for ${formatDuration(at - holder.since)}` +
+          (expires ? ` · expires in ${expires}` : ' · no expiry') +
+          (holder.meta ? ` · ${formatMeta(holder.meta)}` : ''),
+      ),
+    );
+  }
+  const queue = document.createElement('ol');
+  queue.className = 'queue';
+  for (const waiter of row.queue) {
+    queue.append(
+      item(
+        `${waiter.mode} · session ${waiter.session} · waiting ${formatDuration(at - waiter.since)}` +
+          (waiter.meta ? ` · ${formatMeta(waiter.meta)}` : ''),
+      ),
+    );
+  }
+  el.details.dataset.key = row.key;
+  el.details.replaceChildren(
+    title,
+    paragraph(`Holders (${row.holders.length})`, 'label'),
+    holders,
+    paragraph(`Queue (${row.queue.length}), in grant order`, 'label'),
+    queue,
+  );
+}
+
+function paragraph(text: string, className: string): HTMLParagraphElement {
+  const p = document.createElement('p');
+  p.className = className;
+  p.textContent = text;
+  return p;
+}
+
+function item(text: string): HTMLLIElement {
+  const li = document.createElement('li');
+  li.textContent = text;
+  return li;
+}
+
+function setState(state: 'connecting' | 'live' | 'disconnected', detail = ''): void {
+  el.state.dataset.state = state;
+  setText(el.state, detail ? `${state}: ${detail}` : state);
+}
+
+function showNotice(text: string): void {
+  setText(el.notice, text);
+  el.notice.hidden = text === '';
+}
+
+function onEvent(event: LockEvent): void {
+  eventRate.count();
+  if (event.event === 'acquired') grants.count();
+  const applied = table.apply(event);
+  if (applied.resync) refresher.want(event.key, true);
+  log.push(event);
+  scheduleRender();
+}
+
+async function revoke(key: string): Promise<void> {
+  if (!client) return;
+  try {
+    const revoked = await client.revoke(key);
+    showNotice(`Revoked ${revoked} hold(s) of ${displayKey(key)}.`);
+  } catch (error) {
+    const code = error instanceof LockError ? error.code : 'error';
+    if (code === 'forbidden' || code === 'unauthorized') document.body.classList.add('no-revoke');
+    showNotice(`Revoke of ${displayKey(key)} failed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+/** One connection's life: connect, measure the clock, watch everything, wait for the close. */
+async function session(url: string): Promise<void> {
+  const connected = await LockClient.connect(url);
+  client = connected;
+  const closed = new Promise<void>((resolve) => connected.on('close', () => resolve()));
+  const sent = Date.now();
+  const serverAt = await connected.ping();
+  clockOffset = serverAt - (sent + Date.now()) / 2;
+  setText(el.server, `${connected.server} · session ${connected.session}`);
+  // Events that arrive while the snapshot is applied wait their turn.
+  let buffered: LockEvent[] | undefined = [];
+  const watch = await connected.watch(
+    '',
+    (event) => (buffered ? buffered.push(event) : onEvent(event)),
+    { limit: SNAPSHOT_LIMIT },
+  );
+  table.reset(watch.snapshot.locks);
+  showNotice(
+    watch.snapshot.truncated
+      ? `More than ${SNAPSHOT_LIMIT.toLocaleString('en-US')} keys are locked: the rest appear as they change.`
+      : '',
+  );
+  const early = buffered;
+  buffered = undefined;
+  for (const event of early) onEvent(event);
+  setState('live');
+  log.note(`connected as ${connected.session}`, now());
+  scheduleRender();
+  await closed;
+}
+
+async function connectForever(): Promise<void> {
+  const url = endpointUrl(location);
+  for (let attempt = 0; ; attempt++) {
+    setState('connecting');
+    let wasLive = false;
+    try {
+      await session(url);
+      wasLive = true;
+    } catch (error) {
+      showNotice(`Cannot reach ${url}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    client = undefined;
+    if (wasLive) attempt = 0;
+    const delay = reconnectDelay(attempt);
+    setState('disconnected', `reconnecting in ${formatDuration(delay)}`);
+    log.note('disconnected', Date.now() + clockOffset);
+    scheduleRender();
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
+async function pollHealth(): Promise<void> {
+  try {
+    const response = await fetch('/healthz', { cache: 'no-store' });
+    const body: unknown = await response.json();
+    if (typeof body === 'object' && body !== null && 'sessions' in body && typeof body.sessions === 'number') {
+      setCount(el.sessions, body.sessions);
+    }
+  } catch {
+    // The connection state already says the server is unreachable.
+  }
+}
+
+el.filter.value = prefix;
+el.filter.addEventListener('input', () => {
+  prefix = el.filter.value;
+  el.viewport.scrollTop = 0;
+  scheduleRender();
+});
+el.viewport.addEventListener('scroll', scheduleRender, { passive: true });
+window.addEventListener('resize', scheduleRender);
+el.pause.addEventListener('click', () => {
+  log.setPaused(!log.paused);
+  el.pause.textContent = log.paused ? 'Resume' : 'Pause';
+  el.pause.setAttribute('aria-pressed', String(log.paused));
+  scheduleRender();
+});
+setInterval(() => {
+  grants.tick();
+  eventRate.tick();
+  setText(el.grants, grants.perSecond().toFixed(1));
+  setText(el.events, eventRate.perSecond().toFixed(1));
+  setCount(el.activeSessions, table.distinctSessions());
+  // Held-for and expires-in move with the clock.
+  scheduleRender();
+}, 1000);
+setInterval(() => void pollHealth(), HEALTH_POLL_MS);
+void pollHealth();
+void connectForever();

@@ -1,0 +1,158 @@
+/**
+ * The exclusive-editing demo served at `GET /demo/editor?doc=<id>`: every
+ * tab queues for the lock `doc:<id>` on load (no acquire timeout), with
+ * meta `{user, tab}`. The tab holding it can type; the others are read-only
+ * and show the holder's meta, which they learn from a watch on the key.
+ * When the holder's tab closes its connection ends, the server releases
+ * the lock and pushes the grant to the next tab in line: no polling, no
+ * reload. The text itself lives in this origin's localStorage, so tabs of
+ * one browser see each other's edits; the lock handoff is the point.
+ */
+import { LockClient, type Lease, type LockEvent } from '@lockwire/client';
+import { byId, endpointUrl, formatMeta, setText, shortSession } from './format.js';
+import { reconnectDelay } from './dashboard-support.js';
+
+type Role = 'editing' | 'waiting' | 'readonly' | 'offline';
+
+interface Editor {
+  session: string;
+  meta: Record<string, unknown> | null;
+}
+
+const params = new URLSearchParams(location.search);
+const doc = params.get('doc') || 'welcome';
+const key = `doc:${doc}`;
+const storageKey = `lockwire-demo:${key}`;
+const tab = Math.random().toString(36).slice(2, 8);
+const user = params.get('user') || rememberedUser();
+
+const el = {
+  state: byId('conn-state', HTMLElement),
+  docKey: byId('doc-key', HTMLElement),
+  me: byId('me', HTMLElement),
+  who: byId('who', HTMLElement),
+  text: byId('text', HTMLTextAreaElement),
+};
+
+let mySession: string | undefined;
+let editor: Editor | undefined;
+let holding = false;
+let position: number | undefined;
+
+function rememberedUser(): string {
+  const stored = localStorage.getItem('lockwire-demo:user');
+  if (stored) return stored;
+  const made = `guest-${Math.random().toString(36).slice(2, 6)}`;
+  localStorage.setItem('lockwire-demo:user', made);
+  return made;
+}
+
+function describe(holder: Editor | undefined): string {
+  if (!holder) return 'nobody';
+  return formatMeta(holder.meta) || `session ${shortSession(holder.session)}`;
+}
+
+function show(role: Role, text: string): void {
+  el.who.dataset.role = role;
+  setText(el.who, text);
+  el.text.readOnly = role !== 'editing';
+  document.title = `${role === 'editing' ? 'editing' : 'read-only'} · ${key} · lockwire`;
+}
+
+function refresh(): void {
+  if (holding) {
+    show('editing', `You are editing ${key} (user=${user} tab=${tab}).`);
+  } else if (!mySession) {
+    show('offline', 'Not connected: reconnecting…');
+  } else {
+    const line = position === undefined ? '' : ` You are number ${position} in line`;
+    const role: Role = position === undefined ? 'readonly' : 'waiting';
+    show(
+      role,
+      `Read-only: ${describe(editor)} is editing.${line}${line ? '; you take over when the tabs ahead close.' : ''}`,
+    );
+  }
+}
+
+function onEvent(event: LockEvent): void {
+  if (event.key !== key) return;
+  if (event.event === 'acquired') {
+    editor = { session: event.session, meta: event.meta };
+  } else if (['released', 'expired', 'stolen', 'revoked'].includes(event.event) && event.holders === 0) {
+    editor = undefined;
+  }
+  refresh();
+}
+
+/** Holds the lock until it is lost (stolen, revoked, connection gone); then queues again while connected. */
+async function editWhileHolding(client: LockClient): Promise<void> {
+  while (client.state === 'open') {
+    position = undefined;
+    const lease: Lease | null = await client.acquire(key, {
+      meta: { user, tab },
+      onQueued: (place) => {
+        position = place;
+        refresh();
+      },
+    });
+    if (!lease) continue;
+    holding = true;
+    position = undefined;
+    editor = { session: client.session, meta: { user, tab } };
+    refresh();
+    el.text.focus();
+    await new Promise<void>((resolve) => {
+      if (lease.signal.aborted) resolve();
+      else lease.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    holding = false;
+    refresh();
+  }
+}
+
+async function session(): Promise<void> {
+  const client = await LockClient.connect(endpointUrl(location));
+  const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
+  mySession = client.session;
+  // The prefix is the key itself; events of longer keys sharing it are skipped in onEvent.
+  const watch = await client.watch(key, onEvent);
+  const status = watch.snapshot.locks.find((lock) => lock.key === key);
+  const holder = status?.holders[0];
+  editor = holder ? { session: holder.session, meta: holder.meta } : undefined;
+  el.state.dataset.state = 'live';
+  setText(el.state, 'live');
+  refresh();
+  await Promise.race([editWhileHolding(client).catch(() => undefined), closed]);
+  await closed;
+}
+
+async function connectForever(): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await session();
+      attempt = 0;
+    } catch {
+      // Shown below as offline; the next attempt follows the backoff.
+    }
+    mySession = undefined;
+    holding = false;
+    position = undefined;
+    el.state.dataset.state = 'disconnected';
+    setText(el.state, 'disconnected');
+    refresh();
+    await new Promise((resolve) => setTimeout(resolve, reconnectDelay(attempt)));
+  }
+}
+
+setText(el.docKey, key);
+setText(el.me, `user=${user} tab=${tab}`);
+el.text.value = localStorage.getItem(storageKey) ?? `Shared notes for ${key}.\n`;
+el.text.addEventListener('input', () => {
+  if (holding) localStorage.setItem(storageKey, el.text.value);
+});
+// Other tabs of this browser write the text; the storage event carries it here.
+window.addEventListener('storage', (event) => {
+  if (event.key === storageKey && event.newValue !== null && !holding) el.text.value = event.newValue;
+});
+refresh();
+void connectForever();

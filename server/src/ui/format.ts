@@ -1,0 +1,80 @@
+/**
+ * Text formatting shared by the dashboard and the editor demo: durations,
+ * meta objects, session ids and the WebSocket URL of the serving server.
+ */
+
+/** The WebSocket endpoint of the server that served this page (the protocol's `/v1`). */
+export function endpointUrl(location: Location): string {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/v1`;
+}
+
+/** `1.2s`, `45s`, `3m 20s`, `2h 05m`; negative spans read as `0s`. */
+export function formatDuration(ms: number): string {
+  const span = Math.max(0, ms);
+  if (span < 10_000) return `${(span / 1000).toFixed(1)}s`;
+  const seconds = Math.floor(span / 1000);
+  if (seconds < 60) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m ${String(seconds % 60).padStart(2, '0')}s`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours}h ${String(minutes % 60).padStart(2, '0')}m`;
+  return `${Math.floor(hours / 24)}d ${String(hours % 24).padStart(2, '0')}h`;
+}
+
+/** `HH:MM:SS.mmm` of an epoch time, in the browser's zone. */
+export function formatClock(epochMs: number): string {
+  const date = new Date(epochMs);
+  const pad = (n: number, width = 2) => String(n).padStart(width, '0');
+  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
+}
+
+const MAX_META_TEXT = 80;
+
+/** `user=ana tab=3f2a` from a meta object; `''` for `null`. Long values are cut with `…`. */
+export function formatMeta(meta: Record<string, unknown> | null | undefined): string {
+  if (!meta) return '';
+  const parts = Object.entries(meta).map(
+    ([name, value]) => `${name}=${typeof value === 'string' ? value : JSON.stringify(value)}`,
+  );
+  const text = parts.join(' ');
+  return text.length > MAX_META_TEXT ? `${text.slice(0, MAX_META_TEXT - 1)}…` : text;
+}
+
+/** The first characters of a session id: enough to tell sessions apart on screen. */
+export function shortSession(session: string): string {
+  return session.length > 8 ? session.slice(0, 8) : session;
+}
+
+/** A key as shown on screen: control characters and lone surrogates made visible, `(empty)` for `''`. */
+export function displayKey(key: string): string {
+  if (key === '') return '(empty key)';
+  let text = '';
+  for (let i = 0; i < key.length; i++) {
+    const code = key.charCodeAt(i);
+    const isHigh = code >= 0xd800 && code <= 0xdbff;
+    const isLow = code >= 0xdc00 && code <= 0xdfff;
+    const next = key.charCodeAt(i + 1);
+    if (isHigh && next >= 0xdc00 && next <= 0xdfff) {
+      text += key.slice(i, i + 2);
+      i++;
+    } else if (isHigh || isLow || code < 0x20 || code === 0x7f) {
+      text += `\\u${code.toString(16).padStart(4, '0')}`;
+    } else {
+      text += key[i] ?? '';
+    }
+  }
+  return text;
+}
+
+/** Sets an element's text only when it changed, so unchanged cells cost no layout. */
+export function setText(element: HTMLElement, text: string): void {
+  if (element.textContent !== text) element.textContent = text;
+}
+
+/** Reads a required element by id; a missing one means the page and its script disagree. */
+export function byId<T extends HTMLElement>(id: string, type: new () => T): T {
+  const element = document.getElementById(id);
+  if (!(element instanceof type)) throw new Error(`the page has no <${type.name}> #${id}`);
+  return element;
+}

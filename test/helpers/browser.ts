@@ -1,0 +1,129 @@
+/**
+ * Real-browser test support: Debian's Chromium driven by playwright-core
+ * (never a downloaded browser), the UI build the server serves, page error
+ * collection and a non-blank check for screenshots.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type Page } from 'playwright-core';
+
+export const CHROMIUM_PATH = '/usr/bin/chromium';
+const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
+/** Where browser tests leave screenshots and measurements (git-ignored). */
+export const RESULTS_DIR = join(ROOT, 'test-results');
+
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/**
+ * Launches headless Chromium from `/usr/bin/chromium`.
+ *
+ * @throws Error naming the fix (`apt-get install -y chromium`) when the
+ * binary is missing: the browser suites fail loudly rather than skip.
+ */
+export async function launchChromium(): Promise<Browser> {
+  if (!existsSync(CHROMIUM_PATH)) {
+    throw new Error(
+      `${CHROMIUM_PATH} is missing: the browser tests drive Debian's Chromium. ` +
+        'Install it with `apt-get update && apt-get install -y chromium` (npm test does this when it can).',
+    );
+  }
+  return chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+}
+
+/**
+ * Builds the dashboard, the editor demo and the client bundle into
+ * `server/dist/ui/` (what the server serves). Outputs are renamed into
+ * place, so test files building at once never serve a half-written file.
+ *
+ * @throws Error with esbuild's output when the build fails.
+ */
+export function buildUi(): void {
+  const result = spawnSync(process.execPath, [join(ROOT, 'scripts/build-ui.mjs')], { cwd: ROOT, encoding: 'utf8' });
+  if (result.status !== 0) {
+    throw new Error(`scripts/build-ui.mjs failed (${result.status ?? result.signal}):\n${result.stderr}${result.stdout}`);
+  }
+}
+
+/** Path of a built UI file. */
+export function uiDistPath(name: string): string {
+  return join(ROOT, 'server/dist/ui', name);
+}
+
+/** Errors a page reported: uncaught exceptions and `console.error` lines. */
+export function collectPageErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(`pageerror: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') errors.push(`console.error: ${message.text()}`);
+  });
+  return errors;
+}
+
+/** Writes an artifact under `test-results/` and returns its path. */
+export function saveResult(name: string, contents: string | Buffer): string {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const path = join(RESULTS_DIR, name);
+  writeFileSync(path, contents);
+  return path;
+}
+
+/** What a screenshot looks like, measured by decoding it in the browser. */
+export interface ImageStats {
+  width: number;
+  height: number;
+  /** Distinct colours among sampled pixels (quantised to 5 bits a channel). */
+  colours: number;
+  /** Standard deviation of sampled pixels' luminance, 0-255. */
+  luminanceStdDev: number;
+}
+
+/**
+ * Decodes a PNG in `page` (a canvas, no Node image library) and measures it.
+ * A blank page gives one colour and a deviation of 0.
+ */
+export async function measurePng(page: Page, png: Buffer): Promise<ImageStats> {
+  return page.evaluate(async (base64) => {
+    const image = new Image();
+    image.src = `data:image/png;base64,${base64}`;
+    await image.decode();
+    const canvas = document.createElement('canvas');
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext('2d');
+    if (!context) throw new Error('no 2d canvas');
+    context.drawImage(image, 0, 0);
+    const { data } = context.getImageData(0, 0, canvas.width, canvas.height);
+    const colours = new Set<number>();
+    let sum = 0;
+    let sumSquares = 0;
+    let samples = 0;
+    // Every 7th pixel is plenty to tell a page from an empty one.
+    for (let i = 0; i < data.length; i += 4 * 7) {
+      const r = data[i] ?? 0;
+      const g = data[i + 1] ?? 0;
+      const b = data[i + 2] ?? 0;
+      colours.add(((r >> 3) << 10) | ((g >> 3) << 5) | (b >> 3));
+      const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      sum += luminance;
+      sumSquares += luminance * luminance;
+      samples++;
+    }
+    const mean = sum / samples;
+    return {
+      width: canvas.width,
+      height: canvas.height,
+      colours: colours.size,
+      luminanceStdDev: Math.sqrt(Math.max(0, sumSquares / samples - mean * mean)),
+    };
+  }, png.toString('base64'));
+}
