@@ -140,6 +140,8 @@ class RedisStore implements LockStore {
     const full = local.holds.size + local.acquiring >= this.#limits.maxLocksPerSession;
     const pending = createPending(ticket, session, key, 'acquire');
     this.#addPending(local, pending);
+    // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
+    if (acquireTimeout !== null && acquireTimeout > 0) this.#armTimeout(pending, acquireTimeout);
     try {
       return await this.#step(
         'acquire',
@@ -157,12 +159,7 @@ class RedisStore implements LockStore {
         ],
         (r): AcquireOutcome => {
           const st = str(r, 'st');
-          if (st === 'queued') {
-            if (acquireTimeout !== null && this.#sessions.get(session) === local) {
-              pending.timer = this.#clock.setTimeout(() => void this.#timeOut(pending), acquireTimeout);
-            }
-            return { status: 'queued', position: num(r, 'p') };
-          }
+          if (st === 'queued') return { status: 'queued', position: num(r, 'p') };
           this.#removePending(pending);
           if (st === 'granted') {
             const grant = { key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
@@ -215,6 +212,7 @@ class RedisStore implements LockStore {
     const local = this.#session(session);
     const pending = createPending(input.ticket, session, input.key, 'wait');
     this.#addPending(local, pending);
+    if (input.timeout !== null) this.#armTimeout(pending, input.timeout);
     try {
       return await this.#step(
         'wait',
@@ -224,9 +222,6 @@ class RedisStore implements LockStore {
           if (str(r, 'free') !== '') {
             this.#removePending(pending);
             return 'free' as const;
-          }
-          if (input.timeout !== null && this.#sessions.get(session) === local) {
-            pending.timer = this.#clock.setTimeout(() => void this.#timeOut(pending), input.timeout);
           }
           return 'pending' as const;
         },
@@ -421,9 +416,15 @@ class RedisStore implements LockStore {
 
   // ---- timeouts ----
 
+  #armTimeout(pending: LocalPending, ms: number): void {
+    pending.timer = this.#clock.setTimeout(() => void this.#timeOut(pending), ms);
+  }
+
   #timeOut(pending: LocalPending): Promise<boolean> {
     pending.timer = null;
     if (this.#tickets.get(pending.ticket) !== pending) return Promise.resolve(false);
+    // Due before its script answered: time it out right after (a grant or `free` answer wins).
+    if (pending.sending) return pending.sent.then(() => this.#timeOut(pending));
     return this.#unqueue(pending, () => {
       const listener = this.#listener;
       if (pending.kind === 'acquire') listener?.acquireTimedOut(pending.session, pending.ticket);
