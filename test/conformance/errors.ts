@@ -1,0 +1,249 @@
+import { describe, expect, it } from 'vitest';
+import { MAX_DURATION_MS } from '@lockwire/protocol';
+import type { ConformanceTarget } from '../helpers/conformance-target.js';
+import type { RawClient } from '../helpers/raw-client.js';
+import { acquire, enqueue, hold, queueOf, table, useConformance } from '../helpers/conformance-context.js';
+
+/** Sends a raw frame and returns the next reply with `id` (null for frames without a usable id). */
+async function answer(client: RawClient, frame: object | string | Buffer, id: unknown = null) {
+  client.send(frame);
+  return client.reply(id, { label: `reply to ${String(frame).slice(0, 80)}` });
+}
+
+/** Asserts the connection still answers and the lock table is as before. */
+async function expectUnchanged(client: RawClient, before: unknown): Promise<void> {
+  expect(await client.request({ op: 'ping' })).toMatchObject({ ok: true });
+  expect(await table(client)).toEqual(before);
+}
+
+/** Every error code the memory store can produce, and that each leaves the session and the table intact. */
+export function describeErrors(target: ConformanceTarget): void {
+  describe(`errors (${target.name})`, () => {
+    const ctx = useConformance(target);
+
+    it('answers frames that are not JSON objects with bad_request and id null, and keeps the connection', async () => {
+      const a = await ctx().connect();
+      await hold(a, 'k');
+      const before = await table(a);
+      for (const frame of ['{not json', '[]', '[{"op":"ping","id":1}]', '42', '"ping"', 'null', '']) {
+        const reply = await answer(a, frame);
+        expect(reply).toMatchObject({ type: 'reply', id: null, ok: false, error: { code: 'bad_request' } });
+        expect(typeof (reply.error as { message: unknown }).message).toBe('string');
+      }
+      await expectUnchanged(a, before);
+    });
+
+    it('answers a binary frame with bad_request and keeps the connection', async () => {
+      const a = await ctx().connect();
+      const before = await table(a);
+      const reply = await answer(a, Buffer.from(JSON.stringify({ op: 'ping', id: 1 })));
+      expect(reply).toMatchObject({ id: null, ok: false, error: { code: 'bad_request' } });
+      await expectUnchanged(a, before);
+    });
+
+    it('answers an unknown op, an unknown field or a missing op with bad_request naming the request id', async () => {
+      const a = await ctx().connect();
+      await hold(a, 'k');
+      const before = await table(a);
+      expect(await answer(a, { op: 'lock', id: 1, key: 'k' }, 1)).toMatchObject({ id: 1, ok: false, error: { code: 'bad_request' } });
+      expect(await answer(a, { op: 'constructor', id: 2 }, 2)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(await answer(a, { op: '__proto__', id: 3 }, 3)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      const typo = await answer(a, { op: 'acquire', id: 4, key: 'j', holdTimout: 5 }, 4);
+      expect(typo).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect((typo.error as { message: string }).message).toContain('holdTimout');
+      expect(await answer(a, { id: 5, key: 'k' }, 5)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(await answer(a, { op: 'release', id: 6, key: 'k', token: 1 }, 6)).toMatchObject({
+        ok: false,
+        error: { code: 'bad_request' },
+      });
+      await expectUnchanged(a, before);
+    });
+
+    it('answers an invalid or missing id with bad_request and id null', async () => {
+      const a = await ctx().connect();
+      const before = await table(a);
+      const ids: unknown[] = [-1, 1.5, '', 'x'.repeat(65), true, null, {}, [], Number.MAX_SAFE_INTEGER + 1];
+      for (const id of ids) {
+        expect(await answer(a, { op: 'acquire', id, key: 'k' })).toMatchObject({ id: null, ok: false, error: { code: 'bad_request' } });
+      }
+      expect(await answer(a, { op: 'acquire', key: 'k' })).toMatchObject({ id: null, ok: false, error: { code: 'bad_request' } });
+      await expectUnchanged(a, before);
+      expect(await a.request({ op: 'ping', id: 'x'.repeat(64) })).toMatchObject({ ok: true });
+      expect(await a.request({ op: 'ping', id: 0 })).toMatchObject({ ok: true });
+      expect(await a.request({ op: 'ping', id: Number.MAX_SAFE_INTEGER })).toMatchObject({ ok: true });
+    });
+
+    it('answers fields of the wrong type with bad_request and changes nothing', async () => {
+      const a = await ctx().connect();
+      await hold(a, 'k');
+      const before = await table(a);
+      const bad: Record<string, unknown>[] = [
+        { op: 'acquire', key: 42 },
+        { op: 'acquire', key: null },
+        { op: 'acquire' },
+        { op: 'acquire', key: 'j', mode: 'write' },
+        { op: 'acquire', key: 'j', steal: 'yes' },
+        { op: 'acquire', key: 'j', steal: 1 },
+        { op: 'acquire', key: 'j', acquireTimeout: '100' },
+        { op: 'acquire', key: 'j', holdTimeout: true },
+        { op: 'release', key: ['k'] },
+        { op: 'wait', key: 'k', timeout: 'NaN' },
+        { op: 'cancel' },
+        { op: 'cancel', target: -1 },
+        { op: 'status', key: 1 },
+        { op: 'list', prefix: 5 },
+        { op: 'watch', prefix: null },
+        { op: 'revoke', key: {} },
+      ];
+      for (const fields of bad) {
+        expect(await a.request(fields), JSON.stringify(fields)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      }
+      await expectUnchanged(a, before);
+    });
+
+    it('rejects durations outside 0 to 2147483647 as bad_request and accepts the bounds', async () => {
+      const a = await ctx().connect();
+      const before = await table(a);
+      const raw = (field: string, value: string) =>
+        answer(a, `{"op":"acquire","id":"d","key":"j","${field}":${value}}`, 'd');
+      for (const field of ['acquireTimeout', 'holdTimeout']) {
+        for (const value of ['-1', '2147483648', '1e309', '-1e309', '"NaN"', '"Infinity"', '"5"', '-0.5']) {
+          expect(await raw(field, value), `${field}: ${value}`).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+        }
+      }
+      for (const value of ['-1', '2147483648', '1e309']) {
+        expect(await answer(a, `{"op":"wait","id":"w","key":"j","timeout":${value}}`, 'w')).toMatchObject({
+          ok: false,
+          error: { code: 'bad_request' },
+        });
+      }
+      await expectUnchanged(a, before);
+      expect(await acquire(a, 'j', { acquireTimeout: MAX_DURATION_MS, holdTimeout: MAX_DURATION_MS })).toMatchObject({ acquired: true });
+      expect(await a.request({ op: 'extend', key: 'j', holdTimeout: 2_147_483_648 })).toMatchObject({
+        ok: false,
+        error: { code: 'bad_request' },
+      });
+      expect(await a.request({ op: 'extend', key: 'j', holdTimeout: 0.5 })).toMatchObject({ ok: true });
+    });
+
+    it('rejects a key or prefix longer than maxKeyLength and accepts one of exactly that length', async () => {
+      const a = await ctx().connect();
+      const before = await table(a);
+      const long = 'k'.repeat(257);
+      expect(await acquire(a, long)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(await a.request({ op: 'status', key: long })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(await a.request({ op: 'list', prefix: long })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      // 128 surrogate pairs are 256 UTF-16 code units.
+      expect(await acquire(a, '\ud83d\ude00'.repeat(129))).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      await expectUnchanged(a, before);
+      expect(await acquire(a, 'k'.repeat(256))).toMatchObject({ acquired: true });
+      expect(await acquire(a, '\ud83d\ude00'.repeat(128))).toMatchObject({ acquired: true });
+    });
+
+    it('rejects meta that is not an object or over 1024 bytes, and accepts 1024 bytes and null', async () => {
+      const a = await ctx().connect();
+      const before = await table(a);
+      for (const meta of [[], 'ana', 7, true]) {
+        expect(await acquire(a, 'j', { meta })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      }
+      // {"v":"..."} is 8 bytes around the string; 'é' is 2 bytes of UTF-8.
+      expect(await acquire(a, 'j', { meta: { v: 'x'.repeat(1017) } })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(await acquire(a, 'j', { meta: { v: '\u00e9'.repeat(509) } })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      await expectUnchanged(a, before);
+      expect(await acquire(a, 'j', { meta: { v: 'x'.repeat(1016) } })).toMatchObject({ acquired: true });
+      expect(await acquire(a, 'n', { meta: null })).toMatchObject({ acquired: true });
+    });
+
+    it('keeps a meta key named __proto__ as an ordinary field', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      a.send('{"op":"acquire","id":"m","key":"k","meta":{"__proto__":{"admin":true},"x":1}}');
+      expect(await a.reply('m')).toMatchObject({ acquired: true });
+      const reply = await b.request({ op: 'status', key: 'k' });
+      const holder = (reply.holders as { meta: Record<string, unknown> }[])[0];
+      expect(holder?.meta && Object.prototype.hasOwnProperty.call(holder.meta, '__proto__')).toBe(true);
+      expect(holder?.meta.x).toBe(1);
+    });
+
+    it('answers duplicate_id for an id still pending, leaves that request pending, and grants it later', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      await hold(a, 'k');
+      const qb = await enqueue(b, 'k');
+      const before = await table(b);
+      expect(await answer(b, { op: 'ping', id: qb.id }, qb.id)).toMatchObject({ id: qb.id, ok: false, error: { code: 'duplicate_id' } });
+      expect(await answer(b, { op: 'acquire', id: qb.id, key: 'other' }, qb.id)).toMatchObject({
+        ok: false,
+        error: { code: 'duplicate_id' },
+      });
+      await expectUnchanged(b, before);
+      expect(await queueOf(a, 'k')).toEqual([b.session]);
+      await a.request({ op: 'release', key: 'k' });
+      expect(await b.reply(qb.id)).toMatchObject({ ok: true, acquired: true });
+      expect(await b.request({ op: 'ping', id: qb.id })).toMatchObject({ ok: true });
+    });
+
+    it('lets an id be reused once its request has been answered', async () => {
+      const a = await ctx().connect();
+      expect(await a.request({ op: 'ping', id: 'same' })).toMatchObject({ ok: true });
+      expect(await a.request({ op: 'ping', id: 'same' })).toMatchObject({ ok: true });
+    });
+  });
+
+  describe(`limits (${target.name})`, () => {
+    const ctx = useConformance(target, { limits: { maxLocksPerSession: 2, maxWaitersPerKey: 1, maxKeyLength: 8 } });
+
+    it('announces the configured limits in the welcome', async () => {
+      const a = await ctx().connect();
+      expect(a.welcome.limits).toMatchObject({ maxLocksPerSession: 2, maxWaitersPerKey: 1, maxKeyLength: 8, maxPayload: 65536 });
+    });
+
+    it('answers too_many_locks once the session holds or waits for maxLocksPerSession keys', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      await hold(b, 'q');
+      await hold(a, 'h');
+      await enqueue(a, 'q');
+      const before = await table(a);
+      expect(await acquire(a, 'x')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+      expect(await acquire(a, 'y', { acquireTimeout: 0 })).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+      await expectUnchanged(a, before);
+      await a.request({ op: 'release', key: 'h' });
+      expect(await acquire(a, 'x')).toMatchObject({ acquired: true });
+    });
+
+    it('answers too_many_waiters when the key queue is at maxWaitersPerKey', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      const c = await ctx().connect();
+      await hold(a, 'k');
+      await enqueue(b, 'k');
+      const before = await table(c);
+      expect(await acquire(c, 'k')).toMatchObject({ ok: false, error: { code: 'too_many_waiters' } });
+      await expectUnchanged(c, before);
+      expect(await queueOf(a, 'k')).toEqual([b.session]);
+    });
+
+    it('applies a configured maxKeyLength', async () => {
+      const a = await ctx().connect();
+      expect(await acquire(a, '123456789')).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(await acquire(a, '12345678')).toMatchObject({ acquired: true });
+    });
+  });
+
+  describe(`maxPayload (${target.name})`, () => {
+    const ctx = useConformance(target);
+
+    it('accepts a frame of exactly 64 KiB and closes the connection with 1009 for a larger one', async () => {
+      const a = await ctx().connect();
+      const frame = (size: number) => {
+        const head = '{"op":"ping","id":1,"pad":"';
+        return head + 'x'.repeat(size - head.length - 2) + '"}';
+      };
+      expect(Buffer.byteLength(frame(65_536))).toBe(65_536);
+      expect(await answer(a, frame(65_536), 1)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      a.send(frame(65_537));
+      expect((await a.nextClose()).code).toBe(1009);
+    });
+  });
+}

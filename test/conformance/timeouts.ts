@@ -1,0 +1,163 @@
+import { describe, expect, it } from 'vitest';
+import { MAX_DURATION_MS } from '@lockwire/protocol';
+import type { ConformanceTarget } from '../helpers/conformance-target.js';
+import { acquire, enqueue, hold, holdersOf, queueOf, status, table, useConformance, watch } from '../helpers/conformance-context.js';
+
+/** Hold timeouts, acquire timeouts and `extend`. */
+export function describeTimeouts(target: ConformanceTarget): void {
+  describe(`timeouts (${target.name})`, () => {
+    const ctx = useConformance(target);
+
+    it('expires a hold after holdTimeout with lost expired, and not a millisecond before', async () => {
+      const a = await ctx().connect();
+      const { unit } = ctx();
+      const token = await hold(a, 'k', { holdTimeout: 2 * unit });
+      if (ctx().manual) {
+        ctx().elapse(2 * unit - 1);
+        expect(await holdersOf(a, 'k')).toEqual([a.session]);
+        expect(a.received('lost')).toEqual([]);
+      }
+      ctx().elapse(unit);
+      expect(await a.nextLost('k')).toEqual({ type: 'lost', key: 'k', token, reason: 'expired' });
+      expect(await status(a, 'k')).toMatchObject({ locked: false, heldByYou: false });
+    });
+
+    it('tells the expired holder before the next waiter is granted, and watchers see expired then acquired', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      const w = await ctx().connect();
+      const { unit } = ctx();
+      // The holder watches its own key, so one socket shows the order of its loss and the grant.
+      await watch(a, 'k');
+      await watch(w, 'k');
+      const token = await hold(a, 'k', { holdTimeout: unit });
+      const qb = await enqueue(b, 'k');
+      ctx().elapse(unit);
+      const granted = await b.reply(qb.id, { timeout: 2000 + unit });
+      expect(granted).toMatchObject({ acquired: true });
+      const lost = await a.nextLost('k');
+      const grantSeenByHolder = await a.next((m) => m.type === 'event' && m.event === 'acquired' && m.session === b.session);
+      expect(a.indexOf(lost)).toBeLessThan(a.indexOf(grantSeenByHolder));
+      await w.nextEvent('k', 'acquired');
+      await w.nextEvent('k', 'queued');
+      const expired = await w.nextEvent('k');
+      const acquired = await w.nextEvent('k');
+      expect(expired).toMatchObject({ event: 'expired', session: a.session, token, holders: 0, waiters: 1 });
+      expect(acquired).toMatchObject({ event: 'acquired', session: b.session, token: granted.token, holders: 1, waiters: 0 });
+    });
+
+    it('keeps a hold of the largest holdTimeout until its full duration has passed', async () => {
+      const a = await ctx().connect();
+      const t = ctx().now();
+      const reply = await acquire(a, 'k', { holdTimeout: MAX_DURATION_MS });
+      ctx().expectTime(reply.expiresAt, t + MAX_DURATION_MS);
+      if (ctx().manual) {
+        ctx().elapse(MAX_DURATION_MS - 1);
+        expect(await holdersOf(a, 'k')).toEqual([a.session]);
+        ctx().elapse(1);
+        expect(await a.nextLost('k')).toMatchObject({ reason: 'expired' });
+      }
+    });
+
+    it('answers acquired false when acquireTimeout passes in the queue, and takes the request out of the queue', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      const c = await ctx().connect();
+      const w = await ctx().connect();
+      const { unit } = ctx();
+      await hold(a, 'k');
+      await watch(w, 'k');
+      const qb = await enqueue(b, 'k', { acquireTimeout: 2 * unit, meta: { who: 'b' } });
+      const qc = await enqueue(c, 'k');
+      if (ctx().manual) {
+        ctx().elapse(2 * unit - 1);
+        expect(await queueOf(a, 'k')).toEqual([b.session, c.session]);
+      }
+      ctx().elapse(unit);
+      const reply = await b.reply(qb.id, { timeout: 2000 + 2 * unit });
+      expect(reply).toEqual({ type: 'reply', id: qb.id, ok: true, acquired: false });
+      expect(await queueOf(a, 'k')).toEqual([c.session]);
+      const dequeued = await w.nextEvent('k', 'dequeued');
+      expect(dequeued).toMatchObject({ session: b.session, mode: 'exclusive', meta: { who: 'b' }, holders: 1, waiters: 1 });
+      expect(dequeued).not.toHaveProperty('token');
+      await a.request({ op: 'release', key: 'k' });
+      expect(await c.reply(qc.id)).toMatchObject({ acquired: true });
+    });
+
+    it('extend moves expiresAt to holdTimeout from now, and the hold lasts until then', async () => {
+      const a = await ctx().connect();
+      const { unit } = ctx();
+      await hold(a, 'k', { holdTimeout: 2 * unit });
+      ctx().elapse(unit);
+      const t = ctx().now();
+      const reply = await a.request({ op: 'extend', key: 'k', holdTimeout: 3 * unit });
+      expect(reply).toEqual({ type: 'reply', id: reply.id, ok: true, expiresAt: reply.expiresAt });
+      ctx().expectTime(reply.expiresAt, t + 3 * unit);
+      expect((await status(a, 'k')).holders).toEqual([expect.objectContaining({ expiresAt: reply.expiresAt })]);
+      if (ctx().manual) {
+        ctx().elapse(3 * unit - 1);
+        expect(await holdersOf(a, 'k')).toEqual([a.session]);
+      }
+      ctx().elapse(unit);
+      expect(await a.nextLost('k', { timeout: 2000 + 3 * unit })).toMatchObject({ reason: 'expired' });
+    });
+
+    it('extend with holdTimeout null removes the expiry', async () => {
+      const a = await ctx().connect();
+      const { unit } = ctx();
+      await hold(a, 'k', { holdTimeout: 2 * unit });
+      expect(await a.request({ op: 'extend', key: 'k', holdTimeout: null })).toMatchObject({ ok: true, expiresAt: null });
+      ctx().elapse(3 * unit);
+      if (!ctx().manual) {
+        // On real time, an expiry would have fired by the time this round trip returns after the old deadline.
+        const b = await ctx().connect();
+        expect(await acquire(b, 'k', { acquireTimeout: 3 * unit })).toMatchObject({ acquired: false });
+      }
+      expect(await holdersOf(a, 'k')).toEqual([a.session]);
+      expect(a.received('lost')).toEqual([]);
+    });
+
+    it('extend without holdTimeout is bad_request, and by a non-holder is not_holder; neither changes anything', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      await hold(a, 'k', { holdTimeout: 5 * ctx().unit });
+      await enqueue(b, 'k');
+      const before = await table(a);
+      expect(await a.request({ op: 'extend', key: 'k' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(await b.request({ op: 'extend', key: 'k', holdTimeout: 1 })).toMatchObject({
+        ok: false,
+        error: { code: 'not_holder' },
+      });
+      expect(await b.request({ op: 'extend', key: 'free', holdTimeout: 1 })).toMatchObject({
+        ok: false,
+        error: { code: 'not_holder' },
+      });
+      expect(await table(a)).toEqual(before);
+    });
+
+    it('release by a non-holder is not_holder and changes nothing', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      await hold(a, 'k');
+      await enqueue(b, 'k');
+      const before = await table(a);
+      const reply = await b.request({ op: 'release', key: 'k' });
+      expect(reply).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+      expect(typeof (reply.error as { message: unknown }).message).toBe('string');
+      expect(await b.request({ op: 'release', key: 'free' })).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+      expect(await table(a)).toEqual(before);
+    });
+
+    it('a second release of the same hold is not_holder', async () => {
+      const a = await ctx().connect();
+      await hold(a, 'k');
+      expect(await a.request({ op: 'release', key: 'k' })).toEqual({
+        type: 'reply',
+        id: expect.anything(),
+        ok: true,
+        released: true,
+      });
+      expect(await a.request({ op: 'release', key: 'k' })).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+    });
+  });
+}
