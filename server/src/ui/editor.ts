@@ -34,6 +34,7 @@ const el = {
   text: byId('text', HTMLTextAreaElement),
 };
 
+let current: LockClient | undefined;
 let mySession: string | undefined;
 let editor: Editor | undefined;
 let holding = false;
@@ -82,6 +83,19 @@ function onEvent(event: LockEvent): void {
     editor = undefined;
   }
   refresh();
+  // `queued` told the place once; the queue moves with grants and departures, so ask again.
+  if (!holding && position !== undefined && current?.state === 'open') {
+    current
+      .status(key)
+      .then((status) => {
+        const place = status.queue.findIndex((waiter) => waiter.session === mySession);
+        if (!holding && position !== undefined && place >= 0) {
+          position = place + 1;
+          refresh();
+        }
+      })
+      .catch(() => undefined);
+  }
 }
 
 /** Holds the lock until it is lost (stolen, revoked, connection gone); then queues again while connected. */
@@ -113,6 +127,7 @@ async function editWhileHolding(client: LockClient): Promise<void> {
 async function session(): Promise<void> {
   const client = await LockClient.connect(endpointUrl(location));
   const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
+  current = client;
   mySession = client.session;
   // The prefix is the key itself; events of longer keys sharing it are skipped in onEvent.
   const watch = await client.watch(key, onEvent);
@@ -134,6 +149,7 @@ async function connectForever(): Promise<void> {
     } catch {
       // Shown below as offline; the next attempt follows the backoff.
     }
+    current = undefined;
     mySession = undefined;
     holding = false;
     position = undefined;

@@ -90,6 +90,7 @@ function eventLine(event: LockEvent): HTMLLIElement {
   const token = event.token === undefined ? '' : ` #${event.token}`;
   line.dataset.key = event.key;
   line.dataset.event = event.event;
+  line.dataset.at = String(event.at);
   line.textContent =
     `${formatClock(event.at)} ${event.event.padEnd(8)} ${displayKey(event.key)} ` +
     `${shortSession(event.session)}${token}${meta ? ` ${meta}` : ''} ` +

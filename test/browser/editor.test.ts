@@ -1,0 +1,107 @@
+import { LockClient } from '@lockwire/client';
+import { createLockServer, type LockServer } from '@lockwire/server';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { buildUi, collectPageErrors, launchChromium } from '../helpers/browser.js';
+
+let browser: Browser;
+let server: LockServer;
+let context: BrowserContext;
+let pageErrors: string[];
+let observer: LockClient;
+
+async function openEditor(query: string): Promise<Page> {
+  const page = await context.newPage();
+  const errors = collectPageErrors(page);
+  page.on('close', () => pageErrors.push(...errors));
+  await page.goto(`${server.httpUrl}/demo/editor?${query}`);
+  return page;
+}
+
+const who = (page: Page, role: string) => page.locator(`#who[data-role="${role}"]`);
+
+beforeAll(async () => {
+  buildUi();
+  browser = await launchChromium();
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+beforeEach(async () => {
+  server = await createLockServer({ port: 0 });
+  context = await browser.newContext();
+  pageErrors = [];
+  observer = await LockClient.connect(server.url);
+});
+
+afterEach(async () => {
+  await context.close();
+  await observer.close();
+  await server.close();
+  expect(pageErrors).toEqual([]);
+});
+
+describe('editor demo', () => {
+  it('lets only the tab holding doc:<id> type; the other is read-only and names the editor', async () => {
+    const first = await openEditor('doc=plan&user=ana');
+    await who(first, 'editing').waitFor({ timeout: 5000 });
+    expect(await first.locator('#text').isEditable()).toBe(true);
+    const tab = (await first.locator('#me').textContent())?.match(/tab=(\w+)/)?.[1];
+    expect(tab).toBeTruthy();
+
+    const second = await openEditor('doc=plan&user=bo');
+    await who(second, 'waiting').waitFor({ timeout: 5000 });
+    expect(await second.locator('#text').isEditable()).toBe(false);
+    const line = await second.locator('#who').textContent();
+    expect(line).toContain(`user=ana tab=${tab}`);
+    expect(line).toContain('number 1 in line');
+
+    // The server agrees: ana's tab holds the key with its meta, bo's waits behind it.
+    const status = await observer.status('doc:plan');
+    expect(status.holders.map((holder) => holder.meta)).toEqual([{ user: 'ana', tab }]);
+    expect(status.queue.map((waiter) => waiter.meta?.user)).toEqual(['bo']);
+
+    await first.locator('#text').fill('agenda: ship it');
+    await expect.poll(() => second.locator('#text').inputValue()).toBe('agenda: ship it');
+  });
+
+  it('hands the document to the waiting tab without a reload when the editing tab closes', async () => {
+    const first = await openEditor('doc=handoff&user=ana');
+    await who(first, 'editing').waitFor({ timeout: 5000 });
+    const second = await openEditor('doc=handoff&user=bo');
+    await who(second, 'waiting').waitFor({ timeout: 5000 });
+    // A marker on the window survives only if the page is not reloaded.
+    await second.evaluate(() => Object.assign(window, { handoffMarker: 'same page' }));
+    const closedAt = Date.now();
+    await first.close();
+    await who(second, 'editing').waitFor({ timeout: 3000 });
+    const handoffMs = Date.now() - closedAt;
+    expect(handoffMs).toBeLessThan(2000);
+    expect(await second.evaluate(() => (window as unknown as { handoffMarker?: string }).handoffMarker)).toBe(
+      'same page',
+    );
+    expect(await second.locator('#text').isEditable()).toBe(true);
+    await second.locator('#text').fill('bo took over');
+    const status = await observer.status('doc:handoff');
+    expect(status.holders.map((holder) => holder.meta?.user)).toEqual(['bo']);
+    expect(status.queue).toEqual([]);
+  });
+
+  it('shows a third tab the current editor and its new place in line after a handoff', async () => {
+    const first = await openEditor('doc=chain&user=ana');
+    await who(first, 'editing').waitFor({ timeout: 5000 });
+    const second = await openEditor('doc=chain&user=bo');
+    await who(second, 'waiting').waitFor({ timeout: 5000 });
+    const third = await openEditor('doc=chain&user=cy');
+    await who(third, 'waiting').waitFor({ timeout: 5000 });
+    expect(await third.locator('#who').textContent()).toContain('user=ana');
+    expect(await third.locator('#who').textContent()).toContain('number 2 in line');
+    await first.close();
+    await who(second, 'editing').waitFor({ timeout: 3000 });
+    await expect.poll(() => third.locator('#who').textContent()).toContain('user=bo');
+    await expect.poll(() => third.locator('#who').textContent()).toContain('number 1 in line');
+    expect(await third.locator('#text').isEditable()).toBe(false);
+  });
+});
