@@ -47,11 +47,22 @@ interface PendingRequest {
 }
 
 interface Watch {
+  readonly prefix: string;
   handle: WatchHandle | null;
   stopped: boolean;
-  /** Events that arrived before the snapshot reply went out; `null` once it did. */
-  backlog: string[] | null;
+  /** False until the snapshot reply went out: events it must see are held back until then. */
+  live: boolean;
 }
+
+/** An event held back because a watch that must see it after its snapshot is not live yet. */
+interface HeldEvent {
+  readonly event: LockEvent;
+  /** The watches whose store streams delivered it: it is after their snapshots. */
+  readonly receivedBy: Set<Watch>;
+}
+
+/** Marks an event this session already sent. */
+const SENT = true;
 
 /** How long a closing socket may take to finish its close handshake before it is cut. */
 const CLOSE_HANDSHAKE_MS = 2000;
@@ -74,6 +85,14 @@ export class Session {
   private answeredPing = true;
   private readonly pending = new Map<RequestId, PendingRequest>();
   private readonly watches = new Map<string, Watch>();
+  /**
+   * Events this session has seen, by identity: a store hands the same event
+   * object to every matching watch, and the session sends it once however
+   * many of its prefixes match.
+   */
+  private readonly seenEvents = new WeakMap<LockEvent, HeldEvent | typeof SENT>();
+  /** Events waiting, in order, for watches still taking their snapshots. */
+  private heldEvents: HeldEvent[] = [];
   private readonly socketClosed: Promise<void>;
 
   constructor(
@@ -166,6 +185,7 @@ export class Session {
     this.alive = false;
     for (const watch of this.watches.values()) stopWatch(watch);
     this.watches.clear();
+    this.heldEvents = [];
     for (const request of this.pending.values()) {
       if (request.ticket !== null) this.host.closeTicket(request.ticket);
     }
@@ -226,6 +246,7 @@ export class Session {
           const watch = this.watches.get(prefix);
           if (watch) stopWatch(watch);
           this.watches.delete(prefix);
+          this.flushHeldEvents(null);
           return {};
         });
       case 'revoke':
@@ -338,7 +359,7 @@ export class Session {
       this.run(message.id, () => this.host.store.list(prefix, limit, this.id));
       return;
     }
-    const watch: Watch = { handle: null, stopped: false, backlog: [] };
+    const watch: Watch = { prefix, handle: null, stopped: false, live: false };
     this.watches.set(prefix, watch);
     this.run(message.id, async (request) => {
       try {
@@ -347,26 +368,68 @@ export class Session {
         );
       } catch (error) {
         if (this.watches.get(prefix) === watch) this.watches.delete(prefix);
+        this.flushHeldEvents(null);
         throw error;
       }
       if (watch.stopped) watch.handle.stop();
       if (!this.isCurrent(request)) return null;
-      // Answer the snapshot here, not in `run`, so that events the store
-      // pushed meanwhile follow it.
+      // Held events this watch's stream did not deliver are in its snapshot:
+      // they go before the reply, the ones it delivered after it.
+      this.flushHeldEvents(watch);
       this.finish(request);
       this.reply(request.id, watch.handle.snapshot);
-      const backlog = watch.backlog ?? [];
-      watch.backlog = null;
-      for (const text of backlog) this.send(text);
+      watch.live = true;
+      this.flushHeldEvents(null);
       return null;
     });
   }
 
+  /**
+   * Sends an event once per session. It is held back, keeping the session's
+   * event order, while a watch of a matching prefix is still taking its
+   * snapshot, so that watch's client hears it after the snapshot reply.
+   */
   private deliver(watch: Watch, event: LockEvent): void {
     if (!this.alive || watch.stopped) return;
-    const text = this.host.encodeEvent(event);
-    if (watch.backlog) watch.backlog.push(text);
-    else this.send(text);
+    const seen = this.seenEvents.get(event);
+    if (seen === SENT) return;
+    if (seen) {
+      seen.receivedBy.add(watch);
+      return;
+    }
+    if (this.heldEvents.length === 0 && !this.awaitsSnapshot(event, null)) {
+      this.seenEvents.set(event, SENT);
+      this.send(this.host.encodeEvent(event));
+      return;
+    }
+    const held: HeldEvent = { event, receivedBy: new Set([watch]) };
+    this.seenEvents.set(event, held);
+    this.heldEvents.push(held);
+  }
+
+  /** True when a watch matching the event's key (other than `except`) has not sent its snapshot yet. */
+  private awaitsSnapshot(event: LockEvent, except: Watch | null): boolean {
+    for (const watch of this.watches.values()) {
+      if (watch !== except && !watch.live && event.key.startsWith(watch.prefix)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Sends held events from the front while nothing holds them back any more.
+   * With `before` set (a watch about to send its snapshot), stops at the
+   * first event that watch's stream delivered: that one belongs after it.
+   */
+  private flushHeldEvents(before: Watch | null): void {
+    let sent = 0;
+    for (const held of this.heldEvents) {
+      if (before && held.receivedBy.has(before)) break;
+      if (this.awaitsSnapshot(held.event, before)) break;
+      this.seenEvents.set(held.event, SENT);
+      this.send(this.host.encodeEvent(held.event));
+      sent++;
+    }
+    if (sent > 0) this.heldEvents = this.heldEvents.slice(sent);
   }
 
   private startPending(request: PendingRequest): void {

@@ -269,6 +269,44 @@ describe('watches', () => {
     expect(stub.sinks).toHaveLength(0);
   });
 
+  it('sends an event once to a session even when several of its watched prefixes match the key', async () => {
+    const { connect, stub } = await start();
+    const { client } = await connect();
+    await client.request({ op: 'watch', id: 1, prefix: 'd' });
+    await client.request({ op: 'watch', id: 2, prefix: 'doc:' });
+    await client.request({ op: 'watch', id: 3, prefix: 'x' });
+    const other: LockEvent = { ...event, key: 'doc:2', token: 4 };
+    for (const sink of [...stub.sinks]) sink(event);
+    for (const sink of [...stub.sinks]) sink(other);
+    expect(await client.next()).toEqual({ type: 'event', ...event });
+    expect(await client.next()).toEqual({ type: 'event', ...other });
+    expect(await client.request({ op: 'ping', id: 4 })).toMatchObject({ ok: true });
+    expect(client.inbox).toEqual([]);
+  });
+
+  it('holds an event back until the snapshot reply of a matching watch still being started', async () => {
+    const handle = deferred<{ snapshot: { locks: never[]; truncated: boolean }; stop: () => void }>();
+    const stub = createStubStore();
+    const { connect } = await start({ stub });
+    const { client } = await connect();
+    await client.request({ op: 'watch', id: 1, prefix: 'd' });
+    const [wide] = stub.sinks;
+    stub.behaviour.watch = async (_p, _l, _v, sink) => {
+      sink(event);
+      return handle.promise;
+    };
+    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
+    await vi.waitUntil(() => stub.calls.filter((c) => c.method === 'watch').length === 2, { timeout: 2000 });
+    wide?.(event);
+    expect(await client.request({ op: 'ping', id: 3 })).toMatchObject({ ok: true });
+    expect(client.inbox).toEqual([]);
+    handle.resolve({ snapshot: { locks: [], truncated: false }, stop: () => {} });
+    expect(await client.next()).toMatchObject({ type: 'reply', id: 2, ok: true });
+    expect(await client.next()).toEqual({ type: 'event', ...event });
+    expect(await client.request({ op: 'ping', id: 4 })).toMatchObject({ ok: true });
+    expect(client.inbox).toEqual([]);
+  });
+
   it('sends events the store pushed before the watch call resolved after the snapshot', async () => {
     const handle = deferred<{ snapshot: { locks: never[]; truncated: boolean }; stop: () => void }>();
     const stub = createStubStore({
