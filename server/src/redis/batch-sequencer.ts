@@ -70,11 +70,17 @@ export class BatchSequencer {
       this.#options.deliver(batch, false);
       return;
     }
-    if (last !== undefined && batch.pv > last) {
+    // A key never seen here: a batch that had a predecessor may have overtaken it; wait a little.
+    if (last === undefined ? batch.pv > 0 : batch.pv > last) {
       this.#hold(batch);
       return;
     }
     this.#deliverInOrder(batch);
+  }
+
+  /** Learns a key's version from a read (a watch snapshot) when nothing was delivered for it yet. */
+  seed(encoded: string, version: number): void {
+    if (version > 0 && !this.#last.has(encoded)) this.#setLast(encoded, version);
   }
 
   /** Forgets held batches and timers. */
@@ -91,6 +97,7 @@ export class BatchSequencer {
     if (!held) return;
     for (;;) {
       const last = this.#last.get(batch.encoded) ?? 0;
+      // Held batches at or below `last` are copies of delivered steps.
       const index = held.batches.findIndex((b) => b.pv <= last);
       if (index < 0) break;
       const [next] = held.batches.splice(index, 1);

@@ -409,6 +409,7 @@ class RedisStore implements LockStore {
     const locks: LockStatus[] = [];
     for (const { status, version } of read) {
       versions.set(status.key, version);
+      this.#sequencer?.seed(encodeKey(status.key), version);
       if (status.locked) locks.push(status);
     }
     return { result: { locks, truncated: keys.length > limit }, versions };

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { BatchSequencer } from '../src/redis/batch-sequencer.js';
+import type { Batch } from '../src/redis/records.js';
+
+const batch = (pv: number, v: number, extra: Partial<Batch> = {}): Batch => ({ key: 'k', encoded: 'k006b', pv, v, items: [], ...extra });
+
+function sequencer(gapWait = 10_000) {
+  const delivered: Array<{ v: number; withEvents: boolean; origin?: string }> = [];
+  const seq = new BatchSequencer({
+    node: () => 'me',
+    gapWait,
+    deliver: (b, withEvents) => delivered.push({ v: b.v, withEvents, ...(b.origin ? { origin: b.origin } : {}) }),
+  });
+  return { seq, delivered };
+}
+
+describe('the batch sequencer', () => {
+  it('delivers a batch that overtook its predecessor only after it, and each step once', () => {
+    const { seq, delivered } = sequencer();
+    seq.accept(batch(0, 10));
+    seq.accept(batch(20, 30));
+    expect(delivered).toEqual([{ v: 10, withEvents: true }]);
+    seq.accept(batch(10, 20));
+    seq.accept(batch(10, 20, { origin: 'other', call: '1' }));
+    expect(delivered).toEqual([
+      { v: 10, withEvents: true },
+      { v: 20, withEvents: true },
+      { v: 30, withEvents: true },
+      { v: 20, withEvents: false, origin: 'other' },
+    ]);
+    seq.close();
+  });
+
+  it('holds the broadcast of its own call until the reply, which is delivered in its place', () => {
+    const { seq, delivered } = sequencer();
+    seq.accept(batch(0, 5));
+    seq.beginCall('7');
+    seq.accept(batch(5, 6, { origin: 'me', call: '7' }));
+    expect(delivered).toHaveLength(1);
+    seq.endCall('7', batch(5, 6));
+    expect(delivered).toEqual([
+      { v: 5, withEvents: true },
+      { v: 6, withEvents: true },
+      { v: 6, withEvents: false, origin: 'me' },
+    ]);
+    seq.close();
+  });
+
+  it('delivers what waited for a predecessor that never comes after the gap wait, in version order', async () => {
+    const { seq, delivered } = sequencer(20);
+    seq.accept(batch(0, 1));
+    seq.accept(batch(3, 4));
+    seq.accept(batch(2, 3));
+    await new Promise((r) => setTimeout(r, 60));
+    expect(delivered.map((d) => d.v)).toEqual([1, 3, 4]);
+    seq.close();
+  });
+
+  it('waits for the predecessor of the first batch it sees of a key, unless a snapshot told it the version', () => {
+    const { seq, delivered } = sequencer();
+    seq.accept(batch(7, 8));
+    expect(delivered).toEqual([]);
+    seq.seed('k006c', 7);
+    seq.accept(batch(7, 8, { encoded: 'k006c' }));
+    expect(delivered).toEqual([{ v: 8, withEvents: true }]);
+    seq.close();
+  });
+});
