@@ -83,6 +83,25 @@ export function describeDisconnect(target: ConformanceTarget): void {
       expect(await queueOf(c, 'q')).toEqual([]);
     });
 
+    it('a server closing answers pending requests shutting_down, then closes every connection with 1001', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      await hold(a, 'k');
+      const qb = await enqueue(b, 'k');
+      const waitId = b.id();
+      b.send({ op: 'wait', id: waitId, key: 'k' });
+      expect(await status(b, 'k')).toMatchObject({ locked: true });
+      const closing = ctx().instance.close();
+      const refused = await b.reply(qb.id);
+      const waitRefused = await b.reply(waitId);
+      expect(refused).toMatchObject({ ok: false, error: { code: 'shutting_down' } });
+      expect(waitRefused).toMatchObject({ ok: false, error: { code: 'shutting_down' } });
+      expect((await b.nextClose()).code).toBe(1001);
+      expect((await a.nextClose()).code).toBe(1001);
+      await closing;
+      expect(b.messages.filter((m) => m.type === 'reply' && m.id === qb.id)).toHaveLength(1);
+    });
+
     it('frames that follow the close frame change nothing', async () => {
       const w = await ctx().connect();
       await watch(w, '');
