@@ -24,6 +24,12 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
   css: 'text/css; charset=utf-8',
 };
 
+/** Browsers ask every origin for an icon; lockwire has none, and says so without a 404. */
+const noIcon: UiRoute = (_url, res) => {
+  res.writeHead(204, { 'cache-control': 'max-age=86400' });
+  res.end();
+};
+
 /** Serves one UI path; see {@link createUiRoutes}. */
 export type UiRoute = (url: URL, res: ServerResponse, req: IncomingMessage) => void;
 
@@ -41,7 +47,8 @@ interface Asset {
  * The browser side of the server: `GET /` (the live dashboard),
  * `GET /demo/editor` (the exclusive-editing demo) and `GET /ui/<name>.js|css`
  * (their scripts, the stylesheet and `lockwire-client.js`, the browser
- * bundle of `@lockwire/client`), all from the folder `npm run build` fills.
+ * bundle of `@lockwire/client`), all from the folder `npm run build` fills;
+ * `GET /favicon.ico` answers 204.
  *
  * Every response carries a strong ETag and `cache-control: no-cache`: the
  * file names carry no hash, so browsers revalidate, and an unchanged file
@@ -107,6 +114,7 @@ export function createUiRoutes(options: UiRoutesOptions = {}): (pathname: string
   };
 
   return (pathname) => {
+    if (pathname === '/favicon.ico') return noIcon;
     const page = PAGES.get(pathname);
     const name = page ?? ASSET_PATH.exec(pathname)?.[1];
     if (name === undefined) return undefined;
