@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { DEFAULT_LIST_LIMIT, ErrorCode, MAX_LIST_LIMIT } from '@lockwire/protocol';
 import { LockError, toWireError } from './errors.js';
 import type { Logger } from './logger.js';
+import type { LockMetrics } from './metrics.js';
 import type { LockStore } from './store.js';
 import { createUiRoutes, type UiRoute } from './ui-routes.js';
 
@@ -9,6 +10,8 @@ import { createUiRoutes, type UiRoute } from './ui-routes.js';
 export interface HttpContext {
   readonly store: LockStore;
   readonly logger: Logger;
+  /** What `GET /metrics` renders. */
+  readonly metrics: Pick<LockMetrics, 'contentType' | 'scrape'>;
   readonly maxKeyLength: number;
   /** True once `close()` began: `/healthz` answers 503. */
   isClosing(): boolean;
@@ -46,6 +49,7 @@ function parseLimit(raw: string | null): number {
  * Creates the handler of the HTTP endpoints:
  * - `GET /healthz`: 200 `{ok:true, store, sessions}`, 503 `{ok:false}` while closing;
  * - `GET /v1/locks?prefix=&limit=`: the `list` result (no `heldByYou`), 400 on a bad query;
+ * - `GET /metrics`: the Prometheus metrics, in the text format (same access rule as `/v1/locks`);
  * - `GET /`, `GET /demo/editor`, `GET /ui/*`: the dashboard, the editor demo and their assets (see `ui-routes.ts`);
  * - anything else: 404 (405 for another method on a known path), as JSON.
  */
@@ -67,6 +71,21 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
     }
   };
 
+  const metrics = async (res: ServerResponse) => {
+    try {
+      const text = await context.metrics.scrape();
+      res.writeHead(200, {
+        'content-type': context.metrics.contentType,
+        'content-length': Buffer.byteLength(text),
+        'cache-control': 'no-store',
+      });
+      res.end(text);
+    } catch (error) {
+      context.logger.error({ err: error }, 'GET /metrics failed');
+      sendError(res, 500, ErrorCode.Internal, 'metrics collection failed');
+    }
+  };
+
   const ui = createUiRoutes();
   const routes = new Map<string, UiRoute>([
     [
@@ -77,6 +96,8 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
       },
     ],
     ['/v1/locks', (url, res) => void locks(url, res)],
+    // Whatever guards `/v1/locks` (credentials) must guard `/metrics` too.
+    ['/metrics', (_url, res) => void metrics(res)],
   ]);
 
   return (req, res) => {

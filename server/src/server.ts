@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import {
   DEFAULT_LIMITS,
@@ -16,6 +17,7 @@ import { systemClock, type Clock } from './clock.js';
 import { createHttpHandler } from './http.js';
 import { silentLogger, type Logger } from './logger.js';
 import { createMemoryStore } from './memory-store.js';
+import { createLockMetrics, type LockMetrics } from './metrics.js';
 import { Session, type SessionHost, type Settlement } from './session.js';
 import type { LockEvent, LockStore, SessionId, StoreListener, Ticket } from './store.js';
 
@@ -49,6 +51,24 @@ export interface LockServerOptions {
   heartbeatInterval?: number;
   /** Where the server logs; pino-compatible. Default silent. */
   logger?: Logger;
+  /**
+   * The Prometheus metrics `GET /metrics` serves. Default: new metrics of
+   * this server alone. Pass one to share it with a Redis store's `observeScript`.
+   */
+  metrics?: LockMetrics;
+  /**
+   * ms between the start of `close()` and the closing of any connection:
+   * `/healthz` answers 503 and upgrades are refused meanwhile, while open
+   * sessions go on being served, so a load balancer can stop routing here
+   * first. Default 0.
+   */
+  drainDelay?: number;
+  /**
+   * ms the closing of sessions and the store may take once the drain delay
+   * is over; past it every remaining socket is cut and `close()` resolves
+   * without waiting for the store. Default 10000.
+   */
+  shutdownTimeout?: number;
 }
 
 /** A running lockwire server. */
@@ -60,12 +80,16 @@ export interface LockServer {
   /** The port actually listened on. */
   readonly port: number;
   readonly store: LockStore;
+  /** The metrics `GET /metrics` serves. */
+  readonly metrics: LockMetrics;
   /** Connections currently open. */
   sessionCount(): number;
   /**
-   * Drains and stops: refuses new connections, answers every pending request
+   * Drains and stops: `/healthz` turns 503 and new connections are refused
+   * at once; after `drainDelay` it answers every pending request
    * `shutting_down`, closes every socket with 1001, ends the sessions in the
-   * store, then closes the store. Idempotent: every call returns the same promise.
+   * store, then closes the store, cutting whatever is left after
+   * `shutdownTimeout`. Idempotent: every call returns the same promise.
    */
   close(): Promise<void>;
 }
@@ -73,6 +97,7 @@ export interface LockServer {
 const DEFAULT_HOST = '127.0.0.1';
 const DEFAULT_PORT = 7311;
 const DEFAULT_HEARTBEAT_MS = 10_000;
+const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 
 function resolveLimits(given: Partial<ServerLimits> = {}): ServerLimits {
   const limits = { ...DEFAULT_LIMITS, ...given };
@@ -114,6 +139,9 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const logger = options.logger ?? silentLogger;
   const limits = resolveLimits(options.limits);
   const heartbeatInterval = options.heartbeatInterval ?? DEFAULT_HEARTBEAT_MS;
+  const drainDelay = options.drainDelay ?? 0;
+  const shutdownTimeout = options.shutdownTimeout ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+  const metrics = options.metrics ?? createLockMetrics();
   const store =
     options.store ??
     createMemoryStore({
@@ -133,6 +161,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     store,
     clock,
     logger,
+    metrics,
     maxKeyLength: limits.maxKeyLength,
     openTicket(session, id) {
       const ticket = nextTicket++;
@@ -167,7 +196,13 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     granted: (_session, ticket, grant) => settle(ticket, { kind: 'granted', grant }),
     acquireTimedOut: (_session, ticket) => settle(ticket, { kind: 'acquireTimedOut' }),
     waitDone: (_session, ticket, free) => settle(ticket, { kind: 'waitDone', free }),
-    lost: (session, lost) => sessions.get(session)?.pushLost(lost),
+    lost: (session, lost) => {
+      metrics.lost(lost.reason);
+      // The grant this loss makes room for comes in the same store step.
+      queueMicrotask(metrics.holdEnding(lost.key));
+      logger.info({ key: lost.key, session, token: lost.token, reason: lost.reason }, 'lock lost');
+      sessions.get(session)?.pushLost(lost);
+    },
   };
 
   // Extension point of the first message: session grace adds `resume`,
@@ -178,14 +213,24 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   };
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxPayload, perMessageDeflate: false });
-  const onConnection = (ws: WebSocket) => {
+  const onConnection = (ws: WebSocket, req: IncomingMessage) => {
     if (closing) {
       ws.close(1001, 'server shutting down');
       return;
     }
     const session = new Session(nanoid(), ws, sessionHost);
     sessions.set(session.id, session);
-    logger.debug({ session: session.id }, 'session started');
+    const remote = req.socket.remoteAddress;
+    const opened = performance.now();
+    logger.info({ session: session.id, remote }, 'connection opened');
+    // Registered after the session's own close handler, so `locksReleased` is known.
+    ws.once('close', (code: number) => {
+      const durationMs = Math.round(performance.now() - opened);
+      logger.info(
+        { session: session.id, remote, code, locksReleased: session.locksReleased, durationMs },
+        'connection closed',
+      );
+    });
     session.greet(welcome(session));
   };
 
@@ -193,6 +238,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     createHttpHandler({
       store,
       logger,
+      metrics,
       maxKeyLength: limits.maxKeyLength,
       isClosing: () => closing,
       sessionCount: () => sessions.size,
@@ -230,13 +276,46 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       : null;
   heartbeat?.unref();
 
+  metrics.track({
+    store: store.kind,
+    connections: () => wss.clients.size,
+    sessions: () => sessions.size,
+    heldLocks: () => {
+      let held = 0;
+      for (const session of sessions.values()) held += session.heldCount;
+      return held;
+    },
+    waiters: () => {
+      let waiting = 0;
+      for (const session of sessions.values()) waiting += session.waitingCount;
+      return waiting;
+    },
+  });
+
   const port = (httpServer.address() as AddressInfo).port;
   const base = `${hostForUrl(host)}:${port}`;
   logger.info({ host, port, store: store.kind }, 'lockwire listening');
 
   const shutdown = async () => {
     closing = true;
+    logger.info({ drainDelay, shutdownTimeout }, 'draining');
+    // Real time, not `clock`: the drain is for load balancers, not lock timeouts.
+    if (drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, drainDelay));
     if (heartbeat) clearInterval(heartbeat);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timed out'>((resolve) => {
+      timer = setTimeout(() => resolve('timed out'), shutdownTimeout);
+    });
+    const outcome = await Promise.race([closeAll(), timedOut]);
+    clearTimeout(timer);
+    if (outcome === 'timed out') {
+      logger.error({ shutdownTimeout }, 'shutdown timed out; cutting the remaining connections');
+      for (const ws of wss.clients) ws.terminate();
+      httpServer.closeAllConnections();
+    }
+    logger.info({}, 'lockwire stopped');
+  };
+  const closeAll = async () => {
     const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
     httpServer.closeIdleConnections();
     const live = [...sessions.values()];
@@ -248,7 +327,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     wss.close();
     await store.close();
     await httpClosed;
-    logger.info({}, 'lockwire stopped');
+    return 'closed' as const;
   };
   let closed: Promise<void> | null = null;
 
@@ -257,6 +336,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     httpUrl: `http://${base}`,
     port,
     store,
+    metrics,
     sessionCount: () => sessions.size,
     close: () => (closed ??= shutdown()),
   };

@@ -8,10 +8,12 @@ import {
   type RequestOf,
   type WireError,
 } from '@lockwire/protocol';
+import { performance } from 'node:perf_hooks';
 import { WebSocket, type RawData } from 'ws';
 import type { Clock } from './clock.js';
 import { LockError, toWireError } from './errors.js';
 import type { Logger } from './logger.js';
+import { AcquireOutcome, type LockMetrics } from './metrics.js';
 import type { Grant, LockEvent, LockStore, LostLock, SessionId, Ticket, WatchHandle } from './store.js';
 
 /** How a pending `acquire` or `wait` ended, as the store's listener reported it. */
@@ -25,6 +27,7 @@ export interface SessionHost {
   readonly store: LockStore;
   readonly clock: Clock;
   readonly logger: Logger;
+  readonly metrics: LockMetrics;
   readonly maxKeyLength: number;
   /** Allocates a server-wide ticket whose settlements are routed to `session`'s request `id`. */
   openTicket(session: Session, id: RequestId): Ticket;
@@ -38,12 +41,15 @@ export interface SessionHost {
 
 interface PendingRequest {
   readonly id: RequestId;
+  readonly op: ClientMessage['op'];
   /** Set for `acquire` and `wait`: the store settles them later by this ticket. */
   readonly ticket: Ticket | null;
   /** True once the store call resolved (and a `queued` was sent): settlements are answered at once. */
   started: boolean;
   /** A settlement that arrived before the store call resolved, answered right after it. */
   early: Settlement | null;
+  /** For an acquire that joined a queue: when it did (`performance.now()`), else null. */
+  queuedAt: number | null;
 }
 
 interface Watch {
@@ -84,6 +90,9 @@ export class Session {
   private ended = false;
   private answeredPing = true;
   private readonly pending = new Map<RequestId, PendingRequest>();
+  /** Keys this session holds, as its replies and `lost` pushes told the client. */
+  private readonly held = new Set<string>();
+  private releasedAtEnd = 0;
   private readonly watches = new Map<string, Watch>();
   /**
    * Events this session has seen, by identity: a store hands the same event
@@ -122,8 +131,26 @@ export class Session {
     else request.early = settlement;
   }
 
+  /** Locks this session holds now. */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
+  /** Acquires of this session waiting in a queue now. */
+  get waitingCount(): number {
+    let waiting = 0;
+    for (const request of this.pending.values()) if (request.queuedAt !== null) waiting++;
+    return waiting;
+  }
+
+  /** Locks the session held when it ended, released by the store's `closeSession`. */
+  get locksReleased(): number {
+    return this.releasedAtEnd;
+  }
+
   /** Tells the client that a lock it held was taken away. */
   pushLost(lost: LostLock): void {
+    this.held.delete(lost.key);
     if (!this.alive) return;
     this.send(JSON.stringify({ type: 'lost', key: lost.key, token: lost.token, reason: lost.reason }));
   }
@@ -149,8 +176,8 @@ export class Session {
   drain(): void {
     if (!this.alive) return;
     const error: WireError = { code: ErrorCode.ShuttingDown, message: 'the server is shutting down' };
-    for (const id of this.pending.keys()) this.replyError(id, error);
-    this.kill();
+    for (const request of this.pending.values()) this.replyError(request.id, error, request.op);
+    this.kill(AcquireOutcome.Error);
   }
 
   /**
@@ -173,14 +200,25 @@ export class Session {
     if (this.ended) return;
     this.ended = true;
     this.kill();
-    const closing = this.host.store.closeSession(this.id).catch((error: unknown) => {
-      this.host.logger.error({ err: error, session: this.id }, 'store failed to close the session');
-    });
+    this.releasedAtEnd = this.held.size;
+    const handoffs = [...this.held].map((key) => this.host.metrics.holdEnding(key));
+    this.held.clear();
+    const closing = this.host.store
+      .closeSession(this.id)
+      .catch((error: unknown) => {
+        this.host.logger.error({ err: error, session: this.id }, 'store failed to close the session');
+      })
+      .finally(() => {
+        for (const done of handoffs) done();
+      });
     this.host.sessionEnded(this, closing);
   }
 
-  /** Marks the session dead: late frames, store results and pushes are dropped from here on. */
-  private kill(): void {
+  /**
+   * Marks the session dead: late frames, store results and pushes are dropped
+   * from here on. Pending acquires are counted with `abandoned`.
+   */
+  private kill(abandoned: AcquireOutcome = AcquireOutcome.Cancelled): void {
     if (!this.alive) return;
     this.alive = false;
     for (const watch of this.watches.values()) stopWatch(watch);
@@ -188,6 +226,7 @@ export class Session {
     this.heldEvents = [];
     for (const request of this.pending.values()) {
       if (request.ticket !== null) this.host.closeTicket(request.ticket);
+      if (request.op === 'acquire') this.host.metrics.acquire(abandoned);
     }
     this.pending.clear();
   }
@@ -205,10 +244,11 @@ export class Session {
     }
     const message = decoded.message;
     if (this.pending.has(message.id)) {
-      this.replyError(message.id, {
-        code: ErrorCode.DuplicateId,
-        message: `id: ${JSON.stringify(message.id)} is already pending`,
-      });
+      this.replyError(
+        message.id,
+        { code: ErrorCode.DuplicateId, message: `id: ${JSON.stringify(message.id)} is already pending` },
+        message.op,
+      );
       return;
     }
     this.dispatch(message);
@@ -224,24 +264,30 @@ export class Session {
       case 'cancel':
         return this.cancel(message);
       case 'release':
-        return this.run(message.id, async () => {
-          await store.release(this.id, message.key);
+        return this.run(message, async () => {
+          const handoff = this.host.metrics.holdEnding(message.key);
+          try {
+            await store.release(this.id, message.key);
+          } finally {
+            handoff();
+          }
+          this.held.delete(message.key);
           return { released: true };
         });
       case 'extend':
-        return this.run(message.id, async () => ({
+        return this.run(message, async () => ({
           expiresAt: await store.extend(this.id, message.key, message.holdTimeout),
         }));
       case 'status':
-        return this.run(message.id, () => store.status(message.key, this.id));
+        return this.run(message, () => store.status(message.key, this.id));
       case 'list':
-        return this.run(message.id, () =>
+        return this.run(message, () =>
           store.list(message.prefix ?? '', message.limit ?? DEFAULT_LIST_LIMIT, this.id),
         );
       case 'watch':
         return this.watch(message);
       case 'unwatch':
-        return this.run(message.id, async () => {
+        return this.run(message, async () => {
           const prefix = message.prefix ?? '';
           const watch = this.watches.get(prefix);
           if (watch) stopWatch(watch);
@@ -250,9 +296,9 @@ export class Session {
           return {};
         });
       case 'revoke':
-        return this.run(message.id, async () => ({ revoked: await store.revoke(message.key) }));
+        return this.run(message, async () => ({ revoked: await store.revoke(message.key) }));
       case 'ping':
-        return this.run(message.id, async () => ({ at: this.host.clock.now() }));
+        return this.run(message, async () => ({ at: this.host.clock.now() }));
     }
   }
 
@@ -262,11 +308,12 @@ export class Session {
    * the session died or the request was answered otherwise is dropped.
    */
   private run(
-    id: RequestId,
+    message: Pick<ClientMessage, 'id' | 'op'>,
     work: (request: PendingRequest) => Promise<object | null>,
     ticket: Ticket | null = null,
   ): void {
-    const request: PendingRequest = { id, ticket, started: false, early: null };
+    const { id, op } = message;
+    const request: PendingRequest = { id, op, ticket, started: false, early: null, queuedAt: null };
     this.pending.set(id, request);
     work(request).then(
       (result) => {
@@ -281,7 +328,8 @@ export class Session {
         if (!(error instanceof LockError)) {
           this.host.logger.error({ err: error, session: this.id, id }, 'request failed');
         }
-        this.replyError(id, toWireError(error));
+        if (op === 'acquire') this.host.metrics.acquire(AcquireOutcome.Error);
+        this.replyError(id, toWireError(error), op);
       },
     );
   }
@@ -291,7 +339,7 @@ export class Session {
     // cancel that races the store call finds this request.
     const ticket = this.host.openTicket(this, message.id);
     this.run(
-      message.id,
+      message,
       async (request) => {
         const outcome = await this.host.store.acquire(this.id, {
           ticket,
@@ -302,13 +350,22 @@ export class Session {
           steal: message.steal ?? false,
           meta: message.meta ?? null,
         });
+        // A request no longer current was counted when its session died.
+        const current = this.isCurrent(request);
         switch (outcome.status) {
           case 'granted':
+            if (current) {
+              this.held.add(message.key);
+              this.host.metrics.acquire(AcquireOutcome.GrantedImmediately);
+            }
             return { acquired: true, token: outcome.token, expiresAt: outcome.expiresAt };
           case 'not_granted':
+            if (current) this.host.metrics.acquire(AcquireOutcome.NotGranted);
             return { acquired: false };
           case 'queued':
-            if (this.isCurrent(request)) {
+            if (current) {
+              request.queuedAt = performance.now();
+              this.host.metrics.acquire(AcquireOutcome.Queued);
               const queued = { type: 'queued', id: message.id, key: message.key, position: outcome.position };
               this.send(JSON.stringify(queued));
               this.startPending(request);
@@ -323,7 +380,7 @@ export class Session {
   private wait(message: RequestOf<'wait'>): void {
     const ticket = this.host.openTicket(this, message.id);
     this.run(
-      message.id,
+      message,
       async (request) => {
         const state = await this.host.store.wait(this.id, {
           ticket,
@@ -340,13 +397,14 @@ export class Session {
 
   private cancel(message: RequestOf<'cancel'>): void {
     const target = this.pending.get(message.target);
-    this.run(message.id, async () => {
+    this.run(message, async () => {
       if (!target || target.ticket === null) return { cancelled: false };
       const cancelled = await this.host.store.cancel(this.id, target.ticket);
       if (!cancelled || !this.isCurrent(target)) return { cancelled: false };
       // The cancelled request is answered before the cancel itself.
       this.finish(target);
-      this.replyError(target.id, { code: ErrorCode.Cancelled, message: 'the request was cancelled' });
+      if (target.op === 'acquire') this.host.metrics.acquire(AcquireOutcome.Cancelled);
+      this.replyError(target.id, { code: ErrorCode.Cancelled, message: 'the request was cancelled' }, target.op);
       return { cancelled: true };
     });
   }
@@ -356,12 +414,12 @@ export class Session {
     const limit = message.limit ?? DEFAULT_LIST_LIMIT;
     if (this.watches.has(prefix)) {
       // Watching a prefix again is the same watch: a fresh snapshot, one stream.
-      this.run(message.id, () => this.host.store.list(prefix, limit, this.id));
+      this.run(message, () => this.host.store.list(prefix, limit, this.id));
       return;
     }
     const watch: Watch = { prefix, handle: null, stopped: false, live: false };
     this.watches.set(prefix, watch);
-    this.run(message.id, async (request) => {
+    this.run(message, async (request) => {
       try {
         watch.handle = await this.host.store.watch(prefix, limit, this.id, (event) =>
           this.deliver(watch, event),
@@ -439,7 +497,17 @@ export class Session {
 
   private answer(request: PendingRequest, settlement: Settlement): void {
     this.finish(request);
+    if (settlement.kind === 'granted') this.countGrantAfterWait(request, settlement.grant.key);
+    else if (settlement.kind === 'acquireTimedOut') this.host.metrics.acquire(AcquireOutcome.TimedOut);
     this.reply(request.id, settlementResult(settlement));
+  }
+
+  private countGrantAfterWait(request: PendingRequest, key: string): void {
+    const { metrics } = this.host;
+    this.held.add(key);
+    metrics.acquire(AcquireOutcome.GrantedAfterWait);
+    metrics.handedOff(key);
+    if (request.queuedAt !== null) metrics.waited((performance.now() - request.queuedAt) / 1000);
   }
 
   private isCurrent(request: PendingRequest): boolean {
@@ -455,7 +523,10 @@ export class Session {
     this.send(JSON.stringify({ type: 'reply', id, ok: true, ...result }));
   }
 
-  private replyError(id: RequestId | null, error: WireError): void {
+  /** Answers with an error; counted and logged (never with the request's content). */
+  private replyError(id: RequestId | null, error: WireError, op: ClientMessage['op'] | null = null): void {
+    this.host.metrics.error(error.code);
+    this.host.logger.info({ session: this.id, code: error.code, op, id }, 'error reply');
     this.send(JSON.stringify({ type: 'reply', id, ok: false, error }));
   }
 

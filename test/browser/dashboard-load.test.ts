@@ -167,8 +167,8 @@ describe('dashboard under load', () => {
     // Nearly every event reached the log: batching drops nothing while the log is live.
     expect(figures.eventsDrawn).toBeGreaterThan(2 * total * 0.95);
     // Budgets with headroom for a shared, busy machine; the measured figures are in the report.
-    expect(figures.frameGapP95).toBeLessThan(100);
-    expect(figures.longTaskMax).toBeLessThan(250);
-    expect(figures.eventToDomP95).toBeLessThan(250);
+    expect(figures.frameGapP95).toBeLessThan(120);
+    expect(figures.longTaskMax).toBeLessThan(300);
+    expect(figures.eventToDomP95).toBeLessThan(300);
   });
 });

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { DEFAULT_LIMITS, ErrorCode, MAX_DURATION_MS, type ListResult, type LockStatus } from '@lockwire/protocol';
 import { systemClock, type Clock } from '../clock.js';
 import { LockError, badRequest, notHolder } from '../errors.js';
@@ -42,6 +43,11 @@ export interface RedisStoreOptions {
   clock?: Clock;
   limits?: Partial<StoreLimits>;
   logger?: Logger;
+  /**
+   * Called after every Lua script call with the script's name, its duration
+   * in seconds and whether it succeeded; e.g. `LockMetrics#observeScript`.
+   */
+  observeScript?: (name: string, seconds: number, ok: boolean) => void;
 }
 
 /** The default node TTL in ms. */
@@ -97,12 +103,15 @@ class RedisStore implements LockStore {
   async start(listener: StoreListener): Promise<void> {
     this.#listener = listener;
     const ttl = this.#options.nodeTtl ?? DEFAULT_NODE_TTL;
-    const link = await connectRedis({
-      url: this.#options.url,
-      cluster: this.#options.cluster ?? false,
-      commandTimeout: this.#options.commandTimeout ?? 2000,
-      reconnectDelay: Math.max(20, Math.min(200, Math.floor(ttl / 10))),
-    });
+    const link = timeScripts(
+      await connectRedis({
+        url: this.#options.url,
+        cluster: this.#options.cluster ?? false,
+        commandTimeout: this.#options.commandTimeout ?? 2000,
+        reconnectDelay: Math.max(20, Math.min(200, Math.floor(ttl / 10))),
+      }),
+      this.#options.observeScript,
+    );
     this.#link = link;
     this.#sequencer = new BatchSequencer({
       node: () => this.#liveness?.id ?? '',
@@ -739,4 +748,23 @@ function acquireError(r: Json, key: string, limits: StoreLimits): LockError {
     return new LockError(ErrorCode.TooManyWaiters, `key: ${limits.maxWaitersPerKey} requests already wait for ${JSON.stringify(key)}`);
   }
   return new LockError(ErrorCode.Internal, `unexpected reply from the acquire script: ${err}`);
+}
+
+/** The link with every script call reported to `observe` (the link itself without one). */
+function timeScripts(link: RedisLink, observe: RedisStoreOptions['observeScript']): RedisLink {
+  if (!observe) return link;
+  return {
+    ...link,
+    async evalScript(script, keys, args) {
+      const started = performance.now();
+      let ok = false;
+      try {
+        const reply = await link.evalScript(script, keys, args);
+        ok = true;
+        return reply;
+      } finally {
+        observe(script.name, (performance.now() - started) / 1000, ok);
+      }
+    },
+  };
 }

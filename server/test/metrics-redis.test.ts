@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { createLockMetrics } from '../src/metrics.js';
+import { createRedisStore } from '../src/redis/redis-store.js';
+import { createLockServer } from '../src/server.js';
+import { RawClient } from './server-harness.js';
+
+let redis: RedisServer;
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+});
+
+afterAll(async () => {
+  await redis.stop();
+});
+
+function sample(text: string, name: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+}
+
+describe('metrics of a server on the Redis store', () => {
+  it('label the gauges redis and time every script call, counting the failed ones', async () => {
+    const metrics = createLockMetrics({ processMetrics: false });
+    const store = createRedisStore({ url: redis.url, namespace: `m${Date.now()}`, observeScript: metrics.observeScript });
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store, metrics });
+    try {
+      const { client } = await RawClient.connect(server.url);
+      expect(await client.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
+      let text = await metrics.scrape();
+      expect(sample(text, 'lockwire_locks_held{store="redis"}')).toBe(1);
+      expect(sample(text, 'lockwire_redis_script_seconds_count{script="acquire"}')).toBe(1);
+      expect(sample(text, 'lockwire_redis_script_errors_total{script="release"}')).toBeUndefined();
+
+      expect(await client.request({ op: 'release', id: 2, key: 'k' })).toMatchObject({ released: true });
+      await redis.kill();
+      expect(await client.request({ op: 'release', id: 3, key: 'k' })).toMatchObject({
+        ok: false,
+        error: { code: 'store_unavailable' },
+      });
+      text = await metrics.scrape();
+      expect(sample(text, 'lockwire_redis_script_seconds_count{script="release"}')).toBe(2);
+      expect(sample(text, 'lockwire_redis_script_errors_total{script="release"}')).toBe(1);
+      expect(sample(text, 'lockwire_errors_total{code="store_unavailable"}')).toBe(1);
+      await client.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
