@@ -1,0 +1,131 @@
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createManualClock } from '../src/clock.js';
+import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
+import { RawClient, within } from './server-harness.js';
+
+type LogLine = Record<string, unknown> & { msg?: unknown; level?: unknown };
+
+/** A pino logger writing JSON lines into memory, and a way to await a line. */
+function captureLogs() {
+  const lines: LogLine[] = [];
+  const raw: string[] = [];
+  let wake: (() => void) | null = null;
+  const logger = pino(
+    { level: 'debug' },
+    {
+      write(text: string) {
+        raw.push(text);
+        lines.push(JSON.parse(text) as LogLine);
+        wake?.();
+      },
+    },
+  );
+  const find = (match: (line: LogLine) => boolean) => lines.find(match);
+  const next = (match: (line: LogLine) => boolean, what: string): Promise<LogLine> =>
+    within(
+      (async () => {
+        for (;;) {
+          const found = find(match);
+          if (found) return found;
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+        }
+      })(),
+      what,
+    );
+  return { logger, lines, raw, next };
+}
+
+const servers: LockServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+});
+
+async function start(options: LockServerOptions) {
+  const server = await createLockServer({ port: 0, heartbeatInterval: 0, ...options });
+  servers.push(server);
+  return server;
+}
+
+describe('structured logs', () => {
+  it('write one line per connection open and close, with the close code, locks released and duration', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger });
+    const { client, welcome } = await RawClient.connect(server.url);
+    const session = welcome['session'];
+    const opened = await logs.next((l) => l.msg === 'connection opened' && l['session'] === session, 'open line');
+    expect(opened).toMatchObject({ level: 30, remote: '127.0.0.1' });
+
+    await client.request({ op: 'acquire', id: 1, key: 'a' });
+    await client.request({ op: 'acquire', id: 2, key: 'b' });
+    client.ws.close(4000, 'bye');
+    const closed = await logs.next((l) => l.msg === 'connection closed' && l['session'] === session, 'close line');
+    expect(closed).toMatchObject({ level: 30, remote: '127.0.0.1', code: 4000, locksReleased: 2 });
+    expect(closed['durationMs']).toEqual(expect.any(Number));
+    expect(logs.lines.filter((l) => l.msg === 'connection opened' || l.msg === 'connection closed')).toHaveLength(2);
+  });
+
+  it('write one line per error reply with its code, op and session', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger });
+    const { client, welcome } = await RawClient.connect(server.url);
+    await client.request({ op: 'release', id: 7, key: 'not-held' });
+    client.send({ op: 'nope', id: 8 });
+    await client.reply(8);
+    const notHolder = await logs.next((l) => l['code'] === 'not_holder', 'not_holder line');
+    expect(notHolder).toMatchObject({ msg: 'error reply', op: 'release', id: 7, session: welcome['session'] });
+    const bad = await logs.next((l) => l['code'] === 'bad_request', 'bad_request line');
+    expect(bad).toMatchObject({ msg: 'error reply', op: null, id: 8 });
+    expect(logs.raw.join('')).not.toContain('not-held');
+  });
+
+  it('write one line per expiry, steal and revoke with the key, the session that lost it and the token', async () => {
+    const clock = createManualClock();
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger, clock });
+    const a = await RawClient.connect(server.url);
+    const b = await RawClient.connect(server.url);
+
+    const held = await a.client.request({ op: 'acquire', id: 1, key: 'doc', holdTimeout: 1000 });
+    clock.advance(1000);
+    await a.client.next((f) => f.type === 'lost', 'lost');
+    expect(await logs.next((l) => l['reason'] === 'expired', 'expiry line')).toMatchObject({
+      msg: 'lock lost',
+      key: 'doc',
+      session: a.welcome['session'],
+      token: held['token'],
+    });
+
+    const stolen = await a.client.request({ op: 'acquire', id: 2, key: 'doc' });
+    await b.client.request({ op: 'acquire', id: 1, key: 'doc', steal: true });
+    expect(await logs.next((l) => l['reason'] === 'stolen', 'steal line')).toMatchObject({
+      key: 'doc',
+      session: a.welcome['session'],
+      token: stolen['token'],
+    });
+
+    await a.client.request({ op: 'revoke', id: 3, key: 'doc' });
+    expect(await logs.next((l) => l['reason'] === 'revoked', 'revoke line')).toMatchObject({
+      key: 'doc',
+      session: b.welcome['session'],
+    });
+    await a.client.close();
+    await b.client.close();
+  });
+
+  it('never write a credential passed in the URL query', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger });
+    const secret = 'sEcReT-access-token-4f9a';
+    const { client } = await RawClient.connect(`${server.url}?access_token=${secret}`);
+    await client.request({ op: 'release', id: 1, key: 'x' });
+    await client.close();
+    await logs.next((l) => l.msg === 'connection closed', 'close line');
+    await within(fetch(`${server.httpUrl}/v1/locks?access_token=${secret}`), 'GET /v1/locks');
+    await server.close();
+    expect(logs.raw.length).toBeGreaterThan(3);
+    expect(logs.raw.join('')).not.toContain(secret);
+  });
+});
