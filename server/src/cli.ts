@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { JSONWebKeySet } from 'jose';
 import { pino } from 'pino';
 import {
   CONFIG_KEYS,
@@ -10,6 +12,7 @@ import {
   resolveConfig,
   serverOptionsFromConfig,
 } from './config.js';
+import { tokenCommand } from './cli-token.js';
 import { createRedisStore } from './redis/redis-store.js';
 import { createLockServer } from './server.js';
 
@@ -43,6 +46,7 @@ const MAIN_USAGE = `Usage: lockwire <command> [options]
 
 Commands:
   serve    start a lock server (lockwire serve --help for its options)
+  token    print a signed access token (lockwire token --help)
 
 Options:
   -h, --help    show this help
@@ -68,8 +72,25 @@ ${lines.join('\n')}
 
 function serveArgsConfig(): ParseArgsConfig['options'] {
   const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
-  for (const key of CONFIG_KEYS) options[configOptions[key].flag] = { type: 'string' };
+  for (const key of CONFIG_KEYS) {
+    const option: { flag: string; multiple?: boolean } = configOptions[key];
+    options[option.flag] = option.multiple ? { type: 'string', multiple: true } : { type: 'string' };
+  }
   return options;
+}
+
+/** Reads a JWKS file for `--auth-jwks-file`; a `ConfigError` names the file when it cannot. */
+function readJwksFile(file: string): JSONWebKeySet {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new ConfigError(`--auth-jwks-file ${JSON.stringify(file)}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || !('keys' in parsed) || !Array.isArray(parsed.keys)) {
+    throw new ConfigError(`--auth-jwks-file ${JSON.stringify(file)}: expected a JSON object with a keys array`);
+  }
+  return parsed as JSONWebKeySet;
 }
 
 function usageError(io: CliIo, usage: string, problem: string): number {
@@ -97,7 +118,13 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
 
   const logger = pino({ name: 'lockwire', level: config.logLevel }, pino.destination({ dest: 2, sync: true }));
-  const options = serverOptionsFromConfig(config);
+  let options;
+  try {
+    options = serverOptionsFromConfig(config, readJwksFile);
+  } catch (error) {
+    if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
+    throw error;
+  }
   const store =
     config.store === 'memory'
       ? undefined
@@ -135,5 +162,6 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return EXIT_OK;
   }
   if (command === 'serve') return serve(rest, io);
+  if (command === 'token') return tokenCommand(rest, { ...io, now: () => Date.now() });
   return usageError(io, MAIN_USAGE, command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`);
 }

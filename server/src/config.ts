@@ -1,5 +1,8 @@
 import { DEFAULT_LIMITS, MAX_DURATION_MS } from '@lockwire/protocol';
+import type { JSONWebKeySet } from 'jose';
 import * as z from 'zod';
+import type { AuthOptions } from './auth.js';
+import { DEFAULT_SERVER_LIMITS } from './limits.js';
 import type { LockServerOptions } from './server.js';
 
 /** Reads an integer given as text (flags, environment) and leaves other values to the schema. */
@@ -99,6 +102,106 @@ export const configOptions = {
     default: 5000,
     schema: integer(100, 3_600_000),
   },
+  maxWatchesPerSession: {
+    flag: 'max-watches-per-session',
+    env: 'LOCKWIRE_MAX_WATCHES_PER_SESSION',
+    arg: 'N',
+    help: 'prefixes one connection may watch at once',
+    default: DEFAULT_SERVER_LIMITS.maxWatchesPerSession,
+    schema: integer(1, 1_000_000),
+  },
+  maxPendingPerSession: {
+    flag: 'max-pending-per-session',
+    env: 'LOCKWIRE_MAX_PENDING_PER_SESSION',
+    arg: 'N',
+    help: 'requests of one connection unanswered at once (queued acquires and waits included)',
+    default: DEFAULT_SERVER_LIMITS.maxPendingPerSession,
+    schema: integer(1, 10_000_000),
+  },
+  maxConnections: {
+    flag: 'max-connections',
+    env: 'LOCKWIRE_MAX_CONNECTIONS',
+    arg: 'N',
+    help: 'open connections; further upgrades get 503',
+    default: DEFAULT_SERVER_LIMITS.maxConnections,
+    schema: integer(1, 10_000_000),
+  },
+  maxBufferedBytes: {
+    flag: 'max-buffered-bytes',
+    env: 'LOCKWIRE_MAX_BUFFERED_BYTES',
+    arg: 'BYTES',
+    help: 'unsent output of one connection; a slower reader is cut',
+    default: DEFAULT_SERVER_LIMITS.maxBufferedBytes,
+    schema: integer(64 * 1024, 1024 * 1024 * 1024),
+  },
+  rateLimit: {
+    flag: 'rate-limit',
+    env: 'LOCKWIRE_RATE_LIMIT',
+    arg: 'N',
+    help: 'frames per second one connection may send on average',
+    default: DEFAULT_SERVER_LIMITS.rateLimit,
+    schema: integer(1, 10_000_000),
+  },
+  rateBurst: {
+    flag: 'rate-burst',
+    env: 'LOCKWIRE_RATE_BURST',
+    arg: 'N',
+    help: 'frames one connection may send at once after a quiet spell',
+    default: DEFAULT_SERVER_LIMITS.rateBurst,
+    schema: integer(1, 10_000_000),
+  },
+  sessionGrace: {
+    flag: 'session-grace',
+    env: 'LOCKWIRE_SESSION_GRACE',
+    arg: 'MS',
+    help: 'how long a disconnected session keeps its locks for a resume; 0 disables',
+    default: 0,
+    schema: integer(0, MAX_DURATION_MS),
+  },
+  authSecret: {
+    flag: 'auth-secret',
+    env: 'LOCKWIRE_AUTH_SECRET',
+    arg: 'SECRET',
+    help: 'require JWTs signed with this HS256 secret (prefer the environment variable)',
+    default: '',
+    schema: z.string(),
+  },
+  authJwksFile: {
+    flag: 'auth-jwks-file',
+    env: 'LOCKWIRE_AUTH_JWKS_FILE',
+    arg: 'FILE',
+    help: 'require JWTs signed with a key of this JWKS file (public keys)',
+    default: '',
+    schema: z.string(),
+  },
+  authAudience: {
+    flag: 'auth-audience',
+    env: 'LOCKWIRE_AUTH_AUDIENCE',
+    arg: 'AUD',
+    help: 'required aud claim of the tokens',
+    default: '',
+    schema: z.string(),
+  },
+  authIssuer: {
+    flag: 'auth-issuer',
+    env: 'LOCKWIRE_AUTH_ISSUER',
+    arg: 'ISS',
+    help: 'required iss claim of the tokens',
+    default: '',
+    schema: z.string(),
+  },
+  allowOrigin: {
+    flag: 'allow-origin',
+    env: 'LOCKWIRE_ALLOW_ORIGIN',
+    arg: 'ORIGIN',
+    help: 'allowed browser Origin, exact (repeatable; env: comma-separated; * allows any); none: not checked',
+    default: '',
+    multiple: true,
+    schema: z.preprocess(
+      (value) => (Array.isArray(value) ? value.join(',') : value),
+      z.string().transform((text) => text.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')),
+    ),
+  },
   logLevel: {
     flag: 'log-level',
     env: 'LOCKWIRE_LOG_LEVEL',
@@ -125,11 +228,28 @@ export const serverConfigSchema = z.strictObject({
   store: configOptions.store.schema,
   redisUrl: configOptions.redisUrl.schema,
   nodeTtl: configOptions.nodeTtl.schema,
+  maxWatchesPerSession: configOptions.maxWatchesPerSession.schema,
+  maxPendingPerSession: configOptions.maxPendingPerSession.schema,
+  maxConnections: configOptions.maxConnections.schema,
+  maxBufferedBytes: configOptions.maxBufferedBytes.schema,
+  rateLimit: configOptions.rateLimit.schema,
+  rateBurst: configOptions.rateBurst.schema,
+  sessionGrace: configOptions.sessionGrace.schema,
+  authSecret: configOptions.authSecret.schema,
+  authJwksFile: configOptions.authJwksFile.schema,
+  authAudience: configOptions.authAudience.schema,
+  authIssuer: configOptions.authIssuer.schema,
+  allowOrigin: configOptions.allowOrigin.schema,
   logLevel: configOptions.logLevel.schema,
-}).refine((config) => config.store === 'memory' || config.redisUrl !== '', {
-  path: ['redisUrl'],
-  error: 'required with --store redis or redis-cluster',
-});
+})
+  .refine((config) => config.store === 'memory' || config.redisUrl !== '', {
+    path: ['redisUrl'],
+    error: 'required with --store redis or redis-cluster',
+  })
+  .refine((config) => config.authSecret === '' || config.authJwksFile === '', {
+    path: ['authJwksFile'],
+    error: 'give either --auth-secret or --auth-jwks-file, not both',
+  });
 
 /** The validated settings of a `lockwire serve`. */
 export type ServerConfig = z.infer<typeof serverConfigSchema>;
@@ -197,17 +317,39 @@ export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
   throw new ConfigError(problems.join('\n'));
 }
 
-/** The `createLockServer` options of a configuration. */
-export function serverOptionsFromConfig(config: ServerConfig): LockServerOptions {
+/**
+ * The `createLockServer` options of a configuration. `readJwks` reads the
+ * `--auth-jwks-file` (the CLI passes a file reader; it may throw, naming the file).
+ */
+export function serverOptionsFromConfig(
+  config: ServerConfig,
+  readJwks: (file: string) => JSONWebKeySet = () => {
+    throw new ConfigError('--auth-jwks-file cannot be read here');
+  },
+): LockServerOptions {
+  const auth: AuthOptions = {};
+  if (config.authSecret !== '') auth.secret = config.authSecret;
+  if (config.authJwksFile !== '') auth.jwks = readJwks(config.authJwksFile);
+  if (config.authAudience !== '') auth.audience = config.authAudience;
+  if (config.authIssuer !== '') auth.issuer = config.authIssuer;
   return {
     host: config.host,
     port: config.port,
     heartbeatInterval: config.heartbeat,
+    sessionGrace: config.sessionGrace,
+    ...(auth.secret !== undefined || auth.jwks !== undefined ? { auth } : {}),
+    ...(config.allowOrigin.length > 0 ? { allowOrigins: config.allowOrigin } : {}),
     limits: {
       maxPayload: config.maxPayload,
       maxKeyLength: config.maxKeyLength,
       maxLocksPerSession: config.maxLocksPerSession,
       maxWaitersPerKey: config.maxWaitersPerKey,
+      maxWatchesPerSession: config.maxWatchesPerSession,
+      maxPendingPerSession: config.maxPendingPerSession,
+      maxConnections: config.maxConnections,
+      maxBufferedBytes: config.maxBufferedBytes,
+      rateLimit: config.rateLimit,
+      rateBurst: config.rateBurst,
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { DEFAULT_LIST_LIMIT, ErrorCode, MAX_LIST_LIMIT } from '@lockwire/protocol';
+import { DEFAULT_LIST_LIMIT, ErrorCode, MAX_LIST_LIMIT, type ListResult } from '@lockwire/protocol';
 import { LockError, toWireError } from './errors.js';
 import type { Logger } from './logger.js';
 import type { LockMetrics } from './metrics.js';
@@ -16,6 +16,8 @@ export interface HttpContext {
   /** True once `close()` began: `/healthz` answers 503. */
   isClosing(): boolean;
   sessionCount(): number;
+  /** The `list` behind `/v1/locks` for this request, e.g. filtered to its credentials. Default: the store's. */
+  listLocks?(prefix: string, limit: number, req: IncomingMessage): Promise<ListResult>;
 }
 
 /** A request handler for `http.Server`: the plain HTTP side of lockwire. */
@@ -54,13 +56,14 @@ function parseLimit(raw: string | null): number {
  * - anything else: 404 (405 for another method on a known path), as JSON.
  */
 export function createHttpHandler(context: HttpContext): HttpHandler {
-  const locks = async (url: URL, res: ServerResponse) => {
+  const list = context.listLocks ?? ((prefix, limit) => context.store.list(prefix, limit, null));
+  const locks = async (url: URL, res: ServerResponse, req: IncomingMessage) => {
     const prefix = url.searchParams.get('prefix') ?? '';
     try {
       if (prefix.length > context.maxKeyLength) {
         throw new LockError(ErrorCode.BadRequest, `prefix: longer than maxKeyLength (${context.maxKeyLength})`);
       }
-      const result = await context.store.list(prefix, parseLimit(url.searchParams.get('limit')), null);
+      const result = await list(prefix, parseLimit(url.searchParams.get('limit')), req);
       sendJson(res, 200, result);
     } catch (error) {
       const wire = toWireError(error);
@@ -95,7 +98,7 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
         else sendJson(res, 200, { ok: true, store: context.store.kind, sessions: context.sessionCount() });
       },
     ],
-    ['/v1/locks', (url, res) => void locks(url, res)],
+    ['/v1/locks', (url, res, req) => void locks(url, res, req)],
     // Whatever guards `/v1/locks` (credentials) must guard `/metrics` too.
     ['/metrics', (_url, res) => void metrics(res)],
   ]);

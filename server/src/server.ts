@@ -4,7 +4,6 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import {
-  DEFAULT_LIMITS,
   PROTOCOL_PATH,
   PROTOCOL_VERSION,
   type Limits,
@@ -13,25 +12,20 @@ import {
 } from '@lockwire/protocol';
 import { nanoid } from 'nanoid';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { createAuthenticator, redactUrl, type AuthOptions } from './auth.js';
 import { systemClock, type Clock } from './clock.js';
+import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
+import { guardHttp } from './http-guard.js';
+import { resolveLimits, type ServerLimits } from './limits.js';
 import { silentLogger, type Logger } from './logger.js';
 import { createMemoryStore } from './memory-store.js';
 import { createLockMetrics, type LockMetrics } from './metrics.js';
 import { Session, type SessionHost, type Settlement } from './session.js';
+import type { Permissions } from './permissions.js';
 import type { LockEvent, LockStore, SessionId, StoreListener, Ticket } from './store.js';
 
-/** The limits a server enforces and announces in `welcome.limits`. */
-export interface ServerLimits {
-  /** Largest frame in bytes; a larger one closes the connection with 1009. Default 64 KiB. */
-  maxPayload: number;
-  /** Longest key or prefix in UTF-16 code units. Default 256. */
-  maxKeyLength: number;
-  /** Keys a session may hold or wait for at once. Default 1000. */
-  maxLocksPerSession: number;
-  /** Waiters one key's queue may hold. Default 10,000. */
-  maxWaitersPerKey: number;
-}
+export type { ServerLimits } from './limits.js';
 
 export interface LockServerOptions {
   /** Interface to listen on. Default `127.0.0.1`. */
@@ -46,7 +40,17 @@ export interface LockServerOptions {
   store?: LockStore;
   /** Time source of timeouts and `ping`. Default the system clock. */
   clock?: Clock;
+  /** Every limit, each announced in `welcome.limits`; see `ServerLimits` for the defaults. */
   limits?: Partial<ServerLimits>;
+  /**
+   * Credentials required of every connection (JWTs: an HS256 `secret` or a
+   * `jwks` of public keys). Default: none, every session may do everything.
+   */
+  auth?: AuthOptions;
+  /** Browser Origins allowed to connect (exact; `*` any). Default: Origin is not checked. */
+  allowOrigins?: string[];
+  /** ms a disconnected session keeps its locks for a resume (the protocol's session grace). Default 0: off. */
+  sessionGrace?: number;
   /** ms between WebSocket pings; a connection that missed the last one is cut. Default 10000; 0 disables. */
   heartbeatInterval?: number;
   /** Where the server logs; pino-compatible. Default silent. */
@@ -99,16 +103,6 @@ const DEFAULT_PORT = 7311;
 const DEFAULT_HEARTBEAT_MS = 10_000;
 const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 
-function resolveLimits(given: Partial<ServerLimits> = {}): ServerLimits {
-  const limits = { ...DEFAULT_LIMITS, ...given };
-  for (const [name, value] of Object.entries(limits)) {
-    if (!Number.isSafeInteger(value) || value < 1) {
-      throw new RangeError(`limits.${name} must be a positive integer, got ${String(value)}`);
-    }
-  }
-  return limits;
-}
-
 /** `lockwire/<version>`, the version read from this package's package.json. */
 function serverName(): string {
   const pkg: unknown = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
@@ -142,6 +136,11 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const drainDelay = options.drainDelay ?? 0;
   const shutdownTimeout = options.shutdownTimeout ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
   const metrics = options.metrics ?? createLockMetrics();
+  const authenticator = createAuthenticator({
+    clock,
+    ...(options.auth ? { auth: options.auth } : {}),
+    ...(options.allowOrigins ? { allowOrigins: options.allowOrigins } : {}),
+  });
   const store =
     options.store ??
     createMemoryStore({
@@ -156,6 +155,22 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const eventTexts = new WeakMap<LockEvent, string>();
   let nextTicket = 1;
   let closing = false;
+  let upgrading = 0;
+  const endInStore = (session: SessionId) => {
+    const ending = store.closeSession(session).catch((error: unknown) => {
+      logger.error({ err: error, session }, 'store failed to close the session');
+    });
+    sessionEndings.add(ending);
+    void ending.finally(() => sessionEndings.delete(ending));
+  };
+  const grace = new SessionGrace({
+    grace: options.sessionGrace ?? 0,
+    clock,
+    store,
+    logger,
+    isClosing: () => closing,
+    endSession: endInStore,
+  });
 
   const sessionHost: SessionHost = {
     store,
@@ -163,6 +178,13 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     logger,
     metrics,
     maxKeyLength: limits.maxKeyLength,
+    limits,
+    keepsLocks: () => grace.keepsLocks(),
+    sessionDetached(session, detached, cancelling) {
+      if (sessions.get(session.id) === session) sessions.delete(session.id);
+      grace.detached(detached, cancelling);
+      logger.debug({ session: session.id }, 'session detached; locks kept for its grace');
+    },
     openTicket(session, id) {
       const ticket = nextTicket++;
       tickets.set(ticket, { session, id });
@@ -181,7 +203,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       return text;
     },
     sessionEnded(session, ending) {
-      sessions.delete(session.id);
+      if (sessions.get(session.id) === session) sessions.delete(session.id);
       sessionEndings.add(ending);
       void ending.finally(() => sessionEndings.delete(ending));
       logger.debug({ session: session.id }, 'session ended');
@@ -205,24 +227,41 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     },
   };
 
-  // Extension point of the first message: session grace adds `resume`,
-  // `grace`, `resumed` and `held` here, and further limits join `limits`.
-  const welcome = (session: Session): WelcomeMessage => {
+  const welcome = (session: Session, secret: string | null, resumption: Resumption | null): WelcomeMessage => {
     const announced: Limits = { ...limits };
-    return { type: 'welcome', session: session.id, protocol: PROTOCOL_VERSION, server: name, limits: announced };
+    const message: WelcomeMessage & { user?: string } = {
+      type: 'welcome',
+      session: session.id,
+      protocol: PROTOCOL_VERSION,
+      server: name,
+      limits: announced,
+    };
+    if (session.user !== null) message.user = session.user;
+    return secret === null ? message : { ...message, ...grace.welcomeFields(secret, resumption) };
   };
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxPayload, perMessageDeflate: false });
-  const onConnection = (ws: WebSocket, req: IncomingMessage) => {
+  const onConnection = (
+    ws: WebSocket,
+    req: IncomingMessage,
+    permissions: Permissions,
+    resumption: Resumption | null,
+  ) => {
     if (closing) {
+      if (resumption) endInStore(resumption.detached.session);
       ws.close(1001, 'server shutting down');
       return;
     }
-    const session = new Session(nanoid(), ws, sessionHost);
+    const secret = grace.enabled ? newResumeSecret() : null;
+    const session = new Session(resumption?.detached.session ?? nanoid(), ws, sessionHost, {
+      permissions,
+      resume: secret,
+      held: resumption?.held.map((lock) => lock.key) ?? [],
+    });
     sessions.set(session.id, session);
     const remote = req.socket.remoteAddress;
     const opened = performance.now();
-    logger.info({ session: session.id, remote }, 'connection opened');
+    logger.info({ session: session.id, remote, user: session.user, resumed: resumption !== null }, 'connection opened');
     // Registered after the session's own close handler, so `locksReleased` is known.
     ws.once('close', (code: number) => {
       const durationMs = Math.round(performance.now() - opened);
@@ -231,25 +270,53 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
         'connection closed',
       );
     });
-    session.greet(welcome(session));
+    session.greet(welcome(session, secret, resumption));
   };
 
+  // Credentials, Origin and the connection limit are checked before the
+  // WebSocket exists; a resume takes its session out of grace here.
+  const admit = async (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (sessions.size + upgrading >= limits.maxConnections) return refuseUpgrade(socket, 503, 'Service Unavailable');
+    upgrading++;
+    let resumption: Resumption | null = null;
+    try {
+      const admission = await authenticator.admit(req);
+      if (!admission.ok) {
+        logger.info({ url: redactUrl(req.url), status: admission.status, reason: admission.reason }, 'upgrade refused');
+        return refuseUpgrade(socket, admission.status, admission.status === 401 ? 'Unauthorized' : 'Forbidden');
+      }
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      resumption = await grace.resume(url, admission.permissions.user, (id) => sessions.get(id));
+      if (closing) return refuseUpgrade(socket, 503, 'Service Unavailable');
+      if (socket.destroyed) return;
+      const admitted = resumption;
+      resumption = null;
+      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, req, admission.permissions, admitted));
+    } finally {
+      upgrading--;
+      // Claimed for a connection that never opened: back into grace.
+      if (resumption && closing) endInStore(resumption.detached.session);
+      else if (resumption) grace.restore(resumption);
+    }
+  };
+
+  const httpGuard = guardHttp(authenticator, store);
   const httpServer = createServer(
-    createHttpHandler({
+    httpGuard.wrap(createHttpHandler({
       store,
       logger,
       metrics,
       maxKeyLength: limits.maxKeyLength,
       isClosing: () => closing,
       sessionCount: () => sessions.size,
-    }),
+      listLocks: httpGuard.listLocks,
+    })),
   );
   httpServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     if (path !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');
     if (closing) return refuseUpgrade(socket, 503, 'Service Unavailable');
-    // Extension point: authentication and Origin checks refuse here with 401/403.
-    wss.handleUpgrade(req, socket, head, onConnection);
+    void admit(req, socket, head);
   });
   httpServer.on('clientError', (_error, socket: Duplex) => socket.destroy());
 
@@ -323,6 +390,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     // or a release would grant a request that should hear `shutting_down`.
     for (const session of live) session.drain();
     await Promise.all(live.map((session) => session.shutdown()));
+    grace.drain();
     await Promise.all(sessionEndings);
     wss.close();
     await store.close();

@@ -12,8 +12,12 @@ import { performance } from 'node:perf_hooks';
 import { WebSocket, type RawData } from 'ws';
 import type { Clock } from './clock.js';
 import { LockError, toWireError } from './errors.js';
+import { heldLocks, sameSecret, type DetachedSession } from './grace.js';
+import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
 import { AcquireOutcome, type LockMetrics } from './metrics.js';
+import { listVisible, filterList, maySee, type Permissions } from './permissions.js';
+import { SessionGuard } from './session-guard.js';
 import type { Grant, LockEvent, LockStore, LostLock, SessionId, Ticket, WatchHandle } from './store.js';
 
 /** How a pending `acquire` or `wait` ended, as the store's listener reported it. */
@@ -29,6 +33,11 @@ export interface SessionHost {
   readonly logger: Logger;
   readonly metrics: LockMetrics;
   readonly maxKeyLength: number;
+  readonly limits: ServerLimits;
+  /** True when a session that loses its connection now keeps its locks for a resume (grace on, not closing). */
+  keepsLocks(): boolean;
+  /** Called once when a session lost its connection and keeps its locks; its pending requests are being cancelled. */
+  sessionDetached(session: Session, detached: DetachedSession, cancelling: Promise<void>): void;
   /** Allocates a server-wide ticket whose settlements are routed to `session`'s request `id`. */
   openTicket(session: Session, id: RequestId): Ticket;
   /** Forgets a ticket's route; later settlements of it are dropped. */
@@ -39,9 +48,21 @@ export interface SessionHost {
   sessionEnded(session: Session, closing: Promise<void>): void;
 }
 
+/** Who a session is and what it may do, fixed when its connection opens. */
+export interface SessionOptions {
+  /** What the connection's credentials allow (everything with auth off). */
+  permissions: Permissions;
+  /** The resume secret of this session's welcome, or null with session grace off. */
+  resume: string | null;
+  /** Keys a resumed session holds from before. */
+  held?: Iterable<string>;
+}
+
 interface PendingRequest {
   readonly id: RequestId;
   readonly op: ClientMessage['op'];
+  /** The key of an `acquire` or `wait`, else null. */
+  readonly key: string | null;
   /** Set for `acquire` and `wait`: the store settles them later by this ticket. */
   readonly ticket: Ticket | null;
   /** True once the store call resolved (and a `queued` was sent): settlements are answered at once. */
@@ -103,12 +124,32 @@ export class Session {
   /** Events waiting, in order, for watches still taking their snapshots. */
   private heldEvents: HeldEvent[] = [];
   private readonly socketClosed: Promise<void>;
+  private readonly guard: SessionGuard;
+  private readonly resume: string | null;
+  /** Set when the session must not keep its locks after the connection: closed for abuse or expiry. */
+  private noGrace = false;
+  /** Set while expired credentials are being acted on: frames are refused `unauthorized`. */
+  private expired = false;
+  private expiryTimer: unknown = null;
+  /** While detached: the keys it may still hold, completed by store calls that were in flight. */
+  private detachedKeys: Set<string> | null = null;
 
   constructor(
     readonly id: SessionId,
     private readonly ws: WebSocket,
     private readonly host: SessionHost,
+    options: SessionOptions,
   ) {
+    this.guard = new SessionGuard(options.permissions, host.limits, host.clock);
+    this.resume = options.resume;
+    for (const key of options.held ?? []) this.held.add(key);
+    const { expiresAt } = options.permissions;
+    if (expiresAt !== null) {
+      this.expiryTimer = host.clock.setTimeout(
+        () => void this.expireCredentials(),
+        Math.max(0, expiresAt - host.clock.now()),
+      );
+    }
     this.socketClosed = new Promise((resolve) => ws.once('close', () => resolve()));
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
     ws.on('pong', () => {
@@ -129,6 +170,26 @@ export class Session {
     if (!this.alive || !request || request.ticket !== ticket) return;
     if (request.started) this.answer(request, settlement);
     else request.early = settlement;
+  }
+
+  /** The credentials' `sub`, or null. */
+  get user(): string | null {
+    return this.guard.permissions.user;
+  }
+
+  /** True when `secret` and `user` may resume this session (constant-time secret comparison). */
+  accepts(secret: string, user: string | null): boolean {
+    return this.resume !== null && this.alive && user === this.user && sameSecret(secret, this.resume);
+  }
+
+  /**
+   * Hands the session over to a resume on a new connection: it keeps its
+   * locks (its pending requests are cancelled, as on a disconnect in grace)
+   * and the old connection is closed with 4001.
+   */
+  supersede(): void {
+    this.end();
+    this.ws.close(4001, 'superseded by a resume');
   }
 
   /** Locks this session holds now. */
@@ -199,6 +260,10 @@ export class Session {
   end(): void {
     if (this.ended) return;
     this.ended = true;
+    if (this.resume !== null && !this.noGrace && this.host.keepsLocks()) {
+      this.detach(this.resume);
+      return;
+    }
     this.kill();
     this.releasedAtEnd = this.held.size;
     const handoffs = [...this.held].map((key) => this.host.metrics.holdEnding(key));
@@ -215,12 +280,60 @@ export class Session {
   }
 
   /**
+   * Ends the connection but not the session (session grace): its queued
+   * acquires and waits are cancelled in the store, its locks stay held.
+   */
+  private detach(secret: string): void {
+    const ticketed = [...this.pending.values()].filter((request) => request.ticket !== null);
+    const keys = new Set(this.held);
+    this.detachedKeys = keys;
+    this.kill();
+    const cancelling = Promise.all(
+      ticketed.map(async (request) => {
+        if (request.ticket === null) return;
+        const cancelled = await this.host.store.cancel(this.id, request.ticket).catch(() => false);
+        // Not cancelled: it may have been granted just now; a resume checks each key.
+        if (!cancelled && request.op === 'acquire' && request.key !== null) keys.add(request.key);
+      }),
+    ).then(() => {});
+    this.host.sessionDetached(this, { session: this.id, secret, user: this.user, keys }, cancelling);
+  }
+
+  /**
+   * The credentials expired while connected: each held lock is reported
+   * `lost` (`revoked`) and released, then the connection is closed with 1008.
+   */
+  private async expireCredentials(): Promise<void> {
+    this.expiryTimer = null;
+    if (!this.alive) return;
+    this.expired = true;
+    this.noGrace = true;
+    const held = await heldLocks(this.host.store, this.id, this.held).catch(() => []);
+    for (const lock of held) {
+      this.send(JSON.stringify({ type: 'lost', key: lock.key, token: lock.token, reason: 'revoked' }));
+      this.held.delete(lock.key);
+    }
+    await Promise.all(held.map((lock) => this.host.store.release(this.id, lock.key).catch(() => {})));
+    this.closeForPolicy('credentials expired');
+  }
+
+  /** Closes with 1008 and ends the session without grace. */
+  private closeForPolicy(reason: string): void {
+    this.noGrace = true;
+    this.host.logger.info({ session: this.id, reason }, 'closing connection for policy');
+    this.ws.close(1008, reason);
+    this.end();
+  }
+
+  /**
    * Marks the session dead: late frames, store results and pushes are dropped
    * from here on. Pending acquires are counted with `abandoned`.
    */
   private kill(abandoned: AcquireOutcome = AcquireOutcome.Cancelled): void {
     if (!this.alive) return;
     this.alive = false;
+    if (this.expiryTimer !== null) this.host.clock.clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
     for (const watch of this.watches.values()) stopWatch(watch);
     this.watches.clear();
     this.heldEvents = [];
@@ -233,6 +346,16 @@ export class Session {
 
   private onFrame(data: RawData, isBinary: boolean): void {
     if (!this.alive) return;
+    const verdict = this.guard.frame();
+    if (verdict === 'abuse') return this.closeForPolicy('rate limit exceeded');
+    if (verdict === 'refuse' || this.expired) {
+      const decoded = isBinary ? null : decodeClientMessage(frameText(data), { maxKeyLength: this.host.maxKeyLength });
+      const id = decoded === null ? null : decoded.ok ? decoded.message.id : decoded.id;
+      const error: WireError = this.expired
+        ? { code: ErrorCode.Unauthorized, message: 'the credentials expired' }
+        : { code: ErrorCode.RateLimited, message: 'this session sends faster than allowed; the frame was not processed' };
+      return this.replyError(id, error);
+    }
     if (isBinary) {
       this.replyError(null, binaryFrameError());
       return;
@@ -251,6 +374,8 @@ export class Session {
       );
       return;
     }
+    const refused = this.guard.check(message, { pending: this.pending.size, watches: this.watches });
+    if (refused) return this.replyError(message.id, refused, message.op);
     this.dispatch(message);
   }
 
@@ -281,9 +406,7 @@ export class Session {
       case 'status':
         return this.run(message, () => store.status(message.key, this.id));
       case 'list':
-        return this.run(message, () =>
-          store.list(message.prefix ?? '', message.limit ?? DEFAULT_LIST_LIMIT, this.id),
-        );
+        return this.run(message, () => this.listVisible(message.prefix ?? '', message.limit ?? DEFAULT_LIST_LIMIT));
       case 'watch':
         return this.watch(message);
       case 'unwatch':
@@ -308,12 +431,13 @@ export class Session {
    * the session died or the request was answered otherwise is dropped.
    */
   private run(
-    message: Pick<ClientMessage, 'id' | 'op'>,
+    message: Pick<ClientMessage, 'id' | 'op'> & { key?: string },
     work: (request: PendingRequest) => Promise<object | null>,
     ticket: Ticket | null = null,
   ): void {
     const { id, op } = message;
-    const request: PendingRequest = { id, op, ticket, started: false, early: null, queuedAt: null };
+    const key = message.key ?? null;
+    const request: PendingRequest = { id, op, key, ticket, started: false, early: null, queuedAt: null };
     this.pending.set(id, request);
     work(request).then(
       (result) => {
@@ -352,6 +476,7 @@ export class Session {
         });
         // A request no longer current was counted when its session died.
         const current = this.isCurrent(request);
+        if (!current && this.detachedKeys) this.settleDetached(outcome.status, ticket, message.key);
         switch (outcome.status) {
           case 'granted':
             if (current) {
@@ -388,6 +513,7 @@ export class Session {
           timeout: message.timeout ?? null,
         });
         if (state === 'free') return { free: true };
+        if (!this.isCurrent(request) && this.detachedKeys) this.settleDetached('queued', ticket, message.key);
         if (this.isCurrent(request)) this.startPending(request);
         return null;
       },
@@ -414,7 +540,7 @@ export class Session {
     const limit = message.limit ?? DEFAULT_LIST_LIMIT;
     if (this.watches.has(prefix)) {
       // Watching a prefix again is the same watch: a fresh snapshot, one stream.
-      this.run(message, () => this.host.store.list(prefix, limit, this.id));
+      this.run(message, () => this.listVisible(prefix, limit));
       return;
     }
     const watch: Watch = { prefix, handle: null, stopped: false, live: false };
@@ -435,7 +561,7 @@ export class Session {
       // they go before the reply, the ones it delivered after it.
       this.flushHeldEvents(watch);
       this.finish(request);
-      this.reply(request.id, watch.handle.snapshot);
+      this.reply(request.id, filterList(this.guard.permissions, watch.handle.snapshot));
       watch.live = true;
       this.flushHeldEvents(null);
       return null;
@@ -448,7 +574,7 @@ export class Session {
    * snapshot, so that watch's client hears it after the snapshot reply.
    */
   private deliver(watch: Watch, event: LockEvent): void {
-    if (!this.alive || watch.stopped) return;
+    if (!this.alive || watch.stopped || !maySee(this.guard.permissions, event)) return;
     const seen = this.seenEvents.get(event);
     if (seen === SENT) return;
     if (seen) {
@@ -530,8 +656,35 @@ export class Session {
     this.send(JSON.stringify({ type: 'reply', id, ok: false, error }));
   }
 
+  /** `list` filtered to what this session may see. */
+  private listVisible(prefix: string, limit: number) {
+    return listVisible(this.guard.permissions, prefix, limit, {
+      list: (p, l) => this.host.store.list(p, l, this.id),
+      status: (key) => this.host.store.status(key, this.id),
+    });
+  }
+
+  /**
+   * A store call of a detached session resolved: a queued acquire or a
+   * pending wait is cancelled (it must leave its queue), a grant is kept
+   * for the resume to report.
+   */
+  private settleDetached(status: string, ticket: Ticket, key: string): void {
+    if (status === 'granted') this.detachedKeys?.add(key);
+    else if (status === 'queued') void this.host.store.cancel(this.id, ticket).catch(() => false);
+  }
+
   private send(text: string): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(text);
+    // A reader that does not keep up would make the server buffer without
+    // bound: it is cut (and its locks released) instead.
+    if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
+      this.host.logger.info({ session: this.id, buffered: this.ws.bufferedAmount }, 'slow reader; terminating connection');
+      this.noGrace = true;
+      this.ws.terminate();
+      this.end();
+    }
   }
 }
 

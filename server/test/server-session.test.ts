@@ -43,7 +43,18 @@ describe('session layer', () => {
       session: expect.any(String),
       protocol: 1,
       server: expect.stringMatching(/^lockwire\/\d+\.\d+\.\d+/),
-      limits: { maxPayload: 65536, maxKeyLength: 256, maxLocksPerSession: 7, maxWaitersPerKey: 10000 },
+      limits: {
+        maxPayload: 65536,
+        maxKeyLength: 256,
+        maxLocksPerSession: 7,
+        maxWaitersPerKey: 10000,
+        maxWatchesPerSession: 100,
+        maxPendingPerSession: 1000,
+        maxConnections: 10000,
+        maxBufferedBytes: 4194304,
+        rateLimit: 1000,
+        rateBurst: 2000,
+      },
     });
     expect(other.session).not.toBe(welcome.session);
   });

@@ -1,0 +1,135 @@
+import type { IncomingMessage } from 'node:http';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyOptions } from 'jose';
+import type { Clock } from './clock.js';
+import { ALLOW_ALL, type KeyPattern, type Permissions } from './permissions.js';
+
+/**
+ * How connections prove who they are. With neither `secret` nor `jwks`
+ * every connection may do everything (the default: a trusted network).
+ */
+export interface AuthOptions {
+  /** HS256 secret the tokens are signed with (text is used as its UTF-8 bytes). */
+  secret?: string | Uint8Array;
+  /** Public keys (a JWKS) the tokens are signed with; asymmetric algorithms only. */
+  jwks?: JSONWebKeySet;
+  /** Required `aud` claim, when given. */
+  audience?: string;
+  /** Required `iss` claim, when given. */
+  issuer?: string;
+}
+
+/** The outcome of checking a request's credentials and Origin. */
+export type Admission =
+  | { ok: true; permissions: Permissions }
+  | { ok: false; status: 401 | 403; reason: string };
+
+/** Checks HTTP requests (WebSocket upgrades, dashboard, `/v1/locks`) before anything is served. */
+export interface Authenticator {
+  /** True when credentials are required. */
+  readonly enabled: boolean;
+  /**
+   * Admits or refuses a request: 403 for an Origin not on the allow-list,
+   * 401 for missing, invalid or expired credentials. Never throws.
+   */
+  admit(req: IncomingMessage): Promise<Admission>;
+}
+
+export interface AuthenticatorOptions {
+  auth?: AuthOptions;
+  /**
+   * Exact Origins allowed; `*` allows any. Absent or empty: Origin is not
+   * checked. A request without an Origin header (not a browser) is not refused.
+   */
+  allowOrigins?: readonly string[];
+  /** Time of the `exp`/`nbf` checks. */
+  clock: Clock;
+}
+
+/** The `access_token` query parameter, where browsers (which cannot set headers) put the token. */
+export const TOKEN_PARAM = 'access_token';
+
+/** The request's token: `Authorization: Bearer <token>`, else the `access_token` query parameter. */
+export function tokenOf(req: IncomingMessage): string | null {
+  const header = req.headers.authorization;
+  if (typeof header === 'string') {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (match?.[1]) return match[1];
+  }
+  const query = new URL(req.url ?? '/', 'http://localhost').searchParams.get(TOKEN_PARAM);
+  return query === null || query === '' ? null : query;
+}
+
+/** The request URL with any `access_token` value replaced, for logs: a token never reaches them. */
+export function redactUrl(url: string | undefined): string {
+  if (url === undefined) return '';
+  const parsed = new URL(url, 'http://localhost');
+  if (!parsed.searchParams.has(TOKEN_PARAM)) return url;
+  parsed.searchParams.set(TOKEN_PARAM, 'REDACTED');
+  return `${parsed.pathname}${parsed.search}`;
+}
+
+function patterns(payload: JWTPayload, claim: string): KeyPattern[] {
+  const value = payload[claim];
+  if (value === undefined) return [];
+  if (Array.isArray(value) && value.every((item): item is string => typeof item === 'string')) return value;
+  if (typeof value === 'string') return [value];
+  throw new TypeError(`claim ${claim} must be a string or an array of strings`);
+}
+
+/** The permissions a verified token grants; throws `TypeError` for malformed claims. */
+export function permissionsOf(payload: JWTPayload): Permissions {
+  return {
+    user: typeof payload.sub === 'string' ? payload.sub : null,
+    locks: patterns(payload, 'locks'),
+    watch: patterns(payload, 'watch'),
+    steal: patterns(payload, 'steal'),
+    admin: patterns(payload, 'admin'),
+    expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null,
+  };
+}
+
+/**
+ * Creates the request check of a server. Throws `TypeError` when both or
+ * an empty `secret` are given, so a misconfigured server does not start open.
+ */
+export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
+  const { auth, clock } = options;
+  const origins = new Set(options.allowOrigins ?? []);
+  if (auth?.secret !== undefined && auth.jwks !== undefined) {
+    throw new TypeError('auth: give either secret or jwks, not both');
+  }
+  if (auth?.secret !== undefined && auth.secret.length === 0) throw new TypeError('auth.secret: must not be empty');
+  const secret = typeof auth?.secret === 'string' ? new TextEncoder().encode(auth.secret) : auth?.secret;
+  const keySet = auth?.jwks ? createLocalJWKSet(auth.jwks) : undefined;
+  const enabled = secret !== undefined || keySet !== undefined;
+
+  const verify = async (token: string): Promise<Permissions> => {
+    const checks: JWTVerifyOptions = { currentDate: new Date(clock.now()) };
+    if (auth?.audience !== undefined) checks.audience = auth.audience;
+    if (auth?.issuer !== undefined) checks.issuer = auth.issuer;
+    if (secret) return permissionsOf((await jwtVerify(token, secret, { ...checks, algorithms: ['HS256'] })).payload);
+    if (keySet) return permissionsOf((await jwtVerify(token, keySet, checks)).payload);
+    return ALLOW_ALL;
+  };
+
+  return {
+    enabled,
+    async admit(req) {
+      const origin = req.headers.origin;
+      // Origin is what a browser says about the page that opens the socket;
+      // clients without one (not browsers) can claim any, so none is not refused.
+      if (origins.size > 0 && !origins.has('*') && origin !== undefined && !origins.has(origin)) {
+        return { ok: false, status: 403, reason: 'origin not allowed' };
+      }
+      if (!enabled) return { ok: true, permissions: ALLOW_ALL };
+      const token = tokenOf(req);
+      if (token === null) return { ok: false, status: 401, reason: 'missing credentials' };
+      try {
+        return { ok: true, permissions: await verify(token) };
+      } catch (error) {
+        const code = typeof error === 'object' && error !== null && 'code' in error ? String(error.code) : 'invalid';
+        return { ok: false, status: 401, reason: `invalid credentials (${code})` };
+      }
+    },
+  };
+}

@@ -1,0 +1,219 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { HeldLock } from '@lockwire/protocol';
+import type { Clock, TimerHandle } from './clock.js';
+import type { Logger } from './logger.js';
+import type { LockStore, SessionId } from './store.js';
+
+/** A session between its disconnect and the end of its grace: its locks are still held. */
+export interface DetachedSession {
+  readonly session: SessionId;
+  /** The resume secret of the session's last welcome. */
+  readonly secret: string;
+  /** The credentials' `sub` the session was opened with (null without one): a resume must match it. */
+  readonly user: string | null;
+  /** Keys the session believed it held; `heldLocks` checks each against the store. */
+  readonly keys: ReadonlySet<string>;
+}
+
+export interface GraceRegistryOptions {
+  /** ms a detached session's locks stay held. */
+  grace: number;
+  clock: Clock;
+  /** Called when a session's grace ran out unclaimed: end it in the store. */
+  expired(session: SessionId): void;
+}
+
+/** A fresh resume secret: 192 random bits, base64url. */
+export function newResumeSecret(): string {
+  return randomBytes(24).toString('base64url');
+}
+
+/** Compares two secrets in time independent of where they differ (and of their lengths). */
+export function sameSecret(given: string, expected: string): boolean {
+  const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
+/**
+ * The sessions in grace, each with a timer on the injected clock. A resume
+ * claims one (the secret and user must match); an unclaimed one ends when
+ * its timer fires.
+ */
+export class GraceRegistry {
+  readonly #entries = new Map<
+    SessionId,
+    { detached: DetachedSession; timer: TimerHandle; cancelling: Promise<void> }
+  >();
+
+  constructor(private readonly options: GraceRegistryOptions) {}
+
+  /** Sessions in grace now. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * Starts the grace of a session that lost its connection; `cancelling`
+   * settles when its pending requests have left their queues.
+   */
+  hold(detached: DetachedSession, cancelling: Promise<void> = Promise.resolve()): void {
+    this.#drop(detached.session);
+    const timer = this.options.clock.setTimeout(() => {
+      if (this.#entries.get(detached.session)?.detached !== detached) return;
+      this.#entries.delete(detached.session);
+      this.options.expired(detached.session);
+    }, this.options.grace);
+    this.#entries.set(detached.session, { detached, timer, cancelling });
+  }
+
+  /**
+   * Takes a session out of grace for a resume: null (and the session stays
+   * in grace) when it is unknown, its grace is over, or the secret or user
+   * does not match.
+   */
+  claim(
+    session: SessionId,
+    secret: string,
+    user: string | null,
+  ): { detached: DetachedSession; cancelling: Promise<void> } | null {
+    const entry = this.#entries.get(session);
+    if (!entry || !sameSecret(secret, entry.detached.secret) || entry.detached.user !== user) return null;
+    this.#drop(session);
+    return { detached: entry.detached, cancelling: entry.cancelling };
+  }
+
+  /** Ends every grace at once (server shutdown): returns the sessions to end in the store. */
+  drain(): SessionId[] {
+    const sessions = [...this.#entries.keys()];
+    for (const session of sessions) this.#drop(session);
+    return sessions;
+  }
+
+  #drop(session: SessionId): void {
+    const entry = this.#entries.get(session);
+    if (!entry) return;
+    this.options.clock.clearTimeout(entry.timer);
+    this.#entries.delete(session);
+  }
+}
+
+/**
+ * The locks `session` holds among `keys`, as the store says now, in key
+ * order: the `held` of a resumed welcome. Keys the session no longer holds
+ * (expired, stolen or revoked during grace) are left out.
+ */
+export async function heldLocks(store: LockStore, session: SessionId, keys: Iterable<string>): Promise<HeldLock[]> {
+  const statuses = await Promise.all([...keys].map((key) => store.status(key, session)));
+  const held: HeldLock[] = [];
+  for (const status of statuses) {
+    const mine = status.holders.find((holder) => holder.session === session);
+    if (mine) held.push({ key: status.key, mode: mine.mode, token: mine.token, expiresAt: mine.expiresAt });
+  }
+  return held.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** The live connection of a session, as a resume sees it. */
+export interface ResumableSession {
+  /** True when `secret` and `user` may resume it. */
+  accepts(secret: string, user: string | null): boolean;
+  /** Closes the connection with 4001; the session goes into grace, keeping its locks. */
+  supersede(): void;
+}
+
+/** A successful resume: the session and the locks it holds again. */
+export interface Resumption {
+  readonly detached: DetachedSession;
+  readonly held: HeldLock[];
+}
+
+export interface SessionGraceOptions {
+  /** ms of grace; 0 turns session grace off. */
+  grace: number;
+  clock: Clock;
+  store: LockStore;
+  logger: Logger;
+  /** True once the server is closing: sessions then end at once. */
+  isClosing(): boolean;
+  /** Ends a session in the store (grace over or server closing). */
+  endSession(session: SessionId): void;
+}
+
+/**
+ * The session grace of one server (the protocol's resume): a session that
+ * loses its connection keeps its locks for `grace` ms, and a connection to
+ * `/v1?session=<id>&resume=<secret>` within that time takes it over.
+ */
+export class SessionGrace {
+  readonly #registry: GraceRegistry;
+
+  constructor(private readonly options: SessionGraceOptions) {
+    this.#registry = new GraceRegistry({
+      grace: options.grace,
+      clock: options.clock,
+      expired: (session) => {
+        options.logger.info({ session }, 'session grace over; releasing its locks');
+        options.endSession(session);
+      },
+    });
+  }
+
+  /** True when session grace is on. */
+  get enabled(): boolean {
+    return this.options.grace > 0;
+  }
+
+  /** Sessions in grace now. */
+  get size(): number {
+    return this.#registry.size;
+  }
+
+  /** True when a session losing its connection now keeps its locks. */
+  keepsLocks(): boolean {
+    return this.enabled && !this.options.isClosing();
+  }
+
+  /** Starts the grace of a session whose connection is gone. */
+  detached(detached: DetachedSession, cancelling: Promise<void>): void {
+    this.#registry.hold(detached, cancelling);
+  }
+
+  /**
+   * Resumes the session the request's `session` and `resume` parameters
+   * name, for a connection whose credentials name `user`: a live
+   * connection of it is superseded first. Null (a fresh session) when the
+   * parameters are missing or wrong, or the grace is over.
+   */
+  async resume(url: URL, user: string | null, live: (session: SessionId) => ResumableSession | undefined): Promise<Resumption | null> {
+    if (!this.enabled) return null;
+    const session = url.searchParams.get('session');
+    const secret = url.searchParams.get('resume');
+    if (session === null || secret === null) return null;
+    const current = live(session);
+    if (current?.accepts(secret, user)) current.supersede();
+    const claimed = this.#registry.claim(session, secret, user);
+    if (!claimed) return null;
+    await claimed.cancelling;
+    const held = await heldLocks(this.options.store, session, claimed.detached.keys).catch(() => null);
+    if (held === null) {
+      // The store cannot say what is held: the session stays in grace for another try.
+      this.#registry.hold(claimed.detached);
+      return null;
+    }
+    return { detached: claimed.detached, held };
+  }
+
+  /** Puts a claimed session back into grace: its new connection failed before it opened. */
+  restore(resumption: Resumption): void {
+    this.#registry.hold(resumption.detached);
+  }
+
+  /** The welcome's grace fields: `resume`, `grace`, `resumed`, `held`. */
+  welcomeFields(secret: string, resumption: Resumption | null) {
+    return { resume: secret, grace: this.options.grace, resumed: resumption !== null, held: resumption?.held ?? [] };
+  }
+
+  /** Ends every session in grace (server shutdown). */
+  drain(): void {
+    for (const session of this.#registry.drain()) this.options.endSession(session);
+  }
+}

@@ -1,0 +1,57 @@
+import { DEFAULT_LIMITS } from '@lockwire/protocol';
+
+/** The limits a server enforces and announces in `welcome.limits`. */
+export interface ServerLimits {
+  /** Largest frame in bytes; a larger one closes the connection with 1009. Default 64 KiB. */
+  maxPayload: number;
+  /** Longest key or prefix in UTF-16 code units. Default 256. */
+  maxKeyLength: number;
+  /** Keys a session may hold or wait for at once (`too_many_locks`). Default 1000. */
+  maxLocksPerSession: number;
+  /** Waiters one key's queue may hold (`too_many_waiters`). Default 10,000. */
+  maxWaitersPerKey: number;
+  /** Prefixes a session may watch at once; one more `watch` is `bad_request`. Default 100. */
+  maxWatchesPerSession: number;
+  /**
+   * Requests of a session unanswered at once: queued acquires, pending waits
+   * and requests in flight. One more is `rate_limited` (a `cancel` is always
+   * accepted). Default 1000.
+   */
+  maxPendingPerSession: number;
+  /** Open connections; further upgrades are refused with 503. Default 10,000. */
+  maxConnections: number;
+  /** Bytes queued for one connection that its reader has not taken; past it the connection is cut. Default 4 MiB. */
+  maxBufferedBytes: number;
+  /** Frames per second a session may send on average (token bucket refill). Default 1000. */
+  rateLimit: number;
+  /** Frames a session may send at once (token bucket size). Default 2000. */
+  rateBurst: number;
+}
+
+/** Every limit's default. */
+export const DEFAULT_SERVER_LIMITS: Readonly<ServerLimits> = {
+  ...DEFAULT_LIMITS,
+  maxWatchesPerSession: 100,
+  maxPendingPerSession: 1000,
+  maxConnections: 10_000,
+  maxBufferedBytes: 4 * 1024 * 1024,
+  rateLimit: 1000,
+  rateBurst: 2000,
+};
+
+/** A rate-limited sender is closed with 1008 after this long refused without a frame getting through. */
+export const RATE_ABUSE_MS = 3000;
+
+/** Fills in defaults and checks every limit is a positive integer (`RangeError` naming the bad one). */
+export function resolveLimits(given: Partial<ServerLimits> = {}): ServerLimits {
+  const limits: ServerLimits = { ...DEFAULT_SERVER_LIMITS };
+  for (const [name, value] of Object.entries(given)) {
+    if (value === undefined) continue;
+    if (!(name in limits)) throw new RangeError(`limits.${name} is not a limit`);
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new RangeError(`limits.${name} must be a positive integer, got ${String(value)}`);
+    }
+    limits[name as keyof ServerLimits] = value;
+  }
+  return limits;
+}

@@ -1,0 +1,128 @@
+import { ErrorCode, type ClientMessage, type ListResult, type WireError } from '@lockwire/protocol';
+import type { LockEvent } from './store.js';
+
+/**
+ * Key patterns: an exact key, or a prefix followed by `*` (`doc:*` matches
+ * every key starting with `doc:`, `*` matches every key). A key that itself
+ * ends in `*` can only be granted through a shorter prefix pattern.
+ */
+export type KeyPattern = string;
+
+/** What one session may do, from its credentials (or everything, with auth off). */
+export interface Permissions {
+  /** The credentials' `sub`, shown as `welcome.user`; null with auth off or without `sub`. */
+  readonly user: string | null;
+  /** May acquire, release, extend and wait on these keys. */
+  readonly locks: readonly KeyPattern[];
+  /** May status, list and watch these keys; list results and events are filtered to them. */
+  readonly watch: readonly KeyPattern[];
+  /** May acquire these keys with `steal: true` (`locks` is needed too). */
+  readonly steal: readonly KeyPattern[];
+  /** May revoke these keys. */
+  readonly admin: readonly KeyPattern[];
+  /** Epoch ms at which the credentials expire; null when they never do. */
+  readonly expiresAt: number | null;
+}
+
+/** The permissions of every session when auth is off: everything, forever. */
+export const ALLOW_ALL: Permissions = {
+  user: null,
+  locks: ['*'],
+  watch: ['*'],
+  steal: ['*'],
+  admin: ['*'],
+  expiresAt: null,
+};
+
+/** True when `key` matches one of `patterns`. */
+export function allows(patterns: readonly KeyPattern[], key: string): boolean {
+  for (const pattern of patterns) {
+    if (pattern.endsWith('*') ? key.startsWith(pattern.slice(0, -1)) : key === pattern) return true;
+  }
+  return false;
+}
+
+/** True when every key starting with `prefix` matches one of `patterns`. */
+export function allowsPrefix(patterns: readonly KeyPattern[], prefix: string): boolean {
+  return patterns.some((pattern) => pattern.endsWith('*') && prefix.startsWith(pattern.slice(0, -1)));
+}
+
+function forbidden(what: string, key: string): WireError {
+  return { code: ErrorCode.Forbidden, message: `key: these credentials may not ${what} ${JSON.stringify(key)}` };
+}
+
+/**
+ * The `forbidden` error a request is refused with, or null when the
+ * permissions allow it. `list` and `watch` are always allowed: their results
+ * are filtered instead. `cancel`, `unwatch` and `ping` touch only the
+ * session's own state.
+ */
+export function refusal(permissions: Permissions, message: ClientMessage): WireError | null {
+  switch (message.op) {
+    case 'acquire':
+      if (!allows(permissions.locks, message.key)) return forbidden('lock', message.key);
+      if (message.steal === true && !allows(permissions.steal, message.key)) return forbidden('steal', message.key);
+      return null;
+    case 'release':
+    case 'extend':
+    case 'wait':
+      return allows(permissions.locks, message.key) ? null : forbidden('lock', message.key);
+    case 'status':
+      return allows(permissions.watch, message.key) ? null : forbidden('see', message.key);
+    case 'revoke':
+      return allows(permissions.admin, message.key) ? null : forbidden('revoke', message.key);
+    case 'list':
+    case 'watch':
+    case 'cancel':
+    case 'unwatch':
+    case 'ping':
+      return null;
+  }
+}
+
+/** True when a watcher with these permissions may see the event. */
+export function maySee(permissions: Permissions, event: LockEvent): boolean {
+  return allows(permissions.watch, event.key);
+}
+
+/** A list result without the keys these permissions may not see. */
+export function filterList(permissions: Permissions, result: ListResult): ListResult {
+  if (allowsPrefix(permissions.watch, '')) return result;
+  return { locks: result.locks.filter((lock) => allows(permissions.watch, lock.key)), truncated: result.truncated };
+}
+
+/**
+ * `list` under permissions, exact even when `prefix` is wider than what may
+ * be seen: a prefix inside one `*` pattern is listed as is; otherwise the
+ * result is merged from a list of every narrower prefix pattern and a status
+ * of every exact key under `prefix`, then cut at `limit`.
+ */
+export async function listVisible(
+  permissions: Permissions,
+  prefix: string,
+  limit: number,
+  read: {
+    list(prefix: string, limit: number): Promise<ListResult>;
+    status(key: string): Promise<ListResult['locks'][number]>;
+  },
+): Promise<ListResult> {
+  if (allowsPrefix(permissions.watch, prefix)) return read.list(prefix, limit);
+  const parts: Array<Promise<ListResult>> = [];
+  for (const pattern of new Set(permissions.watch)) {
+    if (pattern.endsWith('*')) {
+      const narrower = pattern.slice(0, -1);
+      if (narrower.startsWith(prefix)) parts.push(read.list(narrower, limit));
+    } else if (pattern.startsWith(prefix)) {
+      parts.push(read.status(pattern).then((status) => ({ locks: status.locked ? [status] : [], truncated: false })));
+    }
+  }
+  const byKey = new Map<string, ListResult['locks'][number]>();
+  let truncated = false;
+  for (const part of await Promise.all(parts)) {
+    truncated ||= part.truncated;
+    for (const lock of part.locks) byKey.set(lock.key, lock);
+  }
+  const keys = [...byKey.keys()].sort();
+  const locks = keys.slice(0, limit).flatMap((key) => byKey.get(key) ?? []);
+  return { locks, truncated: truncated || keys.length > limit };
+}

@@ -1,0 +1,64 @@
+import { ErrorCode, type ClientMessage, type WireError } from '@lockwire/protocol';
+import type { Clock } from './clock.js';
+import { RATE_ABUSE_MS, type ServerLimits } from './limits.js';
+import { refusal, type Permissions } from './permissions.js';
+import { RateLimiter, type RateVerdict } from './rate-limit.js';
+
+/**
+ * What one session may send: its message rate, its credentials'
+ * permissions, and its per-session limits. The session asks before it
+ * processes a frame; a refused frame changes nothing.
+ */
+export class SessionGuard {
+  readonly #rate: RateLimiter;
+
+  constructor(
+    readonly permissions: Permissions,
+    private readonly limits: ServerLimits,
+    clock: Clock,
+  ) {
+    this.#rate = new RateLimiter(
+      {
+        rate: limits.rateLimit,
+        burst: limits.rateBurst,
+        abuseAfterMs: RATE_ABUSE_MS,
+        abuseAfterFrames: limits.rateBurst,
+      },
+      clock,
+    );
+  }
+
+  /** Takes one frame from the rate budget: `refuse` answers `rate_limited`, `abuse` closes 1008. */
+  frame(): RateVerdict {
+    return this.#rate.take();
+  }
+
+  /**
+   * The error a decoded request is refused with, or null to process it:
+   * `forbidden` outside the permissions, `rate_limited` past
+   * `maxPendingPerSession` (a `cancel` always passes: it is how a client
+   * gets below the limit), `bad_request` for a new watch past
+   * `maxWatchesPerSession`.
+   */
+  check(message: ClientMessage, state: { pending: number; watches: ReadonlyMap<string, unknown> }): WireError | null {
+    const forbidden = refusal(this.permissions, message);
+    if (forbidden) return forbidden;
+    if (message.op !== 'cancel' && state.pending >= this.limits.maxPendingPerSession) {
+      return {
+        code: ErrorCode.RateLimited,
+        message: `this session already has ${this.limits.maxPendingPerSession} requests pending (maxPendingPerSession)`,
+      };
+    }
+    if (
+      message.op === 'watch' &&
+      !state.watches.has(message.prefix ?? '') &&
+      state.watches.size >= this.limits.maxWatchesPerSession
+    ) {
+      return {
+        code: ErrorCode.BadRequest,
+        message: `prefix: this session already watches ${this.limits.maxWatchesPerSession} prefixes (maxWatchesPerSession)`,
+      };
+    }
+    return null;
+  }
+}
