@@ -1,0 +1,166 @@
+import { describe, expect, it } from 'vitest';
+import { allows, allowsPrefix } from '../src/permissions.js';
+import { SECRET, connectWith, startServer, token } from './auth-harness.js';
+
+async function authServer() {
+  const { server, clock } = await startServer({ auth: { secret: SECRET } });
+  const as = async (claims: Record<string, unknown>) => connectWith(server.url, await token(claims, { now: clock.now() }));
+  return { server, clock, as };
+}
+
+const keysOf = (reply: Record<string, unknown>) => (reply.locks as Array<{ key: string }>).map((lock) => lock.key);
+
+describe('key patterns', () => {
+  it('match exact keys and prefixes ending in *', () => {
+    expect(allows(['doc:*'], 'doc:1')).toBe(true);
+    expect(allows(['doc:*'], 'doc:')).toBe(true);
+    expect(allows(['doc:*'], 'doc')).toBe(false);
+    expect(allows(['doc:1'], 'doc:1')).toBe(true);
+    expect(allows(['doc:1'], 'doc:10')).toBe(false);
+    expect(allows(['*'], '')).toBe(true);
+    expect(allows([], 'a')).toBe(false);
+    expect(allowsPrefix(['doc:*'], 'doc:4')).toBe(true);
+    expect(allowsPrefix(['doc:*'], 'do')).toBe(false);
+    expect(allowsPrefix(['doc:4'], 'doc:4')).toBe(false);
+  });
+});
+
+describe('permissions per op', () => {
+  it('allows acquire, release, extend and wait inside locks and refuses them outside with forbidden', async () => {
+    const { as } = await authServer();
+    const { client } = await as({ sub: 'ana', locks: ['doc:*'] });
+    expect(await client.request({ op: 'acquire', id: 1, key: 'doc:1' })).toMatchObject({ ok: true, acquired: true });
+    expect(await client.request({ op: 'extend', id: 2, key: 'doc:1', holdTimeout: 1000 })).toMatchObject({ ok: true });
+    expect(await client.request({ op: 'wait', id: 3, key: 'doc:2' })).toMatchObject({ ok: true, free: true });
+    expect(await client.request({ op: 'release', id: 4, key: 'doc:1' })).toMatchObject({ ok: true, released: true });
+    for (const [id, request] of [
+      { op: 'acquire', key: 'img:1' },
+      { op: 'release', key: 'img:1' },
+      { op: 'extend', key: 'img:1', holdTimeout: 5 },
+      { op: 'wait', key: 'img:1' },
+    ].entries()) {
+      expect(await client.request({ ...request, id: 10 + id })).toMatchObject({
+        ok: false,
+        error: { code: 'forbidden', message: expect.stringContaining('img:1') },
+      });
+    }
+  });
+
+  it('changes nothing when a request is forbidden', async () => {
+    const { as } = await authServer();
+    const { client: owner } = await as({ sub: 'o', locks: ['*'], watch: ['*'] });
+    const { client: other } = await as({ sub: 'x', locks: ['mine'] });
+    await owner.request({ op: 'acquire', id: 1, key: 'k', holdTimeout: 60_000 });
+    const before = await owner.request({ op: 'status', id: 2, key: 'k' });
+    expect(await other.request({ op: 'release', id: 1, key: 'k' })).toMatchObject({ error: { code: 'forbidden' } });
+    expect(await other.request({ op: 'acquire', id: 2, key: 'k', steal: true })).toMatchObject({ error: { code: 'forbidden' } });
+    expect(await other.request({ op: 'revoke', id: 3, key: 'k' })).toMatchObject({ error: { code: 'forbidden' } });
+    expect(await owner.request({ op: 'status', id: 3, key: 'k' })).toEqual({ ...before, id: 3 });
+    expect(owner.inbox).toEqual([]);
+  });
+
+  it('needs steal for an acquire with steal, besides locks', async () => {
+    const { as } = await authServer();
+    const { client: holder } = await as({ sub: 'h', locks: ['*'] });
+    const { client: thief } = await as({ sub: 't', locks: ['*'], steal: ['s:*'] });
+    await holder.request({ op: 'acquire', id: 1, key: 's:1' });
+    await holder.request({ op: 'acquire', id: 2, key: 'n:1' });
+    expect(await thief.request({ op: 'acquire', id: 1, key: 'n:1', steal: true })).toMatchObject({ error: { code: 'forbidden' } });
+    expect(await thief.request({ op: 'acquire', id: 2, key: 's:1', steal: true })).toMatchObject({ ok: true, acquired: true });
+    expect(await holder.next((f) => f.type === 'lost')).toMatchObject({ key: 's:1', reason: 'stolen' });
+  });
+
+  it('needs admin for revoke and watch for status', async () => {
+    const { as } = await authServer();
+    const { client: holder } = await as({ sub: 'h', locks: ['*'] });
+    const { client: admin } = await as({ sub: 'a', admin: ['r:*'], watch: ['r:*'] });
+    await holder.request({ op: 'acquire', id: 1, key: 'r:1' });
+    await holder.request({ op: 'acquire', id: 2, key: 'q:1' });
+    expect(await admin.request({ op: 'status', id: 1, key: 'q:1' })).toMatchObject({ error: { code: 'forbidden' } });
+    expect(await admin.request({ op: 'status', id: 2, key: 'r:1' })).toMatchObject({ ok: true, locked: true });
+    expect(await admin.request({ op: 'revoke', id: 3, key: 'q:1' })).toMatchObject({ error: { code: 'forbidden' } });
+    expect(await admin.request({ op: 'revoke', id: 4, key: 'r:1' })).toMatchObject({ ok: true, revoked: 1 });
+    expect(await holder.next((f) => f.type === 'lost')).toMatchObject({ key: 'r:1', reason: 'revoked' });
+    expect(await holder.request({ op: 'status', id: 3, key: 'r:1' })).toMatchObject({ error: { code: 'forbidden' } });
+  });
+
+  it('lets anyone ping, cancel its own requests and unwatch', async () => {
+    const { as } = await authServer();
+    const { client: holder } = await as({ sub: 'h', locks: ['k'] });
+    const { client: waiter } = await as({ sub: 'w', locks: ['k'] });
+    await holder.request({ op: 'acquire', id: 1, key: 'k' });
+    waiter.send({ op: 'acquire', id: 1, key: 'k' });
+    await waiter.next((f) => f.type === 'queued');
+    expect(await waiter.request({ op: 'cancel', id: 2, target: 1 })).toMatchObject({ ok: true, cancelled: true });
+    expect(await waiter.request({ op: 'ping', id: 3 })).toMatchObject({ ok: true });
+    expect(await waiter.request({ op: 'unwatch', id: 4, prefix: 'x' })).toMatchObject({ ok: true });
+  });
+});
+
+describe('filtered views', () => {
+  it('filters list to the watch patterns, exactly, even for a wider prefix', async () => {
+    const { as } = await authServer();
+    const { client: holder } = await as({ sub: 'h', locks: ['*'] });
+    for (const [id, key] of ['a', 'doc:1', 'doc:2', 'doc:3', 'img:1', 'img:2', 'z'].entries()) {
+      await holder.request({ op: 'acquire', id, key });
+    }
+    const { client: viewer } = await as({ sub: 'v', watch: ['doc:*', 'img:2', 'z'] });
+    expect(keysOf(await viewer.request({ op: 'list', id: 1 }))).toEqual(['doc:1', 'doc:2', 'doc:3', 'img:2', 'z']);
+    const limited = await viewer.request({ op: 'list', id: 2, limit: 2 });
+    expect(keysOf(limited)).toEqual(['doc:1', 'doc:2']);
+    expect(limited.truncated).toBe(true);
+    expect(keysOf(await viewer.request({ op: 'list', id: 3, prefix: 'img' }))).toEqual(['img:2']);
+    expect(keysOf(await viewer.request({ op: 'list', id: 4, prefix: 'doc:2' }))).toEqual(['doc:2']);
+    const { client: blind } = await as({ sub: 'b', locks: ['*'] });
+    expect(await blind.request({ op: 'list', id: 1 })).toMatchObject({ ok: true, locks: [], truncated: false });
+  });
+
+  it('accepts a watch wider than allowed and filters its snapshot and its events', async () => {
+    const { as } = await authServer();
+    const { client: holder } = await as({ sub: 'h', locks: ['*'] });
+    await holder.request({ op: 'acquire', id: 1, key: 'doc:1' });
+    await holder.request({ op: 'acquire', id: 2, key: 'hidden:1' });
+    const { client: viewer } = await as({ sub: 'v', watch: ['doc:*'] });
+    const snapshot = await viewer.request({ op: 'watch', id: 1, prefix: '' });
+    expect(keysOf(snapshot)).toEqual(['doc:1']);
+    await holder.request({ op: 'acquire', id: 3, key: 'hidden:2' });
+    await holder.request({ op: 'acquire', id: 4, key: 'doc:2' });
+    expect(await viewer.next((f) => f.type === 'event')).toMatchObject({ key: 'doc:2', event: 'acquired' });
+    await holder.request({ op: 'release', id: 5, key: 'hidden:1' });
+    expect(await viewer.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
+    expect(viewer.inbox).toEqual([]);
+  });
+});
+
+describe('credentials expiring while connected', () => {
+  it('reports each held lock lost with reason revoked, releases it, then closes with 1008', async () => {
+    const { clock, as } = await authServer();
+    const exp = Math.floor(clock.now() / 1000) + 30;
+    const { client } = await as({ sub: 'ana', locks: ['*'], exp });
+    const { client: waiter } = await as({ sub: 'bo', locks: ['*'], watch: ['*'] });
+    const grant = await client.request({ op: 'acquire', id: 1, key: 'a' });
+    await client.request({ op: 'acquire', id: 2, key: 'b', mode: 'shared' });
+    waiter.send({ op: 'acquire', id: 1, key: 'a' });
+    await waiter.next((f) => f.type === 'queued');
+    client.send({ op: 'wait', id: 3, key: 'zzz' });
+    clock.set(exp * 1000);
+    const lost = [await client.next(), await client.next()];
+    expect(lost).toEqual(
+      expect.arrayContaining([
+        { type: 'lost', key: 'a', token: grant.token, reason: 'revoked' },
+        { type: 'lost', key: 'b', token: expect.any(Number), reason: 'revoked' },
+      ]),
+    );
+    expect(await client.closed).toMatchObject({ code: 1008 });
+    expect(await waiter.reply(1)).toMatchObject({ ok: true, acquired: true });
+    expect(await waiter.request({ op: 'list', id: 2 })).toMatchObject({ locks: [{ key: 'a', holders: [{ session: expect.any(String) }] }] });
+  });
+
+  it('keeps a session open while its token is valid', async () => {
+    const { clock, as } = await authServer();
+    const exp = Math.floor(clock.now() / 1000) + 30;
+    const { client } = await as({ sub: 'ana', locks: ['*'], exp });
+    clock.advance(29_000);
+    expect(await client.request({ op: 'acquire', id: 1, key: 'a' })).toMatchObject({ ok: true, acquired: true });
+  });
+});

@@ -1,0 +1,145 @@
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { describe, expect, it } from 'vitest';
+import { redactUrl } from '../src/auth.js';
+import { SECRET, connectWith, get, startServer, token, upgradeStatus } from './auth-harness.js';
+
+describe('authentication at the upgrade', () => {
+  it('refuses an upgrade without a token with 401 and opens no session', async () => {
+    const { server } = await startServer({ auth: { secret: SECRET } });
+    expect(await upgradeStatus(server.url)).toBe(401);
+    expect(server.sessionCount()).toBe(0);
+  });
+
+  it('refuses a token with a bad signature, an expired one and one not yet valid', async () => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET } });
+    const forged = await token({ sub: 'ana', locks: ['*'] }, { secret: 'another secret entirely, same length..' });
+    const expired = await token({ sub: 'ana', exp: Math.floor(clock.now() / 1000) - 10 });
+    const early = await token({ sub: 'ana', nbf: Math.floor(clock.now() / 1000) + 600 });
+    for (const bad of [forged, expired, early, 'not.a.jwt', '']) {
+      expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${bad}` } })).toBe(401);
+    }
+    expect(server.sessionCount()).toBe(0);
+  });
+
+  it('refuses a token signed with alg none', async () => {
+    const { server } = await startServer({ auth: { secret: SECRET } });
+    const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const unsigned = `${encode({ alg: 'none' })}.${encode({ sub: 'ana', locks: ['*'] })}.`;
+    expect(await upgradeStatus(`${server.url}?access_token=${unsigned}`)).toBe(401);
+  });
+
+  it('checks the audience and issuer when configured', async () => {
+    const { server } = await startServer({ auth: { secret: SECRET, audience: 'locks', issuer: 'https://id.example' } });
+    const right = await token({ sub: 'ana', aud: 'locks', iss: 'https://id.example' });
+    const wrongAudience = await token({ sub: 'ana', aud: 'other', iss: 'https://id.example' });
+    const noIssuer = await token({ sub: 'ana', aud: 'locks' });
+    expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${wrongAudience}` } })).toBe(401);
+    expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${noIssuer}` } })).toBe(401);
+    expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${right}` } })).toBe(101);
+  });
+
+  it('accepts the token from the Authorization header or the access_token parameter and names the user', async () => {
+    const { server } = await startServer({ auth: { secret: SECRET } });
+    const ana = await token({ sub: 'ana', locks: ['*'] });
+    const { welcome: byHeader } = await connectWith(server.url, ana);
+    const { welcome: byQuery } = await connectWith(`${server.url}?access_token=${ana}`, null);
+    expect(byHeader).toMatchObject({ type: 'welcome', user: 'ana' });
+    expect(byQuery).toMatchObject({ type: 'welcome', user: 'ana' });
+    expect(byQuery.session).not.toBe(byHeader.session);
+  });
+
+  it('verifies tokens against a JWKS of public keys', async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' };
+    const { server } = await startServer({ auth: { jwks: { keys: [jwk] } } });
+    const signed = await new SignJWT({ sub: 'bo', locks: ['a'] })
+      .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+      .setExpirationTime('1h')
+      .sign(privateKey);
+    const { welcome } = await connectWith(server.url, signed);
+    expect(welcome).toMatchObject({ user: 'bo' });
+    const hmac = await token({ sub: 'bo' });
+    expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${hmac}` } })).toBe(401);
+  });
+
+  it('puts no user in the welcome when auth is off and lets every session do everything', async () => {
+    const { server } = await startServer();
+    const { client, welcome } = await connectWith(server.url, null);
+    expect(welcome).not.toHaveProperty('user');
+    expect(await client.request({ op: 'acquire', id: 1, key: 'k', steal: true })).toMatchObject({ ok: true, acquired: true });
+    expect(await client.request({ op: 'revoke', id: 2, key: 'k' })).toMatchObject({ ok: true, revoked: 1 });
+  });
+
+  it('refuses with createLockServer when both a secret and a JWKS are given', async () => {
+    await expect(startServer({ auth: { secret: SECRET, jwks: { keys: [] } } })).rejects.toThrow(/either secret or jwks/);
+  });
+});
+
+describe('Origin allow-list', () => {
+  it('refuses an Origin not on the list with 403 and accepts listed ones and clients without Origin', async () => {
+    const { server } = await startServer({ allowOrigins: ['https://app.example'] });
+    expect(await upgradeStatus(server.url, { origin: 'https://evil.example' })).toBe(403);
+    expect(await upgradeStatus(server.url, { origin: 'https://app.example.evil' })).toBe(403);
+    expect(await upgradeStatus(server.url, { origin: 'https://app.example' })).toBe(101);
+    expect(await upgradeStatus(server.url)).toBe(101);
+  });
+
+  it('checks no Origin without a list, and allows any with an explicit *', async () => {
+    const { server: open } = await startServer();
+    expect(await upgradeStatus(open.url, { origin: 'https://anything.example' })).toBe(101);
+    const { server: star } = await startServer({ allowOrigins: ['*'] });
+    expect(await upgradeStatus(star.url, { origin: 'https://anything.example' })).toBe(101);
+  });
+
+  it('checks the Origin before the credentials', async () => {
+    const { server } = await startServer({ auth: { secret: SECRET }, allowOrigins: ['https://app.example'] });
+    const ana = await token({ sub: 'ana' });
+    const headers = { authorization: `Bearer ${ana}` };
+    expect(await upgradeStatus(server.url, { origin: 'https://evil.example', headers })).toBe(403);
+    expect(await upgradeStatus(server.url, { origin: 'https://app.example', headers })).toBe(101);
+  });
+});
+
+describe('HTTP endpoints under auth', () => {
+  it('keeps /healthz open and asks /v1/locks and the dashboard for the same credentials', async () => {
+    const { server } = await startServer({ auth: { secret: SECRET } });
+    expect((await get(server, '/healthz')).status).toBe(200);
+    expect((await get(server, '/v1/locks')).status).toBe(401);
+    expect((await get(server, '/')).status).toBe(401);
+    const bad = await token({ sub: 'ana', watch: ['*'] }, { secret: 'a different secret, unknown here...' });
+    expect((await get(server, '/v1/locks', { authorization: `Bearer ${bad}` })).status).toBe(401);
+    const good = await token({ sub: 'ana', watch: ['*'] });
+    expect((await get(server, '/v1/locks', { authorization: `Bearer ${good}` })).status).toBe(200);
+    expect((await get(server, `/v1/locks?access_token=${good}`)).status).toBe(200);
+  });
+
+  it('lists over HTTP only the keys the token may see', async () => {
+    const { server } = await startServer({ auth: { secret: SECRET } });
+    const { client } = await connectWith(server.url, await token({ sub: 'w', locks: ['*'] }));
+    for (const [id, key] of ['doc:1', 'doc:2', 'img:1', 'secret'].entries()) {
+      await client.request({ op: 'acquire', id, key });
+    }
+    const viewer = await token({ sub: 'v', watch: ['doc:*', 'secret'] });
+    const { body } = await get(server, `/v1/locks?access_token=${viewer}`);
+    expect((body as { locks: Array<{ key: string }> }).locks.map((lock) => lock.key)).toEqual(['doc:1', 'doc:2', 'secret']);
+    const narrow = await get(server, `/v1/locks?prefix=doc%3A2&access_token=${viewer}`);
+    expect((narrow.body as { locks: Array<{ key: string }> }).locks.map((lock) => lock.key)).toEqual(['doc:2']);
+    const blind = await token({ sub: 'b' });
+    expect(await get(server, `/v1/locks?access_token=${blind}`)).toMatchObject({ status: 200, body: { locks: [], truncated: false } });
+  });
+
+  it('answers /v1/locks in full without auth', async () => {
+    const { server } = await startServer();
+    const { client } = await connectWith(server.url, null);
+    await client.request({ op: 'acquire', id: 1, key: 'x' });
+    expect((await get(server, '/v1/locks')).body).toMatchObject({ locks: [{ key: 'x' }] });
+  });
+});
+
+describe('redactUrl', () => {
+  it('replaces the access_token value and leaves other URLs alone', () => {
+    expect(redactUrl('/v1?session=s&access_token=eyJabc.def.ghi')).toBe('/v1?session=s&access_token=REDACTED');
+    expect(redactUrl('/v1?session=s')).toBe('/v1?session=s');
+    expect(redactUrl(undefined)).toBe('');
+  });
+});
