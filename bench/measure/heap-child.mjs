@@ -1,0 +1,70 @@
+// Run by the benchmark as `node --expose-gc bench/measure/heap-child.mjs`:
+// the JS heap the memory store keeps per held lock and per queued waiter,
+// measured in this process alone (no sockets), after full GCs. Prints one
+// JSON line. Keys are created inside the loop, so the key strings the store
+// keeps (`lock:123456`, ~12 characters) are part of the per-lock figure.
+// env BENCH_LOCKS (default 1,000,000), BENCH_WAITERS (default 100,000).
+import { pathToFileURL } from 'node:url';
+
+// BENCH_TREE: the checkout whose compiled server/dist to measure (default this one).
+const dist = process.env.BENCH_TREE ? pathToFileURL(`${process.env.BENCH_TREE}/server/dist/`) : new URL('../../server/dist/', import.meta.url);
+const { createMemoryStore } = await import(new URL('index.js', dist).href);
+
+if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc');
+const LOCKS = Number(process.env.BENCH_LOCKS ?? 1_000_000);
+const WAITERS = Number(process.env.BENCH_WAITERS ?? 100_000);
+const PER_SESSION = 1000;
+const WAITERS_PER_KEY = 10_000;
+
+function heapUsed() {
+  globalThis.gc();
+  globalThis.gc();
+  return process.memoryUsage().heapUsed;
+}
+
+const store = createMemoryStore({ tokenSeed: () => 1 });
+await store.start({ granted() {}, acquireTimedOut() {}, waitDone() {}, lost() {} });
+let ticket = 1;
+const acquire = (session, key) =>
+  store.acquire(session, {
+    ticket: ticket++,
+    key,
+    mode: 'exclusive',
+    acquireTimeout: null,
+    holdTimeout: null,
+    steal: false,
+    meta: null,
+  });
+
+// Held locks: LOCKS distinct keys, PER_SESSION per session (the default
+// maxLocksPerSession), no hold timeout.
+const beforeLocks = heapUsed();
+for (let i = 0; i < LOCKS; i++) {
+  const outcome = await acquire(`s${Math.floor(i / PER_SESSION)}`, `lock:${i}`);
+  if (outcome.status !== 'granted') throw new Error(`lock ${i} not granted`);
+}
+const afterLocks = heapUsed();
+
+// Queued waiters: keys held by one session, each with WAITERS_PER_KEY
+// waiters (the default maxWaitersPerKey) from distinct sessions; a waiting
+// session waits on every such key, so its record is shared by them.
+const keys = Math.ceil(WAITERS / WAITERS_PER_KEY);
+for (let k = 0; k < keys; k++) await acquire('holder', `queue:${k}`);
+const beforeWaiters = heapUsed();
+for (let i = 0; i < WAITERS; i++) {
+  const outcome = await acquire(`w${i % WAITERS_PER_KEY}`, `queue:${Math.floor(i / WAITERS_PER_KEY)}`);
+  if (outcome.status !== 'queued') throw new Error(`waiter ${i} not queued`);
+}
+const afterWaiters = heapUsed();
+
+const inspection = store.inspect();
+process.stdout.write(
+  `${JSON.stringify({
+    locks: LOCKS,
+    waiters: WAITERS,
+    bytesPerLock: (afterLocks - beforeLocks) / LOCKS,
+    bytesPerWaiter: (afterWaiters - beforeWaiters) / WAITERS,
+    keys: inspection.keys,
+    sessions: inspection.sessions,
+  })}\n`,
+);

@@ -1,0 +1,224 @@
+// Figures over the wire against one server process: request/reply
+// throughput, round-trip latency, handoff and disconnect-to-grant latency,
+// watch fan-out. Every timestamp is taken in this (the load generator's)
+// process, so release -> grant spans two connections on one clock.
+import { summarize } from '../lib/stats.mjs';
+import { WireClient, closeAll, connectMany } from '../lib/wire-client.mjs';
+
+/**
+ * `connections` connections, each looping acquire+release on its own key
+ * with one request in flight, while `measure(seconds)` is running: it
+ * resolves requests answered per second over that slice. Between slices
+ * the connections are idle, so slices of two servers can alternate.
+ */
+export async function openLoad(url, { connections, welcome }) {
+  const clients = await connectMany(url, connections, { welcome });
+  const loop = async (client, key, until) => {
+    let done = 0;
+    while (performance.now() < until) {
+      await client.request({ op: 'acquire', key });
+      await client.request({ op: 'release', key });
+      done += 2;
+    }
+    return done;
+  };
+  return {
+    async measure(seconds) {
+      const start = performance.now();
+      const until = start + seconds * 1000;
+      const counts = await Promise.all(clients.map((client, i) => loop(client, `tp:${i}`, until)));
+      return counts.reduce((a, b) => a + b, 0) / ((performance.now() - start) / 1000);
+    },
+    close: () => closeAll(clients),
+  };
+}
+
+/**
+ * Throughput of `url` next to `anchorUrl`, in alternating slices, so that
+ * load from outside the benchmark weighs on both alike. Resolves each
+ * slice's requests per second, and the median of the per-round ratios.
+ */
+export async function pairedThroughput(url, anchorUrl, { connections, slices, sliceSeconds }) {
+  const own = await openLoad(url, { connections, welcome: true });
+  const anchor = await openLoad(anchorUrl, { connections, welcome: false });
+  await own.measure(0.3);
+  await anchor.measure(0.3);
+  const ownRuns = [];
+  const anchorRuns = [];
+  for (let i = 0; i < slices; i++) {
+    anchorRuns.push(await anchor.measure(sliceSeconds));
+    ownRuns.push(await own.measure(sliceSeconds));
+  }
+  await own.close();
+  await anchor.close();
+  return { ownRuns, anchorRuns, ratios: ownRuns.map((x, i) => x / (anchorRuns[i] ?? Number.NaN)) };
+}
+
+/**
+ * Round trips of a request on `echo` (the anchor of every latency figure):
+ * `probe()` times one acquire frame and one release frame, resolving both.
+ */
+export function echoProbe(echo) {
+  return async () => {
+    const out = [];
+    for (const op of ['acquire', 'release']) {
+      const sent = echo.send({ op, key: 'probe' });
+      out.push((await sent.answer).at - sent.sentAt);
+    }
+    return out;
+  };
+}
+
+/**
+ * One client, one request at a time: the round trip of each acquire and
+ * release on `url`, each pair followed by the same frames on the echo
+ * server (`echoUrl`), so both see the same outside load.
+ */
+export async function roundTrip(url, echoUrl, { samples, warmup = 200 }) {
+  const client = await WireClient.connect(url, { welcome: true });
+  const echo = await WireClient.connect(echoUrl);
+  const probe = echoProbe(echo);
+  const rtts = [];
+  const echoes = [];
+  for (let i = 0; i < samples + warmup; i++) {
+    const key = `rtt:${i}`;
+    const own = [];
+    for (const op of ['acquire', 'release']) {
+      const sent = client.send({ op, key });
+      const { at } = await sent.answer;
+      own.push(at - sent.sentAt);
+    }
+    const anchor = await probe();
+    if (i >= warmup) {
+      rtts.push(...own);
+      echoes.push(...anchor);
+    }
+  }
+  await closeAll([client, echo]);
+  return { own: summarize(rtts), echo: summarize(echoes) };
+}
+
+/**
+ * A key held by one connection with `waiters` more queued behind it. Each
+ * waiter's grant calls `granted(client, at)`; `requeue(client)` puts a
+ * connection back at the tail of the queue.
+ */
+async function contendedKey(url, key, waiters) {
+  let onGrant = null;
+  const expectGrant = () => new Promise((resolve) => (onGrant = resolve));
+  const requeue = async (client) => {
+    const sent = client.send({ op: 'acquire', key });
+    void sent.answer.then(({ message, at }) => {
+      if (!message.ok || !message.acquired) throw new Error(`unexpected answer ${JSON.stringify(message)}`);
+      onGrant?.({ client, at });
+    });
+    await sent.queued;
+  };
+  const holder = await WireClient.connect(url, { welcome: true });
+  const held = await holder.request({ op: 'acquire', key });
+  if (!held.acquired) throw new Error(`could not take ${key}: ${JSON.stringify(held)}`);
+  const clients = await connectMany(url, waiters, { welcome: true });
+  // Queued in batches: within a batch the arrival order is the server's, which
+  // does not matter, since whoever is granted next is the next holder.
+  for (let i = 0; i < clients.length; i += 200) await Promise.all(clients.slice(i, i + 200).map(requeue));
+  return { holder, clients, expectGrant, requeue };
+}
+
+/**
+ * Handoff latency: the holder sends `release`; the time until the queue's
+ * head receives its grant. The released connection queues again at the tail,
+ * so the queue keeps `waiters` entries. After each handoff `probe()` times
+ * the echo anchor.
+ */
+export async function handoff(url, { waiters, samples, probe, warmup = 50 }) {
+  const key = `handoff:${waiters}:${Math.random()}`;
+  const { holder, clients, expectGrant, requeue } = await contendedKey(url, key, waiters);
+  const latencies = [];
+  const echoes = [];
+  let current = holder;
+  for (let i = 0; i < samples + warmup; i++) {
+    const next = expectGrant();
+    const release = current.send({ op: 'release', key });
+    const { client, at } = await next;
+    if (i >= warmup) latencies.push(at - release.sentAt);
+    const released = (await release.answer).message;
+    if (!released.ok) throw new Error(`release failed: ${JSON.stringify(released)}`);
+    await requeue(current);
+    current = client;
+    const anchor = await probe();
+    if (i >= warmup) echoes.push(...anchor);
+  }
+  await closeAll([holder, ...clients]);
+  return { own: summarize(latencies), echo: summarize(echoes) };
+}
+
+/**
+ * Disconnect-to-grant: the holder's socket is destroyed (no close frame);
+ * the time until the queue's head receives its grant. A new connection
+ * joins the tail each round. After each, `probe()` times the echo anchor.
+ */
+export async function disconnectToGrant(url, { waiters, samples, probe, warmup = 20 }) {
+  const key = `disconnect:${Math.random()}`;
+  const { holder, clients, expectGrant, requeue } = await contendedKey(url, key, waiters);
+  const latencies = [];
+  const echoes = [];
+  const all = [holder, ...clients];
+  let current = holder;
+  for (let i = 0; i < samples + warmup; i++) {
+    const next = expectGrant();
+    const cutAt = performance.now();
+    current.ws.terminate();
+    const { client, at } = await next;
+    if (i >= warmup) latencies.push(at - cutAt);
+    const fresh = await WireClient.connect(url, { welcome: true });
+    all.push(fresh);
+    await requeue(fresh);
+    current = client;
+    const anchor = await probe();
+    if (i >= warmup) echoes.push(...anchor);
+  }
+  await closeAll(all);
+  return { own: summarize(latencies), echo: summarize(echoes) };
+}
+
+/**
+ * Watch fan-out: `watchers` connections watch one prefix; one more
+ * acquires and releases a key under it, one request at a time. Latency of
+ * each event at each watcher from the moment the request was sent.
+ */
+export async function watchFanOut(url, { watchers, events, warmup = 10 }) {
+  const prefix = `fan:${Math.random()}:`;
+  const clients = await connectMany(url, watchers, { welcome: true });
+  for (let i = 0; i < clients.length; i += 200) {
+    await Promise.all(clients.slice(i, i + 200).map((c) => c.request({ op: 'watch', prefix })));
+  }
+  let arrivals = [];
+  let remaining = 0;
+  let allArrived = null;
+  for (const client of clients) {
+    // Watchers only timestamp frames: parsing a thousand events here would
+    // measure this process, not the server's fan-out.
+    client.rawOnly = true;
+    client.onRawFrame = (at) => {
+      arrivals.push(at);
+      if (--remaining === 0) allArrived?.();
+    };
+  }
+  const actor = await WireClient.connect(url, { welcome: true });
+  const latencies = [];
+  for (let i = 0; i < events + warmup; i++) {
+    arrivals = [];
+    remaining = watchers;
+    const done = new Promise((resolve) => (allArrived = resolve));
+    const sent = actor.send({ op: i % 2 === 0 ? 'acquire' : 'release', key: `${prefix}k` });
+    await Promise.all([done, sent.answer]);
+    if (i >= warmup) for (const at of arrivals) latencies.push(at - sent.sentAt);
+  }
+  await closeAll([actor, ...clients]);
+  return { ...summarize(latencies), events, watchers };
+}
+
+/** Opens `count` idle connections and resolves them (the caller measures, then closes them). */
+export function idleConnections(url, count, welcome) {
+  return connectMany(url, count, { welcome });
+}
