@@ -10,6 +10,8 @@ export type { LeaseState } from './lease.js';
 export { Watch } from './watch.js';
 export type { LockEvent } from './watch.js';
 export type { AcquireLockOptions, WaitForLockOptions } from './prefect.js';
+export { Lock, LockManager } from './web-locks.js';
+export type { LockGrantedCallback, LockInfo, LockManagerSnapshot, LockOptions, WebLocksHost } from './web-locks.js';
 export { ClientErrorCode, LeaseLostReason, LockError } from './errors.js';
 export type { CloseInfo, LockErrorCode } from './errors.js';
 export { webSocketTransport } from './transport.js';

@@ -21,6 +21,7 @@ import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions } from '
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
 import { webSocketTransport, type TransportFactory } from './transport.js';
 import { Watch, WatchRegistry, type LockEvent, type WatchSubscription } from './watch.js';
+import { LockManager } from './web-locks.js';
 
 interface LeaseEntry {
   lease: Lease;
@@ -51,6 +52,11 @@ export class LockClient extends PrefectFace {
   readonly #leases = new Map<string, LeaseEntry>();
   readonly #watches = new WatchRegistry();
   readonly #events = new Emitter<ClientEvents>();
+  /**
+   * The Web Locks face: `navigator.locks` across tabs, devices and users
+   * (`request(name, [options], callback)`, `query()`).
+   */
+  readonly locks: LockManager = new LockManager(this);
   /** What leases call back into; kept off the public API. */
   readonly #leaseOwner: LeaseOwner = {
     releaseLease: (lease) => this.#releaseLease(lease),
