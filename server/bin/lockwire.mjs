@@ -4,7 +4,9 @@ import { main } from '../dist/cli.js';
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (typeof code === 'number') process.exitCode = code;
+    // Exit now rather than when the event loop empties: after a shutdown cut
+    // short by --shutdown-timeout, store connections may still be winding down.
+    process.exit(typeof code === 'number' ? code : 0);
   },
   (error) => {
     process.stderr.write(`lockwire: ${error instanceof Error ? error.stack : String(error)}\n`);

@@ -13,6 +13,8 @@ import {
   serverOptionsFromConfig,
 } from './config.js';
 import { tokenCommand } from './cli-token.js';
+import { CONFIG_FILE_ENV, CONFIG_FILE_FLAG, readConfigFile } from './config-file.js';
+import { createLockMetrics } from './metrics.js';
 import { createRedisStore } from './redis/redis-store.js';
 import { createLockServer } from './server.js';
 
@@ -54,16 +56,24 @@ Options:
 
 function serveUsage(): string {
   const rows = CONFIG_KEYS.map((key): [string, string] => {
-    const option = configOptions[key];
-    return [`--${option.flag} ${option.arg}`, `${option.help} (env ${option.env}, default ${String(option.default)})`];
+    const option: { flag: string; arg: string; help: string; env: string; envAlias?: string; default: unknown } =
+      configOptions[key];
+    const env = option.envAlias ? `${option.env} or ${option.envAlias}` : option.env;
+    return [`--${option.flag} ${option.arg}`, `${option.help} (env ${env}, default ${option.default === '' ? 'none' : String(option.default)})`];
   });
+  rows.unshift([
+    `--${CONFIG_FILE_FLAG} FILE`,
+    `read settings from a JSON object with the camelCase names, e.g. {"port": 7311, "logLevel": "warn"} (env ${CONFIG_FILE_ENV})`,
+  ]);
   rows.push(['-h, --help', 'show this help']);
   const width = Math.max(...rows.map(([left]) => left.length)) + 2;
   const lines = rows.map(([left, right]) => `  ${left.padEnd(width)}${right}`);
   return `Usage: lockwire serve [options]
 
 Starts a lockwire server. Flags override environment variables, which
-override the defaults. SIGTERM or SIGINT drains the server and exits 0.
+override the config file, which overrides the defaults. SIGTERM or SIGINT
+drains the server (see --drain-delay, --shutdown-timeout) and exits 0; a
+second signal during the drain exits at once.
 
 Options:
 ${lines.join('\n')}
@@ -71,7 +81,10 @@ ${lines.join('\n')}
 }
 
 function serveArgsConfig(): ParseArgsConfig['options'] {
-  const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
+  const options: NonNullable<ParseArgsConfig['options']> = {
+    help: { type: 'boolean', short: 'h' },
+    [CONFIG_FILE_FLAG]: { type: 'string' },
+  };
   for (const key of CONFIG_KEYS) {
     const option: { flag: string; multiple?: boolean } = configOptions[key];
     options[option.flag] = option.multiple ? { type: 'string', multiple: true } : { type: 'string' };
@@ -111,7 +124,9 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
   let config;
   try {
-    config = resolveConfig([defaultsLayer(), envLayer(io.env), flagLayer(flags)]);
+    const file = flags[CONFIG_FILE_FLAG] ?? io.env[CONFIG_FILE_ENV];
+    const fileLayers = typeof file === 'string' && file !== '' ? [readConfigFile(file)] : [];
+    config = resolveConfig([defaultsLayer(), ...fileLayers, envLayer(io.env), flagLayer(flags)]);
   } catch (error) {
     if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
     throw error;
@@ -125,6 +140,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
     throw error;
   }
+  const metrics = createLockMetrics();
   const store =
     config.store === 'memory'
       ? undefined
@@ -134,8 +150,9 @@ async function serve(args: string[], io: CliIo): Promise<number> {
           nodeTtl: config.nodeTtl,
           limits: options.limits,
           logger,
+          observeScript: metrics.observeScript,
         });
-  const server = await createLockServer({ ...options, logger, ...(store ? { store } : {}) });
+  const server = await createLockServer({ ...options, logger, metrics, ...(store ? { store } : {}) });
   io.stdout.write(`lockwire listening on ${server.url}\n`);
 
   await new Promise<void>((resolve) => {

@@ -211,6 +211,24 @@ export const configOptions = {
     schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
       error: 'expected one of: trace, debug, info, warn, error, fatal, silent',
     }),
+    /** The variable most log setups already set, read when LOCKWIRE_LOG_LEVEL is not. */
+    envAlias: 'LOG_LEVEL',
+  },
+  drainDelay: {
+    flag: 'drain-delay',
+    env: 'LOCKWIRE_DRAIN_DELAY',
+    arg: 'MS',
+    help: 'on SIGTERM, answer /healthz 503 and refuse new connections this long before closing any',
+    default: 0,
+    schema: integer(0, MAX_DURATION_MS),
+  },
+  shutdownTimeout: {
+    flag: 'shutdown-timeout',
+    env: 'LOCKWIRE_SHUTDOWN_TIMEOUT',
+    arg: 'MS',
+    help: 'after the drain delay, cut whatever connections are left after this long',
+    default: 10_000,
+    schema: integer(1, MAX_DURATION_MS),
   },
 } as const;
 
@@ -241,6 +259,8 @@ export const serverConfigSchema = z.strictObject({
   authIssuer: configOptions.authIssuer.schema,
   allowOrigin: configOptions.allowOrigin.schema,
   logLevel: configOptions.logLevel.schema,
+  drainDelay: configOptions.drainDelay.schema,
+  shutdownTimeout: configOptions.shutdownTimeout.schema,
 })
   .refine((config) => config.store === 'memory' || config.redisUrl !== '', {
     path: ['redisUrl'],
@@ -275,11 +295,18 @@ export function defaultsLayer(): ConfigLayer {
 /** Settings from environment variables (`LOCKWIRE_PORT`, ...); empty variables count as unset. */
 export function envLayer(env: Readonly<Record<string, string | undefined>>): ConfigLayer {
   const values: Partial<Record<ConfigKey, unknown>> = {};
+  const names = new Map<ConfigKey, string>();
   for (const key of CONFIG_KEYS) {
-    const value = env[configOptions[key].env];
-    if (value !== undefined && value !== '') values[key] = value;
+    const option: { env: string; envAlias?: string } = configOptions[key];
+    for (const name of option.envAlias ? [option.env, option.envAlias] : [option.env]) {
+      const value = env[name];
+      if (value === undefined || value === '') continue;
+      values[key] = value;
+      names.set(key, name);
+      break;
+    }
   }
-  return { values, describe: (key) => configOptions[key].env };
+  return { values, describe: (key) => names.get(key) ?? configOptions[key].env };
 }
 
 /** Settings from command-line flags, as `node:util` `parseArgs` returns them (keyed by flag name). */
@@ -336,6 +363,8 @@ export function serverOptionsFromConfig(
     host: config.host,
     port: config.port,
     heartbeatInterval: config.heartbeat,
+    drainDelay: config.drainDelay,
+    shutdownTimeout: config.shutdownTimeout,
     sessionGrace: config.sessionGrace,
     ...(auth.secret !== undefined || auth.jwks !== undefined ? { auth } : {}),
     ...(config.allowOrigin.length > 0 ? { allowOrigins: config.allowOrigin } : {}),
