@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { signToken } from '../src/cli-token.js';
 import { createManualClock } from '../src/clock.js';
 import { createLockMetrics } from '../src/metrics.js';
 import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
@@ -163,6 +164,19 @@ describe('GET /metrics', () => {
     const text = await first.metrics.scrape();
     expect(parseSamples(text).get(outcome('error'))).toBe(1);
     expect(parseSamples(text).get('lockwire_errors_total{code="shutting_down"}')).toBe(1);
+  });
+
+  it('asks for the same credentials as /v1/locks when auth is on', async () => {
+    const secret = 'metrics-test-secret';
+    const server = await start({ auth: { secret } });
+    for (const path of ['/metrics', '/v1/locks']) {
+      expect((await within(fetch(`${server.httpUrl}${path}`), path)).status).toBe(401);
+    }
+    const claims = { sub: 'prometheus', locks: [], watch: [''], steal: [], admin: [] };
+    const token = await signToken(claims, { secret, ttlSeconds: 60, now: Date.now() });
+    const res = await within(fetch(`${server.httpUrl}/metrics`, { headers: { authorization: `Bearer ${token}` } }), 'GET /metrics');
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('lockwire_connections');
   });
 
   it('records Redis script timings and failures given to observeScript', async () => {
