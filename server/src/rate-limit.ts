@@ -14,18 +14,22 @@ export interface RateLimitOptions {
 /** What the limiter says about one incoming frame. */
 export type RateVerdict = 'accept' | 'refuse' | 'abuse';
 
+/** Refusals further apart than this start a new streak of limiting. */
+const STREAK_GAP_MS = 1000;
+
 /**
  * A token bucket per session: each frame takes one token, tokens refill at
  * `rate` per second up to `burst`. A frame without a token is refused (and
- * answered `rate_limited`); a sender refused `abuseAfterFrames` times in a
- * row, or for `abuseAfterMs` without a frame getting through, is `abuse`
- * (closed 1008). Time comes from the injected clock.
+ * answered `rate_limited`). Refusals less than a second apart form a
+ * streak, which frames let through in between do not end: a sender whose
+ * streak lasts `abuseAfterMs`, or reaches `abuseAfterFrames` refusals, is
+ * `abuse` (closed 1008). A short burst over the limit is only refused.
+ * Time comes from the injected clock.
  */
 export class RateLimiter {
   #tokens: number;
   #refilledAt: number;
-  #refusedInARow = 0;
-  #refusingSince: number | null = null;
+  #streak: { start: number; last: number; refused: number } | null = null;
 
   constructor(
     private readonly options: RateLimitOptions,
@@ -43,14 +47,13 @@ export class RateLimiter {
     this.#refilledAt = now;
     if (this.#tokens >= 1) {
       this.#tokens -= 1;
-      this.#refusedInARow = 0;
-      this.#refusingSince = null;
       return 'accept';
     }
-    this.#refusedInARow++;
-    this.#refusingSince ??= now;
-    const abusive =
-      this.#refusedInARow >= this.options.abuseAfterFrames || now - this.#refusingSince >= this.options.abuseAfterMs;
+    if (!this.#streak || now - this.#streak.last > STREAK_GAP_MS) this.#streak = { start: now, last: now, refused: 0 };
+    const streak = this.#streak;
+    streak.last = now;
+    streak.refused++;
+    const abusive = streak.refused >= this.options.abuseAfterFrames || now - streak.start >= this.options.abuseAfterMs;
     return abusive ? 'abuse' : 'refuse';
   }
 }

@@ -24,7 +24,13 @@ export async function startServer(options: LockServerOptions = {}): Promise<{ se
     port: 0,
     heartbeatInterval: 0,
     clock: used,
-    store: createMemoryStore({ clock: used }),
+    store: createMemoryStore({
+      clock: used,
+      limits: {
+        ...(options.limits?.maxLocksPerSession ? { maxLocksPerSession: options.limits.maxLocksPerSession } : {}),
+        ...(options.limits?.maxWaitersPerKey ? { maxWaitersPerKey: options.limits.maxWaitersPerKey } : {}),
+      },
+    }),
     ...options,
   });
   servers.push(server);

@@ -1,0 +1,225 @@
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { describe, expect, it } from 'vitest';
+import { systemClock } from '../src/clock.js';
+import { createMemoryStore } from '../src/memory-store.js';
+import { RateLimiter } from '../src/rate-limit.js';
+import { createManualClock } from '../src/clock.js';
+import { connectWith, startServer, upgradeStatus } from './auth-harness.js';
+import { within } from './server-harness.js';
+import { RawSocket } from '../../test/helpers/raw-socket.js';
+
+/** A WebSocket client over a bare TCP socket that completes the handshake, then never reads again. */
+async function openSlowReader(url: string) {
+  const { hostname, port } = new URL(url);
+  const socket = connect({ host: hostname, port: Number(port) });
+  socket.on('error', () => {});
+  await within(
+    new Promise<void>((resolve) => {
+      socket.once('data', () => {
+        socket.pause();
+        resolve();
+      });
+      socket.once('connect', () =>
+        socket.write(
+          `GET /v1 HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        ),
+      );
+    }),
+    'the handshake',
+  );
+  return { write: (frame: Buffer) => socket.write(frame), destroy: () => socket.destroy() };
+}
+
+describe('limits in the welcome', () => {
+  it('announces every limit, configured or default', async () => {
+    const { server } = await startServer({ limits: { maxWatchesPerSession: 3, rateBurst: 50 } });
+    const { welcome } = await connectWith(server.url, null);
+    expect(welcome.limits).toEqual({
+      maxPayload: 65536,
+      maxKeyLength: 256,
+      maxLocksPerSession: 1000,
+      maxWaitersPerKey: 10000,
+      maxWatchesPerSession: 3,
+      maxPendingPerSession: 1000,
+      maxConnections: 10000,
+      maxBufferedBytes: 4 * 1024 * 1024,
+      rateLimit: 1000,
+      rateBurst: 50,
+    });
+  });
+
+  it('refuses an unknown or non-positive limit', async () => {
+    await expect(startServer({ limits: { rateLimit: 0 } })).rejects.toThrow(/rateLimit/);
+  });
+});
+
+describe('per-session limits', () => {
+  it('answers a watch of one prefix too many with bad_request, counting a prefix once', async () => {
+    const { server } = await startServer({ limits: { maxWatchesPerSession: 2 } });
+    const { client } = await connectWith(server.url, null);
+    await client.request({ op: 'watch', id: 1, prefix: 'a' });
+    await client.request({ op: 'watch', id: 2, prefix: 'b' });
+    expect(await client.request({ op: 'watch', id: 3, prefix: 'a' })).toMatchObject({ ok: true });
+    expect(await client.request({ op: 'watch', id: 4, prefix: 'c' })).toMatchObject({
+      ok: false,
+      error: { code: 'bad_request', message: expect.stringContaining('maxWatchesPerSession') },
+    });
+    await client.request({ op: 'unwatch', id: 5, prefix: 'a' });
+    expect(await client.request({ op: 'watch', id: 6, prefix: 'c' })).toMatchObject({ ok: true });
+  });
+
+  it('answers a request past maxPendingPerSession with rate_limited, still accepting cancel', async () => {
+    const { server } = await startServer({ limits: { maxPendingPerSession: 2 } });
+    const { client: holder } = await connectWith(server.url, null);
+    const { client } = await connectWith(server.url, null);
+    await holder.request({ op: 'acquire', id: 1, key: 'a' });
+    client.send({ op: 'acquire', id: 1, key: 'a' });
+    client.send({ op: 'wait', id: 2, key: 'a' });
+    await client.next((f) => f.type === 'queued');
+    expect(await client.request({ op: 'acquire', id: 3, key: 'b' })).toMatchObject({
+      ok: false,
+      error: { code: 'rate_limited', message: expect.stringContaining('maxPendingPerSession') },
+    });
+    expect(await holder.request({ op: 'status', id: 2, key: 'b' })).toMatchObject({ locked: false });
+    expect(await client.request({ op: 'cancel', id: 4, target: 1 })).toMatchObject({ ok: true, cancelled: true });
+    expect(await client.request({ op: 'acquire', id: 5, key: 'b' })).toMatchObject({ ok: true, acquired: true });
+  });
+
+  it('answers too_many_locks and too_many_waiters at their limits', async () => {
+    const { server } = await startServer({ limits: { maxLocksPerSession: 2, maxWaitersPerKey: 1 } });
+    const { client } = await connectWith(server.url, null);
+    await client.request({ op: 'acquire', id: 1, key: 'a' });
+    await client.request({ op: 'acquire', id: 2, key: 'b' });
+    expect(await client.request({ op: 'acquire', id: 3, key: 'c' })).toMatchObject({ error: { code: 'too_many_locks' } });
+    const { client: first } = await connectWith(server.url, null);
+    const { client: second } = await connectWith(server.url, null);
+    first.send({ op: 'acquire', id: 1, key: 'a' });
+    await first.next((f) => f.type === 'queued');
+    expect(await second.request({ op: 'acquire', id: 1, key: 'a' })).toMatchObject({ error: { code: 'too_many_waiters' } });
+  });
+
+  it('closes a connection sending a frame over maxPayload with 1009', async () => {
+    const { server } = await startServer({ limits: { maxPayload: 2048 } });
+    const { client } = await connectWith(server.url, null);
+    client.send({ op: 'ping', id: 'x'.repeat(10), pad: 'y'.repeat(4096) });
+    expect(await within(client.closed, 'the close')).toMatchObject({ code: 1009 });
+  });
+});
+
+describe('maxConnections', () => {
+  it('refuses upgrades past the limit with 503 and admits again once a connection closed', async () => {
+    const { server } = await startServer({ limits: { maxConnections: 2 } });
+    const { client } = await connectWith(server.url, null);
+    await connectWith(server.url, null);
+    expect(await upgradeStatus(server.url)).toBe(503);
+    await client.close();
+    await within(
+      (async () => {
+        while (server.sessionCount() > 1) await new Promise((resolve) => setImmediate(resolve));
+      })(),
+      'the session to end',
+    );
+    expect(await upgradeStatus(server.url)).toBe(101);
+  });
+});
+
+describe('message rate', () => {
+  it('answers frames past the burst rate_limited without processing them, then closes 1008', async () => {
+    const { server } = await startServer({ limits: { rateBurst: 4, rateLimit: 1 } });
+    const { client } = await connectWith(server.url, null);
+    const { client: observer } = await connectWith(server.url, null);
+    for (let id = 1; id <= 4; id++) expect(await client.request({ op: 'ping', id })).toMatchObject({ ok: true });
+    expect(await client.request({ op: 'acquire', id: 5, key: 'k' })).toMatchObject({
+      ok: false,
+      id: 5,
+      error: { code: 'rate_limited' },
+    });
+    expect(await observer.request({ op: 'status', id: 1, key: 'k' })).toMatchObject({ locked: false });
+    for (let id = 6; id <= 8; id++) client.send({ op: 'ping', id });
+    expect(await within(client.closed, 'the close')).toMatchObject({ code: 1008 });
+    expect(client.inbox.map((f) => (f.error as { code?: string } | undefined)?.code)).toEqual(['rate_limited', 'rate_limited']);
+    expect(await observer.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
+  });
+
+  it('refills the bucket with time: a sender within its rate is never refused', async () => {
+    const { server, clock } = await startServer({ limits: { rateBurst: 2, rateLimit: 10 } });
+    const { client } = await connectWith(server.url, null);
+    for (let id = 1; id <= 20; id++) {
+      expect(await client.request({ op: 'ping', id })).toMatchObject({ ok: true });
+      clock.advance(100);
+    }
+  });
+
+  it('calls a streak of limiting abuse after three seconds even when frames get through in between', () => {
+    const clock = createManualClock(0);
+    const limiter = new RateLimiter({ rate: 1, burst: 1, abuseAfterMs: 3000, abuseAfterFrames: 1000 }, clock);
+    expect(limiter.take()).toBe('accept');
+    const verdicts: string[] = [];
+    for (let t = 0; t < 3000; t += 500) {
+      verdicts.push(limiter.take(), limiter.take());
+      clock.advance(500);
+    }
+    expect(verdicts).toContain('accept');
+    expect(verdicts).not.toContain('abuse');
+    expect([limiter.take(), limiter.take()]).toContain('abuse');
+    clock.advance(5000);
+    expect(limiter.take()).toBe('accept');
+    expect(limiter.take()).toBe('refuse');
+  });
+
+  it('keeps other sessions fast while one floods, and closes the flooder', async () => {
+    const { server } = await startServer({ clock: systemClock, store: createMemoryStore() });
+    const { client: flooder } = await connectWith(server.url, null);
+    const { client: other } = await connectWith(server.url, null);
+    const frame = JSON.stringify({ op: 'ping', id: 1 });
+    const flooding = (async () => {
+      for (let i = 0; i < 40 && flooder.ws.readyState === flooder.ws.OPEN; i++) {
+        for (let j = 0; j < 500; j++) flooder.ws.send(frame.replace('1', String(i * 500 + j)));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    const latencies: number[] = [];
+    for (let id = 1; id <= 30; id++) {
+      const started = performance.now();
+      await other.request({ op: 'ping', id });
+      latencies.push(performance.now() - started);
+    }
+    await flooding;
+    expect(await within(flooder.closed, 'the flooder to be closed')).toMatchObject({ code: 1008 });
+    latencies.sort((a, b) => a - b);
+    expect(latencies[Math.floor(latencies.length / 2)]).toBeLessThan(100);
+    expect(latencies.at(-1)).toBeLessThan(1000);
+    expect(await other.request({ op: 'acquire', id: 'last', key: 'k' })).toMatchObject({ ok: true, acquired: true });
+  });
+});
+
+describe('outbound buffer cap', () => {
+  it('cuts a connection that stops reading, releasing its locks, and leaves others served', async () => {
+    const { server } = await startServer({ limits: { maxBufferedBytes: 64 * 1024 } });
+    const { client: filler } = await connectWith(server.url, null);
+    const meta = { pad: 'm'.repeat(900) };
+    for (let id = 0; id < 300; id++) filler.send({ op: 'acquire', id, key: `fill:${id}`, meta });
+    await filler.reply(299);
+    const slow = await openSlowReader(server.url);
+    slow.write(RawSocket.json({ op: 'acquire', id: 'held', key: 'slow-lock' }));
+    for (let id = 1; !(await filler.request({ op: 'status', id: `s${id}`, key: 'slow-lock' })).locked; id++);
+    for (let id = 0; id < 60; id++) slow.write(RawSocket.json({ op: 'list', id }));
+    // The paused socket reads nothing, not even the reset: the server side is observed instead.
+    await within(
+      (async () => {
+        while (server.sessionCount() > 1) await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      'the slow reader to be cut',
+    );
+    const { client: next } = await connectWith(server.url, null);
+    expect(await next.request({ op: 'acquire', id: 1, key: 'slow-lock', acquireTimeout: 2000 })).toMatchObject({
+      ok: true,
+      acquired: true,
+    });
+    expect(await filler.request({ op: 'ping', id: 'p' })).toMatchObject({ ok: true });
+    slow.destroy();
+  });
+});
