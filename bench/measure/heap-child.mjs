@@ -14,7 +14,7 @@ if (typeof globalThis.gc !== 'function') throw new Error('run with --expose-gc')
 const LOCKS = Number(process.env.BENCH_LOCKS ?? 1_000_000);
 const WAITERS = Number(process.env.BENCH_WAITERS ?? 100_000);
 const PER_SESSION = 1000;
-const WAITERS_PER_KEY = 10_000;
+const WAITING_KEYS = 10;
 
 function heapUsed() {
   globalThis.gc();
@@ -22,7 +22,8 @@ function heapUsed() {
   return process.memoryUsage().heapUsed;
 }
 
-const store = createMemoryStore({ tokenSeed: () => 1 });
+// Tokens are seeded from the clock as in production (~1.8e15: heap numbers, not small integers).
+const store = createMemoryStore();
 await store.start({ granted() {}, acquireTimedOut() {}, waitDone() {}, lost() {} });
 let ticket = 1;
 const acquire = (session, key) =>
@@ -45,14 +46,15 @@ for (let i = 0; i < LOCKS; i++) {
 }
 const afterLocks = heapUsed();
 
-// Queued waiters: keys held by one session, each with WAITERS_PER_KEY
-// waiters (the default maxWaitersPerKey) from distinct sessions; a waiting
-// session waits on every such key, so its record is shared by them.
-const keys = Math.ceil(WAITERS / WAITERS_PER_KEY);
-for (let k = 0; k < keys; k++) await acquire('holder', `queue:${k}`);
+// Queued waiters: WAITING_KEYS keys held by one session, each with
+// WAITERS / WAITING_KEYS waiters (at most the default maxWaitersPerKey);
+// each waiting session waits on every one of these keys, so the cost of a
+// session's own record is shared by WAITING_KEYS waiters.
+const perKey = Math.ceil(WAITERS / WAITING_KEYS);
+for (let k = 0; k < WAITING_KEYS; k++) await acquire('holder', `queue:${k}`);
 const beforeWaiters = heapUsed();
 for (let i = 0; i < WAITERS; i++) {
-  const outcome = await acquire(`w${i % WAITERS_PER_KEY}`, `queue:${Math.floor(i / WAITERS_PER_KEY)}`);
+  const outcome = await acquire(`w${i % perKey}`, `queue:${Math.floor(i / perKey)}`);
   if (outcome.status !== 'queued') throw new Error(`waiter ${i} not queued`);
 }
 const afterWaiters = heapUsed();

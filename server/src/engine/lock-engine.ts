@@ -161,7 +161,7 @@ export class LockEngine {
       holds: new Set(entry.holders.values()),
       deadline: null,
     };
-    for (const hold of wait.holds) hold.waits.add(wait);
+    for (const hold of wait.holds) (hold.waits ??= new Set()).add(wait);
     if (input.timeout !== null) wait.deadline = this.#deadlines.push(now + input.timeout, { kind: 'wait', wait });
     this.#record(session).waits.set(input.ticket, wait);
     return 'pending';
@@ -297,7 +297,7 @@ export class LockEngine {
       meta: request.meta,
       expiresAt: null,
       deadline: null,
-      waits: new Set(),
+      waits: null,
     };
     this.#schedule(hold, request.holdTimeout, now);
     entry.holders.set(hold.session, hold);
@@ -326,13 +326,13 @@ export class LockEngine {
       effects.push({ type: 'lost', session: hold.session, lost: { key: hold.key, token: hold.token, reason: how } });
     }
     effects.push(holdEvent(entry, how, hold, now));
-    for (const wait of hold.waits) {
+    for (const wait of hold.waits ?? []) {
       wait.holds.delete(hold);
       if (wait.holds.size > 0) continue;
       this.#removeWait(wait);
       effects.push({ type: 'waitDone', session: wait.session, ticket: wait.ticket, free: true });
     }
-    hold.waits.clear();
+    hold.waits = null;
   }
 
   /** Takes a waiter out of its queue (`dequeued`), then grants whatever that unblocked. */
@@ -356,7 +356,7 @@ export class LockEngine {
   }
 
   #removeWait(wait: Wait): void {
-    for (const hold of wait.holds) hold.waits.delete(wait);
+    for (const hold of wait.holds) hold.waits?.delete(wait);
     wait.holds.clear();
     if (wait.deadline) this.#deadlines.cancel(wait.deadline);
     wait.deadline = null;
