@@ -13,7 +13,7 @@ import {
 import { nanoid } from 'nanoid';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createAuthenticator, redactUrl, type AuthOptions } from './auth.js';
-import { systemClock, type Clock } from './clock.js';
+import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
 import { guardHttp } from './http-guard.js';
@@ -38,7 +38,7 @@ export interface LockServerOptions {
    * `close()` closes it either way.
    */
   store?: LockStore;
-  /** Time source of timeouts and `ping`. Default the system clock. */
+  /** Time source of timeouts, `ping`, the drain delay and the shutdown timeout. Default the system clock. */
   clock?: Clock;
   /** Every limit, each announced in `welcome.limits`; see `ServerLimits` for the defaults. */
   limits?: Partial<ServerLimits>;
@@ -366,15 +366,14 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const shutdown = async () => {
     closing = true;
     logger.info({ drainDelay, shutdownTimeout }, 'draining');
-    // Real time, not `clock`: the drain is for load balancers, not lock timeouts.
-    if (drainDelay > 0) await new Promise((resolve) => setTimeout(resolve, drainDelay));
+    if (drainDelay > 0) await new Promise<void>((resolve) => clock.setTimeout(() => resolve(), drainDelay));
     if (heartbeat) clearInterval(heartbeat);
-    let timer: NodeJS.Timeout | undefined;
+    let timer: TimerHandle | undefined;
     const timedOut = new Promise<'timed out'>((resolve) => {
-      timer = setTimeout(() => resolve('timed out'), shutdownTimeout);
+      timer = clock.setTimeout(() => resolve('timed out'), shutdownTimeout);
     });
     const outcome = await Promise.race([closeAll(), timedOut]);
-    clearTimeout(timer);
+    clock.clearTimeout(timer);
     if (outcome === 'timed out') {
       logger.error({ shutdownTimeout }, 'shutdown timed out; cutting the remaining connections');
       for (const ws of wss.clients) ws.terminate();

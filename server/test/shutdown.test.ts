@@ -1,0 +1,116 @@
+import { connect as netConnect } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createManualClock } from '../src/clock.js';
+import type { MemoryStore } from '../src/memory-store.js';
+import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
+import { createStubStore, RawClient, within } from './server-harness.js';
+
+const servers: LockServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+});
+
+async function start(options: LockServerOptions = {}) {
+  const server = await createLockServer({ port: 0, heartbeatInterval: 0, ...options });
+  servers.push(server);
+  return server;
+}
+
+async function healthStatus(server: LockServer): Promise<number> {
+  return (await within(fetch(`${server.httpUrl}/healthz`), 'GET /healthz')).status;
+}
+
+/** The status line the server answers a WebSocket upgrade of `/v1` with. */
+function upgradeStatusLine(port: number): Promise<string> {
+  return within(
+    new Promise((resolve, reject) => {
+      const socket = netConnect(port, '127.0.0.1', () => {
+        socket.write(
+          'GET /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+        );
+      });
+      let text = '';
+      socket.on('data', (chunk) => {
+        text += String(chunk);
+      });
+      socket.on('close', () => resolve(text.split('\r\n')[0] ?? ''));
+      socket.on('error', reject);
+    }),
+    'the upgrade answer',
+  );
+}
+
+describe('graceful shutdown', () => {
+  it('turns /healthz 503 and refuses upgrades during the drain delay while open sessions are still served', async () => {
+    const clock = createManualClock();
+    const server = await start({ clock, drainDelay: 60_000 });
+    const holder = await RawClient.connect(server.url);
+    const waiter = await RawClient.connect(server.url);
+    await holder.client.request({ op: 'acquire', id: 1, key: 'k' });
+    waiter.client.send({ op: 'acquire', id: 1, key: 'k' });
+    await waiter.client.next((f) => f.type === 'queued', 'queued');
+    expect(await healthStatus(server)).toBe(200);
+
+    const closed = server.close();
+    expect(await healthStatus(server)).toBe(503);
+    expect(await upgradeStatusLine(server.port)).toBe('HTTP/1.1 503 Service Unavailable');
+    // Still served: a release hands the lock over as usual.
+    expect(await holder.client.request({ op: 'release', id: 2, key: 'k' })).toMatchObject({ released: true });
+    expect(await waiter.client.reply(1)).toMatchObject({ acquired: true });
+    expect(server.sessionCount()).toBe(2);
+
+    clock.advance(60_000);
+    await within(closed, 'close() after the drain delay');
+    expect(await within(holder.client.closed, 'the holder close')).toMatchObject({ code: 1001 });
+  });
+
+  it('answers pending acquires shutting_down, then closes every connection with 1001', async () => {
+    const server = await start();
+    const holder = await RawClient.connect(server.url);
+    const waiter = await RawClient.connect(server.url);
+    await holder.client.request({ op: 'acquire', id: 1, key: 'k' });
+    waiter.client.send({ op: 'acquire', id: 'w', key: 'k' });
+    await waiter.client.next((f) => f.type === 'queued', 'queued');
+
+    await within(server.close(), 'close()');
+    expect(await waiter.client.reply('w')).toMatchObject({ ok: false, error: { code: 'shutting_down' } });
+    expect(await within(waiter.client.closed, 'the waiter close')).toMatchObject({ code: 1001 });
+    expect(await within(holder.client.closed, 'the holder close')).toMatchObject({ code: 1001 });
+    // The locks are released in the store, not left behind.
+    expect((server.store as MemoryStore).inspect()).toMatchObject({ keys: 0, sessions: 0 });
+  });
+
+  it('ends every session in the store before closing it', async () => {
+    const stub = createStubStore();
+    const server = await start({ store: stub.store });
+    const { welcome } = await RawClient.connect(server.url);
+    await within(server.close(), 'close()');
+    const methods = stub.calls.map((c) => c.method);
+    expect(methods.indexOf('closeSession')).toBeGreaterThan(-1);
+    expect(methods.indexOf('closeSession')).toBeLessThan(methods.indexOf('close'));
+    expect(stub.calls.find((c) => c.method === 'closeSession')?.args[0]).toBe(welcome['session']);
+  });
+
+  it('resolves close() after the shutdown timeout when the store never finishes closing', async () => {
+    let storeClosing: () => void = () => {};
+    const closeStarted = new Promise<void>((resolve) => {
+      storeClosing = resolve;
+    });
+    const stub = createStubStore({
+      close: () => {
+        storeClosing();
+        return new Promise<void>(() => {});
+      },
+    });
+    const clock = createManualClock();
+    const server = await start({ store: stub.store, clock, shutdownTimeout: 5000 });
+    const { client } = await RawClient.connect(server.url);
+    const closed = server.close();
+    await within(client.closed, 'the socket close');
+    await within(closeStarted, 'the store close to start');
+    clock.advance(5000);
+    await within(closed, 'close() bounded by the shutdown timeout');
+    expect(await client.closed).toMatchObject({ code: 1001 });
+  });
+});
