@@ -13,6 +13,9 @@ import {
   serverOptionsFromConfig,
 } from './config.js';
 import { tokenCommand } from './cli-token.js';
+import { runCommand } from './cli-run.js';
+import { statusCommand } from './cli-status.js';
+import { watchCommand } from './cli-watch.js';
 import { CONFIG_FILE_ENV, CONFIG_FILE_FLAG, readConfigFile } from './config-file.js';
 import { createLockMetrics } from './metrics.js';
 import { createRedisStore } from './redis/redis-store.js';
@@ -49,6 +52,9 @@ const MAIN_USAGE = `Usage: lockwire <command> [options]
 Commands:
   serve    start a lock server (lockwire serve --help for its options)
   token    print a signed access token (lockwire token --help)
+  run      run a command while holding a lock, like flock(1) (lockwire run --help)
+  status   print the locked keys, their holders and queues (lockwire status --help)
+  watch    print lock events as they happen (lockwire watch --help)
 
 Options:
   -h, --help    show this help
@@ -180,5 +186,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   }
   if (command === 'serve') return serve(rest, io);
   if (command === 'token') return tokenCommand(rest, { ...io, now: () => Date.now() });
+  if (command === 'run') return runCommand(rest, io);
+  if (command === 'status') return statusCommand(rest, io);
+  if (command === 'watch') return watchCommand(rest, io);
   return usageError(io, MAIN_USAGE, command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`);
 }

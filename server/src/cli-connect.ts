@@ -1,0 +1,108 @@
+import { MAX_DURATION_MS } from '@lockwire/protocol';
+import { ClientErrorCode, LockClient, LockError } from '@lockwire/client';
+
+/** Where a client tool (`run`, `status`, `watch`) reads and writes. */
+export interface ToolIo {
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown };
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+/** The server a tool talks to when neither `--url` nor `LOCKWIRE_URL` names one. */
+export const DEFAULT_URL = 'ws://127.0.0.1:7311/v1';
+
+/** Exit codes shared by the client tools (sysexits.h names). */
+export const ToolExit = {
+  Ok: 0,
+  Usage: 2,
+  /** EX_UNAVAILABLE: the server could not be reached, or the connection ended. */
+  Unavailable: 69,
+  /** EX_SOFTWARE: `lockwire run` lost its lock while the command ran. */
+  LockLost: 70,
+  /** EX_TEMPFAIL: `lockwire run` was not granted the lock within `--wait`. */
+  NotAcquired: 75,
+} as const;
+
+/** `parseArgs` options every client tool takes. */
+export const CONNECT_OPTIONS = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Usage lines of {@link CONNECT_OPTIONS}. */
+export const CONNECT_USAGE = `  --url URL         the server (env LOCKWIRE_URL, default ${DEFAULT_URL})
+  --token TOKEN          sent as Authorization: Bearer (env LOCKWIRE_TOKEN)
+  -h, --help             show this help`;
+
+/** Where to connect and with which credentials. */
+export interface Endpoint {
+  url: string;
+  token: string | undefined;
+}
+
+/** Flags over environment over the default. An empty value counts as not given. */
+export function endpointFrom(
+  values: { url?: string | undefined; token?: string | undefined },
+  env: ToolIo['env'],
+): Endpoint {
+  const url = values.url || env['LOCKWIRE_URL'] || DEFAULT_URL;
+  const token = values.token || env['LOCKWIRE_TOKEN'] || undefined;
+  return { url, token };
+}
+
+/**
+ * Connects to `endpoint`, sending the token as a bearer credential.
+ *
+ * @throws the client's `LockError` (`connection_closed`) when the server
+ * cannot be reached or refuses the upgrade.
+ */
+export function connectTool(endpoint: Endpoint): Promise<LockClient> {
+  const headers: Record<string, string> = endpoint.token ? { authorization: `Bearer ${endpoint.token}` } : {};
+  return LockClient.connect(endpoint.url, { headers });
+}
+
+/** Writes `lockwire <command>: <problem>` with the usage to stderr; resolves the usage exit code. */
+export function usageFailure(io: ToolIo, command: string, usage: string, problem: string): number {
+  io.stderr.write(`lockwire ${command}: ${problem}\n\n${usage}`);
+  return ToolExit.Usage;
+}
+
+/** Exit code of a failed call: unavailable when the connection is gone, 1 for anything the server refused. */
+export function exitCodeFor(error: unknown): number {
+  return error instanceof LockError && error.code === ClientErrorCode.ConnectionClosed ? ToolExit.Unavailable : 1;
+}
+
+/** The one-line message of anything thrown. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
+    return `${error.message}${cause}`;
+  }
+  return String(error);
+}
+
+const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * Milliseconds of a duration flag: a bare number is milliseconds; `ms`, `s`,
+ * `m` and `h` suffixes scale it (`1.5s` is 1500). Null when the text is not
+ * a duration or exceeds the protocol's largest (2147483647 ms).
+ */
+export function parseDuration(text: string): number | null {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!match?.[1]) return null;
+  const ms = Math.round(Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1));
+  return Number.isFinite(ms) && ms <= MAX_DURATION_MS ? ms : null;
+}
+
+/** A duration for humans: `850ms`, `42s`, `3m07s`, `2h05m`. */
+export function formatDuration(ms: number): string {
+  const clamped = Math.max(0, Math.round(ms));
+  if (clamped < 1000) return `${clamped}ms`;
+  const seconds = Math.floor(clamped / 1000);
+  if (seconds < 60) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m${String(seconds % 60).padStart(2, '0')}s`;
+  return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, '0')}m`;
+}

@@ -1,0 +1,122 @@
+import { parseArgs } from 'node:util';
+import type { ListResult, LockStatus } from '@lockwire/client';
+import {
+  CONNECT_OPTIONS,
+  CONNECT_USAGE,
+  ToolExit,
+  connectTool,
+  describeError,
+  endpointFrom,
+  exitCodeFor,
+  formatDuration,
+  usageFailure,
+  type ToolIo,
+} from './cli-connect.js';
+
+export const STATUS_USAGE = `Usage: lockwire status [options]
+
+Prints the locked keys: one row per holder with its session, fencing token,
+how long it has held the lock, when the hold expires, the queue length and
+the holder's meta. --json prints the list as GET /v1/locks gives it
+({"locks": [...], "truncated": bool}), for scripts.
+
+Exit status: 0; 69 when the server cannot be reached; 1 when it refuses the
+request; 2 on bad usage.
+
+Options:
+  --prefix P             only keys starting with P (default: all)
+  --limit N              at most N keys, 1 to 10000 (default 1000)
+  --json                 print JSON
+${CONNECT_USAGE}
+`;
+
+const HEADERS = ['KEY', 'MODE', 'SESSION', 'TOKEN', 'HELD FOR', 'EXPIRES IN', 'QUEUE', 'META'] as const;
+/** Longest cell shown for keys and meta before it is shortened, so rows stay readable. */
+const MAX_CELL = 48;
+
+function shorten(text: string): string {
+  return text.length > MAX_CELL ? `${text.slice(0, MAX_CELL - 1)}…` : text;
+}
+
+/** The rows of one key: one per holder (shared locks have several). */
+function rowsOf(lock: LockStatus, now: number): string[][] {
+  return lock.holders.map((holder) => [
+    shorten(JSON.stringify(lock.key).slice(1, -1)),
+    holder.mode,
+    holder.session,
+    String(holder.token),
+    formatDuration(now - holder.since),
+    holder.expiresAt === null ? '-' : formatDuration(holder.expiresAt - now),
+    String(lock.queue.length),
+    holder.meta === null ? '-' : shorten(JSON.stringify(holder.meta)),
+  ]);
+}
+
+/**
+ * Lays `result` out as an aligned table, times measured against `now` (the
+ * server's clock, so a skewed local clock does not distort them).
+ */
+export function formatStatusTable(result: ListResult, now: number, prefix: string): string {
+  const rows = result.locks.flatMap((lock) => rowsOf(lock, now));
+  if (rows.length === 0) {
+    return prefix === '' ? 'no locks held\n' : `no locks held under ${JSON.stringify(prefix)}\n`;
+  }
+  const table = [[...HEADERS], ...rows];
+  const widths = HEADERS.map((_header, column) => Math.max(...table.map((row) => (row[column] ?? '').length)));
+  const lines = table.map((row) =>
+    row
+      .map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)))
+      .join('  ')
+      .trimEnd(),
+  );
+  if (result.truncated) lines.push(`(more locked keys than shown: raise --limit or narrow --prefix)`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Runs `lockwire status ARGS`; resolves the exit code (see {@link STATUS_USAGE}). */
+export async function statusCommand(args: string[], io: ToolIo): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: { ...CONNECT_OPTIONS, prefix: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    }));
+  } catch (error) {
+    return usageFailure(io, 'status', STATUS_USAGE, describeError(error));
+  }
+  if (values.help === true) {
+    io.stdout.write(STATUS_USAGE);
+    return ToolExit.Ok;
+  }
+  const limit = values.limit === undefined ? undefined : Number(values.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 10_000)) {
+    return usageFailure(io, 'status', STATUS_USAGE, `--limit ${JSON.stringify(values.limit)}: expected an integer from 1 to 10000`);
+  }
+  const prefix = values.prefix ?? '';
+  const endpoint = endpointFrom(values, io.env);
+  let client;
+  try {
+    client = await connectTool(endpoint);
+  } catch (error) {
+    io.stderr.write(`lockwire status: cannot connect to ${endpoint.url}: ${describeError(error)}\n`);
+    return ToolExit.Unavailable;
+  }
+  try {
+    const result = await client.list({ prefix, ...(limit === undefined ? {} : { limit }) });
+    if (values.json === true) {
+      // `heldByYou` would only ever describe this short-lived session; drop it as `GET /v1/locks` does.
+      const locks = result.locks.map(({ heldByYou: _heldByYou, ...lock }) => lock);
+      io.stdout.write(`${JSON.stringify({ locks, truncated: result.truncated }, null, 2)}\n`);
+    } else {
+      io.stdout.write(formatStatusTable(result, await client.ping(), prefix));
+    }
+    return ToolExit.Ok;
+  } catch (error) {
+    io.stderr.write(`lockwire status: ${describeError(error)}\n`);
+    return exitCodeFor(error);
+  } finally {
+    await client.close();
+  }
+}

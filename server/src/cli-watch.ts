@@ -1,0 +1,130 @@
+import { parseArgs } from 'node:util';
+import type { LockEvent, LockStatus } from '@lockwire/client';
+import {
+  CONNECT_OPTIONS,
+  CONNECT_USAGE,
+  ToolExit,
+  connectTool,
+  describeError,
+  endpointFrom,
+  exitCodeFor,
+  usageFailure,
+  type ToolIo,
+} from './cli-connect.js';
+
+/** What `lockwire watch` needs beyond output: a way to be stopped. */
+export interface WatchIo extends ToolIo {
+  /** Calls `handler` once on SIGTERM or SIGINT; returns a function that stops listening. */
+  onStopSignal(handler: () => void): () => void;
+}
+
+export const WATCH_USAGE = `Usage: lockwire watch [options]
+
+Prints the locked keys, then one line per lock event (acquired, released,
+expired, stolen, revoked, queued, dequeued) as it happens, until Ctrl-C.
+--json prints JSON lines instead: first {"type":"snapshot","locks":[...],
+"truncated":bool}, then each event as the server sends it ({"type":"event",
+"key":..., "event":..., "session":..., "token":..., "mode":..., "meta":...,
+"holders":N, "waiters":N, "at":epoch-ms}).
+
+Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM; 69 when the server cannot
+be reached or the connection ends; 1 when it refuses the watch; 2 on bad
+usage.
+
+Options:
+  --prefix P             only keys starting with P (default: all)
+  --json                 print JSON lines
+${CONNECT_USAGE}
+`;
+
+function quoted(key: string): string {
+  return JSON.stringify(key);
+}
+
+/** One human line for a held key of the snapshot. */
+export function formatSnapshotLine(lock: LockStatus): string[] {
+  return lock.holders.map(
+    (holder) =>
+      `held      ${quoted(lock.key)} session=${holder.session} token=${holder.token} mode=${holder.mode}` +
+      ` queue=${lock.queue.length}${holder.meta === null ? '' : ` meta=${JSON.stringify(holder.meta)}`}`,
+  );
+}
+
+/** One human line for an event: time, what happened, the key, then who and the counts after it. */
+export function formatEventLine(event: LockEvent): string {
+  const time = new Date(event.at).toISOString().slice(11, 23);
+  const token = event.token === undefined || event.token === null ? '' : ` token=${event.token}`;
+  const meta = event.meta === null ? '' : ` meta=${JSON.stringify(event.meta)}`;
+  return (
+    `${time}  ${event.event.padEnd(9)} ${quoted(event.key)} session=${event.session}${token} mode=${event.mode}` +
+    ` holders=${event.holders} waiters=${event.waiters}${meta}`
+  );
+}
+
+/** Runs `lockwire watch ARGS` until a stop signal or the connection ends; resolves the exit code. */
+export async function watchCommand(args: string[], io: WatchIo): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: { ...CONNECT_OPTIONS, prefix: { type: 'string' }, json: { type: 'boolean' } },
+    }));
+  } catch (error) {
+    return usageFailure(io, 'watch', WATCH_USAGE, describeError(error));
+  }
+  if (values.help === true) {
+    io.stdout.write(WATCH_USAGE);
+    return ToolExit.Ok;
+  }
+  const json = values.json === true;
+  const prefix = values.prefix ?? '';
+  const endpoint = endpointFrom(values, io.env);
+  let client;
+  try {
+    client = await connectTool(endpoint);
+  } catch (error) {
+    io.stderr.write(`lockwire watch: cannot connect to ${endpoint.url}: ${describeError(error)}\n`);
+    return ToolExit.Unavailable;
+  }
+  let stopListening: (() => void) | undefined;
+  let onEnded: (() => void) | undefined;
+  let watchSignal: AbortSignal | undefined;
+  try {
+    const stopped = new Promise<number>((resolve) => {
+      stopListening = io.onStopSignal(() => resolve(ToolExit.Ok));
+    });
+    const print = (event: LockEvent) =>
+      io.stdout.write(json ? `${JSON.stringify({ type: 'event', ...event })}\n` : `${formatEventLine(event)}\n`);
+    // Events can arrive in the same read as the watch's reply: hold them until the snapshot is out.
+    let early: LockEvent[] | undefined = [];
+    const watch = await client.watch(prefix, (event) => (early ? early.push(event) : print(event)));
+    if (json) {
+      io.stdout.write(`${JSON.stringify({ type: 'snapshot', ...watch.snapshot })}\n`);
+    } else {
+      const lines = watch.snapshot.locks.flatMap(formatSnapshotLine);
+      if (watch.snapshot.truncated) lines.push('(more locked keys than shown in the snapshot)');
+      io.stdout.write(lines.map((line) => `${line}\n`).join(''));
+      io.stderr.write(`watching ${prefix === '' ? 'every key' : `keys under ${quoted(prefix)}`}; Ctrl-C to stop\n`);
+    }
+    for (const event of early) print(event);
+    early = undefined;
+    watchSignal = watch.signal;
+    const ended = new Promise<number>((resolve) => {
+      onEnded = () => {
+        io.stderr.write(`lockwire watch: ${describeError(watch.signal.reason)}\n`);
+        resolve(ToolExit.Unavailable);
+      };
+      watch.signal.addEventListener('abort', onEnded, { once: true });
+    });
+    return await Promise.race([stopped, ended]);
+  } catch (error) {
+    io.stderr.write(`lockwire watch: ${describeError(error)}\n`);
+    return exitCodeFor(error);
+  } finally {
+    stopListening?.();
+    if (onEnded) watchSignal?.removeEventListener('abort', onEnded);
+    await client.close();
+  }
+}

@@ -1,0 +1,264 @@
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { LockClient, type LockEvent } from '@lockwire/client';
+import { createLockServer, type LockServer } from '@lockwire/server';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { buildServer } from './helpers/lockwire-process.js';
+import { ToolProcess, processExists } from './helpers/tool-process.js';
+
+const NODE = process.execPath;
+/** A command that prints its fencing token and the key, then holds until a line arrives on stdin. */
+const HOLD_UNTIL_STDIN =
+  "process.stdout.write('holding ' + process.env.LOCKWIRE_FENCING_TOKEN + ' ' + process.env.LOCKWIRE_KEY + '\\n');" +
+  "process.stdin.once('data', () => process.exit(0));";
+
+let server: LockServer;
+let observer: LockClient;
+const tools: ToolProcess[] = [];
+
+function lockwire(args: string[], env: NodeJS.ProcessEnv = {}): ToolProcess {
+  const tool = ToolProcess.lockwire(args, { LOCKWIRE_URL: server.url, ...env });
+  tools.push(tool);
+  return tool;
+}
+
+/** Resolves the first event on `key` matching `match`, from a watch started before the action. */
+async function nextEvent(key: string, match: (event: LockEvent) => boolean): Promise<() => Promise<LockEvent>> {
+  let resolveEvent: (event: LockEvent) => void = () => undefined;
+  const seen = new Promise<LockEvent>((resolve) => {
+    resolveEvent = resolve;
+  });
+  const watch = await observer.watch(key, (event) => {
+    if (event.key === key && match(event)) resolveEvent(event);
+  });
+  return async () => {
+    try {
+      return await Promise.race([
+        seen,
+        new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`no event on ${key}`)), 10_000)),
+      ]);
+    } finally {
+      await watch.close();
+    }
+  };
+}
+
+beforeAll(() => {
+  buildServer();
+});
+
+beforeEach(async () => {
+  server = await createLockServer({ port: 0 });
+  observer = await LockClient.connect(server.url);
+});
+
+afterEach(async () => {
+  for (const tool of tools.splice(0)) tool.kill();
+  await observer.close();
+  await server.close();
+});
+
+afterAll(() => {
+  for (const tool of tools) tool.kill();
+});
+
+describe('lockwire --help and usage', () => {
+  it('lists every command, documents each one and exits 2 on bad usage', async () => {
+    const help = lockwire(['--help']);
+    expect(await help.waitForExit()).toEqual({ code: 0, signal: null });
+    for (const command of ['serve', 'token', 'run', 'status', 'watch']) expect(help.text()).toMatch(new RegExp(`^  ${command} `, 'm'));
+
+    for (const command of ['run', 'status', 'watch']) {
+      const usage = lockwire([command, '--help']);
+      expect(await usage.waitForExit()).toEqual({ code: 0, signal: null });
+      expect(usage.text()).toContain(`Usage: lockwire ${command}`);
+      expect(usage.text()).toContain('--url URL');
+    }
+
+    const noCommand = lockwire(['run', '--key', 'k']);
+    const badDuration = lockwire(['run', '--key', 'k', '--wait', 'soon', '--', 'true']);
+    const unknownFlag = lockwire(['status', '--verbose']);
+    for (const bad of [noCommand, badDuration, unknownFlag]) expect((await bad.waitForExit()).code).toBe(2);
+    expect(noCommand.text('stderr')).toContain('missing the command');
+    expect(badDuration.text('stderr')).toContain('--wait "soon"');
+  });
+});
+
+describe('lockwire run', () => {
+  it('holds the lock while the command runs, and a second run waits and gets it after', async () => {
+    const first = lockwire(['run', '--key', 'deploy', '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    const firstLine = await first.waitForLine(/^holding /);
+    const [, firstToken, key] = firstLine.split(' ');
+    expect(key).toBe('deploy');
+    const status = await observer.status('deploy');
+    expect(status.holders).toEqual([expect.objectContaining({ token: Number(firstToken), mode: 'exclusive' })]);
+    expect(status.holders[0]?.meta).toMatchObject({ command: expect.stringContaining(NODE) });
+
+    const queued = await nextEvent('deploy', (event) => event.event === 'queued');
+    const second = lockwire(['run', '--key', 'deploy', '--wait', '30s', '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await queued();
+    expect(second.lines.stdout).toEqual([]);
+
+    first.write('done\n');
+    expect(await first.waitForExit()).toEqual({ code: 0, signal: null });
+    const secondLine = await second.waitForLine(/^holding /);
+    expect(Number(secondLine.split(' ')[1])).toBeGreaterThan(Number(firstToken));
+    second.write('done\n');
+    expect(await second.waitForExit()).toEqual({ code: 0, signal: null });
+    expect((await observer.status('deploy')).locked).toBe(false);
+  });
+
+  it("exits with the command's code, and 128+N when the command is killed by signal N", async () => {
+    const seven = lockwire(['run', '--key', 'codes', '--', NODE, '-e', 'process.exit(7)']);
+    expect((await seven.waitForExit()).code).toBe(7);
+    const killed = lockwire(['run', '--key', 'codes', '--', NODE, '-e', "process.kill(process.pid, 'SIGTERM')"]);
+    expect((await killed.waitForExit()).code).toBe(128 + 15);
+    const missing = lockwire(['run', '--key', 'codes', '--', 'lockwire-no-such-command']);
+    expect((await missing.waitForExit()).code).toBe(127);
+    expect((await observer.status('codes')).locked).toBe(false);
+  });
+
+  it('exits 75 without running the command when the lock is not granted within --wait', async () => {
+    const holder = await observer.acquire('busy');
+    expect(holder).not.toBeNull();
+    const run = lockwire(['run', '--key', 'busy', '--wait', '150ms', '--', NODE, '-e', "console.log('ran')"]);
+    expect((await run.waitForExit()).code).toBe(75);
+    expect(run.text()).not.toContain('ran');
+    expect(run.text('stderr')).toContain('not acquired');
+    expect((await observer.status('busy')).queue).toEqual([]);
+  });
+
+  it('stops the command with SIGTERM and exits 70 when the lock is stolen', async () => {
+    const script =
+      "process.on('SIGTERM', () => { console.log('terminated'); process.exit(0); });" +
+      "console.log('holding'); setInterval(() => {}, 1000);";
+    const run = lockwire(['run', '--key', 'job', '--', NODE, '-e', script]);
+    await run.waitForLine(/^holding$/);
+    await observer.acquire('job', { steal: true });
+    expect((await run.waitForExit()).code).toBe(70);
+    expect(run.text()).toContain('terminated');
+    expect(run.text('stderr')).toMatch(/lock "job" lost: it was stolen/);
+  });
+
+  it('kills a command that ignores SIGTERM after --kill-grace when the lock expires', async () => {
+    const script = "process.on('SIGTERM', () => {}); console.log('pid ' + process.pid); setInterval(() => {}, 1000);";
+    const run = lockwire(['run', '--key', 'stubborn', '--hold', '300', '--kill-grace', '200ms', '--', NODE, '-e', script]);
+    const pid = Number((await run.waitForLine(/^pid \d+$/)).slice(4));
+    expect((await run.waitForExit()).code).toBe(70);
+    expect(run.text('stderr')).toMatch(/lost: it was expired/);
+    expect(processExists(pid)).toBe(false);
+  });
+});
+
+describe('lockwire status', () => {
+  it('prints holders, tokens, times, queue length and meta as a table and as JSON', async () => {
+    const ana = await observer.acquire('st:doc', { holdTimeout: 600_000, meta: { user: 'ana' } });
+    const waiter = await LockClient.connect(server.url);
+    // The waiter's acquire ends with its connection, at the end of the test.
+    const queued = waiter.acquire('st:doc').catch(() => null);
+    await expect.poll(async () => (await observer.status('st:doc')).queue.length, { timeout: 5000 }).toBe(1);
+
+    const table = lockwire(['status', '--prefix', 'st:']);
+    expect((await table.waitForExit()).code).toBe(0);
+    const [header, row, ...rest] = table.lines.stdout;
+    expect(header).toMatch(/^KEY\s+MODE\s+SESSION\s+TOKEN\s+HELD FOR\s+EXPIRES IN\s+QUEUE\s+META$/);
+    expect(row?.split(/\s{2,}/)).toEqual([
+      'st:doc',
+      'exclusive',
+      observer.session,
+      String(ana?.token),
+      expect.stringMatching(/^\d+(ms|s)$/),
+      expect.stringMatching(/^(9m5\d|10m00)s$/),
+      '1',
+      '{"user":"ana"}',
+    ]);
+    expect(rest).toEqual([]);
+
+    const json = lockwire(['status', '--prefix', 'st:', '--json']);
+    expect((await json.waitForExit()).code).toBe(0);
+    const parsed: unknown = JSON.parse(json.text());
+    const listed = await observer.list({ prefix: 'st:' });
+    expect(parsed).toEqual({ ...listed, locks: listed.locks.map(({ heldByYou: _mine, ...lock }) => lock) });
+
+    const empty = lockwire(['status', '--prefix', 'none:']);
+    expect((await empty.waitForExit()).code).toBe(0);
+    expect(empty.text()).toBe('no locks held under "none:"');
+
+    await waiter.close();
+    expect(await queued).toBeNull();
+  });
+
+  it('sends --token as a bearer credential and exits 69 when the server refuses the connection', async () => {
+    const seen: (string | undefined)[] = [];
+    const refusing = createServer();
+    refusing.on('upgrade', (request, socket) => {
+      seen.push(request.headers.authorization);
+      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    });
+    refusing.listen(0, '127.0.0.1');
+    await once(refusing, 'listening');
+    const { port } = refusing.address() as AddressInfo;
+    try {
+      const status = lockwire(['status', '--token', 'sekret'], { LOCKWIRE_URL: `ws://127.0.0.1:${port}/v1` });
+      expect((await status.waitForExit()).code).toBe(69);
+      const fromEnv = lockwire(['status'], { LOCKWIRE_URL: `ws://127.0.0.1:${port}/v1`, LOCKWIRE_TOKEN: 'from-env' });
+      expect((await fromEnv.waitForExit()).code).toBe(69);
+      expect(seen).toEqual(['Bearer sekret', 'Bearer from-env']);
+      expect(status.text('stderr')).toContain(`cannot connect to ws://127.0.0.1:${port}/v1`);
+    } finally {
+      refusing.close();
+    }
+  });
+});
+
+describe('lockwire watch', () => {
+  it('prints the snapshot then one JSON line per event, and exits 0 on SIGINT', async () => {
+    await observer.acquire('w:held', { meta: { n: 1 } });
+    const watch = lockwire(['watch', '--prefix', 'w:', '--json']);
+    const snapshot: unknown = JSON.parse(await watch.waitForLine(/"type":"snapshot"/));
+    expect(snapshot).toEqual({
+      type: 'snapshot',
+      truncated: false,
+      locks: [expect.objectContaining({ key: 'w:held', holders: [expect.objectContaining({ meta: { n: 1 } })] })],
+    });
+
+    const lease = await observer.acquire('w:new');
+    await lease?.release();
+    const released = JSON.parse(await watch.waitForLine(/"event":"released"/)) as LockEvent & { type: string };
+    const acquired = JSON.parse(await watch.waitForLine(/"event":"acquired"/)) as LockEvent & { type: string };
+    expect(acquired).toMatchObject({ type: 'event', key: 'w:new', session: observer.session, token: lease?.token });
+    expect(released).toMatchObject({ type: 'event', key: 'w:new', holders: 0, waiters: 0 });
+    expect(watch.lines.stdout.map((line) => (JSON.parse(line) as { event?: string }).event)).toEqual([
+      undefined,
+      'acquired',
+      'released',
+    ]);
+
+    watch.signal('SIGINT');
+    expect(await watch.waitForExit()).toEqual({ code: 0, signal: null });
+  });
+
+  it('prints one human line per event with the key, session, token and counts', async () => {
+    const watch = lockwire(['watch', '--prefix', 'h:']);
+    await watch.waitForLine(/^watching keys under "h:"/, { stream: 'stderr' });
+    const lease = await observer.acquire('h:room', { meta: { host: 'a' } });
+    const line = await watch.waitForLine(/acquired/);
+    expect(line).toMatch(
+      new RegExp(
+        `^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}  acquired  "h:room" session=${observer.session} token=${lease?.token}` +
+          ` mode=exclusive holders=1 waiters=0 meta=\\{"host":"a"\\}$`,
+      ),
+    );
+    watch.signal('SIGTERM');
+    expect((await watch.waitForExit()).code).toBe(0);
+  });
+
+  it('exits 69 when the server goes away', async () => {
+    const watch = lockwire(['watch', '--json']);
+    await watch.waitForLine(/"type":"snapshot"/);
+    await observer.close();
+    await server.close();
+    expect((await watch.waitForExit()).code).toBe(69);
+  });
+});
