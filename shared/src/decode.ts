@@ -68,6 +68,29 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 const hasOwn = (obj: object, key: string) => Object.prototype.hasOwnProperty.call(obj, key);
 
 /**
+ * The `bad_request` for a frame that is not a valid request, in order of
+ * precedence: missing op, unknown op, missing id, invalid id, then the
+ * schema's first issue (with the request's id).
+ */
+function rejection(
+  value: Record<string, unknown>,
+  op: unknown,
+  issue: z.core.$ZodIssue | undefined,
+): DecodedClientMessage {
+  const idResult = hasOwn(value, 'id') ? requestIdSchema.safeParse(value.id) : undefined;
+  const id = idResult?.success ? idResult.data : null;
+  if (op === undefined) return badRequest(id, 'op: required');
+  if (typeof op !== 'string' || !hasOwn(requestSchemas, op)) {
+    return badRequest(id, `op: unknown op ${JSON.stringify(op)}`);
+  }
+  if (!idResult) return badRequest(null, 'id: required');
+  if (!idResult.success) {
+    return badRequest(null, 'id: expected a non-negative safe integer or a string of 1 to 64 characters');
+  }
+  return badRequest(id, issue ? formatIssue(issue, value) : 'invalid request');
+}
+
+/**
  * Parses and validates one text frame from a client. Never throws: an
  * invalid frame yields the `bad_request` to answer with, and the request's
  * `id` when it had a usable one (else `null`).
@@ -82,29 +105,18 @@ export function decodeClientMessage(text: string, options: DecodeOptions = {}): 
   }
   if (!isPlainObject(value)) return badRequest(null, 'frame is not a JSON object');
 
-  const idResult = hasOwn(value, 'id') ? requestIdSchema.safeParse(value.id) : undefined;
-  const id = idResult?.success ? idResult.data : null;
-
   const op = hasOwn(value, 'op') ? value.op : undefined;
-  if (op === undefined) return badRequest(id, 'op: required');
-  if (typeof op !== 'string' || !hasOwn(requestSchemas, op)) {
-    return badRequest(id, `op: unknown op ${JSON.stringify(op)}`);
-  }
-  if (!idResult) return badRequest(null, 'id: required');
-  if (!idResult.success) {
-    return badRequest(null, 'id: expected a non-negative safe integer or a string of 1 to 64 characters');
-  }
-
-  const parsed = requestSchemas[op as Op].safeParse(value);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    return badRequest(id, first ? formatIssue(first, value) : 'invalid request');
-  }
+  const schema = typeof op === 'string' && hasOwn(requestSchemas, op) ? requestSchemas[op as Op] : undefined;
+  // Each request is validated once: every request schema checks `id` too, so
+  // a frame its schema accepts needs no separate id check. That check runs
+  // only on the way to an error, to name the id in the reply.
+  const parsed = schema?.safeParse(value);
+  if (!parsed?.success) return rejection(value, op, parsed?.error.issues[0]);
   const message = parsed.data as ClientMessage;
   for (const field of ['key', 'prefix'] as const) {
     const s = (message as Record<string, unknown>)[field];
     if (typeof s === 'string' && s.length > maxKeyLength) {
-      return badRequest(id, `${field}: longer than maxKeyLength (${maxKeyLength})`);
+      return badRequest(message.id, `${field}: longer than maxKeyLength (${maxKeyLength})`);
     }
   }
   return { ok: true, message };
