@@ -28,13 +28,26 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
+ * Bytes of the UTF-8 of `value`'s compact JSON. A value nested too deeply
+ * for `JSON.stringify` (which recurses) is far larger than any limit here,
+ * so it counts as infinitely large instead of throwing out of the decoder.
+ */
+function compactSize(value: unknown): number {
+  try {
+    return textEncoder.encode(JSON.stringify(value)).length;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
+/**
  * `meta`: a JSON object of at most 1024 bytes (UTF-8 of its compact JSON).
  * The value is kept as parsed (not rebuilt), so keys such as `__proto__`
  * stay ordinary own properties.
  */
 export const metaSchema = z.nullable(
   z.custom<Record<string, unknown>>(isPlainObject, { error: 'expected a JSON object' }).check(
-    z.refine((value) => textEncoder.encode(JSON.stringify(value)).length <= MAX_META_BYTES, {
+    z.refine((value) => compactSize(value) <= MAX_META_BYTES, {
       error: `larger than ${MAX_META_BYTES} bytes as compact JSON`,
     }),
   ),
