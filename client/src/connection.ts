@@ -13,6 +13,7 @@ import {
 import {
   ClientErrorCode,
   connectionClosedError,
+  connectionLostError,
   LockError,
   type CloseInfo,
 } from './errors.js';
@@ -44,7 +45,11 @@ export interface PendingCall<T> {
 export interface ConnectionHandlers {
   lost(message: LostMessage): void;
   event(message: EventMessage): void;
-  /** Called once when an open connection ends, after every pending call was rejected with `error`. */
+  /**
+   * Called once when an open connection ends, after every pending call was
+   * rejected with `error` (`connection_lost` when the socket dropped,
+   * `connection_closed` after `close()`, `protocol_error`).
+   */
   closed(close: CloseInfo, error: LockError): void;
 }
 
@@ -272,7 +277,12 @@ export class Connection {
     this.#ended.resolve();
     if (this.#state === 'closed') return;
     const close: CloseInfo = { code, reason, byClient: false };
-    this.#shutdown(close, connectionClosedError(close, this.#lastTransportError));
+    // Before the welcome nothing was established: the connect attempt failed. After it, the connection was lost.
+    const error =
+      this.#state === 'open'
+        ? connectionLostError(close, this.#lastTransportError)
+        : connectionClosedError(close, this.#lastTransportError);
+    this.#shutdown(close, error);
   }
 
   #protocolError(detail: string): LockError {

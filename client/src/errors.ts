@@ -14,7 +14,11 @@ export type LeaseLostReason = (typeof LeaseLostReason)[keyof typeof LeaseLostRea
  */
 export const ClientErrorCode = {
   ...LeaseLostReason,
-  /** The connection is closed (or closed while the call was pending); nothing more will be answered. */
+  /**
+   * The client is closed (by `close()`, or after reconnecting gave up), or
+   * never connected; nothing more will be answered. An established
+   * connection that drops fails its pending calls with `connection_lost`.
+   */
   ConnectionClosed: 'connection_closed',
   /** `withLock` could not acquire the key within its `acquireTimeout`. */
   NotAcquired: 'not_acquired',
@@ -67,6 +71,15 @@ export function connectionClosedError(close: CloseInfo, cause?: unknown): LockEr
     `connection ${how} (code ${close.code}${detail})`,
     { cause, close },
   );
+}
+
+/** The error pending calls are rejected with when an open connection drops (the client may reconnect). */
+export function connectionLostError(close: CloseInfo, cause?: unknown): LockError {
+  const detail = close.reason ? `: ${close.reason}` : '';
+  return new LockError(ClientErrorCode.ConnectionLost, `connection lost (code ${close.code}${detail})`, {
+    cause,
+    close,
+  });
 }
 
 /** The reason a lease's signal aborts with. */

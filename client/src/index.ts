@@ -4,7 +4,8 @@
  * `node.js`, which connects with `ws`.
  */
 export { LockClient } from './lock-client.js';
-export type { AcquireOptions, ClientEvents, ClientState, ConnectOptions } from './options.js';
+export type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
+export type { ReconnectOptions } from './reconnect.js';
 export { Lease } from './lease.js';
 export type { LeaseState } from './lease.js';
 export { Watch } from './watch.js';

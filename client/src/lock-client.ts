@@ -1,37 +1,54 @@
 import type {
-  AcquireResult,
   EventMessage,
   Limits,
   ListResult,
-  LockMode,
   LockStatus,
   LostMessage,
   WelcomeMessage,
 } from '@lockwire/protocol';
-import { Connection, type PendingCall } from './connection.js';
+import { Connection, type ConnectionHandlers, type PendingCall } from './connection.js';
 import { Emitter } from './emitter.js';
 import {
   ClientErrorCode,
-  LeaseLostReason,
+  connectionClosedError,
   LockError,
   type CloseInfo,
 } from './errors.js';
-import { Lease, type LeaseControl, type LeaseOwner } from './lease.js';
-import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions } from './options.js';
+import type { Lease, LeaseOwner } from './lease.js';
+import { LeaseBook, type Grant } from './lease-book.js';
+import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
+import {
+  backoffDelay,
+  keptHolds,
+  mayReconnectAfter,
+  pause,
+  reconnectPolicy,
+  resumeTicket,
+  resumeUrl,
+  type ReconnectPolicy,
+  type ResumeTicket,
+} from './reconnect.js';
 import { webSocketTransport, type TransportFactory } from './transport.js';
 import { Watch, WatchRegistry, type LockEvent, type WatchSubscription } from './watch.js';
 import { LockManager } from './web-locks.js';
 
-interface LeaseEntry {
-  lease: Lease;
-  control: LeaseControl;
+/** What `connect()` hands the constructor. */
+interface ClientInit {
+  url: string;
+  transport: TransportFactory;
+  policy: ReconnectPolicy | null;
+  connection: Connection;
+  welcome: WelcomeMessage;
 }
 
-interface Grant {
-  lease: Lease;
-  /** False when the grant was a re-acquire of a lease this client already had. */
-  fresh: boolean;
+const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient: true };
+
+function isConnectionError(error: unknown): boolean {
+  return (
+    error instanceof LockError &&
+    (error.code === ClientErrorCode.ConnectionLost || error.code === ClientErrorCode.ConnectionClosed)
+  );
 }
 
 /**
@@ -44,12 +61,26 @@ interface Grant {
  * `LockError`s whose `code` is the wire error code or a {@link ClientErrorCode}.
  */
 export class LockClient extends PrefectFace {
+  readonly #url: string;
   readonly #transport: TransportFactory;
+  readonly #policy: ReconnectPolicy | null;
   #connection: Connection | undefined;
   #welcome: WelcomeMessage;
   #state: ClientState = 'open';
   #closing: Promise<void> | undefined;
-  readonly #leases = new Map<string, LeaseEntry>();
+  /** Aborted by `close()`: stops a reconnect in progress. */
+  readonly #stop = new AbortController();
+  /** The resume offer of the current session, while one can still be used. */
+  #resume: ResumeTicket | null;
+  /** Loses the leases parked for a resume once the server's grace has run out. */
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastClose: CloseInfo | undefined;
+  /** What leases call back into; kept off the public API. */
+  readonly #leaseOwner: LeaseOwner = {
+    releaseLease: (lease) => this.#releaseLease(lease),
+    extendLease: (lease, holdTimeout) => this.#extendLease(lease, holdTimeout),
+  };
+  readonly #leases = new LeaseBook(this.#leaseOwner);
   readonly #watches = new WatchRegistry();
   readonly #events = new Emitter<ClientEvents>();
   /**
@@ -57,49 +88,51 @@ export class LockClient extends PrefectFace {
    * (`request(name, [options], callback)`, `query()`).
    */
   readonly locks: LockManager = new LockManager(this);
-  /** What leases call back into; kept off the public API. */
-  readonly #leaseOwner: LeaseOwner = {
-    releaseLease: (lease) => this.#releaseLease(lease),
-    extendLease: (lease, holdTimeout) => this.#extendLease(lease, holdTimeout),
-  };
-
   /** Use `LockClient.connect()`. */
-  protected constructor(transport: TransportFactory, connection: Connection, welcome: WelcomeMessage) {
+  protected constructor(init: ClientInit) {
     super();
-    this.#transport = transport;
-    this.#connection = connection;
-    this.#welcome = welcome;
-    // The socket may have closed between the welcome and this constructor.
-    if (!connection.isOpen) this.#state = 'closed';
+    this.#url = init.url;
+    this.#transport = init.transport;
+    this.#policy = init.policy;
+    this.#connection = init.connection;
+    this.#welcome = init.welcome;
+    this.#resume = resumeTicket(init.welcome);
   }
 
   /**
    * Connects to a lockwire server (`ws://host:port/v1`) and resolves once the
-   * server's welcome arrived.
+   * server's welcome arrived. The client then reconnects by itself when the
+   * connection drops, unless `reconnect: false` (see {@link ConnectOptions}).
    *
-   * @throws LockError `connection_closed` if the socket fails or closes first
-   * (the transport's error as `cause`); `signal.reason` if aborted.
+   * @throws LockError `connection_closed` if the first socket fails or closes
+   * before the welcome (the transport's error as `cause`); `signal.reason` if
+   * aborted; `RangeError` for invalid `reconnect` options.
    */
   static async connect(url: string, options: ConnectOptions = {}): Promise<LockClient> {
     const transport = options.transport ?? webSocketTransport;
-    let client: LockClient | undefined;
+    const policy = reconnectPolicy(options.reconnect);
+    const route: { client?: LockClient; closed?: [CloseInfo, LockError] } = {};
     const { connection, welcome } = await Connection.open(
       url,
       transport,
       {
         lost: (message) => {
-          if (client) client.#onLost(message);
+          if (route.client) route.client.#onLost(message);
         },
         event: (message) => {
-          if (client) client.#onEvent(message);
+          if (route.client) route.client.#onEvent(message);
         },
         closed: (close, error) => {
-          if (client) client.#onClosed(close, error);
+          if (route.client) route.client.#onClosed(close, error);
+          else route.closed = [close, error];
         },
       },
       options.signal,
     );
-    client = new this(transport, connection, welcome);
+    const client = new this({ url, transport, policy, connection, welcome });
+    route.client = client;
+    // The socket may have closed between the welcome and the constructor.
+    if (route.closed) client.#onClosed(...route.closed);
     return client;
   }
 
@@ -118,14 +151,14 @@ export class LockClient extends PrefectFace {
     return this.#welcome.server;
   }
 
-  /** `open` until the connection ends. */
+  /** `open`, `reconnecting`/`connecting` while the connection is down, `closed` for good. */
   get state(): ClientState {
     return this.#state;
   }
 
   /** Leases this client holds, by key. */
   get leases(): ReadonlyMap<string, Lease> {
-    return new Map([...this.#leases].map(([key, entry]) => [key, entry.lease]));
+    return this.#leases.snapshot();
   }
 
   /** The transport this client opens connections with. */
@@ -133,7 +166,10 @@ export class LockClient extends PrefectFace {
     return this.#transport;
   }
 
-  /** Listens to `lost`, `close` or `state`; returns a function that stops listening. */
+  /**
+   * Listens to `lost`, `state`, `disconnect`, `reconnect` or `close` (see
+   * {@link ClientEvents}); returns a function that stops listening.
+   */
   on<K extends keyof ClientEvents>(type: K, listener: (payload: ClientEvents[K]) => void): () => void {
     return this.#events.on(type, listener);
   }
@@ -169,7 +205,7 @@ export class LockClient extends PrefectFace {
       },
       {
         onQueued: options.onQueued,
-        onResult: (result): Grant | null => (result.acquired ? this.#adopt(key, mode, result) : null),
+        onResult: (result): Grant | null => (result.acquired ? this.#leases.adopt(key, mode, result) : null),
       },
     );
     const grant = await this.#abortable(connection, call, signal, async (late) => {
@@ -221,24 +257,33 @@ export class LockClient extends PrefectFace {
    * Watches keys starting with `prefix`: resolves with a {@link Watch} whose
    * `snapshot` holds the locked keys at the start, then calls `onEvent` for
    * every change after it. Overlapping watches each get the events of their
-   * prefix.
+   * prefix. After a reconnect the watch is re-established and `onResync`
+   * gets the fresh snapshot (events while offline are not replayed).
    */
-  async watch(prefix: string, onEvent: (event: LockEvent) => void, options: { limit?: number } = {}): Promise<Watch> {
+  async watch(prefix: string, onEvent: (event: LockEvent) => void, options: WatchOptions = {}): Promise<Watch> {
     const connection = this.#live();
-    const subscription: WatchSubscription = { prefix, onEvent, live: false, controller: new AbortController() };
+    const subscription: WatchSubscription = {
+      prefix,
+      limit: options.limit,
+      onEvent,
+      onResync: options.onResync,
+      live: false,
+      snapshot: { locks: [], truncated: false },
+      controller: new AbortController(),
+    };
     this.#watches.add(subscription);
     try {
-      const snapshot = await connection.request(
+      await connection.request(
         'watch',
         { prefix, limit: options.limit },
         {
           onResult: (result) => {
+            subscription.snapshot = result;
             subscription.live = true;
-            return result;
           },
         },
       ).result;
-      return new Watch(subscription, snapshot, () => this.#unwatch(subscription));
+      return new Watch(subscription, () => this.#unwatch(subscription));
     } catch (error) {
       this.#watches.remove(subscription);
       throw error;
@@ -256,12 +301,21 @@ export class LockClient extends PrefectFace {
   }
 
   /**
-   * Closes the connection. Pending calls reject with `connection_closed`,
-   * every lease's signal aborts with `connection_lost` (the server releases
-   * the locks), watches end. Idempotent; resolves when the socket closed.
+   * Closes the client for good (also stops reconnecting). Pending calls
+   * reject with `connection_closed`, every lease's signal aborts with
+   * `connection_lost` (the server releases the locks), watches end.
+   * Idempotent; resolves when the socket closed.
    */
   close(): Promise<void> {
-    this.#closing ??= this.#connection?.close() ?? Promise.resolve();
+    if (this.#closing) return this.#closing;
+    this.#stop.abort();
+    const connection = this.#connection;
+    if (connection?.isOpen) {
+      this.#closing = connection.close();
+    } else {
+      this.#finish(CLIENT_CLOSE, connectionClosedError(CLIENT_CLOSE));
+      this.#closing = Promise.resolve();
+    }
     return this.#closing;
   }
 
@@ -274,16 +328,15 @@ export class LockClient extends PrefectFace {
 
   /** Sends the release of a lease; see `Lease.release()`. */
   async #releaseLease(lease: Lease): Promise<void> {
-    this.#forget(lease);
+    this.#leases.forget(lease);
     const connection = this.#connection;
     // A closed connection already released every lock of the session.
     if (!connection?.isOpen) return;
     try {
       await connection.request('release', { key: lease.key }, { onResult: () => undefined }).result;
     } catch (error) {
-      const settled =
-        error instanceof LockError &&
-        (error.code === 'not_holder' || error.code === ClientErrorCode.ConnectionClosed);
+      // A lost connection released the lock, or (with session grace) the resume hands it back.
+      const settled = isConnectionError(error) || (error instanceof LockError && error.code === 'not_holder');
       if (!settled) throw error;
     }
   }
@@ -295,8 +348,7 @@ export class LockClient extends PrefectFace {
     }
     return this.#live().request('extend', { key: lease.key, holdTimeout }, {
       onResult: (result) => {
-        const entry = this.#leases.get(lease.key);
-        if (entry?.lease === lease) entry.control.setExpiresAt(result.expiresAt);
+        this.#leases.extended(lease, result.expiresAt);
         return result.expiresAt;
       },
     }).result;
@@ -310,12 +362,7 @@ export class LockClient extends PrefectFace {
    */
   override async releaseLock(key: string): Promise<void> {
     await this.#live().request('release', { key }, {
-      onResult: () => {
-        const entry = this.#leases.get(key);
-        if (!entry) return;
-        this.#leases.delete(key);
-        entry.control.markReleased();
-      },
+      onResult: () => this.#leases.released(key),
     }).result;
   }
 
@@ -323,28 +370,11 @@ export class LockClient extends PrefectFace {
 
   #live(): Connection {
     const connection = this.#connection;
-    if (!connection?.isOpen) {
-      throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is not connected');
-    }
-    return connection;
-  }
-
-  /** Makes (or finds) the lease of a grant; runs while the reply frame is handled, before any later push. */
-  #adopt(key: string, mode: LockMode, grant: Extract<AcquireResult, { acquired: true }>): Grant {
-    const existing = this.#leases.get(key);
-    if (existing?.lease.held && existing.lease.token === grant.token) return { lease: existing.lease, fresh: false };
-    let control: LeaseControl | undefined;
-    const init = { key, mode, token: grant.token, expiresAt: grant.expiresAt };
-    const lease = new Lease(init, this.#leaseOwner, (c) => {
-      control = c;
+    if (connection?.isOpen) return connection;
+    if (this.#state === 'closed') throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is closed');
+    throw new LockError(ClientErrorCode.ConnectionLost, `the client is not connected (${this.#state})`, {
+      close: this.#lastClose,
     });
-    if (!control) throw new LockError(ClientErrorCode.ProtocolError, 'lease created without control');
-    this.#leases.set(key, { lease, control });
-    return { lease, fresh: true };
-  }
-
-  #forget(lease: Lease): void {
-    if (this.#leases.get(lease.key)?.lease === lease) this.#leases.delete(lease.key);
   }
 
   /**
@@ -384,17 +414,13 @@ export class LockClient extends PrefectFace {
     if (!last || !connection?.isOpen) return;
     await connection.request('unwatch', { prefix: subscription.prefix }, { onResult: () => undefined }).result.catch(
       (error: unknown) => {
-        if (!(error instanceof LockError && error.code === ClientErrorCode.ConnectionClosed)) throw error;
+        if (!isConnectionError(error)) throw error;
       },
     );
   }
 
   #onLost(message: LostMessage): void {
-    const entry = this.#leases.get(message.key);
-    if (entry && entry.lease.token === message.token) {
-      this.#leases.delete(message.key);
-      entry.control.lose(message.reason);
-    }
+    this.#leases.lost(message.key, message.token, message.reason);
     this.#events.emit('lost', { key: message.key, token: message.token, reason: message.reason });
   }
 
@@ -402,13 +428,109 @@ export class LockClient extends PrefectFace {
     this.#watches.dispatch(message);
   }
 
+  // ---- connection lifecycle ----
+
+  #handlers(): ConnectionHandlers {
+    return {
+      lost: (message) => this.#onLost(message),
+      event: (message) => this.#onEvent(message),
+      closed: (close, error) => this.#onClosed(close, error),
+    };
+  }
+
+  #setState(state: ClientState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#events.emit('state', state);
+  }
+
+  /** The connection ended: pending calls were already rejected; reconnect or close for good. */
   #onClosed(close: CloseInfo, error: LockError): void {
-    const entries = [...this.#leases.values()];
-    this.#leases.clear();
-    for (const entry of entries) entry.control.lose(LeaseLostReason.ConnectionLost, close);
-    this.#watches.endAll(error);
-    this.#state = 'closed';
-    this.#events.emit('state', this.#state);
+    this.#connection = undefined;
+    this.#lastClose = close;
+    const policy = this.#policy;
+    const retry =
+      policy !== null &&
+      policy.maxAttempts > 0 &&
+      !this.#stop.signal.aborted &&
+      error.code !== ClientErrorCode.ProtocolError &&
+      mayReconnectAfter(close);
+    this.#events.emit('disconnect', { ...close, reconnecting: retry });
+    if (!retry) {
+      this.#finish(close, error);
+      return;
+    }
+    const ticket = this.#resume;
+    if (ticket) {
+      // The server keeps this session's locks for `grace` ms: the leases wait for the resume.
+      this.#graceTimer = setTimeout(() => {
+        this.#resume = null;
+        this.#leases.loseAll(close);
+      }, ticket.grace);
+    } else {
+      this.#leases.loseAll(close);
+    }
+    this.#watches.suspend();
+    void this.#reconnect(policy, close);
+  }
+
+  async #reconnect(policy: ReconnectPolicy, close: CloseInfo): Promise<void> {
+    const previous = this.#welcome;
+    for (let attempt = 1; attempt <= policy.maxAttempts; attempt += 1) {
+      this.#setState('reconnecting');
+      await pause(backoffDelay(policy, attempt), this.#stop.signal);
+      if (this.#stop.signal.aborted) return;
+      this.#setState('connecting');
+      const ticket = this.#resume;
+      let opened: { connection: Connection; welcome: WelcomeMessage };
+      try {
+        const url = ticket ? resumeUrl(this.#url, ticket) : this.#url;
+        opened = await Connection.open(url, this.#transport, this.#handlers(), this.#stop.signal);
+      } catch {
+        if (this.#stop.signal.aborted) return;
+        continue;
+      }
+      if (this.#stop.signal.aborted) {
+        void opened.connection.close();
+        return;
+      }
+      this.#resumeWith(opened.connection, opened.welcome, previous, attempt);
+      return;
+    }
+    this.#finish(close, connectionClosedError(close));
+  }
+
+  /** A new connection is open: keep the leases a resume gave back, lose the rest, watch again. */
+  #resumeWith(connection: Connection, welcome: WelcomeMessage, previous: WelcomeMessage, attempts: number): void {
+    clearTimeout(this.#graceTimer);
+    this.#connection = connection;
+    this.#welcome = welcome;
+    this.#resume = resumeTicket(welcome);
+    this.#setState('open');
+    // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply).
+    for (const key of this.#leases.reconcile(keptHolds(welcome, previous.session), this.#lastClose)) {
+      void connection.request('release', { key }, { onResult: () => undefined }).result.catch(() => undefined);
+    }
+    for (const [prefix, limit] of this.#watches.prefixes()) {
+      connection
+        .request('watch', { prefix, limit }, { onResult: (snapshot) => this.#watches.resync(prefix, snapshot) })
+        .result.catch((error: unknown) => {
+          // Dropped again: the next reconnect watches it again.
+          if (!isConnectionError(error)) this.#watches.fail(prefix, error);
+        });
+    }
+    const resumed = welcome.resumed === true && welcome.session === previous.session;
+    this.#events.emit('reconnect', { session: welcome.session, previousSession: previous.session, resumed, attempts });
+  }
+
+  /** The client is closed for good. */
+  #finish(close: CloseInfo, error: LockError): void {
+    if (this.#state === 'closed') return;
+    clearTimeout(this.#graceTimer);
+    this.#resume = null;
+    this.#leases.loseAll(close);
+    this.#watches.endAll(error.code === ClientErrorCode.ConnectionLost ? connectionClosedError(close) : error);
+    this.#setState('closed');
     this.#events.emit('close', close);
   }
 }

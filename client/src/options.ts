@@ -1,5 +1,6 @@
-import type { LockMode, LostReason } from '@lockwire/protocol';
+import type { ListResult, LockMode, LostReason } from '@lockwire/protocol';
 import type { CloseInfo } from './errors.js';
+import type { ReconnectOptions } from './reconnect.js';
 import type { TransportFactory } from './transport.js';
 
 /** Options of `LockClient.connect()`. */
@@ -10,6 +11,13 @@ export interface ConnectOptions {
   headers?: Record<string, string>;
   /** Aborts connecting; `connect()` then rejects with `signal.reason`. */
   signal?: AbortSignal;
+  /**
+   * Reconnecting after the connection drops: on by default (with the
+   * defaults of {@link ReconnectOptions}); `false` turns it off, so the
+   * first drop closes the client. Only drops of an established connection
+   * are retried: `connect()` itself rejects when the first connection fails.
+   */
+  reconnect?: ReconnectOptions | boolean;
 }
 
 /** Options of `acquire()`. Durations are milliseconds; `null`/absent means no limit. */
@@ -30,15 +38,39 @@ export interface AcquireOptions {
   onQueued?: (position: number) => void;
 }
 
-/** Connection state; reconnecting clients add `connecting`. */
-export type ClientState = 'open' | 'closed';
+/** Options of `watch()`. */
+export interface WatchOptions {
+  /** At most this many locked keys in the snapshot (1 to 10000, default 1000). */
+  limit?: number;
+  /**
+   * Called with a fresh snapshot after a reconnect re-established the
+   * watch: events of the time offline are not replayed, the snapshot is the
+   * state to start from again. `watch.snapshot` is updated too.
+   */
+  onResync?: (snapshot: ListResult) => void;
+}
+
+/**
+ * Connection state: `connecting` (a socket is being opened), `open`,
+ * `reconnecting` (the connection dropped; waiting before the next attempt),
+ * `closed` (for good: `close()` was called or reconnecting is off or gave up).
+ */
+export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 /** Events of a `LockClient`, for `client.on()`. */
 export interface ClientEvents {
-  /** A lock this session held was taken away (also aborts the lease's signal). */
+  /** A lock this session held was taken away by the server (also aborts the lease's signal). */
   lost: { key: string; token: number; reason: LostReason };
-  /** The connection ended; every lease was lost with `connection_lost`. */
-  close: CloseInfo;
   /** The connection state changed. */
   state: ClientState;
+  /**
+   * An open connection ended. Leases the server released are lost with
+   * `connection_lost` (with session grace, they wait for the resume);
+   * `reconnecting` says whether the client tries again.
+   */
+  disconnect: CloseInfo & { reconnecting: boolean };
+  /** A reconnect succeeded; `resumed` when the server gave the old session (and its kept locks) back. */
+  reconnect: { session: string; previousSession: string; resumed: boolean; attempts: number };
+  /** The client closed for good; every lease was lost with `connection_lost`. Emitted once. */
+  close: CloseInfo;
 }

@@ -7,9 +7,13 @@ export type LockEvent = Omit<EventMessage, 'type'>;
 /** One `watch()` call's interest in a prefix. */
 export interface WatchSubscription {
   readonly prefix: string;
+  readonly limit: number | undefined;
   readonly onEvent: (event: LockEvent) => void;
+  readonly onResync: ((snapshot: ListResult) => void) | undefined;
   /** False until the watch reply (and its snapshot) was handled; earlier events predate the snapshot. */
   live: boolean;
+  /** The latest snapshot: the first one, then each resync's. */
+  snapshot: ListResult;
   readonly controller: AbortController;
 }
 
@@ -59,6 +63,41 @@ export class WatchRegistry {
     }
   }
 
+  /** The connection dropped: events stop until each prefix is watched again. */
+  suspend(): void {
+    for (const set of this.#byPrefix.values()) for (const subscription of set) subscription.live = false;
+  }
+
+  /** Each watched prefix with the largest `limit` any of its watches asked for (`undefined`: the default). */
+  prefixes(): Map<string, number | undefined> {
+    const result = new Map<string, number | undefined>();
+    for (const [prefix, set] of this.#byPrefix) {
+      const limits = [...set].map((subscription) => subscription.limit);
+      result.set(prefix, limits.includes(undefined) ? undefined : Math.max(...(limits as number[])));
+    }
+    return result;
+  }
+
+  /**
+   * The prefix is watched again after a reconnect: its watches take the
+   * fresh snapshot and hear events again. Runs while the reply is handled,
+   * before any later event.
+   */
+  resync(prefix: string, snapshot: ListResult): void {
+    for (const subscription of [...(this.#byPrefix.get(prefix) ?? [])]) {
+      subscription.snapshot = snapshot;
+      subscription.live = true;
+      if (subscription.onResync) invokeSafely(subscription.onResync, snapshot);
+    }
+  }
+
+  /** Watching the prefix again failed: its watches end with `reason`. */
+  fail(prefix: string, reason: unknown): void {
+    const set = this.#byPrefix.get(prefix);
+    this.#byPrefix.delete(prefix);
+    for (const subscription of set ?? []) subscription.controller.abort(reason);
+  }
+
   /** Ends every subscription (the connection closed): each watch's signal aborts with `reason`. */
   endAll(reason: unknown): void {
     const all = [...this.#byPrefix.values()].flatMap((set) => [...set]);
@@ -74,21 +113,32 @@ export class WatchRegistry {
  */
 export class Watch {
   readonly prefix: string;
-  /** Locked keys under the prefix when the watch started, in key order. */
-  readonly snapshot: { locks: LockStatus[]; truncated: boolean };
+  readonly #subscription: WatchSubscription;
   readonly #controller: AbortController;
   readonly #stop: () => Promise<void>;
   #closing: Promise<void> | undefined;
 
   /** Watches are created by `LockClient.watch()`. */
-  constructor(subscription: WatchSubscription, snapshot: ListResult, stop: () => Promise<void>) {
+  constructor(subscription: WatchSubscription, stop: () => Promise<void>) {
     this.prefix = subscription.prefix;
-    this.snapshot = snapshot;
+    this.#subscription = subscription;
     this.#controller = subscription.controller;
     this.#stop = stop;
   }
 
-  /** Aborts when the watch ends: `close()` or the connection closing (reason: the close error). */
+  /**
+   * Locked keys under the prefix, in key order: when the watch started, then
+   * as of the latest resync after a reconnect.
+   */
+  get snapshot(): { locks: LockStatus[]; truncated: boolean } {
+    return this.#subscription.snapshot;
+  }
+
+  /**
+   * Aborts when the watch ends: `close()`, the client closing for good, or a
+   * failed re-watch after a reconnect (reason: the error). A dropped
+   * connection that reconnects does not end it.
+   */
   get signal(): AbortSignal {
     return this.#controller.signal;
   }

@@ -83,7 +83,7 @@ describe('connection', () => {
   });
 
   it('a server shutdown answers pending calls shutting_down and aborts every lease with connection_lost', async () => {
-    const client = await h.connect();
+    const client = await h.connect({ reconnect: false });
     const lease = await client.acquire('doc:3');
     // Waiting on its own hold: only the shutdown can end this call.
     const pending = client.waitForLock('doc:3').catch((e: unknown) => e);

@@ -20,6 +20,8 @@ export interface FakeConnection {
   nextRequest(op?: string): Promise<Frame>;
   /** Drops the TCP connection without a closing handshake (the client sees 1006). */
   terminate(): void;
+  /** Closes with a close frame carrying `code` and `reason`. */
+  close(code: number, reason: string): void;
   /** Resolves once the socket closed. */
   readonly closed: Promise<void>;
 }
@@ -150,6 +152,7 @@ function fakeConnection(socket: WebSocket, url: URL): FakeConnection {
       return within(next, 2000, `a ${op ?? 'request'} frame`);
     },
     terminate: () => socket.terminate(),
+    close: (code, reason) => socket.close(code, reason),
   };
   return connection;
 }

@@ -12,6 +12,8 @@ export interface Harness {
   server: LockServer;
   clock: ManualClock;
   connect(options?: ConnectOptions): Promise<LockClient>;
+  /** Connects to `url` (e.g. through a proxy in front of the server); closed with the harness. */
+  connectTo(url: string, options?: ConnectOptions): Promise<LockClient>;
   close(): Promise<void>;
 }
 
@@ -24,7 +26,10 @@ export async function startHarness(): Promise<Harness> {
     server,
     clock,
     async connect(options) {
-      const client = await LockClient.connect(server.url, options);
+      return this.connectTo(server.url, options);
+    },
+    async connectTo(url, options) {
+      const client = await LockClient.connect(url, options);
       clients.push(client);
       return client;
     },

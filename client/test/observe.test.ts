@@ -112,7 +112,7 @@ describe('watch routing', () => {
   it('one event frame reaches every watch whose prefix matches its key, once each', async () => {
     const fake = await startFakeServer();
     try {
-      const client = await LockClient.connect(fake.url);
+      const client = await LockClient.connect(fake.url, { reconnect: false });
       const wide: string[] = [];
       const narrow: string[] = [];
       const other: string[] = [];

@@ -18,20 +18,37 @@ export interface TcpProxyOptions {
   targetHost?: string;
 }
 
-/** A TCP proxy on a loopback port, for cutting and silencing connections in tests. */
+/**
+ * A TCP proxy on 127.0.0.1, port 0, in front of a server: a test points a
+ * client at it and can cut every connection through it (the client sees the
+ * socket die without a closing handshake, as on a network switch), block new
+ * ones to play an unreachable server, or silence the path without closing
+ * anything (half-open).
+ */
 export interface TcpProxy {
   /** The loopback port clients connect to. */
   readonly port: number;
+  /** `target`'s URL with the proxy's host and port in place of the target's. */
+  url(target: string): string;
+  /** Connections accepted so far (refused ones included). */
+  readonly accepted: number;
   /** The current mode. */
   readonly mode: ProxyMode;
   /** Connections currently open through the proxy. */
   connectionCount(): number;
   /** Stops carrying bytes without closing anything (a half-open path). */
   hold(): void;
-  /** Destroys every open connection (both sides, without a WebSocket or Redis goodbye); the mode stays. */
+  /**
+   * Resets every open connection, both sides (RST: the peers see the
+   * connection die, with no WebSocket or Redis goodbye); the mode stays.
+   */
   cut(): void;
-  /** Closes new connections at once; with `cut` (default true) also destroys the open ones. */
+  /** Closes new connections at once; with `cut` (default true) also resets the open ones. */
   refuse(options?: { cut?: boolean }): void;
+  /** Same as `refuse({ cut: false })`: new connections are closed at once, open ones stay. */
+  block(): void;
+  /** Same as `resume()`. */
+  unblock(): void;
   /** Back to `forward`: held bytes and closes are delivered, held connections go onwards. */
   resume(): void;
   /** Destroys every connection and stops listening. Idempotent. */
@@ -50,19 +67,28 @@ interface Link {
 }
 
 /**
- * Starts a proxy on `127.0.0.1:0` forwarding to the target. Every open
- * connection is tracked so `cut()` and `close()` can end them.
+ * Starts a proxy on `127.0.0.1:0` forwarding to the target (a port on
+ * 127.0.0.1, or options). Every open connection is tracked so `cut()` and
+ * `close()` can end them.
  */
-export async function startTcpProxy(options: TcpProxyOptions): Promise<TcpProxy> {
+export async function startTcpProxy(target: number | TcpProxyOptions): Promise<TcpProxy> {
+  const options: TcpProxyOptions = typeof target === 'number' ? { targetPort: target } : target;
   const targetHost = options.targetHost ?? '127.0.0.1';
   const links = new Set<Link>();
   let mode: ProxyMode = 'forward';
+  let accepted = 0;
   let closed: Promise<void> | null = null;
 
   const destroy = (link: Link) => {
     links.delete(link);
     link.client.destroy();
     link.upstream?.destroy();
+  };
+  const reset = (link: Link) => {
+    links.delete(link);
+    for (const socket of [link.client, link.upstream]) {
+      if (socket && !socket.destroyed) socket.resetAndDestroy();
+    }
   };
 
   const deliver = (link: Link) => {
@@ -99,6 +125,7 @@ export async function startTcpProxy(options: TcpProxyOptions): Promise<TcpProxy>
   };
 
   const server: Server = createServer((client) => {
+    accepted += 1;
     if (mode === 'refuse') {
       client.destroy();
       return;
@@ -134,11 +161,32 @@ export async function startTcpProxy(options: TcpProxyOptions): Promise<TcpProxy>
   const port = typeof address === 'object' && address ? address.port : 0;
 
   const cut = () => {
-    for (const link of [...links]) destroy(link);
+    for (const link of [...links]) reset(link);
+  };
+  const resume = () => {
+    mode = 'forward';
+    for (const link of [...links]) {
+      if (link.client.destroyed && (link.upstream === null || link.upstream.destroyed)) {
+        links.delete(link);
+        continue;
+      }
+      // A side that closed while holding is ended on the other side after its held bytes.
+      if (!link.upstream) openUpstream(link);
+      else deliver(link);
+    }
   };
 
   return {
     port,
+    url(targetUrl) {
+      const url = new URL(targetUrl);
+      url.hostname = '127.0.0.1';
+      url.port = String(port);
+      return url.toString();
+    },
+    get accepted() {
+      return accepted;
+    },
     get mode() {
       return mode;
     },
@@ -151,18 +199,11 @@ export async function startTcpProxy(options: TcpProxyOptions): Promise<TcpProxy>
       mode = 'refuse';
       if (refuseOptions.cut ?? true) cut();
     },
-    resume() {
-      mode = 'forward';
-      for (const link of [...links]) {
-        if (link.client.destroyed && (link.upstream === null || link.upstream.destroyed)) {
-          links.delete(link);
-          continue;
-        }
-        // A side that closed while holding is ended on the other side after its held bytes.
-        if (!link.upstream) openUpstream(link);
-        else deliver(link);
-      }
+    resume,
+    block() {
+      mode = 'refuse';
     },
+    unblock: resume,
     close() {
       closed ??= new Promise<void>((resolve) => {
         cut();

@@ -11,7 +11,7 @@ beforeEach(async () => {
 });
 afterEach(() => server.close());
 
-const connect = () => LockClient.connect(server.url);
+const connect = () => LockClient.connect(server.url, { reconnect: false });
 
 let index = 0;
 for (const suite of suites) {

@@ -1,0 +1,102 @@
+import type { AcquireResult, HeldLock, LockMode, LostReason } from '@lockwire/protocol';
+import { ClientErrorCode, LeaseLostReason, LockError, type CloseInfo } from './errors.js';
+import { Lease, type LeaseControl, type LeaseOwner } from './lease.js';
+
+interface LeaseEntry {
+  lease: Lease;
+  control: LeaseControl;
+}
+
+/** The lease of a grant. */
+export interface Grant {
+  lease: Lease;
+  /** False when the grant was a re-acquire of a lease this client already had. */
+  fresh: boolean;
+}
+
+/**
+ * The leases a client holds, by key, with the private controls that end
+ * them. Every change of a lease's state goes through here, so the map and
+ * the leases never disagree.
+ */
+export class LeaseBook {
+  readonly #entries = new Map<string, LeaseEntry>();
+  readonly #owner: LeaseOwner;
+
+  constructor(owner: LeaseOwner) {
+    this.#owner = owner;
+  }
+
+  /** The held leases, by key (a copy). */
+  snapshot(): Map<string, Lease> {
+    return new Map([...this.#entries].map(([key, entry]) => [key, entry.lease]));
+  }
+
+  /** Makes (or finds) the lease of a grant; runs while the reply frame is handled, before any later push. */
+  adopt(key: string, mode: LockMode, grant: Extract<AcquireResult, { acquired: true }>): Grant {
+    const existing = this.#entries.get(key);
+    if (existing?.lease.held && existing.lease.token === grant.token) return { lease: existing.lease, fresh: false };
+    let control: LeaseControl | undefined;
+    const init = { key, mode, token: grant.token, expiresAt: grant.expiresAt };
+    const lease = new Lease(init, this.#owner, (c) => {
+      control = c;
+    });
+    if (!control) throw new LockError(ClientErrorCode.ProtocolError, 'lease created without control');
+    this.#entries.set(key, { lease, control });
+    return { lease, fresh: true };
+  }
+
+  /** Drops `lease` from the book (it was released through itself). */
+  forget(lease: Lease): void {
+    if (this.#entries.get(lease.key)?.lease === lease) this.#entries.delete(lease.key);
+  }
+
+  /** Records a successful extend of `lease`. */
+  extended(lease: Lease, expiresAt: number | null): void {
+    const entry = this.#entries.get(lease.key);
+    if (entry?.lease === lease) entry.control.setExpiresAt(expiresAt);
+  }
+
+  /** `key` was released through the client (not through its lease). */
+  released(key: string): void {
+    const entry = this.#entries.get(key);
+    if (!entry) return;
+    this.#entries.delete(key);
+    entry.control.markReleased();
+  }
+
+  /** The server took `key` away: the lease with that token is lost. */
+  lost(key: string, token: number, reason: LostReason): void {
+    const entry = this.#entries.get(key);
+    if (!entry || entry.lease.token !== token) return;
+    this.#entries.delete(key);
+    entry.control.lose(reason);
+  }
+
+  /** The connection ended without a resume: every lease is lost with `connection_lost`. */
+  loseAll(close: CloseInfo | undefined): void {
+    const entries = [...this.#entries.values()];
+    this.#entries.clear();
+    for (const entry of entries) entry.control.lose(LeaseLostReason.ConnectionLost, close);
+  }
+
+  /**
+   * A reconnect gave back `kept` (empty when it did not resume): leases whose
+   * key is listed with their own token stay held, the others are lost.
+   * Returns the kept keys no lease stands for, which the caller releases.
+   */
+  reconcile(kept: Map<string, HeldLock>, close: CloseInfo | undefined): string[] {
+    const orphans = new Map(kept);
+    for (const [key, entry] of [...this.#entries]) {
+      const hold = orphans.get(key);
+      orphans.delete(key);
+      if (hold?.token === entry.lease.token) {
+        entry.control.setExpiresAt(hold.expiresAt);
+        continue;
+      }
+      this.#entries.delete(key);
+      entry.control.lose(LeaseLostReason.ConnectionLost, close);
+    }
+    return [...orphans.keys()];
+  }
+}

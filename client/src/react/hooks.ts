@@ -1,0 +1,66 @@
+import { useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
+import type { LockClient } from '../lock-client.js';
+import { useLockClient } from './context.js';
+import { LockController, type LockHookState, type LockRequest } from './lock-controller.js';
+import { LockStateStore, type LockStateView } from './lock-state-store.js';
+
+/** Options of {@link useLock}: the acquire options, plus where the client comes from and when to acquire. */
+export interface UseLockOptions extends LockRequest {
+  /** The client to hold the lock on. Default: the nearest `LockClientProvider`'s. */
+  client?: LockClient;
+  /** Acquire on mount (default `true`); `false` waits for `acquire()`. */
+  auto?: boolean;
+}
+
+/** What {@link useLock} returns: the state, and the two actions. */
+export type UseLockResult = LockHookState & {
+  /** Starts acquiring (no-op while waiting or holding). */
+  acquire(): void;
+  /** Cancels the request or releases the lock; the state turns `idle`. */
+  release(): Promise<void>;
+};
+
+/**
+ * Holds the lock `key` while the component is mounted (or between
+ * `acquire()` and `release()` with `auto: false`), and re-renders as its
+ * state moves: `idle` -> `waiting` (with `position`) -> `held` (with the
+ * lease and its fencing token) -> `lost` (with the reason) when taken away.
+ * Unmounting cancels the request or releases the lock.
+ *
+ * The session is the holder: two components on the same client share one
+ * hold of a key, so give independent holders their own clients. Options
+ * other than `client` and `auto` are read when an acquire starts; changing
+ * `key` or the client releases and starts over.
+ */
+export function useLock(key: string, options: UseLockOptions = {}): UseLockResult {
+  const { client: given, auto = true, ...request } = options;
+  const client = useLockClient(given);
+  const latest = useRef<LockRequest>(request);
+  latest.current = request;
+  const controller = useMemo(() => new LockController(client, key, () => latest.current), [client, key]);
+  const state = useSyncExternalStore(controller.subscribe, controller.getSnapshot, controller.getSnapshot);
+  useEffect(() => {
+    if (auto) controller.acquire();
+    return () => {
+      void controller.release();
+    };
+  }, [controller, auto]);
+  return useMemo(
+    () => ({ ...state, acquire: controller.acquire, release: controller.release }),
+    [state, controller],
+  );
+}
+
+/**
+ * Watches one key: who holds it (session, mode, token, meta, since), how
+ * many wait, and the last event, live from the server's pushed events.
+ * `loading` until the first snapshot; `error` if the watch cannot start or
+ * its connection ends. Events of other keys under the same prefix are
+ * ignored. Each hook sends its own `watch` (the server keeps one per prefix
+ * and session, so hooks on one client share it on the wire).
+ */
+export function useLockState(key: string, options: { client?: LockClient } = {}): LockStateView {
+  const client = useLockClient(options.client);
+  const store = useMemo(() => new LockStateStore(client, key), [client, key]);
+  return useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot);
+}

@@ -1,0 +1,186 @@
+import type { LockError, LeaseLostReason } from '../errors.js';
+import type { Lease } from '../lease.js';
+import type { LockClient } from '../lock-client.js';
+import type { AcquireOptions } from '../options.js';
+import type { Watch } from '../watch.js';
+
+/**
+ * The state of one `useLock()`:
+ * - `idle`: not holding and not asking (before `acquire()`, after `release()`,
+ *   or with `timedOut: true` when `acquireTimeout` ran out);
+ * - `waiting`: the request is queued; `position` is the place in line
+ *   (1 = next), `null` until the server said it had to wait;
+ * - `held`: granted; `token` is the fencing token;
+ * - `lost`: the lock was taken away (`expired`, `stolen`, `revoked`,
+ *   `connection_lost`) without `release()`;
+ * - `error`: the acquire failed (`error` is usually a `LockError`).
+ */
+export type LockHookState =
+  | { status: 'idle'; timedOut: boolean }
+  | { status: 'waiting'; position: number | null }
+  | { status: 'held'; lease: Lease; token: number }
+  | { status: 'lost'; reason: LeaseLostReason; error: LockError }
+  | { status: 'error'; error: unknown };
+
+/** What `useLock()` acquires with; read when each acquire starts. */
+export type LockRequest = Omit<AcquireOptions, 'signal' | 'onQueued'> & {
+  /** Keep `position` current as the line moves (one watch on the key while waiting). Default true. */
+  trackPosition?: boolean;
+};
+
+const IDLE: LockHookState = { status: 'idle', timedOut: false };
+
+/**
+ * The external store behind `useLock()`: one key on one client, acquired
+ * and released on demand, with immutable snapshots for
+ * `useSyncExternalStore`. Framework-free, so it is tested without React.
+ *
+ * Each acquire starts only after the previous attempt has settled (its
+ * cancel or release sent), because the server refuses a second request for
+ * a key the session is still queued for - which a remount (React's strict
+ * mode mounts twice) would otherwise cause.
+ */
+export class LockController {
+  #state: LockHookState = IDLE;
+  readonly #listeners = new Set<() => void>();
+  #generation = 0;
+  #attempt: AbortController | undefined;
+  #lease: Lease | undefined;
+  #settled: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly client: LockClient,
+    readonly key: string,
+    readonly request: () => LockRequest,
+  ) {}
+
+  /** `useSyncExternalStore`'s subscribe. */
+  readonly subscribe = (listener: () => void): (() => void) => {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  };
+
+  /** `useSyncExternalStore`'s snapshot: the same object until the state changes. */
+  readonly getSnapshot = (): LockHookState => this.#state;
+
+  /** Starts acquiring unless already waiting or holding. Never throws: failures become the `error` state. */
+  readonly acquire = (): void => {
+    if (this.#state.status === 'waiting' || this.#state.status === 'held') return;
+    const generation = ++this.#generation;
+    const attempt = new AbortController();
+    this.#attempt = attempt;
+    this.#set({ status: 'waiting', position: null });
+    const previous = this.#settled;
+    this.#settled = this.#run(generation, attempt.signal, previous);
+  };
+
+  /**
+   * Cancels a waiting request or releases the held lock; the state turns
+   * `idle`. Resolves once the server has it. Idempotent.
+   */
+  readonly release = (): Promise<void> => {
+    this.#generation++;
+    this.#attempt?.abort();
+    this.#attempt = undefined;
+    const lease = this.#lease;
+    this.#lease = undefined;
+    if (this.#state !== IDLE) this.#set(IDLE);
+    const released = lease ? lease.release().catch(() => undefined) : undefined;
+    this.#settled = Promise.all([this.#settled, released]).then(() => undefined);
+    return this.#settled;
+  };
+
+  async #run(generation: number, signal: AbortSignal, previous: Promise<void>): Promise<void> {
+    await previous;
+    if (signal.aborted) return;
+    const { trackPosition = true, ...options } = this.request();
+    let stopTracking: (() => void) | undefined;
+    try {
+      const lease = await this.client.acquire(this.key, {
+        ...options,
+        signal,
+        onQueued: (position) => {
+          if (generation !== this.#generation) return;
+          this.#set({ status: 'waiting', position });
+          if (trackPosition) stopTracking = this.#trackPosition(generation);
+        },
+      });
+      if (generation !== this.#generation) {
+        // Released while the grant was on its way: hand it back.
+        await lease?.release().catch(() => undefined);
+        return;
+      }
+      if (!lease) {
+        this.#set({ status: 'idle', timedOut: true });
+        return;
+      }
+      this.#lease = lease;
+      this.#set({ status: 'held', lease, token: lease.token });
+      lease.signal.addEventListener(
+        'abort',
+        () => {
+          if (this.#lease !== lease) return;
+          this.#lease = undefined;
+          const error = lease.signal.reason as LockError;
+          this.#set({ status: 'lost', reason: error.code as LeaseLostReason, error });
+        },
+        { once: true },
+      );
+    } catch (error) {
+      if (signal.aborted || generation !== this.#generation) return;
+      this.#set({ status: 'error', error });
+    } finally {
+      stopTracking?.();
+    }
+  }
+
+  /**
+   * Follows the line while waiting: grants and departures on the key move
+   * it, so each asks the server for the queue again. Stale answers (and
+   * failures, e.g. no watch permission) leave the last known position.
+   */
+  #trackPosition(generation: number): () => void {
+    let stopped = false;
+    let watch: Watch | undefined;
+    let asked = 0;
+    const refresh = async () => {
+      const ask = ++asked;
+      const status = await this.client.status(this.key);
+      if (stopped || ask !== asked || generation !== this.#generation || this.#state.status !== 'waiting') return;
+      const index = status.queue.findIndex((waiter) => waiter.session === this.client.session);
+      if (index >= 0 && index + 1 !== this.#state.position) this.#set({ status: 'waiting', position: index + 1 });
+    };
+    this.client
+      .watch(
+        this.key,
+        (event) => {
+          if (event.key === this.key && (event.event === 'acquired' || event.event === 'dequeued')) {
+            refresh().catch(() => undefined);
+          }
+        },
+        // The exact key sorts first among the keys it prefixes, so one entry is enough.
+        { limit: 1 },
+      )
+      .then(
+        (started) => {
+          if (stopped) {
+            void started.close().catch(() => undefined);
+            return;
+          }
+          watch = started;
+          // The line may have moved between the `queued` message and the watch.
+          refresh().catch(() => undefined);
+        },
+        () => undefined,
+      );
+    return () => {
+      stopped = true;
+      void watch?.close().catch(() => undefined);
+    };
+  }
+
+  #set(state: LockHookState): void {
+    this.#state = state;
+    for (const listener of [...this.#listeners]) listener();
+  }
+}

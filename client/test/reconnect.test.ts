@@ -1,0 +1,163 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LockError, type ClientState, type LockClient } from '@lockwire/client';
+import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
+import { abortedWith, nextEvent, startHarness, within, type Harness } from './fixtures.js';
+
+let h: Harness;
+let proxy: TcpProxy;
+let observer: LockClient;
+
+beforeEach(async () => {
+  h = await startHarness();
+  proxy = await startTcpProxy(h.server.port);
+  observer = await h.connect();
+});
+afterEach(async () => {
+  await h.close();
+  await proxy.close();
+});
+
+const fast = { initialDelay: 1, maxDelay: 5, jitter: 0 };
+
+/** A client connected through the proxy, recording its state changes. */
+async function connectThroughProxy(reconnect: Record<string, number> | false = {}) {
+  const client = await h.connectTo(proxy.url(h.server.url), { reconnect: reconnect && { ...fast, ...reconnect } });
+  const states: ClientState[] = [];
+  client.on('state', (state) => states.push(state));
+  return { client, states };
+}
+
+/** Resolves when `client` reaches `state` (bounded). */
+function reaches(client: LockClient, state: ClientState, ms = 2000): Promise<void> {
+  if (client.state === state) return Promise.resolve();
+  return within(
+    new Promise<void>((resolve) => {
+      const off = client.on('state', (next) => {
+        if (next !== state) return;
+        off();
+        resolve();
+      });
+    }),
+    ms,
+    `the client to be ${state}`,
+  );
+}
+
+describe('reconnect', () => {
+  it('a cut connection aborts leases and pending calls with connection_lost, then reconnects and can lock again', async () => {
+    const { client, states } = await connectThroughProxy();
+    const lease = await client.acquire('doc:1');
+    await observer.acquire('doc:2');
+    const pending = client.acquire('doc:2').catch((error: unknown) => error);
+    await client.ping();
+    const disconnect = nextEvent(client, 'disconnect');
+    const reconnected = nextEvent(client, 'reconnect');
+    const oldSession = client.session;
+
+    proxy.cut();
+    expect(await abortedWith(lease?.signal ?? AbortSignal.abort())).toMatchObject({ code: 'connection_lost' });
+    const error = await within(pending);
+    expect(error).toBeInstanceOf(LockError);
+    expect(error).toMatchObject({ code: 'connection_lost' });
+    expect(await disconnect).toMatchObject({ byClient: false, reconnecting: true });
+    expect(lease?.held).toBe(false);
+
+    expect(await reconnected).toMatchObject({ previousSession: oldSession, resumed: false, attempts: 1 });
+    expect(states).toEqual(['reconnecting', 'connecting', 'open']);
+    expect(client.session).not.toBe(oldSession);
+    // The server released the old session's lock; the new session locks like any other.
+    expect((await observer.status('doc:1')).locked).toBe(false);
+    const again = await client.acquire('doc:1', { acquireTimeout: 0 });
+    expect(again?.held).toBe(true);
+    expect((await observer.status('doc:1')).holders[0]?.session).toBe(client.session);
+  });
+
+  it('calls made while reconnecting reject at once with connection_lost', async () => {
+    const { client } = await connectThroughProxy();
+    proxy.block();
+    proxy.cut();
+    await reaches(client, 'reconnecting');
+    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_lost' });
+    await expect(client.acquire('doc:3')).rejects.toMatchObject({ code: 'connection_lost' });
+  });
+
+  it('keeps trying while the server is unreachable and connects once it is back', async () => {
+    const { client, states } = await connectThroughProxy();
+    proxy.block();
+    proxy.cut();
+    const before = proxy.accepted;
+    // Three refused attempts, then the way is open again.
+    await within(
+      new Promise<void>((resolve) => {
+        const off = client.on('state', () => {
+          if (proxy.accepted - before < 3) return;
+          off();
+          resolve();
+        });
+      }),
+    );
+    proxy.unblock();
+    await reaches(client, 'open');
+    expect(states.slice(0, 6)).toEqual(['reconnecting', 'connecting', 'reconnecting', 'connecting', 'reconnecting', 'connecting']);
+    expect(states.at(-1)).toBe('open');
+    expect(await client.ping()).toBe(h.clock.now());
+  });
+
+  it('gives up after maxAttempts and closes for good', async () => {
+    const { client } = await connectThroughProxy({ maxAttempts: 2 });
+    const closed = nextEvent(client, 'close');
+    proxy.block();
+    proxy.cut();
+    expect(await closed).toMatchObject({ byClient: false });
+    expect(client.state).toBe('closed');
+    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+  });
+
+  it('with reconnect: false the first drop closes the client', async () => {
+    const { client } = await connectThroughProxy(false);
+    const lease = await client.acquire('doc:4');
+    const closed = nextEvent(client, 'close');
+    proxy.cut();
+    expect(await closed).toMatchObject({ byClient: false });
+    expect(lease?.signal.reason).toMatchObject({ code: 'connection_lost' });
+    expect(client.state).toBe('closed');
+  });
+
+  it('close() while reconnecting stops reconnecting and closes for good', async () => {
+    const { client } = await connectThroughProxy({ initialDelay: 60_000, maxDelay: 60_000 });
+    const closed = nextEvent(client, 'close');
+    proxy.cut();
+    await reaches(client, 'reconnecting');
+    const accepted = proxy.accepted;
+    await client.close();
+    expect(await closed).toMatchObject({ byClient: true });
+    expect(client.state).toBe('closed');
+    expect(proxy.accepted).toBe(accepted);
+    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+  });
+
+  it('watches are re-established after a reconnect: onResync gets a fresh snapshot, then events flow again', async () => {
+    const { client } = await connectThroughProxy();
+    const events: string[] = [];
+    let resynced!: (keys: string[]) => void;
+    const resync = new Promise<string[]>((resolve) => (resynced = resolve));
+    const watch = await client.watch('doc:', (event) => events.push(`${event.event} ${event.key}`), {
+      onResync: (snapshot) => resynced(snapshot.locks.map((lock) => lock.key)),
+    });
+    expect(watch.snapshot.locks).toEqual([]);
+    proxy.block();
+    proxy.cut();
+    await reaches(client, 'reconnecting');
+    // Changes while offline reach the watch as the resync snapshot, not as events.
+    await observer.acquire('doc:offline');
+    proxy.unblock();
+    expect(await within(resync)).toEqual(['doc:offline']);
+    expect(watch.snapshot.locks.map((lock) => lock.key)).toEqual(['doc:offline']);
+    expect(watch.signal.aborted).toBe(false);
+
+    await observer.acquire('doc:online');
+    await client.ping();
+    expect(events).toEqual(['acquired doc:online']);
+  });
+});
+

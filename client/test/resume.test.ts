@@ -1,0 +1,177 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LockClient, type Lease } from '@lockwire/client';
+import { backoffDelay, reconnectPolicy } from '../src/reconnect.js';
+import { defaultResponse, startFakeServer, type FakeServer, type Frame } from './fake-server.js';
+import { abortedWith, nextEvent } from './fixtures.js';
+
+const fast = { initialDelay: 1, maxDelay: 5, jitter: 0 };
+const grace = (secret: string, extra: Record<string, unknown> = {}) => ({
+  resume: secret,
+  grace: 30_000,
+  resumed: false,
+  held: [],
+  ...extra,
+});
+
+let fake: FakeServer;
+const clients: LockClient[] = [];
+
+/** Grants every acquire at once with token `100 + id`. */
+function grantAll(frame: Frame) {
+  if (frame.op === 'acquire') return { acquired: true, token: 100 + Number(frame.id), expiresAt: null };
+  return defaultResponse(frame);
+}
+
+async function connect(): Promise<LockClient> {
+  const client = await LockClient.connect(fake.url, { reconnect: fast });
+  clients.push(client);
+  return client;
+}
+
+async function lease(client: LockClient, key: string): Promise<Lease> {
+  const granted = await client.acquire(key);
+  if (!granted) throw new Error(`${key} not granted`);
+  return granted;
+}
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((client) => client.close()));
+  await fake.close();
+});
+
+describe('resume after a drop (session grace)', () => {
+  beforeEach(async () => {
+    fake = await startFakeServer({
+      respond: grantAll,
+      welcome: (n, url) => {
+        if (n === 0) return grace('first');
+        const asked = url.searchParams.get('session') === 's0' && url.searchParams.get('resume') === 'first';
+        // The second connection resumes s0 and gets back only doc:a.
+        return asked
+          ? { session: 's0', ...grace('second', { resumed: true, held: [{ key: 'doc:a', mode: 'exclusive', token: 101, expiresAt: 99 }] }) }
+          : grace('other');
+      },
+    });
+  });
+
+  it('reconnects with session and resume in the URL, keeps the leases listed in held and loses the others', async () => {
+    const client = await connect();
+    const a = await lease(client, 'doc:a');
+    const b = await lease(client, 'doc:b');
+    expect([a.token, b.token]).toEqual([101, 102]);
+    const reconnected = nextEvent(client, 'reconnect');
+    (await fake.connection(0)).terminate();
+
+    expect(await reconnected).toEqual({ session: 's0', previousSession: 's0', resumed: true, attempts: 1 });
+    const second = await fake.connection(1);
+    expect(second.url.searchParams.get('session')).toBe('s0');
+    expect(second.url.searchParams.get('resume')).toBe('first');
+    expect(a.held).toBe(true);
+    expect(a.signal.aborted).toBe(false);
+    expect(a.expiresAt).toBe(99);
+    expect(await abortedWith(b.signal)).toMatchObject({ code: 'connection_lost' });
+    expect([...client.leases.keys()]).toEqual(['doc:a']);
+    expect(client.session).toBe('s0');
+  });
+
+  it('leases stay held while the resume is pending, and the next resume uses the newest secret', async () => {
+    const client = await connect();
+    const a = await lease(client, 'doc:a');
+    const down = nextEvent(client, 'disconnect');
+    (await fake.connection(0)).terminate();
+    await down;
+    expect(a.held).toBe(true);
+    await nextEvent(client, 'reconnect');
+    const again = nextEvent(client, 'reconnect');
+    (await fake.connection(1)).terminate();
+    await again;
+    expect((await fake.connection(2)).url.searchParams.get('resume')).toBe('second');
+  });
+
+  it('a hold the server kept that no lease stands for is released after the resume', async () => {
+    const client = await connect();
+    const a = await lease(client, 'doc:a');
+    const down = nextEvent(client, 'disconnect');
+    (await fake.connection(0)).terminate();
+    await down;
+    // Released while offline: the server still holds it for the session.
+    await a.release();
+    await nextEvent(client, 'reconnect');
+    expect(await (await fake.connection(1)).nextRequest('release')).toMatchObject({ key: 'doc:a' });
+    expect(client.leases.size).toBe(0);
+  });
+});
+
+describe('a refused resume', () => {
+  it('aborts every lease when the welcome says resumed: false', async () => {
+    fake = await startFakeServer({
+      respond: grantAll,
+      welcome: (n) => (n === 0 ? grace('first') : { session: 'fresh', ...grace('new') }),
+    });
+    const client = await connect();
+    const a = await lease(client, 'doc:a');
+    const reconnected = nextEvent(client, 'reconnect');
+    (await fake.connection(0)).terminate();
+    expect(await reconnected).toMatchObject({ session: 'fresh', previousSession: 's0', resumed: false });
+    expect(await abortedWith(a.signal)).toMatchObject({ code: 'connection_lost' });
+    expect(client.session).toBe('fresh');
+  });
+
+  it('loses the parked leases once the grace has run out without a reconnect', async () => {
+    fake = await startFakeServer({ respond: grantAll, welcome: () => grace('first', { grace: 20 }) });
+    const client = await LockClient.connect(fake.url, { reconnect: { initialDelay: 60_000 } });
+    clients.push(client);
+    const a = await lease(client, 'doc:a');
+    (await fake.connection(0)).terminate();
+    expect(await abortedWith(a.signal)).toMatchObject({ code: 'connection_lost' });
+    expect(client.state).toBe('reconnecting');
+  });
+
+  it('without session grace the leases are lost at the drop and the reconnect opens a fresh session', async () => {
+    fake = await startFakeServer({ respond: grantAll });
+    const client = await connect();
+    const a = await lease(client, 'doc:a');
+    const reconnected = nextEvent(client, 'reconnect');
+    (await fake.connection(0)).terminate();
+    expect(await abortedWith(a.signal)).toMatchObject({ code: 'connection_lost' });
+    await reconnected;
+    expect((await fake.connection(1)).url.search).toBe('');
+  });
+});
+
+describe('closes that end reconnecting', () => {
+  for (const [code, why] of [
+    [1008, 'a policy close (credentials, abuse)'],
+    [4001, 'a superseded session'],
+  ] as const) {
+    it(`does not reconnect after ${why} (${code})`, async () => {
+      fake = await startFakeServer();
+      const client = await connect();
+      const closed = nextEvent(client, 'close');
+      const server = await fake.connection(0);
+      server.close(code, 'bye');
+      expect(await closed).toMatchObject({ code, byClient: false });
+      expect(client.state).toBe('closed');
+      expect(fake.connections).toHaveLength(1);
+    });
+  }
+});
+
+describe('backoff', () => {
+  it('grows by factor from initialDelay up to maxDelay, and jitter takes off up to its share', () => {
+    const policy = reconnectPolicy({ initialDelay: 100, maxDelay: 1000, factor: 2, jitter: 0.5 });
+    if (!policy) throw new Error('reconnect is on');
+    expect([1, 2, 3, 4, 5, 6].map((attempt) => backoffDelay(policy, attempt, () => 0))).toEqual([
+      100, 200, 400, 800, 1000, 1000,
+    ]);
+    expect(backoffDelay(policy, 3, () => 0.999999)).toBeCloseTo(200, 3);
+    expect(backoffDelay(policy, 3, () => 0.5)).toBe(300);
+  });
+
+  it('is on by default, off with false, and refuses negative or out-of-range values', () => {
+    expect(reconnectPolicy(undefined)).toEqual({ initialDelay: 100, maxDelay: 10_000, factor: 2, jitter: 0.5, maxAttempts: Infinity });
+    expect(reconnectPolicy(false)).toBeNull();
+    expect(() => reconnectPolicy({ initialDelay: -1 })).toThrow(RangeError);
+    expect(() => reconnectPolicy({ jitter: 2 })).toThrow(RangeError);
+  });
+});

@@ -1,0 +1,62 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LockError, type Lock, type LockClient } from '@lockwire/client';
+import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
+import { nextEvent, startHarness, within, type Harness } from './fixtures.js';
+
+let h: Harness;
+let proxy: TcpProxy;
+let alice: LockClient;
+let bob: LockClient;
+
+beforeEach(async () => {
+  h = await startHarness();
+  proxy = await startTcpProxy(h.server.port);
+  alice = await h.connectTo(proxy.url(h.server.url), { reconnect: { initialDelay: 1, jitter: 0 } });
+  bob = await h.connect();
+});
+afterEach(async () => {
+  await h.close();
+  await proxy.close();
+});
+
+/** Starts a request on `client` that holds `name` until `release` resolves; resolves once granted. */
+async function holding(client: LockClient, name: string, release: Promise<unknown>) {
+  let granted!: (lock: Lock | null) => void;
+  const lock = new Promise<Lock | null>((resolve) => (granted = resolve));
+  const done = client.locks.request(name, (l) => {
+    granted(l);
+    return release;
+  });
+  return { lock: await within(lock), done: done.catch((error: unknown) => error) };
+}
+
+describe('client.locks beyond one browser', () => {
+  it('the granted Lock carries the fencing token the server shows', async () => {
+    const { lock, done } = await holding(alice, 'doc:1', new Promise(() => undefined));
+    expect(lock).toMatchObject({ name: 'doc:1', mode: 'exclusive' });
+    expect((await bob.status('doc:1')).holders[0]?.token).toBe(lock?.token);
+    void done;
+  });
+
+  it('a revoke rejects the holder request with an AbortError', async () => {
+    const { done } = await holding(alice, 'doc:2', new Promise(() => undefined));
+    expect(await bob.revoke('doc:2')).toBe(1);
+    const error = await within(done);
+    expect(error).toBeInstanceOf(DOMException);
+    expect(error).toMatchObject({ name: 'AbortError' });
+  });
+
+  it('a dropped connection rejects held and waiting requests with connection_lost, and requests work after the reconnect', async () => {
+    const { done } = await holding(alice, 'doc:3', new Promise(() => undefined));
+    const waiting = alice.locks.request('doc:3', () => 'never').catch((error: unknown) => error);
+    const reconnected = nextEvent(alice, 'reconnect');
+    proxy.cut();
+    for (const outcome of [await within(done), await within(waiting)]) {
+      expect(outcome).toBeInstanceOf(LockError);
+      expect(outcome).toMatchObject({ code: 'connection_lost' });
+    }
+    await reconnected;
+    expect(await alice.locks.request('doc:3', (lock) => lock?.name)).toBe('doc:3');
+    expect((await alice.locks.query()).held).toEqual([]);
+  });
+});
