@@ -1,0 +1,60 @@
+/**
+ * The page of the React hook tests, bundled with esbuild by the test: each
+ * `mount()` connects its own client (its own lock holder) and renders a
+ * component using `useLock` and `useLockState` in strict mode, which mounts
+ * every effect twice. Components report their state in `data-*` attributes.
+ */
+import { LockClient } from '@lockwire/client';
+import { LockClientProvider, useLock, useLockState } from '@lockwire/client/react';
+import { StrictMode, createElement } from 'react';
+import { createRoot, type Root } from 'react-dom/client';
+
+interface Mounted {
+  root: Root;
+  client: LockClient;
+}
+
+function LockView(props: { lockKey: string; name: string; auto: boolean }) {
+  const lock = useLock(props.lockKey, { auto: props.auto, meta: { name: props.name } });
+  const watched = useLockState(props.lockKey);
+  const holder = watched.status === 'ready' ? (watched.holders[0]?.meta?.['name'] ?? '') : '';
+  return createElement(
+    'div',
+    {
+      className: 'lock',
+      'data-status': lock.status,
+      'data-position': lock.status === 'waiting' ? String(lock.position) : '',
+      'data-token': lock.status === 'held' ? String(lock.token) : '',
+      'data-reason': lock.status === 'lost' ? lock.reason : '',
+      'data-watch': watched.status,
+      'data-holder': String(holder),
+      'data-waiters': watched.status === 'ready' ? String(watched.waiters) : '',
+    },
+    createElement('button', { className: 'acquire', onClick: () => lock.acquire() }, 'acquire'),
+    createElement('button', { className: 'release', onClick: () => void lock.release() }, 'release'),
+  );
+}
+
+const mounted = new Map<string, Mounted>();
+
+const api = {
+  /** Connects a client and renders a lock view as `#<name>`. */
+  async mount(name: string, url: string, key: string, auto = true): Promise<string> {
+    const client = await LockClient.connect(url);
+    const host = document.createElement('div');
+    host.id = name;
+    document.body.append(host);
+    const root = createRoot(host);
+    root.render(
+      createElement(StrictMode, null, createElement(LockClientProvider, { client }, createElement(LockView, { lockKey: key, name, auto }))),
+    );
+    mounted.set(name, { root, client });
+    return client.session;
+  },
+  /** Unmounts `#<name>`'s component; the client stays connected. */
+  unmount(name: string): void {
+    mounted.get(name)?.root.unmount();
+  },
+};
+
+(window as unknown as { reactTest: typeof api }).reactTest = api;
