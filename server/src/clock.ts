@@ -25,7 +25,7 @@ export const systemClock: Clock = {
     const arm = (delay: number) => {
       handle.timer = setTimeout(() => {
         const left = deadline - Date.now();
-        if (left > 0) arm(left);
+        if (left > 0) arm(Math.min(left, 2_147_483_647));
         else fn();
       }, delay);
       handle.timer.unref?.();

@@ -98,7 +98,26 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     }
   };
 
+  // A listener or sink may call back into the store (a session closed while
+  // a grant is being sent to it ends up in closeSession). Effects of such a
+  // nested step are queued and delivered after the current batch, so every
+  // watcher sees each step's events whole and in the order the steps ran.
+  const queue: Effect[][] = [];
+  let delivering = false;
+
   const deliver = (effects: Effect[]) => {
+    if (effects.length === 0) return;
+    queue.push(effects);
+    if (delivering) return;
+    delivering = true;
+    try {
+      for (let batch = queue.shift(); batch; batch = queue.shift()) deliverBatch(batch);
+    } finally {
+      delivering = false;
+    }
+  };
+
+  const deliverBatch = (effects: Effect[]) => {
     for (const effect of effects) {
       if (effect.type === 'event') {
         publish(effect.event);
@@ -132,9 +151,23 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     arm();
   }
 
+  /**
+   * Runs whatever fell due before the timer got to it. Real timers run late
+   * under load; without this an `extend` or `release` arriving after
+   * `expiresAt` would act on a hold that has already expired, and a try-once
+   * acquire would see a lock that is no longer held.
+   */
+  const catchUp = (now: number) => {
+    if (closed) return;
+    const next = engine.nextDeadline();
+    if (next !== null && next <= now) deliver(engine.tick(now));
+  };
+
   /** Runs one engine step, delivers its effects, re-arms the timer. */
   const step = <T>(run: (now: number) => { result: T; effects: Effect[] }): T => {
-    const { result, effects } = run(clock.now());
+    const now = clock.now();
+    catchUp(now);
+    const { result, effects } = run(now);
     deliver(effects);
     arm();
     return result;
@@ -174,16 +207,22 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
 
     async status(key, viewer) {
+      catchUp(clock.now());
+      arm();
       return engine.status(key, viewer);
     },
 
     async list(prefix, limit, viewer) {
+      catchUp(clock.now());
+      arm();
       return engine.list(prefix, limit, viewer);
     },
 
     async watch(prefix, limit, viewer, sink): Promise<WatchHandle> {
       // Snapshot and registration happen in one synchronous step: no event
       // can fall between them.
+      catchUp(clock.now());
+      arm();
       const snapshot = engine.list(prefix, limit, viewer);
       const registration: WatchRegistration = { sink, active: true };
       let registrations = watches.get(prefix);

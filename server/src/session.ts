@@ -682,8 +682,10 @@ export class Session {
     if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
       this.host.logger.info({ session: this.id, buffered: this.ws.bufferedAmount }, 'slow reader; terminating connection');
       this.noGrace = true;
+      // The session ends from the socket's 'close' event, on a later tick:
+      // ending it here would run a store step inside the one whose effects
+      // are being delivered.
       this.ws.terminate();
-      this.end();
     }
   }
 }
