@@ -538,11 +538,11 @@ export class Session {
   private watch(message: RequestOf<'watch'>): void {
     const prefix = message.prefix ?? '';
     const limit = message.limit ?? DEFAULT_LIST_LIMIT;
-    if (this.watches.has(prefix)) {
-      // Watching a prefix again is the same watch: a fresh snapshot, one stream.
-      this.run(message, () => this.listVisible(prefix, limit));
-      return;
-    }
+    // Watching a prefix again is the same watch with a fresh snapshot: the
+    // new stream starts the way a first one does (so its snapshot is
+    // gap-free), and the old stream stops once the snapshot is out. Events
+    // both streams deliver are sent once.
+    const previous = this.watches.get(prefix) ?? null;
     const watch: Watch = { prefix, handle: null, stopped: false, live: false };
     this.watches.set(prefix, watch);
     this.run(message, async (request) => {
@@ -551,10 +551,14 @@ export class Session {
           this.deliver(watch, event),
         );
       } catch (error) {
-        if (this.watches.get(prefix) === watch) this.watches.delete(prefix);
+        if (this.watches.get(prefix) === watch) {
+          if (previous && !previous.stopped) this.watches.set(prefix, previous);
+          else this.watches.delete(prefix);
+        } else if (previous) stopWatch(previous);
         this.flushHeldEvents(null);
         throw error;
       }
+      if (previous) stopWatch(previous);
       if (watch.stopped) watch.handle.stop();
       if (!this.isCurrent(request)) return null;
       // Held events this watch's stream did not deliver are in its snapshot:

@@ -13,8 +13,55 @@ export const Opcode = { Text: 0x1, Binary: 0x2, Close: 0x8 } as const;
 export class RawSocket {
   /** Bytes the server sent after the handshake (its welcome, replies, ...). */
   received = Buffer.alloc(0);
+  private readonly watchers = new Set<() => void>();
 
   private constructor(private readonly socket: Socket) {}
+
+  /** The JSON text frames received so far (unmasked, unfragmented server frames). */
+  frames(): Array<Record<string, unknown>> {
+    const out: Array<Record<string, unknown>> = [];
+    const buf = this.received;
+    let i = 0;
+    while (i + 2 <= buf.length) {
+      let length = (buf[i + 1] ?? 0) & 0x7f;
+      let offset = i + 2;
+      if (length === 126) {
+        length = buf.readUInt16BE(offset);
+        offset += 2;
+      } else if (length === 127) {
+        length = Number(buf.readBigUInt64BE(offset));
+        offset += 8;
+      }
+      if (offset + length > buf.length) break;
+      if (((buf[i] ?? 0) & 0x0f) === Opcode.Text) {
+        out.push(JSON.parse(buf.subarray(offset, offset + length).toString()) as Record<string, unknown>);
+      }
+      i = offset + length;
+    }
+    return out;
+  }
+
+  /** Resolves with the frames once `done(frames)` holds, checked as bytes arrive; rejects after `timeout` ms. */
+  until(done: (frames: Array<Record<string, unknown>>) => boolean, what: string, timeout = 2000) {
+    return new Promise<Array<Record<string, unknown>>>((resolve, reject) => {
+      const check = () => {
+        const frames = this.frames();
+        if (!done(frames)) return;
+        cleanup();
+        resolve(frames);
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`timed out waiting for ${what}`));
+      }, timeout);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.watchers.delete(check);
+      };
+      this.watchers.add(check);
+      check();
+    });
+  }
 
   /** Connects to a `ws://host:port/path` URL and completes the opening handshake. */
   static async open(url: string, timeout = 2000): Promise<RawSocket> {
@@ -35,6 +82,7 @@ export class RawSocket {
         raw.received = head.subarray(end + 4);
         socket.on('data', (more: Buffer) => {
           raw.received = Buffer.concat([raw.received, more]);
+          for (const check of [...raw.watchers]) check();
         });
         resolve();
       };
