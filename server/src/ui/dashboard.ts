@@ -200,7 +200,7 @@ async function revoke(key: string): Promise<void> {
 
 /** One connection's life: connect, measure the clock, watch everything, wait for the close. */
 async function session(url: string): Promise<void> {
-  const connected = await LockClient.connect(url);
+  const connected = await LockClient.connect(url, { reconnect: false });
   client = connected;
   const closed = new Promise<void>((resolve) => connected.on('close', () => resolve()));
   const sent = Date.now();

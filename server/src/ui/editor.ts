@@ -125,7 +125,7 @@ async function editWhileHolding(client: LockClient): Promise<void> {
 }
 
 async function session(): Promise<void> {
-  const client = await LockClient.connect(endpointUrl(location));
+  const client = await LockClient.connect(endpointUrl(location), { reconnect: false });
   const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
   current = client;
   mySession = client.session;
