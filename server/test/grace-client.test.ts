@@ -1,0 +1,45 @@
+import { LockClient } from '@lockwire/client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
+import { createMemoryStore } from '../src/memory-store.js';
+import { createLockServer, type LockServer } from '../src/server.js';
+import { RawClient, within } from './server-harness.js';
+
+const servers: LockServer[] = [];
+const proxies: TcpProxy[] = [];
+const clients: LockClient[] = [];
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((client) => client.close()));
+  await Promise.all(proxies.splice(0).map((proxy) => proxy.close()));
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+});
+
+describe('session grace with the lockwire client', () => {
+  it('resumes after a cut connection: the lease keeps its token and its signal, and nobody else got the lock', async () => {
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: createMemoryStore(), sessionGrace: 10_000 });
+    servers.push(server);
+    const proxy = await startTcpProxy(server.port);
+    proxies.push(proxy);
+    const client = await LockClient.connect(proxy.url(server.url), { reconnect: { initialDelay: 1, maxDelay: 5, jitter: 0 } });
+    clients.push(client);
+    const lease = await client.acquire('doc:1');
+    if (!lease) throw new Error('not granted');
+    const session = client.session;
+    const reconnected = new Promise<unknown>((resolve) => client.on('reconnect', resolve));
+    proxy.cut();
+    expect(await within(reconnected, 'the resume')).toMatchObject({ session, resumed: true });
+    expect(lease.held).toBe(true);
+    expect(lease.signal.aborted).toBe(false);
+    const { client: observer } = await RawClient.connect(server.url);
+    try {
+      expect(await observer.request({ op: 'status', id: 1, key: 'doc:1' })).toMatchObject({
+        holders: [{ session, token: lease.token }],
+      });
+      await lease.release();
+      expect(await observer.request({ op: 'status', id: 2, key: 'doc:1' })).toMatchObject({ locked: false });
+    } finally {
+      observer.ws.terminate();
+    }
+  });
+});
