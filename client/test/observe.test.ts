@@ -140,3 +140,24 @@ describe('watch routing', () => {
     }
   });
 });
+
+describe('overlapping watches on a real server', () => {
+  it('each watch sees an event of its prefix once, and closing one keeps the other', async () => {
+    const wide: string[] = [];
+    const narrow: string[] = [];
+    const wideWatch = await bob.watch('doc:', (event) => wide.push(`${event.event} ${event.key}`));
+    const narrowWatch = await bob.watch('doc:4', (event) => narrow.push(`${event.event} ${event.key}`));
+    await alice.acquire('doc:42');
+    await alice.acquire('doc:5');
+    await bob.ping();
+    expect(wide).toEqual(['acquired doc:42', 'acquired doc:5']);
+    expect(narrow).toEqual(['acquired doc:42']);
+
+    await narrowWatch.close();
+    await alice.releaseLock('doc:42');
+    await bob.ping();
+    expect(wide).toEqual(['acquired doc:42', 'acquired doc:5', 'released doc:42']);
+    expect(narrow).toEqual(['acquired doc:42']);
+    await wideWatch.close();
+  });
+});

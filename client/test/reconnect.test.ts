@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LockError, type ClientState, type LockClient } from '@lockwire/client';
+import { createLockServer } from '@lockwire/server';
+import { LockClient, LockError, type ClientState } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { abortedWith, nextEvent, startHarness, within, type Harness } from './fixtures.js';
 
@@ -161,3 +162,32 @@ describe('reconnect', () => {
   });
 });
 
+
+describe('resume against a server with session grace', () => {
+  it('a cut connection resumes the same session and keeps its leases held, un-aborted', async () => {
+    const graceful = await createLockServer({ port: 0, heartbeatInterval: 0, sessionGrace: 30_000 });
+    const gracefulProxy = await startTcpProxy(graceful.port);
+    const client = await LockClient.connect(gracefulProxy.url(graceful.url), { reconnect: fast });
+    const other = await LockClient.connect(graceful.url, { reconnect: false });
+    try {
+      const lease = await client.acquire('doc:kept');
+      const session = client.session;
+      const reconnected = nextEvent(client, 'reconnect');
+      gracefulProxy.cut();
+      expect(await reconnected).toEqual({ session, previousSession: session, resumed: true, attempts: 1 });
+      expect(lease?.held).toBe(true);
+      expect(lease?.signal.aborted).toBe(false);
+      expect((await other.status('doc:kept')).holders.map((h) => [h.session, h.token])).toEqual([
+        [session, lease?.token],
+      ]);
+      // Still this session's lock: releasing it through the lease frees it on the server.
+      await lease?.release();
+      expect((await other.status('doc:kept')).locked).toBe(false);
+    } finally {
+      await client.close();
+      await other.close();
+      await gracefulProxy.close();
+      await graceful.close();
+    }
+  });
+});
