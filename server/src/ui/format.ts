@@ -6,7 +6,11 @@
 /** The WebSocket endpoint of the server that served this page (the protocol's `/v1`). */
 export function endpointUrl(location: Location): string {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}/v1`;
+  // With auth on, the page is opened as `/?access_token=...`; browsers cannot
+  // set headers on a WebSocket, so the token travels in the query as well.
+  const token = new URLSearchParams(location.search).get('access_token');
+  const query = token ? `?access_token=${encodeURIComponent(token)}` : '';
+  return `${scheme}//${location.host}/v1${query}`;
 }
 
 /** `1.2s`, `45s`, `3m 20s`, `2h 05m`; negative spans read as `0s`. */
