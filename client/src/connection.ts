@@ -1,3 +1,4 @@
+import { invokeSafely } from './emitter.js';
 import {
   decodeServerMessage,
   resultSchemas,
@@ -244,9 +245,12 @@ export class Connection {
       case 'reply':
         this.#onReply(message);
         return;
-      case 'queued':
-        if (typeof message.id === 'number') this.#pending.get(message.id)?.onQueued?.(message.position);
+      case 'queued': {
+        // A throwing user callback must not stop this frame's handling.
+        const onQueued = typeof message.id === 'number' ? this.#pending.get(message.id)?.onQueued : undefined;
+        if (onQueued) invokeSafely(onQueued, message.position);
         return;
+      }
       case 'lost':
         this.#handlers.lost(message);
         return;
