@@ -3,10 +3,8 @@
  * `useSyncExternalStore`. `react` (18 or 19) is an optional peer
  * dependency: only this entry imports it.
  */
-export { LockClientProvider, useLockClient } from './context.js';
-export type { LockClientProviderProps } from './context.js';
-export { useLock, useLockState } from './hooks.js';
-export type { UseLockOptions, UseLockResult } from './hooks.js';
+export { LockClientProvider, useLock, useLockClient, useLockState } from './hooks.js';
+export type { LockClientProviderProps, UseLockOptions, UseLockResult } from './hooks.js';
 export { LockController } from './lock-controller.js';
 export type { LockHookState, LockRequest } from './lock-controller.js';
 export { LockStateStore } from './lock-state-store.js';

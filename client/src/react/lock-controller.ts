@@ -1,4 +1,4 @@
-import type { LockError, LeaseLostReason } from '../errors.js';
+import { LeaseLostReason, LockError } from '../errors.js';
 import type { Lease } from '../lease.js';
 import type { LockClient } from '../lock-client.js';
 import type { AcquireOptions } from '../options.js';
@@ -121,7 +121,8 @@ export class LockController {
         () => {
           if (this.#lease !== lease) return;
           this.#lease = undefined;
-          const error = lease.signal.reason as LockError;
+          const reason: unknown = lease.signal.reason;
+          const error = reason instanceof LockError ? reason : new LockError(LeaseLostReason.ConnectionLost, String(reason));
           this.#set({ status: 'lost', reason: error.code as LeaseLostReason, error });
         },
         { once: true },
