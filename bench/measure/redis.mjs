@@ -34,7 +34,8 @@ export async function pairHandoff(urlA, urlB, { samples, warmup = 50 }) {
     const { message, at } = await waiting.answer;
     if (!message.acquired) throw new Error(`handoff not granted: ${JSON.stringify(message)}`);
     if (i >= warmup) latencies.push(at - release.sentAt);
-    await release.answer;
+    const released = (await release.answer).message;
+    if (!released.ok) throw new Error(`release failed: ${JSON.stringify(released)}`);
     waiting = holder.send({ op: 'acquire', key });
     await waiting.queued;
     [holder, waiter] = [waiter, holder];

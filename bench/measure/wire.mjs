@@ -5,6 +5,12 @@
 import { summarize } from '../lib/stats.mjs';
 import { WireClient, closeAll, connectMany } from '../lib/wire-client.mjs';
 
+/** Throws on an error reply, so that fast refusals (say, `rate_limited`) never pass for answers. */
+function answered(message) {
+  if (message.ok === false) throw new Error(`request refused: ${JSON.stringify(message)}`);
+  return message;
+}
+
 /**
  * `connections` connections, each looping acquire+release on its own key
  * with one request in flight, while `measure(seconds)` is running: it
@@ -16,8 +22,8 @@ export async function openLoad(url, { connections, welcome }) {
   const loop = async (client, key, until) => {
     let done = 0;
     while (performance.now() < until) {
-      await client.request({ op: 'acquire', key });
-      await client.request({ op: 'release', key });
+      answered(await client.request({ op: 'acquire', key }));
+      answered(await client.request({ op: 'release', key }));
       done += 2;
     }
     return done;
@@ -85,7 +91,8 @@ export async function roundTrip(url, echoUrl, { samples, warmup = 200 }) {
     const own = [];
     for (const op of ['acquire', 'release']) {
       const sent = client.send({ op, key });
-      const { at } = await sent.answer;
+      const { message, at } = await sent.answer;
+      answered(message);
       own.push(at - sent.sentAt);
     }
     const anchor = await probe();
@@ -190,7 +197,7 @@ export async function watchFanOut(url, { watchers, events, warmup = 10 }) {
   const prefix = `fan:${Math.random()}:`;
   const clients = await connectMany(url, watchers, { welcome: true });
   for (let i = 0; i < clients.length; i += 200) {
-    await Promise.all(clients.slice(i, i + 200).map((c) => c.request({ op: 'watch', prefix })));
+    await Promise.all(clients.slice(i, i + 200).map(async (c) => answered(await c.request({ op: 'watch', prefix }))));
   }
   let arrivals = [];
   let remaining = 0;
@@ -211,7 +218,8 @@ export async function watchFanOut(url, { watchers, events, warmup = 10 }) {
     remaining = watchers;
     const done = new Promise((resolve) => (allArrived = resolve));
     const sent = actor.send({ op: i % 2 === 0 ? 'acquire' : 'release', key: `${prefix}k` });
-    await Promise.all([done, sent.answer]);
+    const [, { message }] = await Promise.all([done, sent.answer]);
+    answered(message);
     if (i >= warmup) for (const at of arrivals) latencies.push(at - sent.sentAt);
   }
   await closeAll([actor, ...clients]);
