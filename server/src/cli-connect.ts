@@ -52,14 +52,17 @@ export function endpointFrom(
 }
 
 /**
- * Connects to `endpoint`, sending the token as a bearer credential.
+ * Connects to `endpoint`, sending the token as a bearer credential, with
+ * reconnecting off.
  *
  * @throws the client's `LockError` (`connection_closed`) when the server
  * cannot be reached or refuses the upgrade.
  */
 export function connectTool(endpoint: Endpoint): Promise<LockClient> {
   const headers: Record<string, string> = endpoint.token ? { authorization: `Bearer ${endpoint.token}` } : {};
-  return LockClient.connect(endpoint.url, { headers });
+  // A tool's run is one connection: a drop ends `run` (its lock went with it) and `watch` (exit 69),
+  // which a supervisor or shell loop can restart, rather than carrying on silently.
+  return LockClient.connect(endpoint.url, { headers, reconnect: false });
 }
 
 /** Writes `lockwire <command>: <problem>` with the usage to stderr; resolves the usage exit code. */

@@ -1,4 +1,4 @@
-import type { HolderInfo, LockMode, LockStatus } from '@lockwire/protocol';
+import type { HolderInfo, ListResult, LockMode, LockStatus } from '@lockwire/protocol';
 import type { LockClient } from '../lock-client.js';
 import type { LockEvent, Watch } from '../watch.js';
 
@@ -17,7 +17,9 @@ export interface HolderView {
  * - `loading` until the watch's snapshot arrived;
  * - `ready` with the holders (in grant order), the mode, the queue length
  *   and the last event seen (`null` until one arrives);
- * - `error` when the watch could not start or ended with the connection.
+ * - `error` when the watch could not start or ended for good (the client
+ *   closed, or re-watching after a reconnect failed); after a reconnect
+ *   that re-watched, `ready` again from the fresh snapshot.
  */
 export type LockStateView =
   | { status: 'loading' }
@@ -87,7 +89,13 @@ export class LockStateStore {
       else this.#apply(event, generation);
     };
     // The exact key sorts first among the keys it prefixes, so one entry is enough.
-    this.client.watch(this.key, onEvent, { limit: 1 }).then(
+    // After a reconnect the events of the time offline are gone: start again from the fresh snapshot.
+    const onResync = (snapshot: ListResult) => {
+      if (generation !== this.#generation) return;
+      const lastEvent = this.#state.status === 'ready' ? this.#state.lastEvent : null;
+      this.#set(fromStatus(this.key, snapshot.locks.find((entry) => entry.key === this.key), lastEvent));
+    };
+    this.client.watch(this.key, onEvent, { limit: 1, onResync }).then(
       (watch) => {
         if (generation !== this.#generation) {
           void watch.close().catch(() => undefined);
