@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // `npm test`: prepares a machine from a clean clone and runs every suite.
 //   1. Debian packages the suites need (redis-server, chromium), via apt-get.
-//   2. npm dependencies (npm ci / npm install when stale), then `tsc -b` and
-//      the browser UI build (scripts/build-ui.mjs).
+//   2. npm dependencies (npm ci / npm install when stale), then `tsc -b`, the
+//      type check of the tests (tsconfig.tests.json) and the browser UI
+//      build (scripts/build-ui.mjs).
 //   3. vitest with the root config; extra arguments pass through
 //      (`npm test -- server/test/engine.test.ts`).
 // The last line printed is `N passed, N failed[, N skipped]`; the exit code
@@ -12,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureNodeModules, typecheck } from './lib/npm-install.mjs';
+import { ensureNodeModules, typecheck, typecheckTests } from './lib/npm-install.mjs';
 import { ensureOsPackages } from './lib/os-packages.mjs';
 import { summarize, summaryLine } from './lib/vitest-summary.mjs';
 
@@ -89,6 +90,8 @@ async function main() {
   if (installFailure) fail(`npm dependencies could not be installed: ${installFailure}`);
   const typeFailure = typecheck(log, root);
   if (typeFailure) fail(`type check failed: ${typeFailure}`);
+  const testTypeFailure = typecheckTests(log, root);
+  if (testTypeFailure) fail(`type check of the tests failed (errors above): ${testTypeFailure}`);
   log('$ node scripts/build-ui.mjs');
   const ui = spawnSync(process.execPath, [join(root, 'scripts/build-ui.mjs')], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
   if (ui.status !== 0) fail('the browser UI build (scripts/build-ui.mjs) failed; see the output above');

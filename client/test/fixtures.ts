@@ -22,17 +22,16 @@ export async function startHarness(): Promise<Harness> {
   const clock = createManualClock();
   const server = await createLockServer({ port: 0, clock, heartbeatInterval: 0 });
   const clients: LockClient[] = [];
+  const connectTo = async (url: string, options?: ConnectOptions): Promise<LockClient> => {
+    const client = await LockClient.connect(url, options);
+    clients.push(client);
+    return client;
+  };
   return {
     server,
     clock,
-    async connect(options) {
-      return this.connectTo(server.url, options);
-    },
-    async connectTo(url, options) {
-      const client = await LockClient.connect(url, options);
-      clients.push(client);
-      return client;
-    },
+    connect: (options) => connectTo(server.url, options),
+    connectTo,
     async close() {
       await Promise.all(clients.map((client) => client.close()));
       await server.close();

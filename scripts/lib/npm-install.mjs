@@ -72,3 +72,14 @@ export function ensureNodeModules(log, root) {
 export function typecheck(log, root) {
   return run(log, root, 'npx', ['--no-install', 'tsc', '-b']);
 }
+
+/**
+ * Type-checks every test file and helper with tsconfig.tests.json (vitest
+ * strips types without checking them). Runs after `tsc -b`, because tests
+ * import the packages through their built declarations. Incremental: the
+ * build info lives under node_modules/.cache, so an unchanged tree checks
+ * quickly. The errors print as tsc reports them; null on success.
+ */
+export function typecheckTests(log, root) {
+  return run(log, root, 'npx', ['--no-install', 'tsc', '-p', 'tsconfig.tests.json']);
+}

@@ -85,8 +85,11 @@ export class RawClient {
     return this.next((f) => f.type === 'reply' && f.id === id, `the reply to ${JSON.stringify(id)}`);
   }
 
-  /** Sends a request and awaits its reply. */
-  async request(message: { id: unknown } & object): Promise<Frame> {
+  /**
+   * Sends a request and awaits its reply. Generic so a request literal keeps
+   * its own fields (`op`, `key`, ...) instead of meeting an excess-property check.
+   */
+  async request<M extends { readonly id: unknown }>(message: M): Promise<Frame> {
     this.send(message);
     return this.reply(message.id);
   }

@@ -4,6 +4,7 @@ import { connect as netConnect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpHandler } from '../src/http.js';
 import { silentLogger } from '../src/logger.js';
+import { createLockMetrics } from '../src/metrics.js';
 import { createLockServer, type LockServer } from '../src/server.js';
 import { callArgs, createStubStore, RawClient, within } from './server-harness.js';
 
@@ -61,6 +62,7 @@ describe('HTTP endpoints', () => {
     const handler = createHttpHandler({
       store: stub.store,
       logger: silentLogger,
+      metrics: createLockMetrics(),
       maxKeyLength: 256,
       isClosing: () => true,
       sessionCount: () => 0,

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createManualClock } from '../src/clock.js';
+import { createManualClock, type ManualClock } from '../src/clock.js';
 import { createMemoryStore } from '../src/memory-store.js';
 import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
 import { RawClient, within, type Frame } from './server-harness.js';
@@ -7,7 +7,8 @@ import { RawClient, within, type Frame } from './server-harness.js';
 const servers: LockServer[] = [];
 const clients: RawClient[] = [];
 
-async function start(options: LockServerOptions = {}) {
+/** Tests advance time by hand, so the clock given (if any) is a manual one. */
+async function start(options: LockServerOptions & { clock?: ManualClock } = {}) {
   const clock = options.clock ?? createManualClock();
   const store = createMemoryStore({ clock, limits: options.limits });
   const server = await createLockServer({ port: 0, heartbeatInterval: 0, clock, store, ...options });

@@ -12,7 +12,7 @@ async function start(options: LockServerOptions = {}) {
   return { server, stub };
 }
 
-async function connect(url: string, options?: ConstructorParameters<typeof import('ws').WebSocket>[2]) {
+async function connect(url: string, options?: Parameters<typeof RawClient.connect>[1]) {
   const connection = await RawClient.connect(url, options);
   clients.push(connection.client);
   return connection;
