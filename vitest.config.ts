@@ -13,6 +13,8 @@ export default defineConfig({
   },
   test: {
     include: ['shared/test/**/*.test.ts', 'server/test/**/*.test.ts', 'client/test/**/*.test.ts', 'test/**/*.test.ts'],
+    // Builds dist/ and the browser UI once per run; test files never build.
+    globalSetup: ['./test/global-setup.ts'],
     testTimeout: 20_000,
     hookTimeout: 60_000,
     pool: 'forks',

@@ -3,8 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { LockClient, type LockEvent } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { buildServer } from './helpers/lockwire-process.js';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ToolProcess, processExists } from './helpers/tool-process.js';
 
 const NODE = process.execPath;
@@ -43,10 +42,6 @@ async function nextEvent(key: string, match: (event: LockEvent) => boolean): Pro
     }
   };
 }
-
-beforeAll(() => {
-  buildServer();
-});
 
 beforeEach(async () => {
   server = await createLockServer({ port: 0 });

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -30,8 +30,6 @@ describe('lockwire nodes as separate processes', () => {
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
-    const built = spawnSync('npx', ['tsc', '-b'], { cwd: root, encoding: 'utf8' });
-    if (built.status !== 0) throw new Error(`tsc -b failed:\n${built.stdout}${built.stderr}`);
     redis = await startRedisServer();
   });
   afterAll(async () => {

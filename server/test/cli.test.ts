@@ -1,7 +1,6 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { main, type CliIo } from '../src/cli.js';
 import { defaultsLayer, envLayer, flagLayer, resolveConfig } from '../src/config.js';
 import { RawClient, within } from './server-harness.js';
@@ -9,11 +8,6 @@ import { RawClient, within } from './server-harness.js';
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = fileURLToPath(new URL('../bin/lockwire.mjs', import.meta.url));
 const children: ChildProcess[] = [];
-
-beforeAll(async () => {
-  // The shim runs the compiled CLI; build the server and what it depends on.
-  await promisify(execFile)(process.execPath, ['node_modules/typescript/bin/tsc', '-b', 'server'], { cwd: root });
-}, 120_000);
 
 afterEach(() => {
   for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { connect as netConnect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { buildServer, repoRoot } from '../../test/helpers/lockwire-process.js';
+import { repoRoot } from '../../test/helpers/lockwire-process.js';
 import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
 import { RawClient, within } from './server-harness.js';
 
@@ -20,8 +20,6 @@ interface Serve {
 
 const children: ChildProcess[] = [];
 const clients: RawClient[] = [];
-
-beforeAll(() => buildServer(), 120_000);
 
 afterEach(async () => {
   for (const client of clients.splice(0)) client.ws.terminate();

@@ -4,7 +4,7 @@ import { LockClient } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { buildUi, collectPageErrors, launchChromium, uiDistPath } from '../helpers/browser.js';
+import { collectPageErrors, launchChromium, uiDistPath } from '../helpers/browser.js';
 
 /** Upper bound on the gzipped browser client, so growth is a decision rather than an accident. */
 const MAX_CLIENT_GZIP_BYTES = 30 * 1024;
@@ -30,7 +30,6 @@ let pageErrors: string[];
 let observer: LockClient;
 
 beforeAll(async () => {
-  buildUi();
   browser = await launchChromium();
 });
 

@@ -3,14 +3,13 @@ import { createLockServer, type LockServer } from '@lockwire/server';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { signToken } from '../../server/src/cli-token.js';
-import { buildUi, collectPageErrors, launchChromium } from '../helpers/browser.js';
+import { collectPageErrors, launchChromium } from '../helpers/browser.js';
 
 const SECRET = 'dashboard-auth-test-secret-of-enough-length';
 let browser: Browser;
 let server: LockServer;
 
 beforeAll(async () => {
-  buildUi();
   browser = await launchChromium();
   server = await createLockServer({ port: 0, auth: { secret: SECRET } });
 });

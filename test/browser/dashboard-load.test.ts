@@ -2,7 +2,7 @@ import { LockClient } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildUi, collectPageErrors, launchChromium, saveResult } from '../helpers/browser.js';
+import { collectPageErrors, launchChromium, saveResult } from '../helpers/browser.js';
 
 const HELD_KEYS = 10_000;
 /** The server's default `maxLocksPerSession`. */
@@ -91,7 +91,6 @@ let page: Page;
 const clients: LockClient[] = [];
 
 beforeAll(async () => {
-  buildUi();
   browser = await launchChromium();
   server = await createLockServer({ port: 0 });
 });

@@ -2,7 +2,7 @@ import { LockClient } from '@lockwire/client';
 import { createLockServer, createManualClock, type LockServer, type ManualClock } from '@lockwire/server';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { buildUi, collectPageErrors, launchChromium, measurePng, saveResult } from '../helpers/browser.js';
+import { collectPageErrors, launchChromium, measurePng, saveResult } from '../helpers/browser.js';
 
 let browser: Browser;
 let server: LockServer;
@@ -26,7 +26,6 @@ async function openDashboard(path = '/'): Promise<void> {
 }
 
 beforeAll(async () => {
-  buildUi();
   browser = await launchChromium();
 });
 

@@ -2,7 +2,7 @@ import { LockClient } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { buildUi, collectPageErrors, launchChromium } from '../helpers/browser.js';
+import { collectPageErrors, launchChromium } from '../helpers/browser.js';
 
 let browser: Browser;
 let server: LockServer;
@@ -21,7 +21,6 @@ async function openEditor(query: string): Promise<Page> {
 const who = (page: Page, role: string) => page.locator(`#who[data-role="${role}"]`);
 
 beforeAll(async () => {
-  buildUi();
   browser = await launchChromium();
 });
 

@@ -3,7 +3,7 @@ import { build } from 'esbuild';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildUi, collectPageErrors, launchChromium } from '../helpers/browser.js';
+import { collectPageErrors, launchChromium } from '../helpers/browser.js';
 import type { CaseResult } from '../web-locks/index.js';
 import { suites } from '../web-locks/index.js';
 
@@ -30,7 +30,6 @@ async function bundleSuites(): Promise<string> {
 }
 
 beforeAll(async () => {
-  buildUi();
   const suitesCode = await bundleSuites();
   browser = await launchChromium();
   server = await createLockServer({ port: 0, heartbeatInterval: 0 });

@@ -1,8 +1,7 @@
 import { LockClient } from '@lockwire/client';
 import type { Browser } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { buildUi, collectPageErrors, launchChromium } from '../helpers/browser.js';
-import { buildServer } from '../helpers/lockwire-process.js';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { collectPageErrors, launchChromium } from '../helpers/browser.js';
 import { ToolProcess } from '../helpers/tool-process.js';
 
 const running: ToolProcess[] = [];
@@ -20,12 +19,6 @@ async function printedUrl(tool: ToolProcess, label: string): Promise<string> {
   const line = await tool.waitForLine(pattern);
   return pattern.exec(line)?.[1] ?? '';
 }
-
-beforeAll(() => {
-  // The examples import the built packages, as an application would.
-  buildServer();
-  buildUi();
-});
 
 afterEach(() => {
   for (const tool of running.splice(0)) tool.kill();

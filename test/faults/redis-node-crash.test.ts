@@ -3,7 +3,7 @@ import { checkHistory, formatViolations } from '../checker/check.js';
 import { HistoryRecorder } from '../checker/history.js';
 import { FencedResource } from '../checker/oracle.js';
 import { RecordingClient, type AcquireResult } from '../checker/recording-client.js';
-import { buildServer, startLockwireProcess, type LockwireProcess } from '../helpers/lockwire-process.js';
+import { startLockwireProcess, type LockwireProcess } from '../helpers/lockwire-process.js';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { within } from './within.js';
 
@@ -23,7 +23,6 @@ describe('Redis store: a node killed with SIGKILL', () => {
   const clients: RecordingClient[] = [];
 
   beforeAll(async () => {
-    buildServer();
     redis = await startRedisServer();
   });
   afterEach(async () => {

@@ -1,8 +1,8 @@
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { checkHistory, formatViolations } from '../checker/check.js';
 import { HistoryRecorder } from '../checker/history.js';
 import { RecordingClient, type AcquireResult } from '../checker/recording-client.js';
-import { buildServer, startLockwireProcess, type LockwireProcess } from '../helpers/lockwire-process.js';
+import { startLockwireProcess, type LockwireProcess } from '../helpers/lockwire-process.js';
 import { within } from './within.js';
 
 // A memory-store server as a real process, restarted in place (same port)
@@ -18,7 +18,6 @@ describe('memory store: server restart', () => {
   let server: LockwireProcess | undefined;
   const clients: RecordingClient[] = [];
 
-  beforeAll(() => buildServer());
   afterEach(async () => {
     await Promise.all(clients.splice(0).map((c) => c.terminate()));
     await server?.kill();

@@ -1,9 +1,9 @@
 /**
  * Real-browser test support: Debian's Chromium driven by playwright-core
- * (never a downloaded browser), the UI build the server serves, page error
- * collection and a non-blank check for screenshots.
+ * (never a downloaded browser), the path of the UI the server serves (built
+ * once per vitest run by test/global-setup.ts), page error collection and a
+ * non-blank check for screenshots.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,20 +38,6 @@ export async function launchChromium(): Promise<Browser> {
     );
   }
   return chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
-}
-
-/**
- * Builds the dashboard, the editor demo and the client bundle into
- * `server/dist/ui/` (what the server serves). Outputs are renamed into
- * place, so test files building at once never serve a half-written file.
- *
- * @throws Error with esbuild's output when the build fails.
- */
-export function buildUi(): void {
-  const result = spawnSync(process.execPath, [join(ROOT, 'scripts/build-ui.mjs')], { cwd: ROOT, encoding: 'utf8' });
-  if (result.status !== 0) {
-    throw new Error(`scripts/build-ui.mjs failed (${result.status ?? result.signal}):\n${result.stderr}${result.stdout}`);
-  }
 }
 
 /** Path of a built UI file. */

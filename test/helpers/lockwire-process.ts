@@ -8,7 +8,9 @@ export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 /**
  * Compiles the server (and the protocol package it references) to `dist/`,
  * which `server/bin/lockwire.mjs` runs. Incremental: quick when nothing
- * changed. Throws with the compiler's output when it fails.
+ * changed. Throws with the compiler's output when it fails. For scripts run
+ * outside vitest: under vitest, test/global-setup.ts has built everything
+ * once before any test file starts, so test files do not call this.
  */
 export function buildServer(): void {
   const built = spawnSync('npx', ['tsc', '-b', 'server'], { cwd: repoRoot, encoding: 'utf8' });
@@ -55,8 +57,8 @@ function isRunning(child: ChildProcess): boolean {
 }
 
 /**
- * Starts `node server/bin/lockwire.mjs serve` (build it first with
- * `buildServer()`) and resolves once it printed its URL. Rejects if it exits
+ * Starts `node server/bin/lockwire.mjs serve` (built by the vitest global
+ * setup, or by `buildServer()` outside vitest) and resolves once it printed its URL. Rejects if it exits
  * first or prints nothing in time (and kills it). The caller must end it.
  */
 export async function startLockwireProcess(options: LockwireProcessOptions = {}): Promise<LockwireProcess> {
