@@ -1,9 +1,22 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-/** The repository root, where `server/bin/lockwire.mjs` lives. */
-export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+/**
+ * The repository root, where `server/bin/lockwire.mjs` lives: the nearest
+ * directory above this module that has it (this module also runs compiled,
+ * from a cache directory inside the repository).
+ */
+export const repoRoot = findRoot(dirname(fileURLToPath(import.meta.url)));
+
+function findRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'server', 'bin', 'lockwire.mjs'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no server/bin/lockwire.mjs above ${from}`);
+  }
+}
 
 /**
  * Compiles the server (and the protocol package it references) to `dist/`,

@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+// `npm run soak -- --minutes N [--store memory|redis|both] [--seed S] [--epoch-seconds E]`
+//
+// Random traffic and random faults against lockwire, with the recorded
+// history checked every epoch (test/soak/run.ts): one memory-store node, and
+// three Redis-store nodes on a redis-server of their own. Everything runs on
+// loopback and is started by the soak; it stops after N minutes per store,
+// kills only the processes it started, prints the operations, faults and
+// violations of each store, and exits 1 on any violation.
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+// Inside node_modules, so the compiled soak resolves ws, redis and @lockwire/* as the sources do.
+const outDir = join(root, 'node_modules', '.cache', 'lockwire-soak');
+
+const USAGE = `Usage: npm run soak -- --minutes N [--store memory|redis|both] [--seed S] [--epoch-seconds E]
+
+  --minutes N        how long each store is soaked (default 1)
+  --store KIND       memory, redis or both (default both)
+  --seed S           seed of the random workload (default: from the clock)
+  --epoch-seconds E  the history is checked every E seconds (default 15)
+`;
+
+function fail(message) {
+  process.stderr.write(`soak: ${message}\n\n${USAGE}`);
+  process.exit(2);
+}
+
+function parse() {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        minutes: { type: 'string', default: '1' },
+        store: { type: 'string', default: 'both' },
+        seed: { type: 'string' },
+        'epoch-seconds': { type: 'string', default: '15' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    fail(error.message);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const minutes = Number(values.minutes);
+  if (!(minutes > 0) || minutes > 24 * 60) fail(`--minutes must be a number from 0 to 1440, got ${values.minutes}`);
+  if (!['memory', 'redis', 'both'].includes(values.store)) fail(`--store must be memory, redis or both, got ${values.store}`);
+  const epochSeconds = Number(values['epoch-seconds']);
+  if (!(epochSeconds >= 2)) fail(`--epoch-seconds must be at least 2, got ${values['epoch-seconds']}`);
+  const seed = values.seed === undefined ? undefined : Number(values.seed);
+  if (seed !== undefined && !Number.isSafeInteger(seed)) fail(`--seed must be an integer, got ${values.seed}`);
+  return { minutes, stores: values.store === 'both' ? ['memory', 'redis'] : [values.store], epochSeconds, seed };
+}
+
+function run(command, args) {
+  const result = spawnSync(command, args, { cwd: root, encoding: 'utf8' });
+  if (result.status !== 0) {
+    process.stderr.write(`soak: ${command} ${args.join(' ')} failed:\n${result.stdout}${result.stderr}`);
+    process.exit(1);
+  }
+}
+
+const options = parse();
+process.stdout.write('[soak] compiling the server and the soak\n');
+run('npx', ['tsc', '-b', 'server']);
+run('npx', ['tsc', '-p', 'test/soak/tsconfig.json', '--noEmit', 'false', '--outDir', outDir]);
+const { runSoak, summarize } = await import(pathToFileURL(join(outDir, 'soak', 'run.js')).href);
+
+const results = [];
+for (const store of options.stores) {
+  process.stdout.write(`[soak] ${store}: ${options.minutes} min\n`);
+  const result = await runSoak({
+    store,
+    durationMs: options.minutes * 60_000,
+    epochMs: options.epochSeconds * 1000,
+    build: false,
+    ...(options.seed === undefined ? {} : { seed: options.seed }),
+    log: (line) => process.stdout.write(`${line}\n`),
+  });
+  results.push(result);
+}
+for (const result of results) process.stdout.write(`[soak] ${summarize(result)}\n`);
+const violations = results.reduce((n, r) => n + r.violations.length, 0);
+process.stdout.write(violations === 0 ? '[soak] no violations\n' : `[soak] ${violations} violations\n`);
+process.exitCode = violations === 0 ? 0 : 1;

@@ -1,0 +1,75 @@
+/**
+ * The servers a soak runs against, all started by the soak itself on
+ * loopback and stopped by PID: one memory-store node, or three Redis-store
+ * nodes on a redis-server of their own. A Redis node can be killed (SIGKILL)
+ * and replaced by a fresh one.
+ */
+import { startLockwireProcess, type LockwireProcess } from '../helpers/lockwire-process.js';
+import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+
+export type SoakStore = 'memory' | 'redis';
+
+export interface DeploymentOptions {
+  store: SoakStore;
+  /** Heartbeat interval of every node, ms. */
+  heartbeat: number;
+  /** Node TTL of the Redis nodes, ms. */
+  nodeTtl: number;
+  /** Redis nodes. Default 3. */
+  nodes?: number;
+  /** Server log lines (stderr of the nodes). Default: dropped. */
+  onLog?: (line: string) => void;
+}
+
+/** A running deployment. */
+export interface Deployment {
+  readonly store: SoakStore;
+  /** The nodes currently running. */
+  nodes(): readonly LockwireProcess[];
+  /** Kills `node` with SIGKILL and starts a replacement (Redis only). */
+  replace(node: LockwireProcess): Promise<LockwireProcess>;
+  /** Stops every node (SIGKILL) and the redis-server. */
+  stop(): Promise<void>;
+}
+
+/** Starts the deployment of `options.store`; on failure, stops whatever it started. */
+export async function startDeployment(options: DeploymentOptions): Promise<Deployment> {
+  let redis: RedisServer | undefined;
+  const running: LockwireProcess[] = [];
+  const startNode = () =>
+    startLockwireProcess({
+      heartbeat: options.heartbeat,
+      ...(options.onLog ? { onLog: options.onLog } : {}),
+      ...(redis ? { store: 'redis' as const, redisUrl: redis.url, nodeTtl: options.nodeTtl } : {}),
+    });
+  const stop = async () => {
+    await Promise.all(running.splice(0).map((node) => node.kill()));
+    await redis?.stop();
+  };
+  try {
+    if (options.store === 'redis') {
+      redis = await startRedisServer();
+      for (let i = 0; i < (options.nodes ?? 3); i++) running.push(await startNode());
+    } else {
+      running.push(await startNode());
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    store: options.store,
+    nodes: () => [...running],
+    async replace(node) {
+      if (options.store !== 'redis') throw new Error('only Redis nodes are replaced');
+      const index = running.indexOf(node);
+      if (index < 0) throw new Error('not a running node');
+      running.splice(index, 1);
+      await node.kill();
+      const fresh = await startNode();
+      running.push(fresh);
+      return fresh;
+    },
+    stop,
+  };
+}

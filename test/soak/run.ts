@@ -1,0 +1,223 @@
+/**
+ * The soak: random traffic and random faults against a deployment for a
+ * given time, with the history checked as it goes.
+ *
+ * The run is cut into epochs (default 15 s). At the end of each, every
+ * connection is dropped at once and the soak waits until every node reports
+ * an empty lock table; the epoch's history is then complete - every hold has
+ * ended, every request is answered or unknown - and is checked on its own,
+ * with a fenced resource of its own (tokens of later epochs are higher, so a
+ * fresh resource judges their writes exactly as the old one would). Checking
+ * between epochs keeps the checker's CPU time away from the timings it checks.
+ */
+import { Rule, checkHistory, type CheckOptions, type Violation } from '../checker/check.js';
+import { HistoryRecorder, type History } from '../checker/history.js';
+import { FencedResource } from '../checker/oracle.js';
+import { random } from '../checker/simulation.js';
+import { buildServer } from '../helpers/lockwire-process.js';
+import { startDeployment, type SoakStore } from './deployment.js';
+import { FaultKind, startEpoch, type EpochSettings, type EpochStats } from './workload.js';
+
+export interface SoakOptions {
+  store: SoakStore;
+  /** How long the traffic runs, ms. */
+  durationMs: number;
+  /** Length of one checked epoch, ms. Default 15000. */
+  epochMs?: number;
+  /** Seed of the workload's choices. Default: from the clock. */
+  seed?: number;
+  /** Concurrent connections. Default 16. */
+  workers?: number;
+  /** Progress lines. Default: none. */
+  log?: (line: string) => void;
+  /** Compile the server first. Default true. */
+  build?: boolean;
+}
+
+export interface SoakResult {
+  store: SoakStore;
+  /**
+   * Timeouts answered less than `TIMER_TOLERANCE_MS` early (an acquire
+   * timeout or a hold expiry): the server's clock counts whole milliseconds
+   * and its timers may fire up to one tick early, so these are reported
+   * apart from violations. The largest earliness seen, in ms.
+   */
+  earlyTimers: { count: number; maxMs: number };
+  seed: number;
+  epochs: number;
+  operations: number;
+  grants: number;
+  events: number;
+  faults: Record<FaultKind, number>;
+  violations: Violation[];
+}
+
+const HEARTBEAT_MS = 200;
+/** Earliness below this is put down to the server's millisecond timers (see `SoakResult.earlyTimers`). */
+export const TIMER_TOLERANCE_MS = 2;
+const NODE_TTL_MS = 1000;
+
+/**
+ * Checker slack for a loaded machine: the nodes, Redis and every client share
+ * two cores, so a bound is measured with the scheduling delays of several
+ * processes on top. Arrival order of `lost` against the next grant is
+ * checked with a slack for the Redis store, where the two messages leave
+ * from different nodes.
+ */
+function checkOptions(store: SoakStore): CheckOptions {
+  return { boundSlackMs: 300, lostOrderSlackMs: store === 'redis' ? 100 : 20 };
+}
+
+/** How early a timeout fired, for a grant-validity violation about one; `undefined` for any other violation. */
+function earliness(violation: Violation): number | undefined {
+  if (violation.rule !== Rule.GrantValidity) return undefined;
+  const invoked = violation.events[0];
+  const end = violation.events[violation.events.length - 1];
+  if (invoked?.type !== 'acquire' || !end) return undefined;
+  const timeout = violation.message.includes('timed out early')
+    ? invoked.acquireTimeout
+    : violation.message.includes('expired early')
+      ? invoked.holdTimeout
+      : null;
+  return timeout === null ? undefined : invoked.at + timeout - end.at;
+}
+
+/**
+ * What happened around a violation: the events of its key, and the closes of
+ * the clients it names, from 300 ms before its last event to 100 ms after,
+ * times relative to that event; at most 40 lines.
+ */
+function story(history: History, violation: Violation): string[] {
+  const last = violation.events[violation.events.length - 1];
+  if (!last) return [];
+  const keys = new Set(violation.events.flatMap((e) => ('key' in e ? [e.key] : [])));
+  const clients = new Set(violation.events.map((e) => e.client));
+  return history
+    .filter((e) => e.at > last.at - 300 && e.at < last.at + 100)
+    .filter((e) => ('key' in e ? keys.has(e.key) : clients.has(e.client) && e.type === 'closed'))
+    .sort((a, b) => a.at - b.at)
+    .slice(-40)
+    .map((e) => `${(e.at - last.at).toFixed(1).padStart(8)} ms ${JSON.stringify({ ...e, at: undefined })}`);
+}
+
+/** Waits until every node's lock table is empty, probing over HTTP; returns false if it stays busy. */
+async function tablesEmpty(urls: () => string[], ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    const counts = await Promise.all(
+      urls().map(async (url) => {
+        try {
+          const http = url.replace(/^ws:/, 'http:').replace(/\/v1$/, '');
+          const body = (await fetch(`${http}/v1/locks?limit=10000`).then((r) => r.json())) as { locks: unknown[] };
+          return body.locks.length;
+        } catch {
+          return 1;
+        }
+      }),
+    );
+    if (counts.every((n) => n === 0)) return true;
+    if (performance.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Runs one soak against a deployment it starts and stops itself. */
+export async function runSoak(options: SoakOptions): Promise<SoakResult> {
+  const seed = options.seed ?? Date.now() % 2 ** 31;
+  const log = options.log ?? (() => {});
+  const epochMs = options.epochMs ?? 15_000;
+  const rand = random(seed);
+  if (options.build ?? true) buildServer();
+  const deployment = await startDeployment({ store: options.store, heartbeat: HEARTBEAT_MS, nodeTtl: NODE_TTL_MS });
+  const result: SoakResult = {
+    store: options.store,
+    seed,
+    epochs: 0,
+    operations: 0,
+    grants: 0,
+    events: 0,
+    faults: { [FaultKind.Kill]: 0, [FaultKind.HalfOpen]: 0, [FaultKind.NodeKill]: 0 },
+    violations: [],
+    earlyTimers: { count: 0, maxMs: 0 },
+  };
+  const endAt = performance.now() + options.durationMs;
+  try {
+    for (let epoch = 1; performance.now() < endAt; epoch++) {
+      const settings: EpochSettings = {
+        epoch,
+        workers: options.workers ?? 16,
+        hotKeys: 3,
+        coldKeys: 500,
+        heartbeat: HEARTBEAT_MS,
+        nodeTtl: NODE_TTL_MS,
+        faultEveryMs: 700,
+        nodeKillEveryMs: 5000,
+        cleanBoundMs: 100,
+      };
+      const recorder = new HistoryRecorder();
+      const resource = new FencedResource({ recorder });
+      const stats: EpochStats = {
+        operations: 0,
+        grants: 0,
+        faults: { [FaultKind.Kill]: 0, [FaultKind.HalfOpen]: 0, [FaultKind.NodeKill]: 0 },
+      };
+      const running = startEpoch({ settings, deployment, recorder, resource, rand, stats });
+      await new Promise((resolve) => setTimeout(resolve, Math.max(1000, Math.min(epochMs, endAt - performance.now()))));
+      await running.stop();
+
+      const quiet = await tablesEmpty(() => deployment.nodes().map((n) => n.url), NODE_TTL_MS + 5000);
+      const history = recorder.history();
+      const started = performance.now();
+      const checked = checkHistory(history, checkOptions(options.store));
+      const checkMs = performance.now() - started;
+      const violations: Violation[] = [];
+      for (const violation of checked.violations) {
+        const early = earliness(violation);
+        if (early === undefined || early >= TIMER_TOLERANCE_MS) {
+          violations.push(violation);
+        } else {
+          result.earlyTimers.count++;
+          result.earlyTimers.maxMs = Math.max(result.earlyTimers.maxMs, early);
+        }
+      }
+      if (!quiet) {
+        violations.push({
+          rule: 'release-bound',
+          message: `epoch ${epoch}: locks or waiters were left in a node's table after every connection had ended`,
+          events: [],
+        });
+      }
+      result.epochs = epoch;
+      result.operations += stats.operations;
+      result.grants += stats.grants;
+      result.events += history.length;
+      for (const kind of Object.values(FaultKind)) result.faults[kind] += stats.faults[kind];
+      result.violations.push(...violations);
+      const faults = Object.values(stats.faults).reduce((a, b) => a + b, 0);
+      log(
+        `[soak ${options.store}] epoch ${epoch}: ${stats.operations} operations, ${stats.grants} grants, ${faults} faults, ` +
+          `${violations.length} violations (${history.length} events checked in ${Math.round(checkMs)} ms)`,
+      );
+      for (const violation of violations.slice(0, 5)) {
+        log(`  [${violation.rule}] ${violation.message}`);
+        for (const line of story(history, violation)) log(`    ${line}`);
+      }
+    }
+  } finally {
+    await deployment.stop();
+  }
+  return result;
+}
+
+/** The one-line summary of a soak. */
+export function summarize(result: SoakResult): string {
+  const faults = Object.entries(result.faults)
+    .map(([kind, n]) => `${n} ${kind}`)
+    .join(', ');
+  const total = Object.values(result.faults).reduce((a, b) => a + b, 0);
+  return (
+    `${result.store}: ${result.operations} operations (${result.grants} grants) in ${result.epochs} epochs, ` +
+    `${total} faults (${faults}), ${result.violations.length} violations, seed ${result.seed}; ` +
+    `${result.earlyTimers.count} timeouts under ${TIMER_TOLERANCE_MS} ms early (at most ${result.earlyTimers.maxMs.toFixed(3)} ms)`
+  );
+}
