@@ -57,7 +57,6 @@ describe('memory store: connection faults', () => {
     const elapsed = recorder.now() - silencedAt;
 
     expect(granted).toMatchObject({ outcome: 'granted' });
-    expect(elapsed).toBeGreaterThanOrEqual(HEARTBEAT_MS * 0.9);
     expect(elapsed).toBeLessThan(bound + 50);
     // The server cut its side; once the path carries again, the holder sees the close too.
     silent.resume();
