@@ -13,6 +13,16 @@ function readJson(path) {
 }
 
 /**
+ * Whether an installed package.json version is the lockfile's. Some packages
+ * publish a version with a leading `v` (redlock's "v5.0.0-beta.2") that npm
+ * records without it, and would otherwise look stale on every run.
+ */
+function sameVersion(installed, locked) {
+  const clean = (version) => String(version).trim().replace(/^[v=]+/, '');
+  return clean(installed) === clean(locked);
+}
+
+/**
  * Why node_modules does not match the lockfile, or null when it does. Each
  * installed package of the lockfile must be present at its locked version;
  * optional packages (platform builds) may be absent.
@@ -33,7 +43,7 @@ export function staleReason(root) {
       if (entry.optional || entry.peer) continue;
       return `${path} is not installed`;
     }
-    if (entry.version && installed.version !== entry.version) {
+    if (entry.version && !sameVersion(installed.version, entry.version)) {
       return `${path} is ${installed.version}, the lockfile has ${entry.version}`;
     }
   }
