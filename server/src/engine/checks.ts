@@ -17,7 +17,7 @@ export function checkDuration(field: string, value: number | null): void {
 
 /** Refuses a ticket this session already has pending (`bad_request`); it would shadow the first. */
 export function checkTicketFree(record: SessionRecord | undefined, ticket: Ticket): void {
-  if (record?.queued.has(ticket) || record?.waits.has(ticket)) {
+  if (record?.queued?.has(ticket) || record?.waits?.has(ticket)) {
     throw badRequest(`ticket ${ticket} is already pending`);
   }
 }

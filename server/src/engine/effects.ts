@@ -35,8 +35,8 @@ export function holdEvent(entry: KeyEntry, event: LockEventType, hold: Hold, at:
       token: hold.token,
       mode: hold.mode,
       meta: hold.meta,
-      holders: entry.holders.size,
-      waiters: entry.queue.size,
+      holders: entry.holderCount,
+      waiters: entry.waiting,
       at,
     },
   };
@@ -52,8 +52,8 @@ export function waiterEvent(entry: KeyEntry, event: LockEventType, waiter: Waite
       session: waiter.session,
       mode: waiter.mode,
       meta: waiter.meta,
-      holders: entry.holders.size,
-      waiters: entry.queue.size,
+      holders: entry.holderCount,
+      waiters: entry.waiting,
       at,
     },
   };

@@ -50,114 +50,139 @@ export interface Wait {
 }
 
 /**
- * One key's state. Holders are either one exclusive hold or any number of
- * shared ones. A pending wait always waits on at least one live hold, so an
- * entry with no holders and an empty queue has nothing left and is removed.
+ * One key's state: its holders (one exclusive hold or any number of shared
+ * ones) and its queue of waiters in grant order. A pending wait always waits
+ * on at least one live hold, so an entry with no holders and an empty queue
+ * has nothing left and is removed.
+ *
+ * Memory is the point of this shape: with a million held keys every byte of
+ * an entry counts a million times. The entry is one object with two fields
+ * besides its key (about 48 bytes), where a holders object and a queue object
+ * of their own cost about 90 bytes more per key:
+ * - `#holders` is the one hold itself in the common case (every exclusive
+ *   lock, and a shared lock nobody shares); a `Map` by session is made only
+ *   for a second holder (an empty `Map` alone costs about 180 bytes).
+ * - `#queue` is made when the first waiter arrives: most held keys never
+ *   have one.
  */
-export interface KeyEntry {
-  readonly key: string;
-  readonly holders: Holders;
-  readonly queue: WaiterQueue;
-}
+export class KeyEntry {
+  #holders: Hold | Map<SessionId, Hold> | null = null;
+  #queue: WaiterQueue | null = null;
 
-/** What one session has, so closing it touches nothing else. */
-export interface SessionRecord {
-  readonly held: Map<string, Hold>;
-  readonly queued: Map<Ticket, Waiter>;
-  /** Keys with a queued acquire of this session (at most one per key). */
-  readonly queuedKeys: Set<string>;
-  readonly waits: Map<Ticket, Wait>;
-}
+  constructor(readonly key: string) {}
 
-export function createKeyEntry(key: string): KeyEntry {
-  return { key, holders: new Holders(), queue: new WaiterQueue() };
-}
-
-export function createSessionRecord(): SessionRecord {
-  return { held: new Map(), queued: new Map(), queuedKeys: new Set(), waits: new Map() };
-}
-
-export function isEmptySession(record: SessionRecord): boolean {
-  return record.held.size === 0 && record.queued.size === 0 && record.waits.size === 0;
-}
-
-/** The mode the key is held in, or null when nobody holds it. */
-export function heldMode(entry: KeyEntry): LockMode | null {
-  for (const hold of entry.holders.values()) return hold.mode;
-  return null;
-}
-
-/** True when a request in `mode` is compatible with the current holders (the queue aside). */
-export function compatible(entry: KeyEntry, mode: LockMode): boolean {
-  const current = heldMode(entry);
-  return current === null || (mode === 'shared' && current === 'shared');
-}
-
-/**
- * A key's holders by session: one exclusive hold or any number of shared
- * ones, with the part of the `Map` API the engine uses. The one-holder case
- * (every exclusive lock, and a shared lock nobody shares) keeps the hold in a
- * field; a `Map` is made only for a second holder. An empty `Map` alone
- * costs about 180 bytes of heap, more than half of what a held lock may cost.
- */
-export class Holders {
-  #one: Hold | null = null;
-  #many: Map<SessionId, Hold> | null = null;
-
-  get size(): number {
-    return this.#many ? this.#many.size : this.#one ? 1 : 0;
+  /** How many sessions hold the key. */
+  get holderCount(): number {
+    const holders = this.#holders;
+    if (holders === null) return 0;
+    return holders instanceof Map ? holders.size : 1;
   }
 
-  get(session: SessionId): Hold | undefined {
-    if (this.#many) return this.#many.get(session);
-    return this.#one?.session === session ? this.#one : undefined;
+  /** This session's hold on the key, if it has one. */
+  holder(session: SessionId): Hold | undefined {
+    const holders = this.#holders;
+    if (holders instanceof Map) return holders.get(session);
+    return holders?.session === session ? holders : undefined;
   }
 
-  has(session: SessionId): boolean {
-    return this.get(session) !== undefined;
+  /** Adds (or replaces) `hold` as its session's hold on the key. */
+  setHolder(hold: Hold): void {
+    const holders = this.#holders;
+    if (holders instanceof Map) holders.set(hold.session, hold);
+    else if (holders === null || holders.session === hold.session) this.#holders = hold;
+    else this.#holders = new Map([[holders.session, holders], [hold.session, hold]]);
   }
 
-  set(session: SessionId, hold: Hold): void {
-    if (this.#many) {
-      this.#many.set(session, hold);
-    } else if (!this.#one || this.#one.session === session) {
-      this.#one = hold;
-    } else {
-      this.#many = new Map([
-        [this.#one.session, this.#one],
-        [session, hold],
-      ]);
-      this.#one = null;
-    }
-  }
-
-  delete(session: SessionId): boolean {
-    if (this.#many) {
-      const deleted = this.#many.delete(session);
+  /** Removes this session's hold; false when it had none. */
+  deleteHolder(session: SessionId): boolean {
+    const holders = this.#holders;
+    if (holders instanceof Map) {
+      const deleted = holders.delete(session);
       // Back to the field once the last shared holder but one has left.
-      if (this.#many.size <= 1) {
-        this.#one = this.#many.values().next().value ?? null;
-        this.#many = null;
-      }
+      if (holders.size <= 1) this.#holders = holders.values().next().value ?? null;
       return deleted;
     }
-    if (this.#one?.session !== session) return false;
-    this.#one = null;
+    if (holders?.session !== session) return false;
+    this.#holders = null;
     return true;
   }
 
   /** The holds in the order they were granted. */
-  *values(): IterableIterator<Hold> {
-    if (this.#many) yield* this.#many.values();
-    else if (this.#one) yield this.#one;
+  *holds(): IterableIterator<Hold> {
+    const holders = this.#holders;
+    if (holders instanceof Map) yield* holders.values();
+    else if (holders) yield holders;
   }
+
+  /** The mode the key is held in, or null when nobody holds it. */
+  get mode(): LockMode | null {
+    const holders = this.#holders;
+    if (holders instanceof Map) {
+      for (const hold of holders.values()) return hold.mode;
+      return null;
+    }
+    return holders?.mode ?? null;
+  }
+
+  /** The first waiter in grant order, or null. */
+  get head(): Waiter | null {
+    return this.#queue?.head ?? null;
+  }
+
+  /** How many waiters are queued. */
+  get waiting(): number {
+    return this.#queue?.size ?? 0;
+  }
+
+  /** Appends a waiter at the tail of the queue. */
+  enqueue(waiter: Waiter): void {
+    (this.#queue ??= new WaiterQueue()).append(waiter);
+  }
+
+  /** Takes a queued waiter out of the queue, wherever it is. */
+  unqueue(waiter: Waiter): void {
+    this.#queue?.remove(waiter);
+  }
+
+  /** The waiters in grant order. */
+  *waiters(): IterableIterator<Waiter> {
+    if (this.#queue) yield* this.#queue;
+  }
+}
+
+/**
+ * What one session has, so closing it touches nothing else. Each collection
+ * is made on first use: a session that only waits on one key would otherwise
+ * carry three more empty collections (about 150 bytes each), more than the
+ * waiter itself costs.
+ */
+export interface SessionRecord {
+  held: Map<string, Hold> | null;
+  queued: Map<Ticket, Waiter> | null;
+  /** Keys with a queued acquire of this session (at most one per key). */
+  queuedKeys: Set<string> | null;
+  waits: Map<Ticket, Wait> | null;
+}
+
+export function createSessionRecord(): SessionRecord {
+  return { held: null, queued: null, queuedKeys: null, waits: null };
+}
+
+export function isEmptySession(record: SessionRecord): boolean {
+  return !record.held?.size && !record.queued?.size && !record.waits?.size;
+}
+
+/** True when a request in `mode` is compatible with the current holders (the queue aside). */
+export function compatible(entry: KeyEntry, mode: LockMode): boolean {
+  const current = entry.mode;
+  return current === null || (mode === 'shared' && current === 'shared');
 }
 
 /**
  * A key's queue in grant order: a doubly-linked list through the waiters, so
  * appending, taking the head and removing any waiter are O(1).
  */
-export class WaiterQueue {
+class WaiterQueue {
   head: Waiter | null = null;
   tail: Waiter | null = null;
   size = 0;
@@ -191,7 +216,7 @@ export function statusOf(key: string, entry: KeyEntry | undefined, viewer: Sessi
   const holders: HolderInfo[] = [];
   const queue: WaiterInfo[] = [];
   if (entry) {
-    for (const hold of entry.holders.values()) {
+    for (const hold of entry.holds()) {
       holders.push({
         session: hold.session,
         mode: hold.mode,
@@ -201,17 +226,17 @@ export function statusOf(key: string, entry: KeyEntry | undefined, viewer: Sessi
         meta: hold.meta,
       });
     }
-    for (const waiter of entry.queue) {
+    for (const waiter of entry.waiters()) {
       queue.push({ session: waiter.session, mode: waiter.mode, since: waiter.since, meta: waiter.meta });
     }
   }
   const status: LockStatus = {
     key,
     locked: holders.length > 0,
-    mode: entry ? heldMode(entry) : null,
+    mode: entry ? entry.mode : null,
     holders,
     queue,
   };
-  if (viewer !== null) status.heldByYou = entry?.holders.has(viewer) ?? false;
+  if (viewer !== null) status.heldByYou = entry?.holder(viewer) !== undefined;
   return status;
 }

@@ -6,13 +6,12 @@ import { DeadlineHeap } from './deadline-heap.js';
 import { holdEvent, waiterEvent, type Effect } from './effects.js';
 import {
   compatible,
-  createKeyEntry,
   createSessionRecord,
   isEmptySession,
   statusOf,
   type Deadline,
   type Hold,
-  type KeyEntry,
+  KeyEntry,
   type SessionRecord,
   type Wait,
   type Waiter,
@@ -67,7 +66,7 @@ export class LockEngine {
     if (steal && mode !== 'exclusive') throw badRequest('steal: only an exclusive acquire can steal');
     if (steal && acquireTimeout === 0) throw badRequest('steal: cannot be combined with acquireTimeout 0');
     const record = this.#sessions.get(session);
-    const held = record?.held.get(key);
+    const held = record?.held?.get(key);
     if (held) {
       if (held.mode !== mode) {
         throw badRequest(`mode: this session holds ${JSON.stringify(key)} as ${held.mode}; upgrades are not supported`);
@@ -75,18 +74,18 @@ export class LockEngine {
       const outcome = { status: 'granted', key, token: held.token, expiresAt: held.expiresAt } as const;
       return { outcome, effects: [] };
     }
-    if (record?.queuedKeys.has(key)) {
+    if (record?.queuedKeys?.has(key)) {
       throw badRequest(`key: this session already waits in the queue of ${JSON.stringify(key)}`);
     }
     checkTicketFree(record, ticket);
     const existing = this.#keys.get(key);
-    const grantable = steal || !existing || (existing.queue.size === 0 && compatible(existing, mode));
+    const grantable = steal || !existing || (existing.waiting === 0 && compatible(existing, mode));
     if (!grantable && acquireTimeout === 0) return { outcome: { status: 'not_granted' }, effects: [] };
-    const locks = (record?.held.size ?? 0) + (record?.queued.size ?? 0);
+    const locks = (record?.held?.size ?? 0) + (record?.queued?.size ?? 0);
     if (locks >= this.#limits.maxLocksPerSession) {
       throw tooManyLocks(this.#limits.maxLocksPerSession);
     }
-    if (!grantable && existing && existing.queue.size >= this.#limits.maxWaitersPerKey) {
+    if (!grantable && existing && existing.waiting >= this.#limits.maxWaitersPerKey) {
       throw tooManyWaiters(key, this.#limits.maxWaitersPerKey);
     }
 
@@ -108,24 +107,24 @@ export class LockEngine {
       if (acquireTimeout !== null) {
         waiter.deadline = this.#deadlines.push(now + acquireTimeout, { kind: 'acquire', waiter });
       }
-      entry.queue.append(waiter);
+      entry.enqueue(waiter);
       const waiting = this.#record(session);
-      waiting.queued.set(ticket, waiter);
-      waiting.queuedKeys.add(key);
+      (waiting.queued ??= new Map()).set(ticket, waiter);
+      (waiting.queuedKeys ??= new Set()).add(key);
       effects.push(waiterEvent(entry, 'queued', waiter, now));
-      return { outcome: { status: 'queued', position: entry.queue.size }, effects };
+      return { outcome: { status: 'queued', position: entry.waiting }, effects };
     }
     // A steal takes the key from every holder and is granted ahead of the
     // queue, which stays as it was: the stealer holds exclusively, so nothing
     // behind it could be granted now anyway.
-    if (steal) for (const victim of [...entry.holders.values()]) this.#endHold(entry, victim, 'stolen', now, effects);
+    if (steal) for (const victim of [...entry.holds()]) this.#endHold(entry, victim, 'stolen', now, effects);
     const hold = this.#grant(entry, { session, mode, meta: input.meta, holdTimeout: input.holdTimeout }, now, effects);
     return { outcome: { status: 'granted', key, token: hold.token, expiresAt: hold.expiresAt }, effects };
   }
 
   /** Ends this session's hold on `key` and grants the queue's head(s). Throws `not_holder`. */
   release(session: SessionId, key: string, now: number): Effect[] {
-    const hold = this.#sessions.get(session)?.held.get(key);
+    const hold = this.#sessions.get(session)?.held?.get(key);
     const entry = this.#keys.get(key);
     if (!hold || !entry) throw notHolder(key);
     const effects: Effect[] = [];
@@ -137,7 +136,7 @@ export class LockEngine {
   /** Moves the hold's expiry to `now + holdTimeout` (`null`: never). Throws `not_holder`. */
   extend(session: SessionId, key: string, holdTimeout: number | null, now: number): number | null {
     checkDuration('holdTimeout', holdTimeout);
-    const hold = this.#sessions.get(session)?.held.get(key);
+    const hold = this.#sessions.get(session)?.held?.get(key);
     if (!hold) throw notHolder(key);
     this.#schedule(hold, holdTimeout, now);
     return hold.expiresAt;
@@ -153,17 +152,18 @@ export class LockEngine {
     const record = this.#sessions.get(session);
     checkTicketFree(record, input.ticket);
     const entry = this.#keys.get(input.key);
-    if (!entry || entry.holders.size === 0) return 'free';
+    if (!entry || entry.holderCount === 0) return 'free';
     const wait: Wait = {
       ticket: input.ticket,
       key: input.key,
       session,
-      holds: new Set(entry.holders.values()),
+      holds: new Set(entry.holds()),
       deadline: null,
     };
     for (const hold of wait.holds) (hold.waits ??= new Set()).add(wait);
     if (input.timeout !== null) wait.deadline = this.#deadlines.push(now + input.timeout, { kind: 'wait', wait });
-    this.#record(session).waits.set(input.ticket, wait);
+    const waiting = this.#record(session);
+    (waiting.waits ??= new Map()).set(input.ticket, wait);
     return 'pending';
   }
 
@@ -171,12 +171,12 @@ export class LockEngine {
   cancel(session: SessionId, ticket: Ticket, now: number): { cancelled: boolean; effects: Effect[] } {
     const record = this.#sessions.get(session);
     const effects: Effect[] = [];
-    const waiter = record?.queued.get(ticket);
+    const waiter = record?.queued?.get(ticket);
     if (waiter) {
       this.#dequeue(waiter, now, effects);
       return { cancelled: true, effects };
     }
-    const wait = record?.waits.get(ticket);
+    const wait = record?.waits?.get(ticket);
     if (wait) {
       this.#removeWait(wait);
       return { cancelled: true, effects };
@@ -189,7 +189,7 @@ export class LockEngine {
     const entry = this.#keys.get(key);
     const effects: Effect[] = [];
     if (!entry) return { revoked: 0, effects };
-    const holds = [...entry.holders.values()];
+    const holds = [...entry.holds()];
     for (const hold of holds) this.#endHold(entry, hold, 'revoked', now, effects);
     this.#drain(entry, now, effects);
     return { revoked: holds.length, effects };
@@ -205,9 +205,9 @@ export class LockEngine {
     const record = this.#sessions.get(session);
     const effects: Effect[] = [];
     if (!record) return effects;
-    for (const waiter of [...record.queued.values()]) this.#dequeue(waiter, now, effects);
-    for (const wait of [...record.waits.values()]) this.#removeWait(wait);
-    for (const hold of [...record.held.values()]) {
+    for (const waiter of [...(record.queued?.values() ?? [])]) this.#dequeue(waiter, now, effects);
+    for (const wait of [...(record.waits?.values() ?? [])]) this.#removeWait(wait);
+    for (const hold of [...(record.held?.values() ?? [])]) {
       const entry = this.#keys.get(hold.key);
       if (!entry) continue;
       this.#endHold(entry, hold, 'released', now, effects);
@@ -250,7 +250,7 @@ export class LockEngine {
   list(prefix: string, limit: number, viewer: SessionId | null): ListResult {
     const keys: string[] = [];
     for (const [key, entry] of this.#keys) {
-      if (entry.holders.size > 0 && key.startsWith(prefix)) keys.push(key);
+      if (entry.holderCount > 0 && key.startsWith(prefix)) keys.push(key);
     }
     keys.sort();
     const locks = keys.slice(0, limit).map((key) => statusOf(key, this.#keys.get(key), viewer));
@@ -265,7 +265,7 @@ export class LockEngine {
   #expire(hold: Hold, now: number, effects: Effect[]): void {
     hold.deadline = null;
     const entry = this.#keys.get(hold.key);
-    if (!entry || entry.holders.get(hold.session) !== hold) return;
+    if (!entry || entry.holder(hold.session) !== hold) return;
     this.#endHold(entry, hold, 'expired', now, effects);
     this.#drain(entry, now, effects);
   }
@@ -300,8 +300,9 @@ export class LockEngine {
       waits: null,
     };
     this.#schedule(hold, request.holdTimeout, now);
-    entry.holders.set(hold.session, hold);
-    this.#record(hold.session).held.set(hold.key, hold);
+    entry.setHolder(hold);
+    const record = this.#record(hold.session);
+    (record.held ??= new Map()).set(hold.key, hold);
     effects.push(holdEvent(entry, 'acquired', hold, now));
     return hold;
   }
@@ -314,12 +315,12 @@ export class LockEngine {
 
   /** Ends a hold; the caller then drains the queue (after all holds of its step ended). */
   #endHold(entry: KeyEntry, hold: Hold, how: HoldEnd, now: number, effects: Effect[]): void {
-    entry.holders.delete(hold.session);
+    entry.deleteHolder(hold.session);
     if (hold.deadline) this.#deadlines.cancel(hold.deadline);
     hold.deadline = null;
     const record = this.#sessions.get(hold.session);
     if (record) {
-      record.held.delete(hold.key);
+      record.held?.delete(hold.key);
       this.#dropIfEmpty(hold.session, record);
     }
     if (how !== 'released') {
@@ -345,13 +346,13 @@ export class LockEngine {
   }
 
   #unlinkWaiter(entry: KeyEntry, waiter: Waiter): void {
-    entry.queue.remove(waiter);
+    entry.unqueue(waiter);
     if (waiter.deadline) this.#deadlines.cancel(waiter.deadline);
     waiter.deadline = null;
     const record = this.#sessions.get(waiter.session);
     if (!record) return;
-    record.queued.delete(waiter.ticket);
-    record.queuedKeys.delete(waiter.key);
+    record.queued?.delete(waiter.ticket);
+    record.queuedKeys?.delete(waiter.key);
     this.#dropIfEmpty(waiter.session, record);
   }
 
@@ -362,7 +363,7 @@ export class LockEngine {
     wait.deadline = null;
     const record = this.#sessions.get(wait.session);
     if (!record) return;
-    record.waits.delete(wait.ticket);
+    record.waits?.delete(wait.ticket);
     this.#dropIfEmpty(wait.session, record);
   }
 
@@ -372,7 +373,7 @@ export class LockEngine {
    * Removes the entry when nothing is left of it.
    */
   #drain(entry: KeyEntry, now: number, effects: Effect[]): void {
-    for (let head = entry.queue.head; head && compatible(entry, head.mode); head = entry.queue.head) {
+    for (let head = entry.head; head && compatible(entry, head.mode); head = entry.head) {
       this.#unlinkWaiter(entry, head);
       const hold = this.#grant(entry, head, now, effects);
       // The `granted` settlement goes before its `acquired` event, right
@@ -384,11 +385,11 @@ export class LockEngine {
         grant: { key: hold.key, token: hold.token, expiresAt: hold.expiresAt },
       });
     }
-    if (entry.holders.size === 0 && entry.queue.size === 0) this.#keys.delete(entry.key);
+    if (entry.holderCount === 0 && entry.waiting === 0) this.#keys.delete(entry.key);
   }
 
   #createEntry(key: string): KeyEntry {
-    const entry = createKeyEntry(key);
+    const entry = new KeyEntry(key);
     this.#keys.set(key, entry);
     return entry;
   }
