@@ -69,6 +69,18 @@ export class LockMetrics {
 
   readonly #acquires: Record<AcquireOutcome, Counter.Internal>;
   readonly #grants: Counter;
+  /**
+   * Acquire outcomes and grants counted since the last scrape, added to
+   * their prom-client counters when those are collected. Every request
+   * counts an outcome, and an `inc()` of prom-client rebuilds the label
+   * set's hash string and re-validates its labels each time; a plain number
+   * costs nothing, and a scrape (or `get()`) sees the same totals.
+   */
+  readonly #unflushed: Record<AcquireOutcome, number> = Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as Record<
+    AcquireOutcome,
+    number
+  >;
+  #unflushedGrants = 0;
   readonly #lost: Record<LostReason, Counter.Internal>;
   readonly #errors: Counter<'code'>;
   readonly #handoff: Histogram;
@@ -102,13 +114,19 @@ export class LockMetrics {
       help: 'Acquire requests by outcome; queued ones also count their final outcome.',
       labelNames: ['outcome'],
       registers,
+      collect: () => this.#flushAcquires(),
     });
     // Every label value is exported from the start, at 0, so rates work from the first scrape.
     this.#acquires = Object.fromEntries(OUTCOMES.map((o) => [o, zeroed(acquires.labels(o))])) as Record<
       AcquireOutcome,
       Counter.Internal
     >;
-    this.#grants = new Counter({ name: 'lockwire_grants_total', help: 'Locks granted.', registers });
+    this.#grants = new Counter({
+      name: 'lockwire_grants_total',
+      help: 'Locks granted.',
+      registers,
+      collect: () => this.#flushAcquires(),
+    });
     const lost = new Counter({
       name: 'lockwire_locks_lost_total',
       help: 'Holds taken away from their session: expired (hold timeout), stolen, revoked.',
@@ -171,10 +189,22 @@ export class LockMetrics {
 
   /** Counts one acquire outcome; grants also count in `lockwire_grants_total`. */
   acquire(outcome: AcquireOutcome): void {
-    this.#acquires[outcome].inc();
+    this.#unflushed[outcome]++;
     if (outcome === AcquireOutcome.GrantedImmediately || outcome === AcquireOutcome.GrantedAfterWait) {
-      this.#grants.inc();
+      this.#unflushedGrants++;
     }
+  }
+
+  /** Adds the counts kept since the last collection to the acquire and grant counters. */
+  #flushAcquires(): void {
+    for (const outcome of OUTCOMES) {
+      const count = this.#unflushed[outcome];
+      if (count === 0) continue;
+      this.#unflushed[outcome] = 0;
+      this.#acquires[outcome].inc(count);
+    }
+    if (this.#unflushedGrants > 0) this.#grants.inc(this.#unflushedGrants);
+    this.#unflushedGrants = 0;
   }
 
   /** A queued acquire was granted after waiting `seconds`. */

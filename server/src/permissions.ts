@@ -34,6 +34,21 @@ export const ALLOW_ALL: Permissions = {
   expiresAt: null,
 };
 
+/**
+ * True when these permissions allow every request on every key (auth off, or
+ * credentials with `*` everywhere): the session then skips the per-frame and
+ * per-event pattern checks, whose answer is known.
+ */
+export function allowsEverything(permissions: Permissions): boolean {
+  const everything = (patterns: readonly KeyPattern[]) => patterns.includes('*');
+  return (
+    everything(permissions.locks) &&
+    everything(permissions.watch) &&
+    everything(permissions.steal) &&
+    everything(permissions.admin)
+  );
+}
+
 /** True when `key` matches one of `patterns`. */
 export function allows(patterns: readonly KeyPattern[], key: string): boolean {
   for (const pattern of patterns) {

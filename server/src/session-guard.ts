@@ -1,7 +1,8 @@
 import { ErrorCode, type ClientMessage, type WireError } from '@lockwire/protocol';
 import type { Clock } from './clock.js';
 import { RATE_ABUSE_MS, type ServerLimits } from './limits.js';
-import { refusal, type Permissions } from './permissions.js';
+import { allowsEverything, maySee, refusal, type Permissions } from './permissions.js';
+import type { LockEvent } from './store.js';
 import { RateLimiter, type RateVerdict } from './rate-limit.js';
 
 /**
@@ -11,12 +12,15 @@ import { RateLimiter, type RateVerdict } from './rate-limit.js';
  */
 export class SessionGuard {
   readonly #rate: RateLimiter;
+  /** Set when the permissions allow everything: no request is `forbidden` and every event may be seen. */
+  readonly #everything: boolean;
 
   constructor(
     readonly permissions: Permissions,
     private readonly limits: ServerLimits,
     clock: Clock,
   ) {
+    this.#everything = allowsEverything(permissions);
     this.#rate = new RateLimiter(
       {
         rate: limits.rateLimit,
@@ -40,10 +44,10 @@ export class SessionGuard {
    * gets below the limit), `bad_request` for a new watch past
    * `maxWatchesPerSession`.
    */
-  check(message: ClientMessage, state: { pending: number; watches: ReadonlyMap<string, unknown> }): WireError | null {
-    const forbidden = refusal(this.permissions, message);
+  check(message: ClientMessage, pending: number, watches: ReadonlyMap<string, unknown>): WireError | null {
+    const forbidden = this.#everything ? null : refusal(this.permissions, message);
     if (forbidden) return forbidden;
-    if (message.op !== 'cancel' && state.pending >= this.limits.maxPendingPerSession) {
+    if (message.op !== 'cancel' && pending >= this.limits.maxPendingPerSession) {
       return {
         code: ErrorCode.RateLimited,
         message: `this session already has ${this.limits.maxPendingPerSession} requests pending (maxPendingPerSession)`,
@@ -51,8 +55,8 @@ export class SessionGuard {
     }
     if (
       message.op === 'watch' &&
-      !state.watches.has(message.prefix ?? '') &&
-      state.watches.size >= this.limits.maxWatchesPerSession
+      !watches.has(message.prefix ?? '') &&
+      watches.size >= this.limits.maxWatchesPerSession
     ) {
       return {
         code: ErrorCode.BadRequest,
@@ -60,5 +64,10 @@ export class SessionGuard {
       };
     }
     return null;
+  }
+
+  /** True when this session may see `event` (a watch's events are filtered to the `watch` patterns). */
+  maySee(event: LockEvent): boolean {
+    return this.#everything || maySee(this.permissions, event);
   }
 }
