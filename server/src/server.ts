@@ -152,7 +152,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const sessions = new Map<SessionId, Session>();
   const tickets = new Map<Ticket, { session: Session; id: RequestId }>();
   const sessionEndings = new Set<Promise<void>>();
-  const eventTexts = new WeakMap<LockEvent, string>();
+  const eventTexts = new WeakMap<LockEvent, Buffer>();
   let nextTicket = 1;
   let closing = false;
   let upgrading = 0;
@@ -194,13 +194,14 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       tickets.delete(ticket);
     },
     encodeEvent(event) {
-      // Many watchers receive the same event object: serialise it once.
-      let text = eventTexts.get(event);
-      if (text === undefined) {
-        text = JSON.stringify({ type: 'event', ...event });
-        eventTexts.set(event, text);
+      // Many watchers receive the same event object: serialise and encode
+      // it to UTF-8 once; each watcher's socket is handed the same bytes.
+      let bytes = eventTexts.get(event);
+      if (bytes === undefined) {
+        bytes = Buffer.from(JSON.stringify({ type: 'event', ...event }), 'utf8');
+        eventTexts.set(event, bytes);
       }
-      return text;
+      return bytes;
     },
     sessionEnded(session, ending) {
       if (sessions.get(session.id) === session) sessions.delete(session.id);

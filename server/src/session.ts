@@ -16,7 +16,7 @@ import { heldLocks, sameSecret, type DetachedSession } from './grace.js';
 import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
 import { AcquireOutcome, type LockMetrics } from './metrics.js';
-import { listVisible, filterList, maySee, type Permissions } from './permissions.js';
+import { listVisible, filterList, type Permissions } from './permissions.js';
 import { SessionGuard } from './session-guard.js';
 import type { Grant, LockEvent, LockStore, LostLock, SessionId, Ticket, WatchHandle } from './store.js';
 
@@ -42,8 +42,11 @@ export interface SessionHost {
   openTicket(session: Session, id: RequestId): Ticket;
   /** Forgets a ticket's route; later settlements of it are dropped. */
   closeTicket(ticket: Ticket): void;
-  /** The JSON text of the wire `event` for `event`, built once however many watchers get it. */
-  encodeEvent(event: LockEvent): string;
+  /**
+   * The wire `event` for `event` as UTF-8 JSON, built once however many
+   * watchers get it: the same bytes are sent to each of them as a text frame.
+   */
+  encodeEvent(event: LockEvent): Buffer;
   /** Called once when the session ends, with the store's `closeSession` in progress. */
   sessionEnded(session: Session, closing: Promise<void>): void;
 }
@@ -87,6 +90,9 @@ interface HeldEvent {
   /** The watches whose store streams delivered it: it is after their snapshots. */
   readonly receivedBy: Set<Watch>;
 }
+
+/** `ws.send` options of a text frame whose UTF-8 is given as a Buffer. */
+const TEXT_FRAME = { binary: false } as const;
 
 /** Marks an event this session already sent. */
 const SENT = true;
@@ -374,7 +380,7 @@ export class Session {
       );
       return;
     }
-    const refused = this.guard.check(message, { pending: this.pending.size, watches: this.watches });
+    const refused = this.guard.check(message, this.pending.size, this.watches);
     if (refused) return this.replyError(message.id, refused, message.op);
     this.dispatch(message);
   }
@@ -578,7 +584,7 @@ export class Session {
    * snapshot, so that watch's client hears it after the snapshot reply.
    */
   private deliver(watch: Watch, event: LockEvent): void {
-    if (!this.alive || watch.stopped || !maySee(this.guard.permissions, event)) return;
+    if (!this.alive || watch.stopped || !this.guard.maySee(event)) return;
     const seen = this.seenEvents.get(event);
     if (seen === SENT) return;
     if (seen) {
@@ -587,7 +593,7 @@ export class Session {
     }
     if (this.heldEvents.length === 0 && !this.awaitsSnapshot(event, null)) {
       this.seenEvents.set(event, SENT);
-      this.send(this.host.encodeEvent(event));
+      this.sendEvent(this.host.encodeEvent(event));
       return;
     }
     const held: HeldEvent = { event, receivedBy: new Set([watch]) };
@@ -614,7 +620,7 @@ export class Session {
       if (before && held.receivedBy.has(before)) break;
       if (this.awaitsSnapshot(held.event, before)) break;
       this.seenEvents.set(held.event, SENT);
-      this.send(this.host.encodeEvent(held.event));
+      this.sendEvent(this.host.encodeEvent(held.event));
       sent++;
     }
     if (sent > 0) this.heldEvents = this.heldEvents.slice(sent);
@@ -627,14 +633,16 @@ export class Session {
 
   private answer(request: PendingRequest, settlement: Settlement): void {
     this.finish(request);
+    if (settlement.kind === 'granted') this.held.add(settlement.grant.key);
+    // The reply goes out before the metrics are counted: a grant is the
+    // handoff's last step, and the client should not wait for histograms.
+    this.reply(request.id, settlementResult(settlement));
     if (settlement.kind === 'granted') this.countGrantAfterWait(request, settlement.grant.key);
     else if (settlement.kind === 'acquireTimedOut') this.host.metrics.acquire(AcquireOutcome.TimedOut);
-    this.reply(request.id, settlementResult(settlement));
   }
 
   private countGrantAfterWait(request: PendingRequest, key: string): void {
     const { metrics } = this.host;
-    this.held.add(key);
     metrics.acquire(AcquireOutcome.GrantedAfterWait);
     metrics.handedOff(key);
     if (request.queuedAt !== null) metrics.waited((performance.now() - request.queuedAt) / 1000);
@@ -678,9 +686,18 @@ export class Session {
     else if (status === 'queued') void this.host.store.cancel(this.id, ticket).catch(() => false);
   }
 
-  private send(text: string): void {
+  /**
+   * Sends an event's UTF-8 JSON as a text frame. `ws` frames a Buffer as it
+   * is, where a string would be encoded to UTF-8 again for every watcher.
+   */
+  private sendEvent(bytes: Buffer): void {
+    this.send(bytes, TEXT_FRAME);
+  }
+
+  private send(data: string | Buffer, options: { binary: false } | null = null): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
-    this.ws.send(text);
+    if (options) this.ws.send(data, options);
+    else this.ws.send(data);
     // A reader that does not keep up would make the server buffer without
     // bound: it is cut (and its locks released) instead.
     if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
