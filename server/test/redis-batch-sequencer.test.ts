@@ -31,17 +31,42 @@ describe('the batch sequencer', () => {
     seq.close();
   });
 
-  it('holds the broadcast of its own call until the reply, which is delivered in its place', () => {
+  it('delivers the reply of its own call in place of the broadcast of that step, which it never reads', () => {
     const { seq, delivered } = sequencer();
     seq.accept(batch(0, 5));
     seq.beginCall('7');
-    seq.accept(batch(5, 6, { origin: 'me', call: '7' }));
+    let read = 0;
+    seq.acceptOwn('7', () => {
+      read++;
+      return batch(5, 6, { origin: 'me', call: '7' });
+    });
     expect(delivered).toHaveLength(1);
     seq.endCall('7', batch(5, 6));
+    seq.acceptOwn('7', () => {
+      read++;
+      return batch(5, 6, { origin: 'me', call: '7' });
+    });
     expect(delivered).toEqual([
       { v: 5, withEvents: true },
       { v: 6, withEvents: true },
-      { v: 6, withEvents: false, origin: 'me' },
+    ]);
+    expect(read).toBe(0);
+    seq.close();
+  });
+
+  it('delivers the broadcast of its own failed call, whether it came before or after the failure', () => {
+    const { seq, delivered } = sequencer();
+    seq.accept(batch(0, 5));
+    seq.beginCall('8');
+    seq.accept(batch(5, 6, { origin: 'me', call: '8' }));
+    seq.endCall('8', null);
+    seq.beginCall('9');
+    seq.endCall('9', null);
+    seq.accept(batch(6, 7, { origin: 'me', call: '9' }));
+    expect(delivered).toEqual([
+      { v: 5, withEvents: true },
+      { v: 6, withEvents: true, origin: 'me' },
+      { v: 7, withEvents: true, origin: 'me' },
     ]);
     seq.close();
   });

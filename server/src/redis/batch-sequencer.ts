@@ -14,6 +14,9 @@ export interface BatchSequencerOptions {
 /** Keys whose last version is remembered; beyond this the oldest half is forgotten. */
 const MAX_TRACKED_KEYS = 50_000;
 
+/** Failed calls whose broadcast may still come; beyond this the oldest is forgotten. */
+const MAX_FAILED_CALLS = 1000;
+
 /**
  * Puts the batches of each key back into the order Redis ran the steps in.
  *
@@ -25,15 +28,17 @@ const MAX_TRACKED_KEYS = 50_000;
  * at least Redis' clock in microseconds), so a batch is delivered when it
  * follows the last delivered one, held while its predecessor is missing, and
  * its events are dropped when a copy was already delivered. A broadcast of a
- * step this node ran waits for the call's reply, which carries the caller's
- * notes in their place among the events (a `lost` before the grant it made
- * room for).
+ * step this node ran is not needed when the call's reply arrives: the reply
+ * carries the same events with the caller's notes in their place among them
+ * (a `lost` before the grant it made room for). Such a broadcast is dropped
+ * unread, and read only when its call failed (the step may still have run).
  */
 export class BatchSequencer {
   readonly #options: BatchSequencerOptions;
   readonly #last = new Map<string, number>();
   readonly #held = new Map<string, { batches: Batch[]; timer: ReturnType<typeof setTimeout> }>();
-  readonly #inflight = new Map<string, Batch[]>();
+  readonly #inflight = new Map<string, Array<() => Batch>>();
+  readonly #failed = new Set<string>();
 
   constructor(options: BatchSequencerOptions) {
     this.#options = options;
@@ -44,23 +49,51 @@ export class BatchSequencer {
     this.#inflight.set(call, []);
   }
 
-  /** The call's reply arrived (`batch`) or failed (`null`): delivers it, then what waited for it. */
+  /**
+   * The call's reply arrived (`batch`): delivers it. Or the call failed
+   * (`null`): delivers its broadcast if it came, else reads it when it comes.
+   */
   endCall(call: string, batch: Batch | null): void {
     const waiting = this.#inflight.get(call) ?? [];
     this.#inflight.delete(call);
-    if (batch) this.accept(batch);
-    for (const held of waiting) this.accept(held);
+    if (batch) {
+      this.#place(batch);
+      return;
+    }
+    if (waiting.length === 0) this.#rememberFailed(call);
+    for (const load of waiting) this.#place(load());
   }
 
   /** Takes one copy of a step's batch from any of the three ways. */
   accept(batch: Batch): void {
     if (batch.origin !== undefined && batch.origin === this.#options.node() && batch.call !== undefined) {
-      const waiting = this.#inflight.get(batch.call);
-      if (waiting) {
-        waiting.push(batch);
-        return;
+      this.acceptOwn(batch.call, () => batch);
+      return;
+    }
+    this.#place(batch);
+  }
+
+  /**
+   * Takes the broadcast of a step this node ran by call `call`; `load` reads
+   * it. Dropped unread when the call's reply was (or will be) delivered.
+   */
+  acceptOwn(call: string, load: () => Batch): void {
+    const waiting = this.#inflight.get(call);
+    if (waiting) waiting.push(load);
+    else if (this.#failed.delete(call)) this.#place(load());
+  }
+
+  #rememberFailed(call: string): void {
+    this.#failed.add(call);
+    if (this.#failed.size > MAX_FAILED_CALLS) {
+      for (const oldest of this.#failed) {
+        this.#failed.delete(oldest);
+        break;
       }
     }
+  }
+
+  #place(batch: Batch): void {
     if (batch.v === 0) {
       this.#options.deliver(batch, false);
       return;
@@ -88,6 +121,7 @@ export class BatchSequencer {
     for (const held of this.#held.values()) clearTimeout(held.timer);
     this.#held.clear();
     this.#inflight.clear();
+    this.#failed.clear();
   }
 
   #deliverInOrder(batch: Batch): void {

@@ -10,44 +10,85 @@
  * - `KEYS[4]` waiters hash: session -> queued request record (JSON);
  * - `KEYS[5]` waits hash: `node/ticket` -> pending `wait` record (JSON).
  *
- * `ARGV[1..5]` are the calling node's id, the call id, `now` (epoch ms of the
- * caller's clock), the encoded key and the namespace. Numbers that may pass
- * 2^47 (tokens, versions) travel as decimal strings: Lua's default number
- * formatting keeps only 14 digits.
+ * `ARGV[1..5]` (the step's `argv`) are the calling node's id, the call id, `now` (epoch ms of the
+ * caller's clock, an integer), the encoded key and the namespace. Numbers
+ * that may pass 2^47 (tokens, versions) travel as decimal strings: Lua's
+ * default number formatting keeps only 14 digits.
  *
  * A step collects a log of events (for watchers) and notes (for the node of
  * a session it settled). At the end the notes for other nodes are published
  * to each node's channel together with the step's events, the events alone
  * to the broadcast channel, and the caller's own notes and the events go
  * back in the reply, so every node sees one ordered batch per step.
+ *
+ * Every script call costs Redis a few microseconds per `redis.call`, so the
+ * prelude keeps the calls per step few: the clock is read once, the meta
+ * hash is read with one HMGET and written with one HSET, the holder and
+ * queue counts are kept from the replies of the writes, and each log item is
+ * JSON-encoded once and shared by the reply and every message.
  */
 export const LUA_PRELUDE = String.raw`
-local K_META, K_HOLD, K_QUEUE, K_WAITER, K_WAIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local NODE, CALL, NOW, HKEY, NS = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local DEAD = nil
-local log = {}
-local noted = {}
-local hasEvents = false
+-- A step's state. The prelude is loaded once as a function library where
+-- Redis supports it (its helpers are then built once, not on every call), so
+-- begin() resets all of it at the start of each step.
+local KEYS, ARGV
+local K_META, K_HOLD, K_QUEUE, K_WAITER, K_WAIT
+local NODE, CALL, NOW, HKEY, NS
+local DEAD, log, noted, hasEvents
+local clock, km, kmDirty, nHold, nQueue, noWaits
+
+local function begin(keys, argv)
+  KEYS, ARGV = keys, argv
+  K_META, K_HOLD, K_QUEUE, K_WAITER, K_WAIT = keys[1], keys[2], keys[3], keys[4], keys[5]
+  NODE, CALL, NOW, HKEY, NS = argv[1], argv[2], tonumber(argv[3]), argv[4], argv[5]
+  DEAD, log, noted, hasEvents = nil, {}, {}, false
+  clock, km, kmDirty, nHold, nQueue, noWaits = nil, nil, false, nil, nil, false
+end
 
 local function n2s(n) return string.format('%.0f', n) end
 
+-- Every token and version of a step derives from one reading of Redis' clock.
 local function micros()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return clock
+end
+
+-- The meta hash, read on first use; finish() writes back what changed in
+-- one HSET. No holders is stored as mode '' (not a deleted field), so a
+-- release writes it in that same HSET.
+local function keyMeta()
+  if not km then
+    local m = redis.call('HMGET', K_META, 'tok', 'ver', 'mode')
+    local mode = m[3]
+    if mode == '' then mode = false end
+    km = { tok = tonumber(m[1] or '0'), ver = tonumber(m[2] or '0'), mode = mode, mode0 = mode }
+  end
+  return km
 end
 
 -- Tokens and versions never go backwards, even after Redis lost the key:
 -- each is at least Redis' clock in microseconds.
 local function nextToken()
-  local last = tonumber(redis.call('HGET', K_META, 'tok') or '0')
-  local tok = math.max(last + 1, micros())
-  redis.call('HSET', K_META, 'tok', n2s(tok))
-  return n2s(tok)
+  local m = keyMeta()
+  m.tok = math.max(m.tok + 1, micros())
+  kmDirty = true
+  return n2s(m.tok)
 end
 
+-- Holder and queue counts: read once, then kept from the replies of the
+-- writes that change them (HSET, HDEL, ZADD and ZREM return how many changed).
 local function counts()
-  return redis.call('HLEN', K_HOLD), redis.call('ZCARD', K_QUEUE)
+  if not nHold then
+    nHold = redis.call('HLEN', K_HOLD)
+    nQueue = redis.call('ZCARD', K_QUEUE)
+  end
+  return nHold, nQueue
 end
+local function holdsChanged(n) if nHold then nHold = nHold + n end end
+local function queueChanged(n) if nQueue then nQueue = nQueue + n end end
 
 local function ev(kind, rec, token)
   local h, w = counts()
@@ -63,7 +104,7 @@ local function note(node, item)
 end
 
 local function heldMode()
-  return redis.call('HGET', K_META, 'mode')
+  return keyMeta().mode
 end
 
 local function compatible(mode)
@@ -76,19 +117,38 @@ local function expiry(holdTimeout)
   return n2s(NOW + tonumber(holdTimeout))
 end
 
+local function putHold(hold)
+  holdsChanged(redis.call('HSET', K_HOLD, hold.s, cjson.encode(hold)))
+end
+
+local function enqueue(seq, s)
+  queueChanged(redis.call('ZADD', K_QUEUE, seq, s))
+end
+
+local function unqueue(s)
+  queueChanged(-redis.call('ZREM', K_QUEUE, s))
+end
+
 -- Grants a request; a queued one (ticket set, from the queue) is told via a note.
 local function grant(s, node, ticket, mode, meta, holdTimeout, queued)
   local hold = { s = s, n = node, i = ticket, t = nextToken(), m = mode, c = n2s(NOW), x = expiry(holdTimeout), d = meta }
-  redis.call('HSET', K_HOLD, s, cjson.encode(hold))
-  redis.call('HSET', K_META, 'mode', mode)
+  putHold(hold)
+  keyMeta().mode = mode
   if queued then note(node, { y = 'granted', s = s, i = ticket, t = hold.t, x = hold.x }) end
   ev('acquired', hold, hold.t)
   return hold
 end
 
 -- Settles the waits for which this was the last live hold.
+-- noWaits: the waits hash was found empty this step (no step that ends
+-- holds adds waits), so further holds ended need not read it again.
 local function settleWaits(token)
+  if noWaits then return end
   local all = redis.call('HGETALL', K_WAIT)
+  if #all == 0 then
+    noWaits = true
+    return
+  end
   for i = 1, #all, 2 do
     local w = cjson.decode(all[i + 1])
     local left = {}
@@ -107,8 +167,8 @@ end
 
 -- Ends a hold: 'released' by its holder, or taken away (the holder is told).
 local function endHold(hold, how)
-  redis.call('HDEL', K_HOLD, hold.s)
-  if redis.call('HLEN', K_HOLD) == 0 then redis.call('HDEL', K_META, 'mode') end
+  holdsChanged(-redis.call('HDEL', K_HOLD, hold.s))
+  if counts() == 0 then keyMeta().mode = false end
   if how ~= 'released' then note(hold.n, { y = 'lost', s = hold.s, t = hold.t, r = how }) end
   ev(how, hold, hold.t)
   settleWaits(hold.t)
@@ -138,14 +198,16 @@ end
 -- exclusive request, or a run of shared ones up to the first exclusive.
 local function drain()
   while true do
+    local _, queued = counts()
+    if queued == 0 then return end
     local head = redis.call('ZRANGE', K_QUEUE, 0, 0)[1]
     if not head then return end
     local w = waiterOf(head)
     if not w then
-      redis.call('ZREM', K_QUEUE, head)
+      unqueue(head)
     else
       if not compatible(w.m) then return end
-      redis.call('ZREM', K_QUEUE, head)
+      unqueue(head)
       redis.call('HDEL', K_WAITER, head)
       grant(w.s, w.n, w.i, w.m, w.d, w.ht, true)
     end
@@ -154,48 +216,78 @@ end
 
 -- Takes a waiter out of the queue ('dequeued'), then grants what that unblocked.
 local function dequeue(w)
-  redis.call('ZREM', K_QUEUE, w.s)
+  unqueue(w.s)
   redis.call('HDEL', K_WAITER, w.s)
   ev('dequeued', w, nil)
   drain()
 end
 
--- Publishes the step's batch and returns the reply for the caller.
+-- Writes back the meta fields the step changed, in one command.
+local function saveMeta()
+  if not km then return end
+  local set = {}
+  if kmDirty then
+    set[#set + 1] = 'tok'
+    set[#set + 1] = n2s(km.tok)
+    set[#set + 1] = 'ver'
+    set[#set + 1] = n2s(km.ver)
+  end
+  if km.mode ~= km.mode0 then
+    set[#set + 1] = 'mode'
+    set[#set + 1] = km.mode or ''
+  end
+  if #set > 0 then redis.call('HSET', K_META, unpack(set)) end
+end
+
+-- Publishes the step's batch and returns the reply for the caller. Messages
+-- are assembled from the items' JSON, each encoded once. The broadcast starts
+-- with a plain-text header (origin node, call, key, versions, time) so a
+-- node reads it without parsing the items: it skips them when it has no
+-- watcher, and skips its own steps' broadcasts, whose reply carried the same.
 local function finish(result)
+  local pv, v = '0', '0'
+  if hasEvents then
+    local m = keyMeta()
+    pv = n2s(m.ver)
+    m.ver = math.max(m.ver + 1, micros())
+    kmDirty = true
+    v = n2s(m.ver)
+  end
+  saveMeta()
   local h, w = counts()
-  if h == 0 and w == 0 and redis.call('HLEN', K_WAIT) == 0 then
-    -- Kept a while after the key is idle so a token burst is never reissued.
-    if redis.call('EXISTS', K_META) == 1 then redis.call('PEXPIRE', K_META, 3600000) end
+  if h == 0 and w == 0 and (noWaits or redis.call('HLEN', K_WAIT) == 0) then
+    -- Kept a while after the key is idle so a token burst is never reissued
+    -- (PEXPIRE of a missing key does nothing).
+    redis.call('PEXPIRE', K_META, 3600000)
   else
     redis.call('PERSIST', K_META)
   end
-  local pv, v = '0', '0'
-  if hasEvents then
-    local last = tonumber(redis.call('HGET', K_META, 'ver') or '0')
-    pv = n2s(last)
-    v = n2s(math.max(last + 1, micros()))
-    redis.call('HSET', K_META, 'ver', v)
+  local enc = {}
+  local events = {}
+  local mine = {}
+  for i, it in ipairs(log) do
+    enc[i] = cjson.encode(it)
+    if it.y == 'ev' then
+      events[#events + 1] = enc[i]
+      mine[#mine + 1] = enc[i]
+    elseif it.node == NODE then
+      mine[#mine + 1] = enc[i]
+    end
   end
+  local head = '{"k":"' .. HKEY .. '","pv":"' .. pv .. '","v":"' .. v .. '","at":' .. ARGV[3] .. ',"it":['
   for node, _ in pairs(noted) do
     if node ~= NODE then
       local items = {}
-      for _, it in ipairs(log) do
-        if it.y == 'ev' or it.node == node then items[#items + 1] = it end
+      for i, it in ipairs(log) do
+        if it.y == 'ev' or it.node == node then items[#items + 1] = enc[i] end
       end
-      redis.call('PUBLISH', NS .. ':n:' .. node, cjson.encode({ k = HKEY, pv = pv, v = v, it = items, at = NOW }))
+      redis.call('PUBLISH', NS .. ':n:' .. node, head .. table.concat(items, ',') .. ']}')
     end
   end
   if hasEvents then
-    local items = {}
-    for _, it in ipairs(log) do
-      if it.y == 'ev' then items[#items + 1] = it end
-    end
-    redis.call('PUBLISH', NS .. ':e', cjson.encode({ o = NODE, c = CALL, k = HKEY, pv = pv, v = v, it = items, at = NOW }))
+    redis.call('PUBLISH', NS .. ':e',
+      NODE .. ' ' .. CALL .. ' ' .. HKEY .. ' ' .. pv .. ' ' .. v .. ' ' .. ARGV[3] .. ' [' .. table.concat(events, ',') .. ']')
   end
-  local mine = {}
-  for _, it in ipairs(log) do
-    if it.y == 'ev' or it.node == NODE then mine[#mine + 1] = it end
-  end
-  return cjson.encode({ r = result, k = HKEY, pv = pv, v = v, it = mine, at = NOW })
+  return head .. table.concat(mine, ',') .. '],"r":' .. cjson.encode(result) .. '}'
 end
 `;

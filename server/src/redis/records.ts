@@ -71,11 +71,59 @@ export interface Batch {
 
 export function parseBatch(o: Json): Batch {
   const encoded = str(o, 'k');
-  const key = decodeKey(encoded);
-  const at = num(o, 'at');
+  const batch: Batch = {
+    key: decodeKey(encoded),
+    encoded,
+    pv: Number(str(o, 'pv')),
+    v: Number(str(o, 'v')),
+    items: [],
+  };
+  batch.items = parseItems(batch.key, num(o, 'at'), arr(o.it));
+  if (typeof o.o === 'string') batch.origin = o.o;
+  if (typeof o.c === 'string') batch.call = o.c;
+  return batch;
+}
+
+/** The plain-text head of a broadcast: `origin call key pv v at `, then the items' JSON array. */
+export interface BroadcastHead {
+  origin: string;
+  call: string;
+  encoded: string;
+  pv: number;
+  v: number;
+  at: number;
+  /** Where the items' JSON starts. */
+  itemsAt: number;
+}
+
+/** Reads a broadcast's head without touching its items; null when it is not one. */
+export function readBroadcastHead(message: string): BroadcastHead | null {
+  const fields: string[] = [];
+  let from = 0;
+  for (let i = 0; i < 6; i++) {
+    const space = message.indexOf(' ', from);
+    if (space < 0) return null;
+    fields.push(message.slice(from, space));
+    from = space + 1;
+  }
+  const [origin = '', call = '', encoded = '', pv = '', v = '', at = ''] = fields;
+  return { origin, call, encoded, pv: Number(pv), v: Number(v), at: Number(at), itemsAt: from };
+}
+
+/**
+ * A broadcast as a batch. With `withItems` false its events are left unread
+ * (and its `key` empty): the batch then only moves the key's version on.
+ */
+export function parseBroadcast(message: string, head: BroadcastHead, withItems: boolean): Batch {
+  const key = withItems ? decodeKey(head.encoded) : '';
+  const items = withItems ? parseItems(key, head.at, arr(JSON.parse(message.slice(head.itemsAt)))) : [];
+  return { key, encoded: head.encoded, pv: head.pv, v: head.v, items, origin: head.origin, call: head.call };
+}
+
+function parseItems(key: string, at: number, raw: unknown[]): Item[] {
   const items: Item[] = [];
-  for (const raw of arr(o.it)) {
-    const it = obj(raw);
+  for (const entry of raw) {
+    const it = obj(entry);
     const y = str(it, 'y');
     if (y === 'ev') {
       const token = str(it, 't');
@@ -105,10 +153,7 @@ export function parseBatch(o: Json): Batch {
       items.push({ y, session: str(it, 's'), ticket: Number(str(it, 'i')) });
     }
   }
-  const batch: Batch = { key, encoded, pv: Number(str(o, 'pv')), v: Number(str(o, 'v')), items };
-  if (typeof o.o === 'string') batch.origin = o.o;
-  if (typeof o.c === 'string') batch.call = o.c;
-  return batch;
+  return items;
 }
 
 /** A key's status as the `status` script reads it, with its event version. */

@@ -1,5 +1,5 @@
 import { createClient, createCluster } from 'redis';
-import type { Script } from './scripts.js';
+import { scriptLibrary, type Script, type ScriptLibrary } from './scripts.js';
 
 /** One Redis server (a single instance, or one primary of a cluster). */
 export interface RedisShard {
@@ -17,7 +17,7 @@ export interface RedisLink {
   readonly mode: 'single' | 'cluster';
   /** Runs a command on the shard owning `key` (any shard when undefined). */
   command(key: string | undefined, args: string[]): Promise<unknown>;
-  /** EVALSHA, loading the script with EVAL when the server does not know it (NOSCRIPT). */
+  /** Runs a script: FCALL of the store's function library, or EVALSHA on a Redis without functions (see `ScriptRunner`). */
   evalScript(script: Script, keys: string[], args: string[]): Promise<unknown>;
   /** The current primaries. */
   shards(): Promise<RedisShard[]>;
@@ -42,22 +42,111 @@ export interface RedisLinkOptions {
   reconnectDelay: number;
 }
 
-function isNoScript(error: unknown): boolean {
-  return error instanceof Error && error.message.startsWith('NOSCRIPT');
+/**
+ * Fails every call that got no reply within `timeout` ms. All calls share one
+ * timer, armed only while calls are open; node-redis' own per-command
+ * timeout costs an `AbortSignal.timeout` (a timer, a weak reference and two
+ * listeners) per command, a tenth of a node's CPU per script call. Calls
+ * open in start order, and all have the same timeout, so a sweep stops at
+ * the first call not yet due.
+ */
+function createDeadlines(timeout: number) {
+  interface Open {
+    readonly due: number;
+    readonly reject: (error: Error) => void;
+  }
+  const open = new Set<Open>();
+  const every = Math.max(10, Math.floor(timeout / 10));
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const arm = () => {
+    timer = setTimeout(sweep, every);
+    timer.unref?.();
+  };
+  const sweep = () => {
+    timer = null;
+    const now = performance.now();
+    for (const call of open) {
+      if (call.due > now) break;
+      open.delete(call);
+      call.reject(new Error(`Redis did not answer within ${timeout} ms`));
+    }
+    if (open.size > 0) arm();
+  };
+  return {
+    guard<T>(reply: Promise<T>): Promise<T> {
+      return new Promise<T>((resolve, reject) => {
+        const call: Open = { due: performance.now() + timeout, reject };
+        open.add(call);
+        if (timer === null) arm();
+        reply.then(
+          (value) => {
+            open.delete(call);
+            resolve(value);
+          },
+          (error: unknown) => {
+            open.delete(call);
+            reject(error instanceof Error ? error : new Error(String(error)));
+          },
+        );
+      });
+    },
+    stop() {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+      open.clear();
+    },
+  };
 }
 
-async function evalWith(
-  run: (args: string[]) => Promise<unknown>,
-  script: Script,
-  keys: string[],
-  args: string[],
-): Promise<unknown> {
-  const tail = [String(keys.length), ...keys, ...args];
-  try {
-    return await run(['EVALSHA', script.sha, ...tail]);
-  } catch (error) {
-    if (!isNoScript(error)) throw error;
-    return run(['EVAL', script.source, ...tail]);
+const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+/** Redis without functions (before 7.0), or a user not allowed to load them. */
+const NO_FUNCTIONS = /unknown command|NOPERM/i;
+
+/**
+ * Runs scripts as functions of the store's library (FCALL) where Redis has
+ * them, else as EVALSHA scripts (loaded with EVAL on NOSCRIPT). A server that
+ * lost the library (restarted) gets it again on `Function not found`.
+ */
+class ScriptRunner {
+  /** null until known; false on a Redis without functions. */
+  #functions: boolean | null = null;
+
+  /** Loads the library through `run` (one server); turns functions off where Redis has none. */
+  async load(run: (args: string[]) => Promise<unknown>, library: ScriptLibrary): Promise<void> {
+    if (this.#functions === false) return;
+    try {
+      await run(['FUNCTION', 'LOAD', 'REPLACE', library.source]);
+      this.#functions = true;
+    } catch (error) {
+      if (!NO_FUNCTIONS.test(messageOf(error))) throw error;
+      this.#functions = false;
+    }
+  }
+
+  async call(run: (args: string[]) => Promise<unknown>, script: Script, keys: string[], args: string[]): Promise<unknown> {
+    const tail = [String(keys.length), ...keys, ...args];
+    if (this.#functions !== false) {
+      try {
+        return await run(['FCALL', script.fn, ...tail]);
+      } catch (error) {
+        const message = messageOf(error);
+        if (/Function not found/i.test(message)) {
+          await this.load(run, script.library);
+          if (this.#functions) return run(['FCALL', script.fn, ...tail]);
+        } else if (NO_FUNCTIONS.test(message)) {
+          this.#functions = false;
+        } else {
+          throw error;
+        }
+      }
+    }
+    try {
+      return await run(['EVALSHA', script.sha, ...tail]);
+    } catch (error) {
+      if (!messageOf(error).startsWith('NOSCRIPT')) throw error;
+      return run(['EVAL', script.source, ...tail]);
+    }
   }
 }
 
@@ -83,7 +172,6 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     disableOfflineQueue: true,
     disableClientInfo: true,
     maintNotifications: 'disabled' as const,
-    commandOptions: { timeout: options.commandTimeout },
     socket: socketOptions(options),
   };
   const client = createClient(base);
@@ -104,7 +192,14 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     client.destroy();
     throw error;
   }
-  const run = (args: string[]) => client.sendCommand(args);
+  const deadlines = createDeadlines(options.commandTimeout);
+  const run = (args: string[]) => deadlines.guard(client.sendCommand(args));
+  const runner = new ScriptRunner();
+  try {
+    await runner.load(run, scriptLibrary);
+  } catch {
+    // Loaded on first use instead.
+  }
   const address = (() => {
     const url = new URL(options.url);
     return `${url.hostname}:${url.port || '6379'}`;
@@ -112,12 +207,13 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
   return {
     mode: 'single',
     command: (_key, args) => run(args),
-    evalScript: (script, keys, args) => evalWith(run, script, keys, args),
+    evalScript: (script, keys, args) => runner.call(run, script, keys, args),
     shards: async () => [{ address, command: run }],
-    subscribe: (channel, onMessage) => subscriber.subscribe(channel, (message, from) => onMessage(message, from)),
-    unsubscribe: (channel) => subscriber.unsubscribe(channel),
+    subscribe: (channel, onMessage) => deadlines.guard(subscriber.subscribe(channel, (message, from) => onMessage(message, from))),
+    unsubscribe: (channel) => deadlines.guard(subscriber.unsubscribe(channel)),
     on: (event, fn) => handlers[event].add(fn),
     async close() {
+      deadlines.stop();
       client.destroy();
       subscriber.destroy();
     },
@@ -157,30 +253,40 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
       maintNotifications: 'disabled',
       socket: socketOptions(options),
     },
-    commandOptions: { timeout: options.commandTimeout },
   });
   cluster.on('error', () => emit('trouble'));
   cluster.on('node-error', () => emit('trouble'));
   cluster.on('node-reconnecting', () => emit('trouble'));
   cluster.on('__resubscribeListeners', () => emit('resubscribed'));
   await firstConnect(cluster, options);
-  const run = (key: string | undefined, args: string[]) => cluster.sendCommand(key, false, args);
+  const deadlines = createDeadlines(options.commandTimeout);
+  const run = (key: string | undefined, args: string[]) => deadlines.guard(cluster.sendCommand(key, false, args));
+  const runner = new ScriptRunner();
+  try {
+    for (const master of cluster.masters) {
+      const client = await cluster.nodeClient(master);
+      await runner.load((args) => deadlines.guard(client.sendCommand(args)), scriptLibrary);
+    }
+  } catch {
+    // Loaded on first use instead.
+  }
   return {
     mode: 'cluster',
     command: run,
-    evalScript: (script, keys, args) => evalWith((a) => run(keys[0], a), script, keys, args),
+    evalScript: (script, keys, args) => runner.call((a) => run(keys[0], a), script, keys, args),
     async shards() {
       return Promise.all(
         cluster.masters.map(async (master) => {
           const client = await cluster.nodeClient(master);
-          return { address: `${master.host}:${master.port}`, command: (args: string[]) => client.sendCommand(args) };
+          return { address: `${master.host}:${master.port}`, command: (args: string[]) => deadlines.guard(client.sendCommand(args)) };
         }),
       );
     },
-    subscribe: (channel, onMessage) => cluster.subscribe(channel, (message, from) => onMessage(message, from)),
-    unsubscribe: (channel) => cluster.unsubscribe(channel),
+    subscribe: (channel, onMessage) => deadlines.guard(cluster.subscribe(channel, (message, from) => onMessage(message, from))),
+    unsubscribe: (channel) => deadlines.guard(cluster.unsubscribe(channel)),
     on: (event, fn) => handlers[event].add(fn),
     async close() {
+      deadlines.stop();
       cluster.destroy();
     },
   };

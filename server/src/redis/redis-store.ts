@@ -20,7 +20,21 @@ import { BatchSequencer } from './batch-sequencer.js';
 import { decodeKey, encodeKey, keyNames, type KeyNames } from './key-codec.js';
 import { createLocalSession, createPending, keysOf, type LocalHold, type LocalPending, type LocalSession } from './local-state.js';
 import { NodeLiveness, type AbandonCause } from './node-liveness.js';
-import { arr, expiresAtOf, num, obj, parseBatch, parseJson, parseStatus, str, type Batch, type Json, type Note } from './records.js';
+import {
+  arr,
+  expiresAtOf,
+  num,
+  obj,
+  parseBatch,
+  parseBroadcast,
+  parseJson,
+  parseStatus,
+  readBroadcastHead,
+  str,
+  type Batch,
+  type Json,
+  type Note,
+} from './records.js';
 import { connectRedis, type RedisLink } from './redis-link.js';
 import { scripts, type ScriptName } from './scripts.js';
 import { WatchHub } from './watch-hub.js';
@@ -79,6 +93,8 @@ class RedisStore implements LockStore {
   readonly #tickets = new Map<Ticket, LocalPending>();
   /** Encoded keys recorded in this node's key set, with the SADD that recorded them. */
   readonly #registered = new Map<string, Promise<void>>();
+  /** Keys to record with the SADD of the current tick. */
+  #registering: { node: string; keys: string[]; done: Promise<void> } | null = null;
   readonly #orphans = new Map<SessionId, Set<string>>();
   readonly #hub = new WatchHub();
   #link: RedisLink | null = null;
@@ -133,7 +149,7 @@ class RedisStore implements LockStore {
       },
     });
     link.on('resubscribed', () => void this.#reconcile());
-    await link.subscribe(this.#names.eventChannel(), (message) => this.#onMessage(message));
+    await link.subscribe(this.#names.eventChannel(), (message) => this.#onBroadcast(message));
     await this.#liveness.start();
   }
 
@@ -357,28 +373,57 @@ class RedisStore implements LockStore {
     return keys;
   }
 
-  /** Records the key in this node's key set before anything of the node can be in it. */
-  async #register(encoded: string, node: string): Promise<void> {
+  /**
+   * Records the key in this node's key set before anything of the node can be
+   * in it. The keys first used within one tick go out in one SADD, sent
+   * before any of their scripts.
+   */
+  #register(encoded: string, node: string): Promise<void> {
+    // Every step of a key awaits the same promise, so steps of one key keep their order.
     const known = this.#registered.get(encoded);
-    // Every step awaits the same promise, so steps of one key keep their order.
     if (known) return known;
     const link = this.#link;
-    if (!link) return;
-    const sent = link.command(this.#names.nodeKeys(node), ['SADD', this.#names.nodeKeys(node), encoded]);
-    // One connection keeps commands in order; across cluster shards, wait for the SADD.
-    const done =
-      link.mode === 'cluster'
-        ? sent.then(
-            () => {},
-            (error: unknown) => {
-              this.#registered.delete(encoded);
-              throw error;
-            },
-          )
-        : Promise.resolve();
-    if (link.mode !== 'cluster') sent.catch(() => this.#registered.delete(encoded));
-    this.#registered.set(encoded, done);
-    return done;
+    if (!link) return Promise.resolve();
+    let batch = this.#registering;
+    if (batch === null || batch.node !== node) {
+      batch = this.#openRegistration(link, node);
+    }
+    batch.keys.push(encoded);
+    this.#registered.set(encoded, batch.done);
+    return batch.done;
+  }
+
+  #openRegistration(link: RedisLink, node: string): { node: string; keys: string[]; done: Promise<void> } {
+    const keys: string[] = [];
+    let settle: (error?: unknown) => void = () => {};
+    const done = new Promise<void>((resolve, reject) => {
+      settle = (error) => (error === undefined ? resolve() : reject(error instanceof Error ? error : new Error(String(error))));
+    });
+    const batch = { node, keys, done };
+    this.#registering = batch;
+    queueMicrotask(() => {
+      if (this.#registering === batch) this.#registering = null;
+      const set = this.#names.nodeKeys(node);
+      const forget = () => {
+        for (const encoded of keys) if (this.#registered.get(encoded) === done) this.#registered.delete(encoded);
+      };
+      const sent = link.command(set, ['SADD', set, ...keys]);
+      if (link.mode === 'cluster') {
+        // Across cluster shards the scripts wait for the SADD.
+        sent.then(
+          () => settle(),
+          (error: unknown) => {
+            forget();
+            settle(error);
+          },
+        );
+      } else {
+        // One connection keeps commands in order: the scripts may follow at once.
+        sent.catch(forget);
+        settle();
+      }
+    });
+    return batch;
   }
 
   async #readStatus(key: string, viewer: SessionId | null): Promise<{ status: LockStatus; version: number }> {
@@ -500,6 +545,29 @@ class RedisStore implements LockStore {
       return;
     }
     this.#sequencer?.accept(batch);
+  }
+
+  /**
+   * A step's events, sent to every node. Only the head is read unless this
+   * node has a watcher: the batch then just moves the key's version on. The
+   * broadcast of this node's own step is dropped unread once its reply came.
+   */
+  #onBroadcast(message: string): void {
+    const sequencer = this.#sequencer;
+    const head = readBroadcastHead(message);
+    if (!sequencer || !head) {
+      this.#logger.error({}, 'unreadable broadcast from Redis');
+      return;
+    }
+    try {
+      if (head.origin === this.#liveness?.id) {
+        sequencer.acceptOwn(head.call, () => parseBroadcast(message, head, true));
+      } else {
+        sequencer.accept(parseBroadcast(message, head, this.#hub.active));
+      }
+    } catch (error) {
+      this.#logger.error({ err: String(error) }, 'unreadable broadcast from Redis');
+    }
   }
 
   #deliver(batch: Batch, withEvents: boolean): void {
