@@ -219,6 +219,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     granted: (_session, ticket, grant) => settle(ticket, { kind: 'granted', grant }),
     acquireTimedOut: (_session, ticket) => settle(ticket, { kind: 'acquireTimedOut' }),
     waitDone: (_session, ticket, free) => settle(ticket, { kind: 'waitDone', free }),
+    failed: (_session, ticket, error) => settle(ticket, { kind: 'failed', error }),
     lost: (session, lost) => {
       metrics.lost(lost.reason);
       // The grant this loss makes room for comes in the same store step.

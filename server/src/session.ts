@@ -24,7 +24,9 @@ import type { Grant, LockEvent, LockStore, LostLock, SessionId, Ticket, WatchHan
 export type Settlement =
   | { kind: 'granted'; grant: Grant }
   | { kind: 'acquireTimedOut' }
-  | { kind: 'waitDone'; free: boolean };
+  | { kind: 'waitDone'; free: boolean }
+  /** The store could not settle it (lost contact): answered with the error. */
+  | { kind: 'failed'; error: LockError };
 
 /** What a session needs from the server that owns it. */
 export interface SessionHost {
@@ -633,6 +635,11 @@ export class Session {
 
   private answer(request: PendingRequest, settlement: Settlement): void {
     this.finish(request);
+    if (settlement.kind === 'failed') {
+      if (request.op === 'acquire') this.host.metrics.acquire(AcquireOutcome.Error);
+      this.replyError(request.id, toWireError(settlement.error), request.op);
+      return;
+    }
     if (settlement.kind === 'granted') this.held.add(settlement.grant.key);
     // The reply goes out before the metrics are counted: a grant is the
     // handoff's last step, and the client should not wait for histograms.
@@ -711,7 +718,7 @@ export class Session {
   }
 }
 
-function settlementResult(settlement: Settlement): object {
+function settlementResult(settlement: Exclude<Settlement, { kind: 'failed' }>): object {
   switch (settlement.kind) {
     case 'granted':
       return { acquired: true, token: settlement.grant.token, expiresAt: settlement.grant.expiresAt };

@@ -1,4 +1,5 @@
 import type { ListResult, LockMode, LockStatus, LostReason, LockEventType } from '@lockwire/protocol';
+import type { LockError } from './errors.js';
 
 /** The server's name for a connection; the lock holder. */
 export type SessionId = string;
@@ -78,6 +79,14 @@ export interface StoreListener {
   waitDone(session: SessionId, ticket: Ticket, free: boolean): void;
   /** A lock this session held was taken away without its asking. */
   lost(session: SessionId, lost: LostLock): void;
+  /**
+   * A pending acquire or wait cannot be settled because the store lost
+   * contact with its backing (e.g. a Redis node that can no longer vouch for
+   * its requests): the request is answered with `error`, usually
+   * `store_unavailable`. Optional: without it a store answers such an acquire
+   * `acquired: false` and such a wait `free: false`.
+   */
+  failed?(session: SessionId, ticket: Ticket, error: LockError): void;
 }
 
 export interface WatchHandle {
