@@ -25,6 +25,17 @@ async function acquireWhenAvailable(client: RawClient, key: string, deadlineMs =
   }
 }
 
+/** Sends a request until the store stops answering store_unavailable; returns that reply. */
+async function requestWhenAvailable(client: RawClient, message: Record<string, unknown>, deadlineMs = 10_000) {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const reply = await client.request(message);
+    if ((reply.error as { code?: string } | undefined)?.code !== 'store_unavailable') return reply;
+    if (Date.now() > deadline) throw new Error(`still store_unavailable after ${deadlineMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 describe('lockwire nodes as separate processes', () => {
   let redis: RedisServer;
   const children: ChildProcess[] = [];
@@ -153,6 +164,25 @@ describe('Redis failures under in-process nodes', () => {
     await redis.restart();
     const { reply } = await acquireWhenAvailable(b, 'k');
     expect(reply.token).toBeGreaterThan(held.token as number);
-    expect(await a.request({ op: 'acquire', key: 'k', acquireTimeout: 0 })).toMatchObject({ ok: true, acquired: false });
+    // The other node may still be in its own holdoff after finding Redis restarted.
+    expect(await requestWhenAvailable(a, { op: 'acquire', key: 'k', acquireTimeout: 0 })).toMatchObject({ ok: true, acquired: false });
+  });
+
+  it('answers a queued acquire and a pending wait store_unavailable, not acquired or free false, when their node loses Redis', async () => {
+    const [a, b] = await twoNodes();
+    expect(await a.request({ op: 'acquire', key: 'k' })).toMatchObject({ acquired: true });
+    const queuedId = b.id();
+    const queued = b.request({ op: 'acquire', id: queuedId, key: 'k' }, { timeout: NODE_TTL + 3000 });
+    await b.next((m) => m.type === 'queued' && m.id === queuedId);
+    const waiting = b.request({ op: 'wait', key: 'k' }, { timeout: NODE_TTL + 3000 });
+    // The status runs after the wait on the same Redis connection: the wait is pending by its reply.
+    expect(await b.request({ op: 'status', key: 'k' })).toMatchObject({ ok: true, locked: true });
+    await redis.kill();
+    const unavailable = { ok: false, error: { code: 'store_unavailable' } };
+    expect(await queued).toMatchObject(unavailable);
+    expect(await waiting).toMatchObject(unavailable);
+    await redis.restart();
+    const { reply } = await acquireWhenAvailable(b, 'k');
+    expect(reply).toMatchObject({ acquired: true });
   });
 });

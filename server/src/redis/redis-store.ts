@@ -679,14 +679,23 @@ class RedisStore implements LockStore {
     await link.subscribe(this.#names.nodeChannel(id), (message) => this.#onMessage(message));
   }
 
-  /** This node can no longer vouch for its sessions' locks: tell every holder, settle every request. */
+  /**
+   * This node can no longer vouch for its sessions' locks: tell every holder,
+   * and answer every pending request `store_unavailable` (through the
+   * listener's `failed`; without it `acquired: false` / `free: false`).
+   */
   #abandon(cause: AbandonCause): void {
     const listener = this.#listener;
+    const why =
+      cause === 'state_lost'
+        ? 'the lock store (Redis) lost its state; the request was dropped, retry shortly'
+        : 'lost contact with the lock store (Redis); the request was dropped';
     this.#orphans.clear();
     for (const [session, local] of this.#sessions) {
       for (const pending of [...local.pending.values()]) {
         this.#removePending(pending);
-        if (pending.kind === 'acquire') listener?.acquireTimedOut(session, pending.ticket);
+        if (listener?.failed) listener.failed(session, pending.ticket, new LockError(ErrorCode.StoreUnavailable, why));
+        else if (pending.kind === 'acquire') listener?.acquireTimedOut(session, pending.ticket);
         else listener?.waitDone(session, pending.ticket, false);
       }
       for (const hold of [...local.holds.values()]) {
