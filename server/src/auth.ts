@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import type { Clock } from './clock.js';
 import { ALLOW_ALL, type KeyPattern, type Permissions } from './permissions.js';
+import { parseRequestUrl } from './request-url.js';
 
 /**
  * How connections prove who they are. With neither `secret` nor `jwks`
@@ -48,23 +49,36 @@ export interface AuthenticatorOptions {
 /** The `access_token` query parameter, where browsers (which cannot set headers) put the token. */
 export const TOKEN_PARAM = 'access_token';
 
-/** The request's token: `Authorization: Bearer <token>`, else the `access_token` query parameter. */
+/** Query parameters whose values are secrets. */
+const SECRET_PARAMS = [TOKEN_PARAM] as const;
+
+/**
+ * The request's token: `Authorization: Bearer <token>`, else the
+ * `access_token` query parameter. Null when there is none (or the request
+ * target does not parse).
+ */
 export function tokenOf(req: IncomingMessage): string | null {
   const header = req.headers.authorization;
   if (typeof header === 'string') {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
     if (match?.[1]) return match[1];
   }
-  const query = new URL(req.url ?? '/', 'http://localhost').searchParams.get(TOKEN_PARAM);
+  const query = parseRequestUrl(req.url)?.searchParams.get(TOKEN_PARAM) ?? null;
   return query === null || query === '' ? null : query;
 }
 
-/** The request URL with any `access_token` value replaced, for logs: a token never reaches them. */
+/**
+ * The request URL for logs, with the value of `access_token` replaced by
+ * `REDACTED`: a token never reaches them.
+ * A target that does not parse is not logged at all (it could hold either).
+ */
 export function redactUrl(url: string | undefined): string {
   if (url === undefined) return '';
-  const parsed = new URL(url, 'http://localhost');
-  if (!parsed.searchParams.has(TOKEN_PARAM)) return url;
-  parsed.searchParams.set(TOKEN_PARAM, 'REDACTED');
+  const parsed = parseRequestUrl(url);
+  if (parsed === null) return '(unparsable request target)';
+  const secrets = SECRET_PARAMS.filter((name) => parsed.searchParams.has(name));
+  if (secrets.length === 0) return url;
+  for (const name of secrets) parsed.searchParams.set(name, 'REDACTED');
   return `${parsed.pathname}${parsed.search}`;
 }
 

@@ -3,6 +3,7 @@ import type { ListResult } from '@lockwire/protocol';
 import type { Authenticator } from './auth.js';
 import type { HttpHandler } from './http.js';
 import { ALLOW_ALL, listVisible, type Permissions } from './permissions.js';
+import { parseRequestUrl } from './request-url.js';
 import type { LockStore } from './store.js';
 
 /** Paths served without credentials: health checks and the dashboard's static assets (code, no data). */
@@ -42,8 +43,9 @@ export function guardHttp(authenticator: Authenticator, store: LockStore) {
   const wrap =
     (inner: HttpHandler): HttpHandler =>
     (req, res) => {
-      const { pathname } = new URL(req.url ?? '/', 'http://localhost');
-      if (isOpen(pathname)) return inner(req, res);
+      // A target that does not parse is the inner handler's 400, whoever asks.
+      const url = parseRequestUrl(req.url);
+      if (url === null || isOpen(url.pathname)) return inner(req, res);
       void authenticator.admit(req).then((admission) => {
         if (!admission.ok) return refuse(res, admission.status, admission.reason);
         admitted.set(req, admission.permissions);

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { DEFAULT_LIST_LIMIT, ErrorCode, MAX_LIST_LIMIT, type ListResult } from '@lockwire/protocol';
 import { LockError, toWireError } from './errors.js';
 import type { Logger } from './logger.js';
+import { parseRequestUrl } from './request-url.js';
 import type { LockMetrics } from './metrics.js';
 import type { LockStore } from './store.js';
 import { createUiRoutes, type UiRoute } from './ui-routes.js';
@@ -53,6 +54,7 @@ function parseLimit(raw: string | null): number {
  * - `GET /v1/locks?prefix=&limit=`: the `list` result (no `heldByYou`), 400 on a bad query;
  * - `GET /metrics`: the Prometheus metrics, in the text format (same access rule as `/v1/locks`);
  * - `GET /`, `GET /demo/editor`, `GET /ui/*`: the dashboard, the editor demo and their assets (see `ui-routes.ts`);
+ * - a request target that is not a URL: 400 `bad_request`;
  * - anything else: 404 (405 for another method on a known path), as JSON.
  */
 export function createHttpHandler(context: HttpContext): HttpHandler {
@@ -104,7 +106,11 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
   ]);
 
   return (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    const url = parseRequestUrl(req.url);
+    if (url === null) {
+      sendError(res, 400, ErrorCode.BadRequest, 'the request target is not a URL');
+      return;
+    }
     const route = routes.get(url.pathname) ?? ui(url.pathname);
     if (!route) {
       sendError(res, 404, 'not_found', `no such path: ${url.pathname}`);

@@ -17,6 +17,7 @@ import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
 import { guardHttp } from './http-guard.js';
+import { parseRequestUrl } from './request-url.js';
 import { resolveLimits, type ServerLimits } from './limits.js';
 import { silentLogger, type Logger } from './logger.js';
 import { createMemoryStore } from './memory-store.js';
@@ -277,7 +278,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
 
   // Credentials, Origin and the connection limit are checked before the
   // WebSocket exists; a resume takes its session out of grace here.
-  const admit = async (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  const admit = async (req: IncomingMessage, url: URL, socket: Duplex, head: Buffer) => {
     if (sessions.size + upgrading >= limits.maxConnections) return refuseUpgrade(socket, 503, 'Service Unavailable');
     upgrading++;
     let resumption: Resumption | null = null;
@@ -287,7 +288,6 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
         logger.info({ url: redactUrl(req.url), status: admission.status, reason: admission.reason }, 'upgrade refused');
         return refuseUpgrade(socket, admission.status, admission.status === 401 ? 'Unauthorized' : 'Forbidden');
       }
-      const url = new URL(req.url ?? '/', 'http://localhost');
       resumption = await grace.resume(url, admission.permissions.user, (id) => sessions.get(id));
       if (closing) return refuseUpgrade(socket, 503, 'Service Unavailable');
       if (socket.destroyed) return;
@@ -315,10 +315,15 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     })),
   );
   httpServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-    if (path !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');
+    const url = parseRequestUrl(req.url);
+    if (url === null) return refuseUpgrade(socket, 400, 'Bad Request');
+    if (url.pathname !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');
     if (closing) return refuseUpgrade(socket, 503, 'Service Unavailable');
-    void admit(req, socket, head);
+    admit(req, url, socket, head).catch((error: unknown) => {
+      // A rejection here would end the process: one request must not.
+      logger.error({ err: error, url: redactUrl(req.url) }, 'upgrade failed');
+      socket.destroy();
+    });
   });
   httpServer.on('clientError', (_error, socket: Duplex) => socket.destroy());
 

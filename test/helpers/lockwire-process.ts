@@ -46,6 +46,8 @@ export interface LockwireProcessOptions {
   startTimeoutMs?: number;
   /** Called with each line of stderr (the server's logs); default: dropped. */
   onLog?: (line: string) => void;
+  /** More `serve` flags, e.g. `['--auth-secret', '...']`. */
+  args?: readonly string[];
 }
 
 /** A `lockwire serve` running as its own OS process, signalled by PID. */
@@ -82,6 +84,7 @@ export async function startLockwireProcess(options: LockwireProcessOptions = {})
     args.push('--store', 'redis', '--redis-url', options.redisUrl);
     if (options.nodeTtl !== undefined) args.push('--node-ttl', String(options.nodeTtl));
   }
+  args.push(...(options.args ?? []));
   const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
   const pid = child.pid;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
