@@ -18,12 +18,17 @@ export interface LocalPending {
   readonly session: SessionId;
   readonly key: string;
   readonly kind: 'acquire' | 'wait';
-  /** True until its script answered; notes about it wait in `early` meanwhile. */
+  /** True until its script answered. */
   sending: boolean;
   /** Resolves when the script answered. */
   readonly sent: Promise<void>;
   readonly markSent: () => void;
-  readonly early: Note[];
+  /**
+   * Notes about it (and, for an acquire, `lost` notes of its session and key)
+   * that came before its answer reached the caller, with their step's event
+   * version; delivered in arrival order once the answer is out.
+   */
+  readonly early: Array<{ note: Note; version: number }>;
   /** The acquire or wait timeout on the store's clock. */
   timer: TimerHandle | null;
 }
@@ -36,10 +41,12 @@ export interface LocalSession {
   acquiring: number;
   /** Keys where a failed call may have left something of the session in Redis. */
   readonly dirty: Set<string>;
+  /** Requests whose answer has not reached the caller yet (their notes wait in `early`). */
+  readonly answering: Set<LocalPending>;
 }
 
 export function createLocalSession(): LocalSession {
-  return { holds: new Map(), pending: new Map(), acquiring: 0, dirty: new Set() };
+  return { holds: new Map(), pending: new Map(), acquiring: 0, dirty: new Set(), answering: new Set() };
 }
 
 export function createPending(

@@ -182,7 +182,9 @@ class RedisStore implements LockStore {
           full ? '1' : '0',
           String(this.#limits.maxWaitersPerKey),
         ],
-        (r): AcquireOutcome => {
+        (r, at): AcquireOutcome => {
+          // `lost` notes of steps Redis ran before this one come before its answer.
+          this.#settleEarly(pending, at);
           const st = str(r, 'st');
           if (st === 'queued') return { status: 'queued', position: num(r, 'p') };
           this.#removePending(pending);
@@ -327,9 +329,17 @@ class RedisStore implements LockStore {
   /**
    * Runs one state-changing script on `key`, hands its result to `apply`
    * (which updates this node's view and answers), then delivers the step's
-   * batch. A Redis failure calls `failed` and throws `store_unavailable`.
+   * batch. `apply` also gets the key's event version before the step: notes
+   * of batches at or below it come from steps Redis ran earlier. A Redis
+   * failure calls `failed` and throws `store_unavailable`.
    */
-  async #step<T>(name: ScriptName, key: string, extra: string[], apply: (result: Json) => T, failed?: () => void): Promise<T> {
+  async #step<T>(
+    name: ScriptName,
+    key: string,
+    extra: string[],
+    apply: (result: Json, at: number) => T,
+    failed?: () => void,
+  ): Promise<T> {
     const link = this.#link;
     const sequencer = this.#sequencer;
     const liveness = this.#live();
@@ -360,7 +370,7 @@ class RedisStore implements LockStore {
       throw new LockError(ErrorCode.StoreUnavailable, `${liveness.reason}: ${String(error)}`);
     }
     try {
-      return apply(obj(reply.r));
+      return apply(obj(reply.r), batch.v > 0 ? batch.pv : 0);
     } finally {
       sequencer.endCall(call, batch);
     }
@@ -575,32 +585,44 @@ class RedisStore implements LockStore {
       if (item.y === 'ev') {
         if (withEvents) this.#hub.dispatch(item.event, batch.v);
       } else {
-        this.#applyNote(batch.key, item);
+        this.#applyNote(batch.key, item, batch.v);
       }
     }
   }
 
-  #applyNote(key: string, note: Note): void {
+  /**
+   * A note from a step with event version `version`. A note about a request
+   * whose answer has not reached the caller yet waits for it, and so does a
+   * `lost` while the session's acquire of that key is unanswered: that acquire
+   * may have granted or confirmed the very hold the `lost` ends.
+   */
+  #applyNote(key: string, note: Note, version: number): void {
+    const answering = this.#answeringFor(key, note);
+    if (answering) answering.early.push({ note, version });
+    else this.#settleNote(key, note);
+  }
+
+  #answeringFor(key: string, note: Note): LocalPending | undefined {
+    const local = this.#sessions.get(note.session);
+    if (!local || local.answering.size === 0) return undefined;
+    for (const pending of local.answering) {
+      if (note.y === 'lost' ? pending.kind === 'acquire' && pending.key === key : pending.ticket === note.ticket) return pending;
+    }
+    return undefined;
+  }
+
+  #settleNote(key: string, note: Note): void {
     const listener = this.#listener;
     if (note.y === 'lost') {
-      const local = this.#sessions.get(note.session);
-      const hold = local?.holds.get(key);
+      const hold = this.#sessions.get(note.session)?.holds.get(key);
       if (hold && hold.token === note.token) {
         this.#dropHold(hold);
         listener?.lost(note.session, { key, token: note.token, reason: note.reason });
-        return;
-      }
-      for (const pending of local?.pending.values() ?? []) {
-        if (pending.sending && pending.kind === 'acquire' && pending.key === key) pending.early.push(note);
       }
       return;
     }
     const pending = this.#tickets.get(note.ticket);
     if (!pending || pending.session !== note.session || pending.key !== key) return;
-    if (pending.sending) {
-      pending.early.push(note);
-      return;
-    }
     if (note.y === 'granted' && pending.kind === 'acquire') {
       this.#removePending(pending);
       const local = this.#sessions.get(note.session);
@@ -613,14 +635,27 @@ class RedisStore implements LockStore {
     }
   }
 
-  /** Notes that came while the request's own script was in flight, delivered after its answer. */
+  /** Settles, before the request's answer, the waiting notes of steps Redis ran up to version `at`. */
+  #settleEarly(pending: LocalPending, at: number): void {
+    if (pending.early.length === 0) return;
+    const before = pending.early.filter((e) => e.version <= at);
+    if (before.length === 0) return;
+    pending.early.splice(0, pending.early.length, ...pending.early.filter((e) => e.version > at));
+    for (const { note } of before) this.#settleNote(pending.key, note);
+  }
+
+  /**
+   * The request's script answered. Its waiting notes go out after the answer
+   * reached the caller: the caller continues in microtasks, which all run
+   * before `setImmediate`.
+   */
   #sent(pending: LocalPending): void {
     pending.sending = false;
     pending.markSent();
-    if (pending.early.length === 0) return;
-    const early = pending.early.splice(0);
+    const local = this.#sessions.get(pending.session);
     setImmediate(() => {
-      for (const note of early) this.#applyNote(pending.key, note);
+      local?.answering.delete(pending);
+      for (const { note, version } of pending.early.splice(0)) this.#applyNote(pending.key, note, version);
     });
   }
 
@@ -637,6 +672,7 @@ class RedisStore implements LockStore {
 
   #addPending(local: LocalSession, pending: LocalPending): void {
     local.pending.set(pending.ticket, pending);
+    local.answering.add(pending);
     this.#tickets.set(pending.ticket, pending);
     if (pending.kind === 'acquire') local.acquiring++;
   }
