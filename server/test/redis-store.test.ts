@@ -211,6 +211,64 @@ describe('the Redis store on one redis-server', () => {
     expect(afterToken).toBeGreaterThan(before.token);
   });
 
+  /** Calls per command name since the last `CONFIG RESETSTAT`. */
+  async function commandCalls(admin: ReturnType<typeof createClient>): Promise<Map<string, number>> {
+    const info = String(await admin.sendCommand(['INFO', 'commandstats']));
+    return new Map([...info.matchAll(/cmdstat_(\w+):calls=(\d+)/g)].map((m) => [m[1] ?? '', Number(m[2])]));
+  }
+
+  it('calls its scripts as functions and loads the library again when Redis lost it', async () => {
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    try {
+      const [n1] = await nodes(1);
+      if (!n1) throw new Error('nodes');
+      await admin.sendCommand(['CONFIG', 'RESETSTAT']);
+      expect(await n1.store.acquire('a', input(1, 'k'))).toMatchObject({ status: 'granted' });
+      await admin.sendCommand(['FUNCTION', 'FLUSH']);
+      await n1.store.release('a', 'k');
+      expect(await n1.store.acquire('a', input(2, 'k'))).toMatchObject({ status: 'granted' });
+      const calls = await commandCalls(admin);
+      expect(calls.get('fcall')).toBeGreaterThanOrEqual(3);
+      expect(calls.get('evalsha') ?? 0).toBe(0);
+      expect(String(await admin.sendCommand(['FUNCTION', 'LIST']))).toContain('lockwire_');
+    } finally {
+      admin.destroy();
+    }
+  });
+
+  it('runs its scripts with EVALSHA, with the same results, when Redis does not let it load functions', async () => {
+    const admin = createClient({ url: redis.url });
+    await admin.connect();
+    try {
+      await admin.sendCommand(['ACL', 'SETUSER', 'nofunctions', 'on', 'nopass', '~*', '&*', '+@all', '-function', '-fcall']);
+      clock = createManualClock();
+      const ns = `st${process.pid}x${++namespace}`;
+      const url = redis.url.replace('redis://', 'redis://nofunctions:any@');
+      const made = [];
+      for (let i = 0; i < 2; i++) {
+        const rec = recorder();
+        const store = createRedisStore({ url, namespace: ns, clock });
+        await store.start(rec.listener);
+        stores.push(store);
+        made.push({ store, ...rec });
+      }
+      const [n1, n2] = made;
+      if (!n1 || !n2) throw new Error('nodes');
+      await admin.sendCommand(['CONFIG', 'RESETSTAT']);
+      expect(await n1.store.acquire('a', input(1, 'k'))).toMatchObject({ status: 'granted' });
+      expect(await n2.store.acquire('b', input(1, 'k'))).toEqual({ status: 'queued', position: 1 });
+      await n1.store.release('a', 'k');
+      expect(await n2.next((h) => h.kind === 'granted')).toMatchObject({ session: 'b', ticket: 1, grant: { key: 'k' } });
+      const calls = await commandCalls(admin);
+      expect(calls.get('evalsha')).toBeGreaterThanOrEqual(3);
+      expect(calls.get('fcall') ?? 0).toBe(0);
+    } finally {
+      await admin.sendCommand(['ACL', 'DELUSER', 'nofunctions']);
+      admin.destroy();
+    }
+  });
+
   it('answers not_holder for a release of a key held by a session of another node, and changes nothing', async () => {
     const [n1, n2] = await nodes(2);
     if (!n1 || !n2) throw new Error('nodes');

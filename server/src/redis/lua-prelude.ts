@@ -10,10 +10,10 @@
  * - `KEYS[4]` waiters hash: session -> queued request record (JSON);
  * - `KEYS[5]` waits hash: `node/ticket` -> pending `wait` record (JSON).
  *
- * `ARGV[1..5]` (the step's `argv`) are the calling node's id, the call id, `now` (epoch ms of the
- * caller's clock, an integer), the encoded key and the namespace. Numbers
- * that may pass 2^47 (tokens, versions) travel as decimal strings: Lua's
- * default number formatting keeps only 14 digits.
+ * `ARGV[1..5]` (the step's `argv`) are the calling node's id, the call id,
+ * `now` (epoch ms of the caller's clock, an integer), the encoded key and the
+ * namespace. Numbers that may pass 2^47 (tokens, versions) travel as decimal
+ * strings: Lua's default number formatting keeps only 14 digits.
  *
  * A step collects a log of events (for watchers) and notes (for the node of
  * a session it settled). At the end the notes for other nodes are published
