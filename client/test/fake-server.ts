@@ -22,8 +22,8 @@ export interface FakeConnection {
   terminate(): void;
   /** Closes with a close frame carrying `code` and `reason`. */
   close(code: number, reason: string): void;
-  /** Resolves once the socket closed. */
-  readonly closed: Promise<void>;
+  /** Resolves with the close code once the socket closed: the client's, or 1006 for a drop without a close frame. */
+  readonly closed: Promise<number>;
 }
 
 /** Options of {@link startFakeServer}. */
@@ -123,7 +123,7 @@ function fakeConnection(socket: WebSocket, url: URL): FakeConnection {
   const received: Frame[] = [];
   const waiters: { op: string | undefined; resolve: (frame: Frame) => void }[] = [];
   let taken = 0;
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const closed = new Promise<number>((resolve) => socket.once('close', (code: number) => resolve(code)));
   const take = () => {
     for (const waiter of [...waiters]) {
       const index = received.findIndex((frame, i) => i >= taken && (!waiter.op || frame.op === waiter.op));

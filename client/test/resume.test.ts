@@ -88,6 +88,21 @@ describe('resume after a drop (session grace)', () => {
     expect((await fake.connection(2)).url.searchParams.get('resume')).toBe('second');
   });
 
+  it('never closes with 1000 on the way to a resume, and close() closes with 1000 so the server ends the session', async () => {
+    const client = await connect();
+    await lease(client, 'doc:a');
+    const reconnected = nextEvent(client, 'reconnect');
+    const first = await fake.connection(0);
+    first.close(1012, 'restarting');
+    // The client echoes the server's code; a 1000 would end the session it is about to resume.
+    expect(await first.closed).toBe(1012);
+    expect(await reconnected).toMatchObject({ session: 's0', resumed: true });
+    const second = await fake.connection(1);
+    expect(second.url.searchParams.get('resume')).toBe('first');
+    await client.close();
+    expect(await second.closed).toBe(1000);
+  });
+
   it('a hold the server kept that no lease stands for is released after the resume', async () => {
     const client = await connect();
     const a = await lease(client, 'doc:a');

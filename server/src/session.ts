@@ -1,5 +1,6 @@
 import {
   binaryFrameError,
+  CloseCode,
   decodeClientMessage,
   DEFAULT_LIST_LIMIT,
   ErrorCode,
@@ -134,7 +135,7 @@ export class Session {
   private readonly socketClosed: Promise<void>;
   private readonly guard: SessionGuard;
   private readonly resume: string | null;
-  /** Set when the session must not keep its locks after the connection: closed for abuse or expiry. */
+  /** Set when the session must not keep its locks after the connection: closed by the client (1000), for abuse or expiry. */
   private noGrace = false;
   /** Set while expired credentials are being acted on: frames are refused `unauthorized`. */
   private expired = false;
@@ -163,7 +164,12 @@ export class Session {
     ws.on('pong', () => {
       this.answeredPing = true;
     });
-    ws.on('close', () => this.end());
+    ws.on('close', (code: number) => {
+      // 1000 is a deliberate close: the client is done and will not resume,
+      // so its locks go now. A drop (1006) or any other code keeps grace.
+      if (code === CloseCode.Normal) this.noGrace = true;
+      this.end();
+    });
     ws.on('error', (error) => this.host.logger.debug({ err: error, session: id }, 'socket error'));
   }
 

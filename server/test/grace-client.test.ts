@@ -42,4 +42,23 @@ describe('session grace with the lockwire client', () => {
       observer.ws.terminate();
     }
   });
+
+  it('close() hands the locks to the next waiter at once: a deliberate close gets no grace', async () => {
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: createMemoryStore(), sessionGrace: 60_000 });
+    servers.push(server);
+    const client = await LockClient.connect(server.url);
+    const lease = await client.acquire('doc:1');
+    if (!lease) throw new Error('not granted');
+    const { client: other } = await RawClient.connect(server.url);
+    try {
+      other.send({ op: 'acquire', id: 1, key: 'doc:1' });
+      await other.next((f) => f.type === 'queued', 'the queued acquire');
+      await client.close();
+      expect(lease.signal.aborted).toBe(true);
+      // Granted long before the 60 s grace could run out.
+      expect(await other.reply(1)).toMatchObject({ ok: true, acquired: true });
+    } finally {
+      other.ws.terminate();
+    }
+  });
 });

@@ -143,6 +143,43 @@ export function describeGrace(name: string, makeStore: (clock: ManualClock) => P
       expect(resumed.held).toHaveLength(1);
     });
 
+    it('ends the session at once when its client closes with 1000, without grace', async () => {
+      const { connect, resumeQuery } = await start();
+      const { client: a, welcome } = await connect();
+      const { client: b } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      b.send({ op: 'acquire', id: 1, key: 'k' });
+      await b.next((f) => f.type === 'queued');
+      a.ws.close(1000, 'done');
+      // Granted with the clock standing still: no grace ran out.
+      expect(await b.reply(1)).toMatchObject({ ok: true, acquired: true });
+      const { welcome: late } = await connect(resumeQuery(welcome));
+      expect(late).toMatchObject({ resumed: false, held: [] });
+      expect(late.session).not.toBe(welcome.session);
+    });
+
+    it('keeps the grace after a drop without a close frame and after close codes other than 1000', async () => {
+      const { server, connect, resumeQuery, holderOf } = await start();
+      const { client: observer } = await connect();
+      const endings: Array<[string, (client: RawClient) => void]> = [
+        ['dropped', (client) => client.ws.terminate()],
+        ['going away', (client) => client.ws.close(1001)],
+        ['no status', (client) => client.ws.close()],
+        ['application code', (client) => client.ws.close(4000, 'bye')],
+      ];
+      for (const [key, end] of endings) {
+        const { client, welcome } = await connect();
+        await client.request({ op: 'acquire', id: 1, key });
+        const open = server.sessionCount();
+        end(client);
+        await within(client.closed, `the ${key} close`);
+        await until(`the server to see the ${key} close`, async () => server.sessionCount() === open - 1);
+        expect(await holderOf(observer, key)).toBe(welcome.session);
+        const { welcome: resumed } = await connect(resumeQuery(welcome));
+        expect(resumed).toMatchObject({ session: welcome.session, resumed: true, held: [{ key }] });
+      }
+    });
+
     it('resumes a session that held nothing, and an old secret does not work twice', async () => {
       const { connect, resumeQuery } = await start();
       const { client: a, welcome } = await connect();
