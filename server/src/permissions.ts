@@ -1,4 +1,4 @@
-import { ErrorCode, type ClientMessage, type ListResult, type WireError } from '@lockwire/protocol';
+import { ErrorCode, MAX_LIST_LIMIT, type ClientMessage, type ListResult, type WireError } from '@lockwire/protocol';
 import type { LockEvent } from './store.js';
 
 /**
@@ -100,10 +100,27 @@ export function maySee(permissions: Permissions, event: LockEvent): boolean {
   return allows(permissions.watch, event.key);
 }
 
-/** A list result without the keys these permissions may not see. */
-export function filterList(permissions: Permissions, result: ListResult): ListResult {
-  if (allowsPrefix(permissions.watch, '')) return result;
-  return { locks: result.locks.filter((lock) => allows(permissions.watch, lock.key)), truncated: result.truncated };
+/**
+ * The `limit` a `watch` of `prefix` asks the store's snapshot for: `limit`
+ * itself when every key under the prefix may be seen; else the most a list
+ * may hold (`MAX_LIST_LIMIT`), so that hidden keys, which the store counts,
+ * do not push visible ones out before `watchSnapshot` filters them.
+ */
+export function watchStoreLimit(permissions: Permissions, prefix: string, limit: number): number {
+  return allowsPrefix(permissions.watch, prefix) ? limit : Math.max(limit, MAX_LIST_LIMIT);
+}
+
+/**
+ * A watch's snapshot as the client gets it: the store's snapshot (taken with
+ * `watchStoreLimit`) without the keys these permissions may not see, then
+ * cut at `limit`, as `list` gives it. `truncated` when visible locks were
+ * cut, or when the store's own snapshot was cut (visible locks may lie
+ * beyond it).
+ */
+export function watchSnapshot(permissions: Permissions, snapshot: ListResult, limit: number): ListResult {
+  if (allowsPrefix(permissions.watch, '')) return snapshot;
+  const visible = snapshot.locks.filter((lock) => allows(permissions.watch, lock.key));
+  return { locks: visible.slice(0, limit), truncated: snapshot.truncated || visible.length > limit };
 }
 
 /**

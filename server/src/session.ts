@@ -17,7 +17,7 @@ import { heldLocks, sameSecret, type DetachedSession } from './grace.js';
 import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
 import { AcquireOutcome, type LockMetrics } from './metrics.js';
-import { listVisible, filterList, type Permissions } from './permissions.js';
+import { listVisible, watchSnapshot, watchStoreLimit, type Permissions } from './permissions.js';
 import { SessionGuard } from './session-guard.js';
 import type { Grant, LockEvent, LockStore, LostLock, SessionId, Ticket, WatchHandle } from './store.js';
 
@@ -561,7 +561,8 @@ export class Session {
     this.watches.set(prefix, watch);
     this.run(message, async (request) => {
       try {
-        watch.handle = await this.host.store.watch(prefix, limit, this.id, (event) =>
+        const storeLimit = watchStoreLimit(this.guard.permissions, prefix, limit);
+        watch.handle = await this.host.store.watch(prefix, storeLimit, this.id, (event) =>
           this.deliver(watch, event),
         );
       } catch (error) {
@@ -579,7 +580,7 @@ export class Session {
       // they go before the reply, the ones it delivered after it.
       this.flushHeldEvents(watch);
       this.finish(request);
-      this.reply(request.id, filterList(this.guard.permissions, watch.handle.snapshot));
+      this.reply(request.id, watchSnapshot(this.guard.permissions, watch.handle.snapshot, limit));
       watch.live = true;
       this.flushHeldEvents(null);
       return null;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { allows, allowsPrefix } from '../src/permissions.js';
+import { allows, allowsPrefix, watchSnapshot, type Permissions } from '../src/permissions.js';
 import { SECRET, connectWith, startServer, token } from './auth-harness.js';
 
 async function authServer() {
@@ -129,6 +129,44 @@ describe('filtered views', () => {
     await holder.request({ op: 'release', id: 5, key: 'hidden:1' });
     expect(await viewer.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
     expect(viewer.inbox).toEqual([]);
+  });
+
+  it('snapshots a watch of a wider prefix exactly as list does: hidden keys do not count against limit', async () => {
+    const { as } = await authServer();
+    const { client: holder } = await as({ sub: 'h', locks: ['*'] });
+    for (const [id, key] of ['a1', 'a2', 'b1', 'b2', 'b3', 'c1'].entries()) {
+      await holder.request({ op: 'acquire', id, key });
+    }
+    const { client: viewer } = await as({ sub: 'v', watch: ['b*', 'c1'] });
+    const cases = [
+      { prefix: '', limit: 2, keys: ['b1', 'b2'], truncated: true },
+      { prefix: '', limit: 4, keys: ['b1', 'b2', 'b3', 'c1'], truncated: false },
+      { prefix: '', limit: 10, keys: ['b1', 'b2', 'b3', 'c1'], truncated: false },
+      { prefix: 'b', limit: 3, keys: ['b1', 'b2', 'b3'], truncated: false },
+      { prefix: 'b', limit: 1, keys: ['b1'], truncated: true },
+    ];
+    let id = 0;
+    for (const { prefix, limit, keys, truncated } of cases) {
+      const listed = await viewer.request({ op: 'list', id: ++id, prefix, limit });
+      const watched = await viewer.request({ op: 'watch', id: ++id, prefix, limit });
+      expect({ keys: keysOf(watched), truncated: watched.truncated }).toEqual({ keys, truncated });
+      expect({ keys: keysOf(listed), truncated: listed.truncated }).toEqual({ keys, truncated });
+      await viewer.request({ op: 'unwatch', id: ++id, prefix });
+    }
+    const { client: narrow } = await as({ sub: 'n', watch: ['b*'] });
+    const watched = await narrow.request({ op: 'watch', id: 1, prefix: '', limit: 2 });
+    expect(keysOf(watched)).toEqual(['b1', 'b2']);
+  });
+});
+
+describe('watchSnapshot', () => {
+  const viewer: Permissions = { user: null, locks: [], watch: ['b*'], steal: [], admin: [], expiresAt: null };
+  const lock = (key: string) => ({ key, locked: true, mode: 'exclusive' as const, holders: [], queue: [], heldByYou: false });
+
+  it('says truncated when the store cut its snapshot, even with fewer visible locks than limit', () => {
+    const cut = { locks: [lock('a1'), lock('b1')], truncated: true };
+    expect(watchSnapshot(viewer, cut, 5)).toEqual({ locks: [lock('b1')], truncated: true });
+    expect(watchSnapshot(viewer, { ...cut, truncated: false }, 5)).toEqual({ locks: [lock('b1')], truncated: false });
   });
 });
 
