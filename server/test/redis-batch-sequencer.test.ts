@@ -90,4 +90,26 @@ describe('the batch sequencer', () => {
     expect(delivered).toEqual([{ v: 8, withEvents: true }]);
     seq.close();
   });
+
+  it('tells a caller once every step up to a version was delivered, and false when a predecessor stays missing', async () => {
+    const { seq } = sequencer(20);
+    seq.accept(batch(0, 10));
+    expect(seq.reach('k006b', 10)).toBe(true);
+    const reached = seq.reach('k006b', 20);
+    expect(reached).toBeInstanceOf(Promise);
+    seq.accept(batch(10, 20));
+    expect(await reached).toBe(true);
+    expect(await seq.reach('k006b', 30)).toBe(false);
+    seq.close();
+  });
+
+  it('starts a key it has not seen at the version of its own reply and delivers what waited after it at once', () => {
+    const { seq, delivered } = sequencer();
+    seq.accept(batch(20, 30));
+    expect(delivered).toEqual([]);
+    expect(seq.reach('k006b', 20)).toBe(true);
+    expect(delivered).toEqual([{ v: 30, withEvents: true }]);
+    seq.close();
+  });
 });
+

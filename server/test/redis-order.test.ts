@@ -101,4 +101,41 @@ describe('the order in which the Redis store answers and notifies', () => {
       await store.release('s2', key);
     }
   });
+
+  it('reports the lost of a steal on another node before answering the holder\'s release not_holder', async () => {
+    const slow = await slowPubSub(80);
+    const [a, b] = await nodes([slow.url, redis.url]);
+    if (!a || !b) throw new Error('no nodes');
+    const held = await a.store.acquire('h', input(1, 'k'));
+    if (held.status !== 'granted') throw new Error('h was not granted');
+    await b.store.acquire('t', input(2, 'k', { steal: true }));
+    // The steal ran in Redis; its note to a's node is still on its way.
+    const released = await a.store.release('h', 'k').then(
+      () => 'released',
+      (error: unknown) => `release failed: ${String(error)}`,
+    );
+    a.log.push(released);
+    expect(released).toMatch(/not_holder|does not hold/);
+    const lost = await a.log.next(new RegExp(`^lost h k ${held.token} stolen$`));
+    expect(a.log.lines.indexOf(lost), a.log.lines.join('\n')).toBeLessThan(a.log.lines.indexOf(released));
+  });
+
+  it('expires a new grant to a holder whose earlier grant was stolen and released on another node unheard', async () => {
+    const slow = await slowPubSub(80);
+    const [a, b] = await nodes([slow.url, redis.url]);
+    if (!a || !b) throw new Error('no nodes');
+    const first = await a.store.acquire('h', input(1, 'k'));
+    if (first.status !== 'granted') throw new Error('h was not granted');
+    await b.store.acquire('t', input(2, 'k', { steal: true }));
+    await b.store.release('t', 'k');
+    // h acquires again before its node heard of the steal: a new grant, with a hold timeout.
+    const second = await answered(a.log, 'h', a.store.acquire('h', input(3, 'k', { holdTimeout: 100 })));
+    if (second.status !== 'granted') throw new Error('h was not granted again');
+    expect(second.token).toBeGreaterThan(first.token);
+    const lost = await a.log.next(new RegExp(`^lost h k ${first.token} stolen$`));
+    expect(a.log.lines.indexOf(lost), a.log.lines.join('\n')).toBeLessThan(a.log.lines.indexOf(`reply h granted ${second.token}`));
+    clock.advance(150);
+    await a.log.next(new RegExp(`^lost h k ${second.token} expired$`), 2000);
+    expect((await b.store.status('k', null)).holders).toEqual([]);
+  });
 });

@@ -39,6 +39,7 @@ export class BatchSequencer {
   readonly #held = new Map<string, { batches: Batch[]; timer: ReturnType<typeof setTimeout> }>();
   readonly #inflight = new Map<string, Array<() => Batch>>();
   readonly #failed = new Set<string>();
+  readonly #reaching = new Map<string, Set<{ version: number; done: (reached: boolean) => void }>>();
 
   constructor(options: BatchSequencerOptions) {
     this.#options = options;
@@ -111,6 +112,43 @@ export class BatchSequencer {
     this.#deliverInOrder(batch);
   }
 
+  /**
+   * `true` when every step of the key up to `version` was delivered, else a
+   * promise of that: true once they are, false after twice `gapWait` (a
+   * message is late or lost). A key with nothing delivered yet starts at
+   * `version`: the caller's own reply is authoritative, and nothing of the key
+   * before it concerns this node's answer.
+   */
+  reach(encoded: string, version: number): true | Promise<boolean> {
+    if (version <= 0) return true;
+    const last = this.#last.get(encoded);
+    if (last === undefined) {
+      this.#setLast(encoded, version);
+      this.#drainHeld(encoded);
+      return true;
+    }
+    if (last >= version) return true;
+    return new Promise((resolve) => {
+      let waiters = this.#reaching.get(encoded);
+      if (!waiters) {
+        waiters = new Set();
+        this.#reaching.set(encoded, waiters);
+      }
+      const waiter = {
+        version,
+        done: (reached: boolean) => {
+          clearTimeout(timer);
+          waiters.delete(waiter);
+          if (waiters.size === 0 && this.#reaching.get(encoded) === waiters) this.#reaching.delete(encoded);
+          resolve(reached);
+        },
+      };
+      const timer = setTimeout(() => waiter.done(false), this.#options.gapWait * 2);
+      timer.unref?.();
+      waiters.add(waiter);
+    });
+  }
+
   /** Learns a key's version from a read (a watch snapshot) when nothing was delivered for it yet. */
   seed(encoded: string, version: number): void {
     if (version > 0 && !this.#last.has(encoded)) this.#setLast(encoded, version);
@@ -120,6 +158,7 @@ export class BatchSequencer {
   close(): void {
     for (const held of this.#held.values()) clearTimeout(held.timer);
     this.#held.clear();
+    for (const waiters of [...this.#reaching.values()]) for (const waiter of [...waiters]) waiter.done(false);
     this.#inflight.clear();
     this.#failed.clear();
   }
@@ -127,10 +166,15 @@ export class BatchSequencer {
   #deliverInOrder(batch: Batch): void {
     this.#setLast(batch.encoded, batch.v);
     this.#options.deliver(batch, true);
-    const held = this.#held.get(batch.encoded);
+    this.#drainHeld(batch.encoded);
+  }
+
+  /** Delivers the held batches of a key that now follow its last delivered one. */
+  #drainHeld(encoded: string): void {
+    const held = this.#held.get(encoded);
     if (!held) return;
     for (;;) {
-      const last = this.#last.get(batch.encoded) ?? 0;
+      const last = this.#last.get(encoded) ?? 0;
       // Held batches at or below `last` are copies of delivered steps.
       const index = held.batches.findIndex((b) => b.pv <= last);
       if (index < 0) break;
@@ -144,7 +188,7 @@ export class BatchSequencer {
     }
     if (held.batches.length === 0) {
       clearTimeout(held.timer);
-      this.#held.delete(batch.encoded);
+      this.#held.delete(encoded);
     }
   }
 
@@ -178,11 +222,13 @@ export class BatchSequencer {
   #setLast(encoded: string, v: number): void {
     this.#last.delete(encoded);
     this.#last.set(encoded, v);
+    const waiters = this.#reaching.get(encoded);
+    if (waiters) for (const waiter of [...waiters]) if (waiter.version <= v) waiter.done(true);
     if (this.#last.size > MAX_TRACKED_KEYS) {
       let drop = this.#last.size >> 1;
       for (const key of this.#last.keys()) {
         if (drop-- <= 0) break;
-        if (!this.#held.has(key)) this.#last.delete(key);
+        if (!this.#held.has(key) && !this.#reaching.has(key)) this.#last.delete(key);
       }
     }
   }

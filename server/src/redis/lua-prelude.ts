@@ -253,6 +253,10 @@ local function finish(result)
     kmDirty = true
     v = n2s(m.ver)
   end
+  -- The key's version after this step, also when it had no events: the
+  -- caller answers only after it has applied every step up to it.
+  local cv = v
+  if not hasEvents then cv = n2s(keyMeta().ver) end
   saveMeta()
   local h, w = counts()
   if h == 0 and w == 0 and (noWaits or redis.call('HLEN', K_WAIT) == 0) then
@@ -288,6 +292,6 @@ local function finish(result)
     redis.call('PUBLISH', NS .. ':e',
       NODE .. ' ' .. CALL .. ' ' .. HKEY .. ' ' .. pv .. ' ' .. v .. ' ' .. ARGV[3] .. ' [' .. table.concat(events, ',') .. ']')
   end
-  return head .. table.concat(mine, ',') .. '],"r":' .. cjson.encode(result) .. '}'
+  return head .. table.concat(mine, ',') .. '],"cv":"' .. cv .. '","r":' .. cjson.encode(result) .. '}'
 end
 `;

@@ -102,6 +102,8 @@ class RedisStore implements LockStore {
   #sequencer: BatchSequencer | null = null;
   #listener: StoreListener | null = null;
   #calls = 0;
+  #reconciling: Promise<void> | null = null;
+  #reconcileAgain = false;
   #closing: Promise<void> | null = null;
 
   constructor(options: RedisStoreOptions) {
@@ -190,7 +192,15 @@ class RedisStore implements LockStore {
           this.#removePending(pending);
           if (st === 'granted') {
             const grant = { key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
-            if (this.#sessions.get(session) === local && !local.holds.has(key)) this.#addHold(local, session, grant);
+            const had = local.holds.get(key);
+            if (this.#sessions.get(session) === local && had?.token !== grant.token) {
+              // A hold this node still knows under another token ended unheard (a late message): it is lost.
+              if (had) {
+                this.#dropHold(had);
+                this.#listener?.lost(session, { key, token: had.token, reason: 'revoked' });
+              }
+              this.#addHold(local, session, grant);
+            }
             return { status: 'granted', ...grant };
           }
           if (st === 'not_granted') return { status: 'not_granted' };
@@ -329,9 +339,12 @@ class RedisStore implements LockStore {
   /**
    * Runs one state-changing script on `key`, hands its result to `apply`
    * (which updates this node's view and answers), then delivers the step's
-   * batch. `apply` also gets the key's event version before the step: notes
-   * of batches at or below it come from steps Redis ran earlier. A Redis
-   * failure calls `failed` and throws `store_unavailable`.
+   * batch. `apply` runs once this node has applied every earlier step of the
+   * key (a note of one, e.g. the `lost` of a steal, comes before this answer),
+   * or after a bounded wait for a late message, when this node then
+   * reconciles. It gets the key's version before the step: notes of batches
+   * at or below it come from steps Redis ran earlier. A Redis failure calls
+   * `failed` and throws `store_unavailable`.
    */
   async #step<T>(
     name: ScriptName,
@@ -369,8 +382,14 @@ class RedisStore implements LockStore {
       this.#logger.debug({ err: String(error), script: name }, 'Redis call failed');
       throw new LockError(ErrorCode.StoreUnavailable, `${liveness.reason}: ${String(error)}`);
     }
+    const at = batch.v > 0 ? batch.pv : Number(str(reply, 'cv'));
+    const ready = sequencer.reach(encoded, at);
+    if (ready !== true && !(await ready)) {
+      this.#logger.debug({ key, script: name }, 'an earlier step of the key was not heard in time; reconciling');
+      this.#reconcileSoon();
+    }
     try {
-      return apply(obj(reply.r), batch.v > 0 ? batch.pv : 0);
+      return apply(obj(reply.r), at);
     } finally {
       sequencer.endCall(call, batch);
     }
@@ -741,6 +760,21 @@ class RedisStore implements LockStore {
       local.dirty.clear();
     }
     this.#logger.warn({ cause }, 'abandoned every lock and request of this node');
+  }
+
+  /** Reconciles once more after the run in progress, or now. */
+  #reconcileSoon(): void {
+    if (this.#reconciling) {
+      this.#reconcileAgain = true;
+      return;
+    }
+    this.#reconciling = this.#reconcile().finally(() => {
+      this.#reconciling = null;
+      if (this.#reconcileAgain) {
+        this.#reconcileAgain = false;
+        this.#reconcileSoon();
+      }
+    });
   }
 
   /** After missed messages: asks Redis where every pending request and hold stands. */
