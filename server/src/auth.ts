@@ -49,8 +49,8 @@ export interface AuthenticatorOptions {
 /** The `access_token` query parameter, where browsers (which cannot set headers) put the token. */
 export const TOKEN_PARAM = 'access_token';
 
-/** Query parameters whose values are secrets. */
-const SECRET_PARAMS = [TOKEN_PARAM] as const;
+/** Query parameters whose values are secrets: the token, and the resume secret of session grace. */
+const SECRET_PARAMS = [TOKEN_PARAM, 'resume'] as const;
 
 /**
  * The request's token: `Authorization: Bearer <token>`, else the
@@ -68,8 +68,9 @@ export function tokenOf(req: IncomingMessage): string | null {
 }
 
 /**
- * The request URL for logs, with the value of `access_token` replaced by
- * `REDACTED`: a token never reaches them.
+ * The request URL for logs, with the values of `access_token` and `resume`
+ * replaced by `REDACTED`: neither a token nor a resume secret reaches them
+ * (the `session` id is no secret and stays).
  * A target that does not parse is not logged at all (it could hold either).
  */
 export function redactUrl(url: string | undefined): string {

@@ -137,9 +137,13 @@ describe('HTTP endpoints under auth', () => {
 });
 
 describe('redactUrl', () => {
-  it('replaces the access_token value and leaves other URLs alone', () => {
+  it('replaces the access_token and resume values and leaves other URLs alone', () => {
     expect(redactUrl('/v1?session=s&access_token=eyJabc.def.ghi')).toBe('/v1?session=s&access_token=REDACTED');
     expect(redactUrl('/v1?session=s')).toBe('/v1?session=s');
+    expect(redactUrl('/v1?session=s&resume=p9Xk&access_token=t')).toBe(
+      '/v1?session=s&resume=REDACTED&access_token=REDACTED',
+    );
+    expect(redactUrl('http://[')).not.toContain('[');
     expect(redactUrl(undefined)).toBe('');
   });
 });

@@ -75,4 +75,24 @@ describe('secrets in logs', () => {
       expect(all).not.toContain(secret);
     }
   });
+
+  it('never logs the resume secret of a resume refused at the upgrade', async () => {
+    const { logger, lines } = capturingLogger();
+    const server = await createLockServer({
+      port: 0,
+      heartbeatInterval: 0,
+      logger,
+      sessionGrace: 10_000,
+      allowOrigins: ['https://app.example'],
+    });
+    servers.push(server);
+    const { client, welcome } = await RawClient.connect(server.url);
+    clients.push(client);
+    const secret = String(welcome.resume);
+    const resume = `${server.url}?session=${String(welcome.session)}&resume=${secret}`;
+    expect(await upgradeStatus(resume, { headers: { origin: 'https://evil.example' } })).toBe(403);
+    const refused = lines.find((line) => line.startsWith('upgrade refused'));
+    expect(refused).toContain(`session=${String(welcome.session)}&resume=REDACTED`);
+    expect(lines.join('\n')).not.toContain(secret);
+  });
 });
