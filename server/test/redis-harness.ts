@@ -56,13 +56,16 @@ export function listenerLog(): ListenerLog {
 /**
  * A TCP proxy in front of Redis that can slow down or silence what Redis
  * sends on pub/sub connections (a connection becomes one when it sends a
- * SUBSCRIBE), while commands and their replies flow on time.
+ * SUBSCRIBE), while commands and their replies flow on time; or slow down
+ * the replies to commands, which Redis still runs on time.
  */
 export interface PubSubProxy {
   readonly port: number;
   readonly url: string;
   /** ms by which pub/sub bytes from Redis are delayed (order kept); 0 passes them at once. */
   delay(ms: number): void;
+  /** ms by which replies to commands are delayed (order kept); 0 passes them at once. */
+  delayReplies(ms: number): void;
   /** Stops passing pub/sub bytes from Redis on the connections open now, closing nothing (half-open). */
   silence(): void;
   close(): void;
@@ -72,6 +75,7 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
   const sockets = new Set<Socket>();
   const subscribers = new Set<{ silent: boolean }>();
   let lag = 0;
+  let replyLag = 0;
   const server = createServer((client) => {
     const upstream = connect(targetPort, '127.0.0.1');
     sockets.add(client).add(upstream);
@@ -84,12 +88,8 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
       upstream.write(chunk);
     });
     upstream.on('data', (chunk) => {
-      if (!state.subscriber) {
-        client.write(chunk);
-        return;
-      }
       if (state.silent) return;
-      const at = Math.max(Date.now() + lag, state.last);
+      const at = Math.max(Date.now() + (state.subscriber ? lag : replyLag), state.last);
       state.last = at;
       if (at <= Date.now()) client.write(chunk);
       else setTimeout(() => client.write(chunk), at - Date.now());
@@ -114,6 +114,9 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
     url: `redis://127.0.0.1:${port}`,
     delay: (ms) => {
       lag = ms;
+    },
+    delayReplies: (ms) => {
+      replyLag = ms;
     },
     silence: () => {
       for (const state of subscribers) state.silent = true;

@@ -57,6 +57,8 @@ export class NodeLiveness {
   #incarnation = 0;
   #healthy = false;
   #holdoffUntil = 0;
+  /** The node told its sessions their locks are lost: its current id must not live on. */
+  #abandoned = false;
   #lastRenew = 0;
   #runIds = new Map<string, string>();
   #renewTimer: ReturnType<typeof setTimeout> | undefined;
@@ -134,8 +136,26 @@ export class NodeLiveness {
     const holdoff = Number(await link.command(names.holdoff(), ['PTTL', names.holdoff()]));
     if (holdoff > 0) this.#holdoffUntil = Math.max(this.#holdoffUntil, Date.now() + holdoff);
     this.#id = id;
+    this.#abandoned = false;
     this.#vouched(sentAt);
     await this.#o.hooks.registered(id, previous);
+    if (previous !== null) void this.#retire(previous);
+  }
+
+  /**
+   * Removes what is left in Redis under an id this node gave up: its sessions
+   * were told their locks are lost, so those locks must not stay held, nor its
+   * requests queued. When this fails, the id's key is gone or expires, and the
+   * node check of any node cleans it up.
+   */
+  async #retire(id: string): Promise<void> {
+    const { link, names, logger } = this.#o;
+    try {
+      await link.command(names.node(id), ['DEL', names.node(id)]);
+      if (!this.#cleaning.has(id)) await this.#cleanup(id);
+    } catch (error) {
+      logger.debug({ err: String(error), node: id }, 'could not clean up a previous id of this node yet');
+    }
   }
 
   #vouched(sentAt: number): void {
@@ -156,6 +176,7 @@ export class NodeLiveness {
     }
     this.#o.logger.warn({ node: this.#id }, 'lost contact with Redis for the node TTL: locks on this node are revoked');
     this.#healthy = false;
+    this.#abandoned = true;
     this.#o.hooks.abandon('unvouched');
   }
 
@@ -187,10 +208,14 @@ export class NodeLiveness {
         const restarted = await this.#readRunIds();
         const sentAt = Date.now();
         const id = this.#id;
+        // A node that abandoned its locks takes a new id even when its key
+        // survived (its renews ran but their replies came too late).
         const renewed =
           id !== null &&
-          (await link.command(names.node(id), ['SET', names.node(id), String(sentAt), 'PX', String(this.keyTtl), 'XX'])) !== null;
-        const vouching = sentAt - this.#lastRenew < this.keyTtl;
+          !this.#abandoned &&
+          (await link.command(names.node(id), ['SET', names.node(id), String(sentAt), 'PX', String(this.keyTtl), 'XX'])) !== null &&
+          !this.#abandoned;
+        const vouching = !this.#abandoned && sentAt - this.#lastRenew < this.keyTtl;
         if (restarted || (!renewed && vouching && id !== null)) {
           await this.#stateLost();
         } else if (!renewed) {
@@ -216,6 +241,7 @@ export class NodeLiveness {
   }
 
   async #stateLost(): Promise<void> {
+    this.#abandoned = true;
     const { link, names, ttl, logger } = this.#o;
     logger.warn({ node: this.#id }, 'Redis lost its state: every lock held through this node is revoked');
     this.#o.hooks.abandon('state_lost');

@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisStore } from '../src/redis/redis-store.js';
+import type { AcquireInput, LockStore } from '../src/store.js';
+import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { listenerLog, startPubSubProxy } from './redis-harness.js';
+
+const input = (ticket: number, key: string): AcquireInput => ({
+  ticket,
+  key,
+  mode: 'exclusive',
+  acquireTimeout: null,
+  holdTimeout: null,
+  steal: false,
+  meta: null,
+});
+
+/** Resolves once `check` holds, polling every few ms; fails after `timeoutMs`. */
+async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} not within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+describe('a Redis node that stopped vouching for its locks', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+
+  it('frees the locks it reported lost even when its liveness key survived, within one node TTL', async () => {
+    const proxy = await startPubSubProxy(redis.port);
+    const log = listenerLog();
+    const namespace = `live${process.pid}`;
+    const nodeTtl = 1000;
+    const a: LockStore = createRedisStore({ url: proxy.url, namespace, nodeTtl, commandTimeout: 5000 });
+    const b: LockStore = createRedisStore({ url: redis.url, namespace, nodeTtl });
+    await a.start(log.listener);
+    await b.start(listenerLog().listener);
+    try {
+      const held = await a.acquire('h', input(1, 'k'));
+      if (held.status !== 'granted') throw new Error('h was not granted');
+      expect(await b.acquire('w', input(2, 'k'))).toMatchObject({ status: 'queued' });
+      // Replies come late: the renews still run in Redis on time, but a cannot see them succeed in time.
+      proxy.delayReplies(400);
+      await log.next(/^lost h k /, 5000);
+      expect(log.lines).toEqual([`lost h k ${held.token} revoked`]);
+      proxy.delayReplies(0);
+      // h was told it lost k: the waiter on the other node gets it, while h's session lives on.
+      await eventually(async () => (await b.status('k', null)).holders.some((x) => x.session === 'w'), nodeTtl, 'the waiter granted');
+      expect((await b.status('k', null)).holders.map((x) => x.session)).toEqual(['w']);
+    } finally {
+      await a.close().catch(() => {});
+      await b.close();
+      proxy.close();
+    }
+  });
+});
