@@ -42,7 +42,7 @@ export function sameSecret(given: string, expected: string): boolean {
 export class GraceRegistry {
   readonly #entries = new Map<
     SessionId,
-    { detached: DetachedSession; timer: TimerHandle; cancelling: Promise<void> }
+    { detached: DetachedSession; timer: TimerHandle; cancelling: Promise<void>; deadline: number }
   >();
 
   constructor(private readonly options: GraceRegistryOptions) {}
@@ -54,32 +54,46 @@ export class GraceRegistry {
 
   /**
    * Starts the grace of a session that lost its connection; `cancelling`
-   * settles when its pending requests have left their queues.
+   * settles when its pending requests have left their queues. `deadline`
+   * (epoch ms on the clock) is when the grace ends: default `grace` from
+   * now; a claimed session put back (its resume failed) passes the deadline
+   * it was claimed with, so a failed resume never lengthens the grace. A
+   * deadline already past ends the session at once.
    */
-  hold(detached: DetachedSession, cancelling: Promise<void> = Promise.resolve()): void {
+  hold(
+    detached: DetachedSession,
+    cancelling: Promise<void> = Promise.resolve(),
+    deadline: number = this.options.clock.now() + this.options.grace,
+  ): void {
     this.#drop(detached.session);
+    const left = deadline - this.options.clock.now();
+    if (left <= 0) {
+      this.options.expired(detached.session);
+      return;
+    }
     const timer = this.options.clock.setTimeout(() => {
       if (this.#entries.get(detached.session)?.detached !== detached) return;
       this.#entries.delete(detached.session);
       this.options.expired(detached.session);
-    }, this.options.grace);
-    this.#entries.set(detached.session, { detached, timer, cancelling });
+    }, left);
+    this.#entries.set(detached.session, { detached, timer, cancelling, deadline });
   }
 
   /**
    * Takes a session out of grace for a resume: null (and the session stays
    * in grace) when it is unknown, its grace is over, or the secret or user
-   * does not match.
+   * does not match. `deadline` is when its grace would have ended, for
+   * `hold` should the resume fail.
    */
   claim(
     session: SessionId,
     secret: string,
     user: string | null,
-  ): { detached: DetachedSession; cancelling: Promise<void> } | null {
+  ): { detached: DetachedSession; cancelling: Promise<void>; deadline: number } | null {
     const entry = this.#entries.get(session);
     if (!entry || !sameSecret(secret, entry.detached.secret) || entry.detached.user !== user) return null;
     this.#drop(session);
-    return { detached: entry.detached, cancelling: entry.cancelling };
+    return { detached: entry.detached, cancelling: entry.cancelling, deadline: entry.deadline };
   }
 
   /** Ends every grace at once (server shutdown): returns the sessions to end in the store. */
@@ -124,6 +138,8 @@ export interface ResumableSession {
 export interface Resumption {
   readonly detached: DetachedSession;
   readonly held: HeldLock[];
+  /** When the session's grace would have ended (clock epoch ms): kept if the new connection fails to open. */
+  readonly deadline: number;
 }
 
 export interface SessionGraceOptions {
@@ -195,16 +211,20 @@ export class SessionGrace {
     await claimed.cancelling;
     const held = await heldLocks(this.options.store, session, claimed.detached.keys).catch(() => null);
     if (held === null) {
-      // The store cannot say what is held: the session stays in grace for another try.
-      this.#registry.hold(claimed.detached);
+      // The store cannot say what is held: the session stays in grace for
+      // another try, until the grace's first deadline and no longer.
+      this.#registry.hold(claimed.detached, Promise.resolve(), claimed.deadline);
       return null;
     }
-    return { detached: claimed.detached, held };
+    return { detached: claimed.detached, held, deadline: claimed.deadline };
   }
 
-  /** Puts a claimed session back into grace: its new connection failed before it opened. */
+  /**
+   * Puts a claimed session back into grace, until its original deadline:
+   * its new connection failed before it opened.
+   */
   restore(resumption: Resumption): void {
-    this.#registry.hold(resumption.detached);
+    this.#registry.hold(resumption.detached, Promise.resolve(), resumption.deadline);
   }
 
   /** The welcome's grace fields: `resume`, `grace`, `resumed`, `held`. */

@@ -3,8 +3,9 @@ import { createManualClock } from '../src/clock.js';
 import { GraceRegistry, sameSecret } from '../src/grace.js';
 import { createMemoryStore } from '../src/memory-store.js';
 import { createLockServer } from '../src/server.js';
+import type { LockStore } from '../src/store.js';
 import { describeGrace } from './grace-scenarios.js';
-import { RawClient } from './server-harness.js';
+import { RawClient, within } from './server-harness.js';
 
 describeGrace('memory store', async (clock) => createMemoryStore({ clock }));
 
@@ -20,6 +21,55 @@ describe('session grace on the memory store', () => {
     await server.close();
     expect(store.inspect()).toEqual({ keys: 0, sessions: 0, pendingDeadlines: 0, timerArmed: false });
     expect(clock.pending()).toBe(0);
+  });
+
+  it('keeps the first deadline when a resume fails on a store error: the grace does not start again', async () => {
+    const clock = createManualClock(Date.now());
+    const inner = createMemoryStore({ clock });
+    let storeDown = false;
+    // The store answers everything but status, which the resume needs, while it is down.
+    const store = new Proxy(inner, {
+      get(target, property, receiver) {
+        if (property === 'status') {
+          return (...args: Parameters<LockStore['status']>) =>
+            storeDown ? Promise.reject(new Error('store down')) : target.status(...args);
+        }
+        const value: unknown = Reflect.get(target, property, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, clock, store, sessionGrace: 10_000 });
+    const clients: RawClient[] = [];
+    try {
+      const a = await RawClient.connect(server.url);
+      const b = await RawClient.connect(server.url);
+      clients.push(a.client, b.client);
+      await a.client.request({ op: 'acquire', id: 1, key: 'k' });
+      b.client.send({ op: 'acquire', id: 1, key: 'k' });
+      await b.client.next((f) => f.type === 'queued', 'the queued acquire');
+      a.client.ws.terminate();
+      await within(
+        (async () => {
+          while (server.sessionCount() > 1) await new Promise((resolve) => setImmediate(resolve));
+        })(),
+        'the server to see the drop',
+      );
+      clock.advance(9_000);
+      storeDown = true;
+      const query = `?session=${String(a.welcome.session)}&resume=${String(a.welcome.resume)}`;
+      const failed = await RawClient.connect(server.url + query);
+      clients.push(failed.client);
+      expect(failed.welcome).toMatchObject({ resumed: false });
+      storeDown = false;
+      clock.advance(999);
+      const status = await b.client.request({ op: 'status', id: 2, key: 'k' });
+      expect(status).toMatchObject({ holders: [{ session: a.welcome.session }] });
+      clock.advance(1);
+      expect(await b.client.reply(1)).toMatchObject({ ok: true, acquired: true });
+    } finally {
+      for (const client of clients) client.ws.terminate();
+      await server.close();
+    }
   });
 
   it('sends no grace fields and keeps no lock after a disconnect with grace off', async () => {
@@ -60,5 +110,25 @@ describe('grace registry', () => {
     clock.advance(100);
     expect(expired).toEqual(['t']);
     expect(registry.size).toBe(0);
+  });
+
+  it('puts a claimed session back until the deadline it was claimed with, and ends it at once past it', () => {
+    const clock = createManualClock(0);
+    const expired: string[] = [];
+    const registry = new GraceRegistry({ grace: 100, clock, expired: (session) => expired.push(session) });
+    registry.hold({ session: 's', secret: 'sec', user: null, keys: new Set() });
+    clock.advance(60);
+    const claimed = registry.claim('s', 'sec', null);
+    expect(claimed?.deadline).toBe(100);
+    if (!claimed) throw new Error('the session was not claimed');
+    registry.hold(claimed.detached, claimed.cancelling, claimed.deadline);
+    clock.advance(39);
+    expect(expired).toEqual([]);
+    clock.advance(1);
+    expect(expired).toEqual(['s']);
+    registry.hold(claimed.detached, claimed.cancelling, clock.now());
+    expect(expired).toEqual(['s', 's']);
+    expect(registry.size).toBe(0);
+    expect(clock.pending()).toBe(0);
   });
 });
