@@ -62,6 +62,8 @@ export function allowsPrefix(patterns: readonly KeyPattern[], prefix: string): b
   return patterns.some((pattern) => pattern.endsWith('*') && prefix.startsWith(pattern.slice(0, -1)));
 }
 
+const NOTHING_HELD: ReadonlySet<string> = new Set();
+
 function forbidden(what: string, key: string): WireError {
   return { code: ErrorCode.Forbidden, message: `key: these credentials may not ${what} ${JSON.stringify(key)}` };
 }
@@ -70,15 +72,22 @@ function forbidden(what: string, key: string): WireError {
  * The `forbidden` error a request is refused with, or null when the
  * permissions allow it. `list` and `watch` are always allowed: their results
  * are filtered instead. `cancel`, `unwatch` and `ping` touch only the
- * session's own state.
+ * session's own state. A `release` of a key the session holds (in `held`) is
+ * always allowed: giving a lock up is never forbidden, e.g. one a resume
+ * handed back under credentials that no longer cover it.
  */
-export function refusal(permissions: Permissions, message: ClientMessage): WireError | null {
+export function refusal(
+  permissions: Permissions,
+  message: ClientMessage,
+  held: ReadonlySet<string> = NOTHING_HELD,
+): WireError | null {
   switch (message.op) {
     case 'acquire':
       if (!allows(permissions.locks, message.key)) return forbidden('lock', message.key);
       if (message.steal === true && !allows(permissions.steal, message.key)) return forbidden('steal', message.key);
       return null;
     case 'release':
+      return allows(permissions.locks, message.key) || held.has(message.key) ? null : forbidden('lock', message.key);
     case 'extend':
     case 'wait':
       return allows(permissions.locks, message.key) ? null : forbidden('lock', message.key);

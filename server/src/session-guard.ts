@@ -39,13 +39,19 @@ export class SessionGuard {
 
   /**
    * The error a decoded request is refused with, or null to process it:
-   * `forbidden` outside the permissions, `rate_limited` past
+   * `forbidden` outside the permissions (a `release` of a key in `held`
+   * always passes: giving a lock up is never forbidden), `rate_limited` past
    * `maxPendingPerSession` (a `cancel` always passes: it is how a client
    * gets below the limit), `bad_request` for a new watch past
    * `maxWatchesPerSession`.
    */
-  check(message: ClientMessage, pending: number, watches: ReadonlyMap<string, unknown>): WireError | null {
-    const forbidden = this.#everything ? null : refusal(this.permissions, message);
+  check(
+    message: ClientMessage,
+    pending: number,
+    watches: ReadonlyMap<string, unknown>,
+    held: ReadonlySet<string>,
+  ): WireError | null {
+    const forbidden = this.#everything ? null : refusal(this.permissions, message, held);
     if (forbidden) return forbidden;
     if (message.op !== 'cancel' && pending >= this.limits.maxPendingPerSession) {
       return {

@@ -388,7 +388,7 @@ export class Session {
       );
       return;
     }
-    const refused = this.guard.check(message, this.pending.size, this.watches);
+    const refused = this.guard.check(message, this.pending.size, this.watches, this.held);
     if (refused) return this.replyError(message.id, refused, message.op);
     this.dispatch(message);
   }

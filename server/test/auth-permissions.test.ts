@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { allows, allowsPrefix, watchSnapshot, type Permissions } from '../src/permissions.js';
 import { SECRET, connectWith, startServer, token } from './auth-harness.js';
+import { within } from './server-harness.js';
 
 async function authServer() {
   const { server, clock } = await startServer({ auth: { secret: SECRET } });
@@ -57,6 +58,31 @@ describe('permissions per op', () => {
     expect(await other.request({ op: 'revoke', id: 3, key: 'k' })).toMatchObject({ error: { code: 'forbidden' } });
     expect(await owner.request({ op: 'status', id: 3, key: 'k' })).toEqual({ ...before, id: 3 });
     expect(owner.inbox).toEqual([]);
+  });
+
+  it('lets a resumed session release every lock its welcome hands back, even outside its new locks', async () => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET }, sessionGrace: 10_000 });
+    const as = async (claims: Record<string, unknown>, query = '') =>
+      connectWith(server.url + query, await token(claims, { now: clock.now() }));
+    const first = await as({ sub: 'ana', locks: ['*'] });
+    expect(await first.client.request({ op: 'acquire', id: 1, key: 'x' })).toMatchObject({ acquired: true });
+    first.client.ws.terminate();
+    await within(
+      (async () => {
+        while (server.sessionCount() > 0) await new Promise((resolve) => setImmediate(resolve));
+      })(),
+      'the server to see the drop',
+    );
+    const query = `?session=${String(first.welcome.session)}&resume=${String(first.welcome.resume)}`;
+    const { client, welcome } = await as({ sub: 'ana', locks: ['doc:*'], watch: ['*'] }, query);
+    expect(welcome).toMatchObject({ resumed: true, held: [{ key: 'x' }] });
+    // Keeping and extending it are still outside the new credentials; giving it up is not.
+    expect(await client.request({ op: 'extend', id: 1, key: 'x', holdTimeout: 5 })).toMatchObject({
+      error: { code: 'forbidden' },
+    });
+    expect(await client.request({ op: 'release', id: 2, key: 'x' })).toMatchObject({ ok: true, released: true });
+    expect(await client.request({ op: 'status', id: 3, key: 'x' })).toMatchObject({ locked: false });
+    expect(await client.request({ op: 'release', id: 4, key: 'x' })).toMatchObject({ error: { code: 'forbidden' } });
   });
 
   it('needs steal for an acquire with steal, besides locks', async () => {
