@@ -40,6 +40,12 @@ export interface RedisLinkOptions {
   commandTimeout: number;
   /** ms between reconnect attempts. */
   reconnectDelay: number;
+  /**
+   * ms after which a single server's pub/sub connection that received
+   * nothing is taken for dead (a half-open path) and reconnected; the store
+   * publishes a heartbeat to itself more often than this. Default: never.
+   */
+  subscriberIdleTimeout?: number;
 }
 
 /**
@@ -175,7 +181,8 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     socket: socketOptions(options),
   };
   const client = createClient(base);
-  const subscriber = createClient(base);
+  const idle = options.subscriberIdleTimeout;
+  const subscriber = createClient(idle === undefined ? base : { ...base, socket: { ...base.socket, socketTimeout: idle } });
   let subscriberReadyOnce = false;
   client.on('error', () => emit('trouble'));
   client.on('reconnecting', () => emit('trouble'));

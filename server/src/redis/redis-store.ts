@@ -64,6 +64,9 @@ export interface RedisStoreOptions {
   observeScript?: (name: string, seconds: number, ok: boolean) => void;
 }
 
+/** What a node publishes to its own channel to check that pub/sub reaches it. */
+const HEARTBEAT = 'hb';
+
 /** The default node TTL in ms. */
 export const DEFAULT_NODE_TTL = 5000;
 
@@ -103,6 +106,8 @@ class RedisStore implements LockStore {
   #listener: StoreListener | null = null;
   #calls = 0;
   #reconciling: Promise<void> | null = null;
+  /** The last heartbeat this node published to its own channel, and whether it came back. */
+  #heartbeat: { sent: boolean; heard: boolean } = { sent: false, heard: false };
   #reconcileAgain = false;
   #closing: Promise<void> | null = null;
 
@@ -127,6 +132,8 @@ class RedisStore implements LockStore {
         cluster: this.#options.cluster ?? false,
         commandTimeout: this.#options.commandTimeout ?? 2000,
         reconnectDelay: Math.max(20, Math.min(200, Math.floor(ttl / 10))),
+        // Heartbeats come every third of the node TTL; three missed ones mean a dead path.
+        subscriberIdleTimeout: Math.max(1000, ttl),
       }),
       this.#options.observeScript,
     );
@@ -509,17 +516,25 @@ class RedisStore implements LockStore {
     if (this.#tickets.get(pending.ticket) !== pending) return Promise.resolve(false);
     // Due before its script answered: time it out right after (a grant or `free` answer wins).
     if (pending.sending) return pending.sent.then(() => this.#timeOut(pending));
+    const kind = pending.kind === 'acquire' ? 'a' : 'w';
     return this.#unqueue(pending, () => {
       const listener = this.#listener;
       if (pending.kind === 'acquire') listener?.acquireTimedOut(pending.session, pending.ticket);
       else listener?.waitDone(pending.session, pending.ticket, false);
-    }).catch(() => {
-      // Redis is unreachable: try again soon; a node that cannot vouch settles everything anyway.
-      this.#retry(() => {
-        if (this.#tickets.get(pending.ticket) === pending) void this.#timeOut(pending);
+    })
+      .then(async (removed) => {
+        if (removed || this.#tickets.get(pending.ticket) !== pending) return removed;
+        // Gone from Redis, yet unsettled here: its grant (or the end of its wait) was never heard.
+        this.#settleProbed(pending, await this.#probe(pending.key, pending.session, kind, String(pending.ticket)));
+        return false;
+      })
+      .catch(() => {
+        // Redis is unreachable: try again soon; a node that cannot vouch settles everything anyway.
+        this.#retry(() => {
+          if (this.#tickets.get(pending.ticket) === pending) void this.#timeOut(pending);
+        });
+        return false;
       });
-      return false;
-    });
   }
 
   /** Takes a pending request out of Redis if it is still there; `settled` runs before the step's batch. */
@@ -566,6 +581,10 @@ class RedisStore implements LockStore {
   // ---- notes and events ----
 
   #onMessage(message: string): void {
+    if (message === HEARTBEAT) {
+      this.#heartbeat.heard = true;
+      return;
+    }
     let batch: Batch;
     try {
       batch = parseBatch(parseJson(message));
@@ -777,46 +796,54 @@ class RedisStore implements LockStore {
     });
   }
 
+  /** Where a request (`a`/`w` by ticket) or hold (`h` by token) of a session stands in Redis. */
+  async #probe(key: string, session: SessionId, kind: 'a' | 'w' | 'h', id: string): Promise<Json> {
+    const link = this.#link;
+    const liveness = this.#live();
+    if (!link) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+    const reply = await link.evalScript(scripts.probe, this.#names.lockKeys(encodeKey(key)), [
+      liveness.id,
+      '',
+      '0',
+      '',
+      this.#namespace,
+      session,
+      kind,
+      id,
+    ]);
+    return parseJson(reply);
+  }
+
+  /** Settles a pending request from a probe's answer, unless it still waits in Redis. */
+  #settleProbed(pending: LocalPending, r: Json): void {
+    const st = str(r, 'st');
+    if (this.#tickets.get(pending.ticket) !== pending || st === 'queued' || st === 'pending') return;
+    this.#removePending(pending);
+    const { session, ticket } = pending;
+    const listener = this.#listener;
+    if (pending.kind === 'wait') listener?.waitDone(session, ticket, true);
+    else if (st === 'granted') {
+      const grant = { key: pending.key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
+      const local = this.#sessions.get(session);
+      if (local) this.#addHold(local, session, grant);
+      listener?.granted(session, ticket, grant);
+    } else listener?.acquireTimedOut(session, ticket);
+  }
+
   /** After missed messages: asks Redis where every pending request and hold stands. */
   async #reconcile(): Promise<void> {
-    const link = this.#link;
-    const liveness = this.#liveness;
-    if (!link || !liveness) return;
+    if (!this.#link || !this.#liveness) return;
     const listener = this.#listener;
-    const probe = async (key: string, session: SessionId, kind: string, id: string) =>
-      parseJson(
-        await link.evalScript(scripts.probe, this.#names.lockKeys(encodeKey(key)), [
-          liveness.id,
-          '',
-          '0',
-          '',
-          this.#namespace,
-          session,
-          kind,
-          id,
-        ]),
-      );
     const work: Promise<void>[] = [];
     for (const [session, local] of this.#sessions) {
       for (const pending of local.pending.values()) {
         if (pending.sending) continue;
-        work.push(
-          probe(pending.key, session, pending.kind === 'acquire' ? 'a' : 'w', String(pending.ticket)).then((r) => {
-            const st = str(r, 'st');
-            if (this.#tickets.get(pending.ticket) !== pending || st === 'queued' || st === 'pending') return;
-            this.#removePending(pending);
-            if (pending.kind === 'wait') listener?.waitDone(session, pending.ticket, true);
-            else if (st === 'granted') {
-              const grant = { key: pending.key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
-              this.#addHold(local, session, grant);
-              listener?.granted(session, pending.ticket, grant);
-            } else listener?.acquireTimedOut(session, pending.ticket);
-          }),
-        );
+        const kind = pending.kind === 'acquire' ? 'a' : 'w';
+        work.push(this.#probe(pending.key, session, kind, String(pending.ticket)).then((r) => this.#settleProbed(pending, r)));
       }
       for (const hold of local.holds.values()) {
         work.push(
-          probe(hold.key, session, 'h', String(hold.token)).then((r) => {
+          this.#probe(hold.key, session, 'h', String(hold.token)).then((r) => {
             if (str(r, 'st') !== 'gone' || local.holds.get(hold.key) !== hold) return;
             this.#dropHold(hold);
             listener?.lost(session, { key: hold.key, token: hold.token, reason: 'revoked' });
@@ -828,8 +855,12 @@ class RedisStore implements LockStore {
     if (results.some((r) => r.status === 'rejected')) this.#retry(() => void this.#reconcile());
   }
 
-  /** Each renew period: retries closing sessions that failed to close, and trims the node's key set. */
+  /**
+   * Each renew period: checks the pub/sub path with a heartbeat, retries
+   * closing sessions that failed to close, and trims the node's key set.
+   */
   async #housekeeping(): Promise<void> {
+    await this.#beat();
     for (const [session, keys] of [...this.#orphans]) {
       this.#orphans.delete(session);
       await this.#dropSession(session, keys, keys);
@@ -845,6 +876,25 @@ class RedisStore implements LockStore {
     for (const encoded of unused) this.#registered.delete(encoded);
     const set = this.#names.nodeKeys(liveness.id);
     await link.command(set, ['SREM', set, ...unused]);
+  }
+
+  /**
+   * Publishes a heartbeat to this node's own channel. When the previous one
+   * has not come back, notes or grants may be lost on a silent pub/sub path:
+   * the node reconciles (and on a single server the silent connection is
+   * reconnected once idle for the node TTL).
+   */
+  async #beat(): Promise<void> {
+    const link = this.#link;
+    const liveness = this.#liveness;
+    if (!link || !liveness) return;
+    if (this.#heartbeat.sent && !this.#heartbeat.heard) {
+      this.#logger.warn({}, 'a pub/sub heartbeat did not come back; reconciling');
+      this.#reconcileSoon();
+    }
+    this.#heartbeat = { sent: true, heard: false };
+    const channel = this.#names.nodeChannel(liveness.id);
+    await link.command(channel, ['PUBLISH', channel, HEARTBEAT]);
   }
 
   /** Runs the two drop phases for a session's keys; on failure keeps them to retry. */

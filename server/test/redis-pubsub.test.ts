@@ -1,0 +1,72 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createManualClock } from '../src/clock.js';
+import { createRedisStore } from '../src/redis/redis-store.js';
+import type { AcquireInput, LockStore } from '../src/store.js';
+import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { listenerLog, startPubSubProxy, type PubSubProxy } from './redis-harness.js';
+
+const input = (ticket: number, extra: Partial<AcquireInput> = {}): AcquireInput => ({
+  ticket,
+  key: 'k',
+  mode: 'exclusive',
+  acquireTimeout: null,
+  holdTimeout: null,
+  steal: false,
+  meta: null,
+  ...extra,
+});
+
+describe('a Redis node whose pub/sub connection goes silent', () => {
+  let redis: RedisServer;
+  let stores: LockStore[] = [];
+  let proxy: PubSubProxy | null = null;
+  let namespace = 0;
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+  afterEach(async () => {
+    await Promise.all(stores.map((s) => s.close().catch(() => {})));
+    stores = [];
+    proxy?.close();
+    proxy = null;
+  });
+
+  /** Node a reaches Redis through a proxy that can silence its pub/sub path; node b directly. */
+  async function twoNodes(nodeTtl: number) {
+    proxy = await startPubSubProxy(redis.port);
+    const clock = createManualClock();
+    const ns = `ps${process.pid}x${++namespace}`;
+    const a = { store: createRedisStore({ url: proxy.url, namespace: ns, nodeTtl, clock }), log: listenerLog() };
+    const b = { store: createRedisStore({ url: redis.url, namespace: ns, nodeTtl, clock }), log: listenerLog() };
+    await a.store.start(a.log.listener);
+    await b.store.start(b.log.listener);
+    stores.push(a.store, b.store);
+    return { a, b, clock, proxy };
+  }
+
+  it('answers a queued acquire whose grant it never heard with that grant when its acquire timeout comes', async () => {
+    const { a, b, clock, proxy } = await twoNodes(60_000);
+    expect(await b.store.acquire('holder', input(1))).toMatchObject({ status: 'granted' });
+    proxy.silence();
+    expect(await a.store.acquire('waiter', input(2, { acquireTimeout: 500 }))).toMatchObject({ status: 'queued' });
+    await b.store.release('holder', 'k');
+    const holders = (await b.store.status('k', null)).holders;
+    expect(holders.map((h) => h.session)).toEqual(['waiter']);
+    clock.advance(500);
+    expect(await a.log.next(/^(granted|timedOut) waiter/, 3000)).toBe(`granted waiter #2 ${holders[0]?.token}`);
+  });
+
+  it('hands a waiter without an acquire timeout its grant within a few heartbeats when the grant was never heard', async () => {
+    const nodeTtl = 1000;
+    const { a, b, proxy } = await twoNodes(nodeTtl);
+    expect(await b.store.acquire('holder', input(1))).toMatchObject({ status: 'granted' });
+    proxy.silence();
+    expect(await a.store.acquire('waiter', input(2))).toMatchObject({ status: 'queued' });
+    await b.store.release('holder', 'k');
+    await a.log.next(/^granted waiter #2 /, 3 * nodeTtl);
+  });
+});
