@@ -24,7 +24,11 @@ export interface ServerLimits {
   maxBufferedBytes: number;
   /** Frames per second a session may send on average (token bucket refill). Default 1000. */
   rateLimit: number;
-  /** Frames a session may send at once (token bucket size). Default 2000. */
+  /**
+   * Frames a session may send at once after a quiet spell (token bucket
+   * size). A streak of this many refused frames, but never fewer than
+   * `RATE_ABUSE_MIN_FRAMES`, closes the connection with 1008. Default 2000.
+   */
   rateBurst: number;
 }
 
@@ -39,8 +43,18 @@ export const DEFAULT_SERVER_LIMITS: Readonly<ServerLimits> = {
   rateBurst: 2000,
 };
 
-/** A rate-limited sender is closed with 1008 after this long refused without a frame getting through. */
+/**
+ * A streak of rate limiting (refusals less than a second apart, whether or
+ * not frames get through in between) this long is abuse: closed with 1008.
+ */
 export const RATE_ABUSE_MS = 3000;
+
+/**
+ * The fewest refusals in one streak that are abuse, whatever `rateBurst`:
+ * with a small bucket, a sender that is one frame over the rate is refused
+ * that frame, not closed.
+ */
+export const RATE_ABUSE_MIN_FRAMES = 100;
 
 /** Fills in defaults and checks every limit is a positive integer (`RangeError` naming the bad one). */
 export function resolveLimits(given: Partial<ServerLimits> = {}): ServerLimits {

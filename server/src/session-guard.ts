@@ -1,6 +1,6 @@
 import { ErrorCode, type ClientMessage, type WireError } from '@lockwire/protocol';
 import type { Clock } from './clock.js';
-import { RATE_ABUSE_MS, type ServerLimits } from './limits.js';
+import { RATE_ABUSE_MIN_FRAMES, RATE_ABUSE_MS, type ServerLimits } from './limits.js';
 import { allowsEverything, maySee, refusal, type Permissions } from './permissions.js';
 import type { LockEvent } from './store.js';
 import { RateLimiter, type RateVerdict } from './rate-limit.js';
@@ -26,7 +26,7 @@ export class SessionGuard {
         rate: limits.rateLimit,
         burst: limits.rateBurst,
         abuseAfterMs: RATE_ABUSE_MS,
-        abuseAfterFrames: limits.rateBurst,
+        abuseAfterFrames: Math.max(limits.rateBurst, RATE_ABUSE_MIN_FRAMES),
       },
       clock,
     );

@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { createMemoryStore } from '../src/memory-store.js';
+import { RATE_ABUSE_MIN_FRAMES } from '../src/limits.js';
 import { RateLimiter } from '../src/rate-limit.js';
 import { createManualClock } from '../src/clock.js';
 import { connectWith, startServer, upgradeStatus } from './auth-harness.js';
@@ -138,10 +139,27 @@ describe('message rate', () => {
       error: { code: 'rate_limited' },
     });
     expect(await observer.request({ op: 'status', id: 1, key: 'k' })).toMatchObject({ locked: false });
-    for (let id = 6; id <= 8; id++) client.send({ op: 'ping', id });
+    // The acquire was refusal 1 of the streak; the frame that makes it RATE_ABUSE_MIN_FRAMES is not answered.
+    for (let id = 6; id < 6 + RATE_ABUSE_MIN_FRAMES; id++) client.send({ op: 'ping', id });
     expect(await within(client.closed, 'the close')).toMatchObject({ code: 1008 });
-    expect(client.inbox.map((f) => (f.error as { code?: string } | undefined)?.code)).toEqual(['rate_limited', 'rate_limited']);
+    const codes = client.inbox.map((f) => (f.error as { code?: string } | undefined)?.code);
+    expect(codes).toEqual(Array.from({ length: RATE_ABUSE_MIN_FRAMES - 2 }, () => 'rate_limited'));
     expect(await observer.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
+  });
+
+  it('with a burst of 1 refuses a frame over the rate but keeps the connection, and closes only a sustained streak', async () => {
+    const { server, clock } = await startServer({ limits: { rateBurst: 1, rateLimit: 1 } });
+    const { client } = await connectWith(server.url, null);
+    expect(await client.request({ op: 'ping', id: 1 })).toMatchObject({ ok: true });
+    expect(await client.request({ op: 'ping', id: 2 })).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
+    clock.advance(1000);
+    expect(await client.request({ op: 'ping', id: 3 })).toMatchObject({ ok: true });
+    clock.advance(5000);
+    for (let id = 4; id < 4 + 2 * RATE_ABUSE_MIN_FRAMES; id++) client.send({ op: 'ping', id });
+    expect(await within(client.closed, 'the close')).toMatchObject({ code: 1008 });
+    const refused = client.inbox.filter((f) => f.ok === false);
+    expect(client.inbox.filter((f) => f.ok === true)).toHaveLength(1);
+    expect(refused).toHaveLength(RATE_ABUSE_MIN_FRAMES - 1);
   });
 
   it('refills the bucket with time: a sender within its rate is never refused', async () => {
