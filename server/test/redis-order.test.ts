@@ -138,4 +138,21 @@ describe('the order in which the Redis store answers and notifies', () => {
     await a.log.next(new RegExp(`^lost h k ${second.token} expired$`), 2000);
     expect((await b.store.status('k', null)).holders).toEqual([]);
   });
+
+  it('hands a released key to a waiter on a node that joined after the key had history without holding its notes', async () => {
+    const [old] = await nodes([redis.url]);
+    if (!old) throw new Error('no node');
+    expect(await old.store.acquire('holder', input(1, 'k'))).toMatchObject({ status: 'granted' });
+    // A node started now (as after a restart) has never seen k.
+    const fresh = { log: listenerLog(), store: createRedisStore({ url: redis.url, namespace: `ord${process.pid}x${namespace}`, clock }) };
+    await fresh.store.start(fresh.log.listener);
+    stores.push(fresh.store);
+    expect(await fresh.store.acquire('waiter', input(2, 'k'))).toMatchObject({ status: 'queued' });
+    const releasedAt = performance.now();
+    await old.store.release('holder', 'k');
+    // Held for a missing predecessor, the grant would wait out the 500 ms gap wait.
+    await fresh.log.next(/^granted waiter #2 /, 2000);
+    expect(performance.now() - releasedAt).toBeLessThan(250);
+  });
 });
+
