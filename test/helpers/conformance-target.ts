@@ -39,6 +39,13 @@ export interface ConformanceTarget {
    * runs on real time and the suite uses short real timeouts.
    */
   manualClock: boolean;
+  /**
+   * False when a watcher may see events of two different keys in another
+   * order than they happened: on a Redis Cluster, keys live on different
+   * shards and their broadcasts travel separately. The order of one key's
+   * events always holds. Default true.
+   */
+  crossKeyEventOrder?: boolean;
   start(options: TargetStartOptions): Promise<TargetInstance>;
 }
 

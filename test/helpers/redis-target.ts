@@ -24,6 +24,7 @@ export function redisTarget(options: RedisTargetOptions): ConformanceTarget {
   return {
     name: options.name,
     manualClock: true,
+    crossKeyEventOrder: !options.cluster,
     async start({ clock, limits }) {
       const namespace = `lwt-${run}-${++starts}`;
       const servers: LockServer[] = [];
