@@ -154,5 +154,40 @@ describe('the order in which the Redis store answers and notifies', () => {
     await fresh.log.next(/^granted waiter #2 /, 2000);
     expect(performance.now() - releasedAt).toBeLessThan(250);
   });
+
+  it('never streams to a watch an event of a step its snapshot already shows, even when the event arrives late', async () => {
+    const slow = await slowPubSub(150);
+    const [a, b] = await nodes([slow.url, redis.url]);
+    if (!a || !b) throw new Error('no nodes');
+    const shared = (ticket: number): AcquireInput => input(ticket, 'doc', { mode: 'shared' });
+    // a knows doc from its own step, so it does not wait for doc's history.
+    expect(await a.store.acquire('s1', shared(1))).toMatchObject({ status: 'granted' });
+    // The event of this step reaches a 150 ms late, after the watch's snapshot was read.
+    expect(await b.store.acquire('s2', shared(2))).toMatchObject({ status: 'granted' });
+    const events: string[] = [];
+    let heard: (() => void) | null = null;
+    const handle = await a.store.watch('', 100, null, (e) => {
+      events.push(`${e.event} ${e.session} holders=${e.holders}`);
+      heard?.();
+    });
+    try {
+      expect(handle.snapshot.locks.map((l) => l.holders.map((h) => h.session).join(','))).toEqual(['s1,s2']);
+      // A later step's event comes after the late one on the same connection.
+      const third = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no event for s3 within 3000 ms: ${events.join('; ')}`)), 3000);
+        heard = () => {
+          if (events.some((e) => e.includes(' s3 '))) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+      });
+      expect(await b.store.acquire('s3', shared(3))).toMatchObject({ status: 'granted' });
+      await third;
+      expect(events).toEqual(['acquired s3 holders=3']);
+    } finally {
+      handle.stop();
+    }
+  });
 });
 

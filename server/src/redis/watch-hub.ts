@@ -6,6 +6,12 @@ interface Watcher {
   readonly sink: (event: LockEvent) => void;
   /** Events heard while the snapshot is read, with their step's version; null once live. */
   buffer: Array<{ event: LockEvent; version: number }> | null;
+  /**
+   * Per key of the snapshot, the version it was read at: an event at or
+   * below it is a step the snapshot shows, even when it arrives late. A key
+   * leaves once an event above it came (events of a key arrive in order).
+   */
+  floors: Map<string, number>;
 }
 
 /**
@@ -13,7 +19,8 @@ interface Watcher {
  * buffers them while its snapshot is read key by key, then drops the ones
  * whose step the snapshot already reflects (a key's version at or below the
  * version the snapshot read it at) and delivers the rest, so the stream has
- * no gap and no event twice for a key in the snapshot.
+ * no gap and no event twice for a key in the snapshot. Events of a step the
+ * snapshot shows that arrive only after it was taken are dropped too.
  */
 export class WatchHub {
   readonly #watchers = new Set<Watcher>();
@@ -28,8 +35,18 @@ export class WatchHub {
     for (const watcher of this.#watchers) {
       if (!event.key.startsWith(watcher.prefix)) continue;
       if (watcher.buffer) watcher.buffer.push({ event, version });
-      else watcher.sink(event);
+      else this.#toWatcher(watcher, event, version);
     }
+  }
+
+  /** Streams an event unless the watcher's snapshot already shows its step. */
+  #toWatcher(watcher: Watcher, event: LockEvent, version: number): void {
+    const floor = watcher.floors.get(event.key);
+    if (floor !== undefined) {
+      if (version <= floor) return;
+      watcher.floors.delete(event.key);
+    }
+    watcher.sink(event);
   }
 
   /**
@@ -41,7 +58,7 @@ export class WatchHub {
     sink: (event: LockEvent) => void,
     snapshot: () => Promise<{ result: ListResult; versions: Map<string, number> }>,
   ): Promise<WatchHandle> {
-    const watcher: Watcher = { prefix, sink, buffer: [] };
+    const watcher: Watcher = { prefix, sink, buffer: [], floors: new Map() };
     this.#watchers.add(watcher);
     let taken: { result: ListResult; versions: Map<string, number> };
     try {
@@ -52,11 +69,8 @@ export class WatchHub {
     }
     const buffered = watcher.buffer ?? [];
     watcher.buffer = null;
-    for (const { event, version } of buffered) {
-      const read = taken.versions.get(event.key);
-      if (read !== undefined && version <= read) continue;
-      sink(event);
-    }
+    for (const [key, version] of taken.versions) if (version > 0) watcher.floors.set(key, version);
+    for (const { event, version } of buffered) this.#toWatcher(watcher, event, version);
     return {
       snapshot: taken.result,
       stop: () => {
