@@ -40,6 +40,7 @@ export interface AuthenticatorOptions {
   /**
    * Exact Origins allowed; `*` allows any. Absent or empty: Origin is not
    * checked. A request without an Origin header (not a browser) is not refused.
+   * Entries are normalised as browsers send Origin (`normaliseOrigin`).
    */
   allowOrigins?: readonly string[];
   /** Time of the `exp`/`nbf` checks. */
@@ -104,12 +105,36 @@ export function permissionsOf(payload: JWTPayload): Permissions {
 }
 
 /**
+ * An allowed-Origin entry as a browser would send it in `Origin`: scheme and
+ * host lowercased, a default port and a trailing `/` dropped
+ * (`HTTPS://App.Example:443/` -> `https://app.example`). `*` and `null` (the
+ * Origin of opaque pages) stay as they are. Throws `TypeError` for an entry
+ * that is not an origin (one with a path, query or fragment, or no host),
+ * which could never match.
+ */
+export function normaliseOrigin(entry: string): string {
+  const trimmed = entry.trim();
+  if (trimmed === '*' || trimmed === 'null') return trimmed;
+  let url: URL | null = null;
+  try {
+    url = new URL(trimmed);
+  } catch {
+    url = null;
+  }
+  if (url === null || url.origin === 'null' || url.pathname !== '/' || url.search !== '' || url.hash !== '') {
+    throw new TypeError(`allowOrigins: ${JSON.stringify(entry)} is not an origin (scheme://host[:port])`);
+  }
+  return url.origin;
+}
+
+/**
  * Creates the request check of a server. Throws `TypeError` when both or
- * an empty `secret` are given, so a misconfigured server does not start open.
+ * an empty `secret` are given, so a misconfigured server does not start open,
+ * and for an allowed Origin that is not one.
  */
 export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
   const { auth, clock } = options;
-  const origins = new Set(options.allowOrigins ?? []);
+  const origins = new Set((options.allowOrigins ?? []).map(normaliseOrigin));
   if (auth?.secret !== undefined && auth.jwks !== undefined) {
     throw new TypeError('auth: give either secret or jwks, not both');
   }

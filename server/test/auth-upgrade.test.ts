@@ -1,6 +1,6 @@
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { redactUrl } from '../src/auth.js';
+import { normaliseOrigin, redactUrl } from '../src/auth.js';
 import { SECRET, connectWith, get, startServer, token, upgradeStatus } from './auth-harness.js';
 
 describe('authentication at the upgrade', () => {
@@ -89,6 +89,21 @@ describe('Origin allow-list', () => {
     expect(await upgradeStatus(open.url, { origin: 'https://anything.example' })).toBe(101);
     const { server: star } = await startServer({ allowOrigins: ['*'] });
     expect(await upgradeStatus(star.url, { origin: 'https://anything.example' })).toBe(101);
+  });
+
+  it('matches entries written with capitals, a default port or a trailing slash as the browser sends them', async () => {
+    const { server } = await startServer({ allowOrigins: ['HTTPS://App.Example:443/', 'http://localhost:5173/'] });
+    expect(await upgradeStatus(server.url, { origin: 'https://app.example' })).toBe(101);
+    expect(await upgradeStatus(server.url, { origin: 'http://localhost:5173' })).toBe(101);
+    expect(await upgradeStatus(server.url, { origin: 'http://localhost:5174' })).toBe(403);
+    expect(normaliseOrigin(' null ')).toBe('null');
+  });
+
+  it('refuses to start with an allowed Origin that is not an origin', async () => {
+    for (const entry of ['https://app.example/app', 'https://app.example/?x=1', 'app.example', 'file:///tmp/x']) {
+      expect(() => normaliseOrigin(entry)).toThrow(TypeError);
+    }
+    await expect(startServer({ allowOrigins: ['https://app.example/app'] })).rejects.toThrow(/not an origin/);
   });
 
   it('checks the Origin before the credentials', async () => {
