@@ -10,12 +10,13 @@
  * fresh resource judges their writes exactly as the old one would). Checking
  * between epochs keeps the checker's CPU time away from the timings it checks.
  */
-import { Rule, checkHistory, type CheckOptions, type Violation } from '../checker/check.js';
+import { checkHistory, type CheckOptions, type Violation } from '../checker/check.js';
 import { HistoryRecorder, type History } from '../checker/history.js';
 import { FencedResource } from '../checker/oracle.js';
 import { random } from '../checker/simulation.js';
 import { buildServer } from '../helpers/lockwire-process.js';
 import { startDeployment, type SoakStore } from './deployment.js';
+import { TIMER_TOLERANCE_MS, noDeviations, setDeviationsApart, type Deviations } from './deviations.js';
 import { FaultKind, startEpoch, type EpochSettings, type EpochStats } from './workload.js';
 
 export interface SoakOptions {
@@ -36,13 +37,8 @@ export interface SoakOptions {
 
 export interface SoakResult {
   store: SoakStore;
-  /**
-   * Timeouts answered less than `TIMER_TOLERANCE_MS` early (an acquire
-   * timeout or a hold expiry): the server's clock counts whole milliseconds
-   * and its timers may fire up to one tick early, so these are reported
-   * apart from violations. The largest earliness seen, in ms.
-   */
-  earlyTimers: { count: number; maxMs: number };
+  /** Known deviations, counted apart from violations (see `deviations.ts`). */
+  deviations: Deviations;
   seed: number;
   epochs: number;
   operations: number;
@@ -53,8 +49,6 @@ export interface SoakResult {
 }
 
 const HEARTBEAT_MS = 200;
-/** Earliness below this is put down to the server's millisecond timers (see `SoakResult.earlyTimers`). */
-export const TIMER_TOLERANCE_MS = 2;
 const NODE_TTL_MS = 1000;
 
 /**
@@ -68,36 +62,23 @@ function checkOptions(store: SoakStore): CheckOptions {
   return { boundSlackMs: 300, lostOrderSlackMs: store === 'redis' ? 100 : 20 };
 }
 
-/** How early a timeout fired, for a grant-validity violation about one; `undefined` for any other violation. */
-function earliness(violation: Violation): number | undefined {
-  if (violation.rule !== Rule.GrantValidity) return undefined;
-  const invoked = violation.events[0];
-  const end = violation.events[violation.events.length - 1];
-  if (invoked?.type !== 'acquire' || !end) return undefined;
-  const timeout = violation.message.includes('timed out early')
-    ? invoked.acquireTimeout
-    : violation.message.includes('expired early')
-      ? invoked.holdTimeout
-      : null;
-  return timeout === null ? undefined : invoked.at + timeout - end.at;
-}
-
 /**
- * What happened around a violation: the events of its key, and the closes of
- * the clients it names, from 300 ms before its last event to 100 ms after,
- * times relative to that event; at most 40 lines.
+ * What happened around a violation: the events of its keys and of the
+ * clients it names, from 100 ms before its first event to 200 ms after its
+ * second, times relative to the first; at most 60 lines.
  */
 function story(history: History, violation: Violation): string[] {
-  const last = violation.events[violation.events.length - 1];
-  if (!last) return [];
+  const [first, second] = violation.events;
+  if (!first) return [];
+  const from = first.at - 100;
+  const to = (second ?? first).at + 200;
   const keys = new Set(violation.events.flatMap((e) => ('key' in e ? [e.key] : [])));
   const clients = new Set(violation.events.map((e) => e.client));
   return history
-    .filter((e) => e.at > last.at - 300 && e.at < last.at + 100)
-    .filter((e) => ('key' in e ? keys.has(e.key) : clients.has(e.client) && e.type === 'closed'))
+    .filter((e) => e.at >= from && e.at <= to && (('key' in e && keys.has(e.key)) || clients.has(e.client)))
     .sort((a, b) => a.at - b.at)
-    .slice(-40)
-    .map((e) => `${(e.at - last.at).toFixed(1).padStart(8)} ms ${JSON.stringify({ ...e, at: undefined })}`);
+    .slice(0, 60)
+    .map((e) => `${(e.at - first.at).toFixed(1).padStart(8)} ms ${JSON.stringify({ ...e, at: undefined })}`);
 }
 
 /** Waits until every node's lock table is empty, probing over HTTP; returns false if it stays busy. */
@@ -138,7 +119,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     events: 0,
     faults: { [FaultKind.Kill]: 0, [FaultKind.HalfOpen]: 0, [FaultKind.NodeKill]: 0 },
     violations: [],
-    earlyTimers: { count: 0, maxMs: 0 },
+    deviations: noDeviations(),
   };
   const endAt = performance.now() + options.durationMs;
   try {
@@ -170,16 +151,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       const started = performance.now();
       const checked = checkHistory(history, checkOptions(options.store));
       const checkMs = performance.now() - started;
-      const violations: Violation[] = [];
-      for (const violation of checked.violations) {
-        const early = earliness(violation);
-        if (early === undefined || early >= TIMER_TOLERANCE_MS) {
-          violations.push(violation);
-        } else {
-          result.earlyTimers.count++;
-          result.earlyTimers.maxMs = Math.max(result.earlyTimers.maxMs, early);
-        }
-      }
+      const violations = setDeviationsApart(checked.violations, result.deviations);
       if (!quiet) {
         violations.push({
           rule: 'release-bound',
@@ -215,9 +187,10 @@ export function summarize(result: SoakResult): string {
     .map(([kind, n]) => `${n} ${kind}`)
     .join(', ');
   const total = Object.values(result.faults).reduce((a, b) => a + b, 0);
+  const early = result.deviations.earlyTimers;
   return (
     `${result.store}: ${result.operations} operations (${result.grants} grants) in ${result.epochs} epochs, ` +
     `${total} faults (${faults}), ${result.violations.length} violations, seed ${result.seed}; ` +
-    `${result.earlyTimers.count} timeouts under ${TIMER_TOLERANCE_MS} ms early (at most ${result.earlyTimers.maxMs.toFixed(3)} ms)`
+    `${early.count} timeouts under ${TIMER_TOLERANCE_MS} ms early (at most ${early.maxMs.toFixed(3)} ms)`
   );
 }
