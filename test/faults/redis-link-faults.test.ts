@@ -2,7 +2,7 @@ import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { createRedisStore } from '../../server/src/redis/redis-store.js';
-import { Rule, checkHistory, formatViolations } from '../checker/check.js';
+import { checkHistory, formatViolations } from '../checker/check.js';
 import { HistoryRecorder } from '../checker/history.js';
 import { FencedResource } from '../checker/oracle.js';
 import { RecordingClient, type AcquireResult, type PendingAcquire } from '../checker/recording-client.js';
@@ -96,21 +96,9 @@ describe('Redis store: faults between the nodes and Redis', () => {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
-  /**
-   * The history's violations, less one known deviation when `abandonedAt` is
-   * given: a node that abandons its state answers its pending acquires
-   * `acquired: false` at once, before their acquireTimeout (see
-   * docs/guarantees.md).
-   */
-  const expectValid = (options: Parameters<typeof checkHistory>[1] & { abandonedAt?: number } = {}) => {
+  const expectValid = (options: Parameters<typeof checkHistory>[1] = {}) => {
     const result = checkHistory(recorder.history(), options);
-    const { abandonedAt } = options;
-    const violations = result.violations.filter(
-      (v) =>
-        abandonedAt === undefined ||
-        !(v.rule === Rule.GrantValidity && v.message.includes('timed out early') && (v.events[1]?.at ?? 0) >= abandonedAt),
-    );
-    expect(violations, formatViolations(violations)).toEqual([]);
+    expect(result.ok, formatViolations(result.violations)).toBe(true);
   };
 
   it('after Redis restarts without persistence, the holder hears revoked before anyone is granted again, and tokens keep rising', async () => {
@@ -121,15 +109,16 @@ describe('Redis store: faults between the nodes and Redis', () => {
     const queued = b.startAcquire('k', { acquireTimeout: 60_000 });
     expect(await within(queued.queued, 2000, 'b is queued')).toBe(true);
 
-    const restartAt = recorder.now();
     await redis.restart();
     const lost = await within(a.nextLost('k'), NODE_TTL + 2000, 'the holder hears lost');
     expect(lost).toMatchObject({ token: held, reason: 'revoked' });
-    // The queued request was in the lost state too: it is answered one way or the other.
+    // The queued request was in the lost state too: it is answered with an error (never "not granted"
+    // before its acquireTimeout), or granted if the node could still vouch for it.
     const waited = await within(queued.result, NODE_TTL + 3000, 'the queued acquire is answered');
+    expect(waited.outcome === 'granted' || (waited.outcome === 'failed' && waited.code === 'store_unavailable'), JSON.stringify(waited)).toBe(true);
     const token = waited.outcome === 'granted' ? waited.token : (await acquireSoon(b, 'k', 5000)).token;
     expect(token).toBeGreaterThan(held);
-    expectValid({ abandonedAt: restartAt });
+    expectValid();
   });
 
   it('while Redis is unreachable, acquires answer store_unavailable and holders hear revoked within the node TTL; the nodes recover when it is back', async () => {
