@@ -94,12 +94,12 @@ describe('the batch sequencer', () => {
   it('tells a caller once every step up to a version was delivered, and false when a predecessor stays missing', async () => {
     const { seq } = sequencer(20);
     seq.accept(batch(0, 10));
-    expect(seq.reach('k006b', 10)).toBe(true);
-    const reached = seq.reach('k006b', 20);
+    expect(seq.reach('k006b', 10, true)).toBe(true);
+    const reached = seq.reach('k006b', 20, true);
     expect(reached).toBeInstanceOf(Promise);
     seq.accept(batch(10, 20));
     expect(await reached).toBe(true);
-    expect(await seq.reach('k006b', 30)).toBe(false);
+    expect(await seq.reach('k006b', 30, true)).toBe(false);
     seq.close();
   });
 
@@ -107,7 +107,9 @@ describe('the batch sequencer', () => {
     const { seq, delivered } = sequencer();
     seq.accept(batch(20, 30));
     expect(delivered).toEqual([]);
-    expect(seq.reach('k006b', 20)).toBe(true);
+    expect(seq.reach('k006b', 20, false)).toBe(true);
+    expect(delivered).toEqual([]);
+    expect(seq.reach('k006b', 20, true)).toBe(true);
     expect(delivered).toEqual([{ v: 30, withEvents: true }]);
     seq.close();
   });

@@ -115,14 +115,18 @@ export class BatchSequencer {
   /**
    * `true` when every step of the key up to `version` was delivered, else a
    * promise of that: true once they are, false after twice `gapWait` (a
-   * message is late or lost). A key with nothing delivered yet starts at
-   * `version`: the caller's own reply is authoritative, and nothing of the key
-   * before it concerns this node's answer.
+   * message is late or lost). A key with nothing delivered yet is `true` at
+   * once: nothing of the key before the caller's step concerns this node's
+   * answer. With `start` the key's order also starts at `version` (the
+   * caller's own reply is authoritative, so what waited for an earlier step
+   * goes out now); earlier steps' events still on their way are then dropped,
+   * so a caller passes it only when no watcher wants them.
    */
-  reach(encoded: string, version: number): true | Promise<boolean> {
+  reach(encoded: string, version: number, start: boolean): true | Promise<boolean> {
     if (version <= 0) return true;
     const last = this.#last.get(encoded);
     if (last === undefined) {
+      if (!start) return true;
       this.#setLast(encoded, version);
       this.#drainHeld(encoded);
       return true;

@@ -106,6 +106,11 @@ class RedisStore implements LockStore {
   #listener: StoreListener | null = null;
   #calls = 0;
   #reconciling: Promise<void> | null = null;
+  /**
+   * Steps of this node in flight per key, from their call until their reply
+   * was applied: Redis is ahead of this node's view of the key meanwhile.
+   */
+  readonly #steps = new Map<string, number>();
   /** The last heartbeat this node published to its own channel, and whether it came back. */
   #heartbeat: { sent: boolean; heard: boolean } = { sent: false, heard: false };
   #reconcileAgain = false;
@@ -368,6 +373,7 @@ class RedisStore implements LockStore {
     const call = String(++this.#calls);
     const node = liveness.id;
     sequencer.beginCall(call);
+    this.#steps.set(key, (this.#steps.get(key) ?? 0) + 1);
     let reply: Json;
     let batch: Batch;
     try {
@@ -384,22 +390,31 @@ class RedisStore implements LockStore {
       );
       batch = parseBatch(reply);
     } catch (error) {
+      this.#stepDone(key);
       sequencer.endCall(call, null);
       failed?.();
       this.#logger.debug({ err: String(error), script: name }, 'Redis call failed');
       throw new LockError(ErrorCode.StoreUnavailable, `${liveness.reason}: ${String(error)}`);
     }
     const at = batch.v > 0 ? batch.pv : Number(str(reply, 'cv'));
-    const ready = sequencer.reach(encoded, at);
-    if (ready !== true && !(await ready)) {
-      this.#logger.debug({ key, script: name }, 'an earlier step of the key was not heard in time; reconciling');
-      this.#reconcileSoon();
-    }
+    const ready = sequencer.reach(encoded, at, !this.#hub.covers(key));
+    const late = ready !== true && !(await ready);
     try {
       return apply(obj(reply.r), at);
     } finally {
+      this.#stepDone(key);
       sequencer.endCall(call, batch);
+      if (late) {
+        this.#logger.debug({ key, script: name }, 'an earlier step of the key was not heard in time; reconciling');
+        this.#reconcileSoon();
+      }
     }
+  }
+
+  #stepDone(key: string): void {
+    const left = (this.#steps.get(key) ?? 1) - 1;
+    if (left > 0) this.#steps.set(key, left);
+    else this.#steps.delete(key);
   }
 
   /** A script's keys: the lock key's five, plus the caller's liveness key for an acquire on a single server. */
@@ -814,6 +829,15 @@ class RedisStore implements LockStore {
     return parseJson(reply);
   }
 
+  /**
+   * True while this node serves: a request or hold gone from Redis then ended
+   * in the table. Otherwise Redis may have lost its state unnoticed so far,
+   * and the node's abandon settles everything instead.
+   */
+  #vouching(): boolean {
+    return this.#liveness?.serving ?? false;
+  }
+
   /** Settles a pending request from a probe's answer, unless it still waits in Redis. */
   #settleProbed(pending: LocalPending, r: Json): void {
     const st = str(r, 'st');
@@ -835,16 +859,29 @@ class RedisStore implements LockStore {
     if (!this.#link || !this.#liveness) return;
     const listener = this.#listener;
     const work: Promise<void>[] = [];
+    let again = false;
     for (const [session, local] of this.#sessions) {
       for (const pending of local.pending.values()) {
         if (pending.sending) continue;
         const kind = pending.kind === 'acquire' ? 'a' : 'w';
-        work.push(this.#probe(pending.key, session, kind, String(pending.ticket)).then((r) => this.#settleProbed(pending, r)));
+        work.push(
+          this.#probe(pending.key, session, kind, String(pending.ticket)).then((r) => {
+            const st = str(r, 'st');
+            if (st === 'queued' || st === 'pending') return;
+            if (this.#steps.has(pending.key) || !this.#vouching()) again = true;
+            else this.#settleProbed(pending, r);
+          }),
+        );
       }
       for (const hold of local.holds.values()) {
         work.push(
           this.#probe(hold.key, session, 'h', String(hold.token)).then((r) => {
             if (str(r, 'st') !== 'gone' || local.holds.get(hold.key) !== hold) return;
+            // A step of this node on the key (a release, a cancel) may have ended it: look again once applied.
+            if (this.#steps.has(hold.key) || !this.#vouching()) {
+              again = true;
+              return;
+            }
             this.#dropHold(hold);
             listener?.lost(session, { key: hold.key, token: hold.token, reason: 'revoked' });
           }),
@@ -852,7 +889,7 @@ class RedisStore implements LockStore {
       }
     }
     const results = await Promise.allSettled(work);
-    if (results.some((r) => r.status === 'rejected')) this.#retry(() => void this.#reconcile());
+    if (again || results.some((r) => r.status === 'rejected')) this.#retry(() => this.#reconcileSoon());
   }
 
   /**

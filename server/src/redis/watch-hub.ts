@@ -30,6 +30,12 @@ export class WatchHub {
     return this.#watchers.size > 0;
   }
 
+  /** True when some watch here covers `key`. */
+  covers(key: string): boolean {
+    for (const watcher of this.#watchers) if (key.startsWith(watcher.prefix)) return true;
+    return false;
+  }
+
   /** Hands one event, from a step with event version `version`, to every watcher of its key. */
   dispatch(event: LockEvent, version: number): void {
     for (const watcher of this.#watchers) {
