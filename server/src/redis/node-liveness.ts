@@ -145,13 +145,14 @@ export class NodeLiveness {
   /**
    * Removes what is left in Redis under an id this node gave up: its sessions
    * were told their locks are lost, so those locks must not stay held, nor its
-   * requests queued. When this fails, the id's key is gone or expires, and the
-   * node check of any node cleans it up.
+   * requests queued. The id's key is left to expire: a step this node sent
+   * under the old id must not find it gone and take that for a Redis that
+   * lost its state. When this fails, the node check of any node cleans the
+   * id up once its key expired.
    */
   async #retire(id: string): Promise<void> {
     const { link, names, logger } = this.#o;
     try {
-      await link.command(names.node(id), ['DEL', names.node(id)]);
       if (!this.#cleaning.has(id)) await this.#cleanup(id);
     } catch (error) {
       logger.debug({ err: String(error), node: id }, 'could not clean up a previous id of this node yet');
