@@ -151,7 +151,7 @@ export class NodeLiveness {
    * id up once its key expired.
    */
   async #retire(id: string): Promise<void> {
-    const { link, names, logger } = this.#o;
+    const { logger } = this.#o;
     try {
       if (!this.#cleaning.has(id)) await this.#cleanup(id);
     } catch (error) {
