@@ -260,6 +260,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       permissions,
       resume: secret,
       held: resumption?.held.map((lock) => lock.key) ?? [],
+      socket: req.socket,
     });
     sessions.set(session.id, session);
     const remote = req.socket.remoteAddress;

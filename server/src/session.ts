@@ -10,6 +10,7 @@ import {
   type WireError,
 } from '@lockwire/protocol';
 import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
 import type { Clock } from './clock.js';
 import { LockError, toWireError } from './errors.js';
@@ -62,6 +63,8 @@ export interface SessionOptions {
   resume: string | null;
   /** Keys a resumed session holds from before. */
   held?: Iterable<string>;
+  /** The connection's socket: a dropped peer is noticed on it before `ws` emits 'close'. */
+  socket?: Duplex;
 }
 
 interface PendingRequest {
@@ -171,6 +174,26 @@ export class Session {
       this.end();
     });
     ws.on('error', (error) => this.host.logger.debug({ err: error, session: id }, 'socket error'));
+    if (options.socket) this.endOnDrop(options.socket);
+  }
+
+  /**
+   * Ends the session as soon as the peer is seen gone without a close frame
+   * (its FIN, or a reset), instead of at `ws`'s 'close': `ws` emits that
+   * only after it has shut the socket's write side and the handle has
+   * closed, a few event-loop turns later, so the locks of a dropped holder
+   * would reach their next waiters that much later. The listeners are put
+   * before `ws`'s own, which mark the connection CLOSING: still OPEN there
+   * means no close frame was received or sent, so 'close' will report a
+   * drop (1006) and the session ends as it would have then (grace applies).
+   * 'close' still ends the session in every other case; `end()` runs once.
+   */
+  private endOnDrop(socket: Duplex): void {
+    const dropped = () => {
+      if (this.ws.readyState === WebSocket.OPEN) this.end();
+    };
+    socket.prependOnceListener('end', dropped);
+    socket.prependOnceListener('error', dropped);
   }
 
   /** Sends the first message of the connection. */
