@@ -50,6 +50,17 @@ describe('the recording client against a real server', () => {
     await server.close();
   });
 
+  it('a request sent after the connection closed settles at once as unknown and is recorded so', async () => {
+    const ana = await connect('ana');
+    await within(ana.acquire('k'), 'the grant');
+    ana.terminate();
+    await within(ana.closed, 'the close');
+
+    expect(await within(ana.release('k'), 'the late release')).toEqual({ outcome: 'unknown' });
+    expect(await within(ana.ping(), 'the late ping')).toBe(false);
+    expect(types('ana').slice(-4)).toEqual(['release', 'unknown', 'ping', 'unknown']);
+  });
+
   it('records a handoff between two clients as a valid history', async () => {
     const a = await connect('a');
     const b = await connect('b');

@@ -71,6 +71,8 @@ export class RecordingClient {
   #session = '';
   #nextId = 1;
   #closeRecorded = false;
+  /** Set once the close has been handled: later requests settle at once. */
+  #ended = false;
 
   readonly #welcome: Promise<void>;
   #onWelcome: (error?: Error) => void = () => {};
@@ -212,8 +214,14 @@ export class RecordingClient {
     this.#recorder.record(event);
   }
 
-  #send(message: Record<string, unknown>): void {
-    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(JSON.stringify(message));
+  #send(message: Record<string, unknown> & { id: number }): void {
+    if (this.#ws.readyState === WebSocket.OPEN) {
+      this.#ws.send(JSON.stringify(message));
+      return;
+    }
+    // Sent after the close was handled: nothing will ever answer it, so it
+    // settles now, as the requests pending at the close did.
+    if (this.#ended) this.#settleUnknown(message.id);
   }
 
   #onFrame(text: string, name: string | undefined): void {
@@ -299,23 +307,29 @@ export class RecordingClient {
   }
 
   #onClose(): void {
+    this.#ended = true;
     if (!this.#closeRecorded) {
       this.#closeRecorded = true;
       this.#record({ type: 'closed', client: this.#name, kind: 'server' });
     }
-    for (const [id, pending] of this.#pending) {
-      this.#record({ type: 'unknown', client: this.#name, id });
-      if (pending.op === 'acquire') {
-        pending.queued(false);
-        pending.resolve({ outcome: 'unknown' });
-      } else if (pending.op === 'release') {
-        pending.resolve({ outcome: 'unknown' });
-      } else if (pending.op === 'cancel') {
-        pending.resolve('unknown');
-      } else {
-        pending.resolve(false);
-      }
+    for (const id of [...this.#pending.keys()]) this.#settleUnknown(id);
+  }
+
+  /** Records request `id` as of unknown outcome and settles it so. */
+  #settleUnknown(id: number): void {
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    this.#pending.delete(id);
+    this.#record({ type: 'unknown', client: this.#name, id });
+    if (pending.op === 'acquire') {
+      pending.queued(false);
+      pending.resolve({ outcome: 'unknown' });
+    } else if (pending.op === 'release') {
+      pending.resolve({ outcome: 'unknown' });
+    } else if (pending.op === 'cancel') {
+      pending.resolve('unknown');
+    } else {
+      pending.resolve(false);
     }
-    this.#pending.clear();
   }
 }
