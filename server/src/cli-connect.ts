@@ -65,6 +65,26 @@ export function connectTool(endpoint: Endpoint): Promise<LockClient> {
   return LockClient.connect(endpoint.url, { headers, reconnect: false });
 }
 
+/**
+ * Connects `command` (`run`, `status`, `watch`) as {@link connectTool} does,
+ * to the endpoint its flags and environment name. When that fails it writes
+ * `lockwire <command>: cannot connect to <url>: <why>` to stderr and resolves
+ * null, for the caller to exit with {@link ToolExit.Unavailable}.
+ */
+export async function connectOrReport(
+  io: ToolIo,
+  command: string,
+  flags: { url?: string | undefined; token?: string | undefined },
+): Promise<LockClient | null> {
+  const endpoint = endpointFrom(flags, io.env);
+  try {
+    return await connectTool(endpoint);
+  } catch (error) {
+    io.stderr.write(`lockwire ${command}: cannot connect to ${endpoint.url}: ${describeError(error)}\n`);
+    return null;
+  }
+}
+
 /** Writes `lockwire <command>: <problem>` with the usage to stderr; resolves the usage exit code. */
 export function usageFailure(io: ToolIo, command: string, usage: string, problem: string): number {
   io.stderr.write(`lockwire ${command}: ${problem}\n\n${usage}`);

@@ -6,9 +6,8 @@ import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
   ToolExit,
-  connectTool,
+  connectOrReport,
   describeError,
-  endpointFrom,
   exitCodeFor,
   parseDuration,
   usageFailure,
@@ -199,15 +198,8 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
     return ToolExit.Ok;
   }
   if (typeof run === 'string') return usageFailure(io, 'run', RUN_USAGE, run);
-  const endpoint = endpointFrom(run.flags, io.env);
-
-  let client: LockClient;
-  try {
-    client = await connectTool(endpoint);
-  } catch (error) {
-    io.stderr.write(`lockwire run: cannot connect to ${endpoint.url}: ${describeError(error)}\n`);
-    return ToolExit.Unavailable;
-  }
+  const client = await connectOrReport(io, 'run', run.flags);
+  if (client === null) return ToolExit.Unavailable;
   try {
     let lease;
     try {

@@ -4,9 +4,8 @@ import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
   ToolExit,
-  connectTool,
+  connectOrReport,
   describeError,
-  endpointFrom,
   exitCodeFor,
   formatDuration,
   usageFailure,
@@ -95,14 +94,8 @@ export async function statusCommand(args: string[], io: ToolIo): Promise<number>
     return usageFailure(io, 'status', STATUS_USAGE, `--limit ${JSON.stringify(values.limit)}: expected an integer from 1 to 10000`);
   }
   const prefix = values.prefix ?? '';
-  const endpoint = endpointFrom(values, io.env);
-  let client;
-  try {
-    client = await connectTool(endpoint);
-  } catch (error) {
-    io.stderr.write(`lockwire status: cannot connect to ${endpoint.url}: ${describeError(error)}\n`);
-    return ToolExit.Unavailable;
-  }
+  const client = await connectOrReport(io, 'status', values);
+  if (client === null) return ToolExit.Unavailable;
   try {
     const result = await client.list({ prefix, ...(limit === undefined ? {} : { limit }) });
     if (values.json === true) {

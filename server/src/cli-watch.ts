@@ -4,9 +4,8 @@ import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
   ToolExit,
-  connectTool,
+  connectOrReport,
   describeError,
-  endpointFrom,
   exitCodeFor,
   usageFailure,
   type ToolIo,
@@ -80,14 +79,8 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
   }
   const json = values.json === true;
   const prefix = values.prefix ?? '';
-  const endpoint = endpointFrom(values, io.env);
-  let client;
-  try {
-    client = await connectTool(endpoint);
-  } catch (error) {
-    io.stderr.write(`lockwire watch: cannot connect to ${endpoint.url}: ${describeError(error)}\n`);
-    return ToolExit.Unavailable;
-  }
+  const client = await connectOrReport(io, 'watch', values);
+  if (client === null) return ToolExit.Unavailable;
   let stopListening: (() => void) | undefined;
   let onEnded: (() => void) | undefined;
   let watchSignal: AbortSignal | undefined;
