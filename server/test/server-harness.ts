@@ -1,4 +1,5 @@
 import type { ListResult, LockStatus } from '@lockwire/protocol';
+import { connect as netConnect } from 'node:net';
 import WebSocket from 'ws';
 import type {
   AcquireInput,
@@ -24,6 +25,27 @@ export function within<T>(promise: Promise<T>, what: string, ms = WAIT_MS): Prom
     timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The status line the server answers a WebSocket upgrade of `path` with (`/v1` by default). */
+export function upgradeStatusLine(port: number, path = '/v1'): Promise<string> {
+  return within(
+    new Promise((resolve, reject) => {
+      const socket = netConnect(port, '127.0.0.1', () => {
+        socket.write(
+          `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+        );
+      });
+      let text = '';
+      socket.on('data', (chunk) => {
+        text += String(chunk);
+      });
+      socket.on('close', () => resolve(text.split('\r\n')[0] ?? ''));
+      socket.on('error', reject);
+    }),
+    `the upgrade answer on ${path}`,
+  );
 }
 
 /**

@@ -1,12 +1,11 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { connect as netConnect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpHandler } from '../src/http.js';
 import { silentLogger } from '../src/logger.js';
 import { createLockMetrics } from '../src/metrics.js';
 import { createLockServer, type LockServer } from '../src/server.js';
-import { callArgs, createStubStore, RawClient, within } from './server-harness.js';
+import { callArgs, createStubStore, RawClient, upgradeStatusLine, within } from './server-harness.js';
 
 const servers: LockServer[] = [];
 
@@ -23,27 +22,6 @@ afterEach(async () => {
 async function get(url: string) {
   const res = await within(fetch(url), `GET ${url}`);
   return { status: res.status, type: res.headers.get('content-type') ?? '', text: await res.text() };
-}
-
-/** The first line the server answers to an upgrade request on `path`. */
-function upgradeStatusLine(port: number, path: string): Promise<string> {
-  return within(
-    new Promise((resolve, reject) => {
-      const socket = netConnect(port, '127.0.0.1', () => {
-        socket.write(
-          `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-        );
-      });
-      let text = '';
-      socket.on('data', (chunk) => {
-        text += String(chunk);
-      });
-      socket.on('close', () => resolve(text.split('\r\n')[0] ?? ''));
-      socket.on('error', reject);
-    }),
-    `the upgrade answer on ${path}`,
-  );
 }
 
 describe('HTTP endpoints', () => {

@@ -1,10 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { connect as netConnect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '../../test/helpers/lockwire-process.js';
 import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
-import { RawClient, within } from './server-harness.js';
+import { RawClient, upgradeStatusLine, within } from './server-harness.js';
 
 type LogLine = Record<string, unknown>;
 
@@ -82,27 +81,6 @@ async function connect(url: string) {
 function terminate(proc: Serve): void {
   if (proc.child.pid === undefined) throw new Error('no pid');
   process.kill(proc.child.pid, 'SIGTERM');
-}
-
-/** The status line the server answers a WebSocket upgrade of `/v1` with. */
-function upgradeStatusLine(port: number): Promise<string> {
-  return within(
-    new Promise((resolve, reject) => {
-      const socket = netConnect(port, '127.0.0.1', () => {
-        socket.write(
-          'GET /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-        );
-      });
-      let text = '';
-      socket.on('data', (chunk) => {
-        text += String(chunk);
-      });
-      socket.on('close', () => resolve(text.split('\r\n')[0] ?? ''));
-      socket.on('error', reject);
-    }),
-    'the upgrade answer',
-  );
 }
 
 describe('lockwire serve on SIGTERM', () => {

@@ -1,9 +1,8 @@
-import { connect as netConnect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createManualClock } from '../src/clock.js';
 import type { MemoryStore } from '../src/memory-store.js';
 import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
-import { createStubStore, RawClient, within } from './server-harness.js';
+import { createStubStore, RawClient, upgradeStatusLine, within } from './server-harness.js';
 
 const servers: LockServer[] = [];
 afterEach(async () => {
@@ -18,27 +17,6 @@ async function start(options: LockServerOptions = {}) {
 
 async function healthStatus(server: LockServer): Promise<number> {
   return (await within(fetch(`${server.httpUrl}/healthz`), 'GET /healthz')).status;
-}
-
-/** The status line the server answers a WebSocket upgrade of `/v1` with. */
-function upgradeStatusLine(port: number): Promise<string> {
-  return within(
-    new Promise((resolve, reject) => {
-      const socket = netConnect(port, '127.0.0.1', () => {
-        socket.write(
-          'GET /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-        );
-      });
-      let text = '';
-      socket.on('data', (chunk) => {
-        text += String(chunk);
-      });
-      socket.on('close', () => resolve(text.split('\r\n')[0] ?? ''));
-      socket.on('error', reject);
-    }),
-    'the upgrade answer',
-  );
 }
 
 describe('graceful shutdown', () => {
