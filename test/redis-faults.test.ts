@@ -1,10 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLockServer, type LockServer } from '@lockwire/server';
-import { createRedisStore } from '../server/src/redis/redis-store.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RawClient } from './helpers/raw-client.js';
+import { useRedisNodes } from './helpers/redis-nodes.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -109,41 +108,19 @@ describe('lockwire nodes as separate processes', () => {
 });
 
 describe('Redis failures under in-process nodes', () => {
-  let redis: RedisServer;
-  let servers: LockServer[] = [];
-  let clients: RawClient[] = [];
-  let run = 0;
-
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis.stop();
-  });
-  afterEach(async () => {
-    for (const client of clients) client.terminate();
-    await Promise.all(servers.map((s) => s.close()));
-    servers = [];
-    clients = [];
-  });
+  const fixture = useRedisNodes('faults');
 
   async function twoNodes(): Promise<[RawClient, RawClient]> {
-    const namespace = `faults${process.pid}x${++run}`;
-    for (let i = 0; i < 2; i++) {
-      const store = createRedisStore({ url: redis.url, namespace, nodeTtl: NODE_TTL, commandTimeout: 500 });
-      servers.push(await createLockServer({ port: 0, store, heartbeatInterval: 0 }));
-    }
-    const [s1, s2] = servers;
+    const [s1, s2] = await fixture.startNodes(2, { nodeTtl: NODE_TTL, commandTimeout: 500 });
     if (!s1 || !s2) throw new Error('nodes');
-    clients = [await RawClient.connect(s1.url), await RawClient.connect(s2.url)];
-    return clients as [RawClient, RawClient];
+    return [await fixture.connect(s1), await fixture.connect(s2)];
   }
 
   it('after a Redis restart the holder hears revoked before anyone else is granted, and tokens keep rising', async () => {
     const [a, b] = await twoNodes();
     const held = await a.request({ op: 'acquire', key: 'k' });
     expect(held).toMatchObject({ acquired: true });
-    await redis.restart();
+    await fixture.redis.restart();
     const { reply, refused } = await acquireWhenAvailable(b, 'k');
     expect(refused).toBeGreaterThan(0);
     // By the time the other node granted, the holder had been told.
@@ -155,13 +132,13 @@ describe('Redis failures under in-process nodes', () => {
     const [a, b] = await twoNodes();
     const held = await a.request({ op: 'acquire', key: 'k' });
     expect(held).toMatchObject({ acquired: true });
-    await redis.kill();
+    await fixture.redis.kill();
     const refused = await b.request({ op: 'acquire', key: 'other' });
     expect(refused).toMatchObject({ ok: false, error: { code: 'store_unavailable' } });
     const downAt = Date.now();
     expect(await a.nextLost('k', { timeout: NODE_TTL + 2000 })).toEqual({ type: 'lost', key: 'k', token: held.token, reason: 'revoked' });
     expect(Date.now() - downAt).toBeLessThan(NODE_TTL + 500);
-    await redis.restart();
+    await fixture.redis.restart();
     const { reply } = await acquireWhenAvailable(b, 'k');
     expect(reply.token).toBeGreaterThan(held.token as number);
     // The other node may still be in its own holdoff after finding Redis restarted.
@@ -177,11 +154,11 @@ describe('Redis failures under in-process nodes', () => {
     const waiting = b.request({ op: 'wait', key: 'k' }, { timeout: NODE_TTL + 3000 });
     // The status runs after the wait on the same Redis connection: the wait is pending by its reply.
     expect(await b.request({ op: 'status', key: 'k' })).toMatchObject({ ok: true, locked: true });
-    await redis.kill();
+    await fixture.redis.kill();
     const unavailable = { ok: false, error: { code: 'store_unavailable' } };
     expect(await queued).toMatchObject(unavailable);
     expect(await waiting).toMatchObject(unavailable);
-    await redis.restart();
+    await fixture.redis.restart();
     const { reply } = await acquireWhenAvailable(b, 'k');
     expect(reply).toMatchObject({ acquired: true });
   });

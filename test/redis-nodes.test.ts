@@ -1,38 +1,18 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLockServer, type LockServer } from '@lockwire/server';
-import { createRedisStore } from '../server/src/redis/redis-store.js';
-import { RawClient } from './helpers/raw-client.js';
-import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+import { describe, expect, it } from 'vitest';
+import type { RawClient } from './helpers/raw-client.js';
+import { useRedisNodes } from './helpers/redis-nodes.js';
 
 describe('three lockwire nodes on one redis-server', () => {
-  let redis: RedisServer;
-  let servers: LockServer[] = [];
-  let clients: RawClient[] = [];
-  let run = 0;
-
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis.stop();
-  });
-  afterEach(async () => {
-    for (const client of clients) client.terminate();
-    await Promise.all(servers.map((s) => s.close()));
-    servers = [];
-    clients = [];
-  });
+  const fixture = useRedisNodes('nodes');
 
   /** Three nodes; client i connects to node i % 3. */
   async function connect(count: number): Promise<RawClient[]> {
-    const namespace = `nodes${process.pid}x${++run}`;
-    for (let i = 0; i < 3; i++) {
-      servers.push(await createLockServer({ port: 0, heartbeatInterval: 0, store: createRedisStore({ url: redis.url, namespace }) }));
-    }
+    const servers = await fixture.startNodes(3);
+    const clients: RawClient[] = [];
     for (let i = 0; i < count; i++) {
       const server = servers[i % 3];
       if (!server) throw new Error('no server');
-      clients.push(await RawClient.connect(server.url));
+      clients.push(await fixture.connect(server));
     }
     return clients;
   }
