@@ -4,6 +4,7 @@ import type { Effect } from '../src/engine/effects.js';
 import { LockEngine } from '../src/engine/lock-engine.js';
 import { createTokenSource } from '../src/engine/token-source.js';
 import type { AcquireInput, StoreLimits, WaitInput } from '../src/store.js';
+import { acquireInput } from './server-harness.js';
 
 /** One effect as a short line, so tests can assert order at a glance. */
 export function line(effect: Effect): string {
@@ -44,20 +45,7 @@ export function engineHarness(limits: Partial<StoreLimits> = {}) {
     /** The ticket the next acquire or wait gets. */
     nextTicket: () => tickets + 1,
     acquire(session: string, key: string, input: Partial<Omit<AcquireInput, 'key'>> = {}) {
-      return engine.acquire(
-        session,
-        {
-          ticket: ++tickets,
-          key,
-          mode: 'exclusive',
-          acquireTimeout: null,
-          holdTimeout: null,
-          steal: false,
-          meta: null,
-          ...input,
-        },
-        clock.now(),
-      );
+      return engine.acquire(session, acquireInput(++tickets, key, input), clock.now());
     },
     /** Acquires and expects an immediate grant; returns its token. */
     hold(session: string, key: string, input: Partial<Omit<AcquireInput, 'key'>> = {}): number {

@@ -3,7 +3,8 @@ import type { Clock } from '../src/clock.js';
 import { createManualClock } from '../src/clock.js';
 import { LockError } from '../src/errors.js';
 import { createMemoryStore } from '../src/memory-store.js';
-import type { AcquireInput, LockEvent, LostLock, StoreListener } from '../src/store.js';
+import type { AcquireInput, LockEvent, LostLock } from '../src/store.js';
+import { quietListener } from './server-harness.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -15,14 +16,6 @@ const input = (ticket: number, key: string, holdTimeout: number | null, acquireT
   holdTimeout,
   steal: false,
   meta: null,
-});
-
-const quietListener = (overrides: Partial<StoreListener> = {}): StoreListener => ({
-  granted() {},
-  acquireTimedOut() {},
-  waitDone() {},
-  lost() {},
-  ...overrides,
 });
 
 /** Time moves on its own; timers run only when `fire()` is called, as under a busy event loop. */

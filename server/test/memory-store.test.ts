@@ -3,6 +3,7 @@ import { createManualClock } from '../src/clock.js';
 import { LockError } from '../src/errors.js';
 import { createMemoryStore, type MemoryStoreOptions } from '../src/memory-store.js';
 import type { AcquireInput, LockEvent, StoreListener } from '../src/store.js';
+import { acquireInput, quietListener } from './server-harness.js';
 
 const MAX = 2_147_483_647;
 
@@ -20,16 +21,7 @@ async function storeHarness(options: MemoryStoreOptions = {}) {
   await store.start(listener);
   let tickets = 0;
   const acquire = (session: string, key: string, input: Partial<Omit<AcquireInput, 'key'>> = {}) =>
-    store.acquire(session, {
-      ticket: ++tickets,
-      key,
-      mode: 'exclusive',
-      acquireTimeout: null,
-      holdTimeout: null,
-      steal: false,
-      meta: null,
-      ...input,
-    });
+    store.acquire(session, acquireInput(++tickets, key, input));
   /** Returns and forgets the listener calls so far. */
   const take = () => calls.splice(0);
   return { clock, store, acquire, take, nextTicket: () => tickets + 1, ticket: () => ++tickets };
@@ -194,14 +186,13 @@ describe('memory store', () => {
     const h = await storeHarness({ onError: (error) => errors.push(error) });
     const events: string[] = [];
     await h.store.watch('', 10, null, (event) => events.push(event.event));
-    await h.store.start({
-      granted: () => {},
-      acquireTimedOut: () => {},
-      waitDone: () => {},
-      lost: () => {
-        throw new Error('listener failed');
-      },
-    });
+    await h.store.start(
+      quietListener({
+        lost: () => {
+          throw new Error('listener failed');
+        },
+      }),
+    );
     await h.acquire('a', 'k');
     await h.acquire('b', 'k');
     await h.store.revoke('k');
@@ -222,22 +213,13 @@ describe('memory store', () => {
 
   it('issues rising fencing tokens across a restart on the same clock', async () => {
     const clock = createManualClock(1_700_000_000_000);
-    const input = (ticket: number, key: string): AcquireInput => ({
-      ticket,
-      key,
-      mode: 'exclusive',
-      acquireTimeout: null,
-      holdTimeout: null,
-      steal: false,
-      meta: null,
-    });
     const first = createMemoryStore({ clock });
-    const a = await first.acquire('s', input(1, 'k'));
-    const b = await first.acquire('s', input(2, 'j'));
+    const a = await first.acquire('s', acquireInput(1, 'k'));
+    const b = await first.acquire('s', acquireInput(2, 'j'));
     await first.close();
     clock.advance(1);
     const second = createMemoryStore({ clock });
-    const c = await second.acquire('s', input(1, 'k'));
+    const c = await second.acquire('s', acquireInput(1, 'k'));
     const tokens = [a, b, c].map((outcome) => (outcome.status === 'granted' ? outcome.token : 0));
     expect(tokens[0]).toBeGreaterThan(0);
     expect(tokens[1]).toBeGreaterThan(tokens[0] ?? 0);

@@ -1,18 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisStore } from '../src/redis/redis-store.js';
-import type { AcquireInput, LockStore } from '../src/store.js';
+import type { LockStore } from '../src/store.js';
 import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
 import { listenerLog, startPubSubProxy } from './redis-harness.js';
-
-const input = (ticket: number, key: string): AcquireInput => ({
-  ticket,
-  key,
-  mode: 'exclusive',
-  acquireTimeout: null,
-  holdTimeout: null,
-  steal: false,
-  meta: null,
-});
+import { acquireInput } from './server-harness.js';
 
 /** Resolves once `check` holds, polling every few ms; fails after `timeoutMs`. */
 async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
@@ -42,9 +33,9 @@ describe('a Redis node that stopped vouching for its locks', () => {
     await a.start(log.listener);
     await b.start(listenerLog().listener);
     try {
-      const held = await a.acquire('h', input(1, 'k'));
+      const held = await a.acquire('h', acquireInput(1, 'k'));
       if (held.status !== 'granted') throw new Error('h was not granted');
-      expect(await b.acquire('w', input(2, 'k'))).toMatchObject({ status: 'queued' });
+      expect(await b.acquire('w', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
       // Replies come late: the renews still run in Redis on time, but a cannot see them succeed in time.
       proxy.delayReplies(400);
       await log.next(/^lost h k /, 5000);

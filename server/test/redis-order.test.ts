@@ -4,17 +4,7 @@ import { createRedisStore } from '../src/redis/redis-store.js';
 import type { AcquireInput, AcquireOutcome, LockStore } from '../src/store.js';
 import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
 import { listenerLog, startPubSubProxy, type ListenerLog, type PubSubProxy } from './redis-harness.js';
-
-const input = (ticket: number, key: string, extra: Partial<AcquireInput> = {}): AcquireInput => ({
-  ticket,
-  key,
-  mode: 'exclusive',
-  acquireTimeout: null,
-  holdTimeout: null,
-  steal: false,
-  meta: null,
-  ...extra,
-});
+import { acquireInput } from './server-harness.js';
 
 /** Logs the outcome when the promise resolves, as the session layer answers the client then. */
 function answered(log: ListenerLog, who: string, outcome: Promise<AcquireOutcome>): Promise<AcquireOutcome> {
@@ -72,8 +62,8 @@ describe('the order in which the Redis store answers and notifies', () => {
     const { store, log } = node;
     for (let round = 0; round < 20; round++) {
       const key = `hot:${round}`;
-      const first = answered(log, 's1', store.acquire('s1', input(round * 2 + 1, key)));
-      const second = answered(log, 's2', store.acquire('s2', input(round * 2 + 2, key, { steal: true })));
+      const first = answered(log, 's1', store.acquire('s1', acquireInput(round * 2 + 1, key)));
+      const second = answered(log, 's2', store.acquire('s2', acquireInput(round * 2 + 2, key, { steal: true })));
       const granted = await first;
       await second;
       if (granted.status !== 'granted') throw new Error(`s1 was not granted ${key}`);
@@ -90,10 +80,10 @@ describe('the order in which the Redis store answers and notifies', () => {
     let ticket = 100;
     for (let round = 0; round < 20; round++) {
       const key = `re:${round}`;
-      const held = await store.acquire('s1', input(++ticket, key));
+      const held = await store.acquire('s1', acquireInput(++ticket, key));
       if (held.status !== 'granted') throw new Error(`s1 was not granted ${key}`);
-      const again = answered(log, 's1', store.acquire('s1', input(++ticket, key)));
-      const steal = store.acquire('s2', input(++ticket, key, { steal: true }));
+      const again = answered(log, 's1', store.acquire('s1', acquireInput(++ticket, key)));
+      const steal = store.acquire('s2', acquireInput(++ticket, key, { steal: true }));
       expect(await again).toMatchObject({ status: 'granted', token: held.token });
       await steal;
       const lost = await log.next(new RegExp(`^lost s1 ${key} ${held.token} stolen$`));
@@ -106,9 +96,9 @@ describe('the order in which the Redis store answers and notifies', () => {
     const slow = await slowPubSub(80);
     const [a, b] = await nodes([slow.url, redis.url]);
     if (!a || !b) throw new Error('no nodes');
-    const held = await a.store.acquire('h', input(1, 'k'));
+    const held = await a.store.acquire('h', acquireInput(1, 'k'));
     if (held.status !== 'granted') throw new Error('h was not granted');
-    await b.store.acquire('t', input(2, 'k', { steal: true }));
+    await b.store.acquire('t', acquireInput(2, 'k', { steal: true }));
     // The steal ran in Redis; its note to a's node is still on its way.
     const released = await a.store.release('h', 'k').then(
       () => 'released',
@@ -124,12 +114,12 @@ describe('the order in which the Redis store answers and notifies', () => {
     const slow = await slowPubSub(80);
     const [a, b] = await nodes([slow.url, redis.url]);
     if (!a || !b) throw new Error('no nodes');
-    const first = await a.store.acquire('h', input(1, 'k'));
+    const first = await a.store.acquire('h', acquireInput(1, 'k'));
     if (first.status !== 'granted') throw new Error('h was not granted');
-    await b.store.acquire('t', input(2, 'k', { steal: true }));
+    await b.store.acquire('t', acquireInput(2, 'k', { steal: true }));
     await b.store.release('t', 'k');
     // h acquires again before its node heard of the steal: a new grant, with a hold timeout.
-    const second = await answered(a.log, 'h', a.store.acquire('h', input(3, 'k', { holdTimeout: 100 })));
+    const second = await answered(a.log, 'h', a.store.acquire('h', acquireInput(3, 'k', { holdTimeout: 100 })));
     if (second.status !== 'granted') throw new Error('h was not granted again');
     expect(second.token).toBeGreaterThan(first.token);
     const lost = await a.log.next(new RegExp(`^lost h k ${first.token} stolen$`));
@@ -142,12 +132,12 @@ describe('the order in which the Redis store answers and notifies', () => {
   it('hands a released key to a waiter on a node that joined after the key had history without holding its notes', async () => {
     const [old] = await nodes([redis.url]);
     if (!old) throw new Error('no node');
-    expect(await old.store.acquire('holder', input(1, 'k'))).toMatchObject({ status: 'granted' });
+    expect(await old.store.acquire('holder', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
     // A node started now (as after a restart) has never seen k.
     const fresh = { log: listenerLog(), store: createRedisStore({ url: redis.url, namespace: `ord${process.pid}x${namespace}`, clock }) };
     await fresh.store.start(fresh.log.listener);
     stores.push(fresh.store);
-    expect(await fresh.store.acquire('waiter', input(2, 'k'))).toMatchObject({ status: 'queued' });
+    expect(await fresh.store.acquire('waiter', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
     const releasedAt = performance.now();
     await old.store.release('holder', 'k');
     // Held for a missing predecessor, the grant would wait out the 500 ms gap wait.
@@ -159,7 +149,7 @@ describe('the order in which the Redis store answers and notifies', () => {
     const slow = await slowPubSub(150);
     const [a, b] = await nodes([slow.url, redis.url]);
     if (!a || !b) throw new Error('no nodes');
-    const shared = (ticket: number): AcquireInput => input(ticket, 'doc', { mode: 'shared' });
+    const shared = (ticket: number): AcquireInput => acquireInput(ticket, 'doc', { mode: 'shared' });
     // a knows doc from its own step, so it does not wait for doc's history.
     expect(await a.store.acquire('s1', shared(1))).toMatchObject({ status: 'granted' });
     // The event of this step reaches a 150 ms late, after the watch's snapshot was read.

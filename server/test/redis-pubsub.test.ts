@@ -1,20 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createManualClock } from '../src/clock.js';
 import { createRedisStore } from '../src/redis/redis-store.js';
-import type { AcquireInput, LockStore } from '../src/store.js';
+import type { LockStore } from '../src/store.js';
 import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
 import { listenerLog, startPubSubProxy, type PubSubProxy } from './redis-harness.js';
-
-const input = (ticket: number, extra: Partial<AcquireInput> = {}): AcquireInput => ({
-  ticket,
-  key: 'k',
-  mode: 'exclusive',
-  acquireTimeout: null,
-  holdTimeout: null,
-  steal: false,
-  meta: null,
-  ...extra,
-});
+import { acquireInput } from './server-harness.js';
 
 describe('a Redis node whose pub/sub connection goes silent', () => {
   let redis: RedisServer;
@@ -50,9 +40,9 @@ describe('a Redis node whose pub/sub connection goes silent', () => {
 
   it('answers a queued acquire whose grant it never heard with that grant when its acquire timeout comes', async () => {
     const { a, b, clock, proxy } = await twoNodes(60_000);
-    expect(await b.store.acquire('holder', input(1))).toMatchObject({ status: 'granted' });
+    expect(await b.store.acquire('holder', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
     proxy.silence();
-    expect(await a.store.acquire('waiter', input(2, { acquireTimeout: 500 }))).toMatchObject({ status: 'queued' });
+    expect(await a.store.acquire('waiter', acquireInput(2, 'k', { acquireTimeout: 500 }))).toMatchObject({ status: 'queued' });
     await b.store.release('holder', 'k');
     const holders = (await b.store.status('k', null)).holders;
     expect(holders.map((h) => h.session)).toEqual(['waiter']);
@@ -63,9 +53,9 @@ describe('a Redis node whose pub/sub connection goes silent', () => {
   it('hands a waiter without an acquire timeout its grant within a few heartbeats when the grant was never heard', async () => {
     const nodeTtl = 1000;
     const { a, b, proxy } = await twoNodes(nodeTtl);
-    expect(await b.store.acquire('holder', input(1))).toMatchObject({ status: 'granted' });
+    expect(await b.store.acquire('holder', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
     proxy.silence();
-    expect(await a.store.acquire('waiter', input(2))).toMatchObject({ status: 'queued' });
+    expect(await a.store.acquire('waiter', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
     await b.store.release('holder', 'k');
     await a.log.next(/^granted waiter #2 /, 3 * nodeTtl);
   });

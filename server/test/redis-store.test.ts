@@ -1,10 +1,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createClient } from 'redis';
 import { createManualClock, type ManualClock } from '../src/clock.js';
-import type { AcquireInput, Grant, LockStore, LostLock, StoreListener } from '../src/store.js';
+import type { Grant, LockStore, LostLock, StoreListener } from '../src/store.js';
 import { decodeKey, encodeKey, keyNames } from '../src/redis/key-codec.js';
 import { createRedisStore } from '../src/redis/redis-store.js';
 import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { acquireInput } from './server-harness.js';
 
 type Heard =
   | { kind: 'granted'; session: string; ticket: number; grant: Grant }
@@ -41,17 +42,6 @@ function recorder() {
   };
   return { heard, listener, next };
 }
-
-const input = (ticket: number, key: string, extra: Partial<AcquireInput> = {}): AcquireInput => ({
-  ticket,
-  key,
-  mode: 'exclusive',
-  acquireTimeout: null,
-  holdTimeout: null,
-  steal: false,
-  meta: null,
-  ...extra,
-});
 
 describe('the key encoding', () => {
   it('round-trips every code unit, including lone surrogates, NUL, braces, CRLF and the empty key', () => {
@@ -115,9 +105,9 @@ describe('the Redis store on one redis-server', () => {
   it('pushes a grant to the waiter node when another node releases, with a greater token', async () => {
     const [n1, n2] = await nodes(2);
     if (!n1 || !n2) throw new Error('nodes');
-    const first = await n1.store.acquire('a', input(1, 'k'));
+    const first = await n1.store.acquire('a', acquireInput(1, 'k'));
     expect(first).toMatchObject({ status: 'granted' });
-    expect(await n2.store.acquire('b', input(1, 'k'))).toEqual({ status: 'queued', position: 1 });
+    expect(await n2.store.acquire('b', acquireInput(1, 'k'))).toEqual({ status: 'queued', position: 1 });
     await n1.store.release('a', 'k');
     const heard = await n2.next((h) => h.kind === 'granted');
     if (heard.kind !== 'granted' || first.status !== 'granted') throw new Error('unexpected');
@@ -131,8 +121,8 @@ describe('the Redis store on one redis-server', () => {
     if (!n1 || !n2) throw new Error('nodes');
     for (let round = 0; round < 20; round++) {
       const key = `race${round}`;
-      await n1.store.acquire('a', input(100 + round, key));
-      await n2.store.acquire('b', input(200 + round, key, { acquireTimeout: 1000 }));
+      await n1.store.acquire('a', acquireInput(100 + round, key));
+      await n2.store.acquire('b', acquireInput(200 + round, key, { acquireTimeout: 1000 }));
       const released = n1.store.release('a', key);
       clock.advance(1000);
       await released;
@@ -153,8 +143,8 @@ describe('the Redis store on one redis-server', () => {
   it('reconciles a grant whose notification was lost while its node resubscribed', async () => {
     const [n1, n2] = await nodes(2);
     if (!n1 || !n2) throw new Error('nodes');
-    await n1.store.acquire('a', input(1, 'k'));
-    await n2.store.acquire('b', input(1, 'k'));
+    await n1.store.acquire('a', acquireInput(1, 'k'));
+    await n2.store.acquire('b', acquireInput(1, 'k'));
     const admin = createClient({ url: redis.url });
     await admin.connect();
     try {
@@ -172,11 +162,11 @@ describe('the Redis store on one redis-server', () => {
   it('settles a wait when the holds present at its start end, on another node', async () => {
     const [n1, n2] = await nodes(2);
     if (!n1 || !n2) throw new Error('nodes');
-    await n1.store.acquire('a', input(1, 'k', { mode: 'shared' }));
-    await n1.store.acquire('c', input(2, 'k', { mode: 'shared' }));
+    await n1.store.acquire('a', acquireInput(1, 'k', { mode: 'shared' }));
+    await n1.store.acquire('c', acquireInput(2, 'k', { mode: 'shared' }));
     expect(await n2.store.wait('w', { ticket: 1, key: 'k', timeout: null })).toBe('pending');
     await n1.store.release('a', 'k');
-    await n1.store.acquire('a', input(3, 'k', { mode: 'shared' }));
+    await n1.store.acquire('a', acquireInput(3, 'k', { mode: 'shared' }));
     expect(n2.heard).toEqual([]);
     await n1.store.release('c', 'k');
     expect(await n2.next((h) => h.kind === 'waitDone')).toMatchObject({ session: 'w', ticket: 1, free: true });
@@ -185,7 +175,7 @@ describe('the Redis store on one redis-server', () => {
   it('keeps tokens rising after FLUSHALL and tells the holder its lock was revoked before granting again', async () => {
     const [n1, n2] = await nodes(2, 1000);
     if (!n1 || !n2) throw new Error('nodes');
-    const before = await n1.store.acquire('a', input(1, 'k'));
+    const before = await n1.store.acquire('a', acquireInput(1, 'k'));
     if (before.status !== 'granted') throw new Error('not granted');
     const admin = createClient({ url: redis.url });
     await admin.connect();
@@ -196,7 +186,7 @@ describe('the Redis store on one redis-server', () => {
     let refused = 0;
     for (;;) {
       const after = await n2.store
-        .acquire('b', input(1, 'k', { acquireTimeout: 0 }))
+        .acquire('b', acquireInput(1, 'k', { acquireTimeout: 0 }))
         .catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
       if (after instanceof Error) expect(after).toMatchObject({ code: 'store_unavailable' });
       else if (after.status === 'granted') {
@@ -224,10 +214,10 @@ describe('the Redis store on one redis-server', () => {
       const [n1] = await nodes(1);
       if (!n1) throw new Error('nodes');
       await admin.sendCommand(['CONFIG', 'RESETSTAT']);
-      expect(await n1.store.acquire('a', input(1, 'k'))).toMatchObject({ status: 'granted' });
+      expect(await n1.store.acquire('a', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
       await admin.sendCommand(['FUNCTION', 'FLUSH']);
       await n1.store.release('a', 'k');
-      expect(await n1.store.acquire('a', input(2, 'k'))).toMatchObject({ status: 'granted' });
+      expect(await n1.store.acquire('a', acquireInput(2, 'k'))).toMatchObject({ status: 'granted' });
       const calls = await commandCalls(admin);
       expect(calls.get('fcall')).toBeGreaterThanOrEqual(3);
       expect(calls.get('evalsha') ?? 0).toBe(0);
@@ -256,8 +246,8 @@ describe('the Redis store on one redis-server', () => {
       const [n1, n2] = made;
       if (!n1 || !n2) throw new Error('nodes');
       await admin.sendCommand(['CONFIG', 'RESETSTAT']);
-      expect(await n1.store.acquire('a', input(1, 'k'))).toMatchObject({ status: 'granted' });
-      expect(await n2.store.acquire('b', input(1, 'k'))).toEqual({ status: 'queued', position: 1 });
+      expect(await n1.store.acquire('a', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
+      expect(await n2.store.acquire('b', acquireInput(1, 'k'))).toEqual({ status: 'queued', position: 1 });
       await n1.store.release('a', 'k');
       expect(await n2.next((h) => h.kind === 'granted')).toMatchObject({ session: 'b', ticket: 1, grant: { key: 'k' } });
       const calls = await commandCalls(admin);
@@ -272,7 +262,7 @@ describe('the Redis store on one redis-server', () => {
   it('answers not_holder for a release of a key held by a session of another node, and changes nothing', async () => {
     const [n1, n2] = await nodes(2);
     if (!n1 || !n2) throw new Error('nodes');
-    await n1.store.acquire('a', input(1, 'k'));
+    await n1.store.acquire('a', acquireInput(1, 'k'));
     await expect(n2.store.release('b', 'k')).rejects.toMatchObject({ code: 'not_holder' });
     expect((await n2.store.status('k', null)).holders.map((h) => h.session)).toEqual(['a']);
   });

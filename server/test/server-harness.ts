@@ -122,6 +122,19 @@ export class RawClient {
   }
 }
 
+/**
+ * A store acquire of `key` for `ticket`: exclusive, no acquire or hold
+ * timeout, no steal, no meta, with `extra` overriding any of those.
+ */
+export function acquireInput(ticket: number, key: string, extra: Partial<AcquireInput> = {}): AcquireInput {
+  return { ticket, key, mode: 'exclusive', acquireTimeout: null, holdTimeout: null, steal: false, meta: null, ...extra };
+}
+
+/** A store listener that ignores every call but those `overrides` handle. */
+export function quietListener(overrides: Partial<StoreListener> = {}): StoreListener {
+  return { granted() {}, acquireTimedOut() {}, waitDone() {}, lost() {}, ...overrides };
+}
+
 type StubBehaviour = {
   [K in keyof LockStore as LockStore[K] extends (...args: never[]) => unknown ? K : never]: LockStore[K];
 };
