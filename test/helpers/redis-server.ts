@@ -41,7 +41,8 @@ async function pingUntilReady(port: number, child: ChildProcess, timeoutMs = 10_
       client.destroy();
       if (pong === 'PONG') return;
     } catch {
-      client.destroy();
+      // A client whose connect failed is already closed; destroying it again throws.
+      if (client.isOpen) client.destroy();
     }
     if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 25));
