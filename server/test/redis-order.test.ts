@@ -179,5 +179,25 @@ describe('the order in which the Redis store answers and notifies', () => {
       handle.stop();
     }
   });
-});
 
+  it('reports a grant lost when the steal that ended it was heard before the grant itself', async () => {
+    const proxy = await slowPubSub(0);
+    const [a, b] = await nodes([proxy.url, redis.url]);
+    if (!a || !b) throw new Error('no nodes');
+    if ((await a.store.acquire('h', acquireInput(1, 'k'))).status !== 'granted') throw new Error('h was not granted');
+    if ((await a.store.acquire('w', acquireInput(2, 'k'))).status !== 'queued') throw new Error('w was not queued');
+    // The release grants w in Redis at once; its reply, which carries w's grant, reaches a late.
+    proxy.delayReplies(1500);
+    const released = a.store.release('h', 'k');
+    for (let tries = 0; (await b.store.status('k', 'w')).heldByYou !== true; tries++) {
+      if (tries > 200) throw new Error('the release never reached Redis');
+    }
+    const stolen = await b.store.acquire('t', acquireInput(3, 'k', { steal: true }));
+    if (stolen.status !== 'granted') throw new Error('t was not granted');
+    await released;
+    // Both are out by the time the release is answered: nothing else of w's can be answered in between.
+    const lines = a.log.lines.filter((line) => / w /.test(line));
+    const token = lines[0]?.split(' ')[3] ?? 'none';
+    expect(lines).toEqual([`granted w #2 ${token}`, `lost w k ${token} stolen`]);
+  });
+});

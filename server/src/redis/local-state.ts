@@ -1,4 +1,5 @@
 import type { TimerHandle } from '../clock.js';
+import type { LostReason } from '@lockwire/protocol';
 import type { SessionId, Ticket } from '../store.js';
 import type { Note } from './records.js';
 
@@ -29,6 +30,13 @@ export interface LocalPending {
    * version; delivered in arrival order once the answer is out.
    */
   readonly early: Array<{ note: Note; version: number }>;
+  /**
+   * For an acquire: `lost` notes of its session and key that named a token
+   * this node held no hold under, by token. A grant of that token learned
+   * later from a probe (whose reply may come after the pub/sub note of a
+   * later steal or expiry) ended already and is reported lost right after.
+   */
+  readonly unheld: Map<number, LostReason>;
   /** The acquire or wait timeout on the store's clock. */
   timer: TimerHandle | null;
 }
@@ -59,7 +67,7 @@ export function createPending(
   const sent = new Promise<void>((resolve) => {
     markSent = resolve;
   });
-  return { ticket, session, key, kind, sending: true, sent, markSent, early: [], timer: null };
+  return { ticket, session, key, kind, sending: true, sent, markSent, early: [], unheld: new Map(), timer: null };
 }
 
 /** Every key a session touches in Redis: held, pending or uncertain. */

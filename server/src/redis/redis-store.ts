@@ -671,6 +671,11 @@ class RedisStore implements LockStore {
       if (hold && hold.token === note.token) {
         this.#dropHold(hold);
         listener?.lost(note.session, { key, token: note.token, reason: note.reason });
+      } else {
+        // Perhaps the hold of a grant not heard yet: a probe may still answer it.
+        for (const pending of this.#sessions.get(note.session)?.pending.values() ?? []) {
+          if (pending.kind === 'acquire' && pending.key === key) pending.unheld.set(note.token, note.reason);
+        }
       }
       return;
     }
@@ -680,8 +685,11 @@ class RedisStore implements LockStore {
       this.#removePending(pending);
       const local = this.#sessions.get(note.session);
       const grant = { key, token: note.token, expiresAt: note.expiresAt };
-      if (local) this.#addHold(local, note.session, grant);
+      const ended = pending.unheld.get(grant.token);
+      if (local && ended === undefined) this.#addHold(local, note.session, grant);
       listener?.granted(note.session, note.ticket, grant);
+      // A grant note overtaken by its hold's `lost` (a missed message given up on, then late): report it now.
+      if (ended !== undefined) listener?.lost(note.session, { key, token: grant.token, reason: ended });
     } else if (note.y === 'waitDone' && pending.kind === 'wait') {
       this.#removePending(pending);
       listener?.waitDone(note.session, note.ticket, true);
@@ -849,8 +857,11 @@ class RedisStore implements LockStore {
     else if (st === 'granted') {
       const grant = { key: pending.key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
       const local = this.#sessions.get(session);
-      if (local) this.#addHold(local, session, grant);
+      const ended = pending.unheld.get(grant.token);
+      if (local && ended === undefined) this.#addHold(local, session, grant);
       listener?.granted(session, ticket, grant);
+      // Its `lost` came over pub/sub before this reply and found no hold: report it now.
+      if (ended !== undefined) listener?.lost(session, { key: grant.key, token: grant.token, reason: ended });
     } else listener?.acquireTimedOut(session, ticket);
   }
 
