@@ -1,15 +1,7 @@
 import { afterAll, beforeAll } from 'vitest';
 import { redisTarget } from '../helpers/redis-target.js';
 import { startRedisCluster, type RedisCluster } from '../helpers/redis-server.js';
-import { describeAcquire } from './acquire.js';
-import { describeDisconnect } from './disconnect.js';
-import { describeErrors } from './errors.js';
-import { describeKeys } from './keys.js';
-import { describeObserve } from './observe.js';
-import { describeQueue } from './queue.js';
-import { describeSteal } from './steal.js';
-import { describeTimeouts } from './timeouts.js';
-import { describeWaitCancel } from './wait-cancel.js';
+import { describeConformance } from './suite.js';
 
 // The protocol conformance suite against two lockwire nodes on a Redis
 // Cluster of three primaries: keys spread over the shards by hash slot.
@@ -31,12 +23,4 @@ const target = redisTarget({
   },
 });
 
-describeAcquire(target);
-describeQueue(target);
-describeSteal(target);
-describeTimeouts(target);
-describeWaitCancel(target);
-describeObserve(target);
-describeErrors(target);
-describeKeys(target);
-describeDisconnect(target);
+describeConformance(target);
