@@ -106,7 +106,7 @@ describe('memory store: connection faults', () => {
     })();
     const probes = (count: number) => {
       const target = roundTrips.length + count;
-      return within(new Promise<void>((resolve) => (probed = () => roundTrips.length >= target && resolve())), 5000, `${count} round trips`);
+      return within(new Promise<void>((resolve) => (probed = () => roundTrips.length >= target && resolve())), 15_000, `${count} round trips`);
     };
     const p99 = (samples: number[]) => [...samples].sort((a, b) => a - b)[Math.floor(samples.length * 0.99)] ?? Infinity;
 
