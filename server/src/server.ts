@@ -16,6 +16,7 @@ import { createAuthenticator, redactUrl, type AuthOptions } from './auth.js';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
+import { startHeartbeat } from './heartbeat.js';
 import { guardHttp } from './http-guard.js';
 import { parseRequestUrl } from './request-url.js';
 import { resolveLimits, type ServerLimits } from './limits.js';
@@ -343,13 +344,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   }
   httpServer.on('error', (error) => logger.error({ err: error }, 'http server error'));
 
-  const heartbeat =
-    heartbeatInterval > 0
-      ? setInterval(() => {
-          for (const session of sessions.values()) session.heartbeat();
-        }, heartbeatInterval)
-      : null;
-  heartbeat?.unref();
+  const heartbeat = heartbeatInterval > 0 ? startHeartbeat(heartbeatInterval, () => sessions.values()) : null;
 
   metrics.track({
     store: store.kind,
@@ -375,7 +370,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     closing = true;
     logger.info({ drainDelay, shutdownTimeout }, 'draining');
     if (drainDelay > 0) await new Promise<void>((resolve) => clock.setTimeout(() => resolve(), drainDelay));
-    if (heartbeat) clearInterval(heartbeat);
+    heartbeat?.stop();
     let timer: TimerHandle | undefined;
     const timedOut = new Promise<'timed out'>((resolve) => {
       timer = clock.setTimeout(() => resolve('timed out'), shutdownTimeout);

@@ -121,7 +121,8 @@ function frameText(data: RawData): string {
 export class Session {
   private alive = true;
   private ended = false;
-  private answeredPing = true;
+  /** Whether anything (a frame or a pong) came from the peer since the last heartbeat ping. */
+  private heardSincePing = true;
   private readonly pending = new Map<RequestId, PendingRequest>();
   /** Keys this session holds, as its replies and `lost` pushes told the client. */
   private readonly held = new Set<string>();
@@ -165,7 +166,7 @@ export class Session {
     this.socketClosed = new Promise((resolve) => ws.once('close', () => resolve()));
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
     ws.on('pong', () => {
-      this.answeredPing = true;
+      this.heardSincePing = true;
     });
     ws.on('close', (code: number) => {
       // 1000 is a deliberate close: the client is done and will not resume,
@@ -253,15 +254,19 @@ export class Session {
     this.send(JSON.stringify({ type: 'lost', key: lost.key, token: lost.token, reason: lost.reason }));
   }
 
-  /** One heartbeat step: cut the connection if the last ping went unanswered, else ping again. */
-  heartbeat(): void {
+  /**
+   * One heartbeat step: when `judge` is set, cut the connection if nothing
+   * (neither the pong nor any frame) came from the peer since the last ping;
+   * else ping again.
+   */
+  heartbeat(judge: boolean): void {
     if (!this.alive) return;
-    if (!this.answeredPing) {
+    if (judge && !this.heardSincePing) {
       this.host.logger.info({ session: this.id }, 'heartbeat missed; terminating connection');
       this.ws.terminate();
       return;
     }
-    this.answeredPing = false;
+    this.heardSincePing = false;
     this.ws.ping();
   }
 
@@ -383,6 +388,7 @@ export class Session {
 
   private onFrame(data: RawData, isBinary: boolean): void {
     if (!this.alive) return;
+    this.heardSincePing = true;
     const verdict = this.guard.frame();
     if (verdict === 'abuse') return this.closeForPolicy('rate limit exceeded');
     if (verdict === 'refuse' || this.expired) {
@@ -458,7 +464,11 @@ export class Session {
       case 'revoke':
         return this.run(message, async () => ({ revoked: await store.revoke(message.key) }));
       case 'ping':
-        return this.run(message, async () => ({ at: this.host.clock.now() }));
+        // After the pushes of every change made before it (a `lost` of a steal through another node).
+        return this.run(message, async () => {
+          await store.sync?.();
+          return { at: this.host.clock.now() };
+        });
     }
   }
 

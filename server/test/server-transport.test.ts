@@ -49,6 +49,47 @@ describe('heartbeat', () => {
     expect(await client.request({ op: 'ping', id: 1 })).toMatchObject({ ok: true });
     expect(server.sessionCount()).toBe(1);
   });
+
+  it('keeps a connection that sends frames, even one that never answers pings', async () => {
+    const { server } = await start({ heartbeatInterval: 20 });
+    const { client } = await connect(server.url, { autoPong: false });
+    let pings = 0;
+    await within(
+      new Promise<void>((resolve) =>
+        client.ws.on('ping', () => {
+          client.ws.send(JSON.stringify({ op: 'ping', id: ++pings }));
+          if (pings === 4) resolve();
+        }),
+      ),
+      'four pings',
+    );
+    expect(await client.reply(4)).toMatchObject({ ok: true });
+    expect(server.sessionCount()).toBe(1);
+  });
+
+  it('keeps a connection whose pong arrived while the server itself was stalled past a heartbeat', async () => {
+    const interval = 50;
+    const { server } = await start({ heartbeatInterval: interval });
+    const { client } = await connect(server.url);
+    let pings = 0;
+    await within(
+      new Promise<void>((resolve) =>
+        client.ws.on('ping', () => {
+          pings++;
+          // The pong is already written; the server's event loop now stalls
+          // (as in a long GC pause) before it can read it.
+          if (pings === 1) {
+            const until = performance.now() + 3 * interval;
+            while (performance.now() < until);
+          }
+          if (pings === 3) resolve();
+        }),
+      ),
+      'three pings',
+    );
+    expect(await client.request({ op: 'ping', id: 1 })).toMatchObject({ ok: true });
+    expect(server.sessionCount()).toBe(1);
+  });
 });
 
 describe('maxPayload', () => {
