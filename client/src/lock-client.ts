@@ -1,55 +1,16 @@
-import type {
-  EventMessage,
-  Limits,
-  ListResult,
-  LockStatus,
-  LostMessage,
-  WelcomeMessage,
-} from '@lockwire/protocol';
-import { Connection, type ConnectionHandlers, type PendingCall } from './connection.js';
+import type { Limits, ListResult, LockStatus } from '@lockwire/protocol';
+import { Connection, type PendingCall } from './connection.js';
+import { ConnectionKeeper, isConnectionError, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
-import {
-  ClientErrorCode,
-  connectionClosedError,
-  LockError,
-  type CloseInfo,
-} from './errors.js';
+import { ClientErrorCode, LockError, type CloseInfo } from './errors.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook, type Grant } from './lease-book.js';
 import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
-import {
-  backoffDelay,
-  keptHolds,
-  mayReconnectAfter,
-  pause,
-  reconnectPolicy,
-  resumeTicket,
-  resumeUrl,
-  type ReconnectPolicy,
-  type ResumeTicket,
-} from './reconnect.js';
+import { reconnectPolicy } from './reconnect.js';
 import { webSocketTransport, type TransportFactory } from './transport.js';
 import { Watch, WatchRegistry, type LockEvent, type WatchSubscription } from './watch.js';
 import { LockManager } from './web-locks.js';
-
-/** What `connect()` hands the constructor. */
-interface ClientInit {
-  url: string;
-  transport: TransportFactory;
-  policy: ReconnectPolicy | null;
-  connection: Connection;
-  welcome: WelcomeMessage;
-}
-
-const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient: true };
-
-function isConnectionError(error: unknown): boolean {
-  return (
-    error instanceof LockError &&
-    (error.code === ClientErrorCode.ConnectionLost || error.code === ClientErrorCode.ConnectionClosed)
-  );
-}
 
 /**
  * A lockwire client: one WebSocket connection, which is the lock holder.
@@ -61,20 +22,6 @@ function isConnectionError(error: unknown): boolean {
  * `LockError`s whose `code` is the wire error code or a {@link ClientErrorCode}.
  */
 export class LockClient extends PrefectFace {
-  readonly #url: string;
-  readonly #transport: TransportFactory;
-  readonly #policy: ReconnectPolicy | null;
-  #connection: Connection | undefined;
-  #welcome: WelcomeMessage;
-  #state: ClientState = 'open';
-  #closing: Promise<void> | undefined;
-  /** Aborted by `close()`: stops a reconnect in progress. */
-  readonly #stop = new AbortController();
-  /** The resume offer of the current session, while one can still be used. */
-  #resume: ResumeTicket | null;
-  /** Loses the leases parked for a resume once the server's grace has run out. */
-  #graceTimer: ReturnType<typeof setTimeout> | undefined;
-  #lastClose: CloseInfo | undefined;
   /** What leases call back into; kept off the public API. */
   readonly #leaseOwner: LeaseOwner = {
     releaseLease: (lease) => this.#releaseLease(lease),
@@ -83,6 +30,8 @@ export class LockClient extends PrefectFace {
   readonly #leases = new LeaseBook(this.#leaseOwner);
   readonly #watches = new WatchRegistry();
   readonly #events = new Emitter<ClientEvents>();
+  /** The connection, its reconnects and the client's state. */
+  readonly #keeper: ConnectionKeeper;
   /**
    * The Web Locks face: `navigator.locks` across tabs, devices and users
    * (`request(name, [options], callback)`, `query()`).
@@ -91,12 +40,7 @@ export class LockClient extends PrefectFace {
   /** Use `LockClient.connect()`. */
   protected constructor(init: ClientInit) {
     super();
-    this.#url = init.url;
-    this.#transport = init.transport;
-    this.#policy = init.policy;
-    this.#connection = init.connection;
-    this.#welcome = init.welcome;
-    this.#resume = resumeTicket(init.welcome);
+    this.#keeper = new ConnectionKeeper(init, { leases: this.#leases, watches: this.#watches, events: this.#events });
   }
 
   /**
@@ -117,13 +61,13 @@ export class LockClient extends PrefectFace {
       transport,
       {
         lost: (message) => {
-          if (route.client) route.client.#onLost(message);
+          if (route.client) route.client.#keeper.onLost(message);
         },
         event: (message) => {
-          if (route.client) route.client.#onEvent(message);
+          if (route.client) route.client.#keeper.onEvent(message);
         },
         closed: (close, error) => {
-          if (route.client) route.client.#onClosed(close, error);
+          if (route.client) route.client.#keeper.onClosed(close, error);
           else route.closed = [close, error];
         },
       },
@@ -132,28 +76,28 @@ export class LockClient extends PrefectFace {
     const client = new this({ url, transport, policy, connection, welcome });
     route.client = client;
     // The socket may have closed between the welcome and the constructor.
-    if (route.closed) client.#onClosed(...route.closed);
+    if (route.closed) client.#keeper.onClosed(...route.closed);
     return client;
   }
 
   /** The server's id of this session (the lock holder). */
   get session(): string {
-    return this.#welcome.session;
+    return this.#keeper.welcome.session;
   }
 
   /** The limits the server announced. */
   get limits(): Limits {
-    return this.#welcome.limits;
+    return this.#keeper.welcome.limits;
   }
 
   /** The server's name and version, e.g. `lockwire/0.1.0`. */
   get server(): string {
-    return this.#welcome.server;
+    return this.#keeper.welcome.server;
   }
 
   /** `open`, `reconnecting`/`connecting` while the connection is down, `closed` for good. */
   get state(): ClientState {
-    return this.#state;
+    return this.#keeper.state;
   }
 
   /** Leases this client holds, by key. */
@@ -163,7 +107,7 @@ export class LockClient extends PrefectFace {
 
   /** The transport this client opens connections with. */
   protected get transport(): TransportFactory {
-    return this.#transport;
+    return this.#keeper.transport;
   }
 
   /**
@@ -191,7 +135,7 @@ export class LockClient extends PrefectFace {
   override async acquire(key: string, options: AcquireOptions = {}): Promise<Lease | null> {
     const { signal } = options;
     signal?.throwIfAborted();
-    const connection = this.#live();
+    const connection = this.#keeper.live();
     const mode = options.mode ?? 'exclusive';
     const call = connection.request(
       'acquire',
@@ -237,20 +181,21 @@ export class LockClient extends PrefectFace {
   /** Waits until every hold on `key` that exists now has ended; `false` on timeout. Never acquires. */
   override async wait(key: string, options: WaitForLockOptions = {}): Promise<boolean> {
     options.signal?.throwIfAborted();
-    const connection = this.#live();
+    const connection = this.#keeper.live();
     const call = connection.request('wait', { key, timeout: options.timeout }, { onResult: (r) => r.free });
     return this.#abortable(connection, call, options.signal);
   }
 
   /** The state of `key`: holders, queue in grant order, and `heldByYou`. */
   override async status(key: string): Promise<LockStatus> {
-    return this.#live().request('status', { key }, { onResult: (r) => r }).result;
+    return this.#keeper.live().request('status', { key }, { onResult: (r) => r }).result;
   }
 
   /** Status of the locked keys starting with `prefix` (default all), in key order, at most `limit` (default 1000). */
   async list(options: { prefix?: string; limit?: number } = {}): Promise<ListResult> {
-    return this.#live().request('list', { prefix: options.prefix, limit: options.limit }, { onResult: (r) => r })
-      .result;
+    return this.#keeper
+      .live()
+      .request('list', { prefix: options.prefix, limit: options.limit }, { onResult: (r) => r }).result;
   }
 
   /**
@@ -261,7 +206,7 @@ export class LockClient extends PrefectFace {
    * gets the fresh snapshot (events while offline are not replayed).
    */
   async watch(prefix: string, onEvent: (event: LockEvent) => void, options: WatchOptions = {}): Promise<Watch> {
-    const connection = this.#live();
+    const connection = this.#keeper.live();
     const subscription: WatchSubscription = {
       prefix,
       limit: options.limit,
@@ -292,12 +237,12 @@ export class LockClient extends PrefectFace {
 
   /** Force-releases every hold on `key` (each holder loses it as `revoked`); resolves with how many. */
   async revoke(key: string): Promise<number> {
-    return this.#live().request('revoke', { key }, { onResult: (r) => r.revoked }).result;
+    return this.#keeper.live().request('revoke', { key }, { onResult: (r) => r.revoked }).result;
   }
 
   /** Round trip to the server; resolves with the server's clock (epoch ms). */
   async ping(): Promise<number> {
-    return this.#live().request('ping', {}, { onResult: (r) => r.at }).result;
+    return this.#keeper.live().request('ping', {}, { onResult: (r) => r.at }).result;
   }
 
   /**
@@ -307,16 +252,7 @@ export class LockClient extends PrefectFace {
    * Idempotent; resolves when the socket closed.
    */
   close(): Promise<void> {
-    if (this.#closing) return this.#closing;
-    this.#stop.abort();
-    const connection = this.#connection;
-    if (connection?.isOpen) {
-      this.#closing = connection.close();
-    } else {
-      this.#finish(CLIENT_CLOSE, connectionClosedError(CLIENT_CLOSE));
-      this.#closing = Promise.resolve();
-    }
-    return this.#closing;
+    return this.#keeper.close();
   }
 
   /** Closes the client (for `await using`). */
@@ -329,7 +265,7 @@ export class LockClient extends PrefectFace {
   /** Sends the release of a lease; see `Lease.release()`. */
   async #releaseLease(lease: Lease): Promise<void> {
     this.#leases.forget(lease);
-    const connection = this.#connection;
+    const connection = this.#keeper.connection;
     // A closed connection already released every lock of the session.
     if (!connection?.isOpen) return;
     try {
@@ -346,7 +282,7 @@ export class LockClient extends PrefectFace {
     if (!lease.held) {
       throw new LockError('not_holder', `lock ${JSON.stringify(lease.key)} is no longer held (${lease.state})`);
     }
-    return this.#live().request('extend', { key: lease.key, holdTimeout }, {
+    return this.#keeper.live().request('extend', { key: lease.key, holdTimeout }, {
       onResult: (result) => {
         this.#leases.extended(lease, result.expiresAt);
         return result.expiresAt;
@@ -361,21 +297,12 @@ export class LockClient extends PrefectFace {
    * nothing changes then.
    */
   override async releaseLock(key: string): Promise<void> {
-    await this.#live().request('release', { key }, {
+    await this.#keeper.live().request('release', { key }, {
       onResult: () => this.#leases.released(key),
     }).result;
   }
 
   // ---- internals ----
-
-  #live(): Connection {
-    const connection = this.#connection;
-    if (connection?.isOpen) return connection;
-    if (this.#state === 'closed') throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is closed');
-    throw new LockError(ClientErrorCode.ConnectionLost, `the client is not connected (${this.#state})`, {
-      close: this.#lastClose,
-    });
-  }
 
   /**
    * Awaits a cancellable call (`acquire`, `wait`). On abort before the reply:
@@ -410,127 +337,12 @@ export class LockClient extends PrefectFace {
   async #unwatch(subscription: WatchSubscription): Promise<void> {
     subscription.controller.abort(new LockError(ClientErrorCode.ConnectionClosed, 'watch closed'));
     const last = this.#watches.remove(subscription);
-    const connection = this.#connection;
+    const connection = this.#keeper.connection;
     if (!last || !connection?.isOpen) return;
     await connection.request('unwatch', { prefix: subscription.prefix }, { onResult: () => undefined }).result.catch(
       (error: unknown) => {
         if (!isConnectionError(error)) throw error;
       },
     );
-  }
-
-  #onLost(message: LostMessage): void {
-    this.#leases.lost(message.key, message.token, message.reason);
-    this.#events.emit('lost', { key: message.key, token: message.token, reason: message.reason });
-  }
-
-  #onEvent(message: EventMessage): void {
-    this.#watches.dispatch(message);
-  }
-
-  // ---- connection lifecycle ----
-
-  #handlers(): ConnectionHandlers {
-    return {
-      lost: (message) => this.#onLost(message),
-      event: (message) => this.#onEvent(message),
-      closed: (close, error) => this.#onClosed(close, error),
-    };
-  }
-
-  #setState(state: ClientState): void {
-    if (this.#state === state) return;
-    this.#state = state;
-    this.#events.emit('state', state);
-  }
-
-  /** The connection ended: pending calls were already rejected; reconnect or close for good. */
-  #onClosed(close: CloseInfo, error: LockError): void {
-    this.#connection = undefined;
-    this.#lastClose = close;
-    const policy = this.#policy;
-    const retry =
-      policy !== null &&
-      policy.maxAttempts > 0 &&
-      !this.#stop.signal.aborted &&
-      error.code !== ClientErrorCode.ProtocolError &&
-      mayReconnectAfter(close);
-    this.#events.emit('disconnect', { ...close, reconnecting: retry });
-    if (!retry) {
-      this.#finish(close, error);
-      return;
-    }
-    const ticket = this.#resume;
-    if (ticket) {
-      // The server keeps this session's locks for `grace` ms: the leases wait for the resume.
-      this.#graceTimer = setTimeout(() => {
-        this.#resume = null;
-        this.#leases.loseAll(close);
-      }, ticket.grace);
-    } else {
-      this.#leases.loseAll(close);
-    }
-    this.#watches.suspend();
-    void this.#reconnect(policy, close);
-  }
-
-  async #reconnect(policy: ReconnectPolicy, close: CloseInfo): Promise<void> {
-    const previous = this.#welcome;
-    for (let attempt = 1; attempt <= policy.maxAttempts; attempt += 1) {
-      this.#setState('reconnecting');
-      await pause(backoffDelay(policy, attempt), this.#stop.signal);
-      if (this.#stop.signal.aborted) return;
-      this.#setState('connecting');
-      const ticket = this.#resume;
-      let opened: { connection: Connection; welcome: WelcomeMessage };
-      try {
-        const url = ticket ? resumeUrl(this.#url, ticket) : this.#url;
-        opened = await Connection.open(url, this.#transport, this.#handlers(), this.#stop.signal);
-      } catch {
-        if (this.#stop.signal.aborted) return;
-        continue;
-      }
-      if (this.#stop.signal.aborted) {
-        void opened.connection.close();
-        return;
-      }
-      this.#resumeWith(opened.connection, opened.welcome, previous, attempt);
-      return;
-    }
-    this.#finish(close, connectionClosedError(close));
-  }
-
-  /** A new connection is open: keep the leases a resume gave back, lose the rest, watch again. */
-  #resumeWith(connection: Connection, welcome: WelcomeMessage, previous: WelcomeMessage, attempts: number): void {
-    clearTimeout(this.#graceTimer);
-    this.#connection = connection;
-    this.#welcome = welcome;
-    this.#resume = resumeTicket(welcome);
-    this.#setState('open');
-    // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply).
-    for (const key of this.#leases.reconcile(keptHolds(welcome, previous.session), this.#lastClose)) {
-      void connection.request('release', { key }, { onResult: () => undefined }).result.catch(() => undefined);
-    }
-    for (const [prefix, limit] of this.#watches.prefixes()) {
-      connection
-        .request('watch', { prefix, limit }, { onResult: (snapshot) => this.#watches.resync(prefix, snapshot) })
-        .result.catch((error: unknown) => {
-          // Dropped again: the next reconnect watches it again.
-          if (!isConnectionError(error)) this.#watches.fail(prefix, error);
-        });
-    }
-    const resumed = welcome.resumed === true && welcome.session === previous.session;
-    this.#events.emit('reconnect', { session: welcome.session, previousSession: previous.session, resumed, attempts });
-  }
-
-  /** The client is closed for good. */
-  #finish(close: CloseInfo, error: LockError): void {
-    if (this.#state === 'closed') return;
-    clearTimeout(this.#graceTimer);
-    this.#resume = null;
-    this.#leases.loseAll(close);
-    this.#watches.endAll(error.code === ClientErrorCode.ConnectionLost ? connectionClosedError(close) : error);
-    this.#setState('closed');
-    this.#events.emit('close', close);
   }
 }

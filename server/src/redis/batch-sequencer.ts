@@ -153,9 +153,16 @@ export class BatchSequencer {
     });
   }
 
-  /** Learns a key's version from a read (a watch snapshot) when nothing was delivered for it yet. */
+  /**
+   * Learns a key's version from a read (a watch snapshot) when nothing was
+   * delivered for it yet; what waited for a step the read shows goes out. The
+   * events of steps up to `version` still on their way are then dropped, so a
+   * caller seeds only when no watcher wants them.
+   */
   seed(encoded: string, version: number): void {
-    if (version > 0 && !this.#last.has(encoded)) this.#setLast(encoded, version);
+    if (version <= 0 || this.#last.has(encoded)) return;
+    this.#setLast(encoded, version);
+    this.#drainHeld(encoded);
   }
 
   /** Forgets held batches and timers. */

@@ -301,7 +301,12 @@ class RedisStore implements LockStore {
   }
 
   async watch(prefix: string, limit: number, viewer: SessionId | null, sink: (event: LockEvent) => void): Promise<WatchHandle> {
-    return this.#hub.watch(prefix, sink, () => this.#snapshot(prefix, limit, viewer));
+    return this.#hub.watch(
+      prefix,
+      sink,
+      () => this.#snapshot(prefix, limit, viewer),
+      (key, version) => this.#sequencer?.seed(encodeKey(key), version),
+    );
   }
 
   async revoke(key: string): Promise<number> {
@@ -488,7 +493,11 @@ class RedisStore implements LockStore {
     }
   }
 
-  /** `list` plus the version each listed key was read at (for a gap-free watch). */
+  /**
+   * `list` plus the version each listed key was read at (for a gap-free
+   * watch). It does not move the key's order on: steps the read shows may
+   * still be on their way over pub/sub, and live watches need their events.
+   */
   async #snapshot(prefix: string, limit: number, viewer: SessionId | null): Promise<{ result: ListResult; versions: Map<string, number> }> {
     const link = this.#link;
     if (!link) throw new LockError(ErrorCode.StoreUnavailable, 'the Redis store is not started');
@@ -514,7 +523,6 @@ class RedisStore implements LockStore {
     const locks: LockStatus[] = [];
     for (const { status, version } of read) {
       versions.set(status.key, version);
-      this.#sequencer?.seed(encodeKey(status.key), version);
       if (status.locked) locks.push(status);
     }
     return { result: { locks, truncated: keys.length > limit }, versions };

@@ -21,6 +21,11 @@ interface Watcher {
  * version the snapshot read it at) and delivers the rest, so the stream has
  * no gap and no event twice for a key in the snapshot. Events of a step the
  * snapshot shows that arrive only after it was taken are dropped too.
+ *
+ * A read runs ahead of pub/sub: a snapshot may show steps whose events are
+ * still on their way to this node, and other watches here still need them.
+ * So the version a snapshot read is passed on (`seed`, which lets the node
+ * drop those events for good) only for keys no other watch here covers.
  */
 export class WatchHub {
   readonly #watchers = new Set<Watcher>();
@@ -32,7 +37,12 @@ export class WatchHub {
 
   /** True when some watch here covers `key`. */
   covers(key: string): boolean {
-    for (const watcher of this.#watchers) if (key.startsWith(watcher.prefix)) return true;
+    return this.#coveredBesides(key, null);
+  }
+
+  /** True when a watch here other than `self` covers `key`. */
+  #coveredBesides(key: string, self: Watcher | null): boolean {
+    for (const watcher of this.#watchers) if (watcher !== self && key.startsWith(watcher.prefix)) return true;
     return false;
   }
 
@@ -57,12 +67,15 @@ export class WatchHub {
 
   /**
    * Starts a watch: `snapshot` reads the table (as `list`) and the version
-   * each listed key was read at; events from then on go to `sink`.
+   * each listed key was read at; events from then on go to `sink`. `seed`
+   * gets each read version of a key no other watch here covers: events of
+   * that key at or below it concern no watch here.
    */
   async watch(
     prefix: string,
     sink: (event: LockEvent) => void,
     snapshot: () => Promise<{ result: ListResult; versions: Map<string, number> }>,
+    seed: (key: string, version: number) => void = () => {},
   ): Promise<WatchHandle> {
     const watcher: Watcher = { prefix, sink, buffer: [], floors: new Map() };
     this.#watchers.add(watcher);
@@ -75,7 +88,11 @@ export class WatchHub {
     }
     const buffered = watcher.buffer ?? [];
     watcher.buffer = null;
-    for (const [key, version] of taken.versions) if (version > 0) watcher.floors.set(key, version);
+    for (const [key, version] of taken.versions) {
+      if (version <= 0) continue;
+      watcher.floors.set(key, version);
+      if (!this.#coveredBesides(key, watcher)) seed(key, version);
+    }
     for (const { event, version } of buffered) this.#toWatcher(watcher, event, version);
     return {
       snapshot: taken.result,

@@ -1,0 +1,250 @@
+import type { EventMessage, LostMessage, WelcomeMessage } from '@lockwire/protocol';
+import { Connection, type ConnectionHandlers } from './connection.js';
+import type { Emitter } from './emitter.js';
+import { ClientErrorCode, connectionClosedError, LockError, type CloseInfo } from './errors.js';
+import type { LeaseBook } from './lease-book.js';
+import type { ClientEvents, ClientState } from './options.js';
+import {
+  backoffDelay,
+  keptHolds,
+  mayReconnectAfter,
+  pause,
+  resumeTicket,
+  resumeUrl,
+  type ReconnectPolicy,
+  type ResumeTicket,
+} from './reconnect.js';
+import type { TransportFactory } from './transport.js';
+import type { WatchRegistry } from './watch.js';
+
+/** What `connect()` hands the constructor. */
+export interface ClientInit {
+  url: string;
+  transport: TransportFactory;
+  policy: ReconnectPolicy | null;
+  connection: Connection;
+  welcome: WelcomeMessage;
+}
+
+/** The client's state that follows the connection: leases, watches and the client's events. */
+export interface KeptState {
+  leases: LeaseBook;
+  watches: WatchRegistry;
+  events: Emitter<ClientEvents>;
+}
+
+const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient: true };
+
+/**
+ * True for the `LockError`s of a connection that is gone (`connection_lost`,
+ * `connection_closed`): the server has already let go of what the call was about.
+ */
+export function isConnectionError(error: unknown): boolean {
+  return (
+    error instanceof LockError &&
+    (error.code === ClientErrorCode.ConnectionLost || error.code === ClientErrorCode.ConnectionClosed)
+  );
+}
+
+/**
+ * Keeps a client connected: holds the open connection and the server's
+ * welcome, reconnects with backoff when the connection drops (resuming the
+ * session while the server keeps it), and carries the leases, watches and
+ * state events across. Ends for good on `close()`, when reconnecting is off
+ * or gives up, on a protocol error, or on a close that forbids reconnecting.
+ */
+export class ConnectionKeeper {
+  readonly #url: string;
+  readonly #transport: TransportFactory;
+  readonly #policy: ReconnectPolicy | null;
+  readonly #leases: LeaseBook;
+  readonly #watches: WatchRegistry;
+  readonly #events: Emitter<ClientEvents>;
+  #connection: Connection | undefined;
+  #welcome: WelcomeMessage;
+  #state: ClientState = 'open';
+  #closing: Promise<void> | undefined;
+  /** Aborted by `close()`: stops a reconnect in progress. */
+  readonly #stop = new AbortController();
+  /** The resume offer of the current session, while one can still be used. */
+  #resume: ResumeTicket | null;
+  /** Loses the leases parked for a resume once the server's grace has run out. */
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastClose: CloseInfo | undefined;
+
+  constructor(init: ClientInit, kept: KeptState) {
+    this.#url = init.url;
+    this.#transport = init.transport;
+    this.#policy = init.policy;
+    this.#connection = init.connection;
+    this.#welcome = init.welcome;
+    this.#resume = resumeTicket(init.welcome);
+    this.#leases = kept.leases;
+    this.#watches = kept.watches;
+    this.#events = kept.events;
+  }
+
+  /** The welcome of the current (or last) connection. */
+  get welcome(): WelcomeMessage {
+    return this.#welcome;
+  }
+
+  /** `open`, `reconnecting`/`connecting` while the connection is down, `closed` for good. */
+  get state(): ClientState {
+    return this.#state;
+  }
+
+  /** The transport connections are opened with. */
+  get transport(): TransportFactory {
+    return this.#transport;
+  }
+
+  /** The current connection; `undefined` while down. It may have closed already: check `isOpen`. */
+  get connection(): Connection | undefined {
+    return this.#connection;
+  }
+
+  /**
+   * The open connection, for a new call.
+   *
+   * @throws LockError `connection_closed` once closed for good;
+   * `connection_lost` (with the last close) while down.
+   */
+  live(): Connection {
+    const connection = this.#connection;
+    if (connection?.isOpen) return connection;
+    if (this.#state === 'closed') throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is closed');
+    throw new LockError(ClientErrorCode.ConnectionLost, `the client is not connected (${this.#state})`, {
+      close: this.#lastClose,
+    });
+  }
+
+  /** Closes for good and stops reconnecting; idempotent, resolves when the socket closed. */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#stop.abort();
+    const connection = this.#connection;
+    if (connection?.isOpen) {
+      this.#closing = connection.close();
+    } else {
+      this.#finish(CLIENT_CLOSE, connectionClosedError(CLIENT_CLOSE));
+      this.#closing = Promise.resolve();
+    }
+    return this.#closing;
+  }
+
+  /** The server took a lock away: its lease is lost. */
+  onLost(message: LostMessage): void {
+    this.#leases.lost(message.key, message.token, message.reason);
+    this.#events.emit('lost', { key: message.key, token: message.token, reason: message.reason });
+  }
+
+  /** A watched key changed. */
+  onEvent(message: EventMessage): void {
+    this.#watches.dispatch(message);
+  }
+
+  /** The connection ended: pending calls were already rejected; reconnect or close for good. */
+  onClosed(close: CloseInfo, error: LockError): void {
+    this.#connection = undefined;
+    this.#lastClose = close;
+    const policy = this.#policy;
+    const retry =
+      policy !== null &&
+      policy.maxAttempts > 0 &&
+      !this.#stop.signal.aborted &&
+      error.code !== ClientErrorCode.ProtocolError &&
+      mayReconnectAfter(close);
+    this.#events.emit('disconnect', { ...close, reconnecting: retry });
+    if (!retry) {
+      this.#finish(close, error);
+      return;
+    }
+    const ticket = this.#resume;
+    if (ticket) {
+      // The server keeps this session's locks for `grace` ms: the leases wait for the resume.
+      this.#graceTimer = setTimeout(() => {
+        this.#resume = null;
+        this.#leases.loseAll(close);
+      }, ticket.grace);
+    } else {
+      this.#leases.loseAll(close);
+    }
+    this.#watches.suspend();
+    void this.#reconnect(policy, close);
+  }
+
+  #handlers(): ConnectionHandlers {
+    return {
+      lost: (message) => this.onLost(message),
+      event: (message) => this.onEvent(message),
+      closed: (close, error) => this.onClosed(close, error),
+    };
+  }
+
+  #setState(state: ClientState): void {
+    if (this.#state === state) return;
+    this.#state = state;
+    this.#events.emit('state', state);
+  }
+
+  async #reconnect(policy: ReconnectPolicy, close: CloseInfo): Promise<void> {
+    const previous = this.#welcome;
+    for (let attempt = 1; attempt <= policy.maxAttempts; attempt += 1) {
+      this.#setState('reconnecting');
+      await pause(backoffDelay(policy, attempt), this.#stop.signal);
+      if (this.#stop.signal.aborted) return;
+      this.#setState('connecting');
+      const ticket = this.#resume;
+      let opened: { connection: Connection; welcome: WelcomeMessage };
+      try {
+        const url = ticket ? resumeUrl(this.#url, ticket) : this.#url;
+        opened = await Connection.open(url, this.#transport, this.#handlers(), this.#stop.signal);
+      } catch {
+        if (this.#stop.signal.aborted) return;
+        continue;
+      }
+      if (this.#stop.signal.aborted) {
+        void opened.connection.close();
+        return;
+      }
+      this.#resumeWith(opened.connection, opened.welcome, previous, attempt);
+      return;
+    }
+    this.#finish(close, connectionClosedError(close));
+  }
+
+  /** A new connection is open: keep the leases a resume gave back, lose the rest, watch again. */
+  #resumeWith(connection: Connection, welcome: WelcomeMessage, previous: WelcomeMessage, attempts: number): void {
+    clearTimeout(this.#graceTimer);
+    this.#connection = connection;
+    this.#welcome = welcome;
+    this.#resume = resumeTicket(welcome);
+    this.#setState('open');
+    // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply).
+    for (const key of this.#leases.reconcile(keptHolds(welcome, previous.session), this.#lastClose)) {
+      void connection.request('release', { key }, { onResult: () => undefined }).result.catch(() => undefined);
+    }
+    for (const [prefix, limit] of this.#watches.prefixes()) {
+      connection
+        .request('watch', { prefix, limit }, { onResult: (snapshot) => this.#watches.resync(prefix, snapshot) })
+        .result.catch((error: unknown) => {
+          // Dropped again: the next reconnect watches it again.
+          if (!isConnectionError(error)) this.#watches.fail(prefix, error);
+        });
+    }
+    const resumed = welcome.resumed === true && welcome.session === previous.session;
+    this.#events.emit('reconnect', { session: welcome.session, previousSession: previous.session, resumed, attempts });
+  }
+
+  /** The client is closed for good. */
+  #finish(close: CloseInfo, error: LockError): void {
+    if (this.#state === 'closed') return;
+    clearTimeout(this.#graceTimer);
+    this.#resume = null;
+    this.#leases.loseAll(close);
+    this.#watches.endAll(error.code === ClientErrorCode.ConnectionLost ? connectionClosedError(close) : error);
+    this.#setState('closed');
+    this.#events.emit('close', close);
+  }
+}

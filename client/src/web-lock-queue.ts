@@ -1,0 +1,373 @@
+import type { LockMode } from '@lockwire/protocol';
+import { LeaseLostReason, LockError } from './errors.js';
+import type { Lease } from './lease.js';
+import { Lock, type LockOptions, type WebLocksHost } from './web-lock.js';
+
+/** A granted request of this client. */
+export interface Holder {
+  readonly lock: Lock;
+  /** Rejects when the lock is taken away before the callback settled. */
+  readonly lost: Promise<never>;
+  /** Set once lost, so a lock lost before its callback ran never calls it. */
+  loss: { reason: unknown } | undefined;
+  lose(reason: unknown): void;
+}
+
+/** A request of this client waiting for its turn. */
+export interface Waiter {
+  readonly name: string;
+  readonly mode: LockMode;
+  /** Aborts this waiter's server acquire: the user's signal, or a steal that sends it back to the queue. */
+  controller: AbortController;
+  inFlight: boolean;
+  /** The server put this waiter's acquire in its queue (it was not grantable at once). */
+  serverQueued: boolean;
+  requeue: boolean;
+  /** Not grantable when made (a holder here conflicts) or queued by the server: it holds no later request back. */
+  blocked: boolean;
+  /** Set when granted; handed to the caller once every earlier request is decided. */
+  holder: Holder | undefined;
+  /** Resolves the caller's wait with the holder. */
+  deliver(holder: Holder): void;
+  fail(error: unknown): void;
+}
+
+/** This client's view of one name. The server sees one session: at most one hold and one request at a time. */
+export interface NameState {
+  readonly held: Set<Holder>;
+  readonly queue: Waiter[];
+  lease: Lease | null;
+  /** A server call for this name is running (acquire, release or steal); nothing else may start. */
+  busy: boolean;
+  stealers: number;
+  idle: (() => void)[];
+}
+
+/**
+ * The local side of `client.locks`: per name, this client's requests queue
+ * in request order and share the session's one server hold (shared requests
+ * share a shared hold); the server orders clients. A name's next local
+ * request joins the server queue only once this client's holders of it are
+ * done. Names nobody here holds or waits for are dropped.
+ */
+export class WebLockQueue {
+  readonly #host: WebLocksHost;
+  readonly #names = new Map<string, NameState>();
+  /** Waiting requests in request order, until delivered or failed. */
+  readonly #order: Waiter[] = [];
+
+  constructor(host: WebLocksHost) {
+    this.#host = host;
+  }
+
+  /** This client's names that are held, waited for or busy with a server call. */
+  get names(): ReadonlyMap<string, NameState> {
+    return this.#names;
+  }
+
+  /**
+   * Resolves with a holder of `name` once this request's turn came and the
+   * server granted it; `null` for an `ifAvailable` request that could not be
+   * granted at once. Rejects with `signal.reason` when aborted while waiting,
+   * or with what failed the server acquire (`not_acquired` when not granted).
+   */
+  obtain(name: string, options: LockOptions): Promise<Holder | null> {
+    const mode = options.mode ?? 'exclusive';
+    const state = this.#state(name);
+    if (options.steal) return this.#steal(name, state);
+    if (options.ifAvailable) return this.#tryNow(name, state, mode);
+    return new Promise<Holder>((resolve, reject) => {
+      const { signal } = options;
+      const onAbort = () => {
+        if (waiter.inFlight) waiter.controller.abort(signal?.reason);
+        else if (this.#dequeue(state, waiter)) {
+          waiter.fail(signal?.reason);
+          this.#process(name);
+        }
+      };
+      const waiter: Waiter = {
+        name,
+        mode,
+        controller: new AbortController(),
+        inFlight: false,
+        serverQueued: false,
+        requeue: false,
+        blocked: this.#blockedHere(state, mode),
+        holder: undefined,
+        deliver: (holder) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(holder);
+        },
+        fail: (error) => {
+          signal?.removeEventListener('abort', onAbort);
+          this.#forget(waiter);
+          reject(error);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#order.push(waiter);
+      state.queue.push(waiter);
+      this.#process(name);
+    });
+  }
+
+  /**
+   * Hands granted requests to their callers in request order, as a browser
+   * grants requests that are grantable at once in the order they were made.
+   * A request waits for every earlier one that is still undecided: its server
+   * acquire neither granted nor queued, or its name busy with a server call.
+   * Requests known to be blocked do not hold later ones back.
+   */
+  #deliver(): void {
+    for (let i = 0; i < this.#order.length; ) {
+      const waiter = this.#order[i];
+      if (!waiter) break;
+      if (waiter.holder) {
+        this.#order.splice(i, 1);
+        waiter.deliver(waiter.holder);
+        continue;
+      }
+      const state = this.#names.get(waiter.name);
+      const inFlight = state?.queue.find((w) => w.inFlight);
+      const busy = state !== undefined && (state.busy || state.stealers > 0);
+      if (!waiter.blocked && busy && !inFlight?.serverQueued) break;
+      i += 1;
+    }
+  }
+
+  /** Whether a new request of `mode` must wait for this client's own holders or blocked requests. */
+  #blockedHere(state: NameState, mode: LockMode): boolean {
+    if (state.queue.some((waiter) => waiter.blocked)) return true;
+    if (state.held.size === 0) return false;
+    return mode !== 'shared' || state.lease?.mode !== 'shared' || state.queue.length > 0;
+  }
+
+  #forget(waiter: Waiter): void {
+    const index = this.#order.indexOf(waiter);
+    if (index >= 0) this.#order.splice(index, 1);
+  }
+
+  /** Grants what can be granted, in queue order; asks the server for the head when nobody here holds the name. */
+  #process(name: string): void {
+    const state = this.#names.get(name);
+    if (!state) return;
+    while (!state.busy && state.stealers === 0) {
+      const head = state.queue[0];
+      if (!head) break;
+      if (state.held.size > 0) {
+        if (head.mode !== 'shared' || state.lease?.mode !== 'shared') break;
+        state.queue.shift();
+        head.holder = this.#hold(name, state, state.lease, head.mode);
+        continue;
+      }
+      this.#acquireFor(name, state, head);
+      break;
+    }
+    this.#dropIfUnused(name, state);
+    this.#deliver();
+  }
+
+  #acquireFor(name: string, state: NameState, head: Waiter): void {
+    state.busy = true;
+    head.inFlight = true;
+    head.serverQueued = false;
+    const onQueued = () => {
+      head.serverQueued = true;
+      head.blocked = true;
+      // A steal waiting for this acquire's fate may now cancel it; later requests need not wait for it.
+      this.#wake(state);
+      this.#deliver();
+    };
+    this.#host.acquire(name, { mode: head.mode, signal: head.controller.signal, onQueued }).then(
+      (lease) => {
+        head.inFlight = false;
+        this.#dequeue(state, head);
+        this.#setIdle(state);
+        if (lease) head.holder = this.#adopt(name, state, lease, head.mode);
+        else head.fail(new LockError('not_acquired', `lock ${JSON.stringify(name)} was not granted`));
+        this.#process(name);
+      },
+      (error: unknown) => {
+        head.inFlight = false;
+        head.serverQueued = false;
+        if (head.requeue) {
+          // A steal cancelled this acquire; the request keeps its place and asks again later.
+          head.requeue = false;
+          head.controller = new AbortController();
+        } else {
+          this.#dequeue(state, head);
+          head.fail(error);
+        }
+        this.#setIdle(state);
+        this.#process(name);
+      },
+    );
+  }
+
+  /** `ifAvailable`: grants only if nothing here waits or conflicts and the server grants at once. */
+  async #tryNow(name: string, state: NameState, mode: LockMode): Promise<Holder | null> {
+    while (state.busy || state.stealers > 0) {
+      if (state.queue.length > 0) return null;
+      await this.#nextChange(state);
+    }
+    if (state.queue.length > 0) return null;
+    if (state.held.size > 0) {
+      return mode === 'shared' && state.lease?.mode === 'shared' ? this.#hold(name, state, state.lease, mode) : null;
+    }
+    state.busy = true;
+    let lease: Lease | null;
+    try {
+      lease = await this.#host.acquire(name, { mode, acquireTimeout: 0 });
+    } finally {
+      this.#setIdle(state);
+    }
+    const holder = lease ? this.#adopt(name, state, lease, mode) : null;
+    this.#process(name);
+    return holder;
+  }
+
+  /** `steal`: every holder here loses the lock, then the server hold is taken from everyone else. */
+  async #steal(name: string, state: NameState): Promise<Holder> {
+    state.stealers += 1;
+    try {
+      while (state.busy) {
+        // A request the server could grant at once is granted first (and then robbed, as in a browser,
+        // where it would already hold the lock); one waiting in the server queue is taken back out of it
+        // and keeps its place here.
+        const inFlight = state.queue.find((waiter) => waiter.inFlight);
+        if (inFlight?.serverQueued && !inFlight.requeue) {
+          inFlight.requeue = true;
+          inFlight.controller.abort(new DOMException('a steal took precedence', 'AbortError'));
+        }
+        await this.#nextChange(state);
+      }
+      state.busy = true;
+      try {
+        this.#breakHolders(state, new DOMException(`lock ${JSON.stringify(name)} was stolen`, 'AbortError'));
+        let lease = state.lease;
+        // The session's own exclusive hold passes to the stealer; a shared one cannot be upgraded.
+        if (lease && (lease.mode !== 'exclusive' || !lease.held)) {
+          state.lease = null;
+          await lease.release().catch(() => undefined);
+          lease = null;
+        }
+        lease ??= await this.#host.acquire(name, { steal: true });
+        if (!lease) throw new LockError('not_acquired', `steal of ${JSON.stringify(name)} was not granted`);
+        return state.lease === lease ? this.#hold(name, state, lease, 'exclusive') : this.#adopt(name, state, lease, 'exclusive');
+      } finally {
+        this.#setIdle(state);
+      }
+    } finally {
+      state.stealers -= 1;
+      this.#process(name);
+    }
+  }
+
+  /** Records a new server hold for the name and its first holder; a loss of the hold breaks every holder. */
+  #adopt(name: string, state: NameState, lease: Lease, mode: LockMode): Holder {
+    state.lease = lease;
+    lease.signal.addEventListener(
+      'abort',
+      () => {
+        if (state.lease !== lease) return;
+        state.lease = null;
+        this.#breakHolders(state, holderLossReason(name, lease.signal.reason));
+        this.#process(name);
+      },
+      { once: true },
+    );
+    return this.#hold(name, state, lease, mode);
+  }
+
+  #hold(name: string, state: NameState, lease: Lease, mode: LockMode): Holder {
+    let lose!: (reason: unknown) => void;
+    const lost = new Promise<never>((_, reject) => {
+      lose = reject;
+    });
+    // Raced only once the callback ran; the loss may come first.
+    lost.catch(() => undefined);
+    const holder: Holder = {
+      lock: new Lock(name, mode, lease.token),
+      lost,
+      loss: undefined,
+      lose: (reason) => {
+        holder.loss ??= { reason };
+        lose(reason);
+      },
+    };
+    state.held.add(holder);
+    return holder;
+  }
+
+  /** A holder's callback settled: the last holder of the name releases the server hold. */
+  async release(name: string, holder: Holder): Promise<void> {
+    const state = this.#names.get(name);
+    if (!state?.held.delete(holder) || state.held.size > 0) return;
+    const lease = state.lease;
+    state.lease = null;
+    if (!lease) {
+      this.#process(name);
+      return;
+    }
+    state.busy = true;
+    try {
+      await lease.release();
+    } catch {
+      // The hold is gone either way (the only failures are a lost connection or a lost lock).
+    } finally {
+      this.#setIdle(state);
+      this.#process(name);
+    }
+  }
+
+  #breakHolders(state: NameState, reason: unknown): void {
+    const holders = [...state.held];
+    state.held.clear();
+    for (const holder of holders) holder.lose(reason);
+  }
+
+  // ---- bookkeeping ----
+
+  #state(name: string): NameState {
+    let state = this.#names.get(name);
+    if (!state) {
+      state = { held: new Set(), queue: [], lease: null, busy: false, stealers: 0, idle: [] };
+      this.#names.set(name, state);
+    }
+    return state;
+  }
+
+  #dequeue(state: NameState, waiter: Waiter): boolean {
+    const index = state.queue.indexOf(waiter);
+    if (index < 0) return false;
+    state.queue.splice(index, 1);
+    return true;
+  }
+
+  /** Resolves when the name goes idle or its in-flight acquire joins the server queue. */
+  #nextChange(state: NameState): Promise<void> {
+    return new Promise((resolve) => state.idle.push(resolve));
+  }
+
+  #setIdle(state: NameState): void {
+    state.busy = false;
+    this.#wake(state);
+  }
+
+  /** Lets everything waiting on the name look again. */
+  #wake(state: NameState): void {
+    for (const resolve of state.idle.splice(0)) resolve();
+  }
+
+  #dropIfUnused(name: string, state: NameState): void {
+    const unused = state.held.size === 0 && state.queue.length === 0 && !state.lease && !state.busy;
+    if (unused && state.stealers === 0 && state.idle.length === 0) this.#names.delete(name);
+  }
+}
+
+/** Stolen or revoked holds reject like a stolen Web Lock; a lost connection keeps its typed error. */
+function holderLossReason(name: string, reason: unknown): unknown {
+  if (reason instanceof LockError && reason.code === LeaseLostReason.ConnectionLost) return reason;
+  const why = reason instanceof LockError ? reason.code : 'lost';
+  return new DOMException(`lock ${JSON.stringify(name)} was ${why}`, 'AbortError');
+}
