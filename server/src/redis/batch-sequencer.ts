@@ -132,6 +132,22 @@ export class BatchSequencer {
       return true;
     }
     if (last >= version) return true;
+    return this.#until(encoded, version);
+  }
+
+  /**
+   * Resolves once every batch held now (waiting for a predecessor) was
+   * delivered, or given up on: then every note that reached this node before
+   * the call has been delivered.
+   */
+  async heard(): Promise<void> {
+    const due = [...this.#held].map(([encoded, held]) => this.#until(encoded, Math.max(...held.batches.map((b) => b.v))));
+    await Promise.all(due);
+  }
+
+  /** True once the key's last delivered version is at least `version`; false after twice `gapWait`. */
+  #until(encoded: string, version: number): Promise<boolean> {
+    if ((this.#last.get(encoded) ?? 0) >= version) return Promise.resolve(true);
     return new Promise((resolve) => {
       let waiters = this.#reaching.get(encoded);
       if (!waiters) {

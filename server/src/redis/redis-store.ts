@@ -67,6 +67,9 @@ export interface RedisStoreOptions {
 /** What a node publishes to its own channel to check that pub/sub reaches it. */
 const HEARTBEAT = 'hb';
 
+/** Start of a barrier a node publishes to its own channel (`sync` then its number). */
+const BARRIER = 'sync ';
+
 /** The default node TTL in ms. */
 export const DEFAULT_NODE_TTL = 5000;
 
@@ -115,6 +118,9 @@ class RedisStore implements LockStore {
   #heartbeat: { sent: boolean; heard: boolean } = { sent: false, heard: false };
   #reconcileAgain = false;
   #closing: Promise<void> | null = null;
+  /** Barriers published to this node's own channel that have not come back, by number. */
+  readonly #barriers = new Map<number, () => void>();
+  #barrierCount = 0;
 
   constructor(options: RedisStoreOptions) {
     this.#options = options;
@@ -333,8 +339,49 @@ class RedisStore implements LockStore {
     await this.#dropSession(session, queued, held);
   }
 
+  /**
+   * A barrier: publishes a marker to this node's own channel and waits until
+   * it comes back. Redis sends a node's messages in the order it ran the
+   * steps, so every note of a step Redis ran before the marker has then
+   * arrived; the wait ends once those are delivered too (a batch held for a
+   * missing predecessor, a note held for an answer in flight). Gives up after
+   * the command timeout, and at once when the node's channel has no
+   * subscriber (notes published meanwhile were missed; reconciling finds them).
+   */
+  async sync(): Promise<void> {
+    const link = this.#link;
+    const liveness = this.#liveness;
+    const sequencer = this.#sequencer;
+    if (!link || !liveness || !sequencer || this.#closing) return;
+    const n = ++this.#barrierCount;
+    const back = new Promise<void>((resolve) => this.#barriers.set(n, resolve));
+    const timer = setTimeout(() => this.#passBarriers(n), this.#options.commandTimeout ?? 2000);
+    timer.unref?.();
+    try {
+      const channel = this.#names.nodeChannel(liveness.id);
+      if (Number(await link.command(channel, ['PUBLISH', channel, `${BARRIER}${n}`])) === 0) this.#passBarriers(n);
+    } catch {
+      this.#passBarriers(n);
+    }
+    await back;
+    clearTimeout(timer);
+    await sequencer.heard();
+    // Notes held for a request's answer go out right after it, in a `setImmediate` (see `#sent`).
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
+  /** Barriers up to `n` came back (messages keep their order), or are given up on. */
+  #passBarriers(n: number): void {
+    for (const [number, pass] of this.#barriers) {
+      if (number > n) continue;
+      this.#barriers.delete(number);
+      pass();
+    }
+  }
+
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      this.#passBarriers(Infinity);
       for (const session of [...this.#sessions.keys()]) {
         await this.closeSession(session).catch(() => {});
       }
@@ -606,6 +653,10 @@ class RedisStore implements LockStore {
   #onMessage(message: string): void {
     if (message === HEARTBEAT) {
       this.#heartbeat.heard = true;
+      return;
+    }
+    if (message.startsWith(BARRIER)) {
+      this.#passBarriers(Number(message.slice(BARRIER.length)));
       return;
     }
     let batch: Batch;

@@ -1,0 +1,67 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createLockServer, type LockServer } from '../src/server.js';
+import { createRedisStore } from '../src/redis/redis-store.js';
+import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { startPubSubProxy, type PubSubProxy } from './redis-harness.js';
+import { RawClient, type Frame } from './server-harness.js';
+
+/**
+ * A node answers a request that does not touch the lock table (a `ping`)
+ * without a Redis step of its own, so without more it may answer before a
+ * note that Redis published to it earlier has arrived: a holder would get
+ * its `pong` after the next holder's grant, yet before its `lost`.
+ */
+describe('a Redis node answers a ping after the notes Redis sent it before', () => {
+  let redis: RedisServer;
+  const servers: LockServer[] = [];
+  const clients: RawClient[] = [];
+  const proxies: PubSubProxy[] = [];
+  let namespace = 0;
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.ws.terminate();
+    await Promise.all(servers.splice(0).map((server) => server.close()));
+    for (const proxy of proxies.splice(0)) proxy.close();
+  });
+
+  async function node(url: string, ns: string): Promise<LockServer> {
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: createRedisStore({ url, namespace: ns }) });
+    servers.push(server);
+    return server;
+  }
+
+  async function client(server: LockServer): Promise<RawClient> {
+    const { client: connected } = await RawClient.connect(server.url);
+    clients.push(connected);
+    return connected;
+  }
+
+  it("tells a holder lost before answering its ping sent after a steal on another node was granted", async () => {
+    const ns = `sync${process.pid}x${++namespace}`;
+    const slow = await startPubSubProxy(redis.port);
+    proxies.push(slow);
+    const a = await node(slow.url, ns);
+    const b = await node(redis.url, ns);
+    const holder = await client(a);
+    const thief = await client(b);
+
+    const held = await holder.request({ op: 'acquire', id: 1, key: 'k' });
+    expect(held).toMatchObject({ ok: true, acquired: true });
+    // From now on what Redis publishes to node a takes 150 ms; replies to its commands do not.
+    slow.delay(150);
+    const stolen = await thief.request({ op: 'acquire', id: 1, key: 'k', steal: true });
+    expect(stolen).toMatchObject({ ok: true, acquired: true });
+
+    // The steal ran in Redis before this ping was sent: the ping's answer must come after the lost.
+    holder.send({ op: 'ping', id: 2 });
+    const first = await holder.next((f: Frame) => f.type === 'lost' || (f.type === 'reply' && f.id === 2), 'the lost or the pong');
+    expect(first, JSON.stringify(first)).toMatchObject({ type: 'lost', key: 'k', token: held.token, reason: 'stolen' });
+    expect(await holder.reply(2)).toMatchObject({ ok: true });
+  });
+});
