@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run soak -- --minutes N [--store memory|redis|both] [--seed S] [--epoch-seconds E]`
+// `npm run soak -- --minutes N [--store memory|redis|both] [--seed S] [--epoch-seconds E] [--epoch K]`
 //
 // Random traffic and random faults against lockwire, with the recorded
 // history checked every epoch (test/soak/run.ts): one memory-store node, and
@@ -16,12 +16,15 @@ const root = dirname(dirname(fileURLToPath(import.meta.url)));
 // Inside node_modules, so the compiled soak resolves ws, redis and @lockwire/* as the sources do.
 const outDir = join(root, 'node_modules', '.cache', 'lockwire-soak');
 
-const USAGE = `Usage: npm run soak -- --minutes N [--store memory|redis|both] [--seed S] [--epoch-seconds E]
+const USAGE = `Usage: npm run soak -- --minutes N [--store memory|redis|both] [--seed S] [--epoch-seconds E] [--epoch K]
 
   --minutes N        how long each store is soaked (default 1)
   --store KIND       memory, redis or both (default both)
   --seed S           seed of the random workload (default: from the clock)
   --epoch-seconds E  the history is checked every E seconds (default 15)
+  --epoch K          run only epoch K of the run seeded S (needs --seed; --minutes
+                     is ignored): the workload and faults that epoch draws in a
+                     full run, each epoch having a seed of its own; timings differ
 `;
 
 function fail(message) {
@@ -38,6 +41,7 @@ function parse() {
         store: { type: 'string', default: 'both' },
         seed: { type: 'string' },
         'epoch-seconds': { type: 'string', default: '15' },
+        epoch: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -56,7 +60,10 @@ function parse() {
   if (!(epochSeconds >= 2)) fail(`--epoch-seconds must be at least 2, got ${values['epoch-seconds']}`);
   const seed = values.seed === undefined ? undefined : Number(values.seed);
   if (seed !== undefined && !Number.isSafeInteger(seed)) fail(`--seed must be an integer, got ${values.seed}`);
-  return { minutes, stores: values.store === 'both' ? ['memory', 'redis'] : [values.store], epochSeconds, seed };
+  const epoch = values.epoch === undefined ? undefined : Number(values.epoch);
+  if (epoch !== undefined && !(Number.isSafeInteger(epoch) && epoch >= 1)) fail(`--epoch must be a positive integer, got ${values.epoch}`);
+  if (epoch !== undefined && seed === undefined) fail('--epoch needs the --seed of the run');
+  return { minutes, stores: values.store === 'both' ? ['memory', 'redis'] : [values.store], epochSeconds, seed, epoch };
 }
 
 function run(command, args) {
@@ -75,13 +82,18 @@ const { runSoak, summarize } = await import(pathToFileURL(join(outDir, 'soak', '
 
 const results = [];
 for (const store of options.stores) {
-  process.stdout.write(`[soak] ${store}: ${options.minutes} min\n`);
+  process.stdout.write(
+    options.epoch === undefined
+      ? `[soak] ${store}: ${options.minutes} min\n`
+      : `[soak] ${store}: epoch ${options.epoch} of seed ${options.seed} (${options.epochSeconds} s)\n`,
+  );
   const result = await runSoak({
     store,
     durationMs: options.minutes * 60_000,
     epochMs: options.epochSeconds * 1000,
     build: false,
     ...(options.seed === undefined ? {} : { seed: options.seed }),
+    ...(options.epoch === undefined ? {} : { epoch: options.epoch }),
     log: (line) => process.stdout.write(`${line}\n`),
   });
   results.push(result);

@@ -9,6 +9,10 @@
  * with a fenced resource of its own (tokens of later epochs are higher, so a
  * fresh resource judges their writes exactly as the old one would). Checking
  * between epochs keeps the checker's CPU time away from the timings it checks.
+ *
+ * Each epoch draws its workload and faults from a seed of its own, derived
+ * from the run's seed and the epoch's number, so one epoch can be run again
+ * alone (`epoch`): the same choices, though not the same timings.
  */
 import { checkHistory, type CheckOptions, type Violation } from '../checker/check.js';
 import { HistoryRecorder, type History } from '../checker/history.js';
@@ -27,6 +31,12 @@ export interface SoakOptions {
   epochMs?: number;
   /** Seed of the workload's choices. Default: from the clock. */
   seed?: number;
+  /**
+   * Runs only this epoch (numbered from 1) of the run with `seed`, for
+   * `epochMs` whatever `durationMs` says: its client names and random
+   * choices are those that epoch has in a full run.
+   */
+  epoch?: number;
   /** Concurrent connections. Default 16. */
   workers?: number;
   /** Progress lines. Default: none. */
@@ -81,6 +91,14 @@ function story(history: History, violation: Violation): string[] {
     .map((e) => `${(e.at - first.at).toFixed(1).padStart(8)} ms ${JSON.stringify({ ...e, at: undefined })}`);
 }
 
+/** The seed of epoch `epoch` of a run seeded `seed` (a 32-bit mix of the two). */
+export function epochSeed(seed: number, epoch: number): number {
+  let h = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(epoch, 0x85ebca77)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  h = Math.imul(h ^ (h >>> 15), 0x846ca68b) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
 /** Waits until every node's lock table is empty, probing over HTTP; returns false if it stays busy. */
 async function tablesEmpty(urls: () => string[], ms: number): Promise<boolean> {
   const deadline = performance.now() + ms;
@@ -107,7 +125,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const seed = options.seed ?? Date.now() % 2 ** 31;
   const log = options.log ?? (() => {});
   const epochMs = options.epochMs ?? 15_000;
-  const rand = random(seed);
+  const first = options.epoch ?? 1;
+  if (!Number.isSafeInteger(first) || first < 1) throw new Error(`epoch must be a positive integer, got ${first}`);
   if (options.build ?? true) buildServer();
   const deployment = await startDeployment({ store: options.store, heartbeat: HEARTBEAT_MS, nodeTtl: NODE_TTL_MS });
   const result: SoakResult = {
@@ -121,9 +140,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     violations: [],
     deviations: noDeviations(),
   };
-  const endAt = performance.now() + options.durationMs;
+  const endAt = performance.now() + (options.epoch === undefined ? options.durationMs : epochMs);
   try {
-    for (let epoch = 1; performance.now() < endAt; epoch++) {
+    for (let epoch = first; performance.now() < endAt && (options.epoch === undefined || epoch === first); epoch++) {
+      const rand = random(epochSeed(seed, epoch));
       const settings: EpochSettings = {
         epoch,
         workers: options.workers ?? 16,
@@ -159,7 +179,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
           events: [],
         });
       }
-      result.epochs = epoch;
+      result.epochs++;
       result.operations += stats.operations;
       result.grants += stats.grants;
       result.events += history.length;
@@ -170,6 +190,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         `[soak ${options.store}] epoch ${epoch}: ${stats.operations} operations, ${stats.grants} grants, ${faults} faults, ` +
           `${violations.length} violations (${history.length} events checked in ${Math.round(checkMs)} ms)`,
       );
+      if (violations.length > 0) {
+        log(`  run this epoch alone: npm run soak -- --store ${options.store} --seed ${seed} --epoch ${epoch} --epoch-seconds ${epochMs / 1000}`);
+      }
       for (const violation of violations.slice(0, 5)) {
         log(`  [${violation.rule}] ${violation.message}`);
         for (const line of story(history, violation)) log(`    ${line}`);
