@@ -1,0 +1,210 @@
+import { ErrorCode, type RequestId, type RequestOf } from '@lockwire/protocol';
+import { performance } from 'node:perf_hooks';
+import { toWireError } from './errors.js';
+import { AcquireOutcome } from './metrics.js';
+import type { SessionHost, Settlement } from './session.js';
+import type { PendingRequest, SessionRequests } from './session-requests.js';
+import type { SessionSender } from './session-sender.js';
+import type { SessionId, Ticket } from './store.js';
+
+/** What an acquire-side collaborator is given by its session. */
+export interface SessionAcquiresOptions {
+  readonly session: SessionId;
+  readonly host: SessionHost;
+  readonly requests: SessionRequests;
+  readonly sender: SessionSender;
+  /** Keys the session holds, as its replies and `lost` pushes told the client: grants add to it. */
+  readonly held: Set<string>;
+  /** The route a ticket's settlements take back to this session (`host.openTicket` with the session). */
+  readonly openTicket: (id: RequestId) => Ticket;
+}
+
+/**
+ * The requests of one session that the store may settle later: `acquire`
+ * and `wait` (answered at once, or `queued` and settled by ticket), and the
+ * `cancel` that takes one back. While the session is detached (session
+ * grace), store calls that were in flight leave their queues or are kept
+ * for the resume.
+ */
+export class SessionAcquires {
+  /** While detached: the keys it may still hold, completed by store calls that were in flight. */
+  private detachedKeys: Set<string> | null = null;
+  private readonly session: SessionId;
+  private readonly host: SessionHost;
+  private readonly requests: SessionRequests;
+  private readonly sender: SessionSender;
+  private readonly held: Set<string>;
+  private readonly openTicket: (id: RequestId) => Ticket;
+
+  constructor(options: SessionAcquiresOptions) {
+    this.session = options.session;
+    this.host = options.host;
+    this.requests = options.requests;
+    this.sender = options.sender;
+    this.held = options.held;
+    this.openTicket = options.openTicket;
+  }
+
+  /** Runs an `acquire`: answered at once (granted or not), or `queued` and answered when the store settles it. */
+  acquire(message: RequestOf<'acquire'>): void {
+    // The ticket is routed before the store sees it, so a settlement or a
+    // cancel that races the store call finds this request.
+    const ticket = this.openTicket(message.id);
+    this.requests.run(
+      message,
+      async (request) => {
+        const outcome = await this.host.store.acquire(this.session, {
+          ticket,
+          key: message.key,
+          mode: message.mode ?? 'exclusive',
+          acquireTimeout: message.acquireTimeout ?? null,
+          holdTimeout: message.holdTimeout ?? null,
+          steal: message.steal ?? false,
+          meta: message.meta ?? null,
+        });
+        // A request no longer current was counted when its session died.
+        const current = this.requests.isCurrent(request);
+        if (!current && this.detachedKeys) this.settleDetached(outcome.status, ticket, message.key);
+        switch (outcome.status) {
+          case 'granted':
+            if (current) {
+              this.held.add(message.key);
+              this.host.metrics.acquire(AcquireOutcome.GrantedImmediately);
+            }
+            return { acquired: true, token: outcome.token, expiresAt: outcome.expiresAt };
+          case 'not_granted':
+            if (current) this.host.metrics.acquire(AcquireOutcome.NotGranted);
+            return { acquired: false };
+          case 'queued':
+            if (current) {
+              request.queuedAt = performance.now();
+              this.host.metrics.acquire(AcquireOutcome.Queued);
+              const queued = { type: 'queued', id: message.id, key: message.key, position: outcome.position };
+              this.sender.send(JSON.stringify(queued));
+              this.startPending(request);
+            }
+            return null;
+        }
+      },
+      ticket,
+    );
+  }
+
+  /** Runs a `wait`: answered at once when the key is free, else when the store settles it. */
+  wait(message: RequestOf<'wait'>): void {
+    const ticket = this.openTicket(message.id);
+    this.requests.run(
+      message,
+      async (request) => {
+        const state = await this.host.store.wait(this.session, {
+          ticket,
+          key: message.key,
+          timeout: message.timeout ?? null,
+        });
+        if (state === 'free') return { free: true };
+        if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached('queued', ticket, message.key);
+        if (this.requests.isCurrent(request)) this.startPending(request);
+        return null;
+      },
+      ticket,
+    );
+  }
+
+  /** Runs a `cancel`: a pending `acquire` or `wait` it takes back is answered `cancelled` first. */
+  cancel(message: RequestOf<'cancel'>): void {
+    const target = this.requests.get(message.target);
+    this.requests.run(message, async () => {
+      if (!target || target.ticket === null) return { cancelled: false };
+      const cancelled = await this.host.store.cancel(this.session, target.ticket);
+      if (!cancelled || !this.requests.isCurrent(target)) return { cancelled: false };
+      // The cancelled request is answered before the cancel itself.
+      this.requests.finish(target);
+      if (target.op === 'acquire') this.host.metrics.acquire(AcquireOutcome.Cancelled);
+      this.sender.replyError(target.id, { code: ErrorCode.Cancelled, message: 'the request was cancelled' }, target.op);
+      return { cancelled: true };
+    });
+  }
+
+  /** Answers a settled `acquire` or `wait` (or keeps the answer until its store call has resolved). */
+  settle(id: RequestId, ticket: Ticket, settlement: Settlement): void {
+    const request = this.requests.get(id);
+    if (!request || request.ticket !== ticket) return;
+    if (request.started) this.answer(request, settlement);
+    else request.early = settlement;
+  }
+
+  /**
+   * The session is detaching: from here on, store calls still in flight
+   * settle as `settleDetached` says. Returns the keys it may still hold,
+   * starting with `held`; the set is completed as those calls resolve.
+   */
+  detach(held: ReadonlySet<string>): Set<string> {
+    const keys = new Set(held);
+    this.detachedKeys = keys;
+    return keys;
+  }
+
+  /**
+   * Cancels the detached session's queued acquires and waits in the store;
+   * an acquire that could not be cancelled adds its key to `keys`.
+   * Resolves when every cancel has.
+   */
+  leaveQueues(ticketed: readonly PendingRequest[], keys: Set<string>): Promise<void> {
+    return Promise.all(
+      ticketed.map(async (request) => {
+        if (request.ticket === null) return;
+        const cancelled = await this.host.store.cancel(this.session, request.ticket).catch(() => false);
+        // Not cancelled: it may have been granted just now; a resume checks each key.
+        if (!cancelled && request.op === 'acquire' && request.key !== null) keys.add(request.key);
+      }),
+    ).then(() => {});
+  }
+
+  /**
+   * A store call of a detached session resolved: a queued acquire or a
+   * pending wait is cancelled (it must leave its queue), a grant is kept
+   * for the resume to report.
+   */
+  private settleDetached(status: string, ticket: Ticket, key: string): void {
+    if (status === 'granted') this.detachedKeys?.add(key);
+    else if (status === 'queued') void this.host.store.cancel(this.session, ticket).catch(() => false);
+  }
+
+  private startPending(request: PendingRequest): void {
+    request.started = true;
+    if (request.early) this.answer(request, request.early);
+  }
+
+  private answer(request: PendingRequest, settlement: Settlement): void {
+    this.requests.finish(request);
+    if (settlement.kind === 'failed') {
+      if (request.op === 'acquire') this.host.metrics.acquire(AcquireOutcome.Error);
+      this.sender.replyError(request.id, toWireError(settlement.error), request.op);
+      return;
+    }
+    if (settlement.kind === 'granted') this.held.add(settlement.grant.key);
+    // The reply goes out before the metrics are counted: a grant is the
+    // handoff's last step, and the client should not wait for histograms.
+    this.sender.reply(request.id, settlementResult(settlement));
+    if (settlement.kind === 'granted') this.countGrantAfterWait(request, settlement.grant.key);
+    else if (settlement.kind === 'acquireTimedOut') this.host.metrics.acquire(AcquireOutcome.TimedOut);
+  }
+
+  private countGrantAfterWait(request: PendingRequest, key: string): void {
+    const { metrics } = this.host;
+    metrics.acquire(AcquireOutcome.GrantedAfterWait);
+    metrics.handedOff(key);
+    if (request.queuedAt !== null) metrics.waited((performance.now() - request.queuedAt) / 1000);
+  }
+}
+
+function settlementResult(settlement: Exclude<Settlement, { kind: 'failed' }>): object {
+  switch (settlement.kind) {
+    case 'granted':
+      return { acquired: true, token: settlement.grant.token, expiresAt: settlement.grant.expiresAt };
+    case 'acquireTimedOut':
+      return { acquired: false };
+    case 'waitDone':
+      return { free: settlement.free };
+  }
+}

@@ -1,0 +1,172 @@
+import { DEFAULT_LIST_LIMIT, type RequestOf } from '@lockwire/protocol';
+import { watchSnapshot, watchStoreLimit } from './permissions.js';
+import type { SessionHost } from './session.js';
+import type { SessionGuard } from './session-guard.js';
+import type { SessionRequests } from './session-requests.js';
+import type { SessionSender } from './session-sender.js';
+import type { LockEvent, SessionId, WatchHandle } from './store.js';
+
+interface Watch {
+  readonly prefix: string;
+  handle: WatchHandle | null;
+  stopped: boolean;
+  /** False until the snapshot reply went out: events it must see are held back until then. */
+  live: boolean;
+}
+
+/** An event held back because a watch that must see it after its snapshot is not live yet. */
+interface HeldEvent {
+  readonly event: LockEvent;
+  /** The watches whose store streams delivered it: it is after their snapshots. */
+  readonly receivedBy: Set<Watch>;
+}
+
+/** Marks an event this session already sent. */
+const SENT = true;
+
+/** What a session's watches are given by their session. */
+export interface SessionWatchesOptions {
+  readonly session: SessionId;
+  readonly host: Pick<SessionHost, 'store' | 'encodeEvent'>;
+  /** Filters the snapshots and events to what the session may see. */
+  readonly guard: SessionGuard;
+  readonly requests: SessionRequests;
+  readonly sender: SessionSender;
+  /** Whether the session is still alive: events that arrive after it died are dropped. */
+  readonly alive: () => boolean;
+}
+
+/**
+ * The watches of one session, by prefix: `watch` (a snapshot reply, then
+ * the events after it), `unwatch`, and the delivery of the store's events,
+ * each sent once per session and never before the snapshot of a watch
+ * that must see it.
+ */
+export class SessionWatches {
+  private readonly watches = new Map<string, Watch>();
+  /**
+   * Events this session has seen, by identity: a store hands the same event
+   * object to every matching watch, and the session sends it once however
+   * many of its prefixes match.
+   */
+  private readonly seenEvents = new WeakMap<LockEvent, HeldEvent | typeof SENT>();
+  /** Events waiting, in order, for watches still taking their snapshots. */
+  private heldEvents: HeldEvent[] = [];
+
+  constructor(private readonly options: SessionWatchesOptions) {}
+
+  /** The watches by prefix, for the limit on watches per session. */
+  get byPrefix(): ReadonlyMap<string, unknown> {
+    return this.watches;
+  }
+
+  /** Runs a `watch`: the snapshot is the reply, and the prefix's events follow it. */
+  watch(message: RequestOf<'watch'>): void {
+    const { host, guard, requests, sender, session } = this.options;
+    const prefix = message.prefix ?? '';
+    const limit = message.limit ?? DEFAULT_LIST_LIMIT;
+    // Watching a prefix again is the same watch with a fresh snapshot: the
+    // new stream starts the way a first one does (so its snapshot is
+    // gap-free), and the old stream stops once the snapshot is out. Events
+    // both streams deliver are sent once.
+    const previous = this.watches.get(prefix) ?? null;
+    const watch: Watch = { prefix, handle: null, stopped: false, live: false };
+    this.watches.set(prefix, watch);
+    requests.run(message, async (request) => {
+      try {
+        const storeLimit = watchStoreLimit(guard.permissions, prefix, limit);
+        watch.handle = await host.store.watch(prefix, storeLimit, session, (event) => this.deliver(watch, event));
+      } catch (error) {
+        if (this.watches.get(prefix) === watch) {
+          if (previous && !previous.stopped) this.watches.set(prefix, previous);
+          else this.watches.delete(prefix);
+        } else if (previous) stopWatch(previous);
+        this.flushHeldEvents(null);
+        throw error;
+      }
+      if (previous) stopWatch(previous);
+      if (watch.stopped) watch.handle.stop();
+      if (!requests.isCurrent(request)) return null;
+      // Held events this watch's stream did not deliver are in its snapshot:
+      // they go before the reply, the ones it delivered after it.
+      this.flushHeldEvents(watch);
+      requests.finish(request);
+      sender.reply(request.id, watchSnapshot(guard.permissions, watch.handle.snapshot, limit));
+      watch.live = true;
+      this.flushHeldEvents(null);
+      return null;
+    });
+  }
+
+  /** Runs an `unwatch`: the prefix's stream stops (a prefix not watched is no error). */
+  unwatch(message: RequestOf<'unwatch'>): void {
+    this.options.requests.run(message, async () => {
+      const prefix = message.prefix ?? '';
+      const watch = this.watches.get(prefix);
+      if (watch) stopWatch(watch);
+      this.watches.delete(prefix);
+      this.flushHeldEvents(null);
+      return {};
+    });
+  }
+
+  /** Stops every watch and drops the events held back: the session died. */
+  stopAll(): void {
+    for (const watch of this.watches.values()) stopWatch(watch);
+    this.watches.clear();
+    this.heldEvents = [];
+  }
+
+  /**
+   * Sends an event once per session. It is held back, keeping the session's
+   * event order, while a watch of a matching prefix is still taking its
+   * snapshot, so that watch's client hears it after the snapshot reply.
+   */
+  private deliver(watch: Watch, event: LockEvent): void {
+    if (!this.options.alive() || watch.stopped || !this.options.guard.maySee(event)) return;
+    const seen = this.seenEvents.get(event);
+    if (seen === SENT) return;
+    if (seen) {
+      seen.receivedBy.add(watch);
+      return;
+    }
+    if (this.heldEvents.length === 0 && !this.awaitsSnapshot(event, null)) {
+      this.seenEvents.set(event, SENT);
+      this.options.sender.sendEvent(this.options.host.encodeEvent(event));
+      return;
+    }
+    const held: HeldEvent = { event, receivedBy: new Set([watch]) };
+    this.seenEvents.set(event, held);
+    this.heldEvents.push(held);
+  }
+
+  /** True when a watch matching the event's key (other than `except`) has not sent its snapshot yet. */
+  private awaitsSnapshot(event: LockEvent, except: Watch | null): boolean {
+    for (const watch of this.watches.values()) {
+      if (watch !== except && !watch.live && event.key.startsWith(watch.prefix)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Sends held events from the front while nothing holds them back any more.
+   * With `before` set (a watch about to send its snapshot), stops at the
+   * first event that watch's stream delivered: that one belongs after it.
+   */
+  private flushHeldEvents(before: Watch | null): void {
+    let sent = 0;
+    for (const held of this.heldEvents) {
+      if (before && held.receivedBy.has(before)) break;
+      if (this.awaitsSnapshot(held.event, before)) break;
+      this.seenEvents.set(held.event, SENT);
+      this.options.sender.sendEvent(this.options.host.encodeEvent(held.event));
+      sent++;
+    }
+    if (sent > 0) this.heldEvents = this.heldEvents.slice(sent);
+  }
+}
+
+function stopWatch(watch: Watch): void {
+  watch.stopped = true;
+  watch.handle?.stop();
+}
