@@ -5,8 +5,13 @@
 //     (memory: both clients on the one node); p50/p99 of release -> grant;
 //   - throughput: uncontended acquire+release per second on one node,
 //     CONCURRENCY clients each on its own key.
+//   - with --api: only the Redis store's own API in this process (the loop of
+//     `npm run bench`'s store API figure), on a pinned redis-server, for
+//     `node --cpu-prof bench/redis-store.mjs --api 10`; prints calls/s and
+//     Redis' INFO commandstats per acquire+release.
 // Needs the built dist (`npx tsc -b`) and redis-server on PATH.
 // Usage: node bench/redis-store.mjs [seconds per throughput run, default 3]
+//        node bench/redis-store.mjs --api [seconds, default 10]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -17,7 +22,8 @@ import { createLockServer } from '../server/dist/index.js';
 import { createRedisStore } from '../server/dist/redis/redis-store.js';
 import { LockClient } from '../client/dist/node.js';
 
-const SECONDS = Number(process.argv[2] ?? 3);
+const API = process.argv[2] === '--api';
+const SECONDS = Number(process.argv[API ? 3 : 2] ?? (API ? 10 : 3));
 const HANDOFFS = 500;
 const CONCURRENCY = 8;
 
@@ -138,6 +144,49 @@ async function bareHandoff(url) {
   a.destroy();
   b.destroy();
   return summarize(samples);
+}
+
+/** The store API loop alone, with Redis' command counts per acquire+release. */
+async function apiOnly() {
+  const { pinSelf, startRedis: startPinnedRedis } = await import('./lib/processes.mjs');
+  const { openStoreLoad, startStore } = await import('./measure/store-api.mjs');
+  pinSelf();
+  const pinnedRedis = await startPinnedRedis();
+  try {
+    const store = await startStore({ kind: 'redis', url: pinnedRedis.url, namespace: 'api' });
+    const load = openStoreLoad(store, { concurrency: CONCURRENCY });
+    await load.measure(0.5);
+    const admin = createClient({ url: pinnedRedis.url });
+    await admin.connect();
+    const redisCpu = async () => {
+      const info = String(await admin.sendCommand(['INFO', 'cpu']));
+      const field = (name) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? Number.NaN);
+      return field('used_cpu_user') + field('used_cpu_sys');
+    };
+    await admin.sendCommand(['CONFIG', 'RESETSTAT']);
+    const cpu0 = await redisCpu();
+    const callsPerSecond = await load.measure(SECONDS);
+    const cpu1 = await redisCpu();
+    const stats = await admin.sendCommand(['INFO', 'commandstats']);
+    await store.close();
+    admin.destroy();
+    const ops = (callsPerSecond * SECONDS) / 2;
+    const perOp = {};
+    for (const line of String(stats).split('\n')) {
+      const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)/.exec(line.trim());
+      if (m) perOp[m[1]] = { callsPerAcquireRelease: Number((Number(m[2]) / ops).toFixed(3)), usecPerCall: Number(m[4]) };
+    }
+    const redisCpuShare = Number(((cpu1 - cpu0) / SECONDS).toFixed(3));
+    const redisCpuMicrosPerAcquireRelease = Number((((cpu1 - cpu0) * 1e6) / ops).toFixed(1));
+    process.stdout.write(`${JSON.stringify({ callsPerSecond, acquireReleases: Math.round(ops), redisCpuShare, redisCpuMicrosPerAcquireRelease, commandstats: perOp }, null, 2)}\n`);
+  } finally {
+    await pinnedRedis.stop();
+  }
+}
+
+if (API) {
+  await apiOnly();
+  process.exit(0);
 }
 
 const redis = await startRedis();

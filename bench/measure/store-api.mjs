@@ -1,0 +1,73 @@
+// The stores measured through their own API, in the load generator's
+// process, with no WebSocket in between: each worker is a session of its own
+// that acquires and releases a key of its own, as the session layer calls
+// the store for `acquire` then `release` (same input, same awaits). Compared
+// to the bare SET NX + Lua delete loop (measure/redis.mjs), which also runs
+// here on one node-redis client, this isolates what the store costs.
+import { pathToFileURL } from 'node:url';
+
+/** The compiled server to load: BENCH_TREE's when set (`--tree`), else this checkout's. */
+async function serverDist() {
+  const dist = process.env.BENCH_TREE
+    ? pathToFileURL(`${process.env.BENCH_TREE}/server/dist/`)
+    : new URL('../../server/dist/', import.meta.url);
+  return import(new URL('index.js', dist).href);
+}
+
+/** The listener a store needs: no request ever queues here, so nothing is settled through it. */
+const quietListener = {
+  granted: () => {},
+  acquireTimedOut: () => {},
+  waitDone: () => {},
+  lost: () => {},
+};
+
+/**
+ * A started store: `{ kind: 'redis', url, namespace }` or `{ kind: 'memory' }`.
+ * The namespace keeps its keys and broadcasts away from other nodes on the
+ * same Redis. `close()` it when done.
+ */
+export async function startStore(spec) {
+  const { createMemoryStore, createRedisStore } = await serverDist();
+  const store = spec.kind === 'redis' ? createRedisStore({ url: spec.url, namespace: spec.namespace }) : createMemoryStore();
+  await store.start(quietListener);
+  return store;
+}
+
+/**
+ * `concurrency` loops of acquire + release on `store`, each its own session
+ * and key (uncontended). Like `openLoad`, it runs only while
+ * `measure(seconds)` does and resolves store calls answered per second
+ * (acquire and release count one each, as two requests do on the wire).
+ */
+export function openStoreLoad(store, { concurrency, prefix = 'api' }) {
+  let ticket = 0;
+  const loop = async (i, until) => {
+    const session = `${prefix}-session-${i}`;
+    const key = `${prefix}:${i}`;
+    let done = 0;
+    while (performance.now() < until) {
+      const outcome = await store.acquire(session, {
+        ticket: ++ticket,
+        key,
+        mode: 'exclusive',
+        acquireTimeout: null,
+        holdTimeout: null,
+        steal: false,
+        meta: null,
+      });
+      if (outcome.status !== 'granted') throw new Error(`uncontended acquire of ${key} was ${outcome.status}`);
+      await store.release(session, key);
+      done += 2;
+    }
+    return done;
+  };
+  return {
+    async measure(seconds) {
+      const start = performance.now();
+      const until = start + seconds * 1000;
+      const counts = await Promise.all(Array.from({ length: concurrency }, (_, i) => loop(i, until)));
+      return counts.reduce((a, b) => a + b, 0) / ((performance.now() - start) / 1000);
+    },
+  };
+}
