@@ -9,6 +9,7 @@
 //   --profile   start lockwire servers with --cpu-prof (bench/results/profiles)
 //   --no-build  skip `tsc -b` (the servers run the compiled dist/)
 //   --tree=DIR  run the compiled server of another checkout (built there; implies --no-build)
+//   --base=DIR  add that checkout's compiled Redis store to the store API figure's rotation
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -27,11 +28,13 @@ const { values: flags } = parseArgs({
     profile: { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
     tree: { type: 'string' },
+    base: { type: 'string' },
   },
 });
 
 const log = (line) => process.stderr.write(`[bench] ${line}\n`);
 
+if (flags.base) process.env.BENCH_BASE_TREE = resolve(flags.base);
 if (flags.tree) process.env.BENCH_TREE = resolve(flags.tree);
 else if (!flags['no-build']) {
   const built = spawnSync('npx', ['--no-install', 'tsc', '-b'], { cwd: root, stdio: 'inherit' });

@@ -23,12 +23,16 @@ async function storeApiThroughput(ctx, redis) {
   const redisStore = await startStore({ kind: 'redis', url: redis.url, namespace: `api${Date.now()}` });
   const memoryStore = await startStore({ kind: 'memory' });
   const bare = await openBareLoad(redis.url, { concurrency });
+  // --base=DIR: the Redis store of another checkout joins the rotation (before/after in one run).
+  const baseTree = process.env.BENCH_BASE_TREE;
+  const baseStore = baseTree ? await startStore({ kind: 'redis', url: redis.url, namespace: `base${Date.now()}`, tree: baseTree }) : null;
   const loads = {
     redisStore: openStoreLoad(redisStore, { concurrency }),
     bare,
     memoryStore: openStoreLoad(memoryStore, { concurrency }),
+    ...(baseStore ? { baseStore: openStoreLoad(baseStore, { concurrency }) } : {}),
   };
-  const runs = { redisStore: [], bare: [], memoryStore: [] };
+  const runs = Object.fromEntries(Object.keys(loads).map((name) => [name, []]));
   try {
     for (const load of Object.values(loads)) await load.measure(0.3);
     for (let i = 0; i < sizes.storeApiSlices; i++) {
@@ -38,6 +42,7 @@ async function storeApiThroughput(ctx, redis) {
     await bare.close();
     await redisStore.close();
     await memoryStore.close();
+    await baseStore?.close();
   }
   const perSlice = (of, to) => runs[of].map((x, i) => x / (runs[to][i] ?? Number.NaN));
   const vsBare = perSlice('redisStore', 'bare');
@@ -50,6 +55,7 @@ async function storeApiThroughput(ctx, redis) {
     vsBare: round2(median(vsBare)),
     vsBareRange: [round2(Math.min(...vsBare)), round2(Math.max(...vsBare))],
     vsMemory: round2(median(vsMemory)),
+    ...(baseStore ? { base: { tree: baseTree, store: median(runs.baseStore), vsBare: round2(median(perSlice('baseStore', 'bare'))) } } : {}),
   };
 }
 
@@ -84,7 +90,7 @@ async function redisStoreFigure(ctx) {
   return {
     raw: { memoryHandoff, crossNode, throughput: runs, storeApi: api },
     rows: [
-      { figure: `Redis store API throughput in process, uncontended, ${sizes.redisConcurrency} concurrent sessions`, value: api.redisStore, unit: 'calls/s', anchor: api.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: api.vsBare, target: '>= 0.5x bare loop', met: api.vsBare >= 0.5, note: `median of ${sizes.storeApiSlices} per-slice ratios, range ${api.vsBareRange[0]}-${api.vsBareRange[1]}x; memory store ${Math.round(api.memoryStore)} calls/s (${api.vsMemory}x)` },
+      { figure: `Redis store API throughput in process, uncontended, ${sizes.redisConcurrency} concurrent sessions`, value: api.redisStore, unit: 'calls/s', anchor: api.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: api.vsBare, target: '>= 0.5x bare loop', met: api.vsBare >= 0.5, note: `median of ${sizes.storeApiSlices} per-slice ratios, range ${api.vsBareRange[0]}-${api.vsBareRange[1]}x; memory store ${Math.round(api.memoryStore)} calls/s (${api.vsMemory}x)${api.base ? `; --base store ${api.base.vsBare}x` : ''}` },
       { figure: `Redis store throughput over WebSocket (end to end), uncontended, ${sizes.redisConcurrency} connections`, value: redisStore, unit: 'req/s', anchor: bare, anchorLabel: 'bare SET NX + Lua delete', ratio: vsBare, target: '- (the API row is the store figure)', met: null, note: `memory store ${Math.round(memoryStore)} req/s (${ratio(redisStore, memoryStore)}x)` },
       { figure: 'Redis store cross-node handoff p50', value: crossNode.p50, unit: 'ms', anchor: memoryHandoff.p50, anchorLabel: 'memory store', ratio: ratio(crossNode.p50, memoryHandoff.p50), target: '<= 1 ms', met: crossNode.p50 <= 1, note: `p99 ${crossNode.p99.toFixed(3)} ms` },
     ],

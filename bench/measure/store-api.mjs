@@ -6,11 +6,9 @@
 // here on one node-redis client, this isolates what the store costs.
 import { pathToFileURL } from 'node:url';
 
-/** The compiled server to load: BENCH_TREE's when set (`--tree`), else this checkout's. */
-async function serverDist() {
-  const dist = process.env.BENCH_TREE
-    ? pathToFileURL(`${process.env.BENCH_TREE}/server/dist/`)
-    : new URL('../../server/dist/', import.meta.url);
+/** The compiled server to load: `tree`'s, else BENCH_TREE's when set (`--tree`), else this checkout's. */
+async function serverDist(tree = process.env.BENCH_TREE) {
+  const dist = tree ? pathToFileURL(`${tree}/server/dist/`) : new URL('../../server/dist/', import.meta.url);
   return import(new URL('index.js', dist).href);
 }
 
@@ -23,12 +21,13 @@ const quietListener = {
 };
 
 /**
- * A started store: `{ kind: 'redis', url, namespace }` or `{ kind: 'memory' }`.
- * The namespace keeps its keys and broadcasts away from other nodes on the
- * same Redis. `close()` it when done.
+ * A started store: `{ kind: 'redis', url, namespace }` or `{ kind: 'memory' }`,
+ * optionally with `tree` (the checkout whose compiled server to load). The
+ * namespace keeps its keys and broadcasts away from other nodes on the same
+ * Redis. `close()` it when done.
  */
 export async function startStore(spec) {
-  const { createMemoryStore, createRedisStore } = await serverDist();
+  const { createMemoryStore, createRedisStore } = await serverDist(spec.tree);
   const store = spec.kind === 'redis' ? createRedisStore({ url: spec.url, namespace: spec.namespace }) : createMemoryStore();
   await store.start(quietListener);
   return store;
