@@ -113,5 +113,26 @@ describe('the batch sequencer', () => {
     expect(delivered).toEqual([{ v: 30, withEvents: true }]);
     seq.close();
   });
-});
 
+  it('resolves heard() only once the batches held for a missing predecessor are delivered', async () => {
+    const { seq, delivered } = sequencer();
+    seq.accept(batch(0, 10));
+    seq.accept(batch(20, 30));
+    let heard = false;
+    const waiting = seq.heard().then(() => (heard = true));
+    // Every microtask has run by the next macrotask.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(heard).toBe(false);
+    seq.accept(batch(10, 20));
+    await waiting;
+    expect(delivered.map((d) => d.v)).toEqual([10, 20, 30]);
+    seq.close();
+  });
+
+  it('resolves heard() at once when no batch is held', async () => {
+    const { seq } = sequencer();
+    seq.accept(batch(0, 10));
+    await expect(seq.heard()).resolves.toBeUndefined();
+    seq.close();
+  });
+});

@@ -30,8 +30,9 @@ describe('a Redis node answers a ping after the notes Redis sent it before', () 
     for (const proxy of proxies.splice(0)) proxy.close();
   });
 
-  async function node(url: string, ns: string): Promise<LockServer> {
-    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: createRedisStore({ url, namespace: ns }) });
+  async function node(url: string, ns: string, commandTimeout?: number): Promise<LockServer> {
+    const store = createRedisStore({ url, namespace: ns, ...(commandTimeout === undefined ? {} : { commandTimeout }) });
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store });
     servers.push(server);
     return server;
   }
@@ -63,5 +64,18 @@ describe('a Redis node answers a ping after the notes Redis sent it before', () 
     const first = await holder.next((f: Frame) => f.type === 'lost' || (f.type === 'reply' && f.id === 2), 'the lost or the pong');
     expect(first, JSON.stringify(first)).toMatchObject({ type: 'lost', key: 'k', token: held.token, reason: 'stolen' });
     expect(await holder.reply(2)).toMatchObject({ ok: true });
+  });
+
+  it('still answers a ping, after the command timeout, when its node hears nothing over pub/sub', async () => {
+    const ns = `sync${process.pid}x${++namespace}`;
+    const silent = await startPubSubProxy(redis.port);
+    proxies.push(silent);
+    const a = await node(silent.url, ns, 300);
+    const pinger = await client(a);
+    silent.silence();
+    const sent = performance.now();
+    expect(await pinger.request({ op: 'ping', id: 1 })).toMatchObject({ ok: true });
+    // The barrier never came back: the answer waited for it, then gave up.
+    expect(performance.now() - sent).toBeGreaterThanOrEqual(290);
   });
 });
