@@ -1,18 +1,7 @@
-import { afterAll, beforeAll } from 'vitest';
 import { createRedisStore } from '../src/redis/redis-store.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
 import { describeGrace } from './grace-scenarios.js';
+import { useRedisStores } from './redis-harness.js';
 
-let redis: RedisServer;
-let namespace = 0;
+const stores = useRedisStores('grace');
 
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis.stop();
-});
-
-describeGrace('redis store', async (clock) =>
-  createRedisStore({ url: redis.url, namespace: `grace${process.pid}x${++namespace}`, clock }),
-);
+describeGrace('redis store', async (clock) => createRedisStore({ url: stores.redis.url, namespace: stores.namespace(), clock }));

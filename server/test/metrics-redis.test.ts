@@ -1,19 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { describe, expect, it } from 'vitest';
 import { createLockMetrics } from '../src/metrics.js';
 import { createRedisStore } from '../src/redis/redis-store.js';
 import { createLockServer } from '../src/server.js';
+import { useRedisStores } from './redis-harness.js';
 import { RawClient } from './server-harness.js';
 
-let redis: RedisServer;
-
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-
-afterAll(async () => {
-  await redis.stop();
-});
+const stores = useRedisStores('m');
 
 function sample(text: string, name: string): number | undefined {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
@@ -23,7 +15,7 @@ function sample(text: string, name: string): number | undefined {
 describe('metrics of a server on the Redis store', () => {
   it('label the gauges redis and time every script call, counting the failed ones', async () => {
     const metrics = createLockMetrics({ processMetrics: false });
-    const store = createRedisStore({ url: redis.url, namespace: `m${Date.now()}`, observeScript: metrics.observeScript });
+    const store = createRedisStore({ url: stores.redis.url, namespace: stores.namespace(), observeScript: metrics.observeScript });
     const server = await createLockServer({ port: 0, heartbeatInterval: 0, store, metrics });
     try {
       const { client } = await RawClient.connect(server.url);
@@ -34,7 +26,7 @@ describe('metrics of a server on the Redis store', () => {
       expect(sample(text, 'lockwire_redis_script_errors_total{script="release"}')).toBeUndefined();
 
       expect(await client.request({ op: 'release', id: 2, key: 'k' })).toMatchObject({ released: true });
-      await redis.kill();
+      await stores.redis.kill();
       expect(await client.request({ op: 'release', id: 3, key: 'k' })).toMatchObject({
         ok: false,
         error: { code: 'store_unavailable' },

@@ -1,5 +1,8 @@
 import { connect, createServer, type Socket } from 'node:net';
-import type { StoreListener } from '../src/store.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { createRedisStore, type RedisStoreOptions } from '../src/redis/redis-store.js';
+import type { LockStore, StoreListener } from '../src/store.js';
+import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
 
 /** A log of what a store told its listener, one line per call, that a test can await. */
 export interface ListenerLog {
@@ -124,6 +127,132 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
     close: () => {
       for (const socket of sockets) socket.destroy();
       server.close();
+    },
+  };
+}
+
+/** Options of a store started through {@link RedisStores}. */
+export type HarnessStoreOptions = RedisStoreOptions & {
+  /**
+   * The store's `close()` may fail after the test without failing it (e.g. a
+   * node whose pub/sub path a proxy silenced). Default false: a failed close
+   * fails the test.
+   */
+  readonly tolerateCloseFailure?: boolean;
+};
+
+/** Options of nodes started together: a store's, with the namespace fresh unless given. */
+export type NodeOptions = Omit<HarnessStoreOptions, 'url' | 'namespace'> & { readonly namespace?: string };
+
+/** Anything that listens to a store through its `listener`, as {@link ListenerLog} does. */
+export interface Listening {
+  readonly listener: StoreListener;
+}
+
+/** A started store (one node) and what its listener heard. */
+export interface RedisNode<L extends Listening = ListenerLog> {
+  readonly store: LockStore;
+  readonly log: L;
+  readonly namespace: string;
+}
+
+/** Redis stores on one redis-server, each test's stores and proxies closed after it. */
+export interface RedisStores {
+  /** The redis-server, started before the block's first test and stopped after its last. */
+  readonly redis: RedisServer;
+  /** A namespace no other call returned: the label, the process id and a counter. */
+  namespace(): string;
+  /** Starts a {@link PubSubProxy} in front of the redis-server; closed after the test, once its stores are. */
+  proxy(): Promise<PubSubProxy>;
+  /** Creates a store with `options` and starts it with `listener`; closed after the test. */
+  startStore(options: HarnessStoreOptions, listener: StoreListener): Promise<LockStore>;
+  /**
+   * Starts one node per URL (Redis' own or a proxy's), one after the other,
+   * sharing `options.namespace` or else one fresh namespace; each listens
+   * with a new {@link ListenerLog}, or what `listen` makes.
+   */
+  startNodes(urls: readonly string[], options: NodeOptions): Promise<RedisNode[]>;
+  startNodes<L extends Listening>(urls: readonly string[], options: NodeOptions, listen: () => L): Promise<Array<RedisNode<L>>>;
+  /**
+   * Two nodes on one fresh namespace: `proxied` reaches Redis through a new
+   * proxy (passing everything on time until told otherwise), `direct` on
+   * Redis' own URL.
+   */
+  twoNodes(options: NodeOptions): Promise<{ proxy: PubSubProxy; proxied: RedisNode; direct: RedisNode }>;
+}
+
+/**
+ * Registers, in the calling `describe` block (or file), the hooks that start
+ * a redis-server for it and stop it after its last test, and, after each
+ * test, close the stores started through the returned {@link RedisStores}
+ * (all at once), then its proxies. A store that fails to close fails the
+ * test unless it was started with `tolerateCloseFailure`. `label` starts
+ * each namespace, so a leftover key names the file that wrote it.
+ *
+ * Vitest runs after-hooks in the reverse order of registration: an
+ * `afterEach` the block registers after this call runs before these closes.
+ */
+export function useRedisStores(label: string): RedisStores {
+  let redis: RedisServer | undefined;
+  const stores: Array<{ store: LockStore; tolerateCloseFailure: boolean }> = [];
+  const proxies: PubSubProxy[] = [];
+  let run = 0;
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  afterEach(async () => {
+    const closed = await Promise.allSettled(
+      stores.splice(0).map(({ store, tolerateCloseFailure }) => (tolerateCloseFailure ? store.close().catch(() => {}) : store.close())),
+    );
+    for (const proxy of proxies.splice(0)) proxy.close();
+    for (const outcome of closed) if (outcome.status === 'rejected') throw outcome.reason;
+  });
+
+  const started = (): RedisServer => {
+    if (!redis) throw new Error('the redis-server starts in beforeAll');
+    return redis;
+  };
+  const namespace = () => `${label}${process.pid}x${++run}`;
+  const proxy = async () => {
+    const made = await startPubSubProxy(started().port);
+    proxies.push(made);
+    return made;
+  };
+  const startStore = async ({ tolerateCloseFailure = false, ...options }: HarnessStoreOptions, listener: StoreListener) => {
+    const store = createRedisStore(options);
+    // Tracked before it starts: a start that fails part way still has its connections closed.
+    stores.push({ store, tolerateCloseFailure });
+    await store.start(listener);
+    return store;
+  };
+  function startNodes(urls: readonly string[], options: NodeOptions): Promise<RedisNode[]>;
+  function startNodes<L extends Listening>(urls: readonly string[], options: NodeOptions, listen: () => L): Promise<Array<RedisNode<L>>>;
+  async function startNodes(urls: readonly string[], options: NodeOptions, listen: () => Listening = listenerLog): Promise<Array<RedisNode<Listening>>> {
+    const ns = options.namespace ?? namespace();
+    const made: Array<RedisNode<Listening>> = [];
+    for (const url of urls) {
+      const log = listen();
+      made.push({ store: await startStore({ ...options, url, namespace: ns }, log.listener), log, namespace: ns });
+    }
+    return made;
+  }
+  return {
+    get redis() {
+      return started();
+    },
+    namespace,
+    proxy,
+    startStore,
+    startNodes,
+    async twoNodes(options) {
+      const through = await proxy();
+      const [proxied, direct] = await startNodes([through.url, started().url], options);
+      if (!proxied || !direct) throw new Error('two nodes were not started');
+      return { proxy: through, proxied, direct };
     },
   };
 }

@@ -1,8 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRedisStore } from '../src/redis/redis-store.js';
-import type { LockStore } from '../src/store.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
-import { listenerLog, startPubSubProxy } from './redis-harness.js';
+import { describe, expect, it } from 'vitest';
+import { listenerLog, useRedisStores } from './redis-harness.js';
 import { acquireInput } from './server-harness.js';
 
 /** Resolves once `check` holds, polling every few ms; fails after `timeoutMs`. */
@@ -15,39 +12,25 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number, what
 }
 
 describe('a Redis node that stopped vouching for its locks', () => {
-  let redis: RedisServer;
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis.stop();
-  });
+  const stores = useRedisStores('live');
 
   it('frees the locks it reported lost even when its liveness key survived, within one node TTL', async () => {
-    const proxy = await startPubSubProxy(redis.port);
+    const proxy = await stores.proxy();
     const log = listenerLog();
-    const namespace = `live${process.pid}`;
+    const namespace = stores.namespace();
     const nodeTtl = 1000;
-    const a: LockStore = createRedisStore({ url: proxy.url, namespace, nodeTtl, commandTimeout: 5000 });
-    const b: LockStore = createRedisStore({ url: redis.url, namespace, nodeTtl });
-    await a.start(log.listener);
-    await b.start(listenerLog().listener);
-    try {
-      const held = await a.acquire('h', acquireInput(1, 'k'));
-      if (held.status !== 'granted') throw new Error('h was not granted');
-      expect(await b.acquire('w', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
-      // Replies come late: the renews still run in Redis on time, but a cannot see them succeed in time.
-      proxy.delayReplies(400);
-      await log.next(/^lost h k /, 5000);
-      expect(log.lines).toEqual([`lost h k ${held.token} revoked`]);
-      proxy.delayReplies(0);
-      // h was told it lost k: the waiter on the other node gets it, while h's session lives on.
-      await eventually(async () => (await b.status('k', null)).holders.some((x) => x.session === 'w'), nodeTtl, 'the waiter granted');
-      expect((await b.status('k', null)).holders.map((x) => x.session)).toEqual(['w']);
-    } finally {
-      await a.close().catch(() => {});
-      await b.close();
-      proxy.close();
-    }
+    const a = await stores.startStore({ url: proxy.url, namespace, nodeTtl, commandTimeout: 5000, tolerateCloseFailure: true }, log.listener);
+    const b = await stores.startStore({ url: stores.redis.url, namespace, nodeTtl }, listenerLog().listener);
+    const held = await a.acquire('h', acquireInput(1, 'k'));
+    if (held.status !== 'granted') throw new Error('h was not granted');
+    expect(await b.acquire('w', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
+    // Replies come late: the renews still run in Redis on time, but a cannot see them succeed in time.
+    proxy.delayReplies(400);
+    await log.next(/^lost h k /, 5000);
+    expect(log.lines).toEqual([`lost h k ${held.token} revoked`]);
+    proxy.delayReplies(0);
+    // h was told it lost k: the waiter on the other node gets it, while h's session lives on.
+    await eventually(async () => (await b.status('k', null)).holders.some((x) => x.session === 'w'), nodeTtl, 'the waiter granted');
+    expect((await b.status('k', null)).holders.map((x) => x.session)).toEqual(['w']);
   });
 });

@@ -1,9 +1,7 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createManualClock, type ManualClock } from '../src/clock.js';
-import { createRedisStore } from '../src/redis/redis-store.js';
-import type { AcquireInput, AcquireOutcome, LockStore } from '../src/store.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
-import { listenerLog, startPubSubProxy, type ListenerLog, type PubSubProxy } from './redis-harness.js';
+import type { AcquireInput, AcquireOutcome } from '../src/store.js';
+import { useRedisStores, type ListenerLog, type PubSubProxy } from './redis-harness.js';
 import { acquireInput } from './server-harness.js';
 
 /** Logs the outcome when the promise resolves, as the session layer answers the client then. */
@@ -15,49 +13,23 @@ function answered(log: ListenerLog, who: string, outcome: Promise<AcquireOutcome
 }
 
 describe('the order in which the Redis store answers and notifies', () => {
-  let redis: RedisServer;
+  const stores = useRedisStores('ord');
   let clock: ManualClock;
-  let stores: LockStore[] = [];
-  let proxies: PubSubProxy[] = [];
-  let namespace = 0;
-
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis.stop();
-  });
-  afterEach(async () => {
-    await Promise.all(stores.map((s) => s.close()));
-    for (const proxy of proxies) proxy.close();
-    stores = [];
-    proxies = [];
-  });
 
   /** Starts nodes on one fresh namespace; each url is Redis' own or a proxy's. */
   async function nodes(urls: string[]) {
     clock = createManualClock();
-    const ns = `ord${process.pid}x${++namespace}`;
-    const made: Array<{ store: LockStore; log: ListenerLog }> = [];
-    for (const url of urls) {
-      const log = listenerLog();
-      const store = createRedisStore({ url, namespace: ns, clock });
-      await store.start(log.listener);
-      stores.push(store);
-      made.push({ store, log });
-    }
-    return made;
+    return stores.startNodes(urls, { clock });
   }
 
   async function slowPubSub(ms: number): Promise<PubSubProxy> {
-    const proxy = await startPubSubProxy(redis.port);
+    const proxy = await stores.proxy();
     proxy.delay(ms);
-    proxies.push(proxy);
     return proxy;
   }
 
   it('answers an acquire before reporting the lost of its grant when a steal on the same node follows at once', async () => {
-    const [node] = await nodes([redis.url]);
+    const [node] = await nodes([stores.redis.url]);
     if (!node) throw new Error('no node');
     const { store, log } = node;
     for (let round = 0; round < 20; round++) {
@@ -74,7 +46,7 @@ describe('the order in which the Redis store answers and notifies', () => {
   });
 
   it('answers a re-acquire with its token before reporting that hold stolen by a steal right after', async () => {
-    const [node] = await nodes([redis.url]);
+    const [node] = await nodes([stores.redis.url]);
     if (!node) throw new Error('no node');
     const { store, log } = node;
     let ticket = 100;
@@ -94,7 +66,7 @@ describe('the order in which the Redis store answers and notifies', () => {
 
   it('reports the lost of a steal on another node before answering the holder\'s release not_holder', async () => {
     const slow = await slowPubSub(80);
-    const [a, b] = await nodes([slow.url, redis.url]);
+    const [a, b] = await nodes([slow.url, stores.redis.url]);
     if (!a || !b) throw new Error('no nodes');
     const held = await a.store.acquire('h', acquireInput(1, 'k'));
     if (held.status !== 'granted') throw new Error('h was not granted');
@@ -112,7 +84,7 @@ describe('the order in which the Redis store answers and notifies', () => {
 
   it('expires a new grant to a holder whose earlier grant was stolen and released on another node unheard', async () => {
     const slow = await slowPubSub(80);
-    const [a, b] = await nodes([slow.url, redis.url]);
+    const [a, b] = await nodes([slow.url, stores.redis.url]);
     if (!a || !b) throw new Error('no nodes');
     const first = await a.store.acquire('h', acquireInput(1, 'k'));
     if (first.status !== 'granted') throw new Error('h was not granted');
@@ -130,13 +102,12 @@ describe('the order in which the Redis store answers and notifies', () => {
   });
 
   it('hands a released key to a waiter on a node that joined after the key had history without holding its notes', async () => {
-    const [old] = await nodes([redis.url]);
+    const [old] = await nodes([stores.redis.url]);
     if (!old) throw new Error('no node');
     expect(await old.store.acquire('holder', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
     // A node started now (as after a restart) has never seen k.
-    const fresh = { log: listenerLog(), store: createRedisStore({ url: redis.url, namespace: `ord${process.pid}x${namespace}`, clock }) };
-    await fresh.store.start(fresh.log.listener);
-    stores.push(fresh.store);
+    const [fresh] = await stores.startNodes([stores.redis.url], { namespace: old.namespace, clock });
+    if (!fresh) throw new Error('no node');
     expect(await fresh.store.acquire('waiter', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
     const releasedAt = performance.now();
     await old.store.release('holder', 'k');
@@ -147,7 +118,7 @@ describe('the order in which the Redis store answers and notifies', () => {
 
   it('never streams to a watch an event of a step its snapshot already shows, even when the event arrives late', async () => {
     const slow = await slowPubSub(150);
-    const [a, b] = await nodes([slow.url, redis.url]);
+    const [a, b] = await nodes([slow.url, stores.redis.url]);
     if (!a || !b) throw new Error('no nodes');
     const shared = (ticket: number): AcquireInput => acquireInput(ticket, 'doc', { mode: 'shared' });
     // a knows doc from its own step, so it does not wait for doc's history.
@@ -182,7 +153,7 @@ describe('the order in which the Redis store answers and notifies', () => {
 
   it('reports a grant lost when the steal that ended it was heard before the grant itself', async () => {
     const proxy = await slowPubSub(0);
-    const [a, b] = await nodes([proxy.url, redis.url]);
+    const [a, b] = await nodes([proxy.url, stores.redis.url]);
     if (!a || !b) throw new Error('no nodes');
     if ((await a.store.acquire('h', acquireInput(1, 'k'))).status !== 'granted') throw new Error('h was not granted');
     if ((await a.store.acquire('w', acquireInput(2, 'k'))).status !== 'queued') throw new Error('w was not queued');

@@ -1,40 +1,15 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createManualClock } from '../src/clock.js';
-import { createRedisStore } from '../src/redis/redis-store.js';
-import type { LockStore } from '../src/store.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
-import { listenerLog, startPubSubProxy, type PubSubProxy } from './redis-harness.js';
+import { useRedisStores } from './redis-harness.js';
 import { acquireInput } from './server-harness.js';
 
 describe('a Redis node whose pub/sub connection goes silent', () => {
-  let redis: RedisServer;
-  let stores: LockStore[] = [];
-  let proxy: PubSubProxy | null = null;
-  let namespace = 0;
-
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis.stop();
-  });
-  afterEach(async () => {
-    await Promise.all(stores.map((s) => s.close().catch(() => {})));
-    stores = [];
-    proxy?.close();
-    proxy = null;
-  });
+  const stores = useRedisStores('ps');
 
   /** Node a reaches Redis through a proxy that can silence its pub/sub path; node b directly. */
   async function twoNodes(nodeTtl: number) {
-    proxy = await startPubSubProxy(redis.port);
     const clock = createManualClock();
-    const ns = `ps${process.pid}x${++namespace}`;
-    const a = { store: createRedisStore({ url: proxy.url, namespace: ns, nodeTtl, clock }), log: listenerLog() };
-    const b = { store: createRedisStore({ url: redis.url, namespace: ns, nodeTtl, clock }), log: listenerLog() };
-    await a.store.start(a.log.listener);
-    await b.store.start(b.log.listener);
-    stores.push(a.store, b.store);
+    const { proxy, proxied: a, direct: b } = await stores.twoNodes({ nodeTtl, clock, tolerateCloseFailure: true });
     return { a, b, clock, proxy };
   }
 

@@ -1,10 +1,9 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createClient } from 'redis';
 import { createManualClock, type ManualClock } from '../src/clock.js';
-import type { Grant, LockStore, LostLock, StoreListener } from '../src/store.js';
+import type { Grant, LostLock, StoreListener } from '../src/store.js';
 import { decodeKey, encodeKey, keyNames } from '../src/redis/key-codec.js';
-import { createRedisStore } from '../src/redis/redis-store.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { useRedisStores } from './redis-harness.js';
 import { acquireInput } from './server-harness.js';
 
 type Heard =
@@ -70,36 +69,18 @@ describe('the key encoding', () => {
 });
 
 describe('the Redis store on one redis-server', () => {
-  let redis: RedisServer;
   let clock: ManualClock;
-  let stores: LockStore[] = [];
-  let namespace = 0;
-
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis.stop();
-  });
-  afterEach(async () => {
-    await Promise.all(stores.map((s) => s.close()));
-    stores = [];
+  // Registered before the harness's hooks, so it runs after they closed the stores.
+  afterEach(() => {
     expect(clock.pending()).toBe(0);
   });
+  const stores = useRedisStores('st');
 
-  /** Starts `n` nodes (stores) sharing one fresh namespace. */
-  async function nodes(n: number, nodeTtl = 5000) {
+  /** Starts `n` nodes (stores) sharing one fresh namespace, on Redis' own URL unless `url` says otherwise. */
+  async function nodes(n: number, { nodeTtl = 5000, url = stores.redis.url }: { nodeTtl?: number; url?: string } = {}) {
     clock = createManualClock();
-    const ns = `st${process.pid}x${++namespace}`;
-    const made = [];
-    for (let i = 0; i < n; i++) {
-      const rec = recorder();
-      const store = createRedisStore({ url: redis.url, namespace: ns, nodeTtl, clock });
-      await store.start(rec.listener);
-      stores.push(store);
-      made.push({ store, ...rec });
-    }
-    return made;
+    const made = await stores.startNodes(Array.from({ length: n }, () => url), { nodeTtl, clock }, recorder);
+    return made.map(({ store, log }) => ({ store, ...log }));
   }
 
   it('pushes a grant to the waiter node when another node releases, with a greater token', async () => {
@@ -145,7 +126,7 @@ describe('the Redis store on one redis-server', () => {
     if (!n1 || !n2) throw new Error('nodes');
     await n1.store.acquire('a', acquireInput(1, 'k'));
     await n2.store.acquire('b', acquireInput(1, 'k'));
-    const admin = createClient({ url: redis.url });
+    const admin = createClient({ url: stores.redis.url });
     await admin.connect();
     try {
       // Cut every pub/sub connection; the grant is published while they reconnect.
@@ -173,11 +154,11 @@ describe('the Redis store on one redis-server', () => {
   });
 
   it('keeps tokens rising after FLUSHALL and tells the holder its lock was revoked before granting again', async () => {
-    const [n1, n2] = await nodes(2, 1000);
+    const [n1, n2] = await nodes(2, { nodeTtl: 1000 });
     if (!n1 || !n2) throw new Error('nodes');
     const before = await n1.store.acquire('a', acquireInput(1, 'k'));
     if (before.status !== 'granted') throw new Error('not granted');
-    const admin = createClient({ url: redis.url });
+    const admin = createClient({ url: stores.redis.url });
     await admin.connect();
     await admin.sendCommand(['FLUSHALL']);
     admin.destroy();
@@ -208,7 +189,7 @@ describe('the Redis store on one redis-server', () => {
   }
 
   it('calls its scripts as functions and loads the library again when Redis lost it', async () => {
-    const admin = createClient({ url: redis.url });
+    const admin = createClient({ url: stores.redis.url });
     await admin.connect();
     try {
       const [n1] = await nodes(1);
@@ -228,22 +209,11 @@ describe('the Redis store on one redis-server', () => {
   });
 
   it('runs its scripts with EVALSHA, with the same results, when Redis does not let it load functions', async () => {
-    const admin = createClient({ url: redis.url });
+    const admin = createClient({ url: stores.redis.url });
     await admin.connect();
     try {
       await admin.sendCommand(['ACL', 'SETUSER', 'nofunctions', 'on', 'nopass', '~*', '&*', '+@all', '-function', '-fcall']);
-      clock = createManualClock();
-      const ns = `st${process.pid}x${++namespace}`;
-      const url = redis.url.replace('redis://', 'redis://nofunctions:any@');
-      const made = [];
-      for (let i = 0; i < 2; i++) {
-        const rec = recorder();
-        const store = createRedisStore({ url, namespace: ns, clock });
-        await store.start(rec.listener);
-        stores.push(store);
-        made.push({ store, ...rec });
-      }
-      const [n1, n2] = made;
+      const [n1, n2] = await nodes(2, { url: stores.redis.url.replace('redis://', 'redis://nofunctions:any@') });
       if (!n1 || !n2) throw new Error('nodes');
       await admin.sendCommand(['CONFIG', 'RESETSTAT']);
       expect(await n1.store.acquire('a', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });

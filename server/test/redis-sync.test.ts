@@ -1,8 +1,7 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '../src/server.js';
 import { createRedisStore } from '../src/redis/redis-store.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
-import { startPubSubProxy, type PubSubProxy } from './redis-harness.js';
+import { useRedisStores } from './redis-harness.js';
 import { RawClient, type Frame } from './server-harness.js';
 
 /**
@@ -12,22 +11,13 @@ import { RawClient, type Frame } from './server-harness.js';
  * its `pong` after the next holder's grant, yet before its `lost`.
  */
 describe('a Redis node answers a ping after the notes Redis sent it before', () => {
-  let redis: RedisServer;
+  const stores = useRedisStores('sync');
   const servers: LockServer[] = [];
   const clients: RawClient[] = [];
-  const proxies: PubSubProxy[] = [];
-  let namespace = 0;
-
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis.stop();
-  });
+  // Registered after the harness's hooks, so it runs before they close the proxies.
   afterEach(async () => {
     for (const client of clients.splice(0)) client.ws.terminate();
     await Promise.all(servers.splice(0).map((server) => server.close()));
-    for (const proxy of proxies.splice(0)) proxy.close();
   });
 
   async function node(url: string, ns: string, commandTimeout?: number): Promise<LockServer> {
@@ -44,11 +34,10 @@ describe('a Redis node answers a ping after the notes Redis sent it before', () 
   }
 
   it("tells a holder lost before answering its ping sent after a steal on another node was granted", async () => {
-    const ns = `sync${process.pid}x${++namespace}`;
-    const slow = await startPubSubProxy(redis.port);
-    proxies.push(slow);
+    const ns = stores.namespace();
+    const slow = await stores.proxy();
     const a = await node(slow.url, ns);
-    const b = await node(redis.url, ns);
+    const b = await node(stores.redis.url, ns);
     const holder = await client(a);
     const thief = await client(b);
 
@@ -67,9 +56,8 @@ describe('a Redis node answers a ping after the notes Redis sent it before', () 
   });
 
   it('still answers a ping, after the command timeout, when its node hears nothing over pub/sub', async () => {
-    const ns = `sync${process.pid}x${++namespace}`;
-    const silent = await startPubSubProxy(redis.port);
-    proxies.push(silent);
+    const ns = stores.namespace();
+    const silent = await stores.proxy();
     const a = await node(silent.url, ns, 300);
     const pinger = await client(a);
     silent.silence();

@@ -1,11 +1,9 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createManualClock } from '../src/clock.js';
 import { BatchSequencer } from '../src/redis/batch-sequencer.js';
-import { createRedisStore } from '../src/redis/redis-store.js';
 import type { LockEvent, LockStore } from '../src/store.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
-import { listenerLog, startPubSubProxy, type ListenerLog, type PubSubProxy } from './redis-harness.js';
-import { acquireInput, quietListener } from './server-harness.js';
+import { listenerLog, useRedisStores, type ListenerLog } from './redis-harness.js';
+import { acquireInput } from './server-harness.js';
 
 /** ms by which the watching node hears pub/sub late, while its commands answer on time. */
 const LAG = 300;
@@ -16,36 +14,13 @@ function eventLine(event: LockEvent): string {
 }
 
 describe('a Redis watch whose node hears pub/sub later than its reads', () => {
-  let redis: RedisServer;
-  let stores: LockStore[] = [];
-  let proxy: PubSubProxy | null = null;
-  let namespace = 0;
-
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis.stop();
-  });
-  afterEach(async () => {
-    await Promise.all(stores.map((s) => s.close().catch(() => {})));
-    stores = [];
-    proxy?.close();
-    proxy = null;
-  });
+  const stores = useRedisStores('wg');
 
   /** The watching node reaches Redis through a proxy that delays its pub/sub by LAG; the other node directly. */
   async function twoNodes() {
-    proxy = await startPubSubProxy(redis.port);
-    const clock = createManualClock();
-    const ns = `wg${process.pid}x${++namespace}`;
-    const watching = createRedisStore({ url: proxy.url, namespace: ns, clock });
-    const other = createRedisStore({ url: redis.url, namespace: ns, clock });
-    await watching.start(quietListener());
-    await other.start(quietListener());
-    stores.push(watching, other);
+    const { proxy, proxied, direct } = await stores.twoNodes({ clock: createManualClock(), tolerateCloseFailure: true });
     proxy.delay(LAG);
-    return { watching, other };
+    return { watching: proxied.store, other: direct.store };
   }
 
   /** Opens a watch of `prefix` on `store` whose events go to `log`. */
