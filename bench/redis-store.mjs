@@ -9,9 +9,13 @@
 //     `npm run bench`'s store API figure), on a pinned redis-server, for
 //     `node --cpu-prof bench/redis-store.mjs --api 10`; prints calls/s and
 //     Redis' INFO commandstats per acquire+release.
+//   - with --scripts [DIR...]: Redis' own time per FCALL of the acquire and
+//     release scripts (INFO commandstats), for this checkout's compiled
+//     scripts and each DIR's, in rounds alternating between them.
 // Needs the built dist (`npx tsc -b`) and redis-server on PATH.
 // Usage: node bench/redis-store.mjs [seconds per throughput run, default 3]
 //        node bench/redis-store.mjs --api [seconds, default 10]
+//        node bench/redis-store.mjs --scripts [other checkout...]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -184,8 +188,62 @@ async function apiOnly() {
   }
 }
 
+/** Median µs of Redis' time per FCALL, acquire+release pairs on 8 keys, per compiled tree. */
+async function scriptCosts(trees) {
+  const { pinSelf, startRedis: startPinnedRedis } = await import('./lib/processes.mjs');
+  pinSelf();
+  const pinnedRedis = await startPinnedRedis();
+  const client = createClient({ url: pinnedRedis.url });
+  await client.connect();
+  try {
+    const libs = [];
+    for (const tree of trees) {
+      const dist = new URL(`file://${tree}/server/dist/redis/`);
+      const { scripts, scriptLibrary } = await import(new URL('scripts.js', dist).href);
+      const { keyNames } = await import(new URL('key-codec.js', dist).href);
+      await client.sendCommand(['FUNCTION', 'LOAD', 'REPLACE', scriptLibrary.source]);
+      libs.push({ tree, scripts, names: keyNames(`s${libs.length}`), perCall: [] });
+    }
+    await client.set('live', '1');
+    let call = 0;
+    const pairs = async ({ scripts, names }, rounds) => {
+      for (let r = 0; r < rounds; r++) {
+        const replies = [];
+        for (let i = 0; i < CONCURRENCY; i++) {
+          const keys = names.lockKeys(`k${i}`);
+          const head = ['node', '', String(Date.now()), `k${i}`, 'ns'];
+          head[1] = String(++call);
+          replies.push(client.sendCommand(['FCALL', scripts.acquire.fn, '6', ...keys, 'live', ...head, `s${i}`, String(call), 'exclusive', '', '', '0', '', '0', '1000']));
+          replies.push(client.sendCommand(['FCALL', scripts.release.fn, '5', ...keys, 'node', String(++call), head[2], `k${i}`, 'ns', `s${i}`]));
+        }
+        await Promise.all(replies);
+      }
+    };
+    for (let round = 0; round < 8; round++) {
+      for (const lib of libs) {
+        await pairs(lib, 100);
+        await client.sendCommand(['CONFIG', 'RESETSTAT']);
+        await pairs(lib, 1000);
+        const stats = String(await client.sendCommand(['INFO', 'commandstats']));
+        lib.perCall.push(Number(/cmdstat_fcall:.*usec_per_call=([\d.]+)/.exec(stats)?.[1]));
+      }
+    }
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const result = libs.map(({ tree, perCall }) => ({ tree, medianUsecPerFcall: median(perCall), min: Math.min(...perCall), max: Math.max(...perCall) }));
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  } finally {
+    client.destroy();
+    await pinnedRedis.stop();
+  }
+}
+
 if (API) {
   await apiOnly();
+  process.exit(0);
+}
+if (process.argv[2] === '--scripts') {
+  const { resolve } = await import('node:path');
+  await scriptCosts([resolve(new URL('..', import.meta.url).pathname), ...process.argv.slice(3).map((dir) => resolve(dir))]);
   process.exit(0);
 }
 
