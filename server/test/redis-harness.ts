@@ -1,8 +1,9 @@
 import { connect, createServer, type Socket } from 'node:net';
-import { afterAll, afterEach, beforeAll } from 'vitest';
+import { afterEach } from 'vitest';
 import { createRedisStore, type RedisStoreOptions } from '../src/redis/redis-store.js';
 import type { LockStore, StoreListener } from '../src/store.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { useRedisNodes } from '../../test/helpers/redis-nodes.js';
+import type { RedisServer } from '../../test/helpers/redis-server.js';
 
 /** A log of what a store told its listener, one line per call, that a test can await. */
 export interface ListenerLog {
@@ -160,7 +161,7 @@ export interface RedisNode<L extends Listening = ListenerLog> {
 export interface RedisStores {
   /** The redis-server, started before the block's first test and stopped after its last. */
   readonly redis: RedisServer;
-  /** A namespace no other call returned: the label, the process id and a counter. */
+  /** A namespace no earlier call of this fixture returned: the label, the process id and a counter. */
   namespace(): string;
   /** Starts a {@link PubSubProxy} in front of the redis-server; closed after the test, once its stores are. */
   proxy(): Promise<PubSubProxy>;
@@ -193,17 +194,13 @@ export interface RedisStores {
  * `afterEach` the block registers after this call runs before these closes.
  */
 export function useRedisStores(label: string): RedisStores {
-  let redis: RedisServer | undefined;
+  // The redis-server's hooks are useRedisNodes': no server node is started
+  // through it, so its own after-test closes find nothing.
+  const nodes = useRedisNodes(label);
   const stores: Array<{ store: LockStore; tolerateCloseFailure: boolean }> = [];
   const proxies: PubSubProxy[] = [];
   let run = 0;
 
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
   afterEach(async () => {
     const closed = await Promise.allSettled(
       stores.splice(0).map(({ store, tolerateCloseFailure }) => (tolerateCloseFailure ? store.close().catch(() => {}) : store.close())),
@@ -212,13 +209,9 @@ export function useRedisStores(label: string): RedisStores {
     for (const outcome of closed) if (outcome.status === 'rejected') throw outcome.reason;
   });
 
-  const started = (): RedisServer => {
-    if (!redis) throw new Error('the redis-server starts in beforeAll');
-    return redis;
-  };
   const namespace = () => `${label}${process.pid}x${++run}`;
   const proxy = async () => {
-    const made = await startPubSubProxy(started().port);
+    const made = await startPubSubProxy(nodes.redis.port);
     proxies.push(made);
     return made;
   };
@@ -242,7 +235,7 @@ export function useRedisStores(label: string): RedisStores {
   }
   return {
     get redis() {
-      return started();
+      return nodes.redis;
     },
     namespace,
     proxy,
@@ -250,7 +243,7 @@ export function useRedisStores(label: string): RedisStores {
     startNodes,
     async twoNodes(options) {
       const through = await proxy();
-      const [proxied, direct] = await startNodes([through.url, started().url], options);
+      const [proxied, direct] = await startNodes([through.url, nodes.redis.url], options);
       if (!proxied || !direct) throw new Error('two nodes were not started');
       return { proxy: through, proxied, direct };
     },
