@@ -47,67 +47,51 @@ export class SessionAcquires {
 
   /** Runs an `acquire`: answered at once (granted or not), or `queued` and answered when the store settles it. */
   acquire(message: RequestOf<'acquire'>): void {
-    // The ticket is routed before the store sees it, so a settlement or a
-    // cancel that races the store call finds this request.
-    const ticket = this.openTicket(message.id);
-    this.requests.run(
-      message,
-      async (request) => {
-        const outcome = await this.host.store.acquire(this.session, {
-          ticket,
-          key: message.key,
-          mode: message.mode ?? 'exclusive',
-          acquireTimeout: message.acquireTimeout ?? null,
-          holdTimeout: message.holdTimeout ?? null,
-          steal: message.steal ?? false,
-          meta: message.meta ?? null,
-        });
-        // A request no longer current was counted when its session died.
-        const current = this.requests.isCurrent(request);
-        if (!current && this.detachedKeys) this.settleDetached(outcome.status, ticket, message.key);
-        switch (outcome.status) {
-          case 'granted':
-            if (current) {
-              this.held.add(message.key);
-              this.host.metrics.acquire(AcquireOutcome.GrantedImmediately);
-            }
-            return { acquired: true, token: outcome.token, expiresAt: outcome.expiresAt };
-          case 'not_granted':
-            if (current) this.host.metrics.acquire(AcquireOutcome.NotGranted);
-            return { acquired: false };
-          case 'queued':
-            if (current) {
-              request.queuedAt = performance.now();
-              this.host.metrics.acquire(AcquireOutcome.Queued);
-              const queued = { type: 'queued', id: message.id, key: message.key, position: outcome.position };
-              this.sender.send(JSON.stringify(queued));
-              this.startPending(request);
-            }
-            return null;
-        }
-      },
-      ticket,
-    );
+    this.runTicketed(message, async (request, ticket) => {
+      const outcome = await this.host.store.acquire(this.session, {
+        ticket,
+        key: message.key,
+        mode: message.mode ?? 'exclusive',
+        acquireTimeout: message.acquireTimeout ?? null,
+        holdTimeout: message.holdTimeout ?? null,
+        steal: message.steal ?? false,
+        meta: message.meta ?? null,
+      });
+      // A request no longer current was counted when its session died.
+      const current = this.requests.isCurrent(request);
+      if (!current && this.detachedKeys) this.settleDetached(outcome.status, ticket, message.key);
+      switch (outcome.status) {
+        case 'granted':
+          if (current) {
+            this.held.add(message.key);
+            this.host.metrics.acquire(AcquireOutcome.GrantedImmediately);
+          }
+          return { acquired: true, token: outcome.token, expiresAt: outcome.expiresAt };
+        case 'not_granted':
+          if (current) this.host.metrics.acquire(AcquireOutcome.NotGranted);
+          return { acquired: false };
+        case 'queued':
+          if (current) {
+            request.queuedAt = performance.now();
+            this.host.metrics.acquire(AcquireOutcome.Queued);
+            const queued = { type: 'queued', id: message.id, key: message.key, position: outcome.position };
+            this.sender.send(JSON.stringify(queued));
+            this.startPending(request);
+          }
+          return null;
+      }
+    });
   }
 
   /** Runs a `wait`: answered at once when the key is free, else when the store settles it. */
   wait(message: RequestOf<'wait'>): void {
-    const ticket = this.openTicket(message.id);
-    this.requests.run(
-      message,
-      async (request) => {
-        const state = await this.host.store.wait(this.session, {
-          ticket,
-          key: message.key,
-          timeout: message.timeout ?? null,
-        });
-        if (state === 'free') return { free: true };
-        if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached('queued', ticket, message.key);
-        if (this.requests.isCurrent(request)) this.startPending(request);
-        return null;
-      },
-      ticket,
-    );
+    this.runTicketed(message, async (request, ticket) => {
+      const state = await this.host.store.wait(this.session, { ticket, key: message.key, timeout: message.timeout ?? null });
+      if (state === 'free') return { free: true };
+      if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached('queued', ticket, message.key);
+      if (this.requests.isCurrent(request)) this.startPending(request);
+      return null;
+    });
   }
 
   /** Runs a `cancel`: a pending `acquire` or `wait` it takes back is answered `cancelled` first. */
@@ -168,6 +152,19 @@ export class SessionAcquires {
   private settleDetached(status: string, ticket: Ticket, key: string): void {
     if (status === 'granted') this.detachedKeys?.add(key);
     else if (status === 'queued') void this.host.store.cancel(this.session, ticket).catch(() => false);
+  }
+
+  /**
+   * Runs a request the store may settle later by ticket (`work` makes the
+   * store call). The ticket is routed before the store sees it, so a
+   * settlement or a cancel that races the store call finds this request.
+   */
+  private runTicketed(
+    message: RequestOf<'acquire' | 'wait'>,
+    work: (request: PendingRequest, ticket: Ticket) => Promise<object | null>,
+  ): void {
+    const ticket = this.openTicket(message.id);
+    this.requests.run(message, (request) => work(request, ticket), ticket);
   }
 
   private startPending(request: PendingRequest): void {
