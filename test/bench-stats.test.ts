@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatNumber, percentile, ratio, summarize } from '../bench/lib/stats.mjs';
+import { formatNumber, percentile, ratePerSecond, ratio, summarize } from '../bench/lib/stats.mjs';
 
 describe('benchmark statistics', () => {
   it('takes percentiles by nearest rank', () => {
@@ -29,6 +29,22 @@ describe('benchmark statistics', () => {
     const summary = summarize(samples);
     expect(summary).toEqual({ n: 6, mean: 152 / 6, p50: 9, p90: 100, p99: 100, max: 100 });
     expect(samples).toEqual([10, 9, 1, 100, 2, 30]);
+  });
+
+  it('runs every worker with one deadline and rates the sum of their requests over the time taken', async () => {
+    const seen: [number, number][] = [];
+    const before = performance.now();
+    const rate = await ratePerSecond(3, 2, async (i, until) => {
+      seen.push([i, until]);
+      return i + 1;
+    });
+    const after = performance.now();
+    expect(seen.map(([i]) => i)).toEqual([0, 1, 2]);
+    const until = seen[0]?.[1] ?? Number.NaN;
+    expect(seen.every(([, u]) => u === until)).toBe(true);
+    expect(until).toBeGreaterThanOrEqual(before + 2000);
+    expect(until).toBeLessThanOrEqual(after + 2000);
+    expect(rate).toBeGreaterThanOrEqual(6 / ((after - before) / 1000));
   });
 
   it('rounds ratios to two decimals and refuses what cannot be compared', () => {

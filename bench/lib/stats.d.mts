@@ -13,3 +13,9 @@ export function summarize(samples: readonly number[]): {
 export function ratio(value: number, anchor: number): number;
 /** A number for a table cell; `-` when not finite. */
 export function formatNumber(value: number | undefined): string;
+/** Runs `workers` loops side by side for `seconds`; resolves the requests they made per second. */
+export function ratePerSecond(
+  workers: number,
+  seconds: number,
+  loop: (i: number, until: number) => Promise<number>,
+): Promise<number>;

@@ -57,3 +57,15 @@ export function formatNumber(value) {
   if (Math.abs(value) >= 1000) return Math.round(value).toLocaleString('en-US');
   return Number(value.toPrecision(3)).toString();
 }
+
+/**
+ * Runs `workers` loops side by side for `seconds` and resolves the requests
+ * they answered per second. `loop(i, until)` runs worker `i` until
+ * `performance.now()` passes `until` and resolves how many requests it made.
+ */
+export async function ratePerSecond(workers, seconds, loop) {
+  const start = performance.now();
+  const until = start + seconds * 1000;
+  const counts = await Promise.all(Array.from({ length: workers }, (_, i) => loop(i, until)));
+  return counts.reduce((a, b) => a + b, 0) / ((performance.now() - start) / 1000);
+}

@@ -6,7 +6,7 @@
 import { Redis } from 'ioredis';
 import Redlock from 'redlock';
 import { createClient } from 'redis';
-import { summarize } from '../lib/stats.mjs';
+import { ratePerSecond, summarize } from '../lib/stats.mjs';
 import { WireClient, closeAll } from '../lib/wire-client.mjs';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -66,12 +66,7 @@ export async function openBareLoad(redisUrl, { concurrency }) {
     return done;
   };
   return {
-    async measure(seconds) {
-      const start = performance.now();
-      const until = start + seconds * 1000;
-      const counts = await Promise.all(Array.from({ length: concurrency }, (_, i) => loop(`bare:${i}`, until)));
-      return counts.reduce((a, b) => a + b, 0) / ((performance.now() - start) / 1000);
-    },
+    measure: (seconds) => ratePerSecond(concurrency, seconds, (i, until) => loop(`bare:${i}`, until)),
     close: async () => client.destroy(),
   };
 }

@@ -5,6 +5,7 @@
 // to the bare SET NX + Lua delete loop (measure/redis.mjs), which also runs
 // here on one node-redis client, this isolates what the store costs.
 import { pathToFileURL } from 'node:url';
+import { ratePerSecond } from '../lib/stats.mjs';
 
 /** The compiled server to load: `tree`'s, else BENCH_TREE's when set (`--tree`), else this checkout's. */
 async function serverDist(tree = process.env.BENCH_TREE) {
@@ -62,11 +63,6 @@ export function openStoreLoad(store, { concurrency, prefix = 'api' }) {
     return done;
   };
   return {
-    async measure(seconds) {
-      const start = performance.now();
-      const until = start + seconds * 1000;
-      const counts = await Promise.all(Array.from({ length: concurrency }, (_, i) => loop(i, until)));
-      return counts.reduce((a, b) => a + b, 0) / ((performance.now() - start) / 1000);
-    },
+    measure: (seconds) => ratePerSecond(concurrency, seconds, loop),
   };
 }

@@ -2,7 +2,7 @@
 // throughput, round-trip latency, handoff and disconnect-to-grant latency,
 // watch fan-out. Every timestamp is taken in this (the load generator's)
 // process, so release -> grant spans two connections on one clock.
-import { summarize } from '../lib/stats.mjs';
+import { ratePerSecond, summarize } from '../lib/stats.mjs';
 import { WireClient, closeAll, connectMany } from '../lib/wire-client.mjs';
 
 /** Throws on an error reply, so that fast refusals (say, `rate_limited`) never pass for answers. */
@@ -29,12 +29,7 @@ export async function openLoad(url, { connections, welcome }) {
     return done;
   };
   return {
-    async measure(seconds) {
-      const start = performance.now();
-      const until = start + seconds * 1000;
-      const counts = await Promise.all(clients.map((client, i) => loop(client, `tp:${i}`, until)));
-      return counts.reduce((a, b) => a + b, 0) / ((performance.now() - start) / 1000);
-    },
+    measure: (seconds) => ratePerSecond(clients.length, seconds, (i, until) => loop(clients[i], `tp:${i}`, until)),
     close: () => closeAll(clients),
   };
 }
