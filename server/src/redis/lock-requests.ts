@@ -1,0 +1,191 @@
+import { ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
+import { LockError, badRequest, notHolder } from '../errors.js';
+import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
+import type { LocalTable } from './local-table.js';
+import { createPending } from './local-state.js';
+import type { NoteSettler } from './note-settler.js';
+import { expiresAtOf, num, str, type Json } from './records.js';
+import type { StepRunner } from './step-runner.js';
+import { live, type StoreContext } from './store-context.js';
+import type { Timeouts } from './timeouts.js';
+
+export interface LockRequestsOptions {
+  ctx: StoreContext;
+  table: LocalTable;
+  steps: StepRunner;
+  timeouts: Timeouts;
+  notes: NoteSettler;
+}
+
+/**
+ * The `LockStore` calls that change the table, each one step on one key:
+ * what goes into the script, and how its reply updates this node's view
+ * and answers the caller.
+ */
+export class LockRequests {
+  readonly #o: LockRequestsOptions;
+
+  constructor(options: LockRequestsOptions) {
+    this.#o = options;
+  }
+
+  async acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome> {
+    const { ctx, table, timeouts, notes } = this.#o;
+    const { ticket, key, mode, acquireTimeout, holdTimeout, steal } = input;
+    checkDuration('acquireTimeout', acquireTimeout);
+    checkDuration('holdTimeout', holdTimeout);
+    if (steal && mode !== 'exclusive') throw badRequest('steal: only an exclusive acquire can steal');
+    if (steal && acquireTimeout === 0) throw badRequest('steal: cannot be combined with acquireTimeout 0');
+    const liveness = live(ctx);
+    if (!liveness.serving) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+    const local = table.session(session);
+    const full = local.holds.size + local.acquiring >= ctx.limits.maxLocksPerSession;
+    const pending = createPending(ticket, session, key, 'acquire');
+    table.addPending(local, pending);
+    // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
+    if (acquireTimeout !== null && acquireTimeout > 0) timeouts.armTimeout(pending, acquireTimeout);
+    try {
+      return await this.#o.steps.step(
+        'acquire',
+        key,
+        [
+          session,
+          String(ticket),
+          mode,
+          durationArg(acquireTimeout),
+          durationArg(holdTimeout),
+          steal ? '1' : '0',
+          input.meta === null ? '' : JSON.stringify(input.meta),
+          full ? '1' : '0',
+          String(ctx.limits.maxWaitersPerKey),
+        ],
+        (r, at): AcquireOutcome => {
+          // `lost` notes of steps Redis ran before this one come before its answer.
+          notes.settleEarly(pending, at);
+          const st = str(r, 'st');
+          if (st === 'queued') return { status: 'queued', position: num(r, 'p') };
+          table.removePending(pending);
+          if (st === 'granted') {
+            const grant = { key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
+            const had = local.holds.get(key);
+            if (table.sessions.get(session) === local && had?.token !== grant.token) {
+              // A hold this node still knows under another token ended unheard (a late message): it is lost.
+              if (had) {
+                table.dropHold(had);
+                ctx.listener?.lost(session, { key, token: had.token, reason: 'revoked' });
+              }
+              table.addHold(local, session, grant);
+            }
+            return { status: 'granted', ...grant };
+          }
+          if (st === 'not_granted') return { status: 'not_granted' };
+          if (str(r, 'err') === 'lost_state') {
+            liveness.checkNow();
+            throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+          }
+          throw acquireError(r, key, ctx.limits);
+        },
+        () => {
+          table.removePending(pending);
+          local.dirty.add(key);
+        },
+      );
+    } finally {
+      notes.sent(pending);
+    }
+  }
+
+  async release(session: SessionId, key: string): Promise<void> {
+    const { table } = this.#o;
+    await this.#o.steps.step('release', key, [session], (r) => {
+      if (str(r, 'err') !== '') throw notHolder(key);
+      table.dropHold(table.sessions.get(session)?.holds.get(key));
+    });
+  }
+
+  async extend(session: SessionId, key: string, holdTimeout: number | null): Promise<number | null> {
+    const { table, timeouts } = this.#o;
+    checkDuration('holdTimeout', holdTimeout);
+    return this.#o.steps.step('extend', key, [session, durationArg(holdTimeout)], (r) => {
+      if (str(r, 'err') !== '') throw notHolder(key);
+      const expiresAt = expiresAtOf(str(r, 'x'));
+      const local = table.sessions.get(session);
+      const hold = local?.holds.get(key);
+      if (hold) {
+        hold.expiresAt = expiresAt;
+        timeouts.armHold(hold);
+      } else if (local) {
+        table.addHold(local, session, { key, token: Number(str(r, 't')), expiresAt });
+      }
+      return expiresAt;
+    });
+  }
+
+  async wait(session: SessionId, input: WaitInput): Promise<'free' | 'pending'> {
+    const { table, timeouts, notes } = this.#o;
+    checkDuration('timeout', input.timeout);
+    const local = table.session(session);
+    const pending = createPending(input.ticket, session, input.key, 'wait');
+    table.addPending(local, pending);
+    if (input.timeout !== null) timeouts.armTimeout(pending, input.timeout);
+    try {
+      return await this.#o.steps.step(
+        'wait',
+        input.key,
+        [session, String(input.ticket)],
+        (r) => {
+          if (str(r, 'free') !== '') {
+            table.removePending(pending);
+            return 'free' as const;
+          }
+          return 'pending' as const;
+        },
+        () => {
+          table.removePending(pending);
+          local.dirty.add(input.key);
+        },
+      );
+    } finally {
+      notes.sent(pending);
+    }
+  }
+
+  async cancel(session: SessionId, ticket: Ticket): Promise<boolean> {
+    const { table } = this.#o;
+    const pending = table.tickets.get(ticket);
+    if (!pending || pending.session !== session) return false;
+    await pending.sent;
+    if (table.tickets.get(ticket) !== pending) return false;
+    return this.#o.timeouts.unqueue(pending, () => {});
+  }
+
+  async revoke(key: string): Promise<number> {
+    return this.#o.steps.step('revoke', key, [], (r) => num(r, 'n'));
+  }
+}
+
+function checkDuration(field: string, value: number | null): void {
+  if (value === null) return;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_DURATION_MS) {
+    throw badRequest(`${field}: must be null or a number of ms from 0 to ${MAX_DURATION_MS}`);
+  }
+}
+
+function durationArg(value: number | null): string {
+  return value === null ? '' : String(Math.ceil(value));
+}
+
+function acquireError(r: Json, key: string, limits: StoreLimits): LockError {
+  const err = str(r, 'err');
+  if (err === 'mode') {
+    return badRequest(`mode: this session holds ${JSON.stringify(key)} as ${str(r, 'm')}; upgrades are not supported`);
+  }
+  if (err === 'queued') return badRequest(`key: this session already waits in the queue of ${JSON.stringify(key)}`);
+  if (err === 'too_many_locks') {
+    return new LockError(ErrorCode.TooManyLocks, `key: this session already holds or waits for ${limits.maxLocksPerSession} locks`);
+  }
+  if (err === 'too_many_waiters') {
+    return new LockError(ErrorCode.TooManyWaiters, `key: ${limits.maxWaitersPerKey} requests already wait for ${JSON.stringify(key)}`);
+  }
+  return new LockError(ErrorCode.Internal, `unexpected reply from the acquire script: ${err}`);
+}

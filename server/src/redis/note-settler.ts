@@ -1,0 +1,99 @@
+import type { LocalTable } from './local-table.js';
+import type { LocalPending } from './local-state.js';
+import type { Note } from './records.js';
+import type { StoreContext } from './store-context.js';
+
+/**
+ * Settles the notes of steps (`granted`, `waitDone`, `lost`) for this node's
+ * sessions, in order with the answers of their own requests: a note about a
+ * request never reaches the session before the request's answer, and a
+ * `lost` never before the acquire answer that may have granted the hold it
+ * ends.
+ */
+export class NoteSettler {
+  readonly #ctx: StoreContext;
+  readonly #table: LocalTable;
+
+  constructor(ctx: StoreContext, table: LocalTable) {
+    this.#ctx = ctx;
+    this.#table = table;
+  }
+
+  /**
+   * A note from a step with event version `version`. A note about a request
+   * whose answer has not reached the caller yet waits for it, and so does a
+   * `lost` while the session's acquire of that key is unanswered: that acquire
+   * may have granted or confirmed the very hold the `lost` ends.
+   */
+  applyNote(key: string, note: Note, version: number): void {
+    const answering = this.#answeringFor(key, note);
+    if (answering) answering.early.push({ note, version });
+    else this.#settleNote(key, note);
+  }
+
+  #answeringFor(key: string, note: Note): LocalPending | undefined {
+    const local = this.#table.sessions.get(note.session);
+    if (!local || local.answering.size === 0) return undefined;
+    for (const pending of local.answering) {
+      if (note.y === 'lost' ? pending.kind === 'acquire' && pending.key === key : pending.ticket === note.ticket) return pending;
+    }
+    return undefined;
+  }
+
+  #settleNote(key: string, note: Note): void {
+    const listener = this.#ctx.listener;
+    const table = this.#table;
+    if (note.y === 'lost') {
+      const hold = table.sessions.get(note.session)?.holds.get(key);
+      if (hold && hold.token === note.token) {
+        table.dropHold(hold);
+        listener?.lost(note.session, { key, token: note.token, reason: note.reason });
+      } else {
+        // Perhaps the hold of a grant not heard yet: a probe may still answer it.
+        for (const pending of table.sessions.get(note.session)?.pending.values() ?? []) {
+          if (pending.kind === 'acquire' && pending.key === key) pending.unheld.set(note.token, note.reason);
+        }
+      }
+      return;
+    }
+    const pending = table.tickets.get(note.ticket);
+    if (!pending || pending.session !== note.session || pending.key !== key) return;
+    if (note.y === 'granted' && pending.kind === 'acquire') {
+      table.removePending(pending);
+      const local = table.sessions.get(note.session);
+      const grant = { key, token: note.token, expiresAt: note.expiresAt };
+      const ended = pending.unheld.get(grant.token);
+      if (local && ended === undefined) table.addHold(local, note.session, grant);
+      listener?.granted(note.session, note.ticket, grant);
+      // A grant note overtaken by its hold's `lost` (a missed message given up on, then late): report it now.
+      if (ended !== undefined) listener?.lost(note.session, { key, token: grant.token, reason: ended });
+    } else if (note.y === 'waitDone' && pending.kind === 'wait') {
+      table.removePending(pending);
+      listener?.waitDone(note.session, note.ticket, true);
+    }
+  }
+
+  /** Settles, before the request's answer, the waiting notes of steps Redis ran up to version `at`. */
+  settleEarly(pending: LocalPending, at: number): void {
+    if (pending.early.length === 0) return;
+    const before = pending.early.filter((e) => e.version <= at);
+    if (before.length === 0) return;
+    pending.early.splice(0, pending.early.length, ...pending.early.filter((e) => e.version > at));
+    for (const { note } of before) this.#settleNote(pending.key, note);
+  }
+
+  /**
+   * The request's script answered. Its waiting notes go out after the answer
+   * reached the caller: the caller continues in microtasks, which all run
+   * before `setImmediate`.
+   */
+  sent(pending: LocalPending): void {
+    pending.sending = false;
+    pending.markSent();
+    const local = this.#table.sessions.get(pending.session);
+    setImmediate(() => {
+      local?.answering.delete(pending);
+      for (const { note, version } of pending.early.splice(0)) this.applyNote(pending.key, note, version);
+    });
+  }
+}

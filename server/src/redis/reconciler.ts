@@ -1,0 +1,162 @@
+import { ErrorCode } from '@lockwire/protocol';
+import { LockError } from '../errors.js';
+import type { SessionId } from '../store.js';
+import { encodeKey } from './key-codec.js';
+import type { LocalTable } from './local-table.js';
+import type { LocalPending } from './local-state.js';
+import { expiresAtOf, parseJson, str, type Json } from './records.js';
+import { scripts } from './scripts.js';
+import type { StepRunner } from './step-runner.js';
+import { live, retrySoon, type StoreContext } from './store-context.js';
+
+/** What a node publishes to its own channel to check that pub/sub reaches it. */
+export const HEARTBEAT = 'hb';
+
+/**
+ * Finds what this node missed. Notes and grants come over pub/sub, which
+ * drops messages while a subscriber reconnects, and a path may go silent
+ * unnoticed. After a resubscribe, a recovery, a step whose predecessor was
+ * not heard in time, or a heartbeat that did not come back, the node asks
+ * Redis (`probe`) where every pending request and hold of its sessions
+ * stands, and settles what ended unheard.
+ */
+export class Reconciler {
+  readonly #ctx: StoreContext;
+  readonly #table: LocalTable;
+  readonly #steps: StepRunner;
+  #reconciling: Promise<void> | null = null;
+  #reconcileAgain = false;
+  /** The last heartbeat this node published to its own channel, and whether it came back. */
+  #heartbeat: { sent: boolean; heard: boolean } = { sent: false, heard: false };
+
+  constructor(ctx: StoreContext, table: LocalTable, steps: StepRunner) {
+    this.#ctx = ctx;
+    this.#table = table;
+    this.#steps = steps;
+  }
+
+  /** Reconciles once more after the run in progress, or now. */
+  reconcileSoon(): void {
+    if (this.#reconciling) {
+      this.#reconcileAgain = true;
+      return;
+    }
+    this.#reconciling = this.reconcile().finally(() => {
+      this.#reconciling = null;
+      if (this.#reconcileAgain) {
+        this.#reconcileAgain = false;
+        this.reconcileSoon();
+      }
+    });
+  }
+
+  /** Where a request (`a`/`w` by ticket) or hold (`h` by token) of a session stands in Redis. */
+  async probe(key: string, session: SessionId, kind: 'a' | 'w' | 'h', id: string): Promise<Json> {
+    const ctx = this.#ctx;
+    const link = ctx.link;
+    const liveness = live(ctx);
+    if (!link) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+    const reply = await link.evalScript(scripts.probe, ctx.names.lockKeys(encodeKey(key)), [
+      liveness.id,
+      '',
+      '0',
+      '',
+      ctx.namespace,
+      session,
+      kind,
+      id,
+    ]);
+    return parseJson(reply);
+  }
+
+  /**
+   * True while this node serves: a request or hold gone from Redis then ended
+   * in the table. Otherwise Redis may have lost its state unnoticed so far,
+   * and the node's abandon settles everything instead.
+   */
+  #vouching(): boolean {
+    return this.#ctx.liveness?.serving ?? false;
+  }
+
+  /** Settles a pending request from a probe's answer, unless it still waits in Redis. */
+  settleProbed(pending: LocalPending, r: Json): void {
+    const st = str(r, 'st');
+    const table = this.#table;
+    if (table.tickets.get(pending.ticket) !== pending || st === 'queued' || st === 'pending') return;
+    table.removePending(pending);
+    const { session, ticket } = pending;
+    const listener = this.#ctx.listener;
+    if (pending.kind === 'wait') listener?.waitDone(session, ticket, true);
+    else if (st === 'granted') {
+      const grant = { key: pending.key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
+      const local = table.sessions.get(session);
+      const ended = pending.unheld.get(grant.token);
+      if (local && ended === undefined) table.addHold(local, session, grant);
+      listener?.granted(session, ticket, grant);
+      // Its `lost` came over pub/sub before this reply and found no hold: report it now.
+      if (ended !== undefined) listener?.lost(session, { key: grant.key, token: grant.token, reason: ended });
+    } else listener?.acquireTimedOut(session, ticket);
+  }
+
+  /** After missed messages: asks Redis where every pending request and hold stands. */
+  async reconcile(): Promise<void> {
+    const ctx = this.#ctx;
+    if (!ctx.link || !ctx.liveness) return;
+    const listener = ctx.listener;
+    const work: Promise<void>[] = [];
+    let again = false;
+    for (const [session, local] of this.#table.sessions) {
+      for (const pending of local.pending.values()) {
+        if (pending.sending) continue;
+        const kind = pending.kind === 'acquire' ? 'a' : 'w';
+        work.push(
+          this.probe(pending.key, session, kind, String(pending.ticket)).then((r) => {
+            const st = str(r, 'st');
+            if (st === 'queued' || st === 'pending') return;
+            if (this.#steps.busy(pending.key) || !this.#vouching()) again = true;
+            else this.settleProbed(pending, r);
+          }),
+        );
+      }
+      for (const hold of local.holds.values()) {
+        work.push(
+          this.probe(hold.key, session, 'h', String(hold.token)).then((r) => {
+            if (str(r, 'st') !== 'gone' || local.holds.get(hold.key) !== hold) return;
+            // A step of this node on the key (a release, a cancel) may have ended it: look again once applied.
+            if (this.#steps.busy(hold.key) || !this.#vouching()) {
+              again = true;
+              return;
+            }
+            this.#table.dropHold(hold);
+            listener?.lost(session, { key: hold.key, token: hold.token, reason: 'revoked' });
+          }),
+        );
+      }
+    }
+    const results = await Promise.allSettled(work);
+    if (again || results.some((r) => r.status === 'rejected')) retrySoon(ctx, () => this.reconcileSoon());
+  }
+
+  /**
+   * Publishes a heartbeat to this node's own channel. When the previous one
+   * has not come back, notes or grants may be lost on a silent pub/sub path:
+   * the node reconciles (and on a single server the silent connection is
+   * reconnected once idle for the node TTL).
+   */
+  async beat(): Promise<void> {
+    const { link, liveness } = this.#ctx;
+    if (!link || !liveness) return;
+    if (this.#heartbeat.sent && !this.#heartbeat.heard) {
+      this.#ctx.logger.warn({}, 'a pub/sub heartbeat did not come back; reconciling');
+      this.reconcileSoon();
+    }
+    this.#heartbeat = { sent: true, heard: false };
+    const channel = this.#ctx.names.nodeChannel(liveness.id);
+    await link.command(channel, ['PUBLISH', channel, HEARTBEAT]);
+  }
+
+  /** The last heartbeat came back over this node's channel. */
+  heard(): void {
+    this.#heartbeat.heard = true;
+  }
+}

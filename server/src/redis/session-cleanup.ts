@@ -1,0 +1,96 @@
+import type { SessionId } from '../store.js';
+import { decodeKey, encodeKey } from './key-codec.js';
+import type { LocalTable } from './local-table.js';
+import { keysOf } from './local-state.js';
+import { arr } from './records.js';
+import type { StepRunner } from './step-runner.js';
+import type { StoreContext } from './store-context.js';
+
+/**
+ * Takes what a session had out of Redis when it closes (its queued requests,
+ * then its holds), what a dead node's sessions had, and retries sessions
+ * whose drop failed while Redis was unreachable.
+ */
+export class SessionCleanup {
+  readonly #ctx: StoreContext;
+  readonly #table: LocalTable;
+  readonly #steps: StepRunner;
+  /** Closed sessions whose drop failed, with the keys still to drop. */
+  readonly #orphans = new Map<SessionId, Set<string>>();
+
+  constructor(ctx: StoreContext, table: LocalTable, steps: StepRunner) {
+    this.#ctx = ctx;
+    this.#table = table;
+    this.#steps = steps;
+  }
+
+  /** Forgets closed sessions still to drop (the node abandoned its id; survivors clean up after it). */
+  clearOrphans(): void {
+    this.#orphans.clear();
+  }
+
+  /**
+   * Ends the session here and in Redis. Fails with `store_unavailable` when
+   * Redis cannot be reached; the drop is then retried each renew period.
+   */
+  async closeSession(session: SessionId): Promise<void> {
+    const table = this.#table;
+    const local = table.sessions.get(session);
+    if (!local) return;
+    table.sessions.delete(session);
+    const queued = new Set<string>(local.dirty);
+    // An acquire still in flight may turn into a hold: release its key too.
+    const held = new Set<string>(local.dirty);
+    for (const pending of local.pending.values()) {
+      queued.add(pending.key);
+      if (pending.kind === 'acquire') held.add(pending.key);
+      table.clearTimer(pending);
+      table.tickets.delete(pending.ticket);
+    }
+    for (const hold of local.holds.values()) {
+      held.add(hold.key);
+      table.clearTimer(hold);
+    }
+    await this.#dropSession(session, queued, held);
+  }
+
+  /** Drops again what closed sessions left in Redis when their drop failed. */
+  async retryOrphans(): Promise<void> {
+    for (const [session, keys] of [...this.#orphans]) {
+      this.#orphans.delete(session);
+      await this.#dropSession(session, keys, keys);
+    }
+  }
+
+  /** Encoded keys where a session of this node, open or still to drop, may have something. */
+  keysInUse(): Set<string> {
+    const inUse = new Set<string>();
+    for (const local of this.#table.sessions.values()) for (const key of keysOf(local)) inUse.add(encodeKey(key));
+    for (const keys of this.#orphans.values()) for (const key of keys) inUse.add(encodeKey(key));
+    return inUse;
+  }
+
+  /** Runs the two drop phases for a session's keys; on failure keeps them to retry. */
+  async #dropSession(session: SessionId, queued: Set<string>, held: Set<string>): Promise<void> {
+    try {
+      await Promise.all([...queued].map((key) => this.#steps.step('drop', key, ['q', 's', session], () => {})));
+      await Promise.all([...held].map((key) => this.#steps.step('drop', key, ['h', 's', session], () => {})));
+    } catch (error) {
+      const keys = new Set([...queued, ...held]);
+      this.#orphans.set(session, keys);
+      throw error;
+    }
+  }
+
+  /** Releases what dead node `id`'s sessions held and drops what they waited for, then forgets the node. */
+  async cleanupDeadNode(id: string): Promise<void> {
+    const { link, names } = this.#ctx;
+    if (!link) return;
+    const set = names.nodeKeys(id);
+    const keys = arr(await link.command(set, ['SMEMBERS', set])).map((e) => decodeKey(String(e)));
+    await Promise.all(keys.map((key) => this.#steps.step('drop', key, ['q', 'n', id], () => {})));
+    await Promise.all(keys.map((key) => this.#steps.step('drop', key, ['h', 'n', id], () => {})));
+    await link.command(set, ['DEL', set]);
+    await link.command(names.nodes(), ['SREM', names.nodes(), id]);
+  }
+}

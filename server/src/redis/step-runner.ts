@@ -1,0 +1,118 @@
+import { ErrorCode } from '@lockwire/protocol';
+import { LockError } from '../errors.js';
+import { encodeKey } from './key-codec.js';
+import type { NodeKeySet } from './node-key-set.js';
+import { obj, parseBatch, parseJson, str, type Batch, type Json } from './records.js';
+import { scripts, type ScriptName } from './scripts.js';
+import { live, type StoreContext } from './store-context.js';
+
+export interface StepRunnerOptions {
+  ctx: StoreContext;
+  keySet: NodeKeySet;
+  /** True when some watch on this node covers the key (its events are worth reading). */
+  watched: (key: string) => boolean;
+  /** An earlier step of a key was not heard in time: ask Redis where everything stands. */
+  reconcileSoon: () => void;
+}
+
+/**
+ * Runs the state-changing scripts of this node, one step on one key each,
+ * and keeps their replies in Redis' order with the notes and broadcasts of
+ * other steps (through the store's `BatchSequencer`).
+ */
+export class StepRunner {
+  readonly #o: StepRunnerOptions;
+  #calls = 0;
+  /**
+   * Steps of this node in flight per key, from their call until their reply
+   * was applied: Redis is ahead of this node's view of the key meanwhile.
+   */
+  readonly #steps = new Map<string, number>();
+
+  constructor(options: StepRunnerOptions) {
+    this.#o = options;
+  }
+
+  /** True while a step of this node on `key` is in flight (Redis is ahead of this node's view). */
+  busy(key: string): boolean {
+    return this.#steps.has(key);
+  }
+
+  /**
+   * Runs one state-changing script on `key`, hands its result to `apply`
+   * (which updates this node's view and answers), then delivers the step's
+   * batch. `apply` runs once this node has applied every earlier step of the
+   * key (a note of one, e.g. the `lost` of a steal, comes before this answer),
+   * or after a bounded wait for a late message, when this node then
+   * reconciles. It gets the key's version before the step: notes of batches
+   * at or below it come from steps Redis ran earlier. A Redis failure calls
+   * `failed` and throws `store_unavailable`.
+   */
+  async step<T>(
+    name: ScriptName,
+    key: string,
+    extra: string[],
+    apply: (result: Json, at: number) => T,
+    failed?: () => void,
+  ): Promise<T> {
+    const { ctx } = this.#o;
+    const link = ctx.link;
+    const sequencer = ctx.sequencer;
+    const liveness = live(ctx);
+    if (!link || !sequencer) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+    const encoded = encodeKey(key);
+    const call = String(++this.#calls);
+    const node = liveness.id;
+    sequencer.beginCall(call);
+    this.#steps.set(key, (this.#steps.get(key) ?? 0) + 1);
+    let reply: Json;
+    let batch: Batch;
+    try {
+      await this.#o.keySet.register(link, encoded, node);
+      reply = parseJson(
+        await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
+          node,
+          call,
+          String(Math.floor(ctx.clock.now())),
+          encoded,
+          ctx.namespace,
+          ...extra,
+        ]),
+      );
+      batch = parseBatch(reply);
+    } catch (error) {
+      this.#stepDone(key);
+      sequencer.endCall(call, null);
+      failed?.();
+      ctx.logger.debug({ err: String(error), script: name }, 'Redis call failed');
+      throw new LockError(ErrorCode.StoreUnavailable, `${liveness.reason}: ${String(error)}`);
+    }
+    const at = batch.v > 0 ? batch.pv : Number(str(reply, 'cv'));
+    const ready = sequencer.reach(encoded, at, !this.#o.watched(key));
+    const late = ready !== true && !(await ready);
+    try {
+      return apply(obj(reply.r), at);
+    } finally {
+      this.#stepDone(key);
+      sequencer.endCall(call, batch);
+      if (late) {
+        ctx.logger.debug({ key, script: name }, 'an earlier step of the key was not heard in time; reconciling');
+        this.#o.reconcileSoon();
+      }
+    }
+  }
+
+  #stepDone(key: string): void {
+    const left = (this.#steps.get(key) ?? 1) - 1;
+    if (left > 0) this.#steps.set(key, left);
+    else this.#steps.delete(key);
+  }
+
+  /** A script's keys: the lock key's five, plus the caller's liveness key for an acquire on a single server. */
+  #scriptKeys(name: ScriptName, encoded: string, node: string): string[] {
+    const { names, link } = this.#o.ctx;
+    const keys: string[] = names.lockKeys(encoded);
+    if (name === 'acquire' && link?.mode === 'single') keys.push(names.node(node));
+    return keys;
+  }
+}

@@ -1,0 +1,74 @@
+import { ErrorCode, type ListResult, type LockStatus } from '@lockwire/protocol';
+import { LockError } from '../errors.js';
+import type { SessionId } from '../store.js';
+import { decodeKey, encodeKey } from './key-codec.js';
+import { arr, parseJson, parseStatus } from './records.js';
+import { scripts } from './scripts.js';
+import { live, type StoreContext } from './store-context.js';
+
+/** A `list` and the version each listed key was read at. */
+export interface TableSnapshot {
+  result: ListResult;
+  versions: Map<string, number>;
+}
+
+/**
+ * Reads the shared table for `status`, `list` and the snapshot of a `watch`.
+ * Reads change nothing and move no key's order on.
+ */
+export class TableReader {
+  readonly #ctx: StoreContext;
+
+  constructor(ctx: StoreContext) {
+    this.#ctx = ctx;
+  }
+
+  /** One key's status as `viewer` sees it, and the key's version at the read. */
+  async readStatus(key: string, viewer: SessionId | null): Promise<{ status: LockStatus; version: number }> {
+    const ctx = this.#ctx;
+    const link = ctx.link;
+    if (!link) throw new LockError(ErrorCode.StoreUnavailable, 'the Redis store is not started');
+    try {
+      const reply = await link.evalScript(scripts.status, ctx.names.lockKeys(encodeKey(key)), ['', '', '0', '', ctx.namespace]);
+      return parseStatus(key, parseJson(reply), viewer);
+    } catch (error) {
+      throw new LockError(ErrorCode.StoreUnavailable, `${live(ctx).reason}: ${String(error)}`);
+    }
+  }
+
+  /**
+   * `list` plus the version each listed key was read at (for a gap-free
+   * watch). It does not move the key's order on: steps the read shows may
+   * still be on their way over pub/sub, and live watches need their events.
+   */
+  async snapshot(prefix: string, limit: number, viewer: SessionId | null): Promise<TableSnapshot> {
+    const ctx = this.#ctx;
+    const link = ctx.link;
+    if (!link) throw new LockError(ErrorCode.StoreUnavailable, 'the Redis store is not started');
+    const found = new Set<string>();
+    try {
+      for (const shard of await link.shards()) {
+        let cursor = '0';
+        do {
+          const reply = arr(await shard.command(['SCAN', cursor, 'MATCH', ctx.names.holderPattern(prefix), 'COUNT', '1000']));
+          cursor = String(reply[0] ?? '0');
+          for (const name of arr(reply[1])) {
+            const encoded = ctx.names.encodedOfHolders(String(name));
+            if (encoded !== null) found.add(decodeKey(encoded));
+          }
+        } while (cursor !== '0');
+      }
+    } catch (error) {
+      throw new LockError(ErrorCode.StoreUnavailable, `${live(ctx).reason}: ${String(error)}`);
+    }
+    const keys = [...found].sort();
+    const read = await Promise.all(keys.slice(0, limit).map((key) => this.readStatus(key, viewer)));
+    const versions = new Map<string, number>();
+    const locks: LockStatus[] = [];
+    for (const { status, version } of read) {
+      versions.set(status.key, version);
+      if (status.locked) locks.push(status);
+    }
+    return { result: { locks, truncated: keys.length > limit }, versions };
+  }
+}
