@@ -30,6 +30,7 @@ export class LocalTable {
     return local;
   }
 
+  /** Records a new request of the session; it counts as answering until `NoteSettler#sent`. */
   addPending(local: LocalSession, pending: LocalPending): void {
     local.pending.set(pending.ticket, pending);
     local.answering.add(pending);
@@ -48,6 +49,7 @@ export class LocalTable {
     }
   }
 
+  /** Records a grant as the session's hold of its key and arms its timer. */
   addHold(local: LocalSession, session: SessionId, grant: { key: string; token: number; expiresAt: number | null }): void {
     const hold: LocalHold = { key: grant.key, session, token: grant.token, expiresAt: grant.expiresAt, timer: null };
     local.holds.set(grant.key, hold);
@@ -62,6 +64,7 @@ export class LocalTable {
     if (local?.holds.get(hold.key) === hold) local.holds.delete(hold.key);
   }
 
+  /** Stops a request's or hold's timer, if any. */
   clearTimer(owner: { timer: unknown }): void {
     if (owner.timer !== null) this.#clock.clearTimeout(owner.timer);
     owner.timer = null;

@@ -9,6 +9,7 @@ import type { StepRunner } from './step-runner.js';
 import { live, type StoreContext } from './store-context.js';
 import type { Timeouts } from './timeouts.js';
 
+/** The parts the requests update and answer through. */
 export interface LockRequestsOptions {
   ctx: StoreContext;
   table: LocalTable;
@@ -29,6 +30,7 @@ export class LockRequests {
     this.#o = options;
   }
 
+  /** `LockStore#acquire`: the answer waits for every earlier step of the key this node has not applied yet. */
   async acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome> {
     const { ctx, table, timeouts, notes } = this.#o;
     const { ticket, key, mode, acquireTimeout, holdTimeout, steal } = input;
@@ -150,6 +152,7 @@ export class LockRequests {
     }
   }
 
+  /** `LockStore#cancel`: waits for the request's own answer first, so a cancel never overtakes it. */
   async cancel(session: SessionId, ticket: Ticket): Promise<boolean> {
     const { table } = this.#o;
     const pending = table.tickets.get(ticket);

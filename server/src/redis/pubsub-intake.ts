@@ -6,6 +6,7 @@ import type { StoreContext } from './store-context.js';
 import { BARRIER, type SyncBarrier } from './sync-barrier.js';
 import type { WatchHub } from './watch-hub.js';
 
+/** The parts an intake hands messages to. */
 export interface PubSubIntakeOptions {
   ctx: StoreContext;
   hub: WatchHub;

@@ -6,6 +6,7 @@ import { obj, parseBatch, parseJson, str, type Batch, type Json } from './record
 import { scripts, type ScriptName } from './scripts.js';
 import { live, type StoreContext } from './store-context.js';
 
+/** What a `StepRunner` works with; the hooks are the store's other parts. */
 export interface StepRunnerOptions {
   ctx: StoreContext;
   keySet: NodeKeySet;
