@@ -192,7 +192,7 @@ export function dispatchRequest(message: ClientMessage, to: RequestTargets): voi
     case 'ping':
       // After the pushes of every change made before it (a `lost` of a steal through another node).
       return requests.run(message, async () => {
-        await store.sync?.();
+        await store.sync?.(session);
         return { at: host.clock.now() };
       });
   }

@@ -144,14 +144,15 @@ export interface LockStore {
    */
   closeSession(session: SessionId): Promise<void>;
   /**
-   * Resolves once every change of the table made before the call has been
-   * told to this store's listener (e.g. the `lost` of a steal made through
-   * another node), so an answer that touches no lock (`ping`) given after it
-   * comes after those pushes. Never rejects; gives up after a bounded wait
-   * when the store cannot tell. Optional: a store that hears every change at
-   * once (the memory store) has none.
+   * Resolves once every change of the table made before the call that
+   * `session` is owed news of (the `lost` of a steal made through another
+   * node, a grant of its queued request, an event for a watch) has been
+   * told to this store's listener, so an answer that touches no lock
+   * (`ping`) given after it comes after those pushes. Never rejects; gives
+   * up after a bounded wait when the store cannot tell. Optional: a store
+   * that hears every change at once (the memory store) has none.
    */
-  sync?(): Promise<void>;
+  sync?(session: SessionId): Promise<void>;
   /** Releases resources (timers, connections). Idempotent. */
   close(): Promise<void>;
 }

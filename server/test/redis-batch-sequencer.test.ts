@@ -129,6 +129,23 @@ describe('the batch sequencer', () => {
     seq.close();
   });
 
+  it('resolves heard(matters) without waiting for the held batches of keys it does not accept', async () => {
+    const { seq, delivered } = sequencer();
+    const other = { key: 'o', encoded: 'k006f' };
+    seq.accept(batch(0, 10));
+    seq.accept(batch(0, 10, other));
+    seq.accept(batch(20, 30, other));
+    await expect(seq.heard((key) => key === 'k')).resolves.toBeUndefined();
+    let heard = false;
+    const waiting = seq.heard((key) => key === 'o').then(() => (heard = true));
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(heard).toBe(false);
+    seq.accept(batch(10, 20, other));
+    await waiting;
+    expect(delivered.map((d) => d.v)).toEqual([10, 10, 20, 30]);
+    seq.close();
+  });
+
   it('resolves heard() at once when no batch is held', async () => {
     const { seq } = sequencer();
     seq.accept(batch(0, 10));

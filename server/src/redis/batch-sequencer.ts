@@ -136,12 +136,17 @@ export class BatchSequencer {
   }
 
   /**
-   * Resolves once every batch held now (waiting for a predecessor) was
-   * delivered, or given up on: then every note that reached this node before
-   * the call has been delivered.
+   * Resolves once every batch held now (waiting for a predecessor) of a key
+   * `matters` accepts (every key by default) was delivered, or given up on:
+   * then every note of those keys that reached this node before the call has
+   * been delivered.
    */
-  async heard(): Promise<void> {
-    const due = [...this.#held].map(([encoded, held]) => this.#until(encoded, Math.max(...held.batches.map((b) => b.v))));
+  async heard(matters: (key: string) => boolean = () => true): Promise<void> {
+    const due: Promise<boolean>[] = [];
+    for (const [encoded, held] of this.#held) {
+      const first = held.batches[0];
+      if (first && matters(first.key)) due.push(this.#until(encoded, Math.max(...held.batches.map((b) => b.v))));
+    }
     await Promise.all(due);
   }
 

@@ -224,8 +224,18 @@ class RedisStore implements LockStore {
   }
 
   /** See `SyncBarrier#sync`. */
-  sync(): Promise<void> {
-    return this.#barrier.sync();
+  sync(session: SessionId): Promise<void> {
+    const local = this.#table.sessions.get(session);
+    // A batch held for a missing predecessor is waited for only when its key
+    // is one this session holds or waits for, or one a watch here covers:
+    // other keys' late batches owe this session nothing.
+    return this.#barrier.sync((key) => {
+      if (this.#hub.covers(key)) return true;
+      if (!local) return false;
+      if (local.holds.has(key)) return true;
+      for (const pending of local.pending.values()) if (pending.key === key) return true;
+      return false;
+    });
   }
 
   close(): Promise<void> {

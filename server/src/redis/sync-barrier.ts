@@ -25,11 +25,12 @@ export class SyncBarrier {
    * it comes back. Redis sends a node's messages in the order it ran the
    * steps, so every note of a step Redis ran before the marker has then
    * arrived; the wait ends once those are delivered too (a batch held for a
-   * missing predecessor, a note held for an answer in flight). Gives up after
-   * the command timeout, and at once when the node's channel has no
-   * subscriber (notes published meanwhile were missed; reconciling finds them).
+   * missing predecessor, of a key `matters` accepts; a note held for an
+   * answer in flight). Gives up after the command timeout, and at once when
+   * the node's channel has no subscriber (notes published meanwhile were
+   * missed; reconciling finds them).
    */
-  async sync(): Promise<void> {
+  async sync(matters: (key: string) => boolean): Promise<void> {
     const { link, liveness, sequencer } = this.#ctx;
     if (!link || !liveness || !sequencer || this.#ctx.closing) return;
     const n = ++this.#barrierCount;
@@ -44,7 +45,7 @@ export class SyncBarrier {
     }
     await back;
     clearTimeout(timer);
-    await sequencer.heard();
+    await sequencer.heard(matters);
     // Notes held for a request's answer go out right after it, in a `setImmediate` (see `NoteSettler#sent`).
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
