@@ -3,6 +3,7 @@ import { badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import { checkDuration, checkTicketFree, tooManyLocks, tooManyWaiters } from './checks.js';
 import { DeadlineHeap } from './deadline-heap.js';
+import { FirstKeys } from './first-keys.js';
 import { holdEvent, waiterEvent, type Effect } from './effects.js';
 import {
   compatible,
@@ -248,13 +249,12 @@ export class LockEngine {
 
   /** Locked keys starting with `prefix`, in UTF-16 code-unit order, at most `limit`. */
   list(prefix: string, limit: number, viewer: SessionId | null): ListResult {
-    const keys: string[] = [];
+    const first = new FirstKeys(limit);
     for (const [key, entry] of this.#keys) {
-      if (entry.holderCount > 0 && key.startsWith(prefix)) keys.push(key);
+      if (entry.holderCount > 0 && key.startsWith(prefix)) first.offer(key);
     }
-    keys.sort();
-    const locks = keys.slice(0, limit).map((key) => statusOf(key, this.#keys.get(key), viewer));
-    return { locks, truncated: keys.length > limit };
+    const locks = first.sorted().map((key) => statusOf(key, this.#keys.get(key), viewer));
+    return { locks, truncated: first.total > limit };
   }
 
   /** Sizes of the engine's tables, for tests and metrics. */
