@@ -7,9 +7,10 @@
  * for the server's own: a GC pause or a starved process delays the timer and
  * the reading of sockets alike, and judging then would cut healthy holders
  * and hand their locks on. So a tick runs after the event loop has read the
- * input that already arrived, and a tick that fires late (the loop was
- * stalled for more than half an interval) judges nobody: it only pings, and
- * the next on-time tick judges.
+ * input that already arrived, and a tick that fires late, or whose pings
+ * go out late (the loop was stalled for more than half an interval), judges
+ * nobody: it only pings, and a later tick judges once every peer had at
+ * least half an interval to answer.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -32,17 +33,25 @@ export interface Heartbeat {
  * The timer does not keep the process alive.
  */
 export function startHeartbeat(intervalMs: number, targets: () => Iterable<HeartbeatTarget>): Heartbeat {
+  const half = intervalMs / 2;
   let expectedAt = performance.now() + intervalMs;
+  let pingedAt = performance.now();
   let pending: ReturnType<typeof setImmediate> | null = null;
   const timer = setInterval(() => {
-    const now = performance.now();
-    const onTime = now - expectedAt <= intervalMs / 2;
-    expectedAt = now + intervalMs;
+    const fired = performance.now();
+    const onTime = fired - expectedAt <= half;
+    expectedAt = fired + intervalMs;
     // Run after this turn's poll phase: a pong or frame already in the
     // socket buffers is read before anyone is judged.
     pending = setImmediate(() => {
       pending = null;
-      for (const target of targets()) target.heartbeat(onTime);
+      const at = performance.now();
+      // Judge only when the loop kept time from the timer to here, and the
+      // last pings went out at least half an interval ago: a stall that
+      // delayed them must not shorten the peers' time to answer.
+      const judge = onTime && at - fired <= half && at - pingedAt >= half;
+      for (const target of targets()) target.heartbeat(judge);
+      pingedAt = performance.now();
     });
   }, intervalMs);
   timer.unref();

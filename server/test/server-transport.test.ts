@@ -92,6 +92,52 @@ describe('heartbeat', () => {
   });
 });
 
+describe('heartbeat under a server stall', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('gives a peer the time to answer even when a stall delayed the pings after the timer fired on time', async () => {
+    const interval = 200;
+    const realSetInterval = globalThis.setInterval;
+    let ticks = 0;
+    let stallOnTick = -1;
+    // The heartbeat's timer fires on time; then something else due in the
+    // same turn (another timer, a GC pause) holds the loop for most of an
+    // interval before the heartbeat's pings go out.
+    vi.spyOn(globalThis, 'setInterval').mockImplementation(((fn: () => void, ms: number) =>
+      realSetInterval(() => {
+        fn();
+        if (++ticks === stallOnTick) {
+          const until = performance.now() + 0.85 * interval;
+          while (performance.now() < until);
+        }
+      }, ms)) as typeof setInterval);
+    const { server } = await start({ heartbeatInterval: interval });
+    vi.restoreAllMocks();
+    const { client } = await connect(server.url, { autoPong: false });
+    // A healthy peer a quarter interval away: it answers each ping 50 ms later.
+    let pings = 0;
+    let pinged: () => void = () => {};
+    client.ws.on('ping', (data) => {
+      pings++;
+      pinged();
+      setTimeout(() => client.ws.readyState === 1 && client.ws.pong(data), interval / 4);
+    });
+    stallOnTick = ticks + 2;
+    const closed = client.closed.then(({ code }) => {
+      throw new Error(`the connection was cut (${code})`);
+    });
+    await within(
+      Promise.race([new Promise<void>((resolve) => (pinged = () => pings >= 6 && resolve())), closed]),
+      'six pings, the stall among them',
+      6000,
+    );
+    expect(ticks).toBeGreaterThan(stallOnTick);
+    expect(server.sessionCount()).toBe(1);
+  });
+});
+
 describe('maxPayload', () => {
   it('defaults to 64 KiB: a larger frame closes the connection with 1009', async () => {
     const { server } = await start();
