@@ -72,6 +72,8 @@ export interface PubSubProxy {
   delayReplies(ms: number): void;
   /** Stops passing pub/sub bytes from Redis on the connections open now, closing nothing (half-open). */
   silence(): void;
+  /** Drops the pub/sub connections open now and refuses every new connection for `ms`. */
+  cutSubscribers(ms: number): void;
   close(): void;
 }
 
@@ -80,7 +82,13 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
   const subscribers = new Set<{ silent: boolean }>();
   let lag = 0;
   let replyLag = 0;
+  const subscriberSockets = new Set<Socket>();
+  let refusingUntil = 0;
   const server = createServer((client) => {
+    if (Date.now() < refusingUntil) {
+      client.destroy();
+      return;
+    }
     const upstream = connect(targetPort, '127.0.0.1');
     sockets.add(client).add(upstream);
     const state = { subscriber: false, silent: false, last: 0 };
@@ -88,6 +96,7 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
       if (!state.subscriber && /subscribe/i.test(chunk.toString('latin1'))) {
         state.subscriber = true;
         subscribers.add(state);
+        subscriberSockets.add(client);
       }
       upstream.write(chunk);
     });
@@ -107,6 +116,7 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
         b.destroy();
         sockets.delete(a);
         subscribers.delete(state);
+        subscriberSockets.delete(client);
       });
     }
   });
@@ -124,6 +134,10 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
     },
     silence: () => {
       for (const state of subscribers) state.silent = true;
+    },
+    cutSubscribers: (ms) => {
+      refusingUntil = Date.now() + ms;
+      for (const socket of subscriberSockets) socket.destroy();
     },
     close: () => {
       for (const socket of sockets) socket.destroy();

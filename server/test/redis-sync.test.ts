@@ -55,6 +55,27 @@ describe('a Redis node answers a ping after the notes Redis sent it before', () 
     expect(await holder.reply(2)).toMatchObject({ ok: true });
   });
 
+  it("tells a holder lost before answering its ping when the steal's note was lost in a break of its node's pub/sub connection", async () => {
+    const ns = stores.namespace();
+    const cut = await stores.proxy();
+    const a = await node(cut.url, ns, 5000);
+    const b = await node(stores.redis.url, ns);
+    const holder = await client(a);
+    const thief = await client(b);
+
+    const held = await holder.request({ op: 'acquire', id: 1, key: 'k' });
+    expect(held).toMatchObject({ ok: true, acquired: true });
+    // Node a's pub/sub connection drops and cannot come back for 300 ms: the steal's note never reaches it.
+    cut.cutSubscribers(300);
+    const stolen = await thief.request({ op: 'acquire', id: 1, key: 'k', steal: true });
+    expect(stolen).toMatchObject({ ok: true, acquired: true });
+
+    holder.send({ op: 'ping', id: 2 });
+    const first = await holder.next((f: Frame) => f.type === 'lost' || (f.type === 'reply' && f.id === 2), 'the lost or the pong', 5000);
+    expect(first, JSON.stringify(first)).toMatchObject({ type: 'lost', key: 'k', token: held.token });
+    expect(await holder.reply(2)).toMatchObject({ ok: true });
+  });
+
   it('still answers a ping, after the command timeout, when its node hears nothing over pub/sub', async () => {
     const ns = stores.namespace();
     const silent = await stores.proxy();

@@ -84,8 +84,8 @@ export class RawClient {
     this.ws.send(JSON.stringify(message));
   }
 
-  /** The first unconsumed message matching `match` (default: any), removed from the inbox. */
-  async next(match: (frame: Frame) => boolean = () => true, what = 'a message'): Promise<Frame> {
+  /** The first unconsumed message matching `match` (default: any), removed from the inbox; waits at most `ms`. */
+  async next(match: (frame: Frame) => boolean = () => true, what = 'a message', ms = WAIT_MS): Promise<Frame> {
     const take = () => {
       const index = this.inbox.findIndex(match);
       return index === -1 ? undefined : this.inbox.splice(index, 1)[0];
@@ -99,6 +99,7 @@ export class RawClient {
         }
       })(),
       what,
+      ms,
     );
   }
 

@@ -35,6 +35,11 @@ export class Reconciler {
     this.#steps = steps;
   }
 
+  /** Resolves once no reconciliation is running or due to run again. */
+  async settled(): Promise<void> {
+    while (this.#reconciling) await this.#reconciling.catch(() => {});
+  }
+
   /** Reconciles once more after the run in progress, or now. */
   reconcileSoon(): void {
     if (this.#reconciling) {

@@ -132,7 +132,11 @@ class RedisStore implements LockStore {
     this.#notes = new NoteSettler(ctx, table);
     this.#requests = new LockRequests({ ctx, table, steps, timeouts: this.#timeouts, notes: this.#notes });
     this.#cleanup = new SessionCleanup(ctx, table, steps);
-    this.#barrier = new SyncBarrier(ctx, options.commandTimeout ?? 2000);
+    this.#barrier = new SyncBarrier({
+      ctx,
+      timeout: options.commandTimeout ?? 2000,
+      settled: () => this.#reconciler.settled(),
+    });
     this.#intake = new PubSubIntake({ ctx, hub: this.#hub, notes: this.#notes, barrier: this.#barrier, reconciler: this.#reconciler });
     this.#reader = new TableReader(ctx);
   }
@@ -173,7 +177,11 @@ class RedisStore implements LockStore {
       },
     });
     ctx.liveness = liveness;
-    link.on('resubscribed', () => void this.#reconciler.reconcile());
+    link.on('resubscribed', () => {
+      // Reconcile first: a sync retrying its marker now waits for this run.
+      this.#reconciler.reconcileSoon();
+      this.#barrier.resubscribed();
+    });
     await link.subscribe(ctx.names.eventChannel(), (message) => this.#intake.onBroadcast(message));
     await liveness.start();
   }
@@ -241,7 +249,7 @@ class RedisStore implements LockStore {
   close(): Promise<void> {
     const ctx = this.#ctx;
     ctx.closing ??= (async () => {
-      this.#barrier.pass(Infinity);
+      this.#barrier.release();
       for (const session of [...this.#table.sessions.keys()]) {
         await this.closeSession(session).catch(() => {});
       }
