@@ -5,6 +5,7 @@
 // keeps (`lock:123456`, ~12 characters) are part of the per-lock figure.
 // env BENCH_LOCKS (default 1,000,000), BENCH_WAITERS (default 100,000).
 import { pathToFileURL } from 'node:url';
+import { exclusiveAcquire } from '../lib/store-input.mjs';
 
 // BENCH_TREE: the checkout whose compiled server/dist to measure (default this one).
 const dist = process.env.BENCH_TREE ? pathToFileURL(`${process.env.BENCH_TREE}/server/dist/`) : new URL('../../server/dist/', import.meta.url);
@@ -26,16 +27,7 @@ function heapUsed() {
 const store = createMemoryStore();
 await store.start({ granted() {}, acquireTimedOut() {}, waitDone() {}, lost() {} });
 let ticket = 1;
-const acquire = (session, key) =>
-  store.acquire(session, {
-    ticket: ticket++,
-    key,
-    mode: 'exclusive',
-    acquireTimeout: null,
-    holdTimeout: null,
-    steal: false,
-    meta: null,
-  });
+const acquire = (session, key) => store.acquire(session, exclusiveAcquire(ticket++, key));
 
 // Held locks: LOCKS distinct keys, PER_SESSION per session (the default
 // maxLocksPerSession), no hold timeout.

@@ -6,6 +6,7 @@
 // here on one node-redis client, this isolates what the store costs.
 import { pathToFileURL } from 'node:url';
 import { ratePerSecond } from '../lib/stats.mjs';
+import { exclusiveAcquire } from '../lib/store-input.mjs';
 
 /** The compiled server to load: `tree`'s, else BENCH_TREE's when set (`--tree`), else this checkout's. */
 async function serverDist(tree = process.env.BENCH_TREE) {
@@ -47,15 +48,7 @@ export function openStoreLoad(store, { concurrency, prefix = 'api' }) {
     const key = `${prefix}:${i}`;
     let done = 0;
     while (performance.now() < until) {
-      const outcome = await store.acquire(session, {
-        ticket: ++ticket,
-        key,
-        mode: 'exclusive',
-        acquireTimeout: null,
-        holdTimeout: null,
-        steal: false,
-        meta: null,
-      });
+      const outcome = await store.acquire(session, exclusiveAcquire(++ticket, key));
       if (outcome.status !== 'granted') throw new Error(`uncontended acquire of ${key} was ${outcome.status}`);
       await store.release(session, key);
       done += 2;

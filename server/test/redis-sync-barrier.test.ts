@@ -42,6 +42,14 @@ function track(promise: Promise<void>) {
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** Marker `n` comes back; every sync in `waiting` must then be done. */
+async function markerBack(sync: SyncBarrier, n: number, ...waiting: Array<{ done: boolean }>) {
+  sync.pass(n);
+  await turn();
+  await turn();
+  for (const state of waiting) expect(state.done).toBe(true);
+}
+
 describe('the Redis sync barrier', () => {
   it('passes a sync once its marker comes back, after the reconciliation under way settled', async () => {
     const { sync, published, settledCalls } = barrier({ mode: 'single', publish: () => 1 });
@@ -49,10 +57,7 @@ describe('the Redis sync barrier', () => {
     await turn();
     expect(published).toEqual([1]);
     expect(first.done).toBe(false);
-    sync.pass(1);
-    await turn();
-    await turn();
-    expect(first.done).toBe(true);
+    await markerBack(sync, 1, first);
     expect(settledCalls()).toBe(1);
   });
 
@@ -71,11 +76,7 @@ describe('the Redis sync barrier', () => {
     await turn();
     // Both try again (marker 1 may have gone to the broken connection); the last marker's return passes both.
     expect(published).toEqual([1, 2, 3, 4]);
-    sync.pass(4);
-    await turn();
-    await turn();
-    expect(first.done).toBe(true);
-    expect(second.done).toBe(true);
+    await markerBack(sync, 4, first, second);
   });
 
   it('on a Redis Cluster waits for the marker even when PUBLISH counted no subscriber on its shard', async () => {
@@ -85,10 +86,7 @@ describe('the Redis sync barrier', () => {
     await turn();
     expect(published).toEqual([1]);
     expect(first.done).toBe(false);
-    sync.pass(1);
-    await turn();
-    await turn();
-    expect(first.done).toBe(true);
+    await markerBack(sync, 1, first);
   });
 
   it('on a single server sends the marker again once the pub/sub connection is back, when none heard it', async () => {
@@ -102,10 +100,7 @@ describe('the Redis sync barrier', () => {
     await turn();
     expect(published).toEqual([1, 2]);
     expect(first.done).toBe(false);
-    sync.pass(2);
-    await turn();
-    await turn();
-    expect(first.done).toBe(true);
+    await markerBack(sync, 2, first);
   });
 
   it('sends again a marker that was out when the pub/sub connection broke and came back', async () => {
@@ -115,10 +110,7 @@ describe('the Redis sync barrier', () => {
     sync.resubscribed();
     await turn();
     expect(published).toEqual([1, 2]);
-    sync.pass(2);
-    await turn();
-    await turn();
-    expect(first.done).toBe(true);
+    await markerBack(sync, 2, first);
   });
 
   it('gives up every sync when the store closes', async () => {
