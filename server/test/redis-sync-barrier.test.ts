@@ -1,16 +1,24 @@
+import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
+import { BatchSequencer } from '../src/redis/batch-sequencer.js';
 import type { StoreContext } from '../src/redis/store-context.js';
 import { SyncBarrier } from '../src/redis/sync-barrier.js';
 
 /** A barrier over a fake link whose PUBLISH answers as `publish` says for the nth marker. */
-function barrier(options: { mode: 'single' | 'cluster'; publish: (n: number) => number; timeout?: number }) {
+function barrier(options: {
+  mode: 'single' | 'cluster';
+  /** Receivers PUBLISH counts for marker n; a negative number fails the command. */
+  publish: (n: number) => number | Promise<number>;
+  timeout?: number;
+  sequencer?: Pick<BatchSequencer, 'heard'>;
+}) {
   const published: number[] = [];
   const link = {
     mode: options.mode,
     command: async (_key: string | undefined, args: string[]) => {
       const n = Number(String(args[2]).split(' ')[1]);
       published.push(n);
-      const receivers = options.publish(n);
+      const receivers = await options.publish(n);
       if (receivers < 0) throw new Error('the command timed out');
       return receivers;
     },
@@ -19,7 +27,7 @@ function barrier(options: { mode: 'single' | 'cluster'; publish: (n: number) => 
   const ctx = {
     link,
     liveness: { id: 'n1' },
-    sequencer: { heard: async () => {} },
+    sequencer: options.sequencer ?? { heard: async () => {} },
     names: { nodeChannel: (id: string) => `lw:n:${id}` },
     closing: null,
   } as unknown as StoreContext;
@@ -42,11 +50,16 @@ function track(promise: Promise<void>) {
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** A few turns of the event loop: a marker is formed, published and its reply read. */
+async function turns() {
+  for (let i = 0; i < 5; i++) await turn();
+}
+
 /** Marker `n` comes back; every sync in `waiting` must then be done. */
 async function markerBack(sync: SyncBarrier, n: number, ...waiting: Array<{ done: boolean }>) {
   sync.pass(n);
-  await turn();
-  await turn();
+  await turns();
+  await turns();
   for (const state of waiting) expect(state.done).toBe(true);
 }
 
@@ -54,7 +67,7 @@ describe('the Redis sync barrier', () => {
   it('passes a sync once its marker comes back, after the reconciliation under way settled', async () => {
     const { sync, published, settledCalls } = barrier({ mode: 'single', publish: () => 1 });
     const first = track(sync.sync(() => true));
-    await turn();
+    await turns();
     expect(published).toEqual([1]);
     expect(first.done).toBe(false);
     await markerBack(sync, 1, first);
@@ -64,26 +77,26 @@ describe('the Redis sync barrier', () => {
   it('does not pass an earlier sync whose marker is still on its way when a later marker could not be sent', async () => {
     const { sync, published } = barrier({ mode: 'single', publish: (n) => (n === 2 ? -1 : 1) });
     const first = track(sync.sync(() => true));
-    await turn();
+    await turns();
     const second = track(sync.sync(() => true));
-    await turn();
-    await turn();
+    await turns();
+    await turns();
     // Marker 2's PUBLISH failed: that says nothing of marker 1, still on its way.
     expect(published).toEqual([1, 2]);
     expect(first.done).toBe(false);
     expect(second.done).toBe(false);
     sync.resubscribed();
-    await turn();
-    // Both try again (marker 1 may have gone to the broken connection); the last marker's return passes both.
-    expect(published).toEqual([1, 2, 3, 4]);
-    await markerBack(sync, 4, first, second);
+    await turns();
+    // Both try again with one marker (marker 1 may have gone to the broken connection); its return passes both.
+    expect(published).toEqual([1, 2, 3]);
+    await markerBack(sync, 3, first, second);
   });
 
   it('on a Redis Cluster waits for the marker even when PUBLISH counted no subscriber on its shard', async () => {
     const { sync, published } = barrier({ mode: 'cluster', publish: () => 0 });
     const first = track(sync.sync(() => true));
-    await turn();
-    await turn();
+    await turns();
+    await turns();
     expect(published).toEqual([1]);
     expect(first.done).toBe(false);
     await markerBack(sync, 1, first);
@@ -93,11 +106,11 @@ describe('the Redis sync barrier', () => {
     const subscribed = { now: false };
     const { sync, published } = barrier({ mode: 'single', publish: () => (subscribed.now ? 1 : 0) });
     const first = track(sync.sync(() => true));
-    await turn();
+    await turns();
     expect(published).toEqual([1]);
     subscribed.now = true;
     sync.resubscribed();
-    await turn();
+    await turns();
     expect(published).toEqual([1, 2]);
     expect(first.done).toBe(false);
     await markerBack(sync, 2, first);
@@ -106,17 +119,57 @@ describe('the Redis sync barrier', () => {
   it('sends again a marker that was out when the pub/sub connection broke and came back', async () => {
     const { sync, published } = barrier({ mode: 'single', publish: () => 1 });
     const first = track(sync.sync(() => true));
-    await turn();
+    await turns();
     sync.resubscribed();
-    await turn();
+    await turns();
     expect(published).toEqual([1, 2]);
     await markerBack(sync, 2, first);
+  });
+
+  it('shares one marker among the syncs asked for in one turn, and one per round of retries', async () => {
+    const { sync, published } = barrier({ mode: 'single', publish: () => 0, timeout: 500 });
+    await Promise.all(Array.from({ length: 1000 }, () => sync.sync(() => true)));
+    // 1000 pings while nobody hears the node's channel: a marker per 100 ms round, not per ping.
+    expect(published.length).toBeGreaterThanOrEqual(2);
+    expect(published.length).toBeLessThan(20);
+  });
+
+  it('gives up at the timeout even when the last PUBLISH hangs for a command timeout of its own', async () => {
+    const timeout = 400;
+    const started = performance.now();
+    // Nobody hears the channel until, near the deadline, Redis stops answering for a whole timeout.
+    const { sync } = barrier({
+      mode: 'single',
+      timeout,
+      publish: async () => {
+        if (performance.now() - started < timeout - 150) return 0;
+        await new Promise((resolve) => setTimeout(resolve, timeout));
+        return -1;
+      },
+    });
+    await sync.sync(() => true);
+    expect(performance.now() - started).toBeLessThan(timeout * 1.6);
+  });
+
+  it('gives up at the timeout even while a batch of a key that matters waits for its predecessor', async () => {
+    const timeout = 400;
+    const sequencer = new BatchSequencer({ node: () => 'me', gapWait: 1000, deliver: () => {} });
+    sequencer.accept({ key: 'k', encoded: 'k006b', pv: 0, v: 10, items: [] });
+    sequencer.accept({ key: 'k', encoded: 'k006b', pv: 20, v: 30, items: [] });
+    const { sync } = barrier({ mode: 'single', timeout, sequencer, publish: () => 1 });
+    const started = performance.now();
+    const done = sync.sync((key) => key === 'k');
+    // The marker comes back late, just before the deadline; the held batch would wait up to 2 s more.
+    setTimeout(() => sync.pass(1), timeout - 50);
+    await done;
+    expect(performance.now() - started).toBeLessThan(timeout * 1.6);
+    sequencer.close();
   });
 
   it('gives up every sync when the store closes', async () => {
     const { sync } = barrier({ mode: 'single', publish: () => 1 });
     const pending = sync.sync(() => true);
-    await turn();
+    await turns();
     sync.release();
     await expect(pending).resolves.toBeUndefined();
   });

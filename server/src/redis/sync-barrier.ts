@@ -4,7 +4,7 @@ import type { StoreContext } from './store-context.js';
 /** Start of a barrier a node publishes to its own channel (`sync` then its number). */
 export const BARRIER = 'sync ';
 
-/** ms between tries of a marker that found no subscriber, unless the subscriber is back sooner. */
+/** ms between rounds of retries of markers that found no subscriber, unless the subscriber is back sooner. */
 const RETRY_MS = 100;
 
 /**
@@ -13,6 +13,14 @@ const RETRY_MS = 100;
  * (it may have gone to the broken one); or the wait ran out.
  */
 type MarkerOutcome = 'back' | 'lost' | 'resent' | 'timeout';
+
+/** One marker, shared by every sync that asked for one in the turn it was formed. */
+interface Marker {
+  readonly n: number;
+  readonly outcome: Promise<MarkerOutcome>;
+  readonly settle: (outcome: MarkerOutcome) => void;
+  readonly formedAt: number;
+}
 
 export interface SyncBarrierOptions {
   ctx: StoreContext;
@@ -28,11 +36,19 @@ export interface SyncBarrierOptions {
  */
 export class SyncBarrier {
   readonly #o: SyncBarrierOptions;
-  /** Markers published to this node's own channel that have not come back, by number. */
-  readonly #markers = new Map<number, (outcome: MarkerOutcome) => void>();
+  /** Markers published (or about to be) that have not come back, by number. */
+  readonly #markers = new Map<number, Marker>();
   #markerCount = 0;
-  /** Syncs waiting to try their marker again once the pub/sub connection is back. */
+  /**
+   * The marker being formed in this turn. It is published at the end of the
+   * turn, after every sync that joined it began, so its return covers every
+   * step Redis ran before any of them: syncs asked for in one turn (the pings
+   * of one poll phase, or one round of retries) cost one PUBLISH.
+   */
+  #forming: Marker | null = null;
+  /** Syncs waiting to retry; one timer wakes them all together, or the connection coming back. */
   readonly #retries = new Set<() => void>();
+  #retryTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(options: SyncBarrierOptions) {
     this.#o = options;
@@ -47,8 +63,9 @@ export class SyncBarrier {
    * back, and then the reconciliation that follows a break (which settles
    * the notes it missed) is waited out too. The wait ends once those notes
    * are delivered: a batch held for a missing predecessor, of a key
-   * `matters` accepts; a note held for an answer in flight. Gives up after
-   * the timeout, and when the store closes.
+   * `matters` accepts; a note held for an answer in flight. Every step is
+   * bounded by one deadline, the timeout after the call; at the deadline,
+   * and when the store closes, the sync gives up.
    */
   async sync(matters: (key: string) => boolean): Promise<void> {
     const deadline = performance.now() + this.#o.timeout;
@@ -58,19 +75,17 @@ export class SyncBarrier {
       if (outcome === 'timeout') return;
       if (outcome === 'lost' && !(await this.#retryPause(deadline))) return;
     }
-    await this.#within(this.#o.settled(), deadline);
+    await within(this.#o.settled(), deadline, undefined);
     const { sequencer } = this.#o.ctx;
-    if (sequencer) await sequencer.heard(matters);
+    if (sequencer) await within(sequencer.heard(matters), deadline, undefined);
     // Notes held for a request's answer go out right after it, in a `setImmediate` (see `NoteSettler#sent`).
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   /** Marker `n` came back: so did every earlier one (a subscriber gets messages in order). */
   pass(n: number): void {
-    for (const [number, settle] of this.#markers) {
-      if (number > n) continue;
-      this.#markers.delete(number);
-      settle('back');
+    for (const [number, marker] of this.#markers) {
+      if (number <= n) this.#settle(marker, 'back');
     }
   }
 
@@ -80,80 +95,109 @@ export class SyncBarrier {
    * sync waiting on one, or waiting to retry, tries again now.
    */
   resubscribed(): void {
-    for (const [number, settle] of this.#markers) {
-      this.#markers.delete(number);
-      settle('resent');
+    for (const marker of this.#markers.values()) {
+      if (marker !== this.#forming) this.#settle(marker, 'resent');
     }
-    for (const retry of [...this.#retries]) retry();
+    this.#wakeRetries();
   }
 
   /** The store is closing: every sync gives up at once. */
   release(): void {
-    for (const [number, settle] of this.#markers) {
-      this.#markers.delete(number);
-      settle('timeout');
-    }
-    for (const retry of [...this.#retries]) retry();
+    for (const marker of this.#markers.values()) this.#settle(marker, 'timeout');
+    this.#wakeRetries();
   }
 
-  async #marker(deadline: number): Promise<MarkerOutcome> {
-    const { ctx } = this.#o;
-    const { link, liveness } = ctx;
-    if (!link || !liveness || ctx.closing) return 'timeout';
-    const n = ++this.#markerCount;
-    const outcome = new Promise<MarkerOutcome>((resolve) => this.#markers.set(n, resolve));
-    const timer = setTimeout(() => this.#settle(n, 'timeout'), Math.max(0, deadline - performance.now()));
-    timer.unref?.();
-    try {
-      const channel = ctx.names.nodeChannel(liveness.id);
-      const receivers = Number(await link.command(channel, ['PUBLISH', channel, `${BARRIER}${n}`]));
-      // On a Redis Cluster, PUBLISH counts only the subscribers of the
-      // primary it ran on, which need not hold this node's subscription:
-      // there only the marker's return tells.
-      if (receivers === 0 && link.mode === 'single') this.#settle(n, 'lost');
-    } catch {
-      this.#settle(n, 'lost');
+  /** The outcome of a marker published after this call, or `timeout` at the deadline. */
+  #marker(deadline: number): Promise<MarkerOutcome> {
+    const { link, liveness, closing } = this.#o.ctx;
+    if (!link || !liveness || closing) return Promise.resolve('timeout');
+    const marker = this.#forming ?? this.#form();
+    return within(marker.outcome, deadline, 'timeout');
+  }
+
+  #form(): Marker {
+    const now = performance.now();
+    // A marker that never came back (a silent path) is forgotten once every
+    // sync that joined it has given up.
+    for (const marker of this.#markers.values()) {
+      if (now - marker.formedAt > this.#o.timeout) this.#settle(marker, 'timeout');
     }
-    const result = await outcome;
-    clearTimeout(timer);
-    return result;
+    let settle: (outcome: MarkerOutcome) => void = () => {};
+    const outcome = new Promise<MarkerOutcome>((resolve) => (settle = resolve));
+    const marker: Marker = { n: ++this.#markerCount, outcome, settle, formedAt: now };
+    this.#markers.set(marker.n, marker);
+    this.#forming = marker;
+    setImmediate(() => {
+      if (this.#forming === marker) this.#forming = null;
+      this.#publish(marker);
+    });
+    return marker;
   }
 
   /**
-   * Ends marker `n` alone: a marker that was not sent or not heard says
-   * nothing of the markers before it, which may still come back.
+   * Publishes a marker. Its outcome does not wait for the PUBLISH's reply
+   * (that may take the whole command timeout): the reply only tells when
+   * nobody can hear the marker.
    */
-  #settle(n: number, outcome: MarkerOutcome): void {
-    const settle = this.#markers.get(n);
-    if (!settle) return;
-    this.#markers.delete(n);
-    settle(outcome);
+  #publish(marker: Marker): void {
+    const { ctx } = this.#o;
+    const { link, liveness } = ctx;
+    if (!link || !liveness || ctx.closing) return this.#settle(marker, 'timeout');
+    const channel = ctx.names.nodeChannel(liveness.id);
+    Promise.resolve()
+      .then(() => link.command(channel, ['PUBLISH', channel, `${BARRIER}${marker.n}`]))
+      .then(
+        (receivers) => {
+          // On a Redis Cluster, PUBLISH counts only the subscribers of the
+          // primary it ran on, which need not hold this node's subscription:
+          // there only the marker's return tells.
+          if (Number(receivers) === 0 && link.mode === 'single') this.#settle(marker, 'lost');
+        },
+        () => this.#settle(marker, 'lost'),
+      );
   }
 
-  /** Waits until the pub/sub connection is back or `RETRY_MS` passed; false once the deadline or a close came. */
+  /** Ends one marker alone: a marker that was not sent or not heard says nothing of earlier ones. */
+  #settle(marker: Marker, outcome: MarkerOutcome): void {
+    if (this.#markers.get(marker.n) !== marker) return;
+    this.#markers.delete(marker.n);
+    marker.settle(outcome);
+  }
+
+  /** Waits for the next round of retries or the connection's return; false at the deadline or a close. */
   #retryPause(deadline: number): Promise<boolean> {
     const left = deadline - performance.now();
     if (left <= 0 || this.#o.ctx.closing) return Promise.resolve(false);
     return new Promise((resolve) => {
       const retry = () => {
-        clearTimeout(timer);
+        clearTimeout(ownTimer);
         this.#retries.delete(retry);
         resolve(!this.#o.ctx.closing && performance.now() < deadline);
       };
-      const timer = setTimeout(retry, Math.min(RETRY_MS, left));
-      timer.unref?.();
+      // The shared round comes after the deadline: this sync's own timer ends its wait then.
+      const ownTimer = left < RETRY_MS ? setTimeout(retry, left) : undefined;
+      ownTimer?.unref?.();
       this.#retries.add(retry);
+      if (!this.#retryTimer) {
+        this.#retryTimer = setTimeout(() => this.#wakeRetries(), RETRY_MS);
+        this.#retryTimer.unref?.();
+      }
     });
   }
 
-  /** Resolves as `promise` does, or at the deadline. */
-  async #within(promise: Promise<void>, deadline: number): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, Math.max(0, deadline - performance.now()));
-      timer.unref?.();
-    });
-    await Promise.race([promise.catch(() => {}), late]);
-    clearTimeout(timer);
+  #wakeRetries(): void {
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    for (const retry of [...this.#retries]) retry();
   }
+}
+
+/** Resolves as `promise` does, or with `fallback` at the deadline (`performance.now()` ms). */
+function within<T>(promise: Promise<T>, deadline: number, fallback: T): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<T>((resolve) => {
+    timer = setTimeout(() => resolve(fallback), Math.max(0, deadline - performance.now()));
+    timer.unref?.();
+  });
+  return Promise.race([promise.catch(() => fallback), late]).finally(() => clearTimeout(timer));
 }
