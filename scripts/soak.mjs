@@ -80,8 +80,20 @@ run('npx', ['tsc', '-b', 'server']);
 run('npx', ['tsc', '-p', 'test/soak/tsconfig.json', '--noEmit', 'false', '--outDir', outDir]);
 const { runSoak, summarize } = await import(pathToFileURL(join(outDir, 'soak', 'run.js')).href);
 
+// Ctrl-C (or SIGTERM) ends the epoch under way, checks it, and stops every
+// process the soak started before exiting; a second one exits at once.
+const interrupt = new AbortController();
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    if (interrupt.signal.aborted) process.exit(130);
+    process.stdout.write(`[soak] ${signal}: ending this epoch and stopping the processes the soak started\n`);
+    interrupt.abort();
+  });
+}
+
 const results = [];
 for (const store of options.stores) {
+  if (interrupt.signal.aborted) break;
   process.stdout.write(
     options.epoch === undefined
       ? `[soak] ${store}: ${options.minutes} min\n`
@@ -95,10 +107,11 @@ for (const store of options.stores) {
     ...(options.seed === undefined ? {} : { seed: options.seed }),
     ...(options.epoch === undefined ? {} : { epoch: options.epoch }),
     log: (line) => process.stdout.write(`${line}\n`),
+    signal: interrupt.signal,
   });
   results.push(result);
 }
 for (const result of results) process.stdout.write(`[soak] ${summarize(result)}\n`);
 const violations = results.reduce((n, r) => n + r.violations.length, 0);
 process.stdout.write(violations === 0 ? '[soak] no violations\n' : `[soak] ${violations} violations\n`);
-process.exitCode = violations === 0 ? 0 : 1;
+process.exitCode = violations > 0 ? 1 : interrupt.signal.aborted ? 130 : 0;

@@ -43,6 +43,11 @@ export interface SoakOptions {
   log?: (line: string) => void;
   /** Compile the server first. Default true. */
   build?: boolean;
+  /**
+   * Ends the soak early: the epoch under way is cut short and checked, then
+   * every process the soak started is stopped.
+   */
+  signal?: AbortSignal;
 }
 
 export interface SoakResult {
@@ -120,6 +125,19 @@ async function tablesEmpty(urls: () => string[], ms: number): Promise<boolean> {
   }
 }
 
+/** Resolves after `ms`, or as soon as `signal` aborts. */
+function epochEnd(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
 /** Runs one soak against a deployment it starts and stops itself. */
 export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const seed = options.seed ?? Date.now() % 2 ** 31;
@@ -142,7 +160,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   };
   const endAt = performance.now() + (options.epoch === undefined ? options.durationMs : epochMs);
   try {
-    for (let epoch = first; performance.now() < endAt && (options.epoch === undefined || epoch === first); epoch++) {
+    for (
+      let epoch = first;
+      performance.now() < endAt && !options.signal?.aborted && (options.epoch === undefined || epoch === first);
+      epoch++
+    ) {
       const rand = random(epochSeed(seed, epoch));
       const settings: EpochSettings = {
         epoch,
@@ -163,7 +185,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         faults: { [FaultKind.Kill]: 0, [FaultKind.HalfOpen]: 0, [FaultKind.NodeKill]: 0 },
       };
       const running = startEpoch({ settings, deployment, recorder, resource, rand, stats });
-      await new Promise((resolve) => setTimeout(resolve, Math.max(1000, Math.min(epochMs, endAt - performance.now()))));
+      await epochEnd(Math.max(1000, Math.min(epochMs, endAt - performance.now())), options.signal);
       await running.stop();
 
       const quiet = await tablesEmpty(() => deployment.nodes().map((n) => n.url), NODE_TTL_MS + 5000);
