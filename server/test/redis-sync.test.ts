@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '../src/server.js';
 import { createRedisStore } from '../src/redis/redis-store.js';
-import { useRedisStores } from './redis-harness.js';
+import { useRedisStores, type PubSubProxy } from './redis-harness.js';
 import { RawClient, type Frame } from './server-harness.js';
 
 /**
@@ -33,45 +33,43 @@ describe('a Redis node answers a ping after the notes Redis sent it before', () 
     return connected;
   }
 
-  it("tells a holder lost before answering its ping sent after a steal on another node was granted", async () => {
+  /**
+   * A holder on node a (reached through a proxy) holds `k`; `fault` is set
+   * off on the proxy; a thief on node b steals `k` and is granted; then the
+   * holder pings node a. Resolves with the holder's grant and the first of
+   * its `lost` and its pong.
+   */
+  async function stealThenPing(fault: (proxy: PubSubProxy) => void, commandTimeout?: number) {
     const ns = stores.namespace();
-    const slow = await stores.proxy();
-    const a = await node(slow.url, ns);
+    const proxy = await stores.proxy();
+    const a = await node(proxy.url, ns, commandTimeout);
     const b = await node(stores.redis.url, ns);
     const holder = await client(a);
     const thief = await client(b);
 
     const held = await holder.request({ op: 'acquire', id: 1, key: 'k' });
     expect(held).toMatchObject({ ok: true, acquired: true });
-    // From now on what Redis publishes to node a takes 150 ms; replies to its commands do not.
-    slow.delay(150);
+    fault(proxy);
     const stolen = await thief.request({ op: 'acquire', id: 1, key: 'k', steal: true });
     expect(stolen).toMatchObject({ ok: true, acquired: true });
 
     // The steal ran in Redis before this ping was sent: the ping's answer must come after the lost.
     holder.send({ op: 'ping', id: 2 });
-    const first = await holder.next((f: Frame) => f.type === 'lost' || (f.type === 'reply' && f.id === 2), 'the lost or the pong');
+    const wait = commandTimeout ?? 3000;
+    const first = await holder.next((f: Frame) => f.type === 'lost' || (f.type === 'reply' && f.id === 2), 'the lost or the pong', wait);
+    return { holder, held, first };
+  }
+
+  it("tells a holder lost before answering its ping sent after a steal on another node was granted", async () => {
+    // What Redis publishes to node a takes 150 ms; replies to its commands do not.
+    const { holder, held, first } = await stealThenPing((proxy) => proxy.delay(150));
     expect(first, JSON.stringify(first)).toMatchObject({ type: 'lost', key: 'k', token: held.token, reason: 'stolen' });
     expect(await holder.reply(2)).toMatchObject({ ok: true });
   });
 
   it("tells a holder lost before answering its ping when the steal's note was lost in a break of its node's pub/sub connection", async () => {
-    const ns = stores.namespace();
-    const cut = await stores.proxy();
-    const a = await node(cut.url, ns, 5000);
-    const b = await node(stores.redis.url, ns);
-    const holder = await client(a);
-    const thief = await client(b);
-
-    const held = await holder.request({ op: 'acquire', id: 1, key: 'k' });
-    expect(held).toMatchObject({ ok: true, acquired: true });
     // Node a's pub/sub connection drops and cannot come back for 300 ms: the steal's note never reaches it.
-    cut.cutSubscribers(300);
-    const stolen = await thief.request({ op: 'acquire', id: 1, key: 'k', steal: true });
-    expect(stolen).toMatchObject({ ok: true, acquired: true });
-
-    holder.send({ op: 'ping', id: 2 });
-    const first = await holder.next((f: Frame) => f.type === 'lost' || (f.type === 'reply' && f.id === 2), 'the lost or the pong', 5000);
+    const { holder, held, first } = await stealThenPing((proxy) => proxy.cutSubscribers(300), 5000);
     expect(first, JSON.stringify(first)).toMatchObject({ type: 'lost', key: 'k', token: held.token });
     expect(await holder.reply(2)).toMatchObject({ ok: true });
   });
