@@ -2,6 +2,7 @@
 // processes, one redis-server) next to the memory store and a bare SET NX
 // loop, end to end over WebSocket and through the store's own API in this
 // process; and lockwire's pushed handoff next to polling Redis locks.
+import { createClient } from 'redis';
 import { ratio } from '../lib/stats.mjs';
 import { openBareLoad, pairHandoff, pollingHandoff, redlockHandoff } from '../measure/redis.mjs';
 import { openStoreLoad, startStore } from '../measure/store-api.mjs';
@@ -9,6 +10,21 @@ import { openLoad } from '../measure/wire.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 const round2 = (x) => Math.round(x * 100) / 100;
+const round1 = (x) => Math.round(x * 10) / 10;
+
+/** Redis' CPU time (user + system, µs) as `INFO cpu` reports it, read on a connection of its own. */
+async function openRedisCpu(url) {
+  const client = createClient({ url });
+  await client.connect();
+  return {
+    async micros() {
+      const info = String(await client.sendCommand(['INFO', 'cpu']));
+      const field = (name) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? Number.NaN);
+      return (field('used_cpu_user') + field('used_cpu_sys')) * 1e6;
+    },
+    close: async () => client.destroy(),
+  };
+}
 
 /**
  * The Redis store through its own API in this process, against the bare
@@ -33,12 +49,25 @@ async function storeApiThroughput(ctx, redis) {
     ...(baseStore ? { baseStore: openStoreLoad(baseStore, { concurrency }) } : {}),
   };
   const runs = Object.fromEntries(Object.keys(loads).map((name) => [name, []]));
+  // CPU per call on each side, summed over the slices: this process (the store or the bare loop's client) and Redis.
+  const cpu = Object.fromEntries(Object.keys(loads).map((name) => [name, { calls: 0, clientMicros: 0, redisMicros: 0 }]));
+  const redisCpu = await openRedisCpu(redis.url);
   try {
     for (const load of Object.values(loads)) await load.measure(0.3);
     for (let i = 0; i < sizes.storeApiSlices; i++) {
-      for (const [name, load] of Object.entries(loads)) runs[name].push(await load.measure(sizes.sliceSeconds));
+      for (const [name, load] of Object.entries(loads)) {
+        const redis0 = await redisCpu.micros();
+        const client0 = process.cpuUsage();
+        const rate = await load.measure(sizes.sliceSeconds);
+        const client = process.cpuUsage(client0);
+        cpu[name].redisMicros += (await redisCpu.micros()) - redis0;
+        cpu[name].clientMicros += client.user + client.system;
+        cpu[name].calls += rate * sizes.sliceSeconds;
+        runs[name].push(rate);
+      }
     }
   } finally {
+    await redisCpu.close();
     await bare.close();
     await redisStore.close();
     await memoryStore.close();
@@ -47,8 +76,13 @@ async function storeApiThroughput(ctx, redis) {
   const perSlice = (of, to) => runs[of].map((x, i) => x / (runs[to][i] ?? Number.NaN));
   const vsBare = perSlice('redisStore', 'bare');
   const vsMemory = perSlice('redisStore', 'memoryStore');
+  const perCall = (name) => ({
+    client: round1(cpu[name].clientMicros / cpu[name].calls),
+    redis: round1(cpu[name].redisMicros / cpu[name].calls),
+  });
   return {
     runs,
+    cpuPerCall: { redisStore: perCall('redisStore'), bare: perCall('bare') },
     redisStore: median(runs.redisStore),
     bare: median(runs.bare),
     memoryStore: median(runs.memoryStore),
@@ -91,6 +125,7 @@ async function redisStoreFigure(ctx) {
     raw: { memoryHandoff, crossNode, throughput: runs, storeApi: api },
     rows: [
       { figure: `Redis store API throughput in process, uncontended, ${sizes.redisConcurrency} concurrent sessions`, value: api.redisStore, unit: 'calls/s', anchor: api.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: api.vsBare, target: '>= 0.5x bare loop', met: api.vsBare >= 0.5, note: `median of ${sizes.storeApiSlices} per-slice ratios, range ${api.vsBareRange[0]}-${api.vsBareRange[1]}x; memory store ${Math.round(api.memoryStore)} calls/s (${api.vsMemory}x)${api.base ? `; --base store ${api.base.vsBare}x` : ''}` },
+      { figure: 'Redis store API: CPU per call, the store\'s process + Redis', value: api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, unit: 'µs', anchor: api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis, anchorLabel: 'bare loop per command, client + Redis', ratio: ratio(api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis), target: '-', met: null, note: `store ${api.cpuPerCall.redisStore.client} + Redis ${api.cpuPerCall.redisStore.redis} µs; bare loop ${api.cpuPerCall.bare.client} + ${api.cpuPerCall.bare.redis} µs; calls in flight take turns between the two processes, so throughput follows the sum` },
       { figure: `Redis store throughput over WebSocket (end to end), uncontended, ${sizes.redisConcurrency} connections`, value: redisStore, unit: 'req/s', anchor: bare, anchorLabel: 'bare SET NX + Lua delete', ratio: vsBare, target: '- (the API row is the store figure)', met: null, note: `memory store ${Math.round(memoryStore)} req/s (${ratio(redisStore, memoryStore)}x)` },
       { figure: 'Redis store cross-node handoff p50', value: crossNode.p50, unit: 'ms', anchor: memoryHandoff.p50, anchorLabel: 'memory store', ratio: ratio(crossNode.p50, memoryHandoff.p50), target: '<= 1 ms', met: crossNode.p50 <= 1, note: `p99 ${crossNode.p99.toFixed(3)} ms` },
     ],
