@@ -26,6 +26,12 @@ export class Reconciler {
   readonly #steps: StepRunner;
   #reconciling: Promise<void> | null = null;
   #reconcileAgain = false;
+  /**
+   * A run that must be tried again (a step of the key was in flight, or a
+   * probe failed) waits 100 ms first; until that run begins, this resolves
+   * then, so `settled` still covers what it will settle.
+   */
+  #retryDue: Promise<void> | null = null;
   /** The last heartbeat this node published to its own channel, and whether it came back. */
   #heartbeat: { sent: boolean; heard: boolean } = { sent: false, heard: false };
 
@@ -37,7 +43,11 @@ export class Reconciler {
 
   /** Resolves once no reconciliation is running or due to run again. */
   async settled(): Promise<void> {
-    while (this.#reconciling) await this.#reconciling.catch(() => {});
+    for (;;) {
+      const under = this.#reconciling ?? this.#retryDue;
+      if (!under) return;
+      await under.catch(() => {});
+    }
   }
 
   /** Reconciles once more after the run in progress, or now. */
@@ -139,7 +149,20 @@ export class Reconciler {
       }
     }
     const results = await Promise.allSettled(work);
-    if (again || results.some((r) => r.status === 'rejected')) retrySoon(ctx, () => this.reconcileSoon());
+    if (again || results.some((r) => r.status === 'rejected')) this.#retry();
+  }
+
+  /** Reconciles again in 100 ms; `settled` waits for that run too. */
+  #retry(): void {
+    if (this.#retryDue || this.#ctx.closing) return;
+    let begin: () => void = () => {};
+    this.#retryDue = new Promise<void>((resolve) => (begin = resolve));
+    retrySoon(this.#ctx, () => {
+      this.#retryDue = null;
+      // The run starts before anything waiting on `settled` looks again.
+      this.reconcileSoon();
+      begin();
+    });
   }
 
   /**
