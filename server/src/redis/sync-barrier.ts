@@ -82,11 +82,20 @@ export class SyncBarrier {
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
-  /** Marker `n` came back: so did every earlier one (a subscriber gets messages in order). */
+  /**
+   * Marker `n` came back: so did every earlier one (a subscriber gets
+   * messages in order). Markers pass after the promise jobs of the read that
+   * brought this one: a marker can arrive in the same read as the replies of
+   * the subscriber's resubscription, and the connection is reported back
+   * (`resubscribed`, which starts the reconciliation of what the break
+   * missed) in those jobs; the marker waits for that reconciliation too.
+   */
   pass(n: number): void {
-    for (const [number, marker] of this.#markers) {
-      if (number <= n) this.#settle(marker, 'back');
-    }
+    setImmediate(() => {
+      for (const [number, marker] of this.#markers) {
+        if (number <= n) this.#settle(marker, 'back');
+      }
+    });
   }
 
   /**
