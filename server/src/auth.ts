@@ -1,5 +1,12 @@
 import type { IncomingMessage } from 'node:http';
-import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyOptions } from 'jose';
+import {
+  createLocalJWKSet,
+  errors,
+  jwtVerify,
+  type JSONWebKeySet,
+  type JWTPayload,
+  type JWTVerifyOptions,
+} from 'jose';
 import type { Clock } from './clock.js';
 import { ALLOW_ALL, type KeyPattern, type Permissions } from './permissions.js';
 import { parseRequestUrl } from './request-url.js';
@@ -11,7 +18,11 @@ import { parseRequestUrl } from './request-url.js';
 export interface AuthOptions {
   /** HS256 secret the tokens are signed with (text is used as its UTF-8 bytes). */
   secret?: string | Uint8Array;
-  /** Public keys (a JWKS) the tokens are signed with; asymmetric algorithms only. */
+  /**
+   * Public keys (a JWKS) the tokens are signed with; asymmetric algorithms
+   * only. A token's `kid` picks its key; a token without one is checked
+   * against every key of its algorithm and accepted when one verifies it.
+   */
   jwks?: JSONWebKeySet;
   /** Required `aud` claim, when given. */
   audience?: string;
@@ -105,6 +116,33 @@ export function permissionsOf(payload: JWTPayload): Permissions {
 }
 
 /**
+ * Verifies `token` against a key set. A token without `kid` matches every
+ * key of its algorithm; with several (a key rotation), each is tried, and the
+ * token is valid when one of them verifies its signature.
+ */
+async function verifyWithKeySet(
+  token: string,
+  keySet: ReturnType<typeof createLocalJWKSet>,
+  checks: JWTVerifyOptions,
+): Promise<JWTPayload> {
+  try {
+    return (await jwtVerify(token, keySet, checks)).payload;
+  } catch (error) {
+    if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw error;
+    for await (const key of error) {
+      try {
+        return (await jwtVerify(token, key, checks)).payload;
+      } catch (failure) {
+        // Another key's signature: try the next. Any other failure (expired,
+        // wrong audience) holds for every key and is the answer.
+        if (!(failure instanceof errors.JWSSignatureVerificationFailed)) throw failure;
+      }
+    }
+    throw new errors.JWSSignatureVerificationFailed();
+  }
+}
+
+/**
  * An allowed-Origin entry as a browser would send it in `Origin`: scheme and
  * host lowercased, a default port and a trailing `/` dropped
  * (`HTTPS://App.Example:443/` -> `https://app.example`). `*` and `null` (the
@@ -148,7 +186,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     if (auth?.audience !== undefined) checks.audience = auth.audience;
     if (auth?.issuer !== undefined) checks.issuer = auth.issuer;
     if (secret) return permissionsOf((await jwtVerify(token, secret, { ...checks, algorithms: ['HS256'] })).payload);
-    if (keySet) return permissionsOf((await jwtVerify(token, keySet, checks)).payload);
+    if (keySet) return permissionsOf(await verifyWithKeySet(token, keySet, checks));
     return ALLOW_ALL;
   };
 

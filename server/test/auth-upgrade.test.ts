@@ -62,6 +62,23 @@ describe('authentication at the upgrade', () => {
     expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${hmac}` } })).toBe(401);
   });
 
+  it('accepts a token without kid signed by either key of a JWKS holding two keys of its algorithm', async () => {
+    const [older, newer, stranger] = await Promise.all([1, 2, 3].map(() => generateKeyPair('ES256')));
+    if (!older || !newer || !stranger) throw new Error('key pairs not generated');
+    const published = async (pair: CryptoKeyPair, kid: string) => ({ ...(await exportJWK(pair.publicKey)), kid, alg: 'ES256', use: 'sig' });
+    const { server, clock } = await startServer({
+      auth: { jwks: { keys: [await published(older, 'older'), await published(newer, 'newer')] } },
+    });
+    const sign = (pair: CryptoKeyPair, exp = Math.floor(clock.now() / 1000) + 60) =>
+      new SignJWT({ sub: 'bo', locks: ['*'] }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime(exp).sign(pair.privateKey);
+    expect((await connectWith(server.url, await sign(older))).welcome).toMatchObject({ user: 'bo' });
+    expect((await connectWith(server.url, await sign(newer))).welcome).toMatchObject({ user: 'bo' });
+    const bearer = async (jwt: Promise<string>) => ({ headers: { authorization: `Bearer ${await jwt}` } });
+    expect(await upgradeStatus(server.url, await bearer(sign(stranger)))).toBe(401);
+    expect(await upgradeStatus(server.url, await bearer(sign(newer, Math.floor(clock.now() / 1000) - 10)))).toBe(401);
+    expect(server.sessionCount()).toBe(2);
+  });
+
   it('puts no user in the welcome when auth is off and lets every session do everything', async () => {
     const { server } = await startServer();
     const { client, welcome } = await connectWith(server.url, null);
