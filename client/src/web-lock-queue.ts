@@ -23,6 +23,8 @@ export interface Waiter {
   /** The server put this waiter's acquire in its queue (it was not grantable at once). */
   serverQueued: boolean;
   requeue: boolean;
+  /** Set when the caller's signal aborted: the request is given up, even if a steal had already cancelled its acquire. */
+  abandoned: { reason: unknown } | undefined;
   /** Not grantable when made (a holder here conflicts) or queued by the server: it holds no later request back. */
   blocked: boolean;
   /** Set when granted; handed to the caller once every earlier request is decided. */
@@ -79,6 +81,7 @@ export class WebLockQueue {
     return new Promise<Holder>((resolve, reject) => {
       const { signal } = options;
       const onAbort = () => {
+        waiter.abandoned = { reason: signal?.reason };
         if (waiter.inFlight) waiter.controller.abort(signal?.reason);
         else if (this.#dequeue(state, waiter)) {
           waiter.fail(signal?.reason);
@@ -92,6 +95,7 @@ export class WebLockQueue {
         inFlight: false,
         serverQueued: false,
         requeue: false,
+        abandoned: undefined,
         blocked: this.#blockedHere(state, mode),
         holder: undefined,
         deliver: (holder) => {
@@ -190,13 +194,15 @@ export class WebLockQueue {
       (error: unknown) => {
         head.inFlight = false;
         head.serverQueued = false;
-        if (head.requeue) {
+        const abandoned = head.abandoned;
+        if (head.requeue && !abandoned) {
           // A steal cancelled this acquire; the request keeps its place and asks again later.
           head.requeue = false;
           head.controller = new AbortController();
         } else {
+          // The caller's abort may have come after a steal had already cancelled the acquire with its own reason.
           this.#dequeue(state, head);
-          head.fail(error);
+          head.fail(abandoned ? abandoned.reason : error);
         }
         this.#setIdle(state);
         this.#process(name);

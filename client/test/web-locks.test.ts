@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockError, type Lock, type LockClient } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
-import { nextEvent, startHarness, within, type Harness } from './fixtures.js';
+import { nextEvent, recordingTransport, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
 let proxy: TcpProxy;
@@ -58,5 +58,41 @@ describe('client.locks beyond one browser', () => {
     await reconnected;
     expect(await alice.locks.request('doc:3', (lock) => lock?.name)).toBe('doc:3');
     expect((await alice.locks.query()).held).toEqual([]);
+  });
+});
+
+describe('client.locks: a steal of the same client', () => {
+  /** A client whose requests' `queued` frames resolve `queued()`, one per call. */
+  async function watchingQueue() {
+    const waiters: (() => void)[] = [];
+    const { transport } = recordingTransport((frame) => {
+      if (frame.type === 'queued') waiters.shift()?.();
+    });
+    const client = await h.connect({ transport });
+    const queued = () => within(new Promise<void>((resolve) => waiters.push(resolve)), 2000, 'a queued frame');
+    return { client, queued };
+  }
+
+  it('a request whose signal aborts while a steal takes it back off the server queue rejects with signal.reason and is never granted', async () => {
+    await bob.acquire('x');
+    const { client: carol, queued } = await watchingQueue();
+    const controller = new AbortController();
+    let called = false;
+    const isQueued = queued();
+    const first = carol.locks
+      .request('x', { signal: controller.signal }, () => {
+        called = true;
+      })
+      .catch((error: unknown) => error);
+    await isQueued;
+    // The steal cancels the queued acquire so that the request keeps its place; the caller gives up meanwhile.
+    const steal = carol.locks.request('x', { steal: true }, () => 'stolen');
+    const reason = new Error('gave up');
+    controller.abort(reason);
+    expect(await within(steal)).toBe('stolen');
+    expect(await within(first)).toBe(reason);
+    expect(called).toBe(false);
+    expect(await carol.locks.query()).toEqual({ held: [], pending: [] });
+    expect((await bob.status('x')).locked).toBe(false);
   });
 });
