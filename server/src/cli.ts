@@ -77,7 +77,8 @@ function serveUsage(): string {
   return `Usage: lockwire serve [options]
 
 Starts a lockwire server. Flags override environment variables, which
-override the config file, which overrides the defaults. SIGTERM or SIGINT
+override the config file, which overrides the defaults; an empty flag or
+variable counts as not given. SIGTERM or SIGINT
 drains the server (see --drain-delay, --shutdown-timeout) and exits 0; a
 second signal during the drain exits at once.
 

@@ -300,7 +300,7 @@ export function envLayer(env: Readonly<Record<string, string | undefined>>): Con
     const option: { env: string; envAlias?: string } = configOptions[key];
     for (const name of option.envAlias ? [option.env, option.envAlias] : [option.env]) {
       const value = env[name];
-      if (value === undefined || value === '') continue;
+      if (value === undefined || isEmpty(value)) continue;
       values[key] = value;
       names.set(key, name);
       break;
@@ -309,12 +309,22 @@ export function envLayer(env: Readonly<Record<string, string | undefined>>): Con
   return { values, describe: (key) => names.get(key) ?? configOptions[key].env };
 }
 
-/** Settings from command-line flags, as `node:util` `parseArgs` returns them (keyed by flag name). */
+/** An empty flag or variable: `--auth-secret=`, `--allow-origin=`, `LOCKWIRE_PORT=`. */
+function isEmpty(value: unknown): boolean {
+  return value === '' || (Array.isArray(value) && value.every((item) => item === ''));
+}
+
+/**
+ * Settings from command-line flags, as `node:util` `parseArgs` returns them
+ * (keyed by flag name). Empty flags count as unset, as empty variables do:
+ * `--auth-secret="$UNSET"` must not switch off the secret of the
+ * environment or the config file.
+ */
 export function flagLayer(flags: Readonly<Record<string, unknown>>): ConfigLayer {
   const values: Partial<Record<ConfigKey, unknown>> = {};
   for (const key of CONFIG_KEYS) {
     const value = flags[configOptions[key].flag];
-    if (value !== undefined) values[key] = value;
+    if (value !== undefined && !isEmpty(value)) values[key] = value;
   }
   return { values, describe: (key) => `--${configOptions[key].flag}` };
 }
