@@ -166,8 +166,9 @@ export function normaliseOrigin(entry: string): string {
 }
 
 /**
- * Creates the request check of a server. Throws `TypeError` when both or
- * an empty `secret` are given, so a misconfigured server does not start open,
+ * Creates the request check of a server. Throws `TypeError` when both
+ * `secret` and `jwks`, an empty `secret`, or an `audience` or `issuer`
+ * without either are given, so a misconfigured server does not start open,
  * and for an allowed Origin that is not one.
  */
 export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
@@ -177,6 +178,9 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     throw new TypeError('auth: give either secret or jwks, not both');
   }
   if (auth?.secret !== undefined && auth.secret.length === 0) throw new TypeError('auth.secret: must not be empty');
+  if (auth?.secret === undefined && auth?.jwks === undefined && (auth?.audience !== undefined || auth?.issuer !== undefined)) {
+    throw new TypeError('auth: audience and issuer need a secret or jwks to check the tokens against');
+  }
   const secret = typeof auth?.secret === 'string' ? new TextEncoder().encode(auth.secret) : auth?.secret;
   const keySet = auth?.jwks ? createLocalJWKSet(auth.jwks) : undefined;
   const enabled = secret !== undefined || keySet !== undefined;

@@ -178,7 +178,7 @@ export const configOptions = {
     flag: 'auth-audience',
     env: 'LOCKWIRE_AUTH_AUDIENCE',
     arg: 'AUD',
-    help: 'required aud claim of the tokens',
+    help: 'required aud claim of the tokens (with --auth-secret or --auth-jwks-file)',
     default: '',
     schema: z.string(),
   },
@@ -186,7 +186,7 @@ export const configOptions = {
     flag: 'auth-issuer',
     env: 'LOCKWIRE_AUTH_ISSUER',
     arg: 'ISS',
-    help: 'required iss claim of the tokens',
+    help: 'required iss claim of the tokens (with --auth-secret or --auth-jwks-file)',
     default: '',
     schema: z.string(),
   },
@@ -269,6 +269,16 @@ export const serverConfigSchema = z.strictObject({
   .refine((config) => config.authSecret === '' || config.authJwksFile === '', {
     path: ['authJwksFile'],
     error: 'give either --auth-secret or --auth-jwks-file, not both',
+  })
+  // Without a secret or keys no token is checked: a required claim given
+  // alone would leave the server open while it looks guarded.
+  .refine((config) => config.authAudience === '' || config.authSecret !== '' || config.authJwksFile !== '', {
+    path: ['authAudience'],
+    error: 'requires --auth-secret or --auth-jwks-file; without them no token is checked',
+  })
+  .refine((config) => config.authIssuer === '' || config.authSecret !== '' || config.authJwksFile !== '', {
+    path: ['authIssuer'],
+    error: 'requires --auth-secret or --auth-jwks-file; without them no token is checked',
   });
 
 /** The validated settings of a `lockwire serve`. */

@@ -90,6 +90,11 @@ describe('authentication at the upgrade', () => {
   it('refuses with createLockServer when both a secret and a JWKS are given', async () => {
     await expect(startServer({ auth: { secret: SECRET, jwks: { keys: [] } } })).rejects.toThrow(/either secret or jwks/);
   });
+
+  it('refuses with createLockServer an audience or an issuer given without a secret or a JWKS', async () => {
+    await expect(startServer({ auth: { audience: 'locks' } })).rejects.toThrow(/need a secret or jwks/);
+    await expect(startServer({ auth: { issuer: 'https://id.example' } })).rejects.toThrow(/need a secret or jwks/);
+  });
 });
 
 describe('Origin allow-list', () => {

@@ -75,3 +75,17 @@ describe('empty settings', () => {
     expect(await upgradeStatus(started.url ?? '')).toBe(401);
   });
 });
+
+describe('auth settings that would leave the server open', () => {
+  it('refuses to start with --auth-audience but neither a secret nor a JWKS, naming the setting', async () => {
+    const started = await serve(['--auth-audience', 'locks']);
+    expect(started.exit).toBe(2);
+    expect(started.written.stderr).toMatch(/^lockwire: --auth-audience "locks": requires --auth-secret or --auth-jwks-file/);
+  });
+
+  it('refuses to start with LOCKWIRE_AUTH_ISSUER but neither a secret nor a JWKS, naming the variable', async () => {
+    const started = await serve([], { LOCKWIRE_AUTH_ISSUER: 'https://id.example' });
+    expect(started.exit).toBe(2);
+    expect(started.written.stderr).toMatch(/^lockwire: LOCKWIRE_AUTH_ISSUER "https:\/\/id\.example": requires --auth-secret/);
+  });
+});
