@@ -46,7 +46,7 @@ export class LeaseBook {
     return { lease, fresh: true };
   }
 
-  /** Drops `lease` from the book (it was released through itself). */
+  /** Drops `lease` from the book (its own release was answered, or its connection is gone). */
   forget(lease: Lease): void {
     if (this.#entries.get(lease.key)?.lease === lease) this.#entries.delete(lease.key);
   }

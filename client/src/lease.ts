@@ -37,7 +37,8 @@ export type LeaseState = 'held' | 'released' | 'lost';
  *   should refuse writes carrying a token lower than one it has seen.
  * - `signal` aborts when the lock is lost without `release()`: its reason is a
  *   `LockError` with code `expired`, `stolen`, `revoked` or `connection_lost`.
- *   Releasing does not abort it.
+ *   A release the server accepted does not abort it; a loss that reaches the
+ *   client before the release was answered does.
  * - `release()` is idempotent, and a no-op once the lease is lost;
  *   `await using` releases on scope exit.
  */
@@ -96,17 +97,31 @@ export class Lease {
   /**
    * Releases the lock. Calling it again, or after the lease was lost, does
    * nothing (a concurrent second call waits for the first). A lease whose
-   * connection closed resolves: the server released the lock already.
+   * connection closed resolves: the server released the lock already. The
+   * lease stays `held` until the server answered.
    *
    * @throws LockError for server errors other than `not_holder` (which only
-   * means the loss had not reached this client yet).
+   * means the loss had not reached this client yet): the server refused
+   * (`rate_limited`, `store_unavailable`, ...) and still holds the lock, so
+   * the lease stays held and in `client.leases`, and calling `release()`
+   * again sends a new release.
    */
   release(): Promise<void> {
     if (this.#releasing) return this.#releasing;
     if (this.#state !== 'held') return Promise.resolve();
-    this.#state = 'released';
-    this.#releasing = this.#owner.releaseLease(this);
-    return this.#releasing;
+    const releasing = this.#owner.releaseLease(this).then(
+      () => {
+        if (this.#state === 'held') this.#state = 'released';
+      },
+      (error: unknown) => {
+        // The server refused (`rate_limited`, `store_unavailable`, ...) and still holds the lock:
+        // the lease stays held, and the next call sends a new release.
+        if (this.#releasing === releasing) this.#releasing = undefined;
+        throw error;
+      },
+    );
+    this.#releasing = releasing;
+    return releasing;
   }
 
   /**

@@ -3,6 +3,7 @@ import { Connection, type PendingCall } from './connection.js';
 import { ConnectionKeeper, isConnectionError, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
 import { ClientErrorCode, LockError, type CloseInfo } from './errors.js';
+import { releaseHold } from './hold-release.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook, type Grant } from './lease-book.js';
 import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
@@ -153,15 +154,18 @@ export class LockClient extends PrefectFace {
       },
     );
     const grant = await this.#abortable(connection, call, signal, async (late) => {
-      // The caller gave up but the grant won the race: hand the lock back at once.
-      if (late?.fresh) await late.lease.release().catch(() => undefined);
+      // The caller gave up but the grant won the race: hand the lock back at once (and again if refused).
+      if (late?.fresh) await releaseHold(late.lease, this.limits);
     });
     return grant?.lease ?? null;
   }
 
   /**
    * Runs `fn` while holding `key` and releases the lock when `fn` settles.
-   * Resolves with `fn`'s result.
+   * Resolves with `fn`'s result once the server answered the release. A
+   * release the server refuses (`rate_limited`, `store_unavailable`, ...) is
+   * sent again in the background, with backoff, until it is accepted or the
+   * lock is lost, so the lock never outlives `fn` for the session's life.
    *
    * @throws LockError `not_acquired` when the lock was not granted within
    * `acquireTimeout`; whatever `fn` throws; the errors of `acquire()`.
@@ -174,7 +178,7 @@ export class LockClient extends PrefectFace {
     try {
       return await fn(lease);
     } finally {
-      await lease.release();
+      await releaseHold(lease, this.limits);
     }
   }
 
@@ -262,18 +266,25 @@ export class LockClient extends PrefectFace {
 
   // ---- leases ----
 
-  /** Sends the release of a lease; see `Lease.release()`. */
+  /**
+   * Sends the release of a lease; see `Lease.release()`. The lease leaves the
+   * book only once the hold is gone: a refused release leaves it held here,
+   * as it still is on the server.
+   */
   async #releaseLease(lease: Lease): Promise<void> {
-    this.#leases.forget(lease);
     const connection = this.#keeper.connection;
-    // A closed connection already released every lock of the session.
-    if (!connection?.isOpen) return;
+    // A closed connection already released every lock of the session (with session grace, the resume does).
+    if (!connection?.isOpen) {
+      this.#leases.forget(lease);
+      return;
+    }
     try {
-      await connection.request('release', { key: lease.key }, { onResult: () => undefined }).result;
+      await connection.request('release', { key: lease.key }, { onResult: () => this.#leases.forget(lease) }).result;
     } catch (error) {
       // A lost connection released the lock, or (with session grace) the resume hands it back.
       const settled = isConnectionError(error) || (error instanceof LockError && error.code === 'not_holder');
       if (!settled) throw error;
+      this.#leases.forget(lease);
     }
   }
 

@@ -1,5 +1,6 @@
 import type { LockMode } from '@lockwire/protocol';
 import { LeaseLostReason, LockError } from './errors.js';
+import { releaseHold } from './hold-release.js';
 import type { Lease } from './lease.js';
 import { Lock, type LockOptions, type WebLocksHost } from './web-lock.js';
 
@@ -305,7 +306,13 @@ export class WebLockQueue {
     return holder;
   }
 
-  /** A holder's callback settled: the last holder of the name releases the server hold. */
+  /**
+   * A holder's callback settled: the last holder of the name releases the
+   * server hold. Resolves once the server answered the release; a refused
+   * release is asked again in the background (see `releaseHold`), and the
+   * name stays busy until the hold is gone, so this client's next request
+   * for it goes to the server only then.
+   */
   async release(name: string, holder: Holder): Promise<void> {
     const state = this.#names.get(name);
     if (!state?.held.delete(holder) || state.held.size > 0) return;
@@ -316,14 +323,10 @@ export class WebLockQueue {
       return;
     }
     state.busy = true;
-    try {
-      await lease.release();
-    } catch {
-      // The hold is gone either way (the only failures are a lost connection or a lost lock).
-    } finally {
+    await releaseHold(lease, this.#host.limits, () => {
       this.#setIdle(state);
       this.#process(name);
-    }
+    });
   }
 
   #breakHolders(state: NameState, reason: unknown): void {

@@ -1,4 +1,4 @@
-import type { ListResult, LockMode } from '@lockwire/protocol';
+import type { Limits, ListResult, LockMode } from '@lockwire/protocol';
 import type { Lease } from './lease.js';
 import type { AcquireOptions } from './options.js';
 
@@ -48,6 +48,8 @@ export interface LockManagerSnapshot {
 /** What the Web Locks face needs from its client. */
 export interface WebLocksHost {
   readonly session: string;
+  /** The server's announced limits; `rateLimit` paces the release of a hold the server refused to release. */
+  readonly limits: Limits;
   acquire(key: string, options: AcquireOptions): Promise<Lease | null>;
   list(options: { prefix?: string; limit?: number }): Promise<ListResult>;
 }

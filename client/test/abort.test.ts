@@ -80,6 +80,45 @@ describe('AbortSignal on acquire', () => {
     expect(status.queue).toEqual([]);
   });
 
+  it('a grant that arrives after the caller gave up is released again when the server refused its release', async () => {
+    // Two frames per session, then one more per ms of the manual clock: the waiter's acquire and cancel pass, its release does not.
+    const limited = await startHarness({ limits: { rateLimit: 1000, rateBurst: 2 } });
+    try {
+      const owner = await limited.connect();
+      const first = await owner.acquire('doc:4');
+      const controller = new AbortController();
+      const reason = new Error('gave up');
+      let acquireId: unknown;
+      let refused!: () => void;
+      const wasRefused = new Promise<void>((resolve) => (refused = resolve));
+      let accepted!: () => void;
+      const wasAccepted = new Promise<void>((resolve) => (accepted = resolve));
+      const { transport, sent } = recordingTransport((frame) => {
+        if (frame.type !== 'reply') return;
+        if (frame.id === acquireId && frame.acquired === true) controller.abort(reason);
+        if (frame.ok === false) refused();
+        if (frame.released === true) accepted();
+      });
+      const waiter = await limited.connect({ transport });
+      const attempt = queuedAcquire(waiter, 'doc:4', controller.signal);
+      acquireId = sent[0]?.id;
+      await attempt.queued;
+      await first?.release();
+
+      await expect(attempt.result).rejects.toBe(reason);
+      await within(wasRefused, 2000, 'the refused release');
+      expect(waiter.leases.get('doc:4')?.held).toBe(true);
+      limited.clock.advance(1000);
+      await within(wasAccepted, 2000, 'the release the client sends again');
+      const [acquire, cancel, ...releases] = sent.map((frame) => frame.op);
+      expect([acquire, cancel, releases.length >= 2, new Set(releases)]).toEqual(['acquire', 'cancel', true, new Set(['release'])]);
+      expect(waiter.leases.size).toBe(0);
+      expect((await owner.status('doc:4')).locked).toBe(false);
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('a re-acquire of a held key that races an abort keeps the lease', async () => {
     const controller = new AbortController();
     const lease = await holder.acquire('doc:5');

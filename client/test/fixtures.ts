@@ -1,4 +1,10 @@
-import { createLockServer, createManualClock, type LockServer, type ManualClock } from '@lockwire/server';
+import {
+  createLockServer,
+  createManualClock,
+  type LockServer,
+  type LockServerOptions,
+  type ManualClock,
+} from '@lockwire/server';
 import {
   createWsTransport,
   LockClient,
@@ -17,10 +23,10 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-/** Starts a server on a free port with a manual clock and no heartbeat. */
-export async function startHarness(): Promise<Harness> {
+/** Starts a server on a free port with a manual clock and no heartbeat, and any further `options` (e.g. `limits`). */
+export async function startHarness(options: Omit<LockServerOptions, 'port' | 'clock'> = {}): Promise<Harness> {
   const clock = createManualClock();
-  const server = await createLockServer({ port: 0, clock, heartbeatInterval: 0 });
+  const server = await createLockServer({ heartbeatInterval: 0, ...options, port: 0, clock });
   const clients: LockClient[] = [];
   const connectTo = async (url: string, options?: ConnectOptions): Promise<LockClient> => {
     const client = await LockClient.connect(url, options);
@@ -100,4 +106,19 @@ export function recordingTransport(onFrame?: (frame: Record<string, unknown>) =>
     };
   };
   return { transport, sent };
+}
+
+/**
+ * A ws transport whose `released()` resolves (bounded) at the next reply that
+ * accepted a `release`, once the client has handled it.
+ */
+export function releaseWatchingTransport(): { transport: TransportFactory; released: () => Promise<void> } {
+  const waiting: (() => void)[] = [];
+  const { transport } = recordingTransport((frame) => {
+    // Resolved before the client reads the frame; the awaiting code runs after it did.
+    if (frame.type === 'reply' && frame.released === true) for (const resolve of waiting.splice(0)) resolve();
+  });
+  const released = () =>
+    within(new Promise<void>((resolve) => waiting.push(resolve)), 2000, 'a release the server accepted');
+  return { transport, released };
 }

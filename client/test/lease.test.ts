@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockError, type LockClient } from '@lockwire/client';
-import { abortedWith, nextEvent, startHarness, within, type Harness } from './fixtures.js';
+import { abortedWith, nextEvent, releaseWatchingTransport, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
 let alice: LockClient;
@@ -172,5 +172,54 @@ describe('withLock and await using', () => {
       expect((await bob.status('room:8')).locked).toBe(true);
     }
     expect((await bob.status('room:8')).locked).toBe(false);
+  });
+});
+
+describe('a release the server refuses', () => {
+  /** A server whose sessions may send one frame, and one more per ms of its manual clock. */
+  async function oneFrameAtATime() {
+    const limited = await startHarness({ limits: { rateLimit: 1000, rateBurst: 1 } });
+    cleanups.push(() => limited.close());
+    return limited;
+  }
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup();
+  });
+
+  it('rejects with the server code and leaves the lease held, and a second release() sends a new release that frees the key', async () => {
+    const limited = await oneFrameAtATime();
+    const carol = await limited.connect();
+    const dave = await limited.connect();
+    const lease = await carol.acquire('doc:9');
+    if (!lease) throw new Error('doc:9 not granted');
+
+    // The acquire took the only frame of the budget.
+    await expect(lease.release()).rejects.toMatchObject({ name: 'LockError', code: 'rate_limited' });
+    expect(lease.state).toBe('held');
+    expect(lease.signal.aborted).toBe(false);
+    expect(carol.leases.get('doc:9')).toBe(lease);
+    expect((await dave.status('doc:9')).holders.map((holder) => holder.session)).toEqual([carol.session]);
+
+    limited.clock.advance(1000);
+    await within(lease.release());
+    expect(lease.state).toBe('released');
+    expect(carol.leases.size).toBe(0);
+    expect((await dave.status('doc:9')).locked).toBe(false);
+  });
+
+  it('withLock resolves with the callback result and releases the lock once the server accepts the release', async () => {
+    const limited = await oneFrameAtATime();
+    const { transport, released } = releaseWatchingTransport();
+    const carol = await limited.connect({ transport });
+    const dave = await limited.connect();
+
+    expect(await within(carol.withLock('job:refused', () => 'done'))).toBe('done');
+    expect(carol.leases.get('job:refused')?.held).toBe(true);
+    const accepted = released();
+    limited.clock.advance(1000);
+    await accepted;
+    expect(carol.leases.size).toBe(0);
+    expect((await dave.status('job:refused')).locked).toBe(false);
   });
 });

@@ -1,7 +1,14 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockError, type Lock, type LockClient } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
-import { nextEvent, recordingTransport, startHarness, within, type Harness } from './fixtures.js';
+import {
+  nextEvent,
+  recordingTransport,
+  releaseWatchingTransport,
+  startHarness,
+  within,
+  type Harness,
+} from './fixtures.js';
 
 let h: Harness;
 let proxy: TcpProxy;
@@ -94,5 +101,30 @@ describe('client.locks: a steal of the same client', () => {
     expect(called).toBe(false);
     expect(await carol.locks.query()).toEqual({ held: [], pending: [] });
     expect((await bob.status('x')).locked).toBe(false);
+  });
+});
+
+describe('client.locks when the server refuses a release', () => {
+  it('request() settles with the callback result, and the hold is released again until the server accepts', async () => {
+    // One frame per session, then one more per ms of the manual clock: the release after the acquire is refused.
+    const limited = await startHarness({ limits: { rateLimit: 1000, rateBurst: 1 } });
+    try {
+      const { transport, released } = releaseWatchingTransport();
+      const carol = await limited.connect({ transport });
+      const dave = await limited.connect();
+
+      expect(await within(carol.locks.request('w', () => 'done'))).toBe('done');
+      // Refused: the session still holds w, and the client says so rather than forgetting it.
+      expect(carol.leases.get('w')?.held).toBe(true);
+      expect((await dave.status('w')).holders.map((holder) => holder.session)).toEqual([carol.session]);
+
+      const accepted = released();
+      limited.clock.advance(1000);
+      await accepted;
+      expect(carol.leases.size).toBe(0);
+      expect((await dave.status('w')).locked).toBe(false);
+    } finally {
+      await limited.close();
+    }
   });
 });
