@@ -1,3 +1,4 @@
+import { createPublicKey, type JsonWebKey } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import {
   createLocalJWKSet,
@@ -163,6 +164,49 @@ export function normaliseOrigin(entry: string): string {
     throw new TypeError(`allowOrigins: ${JSON.stringify(entry)} is not an origin (scheme://host[:port])`);
   }
   return url.origin;
+}
+
+/** Why a JWK is not a public signature key lockwire can verify with, or null when it is one. */
+function jwkProblem(jwk: unknown): string | null {
+  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return 'not a JWK (a JSON object with kty)';
+  const { kty } = jwk as { kty?: unknown };
+  if (kty === 'oct') return 'a symmetric key: give an HS256 secret with --auth-secret instead';
+  if ('d' in jwk) return 'a private key: the file must hold public keys only';
+  if (kty !== 'RSA' && kty !== 'EC' && kty !== 'OKP') return `kty ${JSON.stringify(kty)}: expected RSA, EC or OKP`;
+  try {
+    createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+  } catch (error) {
+    return `not a valid ${kty} public key: ${error instanceof Error ? error.message : String(error)}`;
+  }
+  return null;
+}
+
+/**
+ * The key set of a JWKS file's text (`--auth-jwks-file`): public signature
+ * keys (RSA, EC or OKP) that tokens are verified with. Throws an `Error`
+ * saying what is wrong: not JSON, no `keys` array, no keys, or a key that is
+ * not such a key (named by its index: `keys[1]: a private key ...`). The
+ * checks run when the server starts, so a bad file stops it instead of
+ * leaving every token refused.
+ */
+export function parseJwks(text: string): JSONWebKeySet {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || !('keys' in parsed) || !Array.isArray(parsed.keys)) {
+    throw new Error('expected a JSON object with a keys array');
+  }
+  if (parsed.keys.length === 0) throw new Error('the keys array is empty: no token could be verified');
+  for (const [index, jwk] of parsed.keys.entries()) {
+    const problem = jwkProblem(jwk);
+    if (problem !== null) throw new Error(`keys[${index}]: ${problem}`);
+  }
+  const jwks = parsed as JSONWebKeySet;
+  createLocalJWKSet(jwks);
+  return jwks;
 }
 
 /**

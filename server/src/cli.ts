@@ -1,11 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { JSONWebKeySet } from 'jose';
 import { pino } from 'pino';
 import {
   CONFIG_KEYS,
   ConfigError,
   configOptions,
+  configSources,
   defaultsLayer,
   envLayer,
   flagLayer,
@@ -99,20 +98,6 @@ function serveArgsConfig(): ParseArgsConfig['options'] {
   return options;
 }
 
-/** Reads a JWKS file for `--auth-jwks-file`; a `ConfigError` names the file when it cannot. */
-function readJwksFile(file: string): JSONWebKeySet {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new ConfigError(`--auth-jwks-file ${JSON.stringify(file)}: ${error instanceof Error ? error.message : String(error)}`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || !('keys' in parsed) || !Array.isArray(parsed.keys)) {
-    throw new ConfigError(`--auth-jwks-file ${JSON.stringify(file)}: expected a JSON object with a keys array`);
-  }
-  return parsed as JSONWebKeySet;
-}
-
 function usageError(io: CliIo, usage: string, problem: string): number {
   io.stderr.write(`lockwire: ${problem}\n\n${usage}`);
   return EXIT_USAGE;
@@ -130,23 +115,19 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     return EXIT_OK;
   }
   let config;
+  let options;
   try {
     const file = flags[CONFIG_FILE_FLAG] ?? io.env[CONFIG_FILE_ENV];
     const fileLayers = typeof file === 'string' && file !== '' ? [readConfigFile(file)] : [];
-    config = resolveConfig([defaultsLayer(), ...fileLayers, envLayer(io.env), flagLayer(flags)]);
+    const layers = [defaultsLayer(), ...fileLayers, envLayer(io.env), flagLayer(flags)];
+    config = resolveConfig(layers);
+    options = serverOptionsFromConfig(config, { describe: configSources(layers) });
   } catch (error) {
     if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
     throw error;
   }
 
   const logger = pino({ name: 'lockwire', level: config.logLevel }, pino.destination({ dest: 2, sync: true }));
-  let options;
-  try {
-    options = serverOptionsFromConfig(config, readJwksFile);
-  } catch (error) {
-    if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
-    throw error;
-  }
   const metrics = createLockMetrics();
   const store =
     config.store === 'memory'

@@ -1,7 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { DEFAULT_LIMITS, MAX_DURATION_MS } from '@lockwire/protocol';
-import type { JSONWebKeySet } from 'jose';
 import * as z from 'zod';
-import type { AuthOptions } from './auth.js';
+import { normaliseOrigin, parseJwks, type AuthOptions } from './auth.js';
 import { DEFAULT_SERVER_LIMITS } from './limits.js';
 import type { LockServerOptions } from './server.js';
 
@@ -13,6 +13,28 @@ function fromText(value: unknown): unknown {
 function integer(min: number, max: number) {
   const error = `expected an integer from ${min} to ${max}`;
   return z.preprocess(fromText, z.number({ error }).int({ error }).min(min, { error }).max(max, { error }));
+}
+
+/** True for what the Redis client connects to: `redis://` or `rediss://`, a host, and at most a database number. */
+function isRedisUrl(text: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return false;
+  }
+  return (
+    (url.protocol === 'redis:' || url.protocol === 'rediss:') &&
+    url.hostname !== '' &&
+    /^(\/\d*)?$/.test(url.pathname) &&
+    url.search === '' &&
+    url.hash === ''
+  );
+}
+
+/** The entries of a comma-separated setting, trimmed, empty ones dropped. */
+function entries(text: string): string[] {
+  return text.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
 }
 
 /**
@@ -90,9 +112,18 @@ export const configOptions = {
     flag: 'redis-url',
     env: 'LOCKWIRE_REDIS_URL',
     arg: 'URL',
-    help: 'Redis of the redis stores: redis://host:port (cluster: one or more nodes, comma-separated)',
+    help: 'Redis of the redis stores: redis://host:port, or rediss:// for TLS (cluster: one or more nodes, comma-separated)',
     default: '',
-    schema: z.string(),
+    schema: z.string().check((ctx) => {
+      for (const url of entries(ctx.value)) {
+        if (isRedisUrl(url)) continue;
+        ctx.issues.push({
+          code: 'custom',
+          input: ctx.value,
+          message: `${JSON.stringify(url)} is not a Redis URL: expected redis://host:port or rediss://host:port`,
+        });
+      }
+    }),
   },
   nodeTtl: {
     flag: 'node-ttl',
@@ -199,7 +230,22 @@ export const configOptions = {
     multiple: true,
     schema: z.preprocess(
       (value) => (Array.isArray(value) ? value.join(',') : value),
-      z.string().transform((text) => text.split(',').map((origin) => origin.trim()).filter((origin) => origin !== '')),
+      z
+        .string()
+        .transform(entries)
+        .check((ctx) => {
+          for (const origin of ctx.value) {
+            try {
+              normaliseOrigin(origin);
+            } catch {
+              ctx.issues.push({
+                code: 'custom',
+                input: ctx.value,
+                message: `${JSON.stringify(origin)} is not an origin: expected scheme://host[:port] (no path), * or null`,
+              });
+            }
+          }
+        }),
     ),
   },
   logLevel: {
@@ -265,6 +311,10 @@ export const serverConfigSchema = z.strictObject({
   .refine((config) => config.store === 'memory' || config.redisUrl !== '', {
     path: ['redisUrl'],
     error: 'required with --store redis or redis-cluster',
+  })
+  .refine((config) => config.store !== 'redis' || entries(config.redisUrl).length <= 1, {
+    path: ['redisUrl'],
+    error: 'one URL with --store redis; a list of nodes is for --store redis-cluster',
   })
   .refine((config) => config.authSecret === '' || config.authJwksFile === '', {
     path: ['authJwksFile'],
@@ -339,12 +389,8 @@ export function flagLayer(flags: Readonly<Record<string, unknown>>): ConfigLayer
   return { values, describe: (key) => `--${configOptions[key].flag}` };
 }
 
-/**
- * Merges layers, later ones winning per setting (e.g. defaults, a config
- * file, the environment, flags), and validates the result. Throws a
- * `ConfigError` listing every invalid setting with the source it came from.
- */
-export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
+/** The raw value of each setting, later layers winning, and the layer it came from. */
+function merge(layers: readonly ConfigLayer[]) {
   const raw: Partial<Record<ConfigKey, unknown>> = {};
   const origin = new Map<ConfigKey, ConfigLayer>();
   for (const layer of layers) {
@@ -354,6 +400,16 @@ export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
       origin.set(key, layer);
     }
   }
+  return { raw, origin };
+}
+
+/**
+ * Merges layers, later ones winning per setting (e.g. defaults, a config
+ * file, the environment, flags), and validates the result. Throws a
+ * `ConfigError` listing every invalid setting with the source it came from.
+ */
+export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
+  const { raw, origin } = merge(layers);
   const parsed = serverConfigSchema.safeParse(raw);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => {
@@ -365,18 +421,55 @@ export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
 }
 
 /**
- * The `createLockServer` options of a configuration. `readJwks` reads the
- * `--auth-jwks-file` (the CLI passes a file reader; it may throw, naming the file).
+ * Names the source each setting of `layers` came from, as `resolveConfig`
+ * does in its errors (`--port`, `LOCKWIRE_PORT`, `lockwire.json: port`);
+ * a setting no layer gives is named by its flag.
  */
-export function serverOptionsFromConfig(
-  config: ServerConfig,
-  readJwks: (file: string) => JSONWebKeySet = () => {
-    throw new ConfigError('--auth-jwks-file cannot be read here');
-  },
-): LockServerOptions {
+export function configSources(layers: readonly ConfigLayer[]): (key: ConfigKey) => string {
+  const { origin } = merge(layers);
+  return (key) => origin.get(key)?.describe(key) ?? `--${configOptions[key].flag}`;
+}
+
+function problemOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** What `serverOptionsFromConfig` needs beyond the configuration. */
+export interface ServerOptionsContext {
+  /** Names where a setting came from in errors (see `configSources`). Default: its flag. */
+  describe?: (key: ConfigKey) => string;
+  /** Reads the `--auth-jwks-file` as text. Default: the file system. */
+  readFile?: (file: string) => string;
+}
+
+/**
+ * The `createLockServer` options of a configuration. Reads and checks the
+ * `--auth-jwks-file`: throws a `ConfigError` naming the setting's source and
+ * the file when it cannot be read, is not JSON, or holds anything but public
+ * signature keys (RSA, EC, OKP), so a bad key set stops the server before it
+ * listens rather than refusing every token.
+ */
+export function serverOptionsFromConfig(config: ServerConfig, context: ServerOptionsContext = {}): LockServerOptions {
+  const describe = context.describe ?? ((key: ConfigKey) => `--${configOptions[key].flag}`);
+  const readFile = context.readFile ?? ((file: string) => readFileSync(file, 'utf8'));
   const auth: AuthOptions = {};
   if (config.authSecret !== '') auth.secret = config.authSecret;
-  if (config.authJwksFile !== '') auth.jwks = readJwks(config.authJwksFile);
+  if (config.authJwksFile !== '') {
+    const file = config.authJwksFile;
+    const fault = (problem: string) =>
+      new ConfigError(`${describe('authJwksFile')} ${JSON.stringify(file)}: ${problem}`);
+    let text: string;
+    try {
+      text = readFile(file);
+    } catch (error) {
+      throw fault(`cannot be read: ${problemOf(error)}`);
+    }
+    try {
+      auth.jwks = parseJwks(text);
+    } catch (error) {
+      throw fault(problemOf(error));
+    }
+  }
   if (config.authAudience !== '') auth.audience = config.authAudience;
   if (config.authIssuer !== '') auth.issuer = config.authIssuer;
   return {

@@ -1,8 +1,26 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportJWK, generateKeyPair } from 'jose';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { main, type CliIo } from '../src/cli.js';
 import { defaultsLayer, envLayer, flagLayer, resolveConfig } from '../src/config.js';
 import { upgradeStatus } from './auth-harness.js';
 import { within } from './server-harness.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'lockwire-settings-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function writeFile(name: string, content: unknown): string {
+  const file = join(dir, name);
+  writeFileSync(file, typeof content === 'string' ? content : JSON.stringify(content));
+  return file;
+}
+
+/** The first line of what serve wrote on stderr: the problem, before the usage. */
+function problem(stderr: string): string {
+  return stderr.split('\n')[0] ?? '';
+}
 
 const running: Array<{ stop: () => void; exit: Promise<number> }> = [];
 afterEach(async () => {
@@ -87,5 +105,76 @@ describe('auth settings that would leave the server open', () => {
     const started = await serve([], { LOCKWIRE_AUTH_ISSUER: 'https://id.example' });
     expect(started.exit).toBe(2);
     expect(started.written.stderr).toMatch(/^lockwire: LOCKWIRE_AUTH_ISSUER "https:\/\/id\.example": requires --auth-secret/);
+  });
+});
+
+describe('settings the server would fail on later', () => {
+  it('exits 2 naming the source and the entry for an allowed Origin with a path', async () => {
+    const byFlag = await serve(['--allow-origin', 'https://app.example.com/app']);
+    expect(byFlag.exit).toBe(2);
+    expect(problem(byFlag.written.stderr)).toBe(
+      'lockwire: --allow-origin "https://app.example.com/app": "https://app.example.com/app" is not an origin: expected scheme://host[:port] (no path), * or null',
+    );
+    const byEnv = await serve([], { LOCKWIRE_ALLOW_ORIGIN: 'https://a.example, https://b.example/?x=1' });
+    expect(byEnv.exit).toBe(2);
+    expect(problem(byEnv.written.stderr)).toMatch(
+      /^lockwire: LOCKWIRE_ALLOW_ORIGIN "https:\/\/a\.example, https:\/\/b\.example\/\?x=1": "https:\/\/b\.example\/\?x=1" is not an origin/,
+    );
+  });
+
+  it('exits 2 naming the source for a Redis URL that is not redis:// or rediss://, and for a list with --store redis', async () => {
+    const http = await serve(['--store', 'redis', '--redis-url', 'http://127.0.0.1:6379']);
+    expect(http.exit).toBe(2);
+    expect(problem(http.written.stderr)).toBe(
+      'lockwire: --redis-url "http://127.0.0.1:6379": "http://127.0.0.1:6379" is not a Redis URL: expected redis://host:port or rediss://host:port',
+    );
+    const cluster = await serve(['--store', 'redis-cluster'], { LOCKWIRE_REDIS_URL: 'redis://127.0.0.1:7000,127.0.0.1:7001' });
+    expect(cluster.exit).toBe(2);
+    expect(problem(cluster.written.stderr)).toMatch(/^lockwire: LOCKWIRE_REDIS_URL "[^"]+": "127\.0\.0\.1:7001" is not a Redis URL/);
+    const list = await serve(['--store', 'redis', '--redis-url', 'redis://127.0.0.1:7000,redis://127.0.0.1:7001']);
+    expect(list.exit).toBe(2);
+    expect(problem(list.written.stderr)).toMatch(/^lockwire: --redis-url "[^"]+": one URL with --store redis/);
+  });
+
+  it('accepts Redis URLs with credentials, TLS and a database number', () => {
+    const config = (store: string, url: string) => resolveConfig([defaultsLayer(), flagLayer({ store, 'redis-url': url })]);
+    expect(config('redis', 'redis://user:pass@10.0.0.5:6379/2').redisUrl).toBe('redis://user:pass@10.0.0.5:6379/2');
+    expect(config('redis', 'rediss://cache.example:6380').redisUrl).toBe('rediss://cache.example:6380');
+    expect(config('redis-cluster', 'redis://a:7000, redis://b:7001').redisUrl).toBe('redis://a:7000, redis://b:7001');
+  });
+
+  it('exits 2 naming the source and the file for a JWKS file of anything but public signature keys', async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const cases: Array<[unknown, string]> = [
+      [{ keys: ['not a key'] }, 'keys[0]: not a JWK'],
+      [{ keys: [await exportJWK(publicKey), await exportJWK(privateKey)] }, 'keys[1]: a private key'],
+      [{ keys: [{ kty: 'oct', k: 'c2VjcmV0' }] }, 'keys[0]: a symmetric key'],
+      [{ keys: [{ kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' }] }, 'keys[0]: not a valid EC public key'],
+      [{ keys: [] }, 'the keys array is empty'],
+      [[], 'expected a JSON object with a keys array'],
+      ['{"keys": [', 'not valid JSON'],
+    ];
+    for (const [index, [content, expected]] of cases.entries()) {
+      const file = writeFile(`jwks-${index}.json`, content);
+      const started = await serve(['--auth-jwks-file', file]);
+      expect(started.exit).toBe(2);
+      expect(problem(started.written.stderr)).toContain(`lockwire: --auth-jwks-file ${JSON.stringify(file)}: ${expected}`);
+    }
+    const settings = writeFile('settings.json', { authJwksFile: join(dir, 'jwks-0.json') });
+    const byFile = await serve(['--config', settings]);
+    expect(byFile.exit).toBe(2);
+    expect(problem(byFile.written.stderr)).toMatch(new RegExp(`^lockwire: ${settings}: authJwksFile "[^"]+": keys\\[0\\]: not a JWK`));
+    const missing = join(dir, 'missing.json');
+    const byEnv = await serve([], { LOCKWIRE_AUTH_JWKS_FILE: missing });
+    expect(byEnv.exit).toBe(2);
+    expect(problem(byEnv.written.stderr)).toMatch(/^lockwire: LOCKWIRE_AUTH_JWKS_FILE "[^"]+": cannot be read: .*ENOENT/);
+  });
+
+  it('serves with a JWKS file of public keys, refusing connections without a token', async () => {
+    const { publicKey } = await generateKeyPair('ES256');
+    const file = writeFile('good.json', { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] });
+    const started = await serve(['--auth-jwks-file', file]);
+    expect(started.written.stderr).toBe('');
+    expect(await upgradeStatus(started.url ?? '')).toBe(401);
   });
 });
