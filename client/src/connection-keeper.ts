@@ -221,10 +221,14 @@ export class ConnectionKeeper {
     this.#welcome = welcome;
     this.#resume = resumeTicket(welcome);
     this.#setState('open');
-    // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply).
-    for (const key of this.#leases.reconcile(keptHolds(welcome, previous.session), this.#lastClose)) {
+    const kept = keptHolds(welcome, previous.session);
+    // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply) are
+    // released before any lease is lost: a Web Lock that such a loss wakes asks for the key again at once, and
+    // a release (which names only the key) sent after that acquire would drop the new hold.
+    for (const key of this.#leases.orphans(kept)) {
       void connection.request('release', { key }, { onResult: () => undefined }).result.catch(() => undefined);
     }
+    this.#leases.reconcile(kept, this.#lastClose);
     for (const [prefix, limit] of this.#watches.prefixes()) {
       connection
         .request('watch', { prefix, limit }, { onResult: (snapshot) => this.#watches.resync(prefix, snapshot) })

@@ -81,15 +81,24 @@ export class LeaseBook {
   }
 
   /**
+   * The keys of `kept` (the holds a resume gave back) that no lease stands
+   * for: released while offline, granted in a reply that was lost, or held
+   * under another token than the lease's (a newer grant whose reply was
+   * lost). The caller releases them, before `reconcile()`.
+   */
+  orphans(kept: Map<string, HeldLock>): string[] {
+    return [...kept.values()]
+      .filter((hold) => this.#entries.get(hold.key)?.lease.token !== hold.token)
+      .map((hold) => hold.key);
+  }
+
+  /**
    * A reconnect gave back `kept` (empty when it did not resume): leases whose
    * key is listed with their own token stay held, the others are lost.
-   * Returns the kept keys no lease stands for, which the caller releases.
    */
-  reconcile(kept: Map<string, HeldLock>, close: CloseInfo | undefined): string[] {
-    const orphans = new Map(kept);
+  reconcile(kept: Map<string, HeldLock>, close: CloseInfo | undefined): void {
     for (const [key, entry] of [...this.#entries]) {
-      const hold = orphans.get(key);
-      orphans.delete(key);
+      const hold = kept.get(key);
       if (hold?.token === entry.lease.token) {
         entry.control.setExpiresAt(hold.expiresAt);
         continue;
@@ -97,6 +106,5 @@ export class LeaseBook {
       this.#entries.delete(key);
       entry.control.lose(LeaseLostReason.ConnectionLost, close);
     }
-    return [...orphans.keys()];
   }
 }

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockClient, type Lease } from '@lockwire/client';
 import { backoffDelay, reconnectPolicy } from '../src/reconnect.js';
 import { defaultResponse, startFakeServer, type FakeServer, type Frame } from './fake-server.js';
-import { abortedWith, nextEvent } from './fixtures.js';
+import { abortedWith, nextEvent, within } from './fixtures.js';
 
 const fast = { initialDelay: 1, maxDelay: 5, jitter: 0 };
 const grace = (secret: string, extra: Record<string, unknown> = {}) => ({
@@ -114,6 +114,57 @@ describe('resume after a drop (session grace)', () => {
     await nextEvent(client, 'reconnect');
     expect(await (await fake.connection(1)).nextRequest('release')).toMatchObject({ key: 'doc:a' });
     expect(client.leases.size).toBe(0);
+  });
+});
+
+describe('a resume that gives back a hold under another token', () => {
+  beforeEach(async () => {
+    fake = await startFakeServer({
+      respond: grantAll,
+      // The session is back, holding doc:a under a newer grant (token 202) whose reply was lost in the drop.
+      welcome: (n) =>
+        n === 0
+          ? grace('first')
+          : { session: 's0', ...grace('second', { resumed: true, held: [{ key: 'doc:a', mode: 'exclusive', token: 202, expiresAt: null }] }) },
+    });
+  });
+
+  it('loses the lease and releases the kept hold, as no lease stands for it', async () => {
+    const client = await connect();
+    const a = await lease(client, 'doc:a');
+    expect(a.token).toBe(101);
+    const reconnected = nextEvent(client, 'reconnect');
+    (await fake.connection(0)).terminate();
+    expect(await reconnected).toMatchObject({ resumed: true });
+    expect(await abortedWith(a.signal)).toMatchObject({ code: 'connection_lost' });
+    expect(client.leases.size).toBe(0);
+    expect(await (await fake.connection(1)).nextRequest('release')).toMatchObject({ key: 'doc:a' });
+  });
+
+  it('sends that release before a Web Lock woken by the lost lease asks for the key again', async () => {
+    const client = await connect();
+    let granted!: () => void;
+    const isGranted = new Promise<void>((resolve) => (granted = resolve));
+    const holding = client.locks
+      .request('doc:a', () => {
+        granted();
+        return new Promise(() => undefined);
+      })
+      .catch((error: unknown) => error);
+    await isGranted;
+    // Waits in the client behind its own holder; the holder's loss lets it ask the server.
+    const next = client.locks.request('doc:a', (lock) => lock?.token);
+    (await fake.connection(0)).terminate();
+
+    expect(await within(holding)).toMatchObject({ code: 'connection_lost' });
+    const second = await fake.connection(1);
+    const first = await second.nextRequest();
+    const after = await second.nextRequest();
+    expect([first, after].map((frame) => [frame.op, frame.key])).toEqual([
+      ['release', 'doc:a'],
+      ['acquire', 'doc:a'],
+    ]);
+    expect(await within(next)).toBe(100 + Number(after.id));
   });
 });
 
