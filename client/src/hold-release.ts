@@ -18,12 +18,18 @@ const MAX_RETRY_MS = 10_000;
  * until the release is accepted or the lease is lost (expired, stolen,
  * revoked, or its connection gone: the server let go of it then).
  *
- * Resolves once the first release was answered, whether or not it was
- * refused; `onGone` runs once the hold is gone (before the returned promise
- * resolves when the first release took it). Never rejects.
+ * Resolves once the first release was answered: with the server's refusal
+ * as `{ error }` (the release then goes on in the background), or
+ * `undefined` when the hold is gone. `onGone` runs once the hold is gone
+ * (before the returned promise resolves when the first release took it).
+ * Never rejects.
  */
-export function releaseHold(lease: Lease, limits: Limits, onGone: () => void = () => undefined): Promise<void> {
-  return new Promise<void>((answered) => {
+export function releaseHold(
+  lease: Lease,
+  limits: Limits,
+  onGone: () => void = () => undefined,
+): Promise<{ error: unknown } | undefined> {
+  return new Promise((answered) => {
     const run = async () => {
       for (let refusals = 1; ; refusals += 1) {
         const refusal = await lease.release().then(
@@ -31,7 +37,7 @@ export function releaseHold(lease: Lease, limits: Limits, onGone: () => void = (
           (error: unknown) => ({ error }),
         );
         if (!refusal || !lease.held) return;
-        answered();
+        answered(refusal);
         // A loss aborts the lease's signal, which ends the wait early: nothing is left to release then.
         await pause(retryDelay(refusal.error, refusals, limits), lease.signal);
         if (!lease.held) return;
@@ -41,7 +47,7 @@ export function releaseHold(lease: Lease, limits: Limits, onGone: () => void = (
       try {
         onGone();
       } finally {
-        answered();
+        answered(undefined);
       }
     });
   });

@@ -233,7 +233,7 @@ export class WebLockQueue {
     return holder;
   }
 
-  /** `steal`: every holder here loses the lock, then the server hold is taken from everyone else. */
+  /** `steal`: every holder here loses the lock, the session hands its hold back, then takes it from everyone else. */
   async #steal(name: string, state: NameState): Promise<Holder> {
     state.stealers += 1;
     try {
@@ -249,20 +249,28 @@ export class WebLockQueue {
         await this.#nextChange(state);
       }
       state.busy = true;
+      let releasing = false;
       try {
         this.#breakHolders(state, new DOMException(`lock ${JSON.stringify(name)} was stolen`, 'AbortError'));
-        let lease = state.lease;
-        // The session's own exclusive hold passes to the stealer; a shared one cannot be upgraded.
-        if (lease && (lease.mode !== 'exclusive' || !lease.held)) {
-          state.lease = null;
-          await lease.release().catch(() => undefined);
-          lease = null;
+        // A steal is a new grant with a new, larger fencing token, also when this session held the lock: the
+        // robbed callbacks may still write with the old token, and the resource must be able to refuse them.
+        // So the session's own hold is released first (another session may be granted it meanwhile, and is
+        // then stolen from like anyone else).
+        const own = state.lease;
+        state.lease = null;
+        if (own) {
+          const refusal = await releaseHold(own, this.#host.limits, () => {
+            if (releasing) this.#afterRelease(name, state);
+          });
+          // Refused: the release goes on in the background, and the name stays busy until the hold is gone.
+          releasing = refusal !== undefined;
+          if (refusal) throw refusal.error;
         }
-        lease ??= await this.#host.acquire(name, { steal: true });
+        const lease = await this.#host.acquire(name, { steal: true });
         if (!lease) throw new LockError('not_acquired', `steal of ${JSON.stringify(name)} was not granted`);
-        return state.lease === lease ? this.#hold(name, state, lease, 'exclusive') : this.#adopt(name, state, lease, 'exclusive');
+        return this.#adopt(name, state, lease, 'exclusive');
       } finally {
-        this.#setIdle(state);
+        if (!releasing) this.#setIdle(state);
       }
     } finally {
       state.stealers -= 1;
@@ -323,10 +331,13 @@ export class WebLockQueue {
       return;
     }
     state.busy = true;
-    await releaseHold(lease, this.#host.limits, () => {
-      this.#setIdle(state);
-      this.#process(name);
-    });
+    await releaseHold(lease, this.#host.limits, () => this.#afterRelease(name, state));
+  }
+
+  /** The name's server hold is gone: its next request may ask the server. */
+  #afterRelease(name: string, state: NameState): void {
+    this.#setIdle(state);
+    this.#process(name);
   }
 
   #breakHolders(state: NameState, reason: unknown): void {

@@ -25,7 +25,11 @@ export interface LockOptions {
   mode?: LockMode;
   /** Grant only if possible at once; otherwise the callback gets `null`. */
   ifAvailable?: boolean;
-  /** Take the lock from its holders (their `request()` rejects with an `AbortError`); exclusive only. */
+  /**
+   * Take the lock from its holders (their `request()` rejects with an
+   * `AbortError`), this client's own included; exclusive only. The steal is
+   * a new grant with a new, larger fencing token.
+   */
   steal?: boolean;
   /** Gives up while waiting: `request()` rejects with `signal.reason`. Ignored once granted. */
   signal?: AbortSignal;

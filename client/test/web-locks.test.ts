@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockError, type Lock, type LockClient } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import {
+  abortedWith,
   nextEvent,
   recordingTransport,
   releaseWatchingTransport,
@@ -102,6 +103,35 @@ describe('client.locks: a steal of the same client', () => {
     expect(await carol.locks.query()).toEqual({ held: [], pending: [] });
     expect((await bob.status('x')).locked).toBe(false);
   });
+
+  it('a steal gets a new, larger fencing token than the robbed holder of the same client, whose request rejects with an AbortError', async () => {
+    const robbed = await holding(bob, 'f', new Promise(() => undefined));
+    const oldToken = robbed.lock?.token ?? 0;
+    const stolen = await within(bob.locks.request('f', { steal: true }, async (lock) => {
+      expect((await alice.status('f')).holders.map((holder) => holder.token)).toEqual([lock?.token]);
+      return lock?.token ?? 0;
+    }));
+    // The robbed callback may still write with the old token: a resource that fences by token can refuse it now.
+    expect(stolen).toBeGreaterThan(oldToken);
+    const error = await within(robbed.done);
+    expect(error).toBeInstanceOf(DOMException);
+    expect(error).toMatchObject({ name: 'AbortError' });
+    expect((await alice.status('f')).locked).toBe(false);
+  });
+
+  it('a steal takes the lock from another session that was granted it while the client handed its own hold back', async () => {
+    const robbed = await holding(bob, 'g', new Promise(() => undefined));
+    let queued!: () => void;
+    const isQueued = new Promise<void>((resolve) => (queued = resolve));
+    const waiting = alice.acquire('g', { onQueued: () => queued() });
+    await within(isQueued);
+    const stealerToken = await within(bob.locks.request('g', { steal: true }, (lock) => lock?.token ?? 0));
+    // Bob's release granted alice's queued acquire; the steal then took it from her.
+    const lease = await within(waiting);
+    expect(await abortedWith(lease?.signal ?? AbortSignal.abort())).toMatchObject({ code: 'stolen' });
+    expect(stealerToken).toBeGreaterThan(lease?.token ?? Infinity);
+    expect(await within(robbed.done)).toMatchObject({ name: 'AbortError' });
+  });
 });
 
 describe('client.locks when the server refuses a release', () => {
@@ -123,6 +153,27 @@ describe('client.locks when the server refuses a release', () => {
       await accepted;
       expect(carol.leases.size).toBe(0);
       expect((await dave.status('w')).locked).toBe(false);
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('a steal whose hand-back of the own hold is refused rejects with the refusal, and the hold is released once the server accepts', async () => {
+    const limited = await startHarness({ limits: { rateLimit: 1000, rateBurst: 1 } });
+    try {
+      const { transport, released } = releaseWatchingTransport();
+      const carol = await limited.connect({ transport });
+      const dave = await limited.connect();
+      const robbed = await holding(carol, 'v', new Promise(() => undefined));
+
+      const steal = carol.locks.request('v', { steal: true }, () => 'stolen');
+      await expect(within(steal)).rejects.toMatchObject({ name: 'LockError', code: 'rate_limited' });
+      expect(await within(robbed.done)).toMatchObject({ name: 'AbortError' });
+      const accepted = released();
+      limited.clock.advance(1000);
+      await accepted;
+      expect(carol.leases.size).toBe(0);
+      expect((await dave.status('v')).locked).toBe(false);
     } finally {
       await limited.close();
     }
