@@ -248,8 +248,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       });
     },
 
-    async closeSession(session) {
-      step((now) => ({ result: undefined, effects: engine.closeSession(session, now) }));
+    async closeSession(session, end) {
+      step((now) => ({ result: undefined, effects: engine.closeSession(session, now, end) }));
     },
 
     async close() {

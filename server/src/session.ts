@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
 import type { Clock } from './clock.js';
 import type { LockError } from './errors.js';
-import { heldLocks, sameSecret, type DetachedSession } from './grace.js';
+import { sameSecret, type DetachedSession } from './grace.js';
 import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
 import { AcquireOutcome, type LockMetrics } from './metrics.js';
@@ -105,6 +105,8 @@ export class Session {
   private noGrace = false;
   /** Set while expired credentials are being acted on: frames are refused `unauthorized`. */
   private expired = false;
+  /** The store's `closeSession` started when the credentials expired, which `end()` then waits on instead of a second one. */
+  private closedInStore: Promise<void> | null = null;
   private expiryTimer: unknown = null;
 
   constructor(
@@ -286,8 +288,7 @@ export class Session {
     this.releasedAtEnd = this.held.size;
     const handoffs = [...this.held].map((key) => this.host.metrics.holdEnding(key));
     this.held.clear();
-    const closing = this.host.store
-      .closeSession(this.id)
+    const closing = (this.closedInStore ?? this.host.store.closeSession(this.id))
       .catch((error: unknown) => {
         this.host.logger.error({ err: error, session: this.id }, 'store failed to close the session');
       })
@@ -310,21 +311,22 @@ export class Session {
   }
 
   /**
-   * The credentials expired while connected: each held lock is reported
-   * `lost` (`revoked`) and released, then the connection is closed with 1008.
+   * The credentials expired while connected: the session ends in the store
+   * as on a disconnect, in one step (its queued requests leave their queues,
+   * then its holds end), except that the holds are taken back: each is
+   * `revoked`, and the client, still connected, is told `lost` through the
+   * store's listener like any other loss. Then the connection is closed with
+   * 1008, without grace.
    */
   private async expireCredentials(): Promise<void> {
     this.expiryTimer = null;
     if (!this.alive) return;
     this.expired = true;
     this.noGrace = true;
-    const held = await heldLocks(this.host.store, this.id, this.held).catch(() => []);
-    for (const lock of held) {
-      this.sender.send(JSON.stringify({ type: 'lost', key: lock.key, token: lock.token, reason: 'revoked' }));
-      this.held.delete(lock.key);
-    }
-    await Promise.all(held.map((lock) => this.host.store.release(this.id, lock.key).catch(() => {})));
-    this.closeForPolicy('credentials expired');
+    this.closedInStore = this.host.store.closeSession(this.id, 'revoked');
+    // A failure is logged by `end()`, which waits on the same call.
+    await this.closedInStore.catch(() => {});
+    if (this.alive) this.closeForPolicy('credentials expired');
   }
 
   /** Closes with 1008 and ends the session without grace. */

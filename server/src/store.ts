@@ -96,6 +96,14 @@ export interface WatchHandle {
   stop(): void;
 }
 
+/**
+ * How `closeSession` ends the session's holds: `released`, as by their
+ * holder (a disconnect), or `revoked`, taken back from it (its credentials
+ * expired): each is reported `lost` with reason `revoked` to the listener and
+ * watchers see `revoked`.
+ */
+export type SessionEnd = 'released' | 'revoked';
+
 export interface StoreLimits {
   maxLocksPerSession: number;
   maxWaitersPerKey: number;
@@ -139,10 +147,12 @@ export interface LockStore {
   revoke(key: string): Promise<number>;
   /**
    * Ends a session: its pending requests leave their queues first, then its
-   * locks are released, each next waiter granted in the same step. Nothing of
-   * the session is settled afterwards.
+   * holds end as `end` says (default `released`), each next waiter granted
+   * in the same step. Nothing of the session is settled afterwards; with
+   * `revoked`, the listener hears each hold's `lost` before the grant it
+   * made room for, as for a `revoke`.
    */
-  closeSession(session: SessionId): Promise<void>;
+  closeSession(session: SessionId, end?: SessionEnd): Promise<void>;
   /**
    * Resolves once every change of the table made before the call that
    * `session` is owed news of (the `lost` of a steal made through another

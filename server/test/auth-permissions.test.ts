@@ -220,6 +220,51 @@ describe('credentials expiring while connected', () => {
     expect(await waiter.request({ op: 'list', id: 2 })).toMatchObject({ locks: [{ key: 'a', holders: [{ session: expect.any(String) }] }] });
   });
 
+  it('ends the session in one step as a disconnect does: its queued requests leave first, then watchers see its holds revoked', async () => {
+    const { clock, as } = await authServer();
+    const exp = Math.floor(clock.now() / 1000) + 30;
+    const { client: x } = await as({ sub: 'x', locks: ['*'], exp });
+    const { client: y } = await as({ sub: 'y', locks: ['*'], watch: ['*'] });
+    expect(await y.request({ op: 'acquire', id: 1, key: 'b' })).toMatchObject({ acquired: true });
+    const grant = await x.request({ op: 'acquire', id: 1, key: 'a' });
+    x.send({ op: 'acquire', id: 2, key: 'b' });
+    await x.next((f) => f.type === 'queued', 'x queued on b');
+    await y.request({ op: 'watch', id: 2, prefix: '' });
+    clock.set(exp * 1000);
+    expect(await x.next((f) => f.type === 'lost', 'the lost of a')).toEqual({
+      type: 'lost',
+      key: 'a',
+      token: grant.token,
+      reason: 'revoked',
+    });
+    expect(await within(x.closed, 'the 1008 close')).toMatchObject({ code: 1008 });
+    const first = await y.next((f) => f.type === 'event', 'the first event');
+    const second = await y.next((f) => f.type === 'event', 'the second event');
+    expect([first, second].map((e) => `${String(e.event)} ${String(e.key)}`)).toEqual(['dequeued b', 'revoked a']);
+    expect(second).toMatchObject({ token: grant.token, holders: 0 });
+    // Told once: the loss reached the client through the store's listener only.
+    expect(x.inbox.filter((f) => f.type === 'lost')).toEqual([]);
+  });
+
+  it('counts the holds taken at expiry as lost revoked and logs each as lock lost', async () => {
+    const lines: Array<{ msg: string; fields: object }> = [];
+    const log = (fields: object, msg: string) => void lines.push({ msg, fields });
+    const { server, clock } = await startServer({
+      auth: { secret: SECRET },
+      logger: { debug: log, info: log, warn: log, error: log },
+    });
+    const exp = Math.floor(clock.now() / 1000) + 30;
+    const { client, welcome } = await connectWith(server.url, await token({ sub: 'ana', locks: ['*'], exp }, { now: clock.now() }));
+    const grant = await client.request({ op: 'acquire', id: 1, key: 'a' });
+    clock.set(exp * 1000);
+    expect(await client.next()).toMatchObject({ type: 'lost', key: 'a', reason: 'revoked' });
+    expect(await within(client.closed, 'the 1008 close')).toMatchObject({ code: 1008 });
+    expect(await server.metrics.scrape()).toMatch(/^lockwire_locks_lost_total\{reason="revoked"\} 1$/m);
+    expect(lines.filter((line) => line.msg === 'lock lost')).toEqual([
+      { msg: 'lock lost', fields: { key: 'a', session: welcome['session'], token: grant.token, reason: 'revoked' } },
+    ]);
+  });
+
   it('keeps a session open while its token is valid', async () => {
     const { clock, as } = await authServer();
     const exp = Math.floor(clock.now() / 1000) + 30;

@@ -152,6 +152,22 @@ describe('closeSession', () => {
     expect(h.engine.inspect()).toEqual({ keys: 0, sessions: 0, pendingDeadlines: 0 });
   });
 
+  it('ends the holds as revoked when asked, each lost before the grant it makes room for, after the queued requests left', () => {
+    const h = engineHarness();
+    h.hold('o', 'q');
+    h.hold('a', 'h1');
+    h.acquire('a', 'q');
+    h.acquire('b', 'h1');
+    expect(lines(h.engine.closeSession('a', h.clock.now(), 'revoked'))).toEqual([
+      'dequeued q a h1 w0',
+      'lost a h1 t2 revoked',
+      'revoked h1 a t2 h0 w1',
+      'granted b #4 h1 t3',
+      'acquired h1 b t3 h1 w0',
+    ]);
+    expect(h.engine.inspect()).toEqual({ keys: 2, sessions: 2, pendingDeadlines: 0 });
+  });
+
   it('does nothing for an unknown or already closed session', () => {
     const h = engineHarness();
     expect(h.engine.closeSession('nobody', h.clock.now())).toEqual([]);

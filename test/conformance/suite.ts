@@ -2,6 +2,7 @@ import type { ConformanceTarget } from '../helpers/conformance-target.js';
 import { describeAcquire } from './acquire.js';
 import { describeDisconnect } from './disconnect.js';
 import { describeErrors } from './errors.js';
+import { describeCredentialExpiry } from './expiry.js';
 import { describeKeys } from './keys.js';
 import { describeObserve } from './observe.js';
 import { describeQueue } from './queue.js';
@@ -23,4 +24,5 @@ export function describeConformance(target: ConformanceTarget): void {
   describeErrors(target);
   describeKeys(target);
   describeDisconnect(target);
+  describeCredentialExpiry(target);
 }

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, expect } from 'vitest';
-import { createManualClock, systemClock, type Clock, type ManualClock } from '@lockwire/server';
+import { createManualClock, systemClock, type Clock, type LockServerOptions, type ManualClock } from '@lockwire/server';
 import { httpUrlOf, type ConformanceTarget, type TargetInstance, type TargetLimits } from './conformance-target.js';
 import { RawClient, type Frame } from './raw-client.js';
 
@@ -15,8 +15,11 @@ export interface Conformance {
    */
   readonly unit: number;
   readonly instance: TargetInstance;
-  /** Connects the next client; clients go round-robin over the target's nodes. */
-  connect(): Promise<RawClient>;
+  /**
+   * Connects the next client, with `token` as its `access_token` when given;
+   * clients go round-robin over the target's nodes.
+   */
+  connect(token?: string): Promise<RawClient>;
   /** Lets `ms` pass: advances a manual clock (firing due timers at once), no-op on real time. */
   elapse(ms: number): void;
   now(): number;
@@ -30,6 +33,8 @@ export interface Conformance {
 
 export interface ConformanceOptions {
   limits?: TargetLimits;
+  /** Credentials the target's nodes require (`connect` is then given a token). */
+  auth?: LockServerOptions['auth'];
 }
 
 /**
@@ -48,9 +53,10 @@ export function useConformance(target: ConformanceTarget, options: ConformanceOp
     manualClock = target.manualClock ? createManualClock() : undefined;
     const clock: Clock = manualClock ?? systemClock;
     const limits = options.limits ?? {};
+    const starting = { clock, limits, ...(options.auth ? { auth: options.auth } : {}) };
     clients = [];
     instances = [];
-    const instance = await target.start({ clock, limits });
+    const instance = await target.start(starting);
     instances.push(instance);
     let connected = 0;
     const tolerance = 250;
@@ -60,10 +66,10 @@ export function useConformance(target: ConformanceTarget, options: ConformanceOp
       manual: manualClock !== undefined,
       unit: manualClock ? 1000 : 100,
       instance,
-      async connect() {
+      async connect(token) {
         const url = instance.urls[connected++ % instance.urls.length];
         if (url === undefined) throw new Error(`target ${target.name} has no urls`);
-        const client = await RawClient.connect(url);
+        const client = await RawClient.connect(token === undefined ? url : `${url}?access_token=${encodeURIComponent(token)}`);
         clients.push(client);
         return client;
       },
@@ -85,7 +91,7 @@ export function useConformance(target: ConformanceTarget, options: ConformanceOp
         return { status: response.status, body };
       },
       async startAgain() {
-        const again = await target.start({ clock, limits });
+        const again = await target.start(starting);
         instances.push(again);
         return again;
       },

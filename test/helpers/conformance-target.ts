@@ -1,4 +1,4 @@
-import type { Clock } from '@lockwire/server';
+import type { Clock, LockServerOptions } from '@lockwire/server';
 
 /** Server limits a conformance suite may set; absent fields keep the server's defaults. */
 export interface TargetLimits {
@@ -12,6 +12,8 @@ export interface TargetStartOptions {
   /** The clock the target's stores must read time and set timers with (when `manualClock`). */
   clock: Clock;
   limits: TargetLimits;
+  /** Credentials every node requires; absent, connections need none and may do everything. */
+  auth?: LockServerOptions['auth'];
 }
 
 /** A running deployment: one or more nodes serving one lock table. */

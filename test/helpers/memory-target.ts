@@ -9,13 +9,14 @@ import type { ConformanceTarget } from './conformance-target.js';
 export const memoryTarget: ConformanceTarget = {
   name: 'memory',
   manualClock: true,
-  async start({ clock, limits }) {
+  async start({ clock, limits, auth }) {
     const server = await createLockServer({
       port: 0,
       host: '127.0.0.1',
       clock,
       limits,
       heartbeatInterval: 0,
+      ...(auth ? { auth } : {}),
     });
     return { urls: [server.url], close: () => server.close() };
   },

@@ -25,7 +25,7 @@ export function redisTarget(options: RedisTargetOptions): ConformanceTarget {
     name: options.name,
     manualClock: true,
     crossKeyEventOrder: !options.cluster,
-    async start({ clock, limits }) {
+    async start({ clock, limits, auth }) {
       const namespace = `lwt-${run}-${++starts}`;
       const servers: LockServer[] = [];
       try {
@@ -38,7 +38,9 @@ export function redisTarget(options: RedisTargetOptions): ConformanceTarget {
             clock,
             limits,
           });
-          servers.push(await createLockServer({ port: 0, host: '127.0.0.1', clock, limits, store, heartbeatInterval: 0 }));
+          servers.push(
+            await createLockServer({ port: 0, host: '127.0.0.1', clock, limits, store, heartbeatInterval: 0, ...(auth ? { auth } : {}) }),
+          );
         }
       } catch (error) {
         await Promise.allSettled(servers.map((s) => s.close()));

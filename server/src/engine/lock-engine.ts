@@ -1,6 +1,6 @@
 import type { ListResult, LockStatus, LostReason } from '@lockwire/protocol';
 import { badRequest, notHolder } from '../errors.js';
-import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
+import type { AcquireInput, AcquireOutcome, SessionEnd, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import { checkDuration, checkTicketFree, tooManyLocks, tooManyWaiters } from './checks.js';
 import { DeadlineHeap } from './deadline-heap.js';
 import { FirstKeys } from './first-keys.js';
@@ -198,11 +198,12 @@ export class LockEngine {
 
   /**
    * Ends a session: its queued acquires leave their queues (`dequeued`) and
-   * its waits are dropped, then its holds are released, each key's queue
-   * granted in the same step. Nothing of the session is settled. Costs
-   * O(what the session had).
+   * its waits are dropped, then its holds end as `end` says (`released`, or
+   * `revoked` with a `lost` for each), each key's queue granted in the same
+   * step. Nothing else of the session is settled. Costs O(what the session
+   * had).
    */
-  closeSession(session: SessionId, now: number): Effect[] {
+  closeSession(session: SessionId, now: number, end: SessionEnd = 'released'): Effect[] {
     const record = this.#sessions.get(session);
     const effects: Effect[] = [];
     if (!record) return effects;
@@ -211,7 +212,7 @@ export class LockEngine {
     for (const hold of [...(record.held?.values() ?? [])]) {
       const entry = this.#keys.get(hold.key);
       if (!entry) continue;
-      this.#endHold(entry, hold, 'released', now, effects);
+      this.#endHold(entry, hold, end, now, effects);
       this.#drain(entry, now, effects);
     }
     this.#sessions.delete(session);

@@ -9,6 +9,7 @@ import type {
   AcquireOutcome,
   LockEvent,
   LockStore,
+  SessionEnd,
   SessionId,
   StoreLimits,
   StoreListener,
@@ -227,8 +228,8 @@ class RedisStore implements LockStore {
     return this.#requests.revoke(key);
   }
 
-  closeSession(session: SessionId): Promise<void> {
-    return this.#cleanup.closeSession(session);
+  closeSession(session: SessionId, end?: SessionEnd): Promise<void> {
+    return this.#cleanup.closeSession(session, end);
   }
 
   /** See `SyncBarrier#sync`. */

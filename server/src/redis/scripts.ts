@@ -165,14 +165,17 @@ return finish({ n = #holds })
 
 /**
  * Ends what sessions have on this key, in two phases over all of their keys:
- * phase 'q' drops queued requests and waits, phase 'h' releases holds.
+ * phase 'q' drops queued requests and waits, phase 'h' ends holds.
  * ARGV[6..]: phase, who ('s' one session of the caller's node, 'n' every
- * session of a dead node), the session or node id.
+ * session of a dead node), the session or node id, and how phase 'h' ends
+ * the holds: 'released' (the default) or 'revoked' (each holder noted
+ * `lost`). Phase 'h' answers the token of the last hold it ended in `t`.
  */
 const DROP = script(
   'drop',
   String.raw`
-local phase, who, id = ARGV[6], ARGV[7], ARGV[8]
+local phase, who, id, how = ARGV[6], ARGV[7], ARGV[8], ARGV[9] or 'released'
+local ended = ''
 local function mine(rec)
   if who == 'n' then return rec.n == id end
   return rec.s == id and rec.n == NODE
@@ -194,11 +197,14 @@ if phase == 'q' then
   end
 else
   for _, hold in ipairs(holdsInOrder()) do
-    if mine(hold) then endHold(hold, 'released') end
+    if mine(hold) then
+      endHold(hold, how)
+      ended = hold.t
+    end
   end
 end
 drain()
-return finish({ ok = 1 })
+return finish({ ok = 1, t = ended })
 `,
 );
 

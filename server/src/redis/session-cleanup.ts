@@ -1,8 +1,8 @@
-import type { SessionId } from '../store.js';
+import type { SessionEnd, SessionId } from '../store.js';
 import { decodeKey, encodeKey } from './key-codec.js';
 import type { LocalTable } from './local-table.js';
 import { keysOf } from './local-state.js';
-import { arr } from './records.js';
+import { arr, str, type Json } from './records.js';
 import type { StepRunner } from './step-runner.js';
 import type { StoreContext } from './store-context.js';
 
@@ -15,8 +15,8 @@ export class SessionCleanup {
   readonly #ctx: StoreContext;
   readonly #table: LocalTable;
   readonly #steps: StepRunner;
-  /** Closed sessions whose drop failed, with the keys still to drop. */
-  readonly #orphans = new Map<SessionId, Set<string>>();
+  /** Closed sessions whose drop failed, with the keys still to drop and how their holds end. */
+  readonly #orphans = new Map<SessionId, { keys: Set<string>; end: SessionEnd }>();
 
   constructor(ctx: StoreContext, table: LocalTable, steps: StepRunner) {
     this.#ctx = ctx;
@@ -30,10 +30,11 @@ export class SessionCleanup {
   }
 
   /**
-   * Ends the session here and in Redis. Fails with `store_unavailable` when
-   * Redis cannot be reached; the drop is then retried each renew period.
+   * Ends the session here and in Redis, its holds as `end` says. Fails with
+   * `store_unavailable` when Redis cannot be reached; the drop is then
+   * retried each renew period.
    */
-  async closeSession(session: SessionId): Promise<void> {
+  async closeSession(session: SessionId, end: SessionEnd = 'released'): Promise<void> {
     const table = this.#table;
     const local = table.sessions.get(session);
     if (!local) return;
@@ -51,14 +52,14 @@ export class SessionCleanup {
       held.add(hold.key);
       table.clearTimer(hold);
     }
-    await this.#dropSession(session, queued, held);
+    await this.#dropSession(session, queued, held, end);
   }
 
   /** Drops again what closed sessions left in Redis when their drop failed. */
   async retryOrphans(): Promise<void> {
-    for (const [session, keys] of [...this.#orphans]) {
+    for (const [session, { keys, end }] of [...this.#orphans]) {
       this.#orphans.delete(session);
-      await this.#dropSession(session, keys, keys);
+      await this.#dropSession(session, keys, keys, end);
     }
   }
 
@@ -66,18 +67,29 @@ export class SessionCleanup {
   keysInUse(): Set<string> {
     const inUse = new Set<string>();
     for (const local of this.#table.sessions.values()) for (const key of keysOf(local)) inUse.add(encodeKey(key));
-    for (const keys of this.#orphans.values()) for (const key of keys) inUse.add(encodeKey(key));
+    for (const { keys } of this.#orphans.values()) for (const key of keys) inUse.add(encodeKey(key));
     return inUse;
   }
 
-  /** Runs the two drop phases for a session's keys; on failure keeps them to retry. */
-  async #dropSession(session: SessionId, queued: Set<string>, held: Set<string>): Promise<void> {
+  /**
+   * Runs the two drop phases for a session's keys; on failure keeps them to
+   * retry. The session is no longer in the local table, so the `lost` notes
+   * of revoked holds find no hold to settle: each is told to the listener
+   * here instead, when its step is applied, before the step's notes (the
+   * grant of the next waiter) are delivered.
+   */
+  async #dropSession(session: SessionId, queued: Set<string>, held: Set<string>, end: SessionEnd): Promise<void> {
+    const reportLost = (key: string) => (r: Json) => {
+      const token = str(r, 't');
+      if (end === 'released' || token === '') return;
+      this.#ctx.listener?.lost(session, { key, token: Number(token), reason: end });
+    };
     try {
       await Promise.all([...queued].map((key) => this.#steps.step('drop', key, ['q', 's', session], () => {})));
-      await Promise.all([...held].map((key) => this.#steps.step('drop', key, ['h', 's', session], () => {})));
+      await Promise.all([...held].map((key) => this.#steps.step('drop', key, ['h', 's', session, end], reportLost(key))));
     } catch (error) {
       const keys = new Set([...queued, ...held]);
-      this.#orphans.set(session, keys);
+      this.#orphans.set(session, { keys, end });
       throw error;
     }
   }
