@@ -234,7 +234,9 @@ export class LockClient extends PrefectFace {
       ).result;
       return new Watch(subscription, () => this.#unwatch(subscription));
     } catch (error) {
-      this.#watches.remove(subscription);
+      // The other watches of the prefix closed while this one was in flight, leaving the server watch to it:
+      // nobody uses it now. The caller needs the watch's own error, whatever the unwatch meets.
+      if (this.#watches.remove(subscription)) await this.#sendUnwatch(prefix).catch(() => undefined);
       throw error;
     }
   }
@@ -347,13 +349,15 @@ export class LockClient extends PrefectFace {
 
   async #unwatch(subscription: WatchSubscription): Promise<void> {
     subscription.controller.abort(new LockError(ClientErrorCode.ConnectionClosed, 'watch closed'));
-    const last = this.#watches.remove(subscription);
+    if (this.#watches.remove(subscription)) await this.#sendUnwatch(subscription.prefix);
+  }
+
+  /** Stops the server's watch of `prefix`; a connection that is gone took it along. */
+  async #sendUnwatch(prefix: string): Promise<void> {
     const connection = this.#keeper.connection;
-    if (!last || !connection?.isOpen) return;
-    await connection.request('unwatch', { prefix: subscription.prefix }, { onResult: () => undefined }).result.catch(
-      (error: unknown) => {
-        if (!isConnectionError(error)) throw error;
-      },
-    );
+    if (!connection?.isOpen) return;
+    await connection.request('unwatch', { prefix }, { onResult: () => undefined }).result.catch((error: unknown) => {
+      if (!isConnectionError(error)) throw error;
+    });
   }
 }

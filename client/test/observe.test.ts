@@ -100,6 +100,23 @@ describe('watch', () => {
     await b.close();
   });
 
+  it('a refused watch whose prefix lost its other watches meanwhile unwatches it, freeing the server slot', async () => {
+    const limited = await startHarness({ limits: { maxWatchesPerSession: 1 } });
+    try {
+      const carol = await limited.connect();
+      const a = await carol.watch('doc:', () => undefined);
+      const refused = carol.watch('doc:', () => undefined, { limit: 0 }).catch((error: unknown) => error);
+      // The refused watch still counts for doc: here, so closing the other one sends no unwatch.
+      await a.close();
+      expect(await within(refused)).toMatchObject({ name: 'LockError', code: 'bad_request' });
+      // With doc: still watched, the server would refuse a second prefix (maxWatchesPerSession 1).
+      const other = await within(carol.watch('other:', () => undefined));
+      expect(other.prefix).toBe('other:');
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('a closed connection ends its watches', async () => {
     const watch = await bob.watch('', () => undefined);
     await bob.close();
