@@ -14,7 +14,7 @@ export interface HttpContext {
   /** What `GET /metrics` renders. */
   readonly metrics: Pick<LockMetrics, 'contentType' | 'scrape'>;
   readonly maxKeyLength: number;
-  /** True once `close()` began: `/healthz` answers 503. */
+  /** True once `close()` began: `/healthz` answers 503, and every answer ends its connection. */
   isClosing(): boolean;
   sessionCount(): number;
   /** The `list` behind `/v1/locks` for this request, e.g. filtered to its credentials. Default: the store's. */
@@ -38,6 +38,17 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
   sendJson(res, status, { error: { code, message } });
 }
 
+/**
+ * Marks an answer written while the server closes as the last of its
+ * connection (`Connection: close`), so a keep-alive client (a load
+ * balancer's health check, a scraper) lets go of it instead of holding
+ * `close()` until Node's keep-alive timeout. Call before the head is written.
+ */
+function lastIfClosing(context: HttpContext, res: ServerResponse): ServerResponse {
+  if (context.isClosing() && !res.headersSent) res.setHeader('connection', 'close');
+  return res;
+}
+
 /** Reads `limit` of `/v1/locks`: absent means the default; else an integer in range. */
 function parseLimit(raw: string | null): number {
   if (raw === null || raw === '') return DEFAULT_LIST_LIMIT;
@@ -56,6 +67,8 @@ function parseLimit(raw: string | null): number {
  * - `GET /`, `GET /demo/editor`, `GET /ui/*`: the dashboard, the editor demo and their assets (see `ui-routes.ts`);
  * - a request target that is not a URL: 400 `bad_request`;
  * - anything else: 404 (405 for another method on a known path), as JSON.
+ *
+ * Once `isClosing()`, answers carry `Connection: close`.
  */
 export function createHttpHandler(context: HttpContext): HttpHandler {
   const list = context.listLocks ?? ((prefix, limit) => context.store.list(prefix, limit, null));
@@ -66,20 +79,20 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
         throw new LockError(ErrorCode.BadRequest, `prefix: longer than maxKeyLength (${context.maxKeyLength})`);
       }
       const result = await list(prefix, parseLimit(url.searchParams.get('limit')), req);
-      sendJson(res, 200, result);
+      sendJson(lastIfClosing(context, res), 200, result);
     } catch (error) {
       const wire = toWireError(error);
       if (!(error instanceof LockError)) context.logger.error({ err: error }, 'GET /v1/locks failed');
       const status =
         wire.code === ErrorCode.BadRequest ? 400 : wire.code === ErrorCode.StoreUnavailable ? 503 : 500;
-      sendJson(res, status, { error: wire });
+      sendJson(lastIfClosing(context, res), status, { error: wire });
     }
   };
 
   const metrics = async (res: ServerResponse) => {
     try {
       const text = await context.metrics.scrape();
-      res.writeHead(200, {
+      lastIfClosing(context, res).writeHead(200, {
         'content-type': context.metrics.contentType,
         'content-length': Buffer.byteLength(text),
         'cache-control': 'no-store',
@@ -87,7 +100,7 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
       res.end(text);
     } catch (error) {
       context.logger.error({ err: error }, 'GET /metrics failed');
-      sendError(res, 500, ErrorCode.Internal, 'metrics collection failed');
+      sendError(lastIfClosing(context, res), 500, ErrorCode.Internal, 'metrics collection failed');
     }
   };
 
@@ -106,6 +119,8 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
   ]);
 
   return (req, res) => {
+    // Answers written at once; the routes that wait (the list, the metrics) mark theirs when they write.
+    lastIfClosing(context, res);
     const url = parseRequestUrl(req.url);
     if (url === null) {
       sendError(res, 400, ErrorCode.BadRequest, 'the request target is not a URL');

@@ -305,17 +305,23 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   };
 
   const httpGuard = guardHttp(authenticator, store);
-  const httpServer = createServer(
-    httpGuard.wrap(createHttpHandler({
-      store,
-      logger,
-      metrics,
-      maxKeyLength: limits.maxKeyLength,
-      isClosing: () => closing,
-      sessionCount: () => sessions.size,
-      listLocks: httpGuard.listLocks,
-    })),
-  );
+  const handleHttp = httpGuard.wrap(createHttpHandler({
+    store,
+    logger,
+    metrics,
+    maxKeyLength: limits.maxKeyLength,
+    isClosing: () => closing,
+    sessionCount: () => sessions.size,
+    listLocks: httpGuard.listLocks,
+  }));
+  const httpServer = createServer((req, res) => {
+    // close() ends the idle connections once; one still answering then
+    // would stay open after its answer for Node's keep-alive timeout.
+    res.once('finish', () => {
+      if (closing) httpServer.closeIdleConnections();
+    });
+    handleHttp(req, res);
+  });
   httpServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = parseRequestUrl(req.url);
     if (url === null) return refuseUpgrade(socket, 400, 'Bad Request');

@@ -1,3 +1,4 @@
+import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createManualClock } from '../src/clock.js';
 import type { MemoryStore } from '../src/memory-store.js';
@@ -5,7 +6,9 @@ import { createLockServer, type LockServer, type LockServerOptions } from '../sr
 import { createStubStore, RawClient, upgradeStatusLine, within } from './server-harness.js';
 
 const servers: LockServer[] = [];
+const sockets: Socket[] = [];
 afterEach(async () => {
+  for (const socket of sockets.splice(0)) socket.destroy();
   await Promise.all(servers.splice(0).map((server) => server.close()));
 });
 
@@ -13,6 +16,27 @@ async function start(options: LockServerOptions = {}) {
   const server = await createLockServer({ port: 0, heartbeatInterval: 0, ...options });
   servers.push(server);
   return server;
+}
+
+/**
+ * An HTTP/1.1 keep-alive connection to the server: `send` writes a GET,
+ * `head()` is the head of the answer so far, `closed` resolves when the
+ * server ends the connection. Destroyed after the test.
+ */
+async function keepAliveConnection(server: LockServer) {
+  const socket = connect(server.port, '127.0.0.1');
+  sockets.push(socket);
+  let text = '';
+  socket.on('data', (chunk) => {
+    text += String(chunk);
+  });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  await within(new Promise((resolve) => socket.once('connect', resolve)), 'the HTTP connection');
+  return {
+    send: (path: string) => socket.write(`GET ${path} HTTP/1.1\r\nHost: lockwire\r\n\r\n`),
+    head: () => text.split('\r\n\r\n')[0] ?? '',
+    closed,
+  };
 }
 
 async function healthStatus(server: LockServer): Promise<number> {
@@ -90,5 +114,47 @@ describe('graceful shutdown', () => {
     clock.advance(5000);
     await within(closed, 'close() bounded by the shutdown timeout');
     expect(await client.closed).toMatchObject({ code: 1001 });
+  });
+
+  it('answers an HTTP request in flight when close() began with Connection: close, so its keep-alive connection does not hold close()', async () => {
+    let answer: () => void = () => {};
+    let listCalled: () => void = () => {};
+    const listStarted = new Promise<void>((resolve) => {
+      listCalled = resolve;
+    });
+    const stub = createStubStore({
+      list: () =>
+        new Promise((resolve) => {
+          listCalled();
+          answer = () => resolve({ locks: [], truncated: false });
+        }),
+    });
+    const server = await start({ store: stub.store, clock: createManualClock() });
+    const http = await keepAliveConnection(server);
+    http.send('/v1/locks');
+    await within(listStarted, 'the list to start');
+    const closed = server.close();
+    answer();
+    // Node's keep-alive timeout is 5 s: the connection must end well before.
+    await within(http.closed, 'the server to end the keep-alive connection');
+    await within(closed, 'close()');
+    expect(http.head()).toMatch(/^HTTP\/1\.1 200 /);
+    expect(http.head()).toMatch(/\r\nconnection: close(\r\n|$)/i);
+  });
+
+  it('answers HTTP requests during the drain delay with Connection: close and ends their connections', async () => {
+    const clock = createManualClock();
+    const server = await start({ clock, drainDelay: 60_000 });
+    const closed = server.close();
+    try {
+      const http = await keepAliveConnection(server);
+      http.send('/healthz');
+      await within(http.closed, 'the server to end the keep-alive connection');
+      expect(http.head()).toMatch(/^HTTP\/1\.1 503 /);
+      expect(http.head()).toMatch(/\r\nconnection: close(\r\n|$)/i);
+    } finally {
+      clock.advance(60_000);
+    }
+    await within(closed, 'close() after the drain delay');
   });
 });
