@@ -24,7 +24,7 @@ export interface Waiter {
   /** The server put this waiter's acquire in its queue (it was not grantable at once). */
   serverQueued: boolean;
   requeue: boolean;
-  /** Set when the caller's signal aborted: the request is given up, even if a steal had already cancelled its acquire. */
+  /** Set when the caller's signal aborted: the request is given up, also if a steal had cancelled its acquire first. */
   abandoned: { reason: unknown } | undefined;
   /** Not grantable when made (a holder here conflicts) or queued by the server: it holds no later request back. */
   blocked: boolean;

@@ -81,7 +81,8 @@ describe('AbortSignal on acquire', () => {
   });
 
   it('a grant that arrives after the caller gave up is released again when the server refused its release', async () => {
-    // Two frames per session, then one more per ms of the manual clock: the waiter's acquire and cancel pass, its release does not.
+    // Two frames per session, then one more per ms of the manual clock:
+    // the waiter's acquire and cancel pass, its release does not.
     const limited = await startHarness({ limits: { rateLimit: 1000, rateBurst: 2 } });
     try {
       const owner = await limited.connect();
@@ -111,7 +112,12 @@ describe('AbortSignal on acquire', () => {
       limited.clock.advance(1000);
       await within(wasAccepted, 2000, 'the release the client sends again');
       const [acquire, cancel, ...releases] = sent.map((frame) => frame.op);
-      expect([acquire, cancel, releases.length >= 2, new Set(releases)]).toEqual(['acquire', 'cancel', true, new Set(['release'])]);
+      expect([acquire, cancel, releases.length >= 2, new Set(releases)]).toEqual([
+        'acquire',
+        'cancel',
+        true,
+        new Set(['release']),
+      ]);
       expect(waiter.leases.size).toBe(0);
       expect((await owner.status('doc:4')).locked).toBe(false);
     } finally {
