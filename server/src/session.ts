@@ -350,37 +350,32 @@ export class Session {
     this.requests.abandonAll(abandoned);
   }
 
+  /**
+   * Takes one frame. Once its id is known, a reused id of a pending request
+   * is refused `duplicate_id` before anything else, so the client never
+   * reads another refusal under that id as the fate of its pending request;
+   * then expired credentials, the rate limit, decoding and the guard refuse
+   * it, in that order.
+   */
   private onFrame(data: RawData, isBinary: boolean): void {
     if (!this.alive) return;
     this.heardSincePing = true;
     const verdict = this.guard.frame();
     if (verdict === 'abuse') return this.closeForPolicy('rate limit exceeded');
-    if (verdict === 'refuse' || this.expired) {
-      const decoded = isBinary ? null : decodeClientMessage(frameText(data), { maxKeyLength: this.host.maxKeyLength });
-      const id = decoded === null ? null : decoded.ok ? decoded.message.id : decoded.id;
-      const error: WireError = this.expired
-        ? { code: ErrorCode.Unauthorized, message: 'the credentials expired' }
-        : { code: ErrorCode.RateLimited, message: 'this session sends faster than allowed; the frame was not processed' };
-      return this.sender.replyError(id, error);
+    const decoded = isBinary ? null : decodeClientMessage(frameText(data), { maxKeyLength: this.host.maxKeyLength });
+    const id = decoded === null ? null : decoded.ok ? decoded.message.id : decoded.id;
+    const op = decoded?.ok ? decoded.message.op : null;
+    if (id !== null && this.requests.has(id)) {
+      return this.sender.replyError(id, { code: ErrorCode.DuplicateId, message: `id: ${JSON.stringify(id)} is already pending` }, op);
     }
-    if (isBinary) {
-      this.sender.replyError(null, binaryFrameError());
-      return;
+    if (this.expired) return this.sender.replyError(id, { code: ErrorCode.Unauthorized, message: 'the credentials expired' }, op);
+    if (verdict === 'refuse') {
+      const error = { code: ErrorCode.RateLimited, message: 'this session sends faster than allowed; the frame was not processed' };
+      return this.sender.replyError(id, error, op);
     }
-    const decoded = decodeClientMessage(frameText(data), { maxKeyLength: this.host.maxKeyLength });
-    if (!decoded.ok) {
-      this.sender.replyError(decoded.id, decoded.error);
-      return;
-    }
+    if (decoded === null) return this.sender.replyError(null, binaryFrameError());
+    if (!decoded.ok) return this.sender.replyError(decoded.id, decoded.error);
     const message = decoded.message;
-    if (this.requests.has(message.id)) {
-      this.sender.replyError(
-        message.id,
-        { code: ErrorCode.DuplicateId, message: `id: ${JSON.stringify(message.id)} is already pending` },
-        message.op,
-      );
-      return;
-    }
     const refused = this.guard.check(message, this.requests.size, this.watches.byPrefix, this.held);
     if (refused) return this.sender.replyError(message.id, refused, message.op);
     dispatchRequest(message, {

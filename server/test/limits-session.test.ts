@@ -162,6 +162,20 @@ describe('message rate', () => {
     expect(refused).toHaveLength(RATE_ABUSE_MIN_FRAMES - 1);
   });
 
+  it('answers duplicate_id, not rate_limited, to a frame over the rate that reuses a pending id', async () => {
+    const { server } = await startServer({ limits: { rateBurst: 2, rateLimit: 1 } });
+    const { client } = await connectWith(server.url, null);
+    const { client: holder } = await connectWith(server.url, null);
+    expect(await holder.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
+    client.send({ op: 'acquire', id: 1, key: 'k' });
+    await client.next((f) => f.type === 'queued', 'the queued acquire');
+    expect(await client.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
+    expect(await client.request({ op: 'ping', id: 1 })).toMatchObject({ ok: false, error: { code: 'duplicate_id' } });
+    expect(await client.request({ op: 'ping', id: 3 })).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
+    await holder.request({ op: 'release', id: 2, key: 'k' });
+    expect(await client.reply(1)).toMatchObject({ ok: true, acquired: true });
+  });
+
   it('refills the bucket with time: a sender within its rate is never refused', async () => {
     const { server, clock } = await startServer({ limits: { rateBurst: 2, rateLimit: 10 } });
     const { client } = await connectWith(server.url, null);

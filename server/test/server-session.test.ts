@@ -160,6 +160,21 @@ describe('session layer', () => {
     expect(stub.calls.filter((c) => c.method === 'release')).toEqual([]);
   });
 
+  it('answers duplicate_id, not bad_request, to a malformed request that reuses a pending id, and the pending one stays pending', async () => {
+    const { connect, stub } = await start();
+    const { client, welcome } = await connect();
+    client.send({ op: 'acquire', id: 7, key: 'k' });
+    await client.next((f) => f.type === 'queued');
+    client.send({ op: 'acquire', id: 7, key: 'k2', mode: 'upgrade' });
+    expect(await client.reply(7)).toMatchObject({ ok: false, error: { code: 'duplicate_id' } });
+    client.send({ op: 'nope', id: 7 });
+    expect(await client.reply(7)).toMatchObject({ ok: false, error: { code: 'duplicate_id' } });
+    expect(stub.calls.filter((c) => c.method === 'acquire')).toHaveLength(1);
+    const [, input] = callArgs(stub.calls, 'acquire') as [string, AcquireInput];
+    stub.listener().granted(String(welcome.session), input.ticket, { key: 'k', token: 1, expiresAt: null });
+    expect(await client.reply(7)).toMatchObject({ ok: true, acquired: true, token: 1 });
+  });
+
   it('answers the cancelled acquire with cancelled before answering the cancel', async () => {
     const { connect, stub } = await start();
     const { client } = await connect();
