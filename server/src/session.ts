@@ -3,6 +3,7 @@ import {
   CloseCode,
   decodeClientMessage,
   ErrorCode,
+  type Op,
   type RequestId,
   type WireError,
 } from '@lockwire/protocol';
@@ -16,6 +17,7 @@ import type { Logger } from './logger.js';
 import { AcquireOutcome, type LockMetrics } from './metrics.js';
 import type { Permissions } from './permissions.js';
 import { SessionAcquires } from './session-acquire.js';
+import { earlyRefusal, frameText, namedOp } from './session-frame.js';
 import { SessionGuard } from './session-guard.js';
 import { dispatchRequest, SessionRequests } from './session-requests.js';
 import { SessionSender } from './session-sender.js';
@@ -69,12 +71,6 @@ export interface SessionOptions {
 
 /** How long a closing socket may take to finish its close handshake before it is cut. */
 const CLOSE_HANDSHAKE_MS = 2000;
-
-function frameText(data: RawData): string {
-  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
-  if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
-  return data.toString('utf8');
-}
 
 /**
  * One WebSocket connection: the lock holder. Decodes frames, calls the store,
@@ -362,30 +358,36 @@ export class Session {
     this.heardSincePing = true;
     const verdict = this.guard.frame();
     if (verdict === 'abuse') return this.closeForPolicy('rate limit exceeded');
-    const decoded = isBinary ? null : decodeClientMessage(frameText(data), { maxKeyLength: this.host.maxKeyLength });
-    const id = decoded === null ? null : decoded.ok ? decoded.message.id : decoded.id;
-    const op = decoded?.ok ? decoded.message.op : null;
-    if (id !== null && this.requests.has(id)) {
-      return this.sender.replyError(id, { code: ErrorCode.DuplicateId, message: `id: ${JSON.stringify(id)} is already pending` }, op);
+    const text = isBinary ? null : frameText(data);
+    const decoded = text === null ? null : decodeClientMessage(text, { maxKeyLength: this.host.maxKeyLength });
+    if (decoded?.ok) {
+      const { id, op } = decoded.message;
+      const refused =
+        earlyRefusal(id, this.requests, this.expired, verdict) ??
+        this.guard.check(decoded.message, this.requests.size, this.watches.byPrefix, this.held);
+      if (refused) return this.refuse(id, op, refused);
+      return dispatchRequest(decoded.message, {
+        session: this.id,
+        host: this.host,
+        permissions: this.guard.permissions,
+        held: this.held,
+        requests: this.requests,
+        acquires: this.acquires,
+        watches: this.watches,
+      });
     }
-    if (this.expired) return this.sender.replyError(id, { code: ErrorCode.Unauthorized, message: 'the credentials expired' }, op);
-    if (verdict === 'refuse') {
-      const error = { code: ErrorCode.RateLimited, message: 'this session sends faster than allowed; the frame was not processed' };
-      return this.sender.replyError(id, error, op);
-    }
-    if (decoded === null) return this.sender.replyError(null, binaryFrameError());
-    if (!decoded.ok) return this.sender.replyError(decoded.id, decoded.error);
-    const message = decoded.message;
-    const refused = this.guard.check(message, this.requests.size, this.watches.byPrefix, this.held);
-    if (refused) return this.sender.replyError(message.id, refused, message.op);
-    dispatchRequest(message, {
-      session: this.id,
-      host: this.host,
-      permissions: this.guard.permissions,
-      held: this.held,
-      requests: this.requests,
-      acquires: this.acquires,
-      watches: this.watches,
-    });
+    const id = decoded?.id ?? null;
+    const op = text === null ? null : namedOp(text);
+    this.refuse(id, op, earlyRefusal(id, this.requests, this.expired, verdict) ?? decoded?.error ?? binaryFrameError());
+  }
+
+  /**
+   * Answers a frame refused before it reached the store. Every such refusal
+   * goes through here, so a refused `acquire` counts its one final outcome,
+   * `error`, here.
+   */
+  private refuse(id: RequestId | null, op: Op | null, error: WireError): void {
+    if (op === 'acquire') this.host.metrics.acquire(AcquireOutcome.Error);
+    this.sender.replyError(id, error, op);
   }
 }

@@ -3,7 +3,7 @@ import { signToken } from '../src/cli-token.js';
 import { createManualClock } from '../src/clock.js';
 import { createLockMetrics } from '../src/metrics.js';
 import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
-import { RawClient, within } from './server-harness.js';
+import { createStubStore, RawClient, within } from './server-harness.js';
 
 const servers: LockServer[] = [];
 const clients: RawClient[] = [];
@@ -164,6 +164,58 @@ describe('GET /metrics', () => {
     const text = await first.metrics.scrape();
     expect(parseSamples(text).get(outcome('error'))).toBe(1);
     expect(parseSamples(text).get('lockwire_errors_total{code="shutting_down"}')).toBe(1);
+  });
+
+  it('counts an acquire refused before it reached the store as outcome error, once: malformed, a pending id, over the pending limit, over the rate', async () => {
+    const clock = createManualClock();
+    const server = await start({ clock, limits: { maxPendingPerSession: 1, rateBurst: 6, rateLimit: 1 } });
+    const a = await connect(server);
+    const b = await connect(server);
+    await a.client.request({ op: 'acquire', id: 1, key: 'k' });
+    b.client.send({ op: 'acquire', id: 1, key: 'k' });
+    await b.client.next((f) => f.type === 'queued', 'queued');
+    const refusals = [
+      { op: 'acquire', id: 2, key: 5 },
+      { op: 'acquire', id: 1, key: 'other' },
+      { op: 'acquire', id: 3, key: 'other' },
+      { op: 'nope', id: 4 },
+      { op: 'release', id: 5, key: 7 },
+      { op: 'acquire', id: 6, key: 'other' },
+    ];
+    const codes: unknown[] = [];
+    for (const frame of refusals) codes.push(((await b.client.request(frame)).error as { code?: unknown }).code);
+    expect(codes).toEqual(['bad_request', 'duplicate_id', 'rate_limited', 'bad_request', 'bad_request', 'rate_limited']);
+    const m = await scrape(server);
+    expect(m.value(outcome('error'))).toBe(4);
+    expect(m.value(outcome('queued'))).toBe(1);
+    expect(m.value(outcome('granted_immediately'))).toBe(1);
+  });
+
+  it('counts a forbidden acquire and one sent while expired credentials are acted on as outcome error', async () => {
+    const secret = 'metrics-test-secret';
+    const clock = createManualClock();
+    let endStoreSession = () => {};
+    const stub = createStubStore({
+      closeSession: () =>
+        new Promise<void>((resolve) => {
+          endStoreSession = resolve;
+        }),
+    });
+    const server = await start({ clock, store: stub.store, auth: { secret } });
+    const claims = { sub: 'ana', locks: ['a:*'], watch: [], steal: [], admin: [] };
+    const token = await signToken(claims, { secret, ttlSeconds: 30, now: clock.now() });
+    const { client } = await RawClient.connect(server.url, { headers: { authorization: `Bearer ${token}` } });
+    clients.push(client);
+    expect(await client.request({ op: 'acquire', id: 1, key: 'b' })).toMatchObject({ error: { code: 'forbidden' } });
+    clock.advance(30_000);
+    // The session is now ending in the store; what it sends meanwhile is refused.
+    expect(stub.calls.filter((c) => c.method === 'closeSession')).toHaveLength(1);
+    expect(await client.request({ op: 'acquire', id: 2, key: 'a:1' })).toMatchObject({ error: { code: 'unauthorized' } });
+    endStoreSession();
+    expect(await within(client.closed, 'the 1008 close')).toMatchObject({ code: 1008 });
+    // /metrics asks for credentials with auth on: read the registry itself.
+    expect(parseSamples(await server.metrics.scrape()).get(outcome('error'))).toBe(2);
+    expect(stub.calls.filter((c) => c.method === 'acquire')).toEqual([]);
   });
 
   it('asks for the same credentials as /v1/locks when auth is on', async () => {
