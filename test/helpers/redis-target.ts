@@ -38,9 +38,16 @@ export function redisTarget(options: RedisTargetOptions): ConformanceTarget {
             clock,
             limits,
           });
-          servers.push(
-            await createLockServer({ port: 0, host: '127.0.0.1', clock, limits, store, heartbeatInterval: 0, ...(auth ? { auth } : {}) }),
-          );
+          const server = await createLockServer({
+            port: 0,
+            host: '127.0.0.1',
+            clock,
+            limits,
+            store,
+            heartbeatInterval: 0,
+            ...(auth ? { auth } : {}),
+          });
+          servers.push(server);
         }
       } catch (error) {
         await Promise.allSettled(servers.map((s) => s.close()));
