@@ -18,6 +18,7 @@ export type {
   LockStore,
   LostLock,
   Meta,
+  SessionEnd,
   SessionId,
   StoreLimits,
   StoreListener,
