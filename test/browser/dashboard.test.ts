@@ -172,6 +172,21 @@ describe('dashboard', () => {
     pageErrors.splice(0, pageErrors.length, ...unexpected);
   });
 
+  it('closes the connection of a failed attempt, so retrying leaves no session behind on the server', async () => {
+    // Each attempt connects, then the server refuses its watch (the page sends it with a limit of -1).
+    await page.addInitScript(() => {
+      const send = WebSocket.prototype.send;
+      WebSocket.prototype.send = function (this: WebSocket, data) {
+        const text = typeof data === 'string' ? data.replace(/("op":"watch".*"limit":)\d+/, '$1-1') : data;
+        send.call(this, text);
+      };
+    });
+    await page.goto(`${server.httpUrl}/`);
+    await expect.poll(() => page.locator('#notice').textContent(), { timeout: 5000 }).toContain('Cannot reach');
+    expect(await page.locator('#conn-state').getAttribute('data-state')).not.toBe('live');
+    await expect.poll(() => server.sessionCount(), { timeout: 3000 }).toBe(0);
+  });
+
   it('renders a non-blank page, saved as a screenshot under test-results/', async () => {
     const ana = await connect();
     await Promise.all(

@@ -198,35 +198,43 @@ async function revoke(key: string): Promise<void> {
   }
 }
 
-/** One connection's life: connect, measure the clock, watch everything, wait for the close. */
+/**
+ * One connection's life: connect, measure the clock, watch everything, wait
+ * for the close. Whatever ends it, the client is closed, so a failed attempt
+ * (a refused watch, a failed ping) leaves no session on the server.
+ */
 async function session(url: string): Promise<void> {
   const connected = await LockClient.connect(url, { reconnect: false });
-  client = connected;
-  const closed = new Promise<void>((resolve) => connected.on('close', () => resolve()));
-  const sent = Date.now();
-  const serverAt = await connected.ping();
-  clockOffset = serverAt - (sent + Date.now()) / 2;
-  setText(el.server, `${connected.server} · session ${connected.session}`);
-  // Events that arrive while the snapshot is applied wait their turn.
-  let buffered: LockEvent[] | undefined = [];
-  const watch = await connected.watch(
-    '',
-    (event) => (buffered ? buffered.push(event) : onEvent(event)),
-    { limit: SNAPSHOT_LIMIT },
-  );
-  table.reset(watch.snapshot.locks);
-  showNotice(
-    watch.snapshot.truncated
-      ? `More than ${SNAPSHOT_LIMIT.toLocaleString('en-US')} keys are locked: the rest appear as they change.`
-      : '',
-  );
-  const early = buffered;
-  buffered = undefined;
-  for (const event of early) onEvent(event);
-  setState('live');
-  log.note(`connected as ${connected.session}`, now());
-  scheduleRender();
-  await closed;
+  try {
+    client = connected;
+    const closed = new Promise<void>((resolve) => connected.on('close', () => resolve()));
+    const sent = Date.now();
+    const serverAt = await connected.ping();
+    clockOffset = serverAt - (sent + Date.now()) / 2;
+    setText(el.server, `${connected.server} · session ${connected.session}`);
+    // Events that arrive while the snapshot is applied wait their turn.
+    let buffered: LockEvent[] | undefined = [];
+    const watch = await connected.watch(
+      '',
+      (event) => (buffered ? buffered.push(event) : onEvent(event)),
+      { limit: SNAPSHOT_LIMIT },
+    );
+    table.reset(watch.snapshot.locks);
+    showNotice(
+      watch.snapshot.truncated
+        ? `More than ${SNAPSHOT_LIMIT.toLocaleString('en-US')} keys are locked: the rest appear as they change.`
+        : '',
+    );
+    const early = buffered;
+    buffered = undefined;
+    for (const event of early) onEvent(event);
+    setState('live');
+    log.note(`connected as ${connected.session}`, now());
+    scheduleRender();
+    await closed;
+  } finally {
+    await connected.close().catch(() => undefined);
+  }
 }
 
 async function connectForever(): Promise<void> {

@@ -124,21 +124,26 @@ async function editWhileHolding(client: LockClient): Promise<void> {
   }
 }
 
+/** One connection's life. Whatever ends it, the client is closed, so a failed attempt leaves no session on the server. */
 async function session(): Promise<void> {
   const client = await LockClient.connect(endpointUrl(location), { reconnect: false });
-  const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
-  current = client;
-  mySession = client.session;
-  // The prefix is the key itself; events of longer keys sharing it are skipped in onEvent.
-  const watch = await client.watch(key, onEvent);
-  const status = watch.snapshot.locks.find((lock) => lock.key === key);
-  const holder = status?.holders[0];
-  editor = holder ? { session: holder.session, meta: holder.meta } : undefined;
-  el.state.dataset.state = 'live';
-  setText(el.state, 'live');
-  refresh();
-  await Promise.race([editWhileHolding(client).catch(() => undefined), closed]);
-  await closed;
+  try {
+    const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
+    current = client;
+    mySession = client.session;
+    // The prefix is the key itself; events of longer keys sharing it are skipped in onEvent.
+    const watch = await client.watch(key, onEvent);
+    const status = watch.snapshot.locks.find((lock) => lock.key === key);
+    const holder = status?.holders[0];
+    editor = holder ? { session: holder.session, meta: holder.meta } : undefined;
+    el.state.dataset.state = 'live';
+    setText(el.state, 'live');
+    refresh();
+    await Promise.race([editWhileHolding(client).catch(() => undefined), closed]);
+    await closed;
+  } finally {
+    await client.close().catch(() => undefined);
+  }
 }
 
 async function connectForever(): Promise<void> {
