@@ -25,34 +25,72 @@ export type TransportFactory = (url: string, handlers: TransportHandlers) => Tra
 
 /** The close code a browser reports when the connection dropped without a closing handshake. */
 const ABNORMAL_CLOSURE = 1006;
+/** A deliberate close: the server releases the session's locks without grace. */
+const NORMAL_CLOSURE = 1000;
+
+/** Options of {@link createWebSocketTransport}. */
+export interface WebSocketTransportOptions {
+  /**
+   * Close the socket with 1000 (normal) when the page is being discarded
+   * (`pagehide` with `persisted: false`), so the server releases the page's
+   * locks at once. Default `true`. Without it the browser closes the socket
+   * with 1001 (going away), which a server with session grace treats as a
+   * drop and holds the locks for the grace, though a page that is gone can
+   * never resume (its resume secret lived in its memory). Set `false` only
+   * when the page hands its session to something that outlives it.
+   */
+  closeOnPageHide?: boolean;
+}
+
+/** The browser's `pagehide` event, as far as this transport reads it. */
+interface PageHideEvent {
+  persisted?: boolean;
+}
 
 /**
- * A transport over the runtime's global `WebSocket` (browsers, Deno, Node 22+).
- * Browsers cannot set request headers; credentials go in the URL.
+ * Makes a transport over the runtime's global `WebSocket` (browsers, Deno,
+ * Node 22+). Browsers cannot set request headers; credentials go in the URL.
+ * The factory throws `TypeError` when the runtime has no global `WebSocket`.
+ */
+export function createWebSocketTransport(options: WebSocketTransportOptions = {}): TransportFactory {
+  const { closeOnPageHide = true } = options;
+  return (url, handlers) => {
+    const WebSocketImpl: typeof WebSocket | undefined = globalThis.WebSocket;
+    if (typeof WebSocketImpl !== 'function') {
+      throw new TypeError(
+        'no global WebSocket in this runtime: import @lockwire/client under Node (it uses ws) or pass `transport`',
+      );
+    }
+    const socket = new WebSocketImpl(url);
+    let closed = false;
+    // Only a window has pagehide; workers and Node have no page to leave.
+    const page = closeOnPageHide && 'onpagehide' in globalThis ? globalThis : undefined;
+    const onPageHide = (event: Event) => {
+      if (!(event as PageHideEvent).persisted) socket.close(NORMAL_CLOSURE, 'page closed');
+    };
+    page?.addEventListener('pagehide', onPageHide);
+    socket.addEventListener('open', () => handlers.open());
+    socket.addEventListener('message', (event: MessageEvent<unknown>) => {
+      handlers.message(typeof event.data === 'string' ? event.data : null);
+    });
+    socket.addEventListener('error', (event) => handlers.error(event));
+    socket.addEventListener('close', (event) => {
+      if (closed) return;
+      closed = true;
+      page?.removeEventListener('pagehide', onPageHide);
+      handlers.close(event.code || ABNORMAL_CLOSURE, event.reason);
+    });
+    return {
+      send: (text) => socket.send(text),
+      close: (code, reason) => socket.close(code, reason),
+    };
+  };
+}
+
+/**
+ * The default transport: {@link createWebSocketTransport} with its
+ * defaults, so a page that closes ends its session at once.
  *
  * @throws TypeError when the runtime has no global `WebSocket`.
  */
-export const webSocketTransport: TransportFactory = (url, handlers) => {
-  const WebSocketImpl: typeof WebSocket | undefined = globalThis.WebSocket;
-  if (typeof WebSocketImpl !== 'function') {
-    throw new TypeError(
-      'no global WebSocket in this runtime: import @lockwire/client under Node (it uses ws) or pass `transport`',
-    );
-  }
-  const socket = new WebSocketImpl(url);
-  let closed = false;
-  socket.addEventListener('open', () => handlers.open());
-  socket.addEventListener('message', (event: MessageEvent<unknown>) => {
-    handlers.message(typeof event.data === 'string' ? event.data : null);
-  });
-  socket.addEventListener('error', (event) => handlers.error(event));
-  socket.addEventListener('close', (event) => {
-    if (closed) return;
-    closed = true;
-    handlers.close(event.code || ABNORMAL_CLOSURE, event.reason);
-  });
-  return {
-    send: (text) => socket.send(text),
-    close: (code, reason) => socket.close(code, reason),
-  };
-};
+export const webSocketTransport: TransportFactory = createWebSocketTransport();
