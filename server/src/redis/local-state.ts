@@ -49,12 +49,18 @@ export interface LocalSession {
   acquiring: number;
   /** Keys where a failed call may have left something of the session in Redis. */
   readonly dirty: Set<string>;
+  /**
+   * Acquires answered `store_unavailable` that Redis may have run anyway,
+   * key by ticket: the reconciliation takes out what they left (a queued
+   * request, a hold) so that a failed request changes nothing.
+   */
+  readonly uncertain: Map<Ticket, string>;
   /** Requests whose answer has not reached the caller yet (their notes wait in `early`). */
   readonly answering: Set<LocalPending>;
 }
 
 export function createLocalSession(): LocalSession {
-  return { holds: new Map(), pending: new Map(), acquiring: 0, dirty: new Set(), answering: new Set() };
+  return { holds: new Map(), pending: new Map(), acquiring: 0, dirty: new Set(), uncertain: new Map(), answering: new Set() };
 }
 
 export function createPending(

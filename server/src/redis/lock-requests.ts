@@ -4,6 +4,7 @@ import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, Wait
 import type { LocalTable } from './local-table.js';
 import { createPending } from './local-state.js';
 import type { NoteSettler } from './note-settler.js';
+import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str, type Json } from './records.js';
 import type { StepRunner } from './step-runner.js';
 import { live, type StoreContext } from './store-context.js';
@@ -16,6 +17,7 @@ export interface LockRequestsOptions {
   steps: StepRunner;
   timeouts: Timeouts;
   notes: NoteSettler;
+  reconciler: Reconciler;
 }
 
 /**
@@ -90,6 +92,8 @@ export class LockRequests {
         () => {
           table.removePending(pending);
           local.dirty.add(key);
+          // Redis may have run it all the same (only the reply was late): the reconciliation undoes it.
+          if (table.sessions.get(session) === local) this.#o.reconciler.uncertain(local, ticket, key);
         },
       );
     } finally {

@@ -13,10 +13,13 @@ import type { StoreContext } from './store-context.js';
 export class NoteSettler {
   readonly #ctx: StoreContext;
   readonly #table: LocalTable;
+  readonly #reconcileSoon: () => void;
 
-  constructor(ctx: StoreContext, table: LocalTable) {
+  /** `reconcileSoon` runs when a grant comes for an acquire answered `store_unavailable` (it must be undone). */
+  constructor(ctx: StoreContext, table: LocalTable, reconcileSoon: () => void) {
     this.#ctx = ctx;
     this.#table = table;
+    this.#reconcileSoon = reconcileSoon;
   }
 
   /**
@@ -57,7 +60,11 @@ export class NoteSettler {
       return;
     }
     const pending = table.tickets.get(note.ticket);
-    if (!pending || pending.session !== note.session || pending.key !== key) return;
+    if (!pending || pending.session !== note.session || pending.key !== key) {
+      // The grant of an acquire whose call failed: its session was told it failed, so the hold must go.
+      if (note.y === 'granted' && table.sessions.get(note.session)?.uncertain.get(note.ticket) === key) this.#reconcileSoon();
+      return;
+    }
     if (note.y === 'granted' && pending.kind === 'acquire') {
       table.removePending(pending);
       const local = table.sessions.get(note.session);

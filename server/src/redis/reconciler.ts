@@ -1,10 +1,10 @@
 import { ErrorCode } from '@lockwire/protocol';
 import { LockError } from '../errors.js';
-import type { SessionId } from '../store.js';
+import type { SessionId, Ticket } from '../store.js';
 import { encodeKey } from './key-codec.js';
 import type { LocalTable } from './local-table.js';
-import type { LocalPending } from './local-state.js';
-import { expiresAtOf, parseJson, str, type Json } from './records.js';
+import type { LocalPending, LocalSession } from './local-state.js';
+import { expiresAtOf, num, parseJson, str, type Json } from './records.js';
 import { scripts } from './scripts.js';
 import type { StepRunner } from './step-runner.js';
 import { live, retrySoon, type StoreContext } from './store-context.js';
@@ -18,7 +18,10 @@ export const HEARTBEAT = 'hb';
  * unnoticed. After a resubscribe, a recovery, a step whose predecessor was
  * not heard in time, or a heartbeat that did not come back, the node asks
  * Redis (`probe`) where every pending request and hold of its sessions
- * stands, and settles what ended unheard.
+ * stands, and settles what ended unheard. It also takes out of Redis what
+ * an acquire answered `store_unavailable` may have left there (the call
+ * failed, yet Redis may have run it), so that a failed request changes
+ * nothing.
  */
 export class Reconciler {
   readonly #ctx: StoreContext;
@@ -63,6 +66,15 @@ export class Reconciler {
         this.reconcileSoon();
       }
     });
+  }
+
+  /**
+   * An acquire of `local`'s session answered `store_unavailable` may still
+   * have queued or been granted in Redis: the next runs take it out again.
+   */
+  uncertain(local: LocalSession, ticket: Ticket, key: string): void {
+    local.uncertain.set(ticket, key);
+    this.reconcileSoon();
   }
 
   /** Where a request (`a`/`w` by ticket) or hold (`h` by token) of a session stands in Redis. */
@@ -133,6 +145,13 @@ export class Reconciler {
           }),
         );
       }
+      for (const [ticket, key] of local.uncertain) {
+        work.push(
+          this.#undoUncertain(session, local, ticket, key).then((done) => {
+            if (!done) again = true;
+          }),
+        );
+      }
       for (const hold of local.holds.values()) {
         work.push(
           this.probe(hold.key, session, 'h', String(hold.token)).then((r) => {
@@ -150,6 +169,44 @@ export class Reconciler {
     }
     const results = await Promise.allSettled(work);
     if (again || results.some((r) => r.status === 'rejected')) this.#retry();
+  }
+
+  /**
+   * Takes out of Redis what a failed acquire left: its queued request, or
+   * the hold it was granted, unless the session holds that grant here (a
+   * later acquire of the key was answered with it). False when the key must
+   * be looked at again (a step of this node on it is in flight, the node does
+   * not serve, or the request was granted while being taken out).
+   */
+  async #undoUncertain(session: SessionId, local: LocalSession, ticket: Ticket, key: string): Promise<boolean> {
+    const r = await this.probe(key, session, 'a', String(ticket));
+    const current = () => this.#table.sessions.get(session) === local && local.uncertain.get(ticket) === key;
+    if (!current()) return true;
+    if (this.#steps.busy(key) || !this.#vouching()) return false;
+    const st = str(r, 'st');
+    const token = Number(str(r, 't'));
+    if (st === 'granted' && local.holds.get(key)?.token === token) {
+      local.uncertain.delete(ticket);
+      return true;
+    }
+    const logger = this.#ctx.logger;
+    if (st === 'queued') {
+      // Removes only that ticket's request: false when it was granted meanwhile.
+      const removed = await this.#steps.step('unqueue', key, [session, String(ticket), 'a'], (u) => num(u, 'ok') === 1);
+      if (!removed) return false;
+      logger.debug({ key, ticket }, 'took a failed acquire out of the queue');
+    } else if (st === 'granted') {
+      await this.#steps.step('drop', key, ['h', 's', session, 'released'], (d) => {
+        // An acquire of the key answered meanwhile with this very hold: its session must hear it ended.
+        const hold = local.holds.get(key);
+        if (!hold || String(hold.token) !== str(d, 't')) return;
+        this.#table.dropHold(hold);
+        this.#ctx.listener?.lost(session, { key, token: hold.token, reason: 'revoked' });
+      });
+      logger.debug({ key, ticket }, 'released the hold a failed acquire was granted');
+    }
+    if (current()) local.uncertain.delete(ticket);
+    return true;
   }
 
   /** Reconciles again in 100 ms; `settled` waits for that run too. */

@@ -130,8 +130,15 @@ class RedisStore implements LockStore {
     });
     this.#reconciler = new Reconciler(ctx, table, steps);
     this.#timeouts = new Timeouts(ctx, table, steps, this.#reconciler);
-    this.#notes = new NoteSettler(ctx, table);
-    this.#requests = new LockRequests({ ctx, table, steps, timeouts: this.#timeouts, notes: this.#notes });
+    this.#notes = new NoteSettler(ctx, table, () => this.#reconciler.reconcileSoon());
+    this.#requests = new LockRequests({
+      ctx,
+      table,
+      steps,
+      timeouts: this.#timeouts,
+      notes: this.#notes,
+      reconciler: this.#reconciler,
+    });
     this.#cleanup = new SessionCleanup(ctx, table, steps);
     this.#barrier = new SyncBarrier({
       ctx,
