@@ -172,6 +172,29 @@ describe('dashboard', () => {
     pageErrors.splice(0, pageErrors.length, ...unexpected);
   });
 
+  it('clears the rows and the counts while disconnected instead of showing holders the server may not have', async () => {
+    const ana = await LockClient.connect(server.url, { reconnect: false });
+    clients.push(ana);
+    await ana.acquire('gone:1', { meta: { user: 'ana' } });
+    await openDashboard();
+    await row('gone:1').waitFor({ timeout: 2000 });
+    await expect.poll(() => page.locator('#count-sessions').getAttribute('data-value'), { timeout: 5000 }).toBe('2');
+    await server.close();
+    await page.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: 5000 });
+    await row('gone:1').waitFor({ state: 'detached', timeout: 2000 });
+    const count = (id: string) => page.locator(`#${id}`).getAttribute('data-value');
+    expect([await count('count-held'), await count('count-holders'), await count('count-active-sessions')]).toEqual([
+      '0',
+      '0',
+      '0',
+    ]);
+    await expect.poll(() => page.locator('#count-sessions').textContent(), { timeout: 5000 }).toBe('–');
+    // A fresh server for afterEach to close; the refused connections logged meanwhile are expected.
+    server = await createLockServer({ port: 0, clock });
+    const unexpected = pageErrors.filter((line) => !/ERR_CONNECTION_REFUSED|WebSocket connection to/.test(line));
+    pageErrors.splice(0, pageErrors.length, ...unexpected);
+  });
+
   it('closes the connection of a failed attempt, so retrying leaves no session behind on the server', async () => {
     // Each attempt connects, then the server refuses its watch (the page sends it with a limit of -1).
     await page.addInitScript(() => {

@@ -249,6 +249,7 @@ async function connectForever(): Promise<void> {
       showNotice(`Cannot reach ${url}: ${error instanceof Error ? error.message : String(error)}`);
     }
     client = undefined;
+    forgetServerState();
     if (wasLive) attempt = 0;
     const delay = reconnectDelay(attempt);
     setState('disconnected', `reconnecting in ${formatDuration(delay)}`);
@@ -256,6 +257,23 @@ async function connectForever(): Promise<void> {
     scheduleRender();
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
+}
+
+/**
+ * While disconnected the dashboard knows nothing of the server's locks: the
+ * table and the figures are cleared (the sessions count shows `–`) rather
+ * than left showing holders the server may no longer have. The next
+ * connection rebuilds them from its snapshot.
+ */
+function forgetServerState(): void {
+  table.reset([]);
+  setCount(el.activeSessions, 0);
+  clearSessions();
+}
+
+function clearSessions(): void {
+  setText(el.sessions, '–');
+  delete el.sessions.dataset.value;
 }
 
 async function pollHealth(): Promise<void> {
@@ -266,7 +284,8 @@ async function pollHealth(): Promise<void> {
       setCount(el.sessions, body.sessions);
     }
   } catch {
-    // The connection state already says the server is unreachable.
+    // The connection state already says the server is unreachable; the count is unknown.
+    clearSessions();
   }
 }
 
