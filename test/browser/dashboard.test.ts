@@ -195,6 +195,17 @@ describe('dashboard', () => {
     pageErrors.splice(0, pageErrors.length, ...unexpected);
   });
 
+  it('shows the new expiry of a hold extended after its known expiry passed, though no event tells of an extend', async () => {
+    await openDashboard();
+    const ana = await connect();
+    // The server's clock stands still, so the hold never expires there; the page's clock runs past it.
+    const lease = await ana.acquire('ext:1', { holdTimeout: 1, meta: { user: 'ana' } });
+    const expires = row('ext:1').locator('.expires-in');
+    await expect.poll(() => expires.textContent(), { timeout: 3000 }).toBe('0.0s');
+    await lease?.extend(60_000);
+    await expect.poll(() => expires.textContent(), { timeout: 3000 }).toMatch(/^5\ds$/);
+  });
+
   it('closes the connection of a failed attempt, so retrying leaves no session behind on the server', async () => {
     // Each attempt connects, then the server refuses its watch (the page sends it with a limit of -1).
     await page.addInitScript(() => {

@@ -14,6 +14,8 @@ import { RateMeter, StatusRefresher, reconnectDelay } from './dashboard-support.
 /** The most keys a watch snapshot may hold (the protocol's `limit` maximum). */
 const SNAPSHOT_LIMIT = 10_000;
 const HEALTH_POLL_MS = 2000;
+/** How often a row whose expiry passed without an `expired` event is asked again (an `extend` tells no event). */
+const OVERDUE_RECHECK_MS = 1000;
 
 const el = {
   state: byId('conn-state', HTMLElement),
@@ -45,6 +47,8 @@ let clockOffset = 0;
 let selected: string | undefined;
 let prefix = new URLSearchParams(location.search).get('prefix') ?? '';
 let frameRequested = false;
+/** When each overdue key was last asked for its status, so a hold past its expiry is asked once a second, not once a frame. */
+const overdueAskedAt = new Map<string, number>();
 
 const now = () => Date.now() + clockOffset;
 
@@ -90,9 +94,33 @@ function render(): void {
   const shown = range[1] - range[0];
   setText(el.shown, prefix ? `${shown} of ${table.size} keys` : `${table.size} keys`);
   renderDetails();
-  // Rows on screen whose expiry the events did not tell: ask the server, a few at a time.
-  for (const key of rows.visibleKeys()) {
-    if (table.get(key)?.holders.some((holder) => holder.expiresAt === undefined)) refresher.want(key);
+  refreshShownExpiries();
+}
+
+/**
+ * Asks the server, a few at a time, about the rows on screen and the
+ * selected key whose expiry the events did not tell (events carry none), and
+ * about those whose known expiry passed without an `expired` event: the
+ * hold was extended (no event tells of it), or the event is on its way.
+ */
+function refreshShownExpiries(): void {
+  const at = now();
+  for (const [key, askedAt] of overdueAskedAt) {
+    if (at - askedAt >= OVERDUE_RECHECK_MS) overdueAskedAt.delete(key);
+  }
+  const shown = new Set(rows.visibleKeys());
+  if (selected !== undefined) shown.add(selected);
+  for (const key of shown) {
+    const holders = table.get(key)?.holders ?? [];
+    if (holders.some((holder) => holder.expiresAt === undefined)) {
+      refresher.want(key);
+      continue;
+    }
+    const overdue = holders.some((holder) => typeof holder.expiresAt === 'number' && holder.expiresAt <= at);
+    if (overdue && !overdueAskedAt.has(key)) {
+      overdueAskedAt.set(key, at);
+      refresher.want(key);
+    }
   }
 }
 
@@ -267,6 +295,7 @@ async function connectForever(): Promise<void> {
  */
 function forgetServerState(): void {
   table.reset([]);
+  overdueAskedAt.clear();
   setCount(el.activeSessions, 0);
   clearSessions();
 }
