@@ -2,7 +2,8 @@
  * The page of the React hook tests, bundled with esbuild by the test: each
  * `mount()` connects its own client (its own lock holder) and renders a
  * component using `useLock` and `useLockState` in strict mode, which mounts
- * every effect twice. Components report their state in `data-*` attributes.
+ * every effect twice. `mountPair()` renders two such components on one
+ * client. Components report their state in `data-*` attributes.
  */
 import { LockClient } from '@lockwire/client';
 import { LockClientProvider, useLock, useLockState } from '@lockwire/client/react';
@@ -48,6 +49,20 @@ const api = {
     root.render(
       createElement(StrictMode, null, createElement(LockClientProvider, { client }, createElement(LockView, { lockKey: key, name, auto }))),
     );
+    mounted.set(name, { root, client });
+    return client.session;
+  },
+  /** Connects one client and renders two lock views of `key` on it, as `#<name>-1` and `#<name>-2`. */
+  async mountPair(name: string, url: string, key: string): Promise<string> {
+    const client = await LockClient.connect(url);
+    const host = document.createElement('div');
+    host.id = name;
+    document.body.append(host);
+    const root = createRoot(host);
+    const views = [1, 2].map((n) =>
+      createElement('div', { key: n, id: `${name}-${n}` }, createElement(LockView, { lockKey: key, name: `${name}-${n}`, auto: true })),
+    );
+    root.render(createElement(StrictMode, null, createElement(LockClientProvider, { client }, ...views)));
     mounted.set(name, { root, client });
     return client.session;
   },

@@ -26,6 +26,7 @@ const lockwireSources: Plugin = {
 interface ReactTestWindow {
   reactTest: {
     mount(name: string, url: string, key: string, auto?: boolean): Promise<string>;
+    mountPair(name: string, url: string, key: string): Promise<string>;
     unmount(name: string): void;
   };
 }
@@ -141,6 +142,31 @@ describe('useLock and useLockState in Chromium', () => {
 
     await view('manual').locator('.release').click();
     await expectAttributes('manual', { status: 'idle' });
+  });
+
+  it('shares one request and one hold between two components of one client, held until both release', async () => {
+    const holder = await observer.acquire('pair:react');
+    const session = await page.evaluate(
+      ([url]) => (window as unknown as ReactTestWindow).reactTest.mountPair('pair', url, 'pair:react'),
+      [server.url] as const,
+    );
+    await expectAttributes('pair-1', { status: 'waiting', position: '1' });
+    await expectAttributes('pair-2', { status: 'waiting', position: '1' });
+    expect((await observer.status('pair:react')).queue.map((waiter) => waiter.session)).toEqual([session]);
+
+    await holder?.release();
+    await expectAttributes('pair-1', { status: 'held', token: /^\d+$/ });
+    await expectAttributes('pair-2', { status: 'held' });
+    expect(await view('pair-2').getAttribute('data-token')).toBe(await view('pair-1').getAttribute('data-token'));
+
+    await view('pair-1').locator('.release').click();
+    await expectAttributes('pair-1', { status: 'idle' });
+    expect(await view('pair-2').getAttribute('data-status')).toBe('held');
+    expect((await observer.status('pair:react')).holders.map((holder) => holder.session)).toEqual([session]);
+
+    await view('pair-2').locator('.release').click();
+    await expectAttributes('pair-2', { status: 'idle' });
+    await expect.poll(async () => (await observer.status('pair:react')).locked, { timeout: 3000 }).toBe(false);
   });
 
   it('releases on demand and lets the next waiter in', async () => {

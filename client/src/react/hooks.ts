@@ -9,10 +9,27 @@ import {
   type ReactNode,
 } from 'react';
 import type { LockClient } from '../lock-client.js';
-import { LockController, type LockHookState, type LockRequest } from './lock-controller.js';
+import type { LockHookState, LockRequest } from './lock-controller.js';
+import { SharedLocks } from './shared-lock.js';
 import { LockStateStore, type LockStateView } from './lock-state-store.js';
 
 const LockClientContext = createContext<LockClient | null>(null);
+
+/**
+ * Each client's shared lock requests. Keyed weakly by the client, so they
+ * go with it; per client because the session is the holder, whichever
+ * component asked.
+ */
+const sharedByClient = new WeakMap<LockClient, SharedLocks>();
+
+function sharedLocks(client: LockClient): SharedLocks {
+  let shared = sharedByClient.get(client);
+  if (!shared) {
+    shared = new SharedLocks(client);
+    sharedByClient.set(client, shared);
+  }
+  return shared;
+}
 
 /** Props of {@link LockClientProvider}. */
 export interface LockClientProviderProps {
@@ -67,9 +84,12 @@ export type UseLockResult = LockHookState & {
  * lease and its fencing token) -> `lost` (with the reason) when taken away.
  * Unmounting cancels the request or releases the lock.
  *
- * The session is the holder: two components on the same client share one
- * hold of a key, so give independent holders their own clients. Options
- * other than `client` and `auto` are read when an acquire starts; changing
+ * The session is the holder: components on the same client share one
+ * request and one hold of a key (one `waiting` position, one lease and
+ * token); the hold ends when the last of them releases or unmounts, and a
+ * loss reaches all of them. Give independent holders their own clients.
+ * Options other than `client` and `auto` are read when an acquire starts
+ * (when components share it, those of the one that joined last); changing
  * `key` or the client releases and starts over.
  */
 export function useLock(key: string, options: UseLockOptions = {}): UseLockResult {
@@ -77,7 +97,7 @@ export function useLock(key: string, options: UseLockOptions = {}): UseLockResul
   const client = useLockClient(given);
   const latest = useRef<LockRequest>(request);
   latest.current = request;
-  const controller = useMemo(() => new LockController(client, key, () => latest.current), [client, key]);
+  const controller = useMemo(() => sharedLocks(client).handle(key, () => latest.current), [client, key]);
   const state = useSyncExternalStore(controller.subscribe, controller.getSnapshot, controller.getSnapshot);
   useEffect(() => {
     if (auto) controller.acquire();
