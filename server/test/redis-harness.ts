@@ -100,12 +100,33 @@ export async function startPubSubProxy(targetPort: number): Promise<PubSubProxy>
       }
       upstream.write(chunk);
     });
-    upstream.on('data', (chunk) => {
+    // Delayed bytes wait in one queue per connection, drained by one timer: timers of different
+    // lengths due at the same ms may fire in either order, which would reorder the replies.
+    const out: Array<{ at: number; chunk: Buffer }> = [];
+    let draining = false;
+    const drain = () => {
+      let next = out[0];
+      while (next && next.at <= Date.now()) {
+        client.write(next.chunk);
+        out.shift();
+        next = out[0];
+      }
+      draining = next !== undefined;
+      if (next) setTimeout(drain, next.at - Date.now());
+    };
+    upstream.on('data', (chunk: Buffer) => {
       if (state.silent) return;
       const at = Math.max(Date.now() + (state.subscriber ? lag : replyLag), state.last);
       state.last = at;
-      if (at <= Date.now()) client.write(chunk);
-      else setTimeout(() => client.write(chunk), at - Date.now());
+      if (!draining && at <= Date.now()) {
+        client.write(chunk);
+        return;
+      }
+      out.push({ at, chunk });
+      if (!draining) {
+        draining = true;
+        setTimeout(drain, at - Date.now());
+      }
     });
     for (const [a, b] of [
       [client, upstream],
