@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createManualClock } from '../src/clock.js';
+import { createManualClock, type ManualClock } from '../src/clock.js';
 import { silentLogger } from '../src/logger.js';
 import { keyNames } from '../src/redis/key-codec.js';
 import { LocalTable } from '../src/redis/local-table.js';
@@ -33,17 +33,32 @@ describe('a Redis step whose call failed although Redis ran it', () => {
    * delayed beyond it fails the call while Redis has run the step; node `b`
    * on Redis directly.
    */
-  async function nodes(): Promise<{ proxy: PubSubProxy; a: LockStore; logA: ListenerLog; b: LockStore }> {
+  async function nodes(): Promise<{
+    proxy: PubSubProxy;
+    clock: ManualClock;
+    a: LockStore;
+    logA: ListenerLog;
+    failedCalls: ListenerLog;
+    b: LockStore;
+  }> {
     const clock = createManualClock();
     const proxy = await stores.proxy();
     const namespace = stores.namespace();
     const logA = listenerLog();
+    const failedCalls = listenerLog();
+    const logger = {
+      ...silentLogger,
+      debug: (o: object, msg: string) => {
+        if (msg === 'Redis call failed') failedCalls.push(`failed ${(o as { script?: string }).script}`);
+      },
+    };
+    // Heartbeats every 10 s: no reconciliation of their own starts within a test.
     const a = await stores.startStore(
-      { url: proxy.url, namespace, clock, commandTimeout: 300, tolerateCloseFailure: true },
+      { url: proxy.url, namespace, clock, logger, nodeTtl: 30_000, commandTimeout: 300, tolerateCloseFailure: true },
       logA.listener,
     );
     const b = await stores.startStore({ url: stores.redis.url, namespace, clock }, listenerLog().listener);
-    return { proxy, a, logA, b };
+    return { proxy, clock, a, logA, failedCalls, b };
   }
 
   it('releases, once Redis answers again, the hold of an acquire answered store_unavailable, telling its session nothing', async () => {
@@ -95,6 +110,70 @@ describe('a Redis step whose call failed although Redis ran it', () => {
       lines: [],
     });
   });
+  it('tells a holder lost expired when the expiry of its hold ran in Redis but its reply came too late', async () => {
+    const { proxy, clock, a, logA, failedCalls, b } = await nodes();
+    const held = await a.acquire('h', acquireInput(1, 'k', { holdTimeout: 1000 }));
+    if (held.status !== 'granted') throw new Error('h was not granted');
+    proxy.delayReplies(800);
+    clock.advance(1000);
+    await failedCalls.next(/^failed expire$/, 3000);
+    proxy.delayReplies(0);
+    await logA.next(/^lost h k /, 3000);
+    expect({ locked: (await b.status('k', null)).locked, lines: logA.lines }).toEqual({
+      locked: false,
+      lines: [`lost h k ${held.token} expired`],
+    });
+  });
+
+  it('tells a holder lost stolen when a steal on its own node ran in Redis but its reply came too late', async () => {
+    const { proxy, a, logA, b } = await nodes();
+    const events = await watchAll(b);
+    const held = await a.acquire('h', acquireInput(1, 'k'));
+    if (held.status !== 'granted') throw new Error('h was not granted');
+    proxy.delayReplies(800);
+    expect(await outcomeOf(a.acquire('t', acquireInput(2, 'k', { steal: true })))).toBe('failed store_unavailable');
+    proxy.delayReplies(0);
+    await logA.next(/^lost h k /, 3000);
+    // The failed steal itself changes nothing more: its grant is released again.
+    await events.next(/^released k t$/, 5000);
+    expect({ events: events.lines, lines: logA.lines }).toEqual({
+      events: ['acquired k h', 'stolen k h', 'acquired k t', 'released k t'],
+      lines: [`lost h k ${held.token} stolen`],
+    });
+  });
+
+  it('tells a holder lost revoked when a revoke on its own node ran in Redis but its reply came too late', async () => {
+    const { proxy, a, logA, b } = await nodes();
+    const held = await a.acquire('h', acquireInput(1, 'k'));
+    if (held.status !== 'granted') throw new Error('h was not granted');
+    proxy.delayReplies(800);
+    await expect(a.revoke('k')).rejects.toMatchObject({ code: 'store_unavailable' });
+    proxy.delayReplies(0);
+    await logA.next(/^lost h k /, 3000);
+    expect({ locked: (await b.status('k', null)).locked, lines: logA.lines }).toEqual({
+      locked: false,
+      lines: [`lost h k ${held.token} revoked`],
+    });
+  });
+
+  it('grants a waiter on the same node as a release that ran in Redis but was answered store_unavailable', async () => {
+    const { proxy, a, logA, b } = await nodes();
+    const held = await a.acquire('h', acquireInput(1, 'k'));
+    if (held.status !== 'granted') throw new Error('h was not granted');
+    expect(await a.acquire('w', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
+    proxy.delayReplies(800);
+    // The release grants w in Redis; the note of that grant travelled only in the reply, which came too late.
+    await expect(a.release('h', 'k')).rejects.toMatchObject({ code: 'store_unavailable' });
+    proxy.delayReplies(0);
+    const granted = await logA.next(/^granted w #2 /, 3000);
+    await logA.next(/^lost h k /, 3000);
+    const token = granted.split(' ')[3];
+    // h was told its release failed, yet Redis ended its hold: it hears that it no longer holds k.
+    expect({ holders: (await b.status('k', null)).holders.map((x) => `${x.session} ${x.token}`), lines: [...logA.lines].sort() }).toEqual({
+      holders: [`w ${token}`],
+      lines: [`granted w #2 ${token}`, `lost h k ${held.token} revoked`],
+    });
+  });
 });
 
 describe('the reconciliation of an acquire answered store_unavailable', () => {
@@ -121,6 +200,7 @@ describe('the reconciliation of an acquire answered store_unavailable', () => {
     } as unknown as StepRunner;
     const reconciler = new Reconciler(ctx, table, steps);
     reconciler.uncertain(local, 3, 'doc:1');
+    reconciler.reconcileSoon();
     await reconciler.settled();
     expect({ ran, uncertain: [...local.uncertain], holds: [...local.holds.keys()] }).toEqual({
       ran: [],

@@ -1,6 +1,6 @@
 import type { LocalTable } from './local-table.js';
 import type { LocalPending } from './local-state.js';
-import type { Note } from './records.js';
+import type { Batch, Note } from './records.js';
 import type { StoreContext } from './store-context.js';
 
 /**
@@ -77,6 +77,25 @@ export class NoteSettler {
     } else if (note.y === 'waitDone' && pending.kind === 'wait') {
       table.removePending(pending);
       listener?.waitDone(note.session, note.ticket, true);
+    }
+  }
+
+  /**
+   * The broadcast of a step of this node whose call failed: its reply, the
+   * only carrier of this node's notes, never came. A hold of this node that
+   * the step ended (an expiry, a steal, a revoke) is reported lost with that
+   * reason, as its note would have been; everything else the step settled
+   * is left to the reconciliation that follows the failure.
+   */
+  settleOwnFailed(batch: Batch): void {
+    for (const item of batch.items) {
+      if (item.y !== 'ev') continue;
+      const { event } = item;
+      const reason = event.event === 'expired' || event.event === 'stolen' || event.event === 'revoked' ? event.event : null;
+      if (reason === null || event.token === undefined) continue;
+      // Tokens of a key are unique: a hold here under that session and token is the one that ended.
+      if (this.#table.sessions.get(event.session)?.holds.get(batch.key)?.token !== event.token) continue;
+      this.applyNote(batch.key, { y: 'lost', session: event.session, token: event.token, reason }, batch.v);
     }
   }
 

@@ -70,11 +70,11 @@ export class Reconciler {
 
   /**
    * An acquire of `local`'s session answered `store_unavailable` may still
-   * have queued or been granted in Redis: the next runs take it out again.
+   * have queued or been granted in Redis: the next runs take it out again
+   * (the step runner starts one after every failed call).
    */
   uncertain(local: LocalSession, ticket: Ticket, key: string): void {
     local.uncertain.set(ticket, key);
-    this.reconcileSoon();
   }
 
   /** Where a request (`a`/`w` by ticket) or hold (`h` by token) of a session stands in Redis. */
@@ -204,6 +204,8 @@ export class Reconciler {
         this.#ctx.listener?.lost(session, { key, token: hold.token, reason: 'revoked' });
       });
       logger.debug({ key, ticket }, 'released the hold a failed acquire was granted');
+    } else if (st !== 'gone') {
+      return false;
     }
     if (current()) local.uncertain.delete(ticket);
     return true;

@@ -167,7 +167,11 @@ class RedisStore implements LockStore {
     ctx.link = link;
     ctx.sequencer = new BatchSequencer({
       node: () => ctx.liveness?.id ?? '',
-      deliver: (batch, withEvents) => this.#intake.deliver(batch, withEvents),
+      deliver: (batch, withEvents) => {
+        // A broadcast of this node's own step reaches here only when the step's call failed.
+        if (withEvents && batch.origin !== undefined && batch.origin === ctx.liveness?.id) this.#notes.settleOwnFailed(batch);
+        this.#intake.deliver(batch, withEvents);
+      },
       gapWait: 500,
     });
     const liveness = new NodeLiveness({

@@ -12,7 +12,7 @@ export interface StepRunnerOptions {
   keySet: NodeKeySet;
   /** True when some watch on this node covers the key (its events are worth reading). */
   watched: (key: string) => boolean;
-  /** An earlier step of a key was not heard in time: ask Redis where everything stands. */
+  /** An earlier step of a key was not heard in time, or a call failed: ask Redis where everything stands. */
   reconcileSoon: () => void;
 }
 
@@ -47,7 +47,8 @@ export class StepRunner {
    * or after a bounded wait for a late message, when this node then
    * reconciles. It gets the key's version before the step: notes of batches
    * at or below it come from steps Redis ran earlier. A Redis failure calls
-   * `failed` and throws `store_unavailable`.
+   * `failed`, starts a reconciliation (the step may have run, its notes for
+   * this node unheard) and throws `store_unavailable`.
    */
   async step<T>(
     name: ScriptName,
@@ -86,6 +87,9 @@ export class StepRunner {
       sequencer.endCall(call, null);
       failed?.();
       ctx.logger.debug({ err: String(error), script: name }, 'Redis call failed');
+      // Redis may have run the step all the same (only its reply was late), and that reply alone
+      // carried this node's notes: once Redis answers again, ask it where everything stands.
+      this.#o.reconcileSoon();
       throw new LockError(ErrorCode.StoreUnavailable, `${liveness.reason}: ${String(error)}`);
     }
     const at = batch.v > 0 ? batch.pv : Number(str(reply, 'cv'));

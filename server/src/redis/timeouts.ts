@@ -85,6 +85,9 @@ export class Timeouts {
     if (!this.#current(hold)) return;
     try {
       await this.#steps.step('expire', hold.key, [hold.session, String(hold.token)], (r) => {
+        // Gone before its expiry ran, and never reported here (e.g. an earlier try ran late):
+        // the reconciliation tells the holder.
+        if (num(r, 'gone') === 1 && this.#current(hold)) this.#reconciler.reconcileSoon();
         const x = str(r, 'x');
         if (x !== '' && this.#current(hold)) {
           hold.expiresAt = expiresAtOf(x);
