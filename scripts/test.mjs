@@ -7,7 +7,9 @@
 //   3. vitest with the root config; extra arguments pass through
 //      (`npm test -- server/test/engine.test.ts`).
 // The last line printed is `N passed, N failed[, N skipped]`; the exit code
-// is non-zero when anything failed or no test ran.
+// is non-zero when anything failed or no test ran. A run without arguments
+// (as in CI) must skip nothing: skipped tests count as failed, and the line
+// before the closing one names them.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,13 +17,16 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ensureNodeModules, typecheck, typecheckTests } from './lib/npm-install.mjs';
 import { ensureOsPackages } from './lib/os-packages.mjs';
-import { summarize, summaryLine } from './lib/vitest-summary.mjs';
+import { judgeSkips, summarize, summaryLine } from './lib/vitest-summary.mjs';
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const startedAt = Date.now();
 // The whole run must finish within 15 minutes; vitest gets what is left of
-// this budget after installing (LOCKWIRE_TEST_TIMEOUT_MS overrides it).
+// this budget after installing, less a minute kept for stopping it and
+// reporting (LOCKWIRE_TEST_TIMEOUT_MS overrides the 14 minutes).
 const budgetMs = Number(process.env.LOCKWIRE_TEST_TIMEOUT_MS) || 14 * 60_000;
+/** Below this, the suites cannot run in what is left, and the run fails before starting them. */
+const MIN_VITEST_MS = 60_000;
 
 const log = (line) => process.stdout.write(`[test] ${line}\n`);
 
@@ -96,13 +101,22 @@ async function main() {
   const ui = spawnSync(process.execPath, [join(root, 'scripts/build-ui.mjs')], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
   if (ui.status !== 0) fail('the browser UI build (scripts/build-ui.mjs) failed; see the output above');
 
+  const remaining = budgetMs - (Date.now() - startedAt);
+  if (remaining < MIN_VITEST_MS) {
+    fail(
+      `installing and building took ${Math.round((Date.now() - startedAt) / 1000)} s of the ` +
+        `${Math.round(budgetMs / 1000)} s budget; the ${Math.max(0, Math.round(remaining / 1000))} s left ` +
+        `are too few to run the suites (at least ${MIN_VITEST_MS / 1000} s)`,
+    );
+  }
   const tempDir = mkdtempSync(join(tmpdir(), 'lockwire-test-'));
   const reportPath = join(tempDir, 'vitest-report.json');
   try {
-    const remaining = Math.max(60_000, budgetMs - (Date.now() - startedAt));
-    const result = await runVitest(process.argv.slice(2), reportPath, remaining);
+    const args = process.argv.slice(2);
+    const result = await runVitest(args, reportPath, remaining);
     const report = readReport(reportPath);
-    const counts = summarize(report);
+    const judged = judgeSkips(summarize(report), { allowSkips: args.length > 0 });
+    const counts = judged.counts;
     const problems = [];
     if (result.error) problems.push(`vitest could not run: ${result.error.message}`);
     if (result.timedOut) problems.push('vitest was stopped by the time budget');
@@ -122,6 +136,7 @@ async function main() {
     if (counts.passed + counts.failed === 0) problems.push('no test ran');
     for (const problem of problems) process.stderr.write(`[test] ${problem}\n`);
     log(`finished in ${Math.round((Date.now() - startedAt) / 1000)} s`);
+    if (judged.reason !== null) log(judged.reason);
     process.stdout.write(`${summaryLine(counts)}\n`);
     process.exitCode = counts.failed > 0 || counts.passed === 0 ? 1 : 0;
   } finally {
