@@ -165,6 +165,8 @@ describe('memory store', () => {
     await h.store.closeSession('a');
     // The next waiter was granted in the same step; nothing went to the closed session.
     expect(h.take()).toEqual(['granted b #5 t3 exp=null']);
+    // Checked before the clock moves, so deadlines left to fire harmlessly later cannot pass for cleared ones.
+    expect(h.store.inspect().pendingDeadlines).toBe(0);
     h.clock.advance(2000);
     expect(h.take()).toEqual([]);
     await h.store.closeSession('o');
