@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { allows, allowsPrefix, watchSnapshot, type Permissions } from '../src/permissions.js';
 import { SECRET, connectWith, startServer, token } from './auth-harness.js';
-import { within } from './server-harness.js';
+import { sessionLog, within } from './server-harness.js';
 
 async function authServer() {
   const { server, clock } = await startServer({ auth: { secret: SECRET } });
@@ -61,18 +61,15 @@ describe('permissions per op', () => {
   });
 
   it('lets a resumed session release every lock its welcome hands back, even outside its new locks', async () => {
-    const { server, clock } = await startServer({ auth: { secret: SECRET }, sessionGrace: 10_000 });
+    const sessions = sessionLog();
+    const { server, clock } = await startServer({ auth: { secret: SECRET }, sessionGrace: 10_000, logger: sessions.logger });
     const as = async (claims: Record<string, unknown>, query = '') =>
       connectWith(server.url + query, await token(claims, { now: clock.now() }));
     const first = await as({ sub: 'ana', locks: ['*'] });
     expect(await first.client.request({ op: 'acquire', id: 1, key: 'x' })).toMatchObject({ acquired: true });
     first.client.ws.terminate();
-    await within(
-      (async () => {
-        while (server.sessionCount() > 0) await new Promise((resolve) => setImmediate(resolve));
-      })(),
-      'the server to see the drop',
-    );
+    await sessions.closed(1, 'the server to see the drop');
+    expect(server.sessionCount()).toBe(0);
     const query = `?session=${String(first.welcome.session)}&resume=${String(first.welcome.resume)}`;
     const { client, welcome } = await as({ sub: 'ana', locks: ['doc:*'], watch: ['*'] }, query);
     expect(welcome).toMatchObject({ resumed: true, held: [{ key: 'x' }] });

@@ -5,7 +5,7 @@ import { createMemoryStore } from '../src/memory-store.js';
 import { createLockServer } from '../src/server.js';
 import type { LockStore } from '../src/store.js';
 import { describeGrace } from './grace-scenarios.js';
-import { RawClient, within } from './server-harness.js';
+import { RawClient, sessionLog } from './server-harness.js';
 
 describeGrace('memory store', async (clock) => createMemoryStore({ clock }));
 
@@ -38,7 +38,8 @@ describe('session grace on the memory store', () => {
         return typeof value === 'function' ? value.bind(target) : value;
       },
     });
-    const server = await createLockServer({ port: 0, heartbeatInterval: 0, clock, store, sessionGrace: 10_000 });
+    const sessions = sessionLog();
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, clock, store, sessionGrace: 10_000, logger: sessions.logger });
     const clients: RawClient[] = [];
     try {
       const a = await RawClient.connect(server.url);
@@ -48,12 +49,8 @@ describe('session grace on the memory store', () => {
       b.client.send({ op: 'acquire', id: 1, key: 'k' });
       await b.client.next((f) => f.type === 'queued', 'the queued acquire');
       a.client.ws.terminate();
-      await within(
-        (async () => {
-          while (server.sessionCount() > 1) await new Promise((resolve) => setImmediate(resolve));
-        })(),
-        'the server to see the drop',
-      );
+      await sessions.closed(1, 'the server to see the drop');
+      expect(server.sessionCount()).toBe(1);
       clock.advance(9_000);
       storeDown = true;
       const query = `?session=${String(a.welcome.session)}&resume=${String(a.welcome.resume)}`;

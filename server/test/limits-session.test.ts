@@ -8,7 +8,7 @@ import { RATE_ABUSE_MIN_FRAMES } from '../src/limits.js';
 import { RateLimiter } from '../src/rate-limit.js';
 import { createManualClock } from '../src/clock.js';
 import { connectWith, startServer, upgradeStatus } from './auth-harness.js';
-import { within } from './server-harness.js';
+import { sessionLog, within } from './server-harness.js';
 import { RawSocket } from '../../test/helpers/raw-socket.js';
 
 /** A WebSocket client over a bare TCP socket that completes the handshake, then never reads again. */
@@ -112,17 +112,14 @@ describe('per-session limits', () => {
 
 describe('maxConnections', () => {
   it('refuses upgrades past the limit with 503 and admits again once a connection closed', async () => {
-    const { server } = await startServer({ limits: { maxConnections: 2 } });
+    const sessions = sessionLog();
+    const { server } = await startServer({ limits: { maxConnections: 2 }, logger: sessions.logger });
     const { client } = await connectWith(server.url, null);
     await connectWith(server.url, null);
     expect(await upgradeStatus(server.url)).toBe(503);
     await client.close();
-    await within(
-      (async () => {
-        while (server.sessionCount() > 1) await new Promise((resolve) => setImmediate(resolve));
-      })(),
-      'the session to end',
-    );
+    await sessions.closed(1, 'the session to end');
+    expect(server.sessionCount()).toBe(1);
     expect(await upgradeStatus(server.url)).toBe(101);
   });
 });

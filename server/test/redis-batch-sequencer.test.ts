@@ -1,17 +1,30 @@
 import { describe, expect, it } from 'vitest';
 import { BatchSequencer } from '../src/redis/batch-sequencer.js';
 import type { Batch } from '../src/redis/records.js';
+import { within } from './server-harness.js';
 
 const batch = (pv: number, v: number, extra: Partial<Batch> = {}): Batch => ({ key: 'k', encoded: 'k006b', pv, v, items: [], ...extra });
 
 function sequencer(gapWait = 10_000) {
   const delivered: Array<{ v: number; withEvents: boolean; origin?: string }> = [];
+  let wake: () => void = () => undefined;
   const seq = new BatchSequencer({
     node: () => 'me',
     gapWait,
-    deliver: (b, withEvents) => delivered.push({ v: b.v, withEvents, ...(b.origin ? { origin: b.origin } : {}) }),
+    deliver: (b, withEvents) => {
+      delivered.push({ v: b.v, withEvents, ...(b.origin ? { origin: b.origin } : {}) });
+      wake();
+    },
   });
-  return { seq, delivered };
+  /** Resolves once `count` batches were delivered; rejects after the harness's bounded wait. */
+  const deliveries = (count: number) =>
+    within(
+      (async () => {
+        while (delivered.length < count) await new Promise<void>((resolve) => (wake = resolve));
+      })(),
+      `${count} deliveries`,
+    );
+  return { seq, delivered, deliveries };
 }
 
 describe('the batch sequencer', () => {
@@ -72,11 +85,12 @@ describe('the batch sequencer', () => {
   });
 
   it('delivers what waited for a predecessor that never comes after the gap wait, in version order', async () => {
-    const { seq, delivered } = sequencer(20);
+    const { seq, delivered, deliveries } = sequencer(20);
     seq.accept(batch(0, 1));
     seq.accept(batch(3, 4));
     seq.accept(batch(2, 3));
-    await new Promise((r) => setTimeout(r, 60));
+    expect(delivered.map((d) => d.v)).toEqual([1]);
+    await deliveries(3);
     expect(delivered.map((d) => d.v)).toEqual([1, 3, 4]);
     seq.close();
   });

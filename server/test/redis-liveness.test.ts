@@ -2,15 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { listenerLog, useRedisStores } from './redis-harness.js';
 import { acquireInput } from './server-harness.js';
 
-/** Resolves once `check` holds, polling every few ms; fails after `timeoutMs`. */
-async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what} not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 describe('a Redis node that stopped vouching for its locks', () => {
   const stores = useRedisStores('live');
 
@@ -20,7 +11,8 @@ describe('a Redis node that stopped vouching for its locks', () => {
     const namespace = stores.namespace();
     const nodeTtl = 1000;
     const a = await stores.startStore({ url: proxy.url, namespace, nodeTtl, commandTimeout: 5000, tolerateCloseFailure: true }, log.listener);
-    const b = await stores.startStore({ url: stores.redis.url, namespace, nodeTtl }, listenerLog().listener);
+    const bLog = listenerLog();
+    const b = await stores.startStore({ url: stores.redis.url, namespace, nodeTtl }, bLog.listener);
     const held = await a.acquire('h', acquireInput(1, 'k'));
     if (held.status !== 'granted') throw new Error('h was not granted');
     expect(await b.acquire('w', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
@@ -30,7 +22,7 @@ describe('a Redis node that stopped vouching for its locks', () => {
     expect(log.lines).toEqual([`lost h k ${held.token} revoked`]);
     proxy.delayReplies(0);
     // h was told it lost k: the waiter on the other node gets it, while h's session lives on.
-    await eventually(async () => (await b.status('k', null)).holders.some((x) => x.session === 'w'), nodeTtl, 'the waiter granted');
+    await bLog.next(/^granted w /, nodeTtl);
     expect((await b.status('k', null)).holders.map((x) => x.session)).toEqual(['w']);
   });
 });

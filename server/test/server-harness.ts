@@ -1,6 +1,7 @@
 import type { ListResult, LockStatus } from '@lockwire/protocol';
 import { connect as netConnect } from 'node:net';
 import WebSocket from 'ws';
+import type { Logger } from '../src/logger.js';
 import type {
   AcquireInput,
   AcquireOutcome,
@@ -121,6 +122,39 @@ export class RawClient {
     this.ws.close();
     return within(this.closed, 'the socket to close');
   }
+}
+
+/**
+ * A server logger that follows connections by the server's own log lines.
+ * The server writes `connection closed` once the session has left
+ * `sessionCount()`, so these waits replace polling that count: `closed(n)`
+ * resolves once `n` connections in all were logged closed, `idle()` once
+ * every connection logged open was logged closed. Both reject after `ms`.
+ */
+export function sessionLog() {
+  let opened = 0;
+  let closed = 0;
+  let wake: () => void = () => undefined;
+  const note = (_obj: object, msg: string) => {
+    if (msg === 'connection opened') opened++;
+    else if (msg === 'connection closed') closed++;
+    else return;
+    wake();
+  };
+  const logger: Logger = { debug: note, info: note, warn: note, error: note };
+  const until = (done: () => boolean, what: string, ms?: number) =>
+    within(
+      (async () => {
+        while (!done()) await new Promise<void>((resolve) => (wake = resolve));
+      })(),
+      what,
+      ms,
+    );
+  return {
+    logger,
+    closed: (count: number, what: string, ms?: number) => until(() => closed >= count, what, ms),
+    idle: (what: string, ms?: number) => until(() => closed >= opened, what, ms),
+  };
 }
 
 /**

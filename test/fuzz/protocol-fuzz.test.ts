@@ -2,7 +2,7 @@ import { decodeClientMessage, type ClientMessage } from '@lockwire/protocol';
 import { createLockServer, createManualClock, createMemoryStore, type LockServer } from '@lockwire/server';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RawClient, within, type Frame } from '../../server/test/server-harness.js';
+import { RawClient, sessionLog, within, type Frame } from '../../server/test/server-harness.js';
 
 /**
  * Random and mutated frames against a live server, one fresh session per
@@ -164,6 +164,7 @@ function predict(model: Model, message: ClientMessage, reply: Frame, lost: Frame
 describe('protocol fuzz', () => {
   let server: LockServer;
   const clock = createManualClock(Date.now());
+  const sessions = sessionLog();
 
   beforeAll(async () => {
     server = await createLockServer({
@@ -173,6 +174,7 @@ describe('protocol fuzz', () => {
       store: createMemoryStore({ clock }),
       // The clock never moves, so the rate limiter would never refill.
       limits: { rateBurst: 10_000_000, maxPayload: 64 * 1024 },
+      logger: sessions.logger,
     });
   });
   afterAll(async () => {
@@ -242,15 +244,10 @@ describe('protocol fuzz', () => {
         } finally {
           client.ws.terminate();
           await within(client.closed, 'the fuzz session to close');
-          await within(
-            (async () => {
-              while (server.sessionCount() > 0) await new Promise((resolve) => setImmediate(resolve));
-            })(),
-            'the sessions to end',
-            // A terminated socket's close reaches the server within a few
-            // event-loop turns; on a loaded machine that can pass 3 s.
-            15_000,
-          );
+          // A terminated socket's close reaches the server within a few
+          // event-loop turns; on a loaded machine that can pass 3 s.
+          await sessions.idle('the sessions to end', 15_000);
+          expect(server.sessionCount()).toBe(0);
         }
       }),
       { numRuns: 100_000, interruptAfterTimeLimit: FUZZ_MS, markInterruptAsFailure: false },
