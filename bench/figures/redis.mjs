@@ -93,6 +93,47 @@ async function storeApiThroughput(ctx, redis) {
   };
 }
 
+/**
+ * The same store API loop against the bare loop at other concurrencies, to
+ * show where the ratio comes from: one session is bound by round trips
+ * (both loops wait on the wire), many sessions by Redis' CPU per call (both
+ * loops keep Redis busy), so the ratio there is the two loops' Redis time
+ * per call. Slices alternate between the two loads at each concurrency.
+ */
+async function storeApiSweep(ctx, redis) {
+  const { sizes } = ctx;
+  const points = [];
+  for (const concurrency of sizes.storeApiSweep) {
+    const store = await startStore({ kind: 'redis', url: redis.url, namespace: `sweep${concurrency}-${Date.now()}` });
+    const bare = await openBareLoad(redis.url, { concurrency });
+    const storeLoad = openStoreLoad(store, { concurrency, prefix: `sweep${concurrency}` });
+    const ratios = [];
+    const rates = { store: [], bare: [] };
+    try {
+      await storeLoad.measure(0.3);
+      await bare.measure(0.3);
+      for (let i = 0; i < sizes.storeApiSweepSlices; i++) {
+        const s = await storeLoad.measure(sizes.sliceSeconds);
+        const b = await bare.measure(sizes.sliceSeconds);
+        rates.store.push(s);
+        rates.bare.push(b);
+        ratios.push(s / b);
+      }
+    } finally {
+      await bare.close();
+      await store.close();
+    }
+    points.push({
+      concurrency,
+      store: median(rates.store),
+      bare: median(rates.bare),
+      vsBare: round2(median(ratios)),
+      vsBareRange: [round2(Math.min(...ratios)), round2(Math.max(...ratios))],
+    });
+  }
+  return points;
+}
+
 async function redisStoreFigure(ctx) {
   const { sizes } = ctx;
   const redis = await ctx.redis();
@@ -121,10 +162,12 @@ async function redisStoreFigure(ctx) {
   const memoryStore = median(runs.memoryStore);
   const vsBare = ratio(redisStore, bare);
   const api = await storeApiThroughput(ctx, redis);
+  const sweep = await storeApiSweep(ctx, redis);
   return {
-    raw: { memoryHandoff, crossNode, throughput: runs, storeApi: api },
+    raw: { memoryHandoff, crossNode, throughput: runs, storeApi: api, storeApiSweep: sweep },
     rows: [
       { figure: `Redis store API throughput in process, uncontended, ${sizes.redisConcurrency} concurrent sessions`, value: api.redisStore, unit: 'calls/s', anchor: api.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: api.vsBare, target: '>= 0.5x bare loop', met: api.vsBare >= 0.5, note: `median of ${sizes.storeApiSlices} per-slice ratios, range ${api.vsBareRange[0]}-${api.vsBareRange[1]}x; memory store ${Math.round(api.memoryStore)} calls/s (${api.vsMemory}x)${api.base ? `; --base store ${api.base.vsBare}x` : ''}` },
+      ...sweep.map((point) => ({ figure: `Redis store API throughput in process, uncontended, ${point.concurrency} concurrent session${point.concurrency === 1 ? '' : 's'}`, value: point.store, unit: 'calls/s', anchor: point.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: point.vsBare, target: `- (the ${sizes.redisConcurrency}-session row is the store figure)`, met: null, note: `median of ${sizes.storeApiSweepSlices} per-slice ratios, range ${point.vsBareRange[0]}-${point.vsBareRange[1]}x` })),
       { figure: 'Redis store API: CPU per call, the store\'s process + Redis', value: api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, unit: 'µs', anchor: api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis, anchorLabel: 'bare loop per command, client + Redis', ratio: ratio(api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis), target: '-', met: null, note: `store ${api.cpuPerCall.redisStore.client} + Redis ${api.cpuPerCall.redisStore.redis} µs; bare loop ${api.cpuPerCall.bare.client} + ${api.cpuPerCall.bare.redis} µs; calls in flight take turns between the two processes, so throughput follows the sum` },
       { figure: `Redis store throughput over WebSocket (end to end), uncontended, ${sizes.redisConcurrency} connections`, value: redisStore, unit: 'req/s', anchor: bare, anchorLabel: 'bare SET NX + Lua delete', ratio: vsBare, target: '- (the API row is the store figure)', met: null, note: `memory store ${Math.round(memoryStore)} req/s (${ratio(redisStore, memoryStore)}x)` },
       { figure: 'Redis store cross-node handoff p50', value: crossNode.p50, unit: 'ms', anchor: memoryHandoff.p50, anchorLabel: 'memory store', ratio: ratio(crossNode.p50, memoryHandoff.p50), target: '<= 1 ms', met: crossNode.p50 <= 1, note: `p99 ${crossNode.p99.toFixed(3)} ms` },

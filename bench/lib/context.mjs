@@ -14,6 +14,7 @@ export const SIZES = {
     heapLocks: 1_000_000, heapWaiters: 100_000,
     growthKeys: [1_000, 1_000_000], growthWaiters: [10, 10_000], growthSamples: 2000,
     redlockSamples: 40, pollingSamples: 200, pairSamples: 1000, redisConcurrency: 8, redisSlices: 5, storeApiSlices: 10,
+    storeApiSweep: [1, 64], storeApiSweepSlices: 4,
   },
   quick: {
     connections: 64, throughputSlices: 4, sliceSeconds: 0.5, rttSamples: 1000,
@@ -22,6 +23,7 @@ export const SIZES = {
     heapLocks: 100_000, heapWaiters: 20_000,
     growthKeys: [1_000, 50_000], growthWaiters: [10, 500], growthSamples: 200,
     redlockSamples: 8, pollingSamples: 50, pairSamples: 200, redisConcurrency: 8, redisSlices: 2, storeApiSlices: 3,
+    storeApiSweep: [1, 64], storeApiSweepSlices: 2,
   },
 };
 
