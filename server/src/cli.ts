@@ -16,6 +16,7 @@ import { runCommand } from './cli-run.js';
 import { statusCommand } from './cli-status.js';
 import { watchCommand } from './cli-watch.js';
 import { CONFIG_FILE_ENV, CONFIG_FILE_FLAG, readConfigFile } from './config-file.js';
+import { listenProblem } from './config-listen.js';
 import { createLockMetrics } from './metrics.js';
 import { createRedisStore } from './redis/redis-store.js';
 import { createLockServer } from './server.js';
@@ -44,6 +45,9 @@ const processIo: CliIo = {
 };
 
 const EXIT_OK = 0;
+/** A failure to start that no setting explains (a Redis that cannot be reached, say). */
+const EXIT_FAILURE = 1;
+/** Bad usage or a setting the operator must fix. */
 const EXIT_USAGE = 2;
 
 const MAIN_USAGE = `Usage: lockwire <command> [options]
@@ -98,6 +102,19 @@ function serveArgsConfig(): ParseArgsConfig['options'] {
   return options;
 }
 
+/** Awaits `closing` for at most `ms`: a store that stopped answering must not keep a failed start from exiting. */
+async function closeWithin(closing: Promise<void> | undefined, ms: number): Promise<void> {
+  if (closing === undefined) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    closing.catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
 function usageError(io: CliIo, usage: string, problem: string): number {
   io.stderr.write(`lockwire: ${problem}\n\n${usage}`);
   return EXIT_USAGE;
@@ -116,12 +133,14 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
   let config;
   let options;
+  let describe;
   try {
     const file = flags[CONFIG_FILE_FLAG] ?? io.env[CONFIG_FILE_ENV];
     const fileLayers = typeof file === 'string' && file !== '' ? [readConfigFile(file)] : [];
     const layers = [defaultsLayer(), ...fileLayers, envLayer(io.env), flagLayer(flags)];
     config = resolveConfig(layers);
-    options = serverOptionsFromConfig(config, { describe: configSources(layers) });
+    describe = configSources(layers);
+    options = serverOptionsFromConfig(config, { describe });
   } catch (error) {
     if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
     throw error;
@@ -140,7 +159,21 @@ async function serve(args: string[], io: CliIo): Promise<number> {
           logger,
           observeScript: metrics.observeScript,
         });
-  const server = await createLockServer({ ...options, logger, metrics, ...(store ? { store } : {}) });
+  let server;
+  try {
+    server = await createLockServer({ ...options, logger, metrics, ...(store ? { store } : {}) });
+  } catch (error) {
+    // The server closes its store when the listen fails, but not when the
+    // store's own start fails half way; closing twice is harmless.
+    await closeWithin(store?.close(), config.shutdownTimeout);
+    const problem = listenProblem(error, config, describe);
+    if (problem !== undefined) {
+      io.stderr.write(`lockwire: ${problem}\n`);
+      return EXIT_USAGE;
+    }
+    io.stderr.write(`lockwire: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    return EXIT_FAILURE;
+  }
   io.stdout.write(`lockwire listening on ${server.url}\n`);
 
   await new Promise<void>((resolve) => {
@@ -156,9 +189,12 @@ async function serve(args: string[], io: CliIo): Promise<number> {
 
 /**
  * Runs the `lockwire` command with `argv` (without node and the script) and
- * resolves its exit code: 0 on success and after a drained stop, 2 on bad
- * usage (with the usage and the problem on stderr). `serve` resolves only
- * after a stop signal.
+ * resolves its exit code: 0 on success and after a drained stop; 2 on bad
+ * usage or a setting to fix (with the problem on stderr: an invalid value
+ * with the usage, a host or port that cannot be listened on as one line);
+ * 1 when `serve` fails to start for another reason (the error on stderr),
+ * with its store closed either way. `serve` resolves only after a stop
+ * signal or a failed start.
  */
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   const [command, ...rest] = argv;
