@@ -1,0 +1,288 @@
+/**
+ * The table of `lockwire serve`'s settings: for each one its flag,
+ * environment variable, default, help text and the schema of one value.
+ * How settings are gathered from their sources and checked together lives
+ * in `config.ts`.
+ */
+import { DEFAULT_LIMITS, MAX_DURATION_MS } from '@lockwire/protocol';
+import * as z from 'zod';
+import { normaliseOrigin } from './auth.js';
+import { DEFAULT_SERVER_LIMITS } from './limits.js';
+
+/** Reads an integer given as text (flags, environment) and leaves other values to the schema. */
+function fromText(value: unknown): unknown {
+  return typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : value;
+}
+
+function integer(min: number, max: number) {
+  const error = `expected an integer from ${min} to ${max}`;
+  return z.preprocess(fromText, z.number({ error }).int({ error }).min(min, { error }).max(max, { error }));
+}
+
+/** True for what the Redis client connects to: `redis://` or `rediss://`, a host, and at most a database number. */
+function isRedisUrl(text: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return false;
+  }
+  return (
+    (url.protocol === 'redis:' || url.protocol === 'rediss:') &&
+    url.hostname !== '' &&
+    /^(\/\d*)?$/.test(url.pathname) &&
+    url.search === '' &&
+    url.hash === ''
+  );
+}
+
+/** The entries of a comma-separated setting, trimmed, empty ones dropped. */
+export function entries(text: string): string[] {
+  return text.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+}
+
+/**
+ * Every server setting once: its flag, environment variable, default, and
+ * schema. The CLI's usage, its parser and the environment layer are all
+ * derived from this table, so a new option (or a config-file layer) is one
+ * entry here.
+ */
+export const configOptions = {
+  host: {
+    flag: 'host',
+    env: 'LOCKWIRE_HOST',
+    arg: 'HOST',
+    help: 'interface to listen on',
+    default: '127.0.0.1',
+    schema: z.string().min(1, { error: 'expected a host name or address' }),
+  },
+  port: {
+    flag: 'port',
+    env: 'LOCKWIRE_PORT',
+    arg: 'PORT',
+    help: 'port to listen on; 0 picks a free one',
+    default: 7311,
+    schema: integer(0, 65_535),
+  },
+  maxPayload: {
+    flag: 'max-payload',
+    env: 'LOCKWIRE_MAX_PAYLOAD',
+    arg: 'BYTES',
+    help: 'largest frame; larger ones close the connection with 1009',
+    default: DEFAULT_LIMITS.maxPayload,
+    schema: integer(1024, 256 * 1024 * 1024),
+  },
+  maxKeyLength: {
+    flag: 'max-key-length',
+    env: 'LOCKWIRE_MAX_KEY_LENGTH',
+    arg: 'N',
+    help: 'longest key, in UTF-16 code units',
+    default: DEFAULT_LIMITS.maxKeyLength,
+    schema: integer(1, 65_536),
+  },
+  maxLocksPerSession: {
+    flag: 'max-locks-per-session',
+    env: 'LOCKWIRE_MAX_LOCKS_PER_SESSION',
+    arg: 'N',
+    help: 'keys one connection may hold or wait for',
+    default: DEFAULT_LIMITS.maxLocksPerSession,
+    schema: integer(1, 10_000_000),
+  },
+  maxWaitersPerKey: {
+    flag: 'max-waiters-per-key',
+    env: 'LOCKWIRE_MAX_WAITERS_PER_KEY',
+    arg: 'N',
+    help: 'longest queue of one key',
+    default: DEFAULT_LIMITS.maxWaitersPerKey,
+    schema: integer(1, 10_000_000),
+  },
+  heartbeat: {
+    flag: 'heartbeat',
+    env: 'LOCKWIRE_HEARTBEAT',
+    arg: 'MS',
+    help: 'ping interval; a connection missing a ping is cut; 0 disables',
+    default: 10_000,
+    schema: integer(0, MAX_DURATION_MS),
+  },
+  store: {
+    flag: 'store',
+    env: 'LOCKWIRE_STORE',
+    arg: 'KIND',
+    help: 'lock table: memory, redis (one redis-server) or redis-cluster; nodes on one Redis share one table',
+    default: 'memory',
+    schema: z.enum(['memory', 'redis', 'redis-cluster'], { error: 'expected one of: memory, redis, redis-cluster' }),
+  },
+  redisUrl: {
+    flag: 'redis-url',
+    env: 'LOCKWIRE_REDIS_URL',
+    arg: 'URL',
+    help: 'Redis of the redis stores: redis://host:port, or rediss:// for TLS (cluster: one or more nodes, comma-separated)',
+    default: '',
+    schema: z.string().check((ctx) => {
+      for (const url of entries(ctx.value)) {
+        if (isRedisUrl(url)) continue;
+        ctx.issues.push({
+          code: 'custom',
+          input: ctx.value,
+          message: `${JSON.stringify(url)} is not a Redis URL: expected redis://host:port or rediss://host:port`,
+        });
+      }
+    }),
+  },
+  nodeTtl: {
+    flag: 'node-ttl',
+    env: 'LOCKWIRE_NODE_TTL',
+    arg: 'MS',
+    help: 'redis stores: a dead node\'s locks are released within this time',
+    default: 5000,
+    schema: integer(100, 3_600_000),
+  },
+  maxWatchesPerSession: {
+    flag: 'max-watches-per-session',
+    env: 'LOCKWIRE_MAX_WATCHES_PER_SESSION',
+    arg: 'N',
+    help: 'prefixes one connection may watch at once',
+    default: DEFAULT_SERVER_LIMITS.maxWatchesPerSession,
+    schema: integer(1, 1_000_000),
+  },
+  maxPendingPerSession: {
+    flag: 'max-pending-per-session',
+    env: 'LOCKWIRE_MAX_PENDING_PER_SESSION',
+    arg: 'N',
+    help: 'requests of one connection unanswered at once (queued acquires and waits included)',
+    default: DEFAULT_SERVER_LIMITS.maxPendingPerSession,
+    schema: integer(1, 10_000_000),
+  },
+  maxConnections: {
+    flag: 'max-connections',
+    env: 'LOCKWIRE_MAX_CONNECTIONS',
+    arg: 'N',
+    help: 'open connections; further upgrades get 503',
+    default: DEFAULT_SERVER_LIMITS.maxConnections,
+    schema: integer(1, 10_000_000),
+  },
+  maxBufferedBytes: {
+    flag: 'max-buffered-bytes',
+    env: 'LOCKWIRE_MAX_BUFFERED_BYTES',
+    arg: 'BYTES',
+    help: 'unsent output of one connection; a slower reader is cut',
+    default: DEFAULT_SERVER_LIMITS.maxBufferedBytes,
+    schema: integer(64 * 1024, 1024 * 1024 * 1024),
+  },
+  rateLimit: {
+    flag: 'rate-limit',
+    env: 'LOCKWIRE_RATE_LIMIT',
+    arg: 'N',
+    help: 'frames per second one connection may send on average',
+    default: DEFAULT_SERVER_LIMITS.rateLimit,
+    schema: integer(1, 10_000_000),
+  },
+  rateBurst: {
+    flag: 'rate-burst',
+    env: 'LOCKWIRE_RATE_BURST',
+    arg: 'N',
+    help: 'frames one connection may send at once after a quiet spell',
+    default: DEFAULT_SERVER_LIMITS.rateBurst,
+    schema: integer(1, 10_000_000),
+  },
+  sessionGrace: {
+    flag: 'session-grace',
+    env: 'LOCKWIRE_SESSION_GRACE',
+    arg: 'MS',
+    help: 'how long a disconnected session keeps its locks for a resume; 0 disables',
+    default: 0,
+    schema: integer(0, MAX_DURATION_MS),
+  },
+  authSecret: {
+    flag: 'auth-secret',
+    env: 'LOCKWIRE_AUTH_SECRET',
+    arg: 'SECRET',
+    help: 'require JWTs signed with this HS256 secret (prefer the environment variable)',
+    default: '',
+    schema: z.string(),
+  },
+  authJwksFile: {
+    flag: 'auth-jwks-file',
+    env: 'LOCKWIRE_AUTH_JWKS_FILE',
+    arg: 'FILE',
+    help: 'require JWTs signed with a key of this JWKS file (public keys)',
+    default: '',
+    schema: z.string(),
+  },
+  authAudience: {
+    flag: 'auth-audience',
+    env: 'LOCKWIRE_AUTH_AUDIENCE',
+    arg: 'AUD',
+    help: 'required aud claim of the tokens (with --auth-secret or --auth-jwks-file)',
+    default: '',
+    schema: z.string(),
+  },
+  authIssuer: {
+    flag: 'auth-issuer',
+    env: 'LOCKWIRE_AUTH_ISSUER',
+    arg: 'ISS',
+    help: 'required iss claim of the tokens (with --auth-secret or --auth-jwks-file)',
+    default: '',
+    schema: z.string(),
+  },
+  allowOrigin: {
+    flag: 'allow-origin',
+    env: 'LOCKWIRE_ALLOW_ORIGIN',
+    arg: 'ORIGIN',
+    help: 'allowed browser Origin, exact (repeatable; env: comma-separated; * allows any); none: not checked',
+    default: '',
+    multiple: true,
+    schema: z.preprocess(
+      (value) => (Array.isArray(value) ? value.join(',') : value),
+      z
+        .string()
+        .transform(entries)
+        .check((ctx) => {
+          for (const origin of ctx.value) {
+            try {
+              normaliseOrigin(origin);
+            } catch {
+              ctx.issues.push({
+                code: 'custom',
+                input: ctx.value,
+                message: `${JSON.stringify(origin)} is not an origin: expected scheme://host[:port] (no path), * or null`,
+              });
+            }
+          }
+        }),
+    ),
+  },
+  logLevel: {
+    flag: 'log-level',
+    env: 'LOCKWIRE_LOG_LEVEL',
+    arg: 'LEVEL',
+    help: 'least severe log level written to stderr: trace, debug, info, warn, error, fatal, silent',
+    default: 'info',
+    schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
+      error: 'expected one of: trace, debug, info, warn, error, fatal, silent',
+    }),
+    /** The variable most log setups already set, read when LOCKWIRE_LOG_LEVEL is not. */
+    envAlias: 'LOG_LEVEL',
+  },
+  drainDelay: {
+    flag: 'drain-delay',
+    env: 'LOCKWIRE_DRAIN_DELAY',
+    arg: 'MS',
+    help: 'on SIGTERM, answer /healthz 503 and refuse new connections this long before closing any',
+    default: 0,
+    schema: integer(0, MAX_DURATION_MS),
+  },
+  shutdownTimeout: {
+    flag: 'shutdown-timeout',
+    env: 'LOCKWIRE_SHUTDOWN_TIMEOUT',
+    arg: 'MS',
+    help: 'after the drain delay, cut whatever connections are left after this long',
+    default: 10_000,
+    schema: integer(1, MAX_DURATION_MS),
+  },
+} as const;
+
+/** The camelCase name of a setting, as in the config file: `port`, `maxPayload`, ... */
+export type ConfigKey = keyof typeof configOptions;
+/** Every setting's name, in the table's order (the order of `lockwire serve --help`). */
+export const CONFIG_KEYS = Object.keys(configOptions) as ConfigKey[];
