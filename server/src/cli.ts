@@ -83,7 +83,9 @@ Starts a lockwire server. Flags override environment variables, which
 override the config file, which overrides the defaults; an empty flag or
 variable counts as not given. SIGTERM or SIGINT
 drains the server (see --drain-delay, --shutdown-timeout) and exits 0; a
-second signal during the drain exits at once.
+second signal during the drain exits at once. A setting to fix (an invalid
+value, a port in use, a host not on this machine) exits 2; any other failure
+to start (a Redis that cannot be reached) exits 1.
 
 Options:
 ${lines.join('\n')}

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:net';
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { listenProblem } from '../src/config-listen.js';
-import { startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
+import { freePort, startRedisServer, type RedisServer } from '../../test/helpers/redis-server.js';
 import { processExists, ToolProcess } from '../../test/helpers/tool-process.js';
 
 const processes: ToolProcess[] = [];
@@ -63,6 +63,16 @@ describe('lockwire serve on a host or port it cannot listen on (process)', () =>
     expect(line).toBe(
       'lockwire: --host "192.0.2.1": host 192.0.2.1 cannot be listened on: the address is not on this machine (EADDRNOTAVAIL)',
     );
+  });
+
+  it('exits 1, not 2, when the Redis store cannot be reached: a failure to start that no setting explains', async () => {
+    const redisPort = await freePort();
+    const proc = serve(['--port', '0', '--store', 'redis', '--redis-url', `redis://127.0.0.1:${redisPort}`]);
+    const { code } = await proc.waitForExit(15_000);
+    expect(code).toBe(1);
+    expect(processExists(proc.pid)).toBe(false);
+    expect(proc.lines.stderr[0]).toMatch(/^lockwire: Error: could not connect to Redis/);
+    expect(proc.lines.stdout).toEqual([]);
   });
 
   describe('on the Redis store', () => {
