@@ -41,6 +41,12 @@ export interface LocalPending {
   timer: TimerHandle | null;
 }
 
+/** A request of a session answered `store_unavailable` that Redis may have run all the same. */
+export interface UncertainRequest {
+  readonly key: string;
+  readonly kind: LocalPending['kind'];
+}
+
 /** What one session of this node has in the shared table. */
 export interface LocalSession {
   readonly holds: Map<string, LocalHold>;
@@ -50,11 +56,11 @@ export interface LocalSession {
   /** Keys where a failed call may have left something of the session in Redis. */
   readonly dirty: Set<string>;
   /**
-   * Acquires answered `store_unavailable` that Redis may have run anyway,
-   * key by ticket: the reconciliation takes out what they left (a queued
-   * request, a hold) so that a failed request changes nothing.
+   * Acquires and waits answered `store_unavailable` that Redis may have run
+   * anyway, by ticket: the reconciliation takes out what they left (a queued
+   * request, a hold, a wait record) so that a failed request changes nothing.
    */
-  readonly uncertain: Map<Ticket, string>;
+  readonly uncertain: Map<Ticket, UncertainRequest>;
   /** Requests whose answer has not reached the caller yet (their notes wait in `early`). */
   readonly answering: Set<LocalPending>;
 }
@@ -76,10 +82,17 @@ export function createPending(
   return { ticket, session, key, kind, sending: true, sent, markSent, early: [], unheld: new Map(), timer: null };
 }
 
+/** True while a failed acquire of the session on `key` may still have something in Redis. */
+export function uncertainAcquireOf(session: LocalSession, key: string): boolean {
+  for (const request of session.uncertain.values()) if (request.kind === 'acquire' && request.key === key) return true;
+  return false;
+}
+
 /** Every key a session touches in Redis: held, pending or uncertain. */
 export function keysOf(session: LocalSession): Set<string> {
   const keys = new Set<string>(session.dirty);
   for (const key of session.holds.keys()) keys.add(key);
   for (const pending of session.pending.values()) keys.add(pending.key);
+  for (const request of session.uncertain.values()) keys.add(request.key);
   return keys;
 }

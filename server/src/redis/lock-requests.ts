@@ -2,7 +2,7 @@ import { ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
 import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import type { LocalTable } from './local-table.js';
-import { createPending } from './local-state.js';
+import { createPending, uncertainAcquireOf } from './local-state.js';
 import type { NoteSettler } from './note-settler.js';
 import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str, type Json } from './records.js';
@@ -43,12 +43,27 @@ export class LockRequests {
     const liveness = live(ctx);
     if (!liveness.serving) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
     const local = table.session(session);
-    const full = local.holds.size + local.acquiring >= ctx.limits.maxLocksPerSession;
     const pending = createPending(ticket, session, key, 'acquire');
     table.addPending(local, pending);
     // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
     if (acquireTimeout !== null && acquireTimeout > 0) timeouts.armTimeout(pending, acquireTimeout);
     try {
+      if (uncertainAcquireOf(local, key)) {
+        // A failed acquire of this session on the key may still wait in Redis' queue (the retry would be
+        // refused as already queued) or hold a grant the session was told it did not get: it is taken
+        // out first, and this acquire runs as the new request it is.
+        await this.#o.reconciler.clearUncertain(session, local, key).catch((error: unknown) => {
+          table.removePending(pending);
+          throw error;
+        });
+        if (table.sessions.get(session) !== local || table.tickets.get(ticket) !== pending) {
+          // The session closed, or the node gave up its requests, meanwhile: it must not reach Redis after that.
+          table.removePending(pending);
+          throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+        }
+      }
+      // Counted without this request itself.
+      const full = local.holds.size + local.acquiring - 1 >= ctx.limits.maxLocksPerSession;
       return await this.#o.steps.step(
         'acquire',
         key,
@@ -149,6 +164,8 @@ export class LockRequests {
         () => {
           table.removePending(pending);
           local.dirty.add(input.key);
+          // Redis may have recorded the wait all the same: the reconciliation takes its record out.
+          if (table.sessions.get(session) === local) this.#o.reconciler.uncertain(local, input.ticket, input.key, 'wait');
         },
       );
     } finally {

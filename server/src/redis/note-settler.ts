@@ -61,8 +61,13 @@ export class NoteSettler {
     }
     const pending = table.tickets.get(note.ticket);
     if (!pending || pending.session !== note.session || pending.key !== key) {
+      const local = table.sessions.get(note.session);
+      const failed = local?.uncertain.get(note.ticket);
+      if (!local || failed?.key !== key) return;
       // The grant of an acquire whose call failed: its session was told it failed, so the hold must go.
-      if (note.y === 'granted' && table.sessions.get(note.session)?.uncertain.get(note.ticket) === key) this.#reconcileSoon();
+      if (note.y === 'granted' && failed.kind === 'acquire') this.#reconcileSoon();
+      // A wait whose call failed ended in Redis, its record gone with it: nobody is told, nothing is left.
+      if (note.y === 'waitDone' && failed.kind === 'wait') local.uncertain.delete(note.ticket);
       return;
     }
     if (note.y === 'granted' && pending.kind === 'acquire') {

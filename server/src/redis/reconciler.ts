@@ -3,7 +3,7 @@ import { LockError } from '../errors.js';
 import type { SessionId, Ticket } from '../store.js';
 import { encodeKey } from './key-codec.js';
 import type { LocalTable } from './local-table.js';
-import type { LocalPending, LocalSession } from './local-state.js';
+import type { LocalPending, LocalSession, UncertainRequest } from './local-state.js';
 import { expiresAtOf, num, parseJson, str, type Json } from './records.js';
 import { scripts } from './scripts.js';
 import type { StepRunner } from './step-runner.js';
@@ -19,9 +19,9 @@ export const HEARTBEAT = 'hb';
  * not heard in time, or a heartbeat that did not come back, the node asks
  * Redis (`probe`) where every pending request and hold of its sessions
  * stands, and settles what ended unheard. It also takes out of Redis what
- * an acquire answered `store_unavailable` may have left there (the call
- * failed, yet Redis may have run it), so that a failed request changes
- * nothing.
+ * an acquire or wait answered `store_unavailable` may have left there (the
+ * call failed, yet Redis may have run it), so that a failed request changes
+ * nothing; a new acquire of the same session and key waits for that first.
  */
 export class Reconciler {
   readonly #ctx: StoreContext;
@@ -35,6 +35,12 @@ export class Reconciler {
    * then, so `settled` still covers what it will settle.
    */
   #retryDue: Promise<void> | null = null;
+  /**
+   * The take-out of each failed request in progress, by ticket: a run of the
+   * reconciliation and an acquire waiting on it share one, so two never
+   * race on the same request.
+   */
+  readonly #undoing = new Map<Ticket, Promise<boolean>>();
   /** The last heartbeat this node published to its own channel, and whether it came back. */
   #heartbeat: { sent: boolean; heard: boolean } = { sent: false, heard: false };
 
@@ -70,11 +76,38 @@ export class Reconciler {
 
   /**
    * An acquire of `local`'s session answered `store_unavailable` may still
-   * have queued or been granted in Redis: the next runs take it out again
-   * (the step runner starts one after every failed call).
+   * have queued or been granted in Redis, a wait may still have its record
+   * there: the next runs take it out again (the step runner starts one after
+   * every failed call). `kind` defaults to an acquire.
    */
-  uncertain(local: LocalSession, ticket: Ticket, key: string): void {
-    local.uncertain.set(ticket, key);
+  uncertain(local: LocalSession, ticket: Ticket, key: string, kind: UncertainRequest['kind'] = 'acquire'): void {
+    local.uncertain.set(ticket, { key, kind });
+  }
+
+  /**
+   * Takes out of Redis what the failed acquires of `local`'s session on
+   * `key` left there, before a new acquire of the key runs: otherwise Redis
+   * would answer it with the failed request (already queued) or with a grant
+   * the session was told it did not get. Waits for a take-out already in
+   * progress, then does it itself: a probe and one step, each bounded by the
+   * command timeout. Throws `store_unavailable` when Redis cannot answer or
+   * the node does not serve, so the new acquire is refused as the failed one
+   * was, never as already queued.
+   */
+  async clearUncertain(session: SessionId, local: LocalSession, key: string): Promise<void> {
+    for (const [ticket, request] of [...local.uncertain]) {
+      if (request.kind !== 'acquire' || request.key !== key) continue;
+      // Three looks at most: a request granted while being unqueued needs a second, its release a third.
+      let done = false;
+      for (let look = 0; look < 3 && !done; look++) {
+        try {
+          done = await this.#undo(session, local, ticket, request, true);
+        } catch (error) {
+          throw new LockError(ErrorCode.StoreUnavailable, `${live(this.#ctx).reason}: ${String(error)}`);
+        }
+      }
+      if (!done) throw new LockError(ErrorCode.StoreUnavailable, live(this.#ctx).reason);
+    }
   }
 
   /** Where a request (`a`/`w` by ticket) or hold (`h` by token) of a session stands in Redis. */
@@ -145,9 +178,9 @@ export class Reconciler {
           }),
         );
       }
-      for (const [ticket, key] of local.uncertain) {
+      for (const [ticket, request] of local.uncertain) {
         work.push(
-          this.#undoUncertain(session, local, ticket, key).then((done) => {
+          this.#undo(session, local, ticket, request, false).then((done) => {
             if (!done) again = true;
           }),
         );
@@ -172,25 +205,64 @@ export class Reconciler {
   }
 
   /**
-   * Takes out of Redis what a failed acquire left: its queued request, or
-   * the hold it was granted, unless the session holds that grant here (a
-   * later acquire of the key was answered with it). False when the key must
-   * be looked at again (a step of this node on it is in flight, the node does
-   * not serve, or the request was granted while being taken out).
+   * Runs the take-out of one failed request, or joins the one in progress:
+   * true once nothing of it is left to look at. `force` (an acquire of the
+   * session and key waits on it) does not leave the key for a later run when
+   * a step of this node on it is in flight, but waits for that step first.
    */
-  async #undoUncertain(session: SessionId, local: LocalSession, ticket: Ticket, key: string): Promise<boolean> {
-    const r = await this.probe(key, session, 'a', String(ticket));
-    const current = () => this.#table.sessions.get(session) === local && local.uncertain.get(ticket) === key;
-    if (!current()) return true;
-    if (this.#steps.busy(key) || !this.#vouching()) return false;
-    const st = str(r, 'st');
-    const token = Number(str(r, 't'));
-    if (st === 'granted' && local.holds.get(key)?.token === token) {
-      local.uncertain.delete(ticket);
-      return true;
+  async #undo(session: SessionId, local: LocalSession, ticket: Ticket, request: UncertainRequest, force: boolean): Promise<boolean> {
+    const current = () => this.#table.sessions.get(session) === local && local.uncertain.get(ticket) === request;
+    let running = this.#undoing.get(ticket);
+    while (running) {
+      const done = await running.catch(() => false);
+      if (done || !current()) return true;
+      // Left for a later run, or Redis did not answer: an acquire waiting on it looks itself.
+      if (!force) return false;
+      const next = this.#undoing.get(ticket);
+      running = next === running ? undefined : next;
     }
+    if (!current()) return true;
+    const run = this.#undoUncertain(session, local, ticket, request, force, current);
+    this.#undoing.set(ticket, run);
+    try {
+      return await run;
+    } finally {
+      if (this.#undoing.get(ticket) === run) this.#undoing.delete(ticket);
+    }
+  }
+
+  /**
+   * Takes out of Redis what a failed acquire left: its queued request, or
+   * the hold it was granted, unless the session holds that grant here (an
+   * acquire of the key answered with it, or an extend); and what a failed
+   * wait left: its record. False when the key must be looked at again (a
+   * step of this node on it is in flight, the node does not serve, or the
+   * request was granted while being taken out).
+   */
+  async #undoUncertain(
+    session: SessionId,
+    local: LocalSession,
+    ticket: Ticket,
+    { key, kind }: UncertainRequest,
+    force: boolean,
+    current: () => boolean,
+  ): Promise<boolean> {
+    // A step of the session in flight may answer with the very hold a failed acquire was granted: let it land first.
+    if (force) await this.#steps.idle(key);
+    const r = await this.probe(key, session, kind === 'acquire' ? 'a' : 'w', String(ticket));
+    if (!current()) return true;
+    if ((!force && this.#steps.busy(key)) || !this.#vouching()) return false;
+    const st = str(r, 'st');
     const logger = this.#ctx.logger;
-    if (st === 'queued') {
+    if (kind === 'wait') {
+      if (st === 'pending') {
+        // Redis ran the wait: its record would outlive it and settle a ticket nobody waits on.
+        await this.#steps.step('unqueue', key, [session, String(ticket), 'w'], () => {});
+        logger.debug({ key, ticket }, 'took a failed wait out of Redis');
+      }
+    } else if (st === 'granted' && local.holds.get(key)?.token === Number(str(r, 't'))) {
+      // The session holds that grant here already: it keeps it.
+    } else if (st === 'queued') {
       // Removes only that ticket's request: false when it was granted meanwhile.
       const removed = await this.#steps.step('unqueue', key, [session, String(ticket), 'a'], (u) => num(u, 'ok') === 1);
       if (!removed) return false;

@@ -26,9 +26,10 @@ export class StepRunner {
   #calls = 0;
   /**
    * Steps of this node in flight per key, from their call until their reply
-   * was applied: Redis is ahead of this node's view of the key meanwhile.
+   * was applied (each resolves then): Redis is ahead of this node's view of
+   * the key meanwhile.
    */
-  readonly #steps = new Map<string, number>();
+  readonly #steps = new Map<string, Set<Promise<void>>>();
 
   constructor(options: StepRunnerOptions) {
     this.#o = options;
@@ -37,6 +38,15 @@ export class StepRunner {
   /** True while a step of this node on `key` is in flight (Redis is ahead of this node's view). */
   busy(key: string): boolean {
     return this.#steps.has(key);
+  }
+
+  /**
+   * Resolves once every step of this node on `key` in flight now has been
+   * applied or has failed (steps begun later are not waited for). Each is
+   * bounded by the command timeout and the wait for a late predecessor.
+   */
+  async idle(key: string): Promise<void> {
+    await Promise.all([...(this.#steps.get(key) ?? [])]);
   }
 
   /**
@@ -66,7 +76,15 @@ export class StepRunner {
     const call = String(++this.#calls);
     const node = liveness.id;
     sequencer.beginCall(call);
-    this.#steps.set(key, (this.#steps.get(key) ?? 0) + 1);
+    let stepDone = () => {};
+    const inFlight = new Promise<void>((resolve) => (stepDone = resolve));
+    const onKey = this.#steps.get(key) ?? new Set<Promise<void>>();
+    this.#steps.set(key, onKey.add(inFlight));
+    const done = () => {
+      onKey.delete(inFlight);
+      if (onKey.size === 0 && this.#steps.get(key) === onKey) this.#steps.delete(key);
+      stepDone();
+    };
     let reply: Json;
     let batch: Batch;
     try {
@@ -83,7 +101,7 @@ export class StepRunner {
       );
       batch = parseBatch(reply);
     } catch (error) {
-      this.#stepDone(key);
+      done();
       sequencer.endCall(call, null);
       failed?.();
       ctx.logger.debug({ err: String(error), script: name }, 'Redis call failed');
@@ -98,19 +116,13 @@ export class StepRunner {
     try {
       return apply(obj(reply.r), at);
     } finally {
-      this.#stepDone(key);
+      done();
       sequencer.endCall(call, batch);
       if (late) {
         ctx.logger.debug({ key, script: name }, 'an earlier step of the key was not heard in time; reconciling');
         this.#o.reconcileSoon();
       }
     }
-  }
-
-  #stepDone(key: string): void {
-    const left = (this.#steps.get(key) ?? 1) - 1;
-    if (left > 0) this.#steps.set(key, left);
-    else this.#steps.delete(key);
   }
 
   /** A script's keys: the lock key's five, plus the caller's liveness key for an acquire on a single server. */

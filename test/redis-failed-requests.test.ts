@@ -1,0 +1,139 @@
+import { createClient } from 'redis';
+import { describe, expect, it } from 'vitest';
+import { createManualClock } from '../server/src/clock.js';
+import { silentLogger } from '../server/src/logger.js';
+import { encodeKey, keyNames } from '../server/src/redis/key-codec.js';
+import type { LockEvent, LockStore } from '../server/src/store.js';
+import { listenerLog, useRedisStores, type ListenerLog, type PubSubProxy } from '../server/test/redis-harness.js';
+import { acquireInput } from '../server/test/server-harness.js';
+
+// Requests answered store_unavailable that Redis ran all the same (only their
+// reply came too late): a retry by the same session, and a wait left behind.
+// Node `a` reaches Redis through a proxy that delays replies past its command
+// timeout of 300 ms; node `b` reaches it directly and watches every key.
+
+/** The events of a watch over every key, as `event key session token`, that a test can await. */
+async function watchAll(store: LockStore): Promise<ListenerLog> {
+  const events = listenerLog();
+  await store.watch('', 100, null, (e: LockEvent) => events.push(`${e.event} ${e.key} ${e.session} ${e.token ?? '-'}`));
+  return events;
+}
+
+/** How a call ended: `answered <status>` or `failed <code>`. */
+function outcomeOf(call: Promise<{ status: string }>): Promise<string> {
+  return call.then(
+    (o) => `answered ${o.status}`,
+    (e: { code?: string; message?: string }) => `failed ${e.code}`,
+  );
+}
+
+describe('a request answered store_unavailable that Redis ran all the same', () => {
+  const stores = useRedisStores('retry');
+
+  async function nodes(): Promise<{ proxy: PubSubProxy; namespace: string; a: LockStore; logA: ListenerLog; debugA: ListenerLog; b: LockStore }> {
+    const clock = createManualClock();
+    const proxy = await stores.proxy();
+    const namespace = stores.namespace();
+    const logA = listenerLog();
+    const debugA = listenerLog();
+    const logger = { ...silentLogger, debug: (_o: object, msg: string) => debugA.push(msg) };
+    // Heartbeats every 10 s: no reconciliation of their own starts within a test.
+    const a = await stores.startStore(
+      { url: proxy.url, namespace, clock, logger, nodeTtl: 30_000, commandTimeout: 300, tolerateCloseFailure: true },
+      logA.listener,
+    );
+    const b = await stores.startStore({ url: stores.redis.url, namespace, clock }, listenerLog().listener);
+    return { proxy, namespace, a, logA, debugA, b };
+  }
+
+  it('queues a retry of an acquire whose failed call Redis queued, instead of refusing it as already queued', async () => {
+    const { proxy, a, logA, b } = await nodes();
+    expect(await b.acquire('h', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
+    const events = await watchAll(b);
+    proxy.delayReplies(400);
+    expect(await outcomeOf(a.acquire('a', acquireInput(2, 'k')))).toBe('failed store_unavailable');
+    proxy.delayReplies(0);
+    // The retry reaches the store while the failed request still waits in Redis' queue.
+    expect(await outcomeOf(a.acquire('a', acquireInput(3, 'k')))).toBe('answered queued');
+    await b.release('h', 'k');
+    const granted = await logA.next(/^granted a #3 /, 5000);
+    const token = granted.split(' ')[3];
+    await events.next(new RegExp(`^acquired k a ${token}$`), 5000);
+    const status = await b.status('k', null);
+    expect({
+      holders: status.holders.map((x) => `${x.session} ${x.token}`),
+      queue: status.queue,
+      events: events.lines,
+      lines: logA.lines,
+    }).toEqual({
+      holders: [`a ${token}`],
+      queue: [],
+      events: ['queued k a -', 'dequeued k a -', 'queued k a -', expect.stringMatching(/^released k h /), `acquired k a ${token}`],
+      lines: [granted],
+    });
+  });
+
+  it('grants a retry of an acquire whose failed call Redis granted anew, once that grant is released, leaving one hold', async () => {
+    const { proxy, a, logA, b } = await nodes();
+    const events = await watchAll(b);
+    proxy.delayReplies(400);
+    expect(await outcomeOf(a.acquire('a', acquireInput(1, 'k', { holdTimeout: 60_000 })))).toBe('failed store_unavailable');
+    proxy.delayReplies(0);
+    const retry = await a.acquire('a', acquireInput(2, 'k', { holdTimeout: 60_000 }));
+    if (retry.status !== 'granted') throw new Error(`the retry was answered ${retry.status}`);
+    await events.next(new RegExp(`^acquired k a ${retry.token}$`), 5000);
+    const failedToken = events.lines[0]?.split(' ')[3];
+    const status = await b.status('k', null);
+    expect({
+      holders: status.holders.map((x) => `${x.session} ${x.token}`),
+      events: events.lines,
+      lines: logA.lines,
+    }).toEqual({
+      holders: [`a ${retry.token}`],
+      events: [`acquired k a ${failedToken}`, `released k a ${failedToken}`, `acquired k a ${retry.token}`],
+      lines: [],
+    });
+    // The session holds exactly what it was answered: its release ends the key's only hold.
+    await a.release('a', 'k');
+    expect((await b.status('k', null)).locked).toBe(false);
+  });
+
+  it('answers a retry store_unavailable, never already queued, while Redis cannot yet take the failed acquire out', async () => {
+    const { proxy, a, logA, b } = await nodes();
+    expect(await b.acquire('h', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
+    const events = await watchAll(b);
+    proxy.delayReplies(400);
+    expect(await outcomeOf(a.acquire('a', acquireInput(2, 'k')))).toBe('failed store_unavailable');
+    // Every reply is still late: the failed request cannot be looked at, so the retry must not run either.
+    expect(await outcomeOf(a.acquire('a', acquireInput(3, 'k')))).toBe('failed store_unavailable');
+    proxy.delayReplies(0);
+    await events.next(/^dequeued k a /, 5000);
+    expect(await outcomeOf(a.acquire('a', acquireInput(4, 'k')))).toBe('answered queued');
+    await events.next(/^queued k a /, 5000);
+    const status = await b.status('k', null);
+    expect({ queue: status.queue.map((w) => w.session), events: events.lines, lines: logA.lines }).toEqual({
+      queue: ['a'],
+      events: ['queued k a -', 'dequeued k a -', 'queued k a -'],
+      lines: [],
+    });
+  });
+
+  it('takes a wait answered store_unavailable out of Redis once Redis answers again, so no record of it stays', async () => {
+    const { proxy, namespace, a, logA, debugA, b } = await nodes();
+    expect(await b.acquire('h', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
+    proxy.delayReplies(400);
+    await expect(a.wait('a', { ticket: 2, key: 'k', timeout: null })).rejects.toMatchObject({ code: 'store_unavailable' });
+    proxy.delayReplies(0);
+    await debugA.next(/^took a failed wait out of Redis$/, 5000);
+    const waits = keyNames(namespace).lockKeys(encodeKey('k'))[4];
+    const redis = createClient({ url: stores.redis.url });
+    await redis.connect();
+    try {
+      expect(await redis.hLen(waits)).toBe(0);
+    } finally {
+      redis.destroy();
+    }
+    await b.release('h', 'k');
+    expect({ locked: (await a.status('k', null)).locked, lines: logA.lines }).toEqual({ locked: false, lines: [] });
+  });
+});
