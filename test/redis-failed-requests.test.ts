@@ -136,4 +136,24 @@ describe('a request answered store_unavailable that Redis ran all the same', () 
     await b.release('h', 'k');
     expect({ locked: (await a.status('k', null)).locked, lines: logA.lines }).toEqual({ locked: false, lines: [] });
   });
+
+  it('tells nobody of the end of a wait answered store_unavailable when the holds it waited on end before Redis answers again', async () => {
+    const { proxy, namespace, a, logA, b } = await nodes();
+    expect(await b.acquire('h', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
+    const events = await watchAll(a);
+    proxy.delayReplies(400);
+    await expect(a.wait('a', { ticket: 2, key: 'k', timeout: null })).rejects.toMatchObject({ code: 'store_unavailable' });
+    proxy.delayReplies(0);
+    // Redis ends the stray wait with the hold and notes its end to a over pub/sub, in the batch of this event.
+    await b.release('h', 'k');
+    await events.next(/^released k h /, 5000);
+    const waits = keyNames(namespace).lockKeys(encodeKey('k'))[4];
+    const redis = createClient({ url: stores.redis.url });
+    await redis.connect();
+    try {
+      expect({ waits: await redis.hLen(waits), lines: logA.lines }).toEqual({ waits: 0, lines: [] });
+    } finally {
+      redis.destroy();
+    }
+  });
 });

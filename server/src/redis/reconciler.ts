@@ -6,7 +6,7 @@ import type { LocalTable } from './local-table.js';
 import type { LocalPending, LocalSession, UncertainRequest } from './local-state.js';
 import { expiresAtOf, num, parseJson, str, type Json } from './records.js';
 import { scripts } from './scripts.js';
-import type { StepRunner } from './step-runner.js';
+import { failedCallReason, type StepRunner } from './step-runner.js';
 import { live, retrySoon, type StoreContext } from './store-context.js';
 
 /** What a node publishes to its own channel to check that pub/sub reaches it. */
@@ -103,7 +103,9 @@ export class Reconciler {
         try {
           done = await this.#undo(session, local, ticket, request, true);
         } catch (error) {
-          throw new LockError(ErrorCode.StoreUnavailable, `${live(this.#ctx).reason}: ${String(error)}`);
+          // A failed step is already answered so; a failed probe is not.
+          if (error instanceof LockError && error.code === ErrorCode.StoreUnavailable) throw error;
+          throw new LockError(ErrorCode.StoreUnavailable, failedCallReason(live(this.#ctx), error));
         }
       }
       if (!done) throw new LockError(ErrorCode.StoreUnavailable, live(this.#ctx).reason);

@@ -2,9 +2,20 @@ import { ErrorCode } from '@lockwire/protocol';
 import { LockError } from '../errors.js';
 import { encodeKey } from './key-codec.js';
 import type { NodeKeySet } from './node-key-set.js';
+import type { NodeLiveness } from './node-liveness.js';
 import { obj, parseBatch, parseJson, str, type Batch, type Json } from './records.js';
 import { scripts, type ScriptName } from './scripts.js';
 import { live, type StoreContext } from './store-context.js';
+
+/**
+ * The message of a `store_unavailable` for a Redis call that failed: the
+ * node's own reason while it does not serve, else the call's failure (a
+ * serving node's reason would wrongly say Redis lost its state).
+ */
+export function failedCallReason(liveness: NodeLiveness, error: unknown): string {
+  const why = liveness.serving ? 'a call to the lock store (Redis) failed; retry shortly' : liveness.reason;
+  return `${why}: ${String(error)}`;
+}
 
 /** What a `StepRunner` works with; the hooks are the store's other parts. */
 export interface StepRunnerOptions {
@@ -108,7 +119,7 @@ export class StepRunner {
       // Redis may have run the step all the same (only its reply was late), and that reply alone
       // carried this node's notes: once Redis answers again, ask it where everything stands.
       this.#o.reconcileSoon();
-      throw new LockError(ErrorCode.StoreUnavailable, `${liveness.reason}: ${String(error)}`);
+      throw new LockError(ErrorCode.StoreUnavailable, failedCallReason(liveness, error));
     }
     const at = batch.v > 0 ? batch.pv : Number(str(reply, 'cv'));
     const ready = sequencer.reach(encoded, at, !this.#o.watched(key));
