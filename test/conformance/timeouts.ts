@@ -59,6 +59,18 @@ export function describeTimeouts(target: ConformanceTarget): void {
       }
     });
 
+    it('rounds a fractional holdTimeout up to the next whole millisecond, on grant and on extend', async () => {
+      const a = await ctx().connect();
+      const t = ctx().now();
+      const reply = await acquire(a, 'k', { holdTimeout: 1000.25 });
+      expect(Number.isInteger(reply.expiresAt)).toBe(true);
+      ctx().expectTime(reply.expiresAt, t + 1001);
+      const extended = await a.request({ op: 'extend', key: 'k', holdTimeout: 2000.5 });
+      expect(Number.isInteger(extended.expiresAt)).toBe(true);
+      ctx().expectTime(extended.expiresAt, ctx().now() + 2001);
+      expect((await status(a, 'k')).holders).toEqual([expect.objectContaining({ expiresAt: extended.expiresAt })]);
+    });
+
     it('answers acquired false when acquireTimeout passes in the queue, and takes the request out of the queue', async () => {
       const a = await ctx().connect();
       const b = await ctx().connect();

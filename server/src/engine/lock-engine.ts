@@ -310,7 +310,9 @@ export class LockEngine {
 
   #schedule(hold: Hold, holdTimeout: number | null, now: number): void {
     if (hold.deadline) this.#deadlines.cancel(hold.deadline);
-    hold.expiresAt = holdTimeout === null ? null : now + holdTimeout;
+    // A fractional duration is rounded up to a whole millisecond, as the Redis
+    // store does: `expiresAt` is an epoch millisecond on every store.
+    hold.expiresAt = holdTimeout === null ? null : now + Math.ceil(holdTimeout);
     hold.deadline = hold.expiresAt === null ? null : this.#deadlines.push(hold.expiresAt, { kind: 'hold', hold });
   }
 
