@@ -9,6 +9,12 @@ export interface BatchSequencerOptions {
   deliver: Deliver;
   /** ms to hold a batch whose predecessor has not arrived before delivering it anyway. */
   gapWait: number;
+  /**
+   * Called with a key's encoding after its held batches were delivered
+   * without their predecessor: the events of the missing step(s) were never
+   * delivered, so whoever shows the key's state must read it again.
+   */
+  gaveUp?: (encoded: string) => void;
 }
 
 /** Keys whose last version is remembered; beyond this the oldest half is forgotten. */
@@ -249,6 +255,7 @@ export class BatchSequencer {
         this.#options.deliver(batch, true);
       }
     }
+    this.#options.gaveUp?.(encoded);
   }
 
   #setLast(encoded: string, v: number): void {

@@ -18,7 +18,7 @@ import type {
   WatchHandle,
 } from '../store.js';
 import { BatchSequencer } from './batch-sequencer.js';
-import { encodeKey, keyNames } from './key-codec.js';
+import { decodeKey, encodeKey, keyNames } from './key-codec.js';
 import { LocalTable } from './local-table.js';
 import { LockRequests } from './lock-requests.js';
 import { NodeKeySet } from './node-key-set.js';
@@ -34,6 +34,7 @@ import { SyncBarrier } from './sync-barrier.js';
 import { TableReader } from './table-reader.js';
 import { Timeouts } from './timeouts.js';
 import { WatchHub } from './watch-hub.js';
+import { WatchRepair } from './watch-repair.js';
 
 export interface RedisStoreOptions {
   /** `redis://host:port`; with `cluster`, one or more cluster nodes, comma-separated. */
@@ -97,6 +98,7 @@ class RedisStore implements LockStore {
   readonly #barrier: SyncBarrier;
   readonly #intake: PubSubIntake;
   readonly #reader: TableReader;
+  readonly #repair: WatchRepair;
 
   constructor(options: RedisStoreOptions) {
     this.#options = options;
@@ -147,6 +149,7 @@ class RedisStore implements LockStore {
     });
     this.#intake = new PubSubIntake({ ctx, hub: this.#hub, notes: this.#notes, barrier: this.#barrier, reconciler: this.#reconciler });
     this.#reader = new TableReader(ctx);
+    this.#repair = new WatchRepair(ctx, this.#hub, this.#reader);
   }
 
   async start(listener: StoreListener): Promise<void> {
@@ -173,6 +176,8 @@ class RedisStore implements LockStore {
         this.#intake.deliver(batch, withEvents);
       },
       gapWait: 500,
+      // The missing step's events never reached the key's watchers.
+      gaveUp: (encoded) => this.#repair.key(decodeKey(encoded)),
     });
     const liveness = new NodeLiveness({
       link,
@@ -183,7 +188,12 @@ class RedisStore implements LockStore {
       hooks: {
         registered: (id, previous) => this.#onRegistered(id, previous),
         abandon: (cause) => this.#abandon(cause),
-        recovered: () => void this.#reconciler.reconcile(),
+        recovered: () => {
+          void this.#reconciler.reconcile();
+          // Cut off from Redis, the node may have missed broadcasts; should its subscriber be
+          // back only later, its resubscribe catches the watchers up once more.
+          this.#repair.all();
+        },
         tick: () => this.#housekeeping(),
         cleanupDeadNode: (id) => this.#cleanup.cleanupDeadNode(id),
       },
@@ -193,6 +203,8 @@ class RedisStore implements LockStore {
       // Reconcile first: a sync retrying its marker now waits for this run.
       this.#reconciler.reconcileSoon();
       this.#barrier.resubscribed();
+      // Broadcasts published while the connection was down are gone: watchers catch up from a read.
+      this.#repair.all();
     });
     await link.subscribe(ctx.names.eventChannel(), (message) => this.#intake.onBroadcast(message));
     await liveness.start();
@@ -229,6 +241,7 @@ class RedisStore implements LockStore {
   async watch(prefix: string, limit: number, viewer: SessionId | null, sink: (event: LockEvent) => void): Promise<WatchHandle> {
     return this.#hub.watch(
       prefix,
+      limit,
       sink,
       () => this.#reader.snapshot(prefix, limit, viewer),
       (key, version) => this.#ctx.sequencer?.seed(encodeKey(key), version),
@@ -317,6 +330,8 @@ class RedisStore implements LockStore {
    * closing sessions that failed to close, and trims the node's key set.
    */
   async #housekeeping(): Promise<void> {
+    // A heartbeat that did not come back: broadcasts may have been lost on a silent path too.
+    if (this.#ctx.link && this.#ctx.liveness && this.#intake.beating()) this.#repair.all();
     await this.#reconciler.beat();
     await this.#cleanup.retryOrphans();
     const { link, liveness } = this.#ctx;

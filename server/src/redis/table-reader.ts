@@ -5,6 +5,7 @@ import { decodeKey, encodeKey } from './key-codec.js';
 import { arr, parseJson, parseStatus } from './records.js';
 import { scripts } from './scripts.js';
 import { live, type StoreContext } from './store-context.js';
+import type { CatchUpScope, KeyRead } from './watch-hub.js';
 
 /** A `list` and the version each listed key was read at. */
 export interface TableSnapshot {
@@ -42,6 +43,19 @@ export class TableReader {
    * still be on their way over pub/sub, and live watches need their events.
    */
   async snapshot(prefix: string, limit: number, viewer: SessionId | null): Promise<TableSnapshot> {
+    const keys = await this.lockedKeys(prefix);
+    const read = await Promise.all(keys.slice(0, limit).map((key) => this.readStatus(key, viewer)));
+    const versions = new Map<string, number>();
+    const locks: LockStatus[] = [];
+    for (const { status, version } of read) {
+      versions.set(status.key, version);
+      if (status.locked) locks.push(status);
+    }
+    return { result: { locks, truncated: keys.length > limit }, versions };
+  }
+
+  /** The keys starting with `prefix` that have a holder (a SCAN of every shard), in `list` order. */
+  async lockedKeys(prefix: string): Promise<string[]> {
     const ctx = this.#ctx;
     const link = ctx.link;
     if (!link) throw new LockError(ErrorCode.StoreUnavailable, 'the Redis store is not started');
@@ -61,14 +75,22 @@ export class TableReader {
     } catch (error) {
       throw new LockError(ErrorCode.StoreUnavailable, `${live(ctx).reason}: ${String(error)}`);
     }
-    const keys = [...found].sort();
-    const read = await Promise.all(keys.slice(0, limit).map((key) => this.readStatus(key, viewer)));
-    const versions = new Map<string, number>();
-    const locks: LockStatus[] = [];
-    for (const { status, version } of read) {
-      versions.set(status.key, version);
-      if (status.locked) locks.push(status);
-    }
-    return { result: { locks, truncated: keys.length > limit }, versions };
+    return [...found].sort();
+  }
+
+  /**
+   * What a watch catch-up reads: `keys`, and the locked keys of each prefix
+   * up to its limit (as a snapshot of that prefix would list them), each
+   * once, with no viewer, and each with its version at the read.
+   */
+  async catchUpRead(scope: CatchUpScope): Promise<KeyRead[]> {
+    const keys = new Set(scope.keys);
+    for (const [prefix, limit] of scope.prefixes) for (const key of (await this.lockedKeys(prefix)).slice(0, limit)) keys.add(key);
+    return Promise.all(
+      [...keys].map(async (key) => {
+        const { status, version } = await this.readStatus(key, null);
+        return { key, status, version };
+      }),
+    );
   }
 }

@@ -1,0 +1,212 @@
+import { createClient } from 'redis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createLockServer, type LockServer } from '@lockwire/server';
+import { createRedisStore } from '../server/src/redis/redis-store.js';
+import { RawClient, type Frame } from './helpers/raw-client.js';
+import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+
+// A watcher's node loses its pub/sub connection while another node changes
+// keys under the watched prefix. The watcher's node reaches Redis through a
+// proxy that the test cuts (every connection reset, new ones refused) and
+// restores; the other node talks to Redis directly. The node TTL is long
+// enough that the break never makes the watcher's node give up its locks.
+
+const NODE_TTL = 3000;
+/** Bound on everything awaited after the break ends: the reconnect takes a few hundred ms. */
+const AFTER_BREAK = 5000;
+
+/** The fields of an event a test asserts (`at` is the node's clock). */
+const shape = (frame: Frame) => {
+  const { key, event, session, token, mode, meta, holders, waiters } = frame;
+  return token === undefined
+    ? { key, event, session, mode, meta, holders, waiters }
+    : { key, event, session, token, mode, meta, holders, waiters };
+};
+
+describe('Redis store: a watch stream catches up after its node missed steps', () => {
+  let redis: RedisServer;
+  let run = 0;
+  let namespace = '';
+  let servers: LockServer[] = [];
+  let proxies: TcpProxy[] = [];
+  let clients: RawClient[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.terminate();
+    for (const proxy of proxies) proxy.resume();
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+    await Promise.all(proxies.splice(0).map((p) => p.close()));
+  });
+
+  /** Node A (the watcher's) through a proxy, node B straight to Redis. */
+  async function twoNodes(): Promise<{ a: LockServer; b: LockServer; proxy: TcpProxy }> {
+    namespace = `lwwr${process.pid}x${++run}`;
+    const proxy = await startTcpProxy({ targetPort: redis.port });
+    proxies.push(proxy);
+    const made: LockServer[] = [];
+    for (const url of [`redis://127.0.0.1:${proxy.port}`, redis.url]) {
+      const store = createRedisStore({ url, namespace, nodeTtl: NODE_TTL, commandTimeout: 300 });
+      const server = await createLockServer({ port: 0, store, heartbeatInterval: 0 });
+      servers.push(server);
+      made.push(server);
+    }
+    const [a, b] = made;
+    if (!a || !b) throw new Error('nodes');
+    return { a, b, proxy };
+  }
+  async function connect(server: LockServer): Promise<RawClient> {
+    const client = await RawClient.connect(server.url);
+    clients.push(client);
+    return client;
+  }
+  /** The events `watcher` received so far for `key`, as asserted. */
+  const eventsOf = (watcher: RawClient, key: string) => watcher.received('event').filter((e) => e.key === key).map(shape);
+
+  /**
+   * `status` of `key` as a watcher's events draw it: holders and queue as
+   * (session, token, mode, meta), from the snapshot's entry and every event since.
+   */
+  function drawn(snapshot: Frame, events: Frame[], key: string) {
+    const entry = (snapshot.locks as Array<Record<string, unknown>>).find((l) => l.key === key);
+    const holders = ((entry?.holders ?? []) as Array<Record<string, unknown>>).map((h) => ({ session: h.session, token: h.token, mode: h.mode, meta: h.meta }));
+    const queue = ((entry?.queue ?? []) as Array<Record<string, unknown>>).map((w) => ({ session: w.session, mode: w.mode, meta: w.meta }));
+    for (const e of events.filter((x) => x.key === key)) {
+      if (e.event === 'acquired') {
+        holders.push({ session: e.session, token: e.token, mode: e.mode, meta: e.meta });
+        const at = queue.findIndex((w) => w.session === e.session);
+        if (at >= 0) queue.splice(at, 1);
+      } else if (e.event === 'queued') queue.push({ session: e.session, mode: e.mode, meta: e.meta });
+      else if (e.event === 'dequeued') queue.splice(queue.findIndex((w) => w.session === e.session), 1);
+      else holders.splice(holders.findIndex((h) => h.session === e.session && h.token === e.token), 1);
+      expect(e.holders, `holders count of ${JSON.stringify(e)}`).toBe(holders.length);
+      expect(e.waiters, `waiters count of ${JSON.stringify(e)}`).toBe(queue.length);
+    }
+    return { holders, queue };
+  }
+  /** `status` of `key` in the same shape as `drawn`. */
+  async function statusOf(client: RawClient, key: string) {
+    const status = await client.request({ op: 'status', key });
+    return {
+      holders: (status.holders as Array<Record<string, unknown>>).map((h) => ({ session: h.session, token: h.token, mode: h.mode, meta: h.meta })),
+      queue: (status.queue as Array<Record<string, unknown>>).map((w) => ({ session: w.session, mode: w.mode, meta: w.meta })),
+    };
+  }
+
+  it('after its pub/sub connection is back, a watcher hears the acquire and the release made on another node during the break, with their counts', async () => {
+    const { a, b, proxy } = await twoNodes();
+    const watcher = await connect(a);
+    const leaver = await connect(b);
+    const taker = await connect(b);
+    const held = await leaver.request({ op: 'acquire', key: 'doc:1', meta: { who: 'leaver' } });
+    expect(held).toMatchObject({ acquired: true });
+    const snapshot = await watcher.request({ op: 'watch', prefix: 'doc:' });
+    expect(snapshot).toMatchObject({ ok: true, locks: [{ key: 'doc:1' }] });
+
+    proxy.refuse();
+    const taken = await taker.request({ op: 'acquire', key: 'doc:2', mode: 'shared' });
+    expect(taken).toMatchObject({ acquired: true });
+    expect(await leaver.request({ op: 'release', key: 'doc:1' })).toMatchObject({ ok: true });
+    proxy.resume();
+
+    await watcher.nextEvent('doc:1', 'released', { timeout: AFTER_BREAK });
+    await watcher.nextEvent('doc:2', 'acquired', { timeout: AFTER_BREAK });
+    expect(eventsOf(watcher, 'doc:1')).toEqual([
+      { key: 'doc:1', event: 'released', session: leaver.session, token: held.token, mode: 'exclusive', meta: { who: 'leaver' }, holders: 0, waiters: 0 },
+    ]);
+    expect(eventsOf(watcher, 'doc:2')).toEqual([
+      { key: 'doc:2', event: 'acquired', session: taker.session, token: taken.token, mode: 'shared', meta: null, holders: 1, waiters: 0 },
+    ]);
+    const events = watcher.received('event');
+    for (const key of ['doc:1', 'doc:2']) expect(drawn(snapshot, events, key)).toEqual(await statusOf(taker, key));
+  });
+
+  it('repairs a key whose queue moved during the break and that has no step afterwards: the old holder released, the cancelled waiter dequeued, the next one acquired', async () => {
+    const { a, b, proxy } = await twoNodes();
+    const watcher = await connect(a);
+    const [holder, next, quitter] = [await connect(b), await connect(b), await connect(b)];
+    const held = await holder.request({ op: 'acquire', key: 'doc:q' });
+    expect(held).toMatchObject({ acquired: true });
+    const nextId = next.id();
+    next.send({ op: 'acquire', id: nextId, key: 'doc:q', meta: { n: 1 } });
+    await next.next((m) => m.type === 'queued' && m.id === nextId);
+    const quitterId = quitter.id();
+    quitter.send({ op: 'acquire', id: quitterId, key: 'doc:q' });
+    await quitter.next((m) => m.type === 'queued' && m.id === quitterId);
+    const snapshot = await watcher.request({ op: 'watch', prefix: 'doc:' });
+    expect(snapshot).toMatchObject({ locks: [{ key: 'doc:q', holders: [{ session: holder.session }], queue: [{ session: next.session }, { session: quitter.session }] }] });
+
+    proxy.refuse();
+    expect(await quitter.request({ op: 'cancel', target: quitterId })).toMatchObject({ ok: true, cancelled: true });
+    expect(await holder.request({ op: 'release', key: 'doc:q' })).toMatchObject({ ok: true });
+    const granted = await next.reply(nextId);
+    expect(granted).toMatchObject({ acquired: true });
+    proxy.resume();
+
+    await watcher.nextEvent('doc:q', 'acquired', { timeout: AFTER_BREAK });
+    expect(eventsOf(watcher, 'doc:q')).toEqual([
+      { key: 'doc:q', event: 'released', session: holder.session, token: held.token, mode: 'exclusive', meta: null, holders: 0, waiters: 2 },
+      { key: 'doc:q', event: 'dequeued', session: quitter.session, mode: 'exclusive', meta: null, holders: 0, waiters: 1 },
+      { key: 'doc:q', event: 'acquired', session: next.session, token: granted.token, mode: 'exclusive', meta: { n: 1 }, holders: 1, waiters: 0 },
+    ]);
+    expect(drawn(snapshot, watcher.received('event'), 'doc:q')).toEqual(await statusOf(next, 'doc:q'));
+  });
+
+  it('drops the broadcast of a step the catch-up already showed when it arrives late, and streams the steps after it once', async () => {
+    const { a, b, proxy } = await twoNodes();
+    const admin = createClient({ url: redis.url });
+    admin.on('error', () => {});
+    await admin.connect();
+    const listener = admin.duplicate();
+    listener.on('error', () => {});
+    await listener.connect();
+    try {
+      const captured: string[] = [];
+      await listener.subscribe(`${namespace}:e`, (message) => captured.push(message));
+      const watcher = await connect(a);
+      const leaver = await connect(b);
+      const taker = await connect(b);
+      const held = await leaver.request({ op: 'acquire', key: 'doc:1' });
+      const snapshot = await watcher.request({ op: 'watch', prefix: 'doc:' });
+      expect(snapshot).toMatchObject({ locks: [{ key: 'doc:1' }] });
+      const before = captured.length;
+
+      proxy.refuse();
+      const taken = await taker.request({ op: 'acquire', key: 'doc:2' });
+      await leaver.request({ op: 'release', key: 'doc:1' });
+      // Both steps' broadcasts reached the listener (its connection is direct); the ping orders after them.
+      await admin.ping();
+      await listener.ping();
+      const missed = captured.slice(before);
+      expect(missed).toHaveLength(2);
+      proxy.resume();
+      await watcher.nextEvent('doc:1', 'released', { timeout: AFTER_BREAK });
+      await watcher.nextEvent('doc:2', 'acquired', { timeout: AFTER_BREAK });
+
+      // The watcher's node may have caught up from a read before its subscriber was back (its
+      // commands reconnect first): a step's event arriving shows the subscription is live again.
+      await taker.request({ op: 'acquire', key: 'doc:live' });
+      await watcher.nextEvent('doc:live', 'acquired', { timeout: AFTER_BREAK });
+      // The same broadcasts again, as if they had been delayed past the catch-up's read, then a new step.
+      for (const message of missed) expect(await admin.publish(`${namespace}:e`, message)).toBe(3);
+      await taker.request({ op: 'release', key: 'doc:2' });
+      await watcher.nextEvent('doc:2', 'released', { timeout: AFTER_BREAK });
+      expect(eventsOf(watcher, 'doc:1')).toEqual([
+        { key: 'doc:1', event: 'released', session: leaver.session, token: held.token, mode: 'exclusive', meta: null, holders: 0, waiters: 0 },
+      ]);
+      expect(eventsOf(watcher, 'doc:2')).toEqual([
+        { key: 'doc:2', event: 'acquired', session: taker.session, token: taken.token, mode: 'exclusive', meta: null, holders: 1, waiters: 0 },
+        { key: 'doc:2', event: 'released', session: taker.session, token: taken.token, mode: 'exclusive', meta: null, holders: 0, waiters: 0 },
+      ]);
+    } finally {
+      listener.destroy();
+      admin.destroy();
+    }
+  });
+});
