@@ -1,7 +1,9 @@
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '@lockwire/server';
+import { encodeKey, keyNames } from '../server/src/redis/key-codec.js';
 import { createRedisStore } from '../server/src/redis/redis-store.js';
+import { scripts } from '../server/src/redis/scripts.js';
 import { RawClient, type Frame } from './helpers/raw-client.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
@@ -23,6 +25,11 @@ const shape = (frame: Frame) => {
     ? { key, event, session, mode, meta, holders, waiters }
     : { key, event, session, token, mode, meta, holders, waiters };
 };
+
+function removeFirst<T>(list: T[], match: (item: T) => boolean): void {
+  const at = list.findIndex(match);
+  if (at >= 0) list.splice(at, 1);
+}
 
 describe('Redis store: a watch stream catches up after its node missed steps', () => {
   let redis: RedisServer;
@@ -71,22 +78,24 @@ describe('Redis store: a watch stream catches up after its node missed steps', (
 
   /**
    * `status` of `key` as a watcher's events draw it: holders and queue as
-   * (session, token, mode, meta), from the snapshot's entry and every event since.
+   * (session, token, mode, meta), from the snapshot's entry and every event since;
+   * with `counts`, each event's counts must match the drawing.
    */
-  function drawn(snapshot: Frame, events: Frame[], key: string) {
+  function drawn(snapshot: Frame, events: Frame[], key: string, counts = true) {
     const entry = (snapshot.locks as Array<Record<string, unknown>>).find((l) => l.key === key);
     const holders = ((entry?.holders ?? []) as Array<Record<string, unknown>>).map((h) => ({ session: h.session, token: h.token, mode: h.mode, meta: h.meta }));
     const queue = ((entry?.queue ?? []) as Array<Record<string, unknown>>).map((w) => ({ session: w.session, mode: w.mode, meta: w.meta }));
     for (const e of events.filter((x) => x.key === key)) {
       if (e.event === 'acquired') {
         holders.push({ session: e.session, token: e.token, mode: e.mode, meta: e.meta });
-        const at = queue.findIndex((w) => w.session === e.session);
-        if (at >= 0) queue.splice(at, 1);
+        removeFirst(queue, (w) => w.session === e.session);
       } else if (e.event === 'queued') queue.push({ session: e.session, mode: e.mode, meta: e.meta });
-      else if (e.event === 'dequeued') queue.splice(queue.findIndex((w) => w.session === e.session), 1);
-      else holders.splice(holders.findIndex((h) => h.session === e.session && h.token === e.token), 1);
-      expect(e.holders, `holders count of ${JSON.stringify(e)}`).toBe(holders.length);
-      expect(e.waiters, `waiters count of ${JSON.stringify(e)}`).toBe(queue.length);
+      else if (e.event === 'dequeued') removeFirst(queue, (w) => w.session === e.session);
+      else removeFirst(holders, (h) => h.session === e.session && h.token === e.token);
+      if (counts) {
+        expect(e.holders, `holders count of ${JSON.stringify(e)}`).toBe(holders.length);
+        expect(e.waiters, `waiters count of ${JSON.stringify(e)}`).toBe(queue.length);
+      }
     }
     return { holders, queue };
   }
@@ -206,6 +215,46 @@ describe('Redis store: a watch stream catches up after its node missed steps', (
       ]);
     } finally {
       listener.destroy();
+      admin.destroy();
+    }
+  });
+
+  it('repairs a key whose step the node never heard once the sequencer gives up waiting for it', async () => {
+    const { a, b } = await twoNodes();
+    const admin = createClient({ url: redis.url });
+    admin.on('error', () => {});
+    await admin.connect();
+    try {
+      const watcher = await connect(a);
+      const [holder, next, later] = [await connect(b), await connect(b), await connect(b)];
+      const held = await holder.request({ op: 'acquire', key: 'doc:g' });
+      expect(held).toMatchObject({ acquired: true });
+      const nextId = next.id();
+      next.send({ op: 'acquire', id: nextId, key: 'doc:g' });
+      await next.next((m) => m.type === 'queued' && m.id === nextId);
+      const snapshot = await watcher.request({ op: 'watch', prefix: 'doc:' });
+      expect(snapshot).toMatchObject({ locks: [{ key: 'doc:g', holders: [{ session: holder.session }], queue: [{ session: next.session }] }] });
+
+      // A revoke whose messages go to another namespace's channels: no node hears it, as if
+      // its broadcast were lost. The queue head is granted in the same step.
+      const now = String(Date.now());
+      const encoded = encodeKey('doc:g');
+      await admin.sendCommand(['FCALL', scripts.revoke.fn, '5', ...keyNames(namespace).lockKeys(encoded), 'elsewhere', '1', now, encoded, `${namespace}lost`]);
+      const granted = await statusOf(later, 'doc:g');
+      expect(granted.holders.map((h) => h.session)).toEqual([next.session]);
+      // The key's next step reaches the watcher's node without its predecessor.
+      const laterId = later.id();
+      later.send({ op: 'acquire', id: laterId, key: 'doc:g' });
+      await later.next((m) => m.type === 'queued' && m.id === laterId, { timeout: AFTER_BREAK });
+
+      await watcher.nextEvent('doc:g', 'acquired', { timeout: AFTER_BREAK });
+      expect(eventsOf(watcher, 'doc:g')).toEqual([
+        { key: 'doc:g', event: 'queued', session: later.session, mode: 'exclusive', meta: null, holders: 1, waiters: 1 },
+        { key: 'doc:g', event: 'released', session: holder.session, token: held.token, mode: 'exclusive', meta: null, holders: 0, waiters: 2 },
+        { key: 'doc:g', event: 'acquired', session: next.session, token: granted.holders[0]?.token, mode: 'exclusive', meta: null, holders: 1, waiters: 1 },
+      ]);
+      expect(drawn(snapshot, watcher.received('event'), 'doc:g', false)).toEqual(await statusOf(later, 'doc:g'));
+    } finally {
       admin.destroy();
     }
   });
