@@ -1,3 +1,4 @@
+import { connect as connectTcp, createServer, type Socket } from 'node:net';
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '@lockwire/server';
@@ -25,6 +26,62 @@ const shape = (frame: Frame) => {
     ? { key, event, session, mode, meta, holders, waiters }
     : { key, event, session, token, mode, meta, holders, waiters };
 };
+
+/** A proxy to Redis that can silence its pub/sub connections (bytes from Redis dropped, nothing closed) and counts them. */
+interface SilencingProxy {
+  readonly url: string;
+  /** Pub/sub connections made through the proxy so far (a reconnect makes one more). */
+  subscriberConnections(): number;
+  /** Drops, from now on, what Redis sends on the pub/sub connections open now: a half-open path. */
+  silence(): void;
+  close(): void;
+}
+
+async function startSilencingProxy(targetPort: number): Promise<SilencingProxy> {
+  const sockets = new Set<Socket>();
+  const subscribers = new Set<Socket>();
+  const silenced = new Set<Socket>();
+  let made = 0;
+  const server = createServer((client) => {
+    const upstream = connectTcp(targetPort, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.on('data', (chunk: Buffer) => {
+      // A connection becomes a pub/sub one with its SUBSCRIBE; no command of the store says it otherwise.
+      if (!subscribers.has(client) && /subscribe/i.test(chunk.toString('latin1'))) {
+        subscribers.add(client);
+        made += 1;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (!silenced.has(client)) client.write(chunk);
+    });
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      from.on('error', () => to.destroy());
+      from.on('close', () => {
+        to.destroy();
+        sockets.delete(from);
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    subscriberConnections: () => made,
+    silence: () => {
+      for (const socket of subscribers) silenced.add(socket);
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
 
 function removeFirst<T>(list: T[], match: (item: T) => boolean): void {
   const at = list.findIndex(match);
@@ -54,11 +111,15 @@ describe('Redis store: a watch stream catches up after its node missed steps', (
 
   /** Node A (the watcher's) through a proxy, node B straight to Redis. */
   async function twoNodes(): Promise<{ a: LockServer; b: LockServer; proxy: TcpProxy }> {
-    namespace = `lwwr${process.pid}x${++run}`;
     const proxy = await startTcpProxy({ targetPort: redis.port });
     proxies.push(proxy);
+    return { ...(await nodesAt(`redis://127.0.0.1:${proxy.port}`)), proxy };
+  }
+  /** Node A reaching Redis at `viaUrl`, node B straight, in a namespace of their own. */
+  async function nodesAt(viaUrl: string): Promise<{ a: LockServer; b: LockServer }> {
+    namespace = `lwwr${process.pid}x${++run}`;
     const made: LockServer[] = [];
-    for (const url of [`redis://127.0.0.1:${proxy.port}`, redis.url]) {
+    for (const url of [viaUrl, redis.url]) {
       const store = createRedisStore({ url, namespace, nodeTtl: NODE_TTL, commandTimeout: 300 });
       const server = await createLockServer({ port: 0, store, heartbeatInterval: 0 });
       servers.push(server);
@@ -66,7 +127,7 @@ describe('Redis store: a watch stream catches up after its node missed steps', (
     }
     const [a, b] = made;
     if (!a || !b) throw new Error('nodes');
-    return { a, b, proxy };
+    return { a, b };
   }
   async function connect(server: LockServer): Promise<RawClient> {
     const client = await RawClient.connect(server.url);
@@ -256,6 +317,37 @@ describe('Redis store: a watch stream catches up after its node missed steps', (
       expect(drawn(snapshot, watcher.received('event'), 'doc:g', false)).toEqual(await statusOf(later, 'doc:g'));
     } finally {
       admin.destroy();
+    }
+  });
+
+  it('catches a watcher up on a pub/sub path gone silent, once a heartbeat does not come back and before the connection is replaced', async () => {
+    const silent = await startSilencingProxy(redis.port);
+    try {
+      const { a, b } = await nodesAt(silent.url);
+      const watcher = await connect(a);
+      const leaver = await connect(b);
+      const taker = await connect(b);
+      const held = await leaver.request({ op: 'acquire', key: 'doc:1' });
+      expect(await watcher.request({ op: 'watch', prefix: 'doc:' })).toMatchObject({ locks: [{ key: 'doc:1' }] });
+      expect(silent.subscriberConnections()).toBe(1);
+
+      silent.silence();
+      const taken = await taker.request({ op: 'acquire', key: 'doc:2' });
+      await leaver.request({ op: 'release', key: 'doc:1' });
+      // Heartbeats go out every third of the node TTL; the second one missed starts the catch-up.
+      // The silent connection is replaced only after a whole node TTL without a byte.
+      await watcher.nextEvent('doc:2', 'acquired', { timeout: NODE_TTL });
+      expect(silent.subscriberConnections()).toBe(1);
+      expect(eventsOf(watcher, 'doc:1')).toEqual([
+        { key: 'doc:1', event: 'released', session: leaver.session, token: held.token, mode: 'exclusive', meta: null, holders: 0, waiters: 0 },
+      ]);
+      expect(eventsOf(watcher, 'doc:2')).toEqual([
+        { key: 'doc:2', event: 'acquired', session: taker.session, token: taken.token, mode: 'exclusive', meta: null, holders: 1, waiters: 0 },
+      ]);
+    } finally {
+      for (const client of clients.splice(0)) client.terminate();
+      await Promise.all(servers.splice(0).map((s) => s.close()));
+      silent.close();
     }
   });
 });
