@@ -326,7 +326,8 @@ class RedisStore implements LockStore {
   }
 
   /**
-   * Each renew period: checks the pub/sub path with a heartbeat, retries
+   * Each renew period: checks the pub/sub path with a heartbeat (one that
+   * did not come back also catches the watchers up), retries
    * closing sessions that failed to close, and trims the node's key set.
    */
   async #housekeeping(): Promise<void> {

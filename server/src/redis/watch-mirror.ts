@@ -76,10 +76,14 @@ export class WatchMirror {
     if (view && view.holders.length === 0 && view.queue.length === 0) this.#keys.delete(event.key);
   }
 
-  /** Sets a key to what a read shows (a snapshot's entry, or `null`: nobody holds or waits). */
+  /**
+   * Sets a key to what a read shows (a snapshot's entry, or `null`: nobody
+   * holds or waits). The entries are kept, the lists copied: a snapshot's
+   * lists also go out in the watch's reply, and events change these.
+   */
   learn(key: string, status: LockStatus | null): void {
     if (!status || (status.holders.length === 0 && status.queue.length === 0)) this.#keys.delete(key);
-    else this.#keys.set(key, { holders: status.holders, queue: status.queue });
+    else this.#keys.set(key, { holders: [...status.holders], queue: [...status.queue] });
   }
 
   /**
