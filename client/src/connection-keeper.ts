@@ -1,7 +1,7 @@
-import type { EventMessage, LostMessage, WelcomeMessage } from '@lockwire/protocol';
+import { ErrorCode, type EventMessage, type LostMessage, type WelcomeMessage } from '@lockwire/protocol';
 import { Connection, type ConnectionHandlers } from './connection.js';
 import type { Emitter } from './emitter.js';
-import { ClientErrorCode, connectionClosedError, LockError, type CloseInfo } from './errors.js';
+import { ClientErrorCode, connectionClosedError, isConnectionError, LockError, type CloseInfo } from './errors.js';
 import type { LeaseBook } from './lease-book.js';
 import type { ClientEvents, ClientState } from './options.js';
 import {
@@ -14,6 +14,7 @@ import {
   type ReconnectPolicy,
   type ResumeTicket,
 } from './reconnect.js';
+import { RefusalRetries } from './refusal-retry.js';
 import type { TransportFactory } from './transport.js';
 import type { WatchRegistry } from './watch.js';
 
@@ -35,16 +36,6 @@ export interface KeptState {
 
 const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient: true };
 
-/**
- * True for the `LockError`s of a connection that is gone (`connection_lost`,
- * `connection_closed`): the server has already let go of what the call was about.
- */
-export function isConnectionError(error: unknown): boolean {
-  return (
-    error instanceof LockError &&
-    (error.code === ClientErrorCode.ConnectionLost || error.code === ClientErrorCode.ConnectionClosed)
-  );
-}
 
 /**
  * Keeps a client connected: holds the open connection and the server's
@@ -71,6 +62,8 @@ export class ConnectionKeeper {
   /** Loses the leases parked for a resume once the server's grace has run out. */
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #lastClose: CloseInfo | undefined;
+  /** Releases of holds a resume gave back that no lease stands for, asked again while refused. */
+  readonly #keptReleases = new RefusalRetries(() => this.#welcome.limits);
 
   constructor(init: ClientInit, kept: KeptState) {
     this.#url = init.url;
@@ -119,10 +112,21 @@ export class ConnectionKeeper {
     });
   }
 
+  /**
+   * The client is about to acquire `key`: a release of a kept hold of that
+   * key that is still being asked again stops here, before the acquire is
+   * sent. A later copy of it (a release names only the key) would end the
+   * hold the acquire is about to get or keep.
+   */
+  claim(key: string): void {
+    this.#keptReleases.stop(key);
+  }
+
   /** Closes for good and stops reconnecting; idempotent, resolves when the socket closed. */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#stop.abort();
+    this.#keptReleases.stopAll();
     const connection = this.#connection;
     if (connection?.isOpen) {
       this.#closing = connection.close();
@@ -136,6 +140,8 @@ export class ConnectionKeeper {
   /** The server took a lock away: its lease is lost. */
   onLost(message: LostMessage): void {
     this.#leases.lost(message.key, message.token, message.reason);
+    // A kept hold being released that the server took away meanwhile leaves nothing to release.
+    this.#keptReleases.stop(message.key);
     this.#events.emit('lost', { key: message.key, token: message.token, reason: message.reason });
   }
 
@@ -224,9 +230,12 @@ export class ConnectionKeeper {
     const kept = keptHolds(welcome, previous.session);
     // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply) are
     // released before any lease is lost: a Web Lock that such a loss wakes asks for the key again at once, and
-    // a release (which names only the key) sent after that acquire would drop the new hold.
+    // a release (which names only the key) sent after that acquire would drop the new hold. A refused release
+    // is asked again with backoff (else the key stays locked for the session's life), but only until the client
+    // acquires the key again (`claim`) or this connection ends: a drop with a resume reports in `held` what is
+    // still kept, and the next `#resumeWith` starts over from that.
     for (const key of this.#leases.orphans(kept)) {
-      void connection.request('release', { key }, { onResult: () => undefined }).result.catch(() => undefined);
+      void this.#keptReleases.run(key, connection, releaseKey(key), isNotHolder);
     }
     this.#leases.reconcile(kept, this.#lastClose);
     for (const [prefix, limit] of this.#watches.prefixes()) {
@@ -245,10 +254,21 @@ export class ConnectionKeeper {
   #finish(close: CloseInfo, error: LockError): void {
     if (this.#state === 'closed') return;
     clearTimeout(this.#graceTimer);
+    this.#keptReleases.stopAll();
     this.#resume = null;
     this.#leases.loseAll(close);
     this.#watches.endAll(error.code === ClientErrorCode.ConnectionLost ? connectionClosedError(close) : error);
     this.#setState('closed');
     this.#events.emit('close', close);
   }
+}
+
+/** Sends `release` of `key`: the request a kept hold's retry repeats. */
+function releaseKey(key: string): (connection: Connection) => Promise<void> {
+  return (connection) => connection.request('release', { key }, { onResult: () => undefined }).result;
+}
+
+/** `not_holder`: the hold is gone already (expired, revoked), so there is nothing left to release. */
+function isNotHolder(error: unknown): boolean {
+  return error instanceof LockError && error.code === ErrorCode.NotHolder;
 }

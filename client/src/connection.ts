@@ -96,6 +96,8 @@ export class Connection {
   readonly #handlers: ConnectionHandlers;
   readonly #opened = deferred<WelcomeMessage>();
   readonly #ended = deferred<void>();
+  /** Aborted when the connection closes, for work bound to this connection alone (see `closedSignal`). */
+  readonly #closed = new AbortController();
   readonly #transport: Transport;
   #closeError: LockError | undefined;
   #lastTransportError: unknown;
@@ -140,6 +142,16 @@ export class Connection {
   /** True until the connection closed (by either side). */
   get isOpen(): boolean {
     return this.#state === 'open';
+  }
+
+  /**
+   * Aborts once the connection has closed (by either side, or a failed
+   * open), after its pending calls were rejected. Work that must never
+   * reach another connection (a retry of a request about this session's
+   * state on this one) stops on it.
+   */
+  get closedSignal(): AbortSignal {
+    return this.#closed.signal;
   }
 
   /** Number of requests sent and not yet answered. */
@@ -208,6 +220,7 @@ export class Connection {
     if (this.#state !== 'connecting') return;
     this.#state = 'closed';
     this.#opened.reject(reason);
+    this.#closed.abort(reason);
     this.#closeTransport('connect aborted');
   }
 
@@ -305,11 +318,13 @@ export class Connection {
     this.#closeError = error;
     if (!wasOpen) {
       this.#opened.reject(error);
+      this.#closed.abort(error);
       return;
     }
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const entry of pending) entry.reject(error);
+    this.#closed.abort(error);
     this.#handlers.closed(close, error);
   }
 }

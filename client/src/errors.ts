@@ -62,6 +62,17 @@ export class LockError extends Error {
   }
 }
 
+/**
+ * True for the `LockError`s of a connection that is gone (`connection_lost`,
+ * `connection_closed`): the server has already let go of what the call was about.
+ */
+export function isConnectionError(error: unknown): boolean {
+  return (
+    error instanceof LockError &&
+    (error.code === ClientErrorCode.ConnectionLost || error.code === ClientErrorCode.ConnectionClosed)
+  );
+}
+
 /** The error pending calls are rejected with when the connection closes. */
 export function connectionClosedError(close: CloseInfo, cause?: unknown): LockError {
   const how = close.byClient ? 'closed by the client' : 'closed';

@@ -1,8 +1,8 @@
 import type { Limits, ListResult, LockStatus } from '@lockwire/protocol';
 import { Connection, type PendingCall } from './connection.js';
-import { ConnectionKeeper, isConnectionError, type ClientInit } from './connection-keeper.js';
+import { ConnectionKeeper, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
-import { ClientErrorCode, LockError, type CloseInfo } from './errors.js';
+import { ClientErrorCode, isConnectionError, LockError, type CloseInfo } from './errors.js';
 import { releaseHold } from './hold-release.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook, type Grant } from './lease-book.js';
@@ -137,6 +137,8 @@ export class LockClient extends PrefectFace {
     const { signal } = options;
     signal?.throwIfAborted();
     const connection = this.#keeper.live();
+    // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
+    this.#keeper.claim(key);
     const mode = options.mode ?? 'exclusive';
     const call = connection.request(
       'acquire',
