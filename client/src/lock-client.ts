@@ -9,6 +9,7 @@ import { LeaseBook, type Grant } from './lease-book.js';
 import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
 import { reconnectPolicy } from './reconnect.js';
+import { RefusalRetries } from './refusal-retry.js';
 import { webSocketTransport, type TransportFactory } from './transport.js';
 import { Watch, WatchRegistry, type LockEvent, type WatchSubscription } from './watch.js';
 import { LockManager } from './web-locks.js';
@@ -30,6 +31,8 @@ export class LockClient extends PrefectFace {
   };
   readonly #leases = new LeaseBook(this.#leaseOwner);
   readonly #watches = new WatchRegistry();
+  /** Unwatches of prefixes no watch uses any more, asked again while refused. */
+  readonly #unwatches = new RefusalRetries(() => this.limits);
   readonly #events = new Emitter<ClientEvents>();
   /** The connection, its reconnects and the client's state. */
   readonly #keeper: ConnectionKeeper;
@@ -213,6 +216,8 @@ export class LockClient extends PrefectFace {
    */
   async watch(prefix: string, onEvent: (event: LockEvent) => void, options: WatchOptions = {}): Promise<Watch> {
     const connection = this.#keeper.live();
+    // Before the watch is sent: an unwatch of this prefix still being asked again would end the new watch.
+    this.#unwatches.stop(prefix);
     const subscription: WatchSubscription = {
       prefix,
       limit: options.limit,
@@ -237,8 +242,8 @@ export class LockClient extends PrefectFace {
       return new Watch(subscription, () => this.#unwatch(subscription));
     } catch (error) {
       // The other watches of the prefix closed while this one was in flight, leaving the server watch to it:
-      // nobody uses it now. The caller needs the watch's own error, whatever the unwatch meets.
-      if (this.#watches.remove(subscription)) await this.#sendUnwatch(prefix).catch(() => undefined);
+      // nobody uses it now. The caller needs the watch's own error; a refused unwatch goes on in the background.
+      if (this.#watches.remove(subscription)) await this.#sendUnwatch(prefix);
       throw error;
     }
   }
@@ -354,12 +359,22 @@ export class LockClient extends PrefectFace {
     if (this.#watches.remove(subscription)) await this.#sendUnwatch(subscription.prefix);
   }
 
-  /** Stops the server's watch of `prefix`; a connection that is gone took it along. */
+  /**
+   * Stops the server's watch of `prefix`; a connection that is gone took it
+   * along. Resolves once the first unwatch was answered, never rejects.
+   * While the server refuses it (`rate_limited`, `store_unavailable`, ...)
+   * it is asked again with backoff: the server would otherwise go on
+   * streaming the prefix's events (which no callback gets: the registry no
+   * longer lists the prefix) and count the watch against
+   * `maxWatchesPerSession`. Asking again stops once the prefix is watched
+   * again (`watch()` stops it before it sends its own request, so no later
+   * unwatch can end the new watch) or the connection closes.
+   */
   async #sendUnwatch(prefix: string): Promise<void> {
     const connection = this.#keeper.connection;
     if (!connection?.isOpen) return;
-    await connection.request('unwatch', { prefix }, { onResult: () => undefined }).result.catch((error: unknown) => {
-      if (!isConnectionError(error)) throw error;
-    });
+    await this.#unwatches.run(prefix, connection, (live) =>
+      live.request('unwatch', { prefix }, { onResult: () => undefined }).result,
+    );
   }
 }

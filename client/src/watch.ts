@@ -143,7 +143,14 @@ export class Watch {
     return this.#controller.signal;
   }
 
-  /** Stops delivering events; sends `unwatch` when no other watch of this client uses the prefix. Idempotent. */
+  /**
+   * Stops delivering events at once; sends `unwatch` when no other watch of
+   * this client uses the prefix. Resolves once that unwatch was answered,
+   * also when the server refused it (`rate_limited`, `store_unavailable`,
+   * ...): the client then sends it again with backoff until it is accepted,
+   * the prefix is watched again, or the connection ends. Never rejects.
+   * Idempotent.
+   */
   close(): Promise<void> {
     this.#closing ??= this.#stop();
     return this.#closing;
