@@ -1,12 +1,12 @@
 import type { LockStatus } from '@lockwire/protocol';
 import { describe, expect, it } from 'vitest';
-import { WatchHub, type CatchUpScope, type KeyRead } from '../server/src/redis/watch-hub.js';
-import { WatchMirror } from '../server/src/redis/watch-mirror.js';
+import { advance, catchUpEvents, type Shown, StepOnce, stateOf } from '../server/src/redis/shown-state.js';
+import { WatchHub, type CatchUpRead, type CatchUpScope, type KeyRead } from '../server/src/redis/watch-hub.js';
 import type { LockEvent } from '../server/src/store.js';
 
-// The parts of a Redis watch catch-up that need no Redis: what the node
-// remembers its watchers were shown, and how a catch-up's read and the live
-// events heard meanwhile are merged into one stream.
+// The parts of a Redis watch catch-up that need no Redis: the key states a
+// watch was shown, and how a catch-up's read and the live events heard
+// meanwhile are merged into one stream, per watch.
 
 const AT = 1_000;
 
@@ -29,6 +29,9 @@ function status(key: string, holders: Array<[string, number]>, queue: string[]):
 /** One line per event: `<event> <key> <session> <token|-> h<holders> w<waiters>`. */
 const line = (e: LockEvent) => `${e.event} ${e.key} ${e.session} ${e.token ?? '-'} h${e.holders} w${e.waiters}`;
 
+/** A catch-up read of `reads`, with `listed` as the locked keys per prefix (none by default). */
+const readOf = (reads: KeyRead[], listed = new Map<string, string[]>()): CatchUpRead => ({ reads, listed });
+
 /** A promise and its resolver, for a read the test finishes when it wants. */
 function deferred<T>() {
   let resolve: (value: T) => void = () => {};
@@ -40,12 +43,12 @@ function deferred<T>() {
   return { promise, resolve, reject };
 }
 
-describe('what a node remembers its watchers were shown', () => {
+describe('the key states a watch was shown', () => {
   it('brings a key to a read state with released, dequeued, acquired then queued, counting after each change', () => {
-    const mirror = new WatchMirror();
-    mirror.learn('k', status('k', [['h1', 1], ['h2', 2]], ['w1', 'w2', 'w3']));
+    const shown = stateOf(status('k', [['h1', 1], ['h2', 2]], ['w1', 'w2', 'w3']));
     // During the gap: h1 ended, w2 cancelled, w1 was granted, w4 and w5 queued.
-    const events = mirror.catchUp('k', status('k', [['h2', 2], ['w1', 7]], ['w3', 'w4', 'w5']), AT);
+    const now = stateOf(status('k', [['h2', 2], ['w1', 7]], ['w3', 'w4', 'w5']));
+    const events = catchUpEvents('k', shown, now, AT);
     expect(events.map(line)).toEqual([
       'released k h1 1 h1 w3',
       'dequeued k w2 - h1 w2',
@@ -54,21 +57,40 @@ describe('what a node remembers its watchers were shown', () => {
       'queued k w5 - h2 w3',
     ]);
     expect(events.every((e) => e.at === AT)).toBe(true);
-    // It now shows the read state: a second look finds nothing to tell.
-    expect(mirror.catchUp('k', status('k', [['h2', 2], ['w1', 7]], ['w3', 'w4', 'w5']), AT)).toEqual([]);
+    // From the read state itself there is nothing to tell.
+    expect(catchUpEvents('k', now, now, AT)).toEqual([]);
   });
 
-  it('follows live events and forgets a key once nobody holds or waits for it', () => {
-    const mirror = new WatchMirror();
-    mirror.apply(event('k', 'acquired', 'a', [1, 0], 1));
-    mirror.apply(event('k', 'queued', 'b', [1, 1]));
-    mirror.apply(event('k', 'released', 'a', [0, 1], 1));
-    mirror.apply(event('k', 'acquired', 'b', [1, 0], 2));
-    expect([...mirror.keys()]).toEqual(['k']);
+  it('follows live events without changing a state it was given, and has no state once nobody holds or waits', () => {
+    let state: Shown = undefined;
+    const seen: Shown[] = [];
+    for (const e of [
+      event('k', 'acquired', 'a', [1, 0], 1),
+      event('k', 'queued', 'b', [1, 1]),
+      event('k', 'released', 'a', [0, 1], 1),
+      event('k', 'acquired', 'b', [1, 0], 2),
+    ]) {
+      state = advance(state, e);
+      seen.push(state);
+    }
     // A read showing b still holding: nothing to tell, so the queue left with b's grant.
-    expect(mirror.catchUp('k', status('k', [['b', 2]], []), AT)).toEqual([]);
-    mirror.apply(event('k', 'expired', 'b', [0, 0], 2));
-    expect([...mirror.keys()]).toEqual([]);
+    expect(catchUpEvents('k', state, stateOf(status('k', [['b', 2]], [])), AT)).toEqual([]);
+    // Each step made a new state; the earlier ones still show what they showed.
+    expect(seen.map((s) => `${s?.holders.map((h) => h.session).join(',')}|${s?.queue.map((w) => w.session).join(',')}`)).toEqual(['a|', 'a|b', '|b', 'b|']);
+    // An event about someone the state does not show changes nothing.
+    expect(advance(state, event('k', 'dequeued', 'x', [1, 0]))).toBe(state);
+    expect(advance(state, event('k', 'expired', 'b', [0, 0], 2))).toBeUndefined();
+  });
+
+  it('works one event out once per state before it', () => {
+    const step = new StepOnce(event('k', 'queued', 'b', [1, 1]));
+    const one = stateOf(status('k', [['a', 1]], []));
+    const other = stateOf(status('k', [['a', 1]], []));
+    const next = step.from(one);
+    expect(step.from(one)).toBe(next);
+    expect(step.from(other)).not.toBe(next);
+    expect(step.from(other)).toBe(step.from(other));
+    expect(step.from(undefined)?.queue.map((w) => w.session)).toEqual(['b']);
   });
 });
 
@@ -86,7 +108,7 @@ describe('a watch hub catching its watchers up', () => {
 
   it('holds live events heard during the read, drops those of steps the read shows and streams the rest after the catch-up', async () => {
     const { hub, lines } = await watching([status('doc:1', [['a', 1]], [])], 10);
-    const read = deferred<KeyRead[]>();
+    const read = deferred<CatchUpRead>();
     const scopes: CatchUpScope[] = [];
     const caught = hub.catchUp(null, (scope) => (scopes.push(scope), read.promise), () => AT);
     await Promise.resolve();
@@ -94,7 +116,7 @@ describe('a watch hub catching its watchers up', () => {
     hub.dispatch(event('doc:1', 'released', 'a', [0, 0], 1), 20);
     hub.dispatch(event('doc:1', 'acquired', 'b', [1, 0], 2), 30);
     expect(lines).toEqual([]);
-    read.resolve([{ key: 'doc:1', status: status('doc:1', [], []), version: 20 }]);
+    read.resolve(readOf([{ key: 'doc:1', status: status('doc:1', [], []), version: 20 }]));
     await caught;
     expect(scopes).toEqual([{ keys: ['doc:1'], prefixes: new Map([['doc:', 100]]) }]);
     expect(lines).toEqual(['released doc:1 a 1 h0 w0', 'acquired doc:1 b 2 h1 w0']);
@@ -102,7 +124,7 @@ describe('a watch hub catching its watchers up', () => {
 
   it('drops the late events of steps a catch-up showed, and streams the next step', async () => {
     const { hub, lines } = await watching([status('doc:1', [['a', 1]], [])], 10);
-    await hub.catchUp(null, async () => [{ key: 'doc:1', status: status('doc:1', [], []), version: 20 }], () => AT);
+    await hub.catchUp(null, async () => readOf([{ key: 'doc:1', status: status('doc:1', [], []), version: 20 }]), () => AT);
     expect(lines).toEqual(['released doc:1 a 1 h0 w0']);
     hub.dispatch(event('doc:1', 'released', 'a', [0, 0], 1), 20);
     hub.dispatch(event('doc:1', 'acquired', 'b', [1, 0], 2), 30);
@@ -111,7 +133,7 @@ describe('a watch hub catching its watchers up', () => {
 
   it('delivers what it held when the read fails, and keeps no state once the last watch ends', async () => {
     const { hub, lines, handle } = await watching([status('doc:1', [['a', 1]], [])], 10);
-    const read = deferred<KeyRead[]>();
+    const read = deferred<CatchUpRead>();
     const caught = hub.catchUp(null, () => read.promise, () => AT);
     await Promise.resolve();
     hub.dispatch(event('doc:1', 'released', 'a', [0, 0], 1), 20);
@@ -123,13 +145,13 @@ describe('a watch hub catching its watchers up', () => {
     // A new watch of the prefix: nothing of the old one's keys is read again.
     await hub.watch('doc:', 100, () => {}, async () => ({ result: { locks: [], truncated: false }, versions: new Map() }));
     const scopes: CatchUpScope[] = [];
-    await hub.catchUp(null, async (scope) => (scopes.push(scope), []), () => AT);
+    await hub.catchUp(null, async (scope) => (scopes.push(scope), readOf([])), () => AT);
     expect(scopes).toEqual([{ keys: [], prefixes: new Map([['doc:', 100]]) }]);
   });
 
   it('starts a watch asked for during a catch-up after it, with its own snapshot and none of the catch-up events', async () => {
     const { hub, lines } = await watching([status('doc:1', [['a', 1]], [])], 10);
-    const read = deferred<KeyRead[]>();
+    const read = deferred<CatchUpRead>();
     const caught = hub.catchUp(null, () => read.promise, () => AT);
     await Promise.resolve();
     let snapshotTaken = false;
@@ -140,7 +162,7 @@ describe('a watch hub catching its watchers up', () => {
     });
     await Promise.resolve();
     expect(snapshotTaken).toBe(false);
-    read.resolve([{ key: 'doc:1', status: status('doc:1', [], []), version: 20 }]);
+    read.resolve(readOf([{ key: 'doc:1', status: status('doc:1', [], []), version: 20 }]));
     await caught;
     await second;
     expect(snapshotTaken).toBe(true);
@@ -148,5 +170,71 @@ describe('a watch hub catching its watchers up', () => {
     expect(late).toEqual([]);
     hub.dispatch(event('doc:1', 'acquired', 'b', [1, 0], 2), 30);
     expect(late).toEqual(['acquired doc:1 b 2 h1 w0']);
+  });
+
+  /** Opens a watch of `prefix` on `hub` whose snapshot shows `locks` read at `version`; the events it gets. */
+  async function open(hub: WatchHub, prefix: string, locks: LockStatus[], version: number, limit = 100) {
+    const got: LockEvent[] = [];
+    await hub.watch(prefix, limit, (e) => got.push(e), async () => ({
+      result: { locks: locks.slice(0, limit), truncated: locks.length > limit },
+      versions: new Map(locks.slice(0, limit).map((l) => [l.key, version])),
+    }));
+    return got;
+  }
+
+  it('hands two watches shown the same states the same event objects at a catch-up, also after live events moved both on', async () => {
+    const hub = new WatchHub();
+    const first = await open(hub, 'doc:', [status('doc:1', [['a', 1]], [])], 10);
+    const second = await open(hub, 'doc:', [status('doc:1', [['a', 1]], [])], 10);
+    hub.dispatch(event('doc:1', 'queued', 'b', [1, 1]), 20);
+    await hub.catchUp(null, async () => readOf([{ key: 'doc:1', status: status('doc:1', [['c', 3]], []), version: 30 }]), () => AT);
+    expect(first.map(line)).toEqual(['queued doc:1 b - h1 w1', 'released doc:1 a 1 h0 w1', 'dequeued doc:1 b - h0 w0', 'acquired doc:1 c 3 h1 w0']);
+    // One state per step for both watches, so one list of events made for both.
+    expect(second).toHaveLength(first.length);
+    first.forEach((e, i) => expect(second[i]).toBe(e));
+    // Both now hold the read state: the next catch-up's events are shared too.
+    await hub.catchUp(null, async () => readOf([{ key: 'doc:1', status: status('doc:1', [], []), version: 40 }]), () => AT);
+    expect(first.slice(4).map(line)).toEqual(['released doc:1 c 3 h0 w0']);
+    expect(second[4]).toBe(first[4]);
+  });
+
+  it('catches each watch up from what it was shown: a watch whose snapshot is newer gets only the steps after it', async () => {
+    const hub = new WatchHub();
+    const old = await open(hub, 'doc:', [status('doc:1', [['a', 1]], [])], 10);
+    // The steps at 20 and 30 never reached this node; the newer snapshot shows them.
+    const fresh = await open(hub, 'doc:', [status('doc:1', [['b', 2]], [])], 30);
+    await hub.catchUp(null, async () => readOf([{ key: 'doc:1', status: status('doc:1', [['b', 2]], ['c']), version: 40 }]), () => AT);
+    expect(old.map(line)).toEqual(['released doc:1 a 1 h0 w0', 'acquired doc:1 b 2 h1 w0', 'queued doc:1 c - h1 w1']);
+    expect(fresh.map(line)).toEqual(['queued doc:1 c - h1 w1']);
+  });
+
+  it('catches a watch up on a key past its limit only if it was shown something of it, even when another watch brings the key into the read', async () => {
+    const hub = new WatchHub();
+    const wide = await open(hub, 'doc:', [status('doc:1', [['a', 1]], []), status('doc:2', [['a', 2]], [])], 10, 1);
+    const narrow = await open(hub, 'doc:2', [status('doc:2', [['a', 2]], [])], 10);
+    const scopes: CatchUpScope[] = [];
+    await hub.catchUp(
+      null,
+      async (scope) => (
+        scopes.push(scope),
+        readOf(
+          [
+            { key: 'doc:1', status: status('doc:1', [['a', 1]], []), version: 10 },
+            { key: 'doc:2', status: status('doc:2', [['b', 3]], []), version: 30 },
+          ],
+          new Map([
+            ['doc:', ['doc:1']],
+            ['doc:2', ['doc:2']],
+          ]),
+        )
+      ),
+      () => AT,
+    );
+    expect(scopes).toEqual([{ keys: ['doc:1', 'doc:2'], prefixes: new Map([['doc:', 1], ['doc:2', 100]]) }]);
+    expect(narrow.map(line)).toEqual(['released doc:2 a 2 h0 w0', 'acquired doc:2 b 3 h1 w0']);
+    expect(wide).toEqual([]);
+    // Live events of the key still reach the wide watch, as before the catch-up.
+    hub.dispatch(event('doc:2', 'released', 'b', [0, 0], 3), 40);
+    expect(wide.map(line)).toEqual(['released doc:2 b 3 h0 w0']);
   });
 });

@@ -350,4 +350,73 @@ describe('Redis store: a watch stream catches up after its node missed steps', (
       silent.close();
     }
   });
+
+  it('tells two watches opened at the same time on one node of a hold from before both that was released during a pub/sub break', async () => {
+    const { a, b, proxy } = await twoNodes();
+    const w1 = await connect(a);
+    const w2 = await connect(a);
+    const leaver = await connect(b);
+    const held = await leaver.request({ op: 'acquire', key: 'doc:1' });
+    expect(held).toMatchObject({ acquired: true });
+    const [s1, s2] = await Promise.all([w1.request({ op: 'watch', prefix: 'doc:' }), w2.request({ op: 'watch', prefix: 'doc:' })]);
+    expect(s1).toMatchObject({ locks: [{ key: 'doc:1' }] });
+    expect(s2).toMatchObject({ locks: [{ key: 'doc:1' }] });
+
+    proxy.refuse();
+    expect(await leaver.request({ op: 'release', key: 'doc:1' })).toMatchObject({ ok: true });
+    proxy.resume();
+
+    await w1.nextEvent('doc:1', 'released', { timeout: AFTER_BREAK });
+    await w2.nextEvent('doc:1', 'released', { timeout: AFTER_BREAK });
+  });
+
+  it('tells a watch of a key past another watch\'s truncated snapshot of the release made during a pub/sub break', async () => {
+    const { a, b, proxy } = await twoNodes();
+    const wide = await connect(a);
+    const narrow = await connect(a);
+    const leaver = await connect(b);
+    expect(await leaver.request({ op: 'acquire', key: 'doc:1' })).toMatchObject({ acquired: true });
+    expect(await leaver.request({ op: 'acquire', key: 'doc:2' })).toMatchObject({ acquired: true });
+    expect(await wide.request({ op: 'watch', prefix: 'doc:', limit: 1 })).toMatchObject({ truncated: true, locks: [{ key: 'doc:1' }] });
+    expect(await narrow.request({ op: 'watch', prefix: 'doc:2' })).toMatchObject({ locks: [{ key: 'doc:2' }] });
+
+    proxy.refuse();
+    expect(await leaver.request({ op: 'release', key: 'doc:2' })).toMatchObject({ ok: true });
+    proxy.resume();
+
+    await narrow.nextEvent('doc:2', 'released', { timeout: AFTER_BREAK });
+  });
+
+  it('catches a watch opened while its node\'s pub/sub path is silent up from its own snapshot, without the steps that snapshot already showed', async () => {
+    const silent = await startSilencingProxy(redis.port);
+    try {
+      const { a, b } = await nodesAt(silent.url);
+      const old = await connect(a);
+      const fresh = await connect(a);
+      const [h1, h2, h3] = [await connect(b), await connect(b), await connect(b)];
+      expect(await h1.request({ op: 'acquire', key: 'doc:1' })).toMatchObject({ acquired: true });
+      expect(await old.request({ op: 'watch', prefix: 'doc:' })).toMatchObject({ locks: [{ key: 'doc:1' }] });
+
+      silent.silence();
+      await h1.request({ op: 'release', key: 'doc:1' });
+      const taken = await h2.request({ op: 'acquire', key: 'doc:1' });
+      expect(taken).toMatchObject({ acquired: true });
+      const snapshot = await fresh.request({ op: 'watch', prefix: 'doc:' });
+      expect(snapshot).toMatchObject({ locks: [{ key: 'doc:1', holders: [{ session: h2.session }] }] });
+      const queuedId = h3.id();
+      h3.send({ op: 'acquire', id: queuedId, key: 'doc:1' });
+      await h3.next((m) => m.type === 'queued' && m.id === queuedId);
+
+      // The old watcher catches up once a heartbeat does not come back.
+      await old.nextEvent('doc:1', 'queued', { timeout: NODE_TTL });
+      await fresh.nextEvent('doc:1', 'queued', { timeout: NODE_TTL });
+      expect(eventsOf(fresh, 'doc:1')).toEqual([
+        { key: 'doc:1', event: 'queued', session: h3.session, mode: 'exclusive', meta: null, holders: 1, waiters: 1 },
+      ]);
+    } finally {
+      for (const client of clients.splice(0)) client.terminate();
+      await Promise.all(servers.splice(0).map((s) => s.close()));
+      silent.close();
+    }
+  });
 });

@@ -2,20 +2,28 @@ import type { LockStatus } from '@lockwire/protocol';
 import type { LockEvent } from '../store.js';
 
 /**
- * A hold as watchers were shown it: the `acquired` event that announced it,
+ * A hold as a watch was shown it: the `acquired` event that announced it,
  * or the holder entry of a snapshot or catch-up read (kept as they are, not
  * copied: both carry the session, token, mode and meta).
  */
 export type ShownHold = Pick<LockEvent, 'session' | 'mode' | 'meta'> & { readonly token?: number };
 
-/** A queued request as watchers were shown it: its `queued` event or a read's queue entry. */
+/** A queued request as a watch was shown it: its `queued` event or a read's queue entry. */
 export type ShownWaiter = Pick<LockEvent, 'session' | 'mode' | 'meta'>;
 
-/** One key as watchers were shown it: holders in grant order, the queue in order. */
-interface KeyView {
-  holders: ShownHold[];
-  queue: ShownWaiter[];
+/**
+ * One key as a watch was shown it: holders in grant order, the queue in
+ * order. A state is never changed once made: a step makes a new one, so
+ * watches that were shown the same steps hold the same object, however
+ * many they are. A key nobody holds or waits for has no state (`undefined`).
+ */
+export interface KeyState {
+  readonly holders: readonly ShownHold[];
+  readonly queue: readonly ShownWaiter[];
 }
+
+/** A key's state as shown, `undefined` when nobody holds or waits for it. */
+export type Shown = KeyState | undefined;
 
 const sameHold = (a: ShownHold, b: ShownHold) => a.session === b.session && a.token === b.token;
 
@@ -23,133 +31,145 @@ const sameHold = (a: ShownHold, b: ShownHold) => a.session === b.session && a.to
 const sameWaiter = (a: ShownWaiter, b: ShownWaiter) =>
   a.session === b.session && a.mode === b.mode && JSON.stringify(a.meta ?? null) === JSON.stringify(b.meta ?? null);
 
-function removeFirst<T>(list: T[], match: (item: T) => boolean): boolean {
+/** `list` without its first item matching `match` (`list` itself when none does). */
+function without<T>(list: readonly T[], match: (item: T) => boolean): readonly T[] {
   const at = list.findIndex(match);
-  if (at < 0) return false;
-  list.splice(at, 1);
-  return true;
+  return at < 0 ? list : [...list.slice(0, at), ...list.slice(at + 1)];
+}
+
+function stateFrom(holders: readonly ShownHold[], queue: readonly ShownWaiter[]): Shown {
+  return holders.length === 0 && queue.length === 0 ? undefined : { holders, queue };
 }
 
 /**
- * What this node's watchers have been shown, per key they cover: built from
- * the watch snapshots and moved on by every event they were handed. When the
- * node may have missed steps (its pub/sub connection broke, or a broadcast
- * was lost), a fresh read of a key is compared with this to find the events
- * that bring the watchers to the key's state (`catchUp`).
- *
- * Only keys with a holder or a waiter have an entry, and the entries reuse
- * the event and read objects, so the cost is a few references per hold and
- * queued request under a watched prefix, and nothing without a watch.
+ * The state a read shows (a snapshot's entry, or `null`: nobody holds or
+ * waits). The entries are kept, the lists copied: a snapshot's lists also
+ * go out in the watch's reply.
  */
-export class WatchMirror {
-  readonly #keys = new Map<string, KeyView>();
+export function stateOf(status: LockStatus | null): Shown {
+  return status ? stateFrom([...status.holders], [...status.queue]) : undefined;
+}
 
-  /** Keys with an entry (a holder or a waiter shown). */
-  keys(): IterableIterator<string> {
-    return this.#keys.keys();
-  }
+/** True when `a` and `b` show the same holds and the same waiters, in the same order. */
+export function sameState(a: Shown, b: Shown): boolean {
+  if (a === b) return true;
+  if (!a || !b || a.holders.length !== b.holders.length || a.queue.length !== b.queue.length) return false;
+  const sameList = <T>(x: readonly T[], y: readonly T[], same: (p: T, q: T) => boolean) =>
+    x.every((item, i) => {
+      const other = y[i];
+      return other !== undefined && same(item, other);
+    });
+  return sameList(a.holders, b.holders, sameHold) && sameList(a.queue, b.queue, sameWaiter);
+}
 
-  /**
-   * Moves a key on by one event its watchers were handed, as a watcher
-   * draws it: `acquired` adds a holder and takes the session out of the
-   * queue (a grant of a queued request has no `dequeued`), `queued` adds a
-   * waiter, `dequeued` removes it, and the other events end a hold.
-   */
-  apply(event: LockEvent): void {
-    let view = this.#keys.get(event.key);
-    switch (event.event) {
-      case 'acquired':
-        if (!view) this.#keys.set(event.key, (view = { holders: [], queue: [] }));
-        view.holders.push(event);
-        removeFirst(view.queue, (w) => w.session === event.session);
-        break;
-      case 'queued':
-        if (!view) this.#keys.set(event.key, (view = { holders: [], queue: [] }));
-        view.queue.push(event);
-        break;
-      case 'dequeued':
-        if (view) removeFirst(view.queue, (w) => w.session === event.session);
-        break;
-      default:
-        if (view) removeFirst(view.holders, (h) => sameHold(h, event));
+/**
+ * The state after one event, as a watcher draws it: `acquired` adds a
+ * holder and takes the session out of the queue (a grant of a queued
+ * request has no `dequeued`), `queued` adds a waiter, `dequeued` removes
+ * it, and the other events end a hold. An event that changes nothing
+ * returns `state` itself.
+ */
+export function advance(state: Shown, event: LockEvent): Shown {
+  const holders = state?.holders ?? [];
+  const queue = state?.queue ?? [];
+  switch (event.event) {
+    case 'acquired':
+      return stateFrom([...holders, event], without(queue, (w) => w.session === event.session));
+    case 'queued':
+      return stateFrom(holders, [...queue, event]);
+    case 'dequeued': {
+      const left = without(queue, (w) => w.session === event.session);
+      return left === queue ? state : stateFrom(holders, left);
     }
-    if (view && view.holders.length === 0 && view.queue.length === 0) this.#keys.delete(event.key);
+    default: {
+      const left = without(holders, (h) => sameHold(h, event));
+      return left === holders ? state : stateFrom(left, queue);
+    }
   }
+}
 
-  /**
-   * Sets a key to what a read shows (a snapshot's entry, or `null`: nobody
-   * holds or waits). The entries are kept, the lists copied: a snapshot's
-   * lists also go out in the watch's reply, and events change these.
-   */
-  learn(key: string, status: LockStatus | null): void {
-    if (!status || (status.holders.length === 0 && status.queue.length === 0)) this.#keys.delete(key);
-    else this.#keys.set(key, { holders: [...status.holders], queue: [...status.queue] });
-  }
-
-  /**
-   * The events that take watchers from what they were shown of `key` to
-   * `status` (read just now; `null` for nothing held or queued), in this
-   * order: `released` for each hold that ended (how it ended is not known:
-   * it may have expired, been stolen or revoked), `dequeued` for each waiter
-   * gone without a grant, `acquired` for each new hold in grant order (a
-   * granted waiter leaves the queue with it, as on a live grant), `queued`
-   * for each new waiter in queue order. `holders`/`waiters` are the counts
-   * right after each event's own change. The key then shows `status`.
-   */
-  catchUp(key: string, status: LockStatus | null, at: number): LockEvent[] {
-    const shown = this.#keys.get(key);
-    const nowHolders: ShownHold[] = status?.holders ?? [];
-    const nowQueue: ShownWaiter[] = status?.queue ?? [];
-    const holders = [...(shown?.holders ?? [])];
-    const queue = [...(shown?.queue ?? [])];
-    const events: LockEvent[] = [];
-    const tell = (event: LockEvent['event'], about: ShownHold) => {
-      const told: LockEvent = {
-        key,
-        event,
-        session: about.session,
-        mode: about.mode,
-        meta: about.meta ?? null,
-        holders: holders.length,
-        waiters: queue.length,
-        at,
-      };
-      if (about.token !== undefined && event !== 'queued' && event !== 'dequeued') told.token = about.token;
-      events.push(told);
+/**
+ * The events that take a watcher from `shown` to `now` (read just now), in
+ * this order: `released` for each hold that ended (how it ended is not
+ * known: it may have expired, been stolen or revoked), `dequeued` for each
+ * waiter gone without a grant, `acquired` for each new hold in grant order
+ * (a granted waiter leaves the queue with it, as on a live grant), `queued`
+ * for each new waiter in queue order. `holders`/`waiters` are the counts
+ * right after each event's own change; `at` stamps them all.
+ */
+export function catchUpEvents(key: string, shown: Shown, now: Shown, at: number): LockEvent[] {
+  const nowHolders = now?.holders ?? [];
+  const nowQueue = now?.queue ?? [];
+  const holders = [...(shown?.holders ?? [])];
+  const queue = [...(shown?.queue ?? [])];
+  const events: LockEvent[] = [];
+  const tell = (event: LockEvent['event'], about: ShownHold) => {
+    const told: LockEvent = {
+      key,
+      event,
+      session: about.session,
+      mode: about.mode,
+      meta: about.meta ?? null,
+      holders: holders.length,
+      waiters: queue.length,
+      at,
     };
-    const granted = nowHolders.filter((h) => !holders.some((s) => sameHold(s, h)));
-    for (const hold of [...holders]) {
-      if (nowHolders.some((h) => sameHold(h, hold))) continue;
-      removeFirst(holders, (h) => h === hold);
-      tell('released', hold);
-    }
-    for (const waiter of [...queue]) {
-      // A waiter granted meanwhile leaves the queue with its `acquired`, as a live grant does.
-      if (nowQueue.some((w) => sameWaiter(w, waiter)) || granted.some((h) => h.session === waiter.session)) continue;
-      removeFirst(queue, (w) => w === waiter);
-      tell('dequeued', waiter);
-    }
-    for (const hold of granted) {
-      holders.push(hold);
-      removeFirst(queue, (w) => w.session === hold.session);
-      tell('acquired', hold);
-    }
-    for (const waiter of nowQueue) {
-      if (queue.some((w) => sameWaiter(w, waiter))) continue;
-      queue.push(waiter);
-      tell('queued', waiter);
-    }
-    this.learn(key, status);
-    return events;
+    if (about.token !== undefined && event !== 'queued' && event !== 'dequeued') told.token = about.token;
+    events.push(told);
+  };
+  const drop = <T>(list: T[], item: T) => list.splice(list.indexOf(item), 1);
+  const granted = nowHolders.filter((h) => !holders.some((s) => sameHold(s, h)));
+  for (const hold of [...holders]) {
+    if (nowHolders.some((h) => sameHold(h, hold))) continue;
+    drop(holders, hold);
+    tell('released', hold);
+  }
+  for (const waiter of [...queue]) {
+    // A waiter granted meanwhile leaves the queue with its `acquired`, as a live grant does.
+    if (nowQueue.some((w) => sameWaiter(w, waiter)) || granted.some((h) => h.session === waiter.session)) continue;
+    drop(queue, waiter);
+    tell('dequeued', waiter);
+  }
+  for (const hold of granted) {
+    holders.push(hold);
+    const at = queue.findIndex((w) => w.session === hold.session);
+    if (at >= 0) queue.splice(at, 1);
+    tell('acquired', hold);
+  }
+  for (const waiter of nowQueue) {
+    if (queue.some((w) => sameWaiter(w, waiter))) continue;
+    queue.push(waiter);
+    tell('queued', waiter);
+  }
+  return events;
+}
+
+/**
+ * One event's step, worked out once per distinct state before it: every
+ * watch that was shown the same state gets the same next state object, so
+ * N watches that agree cost one new state. Lives for one dispatch.
+ */
+export class StepOnce {
+  readonly #event: LockEvent;
+  #first: { from: Shown; to: Shown } | null = null;
+  #more: Map<Shown, Shown> | null = null;
+
+  constructor(event: LockEvent) {
+    this.#event = event;
   }
 
-  /** Forgets the keys no watch covers any more. */
-  prune(covered: (key: string) => boolean): void {
-    for (const key of this.#keys.keys()) if (!covered(key)) this.#keys.delete(key);
-  }
-
-  /** Forgets everything (the last watch ended). */
-  clear(): void {
-    this.#keys.clear();
+  /** The state after this event for a watch that was shown `from`. */
+  from(from: Shown): Shown {
+    if (!this.#first) {
+      const to = advance(from, this.#event);
+      this.#first = { from, to };
+      return to;
+    }
+    if (this.#first.from === from) return this.#first.to;
+    this.#more ??= new Map();
+    if (this.#more.has(from)) return this.#more.get(from);
+    const to = advance(from, this.#event);
+    this.#more.set(from, to);
+    return to;
   }
 }

@@ -5,7 +5,7 @@ import { decodeKey, encodeKey } from './key-codec.js';
 import { arr, parseJson, parseStatus } from './records.js';
 import { scripts } from './scripts.js';
 import { live, type StoreContext } from './store-context.js';
-import type { CatchUpScope, KeyRead } from './watch-hub.js';
+import type { CatchUpRead, CatchUpScope } from './watch-hub.js';
 
 /** A `list` and the version each listed key was read at. */
 export interface TableSnapshot {
@@ -80,17 +80,24 @@ export class TableReader {
 
   /**
    * What a watch catch-up reads: `keys`, and the locked keys of each prefix
-   * up to its limit (as a snapshot of that prefix would list them), each
-   * once, with no viewer, and each with its version at the read.
+   * up to its limit (as a snapshot of that prefix would list them, and
+   * reported per prefix), each once, with no viewer, and each with its
+   * version at the read.
    */
-  async catchUpRead(scope: CatchUpScope): Promise<KeyRead[]> {
+  async catchUpRead(scope: CatchUpScope): Promise<CatchUpRead> {
     const keys = new Set(scope.keys);
-    for (const [prefix, limit] of scope.prefixes) for (const key of (await this.lockedKeys(prefix)).slice(0, limit)) keys.add(key);
-    return Promise.all(
+    const listed = new Map<string, string[]>();
+    for (const [prefix, limit] of scope.prefixes) {
+      const locked = (await this.lockedKeys(prefix)).slice(0, limit);
+      listed.set(prefix, locked);
+      for (const key of locked) keys.add(key);
+    }
+    const reads = await Promise.all(
       [...keys].map(async (key) => {
         const { status, version } = await this.readStatus(key, null);
         return { key, status, version };
       }),
     );
+    return { reads, listed };
   }
 }

@@ -1,6 +1,6 @@
 import type { ListResult, LockStatus } from '@lockwire/protocol';
 import type { LockEvent, WatchHandle } from '../store.js';
-import { WatchMirror } from './watch-mirror.js';
+import { advance, catchUpEvents, sameState, type KeyState, type Shown, StepOnce, stateOf } from './shown-state.js';
 
 interface Watcher {
   readonly prefix: string;
@@ -16,6 +16,15 @@ interface Watcher {
    * in order).
    */
   floors: Map<string, number>;
+  /**
+   * What this watch was shown, per key with a holder or a waiter: its
+   * snapshot's states, moved on by every event handed to it (an event its
+   * floors drop leaves it alone). Two watches of one node can have been
+   * shown different states of a key (one snapshot read later than the
+   * other, or truncated by its limit), so a catch-up starts from each
+   * watch's own view.
+   */
+  readonly view: Map<string, KeyState>;
 }
 
 /** What a catch-up reads: these keys, and the locked keys of each prefix up to its limit, as a snapshot lists them. */
@@ -31,6 +40,17 @@ export interface KeyRead {
   version: number;
 }
 
+/** What a catch-up read: each key once, and per prefix of the scope the locked keys it listed, in `list` order. */
+export interface CatchUpRead {
+  reads: KeyRead[];
+  listed: Map<string, string[]>;
+}
+
+function setState(view: Map<string, KeyState>, key: string, state: Shown): void {
+  if (state) view.set(key, state);
+  else view.delete(key);
+}
+
 /**
  * This node's watchers. Events reach every node through pub/sub; a new watch
  * buffers them while its snapshot is read key by key, then drops the ones
@@ -44,17 +64,16 @@ export interface KeyRead {
  * So the version a snapshot read is passed on (`seed`, which lets the node
  * drop those events for good) only for keys no other watch here covers.
  *
- * Pub/sub loses what is published while a subscriber reconnects, so the hub
- * also keeps what its watchers were shown (`WatchMirror`: fed by the
- * snapshots and by every event a watcher was handed) and, when the node may
- * have missed steps, `catchUp` reads the keys again and hands the watchers
- * the events that bring them to what the read shows. A catch-up and a
- * snapshot never run at once: both compare a read with what watchers were
- * shown, and each would move that on under the other.
+ * Pub/sub loses what is published while a subscriber reconnects, so each
+ * watch also keeps what it was shown (its view: immutable `KeyState`s,
+ * shared by the watches that were shown the same steps) and, when the node
+ * may have missed steps, `catchUp` reads the keys again and hands each
+ * watch the events that bring it from its view to what the read shows. A
+ * catch-up and a snapshot never run at once: a snapshot's view would miss
+ * the catch-up's events, or the catch-up would miss the snapshot's keys.
  */
 export class WatchHub {
   readonly #watchers = new Set<Watcher>();
-  readonly #mirror = new WatchMirror();
   /** Events heard while a catch-up reads, with their step's version; null otherwise. */
   #held: Array<{ event: LockEvent; version: number }> | null = null;
   /** Set while a catch-up runs; a new watch waits for it. */
@@ -70,43 +89,47 @@ export class WatchHub {
 
   /** True when some watch here covers `key`. */
   covers(key: string): boolean {
-    return this.#coveredBesides(key, null);
+    return this.#otherCovering(key, null) !== null;
   }
 
-  /** True when a watch here other than `self` covers `key`. */
-  #coveredBesides(key: string, self: Watcher | null): boolean {
-    for (const watcher of this.#watchers) if (watcher !== self && key.startsWith(watcher.prefix)) return true;
-    return false;
+  /** The first watch here other than `self` that covers `key`, or null. */
+  #otherCovering(key: string, self: Watcher | null): Watcher | null {
+    for (const watcher of this.#watchers) if (watcher !== self && key.startsWith(watcher.prefix)) return watcher;
+    return null;
   }
 
   /**
    * Hands one event, from a step with event version `version`, to every
-   * watcher of its key. The mirror moves on once per event a watcher was
-   * handed (one map lookup); an event every watcher dropped as already shown
-   * leaves it alone. With no watch open this is one empty loop.
+   * watcher of its key, moving each one's view of the key on. The new state
+   * is made once per distinct state before it (`StepOnce`): watches that
+   * agree cost one map update each. With no watch open this is one empty
+   * loop.
    */
   dispatch(event: LockEvent, version: number): void {
     if (this.#held) {
       this.#held.push({ event, version });
       return;
     }
-    let shown = false;
+    let step: StepOnce | null = null;
     for (const watcher of this.#watchers) {
       if (!event.key.startsWith(watcher.prefix)) continue;
-      if (watcher.buffer) watcher.buffer.push({ event, version });
-      else if (this.#toWatcher(watcher, event, version)) shown = true;
+      if (watcher.buffer) {
+        watcher.buffer.push({ event, version });
+        continue;
+      }
+      if (!this.#passes(watcher, event.key, version)) continue;
+      step ??= new StepOnce(event);
+      setState(watcher.view, event.key, step.from(watcher.view.get(event.key)));
+      watcher.sink(event);
     }
-    if (shown) this.#mirror.apply(event);
   }
 
-  /** Streams an event unless the watcher's snapshot already shows its step; true when streamed. */
-  #toWatcher(watcher: Watcher, event: LockEvent, version: number): boolean {
-    const floor = watcher.floors.get(event.key);
-    if (floor !== undefined) {
-      if (version <= floor) return false;
-      watcher.floors.delete(event.key);
-    }
-    watcher.sink(event);
+  /** False when the watcher's snapshot or catch-up already shows the step (version at or below its floor). */
+  #passes(watcher: Watcher, key: string, version: number): boolean {
+    const floor = watcher.floors.get(key);
+    if (floor === undefined) return true;
+    if (version <= floor) return false;
+    watcher.floors.delete(key);
     return true;
   }
 
@@ -124,7 +147,7 @@ export class WatchHub {
     seed: (key: string, version: number) => void = () => {},
   ): Promise<WatchHandle> {
     while (this.#catchingUp) await this.#catchingUp;
-    const watcher: Watcher = { prefix, limit, sink, buffer: [], floors: new Map() };
+    const watcher: Watcher = { prefix, limit, sink, buffer: [], floors: new Map(), view: new Map() };
     this.#watchers.add(watcher);
     this.#reading += 1;
     let taken: { result: ListResult; versions: Map<string, number> };
@@ -141,15 +164,22 @@ export class WatchHub {
     watcher.buffer = null;
     const listed = new Map(taken.result.locks.map((status) => [status.key, status]));
     for (const [key, version] of taken.versions) {
-      // A key another watch covers shows what that watch was handed; this one's snapshot may be ahead of it.
-      const alone = !this.#coveredBesides(key, watcher);
-      if (alone) this.#mirror.learn(key, listed.get(key) ?? null);
+      const other = this.#otherCovering(key, watcher);
+      const state = stateOf(listed.get(key) ?? null);
+      if (state) {
+        // Another watch shown the same state lends its object: watches that agree share their states.
+        const theirs = other?.view.get(key);
+        watcher.view.set(key, theirs && sameState(theirs, state) ? theirs : state);
+      }
       if (version <= 0) continue;
       watcher.floors.set(key, version);
-      if (alone) seed(key, version);
+      // A key another watch covers: that watch may still need events this snapshot already shows.
+      if (!other) seed(key, version);
     }
     for (const { event, version } of buffered) {
-      if (this.#toWatcher(watcher, event, version) && !this.#coveredBesides(event.key, watcher)) this.#mirror.apply(event);
+      if (!this.#passes(watcher, event.key, version)) continue;
+      setState(watcher.view, event.key, advance(watcher.view.get(event.key), event));
+      watcher.sink(event);
     }
     return {
       snapshot: taken.result,
@@ -157,24 +187,25 @@ export class WatchHub {
     };
   }
 
+  /** Ends a watch; its view goes with it, and nothing is kept once no watch is open. */
   #stop(watcher: Watcher): void {
-    if (!this.#watchers.delete(watcher)) return;
-    // Nothing is kept without a watch; keys only this one covered are forgotten.
-    if (this.#watchers.size === 0) this.#mirror.clear();
-    else this.#mirror.prune((key) => this.covers(key));
+    this.#watchers.delete(watcher);
   }
 
   /**
-   * Brings every watcher of the keys in scope to what `read` shows now:
-   * `keys` (the given ones, or with `null` every key shown to a watcher and
-   * the locked keys under each watched prefix) are read, and each key whose
-   * state differs from what its watchers were shown gets the events
-   * `WatchMirror#catchUp` makes, stamped `now()`. Events heard meanwhile
-   * wait and follow; those of steps the read shows, now or arriving later,
-   * are dropped as for a snapshot. Rejects when the read fails; what was
-   * held is then delivered as usual.
+   * Brings every watcher of the keys in scope to what `read` shows now.
+   * With `keys`, those keys are read and every watch covering one is caught
+   * up on it. With `null`, every key in a watch's view and the locked keys
+   * under each watched prefix (up to its largest limit) are read, and a
+   * watch is caught up on the keys of its view and on those its own
+   * snapshot would list now (its prefix, up to its limit). A watch whose
+   * floor for a key is at or above the read version already shows it;
+   * another gets the events `catchUpEvents` makes from its view, stamped
+   * `now()`. Events heard meanwhile wait and follow; those of steps the
+   * read shows, now or arriving later, are dropped as for a snapshot.
+   * Rejects when the read fails; what was held is then delivered as usual.
    */
-  async catchUp(keys: string[] | null, read: (scope: CatchUpScope) => Promise<KeyRead[]>, now: () => number): Promise<void> {
+  async catchUp(keys: string[] | null, read: (scope: CatchUpScope) => Promise<CatchUpRead>, now: () => number): Promise<void> {
     while (this.#catchingUp) await this.#catchingUp;
     if (this.#watchers.size === 0) return;
     let finished: () => void = () => {};
@@ -184,9 +215,15 @@ export class WatchHub {
       const scope = this.#scope(keys);
       if (scope.keys.length === 0 && scope.prefixes.size === 0) return;
       this.#held = [];
-      const reads = await read(scope);
+      const { reads, listed } = await read(scope);
       const at = now();
-      for (const { key, status, version } of reads) this.#show(key, status, version, at);
+      const lists = new Map<Watcher, Set<string>>();
+      const listing = (watcher: Watcher) => {
+        let list = lists.get(watcher);
+        if (!list) lists.set(watcher, (list = new Set((listed.get(watcher.prefix) ?? []).slice(0, watcher.limit))));
+        return list;
+      };
+      for (const keyRead of reads) this.#show(keyRead, at, keys ? null : listing);
     } finally {
       const held = this.#held ?? [];
       this.#held = null;
@@ -199,25 +236,41 @@ export class WatchHub {
   #scope(keys: string[] | null): CatchUpScope {
     if (keys) return { keys: keys.filter((key) => this.covers(key)), prefixes: new Map() };
     const prefixes = new Map<string, number>();
-    for (const watcher of this.#watchers) prefixes.set(watcher.prefix, Math.max(prefixes.get(watcher.prefix) ?? 0, watcher.limit));
-    return { keys: [...this.#mirror.keys()].filter((key) => this.covers(key)), prefixes };
+    const shown = new Set<string>();
+    for (const watcher of this.#watchers) {
+      prefixes.set(watcher.prefix, Math.max(prefixes.get(watcher.prefix) ?? 0, watcher.limit));
+      for (const key of watcher.view.keys()) shown.add(key);
+    }
+    return { keys: [...shown], prefixes };
   }
 
-  /** Hands the watchers of `key` the events that bring them to `status`, read at `version`. */
-  #show(key: string, status: LockStatus, version: number, at: number): void {
-    if (!this.covers(key)) return;
-    const events = this.#mirror.catchUp(key, status, at);
+  /**
+   * Hands each watcher of `key` the events from its view to `status`, read
+   * at `version`. With `listing`, a key a watch was shown nothing of is left
+   * to it unless its own snapshot would list it now: a key past its limit
+   * is caught up only if it was shown something of it. The events are made
+   * once per distinct view, so watches that agree get the same objects.
+   */
+  #show({ key, status, version }: KeyRead, at: number, listing: ((watcher: Watcher) => Set<string>) | null): void {
+    const state = stateOf(status);
+    const told = new Map<Shown, LockEvent[]>();
     for (const watcher of this.#watchers) {
       if (!key.startsWith(watcher.prefix)) continue;
-      // A watcher whose snapshot read the key at or after `version` already shows it.
-      for (const event of events) this.#toWatcher(watcher, event, version);
-      if (version > 0 && (watcher.floors.get(key) ?? 0) < version) watcher.floors.set(key, version);
+      const shown = watcher.view.get(key);
+      if (listing && shown === undefined && !listing(watcher).has(key)) continue;
+      // A watch whose snapshot read the key at or after `version` already shows it.
+      const floor = watcher.floors.get(key);
+      if (floor !== undefined && version <= floor) continue;
+      let events = told.get(shown);
+      if (!events) told.set(shown, (events = catchUpEvents(key, shown, state, at)));
+      setState(watcher.view, key, state);
+      if (version > 0) watcher.floors.set(key, version);
+      for (const event of events) watcher.sink(event);
     }
   }
 
   /** Ends every watch. */
   clear(): void {
     this.#watchers.clear();
-    this.#mirror.clear();
   }
 }
