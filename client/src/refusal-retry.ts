@@ -81,11 +81,6 @@ export class RefusalRetries {
     });
   }
 
-  /** True while a retry of `name` is running. */
-  has(name: string): boolean {
-    return this.#running.has(name);
-  }
-
   /**
    * The client uses `name` again (acquires the key, watches the prefix): no
    * further request of the running retry is sent. One already sent goes
