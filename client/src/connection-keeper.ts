@@ -36,7 +36,6 @@ export interface KeptState {
 
 const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient: true };
 
-
 /**
  * Keeps a client connected: holds the open connection and the server's
  * welcome, reconnects with backoff when the connection drops (resuming the
