@@ -249,11 +249,23 @@ export class WatchHub {
    * at `version`. With `listing`, a key a watch was shown nothing of is left
    * to it unless its own snapshot would list it now: a key past its limit
    * is caught up only if it was shown something of it. The events are made
-   * once per distinct view, so watches that agree get the same objects.
+   * once per distinct view, so watches that agree get the same objects, and
+   * events that read alike are one object whatever view they came from.
    */
   #show({ key, status, version }: KeyRead, at: number, listing: ((watcher: Watcher) => Set<string>) | null): void {
     const state = stateOf(status);
     const told = new Map<Shown, LockEvent[]>();
+    // Views that differ can still need an event that reads the same (the same holder
+    // acquired, with the same counts); one object for it lets a session with two such
+    // watches send it once, as it does a live event.
+    const alike = new Map<string, LockEvent>();
+    const shared = (event: LockEvent) => {
+      const said = JSON.stringify([event.event, event.session, event.token ?? null, event.mode, event.meta, event.holders, event.waiters]);
+      const first = alike.get(said);
+      if (first) return first;
+      alike.set(said, event);
+      return event;
+    };
     for (const watcher of this.#watchers) {
       if (!key.startsWith(watcher.prefix)) continue;
       const shown = watcher.view.get(key);
@@ -262,7 +274,7 @@ export class WatchHub {
       const floor = watcher.floors.get(key);
       if (floor !== undefined && version <= floor) continue;
       let events = told.get(shown);
-      if (!events) told.set(shown, (events = catchUpEvents(key, shown, state, at)));
+      if (!events) told.set(shown, (events = catchUpEvents(key, shown, state, at).map(shared)));
       setState(watcher.view, key, state);
       if (version > 0) watcher.floors.set(key, version);
       for (const event of events) watcher.sink(event);
