@@ -14,6 +14,7 @@ import { nanoid } from 'nanoid';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createAuthenticator, redactUrl, type AuthOptions } from './auth.js';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
+import { closeWithinHandshake } from './close-handshake.js';
 import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
 import { startHeartbeat } from './heartbeat.js';
@@ -88,7 +89,11 @@ export interface LockServer {
   readonly store: LockStore;
   /** The metrics `GET /metrics` serves. */
   readonly metrics: LockMetrics;
-  /** Connections currently open. */
+  /**
+   * Sessions currently connected. A connection the server is closing (for
+   * abuse, expired credentials, a resume) has left this count already; it
+   * counts against `maxConnections` until its socket is closed.
+   */
   sessionCount(): number;
   /**
    * Drains and stops: `/healthz` turns 503 and new connections are refused
@@ -246,7 +251,13 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     return secret === null ? message : { ...message, ...grace.welcomeFields(secret, resumption) };
   };
 
-  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxPayload, perMessageDeflate: false });
+  // Pings from peers are answered by their session, within its frame budget.
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: limits.maxPayload,
+    perMessageDeflate: false,
+    autoPong: false,
+  });
   const onConnection = (
     ws: WebSocket,
     req: IncomingMessage,
@@ -281,9 +292,12 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   };
 
   // Credentials, Origin and the connection limit are checked before the
-  // WebSocket exists; a resume takes its session out of grace here.
+  // WebSocket exists; a resume takes its session out of grace here. The
+  // limit counts sockets, not sessions: one the server is closing has left
+  // `sessions` but stays open until its peer answers or it is cut, and
+  // `wss.clients` keeps it until then.
   const admit = async (req: IncomingMessage, url: URL, socket: Duplex, head: Buffer) => {
-    if (sessions.size + upgrading >= limits.maxConnections) return refuseUpgrade(socket, 503, 'Service Unavailable');
+    if (wss.clients.size + upgrading >= limits.maxConnections) return refuseUpgrade(socket, 503, 'Service Unavailable');
     upgrading++;
     let resumption: Resumption | null = null;
     try {
@@ -399,7 +413,13 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     // Answer everything pending before any session's locks are released,
     // or a release would grant a request that should hear `shutting_down`.
     for (const session of live) session.drain();
-    await Promise.all(live.map((session) => session.shutdown()));
+    for (const session of live) session.end();
+    // Every open socket, those the server was already closing included. The
+    // bound counts in real time whatever the injected clock: close() ends
+    // once every peer answered or was cut, even under a clock nobody advances.
+    await Promise.all(
+      [...wss.clients].map((ws) => closeWithinHandshake(ws, 1001, 'server shutting down', systemClock)),
+    );
     grace.drain();
     await Promise.all(sessionEndings);
     wss.close();

@@ -10,6 +10,7 @@ import {
 import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
 import type { Clock } from './clock.js';
+import { closeWithinHandshake, cutAfterHandshake } from './close-handshake.js';
 import type { LockError } from './errors.js';
 import { sameSecret, type DetachedSession } from './grace.js';
 import type { ServerLimits } from './limits.js';
@@ -69,9 +70,6 @@ export interface SessionOptions {
   socket?: Duplex;
 }
 
-/** How long a closing socket may take to finish its close handshake before it is cut. */
-const CLOSE_HANDSHAKE_MS = 2000;
-
 /**
  * One WebSocket connection: the lock holder. Decodes frames, calls the store,
  * and answers; routes the store's settlements and pushes for this session.
@@ -90,7 +88,6 @@ export class Session {
   /** Keys this session holds, as its replies and `lost` pushes told the client. */
   private readonly held = new Set<string>();
   private releasedAtEnd = 0;
-  private readonly socketClosed: Promise<void>;
   private readonly guard: SessionGuard;
   private readonly sender: SessionSender;
   private readonly requests: SessionRequests;
@@ -142,18 +139,23 @@ export class Session {
         Math.max(0, expiresAt - host.clock.now()),
       );
     }
-    this.socketClosed = new Promise((resolve) => ws.once('close', () => resolve()));
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
     ws.on('pong', () => {
       this.heardSincePing = true;
     });
+    ws.on('ping', (data) => this.onPing(data));
     ws.on('close', (code: number) => {
       // 1000 is a deliberate close: the client is done and will not resume,
       // so its locks go now. A drop (1006) or any other code keeps grace.
       if (code === CloseCode.Normal) this.noGrace = true;
       this.end();
     });
-    ws.on('error', (error) => this.host.logger.debug({ err: error, session: id }, 'socket error'));
+    ws.on('error', (error) => {
+      this.host.logger.debug({ err: error, session: id }, 'socket error');
+      // `ws` closes the connection itself on a protocol error or a frame over
+      // maxPayload (1009): bound that close handshake as the server's own.
+      if (ws.readyState === WebSocket.CLOSING) void cutAfterHandshake(ws, host.clock);
+    });
     if (options.socket) this.endOnDrop(options.socket);
   }
 
@@ -203,7 +205,7 @@ export class Session {
    */
   supersede(): void {
     this.end();
-    this.ws.close(4001, 'superseded by a resume');
+    void closeWithinHandshake(this.ws, 4001, 'superseded by a resume', this.host.clock);
   }
 
   /** Locks this session holds now. */
@@ -255,18 +257,6 @@ export class Session {
     const error: WireError = { code: ErrorCode.ShuttingDown, message: 'the server is shutting down' };
     this.requests.replyErrorToAll(error);
     this.kill(AcquireOutcome.Error);
-  }
-
-  /**
-   * Second step of a server shutdown: ends the session and closes the socket
-   * with 1001. Resolves when the socket has closed (cut after a bound).
-   */
-  shutdown(): Promise<void> {
-    this.end();
-    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
-    this.ws.close(1001, 'server shutting down');
-    const cut = setTimeout(() => this.ws.terminate(), CLOSE_HANDSHAKE_MS);
-    return this.socketClosed.finally(() => clearTimeout(cut));
   }
 
   /**
@@ -325,12 +315,29 @@ export class Session {
     if (this.alive) this.closeForPolicy('credentials expired');
   }
 
-  /** Closes with 1008 and ends the session without grace. */
+  /**
+   * Closes with 1008 and ends the session without grace. The socket is cut
+   * when the peer leaves the close unanswered past the handshake bound: it
+   * counts against `maxConnections` until it is gone.
+   */
   private closeForPolicy(reason: string): void {
     this.noGrace = true;
     this.host.logger.info({ session: this.id, reason }, 'closing connection for policy');
-    this.ws.close(1008, reason);
+    void closeWithinHandshake(this.ws, 1008, reason, this.host.clock);
     this.end();
+  }
+
+  /**
+   * A WebSocket ping from the peer takes a token of the frame budget, as any
+   * frame does: within it, it is answered with a pong; past it, it is not
+   * answered and counts toward the abuse streak as a refused frame does.
+   */
+  private onPing(data: Buffer): void {
+    if (!this.alive) return;
+    this.heardSincePing = true;
+    const verdict = this.guard.frame();
+    if (verdict === 'abuse') return this.closeForPolicy('rate limit exceeded');
+    if (verdict === 'accept') this.ws.pong(data);
   }
 
   /**

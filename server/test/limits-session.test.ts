@@ -7,8 +7,9 @@ import { createMemoryStore } from '../src/memory-store.js';
 import { RATE_ABUSE_MIN_FRAMES } from '../src/limits.js';
 import { RateLimiter } from '../src/rate-limit.js';
 import { createManualClock } from '../src/clock.js';
-import { connectWith, startServer, upgradeStatus } from './auth-harness.js';
+import { connectWith, SECRET, startServer, token, upgradeStatus } from './auth-harness.js';
 import { sessionLog, within } from './server-harness.js';
+import { connectionsGauge, openSilentPeer, PING_FLOOD, ServerOpcode } from './silent-peer.js';
 import { RawSocket } from '../../test/helpers/raw-socket.js';
 
 /** A WebSocket client over a bare TCP socket that completes the handshake, then never reads again. */
@@ -108,6 +109,21 @@ describe('per-session limits', () => {
     client.send({ op: 'ping', id: 'x'.repeat(10), pad: 'y'.repeat(4096) });
     expect(await within(client.closed, 'the close')).toMatchObject({ code: 1009 });
   });
+
+  it('cuts a connection closed for a frame over maxPayload when the peer leaves the close unanswered for 2 s', async () => {
+    const sessions = sessionLog();
+    const { server, clock } = await startServer({
+      limits: { maxPayload: 2048, maxConnections: 1 },
+      logger: sessions.logger,
+    });
+    const peer = await openSilentPeer(server.url);
+    peer.write(RawSocket.json({ op: 'ping', id: 1, pad: 'y'.repeat(4096) }));
+    expect(await peer.closeFrame()).toBe(1009);
+    expect(await upgradeStatus(server.url)).toBe(503);
+    clock.advance(2000);
+    await sessions.closed(1, 'the cut connection to close');
+    expect(await upgradeStatus(server.url)).toBe(101);
+  });
 });
 
 describe('maxConnections', () => {
@@ -121,6 +137,48 @@ describe('maxConnections', () => {
     await sessions.closed(1, 'the session to end');
     expect(server.sessionCount()).toBe(1);
     expect(await upgradeStatus(server.url)).toBe(101);
+  });
+
+  it('counts a connection closed for abuse until its socket is gone, and cuts it when the peer leaves the close unanswered for 2 s', async () => {
+    const sessions = sessionLog();
+    const { server, clock } = await startServer({
+      limits: { maxConnections: 1, rateLimit: 1, rateBurst: 1 },
+      logger: sessions.logger,
+    });
+    const peer = await openSilentPeer(server.url);
+    peer.write(...PING_FLOOD);
+    expect(await peer.closeFrame()).toBe(1008);
+    expect(server.sessionCount()).toBe(0);
+    expect(await upgradeStatus(server.url)).toBe(503);
+    expect(await connectionsGauge(server.httpUrl)).toBe(1);
+    clock.advance(1999);
+    expect(await upgradeStatus(server.url)).toBe(503);
+    expect(peer.isCut()).toBe(false);
+    clock.advance(1);
+    await peer.cut();
+    await sessions.closed(1, 'the cut connection to close');
+    expect(await connectionsGauge(server.httpUrl)).toBe(0);
+    expect(await upgradeStatus(server.url)).toBe(101);
+  });
+
+  it('counts a connection closed for expired credentials until its socket is gone, and cuts it after 2 s', async () => {
+    const sessions = sessionLog();
+    const { server, clock } = await startServer({
+      auth: { secret: SECRET },
+      limits: { maxConnections: 1 },
+      logger: sessions.logger,
+    });
+    const short = await token({ sub: 'ana', locks: ['*'] }, { now: clock.now(), ttlSeconds: 10 });
+    const peer = await openSilentPeer(server.url, { authorization: `Bearer ${short}` });
+    clock.advance(10_000);
+    expect(await peer.closeFrame()).toBe(1008);
+    const fresh = await token({ sub: 'bo', locks: ['*'] }, { now: clock.now() });
+    const headers = { authorization: `Bearer ${fresh}` };
+    expect(await upgradeStatus(server.url, { headers })).toBe(503);
+    clock.advance(2000);
+    await peer.cut();
+    await sessions.closed(1, 'the cut connection to close');
+    expect(await upgradeStatus(server.url, { headers })).toBe(101);
   });
 });
 
@@ -199,6 +257,16 @@ describe('message rate', () => {
     clock.advance(5000);
     expect(limiter.take()).toBe('accept');
     expect(limiter.take()).toBe('refuse');
+  });
+
+  it('counts WebSocket ping frames against the frame budget: past it they get no pong, and a flood of them is closed with 1008', async () => {
+    const { server } = await startServer({ limits: { rateLimit: 1, rateBurst: 1 } });
+    const peer = await openSilentPeer(server.url);
+    const ping = (n: number) => RawSocket.frame(0x9, Buffer.from(`ping ${n}`));
+    peer.write(...Array.from({ length: 2 * RATE_ABUSE_MIN_FRAMES }, (_, n) => ping(n)));
+    expect(await peer.closeFrame()).toBe(1008);
+    const pongs = peer.frames().filter((frame) => frame.opcode === ServerOpcode.Pong);
+    expect(pongs.map((frame) => frame.payload.toString())).toEqual(['ping 0']);
   });
 
   it('keeps other sessions fast while one floods, and closes the flooder', async () => {

@@ -4,6 +4,7 @@ import { createManualClock } from '../src/clock.js';
 import type { MemoryStore } from '../src/memory-store.js';
 import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
 import { createStubStore, RawClient, upgradeStatusLine, within } from './server-harness.js';
+import { openSilentPeer, PING_FLOOD } from './silent-peer.js';
 
 const servers: LockServer[] = [];
 const sockets: Socket[] = [];
@@ -92,6 +93,17 @@ describe('graceful shutdown', () => {
     expect(methods.indexOf('closeSession')).toBeGreaterThan(-1);
     expect(methods.indexOf('closeSession')).toBeLessThan(methods.indexOf('close'));
     expect(stub.calls.find((c) => c.method === 'closeSession')?.args[0]).toBe(welcome['session']);
+  });
+
+  it('cuts within the 2 s close handshake bound a socket already closed for abuse whose peer never answers the close', async () => {
+    const clock = createManualClock();
+    const server = await start({ clock, limits: { rateLimit: 1, rateBurst: 1 } });
+    const peer = await openSilentPeer(server.url);
+    peer.write(...PING_FLOOD);
+    expect(await peer.closeFrame()).toBe(1008);
+    // The clock that would cut it is never advanced: the shutdown's own bound must.
+    await within(server.close(), 'close() within the close handshake bound', 4000);
+    await peer.cut();
   });
 
   it('resolves close() after the shutdown timeout when the store never finishes closing', async () => {
