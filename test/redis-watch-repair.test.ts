@@ -419,4 +419,38 @@ describe('Redis store: a watch stream catches up after its node missed steps', (
       silent.close();
     }
   });
+
+  it('sends a session whose two watches were shown different states of a key each catch-up event once, the one both need only once', async () => {
+    const silent = await startSilencingProxy(redis.port);
+    try {
+      const { a, b } = await nodesAt(silent.url);
+      const watcher = await connect(a);
+      const [h1, h2, h3] = [await connect(b), await connect(b), await connect(b)];
+      const held = await h1.request({ op: 'acquire', key: 'doc:1' });
+      expect(await watcher.request({ op: 'watch', prefix: 'doc:' })).toMatchObject({ locks: [{ key: 'doc:1' }] });
+
+      silent.silence();
+      await h1.request({ op: 'release', key: 'doc:1' });
+      const taken = await h2.request({ op: 'acquire', key: 'doc:1' });
+      expect(await watcher.request({ op: 'watch', prefix: 'doc:1' })).toMatchObject({ locks: [{ key: 'doc:1', holders: [{ session: h2.session }] }] });
+      const queuedId = h3.id();
+      h3.send({ op: 'acquire', id: queuedId, key: 'doc:1' });
+      await h3.next((m) => m.type === 'queued' && m.id === queuedId);
+
+      await watcher.nextEvent('doc:1', 'queued', { timeout: NODE_TTL });
+      // A step after the catch-up: its event shows the catch-up's events have all been sent.
+      await h2.request({ op: 'release', key: 'doc:1' });
+      await watcher.next((m) => m.type === 'event' && m.key === 'doc:1' && m.event === 'acquired' && m.session === h3.session, { timeout: NODE_TTL });
+      expect(eventsOf(watcher, 'doc:1').slice(0, 3)).toEqual([
+        { key: 'doc:1', event: 'released', session: h1.session, token: held.token, mode: 'exclusive', meta: null, holders: 0, waiters: 0 },
+        { key: 'doc:1', event: 'acquired', session: h2.session, token: taken.token, mode: 'exclusive', meta: null, holders: 1, waiters: 0 },
+        { key: 'doc:1', event: 'queued', session: h3.session, mode: 'exclusive', meta: null, holders: 1, waiters: 1 },
+      ]);
+      expect(eventsOf(watcher, 'doc:1').filter((e) => e.event === 'queued')).toHaveLength(1);
+    } finally {
+      for (const client of clients.splice(0)) client.terminate();
+      await Promise.all(servers.splice(0).map((s) => s.close()));
+      silent.close();
+    }
+  });
 });
