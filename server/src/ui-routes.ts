@@ -18,6 +18,17 @@ const PAGES: ReadonlyMap<string, string> = new Map([
   ['/demo/editor', 'editor.html'],
 ]);
 
+/**
+ * Headers of the pages (not of their scripts): no other site may frame them,
+ * so a page of another origin cannot overlay the dashboard's Revoke buttons
+ * or the editor and trick a user into clicking them. `X-Frame-Options` for
+ * browsers that predate `frame-ancestors`.
+ */
+const PAGE_HEADERS: Readonly<Record<string, string>> = {
+  'x-frame-options': 'DENY',
+  'content-security-policy': "frame-ancestors 'none'",
+};
+
 const CONTENT_TYPES: Readonly<Record<string, string>> = {
   html: 'text/html; charset=utf-8',
   js: 'text/javascript; charset=utf-8',
@@ -52,30 +63,38 @@ interface Asset {
  *
  * Every response carries a strong ETag and `cache-control: no-cache`: the
  * file names carry no hash, so browsers revalidate, and an unchanged file
- * costs a 304. Files are read once per ETag and kept in memory by this
- * instance. A missing asset answers 404; a missing build answers 503 naming
- * the command that makes it.
+ * costs a 304. The pages also carry `X-Frame-Options: DENY` and
+ * `Content-Security-Policy: frame-ancestors 'none'`. Each file is read and
+ * hashed once, on its first request, and kept in memory by this instance:
+ * a UI rebuilt while the server runs is served after a restart. A missing
+ * asset answers 404 and is looked for again on the next request; a missing
+ * build answers 503 naming the command that makes it.
  *
  * @returns a lookup from a request path to its route, `undefined` when the
  * path is not a UI path.
  */
 export function createUiRoutes(options: UiRoutesOptions = {}): (pathname: string) => UiRoute | undefined {
   const dir = options.dir ?? DEFAULT_UI_DIR;
-  const cache = new Map<string, Asset>();
+  // The read itself is kept, so requests that come while it runs share it.
+  const cache = new Map<string, Promise<Asset | undefined>>();
 
-  const load = async (name: string): Promise<Asset | undefined> => {
+  const read = async (name: string): Promise<Asset | undefined> => {
     let body: Buffer;
     try {
       body = await readFile(`${dir}${dir.endsWith('/') ? '' : '/'}${name}`);
     } catch {
+      // Not built yet, or not a file of the build: looked for again next time.
       cache.delete(name);
       return undefined;
     }
-    const etag = `"${createHash('sha1').update(body).digest('base64url')}"`;
-    const cached = cache.get(name);
-    if (cached?.etag === etag) return cached;
-    const asset = { body, etag };
-    cache.set(name, asset);
+    return { body, etag: `"${createHash('sha1').update(body).digest('base64url')}"` };
+  };
+  const load = (name: string): Promise<Asset | undefined> => {
+    let asset = cache.get(name);
+    if (asset === undefined) {
+      asset = read(name);
+      cache.set(name, asset);
+    }
     return asset;
   };
 
@@ -99,6 +118,7 @@ export function createUiRoutes(options: UiRoutesOptions = {}): (pathname: string
       etag: asset.etag,
       'cache-control': 'no-cache',
       'x-content-type-options': 'nosniff',
+      ...(page ? PAGE_HEADERS : {}),
     };
     if (req.headers['if-none-match'] === asset.etag) {
       res.writeHead(304, headers);

@@ -1,10 +1,14 @@
-import { createServer } from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpHandler } from '../src/http.js';
 import { silentLogger } from '../src/logger.js';
 import { createLockMetrics } from '../src/metrics.js';
 import { createLockServer, type LockServer } from '../src/server.js';
+import { createUiRoutes } from '../src/ui-routes.js';
 import { callArgs, createStubStore, RawClient, upgradeStatusLine, within } from './server-harness.js';
 
 const servers: LockServer[] = [];
@@ -15,9 +19,32 @@ async function start(stub = createStubStore()) {
   return { server, stub };
 }
 
+const uiServers: Server[] = [];
+const uiDirs: string[] = [];
+
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
+  const ui = uiServers.splice(0);
+  for (const server of ui) server.closeAllConnections();
+  await Promise.all(ui.map((server) => new Promise((resolve) => server.close(resolve))));
+  await Promise.all(uiDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
 });
+
+/** A bare HTTP server of the UI routes over a fresh folder; returns its base URL and the folder. */
+async function startUi() {
+  const dir = await mkdtemp(join(tmpdir(), 'lockwire-ui-'));
+  uiDirs.push(dir);
+  const routes = createUiRoutes({ dir });
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://lockwire');
+    const route = routes(url.pathname);
+    if (route) return route(url, res, req);
+    res.writeHead(404).end();
+  });
+  uiServers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, dir };
+}
 
 async function get(url: string) {
   const res = await within(fetch(url), `GET ${url}`);
@@ -97,6 +124,25 @@ describe('HTTP endpoints', () => {
     expect(JSON.parse(missing.text)).toMatchObject({ error: { code: 'not_found' } });
   });
 
+  it('serves the dashboard and the editor demo with framing refused, and their scripts without', async () => {
+    const { server } = await start();
+    for (const path of ['/', '/demo/editor']) {
+      const res = await within(fetch(`${server.httpUrl}${path}`), `GET ${path}`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-frame-options')).toBe('DENY');
+      expect(res.headers.get('content-security-policy')).toBe("frame-ancestors 'none'");
+      const again = await within(
+        fetch(`${server.httpUrl}${path}`, { headers: { 'if-none-match': res.headers.get('etag') ?? '' } }),
+        `GET ${path} again`,
+      );
+      expect(again.status).toBe(304);
+      expect(again.headers.get('x-frame-options')).toBe('DENY');
+    }
+    const script = await within(fetch(`${server.httpUrl}/ui/dashboard.js`), 'GET /ui/dashboard.js');
+    expect(script.status).toBe(200);
+    expect(script.headers.get('x-frame-options')).toBeNull();
+  });
+
   it('upgrades only on /v1, with or without a query string, and answers 404 on other paths', async () => {
     const { server } = await start();
     expect(await upgradeStatusLine(server.port, '/v2')).toBe('HTTP/1.1 404 Not Found');
@@ -105,5 +151,27 @@ describe('HTTP endpoints', () => {
     expect(welcome.type).toBe('welcome');
     await client.close();
     expect(await upgradeStatusLine(server.port, '/v1/extra')).toBe('HTTP/1.1 404 Not Found');
+  });
+});
+
+describe('UI files', () => {
+  it('reads and hashes each file once and serves it from memory after that, the same bytes and ETag', async () => {
+    const { base, dir } = await startUi();
+    await writeFile(join(dir, 'dashboard.js'), 'first');
+    const first = await within(fetch(`${base}/ui/dashboard.js`), 'the first GET');
+    expect(await first.text()).toBe('first');
+    await writeFile(join(dir, 'dashboard.js'), 'second, longer');
+    const again = await within(fetch(`${base}/ui/dashboard.js`), 'the second GET');
+    expect(await again.text()).toBe('first');
+    expect(again.headers.get('etag')).toBe(first.headers.get('etag'));
+  });
+
+  it('serves a page that was missing once the build wrote it', async () => {
+    const { base, dir } = await startUi();
+    expect((await within(fetch(`${base}/`), 'GET / before the build')).status).toBe(503);
+    await writeFile(join(dir, 'dashboard.html'), '<!doctype html><title>lockwire</title>');
+    const built = await within(fetch(`${base}/`), 'GET / after the build');
+    expect(built.status).toBe(200);
+    expect(await built.text()).toContain('lockwire');
   });
 });
