@@ -1,65 +1,39 @@
 import type { LockMode } from '@lockwire/protocol';
-import { LeaseLostReason, LockError } from './errors.js';
+import { LockError } from './errors.js';
 import { releaseHold } from './hold-release.js';
 import type { Lease } from './lease.js';
-import { Lock, type LockOptions, type WebLocksHost } from './web-lock.js';
+import type { LockOptions } from './web-lock.js';
+import {
+  breakHolders,
+  dequeue,
+  holderLossReason,
+  holdFor,
+  newNameState,
+  wake,
+  type Holder,
+  type NameState,
+  type Waiter,
+  type WebLockQueueHost,
+} from './web-lock-state.js';
 
-/** A granted request of this client. */
-export interface Holder {
-  readonly lock: Lock;
-  /** Rejects when the lock is taken away before the callback settled. */
-  readonly lost: Promise<never>;
-  /** Set once lost, so a lock lost before its callback ran never calls it. */
-  loss: { reason: unknown } | undefined;
-  lose(reason: unknown): void;
-}
-
-/** A request of this client waiting for its turn. */
-export interface Waiter {
-  readonly name: string;
-  readonly mode: LockMode;
-  /** Aborts this waiter's server acquire: the user's signal, or a steal that sends it back to the queue. */
-  controller: AbortController;
-  inFlight: boolean;
-  /** The server put this waiter's acquire in its queue (it was not grantable at once). */
-  serverQueued: boolean;
-  requeue: boolean;
-  /** Set when the caller's signal aborted: the request is given up, also if a steal had cancelled its acquire first. */
-  abandoned: { reason: unknown } | undefined;
-  /** Not grantable when made (a holder here conflicts) or queued by the server: it holds no later request back. */
-  blocked: boolean;
-  /** Set when granted; handed to the caller once every earlier request is decided. */
-  holder: Holder | undefined;
-  /** Resolves the caller's wait with the holder. */
-  deliver(holder: Holder): void;
-  fail(error: unknown): void;
-}
-
-/** This client's view of one name. The server sees one session: at most one hold and one request at a time. */
-export interface NameState {
-  readonly held: Set<Holder>;
-  readonly queue: Waiter[];
-  lease: Lease | null;
-  /** A server call for this name is running (acquire, release or steal); nothing else may start. */
-  busy: boolean;
-  stealers: number;
-  idle: (() => void)[];
-}
+export type { Holder, Waiter, WebLockQueueHost } from './web-lock-state.js';
 
 /**
  * The local side of `client.locks`: per name, this client's requests queue
  * in request order and share the session's one server hold (shared requests
- * share a shared hold); the server orders clients. A name's next local
- * request joins the server queue only once this client's holders of it are
- * done. Names nobody here holds or waits for are dropped.
+ * share a shared hold while the server queue of the name is empty); the
+ * server orders clients. A name's next local request joins the server queue
+ * only once this client's holders of it are done. Names nobody here holds or
+ * waits for are dropped.
  */
 export class WebLockQueue {
-  readonly #host: WebLocksHost;
+  readonly #host: WebLockQueueHost;
   readonly #names = new Map<string, NameState>();
   /** Waiting requests in request order, until delivered or failed. */
   readonly #order: Waiter[] = [];
+  #made = 0;
 
-  constructor(host: WebLocksHost) {
+  constructor(host: WebLockQueueHost) {
     this.#host = host;
   }
 
@@ -84,7 +58,7 @@ export class WebLockQueue {
       const onAbort = () => {
         waiter.abandoned = { reason: signal?.reason };
         if (waiter.inFlight) waiter.controller.abort(signal?.reason);
-        else if (this.#dequeue(state, waiter)) {
+        else if (dequeue(state, waiter)) {
           waiter.fail(signal?.reason);
           this.#process(name);
         }
@@ -98,6 +72,8 @@ export class WebLockQueue {
         requeue: false,
         abandoned: undefined,
         blocked: this.#blockedHere(state, mode),
+        behindServerQueue: false,
+        made: this.#made++,
         holder: undefined,
         deliver: (holder) => {
           signal?.removeEventListener('abort', onAbort);
@@ -134,7 +110,7 @@ export class WebLockQueue {
       }
       const state = this.#names.get(waiter.name);
       const inFlight = state?.queue.find((w) => w.inFlight);
-      const busy = state !== undefined && (state.busy || state.stealers > 0);
+      const busy = state !== undefined && (state.busy || state.checking || state.stealers > 0);
       if (!waiter.blocked && busy && !inFlight?.serverQueued) break;
       i += 1;
     }
@@ -152,24 +128,67 @@ export class WebLockQueue {
     if (index >= 0) this.#order.splice(index, 1);
   }
 
-  /** Grants what can be granted, in queue order; asks the server for the head when nobody here holds the name. */
+  /**
+   * Grants what can be granted, in queue order: shared requests at the head
+   * share a shared hold of this client if the server queue of the name is
+   * empty; when nobody here holds the name, the head asks the server.
+   */
   #process(name: string): void {
     const state = this.#names.get(name);
     if (!state) return;
-    while (!state.busy && state.stealers === 0) {
-      const head = state.queue[0];
-      if (!head) break;
-      if (state.held.size > 0) {
-        if (head.mode !== 'shared' || state.lease?.mode !== 'shared') break;
-        state.queue.shift();
-        head.holder = this.#hold(name, state, state.lease, head.mode);
-        continue;
-      }
-      this.#acquireFor(name, state, head);
-      break;
+    const head = state.queue[0];
+    if (head && !state.busy && !state.checking && state.stealers === 0) {
+      if (state.held.size === 0) this.#acquireFor(name, state, head);
+      else if (this.#mayShare(state, head)) this.#shareIfServerQueueEmpty(name, state);
     }
     this.#dropIfUnused(name, state);
     this.#deliver();
+  }
+
+  /** Whether `waiter` could share the name's hold, as far as this client knows. */
+  #mayShare(state: NameState, waiter: Waiter): boolean {
+    return waiter.mode === 'shared' && state.lease?.mode === 'shared' && !waiter.behindServerQueue;
+  }
+
+  /**
+   * Shares the name's shared hold with the shared requests at the head of the
+   * local queue if the server queue is empty; otherwise the head waits behind
+   * the server queue (see `Waiter.behindServerQueue`). A status the server
+   * refuses counts as a queue that is not empty: the request then never
+   * overtakes anyone.
+   */
+  #shareIfServerQueueEmpty(name: string, state: NameState): void {
+    const lease = state.lease;
+    state.checking = true;
+    const decide = (empty: boolean) => {
+      // Holders that ended, a lost hold or a steal meanwhile leave the decision to the next look at the queue.
+      if (lease && state.lease === lease && state.held.size > 0 && state.stealers === 0) {
+        for (let head = state.queue[0]; head && this.#mayShare(state, head); head = state.queue[0]) {
+          if (!empty) {
+            head.behindServerQueue = true;
+            head.blocked = true;
+            break;
+          }
+          state.queue.shift();
+          head.holder = holdFor(name, state, lease, head.mode);
+        }
+      }
+      this.#afterCheck(name, state);
+    };
+    this.#serverQueueEmpty(name).then(decide, () => decide(false));
+  }
+
+  /**
+   * Asks the server whether anyone waits for `name`. This client's hold says
+   * nothing about the server queue, and the Web Locks grant rule needs it: a
+   * shared request is grantable only if no exclusive request was made before
+   * it, also by another client, so readers cannot starve a queued writer.
+   * The session holds the name, so the queue holds only other sessions; with
+   * a shared hold, a non-empty queue starts with an exclusive request.
+   */
+  async #serverQueueEmpty(name: string): Promise<boolean> {
+    const status = await this.#host.status(name);
+    return status.queue.length === 0;
   }
 
   #acquireFor(name: string, state: NameState, head: Waiter): void {
@@ -180,13 +199,13 @@ export class WebLockQueue {
       head.serverQueued = true;
       head.blocked = true;
       // A steal waiting for this acquire's fate may now cancel it; later requests need not wait for it.
-      this.#wake(state);
+      wake(state);
       this.#deliver();
     };
     this.#host.acquire(name, { mode: head.mode, signal: head.controller.signal, onQueued }).then(
       (lease) => {
         head.inFlight = false;
-        this.#dequeue(state, head);
+        dequeue(state, head);
         this.#setIdle(state);
         if (lease) head.holder = this.#adopt(name, state, lease, head.mode);
         else head.fail(new LockError('not_acquired', `lock ${JSON.stringify(name)} was not granted`));
@@ -202,7 +221,7 @@ export class WebLockQueue {
           head.controller = new AbortController();
         } else {
           // The caller's abort may have come after a steal had already cancelled the acquire with its own reason.
-          this.#dequeue(state, head);
+          dequeue(state, head);
           head.fail(abandoned ? abandoned.reason : error);
         }
         this.#setIdle(state);
@@ -211,15 +230,36 @@ export class WebLockQueue {
     );
   }
 
-  /** `ifAvailable`: grants only if nothing here waits or conflicts and the server grants at once. */
+  /**
+   * `ifAvailable`: grants only if nothing here waits or conflicts and the
+   * server grants at once; a shared hold of this client is shared only while
+   * the server queue of the name is empty.
+   */
   async #tryNow(name: string, state: NameState, mode: LockMode): Promise<Holder | null> {
-    while (state.busy || state.stealers > 0) {
+    for (;;) {
+      while (state.busy || state.checking || state.stealers > 0) {
+        if (state.queue.length > 0) return null;
+        await this.#nextChange(state);
+      }
       if (state.queue.length > 0) return null;
-      await this.#nextChange(state);
-    }
-    if (state.queue.length > 0) return null;
-    if (state.held.size > 0) {
-      return mode === 'shared' && state.lease?.mode === 'shared' ? this.#hold(name, state, state.lease, mode) : null;
+      if (state.held.size === 0) break;
+      const lease = state.lease;
+      if (mode !== 'shared' || lease?.mode !== 'shared') return null;
+      state.checking = true;
+      let empty: boolean;
+      try {
+        empty = await this.#serverQueueEmpty(name);
+      } catch (error) {
+        this.#afterCheck(name, state);
+        throw error;
+      }
+      // Granted only if the hold it saw is still there; otherwise it looks again.
+      const same = state.lease === lease && state.held.size > 0 && state.stealers === 0;
+      const holder = empty && same ? holdFor(name, state, lease, mode) : undefined;
+      // Requests made during the check come after this one.
+      this.#afterCheck(name, state);
+      if (holder) return holder;
+      if (!empty) return null;
     }
     state.busy = true;
     let lease: Lease | null;
@@ -237,7 +277,7 @@ export class WebLockQueue {
   async #steal(name: string, state: NameState): Promise<Holder> {
     state.stealers += 1;
     try {
-      while (state.busy) {
+      while (state.busy || state.checking) {
         // A request the server could grant at once is granted first (and then robbed, as in a browser,
         // where it would already hold the lock); one waiting in the server queue is taken back out of it
         // and keeps its place here.
@@ -251,7 +291,7 @@ export class WebLockQueue {
       state.busy = true;
       let releasing = false;
       try {
-        this.#breakHolders(state, new DOMException(`lock ${JSON.stringify(name)} was stolen`, 'AbortError'));
+        breakHolders(state, new DOMException(`lock ${JSON.stringify(name)} was stolen`, 'AbortError'));
         // A steal is a new grant with a new, larger fencing token, also when this session held the lock: the
         // robbed callbacks may still write with the old token, and the resource must be able to refuse them.
         // So the session's own hold is released first (another session may be granted it meanwhile, and is
@@ -286,32 +326,12 @@ export class WebLockQueue {
       () => {
         if (state.lease !== lease) return;
         state.lease = null;
-        this.#breakHolders(state, holderLossReason(name, lease.signal.reason));
+        breakHolders(state, holderLossReason(name, lease.signal.reason));
         this.#process(name);
       },
       { once: true },
     );
-    return this.#hold(name, state, lease, mode);
-  }
-
-  #hold(name: string, state: NameState, lease: Lease, mode: LockMode): Holder {
-    let lose!: (reason: unknown) => void;
-    const lost = new Promise<never>((_, reject) => {
-      lose = reject;
-    });
-    // Raced only once the callback ran; the loss may come first.
-    lost.catch(() => undefined);
-    const holder: Holder = {
-      lock: new Lock(name, mode, lease.token),
-      lost,
-      loss: undefined,
-      lose: (reason) => {
-        holder.loss ??= { reason };
-        lose(reason);
-      },
-    };
-    state.held.add(holder);
-    return holder;
+    return holdFor(name, state, lease, mode);
   }
 
   /**
@@ -334,16 +354,17 @@ export class WebLockQueue {
     await releaseHold(lease, this.#host.limits, () => this.#afterRelease(name, state));
   }
 
+  /** The check of the server queue is done: what waited for it may look again. */
+  #afterCheck(name: string, state: NameState): void {
+    state.checking = false;
+    wake(state);
+    this.#process(name);
+  }
+
   /** The name's server hold is gone: its next request may ask the server. */
   #afterRelease(name: string, state: NameState): void {
     this.#setIdle(state);
     this.#process(name);
-  }
-
-  #breakHolders(state: NameState, reason: unknown): void {
-    const holders = [...state.held];
-    state.held.clear();
-    for (const holder of holders) holder.lose(reason);
   }
 
   // ---- bookkeeping ----
@@ -351,17 +372,10 @@ export class WebLockQueue {
   #state(name: string): NameState {
     let state = this.#names.get(name);
     if (!state) {
-      state = { held: new Set(), queue: [], lease: null, busy: false, stealers: 0, idle: [] };
+      state = newNameState();
       this.#names.set(name, state);
     }
     return state;
-  }
-
-  #dequeue(state: NameState, waiter: Waiter): boolean {
-    const index = state.queue.indexOf(waiter);
-    if (index < 0) return false;
-    state.queue.splice(index, 1);
-    return true;
   }
 
   /** Resolves when the name goes idle or its in-flight acquire joins the server queue. */
@@ -371,23 +385,11 @@ export class WebLockQueue {
 
   #setIdle(state: NameState): void {
     state.busy = false;
-    this.#wake(state);
-  }
-
-  /** Lets everything waiting on the name look again. */
-  #wake(state: NameState): void {
-    for (const resolve of state.idle.splice(0)) resolve();
+    wake(state);
   }
 
   #dropIfUnused(name: string, state: NameState): void {
-    const unused = state.held.size === 0 && state.queue.length === 0 && !state.lease && !state.busy;
+    const unused = state.held.size === 0 && state.queue.length === 0 && !state.lease && !state.busy && !state.checking;
     if (unused && state.stealers === 0 && state.idle.length === 0) this.#names.delete(name);
   }
-}
-
-/** Stolen or revoked holds reject like a stolen Web Lock; a lost connection keeps its typed error. */
-function holderLossReason(name: string, reason: unknown): unknown {
-  if (reason instanceof LockError && reason.code === LeaseLostReason.ConnectionLost) return reason;
-  const why = reason instanceof LockError ? reason.code : 'lost';
-  return new DOMException(`lock ${JSON.stringify(name)} was ${why}`, 'AbortError');
 }

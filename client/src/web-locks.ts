@@ -1,4 +1,4 @@
-import { MAX_LIST_LIMIT } from '@lockwire/protocol';
+import { MAX_LIST_LIMIT, type LockMode } from '@lockwire/protocol';
 import {
   parseRequestArguments,
   validateRequest,
@@ -6,9 +6,8 @@ import {
   type LockInfo,
   type LockManagerSnapshot,
   type LockOptions,
-  type WebLocksHost,
 } from './web-lock.js';
-import { WebLockQueue, type Waiter } from './web-lock-queue.js';
+import { WebLockQueue, type Waiter, type WebLockQueueHost } from './web-lock-queue.js';
 
 export { Lock } from './web-lock.js';
 export type { LockGrantedCallback, LockInfo, LockManagerSnapshot, LockOptions, WebLocksHost } from './web-lock.js';
@@ -23,11 +22,11 @@ export type { LockGrantedCallback, LockInfo, LockManagerSnapshot, LockOptions, W
  * queue only once this client's holders of it are done.
  */
 export class LockManager {
-  readonly #host: WebLocksHost;
+  readonly #host: WebLockQueueHost;
   readonly #queue: WebLockQueue;
 
   /** Created by `LockClient`. */
-  constructor(host: WebLocksHost) {
+  constructor(host: WebLockQueueHost) {
     this.#host = host;
     this.#queue = new WebLockQueue(host);
   }
@@ -74,43 +73,76 @@ export class LockManager {
    * A snapshot of the server's held and pending locks, this client's own
    * entries as its requests see them (each shared request and each queued
    * request counted). Covers at most 10,000 locked keys.
+   *
+   * `held` is in grant order: by fencing token, which rises with every grant
+   * across all keys of a store (a shared hold this client shares lists each
+   * of its requests at the hold's place). `pending` is in request order as
+   * far as the server's millisecond `since` tells (requests of one
+   * millisecond in key order, then queue order); this client's requests not
+   * yet in the server queue (waiting behind its own holders) come last, in
+   * the order they were made.
    */
   async query(): Promise<LockManagerSnapshot> {
     const { locks } = await this.#host.list({ prefix: '', limit: MAX_LIST_LIMIT });
     const self = this.#host.session;
-    const held: LockInfo[] = [];
-    const pending: LockInfo[] = [];
+    const held: Ranked[] = [];
+    const pending: Ranked[] = [];
     const seen = new Set<string>();
-    const waiting = (name: string, waiters: Waiter[]) => waiters.map(({ mode }) => ({ name, mode, clientId: self }));
+    const info = (name: string, mode: LockMode, clientId: string): LockInfo => ({ name, mode, clientId });
+    // Not in the server queue yet: after every request that is, in the order made.
+    const local = (name: string, waiter: Waiter): Ranked => ({
+      lock: info(name, waiter.mode, self),
+      order: [Infinity, waiter.made],
+    });
     for (const status of locks) {
       const name = status.key;
       const state = this.#queue.names.get(name);
       seen.add(name);
       // The server may have granted an acquire whose reply this client has not handled yet: it is held.
       let granted: Waiter | undefined;
-      for (const { session, mode } of status.holders) {
-        if (session !== self || !state) held.push({ name, mode, clientId: session });
+      for (const { session, mode, token, since } of status.holders) {
+        const at = (lock: LockInfo) => held.push({ lock, order: [token, since, held.length] });
+        if (session !== self || !state) at(info(name, mode, session));
         else if (state.held.size > 0) {
-          for (const holder of state.held) held.push({ name, mode: holder.lock.mode, clientId: self });
+          for (const holder of state.held) at(info(name, holder.lock.mode, self));
         } else {
           granted = state.queue.find((waiter) => waiter.inFlight);
-          held.push({ name, mode: granted?.mode ?? mode, clientId: self });
+          at(info(name, granted?.mode ?? mode, self));
         }
       }
-      const own = waiting(name, state?.queue.filter((waiter) => waiter !== granted) ?? []);
-      let ownListed = false;
-      for (const { session, mode } of status.queue) {
-        if (session !== self || !state) pending.push({ name, mode, clientId: session });
-        else if (!ownListed) {
-          ownListed = true;
-          pending.push(...own);
-        }
+      // The one request of this client the server has in its queue is the one whose acquire is in flight.
+      const asking = state?.queue.find((waiter) => waiter.inFlight && waiter !== granted);
+      let listed: Waiter | undefined;
+      for (const { session, mode, since } of status.queue) {
+        const at = (lock: LockInfo) => pending.push({ lock, order: [since, pending.length] });
+        if (session !== self || !state) at(info(name, mode, session));
+        else if (asking) at(info(name, (listed = asking).mode, self));
       }
-      if (!ownListed) pending.push(...own);
+      for (const waiter of state?.queue ?? []) {
+        if (waiter !== granted && waiter !== listed) pending.push(local(name, waiter));
+      }
     }
     for (const [name, state] of this.#queue.names) {
-      if (!seen.has(name)) pending.push(...waiting(name, state.queue));
+      if (seen.has(name)) continue;
+      for (const waiter of state.queue) pending.push(local(name, waiter));
     }
-    return { held, pending };
+    return { held: inOrder(held), pending: inOrder(pending) };
   }
+}
+
+/** A `query()` entry and what it is sorted by, compared element by element. */
+interface Ranked {
+  readonly lock: LockInfo;
+  readonly order: readonly number[];
+}
+
+function inOrder(entries: Ranked[]): LockInfo[] {
+  const compare = (a: Ranked, b: Ranked) => {
+    for (let i = 0; i < a.order.length; i += 1) {
+      const difference = (a.order[i] ?? 0) - (b.order[i] ?? 0);
+      if (difference !== 0 && !Number.isNaN(difference)) return difference;
+    }
+    return 0;
+  };
+  return entries.sort(compare).map((entry) => entry.lock);
 }

@@ -13,6 +13,7 @@ import { modeExclusiveSuite } from './mode-exclusive.js';
 import { modeMixedSuite } from './mode-mixed.js';
 import { modeSharedSuite } from './mode-shared.js';
 import { queryEmptySuite } from './query-empty.js';
+import { queryOrderingSuite } from './query-ordering.js';
 import { querySuite } from './query.js';
 import { resourceNamesSuite } from './resource-names.js';
 import { signalSuite } from './signal.js';
@@ -32,6 +33,7 @@ export const suites: readonly WebLocksSuite[] = [
   signalSuite,
   querySuite,
   queryEmptySuite,
+  queryOrderingSuite,
   heldSuite,
   resourceNamesSuite,
   framesSuite,

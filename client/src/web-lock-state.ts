@@ -1,0 +1,119 @@
+/**
+ * What the local queue of `client.locks` keeps per name: the granted
+ * requests (holders), the waiting ones (waiters), the server hold they share,
+ * and the small steps on them that need no server call.
+ */
+import type { LockMode, LockStatus } from '@lockwire/protocol';
+import { LeaseLostReason, LockError } from './errors.js';
+import type { Lease } from './lease.js';
+import { Lock, type WebLocksHost } from './web-lock.js';
+
+/** A granted request of this client. */
+export interface Holder {
+  readonly lock: Lock;
+  /** Rejects when the lock is taken away before the callback settled. */
+  readonly lost: Promise<never>;
+  /** Set once lost, so a lock lost before its callback ran never calls it. */
+  loss: { reason: unknown } | undefined;
+  lose(reason: unknown): void;
+}
+
+/** A request of this client waiting for its turn. */
+export interface Waiter {
+  readonly name: string;
+  readonly mode: LockMode;
+  /** Aborts this waiter's server acquire: the user's signal, or a steal that sends it back to the queue. */
+  controller: AbortController;
+  inFlight: boolean;
+  /** The server put this waiter's acquire in its queue (it was not grantable at once). */
+  serverQueued: boolean;
+  requeue: boolean;
+  /** Set when the caller's signal aborted: the request is given up, also if a steal had cancelled its acquire first. */
+  abandoned: { reason: unknown } | undefined;
+  /** Not grantable when made (a holder here conflicts) or queued by the server: it holds no later request back. */
+  blocked: boolean;
+  /**
+   * A shared request that found another client's request in the server queue when it could have shared
+   * this client's shared hold: it does not share it, but waits until this client's holders are done and the
+   * hold is released, and then joins the server queue behind that request.
+   */
+  behindServerQueue: boolean;
+  /** This client's count of requests made when this one was made: its place in request order. */
+  readonly made: number;
+  /** Set when granted; handed to the caller once every earlier request is decided. */
+  holder: Holder | undefined;
+  /** Resolves the caller's wait with the holder. */
+  deliver(holder: Holder): void;
+  fail(error: unknown): void;
+}
+
+/** This client's view of one name. The server sees one session: at most one hold and one request at a time. */
+export interface NameState {
+  readonly held: Set<Holder>;
+  readonly queue: Waiter[];
+  lease: Lease | null;
+  /** A server call for this name is running (acquire, release or steal); nothing else may start. */
+  busy: boolean;
+  /** A `status` call asks whether a request may share the name's shared hold; nothing else may start. */
+  checking: boolean;
+  stealers: number;
+  idle: (() => void)[];
+}
+
+/** What the local queue needs from its client: the Web Locks host, and `status` to see a name's server queue. */
+export interface WebLockQueueHost extends WebLocksHost {
+  status(key: string): Promise<LockStatus>;
+}
+
+/** A name nobody here holds, waits for or calls the server about yet. */
+export function newNameState(): NameState {
+  return { held: new Set(), queue: [], lease: null, busy: false, checking: false, stealers: 0, idle: [] };
+}
+
+/** Adds a holder of the name's server hold `lease` to `state`. */
+export function holdFor(name: string, state: NameState, lease: Lease, mode: LockMode): Holder {
+  let lose!: (reason: unknown) => void;
+  const lost = new Promise<never>((_, reject) => {
+    lose = reject;
+  });
+  // Raced only once the callback ran; the loss may come first.
+  lost.catch(() => undefined);
+  const holder: Holder = {
+    lock: new Lock(name, mode, lease.token),
+    lost,
+    loss: undefined,
+    lose: (reason) => {
+      holder.loss ??= { reason };
+      lose(reason);
+    },
+  };
+  state.held.add(holder);
+  return holder;
+}
+
+/** Every holder of the name loses the lock with `reason`. */
+export function breakHolders(state: NameState, reason: unknown): void {
+  const holders = [...state.held];
+  state.held.clear();
+  for (const holder of holders) holder.lose(reason);
+}
+
+/** Takes `waiter` out of the name's local queue; false if it was not there. */
+export function dequeue(state: NameState, waiter: Waiter): boolean {
+  const index = state.queue.indexOf(waiter);
+  if (index < 0) return false;
+  state.queue.splice(index, 1);
+  return true;
+}
+
+/** Lets everything waiting on the name look again. */
+export function wake(state: NameState): void {
+  for (const resolve of state.idle.splice(0)) resolve();
+}
+
+/** Stolen or revoked holds reject like a stolen Web Lock; a lost connection keeps its typed error. */
+export function holderLossReason(name: string, reason: unknown): unknown {
+  if (reason instanceof LockError && reason.code === LeaseLostReason.ConnectionLost) return reason;
+  const why = reason instanceof LockError ? reason.code : 'lost';
+  return new DOMException(`lock ${JSON.stringify(name)} was ${why}`, 'AbortError');
+}

@@ -1,0 +1,181 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { Lock, LockClient } from '@lockwire/client';
+import { startHarness, within, type Harness } from './fixtures.js';
+
+let h: Harness;
+let alice: LockClient;
+let bob: LockClient;
+
+beforeEach(async () => {
+  h = await startHarness();
+  alice = await h.connect();
+  bob = await h.connect();
+});
+afterEach(async () => {
+  await h.close();
+});
+
+/** Starts a request on `client` that holds `name` until `release` resolves; resolves once granted. */
+async function holding(
+  client: LockClient,
+  name: string,
+  release: Promise<unknown>,
+  options: { mode?: 'shared' | 'exclusive'; steal?: boolean } = {},
+) {
+  let granted!: (lock: Lock | null) => void;
+  const lock = new Promise<Lock | null>((resolve) => (granted = resolve));
+  const done = client.locks.request(name, options, (l) => {
+    granted(l);
+    return release;
+  });
+  return { lock: await within(lock), done: done.catch((error: unknown) => error) };
+}
+
+/** A promise to hold a lock with, and the function that ends it. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+/**
+ * Watches `name` from `observer`; the function it resolves with waits (bounded)
+ * for the next `queued` event of `session` on it. Call before the request is made.
+ */
+async function whenQueued(observer: LockClient, name: string, session: string): Promise<() => Promise<void>> {
+  let queued!: () => void;
+  const seen = new Promise<void>((resolve) => (queued = resolve));
+  const watch = await observer.watch(name, (event) => {
+    if (event.key === name && event.event === 'queued' && event.session === session) queued();
+  });
+  return () => within(seen, 2000, `a queued request of ${session} for ${name}`).finally(() => watch.close());
+}
+
+describe('client.locks: a shared request and another client queued writer', () => {
+  it('an ifAvailable shared request gets null while another client waits exclusive, though this client holds the name shared', async () => {
+    await holding(alice, 's1', new Promise(() => undefined), { mode: 'shared' });
+    const bobQueued = await whenQueued(bob, 's1', bob.session);
+    void bob.locks.request('s1', () => 'bob').catch(() => undefined);
+    await bobQueued();
+    const got = await within(alice.locks.request('s1', { mode: 'shared', ifAvailable: true }, (lock) => lock));
+    expect(got).toBeNull();
+  });
+
+  it('an ifAvailable shared request shares this client shared hold while the server queue is empty', async () => {
+    const first = await holding(alice, 's2', new Promise(() => undefined), { mode: 'shared' });
+    const got = await within(alice.locks.request('s2', { mode: 'shared', ifAvailable: true }, (lock) => lock));
+    expect(got).toMatchObject({ name: 's2', mode: 'shared', token: first.lock?.token });
+  });
+
+  it('a shared request waits behind another client queued exclusive request instead of sharing this client shared hold', async () => {
+    const granted: string[] = [];
+    const reader = gate();
+    await holding(alice, 's3', reader.promise, { mode: 'shared' });
+    const writer = gate();
+    const bobQueued = await whenQueued(bob, 's3', bob.session);
+    const bobDone = bob.locks.request('s3', async () => {
+      granted.push('bob');
+      await writer.promise;
+    });
+    await bobQueued();
+    const second = alice.locks.request('s3', { mode: 'shared' }, () => void granted.push('alice'));
+    // Replies come in order: once this status is answered, the client has learned of bob's queued request.
+    await alice.status('s3');
+    expect(granted).toEqual([]);
+
+    // Alice's first reader ends: bob is granted, and alice's second request waits behind him on the server.
+    const aliceQueued = await whenQueued(bob, 's3', alice.session);
+    reader.open();
+    await aliceQueued();
+    expect(granted).toEqual(['bob']);
+    expect((await alice.status('s3')).queue.map((entry) => entry.session)).toEqual([alice.session]);
+
+    writer.open();
+    await within(bobDone);
+    await within(second);
+    expect(granted).toEqual(['bob', 'alice']);
+  });
+
+  it('requests of this client keep their order while a shared request waits behind another client writer', async () => {
+    const granted: string[] = [];
+    const reader = gate();
+    await holding(alice, 's4', reader.promise, { mode: 'shared' });
+    const bobQueued = await whenQueued(bob, 's4', bob.session);
+    const bobDone = bob.locks.request('s4', () => void granted.push('bob'));
+    await bobQueued();
+    const own = [
+      alice.locks.request('s4', { mode: 'shared' }, () => void granted.push('shared 1')),
+      alice.locks.request('s4', () => void granted.push('exclusive')),
+      alice.locks.request('s4', { mode: 'shared' }, () => void granted.push('shared 2')),
+    ];
+    await alice.status('s4');
+    expect(granted).toEqual([]);
+    reader.open();
+    await within(Promise.all([bobDone, ...own]));
+    expect(granted).toEqual(['bob', 'shared 1', 'exclusive', 'shared 2']);
+  });
+
+  it('a shared request waiting behind another client writer rejects with signal.reason when aborted, and the writer is granted once the reader ends', async () => {
+    const reader = gate();
+    await holding(alice, 's5', reader.promise, { mode: 'shared' });
+    const bobQueued = await whenQueued(bob, 's5', bob.session);
+    const bobDone = bob.locks.request('s5', () => 'bob');
+    await bobQueued();
+    const controller = new AbortController();
+    let called = false;
+    const waiting = alice.locks
+      .request('s5', { mode: 'shared', signal: controller.signal }, () => void (called = true))
+      .catch((error: unknown) => error);
+    await alice.status('s5');
+    const reason = new Error('gave up');
+    controller.abort(reason);
+    expect(await within(waiting)).toBe(reason);
+    reader.open();
+    expect(await within(bobDone)).toBe('bob');
+    expect(called).toBe(false);
+    expect(await alice.locks.query()).toEqual({ held: [], pending: [] });
+  });
+
+  it('a shared request made while the server queue is empty shares this client shared hold at once', async () => {
+    const reader = gate();
+    const first = await holding(alice, 's6', reader.promise, { mode: 'shared' });
+    const token = await within(alice.locks.request('s6', { mode: 'shared' }, (lock) => lock?.token));
+    expect(token).toBe(first.lock?.token);
+    reader.open();
+    await within(first.done);
+    expect((await bob.status('s6')).locked).toBe(false);
+  });
+});
+
+describe('client.locks.query() order', () => {
+  it('lists held locks in the order they were granted, not in key order', async () => {
+    await holding(alice, 'q-z', new Promise(() => undefined));
+    await holding(bob, 'q-m', new Promise(() => undefined));
+    await holding(alice, 'q-a', new Promise(() => undefined));
+    const { held } = await alice.locks.query();
+    expect(held.map((lock) => lock.name)).toEqual(['q-z', 'q-m', 'q-a']);
+    expect(held.map((lock) => lock.clientId)).toEqual([alice.session, bob.session, alice.session]);
+  });
+
+  it('lists pending requests in the order they were made, not in key order', async () => {
+    const carol = await h.connect();
+    await holding(bob, 'p-z', new Promise(() => undefined));
+    await holding(bob, 'p-a', new Promise(() => undefined));
+    const queue = async (client: LockClient, name: string) => {
+      const queued = await whenQueued(bob, name, client.session);
+      void client.locks.request(name, () => undefined).catch(() => undefined);
+      await queued();
+      // Each request is made a millisecond after the one before it.
+      h.clock.advance(1);
+    };
+    await queue(carol, 'p-z');
+    await queue(alice, 'p-a');
+    await queue(carol, 'p-a');
+    const { pending } = await alice.locks.query();
+    expect(pending.map((lock) => [lock.name, lock.clientId])).toEqual([
+      ['p-z', carol.session],
+      ['p-a', alice.session],
+      ['p-a', carol.session],
+    ]);
+  });
+});
