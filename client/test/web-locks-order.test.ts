@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Lock, LockClient } from '@lockwire/client';
-import { startHarness, within, type Harness } from './fixtures.js';
+import { recordingTransport, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
 let alice: LockClient;
@@ -144,6 +144,58 @@ describe('client.locks: a shared request and another client queued writer', () =
     reader.open();
     await within(first.done);
     expect((await bob.status('s6')).locked).toBe(false);
+  });
+});
+
+describe('client.locks when the server refuses the status a shared request asks', () => {
+  // Two frames per session, then one more per ms of the manual clock: a third frame at once is refused.
+  const limits = { rateLimit: 1000, rateBurst: 2 };
+
+  it('an ifAvailable shared request rejects with the refusal', async () => {
+    const limited = await startHarness({ limits });
+    try {
+      const carol = await limited.connect();
+      await holding(carol, 'r1', new Promise(() => undefined), { mode: 'shared' });
+      await carol.ping();
+      const attempt = carol.locks.request('r1', { mode: 'shared', ifAvailable: true }, (lock) => lock);
+      await expect(within(attempt)).rejects.toMatchObject({ name: 'LockError', code: 'rate_limited' });
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('a shared request does not share the hold but asks the server anew once this client holders are done', async () => {
+    const limited = await startHarness({ limits });
+    try {
+      let refused!: () => void;
+      const isRefused = new Promise<void>((resolve) => (refused = resolve));
+      const { transport } = recordingTransport((frame) => {
+        const error = frame.error as { code?: string } | undefined;
+        if (frame.type === 'reply' && error?.code === 'rate_limited') refused();
+      });
+      const carol = await limited.connect({ transport });
+      const reader = gate();
+      const first = await holding(carol, 'r2', reader.promise, { mode: 'shared' });
+      await carol.ping();
+      let granted = false;
+      const second = carol.locks.request('r2', { mode: 'shared' }, (lock) => {
+        granted = true;
+        return lock?.token;
+      });
+      await within(isRefused);
+      limited.clock.advance(1000);
+      // Answered after the refused status, so the client has handled the refusal by now.
+      await carol.ping();
+      expect(granted).toBe(false);
+      // Room for the release of the first hold and the acquire of the second request.
+      limited.clock.advance(1000);
+      reader.open();
+      await within(first.done);
+      const token = await within(second);
+      expect(token).toBeGreaterThan(first.lock?.token ?? Infinity);
+    } finally {
+      await limited.close();
+    }
   });
 });
 
