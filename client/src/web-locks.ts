@@ -17,8 +17,8 @@ export type { LockGrantedCallback, LockInfo, LockManagerSnapshot, LockOptions, W
  * and users. Names are server keys; `clientId` is the session id.
  *
  * Within one client, requests for a name queue locally in request order and
- * share the session's one server hold (shared requests share a shared hold);
- * the server orders clients. A name's next local request joins the server
+ * share the session's one server hold (shared requests share a shared hold
+ * while nobody waits in the server queue); the server orders clients. A name's next local request joins the server
  * queue only once this client's holders of it are done.
  */
 export class LockManager {
