@@ -12,21 +12,21 @@ import {
 } from '@lockwire/protocol';
 import { nanoid } from 'nanoid';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { createAuthenticator, redactUrl, type AuthOptions } from './auth.js';
-import { systemClock, type Clock, type TimerHandle } from './clock.js';
-import { closeWithinHandshake } from './close-handshake.js';
+import { createAuthenticator, type AuthOptions } from './auth.js';
+import { systemClock, type Clock } from './clock.js';
 import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
 import { startHeartbeat } from './heartbeat.js';
 import { guardHttp } from './http-guard.js';
-import { parseRequestUrl } from './request-url.js';
 import { resolveLimits, type ServerLimits } from './limits.js';
 import { silentLogger, type Logger } from './logger.js';
 import { createMemoryStore } from './memory-store.js';
 import { createLockMetrics, type LockMetrics } from './metrics.js';
+import { shutDownServer } from './server-shutdown.js';
 import { Session, type SessionHost, type Settlement } from './session.js';
 import type { Permissions } from './permissions.js';
 import type { LockEvent, LockStore, SessionId, StoreListener, Ticket } from './store.js';
+import { createUpgradeAdmission } from './upgrade-admission.js';
 
 export type { ServerLimits } from './limits.js';
 
@@ -120,13 +120,6 @@ function serverName(): string {
   return `lockwire/${version}`;
 }
 
-function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
-  // RFC 9110: a 401 names the scheme that would be accepted, as the HTTP endpoints' 401 does.
-  const challenge = status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '';
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\n${challenge}Connection: close\r\nContent-Length: 0\r\n\r\n`);
-  socket.destroy();
-}
-
 function hostForUrl(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
@@ -164,7 +157,6 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const eventTexts = new WeakMap<LockEvent, Buffer>();
   let nextTicket = 1;
   let closing = false;
-  let upgrading = 0;
   const endInStore = (session: SessionId) => {
     const ending = store.closeSession(session).catch((error: unknown) => {
       logger.error({ err: error, session }, 'store failed to close the session');
@@ -291,35 +283,6 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     session.greet(welcome(session, secret, resumption));
   };
 
-  // Credentials, Origin and the connection limit are checked before the
-  // WebSocket exists; a resume takes its session out of grace here. The
-  // limit counts sockets, not sessions: one the server is closing has left
-  // `sessions` but stays open until its peer answers or it is cut, and
-  // `wss.clients` keeps it until then.
-  const admit = async (req: IncomingMessage, url: URL, socket: Duplex, head: Buffer) => {
-    if (wss.clients.size + upgrading >= limits.maxConnections) return refuseUpgrade(socket, 503, 'Service Unavailable');
-    upgrading++;
-    let resumption: Resumption | null = null;
-    try {
-      const admission = await authenticator.admit(req);
-      if (!admission.ok) {
-        logger.info({ url: redactUrl(req.url), status: admission.status, reason: admission.reason }, 'upgrade refused');
-        return refuseUpgrade(socket, admission.status, admission.status === 401 ? 'Unauthorized' : 'Forbidden');
-      }
-      resumption = await grace.resume(url, admission.permissions.user, (id) => sessions.get(id));
-      if (closing) return refuseUpgrade(socket, 503, 'Service Unavailable');
-      if (socket.destroyed) return;
-      const admitted = resumption;
-      resumption = null;
-      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, req, admission.permissions, admitted));
-    } finally {
-      upgrading--;
-      // Claimed for a connection that never opened: back into grace.
-      if (resumption && closing) endInStore(resumption.detached.session);
-      else if (resumption) grace.restore(resumption);
-    }
-  };
-
   const httpGuard = guardHttp(authenticator, store);
   const handleHttp = httpGuard.wrap(createHttpHandler({
     store,
@@ -338,17 +301,20 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     });
     handleHttp(req, res);
   });
-  httpServer.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const url = parseRequestUrl(req.url);
-    if (url === null) return refuseUpgrade(socket, 400, 'Bad Request');
-    if (url.pathname !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');
-    if (closing) return refuseUpgrade(socket, 503, 'Service Unavailable');
-    admit(req, url, socket, head).catch((error: unknown) => {
-      // A rejection here would end the process: one request must not.
-      logger.error({ err: error, url: redactUrl(req.url) }, 'upgrade failed');
-      socket.destroy();
-    });
-  });
+  httpServer.on(
+    'upgrade',
+    createUpgradeAdmission({
+      wss,
+      maxConnections: limits.maxConnections,
+      authenticator,
+      grace,
+      logger,
+      isClosing: () => closing,
+      liveSession: (id) => sessions.get(id),
+      endSession: endInStore,
+      connected: onConnection,
+    }),
+  );
   httpServer.on('clientError', (_error, socket: Duplex) => socket.destroy());
 
   await store.start(listener);
@@ -388,44 +354,21 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const base = `${hostForUrl(host)}:${port}`;
   logger.info({ host, port, store: store.kind }, 'lockwire listening');
 
-  const shutdown = async () => {
+  const shutdown = () => {
     closing = true;
-    logger.info({ drainDelay, shutdownTimeout }, 'draining');
-    if (drainDelay > 0) await new Promise<void>((resolve) => clock.setTimeout(() => resolve(), drainDelay));
-    heartbeat?.stop();
-    let timer: TimerHandle | undefined;
-    const timedOut = new Promise<'timed out'>((resolve) => {
-      timer = clock.setTimeout(() => resolve('timed out'), shutdownTimeout);
+    return shutDownServer({
+      clock,
+      logger,
+      drainDelay,
+      shutdownTimeout,
+      heartbeat,
+      wss,
+      httpServer,
+      sessions,
+      grace,
+      sessionEndings,
+      store,
     });
-    const outcome = await Promise.race([closeAll(), timedOut]);
-    clock.clearTimeout(timer);
-    if (outcome === 'timed out') {
-      logger.error({ shutdownTimeout }, 'shutdown timed out; cutting the remaining connections');
-      for (const ws of wss.clients) ws.terminate();
-      httpServer.closeAllConnections();
-    }
-    logger.info({}, 'lockwire stopped');
-  };
-  const closeAll = async () => {
-    const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
-    httpServer.closeIdleConnections();
-    const live = [...sessions.values()];
-    // Answer everything pending before any session's locks are released,
-    // or a release would grant a request that should hear `shutting_down`.
-    for (const session of live) session.drain();
-    for (const session of live) session.end();
-    // Every open socket, those the server was already closing included. The
-    // bound counts in real time whatever the injected clock: close() ends
-    // once every peer answered or was cut, even under a clock nobody advances.
-    await Promise.all(
-      [...wss.clients].map((ws) => closeWithinHandshake(ws, 1001, 'server shutting down', systemClock)),
-    );
-    grace.drain();
-    await Promise.all(sessionEndings);
-    wss.close();
-    await store.close();
-    await httpClosed;
-    return 'closed' as const;
   };
   let closed: Promise<void> | null = null;
 

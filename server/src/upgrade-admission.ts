@@ -1,0 +1,108 @@
+/**
+ * WebSocket upgrade admission: everything a request to the WebSocket
+ * endpoint goes through before a WebSocket exists (path, shutdown, the
+ * connection limit, Origin and credentials, a resume claiming its session
+ * out of grace) and the raw HTTP refusal when it fails. Separate from the
+ * server's assembly because it is one self-contained gate with its own
+ * bookkeeping (upgrades in flight) and its own failure paths, while the
+ * server only needs to hear about connections that were let in.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { PROTOCOL_PATH } from '@lockwire/protocol';
+import type { WebSocket, WebSocketServer } from 'ws';
+import { redactUrl, type Authenticator } from './auth.js';
+import type { ResumableSession, Resumption, SessionGrace } from './grace.js';
+import type { Logger } from './logger.js';
+import type { Permissions } from './permissions.js';
+import { parseRequestUrl } from './request-url.js';
+import type { SessionId } from './store.js';
+
+/** What the upgrade gate of one server reads and calls. */
+export interface UpgradeAdmissionOptions {
+  /** The server's WebSocket server (`noServer`): its `clients` count against `maxConnections`. */
+  wss: WebSocketServer;
+  /** Open sockets plus upgrades in flight past which an upgrade is refused with 503. */
+  maxConnections: number;
+  /** Checks Origin and credentials; its refusals become 401/403. */
+  authenticator: Authenticator;
+  /** Session grace: a resume takes its session out of grace before the socket opens. */
+  grace: SessionGrace;
+  logger: Logger;
+  /** True once the server is closing: upgrades are refused with 503. */
+  isClosing(): boolean;
+  /** The live connection of a session, for a resume that supersedes it. */
+  liveSession(session: SessionId): ResumableSession | undefined;
+  /** Ends a session in the store: a resume claimed while the server closed. */
+  endSession(session: SessionId): void;
+  /** Called once per WebSocket let in, with its permissions and the resume it carried (if any). */
+  connected(ws: WebSocket, req: IncomingMessage, permissions: Permissions, resumption: Resumption | null): void;
+}
+
+/**
+ * Answers a refused upgrade on the raw socket with `status` and no body,
+ * then destroys the socket. A 401 carries `WWW-Authenticate: Bearer`.
+ */
+export function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
+  // RFC 9110: a 401 names the scheme that would be accepted, as the HTTP endpoints' 401 does.
+  const challenge = status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '';
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\n${challenge}Connection: close\r\nContent-Length: 0\r\n\r\n`);
+  socket.destroy();
+}
+
+/**
+ * Builds the `upgrade` listener of the server's `http.Server`. It refuses
+ * with 400 an unparsable target, 404 any path but the protocol's, 503 while
+ * closing or past `maxConnections`, and 401/403 as the authenticator says;
+ * otherwise it completes the handshake and calls `connected`. A resume
+ * whose connection never opens goes back into grace (or ends, if the server
+ * is closing). Never throws: an unexpected failure is logged as
+ * `upgrade failed` and the socket destroyed.
+ */
+export function createUpgradeAdmission(
+  options: UpgradeAdmissionOptions,
+): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  const { wss, maxConnections, authenticator, grace, logger, isClosing } = options;
+  let upgrading = 0;
+
+  // Credentials, Origin and the connection limit are checked before the
+  // WebSocket exists; a resume takes its session out of grace here. The
+  // limit counts sockets, not sessions: one the server is closing has left
+  // the server's sessions but stays open until its peer answers or it is
+  // cut, and `wss.clients` keeps it until then.
+  const admit = async (req: IncomingMessage, url: URL, socket: Duplex, head: Buffer) => {
+    if (wss.clients.size + upgrading >= maxConnections) return refuseUpgrade(socket, 503, 'Service Unavailable');
+    upgrading++;
+    let resumption: Resumption | null = null;
+    try {
+      const admission = await authenticator.admit(req);
+      if (!admission.ok) {
+        logger.info({ url: redactUrl(req.url), status: admission.status, reason: admission.reason }, 'upgrade refused');
+        return refuseUpgrade(socket, admission.status, admission.status === 401 ? 'Unauthorized' : 'Forbidden');
+      }
+      resumption = await grace.resume(url, admission.permissions.user, options.liveSession);
+      if (isClosing()) return refuseUpgrade(socket, 503, 'Service Unavailable');
+      if (socket.destroyed) return;
+      const admitted = resumption;
+      resumption = null;
+      wss.handleUpgrade(req, socket, head, (ws) => options.connected(ws, req, admission.permissions, admitted));
+    } finally {
+      upgrading--;
+      // Claimed for a connection that never opened: back into grace.
+      if (resumption && isClosing()) options.endSession(resumption.detached.session);
+      else if (resumption) grace.restore(resumption);
+    }
+  };
+
+  return (req, socket, head) => {
+    const url = parseRequestUrl(req.url);
+    if (url === null) return refuseUpgrade(socket, 400, 'Bad Request');
+    if (url.pathname !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');
+    if (isClosing()) return refuseUpgrade(socket, 503, 'Service Unavailable');
+    admit(req, url, socket, head).catch((error: unknown) => {
+      // A rejection here would end the process: one request must not.
+      logger.error({ err: error, url: redactUrl(req.url) }, 'upgrade failed');
+      socket.destroy();
+    });
+  };
+}
