@@ -233,12 +233,15 @@ export class WebLockQueue {
   /**
    * `ifAvailable`: grants only if nothing here waits or conflicts and the
    * server grants at once; a shared hold of this client is shared only while
-   * the server queue of the name is empty.
+   * the server queue of the name is empty. A shared request behind shared
+   * requests of this client that are still undecided (their acquire or status
+   * check in flight) waits for them: in a browser they would all be granted
+   * at once, so it gets `null` only if one of them turns out blocked.
    */
   async #tryNow(name: string, state: NameState, mode: LockMode): Promise<Holder | null> {
     for (;;) {
       while (state.busy || state.checking || state.stealers > 0) {
-        if (state.queue.length > 0) return null;
+        if (state.queue.length > 0 && !this.#mayJoin(state, mode)) return null;
         await this.#nextChange(state);
       }
       if (state.queue.length > 0) return null;
@@ -271,6 +274,17 @@ export class WebLockQueue {
     const holder = lease ? this.#adopt(name, state, lease, mode) : null;
     this.#process(name);
     return holder;
+  }
+
+  /**
+   * Whether a shared request may yet be granted along with every request
+   * waiting here: all are shared, none is known to wait behind the server
+   * queue, and this client holds the name shared or not at all.
+   */
+  #mayJoin(state: NameState, mode: LockMode): boolean {
+    if (mode !== 'shared' || state.stealers > 0) return false;
+    if (state.held.size > 0 && state.lease?.mode !== 'shared') return false;
+    return state.queue.every((w) => w.mode === 'shared' && !w.behindServerQueue && !w.serverQueued);
   }
 
   /** `steal`: every holder here loses the lock, the session hands its hold back, then takes it from everyone else. */

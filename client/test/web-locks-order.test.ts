@@ -40,15 +40,25 @@ function gate(): { promise: Promise<void>; open: () => void } {
 
 /**
  * Watches `name` from `observer`; the function it resolves with waits (bounded)
- * for the next `queued` event of `session` on it. Call before the request is made.
+ * for the next `type` event of `session` on it. Call before what causes it.
  */
-async function whenQueued(observer: LockClient, name: string, session: string): Promise<() => Promise<void>> {
-  let queued!: () => void;
-  const seen = new Promise<void>((resolve) => (queued = resolve));
+async function whenEvent(
+  observer: LockClient,
+  name: string,
+  session: string,
+  type: string,
+): Promise<() => Promise<void>> {
+  let happened!: () => void;
+  const seen = new Promise<void>((resolve) => (happened = resolve));
   const watch = await observer.watch(name, (event) => {
-    if (event.key === name && event.event === 'queued' && event.session === session) queued();
+    if (event.key === name && event.event === type && event.session === session) happened();
   });
-  return () => within(seen, 2000, `a queued request of ${session} for ${name}`).finally(() => watch.close());
+  return () => within(seen, 2000, `a ${type} event of ${session} for ${name}`).finally(() => watch.close());
+}
+
+/** {@link whenEvent} for the `queued` event: a request of `session` joined the server queue. */
+function whenQueued(observer: LockClient, name: string, session: string): Promise<() => Promise<void>> {
+  return whenEvent(observer, name, session, 'queued');
 }
 
 describe('client.locks: a shared request and another client queued writer', () => {
@@ -134,6 +144,35 @@ describe('client.locks: a shared request and another client queued writer', () =
     expect(await within(bobDone)).toBe('bob');
     expect(called).toBe(false);
     expect(await alice.locks.query()).toEqual({ held: [], pending: [] });
+  });
+
+  it('an ifAvailable shared request made right after an ordinary shared request shares this client shared hold too', async () => {
+    const first = await holding(alice, 's7', new Promise(() => undefined), { mode: 'shared' });
+    // The server queue is empty: in a browser both requests are granted at once.
+    const ordinary = alice.locks.request('s7', { mode: 'shared' }, (lock) => lock?.token);
+    const tryNow = alice.locks.request('s7', { mode: 'shared', ifAvailable: true }, (lock) => lock?.token ?? null);
+    expect(await within(ordinary)).toBe(first.lock?.token);
+    expect(await within(tryNow)).toBe(first.lock?.token);
+  });
+
+  it('an ifAvailable shared request made right after two ordinary shared requests shares this client shared hold too', async () => {
+    const first = await holding(alice, 's11', new Promise(() => undefined), { mode: 'shared' });
+    const ordinary = [1, 2].map(() => alice.locks.request('s11', { mode: 'shared' }, (lock) => lock?.token));
+    const tryNow = alice.locks.request('s11', { mode: 'shared', ifAvailable: true }, (lock) => lock?.token ?? null);
+    expect(await within(Promise.all(ordinary))).toEqual([first.lock?.token, first.lock?.token]);
+    expect(await within(tryNow)).toBe(first.lock?.token);
+  });
+
+  it('an ifAvailable shared request made right after an ordinary shared request gets null while another client waits exclusive', async () => {
+    await holding(alice, 's8', new Promise(() => undefined), { mode: 'shared' });
+    const bobQueued = await whenQueued(bob, 's8', bob.session);
+    void bob.locks.request('s8', () => 'bob').catch(() => undefined);
+    await bobQueued();
+    let granted = false;
+    void alice.locks.request('s8', { mode: 'shared' }, () => void (granted = true)).catch(() => undefined);
+    const got = await within(alice.locks.request('s8', { mode: 'shared', ifAvailable: true }, (lock) => lock));
+    expect(got).toBeNull();
+    expect(granted).toBe(false);
   });
 
   it('a shared request made while the server queue is empty shares this client shared hold at once', async () => {
