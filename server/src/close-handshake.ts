@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import { WebSocket } from 'ws';
 import type { Clock } from './clock.js';
 
@@ -33,4 +34,24 @@ export function cutAfterHandshake(ws: WebSocket, clock: Clock): Promise<void> {
   const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
   const cut = clock.setTimeout(() => ws.terminate(), CLOSE_HANDSHAKE_MS);
   return closed.finally(() => clock.clearTimeout(cut));
+}
+
+/**
+ * Calls `dropped` as soon as the peer of `ws` is seen gone without a close
+ * frame (its FIN, or a reset on `socket`, the connection's socket), instead
+ * of at `ws`'s 'close': `ws` emits that only after it has shut the socket's
+ * write side and the handle has closed, a few event-loop turns later, so the
+ * locks of a dropped holder would reach their next waiters that much later.
+ * The listeners are put before `ws`'s own, which mark the connection
+ * CLOSING: still OPEN there means no close frame was received or sent, so
+ * 'close' will report a drop (1006). Not called when the connection was
+ * closing already; at most once per listener, so possibly twice (FIN then
+ * reset): `dropped` must be idempotent.
+ */
+export function whenDropped(ws: WebSocket, socket: Duplex, dropped: () => void): void {
+  const seen = () => {
+    if (ws.readyState === WebSocket.OPEN) dropped();
+  };
+  socket.prependOnceListener('end', seen);
+  socket.prependOnceListener('error', seen);
 }

@@ -10,7 +10,7 @@ import {
 import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
 import type { Clock } from './clock.js';
-import { closeWithinHandshake, cutAfterHandshake } from './close-handshake.js';
+import { closeWithinHandshake, cutAfterHandshake, whenDropped } from './close-handshake.js';
 import type { LockError } from './errors.js';
 import { sameSecret, type DetachedSession } from './grace.js';
 import type { ServerLimits } from './limits.js';
@@ -153,29 +153,14 @@ export class Session {
     ws.on('error', (error) => {
       this.host.logger.debug({ err: error, session: id }, 'socket error');
       // `ws` closes the connection itself on a protocol error or a frame over
-      // maxPayload (1009): bound that close handshake as the server's own.
-      if (ws.readyState === WebSocket.CLOSING) void cutAfterHandshake(ws, host.clock);
+      // maxPayload (1009): a close by the server, as one for policy is. Its
+      // 'close' would come only once the peer answered (or the cut), and
+      // would report 1006, a drop, which keeps grace.
+      if (ws.readyState === WebSocket.CLOSING) this.endClosedByServer();
     });
-    if (options.socket) this.endOnDrop(options.socket);
-  }
-
-  /**
-   * Ends the session as soon as the peer is seen gone without a close frame
-   * (its FIN, or a reset), instead of at `ws`'s 'close': `ws` emits that
-   * only after it has shut the socket's write side and the handle has
-   * closed, a few event-loop turns later, so the locks of a dropped holder
-   * would reach their next waiters that much later. The listeners are put
-   * before `ws`'s own, which mark the connection CLOSING: still OPEN there
-   * means no close frame was received or sent, so 'close' will report a
-   * drop (1006) and the session ends as it would have then (grace applies).
-   * 'close' still ends the session in every other case; `end()` runs once.
-   */
-  private endOnDrop(socket: Duplex): void {
-    const dropped = () => {
-      if (this.ws.readyState === WebSocket.OPEN) this.end();
-    };
-    socket.prependOnceListener('end', dropped);
-    socket.prependOnceListener('error', dropped);
+    // A dropped peer ends the session at once; 'close' ends it in every other
+    // case (`end()` runs once).
+    if (options.socket) whenDropped(ws, options.socket, () => this.end());
   }
 
   /** Sends the first message of the connection. */
@@ -315,15 +300,22 @@ export class Session {
     if (this.alive) this.closeForPolicy('credentials expired');
   }
 
-  /**
-   * Closes with 1008 and ends the session without grace. The socket is cut
-   * when the peer leaves the close unanswered past the handshake bound: it
-   * counts against `maxConnections` until it is gone.
-   */
+  /** Closes with 1008 and ends the session without grace. */
   private closeForPolicy(reason: string): void {
-    this.noGrace = true;
     this.host.logger.info({ session: this.id, reason }, 'closing connection for policy');
-    void closeWithinHandshake(this.ws, 1008, reason, this.host.clock);
+    this.ws.close(CloseCode.PolicyViolation, reason);
+    this.endClosedByServer();
+  }
+
+  /**
+   * Ends at once, without grace, the session of a connection the server is
+   * closing. The socket is cut when the peer leaves the close unanswered
+   * past the handshake bound: it counts against `maxConnections` until it
+   * is gone.
+   */
+  private endClosedByServer(): void {
+    this.noGrace = true;
+    void cutAfterHandshake(this.ws, this.host.clock);
     this.end();
   }
 

@@ -124,6 +124,46 @@ describe('per-session limits', () => {
     await sessions.closed(1, 'the cut connection to close');
     expect(await upgradeStatus(server.url)).toBe(101);
   });
+
+  it('ends the session of a connection closed for a frame over maxPayload at once, before its unanswered close is cut', async () => {
+    const { server } = await startServer({ limits: { maxPayload: 2048 } });
+    const peer = await openSilentPeer(server.url);
+    const { client: waiter } = await connectWith(server.url, null);
+    peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
+    for (let id = 1; !(await waiter.request({ op: 'status', id: `s${id}`, key: 'k' })).locked; id++);
+    waiter.send({ op: 'acquire', id: 2, key: 'k' });
+    await waiter.next((f) => f.type === 'queued');
+    peer.write(RawSocket.json({ op: 'ping', id: 3, pad: 'y'.repeat(4096) }));
+    expect(await peer.closeFrame()).toBe(1009);
+    // The manual clock never reaches the 2 s cut: only the session's end can grant the waiter.
+    expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
+    expect(server.sessionCount()).toBe(1);
+  });
+
+  it('releases the locks of a connection closed for a frame over maxPayload at once, even with session grace on', async () => {
+    const { server } = await startServer({ limits: { maxPayload: 2048 }, sessionGrace: 60_000 });
+    const { client: holder } = await connectWith(server.url, null);
+    const { client: waiter } = await connectWith(server.url, null);
+    await holder.request({ op: 'acquire', id: 1, key: 'k' });
+    waiter.send({ op: 'acquire', id: 2, key: 'k' });
+    await waiter.next((f) => f.type === 'queued');
+    holder.send({ op: 'ping', id: 3, pad: 'y'.repeat(4096) });
+    expect(await within(holder.closed, 'the close')).toMatchObject({ code: 1009 });
+    expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
+  });
+
+  it('releases the locks of a connection closed for a text frame that is not UTF-8 at once, even with session grace on', async () => {
+    const { server } = await startServer({ sessionGrace: 60_000 });
+    const peer = await openSilentPeer(server.url);
+    const { client: waiter } = await connectWith(server.url, null);
+    peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
+    for (let id = 1; !(await waiter.request({ op: 'status', id: `s${id}`, key: 'k' })).locked; id++);
+    waiter.send({ op: 'acquire', id: 2, key: 'k' });
+    await waiter.next((f) => f.type === 'queued');
+    peer.write(RawSocket.frame(ServerOpcode.Text, Buffer.from([0xff, 0xfe])));
+    expect(await peer.closeFrame()).toBe(1007);
+    expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
+  });
 });
 
 describe('maxConnections', () => {
