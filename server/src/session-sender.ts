@@ -49,8 +49,26 @@ export class SessionSender {
     if (this.ws.readyState !== WebSocket.OPEN) return;
     if (options) this.ws.send(data, options);
     else this.ws.send(data);
-    // A reader that does not keep up would make the server buffer without
-    // bound: it is cut (and its locks released) instead.
+    this.cutIfSlow();
+  }
+
+  /**
+   * Answers a WebSocket ping with a pong carrying `data`; dropped when the
+   * socket is not open, and the connection is cut past `maxBufferedBytes`:
+   * a peer that pings but never reads queues pongs as any unread frame.
+   */
+  pong(data: Buffer): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.pong(data);
+    this.cutIfSlow();
+  }
+
+  /**
+   * Cuts the connection once more than `maxBufferedBytes` wait to be sent:
+   * a reader that does not keep up would make the server buffer without
+   * bound, so it is cut (and its locks released) instead.
+   */
+  private cutIfSlow(): void {
     if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
       this.host.logger.info({ session: this.session, buffered: this.ws.bufferedAmount }, 'slow reader; terminating connection');
       this.onSlowReader();

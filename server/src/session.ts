@@ -329,7 +329,7 @@ export class Session {
     this.heardSincePing = true;
     const verdict = this.guard.frame();
     if (verdict === 'abuse') return this.closeForPolicy('rate limit exceeded');
-    if (verdict === 'accept') this.ws.pong(data);
+    if (verdict === 'accept') this.sender.pong(data);
   }
 
   /**

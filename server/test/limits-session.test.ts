@@ -361,4 +361,22 @@ describe('outbound buffer cap', () => {
     expect(await filler.request({ op: 'ping', id: 'p' })).toMatchObject({ ok: true });
     slow.destroy();
   });
+
+  it('cuts a connection that pings within its budget but never reads, once the pongs queued pass maxBufferedBytes', async () => {
+    const sessions = sessionLog();
+    const { server } = await startServer({
+      limits: { maxBufferedBytes: 64 * 1024, rateLimit: 1000, rateBurst: 200_000 },
+      logger: sessions.logger,
+    });
+    const slow = await openSlowReader(server.url);
+    try {
+      // Pongs of 125 bytes: 25 MB of them, past what the loopback socket buffers can hold.
+      const pings = Buffer.concat(Array.from({ length: 10_000 }, () => RawSocket.frame(0x9, Buffer.alloc(125, 0x61))));
+      for (let batch = 0; batch < 20; batch++) slow.write(pings);
+      await sessions.closed(1, 'the pinging slow reader to be cut', 8000);
+      expect(server.sessionCount()).toBe(0);
+    } finally {
+      slow.destroy();
+    }
+  }, 20_000);
 });
