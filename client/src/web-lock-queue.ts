@@ -3,12 +3,14 @@ import { LockError } from './errors.js';
 import { releaseHold } from './hold-release.js';
 import type { Lease } from './lease.js';
 import type { LockOptions } from './web-lock.js';
+import { SharedHoldSharing } from './web-lock-sharing.js';
 import {
   breakHolders,
   dequeue,
   holderLossReason,
   holdFor,
   newNameState,
+  stopRecheck,
   wake,
   type Holder,
   type NameState,
@@ -28,6 +30,7 @@ export type { Holder, Waiter, WebLockQueueHost } from './web-lock-state.js';
  */
 export class WebLockQueue {
   readonly #host: WebLockQueueHost;
+  readonly #sharing: SharedHoldSharing;
   readonly #names = new Map<string, NameState>();
   /** Waiting requests in request order, until delivered or failed. */
   readonly #order: Waiter[] = [];
@@ -35,6 +38,7 @@ export class WebLockQueue {
 
   constructor(host: WebLockQueueHost) {
     this.#host = host;
+    this.#sharing = new SharedHoldSharing({ status: (key) => host.status(key), process: (name) => this.#process(name) });
   }
 
   /** This client's names that are held, waited for or busy with a server call. */
@@ -73,6 +77,7 @@ export class WebLockQueue {
         abandoned: undefined,
         blocked: this.#blockedHere(state, mode),
         behindServerQueue: false,
+        recheckDelay: 0,
         made: this.#made++,
         holder: undefined,
         deliver: (holder) => {
@@ -139,56 +144,11 @@ export class WebLockQueue {
     const head = state.queue[0];
     if (head && !state.busy && !state.checking && state.stealers === 0) {
       if (state.held.size === 0) this.#acquireFor(name, state, head);
-      else if (this.#mayShare(state, head)) this.#shareIfServerQueueEmpty(name, state);
+      else if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
     }
+    if (!this.#sharing.waitsBehindServerQueue(state)) stopRecheck(state);
     this.#dropIfUnused(name, state);
     this.#deliver();
-  }
-
-  /** Whether `waiter` could share the name's hold, as far as this client knows. */
-  #mayShare(state: NameState, waiter: Waiter): boolean {
-    return waiter.mode === 'shared' && state.lease?.mode === 'shared' && !waiter.behindServerQueue;
-  }
-
-  /**
-   * Shares the name's shared hold with the shared requests at the head of the
-   * local queue if the server queue is empty; otherwise the head waits behind
-   * the server queue (see `Waiter.behindServerQueue`). A status the server
-   * refuses counts as a queue that is not empty: the request then never
-   * overtakes anyone.
-   */
-  #shareIfServerQueueEmpty(name: string, state: NameState): void {
-    const lease = state.lease;
-    state.checking = true;
-    const decide = (empty: boolean) => {
-      // Holders that ended, a lost hold or a steal meanwhile leave the decision to the next look at the queue.
-      if (lease && state.lease === lease && state.held.size > 0 && state.stealers === 0) {
-        for (let head = state.queue[0]; head && this.#mayShare(state, head); head = state.queue[0]) {
-          if (!empty) {
-            head.behindServerQueue = true;
-            head.blocked = true;
-            break;
-          }
-          state.queue.shift();
-          head.holder = holdFor(name, state, lease, head.mode);
-        }
-      }
-      this.#afterCheck(name, state);
-    };
-    this.#serverQueueEmpty(name).then(decide, () => decide(false));
-  }
-
-  /**
-   * Asks the server whether anyone waits for `name`. This client's hold says
-   * nothing about the server queue, and the Web Locks grant rule needs it: a
-   * shared request is grantable only if no exclusive request was made before
-   * it, also by another client, so readers cannot starve a queued writer.
-   * The session holds the name, so the queue holds only other sessions; with
-   * a shared hold, a non-empty queue starts with an exclusive request.
-   */
-  async #serverQueueEmpty(name: string): Promise<boolean> {
-    const status = await this.#host.status(name);
-    return status.queue.length === 0;
   }
 
   #acquireFor(name: string, state: NameState, head: Waiter): void {
@@ -251,16 +211,16 @@ export class WebLockQueue {
       state.checking = true;
       let empty: boolean;
       try {
-        empty = await this.#serverQueueEmpty(name);
+        empty = await this.#sharing.serverQueueEmpty(name);
       } catch (error) {
-        this.#afterCheck(name, state);
+        this.#sharing.checked(name, state);
         throw error;
       }
       // Granted only if the hold it saw is still there; otherwise it looks again.
       const same = state.lease === lease && state.held.size > 0 && state.stealers === 0;
       const holder = empty && same ? holdFor(name, state, lease, mode) : undefined;
       // Requests made during the check come after this one.
-      this.#afterCheck(name, state);
+      this.#sharing.checked(name, state);
       if (holder) return holder;
       if (!empty) return null;
     }
@@ -357,7 +317,12 @@ export class WebLockQueue {
    */
   async release(name: string, holder: Holder): Promise<void> {
     const state = this.#names.get(name);
-    if (!state?.held.delete(holder) || state.held.size > 0) return;
+    if (!state?.held.delete(holder)) return;
+    if (state.held.size > 0) {
+      // A holder ended while a request waits behind the server queue: a moment to look at that queue again.
+      if (this.#sharing.waitsBehindServerQueue(state)) this.#sharing.recheckNow(name, state);
+      return;
+    }
     const lease = state.lease;
     state.lease = null;
     if (!lease) {
@@ -366,13 +331,6 @@ export class WebLockQueue {
     }
     state.busy = true;
     await releaseHold(lease, this.#host.limits, () => this.#afterRelease(name, state));
-  }
-
-  /** The check of the server queue is done: what waited for it may look again. */
-  #afterCheck(name: string, state: NameState): void {
-    state.checking = false;
-    wake(state);
-    this.#process(name);
   }
 
   /** The name's server hold is gone: its next request may ask the server. */

@@ -35,9 +35,12 @@ export interface Waiter {
   /**
    * A shared request that found another client's request in the server queue when it could have shared
    * this client's shared hold: it does not share it, but waits until this client's holders are done and the
-   * hold is released, and then joins the server queue behind that request.
+   * hold is released, and then joins the server queue behind that request. Meanwhile it asks again now and
+   * then, and shares the hold once the server queue is empty (the queued request may leave it).
    */
   behindServerQueue: boolean;
+  /** While `behindServerQueue`: the wait before the last re-check of the server queue, in ms (0 before the first). */
+  recheckDelay: number;
   /** This client's count of requests made when this one was made: its place in request order. */
   readonly made: number;
   /** Set when granted; handed to the caller once every earlier request is decided. */
@@ -58,6 +61,8 @@ export interface NameState {
   checking: boolean;
   stealers: number;
   idle: (() => void)[];
+  /** The next re-check of the server queue for the head waiting behind it (`Waiter.behindServerQueue`). */
+  recheck: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** What the local queue needs from its client: the Web Locks host, and `status` to see a name's server queue. */
@@ -67,7 +72,16 @@ export interface WebLockQueueHost extends WebLocksHost {
 
 /** A name nobody here holds, waits for or calls the server about yet. */
 export function newNameState(): NameState {
-  return { held: new Set(), queue: [], lease: null, busy: false, checking: false, stealers: 0, idle: [] };
+  return {
+    held: new Set(),
+    queue: [],
+    lease: null,
+    busy: false,
+    checking: false,
+    stealers: 0,
+    idle: [],
+    recheck: undefined,
+  };
 }
 
 /** Adds a holder of the name's server hold `lease` to `state`. */
@@ -109,6 +123,12 @@ export function dequeue(state: NameState, waiter: Waiter): boolean {
 /** Lets everything waiting on the name look again. */
 export function wake(state: NameState): void {
   for (const resolve of state.idle.splice(0)) resolve();
+}
+
+/** Cancels the name's next re-check of the server queue, if any. */
+export function stopRecheck(state: NameState): void {
+  clearTimeout(state.recheck);
+  state.recheck = undefined;
 }
 
 /** Stolen or revoked holds reject like a stolen Web Lock; a lost connection keeps its typed error. */

@@ -175,6 +175,62 @@ describe('client.locks: a shared request and another client queued writer', () =
     expect(granted).toBe(false);
   });
 
+  it('a shared request waiting behind another client writer is granted once that writer leaves the server queue', async () => {
+    // Alice keeps reading, so only the writer's leaving can let her second shared request in.
+    const first = await holding(alice, 's9', new Promise(() => undefined), { mode: 'shared' });
+    const bobQueued = await whenQueued(alice, 's9', bob.session);
+    const controller = new AbortController();
+    const bobWrite = bob.locks.request('s9', { signal: controller.signal }, () => 'bob').catch((e: unknown) => e);
+    await bobQueued();
+    let granted = false;
+    const second = alice.locks.request('s9', { mode: 'shared' }, (lock) => {
+      granted = true;
+      return lock?.token;
+    });
+    await alice.status('s9');
+    expect(granted).toBe(false);
+
+    const bobGone = await whenEvent(alice, 's9', bob.session, 'dequeued');
+    const reason = new Error('bob gave up');
+    controller.abort(reason);
+    await bobGone();
+    expect(await within(bobWrite)).toBe(reason);
+    expect(await within(second, 4000, 'the second shared request after the writer left')).toBe(first.lock?.token);
+  });
+
+  it('a holder waiting for a nested shared request of this client is not stuck once another client writer leaves the server queue', async () => {
+    const bobQueued = await whenQueued(alice, 's10', bob.session);
+    const controller = new AbortController();
+    let nestedStarted!: () => void;
+    const nestedMade = new Promise<void>((resolve) => (nestedStarted = resolve));
+    const outer = alice.locks.request('s10', { mode: 'shared' }, async (lock) => {
+      await bobQueued();
+      const nested = alice.locks.request('s10', { mode: 'shared' }, (inner) => inner?.token);
+      nestedStarted();
+      return [lock?.token, await nested];
+    });
+    void bob.locks.request('s10', { signal: controller.signal }, () => 'bob').catch(() => undefined);
+    await within(nestedMade);
+    await alice.status('s10');
+    const bobGone = await whenEvent(alice, 's10', bob.session, 'dequeued');
+    controller.abort(new Error('bob gave up'));
+    await bobGone();
+    const [token, nestedToken] = await within(outer, 4000, 'the outer read once its nested read was granted');
+    expect(nestedToken).toBe(token);
+  });
+
+  it('close() rejects a shared request waiting behind another client writer, and the writer is granted', async () => {
+    await holding(alice, 's12', new Promise(() => undefined), { mode: 'shared' });
+    const bobQueued = await whenQueued(bob, 's12', bob.session);
+    const bobDone = bob.locks.request('s12', () => 'bob');
+    await bobQueued();
+    const waiting = alice.locks.request('s12', { mode: 'shared' }, () => 'alice').catch((error: unknown) => error);
+    await alice.status('s12');
+    await alice.close();
+    expect(await within(waiting)).toMatchObject({ name: 'LockError' });
+    expect(await within(bobDone)).toBe('bob');
+  });
+
   it('a shared request made while the server queue is empty shares this client shared hold at once', async () => {
     const reader = gate();
     const first = await holding(alice, 's6', reader.promise, { mode: 'shared' });
@@ -203,7 +259,7 @@ describe('client.locks when the server refuses the status a shared request asks'
     }
   });
 
-  it('a shared request does not share the hold but asks the server anew once this client holders are done', async () => {
+  it('a shared request whose status was refused does not share the hold then, and shares it once the server answers its queue is empty', async () => {
     const limited = await startHarness({ limits });
     try {
       let refused!: () => void;
@@ -213,8 +269,7 @@ describe('client.locks when the server refuses the status a shared request asks'
         if (frame.type === 'reply' && error?.code === 'rate_limited') refused();
       });
       const carol = await limited.connect({ transport });
-      const reader = gate();
-      const first = await holding(carol, 'r2', reader.promise, { mode: 'shared' });
+      const first = await holding(carol, 'r2', new Promise(() => undefined), { mode: 'shared' });
       await carol.ping();
       let granted = false;
       const second = carol.locks.request('r2', { mode: 'shared' }, (lock) => {
@@ -222,16 +277,13 @@ describe('client.locks when the server refuses the status a shared request asks'
         return lock?.token;
       });
       await within(isRefused);
-      limited.clock.advance(1000);
-      // Answered after the refused status, so the client has handled the refusal by now.
-      await carol.ping();
+      // Refused too (the manual clock stands still, and so does the rate budget); answered after the refused
+      // status, so the client has handled that refusal by now.
+      await expect(carol.ping()).rejects.toMatchObject({ code: 'rate_limited' });
       expect(granted).toBe(false);
-      // Room for the release of the first hold and the acquire of the second request.
+      // Room for the status the request asks again: the server queue is empty, so it shares the hold.
       limited.clock.advance(1000);
-      reader.open();
-      await within(first.done);
-      const token = await within(second);
-      expect(token).toBeGreaterThan(first.lock?.token ?? Infinity);
+      expect(await within(second, 4000, 'the shared request once its status was answered')).toBe(first.lock?.token);
     } finally {
       await limited.close();
     }
