@@ -81,7 +81,8 @@ export async function openSilentPeer(url: string, headers: Record<string, string
   peers.push(socket);
   socket.on('error', () => {});
   let received = Buffer.alloc(0);
-  let head: string | null = null;
+  // Set by the data handler; typed by assertion so the check after the await is not narrowed to null.
+  let head = null as string | null;
   let wake: () => void = () => undefined;
   let cut = false;
   const gone = new Promise<void>((resolve) => {
