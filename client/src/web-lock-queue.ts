@@ -50,14 +50,16 @@ export class WebLockQueue {
    * Resolves with a holder of `name` once this request's turn came and the
    * server granted it; `null` for an `ifAvailable` request that could not be
    * granted at once. Rejects with `signal.reason` when aborted while waiting,
-   * or with what failed the server acquire (`not_acquired` when not granted).
+   * or with what failed the server call (`not_acquired` when not granted).
    */
   obtain(name: string, options: LockOptions): Promise<Holder | null> {
     const mode = options.mode ?? 'exclusive';
     const state = this.#state(name);
+    const ifAvailable = options.ifAvailable === true;
     if (options.steal) return this.#steal(name, state);
-    if (options.ifAvailable) return this.#tryNow(name, state, mode);
-    return new Promise<Holder>((resolve, reject) => {
+    // A steal made before takes the lock at once: nothing else is grantable.
+    if (ifAvailable && state.steals.length > 0) return Promise.resolve(null);
+    return new Promise<Holder | null>((resolve, reject) => {
       const { signal } = options;
       const onAbort = () => {
         waiter.abandoned = { reason: signal?.reason };
@@ -75,10 +77,12 @@ export class WebLockQueue {
         serverQueued: false,
         requeue: false,
         abandoned: undefined,
-        blocked: this.#blockedHere(state, mode),
+        // An ifAvailable request is answered once decided: until then it holds later requests back.
+        blocked: !ifAvailable && this.#blockedHere(state, mode),
         behindServerQueue: false,
         recheckDelay: 0,
         made: this.#made++,
+        ifAvailable,
         holder: undefined,
         deliver: (holder) => {
           signal?.removeEventListener('abort', onAbort);
@@ -108,14 +112,14 @@ export class WebLockQueue {
     for (let i = 0; i < this.#order.length; ) {
       const waiter = this.#order[i];
       if (!waiter) break;
-      if (waiter.holder) {
+      if (waiter.holder !== undefined) {
         this.#order.splice(i, 1);
         waiter.deliver(waiter.holder);
         continue;
       }
       const state = this.#names.get(waiter.name);
       const inFlight = state?.queue.find((w) => w.inFlight);
-      const busy = state !== undefined && (state.busy || state.checking || state.stealers > 0);
+      const busy = state !== undefined && (state.busy || state.checking || state.steals.length > 0);
       if (!waiter.blocked && busy && !inFlight?.serverQueued) break;
       i += 1;
     }
@@ -136,16 +140,20 @@ export class WebLockQueue {
   /**
    * Grants what can be granted, in queue order: shared requests at the head
    * share a shared hold of this client if the server queue of the name is
-   * empty; when nobody here holds the name, the head asks the server.
+   * empty; when nobody here holds the name, the head asks the server (not
+   * while a steal waits). `ifAvailable` requests that cannot be granted at
+   * once any more answer `null`.
    */
   #process(name: string): void {
     const state = this.#names.get(name);
     if (!state) return;
     const head = state.queue[0];
-    if (head && !state.busy && !state.checking && state.stealers === 0) {
-      if (state.held.size === 0) this.#acquireFor(name, state, head);
-      else if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
+    if (head && !state.busy && !state.checking) {
+      if (state.held.size === 0) {
+        if (state.steals.length === 0) this.#acquireFor(name, state, head);
+      } else if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
     }
+    this.#refuseUnavailable(state);
     if (!this.#sharing.waitsBehindServerQueue(state)) stopRecheck(state);
     this.#dropIfUnused(name, state);
     this.#deliver();
@@ -162,12 +170,15 @@ export class WebLockQueue {
       wake(state);
       this.#deliver();
     };
-    this.#host.acquire(name, { mode: head.mode, signal: head.controller.signal, onQueued }).then(
+    // An ifAvailable request is granted only if the server can grant it at once.
+    const wait = head.ifAvailable ? { acquireTimeout: 0 } : {};
+    this.#host.acquire(name, { mode: head.mode, signal: head.controller.signal, onQueued, ...wait }).then(
       (lease) => {
         head.inFlight = false;
         dequeue(state, head);
         this.#setIdle(state);
         if (lease) head.holder = this.#adopt(name, state, lease, head.mode);
+        else if (head.ifAvailable) head.holder = null;
         else head.fail(new LockError('not_acquired', `lock ${JSON.stringify(name)} was not granted`));
         this.#process(name);
       },
@@ -191,65 +202,43 @@ export class WebLockQueue {
   }
 
   /**
-   * `ifAvailable`: grants only if nothing here waits or conflicts and the
-   * server grants at once; a shared hold of this client is shared only while
-   * the server queue of the name is empty. A shared request behind shared
-   * requests of this client that are still undecided (their acquire or status
-   * check in flight) waits for them: in a browser they would all be granted
-   * at once, so it gets `null` only if one of them turns out blocked.
+   * `ifAvailable` requests answer `null` once not grantable at once: when a
+   * request of this client made before one of them waits here and is known
+   * not to be grantable (exclusive, queued by the server, behind the server
+   * queue or behind this client's holders), or nothing runs for the name that
+   * could still grant it. So one never waits behind another client, only for
+   * this client's undecided requests ahead and its own server call.
    */
-  async #tryNow(name: string, state: NameState, mode: LockMode): Promise<Holder | null> {
-    for (;;) {
-      while (state.busy || state.checking || state.stealers > 0) {
-        if (state.queue.length > 0 && !this.#mayJoin(state, mode)) return null;
-        await this.#nextChange(state);
-      }
-      if (state.queue.length > 0) return null;
-      if (state.held.size === 0) break;
-      const lease = state.lease;
-      if (mode !== 'shared' || lease?.mode !== 'shared') return null;
-      state.checking = true;
-      let empty: boolean;
-      try {
-        empty = await this.#sharing.serverQueueEmpty(name);
-      } catch (error) {
-        this.#sharing.checked(name, state);
-        throw error;
-      }
-      // Granted only if the hold it saw is still there; otherwise it looks again.
-      const same = state.lease === lease && state.held.size > 0 && state.stealers === 0;
-      const holder = empty && same ? holdFor(name, state, lease, mode) : undefined;
-      // Requests made during the check come after this one.
-      this.#sharing.checked(name, state);
-      if (holder) return holder;
-      if (!empty) return null;
+  #refuseUnavailable(state: NameState): void {
+    const running = state.busy || state.checking;
+    for (let i = 0; i < state.queue.length; ) {
+      const waiter = state.queue[i];
+      if (waiter?.ifAvailable && !waiter.inFlight && !(running && this.#mayYetGrant(state, i))) {
+        state.queue.splice(i, 1);
+        waiter.holder = null;
+      } else i += 1;
     }
-    state.busy = true;
-    let lease: Lease | null;
-    try {
-      lease = await this.#host.acquire(name, { mode, acquireTimeout: 0 });
-    } finally {
-      this.#setIdle(state);
-    }
-    const holder = lease ? this.#adopt(name, state, lease, mode) : null;
-    this.#process(name);
-    return holder;
   }
 
   /**
-   * Whether a shared request may yet be granted along with every request
-   * waiting here: all are shared, none is known to wait behind the server
-   * queue, and this client holds the name shared or not at all.
+   * Whether the request at `index` of the name's queue may yet be granted
+   * along with every request before it: this client holds the name shared
+   * or not at all, and the requests are shared and not known to wait
+   * behind the server queue (an exclusive request only as the head).
    */
-  #mayJoin(state: NameState, mode: LockMode): boolean {
-    if (mode !== 'shared' || state.stealers > 0) return false;
-    if (state.held.size > 0 && state.lease?.mode !== 'shared') return false;
-    return state.queue.every((w) => w.mode === 'shared' && !w.behindServerQueue && !w.serverQueued);
+  #mayYetGrant(state: NameState, index: number): boolean {
+    const waiter = state.queue[index];
+    if (!waiter) return false;
+    if (state.held.size > 0 && (waiter.mode !== 'shared' || state.lease?.mode !== 'shared')) return false;
+    if (index > 0 && waiter.mode !== 'shared') return false;
+    const ahead = state.queue.slice(0, index);
+    return ahead.every((w) => w.mode === 'shared' && !w.serverQueued && !w.behindServerQueue);
   }
 
   /** `steal`: every holder here loses the lock, the session hands its hold back, then takes it from everyone else. */
   async #steal(name: string, state: NameState): Promise<Holder> {
-    state.stealers += 1;
+    const made = this.#made++;
+    state.steals.push(made);
     try {
       while (state.busy || state.checking) {
         // A request the server could grant at once is granted first (and then robbed, as in a browser,
@@ -287,7 +276,7 @@ export class WebLockQueue {
         if (!releasing) this.#setIdle(state);
       }
     } finally {
-      state.stealers -= 1;
+      state.steals.splice(state.steals.indexOf(made), 1);
       this.#process(name);
     }
   }
@@ -313,11 +302,20 @@ export class WebLockQueue {
    * server hold. Resolves once the server answered the release; a refused
    * release is asked again in the background (see `releaseHold`), and the
    * name stays busy until the hold is gone, so this client's next request
-   * for it goes to the server only then.
+   * for it goes to the server only then. While a check whether a request may
+   * share the hold is in flight, the hold waits for its decision.
    */
   async release(name: string, holder: Holder): Promise<void> {
     const state = this.#names.get(name);
     if (!state?.held.delete(holder)) return;
+    if (state.held.size === 0 && state.checking) {
+      // A check of the server queue may yet share the hold with a request made before this holder ended, which in
+      // a browser would hold the lock already: the hold stays until the check decided.
+      state.busy = true;
+      while (state.checking) await this.#nextChange(state);
+      this.#setIdle(state);
+      if (state.held.size > 0) return this.#process(name);
+    }
     if (state.held.size > 0) {
       // A holder ended while a request waits behind the server queue: a moment to look at that queue again.
       if (this.#sharing.waitsBehindServerQueue(state)) this.#sharing.recheckNow(name, state);
@@ -362,6 +360,6 @@ export class WebLockQueue {
 
   #dropIfUnused(name: string, state: NameState): void {
     const unused = state.held.size === 0 && state.queue.length === 0 && !state.lease && !state.busy && !state.checking;
-    if (unused && state.stealers === 0 && state.idle.length === 0) this.#names.delete(name);
+    if (unused && state.steals.length === 0 && state.idle.length === 0) this.#names.delete(name);
   }
 }

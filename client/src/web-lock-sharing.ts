@@ -30,9 +30,14 @@ export class SharedHoldSharing {
     this.#host = host;
   }
 
-  /** Whether `waiter` could share the name's hold, as far as this client knows. */
+  /**
+   * Whether `waiter` could share the name's hold, as far as this client
+   * knows. A request made after a steal of this client that is not done yet
+   * waits for it; one made before is granted (and then robbed by the steal).
+   */
   mayShare(state: NameState, waiter: Waiter): boolean {
-    return waiter.mode === 'shared' && state.lease?.mode === 'shared' && !waiter.behindServerQueue;
+    const beforeSteals = waiter.made < (state.steals[0] ?? Infinity);
+    return waiter.mode === 'shared' && state.lease?.mode === 'shared' && !waiter.behindServerQueue && beforeSteals;
   }
 
   /** Whether the head waits behind the server queue while this client holds the name shared. */
@@ -42,31 +47,46 @@ export class SharedHoldSharing {
 
   /**
    * Shares the name's shared hold with the shared requests at the head of the
-   * local queue if the server queue is empty; otherwise the head waits behind
-   * the server queue (see `Waiter.behindServerQueue`) and asks again later.
-   * A status the server refuses counts as a queue that is not empty: the
-   * request never overtakes anyone on a guess.
+   * local queue if the server queue is empty, in request order (`ifAvailable`
+   * requests among them); otherwise an `ifAvailable` head gets `null` and an
+   * ordinary head waits behind the server queue (see
+   * `Waiter.behindServerQueue`) and asks again later. A status the server
+   * refuses counts as a queue that is not empty: the request never overtakes
+   * anyone on a guess (an `ifAvailable` head fails with the refusal).
+   *
+   * A steal of this client made meanwhile does not stop the grant of the
+   * requests made before it: in a browser they were grantable at once and
+   * hold the lock when the steal comes, so the steal robs them.
    */
   share(name: string, state: NameState): void {
     const lease = state.lease;
     state.checking = true;
-    const decide = (empty: boolean) => {
-      // Holders that ended, a lost hold or a steal meanwhile leave the decision to the next look at the queue.
-      if (lease && state.lease === lease && state.held.size > 0 && state.stealers === 0) {
+    const decide = (empty: boolean, refusal?: { error: unknown }) => {
+      // A lost hold meanwhile leaves the decision to the next look at the queue; the release of a hold whose
+      // holders ended waits for this decision (see `WebLockQueue.release`).
+      if (lease && state.lease === lease) {
         for (let head = state.queue[0]; head && this.mayShare(state, head); head = state.queue[0]) {
-          if (!empty) {
+          if (empty) {
+            state.queue.shift();
+            head.holder = holdFor(name, state, lease, head.mode);
+          } else if (head.ifAvailable) {
+            state.queue.shift();
+            if (refusal) head.fail(refusal.error);
+            else head.holder = null;
+          } else {
             head.behindServerQueue = true;
             head.blocked = true;
             this.#recheckLater(name, state, head);
             break;
           }
-          state.queue.shift();
-          head.holder = holdFor(name, state, lease, head.mode);
         }
       }
       this.checked(name, state);
     };
-    this.serverQueueEmpty(name).then(decide, () => decide(false));
+    this.serverQueueEmpty(name).then(
+      (empty) => decide(empty),
+      (error: unknown) => decide(false, { error }),
+    );
   }
 
   /** The check of the server queue is done: what waited for it may look again. */

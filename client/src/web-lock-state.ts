@@ -43,10 +43,15 @@ export interface Waiter {
   recheckDelay: number;
   /** This client's count of requests made when this one was made: its place in request order. */
   readonly made: number;
-  /** Set when granted; handed to the caller once every earlier request is decided. */
-  holder: Holder | undefined;
-  /** Resolves the caller's wait with the holder. */
-  deliver(holder: Holder): void;
+  /**
+   * An `ifAvailable` request: it waits here only while the requests of this client made before it, or its
+   * own server call, are undecided, and answers `null` once it is known not to be grantable at once.
+   */
+  readonly ifAvailable: boolean;
+  /** Set when granted (`null`: an `ifAvailable` request not granted); handed to the caller once every earlier request is decided. */
+  holder: Holder | null | undefined;
+  /** Resolves the caller's wait with the holder, or `null` for an `ifAvailable` request not granted. */
+  deliver(holder: Holder | null): void;
   fail(error: unknown): void;
 }
 
@@ -59,7 +64,8 @@ export interface NameState {
   busy: boolean;
   /** A `status` call asks whether a request may share the name's shared hold; nothing else may start. */
   checking: boolean;
-  stealers: number;
+  /** The places in request order (`Waiter.made`) of this client's steals of the name not yet done, in order. */
+  readonly steals: number[];
   idle: (() => void)[];
   /** The next re-check of the server queue for the head waiting behind it (`Waiter.behindServerQueue`). */
   recheck: ReturnType<typeof setTimeout> | undefined;
@@ -78,7 +84,7 @@ export function newNameState(): NameState {
     lease: null,
     busy: false,
     checking: false,
-    stealers: 0,
+    steals: [],
     idle: [],
     recheck: undefined,
   };

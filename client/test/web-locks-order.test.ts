@@ -242,6 +242,53 @@ describe('client.locks: a shared request and another client queued writer', () =
   });
 });
 
+describe('client.locks: an ifAvailable shared request among this client requests', () => {
+  it('an ifAvailable shared request is not turned to null by an exclusive request this client made after it', async () => {
+    const first = await holding(alice, 'ia1', new Promise(() => undefined), { mode: 'shared' });
+    // The server queue is empty: in a browser the ordinary and the ifAvailable shared requests are both granted at once.
+    const ordinary = alice.locks.request('ia1', { mode: 'shared' }, (lock) => lock?.token);
+    const tryNow = alice.locks.request('ia1', { mode: 'shared', ifAvailable: true }, (lock) => lock?.token ?? null);
+    // Made after the ifAvailable request: it must not change that request's answer.
+    void alice.locks.request('ia1', () => 'later exclusive').catch(() => undefined);
+    expect(await within(ordinary)).toBe(first.lock?.token);
+    expect(await within(tryNow)).toBe(first.lock?.token);
+  });
+
+  it('an ifAvailable shared request waiting for an acquire in flight is not turned to null by an exclusive request made after it', async () => {
+    const ordinary = alice.locks.request('ia2', { mode: 'shared' }, (lock) => lock?.token ?? null);
+    const tryNow = alice.locks.request('ia2', { mode: 'shared', ifAvailable: true }, (lock) => lock?.token ?? null);
+    void alice.locks.request('ia2', () => 'later exclusive').catch(() => undefined);
+    const token = await within(ordinary);
+    expect(token).not.toBeNull();
+    expect(await within(tryNow)).toBe(token);
+  });
+
+  it('a waiting ifAvailable shared request runs its callback before a shared request made after it', async () => {
+    await holding(alice, 'ia3', new Promise(() => undefined), { mode: 'shared' });
+    const order: string[] = [];
+    const a = alice.locks.request('ia3', { mode: 'shared' }, () => void order.push('ordinary 1'));
+    const b = alice.locks.request('ia3', { mode: 'shared', ifAvailable: true }, (l) => void order.push(l ? 'ifAvailable' : 'null'));
+    const c = alice.locks.request('ia3', { mode: 'shared' }, () => void order.push('ordinary 2'));
+    await within(Promise.all([a, b, c]));
+    expect(order).toEqual(['ordinary 1', 'ifAvailable', 'ordinary 2']);
+  });
+});
+
+describe('client.locks: a steal and a shared request being decided', () => {
+  it('a shared request made before a steal, grantable at once, is robbed by the steal rather than granted after it', async () => {
+    await holding(alice, 'st1', new Promise(() => undefined), { mode: 'shared' });
+    let stealDone = false;
+    const shared = alice.locks
+      .request('st1', { mode: 'shared' }, () => (stealDone ? 'granted after the steal' : 'granted before the steal'))
+      .catch((error: unknown) => error);
+    // Made after the shared request, in the same task.
+    const steal = alice.locks.request('st1', { steal: true }, () => 'stolen');
+    expect(await within(steal)).toBe('stolen');
+    stealDone = true;
+    expect(await within(shared)).toMatchObject({ name: 'AbortError' });
+  });
+});
+
 describe('client.locks when the server refuses the status a shared request asks', () => {
   // Two frames per session, then one more per ms of the manual clock: a third frame at once is refused.
   const limits = { rateLimit: 1000, rateBurst: 2 };
