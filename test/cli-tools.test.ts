@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { basename } from 'node:path';
 import { LockClient, type LockEvent } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -88,7 +89,7 @@ describe('lockwire run', () => {
     expect(key).toBe('deploy');
     const status = await observer.status('deploy');
     expect(status.holders).toEqual([expect.objectContaining({ token: Number(firstToken), mode: 'exclusive' })]);
-    expect(status.holders[0]?.meta).toMatchObject({ command: expect.stringContaining(NODE) });
+    expect(status.holders[0]?.meta).toMatchObject({ command: basename(NODE), pid: first.pid });
 
     const queued = await nextEvent('deploy', (event) => event.event === 'queued');
     const second = lockwire(['run', '--key', 'deploy', '--wait', '30s', '--', NODE, '-e', HOLD_UNTIL_STDIN]);

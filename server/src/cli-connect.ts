@@ -80,9 +80,84 @@ export async function connectOrReport(
   try {
     return await connectTool(endpoint);
   } catch (error) {
-    io.stderr.write(`lockwire ${command}: cannot connect to ${endpoint.url}: ${describeError(error)}\n`);
+    const why = describeError(error).split(endpoint.url).join(redactUrl(endpoint.url));
+    io.stderr.write(`lockwire ${command}: cannot connect to ${redactUrl(endpoint.url)}: ${why}\n`);
     return null;
   }
+}
+
+/**
+ * `url` with the value of each `access_token` query parameter replaced by
+ * `REDACTED`, for messages: a token in the URL (as browsers must send it)
+ * is a credential and must not land in logs and terminals.
+ */
+export function redactUrl(url: string): string {
+  return url.replace(/([?&]access_token=)[^&#]*/gi, '$1REDACTED');
+}
+
+/**
+ * Checks that the server still answers while `lockwire run`'s command runs:
+ * a `ping` every `intervalMs`, and one not answered within `intervalMs` (or
+ * refused) aborts `signal`, with the reason. A silent network path (half
+ * open: nothing arrives and nothing closes) is noticed within about twice
+ * `intervalMs`. The deadline is judged only after the event loop read the
+ * input that already arrived, so the tool's own stall does not count as the
+ * server's silence. `intervalMs` 0 never aborts. Call `stop()` when done.
+ */
+export function checkConnection(
+  client: LockClient,
+  intervalMs: number,
+): { signal: AbortSignal; stop(): void } {
+  const controller = new AbortController();
+  let stopped = false;
+  let next: ReturnType<typeof setTimeout> | undefined;
+  let deadline: ReturnType<typeof setTimeout> | undefined;
+  const fail = (reason: Error) => {
+    if (!stopped) controller.abort(reason);
+  };
+  const probe = () => {
+    let answered = false;
+    deadline = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (!answered) fail(new Error(`the server did not answer a ping within ${formatDuration(intervalMs)}`));
+        }),
+      intervalMs,
+    );
+    client.ping().then(
+      () => {
+        answered = true;
+        clearTimeout(deadline);
+        if (!stopped && !controller.signal.aborted) next = setTimeout(probe, intervalMs);
+      },
+      (error: unknown) => {
+        answered = true;
+        clearTimeout(deadline);
+        fail(new Error(`the ping to the server failed: ${describeError(error)}`));
+      },
+    );
+  };
+  if (intervalMs > 0) next = setTimeout(probe, intervalMs);
+  return {
+    signal: controller.signal,
+    stop() {
+      stopped = true;
+      clearTimeout(next);
+      clearTimeout(deadline);
+    },
+  };
+}
+
+/** Resolves when `promise` settles or after `ms`, whichever is first; never rejects. */
+export async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    promise.catch(() => undefined),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /** Writes `lockwire <command>: <problem>` with the usage to stderr; resolves the usage exit code. */

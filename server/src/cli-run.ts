@@ -1,18 +1,23 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { isatty } from 'node:tty';
 import { constants as osConstants, hostname } from 'node:os';
+import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
+import { MAX_META_BYTES } from '@lockwire/protocol';
 import type { Lease, LockClient } from '@lockwire/client';
 import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
   ToolExit,
+  checkConnection,
   connectOrReport,
   describeError,
   exitCodeFor,
   parseDuration,
+  settleWithin,
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
+import { startCommand } from './cli-run-child.js';
 
 /** The child's environment variable that carries the lock's fencing token. */
 export const FENCING_TOKEN_ENV = 'LOCKWIRE_FENCING_TOKEN';
@@ -24,12 +29,30 @@ across machines. The command inherits stdin, stdout and stderr, and gets the
 lock's fencing token in ${FENCING_TOKEN_ENV} (and the key in LOCKWIRE_KEY).
 The lock is released when the command exits.
 
+While the command runs, the tool pings the server every --heartbeat; a ping
+not answered within --heartbeat counts as a lost lock, so a silent network
+path is noticed within about twice --heartbeat. When the lock is lost
+(expired, stolen, revoked, connection lost or silent) the command is sent
+SIGTERM, then SIGKILL after --kill-grace. A lock lost before the command
+started (in the same read as its grant) exits 70 without starting it.
+
+Signals: SIGINT, SIGTERM and SIGHUP go on to the command. When stdin is not
+a terminal the command runs in its own session and process group, and every
+signal goes to the whole group: what a script started stops with it, and
+after a signal the lock is released only once the whole group has exited
+(what is left when the command itself exits gets --kill-grace, then
+SIGKILL). When stdin is a terminal the command stays in the terminal's
+foreground group, so it can read it, and only the command itself is
+signalled.
+
+Lock meta, shown to every client that may watch the key: host (this
+machine's name), pid (the tool's), command (the program's file name, no
+path and no arguments), and the fields of --meta.
+
 Exit status: the command's (128+N when killed by signal N); 75 when the lock
-was not granted within --wait; 70 when the lock was lost while the command
-ran (expired, stolen, revoked or connection lost: the command is sent
-SIGTERM, then SIGKILL after --kill-grace); 69 when the server cannot be
-reached; 1 when the server refuses the request; 127 when the command
-cannot be started; 2 on bad usage.
+was not granted within --wait; 70 when the lock was lost; 69 when the
+server cannot be reached; 1 when the server refuses the request; 127 when
+the command cannot be started; 2 on bad usage.
 
 Options:
   --key KEY              the lock to hold (required)
@@ -37,16 +60,29 @@ Options:
   --hold DURATION        the lock expires this long after the grant (default: never)
   --shared               take a shared lock instead of an exclusive one
   --kill-grace DURATION  time between SIGTERM and SIGKILL on loss (default 5s)
+  --heartbeat DURATION   ping interval and deadline while the command runs
+                         (default 2s; 0: no pings, a silent path goes unnoticed)
+  --meta JSON            a JSON object of fields added to the lock meta
 ${CONNECT_USAGE}
 
 Durations are milliseconds, or a number with ms, s, m or h: 30s, 10m, 1h.
 `;
 
 const DEFAULT_KILL_GRACE_MS = 5000;
+/**
+ * With the server's default heartbeat (10 s: a silent connection is cut, and
+ * its locks passed on, no sooner than about 10 s after it went silent), 2 s
+ * notices a silent path within about 4 s, and with the default kill grace the
+ * command is gone before the lock can pass on.
+ */
+const DEFAULT_HEARTBEAT_MS = 2000;
+/** How long the release and the close may take after the command ended: a silent server must not keep the tool. */
+const RELEASE_WAIT_MS = 2000;
+const CLOSE_WAIT_MS = 1000;
 /** SIGINT, SIGTERM and SIGHUP sent to \`lockwire run\` go on to the command. */
 const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-/** Meta is capped at 1024 bytes on the wire; the command line is shown shortened. */
-const MAX_COMMAND_META = 200;
+
+type Meta = Record<string, unknown>;
 
 interface RunPlan {
   key: string;
@@ -54,8 +90,27 @@ interface RunPlan {
   hold: number | null;
   shared: boolean;
   killGrace: number;
+  heartbeat: number;
+  meta: Meta;
   command: [string, ...string[]];
   flags: { url?: string | undefined; token?: string | undefined };
+}
+
+/** The lock meta: host, the tool's pid, the program's file name, then the `--meta` fields; a string is the usage problem. */
+function metaFor(program: string, text: string | undefined): Meta | string {
+  let extra: unknown = {};
+  if (text !== undefined) {
+    try {
+      extra = JSON.parse(text);
+    } catch {
+      return `--meta ${JSON.stringify(text)}: not JSON`;
+    }
+  }
+  if (typeof extra !== 'object' || extra === null || Array.isArray(extra)) return '--meta: expected a JSON object';
+  const meta: Meta = { host: hostname(), pid: process.pid, command: basename(program), ...extra };
+  const bytes = Buffer.byteLength(JSON.stringify(meta));
+  if (bytes > MAX_META_BYTES) return `--meta: the lock meta would be ${bytes} bytes, more than ${MAX_META_BYTES}`;
+  return meta;
 }
 
 /** Parses the flags before `--`; a string is the usage problem. */
@@ -76,6 +131,8 @@ function plan(args: string[]): RunPlan | 'help' | string {
         hold: { type: 'string' },
         shared: { type: 'boolean' },
         'kill-grace': { type: 'string' },
+        heartbeat: { type: 'string' },
+        meta: { type: 'string' },
       },
     }));
   } catch (error) {
@@ -85,20 +142,25 @@ function plan(args: string[]): RunPlan | 'help' | string {
   if (values.key === undefined) return '--key is required';
   const [program, ...programArgs] = command;
   if (program === undefined || program === '') return 'missing the command: lockwire run --key KEY -- COMMAND';
-  const durations: Record<'wait' | 'hold' | 'kill-grace', number | null> = { wait: null, hold: null, 'kill-grace': null };
-  for (const name of ['wait', 'hold', 'kill-grace'] as const) {
+  const names = ['wait', 'hold', 'kill-grace', 'heartbeat'] as const;
+  const durations: Record<(typeof names)[number], number | null> = { wait: null, hold: null, 'kill-grace': null, heartbeat: null };
+  for (const name of names) {
     const text = values[name];
     if (text === undefined) continue;
     const ms = parseDuration(text);
     if (ms === null) return `--${name} ${JSON.stringify(text)}: expected milliseconds or e.g. 30s, 10m, 1h`;
     durations[name] = ms;
   }
+  const meta = metaFor(program, values.meta);
+  if (typeof meta === 'string') return meta;
   return {
     key: values.key,
     wait: durations.wait,
     hold: durations.hold,
     shared: values.shared === true,
     killGrace: durations['kill-grace'] ?? DEFAULT_KILL_GRACE_MS,
+    heartbeat: durations.heartbeat ?? DEFAULT_HEARTBEAT_MS,
+    meta,
     command: [program, ...programArgs],
     flags: { url: values.url, token: values.token },
   };
@@ -111,80 +173,118 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
   return 128 + (number ?? 0);
 }
 
-/** Calls `onSignal` for each SIGINT, SIGTERM or SIGHUP; the returned function removes the listeners. */
-function listenForSignals(onSignal: (signal: NodeJS.Signals) => void): () => void {
-  for (const signal of FORWARDED_SIGNALS) process.on(signal, onSignal);
-  return () => {
-    for (const signal of FORWARDED_SIGNALS) process.off(signal, onSignal);
+/** Where SIGINT, SIGTERM and SIGHUP go; `route` changes it, `stop` removes the listeners. */
+interface SignalRoute {
+  route(handler: (signal: NodeJS.Signals) => void): void;
+  stop(): void;
+}
+
+/**
+ * Listens for SIGINT, SIGTERM and SIGHUP from now until `stop()`, ignoring
+ * them until routed: one set of listeners for the whole run, so a signal
+ * between two phases (the command's exit and the release, say) never finds
+ * none and kills the tool with the lock still held.
+ */
+function listenForSignals(): SignalRoute {
+  let handler: (signal: NodeJS.Signals) => void = () => undefined;
+  const listener = (signal: NodeJS.Signals) => handler(signal);
+  for (const signal of FORWARDED_SIGNALS) process.on(signal, listener);
+  return {
+    route(next) {
+      handler = next;
+    },
+    stop() {
+      for (const signal of FORWARDED_SIGNALS) process.off(signal, listener);
+    },
   };
 }
 
 /**
  * Waits for the lock; resolves the lease, `null` when `--wait` ran out, or
- * the name of a signal that interrupted the wait.
+ * the name of a signal that interrupted the wait (the lease, if granted
+ * meanwhile, is the caller's to release: see `interrupted`).
  */
-async function acquire(client: LockClient, run: RunPlan): Promise<Lease | null | NodeJS.Signals> {
+async function acquire(
+  client: LockClient,
+  run: RunPlan,
+  signals: SignalRoute,
+): Promise<{ lease: Lease | null; interrupted: NodeJS.Signals | undefined }> {
   const controller = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
-  const stop = listenForSignals((signal) => {
+  signals.route((signal) => {
     interrupted = signal;
     controller.abort();
   });
   try {
-    return await client.acquire(run.key, {
+    const lease = await client.acquire(run.key, {
       mode: run.shared ? 'shared' : 'exclusive',
       acquireTimeout: run.wait,
       holdTimeout: run.hold,
-      meta: { host: hostname(), pid: process.pid, command: run.command.join(' ').slice(0, MAX_COMMAND_META) },
+      meta: run.meta,
       signal: controller.signal,
     });
+    return { lease, interrupted };
   } catch (error) {
-    if (interrupted !== undefined) return interrupted;
+    if (interrupted !== undefined) return { lease: null, interrupted };
     throw error;
-  } finally {
-    stop();
   }
 }
 
-/** Runs the command under the lease; resolves the exit code. */
-function supervise(io: ToolIo, run: RunPlan, lease: Lease): Promise<number> {
-  return new Promise((resolve) => {
-    let child: ChildProcess;
-    try {
-      child = spawn(run.command[0], run.command.slice(1), {
-        stdio: 'inherit',
-        env: { ...io.env, [FENCING_TOKEN_ENV]: String(lease.token), LOCKWIRE_KEY: run.key },
-      });
-    } catch (error) {
-      io.stderr.write(`lockwire run: cannot start ${JSON.stringify(run.command[0])}: ${describeError(error)}\n`);
-      resolve(127);
-      return;
-    }
-    let lost = false;
-    let killTimer: ReturnType<typeof setTimeout> | undefined;
-    const stopSignals = listenForSignals((signal) => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    });
-    const onLost = () => {
-      lost = true;
-      io.stderr.write(`lockwire run: ${describeError(lease.signal.reason)}; stopping the command\n`);
-      child.kill('SIGTERM');
-      // A command that ignores SIGTERM must still not outlive its lock for long.
-      killTimer = setTimeout(() => child.kill('SIGKILL'), run.killGrace);
-    };
-    lease.signal.addEventListener('abort', onLost, { once: true });
-    const finish = (code: number) => {
-      clearTimeout(killTimer);
-      stopSignals();
-      lease.signal.removeEventListener('abort', onLost);
-      resolve(code);
-    };
-    child.once('error', (error) => {
-      io.stderr.write(`lockwire run: cannot start ${JSON.stringify(run.command[0])}: ${describeError(error)}\n`);
-      finish(127);
-    });
-    child.once('exit', (code, signal) => finish(lost ? ToolExit.LockLost : exitCodeOf(code, signal)));
+/**
+ * Runs the command under the lease; resolves the exit code. `silence`
+ * aborts when the server stopped answering pings: a loss too.
+ */
+async function supervise(io: ToolIo, run: RunPlan, lease: Lease, silence: AbortSignal, signals: SignalRoute): Promise<number> {
+  if (lease.signal.aborted) {
+    // Granted and lost in one read: the lock is someone else's already.
+    io.stderr.write(`lockwire run: ${describeError(lease.signal.reason)}; the command was not started\n`);
+    return ToolExit.LockLost;
+  }
+  const command = startCommand({
+    command: run.command,
+    env: { ...io.env, [FENCING_TOKEN_ENV]: String(lease.token), LOCKWIRE_KEY: run.key },
+    ownGroup: !isatty(0),
+    killGrace: run.killGrace,
   });
+  let lost = false;
+  const onLost = () => {
+    if (lost) return;
+    lost = true;
+    const why = lease.signal.aborted
+      ? describeError(lease.signal.reason)
+      : `lock ${JSON.stringify(run.key)} presumed lost: ${describeError(silence.reason)}`;
+    io.stderr.write(`lockwire run: ${why}; stopping the command\n`);
+    command.stop();
+  };
+  signals.route((signal) => command.signal(signal));
+  lease.signal.addEventListener('abort', onLost, { once: true });
+  silence.addEventListener('abort', onLost, { once: true });
+  if (lease.signal.aborted || silence.aborted) onLost();
+  try {
+    const end = await command.ended;
+    if ('error' in end) {
+      io.stderr.write(`lockwire run: cannot start ${JSON.stringify(run.command[0])}: ${describeError(end.error)}\n`);
+      return 127;
+    }
+    return lost ? ToolExit.LockLost : exitCodeOf(end.code, end.signal);
+  } finally {
+    // From here to the exit, signals are ignored: the tool releases the lock and exits with the command's code.
+    signals.route(() => undefined);
+    lease.signal.removeEventListener('abort', onLost);
+    silence.removeEventListener('abort', onLost);
+  }
+}
+
+/** Holds the lease while the command runs, then releases it (unless the server went silent); resolves the exit code. */
+async function runHeld(io: ToolIo, run: RunPlan, client: LockClient, lease: Lease, signals: SignalRoute): Promise<number> {
+  const heartbeat = checkConnection(client, run.heartbeat);
+  try {
+    return await supervise(io, run, lease, heartbeat.signal, signals);
+  } finally {
+    heartbeat.stop();
+    // A server that stopped answering will not answer the release either; closing the client ends the session.
+    if (!heartbeat.signal.aborted) await settleWithin(lease.release(), RELEASE_WAIT_MS);
+  }
 }
 
 /**
@@ -200,25 +300,28 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
   if (typeof run === 'string') return usageFailure(io, 'run', RUN_USAGE, run);
   const client = await connectOrReport(io, 'run', run.flags);
   if (client === null) return ToolExit.Unavailable;
+  const signals = listenForSignals();
   try {
-    let lease;
+    let acquired;
     try {
-      lease = await acquire(client, run);
+      acquired = await acquire(client, run, signals);
     } catch (error) {
       io.stderr.write(`lockwire run: cannot acquire ${JSON.stringify(run.key)}: ${describeError(error)}\n`);
       return exitCodeFor(error);
+    }
+    const { lease, interrupted } = acquired;
+    if (interrupted !== undefined) {
+      // A signal that came with the grant: the command is not started.
+      if (lease !== null) await settleWithin(lease.release(), RELEASE_WAIT_MS);
+      return exitCodeOf(null, interrupted);
     }
     if (lease === null) {
       io.stderr.write(`lockwire run: lock ${JSON.stringify(run.key)} not acquired within the --wait time\n`);
       return ToolExit.NotAcquired;
     }
-    if (typeof lease === 'string') return exitCodeOf(null, lease);
-    try {
-      return await supervise(io, run, lease);
-    } finally {
-      await lease.release().catch(() => undefined);
-    }
+    return await runHeld(io, run, client, lease, signals);
   } finally {
-    await client.close();
+    await settleWithin(client.close(), CLOSE_WAIT_MS);
+    signals.stop();
   }
 }

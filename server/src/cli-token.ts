@@ -25,7 +25,8 @@ Options:
   --ttl DURATION    lifetime: a number with s, m, h or d (default 1h)
   --audience AUD    sets aud (for a server run with --auth-audience)
   --issuer ISS      sets iss (for a server run with --auth-issuer)
-  --secret SECRET   the signing secret (default: env LOCKWIRE_AUTH_SECRET)
+  --secret SECRET   the signing secret (default: env LOCKWIRE_AUTH_SECRET; an
+                    empty value counts as not given)
   -h, --help        show this help
 `;
 
@@ -99,7 +100,8 @@ export async function tokenCommand(args: string[], io: TokenIo): Promise<number>
     return 0;
   }
   if (values.sub === undefined || values.sub === '') return fail(io, '--sub is required');
-  const secret = values.secret ?? io.env['LOCKWIRE_AUTH_SECRET'] ?? '';
+  // An empty flag or variable counts as not given, as `lockwire serve` reads its settings.
+  const secret = values.secret || io.env['LOCKWIRE_AUTH_SECRET'] || '';
   if (secret === '') return fail(io, 'no secret: pass --secret or set LOCKWIRE_AUTH_SECRET');
   const ttlSeconds = parseTtl(values.ttl ?? '1h');
   if (ttlSeconds === null) return fail(io, `--ttl ${JSON.stringify(values.ttl)}: expected e.g. 90s, 15m, 1h or 7d`);

@@ -1,0 +1,308 @@
+import { readFileSync } from 'node:fs';
+import { createServer as createNetServer, connect as netConnect, type Socket } from 'node:net';
+import { hostname } from 'node:os';
+import { basename } from 'node:path';
+import { LockClient, type LockEvent } from '@lockwire/client';
+import { createLockServer, type LockServer } from '@lockwire/server';
+import { jwtVerify } from 'jose';
+import { afterEach, describe, expect, it } from 'vitest';
+import { tokenCommand } from '../server/src/cli-token.js';
+import { startTcpProxy } from './helpers/tcp-proxy.js';
+import { ToolProcess } from './helpers/tool-process.js';
+
+const NODE = process.execPath;
+/** A command that prints its fencing token, then holds until a line arrives on stdin. */
+const HOLD_UNTIL_STDIN =
+  "process.stdout.write('holding ' + process.env.LOCKWIRE_FENCING_TOKEN + '\\n');" +
+  "process.stdin.once('data', () => process.exit(0));";
+/** Work a shell script starts: prints its pid and runs until killed; with `ignoreTerm` it ignores SIGTERM. */
+const worker = (ignoreTerm: boolean) =>
+  `${ignoreTerm ? "process.on('SIGTERM', () => {});" : ''}console.log('worker ' + process.pid); setInterval(() => {}, 1000);`;
+
+let server: LockServer | undefined;
+const clients: LockClient[] = [];
+const tools: ToolProcess[] = [];
+const cleanups: (() => unknown)[] = [];
+
+afterEach(async () => {
+  for (const tool of tools.splice(0)) tool.kill();
+  for (const cleanup of cleanups.splice(0)) await cleanup();
+  for (const client of clients.splice(0)) await client.close();
+  await server?.close();
+  server = undefined;
+});
+
+function lockwire(args: string[], env: NodeJS.ProcessEnv = {}): ToolProcess {
+  const tool = ToolProcess.lockwire(args, env);
+  tools.push(tool);
+  return tool;
+}
+
+async function client(url: string): Promise<LockClient> {
+  const connected = await LockClient.connect(url);
+  clients.push(connected);
+  return connected;
+}
+
+/**
+ * True while `pid` runs. A zombie does not count: where nothing reaps
+ * orphans (a container's init), a killed grandchild stays one.
+ */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
+  }
+}
+
+/** Kills `pid` after the test if it still runs. */
+function reap(pid: number): void {
+  cleanups.push(() => {
+    if (running(pid)) process.kill(pid, 'SIGKILL');
+  });
+}
+
+/** Resolves the first event on `key` matching `match`, from a watch started now (bounded). */
+async function eventOn(watcher: LockClient, key: string, match: (event: LockEvent) => boolean): Promise<() => Promise<LockEvent>> {
+  let resolveEvent: (event: LockEvent) => void = () => undefined;
+  const seen = new Promise<LockEvent>((resolve) => (resolveEvent = resolve));
+  const watch = await watcher.watch(key, (event) => {
+    if (event.key === key && match(event)) resolveEvent(event);
+  });
+  return async () => {
+    try {
+      return await Promise.race([
+        seen,
+        new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`no event on ${key}`)), 10_000)),
+      ]);
+    } finally {
+      await watch.close();
+    }
+  };
+}
+
+/**
+ * A TCP proxy whose server-to-client bytes can be held and then delivered in
+ * one write, so frames the server sent apart reach the client in one read.
+ */
+async function coalescingProxy(targetPort: number): Promise<{ port: number; hold(): void; flush(): void }> {
+  let holding = false;
+  const links: { client: Socket; chunks: Buffer[] }[] = [];
+  const sockets = new Set<Socket>();
+  const proxy = createNetServer((clientSocket) => {
+    const upstream = netConnect({ host: '127.0.0.1', port: targetPort });
+    sockets.add(clientSocket).add(upstream);
+    const link = { client: clientSocket, chunks: [] as Buffer[] };
+    links.push(link);
+    clientSocket.on('data', (chunk) => upstream.write(chunk));
+    upstream.on('data', (chunk: Buffer) => (holding ? link.chunks.push(chunk) : clientSocket.write(chunk)));
+    clientSocket.on('close', () => upstream.destroy());
+    upstream.on('close', () => clientSocket.destroy());
+    clientSocket.on('error', () => undefined);
+    upstream.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  cleanups.push(() => {
+    for (const socket of sockets) socket.destroy();
+    proxy.close();
+  });
+  const address = proxy.address();
+  return {
+    port: typeof address === 'object' && address ? address.port : 0,
+    hold: () => {
+      holding = true;
+    },
+    flush: () => {
+      holding = false;
+      for (const link of links) if (link.chunks.length > 0) link.client.write(Buffer.concat(link.chunks.splice(0)));
+    },
+  };
+}
+
+describe('lockwire run: losing the lock', () => {
+  it('exits 70 without starting the command when the lock is lost in the same network read as its grant', async () => {
+    server = await createLockServer({ port: 0 });
+    const observer = await client(server.url);
+    const thief = await client(server.url);
+    const first = await observer.acquire('same-read');
+    const proxy = await coalescingProxy(Number(new URL(server.url).port));
+    const url = new URL(server.url);
+    url.port = String(proxy.port);
+
+    const queued = await eventOn(observer, 'same-read', (event) => event.event === 'queued');
+    const run = lockwire(['run', '--key', 'same-read', '--url', url.toString(), '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    const queuedEvent = await queued();
+    // The grant and the theft are sent apart and reach the tool together.
+    proxy.hold();
+    const stolen = await eventOn(observer, 'same-read', (event) => event.event === 'stolen');
+    const granted = await eventOn(observer, 'same-read', (e) => e.event === 'acquired' && e.session === queuedEvent.session);
+    await first?.release();
+    await granted();
+    expect(await thief.acquire('same-read', { steal: true })).not.toBeNull();
+    await stolen();
+    proxy.flush();
+
+    expect((await run.waitForExit(5_000)).code).toBe(70);
+    expect(run.text('stderr')).toMatch(/lost: it was stolen; the command was not started/);
+    expect(run.lines.stdout).toEqual([]);
+  });
+
+  it('stops the command and exits 70 when the path to the server goes silent and the server hands the lock on', async () => {
+    server = await createLockServer({ port: 0, heartbeatInterval: 100 });
+    const observer = await client(server.url);
+    const proxy = await startTcpProxy(Number(new URL(server.url).port));
+    cleanups.push(() => proxy.close());
+    const run = lockwire(['run', '--key', 'silent', '--url', proxy.url(server.url), '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await run.waitForLine(/^holding /);
+
+    const released = await eventOn(observer, 'silent', (event) => event.event === 'released');
+    proxy.hold(); // half-open: nothing carried, nothing closed
+    await released();
+    expect(await observer.acquire('silent', { acquireTimeout: 0 })).not.toBeNull();
+
+    // The default --heartbeat (2s) notices within about 4s.
+    expect((await run.waitForExit(10_000)).code).toBe(70);
+    expect(run.text('stderr')).toMatch(/lock "silent" presumed lost: the server did not answer a ping within 2s/);
+  });
+
+  it('stops the whole command, a shell and the work it started, when the lock is stolen', async () => {
+    server = await createLockServer({ port: 0 });
+    const observer = await client(server.url);
+    const script = `"${NODE}" -e "${worker(false)}"; echo after`;
+    const run = lockwire(['run', '--key', 'backup', '--kill-grace', '200ms', '--', 'sh', '-c', script], {
+      LOCKWIRE_URL: server.url,
+    });
+    const pid = Number((await run.waitForLine(/^worker \d+$/)).slice(7));
+    reap(pid);
+    await observer.acquire('backup', { steal: true });
+    expect((await run.waitForExit()).code).toBe(70);
+    expect(running(pid)).toBe(false);
+    expect(run.text()).not.toContain('after');
+  });
+
+  it('kills work that ignores SIGTERM after --kill-grace even when the shell that started it exited at once', async () => {
+    server = await createLockServer({ port: 0 });
+    const observer = await client(server.url);
+    const script = `"${NODE}" -e "${worker(true)}"; echo after`;
+    const run = lockwire(['run', '--key', 'stubborn-work', '--kill-grace', '300ms', '--', 'sh', '-c', script], {
+      LOCKWIRE_URL: server.url,
+    });
+    const pid = Number((await run.waitForLine(/^worker \d+$/)).slice(7));
+    reap(pid);
+    await observer.acquire('stubborn-work', { steal: true });
+    expect((await run.waitForExit()).code).toBe(70);
+    expect(running(pid)).toBe(false);
+  });
+});
+
+describe('lockwire run: signals', () => {
+  it('releases the lock only after everything a forwarded SIGTERM reached has exited', async () => {
+    server = await createLockServer({ port: 0 });
+    const observer = await client(server.url);
+    const script = `"${NODE}" -e "${worker(false)}"; echo after`;
+    const run = lockwire(['run', '--key', 'nightly', '--', 'sh', '-c', script], { LOCKWIRE_URL: server.url });
+    const pid = Number((await run.waitForLine(/^worker \d+$/)).slice(7));
+    reap(pid);
+    run.signal('SIGTERM');
+    expect((await run.waitForExit()).code).toBe(128 + 15);
+    const next = await observer.acquire('nightly', { acquireTimeout: 0 });
+    expect({ nextGranted: next !== null, oldWorkRunning: running(pid) }).toEqual({ nextGranted: true, oldWorkRunning: false });
+  });
+
+  it('kills what is left of the command after --kill-grace when a forwarded SIGTERM ended only the shell', async () => {
+    server = await createLockServer({ port: 0 });
+    const observer = await client(server.url);
+    const script = `"${NODE}" -e "${worker(true)}"; echo after`;
+    const run = lockwire(['run', '--key', 'nightly-2', '--kill-grace', '300ms', '--', 'sh', '-c', script], {
+      LOCKWIRE_URL: server.url,
+    });
+    const pid = Number((await run.waitForLine(/^worker \d+$/)).slice(7));
+    reap(pid);
+    run.signal('SIGTERM');
+    await run.waitForExit();
+    expect(running(pid)).toBe(false);
+    expect(await observer.acquire('nightly-2', { acquireTimeout: 0 })).not.toBeNull();
+  });
+
+  it("exits with the command's code after releasing when a signal arrives between the command's exit and the release", async () => {
+    server = await createLockServer({ port: 0 });
+    const observer = await client(server.url);
+    const proxy = await startTcpProxy(Number(new URL(server.url).port));
+    cleanups.push(() => proxy.close());
+    const script = "console.log('pid ' + process.pid); process.stdin.once('data', () => process.exit(4));";
+    const run = lockwire(['run', '--key', 'late-signal', '--url', proxy.url(server.url), '--', NODE, '-e', script]);
+    const pid = Number((await run.waitForLine(/^pid \d+$/)).slice(4));
+    // Hold the release on the way to the server, end the command, and signal the tool meanwhile.
+    proxy.hold();
+    run.write('done\n');
+    await expect.poll(() => running(pid), { timeout: 5000 }).toBe(false);
+    const released = await eventOn(observer, 'late-signal', (event) => event.event === 'released');
+    run.signal('SIGTERM');
+    proxy.resume();
+    expect(await run.waitForExit()).toEqual({ code: 4, signal: null });
+    await released();
+  });
+});
+
+describe('lockwire run: lock meta', () => {
+  it("publishes only the host, the tool's pid and the command's name, and the --meta fields when given", async () => {
+    server = await createLockServer({ port: 0 });
+    const observer = await client(server.url);
+    const secretArg = 'postgres://app:hunter2@db/prod';
+    const plain = lockwire(['run', '--key', 'migrate', '--', NODE, '-e', HOLD_UNTIL_STDIN, secretArg], { LOCKWIRE_URL: server.url });
+    await plain.waitForLine(/^holding /);
+    const plainMeta = (await observer.status('migrate')).holders[0]?.meta;
+    plain.write('done\n');
+    expect((await plain.waitForExit()).code).toBe(0);
+    expect(plainMeta).toEqual({ host: hostname(), pid: plain.pid, command: basename(NODE) });
+    expect(JSON.stringify(plainMeta)).not.toContain('hunter2');
+
+    const tagged = lockwire(['run', '--key', 'migrate', '--meta', '{"job":"nightly","step":2}', '--', NODE, '-e', HOLD_UNTIL_STDIN], {
+      LOCKWIRE_URL: server.url,
+    });
+    await tagged.waitForLine(/^holding /);
+    const taggedMeta = (await observer.status('migrate')).holders[0]?.meta;
+    tagged.write('done\n');
+    expect((await tagged.waitForExit()).code).toBe(0);
+    expect(taggedMeta).toEqual({ host: hostname(), pid: tagged.pid, command: basename(NODE), job: 'nightly', step: 2 });
+
+    for (const bad of ['[1]', 'job', `{"pad":"${'x'.repeat(1100)}"}`]) {
+      const refused = lockwire(['run', '--key', 'migrate', '--meta', bad, '--', 'true'], { LOCKWIRE_URL: server.url });
+      expect((await refused.waitForExit()).code).toBe(2);
+      expect(refused.text('stderr')).toContain('--meta');
+    }
+  });
+});
+
+describe('lockwire connection settings', () => {
+  it('does not echo the access_token of LOCKWIRE_URL in a connection error', async () => {
+    const status = lockwire(['status'], { LOCKWIRE_URL: 'ws://127.0.0.1:1/v1?access_token=sekret-jwt&x=1' });
+    expect((await status.waitForExit()).code).toBe(69);
+    expect(status.text('stderr')).toContain('cannot connect to ws://127.0.0.1:1/v1?access_token=REDACTED&x=1');
+    expect(status.text('stderr')).not.toContain('sekret-jwt');
+  });
+
+  it('signs with LOCKWIRE_AUTH_SECRET when --secret is empty, as the server reads an empty setting', async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = {
+      stdout: { write: (text: string) => out.push(text) },
+      stderr: { write: (text: string) => err.push(text) },
+      env: { LOCKWIRE_AUTH_SECRET: 'y'.repeat(48) },
+      now: () => Date.now(),
+    };
+    expect(await tokenCommand(['--sub', 'ana', '--secret', ''], io)).toBe(0);
+    const { payload } = await jwtVerify(out.join('').trim(), new TextEncoder().encode('y'.repeat(48)));
+    expect(payload.sub).toBe('ana');
+    const noSecret = { ...io, env: {} };
+    expect(await tokenCommand(['--sub', 'ana', '--secret', ''], noSecret)).toBe(2);
+    expect(err.join('')).toContain('no secret');
+  });
+});
