@@ -287,6 +287,27 @@ describe('client.locks: a steal and a shared request being decided', () => {
     stealDone = true;
     expect(await within(shared)).toMatchObject({ name: 'AbortError' });
   });
+
+  it('a shared request made after a steal is granted once the steal is done, and an ifAvailable one gets null', async () => {
+    await holding(alice, 'st2', new Promise(() => undefined), { mode: 'shared' });
+    const order: string[] = [];
+    const before = alice.locks.request('st2', { mode: 'shared' }, () => void order.push('before')).catch((e: unknown) => e);
+    const steal = alice.locks.request('st2', { steal: true }, (lock) => {
+      order.push('steal');
+      return lock?.token;
+    });
+    const after = alice.locks.request('st2', { mode: 'shared' }, (lock) => {
+      order.push('after');
+      return lock?.token;
+    });
+    const tryNow = alice.locks.request('st2', { mode: 'shared', ifAvailable: true }, (lock) => lock);
+    expect(await within(tryNow)).toBeNull();
+    const stolen = await within(steal);
+    expect(await within(before)).toMatchObject({ name: 'AbortError' });
+    expect(await within(after)).toBeGreaterThan(stolen ?? Infinity);
+    // The robbed request may lose the lock before its callback runs, and then never calls it.
+    expect(order.filter((entry) => entry !== 'before')).toEqual(['steal', 'after']);
+  });
 });
 
 describe('client.locks when the server refuses the status a shared request asks', () => {
