@@ -74,10 +74,12 @@ describe('lockwire --help and usage', () => {
 
     const noCommand = lockwire(['run', '--key', 'k']);
     const badDuration = lockwire(['run', '--key', 'k', '--wait', 'soon', '--', 'true']);
+    const badHeartbeat = lockwire(['run', '--key', 'k', '--heartbeat', 'often', '--', 'true']);
     const unknownFlag = lockwire(['status', '--verbose']);
-    for (const bad of [noCommand, badDuration, unknownFlag]) expect((await bad.waitForExit()).code).toBe(2);
+    for (const bad of [noCommand, badDuration, badHeartbeat, unknownFlag]) expect((await bad.waitForExit()).code).toBe(2);
     expect(noCommand.text('stderr')).toContain('missing the command');
     expect(badDuration.text('stderr')).toContain('--wait "soon"');
+    expect(badHeartbeat.text('stderr')).toContain('--heartbeat "often"');
   });
 });
 
