@@ -8,6 +8,12 @@ export type TimerHandle = unknown;
 export interface Clock {
   /** Milliseconds since the epoch. */
   now(): number;
+  /**
+   * How far `now()` may lag the true time, in ms: 1 for `Date.now()`, which
+   * truncates to a whole millisecond; 0 (the default) for a clock that reads
+   * exact times, such as the manual clock.
+   */
+  readonly resolution?: number;
   /** Calls `fn` once, no earlier than `ms` milliseconds from `now()`. */
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
@@ -16,6 +22,7 @@ export interface Clock {
 /** The real clock: `Date.now()` and the runtime's timers, which never fire early. */
 export const systemClock: Clock = {
   now: () => Date.now(),
+  resolution: 1,
   setTimeout(fn, ms) {
     // Node's timers may run up to ~1 ms before `Date.now()` reaches the
     // deadline (they use a monotonic, truncated clock), so re-arm on an
@@ -87,4 +94,16 @@ export function createManualClock(start = 1_700_000_000_000): ManualClock {
     },
     pending: () => timers.size,
   };
+}
+
+/**
+ * How long after `now` a hold of `holdTimeout` ms ends. A fractional
+ * duration is rounded up to a whole millisecond. `now` read from a clock
+ * that truncates (`Date.now()`) may be up to `resolution` ms before the
+ * grant really happened, so that much is added: a client that sent its
+ * acquire before the grant and counts `holdTimeout` from then never
+ * outlives the hold, even by a fraction of a millisecond.
+ */
+export function holdDuration(clock: Pick<Clock, 'resolution'>, holdTimeout: number): number {
+  return Math.ceil(holdTimeout) + (clock.resolution ?? 0);
 }

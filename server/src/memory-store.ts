@@ -71,6 +71,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const clock = options.clock ?? systemClock;
   const onError = options.onError ?? rethrowLater;
   const engine = new LockEngine({
+    clockResolution: clock.resolution ?? 0,
     limits: {
       maxLocksPerSession: options.limits?.maxLocksPerSession ?? DEFAULT_LIMITS.maxLocksPerSession,
       maxWaitersPerKey: options.limits?.maxWaitersPerKey ?? DEFAULT_LIMITS.maxWaitersPerKey,

@@ -33,6 +33,23 @@ describe('memory store', () => {
     expect(store.kind).toBe('memory');
   });
 
+  it("adds its clock's resolution to a hold's length, so a hold never ends before holdTimeout has passed since its grant", async () => {
+    // A clock like Date.now(): now() may lag the true time by up to 1 ms.
+    const manual = createManualClock(1_000);
+    const truncating = {
+      now: () => manual.now(),
+      setTimeout: (fn: () => void, ms: number) => manual.setTimeout(fn, ms),
+      clearTimeout: (handle: unknown) => manual.clearTimeout(handle),
+      resolution: 1,
+    };
+    const h = await storeHarness({ clock: truncating });
+    expect(await h.acquire('a', 'k', { holdTimeout: 100 })).toMatchObject({ status: 'granted', expiresAt: 1_101 });
+    manual.advance(100);
+    expect(h.take()).toEqual([]);
+    manual.advance(1);
+    expect(h.take()).toEqual(['lost a k t1 expired']);
+  });
+
   it('grants a queued acquire through the listener in the step that releases the key', async () => {
     const h = await storeHarness();
     await h.acquire('a', 'k');

@@ -97,6 +97,23 @@ describe('the Redis store on one redis-server', () => {
     expect(n1.heard).toEqual([]);
   });
 
+  it("adds its clock's resolution to a hold's length on grant and on extend, as the memory store does", async () => {
+    clock = createManualClock();
+    const manual = clock;
+    // A clock like Date.now(): now() may lag the true time by up to 1 ms.
+    const truncating = {
+      now: () => manual.now(),
+      setTimeout: (fn: () => void, ms: number) => manual.setTimeout(fn, ms),
+      clearTimeout: (handle: unknown) => manual.clearTimeout(handle),
+      resolution: 1,
+    };
+    const [node] = await stores.startNodes([stores.redis.url], { nodeTtl: 5000, clock: truncating }, recorder);
+    if (!node) throw new Error('node');
+    const granted = await node.store.acquire('a', acquireInput(1, 'k', { holdTimeout: 100 }));
+    expect(granted).toMatchObject({ status: 'granted', expiresAt: manual.now() + 101 });
+    expect(await node.store.extend('a', 'k', 250.5)).toBe(manual.now() + 252);
+  });
+
   it('resolves an acquire timeout racing a grant one way only', async () => {
     const [n1, n2] = await nodes(2);
     if (!n1 || !n2) throw new Error('nodes');

@@ -1,4 +1,5 @@
 import type { ListResult, LockStatus, LostReason } from '@lockwire/protocol';
+import { holdDuration, type Clock } from '../clock.js';
 import { badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionEnd, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import { checkDuration, checkTicketFree, tooManyLocks, tooManyWaiters } from './checks.js';
@@ -22,6 +23,8 @@ import type { TokenSource } from './token-source.js';
 export interface LockEngineOptions {
   limits: StoreLimits;
   tokens: TokenSource;
+  /** The `resolution` of the clock `now` is read from (see `Clock`); default 0. */
+  clockResolution?: number;
 }
 
 /** How a hold ended: released by its holder (or its session's end), or taken away. */
@@ -48,10 +51,12 @@ export class LockEngine {
   readonly #deadlines = new DeadlineHeap<Deadline>();
   readonly #limits: StoreLimits;
   readonly #tokens: TokenSource;
+  readonly #clock: Pick<Clock, 'resolution'>;
 
   constructor(options: LockEngineOptions) {
     this.#limits = options.limits;
     this.#tokens = options.tokens;
+    this.#clock = { resolution: options.clockResolution ?? 0 };
   }
 
   /**
@@ -310,9 +315,9 @@ export class LockEngine {
 
   #schedule(hold: Hold, holdTimeout: number | null, now: number): void {
     if (hold.deadline) this.#deadlines.cancel(hold.deadline);
-    // A fractional duration is rounded up to a whole millisecond, as the Redis
-    // store does: `expiresAt` is an epoch millisecond on every store.
-    hold.expiresAt = holdTimeout === null ? null : now + Math.ceil(holdTimeout);
+    // A whole epoch millisecond on every store, never before `holdTimeout`
+    // has passed since the grant (see `holdDuration`).
+    hold.expiresAt = holdTimeout === null ? null : now + holdDuration(this.#clock, holdTimeout);
     hold.deadline = hold.expiresAt === null ? null : this.#deadlines.push(hold.expiresAt, { kind: 'hold', hold });
   }
 

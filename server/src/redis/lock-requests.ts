@@ -1,4 +1,5 @@
 import { ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
+import { holdDuration } from '../clock.js';
 import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import type { LocalTable } from './local-table.js';
@@ -72,7 +73,7 @@ export class LockRequests {
           String(ticket),
           mode,
           durationArg(acquireTimeout),
-          durationArg(holdTimeout),
+          holdArg(ctx, holdTimeout),
           steal ? '1' : '0',
           input.meta === null ? '' : JSON.stringify(input.meta),
           full ? '1' : '0',
@@ -127,7 +128,7 @@ export class LockRequests {
   async extend(session: SessionId, key: string, holdTimeout: number | null): Promise<number | null> {
     const { table, timeouts } = this.#o;
     checkDuration('holdTimeout', holdTimeout);
-    return this.#o.steps.step('extend', key, [session, durationArg(holdTimeout)], (r) => {
+    return this.#o.steps.step('extend', key, [session, holdArg(this.#o.ctx, holdTimeout)], (r) => {
       if (str(r, 'err') !== '') throw notHolder(key);
       const expiresAt = expiresAtOf(str(r, 'x'));
       const local = table.sessions.get(session);
@@ -197,6 +198,11 @@ function checkDuration(field: string, value: number | null): void {
 
 function durationArg(value: number | null): string {
   return value === null ? '' : String(Math.ceil(value));
+}
+
+/** A hold's length as the scripts add it to `now` (whole ms, with the clock's resolution: see `holdDuration`). */
+function holdArg(ctx: StoreContext, holdTimeout: number | null): string {
+  return holdTimeout === null ? '' : String(holdDuration(ctx.clock, holdTimeout));
 }
 
 function acquireError(r: Json, key: string, limits: StoreLimits): LockError {
