@@ -2,13 +2,14 @@ import { readFileSync } from 'node:fs';
 import { createServer as createNetServer, connect as netConnect, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
-import { LockClient, type LockEvent } from '@lockwire/client';
+import { LockClient } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { jwtVerify } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tokenCommand } from '../server/src/cli-token.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { ToolProcess } from './helpers/tool-process.js';
+import { watchForEvent } from './helpers/watch-event.js';
 
 const NODE = process.execPath;
 /** A command that prints its fencing token, then holds until a line arrives on stdin. */
@@ -69,25 +70,6 @@ function reap(pid: number): void {
   });
 }
 
-/** Resolves the first event on `key` matching `match`, from a watch started now (bounded). */
-async function eventOn(watcher: LockClient, key: string, match: (event: LockEvent) => boolean): Promise<() => Promise<LockEvent>> {
-  let resolveEvent: (event: LockEvent) => void = () => undefined;
-  const seen = new Promise<LockEvent>((resolve) => (resolveEvent = resolve));
-  const watch = await watcher.watch(key, (event) => {
-    if (event.key === key && match(event)) resolveEvent(event);
-  });
-  return async () => {
-    try {
-      return await Promise.race([
-        seen,
-        new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`no event on ${key}`)), 10_000)),
-      ]);
-    } finally {
-      await watch.close();
-    }
-  };
-}
-
 /**
  * A TCP proxy whose server-to-client bytes can be held and then delivered in
  * one write, so frames the server sent apart reach the client in one read.
@@ -136,13 +118,13 @@ describe('lockwire run: losing the lock', () => {
     const url = new URL(server.url);
     url.port = String(proxy.port);
 
-    const queued = await eventOn(observer, 'same-read', (event) => event.event === 'queued');
+    const queued = await watchForEvent(observer, 'same-read', (event) => event.event === 'queued');
     const run = lockwire(['run', '--key', 'same-read', '--url', url.toString(), '--', NODE, '-e', HOLD_UNTIL_STDIN]);
     const queuedEvent = await queued();
     // The grant and the theft are sent apart and reach the tool together.
     proxy.hold();
-    const stolen = await eventOn(observer, 'same-read', (event) => event.event === 'stolen');
-    const granted = await eventOn(observer, 'same-read', (e) => e.event === 'acquired' && e.session === queuedEvent.session);
+    const stolen = await watchForEvent(observer, 'same-read', (event) => event.event === 'stolen');
+    const granted = await watchForEvent(observer, 'same-read', (e) => e.event === 'acquired' && e.session === queuedEvent.session);
     await first?.release();
     await granted();
     expect(await thief.acquire('same-read', { steal: true })).not.toBeNull();
@@ -162,7 +144,7 @@ describe('lockwire run: losing the lock', () => {
     const run = lockwire(['run', '--key', 'silent', '--url', proxy.url(server.url), '--', NODE, '-e', HOLD_UNTIL_STDIN]);
     await run.waitForLine(/^holding /);
 
-    const released = await eventOn(observer, 'silent', (event) => event.event === 'released');
+    const released = await watchForEvent(observer, 'silent', (event) => event.event === 'released');
     proxy.hold(); // half-open: nothing carried, nothing closed
     await released();
     expect(await observer.acquire('silent', { acquireTimeout: 0 })).not.toBeNull();
@@ -243,7 +225,7 @@ describe('lockwire run: signals', () => {
     proxy.hold();
     run.write('done\n');
     await expect.poll(() => running(pid), { timeout: 5000 }).toBe(false);
-    const released = await eventOn(observer, 'late-signal', (event) => event.event === 'released');
+    const released = await watchForEvent(observer, 'late-signal', (event) => event.event === 'released');
     run.signal('SIGTERM');
     proxy.resume();
     expect(await run.waitForExit()).toEqual({ code: 4, signal: null });

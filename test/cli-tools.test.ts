@@ -6,6 +6,7 @@ import { LockClient, type LockEvent } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ToolProcess, processExists } from './helpers/tool-process.js';
+import { watchForEvent } from './helpers/watch-event.js';
 
 const NODE = process.execPath;
 /** A command that prints its fencing token and the key, then holds until a line arrives on stdin. */
@@ -23,26 +24,8 @@ function lockwire(args: string[], env: NodeJS.ProcessEnv = {}): ToolProcess {
   return tool;
 }
 
-/** Resolves the first event on `key` matching `match`, from a watch started before the action. */
-async function nextEvent(key: string, match: (event: LockEvent) => boolean): Promise<() => Promise<LockEvent>> {
-  let resolveEvent: (event: LockEvent) => void = () => undefined;
-  const seen = new Promise<LockEvent>((resolve) => {
-    resolveEvent = resolve;
-  });
-  const watch = await observer.watch(key, (event) => {
-    if (event.key === key && match(event)) resolveEvent(event);
-  });
-  return async () => {
-    try {
-      return await Promise.race([
-        seen,
-        new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`no event on ${key}`)), 10_000)),
-      ]);
-    } finally {
-      await watch.close();
-    }
-  };
-}
+/** The first event on `key` matching `match`, from a watch the observer starts now. */
+const nextEvent = (key: string, match: (event: LockEvent) => boolean) => watchForEvent(observer, key, match);
 
 beforeEach(async () => {
   server = await createLockServer({ port: 0 });
