@@ -130,7 +130,7 @@ describe('per-session limits', () => {
     const peer = await openSilentPeer(server.url);
     const { client: waiter } = await connectWith(server.url, null);
     peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
-    for (let id = 1; !(await waiter.request({ op: 'status', id: `s${id}`, key: 'k' })).locked; id++);
+    expect(await peer.reply(1)).toMatchObject({ ok: true, acquired: true });
     waiter.send({ op: 'acquire', id: 2, key: 'k' });
     await waiter.next((f) => f.type === 'queued');
     peer.write(RawSocket.json({ op: 'ping', id: 3, pad: 'y'.repeat(4096) }));
@@ -157,7 +157,7 @@ describe('per-session limits', () => {
     const peer = await openSilentPeer(server.url);
     const { client: waiter } = await connectWith(server.url, null);
     peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
-    for (let id = 1; !(await waiter.request({ op: 'status', id: `s${id}`, key: 'k' })).locked; id++);
+    expect(await peer.reply(1)).toMatchObject({ ok: true, acquired: true });
     waiter.send({ op: 'acquire', id: 2, key: 'k' });
     await waiter.next((f) => f.type === 'queued');
     peer.write(RawSocket.frame(ServerOpcode.Text, Buffer.from([0xff, 0xfe])));
@@ -337,22 +337,20 @@ describe('message rate', () => {
 
 describe('outbound buffer cap', () => {
   it('cuts a connection that stops reading, releasing its locks, and leaves others served', async () => {
-    const { server } = await startServer({ limits: { maxBufferedBytes: 64 * 1024 } });
+    const sessions = sessionLog();
+    const { server } = await startServer({ limits: { maxBufferedBytes: 64 * 1024 }, logger: sessions.logger });
     const { client: filler } = await connectWith(server.url, null);
     const meta = { pad: 'm'.repeat(900) };
     for (let id = 0; id < 300; id++) filler.send({ op: 'acquire', id, key: `fill:${id}`, meta });
     await filler.reply(299);
     const slow = await openSlowReader(server.url);
+    // The slow reader reads no reply: the grant is seen through a watch.
+    await filler.request({ op: 'watch', id: 'w', prefix: 'slow-lock' });
     slow.write(RawSocket.json({ op: 'acquire', id: 'held', key: 'slow-lock' }));
-    for (let id = 1; !(await filler.request({ op: 'status', id: `s${id}`, key: 'slow-lock' })).locked; id++);
+    await filler.next((f) => f.type === 'event' && f.event === 'acquired' && f.key === 'slow-lock');
     for (let id = 0; id < 60; id++) slow.write(RawSocket.json({ op: 'list', id }));
-    // The paused socket reads nothing, not even the reset: the server side is observed instead.
-    await within(
-      (async () => {
-        while (server.sessionCount() > 1) await new Promise((resolve) => setTimeout(resolve, 5));
-      })(),
-      'the slow reader to be cut',
-    );
+    // The paused socket reads nothing, not even the reset: the server's log is followed instead.
+    await sessions.closed(1, 'the slow reader to be cut');
     const { client: next } = await connectWith(server.url, null);
     expect(await next.request({ op: 'acquire', id: 1, key: 'slow-lock', acquireTimeout: 2000 })).toMatchObject({
       ok: true,

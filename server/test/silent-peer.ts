@@ -62,6 +62,8 @@ export interface SilentPeer {
   write(...frames: Buffer[]): void;
   /** The frames the server sent after the handshake so far. */
   frames(): ServerFrame[];
+  /** Resolves the server's reply to request `id` once it came; rejects after a bounded wait. */
+  reply(id: number | string): Promise<Record<string, unknown>>;
   /** Resolves once the server sent a close frame; rejects after a bounded wait. Resolves with its code. */
   closeFrame(): Promise<number>;
   /** True once the server ended or cut its side of the TCP connection. */
@@ -128,6 +130,15 @@ export async function openSilentPeer(url: string, headers: Record<string, string
   return {
     write: (...written) => void socket.write(Buffer.concat(written)),
     frames,
+    reply: async (id) => {
+      const find = () =>
+        frames()
+          .filter((frame) => frame.opcode === ServerOpcode.Text)
+          .map((frame) => JSON.parse(frame.payload.toString()) as Record<string, unknown>)
+          .find((message) => message.type === 'reply' && message.id === id);
+      await until(() => find() !== undefined, `the reply to ${String(id)}`);
+      return find() ?? {};
+    },
     closeFrame: async () => {
       const find = () => frames().find((frame) => frame.opcode === ServerOpcode.Close);
       await until(() => find() !== undefined, 'the close frame');
