@@ -19,8 +19,8 @@ export interface GraceRegistryOptions {
   /** ms a detached session's locks stay held. */
   grace: number;
   clock: Clock;
-  /** Called when a session's grace ran out unclaimed: end it in the store. */
-  expired(session: SessionId): void;
+  /** Called when a session's grace ran out unclaimed: end it in the store; `keys` are the locks it held. */
+  expired(session: SessionId, keys: ReadonlySet<string>): void;
 }
 
 /** A fresh resume secret: 192 random bits, base64url. */
@@ -53,6 +53,16 @@ export class GraceRegistry {
   }
 
   /**
+   * Locks the sessions in grace hold: the keys each believed it held, so a
+   * lock lost during the grace counts until the grace ends or is claimed.
+   */
+  get heldCount(): number {
+    let held = 0;
+    for (const entry of this.#entries.values()) held += entry.detached.keys.size;
+    return held;
+  }
+
+  /**
    * Starts the grace of a session that lost its connection; `cancelling`
    * settles when its pending requests have left their queues. `deadline`
    * (epoch ms on the clock) is when the grace ends: default `grace` from
@@ -68,13 +78,13 @@ export class GraceRegistry {
     this.#drop(detached.session);
     const left = deadline - this.options.clock.now();
     if (left <= 0) {
-      this.options.expired(detached.session);
+      this.options.expired(detached.session, detached.keys);
       return;
     }
     const timer = this.options.clock.setTimeout(() => {
       if (this.#entries.get(detached.session)?.detached !== detached) return;
       this.#entries.delete(detached.session);
-      this.options.expired(detached.session);
+      this.options.expired(detached.session, detached.keys);
     }, left);
     this.#entries.set(detached.session, { detached, timer, cancelling, deadline });
   }
@@ -97,9 +107,9 @@ export class GraceRegistry {
   }
 
   /** Ends every grace at once (server shutdown): returns the sessions to end in the store. */
-  drain(): SessionId[] {
-    const sessions = [...this.#entries.keys()];
-    for (const session of sessions) this.#drop(session);
+  drain(): DetachedSession[] {
+    const sessions = [...this.#entries.values()].map((entry) => entry.detached);
+    for (const detached of sessions) this.#drop(detached.session);
     return sessions;
   }
 
@@ -150,8 +160,11 @@ export interface SessionGraceOptions {
   logger: Logger;
   /** True once the server is closing: sessions then end at once. */
   isClosing(): boolean;
-  /** Ends a session in the store (grace over or server closing). */
-  endSession(session: SessionId): void;
+  /**
+   * Ends a session in the store (grace over or server closing); `keys` are
+   * the locks it held, whose next waiters the end grants.
+   */
+  endSession(session: SessionId, keys: Iterable<string>): void;
 }
 
 /**
@@ -166,9 +179,9 @@ export class SessionGrace {
     this.#registry = new GraceRegistry({
       grace: options.grace,
       clock: options.clock,
-      expired: (session) => {
+      expired: (session, keys) => {
         options.logger.info({ session }, 'session grace over; releasing its locks');
-        options.endSession(session);
+        options.endSession(session, keys);
       },
     });
   }
@@ -181,6 +194,11 @@ export class SessionGrace {
   /** Sessions in grace now. */
   get size(): number {
     return this.#registry.size;
+  }
+
+  /** Locks held by the sessions in grace (see `GraceRegistry.heldCount`). */
+  get heldCount(): number {
+    return this.#registry.heldCount;
   }
 
   /** True when a session losing its connection now keeps its locks. */
@@ -234,6 +252,6 @@ export class SessionGrace {
 
   /** Ends every session in grace (server shutdown). */
   drain(): void {
-    for (const session of this.#registry.drain()) this.options.endSession(session);
+    for (const detached of this.#registry.drain()) this.options.endSession(detached.session, detached.keys);
   }
 }

@@ -157,10 +157,19 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const eventTexts = new WeakMap<LockEvent, Buffer>();
   let nextTicket = 1;
   let closing = false;
-  const endInStore = (session: SessionId) => {
-    const ending = store.closeSession(session).catch((error: unknown) => {
-      logger.error({ err: error, session }, 'store failed to close the session');
-    });
+  // A session ended without a connection (its grace over, or claimed by a
+  // resume while the server closed): like `Session.end()`, each of its
+  // locks is a hold ending, for the handoff to the waiter it makes room for.
+  const endInStore = (session: SessionId, keys: Iterable<string>) => {
+    const handoffs = [...keys].map((key) => metrics.holdEnding(key));
+    const ending = store
+      .closeSession(session)
+      .catch((error: unknown) => {
+        logger.error({ err: error, session }, 'store failed to close the session');
+      })
+      .finally(() => {
+        for (const done of handoffs) done();
+      });
     sessionEndings.add(ending);
     void ending.finally(() => sessionEndings.delete(ending));
   };
@@ -257,7 +266,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     resumption: Resumption | null,
   ) => {
     if (closing) {
-      if (resumption) endInStore(resumption.detached.session);
+      if (resumption) endInStore(resumption.detached.session, resumption.detached.keys);
       ws.close(1001, 'server shutting down');
       return;
     }
@@ -339,7 +348,8 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     connections: () => wss.clients.size,
     sessions: () => sessions.size,
     heldLocks: () => {
-      let held = 0;
+      // Sessions in grace hold their locks too.
+      let held = grace.heldCount;
       for (const session of sessions.values()) held += session.heldCount;
       return held;
     },

@@ -34,7 +34,7 @@ export interface UpgradeAdmissionOptions {
   /** The live connection of a session, for a resume that supersedes it. */
   liveSession(session: SessionId): ResumableSession | undefined;
   /** Ends a session in the store: a resume claimed while the server closed. */
-  endSession(session: SessionId): void;
+  endSession(session: SessionId, keys: Iterable<string>): void;
   /** Called once per WebSocket let in, with its permissions and the resume it carried (if any). */
   connected(ws: WebSocket, req: IncomingMessage, permissions: Permissions, resumption: Resumption | null): void;
 }
@@ -89,7 +89,7 @@ export function createUpgradeAdmission(
     } finally {
       upgrading--;
       // Claimed for a connection that never opened: back into grace.
-      if (resumption && isClosing()) options.endSession(resumption.detached.session);
+      if (resumption && isClosing()) options.endSession(resumption.detached.session, resumption.detached.keys);
       else if (resumption) grace.restore(resumption);
     }
   };

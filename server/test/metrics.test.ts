@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { signToken } from '../src/cli-token.js';
 import { createManualClock } from '../src/clock.js';
+import { createMemoryStore } from '../src/memory-store.js';
 import { createLockMetrics } from '../src/metrics.js';
 import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
-import { createStubStore, RawClient, within } from './server-harness.js';
+import { createStubStore, RawClient, sessionLog, within } from './server-harness.js';
 
 const servers: LockServer[] = [];
 const clients: RawClient[] = [];
@@ -240,5 +241,45 @@ describe('GET /metrics', () => {
     expect(samples.get('lockwire_redis_script_seconds_bucket{le="0.0025",script="acquire"}')).toBe(1);
     expect(samples.get('lockwire_redis_script_errors_total{script="acquire"}')).toBe(1);
     expect(samples.has('process_cpu_user_seconds_total')).toBe(false);
+  });
+});
+
+describe('metrics of sessions in grace', () => {
+  async function startWithGrace() {
+    const clock = createManualClock(Date.now());
+    const log = sessionLog();
+    const server = await start({ clock, store: createMemoryStore({ clock }), sessionGrace: 5000, logger: log.logger });
+    return { server, clock, log };
+  }
+
+  it('counts the locks a session in grace still holds in lockwire_locks_held', async () => {
+    const { server, log } = await startWithGrace();
+    const a = await connect(server);
+    const b = await connect(server);
+    await a.client.request({ op: 'acquire', id: 1, key: 'k' });
+    a.client.ws.terminate();
+    await log.closed(1, 'the drop');
+    // Still held by the session in grace: nobody else gets it.
+    expect(await b.client.request({ op: 'acquire', id: 1, key: 'k', acquireTimeout: 0 })).toMatchObject({
+      acquired: false,
+    });
+    expect((await scrape(server)).value('lockwire_locks_held{store="memory"}')).toBe(1);
+  });
+
+  it('records the handoff to the next waiter when a grace runs out', async () => {
+    const { server, clock, log } = await startWithGrace();
+    const a = await connect(server);
+    const b = await connect(server);
+    await a.client.request({ op: 'acquire', id: 1, key: 'k' });
+    b.client.send({ op: 'acquire', id: 1, key: 'k' });
+    await b.client.next((f) => f.type === 'queued', 'queued');
+    a.client.ws.terminate();
+    await log.closed(1, 'the drop');
+    expect((await scrape(server)).value('lockwire_handoff_seconds_count')).toBe(0);
+    clock.advance(5000);
+    expect(await b.client.reply(1)).toMatchObject({ acquired: true });
+    const m = await scrape(server);
+    expect(m.value('lockwire_handoff_seconds_count')).toBe(1);
+    expect(m.value('lockwire_locks_held{store="memory"}')).toBe(1);
   });
 });
