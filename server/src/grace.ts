@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { HeldLock } from '@lockwire/protocol';
 import type { Clock, TimerHandle } from './clock.js';
 import type { Logger } from './logger.js';
-import type { LockStore, SessionId } from './store.js';
+import type { LockStore, LostLock, SessionId } from './store.js';
 
 /** A session between its disconnect and the end of its grace: its locks are still held. */
 export interface DetachedSession {
@@ -147,9 +147,16 @@ export interface ResumableSession {
 /** A successful resume: the session and the locks it holds again. */
 export interface Resumption {
   readonly detached: DetachedSession;
+  /** The locks the store said the session held when the resume read them; see `SessionGrace.opened`. */
   readonly held: HeldLock[];
   /** When the session's grace would have ended (clock epoch ms): kept if the new connection fails to open. */
   readonly deadline: number;
+  /** The locks (`lossKey`) the session lost since the resume claimed it, recorded by `SessionGrace.lost`. */
+  readonly losses: Set<string>;
+}
+
+function lossKey(key: string, token: number): string {
+  return `${token} ${key}`;
 }
 
 export interface SessionGraceOptions {
@@ -174,6 +181,13 @@ export interface SessionGraceOptions {
  */
 export class SessionGrace {
   readonly #registry: GraceRegistry;
+  /**
+   * Sessions a resume has taken out of grace whose new connection is not
+   * open yet. The server routes a session's `lost` to its connection; until
+   * there is one again, the loss is recorded here, or it would be dropped
+   * while `held` (read from the store before it) still lists the lock.
+   */
+  readonly #claimed = new Map<SessionId, Resumption>();
 
   constructor(private readonly options: SessionGraceOptions) {
     this.#registry = new GraceRegistry({
@@ -226,28 +240,60 @@ export class SessionGrace {
     if (current?.accepts(secret, user)) current.supersede();
     const claimed = this.#registry.claim(session, secret, user);
     if (!claimed) return null;
+    // Reachable for `lost` from here on: the status reads below may come
+    // before a loss, and its `lost` before the new connection.
+    const resumption: Resumption = { detached: claimed.detached, held: [], deadline: claimed.deadline, losses: new Set() };
+    this.#claimed.set(session, resumption);
     await claimed.cancelling;
     const held = await heldLocks(this.options.store, session, claimed.detached.keys).catch(() => null);
     if (held === null) {
       // The store cannot say what is held: the session stays in grace for
       // another try, until the grace's first deadline and no longer.
+      this.#unclaim(resumption);
       this.#registry.hold(claimed.detached, Promise.resolve(), claimed.deadline);
       return null;
     }
-    return { detached: claimed.detached, held, deadline: claimed.deadline };
+    return { ...resumption, held };
   }
 
   /**
-   * Puts a claimed session back into grace, until its original deadline:
-   * its new connection failed before it opened.
+   * A lock of a session without a connection was taken away (expired,
+   * stolen, revoked). A resume of it in progress leaves the lock out of its
+   * `held`; a session in grace has no one to tell, its resume reads the store.
    */
-  restore(resumption: Resumption): void {
-    this.#registry.hold(resumption.detached, Promise.resolve(), resumption.deadline);
+  lost(session: SessionId, lost: LostLock): void {
+    this.#claimed.get(session)?.losses.add(lossKey(lost.key, lost.token));
   }
 
-  /** The welcome's grace fields: `resume`, `grace`, `resumed`, `held`. */
-  welcomeFields(secret: string, resumption: Resumption | null) {
-    return { resume: secret, grace: this.options.grace, resumed: resumption !== null, held: resumption?.held ?? [] };
+  /**
+   * The resumed connection opens now: the caller makes the session
+   * reachable for `lost` again in the same step. Returns the welcome's
+   * `held`, the truth: the locks the resume read, less those lost since.
+   */
+  opened(resumption: Resumption): HeldLock[] {
+    this.#unclaim(resumption);
+    return resumption.held.filter((lock) => !resumption.losses.has(lossKey(lock.key, lock.token)));
+  }
+
+  /**
+   * Gives back a claimed session whose new connection failed before it
+   * opened: into grace until its original deadline, or, once the server is
+   * closing, ended at once.
+   */
+  restore(resumption: Resumption): void {
+    this.#unclaim(resumption);
+    if (this.options.isClosing()) this.options.endSession(resumption.detached.session, resumption.detached.keys);
+    else this.#registry.hold(resumption.detached, Promise.resolve(), resumption.deadline);
+  }
+
+  /** The welcome's grace fields: `resume`, `grace`, `resumed`, and `held` (null: not resumed). */
+  welcomeFields(secret: string, held: HeldLock[] | null) {
+    return { resume: secret, grace: this.options.grace, resumed: held !== null, held: held ?? [] };
+  }
+
+  #unclaim(resumption: Resumption): void {
+    const session = resumption.detached.session;
+    if (this.#claimed.get(session)?.losses === resumption.losses) this.#claimed.delete(session);
   }
 
   /** Ends every session in grace (server shutdown). */

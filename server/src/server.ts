@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream';
 import {
   PROTOCOL_PATH,
   PROTOCOL_VERSION,
+  type HeldLock,
   type Limits,
   type RequestId,
   type WelcomeMessage,
@@ -235,11 +236,13 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       // The grant this loss makes room for comes in the same store step.
       queueMicrotask(metrics.holdEnding(lost.key));
       logger.info({ key: lost.key, session, token: lost.token, reason: lost.reason }, 'lock lost');
-      sessions.get(session)?.pushLost(lost);
+      const live = sessions.get(session);
+      if (live) live.pushLost(lost);
+      else grace.lost(session, lost);
     },
   };
 
-  const welcome = (session: Session, secret: string | null, resumption: Resumption | null): WelcomeMessage => {
+  const welcome = (session: Session, secret: string | null, held: HeldLock[] | null): WelcomeMessage => {
     const announced: Limits = { ...limits };
     const message: WelcomeMessage & { user?: string } = {
       type: 'welcome',
@@ -249,7 +252,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       limits: announced,
     };
     if (session.user !== null) message.user = session.user;
-    return secret === null ? message : { ...message, ...grace.welcomeFields(secret, resumption) };
+    return secret === null ? message : { ...message, ...grace.welcomeFields(secret, held) };
   };
 
   // Pings from peers are answered by their session, within its frame budget.
@@ -266,15 +269,17 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     resumption: Resumption | null,
   ) => {
     if (closing) {
-      if (resumption) endInStore(resumption.detached.session, resumption.detached.keys);
+      if (resumption) grace.restore(resumption);
       ws.close(1001, 'server shutting down');
       return;
     }
     const secret = grace.enabled ? newResumeSecret() : null;
+    // The resumed session becomes reachable for `lost` in this same step.
+    const held = resumption ? grace.opened(resumption) : null;
     const session = new Session(resumption?.detached.session ?? nanoid(), ws, sessionHost, {
       permissions,
       resume: secret,
-      held: resumption?.held.map((lock) => lock.key) ?? [],
+      held: held?.map((lock) => lock.key) ?? [],
       socket: req.socket,
     });
     sessions.set(session.id, session);
@@ -289,7 +294,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
         'connection closed',
       );
     });
-    session.greet(welcome(session, secret, resumption));
+    session.greet(welcome(session, secret, held));
   };
 
   const httpGuard = guardHttp(authenticator, store);
@@ -320,7 +325,6 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       logger,
       isClosing: () => closing,
       liveSession: (id) => sessions.get(id),
-      endSession: endInStore,
       connected: onConnection,
     }),
   );

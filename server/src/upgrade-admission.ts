@@ -33,8 +33,6 @@ export interface UpgradeAdmissionOptions {
   isClosing(): boolean;
   /** The live connection of a session, for a resume that supersedes it. */
   liveSession(session: SessionId): ResumableSession | undefined;
-  /** Ends a session in the store: a resume claimed while the server closed. */
-  endSession(session: SessionId, keys: Iterable<string>): void;
   /** Called once per WebSocket let in, with its permissions and the resume it carried (if any). */
   connected(ws: WebSocket, req: IncomingMessage, permissions: Permissions, resumption: Resumption | null): void;
 }
@@ -84,13 +82,17 @@ export function createUpgradeAdmission(
       if (isClosing()) return refuseUpgrade(socket, 503, 'Service Unavailable');
       if (socket.destroyed) return;
       const admitted = resumption;
-      resumption = null;
-      wss.handleUpgrade(req, socket, head, (ws) => options.connected(ws, req, admission.permissions, admitted));
+      // Without `verifyClient`, `handleUpgrade` calls back at once, or never
+      // when it refuses the handshake itself (a malformed
+      // Sec-WebSocket-Key, say): the claimed session is then given back below.
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        resumption = null;
+        options.connected(ws, req, admission.permissions, admitted);
+      });
     } finally {
       upgrading--;
-      // Claimed for a connection that never opened: back into grace.
-      if (resumption && isClosing()) options.endSession(resumption.detached.session, resumption.detached.keys);
-      else if (resumption) grace.restore(resumption);
+      // Claimed for a connection that never opened: back into grace (or ended, if the server is closing).
+      if (resumption) grace.restore(resumption);
     }
   };
 

@@ -17,6 +17,42 @@ async function until(what: string, check: () => Promise<boolean>): Promise<void>
 }
 
 /**
+ * Wraps a store so that a `status` call can be held back after the store
+ * answered it, as a slow round trip would: `holdNext()` arms the next call;
+ * `read` resolves once it has its answer, which it hands over on `release()`.
+ */
+function slowStatus() {
+  let armed: { read: () => void; released: Promise<void> } | null = null;
+  const wrap = (inner: LockStore): LockStore =>
+    new Proxy(inner, {
+      get(target, property, receiver) {
+        if (property === 'status') {
+          return async (...args: Parameters<LockStore['status']>) => {
+            const answer = await target.status(...args);
+            const held = armed;
+            armed = null;
+            if (held) {
+              held.read();
+              await held.released;
+            }
+            return answer;
+          };
+        }
+        const value: unknown = Reflect.get(target, property, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  const holdNext = () => {
+    let read: () => void = () => undefined;
+    let release: () => void = () => undefined;
+    const wasRead = new Promise<void>((resolve) => (read = resolve));
+    armed = { read, released: new Promise<void>((resolve) => (release = resolve)) };
+    return { read: wasRead, release };
+  };
+  return { wrap, holdNext };
+}
+
+/**
  * The session grace suite, run against one store: locks kept during grace,
  * restored on resume, released after it, a wrong secret refused.
  */
@@ -30,13 +66,13 @@ export function describeGrace(name: string, makeStore: (clock: ManualClock) => P
       await Promise.all(servers.splice(0).map((server) => server.close()));
     });
 
-    async function start() {
+    async function start(wrap: (store: LockStore) => LockStore = (store) => store) {
       const clock = createManualClock(Date.now());
       const server = await createLockServer({
         port: 0,
         heartbeatInterval: 0,
         clock,
-        store: await makeStore(clock),
+        store: wrap(await makeStore(clock)),
         sessionGrace: GRACE,
       });
       servers.push(server);
@@ -178,6 +214,30 @@ export function describeGrace(name: string, makeStore: (clock: ManualClock) => P
         const { welcome: resumed } = await connect(resumeQuery(welcome));
         expect(resumed).toMatchObject({ session: welcome.session, resumed: true, held: [{ key }] });
       }
+    });
+
+    it('leaves out of held a lock stolen while the resume reads what is held, and sends no lost for it', async () => {
+      const status = slowStatus();
+      const { server, connect, resumeQuery } = await start(status.wrap);
+      const { client: a, welcome } = await connect();
+      const { client: b, welcome: thief } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      a.ws.terminate();
+      await until('the server to see the drop', async () => server.sessionCount() === 1);
+      const reading = status.holdNext();
+      const resuming = connect(resumeQuery(welcome));
+      await within(reading.read, 'the resume to read the status of k');
+      // The status said k is held by the session; now it is stolen, and the stealer is answered
+      // only once the loss was reported, before the resumed connection opened.
+      expect(await b.request({ op: 'acquire', id: 1, key: 'k', steal: true })).toMatchObject({ acquired: true });
+      reading.release();
+      const { client: again, welcome: resumed } = await resuming;
+      expect(resumed).toMatchObject({ session: welcome.session, resumed: true, held: [] });
+      expect(await again.request({ op: 'status', id: 1, key: 'k' })).toMatchObject({
+        heldByYou: false,
+        holders: [{ session: thief.session }],
+      });
+      expect(again.inbox.filter((frame) => frame.type === 'lost')).toEqual([]);
     });
 
     it('resumes a session that held nothing, and an old secret does not work twice', async () => {
