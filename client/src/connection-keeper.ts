@@ -1,4 +1,4 @@
-import { ErrorCode, type EventMessage, type LostMessage, type WelcomeMessage } from '@lockwire/protocol';
+import { CloseCode, ErrorCode, type EventMessage, type LostMessage, type WelcomeMessage } from '@lockwire/protocol';
 import { Connection, type ConnectionHandlers } from './connection.js';
 import type { Emitter } from './emitter.js';
 import { ClientErrorCode, connectionClosedError, isConnectionError, LockError, type CloseInfo } from './errors.js';
@@ -166,13 +166,17 @@ export class ConnectionKeeper {
       return;
     }
     const ticket = this.#resume;
-    if (ticket) {
+    if (ticket && close.code !== CloseCode.GoingAway) {
       // The server keeps this session's locks for `grace` ms: the leases wait for the resume.
       this.#graceTimer = setTimeout(() => {
         this.#resume = null;
         this.#leases.loseAll(close);
       }, ticket.grace);
     } else {
+      // No grace to wait for. A server shutting down (1001) releases its
+      // sessions' locks at once, grace or not; a proxy's 1001 is taken the
+      // same way, on the safe side: a lease the server still keeps is then
+      // given up, and the resume releases its hold.
       this.#leases.loseAll(close);
     }
     this.#watches.suspend();

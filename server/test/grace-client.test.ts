@@ -43,6 +43,22 @@ describe('session grace with the lockwire client', () => {
     }
   });
 
+  it('aborts every lease at once when the server shuts down (1001), which released the locks', async () => {
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: createMemoryStore(), sessionGrace: 60_000 });
+    servers.push(server);
+    const client = await LockClient.connect(server.url, { reconnect: { initialDelay: 1, maxDelay: 5, jitter: 0 } });
+    clients.push(client);
+    const lease = await client.acquire('doc:1');
+    if (!lease) throw new Error('not granted');
+    const disconnected = new Promise<{ code: number; reconnecting: boolean }>((resolve) => client.on('disconnect', resolve));
+    await server.close();
+    expect(await within(disconnected, 'the disconnect')).toMatchObject({ code: 1001, reconnecting: true });
+    // The shutdown released the lock rather than keep it for the grace: the lease says so at once.
+    expect(lease.held).toBe(false);
+    expect(lease.signal.aborted).toBe(true);
+    expect(lease.signal.reason).toMatchObject({ code: 'connection_lost' });
+  });
+
   it('close() hands the locks to the next waiter at once: a deliberate close gets no grace', async () => {
     const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: createMemoryStore(), sessionGrace: 60_000 });
     servers.push(server);
