@@ -118,7 +118,9 @@ async function closeWithin(closing: Promise<void> | undefined, ms: number): Prom
 }
 
 function usageError(io: CliIo, usage: string, problem: string): number {
-  io.stderr.write(`lockwire: ${problem}\n\n${usage}`);
+  // One problem a line (a ConfigError lists every bad setting), each prefixed, as grep-able log lines.
+  const lines = problem.split('\n').map((line) => `lockwire: ${line}\n`);
+  io.stderr.write(`${lines.join('')}\n${usage}`);
   return EXIT_USAGE;
 }
 

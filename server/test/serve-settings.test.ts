@@ -136,6 +136,17 @@ describe('settings the server would fail on later', () => {
     expect(problem(list.written.stderr)).toMatch(/^lockwire: --redis-url "[^"]+": one URL with --store redis/);
   });
 
+  it('prints every bad setting on a line of its own, each prefixed with lockwire:, before the usage', async () => {
+    const started = await serve(['--max-payload', '5'], { LOCKWIRE_HEARTBEAT: '10s' });
+    expect(started.exit).toBe(2);
+    const [first, second, blank] = started.written.stderr.split('\n');
+    expect([first, second]).toEqual([
+      expect.stringMatching(/^lockwire: --max-payload "5": /),
+      expect.stringMatching(/^lockwire: LOCKWIRE_HEARTBEAT "10s": /),
+    ]);
+    expect(blank).toBe('');
+  });
+
   it('accepts Redis URLs with credentials, TLS and a database number', () => {
     const config = (store: string, url: string) => resolveConfig([defaultsLayer(), flagLayer({ store, 'redis-url': url })]);
     expect(config('redis', 'redis://user:pass@10.0.0.5:6379/2').redisUrl).toBe('redis://user:pass@10.0.0.5:6379/2');
