@@ -16,6 +16,8 @@ const NODE = process.execPath;
 const HOLD_UNTIL_STDIN =
   "process.stdout.write('holding ' + process.env.LOCKWIRE_FENCING_TOKEN + '\\n');" +
   "process.stdin.once('data', () => process.exit(0));";
+/** A command that prints its pid and runs until killed. */
+const PRINT_PID_AND_LOOP = "console.log('pid ' + process.pid); setInterval(() => {}, 1000);";
 /** Work a shell script starts: prints its pid and runs until killed; with `ignoreTerm` it ignores SIGTERM. */
 const worker = (ignoreTerm: boolean) =>
   `${ignoreTerm ? "process.on('SIGTERM', () => {});" : ''}console.log('worker ' + process.pid); setInterval(() => {}, 1000);`;
@@ -45,22 +47,23 @@ async function client(url: string): Promise<LockClient> {
   return connected;
 }
 
-/**
- * True while `pid` runs. A zombie does not count: where nothing reaps
- * orphans (a container's init), a killed grandchild stays one.
- */
-function running(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
+/** The /proc state letter of `pid` (R, S, T for stopped, Z...), or 'gone'. */
+function processState(pid: number): string {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
   } catch {
-    return true;
+    return 'gone';
   }
+}
+
+/**
+ * True while `pid` runs or is stopped. A zombie does not count: where
+ * nothing reaps orphans (a container's init), a killed grandchild stays one.
+ */
+function running(pid: number): boolean {
+  const state = processState(pid);
+  return state !== 'gone' && state !== 'Z';
 }
 
 /** Kills `pid` after the test if it still runs. */
@@ -231,6 +234,69 @@ describe('lockwire run: signals', () => {
     expect(await run.waitForExit()).toEqual({ code: 4, signal: null });
     await released();
   });
+  it('passes one Ctrl-C on to the command once, and SIGTERM still, when stdin is a terminal and the command shares its group', async () => {
+    server = await createLockServer({ port: 0 });
+    const command =
+      "let n = 0; process.on('SIGINT', () => console.log('sigint ' + ++n)); console.log('ready ' + process.ppid);" +
+      "process.on('SIGTERM', () => { console.log('count=' + n); process.exit(0); });" +
+      "process.stdin.setEncoding('utf8'); process.stdin.on('data', (d) => { const m = /ping(\\d)/.exec(d); if (m) console.log('pong' + m[1]); });";
+    // `script` runs the tool on a pseudo-terminal: stdin is a terminal, as in an interactive shell.
+    const shell = `"${NODE}" server/bin/lockwire.mjs run --key tty-int -- "${NODE}" -e "$COMMAND_JS"`;
+    const run = new ToolProcess('script', ['-qec', shell, '/dev/null'], {
+      env: { LOCKWIRE_URL: server.url, COMMAND_JS: command, SHELL: '/bin/sh' },
+    });
+    tools.push(run);
+    const toolPid = Number(/ready (\d+)/.exec(await run.waitForLine(/ready \d+/))?.[1]);
+    run.write('\x03'); // Ctrl-C: the terminal sends SIGINT to its foreground process group
+    await run.waitForLine(/sigint 1/);
+    // Round trips through the terminal to the command: by the last, the tool has long handled its own SIGINT.
+    for (let i = 1; i <= 5; i++) {
+      run.write(`ping${i}\n`);
+      await run.waitForLine(new RegExp(`^pong${i}`));
+    }
+    process.kill(toolPid, 'SIGTERM');
+    const count = await run.waitForLine(/count=\d/);
+    await run.waitForExit();
+    expect(count.trim()).toBe('count=1');
+  });
+
+  it("stops the command's process group with the tool on SIGTSTP (Ctrl-Z), and on SIGCONT stops it for good and exits 70 if the lock passed on meanwhile", async () => {
+    server = await createLockServer({ port: 0, heartbeatInterval: 100 });
+    const observer = await client(server.url);
+    const run = lockwire(['run', '--key', 'tstp', '--', NODE, '-e', PRINT_PID_AND_LOOP], { LOCKWIRE_URL: server.url });
+    const pid = Number((await run.waitForLine(/^pid \d+$/)).slice(4));
+    reap(pid);
+    run.signal('SIGTSTP');
+    // The stopped tool answers no heartbeat: the server cuts it and the lock passes on.
+    expect(await observer.acquire('tstp', { acquireTimeout: 10_000 })).not.toBeNull();
+    expect(processState(pid)).toBe('T');
+    run.signal('SIGCONT');
+    expect((await run.waitForExit()).code).toBe(70);
+    expect(running(pid)).toBe(false);
+  });
+
+  it("passes SIGQUIT (Ctrl-\\) on to the command's process group rather than dying with the command left running", async () => {
+    server = await createLockServer({ port: 0 });
+    const observer = await client(server.url);
+    const run = lockwire(['run', '--key', 'quit', '--', NODE, '-e', PRINT_PID_AND_LOOP], { LOCKWIRE_URL: server.url });
+    const pid = Number((await run.waitForLine(/^pid \d+$/)).slice(4));
+    reap(pid);
+    run.signal('SIGQUIT');
+    expect(await run.waitForExit()).toEqual({ code: 128 + 3, signal: null });
+    expect(await observer.acquire('quit', { acquireTimeout: 0 })).not.toBeNull();
+    expect(running(pid)).toBe(false);
+  });
+
+  it('passes SIGUSR2 on to the command rather than dying of it', async () => {
+    server = await createLockServer({ port: 0 });
+    const script = "process.on('SIGUSR2', () => console.log('usr2')); console.log('ready'); process.stdin.once('data', () => process.exit(5));";
+    const run = lockwire(['run', '--key', 'usr2', '--', NODE, '-e', script], { LOCKWIRE_URL: server.url });
+    await run.waitForLine(/^ready$/);
+    run.signal('SIGUSR2');
+    await run.waitForLine(/^usr2$/);
+    run.write('done\n');
+    expect(await run.waitForExit()).toEqual({ code: 5, signal: null });
+  });
 });
 
 describe('lockwire run: lock meta', () => {
@@ -259,6 +325,14 @@ describe('lockwire run: lock meta', () => {
       const refused = lockwire(['run', '--key', 'migrate', '--meta', bad, '--', 'true'], { LOCKWIRE_URL: server.url });
       expect((await refused.waitForExit()).code).toBe(2);
       expect(refused.text('stderr')).toContain('--meta');
+    }
+  });
+
+  it('refuses --meta fields named host, pid or command with exit 2: those are the tool\'s own', async () => {
+    for (const bad of ['{"host":"elsewhere"}', '{"job":"x","pid":1}', '{"command":"rm"}']) {
+      const refused = lockwire(['run', '--key', 'migrate', '--meta', bad, '--', 'true'], { LOCKWIRE_URL: 'ws://127.0.0.1:1/v1' });
+      expect((await refused.waitForExit()).code).toBe(2);
+      expect(refused.text('stderr')).toMatch(/--meta: (host|pid|command) is set by lockwire run/);
     }
   });
 });

@@ -31,8 +31,20 @@ export interface RunningCommand {
   readonly ended: Promise<CommandEnd>;
   /** Sends `signal` to the command's process group (to its direct process only without {@link CommandOptions.ownGroup}). */
   signal(signal: NodeJS.Signals): void;
-  /** SIGTERM now and SIGKILL after the kill grace, both as {@link signal} sends them. Idempotent. */
+  /**
+   * SIGTERM now and SIGKILL after the kill grace, both as {@link signal}
+   * sends them (a group {@link suspend} stopped is continued after the
+   * SIGTERM, so it can act on it). Idempotent.
+   */
   stop(): void;
+  /**
+   * Sends SIGSTOP to the command's process group, as a shell does on Ctrl-Z
+   * to a job; only with {@link CommandOptions.ownGroup} (otherwise the
+   * command shares the tool's group, which the terminal stops as a whole).
+   */
+  suspend(): void;
+  /** Sends SIGCONT to the group after {@link suspend}; does nothing otherwise. */
+  resume(): void;
 }
 
 /** How often the process group is looked at while waiting for it to end. */
@@ -93,9 +105,11 @@ export function startCommand(options: CommandOptions): RunningCommand {
       detached: options.ownGroup,
     });
   } catch (error) {
-    return { ended: Promise.resolve({ error }), signal: () => undefined, stop: () => undefined };
+    const none = () => undefined;
+    return { ended: Promise.resolve({ error }), signal: none, stop: none, suspend: none, resume: none };
   }
   let stopping = false;
+  let suspended = false;
   let killTimer: ReturnType<typeof setTimeout> | undefined;
   let killedAt: number | undefined;
   let poll: ReturnType<typeof setTimeout> | undefined;
@@ -155,8 +169,22 @@ export function startCommand(options: CommandOptions): RunningCommand {
       if (killTimer !== undefined) return;
       stopping = true;
       send('SIGTERM');
+      if (suspended) {
+        suspended = false;
+        send('SIGCONT');
+      }
       // A command that ignores SIGTERM must still not outlive its lock for long.
       armKill();
+    },
+    suspend() {
+      if (!options.ownGroup) return;
+      suspended = true;
+      send('SIGSTOP');
+    },
+    resume() {
+      if (!suspended) return;
+      suspended = false;
+      send('SIGCONT');
     },
   };
 }

@@ -17,7 +17,7 @@ import {
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
-import { startCommand } from './cli-run-child.js';
+import { startCommand, type RunningCommand } from './cli-run-child.js';
 
 /** The child's environment variable that carries the lock's fencing token. */
 export const FENCING_TOKEN_ENV = 'LOCKWIRE_FENCING_TOKEN';
@@ -79,8 +79,36 @@ const DEFAULT_HEARTBEAT_MS = 2000;
 /** How long the release and the close may take after the command ended: a silent server must not keep the tool. */
 const RELEASE_WAIT_MS = 2000;
 const CLOSE_WAIT_MS = 1000;
-/** SIGINT, SIGTERM and SIGHUP sent to \`lockwire run\` go on to the command. */
-const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+/**
+ * The signals whose default action would end the tool (Node ignores SIGPIPE
+ * and SIGXFSZ, and SIGUSR1 starts its inspector): caught for the whole run,
+ * so the tool never dies of one with the command left running, and passed on
+ * to the command. Not caught: SIGPROF (V8's profiler uses it), and the
+ * signals of a fault in the tool itself (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+ * SIGABRT, SIGTRAP, SIGSYS).
+ */
+const PASSED_ON_SIGNALS = [
+  'SIGINT',
+  'SIGTERM',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR2',
+  'SIGALRM',
+  'SIGVTALRM',
+  'SIGXCPU',
+  'SIGIO',
+  'SIGPWR',
+  'SIGSTKFLT',
+] as const;
+/**
+ * What a terminal sends its whole foreground process group (Ctrl-C, Ctrl-\,
+ * and a hang-up, which the shell passes on to each job's group): a command
+ * in the tool's own group has had it already, and passing it on would
+ * deliver it twice. So does sudo.
+ */
+const TERMINAL_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGINT', 'SIGQUIT', 'SIGHUP']);
+/** The meta fields the tool sets itself; `--meta` may not replace them. */
+const BUILT_IN_META = ['host', 'pid', 'command'] as const;
 
 type Meta = Record<string, unknown>;
 
@@ -96,7 +124,7 @@ interface RunPlan {
   flags: { url?: string | undefined; token?: string | undefined };
 }
 
-/** The lock meta: host, the tool's pid, the program's file name, then the `--meta` fields; a string is the usage problem. */
+/** The lock meta: host, the tool's pid, the program's file name, and the `--meta` fields; a string is the usage problem. */
 function metaFor(program: string, text: string | undefined): Meta | string {
   let extra: unknown = {};
   if (text !== undefined) {
@@ -107,6 +135,9 @@ function metaFor(program: string, text: string | undefined): Meta | string {
     }
   }
   if (typeof extra !== 'object' || extra === null || Array.isArray(extra)) return '--meta: expected a JSON object';
+  // Whoever watches the key must be able to trust where the holder runs.
+  const taken = BUILT_IN_META.find((name) => Object.hasOwn(extra, name));
+  if (taken !== undefined) return `--meta: ${taken} is set by lockwire run and cannot be replaced (it sets ${BUILT_IN_META.join(', ')})`;
   const meta: Meta = { host: hostname(), pid: process.pid, command: basename(program), ...extra };
   const bytes = Buffer.byteLength(JSON.stringify(meta));
   if (bytes > MAX_META_BYTES) return `--meta: the lock meta would be ${bytes} bytes, more than ${MAX_META_BYTES}`;
@@ -173,14 +204,14 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
   return 128 + (number ?? 0);
 }
 
-/** Where SIGINT, SIGTERM and SIGHUP go; `route` changes it, `stop` removes the listeners. */
+/** Where the {@link PASSED_ON_SIGNALS} go; `route` changes it, `stop` removes the listeners. */
 interface SignalRoute {
   route(handler: (signal: NodeJS.Signals) => void): void;
   stop(): void;
 }
 
 /**
- * Listens for SIGINT, SIGTERM and SIGHUP from now until `stop()`, ignoring
+ * Listens for the {@link PASSED_ON_SIGNALS} from now until `stop()`, ignoring
  * them until routed: one set of listeners for the whole run, so a signal
  * between two phases (the command's exit and the release, say) never finds
  * none and kills the tool with the lock still held.
@@ -188,13 +219,13 @@ interface SignalRoute {
 function listenForSignals(): SignalRoute {
   let handler: (signal: NodeJS.Signals) => void = () => undefined;
   const listener = (signal: NodeJS.Signals) => handler(signal);
-  for (const signal of FORWARDED_SIGNALS) process.on(signal, listener);
+  for (const signal of PASSED_ON_SIGNALS) process.on(signal, listener);
   return {
     route(next) {
       handler = next;
     },
     stop() {
-      for (const signal of FORWARDED_SIGNALS) process.off(signal, listener);
+      for (const signal of PASSED_ON_SIGNALS) process.off(signal, listener);
     },
   };
 }
@@ -231,6 +262,29 @@ async function acquire(
 }
 
 /**
+ * Makes the tool and the command's own process group stop and continue
+ * together, as a shell does with a job: on SIGTSTP (Ctrl-Z) the group gets
+ * SIGSTOP, then the tool stops itself; on SIGCONT the group is continued.
+ * A stopped tool answers no heartbeat, so a server may hand the lock on
+ * meanwhile; the tool notices once continued and stops the command. Returns
+ * a function that stops listening (SIGTSTP then stops the tool alone again,
+ * the default, with no command left to stop).
+ */
+function followJobControl(command: RunningCommand): () => void {
+  const onStop = () => {
+    command.suspend();
+    process.kill(process.pid, 'SIGSTOP');
+  };
+  const onContinue = () => command.resume();
+  process.on('SIGTSTP', onStop);
+  process.on('SIGCONT', onContinue);
+  return () => {
+    process.off('SIGTSTP', onStop);
+    process.off('SIGCONT', onContinue);
+  };
+}
+
+/**
  * Runs the command under the lease; resolves the exit code. `silence`
  * aborts when the server stopped answering pings: a loss too.
  */
@@ -240,12 +294,14 @@ async function supervise(io: ToolIo, run: RunPlan, lease: Lease, silence: AbortS
     io.stderr.write(`lockwire run: ${describeError(lease.signal.reason)}; the command was not started\n`);
     return ToolExit.LockLost;
   }
+  const ownGroup = !isatty(0);
   const command = startCommand({
     command: run.command,
     env: { ...io.env, [FENCING_TOKEN_ENV]: String(lease.token), LOCKWIRE_KEY: run.key },
-    ownGroup: !isatty(0),
+    ownGroup,
     killGrace: run.killGrace,
   });
+  const stopJobControl = ownGroup ? followJobControl(command) : () => undefined;
   let lost = false;
   const onLost = () => {
     if (lost) return;
@@ -256,7 +312,10 @@ async function supervise(io: ToolIo, run: RunPlan, lease: Lease, silence: AbortS
     io.stderr.write(`lockwire run: ${why}; stopping the command\n`);
     command.stop();
   };
-  signals.route((signal) => command.signal(signal));
+  signals.route((signal) => {
+    if (!ownGroup && TERMINAL_SIGNALS.has(signal)) return;
+    command.signal(signal);
+  });
   lease.signal.addEventListener('abort', onLost, { once: true });
   silence.addEventListener('abort', onLost, { once: true });
   if (lease.signal.aborted || silence.aborted) onLost();
@@ -270,6 +329,7 @@ async function supervise(io: ToolIo, run: RunPlan, lease: Lease, silence: AbortS
   } finally {
     // From here to the exit, signals are ignored: the tool releases the lock and exits with the command's code.
     signals.route(() => undefined);
+    stopJobControl();
     lease.signal.removeEventListener('abort', onLost);
     silence.removeEventListener('abort', onLost);
   }
