@@ -36,18 +36,26 @@ path is noticed within about twice --heartbeat. When the lock is lost
 SIGTERM, then SIGKILL after --kill-grace. A lock lost before the command
 started (in the same read as its grant) exits 70 without starting it.
 
-Signals: SIGINT, SIGTERM and SIGHUP go on to the command. When stdin is not
-a terminal the command runs in its own session and process group, and every
-signal goes to the whole group: what a script started stops with it, and
-after a signal the lock is released only once the whole group has exited
-(what is left when the command itself exits gets --kill-grace, then
-SIGKILL). When stdin is a terminal the command stays in the terminal's
-foreground group, so it can read it, and only the command itself is
-signalled.
+Signals: SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR2, SIGALRM, SIGVTALRM,
+SIGXCPU, SIGIO, SIGPWR and SIGSTKFLT go on to the command. When stdin is not
+a terminal the command runs in its own session and process group, and they
+go to the whole group: what a script started stops with it, and after a
+signal the lock is released only once the whole group has exited (what is
+left when the command itself exits gets --kill-grace, then SIGKILL).
+SIGTSTP (Ctrl-Z) stops the group, then the tool; SIGCONT continues both.
+When stdin is a terminal the command stays in the terminal's foreground
+group, so it can read it, and the terminal signals it directly: SIGINT,
+SIGQUIT and SIGHUP do not go on (send them to the group: kill -INT -PGID),
+the others go to the command itself. A stopped tool answers no heartbeat:
+stopped longer than the server's --heartbeat, it loses the lock and, once
+continued, stops the command and exits 70. SIGSTOP cannot be caught: a
+tool stopped alone with it leaves the command running while the server
+hands the lock on. Send SIGTSTP to the tool's group, as Ctrl-Z does.
 
 Lock meta, shown to every client that may watch the key: host (this
 machine's name), pid (the tool's), command (the program's file name, no
-path and no arguments), and the fields of --meta.
+path and no arguments), and the fields of --meta, which may not replace
+those three (exit 2).
 
 Exit status: the command's (128+N when killed by signal N); 75 when the lock
 was not granted within --wait; 70 when the lock was lost; 69 when the
