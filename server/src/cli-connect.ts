@@ -31,7 +31,7 @@ export const CONNECT_OPTIONS = {
 } as const;
 
 /** Usage lines of {@link CONNECT_OPTIONS}. */
-export const CONNECT_USAGE = `  --url URL         the server (env LOCKWIRE_URL, default ${DEFAULT_URL})
+export const CONNECT_USAGE = `  --url URL              the server (env LOCKWIRE_URL, default ${DEFAULT_URL})
   --token TOKEN          sent as Authorization: Bearer (env LOCKWIRE_TOKEN)
   -h, --help             show this help`;
 
