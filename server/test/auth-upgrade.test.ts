@@ -1,30 +1,8 @@
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { normaliseOrigin, redactUrl } from '../src/auth.js';
 import { SECRET, connectWith, get, startServer, token, upgradeStatus } from './auth-harness.js';
-import { within } from './server-harness.js';
-
-/** The head of the server's answer to an upgrade of `/v1` without credentials, read until it closes. */
-function refusedUpgradeHead(port: number): Promise<string> {
-  return within(
-    new Promise<string>((resolve, reject) => {
-      const socket = connect(port, '127.0.0.1', () =>
-        socket.write(
-          'GET /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-        ),
-      );
-      let text = '';
-      socket.on('data', (chunk) => {
-        text += String(chunk);
-      });
-      socket.on('close', () => resolve(text.split('\r\n\r\n')[0] ?? ''));
-      socket.on('error', reject);
-    }),
-    'the refused upgrade',
-  );
-}
+import { upgradeHead } from './server-harness.js';
 
 describe('authentication at the upgrade', () => {
   it('refuses an upgrade without a token with 401 and opens no session', async () => {
@@ -35,7 +13,7 @@ describe('authentication at the upgrade', () => {
 
   it('names the Bearer scheme in WWW-Authenticate when it refuses an upgrade with 401, as the HTTP endpoints do', async () => {
     const { server } = await startServer({ auth: { secret: SECRET } });
-    const lines = (await refusedUpgradeHead(server.port)).split('\r\n');
+    const lines = (await upgradeHead(server.port)).split('\r\n');
     expect(lines[0]).toBe('HTTP/1.1 401 Unauthorized');
     expect(lines.map((line) => line.toLowerCase())).toContain('www-authenticate: bearer');
     const http = await fetch(`${server.httpUrl}/v1/locks`);

@@ -1,4 +1,3 @@
-import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { createManualClock } from '../src/clock.js';
 import { GraceRegistry, sameSecret } from '../src/grace.js';
@@ -6,30 +5,9 @@ import { createMemoryStore } from '../src/memory-store.js';
 import { createLockServer } from '../src/server.js';
 import type { LockStore } from '../src/store.js';
 import { describeGrace } from './grace-scenarios.js';
-import { RawClient, sessionLog, within } from './server-harness.js';
+import { RawClient, sessionLog, upgradeStatusLine } from './server-harness.js';
 
 describeGrace('memory store', async (clock) => createMemoryStore({ clock }));
-
-/** The status line the server answers an upgrade of `path` with whose Sec-WebSocket-Key is malformed. */
-function malformedUpgrade(port: number, path: string): Promise<string> {
-  return within(
-    new Promise((resolve, reject) => {
-      const socket = connect(port, '127.0.0.1', () => {
-        socket.write(
-          `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-            'Sec-WebSocket-Key: not-a-key\r\nSec-WebSocket-Version: 13\r\n\r\n',
-        );
-      });
-      let text = '';
-      socket.on('data', (chunk) => {
-        text += String(chunk);
-      });
-      socket.on('close', () => resolve(text.split('\r\n')[0] ?? ''));
-      socket.on('error', reject);
-    }),
-    `the upgrade answer on ${path}`,
-  );
-}
 
 describe('session grace on the memory store', () => {
   it('ends sessions in grace when the server closes, leaving no lock and no timer', async () => {
@@ -104,7 +82,7 @@ describe('session grace on the memory store', () => {
       await sessions.closed(1, 'the server to see the drop');
       const query = `?session=${String(a.welcome.session)}&resume=${String(a.welcome.resume)}`;
       // The resume is claimed before the WebSocket handshake, which then fails on the malformed key.
-      expect(await malformedUpgrade(server.port, `/v1${query}`)).toBe('HTTP/1.1 400 Bad Request');
+      expect(await upgradeStatusLine(server.port, `/v1${query}`, 'not-a-key')).toBe('HTTP/1.1 400 Bad Request');
       const again = await RawClient.connect(server.url + query);
       clients.push(again.client);
       expect(again.welcome).toMatchObject({ session: a.welcome.session, resumed: true, held: [{ key: 'k' }] });

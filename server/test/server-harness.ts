@@ -28,25 +28,34 @@ export function within<T>(promise: Promise<T>, what: string, ms = WAIT_MS): Prom
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** The status line the server answers a WebSocket upgrade of `path` with (`/v1` by default). */
-export function upgradeStatusLine(port: number, path = '/v1'): Promise<string> {
+/**
+ * The head (status line and headers) the server answers a WebSocket upgrade
+ * of `path` with, read until it closes the socket; `key` is the request's
+ * Sec-WebSocket-Key (a valid one by default).
+ */
+export function upgradeHead(port: number, path = '/v1', key = 'dGhlIHNhbXBsZSBub25jZQ=='): Promise<string> {
   return within(
     new Promise((resolve, reject) => {
       const socket = netConnect(port, '127.0.0.1', () => {
         socket.write(
           `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+            `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
         );
       });
       let text = '';
       socket.on('data', (chunk) => {
         text += String(chunk);
       });
-      socket.on('close', () => resolve(text.split('\r\n')[0] ?? ''));
+      socket.on('close', () => resolve(text.split('\r\n\r\n')[0] ?? ''));
       socket.on('error', reject);
     }),
     `the upgrade answer on ${path}`,
   );
+}
+
+/** The status line the server answers a WebSocket upgrade of `path` with (`/v1` by default). */
+export async function upgradeStatusLine(port: number, path = '/v1', key?: string): Promise<string> {
+  return (await upgradeHead(port, path, key)).split('\r\n')[0] ?? '';
 }
 
 /**
