@@ -11,6 +11,7 @@ import {
   resolveConfig,
   serverOptionsFromConfig,
 } from './config.js';
+import { settleWithin } from './cli-connect.js';
 import { tokenCommand } from './cli-token.js';
 import { runCommand } from './cli-run.js';
 import { statusCommand } from './cli-status.js';
@@ -104,19 +105,6 @@ function serveArgsConfig(): ParseArgsConfig['options'] {
   return options;
 }
 
-/** Awaits `closing` for at most `ms`: a store that stopped answering must not keep a failed start from exiting. */
-async function closeWithin(closing: Promise<void> | undefined, ms: number): Promise<void> {
-  if (closing === undefined) return;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    closing.catch(() => {}),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, ms);
-    }),
-  ]);
-  clearTimeout(timer);
-}
-
 function usageError(io: CliIo, usage: string, problem: string): number {
   // One problem a line (a ConfigError lists every bad setting), each prefixed, as grep-able log lines.
   const lines = problem.split('\n').map((line) => `lockwire: ${line}\n`);
@@ -169,7 +157,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   } catch (error) {
     // The server closes its store when the listen fails, but not when the
     // store's own start fails half way; closing twice is harmless.
-    await closeWithin(store?.close(), config.shutdownTimeout);
+    // Bounded: a store that stopped answering must not keep a failed start from exiting.
+    if (store) await settleWithin(store.close(), config.shutdownTimeout);
     const problem = listenProblem(error, config, describe);
     if (problem !== undefined) {
       io.stderr.write(`lockwire: ${problem}\n`);

@@ -3,7 +3,7 @@ import { WebSocket } from 'ws';
 import type { Clock } from './clock.js';
 
 /** How long a socket the server closes may take to finish its close handshake before it is cut. */
-export const CLOSE_HANDSHAKE_MS = 2000;
+const CLOSE_HANDSHAKE_MS = 2000;
 
 /**
  * Closes `ws` with `code` and cuts it (`terminate`) when the peer has not

@@ -54,9 +54,17 @@ export async function shutDownServer(options: ServerShutdownOptions): Promise<vo
   const timedOut = new Promise<'timed out'>((resolve) => {
     timer = clock.setTimeout(() => resolve('timed out'), shutdownTimeout);
   });
-  const outcome = await Promise.race([closeAll(options), timedOut]);
-  clock.clearTimeout(timer);
+  const closing = closeAll(options);
+  let outcome: 'closed' | 'timed out';
+  try {
+    outcome = await Promise.race([closing, timedOut]);
+  } finally {
+    clock.clearTimeout(timer);
+  }
   if (outcome === 'timed out') {
+    // The close goes on unawaited: a failure of the store's close after the
+    // timeout is logged, not left an unhandled rejection that ends the process.
+    closing.catch((error: unknown) => logger.error({ err: error }, 'store close failed after the shutdown timeout'));
     logger.error({ shutdownTimeout }, 'shutdown timed out; cutting the remaining connections');
     for (const ws of wss.clients) ws.terminate();
     httpServer.closeAllConnections();

@@ -41,7 +41,7 @@ export interface UpgradeAdmissionOptions {
  * Answers a refused upgrade on the raw socket with `status` and no body,
  * then destroys the socket. A 401 carries `WWW-Authenticate: Bearer`.
  */
-export function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
+function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
   // RFC 9110: a 401 names the scheme that would be accepted, as the HTTP endpoints' 401 does.
   const challenge = status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '';
   socket.end(`HTTP/1.1 ${status} ${reason}\r\n${challenge}Connection: close\r\nContent-Length: 0\r\n\r\n`);

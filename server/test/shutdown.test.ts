@@ -128,6 +128,38 @@ describe('graceful shutdown', () => {
     expect(await client.closed).toMatchObject({ code: 1001 });
   });
 
+  it('logs a store close that fails after the shutdown timeout instead of leaving an unhandled rejection', async () => {
+    let failClose: (error: Error) => void = () => {};
+    const stub = createStubStore({
+      close: () =>
+        new Promise<void>((_resolve, reject) => {
+          failClose = reject;
+        }),
+    });
+    const logged: string[] = [];
+    const note = (_obj: object, msg: string) => void logged.push(msg);
+    const clock = createManualClock();
+    const server = await start({ store: stub.store, clock, shutdownTimeout: 5000, logger: { debug: note, info: note, warn: note, error: note } });
+    const closed = server.close();
+    // No drain delay: the shutdown timer is armed within close()'s first step.
+    expect(logged).toContain('draining');
+    clock.advance(5000);
+    await within(closed, 'close() bounded by the shutdown timeout');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      failClose(new Error('store close failed'));
+      // A rejection nobody handles is reported once the microtask queue drains.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(unhandled).toEqual([]);
+      expect(logged).toContain('store close failed after the shutdown timeout');
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it('answers an HTTP request in flight when close() began with Connection: close, so its keep-alive connection does not hold close()', async () => {
     let answer: () => void = () => {};
     let listCalled: () => void = () => {};
