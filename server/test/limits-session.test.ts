@@ -58,6 +58,18 @@ describe('limits in the welcome', () => {
   });
 });
 
+
+/** A silent peer holding `k` (acquire id 1) and a client whose acquire of `k` (id 2) is queued behind it. */
+async function silentHolderWithWaiter(url: string) {
+  const peer = await openSilentPeer(url);
+  const { client: waiter } = await connectWith(url, null);
+  peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
+  expect(await peer.reply(1)).toMatchObject({ ok: true, acquired: true });
+  waiter.send({ op: 'acquire', id: 2, key: 'k' });
+  await waiter.next((f) => f.type === 'queued');
+  return { peer, waiter };
+}
+
 describe('per-session limits', () => {
   it('answers a watch of one prefix too many with bad_request, counting a prefix once', async () => {
     const { server } = await startServer({ limits: { maxWatchesPerSession: 2 } });
@@ -127,12 +139,7 @@ describe('per-session limits', () => {
 
   it('ends the session of a connection closed for a frame over maxPayload at once, before its unanswered close is cut', async () => {
     const { server } = await startServer({ limits: { maxPayload: 2048 } });
-    const peer = await openSilentPeer(server.url);
-    const { client: waiter } = await connectWith(server.url, null);
-    peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
-    expect(await peer.reply(1)).toMatchObject({ ok: true, acquired: true });
-    waiter.send({ op: 'acquire', id: 2, key: 'k' });
-    await waiter.next((f) => f.type === 'queued');
+    const { peer, waiter } = await silentHolderWithWaiter(server.url);
     peer.write(RawSocket.json({ op: 'ping', id: 3, pad: 'y'.repeat(4096) }));
     expect(await peer.closeFrame()).toBe(1009);
     // The manual clock never reaches the 2 s cut: only the session's end can grant the waiter.
@@ -154,12 +161,7 @@ describe('per-session limits', () => {
 
   it('releases the locks of a connection closed for a text frame that is not UTF-8 at once, even with session grace on', async () => {
     const { server } = await startServer({ sessionGrace: 60_000 });
-    const peer = await openSilentPeer(server.url);
-    const { client: waiter } = await connectWith(server.url, null);
-    peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
-    expect(await peer.reply(1)).toMatchObject({ ok: true, acquired: true });
-    waiter.send({ op: 'acquire', id: 2, key: 'k' });
-    await waiter.next((f) => f.type === 'queued');
+    const { peer, waiter } = await silentHolderWithWaiter(server.url);
     peer.write(RawSocket.frame(ServerOpcode.Text, Buffer.from([0xff, 0xfe])));
     expect(await peer.closeFrame()).toBe(1007);
     expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
