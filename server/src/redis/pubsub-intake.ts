@@ -23,8 +23,6 @@ export interface PubSubIntakeOptions {
  */
 export class PubSubIntake {
   readonly #o: PubSubIntakeOptions;
-  /** The last heartbeat the node published to its own channel, and whether it came back. */
-  #heartbeat = { sent: false, heard: false };
 
   constructor(options: PubSubIntakeOptions) {
     this.#o = options;
@@ -37,7 +35,6 @@ export class PubSubIntake {
   /** A message on this node's own channel. */
   onMessage(message: string): void {
     if (message === HEARTBEAT) {
-      this.#heartbeat.heard = true;
       this.#o.reconciler.heard();
       return;
     }
@@ -76,18 +73,6 @@ export class PubSubIntake {
     } catch (error) {
       this.#logger.error({ err: String(error) }, 'unreadable broadcast from Redis');
     }
-  }
-
-  /**
-   * Called as the node publishes a heartbeat (next to `Reconciler#beat`,
-   * which settles the node's own holds and requests on the same finding):
-   * true when the previous one did not come back, so the pub/sub path may
-   * have been silent and broadcasts lost on it.
-   */
-  beating(): boolean {
-    const missed = this.#heartbeat.sent && !this.#heartbeat.heard;
-    this.#heartbeat = { sent: true, heard: false };
-    return missed;
   }
 
   /** A batch in its key's order (the sequencer's `deliver`): notes always, events when `withEvents`. */

@@ -299,6 +299,15 @@ export class Reconciler {
   }
 
   /**
+   * True when this node published a heartbeat that has not come back (yet):
+   * read before the next `beat()`, the pub/sub path may have been silent
+   * and broadcasts lost on it as well as notes and grants.
+   */
+  get heartbeatMissed(): boolean {
+    return this.#heartbeat.sent && !this.#heartbeat.heard;
+  }
+
+  /**
    * Publishes a heartbeat to this node's own channel. When the previous one
    * has not come back, notes or grants may be lost on a silent pub/sub path:
    * the node reconciles (and on a single server the silent connection is
@@ -307,7 +316,7 @@ export class Reconciler {
   async beat(): Promise<void> {
     const { link, liveness } = this.#ctx;
     if (!link || !liveness) return;
-    if (this.#heartbeat.sent && !this.#heartbeat.heard) {
+    if (this.heartbeatMissed) {
       this.#ctx.logger.warn({}, 'a pub/sub heartbeat did not come back; reconciling');
       this.reconcileSoon();
     }

@@ -332,7 +332,7 @@ class RedisStore implements LockStore {
    */
   async #housekeeping(): Promise<void> {
     // A heartbeat that did not come back: broadcasts may have been lost on a silent path too.
-    if (this.#ctx.link && this.#ctx.liveness && this.#intake.beating()) this.#repair.all();
+    if (this.#ctx.link && this.#ctx.liveness && this.#reconciler.heartbeatMissed) this.#repair.all();
     await this.#reconciler.beat();
     await this.#cleanup.retryOrphans();
     const { link, liveness } = this.#ctx;
