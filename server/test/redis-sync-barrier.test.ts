@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BatchSequencer } from '../src/redis/batch-sequencer.js';
 import type { StoreContext } from '../src/redis/store-context.js';
 import { SyncBarrier } from '../src/redis/sync-barrier.js';
@@ -53,6 +53,27 @@ function track(promise: Promise<void>) {
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/**
+ * Fakes the barrier's time: its timers and `performance.now()`, which read
+ * the faked `Date`. `setImmediate` stays real, so `turns` still runs the
+ * barrier's own turns. Undone after each test.
+ */
+function fakeTime() {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+  vi.spyOn(performance, 'now').mockImplementation(() => Date.now());
+  const start = Date.now();
+  return {
+    elapsed: () => Date.now() - start,
+    /** Moves time to `at` ms after the start in 10 ms steps, letting the barrier run its turns after each. */
+    async advanceTo(at: number) {
+      while (Date.now() - start < at) {
+        vi.advanceTimersByTime(Math.min(10, at - (Date.now() - start)));
+        await turns();
+      }
+    },
+  };
+}
+
 /** A few turns of the event loop: a marker is formed, published and its reply read. */
 async function turns() {
   for (let i = 0; i < 5; i++) await turn();
@@ -67,6 +88,11 @@ async function markerBack(sync: SyncBarrier, n: number, ...waiting: Array<{ done
 }
 
 describe('the Redis sync barrier', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+    vi.useRealTimers();
+  });
+
   it('passes a sync once its marker comes back, after the reconciliation under way settled', async () => {
     const { sync, published, settledCalls } = barrier({ mode: 'single', publish: () => 1 });
     const first = track(sync.sync(() => true));
@@ -167,43 +193,61 @@ describe('the Redis sync barrier', () => {
   });
 
   it('shares one marker among the syncs asked for in one turn, and one per round of retries', async () => {
+    const time = fakeTime();
     const { sync, published } = barrier({ mode: 'single', publish: () => 0, timeout: 500 });
-    await Promise.all(Array.from({ length: 1000 }, () => sync.sync(() => true)));
+    const all = track(Promise.all(Array.from({ length: 1000 }, () => sync.sync(() => true))).then(() => {}));
+    await turns();
     // 1000 pings while nobody hears the node's channel: a marker per 100 ms round, not per ping.
-    expect(published.length).toBeGreaterThanOrEqual(2);
-    expect(published.length).toBeLessThan(20);
+    expect(published).toEqual([1]);
+    await time.advanceTo(499);
+    expect(published).toEqual([1, 2, 3, 4, 5]);
+    expect(all.done).toBe(false);
+    await time.advanceTo(500);
+    expect(all.done).toBe(true);
+    expect(published).toEqual([1, 2, 3, 4, 5]);
   });
 
   it('gives up at the timeout even when the last PUBLISH hangs for a command timeout of its own', async () => {
+    const time = fakeTime();
     const timeout = 400;
-    const started = performance.now();
     // Nobody hears the channel until, near the deadline, Redis stops answering for a whole timeout.
-    const { sync } = barrier({
+    const { sync, published } = barrier({
       mode: 'single',
       timeout,
       publish: async () => {
-        if (performance.now() - started < timeout - 150) return 0;
+        if (time.elapsed() < timeout - 150) return 0;
         await new Promise((resolve) => setTimeout(resolve, timeout));
         return -1;
       },
     });
-    await sync.sync(() => true);
-    expect(performance.now() - started).toBeLessThan(timeout * 1.6);
+    const done = track(sync.sync(() => true));
+    await time.advanceTo(timeout - 1);
+    // Rounds at 0, 100, 200 found no subscriber; the PUBLISH of the round at 300 hangs until 700.
+    expect(published).toEqual([1, 2, 3, 4]);
+    expect(done.done).toBe(false);
+    await time.advanceTo(timeout);
+    expect(done.done).toBe(true);
   });
 
   it('gives up at the timeout even while a batch of a key that matters waits for its predecessor', async () => {
+    const time = fakeTime();
     const timeout = 400;
     const sequencer = new BatchSequencer({ node: () => 'me', gapWait: 1000, deliver: () => {} });
-    sequencer.accept({ key: 'k', encoded: 'k006b', pv: 0, v: 10, items: [] });
-    sequencer.accept({ key: 'k', encoded: 'k006b', pv: 20, v: 30, items: [] });
-    const { sync } = barrier({ mode: 'single', timeout, sequencer, publish: () => 1 });
-    const started = performance.now();
-    const done = sync.sync((key) => key === 'k');
-    // The marker comes back late, just before the deadline; the held batch would wait up to 2 s more.
-    setTimeout(() => sync.pass(1), timeout - 50);
-    await done;
-    expect(performance.now() - started).toBeLessThan(timeout * 1.6);
-    sequencer.close();
+    try {
+      sequencer.accept({ key: 'k', encoded: 'k006b', pv: 0, v: 10, items: [] });
+      sequencer.accept({ key: 'k', encoded: 'k006b', pv: 20, v: 30, items: [] });
+      const { sync } = barrier({ mode: 'single', timeout, sequencer, publish: () => 1 });
+      const done = track(sync.sync((key) => key === 'k'));
+      // The marker comes back late, just before the deadline; the held batch would wait up to 2 s more.
+      await time.advanceTo(timeout - 50);
+      sync.pass(1);
+      await time.advanceTo(timeout - 1);
+      expect(done.done).toBe(false);
+      await time.advanceTo(timeout);
+      expect(done.done).toBe(true);
+    } finally {
+      sequencer.close();
+    }
   });
 
   it('gives up every sync when the store closes', async () => {
