@@ -18,6 +18,7 @@ import type { Logger } from './logger.js';
 import { AcquireOutcome, type LockMetrics } from './metrics.js';
 import type { Permissions } from './permissions.js';
 import { SessionAcquires } from './session-acquire.js';
+import { endSessionInStore } from './session-end.js';
 import { earlyRefusal, frameText, namedOp } from './session-frame.js';
 import { SessionGuard } from './session-guard.js';
 import { dispatchRequest, SessionRequests } from './session-requests.js';
@@ -257,15 +258,9 @@ export class Session {
     }
     this.kill();
     this.releasedAtEnd = this.held.size;
-    const handoffs = [...this.held].map((key) => this.host.metrics.holdEnding(key));
+    const keys = [...this.held];
     this.held.clear();
-    const closing = (this.closedInStore ?? this.host.store.closeSession(this.id))
-      .catch((error: unknown) => {
-        this.host.logger.error({ err: error, session: this.id }, 'store failed to close the session');
-      })
-      .finally(() => {
-        for (const done of handoffs) done();
-      });
+    const closing = endSessionInStore(this.host, this.id, keys, this.closedInStore ?? undefined);
     this.host.sessionEnded(this, closing);
   }
 
