@@ -15,11 +15,33 @@ export interface DetachedSession {
   readonly keys: ReadonlySet<string>;
 }
 
+/**
+ * The locks a session lost while it had no connection, by key, for its
+ * resume to report. A session holds a key at most once and acquires nothing
+ * while it has no connection, so there is at most one loss per key it held
+ * or was acquiring when it dropped: never more than `maxLocksPerSession`.
+ */
+export type GraceLosses = Map<string, LostLock>;
+
+/** How many of `keys` `losses` does not name. */
+function heldCount(keys: ReadonlySet<string>, losses: GraceLosses): number {
+  let lost = 0;
+  for (const key of losses.keys()) if (keys.has(key)) lost++;
+  return keys.size - lost;
+}
+
+/** `keys` less those `losses` names: the locks a session in grace still holds. */
+function stillHeld(keys: ReadonlySet<string>, losses: GraceLosses): Set<string> {
+  const held = new Set(keys);
+  for (const key of losses.keys()) held.delete(key);
+  return held;
+}
+
 export interface GraceRegistryOptions {
   /** ms a detached session's locks stay held. */
   grace: number;
   clock: Clock;
-  /** Called when a session's grace ran out unclaimed: end it in the store; `keys` are the locks it held. */
+  /** Called when a session's grace ran out unclaimed: end it in the store; `keys` are the locks it still held. */
   expired(session: SessionId, keys: ReadonlySet<string>): void;
 }
 
@@ -42,7 +64,7 @@ export function sameSecret(given: string, expected: string): boolean {
 export class GraceRegistry {
   readonly #entries = new Map<
     SessionId,
-    { detached: DetachedSession; timer: TimerHandle; cancelling: Promise<void>; deadline: number }
+    { detached: DetachedSession; losses: GraceLosses; timer: TimerHandle; cancelling: Promise<void>; deadline: number }
   >();
 
   constructor(private readonly options: GraceRegistryOptions) {}
@@ -53,13 +75,24 @@ export class GraceRegistry {
   }
 
   /**
-   * Locks the sessions in grace hold: the keys each believed it held, so a
-   * lock lost during the grace counts until the grace ends or is claimed.
+   * Locks the sessions in grace hold: the keys each believed it held, less
+   * those it lost since (a lost lock stops counting at its loss).
    */
   get heldCount(): number {
     let held = 0;
-    for (const entry of this.#entries.values()) held += entry.detached.keys.size;
+    for (const entry of this.#entries.values()) held += heldCount(entry.detached.keys, entry.losses);
     return held;
+  }
+
+  /**
+   * A lock of a session in grace was taken away: kept for its resume. False
+   * when the session is not in grace here.
+   */
+  lost(session: SessionId, lost: LostLock): boolean {
+    const entry = this.#entries.get(session);
+    if (!entry) return false;
+    entry.losses.set(lost.key, lost);
+    return true;
   }
 
   /**
@@ -67,50 +100,55 @@ export class GraceRegistry {
    * settles when its pending requests have left their queues. `deadline`
    * (epoch ms on the clock) is when the grace ends: default `grace` from
    * now; a claimed session put back (its resume failed) passes the deadline
-   * it was claimed with, so a failed resume never lengthens the grace. A
-   * deadline already past ends the session at once.
+   * it was claimed with, so a failed resume never lengthens the grace, and
+   * the `losses` recorded so far. A deadline already past ends the session
+   * at once.
    */
   hold(
     detached: DetachedSession,
     cancelling: Promise<void> = Promise.resolve(),
     deadline: number = this.options.clock.now() + this.options.grace,
+    losses: GraceLosses = new Map(),
   ): void {
     this.#drop(detached.session);
     const left = deadline - this.options.clock.now();
     if (left <= 0) {
-      this.options.expired(detached.session, detached.keys);
+      this.options.expired(detached.session, stillHeld(detached.keys, losses));
       return;
     }
     const timer = this.options.clock.setTimeout(() => {
       if (this.#entries.get(detached.session)?.detached !== detached) return;
       this.#entries.delete(detached.session);
-      this.options.expired(detached.session, detached.keys);
+      this.options.expired(detached.session, stillHeld(detached.keys, losses));
     }, left);
-    this.#entries.set(detached.session, { detached, timer, cancelling, deadline });
+    this.#entries.set(detached.session, { detached, losses, timer, cancelling, deadline });
   }
 
   /**
    * Takes a session out of grace for a resume: null (and the session stays
    * in grace) when it is unknown, its grace is over, or the secret or user
    * does not match. `deadline` is when its grace would have ended, for
-   * `hold` should the resume fail.
+   * `hold` should the resume fail; `losses` the locks it lost meanwhile.
    */
   claim(
     session: SessionId,
     secret: string,
     user: string | null,
-  ): { detached: DetachedSession; cancelling: Promise<void>; deadline: number } | null {
+  ): { detached: DetachedSession; losses: GraceLosses; cancelling: Promise<void>; deadline: number } | null {
     const entry = this.#entries.get(session);
     if (!entry || !sameSecret(secret, entry.detached.secret) || entry.detached.user !== user) return null;
     this.#drop(session);
-    return { detached: entry.detached, cancelling: entry.cancelling, deadline: entry.deadline };
+    return { detached: entry.detached, losses: entry.losses, cancelling: entry.cancelling, deadline: entry.deadline };
   }
 
-  /** Ends every grace at once (server shutdown): returns the sessions to end in the store. */
-  drain(): DetachedSession[] {
-    const sessions = [...this.#entries.values()].map((entry) => entry.detached);
-    for (const detached of sessions) this.#drop(detached.session);
-    return sessions;
+  /**
+   * Ends every grace at once (server shutdown): returns the sessions to end
+   * in the store, each with the keys it still held.
+   */
+  drain(): Array<{ session: SessionId; keys: Set<string> }> {
+    const entries = [...this.#entries.values()];
+    for (const entry of entries) this.#drop(entry.detached.session);
+    return entries.map((entry) => ({ session: entry.detached.session, keys: stillHeld(entry.detached.keys, entry.losses) }));
   }
 
   #drop(session: SessionId): void {
@@ -151,12 +189,18 @@ export interface Resumption {
   readonly held: HeldLock[];
   /** When the session's grace would have ended (clock epoch ms): kept if the new connection fails to open. */
   readonly deadline: number;
-  /** The locks (`lossKey`) the session lost since the resume claimed it, recorded by `SessionGrace.lost`. */
-  readonly losses: Set<string>;
+  /**
+   * The locks the session lost since its connection dropped: during its
+   * grace, and since the resume claimed it (recorded by `SessionGrace.lost`).
+   */
+  readonly losses: GraceLosses;
 }
 
-function lossKey(key: string, token: number): string {
-  return `${token} ${key}`;
+/** What a resumed connection opens with: the welcome's `held`, then a `lost` for each of `lost`. */
+export interface Reopening {
+  readonly held: HeldLock[];
+  /** Every lock the session lost while it had no connection, with its reason, in the order they were lost. */
+  readonly lost: LostLock[];
 }
 
 export interface SessionGraceOptions {
@@ -184,8 +228,9 @@ export class SessionGrace {
   /**
    * Sessions a resume has taken out of grace whose new connection is not
    * open yet. The server routes a session's `lost` to its connection; until
-   * there is one again, the loss is recorded here, or it would be dropped
-   * while `held` (read from the store before it) still lists the lock.
+   * there is one again, the loss is recorded here (as during the grace, in
+   * the registry), to be sent once the connection opens and to leave the
+   * lock out of `held`, which the resume may have read before the loss.
    */
   readonly #claimed = new Map<SessionId, Resumption>();
 
@@ -210,9 +255,15 @@ export class SessionGrace {
     return this.#registry.size;
   }
 
-  /** Locks held by the sessions in grace (see `GraceRegistry.heldCount`). */
+  /**
+   * Locks held by the sessions in grace (see `GraceRegistry.heldCount`) and
+   * by those a resume claimed whose connection is not open yet; a lock lost
+   * meanwhile stops counting at its loss.
+   */
   get heldCount(): number {
-    return this.#registry.heldCount;
+    let held = this.#registry.heldCount;
+    for (const resumption of this.#claimed.values()) held += heldCount(resumption.detached.keys, resumption.losses);
+    return held;
   }
 
   /** True when a session losing its connection now keeps its locks. */
@@ -242,7 +293,7 @@ export class SessionGrace {
     if (!claimed) return null;
     // Reachable for `lost` from here on: the status reads below may come
     // before a loss, and its `lost` before the new connection.
-    const resumption: Resumption = { detached: claimed.detached, held: [], deadline: claimed.deadline, losses: new Set() };
+    const resumption: Resumption = { detached: claimed.detached, held: [], deadline: claimed.deadline, losses: claimed.losses };
     this.#claimed.set(session, resumption);
     await claimed.cancelling;
     const held = await heldLocks(this.options.store, session, claimed.detached.keys).catch(() => null);
@@ -250,7 +301,7 @@ export class SessionGrace {
       // The store cannot say what is held: the session stays in grace for
       // another try, until the grace's first deadline and no longer.
       this.#unclaim(resumption);
-      this.#registry.hold(claimed.detached, Promise.resolve(), claimed.deadline);
+      this.#registry.hold(claimed.detached, Promise.resolve(), claimed.deadline, claimed.losses);
       return null;
     }
     return { ...resumption, held };
@@ -258,21 +309,28 @@ export class SessionGrace {
 
   /**
    * A lock of a session without a connection was taken away (expired,
-   * stolen, revoked). A resume of it in progress leaves the lock out of its
-   * `held`; a session in grace has no one to tell, its resume reads the store.
+   * stolen, revoked): kept, with its reason, for the session's resume, which
+   * leaves the lock out of its `held` and sends the `lost` after its
+   * welcome. A session neither in grace nor claimed here has ended: nothing
+   * is kept.
    */
   lost(session: SessionId, lost: LostLock): void {
-    this.#claimed.get(session)?.losses.add(lossKey(lost.key, lost.token));
+    const claimed = this.#claimed.get(session);
+    if (claimed) claimed.losses.set(lost.key, lost);
+    else this.#registry.lost(session, lost);
   }
 
   /**
    * The resumed connection opens now: the caller makes the session
-   * reachable for `lost` again in the same step. Returns the welcome's
-   * `held`, the truth: the locks the resume read, less those lost since.
+   * reachable for `lost` again in the same step, sends the welcome with
+   * `held`, the truth (the locks the resume read, less those lost since),
+   * then a `lost` for each of `lost` before anything else.
    */
-  opened(resumption: Resumption): HeldLock[] {
+  opened(resumption: Resumption): Reopening {
     this.#unclaim(resumption);
-    return resumption.held.filter((lock) => !resumption.losses.has(lossKey(lock.key, lock.token)));
+    const lost = [...resumption.losses.values()];
+    const held = resumption.held.filter((lock) => resumption.losses.get(lock.key)?.token !== lock.token);
+    return { held, lost };
   }
 
   /**
@@ -282,8 +340,9 @@ export class SessionGrace {
    */
   restore(resumption: Resumption): void {
     this.#unclaim(resumption);
-    if (this.options.isClosing()) this.options.endSession(resumption.detached.session, resumption.detached.keys);
-    else this.#registry.hold(resumption.detached, Promise.resolve(), resumption.deadline);
+    const { detached, losses, deadline } = resumption;
+    if (this.options.isClosing()) this.options.endSession(detached.session, stillHeld(detached.keys, losses));
+    else this.#registry.hold(detached, Promise.resolve(), deadline, losses);
   }
 
   /** The welcome's grace fields: `resume`, `grace`, `resumed`, and `held` (null: not resumed). */
@@ -298,6 +357,6 @@ export class SessionGrace {
 
   /** Ends every session in grace (server shutdown). */
   drain(): void {
-    for (const detached of this.#registry.drain()) this.options.endSession(detached.session, detached.keys);
+    for (const { session, keys } of this.#registry.drain()) this.options.endSession(session, keys);
   }
 }

@@ -24,6 +24,7 @@ import { silentLogger, type Logger } from './logger.js';
 import { createMemoryStore } from './memory-store.js';
 import { createLockMetrics, type LockMetrics } from './metrics.js';
 import { shutDownServer } from './server-shutdown.js';
+import { endSessionInStore } from './session-end.js';
 import { Session, type SessionHost, type Settlement } from './session.js';
 import type { Permissions } from './permissions.js';
 import type { LockEvent, LockStore, SessionId, StoreListener, Ticket } from './store.js';
@@ -158,19 +159,8 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const eventTexts = new WeakMap<LockEvent, Buffer>();
   let nextTicket = 1;
   let closing = false;
-  // A session ended without a connection (its grace over, or claimed by a
-  // resume while the server closed): like `Session.end()`, each of its
-  // locks is a hold ending, for the handoff to the waiter it makes room for.
-  const endInStore = (session: SessionId, keys: Iterable<string>) => {
-    const handoffs = [...keys].map((key) => metrics.holdEnding(key));
-    const ending = store
-      .closeSession(session)
-      .catch((error: unknown) => {
-        logger.error({ err: error, session }, 'store failed to close the session');
-      })
-      .finally(() => {
-        for (const done of handoffs) done();
-      });
+  // Shutdown waits for every session's end in the store, with a connection or without.
+  const trackEnding = (ending: Promise<void>) => {
     sessionEndings.add(ending);
     void ending.finally(() => sessionEndings.delete(ending));
   };
@@ -180,7 +170,8 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     store,
     logger,
     isClosing: () => closing,
-    endSession: endInStore,
+    // Its grace over, or claimed by a resume while the server closed: ended as `Session.end()` ends one.
+    endSession: (session, keys) => trackEnding(endSessionInStore({ store, metrics, logger }, session, keys)),
   });
 
   const sessionHost: SessionHost = {
@@ -216,8 +207,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     },
     sessionEnded(session, ending) {
       if (sessions.get(session.id) === session) sessions.delete(session.id);
-      sessionEndings.add(ending);
-      void ending.finally(() => sessionEndings.delete(ending));
+      trackEnding(ending);
       logger.debug({ session: session.id }, 'session ended');
     },
   };
@@ -275,11 +265,11 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     }
     const secret = grace.enabled ? newResumeSecret() : null;
     // The resumed session becomes reachable for `lost` in this same step.
-    const held = resumption ? grace.opened(resumption) : null;
+    const reopening = resumption ? grace.opened(resumption) : null;
     const session = new Session(resumption?.detached.session ?? nanoid(), ws, sessionHost, {
       permissions,
       resume: secret,
-      held: held?.map((lock) => lock.key) ?? [],
+      held: reopening?.held.map((lock) => lock.key) ?? [],
       socket: req.socket,
     });
     sessions.set(session.id, session);
@@ -294,7 +284,9 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
         'connection closed',
       );
     });
-    session.greet(welcome(session, secret, held));
+    session.greet(welcome(session, secret, reopening?.held ?? null));
+    // What the session lost without a connection, with its reasons, before any other frame.
+    for (const lost of reopening?.lost ?? []) session.pushLost(lost);
   };
 
   const httpGuard = guardHttp(authenticator, store);

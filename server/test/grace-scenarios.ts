@@ -216,12 +216,12 @@ export function describeGrace(name: string, makeStore: (clock: ManualClock) => P
       }
     });
 
-    it('leaves out of held a lock stolen while the resume reads what is held, and sends no lost for it', async () => {
+    it('leaves out of held a lock stolen while the resume reads what is held, and sends its lost after the welcome', async () => {
       const status = slowStatus();
       const { server, connect, resumeQuery } = await start(status.wrap);
       const { client: a, welcome } = await connect();
       const { client: b, welcome: thief } = await connect();
-      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      const grant = await a.request({ op: 'acquire', id: 1, key: 'k' });
       a.ws.terminate();
       await until('the server to see the drop', async () => server.sessionCount() === 1);
       const reading = status.holdNext();
@@ -237,7 +237,9 @@ export function describeGrace(name: string, makeStore: (clock: ManualClock) => P
         heldByYou: false,
         holders: [{ session: thief.session }],
       });
-      expect(again.inbox.filter((frame) => frame.type === 'lost')).toEqual([]);
+      expect(again.inbox.filter((frame) => frame.type === 'lost')).toEqual([
+        { type: 'lost', key: 'k', token: grant.token, reason: 'stolen' },
+      ]);
     });
 
     it('resumes a session that held nothing, and an old secret does not work twice', async () => {
