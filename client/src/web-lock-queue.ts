@@ -10,6 +10,7 @@ import {
   holderLossReason,
   holdFor,
   newNameState,
+  stopFollow,
   stopRecheck,
   wake,
   type Holder,
@@ -23,8 +24,9 @@ export type { Holder, Waiter, WebLockQueueHost } from './web-lock-state.js';
 /**
  * The local side of `client.locks`: per name, this client's requests queue
  * in request order and share the session's one server hold (shared requests
- * share a shared hold while the server queue of the name is empty); the
- * server orders clients. A name's next local request joins the server queue
+ * share a shared hold while the server queue of the name is empty; one
+ * waiting behind that queue watches the name until it empties); the server
+ * orders clients. A name's next local request joins the server queue
  * only once this client's holders of it are done. Names nobody here holds or
  * waits for are dropped.
  */
@@ -38,7 +40,11 @@ export class WebLockQueue {
 
   constructor(host: WebLockQueueHost) {
     this.#host = host;
-    this.#sharing = new SharedHoldSharing({ status: (key) => host.status(key), process: (name) => this.#process(name) });
+    this.#sharing = new SharedHoldSharing({
+      status: (key) => host.status(key),
+      watch: (prefix, onEvent, options) => host.watch(prefix, onEvent, options),
+      process: (name) => this.#process(name),
+    });
   }
 
   /** This client's names that are held, waited for or busy with a server call. */
@@ -154,7 +160,11 @@ export class WebLockQueue {
       } else if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
     }
     this.#refuseUnavailable(state);
-    if (!this.#sharing.waitsBehindServerQueue(state)) stopRecheck(state);
+    if (!this.#sharing.waitsBehindServerQueue(state)) {
+      stopRecheck(state);
+      // Kept while a status is out: its answer may find the next request behind the same server queue.
+      if (!state.checking) stopFollow(state);
+    }
     this.#dropIfUnused(name, state);
     this.#deliver();
   }
@@ -317,8 +327,8 @@ export class WebLockQueue {
       if (state.held.size > 0) return this.#process(name);
     }
     if (state.held.size > 0) {
-      // A holder ended while a request waits behind the server queue: a moment to look at that queue again.
-      if (this.#sharing.waitsBehindServerQueue(state)) this.#sharing.recheckNow(name, state);
+      // A holder ended while a request waits behind the server queue: an unwatched queue is asked again.
+      if (this.#sharing.waitsBehindServerQueue(state)) this.#sharing.holderEnded(name, state);
       return;
     }
     const lease = state.lease;

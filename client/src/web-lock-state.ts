@@ -3,9 +3,10 @@
  * requests (holders), the waiting ones (waiters), the server hold they share,
  * and the small steps on them that need no server call.
  */
-import type { LockMode, LockStatus } from '@lockwire/protocol';
+import type { ListResult, LockMode, LockStatus } from '@lockwire/protocol';
 import { LeaseLostReason, LockError } from './errors.js';
 import type { Lease } from './lease.js';
+import type { LockEvent } from './watch.js';
 import { Lock, type WebLocksHost } from './web-lock.js';
 
 /** A granted request of this client. */
@@ -35,11 +36,15 @@ export interface Waiter {
   /**
    * A shared request that found another client's request in the server queue when it could have shared
    * this client's shared hold: it does not share it, but waits until this client's holders are done and the
-   * hold is released, and then joins the server queue behind that request. Meanwhile it asks again now and
-   * then, and shares the hold once the server queue is empty (the queued request may leave it).
+   * hold is released, and then joins the server queue behind that request. Meanwhile the client watches the
+   * name (see `QueueFollow`), and the request shares the hold once the server queue is empty (the queued
+   * request may leave it).
    */
   behindServerQueue: boolean;
-  /** While `behindServerQueue`: the wait before the last re-check of the server queue, in ms (0 before the first). */
+  /**
+   * While `behindServerQueue` and the server queue cannot be watched: the wait before the last re-check of
+   * the server queue (`status`), in ms (0 before the first).
+   */
   recheckDelay: number;
   /** This client's count of requests made when this one was made: its place in request order. */
   readonly made: number;
@@ -67,13 +72,50 @@ export interface NameState {
   /** The places in request order (`Waiter.made`) of this client's steals of the name not yet done, in order. */
   readonly steals: number[];
   idle: (() => void)[];
-  /** The next re-check of the server queue for the head waiting behind it (`Waiter.behindServerQueue`). */
+  /** The next re-check (`status`) of the server queue for the head waiting behind it, when it is not watched. */
   recheck: ReturnType<typeof setTimeout> | undefined;
+  /** How this client learns that the server queue of the name emptied while the head waits behind it. */
+  follow: QueueFollow | undefined;
 }
 
-/** What the local queue needs from its client: the Web Locks host, and `status` to see a name's server queue. */
+/**
+ * The client's watch of one name while a request of it waits behind the
+ * server queue (`Waiter.behindServerQueue`): the server pushes each change of
+ * the name's queue, so the request learns at once that the queue emptied.
+ * When the watch is refused (e.g. `maxWatchesPerSession`) or ends, the
+ * request re-checks with `status` instead (`polling`).
+ */
+export interface QueueFollow {
+  /** The head the watch was opened for: only its decision predates the watch's snapshot. */
+  readonly openedFor: Waiter;
+  /** The watch once its reply came (closed when the follow ends); `undefined` while asked, refused or ended. */
+  watch: WatchHandle | undefined;
+  /** The watch was refused or ended by itself: the head re-checks with `status` now and then instead. */
+  polling: boolean;
+  /** Events and resync snapshots of the name seen so far: any of them is newer than the watch's first snapshot. */
+  seen: number;
+  /** How many of them showed the server queue empty. */
+  emptied: number;
+  /** The follow was dropped: a watch whose reply comes later is closed at once, and nothing it shows counts. */
+  ended: boolean;
+}
+
+/** The part of a client watch (`client.watch()`) the Web Locks face uses. */
+export interface WatchHandle {
+  readonly snapshot: ListResult;
+  readonly signal: AbortSignal;
+  close(): Promise<void>;
+}
+
+/** What the local queue needs from its client: the Web Locks host, `status` and `watch` of a name's server queue. */
 export interface WebLockQueueHost extends WebLocksHost {
   status(key: string): Promise<LockStatus>;
+  /** `client.watch()`: its reply's snapshot, then every event under `prefix`; rejects when refused. */
+  watch(
+    prefix: string,
+    onEvent: (event: LockEvent) => void,
+    options: { limit?: number; onResync?: (snapshot: ListResult) => void },
+  ): Promise<WatchHandle>;
 }
 
 /** A name nobody here holds, waits for or calls the server about yet. */
@@ -87,6 +129,7 @@ export function newNameState(): NameState {
     steals: [],
     idle: [],
     recheck: undefined,
+    follow: undefined,
   };
 }
 
@@ -135,6 +178,21 @@ export function wake(state: NameState): void {
 export function stopRecheck(state: NameState): void {
   clearTimeout(state.recheck);
   state.recheck = undefined;
+}
+
+/**
+ * Drops the name's watch of its server queue: sends `unwatch` unless another
+ * watch of this client uses the prefix (`Watch.close()`); a watch still being
+ * asked is closed once its reply comes.
+ */
+export function stopFollow(state: NameState): void {
+  const follow = state.follow;
+  if (!follow) return;
+  state.follow = undefined;
+  follow.ended = true;
+  const watch = follow.watch;
+  follow.watch = undefined;
+  if (watch) void watch.close();
 }
 
 /** Stolen or revoked holds reject like a stolen Web Lock; a lost connection keeps its typed error. */
