@@ -240,7 +240,8 @@ export class ConnectionKeeper {
     for (const key of this.#leases.orphans(kept)) {
       void this.#keptReleases.run(key, connection, releaseKey(key), isNotHolder);
     }
-    this.#leases.reconcile(kept, this.#lastClose);
+    const resumed = welcome.resumed === true && welcome.session === previous.session;
+    if (this.#leases.reconcile(kept, this.#lastClose, resumed) > 0) this.#awaitLossReasons(connection);
     for (const [prefix, limit] of this.#watches.prefixes()) {
       connection
         .request('watch', { prefix, limit }, { onResult: (snapshot) => this.#watches.resync(prefix, snapshot) })
@@ -249,8 +250,23 @@ export class ConnectionKeeper {
           if (!isConnectionError(error)) this.#watches.fail(prefix, error);
         });
     }
-    const resumed = welcome.resumed === true && welcome.session === previous.session;
     this.#events.emit('reconnect', { session: welcome.session, previousSession: previous.session, resumed, attempts });
+  }
+
+  /**
+   * A resume did not give back some leases. The server sends a `lost`, with
+   * its reason, for each lock the session lost while it had no connection,
+   * and every such `lost` comes before its answer to a ping (a ping is a
+   * barrier for `lost`): once the pong is in, the leases no `lost` named are
+   * lost with `connection_lost` (also when the connection ends first).
+   */
+  #awaitLossReasons(connection: Connection): void {
+    const close = this.#lastClose;
+    const settle = () => {
+      // A later resume (on another connection) has settled these already and waits for its own.
+      if (this.#connection === undefined || this.#connection === connection) this.#leases.settleUnconfirmed(close);
+    };
+    connection.request('ping', {}, { onResult: () => undefined }).result.then(settle, settle);
   }
 
   /** The client is closed for good. */

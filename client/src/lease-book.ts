@@ -21,6 +21,13 @@ export interface Grant {
  */
 export class LeaseBook {
   readonly #entries = new Map<string, LeaseEntry>();
+  /**
+   * Leases a resume did not give back, by key, until the server says why:
+   * the `lost` of a lock the session lost without a connection comes after
+   * the resumed welcome, before the answer to a ping (`settleUnconfirmed`).
+   * Not in `snapshot()`: the server no longer holds them.
+   */
+  readonly #unconfirmed = new Map<string, LeaseEntry>();
   readonly #owner: LeaseOwner;
 
   constructor(owner: LeaseOwner) {
@@ -49,6 +56,7 @@ export class LeaseBook {
   /** Drops `lease` from the book (its own release was answered, or its connection is gone). */
   forget(lease: Lease): void {
     if (this.#entries.get(lease.key)?.lease === lease) this.#entries.delete(lease.key);
+    if (this.#unconfirmed.get(lease.key)?.lease === lease) this.#unconfirmed.delete(lease.key);
   }
 
   /** Records a successful extend of `lease`. */
@@ -65,18 +73,32 @@ export class LeaseBook {
     entry.control.markReleased();
   }
 
-  /** The server took `key` away: the lease with that token is lost. */
+  /** The server took `key` away: the lease with that token (held, or not given back by a resume) is lost. */
   lost(key: string, token: number, reason: LostReason): void {
-    const entry = this.#entries.get(key);
-    if (!entry || entry.lease.token !== token) return;
-    this.#entries.delete(key);
-    entry.control.lose(reason);
+    for (const entries of [this.#entries, this.#unconfirmed]) {
+      const entry = entries.get(key);
+      if (!entry || entry.lease.token !== token) continue;
+      entries.delete(key);
+      entry.control.lose(reason);
+    }
   }
 
   /** The connection ended without a resume: every lease is lost with `connection_lost`. */
   loseAll(close: CloseInfo | undefined): void {
-    const entries = [...this.#entries.values()];
+    const entries = [...this.#entries.values(), ...this.#unconfirmed.values()];
     this.#entries.clear();
+    this.#unconfirmed.clear();
+    for (const entry of entries) entry.control.lose(LeaseLostReason.ConnectionLost, close);
+  }
+
+  /**
+   * The server has told every reason it had (its answer to the ping after
+   * the resume came, or the connection ended first): the leases the resume
+   * did not give back and no `lost` named are lost with `connection_lost`.
+   */
+  settleUnconfirmed(close: CloseInfo | undefined): void {
+    const entries = [...this.#unconfirmed.values()];
+    this.#unconfirmed.clear();
     for (const entry of entries) entry.control.lose(LeaseLostReason.ConnectionLost, close);
   }
 
@@ -94,9 +116,14 @@ export class LeaseBook {
 
   /**
    * A reconnect gave back `kept` (empty when it did not resume): leases whose
-   * key is listed with their own token stay held, the others are lost.
+   * key is listed with their own token stay held. The others are lost with
+   * `connection_lost`, or, when `resumed`, wait for the `lost` the server
+   * sends for each lock the session lost without a connection, which names
+   * the real reason, until `settleUnconfirmed()`. Returns how many wait.
    */
-  reconcile(kept: Map<string, HeldLock>, close: CloseInfo | undefined): void {
+  reconcile(kept: Map<string, HeldLock>, close: CloseInfo | undefined, resumed: boolean): number {
+    // Those of an earlier resume that were never settled have nothing more coming.
+    this.settleUnconfirmed(close);
     for (const [key, entry] of [...this.#entries]) {
       const hold = kept.get(key);
       if (hold?.token === entry.lease.token) {
@@ -104,7 +131,9 @@ export class LeaseBook {
         continue;
       }
       this.#entries.delete(key);
-      entry.control.lose(LeaseLostReason.ConnectionLost, close);
+      if (resumed) this.#unconfirmed.set(key, entry);
+      else entry.control.lose(LeaseLostReason.ConnectionLost, close);
     }
+    return this.#unconfirmed.size;
   }
 }

@@ -158,8 +158,15 @@ describe('a resume that gives back a hold under another token', () => {
 
     expect(await within(holding)).toMatchObject({ code: 'connection_lost' });
     const second = await fake.connection(1);
-    const first = await second.nextRequest();
-    const after = await second.nextRequest();
+    // The ping that follows the resume (it waits for the reasons of lost leases) is beside the point here.
+    const besidesPing = async () => {
+      for (;;) {
+        const frame = await second.nextRequest();
+        if (frame.op !== 'ping') return frame;
+      }
+    };
+    const first = await besidesPing();
+    const after = await besidesPing();
     expect([first, after].map((frame) => [frame.op, frame.key])).toEqual([
       ['release', 'doc:a'],
       ['acquire', 'doc:a'],

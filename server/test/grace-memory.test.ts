@@ -4,10 +4,12 @@ import { GraceRegistry, sameSecret } from '../src/grace.js';
 import { createMemoryStore } from '../src/memory-store.js';
 import { createLockServer } from '../src/server.js';
 import type { LockStore } from '../src/store.js';
+import { describeGraceLosses } from './grace-loss-scenarios.js';
 import { describeGrace } from './grace-scenarios.js';
 import { RawClient, sessionLog, upgradeStatusLine } from './server-harness.js';
 
 describeGrace('memory store', async (clock) => createMemoryStore({ clock }));
+describeGraceLosses('memory store', async (clock) => createMemoryStore({ clock }));
 
 describe('session grace on the memory store', () => {
   it('ends sessions in grace when the server closes, leaving no lock and no timer', async () => {

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createManualClock } from '../src/clock.js';
 import { createRedisStore } from '../src/redis/redis-store.js';
 import { createLockServer, type LockServer } from '../src/server.js';
+import { describeGraceLosses } from './grace-loss-scenarios.js';
 import { describeGrace } from './grace-scenarios.js';
 import { useRedisStores } from './redis-harness.js';
 import { RawClient, sessionLog } from './server-harness.js';
@@ -9,6 +10,7 @@ import { RawClient, sessionLog } from './server-harness.js';
 const stores = useRedisStores('grace');
 
 describeGrace('redis store', async (clock) => createRedisStore({ url: stores.redis.url, namespace: stores.namespace(), clock }));
+describeGraceLosses('redis store', async (clock) => createRedisStore({ url: stores.redis.url, namespace: stores.namespace(), clock }));
 
 describe('session grace across Redis-store nodes', () => {
   const servers: LockServer[] = [];

@@ -1,0 +1,215 @@
+import { LockClient, type Lease } from '@lockwire/client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
+import { createManualClock, type ManualClock } from '../src/clock.js';
+import { createLockServer, type LockServer } from '../src/server.js';
+import type { LockStore } from '../src/store.js';
+import { RawClient, within, type Frame } from './server-harness.js';
+
+const GRACE = 5000;
+
+/** The `lockwire_locks_held` gauge of `server` now. */
+async function heldGauge(server: LockServer): Promise<number> {
+  const name = `lockwire_locks_held{store="${server.store.kind}"}`;
+  const line = (await server.metrics.scrape()).split('\n').find((l) => l.startsWith(`${name} `));
+  if (line === undefined) throw new Error(`no sample ${name}`);
+  return Number(line.slice(name.length + 1));
+}
+
+/** Waits (bounded) until the gauge reads `expected`: on the Redis store a loss reaches the node a little after the step. */
+async function gaugeReaches(server: LockServer, expected: number, what: string): Promise<void> {
+  await within(
+    (async () => {
+      while ((await heldGauge(server)) !== expected) await new Promise((resolve) => setTimeout(resolve, 5));
+    })(),
+    what,
+  );
+}
+
+/**
+ * The `lost` a session in grace is owed, run against one store: each lock
+ * it lost without a connection is reported with its real reason after the
+ * resumed welcome, and stops counting as held at its loss.
+ */
+export function describeGraceLosses(name: string, makeStore: (clock: ManualClock) => Promise<LockStore>): void {
+  describe(`locks lost during session grace (${name})`, () => {
+    const servers: LockServer[] = [];
+    const clients: RawClient[] = [];
+    const lockClients: LockClient[] = [];
+    const proxies: TcpProxy[] = [];
+
+    afterEach(async () => {
+      for (const client of clients.splice(0)) client.ws.terminate();
+      await Promise.all(lockClients.splice(0).map((client) => client.close()));
+      await Promise.all(proxies.splice(0).map((proxy) => proxy.close()));
+      await Promise.all(servers.splice(0).map((server) => server.close()));
+    });
+
+    async function start() {
+      const clock = createManualClock(Date.now());
+      const server = await createLockServer({ port: 0, heartbeatInterval: 0, clock, store: await makeStore(clock), sessionGrace: GRACE });
+      servers.push(server);
+      const connect = async (query = '') => {
+        const connection = await RawClient.connect(`${server.url}${query}`);
+        clients.push(connection.client);
+        return connection;
+      };
+      const resumeQuery = (welcome: Frame) =>
+        `?session=${encodeURIComponent(String(welcome.session))}&resume=${encodeURIComponent(String(welcome.resume))}`;
+      /** Drops `client`'s connection without a close frame and waits until the server has put its session in grace. */
+      const drop = async (client: RawClient) => {
+        const open = server.sessionCount();
+        client.ws.terminate();
+        await within(
+          (async () => {
+            while (server.sessionCount() !== open - 1) await new Promise((resolve) => setTimeout(resolve, 5));
+          })(),
+          'the server to see the drop',
+        );
+      };
+      /** Every `lost` the resumed connection got before the reply to a ping (a barrier for `lost`), by key. */
+      const lostBeforePong = async (client: RawClient) => {
+        await client.request({ op: 'ping', id: 'barrier' });
+        return client.inbox.filter((frame) => frame.type === 'lost').sort((a, b) => String(a.key).localeCompare(String(b.key)));
+      };
+      return { server, clock, connect, resumeQuery, drop, lostBeforePong };
+    }
+
+    /** The reason `lease`'s signal aborted with, once it has (bounded). */
+    const abortReason = (lease: Lease): Promise<unknown> =>
+      within(
+        new Promise((resolve) => {
+          if (lease.signal.aborted) resolve(lease.signal.reason);
+          else lease.signal.addEventListener('abort', () => resolve(lease.signal.reason), { once: true });
+        }),
+        `the loss of ${lease.key}`,
+      );
+
+    it('sends, after the resumed welcome, a lost with its real reason for each lock expired, stolen or revoked during the grace', async () => {
+      const { server, clock, connect, resumeQuery, drop, lostBeforePong } = await start();
+      const { client: a, welcome } = await connect();
+      const { client: b } = await connect();
+      const expired = await a.request({ op: 'acquire', id: 1, key: 'expired', holdTimeout: 1000 });
+      const stolen = await a.request({ op: 'acquire', id: 2, key: 'stolen' });
+      const revoked = await a.request({ op: 'acquire', id: 3, key: 'revoked' });
+      const kept = await a.request({ op: 'acquire', id: 4, key: 'kept' });
+      await drop(a);
+      expect(await heldGauge(server)).toBe(4);
+
+      clock.advance(1000);
+      await gaugeReaches(server, 3, 'the expiry to count');
+      expect(await b.request({ op: 'acquire', id: 1, key: 'stolen', steal: true })).toMatchObject({ acquired: true });
+      expect(await b.request({ op: 'revoke', id: 2, key: 'revoked' })).toMatchObject({ revoked: 1 });
+      // The session in grace holds kept alone; b holds stolen.
+      await gaugeReaches(server, 2, 'the steal and the revoke to count');
+
+      const { client: again, welcome: resumed } = await connect(resumeQuery(welcome));
+      expect(resumed).toMatchObject({
+        session: welcome.session,
+        resumed: true,
+        held: [{ key: 'kept', token: kept.token }],
+      });
+      expect(resumed.held).toHaveLength(1);
+      expect(await lostBeforePong(again)).toEqual([
+        { type: 'lost', key: 'expired', token: expired.token, reason: 'expired' },
+        { type: 'lost', key: 'revoked', token: revoked.token, reason: 'revoked' },
+        { type: 'lost', key: 'stolen', token: stolen.token, reason: 'stolen' },
+      ]);
+      expect(await heldGauge(server)).toBe(2);
+    });
+
+    it('sends no lost for a lock still held across the grace, and it stays held', async () => {
+      const { server, clock, connect, resumeQuery, drop, lostBeforePong } = await start();
+      const { client: a, welcome } = await connect();
+      const grant = await a.request({ op: 'acquire', id: 1, key: 'k', holdTimeout: GRACE * 2 });
+      await drop(a);
+      clock.advance(GRACE - 1);
+      const { client: again, welcome: resumed } = await connect(resumeQuery(welcome));
+      expect(resumed).toMatchObject({ resumed: true, held: [{ key: 'k', token: grant.token }] });
+      expect(await lostBeforePong(again)).toEqual([]);
+      expect(await heldGauge(server)).toBe(1);
+      // Past the old grace the lock is still this session's.
+      clock.advance(1);
+      expect(await again.request({ op: 'status', id: 1, key: 'k' })).toMatchObject({ heldByYou: true });
+      expect(await again.request({ op: 'release', id: 2, key: 'k' })).toMatchObject({ released: true });
+    });
+
+    it('drops the held gauge at a loss during the grace, not when the grace ends', async () => {
+      const { server, clock, connect, drop } = await start();
+      const { client: a } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'short', holdTimeout: 1000 });
+      await a.request({ op: 'acquire', id: 2, key: 'long' });
+      await drop(a);
+      expect(await heldGauge(server)).toBe(2);
+      clock.advance(1000);
+      await gaugeReaches(server, 1, 'the expired lock to stop counting');
+      clock.advance(GRACE - 1000);
+      await gaugeReaches(server, 0, 'the grace to end');
+    });
+
+    it('keeps the losses of a session whose resume failed for the next resume', async () => {
+      const { connect, resumeQuery, drop, lostBeforePong, server } = await start();
+      const { client: a, welcome } = await connect();
+      const { client: b } = await connect();
+      const grant = await a.request({ op: 'acquire', id: 1, key: 'k' });
+      await drop(a);
+      expect(await b.request({ op: 'revoke', id: 1, key: 'k' })).toMatchObject({ revoked: 1 });
+      await gaugeReaches(server, 0, 'the revoke to count');
+      // A wrong secret leaves the session in grace, its loss kept.
+      const wrong = await connect(`?session=${String(welcome.session)}&resume=${'x'.repeat(32)}`);
+      expect(wrong.welcome).toMatchObject({ resumed: false });
+      expect(await lostBeforePong(wrong.client)).toEqual([]);
+      const { client: again, welcome: resumed } = await connect(resumeQuery(welcome));
+      expect(resumed).toMatchObject({ resumed: true, held: [] });
+      expect(await lostBeforePong(again)).toEqual([{ type: 'lost', key: 'k', token: grant.token, reason: 'revoked' }]);
+    });
+
+    it('hands the lockwire client the real reason of each lock lost during the grace, and keeps the lock still held', async () => {
+      const { server, clock, connect, lostBeforePong } = await start();
+      const proxy = await startTcpProxy(server.port);
+      proxies.push(proxy);
+      const client = await LockClient.connect(proxy.url(server.url), { reconnect: { initialDelay: 1, maxDelay: 20, jitter: 0 } });
+      lockClients.push(client);
+      const take = async (key: string, holdTimeout?: number) => {
+        const lease = await client.acquire(key, holdTimeout === undefined ? {} : { holdTimeout });
+        if (!lease) throw new Error(`${key} not granted`);
+        return lease;
+      };
+      const expired = await take('expired', 1000);
+      const stolen = await take('stolen');
+      const revoked = await take('revoked');
+      const kept = await take('kept');
+      const { client: other } = await connect();
+      const lostEvents: unknown[] = [];
+      client.on('lost', (lost) => lostEvents.push(lost));
+
+      proxy.refuse();
+      await within(
+        (async () => {
+          while (server.sessionCount() !== 1) await new Promise((resolve) => setTimeout(resolve, 5));
+        })(),
+        'the server to see the drop',
+      );
+      clock.advance(1000);
+      await gaugeReaches(server, 3, 'the expiry to count');
+      expect(await other.request({ op: 'acquire', id: 1, key: 'stolen', steal: true })).toMatchObject({ acquired: true });
+      expect(await other.request({ op: 'revoke', id: 2, key: 'revoked' })).toMatchObject({ revoked: 1 });
+      // Not told yet: the client is offline, its leases wait for the resume.
+      expect([expired, stolen, revoked, kept].map((lease) => lease.held)).toEqual([true, true, true, true]);
+
+      const reconnected = new Promise<unknown>((resolve) => client.on('reconnect', resolve));
+      proxy.resume();
+      expect(await within(reconnected, 'the resume')).toMatchObject({ resumed: true });
+      expect(await abortReason(expired)).toMatchObject({ code: 'expired' });
+      expect(await abortReason(stolen)).toMatchObject({ code: 'stolen' });
+      expect(await abortReason(revoked)).toMatchObject({ code: 'revoked' });
+      expect(lostEvents).toHaveLength(3);
+      expect(kept.held).toBe(true);
+      expect(kept.signal.aborted).toBe(false);
+      expect([...client.leases.keys()]).toEqual(['kept']);
+      expect(await lostBeforePong(other)).toEqual([]);
+      await kept.release();
+      expect(await other.request({ op: 'status', id: 3, key: 'kept' })).toMatchObject({ locked: false });
+    });
+  });
+}
