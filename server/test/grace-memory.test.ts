@@ -153,4 +153,24 @@ describe('grace registry', () => {
     expect(registry.size).toBe(0);
     expect(clock.pending()).toBe(0);
   });
+
+  it('keeps the losses of a session in grace through a claim and a put-back, and counts and ends only the keys still held', () => {
+    const clock = createManualClock(0);
+    const expired: Array<[string, string[]]> = [];
+    const registry = new GraceRegistry({ grace: 100, clock, expired: (session, keys) => expired.push([session, [...keys]]) });
+    registry.hold({ session: 's', secret: 'sec', user: null, keys: new Set(['a', 'b', 'c']) });
+    expect(registry.heldCount).toBe(3);
+    expect(registry.lost('s', { key: 'b', token: 7, reason: 'stolen' })).toBe(true);
+    expect(registry.lost('nobody', { key: 'b', token: 8, reason: 'stolen' })).toBe(false);
+    expect(registry.heldCount).toBe(2);
+    const claimed = registry.claim('s', 'sec', null);
+    if (!claimed) throw new Error('the session was not claimed');
+    expect([...claimed.losses.values()]).toEqual([{ key: 'b', token: 7, reason: 'stolen' }]);
+    registry.hold(claimed.detached, claimed.cancelling, claimed.deadline, claimed.losses);
+    registry.lost('s', { key: 'a', token: 5, reason: 'expired' });
+    expect(registry.heldCount).toBe(1);
+    clock.advance(100);
+    expect(expired).toEqual([['s', ['c']]]);
+    expect(registry.heldCount).toBe(0);
+  });
 });
