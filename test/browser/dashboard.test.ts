@@ -17,6 +17,19 @@ async function connect(): Promise<LockClient> {
   return client;
 }
 
+/** Resolves as `promise` does; rejects with `what()` after `ms` (a bound on a wait, never a timing check). */
+async function within(promise: Promise<void>, ms: number, what: () => string): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what())), ms);
+  });
+  try {
+    await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const row = (key: string) => page.locator(`.lock-row[data-key="${key}"]`);
 const logLine = (key: string, event: string) => page.locator(`#log .log-line[data-key="${key}"][data-event="${event}"]`);
 
@@ -48,20 +61,35 @@ afterEach(async () => {
 });
 
 describe('dashboard', () => {
-  it('shows a lock acquired by a Node client within 500 ms, with its holder meta and token', async () => {
+  it('shows a lock acquired by a Node client on the next frame after its event, with its holder meta and token', async () => {
+    // The page's clock stands still until advanced: only a frame asked for by the event can draw the row, not the 1 s tick.
+    await page.clock.install({ time: clock.now() });
+    await page.clock.pauseAt(clock.now() + 1);
+    const frames: string[] = [];
+    let heard: () => void = () => {};
+    const eventHeard = new Promise<void>((resolve) => (heard = resolve));
+    page.on('websocket', (socket) =>
+      socket.on('framereceived', ({ payload }) => {
+        const text = String(payload);
+        frames.push(text);
+        if (text.includes('"event":"acquired"') && text.includes('"key":"room:7"')) heard();
+      }),
+    );
     await openDashboard();
+    // Draws the frame asked for on connecting; the next one must be asked for by the event.
+    await page.clock.runFor(100);
     const ana = await connect();
-    const started = Date.now();
     const lease = await ana.acquire('room:7', { meta: { user: 'ana', tab: 't1' } });
-    await row('room:7').waitFor({ timeout: 2000 });
-    const elapsed = Date.now() - started;
-    expect(elapsed).toBeLessThan(500);
+    await within(eventHeard, 5000, () => `the dashboard's socket got no acquired event for room:7: ${frames.join(' ')}`);
+    expect(await row('room:7').count()).toBe(0);
+    await page.clock.runFor(100);
+    expect(await row('room:7').count()).toBe(1);
     const holders = await row('room:7').locator('.holders').textContent();
     expect(holders).toContain('user=ana tab=t1');
     expect(holders).toContain(`#${lease?.token}`);
     expect(await row('room:7').locator('.mode').textContent()).toBe('exclusive');
-    await logLine('room:7', 'acquired').waitFor({ timeout: 2000 });
-    await expect.poll(() => page.locator('#count-held').getAttribute('data-value')).toBe('1');
+    expect(await logLine('room:7', 'acquired').count()).toBe(1);
+    expect(await page.locator('#count-held').getAttribute('data-value')).toBe('1');
   });
 
   it('removes the row and logs the release when the holder releases', async () => {
