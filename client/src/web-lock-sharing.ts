@@ -207,8 +207,9 @@ export class SharedHoldSharing {
         }
         follow.watch = watch;
         watch.signal.addEventListener('abort', () => this.#poll(name, state, follow), { once: true });
-        // Taken after `head` was found behind the queue; events seen already are newer than it.
-        if (follow.seen === 0 && state.queue[0] === head && queueEmptyIn(watch.snapshot, name)) {
+        // Taken after the head it was opened for was found behind the queue, so it counts for that head alone;
+        // events seen already are newer than it.
+        if (follow.seen === 0 && state.queue[0] === follow.openedFor && queueEmptyIn(watch.snapshot, name)) {
           this.#emptied(name, state, follow);
         }
       },
