@@ -1,8 +1,75 @@
 import { ErrorCode, type Limits } from '@lockwire/protocol';
 import type { Connection } from './connection.js';
 import { isConnectionError, LockError } from './errors.js';
-import { retryDelay } from './hold-release.js';
 import { pause } from './reconnect.js';
+
+/** The first wait after a refusal other than `rate_limited`, in ms; it doubles per refusal. */
+const FIRST_RETRY_MS = 100;
+/** The longest wait between two tries of one request, in ms. */
+const MAX_RETRY_MS = 10_000;
+
+/** How {@link retryRefused} asks again. */
+export interface RefusedRequest {
+  /** Sends the request once; resolves when the server accepted it, rejects with its refusal. */
+  send(): Promise<unknown>;
+  /** True when nothing is left to do: checked before each try. */
+  over(): boolean;
+  /** True when a refusal ends the retries (asking again cannot help, or nothing is left to do). */
+  final(error: unknown): boolean;
+  /** Aborts the wait between two tries (the reason the retries end is then told by `over`). */
+  signal: AbortSignal;
+  /** The server's announced limits, read at each wait (their `rateLimit` times the wait after `rate_limited`). */
+  limits(): Limits;
+  /** Runs once when the retries have ended, before the returned promise resolves `undefined`. */
+  ended(): void;
+}
+
+/**
+ * Sends a request the client makes on its own behalf, and while the server
+ * refuses it asks again, waiting longer each time (`retryDelay`: doubling
+ * from 100 ms, or from the announced rate's frame interval after
+ * `rate_limited`, at most 10 s), until it is accepted, `over()`, or a
+ * refusal is `final`.
+ *
+ * Resolves once the first try was answered: with the refusal as
+ * `{ error }` (the retries go on in the background), or `undefined` once
+ * the retries have ended. Never rejects.
+ */
+export function retryRefused(request: RefusedRequest): Promise<{ error: unknown } | undefined> {
+  return new Promise((answered) => {
+    const loop = async () => {
+      for (let refusals = 1; !request.over(); refusals += 1) {
+        const refusal = await request.send().then(
+          () => undefined,
+          (error: unknown) => ({ error }),
+        );
+        if (!refusal || request.final(refusal.error)) return;
+        answered(refusal);
+        await pause(retryDelay(refusal.error, refusals, request.limits()), request.signal);
+      }
+    };
+    void loop().finally(() => {
+      try {
+        request.ended();
+      } finally {
+        answered(undefined);
+      }
+    });
+  });
+}
+
+/** The wait before asking again after the `refusals`-th refusal (1-based). */
+export function retryDelay(error: unknown, refusals: number, limits: Limits): number {
+  const rateLimited = error instanceof LockError && error.code === ErrorCode.RateLimited;
+  const first = rateLimited ? frameInterval(limits) : FIRST_RETRY_MS;
+  return Math.min(MAX_RETRY_MS, first * 2 ** (refusals - 1));
+}
+
+/** The time one frame's worth of the server's rate budget takes to refill, from the announced `rateLimit`. */
+function frameInterval(limits: Limits): number {
+  const rate: unknown = limits.rateLimit;
+  return typeof rate === 'number' && rate > 0 ? Math.min(MAX_RETRY_MS, 1000 / rate) : FIRST_RETRY_MS;
+}
 
 /** Sends one request of a retried clean-up on `connection`; resolves when the server accepted it. */
 export type CleanupRequest = (connection: Connection) => Promise<void>;
@@ -35,9 +102,9 @@ export class RefusalRetries {
 
   /**
    * Sends `request` on `connection`, and while the server refuses it asks
-   * again with the backoff of refused releases (`retryDelay`: doubling from
-   * 100 ms, or from the announced rate's frame interval after
-   * `rate_limited`, at most 10 s). Ends when the request is accepted, when
+   * again with the backoff of {@link retryRefused} (doubling from 100 ms, or
+   * from the announced rate's frame interval after `rate_limited`, at most
+   * 10 s). Ends when the request is accepted, when
    * `settled(error)` says a refusal means nothing is left to do (e.g.
    * `not_holder`), on `bad_request`/`forbidden`/`unauthorized`, when
    * `stop(name)`/`stopAll()` is called, or when `connection` closes. A new
@@ -60,24 +127,17 @@ export class RefusalRetries {
     connection.closedSignal.addEventListener('abort', onClosed, { once: true });
     if (connection.closedSignal.aborted) controller.abort();
     const { signal } = controller;
-    return new Promise((answered) => {
-      const loop = async () => {
-        for (let refusals = 1; !signal.aborted; refusals += 1) {
-          const refusal = await request(connection).then(
-            () => undefined,
-            (error: unknown) => ({ error }),
-          );
-          if (!refusal || isConnectionError(refusal.error) || isFinal(refusal.error) || settled(refusal.error)) return;
-          answered(refusal);
-          // `stop()` or the connection's close aborts the signal, which ends the wait at once.
-          await pause(retryDelay(refusal.error, refusals, this.#limits()), signal);
-        }
-      };
-      void loop().finally(() => {
+    return retryRefused({
+      send: () => request(connection),
+      // `stop()` or the connection's close aborts the signal, which ends the wait at once.
+      over: () => signal.aborted,
+      final: (error) => isConnectionError(error) || isFinal(error) || settled(error),
+      signal,
+      limits: this.#limits,
+      ended: () => {
         connection.closedSignal.removeEventListener('abort', onClosed);
         if (this.#running.get(name) === controller) this.#running.delete(name);
-        answered(undefined);
-      });
+      },
     });
   }
 
