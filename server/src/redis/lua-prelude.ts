@@ -26,6 +26,12 @@
  * hash is read with one HMGET and written with one HSET, the holder and
  * queue counts are kept from the replies of the writes, and each log item is
  * JSON-encoded once and shared by the reply and every message.
+ *
+ * Redis' Lua spends more on building tables, `cjson` and `string.format`
+ * than on the commands of a step, so the common path makes few of them: a
+ * new hold, each log item and the common replies are written as JSON text
+ * directly (no table, no `cjson.encode`), the meta fields live in locals,
+ * and the clock's decimal text comes from `TIME`'s own strings.
  */
 export const LUA_PRELUDE = String.raw`
 -- A step's state. The prelude is loaded once as a function library where
@@ -34,8 +40,12 @@ export const LUA_PRELUDE = String.raw`
 local KEYS, ARGV
 local K_META, K_HOLD, K_QUEUE, K_WAITER, K_WAIT
 local NODE, CALL, NOW, NOWS, HKEY, NS
-local DEAD, log, noted, hasEvents
-local clock, km, nHold, nQueue, noWaits
+local DEAD, log, logNode, noted, hasEvents
+local clock, clockS, nHold, nQueue, noWaits
+-- The meta hash's fields, read on first use (metaRead): token and version
+-- as numbers and as their text, the mode of the holders (false: none) as
+-- read and as the step leaves it, and whether the token or version moved.
+local metaRead, tok, ver, tokS, verS, mode, mode0, moved
 
 local function begin(keys, argv)
   KEYS, ARGV = keys, argv
@@ -44,21 +54,50 @@ local function begin(keys, argv)
   -- NOWS: the caller sends now as an integer's decimal string, the very
   -- text n2s(NOW) would make; kept to spare a string.format.
   NOWS = argv[3]
-  DEAD, log, noted, hasEvents = nil, {}, {}, false
-  clock, km, nHold, nQueue, noWaits = nil, nil, nil, nil, false
+  -- log: each item's JSON text, in step order; logNode[i]: the node a note
+  -- is for (nil for events), made with the step's first note, as is noted.
+  DEAD, log, logNode, noted, hasEvents = nil, {}, nil, nil, false
+  clock, clockS, nHold, nQueue, noWaits = nil, nil, nil, nil, false
+  metaRead = false
 end
 
 -- string.format costs Redis' Lua about as much as a redis.call (~0.7 us),
--- so each token and version is formatted once per step: the meta hash keeps
--- the strings it read and the ones it made, and writes back only the fields
--- that changed.
+-- so each token and version is formatted once per step: the step keeps the
+-- meta fields' text it read and made, and writes back only what changed.
 local function n2s(n) return string.format('%.0f', n) end
 
--- Every token and version of a step derives from one reading of Redis' clock.
+-- The JSON text of a string: quoted as it is unless it has a character
+-- JSON escapes (cjson then writes it). Sessions, modes and meta are
+-- checked; tokens, tickets, times and expiries are decimal text the store
+-- made.
+local function q(s)
+  if s == nil then return '""' end
+  if string.find(s, '[%c"\\]') then return cjson.encode(s) end
+  return '"' .. s .. '"'
+end
+
+-- Counts as text: concatenating a number formats it (as string.format
+-- does), and counts repeat, so each count's text is made once per library.
+local countText = {}
+local function int(n)
+  local t = countText[n]
+  if not t then
+    t = tostring(n)
+    countText[n] = t
+  end
+  return t
+end
+
+-- Every token and version of a step derives from one reading of Redis'
+-- clock. clockS, its decimal text, is joined from TIME's two replies (the
+-- microseconds zero-padded to six digits), not formatted: tokens (~1.7e15)
+-- have more digits than tostring's 14.
 local function micros()
   if not clock then
     local t = redis.call('TIME')
-    clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local us = t[2]
+    clock = tonumber(t[1]) * 1000000 + tonumber(us)
+    clockS = t[1] .. string.sub('000000', #us + 1) .. us
   end
   return clock
 end
@@ -66,61 +105,79 @@ end
 -- The meta hash, read on first use; finish() writes back what changed in
 -- one HSET. No holders is stored as mode '' (not a deleted field), so a
 -- release writes it in that same HSET.
-local function keyMeta()
-  if not km then
-    local m = redis.call('HMGET', K_META, 'tok', 'ver', 'mode')
-    local mode = m[3]
-    if mode == '' then mode = false end
-    -- tokS/verS: the fields' text as read (only ever written from n2s, so
-    -- canonical), replaced together with the number when a step moves it.
-    km = { tok = tonumber(m[1] or '0'), ver = tonumber(m[2] or '0'), tokS = m[1] or '0', verS = m[2] or '0',
-      tokDirty = false, verDirty = false, mode = mode, mode0 = mode }
-  end
-  return km
+local function readMeta()
+  if metaRead then return end
+  metaRead = true
+  local m = redis.call('HMGET', K_META, 'tok', 'ver', 'mode')
+  -- The fields' text as read (only ever written from n2s or clockS, so
+  -- canonical), replaced together with the number when a step moves it.
+  tokS, verS = m[1] or '0', m[2] or '0'
+  tok, ver = tonumber(tokS), tonumber(verS)
+  mode = m[3]
+  if mode == '' then mode = false end
+  mode0, moved = mode, false
 end
 
--- Tokens and versions never go backwards, even after Redis lost the key:
--- each is at least Redis' clock in microseconds.
+-- The next of a counter that never goes backwards, even after Redis lost
+-- the key: at least Redis' clock in microseconds. Returns it and its text.
+local function nextOf(n)
+  local c = micros()
+  if c > n then return c, clockS end
+  return n + 1, n2s(n + 1)
+end
+
 local function nextToken()
-  local m = keyMeta()
-  m.tok = math.max(m.tok + 1, micros())
-  m.tokS = n2s(m.tok)
-  m.tokDirty = true
-  return m.tokS
+  readMeta()
+  tok, tokS = nextOf(tok)
+  moved = true
+  return tokS
 end
 
--- Holder and queue counts: read once, then kept from the replies of the
--- writes that change them (HSET, HDEL, ZADD and ZREM return how many changed).
+-- Holder and queue counts: read before the step's first write to either
+-- (each write calls counts() first), then kept from the replies of the
+-- writes (HSET, HDEL, ZADD and ZREM return how many changed). The holders
+-- need no HLEN unless they share: mode '' means none, exclusive means one.
 local function counts()
   if not nHold then
-    nHold = redis.call('HLEN', K_HOLD)
+    readMeta()
+    if not mode0 then
+      nHold = 0
+    elseif mode0 == 'exclusive' then
+      nHold = 1
+    else
+      nHold = redis.call('HLEN', K_HOLD)
+    end
     nQueue = redis.call('ZCARD', K_QUEUE)
   end
   return nHold, nQueue
 end
-local function holdsChanged(n) if nHold then nHold = nHold + n end end
-local function queueChanged(n) if nQueue then nQueue = nQueue + n end end
 
-local function ev(kind, rec, token)
+-- An event of the step's log, as its JSON text.
+local function ev(kind, s, m, d, token)
   local h, w = counts()
-  log[#log + 1] = { y = 'ev', e = kind, s = rec.s, t = token or '', m = rec.m, d = rec.d, h = h, w = w }
+  log[#log + 1] = '{"y":"ev","e":"' .. kind .. '","s":' .. q(s) .. ',"t":"' .. (token or '') .. '","m":' .. q(m)
+    .. ',"d":' .. q(d) .. ',"h":' .. int(h) .. ',"w":' .. int(w) .. '}'
   hasEvents = true
 end
 
-local function note(node, item)
+-- A note to a node about one of its sessions, as its JSON text.
+local function note(node, text)
   if node == DEAD then return end
-  item.node = node
-  log[#log + 1] = item
+  local i = #log + 1
+  log[i] = text
+  if not logNode then logNode, noted = {}, {} end
+  logNode[i] = node
   noted[node] = true
 end
 
 local function heldMode()
-  return keyMeta().mode
+  readMeta()
+  return mode
 end
 
-local function compatible(mode)
+local function compatible(m)
   local cur = heldMode()
-  return (not cur) or (mode == 'shared' and cur == 'shared')
+  return (not cur) or (m == 'shared' and cur == 'shared')
 end
 
 local function expiry(holdTimeout)
@@ -128,26 +185,32 @@ local function expiry(holdTimeout)
   return n2s(NOW + tonumber(holdTimeout))
 end
 
-local function putHold(hold)
-  holdsChanged(redis.call('HSET', K_HOLD, hold.s, cjson.encode(hold)))
+-- Writes a hold record: the JSON cjson.decode reads back in holdOf.
+local function putHold(s, node, ticket, token, m, since, x, meta)
+  counts()
+  nHold = nHold + (redis.call('HSET', K_HOLD, s, '{"s":' .. q(s) .. ',"n":' .. q(node) .. ',"i":"' .. ticket .. '","t":"' .. token
+    .. '","m":' .. q(m) .. ',"c":"' .. since .. '","x":"' .. x .. '","d":' .. q(meta) .. '}'))
 end
 
 local function enqueue(seq, s)
-  queueChanged(redis.call('ZADD', K_QUEUE, seq, s))
+  counts()
+  nQueue = nQueue + redis.call('ZADD', K_QUEUE, seq, s)
 end
 
 local function unqueue(s)
-  queueChanged(-redis.call('ZREM', K_QUEUE, s))
+  counts()
+  nQueue = nQueue - redis.call('ZREM', K_QUEUE, s)
 end
 
--- Grants a request; a queued one (ticket set, from the queue) is told via a note.
-local function grant(s, node, ticket, mode, meta, holdTimeout, queued)
-  local hold = { s = s, n = node, i = ticket, t = nextToken(), m = mode, c = NOWS, x = expiry(holdTimeout), d = meta }
-  putHold(hold)
-  keyMeta().mode = mode
-  if queued then note(node, { y = 'granted', s = s, i = ticket, t = hold.t, x = hold.x }) end
-  ev('acquired', hold, hold.t)
-  return hold
+-- Grants a request; a queued one (from the queue) is told via a note.
+-- Returns the hold's token and expiry.
+local function grant(s, node, ticket, m, meta, holdTimeout, queued)
+  local t, x = nextToken(), expiry(holdTimeout)
+  putHold(s, node, ticket, t, m, NOWS, x, meta)
+  mode = m
+  if queued then note(node, '{"y":"granted","s":' .. q(s) .. ',"i":"' .. ticket .. '","t":"' .. t .. '","x":"' .. x .. '"}') end
+  ev('acquired', s, m, meta, t)
+  return t, x
 end
 
 -- Settles the waits for which this was the last live hold.
@@ -168,7 +231,7 @@ local function settleWaits(token)
     end
     if #left == 0 then
       redis.call('HDEL', K_WAIT, all[i])
-      note(w.n, { y = 'waitDone', s = w.s, i = w.i })
+      note(w.n, '{"y":"waitDone","s":' .. q(w.s) .. ',"i":"' .. w.i .. '"}')
     elseif #left < #w.k then
       w.k = left
       redis.call('HSET', K_WAIT, all[i], cjson.encode(w))
@@ -178,10 +241,11 @@ end
 
 -- Ends a hold: 'released' by its holder, or taken away (the holder is told).
 local function endHold(hold, how)
-  holdsChanged(-redis.call('HDEL', K_HOLD, hold.s))
-  if counts() == 0 then keyMeta().mode = false end
-  if how ~= 'released' then note(hold.n, { y = 'lost', s = hold.s, t = hold.t, r = how }) end
-  ev(how, hold, hold.t)
+  counts()
+  nHold = nHold - redis.call('HDEL', K_HOLD, hold.s)
+  if nHold == 0 then mode = false end
+  if how ~= 'released' then note(hold.n, '{"y":"lost","s":' .. q(hold.s) .. ',"t":"' .. hold.t .. '","r":"' .. how .. '"}') end
+  ev(how, hold.s, hold.m, hold.d, hold.t)
   settleWaits(hold.t)
 end
 
@@ -229,27 +293,20 @@ end
 local function dequeue(w)
   unqueue(w.s)
   redis.call('HDEL', K_WAITER, w.s)
-  ev('dequeued', w, nil)
+  ev('dequeued', w.s, w.m, w.d, nil)
   drain()
 end
 
--- Writes back the meta fields the step changed, in one command.
+-- Writes back the meta fields the step changed, in one command: a step
+-- that moved the token or version writes all three (an unchanged field
+-- gets its own text again), which spares building an argument list.
 local function saveMeta()
-  if not km then return end
-  local set = {}
-  if km.tokDirty then
-    set[#set + 1] = 'tok'
-    set[#set + 1] = km.tokS
+  if not metaRead then return end
+  if moved then
+    redis.call('HSET', K_META, 'tok', tokS, 'ver', verS, 'mode', mode or '')
+  elseif mode ~= mode0 then
+    redis.call('HSET', K_META, 'mode', mode or '')
   end
-  if km.verDirty then
-    set[#set + 1] = 'ver'
-    set[#set + 1] = km.verS
-  end
-  if km.mode ~= km.mode0 then
-    set[#set + 1] = 'mode'
-    set[#set + 1] = km.mode or ''
-  end
-  if #set > 0 then redis.call('HSET', K_META, unpack(set)) end
 end
 
 -- Publishes the step's batch and returns the reply for the caller. Messages
@@ -257,20 +314,19 @@ end
 -- with a plain-text header (origin node, call, key, versions, time) so a
 -- node reads it without parsing the items: it skips them when it has no
 -- watcher, and skips its own steps' broadcasts, whose reply carried the same.
+-- result: the reply's JSON text, or a table to encode.
 local function finish(result)
+  readMeta()
   local pv, v = '0', '0'
   if hasEvents then
-    local m = keyMeta()
-    pv = m.verS
-    m.ver = math.max(m.ver + 1, micros())
-    m.verS = n2s(m.ver)
-    m.verDirty = true
-    v = m.verS
+    pv = verS
+    ver, verS = nextOf(ver)
+    moved = true
+    v = verS
   end
   -- The key's version after this step, also when it had no events: the
   -- caller answers only after it has applied every step up to it.
-  local cv = v
-  if not hasEvents then cv = keyMeta().verS end
+  local cv = verS
   saveMeta()
   local h, w = counts()
   if h == 0 and w == 0 and (noWaits or redis.call('HLEN', K_WAIT) == 0) then
@@ -280,32 +336,41 @@ local function finish(result)
   else
     redis.call('PERSIST', K_META)
   end
-  local enc = {}
-  local events = {}
-  local mine = {}
-  for i, it in ipairs(log) do
-    enc[i] = cjson.encode(it)
-    if it.y == 'ev' then
-      events[#events + 1] = enc[i]
-      mine[#mine + 1] = enc[i]
-    elseif it.node == NODE then
-      mine[#mine + 1] = enc[i]
-    end
-  end
-  local head = '{"k":"' .. HKEY .. '","pv":"' .. pv .. '","v":"' .. v .. '","at":' .. ARGV[3] .. ',"it":['
-  for node, _ in pairs(noted) do
-    if node ~= NODE then
-      local items = {}
-      for i, it in ipairs(log) do
-        if it.y == 'ev' or it.node == node then items[#items + 1] = enc[i] end
+  -- With no notes (the common step) the events are the caller's items too.
+  local events, mine
+  if not logNode then
+    events = table.concat(log, ',')
+    mine = events
+  else
+    local evs, my = {}, {}
+    for i, text in ipairs(log) do
+      local node = logNode[i]
+      if not node then
+        evs[#evs + 1] = text
+        my[#my + 1] = text
+      elseif node == NODE then
+        my[#my + 1] = text
       end
-      redis.call('PUBLISH', NS .. ':n:' .. node, head .. table.concat(items, ',') .. ']}')
+    end
+    events, mine = table.concat(evs, ','), table.concat(my, ',')
+  end
+  local head = '{"k":"' .. HKEY .. '","pv":"' .. pv .. '","v":"' .. v .. '","at":' .. NOWS .. ',"it":['
+  if noted then
+    for node, _ in pairs(noted) do
+      if node ~= NODE then
+        local items = {}
+        for i, text in ipairs(log) do
+          local to = logNode[i]
+          if not to or to == node then items[#items + 1] = text end
+        end
+        redis.call('PUBLISH', NS .. ':n:' .. node, head .. table.concat(items, ',') .. ']}')
+      end
     end
   end
   if hasEvents then
-    redis.call('PUBLISH', NS .. ':e',
-      NODE .. ' ' .. CALL .. ' ' .. HKEY .. ' ' .. pv .. ' ' .. v .. ' ' .. ARGV[3] .. ' [' .. table.concat(events, ',') .. ']')
+    redis.call('PUBLISH', NS .. ':e', NODE .. ' ' .. CALL .. ' ' .. HKEY .. ' ' .. pv .. ' ' .. v .. ' ' .. NOWS .. ' [' .. events .. ']')
   end
-  return head .. table.concat(mine, ',') .. '],"cv":"' .. cv .. '","r":' .. cjson.encode(result) .. '}'
+  if type(result) ~= 'string' then result = cjson.encode(result) end
+  return head .. mine .. '],"cv":"' .. cv .. '","r":' .. result .. '}'
 end
 `;

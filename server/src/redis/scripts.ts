@@ -64,17 +64,17 @@ if full then return finish({ err = 'too_many_locks' }) end
 if not grantable and qlen >= maxW then return finish({ err = 'too_many_waiters' }) end
 if not grantable then
   local seq = redis.call('HINCRBY', K_META, 'seq', 1)
-  local w = { s = s, n = NODE, i = ticket, m = mode, c = n2s(NOW), d = meta, ht = holdT }
+  local w = { s = s, n = NODE, i = ticket, m = mode, c = NOWS, d = meta, ht = holdT }
   enqueue(seq, s)
   redis.call('HSET', K_WAITER, s, cjson.encode(w))
-  ev('queued', w, nil)
+  ev('queued', s, mode, meta, nil)
   return finish({ st = 'queued', p = qlen + 1 })
 end
 if steal then
   for _, victim in ipairs(holdsInOrder()) do endHold(victim, 'stolen') end
 end
-local hold = grant(s, NODE, ticket, mode, meta, holdT, false)
-return finish({ st = 'granted', t = hold.t, x = hold.x, i = ticket })
+local t, x = grant(s, NODE, ticket, mode, meta, holdT, false)
+return finish('{"st":"granted","t":"' .. t .. '","x":"' .. x .. '","i":"' .. ticket .. '"}')
 `,
 );
 
@@ -86,7 +86,7 @@ local hold = holdOf(ARGV[6])
 if not hold then return finish({ err = 'not_holder' }) end
 endHold(hold, 'released')
 drain()
-return finish({ ok = 1 })
+return finish('{"ok":1}')
 `,
 );
 
@@ -97,7 +97,7 @@ const EXTEND = script(
 local hold = holdOf(ARGV[6])
 if not hold then return finish({ err = 'not_holder' }) end
 hold.x = expiry(ARGV[7])
-putHold(hold)
+putHold(hold.s, hold.n, hold.i, hold.t, hold.m, hold.c, hold.x, hold.d)
 return finish({ t = hold.t, x = hold.x })
 `,
 );
@@ -188,7 +188,7 @@ if phase == 'q' then
     if w and mine(w) then
       unqueue(w.s)
       redis.call('HDEL', K_WAITER, w.s)
-      ev('dequeued', w, nil)
+      ev('dequeued', w.s, w.m, w.d, nil)
     end
   end
   local all = redis.call('HGETALL', K_WAIT)
