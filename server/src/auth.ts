@@ -62,9 +62,6 @@ export interface AuthenticatorOptions {
 /** The `access_token` query parameter, where browsers (which cannot set headers) put the token. */
 export const TOKEN_PARAM = 'access_token';
 
-/** Query parameters whose values are secrets: the token, and the resume secret of session grace. */
-const SECRET_PARAMS = [TOKEN_PARAM, 'resume'] as const;
-
 /**
  * The request's token: `Authorization: Bearer <token>`, else the
  * `access_token` query parameter. Null when there is none (or the request
@@ -78,22 +75,6 @@ export function tokenOf(req: IncomingMessage): string | null {
   }
   const query = parseRequestUrl(req.url)?.searchParams.get(TOKEN_PARAM) ?? null;
   return query === null || query === '' ? null : query;
-}
-
-/**
- * The request URL for logs, with the values of `access_token` and `resume`
- * replaced by `REDACTED`: neither a token nor a resume secret reaches them
- * (the `session` id is no secret and stays).
- * A target that does not parse is not logged at all (it could hold either).
- */
-export function redactUrl(url: string | undefined): string {
-  if (url === undefined) return '';
-  const parsed = parseRequestUrl(url);
-  if (parsed === null) return '(unparsable request target)';
-  const secrets = SECRET_PARAMS.filter((name) => parsed.searchParams.has(name));
-  if (secrets.length === 0) return url;
-  for (const name of secrets) parsed.searchParams.set(name, 'REDACTED');
-  return `${parsed.pathname}${parsed.search}`;
 }
 
 function patterns(payload: JWTPayload, claim: string): KeyPattern[] {

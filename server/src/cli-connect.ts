@@ -1,5 +1,6 @@
 import { MAX_DURATION_MS } from '@lockwire/protocol';
 import { ClientErrorCode, LockClient, LockError } from '@lockwire/client';
+import { redactUrl } from './redact-url.js';
 
 /** Where a client tool (`run`, `status`, `watch`) reads and writes. */
 export interface ToolIo {
@@ -80,19 +81,11 @@ export async function connectOrReport(
   try {
     return await connectTool(endpoint);
   } catch (error) {
-    const why = describeError(error).split(endpoint.url).join(redactUrl(endpoint.url));
-    io.stderr.write(`lockwire ${command}: cannot connect to ${redactUrl(endpoint.url)}: ${why}\n`);
+    const shown = redactUrl(endpoint.url) ?? '(unparsable URL)';
+    const why = describeError(error).split(endpoint.url).join(shown);
+    io.stderr.write(`lockwire ${command}: cannot connect to ${shown}: ${why}\n`);
     return null;
   }
-}
-
-/**
- * `url` with the value of each `access_token` query parameter replaced by
- * `REDACTED`, for messages: a token in the URL (as browsers must send it)
- * is a credential and must not land in logs and terminals.
- */
-export function redactUrl(url: string): string {
-  return url.replace(/([?&]access_token=)[^&#]*/gi, '$1REDACTED');
 }
 
 /**

@@ -11,10 +11,11 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PROTOCOL_PATH } from '@lockwire/protocol';
 import type { WebSocket, WebSocketServer } from 'ws';
-import { redactUrl, type Authenticator } from './auth.js';
+import type { Authenticator } from './auth.js';
 import type { ResumableSession, Resumption, SessionGrace } from './grace.js';
 import type { Logger } from './logger.js';
 import type { Permissions } from './permissions.js';
+import { redactRequestTarget } from './redact-url.js';
 import { parseRequestUrl } from './request-url.js';
 import type { SessionId } from './store.js';
 
@@ -75,7 +76,7 @@ export function createUpgradeAdmission(
     try {
       const admission = await authenticator.admit(req);
       if (!admission.ok) {
-        logger.info({ url: redactUrl(req.url), status: admission.status, reason: admission.reason }, 'upgrade refused');
+        logger.info({ url: redactRequestTarget(req.url), status: admission.status, reason: admission.reason }, 'upgrade refused');
         return refuseUpgrade(socket, admission.status, admission.status === 401 ? 'Unauthorized' : 'Forbidden');
       }
       resumption = await grace.resume(url, admission.permissions.user, options.liveSession);
@@ -103,7 +104,7 @@ export function createUpgradeAdmission(
     if (isClosing()) return refuseUpgrade(socket, 503, 'Service Unavailable');
     admit(req, url, socket, head).catch((error: unknown) => {
       // A rejection here would end the process: one request must not.
-      logger.error({ err: error, url: redactUrl(req.url) }, 'upgrade failed');
+      logger.error({ err: error, url: redactRequestTarget(req.url) }, 'upgrade failed');
       socket.destroy();
     });
   };
