@@ -17,6 +17,7 @@ import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
 import { AcquireOutcome, type LockMetrics } from './metrics.js';
 import type { Permissions } from './permissions.js';
+import type { RateVerdict } from './rate-limit.js';
 import { SessionAcquires } from './session-acquire.js';
 import { endSessionInStore } from './session-end.js';
 import { earlyRefusal, frameText, namedOp } from './session-frame.js';
@@ -320,11 +321,22 @@ export class Session {
    * answered and counts toward the abuse streak as a refused frame does.
    */
   private onPing(data: Buffer): void {
-    if (!this.alive) return;
+    if (this.arrived() === 'accept') this.sender.pong(data);
+  }
+
+  /**
+   * Something (a frame or a ping) came from the peer: the heartbeat counts
+   * it as heard, and it takes a token of the frame budget. Null when the
+   * session is dead, or the rate limit's abuse streak closed it just now:
+   * the arrival is then dropped.
+   */
+  private arrived(): Exclude<RateVerdict, 'abuse'> | null {
+    if (!this.alive) return null;
     this.heardSincePing = true;
     const verdict = this.guard.frame();
-    if (verdict === 'abuse') return this.closeForPolicy('rate limit exceeded');
-    if (verdict === 'accept') this.sender.pong(data);
+    if (verdict !== 'abuse') return verdict;
+    this.closeForPolicy('rate limit exceeded');
+    return null;
   }
 
   /**
@@ -348,10 +360,8 @@ export class Session {
    * it, in that order.
    */
   private onFrame(data: RawData, isBinary: boolean): void {
-    if (!this.alive) return;
-    this.heardSincePing = true;
-    const verdict = this.guard.frame();
-    if (verdict === 'abuse') return this.closeForPolicy('rate limit exceeded');
+    const verdict = this.arrived();
+    if (verdict === null) return;
     const text = isBinary ? null : frameText(data);
     const decoded = text === null ? null : decodeClientMessage(text, { maxKeyLength: this.host.maxKeyLength });
     if (decoded?.ok) {
