@@ -1,6 +1,6 @@
 import { MAX_DURATION_MS } from '@lockwire/protocol';
 import { ClientErrorCode, LockClient, LockError } from '@lockwire/client';
-import { redactUrl } from './redact-url.js';
+import { shownUrl } from './redact-url.js';
 
 /** Where a client tool (`run`, `status`, `watch`) reads and writes. */
 export interface ToolIo {
@@ -81,7 +81,7 @@ export async function connectOrReport(
   try {
     return await connectTool(endpoint);
   } catch (error) {
-    const shown = redactUrl(endpoint.url) ?? '(unparsable URL)';
+    const shown = shownUrl(endpoint.url);
     const why = describeError(error).split(endpoint.url).join(shown);
     io.stderr.write(`lockwire ${command}: cannot connect to ${shown}: ${why}\n`);
     return null;

@@ -8,6 +8,7 @@ import { DEFAULT_LIMITS, MAX_DURATION_MS } from '@lockwire/protocol';
 import * as z from 'zod';
 import { normaliseOrigin } from './auth.js';
 import { DEFAULT_SERVER_LIMITS } from './limits.js';
+import { shownUrl } from './redact-url.js';
 
 /** Reads an integer given as text (flags, environment) and leaves other values to the schema. */
 function fromText(value: unknown): unknown {
@@ -124,7 +125,7 @@ export const configOptions = {
         ctx.issues.push({
           code: 'custom',
           input: ctx.value,
-          message: `${JSON.stringify(url)} is not a Redis URL: expected redis://host:port or rediss://host:port`,
+          message: `${JSON.stringify(shownUrl(url))} is not a Redis URL: expected redis://host:port or rediss://host:port`,
         });
       }
     }),

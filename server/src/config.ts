@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import * as z from 'zod';
 import { parseJwks, type AuthOptions } from './auth.js';
 import { CONFIG_KEYS, configOptions, entries, type ConfigKey } from './config-options.js';
+import { REDACTED, shownUrl } from './redact-url.js';
 import type { LockServerOptions } from './server.js';
 
 export { CONFIG_KEYS, configOptions, type ConfigKey } from './config-options.js';
@@ -139,6 +140,13 @@ function merge(layers: readonly ConfigLayer[]) {
   return { raw, origin };
 }
 
+/** A setting's value as a config error shows it: the auth secret never, a Redis URL redacted. */
+function shownValue(key: ConfigKey, value: unknown): string {
+  if (key === 'authSecret') return REDACTED;
+  if (key === 'redisUrl') return entries(String(value)).map(shownUrl).join(',');
+  return String(value);
+}
+
 /**
  * Merges layers, later ones winning per setting (e.g. defaults, a config
  * file, the environment, flags), and validates the result. Throws a
@@ -151,7 +159,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
   const problems = parsed.error.issues.map((issue) => {
     const key = issue.path[0] as ConfigKey;
     const source = origin.get(key)?.describe(key) ?? key;
-    return `${source} ${JSON.stringify(String(raw[key]))}: ${issue.message}`;
+    return `${source} ${JSON.stringify(shownValue(key, raw[key]))}: ${issue.message}`;
   });
   throw new ConfigError(problems.join('\n'));
 }

@@ -52,6 +52,16 @@ export function redactRequestTarget(target: string | undefined): string {
   return redactUrl(target) ?? '(unparsable request target)';
 }
 
+/**
+ * `url` for a message that names it: redacted as {@link redactUrl} does.
+ * One that does not parse is shown as given when it has no userinfo, query
+ * or fragment (`127.0.0.1:7001`, so the message can say which entry is
+ * wrong), and as a placeholder otherwise, since a secret may stand there.
+ */
+export function shownUrl(url: string): string {
+  return redactUrl(url) ?? (/[@?#]/.test(url) ? '(unparsable URL)' : url);
+}
+
 /** Replaces the value of every secret parameter of `params`; true when there was one. */
 function redactParams(params: URLSearchParams): boolean {
   const secrets = [...new Set(params.keys())].filter((name) => SECRET_PARAMS.has(name.toLowerCase()));

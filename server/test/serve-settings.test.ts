@@ -136,6 +136,23 @@ describe('settings the server would fail on later', () => {
     expect(problem(list.written.stderr)).toMatch(/^lockwire: --redis-url "[^"]+": one URL with --store redis/);
   });
 
+  it('never prints a Redis password or the auth secret in a settings error', async () => {
+    const query = await serve(['--store', 'redis', '--redis-url', 'redis://ops:sekret-pw@127.0.0.1:6379/?db=1']);
+    expect(query.exit).toBe(2);
+    expect(problem(query.written.stderr)).toBe(
+      'lockwire: --redis-url "redis://ops:REDACTED@127.0.0.1:6379/?db=1": "redis://ops:REDACTED@127.0.0.1:6379/?db=1" is not a Redis URL: expected redis://host:port or rediss://host:port',
+    );
+    const list = await serve(['--store', 'redis'], { LOCKWIRE_REDIS_URL: 'redis://:sekret-pw@127.0.0.1:7000,redis://127.0.0.1:7001' });
+    expect(list.exit).toBe(2);
+    expect(problem(list.written.stderr)).toBe(
+      'lockwire: LOCKWIRE_REDIS_URL "redis://:REDACTED@127.0.0.1:7000,redis://127.0.0.1:7001": one URL with --store redis; a list of nodes is for --store redis-cluster',
+    );
+    const unparsable = await serve(['--store', 'redis', '--redis-url', 'redis//ops:sekret-pw@host']);
+    expect(unparsable.exit).toBe(2);
+    expect(problem(unparsable.written.stderr)).toContain('"(unparsable URL)" is not a Redis URL');
+    for (const run of [query, list, unparsable]) expect(run.written.stderr).not.toContain('sekret-pw');
+  });
+
   it('prints every bad setting on a line of its own, each prefixed with lockwire:, before the usage', async () => {
     const started = await serve(['--max-payload', '5'], { LOCKWIRE_HEARTBEAT: '10s' });
     expect(started.exit).toBe(2);
