@@ -4,7 +4,8 @@
  * Every rule is conservative: it reports a violation only when the observed
  * times prove one, whatever the message delays were, except where an option
  * says otherwise (`lostOrderSlackMs`, and the close bounds, which are
- * measured to the arrival of the next grant by definition). Requests without
+ * measured to the arrival of the next grant by definition, and on the real
+ * clock are hang guards: see `handoffGuardMs`). Requests without
  * an answer (`unknown`) are never flagged: they may or may not have taken
  * effect, and are counted as possible holders where that matters.
  */
@@ -31,8 +32,6 @@ export interface CheckOptions {
    * causal check.
    */
   lostOrderSlackMs?: number;
-  /** Added to every close's `boundMs` (rule 5), for a loaded machine. Default 0. */
-  boundSlackMs?: number;
 }
 
 /** The checker's verdict: `ok` exactly when `violations` is empty. */
@@ -55,7 +54,7 @@ export function checkHistory(history: History, options: CheckOptions = {}): Chec
     ...checkFencing(model),
     ...checkGrantValidity(model),
     ...(options.fifo ? checkFifo(model) : []),
-    ...checkReleaseBound(model, options.boundSlackMs ?? 0),
+    ...checkReleaseBound(model),
     ...checkLostBeforeGrant(model, options.lostOrderSlackMs ?? 0),
   ];
   return { ok: violations.length === 0, violations };

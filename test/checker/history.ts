@@ -162,7 +162,13 @@ export type CloseKind = (typeof CloseKind)[keyof typeof CloseKind];
 export interface ConnectionClosed extends EventBase {
   type: 'closed';
   kind: CloseKind;
-  /** The promised bound from `at` to the next grant of each key it held; absent: no bound checked. */
+  /**
+   * How long after `at` a waiter may go without each key the connection held
+   * before the hand-off counts as lost (rule 5); absent: not checked. On the
+   * real clock this is a hang guard (`handoffGuardMs`), never the server's
+   * promised latency: a loaded machine may take any time short of a hang.
+   * On a simulated clock it may be the promise itself.
+   */
   boundMs?: number;
 }
 
@@ -192,6 +198,20 @@ export type HistoryEvent =
   | LockLost
   | ConnectionClosed
   | ResourceWrite;
+
+/** The least hang guard of a hand-off on the real clock. */
+const HANDOFF_GUARD_FLOOR_MS = 2000;
+
+/**
+ * The `boundMs` to record with a close on the real clock, for a server that
+ * promises to hand the connection's locks on within `promisedMs`: a hang
+ * guard far above any scheduling delay of a loaded machine, so rule 5 flags
+ * only a hand-off that never comes, yet well short of a soak epoch, so that
+ * waiters without a timeout still catch one there.
+ */
+export function handoffGuardMs(promisedMs: number): number {
+  return Math.max(HANDOFF_GUARD_FLOOR_MS, 5 * promisedMs);
+}
 
 /** A history: events in the order they were recorded. */
 export type History = readonly HistoryEvent[];

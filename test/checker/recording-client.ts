@@ -7,13 +7,13 @@
  */
 import { decodeServerMessage, type LockMode, type ServerMessage } from '@lockwire/protocol';
 import WebSocket from 'ws';
-import type { HistoryRecorder, LockLost } from './history.js';
+import { handoffGuardMs, type HistoryRecorder, type LockLost } from './history.js';
 
 export interface RecordingClientOptions {
   recorder: HistoryRecorder;
   /** This connection's name in the history. Default: the session id from `welcome`. */
   name?: string;
-  /** `boundMs` recorded with a close this client starts. Default 100. */
+  /** `boundMs` recorded with a close this client starts. Default `handoffGuardMs(100)`: a hang guard on the real clock. */
   closeBoundMs?: number;
   /** How long to wait for the connection and its `welcome`. Default 5000 ms. */
   connectTimeoutMs?: number;
@@ -26,6 +26,8 @@ export interface AcquireOptions {
   acquireTimeout?: number | null;
   holdTimeout?: number | null;
   steal?: boolean;
+  /** Sent with the acquire (the server shows it in events); not part of the history. */
+  meta?: Record<string, string>;
 }
 
 /** How an acquire ended, as recorded. */
@@ -52,7 +54,8 @@ type Pending =
   | { op: 'cancel'; target: number; resolve: (cancelled: boolean | 'unknown') => void }
   | { op: 'ping'; resolve: (answered: boolean) => void };
 
-const DEFAULT_CLOSE_BOUND_MS = 100;
+/** The server hands a closed connection's locks on at once; the guard only catches a hand-off that never comes. */
+const DEFAULT_CLOSE_BOUND_MS = handoffGuardMs(100);
 
 /** A recorded protocol connection; create it with `RecordingClient.connect`. */
 export class RecordingClient {
@@ -136,7 +139,7 @@ export class RecordingClient {
       this.#pending.set(id, { op: 'acquire', key, resolve, queued });
     });
     this.#record({ type: 'acquire', client: this.#name, id, key, mode, acquireTimeout, holdTimeout, steal });
-    this.#send({ op: 'acquire', id, key, mode, acquireTimeout, holdTimeout, steal });
+    this.#send({ op: 'acquire', id, key, mode, acquireTimeout, holdTimeout, steal, ...(options.meta ? { meta: options.meta } : {}) });
     return { id, queued: queuedPromise, result };
   }
 
@@ -161,6 +164,16 @@ export class RecordingClient {
     this.#record({ type: 'cancel', client: this.#name, id, target });
     this.#send({ op: 'cancel', id, target });
     return result;
+  }
+
+  /**
+   * Calls `listener` on each WebSocket ping the server sends (its heartbeat),
+   * after `ws` has already written the pong, with the history's time of
+   * arrival; the order of these calls and of recorded events is the order
+   * of arrival.
+   */
+  onHeartbeatPing(listener: (at: number) => void): void {
+    this.#ws.on('ping', () => listener(this.#recorder.now()));
   }
 
   /** Pings the server; resolves `true` when answered, `false` if the connection ended first. */

@@ -15,8 +15,10 @@ import type { HistoryEvent } from './history.js';
  *   grant after a confirmed cancel; no timeout before its time; no `lost` or
  *   release of a lock never granted.
  * - `fifo` (4): waiters of a key are granted in queue order (option `fifo`).
- * - `release-bound` (5): a closed connection's locks reach the next waiter
- *   within the close's bound.
+ * - `release-bound` (5): a closed connection's locks are handed on to the
+ *   next waiter: one still waiting when the close's bound (on the real clock
+ *   a hang guard) has passed, with no other holder in the way, shows a lost
+ *   hand-off.
  * - `lost-before-grant` (6): a holder is told it lost a lock before the next
  *   holder is granted it.
  */

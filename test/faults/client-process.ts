@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { HistoryEvent, HistoryRecorder } from '../checker/history.js';
+import { handoffGuardMs, type HistoryEvent, type HistoryRecorder } from '../checker/history.js';
 import type { FencedResource } from '../checker/oracle.js';
 import { within } from './within.js';
 
@@ -20,7 +20,10 @@ export interface ClientProcessOptions {
   recorder: HistoryRecorder;
   /** Where the client's writes go; without it, writes are ignored. */
   resource?: FencedResource;
-  /** Bound of the `closed` event recorded by `kill()`. Default 100 ms (a process death is a clean close). */
+  /**
+   * Bound of the `closed` event recorded by `kill()`. Default `handoffGuardMs(100)`
+   * (a process death is a clean close; on the real clock the bound is a hang guard).
+   */
   closeBoundMs?: number;
 }
 
@@ -127,7 +130,7 @@ export class ClientProcess {
         type: 'closed',
         client: this.#options.name,
         kind: 'clean',
-        boundMs: this.#options.closeBoundMs ?? 100,
+        boundMs: this.#options.closeBoundMs ?? handoffGuardMs(100),
       });
       process.kill(this.#child.pid, 'SIGKILL');
     }

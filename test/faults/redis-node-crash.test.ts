@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkHistory, formatViolations } from '../checker/check.js';
-import { HistoryRecorder } from '../checker/history.js';
+import { HistoryRecorder, handoffGuardMs } from '../checker/history.js';
 import { FencedResource } from '../checker/oracle.js';
 import { RecordingClient, type AcquireResult } from '../checker/recording-client.js';
 import { startLockwireProcess, type LockwireProcess } from '../helpers/lockwire-process.js';
@@ -75,7 +75,9 @@ describe('Redis store: a node killed with SIGKILL', () => {
     expect(await within(next3.queued, 5000, 'w3 is queued behind q')).toBe(true);
 
     // The node dies: its clients' connections end with it, the survivors notice by its liveness key.
-    for (const name of ['h1', 'h2', 'q']) recorder.record({ type: 'closed', client: name, kind: 'crash', boundMs: NODE_TTL });
+    for (const name of ['h1', 'h2', 'q']) {
+      recorder.record({ type: 'closed', client: name, kind: 'crash', boundMs: handoffGuardMs(NODE_TTL) });
+    }
     const killedAt = recorder.now();
     await doomed.kill();
     const [g1, g2] = await within(Promise.all([next1.result, next2.result]), NODE_TTL + 3000, "the dead node's keys are granted");
@@ -90,7 +92,7 @@ describe('Redis store: a node killed with SIGKILL', () => {
     expect(await x.release('k3')).toEqual({ outcome: 'released' });
     tokenOf(await within(next3.result, 3000, 'w3 is granted k3'));
 
-    const result = checkHistory(recorder.history(), { boundSlackMs: 500 });
+    const result = checkHistory(recorder.history());
     expect(result.ok, formatViolations(result.violations)).toBe(true);
   });
 });

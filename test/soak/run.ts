@@ -67,14 +67,14 @@ const HEARTBEAT_MS = 200;
 const NODE_TTL_MS = 1000;
 
 /**
- * Checker slack for a loaded machine: the nodes, Redis and every client share
- * two cores, so a bound is measured with the scheduling delays of several
- * processes on top. Arrival order of `lost` against the next grant is
- * checked with a slack for the Redis store, where the two messages leave
- * from different nodes.
+ * Checker options: arrival order of `lost` against the next grant is checked
+ * with a slack for the Redis store, where the two messages leave from
+ * different nodes. The close bounds are hang guards (`handoffGuardMs`): a
+ * waiter without a timeout still queued seconds after a fault, with nobody
+ * else holding the key, is a lost hand-off whatever the machine's load.
  */
 function checkOptions(store: SoakStore): CheckOptions {
-  return { boundSlackMs: 300, lostOrderSlackMs: store === 'redis' ? 100 : 20 };
+  return { lostOrderSlackMs: store === 'redis' ? 100 : 20 };
 }
 
 /**

@@ -5,7 +5,7 @@
  * keys and many cold ones; and a fault injector that kills connections,
  * makes them half-open, and kills Redis nodes.
  */
-import type { HistoryRecorder } from '../checker/history.js';
+import { handoffGuardMs, type HistoryRecorder } from '../checker/history.js';
 import type { FencedResource } from '../checker/oracle.js';
 import { RecordingClient, type AcquireOptions } from '../checker/recording-client.js';
 import type { LockwireProcess } from '../helpers/lockwire-process.js';
@@ -27,7 +27,7 @@ export interface EpochSettings {
   faultEveryMs: number;
   /** Least ms between two node kills. */
   nodeKillEveryMs: number;
-  /** `closed.boundMs` of a connection killed by the client side. */
+  /** How soon the server hands on the locks of a connection killed by the client side (recorded as its hang guard). */
   cleanBoundMs: number;
 }
 
@@ -85,7 +85,7 @@ export function startEpoch(ctx: EpochContext): RunningEpoch {
       const client = await RecordingClient.connect(`ws://127.0.0.1:${proxy.port}/v1`, {
         recorder,
         name,
-        closeBoundMs: settings.cleanBoundMs,
+        closeBoundMs: handoffGuardMs(settings.cleanBoundMs),
         connectTimeoutMs: 3000,
       });
       const connection: Connection = { client, proxy, node, faulted: false, ended: false };
@@ -192,7 +192,7 @@ export function startEpoch(ctx: EpochContext): RunningEpoch {
       stats.faults[FaultKind.NodeKill]++;
       for (const connection of live) {
         if (connection.node !== node || connection.faulted) continue;
-        recorder.record({ type: 'closed', client: connection.client.name, kind: 'crash', boundMs: settings.nodeTtl });
+        recorder.record({ type: 'closed', client: connection.client.name, kind: 'crash', boundMs: handoffGuardMs(settings.nodeTtl) });
       }
       await ctx.deployment.replace(node);
       return;
@@ -209,7 +209,12 @@ export function startEpoch(ctx: EpochContext): RunningEpoch {
     // Half-open: the path goes silent; the server's heartbeat must find it.
     stats.faults[FaultKind.HalfOpen]++;
     connection.faulted = true;
-    recorder.record({ type: 'closed', client: connection.client.name, kind: 'half-open', boundMs: 2 * settings.heartbeat });
+    recorder.record({
+      type: 'closed',
+      client: connection.client.name,
+      kind: 'half-open',
+      boundMs: handoffGuardMs(2 * settings.heartbeat),
+    });
     connection.proxy.hold();
     await pause(2 * settings.heartbeat + 200);
     await connection.proxy.close();
