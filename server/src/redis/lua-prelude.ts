@@ -314,6 +314,10 @@ end
 -- with a plain-text header (origin node, call, key, versions, time) so a
 -- node reads it without parsing the items: it skips them when it has no
 -- watcher, and skips its own steps' broadcasts, whose reply carried the same.
+-- The reply has a plain-text header too, 'pv v cv at notes result' and a
+-- newline before the items' JSON array (JSON text never holds a raw
+-- newline): notes is 1 when the items hold a note for the caller, so a
+-- caller with no watcher on the key parses only the result.
 -- result: the reply's JSON text, or a table to encode.
 local function finish(result)
   readMeta()
@@ -338,6 +342,7 @@ local function finish(result)
   end
   -- With no notes (the common step) the events are the caller's items too.
   local events, mine
+  local mineNoted = '0'
   if not logNode then
     events = table.concat(log, ',')
     mine = events
@@ -350,12 +355,13 @@ local function finish(result)
         my[#my + 1] = text
       elseif node == NODE then
         my[#my + 1] = text
+        mineNoted = '1'
       end
     end
     events, mine = table.concat(evs, ','), table.concat(my, ',')
   end
-  local head = '{"k":"' .. HKEY .. '","pv":"' .. pv .. '","v":"' .. v .. '","at":' .. NOWS .. ',"it":['
   if noted then
+    local head = '{"k":"' .. HKEY .. '","pv":"' .. pv .. '","v":"' .. v .. '","at":' .. NOWS .. ',"it":['
     for node, _ in pairs(noted) do
       if node ~= NODE then
         local items = {}
@@ -371,6 +377,6 @@ local function finish(result)
     redis.call('PUBLISH', NS .. ':e', NODE .. ' ' .. CALL .. ' ' .. HKEY .. ' ' .. pv .. ' ' .. v .. ' ' .. NOWS .. ' [' .. events .. ']')
   end
   if type(result) ~= 'string' then result = cjson.encode(result) end
-  return head .. mine .. '],"cv":"' .. cv .. '","r":' .. result .. '}'
+  return pv .. ' ' .. v .. ' ' .. cv .. ' ' .. NOWS .. ' ' .. mineNoted .. ' ' .. result .. '\n[' .. mine .. ']'
 end
 `;

@@ -84,6 +84,40 @@ export function parseBatch(o: Json): Batch {
   return batch;
 }
 
+/** The reply of a state-changing script: its step's batch, the result, and the key's version after the step. */
+export interface StepReply {
+  batch: Batch;
+  result: Json;
+  /** The key's event version after the step, also when it had no events. */
+  cv: number;
+}
+
+/**
+ * Reads a script's reply, `pv v cv at notes result` then a newline and the
+ * items' JSON array (see the prelude's `finish`). The items are parsed
+ * only when they hold a note for this node or `withEvents` (a watch here
+ * covers the key): a node with no watcher on the key reads no event of its
+ * own steps, as it reads none of other nodes' broadcasts.
+ */
+export function parseStepReply(text: unknown, key: string, encoded: string, withEvents: boolean): StepReply {
+  if (typeof text !== 'string') throw new Error('expected a string from Redis');
+  const s1 = text.indexOf(' ');
+  const s2 = s1 < 0 ? -1 : text.indexOf(' ', s1 + 1);
+  const s3 = s2 < 0 ? -1 : text.indexOf(' ', s2 + 1);
+  const s4 = s3 < 0 ? -1 : text.indexOf(' ', s3 + 1);
+  const s5 = s4 < 0 ? -1 : text.indexOf(' ', s4 + 1);
+  const nl = s5 < 0 ? -1 : text.indexOf('\n', s5 + 1);
+  if (nl < 0) throw new Error('expected a step reply from Redis');
+  const at = Number(text.slice(s3 + 1, s4));
+  const noted = text.slice(s4 + 1, s5) === '1';
+  const items = noted || withEvents ? parseItems(key, at, arr(JSON.parse(text.slice(nl + 1)))) : [];
+  return {
+    batch: { key, encoded, pv: Number(text.slice(0, s1)), v: Number(text.slice(s1 + 1, s2)), items },
+    result: parseJson(text.slice(s5 + 1, nl)),
+    cv: Number(text.slice(s2 + 1, s3)),
+  };
+}
+
 /** The plain-text head of a broadcast: `origin call key pv v at `, then the items' JSON array. */
 export interface BroadcastHead {
   origin: string;
@@ -98,16 +132,24 @@ export interface BroadcastHead {
 
 /** Reads a broadcast's head without touching its items; null when it is not one. */
 export function readBroadcastHead(message: string): BroadcastHead | null {
-  const fields: string[] = [];
-  let from = 0;
-  for (let i = 0; i < 6; i++) {
-    const space = message.indexOf(' ', from);
-    if (space < 0) return null;
-    fields.push(message.slice(from, space));
-    from = space + 1;
-  }
-  const [origin = '', call = '', encoded = '', pv = '', v = '', at = ''] = fields;
-  return { origin, call, encoded, pv: Number(pv), v: Number(v), at: Number(at), itemsAt: from };
+  // Every node reads the head of every step's broadcast, its own included:
+  // the six fields are cut straight out, without an array of them.
+  const s1 = message.indexOf(' ');
+  const s2 = s1 < 0 ? -1 : message.indexOf(' ', s1 + 1);
+  const s3 = s2 < 0 ? -1 : message.indexOf(' ', s2 + 1);
+  const s4 = s3 < 0 ? -1 : message.indexOf(' ', s3 + 1);
+  const s5 = s4 < 0 ? -1 : message.indexOf(' ', s4 + 1);
+  const s6 = s5 < 0 ? -1 : message.indexOf(' ', s5 + 1);
+  if (s6 < 0) return null;
+  return {
+    origin: message.slice(0, s1),
+    call: message.slice(s1 + 1, s2),
+    encoded: message.slice(s2 + 1, s3),
+    pv: Number(message.slice(s3 + 1, s4)),
+    v: Number(message.slice(s4 + 1, s5)),
+    at: Number(message.slice(s5 + 1, s6)),
+    itemsAt: s6 + 1,
+  };
 }
 
 /**

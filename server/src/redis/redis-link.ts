@@ -131,15 +131,18 @@ class ScriptRunner {
   }
 
   async call(run: (args: string[]) => Promise<unknown>, script: Script, keys: string[], args: string[]): Promise<unknown> {
-    const tail = [String(keys.length), ...keys, ...args];
     if (this.#functions !== false) {
+      // The command is built as one array (no intermediate copy): it is made on every step.
+      const fcall = ['FCALL', script.fn, String(keys.length)];
+      for (const key of keys) fcall.push(key);
+      for (const arg of args) fcall.push(arg);
       try {
-        return await run(['FCALL', script.fn, ...tail]);
+        return await run(fcall);
       } catch (error) {
         const message = messageOf(error);
         if (/Function not found/i.test(message)) {
           await this.load(run, script.library);
-          if (this.#functions) return run(['FCALL', script.fn, ...tail]);
+          if (this.#functions) return run([...fcall]);
         } else if (NO_FUNCTIONS.test(message)) {
           this.#functions = false;
         } else {
@@ -147,6 +150,7 @@ class ScriptRunner {
         }
       }
     }
+    const tail = [String(keys.length), ...keys, ...args];
     try {
       return await run(['EVALSHA', script.sha, ...tail]);
     } catch (error) {

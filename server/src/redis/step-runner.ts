@@ -3,7 +3,7 @@ import { LockError } from '../errors.js';
 import { encodeKey } from './key-codec.js';
 import type { NodeKeySet } from './node-key-set.js';
 import type { NodeLiveness } from './node-liveness.js';
-import { obj, parseBatch, parseJson, str, type Batch, type Json } from './records.js';
+import { parseStepReply, type Json, type StepReply } from './records.js';
 import { scripts, type ScriptName } from './scripts.js';
 import { live, type StoreContext } from './store-context.js';
 
@@ -96,21 +96,18 @@ export class StepRunner {
       if (onKey.size === 0 && this.#steps.get(key) === onKey) this.#steps.delete(key);
       stepDone();
     };
-    let reply: Json;
-    let batch: Batch;
+    let reply: StepReply;
     try {
       await this.#o.keySet.register(link, encoded, node);
-      reply = parseJson(
-        await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
-          node,
-          call,
-          String(Math.floor(ctx.clock.now())),
-          encoded,
-          ctx.namespace,
-          ...extra,
-        ]),
-      );
-      batch = parseBatch(reply);
+      const text = await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
+        node,
+        call,
+        String(Math.floor(ctx.clock.now())),
+        encoded,
+        ctx.namespace,
+        ...extra,
+      ]);
+      reply = parseStepReply(text, key, encoded, this.#o.watched(key));
     } catch (error) {
       done();
       sequencer.endCall(call, null);
@@ -121,11 +118,12 @@ export class StepRunner {
       this.#o.reconcileSoon();
       throw new LockError(ErrorCode.StoreUnavailable, failedCallReason(liveness, error));
     }
-    const at = batch.v > 0 ? batch.pv : Number(str(reply, 'cv'));
+    const { batch } = reply;
+    const at = batch.v > 0 ? batch.pv : reply.cv;
     const ready = sequencer.reach(encoded, at, !this.#o.watched(key));
     const late = ready !== true && !(await ready);
     try {
-      return apply(obj(reply.r), at);
+      return apply(reply.result, at);
     } finally {
       done();
       sequencer.endCall(call, batch);
