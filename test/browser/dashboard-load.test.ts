@@ -208,13 +208,17 @@ describe('dashboard under load', () => {
     process.stdout.write(`[dashboard-load] ${JSON.stringify(report)}\n`);
 
     expect(pageErrors).toEqual([]);
-    // The load really was a flood (the pacing reached at least half its rate), not a trickle.
-    expect(eventsPerSecond).toBeGreaterThan(100);
+    // Every cycle's events reached the watchers (a cycle may re-acquire a key
+    // an earlier one still holds, which yields none, hence at least one each).
+    expect(served).toBeGreaterThan(total);
     // The page kept up: every event the server sent got its line, once;
     // batching dropped none while the log was live.
-    expect(served).toBeGreaterThan(total);
     expect(figures.eventsDrawn).toBe(served);
-    // Frame gaps, long tasks and event-to-DOM latency are figures of the report
-    // above, not pass/fail budgets: speed is measured by `npm run bench`.
+    // The page ends showing the server's table.
+    const { locks } = (await fetch(`${server.httpUrl}/v1/locks?limit=10000`).then((r) => r.json())) as { locks: unknown[] };
+    expect(await page.locator('#count-held').getAttribute('data-value')).toBe(String(locks.length));
+    // The event rate, frame gaps, long tasks and event-to-DOM latency are
+    // figures of the report above, not pass/fail budgets: speed is measured
+    // by `npm run bench`.
   });
 });
