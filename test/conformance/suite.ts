@@ -7,6 +7,7 @@ import { describeKeys } from './keys.js';
 import { describeObserve } from './observe.js';
 import { describeQueue } from './queue.js';
 import { describeSteal } from './steal.js';
+import { describeTextAndCounts } from './text-and-counts.js';
 import { describeTimeouts } from './timeouts.js';
 import { describeWaitCancel } from './wait-cancel.js';
 
@@ -25,4 +26,5 @@ export function describeConformance(target: ConformanceTarget): void {
   describeKeys(target);
   describeDisconnect(target);
   describeCredentialExpiry(target);
+  describeTextAndCounts(target);
 }
