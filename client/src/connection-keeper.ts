@@ -14,7 +14,7 @@ import {
   type ReconnectPolicy,
   type ResumeTicket,
 } from './reconnect.js';
-import { RefusalRetries } from './refusal-retry.js';
+import { RefusalRetries, retryRefused } from './refusal-retry.js';
 import type { TransportFactory } from './transport.js';
 import type { WatchRegistry } from './watch.js';
 
@@ -259,14 +259,28 @@ export class ConnectionKeeper {
    * and every such `lost` comes before its answer to a ping (a ping is a
    * barrier for `lost`): once the pong is in, the leases no `lost` named are
    * lost with `connection_lost` (also when the connection ends first).
+   *
+   * A refused ping is no barrier: the server refuses at intake
+   * (`rate_limited`), before it waited for what the session is owed, so a
+   * `lost` may still follow. It is asked again with the backoff of
+   * {@link retryRefused} for as long as the connection lives. Only a refusal
+   * that asking again cannot change (`bad_request`, `forbidden`) ends the
+   * wait early: no barrier will come on this connection.
    */
   #awaitLossReasons(connection: Connection): void {
     const close = this.#lastClose;
-    const settle = () => {
-      // A later resume (on another connection) has settled these already and waits for its own.
-      if (this.#connection === undefined || this.#connection === connection) this.#leases.settleUnconfirmed(close);
-    };
-    connection.request('ping', {}, { onResult: () => undefined }).result.then(settle, settle);
+    const signal = connection.closedSignal;
+    void retryRefused({
+      send: () => connection.request('ping', {}, { onResult: () => undefined }).result,
+      over: () => signal.aborted,
+      final: (error) => isConnectionError(error) || isHopeless(error),
+      signal,
+      limits: () => this.#welcome.limits,
+      ended: () => {
+        // A later resume (on another connection) has settled these already and waits for its own.
+        if (this.#connection === undefined || this.#connection === connection) this.#leases.settleUnconfirmed(close);
+      },
+    });
   }
 
   /** The client is closed for good. */
@@ -290,4 +304,9 @@ function releaseKey(key: string): (connection: Connection) => Promise<void> {
 /** `not_holder`: the hold is gone already (expired, revoked), so there is nothing left to release. */
 function isNotHolder(error: unknown): boolean {
   return error instanceof LockError && error.code === ErrorCode.NotHolder;
+}
+
+/** A refusal of a ping that asking again cannot change: the frame itself is refused, not its timing. */
+function isHopeless(error: unknown): boolean {
+  return error instanceof LockError && (error.code === ErrorCode.BadRequest || error.code === ErrorCode.Forbidden);
 }

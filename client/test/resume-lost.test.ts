@@ -27,6 +27,11 @@ function respond(frame: Frame, connection: FakeConnection) {
   return defaultResponse(frame);
 }
 
+/** Refuses request `id` as the server's intake does when the session sends faster than allowed. */
+function refuseRateLimited(connection: FakeConnection, id: unknown): void {
+  connection.send({ type: 'reply', id, ok: false, error: { code: 'rate_limited', message: 'slow down' } });
+}
+
 async function lease(client: LockClient, key: string): Promise<Lease> {
   const granted = await client.acquire(key);
   if (!granted) throw new Error(`${key} not granted`);
@@ -85,5 +90,40 @@ describe('leases a resume did not give back', () => {
     expect(await abortedWith(b.signal)).toMatchObject({ code: 'connection_lost' });
     // doc:a is parked for the next resume, as on any drop.
     expect(a.signal.aborted).toBe(false);
+  });
+
+  it('wait past a ping the server refuses, which is no barrier, and take the reason of the lost that comes after it', async () => {
+    const { leases, second, ping } = await resumedWithA();
+    const [a, b, c] = leases;
+    // A refused frame is answered at intake, before the session's owed `lost` frames (server/src/session-frame.ts).
+    refuseRateLimited(second, ping.id);
+    const retried = await second.nextRequest('ping');
+    expect(retried.id).not.toBe(ping.id);
+    expect(b.signal.aborted).toBe(false);
+    // On the Redis store a loss may reach the session's node after the welcome (docs/protocol.md, Grace and lost).
+    second.send({ type: 'lost', key: 'doc:b', token: 102, reason: 'expired' });
+    expect(await abortedWith(b.signal)).toMatchObject({ code: 'expired' });
+    expect(c.signal.aborted).toBe(false);
+    second.reply(retried.id, { at: 0 });
+    expect(await abortedWith(c.signal)).toMatchObject({ code: 'connection_lost' });
+    expect(a.held).toBe(true);
+  });
+
+  it('ask the ping again after each refusal, and keep the reason of a lost that comes between two refusals', async () => {
+    const { client, leases, second, ping } = await resumedWithA();
+    const [a, b, c] = leases;
+    refuseRateLimited(second, ping.id);
+    const again = await second.nextRequest('ping');
+    second.send({ type: 'lost', key: 'doc:b', token: 102, reason: 'stolen' });
+    refuseRateLimited(second, again.id);
+    const third = await second.nextRequest('ping');
+    expect(await abortedWith(b.signal)).toMatchObject({ code: 'stolen' });
+    // Two refusals later the server still owes nothing it has not said: doc:c waits for the pong.
+    expect(c.signal.aborted).toBe(false);
+    expect([...client.leases.keys()]).toEqual(['doc:a']);
+    second.reply(third.id, { at: 0 });
+    expect(await abortedWith(c.signal)).toMatchObject({ code: 'connection_lost' });
+    expect(a.held).toBe(true);
+    expect(second.received.filter((frame) => frame.op === 'ping')).toHaveLength(3);
   });
 });
