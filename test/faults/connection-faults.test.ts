@@ -117,8 +117,11 @@ describe('memory store: connection faults', () => {
 
   it('a client that stops reading is cut by the heartbeat, and until then the other clients keep completing their round trips', async () => {
     const heartbeat = 1000;
-    // The flooding and probing clients send as fast as they are answered: no frame rate limit here.
-    const unlimited = { rateLimit: 1_000_000, rateBurst: 1_000_000 };
+    // The flooding and probing clients send as fast as they are answered: no
+    // frame rate limit here. Nor a buffer limit: the stopped reader's events
+    // pile up past the default 4 MiB within an interval on a fast machine,
+    // and the slow-reader cut would come before the heartbeat's.
+    const unlimited = { rateLimit: 1_000_000, rateBurst: 1_000_000, maxBufferedBytes: 1024 ** 3 };
     const live = await createLockServer({ port: 0, heartbeatInterval: heartbeat, limits: unlimited });
     server = live;
     const recorder = new HistoryRecorder();
