@@ -24,8 +24,9 @@ export type { Holder, Waiter, WebLockQueueHost } from './web-lock-state.js';
 /**
  * The local side of `client.locks`: per name, this client's requests queue
  * in request order and share the session's one server hold (shared requests
- * share a shared hold while the server queue of the name is empty; one
- * waiting behind that queue watches the name until it empties); the server
+ * share a shared hold once no request of another client made before them
+ * waits in the server queue; one waiting behind such requests watches the
+ * name until they left); the server
  * orders clients. A name's next local request joins the server queue
  * only once this client's holders of it are done. Names nobody here holds or
  * waits for are dropped.
@@ -86,6 +87,7 @@ export class WebLockQueue {
         // An ifAvailable request is answered once decided: until then it holds later requests back.
         blocked: !ifAvailable && this.#blockedHere(state, mode),
         behindServerQueue: false,
+        ahead: undefined,
         recheckDelay: 0,
         made: this.#made++,
         ifAvailable,
@@ -157,7 +159,10 @@ export class WebLockQueue {
     if (head && !state.busy && !state.checking) {
       if (state.held.size === 0) {
         if (state.steals.length === 0) this.#acquireFor(name, state, head);
-      } else if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
+      } else {
+        this.#sharing.placeNewcomers(state);
+        if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
+      }
     }
     this.#refuseUnavailable(state);
     if (!this.#sharing.waitsBehindServerQueue(state)) {

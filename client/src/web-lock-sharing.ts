@@ -1,16 +1,19 @@
 /**
  * When a Web Locks shared request of a client may share that client's
- * shared hold of a name: only while the server queue of the name is empty,
- * which the client learns by asking (`status`), and, while a request waits
- * behind that queue, from a watch of the name (the server pushes).
+ * shared hold of a name: only once no request of another client made before
+ * it waits in the server queue of the name. The client learns which ones
+ * were ahead by asking (`status`), and, while a request waits behind them,
+ * that one of them may have left from a watch of the name (the server
+ * pushes); the grant is decided on a `status` answer alone.
  */
-import type { ListResult, LockStatus } from '@lockwire/protocol';
+import type { ListResult, LockStatus, WaiterInfo } from '@lockwire/protocol';
 import type { LockEvent } from './watch.js';
 import {
   holdFor,
   stopRecheck,
   wake,
   type NameState,
+  type QueueEntry,
   type QueueFollow,
   type Waiter,
   type WatchHandle,
@@ -36,9 +39,10 @@ export interface SharingHost {
 
 /**
  * Decides whether the shared requests at the head of a name's local queue
- * share the client's shared hold, and lets a request that waits behind the
- * server queue share it once that queue is empty: the client watches the
- * name meanwhile, or, when the watch is refused, asks again now and then.
+ * share the client's shared hold, and lets a request that waits behind
+ * requests of other clients in the server queue share it once they left:
+ * the client watches the name meanwhile, or, when the watch is refused,
+ * asks again now and then.
  */
 export class SharedHoldSharing {
   readonly #host: SharingHost;
@@ -63,14 +67,31 @@ export class SharedHoldSharing {
   }
 
   /**
-   * Shares the name's shared hold with the shared requests at the head of the
-   * local queue if the server queue is empty, in request order (`ifAvailable`
-   * requests among them); otherwise an `ifAvailable` head gets `null` and an
-   * ordinary head waits behind the server queue (see
-   * `Waiter.behindServerQueue`) until the name's watch shows it empty. A
-   * status the server refuses counts as a queue that is not empty: the
-   * request never overtakes anyone on a guess (an `ifAvailable` head fails
-   * with the refusal), and asks again later.
+   * A shared request made while the head waits behind the server queue has
+   * not learnt which requests of other clients are ahead of it: the head asks
+   * `status` again now, whose answer tells both (a request queued later may
+   * not keep it waiting). Not while a re-check is due anyway.
+   */
+  placeNewcomers(state: NameState): void {
+    const head = state.queue[0];
+    if (!head || !this.waitsBehindServerQueue(state) || state.recheck !== undefined) return;
+    if (state.queue.some((waiter) => waiter.mode === 'shared' && !waiter.ifAvailable && waiter.ahead === undefined)) {
+      head.behindServerQueue = false;
+    }
+  }
+
+  /**
+   * Asks `status` and shares the name's shared hold with the shared requests
+   * at the head of the local queue that no request of another client made
+   * before them waits for any more, in request order (`ifAvailable` requests
+   * among them). The answer records, for each shared request made before it
+   * was asked, which queued requests are still ahead (`Waiter.ahead`: on its
+   * first answer, the whole queue). A head still behind some gets `null` if
+   * `ifAvailable`, or waits behind the server queue (see
+   * `Waiter.behindServerQueue`) until an event or snapshot shows one of them
+   * may have left, and asks again. A status the server refuses tells nothing:
+   * the request never overtakes anyone on a guess (an `ifAvailable` head
+   * fails with the refusal), and asks again later.
    *
    * A steal of this client made meanwhile does not stop the grant of the
    * requests made before it: in a browser they were grantable at once and
@@ -79,14 +100,24 @@ export class SharedHoldSharing {
   share(name: string, state: NameState): void {
     const lease = state.lease;
     state.checking = true;
+    // The answer counts for the requests made before it was asked; those made later ask for themselves.
+    const asked = new Set(state.queue);
     const follow = state.follow;
-    const emptiedBefore = follow?.emptied ?? 0;
-    const decide = (empty: boolean, refusal?: { error: unknown }) => {
+    if (follow) {
+      follow.leftWhileAsked.clear();
+      follow.snapshotWhileAsked = false;
+    }
+    const decide = (queue: readonly QueueEntry[] | undefined, refusal?: { error: unknown }) => {
       // A lost hold meanwhile leaves the decision to the next look at the queue; the release of a hold whose
       // holders ended waits for this decision (see `WebLockQueue.release`).
       if (lease && state.lease === lease) {
-        for (let head = state.queue[0]; head && this.mayShare(state, head); head = state.queue[0]) {
-          if (empty) {
+        if (queue) {
+          for (const waiter of state.queue) {
+            if (asked.has(waiter) && waiter.mode === 'shared') waiter.ahead = stillAhead(waiter.ahead ?? queue, queue);
+          }
+        }
+        for (let head = state.queue[0]; head && asked.has(head) && this.mayShare(state, head); head = state.queue[0]) {
+          if (queue && head.ahead?.length === 0) {
             state.queue.shift();
             head.holder = holdFor(name, state, lease, head.mode);
           } else if (head.ifAvailable) {
@@ -96,11 +127,14 @@ export class SharedHoldSharing {
           } else {
             head.behindServerQueue = true;
             head.blocked = true;
-            // The watch showed the queue empty while this status was out: that may have been after the server
-            // answered it (a reply and the events after it may be handled in one read), or before this request
-            // was made. The answer may be stale and the emptying too early to count: ask again at once.
-            const stale = follow !== undefined && follow === state.follow && follow.emptied > emptiedBefore;
-            if (stale) this.recheckNow(name, state);
+            // An event showed a request ahead leaving, or a snapshot came, while this status was out: the answer
+            // may predate it (on a store of several nodes, events may come later than a direct read). Ask again.
+            const left = (entry: QueueEntry) => follow?.leftWhileAsked.has(entry.session) === true;
+            const stale =
+              follow !== undefined &&
+              follow === state.follow &&
+              (follow.snapshotWhileAsked || (head.ahead ?? []).some(left));
+            if (stale && !refusal) this.recheckNow(name, state);
             else if (refusal) this.#recheckLater(name, state, head);
             else this.#follow(name, state, head);
             break;
@@ -109,9 +143,9 @@ export class SharedHoldSharing {
       }
       this.checked(name, state);
     };
-    this.serverQueueEmpty(name).then(
-      (empty) => decide(empty),
-      (error: unknown) => decide(false, { error }),
+    this.#host.status(name).then(
+      (status) => decide(status.queue),
+      (error: unknown) => decide(undefined, { error }),
     );
   }
 
@@ -120,19 +154,6 @@ export class SharedHoldSharing {
     state.checking = false;
     wake(state);
     this.#host.process(name);
-  }
-
-  /**
-   * Asks the server whether anyone waits for `name`. This client's hold says
-   * nothing about the server queue, and the Web Locks grant rule needs it: a
-   * shared request is grantable only if no exclusive request was made before
-   * it, also by another client, so readers cannot starve a queued writer.
-   * The session holds the name, so the queue holds only other sessions; with
-   * a shared hold, a non-empty queue starts with an exclusive request.
-   */
-  async serverQueueEmpty(name: string): Promise<boolean> {
-    const status = await this.#host.status(name);
-    return status.queue.length === 0;
   }
 
   /**
@@ -156,15 +177,22 @@ export class SharedHoldSharing {
   }
 
   /**
-   * Keeps the name watched while `head` waits behind the server queue: the
-   * queued request ahead may leave it (aborted, timed out, disconnected), and
-   * the waiting shared request is then grantable at once, as in a browser;
-   * without being told, it would wait for this client's holders to end,
-   * forever when one of them waits for it (a nested read). The watch's
-   * prefix is the name itself, with a snapshot of one key: the name sorts
-   * first among the keys it starts. Events of other keys under it are
-   * ignored. The local queue drops the watch once no request waits behind
-   * the server queue (see `stopFollow`).
+   * Keeps the name watched while `head` waits behind the server queue: a
+   * queued request ahead of it may leave (aborted, timed out, disconnected,
+   * or granted), and the waiting shared request may then be grantable at
+   * once, as in a browser; without being told, it would wait for this
+   * client's holders to end, forever when one of them waits for it (a nested
+   * read). The watch's prefix is the name itself, with a snapshot of one key:
+   * the name sorts first among the keys it starts. Events of other keys under
+   * it are ignored. The local queue drops the watch once no request waits
+   * behind the server queue (see `stopFollow`).
+   *
+   * The watch only says when to look: an event of a request ahead of a
+   * waiting one leaving (`dequeued`, `acquired`, also at its session's end),
+   * or a snapshot (the watch's reply, a resync after a reconnect) missing one
+   * of them, makes the head ask `status` once, and that answer decides. On a
+   * store of several nodes an event may be older than a `status` answer, so
+   * an event alone never grants.
    *
    * A refused watch (`maxWatchesPerSession` reached, `rate_limited`, the
    * connection down) or one that ends by itself (a re-watch after a
@@ -174,32 +202,34 @@ export class SharedHoldSharing {
   #follow(name: string, state: NameState, head: Waiter): void {
     const current = state.follow;
     if (current) {
-      // An open watch tells the next emptying; one still asked tells it by its snapshot.
+      // An open watch tells the next leaving; one still asked tells it by its snapshot.
       if (current.polling) this.#recheckLater(name, state, head);
       return;
     }
     const follow: QueueFollow = {
-      openedFor: head,
       watch: undefined,
       polling: false,
-      seen: 0,
-      emptied: 0,
+      leftWhileAsked: new Set(),
+      snapshotWhileAsked: false,
       ended: false,
     };
     state.follow = follow;
     const onEvent = (event: LockEvent) => {
       if (follow.ended || event.key !== name) return;
-      follow.seen += 1;
-      if (event.waiters === 0) this.#emptied(name, state, follow);
+      if (event.event !== 'dequeued' && event.event !== 'acquired') return;
+      if (state.checking) follow.leftWhileAsked.add(event.session);
+      else if (state.queue.some((waiter) => waiter.ahead?.some((entry) => entry.session === event.session))) {
+        this.#stir(name, state, follow);
+      }
+    };
+    const onSnapshot = (snapshot: ListResult) => {
+      if (follow.ended) return;
+      if (state.checking) follow.snapshotWhileAsked = true;
+      else if (someLeft(state, queueIn(snapshot, name))) this.#stir(name, state, follow);
     };
     // After a reconnect (a resumed session keeps its hold): events of the time offline are lost, the
     // re-watch's snapshot is the state to go on from.
-    const onResync = (snapshot: ListResult) => {
-      if (follow.ended) return;
-      follow.seen += 1;
-      if (queueEmptyIn(snapshot, name)) this.#emptied(name, state, follow);
-    };
-    this.#host.watch(name, onEvent, { limit: 1, onResync }).then(
+    this.#host.watch(name, onEvent, { limit: 1, onResync: onSnapshot }).then(
       (watch) => {
         if (follow.ended) {
           void watch.close();
@@ -207,33 +237,22 @@ export class SharedHoldSharing {
         }
         follow.watch = watch;
         watch.signal.addEventListener('abort', () => this.#poll(name, state, follow), { once: true });
-        // Taken after the head it was opened for was found behind the queue, so it counts for that head alone;
-        // events seen already are newer than it.
-        if (follow.seen === 0 && state.queue[0] === follow.openedFor && queueEmptyIn(watch.snapshot, name)) {
-          this.#emptied(name, state, follow);
-        }
+        // A request ahead may have left between the status answer and the watch's start: no event tells that.
+        onSnapshot(watch.snapshot);
       },
       () => this.#poll(name, state, follow),
     );
   }
 
   /**
-   * The watch showed the server queue of the name empty: the head waiting
-   * behind it shares the hold now. Only that head, which was found behind
-   * the queue before this moment; the requests made after it ask `status`
-   * for themselves (one made after a new writer queued must not overtake it).
+   * The watch showed that a request of another client ahead of a waiting one
+   * may have left: the head waiting behind the server queue asks `status`
+   * once, and shares the hold only if that answer lists none of the requests
+   * ahead of it.
    */
-  #emptied(name: string, state: NameState, follow: QueueFollow): void {
-    follow.emptied += 1;
-    const head = state.queue[0];
-    const lease = state.lease;
-    if (state.follow !== follow || !head || !lease || state.busy || state.checking) return;
-    if (!this.waitsBehindServerQueue(state) || head.made >= (state.steals[0] ?? Infinity)) return;
-    stopRecheck(state);
-    state.queue.shift();
-    head.behindServerQueue = false;
-    head.holder = holdFor(name, state, lease, head.mode);
-    this.#host.process(name);
+  #stir(name: string, state: NameState, follow: QueueFollow): void {
+    if (state.follow !== follow || !this.waitsBehindServerQueue(state)) return;
+    this.recheckNow(name, state);
   }
 
   /** The watch was refused or ended by itself: the head waiting behind the queue asks `status` again later. */
@@ -262,8 +281,37 @@ export class SharedHoldSharing {
   }
 }
 
-/** Whether a watch snapshot of `name` (its prefix) shows nobody waiting for it; an unlocked key has no queue. */
-function queueEmptyIn(snapshot: ListResult, name: string): boolean {
-  const status = snapshot.locks.find((lock) => lock.key === name);
-  return (status?.queue.length ?? 0) === 0;
+/** The server queue of `name` in a watch snapshot of it (its prefix); an unlocked key has no queue. */
+function queueIn(snapshot: ListResult, name: string): readonly WaiterInfo[] {
+  return snapshot.locks.find((lock) => lock.key === name)?.queue ?? [];
+}
+
+/** Whether `queue` misses a request that is ahead of a request waiting in the name's local queue. */
+function someLeft(state: NameState, queue: readonly QueueEntry[]): boolean {
+  return state.queue.some(
+    (waiter) => waiter.ahead !== undefined && stillAhead(waiter.ahead, queue).length < waiter.ahead.length,
+  );
+}
+
+/**
+ * The requests of `ahead` that `queue` (a later answer, in grant order)
+ * still holds. The server appends to its queue, so those still there come
+ * first, in the same order; the first entry that is none of them was queued
+ * later, and so was every entry after it, also one of a session that left
+ * and queued again (its `since` differs, or it stands behind a newer one).
+ */
+function stillAhead(ahead: readonly QueueEntry[], queue: readonly QueueEntry[]): QueueEntry[] {
+  const still: QueueEntry[] = [];
+  let from = 0;
+  for (const entry of queue) {
+    const at = ahead.findIndex((known, i) => i >= from && sameEntry(known, entry));
+    if (at < 0) break;
+    still.push({ session: entry.session, mode: entry.mode, since: entry.since });
+    from = at + 1;
+  }
+  return still;
+}
+
+function sameEntry(a: QueueEntry, b: QueueEntry): boolean {
+  return a.session === b.session && a.mode === b.mode && a.since === b.since;
 }

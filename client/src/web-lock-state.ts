@@ -3,7 +3,7 @@
  * requests (holders), the waiting ones (waiters), the server hold they share,
  * and the small steps on them that need no server call.
  */
-import type { ListResult, LockMode, LockStatus } from '@lockwire/protocol';
+import type { ListResult, LockMode, LockStatus, WaiterInfo } from '@lockwire/protocol';
 import { LeaseLostReason, LockError } from './errors.js';
 import type { Lease } from './lease.js';
 import type { LockEvent } from './watch.js';
@@ -37,10 +37,17 @@ export interface Waiter {
    * A shared request that found another client's request in the server queue when it could have shared
    * this client's shared hold: it does not share it, but waits until this client's holders are done and the
    * hold is released, and then joins the server queue behind that request. Meanwhile the client watches the
-   * name (see `QueueFollow`), and the request shares the hold once the server queue is empty (the queued
-   * request may leave it).
+   * name (see `QueueFollow`), and the request shares the hold once the requests that were ahead of it left
+   * the server queue (see `ahead`).
    */
   behindServerQueue: boolean;
+  /**
+   * For a shared request: the requests of other clients in the server queue of the name that were made before
+   * it, as the first `status` asked after it was made listed them, less those a later `status` no longer
+   * listed. It may share this client's shared hold only once this is empty (`undefined` until that first
+   * answer). See `SharedHoldSharing`.
+   */
+  ahead: QueueEntry[] | undefined;
   /**
    * While `behindServerQueue` and the server queue cannot be watched: the wait before the last re-check of
    * the server queue (`status`), in ms (0 before the first).
@@ -79,23 +86,32 @@ export interface NameState {
 }
 
 /**
+ * One request in a server queue, as `status` lists it (`WaiterInfo`): a
+ * session has at most one request queued per key, and `since` tells a
+ * request from one the same session makes after leaving the queue.
+ */
+export type QueueEntry = Pick<WaiterInfo, 'session' | 'mode' | 'since'>;
+
+/**
  * The client's watch of one name while a request of it waits behind the
  * server queue (`Waiter.behindServerQueue`): the server pushes each change of
- * the name's queue, so the request learns at once that the queue emptied.
- * When the watch is refused (e.g. `maxWatchesPerSession`) or ends, the
- * request re-checks with `status` instead (`polling`).
+ * the name's queue, so the request learns at once that a request ahead of it
+ * may have left (and asks `status` to be sure). When the watch is refused
+ * (e.g. `maxWatchesPerSession`) or ends, the request re-checks with `status`
+ * now and then instead (`polling`).
  */
 export interface QueueFollow {
-  /** The head the watch was opened for: only its decision predates the watch's snapshot. */
-  readonly openedFor: Waiter;
   /** The watch once its reply came (closed when the follow ends); `undefined` while asked, refused or ended. */
   watch: WatchHandle | undefined;
   /** The watch was refused or ended by itself: the head re-checks with `status` now and then instead. */
   polling: boolean;
-  /** Events and resync snapshots of the name seen so far: any of them is newer than the watch's first snapshot. */
-  seen: number;
-  /** How many of them showed the server queue empty. */
-  emptied: number;
+  /**
+   * Sessions whose queued request an event showed leaving (`dequeued`, `acquired`) while a `status` of the
+   * name was out: its answer may predate that, so a request still behind one of them asks again.
+   */
+  leftWhileAsked: Set<string>;
+  /** A snapshot (the watch's reply, a resync) came while a `status` was out and may be newer than its answer. */
+  snapshotWhileAsked: boolean;
   /** The follow was dropped: a watch whose reply comes later is closed at once, and nothing it shows counts. */
   ended: boolean;
 }

@@ -132,7 +132,7 @@ async function readerBehindWriter(
 }
 
 describe('client.locks: a shared request behind another client queued writer is told, not polling', () => {
-  it('is granted once the writer cancels, after one status and no re-check, and the name is unwatched', async () => {
+  it('is granted once the writer cancels, after the status that found it queued and one on its leaving, and the name is unwatched', async () => {
     h = await startHarness();
     const log = frameLog();
     const alice = await h.connect({ transport: log.transport });
@@ -146,12 +146,12 @@ describe('client.locks: a shared request behind another client queued writer is 
     scene.bobController.abort(reason);
     expect(await within(scene.bobWrite)).toBe(reason);
     expect(await within(scene.second)).toBe(scene.first.lock?.token);
-    // The one status that found bob queued; the writer's leaving came as an event.
-    expect(log.sentOf('status', 'key', 'w1')).toHaveLength(1);
+    // The status that found bob queued; the writer's leaving came as an event, and one status confirmed it.
+    expect(log.sentOf('status', 'key', 'w1')).toHaveLength(2);
     expect(log.sentOf('unwatch', 'prefix', 'w1')).toHaveLength(1);
   });
 
-  it('is granted once the writer disconnects, without a re-check', async () => {
+  it('is granted once the writer disconnects, with one status on its leaving and no polling', async () => {
     h = await startHarness();
     const log = frameLog();
     const alice = await h.connect({ transport: log.transport });
@@ -160,7 +160,7 @@ describe('client.locks: a shared request behind another client queued writer is 
     const scene = await readerBehindWriter(alice, bob, carol, log, 'w2');
     await bob.close();
     expect(await within(scene.second)).toBe(scene.first.lock?.token);
-    expect(log.sentOf('status', 'key', 'w2')).toHaveLength(1);
+    expect(log.sentOf('status', 'key', 'w2')).toHaveLength(2);
   });
 
   it('is not granted by an event of another key the name starts', async () => {
@@ -218,7 +218,77 @@ describe('client.locks: a shared request behind another client queued writer is 
     proxy.unblock();
     expect(await reconnected).toMatchObject({ resumed: true });
     expect(await within(scene.second)).toBe(scene.first.lock?.token);
-    expect(log.sentOf('status', 'key', 'w5')).toHaveLength(1);
+    expect(log.sentOf('status', 'key', 'w5')).toHaveLength(2);
+  });
+});
+
+describe('client.locks: a shared request keeps its place among other clients\' queued writers (W3C order)', () => {
+  it('is granted when the writer it waited behind leaves, though a writer made after it queued meanwhile', async () => {
+    h = await startHarness();
+    const alice = await h.connect();
+    const bob = await h.connect();
+    const dave = await h.connect();
+    const carol = await h.connect();
+    const name = 'fifo1';
+    // Alice reads; her callback holds until her nested read is granted (a nested shared request).
+    const first = await holding(alice, name, new Promise(() => undefined), 'shared');
+    const seen = await recorder(carol, name);
+    const bobController = new AbortController();
+    const bobWrite = bob.locks.request(name, { signal: bobController.signal }, () => 'bob').catch((e: unknown) => e);
+    await seen.saw(name, 'queued', bob.session);
+    // Alice's second read is made now: after bob's write, before dave's.
+    const second = alice.locks.request(name, { mode: 'shared' }, (lock) => lock?.token);
+    // Alice's status is answered and her watch is in place before dave's write is made.
+    await alice.ping();
+    await alice.ping();
+    const daveWrite = dave.locks.request(name, () => 'dave').catch((e: unknown) => e);
+    await seen.saw(name, 'queued', dave.session);
+    bobController.abort(new Error('bob gave up'));
+    expect(await within(bobWrite)).toBeInstanceOf(Error);
+    // In a browser the queue is [bob (X), alice's second (S), dave (X)]: bob leaves, alice's second read is
+    // grantable along with her first.
+    expect(await within(second.catch((e: unknown) => e), 2000, "alice's second read")).toBe(first.lock?.token);
+    const status = await carol.status(name);
+    expect(status.queue.map((waiter) => waiter.session)).toEqual([dave.session]);
+    void daveWrite;
+  });
+
+  it('grants every read made before the later writer once the writer ahead leaves, and keeps a read made after it waiting', async () => {
+    h = await startHarness();
+    const log = frameLog();
+    const alice = await h.connect({ transport: log.transport });
+    const bob = await h.connect();
+    const dave = await h.connect();
+    const carol = await h.connect();
+    const name = 'fifo2';
+    const first = await holding(alice, name, new Promise(() => undefined), 'shared');
+    const seen = await recorder(carol, name);
+    const bobController = new AbortController();
+    void bob.locks.request(name, { signal: bobController.signal }, () => 'bob').catch(() => undefined);
+    await seen.saw(name, 'queued', bob.session);
+    const second = alice.locks.request(name, { mode: 'shared' }, (lock) => lock?.token);
+    await log.watchAnswered(name);
+    // Made while the second waits behind bob: it asks which requests are ahead of it before dave's write is made.
+    const third = alice.locks.request(name, { mode: 'shared' }, (lock) => lock?.token);
+    await log.until('the status asked for the third read', () => log.sentOf('status', 'key', name).length === 2);
+    await alice.ping();
+    void dave.locks.request(name, () => 'dave').catch(() => undefined);
+    await seen.saw(name, 'queued', dave.session);
+    let fourthGranted = false;
+    const fourth = alice.locks.request(name, { mode: 'shared' }, () => {
+      fourthGranted = true;
+    });
+    fourth.catch(() => undefined);
+    await log.until('the status asked for the fourth read', () => log.sentOf('status', 'key', name).length === 3);
+    await alice.ping();
+    bobController.abort(new Error('bob gave up'));
+    expect(await within(second)).toBe(first.lock?.token);
+    expect(await within(third)).toBe(first.lock?.token);
+    await alice.ping();
+    await alice.ping();
+    // The fourth read was made after dave's write queued: in a browser it waits behind it.
+    expect(fourthGranted).toBe(false);
+    expect((await carol.status(name)).queue.map((waiter) => waiter.session)).toEqual([dave.session]);
   });
 });
 
