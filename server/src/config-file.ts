@@ -17,6 +17,26 @@ function problem(error: unknown): string {
 }
 
 /**
+ * What `JSON.parse` found wrong in `text`, without quoting the text: the
+ * parser's own message can quote the input around the fault, and a config
+ * file may hold the auth secret or a Redis password. Names the line and
+ * column where the parser says where.
+ */
+function jsonProblem(error: unknown, text: string): string {
+  const message = error instanceof Error ? error.message : String(error);
+  if (message.startsWith('Unexpected end of JSON input')) return 'the text ends before the JSON does';
+  const at = / in JSON at position (\d+)$|at position (\d+)$/.exec(message);
+  if (at && !message.includes('"')) {
+    const offset = Number(at[1] ?? at[2]);
+    const before = text.slice(0, offset);
+    const line = before.split('\n').length;
+    const column = offset - before.lastIndexOf('\n');
+    return `${message.slice(0, at.index).trimEnd()} at line ${line}, column ${column}`;
+  }
+  return 'an unexpected character';
+}
+
+/**
  * The settings of a config file's text: one JSON object whose keys are the
  * settings' names as in `configOptions` (`port`, `maxPayload`, `logLevel`,
  * ...), with JSON values (`"port": 7311`, `"allowOrigin": ["https://a"]`).
@@ -30,7 +50,7 @@ export function configFileLayer(file: string, text: string): ConfigLayer {
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new ConfigError(`${file}: not valid JSON: ${problem(error)}`);
+    throw new ConfigError(`${file}: not valid JSON: ${jsonProblem(error, text)}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new ConfigError(`${file}: expected a JSON object of settings, e.g. {"port": 7311}`);

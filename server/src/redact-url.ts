@@ -22,8 +22,9 @@ const SECRET_PARAMS: ReadonlySet<string> = new Set([TOKEN_PARAM, 'resume', 'pass
  *
  * A URL with nothing to redact is returned as given; one with a secret is
  * returned as the URL parser writes it (its query form-encoded). Null when
- * `url` does not parse: a secret could then stand where no parser finds it,
- * so the caller shows a placeholder instead.
+ * `url` does not parse, or parses with an `@` before its query but no
+ * userinfo (`redis:/:pw@host`): a secret could then stand where no parser
+ * finds it, so the caller shows a placeholder instead.
  */
 export function redactUrl(url: string): string | null {
   const parsed = parseRequestUrl(url);
@@ -38,6 +39,10 @@ export function redactUrl(url: string): string | null {
     parsed.hash = fragment.toString();
     redacted = true;
   }
+  // A scheme the URL parser does not know (`redis:`) with a slash too few
+  // or too many parses without a host, and its userinfo stays in the path
+  // where nothing above finds it: such a URL is not shown at all.
+  if (!url.startsWith('/') && parsed.username === '' && parsed.password === '' && /@/.test(url.split(/[?#]/, 1)[0] ?? '')) return null;
   if (!redacted) return url;
   return url.startsWith('/') ? `${parsed.pathname}${parsed.search}${parsed.hash}` : parsed.href;
 }

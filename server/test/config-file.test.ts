@@ -88,6 +88,18 @@ describe('the config file layer', () => {
     expect(problem).toMatch(/^lockwire\.json: unknown settings "prot", "log-level"; known: host, port, /);
   });
 
+  it('says where a config file stops being JSON without quoting its text, which may hold a secret', () => {
+    expect(configProblem(() => configFileLayer('a.json', '{"port": 1,\n}'))).toBe(
+      'a.json: not valid JSON: Expected double-quoted property name at line 2, column 1',
+    );
+    const secret = configProblem(() => configFileLayer('a.json', '{"authSecret": sekret-auth-value}'));
+    expect(secret).toBe('a.json: not valid JSON: an unexpected character');
+    const cut = configProblem(() => configFileLayer('a.json', '{"authSecret": "sekret'));
+    expect(cut).toMatch(/^a\.json: not valid JSON: /);
+    expect(cut).not.toContain('sekret');
+    expect(configProblem(() => configFileLayer('a.json', '{"port": ['))).toBe('a.json: not valid JSON: the text ends before the JSON does');
+  });
+
   it('rejects text that is not JSON, and JSON that is not an object', () => {
     expect(configProblem(() => configFileLayer('a.json', '{"port": 1,}'))).toMatch(/^a\.json: not valid JSON: /);
     expect(configProblem(() => configFileLayer('a.json', '[{"port": 1}]'))).toMatch(/^a\.json: expected a JSON object/);

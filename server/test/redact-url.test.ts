@@ -19,6 +19,13 @@ describe('redactUrl', () => {
     expect(redactUrl('ws://:hunter2@127.0.0.1:7311/v1')).toBe('ws://:REDACTED@127.0.0.1:7311/v1');
   });
 
+  it('shows nothing of a URL whose userinfo the parser leaves in the path: an unknown scheme with a slash too few or too many', () => {
+    expect(redactUrl('redis:/:sekret-pw@127.0.0.1:6379')).toBeNull();
+    expect(redactUrl('redis:///user:sekret-pw@127.0.0.1:6379')).toBeNull();
+    expect(redactUrl('ws://127.0.0.1/v1?note=a@b')).toBe('ws://127.0.0.1/v1?note=a@b');
+    expect(redactUrl('/v1?note=a@b')).toBe('/v1?note=a@b');
+  });
+
   it('replaces the usual credential parameters, in the query and in the fragment, but not a lock key', () => {
     const redacted = redactUrl('http://h/x?password=a&Token=b&secret=c&auth=d&key=orders#token=e&view=f');
     expect(redacted).toBe('http://h/x?password=REDACTED&Token=REDACTED&secret=REDACTED&auth=REDACTED&key=orders#token=REDACTED&view=f');
