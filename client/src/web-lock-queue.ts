@@ -88,6 +88,8 @@ export class WebLockQueue {
         blocked: !ifAvailable && this.#blockedHere(state, mode),
         behindServerQueue: false,
         ahead: undefined,
+        asked: false,
+        placing: false,
         recheckDelay: 0,
         made: this.#made++,
         ifAvailable,

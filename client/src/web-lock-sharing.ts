@@ -70,12 +70,14 @@ export class SharedHoldSharing {
    * A shared request made while the head waits behind the server queue has
    * not learnt which requests of other clients are ahead of it: the head asks
    * `status` again now, whose answer tells both (a request queued later may
-   * not keep it waiting). Not while a re-check is due anyway.
+   * not keep it waiting), also when a re-check by timer is due later. One
+   * whose `status` was asked and refused waits for that re-check instead.
    */
   placeNewcomers(state: NameState): void {
     const head = state.queue[0];
-    if (!head || !this.waitsBehindServerQueue(state) || state.recheck !== undefined) return;
-    if (state.queue.some((waiter) => waiter.mode === 'shared' && !waiter.ifAvailable && waiter.ahead === undefined)) {
+    if (!head || !this.waitsBehindServerQueue(state)) return;
+    if (state.queue.some((waiter) => waiter.mode === 'shared' && !waiter.ifAvailable && !waiter.asked)) {
+      stopRecheck(state);
       head.behindServerQueue = false;
     }
   }
@@ -102,6 +104,7 @@ export class SharedHoldSharing {
     state.checking = true;
     // The answer counts for the requests made before it was asked; those made later ask for themselves.
     const asked = new Set(state.queue);
+    for (const waiter of asked) waiter.asked = true;
     const follow = state.follow;
     if (follow) {
       follow.leftWhileAsked.clear();

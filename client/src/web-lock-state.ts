@@ -49,6 +49,17 @@ export interface Waiter {
    */
   ahead: QueueEntry[] | undefined;
   /**
+   * A `status` was asked after this request was made (its answer may yet be out, or refused): a shared request
+   * not asked for yet makes the head waiting behind the server queue ask at once (see `placeNewcomers`).
+   */
+  asked: boolean;
+  /**
+   * The `status` asked when this shared request was made, while a request of this client made before it was
+   * still in the server queue or on its way there, is out: its answer, not a later one, tells which requests
+   * are ahead of it (see `SharedHoldSharing.place`).
+   */
+  placing: boolean;
+  /**
    * While `behindServerQueue` and the server queue cannot be watched: the wait before the last re-check of
    * the server queue (`status`), in ms (0 before the first).
    */
