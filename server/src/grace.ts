@@ -233,6 +233,8 @@ export class SessionGrace {
    * lock out of `held`, which the resume may have read before the loss.
    */
   readonly #claimed = new Map<SessionId, Resumption>();
+  /** Callers of `settled()` waiting for `#claimed` to empty. */
+  readonly #settling: Array<() => void> = [];
 
   constructor(private readonly options: SessionGraceOptions) {
     this.#registry = new GraceRegistry({
@@ -299,9 +301,9 @@ export class SessionGrace {
     const held = await heldLocks(this.options.store, session, claimed.detached.keys).catch(() => null);
     if (held === null) {
       // The store cannot say what is held: the session stays in grace for
-      // another try, until the grace's first deadline and no longer.
-      this.#unclaim(resumption);
-      this.#registry.hold(claimed.detached, Promise.resolve(), claimed.deadline, claimed.losses);
+      // another try, until the grace's first deadline and no longer (or
+      // ends at once if the server is closing meanwhile).
+      this.restore(resumption);
       return null;
     }
     return { ...resumption, held };
@@ -335,8 +337,9 @@ export class SessionGrace {
 
   /**
    * Gives back a claimed session whose new connection failed before it
-   * opened: into grace until its original deadline, or, once the server is
-   * closing, ended at once.
+   * opened (or whose resume could not read the store): into grace until
+   * its original deadline, or, once the server is closing, ended at once,
+   * since shutdown has drained the grace already.
    */
   restore(resumption: Resumption): void {
     this.#unclaim(resumption);
@@ -350,9 +353,24 @@ export class SessionGrace {
     return { resume: secret, grace: this.options.grace, resumed: held !== null, held: held ?? [] };
   }
 
+  /**
+   * Resolves once no session is claimed by a resume whose new connection
+   * has not opened yet: each was opened or restored (during shutdown,
+   * ended). Shutdown awaits it before the sessions' endings, which a
+   * restore adds to. Never rejects; it waits as long as the resumes' store
+   * reads take, so the caller bounds it.
+   */
+  settled(): Promise<void> {
+    if (this.#claimed.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#settling.push(resolve));
+  }
+
   #unclaim(resumption: Resumption): void {
     const session = resumption.detached.session;
     if (this.#claimed.get(session)?.losses === resumption.losses) this.#claimed.delete(session);
+    // The waiters go on in a later microtask: after the synchronous rest of
+    // `restore`, so a session it ends is among the endings they then await.
+    if (this.#claimed.size === 0) for (const resolve of this.#settling.splice(0)) resolve();
   }
 
   /** Ends every session in grace (server shutdown). */

@@ -30,6 +30,7 @@ export interface ServerShutdownOptions {
   httpServer: Server;
   /** The server's live sessions, read once the drain delay is over. */
   sessions: ReadonlyMap<SessionId, Session>;
+  /** Session grace: its sessions are ended, and its resumes in flight awaited, before the store closes. */
   grace: SessionGrace;
   /** Sessions being ended in the store, awaited before the store closes. */
   sessionEndings: ReadonlySet<Promise<void>>;
@@ -40,8 +41,9 @@ export interface ServerShutdownOptions {
  * Runs the shutdown sequence; the caller has already marked the server
  * closing (so `/healthz` answers 503 and upgrades are refused). After
  * `drainDelay` it answers every pending request `shutting_down`, ends every
- * session, closes every socket with 1001, ends the sessions in grace, then
- * closes the store and the HTTP server. Past `shutdownTimeout` every
+ * session, closes every socket with 1001, ends the sessions in grace and
+ * those of resumes still in flight, waits for every session's end in the
+ * store, then closes the store and the HTTP server. Past `shutdownTimeout` every
  * remaining socket is cut and the promise resolves without waiting for the
  * store. Rejects when the store's `close()` rejects before the timeout.
  */
@@ -88,6 +90,11 @@ async function closeAll(options: ServerShutdownOptions): Promise<'closed'> {
     [...wss.clients].map((ws) => closeWithinHandshake(ws, 1001, 'server shutting down', systemClock)),
   );
   options.grace.drain();
+  // A resume claimed its session out of grace before shutdown began and is
+  // still reading the store: its connection will not open now (upgrades
+  // are refused), and the restore that follows ends the session, adding an
+  // ending the snapshot below would otherwise miss.
+  await options.grace.settled();
   await Promise.all(options.sessionEndings);
   wss.close();
   await options.store.close();

@@ -1,0 +1,153 @@
+import WebSocket from 'ws';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createManualClock } from '../src/clock.js';
+import { createMemoryStore } from '../src/memory-store.js';
+import { createLockServer, type LockServer } from '../src/server.js';
+import type { LockStore, SessionId } from '../src/store.js';
+import { RawClient, sessionLog, within, type Frame } from './server-harness.js';
+
+const servers: LockServer[] = [];
+const sockets: WebSocket[] = [];
+/** Opens the store gates a failed test left shut, so its resume and server can end. */
+const gates: Array<() => void> = [];
+afterEach(async () => {
+  for (const open of gates.splice(0)) open();
+  for (const ws of sockets.splice(0)) ws.terminate();
+  await Promise.all(servers.splice(0).map((server) => server.close()));
+});
+
+/**
+ * A memory store that records, in `order`, each `closeSession` and its own
+ * `close`, and whose `status` can be held at a gate once `hold()` was
+ * called: `reading` resolves when a held status call arrives, `release(fail)`
+ * lets it go on (or reject when `fail`).
+ */
+function gatedStore() {
+  const clock = createManualClock(Date.now());
+  const inner = createMemoryStore({ clock });
+  const order: string[] = [];
+  let holding = false;
+  let arrived: () => void = () => undefined;
+  const reading = new Promise<void>((resolve) => (arrived = resolve));
+  let open: (fail: boolean) => void = () => undefined;
+  const gate = new Promise<boolean>((resolve) => (open = resolve));
+  gates.push(() => open(false));
+  const store: LockStore = Object.assign(Object.create(inner) as LockStore, {
+    start: (listener: Parameters<LockStore['start']>[0]) => inner.start(listener),
+    status: async (key: string, viewer: SessionId | null) => {
+      if (holding) {
+        arrived();
+        if (await gate) throw new Error('store unreachable');
+      }
+      return inner.status(key, viewer);
+    },
+    closeSession: async (...args: Parameters<LockStore['closeSession']>) => {
+      order.push(`closeSession ${args[0]}`);
+      return inner.closeSession(...args);
+    },
+    close: async () => {
+      order.push('close');
+      return inner.close();
+    },
+  });
+  return {
+    clock,
+    store,
+    order,
+    reading,
+    hold: () => void (holding = true),
+    release: (fail = false) => open(fail),
+  };
+}
+
+/** Lets every pending callback of the event loop run a few times over, so an unawaited step gets its chance. */
+async function turns(count = 20): Promise<void> {
+  for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/**
+ * A server with a 60 s session grace on a gated store, and a session that
+ * holds `k` and lost its connection: in grace, to be resumed with `query`.
+ */
+async function sessionInGrace() {
+  const gated = gatedStore();
+  const log = sessionLog();
+  const server = await createLockServer({
+    port: 0,
+    heartbeatInterval: 0,
+    clock: gated.clock,
+    store: gated.store,
+    sessionGrace: 60_000,
+    logger: log.logger,
+  });
+  servers.push(server);
+  const { client, welcome } = await RawClient.connect(server.url);
+  expect(await client.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
+  client.ws.terminate();
+  await log.closed(1, 'the session to detach');
+  const session = String(welcome.session);
+  const query = `?session=${encodeURIComponent(session)}&resume=${encodeURIComponent(String(welcome.resume))}`;
+  return { ...gated, server, session, resumeUrl: `${server.url}${query}` };
+}
+
+/** Opens a resume of the session in grace; `status` is its upgrade's HTTP status when refused. */
+function resume(url: string) {
+  const ws = new WebSocket(url);
+  sockets.push(ws);
+  ws.on('error', () => undefined);
+  const refused = new Promise<number>((resolve) => ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
+  return { ws, refused };
+}
+
+describe('shutdown and a resume in flight', () => {
+  it('ends a session claimed by a resume in flight in the store before the store is closed', async () => {
+    const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace();
+    hold();
+    const resumed = resume(resumeUrl);
+    await within(reading, 'the resume to read the store');
+
+    const closed = server.close();
+    // Time for the shutdown to reach the store's close, were it not waiting for the claimed session.
+    await turns();
+    expect(order).toEqual([]);
+    release();
+    await within(closed, 'close()');
+    expect(await within(resumed.refused, 'the refusal of the resume')).toBe(503);
+    await turns();
+    expect(order).toEqual([`closeSession ${session}`, 'close']);
+  });
+
+  it('ends a session whose resume could not read the store while the server closed, instead of putting it back into grace', async () => {
+    const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace();
+    hold();
+    const resumed = resume(resumeUrl);
+    await within(reading, 'the resume to read the store');
+
+    const closed = server.close();
+    await turns();
+    release(true);
+    await within(closed, 'close()');
+    expect(await within(resumed.refused, 'the refusal of the resume')).toBe(503);
+    await turns();
+    expect(order).toEqual([`closeSession ${session}`, 'close']);
+  });
+
+  it('closes a resumed connection that opened as shutdown began with 1001 and ends its session before the store is closed', async () => {
+    const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace();
+    hold();
+    const { ws } = resume(resumeUrl);
+    const frames: Frame[] = [];
+    ws.on('message', (data) => frames.push(JSON.parse(String(data)) as Frame));
+    const closedWith = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+    await within(reading, 'the resume to read the store');
+    release();
+    // The server completes the handshake in the step that opens the session.
+    await within(new Promise((resolve) => ws.once('open', resolve)), 'the resumed connection to open');
+
+    await within(server.close(), 'close()');
+    expect(await within(closedWith, 'the resumed connection to close')).toBe(1001);
+    expect(frames[0]).toMatchObject({ type: 'welcome', session, resumed: true, held: [expect.objectContaining({ key: 'k' })] });
+    await turns();
+    expect(order).toEqual([`closeSession ${session}`, 'close']);
+  });
+});
