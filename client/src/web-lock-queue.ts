@@ -42,6 +42,7 @@ export class WebLockQueue {
   constructor(host: WebLockQueueHost) {
     this.#host = host;
     this.#sharing = new SharedHoldSharing({
+      session: () => host.session,
       status: (key) => host.status(key),
       watch: (prefix, onEvent, options) => host.watch(prefix, onEvent, options),
       process: (name) => this.#process(name),
@@ -107,6 +108,7 @@ export class WebLockQueue {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#order.push(waiter);
       state.queue.push(waiter);
+      this.#sharing.place(name, state, waiter);
       this.#process(name);
     });
   }

@@ -26,6 +26,8 @@ const MAX_RECHECK_MS = 2000;
 
 /** What the sharing decision needs from the local queue: `status`, `watch`, and a look at the name once decided. */
 export interface SharingHost {
+  /** This client's session id: its own entry in a server queue is no other client's request. */
+  session(): string;
   status(key: string): Promise<LockStatus>;
   /** `client.watch()` (see `WebLockQueueHost.watch`). */
   watch(
@@ -83,6 +85,38 @@ export class SharedHoldSharing {
   }
 
   /**
+   * A shared request made while an earlier shared request of this client for
+   * the name is in the server queue or on its way there (its acquire in
+   * flight), with only shared requests of this client before it, asks
+   * `status` at once: the other clients' requests that answer lists are the
+   * ones made before it (`Waiter.ahead`), also those queued behind the earlier
+   * request. Once that request is granted, the new one shares its hold if
+   * they left, as in a browser, where the server would grant both reads
+   * together; a writer queued meanwhile is not counted ahead of it. Until the
+   * answer, a check of the hold leaves this request's `ahead` alone; a
+   * refused answer leaves it to the next check (whose queue is all ahead).
+   */
+  place(name: string, state: NameState, waiter: Waiter): void {
+    const head = state.queue[0];
+    if (waiter.mode !== 'shared' || waiter.ifAvailable || !head?.inFlight || head === waiter) return;
+    if (!state.queue.every((w) => w.mode === 'shared')) return;
+    waiter.asked = true;
+    waiter.placing = true;
+    const placed = (queue: readonly QueueEntry[] | undefined) => {
+      waiter.placing = false;
+      if (!state.queue.includes(waiter)) return;
+      const session = this.#host.session();
+      if (queue) waiter.ahead = queue.filter((entry) => entry.session !== session).map(entryOf);
+      // The head may have waited behind the server queue for this answer: it asks again and decides on it.
+      if (state.queue[0] === waiter && this.waitsBehindServerQueue(state)) this.recheckNow(name, state);
+    };
+    this.#host.status(name).then(
+      (status) => placed(status.queue),
+      () => placed(undefined),
+    );
+  }
+
+  /**
    * Asks `status` and shares the name's shared hold with the shared requests
    * at the head of the local queue that no request of another client made
    * before them waits for any more, in request order (`ifAvailable` requests
@@ -116,7 +150,7 @@ export class SharedHoldSharing {
       if (lease && state.lease === lease) {
         if (queue) {
           for (const waiter of state.queue) {
-            if (asked.has(waiter) && waiter.mode === 'shared') waiter.ahead = stillAhead(waiter.ahead ?? queue, queue);
+            if (asked.has(waiter) && waiter.mode === 'shared' && !waiter.placing) waiter.ahead = stillAhead(waiter.ahead ?? queue, queue);
           }
         }
         for (let head = state.queue[0]; head && asked.has(head) && this.mayShare(state, head); head = state.queue[0]) {
@@ -309,10 +343,15 @@ function stillAhead(ahead: readonly QueueEntry[], queue: readonly QueueEntry[]):
   for (const entry of queue) {
     const at = ahead.findIndex((known, i) => i >= from && sameEntry(known, entry));
     if (at < 0) break;
-    still.push({ session: entry.session, mode: entry.mode, since: entry.since });
+    still.push(entryOf(entry));
     from = at + 1;
   }
   return still;
+}
+
+/** The part of a `status` queue entry that tells which request it is. */
+function entryOf(entry: QueueEntry): QueueEntry {
+  return { session: entry.session, mode: entry.mode, since: entry.since };
 }
 
 function sameEntry(a: QueueEntry, b: QueueEntry): boolean {

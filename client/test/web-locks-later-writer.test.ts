@@ -82,4 +82,73 @@ describe('client.locks: a shared request never waits behind another client write
     // In a browser: [bob (X), alice's second (S), alice's third (S), dave (X)]: bob leaves, both reads are grantable.
     expect(await within(third.catch((e: unknown) => e), 5000, "alice's third read")).toBe(first?.token);
   });
+
+  it('made while an earlier read of the same client waits in the server queue, is granted with it', async () => {
+    h = await startHarness();
+    const alice = await h.connect();
+    const bob = await h.connect();
+    const dave = await h.connect();
+    const carol = await h.connect();
+    const name = 'behind-own';
+    const seen = await recorder(carol, name);
+    let releaseBob!: () => void;
+    let bobGranted!: () => void;
+    const bobHolds = new Promise<void>((resolve) => (bobGranted = resolve));
+    void bob.locks.request(name, () => {
+      bobGranted();
+      return new Promise<void>((resolve) => (releaseBob = resolve));
+    });
+    await within(bobHolds);
+    // Alice's first read waits in the server queue behind bob's write, and holds until the test ends.
+    void alice.locks.request(name, { mode: 'shared' }, () => new Promise(() => undefined)).catch(() => undefined);
+    await seen.saw('queued', alice.session);
+    // Her second read is made now, before dave's write.
+    const second = alice.locks.request(name, { mode: 'shared' }, (lock) => lock?.token);
+    await alice.ping();
+    void dave.locks.request(name, () => 'dave').catch(() => undefined);
+    await seen.saw('queued', dave.session);
+    releaseBob();
+    await seen.saw('acquired', alice.session);
+    const firstToken = seen.events.find((e) => e.event === 'acquired' && e.session === alice.session)?.token;
+    // In a browser: [alice's first (S), alice's second (S), dave (X)] once bob releases: both reads are granted.
+    expect(await within(second.catch((e: unknown) => e), 3000, "alice's second read")).toBe(firstToken);
+  });
+  it('made while an earlier read of the same client waits in the server queue, still waits behind a writer made before it', async () => {
+    h = await startHarness();
+    const alice = await h.connect();
+    const bob = await h.connect();
+    const erin = await h.connect();
+    const carol = await h.connect();
+    const name = 'behind-own-and-erin';
+    const seen = await recorder(carol, name);
+    let releaseBob!: () => void;
+    let bobGranted!: () => void;
+    const bobHolds = new Promise<void>((resolve) => (bobGranted = resolve));
+    void bob.locks.request(name, () => {
+      bobGranted();
+      return new Promise<void>((resolve) => (releaseBob = resolve));
+    });
+    await within(bobHolds);
+    void alice.locks.request(name, { mode: 'shared' }, () => new Promise(() => undefined)).catch(() => undefined);
+    await seen.saw('queued', alice.session);
+    // Erin's write is made after alice's first read and before her second.
+    const erinController = new AbortController();
+    void erin.locks.request(name, { signal: erinController.signal }, () => 'erin').catch(() => undefined);
+    await seen.saw('queued', erin.session);
+    let secondGranted = false;
+    const second = alice.locks.request(name, { mode: 'shared' }, (lock) => {
+      secondGranted = true;
+      return lock?.token;
+    });
+    await alice.ping();
+    releaseBob();
+    await seen.saw('acquired', alice.session);
+    const firstToken = seen.events.find((e) => e.event === 'acquired' && e.session === alice.session)?.token;
+    await alice.ping();
+    await alice.ping();
+    // In a browser: [alice's first (S), erin (X), alice's second (S)]: the second read waits for erin.
+    expect(secondGranted).toBe(false);
+    erinController.abort(new Error('erin gave up'));
+    expect(await within(second.catch((e: unknown) => e), 3000, "alice's second read")).toBe(firstToken);
+  });
 });
