@@ -12,10 +12,16 @@
 //   - with --scripts [DIR...]: Redis' own time per FCALL of the acquire and
 //     release scripts (INFO commandstats), for this checkout's compiled
 //     scripts and each DIR's, in rounds alternating between them.
+//   - with --floor: the store API loop, the bare loop, and between them the
+//     least a pushed lock with fencing tokens does (SET NX PX and INCR of a
+//     token in one script; compare, DEL and PUBLISH to a channel a client
+//     listens on in the other), in alternating slices on one pinned
+//     redis-server, as ratios to the bare loop.
 // Needs the built dist (`npx tsc -b`) and redis-server on PATH.
 // Usage: node bench/redis-store.mjs [seconds per throughput run, default 3]
 //        node bench/redis-store.mjs --api [seconds, default 10]
 //        node bench/redis-store.mjs --scripts [other checkout...]
+//        node bench/redis-store.mjs --floor [seconds per slice, default 3]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -27,7 +33,8 @@ import { createRedisStore } from '../server/dist/redis/redis-store.js';
 import { LockClient } from '../client/dist/node.js';
 
 const API = process.argv[2] === '--api';
-const SECONDS = Number(process.argv[API ? 3 : 2] ?? (API ? 10 : 3));
+const FLOOR = process.argv[2] === '--floor';
+const SECONDS = Number(process.argv[API || FLOOR ? 3 : 2] ?? (API ? 10 : 3));
 const HANDOFFS = 500;
 const CONCURRENCY = 8;
 
@@ -237,6 +244,67 @@ async function scriptCosts(trees) {
   }
 }
 
+const FLOOR_ACQUIRE = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', 30000) then return redis.call('INCR', KEYS[2]) end return 0";
+const FLOOR_RELEASE =
+  "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) redis.call('PUBLISH', KEYS[3], ARGV[2]) return 1 end return 0";
+
+/**
+ * The store API loop and the bare loop, with the floor of a pushed lock
+ * with fencing tokens between them: what any lock that hands out a token
+ * per grant and pushes its release must at least do per acquire+release.
+ */
+async function floorComparison() {
+  const { pinSelf, startRedis: startPinnedRedis } = await import('./lib/processes.mjs');
+  const { openStoreLoad, startStore } = await import('./measure/store-api.mjs');
+  const { openBareLoad } = await import('./measure/redis.mjs');
+  const { ratePerSecond } = await import('./lib/stats.mjs');
+  pinSelf();
+  const pinnedRedis = await startPinnedRedis();
+  const client = createClient({ url: pinnedRedis.url });
+  const listener = createClient({ url: pinnedRedis.url });
+  try {
+    await Promise.all([client.connect(), listener.connect()]);
+    await listener.subscribe('floor:events', () => {});
+    let token = 0;
+    const floorLoop = async (i, until) => {
+      const key = `floor:${i}`;
+      let done = 0;
+      while (performance.now() < until) {
+        const mine = String(token++);
+        const granted = await client.eval(FLOOR_ACQUIRE, { keys: [key, 'floor:token'], arguments: [mine] });
+        if (!granted) throw new Error('floor lock contended');
+        await client.eval(FLOOR_RELEASE, {
+          keys: [key, 'floor:token', 'floor:events'],
+          arguments: [mine, JSON.stringify({ event: 'released', key, token: granted })],
+        });
+        done += 2;
+      }
+      return done;
+    };
+    const bare = await openBareLoad(pinnedRedis.url, { concurrency: CONCURRENCY });
+    const store = await startStore({ kind: 'redis', url: pinnedRedis.url, namespace: 'floor' });
+    const api = openStoreLoad(store, { concurrency: CONCURRENCY });
+    const rounds = [];
+    for (let round = 0; round < 3; round++) {
+      const bareRate = await bare.measure(SECONDS);
+      const floorRate = await ratePerSecond(CONCURRENCY, SECONDS, floorLoop);
+      const storeRate = await api.measure(SECONDS);
+      rounds.push({ bare: Math.round(bareRate), floorOverBare: Number((floorRate / bareRate).toFixed(2)), storeOverBare: Number((storeRate / bareRate).toFixed(2)) });
+    }
+    await store.close();
+    await bare.close();
+    process.stdout.write(`${JSON.stringify({ sessions: CONCURRENCY, secondsPerSlice: SECONDS, rounds }, null, 2)}\n`);
+  } finally {
+    client.destroy();
+    listener.destroy();
+    await pinnedRedis.stop();
+  }
+}
+
+if (FLOOR) {
+  await floorComparison();
+  process.exit(0);
+}
 if (API) {
   await apiOnly();
   process.exit(0);
