@@ -101,12 +101,10 @@ export interface StepReply {
  */
 export function parseStepReply(text: unknown, key: string, encoded: string, withEvents: boolean): StepReply {
   if (typeof text !== 'string') throw new Error('expected a string from Redis');
-  const s1 = text.indexOf(' ');
-  const s2 = s1 < 0 ? -1 : text.indexOf(' ', s1 + 1);
-  const s3 = s2 < 0 ? -1 : text.indexOf(' ', s2 + 1);
-  const s4 = s3 < 0 ? -1 : text.indexOf(' ', s3 + 1);
-  const s5 = s4 < 0 ? -1 : text.indexOf(' ', s4 + 1);
-  const nl = s5 < 0 ? -1 : text.indexOf('\n', s5 + 1);
+  const cut = fieldEnds(text, 5);
+  if (cut === null) throw new Error('expected a step reply from Redis');
+  const [s1, s2, s3, s4, s5] = cut as [number, number, number, number, number];
+  const nl = text.indexOf('\n', s5 + 1);
   if (nl < 0) throw new Error('expected a step reply from Redis');
   const at = Number(text.slice(s3 + 1, s4));
   const noted = text.slice(s4 + 1, s5) === '1';
@@ -116,6 +114,19 @@ export function parseStepReply(text: unknown, key: string, encoded: string, with
     result: parseJson(text.slice(s5 + 1, nl)),
     cv: Number(text.slice(s2 + 1, s3)),
   };
+}
+
+/** Where each of the first `count` space-ended fields of `text` ends (its space's offset); null when there are fewer. */
+function fieldEnds(text: string, count: number): number[] | null {
+  const ends: number[] = [];
+  let from = 0;
+  for (let i = 0; i < count; i++) {
+    const space = text.indexOf(' ', from);
+    if (space < 0) return null;
+    ends.push(space);
+    from = space + 1;
+  }
+  return ends;
 }
 
 /** The plain-text head of a broadcast: `origin call key pv v at `, then the items' JSON array. */
@@ -133,14 +144,10 @@ export interface BroadcastHead {
 /** Reads a broadcast's head without touching its items; null when it is not one. */
 export function readBroadcastHead(message: string): BroadcastHead | null {
   // Every node reads the head of every step's broadcast, its own included:
-  // the six fields are cut straight out, without an array of them.
-  const s1 = message.indexOf(' ');
-  const s2 = s1 < 0 ? -1 : message.indexOf(' ', s1 + 1);
-  const s3 = s2 < 0 ? -1 : message.indexOf(' ', s2 + 1);
-  const s4 = s3 < 0 ? -1 : message.indexOf(' ', s3 + 1);
-  const s5 = s4 < 0 ? -1 : message.indexOf(' ', s4 + 1);
-  const s6 = s5 < 0 ? -1 : message.indexOf(' ', s5 + 1);
-  if (s6 < 0) return null;
+  // the six fields are cut straight out of the text.
+  const cut = fieldEnds(message, 6);
+  if (cut === null) return null;
+  const [s1, s2, s3, s4, s5, s6] = cut as [number, number, number, number, number, number];
   return {
     origin: message.slice(0, s1),
     call: message.slice(s1 + 1, s2),
