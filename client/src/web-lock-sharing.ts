@@ -335,7 +335,7 @@ function someLeft(state: NameState, queue: readonly QueueEntry[]): boolean {
  * still holds. The server appends to its queue, so those still there come
  * first, in the same order; the first entry that is none of them was queued
  * later, and so was every entry after it, also one of a session that left
- * and queued again (its `since` differs, or it stands behind a newer one).
+ * and queued again (its `seq` differs, or it stands behind a newer one).
  */
 function stillAhead(ahead: readonly QueueEntry[], queue: readonly QueueEntry[]): QueueEntry[] {
   const still: QueueEntry[] = [];
@@ -351,9 +351,18 @@ function stillAhead(ahead: readonly QueueEntry[], queue: readonly QueueEntry[]):
 
 /** The part of a `status` queue entry that tells which request it is. */
 function entryOf(entry: QueueEntry): QueueEntry {
-  return { session: entry.session, mode: entry.mode, since: entry.since };
+  const known: QueueEntry = { session: entry.session, mode: entry.mode, since: entry.since };
+  if (entry.seq !== undefined) known.seq = entry.seq;
+  return known;
 }
 
+/**
+ * Whether two entries are the same request: by its arrival `seq` where the
+ * server sends one (a session that leaves and queues again within a
+ * millisecond is a new request); else by mode and `since`.
+ */
 function sameEntry(a: QueueEntry, b: QueueEntry): boolean {
-  return a.session === b.session && a.mode === b.mode && a.since === b.since;
+  if (a.session !== b.session || a.mode !== b.mode) return false;
+  if (a.seq !== undefined && b.seq !== undefined) return a.seq === b.seq;
+  return a.since === b.since;
 }

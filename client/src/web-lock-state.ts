@@ -98,10 +98,11 @@ export interface NameState {
 
 /**
  * One request in a server queue, as `status` lists it (`WaiterInfo`): a
- * session has at most one request queued per key, and `since` tells a
- * request from one the same session makes after leaving the queue.
+ * session has at most one request queued per key, and its `seq` tells a
+ * request from one the same session makes after leaving the queue, also in
+ * the same millisecond (a server that sends no `seq`: its `since`).
  */
-export type QueueEntry = Pick<WaiterInfo, 'session' | 'mode' | 'since'>;
+export type QueueEntry = Pick<WaiterInfo, 'session' | 'mode' | 'since' | 'seq'>;
 
 /**
  * The client's watch of one name while a request of it waits behind the

@@ -1,9 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Lock, LockClient, LockEvent } from '@lockwire/client';
+import { RawClient } from '../../test/helpers/raw-client.js';
 import { recordingTransport, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness | undefined;
+const raws: RawClient[] = [];
 afterEach(async () => {
+  for (const raw of raws.splice(0)) raw.ws.close();
   await h?.close();
   h = undefined;
 });
@@ -44,6 +47,31 @@ async function recorder(observer: LockClient, prefix: string) {
 }
 
 describe('client.locks: a shared request never waits behind another client writer made after it', () => {
+  it('is granted when the writer it waited behind leaves, though that session queues a new writer in the same millisecond', async () => {
+    h = await startHarness(); // the manual clock stands still: every `since` is the same millisecond
+    const alice = await h.connect();
+    const carol = await h.connect();
+    const bob = await RawClient.connect(h.server.url);
+    raws.push(bob);
+    const name = 'same-ms';
+    const first = await holding(alice, name, 'shared');
+    const seen = await recorder(carol, name);
+    const firstWrite = bob.id();
+    bob.send({ op: 'acquire', id: firstWrite, key: name });
+    await seen.saw('queued', bob.session);
+    // Alice's second read is made after bob's first write: it waits behind it (a nested read of her first holder).
+    const second = alice.locks.request(name, { mode: 'shared' }, (lock) => lock?.token);
+    await alice.ping();
+    await alice.ping();
+    // Bob gives up and queues a new write at once: a new request, made after alice's second read.
+    bob.send({ op: 'cancel', id: bob.id(), target: firstWrite });
+    bob.send({ op: 'acquire', id: bob.id(), key: name });
+    await seen.saw('queued', bob.session, 2);
+    // In a browser: [bob's first (X), alice's second (S), bob's second (X)]; the first leaves, alice's second read
+    // is grantable along with her first.
+    expect(await within(second.catch((e: unknown) => e), 3000, "alice's second read")).toBe(first?.token);
+  });
+
   it('is placed at once when made while the head re-checks the server queue by timer (the watch refused)', async () => {
     h = await startHarness({ limits: { maxWatchesPerSession: 1 } });
     let onReceived = () => {};

@@ -236,8 +236,8 @@ describe('status and list', () => {
       mode: 'shared',
       holders: [{ session: 'a', mode: 'shared', token: 1, since, expiresAt: since + 100, meta: { n: 1 } }],
       queue: [
-        { session: 'x', mode: 'exclusive', since: since + 1, meta: null },
-        { session: 'r', mode: 'shared', since: since + 1, meta: { n: 2 } },
+        { session: 'x', mode: 'exclusive', since: since + 1, meta: null, seq: 1 },
+        { session: 'r', mode: 'shared', since: since + 1, meta: { n: 2 }, seq: 2 },
       ],
       heldByYou: true,
     });

@@ -142,6 +142,12 @@ export const waiterInfoSchema = z.object({
   mode: modeSchema,
   since: epochMsSchema,
   meta: metaOutSchema,
+  /**
+   * The request's arrival number in the key's queue: a later request of the key has a larger one, so two
+   * requests never share it, also when one session leaves and queues again in the same millisecond. Only
+   * its order means something. Optional: a server may leave it out.
+   */
+  seq: z.optional(z.int().check(z.minimum(0), z.maximum(Number.MAX_SAFE_INTEGER))),
 });
 export type WaiterInfo = z.infer<typeof waiterInfoSchema>;
 

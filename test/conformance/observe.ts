@@ -42,8 +42,8 @@ export function describeObserve(target: ConformanceTarget): void {
       const holders = seen.holders as { since: number }[];
       ctx().expectTime(holders[0]?.since, t0);
       expect(seen.queue).toEqual([
-        { session: b.session, mode: 'shared', since: expect.any(Number), meta: { user: 'bo' } },
-        { session: c.session, mode: 'exclusive', since: expect.any(Number), meta: null },
+        { session: b.session, mode: 'shared', since: expect.any(Number), meta: { user: 'bo' }, seq: expect.any(Number) },
+        { session: c.session, mode: 'exclusive', since: expect.any(Number), meta: null, seq: expect.any(Number) },
       ]);
       expect(await status(b, 'doc:1')).toMatchObject({ heldByYou: false });
     });

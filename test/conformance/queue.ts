@@ -136,5 +136,29 @@ export function describeQueue(target: ConformanceTarget): void {
       expect(await acquire(b, 's', { mode: 'shared', acquireTimeout: 0 })).toMatchObject({ acquired: true });
       expect((await status(a, 's')).holders).toHaveLength(2);
     });
+
+    it('numbers each queued request in status and list by arrival, and a session that leaves and queues again gets a new, larger number', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      const c = await ctx().connect();
+      await hold(a, 'k');
+      const first = await enqueue(b, 'k');
+      await enqueue(c, 'k', { mode: 'shared' });
+      const seqs = async () => ((await status(a, 'k')).queue as { session: string; seq: number }[]).map((w) => [w.session, w.seq]);
+      const before = await seqs();
+      const [[, bSeq], [, cSeq]] = before as [[string, number], [string, number]];
+      expect(Number.isSafeInteger(bSeq) && Number.isSafeInteger(cSeq) && cSeq > bSeq).toBe(true);
+      // Left and queued again, within the millisecond on a clock that stands still: a new request, with a new number.
+      expect(await b.request({ op: 'cancel', target: first.id })).toMatchObject({ ok: true, cancelled: true });
+      await enqueue(b, 'k');
+      const after = await seqs();
+      expect(after[0]).toEqual([c.session, cSeq]);
+      const [, bAgain] = after[1] as [string, number];
+      expect(after[1]?.[0]).toBe(b.session);
+      expect(bAgain).toBeGreaterThan(cSeq);
+      const listed = await a.request({ op: 'list', prefix: 'k' });
+      const locks = listed.locks as { key: string; queue: { seq: number }[] }[];
+      expect(locks.find((lock) => lock.key === 'k')?.queue.map((w) => w.seq)).toEqual([cSeq, bAgain]);
+    });
   });
 }

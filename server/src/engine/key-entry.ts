@@ -33,6 +33,8 @@ export interface Waiter {
   readonly session: SessionId;
   readonly mode: LockMode;
   readonly since: number;
+  /** Arrival number, larger for every later waiter of the engine: tells requests of one millisecond apart. */
+  readonly seq: number;
   readonly meta: Meta | null;
   readonly holdTimeout: number | null;
   deadline: DeadlineSlot<Deadline> | null;
@@ -227,7 +229,7 @@ export function statusOf(key: string, entry: KeyEntry | undefined, viewer: Sessi
       });
     }
     for (const waiter of entry.waiters()) {
-      queue.push({ session: waiter.session, mode: waiter.mode, since: waiter.since, meta: waiter.meta });
+      queue.push({ session: waiter.session, mode: waiter.mode, since: waiter.since, meta: waiter.meta, seq: waiter.seq });
     }
   }
   const status: LockStatus = {

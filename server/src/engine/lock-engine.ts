@@ -52,6 +52,8 @@ export class LockEngine {
   readonly #limits: StoreLimits;
   readonly #tokens: TokenSource;
   readonly #clock: Pick<Clock, 'resolution'>;
+  /** The last waiter's arrival number (`WaiterInfo.seq`). */
+  #seq = 0;
 
   constructor(options: LockEngineOptions) {
     this.#limits = options.limits;
@@ -104,6 +106,7 @@ export class LockEngine {
         session,
         mode,
         since: now,
+        seq: ++this.#seq,
         meta: input.meta,
         holdTimeout: input.holdTimeout,
         deadline: null,

@@ -220,7 +220,15 @@ export function parseStatus(key: string, o: Json, viewer: SessionId | null): { s
   });
   const queue: WaiterInfo[] = arr(o.q).map((raw) => {
     const w = obj(raw);
-    return { session: str(w, 's'), mode: modeOf(str(w, 'm')), since: Number(str(w, 'c')), meta: metaOf(str(w, 'd')) };
+    const waiter: WaiterInfo = {
+      session: str(w, 's'),
+      mode: modeOf(str(w, 'm')),
+      since: Number(str(w, 'c')),
+      meta: metaOf(str(w, 'd')),
+    };
+    const seq = str(w, 'o');
+    if (/^\d+$/.test(seq) && Number.isSafeInteger(Number(seq))) waiter.seq = Number(seq);
+    return waiter;
   });
   const first = holders[0];
   const status: LockStatus = { key, locked: holders.length > 0, mode: first ? first.mode : null, holders, queue };

@@ -235,11 +235,15 @@ return cjson.encode({ st = 'gone' })
 const STATUS = script(
   'status',
   String.raw`
-local ids = redis.call('ZRANGE', K_QUEUE, 0, -1)
+local ids = redis.call('ZRANGE', K_QUEUE, 0, -1, 'WITHSCORES')
 local queue = {}
-for _, s in ipairs(ids) do
-  local w = waiterOf(s)
-  if w then queue[#queue + 1] = w end
+for i = 1, #ids, 2 do
+  local w = waiterOf(ids[i])
+  -- The score is the arrival seq the acquire gave the request.
+  if w then
+    w.o = ids[i + 1]
+    queue[#queue + 1] = w
+  end
 end
 return cjson.encode({ h = holdsInOrder(), q = queue, v = redis.call('HGET', K_META, 'ver') or '0' })
 `,
