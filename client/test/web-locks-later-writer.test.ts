@@ -24,6 +24,19 @@ async function holding(client: LockClient, name: string, mode: 'shared' | 'exclu
   return within(lock);
 }
 
+/** Takes `name` exclusive on `client` and holds it until the returned function is called. */
+async function holdingUntilReleased(client: LockClient, name: string): Promise<() => void> {
+  let release!: () => void;
+  let granted!: () => void;
+  const holds = new Promise<void>((resolve) => (granted = resolve));
+  void client.locks.request(name, () => {
+    granted();
+    return new Promise<void>((resolve) => (release = resolve));
+  });
+  await within(holds);
+  return release;
+}
+
 /** Records `observer`'s events under `prefix`; `saw` awaits the `count`th event of a type and session (bounded). */
 async function recorder(observer: LockClient, prefix: string) {
   const events: LockEvent[] = [];
@@ -119,14 +132,7 @@ describe('client.locks: a shared request never waits behind another client write
     const carol = await h.connect();
     const name = 'behind-own';
     const seen = await recorder(carol, name);
-    let releaseBob!: () => void;
-    let bobGranted!: () => void;
-    const bobHolds = new Promise<void>((resolve) => (bobGranted = resolve));
-    void bob.locks.request(name, () => {
-      bobGranted();
-      return new Promise<void>((resolve) => (releaseBob = resolve));
-    });
-    await within(bobHolds);
+    const releaseBob = await holdingUntilReleased(bob, name);
     // Alice's first read waits in the server queue behind bob's write, and holds until the test ends.
     void alice.locks.request(name, { mode: 'shared' }, () => new Promise(() => undefined)).catch(() => undefined);
     await seen.saw('queued', alice.session);
@@ -149,14 +155,7 @@ describe('client.locks: a shared request never waits behind another client write
     const carol = await h.connect();
     const name = 'behind-own-and-erin';
     const seen = await recorder(carol, name);
-    let releaseBob!: () => void;
-    let bobGranted!: () => void;
-    const bobHolds = new Promise<void>((resolve) => (bobGranted = resolve));
-    void bob.locks.request(name, () => {
-      bobGranted();
-      return new Promise<void>((resolve) => (releaseBob = resolve));
-    });
-    await within(bobHolds);
+    const releaseBob = await holdingUntilReleased(bob, name);
     void alice.locks.request(name, { mode: 'shared' }, () => new Promise(() => undefined)).catch(() => undefined);
     await seen.saw('queued', alice.session);
     // Erin's write is made after alice's first read and before her second.
