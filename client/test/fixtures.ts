@@ -45,6 +45,14 @@ export async function startHarness(options: Omit<LockServerOptions, 'port' | 'cl
   };
 }
 
+/** Reconnect settings that retry within milliseconds, for tests that drop connections. */
+export const fastReconnect = { initialDelay: 1, maxDelay: 5, jitter: 0 };
+
+/** The session grace fields of a fake server's welcome: a fresh session with `secret`, overridden by `extra`. */
+export function graceWelcome(secret: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { resume: secret, grace: 30_000, resumed: false, held: [], ...extra };
+}
+
 /** Rejects if `promise` has not settled within `ms` (real time): a bounded wait, not a sleep. */
 export function within<T>(promise: Promise<T>, ms = 2000, what = 'the expected message'): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

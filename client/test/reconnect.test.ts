@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLockServer } from '@lockwire/server';
 import { LockClient, LockError, type ClientState } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
-import { abortedWith, nextEvent, startHarness, within, type Harness } from './fixtures.js';
+import { abortedWith, fastReconnect, nextEvent, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
 let proxy: TcpProxy;
@@ -18,11 +18,9 @@ afterEach(async () => {
   await proxy.close();
 });
 
-const fast = { initialDelay: 1, maxDelay: 5, jitter: 0 };
-
 /** A client connected through the proxy, recording its state changes. */
 async function connectThroughProxy(reconnect: Record<string, number> | false = {}) {
-  const client = await h.connectTo(proxy.url(h.server.url), { reconnect: reconnect && { ...fast, ...reconnect } });
+  const client = await h.connectTo(proxy.url(h.server.url), { reconnect: reconnect && { ...fastReconnect, ...reconnect } });
   const states: ClientState[] = [];
   client.on('state', (state) => states.push(state));
   return { client, states };
@@ -162,12 +160,11 @@ describe('reconnect', () => {
   });
 });
 
-
 describe('resume against a server with session grace', () => {
   it('a cut connection resumes the same session and keeps its leases held, un-aborted', async () => {
     const graceful = await createLockServer({ port: 0, heartbeatInterval: 0, sessionGrace: 30_000 });
     const gracefulProxy = await startTcpProxy(graceful.port);
-    const client = await LockClient.connect(gracefulProxy.url(graceful.url), { reconnect: fast });
+    const client = await LockClient.connect(gracefulProxy.url(graceful.url), { reconnect: fastReconnect });
     const other = await LockClient.connect(graceful.url, { reconnect: false });
     try {
       const lease = await client.acquire('doc:kept');

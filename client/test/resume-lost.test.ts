@@ -1,16 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockClient, type Lease } from '@lockwire/client';
 import { defaultResponse, startFakeServer, type FakeConnection, type FakeServer, type Frame } from './fake-server.js';
-import { abortedWith, nextEvent } from './fixtures.js';
-
-const fast = { initialDelay: 1, maxDelay: 5, jitter: 0 };
-const grace = (secret: string, extra: Record<string, unknown> = {}) => ({
-  resume: secret,
-  grace: 30_000,
-  resumed: false,
-  held: [],
-  ...extra,
-});
+import { abortedWith, fastReconnect, graceWelcome, nextEvent } from './fixtures.js';
 
 let fake: FakeServer;
 const clients: LockClient[] = [];
@@ -40,7 +31,7 @@ async function lease(client: LockClient, key: string): Promise<Lease> {
 
 /** A client holding doc:a, doc:b and doc:c (tokens 101-103) whose connection dropped and was resumed with doc:a alone. */
 async function resumedWithA() {
-  const client = await LockClient.connect(fake.url, { reconnect: fast });
+  const client = await LockClient.connect(fake.url, { reconnect: fastReconnect });
   clients.push(client);
   const leases = [await lease(client, 'doc:a'), await lease(client, 'doc:b'), await lease(client, 'doc:c')] as const;
   const reconnected = nextEvent(client, 'reconnect');
@@ -57,8 +48,8 @@ describe('leases a resume did not give back', () => {
       respond,
       welcome: (n) =>
         n === 0
-          ? grace('first')
-          : { session: 's0', ...grace(`secret${n}`, { resumed: true, held: [{ key: 'doc:a', mode: 'exclusive', token: 101, expiresAt: null }] }) },
+          ? graceWelcome('first')
+          : { session: 's0', ...graceWelcome(`secret${n}`, { resumed: true, held: [{ key: 'doc:a', mode: 'exclusive', token: 101, expiresAt: null }] }) },
     });
   });
 

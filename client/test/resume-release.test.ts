@@ -9,7 +9,7 @@ import {
 } from '@lockwire/server';
 import { LockClient, type Lease, type LockEvent } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
-import { nextEvent, within } from './fixtures.js';
+import { fastReconnect, nextEvent, within } from './fixtures.js';
 import { pauseGate, settled } from './pause-gate.js';
 
 vi.mock('../src/reconnect.js', async (importOriginal) => {
@@ -17,8 +17,6 @@ vi.mock('../src/reconnect.js', async (importOriginal) => {
   const { pauseGate: gate } = await import('./pause-gate.js');
   return { ...actual, pause: gate.wrap(actual.pause) };
 });
-
-const fast = { initialDelay: 1, maxDelay: 5, jitter: 0 };
 
 /** A memory store whose `release` answers with the queued refusals first, and records every key it is asked to release. */
 function refusingStore(store: LockStore) {
@@ -58,7 +56,7 @@ beforeEach(async () => {
     seen.push(`${event.event} ${event.key}`);
     onSeen?.();
   });
-  client = await LockClient.connect(proxy.url(server.url), { reconnect: fast });
+  client = await LockClient.connect(proxy.url(server.url), { reconnect: fastReconnect });
 });
 
 afterEach(async () => {

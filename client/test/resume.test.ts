@@ -2,16 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LockClient, type Lease } from '@lockwire/client';
 import { backoffDelay, reconnectPolicy } from '../src/reconnect.js';
 import { defaultResponse, startFakeServer, type FakeServer, type Frame } from './fake-server.js';
-import { abortedWith, nextEvent, within } from './fixtures.js';
-
-const fast = { initialDelay: 1, maxDelay: 5, jitter: 0 };
-const grace = (secret: string, extra: Record<string, unknown> = {}) => ({
-  resume: secret,
-  grace: 30_000,
-  resumed: false,
-  held: [],
-  ...extra,
-});
+import { abortedWith, fastReconnect, graceWelcome, nextEvent, within } from './fixtures.js';
 
 let fake: FakeServer;
 const clients: LockClient[] = [];
@@ -23,7 +14,7 @@ function grantAll(frame: Frame) {
 }
 
 async function connect(): Promise<LockClient> {
-  const client = await LockClient.connect(fake.url, { reconnect: fast });
+  const client = await LockClient.connect(fake.url, { reconnect: fastReconnect });
   clients.push(client);
   return client;
 }
@@ -44,12 +35,12 @@ describe('resume after a drop (session grace)', () => {
     fake = await startFakeServer({
       respond: grantAll,
       welcome: (n, url) => {
-        if (n === 0) return grace('first');
+        if (n === 0) return graceWelcome('first');
         const asked = url.searchParams.get('session') === 's0' && url.searchParams.get('resume') === 'first';
         // The second connection resumes s0 and gets back only doc:a.
         return asked
-          ? { session: 's0', ...grace('second', { resumed: true, held: [{ key: 'doc:a', mode: 'exclusive', token: 101, expiresAt: 99 }] }) }
-          : grace('other');
+          ? { session: 's0', ...graceWelcome('second', { resumed: true, held: [{ key: 'doc:a', mode: 'exclusive', token: 101, expiresAt: 99 }] }) }
+          : graceWelcome('other');
       },
     });
   });
@@ -124,8 +115,8 @@ describe('a resume that gives back a hold under another token', () => {
       // The session is back, holding doc:a under a newer grant (token 202) whose reply was lost in the drop.
       welcome: (n) =>
         n === 0
-          ? grace('first')
-          : { session: 's0', ...grace('second', { resumed: true, held: [{ key: 'doc:a', mode: 'exclusive', token: 202, expiresAt: null }] }) },
+          ? graceWelcome('first')
+          : { session: 's0', ...graceWelcome('second', { resumed: true, held: [{ key: 'doc:a', mode: 'exclusive', token: 202, expiresAt: null }] }) },
     });
   });
 
@@ -179,7 +170,7 @@ describe('a refused resume', () => {
   it('aborts every lease when the welcome says resumed: false', async () => {
     fake = await startFakeServer({
       respond: grantAll,
-      welcome: (n) => (n === 0 ? grace('first') : { session: 'fresh', ...grace('new') }),
+      welcome: (n) => (n === 0 ? graceWelcome('first') : { session: 'fresh', ...graceWelcome('new') }),
     });
     const client = await connect();
     const a = await lease(client, 'doc:a');
@@ -191,7 +182,7 @@ describe('a refused resume', () => {
   });
 
   it('loses the parked leases once the grace has run out without a reconnect', async () => {
-    fake = await startFakeServer({ respond: grantAll, welcome: () => grace('first', { grace: 20 }) });
+    fake = await startFakeServer({ respond: grantAll, welcome: () => graceWelcome('first', { grace: 20 }) });
     const client = await LockClient.connect(fake.url, { reconnect: { initialDelay: 60_000 } });
     clients.push(client);
     const a = await lease(client, 'doc:a');

@@ -4,6 +4,7 @@ import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { createManualClock, type ManualClock } from '../src/clock.js';
 import { createLockServer, type LockServer } from '../src/server.js';
 import type { LockStore } from '../src/store.js';
+import { resumeQuery } from './grace-scenarios.js';
 import { RawClient, within, type Frame } from './server-harness.js';
 
 const GRACE = 5000;
@@ -54,8 +55,6 @@ export function describeGraceLosses(name: string, makeStore: (clock: ManualClock
         clients.push(connection.client);
         return connection;
       };
-      const resumeQuery = (welcome: Frame) =>
-        `?session=${encodeURIComponent(String(welcome.session))}&resume=${encodeURIComponent(String(welcome.resume))}`;
       /** Drops `client`'s connection without a close frame and waits until the server has put its session in grace. */
       const drop = async (client: RawClient) => {
         const open = server.sessionCount();

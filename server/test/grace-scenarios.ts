@@ -52,6 +52,11 @@ function slowStatus() {
   return { wrap, holdNext };
 }
 
+/** The query that resumes the session of `welcome`. */
+export function resumeQuery(welcome: Frame): string {
+  return `?session=${encodeURIComponent(String(welcome.session))}&resume=${encodeURIComponent(String(welcome.resume))}`;
+}
+
 /**
  * The session grace suite, run against one store: locks kept during grace,
  * restored on resume, released after it, a wrong secret refused.
@@ -81,8 +86,6 @@ export function describeGrace(name: string, makeStore: (clock: ManualClock) => P
         clients.push(connection.client);
         return connection;
       };
-      const resumeQuery = (welcome: Frame) =>
-        `?session=${encodeURIComponent(String(welcome.session))}&resume=${encodeURIComponent(String(welcome.resume))}`;
       const holderOf = async (observer: RawClient, key: string) => {
         const status = await observer.request({ op: 'status', id: `status-${Math.random()}`, key });
         return (status.holders as Array<{ session: string }>)[0]?.session ?? null;
