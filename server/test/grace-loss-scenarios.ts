@@ -5,7 +5,7 @@ import { createManualClock, type ManualClock } from '../src/clock.js';
 import { createLockServer, type LockServer } from '../src/server.js';
 import type { LockStore } from '../src/store.js';
 import { resumeQuery } from './grace-scenarios.js';
-import { RawClient, within, type Frame } from './server-harness.js';
+import { RawClient, within } from './server-harness.js';
 
 const GRACE = 5000;
 
