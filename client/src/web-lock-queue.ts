@@ -15,6 +15,7 @@ import {
   wake,
   type Holder,
   type NameState,
+  type ServerAcquire,
   type Waiter,
   type WebLockQueueHost,
 } from './web-lock-state.js';
@@ -71,8 +72,9 @@ export class WebLockQueue {
       const { signal } = options;
       const onAbort = () => {
         waiter.abandoned = { reason: signal?.reason };
-        if (waiter.inFlight) waiter.controller.abort(signal?.reason);
-        else if (dequeue(state, waiter)) {
+        if (waiter.inFlight) {
+          if (!this.#handOver(name, state, waiter)) waiter.controller.abort(signal?.reason);
+        } else if (dequeue(state, waiter)) {
           waiter.fail(signal?.reason);
           this.#process(name);
         }
@@ -91,6 +93,7 @@ export class WebLockQueue {
         ahead: undefined,
         asked: false,
         placing: false,
+        follows: undefined,
         recheckDelay: 0,
         made: this.#made++,
         ifAvailable,
@@ -178,11 +181,15 @@ export class WebLockQueue {
     this.#deliver();
   }
 
-  #acquireFor(name: string, state: NameState, head: Waiter): void {
+  #acquireFor(name: string, state: NameState, first: Waiter): void {
     state.busy = true;
-    head.inFlight = true;
-    head.serverQueued = false;
+    first.inFlight = true;
+    first.serverQueued = false;
+    // The request this acquire is for: an aborted one may hand it on (see `#handOver`).
+    const acquire: ServerAcquire = { waiter: first };
+    state.acquire = acquire;
     const onQueued = () => {
+      const head = acquire.waiter;
       head.serverQueued = true;
       head.blocked = true;
       // A steal waiting for this acquire's fate may now cancel it; later requests need not wait for it.
@@ -190,9 +197,11 @@ export class WebLockQueue {
       this.#deliver();
     };
     // An ifAvailable request is granted only if the server can grant it at once.
-    const wait = head.ifAvailable ? { acquireTimeout: 0 } : {};
-    this.#host.acquire(name, { mode: head.mode, signal: head.controller.signal, onQueued, ...wait }).then(
+    const wait = first.ifAvailable ? { acquireTimeout: 0 } : {};
+    this.#host.acquire(name, { mode: first.mode, signal: first.controller.signal, onQueued, ...wait }).then(
       (lease) => {
+        const head = acquire.waiter;
+        state.acquire = undefined;
         head.inFlight = false;
         dequeue(state, head);
         this.#setIdle(state);
@@ -202,6 +211,8 @@ export class WebLockQueue {
         this.#process(name);
       },
       (error: unknown) => {
+        const head = acquire.waiter;
+        state.acquire = undefined;
         head.inFlight = false;
         head.serverQueued = false;
         const abandoned = head.abandoned;
@@ -218,6 +229,36 @@ export class WebLockQueue {
         this.#process(name);
       },
     );
+  }
+
+  /**
+   * The caller aborted `waiter`, whose server acquire is in flight: if the
+   * next request of this client for the name is a shared one made right
+   * behind it in the server's order (see `Waiter.follows`), it takes over
+   * the acquire, and so the place in the server queue the aborted request
+   * had, as in a browser, where it stands right behind that request and so
+   * ahead of every request made after it. The acquire asks for what the new
+   * request would (shared, waiting, no `ifAvailable`); otherwise, or when a
+   * steal already cancels the acquire, nothing is handed on: the acquire is
+   * cancelled and the next request joins the server queue at its back.
+   */
+  #handOver(name: string, state: NameState, waiter: Waiter): boolean {
+    const acquire = state.acquire;
+    const next = state.queue[1];
+    if (!acquire || acquire.waiter !== waiter || state.queue[0] !== waiter || !next) return false;
+    if (next.follows !== acquire || waiter.requeue || waiter.controller.signal.aborted) return false;
+    const same = (w: Waiter) => w.mode === 'shared' && !w.ifAvailable;
+    if (!same(waiter) || !same(next)) return false;
+    dequeue(state, waiter);
+    waiter.inFlight = false;
+    acquire.waiter = next;
+    next.inFlight = true;
+    next.controller = waiter.controller;
+    next.serverQueued = waiter.serverQueued;
+    if (next.serverQueued) next.blocked = true;
+    waiter.fail(waiter.abandoned?.reason);
+    this.#process(name);
+    return true;
   }
 
   /**

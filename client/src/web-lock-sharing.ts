@@ -102,11 +102,15 @@ export class SharedHoldSharing {
     if (!state.queue.every((w) => w.mode === 'shared')) return;
     waiter.asked = true;
     waiter.placing = true;
+    const acquire = state.acquire;
     const placed = (queue: readonly QueueEntry[] | undefined) => {
       waiter.placing = false;
       if (!state.queue.includes(waiter)) return;
       const session = this.#host.session();
       if (queue) waiter.ahead = queue.filter((entry) => entry.session !== session).map(entryOf);
+      // This client's acquire was sent before the status, so it is the session's entry the answer lists (if
+      // any): with none of another client behind it, nobody was queued between it and this request.
+      if (queue?.at(-1)?.session === session && acquire === state.acquire) waiter.follows = acquire;
       // The head may have waited behind the server queue for this answer: it asks again and decides on it.
       if (state.queue[0] === waiter && this.waitsBehindServerQueue(state)) this.recheckNow(name, state);
     };

@@ -60,6 +60,13 @@ export interface Waiter {
    */
   placing: boolean;
   /**
+   * The server acquire of this client that the `status` asked when this shared request was made (see
+   * `placing`) listed with no request of another client behind it: this request was made right behind that
+   * one in the server's order, so it may take over its place in the server queue when the request that made
+   * it is aborted (see `ServerAcquire`).
+   */
+  follows: ServerAcquire | undefined;
+  /**
    * While `behindServerQueue` and the server queue cannot be watched: the wait before the last re-check of
    * the server queue (`status`), in ms (0 before the first).
    */
@@ -78,6 +85,16 @@ export interface Waiter {
   fail(error: unknown): void;
 }
 
+/**
+ * This client's one acquire of a name in flight (on its way to the server
+ * queue, or in it), and the request it is for: an aborted shared request may
+ * hand it to the next shared request of this client, which then keeps the
+ * place in the server queue that the aborted one had.
+ */
+export interface ServerAcquire {
+  waiter: Waiter;
+}
+
 /** This client's view of one name. The server sees one session: at most one hold and one request at a time. */
 export interface NameState {
   readonly held: Set<Holder>;
@@ -87,6 +104,8 @@ export interface NameState {
   busy: boolean;
   /** A `status` call asks whether a request may share the name's shared hold; nothing else may start. */
   checking: boolean;
+  /** The acquire of the name in flight, if any. */
+  acquire: ServerAcquire | undefined;
   /** The places in request order (`Waiter.made`) of this client's steals of the name not yet done, in order. */
   readonly steals: number[];
   idle: (() => void)[];
@@ -154,6 +173,7 @@ export function newNameState(): NameState {
     lease: null,
     busy: false,
     checking: false,
+    acquire: undefined,
     steals: [],
     idle: [],
     recheck: undefined,

@@ -178,4 +178,68 @@ describe('client.locks: a shared request never waits behind another client write
     erinController.abort(new Error('erin gave up'));
     expect(await within(second.catch((e: unknown) => e), 3000, "alice's second read")).toBe(firstToken);
   });
+
+  it('made while an earlier read of the same client waits in the server queue, keeps its place ahead of a writer made after it when the earlier read is aborted', async () => {
+    h = await startHarness();
+    const alice = await h.connect();
+    const bob = await h.connect();
+    const dave = await h.connect();
+    const carol = await h.connect();
+    const name = 'abort-ahead-of-own';
+    const seen = await recorder(carol, name);
+    const releaseBob = await holdingUntilReleased(bob, name);
+    const firstController = new AbortController();
+    const first = alice.locks.request(name, { mode: 'shared', signal: firstController.signal }, () => 'first');
+    await seen.saw('queued', alice.session);
+    // Alice's second read is made now, before dave's write.
+    const second = alice.locks.request(name, { mode: 'shared' }, (lock) => lock?.token);
+    await alice.ping();
+    await alice.ping();
+    void dave.locks.request(name, () => new Promise(() => undefined)).catch(() => undefined);
+    await seen.saw('queued', dave.session);
+    const gaveUp = new Error('first gave up');
+    firstController.abort(gaveUp);
+    expect(await within(first.catch((e: unknown) => e), 2000, "alice's first read")).toBe(gaveUp);
+    // In a browser: [alice's second (S), dave (X)] once bob releases: the read is granted, the later write waits.
+    releaseBob();
+    await seen.saw('acquired', alice.session);
+    const grants = seen.events.filter((e) => e.event === 'acquired').map((e) => e.session);
+    expect(grants.slice(-1)).toEqual([alice.session]);
+    const token = seen.events.find((e) => e.event === 'acquired' && e.session === alice.session)?.token;
+    expect(await within(second.catch((e: unknown) => e), 2000, "alice's second read")).toBe(token);
+    expect(grants).not.toContain(dave.session);
+  });
+
+  it('made while an earlier read of the same client waits in the server queue, does not take its place ahead of a writer made between them when the earlier read is aborted', async () => {
+    h = await startHarness();
+    const alice = await h.connect();
+    const bob = await h.connect();
+    const erin = await h.connect();
+    const carol = await h.connect();
+    const name = 'abort-behind-erin';
+    const seen = await recorder(carol, name);
+    const releaseBob = await holdingUntilReleased(bob, name);
+    const firstController = new AbortController();
+    const first = alice.locks.request(name, { mode: 'shared', signal: firstController.signal }, () => 'first');
+    await seen.saw('queued', alice.session);
+    // Erin's write is made after alice's first read and before her second.
+    void erin.locks.request(name, () => new Promise(() => undefined)).catch(() => undefined);
+    await seen.saw('queued', erin.session);
+    let secondGranted = false;
+    void alice.locks
+      .request(name, { mode: 'shared' }, () => {
+        secondGranted = true;
+      })
+      .catch(() => undefined);
+    await alice.ping();
+    await alice.ping();
+    firstController.abort(new Error('first gave up'));
+    await within(first.catch(() => undefined), 2000, "alice's first read");
+    // In a browser: [erin (X), alice's second (S)] once bob releases: erin is granted first.
+    releaseBob();
+    await seen.saw('acquired', erin.session);
+    await alice.ping();
+    expect(seen.events.filter((e) => e.event === 'acquired').map((e) => e.session)).not.toContain(alice.session);
+    expect(secondGranted).toBe(false);
+  });
 });
