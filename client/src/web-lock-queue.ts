@@ -303,7 +303,8 @@ export class WebLockQueue {
       while (state.busy || state.checking) {
         // A request the server could grant at once is granted first (and then robbed, as in a browser,
         // where it would already hold the lock); one waiting in the server queue is taken back out of it
-        // and keeps its place here.
+        // (a session may not queue and steal at once) and keeps its place here, among this client's
+        // requests; in the server queue it asks again at the back, unlike in a browser.
         const inFlight = state.queue.find((waiter) => waiter.inFlight);
         if (inFlight?.serverQueued && !inFlight.requeue) {
           inFlight.requeue = true;
