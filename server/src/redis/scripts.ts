@@ -64,6 +64,17 @@ if full then return finish({ err = 'too_many_locks' }) end
 if not grantable and qlen >= maxW then return finish({ err = 'too_many_waiters' }) end
 if not grantable then
   local seq = redis.call('HINCRBY', K_META, 'seq', 1)
+  -- The meta hash can be lost alone while the queue stays (an allkeys-*
+  -- maxmemory policy evicts keys one at a time): the counter would start
+  -- over below the queue's scores and this request would be granted before
+  -- earlier ones. So it is at least one more than the last queued seq.
+  if qlen > 0 then
+    local last = tonumber(redis.call('ZRANGE', K_QUEUE, -1, -1, 'WITHSCORES')[2])
+    if last and seq <= last then
+      seq = last + 1
+      redis.call('HSET', K_META, 'seq', n2s(seq))
+    end
+  end
   local w = { s = s, n = NODE, i = ticket, m = mode, c = NOWS, d = meta, ht = holdT }
   enqueue(seq, s)
   redis.call('HSET', K_WAITER, s, cjson.encode(w))
