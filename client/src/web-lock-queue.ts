@@ -7,6 +7,7 @@ import { SharedHoldSharing } from './web-lock-sharing.js';
 import {
   breakHolders,
   dequeue,
+  handOver,
   holderLossReason,
   holdFor,
   newNameState,
@@ -72,9 +73,10 @@ export class WebLockQueue {
       const { signal } = options;
       const onAbort = () => {
         waiter.abandoned = { reason: signal?.reason };
-        if (waiter.inFlight) {
-          if (!this.#handOver(name, state, waiter)) waiter.controller.abort(signal?.reason);
-        } else if (dequeue(state, waiter)) {
+        // One whose acquire the next request cannot take over (see `handOver`) cancels it.
+        const handed = waiter.inFlight && handOver(state, waiter);
+        if (waiter.inFlight) waiter.controller.abort(signal?.reason);
+        else if (handed || dequeue(state, waiter)) {
           waiter.fail(signal?.reason);
           this.#process(name);
         }
@@ -185,7 +187,7 @@ export class WebLockQueue {
     state.busy = true;
     first.inFlight = true;
     first.serverQueued = false;
-    // The request this acquire is for: an aborted one may hand it on (see `#handOver`).
+    // The request this acquire is for: an aborted one may hand it on (see `handOver`).
     const acquire: ServerAcquire = { waiter: first };
     state.acquire = acquire;
     const onQueued = () => {
@@ -229,36 +231,6 @@ export class WebLockQueue {
         this.#process(name);
       },
     );
-  }
-
-  /**
-   * The caller aborted `waiter`, whose server acquire is in flight: if the
-   * next request of this client for the name is a shared one made right
-   * behind it in the server's order (see `Waiter.follows`), it takes over
-   * the acquire, and so the place in the server queue the aborted request
-   * had, as in a browser, where it stands right behind that request and so
-   * ahead of every request made after it. The acquire asks for what the new
-   * request would (shared, waiting, no `ifAvailable`); otherwise, or when a
-   * steal already cancels the acquire, nothing is handed on: the acquire is
-   * cancelled and the next request joins the server queue at its back.
-   */
-  #handOver(name: string, state: NameState, waiter: Waiter): boolean {
-    const acquire = state.acquire;
-    const next = state.queue[1];
-    if (!acquire || acquire.waiter !== waiter || state.queue[0] !== waiter || !next) return false;
-    if (next.follows !== acquire || waiter.requeue || waiter.controller.signal.aborted) return false;
-    const same = (w: Waiter) => w.mode === 'shared' && !w.ifAvailable;
-    if (!same(waiter) || !same(next)) return false;
-    dequeue(state, waiter);
-    waiter.inFlight = false;
-    acquire.waiter = next;
-    next.inFlight = true;
-    next.controller = waiter.controller;
-    next.serverQueued = waiter.serverQueued;
-    if (next.serverQueued) next.blocked = true;
-    waiter.fail(waiter.abandoned?.reason);
-    this.#process(name);
-    return true;
   }
 
   /**

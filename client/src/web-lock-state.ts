@@ -217,6 +217,35 @@ export function dequeue(state: NameState, waiter: Waiter): boolean {
   return true;
 }
 
+/**
+ * The caller aborted `waiter`, whose server acquire is in flight: if the
+ * next request of this client for the name is a shared one made right
+ * behind it in the server's order (see `Waiter.follows`), it takes over the
+ * acquire, and so the place in the server queue the aborted request had, as
+ * in a browser, where it stands right behind that request and so ahead of
+ * every request made after it; `waiter` leaves the queue, and the caller
+ * fails it. The acquire asks for what the new request would (shared,
+ * waiting, no `ifAvailable`); otherwise, or when a steal already cancels the
+ * acquire, nothing is handed on (false): the caller cancels the acquire, and
+ * the next request joins the server queue at its back.
+ */
+export function handOver(state: NameState, waiter: Waiter): boolean {
+  const acquire = state.acquire;
+  const next = state.queue[1];
+  if (!acquire || acquire.waiter !== waiter || state.queue[0] !== waiter || !next) return false;
+  if (next.follows !== acquire || waiter.requeue || waiter.controller.signal.aborted) return false;
+  const same = (w: Waiter) => w.mode === 'shared' && !w.ifAvailable;
+  if (!same(waiter) || !same(next)) return false;
+  dequeue(state, waiter);
+  waiter.inFlight = false;
+  acquire.waiter = next;
+  next.inFlight = true;
+  next.controller = waiter.controller;
+  next.serverQueued = waiter.serverQueued;
+  if (next.serverQueued) next.blocked = true;
+  return true;
+}
+
 /** Lets everything waiting on the name look again. */
 export function wake(state: NameState): void {
   for (const resolve of state.idle.splice(0)) resolve();
