@@ -152,11 +152,13 @@ local function counts()
   return nHold, nQueue
 end
 
--- An event of the step's log, as its JSON text.
-local function ev(kind, s, m, d, token)
+-- An event of the step's log, as its JSON text. seq (text): a queued
+-- request's arrival seq, so a watch catching up after a gap tells a request
+-- that left and queued again from the one it was shown; not sent to clients.
+local function ev(kind, s, m, d, token, seq)
   local h, w = counts()
   log[#log + 1] = '{"y":"ev","e":"' .. kind .. '","s":' .. q(s) .. ',"t":"' .. (token or '') .. '","m":' .. q(m)
-    .. ',"d":' .. q(d) .. ',"h":' .. int(h) .. ',"w":' .. int(w) .. '}'
+    .. ',"d":' .. q(d) .. ',"h":' .. int(h) .. ',"w":' .. int(w) .. (seq and (',"o":"' .. seq .. '"}') or '}')
   hasEvents = true
 end
 

@@ -79,7 +79,7 @@ export class PubSubIntake {
   deliver(batch: Batch, withEvents: boolean): void {
     for (const item of batch.items) {
       if (item.y === 'ev') {
-        if (withEvents) this.#o.hub.dispatch(item.event, batch.v);
+        if (withEvents) this.#o.hub.dispatch(item.event, batch.v, item.seq);
       } else {
         this.#o.notes.applyNote(batch.key, item, batch.v);
       }

@@ -47,14 +47,23 @@ export function modeOf(text: string): LockMode {
   return text === 'shared' ? 'shared' : 'exclusive';
 }
 
+/** A queued request's arrival seq from its decimal text; `undefined` when absent or not a safe whole number. */
+export function seqOf(text: string): number | undefined {
+  return /^\d+$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : undefined;
+}
+
 /** A note to one node about one of its sessions. */
 export type Note =
   | { y: 'granted'; session: SessionId; ticket: number; token: number; expiresAt: number | null }
   | { y: 'lost'; session: SessionId; token: number; reason: LostReason }
   | { y: 'waitDone'; session: SessionId; ticket: number };
 
-/** One item of a step's ordered log: a note or an event. */
-export type Item = Note | { y: 'ev'; event: LockEvent };
+/**
+ * One item of a step's ordered log: a note or an event. A `queued` event
+ * comes with its request's arrival `seq` (as in the queue's entries), kept
+ * beside the event: it is for this node's watches, not for the wire.
+ */
+export type Item = Note | { y: 'ev'; event: LockEvent; seq?: number };
 
 /** One step of one key, as a node receives it: from its reply, its node channel or the broadcast. */
 export interface Batch {
@@ -187,7 +196,8 @@ function parseItems(key: string, at: number, raw: unknown[]): Item[] {
         at,
       };
       if (token !== '') event.token = Number(token);
-      items.push({ y: 'ev', event });
+      const seq = seqOf(str(it, 'o'));
+      items.push(seq === undefined ? { y: 'ev', event } : { y: 'ev', event, seq });
     } else if (y === 'granted') {
       items.push({
         y,
@@ -226,8 +236,8 @@ export function parseStatus(key: string, o: Json, viewer: SessionId | null): { s
       since: Number(str(w, 'c')),
       meta: metaOf(str(w, 'd')),
     };
-    const seq = str(w, 'o');
-    if (/^\d+$/.test(seq) && Number.isSafeInteger(Number(seq))) waiter.seq = Number(seq);
+    const seq = seqOf(str(w, 'o'));
+    if (seq !== undefined) waiter.seq = seq;
     return waiter;
   });
   const first = holders[0];

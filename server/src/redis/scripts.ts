@@ -78,7 +78,7 @@ if not grantable then
   local w = { s = s, n = NODE, i = ticket, m = mode, c = NOWS, d = meta, ht = holdT }
   enqueue(seq, s)
   redis.call('HSET', K_WAITER, s, cjson.encode(w))
-  ev('queued', s, mode, meta, nil)
+  ev('queued', s, mode, meta, nil, n2s(seq))
   return finish({ st = 'queued', p = qlen + 1 })
 end
 if steal then

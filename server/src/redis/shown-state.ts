@@ -8,8 +8,11 @@ import type { LockEvent } from '../store.js';
  */
 export type ShownHold = Pick<LockEvent, 'session' | 'mode' | 'meta'> & { readonly token?: number };
 
-/** A queued request as a watch was shown it: its `queued` event or a read's queue entry. */
-export type ShownWaiter = Pick<LockEvent, 'session' | 'mode' | 'meta'>;
+/**
+ * A queued request as a watch was shown it: its `queued` event (with the
+ * arrival `seq` the step carried) or a read's queue entry (with its `seq`).
+ */
+export type ShownWaiter = Pick<LockEvent, 'session' | 'mode' | 'meta'> & { readonly seq?: number };
 
 /**
  * One key as a watch was shown it: holders in grant order, the queue in
@@ -27,9 +30,17 @@ export type Shown = KeyState | undefined;
 
 const sameHold = (a: ShownHold, b: ShownHold) => a.session === b.session && a.token === b.token;
 
-/** A session waits at most once per key; mode and meta tell a request that left and came back apart. */
+/**
+ * A session waits at most once per key, but may leave and queue again: that
+ * is a new request with a new `seq`, so two waiters that both carry a seq
+ * are compared by it. Without one (a step of an older node) mode and meta
+ * are all there is, and miss a request that came back with the same ones.
+ */
 const sameWaiter = (a: ShownWaiter, b: ShownWaiter) =>
-  a.session === b.session && a.mode === b.mode && JSON.stringify(a.meta ?? null) === JSON.stringify(b.meta ?? null);
+  a.session === b.session &&
+  (a.seq !== undefined && b.seq !== undefined
+    ? a.seq === b.seq
+    : a.mode === b.mode && JSON.stringify(a.meta ?? null) === JSON.stringify(b.meta ?? null));
 
 /** `list` without its first item matching `match` (`list` itself when none does). */
 function without<T>(list: readonly T[], match: (item: T) => boolean): readonly T[] {
@@ -65,18 +76,21 @@ export function sameState(a: Shown, b: Shown): boolean {
 /**
  * The state after one event, as a watcher draws it: `acquired` adds a
  * holder and takes the session out of the queue (a grant of a queued
- * request has no `dequeued`), `queued` adds a waiter, `dequeued` removes
+ * request has no `dequeued`), `queued` adds a waiter (with `seq`, the
+ * request's arrival seq when the step carried it), `dequeued` removes
  * it, and the other events end a hold. An event that changes nothing
  * returns `state` itself.
  */
-export function advance(state: Shown, event: LockEvent): Shown {
+export function advance(state: Shown, event: LockEvent, seq?: number): Shown {
   const holders = state?.holders ?? [];
   const queue = state?.queue ?? [];
   switch (event.event) {
     case 'acquired':
       return stateFrom([...holders, event], without(queue, (w) => w.session === event.session));
-    case 'queued':
-      return stateFrom(holders, [...queue, event]);
+    case 'queued': {
+      const waiter: ShownWaiter = seq === undefined ? event : { session: event.session, mode: event.mode, meta: event.meta, seq };
+      return stateFrom(holders, [...queue, waiter]);
+    }
     case 'dequeued': {
       const left = without(queue, (w) => w.session === event.session);
       return left === queue ? state : stateFrom(holders, left);
@@ -151,24 +165,27 @@ export function catchUpEvents(key: string, shown: Shown, now: Shown, at: number)
  */
 export class StepOnce {
   readonly #event: LockEvent;
+  readonly #seq: number | undefined;
   #first: { from: Shown; to: Shown } | null = null;
   #more: Map<Shown, Shown> | null = null;
 
-  constructor(event: LockEvent) {
+  /** `seq`: a `queued` event's arrival seq, when its step carried it. */
+  constructor(event: LockEvent, seq?: number) {
     this.#event = event;
+    this.#seq = seq;
   }
 
   /** The state after this event for a watch that was shown `from`. */
   from(from: Shown): Shown {
     if (!this.#first) {
-      const to = advance(from, this.#event);
+      const to = advance(from, this.#event, this.#seq);
       this.#first = { from, to };
       return to;
     }
     if (this.#first.from === from) return this.#first.to;
     this.#more ??= new Map();
     if (this.#more.has(from)) return this.#more.get(from);
-    const to = advance(from, this.#event);
+    const to = advance(from, this.#event, this.#seq);
     this.#more.set(from, to);
     return to;
   }

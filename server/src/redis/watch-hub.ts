@@ -7,8 +7,8 @@ interface Watcher {
   /** The watch's `limit`: a catch-up reads at most this many locked keys of the prefix, as the snapshot did. */
   readonly limit: number;
   readonly sink: (event: LockEvent) => void;
-  /** Events heard while the snapshot is read, with their step's version; null once live. */
-  buffer: Array<{ event: LockEvent; version: number }> | null;
+  /** Events heard while the snapshot is read, with their step's version (and a `queued` one's seq); null once live. */
+  buffer: Heard[] | null;
   /**
    * Per key of the snapshot (or of a catch-up), the version it was read at:
    * an event at or below it is a step the read shows, even when it arrives
@@ -25,6 +25,13 @@ interface Watcher {
    * watch's own view.
    */
   readonly view: Map<string, KeyState>;
+}
+
+/** An event as heard: its step's version, and a `queued` event's arrival seq when the step carried it. */
+interface Heard {
+  event: LockEvent;
+  version: number;
+  seq: number | undefined;
 }
 
 /** What a catch-up reads: these keys, and the locked keys of each prefix up to its limit, as a snapshot lists them. */
@@ -75,7 +82,7 @@ function setState(view: Map<string, KeyState>, key: string, state: Shown): void 
 export class WatchHub {
   readonly #watchers = new Set<Watcher>();
   /** Events heard while a catch-up reads, with their step's version; null otherwise. */
-  #held: Array<{ event: LockEvent; version: number }> | null = null;
+  #held: Heard[] | null = null;
   /** Set while a catch-up runs; a new watch waits for it. */
   #catchingUp: Promise<void> | null = null;
   /** Snapshots being read, and what waits for none to be. */
@@ -103,22 +110,23 @@ export class WatchHub {
    * watcher of its key, moving each one's view of the key on. The new state
    * is made once per distinct state before it (`StepOnce`): watches that
    * agree cost one map update each. With no watch open this is one empty
-   * loop.
+   * loop. `seq`, a `queued` event's arrival seq, goes into the views only
+   * (so a catch-up tells that request from one that queued again later).
    */
-  dispatch(event: LockEvent, version: number): void {
+  dispatch(event: LockEvent, version: number, seq?: number): void {
     if (this.#held) {
-      this.#held.push({ event, version });
+      this.#held.push({ event, version, seq });
       return;
     }
     let step: StepOnce | null = null;
     for (const watcher of this.#watchers) {
       if (!event.key.startsWith(watcher.prefix)) continue;
       if (watcher.buffer) {
-        watcher.buffer.push({ event, version });
+        watcher.buffer.push({ event, version, seq });
         continue;
       }
       if (!this.#passes(watcher, event.key, version)) continue;
-      step ??= new StepOnce(event);
+      step ??= new StepOnce(event, seq);
       setState(watcher.view, event.key, step.from(watcher.view.get(event.key)));
       watcher.sink(event);
     }
@@ -176,9 +184,9 @@ export class WatchHub {
       // A key another watch covers: that watch may still need events this snapshot already shows.
       if (!other) seed(key, version);
     }
-    for (const { event, version } of buffered) {
+    for (const { event, version, seq } of buffered) {
       if (!this.#passes(watcher, event.key, version)) continue;
-      setState(watcher.view, event.key, advance(watcher.view.get(event.key), event));
+      setState(watcher.view, event.key, advance(watcher.view.get(event.key), event, seq));
       watcher.sink(event);
     }
     return {
@@ -229,7 +237,7 @@ export class WatchHub {
       this.#held = null;
       this.#catchingUp = null;
       finished();
-      for (const { event, version } of held) this.dispatch(event, version);
+      for (const { event, version, seq } of held) this.dispatch(event, version, seq);
     }
   }
 
