@@ -6,7 +6,7 @@
  * that one of them may have left from a watch of the name (the server
  * pushes); the grant is decided on a `status` answer alone.
  */
-import type { ListResult, LockStatus, WaiterInfo } from '@lockwire/protocol';
+import type { ListResult, WaiterInfo } from '@lockwire/protocol';
 import type { LockEvent } from './watch.js';
 import {
   holdFor,
@@ -16,7 +16,7 @@ import {
   type QueueEntry,
   type QueueFollow,
   type Waiter,
-  type WatchHandle,
+  type WebLockQueueHost,
 } from './web-lock-state.js';
 
 /** The first wait before a request behind an unwatched server queue asks again, in ms; doubled per answer. */
@@ -25,16 +25,9 @@ const FIRST_RECHECK_MS = 50;
 const MAX_RECHECK_MS = 2000;
 
 /** What the sharing decision needs from the local queue: `status`, `watch`, and a look at the name once decided. */
-export interface SharingHost {
+export interface SharingHost extends Pick<WebLockQueueHost, 'status' | 'watch'> {
   /** This client's session id: its own entry in a server queue is no other client's request. */
   session(): string;
-  status(key: string): Promise<LockStatus>;
-  /** `client.watch()` (see `WebLockQueueHost.watch`). */
-  watch(
-    prefix: string,
-    onEvent: (event: LockEvent) => void,
-    options: { limit?: number; onResync?: (snapshot: ListResult) => void },
-  ): Promise<WatchHandle>;
   /** Grants what can be granted for the name now. */
   process(name: string): void;
 }
