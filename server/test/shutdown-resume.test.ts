@@ -100,7 +100,10 @@ function resume(url: string) {
 }
 
 describe('shutdown and a resume in flight', () => {
-  it('ends a session claimed by a resume in flight in the store before the store is closed', async () => {
+  it.each([
+    { what: 'claimed by a resume in flight', failed: false },
+    { what: 'whose resume could not read the store while the server closed (instead of putting it back into grace)', failed: true },
+  ])('ends a session $what in the store before the store is closed', async ({ failed }) => {
     const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace();
     hold();
     const resumed = resume(resumeUrl);
@@ -110,22 +113,7 @@ describe('shutdown and a resume in flight', () => {
     // Time for the shutdown to reach the store's close, were it not waiting for the claimed session.
     await turns();
     expect(order).toEqual([]);
-    release();
-    await within(closed, 'close()');
-    expect(await within(resumed.refused, 'the refusal of the resume')).toBe(503);
-    await turns();
-    expect(order).toEqual([`closeSession ${session}`, 'close']);
-  });
-
-  it('ends a session whose resume could not read the store while the server closed, instead of putting it back into grace', async () => {
-    const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace();
-    hold();
-    const resumed = resume(resumeUrl);
-    await within(reading, 'the resume to read the store');
-
-    const closed = server.close();
-    await turns();
-    release(true);
+    release(failed);
     await within(closed, 'close()');
     expect(await within(resumed.refused, 'the refusal of the resume')).toBe(503);
     await turns();
