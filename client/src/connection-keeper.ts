@@ -14,7 +14,7 @@ import {
   type ReconnectPolicy,
   type ResumeTicket,
 } from './reconnect.js';
-import { RefusalRetries, retryRefused } from './refusal-retry.js';
+import { isFinal, RefusalRetries, retryRefused } from './refusal-retry.js';
 import type { TransportFactory } from './transport.js';
 import type { WatchRegistry } from './watch.js';
 
@@ -264,7 +264,8 @@ export class ConnectionKeeper {
    * (`rate_limited`), before it waited for what the session is owed, so a
    * `lost` may still follow. It is asked again with the backoff of
    * {@link retryRefused} for as long as the connection lives. Only a refusal
-   * that asking again cannot change (`bad_request`, `forbidden`) ends the
+   * that asking again cannot change (`bad_request`, `forbidden`,
+   * `unauthorized`) ends the
    * wait early: no barrier will come on this connection.
    */
   #awaitLossReasons(connection: Connection): void {
@@ -273,7 +274,7 @@ export class ConnectionKeeper {
     void retryRefused({
       send: () => connection.request('ping', {}, { onResult: () => undefined }).result,
       over: () => signal.aborted,
-      final: (error) => isConnectionError(error) || isHopeless(error),
+      final: (error) => isConnectionError(error) || isFinal(error),
       signal,
       limits: () => this.#welcome.limits,
       ended: () => {
@@ -304,9 +305,4 @@ function releaseKey(key: string): (connection: Connection) => Promise<void> {
 /** `not_holder`: the hold is gone already (expired, revoked), so there is nothing left to release. */
 function isNotHolder(error: unknown): boolean {
   return error instanceof LockError && error.code === ErrorCode.NotHolder;
-}
-
-/** A refusal of a ping that asking again cannot change: the frame itself is refused, not its timing. */
-function isHopeless(error: unknown): boolean {
-  return error instanceof LockError && (error.code === ErrorCode.BadRequest || error.code === ErrorCode.Forbidden);
 }

@@ -161,6 +161,7 @@ export class RefusalRetries {
   }
 }
 
-function isFinal(error: unknown): boolean {
+/** A refusal that asking again cannot change: the frame itself is refused (`bad_request`, `forbidden`, `unauthorized`), not its timing. */
+export function isFinal(error: unknown): boolean {
   return error instanceof LockError && FINAL_CODES.has(error.code);
 }
