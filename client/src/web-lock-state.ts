@@ -6,7 +6,7 @@
 import type { ListResult, LockMode, LockStatus, WaiterInfo } from '@lockwire/protocol';
 import { LeaseLostReason, LockError } from './errors.js';
 import type { Lease } from './lease.js';
-import type { LockEvent } from './watch.js';
+import type { LockEvent, Watch } from './watch.js';
 import { Lock, type WebLocksHost } from './web-lock.js';
 
 /** A granted request of this client. */
@@ -148,11 +148,7 @@ export interface QueueFollow {
 }
 
 /** The part of a client watch (`client.watch()`) the Web Locks face uses. */
-export interface WatchHandle {
-  readonly snapshot: ListResult;
-  readonly signal: AbortSignal;
-  close(): Promise<void>;
-}
+export type WatchHandle = Pick<Watch, 'snapshot' | 'signal' | 'close'>;
 
 /** What the local queue needs from its client: the Web Locks host, `status` and `watch` of a name's server queue. */
 export interface WebLockQueueHost extends WebLocksHost {
