@@ -97,6 +97,9 @@ export class StepRunner {
       stepDone();
     };
     let reply: StepReply;
+    // Whether a watch here covers the key, read once in the turn the reply arrives: it decides both
+    // whether the step's events are parsed and whether the sequencer may skip them.
+    let withEvents = false;
     try {
       await this.#o.keySet.register(link, encoded, node);
       const text = await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
@@ -107,7 +110,8 @@ export class StepRunner {
         ctx.namespace,
         ...extra,
       ]);
-      reply = parseStepReply(text, key, encoded, this.#o.watched(key));
+      withEvents = this.#o.watched(key);
+      reply = parseStepReply(text, key, encoded, withEvents);
     } catch (error) {
       done();
       sequencer.endCall(call, null);
@@ -120,7 +124,7 @@ export class StepRunner {
     }
     const { batch } = reply;
     const at = batch.v > 0 ? batch.pv : reply.cv;
-    const ready = sequencer.reach(encoded, at, !this.#o.watched(key));
+    const ready = sequencer.reach(encoded, at, !withEvents);
     const late = ready !== true && !(await ready);
     try {
       return apply(reply.result, at);
