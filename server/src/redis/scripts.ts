@@ -67,8 +67,9 @@ if not grantable then
   -- The meta hash can be lost alone while the queue stays (an allkeys-*
   -- maxmemory policy evicts keys one at a time): the counter would start
   -- over below the queue's scores and this request would be granted before
-  -- earlier ones. So it is at least one more than the last queued seq.
-  if qlen > 0 then
+  -- earlier ones. So it is at least one more than the last queued seq. A
+  -- counter that started over answers 1, so only then is the queue read.
+  if qlen > 0 and seq == 1 then
     local last = tonumber(redis.call('ZRANGE', K_QUEUE, -1, -1, 'WITHSCORES')[2])
     if last and seq <= last then
       seq = last + 1
