@@ -23,7 +23,7 @@ function problem(error: unknown): string {
  * column where the parser says where.
  */
 function jsonProblem(error: unknown, text: string): string {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = problem(error);
   if (message.startsWith('Unexpected end of JSON input')) return 'the text ends before the JSON does';
   const at = / in JSON at position (\d+)$|at position (\d+)$/.exec(message);
   if (at && !message.includes('"')) {

@@ -23,13 +23,6 @@ export interface DetachedSession {
  */
 export type GraceLosses = Map<string, LostLock>;
 
-/** How many of `keys` `losses` does not name. */
-function heldCount(keys: ReadonlySet<string>, losses: GraceLosses): number {
-  let lost = 0;
-  for (const key of losses.keys()) if (keys.has(key)) lost++;
-  return keys.size - lost;
-}
-
 /** `keys` less those `losses` names: the locks a session in grace still holds. */
 function stillHeld(keys: ReadonlySet<string>, losses: GraceLosses): Set<string> {
   const held = new Set(keys);
@@ -80,7 +73,7 @@ export class GraceRegistry {
    */
   get heldCount(): number {
     let held = 0;
-    for (const entry of this.#entries.values()) held += heldCount(entry.detached.keys, entry.losses);
+    for (const entry of this.#entries.values()) held += stillHeld(entry.detached.keys, entry.losses).size;
     return held;
   }
 
@@ -264,7 +257,7 @@ export class SessionGrace {
    */
   get heldCount(): number {
     let held = this.#registry.heldCount;
-    for (const resumption of this.#claimed.values()) held += heldCount(resumption.detached.keys, resumption.losses);
+    for (const resumption of this.#claimed.values()) held += stillHeld(resumption.detached.keys, resumption.losses).size;
     return held;
   }
 
