@@ -127,8 +127,10 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   let options;
   let describe;
   try {
-    const file = flags[CONFIG_FILE_FLAG] ?? io.env[CONFIG_FILE_ENV];
-    const fileLayers = typeof file === 'string' && file !== '' ? [readConfigFile(file)] : [];
+    // An empty --config counts as not given, as every other setting does: LOCKWIRE_CONFIG then decides.
+    const flagFile = flags[CONFIG_FILE_FLAG];
+    const file = typeof flagFile === 'string' && flagFile !== '' ? flagFile : io.env[CONFIG_FILE_ENV];
+    const fileLayers = file !== undefined && file !== '' ? [readConfigFile(file)] : [];
     const layers = [defaultsLayer(), ...fileLayers, envLayer(io.env), flagLayer(flags)];
     config = resolveConfig(layers);
     describe = configSources(layers);

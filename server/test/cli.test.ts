@@ -1,6 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { main, type CliIo } from '../src/cli.js';
 import { defaultsLayer, envLayer, flagLayer, resolveConfig } from '../src/config.js';
 import { RawClient, within } from './server-harness.js';
@@ -8,6 +11,9 @@ import { RawClient, within } from './server-harness.js';
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = fileURLToPath(new URL('../bin/lockwire.mjs', import.meta.url));
 const children: ChildProcess[] = [];
+const dir = mkdtempSync(join(tmpdir(), 'lockwire-cli-'));
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 afterEach(() => {
   for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
@@ -80,6 +86,20 @@ describe('lockwire serve (process)', () => {
     expect(await within(client.closed, 'the drain close')).toMatchObject({ code: 1001 });
     expect(await within(proc.exited, 'the exit', 10_000)).toBe(0);
     expect(proc.stdout().trim().split('\n')).toEqual([`lockwire listening on ${url}`]);
+  });
+
+  it('takes an empty --config as not given, so the LOCKWIRE_CONFIG file and its auth secret still apply', async () => {
+    const file = join(dir, 'secret.json');
+    writeFileSync(file, JSON.stringify({ authSecret: 'a-secret-from-the-config-file-of-32-bytes' }));
+    for (const empty of [['--config='], ['--config', '']]) {
+      const proc = run(['serve', '--port', '0', '--log-level', 'warn', ...empty], { LOCKWIRE_CONFIG: file });
+      const url = await listeningUrl(proc);
+      // With the file's secret in force, a request without a token is refused.
+      const response = await fetch(`${url.replace(/^ws/, 'http')}/locks`);
+      expect(response.status).toBe(401);
+      proc.child.kill('SIGTERM');
+      expect(await within(proc.exited, 'the exit', 10_000)).toBe(0);
+    }
   });
 
   it('exits 2 with the usage and the problem on stderr for an unknown flag', async () => {
