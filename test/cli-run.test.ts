@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { LockClient } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
-import { jwtVerify } from 'jose';
+import { decodeJwt, jwtVerify } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tokenCommand } from '../server/src/cli-token.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
@@ -371,5 +371,28 @@ describe('lockwire connection settings', () => {
     const noSecret = { ...io, env: {} };
     expect(await tokenCommand(['--sub', 'ana', '--secret', ''], noSecret)).toBe(2);
     expect(err.join('')).toContain('no secret');
+  });
+});
+
+describe('lockwire token --ttl', () => {
+  it('refuses a bare number with exit 2 and a line saying to add a unit, as a token lifetime has no default unit', async () => {
+    const bare = lockwire(['token', '--sub', 'ci', '--secret', 'x', '--ttl', '3600']);
+    expect((await bare.waitForExit()).code).toBe(2);
+    expect(bare.text()).toBe('');
+    expect(bare.lines.stderr[0]).toBe('lockwire token: --ttl "3600" has no unit: add one, e.g. --ttl 3600s or --ttl 1h');
+    for (const ttl of ['90000ms', '0s', '1.5h', '1y']) {
+      const refused = lockwire(['token', '--sub', 'ci', '--secret', 'x', '--ttl', ttl]);
+      expect((await refused.waitForExit()).code).toBe(2);
+      expect(refused.lines.stderr[0]).toContain(`--ttl ${JSON.stringify(ttl)}: expected`);
+    }
+  });
+
+  it('signs for the lifetime its unit gives: seconds, minutes, hours or days', async () => {
+    for (const [ttl, seconds] of [['90s', 90], ['15m', 900], ['2h', 7200], ['7d', 604_800]] as const) {
+      const token = lockwire(['token', '--sub', 'ci', '--secret', 'x', '--ttl', ttl]);
+      expect((await token.waitForExit()).code).toBe(0);
+      const claims = decodeJwt(token.text().trim());
+      expect((claims.exp ?? 0) - (claims.iat ?? 0)).toBe(seconds);
+    }
   });
 });

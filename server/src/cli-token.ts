@@ -22,7 +22,9 @@ Options:
   --watch PATTERN   may status, list and watch these keys
   --steal PATTERN   may acquire these keys with steal
   --admin PATTERN   may revoke these keys
-  --ttl DURATION    lifetime: a number with s, m, h or d (default 1h)
+  --ttl DURATION    lifetime: a whole number with s, m, h or d, at least 1s
+                    (default 1h); unlike the other tools' durations a bare
+                    number is refused: write 3600s or 1h
   --audience AUD    sets aud (for a server run with --auth-audience)
   --issuer ISS      sets iss (for a server run with --auth-issuer)
   --secret SECRET   the signing secret (default: env LOCKWIRE_AUTH_SECRET; an
@@ -32,12 +34,25 @@ Options:
 
 const UNIT_SECONDS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86_400 };
 
-/** Seconds of a `--ttl` such as `90s`, `15m`, `1h`, `7d` (a bare number is seconds); null when invalid. */
+/**
+ * Seconds of a `--ttl`: a whole number with `s`, `m`, `h` or `d` (`90s`,
+ * `15m`, `1h`, `7d`). Null when invalid, when under 1 s, and for a bare
+ * number: the other tools read one as milliseconds, so no reading of it
+ * here is safe, and a lifetime 1000 times off is the worst mistake to make
+ * silently.
+ */
 export function parseTtl(text: string): number | null {
-  const match = /^(\d{1,9})([smhd]?)$/.exec(text.trim());
-  if (!match?.[1]) return null;
-  const seconds = Number(match[1]) * (UNIT_SECONDS[match[2] || 's'] ?? 1);
+  const match = /^(\d{1,9})([smhd])$/.exec(text.trim());
+  if (!match?.[1] || !match[2]) return null;
+  const seconds = Number(match[1]) * (UNIT_SECONDS[match[2]] ?? 1);
   return seconds > 0 ? seconds : null;
+}
+
+/** The one-line problem of a `--ttl` that {@link parseTtl} refused. */
+function ttlProblem(text: string): string {
+  const bare = text.trim();
+  if (/^\d+$/.test(bare)) return `--ttl ${JSON.stringify(text)} has no unit: add one, e.g. --ttl ${bare}s or --ttl 1h`;
+  return `--ttl ${JSON.stringify(text)}: expected a whole number of at least 1 with s, m, h or d, e.g. 90s, 15m, 1h or 7d`;
 }
 
 /** The claims `lockwire token` signs; exported so tests and tools build the same shape. */
@@ -103,8 +118,9 @@ export async function tokenCommand(args: string[], io: TokenIo): Promise<number>
   // An empty flag or variable counts as not given, as `lockwire serve` reads its settings.
   const secret = values.secret || io.env['LOCKWIRE_AUTH_SECRET'] || '';
   if (secret === '') return fail(io, 'no secret: pass --secret or set LOCKWIRE_AUTH_SECRET');
-  const ttlSeconds = parseTtl(values.ttl ?? '1h');
-  if (ttlSeconds === null) return fail(io, `--ttl ${JSON.stringify(values.ttl)}: expected e.g. 90s, 15m, 1h or 7d`);
+  const ttl = values.ttl ?? '1h';
+  const ttlSeconds = parseTtl(ttl);
+  if (ttlSeconds === null) return fail(io, ttlProblem(ttl));
   const token = await signToken(
     {
       sub: values.sub,

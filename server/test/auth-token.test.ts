@@ -74,7 +74,7 @@ describe('lockwire token', () => {
   });
 
   it('parses ttls with units', () => {
-    expect(parseTtl('90')).toBe(90);
+    expect(parseTtl('90')).toBeNull();
     expect(parseTtl('90s')).toBe(90);
     expect(parseTtl('2m')).toBe(120);
     expect(parseTtl('1h')).toBe(3600);
