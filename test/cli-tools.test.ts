@@ -5,6 +5,7 @@ import { basename } from 'node:path';
 import { LockClient, type LockEvent } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startLockwireProcess, type LockwireProcess } from './helpers/lockwire-process.js';
 import { ToolProcess, processExists } from './helpers/tool-process.js';
 import { watchForEvent } from './helpers/watch-event.js';
 
@@ -233,6 +234,25 @@ describe('lockwire watch', () => {
     );
     watch.signal('SIGTERM');
     expect((await watch.waitForExit()).code).toBe(0);
+  });
+
+  describe('against a server that stopped answering', () => {
+    let paused: LockwireProcess | undefined;
+    afterEach(async () => {
+      // SIGCONT then SIGKILL, by the PID of the server this test started.
+      await paused?.kill();
+      paused = undefined;
+    });
+
+    it('exits 0 promptly on Ctrl-C rather than waiting out the closing handshake', async () => {
+      paused = await startLockwireProcess();
+      const watch = lockwire(['watch'], { LOCKWIRE_URL: paused.url });
+      await watch.waitForLine(/^watching every key/, { stream: 'stderr' });
+      paused.pause();
+      watch.signal('SIGINT');
+      // The close is bounded at 1 s; unbounded, it waits for ws's 30 s closing timeout.
+      expect(await watch.waitForExit(5000)).toEqual({ code: 0, signal: null });
+    });
   });
 
   it('exits 69 when the server goes away', async () => {

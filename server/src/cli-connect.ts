@@ -141,6 +141,22 @@ export function checkConnection(
   };
 }
 
+/**
+ * How long a tool waits for its connection's closing handshake before it
+ * exits anyway: a server that stopped answering (paused, or a silent path)
+ * never completes it, and `ws` would wait 30 s for it.
+ */
+export const CLOSE_WAIT_MS = 1000;
+
+/**
+ * Closes a tool's client, waiting at most {@link CLOSE_WAIT_MS} for the
+ * closing handshake; never rejects. The process exits right after, which
+ * ends a socket still closing.
+ */
+export function closeTool(client: LockClient): Promise<void> {
+  return settleWithin(client.close(), CLOSE_WAIT_MS);
+}
+
 /** Resolves when `promise` settles or after `ms`, whichever is first; never rejects. */
 export async function settleWithin(promise: Promise<unknown>, ms: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -9,6 +9,7 @@ import {
   CONNECT_USAGE,
   ToolExit,
   checkConnection,
+  closeTool,
   connectOrReport,
   describeError,
   exitCodeFor,
@@ -84,9 +85,8 @@ const DEFAULT_KILL_GRACE_MS = 5000;
  * command is gone before the lock can pass on.
  */
 const DEFAULT_HEARTBEAT_MS = 2000;
-/** How long the release and the close may take after the command ended: a silent server must not keep the tool. */
+/** How long the release may take after the command ended: a silent server must not keep the tool. */
 const RELEASE_WAIT_MS = 2000;
-const CLOSE_WAIT_MS = 1000;
 /**
  * The signals whose default action would end the tool (Node ignores SIGPIPE
  * and SIGXFSZ, and SIGUSR1 starts its inspector): caught for the whole run,
@@ -389,7 +389,7 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
     }
     return await runHeld(io, run, client, lease, signals);
   } finally {
-    await settleWithin(client.close(), CLOSE_WAIT_MS);
+    await closeTool(client);
     signals.stop();
   }
 }

@@ -4,6 +4,7 @@ import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
   ToolExit,
+  closeTool,
   connectOrReport,
   describeError,
   exitCodeFor,
@@ -110,6 +111,6 @@ export async function statusCommand(args: string[], io: ToolIo): Promise<number>
     io.stderr.write(`lockwire status: ${describeError(error)}\n`);
     return exitCodeFor(error);
   } finally {
-    await client.close();
+    await closeTool(client);
   }
 }

@@ -4,6 +4,7 @@ import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
   ToolExit,
+  closeTool,
   connectOrReport,
   describeError,
   exitCodeFor,
@@ -26,9 +27,9 @@ expired, stolen, revoked, queued, dequeued) as it happens, until Ctrl-C.
 "key":..., "event":..., "session":..., "token":..., "mode":..., "meta":...,
 "holders":N, "waiters":N, "at":epoch-ms}).
 
-Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM; 69 when the server cannot
-be reached or the connection ends; 1 when it refuses the watch; 2 on bad
-usage.
+Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM, within about 1 s even when
+the server stopped answering; 69 when the server cannot be reached or the
+connection ends; 1 when it refuses the watch; 2 on bad usage.
 
 Options:
   --prefix P             only keys starting with P (default: all)
@@ -118,6 +119,6 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
   } finally {
     stopListening?.();
     if (onEnded) watchSignal?.removeEventListener('abort', onEnded);
-    await client.close();
+    await closeTool(client);
   }
 }
