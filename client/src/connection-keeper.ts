@@ -165,6 +165,8 @@ export class ConnectionKeeper {
       this.#finish(close, error);
       return;
     }
+    // A disconnect listener may have closed the client: it is closed for good then, and nothing is left to retry.
+    if (this.#stop.signal.aborted) return;
     const ticket = this.#resume;
     if (ticket && close.code !== CloseCode.GoingAway) {
       // The server keeps this session's locks for `grace` ms: the leases wait for the resume.
@@ -178,6 +180,8 @@ export class ConnectionKeeper {
       // same way, on the safe side: a lease the server still keeps is then
       // given up, and the resume releases its hold.
       this.#leases.loseAll(close);
+      // So may a lease's abort listener.
+      if (this.#stop.signal.aborted) return;
     }
     this.#watches.suspend();
     void this.#reconnect(policy, close);
@@ -200,6 +204,8 @@ export class ConnectionKeeper {
   async #reconnect(policy: ReconnectPolicy, close: CloseInfo): Promise<void> {
     const previous = this.#welcome;
     for (let attempt = 1; attempt <= policy.maxAttempts; attempt += 1) {
+      // Closed meanwhile (also by a listener of the drop): `closed` is the last state.
+      if (this.#stop.signal.aborted) return;
       this.#setState('reconnecting');
       await pause(backoffDelay(policy, attempt), this.#stop.signal);
       if (this.#stop.signal.aborted) return;
@@ -230,6 +236,8 @@ export class ConnectionKeeper {
     this.#welcome = welcome;
     this.#resume = resumeTicket(welcome);
     this.#setState('open');
+    // A state listener closed the client: its close ended this connection and every lease.
+    if (this.#stop.signal.aborted) return;
     const kept = keptHolds(welcome, previous.session);
     // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply) are
     // released before any lease is lost: a Web Lock that such a loss wakes asks for the key again at once, and
@@ -242,6 +250,8 @@ export class ConnectionKeeper {
     }
     const resumed = welcome.resumed === true && welcome.session === previous.session;
     if (this.#leases.reconcile(kept, this.#lastClose, resumed) > 0) this.#awaitLossReasons(connection);
+    // A lost lease's abort listener closed the client: there is nothing to watch again, and no reconnect to report.
+    if (this.#stop.signal.aborted) return;
     for (const [prefix, limit] of this.#watches.prefixes()) {
       connection
         .request('watch', { prefix, limit }, { onResult: (snapshot) => this.#watches.resync(prefix, snapshot) })

@@ -135,6 +135,52 @@ describe('reconnect', () => {
     await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
   });
 
+  it('close() called by a disconnect listener leaves the client closed, with no reconnect attempt', async () => {
+    const { client, states } = await connectThroughProxy();
+    const closed = nextEvent(client, 'close');
+    client.on('disconnect', () => void client.close());
+    const accepted = proxy.accepted;
+    proxy.cut();
+    expect(await closed).toMatchObject({ byClient: true });
+    // A round trip elsewhere gives a reconnect the client wrongly started the time to show.
+    await observer.ping();
+    expect(states).toEqual(['closed']);
+    expect(client.state).toBe('closed');
+    expect(proxy.accepted).toBe(accepted);
+    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+  });
+
+  it("close() called by a lease signal's abort listener on a drop leaves the client closed, with no reconnect attempt", async () => {
+    const { client, states } = await connectThroughProxy();
+    const lease = await client.acquire('doc:5');
+    lease?.signal.addEventListener('abort', () => void client.close());
+    const closed = nextEvent(client, 'close');
+    const accepted = proxy.accepted;
+    proxy.cut();
+    await closed;
+    await observer.ping();
+    expect(states).toEqual(['closed']);
+    expect(client.state).toBe('closed');
+    expect(proxy.accepted).toBe(accepted);
+    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+  });
+
+  it('close() called by a state listener as the reconnect opens ends the client without reporting the reconnect', async () => {
+    const { client, states } = await connectThroughProxy();
+    const reconnects: unknown[] = [];
+    client.on('reconnect', (info) => reconnects.push(info));
+    client.on('state', (state) => {
+      if (state === 'open') void client.close();
+    });
+    const closed = nextEvent(client, 'close');
+    proxy.cut();
+    expect(await closed).toMatchObject({ byClient: true });
+    await observer.ping();
+    expect(states).toEqual(['reconnecting', 'connecting', 'open', 'closed']);
+    expect(reconnects).toEqual([]);
+    expect(client.state).toBe('closed');
+  });
+
   it('watches are re-established after a reconnect: onResync gets a fresh snapshot, then events flow again', async () => {
     const { client } = await connectThroughProxy();
     const events: string[] = [];
