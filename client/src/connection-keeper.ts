@@ -54,6 +54,8 @@ export class ConnectionKeeper {
   #welcome: WelcomeMessage;
   #state: ClientState = 'open';
   #closing: Promise<void> | undefined;
+  /** Set as the client starts to close for good, before any user callback of that close runs. */
+  #finished = false;
   /** Aborted by `close()`: stops a reconnect in progress. */
   readonly #stop = new AbortController();
   /** The resume offer of the current session, while one can still be used. */
@@ -105,7 +107,7 @@ export class ConnectionKeeper {
   live(): Connection {
     const connection = this.#connection;
     if (connection?.isOpen) return connection;
-    if (this.#state === 'closed') throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is closed');
+    if (this.#finished) throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is closed');
     throw new LockError(ClientErrorCode.ConnectionLost, `the client is not connected (${this.#state})`, {
       close: this.#lastClose,
     });
@@ -124,14 +126,19 @@ export class ConnectionKeeper {
   /** Closes for good and stops reconnecting; idempotent, resolves when the socket closed. */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
+    // Set before anything runs: a close() from a callback of this one (a lease's abort listener) gets this promise.
+    let closed: () => void = () => undefined;
+    this.#closing = new Promise<void>((resolve) => {
+      closed = resolve;
+    });
     this.#stop.abort();
     this.#keptReleases.stopAll();
     const connection = this.#connection;
     if (connection?.isOpen) {
-      this.#closing = connection.close();
+      void connection.close().then(closed);
     } else {
       this.#finish(CLIENT_CLOSE, connectionClosedError(CLIENT_CLOSE));
-      this.#closing = Promise.resolve();
+      closed();
     }
     return this.#closing;
   }
@@ -296,7 +303,9 @@ export class ConnectionKeeper {
 
   /** The client is closed for good. */
   #finish(close: CloseInfo, error: LockError): void {
-    if (this.#state === 'closed') return;
+    // Marked first: a lease's abort listener that calls close() again must not end the client (and emit) twice.
+    if (this.#finished) return;
+    this.#finished = true;
     clearTimeout(this.#graceTimer);
     this.#keptReleases.stopAll();
     this.#resume = null;

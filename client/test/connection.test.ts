@@ -82,6 +82,22 @@ describe('connection', () => {
     expect((await observer.status('doc:2')).locked).toBe(false);
   });
 
+  it("emits 'close' once, with its own close info, when a lease's abort listener calls close() again during close()", async () => {
+    const client = await h.connect();
+    const lease = await client.acquire('doc:5');
+    let again: Promise<void> | undefined;
+    lease?.signal.addEventListener('abort', () => {
+      again = client.close();
+    });
+    const closes: CloseInfo[] = [];
+    client.on('close', (info) => closes.push(info));
+    const first = client.close();
+    await within(first);
+    expect(again).toBe(first);
+    expect(closes).toEqual([{ code: 1000, reason: 'client closed', byClient: true }]);
+    expect(client.state).toBe('closed');
+  });
+
   it('a server shutdown answers pending calls shutting_down and aborts every lease with connection_lost', async () => {
     const client = await h.connect({ reconnect: false });
     const lease = await client.acquire('doc:3');

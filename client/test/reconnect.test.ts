@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLockServer } from '@lockwire/server';
-import { LockClient, LockError, type ClientState } from '@lockwire/client';
+import { LockClient, LockError, type ClientState, type CloseInfo } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { abortedWith, fastReconnect, nextEvent, startHarness, within, type Harness } from './fixtures.js';
 
@@ -119,6 +119,20 @@ describe('reconnect', () => {
     proxy.cut();
     expect(await closed).toMatchObject({ byClient: false });
     expect(lease?.signal.reason).toMatchObject({ code: 'connection_lost' });
+    expect(client.state).toBe('closed');
+  });
+
+  it("with reconnect: false, a lease's abort listener that calls close() on the drop gets one 'close', with the drop's close info", async () => {
+    const { client } = await connectThroughProxy(false);
+    const lease = await client.acquire('doc:6');
+    lease?.signal.addEventListener('abort', () => void client.close());
+    const closes: CloseInfo[] = [];
+    client.on('close', (info) => closes.push(info));
+    const closed = nextEvent(client, 'close');
+    proxy.cut();
+    await closed;
+    await observer.ping();
+    expect(closes).toEqual([expect.objectContaining({ code: 1006, byClient: false })]);
     expect(client.state).toBe('closed');
   });
 
