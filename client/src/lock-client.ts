@@ -137,6 +137,11 @@ export class LockClient extends PrefectFace {
    * ...), or `connection_closed`.
    */
   override async acquire(key: string, options: AcquireOptions = {}): Promise<Lease | null> {
+    return (await this.#acquire(key, options))?.lease ?? null;
+  }
+
+  /** `acquire()`, telling a new lease from the one this client already had (`fresh`). */
+  async #acquire(key: string, options: AcquireOptions): Promise<Grant | null> {
     const { signal } = options;
     signal?.throwIfAborted();
     const connection = this.#keeper.live();
@@ -162,7 +167,7 @@ export class LockClient extends PrefectFace {
       // The caller gave up but the grant won the race: hand the lock back at once (and again if refused).
       if (late?.fresh) await releaseHold(late.lease, this.limits);
     });
-    return grant?.lease ?? null;
+    return grant;
   }
 
   /**
@@ -172,18 +177,23 @@ export class LockClient extends PrefectFace {
    * sent again in the background, with backoff, until it is accepted or the
    * lock is lost, so the lock never outlives `fn` for the session's life.
    *
+   * On a key this client already holds in the same mode, `fn` runs within
+   * that hold (it gets the existing lease, as `acquire()` does) and the hold
+   * is left as it was: only a lease this call acquired is released.
+   *
    * @throws LockError `not_acquired` when the lock was not granted within
    * `acquireTimeout`; whatever `fn` throws; the errors of `acquire()`.
    */
   async withLock<T>(key: string, fn: (lease: Lease) => Promise<T> | T, options: AcquireOptions = {}): Promise<T> {
-    const lease = await this.acquire(key, options);
-    if (!lease) {
+    const grant = await this.#acquire(key, options);
+    if (!grant) {
       throw new LockError(ClientErrorCode.NotAcquired, `lock ${JSON.stringify(key)} not acquired in time`);
     }
     try {
-      return await fn(lease);
+      return await fn(grant.lease);
     } finally {
-      await releaseHold(lease, this.limits);
+      // A lease this call did not make is the outer holder's: releasing it would end their exclusion.
+      if (grant.fresh) await releaseHold(grant.lease, this.limits);
     }
   }
 

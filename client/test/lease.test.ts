@@ -165,6 +165,34 @@ describe('withLock and await using', () => {
     expect(called).toBe(false);
   });
 
+  it('withLock on a key this client already holds runs within that hold and leaves it held', async () => {
+    const outer = await alice.acquire('job:nested');
+    const token = await alice.withLock('job:nested', (inner) => {
+      expect(inner).toBe(outer);
+      return inner.token;
+    });
+    expect(token).toBe(outer?.token);
+    expect(outer?.held).toBe(true);
+    expect(outer?.signal.aborted).toBe(false);
+    expect((await bob.status('job:nested')).holders.map((holder) => [holder.session, holder.token])).toEqual([
+      [alice.session, outer?.token],
+    ]);
+    // Still the outer holder's lock: its own release ends it.
+    await outer?.release();
+    expect((await bob.status('job:nested')).locked).toBe(false);
+  });
+
+  it('withLock on a key this client already holds leaves the hold held when its callback throws', async () => {
+    const outer = await alice.acquire('job:nested-fail');
+    await expect(
+      alice.withLock('job:nested-fail', () => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect(outer?.held).toBe(true);
+    expect((await bob.status('job:nested-fail')).holders.map((holder) => holder.token)).toEqual([outer?.token]);
+  });
+
   it('await using releases the lease when the scope ends', async () => {
     {
       await using lease = await alice.acquire('room:8', { signal: AbortSignal.timeout(5000) });
