@@ -6,6 +6,8 @@ import type { LeaseBook } from './lease-book.js';
 import type { ClientEvents, ClientState } from './options.js';
 import {
   backoffDelay,
+  END_SESSION_TIMEOUT,
+  endSession,
   keptHolds,
   mayReconnectAfter,
   pause,
@@ -60,6 +62,8 @@ export class ConnectionKeeper {
   readonly #stop = new AbortController();
   /** The resume offer of the current session, while one can still be used. */
   #resume: ResumeTicket | null;
+  /** When the server's grace for the dropped session runs out (`performance.now()` ms), while down with a ticket. */
+  #graceEnds: number | undefined;
   /** Loses the leases parked for a resume once the server's grace has run out. */
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #lastClose: CloseInfo | undefined;
@@ -123,7 +127,13 @@ export class ConnectionKeeper {
     this.#keptReleases.stop(key);
   }
 
-  /** Closes for good and stops reconnecting; idempotent, resolves when the socket closed. */
+  /**
+   * Closes for good and stops reconnecting; idempotent. Resolves when the
+   * socket closed. While disconnected with a session the server may still
+   * keep (session grace), resolves once one bounded attempt to end that
+   * session (see {@link endSession}) is done or gave up: at most
+   * {@link END_SESSION_TIMEOUT} ms, or the rest of the grace if shorter.
+   */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     // Set before anything runs: a close() from a callback of this one (a lease's abort listener) gets this promise.
@@ -136,11 +146,27 @@ export class ConnectionKeeper {
     const connection = this.#connection;
     if (connection?.isOpen) {
       void connection.close().then(closed);
+      return this.#closing;
+    }
+    // Taken before `#finish` drops the ticket.
+    const resumable = this.#resumable();
+    this.#finish(CLIENT_CLOSE, connectionClosedError(CLIENT_CLOSE));
+    if (resumable) {
+      // The leases are lost now; the server holds their locks for the rest of the grace unless told.
+      const ms = Math.min(END_SESSION_TIMEOUT, resumable.left);
+      void endSession(this.#url, resumable.ticket, this.#transport, ms).then(closed);
     } else {
-      this.#finish(CLIENT_CLOSE, connectionClosedError(CLIENT_CLOSE));
       closed();
     }
     return this.#closing;
+  }
+
+  /** The resume ticket of a dropped session the server may still keep, with the time left of its grace (ms). */
+  #resumable(): { ticket: ResumeTicket; left: number } | null {
+    const ticket = this.#resume;
+    if (!ticket || this.#graceEnds === undefined) return null;
+    const left = this.#graceEnds - performance.now();
+    return left > 0 ? { ticket, left } : null;
   }
 
   /** The server took a lock away: its lease is lost. */
@@ -167,6 +193,12 @@ export class ConnectionKeeper {
       !this.#stop.signal.aborted &&
       error.code !== ClientErrorCode.ProtocolError &&
       mayReconnectAfter(close);
+    if (!retry) {
+      // Not to be resumed: superseded by a resume elsewhere, refused, or not reconnecting at all.
+      this.#resume = null;
+    } else if (this.#resume) {
+      this.#graceEnds = performance.now() + this.#resume.grace;
+    }
     this.#events.emit('disconnect', { ...close, reconnecting: retry });
     if (!retry) {
       this.#finish(close, error);
@@ -239,6 +271,7 @@ export class ConnectionKeeper {
   /** A new connection is open: keep the leases a resume gave back, lose the rest, watch again. */
   #resumeWith(connection: Connection, welcome: WelcomeMessage, previous: WelcomeMessage, attempts: number): void {
     clearTimeout(this.#graceTimer);
+    this.#graceEnds = undefined;
     this.#connection = connection;
     this.#welcome = welcome;
     this.#resume = resumeTicket(welcome);

@@ -273,6 +273,13 @@ export class LockClient extends PrefectFace {
    * reject with `connection_closed`, every lease's signal aborts with
    * `connection_lost` (the server releases the locks), watches end.
    * Idempotent; resolves when the socket closed.
+   *
+   * Called while disconnected from a server with session grace, where the
+   * server still keeps the session's locks, it makes one attempt to resume
+   * the session and close it normally, so the server releases them at once;
+   * it then resolves once that attempt is done or gave up (after 2 s at most,
+   * or the rest of the grace if shorter). Failing that, the server releases
+   * them when the grace runs out.
    */
   close(): Promise<void> {
     return this.#keeper.close();

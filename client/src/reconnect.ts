@@ -1,5 +1,7 @@
 import { CloseCode, type HeldLock, type WelcomeMessage } from '@lockwire/protocol';
+import { Connection, type ConnectionHandlers } from './connection.js';
 import type { CloseInfo } from './errors.js';
+import type { TransportFactory } from './transport.js';
 
 /**
  * How a client reconnects after its connection drops. The n-th attempt
@@ -103,4 +105,36 @@ export function pause(ms: number, signal: AbortSignal): Promise<void> {
     const timer = setTimeout(done, ms);
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+/** The longest `close()` spends, while disconnected, ending a session the server may still keep (ms). */
+export const END_SESSION_TIMEOUT = 2000;
+
+/** Pushes on a connection opened only to end its session: nothing is left to tell them to. */
+const IGNORED: ConnectionHandlers = { lost: () => undefined, event: () => undefined, closed: () => undefined };
+
+/**
+ * Resumes the session of `ticket` and closes that connection at once with
+ * 1000 (normal closure), which tells the server the client is done: it ends
+ * the session and releases its locks now, instead of keeping them (and
+ * blocking other clients) for the rest of the grace. A fresh session (the
+ * ticket was no longer good) is closed the same way.
+ *
+ * One attempt, given up after `ms` (no retry): then the server releases the
+ * locks when the grace runs out. Resolves once the socket closed or the time
+ * is up; never rejects.
+ */
+export async function endSession(url: string, ticket: ResumeTicket, transport: TransportFactory, ms: number): Promise<void> {
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(new Error(`no answer within ${ms} ms`)), ms);
+  const timedOut = new Promise<void>((resolve) => timeout.signal.addEventListener('abort', () => resolve(), { once: true }));
+  try {
+    const { connection } = await Connection.open(resumeUrl(url, ticket), transport, IGNORED, timeout.signal);
+    // The server ends the session on the close frame; its answer to it is only waited for while time is left.
+    await Promise.race([connection.close(), timedOut]);
+  } catch {
+    // Unreachable, or too slow: the grace runs out on the server instead.
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -247,4 +247,55 @@ describe('resume against a server with session grace', () => {
       await graceful.close();
     }
   });
+
+  it('close() during the reconnect delay resumes the session and closes it, so the server releases its locks at once', async () => {
+    const g = await startHarness({ sessionGrace: 30_000 });
+    const gproxy = await startTcpProxy(g.server.port);
+    try {
+      const client = await g.connectTo(gproxy.url(g.server.url), { reconnect: { initialDelay: 60_000, maxDelay: 60_000 } });
+      const other = await g.connect();
+      const lease = await client.acquire('doc:ended');
+      const waiting = other.acquire('doc:ended');
+      await other.ping();
+      const down = nextEvent(client, 'disconnect');
+      gproxy.cut();
+      await down;
+      const accepted = gproxy.accepted;
+      await within(client.close());
+      expect(lease?.signal.reason).toMatchObject({ code: 'connection_lost' });
+      expect(gproxy.accepted).toBe(accepted + 1);
+      // The server's clock stands still: only the ended session can have let the lock go.
+      expect((await within(waiting))?.held).toBe(true);
+      expect((await other.status('doc:ended')).holders.map((holder) => holder.session)).toEqual([other.session]);
+    } finally {
+      await g.close();
+      await gproxy.close();
+    }
+  });
+
+  it('close() during the reconnect delay gives up ending the session once the rest of the grace is over, and the grace then releases the locks', async () => {
+    const g = await startHarness({ sessionGrace: 400 });
+    const gproxy = await startTcpProxy(g.server.port);
+    try {
+      const client = await g.connectTo(gproxy.url(g.server.url), { reconnect: { initialDelay: 60_000, maxDelay: 60_000 } });
+      const other = await g.connect();
+      const lease = await client.acquire('doc:silent');
+      const down = nextEvent(client, 'disconnect');
+      gproxy.cut();
+      await down;
+      // The attempt reaches the proxy and goes no further.
+      gproxy.hold();
+      const accepted = gproxy.accepted;
+      await within(client.close(), 1500, 'close() to give up within the rest of the grace');
+      expect(lease?.signal.reason).toMatchObject({ code: 'connection_lost' });
+      expect(client.state).toBe('closed');
+      expect(gproxy.accepted).toBe(accepted + 1);
+      expect((await other.status('doc:silent')).holders.map((holder) => holder.session)).toEqual([client.session]);
+      g.clock.advance(400);
+      expect(await within(other.wait('doc:silent'))).toBe(true);
+    } finally {
+      await g.close();
+      await gproxy.close();
+    }
+  });
 });
