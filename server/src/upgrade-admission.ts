@@ -41,12 +41,19 @@ export interface UpgradeAdmissionOptions {
 /**
  * Answers a refused upgrade on the raw socket with `status` and no body,
  * then destroys the socket. A 401 carries `WWW-Authenticate: Bearer`.
+ * A socket its peer already reset has no one to answer: it is left as is.
  */
 function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
+  if (socket.destroyed) return;
   // RFC 9110: a 401 names the scheme that would be accepted, as the HTTP endpoints' 401 does.
   const challenge = status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '';
   socket.end(`HTTP/1.1 ${status} ${reason}\r\n${challenge}Connection: close\r\nContent-Length: 0\r\n\r\n`);
   socket.destroy();
+}
+
+/** The error listener of an upgrade's socket until ws takes it: a reset ends the socket, and nothing else. */
+function destroySocket(this: Duplex): void {
+  this.destroy();
 }
 
 /**
@@ -55,8 +62,9 @@ function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
  * closing or past `maxConnections`, and 401/403 as the authenticator says;
  * otherwise it completes the handshake and calls `connected`. A resume
  * whose connection never opens goes back into grace (or ends, if the server
- * is closing). Never throws: an unexpected failure is logged as
- * `upgrade failed` and the socket destroyed.
+ * is closing), as does one whose peer resets its connection meanwhile,
+ * which is dropped without an answer. Never throws: an unexpected failure
+ * is logged as `upgrade failed` and the socket destroyed.
  */
 export function createUpgradeAdmission(
   options: UpgradeAdmissionOptions,
@@ -79,10 +87,16 @@ export function createUpgradeAdmission(
         logger.info({ url: redactRequestTarget(req.url), status: admission.status, reason: admission.reason }, 'upgrade refused');
         return refuseUpgrade(socket, admission.status, admission.status === 401 ? 'Unauthorized' : 'Forbidden');
       }
-      resumption = await grace.resume(url, admission.permissions.user, options.liveSession);
-      if (isClosing()) return refuseUpgrade(socket, 503, 'Service Unavailable');
+      // A peer gone during the token's check must not supersede the live
+      // connection of the session it names.
       if (socket.destroyed) return;
+      resumption = await grace.resume(url, admission.permissions.user, options.liveSession);
+      if (socket.destroyed) return;
+      if (isClosing()) return refuseUpgrade(socket, 503, 'Service Unavailable');
       const admitted = resumption;
+      // ws puts its own error listener on the socket first thing in
+      // `handleUpgrade`, and keeps one there from then on.
+      socket.off('error', destroySocket);
       // Without `verifyClient`, `handleUpgrade` calls back at once, or never
       // when it refuses the handshake itself (a malformed
       // Sec-WebSocket-Key, say): the claimed session is then given back below.
@@ -98,6 +112,11 @@ export function createUpgradeAdmission(
   };
 
   return (req, socket, head) => {
+    // Node takes its own error listener off a socket it hands to 'upgrade'
+    // listeners: until ws takes the socket, a reset from the peer (while
+    // the token is verified or a resume reads the store) would be an
+    // uncaught error that ends the process.
+    socket.on('error', destroySocket);
     const url = parseRequestUrl(req.url);
     if (url === null) return refuseUpgrade(socket, 400, 'Bad Request');
     if (url.pathname !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');
