@@ -1,7 +1,7 @@
 import type { LockStatus } from '@lockwire/protocol';
 import { describe, expect, it } from 'vitest';
 import { advance, catchUpEvents, type Shown, StepOnce, stateOf } from '../server/src/redis/shown-state.js';
-import { WatchHub, type CatchUpRead, type CatchUpScope, type KeyRead } from '../server/src/redis/watch-hub.js';
+import { WatchHub, type CatchUpRead, type CatchUpScope, type KeyRead, type WatchSnapshot } from '../server/src/redis/watch-hub.js';
 import type { LockEvent } from '../server/src/store.js';
 
 // The parts of a Redis watch catch-up that need no Redis: the key states a
@@ -31,6 +31,11 @@ const line = (e: LockEvent) => `${e.event} ${e.key} ${e.session} ${e.token ?? '-
 
 /** A catch-up read of `reads`, with `listed` as the locked keys per prefix (none by default). */
 const readOf = (reads: KeyRead[], listed = new Map<string, string[]>()): CatchUpRead => ({ reads, listed });
+
+/** A snapshot's further read where the test expects none: no event is heard while its snapshot is read. */
+const nothingMore = async (): Promise<KeyRead[]> => {
+  throw new Error('no key was expected to be read after the snapshot');
+};
 
 /** A promise and its resolver, for a read the test finishes when it wants. */
 function deferred<T>() {
@@ -94,6 +99,63 @@ describe('the key states a watch was shown', () => {
   });
 });
 
+describe('a watch hub starting a watch', () => {
+  it('reads the keys its buffered events name that the snapshot did not read: their steps up to the read are dropped, a locked one takes its place in key order within the limit', async () => {
+    const hub = new WatchHub();
+    const lines: string[] = [];
+    const snapshot = deferred<WatchSnapshot>();
+    const more = deferred<KeyRead[]>();
+    const asked: string[][] = [];
+    const started = hub.watch('doc:', 2, (e) => lines.push(line(e)), () => snapshot.promise);
+    await Promise.resolve();
+    // Heard while the snapshot reads: doc:0 released before the SCAN, doc:1 acquired after
+    // the SCAN passed it, c queued on doc:3 (past the limit), doc:2's step the snapshot shows.
+    hub.dispatch(event('doc:0', 'released', 'a', [0, 0], 1), 5);
+    hub.dispatch(event('doc:2', 'acquired', 'e', [1, 0], 4), 10);
+    hub.dispatch(event('doc:1', 'acquired', 'b', [1, 0], 2), 15);
+    hub.dispatch(event('doc:3', 'queued', 'c', [1, 1]), 16);
+    snapshot.resolve({
+      result: { locks: [status('doc:2', [['e', 4]], [])], truncated: false },
+      versions: new Map([['doc:2', 10]]),
+      readKeys: (keys) => (asked.push(keys), more.promise),
+    });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    // Heard while those keys are read: steps after what the read shows.
+    hub.dispatch(event('doc:1', 'released', 'b', [0, 0], 2), 20);
+    hub.dispatch(event('doc:0', 'acquired', 'd', [1, 0], 3), 25);
+    more.resolve([
+      { key: 'doc:0', status: status('doc:0', [], []), version: 5 },
+      { key: 'doc:1', status: status('doc:1', [['b', 2]], []), version: 15 },
+      { key: 'doc:3', status: status('doc:3', [['f', 5]], ['c']), version: 16 },
+    ]);
+    const handle = await started;
+    expect(asked).toEqual([['doc:0', 'doc:1', 'doc:3']]);
+    expect(handle.snapshot.locks.map((l) => l.key)).toEqual(['doc:1', 'doc:2']);
+    expect(handle.snapshot.truncated).toBe(true);
+    expect(lines).toEqual(['released doc:1 b 2 h0 w0', 'acquired doc:0 d 3 h1 w0']);
+    hub.dispatch(event('doc:3', 'queued', 'c', [1, 1]), 16);
+    hub.dispatch(event('doc:3', 'dequeued', 'c', [1, 0]), 30);
+    expect(lines.slice(2)).toEqual(['dequeued doc:3 c - h1 w0']);
+  });
+
+  it('fails the watch and keeps nothing of it when reading those keys fails', async () => {
+    const hub = new WatchHub();
+    const snapshot = deferred<WatchSnapshot>();
+    const started = hub.watch('doc:', 100, () => {}, () => snapshot.promise);
+    await Promise.resolve();
+    hub.dispatch(event('doc:1', 'released', 'a', [0, 0], 1), 5);
+    snapshot.resolve({
+      result: { locks: [], truncated: false },
+      versions: new Map(),
+      readKeys: async () => {
+        throw new Error('Redis is down');
+      },
+    });
+    await expect(started).rejects.toThrow('Redis is down');
+    expect(hub.active).toBe(false);
+  });
+});
+
 describe('a watch hub catching its watchers up', () => {
   /** A hub with one watch of `doc:` whose snapshot shows `locks` read at `version`, and the lines it streamed. */
   async function watching(locks: LockStatus[], version: number) {
@@ -102,6 +164,7 @@ describe('a watch hub catching its watchers up', () => {
     const handle = await hub.watch('doc:', 100, (e) => lines.push(line(e)), async () => ({
       result: { locks, truncated: false },
       versions: new Map(locks.map((l) => [l.key, version])),
+      readKeys: nothingMore,
     }));
     return { hub, lines, handle };
   }
@@ -143,7 +206,7 @@ describe('a watch hub catching its watchers up', () => {
     hub.dispatch(event('doc:2', 'acquired', 'c', [1, 0], 3), 40);
     handle.stop();
     // A new watch of the prefix: nothing of the old one's keys is read again.
-    await hub.watch('doc:', 100, () => {}, async () => ({ result: { locks: [], truncated: false }, versions: new Map() }));
+    await hub.watch('doc:', 100, () => {}, async () => ({ result: { locks: [], truncated: false }, versions: new Map(), readKeys: nothingMore }));
     const scopes: CatchUpScope[] = [];
     await hub.catchUp(null, async (scope) => (scopes.push(scope), readOf([])), () => AT);
     expect(scopes).toEqual([{ keys: [], prefixes: new Map([['doc:', 100]]) }]);
@@ -158,7 +221,7 @@ describe('a watch hub catching its watchers up', () => {
     const late: string[] = [];
     const second = hub.watch('doc:', 100, (e) => late.push(line(e)), async () => {
       snapshotTaken = true;
-      return { result: { locks: [], truncated: false }, versions: new Map([['doc:1', 20]]) };
+      return { result: { locks: [], truncated: false }, versions: new Map([['doc:1', 20]]), readKeys: nothingMore };
     });
     await Promise.resolve();
     expect(snapshotTaken).toBe(false);
@@ -178,6 +241,7 @@ describe('a watch hub catching its watchers up', () => {
     await hub.watch(prefix, limit, (e) => got.push(e), async () => ({
       result: { locks: locks.slice(0, limit), truncated: locks.length > limit },
       versions: new Map(locks.slice(0, limit).map((l) => [l.key, version])),
+      readKeys: nothingMore,
     }));
     return got;
   }

@@ -5,13 +5,14 @@ import { decodeKey, encodeKey } from './key-codec.js';
 import { arr, parseJson, parseStatus } from './records.js';
 import { scripts } from './scripts.js';
 import { live, type StoreContext } from './store-context.js';
-import type { CatchUpRead, CatchUpScope } from './watch-hub.js';
+import type { CatchUpRead, CatchUpScope, KeyRead, WatchSnapshot } from './watch-hub.js';
 
-/** A `list` and the version each listed key was read at. */
-export interface TableSnapshot {
-  result: ListResult;
-  versions: Map<string, number>;
-}
+/**
+ * A `list`, the version each key it read was read at, and how to read more
+ * keys for the same viewer (a watch reads the keys its buffered events name
+ * that the list did not read).
+ */
+export type TableSnapshot = WatchSnapshot;
 
 /**
  * Reads the shared table for `status`, `list` and the snapshot of a `watch`.
@@ -51,7 +52,13 @@ export class TableReader {
       versions.set(status.key, version);
       if (status.locked) locks.push(status);
     }
-    return { result: { locks, truncated: keys.length > limit }, versions };
+    const readKeys = (more: string[]) => Promise.all(more.map((key) => this.#read(key, viewer)));
+    return { result: { locks, truncated: keys.length > limit }, versions, readKeys };
+  }
+
+  async #read(key: string, viewer: SessionId | null): Promise<KeyRead> {
+    const { status, version } = await this.readStatus(key, viewer);
+    return { key, status, version };
   }
 
   /** The keys starting with `prefix` that have a holder (a SCAN of every shard), in `list` order. */
@@ -92,12 +99,7 @@ export class TableReader {
       listed.set(prefix, locked);
       for (const key of locked) keys.add(key);
     }
-    const reads = await Promise.all(
-      [...keys].map(async (key) => {
-        const { status, version } = await this.readStatus(key, null);
-        return { key, status, version };
-      }),
-    );
+    const reads = await Promise.all([...keys].map((key) => this.#read(key, null)));
     return { reads, listed };
   }
 }

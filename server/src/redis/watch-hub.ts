@@ -34,6 +34,17 @@ interface Heard {
   seq: number | undefined;
 }
 
+/**
+ * A watch's snapshot as read: the `list` answer, the version each key it
+ * read was read at (listed, found free, or read past the limit), and how to
+ * read more keys of the prefix for the same viewer, as the snapshot did.
+ */
+export interface WatchSnapshot {
+  result: ListResult;
+  versions: Map<string, number>;
+  readKeys: (keys: string[]) => Promise<KeyRead[]>;
+}
+
 /** What a catch-up reads: these keys, and the locked keys of each prefix up to its limit, as a snapshot lists them. */
 export interface CatchUpScope {
   keys: string[];
@@ -53,6 +64,27 @@ export interface CatchUpRead {
   listed: Map<string, string[]>;
 }
 
+/**
+ * Takes keys read after a snapshot into it, as if its SCAN had found them:
+ * each read's version joins `versions`, and a key found locked is placed
+ * among the listed ones in key order; when that passes `limit`, the last
+ * listed key leaves the answer and it says `truncated`. The answer stays
+ * what `list` gives: the first locked keys of those read, in order.
+ */
+function readAlso(taken: WatchSnapshot, limit: number, reads: KeyRead[]): void {
+  const locks = taken.result.locks;
+  for (const { key, status, version } of reads) {
+    taken.versions.set(key, version);
+    if (!status.locked) continue;
+    const at = locks.findIndex((listed) => listed.key > key);
+    locks.splice(at < 0 ? locks.length : at, 0, status);
+    if (locks.length > limit) {
+      locks.pop();
+      taken.result.truncated = true;
+    }
+  }
+}
+
 function setState(view: Map<string, KeyState>, key: string, state: Shown): void {
   if (state) view.set(key, state);
   else view.delete(key);
@@ -65,6 +97,20 @@ function setState(view: Map<string, KeyState>, key: string, state: Shown): void 
  * version the snapshot read it at) and delivers the rest, so the stream has
  * no gap and no event twice for a key in the snapshot. Events of a step the
  * snapshot shows that arrive only after it was taken are dropped too.
+ *
+ * The snapshot reads only the keys its SCAN found locked, up to its limit,
+ * while the buffer can hold events of any key under the prefix: one
+ * released before the SCAN (its absence shows that step), or one past the
+ * limit. So each key with buffered events that the snapshot did not read is
+ * read too, before the buffer is let go, and takes part in the snapshot as
+ * if the SCAN had found it: a key found locked takes its place in key order
+ * (what then falls past the limit leaves the answer, which says
+ * `truncated`), and every such key gets its floor. An event heard only
+ * after the snapshot's reads came back is taken for one of a step after its
+ * SCAN, which for a key the SCAN found free follows from its absence: Redis
+ * sends a step's events to the pub/sub connection as it runs the step, so
+ * those of steps before the SCAN are heard by then unless that connection
+ * lags the command connection by more than the snapshot's reads.
  *
  * A read runs ahead of pub/sub: a snapshot may show steps whose events are
  * still on their way to this node, and other watches here still need them.
@@ -143,24 +189,30 @@ export class WatchHub {
 
   /**
    * Starts a watch: `snapshot` reads the table (as `list`) and the version
-   * each listed key was read at; events from then on go to `sink`. `seed`
-   * gets each read version of a key no other watch here covers: events of
-   * that key at or below it concern no watch here.
+   * each key it read was read at; the keys that events heard meanwhile name
+   * and it did not read are then read with its `readKeys` and join it.
+   * Events from then on go to `sink`. `seed` gets each read version of a key
+   * no other watch here covers: events of that key at or below it concern no
+   * watch here. Rejects, and the watch ends, when a read fails.
    */
   async watch(
     prefix: string,
     limit: number,
     sink: (event: LockEvent) => void,
-    snapshot: () => Promise<{ result: ListResult; versions: Map<string, number> }>,
+    snapshot: () => Promise<WatchSnapshot>,
     seed: (key: string, version: number) => void = () => {},
   ): Promise<WatchHandle> {
     while (this.#catchingUp) await this.#catchingUp;
     const watcher: Watcher = { prefix, limit, sink, buffer: [], floors: new Map(), view: new Map() };
     this.#watchers.add(watcher);
     this.#reading += 1;
-    let taken: { result: ListResult; versions: Map<string, number> };
+    let taken: WatchSnapshot;
     try {
       taken = await snapshot();
+      // Still buffering: what this read's keys hear meanwhile is sorted out by their floors.
+      const unread = new Set<string>();
+      for (const { event } of watcher.buffer ?? []) if (!taken.versions.has(event.key)) unread.add(event.key);
+      if (unread.size > 0) readAlso(taken, limit, await taken.readKeys([...unread]));
     } catch (error) {
       this.#stop(watcher);
       throw error;

@@ -1,0 +1,225 @@
+import { createServer, connect as connectTcp, type Socket } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createLockServer, type LockServer } from '@lockwire/server';
+import { createRedisStore } from '../server/src/redis/redis-store.js';
+import { RawClient, type Frame } from './helpers/raw-client.js';
+import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+
+// A `list` or a watch's snapshot reads the table in steps: a SCAN for the
+// locked keys, then one status per key. Other nodes change keys in between.
+// The node that reads reaches Redis through a proxy that stops its command
+// connection at its next SCAN, either before the SCAN reaches Redis or
+// before its reply comes back, while the test makes a change on another
+// node; the other nodes talk to Redis directly.
+
+/** Which way a stopped connection holds its bytes: its SCAN going up, or the SCAN's reply coming back. */
+type Stop = 'request' | 'reply';
+
+/** A proxy to Redis that can stop a connection at its next SCAN until the test opens it. */
+interface ScanGate {
+  readonly url: string;
+  /** Stops the next connection that sends a SCAN, `stop` way; resolves once the SCAN went by. */
+  stopAtScan(stop: Stop): Promise<void>;
+  /** Delivers what the stopped connection held, in order, and carries its bytes again. */
+  open(): void;
+  close(): void;
+}
+
+async function startScanGate(targetPort: number): Promise<ScanGate> {
+  const sockets = new Set<Socket>();
+  let armed: { stop: Stop; caught: () => void } | null = null;
+  let stopped: { client: Socket; stop: Stop; held: Buffer[] } | null = null;
+  const onwards = new Map<Socket, (chunk: Buffer, stop: Stop) => void>();
+  const server = createServer((client) => {
+    const upstream = connectTcp(targetPort, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.on('data', (chunk: Buffer) => {
+      // A RESP command name travels between CRLFs; no key or value of these tests is `SCAN`.
+      if (armed && chunk.includes('\r\nSCAN\r\n')) {
+        stopped = { client, stop: armed.stop, held: [] };
+        const { caught } = armed;
+        armed = null;
+        if (stopped.stop === 'request') stopped.held.push(chunk);
+        else upstream.write(chunk);
+        caught();
+        return;
+      }
+      if (stopped?.client === client && stopped.stop === 'request') stopped.held.push(chunk);
+      else upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (stopped?.client === client && stopped.stop === 'reply') stopped.held.push(chunk);
+      else client.write(chunk);
+    });
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      from.on('error', () => to.destroy());
+      from.on('close', () => {
+        to.destroy();
+        sockets.delete(from);
+      });
+    }
+    // Held bytes go where they were going once the gate opens.
+    onwards.set(client, (chunk, stop) => (stop === 'request' ? upstream : client).write(chunk));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    stopAtScan: (stop) => new Promise<void>((caught) => (armed = { stop, caught })),
+    open: () => {
+      const was = stopped;
+      stopped = null;
+      if (!was) return;
+      const deliver = onwards.get(was.client);
+      for (const chunk of was.held) deliver?.(chunk, was.stop);
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+/** The fields of an event a test asserts (`at` is the node's clock). */
+const shape = (frame: Frame) => {
+  const { key, event, session, token, holders, waiters } = frame;
+  return token === undefined ? { key, event, session, holders, waiters } : { key, event, session, token, holders, waiters };
+};
+
+describe('Redis store: list and a watch snapshot read while other nodes change keys', () => {
+  let redis: RedisServer;
+  let run = 0;
+  let servers: LockServer[] = [];
+  let gates: ScanGate[] = [];
+  let clients: RawClient[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis.stop();
+  });
+  afterEach(async () => {
+    for (const gate of gates) gate.open();
+    for (const client of clients.splice(0)) client.terminate();
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+    for (const gate of gates.splice(0)) gate.close();
+  });
+
+  /** The reading node (through a gate) and another node straight to Redis, in a namespace of their own. */
+  async function nodes(): Promise<{ reader: LockServer; other: LockServer; gate: ScanGate }> {
+    const gate = await startScanGate(redis.port);
+    gates.push(gate);
+    const namespace = `lwlw${process.pid}x${++run}`;
+    const made: LockServer[] = [];
+    for (const url of [gate.url, redis.url]) {
+      const store = createRedisStore({ url, namespace, nodeTtl: 3000 });
+      const server = await createLockServer({ port: 0, store, heartbeatInterval: 0 });
+      servers.push(server);
+      made.push(server);
+    }
+    const [reader, other] = made;
+    if (!reader || !other) throw new Error('nodes');
+    return { reader, other, gate };
+  }
+  async function connect(server: LockServer): Promise<RawClient> {
+    const client = await RawClient.connect(server.url);
+    clients.push(client);
+    return client;
+  }
+  /** The events `watcher` received for `key` after its watch's reply `snapshot`, as asserted. */
+  const eventsAfter = (watcher: RawClient, snapshot: Frame, key: string) =>
+    watcher.messages.filter((m) => m.type === 'event' && m.key === key && watcher.indexOf(m) > watcher.indexOf(snapshot)).map(shape);
+  const keysOf = (reply: Frame) => (reply.locks as Array<{ key: string }>).map((l) => l.key);
+
+  it('a watch opened while another node releases a key before its SCAN streams no event of that release', async () => {
+    const { reader, other, gate } = await nodes();
+    const holder = await connect(other);
+    const taker = await connect(other);
+    const observer = await connect(reader);
+    const watcher = await connect(reader);
+    expect(await holder.request({ op: 'acquire', key: 'doc:1' })).toMatchObject({ acquired: true });
+    await observer.request({ op: 'watch', prefix: 'doc:' });
+
+    const caught = gate.stopAtScan('request');
+    const id = watcher.id();
+    watcher.send({ op: 'watch', id, prefix: 'doc:' });
+    await caught;
+    expect(await holder.request({ op: 'release', key: 'doc:1' })).toMatchObject({ ok: true });
+    // The reading node heard the release while its snapshot waits for the SCAN, which then finds the key free.
+    await observer.nextEvent('doc:1', 'released');
+    gate.open();
+    const snapshot = await watcher.reply(id);
+    expect(snapshot).toMatchObject({ ok: true, locks: [], truncated: false });
+
+    const taken = await taker.request({ op: 'acquire', key: 'doc:1' });
+    await watcher.nextEvent('doc:1', 'acquired');
+    expect(eventsAfter(watcher, snapshot, 'doc:1')).toEqual([
+      { key: 'doc:1', event: 'acquired', session: taker.session, token: taken.token, holders: 1, waiters: 0 },
+    ]);
+  });
+
+  it('a watch with a limit streams no event of a step made before its SCAN on a locked key past the limit', async () => {
+    const { reader, other, gate } = await nodes();
+    const holder = await connect(other);
+    const waiter = await connect(other);
+    const observer = await connect(reader);
+    const watcher = await connect(reader);
+    for (const key of ['doc:1', 'doc:2']) expect(await holder.request({ op: 'acquire', key })).toMatchObject({ acquired: true });
+    await observer.request({ op: 'watch', prefix: 'doc:' });
+
+    const caught = gate.stopAtScan('request');
+    const id = watcher.id();
+    watcher.send({ op: 'watch', id, prefix: 'doc:', limit: 1 });
+    await caught;
+    const queuedId = waiter.id();
+    waiter.send({ op: 'acquire', id: queuedId, key: 'doc:2' });
+    await waiter.next((m) => m.type === 'queued' && m.id === queuedId);
+    await observer.nextEvent('doc:2', 'queued');
+    gate.open();
+    const snapshot = await watcher.reply(id);
+    expect(keysOf(snapshot)).toEqual(['doc:1']);
+    expect(snapshot.truncated).toBe(true);
+
+    expect(await waiter.request({ op: 'cancel', target: queuedId })).toMatchObject({ ok: true, cancelled: true });
+    await watcher.nextEvent('doc:2', 'dequeued');
+    expect(eventsAfter(watcher, snapshot, 'doc:2')).toEqual([{ key: 'doc:2', event: 'dequeued', session: waiter.session, holders: 1, waiters: 0 }]);
+  });
+
+  it('a key acquired on another node after the SCAN passed it, heard while the snapshot read, is shown in the snapshot in its place and its acquire is not streamed', async () => {
+    const { reader, other, gate } = await nodes();
+    const holder = await connect(other);
+    const taker = await connect(other);
+    const observer = await connect(reader);
+    const watcher = await connect(reader);
+    const kept = await holder.request({ op: 'acquire', key: 'doc:2' });
+    expect(kept).toMatchObject({ acquired: true });
+    await observer.request({ op: 'watch', prefix: 'doc:' });
+
+    const caught = gate.stopAtScan('reply');
+    const id = watcher.id();
+    watcher.send({ op: 'watch', id, prefix: 'doc:', limit: 1 });
+    await caught;
+    const taken = await taker.request({ op: 'acquire', key: 'doc:1' });
+    expect(taken).toMatchObject({ acquired: true });
+    await observer.nextEvent('doc:1', 'acquired');
+    gate.open();
+    const snapshot = await watcher.reply(id);
+    // doc:1 comes first in key order, so doc:2 is now past the limit.
+    expect(snapshot).toMatchObject({ ok: true, locks: [{ key: 'doc:1', holders: [{ session: taker.session, token: taken.token }] }], truncated: true });
+
+    expect(await taker.request({ op: 'release', key: 'doc:1' })).toMatchObject({ ok: true });
+    expect(await holder.request({ op: 'release', key: 'doc:2' })).toMatchObject({ ok: true });
+    await watcher.nextEvent('doc:2', 'released');
+    expect(eventsAfter(watcher, snapshot, 'doc:1')).toEqual([
+      { key: 'doc:1', event: 'released', session: taker.session, token: taken.token, holders: 0, waiters: 0 },
+    ]);
+    expect(eventsAfter(watcher, snapshot, 'doc:2')).toEqual([
+      { key: 'doc:2', event: 'released', session: holder.session, token: kept.token, holders: 0, waiters: 0 },
+    ]);
+  });
+});
