@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
@@ -299,14 +299,15 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     sessionCount: () => sessions.size,
     listLocks: httpGuard.listLocks,
   }));
-  const httpServer = createServer((req, res) => {
+  const serveHttp = (req: IncomingMessage, res: ServerResponse) => {
     // close() ends the idle connections once; one still answering then
     // would stay open after its answer for Node's keep-alive timeout.
     res.once('finish', () => {
       if (closing) httpServer.closeIdleConnections();
     });
     handleHttp(req, res);
-  });
+  };
+  const httpServer = createServer(serveHttp);
   httpServer.on(
     'upgrade',
     createUpgradeAdmission({
@@ -318,6 +319,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       isClosing: () => closing,
       liveSession: (id) => sessions.get(id),
       connected: onConnection,
+      serveHttp,
     }),
   );
   httpServer.on('clientError', (_error, socket: Duplex) => socket.destroy());

@@ -5,9 +5,12 @@
  * out of grace) and the raw HTTP refusal when it fails. Separate from the
  * server's assembly because it is one self-contained gate with its own
  * bookkeeping (upgrades in flight) and its own failure paths, while the
- * server only needs to hear about connections that were let in.
+ * server only needs to hear about connections that were let in. A request
+ * that offers another protocol than WebSocket is handed back to the HTTP
+ * handler here, since Node routes every Upgrade to this listener.
  */
-import type { IncomingMessage } from 'node:http';
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PROTOCOL_PATH } from '@lockwire/protocol';
 import type { WebSocket, WebSocketServer } from 'ws';
@@ -36,6 +39,34 @@ export interface UpgradeAdmissionOptions {
   liveSession(session: SessionId): ResumableSession | undefined;
   /** Called once per WebSocket let in, with its permissions and the resume it carried (if any). */
   connected(ws: WebSocket, req: IncomingMessage, permissions: Permissions, resumption: Resumption | null): void;
+  /** The server's HTTP handler: answers a request that offers another protocol than WebSocket. */
+  serveHttp(req: IncomingMessage, res: ServerResponse): void;
+}
+
+/** True when the request's Upgrade header (a list of protocols, in any case) offers WebSocket. */
+function offersWebSocket(req: IncomingMessage): boolean {
+  return (req.headers.upgrade ?? '').split(',').some((offer) => offer.trim().toLowerCase() === 'websocket');
+}
+
+/**
+ * Answers a request that offers another protocol (`curl --http2` offers
+ * h2c) as if it offered none, with `serveHttp`: RFC 9110 7.8 lets a server
+ * ignore an Upgrade. Node sends every request with an Upgrade to the
+ * 'upgrade' listeners once there is one, its socket taken from the HTTP
+ * parser: no further request can be read on it, so the answer is the
+ * connection's last (`Connection: close`) and the socket ends with it.
+ */
+function answerWithoutUpgrade(req: IncomingMessage, socket: Duplex, serveHttp: UpgradeAdmissionOptions['serveHttp']): void {
+  // An http.Server's sockets are net (or TLS) sockets, which a response can write to.
+  if (!(socket instanceof Socket)) return void socket.destroy();
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket);
+  res.once('finish', () => {
+    res.detachSocket(socket);
+    socket.end(() => socket.destroy());
+  });
+  serveHttp(req, res);
 }
 
 /**
@@ -57,8 +88,10 @@ function destroySocket(this: Duplex): void {
 }
 
 /**
- * Builds the `upgrade` listener of the server's `http.Server`. It refuses
- * with 400 an unparsable target, 404 any path but the protocol's, 503 while
+ * Builds the `upgrade` listener of the server's `http.Server`. A request
+ * that offers another protocol than WebSocket is answered by `serveHttp`
+ * as a plain request, on a connection that ends after it. Of a WebSocket
+ * upgrade, it refuses with 400 an unparsable target, 404 any path but the protocol's, 503 while
  * closing or past `maxConnections`, and 401/403 as the authenticator says;
  * otherwise it completes the handshake and calls `connected`. A resume
  * whose connection never opens goes back into grace (or ends, if the server
@@ -117,6 +150,7 @@ export function createUpgradeAdmission(
     // the token is verified or a resume reads the store) would be an
     // uncaught error that ends the process.
     socket.on('error', destroySocket);
+    if (!offersWebSocket(req)) return answerWithoutUpgrade(req, socket, options.serveHttp);
     const url = parseRequestUrl(req.url);
     if (url === null) return refuseUpgrade(socket, 400, 'Bad Request');
     if (url.pathname !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');

@@ -1,6 +1,6 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -45,6 +45,30 @@ async function startUi() {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, dir };
 }
+
+/** Writes `request` on a new connection and resolves with everything read once the server ended it. */
+function exchange(port: number, request: string): Promise<{ head: string; body: string }> {
+  return within(
+    new Promise((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(request));
+      let text = '';
+      socket.on('data', (chunk) => {
+        text += String(chunk);
+      });
+      socket.on('error', reject);
+      socket.on('close', () => {
+        const end = text.indexOf('\r\n\r\n');
+        resolve({ head: end === -1 ? text : text.slice(0, end), body: end === -1 ? '' : text.slice(end + 4) });
+      });
+    }),
+    `the answer to ${JSON.stringify(request.split('\r\n')[0])} and the end of its connection`,
+  );
+}
+
+/** What `curl --http2` sends over plain HTTP: a request that offers to switch to HTTP/2 (h2c). */
+const offeringH2c = (method: string, path: string) =>
+  `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n` +
+  'HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n';
 
 async function get(url: string) {
   const res = await within(fetch(url), `GET ${url}`);
@@ -141,6 +165,42 @@ describe('HTTP endpoints', () => {
     const script = await within(fetch(`${server.httpUrl}/ui/dashboard.js`), 'GET /ui/dashboard.js');
     expect(script.status).toBe(200);
     expect(script.headers.get('x-frame-options')).toBeNull();
+  });
+
+  it('answers a request that offers an h2c upgrade (curl --http2) as a plain request and then ends the connection', async () => {
+    const { server } = await start();
+    const health = await exchange(server.port, offeringH2c('GET', '/healthz'));
+    expect(health.head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(health.head).toMatch(/\r\nconnection: close(\r\n|$)/i);
+    expect(JSON.parse(health.body)).toEqual({ ok: true, store: 'stub', sessions: 0 });
+    const locks = await exchange(server.port, offeringH2c('GET', '/v1/locks'));
+    expect(locks.head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(JSON.parse(locks.body)).toEqual({ locks: [], truncated: false });
+    const metrics = await exchange(server.port, offeringH2c('GET', '/metrics'));
+    expect(metrics.head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(metrics.body).toContain('lockwire_');
+    expect((await exchange(server.port, offeringH2c('GET', '/'))).head).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    const head = await exchange(server.port, offeringH2c('HEAD', '/healthz'));
+    expect(head).toMatchObject({ head: expect.stringMatching(/^HTTP\/1\.1 200 OK\r\n/), body: '' });
+    const missing = await exchange(server.port, offeringH2c('GET', '/v1'));
+    expect(missing.head).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
+    expect(JSON.parse(missing.body)).toMatchObject({ error: { code: 'not_found' } });
+  });
+
+  it('takes an upgrade that offers WebSocket in any case as a WebSocket upgrade, on /v1 only', async () => {
+    const { server } = await start();
+    const upgrade = (offer: string) =>
+      `GET /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: ${offer}\r\n` +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+    const socket = connect(server.port, '127.0.0.1', () => socket.write(upgrade('WebSocket')));
+    socket.on('error', () => undefined);
+    const switched = await within(
+      new Promise<string>((resolve) => socket.once('data', (chunk) => resolve(String(chunk).split('\r\n')[0] ?? ''))),
+      'the answer to an upgrade offering WebSocket',
+    );
+    socket.destroy();
+    expect(switched).toBe('HTTP/1.1 101 Switching Protocols');
+    expect(await upgradeStatusLine(server.port, '/healthz')).toBe('HTTP/1.1 404 Not Found');
   });
 
   it('upgrades only on /v1, with or without a query string, and answers 404 on other paths', async () => {
