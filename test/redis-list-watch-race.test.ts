@@ -1,7 +1,11 @@
 import { createServer, connect as connectTcp, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLockServer, type LockServer } from '@lockwire/server';
+import { createLockServer, silentLogger, systemClock, type LockServer } from '@lockwire/server';
+import { keyNames } from '../server/src/redis/key-codec.js';
+import { connectRedis, type RedisLink } from '../server/src/redis/redis-link.js';
 import { createRedisStore } from '../server/src/redis/redis-store.js';
+import type { StoreContext } from '../server/src/redis/store-context.js';
+import { TableReader } from '../server/src/redis/table-reader.js';
 import { RawClient, type Frame } from './helpers/raw-client.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 
@@ -96,6 +100,7 @@ describe('Redis store: list and a watch snapshot read while other nodes change k
   let servers: LockServer[] = [];
   let gates: ScanGate[] = [];
   let clients: RawClient[] = [];
+  let links: RedisLink[] = [];
 
   beforeAll(async () => {
     redis = await startRedisServer();
@@ -107,11 +112,12 @@ describe('Redis store: list and a watch snapshot read while other nodes change k
     for (const gate of gates) gate.open();
     for (const client of clients.splice(0)) client.terminate();
     await Promise.all(servers.splice(0).map((s) => s.close()));
+    await Promise.all(links.splice(0).map((l) => l.close()));
     for (const gate of gates.splice(0)) gate.close();
   });
 
   /** The reading node (through a gate) and another node straight to Redis, in a namespace of their own. */
-  async function nodes(): Promise<{ reader: LockServer; other: LockServer; gate: ScanGate }> {
+  async function nodes(): Promise<{ reader: LockServer; other: LockServer; gate: ScanGate; namespace: string }> {
     const gate = await startScanGate(redis.port);
     gates.push(gate);
     const namespace = `lwlw${process.pid}x${++run}`;
@@ -124,7 +130,7 @@ describe('Redis store: list and a watch snapshot read while other nodes change k
     }
     const [reader, other] = made;
     if (!reader || !other) throw new Error('nodes');
-    return { reader, other, gate };
+    return { reader, other, gate, namespace };
   }
   async function connect(server: LockServer): Promise<RawClient> {
     const client = await RawClient.connect(server.url);
@@ -221,5 +227,74 @@ describe('Redis store: list and a watch snapshot read while other nodes change k
     expect(eventsAfter(watcher, snapshot, 'doc:2')).toEqual([
       { key: 'doc:2', event: 'released', session: holder.session, token: kept.token, holders: 0, waiters: 0 },
     ]);
+  });
+
+  it.each(['list', 'watch'] as const)(
+    '%s with a limit answers that many locked keys when one its SCAN found is released before its read, and says truncated only while another locked key remains',
+    async (op) => {
+      const { reader, other, gate } = await nodes();
+      const holder = await connect(other);
+      const asker = await connect(reader);
+      for (const key of ['l:1', 'l:2', 'l:3', 'l:4', 'l:5']) expect(await holder.request({ op: 'acquire', key })).toMatchObject({ acquired: true });
+      /** Asks with limit 3; `key` is released on the other node after the SCAN ran, before its reply comes back. */
+      const askReleasing = async (key: string) => {
+        const caught = gate.stopAtScan('reply');
+        const id = asker.id();
+        asker.send({ op, id, prefix: 'l:', limit: 3 });
+        await caught;
+        expect(await holder.request({ op: 'release', key })).toMatchObject({ ok: true });
+        gate.open();
+        const reply = await asker.reply(id);
+        if (op === 'watch') await asker.request({ op: 'unwatch', prefix: 'l:' });
+        return reply;
+      };
+
+      const first = await askReleasing('l:2');
+      expect(keysOf(first)).toEqual(['l:1', 'l:3', 'l:4']);
+      expect(first.truncated).toBe(true);
+      const second = await askReleasing('l:3');
+      expect(keysOf(second)).toEqual(['l:1', 'l:4', 'l:5']);
+      expect(second.truncated).toBe(false);
+    },
+  );
+
+  it('a watch catch-up reads as many locked keys of a prefix as its limit when one its SCAN found is released before its read', async () => {
+    const { other, namespace } = await nodes();
+    const holder = await connect(other);
+    for (const key of ['l:1', 'l:2', 'l:3', 'l:4', 'l:5']) expect(await holder.request({ op: 'acquire', key })).toMatchObject({ acquired: true });
+    const link = await connectRedis({ url: redis.url, cluster: false, commandTimeout: 2000, reconnectDelay: 100 });
+    links.push(link);
+    let afterScan: (() => Promise<unknown>) | null = () => holder.request({ op: 'release', key: 'l:2' });
+    // The reader's SCAN answers, then l:2 is released on the other node, then the reader reads statuses.
+    const releasingAfterScan: RedisLink = {
+      ...link,
+      shards: async () =>
+        (await link.shards()).map((shard) => ({
+          address: shard.address,
+          command: async (args: string[]) => {
+            const reply = await shard.command(args);
+            const then = args[0] === 'SCAN' ? afterScan : null;
+            afterScan = null;
+            await then?.();
+            return reply;
+          },
+        })),
+    };
+    const ctx: StoreContext = {
+      clock: systemClock,
+      logger: silentLogger,
+      limits: { maxLocksPerSession: 100, maxWaitersPerKey: 100 },
+      names: keyNames(namespace),
+      namespace,
+      link: releasingAfterScan,
+      liveness: null,
+      sequencer: null,
+      listener: null,
+      closing: null,
+    };
+    const { reads, listed } = await new TableReader(ctx).catchUpRead({ keys: [], prefixes: new Map([['l:', 3]]) });
+    expect(listed).toEqual(new Map([['l:', ['l:1', 'l:3', 'l:4']]]));
+    const lockedRead = reads.filter((r) => r.status.locked).map((r) => r.key);
+    expect(lockedRead.slice(0, 3)).toEqual(['l:1', 'l:3', 'l:4']);
   });
 });

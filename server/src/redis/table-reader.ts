@@ -39,21 +39,23 @@ export class TableReader {
   }
 
   /**
-   * `list` plus the version each listed key was read at (for a gap-free
-   * watch). It does not move the key's order on: steps the read shows may
-   * still be on their way over pub/sub, and live watches need their events.
+   * `list` plus the version each key it read was read at (for a gap-free
+   * watch). The keys the SCAN found are read in key order, in rounds, until
+   * `limit` are found locked and one more, which makes it `truncated`, or
+   * none is left: a key released between the SCAN and its read is left out
+   * and the next takes its place. Unless keys were released meanwhile this
+   * is one round of `min(found, limit + 1)` status reads. It does not move
+   * the key's order on: steps the read shows may still be on their way over
+   * pub/sub, and live watches need their events.
    */
   async snapshot(prefix: string, limit: number, viewer: SessionId | null): Promise<TableSnapshot> {
-    const keys = await this.lockedKeys(prefix);
-    const read = await Promise.all(keys.slice(0, limit).map((key) => this.readStatus(key, viewer)));
-    const versions = new Map<string, number>();
-    const locks: LockStatus[] = [];
-    for (const { status, version } of read) {
-      versions.set(status.key, version);
-      if (status.locked) locks.push(status);
-    }
-    const readKeys = (more: string[]) => Promise.all(more.map((key) => this.#read(key, viewer)));
-    return { result: { locks, truncated: keys.length > limit }, versions, readKeys };
+    const read = (key: string) => this.#read(key, viewer);
+    // One locked key past the limit tells `truncated`; a key the SCAN found may be free by its read.
+    const { reads, locked } = await firstLocked(await this.lockedKeys(prefix), limit + 1, read);
+    const versions = new Map(reads.map((r) => [r.key, r.version]));
+    const locks: LockStatus[] = locked.slice(0, limit).map((r) => r.status);
+    const readKeys = (more: string[]) => Promise.all(more.map(read));
+    return { result: { locks, truncated: locked.length > limit }, versions, readKeys };
   }
 
   async #read(key: string, viewer: SessionId | null): Promise<KeyRead> {
@@ -92,14 +94,41 @@ export class TableReader {
    * version at the read.
    */
   async catchUpRead(scope: CatchUpScope): Promise<CatchUpRead> {
-    const keys = new Set(scope.keys);
-    const listed = new Map<string, string[]>();
-    for (const [prefix, limit] of scope.prefixes) {
-      const locked = (await this.lockedKeys(prefix)).slice(0, limit);
-      listed.set(prefix, locked);
-      for (const key of locked) keys.add(key);
-    }
-    const reads = await Promise.all([...keys].map((key) => this.#read(key, null)));
-    return { reads, listed };
+    // One read per key, shared by the keys asked for and every prefix that finds it.
+    const reads = new Map<string, Promise<KeyRead>>();
+    const read = (key: string) => {
+      let pending = reads.get(key);
+      if (!pending) reads.set(key, (pending = this.#read(key, null)));
+      return pending;
+    };
+    const prefixes = [...scope.prefixes];
+    const listing = prefixes.map(async ([prefix, limit]) => (await firstLocked(await this.lockedKeys(prefix), limit, read)).locked);
+    // The keys asked for are read alongside the SCANs.
+    const [found] = await Promise.all([Promise.all(listing), Promise.all(scope.keys.map(read))]);
+    const listed = new Map(prefixes.map(([prefix], i) => [prefix, (found[i] ?? []).map((r) => r.key)]));
+    return { reads: await Promise.all(reads.values()), listed };
   }
+}
+
+/**
+ * Reads `keys` (in `list` order) in rounds until `wanted` of them are found
+ * locked or none is left: a key found by the SCAN may have been released by
+ * its read, and the next one takes its place. Each round reads as many keys
+ * at once as are still wanted, so when none was released this is one round
+ * of `min(keys, wanted)` reads. Returns every read, and the locked ones in
+ * order.
+ */
+async function firstLocked(keys: string[], wanted: number, read: (key: string) => Promise<KeyRead>): Promise<{ reads: KeyRead[]; locked: KeyRead[] }> {
+  const reads: KeyRead[] = [];
+  const locked: KeyRead[] = [];
+  let next = 0;
+  while (locked.length < wanted && next < keys.length) {
+    const round = keys.slice(next, next + wanted - locked.length);
+    next += round.length;
+    for (const r of await Promise.all(round.map(read))) {
+      reads.push(r);
+      if (r.status.locked) locked.push(r);
+    }
+  }
+  return { reads, locked };
 }
