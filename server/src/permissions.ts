@@ -14,7 +14,11 @@ export interface Permissions {
   readonly user: string | null;
   /** May acquire, release, extend and wait on these keys. */
   readonly locks: readonly KeyPattern[];
-  /** May status, list and watch these keys; list results and events are filtered to them. */
+  /**
+   * May status, list and watch these keys; list results and events are
+   * filtered to them. A `status` of a key the session holds is allowed
+   * outside them too (see `refusal`).
+   */
   readonly watch: readonly KeyPattern[];
   /** May acquire these keys with `steal: true` (`locks` is needed too). */
   readonly steal: readonly KeyPattern[];
@@ -74,7 +78,11 @@ function forbidden(what: string, key: string): WireError {
  * are filtered instead. `cancel`, `unwatch` and `ping` touch only the
  * session's own state. A `release` of a key the session holds (in `held`) is
  * always allowed: giving a lock up is never forbidden, e.g. one a resume
- * handed back under credentials that no longer cover it.
+ * handed back under credentials that no longer cover it. So is a `status`
+ * of a key the session holds (in any mode): a holder may see who shares the
+ * key with it and who waits behind it (a Web Locks client asks before it
+ * lets a second shared request of its own share its hold). A `status` of
+ * any other key needs `watch`.
  */
 export function refusal(
   permissions: Permissions,
@@ -92,7 +100,7 @@ export function refusal(
     case 'wait':
       return allows(permissions.locks, message.key) ? null : forbidden('lock', message.key);
     case 'status':
-      return allows(permissions.watch, message.key) ? null : forbidden('see', message.key);
+      return allows(permissions.watch, message.key) || held.has(message.key) ? null : forbidden('see', message.key);
     case 'revoke':
       return allows(permissions.admin, message.key) ? null : forbidden('revoke', message.key);
     case 'list':

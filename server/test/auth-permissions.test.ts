@@ -107,6 +107,32 @@ describe('permissions per op', () => {
     expect(await holder.request({ op: 'status', id: 3, key: 'r:1' })).toMatchObject({ error: { code: 'forbidden' } });
   });
 
+  it('answers status of a key the session holds without watch, and of no other key', async () => {
+    const { as } = await authServer();
+    const { client: ana, welcome } = await as({ sub: 'ana', locks: ['doc:*'] });
+    const { client: ben } = await as({ sub: 'ben', locks: ['doc:*'] });
+    const { client: cyd } = await as({ sub: 'cyd', locks: ['doc:*'] });
+    const forbidden = { ok: false, error: { code: 'forbidden', message: expect.stringContaining('doc:1') } };
+    expect(await ana.request({ op: 'status', id: 1, key: 'doc:1' })).toMatchObject(forbidden);
+    expect(await ana.request({ op: 'acquire', id: 2, key: 'doc:1', mode: 'shared' })).toMatchObject({ acquired: true });
+    expect(await ben.request({ op: 'acquire', id: 1, key: 'doc:1', mode: 'shared' })).toMatchObject({ acquired: true });
+    cyd.send({ op: 'acquire', id: 1, key: 'doc:1' });
+    await cyd.next((f) => f.type === 'queued');
+    // A holder sees who shares the key with it and who waits behind it.
+    const seen = await ana.request({ op: 'status', id: 3, key: 'doc:1' });
+    expect(seen).toMatchObject({ ok: true, locked: true, mode: 'shared', heldByYou: true });
+    expect((seen.holders as Array<{ session: string }>).map((h) => h.session)).toContain(String(welcome.session));
+    expect(seen.holders).toHaveLength(2);
+    expect(seen.queue).toHaveLength(1);
+    // A session only queued for a key does not hold it; a key another session holds stays hidden.
+    expect(await cyd.request({ op: 'status', id: 2, key: 'doc:1' })).toMatchObject(forbidden);
+    expect(await ana.request({ op: 'status', id: 4, key: 'doc:2' })).toMatchObject({ error: { code: 'forbidden' } });
+    // list still shows only what the watch patterns match, held keys or not.
+    expect(await ana.request({ op: 'list', id: 5, prefix: 'doc:' })).toMatchObject({ ok: true, locks: [] });
+    expect(await ana.request({ op: 'release', id: 6, key: 'doc:1' })).toMatchObject({ released: true });
+    expect(await ana.request({ op: 'status', id: 7, key: 'doc:1' })).toMatchObject(forbidden);
+  });
+
   it('lets anyone ping, cancel its own requests and unwatch', async () => {
     const { as } = await authServer();
     const { client: holder } = await as({ sub: 'h', locks: ['k'] });
