@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ListResult } from '@lockwire/protocol';
 import type { Authenticator } from './auth.js';
-import type { HttpHandler } from './http.js';
+import { lastIfClosing, type HttpContext, type HttpHandler } from './http.js';
 import { ALLOW_ALL, listVisible, type Permissions } from './permissions.js';
 import { parseRequestUrl } from './request-url.js';
 import type { LockStore } from './store.js';
@@ -28,9 +28,10 @@ function refuse(res: ServerResponse, status: 401 | 403, reason: string): void {
  * The HTTP side of authentication: wraps the HTTP endpoints so that, with
  * auth on, every path but `/healthz` and the static assets needs the same
  * credentials as the WebSocket (header or `access_token`), and
- * `/v1/locks` lists only what they may see.
+ * `/v1/locks` lists only what they may see. A refusal written once
+ * `server.isClosing()` ends its connection, as every answer then does.
  */
-export function guardHttp(authenticator: Authenticator, store: LockStore) {
+export function guardHttp(authenticator: Authenticator, store: LockStore, server: Pick<HttpContext, 'isClosing'>) {
   const admitted = new WeakMap<IncomingMessage, Permissions>();
 
   /** The `listLocks` of the HTTP context: `/v1/locks` filtered to the request's permissions. */
@@ -47,7 +48,7 @@ export function guardHttp(authenticator: Authenticator, store: LockStore) {
       const url = parseRequestUrl(req.url);
       if (url === null || isOpen(url.pathname)) return inner(req, res);
       void authenticator.admit(req).then((admission) => {
-        if (!admission.ok) return refuse(res, admission.status, admission.reason);
+        if (!admission.ok) return refuse(lastIfClosing(server, res), admission.status, admission.reason);
         admitted.set(req, admission.permissions);
         inner(req, res);
       });

@@ -42,10 +42,11 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
  * Marks an answer written while the server closes as the last of its
  * connection (`Connection: close`), so a keep-alive client (a load
  * balancer's health check, a scraper) lets go of it instead of holding
- * `close()` until Node's keep-alive timeout. Call before the head is written.
+ * `close()` until Node's keep-alive timeout. Call before the head is
+ * written, by whatever writes it (the endpoints, the credentials' refusals).
  */
-function lastIfClosing(context: HttpContext, res: ServerResponse): ServerResponse {
-  if (context.isClosing() && !res.headersSent) res.setHeader('connection', 'close');
+export function lastIfClosing(server: Pick<HttpContext, 'isClosing'>, res: ServerResponse): ServerResponse {
+  if (server.isClosing() && !res.headersSent) res.setHeader('connection', 'close');
   return res;
 }
 

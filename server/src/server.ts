@@ -289,7 +289,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     for (const lost of reopening?.lost ?? []) session.pushLost(lost);
   };
 
-  const httpGuard = guardHttp(authenticator, store);
+  const httpGuard = guardHttp(authenticator, store, { isClosing: () => closing });
   const handleHttp = httpGuard.wrap(createHttpHandler({
     store,
     logger,

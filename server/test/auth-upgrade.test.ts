@@ -1,8 +1,30 @@
+import { connect } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { normaliseOrigin } from '../src/auth.js';
 import { SECRET, connectWith, get, startServer, token, upgradeStatus } from './auth-harness.js';
-import { upgradeHead } from './server-harness.js';
+import { upgradeHead, within } from './server-harness.js';
+
+/**
+ * Writes a keep-alive GET of `path` (no `Connection: close` from the
+ * client) and resolves with the head of the answer once the server ended
+ * the connection; Node's keep-alive timeout (5 s) is past the bound.
+ */
+function lastAnswerHead(port: number, path: string, headers: Record<string, string> = {}): Promise<string> {
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  return within(
+    new Promise((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(`GET ${path} HTTP/1.1\r\nHost: lockwire\r\n${lines.join('')}\r\n`));
+      let text = '';
+      socket.on('data', (chunk) => {
+        text += String(chunk);
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(text.split('\r\n\r\n')[0] ?? ''));
+    }),
+    `the answer to GET ${path} and the end of its connection`,
+  );
+}
 
 describe('authentication at the upgrade', () => {
   it('refuses an upgrade without a token with 401 and opens no session', async () => {
@@ -174,6 +196,26 @@ describe('HTTP endpoints under auth', () => {
     expect((narrow.body as { locks: Array<{ key: string }> }).locks.map((lock) => lock.key)).toEqual(['doc:2']);
     const blind = await token({ sub: 'b' });
     expect(await get(server, `/v1/locks?access_token=${blind}`)).toMatchObject({ status: 200, body: { locks: [], truncated: false } });
+  });
+
+  it('refuses with Connection: close from the start of shutdown, and ends the connection, as every other answer then', async () => {
+    const { server, clock } = await startServer({
+      auth: { secret: SECRET },
+      allowOrigins: ['https://app.example'],
+      drainDelay: 60_000,
+    });
+    const closed = server.close();
+    try {
+      const unauthorized = await lastAnswerHead(server.port, '/metrics');
+      expect(unauthorized).toMatch(/^HTTP\/1\.1 401 /);
+      expect(unauthorized).toMatch(/\r\nconnection: close(\r\n|$)/i);
+      const forbidden = await lastAnswerHead(server.port, '/v1/locks', { origin: 'https://evil.example' });
+      expect(forbidden).toMatch(/^HTTP\/1\.1 403 /);
+      expect(forbidden).toMatch(/\r\nconnection: close(\r\n|$)/i);
+    } finally {
+      clock.advance(60_000);
+    }
+    await within(closed, 'close() after the drain delay');
   });
 
   it('answers /v1/locks in full without auth', async () => {
