@@ -338,6 +338,29 @@ describe('lockwire run: lock meta', () => {
 });
 
 describe('lockwire connection settings', () => {
+  it('counts --wait from the connect: a server that never completes the WebSocket handshake within it exits 69, the command not run', async () => {
+    server = await createLockServer({ port: 0 });
+    const proxy = await startTcpProxy(Number(new URL(server.url).port));
+    cleanups.push(() => proxy.close());
+    // Held: connections are accepted and go nowhere, as with a paused server or another service on the port.
+    proxy.hold();
+    const run = lockwire(['run', '--key', 'k', '--wait', '1s', '--url', proxy.url(server.url), '--', NODE, '-e', "console.log('ran')"]);
+    expect((await run.waitForExit(6000)).code).toBe(69);
+    expect(run.text()).toBe('');
+    expect(run.text('stderr')).toContain('did not complete the WebSocket handshake and send its welcome within 1s (--wait)');
+  });
+
+  it('tries the lock once with --wait 0 after connecting within --connect-timeout', async () => {
+    server = await createLockServer({ port: 0 });
+    const holder = await client(server.url);
+    await holder.acquire('busy');
+    const busy = lockwire(['run', '--key', 'busy', '--wait', '0', '--url', server.url, '--', NODE, '-e', "console.log('ran')"]);
+    expect((await busy.waitForExit()).code).toBe(75);
+    const free = lockwire(['run', '--key', 'free', '--wait', '0', '--url', server.url, '--', NODE, '-e', "console.log('ran')"]);
+    expect((await free.waitForExit()).code).toBe(0);
+    expect(free.text()).toBe('ran');
+  });
+
   it('does not echo the access_token of LOCKWIRE_URL in a connection error', async () => {
     const status = lockwire(['status'], { LOCKWIRE_URL: 'ws://127.0.0.1:1/v1?access_token=sekret-jwt&x=1' });
     expect((await status.waitForExit()).code).toBe(69);

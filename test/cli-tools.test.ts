@@ -6,6 +6,7 @@ import { LockClient, type LockEvent } from '@lockwire/client';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startLockwireProcess, type LockwireProcess } from './helpers/lockwire-process.js';
+import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { ToolProcess, processExists } from './helpers/tool-process.js';
 import { watchForEvent } from './helpers/watch-event.js';
 
@@ -54,13 +55,20 @@ describe('lockwire --help and usage', () => {
       expect(await usage.waitForExit()).toEqual({ code: 0, signal: null });
       expect(usage.text()).toContain(`Usage: lockwire ${command}`);
       expect(usage.text()).toContain('--url URL');
+      expect(usage.text()).toMatch(/--connect-timeout DURATION\n.*\n.*\n.*exit 69 \(default 10s\)/);
     }
 
     const noCommand = lockwire(['run', '--key', 'k']);
     const badDuration = lockwire(['run', '--key', 'k', '--wait', 'soon', '--', 'true']);
     const badHeartbeat = lockwire(['run', '--key', 'k', '--heartbeat', 'often', '--', 'true']);
     const unknownFlag = lockwire(['status', '--verbose']);
-    for (const bad of [noCommand, badDuration, badHeartbeat, unknownFlag]) expect((await bad.waitForExit()).code).toBe(2);
+    const zeroConnectTimeout = lockwire(['watch', '--connect-timeout', '0']);
+    const badConnectTimeout = lockwire(['run', '--key', 'k', '--connect-timeout', 'soon', '--', 'true']);
+    for (const bad of [noCommand, badDuration, badHeartbeat, unknownFlag, zeroConnectTimeout, badConnectTimeout]) {
+      expect((await bad.waitForExit()).code).toBe(2);
+    }
+    expect(zeroConnectTimeout.text('stderr')).toContain('--connect-timeout "0": expected a duration above 0');
+    expect(badConnectTimeout.text('stderr')).toContain('--connect-timeout "soon"');
     expect(noCommand.text('stderr')).toContain('missing the command');
     expect(badDuration.text('stderr')).toContain('--wait "soon"');
     expect(badHeartbeat.text('stderr')).toContain('--heartbeat "often"');
@@ -169,6 +177,23 @@ describe('lockwire status', () => {
 
     await waiter.close();
     expect(await queued).toBeNull();
+  });
+
+  it('exits 69 at --connect-timeout when the server accepts the TCP connection but never completes the WebSocket handshake', async () => {
+    const proxy = await startTcpProxy(Number(new URL(server.url).port));
+    // Held: connections are accepted and go nowhere, as with a paused server or another service on the port.
+    proxy.hold();
+    try {
+      const status = lockwire(['status', '--connect-timeout', '300ms'], { LOCKWIRE_URL: proxy.url(server.url) });
+      expect((await status.waitForExit(5000)).code).toBe(69);
+      expect(status.text('stderr')).toBe(
+        `lockwire status: cannot connect to ${proxy.url(server.url)}: ` +
+          'the server did not complete the WebSocket handshake and send its welcome within 300ms (--connect-timeout)',
+      );
+      expect(proxy.accepted).toBe(1);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('sends --token as a bearer credential and exits 69 when the server refuses the connection', async () => {

@@ -1,5 +1,6 @@
 import { MAX_DURATION_MS } from '@lockwire/protocol';
-import { ClientErrorCode, LockClient, LockError } from '@lockwire/client';
+import { ClientErrorCode, LockClient, LockError, type TransportFactory } from '@lockwire/client';
+import { WebSocket } from 'ws';
 import { shownUrl } from './redact-url.js';
 
 /** Where a client tool (`run`, `status`, `watch`) reads and writes. */
@@ -24,17 +25,57 @@ export const ToolExit = {
   NotAcquired: 75,
 } as const;
 
+/**
+ * How long a server has, by default, to complete the WebSocket handshake
+ * and send its welcome: a server that accepts the TCP connection and then
+ * says nothing (paused, overloaded, another service on the port) would
+ * otherwise keep a tool waiting forever.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
 /** `parseArgs` options every client tool takes. */
 export const CONNECT_OPTIONS = {
   url: { type: 'string' },
   token: { type: 'string' },
+  'connect-timeout': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 /** Usage lines of {@link CONNECT_OPTIONS}. */
 export const CONNECT_USAGE = `  --url URL              the server (env LOCKWIRE_URL, default ${DEFAULT_URL})
   --token TOKEN          sent as Authorization: Bearer (env LOCKWIRE_TOKEN)
+  --connect-timeout DURATION
+                         a server that has not completed the WebSocket
+                         handshake and sent its welcome within this long
+                         counts as unreachable: exit 69 (default 10s)
   -h, --help             show this help`;
+
+/** The connect flags of a tool, as `parseArgs` gives them. */
+export interface ConnectFlags {
+  url?: string | undefined;
+  token?: string | undefined;
+  'connect-timeout'?: string | undefined;
+}
+
+/** How long the server has to answer a connect, and the flag that set it, named when it runs out. */
+export interface ConnectDeadline {
+  ms: number;
+  flag: string;
+}
+
+/**
+ * The deadline `--connect-timeout` sets ({@link DEFAULT_CONNECT_TIMEOUT_MS}
+ * when not given or empty). A string is the usage problem: not a duration,
+ * or 0, which would never connect.
+ */
+export function connectDeadlineOf(flags: ConnectFlags): ConnectDeadline | string {
+  const text = flags['connect-timeout'];
+  const flag = '--connect-timeout';
+  if (text === undefined || text === '') return { ms: DEFAULT_CONNECT_TIMEOUT_MS, flag };
+  const ms = parseDuration(text);
+  if (ms === null || ms === 0) return `${flag} ${JSON.stringify(text)}: expected a duration above 0, e.g. 500ms, 5s, 1m`;
+  return { ms, flag };
+}
 
 /** Where to connect and with which credentials. */
 export interface Endpoint {
@@ -53,33 +94,77 @@ export function endpointFrom(
 }
 
 /**
+ * The `ws` transport the client makes under Node (same options), which also
+ * hands each socket it opens to `opened`: the client's own keeps its socket
+ * private, and a connect past its deadline must drop the socket at once,
+ * without the closing handshake a server that sent no welcome would not
+ * answer either (`ws` waits 30 s for it).
+ */
+function droppableWsTransport(headers: Record<string, string>, opened: (socket: WebSocket) => void): TransportFactory {
+  return (url, handlers) => {
+    const socket = new WebSocket(url, { headers, perMessageDeflate: false });
+    opened(socket);
+    socket.on('open', () => handlers.open());
+    socket.on('message', (data, isBinary) => handlers.message(isBinary ? null : data.toString()));
+    socket.on('error', (error) => handlers.error(error));
+    socket.on('close', (code, reason) => handlers.close(code, reason.toString()));
+    return {
+      send: (text) => socket.send(text),
+      close: (code, reason) => socket.close(code, reason),
+    };
+  };
+}
+
+/**
  * Connects to `endpoint`, sending the token as a bearer credential, with
- * reconnecting off.
+ * reconnecting off. A server that has not completed the WebSocket handshake
+ * and sent its welcome within `deadline.ms` counts as unreachable: the
+ * connect rejects with an `Error` naming the deadline and `deadline.flag`,
+ * and the socket is destroyed, so nothing keeps the process alive.
  *
  * @throws the client's `LockError` (`connection_closed`) when the server
- * cannot be reached or refuses the upgrade.
+ * cannot be reached or refuses the upgrade; the deadline's `Error` when it
+ * does not answer in time.
  */
-export function connectTool(endpoint: Endpoint): Promise<LockClient> {
+export async function connectTool(endpoint: Endpoint, deadline: ConnectDeadline): Promise<LockClient> {
   const headers: Record<string, string> = endpoint.token ? { authorization: `Bearer ${endpoint.token}` } : {};
-  // A tool's run is one connection: a drop ends `run` (its lock went with it) and `watch` (exit 69),
-  // which a supervisor or shell loop can restart, rather than carrying on silently.
-  return LockClient.connect(endpoint.url, { headers, reconnect: false });
+  const sockets: WebSocket[] = [];
+  const controller = new AbortController();
+  const timer = setTimeout(() => {
+    const why = `the server did not complete the WebSocket handshake and send its welcome within ${formatDuration(deadline.ms)} (${deadline.flag})`;
+    controller.abort(new Error(why));
+    for (const socket of sockets) socket.terminate();
+  }, deadline.ms);
+  try {
+    // A tool's run is one connection: a drop ends `run` (its lock went with it) and `watch` (exit 69),
+    // which a supervisor or shell loop can restart, rather than carrying on silently.
+    return await LockClient.connect(endpoint.url, {
+      headers,
+      reconnect: false,
+      signal: controller.signal,
+      transport: droppableWsTransport(headers, (socket) => sockets.push(socket)),
+    });
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
  * Connects `command` (`run`, `status`, `watch`) as {@link connectTool} does,
- * to the endpoint its flags and environment name. When that fails it writes
- * `lockwire <command>: cannot connect to <url>: <why>` to stderr and resolves
- * null, for the caller to exit with {@link ToolExit.Unavailable}.
+ * to the endpoint its flags and environment name, within `deadline`. When
+ * that fails it writes `lockwire <command>: cannot connect to <url>: <why>`
+ * to stderr and resolves null, for the caller to exit with
+ * {@link ToolExit.Unavailable}.
  */
 export async function connectOrReport(
   io: ToolIo,
   command: string,
-  flags: { url?: string | undefined; token?: string | undefined },
+  flags: ConnectFlags,
+  deadline: ConnectDeadline,
 ): Promise<LockClient | null> {
   const endpoint = endpointFrom(flags, io.env);
   try {
-    return await connectTool(endpoint);
+    return await connectTool(endpoint, deadline);
   } catch (error) {
     const shown = shownUrl(endpoint.url);
     const why = describeError(error).split(endpoint.url).join(shown);

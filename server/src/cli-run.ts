@@ -10,12 +10,15 @@ import {
   ToolExit,
   checkConnection,
   closeTool,
+  connectDeadlineOf,
   connectOrReport,
   describeError,
   exitCodeFor,
   parseDuration,
   settleWithin,
   usageFailure,
+  type ConnectDeadline,
+  type ConnectFlags,
   type ToolIo,
 } from './cli-connect.js';
 import { startCommand, type RunningCommand } from './cli-run-child.js';
@@ -58,14 +61,21 @@ machine's name), pid (the tool's), command (the program's file name, no
 path and no arguments), and the fields of --meta, which may not replace
 those three (exit 2).
 
+--wait bounds the whole wait for the lock, connecting included: a --wait
+shorter than --connect-timeout is the connect deadline too, and the lock
+is waited for only for what is left of it after connecting. --wait 0
+tries the lock once, after connecting within --connect-timeout.
+
 Exit status: the command's (128+N when killed by signal N); 75 when the lock
 was not granted within --wait; 70 when the lock was lost; 69 when the
-server cannot be reached; 1 when the server refuses the request; 127 when
-the command cannot be started; 2 on bad usage.
+server cannot be reached, or has not completed the WebSocket handshake and
+sent its welcome by the connect deadline; 1 when the server refuses the
+request; 127 when the command cannot be started; 2 on bad usage.
 
 Options:
   --key KEY              the lock to hold (required)
-  --wait DURATION        give up after waiting this long (default: wait forever)
+  --wait DURATION        give up after waiting this long, connecting included
+                         (default: wait forever)
   --hold DURATION        the lock expires this long after the grant (default: never)
   --shared               take a shared lock instead of an exclusive one
   --kill-grace DURATION  time between SIGTERM and SIGKILL on loss (default 5s)
@@ -129,7 +139,9 @@ interface RunPlan {
   heartbeat: number;
   meta: Meta;
   command: [string, ...string[]];
-  flags: { url?: string | undefined; token?: string | undefined };
+  flags: ConnectFlags;
+  /** `--connect-timeout`, or `--wait` when that is shorter (and not 0). */
+  connectDeadline: ConnectDeadline;
 }
 
 /** The lock meta: host, the tool's pid, the program's file name, and the `--meta` fields; a string is the usage problem. */
@@ -192,6 +204,11 @@ function plan(args: string[]): RunPlan | 'help' | string {
   }
   const meta = metaFor(program, values.meta);
   if (typeof meta === 'string') return meta;
+  const connectTimeout = connectDeadlineOf(values);
+  if (typeof connectTimeout === 'string') return connectTimeout;
+  // --wait bounds the whole wait for the lock, connecting included; --wait 0 (try once) still has to connect.
+  const wait = durations.wait;
+  const connectDeadline = wait !== null && wait > 0 && wait < connectTimeout.ms ? { ms: wait, flag: '--wait' } : connectTimeout;
   return {
     key: values.key,
     wait: durations.wait,
@@ -201,7 +218,8 @@ function plan(args: string[]): RunPlan | 'help' | string {
     heartbeat: durations.heartbeat ?? DEFAULT_HEARTBEAT_MS,
     meta,
     command: [program, ...programArgs],
-    flags: { url: values.url, token: values.token },
+    flags: { url: values.url, token: values.token, 'connect-timeout': values['connect-timeout'] },
+    connectDeadline,
   };
 }
 
@@ -366,13 +384,16 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
     return ToolExit.Ok;
   }
   if (typeof run === 'string') return usageFailure(io, 'run', RUN_USAGE, run);
-  const client = await connectOrReport(io, 'run', run.flags);
+  const connecting = performance.now();
+  const client = await connectOrReport(io, 'run', run.flags, run.connectDeadline);
   if (client === null) return ToolExit.Unavailable;
+  // The time connecting took counts against --wait; what is left of it (0: try once) is the wait in the queue.
+  const wait = run.wait === null ? null : Math.max(0, Math.floor(run.wait - (performance.now() - connecting)));
   const signals = listenForSignals();
   try {
     let acquired;
     try {
-      acquired = await acquire(client, run, signals);
+      acquired = await acquire(client, { ...run, wait }, signals);
     } catch (error) {
       io.stderr.write(`lockwire run: cannot acquire ${JSON.stringify(run.key)}: ${describeError(error)}\n`);
       return exitCodeFor(error);

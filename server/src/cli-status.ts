@@ -5,6 +5,7 @@ import {
   CONNECT_USAGE,
   ToolExit,
   closeTool,
+  connectDeadlineOf,
   connectOrReport,
   describeError,
   exitCodeFor,
@@ -20,14 +21,17 @@ how long it has held the lock, when the hold expires, the queue length and
 the holder's meta. --json prints the list as GET /v1/locks gives it
 ({"locks": [...], "truncated": bool}), for scripts.
 
-Exit status: 0; 69 when the server cannot be reached; 1 when it refuses the
-request; 2 on bad usage.
+Exit status: 0; 69 when the server cannot be reached or does not answer the
+connect within --connect-timeout; 1 when it refuses the request; 2 on bad
+usage.
 
 Options:
   --prefix P             only keys starting with P (default: all)
   --limit N              at most N keys, 1 to 10000 (default 1000)
   --json                 print JSON
 ${CONNECT_USAGE}
+
+Durations are milliseconds, or a number with ms, s, m or h: 500ms, 5s, 1m.
 `;
 
 const HEADERS = ['KEY', 'MODE', 'SESSION', 'TOKEN', 'HELD FOR', 'EXPIRES IN', 'QUEUE', 'META'] as const;
@@ -95,7 +99,9 @@ export async function statusCommand(args: string[], io: ToolIo): Promise<number>
     return usageFailure(io, 'status', STATUS_USAGE, `--limit ${JSON.stringify(values.limit)}: expected an integer from 1 to 10000`);
   }
   const prefix = values.prefix ?? '';
-  const client = await connectOrReport(io, 'status', values);
+  const deadline = connectDeadlineOf(values);
+  if (typeof deadline === 'string') return usageFailure(io, 'status', STATUS_USAGE, deadline);
+  const client = await connectOrReport(io, 'status', values, deadline);
   if (client === null) return ToolExit.Unavailable;
   try {
     const result = await client.list({ prefix, ...(limit === undefined ? {} : { limit }) });

@@ -5,6 +5,7 @@ import {
   CONNECT_USAGE,
   ToolExit,
   closeTool,
+  connectDeadlineOf,
   connectOrReport,
   describeError,
   exitCodeFor,
@@ -28,13 +29,16 @@ expired, stolen, revoked, queued, dequeued) as it happens, until Ctrl-C.
 "holders":N, "waiters":N, "at":epoch-ms}).
 
 Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM, within about 1 s even when
-the server stopped answering; 69 when the server cannot be reached or the
-connection ends; 1 when it refuses the watch; 2 on bad usage.
+the server stopped answering; 69 when the server cannot be reached, does
+not answer the connect within --connect-timeout, or the connection ends; 1
+when it refuses the watch; 2 on bad usage.
 
 Options:
   --prefix P             only keys starting with P (default: all)
   --json                 print JSON lines
 ${CONNECT_USAGE}
+
+Durations are milliseconds, or a number with ms, s, m or h: 500ms, 5s, 1m.
 `;
 
 function quoted(key: string): string {
@@ -80,7 +84,9 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
   }
   const json = values.json === true;
   const prefix = values.prefix ?? '';
-  const client = await connectOrReport(io, 'watch', values);
+  const deadline = connectDeadlineOf(values);
+  if (typeof deadline === 'string') return usageFailure(io, 'watch', WATCH_USAGE, deadline);
+  const client = await connectOrReport(io, 'watch', values, deadline);
   if (client === null) return ToolExit.Unavailable;
   let stopListening: (() => void) | undefined;
   let onEnded: (() => void) | undefined;

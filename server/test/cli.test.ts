@@ -1,5 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,13 +15,54 @@ import { RawClient, within } from './server-harness.js';
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = fileURLToPath(new URL('../bin/lockwire.mjs', import.meta.url));
 const children: ChildProcess[] = [];
+const listeners: Server[] = [];
+const accepted: Socket[] = [];
 const dir = mkdtempSync(join(tmpdir(), 'lockwire-cli-'));
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 afterEach(() => {
   for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const socket of accepted.splice(0)) socket.destroy();
+  for (const listener of listeners.splice(0)) listener.close();
 });
+
+/**
+ * A loopback server that takes one connection and never says a word on it:
+ * a paused server, or another service on the port. With `upgrade` it first
+ * completes the WebSocket handshake (101), then sends nothing, not even an
+ * answer to a close frame. Resolves its URL and the server side of the
+ * connection, once a client connected.
+ */
+async function silentServer(upgrade: boolean): Promise<{ url: string; connection: Promise<Socket> }> {
+  let accept: (socket: Socket) => void = () => undefined;
+  const connection = new Promise<Socket>((resolve) => {
+    accept = (socket) => {
+      accepted.push(socket);
+      // Reads (and drops) what arrives, so the client's FIN is seen.
+      socket.resume();
+      resolve(socket);
+    };
+  });
+  let listener: Server;
+  if (upgrade) {
+    const http = createHttpServer();
+    http.on('upgrade', (request, socket: Socket) => {
+      const key = String(request.headers['sec-websocket-key']);
+      const acceptKey = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey}\r\n\r\n`);
+      accept(socket);
+    });
+    listener = http;
+  } else {
+    listener = createNetServer((socket) => accept(socket));
+  }
+  listeners.push(listener);
+  listener.listen(0, '127.0.0.1');
+  await once(listener, 'listening');
+  const { port } = listener.address() as AddressInfo;
+  return { url: `ws://127.0.0.1:${port}/v1`, connection };
+}
 
 interface Run {
   child: ChildProcess;
@@ -135,6 +180,25 @@ describe('lockwire (in process)', () => {
     const { io, written } = fakeIo({ LOCKWIRE_MAX_PAYLOAD: 'lots' });
     expect(await main(['serve'], io)).toBe(2);
     expect(written.stderr).toContain('LOCKWIRE_MAX_PAYLOAD "lots": expected an integer');
+  });
+});
+
+describe('lockwire status (in process) against a server that never answers', () => {
+  it.each([
+    ['accepts the TCP connection and sends nothing', false],
+    ['completes the WebSocket handshake and sends no welcome', true],
+  ])('exits 69 at --connect-timeout and drops the socket when the server %s', async (_what, upgrade) => {
+    const { url, connection } = await silentServer(upgrade);
+    const { io, written } = fakeIo();
+    const code = main(['status', '--url', url, '--connect-timeout', '200ms'], io);
+    const socket = await within(connection, 'the connection');
+    const ended = once(socket, 'end');
+    expect(await within(code, 'the exit code', 5000)).toBe(69);
+    expect(written.stderr).toBe(
+      `lockwire status: cannot connect to ${url}: the server did not complete the WebSocket handshake and send its welcome within 200ms (--connect-timeout)\n`,
+    );
+    // Dropped, not left to a closing handshake this server would never answer (ws waits 30 s for one).
+    await within(ended, "the client's end of the connection", 5000);
   });
 });
 
