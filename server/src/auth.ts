@@ -97,10 +97,20 @@ export function permissionsOf(payload: JWTPayload): Permissions {
   };
 }
 
+/** True for a failure of the token's claims, which jose checks after its signature. */
+function isClaimFailure(failure: unknown): boolean {
+  return (
+    failure instanceof errors.JWTClaimValidationFailed ||
+    failure instanceof errors.JWTExpired ||
+    failure instanceof errors.JWTInvalid
+  );
+}
+
 /**
  * Verifies `token` against a key set. A token without `kid` matches every
  * key of its algorithm; with several (a key rotation), each is tried, and the
- * token is valid when one of them verifies its signature.
+ * token is valid when one of them verifies its signature. A key that cannot
+ * be used (jose refuses it) does not stop the others from being tried.
  */
 async function verifyWithKeySet(
   token: string,
@@ -115,9 +125,11 @@ async function verifyWithKeySet(
       try {
         return (await jwtVerify(token, key, checks)).payload;
       } catch (failure) {
-        // Another key's signature: try the next. Any other failure (expired,
-        // wrong audience) holds for every key and is the answer.
-        if (!(failure instanceof errors.JWSSignatureVerificationFailed)) throw failure;
+        // A claim is checked only once this key verified the signature: its
+        // failure (expired, wrong audience) holds whatever the key and is the
+        // answer. Any other failure is this key's (another key's signature,
+        // a key jose will not verify with): the next key may still verify it.
+        if (isClaimFailure(failure)) throw failure;
       }
     }
     throw new errors.JWSSignatureVerificationFailed();
@@ -147,6 +159,9 @@ export function normaliseOrigin(entry: string): string {
   return url.origin;
 }
 
+/** The shortest RSA modulus jose verifies RS* and PS* signatures with: it refuses every token of a shorter key. */
+const MIN_RSA_BITS = 2048;
+
 /** Why a JWK is not a public signature key lockwire can verify with, or null when it is one. */
 function jwkProblem(jwk: unknown): string | null {
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return 'not a JWK (a JSON object with kty)';
@@ -154,19 +169,30 @@ function jwkProblem(jwk: unknown): string | null {
   if (kty === 'oct') return 'a symmetric key: give an HS256 secret with --auth-secret instead';
   if ('d' in jwk) return 'a private key: the file must hold public keys only';
   if (kty !== 'RSA' && kty !== 'EC' && kty !== 'OKP') return `kty ${JSON.stringify(kty)}: expected RSA, EC or OKP`;
+  let bits: number | undefined;
   try {
-    createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+    bits = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' }).asymmetricKeyDetails?.modulusLength;
   } catch (error) {
     return `not a valid ${kty} public key: ${error instanceof Error ? error.message : String(error)}`;
   }
+  if (kty === 'RSA' && (bits === undefined || bits < MIN_RSA_BITS)) {
+    return `an RSA key of ${bits ?? 'unknown'} bits: tokens are verified only with RSA keys of ${MIN_RSA_BITS} bits or more`;
+  }
   return null;
+}
+
+/** How an error names a key of a JWKS: by its index, and its `kid` when it has one. */
+function keyName(index: number, jwk: unknown): string {
+  const kid = typeof jwk === 'object' && jwk !== null && 'kid' in jwk ? jwk.kid : undefined;
+  return typeof kid === 'string' ? `keys[${index}] (kid ${JSON.stringify(kid)})` : `keys[${index}]`;
 }
 
 /**
  * The key set of a JWKS file's text (`--auth-jwks-file`): public signature
  * keys (RSA, EC or OKP) that tokens are verified with. Throws an `Error`
  * saying what is wrong: not JSON, no `keys` array, no keys, or a key that is
- * not such a key (named by its index: `keys[1]: a private key ...`). The
+ * not such a key or is an RSA key under 2048 bits (named by its index and
+ * its kid: `keys[1] (kid "k2"): a private key ...`). The
  * checks run when the server starts, so a bad file stops it instead of
  * leaving every token refused.
  */
@@ -183,7 +209,7 @@ export function parseJwks(text: string): JSONWebKeySet {
   if (parsed.keys.length === 0) throw new Error('the keys array is empty: no token could be verified');
   for (const [index, jwk] of parsed.keys.entries()) {
     const problem = jwkProblem(jwk);
-    if (problem !== null) throw new Error(`keys[${index}]: ${problem}`);
+    if (problem !== null) throw new Error(`${keyName(index, jwk)}: ${problem}`);
   }
   const jwks = parsed as JSONWebKeySet;
   createLocalJWKSet(jwks);

@@ -1,9 +1,16 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { connect } from 'node:net';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { normaliseOrigin } from '../src/auth.js';
+import { normaliseOrigin, parseJwks } from '../src/auth.js';
 import { SECRET, connectWith, get, startServer, token, upgradeStatus } from './auth-harness.js';
 import { upgradeHead, within } from './server-harness.js';
+
+/** The public JWK of a new RSA key of `bits` (node:crypto: jose makes none under 2048 bits). */
+function rsaPublicJwk(bits: number, extra: Partial<JWK> = {}): JWK {
+  const { publicKey } = generateKeyPairSync('rsa', { modulusLength: bits });
+  return { ...publicKey.export({ format: 'jwk' }), ...extra };
+}
 
 /**
  * Writes a keep-alive GET of `path` (no `Connection: close` from the
@@ -110,6 +117,27 @@ describe('authentication at the upgrade', () => {
     expect(await upgradeStatus(server.url, await bearer(sign(stranger)))).toBe(401);
     expect(await upgradeStatus(server.url, await bearer(sign(newer, Math.floor(clock.now() / 1000) - 10)))).toBe(401);
     expect(server.sessionCount()).toBe(2);
+  });
+
+  it('refuses a JWKS with an RSA key under 2048 bits when it is read, naming the key, since no token could be verified with it', async () => {
+    const good = rsaPublicJwk(2048, { kid: 'current', alg: 'RS256' });
+    const short = rsaPublicJwk(1024, { kid: 'legacy', alg: 'RS256', use: 'sig' });
+    expect(() => parseJwks(JSON.stringify({ keys: [good, short] }))).toThrow(
+      'keys[1] (kid "legacy"): an RSA key of 1024 bits: tokens are verified only with RSA keys of 2048 bits or more',
+    );
+    expect(() => parseJwks(JSON.stringify({ keys: [rsaPublicJwk(1024)] }))).toThrow(/^keys\[0\]: an RSA key of 1024 bits/);
+    expect(parseJwks(JSON.stringify({ keys: [good] })).keys).toHaveLength(1);
+  });
+
+  it('accepts a token without kid that a later key of its algorithm verifies when an earlier one cannot be used', async () => {
+    const { publicKey, privateKey } = await generateKeyPair('RS256');
+    const usable = { ...(await exportJWK(publicKey)), alg: 'RS256' };
+    const { server, clock } = await startServer({ auth: { jwks: { keys: [rsaPublicJwk(1024, { alg: 'RS256' }), usable] } } });
+    const signed = await new SignJWT({ sub: 'bo', locks: ['*'] })
+      .setProtectedHeader({ alg: 'RS256' })
+      .setExpirationTime(Math.floor(clock.now() / 1000) + 60)
+      .sign(privateKey);
+    expect((await connectWith(server.url, signed)).welcome).toMatchObject({ user: 'bo' });
   });
 
   it('puts no user in the welcome when auth is off and lets every session do everything', async () => {

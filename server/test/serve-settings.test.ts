@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,6 +179,10 @@ describe('settings the server would fail on later', () => {
       [{ keys: [await exportJWK(publicKey), await exportJWK(privateKey)] }, 'keys[1]: a private key'],
       [{ keys: [{ kty: 'oct', k: 'c2VjcmV0' }] }, 'keys[0]: a symmetric key'],
       [{ keys: [{ kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' }] }, 'keys[0]: not a valid EC public key'],
+      [
+        { keys: [{ ...generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'jwk' }), kid: 'old' }] },
+        'keys[0] (kid "old"): an RSA key of 1024 bits',
+      ],
       [{ keys: [] }, 'the keys array is empty'],
       [[], 'expected a JSON object with a keys array'],
       ['{"keys": [', 'not valid JSON'],
