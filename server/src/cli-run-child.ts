@@ -188,3 +188,81 @@ export function startCommand(options: CommandOptions): RunningCommand {
     },
   };
 }
+
+/**
+ * The signals whose default action would end the tool (Node ignores SIGPIPE
+ * and SIGXFSZ, and SIGUSR1 starts its inspector): caught for the whole run,
+ * so the tool never dies of one with the command left running, and passed on
+ * to the command. Not caught: SIGPROF (V8's profiler uses it), and the
+ * signals of a fault in the tool itself (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+ * SIGABRT, SIGTRAP, SIGSYS).
+ */
+export const PASSED_ON_SIGNALS = [
+  'SIGINT',
+  'SIGTERM',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR2',
+  'SIGALRM',
+  'SIGVTALRM',
+  'SIGXCPU',
+  'SIGIO',
+  'SIGPWR',
+  'SIGSTKFLT',
+] as const;
+/**
+ * What a terminal sends its whole foreground process group (Ctrl-C, Ctrl-\,
+ * and a hang-up, which the shell passes on to each job's group): a command
+ * in the tool's own group has had it already, and passing it on would
+ * deliver it twice. So does sudo.
+ */
+export const TERMINAL_SIGNALS: ReadonlySet<NodeJS.Signals> = new Set(['SIGINT', 'SIGQUIT', 'SIGHUP']);
+
+/** Where the {@link PASSED_ON_SIGNALS} go; `route` changes it, `stop` removes the listeners. */
+export interface SignalRoute {
+  route(handler: (signal: NodeJS.Signals) => void): void;
+  stop(): void;
+}
+
+/**
+ * Listens for the {@link PASSED_ON_SIGNALS} from now until `stop()`, ignoring
+ * them until routed: one set of listeners for the whole run, so a signal
+ * between two phases (the command's exit and the release, say) never finds
+ * none and kills the tool with the lock still held.
+ */
+export function listenForSignals(): SignalRoute {
+  let handler: (signal: NodeJS.Signals) => void = () => undefined;
+  const listener = (signal: NodeJS.Signals) => handler(signal);
+  for (const signal of PASSED_ON_SIGNALS) process.on(signal, listener);
+  return {
+    route(next) {
+      handler = next;
+    },
+    stop() {
+      for (const signal of PASSED_ON_SIGNALS) process.off(signal, listener);
+    },
+  };
+}
+
+/**
+ * Makes the tool and the command's own process group stop and continue
+ * together, as a shell does with a job: on SIGTSTP (Ctrl-Z) the group gets
+ * SIGSTOP, then the tool stops itself; on SIGCONT the group is continued.
+ * A stopped tool answers no heartbeat, so a server may hand the lock on
+ * meanwhile; the tool notices once continued and stops the command. Returns
+ * a function that stops listening (SIGTSTP then stops the tool alone again,
+ * the default, with no command left to stop).
+ */
+export function followJobControl(command: RunningCommand): () => void {
+  const onStop = () => {
+    command.suspend();
+    process.kill(process.pid, 'SIGSTOP');
+  };
+  const onContinue = () => command.resume();
+  process.on('SIGTSTP', onStop);
+  process.on('SIGCONT', onContinue);
+  return () => {
+    process.off('SIGTSTP', onStop);
+    process.off('SIGCONT', onContinue);
+  };
+}
