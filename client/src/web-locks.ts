@@ -81,6 +81,12 @@ export class LockManager {
    * millisecond in key order, then queue order); this client's requests not
    * yet in the server queue (waiting behind its own holders) come last, in
    * the order they were made.
+   *
+   * This client's own holders and requests are listed also for names the
+   * server's `list` leaves out (credentials without `watch` on them, or past
+   * the 10,000 keys): holders at their hold's place by fencing token,
+   * requests with those not yet in the server queue, since the client
+   * cannot see where they stand in it.
    */
   async query(): Promise<LockManagerSnapshot> {
     const { locks } = await this.#host.list({ prefix: '', limit: MAX_LIST_LIMIT });
@@ -122,8 +128,13 @@ export class LockManager {
         if (waiter !== granted && waiter !== listed) pending.push(local(name, waiter));
       }
     }
+    // Names the server did not list: its credentials may not watch them (list leaves them out), or the list was
+    // cut at its limit. This client's own holders and requests of them are still known here.
     for (const [name, state] of this.#queue.names) {
       if (seen.has(name)) continue;
+      for (const holder of state.held) {
+        held.push({ lock: info(name, holder.lock.mode, self), order: [holder.lock.token, 0, held.length] });
+      }
       for (const waiter of state.queue) pending.push(local(name, waiter));
     }
     return { held: inOrder(held), pending: inOrder(pending) };
