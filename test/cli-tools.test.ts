@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { basename } from 'node:path';
 import { LockClient, type LockEvent } from '@lockwire/client';
-import { createLockServer, type LockServer } from '@lockwire/server';
+import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startLockwireProcess, type LockwireProcess } from './helpers/lockwire-process.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
@@ -132,12 +132,23 @@ describe('lockwire run', () => {
   });
 
   it('kills a command that ignores SIGTERM after --kill-grace when the lock expires', async () => {
-    const script = "process.on('SIGTERM', () => {}); console.log('pid ' + process.pid); setInterval(() => {}, 1000);";
-    const run = lockwire(['run', '--key', 'stubborn', '--hold', '300', '--kill-grace', '200ms', '--', NODE, '-e', script]);
-    const pid = Number((await run.waitForLine(/^pid \d+$/)).slice(4));
-    expect((await run.waitForExit()).code).toBe(70);
-    expect(run.text('stderr')).toMatch(/lost: it was expired/);
-    expect(processExists(pid)).toBe(false);
+    // The hold expires on a manual clock, once the command has started: a slow start cannot outlast it.
+    const clock = createManualClock();
+    const timed = await createLockServer({ port: 0, clock });
+    try {
+      const script = "process.on('SIGTERM', () => {}); console.log('pid ' + process.pid); setInterval(() => {}, 1000);";
+      const run = lockwire(['run', '--key', 'stubborn', '--hold', '300', '--kill-grace', '200ms', '--', NODE, '-e', script], {
+        LOCKWIRE_URL: timed.url,
+      });
+      const pid = Number((await run.waitForLine(/^pid \d+$/)).slice(4));
+      expect(processExists(pid)).toBe(true);
+      clock.advance(300);
+      expect((await run.waitForExit()).code).toBe(70);
+      expect(run.text('stderr')).toMatch(/lost: it was expired/);
+      expect(processExists(pid)).toBe(false);
+    } finally {
+      await timed.close();
+    }
   });
 });
 
