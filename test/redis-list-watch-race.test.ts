@@ -14,45 +14,77 @@ import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 // The node that reads reaches Redis through a proxy that stops its command
 // connection at its next SCAN, either before the SCAN reaches Redis or
 // before its reply comes back, while the test makes a change on another
-// node; the other nodes talk to Redis directly.
+// node; the proxy can also hold back what Redis sends on the node's pub/sub
+// connection (a connection lagging the others). The other nodes talk to
+// Redis directly.
 
 /** Which way a stopped connection holds its bytes: its SCAN going up, or the SCAN's reply coming back. */
 type Stop = 'request' | 'reply';
 
-/** A proxy to Redis that can stop a connection at its next SCAN until the test opens it. */
+/** A proxy to Redis that can stop a connection at its next SCAN, or hold back its pub/sub connections, until the test lets them go. */
 interface ScanGate {
   readonly url: string;
   /** Stops the next connection that sends a SCAN, `stop` way; resolves once the SCAN went by. */
   stopAtScan(stop: Stop): Promise<void>;
   /** Delivers what the stopped connection held, in order, and carries its bytes again. */
   open(): void;
+  /** Holds, from now on, what Redis sends on the pub/sub connections open now. */
+  holdPubSub(): void;
+  /** Delivers what the pub/sub connections held, in order, and carries their bytes again. */
+  releasePubSub(): void;
+  /** Resolves when a connection next sends Redis bytes holding `text`. */
+  sent(text: string): Promise<void>;
   close(): void;
 }
 
+/** One connection through the gate, and what it holds each way. */
+interface Link {
+  up: Socket;
+  down: Socket;
+  pubSub: boolean;
+  /** Bytes held going to Redis or coming back; null while they flow. */
+  heldUp: Buffer[] | null;
+  heldDown: Buffer[] | null;
+}
+
 async function startScanGate(targetPort: number): Promise<ScanGate> {
-  const sockets = new Set<Socket>();
+  const links = new Set<Link>();
   let armed: { stop: Stop; caught: () => void } | null = null;
-  let stopped: { client: Socket; stop: Stop; held: Buffer[] } | null = null;
-  const onwards = new Map<Socket, (chunk: Buffer, stop: Stop) => void>();
+  let stopped: Link | null = null;
+  const watches = new Set<{ text: string; seen: () => void }>();
+  const flush = (link: Link) => {
+    const { heldUp, heldDown } = link;
+    link.heldUp = null;
+    link.heldDown = null;
+    for (const chunk of heldUp ?? []) link.up.write(chunk);
+    for (const chunk of heldDown ?? []) link.down.write(chunk);
+  };
   const server = createServer((client) => {
     const upstream = connectTcp(targetPort, '127.0.0.1');
-    sockets.add(client).add(upstream);
+    const link: Link = { up: upstream, down: client, pubSub: false, heldUp: null, heldDown: null };
+    links.add(link);
     client.on('data', (chunk: Buffer) => {
+      // A connection becomes a pub/sub one with its SUBSCRIBE; no command of the store says it otherwise.
+      if (/subscribe/i.test(chunk.toString('latin1'))) link.pubSub = true;
+      for (const watch of [...watches]) {
+        if (!chunk.includes(watch.text)) continue;
+        watches.delete(watch);
+        watch.seen();
+      }
       // A RESP command name travels between CRLFs; no key or value of these tests is `SCAN`.
       if (armed && chunk.includes('\r\nSCAN\r\n')) {
-        stopped = { client, stop: armed.stop, held: [] };
-        const { caught } = armed;
+        const { stop, caught } = armed;
         armed = null;
-        if (stopped.stop === 'request') stopped.held.push(chunk);
-        else upstream.write(chunk);
+        stopped = link;
+        if (stop === 'request') link.heldUp = [];
+        else link.heldDown = [];
         caught();
-        return;
       }
-      if (stopped?.client === client && stopped.stop === 'request') stopped.held.push(chunk);
+      if (link.heldUp) link.heldUp.push(chunk);
       else upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (stopped?.client === client && stopped.stop === 'reply') stopped.held.push(chunk);
+      if (link.heldDown) link.heldDown.push(chunk);
       else client.write(chunk);
     });
     for (const [from, to] of [
@@ -62,11 +94,9 @@ async function startScanGate(targetPort: number): Promise<ScanGate> {
       from.on('error', () => to.destroy());
       from.on('close', () => {
         to.destroy();
-        sockets.delete(from);
+        links.delete(link);
       });
     }
-    // Held bytes go where they were going once the gate opens.
-    onwards.set(client, (chunk, stop) => (stop === 'request' ? upstream : client).write(chunk));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
@@ -75,14 +105,21 @@ async function startScanGate(targetPort: number): Promise<ScanGate> {
     url: `redis://127.0.0.1:${port}`,
     stopAtScan: (stop) => new Promise<void>((caught) => (armed = { stop, caught })),
     open: () => {
-      const was = stopped;
+      if (stopped) flush(stopped);
       stopped = null;
-      if (!was) return;
-      const deliver = onwards.get(was.client);
-      for (const chunk of was.held) deliver?.(chunk, was.stop);
     },
+    holdPubSub: () => {
+      for (const link of links) if (link.pubSub) link.heldDown ??= [];
+    },
+    releasePubSub: () => {
+      for (const link of links) if (link.pubSub) flush(link);
+    },
+    sent: (text) => new Promise<void>((seen) => watches.add({ text, seen })),
     close: () => {
-      for (const socket of sockets) socket.destroy();
+      for (const link of links) {
+        link.up.destroy();
+        link.down.destroy();
+      }
       server.close();
     },
   };
@@ -109,7 +146,10 @@ describe('Redis store: list and a watch snapshot read while other nodes change k
     await redis.stop();
   });
   afterEach(async () => {
-    for (const gate of gates) gate.open();
+    for (const gate of gates) {
+      gate.open();
+      gate.releasePubSub();
+    }
     for (const client of clients.splice(0)) client.terminate();
     await Promise.all(servers.splice(0).map((s) => s.close()));
     await Promise.all(links.splice(0).map((l) => l.close()));
@@ -160,6 +200,37 @@ describe('Redis store: list and a watch snapshot read while other nodes change k
     await observer.nextEvent('doc:1', 'released');
     gate.open();
     const snapshot = await watcher.reply(id);
+    expect(snapshot).toMatchObject({ ok: true, locks: [], truncated: false });
+
+    const taken = await taker.request({ op: 'acquire', key: 'doc:1' });
+    await watcher.nextEvent('doc:1', 'acquired');
+    expect(eventsAfter(watcher, snapshot, 'doc:1')).toEqual([
+      { key: 'doc:1', event: 'acquired', session: taker.session, token: taken.token, holders: 1, waiters: 0 },
+    ]);
+  });
+
+  it('a watch opened while another node releases a key before its SCAN streams no event of that release when the broadcast comes after the SCAN reply', async () => {
+    const { reader, other, gate } = await nodes();
+    const holder = await connect(other);
+    const taker = await connect(other);
+    const watcher = await connect(reader);
+    expect(await holder.request({ op: 'acquire', key: 'doc:1' })).toMatchObject({ acquired: true });
+
+    const caught = gate.stopAtScan('request');
+    const id = watcher.id();
+    watcher.send({ op: 'watch', id, prefix: 'doc:' });
+    await caught;
+    // The release's broadcast waits in the proxy: the reading node's pub/sub connection lags.
+    gate.holdPubSub();
+    expect(await holder.request({ op: 'release', key: 'doc:1' })).toMatchObject({ ok: true });
+    const replied = watcher.reply(id);
+    // The SCAN finds the key free. The node then answers the watch, or first publishes a
+    // barrier to itself (which comes back behind the broadcast): the lag ends either way.
+    const barrier = gate.sent('\r\nsync ');
+    gate.open();
+    await Promise.race([replied, barrier]);
+    gate.releasePubSub();
+    const snapshot = await replied;
     expect(snapshot).toMatchObject({ ok: true, locks: [], truncated: false });
 
     const taken = await taker.request({ op: 'acquire', key: 'doc:1' });

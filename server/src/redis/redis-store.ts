@@ -245,6 +245,8 @@ class RedisStore implements LockStore {
       sink,
       () => this.#reader.snapshot(prefix, limit, viewer),
       (key, version) => this.#ctx.sequencer?.seed(encodeKey(key), version),
+      // Events travel on the pub/sub connection: those of steps before the snapshot's reads are heard behind a barrier.
+      () => this.#barrier.sync((key) => key.startsWith(prefix)),
     );
   }
 

@@ -105,12 +105,12 @@ function setState(view: Map<string, KeyState>, key: string, state: Shown): void 
  * read too, before the buffer is let go, and takes part in the snapshot as
  * if the SCAN had found it: a key found locked takes its place in key order
  * (what then falls past the limit leaves the answer, which says
- * `truncated`), and every such key gets its floor. An event heard only
- * after the snapshot's reads came back is taken for one of a step after its
- * SCAN, which for a key the SCAN found free follows from its absence: Redis
- * sends a step's events to the pub/sub connection as it runs the step, so
- * those of steps before the SCAN are heard by then unless that connection
- * lags the command connection by more than the snapshot's reads.
+ * `truncated`), and every such key gets its floor. Events travel on the
+ * pub/sub connection, which can lag the connection the snapshot read on,
+ * so before that the watch waits for a barrier through the pub/sub
+ * connection (`heard`): every event of a step Redis ran before it is then
+ * in the buffer, and an event heard later is of a step after the SCAN,
+ * which for a key the SCAN found free follows from its absence.
  *
  * A read runs ahead of pub/sub: a snapshot may show steps whose events are
  * still on their way to this node, and other watches here still need them.
@@ -189,11 +189,13 @@ export class WatchHub {
 
   /**
    * Starts a watch: `snapshot` reads the table (as `list`) and the version
-   * each key it read was read at; the keys that events heard meanwhile name
-   * and it did not read are then read with its `readKeys` and join it.
-   * Events from then on go to `sink`. `seed` gets each read version of a key
-   * no other watch here covers: events of that key at or below it concern no
-   * watch here. Rejects, and the watch ends, when a read fails.
+   * each key it read was read at; once `heard` resolved (every event of a
+   * step Redis ran before it was called has been dispatched here), the keys
+   * that events heard meanwhile name and the snapshot did not read are read
+   * with its `readKeys` and join it. Events from then on go to `sink`.
+   * `seed` gets each read version of a key no other watch here covers:
+   * events of that key at or below it concern no watch here. Rejects, and
+   * the watch ends, when a read fails.
    */
   async watch(
     prefix: string,
@@ -201,6 +203,7 @@ export class WatchHub {
     sink: (event: LockEvent) => void,
     snapshot: () => Promise<WatchSnapshot>,
     seed: (key: string, version: number) => void = () => {},
+    heard: () => Promise<void> = async () => {},
   ): Promise<WatchHandle> {
     while (this.#catchingUp) await this.#catchingUp;
     const watcher: Watcher = { prefix, limit, sink, buffer: [], floors: new Map(), view: new Map() };
@@ -209,6 +212,7 @@ export class WatchHub {
     let taken: WatchSnapshot;
     try {
       taken = await snapshot();
+      await heard();
       // Still buffering: what this read's keys hear meanwhile is sorted out by their floors.
       const unread = new Set<string>();
       for (const { event } of watcher.buffer ?? []) if (!taken.versions.has(event.key)) unread.add(event.key);
