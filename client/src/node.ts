@@ -13,6 +13,13 @@ export * from './index.js';
 export interface WsTransportOptions {
   /** HTTP headers sent with the upgrade request. */
   headers?: Record<string, string>;
+  /**
+   * Called with each `ws` socket the transport opens, before it connects:
+   * for a caller that must be able to drop a socket at once (`terminate()`),
+   * e.g. one whose server completed the upgrade but never sent a welcome,
+   * where a polite close would wait for `ws`'s 30 s closing handshake.
+   */
+  onSocket?: (socket: WebSocket) => void;
 }
 
 /** A transport over the `ws` package. */
@@ -20,6 +27,7 @@ export function createWsTransport(options: WsTransportOptions = {}): TransportFa
   return (url, handlers) => {
     // Lock traffic is small JSON; compression would only cost memory on both ends.
     const socket = new WebSocket(url, { headers: options.headers, perMessageDeflate: false });
+    options.onSocket?.(socket);
     socket.on('open', () => handlers.open());
     socket.on('message', (data, isBinary) => handlers.message(isBinary ? null : data.toString()));
     socket.on('error', (error) => handlers.error(error));

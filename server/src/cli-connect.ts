@@ -1,5 +1,5 @@
 import { MAX_DURATION_MS } from '@lockwire/protocol';
-import { ClientErrorCode, LockClient, LockError, type TransportFactory } from '@lockwire/client';
+import { ClientErrorCode, createWsTransport, LockClient, LockError } from '@lockwire/client';
 import { WebSocket } from 'ws';
 import { shownUrl } from './redact-url.js';
 
@@ -94,28 +94,6 @@ export function endpointFrom(
 }
 
 /**
- * The `ws` transport the client makes under Node (same options), which also
- * hands each socket it opens to `opened`: the client's own keeps its socket
- * private, and a connect past its deadline must drop the socket at once,
- * without the closing handshake a server that sent no welcome would not
- * answer either (`ws` waits 30 s for it).
- */
-function droppableWsTransport(headers: Record<string, string>, opened: (socket: WebSocket) => void): TransportFactory {
-  return (url, handlers) => {
-    const socket = new WebSocket(url, { headers, perMessageDeflate: false });
-    opened(socket);
-    socket.on('open', () => handlers.open());
-    socket.on('message', (data, isBinary) => handlers.message(isBinary ? null : data.toString()));
-    socket.on('error', (error) => handlers.error(error));
-    socket.on('close', (code, reason) => handlers.close(code, reason.toString()));
-    return {
-      send: (text) => socket.send(text),
-      close: (code, reason) => socket.close(code, reason),
-    };
-  };
-}
-
-/**
  * Connects to `endpoint`, sending the token as a bearer credential, with
  * reconnecting off. A server that has not completed the WebSocket handshake
  * and sent its welcome within `deadline.ms` counts as unreachable: the
@@ -142,7 +120,9 @@ export async function connectTool(endpoint: Endpoint, deadline: ConnectDeadline)
       headers,
       reconnect: false,
       signal: controller.signal,
-      transport: droppableWsTransport(headers, (socket) => sockets.push(socket)),
+      // The client keeps its socket private: a connect past its deadline must drop the socket at once,
+      // without the closing handshake a server that sent no welcome would not answer either.
+      transport: createWsTransport({ headers, onSocket: (socket) => sockets.push(socket) }),
     });
   } finally {
     clearTimeout(timer);
