@@ -5,12 +5,14 @@ import type { Lease } from './lease.js';
 import type { LockOptions } from './web-lock.js';
 import { SharedHoldSharing } from './web-lock-sharing.js';
 import {
+  blockedHere,
   breakHolders,
   dequeue,
   handOver,
   holderLossReason,
   holdFor,
   newNameState,
+  refuseUnavailable,
   stopFollow,
   stopRecheck,
   wake,
@@ -90,7 +92,7 @@ export class WebLockQueue {
         requeue: false,
         abandoned: undefined,
         // An ifAvailable request is answered once decided: until then it holds later requests back.
-        blocked: !ifAvailable && this.#blockedHere(state, mode),
+        blocked: !ifAvailable && blockedHere(state, mode),
         behindServerQueue: false,
         ahead: undefined,
         asked: false,
@@ -142,13 +144,6 @@ export class WebLockQueue {
     }
   }
 
-  /** Whether a new request of `mode` must wait for this client's own holders or blocked requests. */
-  #blockedHere(state: NameState, mode: LockMode): boolean {
-    if (state.queue.some((waiter) => waiter.blocked)) return true;
-    if (state.held.size === 0) return false;
-    return mode !== 'shared' || state.lease?.mode !== 'shared' || state.queue.length > 0;
-  }
-
   #forget(waiter: Waiter): void {
     const index = this.#order.indexOf(waiter);
     if (index >= 0) this.#order.splice(index, 1);
@@ -173,7 +168,7 @@ export class WebLockQueue {
         if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
       }
     }
-    this.#refuseUnavailable(state);
+    refuseUnavailable(state);
     if (!this.#sharing.waitsBehindServerQueue(state)) {
       stopRecheck(state);
       // Kept while a status is out: its answer may find the next request behind the same server queue.
@@ -234,43 +229,18 @@ export class WebLockQueue {
   }
 
   /**
-   * `ifAvailable` requests answer `null` once not grantable at once: when a
-   * request of this client made before one of them waits here and is known
-   * not to be grantable (exclusive, queued by the server, behind the server
-   * queue or behind this client's holders), or nothing runs for the name that
-   * could still grant it. So one never waits behind another client, only for
-   * this client's undecided requests ahead and its own server call.
+   * `steal`: every holder here loses the lock, the session hands its hold
+   * back, then takes it from everyone else. Over an exclusive hold of this
+   * client the server is asked first, while the hold stays (an acquire of a
+   * held key in the same mode changes nothing): a refusal (`forbidden`,
+   * `rate_limited`, ...) rejects the steal and leaves the holders holding.
+   * A shared hold cannot be asked so (the other mode is `bad_request`): a
+   * refused steal of it has already robbed the holders and given it up.
    */
-  #refuseUnavailable(state: NameState): void {
-    const running = state.busy || state.checking;
-    for (let i = 0; i < state.queue.length; ) {
-      const waiter = state.queue[i];
-      if (waiter?.ifAvailable && !waiter.inFlight && !(running && this.#mayYetGrant(state, i))) {
-        state.queue.splice(i, 1);
-        waiter.holder = null;
-      } else i += 1;
-    }
-  }
-
-  /**
-   * Whether the request at `index` of the name's queue may yet be granted
-   * along with every request before it: this client holds the name shared
-   * or not at all, and the requests are shared and not known to wait
-   * behind the server queue (an exclusive request only as the head).
-   */
-  #mayYetGrant(state: NameState, index: number): boolean {
-    const waiter = state.queue[index];
-    if (!waiter) return false;
-    if (state.held.size > 0 && (waiter.mode !== 'shared' || state.lease?.mode !== 'shared')) return false;
-    if (index > 0 && waiter.mode !== 'shared') return false;
-    const ahead = state.queue.slice(0, index);
-    return ahead.every((w) => w.mode === 'shared' && !w.serverQueued && !w.behindServerQueue);
-  }
-
-  /** `steal`: every holder here loses the lock, the session hands its hold back, then takes it from everyone else. */
   async #steal(name: string, state: NameState): Promise<Holder> {
     const made = this.#made++;
     state.steals.push(made);
+    let decided: () => void = () => undefined;
     try {
       while (state.busy || state.checking) {
         // A request the server could grant at once is granted first (and then robbed, as in a browser,
@@ -285,8 +255,17 @@ export class WebLockQueue {
         await this.#nextChange(state);
       }
       state.busy = true;
+      // Holders that end while the server is asked keep the lock until it answered (see `release`).
+      state.stealing = new Promise<void>((resolve) => (decided = resolve));
       let releasing = false;
       try {
+        if (state.lease?.mode === 'exclusive') {
+          const own = state.lease;
+          const granted = await this.#host.acquire(name, { steal: true });
+          if (!granted) throw new LockError('not_acquired', `steal of ${JSON.stringify(name)} was not granted`);
+          // The own hold was lost while asked (stolen, revoked, expired): that acquire was the steal, with a new token.
+          if (granted !== own) return this.#adopt(name, state, granted, 'exclusive');
+        }
         breakHolders(state, new DOMException(`lock ${JSON.stringify(name)} was stolen`, 'AbortError'));
         // A steal is a new grant with a new, larger fencing token, also when this session held the lock: the
         // robbed callbacks may still write with the old token, and the resource must be able to refuse them.
@@ -309,6 +288,8 @@ export class WebLockQueue {
         if (!releasing) this.#setIdle(state);
       }
     } finally {
+      state.stealing = undefined;
+      decided();
       state.steals.splice(state.steals.indexOf(made), 1);
       this.#process(name);
     }
@@ -337,31 +318,42 @@ export class WebLockQueue {
    * name stays busy until the hold is gone, so this client's next request
    * for it goes to the server only then. While a check whether a request may
    * share the hold is in flight, the hold waits for its decision.
+   *
+   * While a steal of this client asks the server whether it may take the
+   * name, the holder still holds the lock until that is decided: resolves
+   * with the loss when the steal then robbed it (made before the holder
+   * ended, as in a browser, where the steal would have taken the lock first).
    */
-  async release(name: string, holder: Holder): Promise<void> {
+  async release(name: string, holder: Holder): Promise<{ reason: unknown } | undefined> {
     const state = this.#names.get(name);
-    if (!state?.held.delete(holder)) return;
+    if (!state?.held.has(holder)) return undefined;
+    while (state.stealing && state.held.has(holder)) await state.stealing;
+    if (!state.held.delete(holder)) return holder.loss;
     if (state.held.size === 0 && state.checking) {
       // A check of the server queue may yet share the hold with a request made before this holder ended, which in
       // a browser would hold the lock already: the hold stays until the check decided.
       state.busy = true;
       while (state.checking) await this.#nextChange(state);
       this.#setIdle(state);
-      if (state.held.size > 0) return this.#process(name);
+      if (state.held.size > 0) {
+        this.#process(name);
+        return undefined;
+      }
     }
     if (state.held.size > 0) {
       // A holder ended while a request waits behind the server queue: an unwatched queue is asked again.
       if (this.#sharing.waitsBehindServerQueue(state)) this.#sharing.holderEnded(name, state);
-      return;
+      return undefined;
     }
     const lease = state.lease;
     state.lease = null;
     if (!lease) {
       this.#process(name);
-      return;
+      return undefined;
     }
     state.busy = true;
     await releaseHold(lease, this.#host.limits, () => this.#afterRelease(name, state));
+    return undefined;
   }
 
   /** The name's server hold is gone: its next request may ask the server. */

@@ -108,6 +108,11 @@ export interface NameState {
   acquire: ServerAcquire | undefined;
   /** The places in request order (`Waiter.made`) of this client's steals of the name not yet done, in order. */
   readonly steals: number[];
+  /**
+   * While a steal of this client runs its server calls: resolves when it is done. A holder ending meanwhile
+   * still holds the lock until then (the server may refuse the steal, and the holders then keep the lock).
+   */
+  stealing: Promise<void> | undefined;
   idle: (() => void)[];
   /** The next re-check (`status`) of the server queue for the head waiting behind it, when it is not watched. */
   recheck: ReturnType<typeof setTimeout> | undefined;
@@ -171,6 +176,7 @@ export function newNameState(): NameState {
     checking: false,
     acquire: undefined,
     steals: [],
+    stealing: undefined,
     idle: [],
     recheck: undefined,
     follow: undefined,
@@ -240,6 +246,47 @@ export function handOver(state: NameState, waiter: Waiter): boolean {
   next.serverQueued = waiter.serverQueued;
   if (next.serverQueued) next.blocked = true;
   return true;
+}
+
+/** Whether a new request of `mode` must wait for this client's own holders or blocked requests. */
+export function blockedHere(state: NameState, mode: LockMode): boolean {
+  if (state.queue.some((waiter) => waiter.blocked)) return true;
+  if (state.held.size === 0) return false;
+  return mode !== 'shared' || state.lease?.mode !== 'shared' || state.queue.length > 0;
+}
+
+/**
+ * `ifAvailable` requests answer `null` once not grantable at once: when a
+ * request of this client made before one of them waits here and is known
+ * not to be grantable (exclusive, queued by the server, behind the server
+ * queue or behind this client's holders), or nothing runs for the name that
+ * could still grant it. So one never waits behind another client, only for
+ * this client's undecided requests ahead and its own server call.
+ */
+export function refuseUnavailable(state: NameState): void {
+  const running = state.busy || state.checking;
+  for (let i = 0; i < state.queue.length; ) {
+    const waiter = state.queue[i];
+    if (waiter?.ifAvailable && !waiter.inFlight && !(running && mayYetGrant(state, i))) {
+      state.queue.splice(i, 1);
+      waiter.holder = null;
+    } else i += 1;
+  }
+}
+
+/**
+ * Whether the request at `index` of the name's queue may yet be granted
+ * along with every request before it: this client holds the name shared
+ * or not at all, and the requests are shared and not known to wait
+ * behind the server queue (an exclusive request only as the head).
+ */
+function mayYetGrant(state: NameState, index: number): boolean {
+  const waiter = state.queue[index];
+  if (!waiter) return false;
+  if (state.held.size > 0 && (waiter.mode !== 'shared' || state.lease?.mode !== 'shared')) return false;
+  if (index > 0 && waiter.mode !== 'shared') return false;
+  const ahead = state.queue.slice(0, index);
+  return ahead.every((w) => w.mode === 'shared' && !w.serverQueued && !w.behindServerQueue);
 }
 
 /** Lets everything waiting on the name look again. */

@@ -28,7 +28,10 @@ export interface LockOptions {
   /**
    * Take the lock from its holders (their `request()` rejects with an
    * `AbortError`), this client's own included; exclusive only. The steal is
-   * a new grant with a new, larger fencing token.
+   * a new grant with a new, larger fencing token. A steal the server
+   * refuses (`forbidden`, `rate_limited`, ...) rejects with the refusal; it
+   * leaves an exclusive hold of this client as it was, but has already
+   * robbed and handed back a shared one (asking first is not possible there).
    */
   steal?: boolean;
   /** Gives up while waiting: `request()` rejects with `signal.reason`. Ignored once granted. */

@@ -64,7 +64,9 @@ export class LockManager {
       (error: unknown) => ({ ok: false as const, error }),
     );
     const outcome = await Promise.race([settled, holder.lost]);
-    await this.#queue.release(key, holder);
+    // A steal of this client made before the callback settled may still take the lock (see `release`).
+    const robbed = await this.#queue.release(key, holder);
+    if (robbed) throw robbed.reason;
     if (outcome.ok) return outcome.value;
     throw outcome.error;
   }

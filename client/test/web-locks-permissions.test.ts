@@ -61,3 +61,77 @@ describe('client.locks with credentials that may lock a name but not watch it', 
     });
   });
 });
+
+describe('client.locks: a steal the server refuses while this client holds the name exclusive', () => {
+  it('rejects with the refusal and leaves the holder holding the lock with its token', async () => {
+    const alice = await connectAs({ locks: ['doc:*'], watch: ['doc:*'] });
+    const holder = await holding(alice, 'doc:5', never);
+
+    const steal = alice.locks.request('doc:5', { steal: true }, () => 'stolen');
+    await expect(within(steal)).rejects.toMatchObject({ name: 'LockError', code: 'forbidden' });
+    const status = await alice.status('doc:5');
+    expect(status.holders.map(({ session, token }) => ({ session, token }))).toEqual([
+      { session: alice.session, token: holder.lock?.token },
+    ]);
+    expect(holder.state.settled).toBe(false);
+  });
+
+  it('the next request of the client is granted once the holder ends', async () => {
+    const alice = await connectAs({ locks: ['doc:*'], watch: ['doc:*'] });
+    let release!: () => void;
+    const holder = await holding(alice, 'doc:6', new Promise<void>((resolve) => (release = resolve)));
+    await expect(within(alice.locks.request('doc:6', { steal: true }, () => 'stolen'))).rejects.toMatchObject({
+      code: 'forbidden',
+    });
+
+    const next = alice.locks.request('doc:6', (lock) => lock?.token ?? 0);
+    release();
+    expect(await within(holder.done)).toEqual({ value: undefined });
+    expect(await within(next)).toBeGreaterThan(holder.lock?.token ?? Infinity);
+  });
+
+  it('a holder that ends while the server is asked settles with its result, and the hold is released by then', async () => {
+    const alice = await connectAs({ locks: ['doc:*'], watch: ['doc:*'] });
+    let release!: () => void;
+    const holder = await holding(alice, 'doc:7', new Promise<void>((resolve) => (release = resolve)));
+
+    const steal = alice.locks.request('doc:7', { steal: true }, () => 'stolen');
+    const refused = expect(within(steal)).rejects.toMatchObject({ code: 'forbidden' });
+    release();
+    expect(await within(holder.done)).toEqual({ value: undefined });
+    expect((await admin.status('doc:7')).locked).toBe(false);
+    await refused;
+  });
+});
+
+describe('client.locks: a steal the server allows while this client holds the name exclusive', () => {
+  it('a holder that ends while the server is asked is robbed, as the steal was made first, and the steal gets a new token', async () => {
+    const alice = await connectAs({ locks: ['doc:*'], watch: ['doc:*'], steal: ['doc:*'] });
+    let release!: () => void;
+    const holder = await holding(alice, 'doc:8', new Promise<void>((resolve) => (release = resolve)));
+
+    const steal = alice.locks.request('doc:8', { steal: true }, async (lock) => {
+      const { holders } = await admin.status('doc:8');
+      return { mine: lock?.token, server: holders.map((h) => h.token) };
+    });
+    release();
+    expect((await within(holder.done)).error).toMatchObject({ name: 'AbortError' });
+    const { mine, server } = await within(steal);
+    expect(mine).toBeGreaterThan(holder.lock?.token ?? Infinity);
+    expect(server).toEqual([mine]);
+    expect((await admin.status('doc:8')).locked).toBe(false);
+  });
+});
+
+describe('client.locks: a steal the server refuses while this client holds the name shared', () => {
+  it('has already taken the lock from the holders and handed the hold back', async () => {
+    const alice = await connectAs({ locks: ['doc:*'], watch: ['doc:*'] });
+    const holder = await holding(alice, 'doc:9', never, 'shared');
+
+    await expect(within(alice.locks.request('doc:9', { steal: true }, () => 'stolen'))).rejects.toMatchObject({
+      code: 'forbidden',
+    });
+    expect((await within(holder.done)).error).toMatchObject({ name: 'AbortError' });
+    expect((await admin.status('doc:9')).locked).toBe(false);
+  });
+});

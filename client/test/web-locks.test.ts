@@ -158,8 +158,31 @@ describe('client.locks when the server refuses a release', () => {
     }
   });
 
-  it('a steal whose hand-back of the own hold is refused rejects with the refusal, and the hold is released once the server accepts', async () => {
+  it('a steal the server refuses over an exclusive hold of the client rejects with the refusal and leaves the holder holding', async () => {
+    // The acquire takes the one frame of the burst: the steal's acquire is refused.
     const limited = await startHarness({ limits: { rateLimit: 1000, rateBurst: 1 } });
+    try {
+      const carol = await limited.connect();
+      const dave = await limited.connect();
+      let settled = false;
+      const robbed = await holding(carol, 'u', new Promise(() => undefined));
+      void robbed.done.finally(() => (settled = true));
+
+      const steal = carol.locks.request('u', { steal: true }, () => 'stolen');
+      await expect(within(steal)).rejects.toMatchObject({ name: 'LockError', code: 'rate_limited' });
+      const { holders } = await dave.status('u');
+      expect(holders.map(({ session, token }) => ({ session, token }))).toEqual([
+        { session: carol.session, token: robbed.lock?.token },
+      ]);
+      expect(settled).toBe(false);
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('a steal whose hand-back of the own hold is refused rejects with the refusal, and the hold is released once the server accepts', async () => {
+    // The acquire and the steal's first acquire (answered with the hold as it is) take the burst: the hand-back is refused.
+    const limited = await startHarness({ limits: { rateLimit: 1000, rateBurst: 2 } });
     try {
       const { transport, released } = releaseWatchingTransport();
       const carol = await limited.connect({ transport });
