@@ -43,6 +43,25 @@ async function holding(client: LockClient, name: string, release: Promise<unknow
 const never = new Promise<never>(() => undefined);
 
 describe('client.locks with credentials that may lock a name but not watch it', () => {
+  it('a shared request made inside a shared callback of the same name is granted when nobody else waits', async () => {
+    const alice = await connectAs({ locks: ['doc:*'] });
+    const nested = alice.locks.request('doc:3', { mode: 'shared' }, () =>
+      alice.locks.request('doc:3', { mode: 'shared' }, (inner) => inner?.mode),
+    );
+    expect(await within(nested, 2000, 'the nested shared request')).toBe('shared');
+  });
+
+  it('an ifAvailable shared request beside a shared holder of the same client gets the lock', async () => {
+    const alice = await connectAs({ locks: ['doc:*'] });
+    let release!: () => void;
+    const holder = await holding(alice, 'doc:4', new Promise<void>((resolve) => (release = resolve)), 'shared');
+
+    const beside = alice.locks.request('doc:4', { mode: 'shared', ifAvailable: true }, (lock) => lock?.mode ?? null);
+    expect(await within(beside)).toBe('shared');
+    release();
+    expect(await within(holder.done)).toEqual({ value: undefined });
+  });
+
   it('query() lists the own holds of such names at their place in grant order, and the own requests waiting for them', async () => {
     const alice = await connectAs({ locks: ['*'], watch: ['pub:*'] });
     await holding(alice, 'doc:1', never);
