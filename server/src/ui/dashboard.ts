@@ -6,7 +6,7 @@
  */
 import { LockClient, LockError, type LockEvent } from '@lockwire/client';
 import { EventLog } from './event-log.js';
-import { byId, displayKey, endpointUrl, formatDuration, formatMeta, setText } from './format.js';
+import { byId, displayKey, endpointUrl, errorText, formatDuration, formatMeta, redactSecrets, setText } from './format.js';
 import { LockRows, expiresText } from './lock-rows.js';
 import { LockTable } from './lock-table.js';
 import { RateMeter, StatusRefresher, reconnectDelay } from './dashboard-support.js';
@@ -222,7 +222,7 @@ async function revoke(key: string): Promise<void> {
   } catch (error) {
     const code = error instanceof LockError ? error.code : 'error';
     if (code === 'forbidden' || code === 'unauthorized') document.body.classList.add('no-revoke');
-    showNotice(`Revoke of ${displayKey(key)} failed: ${error instanceof Error ? error.message : String(error)}`);
+    showNotice(`Revoke of ${displayKey(key)} failed: ${errorText(error)}`);
   }
 }
 
@@ -274,7 +274,7 @@ async function connectForever(): Promise<void> {
       await session(url);
       wasLive = true;
     } catch (error) {
-      showNotice(`Cannot reach ${url}: ${error instanceof Error ? error.message : String(error)}`);
+      showNotice(`Cannot reach ${redactSecrets(url)}: ${errorText(error)}`);
     }
     client = undefined;
     forgetServerState();

@@ -13,6 +13,30 @@ export function endpointUrl(location: Location): string {
   return `${scheme}//${location.host}/v1${query}`;
 }
 
+/**
+ * A secret parameter of a URL and its value: `access_token` (the page's
+ * token), `resume` (a session's resume secret) and the usual names of
+ * credentials, in a query or a fragment, names in any case, as
+ * docs/security.md lists them. The value ends where the parameter does, or
+ * at a space or quote when a message quotes the URL.
+ */
+const SECRET_PARAM = /([?&#](?:access_token|resume|password|token|secret|auth)=)[^&#\s'"<>]*/gi;
+
+/**
+ * `text` with the value of every secret URL parameter in it replaced by
+ * `REDACTED` (`ws://host/v1?access_token=REDACTED`). Every URL the pages
+ * show, and every error message (a browser's may quote the URL it could not
+ * open), goes through it, so no page prints the token it was opened with.
+ */
+export function redactSecrets(text: string): string {
+  return text.replace(SECRET_PARAM, '$1REDACTED');
+}
+
+/** The text of an error for a message on the page, secrets redacted. */
+export function errorText(error: unknown): string {
+  return redactSecrets(error instanceof Error ? error.message : String(error));
+}
+
 /** `1.2s`, `45s`, `3m 20s`, `2h 05m`; negative spans read as `0s`. */
 export function formatDuration(ms: number): string {
   const span = Math.max(0, ms);
