@@ -59,4 +59,24 @@ describe('dashboard with auth on', () => {
     expect(shown).not.toContain(secret);
     expect(shown).not.toContain(encodeURIComponent(secret));
   });
+
+  it('links to the editor demo with the token it was opened with, and the editor links back with it', async () => {
+    const clock = createManualClock(Date.now());
+    const live = await authServer(clock);
+    const page = await newPage();
+    await page.goto(`${live.httpUrl}/?access_token=${encodeURIComponent(await token(clock))}`);
+    await page.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
+    const [editor] = await Promise.all([
+      page.waitForResponse((response) => new URL(response.url()).pathname === '/demo/editor'),
+      page.locator('a[href^="/demo/editor"]').click(),
+    ]);
+    expect(editor.status()).toBe(200);
+    await page.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
+    const [dashboard] = await Promise.all([
+      page.waitForResponse((response) => new URL(response.url()).pathname === '/'),
+      page.locator('a#dashboard-link').click(),
+    ]);
+    expect(dashboard.status()).toBe(200);
+    await page.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
+  });
 });

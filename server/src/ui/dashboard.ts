@@ -6,7 +6,7 @@
  */
 import { LockClient, LockError, type LockEvent } from '@lockwire/client';
 import { EventLog } from './event-log.js';
-import { byId, displayKey, endpointUrl, errorText, formatDuration, formatMeta, redactSecrets, setText } from './format.js';
+import { byId, displayKey, endpointUrl, errorText, formatDuration, formatMeta, redactSecrets, setText, withPageToken } from './format.js';
 import { LockRows, expiresText } from './lock-rows.js';
 import { LockTable } from './lock-table.js';
 import { RateMeter, StatusRefresher, reconnectDelay } from './dashboard-support.js';
@@ -35,6 +35,7 @@ const el = {
   log: byId('log', HTMLElement),
   logStatus: byId('log-status', HTMLElement),
   pause: byId('pause', HTMLButtonElement),
+  editorLink: byId('editor-link', HTMLAnchorElement),
 };
 
 const table = new LockTable();
@@ -318,6 +319,7 @@ async function pollHealth(): Promise<void> {
   }
 }
 
+el.editorLink.href = withPageToken('/demo/editor', location);
 el.filter.value = prefix;
 el.filter.addEventListener('input', () => {
   prefix = el.filter.value;

@@ -9,7 +9,7 @@
  * one browser see each other's edits; the lock handoff is the point.
  */
 import { LockClient, type Lease, type LockEvent } from '@lockwire/client';
-import { byId, endpointUrl, formatMeta, setText, shortSession } from './format.js';
+import { byId, endpointUrl, formatMeta, setText, shortSession, withPageToken } from './format.js';
 import { reconnectDelay } from './dashboard-support.js';
 
 type Role = 'editing' | 'waiting' | 'readonly' | 'offline';
@@ -32,6 +32,7 @@ const el = {
   me: byId('me', HTMLElement),
   who: byId('who', HTMLElement),
   text: byId('text', HTMLTextAreaElement),
+  dashboardLink: byId('dashboard-link', HTMLAnchorElement),
 };
 
 let current: LockClient | undefined;
@@ -165,6 +166,7 @@ async function connectForever(): Promise<void> {
   }
 }
 
+el.dashboardLink.href = withPageToken('/', location);
 setText(el.docKey, key);
 setText(el.me, `user=${user} tab=${tab}`);
 el.text.value = localStorage.getItem(storageKey) ?? `Shared notes for ${key}.\n`;

@@ -6,11 +6,19 @@
 /** The WebSocket endpoint of the server that served this page (the protocol's `/v1`). */
 export function endpointUrl(location: Location): string {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  // With auth on, the page is opened as `/?access_token=...`; browsers cannot
-  // set headers on a WebSocket, so the token travels in the query as well.
+  // Browsers cannot set headers on a WebSocket, so the token travels in the query as well.
+  return `${scheme}//${location.host}${withPageToken('/v1', location)}`;
+}
+
+/**
+ * `path` with the page's own `access_token` (if it was opened with one)
+ * added as its query. With auth on, a page is opened as
+ * `/?access_token=...`, and every other page of the server, and its
+ * WebSocket, needs the same token: a link without it would be refused 401.
+ */
+export function withPageToken(path: string, location: Location): string {
   const token = new URLSearchParams(location.search).get('access_token');
-  const query = token ? `?access_token=${encodeURIComponent(token)}` : '';
-  return `${scheme}//${location.host}/v1${query}`;
+  return token ? `${path}?access_token=${encodeURIComponent(token)}` : path;
 }
 
 /**
