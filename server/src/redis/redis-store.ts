@@ -25,6 +25,7 @@ import { NodeKeySet } from './node-key-set.js';
 import { NodeLiveness, type AbandonCause } from './node-liveness.js';
 import { NoteSettler } from './note-settler.js';
 import { PubSubIntake } from './pubsub-intake.js';
+import { ReadFence } from './read-fence.js';
 import { Reconciler } from './reconciler.js';
 import { connectRedis, type RedisLink } from './redis-link.js';
 import { SessionCleanup } from './session-cleanup.js';
@@ -99,6 +100,7 @@ class RedisStore implements LockStore {
   readonly #intake: PubSubIntake;
   readonly #reader: TableReader;
   readonly #repair: WatchRepair;
+  readonly #fence: ReadFence;
 
   constructor(options: RedisStoreOptions) {
     this.#options = options;
@@ -130,6 +132,7 @@ class RedisStore implements LockStore {
       watched: (key) => this.#hub.covers(key),
       reconcileSoon: () => this.#reconciler.reconcileSoon(),
     });
+    this.#fence = new ReadFence(steps);
     this.#reconciler = new Reconciler(ctx, table, steps);
     this.#timeouts = new Timeouts(ctx, table, steps, this.#reconciler);
     this.#notes = new NoteSettler(ctx, table, () => this.#reconciler.reconcileSoon());
@@ -211,7 +214,8 @@ class RedisStore implements LockStore {
   }
 
   acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome> {
-    return this.#requests.acquire(session, input);
+    // It may first clear an uncertain acquire of the session, before its own step: reads wait for all of it.
+    return this.#fence.track(input.key, this.#requests.acquire(session, input));
   }
 
   release(session: SessionId, key: string): Promise<void> {
@@ -227,23 +231,37 @@ class RedisStore implements LockStore {
   }
 
   cancel(session: SessionId, ticket: Ticket): Promise<boolean> {
-    return this.#requests.cancel(session, ticket);
+    const key = this.#table.tickets.get(ticket)?.key;
+    const call = this.#requests.cancel(session, ticket);
+    // Its step waits for the answer of the request it cancels: reads of the key wait for all of it.
+    return key === undefined ? call : this.#fence.track(key, call);
   }
 
+  /** Read after this node's writes in flight on the key (see `ReadFence`): a session sees its own requests. */
   async status(key: string, viewer: SessionId | null): Promise<LockStatus> {
+    const settling = this.#fence.key(key);
+    if (settling) await settling;
     return (await this.#reader.readStatus(key, viewer)).status;
   }
 
+  /** Read after this node's writes in flight on keys under the prefix (see `ReadFence`). */
   async list(prefix: string, limit: number, viewer: SessionId | null): Promise<ListResult> {
+    const settling = this.#fence.prefix(prefix);
+    if (settling) await settling;
     return (await this.#reader.snapshot(prefix, limit, viewer)).result;
   }
 
+  /** The snapshot is read after this node's writes in flight under the prefix when the watch came (see `ReadFence`). */
   async watch(prefix: string, limit: number, viewer: SessionId | null, sink: (event: LockEvent) => void): Promise<WatchHandle> {
+    const settling = this.#fence.prefix(prefix);
     return this.#hub.watch(
       prefix,
       limit,
       sink,
-      () => this.#reader.snapshot(prefix, limit, viewer),
+      async () => {
+        if (settling) await settling;
+        return this.#reader.snapshot(prefix, limit, viewer);
+      },
       (key, version) => this.#ctx.sequencer?.seed(encodeKey(key), version),
       // Events travel on the pub/sub connection: those of steps before the snapshot's reads are heard behind a barrier.
       () => this.#barrier.sync((key) => key.startsWith(prefix)),

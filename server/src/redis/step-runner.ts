@@ -51,6 +51,13 @@ export class StepRunner {
     return this.#steps.has(key);
   }
 
+  /** The keys starting with `prefix` that a step of this node is in flight on now. */
+  busyUnder(prefix: string): string[] {
+    const keys: string[] = [];
+    for (const key of this.#steps.keys()) if (key.startsWith(prefix)) keys.push(key);
+    return keys;
+  }
+
   /**
    * Resolves once every step of this node on `key` in flight now has been
    * applied or has failed (steps begun later are not waited for). Each is
