@@ -1,8 +1,28 @@
+import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket } from 'ws';
 import type { Clock } from './clock.js';
 
-/** How long a socket the server closes may take to finish its close handshake before it is cut. */
+declare module 'ws' {
+  namespace WebSocket {
+    interface ServerOptions<
+      U extends typeof WebSocket = typeof WebSocket,
+      V extends typeof IncomingMessage = typeof IncomingMessage,
+    > {
+      /**
+       * Ms after a close frame was sent (or answered) before `ws` destroys
+       * the socket still open (default 30000). An option of `ws` 8.23 that
+       * `@types/ws` 8.18 does not list.
+       */
+      closeTimeout?: number | undefined;
+    }
+  }
+}
+
+/**
+ * How long a socket may take to be closed once its close handshake started
+ * (the server sent or answered a close frame) before it is cut.
+ */
 const CLOSE_HANDSHAKE_MS = 2000;
 
 /**
@@ -54,4 +74,44 @@ export function whenDropped(ws: WebSocket, socket: Duplex, dropped: () => void):
   };
   socket.prependOnceListener('end', seen);
   socket.prependOnceListener('error', seen);
+}
+
+/**
+ * Calls `closed` with the code of the peer's close frame (1005 for one
+ * without a code) as soon as `ws` has received it and answered it: the
+ * close handshake is then complete on the server's side. `ws` itself emits
+ * 'close' only once the peer has also ended its TCP side (or its close
+ * timeout cut the socket), which a wedged or hostile peer may put off: its
+ * session would live on meanwhile, its queued acquires still grantable.
+ *
+ * Looked at after each chunk `ws` has read from `socket` (the connection's
+ * socket; the listener is added after `ws`'s own, which handles the close
+ * frame synchronously), and once more when the socket's write side has
+ * ended (`ws` ends it after its close frame was sent). Called at most once,
+ * also when the server started the close and the peer answered it. Not
+ * called when the code cannot be read: 'close' reports it then.
+ */
+export function whenCloseReceived(ws: WebSocket, socket: Duplex, closed: (code: number) => void): void {
+  const seen = () => {
+    if (ws.readyState !== WebSocket.CLOSING) return;
+    const code = receivedCloseCode(ws);
+    if (code === null) return;
+    socket.off('data', seen);
+    socket.off('finish', seen);
+    closed(code);
+  };
+  socket.on('data', seen);
+  socket.once('finish', seen);
+}
+
+/**
+ * The code of the close frame `ws` received, or null when none was received
+ * (or this version of `ws` keeps it elsewhere). `ws` reports that code only
+ * with its 'close' event; until then it is kept in private fields, read
+ * here and nowhere else. Checked at run time, so a `ws` without them falls
+ * back to 'close'.
+ */
+function receivedCloseCode(ws: WebSocket): number | null {
+  if (!('_closeFrameReceived' in ws) || ws._closeFrameReceived !== true) return null;
+  return '_closeCode' in ws && typeof ws._closeCode === 'number' ? ws._closeCode : null;
 }

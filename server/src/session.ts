@@ -10,7 +10,7 @@ import {
 import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
 import type { Clock } from './clock.js';
-import { closeWithinHandshake, cutAfterHandshake, whenDropped } from './close-handshake.js';
+import { closeWithinHandshake, cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
 import type { LockError } from './errors.js';
 import { sameSecret, type DetachedSession } from './grace.js';
 import type { ServerLimits } from './limits.js';
@@ -146,12 +146,7 @@ export class Session {
       this.heardSincePing = true;
     });
     ws.on('ping', (data) => this.onPing(data));
-    ws.on('close', (code: number) => {
-      // 1000 is a deliberate close: the client is done and will not resume,
-      // so its locks go now. A drop (1006) or any other code keeps grace.
-      if (code === CloseCode.Normal) this.noGrace = true;
-      this.end();
-    });
+    ws.on('close', (code: number) => this.endClosed(code));
     ws.on('error', (error) => {
       this.host.logger.debug({ err: error, session: id }, 'socket error');
       // `ws` closes the connection itself on a protocol error or a frame over
@@ -160,9 +155,12 @@ export class Session {
       // would report 1006, a drop, which keeps grace.
       if (ws.readyState === WebSocket.CLOSING) this.endClosedByServer();
     });
-    // A dropped peer ends the session at once; 'close' ends it in every other
-    // case (`end()` runs once).
-    if (options.socket) whenDropped(ws, options.socket, () => this.end());
+    // A drop or the peer's close frame ends the session at once; 'close'
+    // ends it in every other case (`end()` runs once).
+    if (options.socket) {
+      whenDropped(ws, options.socket, () => this.end());
+      whenCloseReceived(ws, options.socket, (code) => this.endClosed(code));
+    }
   }
 
   /** Sends the first message of the connection. */
@@ -311,6 +309,20 @@ export class Session {
    */
   private endClosedByServer(): void {
     this.noGrace = true;
+    void cutAfterHandshake(this.ws, this.host.clock);
+    this.end();
+  }
+
+  /**
+   * Ends the session of a connection closed with `code` (of the peer's
+   * close frame once answered, or of 'close'), unless the server ended it
+   * as it started the close; cuts a socket the peer does not end in time.
+   */
+  private endClosed(code: number): void {
+    if (this.ended) return;
+    // 1000 is a deliberate close: the client is done and will not resume,
+    // so its locks go now. A drop (1006) or any other code keeps grace.
+    if (code === CloseCode.Normal) this.noGrace = true;
     void cutAfterHandshake(this.ws, this.host.clock);
     this.end();
   }
