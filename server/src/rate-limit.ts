@@ -14,7 +14,7 @@ export interface RateLimitOptions {
 /** What the limiter says about one incoming frame. */
 export type RateVerdict = 'accept' | 'refuse' | 'abuse';
 
-/** Refusals further apart than this start a new streak of limiting. */
+/** A refusal this long or longer after the last starts a new streak of limiting. */
 const STREAK_GAP_MS = 1000;
 
 /**
@@ -49,7 +49,7 @@ export class RateLimiter {
       this.#tokens -= 1;
       return 'accept';
     }
-    if (!this.#streak || now - this.#streak.last > STREAK_GAP_MS) this.#streak = { start: now, last: now, refused: 0 };
+    if (!this.#streak || now - this.#streak.last >= STREAK_GAP_MS) this.#streak = { start: now, last: now, refused: 0 };
     const streak = this.#streak;
     streak.last = now;
     streak.refused++;

@@ -284,6 +284,18 @@ describe('message rate', () => {
     }
   });
 
+  it('starts a new streak with a refusal a second after the last: a sender one frame over the rate each second is never closed', async () => {
+    const { server, clock } = await startServer({ limits: { rateLimit: 1, rateBurst: 1 } });
+    const { client } = await connectWith(server.url, null);
+    // Refusals exactly 1000 ms apart, over more than the three seconds a streak may last.
+    for (let round = 0; round < 4; round++) {
+      expect(await client.request({ op: 'ping', id: `a${round}` })).toMatchObject({ ok: true });
+      const refused = await client.request({ op: 'ping', id: `b${round}` });
+      expect(refused).toMatchObject({ ok: false, error: { code: 'rate_limited' } });
+      clock.advance(1000);
+    }
+  });
+
   it('calls a streak of limiting abuse after three seconds even when frames get through in between', () => {
     const clock = createManualClock(0);
     const limiter = new RateLimiter({ rate: 1, burst: 1, abuseAfterMs: 3000, abuseAfterFrames: 1000 }, clock);
