@@ -4,7 +4,8 @@
  * after it, and draws it once per animation frame. Reconnects with backoff
  * when the socket drops, starting again from a fresh snapshot.
  */
-import { LockClient, LockError, type LockEvent } from '@lockwire/client';
+import { LockError, type CloseInfo, type LockClient, type LockEvent } from '@lockwire/client';
+import { connectPage, refusalOf } from './access.js';
 import { EventLog } from './event-log.js';
 import { byId, displayKey, endpointUrl, errorText, formatDuration, formatMeta, redactSecrets, setText, withPageToken } from './format.js';
 import { LockRows, expiresText } from './lock-rows.js';
@@ -196,7 +197,7 @@ function item(text: string): HTMLLIElement {
   return li;
 }
 
-function setState(state: 'connecting' | 'live' | 'disconnected', detail = ''): void {
+function setState(state: 'connecting' | 'live' | 'disconnected' | 'refused', detail = ''): void {
   el.state.dataset.state = state;
   setText(el.state, detail ? `${state}: ${detail}` : state);
 }
@@ -229,14 +230,15 @@ async function revoke(key: string): Promise<void> {
 
 /**
  * One connection's life: connect, measure the clock, watch everything, wait
- * for the close. Whatever ends it, the client is closed, so a failed attempt
- * (a refused watch, a failed ping) leaves no session on the server.
+ * for the close, and tell how it closed. Whatever ends it, the client is
+ * closed, so a failed attempt (a refused watch, a failed ping) leaves no
+ * session on the server.
  */
-async function session(url: string): Promise<void> {
-  const connected = await LockClient.connect(url, { reconnect: false });
+async function session(url: string): Promise<CloseInfo> {
+  const connected = await connectPage(url, location);
   try {
     client = connected;
-    const closed = new Promise<void>((resolve) => connected.on('close', () => resolve()));
+    const closed = new Promise<CloseInfo>((resolve) => connected.on('close', resolve));
     const sent = Date.now();
     const serverAt = await connected.ping();
     clockOffset = serverAt - (sent + Date.now()) / 2;
@@ -260,25 +262,40 @@ async function session(url: string): Promise<void> {
     setState('live');
     log.note(`connected as ${connected.session}`, now());
     scheduleRender();
-    await closed;
+    return await closed;
   } finally {
     await connected.close().catch(() => undefined);
   }
 }
 
+/**
+ * Connects, and again after every drop with backoff, until the server
+ * refuses the page's credentials (a close with 1008, or a 401 for the
+ * page's own URL after a failed connect): the same token would be refused
+ * on every attempt, so the page stops and says so.
+ */
 async function connectForever(): Promise<void> {
   const url = endpointUrl(location);
   for (let attempt = 0; ; attempt++) {
     setState('connecting');
     let wasLive = false;
+    let refusal: string | undefined;
     try {
-      await session(url);
+      refusal = refusalOf(await session(url), location);
       wasLive = true;
     } catch (error) {
-      showNotice(`Cannot reach ${redactSecrets(url)}: ${errorText(error)}`);
+      refusal = refusalOf(error, location);
+      if (refusal === undefined) showNotice(`Cannot reach ${redactSecrets(url)}: ${errorText(error)}`);
     }
     client = undefined;
     forgetServerState();
+    if (refusal !== undefined) {
+      setState('refused');
+      showNotice(refusal);
+      log.note('access refused: not reconnecting', now());
+      scheduleRender();
+      return;
+    }
     if (wasLive) attempt = 0;
     const delay = reconnectDelay(attempt);
     setState('disconnected', `reconnecting in ${formatDuration(delay)}`);

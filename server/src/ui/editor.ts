@@ -8,7 +8,8 @@
  * reload. The text itself lives in this origin's localStorage, so tabs of
  * one browser see each other's edits; the lock handoff is the point.
  */
-import { LockClient, type Lease, type LockEvent } from '@lockwire/client';
+import type { CloseInfo, Lease, LockClient, LockEvent } from '@lockwire/client';
+import { connectPage, refusalOf } from './access.js';
 import { byId, endpointUrl, formatMeta, setText, shortSession, withPageToken } from './format.js';
 import { reconnectDelay } from './dashboard-support.js';
 
@@ -40,6 +41,8 @@ let mySession: string | undefined;
 let editor: Editor | undefined;
 let holding = false;
 let position: number | undefined;
+/** Set when the server refused the page's credentials: the page no longer connects, and says why. */
+let accessRefused: string | undefined;
 
 function rememberedUser(): string {
   const stored = localStorage.getItem('lockwire-demo:user');
@@ -65,7 +68,7 @@ function refresh(): void {
   if (holding) {
     show('editing', `You are editing ${key} (user=${user} tab=${tab}).`);
   } else if (!mySession) {
-    show('offline', 'Not connected: reconnecting…');
+    show('offline', accessRefused ?? 'Not connected: reconnecting…');
   } else {
     const line = position === undefined ? '' : ` You are number ${position} in line`;
     const role: Role = position === undefined ? 'readonly' : 'waiting';
@@ -125,11 +128,14 @@ async function editWhileHolding(client: LockClient): Promise<void> {
   }
 }
 
-/** One connection's life. Whatever ends it, the client is closed, so a failed attempt leaves no session on the server. */
-async function session(): Promise<void> {
-  const client = await LockClient.connect(endpointUrl(location), { reconnect: false });
+/**
+ * One connection's life, and how it closed. Whatever ends it, the client
+ * is closed, so a failed attempt leaves no session on the server.
+ */
+async function session(): Promise<CloseInfo> {
+  const client = await connectPage(endpointUrl(location), location);
   try {
-    const closed = new Promise<void>((resolve) => client.on('close', () => resolve()));
+    const closed = new Promise<CloseInfo>((resolve) => client.on('close', resolve));
     current = client;
     mySession = client.session;
     // The prefix is the key itself; events of longer keys sharing it are skipped in onEvent.
@@ -141,27 +147,36 @@ async function session(): Promise<void> {
     setText(el.state, 'live');
     refresh();
     await Promise.race([editWhileHolding(client).catch(() => undefined), closed]);
-    await closed;
+    return await closed;
   } finally {
     await client.close().catch(() => undefined);
   }
 }
 
+/**
+ * Connects, and again after every drop with backoff, until the server
+ * refuses the page's credentials (a close with 1008, or a 401 for the
+ * page's own URL after a failed connect): then the tab stays read-only and
+ * says to reopen the page with a new token.
+ */
 async function connectForever(): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
-      await session();
+      accessRefused = refusalOf(await session(), location);
       attempt = 0;
-    } catch {
-      // Shown below as offline; the next attempt follows the backoff.
+    } catch (error) {
+      // Any other failure is shown as offline; the next attempt follows the backoff.
+      accessRefused = refusalOf(error, location);
     }
     current = undefined;
     mySession = undefined;
     holding = false;
     position = undefined;
-    el.state.dataset.state = 'disconnected';
-    setText(el.state, 'disconnected');
+    const state = accessRefused === undefined ? 'disconnected' : 'refused';
+    el.state.dataset.state = state;
+    setText(el.state, state);
     refresh();
+    if (accessRefused !== undefined) return;
     await new Promise((resolve) => setTimeout(resolve, reconnectDelay(attempt)));
   }
 }
