@@ -149,6 +149,29 @@ function readYourWrites(start: () => Promise<LockServer>): void {
       expect(await holder.request({ op: 'release', key })).toMatchObject({ released: true });
     }
   });
+
+  it('an acquire sent right behind the cancel of its key\'s queued acquire queues again', async () => {
+    const server = await start();
+    const { socket, session } = await pipelined(server);
+    const holder = await other(server);
+    for (let round = 0; round < ROUNDS; round++) {
+      const key = `ryw:c:${round}`;
+      expect(await holder.request({ op: 'acquire', key })).toMatchObject({ acquired: true });
+      const first = sessions.nextId;
+      expect((await together(socket, { op: 'acquire', key }))[0]).toMatchObject({ type: 'queued' });
+      const [cancelled, again, status] = await together(
+        socket,
+        { op: 'cancel', target: first },
+        { op: 'acquire', key },
+        { op: 'status', key },
+      );
+      expect({ round, cancelled: cancelled?.cancelled, again: again?.type }).toEqual({ round, cancelled: true, again: 'queued' });
+      expect({ round, queue: queueOf(status) }).toEqual({ round, queue: [session] });
+      expect(await holder.request({ op: 'release', key })).toMatchObject({ released: true });
+      // The holder's release grants the queued acquire; it is given up before the next round.
+      await together(socket, { op: 'release', key });
+    }
+  });
 }
 
 describe('read your writes on the memory store', () => {

@@ -3,7 +3,7 @@ import { holdDuration } from '../clock.js';
 import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import type { LocalTable } from './local-table.js';
-import { createPending, uncertainAcquireOf } from './local-state.js';
+import { createPending, uncertainAcquireOf, type LocalPending } from './local-state.js';
 import type { NoteSettler } from './note-settler.js';
 import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str, type Json } from './records.js';
@@ -28,6 +28,13 @@ export interface LockRequestsOptions {
  */
 export class LockRequests {
   readonly #o: LockRequestsOptions;
+  /**
+   * Cancels in flight, by session and key. A session's new acquire of a key
+   * waits for its cancel of that key's earlier request: sent first, that
+   * acquire's step would reach Redis while the earlier request still waits
+   * in the queue, and be refused as queued already (memory cancels at once).
+   */
+  readonly #cancelling = new Map<string, Promise<boolean>>();
 
   constructor(options: LockRequestsOptions) {
     this.#o = options;
@@ -49,6 +56,14 @@ export class LockRequests {
     // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
     if (acquireTimeout !== null && acquireTimeout > 0) timeouts.armTimeout(pending, acquireTimeout);
     try {
+      const cancelling = this.#cancelling.get(sessionKey(session, key));
+      if (cancelling) {
+        await cancelling.catch(() => false);
+        if (table.sessions.get(session) !== local || table.tickets.get(ticket) !== pending) {
+          table.removePending(pending);
+          throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+        }
+      }
       if (uncertainAcquireOf(local, key)) {
         // A failed acquire of this session on the key may still wait in Redis' queue (the retry would be
         // refused as already queued) or hold a grant the session was told it did not get: it is taken
@@ -174,19 +189,41 @@ export class LockRequests {
     }
   }
 
-  /** `LockStore#cancel`: waits for the request's own answer first, so a cancel never overtakes it. */
+  /**
+   * `LockStore#cancel`: waits for the request's own answer first, so a cancel
+   * never overtakes it. An acquire of the session on the same key made while
+   * the cancel is in flight waits for it (see `#cancelling`).
+   */
   async cancel(session: SessionId, ticket: Ticket): Promise<boolean> {
     const { table } = this.#o;
     const pending = table.tickets.get(ticket);
     if (!pending || pending.session !== session) return false;
-    await pending.sent;
-    if (table.tickets.get(ticket) !== pending) return false;
+    const id = sessionKey(session, pending.key);
+    const cancelling = this.#unqueue(pending);
+    this.#cancelling.set(id, cancelling);
+    try {
+      return await cancelling;
+    } finally {
+      if (this.#cancelling.get(id) === cancelling) this.#cancelling.delete(id);
+    }
+  }
+
+  async #unqueue(pending: LocalPending): Promise<boolean> {
+    // Awaited only while the request's script is out: an answered request is unqueued in this turn, so its
+    // step goes to Redis ahead of any request the session sends after the cancel.
+    if (pending.sending) await pending.sent;
+    if (this.#o.table.tickets.get(pending.ticket) !== pending) return false;
     return this.#o.timeouts.unqueue(pending, () => {});
   }
 
   async revoke(key: string): Promise<number> {
     return this.#o.steps.step('revoke', key, [], (r) => num(r, 'n'));
   }
+}
+
+/** A session's key, as one map key (session ids never hold a NUL). */
+function sessionKey(session: SessionId, key: string): string {
+  return `${session}\u0000${key}`;
 }
 
 function checkDuration(field: string, value: number | null): void {
