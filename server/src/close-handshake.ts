@@ -23,7 +23,7 @@ declare module 'ws' {
  * How long a socket may take to be closed once its close handshake started
  * (the server sent or answered a close frame) before it is cut.
  */
-const CLOSE_HANDSHAKE_MS = 2000;
+export const CLOSE_HANDSHAKE_MS = 2000;
 
 /**
  * Closes `ws` with `code` and cuts it (`terminate`) when the peer has not

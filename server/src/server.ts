@@ -15,6 +15,7 @@ import { nanoid } from 'nanoid';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createAuthenticator, type AuthOptions } from './auth.js';
 import { systemClock, type Clock } from './clock.js';
+import { CLOSE_HANDSHAKE_MS } from './close-handshake.js';
 import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
 import { startHeartbeat } from './heartbeat.js';
@@ -251,9 +252,9 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     maxPayload: limits.maxPayload,
     perMessageDeflate: false,
     autoPong: false,
-    // A closing socket is cut 2 s after its close frame in real time too: the
-    // bound of close-handshake.ts, whatever the injected clock (ws's default is 30 s).
-    closeTimeout: 2000,
+    // A closing socket is cut after the close handshake's bound in real time too,
+    // whatever the injected clock (ws's default is 30 s).
+    closeTimeout: CLOSE_HANDSHAKE_MS,
   });
   const onConnection = (
     ws: WebSocket,
