@@ -175,4 +175,31 @@ describe('editor demo with auth on', () => {
     expect(await page.locator('#text').isEditable()).toBe(false);
     expect(await socketsAfterBackoff(page)).toEqual({ opened: 1, closes: [1008] });
   });
+
+  it('says the user may not edit when the token does not allow the doc, and does not ask again', async () => {
+    const clock = createManualClock(Date.now());
+    const live = await authServer(clock);
+    const readOnly = await signToken(
+      { sub: 'ana', locks: ['room:*'], watch: ['*'], steal: [], admin: [] },
+      { secret: SECRET, ttlSeconds: 600, now: clock.now() },
+    );
+    const page = await newPage();
+    let acquires = 0;
+    page.on('websocket', (socket) =>
+      socket.on('framesent', ({ payload }) => {
+        if (String(payload).includes('"op":"acquire"')) acquires++;
+      }),
+    );
+    await page.clock.install();
+    await page.clock.pauseAt(Date.now() + 1000);
+    await page.goto(`${live.httpUrl}/demo/editor?doc=locked&user=ana&access_token=${encodeURIComponent(readOnly)}`);
+    await page.locator('#who[data-refused="forbidden"]').waitFor({ timeout: 5000 });
+    expect(await page.locator('#who').textContent()).toBe(
+      'Read-only: you may not edit doc:locked (forbidden: the token does not allow this user to edit it).',
+    );
+    expect(await page.locator('#text').isEditable()).toBe(false);
+    await page.clock.runFor(30_000);
+    expect(acquires).toBe(1);
+    expect(await page.locator('#conn-state').getAttribute('data-state')).toBe('live');
+  });
 });

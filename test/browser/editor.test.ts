@@ -1,24 +1,53 @@
 import { LockClient } from '@lockwire/client';
-import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
+import { createLockServer, createManualClock, type LockServer, type ManualClock, type ServerLimits } from '@lockwire/server';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { collectPageErrors, launchChromium } from '../helpers/browser.js';
 
 let browser: Browser;
 let server: LockServer;
+let clock: ManualClock;
 let context: BrowserContext;
 let pageErrors: string[];
 let observer: LockClient;
 
-async function openEditor(query: string): Promise<Page> {
+/** Opens the editor in a new tab of the test's context; `prepare` runs before it loads (a clock, a frame counter). */
+async function openEditor(query: string, prepare?: (page: Page) => Promise<void>): Promise<Page> {
   const page = await context.newPage();
   const errors = collectPageErrors(page);
   page.on('close', () => pageErrors.push(...errors));
+  await prepare?.(page);
   await page.goto(`${server.httpUrl}/demo/editor?${query}`);
   return page;
 }
 
 const who = (page: Page, role: string) => page.locator(`#who[data-role="${role}"]`);
+
+/** Replaces the test's server with one enforcing `limits`, on a new manual clock. */
+async function restartWith(limits: Partial<ServerLimits>): Promise<void> {
+  await observer.close();
+  await server.close();
+  clock = createManualClock(Date.now());
+  server = await createLockServer({ port: 0, heartbeatInterval: 0, clock, limits });
+  observer = await LockClient.connect(server.url);
+}
+
+/** Installs a clock in `page` that stands still: its timers run only when the test runs them. */
+async function pausedClock(page: Page): Promise<void> {
+  await page.clock.install();
+  await page.clock.pauseAt(Date.now() + 1000);
+}
+
+/** Counts the `acquire` frames `page` sends, from before it loads. */
+function countAcquires(page: Page): { sent: number } {
+  const count = { sent: 0 };
+  page.on('websocket', (socket) =>
+    socket.on('framesent', ({ payload }) => {
+      if (String(payload).includes('"op":"acquire"')) count.sent++;
+    }),
+  );
+  return count;
+}
 
 beforeAll(async () => {
   browser = await launchChromium();
@@ -31,7 +60,8 @@ afterAll(async () => {
 beforeEach(async () => {
   // No timer of the server runs on its own (no heartbeat, a clock nobody advances):
   // a handoff can only come from the closing tab's socket.
-  server = await createLockServer({ port: 0, heartbeatInterval: 0, clock: createManualClock(Date.now()) });
+  clock = createManualClock(Date.now());
+  server = await createLockServer({ port: 0, heartbeatInterval: 0, clock });
   context = await browser.newContext();
   pageErrors = [];
   observer = await LockClient.connect(server.url);
@@ -124,5 +154,50 @@ describe('editor demo', () => {
     await expect.poll(() => third.locator('#who').textContent()).toContain('user=bo');
     await expect.poll(() => third.locator('#who').textContent()).toContain('number 1 in line');
     expect(await third.locator('#text').isEditable()).toBe(false);
+  });
+
+  it('shows a tab refused a place in line (too_many_waiters) why, and queues it at the next departure from the doc', async () => {
+    await restartWith({ maxWaitersPerKey: 1 });
+    const first = await openEditor('doc=full&user=ana');
+    await who(first, 'editing').waitFor({ timeout: 5000 });
+    const second = await openEditor('doc=full&user=bo');
+    await who(second, 'waiting').waitFor({ timeout: 5000 });
+    const anaTab = (await first.locator('#me').textContent())?.match(/tab=(\w+)/)?.[1];
+    // The third tab's timers stand still: only an event of the doc can make it ask again.
+    const third = await openEditor('doc=full&user=cy', pausedClock);
+    await third.locator('#who[data-refused="too_many_waiters"]').waitFor({ timeout: 5000 });
+    expect(await third.locator('#who').getAttribute('data-role')).toBe('readonly');
+    expect(await third.locator('#who').textContent()).toBe(
+      `Read-only: user=ana tab=${anaTab} is editing.` +
+        ' This tab could not join the line (too_many_waiters: the line for this document is full);' +
+        ' trying again in 0.3s, or as soon as someone leaves the document or its line.',
+    );
+    await first.close();
+    await who(second, 'editing').waitFor({ timeout: 5000 });
+    await who(third, 'waiting').waitFor({ timeout: 5000 });
+    expect(await third.locator('#who').getAttribute('data-refused')).toBeNull();
+    await second.close();
+    await who(third, 'editing').waitFor({ timeout: 5000 });
+    expect((await observer.status('doc:full')).holders.map((holder) => holder.meta?.user)).toEqual(['cy']);
+  });
+
+  it('asks again after a rate_limited acquire, 250 ms later and then twice as long, until the server takes it', async () => {
+    // One frame at once, refilled only as the server's clock moves: the watch takes it, the acquire is refused.
+    await restartWith({ rateBurst: 1, rateLimit: 1 });
+    let acquires = { sent: 0 };
+    const page = await openEditor('doc=slow&user=ana', async (tab) => {
+      acquires = countAcquires(tab);
+      await pausedClock(tab);
+    });
+    await page.locator('#who[data-refused="rate_limited"]').waitFor({ timeout: 5000 });
+    expect(await page.locator('#who').textContent()).toContain('trying again in 0.3s.');
+    expect(acquires.sent).toBe(1);
+    await page.clock.runFor(250);
+    await expect.poll(() => acquires.sent, { timeout: 5000 }).toBe(2);
+    await expect.poll(() => page.locator('#who').textContent(), { timeout: 5000 }).toContain('trying again in 0.5s.');
+    clock.advance(1000);
+    await page.clock.runFor(500);
+    await who(page, 'editing').waitFor({ timeout: 5000 });
+    expect(acquires.sent).toBe(3);
   });
 });

@@ -10,7 +10,8 @@
  */
 import type { CloseInfo, Lease, LockClient, LockEvent } from '@lockwire/client';
 import { connectPage, refusalOf } from './access.js';
-import { byId, endpointUrl, formatMeta, setText, shortSession, withPageToken } from './format.js';
+import { acquireRefusal, retryDelay, RetryWait, type AcquireRefusal } from './acquire-refusal.js';
+import { byId, endpointUrl, formatDuration, formatMeta, setText, shortSession, withPageToken } from './format.js';
 import { reconnectDelay } from './dashboard-support.js';
 
 type Role = 'editing' | 'waiting' | 'readonly' | 'offline';
@@ -19,6 +20,9 @@ interface Editor {
   session: string;
   meta: Record<string, unknown> | null;
 }
+
+/** Events of the key after which a refused place in line may be free: a holder or a waiter left. */
+const MAKES_ROOM: ReadonlySet<string> = new Set(['released', 'expired', 'stolen', 'revoked', 'dequeued']);
 
 const params = new URLSearchParams(location.search);
 const doc = params.get('doc') || 'welcome';
@@ -43,6 +47,9 @@ let holding = false;
 let position: number | undefined;
 /** Set when the server refused the page's credentials: the page no longer connects, and says why. */
 let accessRefused: string | undefined;
+/** The server's refusal of this tab's last acquire, and when it is asked again (`undefined`: never). */
+let refused: { refusal: AcquireRefusal; retryIn: number | undefined } | undefined;
+const retryWait = new RetryWait();
 
 function rememberedUser(): string {
   const stored = localStorage.getItem('lockwire-demo:user');
@@ -57,8 +64,10 @@ function describe(holder: Editor | undefined): string {
   return formatMeta(holder.meta) || `session ${shortSession(holder.session)}`;
 }
 
-function show(role: Role, text: string): void {
+function show(role: Role, text: string, refusedCode?: string): void {
   el.who.dataset.role = role;
+  if (refusedCode === undefined) delete el.who.dataset.refused;
+  else el.who.dataset.refused = refusedCode;
   setText(el.who, text);
   el.text.readOnly = role !== 'editing';
   document.title = `${role === 'editing' ? 'editing' : 'read-only'} · ${key} · lockwire`;
@@ -69,6 +78,8 @@ function refresh(): void {
     show('editing', `You are editing ${key} (user=${user} tab=${tab}).`);
   } else if (!mySession) {
     show('offline', accessRefused ?? 'Not connected: reconnecting…');
+  } else if (refused) {
+    show('readonly', refusedText(refused.refusal, refused.retryIn), refused.refusal.code);
   } else {
     const line = position === undefined ? '' : ` You are number ${position} in line`;
     const role: Role = position === undefined ? 'readonly' : 'waiting';
@@ -79,8 +90,19 @@ function refresh(): void {
   }
 }
 
+function refusedText(refusal: AcquireRefusal, retryIn: number | undefined): string {
+  const editing = editor ? ` ${describe(editor)} is editing.` : '';
+  if (retryIn === undefined) return `Read-only: you may not edit ${key} (${refusal.code}: ${refusal.reason}).${editing}`;
+  const sooner = refusal.wakesOnEvents ? ', or as soon as someone leaves the document or its line' : '';
+  return (
+    `Read-only:${editing || ' nobody is editing.'} This tab could not join the line (${refusal.code}: ${refusal.reason});` +
+    ` trying again in ${formatDuration(retryIn)}${sooner}.`
+  );
+}
+
 function onEvent(event: LockEvent): void {
   if (event.key !== key) return;
+  if (MAKES_ROOM.has(event.event)) retryWait.wake();
   if (event.event === 'acquired') {
     editor = { session: event.session, meta: event.meta };
   } else if (['released', 'expired', 'stolen', 'revoked'].includes(event.event) && event.holders === 0) {
@@ -102,17 +124,39 @@ function onEvent(event: LockEvent): void {
   }
 }
 
-/** Holds the lock until it is lost (stolen, revoked, connection gone); then queues again while connected. */
+/**
+ * Holds the lock until it is lost (stolen, revoked, connection gone); then
+ * queues again while connected. An acquire the server refuses is shown
+ * with its reason and asked again after 250 ms doubling to 5 s (sooner at
+ * an event of the key that may make room), except a refusal asking again
+ * cannot change (`forbidden`): the tab then stays read-only.
+ */
 async function editWhileHolding(client: LockClient): Promise<void> {
-  while (client.state === 'open') {
+  for (let refusals = 0; client.state === 'open'; ) {
     position = undefined;
-    const lease: Lease | null = await client.acquire(key, {
-      meta: { user, tab },
-      onQueued: (place) => {
-        position = place;
-        refresh();
-      },
-    });
+    let lease: Lease | null;
+    try {
+      lease = await client.acquire(key, {
+        meta: { user, tab },
+        onQueued: (place) => {
+          refused = undefined;
+          position = place;
+          refresh();
+        },
+      });
+    } catch (error) {
+      const refusal = acquireRefusal(error);
+      // The connection ended: the tab reconnects.
+      if (refusal === undefined || client.state !== 'open') throw error;
+      const retryIn = refusal.final ? undefined : retryDelay(++refusals);
+      refused = { refusal, retryIn };
+      refresh();
+      if (retryIn === undefined) return;
+      await retryWait.wait(retryIn, refusal.wakesOnEvents);
+      continue;
+    }
+    refusals = 0;
+    refused = undefined;
     if (!lease) continue;
     holding = true;
     position = undefined;
@@ -172,6 +216,7 @@ async function connectForever(): Promise<void> {
     mySession = undefined;
     holding = false;
     position = undefined;
+    refused = undefined;
     const state = accessRefused === undefined ? 'disconnected' : 'refused';
     el.state.dataset.state = state;
     setText(el.state, state);
