@@ -10,6 +10,7 @@ import * as z from 'zod';
 import { parseJwks, type AuthOptions } from './auth.js';
 import { CONFIG_KEYS, configOptions, entries, type ConfigKey } from './config-options.js';
 import { REDACTED, shownUrl } from './redact-url.js';
+import { clusterUrlProblem } from './redis/redis-link.js';
 import type { LockServerOptions } from './server.js';
 
 export { CONFIG_KEYS, configOptions, type ConfigKey } from './config-options.js';
@@ -52,6 +53,13 @@ export const serverConfigSchema = z.strictObject({
   .refine((config) => config.store !== 'redis' || entries(config.redisUrl).length <= 1, {
     path: ['redisUrl'],
     error: 'one URL with --store redis; a list of nodes is for --store redis-cluster',
+  })
+  // node-redis gives every cluster node the same credentials and TLS: a
+  // list that mixes them would reach some nodes and fail on the others.
+  .check((ctx) => {
+    if (ctx.value.store !== 'redis-cluster' || ctx.value.redisUrl === '') return;
+    const problem = clusterUrlProblem(ctx.value.redisUrl);
+    if (problem !== undefined) ctx.issues.push({ code: 'custom', input: ctx.value, path: ['redisUrl'], message: problem });
   })
   .refine((config) => config.authSecret === '' || config.authJwksFile === '', {
     path: ['authJwksFile'],

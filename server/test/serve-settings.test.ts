@@ -165,11 +165,28 @@ describe('settings the server would fail on later', () => {
     expect(blank).toBe('');
   });
 
+  it('exits 2 for Redis Cluster node URLs that differ in password or scheme, or name a database, without printing the password', async () => {
+    const cluster = (url: string) => serve(['--store', 'redis-cluster', '--redis-url', url]);
+    const passwords = await cluster('redis://:sekret-pw@127.0.0.1:7000,redis://:other-pw@127.0.0.1:7001');
+    expect(passwords.exit).toBe(2);
+    expect(problem(passwords.written.stderr)).toBe(
+      'lockwire: --redis-url "redis://:REDACTED@127.0.0.1:7000,redis://:REDACTED@127.0.0.1:7001": the node URLs that give credentials must give the same user and password',
+    );
+    const schemes = await cluster('rediss://127.0.0.1:7000,redis://127.0.0.1:7001');
+    expect(schemes.exit).toBe(2);
+    expect(problem(schemes.written.stderr)).toMatch(/: the node URLs must be all redis:\/\/ or all rediss:\/\/$/);
+    const database = await cluster('redis://127.0.0.1:7000/2');
+    expect(database.exit).toBe(2);
+    expect(problem(database.written.stderr)).toMatch(/: a Redis Cluster has database 0 only/);
+    for (const run of [passwords, schemes, database]) expect(run.written.stderr).not.toContain('sekret-pw');
+  });
+
   it('accepts Redis URLs with credentials, TLS and a database number', () => {
     const config = (store: string, url: string) => resolveConfig([defaultsLayer(), flagLayer({ store, 'redis-url': url })]);
     expect(config('redis', 'redis://user:pass@10.0.0.5:6379/2').redisUrl).toBe('redis://user:pass@10.0.0.5:6379/2');
     expect(config('redis', 'rediss://cache.example:6380').redisUrl).toBe('rediss://cache.example:6380');
     expect(config('redis-cluster', 'redis://a:7000, redis://b:7001').redisUrl).toBe('redis://a:7000, redis://b:7001');
+    expect(config('redis-cluster', 'rediss://ops:pw@a:7000,rediss://b:7001/0').redisUrl).toBe('rediss://ops:pw@a:7000,rediss://b:7001/0');
   });
 
   it('exits 2 naming the source and the file for a JWKS file of anything but public signature keys', async () => {

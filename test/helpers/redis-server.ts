@@ -29,11 +29,16 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function pingUntilReady(port: number, child: ChildProcess, timeoutMs = 10_000): Promise<void> {
+/** `redis://[:password@]127.0.0.1:port`. */
+function loopbackUrl(port: number, password?: string): string {
+  return `redis://${password === undefined ? '' : `:${encodeURIComponent(password)}@`}127.0.0.1:${port}`;
+}
+
+async function pingUntilReady(port: number, child: ChildProcess, password?: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited with code ${child.exitCode}`);
-    const client = createClient({ url: `redis://127.0.0.1:${port}`, socket: { reconnectStrategy: false, connectTimeout: 500 } });
+    const client = createClient({ url: loopbackUrl(port, password), socket: { reconnectStrategy: false, connectTimeout: 500 } });
     client.on('error', () => {});
     try {
       await client.connect();
@@ -112,16 +117,23 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<RedisS
 /** A Redis Cluster of three primaries this test started on loopback ports. */
 export interface RedisCluster {
   readonly ports: number[];
-  /** The root node URLs, comma-separated, as `--redis-url` takes them in cluster mode. */
+  /** The root node URLs, comma-separated, as `--redis-url` takes them in cluster mode (with the password, if any). */
   readonly url: string;
   stop(): Promise<void>;
+}
+
+export interface RedisClusterOptions {
+  /** `requirepass` (and `masterauth`) of every node: clients must AUTH with it. Default: none. */
+  password?: string;
 }
 
 /**
  * Starts three `redis-server --cluster-enabled yes` on free loopback ports
  * and joins them with `redis-cli --cluster create ... --cluster-replicas 0`.
  */
-export async function startRedisCluster(): Promise<RedisCluster> {
+export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisCluster> {
+  const { password } = options;
+  const auth = password === undefined ? [] : ['-a', password, '--no-auth-warning'];
   const cli = binary('redis-cli');
   binary('redis-server');
   const dir = mkdtempSync(join(tmpdir(), 'lockwire-cluster-'));
@@ -138,29 +150,30 @@ export async function startRedisCluster(): Promise<RedisCluster> {
       const args = [
         '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
         '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', '2000',
+        ...(password === undefined ? [] : ['--requirepass', password, '--masterauth', password]),
       ];
       const child = launch(args, dir);
       children.push(child);
-      await pingUntilReady(port, child);
+      await pingUntilReady(port, child, password);
     }
     const created = spawnSync(
       cli,
-      ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'],
+      [...auth, '--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'],
       { encoding: 'utf8', timeout: 30_000 },
     );
     if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stdout}${created.stderr}`);
-    await waitForClusterOk(cli, ports);
+    await waitForClusterOk(cli, ports, auth);
   } catch (error) {
     await stop();
     throw error;
   }
-  return { ports, url: ports.map((p) => `redis://127.0.0.1:${p}`).join(','), stop };
+  return { ports, url: ports.map((p) => loopbackUrl(p, password)).join(','), stop };
 }
 
-async function waitForClusterOk(cli: string, ports: number[]): Promise<void> {
+async function waitForClusterOk(cli: string, ports: number[], auth: string[]): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const states = ports.map((port) => spawnSync(cli, ['-p', String(port), 'cluster', 'info'], { encoding: 'utf8' }).stdout);
+    const states = ports.map((port) => spawnSync(cli, [...auth, '-p', String(port), 'cluster', 'info'], { encoding: 'utf8' }).stdout);
     if (states.every((s) => s.includes('cluster_state:ok'))) return;
     if (Date.now() > deadline) throw new Error(`the Redis Cluster did not reach cluster_state:ok: ${states.join('\n')}`);
     await new Promise((r) => setTimeout(r, 50));

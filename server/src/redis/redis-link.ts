@@ -250,19 +250,75 @@ async function firstConnect(client: { connect(): Promise<unknown>; destroy(): vo
   }
 }
 
+/** The root nodes of a cluster `url` list, and what every node's client shares (see `clusterUrlProblem`). */
+interface ClusterUrls {
+  readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }>;
+  readonly tls: boolean;
+  readonly username: string | undefined;
+  readonly password: string | undefined;
+}
+
+function readClusterUrls(list: string): ClusterUrls | string {
+  const urls: URL[] = [];
+  for (const entry of list.split(',').map((text) => text.trim()).filter((text) => text !== '')) {
+    try {
+      urls.push(new URL(entry));
+    } catch {
+      return 'a node URL is not a URL';
+    }
+  }
+  const first = urls[0];
+  if (first === undefined) return 'no node URL given';
+  if (urls.some((url) => url.protocol !== first.protocol)) return 'the node URLs must be all redis:// or all rediss://';
+  if (urls.some((url) => !/^\/?0?$/.test(url.pathname))) return 'a Redis Cluster has database 0 only: give no /database in the node URLs';
+  // A node listed without credentials takes those of the others: they are one cluster's.
+  const credentialed = urls.filter((url) => url.username !== '' || url.password !== '');
+  const credentials = credentialed[0];
+  if (credentialed.some((url) => url.username !== credentials?.username || url.password !== credentials.password)) {
+    return 'the node URLs that give credentials must give the same user and password';
+  }
+  const decoded = (text: string | undefined) => (text ? decodeURIComponent(text) : undefined);
+  return {
+    nodes: urls.map((url) => ({
+      host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: url.port === '' ? 6379 : Number(url.port),
+    })),
+    tls: first.protocol === 'rediss:',
+    username: decoded(credentials?.username),
+    password: decoded(credentials?.password),
+  };
+}
+
+/**
+ * Why a comma-separated list of cluster node URLs cannot be used, or
+ * undefined when it can: the nodes must share one scheme (`redis://` or
+ * `rediss://`) and, where they give them, one user and password, and name
+ * no database but 0. Assumes each entry is a `redis://` or `rediss://` URL.
+ */
+export function clusterUrlProblem(list: string): string | undefined {
+  const read = readClusterUrls(list);
+  return typeof read === 'string' ? read : undefined;
+}
+
 async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
   const handlers = { trouble: new Set<() => void>(), resubscribed: new Set<() => void>() };
   const emit = (event: keyof typeof handlers) => {
     for (const fn of handlers[event]) fn();
   };
-  const rootNodes = options.url.split(',').map((url) => ({ url: url.trim() }));
+  const urls = readClusterUrls(options.url);
+  if (typeof urls === 'string') throw new Error(`cannot connect to the Redis Cluster: ${urls}`);
+  // node-redis makes the client of every node it discovers (the root nodes
+  // included) from `defaults` and the node's address alone: credentials and
+  // TLS reach the nodes only through `defaults`, never through a root URL.
   const cluster = createCluster({
-    rootNodes,
+    rootNodes: urls.nodes.map((node) => ({ socket: node })),
     defaults: {
       disableOfflineQueue: true,
       disableClientInfo: true,
       maintNotifications: 'disabled',
-      socket: socketOptions(options),
+      ...(urls.username === undefined ? {} : { username: urls.username }),
+      ...(urls.password === undefined ? {} : { password: urls.password }),
+      socket: urls.tls ? { ...socketOptions(options), tls: true } : socketOptions(options),
     },
   });
   cluster.on('error', () => emit('trouble'));
