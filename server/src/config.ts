@@ -163,13 +163,44 @@ function shownValue(key: ConfigKey, value: unknown): string {
 export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
   const { raw, origin } = merge(layers);
   const parsed = serverConfigSchema.safeParse(raw);
-  if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((issue) => {
+  const problems = (parsed.success ? [] : parsed.error.issues).map((issue) => {
     const key = issue.path[0] as ConfigKey;
     const source = origin.get(key)?.describe(key) ?? key;
     return `${source} ${JSON.stringify(shownValue(key, raw[key]))}: ${issue.message}`;
   });
+  const redisUrlBad = !parsed.success && parsed.error.issues.some((issue) => issue.path[0] === 'redisUrl');
+  const unused = redisUrlBad ? undefined : unusedRedisUrl(layers, raw, origin);
+  if (unused !== undefined) problems.push(unused);
+  if (parsed.success && problems.length === 0) return parsed.data;
   throw new ConfigError(problems.join('\n'));
+}
+
+/**
+ * A Redis URL beside the memory store, which would leave it unused: an
+ * operator who forgot `--store` would run one unshared lock table per node.
+ * It is a problem unless `--store memory` comes from a source that outranks
+ * the URL's (`--store memory` on the command line over a machine-wide
+ * `LOCKWIRE_REDIS_URL`): that is a choice to serve from memory.
+ */
+function unusedRedisUrl(
+  layers: readonly ConfigLayer[],
+  raw: Partial<Record<ConfigKey, unknown>>,
+  origin: ReadonlyMap<ConfigKey, ConfigLayer>,
+): string | undefined {
+  const url = raw.redisUrl;
+  if (raw.store !== 'memory' || typeof url !== 'string' || entries(url).length === 0) return undefined;
+  const urlLayer = origin.get('redisUrl');
+  const storeLayer = origin.get('store');
+  const rank = (layer: ConfigLayer | undefined) => (layer === undefined ? -1 : layers.indexOf(layer));
+  if (rank(storeLayer) > rank(urlLayer)) return undefined;
+  const urlSource = urlLayer?.describe('redisUrl') ?? '--redis-url';
+  const storeSource = storeLayer?.describe('store') ?? 'default store';
+  // Only a later source can outrank the URL's: from the last one, leaving it out is the way to serve from memory.
+  const memory = rank(urlLayer) === layers.length - 1 ? 'leave the URL out' : 'give --store memory';
+  return (
+    `${urlSource} ${JSON.stringify(shownValue('redisUrl', url))}: not used by the memory store (${storeSource} "memory"): ` +
+    `add --store redis to keep the lock table in this Redis (--store redis-cluster for a cluster), or ${memory} to serve from memory without it`
+  );
 }
 
 /**

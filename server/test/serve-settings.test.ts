@@ -109,6 +109,49 @@ describe('auth settings that would leave the server open', () => {
   });
 });
 
+describe('a Redis URL beside the memory store', () => {
+  it('exits 2 for a --redis-url, a LOCKWIRE_REDIS_URL or a file\'s redisUrl without --store, naming the fix', async () => {
+    const byFlag = await serve(['--redis-url', 'redis://ops:sekret-pw@10.0.0.5:6379']);
+    expect(byFlag.exit).toBe(2);
+    expect(problem(byFlag.written.stderr)).toBe(
+      'lockwire: --redis-url "redis://ops:REDACTED@10.0.0.5:6379": not used by the memory store (default store "memory"): ' +
+        'add --store redis to keep the lock table in this Redis (--store redis-cluster for a cluster), or leave the URL out to serve from memory without it',
+    );
+    expect(byFlag.written.stderr).not.toContain('sekret-pw');
+    const byEnv = await serve([], { LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:7000,redis://10.0.0.6:7000' });
+    expect(byEnv.exit).toBe(2);
+    expect(problem(byEnv.written.stderr)).toMatch(
+      /^lockwire: LOCKWIRE_REDIS_URL "[^"]+": not used by the memory store \(default store "memory"\): add --store redis .*, or give --store memory to serve from memory without it$/,
+    );
+    const settings = writeFile('redis-url-only.json', { redisUrl: 'redis://10.0.0.5:6379' });
+    const byFile = await serve(['--config', settings]);
+    expect(byFile.exit).toBe(2);
+    expect(problem(byFile.written.stderr)).toMatch(new RegExp(`^lockwire: ${settings}: redisUrl "redis://10\\.0\\.0\\.5:6379": not used by the memory store`));
+  });
+
+  it('exits 2 when --store memory comes from the same source as the URL or one it outranks', async () => {
+    const sameSource = await serve([], { LOCKWIRE_STORE: 'memory', LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:6379' });
+    expect(sameSource.exit).toBe(2);
+    expect(problem(sameSource.written.stderr)).toMatch(/^lockwire: LOCKWIRE_REDIS_URL "[^"]+": not used by the memory store \(LOCKWIRE_STORE "memory"\)/);
+    const settings = writeFile('store-memory.json', { store: 'memory' });
+    const outranked = await serve(['--config', settings, '--redis-url', 'redis://10.0.0.5:6379']);
+    expect(outranked.exit).toBe(2);
+    expect(problem(outranked.written.stderr)).toMatch(/^lockwire: --redis-url "[^"]+": not used by the memory store \(.*store-memory\.json: store "memory"\)/);
+  });
+
+  it('serves from memory when --store memory outranks a machine-wide LOCKWIRE_REDIS_URL', async () => {
+    const started = await serve(['--store', 'memory'], { LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:6379' });
+    expect(started.written.stderr).toBe('');
+    expect(started.url).not.toBeNull();
+  });
+
+  it('reports the URL beside every other bad setting, and a list of URLs without --store as the same problem', () => {
+    expect(() => resolveConfig([defaultsLayer(), flagLayer({ 'redis-url': 'redis://a:1,redis://b:2', port: 'eighty' })])).toThrow(
+      /^--port "eighty": .*\n--redis-url "redis:\/\/a:1,redis:\/\/b:2": not used by the memory store/,
+    );
+  });
+});
+
 describe('settings the server would fail on later', () => {
   it('exits 2 naming the source and the entry for an allowed Origin with a path', async () => {
     const byFlag = await serve(['--allow-origin', 'https://app.example.com/app']);
