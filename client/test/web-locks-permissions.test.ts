@@ -33,8 +33,8 @@ async function holding(client: LockClient, name: string, release: Promise<unknow
       return release;
     })
     .then(
-      (value: unknown) => ({ value }),
-      (error: unknown) => ({ error }),
+      (value: unknown): { value?: unknown; error?: unknown } => ({ value }),
+      (error: unknown): { value?: unknown; error?: unknown } => ({ error }),
     )
     .finally(() => (state.settled = true));
   return { lock: await within(lock), done, state };
