@@ -60,6 +60,7 @@ export class SessionAcquires {
       // A request no longer current was counted when its session died.
       const current = this.requests.isCurrent(request);
       if (!current && this.detachedKeys) this.settleDetached(outcome.status, ticket, message.key);
+      if (current && outcome.status !== 'queued') answeredFailed(request);
       switch (outcome.status) {
         case 'granted':
           if (current) {
@@ -87,7 +88,10 @@ export class SessionAcquires {
   wait(message: RequestOf<'wait'>): void {
     this.runTicketed(message, async (request, ticket) => {
       const state = await this.host.store.wait(this.session, { ticket, key: message.key, timeout: message.timeout ?? null });
-      if (state === 'free') return { free: true };
+      if (state === 'free') {
+        if (this.requests.isCurrent(request)) answeredFailed(request);
+        return { free: true };
+      }
       if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached('queued', ticket, message.key);
       if (this.requests.isCurrent(request)) this.startPending(request);
       return null;
@@ -193,6 +197,17 @@ export class SessionAcquires {
     metrics.handedOff(key);
     if (request.queuedAt !== null) metrics.waited((performance.now() - request.queuedAt) / 1000);
   }
+}
+
+/**
+ * Throws the failure the store settled `request` with before its call
+ * resolved (a Redis node that gave its requests up, say): that answer
+ * stands, and the request is answered with it rather than with what the
+ * call resolved to. Above all, no `acquired: true` follows a failure. A
+ * `queued` request answers it right after its `queued` (see `startPending`).
+ */
+function answeredFailed(request: PendingRequest): void {
+  if (request.early?.kind === 'failed') throw request.early.error;
 }
 
 function settlementResult(settlement: Exclude<Settlement, { kind: 'failed' }>): object {

@@ -3,7 +3,7 @@ import { holdDuration } from '../clock.js';
 import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import type { LocalTable } from './local-table.js';
-import { createPending, uncertainAcquireOf, type LocalPending } from './local-state.js';
+import { createPending, uncertainAcquireOf, type LocalPending, type LocalSession } from './local-state.js';
 import type { NoteSettler } from './note-settler.js';
 import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str, type Json } from './records.js';
@@ -80,6 +80,8 @@ export class LockRequests {
       }
       // Counted without this request itself.
       const full = local.holds.size + local.acquiring - 1 >= ctx.limits.maxLocksPerSession;
+      // The id the step runs under (the step runner reads it in this same turn).
+      const node = liveness.id;
       return await this.#o.steps.step(
         'acquire',
         key,
@@ -95,6 +97,7 @@ export class LockRequests {
           String(ctx.limits.maxWaitersPerKey),
         ],
         (r, at): AcquireOutcome => {
+          if (this.#givenUp(local, pending, node)) throw new LockError(ErrorCode.StoreUnavailable, GIVEN_UP);
           // `lost` notes of steps Redis ran before this one come before its answer.
           notes.settleEarly(pending, at);
           const st = str(r, 'st');
@@ -161,6 +164,8 @@ export class LockRequests {
   async wait(session: SessionId, input: WaitInput): Promise<'free' | 'pending'> {
     const { table, timeouts, notes } = this.#o;
     checkDuration('timeout', input.timeout);
+    // The id the step runs under.
+    const node = live(this.#o.ctx).id;
     const local = table.session(session);
     const pending = createPending(input.ticket, session, input.key, 'wait');
     table.addPending(local, pending);
@@ -171,6 +176,7 @@ export class LockRequests {
         input.key,
         [session, String(input.ticket)],
         (r) => {
+          if (this.#givenUp(local, pending, node)) throw new LockError(ErrorCode.StoreUnavailable, GIVEN_UP);
           if (str(r, 'free') !== '') {
             table.removePending(pending);
             return 'free' as const;
@@ -219,7 +225,30 @@ export class LockRequests {
   async revoke(key: string): Promise<number> {
     return this.#o.steps.step('revoke', key, [], (r) => num(r, 'n'));
   }
+
+  /**
+   * True when the node gave `pending` up while its script was out: it
+   * stopped vouching (and answered the request `store_unavailable` through
+   * the listener's `failed`), or it runs under another id than the step did
+   * (whose records its cleanup drops). The reply must not answer the request
+   * then, least of all with a grant: the cleanup would release that hold
+   * without a `lost`. What Redis did for it is taken out as after a failed
+   * call. False for a closed session (its close drops the key).
+   */
+  #givenUp(local: LocalSession, pending: LocalPending, node: string): boolean {
+    const { table, ctx, reconciler } = this.#o;
+    if (table.sessions.get(pending.session) !== local) return false;
+    if (table.tickets.get(pending.ticket) === pending && live(ctx).id === node) return false;
+    table.removePending(pending);
+    local.dirty.add(pending.key);
+    reconciler.uncertain(local, pending.ticket, pending.key, pending.kind);
+    reconciler.reconcileSoon();
+    return true;
+  }
 }
+
+/** The answer to a request whose reply came after its node gave it up. */
+const GIVEN_UP = 'lost contact with the lock store (Redis); the request was dropped';
 
 /** A session's key, as one map key (session ids never hold a NUL). */
 function sessionKey(session: SessionId, key: string): string {
