@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import type { LockError } from '../server/src/errors.js';
+import { silentLogger } from '../server/src/logger.js';
 import { createRedisStore } from '../server/src/redis/redis-store.js';
-import type { StoreListener } from '../server/src/store.js';
+import type { LockStore, StoreListener } from '../server/src/store.js';
 import { listenerLog, useRedisStores, type ListenerLog } from '../server/test/redis-harness.js';
 import { acquireInput } from '../server/test/server-harness.js';
 import { RawClient } from './helpers/raw-client.js';
@@ -56,6 +57,102 @@ describe('a Redis node that stops vouching while an acquire is in flight', () =>
     expect((await b.status('free', null)).holders.map((x) => x.session)).toEqual(['w']);
     // `s` was never told it held the key, so it is never told it lost it.
     expect(log.lines).toEqual([`lost h k ${held.token} revoked`, 'failed s #2 store_unavailable']);
+  });
+});
+
+describe('a Redis node that registers anew after it stopped vouching', () => {
+  const stores = useRedisStores('reregister');
+
+  /**
+   * Node `a` through a proxy, with `h` holding `k`; `prepare` runs before the
+   * replies turn late, `givenUp` once `a` reported the hold lost, its replies
+   * still late. Resolves once `a` serves again under a new id (it logs that
+   * it dropped what the old id left), with what `givenUp` returned.
+   */
+  async function nodeThatGaveUp<T>(prepare: (a: LockStore) => Promise<void>, givenUp: (a: LockStore) => T) {
+    const proxy = await stores.proxy();
+    const log = failingLog();
+    const info = listenerLog();
+    const logger = { ...silentLogger, info: (_o: object, msg: string) => info.push(msg) };
+    const a = await stores.startStore(
+      { url: proxy.url, namespace: stores.namespace(), nodeTtl: NODE_TTL, commandTimeout: 5000, tolerateCloseFailure: true, logger },
+      log.listener,
+    );
+    const held = await a.acquire('h', acquireInput(1, 'k'));
+    if (held.status !== 'granted') throw new Error('h was not granted');
+    await prepare(a);
+    proxy.delayReplies(LATE);
+    await log.next(/^lost h k /, 5000);
+    const during = givenUp(a);
+    proxy.delayReplies(0);
+    await info.next(/^dropped what previous ids of this node left$/, 3 * NODE_TTL + LATE);
+    return { a, log, held, during };
+  }
+  const nothing = async () => {};
+
+  it('answers a re-acquire of a lock it reported lost with a new hold, which then stays held', async () => {
+    const { a, log, held } = await nodeThatGaveUp(nothing, () => null);
+    const again = await a.acquire('h', acquireInput(10, 'k', { acquireTimeout: 0 }));
+    if (again.status !== 'granted') throw new Error(`h was answered ${again.status}`);
+    expect(again.token).toBeGreaterThan(held.token);
+    expect((await a.status('k', null)).holders.map((x) => `${x.session} ${x.token}`)).toEqual([`h ${again.token}`]);
+    expect(await a.acquire('w', acquireInput(11, 'k', { acquireTimeout: 0 }))).toEqual({ status: 'not_granted' });
+    expect(log.lines).toEqual([`lost h k ${held.token} revoked`]);
+  });
+
+  it('answers a retry of an acquire it gave up while queued as a new request, never as already queued', async () => {
+    const { a, log, held } = await nodeThatGaveUp(
+      async (node) => {
+        expect(await node.acquire('q', acquireInput(2, 'k'))).toEqual({ status: 'queued', position: 1 });
+      },
+      () => null,
+    );
+    expect(log.lines).toEqual([`lost h k ${held.token} revoked`, 'failed q #2 store_unavailable']);
+    // The old id's hold of `h` and queued request of `q` are gone: the retry finds the key free.
+    const retry = await a.acquire('q', acquireInput(10, 'k', { acquireTimeout: 0 }));
+    expect(retry).toMatchObject({ status: 'granted' });
+    expect((await a.status('k', null)).queue).toEqual([]);
+  });
+
+  it('answers not_holder an extend of a lock it reported lost, sent before it registered anew (Redis still has the hold then)', async () => {
+    const { a, log, held, during } = await nodeThatGaveUp(nothing, (node) => outcomeOf(node.extend('h', 'k', 1000).then(() => ({ status: 'extended' }))));
+    expect(await during).toBe('failed not_holder');
+    expect((await a.status('k', null)).holders).toEqual([]);
+    // Nothing of it was kept as a hold of `h`: a new acquire is granted a new token, and nothing more is reported lost.
+    const again = await a.acquire('h', acquireInput(10, 'k', { acquireTimeout: 0 }));
+    expect(again).toMatchObject({ status: 'granted' });
+    expect(log.lines).toEqual([`lost h k ${held.token} revoked`]);
+  });
+});
+
+describe("the Redis scripts, for a session's records under another node id", () => {
+  const stores = useRedisStores('stale');
+
+  // Session ids are unique to a node, so such a record is left from an id the
+  // session's node gave up. Two nodes sharing session names stand for that here.
+  it("never answer the session with them: an acquire drops them first, an extend or release answers not_holder", async () => {
+    const [old, now] = await stores.startNodes([stores.redis.url, stores.redis.url], { nodeTtl: 30_000 });
+    if (!old || !now) throw new Error('two nodes were not started');
+    const stale = await old.store.acquire('s', acquireInput(1, 'k'));
+    if (stale.status !== 'granted') throw new Error('the stale hold was not granted');
+    expect(await old.store.acquire('t', acquireInput(2, 'k2'))).toMatchObject({ status: 'granted' });
+    expect(await old.store.acquire('h', acquireInput(3, 'q'))).toMatchObject({ status: 'granted' });
+    expect(await old.store.acquire('u', acquireInput(4, 'q'))).toEqual({ status: 'queued', position: 1 });
+    const again = await now.store.acquire('s', acquireInput(10, 'k'));
+    if (again.status !== 'granted') throw new Error(`s was answered ${again.status}`);
+    expect(again.token).toBeGreaterThan(stale.token);
+    await expect(now.store.extend('t', 'k2', 1000)).rejects.toMatchObject({ code: 'not_holder' });
+    await expect(now.store.release('t', 'k2')).rejects.toMatchObject({ code: 'not_holder' });
+    expect(await now.store.acquire('u', acquireInput(11, 'q'))).toEqual({ status: 'queued', position: 1 });
+    const status = async (key: string) => {
+      const { holders, queue } = await now.store.status(key, null);
+      return { holders: holders.map((x) => `${x.session} ${x.token}`), queue: queue.map((x) => x.session) };
+    };
+    expect({ k: await status('k'), k2: (await status('k2')).holders.length, q: (await status('q')).queue }).toEqual({
+      k: { holders: [`s ${again.token}`], queue: [] },
+      k2: 1,
+      q: ['u'],
+    });
   });
 });
 

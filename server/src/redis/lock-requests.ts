@@ -146,8 +146,13 @@ export class LockRequests {
   async extend(session: SessionId, key: string, holdTimeout: number | null): Promise<number | null> {
     const { table, timeouts } = this.#o;
     checkDuration('holdTimeout', holdTimeout);
+    const liveness = live(this.#o.ctx);
+    // The id the step runs under.
+    const node = liveness.id;
     return this.#o.steps.step('extend', key, [session, holdArg(this.#o.ctx, holdTimeout)], (r) => {
       if (str(r, 'err') !== '') throw notHolder(key);
+      // The node gave its holds up meanwhile, each reported lost: Redis extended a hold its cleanup drops.
+      if (!liveness.vouching || liveness.id !== node) throw notHolder(key);
       const expiresAt = expiresAtOf(str(r, 'x'));
       const local = table.sessions.get(session);
       const hold = local?.holds.get(key);

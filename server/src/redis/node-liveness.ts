@@ -46,10 +46,11 @@ export interface NodeLivenessOptions {
  * is 0.9 x TTL old (its key may be gone and survivors may release the locks),
  * and when Redis lost its state: its own key vanished while it should still
  * live, or a primary's `run_id` changed (a restart). It then abandons
- * everything and registers under a new id. After a loss of state it also
- * refuses grants for one node TTL (and tells other nodes through
- * `<ns>:holdoff`), so every node that still believes in an old lock has told
- * its holder before anybody else is granted.
+ * everything and registers under a new id, and serves again only once what
+ * its old id left in Redis is dropped (see `#retirePrevious`). After a loss
+ * of state it also refuses grants for one node TTL (and tells other nodes
+ * through `<ns>:holdoff`), so every node that still believes in an old lock
+ * has told its holder before anybody else is granted.
  */
 export class NodeLiveness {
   readonly #o: NodeLivenessOptions;
@@ -65,7 +66,10 @@ export class NodeLiveness {
   #checkTimer: ReturnType<typeof setTimeout> | undefined;
   #vouchTimer: ReturnType<typeof setTimeout> | undefined;
   #renewing: Promise<void> | null = null;
-  #cleaning = new Set<string>();
+  /** Cleanups of dead nodes' ids in progress, by id: a second look at the same id joins the first. */
+  readonly #cleaning = new Map<string, Promise<void>>();
+  /** Ids this node gave up whose records may still be in Redis: it does not serve until they are dropped. */
+  readonly #previous = new Set<string>();
   #closed = false;
 
   constructor(options: NodeLivenessOptions) {
@@ -83,15 +87,30 @@ export class NodeLiveness {
     return this.#id;
   }
 
-  /** True when the node may change the lock table: registered, Redis reachable, no holdoff. */
+  /**
+   * True when the node may change the lock table: registered, Redis
+   * reachable, what its previous ids left dropped, no holdoff.
+   */
   get serving(): boolean {
     return this.#healthy && this.#id !== null && Date.now() >= this.#holdoffUntil;
   }
 
+  /**
+   * True while the node vouches for the holds of its sessions under its
+   * current id: false from giving them up (each reported lost) until it
+   * registered anew.
+   */
+  get vouching(): boolean {
+    return this.#id !== null && !this.#abandoned;
+  }
+
   /** Why the node is not serving, for the `store_unavailable` message. */
   get reason(): string {
-    if (!this.#healthy || this.#id === null) return 'the lock store (Redis) is unreachable';
-    return 'the lock store (Redis) lost its state and is recovering; retry shortly';
+    if (this.#healthy && this.#id !== null) return 'the lock store (Redis) lost its state and is recovering; retry shortly';
+    if (this.#previous.size > 0) {
+      return 'this node lost contact with the lock store (Redis) and is dropping what it left there; retry shortly';
+    }
+    return 'the lock store (Redis) is unreachable';
   }
 
   /** Something suggests Redis lost its state: stop serving until a renew round has looked. */
@@ -137,26 +156,31 @@ export class NodeLiveness {
     if (holdoff > 0) this.#holdoffUntil = Math.max(this.#holdoffUntil, Date.now() + holdoff);
     this.#id = id;
     this.#abandoned = false;
+    if (previous !== null) this.#previous.add(previous);
     this.#vouched(sentAt);
     await this.#o.hooks.registered(id, previous);
-    if (previous !== null) void this.#retire(previous);
   }
 
   /**
-   * Removes what is left in Redis under an id this node gave up: its sessions
-   * were told their locks are lost, so those locks must not stay held, nor its
-   * requests queued. The id's key is left to expire: a step this node sent
-   * under the old id must not find it gone and take that for a Redis that
-   * lost its state. When this fails, the node check of any node cleans the
-   * id up once its key expired.
+   * Removes what is left in Redis under the ids this node gave up: its
+   * sessions were told their locks are lost, so those locks must not stay
+   * held, nor its requests queued. Until then the node does not serve: an
+   * acquire would meet its session's old hold or queued request. The ids'
+   * keys are left to expire: a step this node sent under an old id must not
+   * find it gone and take that for a Redis that lost its state. Another node
+   * may be cleaning the same id (its key expired): the drops are idempotent,
+   * and that node forgets the id's key set only after its drops ran, so an
+   * empty set means nothing is left. Throws while Redis cannot do it; the
+   * renew round tries again.
    */
-  async #retire(id: string): Promise<void> {
-    const { logger } = this.#o;
-    try {
-      if (!this.#cleaning.has(id)) await this.#cleanup(id);
-    } catch (error) {
-      logger.debug({ err: String(error), node: id }, 'could not clean up a previous id of this node yet');
+  async #retirePrevious(): Promise<string[]> {
+    const retired: string[] = [];
+    for (const id of [...this.#previous]) {
+      await this.#cleanup(id);
+      this.#previous.delete(id);
+      retired.push(id);
     }
+    return retired;
   }
 
   #vouched(sentAt: number): void {
@@ -175,6 +199,11 @@ export class NodeLiveness {
       this.#vouchTimer.unref?.();
       return;
     }
+    this.#giveUp();
+  }
+
+  /** Gives up the locks and requests of the node's current id: each is reported lost or failed. */
+  #giveUp(): void {
     this.#o.logger.warn({ node: this.#id }, 'lost contact with Redis for the node TTL: locks on this node are revoked');
     this.#healthy = false;
     this.#abandoned = true;
@@ -220,19 +249,22 @@ export class NodeLiveness {
         if (restarted || (!renewed && vouching && id !== null)) {
           await this.#stateLost();
         } else if (!renewed) {
-          if (vouching) this.#o.hooks.abandon('unvouched');
+          // Past its vouching time: its vouch timer may not have fired yet, and the new id must not inherit its holds.
+          if (!this.#abandoned) this.#giveUp();
           await this.#register();
         } else {
           this.#vouched(sentAt);
         }
+        const retired = await this.#retirePrevious();
         const wasHealthy = this.#healthy;
         this.#healthy = true;
+        if (retired.length > 0) this.#o.logger.info({ node: this.#id, previous: retired }, 'dropped what previous ids of this node left');
         if (!wasHealthy) this.#o.hooks.recovered();
         await this.#o.hooks.tick();
         this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
       } catch (error) {
         this.#healthy = false;
-        this.#o.logger.debug({ err: String(error) }, 'Redis unreachable; retrying');
+        this.#o.logger.debug({ err: String(error) }, 'Redis unreachable, or the previous ids of this node not dropped yet; retrying');
         this.#scheduleRenew(Math.min(200, Math.floor(this.#o.ttl / 10)));
       }
     })().finally(() => {
@@ -242,6 +274,7 @@ export class NodeLiveness {
   }
 
   async #stateLost(): Promise<void> {
+    this.#healthy = false;
     this.#abandoned = true;
     const { link, names, ttl, logger } = this.#o;
     logger.warn({ node: this.#id }, 'Redis lost its state: every lock held through this node is revoked');
@@ -289,13 +322,15 @@ export class NodeLiveness {
     }
   }
 
-  async #cleanup(id: string): Promise<void> {
-    this.#cleaning.add(id);
-    try {
-      this.#o.logger.info({ node: id }, 'releasing the locks of a dead node');
-      await this.#o.hooks.cleanupDeadNode(id);
-    } finally {
-      this.#cleaning.delete(id);
-    }
+  /** Cleans up dead node `id`, or joins the cleanup of it in progress. */
+  #cleanup(id: string): Promise<void> {
+    const running = this.#cleaning.get(id);
+    if (running) return running;
+    this.#o.logger.info({ node: id }, 'releasing the locks of a dead node');
+    const cleanup = this.#o.hooks.cleanupDeadNode(id).finally(() => {
+      if (this.#cleaning.get(id) === cleanup) this.#cleaning.delete(id);
+    });
+    this.#cleaning.set(id, cleanup);
+    return cleanup;
   }
 }

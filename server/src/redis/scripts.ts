@@ -43,6 +43,10 @@ function script(name: string, body: string): Omit<Script, 'fn' | 'library'> & { 
  * Checks run in the memory store's order, so the same request fails the same way.
  * On a single server KEYS[6] is the caller's liveness key: when it is gone
  * (Redis was flushed or restarted) nothing is granted and the node recovers first.
+ * A hold or queued request of the session under another node id is left from
+ * an id its node gave up (session ids are unique to a node), whose sessions
+ * were told it ended: it is dropped first, as that id's cleanup drops it,
+ * never answered as the session's.
  */
 const ACQUIRE = script(
   'acquire',
@@ -52,11 +56,20 @@ local steal, meta, full, maxW = ARGV[11] == '1', ARGV[12], ARGV[13] == '1', tonu
 -- On a single server the caller's liveness key comes along: gone means Redis lost its state.
 if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 0 then return finish({ err = 'lost_state' }) end
 local held = holdOf(s)
+if held and held.n ~= NODE then
+  endHold(held, 'released')
+  drain()
+  held = nil
+end
 if held then
   if held.m ~= mode then return finish({ err = 'mode', m = held.m }) end
   return finish({ st = 'granted', t = held.t, x = held.x, i = held.i })
 end
-if redis.call('HEXISTS', K_WAITER, s) == 1 then return finish({ err = 'queued' }) end
+local waiting = waiterOf(s)
+if waiting then
+  if waiting.n == NODE then return finish({ err = 'queued' }) end
+  dequeue(waiting)
+end
 local _, qlen = counts()
 local grantable = steal or (qlen == 0 and compatible(mode))
 if not grantable and acqT == '0' then return finish({ st = 'not_granted' }) end
@@ -90,24 +103,24 @@ return finish('{"st":"granted","t":"' .. t .. '","x":"' .. x .. '","i":"' .. tic
 `,
 );
 
-/** `release`. ARGV[6]: session. */
+/** `release`. ARGV[6]: session. A hold of the session under another node id is not its (see `acquire`). */
 const RELEASE = script(
   'release',
   String.raw`
 local hold = holdOf(ARGV[6])
-if not hold then return finish({ err = 'not_holder' }) end
+if not hold or hold.n ~= NODE then return finish({ err = 'not_holder' }) end
 endHold(hold, 'released')
 drain()
 return finish('{"ok":1}')
 `,
 );
 
-/** `extend`. ARGV[6..]: session, holdTimeout ('' none). */
+/** `extend`. ARGV[6..]: session, holdTimeout ('' none). A hold of the session under another node id is not its (see `acquire`). */
 const EXTEND = script(
   'extend',
   String.raw`
 local hold = holdOf(ARGV[6])
-if not hold then return finish({ err = 'not_holder' }) end
+if not hold or hold.n ~= NODE then return finish({ err = 'not_holder' }) end
 hold.x = expiry(ARGV[7])
 putHold(hold.s, hold.n, hold.i, hold.t, hold.m, hold.c, hold.x, hold.d)
 return finish({ t = hold.t, x = hold.x })
