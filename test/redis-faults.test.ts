@@ -1,7 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeKey, keyNames } from '../server/src/redis/key-codec.js';
+import { scripts } from '../server/src/redis/scripts.js';
+import { silentLogger } from '../server/src/logger.js';
+import { listenerLog, useRedisStores } from '../server/test/redis-harness.js';
+import { acquireInput } from '../server/test/server-harness.js';
 import { RawClient } from './helpers/raw-client.js';
 import { useRedisNodes } from './helpers/redis-nodes.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
@@ -105,6 +111,28 @@ describe('lockwire nodes as separate processes', () => {
   });
 });
 
+/**
+ * Fills the Redis at `url` past a `maxmemory` below what it uses, with
+ * `noeviction`: every command that may grow memory is refused (OOM), reads
+ * and PEXPIRE are not. Runs `body`, then frees the memory again.
+ */
+async function whileFull(url: string, body: () => Promise<void>): Promise<void> {
+  const admin = createClient({ url });
+  admin.on('error', () => {});
+  await admin.connect();
+  try {
+    await admin.configSet('maxmemory-policy', 'noeviction');
+    for (let i = 0; i < 50; i++) await admin.set(`filler:${i}`, 'x'.repeat(10_000));
+    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
+    await admin.configSet('maxmemory', String(used - 300_000));
+    await body();
+  } finally {
+    await admin.configSet('maxmemory', '0');
+    for (let i = 0; i < 50; i++) await admin.del(`filler:${i}`);
+    admin.destroy();
+  }
+}
+
 describe('Redis failures under in-process nodes', () => {
   const fixture = useRedisNodes('faults');
 
@@ -142,6 +170,31 @@ describe('Redis failures under in-process nodes', () => {
     expect(await requestWhenAvailable(a, { op: 'acquire', key: 'k', acquireTimeout: 0 })).toMatchObject({ ok: true, acquired: false });
   });
 
+  it('keeps every lock while Redis is full (noeviction) for longer than the node TTL: only new writes are refused, saying so, and status, list and watch are answered', async () => {
+    const [a, b] = await twoNodes();
+    const held = await a.request({ op: 'acquire', key: 'k' });
+    expect(held).toMatchObject({ acquired: true });
+    await whileFull(fixture.redis.url, async () => {
+      const refused = await b.request({ op: 'acquire', key: 'other' });
+      expect(refused).toMatchObject({ ok: false, error: { code: 'store_unavailable', message: expect.stringMatching(/OOM|out of memory/) } });
+      expect(refused).toMatchObject({ error: { message: expect.not.stringMatching(/unreachable/) } });
+      // Two node TTLs of status on the holder's own connection: a `lost` would come before the last reply.
+      const until = Date.now() + 2 * NODE_TTL;
+      let answered = 0;
+      while (Date.now() < until) {
+        expect(await a.request({ op: 'status', key: 'k' })).toMatchObject({ ok: true, locked: true, holders: [{ token: held.token }] });
+        answered++;
+      }
+      expect(await b.request({ op: 'status', key: 'k' })).toMatchObject({ ok: true, locked: true });
+      expect(await b.request({ op: 'list' })).toMatchObject({ ok: true, locks: [{ key: 'k' }] });
+      expect(await b.request({ op: 'watch', prefix: '' })).toMatchObject({ ok: true, locks: [{ key: 'k' }] });
+      expect({ answered: answered > 0, lost: a.received('lost') }).toEqual({ answered: true, lost: [] });
+    });
+    // Memory freed: the lock was never lost, and nobody else can take it.
+    expect(await b.request({ op: 'acquire', key: 'k', acquireTimeout: 0 })).toMatchObject({ ok: true, acquired: false });
+    expect(a.received('lost')).toEqual([]);
+  });
+
   it('answers a queued acquire and a pending wait store_unavailable, not acquired or free false, when their node loses Redis', async () => {
     const [a, b] = await twoNodes();
     expect(await a.request({ op: 'acquire', key: 'k' })).toMatchObject({ acquired: true });
@@ -158,5 +211,55 @@ describe('Redis failures under in-process nodes', () => {
     await fixture.redis.restart();
     const { reply } = await acquireWhenAvailable(b, 'k');
     expect(reply).toMatchObject({ acquired: true });
+  });
+});
+
+describe('a Redis store while Redis is full', () => {
+  const stores = useRedisStores('full');
+
+  it('answers store_unavailable saying Redis is out of memory, not unreachable, while it cannot register anew for that', async () => {
+    const proxy = await stores.proxy();
+    const log = listenerLog();
+    const debug = listenerLog();
+    const logger = { ...silentLogger, debug: (o: object, msg: string) => debug.push(`${msg} ${JSON.stringify(o)}`) };
+    const a = await stores.startStore({ url: proxy.url, namespace: stores.namespace(), nodeTtl: NODE_TTL, commandTimeout: 5000, tolerateCloseFailure: true, logger }, log.listener);
+    expect(await a.acquire('h', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
+    // Replies past the node TTL: the node gives its id up, and must register a new one.
+    proxy.delayReplies(1500);
+    await log.next(/^lost h k /, 5000);
+    await whileFull(stores.redis.url, async () => {
+      proxy.delayReplies(0);
+      // The new id's SET is refused.
+      await debug.next(/OOM command not allowed/, 5000);
+      const refused = a.acquire('s', acquireInput(2, 'other'));
+      await expect(refused).rejects.toMatchObject({ code: 'store_unavailable', message: expect.stringMatching(/out of memory/) });
+      await expect(refused).rejects.toMatchObject({ message: expect.not.stringMatching(/unreachable/) });
+    });
+  });
+
+  it('runs the read-only ones, as functions and as the EVAL scripts of a Redis without functions, and refuses the others', async () => {
+    const [node] = await stores.startNodes([stores.redis.url], {});
+    if (!node) throw new Error('no node');
+    expect(await node.store.acquire('h', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
+    const keys = keyNames(node.namespace).lockKeys(encodeKey('k'));
+    // ARGV[1..5] as a read sends them; then the probe's session, kind and id (the status reads none).
+    const args = ['', '', '0', '', node.namespace, 'h', 'h', '1'];
+    const admin = createClient({ url: stores.redis.url });
+    admin.on('error', () => {});
+    await admin.connect();
+    try {
+      await whileFull(stores.redis.url, async () => {
+        for (const script of [scripts.status, scripts.probe]) {
+          const fcall = await admin.sendCommand(['FCALL', script.fn, String(keys.length), ...keys, ...args]);
+          const evaled = await admin.sendCommand(['EVAL', script.source, String(keys.length), ...keys, ...args]);
+          expect({ name: script.name, fcall: typeof fcall, eval: evaled }).toEqual({ name: script.name, fcall: 'string', eval: fcall });
+        }
+        await expect(admin.sendCommand(['FCALL', scripts.release.fn, String(keys.length), ...keys, ...args])).rejects.toThrow(/^OOM /);
+        await expect(node.store.release('h', 'k')).rejects.toMatchObject({ code: 'store_unavailable', message: expect.stringMatching(/OOM/) });
+        expect((await node.store.status('k', null)).holders.map((x) => x.session)).toEqual(['h']);
+      });
+    } finally {
+      admin.destroy();
+    }
   });
 });

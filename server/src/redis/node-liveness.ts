@@ -57,6 +57,8 @@ export class NodeLiveness {
   #id: string | null = null;
   #incarnation = 0;
   #healthy = false;
+  /** The last renew round failed because Redis is full: it refuses writes, yet answers. */
+  #full = false;
   #holdoffUntil = 0;
   /** The node told its sessions their locks are lost: its current id must not live on. */
   #abandoned = false;
@@ -107,6 +109,7 @@ export class NodeLiveness {
   /** Why the node is not serving, for the `store_unavailable` message. */
   get reason(): string {
     if (this.#healthy && this.#id !== null) return 'the lock store (Redis) lost its state and is recovering; retry shortly';
+    if (this.#full) return "the lock store (Redis) is out of memory (its 'maxmemory') and refuses writes";
     if (this.#previous.size > 0) {
       return 'this node lost contact with the lock store (Redis) and is dropping what it left there; retry shortly';
     }
@@ -239,11 +242,14 @@ export class NodeLiveness {
         const sentAt = Date.now();
         const id = this.#id;
         // A node that abandoned its locks takes a new id even when its key
-        // survived (its renews ran but their replies came too late).
+        // survived (its renews ran but their replies came too late). PEXPIRE
+        // answers 0 for a key that is gone, and a Redis out of memory does
+        // not refuse it (it refuses a SET): a full Redis still keeps every
+        // lock, and its nodes keep vouching for them.
         const renewed =
           id !== null &&
           !this.#abandoned &&
-          (await link.command(names.node(id), ['SET', names.node(id), String(sentAt), 'PX', String(this.keyTtl), 'XX'])) !== null &&
+          Number(await link.command(names.node(id), ['PEXPIRE', names.node(id), String(this.keyTtl)])) === 1 &&
           !this.#abandoned;
         const vouching = !this.#abandoned && sentAt - this.#lastRenew < this.keyTtl;
         if (restarted || (!renewed && vouching && id !== null)) {
@@ -258,12 +264,16 @@ export class NodeLiveness {
         const retired = await this.#retirePrevious();
         const wasHealthy = this.#healthy;
         this.#healthy = true;
+        this.#full = false;
         if (retired.length > 0) this.#o.logger.info({ node: this.#id, previous: retired }, 'dropped what previous ids of this node left');
         if (!wasHealthy) this.#o.hooks.recovered();
-        await this.#o.hooks.tick();
+        // Housekeeping that fails (e.g. a drop refused by a Redis out of memory) is tried again next round;
+        // the node renewed, so it keeps serving.
+        await this.#o.hooks.tick().catch((error: unknown) => this.#o.logger.debug({ err: String(error) }, 'housekeeping failed'));
         this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
       } catch (error) {
         this.#healthy = false;
+        this.#full = /^OOM /.test(error instanceof Error ? error.message : String(error));
         this.#o.logger.debug({ err: String(error) }, 'Redis unreachable, or the previous ids of this node not dropped yet; retrying');
         this.#scheduleRenew(Math.min(200, Math.floor(this.#o.ttl / 10)));
       }

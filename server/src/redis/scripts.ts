@@ -289,14 +289,33 @@ const bodies = {
 
 export type ScriptName = keyof typeof bodies;
 
+/**
+ * Scripts that only read: registered with the `no-writes` flag, so Redis
+ * runs them also when it is out of memory and refuses writes (a function
+ * without flags may write, and is refused then). As EVAL scripts they carry
+ * no `#!lua` flags line, which Redis before 7.0 (where EVALSHA is the path)
+ * cannot read: a script without one runs under OOM as long as it calls no
+ * command that may grow memory, which these never do.
+ */
+const READ_ONLY: ReadonlySet<ScriptName> = new Set<ScriptName>(['probe', 'status']);
+
+/** The library's registrations of every script, under the library's name `lib`. */
+function registrations(names: readonly ScriptName[], lib: string): string {
+  return names
+    .map((n) => {
+      const fn = `function(keys, argv)\nbegin(keys, argv)\n${bodies[n].body}\nend`;
+      if (!READ_ONLY.has(n)) return `redis.register_function('${lib}_${n}', ${fn})`;
+      return `redis.register_function{function_name = '${lib}_${n}', callback = ${fn}, flags = { 'no-writes' }}`;
+    })
+    .join('\n');
+}
+
 function buildLibrary(): { library: ScriptLibrary; scripts: Record<ScriptName, Script> } {
   const names = Object.keys(bodies) as ScriptName[];
-  const hash = sha1(names.map((n) => bodies[n].source).join('\n')).slice(0, 12);
+  // Over the whole library (flags included), so a library that differs in anything has another name.
+  const hash = sha1(`${LUA_PRELUDE}\n${registrations(names, '')}`).slice(0, 12);
   const libName = `lockwire_${hash}`;
-  const registrations = names.map(
-    (n) => `redis.register_function('${libName}_${n}', function(keys, argv)\nbegin(keys, argv)\n${bodies[n].body}\nend)`,
-  );
-  const library: ScriptLibrary = { name: libName, source: `#!lua name=${libName}\n${LUA_PRELUDE}\n${registrations.join('\n')}\n` };
+  const library: ScriptLibrary = { name: libName, source: `#!lua name=${libName}\n${LUA_PRELUDE}\n${registrations(names, libName)}\n` };
   const scripts = {} as Record<ScriptName, Script>;
   for (const n of names) {
     const { source, sha } = bodies[n];
