@@ -68,7 +68,10 @@ export interface LockEvent {
  * answer at once, and to locks taken away. Calls arrive in the order the
  * changes happened: a `lost` always precedes the grant it made room for.
  * Every settlement of a ticket comes after the `acquire`/`wait` promise that
- * created it has resolved.
+ * created it has resolved, except `failed`: a store that gives up its
+ * requests while their calls are still out (a Redis node that stopped
+ * vouching) may fail one first, and the session then answers that failure,
+ * whatever the promise resolves to later.
  */
 export interface StoreListener {
   /** A queued acquire was granted. */
