@@ -2,6 +2,7 @@ import { createLockServer, createManualClock, type LockServer, type ManualClock 
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { signToken } from '../../server/src/cli-token.js';
+import { policyCloseOf, policyReconnectDelay, refusalOf } from '../../server/src/ui/access.js';
 import { collectPageErrors, launchChromium } from '../helpers/browser.js';
 
 const SECRET = 'dashboard-access-test-secret-of-enough-length';
@@ -51,16 +52,21 @@ async function newPage(): Promise<Page> {
   return page;
 }
 
-/** Counts the page's WebSocket attempts and the close codes they ended with, in `window.sockets`. */
+/**
+ * Counts the page's WebSocket attempts and the close codes they ended with,
+ * in `window.sockets`, and keeps the sockets in `window.pageSockets`.
+ */
 async function countSockets(page: Page): Promise<void> {
   await page.addInitScript(() => {
     const Original = window.WebSocket;
     const sockets = { opened: 0, closes: [] as number[] };
-    Object.assign(window, { sockets });
+    const pageSockets: WebSocket[] = [];
+    Object.assign(window, { sockets, pageSockets });
     window.WebSocket = class extends Original {
       constructor(url: string | URL, protocols?: string | string[]) {
         super(url, protocols);
         sockets.opened++;
+        pageSockets.push(this);
         this.addEventListener('close', (event) => sockets.closes.push(event.code));
       }
     };
@@ -69,6 +75,28 @@ async function countSockets(page: Page): Promise<void> {
 
 const sockets = (page: Page) =>
   page.evaluate(() => (window as unknown as { sockets: { opened: number; closes: number[] } }).sockets);
+
+/**
+ * Sends `frames` pings on the page's newest socket at once, as a page gone
+ * wild would. Their ids are strings, which the page's client never uses, so
+ * it ignores the answers.
+ */
+async function flood(page: Page, frames: number): Promise<void> {
+  await page.evaluate((frames) => {
+    const socket = (window as unknown as { pageSockets: WebSocket[] }).pageSockets.at(-1);
+    for (let i = 0; i < frames; i++) socket?.send(JSON.stringify({ op: 'ping', id: `flood-${i}` }));
+  }, frames);
+}
+
+/**
+ * A server without auth whose clock moves only when the test advances it, so
+ * its rate limiter never refills: past the page's own few frames, a burst of
+ * 20 leaves a flood of 200 refused long enough (100 refusals) to be abuse.
+ */
+async function openServer(): Promise<LockServer> {
+  server = await createLockServer({ port: 0, clock: createManualClock(Date.now()), limits: { rateBurst: 20 } });
+  return server;
+}
 
 /**
  * Runs the page's (installed, paused) clock past every reconnect delay
@@ -201,5 +229,98 @@ describe('editor demo with auth on', () => {
     await page.clock.runFor(30_000);
     expect(acquires).toBe(1);
     expect(await page.locator('#conn-state').getAttribute('data-state')).toBe('live');
+  });
+});
+
+const page = (search: string) => ({ search }) as Location;
+const serverClose = (reason: string) => ({ code: 1008, reason, byClient: false });
+
+describe('how a page takes a close with 1008', () => {
+  it('takes a close for rate-limit abuse for its conduct, not a refused token, with or without a token', () => {
+    for (const location of [page('?'), page('?access_token=abc')]) {
+      expect(refusalOf(serverClose('rate limit exceeded'), location)).toBeUndefined();
+      expect(policyCloseOf(serverClose('rate limit exceeded'))).toBe('Closed for sending too fast (1008: rate limit exceeded).');
+    }
+  });
+
+  it('takes a close for expired or invalid credentials as a refused token, and never as conduct', () => {
+    expect(refusalOf(serverClose('credentials expired'), page('?access_token=abc'))).toBe(
+      'Access refused (1008: credentials expired): the token expired or is not valid. Reopen the page with a new token.',
+    );
+    expect(refusalOf(serverClose('invalid token'), page('?access_token=abc'))).toContain('the token expired or is not valid');
+    expect(policyCloseOf(serverClose('credentials expired'))).toBeUndefined();
+  });
+
+  it('takes a 1008 with another reason, or none, as conduct: the page reconnects and is not told it needs a token', () => {
+    for (const reason of ['', 'going too far']) {
+      expect(refusalOf(serverClose(reason), page('?'))).toBeUndefined();
+    }
+    expect(policyCloseOf(serverClose(''))).toBe('Closed by the server (1008).');
+    expect(policyCloseOf(serverClose('going too far'))).toBe('Closed by the server (1008: going too far).');
+  });
+
+  it('ignores a 1008 the page sent itself, and every other close code', () => {
+    expect(policyCloseOf({ code: 1008, reason: 'rate limit exceeded', byClient: true })).toBeUndefined();
+    expect(refusalOf({ code: 1008, reason: 'credentials expired', byClient: true }, page('?access_token=abc'))).toBeUndefined();
+    expect(policyCloseOf({ code: 1006, reason: '', byClient: false })).toBeUndefined();
+  });
+
+  it('waits 5 s after a close for conduct, doubling to 60 s, within 25 % jitter', () => {
+    const bounds = [0, 1, 2, 3, 4, 5, 10].map((closes) => {
+      const delays = Array.from({ length: 200 }, () => policyReconnectDelay(closes));
+      return [Math.min(...delays), Math.max(...delays)];
+    });
+    const expected = [5000, 10_000, 20_000, 40_000, 60_000, 60_000, 60_000];
+    bounds.forEach(([min, max], i) => {
+      const base = expected[i] ?? 0;
+      expect(min).toBeGreaterThanOrEqual(base * 0.75);
+      expect(max).toBeLessThanOrEqual(base * 1.25);
+    });
+  });
+});
+
+describe('a page closed with 1008 for sending too fast, on a server without auth', () => {
+  it('the dashboard says it was closed for sending too fast, never that it needs a token, and reconnects after about 5 s', async () => {
+    const live = await openServer();
+    const tab = await newPage();
+    await countSockets(tab);
+    await tab.clock.install();
+    await tab.goto(`${live.httpUrl}/`);
+    await tab.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
+    await tab.clock.pauseAt(Date.now() + 1000);
+    await flood(tab, 200);
+    await tab.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: 5000 });
+    expect(await tab.locator('#notice').textContent()).toMatch(
+      /^Closed for sending too fast \(1008: rate limit exceeded\)\. Reconnecting in \d\.\ds\.$/,
+    );
+    expect(await tab.locator('body').innerText()).not.toMatch(/token|Access refused/);
+    // A drop's backoff would have reconnected by now (0.5 s, with jitter); this one waits at least 3.75 s.
+    await tab.clock.runFor(3500);
+    expect(await sockets(tab)).toEqual({ opened: 1, closes: [1008] });
+    await tab.clock.runFor(3000);
+    await tab.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
+    expect((await sockets(tab)).opened).toBe(2);
+  });
+
+  it('the editor says it was closed for sending too fast, never that it needs a token, and edits again after reconnecting', async () => {
+    const live = await openServer();
+    const tab = await newPage();
+    await countSockets(tab);
+    await tab.clock.install();
+    await tab.goto(`${live.httpUrl}/demo/editor?doc=flood&user=ana`);
+    await tab.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
+    await tab.clock.pauseAt(Date.now() + 1000);
+    await flood(tab, 200);
+    await tab.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: 5000 });
+    expect(await tab.locator('#who').textContent()).toMatch(
+      /^Closed for sending too fast \(1008: rate limit exceeded\)\. Reconnecting in \d\.\ds\.$/,
+    );
+    expect(await tab.locator('body').innerText()).not.toMatch(/token|Access refused/);
+    expect(await tab.locator('#text').isEditable()).toBe(false);
+    await tab.clock.runFor(3500);
+    expect(await sockets(tab)).toEqual({ opened: 1, closes: [1008] });
+    await tab.clock.runFor(3000);
+    await tab.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
+    expect((await sockets(tab)).opened).toBe(2);
   });
 });

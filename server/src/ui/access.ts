@@ -1,15 +1,29 @@
 /**
- * When the server refuses a page for good. The dashboard and the editor
+ * How a page takes the server's refusals. The dashboard and the editor
  * reconnect after every drop, but not after the server refused their
  * credentials: a token that expired or is not valid is refused again on
  * every attempt, so they stop and say what to do instead of retrying it
- * forever (the client library, too, does not reconnect after 1008).
+ * forever. A close with 1008 for the page's conduct (sending too fast) is
+ * not about its credentials: the page says so and reconnects, but slowly.
  */
 import { LockClient, LockError, type CloseInfo } from '@lockwire/client';
 import { redactSecrets } from './format.js';
 
-/** The close code of a server that refuses a connection's credentials (or its conduct: rate-limit abuse). */
+/** The close code of a server that refuses a connection's credentials, or its conduct (rate-limit abuse). */
 const POLICY_VIOLATION = 1008;
+/**
+ * A 1008 whose reason says the credentials or the token expired or are not
+ * valid (the server's own: `credentials expired`). Any other 1008 is about
+ * the connection's conduct: taking it for a refused token would tell a page
+ * without one that the server needs one, and stop it for good.
+ */
+const CREDENTIALS_REASON = /\b(credentials?|token)\b/i;
+const REFUSED_REASON = /\b(expired|invalid|not valid|revoked)\b/i;
+/** A 1008 for sending too fast (the server's own: `rate limit exceeded`). */
+const RATE_REASON = /\brate\b|too fast/i;
+/** Reconnect delay after a close for conduct: 5 s doubling to 60 s, so a page that floods does not hammer the server. */
+const POLICY_DELAY_MS = 5000;
+const POLICY_DELAY_MAX_MS = 60_000;
 /** How long the page waits for the answer about its own URL before it takes the failure for a network one. */
 const PROBE_TIMEOUT_MS = 5000;
 
@@ -67,16 +81,52 @@ async function answersUnauthorized(location: Location): Promise<boolean> {
 /**
  * The message to show when `ending` (how a connection attempt ended: the
  * `CloseInfo` of its close, or the error it failed with) means the server
- * refuses this page for good: an {@link AccessRefused}, or a close with
- * 1008 sent by the server (its credentials expired while connected, or it
- * was refused for sending too fast). `undefined` for every other ending:
- * the page reconnects as before.
+ * refuses this page's credentials for good: an {@link AccessRefused}, or a
+ * close with 1008 sent by the server whose reason says the credentials
+ * expired or are not valid. `undefined` for every other ending (a 1008 for
+ * sending too fast among them, see {@link policyCloseOf}): the page
+ * reconnects.
  */
 export function refusalOf(ending: unknown, location: Location): string | undefined {
   if (ending instanceof AccessRefused) return ending.message;
+  const close = serverPolicyClose(ending);
+  if (close === undefined || !refusesCredentials(close.reason)) return undefined;
+  return refusedText(`1008: ${redactSecrets(close.reason)}`, location);
+}
+
+/**
+ * The message to show when `ending` is a close with 1008 sent by the server
+ * for the page's conduct rather than its credentials (see
+ * {@link refusalOf}): `Closed for sending too fast (1008: rate limit
+ * exceeded).`, or for another reason `Closed by the server (1008: <reason>).`
+ * The page reconnects after {@link policyReconnectDelay}. `undefined` for
+ * every other ending.
+ */
+export function policyCloseOf(ending: unknown): string | undefined {
+  const close = serverPolicyClose(ending);
+  if (close === undefined || refusesCredentials(close.reason)) return undefined;
+  const detail = close.reason ? `1008: ${redactSecrets(close.reason)}` : '1008';
+  return RATE_REASON.test(close.reason) ? `Closed for sending too fast (${detail}).` : `Closed by the server (${detail}).`;
+}
+
+/**
+ * Reconnect delay after `closes` closes for conduct in a row (0 for the
+ * first): 5 s doubling to 60 s, with ±25 % jitter so tabs do not return at
+ * once. Longer than a drop's backoff: the server asked the page to slow down.
+ */
+export function policyReconnectDelay(closes: number): number {
+  const base = Math.min(POLICY_DELAY_MAX_MS, POLICY_DELAY_MS * 2 ** Math.min(Math.max(0, closes), 4));
+  return Math.round(base * (0.75 + Math.random() * 0.5));
+}
+
+function refusesCredentials(reason: string): boolean {
+  return CREDENTIALS_REASON.test(reason) && REFUSED_REASON.test(reason);
+}
+
+/** The close of `ending` when the server closed it with 1008, from a `CloseInfo` or the error it failed with. */
+function serverPolicyClose(ending: unknown): CloseInfo | undefined {
   const close = ending instanceof LockError ? ending.close : isCloseInfo(ending) ? ending : undefined;
-  if (close === undefined || close.byClient || close.code !== POLICY_VIOLATION) return undefined;
-  return refusedText(close.reason ? `1008: ${redactSecrets(close.reason)}` : '1008', location);
+  return close === undefined || close.byClient || close.code !== POLICY_VIOLATION ? undefined : close;
 }
 
 function isCloseInfo(value: unknown): value is CloseInfo {

@@ -5,7 +5,7 @@
  * when the socket drops, starting again from a fresh snapshot.
  */
 import { LockError, type CloseInfo, type LockClient, type LockEvent } from '@lockwire/client';
-import { connectPage, refusalOf } from './access.js';
+import { connectPage, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
 import { EventLog } from './event-log.js';
 import { byId, displayKey, endpointUrl, errorText, formatDuration, formatMeta, redactSecrets, setText, withPageToken } from './format.js';
 import { LockRows, expiresText } from './lock-rows.js';
@@ -270,22 +270,29 @@ async function session(url: string): Promise<CloseInfo> {
 
 /**
  * Connects, and again after every drop with backoff, until the server
- * refuses the page's credentials (a close with 1008, or a 401 for the
- * page's own URL after a failed connect): the same token would be refused
- * on every attempt, so the page stops and says so.
+ * refuses the page's credentials (a close with 1008 saying they expired or
+ * are not valid, or a 401 for the page's own URL after a failed connect):
+ * the same token would be refused on every attempt, so the page stops and
+ * says so. After a close with 1008 for its conduct (sending too fast) it
+ * says so and reconnects after a longer backoff, 5 s doubling to 60 s.
  */
 async function connectForever(): Promise<void> {
   const url = endpointUrl(location);
+  let policyCloses = 0;
   for (let attempt = 0; ; attempt++) {
     setState('connecting');
     let wasLive = false;
-    let refusal: string | undefined;
+    let ending: unknown;
     try {
-      refusal = refusalOf(await session(url), location);
+      ending = await session(url);
       wasLive = true;
     } catch (error) {
-      refusal = refusalOf(error, location);
-      if (refusal === undefined) showNotice(`Cannot reach ${redactSecrets(url)}: ${errorText(error)}`);
+      ending = error;
+    }
+    const refusal = refusalOf(ending, location);
+    const policyClose = policyCloseOf(ending);
+    if (!wasLive && refusal === undefined && policyClose === undefined) {
+      showNotice(`Cannot reach ${redactSecrets(url)}: ${errorText(ending)}`);
     }
     client = undefined;
     forgetServerState();
@@ -297,9 +304,11 @@ async function connectForever(): Promise<void> {
       return;
     }
     if (wasLive) attempt = 0;
-    const delay = reconnectDelay(attempt);
+    policyCloses = policyClose === undefined ? 0 : policyCloses + 1;
+    const delay = policyClose === undefined ? reconnectDelay(attempt) : policyReconnectDelay(policyCloses - 1);
     setState('disconnected', `reconnecting in ${formatDuration(delay)}`);
-    log.note('disconnected', Date.now() + clockOffset);
+    if (policyClose !== undefined) showNotice(`${policyClose} Reconnecting in ${formatDuration(delay)}.`);
+    log.note(policyClose === undefined ? 'disconnected' : policyClose, Date.now() + clockOffset);
     scheduleRender();
     await new Promise((resolve) => setTimeout(resolve, delay));
   }

@@ -9,7 +9,7 @@
  * one browser see each other's edits; the lock handoff is the point.
  */
 import type { CloseInfo, Lease, LockClient, LockEvent } from '@lockwire/client';
-import { connectPage, refusalOf } from './access.js';
+import { connectPage, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
 import { acquireRefusal, retryDelay, RetryWait, type AcquireRefusal } from './acquire-refusal.js';
 import { byId, endpointUrl, formatDuration, formatMeta, setText, shortSession, withPageToken } from './format.js';
 import { reconnectDelay } from './dashboard-support.js';
@@ -47,6 +47,8 @@ let holding = false;
 let position: number | undefined;
 /** Set when the server refused the page's credentials: the page no longer connects, and says why. */
 let accessRefused: string | undefined;
+/** Set while the tab waits to reconnect after the server closed it for its conduct (sending too fast): why, and when. */
+let closedFor: string | undefined;
 /** The server's refusal of this tab's last acquire, and when it is asked again (`undefined`: never). */
 let refused: { refusal: AcquireRefusal; retryIn: number | undefined } | undefined;
 const retryWait = new RetryWait();
@@ -77,7 +79,7 @@ function refresh(): void {
   if (holding) {
     show('editing', `You are editing ${key} (user=${user} tab=${tab}).`);
   } else if (!mySession) {
-    show('offline', accessRefused ?? 'Not connected: reconnecting…');
+    show('offline', accessRefused ?? closedFor ?? 'Not connected: reconnecting…');
   } else if (refused) {
     show('readonly', refusedText(refused.refusal, refused.retryIn), refused.refusal.code);
   } else {
@@ -199,19 +201,29 @@ async function session(): Promise<CloseInfo> {
 
 /**
  * Connects, and again after every drop with backoff, until the server
- * refuses the page's credentials (a close with 1008, or a 401 for the
- * page's own URL after a failed connect): then the tab stays read-only and
- * says to reopen the page with a new token.
+ * refuses the page's credentials (a close with 1008 saying they expired or
+ * are not valid, or a 401 for the page's own URL after a failed connect):
+ * then the tab stays read-only and says to reopen the page with a new
+ * token. After a close with 1008 for its conduct (sending too fast) it says
+ * so and reconnects after a longer backoff, 5 s doubling to 60 s.
  */
 async function connectForever(): Promise<void> {
+  let policyCloses = 0;
   for (let attempt = 0; ; attempt++) {
+    let ending: unknown;
+    closedFor = undefined;
     try {
-      accessRefused = refusalOf(await session(), location);
+      ending = await session();
       attempt = 0;
     } catch (error) {
       // Any other failure is shown as offline; the next attempt follows the backoff.
-      accessRefused = refusalOf(error, location);
+      ending = error;
     }
+    accessRefused = refusalOf(ending, location);
+    const policyClose = policyCloseOf(ending);
+    policyCloses = policyClose === undefined ? 0 : policyCloses + 1;
+    const delay = policyClose === undefined ? reconnectDelay(attempt) : policyReconnectDelay(policyCloses - 1);
+    if (policyClose !== undefined) closedFor = `${policyClose} Reconnecting in ${formatDuration(delay)}.`;
     current = undefined;
     mySession = undefined;
     holding = false;
@@ -222,7 +234,7 @@ async function connectForever(): Promise<void> {
     setText(el.state, state);
     refresh();
     if (accessRefused !== undefined) return;
-    await new Promise((resolve) => setTimeout(resolve, reconnectDelay(attempt)));
+    await new Promise((resolve) => setTimeout(resolve, delay));
   }
 }
 
