@@ -229,13 +229,16 @@ export class WebLockQueue {
   }
 
   /**
-   * `steal`: every holder here loses the lock, the session hands its hold
-   * back, then takes it from everyone else. Over an exclusive hold of this
-   * client the server is asked first, while the hold stays (an acquire of a
-   * held key in the same mode changes nothing): a refusal (`forbidden`,
-   * `rate_limited`, ...) rejects the steal and leaves the holders holding.
-   * A shared hold cannot be asked so (the other mode is `bad_request`): a
-   * refused steal of it has already robbed the holders and given it up.
+   * `steal`: the session hands its hold back, every holder here loses the
+   * lock, then the session takes it from everyone else. Over an exclusive
+   * hold of this client the server is asked first, while the hold stays (an
+   * acquire of a held key in the same mode changes nothing): a refusal
+   * (`forbidden`, `rate_limited`, ...) rejects the steal and leaves the
+   * holders holding. A shared hold cannot be asked so (the other mode is
+   * `bad_request`). A refused hand-back also leaves the hold and its holders
+   * as they were (the server still holds it for the session). Only a refusal
+   * of the final steal acquire comes after the hold was given up: the
+   * holders have been robbed, and the steal rejects with the refusal.
    */
   async #steal(name: string, state: NameState): Promise<Holder> {
     const made = this.#made++;
@@ -257,35 +260,32 @@ export class WebLockQueue {
       state.busy = true;
       // Holders that end while the server is asked keep the lock until it answered (see `release`).
       state.stealing = new Promise<void>((resolve) => (decided = resolve));
-      let releasing = false;
       try {
-        if (state.lease?.mode === 'exclusive') {
-          const own = state.lease;
+        const own = state.lease;
+        if (own?.mode === 'exclusive') {
           const granted = await this.#host.acquire(name, { steal: true });
           if (!granted) throw new LockError('not_acquired', `steal of ${JSON.stringify(name)} was not granted`);
           // The own hold was lost while asked (stolen, revoked, expired): that acquire was the steal, with a new token.
           if (granted !== own) return this.#adopt(name, state, granted, 'exclusive');
         }
-        breakHolders(state, new DOMException(`lock ${JSON.stringify(name)} was stolen`, 'AbortError'));
         // A steal is a new grant with a new, larger fencing token, also when this session held the lock: the
         // robbed callbacks may still write with the old token, and the resource must be able to refuse them.
         // So the session's own hold is released first (another session may be granted it meanwhile, and is
-        // then stolen from like anyone else).
-        const own = state.lease;
-        state.lease = null;
+        // then stolen from like anyone else). The holders keep it until the server accepted: a refused release
+        // leaves the hold with the session, so the steal gives up with nothing changed.
         if (own) {
-          const refusal = await releaseHold(own, this.#host.limits, () => {
-            if (releasing) this.#afterRelease(name, state);
+          await own.release().catch((error: unknown) => {
+            // Refused but lost meanwhile (the loss broke the holders): nothing is left to hand back, the steal goes on.
+            if (own.held) throw error;
           });
-          // Refused: the release goes on in the background, and the name stays busy until the hold is gone.
-          releasing = refusal !== undefined;
-          if (refusal) throw refusal.error;
+          if (state.lease === own) state.lease = null;
         }
+        breakHolders(state, new DOMException(`lock ${JSON.stringify(name)} was stolen`, 'AbortError'));
         const lease = await this.#host.acquire(name, { steal: true });
         if (!lease) throw new LockError('not_acquired', `steal of ${JSON.stringify(name)} was not granted`);
         return this.#adopt(name, state, lease, 'exclusive');
       } finally {
-        if (!releasing) this.#setIdle(state);
+        this.#setIdle(state);
       }
     } finally {
       state.stealing = undefined;

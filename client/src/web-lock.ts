@@ -28,10 +28,16 @@ export interface LockOptions {
   /**
    * Take the lock from its holders (their `request()` rejects with an
    * `AbortError`), this client's own included; exclusive only. The steal is
-   * a new grant with a new, larger fencing token. A steal the server
-   * refuses (`forbidden`, `rate_limited`, ...) rejects with the refusal; it
-   * leaves an exclusive hold of this client as it was, but has already
-   * robbed and handed back a shared one (asking first is not possible there).
+   * a new grant with a new, larger fencing token: over a hold of this
+   * client, the client hands the hold back, then acquires with `steal`.
+   * A steal the server refuses rejects with the refusal. Over an exclusive
+   * hold of this client the server is asked first: a refusal of that first
+   * request (`forbidden`, `rate_limited`, `store_unavailable`) leaves the
+   * hold and its holders as they were, and so does a refused hand-back
+   * (exclusive or shared). A refusal of the final steal acquire (rare over
+   * an exclusive hold: `rate_limited`, `store_unavailable`; over a shared
+   * one, which cannot be asked first, also `forbidden`) comes after the hold
+   * was given up: the holders' requests have rejected with an `AbortError`.
    */
   steal?: boolean;
   /** Gives up while waiting: `request()` rejects with `signal.reason`. Ignored once granted. */

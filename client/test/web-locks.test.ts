@@ -179,26 +179,4 @@ describe('client.locks when the server refuses a release', () => {
       await limited.close();
     }
   });
-
-  it('a steal whose hand-back of the own hold is refused rejects with the refusal, and the hold is released once the server accepts', async () => {
-    // The acquire and the steal's first acquire (answered with the hold as it is) take the burst: the hand-back is refused.
-    const limited = await startHarness({ limits: { rateLimit: 1000, rateBurst: 2 } });
-    try {
-      const { transport, released } = releaseWatchingTransport();
-      const carol = await limited.connect({ transport });
-      const dave = await limited.connect();
-      const robbed = await holding(carol, 'v', new Promise(() => undefined));
-
-      const steal = carol.locks.request('v', { steal: true }, () => 'stolen');
-      await expect(within(steal)).rejects.toMatchObject({ name: 'LockError', code: 'rate_limited' });
-      expect(await within(robbed.done)).toMatchObject({ name: 'AbortError' });
-      const accepted = released();
-      limited.clock.advance(1000);
-      await accepted;
-      expect(carol.leases.size).toBe(0);
-      expect((await dave.status('v')).locked).toBe(false);
-    } finally {
-      await limited.close();
-    }
-  });
 });
