@@ -1,4 +1,11 @@
-import { ErrorCode, MAX_LIST_LIMIT, type ClientMessage, type ListResult, type WireError } from '@lockwire/protocol';
+import {
+  ErrorCode,
+  MAX_LIST_LIMIT,
+  type ClientMessage,
+  type ListResult,
+  type LockStatus,
+  type WireError,
+} from '@lockwire/protocol';
 import type { LockEvent } from './store.js';
 
 /**
@@ -16,8 +23,8 @@ export interface Permissions {
   readonly locks: readonly KeyPattern[];
   /**
    * May status, list and watch these keys; list results and events are
-   * filtered to them. A `status` of a key the session holds is allowed
-   * outside them too (see `refusal`).
+   * filtered to them. A `status` of a key the session holds is answered
+   * outside them too (see `refusal` and `statusRefusal`).
    */
   readonly watch: readonly KeyPattern[];
   /** May acquire these keys with `steal: true` (`locks` is needed too). */
@@ -78,11 +85,14 @@ function forbidden(what: string, key: string): WireError {
  * are filtered instead. `cancel`, `unwatch` and `ping` touch only the
  * session's own state. A `release` of a key the session holds (in `held`) is
  * always allowed: giving a lock up is never forbidden, e.g. one a resume
- * handed back under credentials that no longer cover it. So is a `status`
- * of a key the session holds (in any mode): a holder may see who shares the
- * key with it and who waits behind it (a Web Locks client asks before it
- * lets a second shared request of its own share its hold). A `status` of
- * any other key needs `watch`.
+ * handed back under credentials that no longer cover it.
+ *
+ * A `status` outside `watch` passes here when the session holds the key or
+ * may lock it: whether it holds the key is known only once the read has run
+ * after the session's earlier requests (an acquire or a release sent right
+ * before it), so `statusRefusal` decides on the read's result. One of a key
+ * the session neither holds nor may lock is refused here: it cannot come to
+ * hold it before the read.
  */
 export function refusal(
   permissions: Permissions,
@@ -100,7 +110,11 @@ export function refusal(
     case 'wait':
       return allows(permissions.locks, message.key) ? null : forbidden('lock', message.key);
     case 'status':
-      return allows(permissions.watch, message.key) || held.has(message.key) ? null : forbidden('see', message.key);
+      return allows(permissions.watch, message.key) ||
+        allows(permissions.locks, message.key) ||
+        held.has(message.key)
+        ? null
+        : forbidden('see', message.key);
     case 'revoke':
       return allows(permissions.admin, message.key) ? null : forbidden('revoke', message.key);
     case 'list':
@@ -110,6 +124,22 @@ export function refusal(
     case 'ping':
       return null;
   }
+}
+
+/**
+ * The `forbidden` error a `status` of `key` is answered with instead of
+ * `status`, its read (taken as the viewing session, after that session's
+ * earlier requests), or null to answer the read. A key inside `watch` is
+ * always answered. Outside it, a holder (in any mode) may see who shares the key
+ * with it and who waits behind it (a Web Locks client asks before it lets a
+ * second shared request of its own share its hold), so the read is answered
+ * only when it says the session holds the key: right behind the session's
+ * own granted acquire it is, right behind its release, or once the lock is
+ * lost, it is not. Only queued for the key is not holding it.
+ */
+export function statusRefusal(permissions: Permissions, key: string, status: LockStatus): WireError | null {
+  if (allows(permissions.watch, key) || status.heldByYou === true) return null;
+  return forbidden('see', key);
 }
 
 /** True when a watcher with these permissions may see the event. */

@@ -1,7 +1,7 @@
 import { DEFAULT_LIST_LIMIT, type ClientMessage, type RequestId, type WireError } from '@lockwire/protocol';
 import { LockError, toWireError } from './errors.js';
 import { AcquireOutcome } from './metrics.js';
-import { listVisible, type Permissions } from './permissions.js';
+import { listVisible, statusRefusal, type Permissions } from './permissions.js';
 import type { SessionHost, Settlement } from './session.js';
 import type { SessionAcquires } from './session-acquire.js';
 import type { SessionSender } from './session-sender.js';
@@ -134,7 +134,7 @@ export class SessionRequests {
 export interface RequestTargets {
   readonly session: SessionId;
   readonly host: SessionHost;
-  /** What the session's credentials allow: `list` is filtered to it. */
+  /** What the session's credentials allow: `list` is filtered to it, `status` outside `watch` answered only to a holder. */
   readonly permissions: Permissions;
   /** Keys the session holds: a `release` takes its key out. */
   readonly held: Set<string>;
@@ -174,7 +174,15 @@ export function dispatchRequest(message: ClientMessage, to: RequestTargets): voi
         expiresAt: await store.extend(session, message.key, message.holdTimeout),
       }));
     case 'status':
-      return requests.run(message, () => store.status(message.key, session));
+      // Outside `watch` only a holder is answered, decided on the read: it runs after the session's
+      // earlier requests, so an acquire or release sent right before it counts. A refused read is
+      // answered with the error alone.
+      return requests.run(message, async () => {
+        const status = await store.status(message.key, session);
+        const refused = statusRefusal(to.permissions, message.key, status);
+        if (refused) throw new LockError(refused.code, refused.message);
+        return status;
+      });
     case 'list':
       // Filtered to what this session may see.
       return requests.run(message, () =>
