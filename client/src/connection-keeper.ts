@@ -67,6 +67,12 @@ export class ConnectionKeeper {
   /** Loses the leases parked for a resume once the server's grace has run out. */
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #lastClose: CloseInfo | undefined;
+  /**
+   * The drop that ends the client for good, set before its `disconnect` is
+   * emitted: a `close()` from a listener of that event finishes with it, so
+   * `close` reports the drop, not the client's own close.
+   */
+  #ending: { close: CloseInfo; error: LockError } | undefined;
   /** Releases of holds a resume gave back that no lease stands for, asked again while refused. */
   readonly #keptReleases = new RefusalRetries(() => this.#welcome.limits);
 
@@ -150,7 +156,8 @@ export class ConnectionKeeper {
     }
     // Taken before `#finish` drops the ticket.
     const resumable = this.#resumable();
-    this.#finish(CLIENT_CLOSE, connectionClosedError(CLIENT_CLOSE));
+    const ending = this.#ending ?? { close: CLIENT_CLOSE, error: connectionClosedError(CLIENT_CLOSE) };
+    this.#finish(ending.close, ending.error);
     if (resumable) {
       // The leases are lost now; the server holds their locks for the rest of the grace unless told.
       const ms = Math.min(END_SESSION_TIMEOUT, resumable.left);
@@ -196,6 +203,7 @@ export class ConnectionKeeper {
     if (!retry) {
       // Not to be resumed: superseded by a resume elsewhere, refused, or not reconnecting at all.
       this.#resume = null;
+      this.#ending = { close, error };
     } else if (this.#resume) {
       this.#graceEnds = performance.now() + this.#resume.grace;
     }

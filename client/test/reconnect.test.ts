@@ -136,6 +136,22 @@ describe('reconnect', () => {
     expect(client.state).toBe('closed');
   });
 
+  it("with reconnect: false, a disconnect listener that calls close() gets one 'close', with the drop's close info", async () => {
+    const { client } = await connectThroughProxy(false);
+    const lease = await client.acquire('doc:7');
+    client.on('disconnect', () => void client.close());
+    const closes: CloseInfo[] = [];
+    client.on('close', (info) => closes.push(info));
+    const closed = nextEvent(client, 'close');
+    proxy.cut();
+    await closed;
+    await observer.ping();
+    expect(closes).toEqual([expect.objectContaining({ code: 1006, byClient: false })]);
+    expect(lease?.signal.reason).toMatchObject({ code: 'connection_lost' });
+    expect(client.state).toBe('closed');
+    await expect(client.close()).resolves.toBeUndefined();
+  });
+
   it('close() while reconnecting stops reconnecting and closes for good', async () => {
     const { client } = await connectThroughProxy({ initialDelay: 60_000, maxDelay: 60_000 });
     const closed = nextEvent(client, 'close');
