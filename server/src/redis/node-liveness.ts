@@ -47,7 +47,7 @@ export interface NodeLivenessOptions {
  * and when Redis lost its state: its own key vanished while it should still
  * live, or a primary's `run_id` changed (a restart). It then abandons
  * everything and registers under a new id, and serves again only once what
- * its old id left in Redis is dropped (see `#retirePrevious`). After a loss
+ * its old id left in Redis is dropped (see `#retireSoon`). After a loss
  * of state it also refuses grants for one node TTL (and tells other nodes
  * through `<ns>:holdoff`), so every node that still believes in an old lock
  * has told its holder before anybody else is granted.
@@ -72,6 +72,10 @@ export class NodeLiveness {
   readonly #cleaning = new Map<string, Promise<void>>();
   /** Ids this node gave up whose records may still be in Redis: it does not serve until they are dropped. */
   readonly #previous = new Set<string>();
+  /** The drop of what the previous ids left, while it runs (beside the renew rounds, never inside one). */
+  #retiring: Promise<void> | null = null;
+  /** The node stopped serving (Redis unreachable, ids to retire): `recovered` is due once it serves again. */
+  #recoverDue = false;
   #closed = false;
 
   constructor(options: NodeLivenessOptions) {
@@ -94,7 +98,7 @@ export class NodeLiveness {
    * reachable, what its previous ids left dropped, no holdoff.
    */
   get serving(): boolean {
-    return this.#healthy && this.#id !== null && Date.now() >= this.#holdoffUntil;
+    return this.#healthy && this.#id !== null && this.#previous.size === 0 && Date.now() >= this.#holdoffUntil;
   }
 
   /**
@@ -108,7 +112,9 @@ export class NodeLiveness {
 
   /** Why the node is not serving, for the `store_unavailable` message. */
   get reason(): string {
-    if (this.#healthy && this.#id !== null) return 'the lock store (Redis) lost its state and is recovering; retry shortly';
+    if (this.#healthy && this.#id !== null && this.#previous.size === 0) {
+      return 'the lock store (Redis) lost its state and is recovering; retry shortly';
+    }
     if (this.#full) return "the lock store (Redis) is out of memory (its 'maxmemory') and refuses writes";
     if (this.#previous.size > 0) {
       return 'this node lost contact with the lock store (Redis) and is dropping what it left there; retry shortly';
@@ -119,7 +125,7 @@ export class NodeLiveness {
   /** Something suggests Redis lost its state: stop serving until a renew round has looked. */
   checkNow(): void {
     if (this.#closed) return;
-    this.#healthy = false;
+    this.#unhealthy();
     this.#scheduleRenew(0);
   }
 
@@ -172,18 +178,46 @@ export class NodeLiveness {
    * keys are left to expire: a step this node sent under an old id must not
    * find it gone and take that for a Redis that lost its state. Another node
    * may be cleaning the same id (its key expired): the drops are idempotent,
-   * and that node forgets the id's key set only after its drops ran, so an
-   * empty set means nothing is left. Throws while Redis cannot do it; the
-   * renew round tries again.
+   * and a cleanup forgets a key of the id's key set only after its drops
+   * ran, so an empty set means nothing is left.
+   *
+   * Runs beside the renew rounds, never inside one: an old id with many keys
+   * takes longer to drop than the new id lives without a renew. A renew
+   * round starts it when it is not running; one that fails (Redis cannot do
+   * it) is tried again by the next round, and resumes where it stopped.
    */
-  async #retirePrevious(): Promise<string[]> {
-    const retired: string[] = [];
-    for (const id of [...this.#previous]) {
-      await this.#cleanup(id);
-      this.#previous.delete(id);
-      retired.push(id);
-    }
-    return retired;
+  #retireSoon(): void {
+    if (this.#retiring || this.#previous.size === 0 || this.#closed) return;
+    this.#retiring = (async () => {
+      const retired: string[] = [];
+      try {
+        for (let id = first(this.#previous); id !== undefined && !this.#closed; id = first(this.#previous)) {
+          await this.#cleanup(id);
+          this.#previous.delete(id);
+          retired.push(id);
+        }
+      } catch (error) {
+        this.#o.logger.debug({ err: String(error) }, 'the previous ids of this node not dropped yet; retrying');
+      }
+      if (retired.length > 0 && this.#previous.size === 0) {
+        this.#o.logger.info({ node: this.#id, previous: retired }, 'dropped what previous ids of this node left');
+      }
+      this.#servingAgain();
+    })().finally(() => {
+      this.#retiring = null;
+    });
+  }
+
+  /** Tells the store it serves again (a reconciliation is due), once it does after it stopped. */
+  #servingAgain(): void {
+    if (!this.#recoverDue || !this.#healthy || this.#previous.size > 0 || this.#closed) return;
+    this.#recoverDue = false;
+    this.#o.hooks.recovered();
+  }
+
+  #unhealthy(): void {
+    this.#healthy = false;
+    this.#recoverDue = true;
   }
 
   #vouched(sentAt: number): void {
@@ -208,14 +242,14 @@ export class NodeLiveness {
   /** Gives up the locks and requests of the node's current id: each is reported lost or failed. */
   #giveUp(): void {
     this.#o.logger.warn({ node: this.#id }, 'lost contact with Redis for the node TTL: locks on this node are revoked');
-    this.#healthy = false;
+    this.#unhealthy();
     this.#abandoned = true;
     this.#o.hooks.abandon('unvouched');
   }
 
   #trouble(): void {
     if (this.#closed) return;
-    this.#healthy = false;
+    this.#unhealthy();
     this.#scheduleRenew(0);
   }
 
@@ -261,20 +295,18 @@ export class NodeLiveness {
         } else {
           this.#vouched(sentAt);
         }
-        const retired = await this.#retirePrevious();
-        const wasHealthy = this.#healthy;
         this.#healthy = true;
         this.#full = false;
-        if (retired.length > 0) this.#o.logger.info({ node: this.#id, previous: retired }, 'dropped what previous ids of this node left');
-        if (!wasHealthy) this.#o.hooks.recovered();
+        this.#retireSoon();
+        this.#servingAgain();
         // Housekeeping that fails (e.g. a drop refused by a Redis out of memory) is tried again next round;
         // the node renewed, so it keeps serving.
         await this.#o.hooks.tick().catch((error: unknown) => this.#o.logger.debug({ err: String(error) }, 'housekeeping failed'));
         this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
       } catch (error) {
-        this.#healthy = false;
+        this.#unhealthy();
         this.#full = /^OOM /.test(error instanceof Error ? error.message : String(error));
-        this.#o.logger.debug({ err: String(error) }, 'Redis unreachable, or the previous ids of this node not dropped yet; retrying');
+        this.#o.logger.debug({ err: String(error) }, 'Redis unreachable; retrying');
         this.#scheduleRenew(Math.min(200, Math.floor(this.#o.ttl / 10)));
       }
     })().finally(() => {
@@ -284,7 +316,7 @@ export class NodeLiveness {
   }
 
   async #stateLost(): Promise<void> {
-    this.#healthy = false;
+    this.#unhealthy();
     this.#abandoned = true;
     const { link, names, ttl, logger } = this.#o;
     logger.warn({ node: this.#id }, 'Redis lost its state: every lock held through this node is revoked');
@@ -322,7 +354,10 @@ export class NodeLiveness {
           .filter((id) => id !== me && !this.#cleaning.has(id))
           .map(async (id) => {
             const alive = Number(await link.command(names.node(id), ['EXISTS', names.node(id)]));
-            if (alive === 0) await this.#cleanup(id);
+            // Not awaited: a big key set takes a while, and the other nodes are checked meanwhile.
+            if (alive === 0) {
+              void this.#cleanup(id).catch((error: unknown) => this.#o.logger.debug({ node: id, err: String(error) }, 'dead node cleanup failed'));
+            }
           }),
       );
     } catch (error) {
@@ -343,4 +378,10 @@ export class NodeLiveness {
     this.#cleaning.set(id, cleanup);
     return cleanup;
   }
+}
+
+/** The first of `ids`, in insertion order. */
+function first(ids: ReadonlySet<string>): string | undefined {
+  for (const id of ids) return id;
+  return undefined;
 }

@@ -94,15 +94,38 @@ export class SessionCleanup {
     }
   }
 
-  /** Releases what dead node `id`'s sessions held and drops what they waited for, then forgets the node. */
+  /**
+   * Releases what dead node `id`'s sessions held and drops what they waited
+   * for, then forgets the node. The keys go in batches of `CLEANUP_BATCH`,
+   * each key's queued requests before its holds (a released hold must not be
+   * granted to a queued request of the same dead node), so this node's own
+   * renewals, on the same connection, never wait behind a long run of drops.
+   * Each batch's keys leave the id's key set once dropped: a cleanup that
+   * fails (Redis unreachable) and is run again resumes with the keys left,
+   * and an empty set means every drop ran. The drops are not recorded in
+   * this node's key set: nothing of its sessions is on those keys for them.
+   */
   async cleanupDeadNode(id: string): Promise<void> {
     const { link, names } = this.#ctx;
     if (!link) return;
     const set = names.nodeKeys(id);
-    const keys = arr(await link.command(set, ['SMEMBERS', set])).map((e) => decodeKey(String(e)));
-    await Promise.all(keys.map((key) => this.#steps.step('drop', key, ['q', 'n', id], () => {})));
-    await Promise.all(keys.map((key) => this.#steps.step('drop', key, ['h', 'n', id], () => {})));
+    const unrecorded = { record: false } as const;
+    for (;;) {
+      const batch = arr(await link.command(set, ['SRANDMEMBER', set, String(CLEANUP_BATCH)])).map(String);
+      if (batch.length === 0) break;
+      await Promise.all(
+        batch.map(async (encoded) => {
+          const key = decodeKey(encoded);
+          await this.#steps.step('drop', key, ['q', 'n', id], () => {}, undefined, unrecorded);
+          await this.#steps.step('drop', key, ['h', 'n', id], () => {}, undefined, unrecorded);
+        }),
+      );
+      await link.command(set, ['SREM', set, ...batch]);
+    }
     await link.command(set, ['DEL', set]);
     await link.command(names.nodes(), ['SREM', names.nodes(), id]);
   }
 }
+
+/** Keys of a dead node's key set dropped at once: enough to keep Redis busy, few enough to let a renewal through soon. */
+const CLEANUP_BATCH = 256;

@@ -17,6 +17,18 @@ export function failedCallReason(liveness: NodeLiveness, error: unknown): string
   return `${why}: ${String(error)}`;
 }
 
+/** How a step runs. */
+export interface StepOptions {
+  /**
+   * Whether the key is recorded in this node's key set before the step
+   * (default true). False for a step on another node id's records (the
+   * cleanup of a dead node or of an id this node gave up): nothing of this
+   * node's sessions is on the key for it, and recording it would hand a
+   * dead id's key set on to this node's.
+   */
+  readonly record?: boolean;
+}
+
 /** What a `StepRunner` works with; the hooks are the store's other parts. */
 export interface StepRunnerOptions {
   ctx: StoreContext;
@@ -76,7 +88,8 @@ export class StepRunner {
    * reconciles. It gets the key's version before the step: notes of batches
    * at or below it come from steps Redis ran earlier. A Redis failure calls
    * `failed`, starts a reconciliation (the step may have run, its notes for
-   * this node unheard) and throws `store_unavailable`.
+   * this node unheard) and throws `store_unavailable`. The key is recorded
+   * in this node's key set first unless `options.record` is false.
    */
   async step<T>(
     name: ScriptName,
@@ -84,6 +97,7 @@ export class StepRunner {
     extra: string[],
     apply: (result: Json, at: number) => T,
     failed?: () => void,
+    { record = true }: StepOptions = {},
   ): Promise<T> {
     const { ctx } = this.#o;
     const link = ctx.link;
@@ -108,7 +122,7 @@ export class StepRunner {
     // whether the step's events are parsed and whether the sequencer may skip them.
     let withEvents = false;
     try {
-      await this.#o.keySet.register(link, encoded, node);
+      if (record) await this.#o.keySet.register(link, encoded, node);
       const text = await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
         node,
         call,
