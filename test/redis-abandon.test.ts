@@ -156,6 +156,37 @@ describe("the Redis scripts, for a session's records under another node id", () 
   });
 });
 
+describe('a wait sent to a Redis node that stopped vouching, before it registered anew', () => {
+  const stores = useRedisStores('waitgiveup');
+
+  it('is answered store_unavailable, never free, while another node\'s session still holds the key', async () => {
+    const proxy = await stores.proxy();
+    const namespace = stores.namespace();
+    const log = failingLog();
+    const info = listenerLog();
+    const logger = { ...silentLogger, info: (_o: object, msg: string) => info.push(msg) };
+    const a = await stores.startStore({ url: proxy.url, namespace, nodeTtl: NODE_TTL, commandTimeout: 5000, tolerateCloseFailure: true, logger }, log.listener);
+    const b = await stores.startStore({ url: stores.redis.url, namespace, nodeTtl: NODE_TTL }, listenerLog().listener);
+    expect(await b.acquire('x', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
+    expect(await a.acquire('h', acquireInput(2, 'mine'))).toMatchObject({ status: 'granted' });
+    proxy.delayReplies(LATE);
+    await log.next(/^lost h mine /, 5000);
+    // `a` gave its id up and has not registered anew: a wait would go out under the old id, whose cleanup drops its record.
+    const wait = a.wait('w', { ticket: 3, key: 'k', timeout: null }).then(
+      (state) => `answered ${state}`,
+      (e: { code?: string }) => `failed ${e.code}`,
+    );
+    proxy.delayReplies(0);
+    expect(await wait).toBe('failed store_unavailable');
+    await info.next(/^dropped what previous ids of this node left$/, 3 * NODE_TTL + LATE);
+    // The wait left nothing behind to settle: a wait sent now is pending, and only the end of `x`'s hold frees it.
+    expect(await a.wait('w', { ticket: 4, key: 'k', timeout: null })).toBe('pending');
+    await b.release('x', 'k');
+    expect(await log.next(/ w #/, 3 * NODE_TTL)).toBe('waitDone w #4 true');
+    expect(log.lines.filter((l) => / w #3/.test(l))).toEqual([]);
+  });
+});
+
 describe('on the wire, an acquire in flight when its Redis node stops vouching', () => {
   const stores = useRedisStores('abandonwire');
   const servers: LockServer[] = [];

@@ -169,11 +169,15 @@ export class LockRequests {
   async wait(session: SessionId, input: WaitInput): Promise<'free' | 'pending'> {
     const { table, timeouts, notes } = this.#o;
     checkDuration('timeout', input.timeout);
+    const liveness = live(this.#o.ctx);
+    // Its record would be under an id the node gave up (or is about to drop): its end would never be heard.
+    if (!liveness.serving) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
     // The id the step runs under.
-    const node = live(this.#o.ctx).id;
+    const node = liveness.id;
     const local = table.session(session);
     const pending = createPending(input.ticket, session, input.key, 'wait');
     table.addPending(local, pending);
+    this.#o.reconciler.recordedUnder(pending, node);
     if (input.timeout !== null) timeouts.armTimeout(pending, input.timeout);
     try {
       return await this.#o.steps.step(
@@ -234,8 +238,8 @@ export class LockRequests {
   /**
    * True when the node gave `pending` up while its script was out: it
    * stopped vouching (and answered the request `store_unavailable` through
-   * the listener's `failed`), or it runs under another id than the step did
-   * (whose records its cleanup drops). The reply must not answer the request
+   * the listener's `failed`), does not vouch now, or runs under another id
+   * than the step did (whose records its cleanup drops). The reply must not answer the request
    * then, least of all with a grant: the cleanup would release that hold
    * without a `lost`. What Redis did for it is taken out as after a failed
    * call. False for a closed session (its close drops the key).
@@ -243,7 +247,8 @@ export class LockRequests {
   #givenUp(local: LocalSession, pending: LocalPending, node: string): boolean {
     const { table, ctx, reconciler } = this.#o;
     if (table.sessions.get(pending.session) !== local) return false;
-    if (table.tickets.get(pending.ticket) === pending && live(ctx).id === node) return false;
+    const liveness = live(ctx);
+    if (table.tickets.get(pending.ticket) === pending && liveness.vouching && liveness.id === node) return false;
     table.removePending(pending);
     local.dirty.add(pending.key);
     reconciler.uncertain(local, pending.ticket, pending.key, pending.kind);

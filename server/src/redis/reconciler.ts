@@ -9,6 +9,9 @@ import { scripts } from './scripts.js';
 import { failedCallReason, type StepRunner } from './step-runner.js';
 import { live, retrySoon, type StoreContext } from './store-context.js';
 
+/** The answer to a wait whose record a cleanup of the id it was recorded under may have dropped. */
+const WAIT_DROPPED = 'lost contact with the lock store (Redis); the request was dropped';
+
 /** What a node publishes to its own channel to check that pub/sub reaches it. */
 export const HEARTBEAT = 'hb';
 
@@ -41,6 +44,8 @@ export class Reconciler {
    * race on the same request.
    */
   readonly #undoing = new Map<Ticket, Promise<boolean>>();
+  /** The node id each pending wait was recorded under in Redis (its record's name holds it). */
+  readonly #waitIds = new WeakMap<LocalPending, string>();
   /** The last heartbeat this node published to its own channel, and whether it came back. */
   #heartbeat: { sent: boolean; heard: boolean } = { sent: false, heard: false };
 
@@ -140,7 +145,18 @@ export class Reconciler {
     return this.#ctx.liveness?.serving ?? false;
   }
 
-  /** Settles a pending request from a probe's answer, unless it still waits in Redis. */
+  /** Notes the node id a wait's step runs under: a probe under another id cannot see its record. */
+  recordedUnder(pending: LocalPending, node: string): void {
+    this.#waitIds.set(pending, node);
+  }
+
+  /**
+   * Settles a pending request from a probe's answer, unless it still waits
+   * in Redis. A wait whose record is gone ended (its holds were released)
+   * only when the probe looked under the id it was recorded under, and the
+   * node vouches: otherwise a cleanup of that id may have dropped the record,
+   * and the wait is answered `store_unavailable`, never `free`.
+   */
   settleProbed(pending: LocalPending, r: Json): void {
     const st = str(r, 'st');
     const table = this.#table;
@@ -148,8 +164,12 @@ export class Reconciler {
     table.removePending(pending);
     const { session, ticket } = pending;
     const listener = this.#ctx.listener;
-    if (pending.kind === 'wait') listener?.waitDone(session, ticket, true);
-    else if (st === 'granted') {
+    if (pending.kind === 'wait') {
+      const liveness = live(this.#ctx);
+      if (liveness.vouching && this.#waitIds.get(pending) === liveness.id) listener?.waitDone(session, ticket, true);
+      else if (listener?.failed) listener.failed(session, ticket, new LockError(ErrorCode.StoreUnavailable, WAIT_DROPPED));
+      else listener?.waitDone(session, ticket, false);
+    } else if (st === 'granted') {
       const grant = { key: pending.key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
       const local = table.sessions.get(session);
       const ended = pending.unheld.get(grant.token);
