@@ -65,15 +65,17 @@ export function cutAfterHandshake(ws: WebSocket, clock: Clock): Promise<void> {
  * The listeners are put before `ws`'s own, which mark the connection
  * CLOSING: still OPEN there means no close frame was received or sent, so
  * 'close' will report a drop (1006). Not called when the connection was
- * closing already; at most once per listener, so possibly twice (FIN then
- * reset): `dropped` must be idempotent.
+ * closing already; possibly more than once (FIN then reset): `dropped`
+ * must be idempotent. Plain listeners, not `once` ones: each `once` wrapper
+ * costs an idle connection about a hundred bytes of heap, for events that
+ * come at most a few times anyway.
  */
 export function whenDropped(ws: WebSocket, socket: Duplex, dropped: () => void): void {
   const seen = () => {
     if (ws.readyState === WebSocket.OPEN) dropped();
   };
-  socket.prependOnceListener('end', seen);
-  socket.prependOnceListener('error', seen);
+  socket.prependListener('end', seen);
+  socket.prependListener('error', seen);
 }
 
 /**
@@ -84,24 +86,18 @@ export function whenDropped(ws: WebSocket, socket: Duplex, dropped: () => void):
  * timeout cut the socket), which a wedged or hostile peer may put off: its
  * session would live on meanwhile, its queued acquires still grantable.
  *
- * Looked at after each chunk `ws` has read from `socket` (the connection's
- * socket; the listener is added after `ws`'s own, which handles the close
- * frame synchronously), and once more when the socket's write side has
- * ended (`ws` ends it after its close frame was sent). Called at most once,
- * also when the server started the close and the peer answered it. Not
- * called when the code cannot be read: 'close' reports it then.
+ * Looked at when the socket's write side has ended: `ws` ends it once its
+ * own close frame is written and the peer's was received, in the same turn
+ * as the write's callback. One listener, which is all an idle connection
+ * pays for this. Also called when the server started the close and the
+ * peer answered it (the session has ended by then). Not called when the
+ * code cannot be read: 'close' reports it then.
  */
 export function whenCloseReceived(ws: WebSocket, socket: Duplex, closed: (code: number) => void): void {
-  const seen = () => {
-    if (ws.readyState !== WebSocket.CLOSING) return;
+  socket.on('finish', () => {
     const code = receivedCloseCode(ws);
-    if (code === null) return;
-    socket.off('data', seen);
-    socket.off('finish', seen);
-    closed(code);
-  };
-  socket.on('data', seen);
-  socket.once('finish', seen);
+    if (code !== null) closed(code);
+  });
 }
 
 /**
