@@ -1,28 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '@lockwire/protocol';
 import { LockError } from '../server/src/errors.js';
-import { createLockServer, type LockServer } from '../server/src/server.js';
-import { createStubStore, RawClient } from '../server/test/server-harness.js';
+import { createStubStore, stubServers } from '../server/test/server-harness.js';
 
 // A store may settle a request `failed` while its call is still out (a Redis
 // node that gave its requests up). The session answers it with that failure,
 // whatever the call then resolves to: never `acquired: true` after it.
 
-const servers: LockServer[] = [];
-const clients: RawClient[] = [];
+const { start, closeAll } = stubServers();
 
-async function start(stub: ReturnType<typeof createStubStore>) {
-  const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: stub.store });
-  servers.push(server);
-  const { client } = await RawClient.connect(server.url);
-  clients.push(client);
-  return client;
-}
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.ws.terminate();
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-});
+afterEach(closeAll);
 
 const dropped = () => new LockError(ErrorCode.StoreUnavailable, 'lost contact with the lock store; the request was dropped');
 const answer = { ok: false, error: { code: 'store_unavailable', message: 'lost contact with the lock store; the request was dropped' } };

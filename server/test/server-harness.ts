@@ -2,6 +2,7 @@ import type { ListResult, LockStatus } from '@lockwire/protocol';
 import { connect as netConnect } from 'node:net';
 import WebSocket from 'ws';
 import type { Logger } from '../src/logger.js';
+import { createLockServer, type LockServer } from '../src/server.js';
 import type {
   AcquireInput,
   AcquireOutcome,
@@ -257,4 +258,28 @@ export function callArgs(calls: ReadonlyArray<{ method: string; args: unknown[] 
   const found = calls.filter((c) => c.method === method)[n];
   if (!found) throw new Error(`no call #${n} of ${method}`);
   return found.args;
+}
+
+/**
+ * Servers over stub stores for one test file, each met by a raw client:
+ * `start(stub)` serves `stub` on port 0 (no heartbeat) and returns a client
+ * connected to it; `closeAll()`, for `afterEach`, drops every client and
+ * closes every server that `start` opened.
+ */
+export function stubServers() {
+  const servers: LockServer[] = [];
+  const clients: RawClient[] = [];
+  return {
+    async start(stub: ReturnType<typeof createStubStore>): Promise<RawClient> {
+      const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: stub.store });
+      servers.push(server);
+      const { client } = await RawClient.connect(server.url);
+      clients.push(client);
+      return client;
+    },
+    async closeAll(): Promise<void> {
+      for (const client of clients.splice(0)) client.ws.terminate();
+      await Promise.all(servers.splice(0).map((server) => server.close()));
+    },
+  };
 }

@@ -1,25 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '@lockwire/protocol';
 import { LockError } from '../src/errors.js';
-import { createLockServer, type LockServer } from '../src/server.js';
 import type { AcquireInput, WaitInput } from '../src/store.js';
-import { callArgs, createStubStore, RawClient } from './server-harness.js';
+import { callArgs, createStubStore, stubServers } from './server-harness.js';
 
-const servers: LockServer[] = [];
-const clients: RawClient[] = [];
+const { start, closeAll } = stubServers();
 
-async function start(stub: ReturnType<typeof createStubStore>) {
-  const server = await createLockServer({ port: 0, heartbeatInterval: 0, store: stub.store });
-  servers.push(server);
-  const { client } = await RawClient.connect(server.url);
-  clients.push(client);
-  return client;
-}
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.ws.terminate();
-  await Promise.all(servers.splice(0).map((server) => server.close()));
-});
+afterEach(closeAll);
 
 const unavailable = () => new LockError(ErrorCode.StoreUnavailable, 'lost contact with the lock store');
 
