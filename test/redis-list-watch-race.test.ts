@@ -1,13 +1,14 @@
-import { createServer, connect as connectTcp, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLockServer, silentLogger, systemClock, type LockServer } from '@lockwire/server';
+import { silentLogger, systemClock, type LockServer } from '@lockwire/server';
 import { keyNames } from '../server/src/redis/key-codec.js';
 import { connectRedis, type RedisLink } from '../server/src/redis/redis-link.js';
-import { createRedisStore } from '../server/src/redis/redis-store.js';
 import type { StoreContext } from '../server/src/redis/store-context.js';
 import { TableReader } from '../server/src/redis/table-reader.js';
 import { RawClient, type Frame } from './helpers/raw-client.js';
+import { startNodesAt } from './helpers/redis-nodes.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+import { startTapProxy, subscribes } from './helpers/tap-proxy.js';
 
 // A `list` or a watch's snapshot reads the table in steps: a SCAN for the
 // locked keys, then one status per key. Other nodes change keys in between.
@@ -59,13 +60,11 @@ async function startScanGate(targetPort: number): Promise<ScanGate> {
     for (const chunk of heldUp ?? []) link.up.write(chunk);
     for (const chunk of heldDown ?? []) link.down.write(chunk);
   };
-  const server = createServer((client) => {
-    const upstream = connectTcp(targetPort, '127.0.0.1');
+  const proxy = await startTapProxy(targetPort, ({ client, upstream }) => {
     const link: Link = { up: upstream, down: client, pubSub: false, heldUp: null, heldDown: null };
     links.add(link);
     client.on('data', (chunk: Buffer) => {
-      // A connection becomes a pub/sub one with its SUBSCRIBE; no command of the store says it otherwise.
-      if (/subscribe/i.test(chunk.toString('latin1'))) link.pubSub = true;
+      if (subscribes(chunk)) link.pubSub = true;
       for (const watch of [...watches]) {
         if (!chunk.includes(watch.text)) continue;
         watches.delete(watch);
@@ -87,22 +86,10 @@ async function startScanGate(targetPort: number): Promise<ScanGate> {
       if (link.heldDown) link.heldDown.push(chunk);
       else client.write(chunk);
     });
-    for (const [from, to] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      from.on('error', () => to.destroy());
-      from.on('close', () => {
-        to.destroy();
-        links.delete(link);
-      });
-    }
+    client.on('close', () => links.delete(link));
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
   return {
-    url: `redis://127.0.0.1:${port}`,
+    url: proxy.url,
     stopAtScan: (stop) => new Promise<void>((caught) => (armed = { stop, caught })),
     open: () => {
       if (stopped) flush(stopped);
@@ -115,13 +102,7 @@ async function startScanGate(targetPort: number): Promise<ScanGate> {
       for (const link of links) if (link.pubSub) flush(link);
     },
     sent: (text) => new Promise<void>((seen) => watches.add({ text, seen })),
-    close: () => {
-      for (const link of links) {
-        link.up.destroy();
-        link.down.destroy();
-      }
-      server.close();
-    },
+    close: () => proxy.close(),
   };
 }
 
@@ -161,14 +142,7 @@ describe('Redis store: list and a watch snapshot read while other nodes change k
     const gate = await startScanGate(redis.port);
     gates.push(gate);
     const namespace = `lwlw${process.pid}x${++run}`;
-    const made: LockServer[] = [];
-    for (const url of [gate.url, redis.url]) {
-      const store = createRedisStore({ url, namespace, nodeTtl: 3000 });
-      const server = await createLockServer({ port: 0, store, heartbeatInterval: 0 });
-      servers.push(server);
-      made.push(server);
-    }
-    const [reader, other] = made;
+    const [reader, other] = await startNodesAt([gate.url, redis.url], { namespace, nodeTtl: 3000 }, servers);
     if (!reader || !other) throw new Error('nodes');
     return { reader, other, gate, namespace };
   }

@@ -1,12 +1,13 @@
-import { connect as connectTcp, createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLockServer, type LockServer } from '@lockwire/server';
+import type { LockServer } from '@lockwire/server';
 import { encodeKey, keyNames } from '../server/src/redis/key-codec.js';
-import { createRedisStore } from '../server/src/redis/redis-store.js';
 import { scripts } from '../server/src/redis/scripts.js';
 import { RawClient, type Frame } from './helpers/raw-client.js';
+import { startNodesAt } from './helpers/redis-nodes.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+import { startTapProxy, subscribes } from './helpers/tap-proxy.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 
 // A watcher's node loses its pub/sub connection while another node changes
@@ -38,16 +39,12 @@ interface SilencingProxy {
 }
 
 async function startSilencingProxy(targetPort: number): Promise<SilencingProxy> {
-  const sockets = new Set<Socket>();
   const subscribers = new Set<Socket>();
   const silenced = new Set<Socket>();
   let made = 0;
-  const server = createServer((client) => {
-    const upstream = connectTcp(targetPort, '127.0.0.1');
-    sockets.add(client).add(upstream);
+  const proxy = await startTapProxy(targetPort, ({ client, upstream }) => {
     client.on('data', (chunk: Buffer) => {
-      // A connection becomes a pub/sub one with its SUBSCRIBE; no command of the store says it otherwise.
-      if (!subscribers.has(client) && /subscribe/i.test(chunk.toString('latin1'))) {
+      if (!subscribers.has(client) && subscribes(chunk)) {
         subscribers.add(client);
         made += 1;
       }
@@ -56,30 +53,14 @@ async function startSilencingProxy(targetPort: number): Promise<SilencingProxy> 
     upstream.on('data', (chunk: Buffer) => {
       if (!silenced.has(client)) client.write(chunk);
     });
-    for (const [from, to] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      from.on('error', () => to.destroy());
-      from.on('close', () => {
-        to.destroy();
-        sockets.delete(from);
-      });
-    }
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : 0;
   return {
-    url: `redis://127.0.0.1:${port}`,
+    url: proxy.url,
     subscriberConnections: () => made,
     silence: () => {
       for (const socket of subscribers) silenced.add(socket);
     },
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
+    close: () => proxy.close(),
   };
 }
 
@@ -118,14 +99,7 @@ describe('Redis store: a watch stream catches up after its node missed steps', (
   /** Node A reaching Redis at `viaUrl`, node B straight, in a namespace of their own. */
   async function nodesAt(viaUrl: string): Promise<{ a: LockServer; b: LockServer }> {
     namespace = `lwwr${process.pid}x${++run}`;
-    const made: LockServer[] = [];
-    for (const url of [viaUrl, redis.url]) {
-      const store = createRedisStore({ url, namespace, nodeTtl: NODE_TTL, commandTimeout: 300 });
-      const server = await createLockServer({ port: 0, store, heartbeatInterval: 0 });
-      servers.push(server);
-      made.push(server);
-    }
-    const [a, b] = made;
+    const [a, b] = await startNodesAt([viaUrl, redis.url], { namespace, nodeTtl: NODE_TTL, commandTimeout: 300 }, servers);
     if (!a || !b) throw new Error('nodes');
     return { a, b };
   }

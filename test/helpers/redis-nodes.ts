@@ -4,6 +4,26 @@ import { createRedisStore, type RedisStoreOptions } from '../../server/src/redis
 import { RawClient } from './raw-client.js';
 import { startRedisServer, type RedisServer } from './redis-server.js';
 
+/**
+ * Starts one lockwire node per URL in `urls`, each with a Redis store at
+ * that URL and `store`'s other options (the namespace among them), in order.
+ * Each node is pushed onto `started` as soon as it listens, so a teardown
+ * closing `started` closes it even when a later one fails to start.
+ */
+export async function startNodesAt(
+  urls: readonly string[],
+  store: Omit<RedisStoreOptions, 'url'>,
+  started: LockServer[],
+): Promise<LockServer[]> {
+  const nodes: LockServer[] = [];
+  for (const url of urls) {
+    const node = await createLockServer({ port: 0, heartbeatInterval: 0, store: createRedisStore({ ...store, url }) });
+    started.push(node);
+    nodes.push(node);
+  }
+  return nodes;
+}
+
 /** In-process lockwire nodes on one redis-server, torn down after each test. */
 export interface RedisNodes {
   /** The redis-server, started before the block's first test and stopped after its last. */
@@ -51,17 +71,7 @@ export function useRedisNodes(label: string): RedisNodes {
     },
     async startNodes(count, store = {}) {
       const namespace = `${label}${process.pid}x${++run}`;
-      const nodes: LockServer[] = [];
-      for (let i = 0; i < count; i++) {
-        const node = await createLockServer({
-          port: 0,
-          heartbeatInterval: 0,
-          store: createRedisStore({ ...store, url: started().url, namespace }),
-        });
-        servers.push(node);
-        nodes.push(node);
-      }
-      return nodes;
+      return startNodesAt(Array.from({ length: count }, () => started().url), { ...store, namespace }, servers);
     },
     async connect(server) {
       const client = await RawClient.connect(server.url);
