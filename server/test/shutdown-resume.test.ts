@@ -1,10 +1,8 @@
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createManualClock } from '../src/clock.js';
-import { createMemoryStore } from '../src/memory-store.js';
-import { createLockServer, type LockServer } from '../src/server.js';
-import type { LockStore, SessionId } from '../src/store.js';
-import { RawClient, sessionLog, within, type Frame } from './server-harness.js';
+import type { LockServer } from '../src/server.js';
+import { sessionInGrace } from './resume-harness.js';
+import { within, type Frame } from './server-harness.js';
 
 const servers: LockServer[] = [];
 const sockets: WebSocket[] = [];
@@ -16,78 +14,9 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
 });
 
-/**
- * A memory store that records, in `order`, each `closeSession` and its own
- * `close`, and whose `status` can be held at a gate once `hold()` was
- * called: `reading` resolves when a held status call arrives, `release(fail)`
- * lets it go on (or reject when `fail`).
- */
-function gatedStore() {
-  const clock = createManualClock(Date.now());
-  const inner = createMemoryStore({ clock });
-  const order: string[] = [];
-  let holding = false;
-  let arrived: () => void = () => undefined;
-  const reading = new Promise<void>((resolve) => (arrived = resolve));
-  let open: (fail: boolean) => void = () => undefined;
-  const gate = new Promise<boolean>((resolve) => (open = resolve));
-  gates.push(() => open(false));
-  const store: LockStore = Object.assign(Object.create(inner) as LockStore, {
-    start: (listener: Parameters<LockStore['start']>[0]) => inner.start(listener),
-    status: async (key: string, viewer: SessionId | null) => {
-      if (holding) {
-        arrived();
-        if (await gate) throw new Error('store unreachable');
-      }
-      return inner.status(key, viewer);
-    },
-    closeSession: async (...args: Parameters<LockStore['closeSession']>) => {
-      order.push(`closeSession ${args[0]}`);
-      return inner.closeSession(...args);
-    },
-    close: async () => {
-      order.push('close');
-      return inner.close();
-    },
-  });
-  return {
-    clock,
-    store,
-    order,
-    reading,
-    hold: () => void (holding = true),
-    release: (fail = false) => open(fail),
-  };
-}
-
 /** Lets every pending callback of the event loop run a few times over, so an unawaited step gets its chance. */
 async function turns(count = 20): Promise<void> {
   for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
-}
-
-/**
- * A server with a 60 s session grace on a gated store, and a session that
- * holds `k` and lost its connection: in grace, to be resumed with `query`.
- */
-async function sessionInGrace() {
-  const gated = gatedStore();
-  const log = sessionLog();
-  const server = await createLockServer({
-    port: 0,
-    heartbeatInterval: 0,
-    clock: gated.clock,
-    store: gated.store,
-    sessionGrace: 60_000,
-    logger: log.logger,
-  });
-  servers.push(server);
-  const { client, welcome } = await RawClient.connect(server.url);
-  expect(await client.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
-  client.ws.terminate();
-  await log.closed(1, 'the session to detach');
-  const session = String(welcome.session);
-  const query = `?session=${encodeURIComponent(session)}&resume=${encodeURIComponent(String(welcome.resume))}`;
-  return { ...gated, server, session, resumeUrl: `${server.url}${query}` };
 }
 
 /** Opens a resume of the session in grace; `status` is its upgrade's HTTP status when refused. */
@@ -104,7 +33,7 @@ describe('shutdown and a resume in flight', () => {
     { what: 'claimed by a resume in flight', failed: false },
     { what: 'whose resume could not read the store while the server closed (instead of putting it back into grace)', failed: true },
   ])('ends a session $what in the store before the store is closed', async ({ failed }) => {
-    const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace();
+    const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace(servers, gates);
     hold();
     const resumed = resume(resumeUrl);
     await within(reading, 'the resume to read the store');
@@ -121,7 +50,7 @@ describe('shutdown and a resume in flight', () => {
   });
 
   it('closes a resumed connection that opened as shutdown began with 1001 and ends its session before the store is closed', async () => {
-    const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace();
+    const { server, session, order, reading, hold, release, resumeUrl } = await sessionInGrace(servers, gates);
     hold();
     const { ws } = resume(resumeUrl);
     const frames: Frame[] = [];
