@@ -9,6 +9,7 @@ import { RateLimiter } from '../src/rate-limit.js';
 import { createManualClock } from '../src/clock.js';
 import { connectWith, SECRET, startServer, token, upgradeStatus } from './auth-harness.js';
 import { sessionLog, within } from './server-harness.js';
+import { silentHolderWithWaiter } from './silent-holder.js';
 import { connectionsGauge, openSilentPeer, PING_FLOOD, ServerOpcode } from './silent-peer.js';
 import { RawSocket } from '../../test/helpers/raw-socket.js';
 
@@ -57,18 +58,6 @@ describe('limits in the welcome', () => {
     await expect(startServer({ limits: { rateLimit: 0 } })).rejects.toThrow(/rateLimit/);
   });
 });
-
-
-/** A silent peer holding `k` (acquire id 1) and a client whose acquire of `k` (id 2) is queued behind it. */
-async function silentHolderWithWaiter(url: string) {
-  const peer = await openSilentPeer(url);
-  const { client: waiter } = await connectWith(url, null);
-  peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
-  expect(await peer.reply(1)).toMatchObject({ ok: true, acquired: true });
-  waiter.send({ op: 'acquire', id: 2, key: 'k' });
-  await waiter.next((f) => f.type === 'queued');
-  return { peer, waiter };
-}
 
 describe('per-session limits', () => {
   it('answers a watch of one prefix too many with bad_request, counting a prefix once', async () => {

@@ -5,6 +5,7 @@ import { RawSocket } from '../../test/helpers/raw-socket.js';
 import { whenCloseReceived } from '../src/close-handshake.js';
 import { connectWith, startServer } from './auth-harness.js';
 import { RawClient, within } from './server-harness.js';
+import { silentHolderWithWaiter } from './silent-holder.js';
 import { openSilentPeer, ServerOpcode, type SilentPeer } from './silent-peer.js';
 
 /**
@@ -13,20 +14,6 @@ import { openSilentPeer, ServerOpcode, type SilentPeer } from './silent-peer.js'
  * the injected clock, not from a real-time backstop.
  */
 const BEFORE_REAL_CUT_MS = 1000;
-
-/**
- * A peer on a bare socket (it never ends its TCP side) holding `k` (id 1),
- * and a client queued for `k` (id 2).
- */
-async function holderAndWaiter(url: string) {
-  const peer = await openSilentPeer(url);
-  const { client: waiter } = await connectWith(url, null);
-  peer.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
-  expect(await peer.reply(1)).toMatchObject({ ok: true, acquired: true });
-  waiter.send({ op: 'acquire', id: 2, key: 'k' });
-  await waiter.next((f) => f.type === 'queued');
-  return { peer, waiter };
-}
 
 /** The welcome the server sent `peer`. */
 function welcomeOf(peer: SilentPeer): Record<string, unknown> {
@@ -51,7 +38,7 @@ describe('a close by the client', () => {
     'with grace %s, a close with 1000 ends the session once the server answered it: its lock goes to the waiter while its TCP connection is still open',
     async (_grace, sessionGrace) => {
       const { server, clock } = await startServer({ sessionGrace });
-      const { peer, waiter } = await holderAndWaiter(server.url);
+      const { peer, waiter } = await silentHolderWithWaiter(server.url);
       peer.write(RawSocket.closeFrame(1000));
       expect(await peer.closeFrame()).toBe(1000);
       expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
@@ -65,7 +52,7 @@ describe('a close by the client', () => {
 
   it('with grace off, a close with 1001 releases the locks at once too', async () => {
     const { server } = await startServer();
-    const { peer, waiter } = await holderAndWaiter(server.url);
+    const { peer, waiter } = await silentHolderWithWaiter(server.url);
     peer.write(RawSocket.closeFrame(1001));
     expect(await peer.closeFrame()).toBe(1001);
     expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
@@ -78,7 +65,7 @@ describe('a close by the client', () => {
     await holder.request({ op: 'acquire', id: 1, key: 'q' });
     const { client: watcher } = await connectWith(server.url, null);
     await watcher.request({ op: 'watch', id: 1, prefix: '' });
-    const { peer, waiter } = await holderAndWaiter(server.url);
+    const { peer, waiter } = await silentHolderWithWaiter(server.url);
     peer.write(RawSocket.json({ op: 'acquire', id: 2, key: 'q' }));
     await watcher.next((f) => f.type === 'event' && f.event === 'queued' && f.key === 'q');
     peer.write(RawSocket.closeFrame(1001));
