@@ -26,6 +26,27 @@ async function connectThroughProxy(reconnect: Record<string, number> | false = {
   return { client, states };
 }
 
+/**
+ * Cuts the proxy's connections and checks that `client` (connected through
+ * it, `states` its recorded state changes) ends there rather than
+ * reconnecting: after its `close` and a round trip elsewhere (time for a
+ * reconnect it wrongly started to show), its one state change was to
+ * `closed`, the proxy took no new connection, and a request fails with
+ * `connection_closed`. Resolves to the close info.
+ */
+async function cutEndsClient(client: LockClient, states: readonly ClientState[]): Promise<CloseInfo> {
+  const closed = nextEvent(client, 'close');
+  const accepted = proxy.accepted;
+  proxy.cut();
+  const info = await closed;
+  await observer.ping();
+  expect(states).toEqual(['closed']);
+  expect(client.state).toBe('closed');
+  expect(proxy.accepted).toBe(accepted);
+  await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+  return info;
+}
+
 /** Resolves when `client` reaches `state` (bounded). */
 function reaches(client: LockClient, state: ClientState, ms = 2000): Promise<void> {
   if (client.state === state) return Promise.resolve();
@@ -167,32 +188,15 @@ describe('reconnect', () => {
 
   it('close() called by a disconnect listener leaves the client closed, with no reconnect attempt', async () => {
     const { client, states } = await connectThroughProxy();
-    const closed = nextEvent(client, 'close');
     client.on('disconnect', () => void client.close());
-    const accepted = proxy.accepted;
-    proxy.cut();
-    expect(await closed).toMatchObject({ byClient: true });
-    // A round trip elsewhere gives a reconnect the client wrongly started the time to show.
-    await observer.ping();
-    expect(states).toEqual(['closed']);
-    expect(client.state).toBe('closed');
-    expect(proxy.accepted).toBe(accepted);
-    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+    expect(await cutEndsClient(client, states)).toMatchObject({ byClient: true });
   });
 
   it("close() called by a lease signal's abort listener on a drop leaves the client closed, with no reconnect attempt", async () => {
     const { client, states } = await connectThroughProxy();
     const lease = await client.acquire('doc:5');
     lease?.signal.addEventListener('abort', () => void client.close());
-    const closed = nextEvent(client, 'close');
-    const accepted = proxy.accepted;
-    proxy.cut();
-    await closed;
-    await observer.ping();
-    expect(states).toEqual(['closed']);
-    expect(client.state).toBe('closed');
-    expect(proxy.accepted).toBe(accepted);
-    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+    await cutEndsClient(client, states);
   });
 
   it('close() called by a state listener as the reconnect opens ends the client without reporting the reconnect', async () => {
