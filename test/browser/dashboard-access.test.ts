@@ -99,6 +99,39 @@ async function openServer(): Promise<LockServer> {
 }
 
 /**
+ * A page at `path` of a server without auth ({@link openServer}), counting
+ * its sockets, on a clock installed at load and paused a second after
+ * `ready` showed; then flooded with 200 frames until the server closed it
+ * for sending too fast and it shows disconnected.
+ */
+async function floodedPage(path: string, ready: string): Promise<Page> {
+  const live = await openServer();
+  const tab = await newPage();
+  await countSockets(tab);
+  await tab.clock.install();
+  await tab.goto(`${live.httpUrl}${path}`);
+  await tab.locator(ready).waitFor({ timeout: 5000 });
+  await tab.clock.pauseAt(Date.now() + 1000);
+  await flood(tab, 200);
+  await tab.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: 5000 });
+  return tab;
+}
+
+/**
+ * Checks that `page`, closed for its conduct on its only socket, has not
+ * reconnected 3.5 s on (a drop's backoff would have: 0.5 s, with jitter;
+ * this one waits at least 3.75 s) and, 3 s later, has reconnected and shows
+ * `ready` again.
+ */
+async function reconnectsAfterConductDelay(page: Page, ready: string): Promise<void> {
+  await page.clock.runFor(3500);
+  expect(await sockets(page)).toEqual({ opened: 1, closes: [1008] });
+  await page.clock.runFor(3000);
+  await page.locator(ready).waitFor({ timeout: 5000 });
+  expect((await sockets(page)).opened).toBe(2);
+}
+
+/**
  * Runs the page's (installed, paused) clock past every reconnect delay
  * (10 s at most, with jitter), then reads its sockets: a page that still
  * retries has opened another by then.
@@ -281,46 +314,21 @@ describe('how a page takes a close with 1008', () => {
 
 describe('a page closed with 1008 for sending too fast, on a server without auth', () => {
   it('the dashboard says it was closed for sending too fast, never that it needs a token, and reconnects after about 5 s', async () => {
-    const live = await openServer();
-    const tab = await newPage();
-    await countSockets(tab);
-    await tab.clock.install();
-    await tab.goto(`${live.httpUrl}/`);
-    await tab.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
-    await tab.clock.pauseAt(Date.now() + 1000);
-    await flood(tab, 200);
-    await tab.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: 5000 });
+    const tab = await floodedPage('/', '#conn-state[data-state="live"]');
     expect(await tab.locator('#notice').textContent()).toMatch(
       /^Closed for sending too fast \(1008: rate limit exceeded\)\. Reconnecting in \d\.\ds\.$/,
     );
     expect(await tab.locator('body').innerText()).not.toMatch(/token|Access refused/);
-    // A drop's backoff would have reconnected by now (0.5 s, with jitter); this one waits at least 3.75 s.
-    await tab.clock.runFor(3500);
-    expect(await sockets(tab)).toEqual({ opened: 1, closes: [1008] });
-    await tab.clock.runFor(3000);
-    await tab.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
-    expect((await sockets(tab)).opened).toBe(2);
+    await reconnectsAfterConductDelay(tab, '#conn-state[data-state="live"]');
   });
 
   it('the editor says it was closed for sending too fast, never that it needs a token, and edits again after reconnecting', async () => {
-    const live = await openServer();
-    const tab = await newPage();
-    await countSockets(tab);
-    await tab.clock.install();
-    await tab.goto(`${live.httpUrl}/demo/editor?doc=flood&user=ana`);
-    await tab.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
-    await tab.clock.pauseAt(Date.now() + 1000);
-    await flood(tab, 200);
-    await tab.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: 5000 });
+    const tab = await floodedPage('/demo/editor?doc=flood&user=ana', '#who[data-role="editing"]');
     expect(await tab.locator('#who').textContent()).toMatch(
       /^Closed for sending too fast \(1008: rate limit exceeded\)\. Reconnecting in \d\.\ds\.$/,
     );
     expect(await tab.locator('body').innerText()).not.toMatch(/token|Access refused/);
     expect(await tab.locator('#text').isEditable()).toBe(false);
-    await tab.clock.runFor(3500);
-    expect(await sockets(tab)).toEqual({ opened: 1, closes: [1008] });
-    await tab.clock.runFor(3000);
-    await tab.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
-    expect((await sockets(tab)).opened).toBe(2);
+    await reconnectsAfterConductDelay(tab, '#who[data-role="editing"]');
   });
 });
