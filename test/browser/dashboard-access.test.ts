@@ -99,6 +99,29 @@ async function openServer(): Promise<LockServer> {
 }
 
 /**
+ * A page at `path` of an auth server ({@link authServer}), opened with a
+ * token good for 60 s, counting its sockets, on a clock installed at load and
+ * paused a second after `ready` showed; then the server's clock passes the
+ * token's expiry, the server closes the page with 1008 and it shows refused.
+ */
+async function expiredTokenPage(path: string, ready: string): Promise<Page> {
+  const clock = createManualClock(Date.now());
+  const live = await authServer(clock);
+  const page = await newPage();
+  await countSockets(page);
+  await page.clock.install();
+  const url = new URL(path, live.httpUrl);
+  url.searchParams.set('access_token', await token(clock, 60));
+  await page.goto(url.toString());
+  await page.locator(ready).waitFor({ timeout: 5000 });
+  // From here on the page's timers, its reconnect delay among them, run only when the test runs them.
+  await page.clock.pauseAt(Date.now() + 1000);
+  clock.advance(61_000);
+  await page.locator('#conn-state[data-state="refused"]').waitFor({ timeout: 5000 });
+  return page;
+}
+
+/**
  * A page at `path` of a server without auth ({@link openServer}), counting
  * its sockets, on a clock installed at load and paused a second after
  * `ready` showed; then flooded with 200 frames until the server closed it
@@ -179,17 +202,7 @@ describe('dashboard with auth on', () => {
   });
 
   it('stops reconnecting and says the token expired when the server closes it with 1008', async () => {
-    const clock = createManualClock(Date.now());
-    const live = await authServer(clock);
-    const page = await newPage();
-    await countSockets(page);
-    await page.clock.install();
-    await page.goto(`${live.httpUrl}/?access_token=${encodeURIComponent(await token(clock, 60))}`);
-    await page.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
-    // From here on the page's timers, its reconnect delay among them, run only when the test runs them.
-    await page.clock.pauseAt(Date.now() + 1000);
-    clock.advance(61_000);
-    await page.locator('#conn-state[data-state="refused"]').waitFor({ timeout: 5000 });
+    const page = await expiredTokenPage('/', '#conn-state[data-state="live"]');
     expect(await page.locator('#notice').textContent()).toBe(
       'Access refused (1008: credentials expired): the token expired or is not valid. Reopen the page with a new token.',
     );
@@ -220,16 +233,7 @@ describe('dashboard with auth on', () => {
 
 describe('editor demo with auth on', () => {
   it('stops reconnecting and says the token expired when the server closes it with 1008', async () => {
-    const clock = createManualClock(Date.now());
-    const live = await authServer(clock);
-    const page = await newPage();
-    await countSockets(page);
-    await page.clock.install();
-    await page.goto(`${live.httpUrl}/demo/editor?doc=auth&user=ana&access_token=${encodeURIComponent(await token(clock, 60))}`);
-    await page.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
-    await page.clock.pauseAt(Date.now() + 1000);
-    clock.advance(61_000);
-    await page.locator('#conn-state[data-state="refused"]').waitFor({ timeout: 5000 });
+    const page = await expiredTokenPage('/demo/editor?doc=auth&user=ana', '#who[data-role="editing"]');
     expect(await page.locator('#who').textContent()).toBe(
       'Access refused (1008: credentials expired): the token expired or is not valid. Reopen the page with a new token.',
     );
