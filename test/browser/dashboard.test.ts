@@ -63,8 +63,10 @@ afterEach(async () => {
 describe('dashboard', () => {
   it('shows a lock acquired by a Node client on the next frame after its event, with its holder meta and token', async () => {
     // The page's clock stands still until advanced: only a frame asked for by the event can draw the row, not the 1 s tick.
+    // Paused a few seconds ahead: the installed clock runs until then, and a loaded machine may pass a
+    // nearer point first (pausing in its past fails). Nothing is on the page yet to fire meanwhile.
     await page.clock.install({ time: clock.now() });
-    await page.clock.pauseAt(clock.now() + 1);
+    await page.clock.pauseAt(clock.now() + 5_000);
     const frames: string[] = [];
     let heard: () => void = () => {};
     const eventHeard = new Promise<void>((resolve) => (heard = resolve));
