@@ -40,6 +40,23 @@ export class LockRequests {
     this.#o = options;
   }
 
+  /**
+   * True when an acquire of `session` on `key` made now would wait before its
+   * step begins (for the session's cancel of the key, or to clear an
+   * uncertain acquire of it); otherwise its step is in flight once `acquire`
+   * returns (see `StepRunner#busy`).
+   */
+  waitsBeforeStep(session: SessionId, key: string): boolean {
+    if (this.#cancellingOf(session, key)) return true;
+    const local = this.#o.table.sessions.get(session);
+    return local !== undefined && uncertainAcquireOf(local, key);
+  }
+
+  /** The session's cancel of a request on `key` in flight, if any (no key text is built while none is). */
+  #cancellingOf(session: SessionId, key: string): Promise<boolean> | undefined {
+    return this.#cancelling.size === 0 ? undefined : this.#cancelling.get(sessionKey(session, key));
+  }
+
   /** `LockStore#acquire`: the answer waits for every earlier step of the key this node has not applied yet. */
   async acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome> {
     const { ctx, table, timeouts, notes } = this.#o;
@@ -56,7 +73,7 @@ export class LockRequests {
     // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
     if (acquireTimeout !== null && acquireTimeout > 0) timeouts.armTimeout(pending, acquireTimeout);
     try {
-      const cancelling = this.#cancelling.get(sessionKey(session, key));
+      const cancelling = this.#cancellingOf(session, key);
       if (cancelling) {
         await cancelling.catch(() => false);
         if (table.sessions.get(session) !== local || table.tickets.get(ticket) !== pending) {

@@ -214,8 +214,12 @@ class RedisStore implements LockStore {
   }
 
   acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome> {
-    // It may first clear an uncertain acquire of the session, before its own step: reads wait for all of it.
-    return this.#fence.track(input.key, this.#requests.acquire(session, input));
+    // Most acquires start their step at once, which reads wait for already (`StepRunner#busy`). One that
+    // first waits (for a cancel of the key, or to clear an uncertain acquire) is tracked whole, so reads
+    // wait for all of it; the common acquire pays nothing for that.
+    const waits = this.#requests.waitsBeforeStep(session, input.key);
+    const call = this.#requests.acquire(session, input);
+    return waits ? this.#fence.track(input.key, call) : call;
   }
 
   release(session: SessionId, key: string): Promise<void> {
