@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeKey, keyNames } from '../server/src/redis/key-codec.js';
-import { scripts } from '../server/src/redis/scripts.js';
+import { scripts, type ScriptName } from '../server/src/redis/scripts.js';
 import { silentLogger } from '../server/src/logger.js';
 import { listenerLog, useRedisStores } from '../server/test/redis-harness.js';
 import { acquireInput } from '../server/test/server-harness.js';
@@ -237,27 +237,48 @@ describe('a Redis store while Redis is full', () => {
     });
   });
 
-  it('runs the read-only ones, as functions and as the EVAL scripts of a Redis without functions, and refuses the others', async () => {
+  it('runs the read-only and the letting-go scripts, as functions and as the EVAL scripts of a Redis without functions, and refuses the ones that may grow memory in both forms', async () => {
     const [node] = await stores.startNodes([stores.redis.url], {});
     if (!node) throw new Error('no node');
-    expect(await node.store.acquire('h', acquireInput(1, 'k'))).toMatchObject({ status: 'granted' });
-    const keys = keyNames(node.namespace).lockKeys(encodeKey('k'));
-    // ARGV[1..5] as a read sends them; then the probe's session, kind and id (the status reads none).
-    const args = ['', '', '0', '', node.namespace, 'h', 'h', '1'];
     const admin = createClient({ url: stores.redis.url });
     admin.on('error', () => {});
     await admin.connect();
     try {
-      await whileFull(stores.redis.url, async () => {
-        for (const script of [scripts.status, scripts.probe]) {
-          const fcall = await admin.sendCommand(['FCALL', script.fn, String(keys.length), ...keys, ...args]);
-          const evaled = await admin.sendCommand(['EVAL', script.source, String(keys.length), ...keys, ...args]);
-          expect({ name: script.name, fcall: typeof fcall, eval: evaled }).toEqual({ name: script.name, fcall: 'string', eval: fcall });
-        }
-        await expect(admin.sendCommand(['FCALL', scripts.release.fn, String(keys.length), ...keys, ...args])).rejects.toThrow(/^OOM /);
-        await expect(node.store.release('h', 'k')).rejects.toMatchObject({ code: 'store_unavailable', message: expect.stringMatching(/OOM/) });
-        expect((await node.store.status('k', null)).holders.map((x) => x.session)).toEqual(['h']);
-      });
+      for (const form of ['FCALL', 'EVAL'] as const) {
+        const encoded = encodeKey(`k-${form}`);
+        const keys = keyNames(node.namespace).lockKeys(encoded);
+        // Records of a node id no node serves, so no node's view of them changes behind its back.
+        const call = (name: ScriptName, now: number, extra: string[], how: 'FCALL' | 'EVAL' = form) => {
+          const head = how === 'FCALL' ? ['FCALL', scripts[name].fn] : ['EVAL', scripts[name].source];
+          return admin.sendCommand([...head, String(keys.length), ...keys, 'ghost', '0', String(now), encoded, node.namespace, ...extra]);
+        };
+        const result = async (reply: Promise<unknown>) => JSON.parse(/^\S+ \S+ \S+ \S+ \S+ (.*)\n/.exec(String(await reply))?.[1] ?? 'null') as Record<string, unknown>;
+        const acquire = (s: string, ticket: string, holdTimeout = '') => call('acquire', 0, [s, ticket, 'exclusive', '', holdTimeout, '', '', '', '100'], 'FCALL');
+        const held = await result(acquire('h', '1', '1000'));
+        expect(held).toMatchObject({ st: 'granted' });
+        for (const [s, ticket] of [['w', '2'], ['v', '3'], ['u', '4'], ['r', '5']] as const) expect(await result(acquire(s, ticket))).toMatchObject({ st: 'queued' });
+        expect(await result(call('wait', 0, ['z', '9'], 'FCALL'))).toEqual({ pending: 1 });
+        const before = await call('status', 0, []);
+        await whileFull(stores.redis.url, async () => {
+          // A steal deletes the holds before it grants: its EVAL form is refused all the same.
+          await expect(call('acquire', 0, ['x', '6', 'exclusive', '', '', '1', '', '', '100'])).rejects.toThrow(/^OOM /);
+          await expect(call('extend', 0, ['h', '5000'])).rejects.toThrow(/^OOM /);
+          await expect(call('wait', 0, ['y', '7'])).rejects.toThrow(/^OOM /);
+          expect(await call('status', 0, [])).toEqual(before);
+          expect(await result(call('unqueue', 0, ['v', '3', 'a']))).toMatchObject({ ok: 1 });
+          // The hold's timeout settles the wait and grants w, w's release grants u, the revoke grants r.
+          expect(await result(call('expire', 1000, ['h', String(held.t)]))).toMatchObject({ ok: 1 });
+          expect(await result(call('release', 0, ['w']))).toMatchObject({ ok: 1 });
+          expect(await result(call('revoke', 0, []))).toMatchObject({ n: 1 });
+          expect(await result(call('drop', 0, ['h', 'n', 'ghost']))).toMatchObject({ ok: 1, t: expect.stringMatching(/^\d+$/) });
+          // Lua's JSON writes an empty list as {}.
+          const { h, q } = JSON.parse(String(await call('status', 0, []))) as Record<string, unknown>;
+          expect({ h, q }).toEqual({ h: {}, q: {} });
+          // Redis is still full.
+          await expect(call('acquire', 0, ['x', '8', 'exclusive', '', '', '', '', '', '100'])).rejects.toThrow(/^OOM /);
+        });
+        expect(await admin.hLen(keys[4])).toBe(0);
+      }
     } finally {
       admin.destroy();
     }

@@ -30,11 +30,26 @@ const sha1 = (text: string) => createHash('sha1').update(text).digest('hex');
  * keys and arguments. As an EVAL script the prelude's helpers are built anew
  * on every call (a few microseconds of Redis' time per call, about a third
  * of a short step); in the function library they are built once at load.
+ * `guard` goes between `begin()` and the body of the EVAL script only (see
+ * `OOM_GUARD`).
  */
-function script(name: string, body: string): Omit<Script, 'fn' | 'library'> & { body: string } {
-  const source = `local EVAL_KEYS, EVAL_ARGV = KEYS, ARGV\n${LUA_PRELUDE}\nbegin(EVAL_KEYS, EVAL_ARGV)\n${body}`;
+function script(name: string, body: string, guard = ''): Omit<Script, 'fn' | 'library'> & { body: string } {
+  const source = `local EVAL_KEYS, EVAL_ARGV = KEYS, ARGV\n${LUA_PRELUDE}\nbegin(EVAL_KEYS, EVAL_ARGV)\n${guard}${body}`;
   return { name, body, source, sha: sha1(source) };
 }
+
+/**
+ * The first command of the EVAL form of a script that may grow memory. An
+ * EVAL script carries no `#!lua` flags line (see `LETS_GO`), and Redis then
+ * refuses a command that may grow memory (`denyoom`) only while the script
+ * has written nothing yet: an acquire that steals, or that first drops a
+ * hold its session left under a given-up node id, deletes a record (HDEL)
+ * and would then go on to grant while Redis is full. This ZADD is such a
+ * command that changes nothing (`XX`: only a member already there, `INCR 0`:
+ * its score plus 0), so the script is refused, before anything, exactly
+ * when Redis is full as it starts - as its function is.
+ */
+const OOM_GUARD = "redis.call('ZADD', K_QUEUE, 'XX', 'INCR', 0, '')\n";
 
 /**
  * `acquire`. ARGV[6..]: session, ticket, mode, acquireTimeout ('' none),
@@ -101,6 +116,7 @@ end
 local t, x = grant(s, NODE, ticket, mode, meta, holdT, false)
 return finish('{"st":"granted","t":"' .. t .. '","x":"' .. x .. '","i":"' .. ticket .. '"}')
 `,
+  OOM_GUARD,
 );
 
 /** `release`. ARGV[6]: session. A hold of the session under another node id is not its (see `acquire`). */
@@ -125,6 +141,7 @@ hold.x = expiry(ARGV[7])
 putHold(hold.s, hold.n, hold.i, hold.t, hold.m, hold.c, hold.x, hold.d)
 return finish({ t = hold.t, x = hold.x })
 `,
+  OOM_GUARD,
 );
 
 /**
@@ -155,6 +172,7 @@ for i, h in ipairs(holds) do tokens[i] = h.t end
 redis.call('HSET', K_WAIT, NODE .. '/' .. ARGV[7], cjson.encode({ s = ARGV[6], n = NODE, i = ARGV[7], k = tokens }))
 return finish({ pending = 1 })
 `,
+  OOM_GUARD,
 );
 
 /**
@@ -299,13 +317,44 @@ export type ScriptName = keyof typeof bodies;
  */
 const READ_ONLY: ReadonlySet<ScriptName> = new Set<ScriptName>(['probe', 'status']);
 
+/**
+ * Scripts that only let go: registered with the `allow-oom` flag, so a
+ * holder, a waiter, a closing connection, a hold timeout and the cleanup of
+ * a dead node can let go while Redis is full (`maxmemory` with
+ * `noeviction`). Each frees more than it takes: it deletes hold, waiter and
+ * wait records, and what it writes besides is a grant to the queue's head
+ * (its waiter record moves into the holders hash), the rest of a wait's
+ * tokens, the meta hash's fields (already there) and PUBLISHes.
+ *
+ * - `release`, `expire` (hold timeout): end one hold, grant the queue.
+ * - `unqueue` (cancel, acquire and wait timeouts): removes one queued
+ *   request or pending wait, grants what that unblocked.
+ * - `drop` (a session's end; a dead node's sessions): removes queued
+ *   requests and waits, then ends holds and grants the queue.
+ * - `revoke`: ends every hold of the key and grants the queue, as a release
+ *   of each; an operator's way to free a stuck key must not need room.
+ *
+ * `acquire` (queues or grants a new record), `extend` (rewrites a hold) and
+ * `wait` (adds a wait record) may grow memory and have no flag: Redis
+ * refuses them with `OOM` then, before they run.
+ *
+ * As EVAL scripts (no flags line, see `READ_ONLY`), Redis refuses a command
+ * that may grow memory only until the script's first write: each of these
+ * deletes first (HDEL or ZREM; a step that finds nothing of its own to
+ * delete writes only PEXPIRE or PERSIST, which are never refused), so they
+ * run while Redis is full just as the functions do, and the others carry
+ * `OOM_GUARD` to be refused as their functions are.
+ */
+const LETS_GO: ReadonlySet<ScriptName> = new Set<ScriptName>(['release', 'expire', 'unqueue', 'drop', 'revoke']);
+
 /** The library's registrations of every script, under the library's name `lib`. */
 function registrations(names: readonly ScriptName[], lib: string): string {
   return names
     .map((n) => {
       const fn = `function(keys, argv)\nbegin(keys, argv)\n${bodies[n].body}\nend`;
-      if (!READ_ONLY.has(n)) return `redis.register_function('${lib}_${n}', ${fn})`;
-      return `redis.register_function{function_name = '${lib}_${n}', callback = ${fn}, flags = { 'no-writes' }}`;
+      const flag = READ_ONLY.has(n) ? 'no-writes' : LETS_GO.has(n) ? 'allow-oom' : null;
+      if (flag === null) return `redis.register_function('${lib}_${n}', ${fn})`;
+      return `redis.register_function{function_name = '${lib}_${n}', callback = ${fn}, flags = { '${flag}' }}`;
     })
     .join('\n');
 }
