@@ -1,4 +1,6 @@
 import { createClient, createCluster } from 'redis';
+import { firstConnect } from './first-connect.js';
+import { redisTlsProblem, tlsSocketOptions, type RedisTlsOptions } from './redis-tls.js';
 import { scriptLibrary, type Script, type ScriptLibrary } from './scripts.js';
 
 /** One Redis server (a single instance, or one primary of a cluster). */
@@ -36,6 +38,8 @@ export interface RedisLinkOptions {
   /** `redis://host:port` of a single server, or of one or more cluster nodes (comma-separated) with `cluster`. */
   url: string;
   cluster: boolean;
+  /** CA, client certificate and key of a `rediss://` URL; refused with `redis://`. Default: the system CAs, no client certificate. */
+  tls?: RedisTlsOptions;
   /** ms after which a command that got no reply fails. */
   commandTimeout: number;
   /** ms between reconnect attempts. */
@@ -160,10 +164,20 @@ class ScriptRunner {
   }
 }
 
-/** Connects to Redis; rejects when the first connection cannot be made. */
+/**
+ * Connects to Redis; rejects when the first connection cannot be made within
+ * twice the command timeout (at least 2 s), with the last error seen, and at
+ * once when TLS refuses it (see `tlsRefusal`) or `tls` is given without a
+ * `rediss://` URL.
+ */
 export async function connectRedis(options: RedisLinkOptions): Promise<RedisLink> {
+  const problem = redisTlsProblem(options.url, options.tls);
+  if (problem !== undefined) throw new Error(`cannot connect to Redis: ${problem}`);
   return options.cluster ? connectCluster(options) : connectSingle(options);
 }
+
+/** How long a first connection may take: twice the command timeout, at least 2 s. */
+const firstConnectLimit = (options: RedisLinkOptions) => Math.max(2000, options.commandTimeout * 2);
 
 function socketOptions(options: RedisLinkOptions) {
   return {
@@ -177,12 +191,13 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
   const emit = (event: keyof typeof handlers) => {
     for (const fn of handlers[event]) fn();
   };
+  const tls = new URL(options.url).protocol === 'rediss:';
   const base = {
     url: options.url,
     disableOfflineQueue: true,
     disableClientInfo: true,
     maintNotifications: 'disabled' as const,
-    socket: socketOptions(options),
+    socket: tls ? { ...socketOptions(options), ...tlsSocketOptions(options.tls) } : socketOptions(options),
   };
   const client = createClient(base);
   const idle = options.subscriberIdleTimeout;
@@ -196,9 +211,11 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     if (subscriberReadyOnce) emit('resubscribed');
     subscriberReadyOnce = true;
   });
-  await firstConnect(client, options);
+  // A PING proves the connection: over TLS 1.3 Redis refuses a missing client certificate only after the handshake.
+  const limit = firstConnectLimit(options);
+  await firstConnect(client, { events: ['error'], limit, check: () => client.sendCommand(['PING']) });
   try {
-    await firstConnect(subscriber, options);
+    await firstConnect(subscriber, { events: ['error'], limit, check: () => subscriber.sendCommand(['PING']) });
   } catch (error) {
     client.destroy();
     throw error;
@@ -229,25 +246,6 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
       subscriber.destroy();
     },
   };
-}
-
-/** `connect()` of node-redis retries forever; give up after a bounded time so a wrong URL fails loudly. */
-async function firstConnect(client: { connect(): Promise<unknown>; destroy(): void }, options: RedisLinkOptions) {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const limit = Math.max(2000, options.commandTimeout * 2);
-  try {
-    await Promise.race([
-      client.connect(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`could not connect to Redis within ${limit} ms`)), limit);
-      }),
-    ]);
-  } catch (error) {
-    client.destroy();
-    throw error;
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** The root nodes of a cluster `url` list, and what every node's client shares (see `clusterUrlProblem`). */
@@ -318,14 +316,16 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
       maintNotifications: 'disabled',
       ...(urls.username === undefined ? {} : { username: urls.username }),
       ...(urls.password === undefined ? {} : { password: urls.password }),
-      socket: urls.tls ? { ...socketOptions(options), tls: true } : socketOptions(options),
+      socket: urls.tls ? { ...socketOptions(options), ...tlsSocketOptions(options.tls) } : socketOptions(options),
     },
   });
   cluster.on('error', () => emit('trouble'));
   cluster.on('node-error', () => emit('trouble'));
   cluster.on('node-reconnecting', () => emit('trouble'));
   cluster.on('__resubscribeListeners', () => emit('resubscribed'));
-  await firstConnect(cluster, options);
+  // A root node's connection error comes as 'error', a discovered node's as 'node-error'.
+  // Discovery reads CLUSTER SLOTS from a root node, which proves its connection.
+  await firstConnect(cluster, { events: ['error', 'node-error'], limit: firstConnectLimit(options) });
   const deadlines = createDeadlines(options.commandTimeout);
   const run = (key: string | undefined, args: string[]) => deadlines.guard(cluster.sendCommand(key, false, args));
   const runner = new ScriptRunner();

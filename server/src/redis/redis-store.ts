@@ -28,6 +28,7 @@ import { PubSubIntake } from './pubsub-intake.js';
 import { ReadFence } from './read-fence.js';
 import { Reconciler } from './reconciler.js';
 import { connectRedis, type RedisLink } from './redis-link.js';
+import type { RedisTlsOptions } from './redis-tls.js';
 import { SessionCleanup } from './session-cleanup.js';
 import { StepRunner } from './step-runner.js';
 import type { StoreContext } from './store-context.js';
@@ -42,6 +43,15 @@ export interface RedisStoreOptions {
   url: string;
   /** Connect to a Redis Cluster instead of a single server. Default false. */
   cluster?: boolean;
+  /**
+   * TLS of a `rediss://` URL: the CA bundle that signs the server's
+   * certificate (default: the system CAs) and a client certificate and key
+   * (for `tls-auth-clients yes`), as PEM strings or Buffers. On a cluster
+   * every node is reached with them. `start` fails when they are given with
+   * a `redis://` URL, or a certificate without its key, and at once when the
+   * server's certificate is not trusted or the handshake is refused.
+   */
+  tls?: RedisTlsOptions;
   /** Prefix of every Redis key and channel; nodes sharing a table use the same one. Default `lw`. */
   namespace?: string;
   /**
@@ -163,6 +173,7 @@ class RedisStore implements LockStore {
       await connectRedis({
         url: this.#options.url,
         cluster: this.#options.cluster ?? false,
+        tls: this.#options.tls,
         commandTimeout: this.#options.commandTimeout ?? 2000,
         reconnectDelay: Math.max(20, Math.min(200, Math.floor(ttl / 10))),
         // Heartbeats come every third of the node TTL; three missed ones mean a dead path.

@@ -1,0 +1,71 @@
+import { tlsRefusal } from './redis-tls.js';
+
+/** What `firstConnect` needs of a node-redis client or cluster. */
+export interface Connectable {
+  connect(): Promise<unknown>;
+  destroy(): void;
+  on(event: string, listener: (error: unknown) => void): unknown;
+  off(event: string, listener: (error: unknown) => void): unknown;
+}
+
+export interface FirstConnectOptions {
+  /** The events the client reports connection errors with (`error`; a cluster's nodes: `node-error`). */
+  readonly events: readonly string[];
+  /** ms after which the attempt is given up. */
+  readonly limit: number;
+  /** Run once connected, to prove the connection carries commands (a PING). Default: none. */
+  readonly check?: () => Promise<unknown>;
+}
+
+const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+/**
+ * Connects `client`, destroying it when that fails. `connect()` of
+ * node-redis retries forever; this gives up after `limit` ms, naming the
+ * last error the client reported, so a wrong URL fails loudly, and at once
+ * on an error retrying cannot cure: TLS refused the connection (see
+ * `tlsRefusal`), reported with what to fix.
+ */
+export async function firstConnect(client: Connectable, options: FirstConnectOptions): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let last: unknown;
+  let refuse: (error: Error) => void = () => {};
+  const refused = new Promise<never>((_, reject) => {
+    refuse = reject;
+  });
+  const refusal = (error: unknown) => {
+    const problem = tlsRefusal(error);
+    return problem === undefined ? undefined : new Error(`could not connect to Redis: ${problem}`, { cause: error });
+  };
+  const onError = (error: unknown) => {
+    last = error;
+    const refusing = refusal(error);
+    if (refusing !== undefined) refuse(refusing);
+  };
+  const lastSeen = (than?: unknown) => (last === undefined || last === than ? '' : ` (last error: ${messageOf(last)})`);
+  const connected = async () => {
+    try {
+      await client.connect();
+      await options.check?.();
+    } catch (error) {
+      // The client may report the cause (a TLS alert) beside the failed call's own error (a reset).
+      throw refusal(error) ?? refusal(last) ?? new Error(`could not connect to Redis: ${messageOf(error)}${lastSeen(error)}`, { cause: error });
+    }
+  };
+  for (const event of options.events) client.on(event, onError);
+  try {
+    await Promise.race([
+      connected(),
+      refused,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`could not connect to Redis within ${options.limit} ms${lastSeen()}`)), options.limit);
+      }),
+    ]);
+  } catch (error) {
+    client.destroy();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    for (const event of options.events) client.off(event, onError);
+  }
+}

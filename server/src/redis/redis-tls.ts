@@ -1,0 +1,94 @@
+/**
+ * TLS of the Redis link (`rediss://`): the trust and client identity the
+ * link's sockets carry, and how a first connection that TLS refuses is told
+ * apart from a Redis that is merely not up yet.
+ */
+
+/** PEM text, as read from a file (a string or the file's Buffer). */
+export type Pem = string | Buffer;
+
+/**
+ * TLS settings of a `rediss://` link, for a single server and for every node
+ * of a Redis Cluster alike. Without `ca` the server's certificate must be
+ * signed by a CA the system trusts.
+ */
+export interface RedisTlsOptions {
+  /** CA certificates (PEM, one or more) that sign the Redis server's certificate; replaces the system CAs. */
+  ca?: Pem;
+  /** Client certificate (PEM) for a Redis that requires one (`tls-auth-clients yes`); needs `key`. */
+  cert?: Pem;
+  /** Private key (PEM, unencrypted) of `cert`. */
+  key?: Pem;
+}
+
+/**
+ * Why `tls` cannot be used with the Redis `url` (one URL, or a
+ * comma-separated list of cluster nodes), or undefined when it can: the
+ * options take effect over `rediss://` only, and a client certificate comes
+ * with its key.
+ */
+export function redisTlsProblem(url: string, tls: RedisTlsOptions | undefined): string | undefined {
+  if (tls === undefined) return undefined;
+  const given = tls.ca !== undefined || tls.cert !== undefined || tls.key !== undefined;
+  if (!given) return undefined;
+  const plain = url
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '')
+    .some((entry) => !entry.toLowerCase().startsWith('rediss:'));
+  if (plain) return 'TLS options are given but the Redis URL is redis://, which connects without TLS: use rediss://';
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    return tls.cert === undefined ? 'a client key needs its certificate (tls.cert)' : 'a client certificate needs its key (tls.key)';
+  }
+  return undefined;
+}
+
+/** The `tls.connect` options of a `rediss://` socket: only those given, so the system CAs stay the default. */
+export function tlsSocketOptions(tls: RedisTlsOptions | undefined): { tls: true; ca?: Pem; cert?: Pem; key?: Pem } {
+  return {
+    tls: true,
+    ...(tls?.ca === undefined ? {} : { ca: tls.ca }),
+    ...(tls?.cert === undefined ? {} : { cert: tls.cert }),
+    ...(tls?.key === undefined ? {} : { key: tls.key }),
+  };
+}
+
+/** OpenSSL's verdicts on a peer certificate, as Node names them in `error.code`. */
+const UNTRUSTED = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+]);
+
+function codeOf(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null || !('code' in error)) return undefined;
+  return typeof error.code === 'string' ? error.code : undefined;
+}
+
+/**
+ * A connection error that retrying cannot cure, as a message that says what
+ * to fix, or undefined for any other error (Redis down, refused, slow): the
+ * server's certificate is not trusted or does not name the host, or the TLS
+ * handshake itself failed (a client certificate missing or refused, a
+ * `rediss://` URL on a port without TLS).
+ */
+export function tlsRefusal(error: unknown): string | undefined {
+  const code = codeOf(error);
+  if (code === undefined) return undefined;
+  const message = error instanceof Error ? error.message : String(error);
+  if (UNTRUSTED.has(code)) {
+    return `the Redis server's certificate is not trusted (${message}): give the CA that signed it (tls.ca, --redis-tls-ca)`;
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `the Redis server's certificate does not name the host of the URL (${message})`;
+  if (code.startsWith('ERR_SSL_')) return `the TLS handshake with Redis failed (${message})`;
+  return undefined;
+}
