@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createManualClock } from '../server/src/clock.js';
 import { encodeKey, keyNames } from '../server/src/redis/key-codec.js';
 import { scripts, type ScriptName } from '../server/src/redis/scripts.js';
 import { silentLogger } from '../server/src/logger.js';
@@ -184,6 +185,8 @@ describe('Redis failures under in-process nodes', () => {
       while (Date.now() < until) {
         expect(await a.request({ op: 'status', key: 'k' })).toMatchObject({ ok: true, locked: true, holders: [{ token: held.token }] });
         answered++;
+        // Paced far below the session's rate limit (1000 frames/s), which a fast Redis lets this loop pass.
+        await new Promise((r) => setTimeout(r, 5));
       }
       expect(await b.request({ op: 'status', key: 'k' })).toMatchObject({ ok: true, locked: true });
       expect(await b.request({ op: 'list' })).toMatchObject({ ok: true, locks: [{ key: 'k' }] });
@@ -193,6 +196,93 @@ describe('Redis failures under in-process nodes', () => {
     // Memory freed: the lock was never lost, and nobody else can take it.
     expect(await b.request({ op: 'acquire', key: 'k', acquireTimeout: 0 })).toMatchObject({ ok: true, acquired: false });
     expect(a.received('lost')).toEqual([]);
+  });
+
+  /** Sends an acquire of `key` from `client` and resolves its id once it is queued. */
+  async function queue(client: RawClient, key: string): Promise<number> {
+    const id = client.id();
+    client.send({ op: 'acquire', id, key });
+    await client.next((m) => m.type === 'queued' && m.id === id);
+    return id;
+  }
+
+  const oom = { ok: false, error: { code: 'store_unavailable', message: expect.stringMatching(/OOM/) } };
+
+  it('while Redis is full, a holder releases, and the next waiter, on another node, is granted and told', async () => {
+    const [a, b] = await twoNodes();
+    const held = await a.request({ op: 'acquire', key: 'k' });
+    const waiting = await queue(b, 'k');
+    await whileFull(fixture.redis.url, async () => {
+      expect(await a.request({ op: 'release', key: 'k' })).toMatchObject({ ok: true, released: true });
+      const granted = await b.reply(waiting);
+      expect(granted).toMatchObject({ ok: true, acquired: true });
+      expect(granted.token).toBeGreaterThan(held.token as number);
+      expect(await a.request({ op: 'status', key: 'k' })).toMatchObject({ locked: true, holders: [{ token: granted.token }], queue: [] });
+      expect(await a.request({ op: 'acquire', key: 'other' })).toMatchObject(oom);
+    });
+  });
+
+  it('while Redis is full, a closed connection has its locks passed on and its queued requests dropped', async () => {
+    const [a, b] = await twoNodes();
+    const held = await a.request({ op: 'acquire', key: 'k' });
+    expect(await b.request({ op: 'acquire', key: 'k2' })).toMatchObject({ acquired: true });
+    await queue(a, 'k2');
+    const waiting = await queue(b, 'k');
+    await whileFull(fixture.redis.url, async () => {
+      await a.close();
+      const granted = await b.reply(waiting);
+      expect(granted).toMatchObject({ ok: true, acquired: true });
+      expect(granted.token).toBeGreaterThan(held.token as number);
+      // The closed connection's queued request is not granted k2 when its holder lets go.
+      expect(await b.request({ op: 'release', key: 'k2' })).toMatchObject({ ok: true, released: true });
+      expect(await b.request({ op: 'status', key: 'k2' })).toMatchObject({ locked: false, queue: [] });
+      expect(await b.request({ op: 'acquire', key: 'other' })).toMatchObject(oom);
+    });
+  });
+
+  it('while Redis is full, a queued acquire is cancelled and never granted', async () => {
+    const [a, b] = await twoNodes();
+    await a.request({ op: 'acquire', key: 'k' });
+    const waiting = await queue(b, 'k');
+    await whileFull(fixture.redis.url, async () => {
+      expect(await b.request({ op: 'cancel', target: waiting })).toMatchObject({ ok: true, cancelled: true });
+      expect(await b.reply(waiting)).toMatchObject({ ok: false, error: { code: 'cancelled' } });
+      expect(await a.request({ op: 'release', key: 'k' })).toMatchObject({ ok: true, released: true });
+      expect(await b.request({ op: 'status', key: 'k' })).toMatchObject({ locked: false, queue: [] });
+    });
+    expect(b.received('reply').filter((m) => m.acquired === true)).toEqual([]);
+  });
+
+  it('while Redis is full, a hold whose timeout runs out is lost by its holder and granted to the next waiter on another node', async () => {
+    const clock = createManualClock();
+    const [s1, s2] = await fixture.startNodes(2, { nodeTtl: NODE_TTL, commandTimeout: 500, clock });
+    if (!s1 || !s2) throw new Error('nodes');
+    const [a, b] = [await fixture.connect(s1), await fixture.connect(s2)];
+    const held = await a.request({ op: 'acquire', key: 'k', holdTimeout: 1000 });
+    const waiting = await queue(b, 'k');
+    await whileFull(fixture.redis.url, async () => {
+      clock.advance(1000);
+      expect(await a.nextLost('k')).toEqual({ type: 'lost', key: 'k', token: held.token, reason: 'expired' });
+      expect(await b.reply(waiting)).toMatchObject({ ok: true, acquired: true });
+    });
+  });
+
+  it('while Redis is full, an acquire, an extend and a wait are refused saying Redis is out of memory, and change nothing', async () => {
+    const [a, b] = await twoNodes();
+    const held = await a.request({ op: 'acquire', key: 'k', holdTimeout: 60_000 });
+    const before = await b.request({ op: 'status', key: 'k' });
+    await whileFull(fixture.redis.url, async () => {
+      expect(await b.request({ op: 'acquire', key: 'k' })).toMatchObject(oom);
+      expect(await b.request({ op: 'acquire', key: 'k', steal: true })).toMatchObject(oom);
+      expect(await a.request({ op: 'extend', key: 'k', holdTimeout: 120_000 })).toMatchObject(oom);
+      expect(await b.request({ op: 'wait', key: 'k' })).toMatchObject(oom);
+      expect(await b.request({ op: 'status', key: 'k' })).toEqual({ ...before, id: expect.anything() });
+    });
+    // Nothing of the refused requests was left in Redis: once k is released, nobody is granted it.
+    expect(await a.request({ op: 'release', key: 'k' })).toMatchObject({ ok: true, released: true });
+    expect(await b.request({ op: 'status', key: 'k' })).toMatchObject({ locked: false, queue: [] });
+    expect({ lost: a.received('lost'), granted: b.received('reply').filter((m) => m.acquired === true) }).toEqual({ lost: [], granted: [] });
+    expect(held).toMatchObject({ acquired: true });
   });
 
   it('answers a queued acquire and a pending wait store_unavailable, not acquired or free false, when their node loses Redis', async () => {
