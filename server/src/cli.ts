@@ -8,6 +8,7 @@ import {
   defaultsLayer,
   envLayer,
   flagLayer,
+  redisTlsFromConfig,
   resolveConfig,
   serverOptionsFromConfig,
 } from './config.js';
@@ -126,6 +127,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   let config;
   let options;
   let describe;
+  let redisTls;
   try {
     // An empty --config counts as not given, as every other setting does: LOCKWIRE_CONFIG then decides.
     const flagFile = flags[CONFIG_FILE_FLAG];
@@ -135,6 +137,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     config = resolveConfig(layers);
     describe = configSources(layers);
     options = serverOptionsFromConfig(config, { describe });
+    redisTls = redisTlsFromConfig(config, { describe });
   } catch (error) {
     if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
     throw error;
@@ -148,6 +151,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       : createRedisStore({
           url: config.redisUrl,
           cluster: config.store === 'redis-cluster',
+          tls: redisTls,
           nodeTtl: config.nodeTtl,
           limits: options.limits,
           logger,

@@ -130,6 +130,30 @@ export const configOptions = {
       }
     }),
   },
+  redisTlsCa: {
+    flag: 'redis-tls-ca',
+    env: 'LOCKWIRE_REDIS_TLS_CA',
+    arg: 'FILE',
+    help: 'rediss:// only: PEM CA bundle the Redis server\'s certificate is checked against, instead of the system CAs',
+    default: '',
+    schema: z.string(),
+  },
+  redisTlsCert: {
+    flag: 'redis-tls-cert',
+    env: 'LOCKWIRE_REDIS_TLS_CERT',
+    arg: 'FILE',
+    help: 'rediss:// only: PEM client certificate, for a Redis that requires one (tls-auth-clients); needs --redis-tls-key',
+    default: '',
+    schema: z.string(),
+  },
+  redisTlsKey: {
+    flag: 'redis-tls-key',
+    env: 'LOCKWIRE_REDIS_TLS_KEY',
+    arg: 'FILE',
+    help: 'rediss:// only: PEM private key (unencrypted) of --redis-tls-cert',
+    default: '',
+    schema: z.string(),
+  },
   nodeTtl: {
     flag: 'node-ttl',
     env: 'LOCKWIRE_NODE_TTL',

@@ -5,15 +5,20 @@
  * `createLockServer` options of one. The table of settings is in
  * `config-options.ts` and re-exported here.
  */
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as z from 'zod';
 import { parseJwks, type AuthOptions } from './auth.js';
 import { CONFIG_KEYS, configOptions, entries, type ConfigKey } from './config-options.js';
 import { REDACTED, shownUrl } from './redact-url.js';
 import { clusterUrlProblem } from './redis/redis-link.js';
+import type { RedisTlsOptions } from './redis/redis-tls.js';
 import type { LockServerOptions } from './server.js';
 
 export { CONFIG_KEYS, configOptions, type ConfigKey } from './config-options.js';
+
+/** The settings that name the TLS files of a `rediss://` Redis. */
+const REDIS_TLS_KEYS = ['redisTlsCa', 'redisTlsCert', 'redisTlsKey'] as const;
 
 /**
  * Every setting's schema, and the rules that hold between settings (a Redis
@@ -29,6 +34,9 @@ export const serverConfigSchema = z.strictObject({
   heartbeat: configOptions.heartbeat.schema,
   store: configOptions.store.schema,
   redisUrl: configOptions.redisUrl.schema,
+  redisTlsCa: configOptions.redisTlsCa.schema,
+  redisTlsCert: configOptions.redisTlsCert.schema,
+  redisTlsKey: configOptions.redisTlsKey.schema,
   nodeTtl: configOptions.nodeTtl.schema,
   maxWatchesPerSession: configOptions.maxWatchesPerSession.schema,
   maxPendingPerSession: configOptions.maxPendingPerSession.schema,
@@ -60,6 +68,29 @@ export const serverConfigSchema = z.strictObject({
     if (ctx.value.store !== 'redis-cluster' || ctx.value.redisUrl === '') return;
     const problem = clusterUrlProblem(ctx.value.redisUrl);
     if (problem !== undefined) ctx.issues.push({ code: 'custom', input: ctx.value, path: ['redisUrl'], message: problem });
+  })
+  .refine((config) => config.redisTlsCert === '' || config.redisTlsKey !== '', {
+    path: ['redisTlsCert'],
+    error: 'needs --redis-tls-key, the private key of the client certificate',
+  })
+  .refine((config) => config.redisTlsKey === '' || config.redisTlsCert !== '', {
+    path: ['redisTlsKey'],
+    error: 'needs --redis-tls-cert, the client certificate of this key',
+  })
+  // TLS files beside a redis:// URL would be read and then not used: the
+  // connection would go out in clear text while the settings ask for TLS.
+  .check((ctx) => {
+    const config = ctx.value;
+    if (config.store === 'memory' || config.redisUrl === '') return;
+    if (entries(config.redisUrl).every((url) => url.toLowerCase().startsWith('rediss:'))) return;
+    const given = REDIS_TLS_KEYS.find((key) => config[key] !== '');
+    if (given === undefined) return;
+    ctx.issues.push({
+      code: 'custom',
+      input: config,
+      path: [given],
+      message: 'TLS files need a rediss:// URL: --redis-url is redis://, which connects without TLS',
+    });
   })
   .refine((config) => config.authSecret === '' || config.authJwksFile === '', {
     path: ['authJwksFile'],
@@ -169,38 +200,48 @@ export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
     return `${source} ${JSON.stringify(shownValue(key, raw[key]))}: ${issue.message}`;
   });
   const redisUrlBad = !parsed.success && parsed.error.issues.some((issue) => issue.path[0] === 'redisUrl');
-  const unused = redisUrlBad ? undefined : unusedRedisUrl(layers, raw, origin);
-  if (unused !== undefined) problems.push(unused);
+  problems.push(...unusedRedisSettings(layers, raw, origin, redisUrlBad));
   if (parsed.success && problems.length === 0) return parsed.data;
   throw new ConfigError(problems.join('\n'));
 }
 
 /**
- * A Redis URL beside the memory store, which would leave it unused: an
- * operator who forgot `--store` would run one unshared lock table per node.
- * It is a problem unless `--store memory` comes from a source that outranks
- * the URL's (`--store memory` on the command line over a machine-wide
- * `LOCKWIRE_REDIS_URL`): that is a choice to serve from memory.
+ * A Redis URL (or a Redis TLS file) beside the memory store, which would
+ * leave it unused: an operator who forgot `--store` would run one unshared
+ * lock table per node. It is a problem unless `--store memory` comes from a
+ * source that outranks the setting's (`--store memory` on the command line
+ * over a machine-wide `LOCKWIRE_REDIS_URL`): that is a choice to serve from
+ * memory. A URL already reported invalid (`urlBad`) is not reported again.
  */
-function unusedRedisUrl(
+function unusedRedisSettings(
   layers: readonly ConfigLayer[],
   raw: Partial<Record<ConfigKey, unknown>>,
   origin: ReadonlyMap<ConfigKey, ConfigLayer>,
-): string | undefined {
-  const url = raw.redisUrl;
-  if (raw.store !== 'memory' || typeof url !== 'string' || entries(url).length === 0) return undefined;
-  const urlLayer = origin.get('redisUrl');
+  urlBad: boolean,
+): string[] {
+  if (raw.store !== 'memory') return [];
   const storeLayer = origin.get('store');
   const rank = (layer: ConfigLayer | undefined) => (layer === undefined ? -1 : layers.indexOf(layer));
-  if (rank(storeLayer) > rank(urlLayer)) return undefined;
-  const urlSource = urlLayer?.describe('redisUrl') ?? '--redis-url';
   const storeSource = storeLayer?.describe('store') ?? 'default store';
-  // Only a later source can outrank the URL's: from the last one, leaving it out is the way to serve from memory.
-  const memory = rank(urlLayer) === layers.length - 1 ? 'leave the URL out' : 'give --store memory';
-  return (
-    `${urlSource} ${JSON.stringify(shownValue('redisUrl', url))}: not used by the memory store (${storeSource} "memory"): ` +
-    `add --store redis to keep the lock table in this Redis (--store redis-cluster for a cluster), or ${memory} to serve from memory without it`
-  );
+  const problems: string[] = [];
+  for (const key of ['redisUrl', ...REDIS_TLS_KEYS] as const) {
+    const value = raw[key];
+    if (typeof value !== 'string' || entries(value).length === 0 || (key === 'redisUrl' && urlBad)) continue;
+    const layer = origin.get(key);
+    if (rank(storeLayer) > rank(layer)) continue;
+    const source = layer?.describe(key) ?? `--${configOptions[key].flag}`;
+    // Only a later source can outrank the setting's: from the last one, leaving it out is the way to serve from memory.
+    const memory = rank(layer) === layers.length - 1 ? `leave the ${key === 'redisUrl' ? 'URL' : 'file'} out` : 'give --store memory';
+    const use =
+      key === 'redisUrl'
+        ? 'add --store redis to keep the lock table in this Redis'
+        : 'add --store redis and a rediss:// --redis-url to keep the lock table in a Redis reached with it';
+    problems.push(
+      `${source} ${JSON.stringify(shownValue(key, value))}: not used by the memory store (${storeSource} "memory"): ` +
+        `${use} (--store redis-cluster for a cluster), or ${memory} to serve from memory without it`,
+    );
+  }
+  return problems;
 }
 
 /**
@@ -277,4 +318,56 @@ export function serverOptionsFromConfig(config: ServerConfig, context: ServerOpt
       rateBurst: config.rateBurst,
     },
   };
+}
+
+/**
+ * The TLS options of the Redis stores (`createRedisStore`'s `tls`) from the
+ * `--redis-tls-*` files, read once, or undefined when none is given. Throws
+ * a `ConfigError` naming the setting's source and the file when a file
+ * cannot be read, the CA file holds no PEM certificate, the certificate or
+ * key does not parse, or the key is not the certificate's: a wrong file
+ * stops the server before it starts rather than failing each handshake.
+ * Which settings go together is checked by `resolveConfig`.
+ */
+export function redisTlsFromConfig(config: ServerConfig, context: ServerOptionsContext = {}): RedisTlsOptions | undefined {
+  if (REDIS_TLS_KEYS.every((key) => config[key] === '')) return undefined;
+  const describe = context.describe ?? ((key: ConfigKey) => `--${configOptions[key].flag}`);
+  const readFile = context.readFile ?? ((file: string) => readFileSync(file, 'utf8'));
+  const fault = (key: ConfigKey, problem: string) => new ConfigError(`${describe(key)} ${JSON.stringify(config[key])}: ${problem}`);
+  const read = (key: (typeof REDIS_TLS_KEYS)[number]): string => {
+    try {
+      return readFile(config[key]);
+    } catch (error) {
+      throw fault(key, `cannot be read: ${problemOf(error)}`);
+    }
+  };
+  const certificate = (key: (typeof REDIS_TLS_KEYS)[number], text: string, problem: string) => {
+    try {
+      return new X509Certificate(text);
+    } catch (error) {
+      throw fault(key, `${problem} (${problemOf(error)})`);
+    }
+  };
+  const tls: RedisTlsOptions = {};
+  if (config.redisTlsCa !== '') {
+    tls.ca = read('redisTlsCa');
+    certificate('redisTlsCa', tls.ca, 'holds no PEM certificate');
+  }
+  if (config.redisTlsCert !== '' && config.redisTlsKey !== '') {
+    const cert = read('redisTlsCert');
+    const key = read('redisTlsKey');
+    const parsed = certificate('redisTlsCert', cert, 'is not a PEM certificate');
+    let privateKey;
+    try {
+      privateKey = createPrivateKey(key);
+    } catch (error) {
+      throw fault('redisTlsKey', `is not an unencrypted PEM private key (${problemOf(error)})`);
+    }
+    if (!parsed.checkPrivateKey(privateKey)) {
+      throw fault('redisTlsKey', `is not the private key of the certificate in ${JSON.stringify(config.redisTlsCert)}`);
+    }
+    tls.cert = cert;
+    tls.key = key;
+  }
+  return tls;
 }
