@@ -34,11 +34,44 @@ function loopbackUrl(port: number, password?: string): string {
   return `redis://${password === undefined ? '' : `:${encodeURIComponent(password)}@`}127.0.0.1:${port}`;
 }
 
-async function pingUntilReady(port: number, child: ChildProcess, password?: string, timeoutMs = 10_000): Promise<void> {
+/**
+ * TLS of a test `redis-server`: its certificate and key, the CA it trusts
+ * for client certificates, and the client certificate it is pinged with.
+ */
+export interface RedisServerTls {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly caFile: string;
+  /** `--tls-auth-clients`: require a client certificate signed by the CA. Default false. */
+  readonly authClients?: boolean;
+  /** PEM of the CA, and of the client certificate and key the helper itself connects with. */
+  readonly ca: string;
+  readonly clientCert: string;
+  readonly clientKey: string;
+}
+
+/** Serves TLS only, on `port` (`--port 0` closes the plain port). */
+function tlsArgs(port: number, tls: RedisServerTls): string[] {
+  return [
+    '--port', '0', '--tls-port', String(port),
+    '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile,
+    '--tls-auth-clients', tls.authClients === true ? 'yes' : 'no',
+  ];
+}
+
+/** `redis-cli` flags that reach a TLS test server. */
+function tlsCliArgs(tls: RedisServerTls | undefined): string[] {
+  if (tls === undefined) return [];
+  return ['--tls', '--cacert', tls.caFile, '--cert', tls.certFile, '--key', tls.keyFile];
+}
+
+async function pingUntilReady(port: number, child: ChildProcess, password?: string, tls?: RedisServerTls, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const url = tls === undefined ? loopbackUrl(port, password) : loopbackUrl(port, password).replace(/^redis:/, 'rediss:');
+  const tlsSocket = tls === undefined ? {} : { tls: true as const, ca: tls.ca, cert: tls.clientCert, key: tls.clientKey };
   for (;;) {
     if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited with code ${child.exitCode}`);
-    const client = createClient({ url: loopbackUrl(port, password), socket: { reconnectStrategy: false, connectTimeout: 500 } });
+    const client = createClient({ url, socket: { reconnectStrategy: false, connectTimeout: 500, ...tlsSocket } });
     client.on('error', () => {});
     try {
       await client.connect();
@@ -80,18 +113,22 @@ async function killChild(child: ChildProcess | null): Promise<void> {
   await exited;
 }
 
-/** Starts a `redis-server` on a free loopback port with `--save '' --appendonly no` in a temp dir. */
-export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
+/**
+ * Starts a `redis-server` on a free loopback port with `--save '' --appendonly no` in a temp dir;
+ * with `tls`, it serves TLS only on that port and its `url` is `rediss://`.
+ */
+export async function startRedisServer(extraArgs: string[] = [], tls?: RedisServerTls): Promise<RedisServer> {
   binary('redis-server');
   const dir = mkdtempSync(join(tmpdir(), 'lockwire-redis-'));
   const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs];
+  const ports = tls === undefined ? ['--port', String(port)] : tlsArgs(port, tls);
+  const args = [...ports, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs];
   let child: ChildProcess | null = launch(args, dir);
-  await pingUntilReady(port, child);
+  await pingUntilReady(port, child, undefined, tls);
   let stopped = false;
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: `${tls === undefined ? 'redis' : 'rediss'}://127.0.0.1:${port}`,
     get pid() {
       return child?.pid ?? -1;
     },
@@ -102,7 +139,7 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<RedisS
     async restart() {
       await killChild(child);
       child = launch(args, dir);
-      await pingUntilReady(port, child);
+      await pingUntilReady(port, child, undefined, tls);
     },
     async stop() {
       if (stopped) return;
@@ -125,6 +162,8 @@ export interface RedisCluster {
 export interface RedisClusterOptions {
   /** `requirepass` (and `masterauth`) of every node: clients must AUTH with it. Default: none. */
   password?: string;
+  /** Every node serves TLS only (`--tls-cluster yes`: the cluster bus too); the URLs are `rediss://`. Default: no TLS. */
+  tls?: RedisServerTls;
 }
 
 /**
@@ -132,8 +171,8 @@ export interface RedisClusterOptions {
  * and joins them with `redis-cli --cluster create ... --cluster-replicas 0`.
  */
 export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisCluster> {
-  const { password } = options;
-  const auth = password === undefined ? [] : ['-a', password, '--no-auth-warning'];
+  const { password, tls } = options;
+  const auth = [...(password === undefined ? [] : ['-a', password, '--no-auth-warning']), ...tlsCliArgs(tls)];
   const cli = binary('redis-cli');
   binary('redis-server');
   const dir = mkdtempSync(join(tmpdir(), 'lockwire-cluster-'));
@@ -148,13 +187,13 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       const port = await freePort();
       ports.push(port);
       const args = [
-        '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
+        ...(tls === undefined ? ['--port', String(port)] : [...tlsArgs(port, tls), '--tls-cluster', 'yes']), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
         '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', '2000',
         ...(password === undefined ? [] : ['--requirepass', password, '--masterauth', password]),
       ];
       const child = launch(args, dir);
       children.push(child);
-      await pingUntilReady(port, child, password);
+      await pingUntilReady(port, child, password, tls);
     }
     const created = spawnSync(
       cli,
@@ -167,7 +206,8 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     await stop();
     throw error;
   }
-  return { ports, url: ports.map((p) => loopbackUrl(p, password)).join(','), stop };
+  const scheme = tls === undefined ? 'redis:' : 'rediss:';
+  return { ports, url: ports.map((p) => loopbackUrl(p, password).replace(/^redis:/, scheme)).join(','), stop };
 }
 
 async function waitForClusterOk(cli: string, ports: number[], auth: string[]): Promise<void> {
