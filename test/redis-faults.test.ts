@@ -110,6 +110,27 @@ describe('lockwire nodes as separate processes', () => {
     expect(other).toMatchObject({ locked: false, queue: [] });
     for (const client of [b, c]) await client.close();
   });
+
+  it('while Redis is full, the survivors pass on the locks of a node killed with SIGKILL once its node TTL runs out', async () => {
+    const [n1, n2] = [await serveNode(), await serveNode()];
+    const a = await RawClient.connect(n1.url);
+    const c = await RawClient.connect(n2.url);
+    const held = await a.request({ op: 'acquire', key: 'full-job' });
+    expect(held).toMatchObject({ ok: true, acquired: true });
+    c.send({ op: 'acquire', id: 'w', key: 'full-job' });
+    await c.next((m) => m.type === 'queued' && m.id === 'w');
+    await whileFull(redis.url, async () => {
+      const died = new Promise((resolve) => n1.child.once('exit', resolve));
+      if (n1.child.pid !== undefined) process.kill(n1.child.pid, 'SIGKILL');
+      await died;
+      // Liveness runs on real timers in the nodes' processes: this bound only guards against a hang.
+      const granted = await c.reply('w', { timeout: NODE_TTL + 3000 });
+      expect(granted).toMatchObject({ ok: true, acquired: true });
+      expect(granted.token).toBeGreaterThan(held.token as number);
+      expect(await c.request({ op: 'acquire', key: 'full-other' })).toMatchObject({ ok: false, error: { code: 'store_unavailable' } });
+    });
+    await c.close();
+  });
 });
 
 /**
