@@ -337,6 +337,34 @@ describe('lockwire run: lock meta', () => {
   });
 });
 
+describe('lockwire run: a server that drains', () => {
+  it('stops the command and exits 70 when the server drains while the command runs', async () => {
+    server = await createLockServer({ port: 0 });
+    const run = lockwire(['run', '--key', 'drain', '--url', server.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await run.waitForLine(/^holding /);
+    const closing = server.close();
+    server = undefined;
+    await closing;
+    expect((await run.waitForExit()).code).toBe(70);
+  });
+
+  it('exits 69 (unavailable, worth trying again), not 1 (refused), when the server drains while run is queued', async () => {
+    server = await createLockServer({ port: 0 });
+    const holder = await LockClient.connect(server.url, { reconnect: false });
+    clients.push(holder);
+    await holder.acquire('drainq');
+    const queued = await watchForEvent(holder, 'drainq', (event) => event.event === 'queued');
+    const run = lockwire(['run', '--key', 'drainq', '--url', server.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await queued();
+    const closing = server.close();
+    server = undefined;
+    await closing;
+    expect(await run.waitForExit()).toEqual({ code: 69, signal: null });
+    expect(run.text('stderr')).toMatch(/^lockwire run: cannot acquire "drainq": .*shutting/);
+    expect(run.text()).toBe('');
+  });
+});
+
 describe('lockwire connection settings', () => {
   it('counts --wait from the connect: a server that never completes the WebSocket handshake within it exits 69, the command not run', async () => {
     server = await createLockServer({ port: 0 });

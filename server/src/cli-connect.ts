@@ -1,4 +1,4 @@
-import { MAX_DURATION_MS } from '@lockwire/protocol';
+import { ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
 import { ClientErrorCode, createWsTransport, LockClient, LockError } from '@lockwire/client';
 import { WebSocket } from 'ws';
 import { shownUrl } from './redact-url.js';
@@ -17,7 +17,7 @@ export const DEFAULT_URL = 'ws://127.0.0.1:7311/v1';
 export const ToolExit = {
   Ok: 0,
   Usage: 2,
-  /** EX_UNAVAILABLE: the server could not be reached, or the connection ended. */
+  /** EX_UNAVAILABLE: the server could not be reached, the connection ended, or the server is draining or without its store. */
   Unavailable: 69,
   /** EX_SOFTWARE: `lockwire run` lost its lock while the command ran. */
   LockLost: 70,
@@ -240,9 +240,26 @@ export function usageFailure(io: ToolIo, command: string, usage: string, problem
   return ToolExit.Usage;
 }
 
-/** Exit code of a failed call: unavailable when the connection is gone, 1 for anything the server refused. */
+/**
+ * Refusals that say the server cannot serve right now rather than that the
+ * request is wrong: a draining server (`shutting_down`) and a store it cannot
+ * reach (`store_unavailable`). Trying again later, or against another
+ * server, may succeed, as after a connection that ended.
+ */
+const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
+  ClientErrorCode.ConnectionClosed,
+  ClientErrorCode.ConnectionLost,
+  ErrorCode.ShuttingDown,
+  ErrorCode.StoreUnavailable,
+]);
+
+/**
+ * Exit code of a failed call: {@link ToolExit.Unavailable} when the
+ * connection is gone, the server is draining or its store is unavailable;
+ * 1 for anything else the server refused (`forbidden`, `too_many_waiters`...).
+ */
 export function exitCodeFor(error: unknown): number {
-  return error instanceof LockError && error.code === ClientErrorCode.ConnectionClosed ? ToolExit.Unavailable : 1;
+  return error instanceof LockError && UNAVAILABLE_CODES.has(error.code) ? ToolExit.Unavailable : 1;
 }
 
 /** The one-line message of anything thrown. */

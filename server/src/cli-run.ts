@@ -74,9 +74,12 @@ tries the lock once, after connecting within --connect-timeout.
 
 Exit status: the command's (128+N when killed by signal N); 75 when the lock
 was not granted within --wait; 70 when the lock was lost; 69 when the
-server cannot be reached, or has not completed the WebSocket handshake and
-sent its welcome by the connect deadline; 1 when the server refuses the
-request; 127 when the command cannot be started; 2 on bad usage.
+server cannot be reached, has not completed the WebSocket handshake and
+sent its welcome by the connect deadline, or, before the grant, the
+connection ends, the server drains (shutting_down) or cannot reach its
+store (store_unavailable); 1 when the server refuses the request
+otherwise (forbidden, too_many_waiters...); 127 when the command cannot
+be started; 2 on bad usage.
 
 Options:
   --key KEY              the lock to hold (required)

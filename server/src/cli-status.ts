@@ -21,9 +21,10 @@ how long it has held the lock, when the hold expires, the queue length and
 the holder's meta. --json prints the list as GET /v1/locks gives it
 ({"locks": [...], "truncated": bool}), for scripts.
 
-Exit status: 0; 69 when the server cannot be reached or does not answer the
-connect within --connect-timeout; 1 when it refuses the request; 2 on bad
-usage.
+Exit status: 0; 69 when the server cannot be reached, does not answer the
+connect within --connect-timeout, or is draining or cannot reach its store
+(shutting_down, store_unavailable); 1 when it refuses the request
+otherwise; 2 on bad usage.
 
 Options:
   --prefix P             only keys starting with P (default: all)

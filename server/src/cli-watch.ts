@@ -30,8 +30,9 @@ expired, stolen, revoked, queued, dequeued) as it happens, until Ctrl-C.
 
 Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM, within about 1 s even when
 the server stopped answering; 69 when the server cannot be reached, does
-not answer the connect within --connect-timeout, or the connection ends; 1
-when it refuses the watch; 2 on bad usage.
+not answer the connect within --connect-timeout, the connection ends, or
+the server is draining or cannot reach its store (shutting_down,
+store_unavailable); 1 when it refuses the watch otherwise; 2 on bad usage.
 
 Options:
   --prefix P             only keys starting with P (default: all)
