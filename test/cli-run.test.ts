@@ -7,6 +7,8 @@ import { createLockServer, type LockServer } from '@lockwire/server';
 import { decodeJwt, jwtVerify } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tokenCommand } from '../server/src/cli-token.js';
+import { startLockwireProcess } from './helpers/lockwire-process.js';
+import { startMuteRelay, type MuteRelay } from './helpers/mute-relay.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { ToolProcess } from './helpers/tool-process.js';
 import { watchForEvent } from './helpers/watch-event.js';
@@ -362,6 +364,72 @@ describe('lockwire run: a server that drains', () => {
     expect(await run.waitForExit()).toEqual({ code: 69, signal: null });
     expect(run.text('stderr')).toMatch(/^lockwire run: cannot acquire "drainq": .*shutting/);
     expect(run.text()).toBe('');
+  });
+});
+
+describe('lockwire run: a server that stopped answering while run is queued', () => {
+  /** A relay in front of a fresh server that welcomes the tool and then drops its every request. */
+  async function muted(): Promise<MuteRelay> {
+    server = await createLockServer({ port: 0 });
+    const relay = await startMuteRelay(server.url);
+    cleanups.push(() => relay.close());
+    return relay;
+  }
+
+  it('gives up (exit 75) about --wait after it started, even when the server does not answer the acquire', async () => {
+    const relay = await muted();
+    const run = lockwire(['run', '--key', 'k', '--wait', '1s', '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await relay.requestSeen('acquire');
+    expect(await run.waitForExit(6000)).toEqual({ code: 75, signal: null });
+    expect(run.text('stderr')).toContain('lock "k" not acquired within the --wait time');
+    expect(run.text()).toBe('');
+  });
+
+  it('exits 130 on SIGINT while waiting for the lock, even when the server does not answer the cancel', async () => {
+    const relay = await muted();
+    const run = lockwire(['run', '--key', 'k', '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await relay.requestSeen('acquire');
+    run.signal('SIGINT');
+    expect(await run.waitForExit(6000)).toEqual({ code: 130, signal: null });
+    await relay.requestSeen('cancel');
+  });
+
+  it('exits 143 on SIGTERM while waiting for the lock, even when the server does not answer the cancel', async () => {
+    const relay = await muted();
+    const run = lockwire(['run', '--key', 'k', '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await relay.requestSeen('acquire');
+    run.signal('SIGTERM');
+    expect(await run.waitForExit(6000)).toEqual({ code: 128 + 15, signal: null });
+  });
+
+  it('exits 69 when the server stops answering its pings while it waits without --wait, the command not run', async () => {
+    const relay = await muted();
+    const run = lockwire(['run', '--key', 'k', '--heartbeat', '200ms', '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await relay.requestSeen('acquire');
+    expect(await run.waitForExit(6000)).toEqual({ code: 69, signal: null });
+    expect(run.text('stderr')).toBe('lockwire run: gave up waiting for "k": the server did not answer a ping within 200ms');
+    expect(run.text()).toBe('');
+  });
+
+  it('exits 130 on Ctrl-C, and 75 at --wait, while queued on a lockwire serve process that was stopped (SIGSTOP)', async () => {
+    const paused = await startLockwireProcess();
+    // SIGCONT then SIGKILL, by the PID of the server this test started.
+    cleanups.push(() => paused.kill());
+    const holder = await LockClient.connect(paused.url, { reconnect: false });
+    const observer = await LockClient.connect(paused.url, { reconnect: false });
+    clients.push(holder, observer);
+    await holder.acquire('queued');
+    const queued = await watchForEvent(observer, 'queued', (event) => event.event === 'queued' && event.waiters === 2);
+    const ctrlC = lockwire(['run', '--key', 'queued', '--url', paused.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    const bounded = lockwire(['run', '--key', 'queued', '--wait', '3s', '--url', paused.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await queued();
+    paused.pause();
+    ctrlC.signal('SIGINT');
+    const [interrupted, timedOut] = await Promise.allSettled([ctrlC.waitForExit(6000), bounded.waitForExit(8000)]);
+    expect({ interrupted, timedOut }).toEqual({
+      interrupted: { status: 'fulfilled', value: { code: 130, signal: null } },
+      timedOut: { status: 'fulfilled', value: { code: 75, signal: null } },
+    });
   });
 });
 

@@ -39,9 +39,11 @@ across machines. The command inherits stdin, stdout and stderr, and gets the
 lock's fencing token in ${FENCING_TOKEN_ENV} (and the key in LOCKWIRE_KEY).
 The lock is released when the command exits.
 
-While the command runs, the tool pings the server every --heartbeat; a ping
-not answered within --heartbeat counts as a lost lock, so a silent network
-path is noticed within about twice --heartbeat. When the lock is lost
+While it waits for the lock and while the command runs, the tool pings the
+server every --heartbeat. While waiting, a ping not answered within
+--heartbeat ends the wait: exit 69. While the command runs, it counts as a
+lost lock. A silent network path is so noticed within about twice
+--heartbeat. When the lock is lost
 (expired, stolen, revoked, connection lost or silent) the command is sent
 SIGTERM, then SIGKILL after --kill-grace. A lock lost before the command
 started (in the same read as its grant) exits 70 without starting it.
@@ -69,14 +71,19 @@ those three (exit 2).
 
 --wait bounds the whole wait for the lock, connecting included: a --wait
 shorter than --connect-timeout is the connect deadline too, and the lock
-is waited for only for what is left of it after connecting. --wait 0
-tries the lock once, after connecting within --connect-timeout.
+is waited for only for what is left of it after connecting. The server
+answers when that runs out; one that does not is given up on 0.5 s later
+(exit 75). --wait 0 tries the lock once, after connecting within
+--connect-timeout. A signal while waiting (SIGINT, SIGTERM, any of those
+passed on below) cancels the wait and exits 128+N (130, 143), waiting at
+most 1 s for the server to answer the cancel.
 
-Exit status: the command's (128+N when killed by signal N); 75 when the lock
-was not granted within --wait; 70 when the lock was lost; 69 when the
-server cannot be reached, has not completed the WebSocket handshake and
-sent its welcome by the connect deadline, or, before the grant, the
-connection ends, the server drains (shutting_down) or cannot reach its
+Exit status: the command's (128+N when killed by signal N); 128+N when
+signal N came while waiting for the lock; 75 when the lock was not granted
+within --wait; 70 when the lock was lost; 69 when the server cannot be
+reached, has not completed the WebSocket handshake and sent its welcome by
+the connect deadline, or, before the grant, the connection ends, a ping
+goes unanswered, the server drains (shutting_down) or cannot reach its
 store (store_unavailable); 1 when the server refuses the request
 otherwise (forbidden, too_many_waiters...); 127 when the command cannot
 be started; 2 on bad usage.
@@ -88,8 +95,9 @@ Options:
   --hold DURATION        the lock expires this long after the grant (default: never)
   --shared               take a shared lock instead of an exclusive one
   --kill-grace DURATION  time between SIGTERM and SIGKILL on loss (default 5s)
-  --heartbeat DURATION   ping interval and deadline while the command runs
-                         (default 2s; 0: no pings, a silent path goes unnoticed)
+  --heartbeat DURATION   ping interval and deadline while waiting for the lock
+                         and while the command runs (default 2s; 0: no pings,
+                         a silent path goes unnoticed)
   --meta JSON            a JSON object of fields added to the lock meta
 ${CONNECT_USAGE}
 
@@ -106,6 +114,14 @@ const DEFAULT_KILL_GRACE_MS = 5000;
 const DEFAULT_HEARTBEAT_MS = 2000;
 /** How long the release may take after the command ended: a silent server must not keep the tool. */
 const RELEASE_WAIT_MS = 2000;
+/**
+ * How long after what is left of `--wait` the tool gives up on the lock by
+ * itself: the server's own not-granted answer, sent when `--wait` ran out
+ * there, normally comes first.
+ */
+const WAIT_MARGIN_MS = 500;
+/** How long a given-up acquire waits for the server to answer its cancel: a silent server never does. */
+const CANCEL_WAIT_MS = 1000;
 /** The meta fields the tool sets itself; `--meta` may not replace them. */
 const BUILT_IN_META = ['host', 'pid', 'command'] as const;
 
@@ -212,33 +228,77 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
 }
 
 /**
- * Waits for the lock; resolves the lease, `null` when `--wait` ran out, or
- * the name of a signal that interrupted the wait (the lease, if granted
- * meanwhile, is the caller's to release: see `interrupted`).
+ * How the wait for the lock ended: granted; not granted within `--wait`;
+ * given up on a signal; or given up because the server stopped answering
+ * pings meanwhile. A lease granted while the wait was being given up comes
+ * along, for the caller to release.
  */
-async function acquire(
-  client: LockClient,
-  run: RunPlan,
-  signals: SignalRoute,
-): Promise<{ lease: Lease | null; interrupted: NodeJS.Signals | undefined }> {
+type Acquired =
+  | { kind: 'granted'; lease: Lease }
+  | { kind: 'not-granted'; lease: Lease | null }
+  | { kind: 'interrupted'; signal: NodeJS.Signals; lease: Lease | null }
+  | { kind: 'silent'; reason: unknown; lease: Lease | null };
+
+/**
+ * Waits for the lock. The server bounds the wait by `--wait` (what is left
+ * of it); the tool bounds it too, {@link WAIT_MARGIN_MS} later, and pings the
+ * server every `--heartbeat` meanwhile, so a server that stopped answering
+ * (paused, or behind a silent path) cannot keep it queued for ever. On a
+ * signal, a local deadline or a silent server, the acquire is aborted (the
+ * client sends `cancel`) and its answer awaited for {@link CANCEL_WAIT_MS}
+ * at most; the caller then closes the client, which ends the session and
+ * whatever the server still queues for it.
+ *
+ * @throws the acquire's error when the server refused it first.
+ */
+async function acquire(client: LockClient, run: RunPlan, signals: SignalRoute): Promise<Acquired> {
   const controller = new AbortController();
-  let interrupted: NodeJS.Signals | undefined;
-  signals.route((signal) => {
-    interrupted = signal;
+  let givenUp: Exclude<Acquired, { kind: 'granted' }> | undefined;
+  const giveUp = (why: Exclude<Acquired, { kind: 'granted' }>) => {
+    if (givenUp !== undefined) return;
+    givenUp = why;
     controller.abort();
-  });
+  };
+  signals.route((signal) => giveUp({ kind: 'interrupted', signal, lease: null }));
+  const deadline =
+    run.wait === null ? undefined : setTimeout(() => giveUp({ kind: 'not-granted', lease: null }), run.wait + WAIT_MARGIN_MS);
+  const liveness = checkConnection(client, run.heartbeat);
+  const onSilent = () => giveUp({ kind: 'silent', reason: liveness.signal.reason, lease: null });
+  liveness.signal.addEventListener('abort', onSilent, { once: true });
+  let stopWaiting: ReturnType<typeof setTimeout> | undefined;
   try {
-    const lease = await client.acquire(run.key, {
-      mode: run.shared ? 'shared' : 'exclusive',
-      acquireTimeout: run.wait,
-      holdTimeout: run.hold,
-      meta: run.meta,
-      signal: controller.signal,
+    const settled = client
+      .acquire(run.key, {
+        mode: run.shared ? 'shared' : 'exclusive',
+        acquireTimeout: run.wait,
+        holdTimeout: run.hold,
+        meta: run.meta,
+        signal: controller.signal,
+      })
+      .then(
+        (lease) => ({ lease }),
+        (error: unknown) => ({ error }),
+      );
+    const aborted = new Promise<'given up'>((resolve) => {
+      controller.signal.addEventListener('abort', () => resolve('given up'), { once: true });
     });
-    return { lease, interrupted };
-  } catch (error) {
-    if (interrupted !== undefined) return { lease: null, interrupted };
-    throw error;
+    let outcome = await Promise.race([settled, aborted]);
+    if (outcome === 'given up') {
+      // The client waits for the acquire's answer to its cancel; a server that stopped answering never gives it.
+      const late = new Promise<'given up'>((resolve) => {
+        stopWaiting = setTimeout(() => resolve('given up'), CANCEL_WAIT_MS);
+      });
+      outcome = await Promise.race([settled, late]);
+    }
+    const lease = outcome !== 'given up' && 'lease' in outcome ? outcome.lease : null;
+    if (givenUp !== undefined) return { ...givenUp, lease };
+    if (outcome !== 'given up' && 'error' in outcome) throw outcome.error;
+    return lease === null ? { kind: 'not-granted', lease } : { kind: 'granted', lease };
+  } finally {
+    clearTimeout(deadline);
+    clearTimeout(stopWaiting);
+    liveness.signal.removeEventListener('abort', onSilent);
+    liveness.stop();
   }
 }
 
@@ -330,17 +390,17 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
       io.stderr.write(`lockwire run: cannot acquire ${JSON.stringify(run.key)}: ${describeError(error)}\n`);
       return exitCodeFor(error);
     }
-    const { lease, interrupted } = acquired;
-    if (interrupted !== undefined) {
-      // A signal that came with the grant: the command is not started.
-      if (lease !== null) await settleWithin(lease.release(), RELEASE_WAIT_MS);
-      return exitCodeOf(null, interrupted);
+    if (acquired.kind === 'granted') return await runHeld(io, run, client, acquired.lease, signals);
+    // A lease granted as the wait was given up: the command is not started. A silent server would not
+    // answer the release; closing the client ends the session, and the lock with it.
+    if (acquired.lease !== null && acquired.kind !== 'silent') await settleWithin(acquired.lease.release(), RELEASE_WAIT_MS);
+    if (acquired.kind === 'interrupted') return exitCodeOf(null, acquired.signal);
+    if (acquired.kind === 'silent') {
+      io.stderr.write(`lockwire run: gave up waiting for ${JSON.stringify(run.key)}: ${describeError(acquired.reason)}\n`);
+      return ToolExit.Unavailable;
     }
-    if (lease === null) {
-      io.stderr.write(`lockwire run: lock ${JSON.stringify(run.key)} not acquired within the --wait time\n`);
-      return ToolExit.NotAcquired;
-    }
-    return await runHeld(io, run, client, lease, signals);
+    io.stderr.write(`lockwire run: lock ${JSON.stringify(run.key)} not acquired within the --wait time\n`);
+    return ToolExit.NotAcquired;
   } finally {
     await closeTool(client);
     signals.stop();
