@@ -138,7 +138,9 @@ export class WebLockQueue {
       }
       const state = this.#names.get(waiter.name);
       const inFlight = state?.queue.find((w) => w.inFlight);
-      const busy = state !== undefined && (state.busy || state.checking || state.steals.length > 0);
+      // A release sent again after a refusal holds back only the requests of its own name (they are blocked).
+      const calling = state !== undefined && state.busy && !state.releaseRefused;
+      const busy = state !== undefined && (calling || state.checking || state.steals.length > 0);
       if (!waiter.blocked && busy && !inFlight?.serverQueued) break;
       i += 1;
     }
@@ -316,7 +318,8 @@ export class WebLockQueue {
    * server hold. Resolves once the server answered the release; a refused
    * release is asked again in the background (see `releaseHold`), and the
    * name stays busy until the hold is gone, so this client's next request
-   * for it goes to the server only then. While a check whether a request may
+   * for it goes to the server only then (requests of other names are not
+   * held back meanwhile, see `#releaseRefused`). While a check whether a request may
    * share the hold is in flight, the hold waits for its decision.
    *
    * While a steal of this client asks the server whether it may take the
@@ -352,12 +355,27 @@ export class WebLockQueue {
       return undefined;
     }
     state.busy = true;
-    await releaseHold(lease, this.#host.limits, () => this.#afterRelease(name, state));
+    const refused = await releaseHold(lease, this.#host.limits, () => this.#afterRelease(name, state));
+    // Still held: the release goes on in the background, for as long as the server keeps refusing it.
+    if (refused && lease.held && state.busy) this.#releaseRefused(name, state);
     return undefined;
+  }
+
+  /**
+   * The server refused the release of the name's hold, and it is sent again
+   * until the hold is gone: the name's waiting requests wait for that, and
+   * no longer hold requests of other names back; its `ifAvailable` ones
+   * answer `null` (the server still holds the lock).
+   */
+  #releaseRefused(name: string, state: NameState): void {
+    state.releaseRefused = true;
+    for (const waiter of state.queue) if (!waiter.ifAvailable) waiter.blocked = true;
+    this.#process(name);
   }
 
   /** The name's server hold is gone: its next request may ask the server. */
   #afterRelease(name: string, state: NameState): void {
+    state.releaseRefused = false;
     this.#setIdle(state);
     this.#process(name);
   }

@@ -104,6 +104,13 @@ export interface NameState {
   busy: boolean;
   /** A `status` call asks whether a request may share the name's shared hold; nothing else may start. */
   checking: boolean;
+  /**
+   * While `busy`: the server refused the release of the name's hold, and the client sends it again in the
+   * background until the hold is gone (see `releaseHold`), which may take seconds. Requests of the name made
+   * meanwhile are not grantable at once (`blocked`; `ifAvailable` ones answer `null`), and the name holds no
+   * request of another name back.
+   */
+  releaseRefused: boolean;
   /** The acquire of the name in flight, if any. */
   acquire: ServerAcquire | undefined;
   /** The places in request order (`Waiter.made`) of this client's steals of the name not yet done, in order. */
@@ -174,6 +181,7 @@ export function newNameState(): NameState {
     lease: null,
     busy: false,
     checking: false,
+    releaseRefused: false,
     acquire: undefined,
     steals: [],
     stealing: undefined,
@@ -248,8 +256,9 @@ export function handOver(state: NameState, waiter: Waiter): boolean {
   return true;
 }
 
-/** Whether a new request of `mode` must wait for this client's own holders or blocked requests. */
+/** Whether a new request of `mode` must wait for this client's own holders, blocked requests or a refused release. */
 export function blockedHere(state: NameState, mode: LockMode): boolean {
+  if (state.releaseRefused) return true;
   if (state.queue.some((waiter) => waiter.blocked)) return true;
   if (state.held.size === 0) return false;
   return mode !== 'shared' || state.lease?.mode !== 'shared' || state.queue.length > 0;
@@ -264,7 +273,8 @@ export function blockedHere(state: NameState, mode: LockMode): boolean {
  * this client's undecided requests ahead and its own server call.
  */
 export function refuseUnavailable(state: NameState): void {
-  const running = state.busy || state.checking;
+  // A refused release sent again may take seconds to go through: nothing grants at once meanwhile.
+  const running = (state.busy && !state.releaseRefused) || state.checking;
   for (let i = 0; i < state.queue.length; ) {
     const waiter = state.queue[i];
     if (waiter?.ifAvailable && !waiter.inFlight && !(running && mayYetGrant(state, i))) {
