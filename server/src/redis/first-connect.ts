@@ -1,4 +1,4 @@
-import { tlsRefusal } from './redis-tls.js';
+import { tlsClosedEarly, tlsRefusal } from './redis-tls.js';
 
 /** What `firstConnect` needs of a node-redis client or cluster. */
 export interface Connectable {
@@ -15,6 +15,8 @@ export interface FirstConnectOptions {
   readonly limit: number;
   /** Run once connected, to prove the connection carries commands (a PING). Default: none. */
   readonly check?: () => Promise<unknown>;
+  /** The connection is TLS: a connection Redis cuts at once is then reported as a likely refused client certificate. */
+  readonly tls: boolean;
 }
 
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
@@ -24,7 +26,9 @@ const messageOf = (error: unknown) => (error instanceof Error ? error.message : 
  * node-redis retries forever; this gives up after `limit` ms, naming the
  * last error the client reported, so a wrong URL fails loudly, and at once
  * on an error retrying cannot cure: TLS refused the connection (see
- * `tlsRefusal`), reported with what to fix.
+ * `tlsRefusal`), reported with what to fix. A TLS connection Redis cut
+ * while being proved (or, on a cluster, while its slots were read) fails
+ * the start too, as a likely refused client certificate (see `tlsClosedEarly`).
  */
 export async function firstConnect(client: Connectable, options: FirstConnectOptions): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -49,7 +53,11 @@ export async function firstConnect(client: Connectable, options: FirstConnectOpt
       await options.check?.();
     } catch (error) {
       // The client may report the cause (a TLS alert) beside the failed call's own error (a reset).
-      throw refusal(error) ?? refusal(last) ?? new Error(`could not connect to Redis: ${messageOf(error)}${lastSeen(error)}`, { cause: error });
+      const refusing = refusal(error) ?? refusal(last);
+      if (refusing !== undefined) throw refusing;
+      const early = options.tls ? (tlsClosedEarly(error) ?? tlsClosedEarly(last)) : undefined;
+      const problem = early ?? `${messageOf(error)}${lastSeen(error)}`;
+      throw new Error(`could not connect to Redis: ${problem}`, { cause: error });
     }
   };
   for (const event of options.events) client.on(event, onError);

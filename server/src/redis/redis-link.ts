@@ -213,9 +213,9 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
   });
   // A PING proves the connection: over TLS 1.3 Redis refuses a missing client certificate only after the handshake.
   const limit = firstConnectLimit(options);
-  await firstConnect(client, { events: ['error'], limit, check: () => client.sendCommand(['PING']) });
+  await firstConnect(client, { events: ['error'], limit, tls, check: () => client.sendCommand(['PING']) });
   try {
-    await firstConnect(subscriber, { events: ['error'], limit, check: () => subscriber.sendCommand(['PING']) });
+    await firstConnect(subscriber, { events: ['error'], limit, tls, check: () => subscriber.sendCommand(['PING']) });
   } catch (error) {
     client.destroy();
     throw error;
@@ -325,7 +325,7 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
   cluster.on('__resubscribeListeners', () => emit('resubscribed'));
   // A root node's connection error comes as 'error', a discovered node's as 'node-error'.
   // Discovery reads CLUSTER SLOTS from a root node, which proves its connection.
-  await firstConnect(cluster, { events: ['error', 'node-error'], limit: firstConnectLimit(options) });
+  await firstConnect(cluster, { events: ['error', 'node-error'], limit: firstConnectLimit(options), tls: urls.tls });
   const deadlines = createDeadlines(options.commandTimeout);
   const run = (key: string | undefined, args: string[]) => deadlines.guard(cluster.sendCommand(key, false, args));
   const runner = new ScriptRunner();

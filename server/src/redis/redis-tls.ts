@@ -92,3 +92,24 @@ export function tlsRefusal(error: unknown): string | undefined {
   if (code.startsWith('ERR_SSL_')) return `the TLS handshake with Redis failed (${message})`;
   return undefined;
 }
+
+/** node-redis' messages for a connection the server closed under it. */
+const CLOSED = /^(Socket closed unexpectedly|The client is closed)$/;
+
+/**
+ * For a `rediss://` link whose connection Redis cut right after it was
+ * opened (reset or closed, without a TLS alert to say why), the likely
+ * reason as a message, else undefined. Over TLS 1.3 a Redis that requires a
+ * client certificate refuses a missing or unknown one only after the
+ * client's side of the handshake is done: its alert arrives with the reset
+ * of the connection, which can discard it.
+ */
+export function tlsClosedEarly(error: unknown): string | undefined {
+  const code = codeOf(error);
+  const message = error instanceof Error ? error.message : String(error);
+  if (code !== 'ECONNRESET' && code !== 'EPIPE' && !CLOSED.test(message)) return undefined;
+  return (
+    `Redis closed the TLS connection as soon as it was made (${message}): it may require a client certificate ` +
+    'that was not given or that it does not trust (tls.cert and tls.key, --redis-tls-cert and --redis-tls-key)'
+  );
+}
