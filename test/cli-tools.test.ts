@@ -6,6 +6,7 @@ import { LockClient, type LockEvent } from '@lockwire/client';
 import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startLockwireProcess, type LockwireProcess } from './helpers/lockwire-process.js';
+import { startMuteRelay, type MuteRelay } from './helpers/mute-relay.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { ToolProcess, processExists } from './helpers/tool-process.js';
 import { watchForEvent } from './helpers/watch-event.js';
@@ -274,10 +275,22 @@ describe('lockwire watch', () => {
 
   describe('against a server that stopped answering', () => {
     let paused: LockwireProcess | undefined;
+    let relay: MuteRelay | undefined;
     afterEach(async () => {
       // SIGCONT then SIGKILL, by the PID of the server this test started.
       await paused?.kill();
       paused = undefined;
+      await relay?.close();
+      relay = undefined;
+    });
+
+    it('exits 0 within about 1 s on Ctrl-C while its watch request is unanswered', async () => {
+      relay = await startMuteRelay(server.url);
+      const watch = lockwire(['watch', '--url', relay.url]);
+      await relay.requestSeen('watch');
+      watch.signal('SIGINT');
+      expect(await watch.waitForExit(5000)).toEqual({ code: 0, signal: null });
+      expect(watch.text()).toBe('');
     });
 
     it('exits 0 promptly on Ctrl-C rather than waiting out the closing handshake', async () => {

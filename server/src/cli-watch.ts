@@ -100,7 +100,14 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
       io.stdout.write(json ? `${JSON.stringify({ type: 'event', ...event })}\n` : `${formatEventLine(event)}\n`);
     // Events can arrive in the same read as the watch's reply: hold them until the snapshot is out.
     let early: LockEvent[] | undefined = [];
-    const watch = await client.watch(prefix, (event) => (early ? early.push(event) : print(event)));
+    const watching = client.watch(prefix, (event) => (early ? early.push(event) : print(event)));
+    // A server that stopped answering never answers the watch either: Ctrl-C must not wait for it.
+    const first = await Promise.race([watching, stopped]);
+    if (typeof first === 'number') {
+      watching.catch(() => undefined);
+      return first;
+    }
+    const watch = first;
     if (json) {
       io.stdout.write(`${JSON.stringify({ type: 'snapshot', ...watch.snapshot })}\n`);
     } else {
