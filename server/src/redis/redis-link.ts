@@ -1,4 +1,4 @@
-import { createClient, createCluster } from 'redis';
+import { createClient, createCluster, ErrorReply } from 'redis';
 import { firstConnect } from './first-connect.js';
 import { redisTlsProblem, tlsSocketOptions, type RedisTlsOptions } from './redis-tls.js';
 import { scriptLibrary, type Script, type ScriptLibrary } from './scripts.js';
@@ -212,10 +212,14 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     subscriberReadyOnce = true;
   });
   // A PING proves the connection: over TLS 1.3 Redis refuses a missing client certificate only after the handshake.
+  // Any reply does (a Redis still loading its data answers with an error).
   const limit = firstConnectLimit(options);
-  await firstConnect(client, { events: ['error'], limit, tls, check: () => client.sendCommand(['PING']) });
+  const ping = (of: typeof client) => () => of.sendCommand(['PING']).catch((error: unknown) => {
+    if (!(error instanceof ErrorReply)) throw error;
+  });
+  await firstConnect(client, { events: ['error'], limit, tls, check: ping(client) });
   try {
-    await firstConnect(subscriber, { events: ['error'], limit, tls, check: () => subscriber.sendCommand(['PING']) });
+    await firstConnect(subscriber, { events: ['error'], limit, tls, check: ping(subscriber) });
   } catch (error) {
     client.destroy();
     throw error;
