@@ -67,6 +67,8 @@ export class ConnectionKeeper {
   /** Loses the leases parked for a resume once the server's grace has run out. */
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #lastClose: CloseInfo | undefined;
+  /** The close that ended the client for good (its `close` event), once finished. */
+  #finalClose: CloseInfo | undefined;
   /**
    * The drop that ends the client for good, set before its `disconnect` is
    * emitted: a `close()` from a listener of that event finishes with it, so
@@ -111,13 +113,18 @@ export class ConnectionKeeper {
   /**
    * The open connection, for a new call.
    *
-   * @throws LockError `connection_closed` once closed for good;
-   * `connection_lost` (with the last close) while down.
+   * @throws LockError `connection_closed` once `close()` was called or the
+   * client closed for good, with `close` set to what ended it (`close()`:
+   * code 1000, `byClient`; otherwise the last drop); `connection_lost`
+   * (with the last close) while down.
    */
   live(): Connection {
     const connection = this.#connection;
     if (connection?.isOpen) return connection;
-    if (this.#finished) throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is closed');
+    if (this.#finished || this.#closing) {
+      const close = this.#finalClose ?? this.#ending?.close ?? CLIENT_CLOSE;
+      throw new LockError(ClientErrorCode.ConnectionClosed, 'the client is closed', { close });
+    }
     throw new LockError(ClientErrorCode.ConnectionLost, `the client is not connected (${this.#state})`, {
       close: this.#lastClose,
     });
@@ -347,6 +354,7 @@ export class ConnectionKeeper {
     // Marked first: a lease's abort listener that calls close() again must not end the client (and emit) twice.
     if (this.#finished) return;
     this.#finished = true;
+    this.#finalClose = close;
     clearTimeout(this.#graceTimer);
     this.#keptReleases.stopAll();
     this.#resume = null;

@@ -71,6 +71,32 @@ describe('connection', () => {
     expect((await holder.status('doc:1')).queue).toEqual([]);
   });
 
+  it("every call on a closed client rejects with connection_closed whose close is the client's own close", async () => {
+    const client = await h.connect();
+    await client.close();
+    const calls: Promise<unknown>[] = [
+      client.ping(),
+      client.acquire('doc:2'),
+      client.status('doc:2'),
+      client.locks.request('doc:2', () => 1),
+      client.locks.query(),
+    ];
+    for (const call of calls) {
+      const error = await within(call.catch((e: unknown) => e));
+      expect(error).toBeInstanceOf(LockError);
+      expect(error).toMatchObject({ code: 'connection_closed', close: { code: 1000, byClient: true } });
+      expect(typeof (error as LockError).close?.reason).toBe('string');
+    }
+  });
+
+  it("a call made while close() is under way rejects with connection_closed carrying the client's close", async () => {
+    const client = await h.connect();
+    const closing = client.close();
+    const error = await within(client.ping().catch((e: unknown) => e));
+    expect(error).toMatchObject({ code: 'connection_closed', close: { code: 1000, byClient: true } });
+    await within(closing);
+  });
+
   it('closing the client aborts its leases with connection_lost and the server releases them', async () => {
     const client = await h.connect();
     const observer = await h.connect();

@@ -43,7 +43,7 @@ async function cutEndsClient(client: LockClient, states: readonly ClientState[])
   expect(states).toEqual(['closed']);
   expect(client.state).toBe('closed');
   expect(proxy.accepted).toBe(accepted);
-  await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+  await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed', close: info });
   return info;
 }
 
@@ -128,9 +128,11 @@ describe('reconnect', () => {
     const closed = nextEvent(client, 'close');
     proxy.block();
     proxy.cut();
-    expect(await closed).toMatchObject({ byClient: false });
+    const info = await closed;
+    expect(info).toMatchObject({ byClient: false });
     expect(client.state).toBe('closed');
-    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed' });
+    // The client ended with the drop after which it gave up, and its calls say so.
+    await expect(client.ping()).rejects.toMatchObject({ code: 'connection_closed', close: info });
   });
 
   it('with reconnect: false the first drop closes the client', async () => {
@@ -141,6 +143,20 @@ describe('reconnect', () => {
     expect(await closed).toMatchObject({ byClient: false });
     expect(lease?.signal.reason).toMatchObject({ code: 'connection_lost' });
     expect(client.state).toBe('closed');
+  });
+
+  it('with reconnect: false, a call after the drop rejects with connection_closed whose close is the drop', async () => {
+    const { client } = await connectThroughProxy(false);
+    const closed = nextEvent(client, 'close');
+    proxy.cut();
+    const info = await closed;
+    expect(info).toMatchObject({ code: 1006, byClient: false });
+    for (const call of [client.ping(), client.acquire('doc:5'), client.locks.request('doc:5', () => 1)]) {
+      const error = await within(call.catch((e: unknown) => e));
+      expect(error).toBeInstanceOf(LockError);
+      expect(error).toMatchObject({ code: 'connection_closed' });
+      expect((error as LockError).close).toEqual(info);
+    }
   });
 
   it("with reconnect: false, a lease's abort listener that calls close() on the drop gets one 'close', with the drop's close info", async () => {
