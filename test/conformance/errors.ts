@@ -212,6 +212,41 @@ export function describeErrors(target: ConformanceTarget): void {
       expect(await acquire(a, 'x')).toMatchObject({ acquired: true });
     });
 
+    // Each pair below is sent back to back, so the second request arrives while the first is still being
+    // applied: the limit counts the session's locks after its earlier requests, as they turned out.
+    it('does not count a hold toward too_many_locks once a release sent just before the acquire let it go', async () => {
+      const a = await ctx().connect();
+      await hold(a, 'one');
+      await hold(a, 'two');
+      a.send({ op: 'release', id: 'rel', key: 'one' });
+      a.send({ op: 'acquire', id: 'three', key: 'three' });
+      expect(await a.reply('rel')).toMatchObject({ ok: true, released: true });
+      expect(await a.reply('three')).toMatchObject({ ok: true, acquired: true });
+      expect(await acquire(a, 'four')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+    });
+
+    it('does not count a try-once acquire answered acquired false toward too_many_locks of the acquire sent after it', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      await hold(b, 'busy');
+      await hold(a, 'mine');
+      a.send({ op: 'acquire', id: 'try', key: 'busy', acquireTimeout: 0 });
+      a.send({ op: 'acquire', id: 'free', key: 'free1' });
+      expect(await a.reply('try')).toMatchObject({ ok: true, acquired: false });
+      expect(await a.reply('free')).toMatchObject({ ok: true, acquired: true });
+      expect(await acquire(a, 'free2')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+    });
+
+    it('does not count a re-acquire of a held key as a second lock for the acquire sent after it', async () => {
+      const a = await ctx().connect();
+      const first = await hold(a, 'mine');
+      a.send({ op: 'acquire', id: 're', key: 'mine' });
+      a.send({ op: 'acquire', id: 'free', key: 'free2' });
+      expect(await a.reply('re')).toMatchObject({ ok: true, acquired: true, token: first });
+      expect(await a.reply('free')).toMatchObject({ ok: true, acquired: true });
+      expect(await acquire(a, 'free3')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+    });
+
     it('answers too_many_waiters when the key queue is at maxWaitersPerKey', async () => {
       const a = await ctx().connect();
       const b = await ctx().connect();

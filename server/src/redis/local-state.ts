@@ -63,10 +63,37 @@ export interface LocalSession {
   readonly uncertain: Map<Ticket, UncertainRequest>;
   /** Requests whose answer has not reached the caller yet (their notes wait in `early`). */
   readonly answering: Set<LocalPending>;
+  /** While acquires of the session are held back at its lock limit (see `LimitGate`), else null. */
+  gate: SessionGate | null;
+}
+
+/**
+ * The session's acquires held back at its lock limit until its earlier
+ * requests settled, and what arrived after them (see `LimitGate`).
+ */
+export interface SessionGate {
+  /** Held-back acquires whose step has not begun. */
+  held: number;
+  /** Arrival numbers handed out: to each held-back acquire and each release or cancel that came after one. */
+  arrivals: number;
+  /** Per key, resolves once the latest held-back acquire of the key has begun its step. */
+  readonly keys: Map<string, Promise<void>>;
+  /** Releases and cancels that arrived while the gate stood, until they settle (never rejected). */
+  readonly later: Set<Promise<void>>;
+  /** Arrival numbers of those that already took a hold or a queued acquire of the session out. */
+  readonly freed: number[];
 }
 
 export function createLocalSession(): LocalSession {
-  return { holds: new Map(), pending: new Map(), acquiring: 0, dirty: new Set(), uncertain: new Map(), answering: new Set() };
+  return {
+    holds: new Map(),
+    pending: new Map(),
+    acquiring: 0,
+    dirty: new Set(),
+    uncertain: new Map(),
+    answering: new Set(),
+    gate: null,
+  };
 }
 
 export function createPending(

@@ -3,6 +3,7 @@ import { holdDuration } from '../clock.js';
 import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import type { LocalTable } from './local-table.js';
+import { LimitGate, type LaterRequest } from './limit-gate.js';
 import { createPending, uncertainAcquireOf, type LocalPending, type LocalSession } from './local-state.js';
 import type { NoteSettler } from './note-settler.js';
 import type { Reconciler } from './reconciler.js';
@@ -35,26 +36,37 @@ export class LockRequests {
    * in the queue, and be refused as queued already (memory cancels at once).
    */
   readonly #cancelling = new Map<string, Promise<boolean>>();
+  /** Holds an acquire at the session's lock limit back until its earlier requests settle (see `LimitGate`). */
+  readonly #gate: LimitGate;
 
   constructor(options: LockRequestsOptions) {
     this.#o = options;
+    this.#gate = new LimitGate(options.steps, options.ctx.limits, (session) => this.#cancelsOf(session));
   }
 
   /**
    * True when an acquire of `session` on `key` made now would wait before its
-   * step begins (for the session's cancel of the key, or to clear an
-   * uncertain acquire of it); otherwise its step is in flight once `acquire`
+   * step begins (for the session's cancel of the key, to clear an uncertain
+   * acquire of it, or held back at the session's lock limit); otherwise its step is in flight once `acquire`
    * returns (see `StepRunner#busy`).
    */
   waitsBeforeStep(session: SessionId, key: string): boolean {
     if (this.#cancellingOf(session, key)) return true;
     const local = this.#o.table.sessions.get(session);
-    return local !== undefined && uncertainAcquireOf(local, key);
+    return local !== undefined && (uncertainAcquireOf(local, key) || this.#gate.wouldHoldBack(session, local));
   }
 
   /** The session's cancel of a request on `key` in flight, if any (no key text is built while none is). */
   #cancellingOf(session: SessionId, key: string): Promise<boolean> | undefined {
     return this.#cancelling.size === 0 ? undefined : this.#cancelling.get(sessionKey(session, key));
+  }
+
+  /** The session's cancels in flight, on any key. */
+  #cancelsOf(session: SessionId): Array<Promise<boolean>> {
+    const prefix = sessionKey(session, '');
+    const cancels: Array<Promise<boolean>> = [];
+    for (const [id, cancelling] of this.#cancelling) if (id.startsWith(prefix)) cancels.push(cancelling);
+    return cancels;
   }
 
   /** `LockStore#acquire`: the answer waits for every earlier step of the key this node has not applied yet. */
@@ -72,11 +84,15 @@ export class LockRequests {
     table.addPending(local, pending);
     // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
     if (acquireTimeout !== null && acquireTimeout > 0) timeouts.armTimeout(pending, acquireTimeout);
+    // Both read in this turn: a cancel or release made after this request must not be waited for (it may wait for it).
+    const cancelling = this.#cancellingOf(session, key);
+    const held = this.#gate.holdBack(session, local, pending);
     try {
-      const cancelling = this.#cancellingOf(session, key);
-      if (cancelling) {
-        await cancelling.catch(() => false);
+      if (cancelling || held) {
+        await cancelling?.catch(() => false);
+        await held?.settled;
         if (table.sessions.get(session) !== local || table.tickets.get(ticket) !== pending) {
+          // The session closed, or the node gave up its requests, meanwhile.
           table.removePending(pending);
           throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
         }
@@ -95,10 +111,12 @@ export class LockRequests {
           throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
         }
       }
-      // Counted without this request itself.
-      const full = local.holds.size + local.acquiring - 1 >= ctx.limits.maxLocksPerSession;
+      // Counted without this request itself; exact when held back, else an upper bound below the limit.
+      const full = held ? held.full() : local.holds.size + local.acquiring - 1 >= ctx.limits.maxLocksPerSession;
       // The id the step runs under (the step runner reads it in this same turn).
       const node = liveness.id;
+      // The session's later requests of the key go after this step, which the step runner begins in this turn.
+      held?.begin();
       return await this.#o.steps.step(
         'acquire',
         key,
@@ -148,21 +166,34 @@ export class LockRequests {
         },
       );
     } finally {
+      held?.begin();
       notes.sent(pending);
     }
   }
 
-  async release(session: SessionId, key: string): Promise<void> {
+  /** `LockStore#release`: after a held-back acquire of the session on the key (see `LimitGate`). */
+  release(session: SessionId, key: string): Promise<void> {
+    const later = this.#gate.later(this.#o.table.sessions.get(session), key);
+    return later ? this.#gate.track(later, this.#release(session, key, later)) : this.#release(session, key, null);
+  }
+
+  async #release(session: SessionId, key: string, later: LaterRequest | null): Promise<void> {
     const { table } = this.#o;
+    if (later?.before) await later.before;
     await this.#o.steps.step('release', key, [session], (r) => {
       if (str(r, 'err') !== '') throw notHolder(key);
-      table.dropHold(table.sessions.get(session)?.holds.get(key));
+      const hold = table.sessions.get(session)?.holds.get(key);
+      if (hold && later) this.#gate.freed(later);
+      table.dropHold(hold);
     });
   }
 
+  /** `LockStore#extend`: after a held-back acquire of the session on the key (see `LimitGate`). */
   async extend(session: SessionId, key: string, holdTimeout: number | null): Promise<number | null> {
     const { table, timeouts } = this.#o;
     checkDuration('holdTimeout', holdTimeout);
+    const before = this.#gate.before(table.sessions.get(session), key);
+    if (before) await before;
     const liveness = live(this.#o.ctx);
     // The id the step runs under.
     const node = liveness.id;
@@ -189,14 +220,23 @@ export class LockRequests {
     const liveness = live(this.#o.ctx);
     // Its record would be under an id the node gave up (or is about to drop): its end would never be heard.
     if (!liveness.serving) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
-    // The id the step runs under.
-    const node = liveness.id;
     const local = table.session(session);
+    const before = this.#gate.before(local, input.key);
     const pending = createPending(input.ticket, session, input.key, 'wait');
     table.addPending(local, pending);
-    this.#o.reconciler.recordedUnder(pending, node);
     if (input.timeout !== null) timeouts.armTimeout(pending, input.timeout);
     try {
+      if (before) {
+        // After a held-back acquire of the session on the key (see `LimitGate`).
+        await before;
+        if (table.sessions.get(session) !== local || table.tickets.get(input.ticket) !== pending || !liveness.serving) {
+          table.removePending(pending);
+          throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
+        }
+      }
+      // The id the step runs under.
+      const node = liveness.id;
+      this.#o.reconciler.recordedUnder(pending, node);
       return await this.#o.steps.step(
         'wait',
         input.key,
@@ -231,8 +271,10 @@ export class LockRequests {
     const pending = table.tickets.get(ticket);
     if (!pending || pending.session !== session) return false;
     const id = sessionKey(session, pending.key);
-    const cancelling = this.#unqueue(pending);
+    const later = this.#gate.later(table.sessions.get(session), pending.key);
+    const cancelling = this.#unqueue(pending, later);
     this.#cancelling.set(id, cancelling);
+    if (later) this.#gate.track(later, cancelling);
     try {
       return await cancelling;
     } finally {
@@ -240,12 +282,16 @@ export class LockRequests {
     }
   }
 
-  async #unqueue(pending: LocalPending): Promise<boolean> {
+  async #unqueue(pending: LocalPending, later: LaterRequest | null): Promise<boolean> {
+    // After a held-back acquire of the session on the key (see `LimitGate`).
+    if (later?.before) await later.before;
     // Awaited only while the request's script is out: an answered request is unqueued in this turn, so its
     // step goes to Redis ahead of any request the session sends after the cancel.
     if (pending.sending) await pending.sent;
     if (this.#o.table.tickets.get(pending.ticket) !== pending) return false;
-    return this.#o.timeouts.unqueue(pending, () => {});
+    return this.#o.timeouts.unqueue(pending, () => {
+      if (later && pending.kind === 'acquire') this.#gate.freed(later);
+    });
   }
 
   async revoke(key: string): Promise<number> {
