@@ -208,6 +208,19 @@ describe('lockwire status', () => {
     }
   });
 
+  it('exits 69 at --connect-timeout when the server welcomed it and never answers its list', async () => {
+    const relay = await startMuteRelay(server.url);
+    try {
+      const status = lockwire(['status', '--connect-timeout', '1s'], { LOCKWIRE_URL: relay.url });
+      await relay.requestSeen('list');
+      expect(await status.waitForExit(8000)).toEqual({ code: 69, signal: null });
+      expect(status.text('stderr')).toBe('lockwire status: the server did not answer the list within 1s (--connect-timeout)');
+      expect(status.text()).toBe('');
+    } finally {
+      await relay.close();
+    }
+  });
+
   it('sends --token as a bearer credential and exits 69 when the server refuses the connection', async () => {
     const seen: (string | undefined)[] = [];
     const refusing = createServer();

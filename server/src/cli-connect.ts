@@ -254,11 +254,44 @@ const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
 ]);
 
 /**
+ * A server that welcomed the tool did not answer one of its requests within
+ * the deadline: paused, overloaded, or behind a path that went silent.
+ */
+export class NoAnswerError extends Error {
+  override readonly name = 'NoAnswerError';
+}
+
+/**
+ * Resolves what `request` resolves, or rejects with a {@link NoAnswerError}
+ * naming `what` and `deadline.flag` when it has not settled within
+ * `deadline.ms`. The request's own later failure (the client closing) is
+ * then handled here, so nothing is left unhandled.
+ */
+export async function answerWithin<T>(request: Promise<T>, what: string, deadline: ConnectDeadline): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      request,
+      new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => {
+          const why = `the server did not answer the ${what} within ${formatDuration(deadline.ms)} (${deadline.flag})`;
+          reject(new NoAnswerError(why));
+        }, deadline.ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * Exit code of a failed call: {@link ToolExit.Unavailable} when the
- * connection is gone, the server is draining or its store is unavailable;
+ * connection is gone, the server did not answer in time
+ * ({@link NoAnswerError}), is draining or its store is unavailable;
  * 1 for anything else the server refused (`forbidden`, `too_many_waiters`...).
  */
 export function exitCodeFor(error: unknown): number {
+  if (error instanceof NoAnswerError) return ToolExit.Unavailable;
   return error instanceof LockError && UNAVAILABLE_CODES.has(error.code) ? ToolExit.Unavailable : 1;
 }
 

@@ -4,6 +4,7 @@ import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
   ToolExit,
+  answerWithin,
   closeTool,
   connectDeadlineOf,
   connectOrReport,
@@ -21,9 +22,13 @@ how long it has held the lock, when the hold expires, the queue length and
 the holder's meta. --json prints the list as GET /v1/locks gives it
 ({"locks": [...], "truncated": bool}), for scripts.
 
+--connect-timeout bounds each answer too: a server that welcomed the tool
+and does not answer its list (or the ping for its clock) within it counts
+as unavailable.
+
 Exit status: 0; 69 when the server cannot be reached, does not answer the
-connect within --connect-timeout, or is draining or cannot reach its store
-(shutting_down, store_unavailable); 1 when it refuses the request
+connect or a request within --connect-timeout, or is draining or cannot
+reach its store (shutting_down, store_unavailable); 1 when it refuses the request
 otherwise; 2 on bad usage.
 
 Options:
@@ -105,13 +110,14 @@ export async function statusCommand(args: string[], io: ToolIo): Promise<number>
   const client = await connectOrReport(io, 'status', values, deadline);
   if (client === null) return ToolExit.Unavailable;
   try {
-    const result = await client.list({ prefix, ...(limit === undefined ? {} : { limit }) });
+    // A server that welcomed the tool and then stopped answering must not keep it waiting for ever.
+    const result = await answerWithin(client.list({ prefix, ...(limit === undefined ? {} : { limit }) }), 'list', deadline);
     if (values.json === true) {
       // `heldByYou` would only ever describe this short-lived session; drop it as `GET /v1/locks` does.
       const locks = result.locks.map(({ heldByYou: _heldByYou, ...lock }) => lock);
       io.stdout.write(`${JSON.stringify({ locks, truncated: result.truncated }, null, 2)}\n`);
     } else {
-      io.stdout.write(formatStatusTable(result, await client.ping(), prefix));
+      io.stdout.write(formatStatusTable(result, await answerWithin(client.ping(), 'ping', deadline), prefix));
     }
     return ToolExit.Ok;
   } catch (error) {
