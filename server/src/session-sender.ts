@@ -12,6 +12,9 @@ const TEXT_FRAME = { binary: false } as const;
  * cut. Nothing is sent once the socket is no longer open.
  */
 export class SessionSender {
+  /** Bytes of the oversized frame still being written (see `sendOversized`); 0 when none. */
+  private oversized = 0;
+
   /**
    * @param onSlowReader called when the connection is cut for a slow reader,
    *   just before the socket is terminated: the session must not keep its
@@ -44,38 +47,74 @@ export class SessionSender {
     this.send(bytes, TEXT_FRAME);
   }
 
-  /** Sends one text frame; dropped when the socket is not open, and the connection is cut past `maxBufferedBytes`. */
+  /**
+   * Sends one text frame; dropped when the socket is not open. The
+   * connection is cut instead when the backlog already waiting to be sent is
+   * over `maxBufferedBytes` (see `cutIfSlow`).
+   */
   send(data: string | Buffer, options: { binary: false } | null = null): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
+    const backlog = this.ws.bufferedAmount - this.oversized;
+    if (this.cutIfSlow(backlog)) return;
+    const limit = this.host.limits.maxBufferedBytes;
+    // A UTF-16 code unit is at most 3 bytes of UTF-8: a frame that cannot
+    // take the backlog past the limit is sent without measuring it.
+    const bound = typeof data === 'string' ? 3 * data.length : data.length;
+    if (this.oversized === 0 && backlog + bound > limit) {
+      const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+      if (backlog + size > limit) return this.sendOversized(data, size);
+    }
     if (options) this.ws.send(data, options);
     else this.ws.send(data);
-    this.cutIfSlow();
   }
 
   /**
    * Answers a WebSocket ping with a pong carrying `data`; dropped when the
-   * socket is not open, and the connection is cut past `maxBufferedBytes`:
-   * a peer that pings but never reads queues pongs as any unread frame.
+   * socket is not open, and the connection is cut instead past
+   * `maxBufferedBytes`: a peer that pings but never reads queues pongs as
+   * any unread frame.
    */
   pong(data: Buffer): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.cutIfSlow(this.ws.bufferedAmount - this.oversized)) return;
     this.ws.pong(data);
-    this.cutIfSlow();
   }
 
   /**
-   * Cuts the connection once more than `maxBufferedBytes` wait to be sent:
-   * a reader that does not keep up would make the server buffer without
-   * bound, so it is cut (and its locks released) instead.
+   * Sends the frame that takes the backlog past the limit (a `list` reply or
+   * `watch` snapshot at a large `limit` does so alone) and leaves it out of
+   * the backlog until it is written out: the frames that follow it, sent
+   * while a reading client is still taking it in, are not its fault. One
+   * such frame at a time.
    */
-  private cutIfSlow(): void {
-    if (this.ws.bufferedAmount > this.host.limits.maxBufferedBytes) {
-      this.host.logger.info({ session: this.session, buffered: this.ws.bufferedAmount }, 'slow reader; terminating connection');
-      this.onSlowReader();
-      // The session ends from the socket's 'close' event, on a later tick:
-      // ending it here would run a store step inside the one whose effects
-      // are being delivered.
-      this.ws.terminate();
-    }
+  private sendOversized(data: string | Buffer, size: number): void {
+    this.oversized = size;
+    this.ws.send(data, TEXT_FRAME, () => {
+      this.oversized = 0;
+    });
+  }
+
+  /**
+   * Cuts the connection when `backlog`, the bytes already waiting to be sent
+   * before a frame (less the one oversized frame being written), is over
+   * `maxBufferedBytes`: a reader that does not keep up would make the server
+   * buffer without bound, so it is cut (and its locks released) instead.
+   * The frame about to be sent does not count, so a reply larger than the
+   * limit reaches a client that reads; the server then holds at most the
+   * limit, one oversized frame and the frame being sent, each bounded by
+   * the protocol's `limit` and `maxPayload`. Returns true when it cut.
+   */
+  private cutIfSlow(backlog: number): boolean {
+    if (backlog <= this.host.limits.maxBufferedBytes) return false;
+    this.host.logger.info(
+      { session: this.session, buffered: this.ws.bufferedAmount },
+      'slow reader; terminating connection',
+    );
+    this.onSlowReader();
+    // The session ends from the socket's 'close' event, on a later tick:
+    // ending it here would run a store step inside the one whose effects
+    // are being delivered.
+    this.ws.terminate();
+    return true;
   }
 }

@@ -8,6 +8,7 @@ import { RATE_ABUSE_MIN_FRAMES } from '../src/limits.js';
 import { RateLimiter } from '../src/rate-limit.js';
 import { createManualClock } from '../src/clock.js';
 import { connectWith, SECRET, startServer, token, upgradeStatus } from './auth-harness.js';
+import type { Logger } from '../src/logger.js';
 import { sessionLog, within } from './server-harness.js';
 import { silentHolderWithWaiter } from './silent-holder.js';
 import { connectionsGauge, openSilentPeer, PING_FLOOD, ServerOpcode } from './silent-peer.js';
@@ -338,11 +339,67 @@ describe('message rate', () => {
   });
 });
 
+/**
+ * A server whose `doc:` prefix holds `count` locks with 1 KiB of meta each,
+ * so one `list` or `watch` of them at `limit: count` is far over a
+ * `maxBufferedBytes` of 256 KiB (and, at 5000, over what the loopback
+ * socket takes at once), and a client that reads everything.
+ */
+async function bigTable(count: number) {
+  const slowReaders: string[] = [];
+  const sessions = sessionLog();
+  const logger: Logger = {
+    ...sessions.logger,
+    info(obj, msg) {
+      if (msg.startsWith('slow reader')) slowReaders.push(msg);
+      sessions.logger.info(obj, msg);
+    },
+  };
+  const { server } = await startServer({
+    limits: { maxBufferedBytes: 256 * 1024, maxLocksPerSession: count, rateBurst: 2 * count },
+    logger,
+  });
+  const { client: filler } = await connectWith(server.url, null);
+  const meta = { note: 'x'.repeat(1000) };
+  for (let id = 0; id < count; id++) filler.send({ op: 'acquire', id, key: `doc:${String(id).padStart(5, '0')}`, meta });
+  expect(await filler.reply(count - 1)).toMatchObject({ ok: true, acquired: true });
+  const { client: reader } = await connectWith(server.url, null);
+  return { reader, slowReaders };
+}
+
 describe('outbound buffer cap', () => {
-  it('cuts a connection that stops reading, releasing its locks, and leaves others served', async () => {
+  it('sends a list reply larger than maxBufferedBytes whole to a client that reads it', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    const reply = await reader.request({ op: 'list', id: 'big', prefix: 'doc:', limit: 5000 });
+    expect(reply).toMatchObject({ ok: true, truncated: false });
+    expect(reply.locks).toHaveLength(5000);
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('sends a watch snapshot larger than maxBufferedBytes whole to a client that reads it, then its events', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    const reply = await reader.request({ op: 'watch', id: 'big', prefix: 'doc:', limit: 5000 });
+    expect(reply.locks).toHaveLength(5000);
+    expect(await reader.request({ op: 'acquire', id: 'mine', key: 'doc:new' })).toMatchObject({ acquired: true });
+    expect(await reader.next((f) => f.type === 'event' && f.key === 'doc:new')).toMatchObject({ event: 'acquired' });
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('answers at once the requests that follow a reply larger than maxBufferedBytes, to a client that reads', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    reader.send({ op: 'list', id: 'big', prefix: 'doc:', limit: 5000 });
+    for (let id = 0; id < 20; id++) reader.send({ op: 'ping', id });
+    expect((await reader.reply('big')).locks).toHaveLength(5000);
+    expect(await reader.reply(19)).toMatchObject({ ok: true });
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('cuts a connection that stops reading once the replies queued for it pass maxBufferedBytes, releasing its locks, and leaves others served', async () => {
     const sessions = sessionLog();
-    const { server } = await startServer({ limits: { maxBufferedBytes: 64 * 1024 }, logger: sessions.logger });
+    const { server } = await startServer({ limits: { maxBufferedBytes: 1024 * 1024 }, logger: sessions.logger });
     const { client: filler } = await connectWith(server.url, null);
+    // Each list reply (300 locks of ~1 KiB) is well under the limit: only a
+    // backlog of many of them, 18 MB in all, passes it.
     const meta = { pad: 'm'.repeat(900) };
     for (let id = 0; id < 300; id++) filler.send({ op: 'acquire', id, key: `fill:${id}`, meta });
     await filler.reply(299);
