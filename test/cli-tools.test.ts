@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -5,7 +6,7 @@ import { basename } from 'node:path';
 import { LockClient, type LockEvent } from '@lockwire/client';
 import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startLockwireProcess, type LockwireProcess } from './helpers/lockwire-process.js';
+import { repoRoot, startLockwireProcess, type LockwireProcess } from './helpers/lockwire-process.js';
 import { startMuteRelay, type MuteRelay } from './helpers/mute-relay.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { ToolProcess, processExists } from './helpers/tool-process.js';
@@ -323,5 +324,57 @@ describe('lockwire watch', () => {
     await observer.close();
     await server.close();
     expect((await watch.waitForExit()).code).toBe(69);
+  });
+});
+
+describe('a reader of the output that went away', () => {
+  /**
+   * Runs `lockwire ARGS` with stdout piped to the test; `closeAfterFirst`
+   * closes the reading end once the first output arrived, as `| head -1`
+   * does, otherwise at once, before the tool wrote anything.
+   */
+  function piped(args: string[], closeAfterFirst: boolean) {
+    const child = spawn(NODE, ['server/bin/lockwire.mjs', ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, LOCKWIRE_URL: server.url },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const closed = closeAfterFirst
+      ? new Promise<void>((resolve) => child.stdout.once('data', () => resolve())).then(() => child.stdout.destroy())
+      : Promise.resolve(child.stdout.destroy());
+    return { child, exited, closed, stderr: () => stderr };
+  }
+
+  it('watch exits 141 with no message when its reader closes after the first line (lockwire watch --json | head -1)', async () => {
+    const watch = piped(['watch', '--json'], true);
+    try {
+      await watch.closed;
+      let code: number | null | undefined;
+      void watch.exited.then((exitCode) => (code = exitCode));
+      // Each event is a line to write, and the first write after the close fails.
+      for (let i = 0; i < 50 && code === undefined; i++) await (await observer.acquire(`pipe${i}`))?.release();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const result = await Promise.race([watch.exited, new Promise((resolve) => (timer = setTimeout(() => resolve('running'), 5000)))]);
+      clearTimeout(timer);
+      expect({ result, stderr: watch.stderr() }).toEqual({ result: 141, stderr: '' });
+    } finally {
+      watch.child.kill('SIGKILL');
+    }
+  });
+
+  it('status exits 141 with no message when its reader closed before it printed', async () => {
+    await observer.acquire('piped');
+    const status = piped(['status'], false);
+    try {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const result = await Promise.race([status.exited, new Promise((resolve) => (timer = setTimeout(() => resolve('running'), 10_000)))]);
+      clearTimeout(timer);
+      expect({ result, stderr: status.stderr() }).toEqual({ result: 141, stderr: '' });
+    } finally {
+      status.child.kill('SIGKILL');
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
 import { ClientErrorCode, createWsTransport, LockClient, LockError } from '@lockwire/client';
 import { WebSocket } from 'ws';
@@ -23,6 +24,11 @@ export const ToolExit = {
   LockLost: 70,
   /** EX_TEMPFAIL: `lockwire run` was not granted the lock within `--wait`. */
   NotAcquired: 75,
+  /**
+   * 128 + SIGPIPE: the reader of `status`'s or `watch`'s output went away
+   * (`| head -1`), as a tool that died of SIGPIPE would report.
+   */
+  OutputClosed: 141,
 } as const;
 
 /**
@@ -203,6 +209,28 @@ export function checkConnection(
       clearTimeout(next);
       clearTimeout(deadline);
     },
+  };
+}
+
+/**
+ * Calls `handler` once when the tool's stdout or stderr fails: EPIPE when
+ * the reader went away (`lockwire watch | head -1`), or any other write
+ * error. Unlistened, such a failure is an unhandled 'error' event that kills
+ * the tool with a stack trace. Streams that are not event emitters (a
+ * test's fakes) are not listened to. Returns a function that stops
+ * listening; call it only once nothing more is written.
+ */
+export function onOutputClosed(io: ToolIo, handler: (error: unknown) => void): () => void {
+  const streams = [io.stdout, io.stderr].filter((stream) => stream instanceof EventEmitter);
+  let failed = false;
+  const listener = (error: unknown) => {
+    if (failed) return;
+    failed = true;
+    handler(error);
+  };
+  for (const stream of streams) stream.on('error', listener);
+  return () => {
+    for (const stream of streams) stream.off('error', listener);
   };
 }
 

@@ -14,6 +14,7 @@ import {
   connectOrReport,
   describeError,
   exitCodeFor,
+  onOutputClosed,
   parseDuration,
   settleWithin,
   usageFailure,
@@ -382,6 +383,8 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
   // The time connecting took counts against --wait; what is left of it (0: try once) is the wait in the queue.
   const wait = run.wait === null ? null : Math.max(0, Math.floor(run.wait - (performance.now() - connecting)));
   const signals = listenForSignals();
+  // The tool writes only messages (to stderr): a reader that went away must not kill it with the command left running.
+  const stopOutputCheck = onOutputClosed(io, () => undefined);
   try {
     let acquired;
     try {
@@ -404,5 +407,6 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
   } finally {
     await closeTool(client);
     signals.stop();
+    stopOutputCheck();
   }
 }

@@ -11,6 +11,7 @@ import {
   describeError,
   exitCodeFor,
   formatDuration,
+  onOutputClosed,
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
@@ -28,7 +29,8 @@ as unavailable.
 
 Exit status: 0; 69 when the server cannot be reached, does not answer the
 connect or a request within --connect-timeout, or is draining or cannot
-reach its store (shutting_down, store_unavailable); 1 when it refuses the request
+reach its store (shutting_down, store_unavailable); 141 (as for SIGPIPE),
+with no message, when the reader of the output went away; 1 when it refuses the request
 otherwise; 2 on bad usage.
 
 Options:
@@ -109,6 +111,10 @@ export async function statusCommand(args: string[], io: ToolIo): Promise<number>
   if (typeof deadline === 'string') return usageFailure(io, 'status', STATUS_USAGE, deadline);
   const client = await connectOrReport(io, 'status', values, deadline);
   if (client === null) return ToolExit.Unavailable;
+  let outputClosed = false;
+  const stopOutputCheck = onOutputClosed(io, () => {
+    outputClosed = true;
+  });
   try {
     // A server that welcomed the tool and then stopped answering must not keep it waiting for ever.
     const result = await answerWithin(client.list({ prefix, ...(limit === undefined ? {} : { limit }) }), 'list', deadline);
@@ -119,11 +125,13 @@ export async function statusCommand(args: string[], io: ToolIo): Promise<number>
     } else {
       io.stdout.write(formatStatusTable(result, await answerWithin(client.ping(), 'ping', deadline), prefix));
     }
-    return ToolExit.Ok;
   } catch (error) {
     io.stderr.write(`lockwire status: ${describeError(error)}\n`);
     return exitCodeFor(error);
   } finally {
     await closeTool(client);
+    stopOutputCheck();
   }
+  // The write's failure is reported on a later tick: by now, after the close, it has been.
+  return outputClosed ? ToolExit.OutputClosed : ToolExit.Ok;
 }

@@ -9,6 +9,7 @@ import {
   connectOrReport,
   describeError,
   exitCodeFor,
+  onOutputClosed,
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
@@ -29,7 +30,8 @@ expired, stolen, revoked, queued, dequeued) as it happens, until Ctrl-C.
 "holders":N, "waiters":N, "at":epoch-ms}).
 
 Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM, within about 1 s even when
-the server stopped answering; 69 when the server cannot be reached, does
+the server stopped answering; 141 (as for SIGPIPE), with no message, when
+the reader of the output went away (lockwire watch | head -1); 69 when the server cannot be reached, does
 not answer the connect within --connect-timeout, the connection ends, or
 the server is draining or cannot reach its store (shutting_down,
 store_unavailable); 1 when it refuses the watch otherwise; 2 on bad usage.
@@ -90,11 +92,14 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
   const client = await connectOrReport(io, 'watch', values, deadline);
   if (client === null) return ToolExit.Unavailable;
   let stopListening: (() => void) | undefined;
+  let stopOutputCheck: (() => void) | undefined;
   let onEnded: (() => void) | undefined;
   let watchSignal: AbortSignal | undefined;
   try {
+    // Stopped by a signal, or by the reader of the output going away (`| head -1`), quietly either way.
     const stopped = new Promise<number>((resolve) => {
       stopListening = io.onStopSignal(() => resolve(ToolExit.Ok));
+      stopOutputCheck = onOutputClosed(io, () => resolve(ToolExit.OutputClosed));
     });
     const print = (event: LockEvent) =>
       io.stdout.write(json ? `${JSON.stringify({ type: 'event', ...event })}\n` : `${formatEventLine(event)}\n`);
@@ -134,5 +139,6 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
     stopListening?.();
     if (onEnded) watchSignal?.removeEventListener('abort', onEnded);
     await closeTool(client);
+    stopOutputCheck?.();
   }
 }
