@@ -214,9 +214,13 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
   // A PING proves the connection: over TLS 1.3 Redis refuses a missing client certificate only after the handshake.
   // Any reply does (a Redis still loading its data answers with an error).
   const limit = firstConnectLimit(options);
-  const ping = (of: typeof client) => () => of.sendCommand(['PING']).catch((error: unknown) => {
-    if (!(error instanceof ErrorReply)) throw error;
-  });
+  const ping = (of: typeof client) => async () => {
+    try {
+      await of.sendCommand(['PING']);
+    } catch (error) {
+      if (!(error instanceof ErrorReply)) throw error;
+    }
+  };
   await firstConnect(client, { events: ['error'], limit, tls, check: ping(client) });
   try {
     await firstConnect(subscriber, { events: ['error'], limit, tls, check: ping(subscriber) });
