@@ -16,6 +16,11 @@ async function expectUnchanged(client: RawClient, before: unknown): Promise<void
   expect(await table(client)).toEqual(before);
 }
 
+/** The keys locked now, in list order. */
+async function lockedKeys(client: RawClient): Promise<string[]> {
+  return ((await table(client)) as Array<{ key: string }>).map((lock) => lock.key);
+}
+
 /** Every error code the memory store can produce, and that each leaves the session and the table intact. */
 export function describeErrors(target: ConformanceTarget): void {
   describe(`errors (${target.name})`, () => {
@@ -245,6 +250,35 @@ export function describeErrors(target: ConformanceTarget): void {
       expect(await a.reply('re')).toMatchObject({ ok: true, acquired: true, token: first });
       expect(await a.reply('free')).toMatchObject({ ok: true, acquired: true });
       expect(await acquire(a, 'free3')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+    });
+
+    it('applies a release sent right after an acquire at the limit after that acquire, on the same key', async () => {
+      const a = await ctx().connect();
+      await hold(a, 'one');
+      await hold(a, 'two');
+      a.send({ op: 'release', id: 'rel1', key: 'one' });
+      a.send({ op: 'acquire', id: 'three', key: 'three' });
+      a.send({ op: 'release', id: 'rel3', key: 'three' });
+      a.send({ op: 'wait', id: 'w', key: 'three' });
+      expect(await a.reply('three')).toMatchObject({ ok: true, acquired: true });
+      expect(await a.reply('rel3')).toMatchObject({ ok: true, released: true });
+      expect(await a.reply('w')).toMatchObject({ ok: true, free: true });
+      expect(await lockedKeys(a)).toEqual(['two']);
+    });
+
+    it('counts a hold toward too_many_locks when its release was sent after the acquire', async () => {
+      const a = await ctx().connect();
+      await hold(a, 'one');
+      await hold(a, 'two');
+      a.send({ op: 'acquire', id: 're', key: 'one' });
+      a.send({ op: 'acquire', id: 'three', key: 'three' });
+      a.send({ op: 'release', id: 'rel', key: 'two' });
+      a.send({ op: 'acquire', id: 'four', key: 'four' });
+      expect(await a.reply('re')).toMatchObject({ ok: true, acquired: true });
+      expect(await a.reply('three')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+      expect(await a.reply('rel')).toMatchObject({ ok: true, released: true });
+      expect(await a.reply('four')).toMatchObject({ ok: true, acquired: true });
+      expect(await lockedKeys(a)).toEqual(['four', 'one']);
     });
 
     it('answers too_many_waiters when the key queue is at maxWaitersPerKey', async () => {
