@@ -70,12 +70,13 @@ const rethrowLater = (error: unknown) => {
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
   const clock = options.clock ?? systemClock;
   const onError = options.onError ?? rethrowLater;
+  const limits: Readonly<StoreLimits> = {
+    maxLocksPerSession: options.limits?.maxLocksPerSession ?? DEFAULT_LIMITS.maxLocksPerSession,
+    maxWaitersPerKey: options.limits?.maxWaitersPerKey ?? DEFAULT_LIMITS.maxWaitersPerKey,
+  };
   const engine = new LockEngine({
     clockResolution: clock.resolution ?? 0,
-    limits: {
-      maxLocksPerSession: options.limits?.maxLocksPerSession ?? DEFAULT_LIMITS.maxLocksPerSession,
-      maxWaitersPerKey: options.limits?.maxWaitersPerKey ?? DEFAULT_LIMITS.maxWaitersPerKey,
-    },
+    limits: { ...limits },
     tokens: createTokenSource(options.tokenSeed),
   });
   // Watches by prefix, so an event costs one check per distinct prefix.
@@ -176,6 +177,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
 
   return {
     kind: 'memory',
+    limits,
 
     async start(next) {
       listener = next;

@@ -107,8 +107,11 @@ export interface WatchHandle {
  */
 export type SessionEnd = 'released' | 'revoked';
 
+/** The limits a store enforces itself, in every call, whichever server calls it. */
 export interface StoreLimits {
+  /** Keys one session may hold or queue for at once; one more acquire is `too_many_locks`. */
   maxLocksPerSession: number;
+  /** Waiters one key's queue may hold; one more is `too_many_waiters`. */
   maxWaitersPerKey: number;
 }
 
@@ -124,6 +127,12 @@ export interface StoreLimits {
 export interface LockStore {
   /** `memory` or `redis`: shown in metrics and `/healthz`. */
   readonly kind: string;
+  /**
+   * The limits this store enforces, as its options set them: a server
+   * announces these in `welcome.limits`, and refuses to start with other
+   * values of them in its own `limits`.
+   */
+  readonly limits: Readonly<StoreLimits>;
   /** Connects the store to its listener; called once before any other call. */
   start(listener: StoreListener): Promise<void>;
   acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome>;

@@ -58,6 +58,31 @@ describe('limits in the welcome', () => {
   it('refuses an unknown or non-positive limit', async () => {
     await expect(startServer({ limits: { rateLimit: 0 } })).rejects.toThrow(/rateLimit/);
   });
+
+  it('announces and enforces the maxLocksPerSession and maxWaitersPerKey of a store passed in, which its own limits option sets', async () => {
+    const store = createMemoryStore({ limits: { maxLocksPerSession: 2, maxWaitersPerKey: 1 } });
+    const { server } = await startServer({ store, limits: { maxWaitersPerKey: 1, rateBurst: 50 } });
+    const { client: a, welcome } = await connectWith(server.url, null);
+    expect(welcome.limits).toMatchObject({ maxLocksPerSession: 2, maxWaitersPerKey: 1, rateBurst: 50 });
+    await a.request({ op: 'acquire', id: 1, key: 'k1' });
+    await a.request({ op: 'acquire', id: 2, key: 'k2' });
+    expect(await a.request({ op: 'acquire', id: 3, key: 'k3' })).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+    const { client: b } = await connectWith(server.url, null);
+    const { client: c } = await connectWith(server.url, null);
+    b.send({ op: 'acquire', id: 1, key: 'k1' });
+    expect(await b.next((f) => f.type === 'queued')).toMatchObject({ id: 1 });
+    expect(await c.request({ op: 'acquire', id: 1, key: 'k1' })).toMatchObject({ ok: false, error: { code: 'too_many_waiters' } });
+  });
+
+  it('refuses to start with a maxLocksPerSession or maxWaitersPerKey other than the store passed in enforces, naming both values', async () => {
+    const store = createMemoryStore({ limits: { maxWaitersPerKey: 5 } });
+    await expect(startServer({ store, limits: { maxLocksPerSession: 2 } })).rejects.toThrow(
+      /limits\.maxLocksPerSession is 2, but the memory store passed as `store` enforces 1000/,
+    );
+    await expect(startServer({ store, limits: { maxWaitersPerKey: 6 } })).rejects.toThrow(
+      /limits\.maxWaitersPerKey is 6, but the memory store passed as `store` enforces 5/,
+    );
+  });
 });
 
 describe('per-session limits', () => {

@@ -1,4 +1,4 @@
-import type { ListResult, LockStatus } from '@lockwire/protocol';
+import { DEFAULT_LIMITS, type ListResult, type LockStatus } from '@lockwire/protocol';
 import { connect as netConnect } from 'node:net';
 import WebSocket from 'ws';
 import type { Logger } from '../src/logger.js';
@@ -9,6 +9,7 @@ import type {
   LockEvent,
   LockStore,
   SessionId,
+  StoreLimits,
   StoreListener,
   Ticket,
   WaitInput,
@@ -191,9 +192,10 @@ function freeStatus(key: string): LockStatus {
 /**
  * A `LockStore` whose every method is a replaceable function, with defaults
  * that queue acquires and waits forever: for driving the session layer into
- * exact situations. `calls` records each call by method name.
+ * exact situations. `calls` records each call by method name. `limits` are
+ * the limits it claims to enforce (the defaults unless given).
  */
-export function createStubStore(overrides: Partial<StubBehaviour> = {}) {
+export function createStubStore(overrides: Partial<StubBehaviour> = {}, limits: Partial<StoreLimits> = {}) {
   const calls: Array<{ method: string; args: unknown[] }> = [];
   const sinks: Array<(event: LockEvent) => void> = [];
   const state: { listener: StoreListener | null } = { listener: null };
@@ -231,6 +233,10 @@ export function createStubStore(overrides: Partial<StubBehaviour> = {}) {
     };
   const store: LockStore = {
     kind: 'stub',
+    limits: {
+      maxLocksPerSession: limits.maxLocksPerSession ?? DEFAULT_LIMITS.maxLocksPerSession,
+      maxWaitersPerKey: limits.maxWaitersPerKey ?? DEFAULT_LIMITS.maxWaitersPerKey,
+    },
     start: record('start', (l: StoreListener) => behaviour.start(l)),
     acquire: record('acquire', (s: SessionId, i: AcquireInput) => behaviour.acquire(s, i)),
     release: record('release', (s: SessionId, k: string) => behaviour.release(s, k)),

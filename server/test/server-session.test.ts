@@ -9,7 +9,7 @@ const servers: LockServer[] = [];
 const clients: RawClient[] = [];
 
 async function start(options: LockServerOptions & { stub?: ReturnType<typeof createStubStore> } = {}) {
-  const stub = options.stub ?? createStubStore();
+  const stub = options.stub ?? createStubStore({}, options.limits);
   const server = await createLockServer({ port: 0, heartbeatInterval: 0, ...options, store: stub.store });
   servers.push(server);
   const connect = async () => {

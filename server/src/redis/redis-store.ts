@@ -96,6 +96,7 @@ export function createRedisStore(options: RedisStoreOptions): LockStore {
  */
 class RedisStore implements LockStore {
   readonly kind = 'redis';
+  readonly limits: Readonly<StoreLimits>;
   readonly #options: RedisStoreOptions;
   readonly #ctx: StoreContext;
   readonly #hub = new WatchHub();
@@ -119,6 +120,7 @@ class RedisStore implements LockStore {
       maxLocksPerSession: options.limits?.maxLocksPerSession ?? DEFAULT_LIMITS.maxLocksPerSession,
       maxWaitersPerKey: options.limits?.maxWaitersPerKey ?? DEFAULT_LIMITS.maxWaitersPerKey,
     };
+    this.limits = limits;
     const ctx: StoreContext = {
       clock: options.clock ?? systemClock,
       logger: options.logger ?? silentLogger,
