@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm test`: prepares a machine from a clean clone and runs every suite.
-//   1. Debian packages the suites need (redis-server, chromium), via apt-get.
+//   1. Debian packages the suites need (redis-server, chromium, openssl), via apt-get.
 //   2. npm dependencies (npm ci / npm install when stale), then `tsc -b`, the
 //      type check of the tests (tsconfig.tests.json) and the browser UI
 //      build (scripts/build-ui.mjs).

@@ -1,6 +1,7 @@
 // Ensures the Debian packages the test suites need: redis-server (the
-// Redis store's tests start their own servers on free ports) and chromium
-// (browser tests drive /usr/bin/chromium with playwright-core).
+// Redis store's tests start their own servers on free ports), chromium
+// (browser tests drive /usr/bin/chromium with playwright-core) and openssl
+// (the Redis TLS tests make a throwaway CA and certificates with it).
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
@@ -9,6 +10,7 @@ import { delimiter, join } from 'node:path';
 export const OS_PACKAGES = [
   { name: 'redis-server', binaries: ['redis-server', 'redis-cli'] },
   { name: 'chromium', binaries: ['/usr/bin/chromium'] },
+  { name: 'openssl', binaries: ['openssl'] },
 ];
 
 const INSTALL_HINT =

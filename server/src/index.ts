@@ -9,6 +9,7 @@
 export { createLockServer, type LockServer, type LockServerOptions, type ServerLimits } from './server.js';
 export { createMemoryStore, type MemoryStore, type MemoryStoreOptions } from './memory-store.js';
 export { createRedisStore, DEFAULT_NODE_TTL, type RedisStoreOptions } from './redis/redis-store.js';
+export type { RedisTlsOptions } from './redis/redis-tls.js';
 export { createLockMetrics, type LockMetrics, type LockMetricsOptions } from './metrics.js';
 export { LockError, toWireError } from './errors.js';
 export { systemClock, createManualClock, type Clock, type ManualClock, type TimerHandle } from './clock.js';
