@@ -33,6 +33,12 @@ export class LockClient extends PrefectFace {
   readonly #watches = new WatchRegistry();
   /** Unwatches of prefixes no watch uses any more, asked again while refused. */
   readonly #unwatches = new RefusalRetries(() => this.limits);
+  /**
+   * Keys whose acquire was given up (aborted while queued) before the server
+   * answered it: resolves once it did, and a grant that came anyway had its
+   * release answered. A new acquire of the key waits for it (see `#acquire`).
+   */
+  readonly #abandoned = new Map<string, Promise<void>>();
   readonly #events = new Emitter<ClientEvents>();
   /** The connection, its reconnects and the client's state. */
   readonly #keeper: ConnectionKeeper;
@@ -129,9 +135,11 @@ export class LockClient extends PrefectFace {
    * nothing changed).
    *
    * `signal`: already aborted - rejects with its reason, sending nothing;
-   * aborted while waiting - sends `cancel`, and rejects with its reason once
-   * the server confirmed (a grant that raced the cancel is released first);
-   * aborted after the grant - ignored.
+   * aborted while waiting - sends `cancel` and rejects with its reason at
+   * once, also when the server does not answer; a grant that raced the
+   * cancel is released by the client when it arrives (again while refused,
+   * see `withLock`), and a new acquire of the key is sent only once the
+   * server answered the aborted one; aborted after the grant - ignored.
    *
    * @throws LockError with the server's code (`bad_request`, `too_many_locks`,
    * ...), or `connection_closed`.
@@ -144,7 +152,14 @@ export class LockClient extends PrefectFace {
   async #acquire(key: string, options: AcquireOptions): Promise<Grant | null> {
     const { signal } = options;
     signal?.throwIfAborted();
-    const connection = this.#keeper.live();
+    let connection = this.#keeper.live();
+    const abandoned = this.#abandoned.get(key);
+    if (abandoned) {
+      // An acquire of the key sent now could be answered with the hold a late grant of the abandoned one made,
+      // which the client then releases; the server refuses one while the abandoned one is still queued.
+      await settledUnlessAborted(abandoned, signal);
+      connection = this.#keeper.live();
+    }
     // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
     this.#keeper.claim(key);
     const mode = options.mode ?? 'exclusive';
@@ -163,11 +178,23 @@ export class LockClient extends PrefectFace {
         onResult: (result): Grant | null => (result.acquired ? this.#leases.adopt(key, mode, result) : null),
       },
     );
-    const grant = await this.#abortable(connection, call, signal, async (late) => {
+    return this.#abortable(connection, call, signal, {
       // The caller gave up but the grant won the race: hand the lock back at once (and again if refused).
-      if (late?.fresh) await releaseHold(late.lease, this.limits);
+      late: async (late) => {
+        if (late?.fresh) await releaseHold(late.lease, this.limits);
+      },
+      abandoned: (settled) => this.#abandon(key, settled),
     });
-    return grant;
+  }
+
+  /** Records an abandoned acquire of `key` until `settled` (see `#abandoned`). */
+  #abandon(key: string, settled: Promise<void>): void {
+    const previous = this.#abandoned.get(key);
+    const all = previous ? Promise.all([previous, settled]).then(() => undefined) : settled;
+    this.#abandoned.set(key, all);
+    void all.then(() => {
+      if (this.#abandoned.get(key) === all) this.#abandoned.delete(key);
+    });
   }
 
   /**
@@ -343,14 +370,17 @@ export class LockClient extends PrefectFace {
 
   /**
    * Awaits a cancellable call (`acquire`, `wait`). On abort before the reply:
-   * sends `cancel`, waits for the call's fate (handing a late result to
-   * `onLate`) and for the cancel's reply, then rejects with `signal.reason`.
+   * sends `cancel` and rejects with `signal.reason` at once, without waiting
+   * for the server, which may not answer for long (a hung store, a relay
+   * that drops frames). The call's fate is handled in the background: a
+   * late result goes to `after.late`, and `after.abandoned` gets a promise
+   * that resolves once that is done (or the connection is gone).
    */
   async #abortable<T>(
     connection: Connection,
     call: PendingCall<T>,
     signal: AbortSignal | undefined,
-    onLate?: (late: T | undefined) => Promise<void>,
+    after: { late?: (late: T | undefined) => Promise<void>; abandoned?: (settled: Promise<void>) => void } = {},
   ): Promise<T> {
     if (!signal) return call.result;
     let onAbort: (() => void) | undefined;
@@ -362,9 +392,12 @@ export class LockClient extends PrefectFace {
       const first = await Promise.race([call.result.then((value) => ({ aborted: false as const, value })), aborted]);
       if (!first.aborted) return first.value;
       const cancel = connection.request('cancel', { target: call.id }, { onResult: (r) => r.cancelled });
-      const late = await call.result.catch(() => undefined);
-      await onLate?.(late);
-      await cancel.result.catch(() => false);
+      void cancel.result.catch(() => false);
+      // The server answers the call before the cancel (cancelled, or what it decided first).
+      const settled = call.result
+        .then((late) => after.late?.(late), () => undefined)
+        .then(() => undefined, () => undefined);
+      after.abandoned?.(settled);
       throw signal.reason;
     } finally {
       if (onAbort) signal.removeEventListener('abort', onAbort);
@@ -394,4 +427,17 @@ export class LockClient extends PrefectFace {
       live.request('unwatch', { prefix }, { onResult: () => undefined }).result,
     );
   }
+}
+
+/** Resolves once `settled` did; rejects with `signal.reason` if the signal aborts first. */
+function settledUnlessAborted(settled: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return settled;
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    void settled.then(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    });
+  });
 }

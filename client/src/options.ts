@@ -32,7 +32,10 @@ export interface AcquireOptions {
   steal?: boolean;
   /** A JSON object of at most 1024 bytes, shown to watchers and in `status`. */
   meta?: Record<string, unknown> | null;
-  /** Gives up while queued: sends `cancel` and rejects with `signal.reason`. Ignored once granted. */
+  /**
+   * Gives up while queued: sends `cancel` and rejects with `signal.reason` at once (a grant that raced the
+   * cancel is released when it arrives). Ignored once granted.
+   */
   signal?: AbortSignal;
   /** Called once, with the queue position (1 = next), if the request had to wait. */
   onQueued?: (position: number) => void;

@@ -16,7 +16,7 @@ export interface AcquireLockOptions {
 export interface WaitForLockOptions {
   /** How long to wait, in milliseconds; `null`/absent waits as long as it takes. */
   timeout?: number | null;
-  /** Gives up waiting: sends `cancel` and rejects with `signal.reason`. */
+  /** Gives up waiting: sends `cancel` and rejects with `signal.reason` at once. */
   signal?: AbortSignal;
 }
 
