@@ -66,7 +66,8 @@ describe('lockwire --help and usage', () => {
     const unknownFlag = lockwire(['status', '--verbose']);
     const zeroConnectTimeout = lockwire(['watch', '--connect-timeout', '0']);
     const badConnectTimeout = lockwire(['run', '--key', 'k', '--connect-timeout', 'soon', '--', 'true']);
-    for (const bad of [noCommand, badDuration, badHeartbeat, unknownFlag, zeroConnectTimeout, badConnectTimeout]) {
+    const badWatchHeartbeat = lockwire(['watch', '--heartbeat', 'often']);
+    for (const bad of [noCommand, badDuration, badHeartbeat, unknownFlag, zeroConnectTimeout, badConnectTimeout, badWatchHeartbeat]) {
       expect((await bad.waitForExit()).code).toBe(2);
     }
     expect(zeroConnectTimeout.text('stderr')).toContain('--connect-timeout "0": expected a duration above 0');
@@ -74,6 +75,7 @@ describe('lockwire --help and usage', () => {
     expect(noCommand.text('stderr')).toContain('missing the command');
     expect(badDuration.text('stderr')).toContain('--wait "soon"');
     expect(badHeartbeat.text('stderr')).toContain('--heartbeat "often"');
+    expect(badWatchHeartbeat.text('stderr')).toContain('lockwire watch: --heartbeat "often"');
   });
 });
 
@@ -316,6 +318,19 @@ describe('lockwire watch', () => {
       // The close is bounded at 1 s; unbounded, it waits for ws's 30 s closing timeout.
       expect(await watch.waitForExit(5000)).toEqual({ code: 0, signal: null });
     });
+  });
+
+  it('exits 69 within about twice --heartbeat when the path to the server goes silent after the snapshot', async () => {
+    const proxy = await startTcpProxy(Number(new URL(server.url).port));
+    try {
+      const watch = lockwire(['watch', '--heartbeat', '200ms'], { LOCKWIRE_URL: proxy.url(server.url) });
+      await watch.waitForLine(/^watching every key/, { stream: 'stderr' });
+      proxy.hold(); // half-open: nothing carried, nothing closed
+      expect(await watch.waitForExit(5000)).toEqual({ code: 69, signal: null });
+      expect(watch.lines.stderr.slice(1)).toEqual(['lockwire watch: the server did not answer a ping within 200ms']);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('exits 69 when the server goes away', async () => {

@@ -4,12 +4,14 @@ import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
   ToolExit,
+  checkConnection,
   closeTool,
   connectDeadlineOf,
   connectOrReport,
   describeError,
   exitCodeFor,
   onOutputClosed,
+  parseDuration,
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
@@ -29,20 +31,36 @@ expired, stolen, revoked, queued, dequeued) as it happens, until Ctrl-C.
 "key":..., "event":..., "session":..., "token":..., "mode":..., "meta":...,
 "holders":N, "waiters":N, "at":epoch-ms}).
 
+The tool pings the server every --heartbeat; a ping not answered within
+--heartbeat means the server stopped answering (paused, or behind a silent
+network path, which closes nothing): exit 69, so a silent watch is not
+mistaken for a quiet one.
+
 Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM, within about 1 s even when
 the server stopped answering; 141 (as for SIGPIPE), with no message, when
-the reader of the output went away (lockwire watch | head -1); 69 when the server cannot be reached, does
-not answer the connect within --connect-timeout, the connection ends, or
-the server is draining or cannot reach its store (shutting_down,
-store_unavailable); 1 when it refuses the watch otherwise; 2 on bad usage.
+the reader of the output went away (lockwire watch | head -1); 69 when the
+server cannot be reached, does not answer the connect within
+--connect-timeout, does not answer a ping within --heartbeat, the
+connection ends, or the server is draining or cannot reach its store
+(shutting_down, store_unavailable); 1 when it refuses the watch otherwise;
+2 on bad usage.
 
 Options:
   --prefix P             only keys starting with P (default: all)
   --json                 print JSON lines
+  --heartbeat DURATION   ping interval and deadline (default 5s; 0: no pings,
+                         a silent path goes unnoticed)
 ${CONNECT_USAGE}
 
 Durations are milliseconds, or a number with ms, s, m or h: 500ms, 5s, 1m.
 `;
+
+/**
+ * Ping interval and deadline: a silent path is noticed within about 10 s,
+ * about when the server's default heartbeat (10 s) gives up on the
+ * connection too.
+ */
+const DEFAULT_HEARTBEAT_MS = 5000;
 
 function quoted(key: string): string {
   return JSON.stringify(key);
@@ -76,7 +94,7 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
       args,
       strict: true,
       allowPositionals: false,
-      options: { ...CONNECT_OPTIONS, prefix: { type: 'string' }, json: { type: 'boolean' } },
+      options: { ...CONNECT_OPTIONS, prefix: { type: 'string' }, json: { type: 'boolean' }, heartbeat: { type: 'string' } },
     }));
   } catch (error) {
     return usageFailure(io, 'watch', WATCH_USAGE, describeError(error));
@@ -87,10 +105,18 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
   }
   const json = values.json === true;
   const prefix = values.prefix ?? '';
+  const heartbeat = values.heartbeat === undefined ? DEFAULT_HEARTBEAT_MS : parseDuration(values.heartbeat);
+  if (heartbeat === null) {
+    return usageFailure(io, 'watch', WATCH_USAGE, `--heartbeat ${JSON.stringify(values.heartbeat)}: expected milliseconds or e.g. 5s, 1m`);
+  }
   const deadline = connectDeadlineOf(values);
   if (typeof deadline === 'string') return usageFailure(io, 'watch', WATCH_USAGE, deadline);
   const client = await connectOrReport(io, 'watch', values, deadline);
   if (client === null) return ToolExit.Unavailable;
+  // The client notices a connection that closes, not one that goes silent: without pings, a half-open
+  // path would leave the tool running, printing nothing, for ever.
+  const liveness = checkConnection(client, heartbeat);
+  let onSilent: (() => void) | undefined;
   let stopListening: (() => void) | undefined;
   let stopOutputCheck: (() => void) | undefined;
   let onEnded: (() => void) | undefined;
@@ -100,6 +126,11 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
     const stopped = new Promise<number>((resolve) => {
       stopListening = io.onStopSignal(() => resolve(ToolExit.Ok));
       stopOutputCheck = onOutputClosed(io, () => resolve(ToolExit.OutputClosed));
+      onSilent = () => {
+        io.stderr.write(`lockwire watch: ${describeError(liveness.signal.reason)}\n`);
+        resolve(ToolExit.Unavailable);
+      };
+      liveness.signal.addEventListener('abort', onSilent, { once: true });
     });
     const print = (event: LockEvent) =>
       io.stdout.write(json ? `${JSON.stringify({ type: 'event', ...event })}\n` : `${formatEventLine(event)}\n`);
@@ -137,6 +168,8 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
     return exitCodeFor(error);
   } finally {
     stopListening?.();
+    liveness.stop();
+    if (onSilent) liveness.signal.removeEventListener('abort', onSilent);
     if (onEnded) watchSignal?.removeEventListener('abort', onEnded);
     await closeTool(client);
     stopOutputCheck?.();
