@@ -40,6 +40,10 @@ export interface LockMetricsOptions {
   processMetrics?: boolean;
 }
 
+/** The HTTP statuses an upgrade of the WebSocket endpoint is refused with, the `status` label of `lockwire_upgrades_refused_total`. */
+export const UPGRADE_REFUSALS = [400, 401, 403, 404, 503] as const;
+export type UpgradeRefusal = (typeof UPGRADE_REFUSALS)[number];
+
 const OUTCOMES = Object.values(AcquireOutcome);
 const LOST_REASONS: readonly LostReason[] = ['expired', 'stolen', 'revoked'];
 const HANDOFF_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
@@ -83,6 +87,7 @@ export class LockMetrics {
   #unflushedGrants = 0;
   readonly #lost: Record<LostReason, Counter.Internal>;
   readonly #errors: Counter<'code'>;
+  readonly #upgradesRefused: Record<UpgradeRefusal, Counter.Internal>;
   readonly #handoff: Histogram;
   readonly #wait: Histogram;
   readonly #scriptTime: Histogram<'script'>;
@@ -144,6 +149,15 @@ export class LockMetrics {
       registers,
     });
     for (const code of Object.values(ErrorCode)) zeroed(this.#errors.labels(code));
+    const refused = new Counter({
+      name: 'lockwire_upgrades_refused_total',
+      help: 'WebSocket upgrades refused, by HTTP status: 400, 404, 401/403 (credentials, Origin), 503 (maxConnections, shutting down).',
+      labelNames: ['status'],
+      registers,
+    });
+    this.#upgradesRefused = Object.fromEntries(
+      UPGRADE_REFUSALS.map((status) => [status, zeroed(refused.labels(String(status)))]),
+    ) as Record<UpgradeRefusal, Counter.Internal>;
     this.#handoff = new Histogram({
       name: 'lockwire_handoff_seconds',
       help: 'From the end of a hold (release, expiry, steal, revoke, disconnect) to the grant of the next waiter, measured in the server.',
@@ -220,6 +234,11 @@ export class LockMetrics {
   /** An error reply went out. */
   error(code: string): void {
     this.#errors.labels(code).inc();
+  }
+
+  /** An upgrade of the WebSocket endpoint was refused with `status`. */
+  upgradeRefused(status: UpgradeRefusal): void {
+    this.#upgradesRefused[status].inc();
   }
 
   /**

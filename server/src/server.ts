@@ -353,6 +353,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       authenticator,
       grace,
       logger,
+      metrics,
       isClosing: () => closing,
       liveSession: (id) => sessions.get(id),
       connected: onConnection,

@@ -17,6 +17,7 @@ import type { WebSocket, WebSocketServer } from 'ws';
 import type { Authenticator } from './auth.js';
 import type { ResumableSession, Resumption, SessionGrace } from './grace.js';
 import type { Logger } from './logger.js';
+import type { LockMetrics, UpgradeRefusal } from './metrics.js';
 import type { Permissions } from './permissions.js';
 import { redactRequestTarget } from './redact-url.js';
 import { parseRequestUrl } from './request-url.js';
@@ -32,7 +33,10 @@ export interface UpgradeAdmissionOptions {
   authenticator: Authenticator;
   /** Session grace: a resume takes its session out of grace before the socket opens. */
   grace: SessionGrace;
+  /** Every refusal is logged as `upgrade refused`, with its status and reason. */
   logger: Logger;
+  /** Every refusal is counted by status. */
+  metrics: Pick<LockMetrics, 'upgradeRefused'>;
   /** True once the server is closing: upgrades are refused with 503. */
   isClosing(): boolean;
   /** The live connection of a session, for a resume that supersedes it. */
@@ -69,16 +73,25 @@ function answerWithoutUpgrade(req: IncomingMessage, socket: Duplex, serveHttp: U
   serveHttp(req, res);
 }
 
+/** The reason phrase of each refusal's status line. */
+const STATUS_TEXT: Readonly<Record<UpgradeRefusal, string>> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  503: 'Service Unavailable',
+};
+
 /**
  * Answers a refused upgrade on the raw socket with `status` and no body,
  * then destroys the socket. A 401 carries `WWW-Authenticate: Bearer`.
  * A socket its peer already reset has no one to answer: it is left as is.
  */
-function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
+function answerRefusal(socket: Duplex, status: UpgradeRefusal): void {
   if (socket.destroyed) return;
   // RFC 9110: a 401 names the scheme that would be accepted, as the HTTP endpoints' 401 does.
   const challenge = status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '';
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\n${challenge}Connection: close\r\nContent-Length: 0\r\n\r\n`);
+  socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${challenge}Connection: close\r\nContent-Length: 0\r\n\r\n`);
   socket.destroy();
 }
 
@@ -92,8 +105,9 @@ function destroySocket(this: Duplex): void {
  * that offers another protocol than WebSocket is answered by `serveHttp`
  * as a plain request, on a connection that ends after it. Of a WebSocket
  * upgrade, it refuses with 400 an unparsable target, 404 any path but the protocol's, 503 while
- * closing or past `maxConnections`, and 401/403 as the authenticator says;
- * otherwise it completes the handshake and calls `connected`. A resume
+ * closing or past `maxConnections`, and 401/403 as the authenticator says,
+ * each refusal logged as `upgrade refused` (with its status and reason) and
+ * counted by status; otherwise it completes the handshake and calls `connected`. A resume
  * whose connection never opens goes back into grace (or ends, if the server
  * is closing), as does one whose peer resets its connection meanwhile,
  * which is dropped without an answer. Never throws: an unexpected failure
@@ -102,8 +116,17 @@ function destroySocket(this: Duplex): void {
 export function createUpgradeAdmission(
   options: UpgradeAdmissionOptions,
 ): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
-  const { wss, maxConnections, authenticator, grace, logger, isClosing } = options;
+  const { wss, maxConnections, authenticator, grace, logger, metrics, isClosing } = options;
   let upgrading = 0;
+
+  // Every refusal leaves a log line and a count, whatever refused it: an
+  // operator sees connections turned away at the cap or while draining as
+  // well as those without credentials.
+  const refuse = (req: IncomingMessage, socket: Duplex, status: UpgradeRefusal, reason: string) => {
+    logger.info({ url: redactRequestTarget(req.url), status, reason }, 'upgrade refused');
+    metrics.upgradeRefused(status);
+    answerRefusal(socket, status);
+  };
 
   // Credentials, Origin and the connection limit are checked before the
   // WebSocket exists; a resume takes its session out of grace here. The
@@ -111,21 +134,18 @@ export function createUpgradeAdmission(
   // the server's sessions but stays open until its peer answers or it is
   // cut, and `wss.clients` keeps it until then.
   const admit = async (req: IncomingMessage, url: URL, socket: Duplex, head: Buffer) => {
-    if (wss.clients.size + upgrading >= maxConnections) return refuseUpgrade(socket, 503, 'Service Unavailable');
+    if (wss.clients.size + upgrading >= maxConnections) return refuse(req, socket, 503, 'maxConnections');
     upgrading++;
     let resumption: Resumption | null = null;
     try {
       const admission = await authenticator.admit(req);
-      if (!admission.ok) {
-        logger.info({ url: redactRequestTarget(req.url), status: admission.status, reason: admission.reason }, 'upgrade refused');
-        return refuseUpgrade(socket, admission.status, admission.status === 401 ? 'Unauthorized' : 'Forbidden');
-      }
+      if (!admission.ok) return refuse(req, socket, admission.status, admission.reason);
       // A peer gone during the token's check must not supersede the live
       // connection of the session it names.
       if (socket.destroyed) return;
       resumption = await grace.resume(url, admission.permissions.user, options.liveSession);
       if (socket.destroyed) return;
-      if (isClosing()) return refuseUpgrade(socket, 503, 'Service Unavailable');
+      if (isClosing()) return refuse(req, socket, 503, 'shutting down');
       const admitted = resumption;
       // ws puts its own error listener on the socket first thing in
       // `handleUpgrade`, and keeps one there from then on.
@@ -152,9 +172,9 @@ export function createUpgradeAdmission(
     socket.on('error', destroySocket);
     if (!offersWebSocket(req)) return answerWithoutUpgrade(req, socket, options.serveHttp);
     const url = parseRequestUrl(req.url);
-    if (url === null) return refuseUpgrade(socket, 400, 'Bad Request');
-    if (url.pathname !== PROTOCOL_PATH) return refuseUpgrade(socket, 404, 'Not Found');
-    if (isClosing()) return refuseUpgrade(socket, 503, 'Service Unavailable');
+    if (url === null) return refuse(req, socket, 400, 'unparsable request target');
+    if (url.pathname !== PROTOCOL_PATH) return refuse(req, socket, 404, `not ${PROTOCOL_PATH}`);
+    if (isClosing()) return refuse(req, socket, 503, 'shutting down');
     admit(req, url, socket, head).catch((error: unknown) => {
       // A rejection here would end the process: one request must not.
       logger.error({ err: error, url: redactRequestTarget(req.url) }, 'upgrade failed');

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createManualClock } from '../src/clock.js';
 import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
 import { SECRET, token, upgradeStatus } from './auth-harness.js';
-import { RawClient, within } from './server-harness.js';
+import { RawClient, upgradeStatusLine, within } from './server-harness.js';
 
 type LogLine = Record<string, unknown> & { msg?: unknown; level?: unknown };
 
@@ -120,6 +120,33 @@ describe('structured logs', () => {
     });
     await a.client.close();
     await b.client.close();
+  });
+
+  it('write an upgrade refused line with its status and reason for an upgrade refused at maxConnections, off the protocol path or while shutting down, and count each refusal by status', async () => {
+    const logs = captureLogs();
+    const clock = createManualClock();
+    const server = await start({ logger: logs.logger, clock, drainDelay: 60_000, limits: { maxConnections: 1 } });
+    const refusals = () => logs.lines.filter((l) => l.msg === 'upgrade refused').map(({ url, status, reason }) => ({ url, status, reason }));
+    const refusedCount = async (status: number) => {
+      const line = (await server.metrics.scrape()).split('\n').find((l) => l.startsWith(`lockwire_upgrades_refused_total{status="${status}"} `));
+      return Number(line?.split(' ')[1]);
+    };
+    expect(await refusedCount(503)).toBe(0);
+    const { client } = await RawClient.connect(server.url);
+
+    expect(await upgradeStatus(`${server.url}?probe=1`)).toBe(503);
+    expect(await upgradeStatusLine(server.port, '/v2')).toBe('HTTP/1.1 404 Not Found');
+    const closed = server.close();
+    expect(await upgradeStatusLine(server.port)).toBe('HTTP/1.1 503 Service Unavailable');
+    expect(refusals()).toEqual([
+      { url: '/v1?probe=1', status: 503, reason: 'maxConnections' },
+      { url: '/v2', status: 404, reason: 'not /v1' },
+      { url: '/v1', status: 503, reason: 'shutting down' },
+    ]);
+    expect({ 503: await refusedCount(503), 404: await refusedCount(404), 401: await refusedCount(401) }).toEqual({ 503: 2, 404: 1, 401: 0 });
+    clock.advance(60_000);
+    await within(closed, 'close() after the drain delay');
+    await within(client.closed, 'the connection to close');
   });
 
   it('write the URL of a refused upgrade with the access_token value redacted, and never a credential', async () => {
