@@ -1,4 +1,5 @@
 import { DEFAULT_LIMITS } from '@lockwire/protocol';
+import type { LockStore } from './store.js';
 
 /** The limits a server enforces and announces in `welcome.limits`. */
 export interface ServerLimits {
@@ -68,4 +69,24 @@ export function resolveLimits(given: Partial<ServerLimits> = {}): ServerLimits {
     limits[name as keyof ServerLimits] = value;
   }
   return limits;
+}
+
+/**
+ * The limits a server enforces and announces with `store`: the store's own
+ * `maxLocksPerSession` and `maxWaitersPerKey`, since it is the store that
+ * refuses past them. Throws a `RangeError` when `given` sets either to
+ * another value than the store enforces: a server must not announce a
+ * limit nothing enforces.
+ */
+export function limitsWithStore(limits: ServerLimits, given: Partial<ServerLimits>, store: LockStore): ServerLimits {
+  for (const name of ['maxLocksPerSession', 'maxWaitersPerKey'] as const) {
+    const value = given[name];
+    if (value !== undefined && value !== store.limits[name]) {
+      throw new RangeError(
+        `limits.${name} is ${value}, but the ${store.kind} store passed as \`store\` enforces ${store.limits[name]}: ` +
+          `set it in that store's own limits option, and here to the same value or not at all`,
+      );
+    }
+  }
+  return { ...limits, maxLocksPerSession: store.limits.maxLocksPerSession, maxWaitersPerKey: store.limits.maxWaitersPerKey };
 }

@@ -20,7 +20,7 @@ import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
 import { startHeartbeat } from './heartbeat.js';
 import { guardHttp } from './http-guard.js';
-import { resolveLimits, type ServerLimits } from './limits.js';
+import { limitsWithStore, resolveLimits, type ServerLimits } from './limits.js';
 import { silentLogger, type Logger } from './logger.js';
 import { createMemoryStore } from './memory-store.js';
 import { createLockMetrics, type LockMetrics } from './metrics.js';
@@ -40,20 +40,15 @@ export interface LockServerOptions {
   port?: number;
   /**
    * The lock table. Default: a memory store on `clock` with `limits`. A store
-   * passed in enforces its own `maxLocksPerSession`/`maxWaitersPerKey`, set
-   * by its own `limits` option: the server announces the store's values in
-   * `welcome.limits`, and `createLockServer` rejects with a `RangeError`
-   * when `limits` gives either with another value. `close()` closes it
-   * either way.
+   * passed in enforces its own `maxLocksPerSession`/`maxWaitersPerKey` (its
+   * `limits` option), which the welcome announces. `close()` closes it either way.
    */
   store?: LockStore;
   /** Time source of timeouts, `ping`, the drain delay and the shutdown timeout. Default the system clock. */
   clock?: Clock;
   /**
-   * Every limit, each announced in `welcome.limits`; see `ServerLimits` for
-   * the defaults. With a `store` passed in, `maxLocksPerSession` and
-   * `maxWaitersPerKey` are the store's (`LockStore#limits`): give them here
-   * only with the same values, or not at all.
+   * Every limit, each announced in `welcome.limits`; see `ServerLimits` for the defaults.
+   * With a `store`, `maxLocksPerSession`/`maxWaitersPerKey` given here must equal the store's.
    */
   limits?: Partial<ServerLimits>;
   /**
@@ -136,32 +131,11 @@ function hostForUrl(host: string): string {
 }
 
 /**
- * The limits a server enforces and announces with `store`: the store's own
- * `maxLocksPerSession` and `maxWaitersPerKey`, since it is the store that
- * refuses past them. Throws a `RangeError` when `given` sets either to
- * another value than the store enforces: a server must not announce a
- * limit nothing enforces.
- */
-function limitsWithStore(limits: ServerLimits, given: Partial<ServerLimits>, store: LockStore): ServerLimits {
-  for (const name of ['maxLocksPerSession', 'maxWaitersPerKey'] as const) {
-    const value = given[name];
-    if (value !== undefined && value !== store.limits[name]) {
-      throw new RangeError(
-        `limits.${name} is ${value}, but the ${store.kind} store passed as \`store\` enforces ${store.limits[name]}: ` +
-          `set it in that store's own limits option, and here to the same value or not at all`,
-      );
-    }
-  }
-  return { ...limits, maxLocksPerSession: store.limits.maxLocksPerSession, maxWaitersPerKey: store.limits.maxWaitersPerKey };
-}
-
-/**
  * Starts a lockwire server: the WebSocket endpoint at `/v1` and the HTTP
  * endpoints on one `http.Server`. Resolves once listening; rejects when the
- * port cannot be bound (with the store closed) or an option is invalid
- * (before the store is started: a store passed in is left to its caller),
- * e.g. a `limits` value that is not a positive integer, or a
- * `maxLocksPerSession`/`maxWaitersPerKey` other than the passed store's.
+ * port cannot be bound (with the store closed) or, before the store starts,
+ * when an option is invalid: a `RangeError` for a bad limit, or for a
+ * `maxLocksPerSession`/`maxWaitersPerKey` other than a passed store's.
  */
 export async function createLockServer(options: LockServerOptions = {}): Promise<LockServer> {
   const host = options.host ?? DEFAULT_HOST;
