@@ -22,6 +22,7 @@ import {
   type ConnectFlags,
   type ToolIo,
 } from './cli-connect.js';
+import { waitForLock } from './cli-run-wait.js';
 import {
   TERMINAL_SIGNALS,
   followJobControl,
@@ -115,14 +116,6 @@ const DEFAULT_KILL_GRACE_MS = 5000;
 const DEFAULT_HEARTBEAT_MS = 2000;
 /** How long the release may take after the command ended: a silent server must not keep the tool. */
 const RELEASE_WAIT_MS = 2000;
-/**
- * How long after what is left of `--wait` the tool gives up on the lock by
- * itself: the server's own not-granted answer, sent when `--wait` ran out
- * there, normally comes first.
- */
-const WAIT_MARGIN_MS = 500;
-/** How long a given-up acquire waits for the server to answer its cancel: a silent server never does. */
-const CANCEL_WAIT_MS = 1000;
 /** The meta fields the tool sets itself; `--meta` may not replace them. */
 const BUILT_IN_META = ['host', 'pid', 'command'] as const;
 
@@ -229,81 +222,6 @@ function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number 
 }
 
 /**
- * How the wait for the lock ended: granted; not granted within `--wait`;
- * given up on a signal; or given up because the server stopped answering
- * pings meanwhile. A lease granted while the wait was being given up comes
- * along, for the caller to release.
- */
-type Acquired =
-  | { kind: 'granted'; lease: Lease }
-  | { kind: 'not-granted'; lease: Lease | null }
-  | { kind: 'interrupted'; signal: NodeJS.Signals; lease: Lease | null }
-  | { kind: 'silent'; reason: unknown; lease: Lease | null };
-
-/**
- * Waits for the lock. The server bounds the wait by `--wait` (what is left
- * of it); the tool bounds it too, {@link WAIT_MARGIN_MS} later, and pings the
- * server every `--heartbeat` meanwhile, so a server that stopped answering
- * (paused, or behind a silent path) cannot keep it queued for ever. On a
- * signal, a local deadline or a silent server, the acquire is aborted (the
- * client sends `cancel`) and its answer awaited for {@link CANCEL_WAIT_MS}
- * at most; the caller then closes the client, which ends the session and
- * whatever the server still queues for it.
- *
- * @throws the acquire's error when the server refused it first.
- */
-async function acquire(client: LockClient, run: RunPlan, signals: SignalRoute): Promise<Acquired> {
-  const controller = new AbortController();
-  let givenUp: Exclude<Acquired, { kind: 'granted' }> | undefined;
-  const giveUp = (why: Exclude<Acquired, { kind: 'granted' }>) => {
-    if (givenUp !== undefined) return;
-    givenUp = why;
-    controller.abort();
-  };
-  signals.route((signal) => giveUp({ kind: 'interrupted', signal, lease: null }));
-  const deadline =
-    run.wait === null ? undefined : setTimeout(() => giveUp({ kind: 'not-granted', lease: null }), run.wait + WAIT_MARGIN_MS);
-  const liveness = checkConnection(client, run.heartbeat);
-  const onSilent = () => giveUp({ kind: 'silent', reason: liveness.signal.reason, lease: null });
-  liveness.signal.addEventListener('abort', onSilent, { once: true });
-  let stopWaiting: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const settled = client
-      .acquire(run.key, {
-        mode: run.shared ? 'shared' : 'exclusive',
-        acquireTimeout: run.wait,
-        holdTimeout: run.hold,
-        meta: run.meta,
-        signal: controller.signal,
-      })
-      .then(
-        (lease) => ({ lease }),
-        (error: unknown) => ({ error }),
-      );
-    const aborted = new Promise<'given up'>((resolve) => {
-      controller.signal.addEventListener('abort', () => resolve('given up'), { once: true });
-    });
-    let outcome = await Promise.race([settled, aborted]);
-    if (outcome === 'given up') {
-      // The client waits for the acquire's answer to its cancel; a server that stopped answering never gives it.
-      const late = new Promise<'given up'>((resolve) => {
-        stopWaiting = setTimeout(() => resolve('given up'), CANCEL_WAIT_MS);
-      });
-      outcome = await Promise.race([settled, late]);
-    }
-    const lease = outcome !== 'given up' && 'lease' in outcome ? outcome.lease : null;
-    if (givenUp !== undefined) return { ...givenUp, lease };
-    if (outcome !== 'given up' && 'error' in outcome) throw outcome.error;
-    return lease === null ? { kind: 'not-granted', lease } : { kind: 'granted', lease };
-  } finally {
-    clearTimeout(deadline);
-    clearTimeout(stopWaiting);
-    liveness.signal.removeEventListener('abort', onSilent);
-    liveness.stop();
-  }
-}
-
-/**
  * Runs the command under the lease; resolves the exit code. `silence`
  * aborts when the server stopped answering pings: a loss too.
  */
@@ -388,7 +306,7 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
   try {
     let acquired;
     try {
-      acquired = await acquire(client, { ...run, wait }, signals);
+      acquired = await waitForLock(client, { ...run, wait }, signals);
     } catch (error) {
       io.stderr.write(`lockwire run: cannot acquire ${JSON.stringify(run.key)}: ${describeError(error)}\n`);
       return exitCodeFor(error);
