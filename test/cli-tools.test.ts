@@ -194,6 +194,26 @@ describe('lockwire status', () => {
     expect(await queued).toBeNull();
   });
 
+  it('prints --json exactly as GET /v1/locks gives the list', async () => {
+    const waiter = await LockClient.connect(server.url);
+    try {
+      await observer.acquire('json:a', { meta: { job: 'x' }, holdTimeout: 60_000 });
+      await observer.acquire('json:b', { mode: 'shared' });
+      const queued = await nextEvent('json:a', (event) => event.event === 'queued');
+      void waiter.acquire('json:a').catch(() => null);
+      await queued();
+      const http = new URL(server.url);
+      http.protocol = 'http:';
+      http.pathname = '/v1/locks';
+      const fromHttp: unknown = await (await fetch(http)).json();
+      const status = lockwire(['status', '--json']);
+      expect((await status.waitForExit()).code).toBe(0);
+      expect(JSON.parse(status.text())).toEqual(fromHttp);
+    } finally {
+      await waiter.close();
+    }
+  });
+
   it('exits 69 at --connect-timeout when the server accepts the TCP connection but never completes the WebSocket handshake', async () => {
     const proxy = await startTcpProxy(Number(new URL(server.url).port));
     // Held: connections are accepted and go nowhere, as with a paused server or another service on the port.
