@@ -9,7 +9,7 @@ import { scripts, type ScriptName } from '../server/src/redis/scripts.js';
 import { silentLogger } from '../server/src/logger.js';
 import { listenerLog, useRedisStores } from '../server/test/redis-harness.js';
 import { acquireInput } from '../server/test/server-harness.js';
-import { RawClient } from './helpers/raw-client.js';
+import { RawClient, type Frame } from './helpers/raw-client.js';
 import { useRedisNodes } from './helpers/redis-nodes.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 
@@ -152,6 +152,33 @@ async function whileFull(url: string, body: () => Promise<void>): Promise<void> 
     await admin.configSet('maxmemory', '0');
     for (let i = 0; i < 50; i++) await admin.del(`filler:${i}`);
     admin.destroy();
+  }
+}
+
+/** Empties the whole Redis server, as a restart without persistence would. */
+async function flushAll(url: string): Promise<void> {
+  const admin = createClient({ url });
+  await admin.connect();
+  try {
+    await admin.flushAll();
+  } finally {
+    admin.destroy();
+  }
+}
+
+/**
+ * Sends acquires of a key nobody uses until one is refused saying Redis lost
+ * its state: the node has found the loss, and told its holders before that reply.
+ */
+async function untilStateLossFound(client: RawClient, deadlineMs = 10_000): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const reply = await client.request({ op: 'acquire', key: 'unused', acquireTimeout: 0 });
+    const error = reply.error as { code?: string; message?: string } | undefined;
+    if (error?.code === 'store_unavailable' && /lost its state/.test(error.message ?? '')) return;
+    if (error?.code !== 'store_unavailable') throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
+    if (Date.now() > deadline) throw new Error(`the node did not find Redis' lost state within ${deadlineMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
   }
 }
 
@@ -304,6 +331,56 @@ describe('Redis failures under in-process nodes', () => {
     expect(await b.request({ op: 'status', key: 'k' })).toMatchObject({ locked: false, queue: [] });
     expect({ lost: a.received('lost'), granted: b.received('reply').filter((m) => m.acquired === true) }).toEqual({ lost: [], granted: [] });
     expect(held).toMatchObject({ acquired: true });
+  });
+
+  describe('after a flush its node has not noticed yet', () => {
+    // A node TTL of 10 s: the node's own renew rounds (every 3.3 s) do not find the flush before the request does.
+    async function holder(holdTimeout: number | null = null) {
+      const [node] = await fixture.startNodes(1, { nodeTtl: 10_000, commandTimeout: 500 });
+      if (!node) throw new Error('node');
+      const a = await fixture.connect(node);
+      const held = await a.request({ op: 'acquire', key: 'k', holdTimeout });
+      expect(held).toMatchObject({ ok: true, acquired: true });
+      await flushAll(fixture.redis.url);
+      return { a, held };
+    }
+
+    /** Asserts `a` was told once that k, held under `token`, was revoked, and before `reply`. */
+    async function toldLostOnceBefore(a: RawClient, token: unknown, reply: Frame): Promise<void> {
+      const lostBefore = a.received('lost').filter((m) => a.indexOf(m) < a.indexOf(reply));
+      expect(lostBefore).toEqual([{ type: 'lost', key: 'k', token, reason: 'revoked' }]);
+      // The node's own finding of the flush does not tell the holder a second time.
+      await untilStateLossFound(a);
+      expect(a.received('lost')).toHaveLength(1);
+    }
+
+    it('a holder that releases hears lost (revoked) once, before its release is answered not_holder', async () => {
+      const { a, held } = await holder();
+      const reply = await a.request({ op: 'release', key: 'k' });
+      expect(reply).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+      await toldLostOnceBefore(a, held.token, reply);
+    });
+
+    it('a holder that extends hears lost (revoked) once, before its extend is answered not_holder', async () => {
+      const { a, held } = await holder(60_000);
+      const reply = await a.request({ op: 'extend', key: 'k', holdTimeout: 60_000 });
+      expect(reply).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+      await toldLostOnceBefore(a, held.token, reply);
+    });
+
+    it('a holder that waits on its own key hears lost (revoked) once, before the wait is answered free', async () => {
+      const { a, held } = await holder();
+      const reply = await a.request({ op: 'wait', key: 'k', timeout: 5000 });
+      expect(reply).toMatchObject({ ok: true, free: true });
+      await toldLostOnceBefore(a, held.token, reply);
+    });
+
+    it('a holder that acquires its key again hears lost (revoked) once, before the acquire is answered store_unavailable', async () => {
+      const { a, held } = await holder();
+      const reply = await a.request({ op: 'acquire', key: 'k' });
+      expect(reply).toMatchObject({ ok: false, error: { code: 'store_unavailable' } });
+      await toldLostOnceBefore(a, held.token, reply);
+    });
   });
 
   it('answers a queued acquire and a pending wait store_unavailable, not acquired or free false, when their node loses Redis', async () => {

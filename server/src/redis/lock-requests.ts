@@ -1,4 +1,4 @@
-import { ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
+import { ErrorCode, MAX_DURATION_MS, type LostReason } from '@lockwire/protocol';
 import { holdDuration } from '../clock.js';
 import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
@@ -153,6 +153,8 @@ export class LockRequests {
           }
           if (st === 'not_granted') return { status: 'not_granted' };
           if (str(r, 'err') === 'lost_state') {
+            // The session's hold of the key went with the rest: it hears so before this answer.
+            this.#vanished(session, key);
             liveness.checkNow();
             throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
           }
@@ -181,7 +183,10 @@ export class LockRequests {
     const { table } = this.#o;
     if (later?.before) await later.before;
     await this.#o.steps.step('release', key, [session], (r) => {
-      if (str(r, 'err') !== '') throw notHolder(key);
+      if (str(r, 'err') !== '') {
+        this.#vanished(session, key);
+        throw notHolder(key);
+      }
       const hold = table.sessions.get(session)?.holds.get(key);
       if (hold && later) this.#gate.freed(later);
       table.dropHold(hold);
@@ -198,7 +203,10 @@ export class LockRequests {
     // The id the step runs under.
     const node = liveness.id;
     return this.#o.steps.step('extend', key, [session, holdArg(this.#o.ctx, holdTimeout)], (r) => {
-      if (str(r, 'err') !== '') throw notHolder(key);
+      if (str(r, 'err') !== '') {
+        this.#vanished(session, key);
+        throw notHolder(key);
+      }
       // The node gave its holds up meanwhile, each reported lost: Redis extended a hold its cleanup drops.
       if (!liveness.vouching || liveness.id !== node) throw notHolder(key);
       const expiresAt = expiresAtOf(str(r, 'x'));
@@ -244,6 +252,8 @@ export class LockRequests {
         (r) => {
           if (this.#givenUp(local, pending, node)) throw new LockError(ErrorCode.StoreUnavailable, GIVEN_UP);
           if (str(r, 'free') !== '') {
+            // Nobody holds the key in Redis: a hold of the session this node still records there ended unheard.
+            this.#vanished(session, input.key);
             table.removePending(pending);
             return 'free' as const;
           }
@@ -299,6 +309,29 @@ export class LockRequests {
   }
 
   /**
+   * Redis answered that `session` holds nothing on `key` while this node,
+   * having applied every earlier step of the key, still records a hold of it
+   * there: the hold vanished without a step (Redis lost its state to a flush
+   * or a restart the node has not noticed yet), or a step's note is late.
+   * The holder is told `lost` before the request's answer, with the reason
+   * of a note that waits for an acquire's answer (see `NoteSettler`), else
+   * `revoked`, as the node's abandon would tell it once its liveness check
+   * finds the loss: the hold leaves the table here, so that abandon does not
+   * tell it twice. Without such a note the liveness check looks at once.
+   * A no-op when this node records no hold of the key for the session.
+   */
+  #vanished(session: SessionId, key: string): void {
+    const { table, ctx } = this.#o;
+    const local = table.sessions.get(session);
+    const hold = local?.holds.get(key);
+    if (!local || !hold) return;
+    table.dropHold(hold);
+    const waiting = takeWaitingLost(local, key, hold.token);
+    ctx.listener?.lost(session, { key, token: hold.token, reason: waiting ?? 'revoked' });
+    if (waiting === undefined) live(ctx).checkNow();
+  }
+
+  /**
    * True when the node gave `pending` up while its script was out: it
    * stopped vouching (and answered the request `store_unavailable` through
    * the listener's `failed`), does not vouch now, or runs under another id
@@ -318,6 +351,23 @@ export class LockRequests {
     reconciler.reconcileSoon();
     return true;
   }
+}
+
+/**
+ * The reason of a `lost` note of the session's hold of `key` under `token`
+ * that waits for the answer of an acquire of the key, taken out of that
+ * acquire's notes (the caller reports it); undefined when none waits.
+ */
+function takeWaitingLost(local: LocalSession, key: string, token: number): LostReason | undefined {
+  for (const pending of local.answering) {
+    if (pending.key !== key) continue;
+    const at = pending.early.findIndex(({ note }) => note.y === 'lost' && note.token === token);
+    const found = pending.early[at];
+    if (found?.note.y !== 'lost') continue;
+    pending.early.splice(at, 1);
+    return found.note.reason;
+  }
+  return undefined;
 }
 
 /** The answer to a request whose reply came after its node gave it up. */
