@@ -30,7 +30,15 @@ function outcomeOf(call: Promise<{ status: string }>): Promise<string> {
 describe('a request answered store_unavailable that Redis ran all the same', () => {
   const stores = useRedisStores('retry');
 
-  async function nodes(): Promise<{ proxy: PubSubProxy; namespace: string; a: LockStore; logA: ListenerLog; debugA: ListenerLog; b: LockStore }> {
+  async function nodes(): Promise<{
+    proxy: PubSubProxy;
+    namespace: string;
+    a: LockStore;
+    logA: ListenerLog;
+    debugA: ListenerLog;
+    b: LockStore;
+    logB: ListenerLog;
+  }> {
     const clock = createManualClock();
     const proxy = await stores.proxy();
     const namespace = stores.namespace();
@@ -42,8 +50,9 @@ describe('a request answered store_unavailable that Redis ran all the same', () 
       { url: proxy.url, namespace, clock, logger, nodeTtl: 30_000, commandTimeout: 300, tolerateCloseFailure: true },
       logA.listener,
     );
-    const b = await stores.startStore({ url: stores.redis.url, namespace, clock }, listenerLog().listener);
-    return { proxy, namespace, a, logA, debugA, b };
+    const logB = listenerLog();
+    const b = await stores.startStore({ url: stores.redis.url, namespace, clock }, logB.listener);
+    return { proxy, namespace, a, logA, debugA, b, logB };
   }
 
   it('queues a retry of an acquire whose failed call Redis queued, instead of refusing it as already queued', async () => {
@@ -115,6 +124,28 @@ describe('a request answered store_unavailable that Redis ran all the same', () 
       queue: ['a'],
       events: ['queued k a -', 'dequeued k a -', 'queued k a -'],
       lines: [],
+    });
+  });
+
+  it('leaves the holder on another node without the lock, told lost stolen, after a steal answered store_unavailable that Redis ran, and releases the steal\'s grant once Redis answers again', async () => {
+    const { proxy, a, logA, b, logB } = await nodes();
+    const held = await b.acquire('h', acquireInput(1, 'k'));
+    if (held.status !== 'granted') throw new Error(`the holder was answered ${held.status}`);
+    const events = await watchAll(b);
+    proxy.delayReplies(400);
+    expect(await outcomeOf(a.acquire('s', acquireInput(2, 'k', { steal: true })))).toBe('failed store_unavailable');
+    proxy.delayReplies(0);
+    // A steal cannot be undone: the victim was told, and stays without the lock.
+    expect(await logB.next(/^lost h k /, 5000)).toBe(`lost h k ${held.token} stolen`);
+    const released = await events.next(/^released k s /, 5000);
+    const stolenToken = released.split(' ')[3];
+    const status = await b.status('k', null);
+    expect({ locked: status.locked, queue: status.queue, events: events.lines, linesA: logA.lines, linesB: logB.lines }).toEqual({
+      locked: false,
+      queue: [],
+      events: [`stolen k h ${held.token}`, `acquired k s ${stolenToken}`, `released k s ${stolenToken}`],
+      linesA: [],
+      linesB: [`lost h k ${held.token} stolen`],
     });
   });
 
