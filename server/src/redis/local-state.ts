@@ -58,7 +58,8 @@ export interface LocalSession {
   /**
    * Acquires and waits answered `store_unavailable` that Redis may have run
    * anyway, by ticket: the reconciliation takes out what they left (a queued
-   * request, a hold, a wait record) so that a failed request changes nothing.
+   * request, a hold, a wait record) so that a failed request leaves nothing
+   * of its own behind. What it ended stays ended: a steal's victims lost the key.
    */
   readonly uncertain: Map<Ticket, UncertainRequest>;
   /** Requests whose answer has not reached the caller yet (their notes wait in `early`). */
