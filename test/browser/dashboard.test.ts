@@ -183,6 +183,43 @@ describe('dashboard', () => {
     await logLine('a:2', 'acquired').waitFor({ timeout: 2000 });
   });
 
+  it('keeps the paused log newest first across a reconnect, the connection notes in their place among the events', async () => {
+    await openDashboard();
+    await page.locator('#pause').click();
+    const ana = await LockClient.connect(server.url, { reconnect: false });
+    await ana.acquire('before:drop');
+    await expect.poll(() => page.locator('#log-status').textContent()).toBe('paused, 1 new');
+    await ana.close(); // its release is the second event
+    const port = server.port;
+    await server.close();
+    await page.locator('#conn-state[data-state="disconnected"]').waitFor({ timeout: 5000 });
+    server = await createLockServer({ port, clock });
+    await page.locator('#conn-state[data-state="live"]').waitFor({ timeout: 15_000 });
+    const bo = await connect();
+    await bo.acquire('after:drop');
+    await expect.poll(() => page.locator('#log-status').textContent()).toBe('paused, 3 new');
+    await page.locator('#pause').click();
+    await logLine('after:drop', 'acquired').waitFor({ timeout: 2000 });
+    const lines = await page.locator('#log .log-line').evaluateAll((items) =>
+      items.map((item) => {
+        const line = item as HTMLElement;
+        if (line.dataset.key) return `${line.dataset.event} ${line.dataset.key}`;
+        // A note: its text without the clock, and without the session it names.
+        return (line.textContent ?? '').replace(/^\S+ /, '').split(' as ')[0];
+      }),
+    );
+    expect(lines.slice(0, 5)).toEqual([
+      'acquired after:drop',
+      'connected',
+      'disconnected',
+      'released before:drop',
+      'acquired before:drop',
+    ]);
+    // While the server was down the browser logged its refused connections; nothing else may have gone wrong.
+    const unexpected = pageErrors.filter((line) => !/ERR_CONNECTION_REFUSED|WebSocket connection to/.test(line));
+    pageErrors.splice(0, pageErrors.length, ...unexpected);
+  });
+
   it('shows the connection drop and reconnects to a server back on the same port', async () => {
     const ana = await connect();
     await ana.acquire('before:restart');

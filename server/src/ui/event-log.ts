@@ -4,17 +4,20 @@ import { displayKey, formatClock, formatMeta, shortSession } from './format.js';
 /** Lines kept in the DOM; older ones are dropped, so the log costs the same after an hour as after a minute. */
 const MAX_LINES = 200;
 
+/** A line waiting for the next flush: a lock event, or a note about the connection. */
+type PendingLine = { event: LockEvent } | { note: string; at: number };
+
 /**
- * The scrolling event log, newest first. Events are queued as they arrive
- * and drawn once per frame (`flush()`), at most {@link MAX_LINES} of them.
- * While paused nothing is drawn; resuming shows the newest lines, and the
- * counter says how many arrived meanwhile.
+ * The scrolling event log, newest first. Events and connection notes are
+ * queued in one line, in the order they arrive, and drawn once per frame
+ * (`flush()`), at most {@link MAX_LINES} of them. While paused nothing is
+ * drawn; resuming shows the newest lines, notes in their place among the
+ * events, and the counter says how many events arrived meanwhile.
  */
 export class EventLog {
   readonly #list: HTMLElement;
   readonly #status: HTMLElement;
-  #pending: LockEvent[] = [];
-  readonly #pendingNotes: { text: string; at: number }[] = [];
+  #pending: PendingLine[] = [];
   #paused = false;
   #missed = 0;
   #total = 0;
@@ -37,14 +40,18 @@ export class EventLog {
   push(event: LockEvent): void {
     this.#total++;
     if (this.#paused) this.#missed++;
-    this.#pending.push(event);
-    // Only the newest lines can ever be shown; drop the rest early under a flood.
-    if (this.#pending.length > 2 * MAX_LINES) this.#pending = this.#pending.slice(-MAX_LINES);
+    this.#queue({ event });
   }
 
-  /** Adds a line that is not a lock event (connection changes), drawn with the next flush. */
+  /** Adds a line that is not a lock event (connection changes), drawn with the next flush after what came before it. */
   note(text: string, at: number): void {
-    this.#pendingNotes.push({ text, at });
+    this.#queue({ note: text, at });
+  }
+
+  #queue(line: PendingLine): void {
+    this.#pending.push(line);
+    // Only the newest lines can ever be shown; drop the rest early under a flood.
+    if (this.#pending.length > 2 * MAX_LINES) this.#pending = this.#pending.slice(-MAX_LINES);
   }
 
   /** Pauses or resumes drawing. */
@@ -60,17 +67,15 @@ export class EventLog {
       this.#updateStatus();
       return false;
     }
-    if (this.#pending.length === 0 && this.#pendingNotes.length === 0) return false;
+    if (this.#pending.length === 0) return false;
     const fragment = document.createDocumentFragment();
-    const notes = this.#pendingNotes.splice(0);
-    const events = this.#pending.slice(-MAX_LINES);
+    const lines = this.#pending.slice(-MAX_LINES);
     this.#pending = [];
     // Newest first: build the batch in reverse so the fragment reads top-down.
-    for (let i = events.length - 1; i >= 0; i--) {
-      const event = events[i];
-      if (event) fragment.append(eventLine(event));
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const line = lines[i];
+      if (line) fragment.append('event' in line ? eventLine(line.event) : noteLine(line.note, line.at));
     }
-    for (const note of notes.reverse()) fragment.append(noteLine(note.text, note.at));
     this.#list.prepend(fragment);
     while (this.#list.childElementCount > MAX_LINES) this.#list.lastElementChild?.remove();
     this.#updateStatus();
