@@ -1,0 +1,125 @@
+/**
+ * The README's "In the browser: exclusive editing" examples, run verbatim
+ * (read from README.md) in Chromium against a real server: the bare
+ * WebSocket one and the `@lockwire/client` one.
+ */
+import { readFileSync } from 'node:fs';
+import { LockClient } from '@lockwire/client';
+import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { collectPageErrors, launchChromium } from '../helpers/browser.js';
+
+const README = new URL('../../README.md', import.meta.url);
+const SECTION = '## In the browser: exclusive editing';
+/** The URL the examples connect to; the tests put their server's in its place. */
+const EXAMPLE_URL = "'ws://127.0.0.1:7311/v1'";
+/** An empty page of the server's origin that exposes the client bundle as `window.lockwire`. */
+const BLANK_PAGE = `<!doctype html><title>blank</title><link rel="icon" href="data:,">
+<script type="module">import * as lockwire from '/ui/lockwire-client.js'; window.lockwire = lockwire;</script>`;
+
+let browser: Browser;
+let server: LockServer | undefined;
+let context: BrowserContext | undefined;
+let pageErrors: string[] = [];
+const clients: LockClient[] = [];
+
+/** The `js` code blocks of the README's browser section, in order. */
+function readmeExamples(): string[] {
+  const text = readFileSync(README, 'utf8');
+  const start = text.indexOf(SECTION);
+  const end = text.indexOf('\n## ', start + SECTION.length);
+  const section = text.slice(start, end);
+  const blocks = [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((match) => match[1] ?? '');
+  expect(start).toBeGreaterThan(0);
+  expect(blocks).toHaveLength(2);
+  return blocks;
+}
+
+/** The example as a script for the page: the server's URL in place of the example's, the client from the bundle. */
+function asPageScript(example: string, url: string): string {
+  expect(example).toContain(EXAMPLE_URL);
+  const body = example
+    .replace(EXAMPLE_URL, JSON.stringify(url))
+    .replace("import { LockClient } from '@lockwire/client';", 'const { LockClient } = window.lockwire;');
+  // `editor` and `banner` stand for the page's textarea and banner; every text the banner showed is kept, in order.
+  return `(async () => {
+    const editor = (window.editor = { readOnly: true });
+    const shown = (window.bannerShown = []);
+    const banner = {
+      get textContent() { return shown.at(-1) ?? ''; },
+      set textContent(text) { shown.push(text); },
+    };
+    ${body}
+  })()`;
+}
+
+async function start(): Promise<LockServer> {
+  server = await createLockServer({ port: 0, clock: createManualClock(Date.now()) });
+  return server;
+}
+
+async function connect(live: LockServer): Promise<LockClient> {
+  const client = await LockClient.connect(live.url);
+  clients.push(client);
+  return client;
+}
+
+/** A tab of the server's origin running the README example `index`, once it has started. */
+async function exampleTab(live: LockServer, index: number): Promise<Page> {
+  context ??= await browser.newContext();
+  const page = await context.newPage();
+  const errors = collectPageErrors(page);
+  page.on('close', () => pageErrors.push(...errors));
+  await page.goto(`${live.httpUrl}/healthz`);
+  await page.setContent(BLANK_PAGE);
+  await page.waitForFunction(() => 'lockwire' in window, undefined, { timeout: 5000 });
+  const example = readmeExamples()[index] ?? '';
+  void page.evaluate(asPageScript(example, live.url)).catch(() => undefined);
+  return page;
+}
+
+/** Waits until the example holds doc:42: its editor is no longer read-only. */
+async function editing(page: Page): Promise<void> {
+  await page.waitForFunction(() => (window as unknown as { editor: { readOnly: boolean } }).editor.readOnly === false, undefined, {
+    timeout: 5000,
+  });
+}
+
+const bannerShown = (page: Page) => page.evaluate(() => (window as unknown as { bannerShown: string[] }).bannerShown);
+
+beforeAll(async () => {
+  browser = await launchChromium();
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+afterEach(async () => {
+  await context?.close();
+  context = undefined;
+  await Promise.all(clients.splice(0).map((client) => client.close()));
+  await server?.close();
+  server = undefined;
+  expect(pageErrors).toEqual([]);
+  pageErrors = [];
+});
+
+describe.each([
+  ['bare WebSocket', 0],
+  ['@lockwire/client', 1],
+])('README browser example with %s', (_name, index) => {
+  it('names only who edits doc:42 in its banner, never the holder of a longer key sharing the prefix', async () => {
+    const live = await start();
+    const page = await exampleTab(live, index);
+    await editing(page);
+    const other = await connect(live);
+    await other.acquire('doc:420', { meta: { user: 'Zed' } });
+    await other.acquire('doc:42-archive', { meta: { user: 'Zed' } });
+    // Events reach the page in order: once the banner names Cy, the page has handled the two before.
+    await other.acquire('doc:42', { steal: true, meta: { user: 'Cy' } });
+    await expect.poll(async () => (await bannerShown(page)).at(-1), { timeout: 5000 }).toBe('Cy is editing');
+    expect(await bannerShown(page)).toEqual(['Ana is editing', 'Cy is editing']);
+  });
+});
