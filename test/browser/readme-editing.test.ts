@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { LockClient } from '@lockwire/client';
-import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
+import { createLockServer, createManualClock, type LockServer, type LockServerOptions } from '@lockwire/server';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { collectPageErrors, launchChromium } from '../helpers/browser.js';
@@ -54,8 +54,8 @@ function asPageScript(example: string, url: string): string {
   })()`;
 }
 
-async function start(): Promise<LockServer> {
-  server = await createLockServer({ port: 0, clock: createManualClock(Date.now()) });
+async function start(options: LockServerOptions = {}): Promise<LockServer> {
+  server = await createLockServer({ port: 0, clock: createManualClock(Date.now()), ...options });
   return server;
 }
 
@@ -121,5 +121,20 @@ describe.each([
     await other.acquire('doc:42', { steal: true, meta: { user: 'Cy' } });
     await expect.poll(async () => (await bannerShown(page)).at(-1), { timeout: 5000 }).toBe('Cy is editing');
     expect(await bannerShown(page)).toEqual(['Ana is editing', 'Cy is editing']);
+  });
+
+  it('hands doc:42 to the waiting tab the moment the editing tab closes, also with session grace on', async () => {
+    const live = await start({ heartbeatInterval: 0, sessionGrace: 60_000 });
+    const page = await exampleTab(live, index);
+    await editing(page);
+    const bo = await connect(live);
+    const waiting = bo.acquire('doc:42', { meta: { user: 'Bo' } });
+    waiting.catch(() => undefined);
+    await expect.poll(async () => (await bo.status('doc:42')).queue.length).toBe(1);
+    await page.close();
+    await expect
+      .poll(async () => (await bo.status('doc:42')).holders.map((holder) => holder.meta?.user), { timeout: 3000 })
+      .toEqual(['Bo']);
+    expect(await waiting).not.toBeNull();
   });
 });
