@@ -124,3 +124,20 @@ export function keysOf(session: LocalSession): Set<string> {
   for (const request of session.uncertain.values()) keys.add(request.key);
   return keys;
 }
+
+/**
+ * The reason of a `lost` note of the session's hold of `key` under `token`
+ * that waits for the answer of an acquire of the key, taken out of that
+ * acquire's notes (the caller reports it); undefined when none waits.
+ */
+export function takeWaitingLost(local: LocalSession, key: string, token: number): LostReason | undefined {
+  for (const pending of local.answering) {
+    if (pending.key !== key) continue;
+    const at = pending.early.findIndex(({ note }) => note.y === 'lost' && note.token === token);
+    const found = pending.early[at];
+    if (found?.note.y !== 'lost') continue;
+    pending.early.splice(at, 1);
+    return found.note.reason;
+  }
+  return undefined;
+}

@@ -1,10 +1,10 @@
-import { ErrorCode, MAX_DURATION_MS, type LostReason } from '@lockwire/protocol';
+import { ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
 import { holdDuration } from '../clock.js';
 import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import type { LocalTable } from './local-table.js';
 import { LimitGate, type LaterRequest } from './limit-gate.js';
-import { createPending, uncertainAcquireOf, type LocalPending, type LocalSession } from './local-state.js';
+import { createPending, takeWaitingLost, uncertainAcquireOf, type LocalPending, type LocalSession } from './local-state.js';
 import type { NoteSettler } from './note-settler.js';
 import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str, type Json } from './records.js';
@@ -351,23 +351,6 @@ export class LockRequests {
     reconciler.reconcileSoon();
     return true;
   }
-}
-
-/**
- * The reason of a `lost` note of the session's hold of `key` under `token`
- * that waits for the answer of an acquire of the key, taken out of that
- * acquire's notes (the caller reports it); undefined when none waits.
- */
-function takeWaitingLost(local: LocalSession, key: string, token: number): LostReason | undefined {
-  for (const pending of local.answering) {
-    if (pending.key !== key) continue;
-    const at = pending.early.findIndex(({ note }) => note.y === 'lost' && note.token === token);
-    const found = pending.early[at];
-    if (found?.note.y !== 'lost') continue;
-    pending.early.splice(at, 1);
-    return found.note.reason;
-  }
-  return undefined;
 }
 
 /** The answer to a request whose reply came after its node gave it up. */
