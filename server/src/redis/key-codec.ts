@@ -44,6 +44,14 @@ export interface KeyNames {
   nodeKeys(id: string): string;
   /** Set by a node that found Redis lost its state: no grants until it expires. */
   holdoff(): string;
+  /**
+   * The prefix of every pub/sub channel, which the scripts publish under:
+   * the namespace, then `:db` and the database when that is not 0. Redis
+   * pub/sub spans the databases of a server, so two tables in two databases
+   * would otherwise hear each other's steps; database 0 keeps the bare
+   * namespace, the channel names of a single-database deployment.
+   */
+  channelPrefix(): string;
   /** The channel of notifications to one node. */
   nodeChannel(id: string): string;
   /** The channel every node hears events on. */
@@ -53,10 +61,19 @@ export interface KeyNames {
 /** Valid namespaces: plain text that cannot form a hash tag or a glob. */
 export const NAMESPACE_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
-/** Key names under `namespace` (default `lw`). */
-export function keyNames(namespace: string): KeyNames {
+/**
+ * Key and channel names under `namespace` (default `lw`) in Redis database
+ * `database` (default 0; keys are kept apart by the database itself, only
+ * channels name it). Throws on a namespace outside `NAMESPACE_PATTERN` or a
+ * database that is not a non-negative integer.
+ */
+export function keyNames(namespace: string, database = 0): KeyNames {
   if (!NAMESPACE_PATTERN.test(namespace)) throw new Error(`namespace: expected ${NAMESPACE_PATTERN.source}`);
+  if (!Number.isSafeInteger(database) || database < 0) throw new Error(`database: expected a non-negative integer, got ${database}`);
   const ns = namespace;
+  // A namespace holds no `:`, so `lw:db1` is no other namespace's prefix, and
+  // no node id after `lw:n:` makes a channel of it.
+  const channels = database === 0 ? ns : `${ns}:db${database}`;
   const holdersRe = new RegExp(`^${ns.replace(/\./g, '\\.')}:\\{(k(?:[0-9a-f]{4})*)\\}:h$`);
   return {
     lockKeys: (e) => [`${ns}:{${e}}:k`, `${ns}:{${e}}:h`, `${ns}:{${e}}:q`, `${ns}:{${e}}:w`, `${ns}:{${e}}:v`],
@@ -66,7 +83,24 @@ export function keyNames(namespace: string): KeyNames {
     nodes: () => `${ns}:nodes`,
     nodeKeys: (id) => `${ns}:nk:{${id}}`,
     holdoff: () => `${ns}:holdoff`,
-    nodeChannel: (id) => `${ns}:n:${id}`,
-    eventChannel: () => `${ns}:e`,
+    channelPrefix: () => channels,
+    nodeChannel: (id) => `${channels}:n:${id}`,
+    eventChannel: () => `${channels}:e`,
   };
+}
+
+/**
+ * The database a single server's `redis://host:port/db` URL selects, read as
+ * the Redis client reads it: 0 without one, and for a URL the client refuses
+ * (its connect fails instead).
+ */
+export function databaseOfUrl(url: string): number {
+  let path: string;
+  try {
+    path = new URL(url).pathname;
+  } catch {
+    return 0;
+  }
+  const database = Number(path.slice(1));
+  return Number.isSafeInteger(database) && database >= 0 ? database : 0;
 }

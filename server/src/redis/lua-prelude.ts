@@ -12,8 +12,10 @@
  *
  * `ARGV[1..5]` (the step's `argv`) are the calling node's id, the call id,
  * `now` (epoch ms of the caller's clock, an integer), the encoded key and the
- * namespace. Numbers that may pass 2^47 (tokens, versions) travel as decimal
- * strings: Lua's default number formatting keeps only 14 digits.
+ * prefix of the channels the step publishes to (`KeyNames#channelPrefix`:
+ * the namespace, and the database when it is not 0). Numbers that may pass
+ * 2^47 (tokens, versions) travel as decimal strings: Lua's default number
+ * formatting keeps only 14 digits.
  *
  * A step collects a log of events (for watchers) and notes (for the node of
  * a session it settled). At the end the notes for other nodes are published
@@ -39,7 +41,7 @@ export const LUA_PRELUDE = String.raw`
 -- begin() resets all of it at the start of each step.
 local KEYS, ARGV
 local K_META, K_HOLD, K_QUEUE, K_WAITER, K_WAIT
-local NODE, CALL, NOW, NOWS, HKEY, NS
+local NODE, CALL, NOW, NOWS, HKEY, CHAN
 local DEAD, log, logNode, noted, hasEvents
 local clock, clockS, nHold, nQueue, noWaits
 -- The meta hash's fields, read on first use (metaRead): token and version
@@ -50,7 +52,7 @@ local metaRead, tok, ver, tokS, verS, mode, mode0, moved
 local function begin(keys, argv)
   KEYS, ARGV = keys, argv
   K_META, K_HOLD, K_QUEUE, K_WAITER, K_WAIT = keys[1], keys[2], keys[3], keys[4], keys[5]
-  NODE, CALL, NOW, HKEY, NS = argv[1], argv[2], tonumber(argv[3]), argv[4], argv[5]
+  NODE, CALL, NOW, HKEY, CHAN = argv[1], argv[2], tonumber(argv[3]), argv[4], argv[5]
   -- NOWS: the caller sends now as an integer's decimal string, the very
   -- text n2s(NOW) would make; kept to spare a string.format.
   NOWS = argv[3]
@@ -371,12 +373,12 @@ local function finish(result)
           local to = logNode[i]
           if not to or to == node then items[#items + 1] = text end
         end
-        redis.call('PUBLISH', NS .. ':n:' .. node, head .. table.concat(items, ',') .. ']}')
+        redis.call('PUBLISH', CHAN .. ':n:' .. node, head .. table.concat(items, ',') .. ']}')
       end
     end
   end
   if hasEvents then
-    redis.call('PUBLISH', NS .. ':e', NODE .. ' ' .. CALL .. ' ' .. HKEY .. ' ' .. pv .. ' ' .. v .. ' ' .. NOWS .. ' [' .. events .. ']')
+    redis.call('PUBLISH', CHAN .. ':e', NODE .. ' ' .. CALL .. ' ' .. HKEY .. ' ' .. pv .. ' ' .. v .. ' ' .. NOWS .. ' [' .. events .. ']')
   end
   if type(result) ~= 'string' then result = cjson.encode(result) end
   return pv .. ' ' .. v .. ' ' .. cv .. ' ' .. NOWS .. ' ' .. mineNoted .. ' ' .. result .. '\n[' .. mine .. ']'

@@ -18,7 +18,7 @@ import type {
   WatchHandle,
 } from '../store.js';
 import { BatchSequencer } from './batch-sequencer.js';
-import { decodeKey, encodeKey, keyNames } from './key-codec.js';
+import { databaseOfUrl, decodeKey, encodeKey, keyNames } from './key-codec.js';
 import { LocalTable } from './local-table.js';
 import { LockRequests } from './lock-requests.js';
 import { NodeKeySet } from './node-key-set.js';
@@ -52,7 +52,10 @@ export interface RedisStoreOptions {
    * server's certificate is not trusted or the handshake is refused.
    */
   tls?: RedisTlsOptions;
-  /** Prefix of every Redis key and channel; nodes sharing a table use the same one. Default `lw`. */
+  /**
+   * Prefix of every key and channel: 1 to 64 of `A-Za-z0-9_.-` (else `createRedisStore` throws). Default `lw`.
+   * A table is one namespace in one database; channels carry a database but 0, as pub/sub spans databases.
+   */
   namespace?: string;
   /**
    * ms within which the survivors release the locks of a dead node, and after
@@ -115,7 +118,7 @@ class RedisStore implements LockStore {
 
   constructor(options: RedisStoreOptions) {
     this.#options = options;
-    const namespace = options.namespace ?? 'lw';
+    const names = keyNames(options.namespace ?? 'lw', options.cluster ? 0 : databaseOfUrl(options.url));
     const limits: StoreLimits = {
       maxLocksPerSession: options.limits?.maxLocksPerSession ?? DEFAULT_LIMITS.maxLocksPerSession,
       maxWaitersPerKey: options.limits?.maxWaitersPerKey ?? DEFAULT_LIMITS.maxWaitersPerKey,
@@ -125,8 +128,8 @@ class RedisStore implements LockStore {
       clock: options.clock ?? systemClock,
       logger: options.logger ?? silentLogger,
       limits,
-      names: keyNames(namespace),
-      namespace,
+      names,
+      namespace: names.channelPrefix(),
       link: null,
       liveness: null,
       sequencer: null,

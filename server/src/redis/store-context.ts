@@ -20,7 +20,11 @@ export interface StoreContext {
   readonly logger: Logger;
   readonly limits: StoreLimits;
   readonly names: KeyNames;
-  /** Prefix of every Redis key and channel; passed to every script. */
+  /**
+   * The namespace of the table's pub/sub channels (`names.channelPrefix()`:
+   * the namespace, and the database when not 0); passed to every script,
+   * which publishes under it. Keys are named by `names`.
+   */
   readonly namespace: string;
   /** The connection to Redis; null until `start`. */
   link: RedisLink | null;
