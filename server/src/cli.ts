@@ -152,6 +152,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
           url: config.redisUrl,
           cluster: config.store === 'redis-cluster',
           tls: redisTls,
+          namespace: config.redisNamespace,
           nodeTtl: config.nodeTtl,
           limits: options.limits,
           logger,

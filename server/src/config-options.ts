@@ -9,6 +9,7 @@ import * as z from 'zod';
 import { normaliseOrigin } from './auth.js';
 import { DEFAULT_SERVER_LIMITS } from './limits.js';
 import { shownUrl } from './redact-url.js';
+import { NAMESPACE_PATTERN } from './redis/key-codec.js';
 
 /** Reads an integer given as text (flags, environment) and leaves other values to the schema. */
 function fromText(value: unknown): unknown {
@@ -36,6 +37,9 @@ function isRedisUrl(text: string): boolean {
     url.hash === ''
   );
 }
+
+/** What a namespace may be: `NAMESPACE_PATTERN`, which `createRedisStore` checks, said in words. */
+const NAMESPACE_ERROR = 'expected 1 to 64 of the letters A-Z and a-z, the digits, _, . and -';
 
 /** The entries of a comma-separated setting, trimmed, empty ones dropped. */
 export function entries(text: string): string[] {
@@ -153,6 +157,14 @@ export const configOptions = {
     help: 'rediss:// only: PEM private key (unencrypted) of --redis-tls-cert',
     default: '',
     schema: z.string(),
+  },
+  redisNamespace: {
+    flag: 'redis-namespace',
+    env: 'LOCKWIRE_REDIS_NAMESPACE',
+    arg: 'NAME',
+    help: 'redis stores: prefix of the keys and channels; nodes of one table share it, deployments on one Redis database need different ones',
+    default: 'lw',
+    schema: z.string({ error: NAMESPACE_ERROR }).regex(NAMESPACE_PATTERN, { error: NAMESPACE_ERROR }),
   },
   nodeTtl: {
     flag: 'node-ttl',

@@ -37,6 +37,7 @@ export const serverConfigSchema = z.strictObject({
   redisTlsCa: configOptions.redisTlsCa.schema,
   redisTlsCert: configOptions.redisTlsCert.schema,
   redisTlsKey: configOptions.redisTlsKey.schema,
+  redisNamespace: configOptions.redisNamespace.schema,
   nodeTtl: configOptions.nodeTtl.schema,
   maxWatchesPerSession: configOptions.maxWatchesPerSession.schema,
   maxPendingPerSession: configOptions.maxPendingPerSession.schema,
@@ -206,12 +207,13 @@ export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
 }
 
 /**
- * A Redis URL (or a Redis TLS file) beside the memory store, which would
- * leave it unused: an operator who forgot `--store` would run one unshared
- * lock table per node. It is a problem unless `--store memory` comes from a
- * source that outranks the setting's (`--store memory` on the command line
- * over a machine-wide `LOCKWIRE_REDIS_URL`): that is a choice to serve from
- * memory. A URL already reported invalid (`urlBad`) is not reported again.
+ * A Redis URL (or a Redis TLS file, or a namespace but the default) beside
+ * the memory store, which would leave it unused: an operator who forgot
+ * `--store` would run one unshared lock table per node. It is a problem
+ * unless `--store memory` comes from a source that outranks the setting's
+ * (`--store memory` on the command line over a machine-wide
+ * `LOCKWIRE_REDIS_URL`): that is a choice to serve from memory. A URL
+ * already reported invalid (`urlBad`) is not reported again.
  */
 function unusedRedisSettings(
   layers: readonly ConfigLayer[],
@@ -224,18 +226,22 @@ function unusedRedisSettings(
   const rank = (layer: ConfigLayer | undefined) => (layer === undefined ? -1 : layers.indexOf(layer));
   const storeSource = storeLayer?.describe('store') ?? 'default store';
   const problems: string[] = [];
-  for (const key of ['redisUrl', ...REDIS_TLS_KEYS] as const) {
+  for (const key of ['redisUrl', 'redisNamespace', ...REDIS_TLS_KEYS] as const) {
     const value = raw[key];
-    if (typeof value !== 'string' || entries(value).length === 0 || (key === 'redisUrl' && urlBad)) continue;
+    if (typeof value !== 'string' || entries(value).length === 0 || value === configOptions[key].default) continue;
+    if (key === 'redisUrl' && urlBad) continue;
     const layer = origin.get(key);
     if (rank(storeLayer) > rank(layer)) continue;
     const source = layer?.describe(key) ?? `--${configOptions[key].flag}`;
     // Only a later source can outrank the setting's: from the last one, leaving it out is the way to serve from memory.
-    const memory = rank(layer) === layers.length - 1 ? `leave the ${key === 'redisUrl' ? 'URL' : 'file'} out` : 'give --store memory';
+    const what = key === 'redisUrl' ? 'URL' : key === 'redisNamespace' ? 'namespace' : 'file';
+    const memory = rank(layer) === layers.length - 1 ? `leave the ${what} out` : 'give --store memory';
     const use =
       key === 'redisUrl'
         ? 'add --store redis to keep the lock table in this Redis'
-        : 'add --store redis and a rediss:// --redis-url to keep the lock table in a Redis reached with it';
+        : key === 'redisNamespace'
+          ? 'add --store redis and a --redis-url to keep the lock table in a Redis under this namespace'
+          : 'add --store redis and a rediss:// --redis-url to keep the lock table in a Redis reached with it';
     problems.push(
       `${source} ${JSON.stringify(shownValue(key, value))}: not used by the memory store (${storeSource} "memory"): ` +
         `${use} (--store redis-cluster for a cluster), or ${memory} to serve from memory without it`,
