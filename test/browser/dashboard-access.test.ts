@@ -122,6 +122,25 @@ async function expiredTokenPage(path: string, ready: string): Promise<Page> {
 }
 
 /**
+ * A page at `path` of an auth server, live (`ready` showed); then the server
+ * stops and another takes its port with another secret, so the page's
+ * token is refused (401) on every attempt to reconnect.
+ */
+async function tokenRefusedAfterRestart(path: string, ready: string): Promise<Page> {
+  const clock = createManualClock(Date.now());
+  const live = await authServer(clock);
+  const page = await newPage();
+  const url = new URL(path, live.httpUrl);
+  url.searchParams.set('access_token', await token(clock));
+  await page.goto(url.toString());
+  await page.locator(ready).waitFor({ timeout: 5000 });
+  const port = live.port;
+  await live.close();
+  server = await createLockServer({ port, auth: { secret: `${SECRET}-rotated` }, clock });
+  return page;
+}
+
+/**
  * A page at `path` of a server without auth ({@link openServer}), counting
  * its sockets, on a clock installed at load and paused a second after
  * `ready` showed; then flooded with 200 frames until the server closed it
@@ -229,9 +248,26 @@ describe('dashboard with auth on', () => {
     );
     expect((await socketsAfterBackoff(page)).opened).toBe(1);
   });
+
+  it('stops reconnecting and says so when the server back after a drop refuses its token with 401', async () => {
+    const page = await tokenRefusedAfterRestart('/', '#conn-state[data-state="live"]');
+    await page.locator('#conn-state[data-state="refused"]').waitFor({ timeout: 10_000 });
+    expect(await page.locator('#notice').textContent()).toBe(
+      'Access refused (401): the token expired or is not valid. Reopen the page with a new token.',
+    );
+  });
 });
 
 describe('editor demo with auth on', () => {
+  it('stops reconnecting and says so when the server back after a drop refuses its token with 401', async () => {
+    const page = await tokenRefusedAfterRestart('/demo/editor?doc=auth&user=ana', '#who[data-role="editing"]');
+    await page.locator('#conn-state[data-state="refused"]').waitFor({ timeout: 10_000 });
+    expect(await page.locator('#who').textContent()).toBe(
+      'Access refused (401): the token expired or is not valid. Reopen the page with a new token.',
+    );
+    expect(await page.locator('#text').isEditable()).toBe(false);
+  });
+
   it('stops reconnecting and says the token expired when the server closes it with 1008', async () => {
     const page = await expiredTokenPage('/demo/editor?doc=auth&user=ana', '#who[data-role="editing"]');
     expect(await page.locator('#who').textContent()).toBe(

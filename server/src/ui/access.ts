@@ -1,12 +1,14 @@
 /**
- * How a page takes the server's refusals. The dashboard and the editor
- * reconnect after every drop, but not after the server refused their
- * credentials: a token that expired or is not valid is refused again on
- * every attempt, so they stop and say what to do instead of retrying it
- * forever. A close with 1008 for the page's conduct (sending too fast) is
- * not about its credentials: the page says so and reconnects, but slowly.
+ * How a page connects and takes the server's refusals. The dashboard and
+ * the editor let the client reconnect after a drop, so with session grace on
+ * they resume their session (an editor tab keeps the document it holds). They
+ * do not go on after the server refused their credentials: a token that
+ * expired or is not valid is refused again on every attempt, so they stop
+ * and say what to do instead of retrying it forever. A close with 1008 for
+ * the page's conduct (sending too fast) is not about its credentials: the
+ * page says so and connects again, but slowly.
  */
-import { LockClient, LockError, type CloseInfo } from '@lockwire/client';
+import { ClientErrorCode, LockClient, LockError, type CloseInfo, type ReconnectOptions, type Watch } from '@lockwire/client';
 import { redactSecrets } from './format.js';
 
 /** The close code of a server that refuses a connection's credentials, or its conduct (rate-limit abuse). */
@@ -24,6 +26,13 @@ const RATE_REASON = /\brate\b|too fast/i;
 /** Reconnect delay after a close for conduct: 5 s doubling to 60 s, so a page that floods does not hammer the server. */
 const POLICY_DELAY_MS = 5000;
 const POLICY_DELAY_MAX_MS = 60_000;
+/**
+ * How the client reconnects after a drop: 0.5 s doubling to 10 s, with up
+ * to a quarter taken off at random so tabs cut off together do not return
+ * together. It never gives up; closes it does not retry (1008, 4001) end
+ * the client, and the page decides.
+ */
+const PAGE_RECONNECT: ReconnectOptions = { initialDelay: 500, maxDelay: 10_000, factor: 2, jitter: 0.25 };
 /** How long the page waits for the answer about its own URL before it takes the failure for a network one. */
 const PROBE_TIMEOUT_MS = 5000;
 
@@ -44,11 +53,13 @@ function refusedText(detail: string, location: Location): string {
 }
 
 /**
- * `LockClient.connect(url)` without reconnecting, for a page. A browser
- * does not tell a page why a WebSocket upgrade failed (a 401 reads as a
- * close with 1006, as an unreachable server does), so when the connect
- * fails the page asks for its own URL (`HEAD`), which with auth on needs the
- * same token as the WebSocket: a 401 there means the server refuses the token.
+ * `LockClient.connect(url)` for a page: the client reconnects after a drop
+ * (resuming the session when the server has session grace), see
+ * {@link connectionEnd}. A browser does not tell a page why a WebSocket
+ * upgrade failed (a 401 reads as a close with 1006, as an unreachable server
+ * does), so when the connect fails the page asks for its own URL (`HEAD`),
+ * which with auth on needs the same token as the WebSocket: a 401 there
+ * means the server refuses the token.
  *
  * @throws AccessRefused when the connect failed and the server answers the
  * page's own URL 401; otherwise the connect's error (the server is
@@ -57,11 +68,68 @@ function refusedText(detail: string, location: Location): string {
  */
 export async function connectPage(url: string, location: Location): Promise<LockClient> {
   try {
-    return await LockClient.connect(url, { reconnect: false });
+    return await LockClient.connect(url, { reconnect: PAGE_RECONNECT });
   } catch (error) {
     if (await answersUnauthorized(location)) throw new AccessRefused(refusedText('401', location), { cause: error });
     throw error;
   }
+}
+
+/**
+ * How a live page connection ends, while the client reconnects by itself
+ * through drops. Resolves with `closed` (the client's `close`: a close it
+ * does not retry, 1008 or 4001). Rejects with an {@link AccessRefused} when
+ * a reconnect attempt failed and the server answers the page's own URL 401
+ * (the token expired while the page was away: the client would try it
+ * forever), or with the error of a re-watch of `watch` the server refused
+ * after a reconnect (the page would hear nothing more). The caller closes
+ * the client either way.
+ */
+export function connectionEnd(
+  client: LockClient,
+  watch: Watch,
+  closed: Promise<CloseInfo>,
+  location: Location,
+): Promise<CloseInfo> {
+  const refused = new Promise<never>((_, reject) => {
+    let asking = false;
+    const off = onFailedAttempt(client, () => {
+      if (asking) return;
+      asking = true;
+      void answersUnauthorized(location).then((unauthorized) => {
+        asking = false;
+        if (!unauthorized || client.state === 'closed') return;
+        off();
+        reject(new AccessRefused(refusedText('401', location)));
+      });
+    });
+  });
+  const watchFailed = new Promise<never>((_, reject) => {
+    const failed = () => {
+      const reason: unknown = watch.signal.reason;
+      // The client closing for good ends the watch too; `closed` tells that ending.
+      if (!(reason instanceof LockError && reason.code === ClientErrorCode.ConnectionClosed)) reject(reason);
+    };
+    if (watch.signal.aborted) failed();
+    else watch.signal.addEventListener('abort', failed, { once: true });
+  });
+  return Promise.race([closed, refused, watchFailed]);
+}
+
+/**
+ * Calls `listener` after each failed reconnect attempt of `client` (its
+ * state went from `connecting` back to `reconnecting`) until the client
+ * closes. Returns a function that removes the listener.
+ */
+export function onFailedAttempt(client: LockClient, listener: () => void): () => void {
+  let attempting = false;
+  const off = client.on('state', (state) => {
+    const failed = attempting && state === 'reconnecting';
+    attempting = state === 'connecting';
+    if (state === 'closed') off();
+    if (failed) listener();
+  });
+  return off;
 }
 
 async function answersUnauthorized(location: Location): Promise<boolean> {

@@ -1,11 +1,13 @@
 /**
  * The live dashboard served at `GET /`: watches every key (`watch('')`),
  * keeps a local picture of the lock table from the snapshot and the events
- * after it, and draws it once per animation frame. Reconnects with backoff
- * when the socket drops, starting again from a fresh snapshot.
+ * after it, and draws it once per animation frame. When the socket drops the
+ * client reconnects with backoff (resuming its session when the server has
+ * session grace, so no stale session of the page lingers on the server) and
+ * the table starts again from a fresh snapshot.
  */
-import { LockError, type CloseInfo, type LockClient, type LockEvent } from '@lockwire/client';
-import { connectPage, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
+import { LockError, type CloseInfo, type ListResult, type LockClient, type LockEvent } from '@lockwire/client';
+import { connectionEnd, connectPage, onFailedAttempt, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
 import { EventLog } from './event-log.js';
 import { byId, displayKey, endpointUrl, errorText, formatDuration, formatMeta, redactSecrets, setText, withPageToken } from './format.js';
 import { LockRows, expiresText } from './lock-rows.js';
@@ -228,41 +230,68 @@ async function revoke(key: string): Promise<void> {
   }
 }
 
+/** Measures the server's clock against the browser's with a ping (half the round trip either way). */
+async function measureClock(connected: LockClient): Promise<void> {
+  const sent = Date.now();
+  const serverAt = await connected.ping();
+  clockOffset = serverAt - (sent + Date.now()) / 2;
+}
+
+/** The watch's snapshot, the first or a reconnect's: the table starts again from it. */
+function showSnapshot(connected: LockClient, snapshot: ListResult): void {
+  table.reset(snapshot.locks);
+  showNotice(
+    snapshot.truncated
+      ? `More than ${SNAPSHOT_LIMIT.toLocaleString('en-US')} keys are locked: the rest appear as they change.`
+      : '',
+  );
+  setText(el.server, `${connected.server} · session ${connected.session}`);
+  setState('live');
+  log.note(`connected as ${connected.session}`, now());
+  scheduleRender();
+}
+
+/** The connection dropped and the client reconnects: what the page knew of the server is cleared until it is back. */
+function showDrop(): void {
+  forgetServerState();
+  setState('disconnected', 'reconnecting');
+  log.note('disconnected', now());
+  scheduleRender();
+}
+
 /**
- * One connection's life: connect, measure the clock, watch everything, wait
- * for the close, and tell how it closed. Whatever ends it, the client is
- * closed, so a failed attempt (a refused watch, a failed ping) leaves no
- * session on the server.
+ * One client's life: connect, measure the clock, watch everything, and
+ * follow the client through drops (the watch's resync after each reconnect
+ * brings a fresh snapshot) until it closes for good; tell how it ended.
+ * Whatever ends it, the client is closed, so a failed attempt (a refused
+ * watch, a failed ping) leaves no session on the server.
  */
 async function session(url: string): Promise<CloseInfo> {
   const connected = await connectPage(url, location);
   try {
     client = connected;
     const closed = new Promise<CloseInfo>((resolve) => connected.on('close', resolve));
-    const sent = Date.now();
-    const serverAt = await connected.ping();
-    clockOffset = serverAt - (sent + Date.now()) / 2;
-    setText(el.server, `${connected.server} · session ${connected.session}`);
+    await measureClock(connected);
     // Events that arrive while the snapshot is applied wait their turn.
     let buffered: LockEvent[] | undefined = [];
     const watch = await connected.watch(
       '',
       (event) => (buffered ? buffered.push(event) : onEvent(event)),
-      { limit: SNAPSHOT_LIMIT },
+      // Runs before any event that follows the new snapshot.
+      { limit: SNAPSHOT_LIMIT, onResync: (snapshot) => showSnapshot(connected, snapshot) },
     );
-    table.reset(watch.snapshot.locks);
-    showNotice(
-      watch.snapshot.truncated
-        ? `More than ${SNAPSHOT_LIMIT.toLocaleString('en-US')} keys are locked: the rest appear as they change.`
-        : '',
-    );
+    showSnapshot(connected, watch.snapshot);
     const early = buffered;
     buffered = undefined;
     for (const event of early) onEvent(event);
-    setState('live');
-    log.note(`connected as ${connected.session}`, now());
-    scheduleRender();
-    return await closed;
+    connected.on('disconnect', ({ reconnecting }) => {
+      if (reconnecting) showDrop();
+    });
+    connected.on('reconnect', () => {
+      measureClock(connected).catch(() => undefined);
+    });
+    onFailedAttempt(connected, () => showNotice(`Cannot reach ${redactSecrets(url)}: no connection, trying again.`));
+    return await connectionEnd(connected, watch, closed, location);
   } finally {
     await connected.close().catch(() => undefined);
   }

@@ -5,11 +5,14 @@
  * and show the holder's meta, which they learn from a watch on the key.
  * When the holder's tab closes its connection ends, the server releases
  * the lock and pushes the grant to the next tab in line: no polling, no
- * reload. The text itself lives in this origin's localStorage, so tabs of
- * one browser see each other's edits; the lock handoff is the point.
+ * reload. When the connection drops the client reconnects; with session
+ * grace on it resumes the session, so the tab keeps the document it held
+ * (while offline it is read-only). The text itself lives in this origin's
+ * localStorage, so tabs of one browser see each other's edits; the lock
+ * handoff is the point.
  */
-import type { CloseInfo, Lease, LockClient, LockEvent } from '@lockwire/client';
-import { connectPage, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
+import type { CloseInfo, Lease, ListResult, LockClient, LockEvent } from '@lockwire/client';
+import { connectionEnd, connectPage, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
 import { acquireRefusal, retryDelay, RetryWait, type AcquireRefusal } from './acquire-refusal.js';
 import { byId, endpointUrl, formatDuration, formatMeta, setText, shortSession, withPageToken } from './format.js';
 import { reconnectDelay } from './dashboard-support.js';
@@ -41,6 +44,7 @@ const el = {
 };
 
 let current: LockClient | undefined;
+/** This tab's session while its connection is open; `undefined` while it is offline. */
 let mySession: string | undefined;
 let editor: Editor | undefined;
 let holding = false;
@@ -76,10 +80,11 @@ function show(role: Role, text: string, refusedCode?: string): void {
 }
 
 function refresh(): void {
-  if (holding) {
-    show('editing', `You are editing ${key} (user=${user} tab=${tab}).`);
-  } else if (!mySession) {
+  if (!mySession) {
     show('offline', accessRefused ?? closedFor ?? 'Not connected: reconnecting…');
+  } else if (holding && current?.leases.has(key)) {
+    // A hold kept through a drop is editable again once the resume gave it back (it is among the client's leases).
+    show('editing', `You are editing ${key} (user=${user} tab=${tab}).`);
   } else if (refused) {
     show('readonly', refusedText(refused.refusal, refused.retryIn), refused.refusal.code);
   } else {
@@ -126,15 +131,29 @@ function onEvent(event: LockEvent): void {
   }
 }
 
+/** Resolves true once `client` is open (at once if it is), false once it closed for good. */
+function opened(client: LockClient): Promise<boolean> {
+  if (client.state === 'open' || client.state === 'closed') return Promise.resolve(client.state === 'open');
+  return new Promise((resolve) => {
+    const off = client.on('state', (state) => {
+      if (state !== 'open' && state !== 'closed') return;
+      off();
+      resolve(state === 'open');
+    });
+  });
+}
+
 /**
- * Holds the lock until it is lost (stolen, revoked, connection gone); then
- * queues again while connected. An acquire the server refuses is shown
- * with its reason and asked again after 250 ms doubling to 5 s (sooner at
- * an event of the key that may make room), except a refusal asking again
- * cannot change (`forbidden`): the tab then stays read-only.
+ * Holds the lock until it is lost (stolen, revoked, connection gone for
+ * good); then queues again, once reconnected after a drop, until the client
+ * closes. A drop with session grace on does not end a hold: the lease waits
+ * for the resume. An acquire the server refuses is shown with its reason and
+ * asked again after 250 ms doubling to 5 s (sooner at an event of the key
+ * that may make room), except a refusal asking again cannot change
+ * (`forbidden`): the tab then stays read-only.
  */
 async function editWhileHolding(client: LockClient): Promise<void> {
-  for (let refusals = 0; client.state === 'open'; ) {
+  for (let refusals = 0; await opened(client); ) {
     position = undefined;
     let lease: Lease | null;
     try {
@@ -147,9 +166,10 @@ async function editWhileHolding(client: LockClient): Promise<void> {
         },
       });
     } catch (error) {
+      // The connection dropped (the server let go of the tab's place in line): queue again once back.
+      if (client.state !== 'open') continue;
       const refusal = acquireRefusal(error);
-      // The connection ended: the tab reconnects.
-      if (refusal === undefined || client.state !== 'open') throw error;
+      if (refusal === undefined) throw error;
       const retryIn = refusal.final ? undefined : retryDelay(++refusals);
       refused = { refusal, retryIn };
       refresh();
@@ -174,26 +194,52 @@ async function editWhileHolding(client: LockClient): Promise<void> {
   }
 }
 
+/** Who edits, from a snapshot of the watch (the first, or a reconnect's). */
+function showSnapshot(snapshot: ListResult): void {
+  const holder = snapshot.locks.find((lock) => lock.key === key)?.holders[0];
+  editor = holder ? { session: holder.session, meta: holder.meta } : undefined;
+  refresh();
+}
+
+/** The connection is open (first, or again after a drop): the tab is online with the client's session. */
+function online(client: LockClient): void {
+  mySession = client.session;
+  el.state.dataset.state = 'live';
+  setText(el.state, 'live');
+  refresh();
+}
+
+/** The connection dropped and the client reconnects: the tab is read-only until it is back. */
+function offline(): void {
+  mySession = undefined;
+  position = undefined;
+  refused = undefined;
+  el.state.dataset.state = 'disconnected';
+  setText(el.state, 'disconnected');
+  refresh();
+}
+
 /**
- * One connection's life, and how it closed. Whatever ends it, the client
- * is closed, so a failed attempt leaves no session on the server.
+ * One client's life, through drops it reconnects from, and how it ended.
+ * Whatever ends it, the client is closed, so a failed attempt leaves no
+ * session on the server.
  */
 async function session(): Promise<CloseInfo> {
   const client = await connectPage(endpointUrl(location), location);
   try {
     const closed = new Promise<CloseInfo>((resolve) => client.on('close', resolve));
     current = client;
-    mySession = client.session;
     // The prefix is the key itself; events of longer keys sharing it are skipped in onEvent.
-    const watch = await client.watch(key, onEvent);
-    const status = watch.snapshot.locks.find((lock) => lock.key === key);
-    const holder = status?.holders[0];
-    editor = holder ? { session: holder.session, meta: holder.meta } : undefined;
-    el.state.dataset.state = 'live';
-    setText(el.state, 'live');
-    refresh();
-    await Promise.race([editWhileHolding(client).catch(() => undefined), closed]);
-    return await closed;
+    const watch = await client.watch(key, onEvent, { onResync: showSnapshot });
+    client.on('disconnect', ({ reconnecting }) => {
+      if (reconnecting) offline();
+    });
+    // After the resume settled which leases the session kept.
+    client.on('reconnect', () => online(client));
+    showSnapshot(watch.snapshot);
+    online(client);
+    void editWhileHolding(client).catch(() => undefined);
+    return await connectionEnd(client, watch, closed, location);
   } finally {
     await client.close().catch(() => undefined);
   }
