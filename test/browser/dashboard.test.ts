@@ -262,6 +262,22 @@ describe('dashboard', () => {
     pageErrors.splice(0, pageErrors.length, ...unexpected);
   });
 
+  it('stops showing the sessions count once the server drains (503 without a count), rather than the last one as current', async () => {
+    await server.close();
+    server = await createLockServer({ port: 0, clock, drainDelay: 60_000 });
+    await openDashboard();
+    await expect.poll(() => page.locator('#count-sessions').getAttribute('data-value'), { timeout: 5000 }).toBe('1');
+    const draining = server.close();
+    await expect.poll(() => page.locator('#count-sessions').textContent(), { timeout: 5000 }).toBe('–');
+    expect(await page.locator('#count-sessions').getAttribute('data-value')).toBeNull();
+    clock.advance(60_000);
+    await draining;
+    // A fresh server for afterEach to close; the 503s and refused connections logged meanwhile are expected.
+    server = await createLockServer({ port: 0, clock });
+    const unexpected = pageErrors.filter((line) => !/ERR_CONNECTION_REFUSED|WebSocket connection to|status of 503/.test(line));
+    pageErrors.splice(0, pageErrors.length, ...unexpected);
+  });
+
   it('shows the new expiry of a hold extended after its known expiry passed, though no event tells of an extend', async () => {
     await openDashboard();
     const ana = await connect();

@@ -367,6 +367,9 @@ async function pollHealth(): Promise<void> {
     const body: unknown = await response.json();
     if (typeof body === 'object' && body !== null && 'sessions' in body && typeof body.sessions === 'number') {
       setCount(el.sessions, body.sessions);
+    } else {
+      // A draining server answers 503 without a count: the last one is no longer current.
+      clearSessions();
     }
   } catch {
     // The connection state already says the server is unreachable; the count is unknown.
