@@ -1,18 +1,21 @@
 /**
  * The dashboard and the editor demo through a dropped connection, with
  * session grace on: the page's client reconnects and resumes its session,
- * so an editor tab keeps the document it held and no stale session of a
- * page lingers on the server. The server's clock never moves, so nothing
+ * so an editor tab keeps the document it held, a tab refused the document
+ * for good still says why, and no stale session of a page lingers on the
+ * server. The server's clock never moves, so nothing
  * but a resume or a close ends a session's grace.
  */
 import { LockClient } from '@lockwire/client';
 import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { signToken } from '../../server/src/cli-token.js';
 import { collectPageErrors, launchChromium } from '../helpers/browser.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 const GRACE_MS = 60_000;
+const SECRET = 'page-resume-test-secret-of-enough-length';
 
 let browser: Browser;
 let server: LockServer;
@@ -61,8 +64,18 @@ afterAll(async () => {
   await browser?.close();
 });
 
+/** Starts the test's server with session grace on, and auth with `SECRET` when `auth`. */
+async function startServer(auth = false): Promise<void> {
+  server = await createLockServer({
+    port: 0,
+    heartbeatInterval: 0,
+    clock: createManualClock(Date.now()),
+    sessionGrace: GRACE_MS,
+    ...(auth ? { auth: { secret: SECRET } } : {}),
+  });
+}
+
 beforeEach(async () => {
-  server = await createLockServer({ port: 0, heartbeatInterval: 0, clock: createManualClock(Date.now()), sessionGrace: GRACE_MS });
   context = await browser.newContext();
   pageErrors = [];
 });
@@ -77,6 +90,8 @@ afterEach(async () => {
 });
 
 describe('editor demo with session grace on', () => {
+  beforeEach(() => startServer());
+
   it('goes back to editing after its connection drops for a moment, not waiting behind its own old session', async () => {
     const via = await proxy();
     const page = await open('/demo/editor?doc=blip&user=ana', via);
@@ -130,7 +145,39 @@ describe('editor demo with session grace on', () => {
   });
 });
 
+describe('editor demo with session grace and auth on', () => {
+  beforeEach(() => startServer(true));
+
+  it('still says the user may not edit, and why, after its connection drops and the session resumes, without asking again', async () => {
+    const viewer = await signToken({ sub: 'viewer', locks: [], watch: ['*'], steal: [], admin: [] }, { secret: SECRET, ttlSeconds: 600, now: Date.now() });
+    const via = await proxy();
+    const page = await context.newPage();
+    const errors = collectPageErrors(page);
+    page.on('close', () => pageErrors.push(...errors));
+    let acquires = 0;
+    page.on('websocket', (socket) =>
+      socket.on('framesent', ({ payload }) => {
+        if (String(payload).includes('"op":"acquire"')) acquires++;
+      }),
+    );
+    await page.goto(`http://127.0.0.1:${via.port}/demo/editor?doc=ro&user=viewer&access_token=${encodeURIComponent(viewer)}`);
+    await page.locator('#who[data-refused="forbidden"]').waitFor({ timeout: 5000 });
+    const before = await page.locator('#who').textContent();
+    expect(before).toBe('Read-only: you may not edit doc:ro (forbidden: the token does not allow this user to edit it).');
+    await blip(page, via);
+    expect(await page.locator('#who').getAttribute('data-refused')).toBe('forbidden');
+    expect(await page.locator('#who').getAttribute('data-role')).toBe('readonly');
+    expect(await page.locator('#who').textContent()).toBe(before);
+    expect(await page.locator('#text').isEditable()).toBe(false);
+    // The same token gets the same answer, so the resumed session does not ask for the document again.
+    expect(acquires).toBe(1);
+    expect(server.sessionCount()).toBe(1);
+  });
+});
+
 describe('dashboard with session grace on', () => {
+  beforeEach(() => startServer());
+
   it('resumes its session after its connection drops for a moment, leaving no second session on the server', async () => {
     const via = await proxy();
     const page = await open('/', via);

@@ -150,7 +150,8 @@ function opened(client: LockClient): Promise<boolean> {
  * for the resume. An acquire the server refuses is shown with its reason and
  * asked again after 250 ms doubling to 5 s (sooner at an event of the key
  * that may make room), except a refusal asking again cannot change
- * (`forbidden`): the tab then stays read-only.
+ * (`forbidden`): the tab then stays read-only for the client's life, drops
+ * and resumes included (a new token takes a new page load).
  */
 async function editWhileHolding(client: LockClient): Promise<void> {
   for (let refusals = 0; await opened(client); ) {
@@ -209,11 +210,16 @@ function online(client: LockClient): void {
   refresh();
 }
 
-/** The connection dropped and the client reconnects: the tab is read-only until it is back. */
+/**
+ * The connection dropped and the client reconnects: the tab is read-only
+ * until it is back. A final refusal (`forbidden`) is kept: the loop asking
+ * for the lock has stopped, and the same token gets the same answer after
+ * the reconnect, so the tab goes on saying why it may not edit.
+ */
 function offline(): void {
   mySession = undefined;
   position = undefined;
-  refused = undefined;
+  if (refused?.retryIn !== undefined) refused = undefined;
   el.state.dataset.state = 'disconnected';
   setText(el.state, 'disconnected');
   refresh();
