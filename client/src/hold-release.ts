@@ -33,3 +33,12 @@ export function releaseHold(
     ended: onGone,
   });
 }
+
+/**
+ * {@link releaseHold}, resolving only once the hold is gone: the release
+ * was accepted (also after refusals), or the lease was lost (its
+ * connection gone included). Never rejects.
+ */
+export function releaseHoldUntilGone(lease: Lease, limits: Limits): Promise<void> {
+  return new Promise<void>((gone) => void releaseHold(lease, limits, gone));
+}

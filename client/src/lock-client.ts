@@ -3,7 +3,7 @@ import { Connection, type PendingCall } from './connection.js';
 import { ConnectionKeeper, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
 import { ClientErrorCode, isConnectionError, LockError, type CloseInfo } from './errors.js';
-import { releaseHold } from './hold-release.js';
+import { releaseHold, releaseHoldUntilGone } from './hold-release.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook, type Grant } from './lease-book.js';
 import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
@@ -35,8 +35,9 @@ export class LockClient extends PrefectFace {
   readonly #unwatches = new RefusalRetries(() => this.limits);
   /**
    * Keys whose acquire was given up (aborted while queued) before the server
-   * answered it: resolves once it did, and a grant that came anyway had its
-   * release answered. A new acquire of the key waits for it (see `#acquire`).
+   * answered it: resolves once it did, and the hold of a grant that came
+   * anyway is gone (its release accepted, also after refusals, or the lease
+   * lost). A new acquire of the key waits for it (see `#acquire`).
    */
   readonly #abandoned = new Map<string, Promise<void>>();
   readonly #events = new Emitter<ClientEvents>();
@@ -139,7 +140,9 @@ export class LockClient extends PrefectFace {
    * once, also when the server does not answer; a grant that raced the
    * cancel is released by the client when it arrives (again while refused,
    * see `withLock`), and a new acquire of the key is sent only once the
-   * server answered the aborted one; aborted after the grant - ignored.
+   * server answered the aborted one and that grant's hold is gone (a drop
+   * or close meanwhile rejects it as a pending acquire); aborted after the
+   * grant - ignored.
    *
    * @throws LockError with the server's code (`bad_request`, `too_many_locks`,
    * ...), or `connection_closed`.
@@ -157,8 +160,10 @@ export class LockClient extends PrefectFace {
     if (abandoned) {
       // An acquire of the key sent now could be answered with the hold a late grant of the abandoned one made,
       // which the client then releases; the server refuses one while the abandoned one is still queued.
-      await settledUnlessAborted(abandoned, signal);
-      connection = this.#keeper.live();
+      // A drop or close of the connection ends the wait: the acquire is then sent on that connection, which
+      // rejects it with the error its pending calls got (`connection_lost`, `connection_closed`).
+      await settledUnlessAborted(abandoned, signal, connection.closedSignal);
+      if (!connection.closedSignal.aborted) connection = this.#keeper.live();
     }
     // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
     this.#keeper.claim(key);
@@ -180,8 +185,10 @@ export class LockClient extends PrefectFace {
     );
     return this.#abortable(connection, call, signal, {
       // The caller gave up but the grant won the race: hand the lock back at once (and again if refused).
+      // Done only once the hold is gone, not at the first answer: while a refused release is asked again the
+      // session still holds the key, and a new acquire of it would be answered with that hold.
       late: async (late) => {
-        if (late?.fresh) await releaseHold(late.lease, this.limits);
+        if (late?.fresh) await releaseHoldUntilGone(late.lease, this.limits);
       },
       abandoned: (settled) => this.#abandon(key, settled),
     });
@@ -429,15 +436,28 @@ export class LockClient extends PrefectFace {
   }
 }
 
-/** Resolves once `settled` did; rejects with `signal.reason` if the signal aborts first. */
-function settledUnlessAborted(settled: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
-  if (!signal) return settled;
+/**
+ * Resolves once `settled` did or `closed` aborts (the connection ended);
+ * rejects with `signal.reason` if the signal aborts first.
+ */
+function settledUnlessAborted(
+  settled: Promise<void>,
+  signal: AbortSignal | undefined,
+  closed: AbortSignal,
+): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    void settled.then(() => {
-      signal.removeEventListener('abort', onAbort);
+    const done = () => {
+      signal?.removeEventListener('abort', onAbort);
+      closed.removeEventListener('abort', done);
       resolve();
-    });
+    };
+    const onAbort = () => {
+      closed.removeEventListener('abort', done);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    closed.addEventListener('abort', done, { once: true });
+    if (closed.aborted) done();
+    void settled.then(done);
   });
 }
