@@ -244,28 +244,77 @@ describe('lockwire status', () => {
     }
   });
 
-  it('sends --token as a bearer credential and exits 69 when the server refuses the connection', async () => {
-    const seen: (string | undefined)[] = [];
-    const refusing = createServer();
-    refusing.on('upgrade', (request, socket) => {
-      seen.push(request.headers.authorization);
-      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    });
-    refusing.listen(0, '127.0.0.1');
-    await once(refusing, 'listening');
-    const { port } = refusing.address() as AddressInfo;
+  it('sends --token as a bearer credential and exits 1, saying unauthorized, when the server answers the upgrade with 401', async () => {
+    const refusing = await startRefusingServer(401);
     try {
-      const status = lockwire(['status', '--token', 'sekret'], { LOCKWIRE_URL: `ws://127.0.0.1:${port}/v1` });
-      expect((await status.waitForExit()).code).toBe(69);
-      const fromEnv = lockwire(['status'], { LOCKWIRE_URL: `ws://127.0.0.1:${port}/v1`, LOCKWIRE_TOKEN: 'from-env' });
-      expect((await fromEnv.waitForExit()).code).toBe(69);
-      expect(seen).toEqual(['Bearer sekret', 'Bearer from-env']);
-      expect(status.text('stderr')).toContain(`cannot connect to ws://127.0.0.1:${port}/v1`);
+      const status = lockwire(['status', '--token', 'sekret'], { LOCKWIRE_URL: refusing.url });
+      const fromEnv = lockwire(['status'], { LOCKWIRE_URL: refusing.url, LOCKWIRE_TOKEN: 'from-env' });
+      expect((await status.waitForExit()).code).toBe(1);
+      expect((await fromEnv.waitForExit()).code).toBe(1);
+      expect(refusing.seen.sort()).toEqual(['Bearer from-env', 'Bearer sekret']);
+      expect(status.text('stderr')).toBe(
+        `lockwire status: cannot connect to ${refusing.url}: unauthorized: the token is missing, invalid or expired (HTTP 401)`,
+      );
     } finally {
       refusing.close();
     }
   });
+
+  it('exits 1 saying forbidden on a 403 and 69 (worth trying again) on a 503 upgrade answer', async () => {
+    const forbidding = await startRefusingServer(403);
+    const draining = await startRefusingServer(503);
+    try {
+      const forbidden = lockwire(['watch'], { LOCKWIRE_URL: forbidding.url });
+      const unavailable = lockwire(['watch'], { LOCKWIRE_URL: draining.url });
+      expect((await forbidden.waitForExit()).code).toBe(1);
+      expect(forbidden.text('stderr')).toBe(
+        `lockwire watch: cannot connect to ${forbidding.url}: forbidden: the server refused this client (HTTP 403)`,
+      );
+      expect((await unavailable.waitForExit()).code).toBe(69);
+      expect(unavailable.text('stderr')).toBe(
+        `lockwire watch: cannot connect to ${draining.url}: the server is draining or at its connection limit (HTTP 503)`,
+      );
+    } finally {
+      forbidding.close();
+      draining.close();
+    }
+  });
+
+  it('run, status and watch exit 1 without a token or with a bad one on a server that requires tokens, and run starts no command', async () => {
+    const guarded = await createLockServer({ port: 0, auth: { secret: 'a-secret-of-at-least-32-bytes-length!!' } });
+    try {
+      const env = { LOCKWIRE_URL: guarded.url };
+      const started = [
+        lockwire(['run', '--key', 'k', '--', NODE, '-e', "process.stdout.write('ran')"], env),
+        lockwire(['status'], env),
+        lockwire(['watch'], env),
+        lockwire(['run', '--key', 'k', '--', NODE, '-e', "process.stdout.write('ran')"], { ...env, LOCKWIRE_TOKEN: 'not.a.jwt' }),
+      ];
+      const exits = await Promise.all(started.map((tool) => tool.waitForExit()));
+      expect(exits.map((exit) => exit.code)).toEqual([1, 1, 1, 1]);
+      for (const tool of started) {
+        expect(tool.text('stderr')).toMatch(/: unauthorized: the token is missing, invalid or expired \(HTTP 401\)$/);
+        expect(tool.text()).toBe('');
+      }
+    } finally {
+      await guarded.close();
+    }
+  });
 });
+
+/** An HTTP server that answers every WebSocket upgrade with `status`, keeping the Authorization headers it saw. */
+async function startRefusingServer(status: number): Promise<{ url: string; seen: (string | undefined)[]; close(): void }> {
+  const seen: (string | undefined)[] = [];
+  const refusing = createServer();
+  refusing.on('upgrade', (request, socket) => {
+    seen.push(request.headers.authorization);
+    socket.end(`HTTP/1.1 ${status} Refused\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  });
+  refusing.listen(0, '127.0.0.1');
+  await once(refusing, 'listening');
+  const { port } = refusing.address() as AddressInfo;
+  return { url: `ws://127.0.0.1:${port}/v1`, seen, close: () => refusing.close() };
+}
 
 describe('lockwire watch', () => {
   it('prints the snapshot then one JSON line per event, and exits 0 on SIGINT', async () => {

@@ -18,7 +18,10 @@ export const DEFAULT_URL = 'ws://127.0.0.1:7311/v1';
 export const ToolExit = {
   Ok: 0,
   Usage: 2,
-  /** EX_UNAVAILABLE: the server could not be reached, the connection ended, or the server is draining or without its store. */
+  /**
+   * EX_UNAVAILABLE: the server could not be reached (or answered the connect with 503), the connection ended, or the
+   * server is draining or without its store. A refused token (401, 403) exits 1: trying again would not help.
+   */
   Unavailable: 69,
   /** EX_SOFTWARE: `lockwire run` lost its lock while the command ran. */
   LockLost: 70,
@@ -106,13 +109,25 @@ export function endpointFrom(
  * connect rejects with an `Error` naming the deadline and `deadline.flag`,
  * and the socket is destroyed, so nothing keeps the process alive.
  *
- * @throws the client's `LockError` (`connection_closed`) when the server
- * cannot be reached or refuses the upgrade; the deadline's `Error` when it
- * does not answer in time.
+ * @throws {@link UpgradeRefusedError} when the server answers the upgrade
+ * with an HTTP status instead (401 for a missing, invalid or expired token,
+ * 403, 503 while draining or at its connection cap...); the client's
+ * `LockError` (`connection_closed`) when it cannot be reached or the
+ * connection ends before the welcome; the deadline's `Error` when it does
+ * not answer in time.
  */
 export async function connectTool(endpoint: Endpoint, deadline: ConnectDeadline): Promise<LockClient> {
   const headers: Record<string, string> = endpoint.token ? { authorization: `Bearer ${endpoint.token}` } : {};
   const sockets: WebSocket[] = [];
+  let refusedWith: number | undefined;
+  // ws reports a refused upgrade only as an error message; its status decides whether trying again can help.
+  const watchRefusal = (socket: WebSocket) =>
+    socket.once('unexpected-response', (_request, response) => {
+      refusedWith = response.statusCode;
+      response.resume();
+      // With this listener ws leaves the handshake to it: drop it, which reports an error and a close to the client.
+      socket.terminate();
+    });
   const controller = new AbortController();
   const timer = setTimeout(() => {
     const why = `the server did not complete the WebSocket handshake and send its welcome within ${formatDuration(deadline.ms)} (${deadline.flag})`;
@@ -128,26 +143,63 @@ export async function connectTool(endpoint: Endpoint, deadline: ConnectDeadline)
       signal: controller.signal,
       // The client keeps its socket private: a connect past its deadline must drop the socket at once,
       // without the closing handshake a server that sent no welcome would not answer either.
-      transport: createWsTransport({ headers, onSocket: (socket) => sockets.push(socket) }),
+      transport: createWsTransport({
+        headers,
+        onSocket: (socket) => {
+          sockets.push(socket);
+          watchRefusal(socket);
+        },
+      }),
     });
+  } catch (error) {
+    throw refusedWith === undefined ? error : new UpgradeRefusedError(refusedWith);
   } finally {
     clearTimeout(timer);
   }
 }
 
 /**
+ * The server answered the WebSocket upgrade with an HTTP status instead of
+ * switching protocols. Its message says what the status means to a user of
+ * the tools.
+ */
+export class UpgradeRefusedError extends Error {
+  override readonly name = 'UpgradeRefusedError';
+  constructor(readonly status: number) {
+    super(refusalMessage(status));
+  }
+}
+
+function refusalMessage(status: number): string {
+  if (status === 401) return 'unauthorized: the token is missing, invalid or expired (HTTP 401)';
+  if (status === 403) return 'forbidden: the server refused this client (HTTP 403)';
+  if (status === 503) return 'the server is draining or at its connection limit (HTTP 503)';
+  return `the server refused the WebSocket upgrade (HTTP ${status})`;
+}
+
+/**
+ * Exit code of a failed connect: 1 when the server refused the credentials
+ * (401, 403), which trying again will not change; otherwise
+ * {@link ToolExit.Unavailable}, as for a server that cannot be reached or
+ * is draining (503).
+ */
+export function connectExitCodeFor(error: unknown): number {
+  return error instanceof UpgradeRefusedError && (error.status === 401 || error.status === 403) ? 1 : ToolExit.Unavailable;
+}
+
+/**
  * Connects `command` (`run`, `status`, `watch`) as {@link connectTool} does,
  * to the endpoint its flags and environment name, within `deadline`. When
  * that fails it writes `lockwire <command>: cannot connect to <url>: <why>`
- * to stderr and resolves null, for the caller to exit with
- * {@link ToolExit.Unavailable}.
+ * to stderr and resolves the exit code for the caller to exit with
+ * ({@link connectExitCodeFor}: 1 for a refused token, 69 otherwise).
  */
 export async function connectOrReport(
   io: ToolIo,
   command: string,
   flags: ConnectFlags,
   deadline: ConnectDeadline,
-): Promise<LockClient | null> {
+): Promise<LockClient | number> {
   const endpoint = endpointFrom(flags, io.env);
   try {
     return await connectTool(endpoint, deadline);
@@ -155,7 +207,7 @@ export async function connectOrReport(
     const shown = shownUrl(endpoint.url);
     const why = describeError(error).split(endpoint.url).join(shown);
     io.stderr.write(`lockwire ${command}: cannot connect to ${shown}: ${why}\n`);
-    return null;
+    return connectExitCodeFor(error);
   }
 }
 

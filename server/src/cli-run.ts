@@ -83,12 +83,14 @@ most 1 s for the server to answer the cancel.
 Exit status: the command's (128+N when killed by signal N); 128+N when
 signal N came while waiting for the lock; 75 when the lock was not granted
 within --wait; 70 when the lock was lost; 69 when the server cannot be
-reached, has not completed the WebSocket handshake and sent its welcome by
-the connect deadline, or, before the grant, the connection ends, a ping
-goes unanswered, the server drains (shutting_down) or cannot reach its
-store (store_unavailable); 1 when the server refuses the request
-otherwise (forbidden, too_many_waiters...); 127 when the command cannot
-be started; 2 on bad usage.
+reached, answers the connect with HTTP 503 (draining, connection limit),
+has not completed the WebSocket handshake and sent its welcome by the
+connect deadline, or, before the grant, the connection ends, a ping goes
+unanswered, the server drains (shutting_down) or cannot reach its store
+(store_unavailable); 1 when the server refuses the token (HTTP 401: missing,
+invalid or expired; HTTP 403) or the request otherwise (forbidden,
+too_many_waiters...); 127 when the command cannot be started; 2 on bad
+usage.
 
 Options:
   --key KEY              the lock to hold (required)
@@ -297,7 +299,7 @@ export async function runCommand(args: string[], io: ToolIo): Promise<number> {
   if (typeof run === 'string') return usageFailure(io, 'run', RUN_USAGE, run);
   const connecting = performance.now();
   const client = await connectOrReport(io, 'run', run.flags, run.connectDeadline);
-  if (client === null) return ToolExit.Unavailable;
+  if (typeof client === 'number') return client;
   // The time connecting took counts against --wait; what is left of it (0: try once) is the wait in the queue.
   const wait = run.wait === null ? null : Math.max(0, Math.floor(run.wait - (performance.now() - connecting)));
   const signals = listenForSignals();

@@ -29,9 +29,10 @@ as unavailable.
 
 Exit status: 0; 69 when the server cannot be reached, does not answer the
 connect or a request within --connect-timeout, or is draining or cannot
-reach its store (shutting_down, store_unavailable); 141 (as for SIGPIPE),
-with no message, when the reader of the output went away; 1 when it refuses the request
-otherwise; 2 on bad usage.
+reach its store (HTTP 503 to the connect, shutting_down,
+store_unavailable); 141 (as for SIGPIPE), with no message, when the reader
+of the output went away; 1 when it refuses the token (HTTP 401: missing,
+invalid or expired; HTTP 403) or the request otherwise; 2 on bad usage.
 
 Options:
   --prefix P             only keys starting with P (default: all)
@@ -110,7 +111,7 @@ export async function statusCommand(args: string[], io: ToolIo): Promise<number>
   const deadline = connectDeadlineOf(values);
   if (typeof deadline === 'string') return usageFailure(io, 'status', STATUS_USAGE, deadline);
   const client = await connectOrReport(io, 'status', values, deadline);
-  if (client === null) return ToolExit.Unavailable;
+  if (typeof client === 'number') return client;
   let outputClosed = false;
   const stopOutputCheck = onOutputClosed(io, () => {
     outputClosed = true;

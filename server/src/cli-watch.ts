@@ -42,8 +42,9 @@ the reader of the output went away (lockwire watch | head -1); 69 when the
 server cannot be reached, does not answer the connect within
 --connect-timeout, does not answer a ping within --heartbeat, the
 connection ends, or the server is draining or cannot reach its store
-(shutting_down, store_unavailable); 1 when it refuses the watch otherwise;
-2 on bad usage.
+(HTTP 503 to the connect, shutting_down, store_unavailable); 1 when it
+refuses the token (HTTP 401: missing, invalid or expired; HTTP 403) or the
+watch otherwise; 2 on bad usage.
 
 Options:
   --prefix P             only keys starting with P (default: all)
@@ -112,7 +113,7 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
   const deadline = connectDeadlineOf(values);
   if (typeof deadline === 'string') return usageFailure(io, 'watch', WATCH_USAGE, deadline);
   const client = await connectOrReport(io, 'watch', values, deadline);
-  if (client === null) return ToolExit.Unavailable;
+  if (typeof client === 'number') return client;
   // The client notices a connection that closes, not one that goes silent: without pings, a half-open
   // path would leave the tool running, printing nothing, for ever.
   const liveness = checkConnection(client, heartbeat);
