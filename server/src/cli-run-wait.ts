@@ -8,8 +8,6 @@ import type { SignalRoute } from './cli-run-child.js';
  * there, normally comes first.
  */
 export const WAIT_MARGIN_MS = 500;
-/** How long a given-up acquire waits for the server to answer its cancel: a silent server never does. */
-export const CANCEL_WAIT_MS = 1000;
 
 /** The lock `lockwire run` waits for, and how. */
 export interface LockRequest {
@@ -27,8 +25,8 @@ export interface LockRequest {
 /**
  * How the wait for the lock ended: granted; not granted within `--wait`;
  * given up on a signal; or given up because the server stopped answering
- * pings meanwhile. A lease granted while the wait was being given up comes
- * along, for the caller to release.
+ * pings meanwhile. A lease the client had already handed over when the
+ * wait was given up comes along, for the caller to release.
  */
 export type Acquired =
   | { kind: 'granted'; lease: Lease }
@@ -41,10 +39,11 @@ export type Acquired =
  * of it); the tool bounds it too, {@link WAIT_MARGIN_MS} later, and pings the
  * server every `--heartbeat` meanwhile, so a server that stopped answering
  * (paused, or behind a silent path) cannot keep it queued for ever. On a
- * signal, a local deadline or a silent server, the acquire is aborted (the
- * client sends `cancel`) and its answer awaited for {@link CANCEL_WAIT_MS}
- * at most; the caller then closes the client, which ends the session and
- * whatever the server still queues for it.
+ * signal, a local deadline or a silent server, the acquire is aborted: the
+ * client sends `cancel` and settles the acquire at once, without waiting
+ * for the server's answer. The caller then closes the client, which ends
+ * the session: the server drops its waiter, and releases a grant that
+ * raced the cancel along with the session's other locks.
  *
  * @throws the acquire's error when the server refused it first.
  */
@@ -62,9 +61,9 @@ export async function waitForLock(client: LockClient, request: LockRequest, sign
   const liveness = checkConnection(client, request.heartbeat);
   const onSilent = () => giveUp({ kind: 'silent', reason: liveness.signal.reason, lease: null });
   liveness.signal.addEventListener('abort', onSilent, { once: true });
-  let stopWaiting: ReturnType<typeof setTimeout> | undefined;
   try {
-    const settled = client
+    // Bounded once given up: an aborted acquire rejects with the signal's reason at once.
+    const outcome = await client
       .acquire(request.key, {
         mode: request.shared ? 'shared' : 'exclusive',
         acquireTimeout: request.wait,
@@ -76,24 +75,12 @@ export async function waitForLock(client: LockClient, request: LockRequest, sign
         (lease) => ({ lease }),
         (error: unknown) => ({ error }),
       );
-    const aborted = new Promise<'given up'>((resolve) => {
-      controller.signal.addEventListener('abort', () => resolve('given up'), { once: true });
-    });
-    let outcome = await Promise.race([settled, aborted]);
-    if (outcome === 'given up') {
-      // The client waits for the acquire's answer to its cancel; a server that stopped answering never gives it.
-      const late = new Promise<'given up'>((resolve) => {
-        stopWaiting = setTimeout(() => resolve('given up'), CANCEL_WAIT_MS);
-      });
-      outcome = await Promise.race([settled, late]);
-    }
-    const lease = outcome !== 'given up' && 'lease' in outcome ? outcome.lease : null;
+    const lease = 'lease' in outcome ? outcome.lease : null;
     if (givenUp !== undefined) return { ...givenUp, lease };
-    if (outcome !== 'given up' && 'error' in outcome) throw outcome.error;
+    if ('error' in outcome) throw outcome.error;
     return lease === null ? { kind: 'not-granted', lease } : { kind: 'granted', lease };
   } finally {
     clearTimeout(deadline);
-    clearTimeout(stopWaiting);
     liveness.signal.removeEventListener('abort', onSilent);
     liveness.stop();
   }

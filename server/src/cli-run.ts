@@ -77,8 +77,10 @@ is waited for only for what is left of it after connecting. The server
 answers when that runs out; one that does not is given up on 0.5 s later
 (exit 75). --wait 0 tries the lock once, after connecting within
 --connect-timeout. A signal while waiting (SIGINT, SIGTERM, any of those
-passed on below) cancels the wait and exits 128+N (130, 143), waiting at
-most 1 s for the server to answer the cancel.
+passed on below) cancels the wait and exits 128+N (130, 143). The tool
+does not wait for the server to answer the cancel: it closes the
+connection, which ends the session, so the server drops the waiter and
+releases any grant that raced the cancel.
 
 Exit status: the command's (128+N when killed by signal N); 128+N when
 signal N came while waiting for the lock; 75 when the lock was not granted
