@@ -432,7 +432,7 @@ describe('a reader of the output that went away', () => {
     return { child, exited, closed, stderr: () => stderr };
   }
 
-  it('watch exits 141 with no message when its reader closes after the first line (lockwire watch --json | head -1)', async () => {
+  it('watch exits 141 with no message at its next event after its reader closed after the first line (lockwire watch --json | head -1)', async () => {
     const watch = piped(['watch', '--json'], true);
     try {
       await watch.closed;

@@ -29,7 +29,9 @@ export const ToolExit = {
   NotAcquired: 75,
   /**
    * 128 + SIGPIPE: the reader of `status`'s or `watch`'s output went away
-   * (`| head -1`), as a tool that died of SIGPIPE would report.
+   * (`| head -1`), as a tool that died of SIGPIPE would report. Noticed, as
+   * SIGPIPE is, by the next write that fails: Node has no way to watch a
+   * pipe that nothing is being written to.
    */
   OutputClosed: 141,
 } as const;

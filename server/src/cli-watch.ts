@@ -37,13 +37,14 @@ network path, which closes nothing): exit 69, so a silent watch is not
 mistaken for a quiet one.
 
 Exit status: 0 after Ctrl-C (SIGINT) or SIGTERM, within about 1 s even when
-the server stopped answering; 141 (as for SIGPIPE), with no message, when
-the reader of the output went away (lockwire watch | head -1); 69 when the
-server cannot be reached, does not answer the connect within
---connect-timeout, does not answer a ping within --heartbeat, the
-connection ends, or the server is draining or cannot reach its store
-(HTTP 503 to the connect, shutting_down, store_unavailable); 1 when it
-refuses the token (HTTP 401: missing, invalid or expired; HTTP 403) or the
+the server stopped answering; 141 (as for SIGPIPE), with no message, at
+its next write after the reader of the output went away (lockwire watch |
+head -1 ends at the next lock event: a pipe reports a closed reader only
+to a write); 69 when the server cannot be reached, does not answer the
+connect within --connect-timeout, does not answer a ping within
+--heartbeat, the connection ends, or the server is draining or cannot
+reach its store (HTTP 503 to the connect, shutting_down,
+store_unavailable); 1 when it refuses the token (HTTP 401: missing, invalid or expired; HTTP 403) or the
 watch otherwise; 2 on bad usage.
 
 Options:
