@@ -1,9 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { main, type CliIo } from '../server/src/cli.js';
 import { createRedisStore, type RedisStoreOptions } from '../server/src/redis/redis-store.js';
+import { tlsRefusal } from '../server/src/redis/redis-tls.js';
 import { RawClient } from './helpers/raw-client.js';
 import { startNodesAt } from './helpers/redis-nodes.js';
 import {
@@ -13,7 +15,7 @@ import {
   type RedisServer,
   type RedisServerTls,
 } from './helpers/redis-server.js';
-import { createTestPki, type TestPki } from './helpers/tls-certs.js';
+import { createTestPki, type CertFiles, type TestPki } from './helpers/tls-certs.js';
 
 /** Longest wait for anything here: a start that should fail fails well within it. */
 const WAIT_MS = 5000;
@@ -97,6 +99,30 @@ async function failedStart(store: RedisStoreOptions, ms = WAIT_MS): Promise<stri
   expect(Date.now() - started).toBeLessThan(ms);
   return outcome;
 }
+
+/**
+ * Runs `CONFIG SET` on the TLS Redis at `port`, with the test's client
+ * certificate. It does not check the server's certificate: it is there to
+ * replace one, also one a checking client refuses.
+ */
+async function configSet(port: number, config: Record<string, string>): Promise<void> {
+  const { client } = ready(pki, 'the test PKI');
+  const admin = createClient({
+    url: `rediss://127.0.0.1:${port}`,
+    socket: { tls: true, rejectUnauthorized: false, cert: client.cert, key: client.key, reconnectStrategy: false },
+  });
+  admin.on('error', () => {});
+  await admin.connect();
+  try {
+    await admin.configSet(config);
+  } finally {
+    admin.destroy();
+  }
+}
+
+/** Makes the Redis at `port` serve `cert` to every new connection, as a certificate replaced on a running Redis. */
+const serveCertificate = (port: number, cert: CertFiles) =>
+  configSet(port, { 'tls-cert-file': cert.certFile, 'tls-key-file': cert.keyFile });
 
 /** A holder on one node releases; a waiter on the other is granted with a larger token. */
 async function expectHandoff(first: { readonly url: string }, second: { readonly url: string }, key: string): Promise<void> {
@@ -256,6 +282,35 @@ describe('lockwire serve with --redis-tls-*', () => {
     const result = await serve(['--store', 'redis', '--redis-url', ready(open, 'redis').url]);
     expect(result.exit).toBe(1);
     expect(result.stderr).toMatch(/^lockwire: Error: could not connect to Redis: the Redis server's certificate is not trusted/m);
+  });
+});
+
+describe('the Redis store over rediss:// with a certificate the CA signed that does not fit', () => {
+  /** Serves what each test sets with `serveCertificate`. */
+  let redis: RedisServer | undefined;
+  beforeAll(async () => {
+    redis = await startRedisServer([], serverTls(false));
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it('fails to start at once saying the certificate expired, not asking for the CA that signed it', async () => {
+    const { ca, expired } = ready(pki, 'the test PKI');
+    const { url, port } = ready(redis, 'redis');
+    await serveCertificate(port, expired);
+    const message = await failedStart({ url, namespace: namespace(), tls: { ca: ca.cert } }, 1900);
+    expect(message).toMatch(
+      /^could not connect to Redis: the Redis server's certificate \(or a CA certificate of its chain\) has expired or is not yet valid \(.*expired.*\): renew it, or check this machine's clock$/,
+    );
+    expect(message).not.toMatch(/give the CA/);
+  });
+
+  it('tells a certificate not yet valid as one out of its validity too, not as an untrusted one', () => {
+    const error = Object.assign(new Error('certificate is not yet valid'), { code: 'CERT_NOT_YET_VALID' });
+    expect(tlsRefusal(error)).toBe(
+      "the Redis server's certificate (or a CA certificate of its chain) has expired or is not yet valid (certificate is not yet valid): renew it, or check this machine's clock",
+    );
   });
 });
 

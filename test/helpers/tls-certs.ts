@@ -20,7 +20,11 @@ export interface CertFiles {
   readonly key: string;
 }
 
-/** A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all signed by the CA. */
+/**
+ * A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a
+ * client certificate, all signed by the CA; and server certificates the CA
+ * signed that a client still refuses: one expired.
+ */
 export interface TestPki {
   readonly dir: string;
   /** The CA's certificate (`caFile`, `ca`) and key. */
@@ -28,6 +32,8 @@ export interface TestPki {
   /** Names IP 127.0.0.1 and DNS localhost; usable as a client certificate too (Redis Cluster nodes reach each other with it). */
   readonly server: CertFiles;
   readonly client: CertFiles;
+  /** Names IP 127.0.0.1 and DNS localhost, but its validity ended a day before it began: expired. */
+  readonly expired: CertFiles;
   /** A second CA that signed none of the above. */
   readonly otherCa: CertFiles;
   /** Removes the directory. */
@@ -44,7 +50,8 @@ const KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-node
 
 /**
  * Makes a `TestPki` in a new temp directory with `openssl` (P-256 keys, one
- * day of validity). Throws naming the install command when openssl is missing.
+ * day of validity, but for `expired`). Throws naming the install command
+ * when openssl is missing.
  */
 export function createTestPki(): TestPki {
   const bin = openssl();
@@ -58,21 +65,24 @@ export function createTestPki(): TestPki {
     const makeCa = (name: string) =>
       run(bin, ['req', '-x509', ...KEY, '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '1', '-subj', `/CN=lockwire test ${name}`,
         '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
-    const issue = (name: string, extensions: string) => {
+    // `days` -1 ends the validity a day before it begins (openssl 3.0 has no -not_after).
+    const issue = (name: string, extensions: string, days = 1) => {
       writeFileSync(join(dir, `${name}.ext`), extensions);
       run(bin, ['req', ...KEY, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=lockwire test ${name}`], dir);
       run(bin, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`,
-        '-days', '1', '-extfile', `${name}.ext`], dir);
+        '-days', String(days), '-extfile', `${name}.ext`], dir);
     };
     makeCa('ca');
     makeCa('other-ca');
     issue('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
     issue('client', 'extendedKeyUsage=clientAuth\n');
+    issue('expired', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n', -1);
     return {
       dir,
       ca: files('ca'),
       server: files('server'),
       client: files('client'),
+      expired: files('expired'),
       otherCa: files('other-ca'),
       remove: () => rmSync(dir, { recursive: true, force: true }),
     };

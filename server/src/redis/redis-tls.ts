@@ -63,11 +63,12 @@ const UNTRUSTED = new Set([
   'CERT_UNTRUSTED',
   'CERT_REJECTED',
   'CERT_SIGNATURE_FAILURE',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
   'INVALID_CA',
   'INVALID_PURPOSE',
 ]);
+
+/** OpenSSL's verdicts on a certificate of the chain that is signed as it should be but outside its validity. */
+const OUT_OF_DATE = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 
 function codeOf(error: unknown): string | undefined {
   if (typeof error !== 'object' || error === null || !('code' in error)) return undefined;
@@ -77,9 +78,9 @@ function codeOf(error: unknown): string | undefined {
 /**
  * A connection error that retrying cannot cure, as a message that says what
  * to fix, or undefined for any other error (Redis down, refused, slow): the
- * server's certificate is not trusted or does not name the host, or the TLS
- * handshake itself failed (a client certificate missing or refused, a
- * `rediss://` URL on a port without TLS).
+ * server's certificate is not trusted, has expired or is not yet valid, or
+ * does not name the host, or the TLS handshake itself failed (a client
+ * certificate missing or refused, a `rediss://` URL on a port without TLS).
  */
 export function tlsRefusal(error: unknown): string | undefined {
   const code = codeOf(error);
@@ -87,6 +88,9 @@ export function tlsRefusal(error: unknown): string | undefined {
   const message = error instanceof Error ? error.message : String(error);
   if (UNTRUSTED.has(code)) {
     return `the Redis server's certificate is not trusted (${message}): give the CA that signed it (tls.ca, --redis-tls-ca)`;
+  }
+  if (OUT_OF_DATE.has(code)) {
+    return `the Redis server's certificate (or a CA certificate of its chain) has expired or is not yet valid (${message}): renew it, or check this machine's clock`;
   }
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `the Redis server's certificate does not name the host of the URL (${message})`;
   if (code.startsWith('ERR_SSL_')) return `the TLS handshake with Redis failed (${message})`;
