@@ -266,6 +266,18 @@ export function describeErrors(target: ConformanceTarget): void {
       expect(await lockedKeys(a)).toEqual(['two']);
     });
 
+    it('does not count a key toward too_many_locks when "acquire k; release k" was sent just before the acquire', async () => {
+      const a = await ctx().connect();
+      await hold(a, 'one');
+      a.send({ op: 'acquire', id: 'k', key: 'k' });
+      a.send({ op: 'release', id: 'rel', key: 'k' });
+      a.send({ op: 'acquire', id: 'two', key: 'two' });
+      expect(await a.reply('k')).toMatchObject({ ok: true, acquired: true });
+      expect(await a.reply('rel')).toMatchObject({ ok: true, released: true });
+      expect(await a.reply('two')).toMatchObject({ ok: true, acquired: true });
+      expect(await lockedKeys(a)).toEqual(['one', 'two']);
+    });
+
     it('counts a hold toward too_many_locks when its release was sent after the acquire', async () => {
       const a = await ctx().connect();
       await hold(a, 'one');

@@ -138,13 +138,17 @@ export class LimitGate {
 
   /**
    * What of the session is in flight: acquires whose step has not answered,
-   * steps on the keys it holds (a release drops its hold only at the reply),
-   * and cancels.
+   * with the steps in flight on their key once they have (a release sent
+   * right after one drops the hold it gets only at the release's reply),
+   * steps on the keys it holds (likewise), and cancels.
    */
   #inFlight(session: SessionId, local: LocalSession, own: LocalPending | null): Array<Promise<unknown>> {
     const waits: Array<Promise<unknown>> = [];
     for (const pending of local.pending.values()) {
-      if (pending !== own && pending.kind === 'acquire' && pending.sending) waits.push(pending.sent);
+      if (pending === own || pending.kind !== 'acquire' || !pending.sending) continue;
+      // Read at its answer, not now: a release of the key that waits for the acquire's step to begin
+      // (see `LocalSession#starting`) is in flight by then, and only then.
+      waits.push(pending.sent.then(() => this.#steps.idle(pending.key)));
     }
     for (const key of local.holds.keys()) if (this.#steps.busy(key)) waits.push(this.#steps.idle(key));
     waits.push(...this.#cancels(session));
