@@ -23,7 +23,7 @@ export interface CertFiles {
 /**
  * A throwaway CA, a server certificate for 127.0.0.1 and localhost, and a
  * client certificate, all signed by the CA; and server certificates the CA
- * signed that a client still refuses: one expired.
+ * signed that a client still refuses: one expired, one naming localhost only.
  */
 export interface TestPki {
   readonly dir: string;
@@ -34,6 +34,8 @@ export interface TestPki {
   readonly client: CertFiles;
   /** Names IP 127.0.0.1 and DNS localhost, but its validity ended a day before it began: expired. */
   readonly expired: CertFiles;
+  /** Names DNS localhost only, not 127.0.0.1; usable as a client certificate too. */
+  readonly localhostOnly: CertFiles;
   /** A second CA that signed none of the above. */
   readonly otherCa: CertFiles;
   /** Removes the directory. */
@@ -77,12 +79,14 @@ export function createTestPki(): TestPki {
     issue('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
     issue('client', 'extendedKeyUsage=clientAuth\n');
     issue('expired', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n', -1);
+    issue('localhost-only', 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
     return {
       dir,
       ca: files('ca'),
       server: files('server'),
       client: files('client'),
       expired: files('expired'),
+      localhostOnly: files('localhost-only'),
       otherCa: files('other-ca'),
       remove: () => rmSync(dir, { recursive: true, force: true }),
     };

@@ -9,7 +9,11 @@ export interface Connectable {
 }
 
 export interface FirstConnectOptions {
-  /** The events the client reports connection errors with (`error`; a cluster's nodes: `node-error`). */
+  /**
+   * The events the client reports connection errors with (`error`; a
+   * cluster's nodes: `node-error`). A client reporting `node-error` is a
+   * cluster's: a certificate not naming a node is then told as such (see `tlsRefusal`).
+   */
   readonly events: readonly string[];
   /** ms after which the attempt is given up. */
   readonly limit: number;
@@ -37,8 +41,9 @@ export async function firstConnect(client: Connectable, options: FirstConnectOpt
   const refused = new Promise<never>((_, reject) => {
     refuse = reject;
   });
+  const cluster = options.events.includes('node-error');
   const refusal = (error: unknown) => {
-    const problem = tlsRefusal(error);
+    const problem = tlsRefusal(error, cluster);
     return problem === undefined ? undefined : new Error(`could not connect to Redis: ${problem}`, { cause: error });
   };
   const onError = (error: unknown) => {

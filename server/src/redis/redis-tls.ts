@@ -70,19 +70,40 @@ const UNTRUSTED = new Set([
 /** OpenSSL's verdicts on a certificate of the chain that is signed as it should be but outside its validity. */
 const OUT_OF_DATE = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 
-function codeOf(error: unknown): string | undefined {
-  if (typeof error !== 'object' || error === null || !('code' in error)) return undefined;
-  return typeof error.code === 'string' ? error.code : undefined;
+function stringField(error: unknown, field: 'code' | 'host'): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const value: unknown = Reflect.get(error, field);
+  return typeof value === 'string' ? value : undefined;
+}
+
+const codeOf = (error: unknown) => stringField(error, 'code');
+
+/**
+ * Why the certificate does not fit the address it was reached at. Node's
+ * error names that address (`host`); a cluster client reaches the nodes at
+ * the addresses the cluster announces, which need not be the URL's host.
+ */
+function nameMismatch(error: unknown, message: string, cluster: boolean): string {
+  const host = stringField(error, 'host');
+  if (!cluster) return `the Redis server's certificate does not name the host of the URL${host === undefined ? '' : `, ${host}`} (${message})`;
+  return (
+    `the certificate of the Redis Cluster node at ${host ?? 'an address the cluster announced'} does not name that address (${message}): ` +
+    "the cluster client reaches the nodes at the URL's hosts first, then at the addresses the cluster announces for them, " +
+    'so the certificates must name those addresses too, or the cluster must announce host names they name ' +
+    '(cluster-announce-hostname with cluster-preferred-endpoint-type hostname)'
+  );
 }
 
 /**
  * A connection error that retrying cannot cure, as a message that says what
  * to fix, or undefined for any other error (Redis down, refused, slow): the
  * server's certificate is not trusted, has expired or is not yet valid, or
- * does not name the host, or the TLS handshake itself failed (a client
- * certificate missing or refused, a `rediss://` URL on a port without TLS).
+ * does not name the address it was reached at, or the TLS handshake itself
+ * failed (a client certificate missing or refused, a `rediss://` URL on a
+ * port without TLS). With `cluster` (default false) a name mismatch is told
+ * as a node's: the address refused, and how the cluster client picks it.
  */
-export function tlsRefusal(error: unknown): string | undefined {
+export function tlsRefusal(error: unknown, cluster = false): string | undefined {
   const code = codeOf(error);
   if (code === undefined) return undefined;
   const message = error instanceof Error ? error.message : String(error);
@@ -92,7 +113,7 @@ export function tlsRefusal(error: unknown): string | undefined {
   if (OUT_OF_DATE.has(code)) {
     return `the Redis server's certificate (or a CA certificate of its chain) has expired or is not yet valid (${message}): renew it, or check this machine's clock`;
   }
-  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `the Redis server's certificate does not name the host of the URL (${message})`;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return nameMismatch(error, message, cluster);
   if (code.startsWith('ERR_SSL_')) return `the TLS handshake with Redis failed (${message})`;
   return undefined;
 }
