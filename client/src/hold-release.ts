@@ -42,3 +42,66 @@ export function releaseHold(
 export function releaseHoldUntilGone(lease: Lease, limits: Limits): Promise<void> {
   return new Promise<void>((gone) => void releaseHold(lease, limits, gone));
 }
+
+/**
+ * The holds this client lets go of in the background, by key: a release
+ * asked again while the server refuses it, and the fate of an acquire given
+ * up before the server answered it. Until such a hold is gone the session
+ * still holds the key, so an acquire of the key sent meanwhile would be
+ * answered with that very hold (the same token, the lease the client
+ * already has), which the release asked again then drops: the new holder
+ * would believe it holds a lock the server released. `LockClient` sends a
+ * new acquire of a key only once {@link pending} resolved.
+ */
+export class HoldReleases {
+  readonly #going = new Map<string, Set<Promise<void>>>();
+  readonly #limits: () => Limits;
+
+  /** `limits`: the server's announced limits (their `rateLimit` paces a refused release). */
+  constructor(limits: () => Limits) {
+    this.#limits = limits;
+  }
+
+  /**
+   * {@link releaseHold}, with the key recorded from now until the hold is
+   * gone (also an acquire made while the first release is out waits for
+   * its answer: refused, it leaves the hold). The key is no longer recorded
+   * by the time `onGone` runs, so an acquire it starts is sent at once.
+   */
+  release(lease: Lease, onGone: () => void = () => undefined): Promise<{ error: unknown } | undefined> {
+    let gone: () => void = () => undefined;
+    const hold = new Promise<void>((resolve) => {
+      gone = resolve;
+    });
+    this.#add(lease.key, hold);
+    return releaseHold(lease, this.#limits(), () => {
+      this.#remove(lease.key, hold);
+      gone();
+      onGone();
+    });
+  }
+
+  /** Records a hold of `key` let go of elsewhere, until `settled` resolves (it must never reject). */
+  track(key: string, settled: Promise<void>): void {
+    this.#add(key, settled);
+    void settled.then(() => this.#remove(key, settled));
+  }
+
+  /** Resolves once every hold of `key` let go of now is gone; `undefined` when none is. Never rejects. */
+  pending(key: string): Promise<void> | undefined {
+    const going = this.#going.get(key);
+    return going ? Promise.all(going).then(() => undefined) : undefined;
+  }
+
+  #add(key: string, hold: Promise<void>): void {
+    const going = this.#going.get(key) ?? new Set<Promise<void>>();
+    going.add(hold);
+    this.#going.set(key, going);
+  }
+
+  #remove(key: string, hold: Promise<void>): void {
+    const going = this.#going.get(key);
+    if (!going?.delete(hold)) return;
+    if (going.size === 0) this.#going.delete(key);
+  }
+}

@@ -3,7 +3,7 @@ import { Connection, type PendingCall } from './connection.js';
 import { ConnectionKeeper, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
 import { ClientErrorCode, isConnectionError, LockError, type CloseInfo } from './errors.js';
-import { releaseHold, releaseHoldUntilGone } from './hold-release.js';
+import { HoldReleases, releaseHoldUntilGone } from './hold-release.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook, type Grant } from './lease-book.js';
 import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
@@ -34,12 +34,14 @@ export class LockClient extends PrefectFace {
   /** Unwatches of prefixes no watch uses any more, asked again while refused. */
   readonly #unwatches = new RefusalRetries(() => this.limits);
   /**
-   * Keys whose acquire was given up (aborted while queued) before the server
-   * answered it: resolves once it did, and the hold of a grant that came
-   * anyway is gone (its release accepted, also after refusals, or the lease
-   * lost). A new acquire of the key waits for it (see `#acquire`).
+   * Holds this client lets go of in the background, by key: released by
+   * `withLock` or a Web Lock whose callbacks are done, until the release is
+   * accepted (also after refusals) or the lease lost; and acquires given up
+   * (aborted while queued) before the server answered them, until it did
+   * and the hold of a grant that came anyway is gone. A new acquire of the
+   * key waits for them (see `#acquire`).
    */
-  readonly #abandoned = new Map<string, Promise<void>>();
+  readonly #releases = new HoldReleases(() => this.limits);
   readonly #events = new Emitter<ClientEvents>();
   /** The connection, its reconnects and the client's state. */
   readonly #keeper: ConnectionKeeper;
@@ -47,7 +49,7 @@ export class LockClient extends PrefectFace {
    * The Web Locks face: `navigator.locks` across tabs, devices and users
    * (`request(name, [options], callback)`, `query()`).
    */
-  readonly locks: LockManager = new LockManager(this);
+  readonly locks: LockManager = new LockManager(this, this.#releases);
   /** Use `LockClient.connect()`. */
   protected constructor(init: ClientInit) {
     super();
@@ -135,17 +137,25 @@ export class LockClient extends PrefectFace {
    * the same mode resolves with the lease it already has (same token,
    * nothing changed).
    *
+   * While this client lets go of a hold of the key in the background (a
+   * release of `withLock` or of a Web Lock that the server refused and the
+   * client asks again, or the late grant of an aborted acquire, see
+   * `signal`), the acquire is sent only once that hold is gone: its release
+   * accepted or the lock lost. Sent before, the server would answer it with
+   * that very hold, which the release asked again then drops. A drop or
+   * close of the connection meanwhile rejects it as a pending acquire
+   * (`connection_lost`, `connection_closed`); `signal` aborts the wait.
+   *
    * `signal`: already aborted - rejects with its reason, sending nothing;
    * aborted while waiting - sends `cancel` and rejects with its reason at
    * once, also when the server does not answer; a grant that raced the
    * cancel is released by the client when it arrives (again while refused,
    * see `withLock`), and a new acquire of the key is sent only once the
-   * server answered the aborted one and that grant's hold is gone (a drop
-   * or close meanwhile rejects it as a pending acquire); aborted after the
-   * grant - ignored.
+   * server answered the aborted one and that grant's hold is gone; aborted
+   * after the grant - ignored.
    *
    * @throws LockError with the server's code (`bad_request`, `too_many_locks`,
-   * ...), or `connection_closed`.
+   * ...), `connection_lost` or `connection_closed`.
    */
   override async acquire(key: string, options: AcquireOptions = {}): Promise<Lease | null> {
     return (await this.#acquire(key, options))?.lease ?? null;
@@ -156,13 +166,14 @@ export class LockClient extends PrefectFace {
     const { signal } = options;
     signal?.throwIfAborted();
     let connection = this.#keeper.live();
-    const abandoned = this.#abandoned.get(key);
-    if (abandoned) {
-      // An acquire of the key sent now could be answered with the hold a late grant of the abandoned one made,
-      // which the client then releases; the server refuses one while the abandoned one is still queued.
+    const releasing = this.#releases.pending(key);
+    if (releasing) {
+      // An acquire of the key sent now could be answered with a hold the client is releasing (a refused release
+      // asked again, a late grant of an abandoned acquire), which that release then drops; the server refuses one
+      // while an abandoned one is still queued.
       // A drop or close of the connection ends the wait: the acquire is then sent on that connection, which
       // rejects it with the error its pending calls got (`connection_lost`, `connection_closed`).
-      await settledUnlessAborted(abandoned, signal, connection.closedSignal);
+      await settledUnlessAborted(releasing, signal, connection.closedSignal);
       if (!connection.closedSignal.aborted) connection = this.#keeper.live();
     }
     // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
@@ -190,17 +201,7 @@ export class LockClient extends PrefectFace {
       late: async (late) => {
         if (late?.fresh) await releaseHoldUntilGone(late.lease, this.limits);
       },
-      abandoned: (settled) => this.#abandon(key, settled),
-    });
-  }
-
-  /** Records an abandoned acquire of `key` until `settled` (see `#abandoned`). */
-  #abandon(key: string, settled: Promise<void>): void {
-    const previous = this.#abandoned.get(key);
-    const all = previous ? Promise.all([previous, settled]).then(() => undefined) : settled;
-    this.#abandoned.set(key, all);
-    void all.then(() => {
-      if (this.#abandoned.get(key) === all) this.#abandoned.delete(key);
+      abandoned: (settled) => this.#releases.track(key, settled),
     });
   }
 
@@ -209,7 +210,10 @@ export class LockClient extends PrefectFace {
    * Resolves with `fn`'s result once the server answered the release. A
    * release the server refuses (`rate_limited`, `store_unavailable`, ...) is
    * sent again in the background, with backoff, until it is accepted or the
-   * lock is lost, so the lock never outlives `fn` for the session's life.
+   * lock is lost, so the lock never outlives `fn` for the session's life;
+   * meanwhile a new acquire of the key (`acquire`, `withLock`,
+   * `acquireLock`) waits for that (see `acquire()`), so it gets a hold of
+   * its own rather than the one being released.
    *
    * On a key this client already holds in the same mode, `fn` runs within
    * that hold (it gets the existing lease, as `acquire()` does) and the hold
@@ -227,7 +231,7 @@ export class LockClient extends PrefectFace {
       return await fn(grant.lease);
     } finally {
       // A lease this call did not make is the outer holder's: releasing it would end their exclusion.
-      if (grant.fresh) await releaseHold(grant.lease, this.limits);
+      if (grant.fresh) await this.#releases.release(grant.lease);
     }
   }
 
@@ -365,7 +369,10 @@ export class LockClient extends PrefectFace {
    * Releases `key` (the Prefect face's `release_lock`).
    *
    * @throws LockError `not_holder` when this connection does not hold it;
-   * nothing changes then.
+   * nothing changes then. The server's refusal (`rate_limited`,
+   * `store_unavailable`, ...): the server still holds the lock, and the
+   * client does not ask again (the caller may), so an acquire of the key
+   * meanwhile is answered with that hold, as any re-acquire is.
    */
   override async releaseLock(key: string): Promise<void> {
     await this.#keeper.live().request('release', { key }, {

@@ -1,6 +1,6 @@
 import type { LockMode } from '@lockwire/protocol';
 import { LockError } from './errors.js';
-import { releaseHold } from './hold-release.js';
+import type { HoldReleases } from './hold-release.js';
 import type { Lease } from './lease.js';
 import type { LockOptions } from './web-lock.js';
 import { SharedHoldSharing } from './web-lock-sharing.js';
@@ -37,14 +37,17 @@ export type { Holder, Waiter, WebLockQueueHost } from './web-lock-state.js';
  */
 export class WebLockQueue {
   readonly #host: WebLockQueueHost;
+  /** The client's holds let go of in the background: its acquires of a name wait while the name's is let go of. */
+  readonly #releases: HoldReleases;
   readonly #sharing: SharedHoldSharing;
   readonly #names = new Map<string, NameState>();
   /** Waiting requests in request order, until delivered or failed. */
   readonly #order: Waiter[] = [];
   #made = 0;
 
-  constructor(host: WebLockQueueHost) {
+  constructor(host: WebLockQueueHost, releases: HoldReleases) {
     this.#host = host;
+    this.#releases = releases;
     this.#sharing = new SharedHoldSharing({
       session: () => host.session,
       status: (key) => host.status(key),
@@ -318,7 +321,8 @@ export class WebLockQueue {
    * server hold. Resolves once the server answered the release; a refused
    * release is asked again in the background (see `releaseHold`), and the
    * name stays busy until the hold is gone, so this client's next request
-   * for it goes to the server only then (requests of other names are not
+   * for it goes to the server only then (as does any acquire of the key,
+   * see `HoldReleases`; requests of other names are not
    * held back meanwhile, see `#releaseRefused`). While a check whether a request may
    * share the hold is in flight, the hold waits for its decision.
    *
@@ -355,7 +359,7 @@ export class WebLockQueue {
       return undefined;
     }
     state.busy = true;
-    const refused = await releaseHold(lease, this.#host.limits, () => this.#afterRelease(name, state));
+    const refused = await this.#releases.release(lease, () => this.#afterRelease(name, state));
     // Still held: the release goes on in the background, for as long as the server keeps refusing it.
     if (refused && lease.held && state.busy) this.#releaseRefused(name, state);
     return undefined;

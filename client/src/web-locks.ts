@@ -7,6 +7,7 @@ import {
   type LockManagerSnapshot,
   type LockOptions,
 } from './web-lock.js';
+import type { HoldReleases } from './hold-release.js';
 import { WebLockQueue, type Waiter, type WebLockQueueHost } from './web-lock-queue.js';
 
 export { Lock } from './web-lock.js';
@@ -25,10 +26,10 @@ export class LockManager {
   readonly #host: WebLockQueueHost;
   readonly #queue: WebLockQueue;
 
-  /** Created by `LockClient`. */
-  constructor(host: WebLockQueueHost) {
+  /** Created by `LockClient`; `releases` records the holds it releases in the background. */
+  constructor(host: WebLockQueueHost, releases: HoldReleases) {
     this.#host = host;
-    this.#queue = new WebLockQueue(host);
+    this.#queue = new WebLockQueue(host, releases);
   }
 
   /**
