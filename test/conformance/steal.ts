@@ -53,6 +53,45 @@ export function describeSteal(target: ConformanceTarget): void {
       expect(await holdersOf(a, 'k')).toEqual([c.session]);
     });
 
+    // A steal sent right after the session's cancel of its queued acquire of the key goes once that cancel is
+    // applied; the session's requests of the key sent after the steal are applied after it, as they were sent.
+    it('a release sent right after a steal that follows a cancel of the key releases the stolen hold', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      await hold(b, 'k');
+      const queued = await enqueue(a, 'k');
+      a.send({ op: 'cancel', id: 'c', target: queued.id });
+      a.send({ op: 'acquire', id: 's', key: 'k', steal: true });
+      a.send({ op: 'release', id: 'r', key: 'k' });
+      a.send({ op: 'status', id: 'st', key: 'k' });
+      expect(await a.reply('c')).toMatchObject({ ok: true, cancelled: true });
+      expect(await a.reply('s')).toMatchObject({ ok: true, acquired: true });
+      expect(await a.reply('r')).toMatchObject({ ok: true, released: true });
+      expect(await a.reply('st')).toMatchObject({ ok: true, locked: false });
+      expect(await b.nextLost('k')).toMatchObject({ reason: 'stolen' });
+    });
+
+    it('an extend, then a release, sent right after a steal that follows a cancel of the key apply to the stolen hold', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      await hold(b, 'k');
+      const queued = await enqueue(a, 'k');
+      a.send({ op: 'cancel', id: 'c', target: queued.id });
+      a.send({ op: 'acquire', id: 's', key: 'k', steal: true });
+      a.send({ op: 'extend', id: 'x', key: 'k', holdTimeout: 60_000 });
+      a.send({ op: 'release', id: 'r', key: 'k' });
+      a.send({ op: 'acquire', id: 'again', key: 'k' });
+      expect(await a.reply('c')).toMatchObject({ ok: true, cancelled: true });
+      const stolen = await a.reply('s');
+      expect(stolen).toMatchObject({ ok: true, acquired: true });
+      expect(await a.reply('x')).toMatchObject({ ok: true, expiresAt: expect.any(Number) });
+      expect(await a.reply('r')).toMatchObject({ ok: true, released: true });
+      const again = await a.reply('again');
+      expect(again).toMatchObject({ ok: true, acquired: true });
+      expect(num(again.token)).toBeGreaterThan(num(stolen.token));
+      expect(await holdersOf(a, 'k')).toEqual([a.session]);
+    });
+
     it('shows watchers stolen for the old holder, then acquired for the stealer', async () => {
       const w = await ctx().connect();
       const a = await ctx().connect();

@@ -16,7 +16,7 @@ export interface HeldBack {
   full(): boolean;
   /**
    * Call in the turn the acquire's step begins, or when it ends without
-   * one: the session's later requests of its key may go then. Idempotent.
+   * one: it is held back no longer. Idempotent.
    */
   begin(): void;
 }
@@ -25,8 +25,6 @@ export interface HeldBack {
 export interface LaterRequest {
   readonly gate: SessionGate;
   readonly arrival: number;
-  /** Resolves once the held-back acquire of the same key has begun its step; null when none waits. */
-  readonly before: Promise<void> | null;
 }
 
 /**
@@ -47,9 +45,10 @@ export interface LaterRequest {
  * A held-back acquire keeps its place among the session's requests: a later
  * acquire of the session waits for it (as for any request in flight), a
  * later release, extend, wait or cancel of the same key waits until its
- * step has begun (steps of one key reach Redis in order), and a later
- * release or cancel of another key that lands first is counted back, as
- * the memory store would not have applied it yet.
+ * step has begun, as after any acquire that waits before its step (see
+ * `LocalSession#starting`), and a later release or cancel of another key
+ * that lands first is counted back, as the memory store would not have
+ * applied it yet.
  */
 export class LimitGate {
   readonly #steps: Pick<StepRunner, 'busy' | 'idle'>;
@@ -85,13 +84,10 @@ export class LimitGate {
     if (local.gate === null && local.holds.size + local.acquiring - 1 < this.#limits.maxLocksPerSession) return null;
     const earlier = this.#inFlight(session, local, pending);
     if (local.gate === null && earlier.length === 0) return null;
-    const gate = (local.gate ??= { held: 0, arrivals: 0, keys: new Map(), later: new Set(), freed: [] });
+    const gate = (local.gate ??= { held: 0, arrivals: 0, later: new Set(), freed: [] });
     earlier.push(...gate.later);
     const arrival = ++gate.arrivals;
     gate.held++;
-    let resolve = nothing;
-    const begun = new Promise<void>((r) => (resolve = r));
-    gate.keys.set(pending.key, begun);
     let began = false;
     return {
       settled: Promise.all(earlier.map((p) => p.then(nothing, nothing))).then(nothing),
@@ -104,18 +100,16 @@ export class LimitGate {
       begin: () => {
         if (began) return;
         began = true;
-        resolve();
-        if (gate.keys.get(pending.key) === begun) gate.keys.delete(pending.key);
         if (--gate.held === 0 && local.gate === gate) local.gate = null;
       },
     };
   }
 
-  /** A release or cancel of the session on `key` arriving now, when an acquire of the session is held back; else null. */
-  later(local: LocalSession | undefined, key: string): LaterRequest | null {
+  /** A release or cancel of the session arriving now, when an acquire of the session is held back; else null. */
+  later(local: LocalSession | undefined): LaterRequest | null {
     const gate = local?.gate;
     if (!gate) return null;
-    return { gate, arrival: ++gate.arrivals, before: gate.keys.get(key) ?? null };
+    return { gate, arrival: ++gate.arrivals };
   }
 
   /** Counts `call`, the later request's store call, as in flight for acquires held back after it. Returns `call`. */
@@ -129,11 +123,6 @@ export class LimitGate {
   /** The later request took a hold or a queued acquire of the session out (call when it is applied). */
   freed(request: LaterRequest): void {
     request.gate.freed.push(request.arrival);
-  }
-
-  /** Resolves once the held-back acquire of the session on `key` began its step; null when none waits. */
-  before(local: LocalSession | undefined, key: string): Promise<void> | null {
-    return local?.gate?.keys.get(key) ?? null;
   }
 
   /**

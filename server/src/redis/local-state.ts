@@ -66,6 +66,18 @@ export interface LocalSession {
   readonly answering: Set<LocalPending>;
   /** While acquires of the session are held back at its lock limit (see `LimitGate`), else null. */
   gate: SessionGate | null;
+  /**
+   * Per key, resolves once the session's latest request of the key that
+   * waits before its step has begun that step or ended without one: an
+   * acquire that waits for the session's cancel of the key, to clear an
+   * uncertain acquire of it, or held back at the lock limit, and any request
+   * of the key made behind such a one. The session's later acquire, release,
+   * extend, wait or cancel of the key waits for it: sent at once, its step
+   * would reach Redis ahead of the earlier one's (memory applies a session's
+   * requests in order). Null while no request of the session waits so, which
+   * is the common case and allocates nothing.
+   */
+  starting: Map<string, Promise<void>> | null;
 }
 
 /**
@@ -77,8 +89,6 @@ export interface SessionGate {
   held: number;
   /** Arrival numbers handed out: to each held-back acquire and each release or cancel that came after one. */
   arrivals: number;
-  /** Per key, resolves once the latest held-back acquire of the key has begun its step. */
-  readonly keys: Map<string, Promise<void>>;
   /** Releases and cancels that arrived while the gate stood, until they settle (never rejected). */
   readonly later: Set<Promise<void>>;
   /** Arrival numbers of those that already took a hold or a queued acquire of the session out. */
@@ -94,6 +104,7 @@ export function createLocalSession(): LocalSession {
     uncertain: new Map(),
     answering: new Set(),
     gate: null,
+    starting: null,
   };
 }
 
@@ -108,6 +119,36 @@ export function createPending(
     markSent = resolve;
   });
   return { ticket, session, key, kind, sending: true, sent, markSent, early: [], unheld: new Map(), timer: null };
+}
+
+/**
+ * Records that a request of the session on `key` waits before its step
+ * (see `LocalSession#starting`). Returns its `begin`: call it in the turn the
+ * step begins, or when the request ends without one. Idempotent.
+ */
+export function startLater(local: LocalSession, key: string): () => void {
+  let resolve = () => {};
+  const begun = new Promise<void>((r) => (resolve = r));
+  (local.starting ??= new Map()).set(key, begun);
+  let began = false;
+  return () => {
+    if (began) return;
+    began = true;
+    resolve();
+    const starting = local.starting;
+    if (starting?.get(key) !== begun) return;
+    starting.delete(key);
+    if (starting.size === 0) local.starting = null;
+  };
+}
+
+/**
+ * Resolves (never rejects) once the session's request of `key` that waits
+ * before its step now has begun it; null when none waits. Read in the turn a
+ * request arrives: a request made later must not be waited for.
+ */
+export function startOf(local: LocalSession | undefined, key: string): Promise<void> | null {
+  return local?.starting?.get(key) ?? null;
 }
 
 /** True while a failed acquire of the session on `key` may still have something in Redis. */

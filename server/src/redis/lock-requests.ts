@@ -4,7 +4,15 @@ import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import type { LocalTable } from './local-table.js';
 import { LimitGate, type LaterRequest } from './limit-gate.js';
-import { createPending, takeWaitingLost, uncertainAcquireOf, type LocalPending, type LocalSession } from './local-state.js';
+import {
+  createPending,
+  startLater,
+  startOf,
+  takeWaitingLost,
+  uncertainAcquireOf,
+  type LocalPending,
+  type LocalSession,
+} from './local-state.js';
 import type { NoteSettler } from './note-settler.js';
 import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str, type Json } from './records.js';
@@ -46,14 +54,16 @@ export class LockRequests {
 
   /**
    * True when an acquire of `session` on `key` made now would wait before its
-   * step begins (for the session's cancel of the key, to clear an uncertain
-   * acquire of it, or held back at the session's lock limit); otherwise its step is in flight once `acquire`
-   * returns (see `StepRunner#busy`).
+   * step begins (for the session's cancel of the key, for its earlier request
+   * of the key that waits so, to clear an uncertain acquire of it, or held
+   * back at the session's lock limit); otherwise its step is in flight once
+   * `acquire` returns (see `StepRunner#busy`).
    */
   waitsBeforeStep(session: SessionId, key: string): boolean {
     if (this.#cancellingOf(session, key)) return true;
     const local = this.#o.table.sessions.get(session);
-    return local !== undefined && (uncertainAcquireOf(local, key) || this.#gate.wouldHoldBack(session, local));
+    if (local === undefined) return false;
+    return startOf(local, key) !== null || uncertainAcquireOf(local, key) || this.#gate.wouldHoldBack(session, local);
   }
 
   /** The session's cancel of a request on `key` in flight, if any (no key text is built while none is). */
@@ -84,13 +94,18 @@ export class LockRequests {
     table.addPending(local, pending);
     // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
     if (acquireTimeout !== null && acquireTimeout > 0) timeouts.armTimeout(pending, acquireTimeout);
-    // Both read in this turn: a cancel or release made after this request must not be waited for (it may wait for it).
+    // All read in this turn: a request made after this one must not be waited for (it may wait for this one).
     const cancelling = this.#cancellingOf(session, key);
     const held = this.#gate.holdBack(session, local, pending);
+    const before = startOf(local, key);
+    // One that waits before its step keeps its place: the session's later requests of the key wait until
+    // it begins (see `LocalSession#starting`). The common acquire waits for nothing and records nothing.
+    const begin = cancelling || held || before || uncertainAcquireOf(local, key) ? startLater(local, key) : null;
     try {
-      if (cancelling || held) {
+      if (cancelling || held || before) {
         await cancelling?.catch(() => false);
         await held?.settled;
+        await before;
         if (table.sessions.get(session) !== local || table.tickets.get(ticket) !== pending) {
           // The session closed, or the node gave up its requests, meanwhile.
           table.removePending(pending);
@@ -117,6 +132,7 @@ export class LockRequests {
       const node = liveness.id;
       // The session's later requests of the key go after this step, which the step runner begins in this turn.
       held?.begin();
+      begin?.();
       return await this.#o.steps.step(
         'acquire',
         key,
@@ -169,19 +185,33 @@ export class LockRequests {
       );
     } finally {
       held?.begin();
+      begin?.();
       notes.sent(pending);
     }
   }
 
-  /** `LockStore#release`: after a held-back acquire of the session on the key (see `LimitGate`). */
+  /**
+   * `LockStore#release`: after the session's earlier request of the key that
+   * waits before its step (see `LocalSession#starting`), and counted for a
+   * held-back acquire of the session (see `LimitGate`).
+   */
   release(session: SessionId, key: string): Promise<void> {
-    const later = this.#gate.later(this.#o.table.sessions.get(session), key);
-    return later ? this.#gate.track(later, this.#release(session, key, later)) : this.#release(session, key, null);
+    const local = this.#o.table.sessions.get(session);
+    const later = this.#gate.later(local);
+    const call = this.#release(session, key, local, later);
+    return later ? this.#gate.track(later, call) : call;
   }
 
-  async #release(session: SessionId, key: string, later: LaterRequest | null): Promise<void> {
+  async #release(session: SessionId, key: string, local: LocalSession | undefined, later: LaterRequest | null): Promise<void> {
     const { table } = this.#o;
-    if (later?.before) await later.before;
+    const before = startOf(local, key);
+    if (local && before) {
+      // The session's requests of the key after this one wait for it in turn.
+      const begin = startLater(local, key);
+      await before;
+      // Its step begins in this turn.
+      begin();
+    }
     await this.#o.steps.step('release', key, [session], (r) => {
       if (str(r, 'err') !== '') {
         this.#vanished(session, key);
@@ -193,12 +223,19 @@ export class LockRequests {
     });
   }
 
-  /** `LockStore#extend`: after a held-back acquire of the session on the key (see `LimitGate`). */
+  /** `LockStore#extend`: after the session's earlier request of the key that waits before its step (see `LocalSession#starting`). */
   async extend(session: SessionId, key: string, holdTimeout: number | null): Promise<number | null> {
     const { table, timeouts } = this.#o;
     checkDuration('holdTimeout', holdTimeout);
-    const before = this.#gate.before(table.sessions.get(session), key);
-    if (before) await before;
+    const local = table.sessions.get(session);
+    const before = startOf(local, key);
+    if (local && before) {
+      // The session's requests of the key after this one wait for it in turn.
+      const begin = startLater(local, key);
+      await before;
+      // Its step begins in this turn.
+      begin();
+    }
     const liveness = live(this.#o.ctx);
     // The id the step runs under.
     const node = liveness.id;
@@ -229,13 +266,15 @@ export class LockRequests {
     // Its record would be under an id the node gave up (or is about to drop): its end would never be heard.
     if (!liveness.serving) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
     const local = table.session(session);
-    const before = this.#gate.before(local, input.key);
+    const before = startOf(local, input.key);
+    // The session's requests of the key after this one wait for it in turn.
+    const begin = before ? startLater(local, input.key) : null;
     const pending = createPending(input.ticket, session, input.key, 'wait');
     table.addPending(local, pending);
     if (input.timeout !== null) timeouts.armTimeout(pending, input.timeout);
     try {
       if (before) {
-        // After a held-back acquire of the session on the key (see `LimitGate`).
+        // After the session's earlier request of the key that waits before its step (see `LocalSession#starting`).
         await before;
         if (table.sessions.get(session) !== local || table.tickets.get(input.ticket) !== pending || !liveness.serving) {
           table.removePending(pending);
@@ -245,6 +284,8 @@ export class LockRequests {
       // The id the step runs under.
       const node = liveness.id;
       this.#o.reconciler.recordedUnder(pending, node);
+      // Its step begins in this turn.
+      begin?.();
       return await this.#o.steps.step(
         'wait',
         input.key,
@@ -267,6 +308,7 @@ export class LockRequests {
         },
       );
     } finally {
+      begin?.();
       notes.sent(pending);
     }
   }
@@ -281,8 +323,9 @@ export class LockRequests {
     const pending = table.tickets.get(ticket);
     if (!pending || pending.session !== session) return false;
     const id = sessionKey(session, pending.key);
-    const later = this.#gate.later(table.sessions.get(session), pending.key);
-    const cancelling = this.#unqueue(pending, later);
+    const local = table.sessions.get(session);
+    const later = this.#gate.later(local);
+    const cancelling = this.#unqueue(pending, startOf(local, pending.key), later);
     this.#cancelling.set(id, cancelling);
     if (later) this.#gate.track(later, cancelling);
     try {
@@ -292,9 +335,9 @@ export class LockRequests {
     }
   }
 
-  async #unqueue(pending: LocalPending, later: LaterRequest | null): Promise<boolean> {
-    // After a held-back acquire of the session on the key (see `LimitGate`).
-    if (later?.before) await later.before;
+  async #unqueue(pending: LocalPending, before: Promise<void> | null, later: LaterRequest | null): Promise<boolean> {
+    // After the session's earlier request of the key that waits before its step (see `LocalSession#starting`).
+    if (before) await before;
     // Awaited only while the request's script is out: an answered request is unqueued in this turn, so its
     // step goes to Redis ahead of any request the session sends after the cancel.
     if (pending.sending) await pending.sent;

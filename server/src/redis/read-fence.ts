@@ -14,8 +14,11 @@ const nothing = () => {};
  *
  * A write is in flight while a step of this node on its key is (see
  * `StepRunner#busy`), and, for a store call that may wait before its step
- * begins, for the whole call (`track`). A read waits only for the writes in
- * flight when it is made, not for later ones; each of those is bounded by
+ * begins, for the whole call (`track`). The session's requests of the key
+ * made behind such a call wait for its step to begin (see
+ * `LocalSession#starting`), untracked: their steps are in flight by the time
+ * it settles, and a read waits for the steps in flight then too. A read
+ * waits for no other writes made after it; each it waits for is bounded by
  * the command timeout and the wait for a late predecessor of its step. With
  * nothing in flight a read does not wait at all: `key` and `prefix` return
  * null instead of a promise.
@@ -48,14 +51,16 @@ export class ReadFence {
   /** Resolves once the writes in flight on `key` now are done; null when none is. */
   key(key: string): Promise<void> | null {
     const calls = this.#calls.get(key);
-    if (!calls && !this.#steps.busy(key)) return null;
-    return Promise.all([...(calls ?? []), this.#steps.idle(key)]).then(nothing);
+    if (!calls) return this.#steps.busy(key) ? this.#steps.idle(key) : null;
+    return Promise.all([...calls, this.#steps.idle(key)]).then(() => this.#steps.idle(key));
   }
 
   /** Resolves once the writes in flight now on every key starting with `prefix` are done; null when none is. */
   prefix(prefix: string): Promise<void> | null {
     const waits: Array<Promise<void>> = [];
-    for (const [key, calls] of this.#calls) if (key.startsWith(prefix)) waits.push(...calls);
+    for (const [key, calls] of this.#calls) {
+      if (key.startsWith(prefix)) waits.push(Promise.all(calls).then(() => this.#steps.idle(key)));
+    }
     for (const key of this.#steps.busyUnder(prefix)) waits.push(this.#steps.idle(key));
     return waits.length === 0 ? null : Promise.all(waits).then(nothing);
   }
