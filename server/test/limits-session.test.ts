@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { LockClient } from '@lockwire/client';
 import { describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { createMemoryStore } from '../src/memory-store.js';
@@ -34,7 +35,12 @@ async function openSlowReader(url: string) {
     }),
     'the handshake',
   );
-  return { write: (frame: Buffer) => socket.write(frame), destroy: () => socket.destroy() };
+  return {
+    write: (frame: Buffer) => socket.write(frame),
+    destroy: () => socket.destroy(),
+    /** Ends the connection with a TCP reset. */
+    reset: () => socket.resetAndDestroy(),
+  };
 }
 
 describe('limits in the welcome', () => {
@@ -370,26 +376,29 @@ describe('message rate', () => {
  * `maxBufferedBytes` of 256 KiB (and, at 5000, over what the loopback
  * socket takes at once), and a client that reads everything.
  */
-async function bigTable(count: number) {
+async function bigTable(count: number, options: { heartbeatInterval?: number } = {}) {
   const slowReaders: string[] = [];
+  const heartbeatCuts: string[] = [];
   const sessions = sessionLog();
   const logger: Logger = {
     ...sessions.logger,
     info(obj, msg) {
       if (msg.startsWith('slow reader')) slowReaders.push(msg);
+      if (msg.startsWith('heartbeat missed')) heartbeatCuts.push(msg);
       sessions.logger.info(obj, msg);
     },
   };
   const { server } = await startServer({
-    limits: { maxBufferedBytes: 256 * 1024, maxLocksPerSession: count, rateBurst: 2 * count },
+    limits: { maxBufferedBytes: 256 * 1024, maxLocksPerSession: count + 1, rateBurst: 2 * count },
     logger,
+    ...options,
   });
   const { client: filler } = await connectWith(server.url, null);
   const meta = { note: 'x'.repeat(1000) };
   for (let id = 0; id < count; id++) filler.send({ op: 'acquire', id, key: `doc:${String(id).padStart(5, '0')}`, meta });
   expect(await filler.reply(count - 1)).toMatchObject({ ok: true, acquired: true });
   const { client: reader } = await connectWith(server.url, null);
-  return { reader, slowReaders };
+  return { server, filler, reader, slowReaders, heartbeatCuts, sessions };
 }
 
 describe('outbound buffer cap', () => {
@@ -417,6 +426,79 @@ describe('outbound buffer cap', () => {
     expect((await reader.reply('big')).locks).toHaveLength(5000);
     expect(await reader.reply(19)).toMatchObject({ ok: true });
     expect(slowReaders).toEqual([]);
+  });
+
+  it('sends two pipelined list replies larger than maxBufferedBytes, and the small reply after them, to a client that reads', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    reader.send({ op: 'list', id: 'big1', prefix: 'doc:', limit: 5000 });
+    reader.send({ op: 'list', id: 'big2', prefix: 'doc:', limit: 5000 });
+    reader.send({ op: 'list', id: 'small', prefix: 'none:' });
+    expect((await reader.reply('big1')).locks).toHaveLength(5000);
+    expect((await reader.reply('big2')).locks).toHaveLength(5000);
+    expect(await reader.reply('small')).toMatchObject({ ok: true, locks: [] });
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('sends two watch snapshots larger than maxBufferedBytes, asked back to back, then the replies and events after them, to a client that reads', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    reader.send({ op: 'watch', id: 'w1', prefix: 'doc:', limit: 5000 });
+    reader.send({ op: 'watch', id: 'w2', prefix: 'doc:0', limit: 5000 });
+    reader.send({ op: 'acquire', id: 'mine', key: 'doc:new' });
+    expect((await reader.reply('w1')).locks).toHaveLength(5000);
+    expect((await reader.reply('w2')).locks).toHaveLength(5000);
+    expect(await reader.reply('mine')).toMatchObject({ acquired: true });
+    expect(await reader.next((f) => f.type === 'event' && f.key === 'doc:new')).toMatchObject({ event: 'acquired' });
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('keeps connected a LockClient that opens two watches with large snapshots and acquires, all at once', async () => {
+    const { server, slowReaders } = await bigTable(5000);
+    const client = await LockClient.connect(server.url);
+    try {
+      const [w1, w2, lease] = await Promise.all([
+        client.watch('doc:', () => {}, { limit: 5000 }),
+        client.watch('doc:0', () => {}, { limit: 5000 }),
+        client.acquire('doc:new'),
+      ]);
+      expect([w1.prefix, w2.prefix, lease?.key]).toEqual(['doc:', 'doc:0', 'doc:new']);
+      expect(slowReaders).toEqual([]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('cuts by the heartbeat, releasing its locks, a connection that stops reading while a reply larger than maxBufferedBytes is written to it and more wait', async () => {
+    const { server, filler, heartbeatCuts, slowReaders, sessions } = await bigTable(5000, { heartbeatInterval: 100 });
+    const slow = await openSlowReader(server.url);
+    try {
+      await filler.request({ op: 'watch', id: 'w', prefix: 'slow-lock' });
+      slow.write(RawSocket.json({ op: 'acquire', id: 'held', key: 'slow-lock' }));
+      await filler.next((f) => f.type === 'event' && f.event === 'acquired' && f.key === 'slow-lock');
+      for (let id = 0; id < 3; id++) slow.write(RawSocket.json({ op: 'list', id, prefix: 'doc:', limit: 5000 }));
+      expect(await filler.next((f) => f.type === 'event' && f.event === 'released' && f.key === 'slow-lock')).toMatchObject({
+        key: 'slow-lock',
+      });
+      await sessions.closed(1, 'the slow reader to be cut');
+      expect({ heartbeatCuts: heartbeatCuts.length, slowReaders }).toEqual({ heartbeatCuts: 1, slowReaders: [] });
+    } finally {
+      slow.destroy();
+    }
+  });
+
+  it('ends at once the session of a peer that resets while a reply larger than maxBufferedBytes is written to it and more wait', async () => {
+    const { server, filler, sessions } = await bigTable(5000);
+    const slow = await openSlowReader(server.url);
+    await filler.request({ op: 'watch', id: 'w', prefix: 'slow-lock' });
+    slow.write(RawSocket.json({ op: 'acquire', id: 'held', key: 'slow-lock' }));
+    await filler.next((f) => f.type === 'event' && f.event === 'acquired' && f.key === 'slow-lock');
+    for (let id = 0; id < 3; id++) slow.write(RawSocket.json({ op: 'list', id, prefix: 'doc:', limit: 5000 }));
+    // The first reply is being written and the server reads no more requests: only the reset can tell it.
+    await filler.request({ op: 'ping', id: 'after' });
+    slow.reset();
+    await sessions.closed(1, 'the reset peer\'s session to end');
+    expect(await filler.next((f) => f.type === 'event' && f.event === 'released' && f.key === 'slow-lock')).toMatchObject({
+      key: 'slow-lock',
+    });
   });
 
   it('cuts a connection that stops reading once the replies queued for it pass maxBufferedBytes, releasing its locks, and leaves others served', async () => {
