@@ -41,7 +41,7 @@ export interface LockMetricsOptions {
 }
 
 /** The HTTP statuses an upgrade of the WebSocket endpoint is refused with, the `status` label of `lockwire_upgrades_refused_total`. */
-export const UPGRADE_REFUSALS = [400, 401, 403, 404, 503] as const;
+export const UPGRADE_REFUSALS = [400, 401, 403, 404, 405, 503] as const;
 export type UpgradeRefusal = (typeof UPGRADE_REFUSALS)[number];
 
 const OUTCOMES = Object.values(AcquireOutcome);
@@ -151,7 +151,7 @@ export class LockMetrics {
     for (const code of Object.values(ErrorCode)) zeroed(this.#errors.labels(code));
     const refused = new Counter({
       name: 'lockwire_upgrades_refused_total',
-      help: 'WebSocket upgrades refused, by HTTP status: 400, 404, 401/403 (credentials, Origin), 503 (maxConnections, shutting down).',
+      help: 'WebSocket upgrades refused, by HTTP status: 400 (bad request target or handshake headers), 404, 405 (method not GET), 401/403 (credentials, Origin), 503 (maxConnections, shutting down).',
       labelNames: ['status'],
       registers,
     });

@@ -33,7 +33,12 @@ export interface UpgradeAdmissionOptions {
   authenticator: Authenticator;
   /** Session grace: a resume takes its session out of grace before the socket opens. */
   grace: SessionGrace;
-  /** Every refusal is logged as `upgrade refused`, with its status and reason. */
+  /**
+   * Every refusal is logged as `upgrade refused`, with its status and
+   * reason: at `info` for credentials or Origin (401, 403), at `debug` for
+   * the rest (400, 404, 405, 503), which scanners and reconnect storms at
+   * the connection cap send at the rate they like.
+   */
   logger: Logger;
   /** Every refusal is counted by status. */
   metrics: Pick<LockMetrics, 'upgradeRefused'>;
@@ -79,19 +84,27 @@ const STATUS_TEXT: Readonly<Record<UpgradeRefusal, string>> = {
   401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
+  405: 'Method Not Allowed',
   503: 'Service Unavailable',
 };
 
 /**
  * Answers a refused upgrade on the raw socket with `status` and no body,
- * then destroys the socket. A 401 carries `WWW-Authenticate: Bearer`.
- * A socket its peer already reset has no one to answer: it is left as is.
+ * then destroys the socket. A 401 carries `WWW-Authenticate: Bearer`, and
+ * a 400 of a request without a WebSocket version `ws` speaks carries
+ * `Sec-WebSocket-Version`. A socket its peer already reset has no one to
+ * answer: it is left as is.
  */
-function answerRefusal(socket: Duplex, status: UpgradeRefusal): void {
+function answerRefusal(req: IncomingMessage, socket: Duplex, status: UpgradeRefusal): void {
   if (socket.destroyed) return;
   // RFC 9110: a 401 names the scheme that would be accepted, as the HTTP endpoints' 401 does.
   const challenge = status === 401 ? 'WWW-Authenticate: Bearer\r\n' : '';
-  socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${challenge}Connection: close\r\nContent-Length: 0\r\n\r\n`);
+  // RFC 6455 4.2.2: a version the server does not speak is answered with the ones it does.
+  const version = Number(req.headers['sec-websocket-version']);
+  const versions = status === 400 && version !== 13 && version !== 8 ? 'Sec-WebSocket-Version: 13, 8\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n${challenge}${versions}Connection: close\r\nContent-Length: 0\r\n\r\n`,
+  );
   socket.destroy();
 }
 
@@ -105,9 +118,11 @@ function destroySocket(this: Duplex): void {
  * that offers another protocol than WebSocket is answered by `serveHttp`
  * as a plain request, on a connection that ends after it. Of a WebSocket
  * upgrade, it refuses with 400 an unparsable target, 404 any path but the protocol's, 503 while
- * closing or past `maxConnections`, and 401/403 as the authenticator says,
- * each refusal logged as `upgrade refused` (with its status and reason) and
- * counted by status; otherwise it completes the handshake and calls `connected`. A resume
+ * closing or past `maxConnections`, and 401/403 as the authenticator says;
+ * then `ws` refuses a handshake it cannot complete: 405 a method but GET,
+ * 400 a bad Upgrade, Sec-WebSocket-Key, -Version, -Protocol or -Extensions
+ * header. Each refusal is logged as `upgrade refused` (with its status and
+ * reason; see `logger` for the level) and counted by status; otherwise it completes the handshake and calls `connected`. A resume
  * whose connection never opens goes back into grace (or ends, if the server
  * is closing), as does one whose peer resets its connection meanwhile,
  * which is dropped without an answer. Never throws: an unexpected failure
@@ -123,10 +138,19 @@ export function createUpgradeAdmission(
   // operator sees connections turned away at the cap or while draining as
   // well as those without credentials.
   const refuse = (req: IncomingMessage, socket: Duplex, status: UpgradeRefusal, reason: string) => {
-    logger.info({ url: redactRequestTarget(req.url), status, reason }, 'upgrade refused');
+    const fields = { url: redactRequestTarget(req.url), status, reason };
+    if (status === 401 || status === 403) logger.info(fields, 'upgrade refused');
+    else logger.debug(fields, 'upgrade refused');
     metrics.upgradeRefused(status);
-    answerRefusal(socket, status);
+    answerRefusal(req, socket, status);
   };
+
+  // With a listener here `ws` leaves the answer to a handshake it refuses
+  // to it, called within `handleUpgrade`. Its only refusal that is not 400
+  // is of a method but GET, which it checks first.
+  wss.on('wsClientError', (error, socket, req) => {
+    refuse(req, socket, req.method === 'GET' ? 400 : 405, error.message);
+  });
 
   // Credentials, Origin and the connection limit are checked before the
   // WebSocket exists; a resume takes its session out of grace here. The
@@ -152,7 +176,8 @@ export function createUpgradeAdmission(
       socket.off('error', destroySocket);
       // Without `verifyClient`, `handleUpgrade` calls back at once, or never
       // when it refuses the handshake itself (a malformed
-      // Sec-WebSocket-Key, say): the claimed session is then given back below.
+      // Sec-WebSocket-Key, say: answered by the 'wsClientError' listener
+      // above): the claimed session is then given back below.
       wss.handleUpgrade(req, socket, head, (ws) => {
         resumption = null;
         options.connected(ws, req, admission.permissions, admitted);

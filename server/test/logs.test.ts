@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -7,6 +8,20 @@ import { SECRET, token, upgradeStatus } from './auth-harness.js';
 import { RawClient, upgradeStatusLine, within } from './server-harness.js';
 
 type LogLine = Record<string, unknown> & { msg?: unknown; level?: unknown };
+
+/** Writes `request` on a fresh TCP connection to `port` and resolves with everything answered until the server closes it. */
+function rawAnswer(port: number, request: string): Promise<string> {
+  return within(
+    new Promise((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(request));
+      let text = '';
+      socket.on('data', (chunk) => (text += String(chunk)));
+      socket.on('close', () => resolve(text));
+      socket.on('error', reject);
+    }),
+    'the upgrade answer',
+  );
+}
 
 /** A pino logger writing JSON lines into memory, and a way to await a line. */
 function captureLogs() {
@@ -126,7 +141,8 @@ describe('structured logs', () => {
     const logs = captureLogs();
     const clock = createManualClock();
     const server = await start({ logger: logs.logger, clock, drainDelay: 60_000, limits: { maxConnections: 1 } });
-    const refusals = () => logs.lines.filter((l) => l.msg === 'upgrade refused').map(({ url, status, reason }) => ({ url, status, reason }));
+    const refusals = () =>
+      logs.lines.filter((l) => l.msg === 'upgrade refused').map(({ level, url, status, reason }) => ({ level, url, status, reason }));
     const refusedCount = async (status: number) => {
       const line = (await server.metrics.scrape()).split('\n').find((l) => l.startsWith(`lockwire_upgrades_refused_total{status="${status}"} `));
       return Number(line?.split(' ')[1]);
@@ -139,14 +155,38 @@ describe('structured logs', () => {
     const closed = server.close();
     expect(await upgradeStatusLine(server.port)).toBe('HTTP/1.1 503 Service Unavailable');
     expect(refusals()).toEqual([
-      { url: '/v1?probe=1', status: 503, reason: 'maxConnections' },
-      { url: '/v2', status: 404, reason: 'not /v1' },
-      { url: '/v1', status: 503, reason: 'shutting down' },
+      { level: 20, url: '/v1?probe=1', status: 503, reason: 'maxConnections' },
+      { level: 20, url: '/v2', status: 404, reason: 'not /v1' },
+      { level: 20, url: '/v1', status: 503, reason: 'shutting down' },
     ]);
     expect({ 503: await refusedCount(503), 404: await refusedCount(404), 401: await refusedCount(401) }).toEqual({ 503: 2, 404: 1, 401: 0 });
     clock.advance(60_000);
     await within(closed, 'close() after the drain delay');
     await within(client.closed, 'the connection to close');
+  });
+
+  it('write an upgrade refused line at debug, and count it by status, for a handshake that ws itself refuses: a bad key or a missing version (400), a method but GET (405)', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger });
+    const refusedCount = async (status: number) => {
+      const line = (await server.metrics.scrape()).split('\n').find((l) => l.startsWith(`lockwire_upgrades_refused_total{status="${status}"} `));
+      return Number(line?.split(' ')[1]);
+    };
+    const handshake = (method: string, headers: string) =>
+      `${method} /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n${headers}Content-Length: 0\r\n\r\n`;
+    const key = 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    expect(await upgradeStatusLine(server.port, '/v1', 'not-a-key')).toBe('HTTP/1.1 400 Bad Request');
+    const versionless = await rawAnswer(server.port, handshake('GET', key));
+    expect(versionless.split('\r\n')).toEqual(expect.arrayContaining(['HTTP/1.1 400 Bad Request', 'Sec-WebSocket-Version: 13, 8']));
+    const posted = await rawAnswer(server.port, handshake('POST', `${key}Sec-WebSocket-Version: 13\r\n`));
+    expect(posted.split('\r\n')[0]).toBe('HTTP/1.1 405 Method Not Allowed');
+    const refusals = logs.lines.filter((l) => l.msg === 'upgrade refused').map(({ level, status, reason }) => ({ level, status, reason }));
+    expect(refusals).toEqual([
+      { level: 20, status: 400, reason: 'Missing or invalid Sec-WebSocket-Key header' },
+      { level: 20, status: 400, reason: 'Missing or invalid Sec-WebSocket-Version header' },
+      { level: 20, status: 405, reason: 'Invalid HTTP method' },
+    ]);
+    expect({ 400: await refusedCount(400), 405: await refusedCount(405) }).toEqual({ 400: 2, 405: 1 });
   });
 
   it('write the URL of a refused upgrade with the access_token value redacted, and never a credential', async () => {
@@ -156,7 +196,7 @@ describe('structured logs', () => {
     const good = await token({ sub: 'ana', locks: ['*'] });
     expect(await upgradeStatus(`${server.url}?probe=1&access_token=${forged}`)).toBe(401);
     const refused = await logs.next((l) => l.msg === 'upgrade refused', 'the refusal line');
-    expect(refused).toMatchObject({ status: 401, url: '/v1?probe=1&access_token=REDACTED' });
+    expect(refused).toMatchObject({ level: 30, status: 401, url: '/v1?probe=1&access_token=REDACTED' });
 
     const { client } = await RawClient.connect(`${server.url}?access_token=${good}`);
     await client.request({ op: 'release', id: 1, key: 'x' });
