@@ -1,0 +1,213 @@
+import { randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import { LockClient } from '@lockwire/client';
+import { describe, expect, it } from 'vitest';
+import { connectWith, startServer } from './auth-harness.js';
+import type { Logger } from '../src/logger.js';
+import { sessionLog, within } from './server-harness.js';
+import { RawSocket } from '../../test/helpers/raw-socket.js';
+
+/** A WebSocket client over a bare TCP socket that completes the handshake, then never reads again. */
+async function openSlowReader(url: string) {
+  const { hostname, port } = new URL(url);
+  const socket = connect({ host: hostname, port: Number(port) });
+  socket.on('error', () => {});
+  await within(
+    new Promise<void>((resolve) => {
+      socket.once('data', () => {
+        socket.pause();
+        resolve();
+      });
+      socket.once('connect', () =>
+        socket.write(
+          `GET /v1 HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        ),
+      );
+    }),
+    'the handshake',
+  );
+  return {
+    write: (frame: Buffer) => socket.write(frame),
+    destroy: () => socket.destroy(),
+    /** Ends the connection with a TCP reset. */
+    reset: () => socket.resetAndDestroy(),
+  };
+}
+
+
+/**
+ * A server whose `doc:` prefix holds `count` locks with 1 KiB of meta each,
+ * so one `list` or `watch` of them at `limit: count` is far over a
+ * `maxBufferedBytes` of 256 KiB (and, at 5000, over what the loopback
+ * socket takes at once), and a client that reads everything.
+ */
+async function bigTable(count: number, options: { heartbeatInterval?: number } = {}) {
+  const slowReaders: string[] = [];
+  const heartbeatCuts: string[] = [];
+  const sessions = sessionLog();
+  const logger: Logger = {
+    ...sessions.logger,
+    info(obj, msg) {
+      if (msg.startsWith('slow reader')) slowReaders.push(msg);
+      if (msg.startsWith('heartbeat missed')) heartbeatCuts.push(msg);
+      sessions.logger.info(obj, msg);
+    },
+  };
+  const { server } = await startServer({
+    limits: { maxBufferedBytes: 256 * 1024, maxLocksPerSession: count + 1, rateBurst: 2 * count },
+    logger,
+    ...options,
+  });
+  const { client: filler } = await connectWith(server.url, null);
+  const meta = { note: 'x'.repeat(1000) };
+  for (let id = 0; id < count; id++) filler.send({ op: 'acquire', id, key: `doc:${String(id).padStart(5, '0')}`, meta });
+  expect(await filler.reply(count - 1)).toMatchObject({ ok: true, acquired: true });
+  const { client: reader } = await connectWith(server.url, null);
+  return { server, filler, reader, slowReaders, heartbeatCuts, sessions };
+}
+
+describe('outbound buffer cap', () => {
+  it('sends a list reply larger than maxBufferedBytes whole to a client that reads it', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    const reply = await reader.request({ op: 'list', id: 'big', prefix: 'doc:', limit: 5000 });
+    expect(reply).toMatchObject({ ok: true, truncated: false });
+    expect(reply.locks).toHaveLength(5000);
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('sends a watch snapshot larger than maxBufferedBytes whole to a client that reads it, then its events', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    const reply = await reader.request({ op: 'watch', id: 'big', prefix: 'doc:', limit: 5000 });
+    expect(reply.locks).toHaveLength(5000);
+    expect(await reader.request({ op: 'acquire', id: 'mine', key: 'doc:new' })).toMatchObject({ acquired: true });
+    expect(await reader.next((f) => f.type === 'event' && f.key === 'doc:new')).toMatchObject({ event: 'acquired' });
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('answers at once the requests that follow a reply larger than maxBufferedBytes, to a client that reads', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    reader.send({ op: 'list', id: 'big', prefix: 'doc:', limit: 5000 });
+    for (let id = 0; id < 20; id++) reader.send({ op: 'ping', id });
+    expect((await reader.reply('big')).locks).toHaveLength(5000);
+    expect(await reader.reply(19)).toMatchObject({ ok: true });
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('sends two pipelined list replies larger than maxBufferedBytes, and the small reply after them, to a client that reads', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    reader.send({ op: 'list', id: 'big1', prefix: 'doc:', limit: 5000 });
+    reader.send({ op: 'list', id: 'big2', prefix: 'doc:', limit: 5000 });
+    reader.send({ op: 'list', id: 'small', prefix: 'none:' });
+    expect((await reader.reply('big1')).locks).toHaveLength(5000);
+    expect((await reader.reply('big2')).locks).toHaveLength(5000);
+    expect(await reader.reply('small')).toMatchObject({ ok: true, locks: [] });
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('sends two watch snapshots larger than maxBufferedBytes, asked back to back, then the replies and events after them, to a client that reads', async () => {
+    const { reader, slowReaders } = await bigTable(5000);
+    reader.send({ op: 'watch', id: 'w1', prefix: 'doc:', limit: 5000 });
+    reader.send({ op: 'watch', id: 'w2', prefix: 'doc:0', limit: 5000 });
+    reader.send({ op: 'acquire', id: 'mine', key: 'doc:new' });
+    expect((await reader.reply('w1')).locks).toHaveLength(5000);
+    expect((await reader.reply('w2')).locks).toHaveLength(5000);
+    expect(await reader.reply('mine')).toMatchObject({ acquired: true });
+    expect(await reader.next((f) => f.type === 'event' && f.key === 'doc:new')).toMatchObject({ event: 'acquired' });
+    expect(slowReaders).toEqual([]);
+  });
+
+  it('keeps connected a LockClient that opens two watches with large snapshots and acquires, all at once', async () => {
+    const { server, slowReaders } = await bigTable(5000);
+    const client = await LockClient.connect(server.url);
+    try {
+      const [w1, w2, lease] = await Promise.all([
+        client.watch('doc:', () => {}, { limit: 5000 }),
+        client.watch('doc:0', () => {}, { limit: 5000 }),
+        client.acquire('doc:new'),
+      ]);
+      expect([w1.prefix, w2.prefix, lease?.key]).toEqual(['doc:', 'doc:0', 'doc:new']);
+      expect(slowReaders).toEqual([]);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('cuts by the heartbeat, releasing its locks, a connection that stops reading while a reply larger than maxBufferedBytes is written to it and more wait', async () => {
+    const { server, filler, heartbeatCuts, slowReaders, sessions } = await bigTable(5000, { heartbeatInterval: 100 });
+    const slow = await openSlowReader(server.url);
+    try {
+      await filler.request({ op: 'watch', id: 'w', prefix: 'slow-lock' });
+      slow.write(RawSocket.json({ op: 'acquire', id: 'held', key: 'slow-lock' }));
+      await filler.next((f) => f.type === 'event' && f.event === 'acquired' && f.key === 'slow-lock');
+      for (let id = 0; id < 3; id++) slow.write(RawSocket.json({ op: 'list', id, prefix: 'doc:', limit: 5000 }));
+      expect(await filler.next((f) => f.type === 'event' && f.event === 'released' && f.key === 'slow-lock')).toMatchObject({
+        key: 'slow-lock',
+      });
+      await sessions.closed(1, 'the slow reader to be cut');
+      expect({ heartbeatCuts: heartbeatCuts.length, slowReaders }).toEqual({ heartbeatCuts: 1, slowReaders: [] });
+    } finally {
+      slow.destroy();
+    }
+  });
+
+  it('ends at once the session of a peer that resets while a reply larger than maxBufferedBytes is written to it and more wait', async () => {
+    const { server, filler, sessions } = await bigTable(5000);
+    const slow = await openSlowReader(server.url);
+    await filler.request({ op: 'watch', id: 'w', prefix: 'slow-lock' });
+    slow.write(RawSocket.json({ op: 'acquire', id: 'held', key: 'slow-lock' }));
+    await filler.next((f) => f.type === 'event' && f.event === 'acquired' && f.key === 'slow-lock');
+    for (let id = 0; id < 3; id++) slow.write(RawSocket.json({ op: 'list', id, prefix: 'doc:', limit: 5000 }));
+    // The first reply is being written and the server reads no more requests: only the reset can tell it.
+    await filler.request({ op: 'ping', id: 'after' });
+    slow.reset();
+    await sessions.closed(1, 'the reset peer\'s session to end');
+    expect(await filler.next((f) => f.type === 'event' && f.event === 'released' && f.key === 'slow-lock')).toMatchObject({
+      key: 'slow-lock',
+    });
+  });
+
+  it('cuts a connection that stops reading once the replies queued for it pass maxBufferedBytes, releasing its locks, and leaves others served', async () => {
+    const sessions = sessionLog();
+    const { server } = await startServer({ limits: { maxBufferedBytes: 1024 * 1024 }, logger: sessions.logger });
+    const { client: filler } = await connectWith(server.url, null);
+    // Each list reply (300 locks of ~1 KiB) is well under the limit: only a
+    // backlog of many of them, 18 MB in all, passes it.
+    const meta = { pad: 'm'.repeat(900) };
+    for (let id = 0; id < 300; id++) filler.send({ op: 'acquire', id, key: `fill:${id}`, meta });
+    await filler.reply(299);
+    const slow = await openSlowReader(server.url);
+    // The slow reader reads no reply: the grant is seen through a watch.
+    await filler.request({ op: 'watch', id: 'w', prefix: 'slow-lock' });
+    slow.write(RawSocket.json({ op: 'acquire', id: 'held', key: 'slow-lock' }));
+    await filler.next((f) => f.type === 'event' && f.event === 'acquired' && f.key === 'slow-lock');
+    for (let id = 0; id < 60; id++) slow.write(RawSocket.json({ op: 'list', id }));
+    // The paused socket reads nothing, not even the reset: the server's log is followed instead.
+    await sessions.closed(1, 'the slow reader to be cut');
+    const { client: next } = await connectWith(server.url, null);
+    expect(await next.request({ op: 'acquire', id: 1, key: 'slow-lock', acquireTimeout: 2000 })).toMatchObject({
+      ok: true,
+      acquired: true,
+    });
+    expect(await filler.request({ op: 'ping', id: 'p' })).toMatchObject({ ok: true });
+    slow.destroy();
+  });
+
+  it('cuts a connection that pings within its budget but never reads, once the pongs queued pass maxBufferedBytes', async () => {
+    const sessions = sessionLog();
+    const { server } = await startServer({
+      limits: { maxBufferedBytes: 64 * 1024, rateLimit: 1000, rateBurst: 200_000 },
+      logger: sessions.logger,
+    });
+    const slow = await openSlowReader(server.url);
+    try {
+      // Pongs of 125 bytes: 25 MB of them, past what the loopback socket buffers can hold.
+      const pings = Buffer.concat(Array.from({ length: 10_000 }, () => RawSocket.frame(0x9, Buffer.alloc(125, 0x61))));
+      for (let batch = 0; batch < 20; batch++) slow.write(pings);
+      await sessions.closed(1, 'the pinging slow reader to be cut', 8000);
+      expect(server.sessionCount()).toBe(0);
+    } finally {
+      slow.destroy();
+    }
+  }, 20_000);
+});
