@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { DEFAULT_LIMITS, ErrorCode, type ListResult, type LockStatus } from '@lockwire/protocol';
+import { DEFAULT_LIMITS, type ListResult, type LockStatus } from '@lockwire/protocol';
 import { systemClock, type Clock } from '../clock.js';
-import { LockError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type {
   AcquireInput,
@@ -22,7 +21,7 @@ import { databaseOfUrl, decodeKey, encodeKey, keyNames } from './key-codec.js';
 import { LocalTable } from './local-table.js';
 import { LockRequests } from './lock-requests.js';
 import { NodeKeySet } from './node-key-set.js';
-import { NodeLiveness, type AbandonCause } from './node-liveness.js';
+import { NodeLiveness } from './node-liveness.js';
 import { NoteSettler } from './note-settler.js';
 import { PubSubIntake } from './pubsub-intake.js';
 import { ReadFence } from './read-fence.js';
@@ -206,7 +205,7 @@ class RedisStore implements LockStore {
       logger: ctx.logger,
       hooks: {
         registered: (id, previous) => this.#onRegistered(id, previous),
-        abandon: (cause) => this.#abandon(cause),
+        abandon: (cause) => this.#cleanup.abandon(cause),
         recovered: () => {
           void this.#reconciler.reconcile();
           // Cut off from Redis, the node may have missed broadcasts; should its subscriber be
@@ -334,35 +333,6 @@ class RedisStore implements LockStore {
     this.#keySet.clear();
     if (previous !== null) await link.unsubscribe(this.#ctx.names.nodeChannel(previous)).catch(() => {});
     await link.subscribe(this.#ctx.names.nodeChannel(id), (message) => this.#intake.onMessage(message));
-  }
-
-  /**
-   * This node can no longer vouch for its sessions' locks: tell every holder,
-   * and answer every pending request `store_unavailable` (through the
-   * listener's `failed`; without it `acquired: false` / `free: false`).
-   */
-  #abandon(cause: AbandonCause): void {
-    const listener = this.#ctx.listener;
-    const table = this.#table;
-    const why =
-      cause === 'state_lost'
-        ? 'the lock store (Redis) lost its state; the request was dropped, retry shortly'
-        : 'lost contact with the lock store (Redis); the request was dropped';
-    this.#cleanup.clearOrphans();
-    for (const [session, local] of table.sessions) {
-      for (const pending of [...local.pending.values()]) {
-        table.removePending(pending);
-        if (listener?.failed) listener.failed(session, pending.ticket, new LockError(ErrorCode.StoreUnavailable, why));
-        else if (pending.kind === 'acquire') listener?.acquireTimedOut(session, pending.ticket);
-        else listener?.waitDone(session, pending.ticket, false);
-      }
-      for (const hold of [...local.holds.values()]) {
-        table.dropHold(hold);
-        listener?.lost(session, { key: hold.key, token: hold.token, reason: 'revoked' });
-      }
-      local.dirty.clear();
-    }
-    this.#ctx.logger.warn({ cause }, 'abandoned every lock and request of this node');
   }
 
   /**

@@ -1,7 +1,10 @@
+import { ErrorCode } from '@lockwire/protocol';
+import { LockError } from '../errors.js';
 import type { SessionEnd, SessionId } from '../store.js';
 import { decodeKey, encodeKey } from './key-codec.js';
 import type { LocalTable } from './local-table.js';
 import { keysOf } from './local-state.js';
+import type { AbandonCause } from './node-liveness.js';
 import { arr, str, type Json } from './records.js';
 import type { StepRunner } from './step-runner.js';
 import type { StoreContext } from './store-context.js';
@@ -9,7 +12,8 @@ import type { StoreContext } from './store-context.js';
 /**
  * Takes what a session had out of Redis when it closes (its queued requests,
  * then its holds), what a dead node's sessions had, and retries sessions
- * whose drop failed while Redis was unreachable.
+ * whose drop failed while Redis was unreachable; ends every hold and request
+ * of this node's sessions here when the node abandons them.
  */
 export class SessionCleanup {
   readonly #ctx: StoreContext;
@@ -27,6 +31,35 @@ export class SessionCleanup {
   /** Forgets closed sessions still to drop (the node abandoned its id; survivors clean up after it). */
   clearOrphans(): void {
     this.#orphans.clear();
+  }
+
+  /**
+   * This node can no longer vouch for its sessions' locks: tell every holder,
+   * and answer every pending request `store_unavailable` (through the
+   * listener's `failed`; without it `acquired: false` / `free: false`).
+   */
+  abandon(cause: AbandonCause): void {
+    const listener = this.#ctx.listener;
+    const table = this.#table;
+    const why =
+      cause === 'state_lost'
+        ? 'the lock store (Redis) lost its state; the request was dropped, retry shortly'
+        : 'lost contact with the lock store (Redis); the request was dropped';
+    this.clearOrphans();
+    for (const [session, local] of table.sessions) {
+      for (const pending of [...local.pending.values()]) {
+        table.removePending(pending);
+        if (listener?.failed) listener.failed(session, pending.ticket, new LockError(ErrorCode.StoreUnavailable, why));
+        else if (pending.kind === 'acquire') listener?.acquireTimedOut(session, pending.ticket);
+        else listener?.waitDone(session, pending.ticket, false);
+      }
+      for (const hold of [...local.holds.values()]) {
+        table.dropHold(hold);
+        listener?.lost(session, { key: hold.key, token: hold.token, reason: 'revoked' });
+      }
+      local.dirty.clear();
+    }
+    this.#ctx.logger.warn({ cause }, 'abandoned every lock and request of this node');
   }
 
   /**
