@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
-import { ClientErrorCode, createWsTransport, LockClient, LockError } from '@lockwire/client';
+import { MAX_DURATION_MS } from '@lockwire/protocol';
+import { createWsTransport, LockClient } from '@lockwire/client';
 import { WebSocket } from 'ws';
+import { connectExitCodeFor, NoAnswerError, ToolExit, UpgradeRefusedError } from './cli-exit.js';
 import { shownUrl } from './redact-url.js';
 
 /** Where a client tool (`run`, `status`, `watch`) reads and writes. */
@@ -13,28 +14,6 @@ export interface ToolIo {
 
 /** The server a tool talks to when neither `--url` nor `LOCKWIRE_URL` names one. */
 export const DEFAULT_URL = 'ws://127.0.0.1:7311/v1';
-
-/** Exit codes shared by the client tools (sysexits.h names). */
-export const ToolExit = {
-  Ok: 0,
-  Usage: 2,
-  /**
-   * EX_UNAVAILABLE: the server could not be reached (or answered the connect with 503), the connection ended, or the
-   * server is draining or without its store. A refused token (401, 403) exits 1: trying again would not help.
-   */
-  Unavailable: 69,
-  /** EX_SOFTWARE: `lockwire run` lost its lock while the command ran. */
-  LockLost: 70,
-  /** EX_TEMPFAIL: `lockwire run` was not granted the lock within `--wait`. */
-  NotAcquired: 75,
-  /**
-   * 128 + SIGPIPE: the reader of `status`'s or `watch`'s output went away
-   * (`| head -1`), as a tool that died of SIGPIPE would report. Noticed, as
-   * SIGPIPE is, by the next write that fails: Node has no way to watch a
-   * pipe that nothing is being written to.
-   */
-  OutputClosed: 141,
-} as const;
 
 /**
  * How long a server has, by default, to complete the WebSocket handshake
@@ -158,35 +137,6 @@ export async function connectTool(endpoint: Endpoint, deadline: ConnectDeadline)
   } finally {
     clearTimeout(timer);
   }
-}
-
-/**
- * The server answered the WebSocket upgrade with an HTTP status instead of
- * switching protocols. Its message says what the status means to a user of
- * the tools.
- */
-export class UpgradeRefusedError extends Error {
-  override readonly name = 'UpgradeRefusedError';
-  constructor(readonly status: number) {
-    super(refusalMessage(status));
-  }
-}
-
-function refusalMessage(status: number): string {
-  if (status === 401) return 'unauthorized: the token is missing, invalid or expired (HTTP 401)';
-  if (status === 403) return 'forbidden: the server refused this client (HTTP 403)';
-  if (status === 503) return 'the server is draining or at its connection limit (HTTP 503)';
-  return `the server refused the WebSocket upgrade (HTTP ${status})`;
-}
-
-/**
- * Exit code of a failed connect: 1 when the server refused the credentials
- * (401, 403), which trying again will not change; otherwise
- * {@link ToolExit.Unavailable}, as for a server that cannot be reached or
- * is draining (503).
- */
-export function connectExitCodeFor(error: unknown): number {
-  return error instanceof UpgradeRefusedError && (error.status === 401 || error.status === 403) ? 1 : ToolExit.Unavailable;
 }
 
 /**
@@ -323,27 +273,6 @@ export function usageFailure(io: ToolIo, command: string, usage: string, problem
 }
 
 /**
- * Refusals that say the server cannot serve right now rather than that the
- * request is wrong: a draining server (`shutting_down`) and a store it cannot
- * reach (`store_unavailable`). Trying again later, or against another
- * server, may succeed, as after a connection that ended.
- */
-const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
-  ClientErrorCode.ConnectionClosed,
-  ClientErrorCode.ConnectionLost,
-  ErrorCode.ShuttingDown,
-  ErrorCode.StoreUnavailable,
-]);
-
-/**
- * A server that welcomed the tool did not answer one of its requests within
- * the deadline: paused, overloaded, or behind a path that went silent.
- */
-export class NoAnswerError extends Error {
-  override readonly name = 'NoAnswerError';
-}
-
-/**
  * Resolves what `request` resolves, or rejects with a {@link NoAnswerError}
  * naming `what` and `deadline.flag` when it has not settled within
  * `deadline.ms`. The request's own later failure (the client closing) is
@@ -364,17 +293,6 @@ export async function answerWithin<T>(request: Promise<T>, what: string, deadlin
   } finally {
     clearTimeout(timer);
   }
-}
-
-/**
- * Exit code of a failed call: {@link ToolExit.Unavailable} when the
- * connection is gone, the server did not answer in time
- * ({@link NoAnswerError}), is draining or its store is unavailable;
- * 1 for anything else the server refused (`forbidden`, `too_many_waiters`...).
- */
-export function exitCodeFor(error: unknown): number {
-  if (error instanceof NoAnswerError) return ToolExit.Unavailable;
-  return error instanceof LockError && UNAVAILABLE_CODES.has(error.code) ? ToolExit.Unavailable : 1;
 }
 
 /** The one-line message of anything thrown. */

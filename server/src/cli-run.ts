@@ -7,13 +7,11 @@ import type { Lease, LockClient } from '@lockwire/client';
 import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
-  ToolExit,
   checkConnection,
   closeTool,
   connectDeadlineOf,
   connectOrReport,
   describeError,
-  exitCodeFor,
   onOutputClosed,
   parseDuration,
   settleWithin,
@@ -22,6 +20,7 @@ import {
   type ConnectFlags,
   type ToolIo,
 } from './cli-connect.js';
+import { exitCodeFor, ToolExit } from './cli-exit.js';
 import { waitForLock } from './cli-run-wait.js';
 import {
   TERMINAL_SIGNALS,

@@ -3,18 +3,17 @@ import type { ListResult, LockStatus } from '@lockwire/client';
 import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
-  ToolExit,
   answerWithin,
   closeTool,
   connectDeadlineOf,
   connectOrReport,
   describeError,
-  exitCodeFor,
   formatDuration,
   onOutputClosed,
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
+import { exitCodeFor, ToolExit } from './cli-exit.js';
 
 export const STATUS_USAGE = `Usage: lockwire status [options]
 

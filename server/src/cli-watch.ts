@@ -3,18 +3,17 @@ import type { LockEvent, LockStatus } from '@lockwire/client';
 import {
   CONNECT_OPTIONS,
   CONNECT_USAGE,
-  ToolExit,
   checkConnection,
   closeTool,
   connectDeadlineOf,
   connectOrReport,
   describeError,
-  exitCodeFor,
   onOutputClosed,
   parseDuration,
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
+import { exitCodeFor, ToolExit } from './cli-exit.js';
 
 /** What `lockwire watch` needs beyond output: a way to be stopped. */
 export interface WatchIo extends ToolIo {
