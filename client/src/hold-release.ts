@@ -1,5 +1,6 @@
-import type { Limits } from '@lockwire/protocol';
+import { MAX_DURATION_MS, type Limits } from '@lockwire/protocol';
 import type { Lease } from './lease.js';
+import { pause } from './reconnect.js';
 import { retryRefused } from './refusal-retry.js';
 
 /**
@@ -41,6 +42,62 @@ export function releaseHold(
  */
 export function releaseHoldUntilGone(lease: Lease, limits: Limits): Promise<void> {
   return new Promise<void>((gone) => void releaseHold(lease, limits, gone));
+}
+
+/** How a wait for the holds of a key let go of in the background ended (see {@link waitForLetGo}). */
+export type LetGoOutcome =
+  /** The holds are gone, `left` ms of the timeout remain (one that was not timed: as given). */
+  | { ended: 'gone'; left: number | null | undefined }
+  /** The connection ended first. */
+  | { ended: 'closed'; left: number | null | undefined }
+  /** The timeout ran out first. */
+  | { ended: 'timeout' };
+
+/**
+ * Waits for `settled` ({@link HoldReleases.pending} of a key, which never
+ * rejects), for the connection's end (`closed` aborts), or for `timeout` ms
+ * to run out (`null`/absent, or not a positive duration the server could
+ * accept: as long as it takes), whichever comes first; with what is left of
+ * `timeout` then. Rejects with `signal.reason` if `signal` aborts first.
+ * The timer is the client's `pause`, ended with the wait.
+ */
+export function waitForLetGo(
+  settled: Promise<void>,
+  options: { timeout?: number | null | undefined; signal?: AbortSignal | undefined; closed: AbortSignal },
+): Promise<LetGoOutcome> {
+  const { timeout, signal, closed } = options;
+  const timed = typeof timeout === 'number' && timeout > 0 && timeout <= MAX_DURATION_MS;
+  const started = performance.now();
+  const timer = new AbortController();
+  return new Promise<LetGoOutcome>((resolve, reject) => {
+    let done = false;
+    const end = (): boolean => {
+      if (done) return false;
+      done = true;
+      signal?.removeEventListener('abort', onAbort);
+      closed.removeEventListener('abort', onClosed);
+      timer.abort();
+      return true;
+    };
+    const left = () => (timed ? Math.max(0, Math.ceil(timeout - (performance.now() - started))) : timeout);
+    const onAbort = () => {
+      if (end()) reject(signal?.reason);
+    };
+    const onClosed = () => {
+      if (end()) resolve({ ended: 'closed', left: left() });
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    closed.addEventListener('abort', onClosed, { once: true });
+    if (closed.aborted) onClosed();
+    void settled.then(() => {
+      if (end()) resolve({ ended: 'gone', left: left() });
+    });
+    if (timed) {
+      void pause(timeout, timer.signal).then(() => {
+        if (end()) resolve({ ended: 'timeout' });
+      });
+    }
+  });
 }
 
 /**

@@ -3,7 +3,7 @@ import { Connection, type PendingCall } from './connection.js';
 import { ConnectionKeeper, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
 import { ClientErrorCode, isConnectionError, LockError, type CloseInfo } from './errors.js';
-import { HoldReleases, releaseHoldUntilGone } from './hold-release.js';
+import { HoldReleases, releaseHoldUntilGone, waitForLetGo } from './hold-release.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook, type Grant } from './lease-book.js';
 import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
@@ -166,15 +166,22 @@ export class LockClient extends PrefectFace {
     const { signal } = options;
     signal?.throwIfAborted();
     let connection = this.#keeper.live();
+    let acquireTimeout = options.acquireTimeout;
     const releasing = this.#releases.pending(key);
     if (releasing) {
+      // Until that hold is gone the session holds the key: a try-once acquire is not granted, and sending it would
+      // be answered with the very hold being let go of. (A steal may not try once: the server refuses it.)
+      if (acquireTimeout === 0 && !options.steal) return null;
       // An acquire of the key sent now could be answered with a hold the client is releasing (a refused release
       // asked again, a late grant of an abandoned acquire), which that release then drops; the server refuses one
       // while an abandoned one is still queued.
       // A drop or close of the connection ends the wait: the acquire is then sent on that connection, which
       // rejects it with the error its pending calls got (`connection_lost`, `connection_closed`).
-      await settledUnlessAborted(releasing, signal, connection.closedSignal);
-      if (!connection.closedSignal.aborted) connection = this.#keeper.live();
+      // The wait counts against `acquireTimeout`: the server's timer starts only once the acquire is sent.
+      const waited = await waitForLetGo(releasing, { timeout: acquireTimeout, signal, closed: connection.closedSignal });
+      if (waited.ended === 'timeout') return null;
+      acquireTimeout = waited.left;
+      if (waited.ended === 'gone') connection = this.#keeper.live();
     }
     // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
     this.#keeper.claim(key);
@@ -184,7 +191,7 @@ export class LockClient extends PrefectFace {
       {
         key,
         mode: options.mode,
-        acquireTimeout: options.acquireTimeout,
+        acquireTimeout,
         holdTimeout: options.holdTimeout,
         steal: options.steal,
         meta: options.meta,
@@ -441,30 +448,4 @@ export class LockClient extends PrefectFace {
       live.request('unwatch', { prefix }, { onResult: () => undefined }).result,
     );
   }
-}
-
-/**
- * Resolves once `settled` did or `closed` aborts (the connection ended);
- * rejects with `signal.reason` if the signal aborts first.
- */
-function settledUnlessAborted(
-  settled: Promise<void>,
-  signal: AbortSignal | undefined,
-  closed: AbortSignal,
-): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const done = () => {
-      signal?.removeEventListener('abort', onAbort);
-      closed.removeEventListener('abort', done);
-      resolve();
-    };
-    const onAbort = () => {
-      closed.removeEventListener('abort', done);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    closed.addEventListener('abort', done, { once: true });
-    if (closed.aborted) done();
-    void settled.then(done);
-  });
 }

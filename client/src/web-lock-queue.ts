@@ -141,8 +141,9 @@ export class WebLockQueue {
       }
       const state = this.#names.get(waiter.name);
       const inFlight = state?.queue.find((w) => w.inFlight);
-      // A release sent again after a refusal holds back only the requests of its own name (they are blocked).
-      const calling = state !== undefined && state.busy && !state.releaseRefused;
+      // A hold let go of in the background (a release sent again after a refusal) holds back only the requests of
+      // its own name (they are blocked).
+      const calling = state !== undefined && state.busy && !state.lettingGo;
       const busy = state !== undefined && (calling || state.checking || state.steals.length > 0);
       if (!waiter.blocked && busy && !inFlight?.serverQueued) break;
       i += 1;
@@ -167,7 +168,7 @@ export class WebLockQueue {
     const head = state.queue[0];
     if (head && !state.busy && !state.checking) {
       if (state.held.size === 0) {
-        if (state.steals.length === 0) this.#acquireFor(name, state, head);
+        if (state.steals.length === 0 && !this.#awaitLetGo(name, state)) this.#acquireFor(name, state, head);
       } else {
         this.#sharing.placeNewcomers(state);
         if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
@@ -367,19 +368,45 @@ export class WebLockQueue {
 
   /**
    * The server refused the release of the name's hold, and it is sent again
-   * until the hold is gone: the name's waiting requests wait for that, and
-   * no longer hold requests of other names back; its `ifAvailable` ones
-   * answer `null` (the server still holds the lock).
+   * until the hold is gone: the name's waiting requests wait for that (see
+   * `#letGo`).
    */
   #releaseRefused(name: string, state: NameState): void {
-    state.releaseRefused = true;
-    for (const waiter of state.queue) if (!waiter.ifAvailable) waiter.blocked = true;
+    this.#letGo(state);
     this.#process(name);
+  }
+
+  /**
+   * While the client lets go of a hold of the name in the background that
+   * is not a Web Lock's (a refused `withLock` release asked again, the late
+   * grant of an aborted request), the session still holds the key, and an
+   * acquire of it would wait for that (see `LockClient.acquire`): the name
+   * waits here instead, as for its own refused release. False when no such
+   * hold is let go of.
+   */
+  #awaitLetGo(name: string, state: NameState): boolean {
+    const letGo = this.#releases.pending(name);
+    if (!letGo) return false;
+    state.busy = true;
+    this.#letGo(state);
+    void letGo.then(() => this.#afterRelease(name, state));
+    return true;
+  }
+
+  /**
+   * A hold of the name is let go of in the background, which may take
+   * seconds (while the server refuses its release): the name's waiting
+   * requests wait for it, and no longer hold requests of other names back;
+   * its `ifAvailable` ones answer `null` (the session still holds the lock).
+   */
+  #letGo(state: NameState): void {
+    state.lettingGo = true;
+    for (const waiter of state.queue) if (!waiter.ifAvailable) waiter.blocked = true;
   }
 
   /** The name's server hold is gone: its next request may ask the server. */
   #afterRelease(name: string, state: NameState): void {
-    state.releaseRefused = false;
+    state.lettingGo = false;
     this.#setIdle(state);
     this.#process(name);
   }

@@ -105,12 +105,13 @@ export interface NameState {
   /** A `status` call asks whether a request may share the name's shared hold; nothing else may start. */
   checking: boolean;
   /**
-   * While `busy`: the server refused the release of the name's hold, and the client sends it again in the
-   * background until the hold is gone (see `releaseHold`), which may take seconds. Requests of the name made
-   * meanwhile are not grantable at once (`blocked`; `ifAvailable` ones answer `null`), and the name holds no
-   * request of another name back.
+   * While `busy`: the client lets go of a hold of the name in the background until it is gone, which may take
+   * seconds: the name's own hold, whose release the server refused and the client sends again (see
+   * `releaseHold`), or another hold of the key (see `HoldReleases.pending`). Requests of the name made meanwhile
+   * are not grantable at once (`blocked`; `ifAvailable` ones answer `null`), and the name holds no request of
+   * another name back.
    */
-  releaseRefused: boolean;
+  lettingGo: boolean;
   /** The acquire of the name in flight, if any. */
   acquire: ServerAcquire | undefined;
   /** The places in request order (`Waiter.made`) of this client's steals of the name not yet done, in order. */
@@ -181,7 +182,7 @@ export function newNameState(): NameState {
     lease: null,
     busy: false,
     checking: false,
-    releaseRefused: false,
+    lettingGo: false,
     acquire: undefined,
     steals: [],
     stealing: undefined,
@@ -256,9 +257,9 @@ export function handOver(state: NameState, waiter: Waiter): boolean {
   return true;
 }
 
-/** Whether a new request of `mode` must wait for this client's own holders, blocked requests or a refused release. */
+/** Whether a new request of `mode` must wait for this client's own holders, blocked requests or a hold let go of. */
 export function blockedHere(state: NameState, mode: LockMode): boolean {
-  if (state.releaseRefused) return true;
+  if (state.lettingGo) return true;
   if (state.queue.some((waiter) => waiter.blocked)) return true;
   if (state.held.size === 0) return false;
   return mode !== 'shared' || state.lease?.mode !== 'shared' || state.queue.length > 0;
@@ -273,8 +274,8 @@ export function blockedHere(state: NameState, mode: LockMode): boolean {
  * this client's undecided requests ahead and its own server call.
  */
 export function refuseUnavailable(state: NameState): void {
-  // A refused release sent again may take seconds to go through: nothing grants at once meanwhile.
-  const running = (state.busy && !state.releaseRefused) || state.checking;
+  // A hold let go of in the background (a refused release sent again) may take seconds: nothing grants at once.
+  const running = (state.busy && !state.lettingGo) || state.checking;
   for (let i = 0; i < state.queue.length; ) {
     const waiter = state.queue[i];
     if (waiter?.ifAvailable && !waiter.inFlight && !(running && mayYetGrant(state, i))) {
