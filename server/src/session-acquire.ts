@@ -2,7 +2,7 @@ import { ErrorCode, type RequestId, type RequestOf } from '@lockwire/protocol';
 import { performance } from 'node:perf_hooks';
 import { toWireError } from './errors.js';
 import { AcquireOutcome } from './metrics.js';
-import type { SessionHost, Settlement } from './session.js';
+import type { SessionHost, Settlement } from './session-host.js';
 import type { PendingRequest, SessionRequests } from './session-requests.js';
 import type { SessionSender } from './session-sender.js';
 import type { SessionId, Ticket } from './store.js';

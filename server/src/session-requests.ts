@@ -2,7 +2,7 @@ import { DEFAULT_LIST_LIMIT, type ClientMessage, type RequestId, type WireError 
 import { LockError, toWireError } from './errors.js';
 import { AcquireOutcome } from './metrics.js';
 import { listVisible, statusRefusal, type Permissions } from './permissions.js';
-import type { SessionHost, Settlement } from './session.js';
+import type { SessionHost, Settlement } from './session-host.js';
 import type { SessionAcquires } from './session-acquire.js';
 import type { SessionSender } from './session-sender.js';
 import type { SessionWatches } from './session-watches.js';

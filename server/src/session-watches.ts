@@ -1,6 +1,6 @@
 import { DEFAULT_LIST_LIMIT, type RequestOf } from '@lockwire/protocol';
 import { watchSnapshot, watchStoreLimit } from './permissions.js';
-import type { SessionHost } from './session.js';
+import type { SessionHost } from './session-host.js';
 import type { SessionGuard } from './session-guard.js';
 import type { SessionRequests } from './session-requests.js';
 import type { SessionSender } from './session-sender.js';

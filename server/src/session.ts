@@ -9,56 +9,20 @@ import {
 } from '@lockwire/protocol';
 import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
-import type { Clock } from './clock.js';
 import { closeWithinHandshake, cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
-import type { LockError } from './errors.js';
-import { sameSecret, type DetachedSession } from './grace.js';
-import type { ServerLimits } from './limits.js';
-import type { Logger } from './logger.js';
-import { AcquireOutcome, type LockMetrics } from './metrics.js';
+import { sameSecret } from './grace.js';
+import { AcquireOutcome } from './metrics.js';
 import type { Permissions } from './permissions.js';
 import type { RateVerdict } from './rate-limit.js';
 import { SessionAcquires } from './session-acquire.js';
 import { endSessionInStore } from './session-end.js';
 import { earlyRefusal, frameText, namedOp } from './session-frame.js';
 import { SessionGuard } from './session-guard.js';
+import type { SessionHost, Settlement } from './session-host.js';
 import { dispatchRequest, SessionRequests } from './session-requests.js';
 import { SessionSender } from './session-sender.js';
 import { SessionWatches } from './session-watches.js';
-import type { Grant, LockEvent, LockStore, LostLock, SessionId, Ticket } from './store.js';
-
-/** How a pending `acquire` or `wait` ended, as the store's listener reported it. */
-export type Settlement =
-  | { kind: 'granted'; grant: Grant }
-  | { kind: 'acquireTimedOut' }
-  | { kind: 'waitDone'; free: boolean }
-  /** The store could not settle it (lost contact): answered with the error. */
-  | { kind: 'failed'; error: LockError };
-
-/** What a session needs from the server that owns it. */
-export interface SessionHost {
-  readonly store: LockStore;
-  readonly clock: Clock;
-  readonly logger: Logger;
-  readonly metrics: LockMetrics;
-  readonly maxKeyLength: number;
-  readonly limits: ServerLimits;
-  /** True when a session that loses its connection now keeps its locks for a resume (grace on, not closing). */
-  keepsLocks(): boolean;
-  /** Called once when a session lost its connection and keeps its locks; its pending requests are being cancelled. */
-  sessionDetached(session: Session, detached: DetachedSession, cancelling: Promise<void>): void;
-  /** Allocates a server-wide ticket whose settlements are routed to `session`'s request `id`. */
-  openTicket(session: Session, id: RequestId): Ticket;
-  /** Forgets a ticket's route; later settlements of it are dropped. */
-  closeTicket(ticket: Ticket): void;
-  /**
-   * The wire `event` for `event` as UTF-8 JSON, built once however many
-   * watchers get it: the same bytes are sent to each of them as a text frame.
-   */
-  encodeEvent(event: LockEvent): Buffer;
-  /** Called once when the session ends, with the store's `closeSession` in progress. */
-  sessionEnded(session: Session, closing: Promise<void>): void;
-}
+import type { LostLock, SessionId, Ticket } from './store.js';
 
 /** Who a session is and what it may do, fixed when its connection opens. */
 export interface SessionOptions {
