@@ -8,7 +8,6 @@ import {
   PROTOCOL_VERSION,
   type HeldLock,
   type Limits,
-  type RequestId,
   type WelcomeMessage,
 } from '@lockwire/protocol';
 import { nanoid } from 'nanoid';
@@ -27,9 +26,9 @@ import { createLockMetrics, type LockMetrics } from './metrics.js';
 import { shutDownServer } from './server-shutdown.js';
 import { endSessionInStore } from './session-end.js';
 import { Session } from './session.js';
-import type { SessionHost, Settlement } from './session-host.js';
+import { createSessionRouting } from './session-routing.js';
 import type { Permissions } from './permissions.js';
-import type { LockEvent, LockStore, SessionId, StoreListener, Ticket } from './store.js';
+import type { LockStore, SessionId } from './store.js';
 import { createUpgradeAdmission } from './upgrade-admission.js';
 
 export type { ServerLimits } from './limits.js';
@@ -163,10 +162,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   const name = serverName();
 
   const sessions = new Map<SessionId, Session>();
-  const tickets = new Map<Ticket, { session: Session; id: RequestId }>();
   const sessionEndings = new Set<Promise<void>>();
-  const eventTexts = new WeakMap<LockEvent, Buffer>();
-  let nextTicket = 1;
   let closing = false;
   // Shutdown waits for every session's end in the store, with a connection or without.
   const trackEnding = (ending: Promise<void>) => {
@@ -183,63 +179,16 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     endSession: (session, keys) => trackEnding(endSessionInStore({ store, metrics, logger }, session, keys)),
   });
 
-  const sessionHost: SessionHost = {
+  const { host: sessionHost, listener } = createSessionRouting({
     store,
     clock,
     logger,
     metrics,
-    maxKeyLength: limits.maxKeyLength,
     limits,
-    keepsLocks: () => grace.keepsLocks(),
-    sessionDetached(session, detached, cancelling) {
-      if (sessions.get(session.id) === session) sessions.delete(session.id);
-      grace.detached(detached, cancelling);
-      logger.debug({ session: session.id }, 'session detached; locks kept for its grace');
-    },
-    openTicket(session, id) {
-      const ticket = nextTicket++;
-      tickets.set(ticket, { session, id });
-      return ticket;
-    },
-    closeTicket(ticket) {
-      tickets.delete(ticket);
-    },
-    encodeEvent(event) {
-      // Many watchers receive the same event object: serialise and encode
-      // it to UTF-8 once; each watcher's socket is handed the same bytes.
-      let bytes = eventTexts.get(event);
-      if (bytes === undefined) {
-        bytes = Buffer.from(JSON.stringify({ type: 'event', ...event }), 'utf8');
-        eventTexts.set(event, bytes);
-      }
-      return bytes;
-    },
-    sessionEnded(session, ending) {
-      if (sessions.get(session.id) === session) sessions.delete(session.id);
-      trackEnding(ending);
-      logger.debug({ session: session.id }, 'session ended');
-    },
-  };
-
-  const settle = (ticket: Ticket, settlement: Settlement) => {
-    const route = tickets.get(ticket);
-    route?.session.settle(route.id, ticket, settlement);
-  };
-  const listener: StoreListener = {
-    granted: (_session, ticket, grant) => settle(ticket, { kind: 'granted', grant }),
-    acquireTimedOut: (_session, ticket) => settle(ticket, { kind: 'acquireTimedOut' }),
-    waitDone: (_session, ticket, free) => settle(ticket, { kind: 'waitDone', free }),
-    failed: (_session, ticket, error) => settle(ticket, { kind: 'failed', error }),
-    lost: (session, lost) => {
-      metrics.lost(lost.reason);
-      // The grant this loss makes room for comes in the same store step.
-      queueMicrotask(metrics.holdEnding(lost.key));
-      logger.info({ key: lost.key, session, token: lost.token, reason: lost.reason }, 'lock lost');
-      const live = sessions.get(session);
-      if (live) live.pushLost(lost);
-      else grace.lost(session, lost);
-    },
-  };
+    grace,
+    sessions,
+    trackEnding,
+  });
 
   const welcome = (session: Session, secret: string | null, held: HeldLock[] | null): WelcomeMessage => {
     const announced: Limits = { ...limits };
