@@ -4,6 +4,7 @@ import { LockError, badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import type { LocalTable } from './local-table.js';
 import { LimitGate, type LaterRequest } from './limit-gate.js';
+import { LockCancels } from './lock-cancels.js';
 import {
   createPending,
   startLater,
@@ -37,19 +38,15 @@ export interface LockRequestsOptions {
  */
 export class LockRequests {
   readonly #o: LockRequestsOptions;
-  /**
-   * Cancels in flight, by session and key. A session's new acquire of a key
-   * waits for its cancel of that key's earlier request: sent first, that
-   * acquire's step would reach Redis while the earlier request still waits
-   * in the queue, and be refused as queued already (memory cancels at once).
-   */
-  readonly #cancelling = new Map<string, Promise<boolean>>();
   /** Holds an acquire at the session's lock limit back until its earlier requests settle (see `LimitGate`). */
   readonly #gate: LimitGate;
+  /** The session's cancels in flight, which its later acquire of the same key waits for (see `LockCancels`). */
+  readonly #cancels: LockCancels;
 
   constructor(options: LockRequestsOptions) {
     this.#o = options;
-    this.#gate = new LimitGate(options.steps, options.ctx.limits, (session) => this.#cancelsOf(session));
+    this.#gate = new LimitGate(options.steps, options.ctx.limits, (session) => this.#cancels.ofSession(session));
+    this.#cancels = new LockCancels(options.table, options.timeouts, this.#gate);
   }
 
   /**
@@ -60,23 +57,10 @@ export class LockRequests {
    * `acquire` returns (see `StepRunner#busy`).
    */
   waitsBeforeStep(session: SessionId, key: string): boolean {
-    if (this.#cancellingOf(session, key)) return true;
+    if (this.#cancels.of(session, key)) return true;
     const local = this.#o.table.sessions.get(session);
     if (local === undefined) return false;
     return startOf(local, key) !== null || uncertainAcquireOf(local, key) || this.#gate.wouldHoldBack(session, local);
-  }
-
-  /** The session's cancel of a request on `key` in flight, if any (no key text is built while none is). */
-  #cancellingOf(session: SessionId, key: string): Promise<boolean> | undefined {
-    return this.#cancelling.size === 0 ? undefined : this.#cancelling.get(sessionKey(session, key));
-  }
-
-  /** The session's cancels in flight, on any key. */
-  #cancelsOf(session: SessionId): Array<Promise<boolean>> {
-    const prefix = sessionKey(session, '');
-    const cancels: Array<Promise<boolean>> = [];
-    for (const [id, cancelling] of this.#cancelling) if (id.startsWith(prefix)) cancels.push(cancelling);
-    return cancels;
   }
 
   /** `LockStore#acquire`: the answer waits for every earlier step of the key this node has not applied yet. */
@@ -95,7 +79,7 @@ export class LockRequests {
     // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
     if (acquireTimeout !== null && acquireTimeout > 0) timeouts.armTimeout(pending, acquireTimeout);
     // All read in this turn: a request made after this one must not be waited for (it may wait for this one).
-    const cancelling = this.#cancellingOf(session, key);
+    const cancelling = this.#cancels.of(session, key);
     const held = this.#gate.holdBack(session, local, pending);
     const before = startOf(local, key);
     // One that waits before its step keeps its place: the session's later requests of the key wait until
@@ -313,38 +297,9 @@ export class LockRequests {
     }
   }
 
-  /**
-   * `LockStore#cancel`: waits for the request's own answer first, so a cancel
-   * never overtakes it. An acquire of the session on the same key made while
-   * the cancel is in flight waits for it (see `#cancelling`).
-   */
-  async cancel(session: SessionId, ticket: Ticket): Promise<boolean> {
-    const { table } = this.#o;
-    const pending = table.tickets.get(ticket);
-    if (!pending || pending.session !== session) return false;
-    const id = sessionKey(session, pending.key);
-    const local = table.sessions.get(session);
-    const later = this.#gate.later(local);
-    const cancelling = this.#unqueue(pending, startOf(local, pending.key), later);
-    this.#cancelling.set(id, cancelling);
-    if (later) this.#gate.track(later, cancelling);
-    try {
-      return await cancelling;
-    } finally {
-      if (this.#cancelling.get(id) === cancelling) this.#cancelling.delete(id);
-    }
-  }
-
-  async #unqueue(pending: LocalPending, before: Promise<void> | null, later: LaterRequest | null): Promise<boolean> {
-    // After the session's earlier request of the key that waits before its step (see `LocalSession#starting`).
-    if (before) await before;
-    // Awaited only while the request's script is out: an answered request is unqueued in this turn, so its
-    // step goes to Redis ahead of any request the session sends after the cancel.
-    if (pending.sending) await pending.sent;
-    if (this.#o.table.tickets.get(pending.ticket) !== pending) return false;
-    return this.#o.timeouts.unqueue(pending, () => {
-      if (later && pending.kind === 'acquire') this.#gate.freed(later);
-    });
+  /** `LockStore#cancel`: see `LockCancels#cancel`. */
+  cancel(session: SessionId, ticket: Ticket): Promise<boolean> {
+    return this.#cancels.cancel(session, ticket);
   }
 
   async revoke(key: string): Promise<number> {
@@ -398,11 +353,6 @@ export class LockRequests {
 
 /** The answer to a request whose reply came after its node gave it up. */
 const GIVEN_UP = 'lost contact with the lock store (Redis); the request was dropped';
-
-/** A session's key, as one map key (session ids never hold a NUL). */
-function sessionKey(session: SessionId, key: string): string {
-  return `${session}\u0000${key}`;
-}
 
 function checkDuration(field: string, value: number | null): void {
   if (value === null) return;
