@@ -142,8 +142,12 @@ export class LockClient extends PrefectFace {
    * client asks again, or the late grant of an aborted acquire, see
    * `signal`), the acquire is sent only once that hold is gone: its release
    * accepted or the lock lost. Sent before, the server would answer it with
-   * that very hold, which the release asked again then drops. A drop or
-   * close of the connection meanwhile rejects it as a pending acquire
+   * that very hold, which the release asked again then drops. The wait
+   * counts against `acquireTimeout`: with `0` (try once) the acquire
+   * resolves `null` at once, sending nothing (the session holds the key
+   * meanwhile); with a finite one it resolves `null` when that time runs
+   * out first, and is otherwise sent with the time left. A drop or close
+   * of the connection meanwhile rejects it as a pending acquire
    * (`connection_lost`, `connection_closed`); `signal` aborts the wait.
    *
    * `signal`: already aborted - rejects with its reason, sending nothing;

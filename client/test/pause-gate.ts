@@ -1,4 +1,4 @@
-/** One backoff wait the gate holds: it ends on `resume()` or when its signal aborts, as the real wait does. */
+/** One wait the gate holds: it ends on `resume()` or when its signal aborts, as the real wait does. */
 export interface HeldPause {
   readonly ms: number;
   readonly signal: AbortSignal;
@@ -12,10 +12,12 @@ type Pause = (ms: number, signal: AbortSignal) => Promise<void>;
  * (It imports nothing of the client: the mocked module's factory loads it,
  * and the client's modules wait for that factory.)
  *
- * Stands in for the client's `pause` (its one backoff timer) in tests that
+ * Stands in for the client's `pause` (its timer for backoff waits and for
+ * an acquire's timeout while a hold of its key is let go of) in tests that
  * mock `../src/reconnect.js`: while `holding`, each wait is held until the
  * test resumes it or its signal aborts, so a test decides when a retry's
- * time has come instead of sleeping through it. Otherwise waits are real.
+ * (or a timeout's) time has come instead of sleeping through it. Otherwise
+ * waits are real.
  */
 export class PauseGate {
   holding = false;
