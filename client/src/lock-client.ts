@@ -1,11 +1,12 @@
 import type { Limits, ListResult, LockStatus } from '@lockwire/protocol';
-import { Connection, type PendingCall } from './connection.js';
+import { AcquireCalls, abortable } from './acquire-call.js';
+import { Connection } from './connection.js';
 import { ConnectionKeeper, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
 import { ClientErrorCode, isConnectionError, LockError, type CloseInfo } from './errors.js';
-import { HoldReleases, releaseHoldUntilGone, waitForLetGo } from './hold-release.js';
+import { HoldReleases } from './hold-release.js';
 import type { Lease, LeaseOwner } from './lease.js';
-import { LeaseBook, type Grant } from './lease-book.js';
+import { LeaseBook } from './lease-book.js';
 import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
 import { reconnectPolicy } from './reconnect.js';
@@ -39,12 +40,14 @@ export class LockClient extends PrefectFace {
    * accepted (also after refusals) or the lease lost; and acquires given up
    * (aborted while queued) before the server answered them, until it did
    * and the hold of a grant that came anyway is gone. A new acquire of the
-   * key waits for them (see `#acquire`).
+   * key waits for them (see `AcquireCalls.send`).
    */
   readonly #releases = new HoldReleases(() => this.limits);
   readonly #events = new Emitter<ClientEvents>();
   /** The connection, its reconnects and the client's state. */
   readonly #keeper: ConnectionKeeper;
+  /** Sends acquires once the holds of their key let go of in the background are gone. */
+  readonly #acquires: AcquireCalls;
   /**
    * The Web Locks face: `navigator.locks` across tabs, devices and users
    * (`request(name, [options], callback)`, `query()`).
@@ -54,6 +57,8 @@ export class LockClient extends PrefectFace {
   protected constructor(init: ClientInit) {
     super();
     this.#keeper = new ConnectionKeeper(init, { leases: this.#leases, watches: this.#watches, events: this.#events });
+    const limits = () => this.limits;
+    this.#acquires = new AcquireCalls({ keeper: this.#keeper, leases: this.#leases, releases: this.#releases, limits });
   }
 
   /**
@@ -162,58 +167,7 @@ export class LockClient extends PrefectFace {
    * ...), `connection_lost` or `connection_closed`.
    */
   override async acquire(key: string, options: AcquireOptions = {}): Promise<Lease | null> {
-    return (await this.#acquire(key, options))?.lease ?? null;
-  }
-
-  /** `acquire()`, telling a new lease from the one this client already had (`fresh`). */
-  async #acquire(key: string, options: AcquireOptions): Promise<Grant | null> {
-    const { signal } = options;
-    signal?.throwIfAborted();
-    let connection = this.#keeper.live();
-    let acquireTimeout = options.acquireTimeout;
-    const releasing = this.#releases.pending(key);
-    if (releasing) {
-      // Until that hold is gone the session holds the key: a try-once acquire is not granted, and sending it would
-      // be answered with the very hold being let go of. (A steal may not try once: the server refuses it.)
-      if (acquireTimeout === 0 && !options.steal) return null;
-      // An acquire of the key sent now could be answered with a hold the client is releasing (a refused release
-      // asked again, a late grant of an abandoned acquire), which that release then drops; the server refuses one
-      // while an abandoned one is still queued.
-      // A drop or close of the connection ends the wait: the acquire is then sent on that connection, which
-      // rejects it with the error its pending calls got (`connection_lost`, `connection_closed`).
-      // The wait counts against `acquireTimeout`: the server's timer starts only once the acquire is sent.
-      const waited = await waitForLetGo(releasing, { timeout: acquireTimeout, signal, closed: connection.closedSignal });
-      if (waited.ended === 'timeout') return null;
-      acquireTimeout = waited.left;
-      if (waited.ended === 'gone') connection = this.#keeper.live();
-    }
-    // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
-    this.#keeper.claim(key);
-    const mode = options.mode ?? 'exclusive';
-    const call = connection.request(
-      'acquire',
-      {
-        key,
-        mode: options.mode,
-        acquireTimeout,
-        holdTimeout: options.holdTimeout,
-        steal: options.steal,
-        meta: options.meta,
-      },
-      {
-        onQueued: options.onQueued,
-        onResult: (result): Grant | null => (result.acquired ? this.#leases.adopt(key, mode, result) : null),
-      },
-    );
-    return this.#abortable(connection, call, signal, {
-      // The caller gave up but the grant won the race: hand the lock back at once (and again if refused).
-      // Done only once the hold is gone, not at the first answer: while a refused release is asked again the
-      // session still holds the key, and a new acquire of it would be answered with that hold.
-      late: async (late) => {
-        if (late?.fresh) await releaseHoldUntilGone(late.lease, this.limits);
-      },
-      abandoned: (settled) => this.#releases.track(key, settled),
-    });
+    return (await this.#acquires.send(key, options))?.lease ?? null;
   }
 
   /**
@@ -234,7 +188,7 @@ export class LockClient extends PrefectFace {
    * `acquireTimeout`; whatever `fn` throws; the errors of `acquire()`.
    */
   async withLock<T>(key: string, fn: (lease: Lease) => Promise<T> | T, options: AcquireOptions = {}): Promise<T> {
-    const grant = await this.#acquire(key, options);
+    const grant = await this.#acquires.send(key, options);
     if (!grant) {
       throw new LockError(ClientErrorCode.NotAcquired, `lock ${JSON.stringify(key)} not acquired in time`);
     }
@@ -251,7 +205,7 @@ export class LockClient extends PrefectFace {
     options.signal?.throwIfAborted();
     const connection = this.#keeper.live();
     const call = connection.request('wait', { key, timeout: options.timeout }, { onResult: (r) => r.free });
-    return this.#abortable(connection, call, options.signal);
+    return abortable(connection, call, options.signal);
   }
 
   /** The state of `key`: holders, queue in grant order, and `heldByYou`. */
@@ -392,42 +346,6 @@ export class LockClient extends PrefectFace {
   }
 
   // ---- internals ----
-
-  /**
-   * Awaits a cancellable call (`acquire`, `wait`). On abort before the reply:
-   * sends `cancel` and rejects with `signal.reason` at once, without waiting
-   * for the server, which may not answer for long (a hung store, a relay
-   * that drops frames). The call's fate is handled in the background: a
-   * late result goes to `after.late`, and `after.abandoned` gets a promise
-   * that resolves once that is done (or the connection is gone).
-   */
-  async #abortable<T>(
-    connection: Connection,
-    call: PendingCall<T>,
-    signal: AbortSignal | undefined,
-    after: { late?: (late: T | undefined) => Promise<void>; abandoned?: (settled: Promise<void>) => void } = {},
-  ): Promise<T> {
-    if (!signal) return call.result;
-    let onAbort: (() => void) | undefined;
-    const aborted = new Promise<{ aborted: true }>((resolve) => {
-      onAbort = () => resolve({ aborted: true });
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-    try {
-      const first = await Promise.race([call.result.then((value) => ({ aborted: false as const, value })), aborted]);
-      if (!first.aborted) return first.value;
-      const cancel = connection.request('cancel', { target: call.id }, { onResult: (r) => r.cancelled });
-      void cancel.result.catch(() => false);
-      // The server answers the call before the cancel (cancelled, or what it decided first).
-      const settled = call.result
-        .then((late) => after.late?.(late), () => undefined)
-        .then(() => undefined, () => undefined);
-      after.abandoned?.(settled);
-      throw signal.reason;
-    } finally {
-      if (onAbort) signal.removeEventListener('abort', onAbort);
-    }
-  }
 
   async #unwatch(subscription: WatchSubscription): Promise<void> {
     subscription.controller.abort(new LockError(ClientErrorCode.ConnectionClosed, 'watch closed'));

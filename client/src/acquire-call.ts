@@ -1,0 +1,121 @@
+/**
+ * How `LockClient` sends an acquire: only once the holds of its key that the
+ * client lets go of in the background are gone, and, when the caller gives
+ * up while it is queued, cancelled at once with a grant that raced the
+ * cancel handed back in the background. Also the cancellable call that
+ * `acquire` and `wait` share.
+ */
+import type { Limits } from '@lockwire/protocol';
+import type { Connection, PendingCall } from './connection.js';
+import type { ConnectionKeeper } from './connection-keeper.js';
+import { releaseHoldUntilGone, waitForLetGo, type HoldReleases } from './hold-release.js';
+import type { Grant, LeaseBook } from './lease-book.js';
+import type { AcquireOptions } from './options.js';
+
+/** What an acquire needs from its client. */
+export interface AcquireHost {
+  /** The connection, its reconnects and the client's state. */
+  readonly keeper: ConnectionKeeper;
+  /** The leases the client holds: a grant becomes one. */
+  readonly leases: LeaseBook;
+  /** The holds the client lets go of in the background, by key (see `LockClient`). */
+  readonly releases: HoldReleases;
+  /** The server's announced limits (their `rateLimit` paces a refused release of a late grant). */
+  limits(): Limits;
+}
+
+/** The acquires of one client; see `LockClient.acquire()` for what the caller sees. */
+export class AcquireCalls {
+  readonly #host: AcquireHost;
+
+  constructor(host: AcquireHost) {
+    this.#host = host;
+  }
+
+  /** `acquire()`, telling a new lease from the one this client already had (`fresh`). */
+  async send(key: string, options: AcquireOptions): Promise<Grant | null> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    let connection = this.#host.keeper.live();
+    let acquireTimeout = options.acquireTimeout;
+    const releasing = this.#host.releases.pending(key);
+    if (releasing) {
+      // Until that hold is gone the session holds the key: a try-once acquire is not granted, and sending it would
+      // be answered with the very hold being let go of. (A steal may not try once: the server refuses it.)
+      if (acquireTimeout === 0 && !options.steal) return null;
+      // An acquire of the key sent now could be answered with a hold the client is releasing (a refused release
+      // asked again, a late grant of an abandoned acquire), which that release then drops; the server refuses one
+      // while an abandoned one is still queued.
+      // A drop or close of the connection ends the wait: the acquire is then sent on that connection, which
+      // rejects it with the error its pending calls got (`connection_lost`, `connection_closed`).
+      // The wait counts against `acquireTimeout`: the server's timer starts only once the acquire is sent.
+      const waited = await waitForLetGo(releasing, { timeout: acquireTimeout, signal, closed: connection.closedSignal });
+      if (waited.ended === 'timeout') return null;
+      acquireTimeout = waited.left;
+      if (waited.ended === 'gone') connection = this.#host.keeper.live();
+    }
+    // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
+    this.#host.keeper.claim(key);
+    const mode = options.mode ?? 'exclusive';
+    const call = connection.request(
+      'acquire',
+      {
+        key,
+        mode: options.mode,
+        acquireTimeout,
+        holdTimeout: options.holdTimeout,
+        steal: options.steal,
+        meta: options.meta,
+      },
+      {
+        onQueued: options.onQueued,
+        onResult: (result): Grant | null => (result.acquired ? this.#host.leases.adopt(key, mode, result) : null),
+      },
+    );
+    return abortable(connection, call, signal, {
+      // The caller gave up but the grant won the race: hand the lock back at once (and again if refused).
+      // Done only once the hold is gone, not at the first answer: while a refused release is asked again the
+      // session still holds the key, and a new acquire of it would be answered with that hold.
+      late: async (late) => {
+        if (late?.fresh) await releaseHoldUntilGone(late.lease, this.#host.limits());
+      },
+      abandoned: (settled) => this.#host.releases.track(key, settled),
+    });
+  }
+}
+
+/**
+ * Awaits a cancellable call (`acquire`, `wait`). On abort before the reply:
+ * sends `cancel` and rejects with `signal.reason` at once, without waiting
+ * for the server, which may not answer for long (a hung store, a relay
+ * that drops frames). The call's fate is handled in the background: a
+ * late result goes to `after.late`, and `after.abandoned` gets a promise
+ * that resolves once that is done (or the connection is gone).
+ */
+export async function abortable<T>(
+  connection: Connection,
+  call: PendingCall<T>,
+  signal: AbortSignal | undefined,
+  after: { late?: (late: T | undefined) => Promise<void>; abandoned?: (settled: Promise<void>) => void } = {},
+): Promise<T> {
+  if (!signal) return call.result;
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<{ aborted: true }>((resolve) => {
+    onAbort = () => resolve({ aborted: true });
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    const first = await Promise.race([call.result.then((value) => ({ aborted: false as const, value })), aborted]);
+    if (!first.aborted) return first.value;
+    const cancel = connection.request('cancel', { target: call.id }, { onResult: (r) => r.cancelled });
+    void cancel.result.catch(() => false);
+    // The server answers the call before the cancel (cancelled, or what it decided first).
+    const settled = call.result
+      .then((late) => after.late?.(late), () => undefined)
+      .then(() => undefined, () => undefined);
+    after.abandoned?.(settled);
+    throw signal.reason;
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
+}
