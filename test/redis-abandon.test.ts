@@ -86,9 +86,14 @@ describe('a Redis node that registers anew after it stopped vouching', () => {
     const during = givenUp(a);
     proxy.delayReplies(0);
     await info.next(/^dropped what previous ids of this node left$/, 3 * NODE_TTL + LATE);
-    return { a, log, held, during };
+    return { a, log, held, during, info };
   }
   const nothing = async () => {};
+
+  it('reports dropping what its own old id left as that, never as the locks of a dead node', async () => {
+    const { info } = await nodeThatGaveUp(nothing, () => null);
+    expect(info.lines.filter((line) => line.startsWith('releasing the locks of a dead node'))).toEqual([]);
+  });
 
   it('answers a re-acquire of a lock it reported lost with a new hold, which then stays held', async () => {
     const { a, log, held } = await nodeThatGaveUp(nothing, () => null);

@@ -371,7 +371,9 @@ export class NodeLiveness {
   #cleanup(id: string): Promise<void> {
     const running = this.#cleaning.get(id);
     if (running) return running;
-    this.#o.logger.info({ node: id }, 'releasing the locks of a dead node');
+    // An id this node gave up is not a peer that stopped: `#retireSoon` reports those once all are dropped.
+    if (this.#previous.has(id)) this.#o.logger.debug({ node: this.#id, previous: id }, 'dropping what a previous id of this node left');
+    else this.#o.logger.info({ node: id }, 'releasing the locks of a dead node');
     const cleanup = this.#o.hooks.cleanupDeadNode(id).finally(() => {
       if (this.#cleaning.get(id) === cleanup) this.#cleaning.delete(id);
     });
