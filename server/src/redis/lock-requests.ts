@@ -9,7 +9,6 @@ import {
   createPending,
   startLater,
   startOf,
-  takeWaitingLost,
   uncertainAcquireOf,
   type LocalPending,
   type LocalSession,
@@ -154,7 +153,7 @@ export class LockRequests {
           if (st === 'not_granted') return { status: 'not_granted' };
           if (str(r, 'err') === 'lost_state') {
             // The session's hold of the key went with the rest: it hears so before this answer.
-            this.#vanished(session, key);
+            this.#o.notes.vanished(session, key);
             liveness.checkNow();
             throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
           }
@@ -198,7 +197,7 @@ export class LockRequests {
     }
     await this.#o.steps.step('release', key, [session], (r) => {
       if (str(r, 'err') !== '') {
-        this.#vanished(session, key);
+        this.#o.notes.vanished(session, key);
         throw notHolder(key);
       }
       const hold = table.sessions.get(session)?.holds.get(key);
@@ -225,7 +224,7 @@ export class LockRequests {
     const node = liveness.id;
     return this.#o.steps.step('extend', key, [session, holdArg(this.#o.ctx, holdTimeout)], (r) => {
       if (str(r, 'err') !== '') {
-        this.#vanished(session, key);
+        this.#o.notes.vanished(session, key);
         throw notHolder(key);
       }
       // The node gave its holds up meanwhile, each reported lost: Redis extended a hold its cleanup drops.
@@ -278,7 +277,7 @@ export class LockRequests {
           if (this.#givenUp(local, pending, node)) throw new LockError(ErrorCode.StoreUnavailable, GIVEN_UP);
           if (str(r, 'free') !== '') {
             // Nobody holds the key in Redis: a hold of the session this node still records there ended unheard.
-            this.#vanished(session, input.key);
+            this.#o.notes.vanished(session, input.key);
             table.removePending(pending);
             return 'free' as const;
           }
@@ -304,29 +303,6 @@ export class LockRequests {
 
   async revoke(key: string): Promise<number> {
     return this.#o.steps.step('revoke', key, [], (r) => num(r, 'n'));
-  }
-
-  /**
-   * Redis answered that `session` holds nothing on `key` while this node,
-   * having applied every earlier step of the key, still records a hold of it
-   * there: the hold vanished without a step (Redis lost its state to a flush
-   * or a restart the node has not noticed yet), or a step's note is late.
-   * The holder is told `lost` before the request's answer, with the reason
-   * of a note that waits for an acquire's answer (see `NoteSettler`), else
-   * `revoked`, as the node's abandon would tell it once its liveness check
-   * finds the loss: the hold leaves the table here, so that abandon does not
-   * tell it twice. Without such a note the liveness check looks at once.
-   * A no-op when this node records no hold of the key for the session.
-   */
-  #vanished(session: SessionId, key: string): void {
-    const { table, ctx } = this.#o;
-    const local = table.sessions.get(session);
-    const hold = local?.holds.get(key);
-    if (!local || !hold) return;
-    table.dropHold(hold);
-    const waiting = takeWaitingLost(local, key, hold.token);
-    ctx.listener?.lost(session, { key, token: hold.token, reason: waiting ?? 'revoked' });
-    if (waiting === undefined) live(ctx).checkNow();
   }
 
   /**

@@ -1,14 +1,15 @@
+import type { SessionId } from '../store.js';
 import type { LocalTable } from './local-table.js';
-import type { LocalPending } from './local-state.js';
+import { takeWaitingLost, type LocalPending } from './local-state.js';
 import type { Batch, Note } from './records.js';
-import type { StoreContext } from './store-context.js';
+import { live, type StoreContext } from './store-context.js';
 
 /**
  * Settles the notes of steps (`granted`, `waitDone`, `lost`) for this node's
  * sessions, in order with the answers of their own requests: a note about a
  * request never reaches the session before the request's answer, and a
  * `lost` never before the acquire answer that may have granted the hold it
- * ends.
+ * ends. A hold a reply finds gone without a note is told `lost` here too.
  */
 export class NoteSettler {
   readonly #ctx: StoreContext;
@@ -111,6 +112,30 @@ export class NoteSettler {
     if (before.length === 0) return;
     pending.early.splice(0, pending.early.length, ...pending.early.filter((e) => e.version > at));
     for (const { note } of before) this.#settleNote(pending.key, note);
+  }
+
+  /**
+   * Redis answered that `session` holds nothing on `key` while this node,
+   * having applied every earlier step of the key, still records a hold of it
+   * there: the hold vanished without a step (Redis lost its state to a flush
+   * or a restart the node has not noticed yet), or a step's note is late.
+   * The holder is told `lost` before the request's answer, with the reason
+   * of a note that waits for an acquire's answer (see `applyNote`), else
+   * `revoked`, as the node's abandon would tell it once its liveness check
+   * finds the loss: the hold leaves the table here, so that abandon does not
+   * tell it twice. Without such a note the liveness check looks at once.
+   * A no-op when this node records no hold of the key for the session.
+   */
+  vanished(session: SessionId, key: string): void {
+    const table = this.#table;
+    const ctx = this.#ctx;
+    const local = table.sessions.get(session);
+    const hold = local?.holds.get(key);
+    if (!local || !hold) return;
+    table.dropHold(hold);
+    const waiting = takeWaitingLost(local, key, hold.token);
+    ctx.listener?.lost(session, { key, token: hold.token, reason: waiting ?? 'revoked' });
+    if (waiting === undefined) live(ctx).checkNow();
   }
 
   /**
