@@ -3,6 +3,7 @@ import { LockError } from './errors.js';
 import type { HoldReleases } from './hold-release.js';
 import type { Lease } from './lease.js';
 import type { LockOptions } from './web-lock.js';
+import { HoldHandBack } from './web-lock-hand-back.js';
 import { SharedHoldSharing } from './web-lock-sharing.js';
 import {
   blockedHere,
@@ -12,7 +13,9 @@ import {
   holderLossReason,
   holdFor,
   newNameState,
+  nextChange,
   refuseUnavailable,
+  setIdle,
   stopFollow,
   stopRecheck,
   wake,
@@ -37,9 +40,8 @@ export type { Holder, Waiter, WebLockQueueHost } from './web-lock-state.js';
  */
 export class WebLockQueue {
   readonly #host: WebLockQueueHost;
-  /** The client's holds let go of in the background: its acquires of a name wait while the name's is let go of. */
-  readonly #releases: HoldReleases;
   readonly #sharing: SharedHoldSharing;
+  readonly #handBack: HoldHandBack;
   readonly #names = new Map<string, NameState>();
   /** Waiting requests in request order, until delivered or failed. */
   readonly #order: Waiter[] = [];
@@ -47,13 +49,13 @@ export class WebLockQueue {
 
   constructor(host: WebLockQueueHost, releases: HoldReleases) {
     this.#host = host;
-    this.#releases = releases;
     this.#sharing = new SharedHoldSharing({
       session: () => host.session,
       status: (key) => host.status(key),
       watch: (prefix, onEvent, options) => host.watch(prefix, onEvent, options),
       process: (name) => this.#process(name),
     });
+    this.#handBack = new HoldHandBack({ releases, sharing: this.#sharing, process: (name) => this.#process(name) });
   }
 
   /** This client's names that are held, waited for or busy with a server call. */
@@ -168,7 +170,7 @@ export class WebLockQueue {
     const head = state.queue[0];
     if (head && !state.busy && !state.checking) {
       if (state.held.size === 0) {
-        if (state.steals.length === 0 && !this.#awaitLetGo(name, state)) this.#acquireFor(name, state, head);
+        if (state.steals.length === 0 && !this.#handBack.awaitLetGo(name, state)) this.#acquireFor(name, state, head);
       } else {
         this.#sharing.placeNewcomers(state);
         if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
@@ -207,7 +209,7 @@ export class WebLockQueue {
         state.acquire = undefined;
         head.inFlight = false;
         dequeue(state, head);
-        this.#setIdle(state);
+        setIdle(state);
         if (lease) head.holder = this.#adopt(name, state, lease, head.mode);
         else if (head.ifAvailable) head.holder = null;
         else head.fail(new LockError('not_acquired', `lock ${JSON.stringify(name)} was not granted`));
@@ -228,7 +230,7 @@ export class WebLockQueue {
           dequeue(state, head);
           head.fail(abandoned ? abandoned.reason : error);
         }
-        this.#setIdle(state);
+        setIdle(state);
         this.#process(name);
       },
     );
@@ -261,10 +263,10 @@ export class WebLockQueue {
           inFlight.requeue = true;
           inFlight.controller.abort(new DOMException('a steal took precedence', 'AbortError'));
         }
-        await this.#nextChange(state);
+        await nextChange(state);
       }
       state.busy = true;
-      // Holders that end while the server is asked keep the lock until it answered (see `release`).
+      // Holders that end while the server is asked keep the lock until it answered (see `HoldHandBack.release`).
       state.stealing = new Promise<void>((resolve) => (decided = resolve));
       try {
         const own = state.lease;
@@ -291,7 +293,7 @@ export class WebLockQueue {
         if (!lease) throw new LockError('not_acquired', `steal of ${JSON.stringify(name)} was not granted`);
         return this.#adopt(name, state, lease, 'exclusive');
       } finally {
-        this.#setIdle(state);
+        setIdle(state);
       }
     } finally {
       state.stealing = undefined;
@@ -317,98 +319,10 @@ export class WebLockQueue {
     return holdFor(name, state, lease, mode);
   }
 
-  /**
-   * A holder's callback settled: the last holder of the name releases the
-   * server hold. Resolves once the server answered the release; a refused
-   * release is asked again in the background (see `releaseHold`), and the
-   * name stays busy until the hold is gone, so this client's next request
-   * for it goes to the server only then (as does any acquire of the key,
-   * see `HoldReleases`; requests of other names are not
-   * held back meanwhile, see `#releaseRefused`). While a check whether a request may
-   * share the hold is in flight, the hold waits for its decision.
-   *
-   * While a steal of this client asks the server whether it may take the
-   * name, the holder still holds the lock until that is decided: resolves
-   * with the loss when the steal then robbed it (made before the holder
-   * ended, as in a browser, where the steal would have taken the lock first).
-   */
-  async release(name: string, holder: Holder): Promise<{ reason: unknown } | undefined> {
+  /** A holder's callback settled: see `HoldHandBack.release`. */
+  release(name: string, holder: Holder): Promise<{ reason: unknown } | undefined> {
     const state = this.#names.get(name);
-    if (!state?.held.has(holder)) return undefined;
-    while (state.stealing && state.held.has(holder)) await state.stealing;
-    if (!state.held.delete(holder)) return holder.loss;
-    if (state.held.size === 0 && state.checking) {
-      // A check of the server queue may yet share the hold with a request made before this holder ended, which in
-      // a browser would hold the lock already: the hold stays until the check decided.
-      state.busy = true;
-      while (state.checking) await this.#nextChange(state);
-      this.#setIdle(state);
-      if (state.held.size > 0) {
-        this.#process(name);
-        return undefined;
-      }
-    }
-    if (state.held.size > 0) {
-      // A holder ended while a request waits behind the server queue: an unwatched queue is asked again.
-      if (this.#sharing.waitsBehindServerQueue(state)) this.#sharing.holderEnded(name, state);
-      return undefined;
-    }
-    const lease = state.lease;
-    state.lease = null;
-    if (!lease) {
-      this.#process(name);
-      return undefined;
-    }
-    state.busy = true;
-    const refused = await this.#releases.release(lease, () => this.#afterRelease(name, state));
-    // Still held: the release goes on in the background, for as long as the server keeps refusing it.
-    if (refused && lease.held && state.busy) this.#releaseRefused(name, state);
-    return undefined;
-  }
-
-  /**
-   * The server refused the release of the name's hold, and it is sent again
-   * until the hold is gone: the name's waiting requests wait for that (see
-   * `#letGo`).
-   */
-  #releaseRefused(name: string, state: NameState): void {
-    this.#letGo(state);
-    this.#process(name);
-  }
-
-  /**
-   * While the client lets go of a hold of the name in the background that
-   * is not a Web Lock's (a refused `withLock` release asked again, the late
-   * grant of an aborted request), the session still holds the key, and an
-   * acquire of it would wait for that (see `LockClient.acquire`): the name
-   * waits here instead, as for its own refused release. False when no such
-   * hold is let go of.
-   */
-  #awaitLetGo(name: string, state: NameState): boolean {
-    const letGo = this.#releases.pending(name);
-    if (!letGo) return false;
-    state.busy = true;
-    this.#letGo(state);
-    void letGo.then(() => this.#afterRelease(name, state));
-    return true;
-  }
-
-  /**
-   * A hold of the name is let go of in the background, which may take
-   * seconds (while the server refuses its release): the name's waiting
-   * requests wait for it, and no longer hold requests of other names back;
-   * its `ifAvailable` ones answer `null` (the session still holds the lock).
-   */
-  #letGo(state: NameState): void {
-    state.lettingGo = true;
-    for (const waiter of state.queue) if (!waiter.ifAvailable) waiter.blocked = true;
-  }
-
-  /** The name's server hold is gone: its next request may ask the server. */
-  #afterRelease(name: string, state: NameState): void {
-    state.lettingGo = false;
-    this.#setIdle(state);
-    this.#process(name);
+    return state ? this.#handBack.release(name, state, holder) : Promise.resolve(undefined);
   }
 
   // ---- bookkeeping ----
@@ -420,16 +334,6 @@ export class WebLockQueue {
       this.#names.set(name, state);
     }
     return state;
-  }
-
-  /** Resolves when the name goes idle or its in-flight acquire joins the server queue. */
-  #nextChange(state: NameState): Promise<void> {
-    return new Promise((resolve) => state.idle.push(resolve));
-  }
-
-  #setIdle(state: NameState): void {
-    state.busy = false;
-    wake(state);
   }
 
   #dropIfUnused(name: string, state: NameState): void {

@@ -305,6 +305,17 @@ export function wake(state: NameState): void {
   for (const resolve of state.idle.splice(0)) resolve();
 }
 
+/** Resolves when the name goes idle or its in-flight acquire joins the server queue. */
+export function nextChange(state: NameState): Promise<void> {
+  return new Promise((resolve) => state.idle.push(resolve));
+}
+
+/** The name's server call is done: lets everything waiting on the name look again. */
+export function setIdle(state: NameState): void {
+  state.busy = false;
+  wake(state);
+}
+
 /** Cancels the name's next re-check of the server queue, if any. */
 export function stopRecheck(state: NameState): void {
   clearTimeout(state.recheck);
