@@ -3,13 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { LockServer } from '@lockwire/server';
-import { main, type CliIo } from '../server/src/cli.js';
 import { configFileLayer } from '../server/src/config-file.js';
 import { ConfigError, defaultsLayer, envLayer, flagLayer, resolveConfig, type ConfigLayer } from '../server/src/config.js';
 import { keyNames } from '../server/src/redis/key-codec.js';
 import { RawClient } from './helpers/raw-client.js';
 import { startNodesAt } from './helpers/redis-nodes.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+import { inProcessServes } from './helpers/serve-in-process.js';
 
 /** Longest wait for a reply or an event; a missed one fails the test instead of hanging it. */
 const WAIT_MS = 5000;
@@ -150,55 +150,16 @@ describe('two deployments in two databases of one redis-server, in one namespace
   }, 60_000);
 });
 
+const serves = inProcessServes({ waitMs: WAIT_MS });
+afterEach(() => serves.stopAll());
+
 /**
  * Runs `lockwire serve --port 0 --store redis ...args` in process with `env`
  * (logs silenced) and resolves the URL it printed; the server is stopped
  * after the test. Fails when it exits or has not listened within `WAIT_MS`.
  */
-const running: Array<{ stop: () => void; exit: Promise<number> }> = [];
-afterEach(async () => {
-  for (const serve of running.splice(0)) {
-    serve.stop();
-    await serve.exit;
-  }
-});
-
-async function serve(args: string[], env: Record<string, string> = {}): Promise<string> {
-  let stderr = '';
-  let fire: () => void = () => {};
-  let listening: (url: string) => void = () => {};
-  const listened = new Promise<string>((resolve) => {
-    listening = resolve;
-  });
-  const io: CliIo = {
-    stdout: {
-      write: (text: string) => {
-        const url = /ws:\/\/\S+/.exec(text)?.[0];
-        if (url !== undefined) listening(url);
-      },
-    },
-    stderr: { write: (text: string) => (stderr += text) },
-    env: { LOCKWIRE_LOG_LEVEL: 'silent', ...env },
-    onStopSignal(handler) {
-      fire = handler;
-      return () => {
-        fire = () => {};
-      };
-    },
-  };
-  const exit = main(['serve', '--port', '0', '--store', 'redis', ...args], io);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const first = await Promise.race([
-    exit,
-    listened,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`serve did not listen within ${WAIT_MS} ms`)), WAIT_MS);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (typeof first === 'number') throw new Error(`serve exited ${first}: ${stderr}`);
-  running.push({ stop: () => fire(), exit });
-  return first;
+function serve(args: string[], env: Record<string, string> = {}): Promise<string> {
+  return serves.listen(['--store', 'redis', ...args], env);
 }
 
 describe('lockwire serve --redis-namespace', () => {
@@ -273,14 +234,7 @@ describe('the redisNamespace setting', () => {
   });
 
   it('exits 2 with the usage for a bad --redis-namespace', async () => {
-    let stderr = '';
-    const io: CliIo = {
-      stdout: { write: () => true },
-      stderr: { write: (text: string) => (stderr += text) },
-      env: { LOCKWIRE_LOG_LEVEL: 'silent' },
-      onStopSignal: () => () => {},
-    };
-    const exit = await main(['serve', '--store', 'redis', '--redis-url', redisUrl(), '--redis-namespace', 'a b'], io);
+    const { exit, stderr } = await serves.run(['--store', 'redis', '--redis-url', redisUrl(), '--redis-namespace', 'a b']);
     expect(exit).toBe(2);
     expect(stderr).toMatch(/^lockwire: --redis-namespace "a b": expected 1 to 64 of the letters/);
     expect(stderr).toMatch(/--redis-namespace NAME +redis stores: prefix of the keys and channels.*\(env LOCKWIRE_REDIS_NAMESPACE, default lw\)/);

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '@lockwire/server';
-import { main, type CliIo } from '../server/src/cli.js';
 import { createRedisStore, type RedisStoreOptions } from '../server/src/redis/redis-store.js';
 import { tlsRefusal } from '../server/src/redis/redis-tls.js';
 import { RawClient } from './helpers/raw-client.js';
@@ -15,6 +14,7 @@ import {
   type RedisServer,
   type RedisServerTls,
 } from './helpers/redis-server.js';
+import { inProcessServes } from './helpers/serve-in-process.js';
 import { createTestPki, type CertFiles, type TestPki } from './helpers/tls-certs.js';
 
 /** Longest wait for anything here: a start that should fail fails well within it. */
@@ -175,55 +175,8 @@ describe('the Redis store over rediss://', () => {
   });
 });
 
-/**
- * Runs `lockwire serve --port 0 ...args` in process with `env` (logs
- * silenced). Resolves its exit code and stderr when it stops before
- * listening, else the URL it printed (the server is stopped after the test).
- */
-const running: Array<{ stop: () => void; exit: Promise<number> }> = [];
-afterEach(async () => {
-  for (const serve of running.splice(0)) {
-    serve.stop();
-    await serve.exit;
-  }
-});
-
-async function serve(args: string[], env: Record<string, string> = {}) {
-  let stderr = '';
-  let fire: () => void = () => {};
-  let listening: (url: string) => void = () => {};
-  const listened = new Promise<string>((resolve) => {
-    listening = resolve;
-  });
-  const io: CliIo = {
-    stdout: {
-      write: (text: string) => {
-        const url = /ws:\/\/\S+/.exec(text)?.[0];
-        if (url !== undefined) listening(url);
-      },
-    },
-    stderr: { write: (text: string) => (stderr += text) },
-    env: { LOCKWIRE_LOG_LEVEL: 'silent', ...env },
-    onStopSignal(handler) {
-      fire = handler;
-      return () => {
-        fire = () => {};
-      };
-    },
-  };
-  const exit = main(['serve', '--port', '0', ...args], io);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const first = await Promise.race([
-    exit,
-    listened,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`serve neither listened nor exited within ${WAIT_MS} ms`)), WAIT_MS);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (typeof first === 'string') running.push({ stop: () => fire(), exit });
-  return { exit: typeof first === 'number' ? first : null, url: typeof first === 'string' ? first : null, stderr };
-}
+const serves = inProcessServes({ waitMs: WAIT_MS });
+afterEach(() => serves.stopAll());
 
 describe('lockwire serve with --redis-tls-*', () => {
   it('reads the CA from LOCKWIRE_REDIS_TLS_CA and the client certificate and key from the config file, and serves over them', async () => {
@@ -232,10 +185,9 @@ describe('lockwire serve with --redis-tls-*', () => {
     writeFileSync(config, JSON.stringify({ redisTlsCert: client.certFile, redisTlsKey: client.keyFile }));
     const url = ready(mutual, 'redis').url;
     const args = ['--store', 'redis', '--redis-url', url, '--config', config];
-    const first = await serve(args, { LOCKWIRE_REDIS_TLS_CA: ca.certFile });
-    const second = await serve([...args, '--redis-tls-ca', ca.certFile]);
-    if (first.url === null || second.url === null) throw new Error(`serve exited: ${first.stderr}${second.stderr}`);
-    await expectHandoff({ url: first.url }, { url: second.url }, `cli-${namespace()}`);
+    const first = await serves.listen(args, { LOCKWIRE_REDIS_TLS_CA: ca.certFile });
+    const second = await serves.listen([...args, '--redis-tls-ca', ca.certFile]);
+    await expectHandoff({ url: first }, { url: second }, `cli-${namespace()}`);
   });
 
   it('exits 2 naming the setting for a certificate without its key, a key without its certificate, and TLS files with a redis:// URL', async () => {
@@ -248,11 +200,11 @@ describe('lockwire serve with --redis-tls-*', () => {
       [['--redis-url', plain, '--redis-tls-ca', ca.certFile], /^lockwire: --redis-tls-ca ".*ca\.crt": TLS files need a rediss:\/\/ URL/m],
     ];
     for (const [args, problem] of cases) {
-      const result = await serve(['--store', 'redis', ...args]);
+      const result = await serves.run(['--store', 'redis', ...args]);
       expect(result.exit).toBe(2);
       expect(result.stderr).toMatch(problem);
     }
-    const memory = await serve(['--redis-tls-ca', ca.certFile], {});
+    const memory = await serves.run(['--redis-tls-ca', ca.certFile], {});
     expect(memory.exit).toBe(2);
     expect(memory.stderr).toMatch(/^lockwire: --redis-tls-ca ".*ca\.crt": not used by the memory store/m);
   });
@@ -268,14 +220,14 @@ describe('lockwire serve with --redis-tls-*', () => {
       [['--redis-tls-cert', client.certFile, '--redis-tls-key', server.keyFile], /^lockwire: --redis-tls-key ".*server\.key": is not the private key of the certificate/m],
     ];
     for (const [args, problem] of cases) {
-      const result = await serve(['--store', 'redis', '--redis-url', url, ...args]);
+      const result = await serves.run(['--store', 'redis', '--redis-url', url, ...args]);
       expect(result.exit).toBe(2);
       expect(result.stderr).toMatch(problem);
     }
   });
 
   it('exits 1 with the store error when the Redis server certificate is not trusted', async () => {
-    const result = await serve(['--store', 'redis', '--redis-url', ready(open, 'redis').url]);
+    const result = await serves.run(['--store', 'redis', '--redis-url', ready(open, 'redis').url]);
     expect(result.exit).toBe(1);
     expect(result.stderr).toMatch(/^lockwire: Error: could not connect to Redis: the Redis server's certificate is not trusted/m);
   });

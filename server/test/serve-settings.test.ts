@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { main, type CliIo } from '../src/cli.js';
+import { inProcessServes } from '../../test/helpers/serve-in-process.js';
 import { defaultsLayer, envLayer, flagLayer, resolveConfig } from '../src/config.js';
 import { upgradeStatus } from './auth-harness.js';
-import { within } from './server-harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lockwire-settings-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -23,49 +22,8 @@ function problem(stderr: string): string {
   return stderr.split('\n')[0] ?? '';
 }
 
-const running: Array<{ stop: () => void; exit: Promise<number> }> = [];
-afterEach(async () => {
-  for (const serve of running.splice(0)) {
-    serve.stop();
-    await within(serve.exit, 'serve to stop');
-  }
-});
-
-/**
- * Runs `lockwire serve --port 0 ...args` in process with `env` as its
- * environment (logs silenced). Resolves its exit code when it stops before
- * listening, else the WebSocket URL it printed (the server is stopped after
- * the test).
- */
-async function serve(args: string[], env: Record<string, string> = {}) {
-  const written = { stdout: '', stderr: '' };
-  let fire: () => void = () => {};
-  let listening: (url: string) => void = () => {};
-  const listeningLine = new Promise<string>((resolve) => {
-    listening = resolve;
-  });
-  const io: CliIo = {
-    stdout: {
-      write: (text: string) => {
-        written.stdout += text;
-        const url = /ws:\/\/\S+/.exec(text)?.[0];
-        if (url !== undefined) listening(url);
-      },
-    },
-    stderr: { write: (text: string) => (written.stderr += text) },
-    env: { LOCKWIRE_LOG_LEVEL: 'silent', ...env },
-    onStopSignal(handler) {
-      fire = handler;
-      return () => {
-        fire = () => {};
-      };
-    },
-  };
-  const exit = main(['serve', '--port', '0', ...args], io);
-  const first = await within(Promise.race([exit, listeningLine]), 'serve to exit or listen');
-  if (typeof first === 'string') running.push({ stop: () => fire(), exit });
-  return { exit: typeof first === 'number' ? first : null, url: typeof first === 'string' ? first : null, written };
-}
+const serves = inProcessServes();
+afterEach(() => serves.stopAll());
 
 describe('empty settings', () => {
   it('counts an empty flag as unset, so it leaves the value of the environment in place', () => {
@@ -88,8 +46,8 @@ describe('empty settings', () => {
   });
 
   it('keeps authentication on when an empty --auth-secret meets the LOCKWIRE_AUTH_SECRET of the environment', async () => {
-    const started = await serve(['--auth-secret='], { LOCKWIRE_AUTH_SECRET: 'a long enough secret of the environment' });
-    expect(started.written.stderr).toBe('');
+    const started = await serves.run(['--auth-secret='], { LOCKWIRE_AUTH_SECRET: 'a long enough secret of the environment' });
+    expect(started.stderr).toBe('');
     expect(started.url).not.toBeNull();
     expect(await upgradeStatus(started.url ?? '')).toBe(401);
   });
@@ -97,51 +55,51 @@ describe('empty settings', () => {
 
 describe('auth settings that would leave the server open', () => {
   it('refuses to start with --auth-audience but neither a secret nor a JWKS, naming the setting', async () => {
-    const started = await serve(['--auth-audience', 'locks']);
+    const started = await serves.run(['--auth-audience', 'locks']);
     expect(started.exit).toBe(2);
-    expect(started.written.stderr).toMatch(/^lockwire: --auth-audience "locks": requires --auth-secret or --auth-jwks-file/);
+    expect(started.stderr).toMatch(/^lockwire: --auth-audience "locks": requires --auth-secret or --auth-jwks-file/);
   });
 
   it('refuses to start with LOCKWIRE_AUTH_ISSUER but neither a secret nor a JWKS, naming the variable', async () => {
-    const started = await serve([], { LOCKWIRE_AUTH_ISSUER: 'https://id.example' });
+    const started = await serves.run([], { LOCKWIRE_AUTH_ISSUER: 'https://id.example' });
     expect(started.exit).toBe(2);
-    expect(started.written.stderr).toMatch(/^lockwire: LOCKWIRE_AUTH_ISSUER "https:\/\/id\.example": requires --auth-secret/);
+    expect(started.stderr).toMatch(/^lockwire: LOCKWIRE_AUTH_ISSUER "https:\/\/id\.example": requires --auth-secret/);
   });
 });
 
 describe('a Redis URL beside the memory store', () => {
   it('exits 2 for a --redis-url, a LOCKWIRE_REDIS_URL or a file\'s redisUrl without --store, naming the fix', async () => {
-    const byFlag = await serve(['--redis-url', 'redis://ops:sekret-pw@10.0.0.5:6379']);
+    const byFlag = await serves.run(['--redis-url', 'redis://ops:sekret-pw@10.0.0.5:6379']);
     expect(byFlag.exit).toBe(2);
-    expect(problem(byFlag.written.stderr)).toBe(
+    expect(problem(byFlag.stderr)).toBe(
       'lockwire: --redis-url "redis://ops:REDACTED@10.0.0.5:6379": not used by the memory store (default store "memory"): ' +
         'add --store redis to keep the lock table in this Redis (--store redis-cluster for a cluster), or leave the URL out to serve from memory without it',
     );
-    expect(byFlag.written.stderr).not.toContain('sekret-pw');
-    const byEnv = await serve([], { LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:7000,redis://10.0.0.6:7000' });
+    expect(byFlag.stderr).not.toContain('sekret-pw');
+    const byEnv = await serves.run([], { LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:7000,redis://10.0.0.6:7000' });
     expect(byEnv.exit).toBe(2);
-    expect(problem(byEnv.written.stderr)).toMatch(
+    expect(problem(byEnv.stderr)).toMatch(
       /^lockwire: LOCKWIRE_REDIS_URL "[^"]+": not used by the memory store \(default store "memory"\): add --store redis .*, or give --store memory to serve from memory without it$/,
     );
     const settings = writeFile('redis-url-only.json', { redisUrl: 'redis://10.0.0.5:6379' });
-    const byFile = await serve(['--config', settings]);
+    const byFile = await serves.run(['--config', settings]);
     expect(byFile.exit).toBe(2);
-    expect(problem(byFile.written.stderr)).toMatch(new RegExp(`^lockwire: ${settings}: redisUrl "redis://10\\.0\\.0\\.5:6379": not used by the memory store`));
+    expect(problem(byFile.stderr)).toMatch(new RegExp(`^lockwire: ${settings}: redisUrl "redis://10\\.0\\.0\\.5:6379": not used by the memory store`));
   });
 
   it('exits 2 when --store memory comes from the same source as the URL or one it outranks', async () => {
-    const sameSource = await serve([], { LOCKWIRE_STORE: 'memory', LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:6379' });
+    const sameSource = await serves.run([], { LOCKWIRE_STORE: 'memory', LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:6379' });
     expect(sameSource.exit).toBe(2);
-    expect(problem(sameSource.written.stderr)).toMatch(/^lockwire: LOCKWIRE_REDIS_URL "[^"]+": not used by the memory store \(LOCKWIRE_STORE "memory"\)/);
+    expect(problem(sameSource.stderr)).toMatch(/^lockwire: LOCKWIRE_REDIS_URL "[^"]+": not used by the memory store \(LOCKWIRE_STORE "memory"\)/);
     const settings = writeFile('store-memory.json', { store: 'memory' });
-    const outranked = await serve(['--config', settings, '--redis-url', 'redis://10.0.0.5:6379']);
+    const outranked = await serves.run(['--config', settings, '--redis-url', 'redis://10.0.0.5:6379']);
     expect(outranked.exit).toBe(2);
-    expect(problem(outranked.written.stderr)).toMatch(/^lockwire: --redis-url "[^"]+": not used by the memory store \(.*store-memory\.json: store "memory"\)/);
+    expect(problem(outranked.stderr)).toMatch(/^lockwire: --redis-url "[^"]+": not used by the memory store \(.*store-memory\.json: store "memory"\)/);
   });
 
   it('serves from memory when --store memory outranks a machine-wide LOCKWIRE_REDIS_URL', async () => {
-    const started = await serve(['--store', 'memory'], { LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:6379' });
-    expect(started.written.stderr).toBe('');
+    const started = await serves.run(['--store', 'memory'], { LOCKWIRE_REDIS_URL: 'redis://10.0.0.5:6379' });
+    expect(started.stderr).toBe('');
     expect(started.url).not.toBeNull();
   });
 
@@ -154,53 +112,53 @@ describe('a Redis URL beside the memory store', () => {
 
 describe('settings the server would fail on later', () => {
   it('exits 2 naming the source and the entry for an allowed Origin with a path', async () => {
-    const byFlag = await serve(['--allow-origin', 'https://app.example.com/app']);
+    const byFlag = await serves.run(['--allow-origin', 'https://app.example.com/app']);
     expect(byFlag.exit).toBe(2);
-    expect(problem(byFlag.written.stderr)).toBe(
+    expect(problem(byFlag.stderr)).toBe(
       'lockwire: --allow-origin "https://app.example.com/app": "https://app.example.com/app" is not an origin: expected scheme://host[:port] (no path), * or null',
     );
-    const byEnv = await serve([], { LOCKWIRE_ALLOW_ORIGIN: 'https://a.example, https://b.example/?x=1' });
+    const byEnv = await serves.run([], { LOCKWIRE_ALLOW_ORIGIN: 'https://a.example, https://b.example/?x=1' });
     expect(byEnv.exit).toBe(2);
-    expect(problem(byEnv.written.stderr)).toMatch(
+    expect(problem(byEnv.stderr)).toMatch(
       /^lockwire: LOCKWIRE_ALLOW_ORIGIN "https:\/\/a\.example, https:\/\/b\.example\/\?x=1": "https:\/\/b\.example\/\?x=1" is not an origin/,
     );
   });
 
   it('exits 2 naming the source for a Redis URL that is not redis:// or rediss://, and for a list with --store redis', async () => {
-    const http = await serve(['--store', 'redis', '--redis-url', 'http://127.0.0.1:6379']);
+    const http = await serves.run(['--store', 'redis', '--redis-url', 'http://127.0.0.1:6379']);
     expect(http.exit).toBe(2);
-    expect(problem(http.written.stderr)).toBe(
+    expect(problem(http.stderr)).toBe(
       'lockwire: --redis-url "http://127.0.0.1:6379": "http://127.0.0.1:6379" is not a Redis URL: expected redis://host:port or rediss://host:port',
     );
-    const cluster = await serve(['--store', 'redis-cluster'], { LOCKWIRE_REDIS_URL: 'redis://127.0.0.1:7000,127.0.0.1:7001' });
+    const cluster = await serves.run(['--store', 'redis-cluster'], { LOCKWIRE_REDIS_URL: 'redis://127.0.0.1:7000,127.0.0.1:7001' });
     expect(cluster.exit).toBe(2);
-    expect(problem(cluster.written.stderr)).toMatch(/^lockwire: LOCKWIRE_REDIS_URL "[^"]+": "127\.0\.0\.1:7001" is not a Redis URL/);
-    const list = await serve(['--store', 'redis', '--redis-url', 'redis://127.0.0.1:7000,redis://127.0.0.1:7001']);
+    expect(problem(cluster.stderr)).toMatch(/^lockwire: LOCKWIRE_REDIS_URL "[^"]+": "127\.0\.0\.1:7001" is not a Redis URL/);
+    const list = await serves.run(['--store', 'redis', '--redis-url', 'redis://127.0.0.1:7000,redis://127.0.0.1:7001']);
     expect(list.exit).toBe(2);
-    expect(problem(list.written.stderr)).toMatch(/^lockwire: --redis-url "[^"]+": one URL with --store redis/);
+    expect(problem(list.stderr)).toMatch(/^lockwire: --redis-url "[^"]+": one URL with --store redis/);
   });
 
   it('never prints a Redis password or the auth secret in a settings error', async () => {
-    const query = await serve(['--store', 'redis', '--redis-url', 'redis://ops:sekret-pw@127.0.0.1:6379/?db=1']);
+    const query = await serves.run(['--store', 'redis', '--redis-url', 'redis://ops:sekret-pw@127.0.0.1:6379/?db=1']);
     expect(query.exit).toBe(2);
-    expect(problem(query.written.stderr)).toBe(
+    expect(problem(query.stderr)).toBe(
       'lockwire: --redis-url "redis://ops:REDACTED@127.0.0.1:6379/?db=1": "redis://ops:REDACTED@127.0.0.1:6379/?db=1" is not a Redis URL: expected redis://host:port or rediss://host:port',
     );
-    const list = await serve(['--store', 'redis'], { LOCKWIRE_REDIS_URL: 'redis://:sekret-pw@127.0.0.1:7000,redis://127.0.0.1:7001' });
+    const list = await serves.run(['--store', 'redis'], { LOCKWIRE_REDIS_URL: 'redis://:sekret-pw@127.0.0.1:7000,redis://127.0.0.1:7001' });
     expect(list.exit).toBe(2);
-    expect(problem(list.written.stderr)).toBe(
+    expect(problem(list.stderr)).toBe(
       'lockwire: LOCKWIRE_REDIS_URL "redis://:REDACTED@127.0.0.1:7000,redis://127.0.0.1:7001": one URL with --store redis; a list of nodes is for --store redis-cluster',
     );
-    const unparsable = await serve(['--store', 'redis', '--redis-url', 'redis//ops:sekret-pw@host']);
+    const unparsable = await serves.run(['--store', 'redis', '--redis-url', 'redis//ops:sekret-pw@host']);
     expect(unparsable.exit).toBe(2);
-    expect(problem(unparsable.written.stderr)).toContain('"(unparsable URL)" is not a Redis URL');
-    for (const run of [query, list, unparsable]) expect(run.written.stderr).not.toContain('sekret-pw');
+    expect(problem(unparsable.stderr)).toContain('"(unparsable URL)" is not a Redis URL');
+    for (const run of [query, list, unparsable]) expect(run.stderr).not.toContain('sekret-pw');
   });
 
   it('prints every bad setting on a line of its own, each prefixed with lockwire:, before the usage', async () => {
-    const started = await serve(['--max-payload', '5'], { LOCKWIRE_HEARTBEAT: '10s' });
+    const started = await serves.run(['--max-payload', '5'], { LOCKWIRE_HEARTBEAT: '10s' });
     expect(started.exit).toBe(2);
-    const [first, second, blank] = started.written.stderr.split('\n');
+    const [first, second, blank] = started.stderr.split('\n');
     expect([first, second]).toEqual([
       expect.stringMatching(/^lockwire: --max-payload "5": /),
       expect.stringMatching(/^lockwire: LOCKWIRE_HEARTBEAT "10s": /),
@@ -209,19 +167,19 @@ describe('settings the server would fail on later', () => {
   });
 
   it('exits 2 for Redis Cluster node URLs that differ in password or scheme, or name a database, without printing the password', async () => {
-    const cluster = (url: string) => serve(['--store', 'redis-cluster', '--redis-url', url]);
+    const cluster = (url: string) => serves.run(['--store', 'redis-cluster', '--redis-url', url]);
     const passwords = await cluster('redis://:sekret-pw@127.0.0.1:7000,redis://:other-pw@127.0.0.1:7001');
     expect(passwords.exit).toBe(2);
-    expect(problem(passwords.written.stderr)).toBe(
+    expect(problem(passwords.stderr)).toBe(
       'lockwire: --redis-url "redis://:REDACTED@127.0.0.1:7000,redis://:REDACTED@127.0.0.1:7001": the node URLs that give credentials must give the same user and password',
     );
     const schemes = await cluster('rediss://127.0.0.1:7000,redis://127.0.0.1:7001');
     expect(schemes.exit).toBe(2);
-    expect(problem(schemes.written.stderr)).toMatch(/: the node URLs must be all redis:\/\/ or all rediss:\/\/$/);
+    expect(problem(schemes.stderr)).toMatch(/: the node URLs must be all redis:\/\/ or all rediss:\/\/$/);
     const database = await cluster('redis://127.0.0.1:7000/2');
     expect(database.exit).toBe(2);
-    expect(problem(database.written.stderr)).toMatch(/: a Redis Cluster has database 0 only/);
-    for (const run of [passwords, schemes, database]) expect(run.written.stderr).not.toContain('sekret-pw');
+    expect(problem(database.stderr)).toMatch(/: a Redis Cluster has database 0 only/);
+    for (const run of [passwords, schemes, database]) expect(run.stderr).not.toContain('sekret-pw');
   });
 
   it('accepts Redis URLs with credentials, TLS and a database number', () => {
@@ -249,25 +207,25 @@ describe('settings the server would fail on later', () => {
     ];
     for (const [index, [content, expected]] of cases.entries()) {
       const file = writeFile(`jwks-${index}.json`, content);
-      const started = await serve(['--auth-jwks-file', file]);
+      const started = await serves.run(['--auth-jwks-file', file]);
       expect(started.exit).toBe(2);
-      expect(problem(started.written.stderr)).toContain(`lockwire: --auth-jwks-file ${JSON.stringify(file)}: ${expected}`);
+      expect(problem(started.stderr)).toContain(`lockwire: --auth-jwks-file ${JSON.stringify(file)}: ${expected}`);
     }
     const settings = writeFile('settings.json', { authJwksFile: join(dir, 'jwks-0.json') });
-    const byFile = await serve(['--config', settings]);
+    const byFile = await serves.run(['--config', settings]);
     expect(byFile.exit).toBe(2);
-    expect(problem(byFile.written.stderr)).toMatch(new RegExp(`^lockwire: ${settings}: authJwksFile "[^"]+": keys\\[0\\]: not a JWK`));
+    expect(problem(byFile.stderr)).toMatch(new RegExp(`^lockwire: ${settings}: authJwksFile "[^"]+": keys\\[0\\]: not a JWK`));
     const missing = join(dir, 'missing.json');
-    const byEnv = await serve([], { LOCKWIRE_AUTH_JWKS_FILE: missing });
+    const byEnv = await serves.run([], { LOCKWIRE_AUTH_JWKS_FILE: missing });
     expect(byEnv.exit).toBe(2);
-    expect(problem(byEnv.written.stderr)).toMatch(/^lockwire: LOCKWIRE_AUTH_JWKS_FILE "[^"]+": cannot be read: .*ENOENT/);
+    expect(problem(byEnv.stderr)).toMatch(/^lockwire: LOCKWIRE_AUTH_JWKS_FILE "[^"]+": cannot be read: .*ENOENT/);
   });
 
   it('serves with a JWKS file of public keys, refusing connections without a token', async () => {
     const { publicKey } = await generateKeyPair('ES256');
     const file = writeFile('good.json', { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' }] });
-    const started = await serve(['--auth-jwks-file', file]);
-    expect(started.written.stderr).toBe('');
+    const started = await serves.run(['--auth-jwks-file', file]);
+    expect(started.stderr).toBe('');
     expect(await upgradeStatus(started.url ?? '')).toBe(401);
   });
 });
