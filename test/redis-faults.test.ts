@@ -9,7 +9,7 @@ import { scripts, type ScriptName } from '../server/src/redis/scripts.js';
 import { silentLogger } from '../server/src/logger.js';
 import { listenerLog, useRedisStores } from '../server/test/redis-harness.js';
 import { acquireInput } from '../server/test/server-harness.js';
-import { RawClient, type Frame } from './helpers/raw-client.js';
+import { RawClient } from './helpers/raw-client.js';
 import { useRedisNodes } from './helpers/redis-nodes.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 
@@ -335,51 +335,41 @@ describe('Redis failures under in-process nodes', () => {
 
   describe('after a flush its node has not noticed yet', () => {
     // A node TTL of 10 s: the node's own renew rounds (every 3.3 s) do not find the flush before the request does.
-    async function holder(holdTimeout: number | null = null) {
+    /**
+     * Holds k (with `holdTimeout`), flushes Redis and sends `request`: expects
+     * it answered `answer`, the holder told once that its hold was revoked
+     * before that answer, and not told again once the node finds the flush.
+     */
+    async function answeredAfterLostOnce(request: Record<string, unknown>, answer: Record<string, unknown>, holdTimeout: number | null = null) {
       const [node] = await fixture.startNodes(1, { nodeTtl: 10_000, commandTimeout: 500 });
       if (!node) throw new Error('node');
       const a = await fixture.connect(node);
       const held = await a.request({ op: 'acquire', key: 'k', holdTimeout });
       expect(held).toMatchObject({ ok: true, acquired: true });
       await flushAll(fixture.redis.url);
-      return { a, held };
-    }
-
-    /** Asserts `a` was told once that k, held under `token`, was revoked, and before `reply`. */
-    async function toldLostOnceBefore(a: RawClient, token: unknown, reply: Frame): Promise<void> {
+      const reply = await a.request(request);
+      expect(reply).toMatchObject(answer);
       const lostBefore = a.received('lost').filter((m) => a.indexOf(m) < a.indexOf(reply));
-      expect(lostBefore).toEqual([{ type: 'lost', key: 'k', token, reason: 'revoked' }]);
+      expect(lostBefore).toEqual([{ type: 'lost', key: 'k', token: held.token, reason: 'revoked' }]);
       // The node's own finding of the flush does not tell the holder a second time.
       await untilStateLossFound(a);
       expect(a.received('lost')).toHaveLength(1);
     }
 
     it('a holder that releases hears lost (revoked) once, before its release is answered not_holder', async () => {
-      const { a, held } = await holder();
-      const reply = await a.request({ op: 'release', key: 'k' });
-      expect(reply).toMatchObject({ ok: false, error: { code: 'not_holder' } });
-      await toldLostOnceBefore(a, held.token, reply);
+      await answeredAfterLostOnce({ op: 'release', key: 'k' }, { ok: false, error: { code: 'not_holder' } });
     });
 
     it('a holder that extends hears lost (revoked) once, before its extend is answered not_holder', async () => {
-      const { a, held } = await holder(60_000);
-      const reply = await a.request({ op: 'extend', key: 'k', holdTimeout: 60_000 });
-      expect(reply).toMatchObject({ ok: false, error: { code: 'not_holder' } });
-      await toldLostOnceBefore(a, held.token, reply);
+      await answeredAfterLostOnce({ op: 'extend', key: 'k', holdTimeout: 60_000 }, { ok: false, error: { code: 'not_holder' } }, 60_000);
     });
 
     it('a holder that waits on its own key hears lost (revoked) once, before the wait is answered free', async () => {
-      const { a, held } = await holder();
-      const reply = await a.request({ op: 'wait', key: 'k', timeout: 5000 });
-      expect(reply).toMatchObject({ ok: true, free: true });
-      await toldLostOnceBefore(a, held.token, reply);
+      await answeredAfterLostOnce({ op: 'wait', key: 'k', timeout: 5000 }, { ok: true, free: true });
     });
 
     it('a holder that acquires its key again hears lost (revoked) once, before the acquire is answered store_unavailable', async () => {
-      const { a, held } = await holder();
-      const reply = await a.request({ op: 'acquire', key: 'k' });
-      expect(reply).toMatchObject({ ok: false, error: { code: 'store_unavailable' } });
-      await toldLostOnceBefore(a, held.token, reply);
+      await answeredAfterLostOnce({ op: 'acquire', key: 'k' }, { ok: false, error: { code: 'store_unavailable' } });
     });
   });
 
