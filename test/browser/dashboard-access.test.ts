@@ -1,27 +1,17 @@
 import { createLockServer, createManualClock, type LockServer, type ManualClock } from '@lockwire/server';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
 import { signToken } from '../../server/src/cli-token.js';
 import { policyCloseOf, policyReconnectDelay, refusalOf } from '../../server/src/ui/access.js';
-import { collectPageErrors, launchChromium } from '../helpers/browser.js';
+import { collectPageErrors, useChromium } from '../helpers/browser.js';
 
 const SECRET = 'dashboard-access-test-secret-of-enough-length';
-let browser: Browser;
+const chromium = useChromium();
 let server: LockServer | undefined;
-let context: BrowserContext | undefined;
 let pageErrors: string[] = [];
 
-beforeAll(async () => {
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-});
-
 afterEach(async () => {
-  await context?.close();
-  context = undefined;
+  await chromium.closeContext();
   await server?.close();
   server = undefined;
   expect(pageErrors.filter((error) => !isNetworkLine(error))).toEqual([]);
@@ -46,8 +36,7 @@ const token = (clock: ManualClock, ttlSeconds = 600) =>
   signToken({ sub: 'ops', locks: ['*'], watch: ['*'], steal: [], admin: [] }, { secret: SECRET, ttlSeconds, now: clock.now() });
 
 async function newPage(): Promise<Page> {
-  context = await browser.newContext();
-  const page = await context.newPage();
+  const page = await (await chromium.context()).newPage();
   pageErrors = collectPageErrors(page);
   return page;
 }

@@ -6,9 +6,9 @@
 import { readFileSync } from 'node:fs';
 import { LockClient } from '@lockwire/client';
 import { createLockServer, createManualClock, type LockServer, type LockServerOptions } from '@lockwire/server';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { collectPageErrors, launchChromium } from '../helpers/browser.js';
+import type { Page } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { collectPageErrors, useChromium } from '../helpers/browser.js';
 
 const README = new URL('../../README.md', import.meta.url);
 const SECTION = '## In the browser: exclusive editing';
@@ -18,9 +18,8 @@ const EXAMPLE_URL = "'ws://127.0.0.1:7311/v1'";
 const BLANK_PAGE = `<!doctype html><title>blank</title><link rel="icon" href="data:,">
 <script type="module">import * as lockwire from '/ui/lockwire-client.js'; window.lockwire = lockwire;</script>`;
 
-let browser: Browser;
+const chromium = useChromium();
 let server: LockServer | undefined;
-let context: BrowserContext | undefined;
 let pageErrors: string[] = [];
 const clients: LockClient[] = [];
 
@@ -67,8 +66,7 @@ async function connect(live: LockServer): Promise<LockClient> {
 
 /** A tab of the server's origin running the README example `index`, once it has started. */
 async function exampleTab(live: LockServer, index: number): Promise<Page> {
-  context ??= await browser.newContext();
-  const page = await context.newPage();
+  const page = await (await chromium.context()).newPage();
   const errors = collectPageErrors(page);
   page.on('close', () => pageErrors.push(...errors));
   await page.goto(`${live.httpUrl}/healthz`);
@@ -88,17 +86,8 @@ async function editing(page: Page): Promise<void> {
 
 const bannerShown = (page: Page) => page.evaluate(() => (window as unknown as { bannerShown: string[] }).bannerShown);
 
-beforeAll(async () => {
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-});
-
 afterEach(async () => {
-  await context?.close();
-  context = undefined;
+  await chromium.closeContext();
   await Promise.all(clients.splice(0).map((client) => client.close()));
   await server?.close();
   server = undefined;

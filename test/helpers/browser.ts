@@ -7,7 +7,8 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
 
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
@@ -38,6 +39,43 @@ export async function launchChromium(): Promise<Browser> {
     );
   }
   return chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+}
+
+/** Chromium for one test file, with one browser context for the running test. */
+export interface FileChromium {
+  /** The running test's context, opened on first use and the same for the rest of the test. */
+  context(): Promise<BrowserContext>;
+  /**
+   * Closes the test's context (and its pages). For the file's `afterEach`,
+   * before it checks the pages' errors: a closing page can still report some.
+   */
+  closeContext(): Promise<void>;
+}
+
+/**
+ * Launches Chromium before the file's tests (`beforeAll`) and closes it after
+ * them (`afterAll`). Call at the top level of a test file.
+ */
+export function useChromium(): FileChromium {
+  let browser: Browser | undefined;
+  let context: BrowserContext | undefined;
+  beforeAll(async () => {
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+  return {
+    async context() {
+      if (!browser) throw new Error('Chromium is launched in beforeAll');
+      context ??= await browser.newContext();
+      return context;
+    },
+    async closeContext() {
+      await context?.close();
+      context = undefined;
+    },
+  };
 }
 
 /** Path of a built UI file. */
