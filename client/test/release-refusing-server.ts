@@ -35,6 +35,15 @@ export interface ReleaseRefusingServer {
   acquiresSent(): Frame[];
   /** The acquires the connection got, once every frame the client sent before has arrived (a ping answered). */
   acquiresArrived(): Promise<Frame[]>;
+  /** Grants the acquire `frame` (token 7 unless told) and answers its cancel as too late. */
+  grantBeforeCancel(acquire: Frame, cancel: Frame, token?: number): void;
+  /**
+   * Aborts the call `start` makes while its acquire is unanswered (it must
+   * reject with the abort's reason); the grant wins the race with the
+   * cancel, and the server refuses the release of that late hold. Resolves
+   * with the refused release once the client handled the refusal.
+   */
+  lateGrantWithRefusedRelease(start: (signal: AbortSignal) => Promise<unknown>): Promise<Frame>;
   /**
    * Runs a `withLock` of `k` granted token 7 whose release the server
    * refuses; resolves once it settled, with the backoff wait before the
@@ -81,6 +90,10 @@ export async function startReleaseRefusingServer(
     server.reply(acquire.id, { acquired: true, token, expiresAt: null });
     return acquire;
   };
+  const grantBeforeCancel = (acquire: Frame, cancel: Frame, token = 7): void => {
+    server.reply(acquire.id, { acquired: true, token, expiresAt: null });
+    server.reply(cancel.id, { cancelled: false });
+  };
   const acceptRelease = async (): Promise<Frame> => {
     const release = await server.nextRequest('release');
     server.reply(release.id, { released: true });
@@ -104,6 +117,19 @@ export async function startReleaseRefusingServer(
     async acquiresArrived() {
       await client.ping();
       return acquiresSent();
+    },
+    grantBeforeCancel,
+    async lateGrantWithRefusedRelease(start) {
+      const controller = new AbortController();
+      const first = start(controller.signal);
+      const acquire = await server.nextRequest('acquire');
+      controller.abort(new Error('gave up'));
+      await expect(within(first)).rejects.toThrow('gave up');
+      grantBeforeCancel(acquire, await server.nextRequest('cancel'));
+      const release = await server.nextRequest('release');
+      refuse(release);
+      await client.ping();
+      return release;
     },
     async withLockReleaseRefused() {
       const done = client.withLock('k', () => 'done');

@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { LockClient, type ConnectOptions } from '@lockwire/client';
-import { defaultResponse, startFakeServer, type FakeConnection, type FakeServer, type Frame } from './fake-server.js';
+import type { LockClient } from '@lockwire/client';
+import type { FakeConnection } from './fake-server.js';
 import { within } from './fixtures.js';
-import { pauseGate, settled, type HeldPause } from './pause-gate.js';
+import { pauseGate, settled } from './pause-gate.js';
+import { startReleaseRefusingServer, type ReleaseRefusingServer } from './release-refusing-server.js';
 
 vi.mock('../src/reconnect.js', async (importOriginal) => {
   const actual = await importOriginal<typeof import('../src/reconnect.js')>();
@@ -21,55 +22,16 @@ vi.mock('../src/reconnect.js', async (importOriginal) => {
  * client's timers: the release's backoff and the acquire's timeout fire
  * when a test resumes them.
  */
-let fake: FakeServer;
+let refusing: ReleaseRefusingServer;
 let client: LockClient;
 let server: FakeConnection;
 
-/** A fake server that leaves acquire, cancel and release to the test. */
-async function setup(options: ConnectOptions = { reconnect: false }) {
-  pauseGate.holding = true;
-  fake = await startFakeServer({
-    respond: (frame) => (frame.op === 'release' || frame.op === 'cancel' ? undefined : defaultResponse(frame)),
-  });
-  client = await LockClient.connect(fake.url, options);
-  server = await fake.connection(0);
+/** Connects over a server that leaves acquire, cancel and release to the test and refuses with store_unavailable. */
+async function setup() {
+  refusing = await startReleaseRefusingServer({ refusal: 'store_unavailable' });
+  ({ client, server } = refusing);
 }
-afterEach(async () => {
-  pauseGate.reset();
-  await client.close();
-  await fake.close();
-});
-
-/** Refuses request `frame` with `code`. */
-function refuse(frame: Frame, code = 'store_unavailable'): void {
-  server.send({ type: 'reply', id: frame.id, ok: false, error: { code, message: 'not now' } });
-}
-
-/** Answers the next acquire of the connection with a grant of `token`. */
-async function grantNext(token: number): Promise<Frame> {
-  const acquire = await server.nextRequest('acquire');
-  server.reply(acquire.id, { acquired: true, token, expiresAt: null });
-  return acquire;
-}
-
-/** The acquires the connection got so far, once every frame the client sent before has arrived. */
-async function acquiresSent(): Promise<Frame[]> {
-  await client.ping();
-  return server.received.filter((frame) => frame.op === 'acquire');
-}
-
-/**
- * Runs a `withLock` of `k` granted token 7 whose release the server
- * refuses; resolves once it settled, with the backoff wait before the
- * release is asked again (held).
- */
-async function withLockReleaseRefused(): Promise<HeldPause> {
-  const done = client.withLock('k', () => 'done');
-  await grantNext(7);
-  refuse(await server.nextRequest('release'));
-  expect(await within(done)).toBe('done');
-  return pauseGate.next();
-}
+afterEach(() => refusing.close());
 
 /** Resolves once the client handled every reply sent before: the answer to a ping, and the microtasks it queued. */
 async function acceptedHandled(): Promise<void> {
@@ -77,30 +39,22 @@ async function acceptedHandled(): Promise<void> {
   await settled();
 }
 
-/** Lets the held retry ask again and accepts that release. */
-async function acceptRetry(retry: HeldPause): Promise<void> {
-  retry.resume();
-  const release = await server.nextRequest('release');
-  expect(release).toMatchObject({ key: 'k' });
-  server.reply(release.id, { released: true });
-}
-
 describe('a try-once acquire while the client lets go of a hold of the key in the background', () => {
   it('acquire() with acquireTimeout 0 resolves null at once, sending nothing, while a refused withLock release is asked again', async () => {
     await setup();
-    await withLockReleaseRefused();
+    await refusing.withLockReleaseRefused();
     const tryOnce = client.acquire('k', { acquireTimeout: 0 });
     tryOnce.catch(() => undefined);
 
     await expect(within(tryOnce, 1000, 'the try-once acquire to settle')).resolves.toBeNull();
-    expect(await acquiresSent()).toHaveLength(1);
+    expect(await refusing.acquiresArrived()).toHaveLength(1);
     // The hold being let go of stays the session's, and the client's lease of it stays held.
     expect(client.leases.get('k')).toMatchObject({ token: 7, held: true });
   });
 
   it('acquireLock() with acquireTimeout 0 resolves false at once, and withLock rejects not_acquired', async () => {
     await setup();
-    await withLockReleaseRefused();
+    await refusing.withLockReleaseRefused();
     const tryOnce = client.acquireLock('k', { acquireTimeout: 0 });
     tryOnce.catch(() => undefined);
     await expect(within(tryOnce, 1000, 'the try-once acquireLock to settle')).resolves.toBe(false);
@@ -110,17 +64,17 @@ describe('a try-once acquire while the client lets go of a hold of the key in th
     await expect(within(withLock, 1000, 'the try-once withLock to settle')).rejects.toMatchObject({
       code: 'not_acquired',
     });
-    expect(await acquiresSent()).toHaveLength(1);
+    expect(await refusing.acquiresArrived()).toHaveLength(1);
   });
 
   it('a try-once acquire made once the release was accepted is sent and granted a hold of its own', async () => {
     await setup();
-    const retry = await withLockReleaseRefused();
-    await acceptRetry(retry);
+    const retry = await refusing.withLockReleaseRefused();
+    await refusing.acceptRetry(retry);
     await acceptedHandled();
 
     const tryOnce = client.acquire('k', { acquireTimeout: 0 });
-    const acquire = await grantNext(8);
+    const acquire = await refusing.grantNext(8);
     expect(acquire).toMatchObject({ key: 'k', acquireTimeout: 0 });
     expect(await within(tryOnce)).toMatchObject({ token: 8, held: true });
   });
@@ -129,7 +83,7 @@ describe('a try-once acquire while the client lets go of a hold of the key in th
 describe('an acquire with a finite acquireTimeout while the client lets go of a hold of the key', () => {
   it('resolves null, sending nothing, when its timeout runs out before the hold is gone', async () => {
     await setup();
-    const retry = await withLockReleaseRefused();
+    const retry = await refusing.withLockReleaseRefused();
     const bounded = client.acquire('k', { acquireTimeout: 5000 });
     bounded.catch(() => undefined);
 
@@ -137,23 +91,23 @@ describe('an acquire with a finite acquireTimeout while the client lets go of a 
     expect(timeout.ms).toBe(5000);
     timeout.resume();
     await expect(within(bounded, 1000, 'the bounded acquire to settle')).resolves.toBeNull();
-    expect(await acquiresSent()).toHaveLength(1);
+    expect(await refusing.acquiresArrived()).toHaveLength(1);
     // The release goes on: once accepted, the next acquire is sent at once.
-    await acceptRetry(retry);
+    await refusing.acceptRetry(retry);
     await acceptedHandled();
     const next = client.acquire('k', { acquireTimeout: 5000 });
-    await grantNext(8);
+    await refusing.grantNext(8);
     expect(await within(next)).toMatchObject({ token: 8 });
   });
 
   it('is sent with only the time left once the hold is gone first, and its timer ends', async () => {
     await setup();
-    const retry = await withLockReleaseRefused();
+    const retry = await refusing.withLockReleaseRefused();
     const bounded = client.acquire('k', { acquireTimeout: 5000 });
     const timeout = await pauseGate.next();
 
-    await acceptRetry(retry);
-    const acquire = await grantNext(8);
+    await refusing.acceptRetry(retry);
+    const acquire = await refusing.grantNext(8);
     expect(acquire.acquireTimeout).toBeGreaterThan(0);
     expect(acquire.acquireTimeout).toBeLessThanOrEqual(5000);
     expect(await within(bounded)).toMatchObject({ token: 8, held: true });
@@ -162,21 +116,21 @@ describe('an acquire with a finite acquireTimeout while the client lets go of a 
 
   it('an acquire without acquireTimeout waits for the hold as long as it takes and is sent without one', async () => {
     await setup();
-    const retry = await withLockReleaseRefused();
+    const retry = await refusing.withLockReleaseRefused();
     const unbounded = client.acquire('k');
     await client.ping();
     // Only the release's own backoff is waited for: no timer runs for the acquire.
     expect(pauseGate.waiting).toBe(0);
 
-    await acceptRetry(retry);
-    const acquire = await grantNext(8);
+    await refusing.acceptRetry(retry);
+    const acquire = await refusing.grantNext(8);
     expect(acquire).not.toHaveProperty('acquireTimeout');
     expect(await within(unbounded)).toMatchObject({ token: 8 });
   });
 
   it('waitForLock with a timeout is sent at once with that timeout, not held back by the hold let go of', async () => {
     await setup();
-    await withLockReleaseRefused();
+    await refusing.withLockReleaseRefused();
     const waiting = client.waitForLock('k', { timeout: 3000 });
 
     const wait = await server.nextRequest('wait');
@@ -189,15 +143,7 @@ describe('an acquire with a finite acquireTimeout while the client lets go of a 
 describe('an ifAvailable Web Lock request while the client lets go of a hold of the name', () => {
   it('gets null at once while the late grant of an aborted request of the name is released', async () => {
     await setup();
-    const controller = new AbortController();
-    const first = client.locks.request('k', { signal: controller.signal }, () => 'first');
-    const acquire = await server.nextRequest('acquire');
-    controller.abort(new Error('gave up'));
-    await expect(within(first)).rejects.toThrow('gave up');
-    const cancel = await server.nextRequest('cancel');
-    server.reply(acquire.id, { acquired: true, token: 7, expiresAt: null });
-    server.reply(cancel.id, { cancelled: false });
-    refuse(await server.nextRequest('release'));
+    await refusing.lateGrantWithRefusedRelease((signal) => client.locks.request('k', { signal }, () => 'first'));
     await pauseGate.next();
 
     let called = false;
@@ -208,25 +154,25 @@ describe('an ifAvailable Web Lock request while the client lets go of a hold of 
     ifAvailable.catch(() => undefined);
     await expect(within(ifAvailable, 1000, 'the ifAvailable request to settle')).resolves.toBeNull();
     expect(called).toBe(true);
-    expect(await acquiresSent()).toHaveLength(1);
+    expect(await refusing.acquiresArrived()).toHaveLength(1);
   });
 
   it('gets null at once while a refused withLock release of the name is asked again, and holds no later request back', async () => {
     await setup();
-    await withLockReleaseRefused();
+    await refusing.withLockReleaseRefused();
     const ifAvailable = client.locks.request('k', { ifAvailable: true }, (lock) => lock);
     const other = client.locks.request('other', (lock) => lock?.token);
 
     await expect(within(ifAvailable, 1000, 'the ifAvailable request to settle')).resolves.toBeNull();
-    const acquire = await grantNext(3);
+    const acquire = await refusing.grantNext(3);
     expect(acquire).toMatchObject({ key: 'other' });
-    server.reply((await server.nextRequest('release')).id, { released: true });
+    await refusing.acceptRelease();
     expect(await within(other)).toBe(3);
   });
 
   it('behind a request of the name waiting for the hold, gets null, and a request of another name is not held back', async () => {
     await setup();
-    const retry = await withLockReleaseRefused();
+    const retry = await refusing.withLockReleaseRefused();
     const tokens: (number | undefined)[] = [];
     const waiting = client.locks.request('k', { mode: 'shared' }, (lock) => {
       tokens.push(lock?.token);
@@ -238,15 +184,15 @@ describe('an ifAvailable Web Lock request while the client lets go of a hold of 
     other.catch(() => undefined);
 
     await expect(within(ifAvailable, 1000, 'the ifAvailable request to settle')).resolves.toBeNull();
-    expect(await grantNext(3)).toMatchObject({ key: 'other' });
-    server.reply((await server.nextRequest('release')).id, { released: true });
+    expect(await refusing.grantNext(3)).toMatchObject({ key: 'other' });
+    await refusing.acceptRelease();
     expect(await within(other)).toBe(3);
     expect(tokens).toEqual([]);
 
     // Once the hold is gone the waiting request asks the server and gets a hold of its own.
-    await acceptRetry(retry);
-    expect(await grantNext(8)).toMatchObject({ key: 'k', mode: 'shared' });
-    server.reply((await server.nextRequest('release')).id, { released: true });
+    await refusing.acceptRetry(retry);
+    expect(await refusing.grantNext(8)).toMatchObject({ key: 'k', mode: 'shared' });
+    await refusing.acceptRelease();
     expect(await within(waiting)).toBe('waited');
     expect(tokens).toEqual([8]);
   });
