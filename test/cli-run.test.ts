@@ -8,7 +8,7 @@ import { decodeJwt, jwtVerify } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tokenCommand } from '../server/src/cli-token.js';
 import { startLockwireProcess } from './helpers/lockwire-process.js';
-import { startMuteRelay, type MuteRelay } from './helpers/mute-relay.js';
+import { startMuteRelay } from './helpers/mute-relay.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
 import { ToolProcess } from './helpers/tool-process.js';
 import { watchForEvent } from './helpers/watch-event.js';
@@ -368,44 +368,42 @@ describe('lockwire run: a server that drains', () => {
 });
 
 describe('lockwire run: a server that stopped answering while run is queued', () => {
-  /** A relay in front of a fresh server that welcomes the tool and then drops its every request. */
-  async function muted(): Promise<MuteRelay> {
+  /**
+   * `lockwire run --key k ...flags` of a command that holds until its stdin
+   * closes, on a relay in front of a fresh server that welcomes the tool and
+   * then drops its every request; resolves once the relay saw its acquire.
+   */
+  async function queuedOnMuted(flags: string[] = []) {
     server = await createLockServer({ port: 0 });
     const relay = await startMuteRelay(server.url);
     cleanups.push(() => relay.close());
-    return relay;
+    const run = lockwire(['run', '--key', 'k', ...flags, '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
+    await relay.requestSeen('acquire');
+    return { relay, run };
   }
 
   it('gives up (exit 75) about --wait after it started, even when the server does not answer the acquire', async () => {
-    const relay = await muted();
-    const run = lockwire(['run', '--key', 'k', '--wait', '1s', '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
-    await relay.requestSeen('acquire');
+    const { run } = await queuedOnMuted(['--wait', '1s']);
     expect(await run.waitForExit(6000)).toEqual({ code: 75, signal: null });
     expect(run.text('stderr')).toContain('lock "k" not acquired within the --wait time');
     expect(run.text()).toBe('');
   });
 
   it('exits 130 on SIGINT while waiting for the lock, even when the server does not answer the cancel', async () => {
-    const relay = await muted();
-    const run = lockwire(['run', '--key', 'k', '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
-    await relay.requestSeen('acquire');
+    const { relay, run } = await queuedOnMuted();
     run.signal('SIGINT');
     expect(await run.waitForExit(6000)).toEqual({ code: 130, signal: null });
     await relay.requestSeen('cancel');
   });
 
   it('exits 143 on SIGTERM while waiting for the lock, even when the server does not answer the cancel', async () => {
-    const relay = await muted();
-    const run = lockwire(['run', '--key', 'k', '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
-    await relay.requestSeen('acquire');
+    const { run } = await queuedOnMuted();
     run.signal('SIGTERM');
     expect(await run.waitForExit(6000)).toEqual({ code: 128 + 15, signal: null });
   });
 
   it('exits 69 when the server stops answering its pings while it waits without --wait, the command not run', async () => {
-    const relay = await muted();
-    const run = lockwire(['run', '--key', 'k', '--heartbeat', '200ms', '--url', relay.url, '--', NODE, '-e', HOLD_UNTIL_STDIN]);
-    await relay.requestSeen('acquire');
+    const { run } = await queuedOnMuted(['--heartbeat', '200ms']);
     expect(await run.waitForExit(6000)).toEqual({ code: 69, signal: null });
     expect(run.text('stderr')).toBe('lockwire run: gave up waiting for "k": the server did not answer a ping within 200ms');
     expect(run.text()).toBe('');
