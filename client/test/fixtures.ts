@@ -10,6 +10,7 @@ import {
   LockClient,
   type ClientEvents,
   type ConnectOptions,
+  type Lock,
   type TransportFactory,
 } from '@lockwire/client';
 
@@ -88,6 +89,25 @@ export function nextEvent<K extends keyof ClientEvents>(
     ms,
     `the client's ${String(type)} event`,
   );
+}
+
+/**
+ * Starts a Web Locks request on `client` that holds `name` until `release`
+ * resolves; resolves (bounded) once granted, with the granted lock and the
+ * request's outcome (`done`: its value, or the error it rejected with).
+ */
+export async function holding(
+  client: LockClient,
+  name: string,
+  release: Promise<unknown>,
+): Promise<{ lock: Lock | null; done: Promise<unknown> }> {
+  let granted!: (lock: Lock | null) => void;
+  const lock = new Promise<Lock | null>((resolve) => (granted = resolve));
+  const done = client.locks.request(name, (l) => {
+    granted(l);
+    return release;
+  });
+  return { lock: await within(lock), done: done.catch((error: unknown) => error) };
 }
 
 /** A ws transport that records every frame sent and lets a test see frames before the client does. */

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { LockError, type Lock, type LockClient } from '@lockwire/client';
+import { LockError, type LockClient } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
-import { fastReconnect, nextEvent, recordingTransport, startHarness, within, type Harness } from './fixtures.js';
+import { fastReconnect, holding, nextEvent, recordingTransport, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
 let proxy: TcpProxy | undefined;
@@ -10,17 +10,6 @@ afterEach(async () => {
   await proxy?.close();
   proxy = undefined;
 });
-
-/** Starts a request on `client` that holds `name` until `release` resolves; resolves once granted. */
-async function holding(client: LockClient, name: string, release: Promise<unknown>) {
-  let granted!: (lock: Lock | null) => void;
-  const lock = new Promise<Lock | null>((resolve) => (granted = resolve));
-  const done = client.locks.request(name, (l) => {
-    granted(l);
-    return release;
-  });
-  return { lock: await within(lock), done: done.catch((error: unknown) => error) };
-}
 
 /** A client connected to `url` whose requests' `queued` frames resolve `queued()`, one per call. */
 async function watchingQueue(url: string, options: Parameters<Harness['connect']>[0] = {}) {

@@ -1,8 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LockError, type Lock, type LockClient } from '@lockwire/client';
+import { LockError, type LockClient } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import {
   abortedWith,
+  holding,
   nextEvent,
   recordingTransport,
   releaseWatchingTransport,
@@ -26,17 +27,6 @@ afterEach(async () => {
   await h.close();
   await proxy.close();
 });
-
-/** Starts a request on `client` that holds `name` until `release` resolves; resolves once granted. */
-async function holding(client: LockClient, name: string, release: Promise<unknown>) {
-  let granted!: (lock: Lock | null) => void;
-  const lock = new Promise<Lock | null>((resolve) => (granted = resolve));
-  const done = client.locks.request(name, (l) => {
-    granted(l);
-    return release;
-  });
-  return { lock: await within(lock), done: done.catch((error: unknown) => error) };
-}
 
 describe('client.locks beyond one browser', () => {
   it('the granted Lock carries the fencing token the server shows', async () => {
