@@ -429,7 +429,13 @@ describe('a reader of the output that went away', () => {
     const closed = closeAfterFirst
       ? new Promise<void>((resolve) => child.stdout.once('data', () => resolve())).then(() => child.stdout.destroy())
       : Promise.resolve(child.stdout.destroy());
-    return { child, exited, closed, stderr: () => stderr };
+    /** The exit code, or 'running' when it has not exited within `ms`. */
+    async function exitWithin(ms: number): Promise<number | null | 'running'> {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const running = new Promise<'running'>((resolve) => (timer = setTimeout(() => resolve('running'), ms)));
+      return Promise.race([exited, running]).finally(() => clearTimeout(timer));
+    }
+    return { child, exited, closed, exitWithin, stderr: () => stderr };
   }
 
   it('watch exits 141 with no message at its next event after its reader closed after the first line (lockwire watch --json | head -1)', async () => {
@@ -440,9 +446,7 @@ describe('a reader of the output that went away', () => {
       void watch.exited.then((exitCode) => (code = exitCode));
       // Each event is a line to write, and the first write after the close fails.
       for (let i = 0; i < 50 && code === undefined; i++) await (await observer.acquire(`pipe${i}`))?.release();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const result = await Promise.race([watch.exited, new Promise((resolve) => (timer = setTimeout(() => resolve('running'), 5000)))]);
-      clearTimeout(timer);
+      const result = await watch.exitWithin(5000);
       expect({ result, stderr: watch.stderr() }).toEqual({ result: 141, stderr: '' });
     } finally {
       watch.child.kill('SIGKILL');
@@ -453,9 +457,7 @@ describe('a reader of the output that went away', () => {
     await observer.acquire('piped');
     const status = piped(['status'], false);
     try {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const result = await Promise.race([status.exited, new Promise((resolve) => (timer = setTimeout(() => resolve('running'), 10_000)))]);
-      clearTimeout(timer);
+      const result = await status.exitWithin(10_000);
       expect({ result, stderr: status.stderr() }).toEqual({ result: 141, stderr: '' });
     } finally {
       status.child.kill('SIGKILL');
