@@ -78,6 +78,15 @@ export class PauseGate {
 /** The gate the mocked `pause` of a test file goes through. */
 export const pauseGate = new PauseGate();
 
+/**
+ * The client's reconnect module `actual` with its `pause` going through
+ * {@link pauseGate}: what a test file's `vi.mock('../src/reconnect.js')`
+ * factory returns, given the original module.
+ */
+export function withGatedPause<T extends { pause: Pause }>(actual: T): T {
+  return { ...actual, pause: pauseGate.wrap(actual.pause) };
+}
+
 /** Resolves after everything already queued (the microtasks a woken retry runs) has run: one macrotask turn. */
 export function settled(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));

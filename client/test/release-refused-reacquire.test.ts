@@ -5,11 +5,9 @@ import { graceWelcome, nextEvent, within } from './fixtures.js';
 import { pauseGate, type HeldPause } from './pause-gate.js';
 import { startReleaseRefusingServer, type ReleaseRefusingServer } from './release-refusing-server.js';
 
-vi.mock('../src/reconnect.js', async (importOriginal) => {
-  const actual = await importOriginal<typeof import('../src/reconnect.js')>();
-  const { pauseGate: gate } = await import('./pause-gate.js');
-  return { ...actual, pause: gate.wrap(actual.pause) };
-});
+vi.mock('../src/reconnect.js', async (importOriginal) =>
+  (await import('./pause-gate.js')).withGatedPause(await importOriginal<typeof import('../src/reconnect.js')>()),
+);
 
 /**
  * A release the server refused that the client sends again in the

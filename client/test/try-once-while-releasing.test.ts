@@ -5,11 +5,9 @@ import { within } from './fixtures.js';
 import { pauseGate, settled } from './pause-gate.js';
 import { startReleaseRefusingServer, type ReleaseRefusingServer } from './release-refusing-server.js';
 
-vi.mock('../src/reconnect.js', async (importOriginal) => {
-  const actual = await importOriginal<typeof import('../src/reconnect.js')>();
-  const { pauseGate: gate } = await import('./pause-gate.js');
-  return { ...actual, pause: gate.wrap(actual.pause) };
-});
+vi.mock('../src/reconnect.js', async (importOriginal) =>
+  (await import('./pause-gate.js')).withGatedPause(await importOriginal<typeof import('../src/reconnect.js')>()),
+);
 
 /**
  * Acquires with a bounded `acquireTimeout` (`0`: try once) and `ifAvailable`
