@@ -84,6 +84,21 @@ describe('lockwire nodes as separate processes', () => {
     return { url, child };
   }
 
+  /**
+   * Kills `node` with SIGKILL and expects `waiter`'s queued acquire `w`
+   * granted by the survivors once the node TTL ran out, with a token above
+   * `heldToken`, that of the dead node's hold.
+   */
+  async function killedThenGranted(node: ChildProcess, waiter: RawClient, heldToken: number): Promise<void> {
+    const died = new Promise((resolve) => node.once('exit', resolve));
+    if (node.pid !== undefined) process.kill(node.pid, 'SIGKILL');
+    await died;
+    // Liveness runs on real timers in the nodes' processes: this bound only guards against a hang.
+    const granted = await waiter.reply('w', { timeout: NODE_TTL + 3000 });
+    expect(granted).toMatchObject({ ok: true, acquired: true });
+    expect(granted.token).toBeGreaterThan(heldToken);
+  }
+
   it('a node killed with SIGKILL has its locks released and its queued requests dropped by the survivors once its node TTL runs out', async () => {
     const [n1, n2, n3] = [await serveNode(), await serveNode(), await serveNode()];
     const a = await RawClient.connect(n1.url);
@@ -97,13 +112,7 @@ describe('lockwire nodes as separate processes', () => {
     c.send({ op: 'acquire', id: 'w', key: 'job' });
     await c.next((m) => m.type === 'queued');
 
-    const died = new Promise((resolve) => n1.child.once('exit', resolve));
-    if (n1.child.pid !== undefined) process.kill(n1.child.pid, 'SIGKILL');
-    await died;
-    // Liveness runs on real timers in the nodes' processes: this bound only guards against a hang.
-    const granted = await c.reply('w', { timeout: NODE_TTL + 3000 });
-    expect(granted).toMatchObject({ ok: true, acquired: true });
-    expect(granted.token).toBeGreaterThan(held.token as number);
+    await killedThenGranted(n1.child, c, held.token as number);
     // The dead node's queued request is gone too: releasing `other` leaves it free.
     await b.request({ op: 'release', key: 'other' });
     const other = await c.request({ op: 'status', key: 'other' });
@@ -120,13 +129,7 @@ describe('lockwire nodes as separate processes', () => {
     c.send({ op: 'acquire', id: 'w', key: 'full-job' });
     await c.next((m) => m.type === 'queued' && m.id === 'w');
     await whileFull(redis.url, async () => {
-      const died = new Promise((resolve) => n1.child.once('exit', resolve));
-      if (n1.child.pid !== undefined) process.kill(n1.child.pid, 'SIGKILL');
-      await died;
-      // Liveness runs on real timers in the nodes' processes: this bound only guards against a hang.
-      const granted = await c.reply('w', { timeout: NODE_TTL + 3000 });
-      expect(granted).toMatchObject({ ok: true, acquired: true });
-      expect(granted.token).toBeGreaterThan(held.token as number);
+      await killedThenGranted(n1.child, c, held.token as number);
       expect(await c.request({ op: 'acquire', key: 'full-other' })).toMatchObject({ ok: false, error: { code: 'store_unavailable' } });
     });
     await c.close();
