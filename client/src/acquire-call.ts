@@ -39,19 +39,22 @@ export class AcquireCalls {
     let connection = this.#host.keeper.live();
     let acquireTimeout = options.acquireTimeout;
     const releasing = this.#host.releases.pending(key);
-    if (releasing) {
+    // A steal with acquireTimeout 0 is sent at once: the server refuses it (`bad_request`), whatever is let go of.
+    if (releasing && !(options.steal && acquireTimeout === 0)) {
       // Until that hold is gone the session holds the key: a try-once acquire is not granted, and sending it would
-      // be answered with the very hold being let go of. (A steal may not try once: the server refuses it.)
-      if (acquireTimeout === 0 && !options.steal) return null;
+      // be answered with the very hold being let go of.
+      if (acquireTimeout === 0) return null;
       // An acquire of the key sent now could be answered with a hold the client is releasing (a refused release
       // asked again, a late grant of an abandoned acquire), which that release then drops; the server refuses one
       // while an abandoned one is still queued.
       // A drop or close of the connection ends the wait: the acquire is then sent on that connection, which
       // rejects it with the error its pending calls got (`connection_lost`, `connection_closed`).
-      // The wait counts against `acquireTimeout`: the server's timer starts only once the acquire is sent.
-      const waited = await waitForLetGo(releasing, { timeout: acquireTimeout, signal, closed: connection.closedSignal });
+      // The wait counts against `acquireTimeout`: the server's timer starts only once the acquire is sent. Not so
+      // for a steal: the server grants it at once, so its timeout never runs out there, nor while it waits here.
+      const timeout = options.steal ? undefined : acquireTimeout;
+      const waited = await waitForLetGo(releasing, { timeout, signal, closed: connection.closedSignal });
       if (waited.ended === 'timeout') return null;
-      acquireTimeout = waited.left;
+      if (!options.steal) acquireTimeout = waited.left;
       if (waited.ended === 'gone') connection = this.#host.keeper.live();
     }
     // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
