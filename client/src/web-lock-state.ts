@@ -257,9 +257,13 @@ export function handOver(state: NameState, waiter: Waiter): boolean {
   return true;
 }
 
-/** Whether a new request of `mode` must wait for this client's own holders, blocked requests or a hold let go of. */
+/**
+ * Whether a new request of `mode` must wait for this client's own holders,
+ * blocked requests, a hold let go of, or a steal made before it (which takes
+ * the lock at once, also while it waits for a hold let go of).
+ */
 export function blockedHere(state: NameState, mode: LockMode): boolean {
-  if (state.lettingGo) return true;
+  if (state.lettingGo || state.steals.length > 0) return true;
   if (state.queue.some((waiter) => waiter.blocked)) return true;
   if (state.held.size === 0) return false;
   return mode !== 'shared' || state.lease?.mode !== 'shared' || state.queue.length > 0;
