@@ -58,7 +58,8 @@ export type LetGoOutcome =
  * rejects), for the connection's end (`closed` aborts), or for `timeout` ms
  * to run out (`null`/absent, or not a positive duration the server could
  * accept: as long as it takes), whichever comes first; with what is left of
- * `timeout` then. Rejects with `signal.reason` if `signal` aborts first.
+ * `timeout` then (none left: `timeout`, also when the holds went or the
+ * connection ended after the time ran out, before the timer fired). Rejects with `signal.reason` if `signal` aborts first.
  * The timer is the client's `pause`, ended with the wait.
  */
 export function waitForLetGo(
@@ -79,18 +80,23 @@ export function waitForLetGo(
       timer.abort();
       return true;
     };
-    const left = () => (timed ? Math.max(0, Math.ceil(timeout - (performance.now() - started))) : timeout);
+    // What is left; none (the time ran out before the timer's callback ran): the wait timed out.
+    const after = (ended: 'gone' | 'closed'): LetGoOutcome => {
+      if (!timed) return { ended, left: timeout };
+      const left = Math.ceil(timeout - (performance.now() - started));
+      return left > 0 ? { ended, left } : { ended: 'timeout' };
+    };
     const onAbort = () => {
       if (end()) reject(signal?.reason);
     };
     const onClosed = () => {
-      if (end()) resolve({ ended: 'closed', left: left() });
+      if (end()) resolve(after('closed'));
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     closed.addEventListener('abort', onClosed, { once: true });
     if (closed.aborted) onClosed();
     void settled.then(() => {
-      if (end()) resolve({ ended: 'gone', left: left() });
+      if (end()) resolve(after('gone'));
     });
     if (timed) {
       void pause(timeout, timer.signal).then(() => {

@@ -29,7 +29,10 @@ async function setup() {
   refusing = await startReleaseRefusingServer({ refusal: 'store_unavailable' });
   ({ client, server } = refusing);
 }
-afterEach(() => refusing.close());
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await refusing.close();
+});
 
 /** Resolves once the client handled every reply sent before: the answer to a ping, and the microtasks it queued. */
 async function acceptedHandled(): Promise<void> {
@@ -109,6 +112,23 @@ describe('an acquire with a finite acquireTimeout while the client lets go of a 
     expect(acquire.acquireTimeout).toBeGreaterThan(0);
     expect(acquire.acquireTimeout).toBeLessThanOrEqual(5000);
     expect(await within(bounded)).toMatchObject({ token: 8, held: true });
+    expect(timeout.signal.aborted).toBe(true);
+  });
+
+  it('resolves null, sending nothing, when the hold is gone after its timeout ran out but before its timer fired', async () => {
+    await setup();
+    const retry = await refusing.withLockReleaseRefused();
+    let now = performance.now();
+    vi.spyOn(performance, 'now').mockImplementation(() => now);
+    const bounded = client.acquire('k', { acquireTimeout: 50 });
+    bounded.catch(() => undefined);
+    // The timer is held: the time runs out, and the hold goes, before it fires.
+    const timeout = await pauseGate.next();
+    now += 60;
+
+    await refusing.acceptRetry(retry);
+    await expect(within(bounded, 1000, 'the bounded acquire to settle')).resolves.toBeNull();
+    expect(await refusing.acquiresArrived()).toHaveLength(1);
     expect(timeout.signal.aborted).toBe(true);
   });
 
