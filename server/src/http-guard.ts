@@ -8,7 +8,7 @@ import type { LockStore } from './store.js';
 
 /** Paths served without credentials: health checks and the dashboard's static assets (code, no data). */
 function isOpen(pathname: string): boolean {
-  return pathname === '/healthz' || pathname === '/favicon.ico' || pathname.startsWith('/ui/');
+  return pathname === '/healthz' || pathname === '/readyz' || pathname === '/favicon.ico' || pathname.startsWith('/ui/');
 }
 
 function refuse(res: ServerResponse, status: 401 | 403, reason: string): void {
@@ -26,7 +26,7 @@ function refuse(res: ServerResponse, status: 401 | 403, reason: string): void {
 
 /**
  * The HTTP side of authentication: wraps the HTTP endpoints so that, with
- * auth on, every path but `/healthz` and the static assets needs the same
+ * auth on, every path but `/healthz`, `/readyz` and the static assets needs the same
  * credentials as the WebSocket (header or `access_token`), and
  * `/v1/locks` lists only what they may see. A refusal written once
  * `server.isClosing()` ends its connection, as every answer then does.

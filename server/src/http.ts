@@ -14,7 +14,7 @@ export interface HttpContext {
   /** What `GET /metrics` renders. */
   readonly metrics: Pick<LockMetrics, 'contentType' | 'scrape'>;
   readonly maxKeyLength: number;
-  /** True once `close()` began: `/healthz` answers 503, and every answer ends its connection. */
+  /** True once `close()` began: `/healthz` and `/readyz` answer 503, and every answer ends its connection. */
   isClosing(): boolean;
   sessionCount(): number;
   /** The `list` behind `/v1/locks` for this request, e.g. filtered to its credentials. Default: the store's. */
@@ -62,7 +62,11 @@ function parseLimit(raw: string | null): number {
 
 /**
  * Creates the handler of the HTTP endpoints:
- * - `GET /healthz`: 200 `{ok:true, store, sessions}`, 503 `{ok:false}` while closing;
+ * - `GET /healthz` (liveness): 200 `{ok:true, store, sessions}`, 503 `{ok:false}` while closing;
+ *   it never asks the store, so a store in trouble does not make it fail;
+ * - `GET /readyz` (readiness): as `/healthz` while the node serves; 503
+ *   `{ok:false, reason:'draining'}` while closing, and `{ok:false,
+ *   reason:'store_unavailable', message}` while the store is not ready (see `LockStore#readiness`);
  * - `GET /v1/locks?prefix=&limit=`: the `list` result (no `heldByYou`), 400 on a bad query;
  * - `GET /metrics`: the Prometheus metrics, in the text format (same access rule as `/v1/locks`);
  * - `GET /`, `GET /demo/editor`, `GET /ui/*`: the dashboard, the editor demo and their assets (see `ui-routes.ts`);
@@ -112,6 +116,15 @@ export function createHttpHandler(context: HttpContext): HttpHandler {
       (_url, res) => {
         if (context.isClosing()) sendJson(res, 503, { ok: false });
         else sendJson(res, 200, { ok: true, store: context.store.kind, sessions: context.sessionCount() });
+      },
+    ],
+    [
+      '/readyz',
+      (_url, res) => {
+        if (context.isClosing()) return sendJson(res, 503, { ok: false, reason: 'draining' });
+        const store = context.store.readiness?.() ?? { ready: true };
+        if (store.ready) return sendJson(res, 200, { ok: true, store: context.store.kind, sessions: context.sessionCount() });
+        sendJson(res, 503, { ok: false, reason: ErrorCode.StoreUnavailable, message: store.reason ?? 'the lock store cannot serve' });
       },
     ],
     ['/v1/locks', (url, res, req) => void locks(url, res, req)],

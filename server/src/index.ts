@@ -26,6 +26,7 @@ export type {
   SessionId,
   StoreLimits,
   StoreListener,
+  StoreReadiness,
   Ticket,
   WaitInput,
   WatchHandle,

@@ -115,6 +115,13 @@ export interface StoreLimits {
   maxWaitersPerKey: number;
 }
 
+/** Whether a store can serve calls now, as `GET /readyz` reports it. */
+export interface StoreReadiness {
+  readonly ready: boolean;
+  /** Why it cannot, for people (the `store_unavailable` message its calls would fail with); only when not ready. */
+  readonly reason?: string;
+}
+
 /**
  * The lock table. The session layer talks only to this interface; the memory
  * store (default) and the Redis store implement it, and one conformance suite
@@ -133,6 +140,15 @@ export interface LockStore {
    * values of them in its own `limits`.
    */
   readonly limits: Readonly<StoreLimits>;
+  /**
+   * Whether the store can serve now, read from the state it keeps (no round
+   * trip to its backing, so a health checker may call it as often as it
+   * likes): e.g. a Redis node is not ready while Redis is unreachable, while
+   * it registers anew after giving up its id, or during its holdoff after
+   * Redis lost its state. Optional: a store without it (the memory store) is
+   * always ready. Never throws.
+   */
+  readiness?(): StoreReadiness;
   /** Connects the store to its listener; called once before any other call. */
   start(listener: StoreListener): Promise<void>;
   acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome>;

@@ -12,6 +12,7 @@ import type {
   SessionId,
   StoreLimits,
   StoreListener,
+  StoreReadiness,
   Ticket,
   WaitInput,
   WatchHandle,
@@ -226,6 +227,19 @@ class RedisStore implements LockStore {
     });
     await link.subscribe(ctx.names.eventChannel(), (message) => this.#intake.onBroadcast(message));
     await liveness.start();
+  }
+
+  /**
+   * Ready while the node serves (see `NodeLiveness#serving`): read from what
+   * its renew rounds found, never from a command of its own, so Redis going
+   * away shows at the latest one failed renew round later (a third of the
+   * node TTL, plus the command timeout), and at once when the connection reports it.
+   */
+  readiness(): StoreReadiness {
+    const liveness = this.#ctx.liveness;
+    if (this.#ctx.closing) return { ready: false, reason: 'the Redis store is closing' };
+    if (!liveness) return { ready: false, reason: 'the Redis store is not started' };
+    return liveness.serving ? { ready: true } : { ready: false, reason: liveness.reason };
   }
 
   acquire(session: SessionId, input: AcquireInput): Promise<AcquireOutcome> {
