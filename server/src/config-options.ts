@@ -305,7 +305,7 @@ export const configOptions = {
     flag: 'drain-delay',
     env: 'LOCKWIRE_DRAIN_DELAY',
     arg: 'MS',
-    help: 'on SIGTERM, answer /healthz 503 and refuse new connections this long before closing any',
+    help: 'on SIGTERM, answer /healthz and /readyz 503 and refuse new connections this long before closing any',
     default: 0,
     schema: integer(0, MAX_DURATION_MS),
   },
