@@ -38,6 +38,36 @@ function isRedisUrl(text: string): boolean {
   );
 }
 
+/**
+ * Why the user name or password of a Redis URL would not decode, or null
+ * when both do. The Redis client percent-decodes them when it connects and
+ * fails on a `%` not followed by two hex digits (or on bytes that are not
+ * UTF-8): found here, that is a setting to fix, not a failure to connect.
+ * Never names the password itself.
+ */
+function redisCredentialsProblem(text: string): string | null {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return null;
+  }
+  const undecodable = (part: string) => {
+    try {
+      decodeURIComponent(part);
+      return false;
+    } catch {
+      return true;
+    }
+  };
+  const parts = [undecodable(url.username) ? 'user name' : null, undecodable(url.password) ? 'password' : null].filter(
+    (part) => part !== null,
+  );
+  if (parts.length === 0) return null;
+  const [subject, verb, pronoun] = parts.length === 2 ? ['user name and password', 'are', 'them'] : [parts[0], 'is', 'it'];
+  return `the ${subject} of ${JSON.stringify(shownUrl(text))} ${verb} not percent-encoded: write a % in ${pronoun} as %25`;
+}
+
 /** What a namespace may be: `NAMESPACE_PATTERN`, which `createRedisStore` checks, said in words. */
 const NAMESPACE_ERROR = 'expected 1 to 64 of the letters A-Z and a-z, the digits, _, . and -';
 
@@ -125,7 +155,11 @@ export const configOptions = {
     default: '',
     schema: z.string().check((ctx) => {
       for (const url of entries(ctx.value)) {
-        if (isRedisUrl(url)) continue;
+        if (isRedisUrl(url)) {
+          const problem = redisCredentialsProblem(url);
+          if (problem !== null) ctx.issues.push({ code: 'custom', input: ctx.value, message: problem });
+          continue;
+        }
         ctx.issues.push({
           code: 'custom',
           input: ctx.value,

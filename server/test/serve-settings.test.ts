@@ -155,6 +155,33 @@ describe('settings the server would fail on later', () => {
     for (const run of [query, list, unparsable]) expect(run.stderr).not.toContain('sekret-pw');
   });
 
+  it('exits 2 naming the source for a Redis password or user name with a % that is not percent-encoding, without printing the password', async () => {
+    const byFlag = await serves.run(['--store', 'redis', '--redis-url', 'redis://ops:50%off@127.0.0.1:6379']);
+    expect(byFlag.exit).toBe(2);
+    expect(problem(byFlag.stderr)).toBe(
+      'lockwire: --redis-url "redis://ops:REDACTED@127.0.0.1:6379": the password of "redis://ops:REDACTED@127.0.0.1:6379" is not percent-encoded: write a % in it as %25',
+    );
+    const byEnv = await serves.run(['--store', 'redis-cluster'], {
+      LOCKWIRE_REDIS_URL: 'redis://127.0.0.1:7000,redis://100%ops:pw-%zz@127.0.0.1:7001',
+    });
+    expect(byEnv.exit).toBe(2);
+    expect(problem(byEnv.stderr)).toMatch(
+      /^lockwire: LOCKWIRE_REDIS_URL "[^"]+": the user name and password of "redis:\/\/100%ops:REDACTED@127\.0\.0\.1:7001" are not percent-encoded: write a % in them as %25/,
+    );
+    const settings = writeFile('redis-percent.json', { store: 'redis', redisUrl: 'rediss://ops:%ff@127.0.0.1:6380' });
+    const byFile = await serves.run(['--config', settings]);
+    expect(byFile.exit).toBe(2);
+    expect(problem(byFile.stderr)).toMatch(new RegExp(`^lockwire: ${settings}: redisUrl "[^"]+": the password of "[^"]+" is not percent-encoded`));
+    for (const run of [byFlag, byEnv, byFile]) {
+      expect(run.stderr).not.toMatch(/50%off|pw-%zz|%ff|URIError/);
+    }
+  });
+
+  it('accepts a Redis password whose % is written %25', () => {
+    const config = resolveConfig([defaultsLayer(), flagLayer({ store: 'redis', 'redis-url': 'redis://ops:50%25off@127.0.0.1:6379' })]);
+    expect(config.redisUrl).toBe('redis://ops:50%25off@127.0.0.1:6379');
+  });
+
   it('prints every bad setting on a line of its own, each prefixed with lockwire:, before the usage', async () => {
     const started = await serves.run(['--max-payload', '5'], { LOCKWIRE_HEARTBEAT: '10s' });
     expect(started.exit).toBe(2);
