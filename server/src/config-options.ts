@@ -220,7 +220,7 @@ export const configOptions = {
     flag: 'max-pending-per-session',
     env: 'LOCKWIRE_MAX_PENDING_PER_SESSION',
     arg: 'N',
-    help: 'requests of one connection unanswered at once (queued acquires and waits included)',
+    help: 'requests of one connection unanswered at once (waits included, acquires waiting in a queue not)',
     default: DEFAULT_SERVER_LIMITS.maxPendingPerSession,
     schema: integer(1, 10_000_000),
   },

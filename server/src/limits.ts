@@ -14,8 +14,9 @@ export interface ServerLimits {
   /** Prefixes a session may watch at once; one more `watch` is `bad_request`. Default 100. */
   maxWatchesPerSession: number;
   /**
-   * Requests of a session unanswered at once: queued acquires, pending waits
-   * and requests in flight. One more is `rate_limited` (a `cancel` is always
+   * Requests of a session unanswered at once: pending waits and requests in
+   * flight; acquires waiting in a queue are not counted (`maxLocksPerSession`
+   * bounds them). One more is `rate_limited` (a `cancel` is always
    * accepted). Default 1000.
    */
   maxPendingPerSession: number;

@@ -5,6 +5,14 @@ import { allowsEverything, maySee, refusal, type Permissions } from './permissio
 import type { LockEvent } from './store.js';
 import { RateLimiter, type RateVerdict } from './rate-limit.js';
 
+/** A session's unanswered requests, as `maxPendingPerSession` counts them. */
+export interface PendingCounts {
+  /** Requests unanswered now: in flight, queued acquires, pending waits. */
+  readonly size: number;
+  /** Of those, the acquires waiting in a queue. */
+  readonly waitingCount: number;
+}
+
 /**
  * What one session may send: its message rate, its credentials'
  * permissions, and its per-session limits. The session asks before it
@@ -40,20 +48,21 @@ export class SessionGuard {
   /**
    * The error a decoded request is refused with, or null to process it:
    * `forbidden` outside the permissions (a `release` of a key in `held`
-   * always passes: giving a lock up is never forbidden), `rate_limited` past
-   * `maxPendingPerSession` (a `cancel` always passes: it is how a client
-   * gets below the limit), `bad_request` for a new watch past
+   * always passes: giving a lock up is never forbidden), `rate_limited`
+   * while `maxPendingPerSession` requests are unanswered apart from the
+   * acquires waiting in a queue (a `cancel` always passes: it is how a
+   * client gets below the limit), `bad_request` for a new watch past
    * `maxWatchesPerSession`.
    */
   check(
     message: ClientMessage,
-    pending: number,
+    pending: PendingCounts,
     watches: ReadonlyMap<string, unknown>,
     held: ReadonlySet<string>,
   ): WireError | null {
     const forbidden = this.#everything ? null : refusal(this.permissions, message, held);
     if (forbidden) return forbidden;
-    if (message.op !== 'cancel' && pending >= this.limits.maxPendingPerSession) {
+    if (message.op !== 'cancel' && this.pendingFull(pending)) {
       return {
         code: ErrorCode.RateLimited,
         message: `this session already has ${this.limits.maxPendingPerSession} requests pending (maxPendingPerSession)`,
@@ -70,6 +79,20 @@ export class SessionGuard {
       };
     }
     return null;
+  }
+
+  /**
+   * True when the session's unanswered requests, acquires waiting in a
+   * queue aside, are at `maxPendingPerSession`. Those acquires are bounded
+   * by `maxLocksPerSession` in the store, which answers one more with
+   * `too_many_locks`; counted here too, a session waiting for as many keys
+   * as the pending limit would be refused everything but `cancel`.
+   * `waitingCount` walks the pending requests, so it is read only once the
+   * total reaches the limit.
+   */
+  private pendingFull(pending: PendingCounts): boolean {
+    const limit = this.limits.maxPendingPerSession;
+    return pending.size >= limit && pending.size - pending.waitingCount >= limit;
   }
 
   /** True when this session may see `event` (a watch's events are filtered to the `watch` patterns). */

@@ -29,8 +29,9 @@ export type RequestStart = Pick<ClientMessage, 'id' | 'op'> & { key?: string };
 
 /**
  * The requests of one session that are not answered yet, by id: what
- * `duplicate_id` and `maxPendingPerSession` count, and what a settlement,
- * a cancel or the session's end looks up. Each request leaves through
+ * `duplicate_id` and `maxPendingPerSession` count (the latter leaving out
+ * the acquires waiting in a queue, see `waitingCount`), and what a
+ * settlement, a cancel or the session's end looks up. Each request leaves through
  * `finish`, which also closes its ticket's route.
  */
 export class SessionRequests {
@@ -59,7 +60,7 @@ export class SessionRequests {
     return this.pending.get(id);
   }
 
-  /** Acquires waiting in a queue now. */
+  /** Acquires waiting in a queue now (from their `queued` until they are answered). Walks every pending request. */
   get waitingCount(): number {
     let waiting = 0;
     for (const request of this.pending.values()) if (request.queuedAt !== null) waiting++;

@@ -344,7 +344,7 @@ export class Session {
       const { id, op } = decoded.message;
       const refused =
         earlyRefusal(id, this.requests, this.expired, verdict) ??
-        this.guard.check(decoded.message, this.requests.size, this.watches.byPrefix, this.held);
+        this.guard.check(decoded.message, this.requests, this.watches.byPrefix, this.held);
       if (refused) return this.refuse(id, op, refused);
       return dispatchRequest(decoded.message, {
         session: this.id,

@@ -79,9 +79,8 @@ describe('per-session limits', () => {
     const { client: holder } = await connectWith(server.url, null);
     const { client } = await connectWith(server.url, null);
     await holder.request({ op: 'acquire', id: 1, key: 'a' });
-    client.send({ op: 'acquire', id: 1, key: 'a' });
+    client.send({ op: 'wait', id: 1, key: 'a' });
     client.send({ op: 'wait', id: 2, key: 'a' });
-    await client.next((f) => f.type === 'queued');
     expect(await client.request({ op: 'acquire', id: 3, key: 'b' })).toMatchObject({
       ok: false,
       error: { code: 'rate_limited', message: expect.stringContaining('maxPendingPerSession') },

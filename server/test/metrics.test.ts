@@ -169,12 +169,14 @@ describe('GET /metrics', () => {
 
   it('counts an acquire refused before it reached the store as outcome error, once: malformed, a pending id, over the pending limit, over the rate', async () => {
     const clock = createManualClock();
-    const server = await start({ clock, limits: { maxPendingPerSession: 1, rateBurst: 6, rateLimit: 1 } });
+    const server = await start({ clock, limits: { maxPendingPerSession: 1, rateBurst: 7, rateLimit: 1 } });
     const a = await connect(server);
     const b = await connect(server);
     await a.client.request({ op: 'acquire', id: 1, key: 'k' });
     b.client.send({ op: 'acquire', id: 1, key: 'k' });
     await b.client.next((f) => f.type === 'queued', 'queued');
+    // The pending limit leaves the queued acquire out: a pending wait fills it.
+    b.client.send({ op: 'wait', id: 7, key: 'k' });
     const refusals = [
       { op: 'acquire', id: 2, key: 5 },
       { op: 'acquire', id: 1, key: 'other' },

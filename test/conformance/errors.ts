@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MAX_DURATION_MS } from '@lockwire/protocol';
 import type { ConformanceTarget } from '../helpers/conformance-target.js';
 import type { RawClient } from '../helpers/raw-client.js';
-import { acquire, enqueue, hold, queueOf, table, useConformance } from '../helpers/conformance-context.js';
+import { acquire, enqueue, hold, num, queueOf, table, useConformance } from '../helpers/conformance-context.js';
 
 /** Sends a raw frame and returns the next reply with `id` (null for frames without a usable id). */
 async function answer(client: RawClient, frame: object | string | Buffer, id: unknown = null) {
@@ -310,6 +310,48 @@ export function describeErrors(target: ConformanceTarget): void {
       expect(await acquire(a, '123456789')).toMatchObject({ ok: false, error: { code: 'bad_request' } });
       expect(await acquire(a, '12345678')).toMatchObject({ acquired: true });
     });
+  });
+
+  describe(`limits at their defaults (${target.name})`, () => {
+    const ctx = useConformance(target);
+
+    /** `waiter` waits in the queues of maxLocksPerSession keys, each held by `owner`. */
+    async function waitingAtTheLockLimit() {
+      const owner = await ctx().connect();
+      const waiter = await ctx().connect();
+      const max = num((waiter.welcome.limits as { maxLocksPerSession: unknown }).maxLocksPerSession);
+      // Equal to maxPendingPerSession, which must not count acquires waiting in a queue.
+      expect(max).toBe(1000);
+      const keys = Array.from({ length: max }, (_, i) => `k${i}`);
+      const held = await Promise.all(keys.map((key) => owner.request({ op: 'acquire', key }, { timeout: 20_000 })));
+      for (const reply of held) expect(reply).toMatchObject({ acquired: true });
+      const ids = keys.map((key) => {
+        const id = waiter.id();
+        waiter.send({ op: 'acquire', id, key });
+        return id;
+      });
+      for (const id of ids) await waiter.next((m) => m.type === 'queued' && m.id === id, { timeout: 20_000 });
+      return { owner, waiter };
+    }
+
+    it('answers too_many_locks, not rate_limited, to an acquire of a session waiting in queues for maxLocksPerSession keys', async () => {
+      const { owner, waiter } = await waitingAtTheLockLimit();
+      const before = await table(owner);
+      expect(await acquire(waiter, 'free')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+      expect(await table(owner)).toEqual(before);
+    }, 60_000);
+
+    it('serves a release, a status and a ping of a session waiting in queues for maxLocksPerSession keys', async () => {
+      const { owner, waiter } = await waitingAtTheLockLimit();
+      expect(await waiter.request({ op: 'release', key: 'k0' })).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+      expect(await waiter.request({ op: 'status', key: 'k0' })).toMatchObject({ ok: true, locked: true });
+      expect(await waiter.request({ op: 'ping' })).toMatchObject({ ok: true });
+      // The waiter is granted k0 once it is free, and may then release it.
+      const granted = waiter.next((m) => m.type === 'reply' && m.ok === true && m.acquired === true, { timeout: 20_000 });
+      expect(await owner.request({ op: 'release', key: 'k0' })).toMatchObject({ ok: true });
+      await granted;
+      expect(await waiter.request({ op: 'release', key: 'k0' })).toMatchObject({ ok: true, released: true });
+    }, 60_000);
   });
 
   describe(`maxPayload (${target.name})`, () => {
