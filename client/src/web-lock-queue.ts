@@ -303,8 +303,19 @@ export class WebLockQueue {
     }
   }
 
-  /** Records a new server hold for the name and its first holder; a loss of the hold breaks every holder. */
+  /**
+   * Records a new server hold for the name and its first holder; a loss of
+   * the hold breaks every holder. A hold lost before it got here (its `lost`
+   * came in the same read as the grant) breaks the holder at once: its
+   * signal fires no more.
+   */
   #adopt(name: string, state: NameState, lease: Lease, mode: LockMode): Holder {
+    if (lease.signal.aborted) {
+      state.lease = null;
+      const holder = holdFor(name, state, lease, mode);
+      breakHolders(state, holderLossReason(name, lease.signal.reason));
+      return holder;
+    }
     state.lease = lease;
     lease.signal.addEventListener(
       'abort',
