@@ -115,24 +115,28 @@ export class LockController {
         return;
       }
       this.#lease = lease;
+      // Lost before it got here (its `lost` came in the same read as the grant): the signal fires no more.
+      if (lease.signal.aborted) {
+        this.#lose(lease);
+        return;
+      }
       this.#set({ status: 'held', lease, token: lease.token });
-      lease.signal.addEventListener(
-        'abort',
-        () => {
-          if (this.#lease !== lease) return;
-          this.#lease = undefined;
-          const reason: unknown = lease.signal.reason;
-          const error = reason instanceof LockError ? reason : new LockError(LeaseLostReason.ConnectionLost, String(reason));
-          this.#set({ status: 'lost', reason: error.code as LeaseLostReason, error });
-        },
-        { once: true },
-      );
+      lease.signal.addEventListener('abort', () => this.#lose(lease), { once: true });
     } catch (error) {
       if (signal.aborted || generation !== this.#generation) return;
       this.#set({ status: 'error', error });
     } finally {
       stopTracking?.();
     }
+  }
+
+  /** The server took the held `lease` away: the state turns `lost` with its reason. */
+  #lose(lease: Lease): void {
+    if (this.#lease !== lease) return;
+    this.#lease = undefined;
+    const reason: unknown = lease.signal.reason;
+    const error = reason instanceof LockError ? reason : new LockError(LeaseLostReason.ConnectionLost, String(reason));
+    this.#set({ status: 'lost', reason: error.code as LeaseLostReason, error });
   }
 
   /**
