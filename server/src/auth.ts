@@ -162,23 +162,104 @@ export function normaliseOrigin(entry: string): string {
 /** The shortest RSA modulus jose verifies RS* and PS* signatures with: it refuses every token of a shorter key. */
 const MIN_RSA_BITS = 2048;
 
-/** Why a JWK is not a public signature key lockwire can verify with, or null when it is one. */
-function jwkProblem(jwk: unknown): string | null {
-  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return 'not a JWK (a JSON object with kty)';
-  const { kty } = jwk as { kty?: unknown };
-  if (kty === 'oct') return 'a symmetric key: give an HS256 secret with --auth-secret instead';
-  if ('d' in jwk) return 'a private key: the file must hold public keys only';
-  if (kty !== 'RSA' && kty !== 'EC' && kty !== 'OKP') return `kty ${JSON.stringify(kty)}: expected RSA, EC or OKP`;
+/** The signature algorithms jose verifies with an RSA key. */
+const RSA_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'] as const;
+
+/** The signature algorithm of each EC curve and OKP curve jose verifies with; other curves verify nothing. */
+const CURVE_ALGS: Readonly<Record<string, Readonly<Record<string, readonly string[]>>>> = {
+  EC: { 'P-256': ['ES256'], 'P-384': ['ES384'], 'P-521': ['ES512'] },
+  OKP: { Ed25519: ['EdDSA', 'Ed25519'] },
+};
+
+/** The JWE key-management algorithms of public keys: a key marked with one is for encryption. */
+const ENCRYPTION_ALGS: ReadonlySet<string> = new Set([
+  'RSA1_5',
+  'RSA-OAEP',
+  'RSA-OAEP-256',
+  'RSA-OAEP-384',
+  'RSA-OAEP-512',
+  'ECDH-ES',
+  'ECDH-ES+A128KW',
+  'ECDH-ES+A192KW',
+  'ECDH-ES+A256KW',
+]);
+
+/** The OKP curves of key agreement (ECDH), which sign nothing. */
+const AGREEMENT_CURVES: ReadonlySet<string> = new Set(['X25519', 'X448']);
+
+/**
+ * What a JWKS key is to lockwire: a key tokens are verified with, a key its
+ * own members mark for something else (`unused`: encryption, key agreement),
+ * or a `broken` one: not a public key, or a signature key no token signed
+ * with it could be verified with.
+ */
+type JwkVerdict = { kind: 'usable' } | { kind: 'unused' | 'broken'; problem: string };
+
+const broken = (problem: string): JwkVerdict => ({ kind: 'broken', problem });
+
+function isDistinctStrings(value: unknown): boolean {
+  return Array.isArray(value) && value.every((item, index) => typeof item === 'string' && value.indexOf(item) === index);
+}
+
+/** Why a JWK's members say it is not for verifying signatures, or null when they do not. */
+function otherUse(jwk: { use?: unknown; key_ops?: unknown; alg?: unknown; crv?: unknown }): string | null {
+  if (jwk.use !== undefined && jwk.use !== 'sig') return `use ${JSON.stringify(jwk.use)}: not a signature key (use "sig")`;
+  if (Array.isArray(jwk.key_ops) && !jwk.key_ops.includes('verify')) return `key_ops ${JSON.stringify(jwk.key_ops)}: without "verify"`;
+  if (typeof jwk.alg === 'string' && ENCRYPTION_ALGS.has(jwk.alg)) {
+    return `alg ${JSON.stringify(jwk.alg)}: an encryption algorithm, not a signature one`;
+  }
+  if (typeof jwk.crv === 'string' && AGREEMENT_CURVES.has(jwk.crv)) return `curve ${jwk.crv}: for key agreement (encryption), not signatures`;
+  return null;
+}
+
+/**
+ * Whether lockwire verifies tokens with a JWK. The `use`, `key_ops` and
+ * `alg` members are checked as jose checks them when it picks a key, so a
+ * key accepted here is one jose verifies with.
+ */
+function judgeJwk(jwk: unknown): JwkVerdict {
+  if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return broken('not a JWK (a JSON object with kty)');
+  const members = jwk as { kty?: unknown; use?: unknown; key_ops?: unknown; alg?: unknown; crv?: unknown };
+  const { kty } = members;
+  if (kty === 'oct') return broken('a symmetric key: give an HS256 secret with --auth-secret instead');
+  if ('d' in jwk) return broken('a private key: the file must hold public keys only');
+  if (kty !== 'RSA' && kty !== 'EC' && kty !== 'OKP') return broken(`kty ${JSON.stringify(kty)}: expected RSA, EC or OKP`);
+  if (members.use !== undefined && typeof members.use !== 'string') return broken('use: expected a string');
+  if (members.key_ops !== undefined && !isDistinctStrings(members.key_ops)) return broken('key_ops: expected an array of distinct strings');
+  if (members.alg !== undefined && typeof members.alg !== 'string') return broken('alg: expected a string');
   let bits: number | undefined;
   try {
     bits = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' }).asymmetricKeyDetails?.modulusLength;
   } catch (error) {
-    return `not a valid ${kty} public key: ${error instanceof Error ? error.message : String(error)}`;
+    return broken(`not a valid ${kty} public key: ${error instanceof Error ? error.message : String(error)}`);
   }
-  if (kty === 'RSA' && (bits === undefined || bits < MIN_RSA_BITS)) {
-    return `an RSA key of ${bits ?? 'unknown'} bits: tokens are verified only with RSA keys of ${MIN_RSA_BITS} bits or more`;
+  const unused = otherUse(members);
+  if (unused !== null) return { kind: 'unused', problem: unused };
+  let algs: readonly string[];
+  let what: string;
+  if (kty === 'RSA') {
+    if (bits === undefined || bits < MIN_RSA_BITS) {
+      return broken(`an RSA key of ${bits ?? 'unknown'} bits: tokens are verified only with RSA keys of ${MIN_RSA_BITS} bits or more`);
+    }
+    algs = RSA_ALGS;
+    what = 'an RSA key';
+  } else {
+    const curves = CURVE_ALGS[kty] ?? {};
+    const curve = String(members.crv);
+    const fitting = curves[curve];
+    if (fitting === undefined) {
+      const known = Object.keys(curves);
+      const list = known.length > 1 ? `${known.slice(0, -1).join(', ')} or ${known.at(-1)}` : known.join('');
+      return broken(`curve ${curve}: tokens are verified only with ${kty} keys on ${list}`);
+    }
+    algs = fitting;
+    what = `an ${kty} key on ${curve}`;
   }
-  return null;
+  if (members.alg !== undefined && !algs.includes(members.alg)) {
+    const expected = algs.length > 1 ? `${algs.slice(0, -1).join(', ')} or ${algs.at(-1)}` : algs.join('');
+    return broken(`alg ${JSON.stringify(members.alg)} does not fit ${what}: expected ${expected}`);
+  }
+  return { kind: 'usable' };
 }
 
 /** How an error names a key of a JWKS: by its index, and its `kid` when it has one. */
@@ -187,16 +268,36 @@ function keyName(index: number, jwk: unknown): string {
   return typeof kid === 'string' ? `keys[${index}] (kid ${JSON.stringify(kid)})` : `keys[${index}]`;
 }
 
+/** What `parseJwks` tells beyond the key set. */
+export interface ParseJwksOptions {
+  /**
+   * Called for each key left out of the key set because its own members
+   * mark it for something other than signatures, with the key's name
+   * (`keys[0] (kid "e1")`) and why. Default: nothing is told.
+   */
+  onSkipped?: (key: string, reason: string) => void;
+}
+
 /**
- * The key set of a JWKS file's text (`--auth-jwks-file`): public signature
- * keys (RSA, EC or OKP) that tokens are verified with. Throws an `Error`
- * saying what is wrong: not JSON, no `keys` array, no keys, or a key that is
- * not such a key or is an RSA key under 2048 bits (named by its index and
- * its kid: `keys[1] (kid "k2"): a private key ...`). The
+ * The key set of a JWKS file's text (`--auth-jwks-file`): the public
+ * signature keys (RSA, EC or OKP) that tokens are verified with.
+ *
+ * A key whose `use` is not `sig`, whose `key_ops` lack `verify`, whose `alg`
+ * is an encryption algorithm (RSA-OAEP, ECDH-ES, ...) or whose curve is one
+ * of key agreement (X25519, X448) is left out, and `onSkipped` told: an
+ * identity provider's JWKS often publishes encryption keys beside its
+ * signature keys. When no key is left, it throws, naming every key and why.
+ *
+ * Throws an `Error` saying what is wrong: not JSON, no `keys` array, no
+ * keys, no key left to verify with, or a key that is not a public key
+ * (private, symmetric, malformed) or is a signature key no token could be
+ * verified with (an RSA key under 2048 bits, a curve other than P-256,
+ * P-384, P-521 or Ed25519, an `alg` that does not fit the key): named by
+ * its index and its kid, `keys[1] (kid "k2"): a private key ...`. The
  * checks run when the server starts, so a bad file stops it instead of
  * leaving every token refused.
  */
-export function parseJwks(text: string): JSONWebKeySet {
+export function parseJwks(text: string, options: ParseJwksOptions = {}): JSONWebKeySet {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -207,11 +308,19 @@ export function parseJwks(text: string): JSONWebKeySet {
     throw new Error('expected a JSON object with a keys array');
   }
   if (parsed.keys.length === 0) throw new Error('the keys array is empty: no token could be verified');
+  const usable: unknown[] = [];
+  const unused: Array<[string, string]> = [];
   for (const [index, jwk] of parsed.keys.entries()) {
-    const problem = jwkProblem(jwk);
-    if (problem !== null) throw new Error(`${keyName(index, jwk)}: ${problem}`);
+    const verdict = judgeJwk(jwk);
+    if (verdict.kind === 'broken') throw new Error(`${keyName(index, jwk)}: ${verdict.problem}`);
+    if (verdict.kind === 'unused') unused.push([keyName(index, jwk), verdict.problem]);
+    else usable.push(jwk);
   }
-  const jwks = parsed as JSONWebKeySet;
+  if (usable.length === 0) {
+    throw new Error(`no key can verify a token: ${unused.map(([key, problem]) => `${key}: ${problem}`).join('; ')}`);
+  }
+  for (const [key, problem] of unused) options.onSkipped?.(key, problem);
+  const jwks = { ...parsed, keys: usable } as JSONWebKeySet;
   createLocalJWKSet(jwks);
   return jwks;
 }

@@ -128,6 +128,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   let options;
   let describe;
   let redisTls;
+  const warnings: string[] = [];
   try {
     // An empty --config counts as not given, as every other setting does: LOCKWIRE_CONFIG then decides.
     const flagFile = flags[CONFIG_FILE_FLAG];
@@ -136,7 +137,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     const layers = [defaultsLayer(), ...fileLayers, envLayer(io.env), flagLayer(flags)];
     config = resolveConfig(layers);
     describe = configSources(layers);
-    options = serverOptionsFromConfig(config, { describe });
+    options = serverOptionsFromConfig(config, { describe, warn: (message) => warnings.push(message) });
     redisTls = redisTlsFromConfig(config, { describe });
   } catch (error) {
     if (error instanceof ConfigError) return usageError(io, serveUsage(), error.message);
@@ -144,6 +145,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
 
   const logger = pino({ name: 'lockwire', level: config.logLevel }, pino.destination({ dest: 2, sync: true }));
+  for (const warning of warnings) logger.warn({}, warning);
   const metrics = createLockMetrics();
   const store =
     config.store === 'memory'

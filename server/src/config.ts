@@ -270,14 +270,22 @@ export interface ServerOptionsContext {
   describe?: (key: ConfigKey) => string;
   /** Reads the `--auth-jwks-file` as text. Default: the file system. */
   readFile?: (file: string) => string;
+  /**
+   * Told what of a setting is left unused, naming the setting's source:
+   * each key of the `--auth-jwks-file` skipped as not for signatures.
+   * Default: nothing is told.
+   */
+  warn?: (message: string) => void;
 }
 
 /**
  * The `createLockServer` options of a configuration. Reads and checks the
- * `--auth-jwks-file`: throws a `ConfigError` naming the setting's source and
- * the file when it cannot be read, is not JSON, or holds anything but public
- * signature keys (RSA, EC, OKP), so a bad key set stops the server before it
- * listens rather than refusing every token.
+ * `--auth-jwks-file` (see `parseJwks`): throws a `ConfigError` naming the
+ * setting's source and the file when it cannot be read, is not JSON, holds
+ * anything but public keys, a signature key no token could be verified with,
+ * or no signature key at all, so a bad key set stops the server before it
+ * listens rather than refusing every token. Keys marked for encryption
+ * beside signature keys are left out, each told to `warn`.
  */
 export function serverOptionsFromConfig(config: ServerConfig, context: ServerOptionsContext = {}): LockServerOptions {
   const describe = context.describe ?? ((key: ConfigKey) => `--${configOptions[key].flag}`);
@@ -295,7 +303,9 @@ export function serverOptionsFromConfig(config: ServerConfig, context: ServerOpt
       throw fault(`cannot be read: ${problemOf(error)}`);
     }
     try {
-      auth.jwks = parseJwks(text);
+      auth.jwks = parseJwks(text, {
+        onSkipped: (key, reason) => context.warn?.(fault(`${key}: skipped, no token is verified with it: ${reason}`).message),
+      });
     } catch (error) {
       throw fault(problemOf(error));
     }

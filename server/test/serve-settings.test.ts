@@ -4,9 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { startLockwireProcess } from '../../test/helpers/lockwire-process.js';
 import { inProcessServes } from '../../test/helpers/serve-in-process.js';
 import { defaultsLayer, envLayer, flagLayer, resolveConfig } from '../src/config.js';
 import { upgradeStatus } from './auth-harness.js';
+import { within } from './server-harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lockwire-settings-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -228,6 +230,10 @@ describe('settings the server would fail on later', () => {
         { keys: [{ ...generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'jwk' }), kid: 'old' }] },
         'keys[0] (kid "old"): an RSA key of 1024 bits',
       ],
+      [
+        { keys: [{ ...(await exportJWK(publicKey)), kid: 'e1', use: 'enc' }] },
+        'no key can verify a token: keys[0] (kid "e1"): use "enc": not a signature key (use "sig")',
+      ],
       [{ keys: [] }, 'the keys array is empty'],
       [[], 'expected a JSON object with a keys array'],
       ['{"keys": [', 'not valid JSON'],
@@ -254,5 +260,42 @@ describe('settings the server would fail on later', () => {
     const started = await serves.run(['--auth-jwks-file', file]);
     expect(started.stderr).toBe('');
     expect(await upgradeStatus(started.url ?? '')).toBe(401);
+  });
+
+  it('serves with a JWKS file of encryption and signature keys, logging a warning that names the file and each key it skips', async () => {
+    const sig = await generateKeyPair('ES256');
+    const enc = await generateKeyPair('ECDH-ES', { crv: 'X25519' });
+    const file = writeFile('mixed.json', {
+      keys: [
+        { ...(await exportJWK(enc.publicKey)), kid: 'e1', use: 'enc' },
+        { ...(await exportJWK(sig.publicKey)), kid: 's1', alg: 'ES256' },
+      ],
+    });
+    const warnings: Array<{ level: number; msg: string }> = [];
+    let warned: () => void = () => {};
+    const firstWarning = new Promise<void>((resolve) => {
+      warned = resolve;
+    });
+    const lockwire = await startLockwireProcess({
+      args: ['--auth-jwks-file', file],
+      onLog: (line) => {
+        const entry = JSON.parse(line) as { level: number; msg: string };
+        if (entry.level < 40) return;
+        warnings.push(entry);
+        warned();
+      },
+    });
+    try {
+      await within(firstWarning, 'the warning of the skipped key');
+      expect(warnings).toEqual([
+        expect.objectContaining({
+          level: 40,
+          msg: `--auth-jwks-file ${JSON.stringify(file)}: keys[0] (kid "e1"): skipped, no token is verified with it: use "enc": not a signature key (use "sig")`,
+        }),
+      ]);
+      expect(await upgradeStatus(lockwire.url)).toBe(401);
+    } finally {
+      await within(lockwire.stop(), 'lockwire serve to stop');
+    }
   });
 });
