@@ -27,7 +27,10 @@ import type { SessionId } from './store.js';
 export interface UpgradeAdmissionOptions {
   /** The server's WebSocket server (`noServer`): its `clients` count against `maxConnections`. */
   wss: WebSocketServer;
-  /** Open sockets plus upgrades in flight past which an upgrade is refused with 503. */
+  /**
+   * Open sockets plus upgrades in flight past which an upgrade is refused
+   * with 503, unless it resumes a live session (see `liveSession`).
+   */
   maxConnections: number;
   /** Checks Origin and credentials; its refusals become 401/403. */
   authenticator: Authenticator;
@@ -44,12 +47,35 @@ export interface UpgradeAdmissionOptions {
   metrics: Pick<LockMetrics, 'upgradeRefused'>;
   /** True once the server is closing: upgrades are refused with 503. */
   isClosing(): boolean;
-  /** The live connection of a session, for a resume that supersedes it. */
-  liveSession(session: SessionId): ResumableSession | undefined;
+  /**
+   * The live connection of a session, for a resume that supersedes it. At
+   * `maxConnections` a resume naming one by its resume secret is let in:
+   * it replaces that connection.
+   */
+  liveSession(session: SessionId): LiveSession | undefined;
   /** Called once per WebSocket let in, with its permissions and the resume it carried (if any). */
   connected(ws: WebSocket, req: IncomingMessage, permissions: Permissions, resumption: Resumption | null): void;
   /** The server's HTTP handler: answers a request that offers another protocol than WebSocket. */
   serveHttp(req: IncomingMessage, res: ServerResponse): void;
+}
+
+/** The live connection of a session as the gate sees it: resumable, and opened by the credentials of `user`. */
+export interface LiveSession extends ResumableSession {
+  /** The credentials' `sub` the session was opened with, or null. */
+  readonly user: string | null;
+}
+
+/**
+ * True when the request's `session` and `resume` parameters name a live
+ * session by its resume secret: a resume that supersedes that connection.
+ * The credentials' user is not known yet; the resume itself checks it.
+ */
+function resumesLive(url: URL, liveSession: UpgradeAdmissionOptions['liveSession']): boolean {
+  const session = url.searchParams.get('session');
+  const secret = url.searchParams.get('resume');
+  if (session === null || secret === null) return false;
+  const live = liveSession(session);
+  return live !== undefined && live.accepts(secret, live.user);
 }
 
 /** True when the request's Upgrade header (a list of protocols, in any case) offers WebSocket. */
@@ -118,7 +144,8 @@ function destroySocket(this: Duplex): void {
  * that offers another protocol than WebSocket is answered by `serveHttp`
  * as a plain request, on a connection that ends after it. Of a WebSocket
  * upgrade, it refuses with 400 an unparsable target, 404 any path but the protocol's, 503 while
- * closing or past `maxConnections`, and 401/403 as the authenticator says;
+ * closing or past `maxConnections` (but for a resume that supersedes a
+ * live connection of its session), and 401/403 as the authenticator says;
  * then `ws` refuses a handshake it cannot complete: 405 a method but GET,
  * 400 a bad Upgrade, Sec-WebSocket-Key, -Version, -Protocol or -Extensions
  * header. Each refusal is logged as `upgrade refused` (with its status and
@@ -156,9 +183,14 @@ export function createUpgradeAdmission(
   // WebSocket exists; a resume takes its session out of grace here. The
   // limit counts sockets, not sessions: one the server is closing has left
   // the server's sessions but stays open until its peer answers or it is
-  // cut, and `wss.clients` keeps it until then.
+  // cut, and `wss.clients` keeps it until then. At the limit, a resume of a
+  // live session is let in all the same: it replaces a connection the
+  // server counts, which may be half-open and only cut by the heartbeat
+  // much later. The superseded socket counts until its close completes or
+  // it is cut, as any socket the server closes.
   const admit = async (req: IncomingMessage, url: URL, socket: Duplex, head: Buffer) => {
-    if (wss.clients.size + upgrading >= maxConnections) return refuse(req, socket, 503, 'maxConnections');
+    const full = wss.clients.size + upgrading >= maxConnections;
+    if (full && !resumesLive(url, options.liveSession)) return refuse(req, socket, 503, 'maxConnections');
     upgrading++;
     let resumption: Resumption | null = null;
     try {
@@ -170,6 +202,9 @@ export function createUpgradeAdmission(
       resumption = await grace.resume(url, admission.permissions.user, options.liveSession);
       if (socket.destroyed) return;
       if (isClosing()) return refuse(req, socket, 503, 'shutting down');
+      // Let in past the limit for a resume that took nothing over: the
+      // credentials name another user, or another resume took it first.
+      if (full && resumption === null) return refuse(req, socket, 503, 'maxConnections');
       const admitted = resumption;
       // ws puts its own error listener on the socket first thing in
       // `handleUpgrade`, and keeps one there from then on.

@@ -1,0 +1,78 @@
+import { describe, expect, it } from 'vitest';
+import { RawSocket } from '../../test/helpers/raw-socket.js';
+import { connectWith, SECRET, startServer, token, upgradeStatus } from './auth-harness.js';
+import { sessionLog, within, type Frame } from './server-harness.js';
+import { openSilentPeer, ServerOpcode, type SilentPeer } from './silent-peer.js';
+
+/** The query string that resumes the session of `welcome`. */
+function resumeQuery(welcome: Frame, secret: unknown = welcome.resume): string {
+  return `?session=${encodeURIComponent(String(welcome.session))}&resume=${encodeURIComponent(String(secret))}`;
+}
+
+/** The welcome a silent peer was sent first. */
+function welcomeOf(peer: SilentPeer): Frame {
+  const text = peer.frames().find((frame) => frame.opcode === ServerOpcode.Text);
+  if (!text) throw new Error('the silent peer has no welcome');
+  return JSON.parse(text.payload.toString()) as Frame;
+}
+
+describe('a resume at maxConnections', () => {
+  it('takes over a live connection the server still counts (half-open), which is closed with 4001 and cut, keeping the cap for others', async () => {
+    const sessions = sessionLog();
+    const { server, clock } = await startServer({ sessionGrace: 5000, limits: { maxConnections: 1 }, logger: sessions.logger });
+    const old = await openSilentPeer(server.url);
+    old.write(RawSocket.json({ op: 'acquire', id: 1, key: 'k' }));
+    const grant = await old.reply(1);
+    expect(grant).toMatchObject({ ok: true, acquired: true });
+    const welcome = welcomeOf(old);
+
+    const resumed = await connectWith(server.url + resumeQuery(welcome), null);
+    expect(resumed.welcome).toMatchObject({ session: welcome.session, resumed: true, held: [{ key: 'k', token: grant.token }] });
+    expect(await old.closeFrame()).toBe(4001);
+    expect(await resumed.client.request({ op: 'release', id: 2, key: 'k' })).toMatchObject({ ok: true, released: true });
+
+    // The superseded socket counts until it is cut; the resumed one keeps the server at its cap.
+    clock.advance(2000);
+    await old.cut();
+    await sessions.closed(1, 'the superseded connection to close');
+    expect(await upgradeStatus(server.url)).toBe(503);
+  });
+
+  it('refuses with 503 a resume with a wrong secret or of a session that is not live, and leaves the live connection open', async () => {
+    const { server } = await startServer({ sessionGrace: 5000, limits: { maxConnections: 1 } });
+    const live = await connectWith(server.url, null);
+    expect(await upgradeStatus(server.url + resumeQuery(live.welcome, 'wrong'))).toBe(503);
+    expect(await upgradeStatus(server.url + resumeQuery({ ...live.welcome, session: 'not-a-session' }))).toBe(503);
+    expect(await upgradeStatus(`${server.url}?session=${String(live.welcome.session)}`)).toBe(503);
+    expect(await live.client.request({ op: 'ping', id: 1 })).toMatchObject({ ok: true });
+  });
+
+  it('refuses with 503 a resume of a live session without session grace', async () => {
+    const { server } = await startServer({ sessionGrace: 0, limits: { maxConnections: 1 } });
+    const live = await connectWith(server.url, null);
+    expect(await upgradeStatus(server.url + resumeQuery(live.welcome, 'anything'))).toBe(503);
+    expect(await live.client.request({ op: 'ping', id: 1 })).toMatchObject({ ok: true });
+  });
+
+  it('checks the credentials as on any resume: another user is refused 503, no token 401, the same user takes over', async () => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET }, sessionGrace: 5000, limits: { maxConnections: 1 } });
+    const ana = await token({ sub: 'ana', locks: ['*'] }, { now: clock.now() });
+    const bo = await token({ sub: 'bo', locks: ['*'] }, { now: clock.now() });
+    const live = await connectWith(server.url, ana);
+    const query = resumeQuery(live.welcome);
+    expect(await upgradeStatus(server.url + query, { headers: { authorization: `Bearer ${bo}` } })).toBe(503);
+    expect(await upgradeStatus(server.url + query)).toBe(401);
+    expect(await live.client.request({ op: 'ping', id: 1 })).toMatchObject({ ok: true });
+    const resumed = await connectWith(server.url + query, ana);
+    expect(resumed.welcome).toMatchObject({ session: live.welcome.session, resumed: true });
+    expect((await within(live.client.closed, 'the superseded connection to close')).code).toBe(4001);
+  });
+
+  it('admits one of two resumes of the same live session sent together and refuses the other with 503', async () => {
+    const { server } = await startServer({ sessionGrace: 5000, limits: { maxConnections: 1 } });
+    const live = await connectWith(server.url, null);
+    const url = server.url + resumeQuery(live.welcome);
+    const statuses = await Promise.all([upgradeStatus(url), upgradeStatus(url)]);
+    expect(statuses.sort()).toEqual([101, 503]);
+  });
+});
