@@ -1,20 +1,24 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { LockClient } from '../src/node.js';
+import { createWsTransport, LockClient, type TransportFactory } from '../src/node.js';
 import { LockController, type LockHookState } from '../src/react/lock-controller.js';
+import { SharedLocks } from '../src/react/shared-lock.js';
 import { defaultResponse, startFakeServer, type FakeServer } from './fake-server.js';
-import { within } from './fixtures.js';
+import { startHarness, within, type Harness } from './fixtures.js';
 
 let fake: FakeServer | undefined;
+let h: Harness | undefined;
 const clients: LockClient[] = [];
 afterEach(async () => {
   await Promise.all(clients.splice(0).map((client) => client.close()));
   await fake?.close();
+  await h?.close();
   fake = undefined;
+  h = undefined;
 });
 
-/** Resolves with the controller's state once it is `status` (bounded). */
+/** Resolves with the state of `controller` (or a `useLock` handle of it) once it is `status` (bounded). */
 function stateIs<S extends LockHookState['status']>(
-  controller: LockController,
+  controller: Pick<LockController, 'subscribe' | 'getSnapshot'>,
   status: S,
 ): Promise<Extract<LockHookState, { status: S }>> {
   const matches = (state: LockHookState): state is Extract<LockHookState, { status: S }> => state.status === status;
@@ -55,5 +59,142 @@ describe('useLock (LockController) when the lock is lost in the same read as its
     expect(lost.reason).toBe('stolen');
     expect(lost.error.code).toBe('stolen');
     expect(seen).toEqual(['waiting', 'lost']);
+  });
+});
+
+/** A ws transport that tells the test of each reply to a `release`, before the client reads it. */
+function releaseReplyTransport(): {
+  transport: TransportFactory;
+  refused: () => Promise<void>;
+  accepted: () => Promise<void>;
+} {
+  const inner = createWsTransport();
+  const releases = new Set<unknown>();
+  const refusals: (() => void)[] = [];
+  const acceptances: (() => void)[] = [];
+  const transport: TransportFactory = (url, handlers) => {
+    const socket = inner(url, {
+      ...handlers,
+      message(text) {
+        const frame = text === null ? undefined : (JSON.parse(text) as Record<string, unknown>);
+        const release = frame?.type === 'reply' && releases.has(frame.id);
+        if (release && frame.ok === false) for (const resolve of refusals.splice(0)) resolve();
+        if (release && frame.ok === true) for (const resolve of acceptances.splice(0)) resolve();
+        handlers.message(text);
+      },
+    });
+    return {
+      send(text) {
+        const frame = JSON.parse(text) as Record<string, unknown>;
+        if (frame.op === 'release') releases.add(frame.id);
+        socket.send(text);
+      },
+      close: (code, reason) => socket.close(code, reason),
+    };
+  };
+  const next = (list: (() => void)[], what: string) =>
+    within(new Promise<void>((resolve) => list.push(resolve)), 2000, what);
+  return {
+    transport,
+    refused: () => next(refusals, 'a release the server refused'),
+    accepted: () => next(acceptances, 'a release the server accepted'),
+  };
+}
+
+describe('useLock (LockController) when the server refuses the release', () => {
+  /** Carol, whose transport shows her release replies, and dave to look; one frame per session, then one per ms. */
+  async function rateLimited() {
+    h = await startHarness({ limits: { rateLimit: 1000, rateBurst: 1 } });
+    const replies = releaseReplyTransport();
+    const carol = await LockClient.connect(h.server.url, { transport: replies.transport });
+    clients.push(carol);
+    const dave = await h.connect();
+    return { harness: h, carol, dave, ...replies };
+  }
+
+  it('release() asks again until the server accepts it, so the lock does not stay held for the session', async () => {
+    const { harness, carol, dave, refused, accepted } = await rateLimited();
+    const controller = new LockController(carol, 'react:1', () => ({ trackPosition: false }));
+    controller.acquire();
+    await stateIs(controller, 'held');
+    // The acquire took carol's only frame: the release is refused (rate_limited).
+    const wasRefused = refused();
+    let settled = false;
+    const releasing = controller.release().then(() => (settled = true));
+    expect(controller.getSnapshot().status).toBe('idle');
+    await wasRefused;
+    expect((await dave.status('react:1')).holders.map((holder) => holder.session)).toEqual([carol.session]);
+    expect(settled).toBe(false);
+    const wasAccepted = accepted();
+    harness.clock.advance(1000);
+    await wasAccepted;
+    await within(releasing, 2000, 'release() to resolve');
+    expect((await dave.status('react:1')).locked).toBe(false);
+  });
+
+  it('a grant whose caller was released before it heard of it is handed back, and asked again while the server refuses', async () => {
+    const { harness, carol, dave, refused, accepted } = await rateLimited();
+    const controller = new LockController(carol, 'react:2', () => ({ trackPosition: false }));
+    // release() runs once the client granted the acquire, before the controller heard of the grant.
+    const acquire = carol.acquire.bind(carol);
+    carol.acquire = async (key, options) => {
+      const lease = await acquire(key, options);
+      void controller.release();
+      return lease;
+    };
+    const wasRefused = refused();
+    controller.acquire();
+    await wasRefused;
+    expect(controller.getSnapshot().status).toBe('idle');
+    expect((await dave.status('react:2')).holders.map((holder) => holder.session)).toEqual([carol.session]);
+    const wasAccepted = accepted();
+    harness.clock.advance(1000);
+    await wasAccepted;
+    expect((await dave.status('react:2')).locked).toBe(false);
+    expect(controller.getSnapshot().status).toBe('idle');
+  });
+
+  it('acquiring again while the refused release is asked again waits for it, and gets a hold of its own', async () => {
+    const { harness, carol, dave, refused, accepted } = await rateLimited();
+    const controller = new LockController(carol, 'react:3', () => ({ trackPosition: false }));
+    controller.acquire();
+    const first = await stateIs(controller, 'held');
+    const wasRefused = refused();
+    void controller.release();
+    await wasRefused;
+    controller.acquire();
+    expect(controller.getSnapshot().status).toBe('waiting');
+    const wasAccepted = accepted();
+    harness.clock.advance(1000);
+    await wasAccepted;
+    // The acquire goes out once the release was accepted: one more frame of budget.
+    harness.clock.advance(1000);
+    const second = await stateIs(controller, 'held');
+    expect(second.token).toBeGreaterThan(first.token);
+    const holders = (await dave.status('react:3')).holders;
+    expect(holders.map((holder) => [holder.session, holder.token])).toEqual([[carol.session, second.token]]);
+  });
+
+  it('a component mounted while the refused release of the last unmounted one is asked again gets a hold of its own', async () => {
+    const { harness, carol, dave, refused, accepted } = await rateLimited();
+    const shared = new SharedLocks(carol);
+    const request = () => ({ trackPosition: false });
+    const unmounted = shared.handle('react:4', request);
+    unmounted.acquire();
+    const first = await stateIs(unmounted, 'held');
+    const wasRefused = refused();
+    void unmounted.release();
+    await wasRefused;
+    const mounted = shared.handle('react:4', request);
+    mounted.acquire();
+    expect(mounted.getSnapshot().status).toBe('waiting');
+    const wasAccepted = accepted();
+    harness.clock.advance(1000);
+    await wasAccepted;
+    harness.clock.advance(1000);
+    const second = await stateIs(mounted, 'held');
+    expect(second.token).toBeGreaterThan(first.token);
+    const holders = (await dave.status('react:4')).holders;
+    expect(holders.map((holder) => [holder.session, holder.token])).toEqual([[carol.session, second.token]]);
   });
 });

@@ -1,4 +1,5 @@
 import { LeaseLostReason, LockError } from '../errors.js';
+import { releaseHoldUntilGone } from '../hold-release.js';
 import type { Lease } from '../lease.js';
 import type { LockClient } from '../lock-client.js';
 import type { AcquireOptions } from '../options.js';
@@ -36,9 +37,10 @@ const IDLE: LockHookState = { status: 'idle', timedOut: false };
  * `useSyncExternalStore`. Framework-free, so it is tested without React.
  *
  * Each acquire starts only after the previous attempt has settled (its
- * cancel or release sent), because the server refuses a second request for
- * a key the session is still queued for - which a remount (React's strict
- * mode mounts twice) would otherwise cause.
+ * request given up, its hold gone), because the server refuses a second
+ * request for a key the session is still queued for - which a remount
+ * (React's strict mode mounts twice) would otherwise cause - and answers an
+ * acquire of a key the session still holds with that hold.
  */
 export class LockController {
   #state: LockHookState = IDLE;
@@ -76,7 +78,14 @@ export class LockController {
 
   /**
    * Cancels a waiting request or releases the held lock; the state turns
-   * `idle`. Resolves once the server has it. Idempotent.
+   * `idle` at once. Nobody is left to see a refused release
+   * (`rate_limited`, `store_unavailable`, ...), so it is sent again with
+   * backoff until the server accepts it or the lock is lost (see
+   * `releaseHold`): the lock never stays held for the rest of the session.
+   * Resolves once the hold is gone (a cancel: once the request is given
+   * up); the next `acquire()` waits for that too, since an acquire sent
+   * while the session still holds the key would be answered with that very
+   * hold. Never rejects. Idempotent.
    */
   readonly release = (): Promise<void> => {
     this.#generation++;
@@ -85,7 +94,7 @@ export class LockController {
     const lease = this.#lease;
     this.#lease = undefined;
     if (this.#state !== IDLE) this.#set(IDLE);
-    const released = lease ? lease.release().catch(() => undefined) : undefined;
+    const released = lease ? releaseHoldUntilGone(lease, this.client.limits) : undefined;
     this.#settled = Promise.all([this.#settled, released]).then(() => undefined);
     return this.#settled;
   };
@@ -106,8 +115,8 @@ export class LockController {
         },
       });
       if (generation !== this.#generation) {
-        // Released while the grant was on its way: hand it back.
-        await lease?.release().catch(() => undefined);
+        // Released while the grant was on its way: hand it back (asked again while refused).
+        if (lease) await releaseHoldUntilGone(lease, this.client.limits);
         return;
       }
       if (!lease) {
