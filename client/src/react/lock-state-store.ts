@@ -101,6 +101,11 @@ export class LockStateStore {
           void watch.close().catch(() => undefined);
           return;
         }
+        // Ended before it got here (the client closed in the same read as the reply): its signal fires no more.
+        if (watch.signal.aborted) {
+          this.#set({ status: 'error', error: watch.signal.reason });
+          return;
+        }
         this.#watch = watch;
         const lock = watch.snapshot.locks.find((entry) => entry.key === this.key);
         this.#set(fromStatus(this.key, lock, null));
