@@ -15,8 +15,10 @@
 //   - with --floor: the store API loop, the bare loop, and between them the
 //     least a pushed lock with fencing tokens does (SET NX PX and INCR of a
 //     token in one script; compare, DEL and PUBLISH to a channel a client
-//     listens on in the other), in alternating slices on one pinned
-//     redis-server, as ratios to the bare loop.
+//     listens on in the other) and the store's own acquire and release
+//     scripts called from a bare loop (what the scripts cost without the
+//     store's bookkeeping in this process), in alternating slices on one
+//     pinned redis-server, as ratios to the bare loop.
 // Needs the built dist (`npx tsc -b`) and redis-server on PATH.
 // Usage: node bench/redis-store.mjs [seconds per throughput run, default 3]
 //        node bench/redis-store.mjs --api [seconds, default 10]
@@ -281,15 +283,45 @@ async function floorComparison() {
       }
       return done;
     };
+    // The store's own acquire and release scripts, called as the store calls them (same keys and
+    // arguments, its node's liveness key present) but from a loop that does nothing else: what the
+    // scripts cost, apart from the store's bookkeeping in this process.
+    const { scripts, scriptLibrary } = await import('../server/dist/redis/scripts.js');
+    const { keyNames } = await import('../server/dist/redis/key-codec.js');
+    const names = keyNames('floorscripts');
+    await client.sendCommand(['FUNCTION', 'LOAD', 'REPLACE', scriptLibrary.source]);
+    await client.set(names.node('node'), '1');
+    let call = 0;
+    const scriptsLoop = async (i, until) => {
+      const key = `k${i}`;
+      const keys = names.lockKeys(key);
+      let done = 0;
+      while (performance.now() < until) {
+        const now = String(Date.now());
+        const head = ['node', String(++call), now, key, names.channelPrefix()];
+        const granted = String(await client.sendCommand(['FCALL', scripts.acquire.fn, '6', ...keys, names.node('node'), ...head, `s${i}`, String(call), 'exclusive', '', '', '0', '', '0', '1000']));
+        if (!granted.includes('"st":"granted"')) throw new Error(`scripts loop: acquire was ${granted}`);
+        await client.sendCommand(['FCALL', scripts.release.fn, '5', ...keys, 'node', String(++call), now, key, names.channelPrefix(), `s${i}`]);
+        done += 2;
+      }
+      return done;
+    };
     const bare = await openBareLoad(pinnedRedis.url, { concurrency: CONCURRENCY });
     const store = await startStore({ kind: 'redis', url: pinnedRedis.url, namespace: 'floor' });
     const api = openStoreLoad(store, { concurrency: CONCURRENCY });
     const rounds = [];
+    const ratio = (x, of) => Number((x / of).toFixed(2));
     for (let round = 0; round < 3; round++) {
       const bareRate = await bare.measure(SECONDS);
       const floorRate = await ratePerSecond(CONCURRENCY, SECONDS, floorLoop);
+      const scriptsRate = await ratePerSecond(CONCURRENCY, SECONDS, scriptsLoop);
       const storeRate = await api.measure(SECONDS);
-      rounds.push({ bare: Math.round(bareRate), floorOverBare: Number((floorRate / bareRate).toFixed(2)), storeOverBare: Number((storeRate / bareRate).toFixed(2)) });
+      rounds.push({
+        bare: Math.round(bareRate),
+        floorOverBare: ratio(floorRate, bareRate),
+        storeScriptsOverBare: ratio(scriptsRate, bareRate),
+        storeOverBare: ratio(storeRate, bareRate),
+      });
     }
     await store.close();
     await bare.close();
