@@ -71,6 +71,20 @@ function redisCredentialsProblem(text: string): string | null {
 /** What a namespace may be: `NAMESPACE_PATTERN`, which `createRedisStore` checks, said in words. */
 const NAMESPACE_ERROR = 'expected 1 to 64 of the letters A-Z and a-z, the digits, _, . and -';
 
+/** pino's level names, least severe first; `silent` writes nothing. */
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/**
+ * pino's name of a log level given in any case: platforms often set
+ * `LOG_LEVEL=INFO` or `WARN` for every service, and many log setups call
+ * warn `warning`. Other values are left to the schema.
+ */
+function logLevelName(value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  const name = value.toLowerCase();
+  return name === 'warning' ? 'warn' : name;
+}
+
 /** The entries of a comma-separated setting, trimmed, empty ones dropped. */
 export function entries(text: string): string[] {
   return text.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
@@ -327,11 +341,12 @@ export const configOptions = {
     flag: 'log-level',
     env: 'LOCKWIRE_LOG_LEVEL',
     arg: 'LEVEL',
-    help: 'least severe log level written to stderr: trace, debug, info, warn, error, fatal, silent',
+    help: 'least severe log level written to stderr: trace, debug, info, warn, error, fatal, silent (any case; warning for warn)',
     default: 'info',
-    schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], {
-      error: 'expected one of: trace, debug, info, warn, error, fatal, silent',
-    }),
+    schema: z.preprocess(
+      logLevelName,
+      z.enum(LOG_LEVELS, { error: `expected one of: ${LOG_LEVELS.join(', ')} (in any case; warning for warn)` }),
+    ),
     /** The variable most log setups already set, read when LOCKWIRE_LOG_LEVEL is not. */
     envAlias: 'LOG_LEVEL',
   },

@@ -6,6 +6,7 @@ import { exportJWK, generateKeyPair } from 'jose';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startLockwireProcess } from '../../test/helpers/lockwire-process.js';
 import { inProcessServes } from '../../test/helpers/serve-in-process.js';
+import { configFileLayer } from '../src/config-file.js';
 import { defaultsLayer, envLayer, flagLayer, resolveConfig } from '../src/config.js';
 import { upgradeStatus } from './auth-harness.js';
 import { within } from './server-harness.js';
@@ -52,6 +53,45 @@ describe('empty settings', () => {
     expect(started.stderr).toBe('');
     expect(started.url).not.toBeNull();
     expect(await upgradeStatus(started.url ?? '')).toBe(401);
+  });
+});
+
+describe('the log level', () => {
+  it('takes a level name in any case from every source, and warning for warn, as pino\'s lower-case name', () => {
+    const level = (...layers: Parameters<typeof resolveConfig>[0]) => resolveConfig([defaultsLayer(), ...layers]).logLevel;
+    expect(level(flagLayer({ 'log-level': 'DEBUG' }))).toBe('debug');
+    expect(level(envLayer({ LOCKWIRE_LOG_LEVEL: 'Error' }))).toBe('error');
+    expect(level(envLayer({ LOG_LEVEL: 'WARN' }))).toBe('warn');
+    expect(level(envLayer({ LOG_LEVEL: 'INFO' }))).toBe('info');
+    expect(level(configFileLayer('lockwire.json', JSON.stringify({ logLevel: 'Fatal' })))).toBe('fatal');
+    expect(level(envLayer({ LOG_LEVEL: 'WARNING' }))).toBe('warn');
+    expect(level(flagLayer({ 'log-level': 'warning' }))).toBe('warn');
+    expect(level(envLayer({ LOG_LEVEL: 'SILENT' }))).toBe('silent');
+  });
+
+  it('starts with LOG_LEVEL=WARN, the upper case platforms set it in', async () => {
+    const started = await serves.run([], { LOCKWIRE_LOG_LEVEL: '', LOG_LEVEL: 'WARN' });
+    expect(started.exit).toBeNull();
+    expect(started.url).not.toBeNull();
+  });
+
+  it('exits 2 naming the source for a level name it does not know, in any case', async () => {
+    const byEnv = await serves.run([], { LOCKWIRE_LOG_LEVEL: '', LOG_LEVEL: 'LOUD' });
+    expect(byEnv.exit).toBe(2);
+    expect(problem(byEnv.stderr)).toBe(
+      'lockwire: LOG_LEVEL "LOUD": expected one of: trace, debug, info, warn, error, fatal, silent (in any case; warning for warn)',
+    );
+    const byFlag = await serves.run(['--log-level', 'Verbose']);
+    expect(byFlag.exit).toBe(2);
+    expect(problem(byFlag.stderr)).toMatch(/^lockwire: --log-level "Verbose": expected one of/);
+    const settings = writeFile('log-level.json', { logLevel: 'Chatty' });
+    const byFile = await serves.run(['--config', settings], { LOCKWIRE_LOG_LEVEL: '' });
+    expect(byFile.exit).toBe(2);
+    expect(problem(byFile.stderr)).toMatch(new RegExp(`^lockwire: ${settings}: logLevel "Chatty": expected one of`));
+    const notText = writeFile('log-level-number.json', { logLevel: 30 });
+    const byNumber = await serves.run(['--config', notText], { LOCKWIRE_LOG_LEVEL: '' });
+    expect(byNumber.exit).toBe(2);
+    expect(problem(byNumber.stderr)).toMatch(new RegExp(`^lockwire: ${notText}: logLevel "30": expected one of`));
   });
 });
 
