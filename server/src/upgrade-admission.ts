@@ -196,9 +196,12 @@ export function createUpgradeAdmission(
     try {
       const admission = await authenticator.admit(req);
       if (!admission.ok) return refuse(req, socket, admission.status, admission.reason);
-      // A peer gone during the token's check must not supersede the live
-      // connection of the session it names.
+      // A peer gone during the token's check must not take over the live
+      // connection of the session it names, nor may a resume refused
+      // because the drain began meanwhile: open sessions go on being
+      // served through the drain delay.
       if (socket.destroyed) return;
+      if (isClosing()) return refuse(req, socket, 503, 'shutting down');
       resumption = await grace.resume(url, admission.permissions.user, options.liveSession);
       if (socket.destroyed) return;
       if (isClosing()) return refuse(req, socket, 503, 'shutting down');

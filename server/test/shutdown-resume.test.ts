@@ -1,17 +1,24 @@
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { LockServer } from '../src/server.js';
+import { createManualClock, type Clock } from '../src/clock.js';
+import { createMemoryStore } from '../src/memory-store.js';
+import { createLockServer, type LockServer } from '../src/server.js';
+import { SECRET, token } from './auth-harness.js';
 import { sessionInGrace } from './resume-harness.js';
-import { within, type Frame } from './server-harness.js';
+import { RawClient, within, type Frame } from './server-harness.js';
 
 const servers: LockServer[] = [];
 const sockets: WebSocket[] = [];
 /** Opens the store gates a failed test left shut, so its resume and server can end. */
 const gates: Array<() => void> = [];
+/** Runs out the drain delay of a server a failed test left draining, so its close() ends. */
+const drains: Array<() => void> = [];
 afterEach(async () => {
   for (const open of gates.splice(0)) open();
   for (const ws of sockets.splice(0)) ws.terminate();
-  await Promise.all(servers.splice(0).map((server) => server.close()));
+  const closing = Promise.all(servers.splice(0).map((server) => server.close()));
+  for (const drain of drains.splice(0)) drain();
+  await closing;
 });
 
 /** Lets every pending callback of the event loop run a few times over, so an unawaited step gets its chance. */
@@ -19,9 +26,30 @@ async function turns(count = 20): Promise<void> {
   for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
+/**
+ * A manual clock whose next read runs `onNextRead` first: a resume's token
+ * check reads the clock, so a hook set before the resume runs while its
+ * credentials are being checked.
+ */
+function hookedClock() {
+  const manual = createManualClock(Date.now());
+  let hook: (() => void) | null = null;
+  const clock: Clock = {
+    now: () => {
+      const run = hook;
+      hook = null;
+      run?.();
+      return manual.now();
+    },
+    setTimeout: (fn, ms) => manual.setTimeout(fn, ms),
+    clearTimeout: (handle) => manual.clearTimeout(handle),
+  };
+  return { manual, clock, onNextRead: (run: () => void) => void (hook = run) };
+}
+
 /** Opens a resume of the session in grace; `status` is its upgrade's HTTP status when refused. */
-function resume(url: string) {
-  const ws = new WebSocket(url);
+function resume(url: string, options: WebSocket.ClientOptions = {}) {
+  const ws = new WebSocket(url, options);
   sockets.push(ws);
   ws.on('error', () => undefined);
   const refused = new Promise<number>((resolve) => ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
@@ -66,5 +94,45 @@ describe('shutdown and a resume in flight', () => {
     expect(frames[0]).toMatchObject({ type: 'welcome', session, resumed: true, held: [expect.objectContaining({ key: 'k' })] });
     await turns();
     expect(order).toEqual([`closeSession ${session}`, 'close']);
+  });
+
+  it('leaves a live session served, its lock held, when its resume is refused 503 because the drain began while its credentials were checked', async () => {
+    const { manual, clock, onNextRead } = hookedClock();
+    drains.push(() => manual.advance(120_000));
+    const server = await createLockServer({
+      port: 0,
+      heartbeatInterval: 0,
+      clock,
+      store: createMemoryStore({ clock }),
+      sessionGrace: 60_000,
+      drainDelay: 60_000,
+      auth: { secret: SECRET },
+    });
+    servers.push(server);
+    const bearer = async (sub: string) => ({ headers: { authorization: `Bearer ${await token({ sub, locks: ['*'], watch: ['*'] })}` } });
+    const ana = await bearer('ana');
+    const holder = await RawClient.connect(server.url, ana);
+    const waiter = await RawClient.connect(server.url, await bearer('bo'));
+    sockets.push(holder.client.ws, waiter.client.ws);
+    expect(await holder.client.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
+    waiter.client.send({ op: 'acquire', id: 1, key: 'k' });
+    await waiter.client.next((f) => f.type === 'queued', 'queued');
+
+    // The holder's client takes its connection for dead and resumes it; the drain begins while the resume's token is checked.
+    let closed: Promise<void> | null = null;
+    onNextRead(() => (closed = server.close()));
+    const query = `?session=${encodeURIComponent(String(holder.welcome.session))}&resume=${encodeURIComponent(String(holder.welcome.resume))}`;
+    const resumed = resume(server.url + query, ana);
+    expect(await within(resumed.refused, 'the refusal of the resume')).toBe(503);
+    expect(closed).not.toBeNull();
+
+    // During the drain delay the holder is served as before: not closed 4001, its lock not released to the waiter.
+    expect(await holder.client.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
+    const status = await waiter.client.request({ op: 'status', id: 2, key: 'k' });
+    expect(status.holders).toEqual([expect.objectContaining({ session: holder.welcome.session })]);
+    expect(waiter.client.inbox.filter((f) => f.id === 1)).toEqual([]);
+    manual.advance(60_000);
+    expect((await within(holder.client.closed, 'the holder to be closed by the shutdown')).code).toBe(1001);
+    await within(closed ?? Promise.resolve(), 'close()');
   });
 });
