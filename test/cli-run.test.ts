@@ -301,6 +301,32 @@ describe('lockwire run: signals', () => {
   });
 });
 
+describe('lockwire run --hold', () => {
+  it('refuses --hold 0, and a hold that rounds to 0 ms, with exit 2 without running the command: the lock would expire as it is granted', async () => {
+    const live = await createLockServer({ port: 0 });
+    server = live;
+    const holds = ['0', '0s', '0.4', '0.0001s'];
+    const runs = holds.map((hold) =>
+      lockwire(['run', '--key', 'zero-hold', '--hold', hold, '--url', live.url, '--', NODE, '-e', "console.log('ran')"]),
+    );
+    for (const [index, refused] of runs.entries()) {
+      const hold = holds[index] ?? '';
+      expect((await refused.waitForExit()).code).toBe(2);
+      expect(refused.text()).toBe('');
+      expect(refused.lines.stderr[0]).toBe(
+        `lockwire run: --hold ${JSON.stringify(hold)}: expected a duration above 0, e.g. 30s, 10m; leave --hold out for a lock that does not expire`,
+      );
+    }
+  });
+
+  it('runs the command under a hold above 0', async () => {
+    server = await createLockServer({ port: 0 });
+    const run = lockwire(['run', '--key', 'short-hold', '--hold', '1m', '--url', server.url, '--', NODE, '-e', "console.log('ran')"]);
+    expect((await run.waitForExit()).code).toBe(0);
+    expect(run.text()).toBe('ran');
+  });
+});
+
 describe('lockwire run: lock meta', () => {
   it("publishes only the host, the tool's pid and the command's name, and the --meta fields when given", async () => {
     server = await createLockServer({ port: 0 });

@@ -97,7 +97,8 @@ Options:
   --key KEY              the lock to hold (required)
   --wait DURATION        give up after waiting this long, connecting included
                          (default: wait forever)
-  --hold DURATION        the lock expires this long after the grant (default: never)
+  --hold DURATION        the lock expires this long after the grant; above 0
+                         (default: never)
   --shared               take a shared lock instead of an exclusive one
   --kill-grace DURATION  time between SIGTERM and SIGKILL on loss (default 5s)
   --heartbeat DURATION   ping interval and deadline while waiting for the lock
@@ -195,6 +196,10 @@ function plan(args: string[]): RunPlan | 'help' | string {
     const ms = parseDuration(text);
     if (ms === null) return `--${name} ${JSON.stringify(text)}: expected milliseconds or e.g. 30s, 10m, 1h`;
     durations[name] = ms;
+  }
+  // The protocol takes a hold of 0 ms: a lock that has expired when it is granted, so the command would be stopped at once.
+  if (durations.hold === 0) {
+    return `--hold ${JSON.stringify(values.hold)}: expected a duration above 0, e.g. 30s, 10m; leave --hold out for a lock that does not expire`;
   }
   const meta = metaFor(program, values.meta);
   if (typeof meta === 'string') return meta;
