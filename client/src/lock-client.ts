@@ -36,10 +36,11 @@ export class LockClient extends PrefectFace {
   readonly #unwatches = new RefusalRetries(() => this.limits);
   /**
    * Holds this client lets go of in the background, by key: released by
-   * `withLock` or a Web Lock whose callbacks are done, until the release is
-   * accepted (also after refusals) or the lease lost; and acquires given up
-   * (aborted while queued) before the server answered them, until it did
-   * and the hold of a grant that came anyway is gone. A new acquire of the
+   * `withLock`, a Web Lock whose callbacks are done or `useLock`
+   * (`releaseUntilGone`), until the release is accepted (also after
+   * refusals) or the lease lost; and acquires given up (aborted while
+   * queued) before the server answered them, until it did and the hold of
+   * a grant that came anyway is gone. A new acquire of the
    * key waits for them (see `AcquireCalls.send`).
    */
   readonly #releases = new HoldReleases(() => this.limits);
@@ -143,17 +144,18 @@ export class LockClient extends PrefectFace {
    * nothing changed).
    *
    * While this client lets go of a hold of the key in the background (a
-   * release of `withLock` or of a Web Lock that the server refused and the
-   * client asks again, or the late grant of an aborted acquire, see
-   * `signal`), the acquire is sent only once that hold is gone: its release
-   * accepted or the lock lost. Sent before, the server would answer it with
-   * that very hold, which the release asked again then drops. The wait
-   * counts against `acquireTimeout`: with `0` (try once) the acquire
-   * resolves `null` at once, sending nothing (the session holds the key
-   * meanwhile); with a finite one it resolves `null` when that time runs
-   * out first, and is otherwise sent with the time left. A drop or close
-   * of the connection meanwhile rejects it as a pending acquire
-   * (`connection_lost`, `connection_closed`); `signal` aborts the wait.
+   * release of `withLock`, of a Web Lock or of `useLock` that the server
+   * refused and the client asks again, or the late grant of an aborted
+   * acquire, see `signal`), the acquire is sent only once that hold is
+   * gone: its release accepted or the lock lost. Sent before, the server
+   * would answer it with that very hold, which the release asked again
+   * then drops. The wait counts against `acquireTimeout`: with `0` (try
+   * once) the acquire resolves `null` at once, sending nothing (the
+   * session holds the key meanwhile); with a finite one it resolves `null`
+   * when that time runs out first, and is otherwise sent with the time
+   * left. A drop or close of the connection meanwhile rejects it as a
+   * pending acquire (`connection_lost`, `connection_closed`); `signal`
+   * aborts the wait.
    *
    * `signal`: already aborted - rejects with its reason, sending nothing;
    * aborted while waiting - sends `cancel` and rejects with its reason at
@@ -291,6 +293,23 @@ export class LockClient extends PrefectFace {
   /** Closes the client (for `await using`). */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /**
+   * @internal Used by the React hooks (`useLock`), which let go of a lease
+   * that nobody waits on any more. Releases `lease` (one this client
+   * granted) as `withLock` does: a release the server refuses
+   * (`rate_limited`, `store_unavailable`, ...) is sent again with backoff
+   * until it is accepted or the lock is lost, and until then a new acquire
+   * of the key on this client (`acquire`, `withLock`, `acquireLock`, a Web
+   * Lock request) waits for it, so it gets a hold of its own rather than
+   * the one being released. The key is recorded before this returns.
+   * Resolves once the hold is gone: the release accepted (also after
+   * refusals), or the lease lost (its connection gone included); at once
+   * for a lease no longer held. Never rejects.
+   */
+  releaseUntilGone(lease: Lease): Promise<void> {
+    return new Promise<void>((gone) => void this.#releases.release(lease, gone));
   }
 
   // ---- leases ----

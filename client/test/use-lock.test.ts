@@ -101,19 +101,20 @@ function releaseReplyTransport(): {
   };
 }
 
+/** Carol, whose transport shows her release replies, and dave to look; one frame per session, then one per ms. */
+async function rateLimitedPair() {
+  h = await startHarness({ limits: { rateLimit: 1000, rateBurst: 1 } });
+  const replies = releaseReplyTransport();
+  const carol = await LockClient.connect(h.server.url, { transport: replies.transport });
+  clients.push(carol);
+  const dave = await h.connect();
+  return { harness: h, carol, dave, ...replies };
+}
+
 describe('useLock (LockController) when the server refuses the release', () => {
-  /** Carol, whose transport shows her release replies, and dave to look; one frame per session, then one per ms. */
-  async function rateLimited() {
-    h = await startHarness({ limits: { rateLimit: 1000, rateBurst: 1 } });
-    const replies = releaseReplyTransport();
-    const carol = await LockClient.connect(h.server.url, { transport: replies.transport });
-    clients.push(carol);
-    const dave = await h.connect();
-    return { harness: h, carol, dave, ...replies };
-  }
 
   it('release() asks again until the server accepts it, so the lock does not stay held for the session', async () => {
-    const { harness, carol, dave, refused, accepted } = await rateLimited();
+    const { harness, carol, dave, refused, accepted } = await rateLimitedPair();
     const controller = new LockController(carol, 'react:1', () => ({ trackPosition: false }));
     controller.acquire();
     await stateIs(controller, 'held');
@@ -133,7 +134,7 @@ describe('useLock (LockController) when the server refuses the release', () => {
   });
 
   it('a grant whose caller was released before it heard of it is handed back, and asked again while the server refuses', async () => {
-    const { harness, carol, dave, refused, accepted } = await rateLimited();
+    const { harness, carol, dave, refused, accepted } = await rateLimitedPair();
     const controller = new LockController(carol, 'react:2', () => ({ trackPosition: false }));
     // release() runs once the client granted the acquire, before the controller heard of the grant.
     const acquire = carol.acquire.bind(carol);
@@ -155,7 +156,7 @@ describe('useLock (LockController) when the server refuses the release', () => {
   });
 
   it('acquiring again while the refused release is asked again waits for it, and gets a hold of its own', async () => {
-    const { harness, carol, dave, refused, accepted } = await rateLimited();
+    const { harness, carol, dave, refused, accepted } = await rateLimitedPair();
     const controller = new LockController(carol, 'react:3', () => ({ trackPosition: false }));
     controller.acquire();
     const first = await stateIs(controller, 'held');
@@ -176,7 +177,7 @@ describe('useLock (LockController) when the server refuses the release', () => {
   });
 
   it('a component mounted while the refused release of the last unmounted one is asked again gets a hold of its own', async () => {
-    const { harness, carol, dave, refused, accepted } = await rateLimited();
+    const { harness, carol, dave, refused, accepted } = await rateLimitedPair();
     const shared = new SharedLocks(carol);
     const request = () => ({ trackPosition: false });
     const unmounted = shared.handle('react:4', request);
@@ -196,5 +197,102 @@ describe('useLock (LockController) when the server refuses the release', () => {
     expect(second.token).toBeGreaterThan(first.token);
     const holders = (await dave.status('react:4')).holders;
     expect(holders.map((holder) => [holder.session, holder.token])).toEqual([[carol.session, second.token]]);
+  });
+});
+
+describe('useLock (LockController) when the server refuses the release, and the client acquires the key otherwise', () => {
+  /** Carol holds `key` through a controller whose release the server just refused; resolves with that first hold. */
+  async function releaseRefused(key: string) {
+    const setup = await rateLimitedPair();
+    const controller = new LockController(setup.carol, key, () => ({ trackPosition: false }));
+    controller.acquire();
+    const first = await stateIs(controller, 'held');
+    const wasRefused = setup.refused();
+    void controller.release();
+    await wasRefused;
+    // One frame of budget: sent now, an acquire of the key would get it ahead of the release asked again.
+    setup.harness.clock.advance(1000);
+    return { ...setup, first };
+  }
+
+  /**
+   * Lets the release asked again be accepted, then gives the acquire that
+   * waited for it its frame. An acquire sent at once takes the frame first
+   * (`granted` settles, answered with the hold being released): the release
+   * is then accepted with the next frame.
+   */
+  async function acceptRetryThenAcquire(
+    setup: { harness: Harness; accepted: () => Promise<void> },
+    granted: Promise<unknown>,
+  ) {
+    const wasAccepted = setup.accepted();
+    await within(Promise.race([wasAccepted, granted]), 2000, 'the release accepted or the acquire answered');
+    setup.harness.clock.advance(1000);
+    await wasAccepted;
+    setup.harness.clock.advance(1000);
+  }
+
+  it('an acquire() of the key waits until the release is accepted and gets a new grant, never the hold being released', async () => {
+    const setup = await releaseRefused('react:5');
+    const { carol, dave, first } = setup;
+    const second = carol.acquire('react:5');
+    await acceptRetryThenAcquire(setup, second);
+    const lease = await within(second, 2000, 'the acquire');
+    expect(lease).toMatchObject({ key: 'react:5', held: true });
+    expect(lease?.token).toBeGreaterThan(first.token);
+    expect(first.lease.held).toBe(false);
+    const holders = (await dave.status('react:5')).holders;
+    expect(holders.map((holder) => [holder.session, holder.token])).toEqual([[carol.session, lease?.token]]);
+  });
+
+  it('an acquire() of the key also waits for the hand-back of a grant that came after release()', async () => {
+    const setup = await rateLimitedPair();
+    const { carol, dave } = setup;
+    const controller = new LockController(carol, 'react:7', () => ({ trackPosition: false }));
+    // release() runs once the client granted the acquire, before the controller heard of the grant.
+    const acquire = carol.acquire.bind(carol);
+    let first: number | undefined;
+    carol.acquire = async (key, options) => {
+      const lease = await acquire(key, options);
+      first = lease?.token;
+      void controller.release();
+      return lease;
+    };
+    const wasRefused = setup.refused();
+    controller.acquire();
+    await wasRefused;
+    carol.acquire = acquire;
+    setup.harness.clock.advance(1000);
+    const second = carol.acquire('react:7');
+    await acceptRetryThenAcquire(setup, second);
+    const lease = await within(second, 2000, 'the acquire');
+    expect(lease).toMatchObject({ key: 'react:7', held: true });
+    expect(lease?.token).toBeGreaterThan(first ?? Infinity);
+    const holders = (await dave.status('react:7')).holders;
+    expect(holders.map((holder) => [holder.session, holder.token])).toEqual([[carol.session, lease?.token]]);
+  });
+
+  it('a Web Lock request of the key waits until the release is accepted and holds a new grant', async () => {
+    const setup = await releaseRefused('react:6');
+    const { carol, dave, first } = setup;
+    let granted: (token: number | undefined) => void = () => undefined;
+    const token = new Promise<number | undefined>((resolve) => {
+      granted = resolve;
+    });
+    let done: () => void = () => undefined;
+    const request = carol.locks.request('react:6', (lock) => {
+      granted(lock?.token);
+      return new Promise<void>((resolve) => {
+        done = resolve;
+      });
+    });
+    await acceptRetryThenAcquire(setup, token);
+    const held = await within(token, 2000, 'the Web Lock');
+    expect(held).toBeGreaterThan(first.token);
+    const holders = (await dave.status('react:6')).holders;
+    expect(holders.map((holder) => [holder.session, holder.token])).toEqual([[carol.session, held]]);
+    setup.harness.clock.advance(1000);
+    done();
+    await within(request, 2000, 'the Web Lock request');
   });
 });

@@ -1,5 +1,4 @@
 import { LeaseLostReason, LockError } from '../errors.js';
-import { releaseHoldUntilGone } from '../hold-release.js';
 import type { Lease } from '../lease.js';
 import type { LockClient } from '../lock-client.js';
 import type { AcquireOptions } from '../options.js';
@@ -81,11 +80,13 @@ export class LockController {
    * `idle` at once. Nobody is left to see a refused release
    * (`rate_limited`, `store_unavailable`, ...), so it is sent again with
    * backoff until the server accepts it or the lock is lost (see
-   * `releaseHold`): the lock never stays held for the rest of the session.
-   * Resolves once the hold is gone (a cancel: once the request is given
-   * up); the next `acquire()` waits for that too, since an acquire sent
-   * while the session still holds the key would be answered with that very
-   * hold. Never rejects. Idempotent.
+   * `LockClient.releaseUntilGone`): the lock never stays held for the rest
+   * of the session. Resolves once the hold is gone (a cancel: once the
+   * request is given up); the next `acquire()` waits for that too, and so
+   * does any other acquire of the key on the client (`acquire`, `withLock`,
+   * `acquireLock`, a Web Lock request), since an acquire sent while the
+   * session still holds the key would be answered with that very hold.
+   * Never rejects. Idempotent.
    */
   readonly release = (): Promise<void> => {
     this.#generation++;
@@ -94,7 +95,8 @@ export class LockController {
     const lease = this.#lease;
     this.#lease = undefined;
     if (this.#state !== IDLE) this.#set(IDLE);
-    const released = lease ? releaseHoldUntilGone(lease, this.client.limits) : undefined;
+    // Through the client, so that any acquire of the key on it (not only this controller's) waits for the release.
+    const released = lease ? this.client.releaseUntilGone(lease) : undefined;
     this.#settled = Promise.all([this.#settled, released]).then(() => undefined);
     return this.#settled;
   };
@@ -116,7 +118,7 @@ export class LockController {
       });
       if (generation !== this.#generation) {
         // Released while the grant was on its way: hand it back (asked again while refused).
-        if (lease) await releaseHoldUntilGone(lease, this.client.limits);
+        if (lease) await this.client.releaseUntilGone(lease);
         return;
       }
       if (!lease) {
