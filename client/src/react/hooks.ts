@@ -73,7 +73,17 @@ export interface UseLockOptions extends LockRequest {
 export type UseLockResult = LockHookState & {
   /** Starts acquiring (no-op while waiting or holding). */
   acquire(): void;
-  /** Cancels the request or releases the lock; the state turns `idle`. */
+  /**
+   * Cancels the request or releases the lock; the state turns `idle` at
+   * once. Resolves once the hold is gone: the release accepted or the lock
+   * lost (a waiting request: once it is given up). A release the server
+   * refuses (`rate_limited`, `store_unavailable`, ...) is sent again with
+   * backoff until it is accepted or the lock is lost, and this resolves
+   * only then; meanwhile the key's next acquire on the client (`useLock`,
+   * `acquire`, `withLock`, `acquireLock`, a Web Lock request) waits for it,
+   * so it gets a hold of its own. When other components on the client
+   * still use the key, resolves at once and the hold stays. Never rejects.
+   */
   release(): Promise<void>;
 };
 

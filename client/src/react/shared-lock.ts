@@ -97,8 +97,15 @@ export class LockHandle {
   };
 
   /**
-   * Leaves the request; the state turns `idle`. Resolves once the server has
-   * the cancel or release, or at once when another handle still wants it.
+   * Leaves the request; the state turns `idle` at once. The last handle
+   * out cancels the request or releases the hold, and this resolves once
+   * the hold is gone: the release accepted or the lock lost (a waiting
+   * request: once it is given up). A release the server refuses
+   * (`rate_limited`, `store_unavailable`, ...) is sent again with backoff
+   * until it is accepted or the lock is lost, and this resolves only then;
+   * meanwhile the key's next acquire on the client waits for it (see
+   * `LockController.release`). Resolves at once when another handle still
+   * wants the key (the hold stays). Never rejects.
    */
   readonly release = (): Promise<void> => {
     if (!this.#controller) return Promise.resolve();
