@@ -147,7 +147,7 @@ class RedisStore implements LockStore {
       watched: (key) => this.#hub.covers(key),
       reconcileSoon: () => this.#reconciler.reconcileSoon(),
     });
-    this.#fence = new ReadFence(steps);
+    this.#fence = new ReadFence({ steps, ctx, reconcileSoon: () => this.#reconciler.reconcileSoon() });
     this.#reconciler = new Reconciler(ctx, table, steps);
     this.#timeouts = new Timeouts(ctx, table, steps, this.#reconciler);
     this.#notes = new NoteSettler(ctx, table, () => this.#reconciler.reconcileSoon());
@@ -270,18 +270,27 @@ class RedisStore implements LockStore {
     return key === undefined ? call : this.#fence.track(key, call);
   }
 
-  /** Read after this node's writes in flight on the key (see `ReadFence`): a session sees its own requests. */
+  /**
+   * Read after this node's writes in flight on the key, so a session sees its own requests, and
+   * answered once this node heard every step of the key the read shows (see `ReadFence`).
+   */
   async status(key: string, viewer: SessionId | null): Promise<LockStatus> {
     const settling = this.#fence.key(key);
     if (settling) await settling;
-    return (await this.#reader.readStatus(key, viewer)).status;
+    const { status, version } = await this.#reader.readStatus(key, viewer);
+    const behind = this.#fence.heard([[key, version]]);
+    if (behind) await behind;
+    return status;
   }
 
-  /** Read after this node's writes in flight on keys under the prefix (see `ReadFence`). */
+  /** Read after this node's writes in flight under the prefix; answered once it heard the steps the list shows (see `ReadFence#listed`). */
   async list(prefix: string, limit: number, viewer: SessionId | null): Promise<ListResult> {
     const settling = this.#fence.prefix(prefix);
     if (settling) await settling;
-    return (await this.#reader.snapshot(prefix, limit, viewer)).result;
+    const taken = await this.#reader.snapshot(prefix, limit, viewer);
+    const behind = this.#fence.listed(taken, prefix, viewer === null ? undefined : this.#table.sessions.get(viewer));
+    if (behind) await behind;
+    return taken.result;
   }
 
   /** The snapshot is read after this node's writes in flight under the prefix when the watch came (see `ReadFence`). */
@@ -296,7 +305,8 @@ class RedisStore implements LockStore {
         return this.#reader.snapshot(prefix, limit, viewer);
       },
       (key, version) => this.#ctx.sequencer?.seed(encodeKey(key), version),
-      // Events travel on the pub/sub connection: those of steps before the snapshot's reads are heard behind a barrier.
+      // Events and notes travel on the pub/sub connection: those of steps before the snapshot's reads
+      // are heard behind a barrier, so the snapshot, unlike `list`, needs no `ReadFence#listed`.
       () => this.#barrier.sync((key) => key.startsWith(prefix)),
     );
   }
