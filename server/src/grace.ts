@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { HeldLock } from '@lockwire/protocol';
+import { CloseCode, type HeldLock } from '@lockwire/protocol';
 import type { Clock, TimerHandle } from './clock.js';
 import type { Logger } from './logger.js';
 import type { LockStore, LostLock, SessionId } from './store.js';
@@ -167,12 +167,20 @@ export async function heldLocks(store: LockStore, session: SessionId, keys: Iter
   return held.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
+/** Closes a connection with `code` and `reason`, cutting it if its peer does not complete the close handshake in time. */
+export type CloseConnection = (code: number, reason: string) => void;
+
 /** The live connection of a session, as a resume sees it. */
 export interface ResumableSession {
-  /** True when `secret` and `user` may resume it. */
+  /** True when `secret` and `user` may resume it, and the session would keep its locks for a resume. */
   accepts(secret: string, user: string | null): boolean;
-  /** Closes the connection with 4001; the session goes into grace, keeping its locks. */
-  supersede(): void;
+  /**
+   * Takes the session off its connection for a resume: it stops being
+   * served and goes into grace, keeping its locks, as on a disconnect. The
+   * connection stays open until the resume is settled; the returned
+   * function closes it then.
+   */
+  supersede(): CloseConnection;
 }
 
 /** A successful resume: the session and the locks it holds again. */
@@ -187,6 +195,14 @@ export interface Resumption {
    * grace, and since the resume claimed it (recorded by `SessionGrace.lost`).
    */
   readonly losses: GraceLosses;
+  /**
+   * Closes the connection the resume took the session from, still open
+   * (null when the session was in grace): with 4001 once the resumed
+   * connection opens; otherwise (see `SessionGrace.restore`) with 1011 and
+   * the session back in grace, for its client to resume it, or with 1001
+   * when the server is closing.
+   */
+  readonly superseded: CloseConnection | null;
 }
 
 /** What a resumed connection opens with: the welcome's `held`, then a `lost` for each of `lost`. */
@@ -273,9 +289,12 @@ export class SessionGrace {
 
   /**
    * Resumes the session the request's `session` and `resume` parameters
-   * name, for a connection whose credentials name `user`: a live
-   * connection of it is superseded first. Null (a fresh session) when the
-   * parameters are missing or wrong, or the grace is over.
+   * name, for a connection whose credentials name `user`. A live
+   * connection of it is taken over: the session leaves it for its grace
+   * first, and the connection is closed with 4001 only once the resumed
+   * one opens (see `Resumption.superseded`). Null (a fresh session) when
+   * the parameters are missing or wrong, or the grace is over. The caller
+   * checks beforehand that the server is not closing.
    */
   async resume(url: URL, user: string | null, live: (session: SessionId) => ResumableSession | undefined): Promise<Resumption | null> {
     if (!this.enabled) return null;
@@ -283,12 +302,22 @@ export class SessionGrace {
     const secret = url.searchParams.get('resume');
     if (session === null || secret === null) return null;
     const current = live(session);
-    if (current?.accepts(secret, user)) current.supersede();
+    const superseded = current?.accepts(secret, user) ? current.supersede() : null;
     const claimed = this.#registry.claim(session, secret, user);
-    if (!claimed) return null;
+    if (!claimed) {
+      // Its session ended instead of going into grace: nothing to resume.
+      superseded?.(...this.#unresumed());
+      return null;
+    }
     // Reachable for `lost` from here on: the status reads below may come
     // before a loss, and its `lost` before the new connection.
-    const resumption: Resumption = { detached: claimed.detached, held: [], deadline: claimed.deadline, losses: claimed.losses };
+    const resumption: Resumption = {
+      detached: claimed.detached,
+      held: [],
+      deadline: claimed.deadline,
+      losses: claimed.losses,
+      superseded,
+    };
     this.#claimed.set(session, resumption);
     await claimed.cancelling;
     const held = await heldLocks(this.options.store, session, claimed.detached.keys).catch(() => null);
@@ -323,6 +352,7 @@ export class SessionGrace {
    */
   opened(resumption: Resumption): Reopening {
     this.#unclaim(resumption);
+    resumption.superseded?.(CloseCode.Superseded, 'superseded by a resume');
     const lost = [...resumption.losses.values()];
     const held = resumption.held.filter((lock) => resumption.losses.get(lock.key)?.token !== lock.token);
     return { held, lost };
@@ -332,13 +362,22 @@ export class SessionGrace {
    * Gives back a claimed session whose new connection failed before it
    * opened (or whose resume could not read the store): into grace until
    * its original deadline, or, once the server is closing, ended at once,
-   * since shutdown has drained the grace already.
+   * as a session that loses its connection then is. The connection it was
+   * taken from, if still open, is closed with 1011 (its client resumes the
+   * session), or 1001 when the server is closing.
    */
   restore(resumption: Resumption): void {
     this.#unclaim(resumption);
     const { detached, losses, deadline } = resumption;
     if (this.options.isClosing()) this.options.endSession(detached.session, stillHeld(detached.keys, losses));
     else this.#registry.hold(detached, Promise.resolve(), deadline, losses);
+    resumption.superseded?.(...this.#unresumed());
+  }
+
+  /** The close of a connection whose session a resume took and could not open elsewhere. */
+  #unresumed(): [code: number, reason: string] {
+    if (this.options.isClosing()) return [CloseCode.GoingAway, 'server shutting down'];
+    return [CloseCode.InternalError, 'the resume that took this session failed; resume it'];
   }
 
   /** The welcome's grace fields: `resume`, `grace`, `resumed`, and `held` (null: not resumed). */

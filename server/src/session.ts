@@ -10,7 +10,7 @@ import {
 import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
 import { closeWithinHandshake, cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
-import { sameSecret } from './grace.js';
+import { sameSecret, type CloseConnection } from './grace.js';
 import { AcquireOutcome } from './metrics.js';
 import type { Permissions } from './permissions.js';
 import type { RateVerdict } from './rate-limit.js';
@@ -142,19 +142,26 @@ export class Session {
     return this.guard.permissions.user;
   }
 
-  /** True when `secret` and `user` may resume this session (constant-time secret comparison). */
+  /**
+   * True when `secret` and `user` may resume this session (constant-time
+   * secret comparison). Never for a session that is to end without grace
+   * (its credentials expiring, a slow reader being cut): there would be
+   * nothing left to resume.
+   */
   accepts(secret: string, user: string | null): boolean {
-    return this.resume !== null && this.alive && user === this.user && sameSecret(secret, this.resume);
+    return this.resume !== null && this.alive && !this.noGrace && user === this.user && sameSecret(secret, this.resume);
   }
 
   /**
    * Hands the session over to a resume on a new connection: it keeps its
    * locks (its pending requests are cancelled, as on a disconnect in grace)
-   * and the old connection is closed with 4001.
+   * and stops being served. Its connection stays open until the resume
+   * settles, which closes it with the returned function: with 4001 only
+   * once the resumed connection opened.
    */
-  supersede(): void {
+  supersede(): CloseConnection {
     this.end();
-    void closeWithinHandshake(this.ws, 4001, 'superseded by a resume', this.host.clock);
+    return (code, reason) => void closeWithinHandshake(this.ws, code, reason, this.host.clock);
   }
 
   /** Locks this session holds now. */

@@ -152,8 +152,11 @@ function destroySocket(this: Duplex): void {
  * reason; see `logger` for the level) and counted by status; otherwise it completes the handshake and calls `connected`. A resume
  * whose connection never opens goes back into grace (or ends, if the server
  * is closing), as does one whose peer resets its connection meanwhile,
- * which is dropped without an answer. Never throws: an unexpected failure
- * is logged as `upgrade failed` and the socket destroyed.
+ * which is dropped without an answer. A live connection of the session
+ * a resume takes is closed with 4001 only once the resumed connection
+ * opens; when it does not, with 1011 (1001 if closing), for its client to
+ * resume. Never throws: an unexpected failure is logged as `upgrade
+ * failed` and the socket destroyed.
  */
 export function createUpgradeAdmission(
   options: UpgradeAdmissionOptions,
