@@ -79,25 +79,35 @@ export function whenDropped(ws: WebSocket, socket: Duplex, dropped: () => void):
 }
 
 /**
- * Calls `closed` with the code of the peer's close frame (1005 for one
- * without a code) as soon as `ws` has received it and answered it: the
- * close handshake is then complete on the server's side. `ws` itself emits
- * 'close' only once the peer has also ended its TCP side (or its close
- * timeout cut the socket), which a wedged or hostile peer may put off: its
- * session would live on meanwhile, its queued acquires still grantable.
+ * Calls `closed` once with the code of the peer's close frame (1005 for one
+ * without a code) as soon as `ws` has received it, before its answer is
+ * written out: a peer that is not reading leaves that answer queued behind
+ * what the server sent it before, and its session must not live on
+ * meanwhile, its queued acquires still grantable and its losses told to a
+ * connection that sends nothing more. `ws` itself emits 'close' only once
+ * the peer has also ended its TCP side (or its close timeout cut the
+ * socket), which a wedged or hostile peer may put off.
  *
- * Looked at when the socket's write side has ended: `ws` ends it once its
- * own close frame is written and the peer's was received, in the same turn
- * as the write's callback. One listener, which is all an idle connection
- * pays for this. Also called when the server started the close and the
- * peer answered it (the session has ended by then). Not called when the
- * code cannot be read: 'close' reports it then.
+ * Looked at after each read of `socket`: `ws` parses what arrived in its
+ * own 'data' listener, which comes first (so `ws` must have taken the
+ * socket already), and has emitted every message before the close frame
+ * by then. Also looked at when the socket's write side has ended (`ws`
+ * ends it once its own close frame is written and the peer's received),
+ * should `ws` have parsed the close frame later than the read that
+ * brought it. Also called when the server started the close and the peer
+ * answered it (the session has ended by then). Not called when the code
+ * cannot be read: 'close' reports it then.
  */
 export function whenCloseReceived(ws: WebSocket, socket: Duplex, closed: (code: number) => void): void {
-  socket.on('finish', () => {
+  const look = () => {
     const code = receivedCloseCode(ws);
-    if (code !== null) closed(code);
-  });
+    if (code === null) return;
+    socket.off('data', look);
+    socket.off('finish', look);
+    closed(code);
+  };
+  socket.on('data', look);
+  socket.on('finish', look);
 }
 
 /**

@@ -286,8 +286,9 @@ export class Session {
 
   /**
    * Ends the session of a connection closed with `code` (of the peer's
-   * close frame once answered, or of 'close'), unless the server ended it
-   * as it started the close; cuts a socket the peer does not end in time.
+   * close frame as soon as it was read, or of 'close'), unless the server
+   * ended it as it started the close; cuts a socket the peer does not end
+   * in time.
    */
   private endClosed(code: number): void {
     if (this.ended) return;

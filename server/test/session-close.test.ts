@@ -1,10 +1,11 @@
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { RawSocket } from '../../test/helpers/raw-socket.js';
 import { whenCloseReceived } from '../src/close-handshake.js';
 import { connectWith, startServer } from './auth-harness.js';
-import { RawClient, within } from './server-harness.js';
+import { RawClient, within, type Frame } from './server-harness.js';
 import { silentHolderWithWaiter } from './silent-holder.js';
 import { openSilentPeer, ServerOpcode, type SilentPeer } from './silent-peer.js';
 
@@ -14,6 +15,36 @@ import { openSilentPeer, ServerOpcode, type SilentPeer } from './silent-peer.js'
  * the injected clock, not from a real-time backstop.
  */
 const BEFORE_REAL_CUT_MS = 1000;
+
+/** Limits under which one session holds the fillers and a stalled client's replies pile up on the server unchecked. */
+const ROOMY_LIMITS = {
+  maxLocksPerSession: 5000,
+  maxPendingPerSession: 5000,
+  maxBufferedBytes: 1 << 30,
+  rateLimit: 100_000,
+  rateBurst: 100_000,
+};
+
+/** Has `filler` hold 3000 locks under `f:`, each with 1 KB of meta: a `list` of them is about 3.5 MB. */
+async function holdFillers(filler: RawClient): Promise<void> {
+  const pad = 'x'.repeat(1000);
+  const count = 3000;
+  for (let i = 0; i < count; i++) filler.send({ op: 'acquire', id: `f${i}`, key: `f:${i}`, meta: { pad } });
+  expect(await filler.reply(`f${count - 1}`)).toMatchObject({ acquired: true });
+  filler.inbox.length = 0;
+}
+
+/**
+ * Stops `client` reading (a stalled tab, a busy process) with more of its
+ * replies on their way than the kernel's socket buffers take: ten lists of
+ * the fillers. Once a round trip on `other` is done the server has answered
+ * them, and its answer to a close frame `client` sends now waits behind them.
+ */
+async function stopReading(client: RawClient, other: RawClient): Promise<void> {
+  (client.ws as unknown as { _socket: Socket })._socket.pause();
+  for (let i = 0; i < 10; i++) client.send({ op: 'list', id: `l${i}`, prefix: 'f:', limit: 10_000 });
+  await other.request({ op: 'ping', id: 'lists answered' });
+}
 
 /** The welcome the server sent `peer`. */
 function welcomeOf(peer: SilentPeer): Record<string, unknown> {
@@ -35,7 +66,7 @@ describe('a close by the client', () => {
     ['off', 0],
     ['on', 60_000],
   ])(
-    'with grace %s, a close with 1000 ends the session once the server answered it: its lock goes to the waiter while its TCP connection is still open',
+    'with grace %s, a close with 1000 ends the session as soon as the server read it: its lock goes to the waiter while its TCP connection is still open',
     async (_grace, sessionGrace) => {
       const { server, clock } = await startServer({ sessionGrace });
       const { peer, waiter } = await silentHolderWithWaiter(server.url);
@@ -59,7 +90,7 @@ describe('a close by the client', () => {
     expect(peer.isCut()).toBe(false);
   });
 
-  it('with grace on, a close with 1001 detaches the session once the server answered it: its queued acquire leaves the queue, its lock stays, and it resumes', async () => {
+  it('with grace on, a close with 1001 detaches the session as soon as the server read it: its queued acquire leaves the queue, its lock stays, and it resumes', async () => {
     const { server, clock } = await startServer({ sessionGrace: 60_000 });
     const { client: holder } = await connectWith(server.url, null);
     await holder.request({ op: 'acquire', id: 1, key: 'q' });
@@ -98,6 +129,56 @@ describe('a close by the client', () => {
     expect(await third.reply(2)).toMatchObject({ ok: true, acquired: true });
     expect(repliesTo(peer, 1)).toEqual([]);
   });
+
+  it('ends the session of a client that is not reading at its close frame with 1000, before the answer is written out: its queued acquire leaves the queue and the lock goes to the next waiter', async () => {
+    const { server } = await startServer({ limits: ROOMY_LIMITS });
+    const { client: filler } = await connectWith(server.url, null);
+    await holdFillers(filler);
+    const { client: holder } = await connectWith(server.url, null);
+    expect(await holder.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
+    const closer = await connectWith(server.url, null);
+    closer.client.send({ op: 'acquire', id: 1, key: 'k' });
+    await closer.client.next((f) => f.type === 'queued', 'the closer queued');
+    const { client: waiter } = await connectWith(server.url, null);
+    expect(await waiter.request({ op: 'watch', id: 1, prefix: 'k' })).toMatchObject({ ok: true });
+    waiter.send({ op: 'acquire', id: 2, key: 'k' });
+    await waiter.next((f) => f.type === 'queued', 'the waiter queued');
+
+    await stopReading(closer.client, holder);
+    closer.client.ws.close(1000, 'done');
+    const dequeued = (f: Frame) => f.type === 'event' && f.event === 'dequeued' && f.session === closer.welcome.session;
+    await waiter.next(dequeued, "the closer's acquire to leave the queue", BEFORE_REAL_CUT_MS);
+
+    expect(await holder.request({ op: 'release', id: 2, key: 'k' })).toMatchObject({ released: true });
+    expect(await waiter.reply(2)).toMatchObject({ acquired: true });
+  }, 20_000);
+
+  it('with grace on, detaches the session of a client that is not reading at its close frame with 4000: a lock stolen then is told as lost after the resumed welcome', async () => {
+    const { server } = await startServer({ sessionGrace: 60_000, limits: ROOMY_LIMITS });
+    const { client: thief } = await connectWith(server.url, null);
+    await holdFillers(thief);
+    expect(await thief.request({ op: 'acquire', id: 1, key: 'q' })).toMatchObject({ acquired: true });
+    expect(await thief.request({ op: 'watch', id: 2, prefix: 'q' })).toMatchObject({ ok: true });
+    const holder = await connectWith(server.url, null);
+    expect(await holder.client.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
+    holder.client.send({ op: 'acquire', id: 2, key: 'q' });
+    await holder.client.next((f) => f.type === 'queued', 'the holder queued');
+
+    await stopReading(holder.client, thief);
+    holder.client.ws.close(4000, 'going to resume');
+    const dequeued = (f: Frame) => f.type === 'event' && f.event === 'dequeued' && f.key === 'q';
+    await thief.next(dequeued, "the holder's acquire to leave the queue", BEFORE_REAL_CUT_MS);
+    expect(await thief.request({ op: 'acquire', id: 3, key: 'k', steal: true })).toMatchObject({ acquired: true });
+
+    const query = `?session=${encodeURIComponent(String(holder.welcome.session))}&resume=${encodeURIComponent(String(holder.welcome.resume))}`;
+    const again = await connectWith(server.url + query, null);
+    expect(again.welcome).toMatchObject({ session: holder.welcome.session, resumed: true, held: [] });
+    // A ping after the resumed welcome is answered after every lost the server knows of.
+    await again.client.request({ op: 'ping', id: 1 });
+    expect(again.client.inbox.filter((f) => f.type === 'lost')).toEqual([
+      { type: 'lost', key: 'k', token: expect.any(Number), reason: 'stolen' },
+    ]);
+  }, 20_000);
 
   it('ends without grace the session of a ws client that closes with 1000 and then ends its TCP side', async () => {
     const { server } = await startServer({ sessionGrace: 60_000 });
@@ -139,17 +220,22 @@ async function wsServer(connected: (ws: WebSocket, socket: Duplex) => void): Pro
 }
 
 describe('whenCloseReceived', () => {
-  it("reports the code of the peer's close frame once answered, while the peer's TCP side is still open", async () => {
+  it("reports the code of the peer's close frame once, as soon as it is read, before the answer is written out", async () => {
     const codes: number[] = [];
+    // Whether the server's side had ended (the answer written out) when the code was reported.
+    const answered: boolean[] = [];
     let closeEmitted = false;
     const url = await wsServer((ws, socket) => {
-      whenCloseReceived(ws, socket, (code) => codes.push(code));
+      whenCloseReceived(ws, socket, (code) => {
+        codes.push(code);
+        answered.push(socket.writableEnded);
+      });
       ws.on('close', () => (closeEmitted = true));
     });
     const peer = await openSilentPeer(url);
     peer.write(RawSocket.closeFrame(4000));
     expect(await peer.closeFrame()).toBe(4000);
-    expect({ codes, closeEmitted }).toEqual({ codes: [4000], closeEmitted: false });
+    expect({ codes, answered, closeEmitted }).toEqual({ codes: [4000], answered: [false], closeEmitted: false });
   });
 
   it("leaves a close whose code ws does not expose to ws's close event", async () => {
