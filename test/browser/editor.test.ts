@@ -117,29 +117,6 @@ describe('editor demo', () => {
     expect(status.queue).toEqual([]);
   });
 
-  it('closes the connection of a failed attempt, so retrying leaves no session behind on the server', async () => {
-    // A doc id longer than a key may be: every attempt connects, then its watch is refused.
-    const page = await context.newPage();
-    await page.addInitScript(() => {
-      const Original = window.WebSocket;
-      const counted = window as unknown as { opened: number };
-      counted.opened = 0;
-      window.WebSocket = class extends Original {
-        constructor(url: string | URL, protocols?: string | string[]) {
-          super(url, protocols);
-          counted.opened++;
-        }
-      };
-    });
-    await page.goto(`${server.httpUrl}/demo/editor?doc=${'x'.repeat(300)}&user=ana`);
-    await page.waitForFunction(() => (window as unknown as { opened: number }).opened >= 2, undefined, {
-      timeout: 5000,
-    });
-    expect(await page.locator('#conn-state').getAttribute('data-state')).not.toBe('live');
-    // The observer's is the only session that stays.
-    await expect.poll(() => server.sessionCount(), { timeout: 3000 }).toBe(1);
-  });
-
   it('shows a third tab the current editor and its new place in line after a handoff', async () => {
     const first = await openEditor('doc=chain&user=ana');
     await who(first, 'editing').waitFor({ timeout: 5000 });

@@ -2,7 +2,9 @@
  * What the editor demo makes of an `acquire` the server refused: whether
  * asking again can help, when to ask, and how to say it. A tab refused a
  * place in line (the line is full, the tab sends too fast, the store is
- * down) asks again; one whose token does not allow the key does not.
+ * down) asks again; one whose token does not allow the key does not. A
+ * refused `watch` of the document is taken the same way: final codes stop
+ * the tab, the others are asked again at the next connect.
  */
 import { ErrorCode, LockError } from '@lockwire/client';
 import { errorText } from './format.js';

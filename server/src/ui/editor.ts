@@ -27,6 +27,27 @@ interface Editor {
 /** Events of the key after which a refused place in line may be free: a holder or a waiter left. */
 const MAKES_ROOM: ReadonlySet<string> = new Set(['released', 'expired', 'stolen', 'revoked', 'dequeued']);
 
+/**
+ * The server refused the tab's watch of its document with `refusal`: without
+ * the watch the tab cannot tell who edits, so the attempt ends (its client
+ * closed) and `connectForever` decides whether to connect again.
+ */
+class WatchRefused extends Error {
+  override readonly name = 'WatchRefused';
+  readonly refusal: AcquireRefusal;
+
+  constructor(refusal: AcquireRefusal, cause: unknown) {
+    super(refusal.reason, { cause });
+    this.refusal = refusal;
+  }
+}
+
+/** Rethrows `error`, as a {@link WatchRefused} when it is the server's refusal of the watch. */
+function refusedWatch(error: unknown): never {
+  const refusal = acquireRefusal(error);
+  throw refusal === undefined ? error : new WatchRefused(refusal, error);
+}
+
 const params = new URLSearchParams(location.search);
 const doc = params.get('doc') || 'welcome';
 const key = `doc:${doc}`;
@@ -55,6 +76,11 @@ let accessRefused: string | undefined;
 let closedFor: string | undefined;
 /** The server's refusal of this tab's last acquire, and when it is asked again (`undefined`: never). */
 let refused: { refusal: AcquireRefusal; retryIn: number | undefined } | undefined;
+/**
+ * The server's refusal of the last attempt's watch of the key, and when the
+ * tab connects again (`undefined`: never, the refusal is final).
+ */
+let watchRefused: { refusal: AcquireRefusal; retryIn: number | undefined } | undefined;
 const retryWait = new RetryWait();
 
 function rememberedUser(): string {
@@ -80,7 +106,10 @@ function show(role: Role, text: string, refusedCode?: string): void {
 }
 
 function refresh(): void {
-  if (!mySession) {
+  if (!mySession && accessRefused === undefined && watchRefused) {
+    const { refusal, retryIn } = watchRefused;
+    show(retryIn === undefined ? 'readonly' : 'offline', watchRefusedText(refusal, retryIn), refusal.code);
+  } else if (!mySession) {
     show('offline', accessRefused ?? closedFor ?? 'Not connected: reconnecting…');
   } else if (holding && current?.leases.has(key)) {
     // A hold kept through a drop is editable again once the resume gave it back (it is among the client's leases).
@@ -105,6 +134,12 @@ function refusedText(refusal: AcquireRefusal, retryIn: number | undefined): stri
     `Read-only:${editing || ' nobody is editing.'} This tab could not join the line (${refusal.code}: ${refusal.reason});` +
     ` trying again in ${formatDuration(retryIn)}${sooner}.`
   );
+}
+
+function watchRefusedText(refusal: AcquireRefusal, retryIn: number | undefined): string {
+  const why = `${refusal.code}: ${refusal.reason}`;
+  if (retryIn === undefined) return `Read-only: you may not edit ${key}: the server refused to watch it (${why}).`;
+  return `Not connected: the server refused to watch ${key} (${why}); trying again in ${formatDuration(retryIn)}.`;
 }
 
 function onEvent(event: LockEvent): void {
@@ -236,7 +271,7 @@ async function session(): Promise<CloseInfo> {
     const closed = new Promise<CloseInfo>((resolve) => client.on('close', resolve));
     current = client;
     // The prefix is the key itself; events of longer keys sharing it are skipped in onEvent.
-    const watch = await client.watch(key, onEvent, { onResync: showSnapshot });
+    const watch = await client.watch(key, onEvent, { onResync: showSnapshot }).catch(refusedWatch);
     client.on('disconnect', ({ reconnecting }) => {
       if (reconnecting) offline();
     });
@@ -245,7 +280,8 @@ async function session(): Promise<CloseInfo> {
     showSnapshot(watch.snapshot);
     online(client);
     void editWhileHolding(client).catch(() => undefined);
-    return await connectionEnd(client, watch, closed, location);
+    // A re-watch after a reconnect may be refused too.
+    return await connectionEnd(client, watch, closed, location).catch(refusedWatch);
   } finally {
     await client.close().catch(() => undefined);
   }
@@ -254,16 +290,20 @@ async function session(): Promise<CloseInfo> {
 /**
  * Connects, and again after every drop with backoff, until the server
  * refuses the page's credentials (a close with 1008 saying they expired or
- * are not valid, or a 401 for the page's own URL after a failed connect):
- * then the tab stays read-only and says to reopen the page with a new
- * token. After a close with 1008 for its conduct (sending too fast) it says
- * so and reconnects after a longer backoff, 5 s doubling to 60 s.
+ * are not valid, or a 401 for the page's own URL after a failed connect) or
+ * refuses the watch of the document for good (`bad_request`, `forbidden`,
+ * `unauthorized`: the same request gets the same answer): then the tab stays
+ * read-only and says why. A watch refused for the moment (`store_unavailable`,
+ * `shutting_down`, ...) is shown with its code and asked again after the
+ * drop's backoff. After a close with 1008 for its conduct (sending too fast)
+ * it says so and reconnects after a longer backoff, 5 s doubling to 60 s.
  */
 async function connectForever(): Promise<void> {
   let policyCloses = 0;
   for (let attempt = 0; ; attempt++) {
     let ending: unknown;
     closedFor = undefined;
+    watchRefused = undefined;
     try {
       ending = await session();
       attempt = 0;
@@ -276,16 +316,20 @@ async function connectForever(): Promise<void> {
     policyCloses = policyClose === undefined ? 0 : policyCloses + 1;
     const delay = policyClose === undefined ? reconnectDelay(attempt) : policyReconnectDelay(policyCloses - 1);
     if (policyClose !== undefined) closedFor = `${policyClose} Reconnecting in ${formatDuration(delay)}.`;
+    if (ending instanceof WatchRefused) {
+      watchRefused = { refusal: ending.refusal, retryIn: ending.refusal.final ? undefined : delay };
+    }
+    const stop = accessRefused !== undefined || (watchRefused !== undefined && watchRefused.retryIn === undefined);
     current = undefined;
     mySession = undefined;
     holding = false;
     position = undefined;
     refused = undefined;
-    const state = accessRefused === undefined ? 'disconnected' : 'refused';
+    const state = stop ? 'refused' : 'disconnected';
     el.state.dataset.state = state;
     setText(el.state, state);
     refresh();
-    if (accessRefused !== undefined) return;
+    if (stop) return;
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
 }
