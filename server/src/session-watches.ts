@@ -10,6 +10,11 @@ interface Watch {
   readonly prefix: string;
   handle: WatchHandle | null;
   stopped: boolean;
+  /**
+   * The watch of the same prefix this one replaces, still running until
+   * this one's snapshot is out; stopping this watch stops it too.
+   */
+  previous: Watch | null;
   /** False until the snapshot reply went out: events it must see are held back until then. */
   live: boolean;
 }
@@ -70,21 +75,20 @@ export class SessionWatches {
     // gap-free), and the old stream stops once the snapshot is out. Events
     // both streams deliver are sent once.
     const previous = this.watches.get(prefix) ?? null;
-    const watch: Watch = { prefix, handle: null, stopped: false, live: false };
+    const watch: Watch = { prefix, handle: null, stopped: false, previous, live: false };
     this.watches.set(prefix, watch);
     requests.run(message, async (request) => {
       try {
         const storeLimit = watchStoreLimit(guard.permissions, prefix, limit);
         watch.handle = await host.store.watch(prefix, storeLimit, session, (event) => this.deliver(watch, event));
       } catch (error) {
-        if (this.watches.get(prefix) === watch) {
-          if (previous && !previous.stopped) this.watches.set(prefix, previous);
-          else this.watches.delete(prefix);
-        } else if (previous) stopWatch(previous);
+        this.dropFailed(watch);
         this.flushHeldEvents(null);
         throw error;
       }
-      if (previous) stopWatch(previous);
+      // What it replaces now: a watch between them that failed went out of the chain.
+      if (watch.previous) stopWatch(watch.previous);
+      watch.previous = null;
       if (watch.stopped) watch.handle.stop();
       if (!requests.isCurrent(request)) return null;
       // Held events this watch's stream did not deliver are in its snapshot:
@@ -92,13 +96,18 @@ export class SessionWatches {
       this.flushHeldEvents(watch);
       requests.finish(request);
       sender.reply(request.id, watchSnapshot(guard.permissions, watch.handle.snapshot, limit));
-      watch.live = true;
+      // An `unwatch` that came meanwhile stopped it: answered, it streams nothing.
+      watch.live = !watch.stopped;
       this.flushHeldEvents(null);
       return null;
     });
   }
 
-  /** Runs an `unwatch`: the prefix's stream stops (a prefix not watched is no error). */
+  /**
+   * Runs an `unwatch`: the prefix's stream stops (a prefix not watched is no
+   * error), with the one a watch of it again, still taking its snapshot,
+   * would have stopped: no event of the prefix follows the reply.
+   */
   unwatch(message: RequestOf<'unwatch'>): void {
     this.options.requests.run(message, async () => {
       const prefix = message.prefix ?? '';
@@ -108,6 +117,29 @@ export class SessionWatches {
       this.flushHeldEvents(null);
       return {};
     });
+  }
+
+  /**
+   * Takes a watch whose store call failed out of its prefix: the watch it
+   * would have replaced goes on in its place, as the current one or as what
+   * a later watch of the prefix replaces (an `unwatch` meanwhile stopped it).
+   */
+  private dropFailed(watch: Watch): void {
+    const { previous } = watch;
+    watch.stopped = true;
+    watch.previous = null;
+    const current = this.watches.get(watch.prefix);
+    if (current === watch) {
+      if (previous && !previous.stopped) this.watches.set(watch.prefix, previous);
+      else this.watches.delete(watch.prefix);
+      return;
+    }
+    for (let later: Watch | null = current ?? null; later; later = later.previous) {
+      if (later.previous !== watch) continue;
+      later.previous = previous;
+      return;
+    }
+    if (previous) stopWatch(previous);
   }
 
   /** Stops every watch and drops the events held back: the session died. */
@@ -166,7 +198,10 @@ export class SessionWatches {
   }
 }
 
+/** Stops a watch and the watches it replaces that are still running. */
 function stopWatch(watch: Watch): void {
-  watch.stopped = true;
-  watch.handle?.stop();
+  for (let stopping: Watch | null = watch; stopping; stopping = stopping.previous) {
+    stopping.stopped = true;
+    stopping.handle?.stop();
+  }
 }

@@ -1,0 +1,127 @@
+import type { Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { LockServer } from '@lockwire/server';
+import { BARRIER } from '../server/src/redis/sync-barrier.js';
+import type { Frame, RawClient } from './helpers/raw-client.js';
+import { startNodesAt, useRedisNodes } from './helpers/redis-nodes.js';
+import { startTapProxy } from './helpers/tap-proxy.js';
+
+// A session W on the watching node sends a watch while it already watches:
+// the same prefix again, or a second prefix overlapping the first. The new
+// watch reads its snapshot key by key, then waits for a barrier marker it
+// publishes to its node's own channel. The watching node reaches Redis
+// through a proxy that holds the connection that publishes that marker,
+// from the marker on, while the test changes keys through another node: the
+// watching node hears those steps (W's first watch delivers them) before the
+// new snapshot's reads are done. An observer on the watching node tells the
+// test when it heard them.
+
+/** A proxy to Redis that can hold the connection publishing the next barrier marker, from that marker on. */
+interface MarkerGate {
+  readonly url: string;
+  /** Holds, from the next barrier marker on, what its connection sends Redis; resolves once the marker came. */
+  stopAtMarker(): Promise<void>;
+  /** Sends Redis what the held connection held, in order, and carries its bytes again. */
+  open(): void;
+  close(): void;
+}
+
+interface Link {
+  readonly up: Socket;
+  /** Bytes held on their way to Redis; null while they flow. */
+  held: Buffer[] | null;
+}
+
+async function startMarkerGate(targetPort: number): Promise<MarkerGate> {
+  let armed: (() => void) | null = null;
+  let stopped: Link | null = null;
+  // A RESP argument travels between CRLFs: the marker is its own argument of a PUBLISH.
+  const marker = `\r\n${BARRIER}`;
+  const proxy = await startTapProxy(targetPort, ({ client, upstream }) => {
+    const link: Link = { up: upstream, held: null };
+    client.on('data', (chunk: Buffer) => {
+      if (armed && chunk.includes('PUBLISH') && chunk.includes(marker)) {
+        const caught = armed;
+        armed = null;
+        link.held = [];
+        stopped = link;
+        caught();
+      }
+      if (link.held) link.held.push(chunk);
+      else upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => client.write(chunk));
+  });
+  return {
+    url: proxy.url,
+    stopAtMarker: () => new Promise<void>((caught) => (armed = caught)),
+    open: () => {
+      const link = stopped;
+      stopped = null;
+      if (!link) return;
+      const held = link.held ?? [];
+      link.held = null;
+      for (const chunk of held) link.up.write(chunk);
+    },
+    close: () => proxy.close(),
+  };
+}
+
+describe('Redis store: a session watching again while its node hears other nodes change keys', () => {
+  const nodes = useRedisNodes('rwpend');
+  const servers: LockServer[] = [];
+  const gates: MarkerGate[] = [];
+  let run = 0;
+
+  afterEach(async () => {
+    for (const gate of gates) gate.open();
+    await Promise.all(servers.splice(0).map((server) => server.close()));
+    for (const gate of gates.splice(0)) gate.close();
+  });
+
+  /**
+   * The watching node (through a gate) and another node straight to Redis,
+   * in a namespace of their own; W and an observer of `k` on the watching
+   * node, W watching `firstPrefix`.
+   */
+  async function watchingNode(firstPrefix: string) {
+    const gate = await startMarkerGate(nodes.redis.port);
+    gates.push(gate);
+    const namespace = `rwpend${process.pid}y${++run}`;
+    const [watching, other] = await startNodesAt([gate.url, nodes.redis.url], { namespace, nodeTtl: 3000 }, servers);
+    if (!watching || !other) throw new Error('the nodes did not start');
+    const observer = await nodes.connect(watching);
+    const w = await nodes.connect(watching);
+    expect(await observer.request({ op: 'watch', prefix: 'k' })).toMatchObject({ ok: true });
+    expect(await w.request({ op: 'watch', prefix: firstPrefix })).toMatchObject({ ok: true });
+    return { gate, other, observer, w };
+  }
+
+  /** Sends W's watch of `prefix` and resolves, with its id, once its snapshot's reads are done and its barrier is held. */
+  async function watchHeldAtBarrier(gate: MarkerGate, w: RawClient, prefix: string): Promise<number> {
+    const caught = gate.stopAtMarker();
+    const id = w.id();
+    w.send({ op: 'watch', id, prefix });
+    await caught;
+    return id;
+  }
+
+  /** W's messages strictly between `from` and `to`, as `event <key> <event>` or `<type> <id>`. */
+  const between = (w: RawClient, from: Frame, to: Frame) =>
+    w.messages
+      .slice(w.indexOf(from) + 1, w.indexOf(to))
+      .map((m) => (m.type === 'event' ? `event ${String(m.key)} ${String(m.event)}` : `${m.type} ${String(m.id)}`));
+
+  it('an unwatch sent while a watch of the same prefix again reads its snapshot stops the stream: no event follows its reply', async () => {
+    const { gate, other, observer, w } = await watchingNode('k');
+    const x = await nodes.connect(other);
+    const id = await watchHeldAtBarrier(gate, w, 'k');
+    const unwatched = await w.request({ op: 'unwatch', prefix: 'k' });
+    expect(await x.request({ op: 'acquire', key: 'k1' })).toMatchObject({ acquired: true });
+    await observer.nextEvent('k1', 'acquired');
+    gate.open();
+    await w.reply(id);
+    const pong = await w.request({ op: 'ping' });
+    expect(between(w, unwatched, pong)).toEqual([`reply ${id}`]);
+  });
+});
