@@ -93,32 +93,49 @@ export class AcquireCalls {
  * for the server, which may not answer for long (a hung store, a relay
  * that drops frames). The call's fate is handled in the background: a
  * late result goes to `after.late`, and `after.abandoned` gets a promise
- * that resolves once that is done (or the connection is gone).
+ * that resolves once that is done (or the connection is gone). Both the
+ * cancel and `after.abandoned` happen in the abort listener itself, so
+ * code that runs right after `abort()` (an acquire of the same key) finds
+ * the call given up. A signal already aborted gives the call up at once.
  */
-export async function abortable<T>(
+export function abortable<T>(
   connection: Connection,
   call: PendingCall<T>,
   signal: AbortSignal | undefined,
   after: { late?: (late: T | undefined) => Promise<void>; abandoned?: (settled: Promise<void>) => void } = {},
 ): Promise<T> {
   if (!signal) return call.result;
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<{ aborted: true }>((resolve) => {
-    onAbort = () => resolve({ aborted: true });
+  return new Promise<T>((resolve, reject) => {
+    // The reply or the abort, whichever the client sees first, decides; the other is then the late one.
+    let decided = false;
+    const decide = (): boolean => {
+      if (decided) return false;
+      decided = true;
+      signal.removeEventListener('abort', onAbort);
+      return true;
+    };
+    const onAbort = () => {
+      if (!decide()) return;
+      const cancel = connection.request('cancel', { target: call.id }, { onResult: (r) => r.cancelled });
+      void cancel.result.catch(() => false);
+      // The server answers the call before the cancel (cancelled, or what it decided first).
+      const settled = call.result
+        .then((late) => after.late?.(late), () => undefined)
+        .then(() => undefined, () => undefined);
+      // Recorded before `abort()` returns: a grant that raced the cancel is in the session until handed back, and
+      // an acquire of the key sent before that would be answered with it.
+      after.abandoned?.(settled);
+      reject(signal.reason);
+    };
     signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    call.result.then(
+      (value) => {
+        if (decide()) resolve(value);
+      },
+      (error: unknown) => {
+        if (decide()) reject(error);
+      },
+    );
   });
-  try {
-    const first = await Promise.race([call.result.then((value) => ({ aborted: false as const, value })), aborted]);
-    if (!first.aborted) return first.value;
-    const cancel = connection.request('cancel', { target: call.id }, { onResult: (r) => r.cancelled });
-    void cancel.result.catch(() => false);
-    // The server answers the call before the cancel (cancelled, or what it decided first).
-    const settled = call.result
-      .then((late) => after.late?.(late), () => undefined)
-      .then(() => undefined, () => undefined);
-    after.abandoned?.(settled);
-    throw signal.reason;
-  } finally {
-    if (onAbort) signal.removeEventListener('abort', onAbort);
-  }
 }
