@@ -13,6 +13,11 @@ export interface DetachedSession {
   readonly user: string | null;
   /** Keys the session believed it held; `heldLocks` checks each against the store. */
   readonly keys: ReadonlySet<string>;
+  /**
+   * Locks the session lost while its connection was closing, by key: they
+   * could not be told on it, so its resume tells them.
+   */
+  readonly losses?: ReadonlyMap<string, LostLock>;
 }
 
 /**
@@ -282,9 +287,9 @@ export class SessionGrace {
     return this.enabled && !this.options.isClosing();
   }
 
-  /** Starts the grace of a session whose connection is gone. */
+  /** Starts the grace of a session whose connection is gone, with the losses it could not tell. */
   detached(detached: DetachedSession, cancelling: Promise<void>): void {
-    this.#registry.hold(detached, cancelling);
+    this.#registry.hold(detached, cancelling, undefined, new Map(detached.losses));
   }
 
   /**

@@ -53,6 +53,12 @@ export class Session {
   private heardSincePing = true;
   /** Keys this session holds, as its replies and `lost` pushes told the client. */
   private readonly held = new Set<string>();
+  /**
+   * Locks lost while the connection was closing, which nothing can be sent
+   * on: kept for a resume, should the session detach. Made on the first such
+   * loss, as an idle connection pays for every field.
+   */
+  private untold: Map<string, LostLock> | null = null;
   private releasedAtEnd = 0;
   private readonly guard: SessionGuard;
   private readonly sender: SessionSender;
@@ -179,10 +185,17 @@ export class Session {
     return this.releasedAtEnd;
   }
 
-  /** Tells the client that a lock it held was taken away. */
+  /**
+   * Tells the client that a lock it held was taken away; while the
+   * connection is closing, keeps the loss for the session's grace instead.
+   */
   pushLost(lost: LostLock): void {
     this.held.delete(lost.key);
     if (!this.alive) return;
+    // A closing connection (the peer's close frame read but the session not
+    // ended yet, a cut under way) sends nothing more: the loss would be
+    // dropped, and a resume would leave the lock out of `held` untold.
+    if (this.ws.readyState !== WebSocket.OPEN) return void (this.untold ??= new Map()).set(lost.key, lost);
     this.sender.send(JSON.stringify({ type: 'lost', key: lost.key, token: lost.token, reason: lost.reason }));
   }
 
@@ -243,7 +256,8 @@ export class Session {
     const keys = this.acquires.detach(this.held);
     this.kill();
     const cancelling = this.acquires.leaveQueues(ticketed, keys);
-    this.host.sessionDetached(this, { session: this.id, secret, user: this.user, keys }, cancelling);
+    const detached = { session: this.id, secret, user: this.user, keys, losses: this.untold ?? undefined };
+    this.host.sessionDetached(this, detached, cancelling);
   }
 
   /**
