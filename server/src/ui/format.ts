@@ -67,14 +67,20 @@ export function formatClock(epochMs: number): string {
 
 const MAX_META_TEXT = 80;
 
-/** `user=ana tab=3f2a` from a meta object; `''` for `null`. Long values are cut with `…`. */
+/**
+ * `user=ana tab=3f2a` from a meta object; `''` for `null`. Names and values
+ * are shown with {@link escapeText}; text longer than 80 characters is cut
+ * with `…` (never inside an escape or a surrogate pair).
+ */
 export function formatMeta(meta: Record<string, unknown> | null | undefined): string {
   if (!meta) return '';
   const parts = Object.entries(meta).map(
-    ([name, value]) => `${name}=${typeof value === 'string' ? value : JSON.stringify(value)}`,
+    ([name, value]) => `${escapeText(name)}=${escapeText(typeof value === 'string' ? value : JSON.stringify(value))}`,
   );
   const text = parts.join(' ');
-  return text.length > MAX_META_TEXT ? `${text.slice(0, MAX_META_TEXT - 1)}…` : text;
+  if (text.length <= MAX_META_TEXT) return text;
+  // A cut escape (`\u20`) or half a surrogate pair would read as something else.
+  return `${text.slice(0, MAX_META_TEXT - 1).replace(/\\u[0-9a-f]{0,3}$|[\ud800-\udbff]$/, '')}…`;
 }
 
 /** The first characters of a session id: enough to tell sessions apart on screen. */
@@ -82,25 +88,51 @@ export function shortSession(session: string): string {
   return session.length > 8 ? session.slice(0, 8) : session;
 }
 
-/** A key as shown on screen: control characters and lone surrogates made visible, `(empty)` for `''`. */
-export function displayKey(key: string): string {
-  if (key === '') return '(empty key)';
-  let text = '';
-  for (let i = 0; i < key.length; i++) {
-    const code = key.charCodeAt(i);
+/**
+ * True for a UTF-16 code unit the pages never show as it is: C0 controls,
+ * DEL, C1 controls (U+0080-U+009F), and the bidi controls (U+061C, U+200E,
+ * U+200F, U+202A-U+202E, U+2066-U+2069), which reorder the text around them
+ * and could make one key or meta read as another.
+ */
+function isHidden(code: number): boolean {
+  return (
+    code < 0x20 ||
+    (code >= 0x7f && code <= 0x9f) ||
+    code === 0x061c ||
+    code === 0x200e ||
+    code === 0x200f ||
+    (code >= 0x202a && code <= 0x202e) ||
+    (code >= 0x2066 && code <= 0x2069)
+  );
+}
+
+/**
+ * `text` with control characters (C0, DEL, C1), bidi controls and lone
+ * surrogates written as `\u` and four hex digits, so what a page shows of a
+ * key or meta is what it holds, on one line, in its own order.
+ */
+export function escapeText(text: string): string {
+  let shown = '';
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
     const isHigh = code >= 0xd800 && code <= 0xdbff;
     const isLow = code >= 0xdc00 && code <= 0xdfff;
-    const next = key.charCodeAt(i + 1);
+    const next = text.charCodeAt(i + 1);
     if (isHigh && next >= 0xdc00 && next <= 0xdfff) {
-      text += key.slice(i, i + 2);
+      shown += text.slice(i, i + 2);
       i++;
-    } else if (isHigh || isLow || code < 0x20 || code === 0x7f) {
-      text += `\\u${code.toString(16).padStart(4, '0')}`;
+    } else if (isHigh || isLow || isHidden(code)) {
+      shown += `\\u${code.toString(16).padStart(4, '0')}`;
     } else {
-      text += key[i] ?? '';
+      shown += text[i] ?? '';
     }
   }
-  return text;
+  return shown;
+}
+
+/** A key as shown on screen: {@link escapeText}, and `(empty key)` for `''`. */
+export function displayKey(key: string): string {
+  return key === '' ? '(empty key)' : escapeText(key);
 }
 
 /** Sets an element's text only when it changed, so unchanged cells cost no layout. */
