@@ -112,6 +112,51 @@ describe('Redis store: a session watching again while its node hears other nodes
       .slice(w.indexOf(from) + 1, w.indexOf(to))
       .map((m) => (m.type === 'event' ? `event ${String(m.key)} ${String(m.event)}` : `${m.type} ${String(m.id)}`));
 
+  /**
+   * X holds `kA`; W watches `firstPrefix`, then `k`. The new snapshot reads
+   * `kA` (held by X); then, before its barrier, X releases `kA` and Y
+   * acquires `k0`, so the snapshot reads `k0` (held by Y) as a key its
+   * buffered events name. Returns what the snapshot shows, the events W
+   * gets before it, and those after it up to the pong of a ping sent then.
+   */
+  async function watchWhileKeysChange(firstPrefix: string) {
+    const { gate, other, observer, w } = await watchingNode(firstPrefix);
+    const x = await nodes.connect(other);
+    const y = await nodes.connect(other);
+    expect(await x.request({ op: 'acquire', key: 'kA' })).toMatchObject({ acquired: true });
+    const id = await watchHeldAtBarrier(gate, w, 'k');
+    expect(await x.request({ op: 'release', key: 'kA' })).toMatchObject({ released: true });
+    expect(await y.request({ op: 'acquire', key: 'k0' })).toMatchObject({ acquired: true });
+    await observer.nextEvent('k0', 'acquired');
+    gate.open();
+    const snapshot = await w.reply(id);
+    const pong = await w.request({ op: 'ping' });
+    const who = (session: unknown) => (session === x.session ? 'X' : session === y.session ? 'Y' : String(session));
+    const shown = (snapshot.locks as Frame[]).map((lock) => `${String(lock.key)} ${(lock.holders as Frame[]).map((h) => who(h.session)).join()}`);
+    const events = (from: number, to: number) =>
+      w.messages
+        .slice(from, to)
+        .filter((m) => m.type === 'event')
+        .map((e) => `${String(e.key)} ${String(e.event)} ${who(e.session)} holders=${String(e.holders)}`);
+    return { shown, before: events(0, w.indexOf(snapshot)), after: events(w.indexOf(snapshot) + 1, w.indexOf(pong)) };
+  }
+
+  it('watching a watched prefix again sends no event of a step its fresh snapshot shows, and misses none between the snapshots', async () => {
+    const { shown, after, before } = await watchWhileKeysChange('k');
+    // The snapshot read kA before X released it and k0 after Y acquired it.
+    expect(shown).toEqual(['k0 Y', 'kA X']);
+    expect(after).toEqual(['kA released X holders=0']);
+    // Y's acquire of k0 is between the two snapshots: it goes before the new one.
+    expect(before).toEqual(['kA acquired X holders=1', 'k0 acquired Y holders=1']);
+  });
+
+  it('a second watch overlapping a watched prefix sends no event of a step its snapshot shows, and the first watch misses none', async () => {
+    const { shown, after, before } = await watchWhileKeysChange('');
+    expect(shown).toEqual(['k0 Y', 'kA X']);
+    expect(after).toEqual(['kA released X holders=0']);
+    expect(before).toEqual(['kA acquired X holders=1', 'k0 acquired Y holders=1']);
+  });
+
   it('an unwatch sent while a watch of the same prefix again reads its snapshot stops the stream: no event follows its reply', async () => {
     const { gate, other, observer, w } = await watchingNode('k');
     const x = await nodes.connect(other);

@@ -150,9 +150,10 @@ export class SessionWatches {
   }
 
   /**
-   * Sends an event once per session. It is held back, keeping the session's
-   * event order, while a watch of a matching prefix is still taking its
-   * snapshot, so that watch's client hears it after the snapshot reply.
+   * Sends an event once per session. It is held back while a watch of a
+   * matching prefix is still taking its snapshot, so that watch's client
+   * hears it after the snapshot reply (or before, when the snapshot shows
+   * it), and while other events are held, behind them.
    */
   private deliver(watch: Watch, event: LockEvent): void {
     if (!this.options.alive() || watch.stopped || !this.options.guard.maySee(event)) return;
@@ -181,20 +182,31 @@ export class SessionWatches {
   }
 
   /**
-   * Sends held events from the front while nothing holds them back any more.
-   * With `before` set (a watch about to send its snapshot), stops at the
-   * first event that watch's stream delivered: that one belongs after it.
+   * Sends the held events nothing holds back any more, in order, and keeps
+   * the rest: one a watch other than `before` must see after its snapshot,
+   * one `before`'s stream delivered (a watch about to send its snapshot:
+   * that event belongs after it), and every later one of the same key.
+   *
+   * A store's snapshot need not be one instant (the Redis store reads key by
+   * key), so an event that snapshot shows can follow one of another key it
+   * does not: the former goes out before the reply, the latter after it.
+   * Events of one key keep their order; events of two keys may pass one
+   * another, as the protocol promises no order across keys.
    */
   private flushHeldEvents(before: Watch | null): void {
-    let sent = 0;
+    const kept: HeldEvent[] = [];
+    const keptKeys = new Set<string>();
     for (const held of this.heldEvents) {
-      if (before && held.receivedBy.has(before)) break;
-      if (this.awaitsSnapshot(held.event, before)) break;
+      const { key } = held.event;
+      if (keptKeys.has(key) || (before && held.receivedBy.has(before)) || this.awaitsSnapshot(held.event, before)) {
+        kept.push(held);
+        keptKeys.add(key);
+        continue;
+      }
       this.seenEvents.set(held.event, SENT);
       this.options.sender.sendEvent(this.options.host.encodeEvent(held.event));
-      sent++;
     }
-    if (sent > 0) this.heldEvents = this.heldEvents.slice(sent);
+    this.heldEvents = kept;
   }
 }
 

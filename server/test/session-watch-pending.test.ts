@@ -152,3 +152,50 @@ describe('a watch of the same prefix again that fails', () => {
     expect(await client.next()).toEqual({ type: 'event', ...event('doc:1', 1) });
   });
 });
+
+describe('a watch whose snapshot shows an event that follows one it does not show', () => {
+  // The snapshot was read key by key: doc:1 before its release, doc:2 after
+  // its acquire. The new stream delivers the release and not the acquire.
+  const released: LockEvent = { ...event('doc:1', 1), event: 'released', holders: 0 };
+  const acquired = event('doc:2', 2);
+
+  for (const [name, firstPrefix] of [
+    ['watching the watched prefix again', 'doc:'],
+    ['watching a prefix inside a watched one', ''],
+  ] as const) {
+    it(`${name}: sends the event it shows before the reply and the one it does not after it`, async () => {
+      const { stub, client, holdWatch } = await start();
+      await client.request({ op: 'watch', id: 1, prefix: firstPrefix });
+      const [first] = stub.sinks;
+      const again = holdWatch();
+      client.send({ op: 'watch', id: 2, prefix: 'doc:' });
+      const pending = await again;
+      first?.(released);
+      first?.(acquired);
+      pending.sink(released);
+      pending.answer();
+      expect(await client.next()).toEqual({ type: 'event', ...acquired });
+      expect(await client.next()).toMatchObject({ type: 'reply', id: 2, ok: true });
+      expect(await client.next()).toEqual({ type: 'event', ...released });
+      expect(await client.request({ op: 'ping', id: 3 })).toMatchObject({ ok: true });
+      expect(client.inbox).toEqual([]);
+    });
+  }
+
+  it('keeps the order of events of one key: one after a held event of its key waits for it', async () => {
+    const { stub, client, holdWatch } = await start();
+    await client.request({ op: 'watch', id: 1, prefix: '' });
+    const [first] = stub.sinks;
+    const again = holdWatch();
+    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
+    const pending = await again;
+    const reacquired = event('doc:1', 3);
+    first?.(released);
+    first?.(reacquired);
+    pending.sink(released);
+    pending.answer();
+    expect(await client.next()).toMatchObject({ type: 'reply', id: 2, ok: true });
+    expect(await client.next()).toEqual({ type: 'event', ...released });
+    expect(await client.next()).toEqual({ type: 'event', ...reacquired });
+  });
+});
