@@ -1,4 +1,5 @@
 import type { LockStatus } from '@lockwire/client';
+import { setText } from './format.js';
 
 /** Seconds a rate is averaged over. */
 const RATE_WINDOW = 5;
@@ -89,4 +90,33 @@ export class StatusRefresher {
 export function reconnectDelay(attempt: number): number {
   const base = Math.min(10_000, 500 * 2 ** Math.min(attempt, 10));
   return Math.round(base * (0.75 + Math.random() * 0.5));
+}
+
+/**
+ * Shows a count: `1,234`, or `1,234+` when it counts only part of the
+ * server's locks (a lower bound), with `partialTitle` saying why as the
+ * element's title. `data-value` carries the number and `data-partial` the
+ * mark. `partialTitle` undefined: the count is whole.
+ */
+export function showCount(element: HTMLElement, value: number, partialTitle?: string): void {
+  setText(element, countText(value, partialTitle !== undefined));
+  element.dataset.value = String(value);
+  markPartial(element, partialTitle);
+}
+
+/** `1,234`, or `1,234+` for a lower bound. */
+export function countText(value: number, partial: boolean): string {
+  return `${value.toLocaleString('en-US')}${partial ? '+' : ''}`;
+}
+
+/** Marks `element` as showing part of the server's locks (`data-partial`, and the title), or unmarks it (undefined). */
+export function markPartial(element: HTMLElement, partialTitle: string | undefined): void {
+  if (partialTitle === undefined) {
+    if (element.dataset.partial === undefined) return;
+    delete element.dataset.partial;
+    element.removeAttribute('title');
+  } else if (element.title !== partialTitle) {
+    element.dataset.partial = 'true';
+    element.title = partialTitle;
+  }
 }

@@ -12,13 +12,16 @@ import { EventLog } from './event-log.js';
 import { byId, displayKey, endpointUrl, errorText, formatDuration, formatMeta, redactSecrets, setText, withPageToken } from './format.js';
 import { LockRows, expiresText } from './lock-rows.js';
 import { LockTable } from './lock-table.js';
-import { RateMeter, StatusRefresher, reconnectDelay } from './dashboard-support.js';
+import { RateMeter, StatusRefresher, countText, markPartial, reconnectDelay, showCount } from './dashboard-support.js';
 
 /** The most keys a watch snapshot may hold (the protocol's `limit` maximum). */
 const SNAPSHOT_LIMIT = 10_000;
 const HEALTH_POLL_MS = 2000;
 /** How often a row whose expiry passed without an `expired` event is asked again (an `extend` tells no event). */
 const OVERDUE_RECHECK_MS = 1000;
+const PARTIAL_TITLE =
+  `The server has more than ${SNAPSHOT_LIMIT.toLocaleString('en-US')} locked keys: ` +
+  'this counts the keys the page knows of, the rest appear as they change.';
 
 const el = {
   state: byId('conn-state', HTMLElement),
@@ -51,6 +54,13 @@ let clockOffset = 0;
 let selected: string | undefined;
 let prefix = new URLSearchParams(location.search).get('prefix') ?? '';
 let frameRequested = false;
+/**
+ * The last snapshot was truncated: the server has more locked keys than the
+ * snapshot's limit, so the table and the counts drawn from it show only part
+ * of them (the rest appear as they change). Only a snapshot sets or clears
+ * it (and a drop, which empties the table), so no one-off notice hides it.
+ */
+let partial = false;
 /** When each overdue key was last asked for its status, so a hold past its expiry is asked once a second, not once a frame. */
 const overdueAskedAt = new Map<string, number>();
 
@@ -95,8 +105,9 @@ function render(): void {
   setCount(el.held, table.heldKeys);
   setCount(el.holders, table.holders);
   setCount(el.waiters, table.waiters);
-  const shown = range[1] - range[0];
-  setText(el.shown, prefix ? `${shown} of ${table.size} keys` : `${table.size} keys`);
+  const keys = `${countText(table.size, partial)} keys${partial ? ' (partial)' : ''}`;
+  setText(el.shown, prefix ? `${countText(range[1] - range[0], partial)} of ${keys}` : keys);
+  markPartial(el.shown, partial ? PARTIAL_TITLE : undefined);
   renderDetails();
   refreshShownExpiries();
 }
@@ -128,10 +139,9 @@ function refreshShownExpiries(): void {
   }
 }
 
+/** A count drawn from the table, marked as a lower bound while the table is partial. */
 function setCount(element: HTMLElement, value: number): void {
-  const text = value.toLocaleString('en-US');
-  setText(element, text);
-  element.dataset.value = String(value);
+  showCount(element, value, partial ? PARTIAL_TITLE : undefined);
 }
 
 function renderDetails(): void {
@@ -240,6 +250,7 @@ async function measureClock(connected: LockClient): Promise<void> {
 /** The watch's snapshot, the first or a reconnect's: the table starts again from it. */
 function showSnapshot(connected: LockClient, snapshot: ListResult): void {
   table.reset(snapshot.locks);
+  partial = snapshot.truncated;
   showNotice(
     snapshot.truncated
       ? `More than ${SNAPSHOT_LIMIT.toLocaleString('en-US')} keys are locked: the rest appear as they change.`
@@ -351,6 +362,7 @@ async function connectForever(): Promise<void> {
  */
 function forgetServerState(): void {
   table.reset([]);
+  partial = false;
   overdueAskedAt.clear();
   setCount(el.activeSessions, 0);
   clearSessions();
