@@ -31,20 +31,24 @@ const NORMAL_CLOSURE = 1000;
 /** Options of {@link createWebSocketTransport}. */
 export interface WebSocketTransportOptions {
   /**
-   * Close the socket with 1000 (normal) when the page is being discarded
-   * (`pagehide` with `persisted: false`), so the server releases the page's
-   * locks at once. Default `true`. Without it the browser closes the socket
-   * with 1001 (going away), which a server with session grace treats as a
-   * drop and holds the locks for the grace, though a page that is gone can
-   * never resume (its resume secret lived in its memory). Set `false` only
-   * when the page hands its session to something that outlives it.
+   * Close the socket with 1000 (normal) on `pagehide`, so the server ends
+   * the page's session and releases its locks at once, whether the page is
+   * being discarded or kept in the back/forward cache (`persisted: true`).
+   * Default `true`.
+   *
+   * Without it a discarded page's socket is closed by the browser with
+   * 1001 (going away), which a server with session grace treats as a drop:
+   * it holds the locks for the grace, though a page that is gone can never
+   * resume (its resume secret lived in its memory). A cached page is worse
+   * off: the browser freezes it with its socket open, so its session and
+   * locks last for as long as the page stays cached, grace or not. A page
+   * shown again from the cache (`pageshow` with `persisted: true`) finds
+   * its connection closed and the client reconnects as after any drop; the
+   * session it had has ended, so that is a new session, and the locks it
+   * held are lost (`connection_lost`). Set `false` only when the page hands
+   * its session to something that outlives it.
    */
   closeOnPageHide?: boolean;
-}
-
-/** The browser's `pagehide` event, as far as this transport reads it. */
-interface PageHideEvent {
-  persisted?: boolean;
 }
 
 /**
@@ -65,9 +69,8 @@ export function createWebSocketTransport(options: WebSocketTransportOptions = {}
     let closed = false;
     // Only a window has pagehide; workers and Node have no page to leave.
     const page = closeOnPageHide && 'onpagehide' in globalThis ? globalThis : undefined;
-    const onPageHide = (event: Event) => {
-      if (!(event as PageHideEvent).persisted) socket.close(NORMAL_CLOSURE, 'page closed');
-    };
+    // Also when `persisted`: a page frozen in the back/forward cache keeps its socket, and so its session, open.
+    const onPageHide = () => socket.close(NORMAL_CLOSURE, 'page left');
     page?.addEventListener('pagehide', onPageHide);
     socket.addEventListener('open', () => handlers.open());
     socket.addEventListener('message', (event: MessageEvent<unknown>) => {
@@ -89,7 +92,8 @@ export function createWebSocketTransport(options: WebSocketTransportOptions = {}
 
 /**
  * The default transport: {@link createWebSocketTransport} with its
- * defaults, so a page that closes ends its session at once.
+ * defaults, so a page that closes, or navigates away, ends its session at
+ * once.
  *
  * @throws TypeError when the runtime has no global `WebSocket`.
  */

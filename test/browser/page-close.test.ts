@@ -1,38 +1,43 @@
+/**
+ * Pages that close, in Chromium with its back/forward cache on as users'
+ * browsers have it (pages that navigate away are tested in
+ * back-forward-cache.test.ts), with session grace off and on: a page's
+ * locks go to the next waiter the moment it closes, unless it opted out.
+ */
 import { LockClient } from '@lockwire/client';
 import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { collectPageErrors, launchChromium } from '../helpers/browser.js';
+import type { Page } from 'playwright-core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { collectPageErrors, useChromium } from '../helpers/browser.js';
+import { openClientPage } from '../helpers/page-history.js';
 
-const BLANK_PAGE = `<!doctype html><title>blank</title><link rel="icon" href="data:,">
-<script type="module">import * as lockwire from '/ui/lockwire-client.js'; window.lockwire = lockwire;</script>`;
-
-/** A minute of grace on a manual clock that never moves: only a close can release a page's locks. */
+/** A minute of grace on a manual clock that never moves: with it on, only a close can release a page's locks. */
 const GRACE_MS = 60_000;
 
-let browser: Browser;
-let server: LockServer;
-let context: BrowserContext;
-let pageErrors: string[];
-let observer: LockClient;
+const chromium = useChromium({ backForwardCache: true });
+let server: LockServer | undefined;
+const clients: LockClient[] = [];
+let pageErrors: string[] = [];
 /** Sessions the server kept for their grace after their socket closed. */
-let detached: string[];
+let detached: string[] = [];
 
-beforeAll(async () => {
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-});
-
-beforeEach(async () => {
+afterEach(async () => {
+  await chromium.closeContext();
+  await Promise.all(clients.splice(0).map((client) => client.close()));
+  await server?.close();
+  server = undefined;
   detached = [];
+  expect(pageErrors).toEqual([]);
+  pageErrors = [];
+});
+
+/** Starts the test's server with `sessionGrace`, noting the sessions it keeps for their grace, and connects an observer. */
+async function start(sessionGrace: number): Promise<{ live: LockServer; observer: LockClient }> {
   const ignore = () => undefined;
-  server = await createLockServer({
+  const live = await createLockServer({
     port: 0,
     clock: createManualClock(Date.now()),
-    sessionGrace: GRACE_MS,
+    sessionGrace,
     logger: {
       debug: (fields, message) => {
         const session = (fields as { session?: unknown }).session;
@@ -43,82 +48,78 @@ beforeEach(async () => {
       error: ignore,
     },
   });
-  observer = await LockClient.connect(server.url);
-  context = await browser.newContext();
-  pageErrors = [];
-});
-
-afterEach(async () => {
-  await context.close();
-  await observer.close();
-  await server.close();
-  expect(pageErrors).toEqual([]);
-});
+  server = live;
+  const observer = await LockClient.connect(live.url);
+  clients.push(observer);
+  return { live, observer };
+}
 
 /** A new page whose errors count against the test once it closes. */
 async function newPage(): Promise<Page> {
-  const page = await context.newPage();
+  const page = await (await chromium.context()).newPage();
   const errors = collectPageErrors(page);
   page.on('close', () => pageErrors.push(...errors));
   return page;
 }
 
-/** A page of the server's origin that loads the browser client bundle and nothing else. */
-async function blankPage(): Promise<Page> {
-  const page = await newPage();
-  await page.goto(`${server.httpUrl}/healthz`);
-  await page.setContent(BLANK_PAGE);
-  await page.waitForFunction(() => 'lockwire' in window, undefined, { timeout: 5000 });
-  return page;
-}
-
-/** Connects in the page (with `transport` options when given), acquires `key`, and returns the session. */
-function holdInPage(page: Page, key: string, transport?: { closeOnPageHide: boolean }): Promise<string> {
+/** Connects in `page` (with `transport` options when given), acquires `key`, and returns the session. */
+function holdInPage(page: Page, url: string, key: string, transport?: { closeOnPageHide: boolean }): Promise<string> {
   return page.evaluate(
-    async ([url, lockKey, options]) => {
+    async ([serverUrl, lockKey, options]) => {
       const { LockClient: Client, createWebSocketTransport } = (window as unknown as { lockwire: typeof import('@lockwire/client') })
         .lockwire;
-      const client = await Client.connect(url, options ? { transport: createWebSocketTransport(options) } : {});
+      const client = await Client.connect(serverUrl, options ? { transport: createWebSocketTransport(options) } : {});
       await client.acquire(lockKey);
       return client.session;
     },
-    [server.url, key, transport] as const,
+    [url, key, transport] as const,
   );
 }
 
-describe('closing a page that uses the browser client', () => {
-  it('ends its session at once, so with session grace on its lock goes to the next waiter when the page closes', async () => {
-    const page = await blankPage();
-    const session = await holdInPage(page, 'page:close');
-    const waiting = observer.acquire('page:close');
-    await expect.poll(async () => (await observer.status('page:close')).queue.length).toBe(1);
-    await page.close();
-    await expect
-      .poll(async () => (await observer.status('page:close')).holders.map((holder) => holder.session), { timeout: 3000 })
-      .toEqual([observer.session]);
-    expect((await waiting)?.token).toBeGreaterThan(0);
-    expect(detached).not.toContain(session);
+for (const sessionGrace of [0, GRACE_MS]) {
+  describe(`closing a page that uses the browser client, session grace ${sessionGrace} ms`, () => {
+    it('ends its session at once, so its lock goes to the next waiter when the page closes', async () => {
+      const { live, observer } = await start(sessionGrace);
+      const page = await newPage();
+      await openClientPage(page, live.httpUrl);
+      const session = await holdInPage(page, live.url, 'page:close');
+      const waiting = observer.acquire('page:close');
+      waiting.catch(() => undefined);
+      await expect.poll(async () => (await observer.status('page:close')).queue.length).toBe(1);
+      await page.close();
+      await expect
+        .poll(async () => (await observer.status('page:close')).holders.map((holder) => holder.session), { timeout: 3000 })
+        .toEqual([observer.session]);
+      expect((await waiting)?.token).toBeGreaterThan(0);
+      expect(detached).not.toContain(session);
+      expect(live.sessionCount()).toBe(1);
+    });
   });
 
+  describe(`the editor demo, session grace ${sessionGrace} ms`, () => {
+    it('hands the document to the waiting tab the moment the editing tab closes', async () => {
+      const { live } = await start(sessionGrace);
+      const first = await newPage();
+      await first.goto(`${live.httpUrl}/demo/editor?doc=grace&user=ana`);
+      await first.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
+      const second = await newPage();
+      await second.goto(`${live.httpUrl}/demo/editor?doc=grace&user=bo`);
+      await second.locator('#who[data-role="waiting"]').waitFor({ timeout: 5000 });
+      await first.close();
+      await second.locator('#who[data-role="editing"]').waitFor({ timeout: 3000 });
+    });
+  });
+}
+
+describe('closing a page that opted out of closing its socket, session grace on', () => {
   it('keeps the lock for the grace when the page opted out with closeOnPageHide: false', async () => {
-    const page = await blankPage();
-    const session = await holdInPage(page, 'page:kept', { closeOnPageHide: false });
+    const { live, observer } = await start(GRACE_MS);
+    const page = await newPage();
+    await openClientPage(page, live.httpUrl);
+    const session = await holdInPage(page, live.url, 'page:kept', { closeOnPageHide: false });
     await page.close();
     await expect.poll(() => detached, { timeout: 3000 }).toContain(session);
     const status = await observer.status('page:kept');
     expect(status.holders.map((holder) => holder.session)).toEqual([session]);
-  });
-});
-
-describe('the editor demo with session grace on', () => {
-  it('hands the document to the waiting tab the moment the editing tab closes', async () => {
-    const first = await newPage();
-    await first.goto(`${server.httpUrl}/demo/editor?doc=grace&user=ana`);
-    await first.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
-    const second = await newPage();
-    await second.goto(`${server.httpUrl}/demo/editor?doc=grace&user=bo`);
-    await second.locator('#who[data-role="waiting"]').waitFor({ timeout: 5000 });
-    await first.close();
-    await second.locator('#who[data-role="editing"]').waitFor({ timeout: 3000 });
   });
 });

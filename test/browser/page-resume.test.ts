@@ -4,7 +4,9 @@
  * so an editor tab keeps the document it held, a tab refused the document
  * for good still says why, and no stale session of a page lingers on the
  * server. The server's clock never moves, so nothing
- * but a resume or a close ends a session's grace.
+ * but a resume or a close ends a session's grace. Chromium keeps its
+ * back/forward cache on, as users' browsers do; pages that navigate away
+ * and back are tested in back-forward-cache.test.ts.
  */
 import { LockClient } from '@lockwire/client';
 import { createLockServer, createManualClock, type LockServer } from '@lockwire/server';
@@ -57,7 +59,7 @@ async function blip(page: Page, via: TcpProxy): Promise<void> {
 }
 
 beforeAll(async () => {
-  browser = await launchChromium();
+  browser = await launchChromium({ backForwardCache: true });
 });
 
 afterAll(async () => {
@@ -131,17 +133,6 @@ describe('editor demo with session grace on', () => {
     expect(await page.locator('#who').textContent()).toContain('user=ana');
     const observer = await connect();
     await expect.poll(async () => (await observer.status('doc:line')).queue.length, { timeout: 5000 }).toBe(1);
-  });
-
-  it('hands the document to the waiting tab when the editing tab navigates to another page, and queues again on back', async () => {
-    const first = await open('/demo/editor?doc=nav&user=ana');
-    await who(first, 'editing').waitFor({ timeout: 5000 });
-    const second = await open('/demo/editor?doc=nav&user=bo');
-    await who(second, 'waiting').waitFor({ timeout: 5000 });
-    await first.goto(`${server.httpUrl}/healthz`);
-    await who(second, 'editing').waitFor({ timeout: 3000 });
-    await first.goBack();
-    await who(first, 'waiting').waitFor({ timeout: 5000 });
   });
 });
 

@@ -24,6 +24,22 @@ const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
+/** The switch playwright-core adds by default; left out, Chromium keeps its back/forward cache. */
+const BACK_FORWARD_CACHE_OFF = '--disable-back-forward-cache';
+
+/** How {@link launchChromium} starts the browser. */
+export interface ChromiumOptions {
+  /**
+   * Keep the back/forward cache on, as every user's Chrome has it: a page
+   * left by navigation is then frozen with its sockets rather than unloaded
+   * (`pagehide` with `persisted: true`), and going back shows it again
+   * (`pageshow` with `persisted: true`) instead of loading it anew.
+   * playwright-core turns the cache off by default
+   * (`--disable-back-forward-cache`), so a suite about pages leaving must
+   * ask for it. Default `false`.
+   */
+  backForwardCache?: boolean;
+}
 
 /**
  * Launches headless Chromium from `/usr/bin/chromium`.
@@ -31,14 +47,18 @@ const CHROMIUM_ARGS = [
  * @throws Error naming the fix (`apt-get install -y chromium`) when the
  * binary is missing: the browser suites fail loudly rather than skip.
  */
-export async function launchChromium(): Promise<Browser> {
+export async function launchChromium(options: ChromiumOptions = {}): Promise<Browser> {
   if (!existsSync(CHROMIUM_PATH)) {
     throw new Error(
       `${CHROMIUM_PATH} is missing: the browser tests drive Debian's Chromium. ` +
         'Install it with `apt-get update && apt-get install -y chromium` (npm test does this when it can).',
     );
   }
-  return chromium.launch({ executablePath: CHROMIUM_PATH, args: CHROMIUM_ARGS });
+  return chromium.launch({
+    executablePath: CHROMIUM_PATH,
+    args: CHROMIUM_ARGS,
+    ...(options.backForwardCache === true ? { ignoreDefaultArgs: [BACK_FORWARD_CACHE_OFF] } : {}),
+  });
 }
 
 /** Chromium for one test file, with one browser context for the running test. */
@@ -53,14 +73,14 @@ export interface FileChromium {
 }
 
 /**
- * Launches Chromium before the file's tests (`beforeAll`) and closes it after
- * them (`afterAll`). Call at the top level of a test file.
+ * Launches Chromium (with `options`) before the file's tests (`beforeAll`)
+ * and closes it after them (`afterAll`). Call at the top level of a test file.
  */
-export function useChromium(): FileChromium {
+export function useChromium(options: ChromiumOptions = {}): FileChromium {
   let browser: Browser | undefined;
   let context: BrowserContext | undefined;
   beforeAll(async () => {
-    browser = await launchChromium();
+    browser = await launchChromium(options);
   });
   afterAll(async () => {
     await browser?.close();
