@@ -1,7 +1,9 @@
 /**
  * The README's "In the browser: exclusive editing" examples, run verbatim
  * (read from README.md) in Chromium against a real server: the bare
- * WebSocket one and the `@lockwire/client` one.
+ * WebSocket one and the `@lockwire/client` one. Chromium keeps its
+ * back/forward cache on, as users' browsers do, so a tab that navigates
+ * away is frozen with its page rather than unloaded.
  */
 import { readFileSync } from 'node:fs';
 import { LockClient } from '@lockwire/client';
@@ -9,16 +11,14 @@ import { createLockServer, createManualClock, type LockServer, type LockServerOp
 import type { Page } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { collectPageErrors, useChromium } from '../helpers/browser.js';
+import { comeBackFromCache, leaveIntoCache, noteTransitions, openClientPage } from '../helpers/page-history.js';
 
 const README = new URL('../../README.md', import.meta.url);
 const SECTION = '## In the browser: exclusive editing';
 /** The URL the examples connect to; the tests put their server's in its place. */
 const EXAMPLE_URL = "'ws://127.0.0.1:7311/v1'";
-/** An empty page of the server's origin that exposes the client bundle as `window.lockwire`. */
-const BLANK_PAGE = `<!doctype html><title>blank</title><link rel="icon" href="data:,">
-<script type="module">import * as lockwire from '/ui/lockwire-client.js'; window.lockwire = lockwire;</script>`;
 
-const chromium = useChromium();
+const chromium = useChromium({ backForwardCache: true });
 let server: LockServer | undefined;
 let pageErrors: string[] = [];
 const clients: LockClient[] = [];
@@ -69,13 +69,14 @@ async function exampleTab(live: LockServer, index: number): Promise<Page> {
   const page = await (await chromium.context()).newPage();
   const errors = collectPageErrors(page);
   page.on('close', () => pageErrors.push(...errors));
-  await page.goto(`${live.httpUrl}/healthz`);
-  await page.setContent(BLANK_PAGE);
-  await page.waitForFunction(() => 'lockwire' in window, undefined, { timeout: 5000 });
+  await noteTransitions(page);
+  await openClientPage(page, live.httpUrl);
   const example = readmeExamples()[index] ?? '';
   void page.evaluate(asPageScript(example, live.url)).catch(() => undefined);
   return page;
 }
+
+const readOnly = (page: Page) => page.evaluate(() => (window as unknown as { editor: { readOnly: boolean } }).editor.readOnly);
 
 /** Waits until the example holds doc:42: its editor is no longer read-only. */
 async function editing(page: Page): Promise<void> {
@@ -126,4 +127,30 @@ describe.each([
       .toEqual(['Bo']);
     expect(await waiting).not.toBeNull();
   });
+
+  it.each([0, 60_000])(
+    'hands doc:42 to the waiting tab the moment the editing tab navigates away, and queues again behind it when the tab comes back (session grace %i ms)',
+    async (sessionGrace) => {
+      const live = await start({ heartbeatInterval: 0, sessionGrace });
+      const page = await exampleTab(live, index);
+      await editing(page);
+      const bo = await connect(live);
+      const waiting = bo.acquire('doc:42', { meta: { user: 'Bo' } });
+      waiting.catch(() => undefined);
+      await expect.poll(async () => (await bo.status('doc:42')).queue.length).toBe(1);
+      const from = await leaveIntoCache(page, live.httpUrl);
+      await expect
+        .poll(async () => (await bo.status('doc:42')).holders.map((holder) => holder.meta?.user), { timeout: 3000 })
+        .toEqual(['Bo']);
+      const lease = await waiting;
+      await comeBackFromCache(page, from);
+      await expect
+        .poll(async () => (await bo.status('doc:42')).queue.map((waiter) => waiter.meta?.user), { timeout: 5000 })
+        .toEqual(['Ana']);
+      expect(await readOnly(page)).toBe(true);
+      await expect.poll(async () => (await bannerShown(page)).at(-1), { timeout: 5000 }).toBe('Bo is editing');
+      await lease?.release();
+      await editing(page);
+    },
+  );
 });
