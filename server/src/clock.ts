@@ -4,34 +4,45 @@ export type TimerHandle = unknown;
 /**
  * Where the server reads time and sets its timers. Injected so that tests
  * drive timeouts with a manual clock instead of waiting.
+ *
+ * Two readings: `now()` is the wall clock, which a machine may step
+ * forwards or backwards at any moment (an NTP correction, a VM resumed, an
+ * operator's `date -s`); it is for what is reported and stored as a point
+ * in time (`expiresAt`, a token's `exp`). `monotonic()` only moves forward,
+ * at the rate of real time; every deadline and duration the server keeps
+ * is measured on it (and its timers run on it), so a step of the wall
+ * clock neither ends a hold early nor keeps it past its timeout.
  */
 export interface Clock {
-  /** Milliseconds since the epoch. */
+  /** Milliseconds since the epoch, as the machine's wall clock reads now. */
   now(): number;
+  /** Milliseconds from an arbitrary origin, on a clock that never jumps. */
+  monotonic(): number;
   /**
    * How far `now()` may lag the true time, in ms: 1 for `Date.now()`, which
    * truncates to a whole millisecond; 0 (the default) for a clock that reads
    * exact times, such as the manual clock.
    */
   readonly resolution?: number;
-  /** Calls `fn` once, no earlier than `ms` milliseconds from `now()`. */
+  /** Calls `fn` once, no earlier than `ms` milliseconds of `monotonic()` time from now. */
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
 }
 
-/** The real clock: `Date.now()` and the runtime's timers, which never fire early. */
+/** The real clock: `Date.now()`, `performance.now()` and the runtime's timers, which never fire early. */
 export const systemClock: Clock = {
   now: () => Date.now(),
+  monotonic: () => performance.now(),
   resolution: 1,
   setTimeout(fn, ms) {
-    // Node's timers may run up to ~1 ms before `Date.now()` reaches the
-    // deadline (they use a monotonic, truncated clock), so re-arm on an
-    // early wake-up: a hold must never expire before its `expiresAt`.
-    const deadline = Date.now() + ms;
+    // Node's timers may run up to ~1 ms early (they count whole ms from the
+    // event loop's cached time), so re-arm on an early wake-up: a hold must
+    // never expire before its timeout.
+    const deadline = performance.now() + ms;
     const handle: { timer: ReturnType<typeof setTimeout> | undefined } = { timer: undefined };
     const arm = (delay: number) => {
       handle.timer = setTimeout(() => {
-        const left = deadline - Date.now();
+        const left = deadline - performance.now();
         if (left > 0) arm(Math.min(left, 2_147_483_647));
         else fn();
       }, delay);
@@ -48,17 +59,24 @@ export const systemClock: Clock = {
 
 /** A clock that moves only when told: for tests of timeouts. */
 export interface ManualClock extends Clock {
-  /** Moves time forward by `ms`, running every timer that falls due, in deadline order. */
+  /** Moves time forward by `ms` (both readings), running every timer that falls due, in deadline order. */
   advance(ms: number): void;
-  /** Moves time to `at` (never backwards). */
+  /** Moves the wall clock to `at` (never backwards), and monotonic time by as much, running the timers due. */
   set(at: number): void;
+  /**
+   * Steps the wall clock alone by `ms` (negative: backwards), as NTP or an
+   * operator may: `monotonic()` does not move and no timer runs.
+   */
+  stepWall(ms: number): void;
   /** Number of timers still pending. */
   pending(): number;
 }
 
-/** Creates a manual clock starting at `start` ms since the epoch. */
+/** Creates a manual clock whose wall clock starts at `start` ms since the epoch (monotonic time at 0). */
 export function createManualClock(start = 1_700_000_000_000): ManualClock {
-  let now = start;
+  // The wall clock is monotonic time plus an offset that only stepWall() changes.
+  let mono = 0;
+  let offset = start;
   let seq = 0;
   const timers = new Map<number, { at: number; seq: number; fn: () => void }>();
   const runDue = (until: number) => {
@@ -71,26 +89,30 @@ export function createManualClock(start = 1_700_000_000_000): ManualClock {
       }
       if (!next) break;
       timers.delete(next.id);
-      now = Math.max(now, next.at);
+      mono = Math.max(mono, next.at);
       next.fn();
     }
-    now = Math.max(now, until);
+    mono = Math.max(mono, until);
   };
   return {
-    now: () => now,
+    now: () => mono + offset,
+    monotonic: () => mono,
     setTimeout(fn, ms) {
       const id = ++seq;
-      timers.set(id, { at: now + Math.max(0, ms), seq: id, fn });
+      timers.set(id, { at: mono + Math.max(0, ms), seq: id, fn });
       return id;
     },
     clearTimeout(handle) {
       timers.delete(handle as number);
     },
     advance(ms) {
-      runDue(now + ms);
+      runDue(mono + ms);
     },
     set(at) {
-      runDue(Math.max(now, at));
+      runDue(mono + Math.max(0, at - (mono + offset)));
+    },
+    stepWall(ms) {
+      offset += ms;
     },
     pending: () => timers.size,
   };

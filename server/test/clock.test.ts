@@ -25,8 +25,8 @@ describe('systemClock', () => {
   });
 
   it('re-arms a timer that wakes before its deadline instead of firing early', () => {
-    let now = 1_700_000_000_000;
-    vi.spyOn(Date, 'now').mockImplementation(() => now);
+    let now = 5_000;
+    vi.spyOn(performance, 'now').mockImplementation(() => now);
     const scheduled: Array<{ fn: () => void; ms: number }> = [];
     vi.spyOn(globalThis, 'setTimeout').mockImplementation(((fn: () => void, ms: number) => {
       scheduled.push({ fn, ms });
@@ -43,9 +43,50 @@ describe('systemClock', () => {
     scheduled.shift()?.fn();
     expect(fired).toHaveBeenCalledOnce();
   });
+
+  it('times its timers on the monotonic clock, so a step of the wall clock neither fires them early nor holds them back', () => {
+    let mono = 5_000;
+    let wall = 1_700_000_000_000;
+    vi.spyOn(performance, 'now').mockImplementation(() => mono);
+    vi.spyOn(Date, 'now').mockImplementation(() => wall);
+    const scheduled: Array<{ fn: () => void; ms: number }> = [];
+    vi.spyOn(globalThis, 'setTimeout').mockImplementation(((fn: () => void, ms: number) => {
+      scheduled.push({ fn, ms });
+      return { unref() {} } as unknown as ReturnType<typeof setTimeout>;
+    }) as typeof setTimeout);
+    const early = vi.fn();
+    const late = vi.fn();
+
+    systemClock.setTimeout(early, 100);
+    wall += 3_600_000;
+    mono += 99;
+    scheduled.shift()?.fn();
+    expect(early).not.toHaveBeenCalled();
+
+    systemClock.setTimeout(late, 300);
+    wall -= 7_200_000;
+    mono += 1;
+    scheduled.shift()?.fn();
+    expect(early).toHaveBeenCalledOnce();
+    mono += 300;
+    scheduled.at(-1)?.fn();
+    expect(late).toHaveBeenCalledOnce();
+    expect(systemClock.now()).toBe(wall);
+  });
 });
 
 describe('createManualClock', () => {
+  it('steps its wall clock alone with stepWall: monotonic time stays and no timer runs', () => {
+    const clock = createManualClock(1_000);
+    const fired = vi.fn();
+    clock.setTimeout(fired, 50);
+    clock.stepWall(3_600_000);
+    expect({ now: clock.now(), monotonic: clock.monotonic(), fired: fired.mock.calls.length }).toEqual({ now: 3_601_000, monotonic: 0, fired: 0 });
+    clock.stepWall(-7_200_000);
+    clock.advance(50);
+    expect({ now: clock.now(), monotonic: clock.monotonic(), fired: fired.mock.calls.length }).toEqual({ now: -3_598_950, monotonic: 50, fired: 1 });
+  });
+
   it('runs due timers in deadline order and nothing before its deadline', () => {
     const clock = createManualClock(0);
     const order: string[] = [];

@@ -25,6 +25,7 @@ function lateClock() {
   const timers = new Map<number, () => void>();
   const clock: Clock = {
     now: () => now,
+    monotonic: () => now - T0,
     setTimeout: (fn) => {
       timers.set(++seq, fn);
       return seq;

@@ -38,6 +38,7 @@ describe('memory store', () => {
     const manual = createManualClock(1_000);
     const truncating = {
       now: () => manual.now(),
+      monotonic: () => manual.monotonic(),
       setTimeout: (fn: () => void, ms: number) => manual.setTimeout(fn, ms),
       clearTimeout: (handle: unknown) => manual.clearTimeout(handle),
       resolution: 1,

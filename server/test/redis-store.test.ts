@@ -103,6 +103,7 @@ describe('the Redis store on one redis-server', () => {
     // A clock like Date.now(): now() may lag the true time by up to 1 ms.
     const truncating = {
       now: () => manual.now(),
+      monotonic: () => manual.monotonic(),
       setTimeout: (fn: () => void, ms: number) => manual.setTimeout(fn, ms),
       clearTimeout: (handle: unknown) => manual.clearTimeout(handle),
       resolution: 1,

@@ -41,6 +41,7 @@ function hookedClock() {
       run?.();
       return manual.now();
     },
+    monotonic: () => manual.monotonic(),
     setTimeout: (fn, ms) => manual.setTimeout(fn, ms),
     clearTimeout: (handle) => manual.clearTimeout(handle),
   };
