@@ -126,7 +126,13 @@ describe('dashboard showing part of a truncated snapshot', () => {
     // Another notice takes the notice's place; the marks stay.
     await page.locator('.lock-row[data-key="k:1"] button.revoke').click();
     await expect.poll(() => page.locator('#notice').textContent(), { timeout: 3000 }).toBe('Revoked 1 hold(s) of k:1.');
-    expect(await sizes(page)).toEqual({ shown: '1+ keys (partial)', shownPartial: 'true', held: '1+', heldPartial: 'true' });
+    // The row goes on the next frame.
+    await expect.poll(() => sizes(page), { timeout: 3000 }).toEqual({
+      shown: '1+ keys (partial)',
+      shownPartial: 'true',
+      held: '1+',
+      heldPartial: 'true',
+    });
     await page.locator('#filter').fill('k:2');
     await expect.poll(() => page.locator('#shown').textContent(), { timeout: 3000 }).toBe('1+ of 1+ keys (partial)');
     await page.locator('#filter').fill('');
@@ -165,7 +171,7 @@ describe('dashboard showing part of a truncated snapshot', () => {
     });
     await page.locator('.lock-row[data-key="k:00000"] button.revoke').click();
     await expect.poll(() => page.locator('#notice').textContent(), { timeout: 5000 }).toBe('Revoked 1 hold(s) of k:00000.');
-    expect(await sizes(page)).toEqual({
+    await expect.poll(() => sizes(page), { timeout: 3000 }).toEqual({
       shown: '9,999+ keys (partial)',
       shownPartial: 'true',
       held: '9,999+',

@@ -102,10 +102,12 @@ describe('editor demo whose watch of the document the server refuses', () => {
     server = await createLockServer({ port: 0, heartbeatInterval: 0, store: storeRefusingWatches(() => true) });
     const page = await openEditor('doc=down&user=ana');
     await page.locator('#who[data-refused="store_unavailable"]').waitFor({ timeout: 5000 });
-    await page.clock.runFor(1000);
-    await expect.poll(() => opened(page), { timeout: 5000 }).toBe(2);
-    await page.clock.runFor(2000);
-    await expect.poll(() => opened(page), { timeout: 5000 }).toBe(3);
+    // An attempt's backoff starts once its refusal is in: run the page's clock a step at a time until two more were made.
+    const attempts = async () => {
+      await page.clock.runFor(250);
+      return opened(page);
+    };
+    await expect.poll(attempts, { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
     expect(await page.locator('#conn-state').getAttribute('data-state')).toBe('disconnected');
     await expect.poll(() => server?.sessionCount(), { timeout: 3000 }).toBe(0);
   });
@@ -119,9 +121,12 @@ describe('editor demo whose watch of the document the server refuses', () => {
     refusing = true;
     proxy.cut();
     await page.locator('#who[data-role="offline"]').waitFor({ timeout: 5000 });
-    // The client's own reconnect after the drop: its watch of the document is asked again, and refused.
-    await page.clock.runFor(1000);
-    await page.locator('#who[data-refused="store_unavailable"]').waitFor({ timeout: 5000 });
+    // The client's own reconnect after the drop, on the page's clock: its watch of the document is asked again, and refused.
+    const refusal = async () => {
+      await page.clock.runFor(250);
+      return page.locator('#who').getAttribute('data-refused');
+    };
+    await expect.poll(refusal, { timeout: 10_000 }).toBe('store_unavailable');
     expect(await page.locator('#who').textContent()).toMatch(
       /^Not connected: the server refused to watch doc:rewatch \(store_unavailable: the server's lock store is unavailable\); trying again in \d\.\ds\.$/,
     );
