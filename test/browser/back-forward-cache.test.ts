@@ -143,6 +143,35 @@ for (const sessionGrace of [0, 60_000]) {
       });
       expect(after.session).not.toBe(before);
       expect(after).toMatchObject({ state: 'open', leases: [] });
+      // The new session takes the names the old one had, once free, through each face.
+      const again = await page.evaluate(async () => {
+        const { client } = window as unknown as { client: LockClient };
+        const webLock = await client.locks.request('bf:web', { ifAvailable: true }, (lock) => lock !== null);
+        const lease = await client.acquire('bf:web-after', { acquireTimeout: 0 });
+        return { webLock, lease: lease !== null };
+      });
+      expect(again).toEqual({ webLock: true, lease: true });
+      expect(live.sessionCount()).toBe(2);
+    });
+  });
+
+  describe(`dashboard, session grace ${sessionGrace} ms`, () => {
+    it('ends its session as it navigates away, and shows the locks taken meanwhile when it comes back', async () => {
+      const live = await start(sessionGrace);
+      const page = await newPage();
+      await page.goto(`${live.httpUrl}/`);
+      await page.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
+      expect(live.sessionCount()).toBe(1);
+      const from = await leaveIntoCache(page, live.httpUrl);
+      await expect.poll(() => live.sessionCount(), { timeout: 3000 }).toBe(0);
+      const ana = await connect(live);
+      await ana.acquire('while:away', { meta: { user: 'ana' } });
+      await comeBackFromCache(page, from);
+      await page.locator('.lock-row[data-key="while:away"]').waitFor({ timeout: 5000 });
+      expect(await page.locator('#conn-state').getAttribute('data-state')).toBe('live');
+      // A lock taken after it came back shows too: it watches again.
+      await ana.acquire('after:back');
+      await page.locator('.lock-row[data-key="after:back"]').waitFor({ timeout: 5000 });
       expect(live.sessionCount()).toBe(2);
     });
   });
