@@ -1,3 +1,4 @@
+import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Logger } from '../logger.js';
 import type { KeyNames } from './key-codec.js';
 import type { RedisLink } from './redis-link.js';
@@ -31,6 +32,12 @@ export interface NodeLivenessOptions {
   ttl: number;
   logger: Logger;
   hooks: NodeLivenessHooks;
+  /**
+   * Where the node reads time and sets its timers; default the system clock.
+   * Its monotonic reading times the liveness key's life and the holdoff (see
+   * `NodeLiveness`); its wall clock only stamps the key's value.
+   */
+  clock?: Clock;
 }
 
 /**
@@ -51,22 +58,31 @@ export interface NodeLivenessOptions {
  * of state it also refuses grants for one node TTL (and tells other nodes
  * through `<ns>:holdoff`), so every node that still believes in an old lock
  * has told its holder before anybody else is granted.
+ *
+ * Redis expires the liveness key by its own clock, a TTL counted from when
+ * it ran the renew, so the node times that life, and the holdoff, on its
+ * monotonic clock: a step of its wall clock (NTP, a VM resumed, `date -s`)
+ * must neither keep it vouching for holds whose key another node already
+ * saw expire (two exclusive holders at once) nor end a holdoff early.
  */
 export class NodeLiveness {
   readonly #o: NodeLivenessOptions;
+  readonly #clock: Clock;
   #id: string | null = null;
   #incarnation = 0;
   #healthy = false;
   /** The last renew round failed because Redis is full: it refuses writes, yet answers. */
   #full = false;
-  #holdoffUntil = 0;
+  /** Until when (monotonic ms) the node refuses grants after Redis lost its state. */
+  #holdoffUntil = Number.NEGATIVE_INFINITY;
   /** The node told its sessions their locks are lost: its current id must not live on. */
   #abandoned = false;
+  /** When (monotonic ms) the last renew that succeeded was sent: the liveness key lives 0.9 x TTL from then at least. */
   #lastRenew = 0;
   #runIds = new Map<string, string>();
-  #renewTimer: ReturnType<typeof setTimeout> | undefined;
-  #checkTimer: ReturnType<typeof setTimeout> | undefined;
-  #vouchTimer: ReturnType<typeof setTimeout> | undefined;
+  #renewTimer: TimerHandle | undefined;
+  #checkTimer: TimerHandle | undefined;
+  #vouchTimer: TimerHandle | undefined;
   #renewing: Promise<void> | null = null;
   /** Cleanups of dead nodes' ids in progress, by id: a second look at the same id joins the first. */
   readonly #cleaning = new Map<string, Promise<void>>();
@@ -80,6 +96,7 @@ export class NodeLiveness {
 
   constructor(options: NodeLivenessOptions) {
     this.#o = options;
+    this.#clock = options.clock ?? systemClock;
     options.link.on('trouble', () => this.#trouble());
   }
 
@@ -98,7 +115,7 @@ export class NodeLiveness {
    * reachable, what its previous ids left dropped, no holdoff.
    */
   get serving(): boolean {
-    return this.#healthy && this.#id !== null && this.#previous.size === 0 && Date.now() >= this.#holdoffUntil;
+    return this.#healthy && this.#id !== null && this.#previous.size === 0 && this.#clock.monotonic() >= this.#holdoffUntil;
   }
 
   /**
@@ -141,9 +158,9 @@ export class NodeLiveness {
   /** Stops the loops and removes the node's liveness key (its sessions were closed before). */
   async stop(): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#renewTimer);
-    clearTimeout(this.#checkTimer);
-    clearTimeout(this.#vouchTimer);
+    this.#clearTimer(this.#renewTimer);
+    this.#clearTimer(this.#checkTimer);
+    this.#clearTimer(this.#vouchTimer);
     const id = this.#id;
     if (id === null) return;
     const { link, names } = this.#o;
@@ -158,11 +175,13 @@ export class NodeLiveness {
     const { link, names } = this.#o;
     const previous = this.#id;
     const id = `${this.#o.baseId}.${++this.#incarnation}`;
-    const sentAt = Date.now();
-    await link.command(names.node(id), ['SET', names.node(id), String(sentAt), 'PX', String(this.keyTtl)]);
+    const clock = this.#clock;
+    // The key's life counts from before the SET left; its value (when it registered) is for people to read.
+    const sentAt = clock.monotonic();
+    await link.command(names.node(id), ['SET', names.node(id), String(clock.now()), 'PX', String(this.keyTtl)]);
     await link.command(names.nodes(), ['SADD', names.nodes(), id]);
     const holdoff = Number(await link.command(names.holdoff(), ['PTTL', names.holdoff()]));
-    if (holdoff > 0) this.#holdoffUntil = Math.max(this.#holdoffUntil, Date.now() + holdoff);
+    if (holdoff > 0) this.#holdoffUntil = Math.max(this.#holdoffUntil, clock.monotonic() + holdoff);
     this.#id = id;
     this.#abandoned = false;
     if (previous !== null) this.#previous.add(previous);
@@ -220,23 +239,26 @@ export class NodeLiveness {
     this.#recoverDue = true;
   }
 
+  /** A renew sent at `sentAt` (monotonic ms) succeeded: the node vouches until its key may expire. */
   #vouched(sentAt: number): void {
     this.#lastRenew = sentAt;
-    clearTimeout(this.#vouchTimer);
-    this.#vouchTimer = setTimeout(() => this.#unvouched(), Math.max(0, sentAt + this.keyTtl - Date.now()));
-    this.#vouchTimer.unref?.();
+    this.#clearTimer(this.#vouchTimer);
+    this.#vouchTimer = this.#clock.setTimeout(() => this.#unvouched(), Math.max(0, sentAt + this.keyTtl - this.#clock.monotonic()));
   }
 
   #unvouched(): void {
     if (this.#closed) return;
-    // Timers may fire a little early; wait out the rest rather than skip the check.
-    const left = this.#lastRenew + this.keyTtl - Date.now();
+    // A clock's timers may fire a little early; wait out the rest rather than skip the check.
+    const left = this.#lastRenew + this.keyTtl - this.#clock.monotonic();
     if (left > 0) {
-      this.#vouchTimer = setTimeout(() => this.#unvouched(), left);
-      this.#vouchTimer.unref?.();
+      this.#vouchTimer = this.#clock.setTimeout(() => this.#unvouched(), left);
       return;
     }
     this.#giveUp();
+  }
+
+  #clearTimer(timer: TimerHandle | undefined): void {
+    if (timer !== undefined) this.#clock.clearTimeout(timer);
   }
 
   /** Gives up the locks and requests of the node's current id: each is reported lost or failed. */
@@ -255,15 +277,13 @@ export class NodeLiveness {
 
   #scheduleRenew(delay: number): void {
     if (this.#closed) return;
-    clearTimeout(this.#renewTimer);
-    this.#renewTimer = setTimeout(() => void this.#renew(), delay);
-    this.#renewTimer.unref?.();
+    this.#clearTimer(this.#renewTimer);
+    this.#renewTimer = this.#clock.setTimeout(() => void this.#renew(), delay);
   }
 
   #scheduleCheck(): void {
     if (this.#closed) return;
-    this.#checkTimer = setTimeout(() => void this.#checkOthers(), Math.max(20, Math.floor(this.#o.ttl / 10)));
-    this.#checkTimer.unref?.();
+    this.#checkTimer = this.#clock.setTimeout(() => void this.#checkOthers(), Math.max(20, Math.floor(this.#o.ttl / 10)));
   }
 
   /** One renew round: detects a lost state, renews, re-registers when needed, then runs housekeeping. */
@@ -273,7 +293,7 @@ export class NodeLiveness {
       const { link, names } = this.#o;
       try {
         const restarted = await this.#readRunIds();
-        const sentAt = Date.now();
+        const sentAt = this.#clock.monotonic();
         const id = this.#id;
         // A node that abandoned its locks takes a new id even when its key
         // survived (its renews ran but their replies came too late). PEXPIRE
@@ -321,7 +341,7 @@ export class NodeLiveness {
     const { link, names, ttl, logger } = this.#o;
     logger.warn({ node: this.#id }, 'Redis lost its state: every lock held through this node is revoked');
     this.#o.hooks.abandon('state_lost');
-    this.#holdoffUntil = Date.now() + ttl;
+    this.#holdoffUntil = this.#clock.monotonic() + ttl;
     await link.command(names.holdoff(), ['SET', names.holdoff(), '1', 'PX', String(ttl)]);
     await this.#register();
   }
