@@ -1,7 +1,7 @@
 import { DEFAULT_LIMITS } from '@lockwire/protocol';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import type { Effect } from './engine/effects.js';
-import { LockEngine } from './engine/lock-engine.js';
+import { LockEngine, type Instant } from './engine/lock-engine.js';
 import { createTokenSource } from './engine/token-source.js';
 import type {
   AcquireInput,
@@ -62,7 +62,10 @@ const rethrowLater = (error: unknown) => {
  * step, delivers its effects in order (to the listener and to watchers), and
  * resolves with the step's result; failures reject with `LockError` and change
  * nothing. Exactly one clock timer is armed, for the earliest deadline, so
- * hold, acquire and wait timeouts run on time and never early.
+ * hold, acquire and wait timeouts run on time and never early. Deadlines are
+ * kept on the clock's monotonic reading: a step of the wall clock moves none
+ * of them; it only dates what is reported (`expiresAt`, `since`, events'
+ * `at`) and the fencing tokens' seed.
  *
  * `close()` stops the timer (idempotent). Calls after it still work on the
  * table, so a draining server can end its sessions, but no deadline runs.
@@ -137,6 +140,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     }
   };
 
+  const instant = (): Instant => ({ wall: clock.now(), monotonic: clock.monotonic() });
+
   const arm = () => {
     if (closed) return;
     const next = engine.nextDeadline();
@@ -144,12 +149,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     if (timer) clock.clearTimeout(timer.handle);
     timer = null;
     if (next === null) return;
-    timer = { at: next, handle: clock.setTimeout(onTimer, Math.max(0, next - clock.now())) };
+    timer = { at: next, handle: clock.setTimeout(onTimer, Math.max(0, next - clock.monotonic())) };
   };
 
   function onTimer() {
     timer = null;
-    deliver(engine.tick(clock.now()));
+    deliver(engine.tick(instant()));
     arm();
   }
 
@@ -159,15 +164,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
    * `expiresAt` would act on a hold that has already expired, and a try-once
    * acquire would see a lock that is no longer held.
    */
-  const catchUp = (now: number) => {
+  const catchUp = (now: Instant) => {
     if (closed) return;
     const next = engine.nextDeadline();
-    if (next !== null && next <= now) deliver(engine.tick(now));
+    if (next !== null && next <= now.monotonic) deliver(engine.tick(now));
   };
 
   /** Runs one engine step, delivers its effects, re-arms the timer. */
-  const step = <T>(run: (now: number) => { result: T; effects: Effect[] }): T => {
-    const now = clock.now();
+  const step = <T>(run: (now: Instant) => { result: T; effects: Effect[] }): T => {
+    const now = instant();
     catchUp(now);
     const { result, effects } = run(now);
     deliver(effects);
@@ -210,13 +215,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
 
     async status(key, viewer) {
-      catchUp(clock.now());
+      catchUp(instant());
       arm();
       return engine.status(key, viewer);
     },
 
     async list(prefix, limit, viewer) {
-      catchUp(clock.now());
+      catchUp(instant());
       arm();
       return engine.list(prefix, limit, viewer);
     },
@@ -224,7 +229,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     async watch(prefix, limit, viewer, sink): Promise<WatchHandle> {
       // Snapshot and registration happen in one synchronous step: no event
       // can fall between them.
-      catchUp(clock.now());
+      catchUp(instant());
       arm();
       const snapshot = engine.list(prefix, limit, viewer);
       const registration: WatchRegistration = { sink, active: true };

@@ -1,7 +1,7 @@
 import { DEFAULT_LIMITS } from '@lockwire/protocol';
 import { createManualClock } from '../src/clock.js';
 import type { Effect } from '../src/engine/effects.js';
-import { LockEngine } from '../src/engine/lock-engine.js';
+import { LockEngine, type Instant } from '../src/engine/lock-engine.js';
 import { createTokenSource } from '../src/engine/token-source.js';
 import type { AcquireInput, StoreLimits, WaitInput } from '../src/store.js';
 import { acquireInput } from './server-harness.js';
@@ -27,7 +27,7 @@ export function line(effect: Effect): string {
 
 export const lines = (effects: Effect[]) => effects.map(line);
 
-/** An engine with tokens 1, 2, 3... and a manual clock that gives `now`. */
+/** An engine with tokens 1, 2, 3... and a manual clock that gives `now` (both its readings). */
 export function engineHarness(limits: Partial<StoreLimits> = {}) {
   const clock = createManualClock(1_000);
   const engine = new LockEngine({
@@ -39,13 +39,15 @@ export function engineHarness(limits: Partial<StoreLimits> = {}) {
     tokens: createTokenSource(() => 1),
   });
   let tickets = 0;
+  const now = (): Instant => ({ wall: clock.now(), monotonic: clock.monotonic() });
   const h = {
     clock,
     engine,
+    now,
     /** The ticket the next acquire or wait gets. */
     nextTicket: () => tickets + 1,
     acquire(session: string, key: string, input: Partial<Omit<AcquireInput, 'key'>> = {}) {
-      return engine.acquire(session, acquireInput(++tickets, key, input), clock.now());
+      return engine.acquire(session, acquireInput(++tickets, key, input), now());
     },
     /** Acquires and expects an immediate grant; returns its token. */
     hold(session: string, key: string, input: Partial<Omit<AcquireInput, 'key'>> = {}): number {
@@ -54,10 +56,10 @@ export function engineHarness(limits: Partial<StoreLimits> = {}) {
       return outcome.token;
     },
     wait(session: string, key: string, input: Partial<Omit<WaitInput, 'key'>> = {}) {
-      return engine.wait(session, { ticket: ++tickets, key, timeout: null, ...input }, clock.now());
+      return engine.wait(session, { ticket: ++tickets, key, timeout: null, ...input }, now());
     },
-    release: (session: string, key: string) => lines(engine.release(session, key, clock.now())),
-    tick: () => lines(engine.tick(clock.now())),
+    release: (session: string, key: string) => lines(engine.release(session, key, now())),
+    tick: () => lines(engine.tick(now())),
     holders: (key: string) => engine.status(key, null).holders.map((holder) => holder.session),
     queue: (key: string) => engine.status(key, null).queue.map((waiter) => `${waiter.session}:${waiter.mode}`),
   };

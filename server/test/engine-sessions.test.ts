@@ -53,8 +53,8 @@ describe('wait', () => {
     h.clock.advance(10);
     expect(h.tick()).toContain(`waitDone w #${e} free`);
     expect(lines(h.acquire('x', 's', { steal: true }).effects)).toContain(`waitDone w #${s} free`);
-    expect(lines(h.engine.revoke('r', h.clock.now()).effects)).toContain(`waitDone w #${r} free`);
-    expect(lines(h.engine.closeSession('a', h.clock.now()))).toContain(`waitDone w #${d} free`);
+    expect(lines(h.engine.revoke('r', h.now()).effects)).toContain(`waitDone w #${r} free`);
+    expect(lines(h.engine.closeSession('a', h.now()))).toContain(`waitDone w #${d} free`);
   });
 
   it('answers not free when its timeout passes first, then never again', () => {
@@ -78,7 +78,7 @@ describe('cancel', () => {
     const ticket = h.nextTicket();
     h.acquire('x', 'k', { acquireTimeout: 100 });
     h.acquire('r', 'k', { mode: 'shared' });
-    const { cancelled, effects } = h.engine.cancel('x', ticket, h.clock.now());
+    const { cancelled, effects } = h.engine.cancel('x', ticket, h.now());
     expect(cancelled).toBe(true);
     expect(lines(effects)).toEqual(['dequeued k x h1 w1', 'granted r #3 k t2', 'acquired k r t2 h2 w0']);
     expect(h.engine.inspect().pendingDeadlines).toBe(0);
@@ -89,7 +89,7 @@ describe('cancel', () => {
     h.hold('a', 'k');
     const ticket = h.nextTicket();
     h.wait('w', 'k', { timeout: 10 });
-    expect(h.engine.cancel('w', ticket, h.clock.now())).toEqual({ cancelled: true, effects: [] });
+    expect(h.engine.cancel('w', ticket, h.now())).toEqual({ cancelled: true, effects: [] });
     expect(h.release('a', 'k')).toEqual(['released k a t1 h0 w0']);
     h.clock.advance(10);
     expect(h.tick()).toEqual([]);
@@ -100,10 +100,10 @@ describe('cancel', () => {
     h.hold('a', 'k');
     const ticket = h.nextTicket();
     h.acquire('b', 'k');
-    expect(h.engine.cancel('c', ticket, h.clock.now()).cancelled).toBe(false);
-    expect(h.engine.cancel('b', 999, h.clock.now()).cancelled).toBe(false);
+    expect(h.engine.cancel('c', ticket, h.now()).cancelled).toBe(false);
+    expect(h.engine.cancel('b', 999, h.now()).cancelled).toBe(false);
     h.release('a', 'k');
-    expect(h.engine.cancel('b', ticket, h.clock.now()).cancelled).toBe(false);
+    expect(h.engine.cancel('b', ticket, h.now()).cancelled).toBe(false);
     expect(h.holders('k')).toEqual(['b']);
   });
 });
@@ -114,7 +114,7 @@ describe('revoke', () => {
     h.hold('a', 'k', { mode: 'shared' });
     h.hold('b', 'k', { mode: 'shared' });
     h.acquire('x', 'k');
-    const { revoked, effects } = h.engine.revoke('k', h.clock.now());
+    const { revoked, effects } = h.engine.revoke('k', h.now());
     expect(revoked).toBe(2);
     expect(lines(effects)).toEqual([
       'lost a k t1 revoked',
@@ -124,7 +124,7 @@ describe('revoke', () => {
       'granted x #3 k t3',
       'acquired k x t3 h1 w0',
     ]);
-    expect(h.engine.revoke('free', h.clock.now())).toEqual({ revoked: 0, effects: [] });
+    expect(h.engine.revoke('free', h.now())).toEqual({ revoked: 0, effects: [] });
   });
 });
 
@@ -137,7 +137,7 @@ describe('closeSession', () => {
     h.acquire('a', 'q', { acquireTimeout: 100 });
     h.wait('a', 'q', { timeout: 100 });
     h.acquire('b', 'h1');
-    expect(lines(h.engine.closeSession('a', h.clock.now()))).toEqual([
+    expect(lines(h.engine.closeSession('a', h.now()))).toEqual([
       'dequeued q a h1 w0',
       'released h1 a t2 h0 w1',
       'granted b #6 h1 t4',
@@ -147,8 +147,8 @@ describe('closeSession', () => {
     expect(h.engine.inspect()).toEqual({ keys: 2, sessions: 2, pendingDeadlines: 0 });
     h.clock.advance(100);
     expect(h.tick()).toEqual([]);
-    h.engine.closeSession('o', h.clock.now());
-    h.engine.closeSession('b', h.clock.now());
+    h.engine.closeSession('o', h.now());
+    h.engine.closeSession('b', h.now());
     expect(h.engine.inspect()).toEqual({ keys: 0, sessions: 0, pendingDeadlines: 0 });
   });
 
@@ -158,7 +158,7 @@ describe('closeSession', () => {
     h.hold('a', 'h1');
     h.acquire('a', 'q');
     h.acquire('b', 'h1');
-    expect(lines(h.engine.closeSession('a', h.clock.now(), 'revoked'))).toEqual([
+    expect(lines(h.engine.closeSession('a', h.now(), 'revoked'))).toEqual([
       'dequeued q a h1 w0',
       'lost a h1 t2 revoked',
       'revoked h1 a t2 h0 w1',
@@ -170,10 +170,10 @@ describe('closeSession', () => {
 
   it('does nothing for an unknown or already closed session', () => {
     const h = engineHarness();
-    expect(h.engine.closeSession('nobody', h.clock.now())).toEqual([]);
+    expect(h.engine.closeSession('nobody', h.now())).toEqual([]);
     h.hold('a', 'k');
-    h.engine.closeSession('a', h.clock.now());
-    expect(h.engine.closeSession('a', h.clock.now())).toEqual([]);
+    h.engine.closeSession('a', h.now());
+    expect(h.engine.closeSession('a', h.now())).toEqual([]);
   });
 });
 
@@ -204,7 +204,7 @@ describe('events', () => {
       },
     ]);
     h.clock.advance(5);
-    const [released] = h.engine.release('a', 'k', h.clock.now());
+    const [released] = h.engine.release('a', 'k', h.now());
     expect(released).toEqual({
       type: 'event',
       event: {
@@ -282,7 +282,7 @@ describe('keys', () => {
     for (const key of keys) expect(h.acquire('b', key, { acquireTimeout: 0 }).outcome.status).toBe('not_granted');
     expect(h.engine.list('', 100, null).locks.map((lock) => lock.key).sort()).toEqual([...keys].sort());
     expect(h.engine.status('__proto__', 'a')).toMatchObject({ key: '__proto__', locked: true, heldByYou: true });
-    h.engine.closeSession('a', h.clock.now());
+    h.engine.closeSession('a', h.now());
     expect(h.engine.inspect()).toEqual({ keys: 0, sessions: 0, pendingDeadlines: 0 });
   });
 });
@@ -294,7 +294,7 @@ describe('fencing tokens', () => {
     const engine = () => new LockEngine({ limits, tokens: createTokenSource() });
     const grant = (e: LockEngine, key: string, ticket: number) => {
       const input = { ticket, key, mode: 'exclusive', acquireTimeout: null, holdTimeout: null, steal: false, meta: null } as const;
-      const { outcome } = e.acquire('s', input, clock.now());
+      const { outcome } = e.acquire('s', input, { wall: clock.now(), monotonic: clock.monotonic() });
       if (outcome.status !== 'granted') throw new Error('expected a grant');
       return outcome.token;
     };

@@ -16,7 +16,9 @@ export interface Hold {
   readonly token: number;
   readonly since: number;
   readonly meta: Meta | null;
+  /** When the hold ends, on the wall clock as it read at the grant or last extend: reported only. */
   expiresAt: number | null;
+  /** The end that counts, on the monotonic clock; null without a hold timeout. */
   deadline: DeadlineSlot<Deadline> | null;
   /**
    * Pending waits that still wait for this hold to end; `null` while there

@@ -23,8 +23,22 @@ import type { TokenSource } from './token-source.js';
 export interface LockEngineOptions {
   limits: StoreLimits;
   tokens: TokenSource;
-  /** The `resolution` of the clock `now` is read from (see `Clock`); default 0. */
+  /** The `resolution` of the wall clock `Instant.wall` is read from (see `Clock`); default 0. */
   clockResolution?: number;
+}
+
+/**
+ * When an engine step happens, as both readings of the caller's `Clock` give
+ * it. The wall clock may be stepped between two steps, so it only dates
+ * what is reported (`since`, `expiresAt`, an event's `at`) and seeds tokens;
+ * every deadline is kept on the monotonic reading, so a step of the wall
+ * clock neither ends a hold early nor keeps it past its timeout.
+ */
+export interface Instant {
+  /** Epoch ms on the wall clock (`Clock.now()`). */
+  readonly wall: number;
+  /** ms on the clock that never jumps (`Clock.monotonic()`). */
+  readonly monotonic: number;
 }
 
 /** How a hold ended: released by its holder (or its session's end), or taken away. */
@@ -32,10 +46,11 @@ type HoldEnd = 'released' | LostReason;
 
 /**
  * The lock table as a pure, synchronous state machine. It knows nothing of
- * sockets, JSON or timers: every operation is handed `now` and returns the
- * effects it caused, in order, for the caller to deliver. Deadlines (hold,
- * acquire and wait timeouts) live in one heap; the caller asks for
- * `nextDeadline()` and calls `tick(now)` when it is due.
+ * sockets, JSON or timers: every operation is handed `now` (an `Instant`)
+ * and returns the effects it caused, in order, for the caller to deliver.
+ * Deadlines (hold, acquire and wait timeouts) live in one heap, in
+ * monotonic ms; the caller asks for `nextDeadline()` and calls `tick(now)`
+ * when its monotonic clock reaches it.
  *
  * Failures throw `LockError` before anything changes.
  *
@@ -67,7 +82,7 @@ export class LockEngine {
    * switch, second queued acquire for the key, steal with `shared` or with
    * `acquireTimeout: 0`), `too_many_locks` or `too_many_waiters`.
    */
-  acquire(session: SessionId, input: AcquireInput, now: number): { outcome: AcquireOutcome; effects: Effect[] } {
+  acquire(session: SessionId, input: AcquireInput, now: Instant): { outcome: AcquireOutcome; effects: Effect[] } {
     const { ticket, key, mode, acquireTimeout, steal } = input;
     checkDuration('acquireTimeout', acquireTimeout);
     checkDuration('holdTimeout', input.holdTimeout);
@@ -105,7 +120,7 @@ export class LockEngine {
         key,
         session,
         mode,
-        since: now,
+        since: now.wall,
         seq: ++this.#seq,
         meta: input.meta,
         holdTimeout: input.holdTimeout,
@@ -114,13 +129,13 @@ export class LockEngine {
         next: null,
       };
       if (acquireTimeout !== null) {
-        waiter.deadline = this.#deadlines.push(now + acquireTimeout, { kind: 'acquire', waiter });
+        waiter.deadline = this.#deadlines.push(now.monotonic + acquireTimeout, { kind: 'acquire', waiter });
       }
       entry.enqueue(waiter);
       const waiting = this.#record(session);
       (waiting.queued ??= new Map()).set(ticket, waiter);
       (waiting.queuedKeys ??= new Set()).add(key);
-      effects.push(waiterEvent(entry, 'queued', waiter, now));
+      effects.push(waiterEvent(entry, 'queued', waiter, now.wall));
       return { outcome: { status: 'queued', position: entry.waiting }, effects };
     }
     // A steal takes the key from every holder and is granted ahead of the
@@ -132,7 +147,7 @@ export class LockEngine {
   }
 
   /** Ends this session's hold on `key` and grants the queue's head(s). Throws `not_holder`. */
-  release(session: SessionId, key: string, now: number): Effect[] {
+  release(session: SessionId, key: string, now: Instant): Effect[] {
     const hold = this.#sessions.get(session)?.held?.get(key);
     const entry = this.#keys.get(key);
     if (!hold || !entry) throw notHolder(key);
@@ -142,8 +157,13 @@ export class LockEngine {
     return effects;
   }
 
-  /** Moves the hold's expiry to `now + holdTimeout` (`null`: never). Throws `not_holder`. */
-  extend(session: SessionId, key: string, holdTimeout: number | null, now: number): number | null {
+  /**
+   * Moves the hold's expiry to `holdTimeout` from `now` (`null`: never):
+   * its deadline counts from the monotonic reading, whatever the wall clock
+   * did since the grant. Returns the new `expiresAt` (wall clock). Throws
+   * `not_holder`.
+   */
+  extend(session: SessionId, key: string, holdTimeout: number | null, now: Instant): number | null {
     checkDuration('holdTimeout', holdTimeout);
     const hold = this.#sessions.get(session)?.held?.get(key);
     if (!hold) throw notHolder(key);
@@ -156,7 +176,7 @@ export class LockEngine {
    * exists now has ended (`waitDone` free) or `timeout` passes (`waitDone`
    * not free). Never acquires.
    */
-  wait(session: SessionId, input: WaitInput, now: number): 'free' | 'pending' {
+  wait(session: SessionId, input: WaitInput, now: Instant): 'free' | 'pending' {
     checkDuration('timeout', input.timeout);
     const record = this.#sessions.get(session);
     checkTicketFree(record, input.ticket);
@@ -170,14 +190,16 @@ export class LockEngine {
       deadline: null,
     };
     for (const hold of wait.holds) (hold.waits ??= new Set()).add(wait);
-    if (input.timeout !== null) wait.deadline = this.#deadlines.push(now + input.timeout, { kind: 'wait', wait });
+    if (input.timeout !== null) {
+      wait.deadline = this.#deadlines.push(now.monotonic + input.timeout, { kind: 'wait', wait });
+    }
     const waiting = this.#record(session);
     (waiting.waits ??= new Map()).set(input.ticket, wait);
     return 'pending';
   }
 
   /** Removes this session's pending acquire or wait; false when nothing with that ticket is pending. */
-  cancel(session: SessionId, ticket: Ticket, now: number): { cancelled: boolean; effects: Effect[] } {
+  cancel(session: SessionId, ticket: Ticket, now: Instant): { cancelled: boolean; effects: Effect[] } {
     const record = this.#sessions.get(session);
     const effects: Effect[] = [];
     const waiter = record?.queued?.get(ticket);
@@ -194,7 +216,7 @@ export class LockEngine {
   }
 
   /** Takes the key from every holder (`lost` revoked) and grants the queue; returns how many holds ended. */
-  revoke(key: string, now: number): { revoked: number; effects: Effect[] } {
+  revoke(key: string, now: Instant): { revoked: number; effects: Effect[] } {
     const entry = this.#keys.get(key);
     const effects: Effect[] = [];
     if (!entry) return { revoked: 0, effects };
@@ -211,7 +233,7 @@ export class LockEngine {
    * step. Nothing else of the session is settled. Costs O(what the session
    * had).
    */
-  closeSession(session: SessionId, now: number, end: SessionEnd = 'released'): Effect[] {
+  closeSession(session: SessionId, now: Instant, end: SessionEnd = 'released'): Effect[] {
     const record = this.#sessions.get(session);
     const effects: Effect[] = [];
     if (!record) return effects;
@@ -227,21 +249,21 @@ export class LockEngine {
     return effects;
   }
 
-  /** The earliest pending deadline (epoch ms), or null when none. */
+  /** The earliest pending deadline (monotonic ms, as `Instant.monotonic`), or null when none. */
   nextDeadline(): number | null {
     return this.#deadlines.peek()?.at ?? null;
   }
 
   /**
-   * Processes every deadline due at `now` (`deadline <= now`), in deadline
-   * order. Deadlines created during this run (a grant with `holdTimeout: 0`)
+   * Processes every deadline due at `now` (`deadline <= now.monotonic`), in
+   * deadline order. Deadlines created during this run (a grant with `holdTimeout: 0`)
    * wait for the next run, so their grant is delivered first.
    */
-  tick(now: number): Effect[] {
+  tick(now: Instant): Effect[] {
     const effects: Effect[] = [];
     const before = this.#deadlines.nextSeq;
     for (let top = this.#deadlines.peek(); top; top = this.#deadlines.peek()) {
-      if (top.at > now || top.seq >= before) break;
+      if (top.at > now.monotonic || top.seq >= before) break;
       const due = this.#deadlines.pop();
       if (due === undefined) break;
       if (due.kind === 'hold') this.#expire(due.hold, now, effects);
@@ -271,7 +293,7 @@ export class LockEngine {
     return { keys: this.#keys.size, sessions: this.#sessions.size, pendingDeadlines: this.#deadlines.size };
   }
 
-  #expire(hold: Hold, now: number, effects: Effect[]): void {
+  #expire(hold: Hold, now: Instant, effects: Effect[]): void {
     hold.deadline = null;
     const entry = this.#keys.get(hold.key);
     if (!entry || entry.holder(hold.session) !== hold) return;
@@ -279,7 +301,7 @@ export class LockEngine {
     this.#drain(entry, now, effects);
   }
 
-  #timeOutAcquire(waiter: Waiter, now: number, effects: Effect[]): void {
+  #timeOutAcquire(waiter: Waiter, now: Instant, effects: Effect[]): void {
     waiter.deadline = null;
     effects.push({ type: 'acquireTimedOut', session: waiter.session, ticket: waiter.ticket });
     this.#dequeue(waiter, now, effects);
@@ -294,15 +316,15 @@ export class LockEngine {
   #grant(
     entry: KeyEntry,
     request: Pick<Hold, 'session' | 'mode' | 'meta'> & { holdTimeout: number | null },
-    now: number,
+    now: Instant,
     effects: Effect[],
   ): Hold {
     const hold: Hold = {
       key: entry.key,
       session: request.session,
       mode: request.mode,
-      token: this.#tokens.next(now),
-      since: now,
+      token: this.#tokens.next(now.wall),
+      since: now.wall,
       meta: request.meta,
       expiresAt: null,
       deadline: null,
@@ -312,20 +334,25 @@ export class LockEngine {
     entry.setHolder(hold);
     const record = this.#record(hold.session);
     (record.held ??= new Map()).set(hold.key, hold);
-    effects.push(holdEvent(entry, 'acquired', hold, now));
+    effects.push(holdEvent(entry, 'acquired', hold, now.wall));
     return hold;
   }
 
-  #schedule(hold: Hold, holdTimeout: number | null, now: number): void {
+  #schedule(hold: Hold, holdTimeout: number | null, now: Instant): void {
     if (hold.deadline) this.#deadlines.cancel(hold.deadline);
-    // A whole epoch millisecond on every store, never before `holdTimeout`
-    // has passed since the grant (see `holdDuration`).
-    hold.expiresAt = holdTimeout === null ? null : now + holdDuration(this.#clock, holdTimeout);
-    hold.deadline = hold.expiresAt === null ? null : this.#deadlines.push(hold.expiresAt, { kind: 'hold', hold });
+    hold.deadline = null;
+    hold.expiresAt = null;
+    if (holdTimeout === null) return;
+    // One duration for both readings: `expiresAt`, a whole epoch millisecond
+    // on every store, reports the deadline, which alone decides (see
+    // `holdDuration`: never before `holdTimeout` has passed since the grant).
+    const duration = holdDuration(this.#clock, holdTimeout);
+    hold.expiresAt = now.wall + duration;
+    hold.deadline = this.#deadlines.push(now.monotonic + duration, { kind: 'hold', hold });
   }
 
   /** Ends a hold; the caller then drains the queue (after all holds of its step ended). */
-  #endHold(entry: KeyEntry, hold: Hold, how: HoldEnd, now: number, effects: Effect[]): void {
+  #endHold(entry: KeyEntry, hold: Hold, how: HoldEnd, now: Instant, effects: Effect[]): void {
     entry.deleteHolder(hold.session);
     if (hold.deadline) this.#deadlines.cancel(hold.deadline);
     hold.deadline = null;
@@ -337,7 +364,7 @@ export class LockEngine {
     if (how !== 'released') {
       effects.push({ type: 'lost', session: hold.session, lost: { key: hold.key, token: hold.token, reason: how } });
     }
-    effects.push(holdEvent(entry, how, hold, now));
+    effects.push(holdEvent(entry, how, hold, now.wall));
     for (const wait of hold.waits ?? []) {
       wait.holds.delete(hold);
       if (wait.holds.size > 0) continue;
@@ -348,11 +375,11 @@ export class LockEngine {
   }
 
   /** Takes a waiter out of its queue (`dequeued`), then grants whatever that unblocked. */
-  #dequeue(waiter: Waiter, now: number, effects: Effect[]): void {
+  #dequeue(waiter: Waiter, now: Instant, effects: Effect[]): void {
     const entry = this.#keys.get(waiter.key);
     if (!entry) return;
     this.#unlinkWaiter(entry, waiter);
-    effects.push(waiterEvent(entry, 'dequeued', waiter, now));
+    effects.push(waiterEvent(entry, 'dequeued', waiter, now.wall));
     this.#drain(entry, now, effects);
   }
 
@@ -383,7 +410,7 @@ export class LockEngine {
    * exclusive request, or a run of shared ones up to the first exclusive.
    * Removes the entry when nothing is left of it.
    */
-  #drain(entry: KeyEntry, now: number, effects: Effect[]): void {
+  #drain(entry: KeyEntry, now: Instant, effects: Effect[]): void {
     for (let head = entry.head; head && compatible(entry, head.mode); head = entry.head) {
       this.#unlinkWaiter(entry, head);
       const hold = this.#grant(entry, head, now, effects);
