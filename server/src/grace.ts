@@ -96,20 +96,21 @@ export class GraceRegistry {
   /**
    * Starts the grace of a session that lost its connection; `cancelling`
    * settles when its pending requests have left their queues. `deadline`
-   * (epoch ms on the clock) is when the grace ends: default `grace` from
-   * now; a claimed session put back (its resume failed) passes the deadline
-   * it was claimed with, so a failed resume never lengthens the grace, and
-   * the `losses` recorded so far. A deadline already past ends the session
-   * at once.
+   * (ms on the clock's monotonic reading, so that a step of the wall clock
+   * neither shortens nor lengthens a grace) is when the grace ends:
+   * default `grace` from now; a claimed session put back (its resume failed)
+   * passes the deadline it was claimed with, so a failed resume never
+   * lengthens the grace, and the `losses` recorded so far. A deadline
+   * already past ends the session at once.
    */
   hold(
     detached: DetachedSession,
     cancelling: Promise<void> = Promise.resolve(),
-    deadline: number = this.options.clock.now() + this.options.grace,
+    deadline: number = this.options.clock.monotonic() + this.options.grace,
     losses: GraceLosses = new Map(),
   ): void {
     this.#drop(detached.session);
-    const left = deadline - this.options.clock.now();
+    const left = deadline - this.options.clock.monotonic();
     if (left <= 0) {
       this.options.expired(detached.session, stillHeld(detached.keys, losses));
       return;
@@ -193,7 +194,7 @@ export interface Resumption {
   readonly detached: DetachedSession;
   /** The locks the store said the session held when the resume read them; see `SessionGrace.opened`. */
   readonly held: HeldLock[];
-  /** When the session's grace would have ended (clock epoch ms): kept if the new connection fails to open. */
+  /** When the session's grace would have ended (the clock's monotonic ms): kept if the new connection fails to open. */
   readonly deadline: number;
   /**
    * The locks the session lost since its connection dropped: during its

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createManualClock, systemClock } from '../src/clock.js';
+import { GraceRegistry } from '../src/grace.js';
 import { createMemoryStore } from '../src/memory-store.js';
 import { createLockServer, type LockServer } from '../src/server.js';
 import type { AcquireInput, StoreListener } from '../src/store.js';
@@ -111,6 +112,29 @@ describe('the memory store when the wall clock steps', () => {
     expect(await token('b')).toBe((START + HOUR) * 1_000);
     h.clock.stepWall(-2 * HOUR);
     expect(await token('c')).toBe((START + HOUR) * 1_000 + 1);
+  });
+});
+
+describe('session grace when the wall clock steps', () => {
+  it.each([
+    ['forward', HOUR],
+    ['backward', -HOUR],
+  ])('a session put back in grace by a failed resume keeps the rest of its grace, however the wall clock stepped %s', (_, step) => {
+    const clock = createManualClock(START);
+    const ended: string[] = [];
+    const registry = new GraceRegistry({ grace: 10_000, clock, expired: (session) => void ended.push(session) });
+    registry.hold({ session: 's', secret: 'secret', user: null, keys: new Set(['k']) });
+    clock.advance(4_000);
+    const claimed = registry.claim('s', 'secret', null);
+    if (claimed === null) throw new Error('expected the session to be claimed');
+    clock.stepWall(step);
+    // The resume failed: the session goes back into grace until its first deadline, 6 s away.
+    registry.hold(claimed.detached, Promise.resolve(), claimed.deadline, claimed.losses);
+    expect({ ended, inGrace: registry.size }).toEqual({ ended: [], inGrace: 1 });
+    clock.advance(5_999);
+    expect(ended).toEqual([]);
+    clock.advance(1);
+    expect({ ended, inGrace: registry.size }).toEqual({ ended: ['s'], inGrace: 0 });
   });
 });
 
