@@ -24,7 +24,8 @@ const STREAK_GAP_MS = 1000;
  * streak, which frames let through in between do not end: a sender whose
  * streak lasts `abuseAfterMs`, or reaches `abuseAfterFrames` refusals, is
  * `abuse` (closed 1008). A short burst over the limit is only refused.
- * Time comes from the injected clock.
+ * Time comes from the injected clock's monotonic reading: a step of the wall
+ * clock neither refills the bucket nor puts off an abuse verdict.
  */
 export class RateLimiter {
   #tokens: number;
@@ -36,12 +37,12 @@ export class RateLimiter {
     private readonly clock: Clock,
   ) {
     this.#tokens = options.burst;
-    this.#refilledAt = clock.now();
+    this.#refilledAt = clock.monotonic();
   }
 
   /** Takes a token for one frame. */
   take(): RateVerdict {
-    const now = this.clock.now();
+    const now = this.clock.monotonic();
     const elapsed = Math.max(0, now - this.#refilledAt);
     this.#tokens = Math.min(this.options.burst, this.#tokens + (elapsed * this.options.rate) / 1000);
     this.#refilledAt = now;

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createManualClock, systemClock } from '../src/clock.js';
 import { GraceRegistry } from '../src/grace.js';
 import { createMemoryStore } from '../src/memory-store.js';
+import { RateLimiter } from '../src/rate-limit.js';
 import { createLockServer, type LockServer } from '../src/server.js';
 import type { AcquireInput, StoreListener } from '../src/store.js';
 import { acquireInput, RawClient } from './server-harness.js';
@@ -135,6 +136,30 @@ describe('session grace when the wall clock steps', () => {
     expect(ended).toEqual([]);
     clock.advance(1);
     expect({ ended, inGrace: registry.size }).toEqual({ ended: ['s'], inGrace: 0 });
+  });
+});
+
+describe('the rate limiter when the wall clock steps', () => {
+  it('a forward step of the wall clock refills no tokens', () => {
+    const clock = createManualClock(START);
+    const limiter = new RateLimiter({ rate: 1, burst: 5, abuseAfterMs: 3_000, abuseAfterFrames: 1_000 }, clock);
+    for (let i = 0; i < 5; i++) expect(limiter.take()).toBe('accept');
+    clock.stepWall(HOUR);
+    expect(limiter.take()).toBe('refuse');
+  });
+
+  it('a backward step of the wall clock does not put off the abuse verdict of a sender limited for abuseAfterMs', () => {
+    const clock = createManualClock(START);
+    // Next to no refill: every frame after the first is refused.
+    const limiter = new RateLimiter({ rate: 0.001, burst: 1, abuseAfterMs: 3_000, abuseAfterFrames: 1_000 }, clock);
+    expect([limiter.take(), limiter.take()]).toEqual(['accept', 'refuse']);
+    clock.stepWall(-HOUR);
+    const verdicts: string[] = [];
+    for (let t = 500; t <= 3_000; t += 500) {
+      clock.advance(500);
+      verdicts.push(limiter.take());
+    }
+    expect(verdicts).toEqual(['refuse', 'refuse', 'refuse', 'refuse', 'refuse', 'abuse']);
   });
 });
 
