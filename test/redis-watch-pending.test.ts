@@ -169,4 +169,21 @@ describe('Redis store: a session watching again while its node hears other nodes
     const pong = await w.request({ op: 'ping' });
     expect(between(w, unwatched, pong)).toEqual([`reply ${id}`]);
   });
+
+  it('a ping is answered after an event the session is owed while another watch of the session reads its snapshot', async () => {
+    const { gate, other, observer, w } = await watchingNode('');
+    const x = await nodes.connect(other);
+    const id = await watchHeldAtBarrier(gate, w, 'k');
+    expect(await x.request({ op: 'acquire', key: 'kA' })).toMatchObject({ acquired: true });
+    // The watching node heard the acquire: W's watch of "" owes it to W.
+    await observer.nextEvent('kA', 'acquired');
+    const pingId = w.id();
+    w.send({ op: 'ping', id: pingId });
+    gate.open();
+    const pong = await w.reply(pingId);
+    await w.reply(id);
+    const eventsOfKey = (frames: Frame[]) => frames.filter((m) => m.type === 'event' && m.key === 'kA').map((e) => e.event);
+    expect(eventsOfKey(w.messages.slice(0, w.indexOf(pong)))).toEqual(['acquired']);
+    expect(eventsOfKey(w.messages)).toEqual(['acquired']);
+  });
 });

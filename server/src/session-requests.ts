@@ -199,9 +199,12 @@ export function dispatchRequest(message: ClientMessage, to: RequestTargets): voi
     case 'revoke':
       return requests.run(message, async () => ({ revoked: await store.revoke(message.key) }));
     case 'ping':
-      // After the pushes of every change made before it (a `lost` of a steal through another node).
+      // After the pushes of every change made before it: a `lost` of a steal through another node, and
+      // the events held back then for a watch's snapshot (those heard during the sync among them).
       return requests.run(message, async () => {
         await store.sync?.(session);
+        const held = to.watches.heldSent();
+        if (held) await held;
         return { at: host.clock.now() };
       });
   }

@@ -8,6 +8,8 @@ import type { LockEvent, SessionId, WatchHandle } from './store.js';
 
 interface Watch {
   readonly prefix: string;
+  /** The number of watches the session started before this one. */
+  readonly number: number;
   handle: WatchHandle | null;
   stopped: boolean;
   /**
@@ -24,6 +26,20 @@ interface HeldEvent {
   readonly event: LockEvent;
   /** The watches whose store streams delivered it: it is after their snapshots. */
   readonly receivedBy: Set<Watch>;
+  /**
+   * The number of watches the session had started when the event came. A
+   * watch started later reads its snapshot after the event's step, so the
+   * snapshot shows it: the event does not wait for that watch's reply.
+   */
+  readonly watchesBefore: number;
+}
+
+/** A `ping` waiting for the events held when it asked. */
+interface HeldWaiter {
+  readonly held: readonly HeldEvent[];
+  /** How many of `held`, from the front, went out. */
+  out: number;
+  readonly done: () => void;
 }
 
 /** Marks an event this session already sent. */
@@ -57,6 +73,9 @@ export class SessionWatches {
   private readonly seenEvents = new WeakMap<LockEvent, HeldEvent | typeof SENT>();
   /** Events waiting, in order, for watches still taking their snapshots. */
   private heldEvents: HeldEvent[] = [];
+  /** Watches started so far, which numbers them. */
+  private started = 0;
+  private heldWaiters: HeldWaiter[] = [];
 
   constructor(private readonly options: SessionWatchesOptions) {}
 
@@ -75,7 +94,7 @@ export class SessionWatches {
     // gap-free), and the old stream stops once the snapshot is out. Events
     // both streams deliver are sent once.
     const previous = this.watches.get(prefix) ?? null;
-    const watch: Watch = { prefix, handle: null, stopped: false, previous, live: false };
+    const watch: Watch = { prefix, number: this.started++, handle: null, stopped: false, previous, live: false };
     this.watches.set(prefix, watch);
     requests.run(message, async (request) => {
       try {
@@ -147,6 +166,20 @@ export class SessionWatches {
     for (const watch of this.watches.values()) stopWatch(watch);
     this.watches.clear();
     this.heldEvents = [];
+    for (const waiter of this.heldWaiters.splice(0)) waiter.done();
+  }
+
+  /**
+   * Resolves once every event held back now has gone out: a `ping` answers
+   * after the events the session is owed. Null when none is held. An event
+   * waits only for the snapshots of watches started before it came (each
+   * one store call), so this is as bounded as they are; it also resolves
+   * when the session's watches stop.
+   */
+  heldSent(): Promise<void> | null {
+    if (this.heldEvents.length === 0) return null;
+    const held = [...this.heldEvents];
+    return new Promise<void>((done) => this.heldWaiters.push({ held, out: 0, done }));
   }
 
   /**
@@ -163,20 +196,30 @@ export class SessionWatches {
       seen.receivedBy.add(watch);
       return;
     }
-    if (this.heldEvents.length === 0 && !this.awaitsSnapshot(event, null)) {
+    if (this.heldEvents.length === 0 && !this.awaitsSnapshot(event, this.started, null)) {
       this.seenEvents.set(event, SENT);
       this.options.sender.sendEvent(this.options.host.encodeEvent(event));
       return;
     }
-    const held: HeldEvent = { event, receivedBy: new Set([watch]) };
+    const held: HeldEvent = { event, receivedBy: new Set([watch]), watchesBefore: this.started };
     this.seenEvents.set(event, held);
     this.heldEvents.push(held);
   }
 
-  /** True when a watch matching the event's key (other than `except`) has not sent its snapshot yet. */
-  private awaitsSnapshot(event: LockEvent, except: Watch | null): boolean {
-    for (const watch of this.watches.values()) {
-      if (watch !== except && !watch.live && event.key.startsWith(watch.prefix)) return true;
+  /**
+   * True when a watch matching the event's key (other than `except`) has not
+   * sent its snapshot yet and must see the event after it: one started
+   * before the event came (among the first `watchesBefore`), or one whose
+   * stream delivered it (`receivedBy`).
+   */
+  private awaitsSnapshot(event: LockEvent, watchesBefore: number, receivedBy: ReadonlySet<Watch> | null, except: Watch | null = null): boolean {
+    for (const latest of this.watches.values()) {
+      if (!event.key.startsWith(latest.prefix)) continue;
+      // A watch of the prefix again replaced in turn, its snapshot still being taken, counts too.
+      for (let watch: Watch | null = latest; watch; watch = watch.previous) {
+        if (watch === except || watch.live || watch.stopped) continue;
+        if (watch.number < watchesBefore || receivedBy?.has(watch)) return true;
+      }
     }
     return false;
   }
@@ -198,7 +241,8 @@ export class SessionWatches {
     const keptKeys = new Set<string>();
     for (const held of this.heldEvents) {
       const { key } = held.event;
-      if (keptKeys.has(key) || (before && held.receivedBy.has(before)) || this.awaitsSnapshot(held.event, before)) {
+      const waits = (before && held.receivedBy.has(before)) || this.awaitsSnapshot(held.event, held.watchesBefore, held.receivedBy, before);
+      if (keptKeys.has(key) || waits) {
         kept.push(held);
         keptKeys.add(key);
         continue;
@@ -207,6 +251,18 @@ export class SessionWatches {
       this.options.sender.sendEvent(this.options.host.encodeEvent(held.event));
     }
     this.heldEvents = kept;
+    if (this.heldWaiters.length > 0) this.wakeHeldWaiters();
+  }
+
+  /** Resolves the `heldSent` waits whose events have all gone out. */
+  private wakeHeldWaiters(): void {
+    this.heldWaiters = this.heldWaiters.filter((waiter) => {
+      let next = waiter.held[waiter.out];
+      while (next && this.seenEvents.get(next.event) === SENT) next = waiter.held[++waiter.out];
+      if (next) return true;
+      waiter.done();
+      return false;
+    });
   }
 }
 

@@ -199,3 +199,68 @@ describe('a watch whose snapshot shows an event that follows one it does not sho
     expect(await client.next()).toEqual({ type: 'event', ...reacquired });
   });
 });
+
+describe('a watch of the same prefix again, replaced by another before its reply', () => {
+  it('still gets the events its stream delivered after its snapshot reply', async () => {
+    const { stub, client, holdWatch } = await start();
+    await client.request({ op: 'watch', id: 1, prefix: '' });
+    const [wide] = stub.sinks;
+    const second = holdWatch();
+    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
+    const pendingSecond = await second;
+    const acquired = event('doc:1', 1);
+    wide?.(acquired);
+    pendingSecond.sink(acquired);
+    const third = holdWatch();
+    client.send({ op: 'watch', id: 3, prefix: 'doc:' });
+    const pendingThird = await third;
+    // A watch of another prefix answers meanwhile: the event still waits for the second snapshot.
+    expect(await client.request({ op: 'watch', id: 4, prefix: 'x' })).toMatchObject({ ok: true });
+    pendingSecond.answer();
+    expect(await client.next()).toMatchObject({ type: 'reply', id: 2, ok: true });
+    expect(await client.next()).toEqual({ type: 'event', ...acquired });
+    pendingThird.answer();
+    expect(await client.next()).toMatchObject({ type: 'reply', id: 3, ok: true });
+  });
+});
+
+describe('a ping while a watch of the session takes its snapshot', () => {
+  const acquired = event('doc:1', 1);
+
+  it('is answered after an event another watch of the session owes it, held back for that snapshot', async () => {
+    const { stub, client, holdWatch } = await start();
+    await client.request({ op: 'watch', id: 1, prefix: '' });
+    const [wide] = stub.sinks;
+    const narrow = holdWatch();
+    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
+    const pending = await narrow;
+    wide?.(acquired);
+    client.send({ op: 'ping', id: 'p' });
+    // A round trip after the ping: an unwaiting ping would be answered by now.
+    expect(await client.request({ op: 'status', id: 3, key: 'x' })).toMatchObject({ ok: true });
+    pending.answer();
+    await client.reply('p');
+    expect(client.inbox.map((f) => `${String(f.type)} ${String(f.id ?? f.key)}`)).toEqual(['event doc:1', 'reply 2']);
+  });
+
+  it('waits for no watch started after the events it waits for', async () => {
+    const { stub, client, holdWatch } = await start();
+    await client.request({ op: 'watch', id: 1, prefix: '' });
+    const [wide] = stub.sinks;
+    const narrow = holdWatch();
+    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
+    const pendingNarrow = await narrow;
+    wide?.(acquired);
+    client.send({ op: 'ping', id: 'p' });
+    const later = holdWatch();
+    client.send({ op: 'watch', id: 3, prefix: 'doc:1' });
+    const pendingLater = await later;
+    pendingNarrow.answer();
+    // The later watch reads its snapshot after the acquire: the event goes before its reply, and the ping's.
+    expect(await client.next()).toEqual({ type: 'event', ...acquired });
+    expect(await client.next()).toMatchObject({ type: 'reply', id: 2, ok: true });
+    expect(await client.next()).toMatchObject({ type: 'reply', id: 'p', ok: true });
+    pendingLater.answer();
+    expect(await client.next()).toMatchObject({ type: 'reply', id: 3, ok: true });
+  });
+});
