@@ -106,6 +106,9 @@ export class Session {
     for (const key of options.held ?? []) this.held.add(key);
     const { expiresAt } = options.permissions;
     if (expiresAt !== null) {
+      // `exp` is a wall-clock time: what is left of it now is timed on the
+      // clock's monotonic reading, so a later step of the wall clock moves
+      // the session's end neither way (docs/guarantees.md).
       this.expiryTimer = host.clock.setTimeout(
         () => void this.expireCredentials(),
         Math.max(0, expiresAt - host.clock.now()),

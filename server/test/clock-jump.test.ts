@@ -5,7 +5,8 @@ import { createMemoryStore } from '../src/memory-store.js';
 import { RateLimiter } from '../src/rate-limit.js';
 import { createLockServer, type LockServer } from '../src/server.js';
 import type { AcquireInput, StoreListener } from '../src/store.js';
-import { acquireInput, RawClient } from './server-harness.js';
+import { SECRET, connectWith, startServer, token } from './auth-harness.js';
+import { acquireInput, RawClient, within } from './server-harness.js';
 
 const HOUR = 3_600_000;
 /** The manual clocks' wall clock at the start of each test. */
@@ -136,6 +137,26 @@ describe('session grace when the wall clock steps', () => {
     expect(ended).toEqual([]);
     clock.advance(1);
     expect({ ended, inGrace: registry.size }).toEqual({ ended: ['s'], inGrace: 0 });
+  });
+});
+
+describe('credentials expiring while connected when the wall clock steps', () => {
+  it.each([
+    ['forward', HOUR],
+    ['backward', -HOUR],
+  ])('a session ends when what was left of its exp at the open has passed, however the wall clock stepped %s', async (_, step) => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET } });
+    // 30 s left of exp (whole seconds) when the connection opens.
+    clock.set(Math.ceil(clock.now() / 1_000) * 1_000);
+    const exp = clock.now() / 1_000 + 30;
+    const { client } = await connectWith(server.url, await token({ sub: 'ana', locks: ['*'], exp }, { now: clock.now() }));
+    clock.stepWall(step);
+    expect(await client.request({ op: 'acquire', id: 1, key: 'a' })).toMatchObject({ ok: true, acquired: true });
+    clock.advance(29_999);
+    expect(await client.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
+    clock.advance(1);
+    expect(await client.next((f) => f.type === 'lost', 'the lost of a')).toMatchObject({ key: 'a', reason: 'revoked' });
+    expect(await within(client.closed, 'the 1008 close')).toMatchObject({ code: 1008 });
   });
 });
 
