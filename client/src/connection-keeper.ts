@@ -42,7 +42,9 @@ const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient:
  * Keeps a client connected: holds the open connection and the server's
  * welcome, reconnects with backoff when the connection drops (resuming the
  * session while the server keeps it), and carries the leases, watches and
- * state events across. Ends for good on `close()`, when reconnecting is off
+ * state events across. A close with 1000 that `close()` did not make (the
+ * browser transport's, as its page left) ended the session on the server:
+ * the leases are lost at once and the reconnect starts a new session. Ends for good on `close()`, when reconnecting is off
  * or gives up, on a protocol error, or on a close that forbids reconnecting.
  */
 export class ConnectionKeeper {
@@ -200,6 +202,15 @@ export class ConnectionKeeper {
   onClosed(close: CloseInfo, error: LockError): void {
     this.#connection = undefined;
     this.#lastClose = close;
+    if (close.code === CloseCode.Normal) {
+      // A 1000 that `close()` did not send was sent by the transport itself
+      // (the browser's, as its page left, also into the back/forward
+      // cache). The server ended the session on it, grace or not, so there
+      // is nothing to resume: the leases are lost now, not after a resume
+      // that a page shown again may never get to make, and the reconnect
+      // starts a new session.
+      this.#resume = null;
+    }
     const policy = this.#policy;
     const retry =
       policy !== null &&
@@ -229,10 +240,11 @@ export class ConnectionKeeper {
         this.#leases.loseAll(close);
       }, ticket.grace);
     } else {
-      // No grace to wait for. A server shutting down (1001) releases its
-      // sessions' locks at once, grace or not; a proxy's 1001 is taken the
-      // same way, on the safe side: a lease the server still keeps is then
-      // given up, and the resume releases its hold.
+      // No grace to wait for: none, or the session ended with a 1000 close.
+      // A server shutting down (1001) releases its sessions' locks at once,
+      // grace or not; a proxy's 1001 is taken the same way, on the safe
+      // side: a lease the server still keeps is then given up, and the
+      // resume releases its hold.
       this.#leases.loseAll(close);
       // So may a lease's abort listener.
       if (this.#stop.signal.aborted) return;

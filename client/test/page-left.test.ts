@@ -1,0 +1,135 @@
+/**
+ * A page that leaves (`pagehide`, also into the back/forward cache) closes
+ * its connection through the browser transport with 1000, which ends its
+ * session on the server at once, grace or not. The client must take that
+ * close as the end of the session too: nothing of it is left to resume.
+ * Driven here in Node through the browser transport itself, with ws as the
+ * page's `WebSocket` and an event target as the window that fires
+ * `pagehide`; the server runs with a minute of session grace on a manual
+ * clock that never moves, and the client reaches it through a proxy that
+ * plays a server the page cannot reach once it is shown again.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import WebSocket from 'ws';
+import { createWebSocketTransport, LockClient, type TransportFactory } from '@lockwire/client';
+import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
+import { abortedWith, fastReconnect, holding, nextEvent, startHarness, within, type Harness } from './fixtures.js';
+
+const GRACE_MS = 60_000;
+const PAGE_LEFT = { code: 1000, reason: 'page left', byClient: false };
+
+let h: Harness;
+let proxy: TcpProxy;
+let observer: LockClient;
+/** The window the transport listens to for `pagehide`. */
+let page: EventTarget;
+
+beforeEach(async () => {
+  h = await startHarness({ sessionGrace: GRACE_MS });
+  proxy = await startTcpProxy(h.server.port);
+  observer = await h.connect();
+  page = new EventTarget();
+  // ws implements the browser's addEventListener/MessageEvent/CloseEvent surface, standing in for a page's WebSocket.
+  vi.stubGlobal('WebSocket', WebSocket);
+  vi.stubGlobal('onpagehide', null);
+  vi.stubGlobal('addEventListener', page.addEventListener.bind(page));
+  vi.stubGlobal('removeEventListener', page.removeEventListener.bind(page));
+});
+
+afterEach(async () => {
+  // The clients' sockets still reach for the window as they close.
+  await h.close();
+  await proxy.close();
+  vi.unstubAllGlobals();
+});
+
+/** A client on the browser transport through the proxy, and the URL of every connection it opened. */
+async function connectPage(reconnect: Record<string, number>): Promise<{ client: LockClient; urls: string[] }> {
+  const urls: string[] = [];
+  const browser = createWebSocketTransport();
+  const transport: TransportFactory = (url, handlers) => {
+    urls.push(url);
+    return browser(url, handlers);
+  };
+  const client = await h.connectTo(proxy.url(h.server.url), { transport, reconnect: { ...fastReconnect, ...reconnect } });
+  return { client, urls };
+}
+
+/** The page leaves: its `pagehide`, on which the transport closes its socket with 1000. */
+function leave(): void {
+  page.dispatchEvent(new Event('pagehide'));
+}
+
+describe('a page that left, with session grace on', () => {
+  it('loses its leases, waiting acquires and Web Locks at once when the server cannot be reached, not after the grace', async () => {
+    const { client } = await connectPage({});
+    const lease = await client.acquire('page:held');
+    await observer.acquire('page:taken');
+    const queued = client.acquire('page:taken').catch((error: unknown) => error);
+    const web = await holding(client, 'page:web', new Promise(() => undefined));
+    await client.ping();
+    const waiting = observer.acquire('page:held');
+    await expect.poll(async () => (await observer.status('page:held')).queue.length, { timeout: 2000 }).toBe(1);
+    const disconnect = nextEvent(client, 'disconnect');
+    // Shown again, the page cannot reach the server: every attempt to connect is refused.
+    proxy.block();
+
+    leave();
+    expect(await abortedWith(lease?.signal ?? AbortSignal.abort())).toMatchObject({ code: 'connection_lost', close: PAGE_LEFT });
+    expect(await within(queued)).toMatchObject({ code: 'connection_lost', close: PAGE_LEFT });
+    expect(await within(web.done)).toMatchObject({ code: 'connection_lost', close: PAGE_LEFT });
+    expect(await disconnect).toEqual({ ...PAGE_LEFT, reconnecting: true });
+    expect(lease?.held).toBe(false);
+    expect([...client.leases.keys()]).toEqual([]);
+    // The server ended the session as the page left: the waiter has the lock.
+    expect((await within(waiting))?.token).toBeGreaterThan(0);
+    expect(client.state).not.toBe('closed');
+  });
+
+  it('reconnects as a fresh session without trying to resume the one that ended', async () => {
+    const { client, urls } = await connectPage({});
+    const before = client.session;
+    await client.acquire('page:held');
+    proxy.block();
+    const accepted = proxy.accepted;
+    leave();
+    // Refused attempts: the page is shown again while the server cannot be reached.
+    await within(
+      new Promise<void>((resolve) => {
+        const off = client.on('state', () => {
+          if (proxy.accepted - accepted < 2) return;
+          off();
+          resolve();
+        });
+      }),
+    );
+    const reconnected = nextEvent(client, 'reconnect');
+    proxy.unblock();
+
+    expect(await reconnected).toMatchObject({ previousSession: before, resumed: false });
+    expect(client.session).not.toBe(before);
+    expect(urls.length).toBeGreaterThan(2);
+    for (const url of urls) {
+      expect(new URL(url).searchParams.has('resume'), url).toBe(false);
+      expect(new URL(url).searchParams.has('session'), url).toBe(false);
+    }
+    expect(h.server.sessionCount()).toBe(2);
+    const again = await client.acquire('page:held', { acquireTimeout: 0 });
+    expect(again?.held).toBe(true);
+  });
+
+  it('close() after the page left makes no attempt to end the session, which ended as it left', async () => {
+    // No reconnect attempt within the test: only close() could open a connection.
+    const { client } = await connectPage({ initialDelay: GRACE_MS, maxDelay: GRACE_MS });
+    const lease = await client.acquire('page:held');
+    const disconnect = nextEvent(client, 'disconnect');
+    leave();
+    await disconnect;
+    const accepted = proxy.accepted;
+
+    await within(client.close());
+    expect(proxy.accepted).toBe(accepted);
+    expect(client.state).toBe('closed');
+    expect(await abortedWith(lease?.signal ?? AbortSignal.abort())).toMatchObject({ code: 'connection_lost', close: PAGE_LEFT });
+  });
+});
