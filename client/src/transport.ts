@@ -27,6 +27,8 @@ export type TransportFactory = (url: string, handlers: TransportHandlers) => Tra
 const ABNORMAL_CLOSURE = 1006;
 /** A deliberate close: the server releases the session's locks without grace. */
 const NORMAL_CLOSURE = 1000;
+/** The reason of the close a transport sends as its page leaves. */
+const PAGE_LEFT = 'page left';
 
 /** Options of {@link createWebSocketTransport}. */
 export interface WebSocketTransportOptions {
@@ -67,10 +69,15 @@ export function createWebSocketTransport(options: WebSocketTransportOptions = {}
     }
     const socket = new WebSocketImpl(url);
     let closed = false;
+    // Set once the page left and this transport closed the socket for it.
+    let left = false;
     // Only a window has pagehide; workers and Node have no page to leave.
     const page = closeOnPageHide && 'onpagehide' in globalThis ? globalThis : undefined;
     // Also when `persisted`: a page frozen in the back/forward cache keeps its socket, and so its session, open.
-    const onPageHide = () => socket.close(NORMAL_CLOSURE, 'page left');
+    const onPageHide = () => {
+      left = true;
+      socket.close(NORMAL_CLOSURE, PAGE_LEFT);
+    };
     page?.addEventListener('pagehide', onPageHide);
     socket.addEventListener('open', () => handlers.open());
     socket.addEventListener('message', (event: MessageEvent<unknown>) => {
@@ -81,7 +88,11 @@ export function createWebSocketTransport(options: WebSocketTransportOptions = {}
       if (closed) return;
       closed = true;
       page?.removeEventListener('pagehide', onPageHide);
-      handlers.close(event.code || ABNORMAL_CLOSURE, event.reason);
+      // The server ends the session on the close frame this transport sent as the page left; the
+      // browser may still report 1006 when the page is frozen or gone before the server's answer
+      // arrives, which the client would take for a drop to resume from. It is the page-left close.
+      if (left) handlers.close(NORMAL_CLOSURE, PAGE_LEFT);
+      else handlers.close(event.code || ABNORMAL_CLOSURE, event.reason);
     });
     return {
       send: (text) => socket.send(text),
