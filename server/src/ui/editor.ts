@@ -3,9 +3,10 @@
  * tab queues for the lock `doc:<id>` on load (no acquire timeout), with
  * meta `{user, tab}`. The tab holding it can type; the others are read-only
  * and show the holder's meta, which they learn from a watch on the key.
- * When the holder's tab closes its connection ends, the server releases
- * the lock and pushes the grant to the next tab in line: no polling, no
- * reload. When the connection drops the client reconnects; with session
+ * When the holder's tab closes or navigates away (also into the browser's
+ * back/forward cache) its connection ends, the server releases the lock
+ * and pushes the grant to the next tab in line: no polling, no reload; a
+ * tab shown again from the cache queues anew. When the connection drops the client reconnects; with session
  * grace on it resumes the session, so the tab keeps the document it held
  * (while offline it is read-only). The text itself lives in this origin's
  * localStorage, so tabs of one browser see each other's edits; the lock
