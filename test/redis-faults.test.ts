@@ -453,7 +453,7 @@ describe('a Redis store while Redis is full', () => {
           expect(await call('status', 0, [])).toEqual(before);
           expect(await result(call('unqueue', 0, ['v', '3', 'a']))).toMatchObject({ ok: 1 });
           // The hold's timeout settles the wait and grants w, w's release grants u, the revoke grants r.
-          expect(await result(call('expire', 1000, ['h', String(held.t)]))).toMatchObject({ ok: 1 });
+          expect(await result(call('expire', 1000, ['h', String(held.t), String(held.x)]))).toMatchObject({ ok: 1 });
           expect(await result(call('release', 0, ['w']))).toMatchObject({ ok: 1 });
           expect(await result(call('revoke', 0, []))).toMatchObject({ n: 1 });
           expect(await result(call('drop', 0, ['h', 'n', 'ghost']))).toMatchObject({ ok: 1, t: expect.stringMatching(/^\d+$/) });

@@ -3,6 +3,15 @@ import type { LostReason } from '@lockwire/protocol';
 import type { SessionId, Ticket } from '../store.js';
 import type { Note } from './records.js';
 
+/**
+ * The store's clock read twice at once: its wall clock (ms since the epoch,
+ * what `now` a step sends Redis) and its monotonic clock.
+ */
+export interface ClockReading {
+  readonly wall: number;
+  readonly mono: number;
+}
+
 /** A lock one of this node's sessions holds, as far as this node knows. */
 export interface LocalHold {
   readonly key: string;
@@ -39,6 +48,10 @@ export interface LocalPending {
   readonly unheld: Map<number, LostReason>;
   /** The acquire or wait timeout on the store's clock. */
   timer: TimerHandle | null;
+  /** When the request was made, in monotonic ms of the store's clock: a grant of it comes later. */
+  readonly since: number;
+  /** For an acquire: how long a grant of it is held (`holdTimeout` as the scripts add it), null when it has none. */
+  readonly holdFor: number | null;
 }
 
 /** A request of a session answered `store_unavailable` that Redis may have run all the same. */
@@ -108,17 +121,20 @@ export function createLocalSession(): LocalSession {
   };
 }
 
+/** A new pending request made at `since` (monotonic ms); `holdFor`: an acquire's hold duration, null for none or a wait. */
 export function createPending(
   ticket: Ticket,
   session: SessionId,
   key: string,
   kind: 'acquire' | 'wait',
+  since: number,
+  holdFor: number | null = null,
 ): LocalPending {
   let markSent = () => {};
   const sent = new Promise<void>((resolve) => {
     markSent = resolve;
   });
-  return { ticket, session, key, kind, sending: true, sent, markSent, early: [], unheld: new Map(), timer: null };
+  return { ticket, session, key, kind, sending: true, sent, markSent, early: [], unheld: new Map(), timer: null, since, holdFor };
 }
 
 /**

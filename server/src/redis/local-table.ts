@@ -1,6 +1,7 @@
 import type { Clock } from '../clock.js';
 import type { SessionId, Ticket } from '../store.js';
 import { createLocalSession, type LocalHold, type LocalPending, type LocalSession } from './local-state.js';
+import { dueByWall } from './timeouts.js';
 
 /**
  * This node's view of its own sessions in the shared table, indexed both
@@ -12,10 +13,10 @@ export class LocalTable {
   readonly sessions = new Map<SessionId, LocalSession>();
   readonly tickets = new Map<Ticket, LocalPending>();
   readonly #clock: Clock;
-  readonly #armHold: (hold: LocalHold) => void;
+  readonly #armHold: (hold: LocalHold, due: number | null) => void;
 
-  /** `armHold` (re)arms a new hold's hold-timeout timer on `clock`. */
-  constructor(clock: Clock, armHold: (hold: LocalHold) => void) {
+  /** `armHold` (re)arms a new hold's hold-timeout timer on `clock`, due at a monotonic time (see `Timeouts#armHold`). */
+  constructor(clock: Clock, armHold: (hold: LocalHold, due: number | null) => void) {
     this.#clock = clock;
     this.#armHold = armHold;
   }
@@ -49,11 +50,20 @@ export class LocalTable {
     }
   }
 
-  /** Records a grant as the session's hold of its key and arms its timer. */
-  addHold(local: LocalSession, session: SessionId, grant: { key: string; token: number; expiresAt: number | null }): void {
+  /**
+   * Records a grant as the session's hold of its key and arms its timer for
+   * `due` (monotonic ms of the clock; null: none), by default when the
+   * clock's wall reading reaches the grant's `expiresAt`.
+   */
+  addHold(
+    local: LocalSession,
+    session: SessionId,
+    grant: { key: string; token: number; expiresAt: number | null },
+    due: number | null = dueByWall(this.#clock, grant.expiresAt),
+  ): void {
     const hold: LocalHold = { key: grant.key, session, token: grant.token, expiresAt: grant.expiresAt, timer: null };
     local.holds.set(grant.key, hold);
-    this.#armHold(hold);
+    this.#armHold(hold, due);
   }
 
   /** Forgets a hold and stops its timer; a no-op once it was replaced or dropped. */

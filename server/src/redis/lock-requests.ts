@@ -18,7 +18,7 @@ import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str, type Json } from './records.js';
 import type { StepRunner } from './step-runner.js';
 import { live, type StoreContext } from './store-context.js';
-import type { Timeouts } from './timeouts.js';
+import { dueOfStep, type Timeouts } from './timeouts.js';
 
 /** The parts the requests update and answer through. */
 export interface LockRequestsOptions {
@@ -73,7 +73,8 @@ export class LockRequests {
     const liveness = live(ctx);
     if (!liveness.serving) throw new LockError(ErrorCode.StoreUnavailable, liveness.reason);
     const local = table.session(session);
-    const pending = createPending(ticket, session, key, 'acquire');
+    const hold = holdArg(ctx, holdTimeout);
+    const pending = createPending(ticket, session, key, 'acquire', ctx.clock.monotonic(), hold === '' ? null : Number(hold));
     table.addPending(local, pending);
     // The timeout runs from the request's arrival, as in memory, even while its script is in flight.
     if (acquireTimeout !== null && acquireTimeout > 0) timeouts.armTimeout(pending, acquireTimeout);
@@ -124,13 +125,13 @@ export class LockRequests {
           String(ticket),
           mode,
           durationArg(acquireTimeout),
-          holdArg(ctx, holdTimeout),
+          hold,
           steal ? '1' : '0',
           input.meta === null ? '' : JSON.stringify(input.meta),
           full ? '1' : '0',
           String(ctx.limits.maxWaitersPerKey),
         ],
-        (r, at): AcquireOutcome => {
+        (r, at, sent): AcquireOutcome => {
           if (this.#givenUp(local, pending, node)) throw new LockError(ErrorCode.StoreUnavailable, GIVEN_UP);
           // `lost` notes of steps Redis ran before this one come before its answer.
           notes.settleEarly(pending, at);
@@ -146,7 +147,7 @@ export class LockRequests {
                 table.dropHold(had);
                 ctx.listener?.lost(session, { key, token: had.token, reason: 'revoked' });
               }
-              table.addHold(local, session, grant);
+              table.addHold(local, session, grant, dueOfStep(grant.expiresAt, sent));
             }
             return { status: 'granted', ...grant };
           }
@@ -222,7 +223,7 @@ export class LockRequests {
     const liveness = live(this.#o.ctx);
     // The id the step runs under.
     const node = liveness.id;
-    return this.#o.steps.step('extend', key, [session, holdArg(this.#o.ctx, holdTimeout)], (r) => {
+    return this.#o.steps.step('extend', key, [session, holdArg(this.#o.ctx, holdTimeout)], (r, _at, sent) => {
       if (str(r, 'err') !== '') {
         this.#o.notes.vanished(session, key);
         throw notHolder(key);
@@ -230,13 +231,14 @@ export class LockRequests {
       // The node gave its holds up meanwhile, each reported lost: Redis extended a hold its cleanup drops.
       if (!liveness.vouching || liveness.id !== node) throw notHolder(key);
       const expiresAt = expiresAtOf(str(r, 'x'));
+      const due = dueOfStep(expiresAt, sent);
       const local = table.sessions.get(session);
       const hold = local?.holds.get(key);
       if (hold) {
         hold.expiresAt = expiresAt;
-        timeouts.armHold(hold);
+        timeouts.armHold(hold, due);
       } else if (local) {
-        table.addHold(local, session, { key, token: Number(str(r, 't')), expiresAt });
+        table.addHold(local, session, { key, token: Number(str(r, 't')), expiresAt }, due);
       }
       return expiresAt;
     });
@@ -252,7 +254,7 @@ export class LockRequests {
     const before = startOf(local, input.key);
     // The session's requests of the key after this one wait for it in turn.
     const begin = before ? startLater(local, input.key) : null;
-    const pending = createPending(input.ticket, session, input.key, 'wait');
+    const pending = createPending(input.ticket, session, input.key, 'wait', this.#o.ctx.clock.monotonic());
     table.addPending(local, pending);
     if (input.timeout !== null) timeouts.armTimeout(pending, input.timeout);
     try {

@@ -3,6 +3,7 @@ import type { LocalTable } from './local-table.js';
 import { takeWaitingLost, type LocalPending } from './local-state.js';
 import type { Batch, Note } from './records.js';
 import { live, type StoreContext } from './store-context.js';
+import { dueOfGrant } from './timeouts.js';
 
 /**
  * Settles the notes of steps (`granted`, `waitDone`, `lost`) for this node's
@@ -76,7 +77,7 @@ export class NoteSettler {
       const local = table.sessions.get(note.session);
       const grant = { key, token: note.token, expiresAt: note.expiresAt };
       const ended = pending.unheld.get(grant.token);
-      if (local && ended === undefined) table.addHold(local, note.session, grant);
+      if (local && ended === undefined) table.addHold(local, note.session, grant, dueOfGrant(this.#ctx.clock, grant.expiresAt, pending, false));
       listener?.granted(note.session, note.ticket, grant);
       // A grant note overtaken by its hold's `lost` (a missed message given up on, then late): report it now.
       if (ended !== undefined) listener?.lost(note.session, { key, token: grant.token, reason: ended });

@@ -8,6 +8,7 @@ import { expiresAtOf, num, parseJson, str, type Json } from './records.js';
 import { scripts } from './scripts.js';
 import { failedCallReason, type StepRunner } from './step-runner.js';
 import { live, retrySoon, type StoreContext } from './store-context.js';
+import { dueOfGrant } from './timeouts.js';
 
 /** The answer to a wait whose record a cleanup of the id it was recorded under may have dropped. */
 const WAIT_DROPPED = 'lost contact with the lock store (Redis); the request was dropped';
@@ -173,7 +174,8 @@ export class Reconciler {
       const grant = { key: pending.key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
       const local = table.sessions.get(session);
       const ended = pending.unheld.get(grant.token);
-      if (local && ended === undefined) table.addHold(local, session, grant);
+      // Granted at some time before this probe, its message missed: timed within what that allows.
+      if (local && ended === undefined) table.addHold(local, session, grant, dueOfGrant(this.#ctx.clock, grant.expiresAt, pending, true));
       listener?.granted(session, ticket, grant);
       // Its `lost` came over pub/sub before this reply and found no hold: report it now.
       if (ended !== undefined) listener?.lost(session, { key: grant.key, token: grant.token, reason: ended });

@@ -138,7 +138,7 @@ class RedisStore implements LockStore {
     };
     this.#ctx = ctx;
     // The table arms a new hold's timer through the timeouts, which need the table: bound late.
-    const table = new LocalTable(ctx.clock, (hold) => this.#timeouts.armHold(hold));
+    const table = new LocalTable(ctx.clock, (hold, due) => this.#timeouts.armHold(hold, due));
     this.#table = table;
     this.#keySet = new NodeKeySet(ctx.names);
     const steps = new StepRunner({

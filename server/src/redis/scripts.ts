@@ -145,16 +145,18 @@ return finish({ t = hold.t, x = hold.x })
 );
 
 /**
- * Hold timeout. ARGV[6..]: session, token. Ends the hold only if it is that
- * grant and its expiry has come by the caller's clock (an extend may have
- * moved it); replies `x` with the current expiry otherwise.
+ * Hold timeout. ARGV[6..]: session, token, the expiry the caller's timer was
+ * armed for. The caller times the hold on its monotonic clock, so no clock
+ * is compared here: the hold ends if it is that grant and still has that
+ * expiry. An extend since moved it: the reply is `x`, the current expiry,
+ * and the hold stays.
  */
 const EXPIRE = script(
   'expire',
   String.raw`
 local hold = holdOf(ARGV[6])
 if not hold or hold.t ~= ARGV[7] then return finish({ gone = 1 }) end
-if hold.x == '' or tonumber(hold.x) > NOW then return finish({ x = hold.x }) end
+if hold.x ~= ARGV[8] then return finish({ x = hold.x }) end
 endHold(hold, 'expired')
 drain()
 return finish({ ok = 1 })

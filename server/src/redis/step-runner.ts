@@ -1,6 +1,7 @@
 import { ErrorCode } from '@lockwire/protocol';
 import { LockError } from '../errors.js';
 import { encodeKey } from './key-codec.js';
+import type { ClockReading } from './local-state.js';
 import type { NodeKeySet } from './node-key-set.js';
 import type { NodeLiveness } from './node-liveness.js';
 import { parseStepReply, type Json, type StepReply } from './records.js';
@@ -86,7 +87,10 @@ export class StepRunner {
    * key (a note of one, e.g. the `lost` of a steal, comes before this answer),
    * or after a bounded wait for a late message, when this node then
    * reconciles. It gets the key's version before the step: notes of batches
-   * at or below it come from steps Redis ran earlier. A Redis failure calls
+   * at or below it come from steps Redis ran earlier; and the store's clock
+   * as read when the step was sent, whose wall reading is the `now` the
+   * script computed expiries from (a hold it set lasts `expiresAt - wall`
+   * from `mono`). A Redis failure calls
    * `failed`, starts a reconciliation (the step may have run, its notes for
    * this node unheard) and throws `store_unavailable`. The key is recorded
    * in this node's key set first unless `options.record` is false.
@@ -95,7 +99,7 @@ export class StepRunner {
     name: ScriptName,
     key: string,
     extra: string[],
-    apply: (result: Json, at: number) => T,
+    apply: (result: Json, at: number, sent: ClockReading) => T,
     failed?: () => void,
     { record = true }: StepOptions = {},
   ): Promise<T> {
@@ -121,12 +125,14 @@ export class StepRunner {
     // Whether a watch here covers the key, read once in the turn the reply arrives: it decides both
     // whether the step's events are parsed and whether the sequencer may skip them.
     let withEvents = false;
+    let sent: ClockReading;
     try {
       if (record) await this.#o.keySet.register(link, encoded, node);
+      sent = { wall: Math.floor(ctx.clock.now()), mono: ctx.clock.monotonic() };
       const text = await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
         node,
         call,
-        String(Math.floor(ctx.clock.now())),
+        String(sent.wall),
         encoded,
         ctx.namespace,
         ...extra,
@@ -148,7 +154,7 @@ export class StepRunner {
     const ready = sequencer.reach(encoded, at, !withEvents);
     const late = ready !== true && !(await ready);
     try {
-      return apply(reply.result, at);
+      return apply(reply.result, at, sent);
     } finally {
       done();
       sequencer.endCall(call, batch);

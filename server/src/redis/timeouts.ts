@@ -1,5 +1,6 @@
+import type { Clock } from '../clock.js';
 import type { LocalTable } from './local-table.js';
-import type { LocalHold, LocalPending } from './local-state.js';
+import type { ClockReading, LocalHold, LocalPending } from './local-state.js';
 import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str } from './records.js';
 import type { StepRunner } from './step-runner.js';
@@ -10,6 +11,14 @@ import { retrySoon, type StoreContext } from './store-context.js';
  * store's clock. A timer runs where the request or hold lives: when it is
  * due, the node takes the request out of Redis (`unqueue`) or ends the hold
  * (`expire`, which keeps a hold Redis extended meanwhile).
+ *
+ * Every timer runs on the monotonic clock, so a step of the wall clock
+ * neither ends a hold early nor keeps it past its timeout. A hold's
+ * `expiresAt` stays a point in wall time (reported, and stored in Redis),
+ * and a hold timer is armed for a monotonic deadline found from it (see
+ * `dueOfStep`, `dueOfGrant`, `dueByWall`); the `expire` step it sends names
+ * the `expiresAt` it was armed for and ends the hold only while Redis still
+ * has that one, so no clock is compared in Redis.
  */
 export class Timeouts {
   readonly #ctx: StoreContext;
@@ -67,12 +76,17 @@ export class Timeouts {
     });
   }
 
-  /** (Re)arms the hold's timer for its `expiresAt`; none when it has no hold timeout. */
-  armHold(hold: LocalHold): void {
+  /**
+   * (Re)arms the hold's timer to end its current `expiresAt` at `due`
+   * (monotonic ms of the store's clock; at once when past); none when it has
+   * no hold timeout or `due` is null.
+   */
+  armHold(hold: LocalHold, due: number | null): void {
     this.#table.clearTimer(hold);
-    if (hold.expiresAt === null) return;
+    const expiresAt = hold.expiresAt;
+    if (expiresAt === null || due === null) return;
     const clock = this.#ctx.clock;
-    hold.timer = clock.setTimeout(() => void this.#expire(hold), Math.max(0, hold.expiresAt - clock.now()));
+    hold.timer = clock.setTimeout(() => void this.#expire(hold, expiresAt), Math.max(0, due - clock.monotonic()));
   }
 
   /** True while `hold` is still the hold this node knows for its session and key. */
@@ -80,24 +94,63 @@ export class Timeouts {
     return this.#table.sessions.get(hold.session)?.holds.get(hold.key) === hold;
   }
 
-  async #expire(hold: LocalHold): Promise<void> {
+  /** Ends the hold in Redis if Redis still has the `expiresAt` its timer was armed for. */
+  async #expire(hold: LocalHold, armedFor: number): Promise<void> {
     hold.timer = null;
     if (!this.#current(hold)) return;
     try {
-      await this.#steps.step('expire', hold.key, [hold.session, String(hold.token)], (r) => {
+      await this.#steps.step('expire', hold.key, [hold.session, String(hold.token), String(armedFor)], (r) => {
         // Gone before its expiry ran, and never reported here (e.g. an earlier try ran late):
         // the reconciliation tells the holder.
         if (num(r, 'gone') === 1 && this.#current(hold)) this.#reconciler.reconcileSoon();
         const x = str(r, 'x');
-        if (x !== '' && this.#current(hold)) {
+        // Extended meanwhile by an extend whose answer this node did not apply (its reply was lost,
+        // or is still on its way and re-arms again): timed from the new expiry by the wall clock.
+        if (x !== '' && this.#current(hold) && hold.timer === null) {
           hold.expiresAt = expiresAtOf(x);
-          this.armHold(hold);
+          this.armHold(hold, dueByWall(this.#ctx.clock, hold.expiresAt));
         }
       });
     } catch {
       retrySoon(this.#ctx, () => {
-        if (this.#current(hold) && hold.timer === null) void this.#expire(hold);
+        if (this.#current(hold) && hold.timer === null && hold.expiresAt === armedFor) void this.#expire(hold, armedFor);
       });
     }
   }
+}
+
+/**
+ * When (monotonic ms) a hold whose `expiresAt` a step of this node set runs
+ * out: the step computed it from the wall clock it sent
+ * (`sent.wall`), so the hold lasts `expiresAt - sent.wall` (its duration)
+ * of monotonic time from `sent.mono`, whatever the wall clock did since.
+ * Null for a hold without a timeout.
+ */
+export function dueOfStep(expiresAt: number | null, sent: ClockReading): number | null {
+  return expiresAt === null ? null : sent.mono + (expiresAt - sent.wall);
+}
+
+/**
+ * When (monotonic ms of `clock`) a hold granted to `pending` by a step this
+ * node did not send for it (a release or expiry through another node, or a
+ * step of this node for another session) runs out: when this node's wall
+ * clock reaches its `expiresAt` (the granting node's clock set it: across
+ * nodes a hold lasts `holdTimeout` give or take the skew between them), yet
+ * never before its duration has passed since the acquire was made, as it
+ * was granted after that. `late` (learned from Redis after its grant
+ * message was missed, at any time after the grant): nor later than its
+ * duration from now, as it was granted before now.
+ */
+export function dueOfGrant(clock: Clock, expiresAt: number | null, pending: LocalPending, late: boolean): number | null {
+  const due = dueByWall(clock, expiresAt);
+  if (due === null || pending.holdFor === null) return due;
+  const earliest = pending.since + pending.holdFor;
+  const latest = late ? clock.monotonic() + pending.holdFor : Number.POSITIVE_INFINITY;
+  // The acquire was made before now, so earliest <= latest.
+  return Math.min(Math.max(due, earliest), latest);
+}
+
+/** When (monotonic ms of `clock`) its wall clock reaches `expiresAt`; null for null. */
+export function dueByWall(clock: Clock, expiresAt: number | null): number | null {
+  return expiresAt === null ? null : clock.monotonic() + (expiresAt - clock.now());
 }
