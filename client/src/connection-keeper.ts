@@ -42,10 +42,12 @@ const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient:
  * Keeps a client connected: holds the open connection and the server's
  * welcome, reconnects with backoff when the connection drops (resuming the
  * session while the server keeps it), and carries the leases, watches and
- * state events across. A close with 1000 that `close()` did not make (the
- * browser transport's, as its page left) ended the session on the server:
- * the leases are lost at once and the reconnect starts a new session. Ends for good on `close()`, when reconnecting is off
- * or gives up, on a protocol error, or on a close that forbids reconnecting.
+ * state events across. The transport's close as its page left (`pageLeft`)
+ * ended the session on the server, also when it ends a reconnect attempt:
+ * the leases are lost at once and the reconnect starts a new session. Any
+ * other close, a 1000 from a proxy too, is a drop to resume from. Ends for
+ * good on `close()`, when reconnecting is off or gives up, on a protocol
+ * error, or on a close that forbids reconnecting.
  */
 export class ConnectionKeeper {
   readonly #url: string;
@@ -202,13 +204,15 @@ export class ConnectionKeeper {
   onClosed(close: CloseInfo, error: LockError): void {
     this.#connection = undefined;
     this.#lastClose = close;
-    if (close.code === CloseCode.Normal) {
-      // A 1000 that `close()` did not send was sent by the transport itself
-      // (the browser's, as its page left, also into the back/forward
-      // cache). The server ended the session on it, grace or not, so there
-      // is nothing to resume: the leases are lost now, not after a resume
-      // that a page shown again may never get to make, and the reconnect
-      // starts a new session.
+    if (close.pageLeft) {
+      // The transport's own 1000 as its page left (also into the
+      // back/forward cache). The server ended the session on it, grace or
+      // not, so there is nothing to resume: the leases are lost now, not
+      // after a resume that a page shown again may never get to make, and
+      // the reconnect starts a new session. Only this close says so: the
+      // server never sends 1000, and a proxy's 1000 (a restart, an idle
+      // timeout) leaves the server with a drop, the session kept for the
+      // grace, to be resumed or ended by `close()`.
       this.#resume = null;
     }
     const policy = this.#policy;
@@ -240,7 +244,7 @@ export class ConnectionKeeper {
         this.#leases.loseAll(close);
       }, ticket.grace);
     } else {
-      // No grace to wait for: none, or the session ended with a 1000 close.
+      // No grace to wait for: none, or the session ended as the page left.
       // A server shutting down (1001) releases its sessions' locks at once,
       // grace or not; a proxy's 1001 is taken the same way, on the safe
       // side: a lease the server still keeps is then given up, and the

@@ -110,7 +110,7 @@ export class Connection {
       error: (error) => {
         this.#lastTransportError = error;
       },
-      close: (code, reason) => this.#onTransportClose(code, reason),
+      close: (code, reason, pageLeft) => this.#onTransportClose(code, reason, pageLeft === true),
     });
   }
 
@@ -290,10 +290,10 @@ export class Connection {
     else entry.reject(new LockError(reply.error.code, reply.error.message));
   }
 
-  #onTransportClose(code: number, reason: string): void {
+  #onTransportClose(code: number, reason: string, pageLeft: boolean): void {
     this.#ended.resolve();
     if (this.#state === 'closed') return;
-    const close: CloseInfo = { code, reason, byClient: false };
+    const close: CloseInfo = pageLeft ? { code, reason, byClient: false, pageLeft } : { code, reason, byClient: false };
     // Before the welcome nothing was established: the connect attempt failed. After it, the connection was lost.
     const error =
       this.#state === 'open'

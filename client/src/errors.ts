@@ -38,6 +38,13 @@ export interface CloseInfo {
   reason: string;
   /** True when this client called `close()`. */
   byClient: boolean;
+  /**
+   * True (else absent) when the transport closed the connection as its page
+   * left: the browser transport's 1000 'page left' on `pagehide`. The server
+   * ended the session on that close, grace or not. Any other close,
+   * a 1000 from a proxy too, is a drop the session may be resumed from.
+   */
+  pageLeft?: true;
 }
 
 /**

@@ -17,7 +17,15 @@ export interface TransportHandlers {
   message(text: string | null): void;
   /** The socket failed; a `close` follows. */
   error(error: unknown): void;
-  close(code: number, reason: string): void;
+  /**
+   * The socket closed, with the code and reason the runtime reports.
+   * `pageLeft` is true only for a close the transport itself sent as its
+   * page left (a closing frame with 1000 that went out on an open socket):
+   * the server ended the session on it, so there is nothing to resume. A
+   * 1000 from anyone else (a proxy restarting, an idle timeout) says
+   * nothing of what the server saw and comes without it.
+   */
+  close(code: number, reason: string, pageLeft?: boolean): void;
 }
 
 /** Opens a transport to `url`. Must not throw for network failures: report them as `error` + `close`. */
@@ -69,13 +77,16 @@ export function createWebSocketTransport(options: WebSocketTransportOptions = {}
     }
     const socket = new WebSocketImpl(url);
     let closed = false;
-    // Set once the page left and this transport closed the socket for it.
+    // Set once the page left and this transport's closing frame went out for it.
     let left = false;
     // Only a window has pagehide; workers and Node have no page to leave.
     const page = closeOnPageHide && 'onpagehide' in globalThis ? globalThis : undefined;
     // Also when `persisted`: a page frozen in the back/forward cache keeps its socket, and so its session, open.
     const onPageHide = () => {
-      left = true;
+      // Only an open socket sends the closing frame the server ends the session on. One that is closing
+      // already got or sent another close (the server's code is the one to report), and a connect stopped
+      // before it was established is failed without any frame: the server saw a drop and keeps the grace.
+      left = socket.readyState === WebSocketImpl.OPEN;
       socket.close(NORMAL_CLOSURE, PAGE_LEFT);
     };
     page?.addEventListener('pagehide', onPageHide);
@@ -91,7 +102,7 @@ export function createWebSocketTransport(options: WebSocketTransportOptions = {}
       // The server ends the session on the close frame this transport sent as the page left; the
       // browser may still report 1006 when the page is frozen or gone before the server's answer
       // arrives, which the client would take for a drop to resume from. It is the page-left close.
-      if (left) handlers.close(NORMAL_CLOSURE, PAGE_LEFT);
+      if (left) handlers.close(NORMAL_CLOSURE, PAGE_LEFT, true);
       else handlers.close(event.code || ABNORMAL_CLOSURE, event.reason);
     });
     return {

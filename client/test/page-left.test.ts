@@ -16,7 +16,7 @@ import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { abortedWith, fastReconnect, holding, nextEvent, startHarness, within, type Harness } from './fixtures.js';
 
 const GRACE_MS = 60_000;
-const PAGE_LEFT = { code: 1000, reason: 'page left', byClient: false };
+const PAGE_LEFT = { code: 1000, reason: 'page left', byClient: false, pageLeft: true };
 
 let h: Harness;
 let proxy: TcpProxy;
