@@ -29,6 +29,25 @@ export interface Clock {
   clearTimeout(handle: TimerHandle): void;
 }
 
+/**
+ * A moment as both readings of a `Clock` give it. The wall clock may be
+ * stepped between two moments, so it only dates what is reported (`since`,
+ * `expiresAt`, an event's `at`) and seeds tokens; every deadline is kept on
+ * the monotonic reading, so a step of the wall clock neither ends a hold
+ * early nor keeps it past its timeout.
+ */
+export interface Instant {
+  /** Epoch ms on the wall clock (`Clock.now()`). */
+  readonly wall: number;
+  /** ms on the clock that never jumps (`Clock.monotonic()`). */
+  readonly monotonic: number;
+}
+
+/** Reads both of `clock`'s readings at once. */
+export function instantOf(clock: Pick<Clock, 'now' | 'monotonic'>): Instant {
+  return { wall: clock.now(), monotonic: clock.monotonic() };
+}
+
 /** The real clock: `Date.now()`, `performance.now()` and the runtime's timers, which never fire early. */
 export const systemClock: Clock = {
   now: () => Date.now(),

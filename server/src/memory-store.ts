@@ -1,7 +1,7 @@
 import { DEFAULT_LIMITS } from '@lockwire/protocol';
-import { systemClock, type Clock, type TimerHandle } from './clock.js';
+import { instantOf, systemClock, type Clock, type Instant, type TimerHandle } from './clock.js';
 import type { Effect } from './engine/effects.js';
-import { LockEngine, type Instant } from './engine/lock-engine.js';
+import { LockEngine } from './engine/lock-engine.js';
 import { createTokenSource } from './engine/token-source.js';
 import type {
   AcquireInput,
@@ -140,7 +140,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     }
   };
 
-  const instant = (): Instant => ({ wall: clock.now(), monotonic: clock.monotonic() });
+  const instant = (): Instant => instantOf(clock);
 
   const arm = () => {
     if (closed) return;

@@ -1,7 +1,7 @@
 import { DEFAULT_LIMITS } from '@lockwire/protocol';
-import { createManualClock } from '../src/clock.js';
+import { createManualClock, instantOf, type Instant } from '../src/clock.js';
 import type { Effect } from '../src/engine/effects.js';
-import { LockEngine, type Instant } from '../src/engine/lock-engine.js';
+import { LockEngine } from '../src/engine/lock-engine.js';
 import { createTokenSource } from '../src/engine/token-source.js';
 import type { AcquireInput, StoreLimits, WaitInput } from '../src/store.js';
 import { acquireInput } from './server-harness.js';
@@ -39,7 +39,7 @@ export function engineHarness(limits: Partial<StoreLimits> = {}) {
     tokens: createTokenSource(() => 1),
   });
   let tickets = 0;
-  const now = (): Instant => ({ wall: clock.now(), monotonic: clock.monotonic() });
+  const now = (): Instant => instantOf(clock);
   const h = {
     clock,
     engine,

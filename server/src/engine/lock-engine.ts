@@ -1,5 +1,5 @@
 import type { ListResult, LockStatus, LostReason } from '@lockwire/protocol';
-import { holdDuration, type Clock } from '../clock.js';
+import { holdDuration, type Clock, type Instant } from '../clock.js';
 import { badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionEnd, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import { checkDuration, checkTicketFree, tooManyLocks, tooManyWaiters } from './checks.js';
@@ -25,20 +25,6 @@ export interface LockEngineOptions {
   tokens: TokenSource;
   /** The `resolution` of the wall clock `Instant.wall` is read from (see `Clock`); default 0. */
   clockResolution?: number;
-}
-
-/**
- * When an engine step happens, as both readings of the caller's `Clock` give
- * it. The wall clock may be stepped between two steps, so it only dates
- * what is reported (`since`, `expiresAt`, an event's `at`) and seeds tokens;
- * every deadline is kept on the monotonic reading, so a step of the wall
- * clock neither ends a hold early nor keeps it past its timeout.
- */
-export interface Instant {
-  /** Epoch ms on the wall clock (`Clock.now()`). */
-  readonly wall: number;
-  /** ms on the clock that never jumps (`Clock.monotonic()`). */
-  readonly monotonic: number;
 }
 
 /** How a hold ended: released by its holder (or its session's end), or taken away. */

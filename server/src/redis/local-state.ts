@@ -3,15 +3,6 @@ import type { LostReason } from '@lockwire/protocol';
 import type { SessionId, Ticket } from '../store.js';
 import type { Note } from './records.js';
 
-/**
- * The store's clock read twice at once: its wall clock (ms since the epoch,
- * what `now` a step sends Redis) and its monotonic clock.
- */
-export interface ClockReading {
-  readonly wall: number;
-  readonly mono: number;
-}
-
 /** A lock one of this node's sessions holds, as far as this node knows. */
 export interface LocalHold {
   readonly key: string;

@@ -1,7 +1,7 @@
 import { ErrorCode } from '@lockwire/protocol';
 import { LockError } from '../errors.js';
 import { encodeKey } from './key-codec.js';
-import type { ClockReading } from './local-state.js';
+import type { Instant } from '../clock.js';
 import type { NodeKeySet } from './node-key-set.js';
 import type { NodeLiveness } from './node-liveness.js';
 import { parseStepReply, type Json, type StepReply } from './records.js';
@@ -99,7 +99,7 @@ export class StepRunner {
     name: ScriptName,
     key: string,
     extra: string[],
-    apply: (result: Json, at: number, sent: ClockReading) => T,
+    apply: (result: Json, at: number, sent: Instant) => T,
     failed?: () => void,
     { record = true }: StepOptions = {},
   ): Promise<T> {
@@ -125,10 +125,10 @@ export class StepRunner {
     // Whether a watch here covers the key, read once in the turn the reply arrives: it decides both
     // whether the step's events are parsed and whether the sequencer may skip them.
     let withEvents = false;
-    let sent: ClockReading;
+    let sent: Instant;
     try {
       if (record) await this.#o.keySet.register(link, encoded, node);
-      sent = { wall: Math.floor(ctx.clock.now()), mono: ctx.clock.monotonic() };
+      sent = { wall: Math.floor(ctx.clock.now()), monotonic: ctx.clock.monotonic() };
       const text = await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
         node,
         call,

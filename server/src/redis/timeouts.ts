@@ -1,6 +1,6 @@
-import type { Clock } from '../clock.js';
+import type { Clock, Instant } from '../clock.js';
 import type { LocalTable } from './local-table.js';
-import type { ClockReading, LocalHold, LocalPending } from './local-state.js';
+import type { LocalHold, LocalPending } from './local-state.js';
 import type { Reconciler } from './reconciler.js';
 import { expiresAtOf, num, str } from './records.js';
 import type { StepRunner } from './step-runner.js';
@@ -123,11 +123,11 @@ export class Timeouts {
  * When (monotonic ms) a hold whose `expiresAt` a step of this node set runs
  * out: the step computed it from the wall clock it sent
  * (`sent.wall`), so the hold lasts `expiresAt - sent.wall` (its duration)
- * of monotonic time from `sent.mono`, whatever the wall clock did since.
+ * of monotonic time from `sent.monotonic`, whatever the wall clock did since.
  * Null for a hold without a timeout.
  */
-export function dueOfStep(expiresAt: number | null, sent: ClockReading): number | null {
-  return expiresAt === null ? null : sent.mono + (expiresAt - sent.wall);
+export function dueOfStep(expiresAt: number | null, sent: Instant): number | null {
+  return expiresAt === null ? null : sent.monotonic + (expiresAt - sent.wall);
 }
 
 /**
