@@ -29,7 +29,9 @@ export interface UpgradeAdmissionOptions {
   wss: WebSocketServer;
   /**
    * Open sockets plus upgrades in flight past which an upgrade is refused
-   * with 503, unless it resumes a live session (see `liveSession`).
+   * with 503, unless it resumes a live session while the server is exactly
+   * at this limit (see `liveSession`): the count never exceeds it by more
+   * than one.
    */
   maxConnections: number;
   /** Checks Origin and credentials; its refusals become 401/403. */
@@ -49,8 +51,8 @@ export interface UpgradeAdmissionOptions {
   isClosing(): boolean;
   /**
    * The live connection of a session, for a resume that supersedes it. At
-   * `maxConnections` a resume naming one by its resume secret is let in:
-   * it replaces that connection.
+   * `maxConnections` (not over it) a resume naming one by its resume secret
+   * is let in: it replaces that connection.
    */
   liveSession(session: SessionId): LiveSession | undefined;
   /** Called once per WebSocket let in, with its permissions and the resume it carried (if any). */
@@ -145,7 +147,7 @@ function destroySocket(this: Duplex): void {
  * as a plain request, on a connection that ends after it. Of a WebSocket
  * upgrade, it refuses with 400 an unparsable target, 404 any path but the protocol's, 503 while
  * closing or past `maxConnections` (but for a resume that supersedes a
- * live connection of its session), and 401/403 as the authenticator says;
+ * live connection of its session while exactly at the limit), and 401/403 as the authenticator says;
  * then `ws` refuses a handshake it cannot complete: 405 a method but GET,
  * 400 a bad Upgrade, Sec-WebSocket-Key, -Version, -Protocol or -Extensions
  * header. Each refusal is logged as `upgrade refused` (with its status and
@@ -191,9 +193,24 @@ export function createUpgradeAdmission(
   // server counts, which may be half-open and only cut by the heartbeat
   // much later. The superseded socket counts until its close completes or
   // it is cut, as any socket the server closes.
+  //
+  // That exemption holds only while the count (open sockets and upgrades in
+  // progress, the exempted one among them) is exactly at the limit, never
+  // over it, so the count never exceeds the limit by more than one: one
+  // resume let in this way, while it is checked, then its superseded
+  // socket, while that closes (2 seconds at most). Without this, one
+  // session resumed over and over (each old peer silent) or many resumes
+  // checked at once would each add a socket past the limit. A bound per
+  // session instead (no exempted resume while one of the same session is in
+  // progress or its superseded socket closes) would let every session add
+  // one: twice the limit. Another resume at the limit meanwhile is refused
+  // 503 at once, before its token is checked, and its client retries.
   const admit = async (req: IncomingMessage, url: URL, socket: Duplex, head: Buffer) => {
-    const full = wss.clients.size + upgrading >= maxConnections;
-    if (full && !resumesLive(url, options.liveSession)) return refuse(req, socket, 503, 'maxConnections');
+    const count = wss.clients.size + upgrading;
+    const exempted = count >= maxConnections;
+    if (exempted && (count > maxConnections || !resumesLive(url, options.liveSession))) {
+      return refuse(req, socket, 503, 'maxConnections');
+    }
     upgrading++;
     let resumption: Resumption | null = null;
     try {
@@ -210,7 +227,7 @@ export function createUpgradeAdmission(
       if (isClosing()) return refuse(req, socket, 503, 'shutting down');
       // Let in past the limit for a resume that took nothing over: the
       // credentials name another user, or another resume took it first.
-      if (full && resumption === null) return refuse(req, socket, 503, 'maxConnections');
+      if (exempted && resumption === null) return refuse(req, socket, 503, 'maxConnections');
       const admitted = resumption;
       // ws puts its own error listener on the socket first thing in
       // `handleUpgrade`, and keeps one there from then on.

@@ -1,8 +1,15 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { RawSocket } from '../../test/helpers/raw-socket.js';
 import { connectWith, SECRET, startServer, token, upgradeStatus } from './auth-harness.js';
+import { gatedStore } from './resume-harness.js';
 import { sessionLog, within, type Frame } from './server-harness.js';
-import { openSilentPeer, ServerOpcode, type SilentPeer } from './silent-peer.js';
+import { connectionsGauge, openSilentPeer, ServerOpcode, type SilentPeer } from './silent-peer.js';
+
+/** Opens the store gates a failed test left shut, so its resume and server can end. */
+const gates: Array<() => void> = [];
+afterEach(() => {
+  for (const open of gates.splice(0)) open();
+});
 
 /** The query string that resumes the session of `welcome`. */
 function resumeQuery(welcome: Frame, secret: unknown = welcome.resume): string {
@@ -74,5 +81,56 @@ describe('a resume at maxConnections', () => {
     const url = server.url + resumeQuery(live.welcome);
     const statuses = await Promise.all([upgradeStatus(url), upgradeStatus(url)]);
     expect(statuses.sort()).toEqual([101, 503]);
+  });
+
+  it('resumes of one session in a row, each old peer silent, keep open sockets at maxConnections + 1: one sent while the superseded socket still closes is refused 503, and the next is let in once that socket is cut', async () => {
+    const sessions = sessionLog();
+    const { server, clock } = await startServer({ sessionGrace: 5000, limits: { maxConnections: 1 }, logger: sessions.logger });
+    let peer = await openSilentPeer(server.url);
+    for (let round = 1; round <= 10; round++) {
+      const next = await openSilentPeer(server.url + resumeQuery(welcomeOf(peer)));
+      expect(await peer.closeFrame()).toBe(4001);
+      // The old socket answers nothing: it counts for its whole close handshake.
+      expect(await upgradeStatus(server.url + resumeQuery(welcomeOf(next)))).toBe(503);
+      expect(await connectionsGauge(server.httpUrl)).toBe(2);
+      clock.advance(2000);
+      await peer.cut();
+      await sessions.closed(round, 'the superseded connection to close');
+      peer = next;
+    }
+    expect(await connectionsGauge(server.httpUrl)).toBe(1);
+    expect(peer.isCut()).toBe(false);
+  });
+
+  it('refuses with 503 a resume of another live session while one let in at the limit is being checked, and lets it in once the superseded connection closed', async () => {
+    const gated = gatedStore(gates);
+    const sessions = sessionLog();
+    const { server } = await startServer({
+      clock: gated.clock,
+      store: gated.store,
+      sessionGrace: 60_000,
+      limits: { maxConnections: 2 },
+      logger: sessions.logger,
+    });
+    const holder = await connectWith(server.url, null);
+    expect(await holder.client.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
+    const other = await connectWith(server.url, null);
+
+    // The holder's resume reads what its session holds: held there, it is an upgrade in progress.
+    gated.hold();
+    const resuming = connectWith(server.url + resumeQuery(holder.welcome), null);
+    try {
+      await within(gated.reading, 'the resume to read the store');
+      expect(await upgradeStatus(server.url + resumeQuery(other.welcome))).toBe(503);
+    } finally {
+      gated.release();
+    }
+    const resumed = await resuming;
+    expect(resumed.welcome).toMatchObject({ session: holder.welcome.session, resumed: true, held: [{ key: 'k' }] });
+    expect((await within(holder.client.closed, 'the superseded connection to close')).code).toBe(4001);
+    await sessions.closed(1, 'the server to see the superseded connection closed');
+
+    expect(await upgradeStatus(server.url + resumeQuery(other.welcome))).toBe(101);
+    expect((await within(other.client.closed, 'the other superseded connection to close')).code).toBe(4001);
   });
 });
