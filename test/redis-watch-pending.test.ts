@@ -23,22 +23,43 @@ interface MarkerGate {
   stopAtMarker(): Promise<void>;
   /** Sends Redis what the held connection held, in order, and carries its bytes again. */
   open(): void;
+  /**
+   * Holds, from the next barrier marker on, what Redis sends the connection
+   * that marker comes back on (the node's pub/sub one); resolves once `count`
+   * markers are held.
+   */
+  holdReturns(count: number): Promise<void>;
+  /** Hands the node what `holdReturns` held, in one write, and carries the bytes from Redis again. */
+  openReturns(): void;
   close(): void;
 }
 
 interface Link {
   readonly up: Socket;
+  readonly down: Socket;
   /** Bytes held on their way to Redis; null while they flow. */
   held: Buffer[] | null;
+  /** Bytes held on their way from Redis; null while they flow. */
+  heldReturns: Buffer[] | null;
+}
+
+/** A hold of returning markers: how many to wait for, and who waits. */
+interface ReturnsHold {
+  readonly count: number;
+  readonly caught: () => void;
 }
 
 async function startMarkerGate(targetPort: number): Promise<MarkerGate> {
   let armed: (() => void) | null = null;
   let stopped: Link | null = null;
-  // A RESP argument travels between CRLFs: the marker is its own argument of a PUBLISH.
+  let returnsArmed: ReturnsHold | null = null;
+  let returnsStopped: Link | null = null;
+  let returnsCount = 0;
+  // A RESP argument travels between CRLFs: the marker is its own argument of a PUBLISH, and of the message it comes back in.
   const marker = `\r\n${BARRIER}`;
+  const markersIn = (chunk: Buffer) => chunk.toString('latin1').split(marker).length - 1;
   const proxy = await startTapProxy(targetPort, ({ client, upstream }) => {
-    const link: Link = { up: upstream, held: null };
+    const link: Link = { up: upstream, down: client, held: null, heldReturns: null };
     client.on('data', (chunk: Buffer) => {
       if (armed && chunk.includes('PUBLISH') && chunk.includes(marker)) {
         const caught = armed;
@@ -50,7 +71,20 @@ async function startMarkerGate(targetPort: number): Promise<MarkerGate> {
       if (link.held) link.held.push(chunk);
       else upstream.write(chunk);
     });
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
+    upstream.on('data', (chunk: Buffer) => {
+      if (returnsArmed && !link.heldReturns && markersIn(chunk) > 0) {
+        link.heldReturns = [];
+        returnsStopped = link;
+      }
+      if (!link.heldReturns) return void client.write(chunk);
+      link.heldReturns.push(chunk);
+      returnsCount += markersIn(chunk);
+      if (returnsArmed && returnsCount >= returnsArmed.count) {
+        const { caught } = returnsArmed;
+        returnsArmed = null;
+        caught();
+      }
+    });
   });
   return {
     url: proxy.url,
@@ -63,6 +97,19 @@ async function startMarkerGate(targetPort: number): Promise<MarkerGate> {
       link.held = null;
       for (const chunk of held) link.up.write(chunk);
     },
+    holdReturns: (count) =>
+      new Promise<void>((caught) => {
+        returnsCount = 0;
+        returnsArmed = { count, caught };
+      }),
+    openReturns: () => {
+      const link = returnsStopped;
+      returnsStopped = null;
+      if (!link) return;
+      const held = link.heldReturns ?? [];
+      link.heldReturns = null;
+      link.down.write(Buffer.concat(held));
+    },
     close: () => proxy.close(),
   };
 }
@@ -74,7 +121,10 @@ describe('Redis store: a session watching again while its node hears other nodes
   let run = 0;
 
   afterEach(async () => {
-    for (const gate of gates) gate.open();
+    for (const gate of gates) {
+      gate.open();
+      gate.openReturns();
+    }
     await Promise.all(servers.splice(0).map((server) => server.close()));
     for (const gate of gates.splice(0)) gate.close();
   });
@@ -185,5 +235,35 @@ describe('Redis store: a session watching again while its node hears other nodes
     const eventsOfKey = (frames: Frame[]) => frames.filter((m) => m.type === 'event' && m.key === 'kA').map((e) => e.event);
     expect(eventsOfKey(w.messages.slice(0, w.indexOf(pong)))).toEqual(['acquired']);
     expect(eventsOfKey(w.messages)).toEqual(['acquired']);
+  });
+
+  it('watches of a watched prefix again are answered in request order, each with its snapshot, when the later one has its snapshot first', async () => {
+    const { gate, other, observer, w } = await watchingNode('k');
+    const x = await nodes.connect(other);
+    const y = await nodes.connect(other);
+    expect(await x.request({ op: 'acquire', key: 'kA' })).toMatchObject({ acquired: true });
+    const start = await w.nextEvent('kA', 'acquired');
+    // The second watch reads kA held by X. Before its barrier X releases kA
+    // and Y acquires kB, a key it did not read: it reads kB after its barrier.
+    const second = await watchHeldAtBarrier(gate, w, 'k');
+    expect(await x.request({ op: 'release', key: 'kA' })).toMatchObject({ released: true });
+    expect(await y.request({ op: 'acquire', key: 'kB' })).toMatchObject({ acquired: true });
+    await observer.nextEvent('kB', 'acquired');
+    // The third reads the table as it is now. Both barriers come back in one
+    // read: the third's snapshot is done while the second still reads kB.
+    const third = w.id();
+    w.send({ op: 'watch', id: third, prefix: 'k' });
+    const returned = gate.holdReturns(2);
+    gate.open();
+    await returned;
+    gate.openReturns();
+    const [secondReply, thirdReply] = [await w.reply(second), await w.reply(third)];
+    const pong = await w.request({ op: 'ping' });
+    const who = (session: unknown) => (session === x.session ? 'X' : session === y.session ? 'Y' : String(session));
+    const shown = (reply: Frame) => (reply.locks as Frame[]).map((lock) => `${String(lock.key)} ${(lock.holders as Frame[]).map((h) => who(h.session)).join()}`);
+    expect(shown(secondReply)).toEqual(['kA X', 'kB Y']);
+    expect(shown(thirdReply)).toEqual(['kB Y']);
+    // Applied in order, the replies and events end on the third snapshot.
+    expect(between(w, start, pong)).toEqual(['event kB acquired', `reply ${second}`, 'event kA released', `reply ${third}`]);
   });
 });

@@ -1,8 +1,9 @@
 import { DEFAULT_LIST_LIMIT, type RequestOf } from '@lockwire/protocol';
+import { LockError, toWireError } from './errors.js';
 import { watchSnapshot, watchStoreLimit } from './permissions.js';
 import type { SessionHost } from './session-host.js';
 import type { SessionGuard } from './session-guard.js';
-import type { SessionRequests } from './session-requests.js';
+import type { PendingRequest, SessionRequests } from './session-requests.js';
 import type { SessionSender } from './session-sender.js';
 import type { LockEvent, SessionId, WatchHandle } from './store.js';
 
@@ -19,6 +20,12 @@ interface Watch {
   previous: Watch | null;
   /** False until the snapshot reply went out: events it must see are held back until then. */
   live: boolean;
+  /** The watch of the prefix sent before this one, until its reply is out: this one's reply follows it. */
+  after: Watch | null;
+  /** True once its reply (snapshot or error) went out, or never will (the session died). */
+  answered: boolean;
+  /** The reply of the watch sent next of the prefix, waiting for this one's. */
+  nextReply: (() => void) | null;
 }
 
 /** An event held back because a watch that must see it after its snapshot is not live yet. */
@@ -48,7 +55,7 @@ const SENT = true;
 /** What a session's watches are given by their session. */
 export interface SessionWatchesOptions {
   readonly session: SessionId;
-  readonly host: Pick<SessionHost, 'store' | 'encodeEvent'>;
+  readonly host: Pick<SessionHost, 'store' | 'encodeEvent' | 'logger'>;
   /** Filters the snapshots and events to what the session may see. */
   readonly guard: SessionGuard;
   readonly requests: SessionRequests;
@@ -65,6 +72,8 @@ export interface SessionWatchesOptions {
  */
 export class SessionWatches {
   private readonly watches = new Map<string, Watch>();
+  /** The last watch sent of each prefix, until its reply is out: a later one's reply follows it. */
+  private readonly unanswered = new Map<string, Watch>();
   /**
    * Events this session has seen, by identity: a store hands the same event
    * object to every matching watch, and the session sends it once however
@@ -84,9 +93,12 @@ export class SessionWatches {
     return this.watches;
   }
 
-  /** Runs a `watch`: the snapshot is the reply, and the prefix's events follow it. */
+  /**
+   * Runs a `watch`: the snapshot is the reply, and the prefix's events follow
+   * it. Replies to watches of one prefix go out in the order they were sent.
+   */
   watch(message: RequestOf<'watch'>): void {
-    const { host, guard, requests, sender, session } = this.options;
+    const { host, guard, requests, session } = this.options;
     const prefix = message.prefix ?? '';
     const limit = message.limit ?? DEFAULT_LIST_LIMIT;
     // Watching a prefix again is the same watch with a fresh snapshot: the
@@ -94,8 +106,12 @@ export class SessionWatches {
     // gap-free), and the old stream stops once the snapshot is out. Events
     // both streams deliver are sent once.
     const previous = this.watches.get(prefix) ?? null;
-    const watch: Watch = { prefix, number: this.started++, handle: null, stopped: false, previous, live: false };
+    const watch: Watch = {
+      prefix, number: this.started++, handle: null, stopped: false, previous, live: false,
+      after: this.unanswered.get(prefix) ?? null, answered: false, nextReply: null,
+    };
     this.watches.set(prefix, watch);
+    this.unanswered.set(prefix, watch);
     requests.run(message, async (request) => {
       try {
         const storeLimit = watchStoreLimit(guard.permissions, prefix, limit);
@@ -103,23 +119,74 @@ export class SessionWatches {
       } catch (error) {
         this.dropFailed(watch);
         this.flushHeldEvents(null);
-        throw error;
+        this.inTurn(watch, () => this.replyFailed(watch, request, error));
+        return null;
       }
-      // What it replaces now: a watch between them that failed went out of the chain.
-      if (watch.previous) stopWatch(watch.previous);
-      watch.previous = null;
       if (watch.stopped) watch.handle.stop();
-      if (!requests.isCurrent(request)) return null;
+      this.inTurn(watch, () => this.replySnapshot(watch, request, limit));
+      return null;
+    });
+  }
+
+  /**
+   * Runs `reply` once the watch of the prefix sent before `watch` has its
+   * reply out, so replies to watches of one prefix go out in request order.
+   * A client applies them in the order they arrive, each snapshot as the
+   * state from then on: an older snapshot after a newer one would leave it
+   * on stale state. So a later watch whose store call answers first waits,
+   * its stream's events held, while the streams it replaces go on: each
+   * reply is followed by the events after its own snapshot, and the last
+   * reply by its stream's. The earlier watch does not answer with the later
+   * snapshot instead (which would spare the wait): that snapshot is cut at
+   * the later request's `limit`, not the one the earlier watch asked for,
+   * and the client hands each reply to the watch that asked for it. The
+   * wait is the store calls of the earlier watches, each bounded.
+   */
+  private inTurn(watch: Watch, reply: () => void): void {
+    const earlier = watch.after;
+    watch.after = null;
+    if (earlier && !earlier.answered) earlier.nextReply = reply;
+    else reply();
+  }
+
+  /** Answers a watch whose store call answered, and lets it go live unless stopped. */
+  private replySnapshot(watch: Watch, request: PendingRequest, limit: number): void {
+    const { guard, requests, sender } = this.options;
+    const handle = watch.handle;
+    // What it replaces now: a watch between them that failed went out of the chain.
+    if (watch.previous) stopWatch(watch.previous);
+    watch.previous = null;
+    if (handle && requests.isCurrent(request)) {
       // Held events this watch's stream did not deliver are in its snapshot:
       // they go before the reply, the ones it delivered after it.
       this.flushHeldEvents(watch);
       requests.finish(request);
-      sender.reply(request.id, watchSnapshot(guard.permissions, watch.handle.snapshot, limit));
+      sender.reply(request.id, watchSnapshot(guard.permissions, handle.snapshot, limit));
       // An `unwatch` that came meanwhile stopped it: answered, it streams nothing.
       watch.live = !watch.stopped;
       this.flushHeldEvents(null);
-      return null;
-    });
+    }
+    this.answered(watch);
+  }
+
+  /** Answers a watch whose store call failed with its error. */
+  private replyFailed(watch: Watch, request: PendingRequest, error: unknown): void {
+    const { host, requests, sender, session } = this.options;
+    if (requests.isCurrent(request)) {
+      requests.finish(request);
+      if (!(error instanceof LockError)) host.logger.error({ err: error, session, id: request.id }, 'request failed');
+      sender.replyError(request.id, toWireError(error), 'watch');
+    }
+    this.answered(watch);
+  }
+
+  /** The watch's reply is out: the next watch of its prefix may answer. */
+  private answered(watch: Watch): void {
+    watch.answered = true;
+    if (this.unanswered.get(watch.prefix) === watch) this.unanswered.delete(watch.prefix);
+    const next = watch.nextReply;
+    watch.nextReply = null;
+    next?.();
   }
 
   /**
@@ -165,6 +232,7 @@ export class SessionWatches {
   stopAll(): void {
     for (const watch of this.watches.values()) stopWatch(watch);
     this.watches.clear();
+    this.unanswered.clear();
     this.heldEvents = [];
     for (const waiter of this.heldWaiters.splice(0)) waiter.done();
   }

@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawSocket } from '../../test/helpers/raw-socket.js';
 import { createLockServer, type LockServer } from '../src/server.js';
+import type { LockStatus } from '@lockwire/protocol';
 import type { LockEvent, WatchHandle } from '../src/store.js';
-import { createStubStore, RawClient } from './server-harness.js';
+import { createStubStore, RawClient, within } from './server-harness.js';
 
 // A session sends a watch while an earlier watch of the same prefix (or an
 // overlapping one) streams, and the new one's store call is still pending:
@@ -37,7 +38,10 @@ const event = (key: string, token: number): LockEvent => ({
 interface HeldWatch {
   readonly sink: (event: LockEvent) => void;
   readonly stopped: () => boolean;
-  answer(): void;
+  /** Resolves once its stream is stopped. */
+  readonly whenStopped: Promise<void>;
+  /** Answers with a snapshot of `locks` (none unless given). */
+  answer(locks?: LockStatus[]): void;
   fail(): void;
 }
 
@@ -57,11 +61,20 @@ async function start() {
       stub.behaviour.watch = (_prefix, _limit, _viewer, sink) => {
         stub.behaviour.watch = answerAtOnce;
         const handle = deferred<WatchHandle>();
+        const stop = deferred<void>();
         let stopped = false;
         caught({
           sink,
           stopped: () => stopped,
-          answer: () => handle.resolve({ snapshot: { locks: [], truncated: false }, stop: () => (stopped = true) }),
+          whenStopped: stop.promise,
+          answer: (locks = []) =>
+            handle.resolve({
+              snapshot: { locks, truncated: false },
+              stop: () => {
+                stopped = true;
+                stop.resolve();
+              },
+            }),
           fail: () => handle.reject(new Error('the watch read failed')),
         });
         return handle.promise;
@@ -262,5 +275,94 @@ describe('a ping while a watch of the session takes its snapshot', () => {
     expect(await client.next()).toMatchObject({ type: 'reply', id: 'p', ok: true });
     pendingLater.answer();
     expect(await client.next()).toMatchObject({ type: 'reply', id: 3, ok: true });
+  });
+});
+
+describe('watches of one prefix whose store calls answer out of order', () => {
+  // doc:1 is acquired after the earlier snapshots and before the latest one,
+  // then released after the latest one.
+  const acquired = event('doc:1', 1);
+  const released: LockEvent = { ...acquired, event: 'released', holders: 0 };
+  const held: LockStatus = {
+    key: 'doc:1', locked: true, mode: 'exclusive', holders: [{ session: 's1', token: 1, mode: 'exclusive', since: 1, expiresAt: null, meta: null }], queue: [],
+  };
+
+  /** Sends a watch of `doc:` whose store call the test answers; resolves once the store has it. */
+  async function sendHeld(client: RawClient, holdWatch: () => Promise<HeldWatch>, id: number): Promise<HeldWatch> {
+    const caught = holdWatch();
+    client.send({ op: 'watch', id, prefix: 'doc:' });
+    return caught;
+  }
+
+  /** The client's frames from now to the pong of a ping, as `reply <id> <keys shown>` or `event <key> <event>`. */
+  async function framesToPong(client: RawClient): Promise<string[]> {
+    client.send({ op: 'ping', id: 'p' });
+    const frames: string[] = [];
+    for (;;) {
+      const f = await client.next();
+      if (f.id === 'p') return [...frames, 'pong'];
+      const shown = Array.isArray(f.locks) ? (f.locks as LockStatus[]).map((lock) => lock.key).join() : String(f.ok);
+      frames.push(f.type === 'event' ? `event ${String(f.key)} ${String(f.event)}` : `reply ${String(f.id)} [${shown}]`);
+    }
+  }
+
+  it('answers three watches sent back to back in request order, each with its own snapshot, and the last one goes live', async () => {
+    const { client, holdWatch } = await start();
+    const first = await sendHeld(client, holdWatch, 1);
+    const second = await sendHeld(client, holdWatch, 2);
+    const third = await sendHeld(client, holdWatch, 3);
+    first.sink(acquired);
+    second.sink(acquired);
+    third.answer([held]);
+    second.answer();
+    first.answer();
+    third.sink(released);
+    // Applied in order, the replies and events end on the third snapshot and what followed it.
+    expect(await framesToPong(client)).toEqual(['reply 1 []', 'reply 2 []', 'event doc:1 acquired', 'reply 3 [doc:1]', 'event doc:1 released', 'pong']);
+    expect([first.stopped(), second.stopped(), third.stopped()]).toEqual([true, true, false]);
+  });
+
+  it('answers a watch sent after an unwatch after the watch that unwatch stopped', async () => {
+    const { stub, client, holdWatch } = await start();
+    await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
+    const second = await sendHeld(client, holdWatch, 2);
+    expect(await client.request({ op: 'unwatch', id: 3, prefix: 'doc:' })).toMatchObject({ ok: true });
+    const fourth = await sendHeld(client, holdWatch, 4);
+    fourth.answer([held]);
+    second.answer();
+    expect(await framesToPong(client)).toEqual(['reply 2 []', 'reply 4 [doc:1]', 'pong']);
+    expect([stub.sinks.length, second.stopped(), fourth.stopped()]).toEqual([0, true, false]);
+    fourth.sink(released);
+    expect(await client.next()).toEqual({ type: 'event', ...released });
+  });
+
+  it('sends the error of a failed watch before the reply of the later watch that replaces it in its place', async () => {
+    const { stub, client, holdWatch } = await start();
+    await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
+    const [first] = stub.sinks;
+    const second = await sendHeld(client, holdWatch, 2);
+    const third = await sendHeld(client, holdWatch, 3);
+    first?.(acquired);
+    third.answer([held]);
+    second.fail();
+    expect(await framesToPong(client)).toEqual(['reply 2 [false]', 'event doc:1 acquired', 'reply 3 [doc:1]', 'pong']);
+    // The third watch replaced the first: its stream alone goes on.
+    expect([stub.sinks.length, third.stopped()]).toEqual([0, false]);
+  });
+
+  it('stops the streams of a watch waiting for an earlier one and of that one when the session ends meanwhile', async () => {
+    const { stub, client, holdWatch } = await start();
+    const closed = deferred<void>();
+    stub.behaviour.closeSession = async () => closed.resolve();
+    await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
+    const second = await sendHeld(client, holdWatch, 2);
+    const third = await sendHeld(client, holdWatch, 3);
+    third.answer([held]);
+    client.ws.terminate();
+    await within(closed.promise, 'the session to end');
+    await within(third.whenStopped, 'the third stream to stop');
+    second.answer();
+    await within(second.whenStopped, 'the second stream to stop');
+    expect(stub.sinks).toEqual([]);
   });
 });
