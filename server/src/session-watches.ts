@@ -240,9 +240,10 @@ export class SessionWatches {
   /**
    * Resolves once every event held back now has gone out: a `ping` answers
    * after the events the session is owed. Null when none is held. An event
-   * waits only for the snapshots of watches started before it came (each
-   * one store call), so this is as bounded as they are; it also resolves
-   * when the session's watches stop.
+   * waits only for the replies of watches started before it came (each one
+   * store call, after those of the watches of its prefix sent before it), so
+   * this is as bounded as they are; it also resolves when the session's
+   * watches stop.
    */
   heldSent(): Promise<void> | null {
     if (this.heldEvents.length === 0) return null;
