@@ -39,15 +39,12 @@ export interface KeptState {
 const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient: true };
 
 /**
- * Keeps a client connected: holds the open connection and the server's
- * welcome, reconnects with backoff when the connection drops (resuming the
- * session while the server keeps it), and carries the leases, watches and
- * state events across. The transport's close as its page left (`pageLeft`)
- * ended the session on the server, also when it ends a reconnect attempt:
- * the leases are lost at once and the reconnect starts a new session. Any
- * other close, a 1000 from a proxy too, is a drop to resume from. Ends for
- * good on `close()`, when reconnecting is off or gives up, on a protocol
- * error, or on a close that forbids reconnecting.
+ * Keeps a client connected: holds the open connection and the server's welcome, reconnects with backoff when the
+ * connection drops (resuming the session while the server keeps it), and carries the leases, watches and state
+ * events across. The transport's close as its page left (`pageLeft`) ended the session on the server, also when it
+ * ends a reconnect attempt: the leases are lost at once and the reconnect starts a new session. Any other close, a
+ * 1000 from a proxy too, is a drop to resume from. Ends for good on `close()`, when reconnecting is off or gives
+ * up, on a protocol error, or on a close that forbids reconnecting.
  */
 export class ConnectionKeeper {
   readonly #url: string;
@@ -205,14 +202,10 @@ export class ConnectionKeeper {
     this.#connection = undefined;
     this.#lastClose = close;
     if (close.pageLeft) {
-      // The transport's own 1000 as its page left (also into the
-      // back/forward cache). The server ended the session on it, grace or
-      // not, so there is nothing to resume: the leases are lost now, not
-      // after a resume that a page shown again may never get to make, and
-      // the reconnect starts a new session. Only this close says so: the
-      // server never sends 1000, and a proxy's 1000 (a restart, an idle
-      // timeout) leaves the server with a drop, the session kept for the
-      // grace, to be resumed or ended by `close()`.
+      // The transport's own 1000 as its page left (also into the back/forward cache) ended the session on the
+      // server, grace or not: the leases are lost now, not after a resume a page shown again may never make.
+      // Only this close says so: the server never sends 1000, and a proxy's 1000 (a restart, an idle timeout)
+      // leaves the server with a drop, the session kept for the grace, to be resumed or ended by `close()`.
       this.#resume = null;
     }
     const policy = this.#policy;
@@ -285,8 +278,13 @@ export class ConnectionKeeper {
       try {
         const url = ticket ? resumeUrl(this.#url, ticket) : this.#url;
         opened = await Connection.open(url, this.#transport, this.#handlers(), this.#stop.signal);
-      } catch {
+      } catch (error) {
         if (this.#stop.signal.aborted) return;
+        if (error instanceof LockError && error.close?.pageLeft) {
+          this.#sessionEnded(error.close);
+          // A lease's abort listener may have closed the client.
+          if (this.#stop.signal.aborted) return;
+        }
         continue;
       }
       if (this.#stop.signal.aborted) {
@@ -297,6 +295,19 @@ export class ConnectionKeeper {
       return;
     }
     this.#finish(close, connectionClosedError(close));
+  }
+
+  /**
+   * The page left while an attempt was connecting (a browser reads no welcome once it closed the socket). A
+   * resume may have got the session back, which the server then ended on that close: nothing is left to
+   * resume, the leases parked for the grace are lost now, and the next attempt starts a new session.
+   */
+  #sessionEnded(close: CloseInfo): void {
+    this.#resume = null;
+    clearTimeout(this.#graceTimer);
+    this.#graceEnds = undefined;
+    this.#lastClose = close;
+    this.#leases.loseAll(close);
   }
 
   /** A new connection is open: keep the leases a resume gave back, lose the rest, watch again. */

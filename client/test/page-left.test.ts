@@ -118,6 +118,54 @@ describe('a page that left, with session grace on', () => {
     expect(again?.held).toBe(true);
   });
 
+  it('loses its leases at once when it leaves as its resume connects, and then connects as a fresh session', async () => {
+    const urls: string[] = [];
+    const browser = createWebSocketTransport();
+    let resumes = 0;
+    const transport: TransportFactory = (url, handlers) => {
+      urls.push(url);
+      const resuming = new URL(url).searchParams.has('resume');
+      let closing = false;
+      return browser(url, {
+        ...handlers,
+        open: () => {
+          if (resuming && resumes++ === 0) {
+            // The server gave the session back to this socket, and the page leaves before the welcome is
+            // read; shown again, the page cannot reach the server.
+            closing = true;
+            proxy.block();
+            leave();
+          }
+          handlers.open();
+        },
+        // A browser dispatches no message once close() was called: the resume's welcome is never read.
+        message: (text) => {
+          if (!closing) handlers.message(text);
+        },
+      });
+    };
+    const client = await h.connectTo(proxy.url(h.server.url), { transport, reconnect: fastReconnect });
+    const before = client.session;
+    const lease = await client.acquire('page:held');
+    const waiting = observer.acquire('page:held');
+    await expect.poll(async () => (await observer.status('page:held')).queue.length, { timeout: 2000 }).toBe(1);
+
+    // A drop: the server keeps the session for the grace, and the client resumes it.
+    proxy.cut();
+    // The server ended the session on the page's 1000 after the resume took it: the waiter has the lock.
+    expect((await within(waiting, 2000, 'the waiter to be granted as the page left'))?.held).toBe(true);
+    expect(await abortedWith(lease?.signal ?? AbortSignal.abort())).toMatchObject({ code: 'connection_lost', close: PAGE_LEFT });
+    expect({ resumes, held: lease?.held, leases: [...client.leases.keys()] }).toEqual({ resumes: 1, held: false, leases: [] });
+
+    const reconnected = nextEvent(client, 'reconnect');
+    proxy.unblock();
+    expect(await reconnected).toMatchObject({ previousSession: before, resumed: false });
+    // Only the attempt the page left on resumed; every one after it was for a new session.
+    expect(urls.filter((url) => new URL(url).searchParams.has('resume'))).toHaveLength(1);
+    expect(urls.findIndex((url) => new URL(url).searchParams.has('resume'))).toBe(1);
+    expect((await client.acquire('page:other', { acquireTimeout: 0 }))?.held).toBe(true);
+  });
+
   it('close() after the page left makes no attempt to end the session, which ended as it left', async () => {
     // No reconnect attempt within the test: only close() could open a connection.
     const { client } = await connectPage({ initialDelay: GRACE_MS, maxDelay: GRACE_MS });
