@@ -44,7 +44,9 @@ afterEach(async () => {
 async function newPage(): Promise<Page> {
   const page = await (await chromium.context()).newPage();
   const errors = collectPageErrors(page);
-  const refused = /^console\.error: WebSocket connection to '.*' failed: Error during WebSocket handshake: net::ERR_CONNECTION_RESET$/;
+  // Chromium words a refused reconnect in several ways, depending on where the proxy cut it.
+  const refused =
+    /^console\.error: WebSocket connection to '.*' failed: (Error (during WebSocket handshake|in connection establishment): net::(ERR_CONNECTION_RESET|ERR_SOCKET_NOT_CONNECTED|ERR_CONNECTION_CLOSED|ERR_CONNECTION_REFUSED)|Connection closed before receiving a handshake response)$/;
   page.on('close', () => pageErrors.push(...errors.filter((error) => !refused.test(error))));
   await noteTransitions(page);
   return page;
