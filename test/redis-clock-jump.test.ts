@@ -159,6 +159,47 @@ describe('a Redis node whose wall clock steps', () => {
     await log.next(/^waitDone o #3 false$/, 3000);
   });
 
+  // The wall clock steps after the step was sent (its expiries computed from the wall clock it sent) and
+  // before its reply is read here: on one node a hold its own step granted to another session is timed
+  // from that step on the monotonic clock, whatever the wall clock did meanwhile.
+  for (const [script, cause] of [
+    ['release', "another session's release"],
+    ['expire', "the expiry of another session's hold"],
+  ] as const) {
+    for (const [step, label] of [
+      [HOUR, 'forward'],
+      [-HOUR, 'back'],
+    ] as const) {
+      it(`on one node, a waiter granted by ${cause} holds for its holdTimeout from the grant when the wall clock steps ${label} an hour while that step is on its way`, async () => {
+        const clock = createManualClock();
+        const log = listenerLog();
+        let stepOn: string | null = null;
+        const observeScript = (name: string) => {
+          if (name !== stepOn) return;
+          stepOn = null;
+          clock.stepWall(step);
+        };
+        const store = await stores.startStore({ url: stores.redis.url, namespace: stores.namespace(), clock, observeScript }, log.listener);
+        expect(await store.acquire('h', acquireInput(1, 'k', { holdTimeout: 5000 }))).toMatchObject({ status: 'granted' });
+        // w waits longer than its own holdTimeout before it is granted.
+        expect(await store.acquire('w', acquireInput(2, 'k', { holdTimeout: 1000 }))).toMatchObject({ status: 'queued' });
+        stepOn = script;
+        if (script === 'release') {
+          clock.advance(4000);
+          await store.release('h', 'k');
+        } else {
+          clock.advance(5000);
+          await log.next(/^lost h k \d+ expired$/, 3000);
+        }
+        await log.next(/^granted w /, 3000);
+        expect(stepOn).toBeNull();
+        expect(await after(clock, 999, store, 'k', log)).toEqual({ held: true, lost: script === 'release' ? [] : ['lost h k <t> expired'] });
+        expect(await after(clock, 1, store, 'k', log)).toMatchObject({ held: false });
+        await log.next(/^lost w k \d+ expired$/, 3000);
+      });
+    }
+  }
+
   it('a hold granted through another node\'s step is not timed out sooner than its holdTimeout after the acquire, when the holder node\'s wall clock stepped forward an hour', async () => {
     const namespace = stores.namespace();
     const aClock = createManualClock();

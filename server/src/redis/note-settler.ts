@@ -3,7 +3,7 @@ import type { LocalTable } from './local-table.js';
 import { takeWaitingLost, type LocalPending } from './local-state.js';
 import type { Batch, Note } from './records.js';
 import { live, type StoreContext } from './store-context.js';
-import { dueOfGrant } from './timeouts.js';
+import { dueOfGrant, dueOfStep } from './timeouts.js';
 
 /**
  * Settles the notes of steps (`granted`, `waitDone`, `lost`) for this node's
@@ -77,7 +77,11 @@ export class NoteSettler {
       const local = table.sessions.get(note.session);
       const grant = { key, token: note.token, expiresAt: note.expiresAt };
       const ended = pending.unheld.get(grant.token);
-      if (local && ended === undefined) table.addHold(local, note.session, grant, dueOfGrant(this.#ctx.clock, grant.expiresAt, pending, false));
+      if (local && ended === undefined) {
+        // A grant by this node's own step runs from that step; one by another node's, by the wall clock, bounded.
+        const due = note.sent ? dueOfStep(grant.expiresAt, note.sent) : dueOfGrant(this.#ctx.clock, grant.expiresAt, pending, false);
+        table.addHold(local, note.session, grant, due);
+      }
       listener?.granted(note.session, note.ticket, grant);
       // A grant note overtaken by its hold's `lost` (a missed message given up on, then late): report it now.
       if (ended !== undefined) listener?.lost(note.session, { key, token: grant.token, reason: ended });

@@ -1,4 +1,5 @@
 import type { HolderInfo, LockEventType, LockMode, LockStatus, LostReason, WaiterInfo } from '@lockwire/protocol';
+import type { Instant } from '../clock.js';
 import type { LockEvent, Meta, SessionId } from '../store.js';
 import { decodeKey } from './key-codec.js';
 
@@ -52,9 +53,15 @@ export function seqOf(text: string): number | undefined {
   return /^\d+$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : undefined;
 }
 
-/** A note to one node about one of its sessions. */
+/**
+ * A note to one node about one of its sessions. A `granted` note in the
+ * reply of this node's own step carries `sent`, the store's clock as read
+ * when that step was sent: its wall reading is the `now` the script computed
+ * `expiresAt` from, so the hold is timed from `sent` (see `dueOfStep`).
+ * Notes from other nodes' steps, heard over pub/sub, carry none.
+ */
 export type Note =
-  | { y: 'granted'; session: SessionId; ticket: number; token: number; expiresAt: number | null }
+  | { y: 'granted'; session: SessionId; ticket: number; token: number; expiresAt: number | null; sent?: Instant }
   | { y: 'lost'; session: SessionId; token: number; reason: LostReason }
   | { y: 'waitDone'; session: SessionId; ticket: number };
 

@@ -150,6 +150,9 @@ export class StepRunner {
       throw new LockError(ErrorCode.StoreUnavailable, failedCallReason(liveness, error));
     }
     const { batch } = reply;
+    // Its grants to this node's sessions (a release or expiry granting the queue) run from this step,
+    // however the wall clock stepped before their notes are settled, also while one waits in `early`.
+    for (const item of batch.items) if (item.y === 'granted') item.sent = sent;
     const at = batch.v > 0 ? batch.pv : reply.cv;
     const ready = sequencer.reach(encoded, at, !withEvents);
     const late = ready !== true && !(await ready);

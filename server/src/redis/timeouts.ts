@@ -121,19 +121,21 @@ export class Timeouts {
 
 /**
  * When (monotonic ms) a hold whose `expiresAt` a step of this node set runs
- * out: the step computed it from the wall clock it sent
- * (`sent.wall`), so the hold lasts `expiresAt - sent.wall` (its duration)
- * of monotonic time from `sent.monotonic`, whatever the wall clock did since.
- * Null for a hold without a timeout.
+ * out (its grant or extend, also a grant by a release or expiry of another
+ * session's hold, whose note came in the step's reply): the step computed
+ * it from the wall clock it sent (`sent.wall`), so the hold lasts
+ * `expiresAt - sent.wall` (its duration) of monotonic time from
+ * `sent.monotonic`, whatever the wall clock did since. Null for a hold
+ * without a timeout.
  */
 export function dueOfStep(expiresAt: number | null, sent: Instant): number | null {
   return expiresAt === null ? null : sent.monotonic + (expiresAt - sent.wall);
 }
 
 /**
- * When (monotonic ms of `clock`) a hold granted to `pending` by a step this
- * node did not send for it (a release or expiry through another node, or a
- * step of this node for another session) runs out: when this node's wall
+ * When (monotonic ms of `clock`) a hold granted to `pending` by another
+ * node's step (a release or expiry through that node, its note heard over
+ * pub/sub), or learned from Redis late, runs out: when this node's wall
  * clock reaches its `expiresAt` (the granting node's clock set it: across
  * nodes a hold lasts `holdTimeout` give or take the skew between them), yet
  * never before its duration has passed since the acquire was made, as it
