@@ -49,8 +49,11 @@ interface HeldWaiter {
   readonly done: () => void;
 }
 
-/** Marks an event this session already sent. */
-const SENT = true;
+/**
+ * Marks an event this session is done with: sent, or dropped because the
+ * session no longer watches its key.
+ */
+const GONE = true;
 
 /** What a session's watches are given by their session. */
 export interface SessionWatchesOptions {
@@ -79,7 +82,7 @@ export class SessionWatches {
    * object to every matching watch, and the session sends it once however
    * many of its prefixes match.
    */
-  private readonly seenEvents = new WeakMap<LockEvent, HeldEvent | typeof SENT>();
+  private readonly seenEvents = new WeakMap<LockEvent, HeldEvent | typeof GONE>();
   /** Events waiting, in order, for watches still taking their snapshots. */
   private heldEvents: HeldEvent[] = [];
   /** Watches started so far, which numbers them. */
@@ -238,8 +241,9 @@ export class SessionWatches {
   }
 
   /**
-   * Resolves once every event held back now has gone out: a `ping` answers
-   * after the events the session is owed. Null when none is held. An event
+   * Resolves once every event held back now has gone out, or was dropped
+   * as the session watches its key no more: a `ping` answers after the
+   * events the session is owed. Null when none is held. An event
    * waits only for the replies of watches started before it came (each one
    * store call, after those of the watches of its prefix sent before it), so
    * this is as bounded as they are; it also resolves when the session's
@@ -260,13 +264,13 @@ export class SessionWatches {
   private deliver(watch: Watch, event: LockEvent): void {
     if (!this.options.alive() || watch.stopped || !this.options.guard.maySee(event)) return;
     const seen = this.seenEvents.get(event);
-    if (seen === SENT) return;
+    if (seen === GONE) return;
     if (seen) {
       seen.receivedBy.add(watch);
       return;
     }
     if (this.heldEvents.length === 0 && !this.awaitsSnapshot(event, this.started, null)) {
-      this.seenEvents.set(event, SENT);
+      this.seenEvents.set(event, GONE);
       this.options.sender.sendEvent(this.options.host.encodeEvent(event));
       return;
     }
@@ -304,6 +308,13 @@ export class SessionWatches {
    * does not: the former goes out before the reply, the latter after it.
    * Events of one key keep their order; events of two keys may pass one
    * another, as the protocol promises no order across keys.
+   *
+   * One nothing holds back whose key no watch of the session covers any more
+   * is dropped, not sent: an `unwatch` stopped the watches that got it, and
+   * the ones it waited for failed or were unwatched too. Sent, it could
+   * follow that `unwatch`'s reply, which promises no event of the prefix
+   * after it. Nothing is lost: a watch of its key started later reads its
+   * snapshot after the event, so the snapshot shows it.
    */
   private flushHeldEvents(before: Watch | null): void {
     const kept: HeldEvent[] = [];
@@ -316,18 +327,27 @@ export class SessionWatches {
         keptKeys.add(key);
         continue;
       }
-      this.seenEvents.set(held.event, SENT);
-      this.options.sender.sendEvent(this.options.host.encodeEvent(held.event));
+      this.seenEvents.set(held.event, GONE);
+      if (this.watched(key)) this.options.sender.sendEvent(this.options.host.encodeEvent(held.event));
     }
     this.heldEvents = kept;
     if (this.heldWaiters.length > 0) this.wakeHeldWaiters();
+  }
+
+  /** True when a watch of the session, live or taking its snapshot, covers `key`. */
+  private watched(key: string): boolean {
+    for (const latest of this.watches.values()) {
+      if (!key.startsWith(latest.prefix)) continue;
+      for (let watch: Watch | null = latest; watch; watch = watch.previous) if (!watch.stopped) return true;
+    }
+    return false;
   }
 
   /** Resolves the `heldSent` waits whose events have all gone out. */
   private wakeHeldWaiters(): void {
     this.heldWaiters = this.heldWaiters.filter((waiter) => {
       let next = waiter.held[waiter.out];
-      while (next && this.seenEvents.get(next.event) === SENT) next = waiter.held[++waiter.out];
+      while (next && this.seenEvents.get(next.event) === GONE) next = waiter.held[++waiter.out];
       if (next) return true;
       waiter.done();
       return false;

@@ -46,8 +46,9 @@ interface HeldWatch {
 }
 
 /**
- * A server over a stub store and a client of it. `holdWatch()` makes the
- * store's next watch call wait for the test; the others answer at once.
+ * A server over a stub store and a client of it. `sendHeld(id, prefix)`
+ * sends a watch whose store call waits for the test, and resolves once the
+ * store has it; other watch calls answer at once.
  */
 async function start() {
   const stub = createStubStore();
@@ -56,8 +57,8 @@ async function start() {
   const { client } = await RawClient.connect(server.url);
   clients.push(client);
   const answerAtOnce = stub.behaviour.watch;
-  const holdWatch = (): Promise<HeldWatch> =>
-    new Promise((caught) => {
+  const sendHeld = (id: number, prefix: string): Promise<HeldWatch> => {
+    const held = new Promise<HeldWatch>((caught) => {
       stub.behaviour.watch = (_prefix, _limit, _viewer, sink) => {
         stub.behaviour.watch = answerAtOnce;
         const handle = deferred<WatchHandle>();
@@ -80,17 +81,29 @@ async function start() {
         return handle.promise;
       };
     });
-  return { stub, client, holdWatch };
+    client.send({ op: 'watch', id, prefix });
+    return held;
+  };
+  return { stub, client, sendHeld };
+}
+
+/** The client's frames from now to the reply to `id`, as `reply <id> [<keys shown, or ok>]` or `event <key> <event>`. */
+async function framesTo(client: RawClient, id: unknown): Promise<string[]> {
+  const frames: string[] = [];
+  for (;;) {
+    const f = await client.next();
+    const shown = Array.isArray(f.locks) ? (f.locks as LockStatus[]).map((lock) => lock.key).join() : String(f.ok);
+    frames.push(f.type === 'event' ? `event ${String(f.key)} ${String(f.event)}` : `reply ${String(f.id)} [${shown}]`);
+    if (f.type === 'reply' && f.id === id) return frames;
+  }
 }
 
 describe('unwatch while a watch of the same prefix again takes its snapshot', () => {
   it('stops the stream being replaced: its events after the unwatch reply are not sent', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
     const [first] = stub.sinks;
-    const again = holdWatch();
-    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
-    const pending = await again;
+    const pending = await sendHeld(2, 'doc:');
     expect(await client.request({ op: 'unwatch', id: 3, prefix: 'doc:' })).toEqual({ type: 'reply', id: 3, ok: true });
     expect(stub.sinks).toEqual([]);
     first?.(event('doc:1', 1));
@@ -125,15 +138,11 @@ describe('unwatch while a watch of the same prefix again takes its snapshot', ()
 
 describe('a watch of the same prefix again that fails', () => {
   it('leaves the stream it would have replaced live, also when a later watch of the prefix fails too', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
     const [first] = stub.sinks;
-    const second = holdWatch();
-    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
-    const pendingSecond = await second;
-    const third = holdWatch();
-    client.send({ op: 'watch', id: 3, prefix: 'doc:' });
-    const pendingThird = await third;
+    const pendingSecond = await sendHeld(2, 'doc:');
+    const pendingThird = await sendHeld(3, 'doc:');
     pendingSecond.fail();
     expect(await client.reply(2)).toMatchObject({ ok: false, error: { code: 'internal' } });
     pendingThird.fail();
@@ -146,14 +155,10 @@ describe('a watch of the same prefix again that fails', () => {
   });
 
   it('leaves the stream it would have replaced to a later watch of the prefix, which stops it once answered', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
-    const second = holdWatch();
-    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
-    const pendingSecond = await second;
-    const third = holdWatch();
-    client.send({ op: 'watch', id: 3, prefix: 'doc:' });
-    const pendingThird = await third;
+    const pendingSecond = await sendHeld(2, 'doc:');
+    const pendingThird = await sendHeld(3, 'doc:');
     pendingSecond.fail();
     expect(await client.reply(2)).toMatchObject({ ok: false });
     expect(stub.sinks).toHaveLength(1);
@@ -177,12 +182,10 @@ describe('a watch whose snapshot shows an event that follows one it does not sho
     ['watching a prefix inside a watched one', ''],
   ] as const) {
     it(`${name}: sends the event it shows before the reply and the one it does not after it`, async () => {
-      const { stub, client, holdWatch } = await start();
+      const { stub, client, sendHeld } = await start();
       await client.request({ op: 'watch', id: 1, prefix: firstPrefix });
       const [first] = stub.sinks;
-      const again = holdWatch();
-      client.send({ op: 'watch', id: 2, prefix: 'doc:' });
-      const pending = await again;
+      const pending = await sendHeld(2, 'doc:');
       first?.(released);
       first?.(acquired);
       pending.sink(released);
@@ -196,12 +199,10 @@ describe('a watch whose snapshot shows an event that follows one it does not sho
   }
 
   it('keeps the order of events of one key: one after a held event of its key waits for it', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: '' });
     const [first] = stub.sinks;
-    const again = holdWatch();
-    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
-    const pending = await again;
+    const pending = await sendHeld(2, 'doc:');
     const reacquired = event('doc:1', 3);
     first?.(released);
     first?.(reacquired);
@@ -215,18 +216,14 @@ describe('a watch whose snapshot shows an event that follows one it does not sho
 
 describe('a watch of the same prefix again, replaced by another before its reply', () => {
   it('still gets the events its stream delivered after its snapshot reply', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: '' });
     const [wide] = stub.sinks;
-    const second = holdWatch();
-    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
-    const pendingSecond = await second;
+    const pendingSecond = await sendHeld(2, 'doc:');
     const acquired = event('doc:1', 1);
     wide?.(acquired);
     pendingSecond.sink(acquired);
-    const third = holdWatch();
-    client.send({ op: 'watch', id: 3, prefix: 'doc:' });
-    const pendingThird = await third;
+    const pendingThird = await sendHeld(3, 'doc:');
     // A watch of another prefix answers meanwhile: the event still waits for the second snapshot.
     expect(await client.request({ op: 'watch', id: 4, prefix: 'x' })).toMatchObject({ ok: true });
     pendingSecond.answer();
@@ -241,12 +238,10 @@ describe('a ping while a watch of the session takes its snapshot', () => {
   const acquired = event('doc:1', 1);
 
   it('is answered after an event another watch of the session owes it, held back for that snapshot', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: '' });
     const [wide] = stub.sinks;
-    const narrow = holdWatch();
-    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
-    const pending = await narrow;
+    const pending = await sendHeld(2, 'doc:');
     wide?.(acquired);
     client.send({ op: 'ping', id: 'p' });
     // A round trip after the ping: an unwaiting ping would be answered by now.
@@ -257,17 +252,13 @@ describe('a ping while a watch of the session takes its snapshot', () => {
   });
 
   it('waits for no watch started after the events it waits for', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: '' });
     const [wide] = stub.sinks;
-    const narrow = holdWatch();
-    client.send({ op: 'watch', id: 2, prefix: 'doc:' });
-    const pendingNarrow = await narrow;
+    const pendingNarrow = await sendHeld(2, 'doc:');
     wide?.(acquired);
     client.send({ op: 'ping', id: 'p' });
-    const later = holdWatch();
-    client.send({ op: 'watch', id: 3, prefix: 'doc:1' });
-    const pendingLater = await later;
+    const pendingLater = await sendHeld(3, 'doc:1');
     pendingNarrow.answer();
     // The later watch reads its snapshot after the acquire: the event goes before its reply, and the ping's.
     expect(await client.next()).toEqual({ type: 'event', ...acquired });
@@ -287,30 +278,17 @@ describe('watches of one prefix whose store calls answer out of order', () => {
     key: 'doc:1', locked: true, mode: 'exclusive', holders: [{ session: 's1', token: 1, mode: 'exclusive', since: 1, expiresAt: null, meta: null }], queue: [],
   };
 
-  /** Sends a watch of `doc:` whose store call the test answers; resolves once the store has it. */
-  async function sendHeld(client: RawClient, holdWatch: () => Promise<HeldWatch>, id: number): Promise<HeldWatch> {
-    const caught = holdWatch();
-    client.send({ op: 'watch', id, prefix: 'doc:' });
-    return caught;
-  }
-
-  /** The client's frames from now to the pong of a ping, as `reply <id> <keys shown>` or `event <key> <event>`. */
+  /** The client's frames from now to the pong of a ping, as `framesTo` gives them. */
   async function framesToPong(client: RawClient): Promise<string[]> {
     client.send({ op: 'ping', id: 'p' });
-    const frames: string[] = [];
-    for (;;) {
-      const f = await client.next();
-      if (f.id === 'p') return [...frames, 'pong'];
-      const shown = Array.isArray(f.locks) ? (f.locks as LockStatus[]).map((lock) => lock.key).join() : String(f.ok);
-      frames.push(f.type === 'event' ? `event ${String(f.key)} ${String(f.event)}` : `reply ${String(f.id)} [${shown}]`);
-    }
+    return [...(await framesTo(client, 'p')).slice(0, -1), 'pong'];
   }
 
   it('answers three watches sent back to back in request order, each with its own snapshot, and the last one goes live', async () => {
-    const { client, holdWatch } = await start();
-    const first = await sendHeld(client, holdWatch, 1);
-    const second = await sendHeld(client, holdWatch, 2);
-    const third = await sendHeld(client, holdWatch, 3);
+    const { client, sendHeld } = await start();
+    const first = await sendHeld(1, 'doc:');
+    const second = await sendHeld(2, 'doc:');
+    const third = await sendHeld(3, 'doc:');
     first.sink(acquired);
     second.sink(acquired);
     third.answer([held]);
@@ -323,11 +301,11 @@ describe('watches of one prefix whose store calls answer out of order', () => {
   });
 
   it('answers a watch sent after an unwatch after the watch that unwatch stopped', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
-    const second = await sendHeld(client, holdWatch, 2);
+    const second = await sendHeld(2, 'doc:');
     expect(await client.request({ op: 'unwatch', id: 3, prefix: 'doc:' })).toMatchObject({ ok: true });
-    const fourth = await sendHeld(client, holdWatch, 4);
+    const fourth = await sendHeld(4, 'doc:');
     fourth.answer([held]);
     second.answer();
     expect(await framesToPong(client)).toEqual(['reply 2 []', 'reply 4 [doc:1]', 'pong']);
@@ -337,11 +315,11 @@ describe('watches of one prefix whose store calls answer out of order', () => {
   });
 
   it('sends the error of a failed watch before the reply of the later watch that replaces it in its place', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
     const [first] = stub.sinks;
-    const second = await sendHeld(client, holdWatch, 2);
-    const third = await sendHeld(client, holdWatch, 3);
+    const second = await sendHeld(2, 'doc:');
+    const third = await sendHeld(3, 'doc:');
     first?.(acquired);
     third.answer([held]);
     second.fail();
@@ -351,12 +329,12 @@ describe('watches of one prefix whose store calls answer out of order', () => {
   });
 
   it('stops the streams of a watch waiting for an earlier one and of that one when the session ends meanwhile', async () => {
-    const { stub, client, holdWatch } = await start();
+    const { stub, client, sendHeld } = await start();
     const closed = deferred<void>();
     stub.behaviour.closeSession = async () => closed.resolve();
     await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
-    const second = await sendHeld(client, holdWatch, 2);
-    const third = await sendHeld(client, holdWatch, 3);
+    const second = await sendHeld(2, 'doc:');
+    const third = await sendHeld(3, 'doc:');
     third.answer([held]);
     client.ws.terminate();
     await within(closed.promise, 'the session to end');
@@ -364,5 +342,43 @@ describe('watches of one prefix whose store calls answer out of order', () => {
     second.answer();
     await within(second.whenStopped, 'the second stream to stop');
     expect(stub.sinks).toEqual([]);
+  });
+});
+
+describe('an unwatch while an overlapping watch takes its snapshot', () => {
+  for (const [unwatched, pendingPrefix] of [['', 'k'], ['k', '']] as const) {
+    it(`of "${unwatched}" sends no event held for a pending watch of "${pendingPrefix}" after its reply once that watch fails, and a ping waiting for the event answers`, async () => {
+      const { stub, client, sendHeld } = await start();
+      await client.request({ op: 'watch', id: 1, prefix: unwatched });
+      const [first] = stub.sinks;
+      const pending = await sendHeld(2, pendingPrefix);
+      // Held: the pending watch started before the event and must see it after its snapshot.
+      first?.(event('k1', 1));
+      client.send({ op: 'unwatch', id: 3, prefix: unwatched });
+      expect(await framesTo(client, 3)).toEqual(['reply 3 [true]']);
+      client.send({ op: 'ping', id: 4 });
+      // A round trip after the ping: it waits for the held event.
+      client.send({ op: 'status', id: 5, key: 'x' });
+      expect(await framesTo(client, 5)).toEqual(['reply 5 [true]']);
+      pending.fail();
+      expect(await framesTo(client, 4)).toEqual(['reply 2 [false]', 'reply 4 [true]']);
+    });
+  }
+
+  it('of a prefix watched again sends no event the replaced stream delivered after its reply once another pending watch fails', async () => {
+    const { stub, client, sendHeld } = await start();
+    await client.request({ op: 'watch', id: 1, prefix: 'doc:' });
+    const [first] = stub.sinks;
+    const pendingAgain = await sendHeld(2, 'doc:');
+    const pendingInner = await sendHeld(3, 'doc:1');
+    first?.(event('doc:1', 1));
+    // The watch again replaces the first stream; the event still waits for the inner watch.
+    pendingAgain.answer();
+    expect(await framesTo(client, 2)).toEqual(['reply 2 []']);
+    client.send({ op: 'unwatch', id: 4, prefix: 'doc:' });
+    expect(await framesTo(client, 4)).toEqual(['reply 4 [true]']);
+    pendingInner.fail();
+    client.send({ op: 'ping', id: 5 });
+    expect(await framesTo(client, 5)).toEqual(['reply 3 [false]', 'reply 5 [true]']);
   });
 });
