@@ -146,6 +146,38 @@ describe('a Redis node whose wall clock steps', () => {
     await log.next(/^lost h k \d+ expired$/, 3000);
   });
 
+  // h is granted at 0 with a 1000 ms holdTimeout; an extend by 1000 ms at 200 is run by Redis, its answer lost.
+  for (const [step, label] of [
+    [0, 'as the wall clock runs on'],
+    [-200, 'also when the wall clock stepped back to give it the very expiresAt of the grant'],
+  ] as const) {
+    it(`an extend whose answer never came keeps the hold its holdTimeout from the extend, past the timer of the grant, ${label}`, async () => {
+      const proxy = await stores.proxy();
+      const clock = createManualClock();
+      const log = listenerLog();
+      const store = await stores.startStore(
+        { url: proxy.url, namespace: stores.namespace(), clock, nodeTtl: 30_000, commandTimeout: 300, tolerateCloseFailure: true },
+        log.listener,
+      );
+      expect(await store.acquire('h', acquireInput(1, 'k', { holdTimeout: 1000 }))).toMatchObject({ status: 'granted' });
+      clock.advance(200);
+      clock.stepWall(step);
+      // Redis runs the extend, but its answer comes after the command timeout.
+      proxy.delayReplies(800);
+      await expect(store.extend('h', 'k', 1000)).rejects.toMatchObject({ code: 'store_unavailable' });
+      proxy.delayReplies(0);
+      // Replies keep their order: the late one still holds up what follows it for a while.
+      for (let tries = 0; (await store.status('k', null).catch(() => null)) === null; tries++) {
+        if (tries === 10) throw new Error('Redis did not answer again');
+      }
+      // The grant's timer (at 1000) finds the hold extended, and times it from the new expiry.
+      expect(await after(clock, 800, store, 'k', log)).toEqual({ held: true, lost: [] });
+      expect(await after(clock, 199, store, 'k', log)).toEqual({ held: true, lost: [] });
+      clock.advance(2);
+      await log.next(/^lost h k \d+ expired$/, 3000);
+    });
+  }
+
   it('acquire and wait timeouts run out on time when the wall clock steps back an hour', async () => {
     const clock = createManualClock();
     const log = listenerLog();

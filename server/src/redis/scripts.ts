@@ -131,13 +131,22 @@ return finish('{"ok":1}')
 `,
 );
 
-/** `extend`. ARGV[6..]: session, holdTimeout ('' none). A hold of the session under another node id is not its (see `acquire`). */
+/**
+ * `extend`. ARGV[6..]: session, holdTimeout ('' none). A hold of the session
+ * under another node id is not its (see `acquire`). The expiry always moves:
+ * one that would come out the same (the same length within the millisecond,
+ * or a wall clock stepped back by the time since) is set 1 ms later, since
+ * `expire` knows a grant or extend by its expiry alone, and the timer of the
+ * old one (its node never heard this answer) must not end the hold.
+ */
 const EXTEND = script(
   'extend',
   String.raw`
 local hold = holdOf(ARGV[6])
 if not hold or hold.n ~= NODE then return finish({ err = 'not_holder' }) end
-hold.x = expiry(ARGV[7])
+local x = expiry(ARGV[7])
+if x ~= '' and x == hold.x then x = n2s(tonumber(x) + 1) end
+hold.x = x
 putHold(hold.s, hold.n, hold.i, hold.t, hold.m, hold.c, hold.x, hold.d)
 return finish({ t = hold.t, x = hold.x })
 `,
