@@ -1,8 +1,12 @@
-import type { LocalSession } from './local-state.js';
+import type { SessionId } from '../store.js';
+import type { LocalHold, LocalSession } from './local-state.js';
+import type { LocalTable } from './local-table.js';
 import { encodeKey } from './key-codec.js';
+import type { NoteSettler } from './note-settler.js';
 import type { StepRunner } from './step-runner.js';
 import type { StoreContext } from './store-context.js';
 import type { TableSnapshot } from './table-reader.js';
+import type { KeyRead } from './watch-hub.js';
 
 const nothing = () => {};
 
@@ -10,8 +14,23 @@ export interface ReadFenceOptions {
   steps: Pick<StepRunner, 'busy' | 'busyUnder' | 'idle'>;
   /** Its sequencer (set once the store started) tells which steps this node has heard; its logger notes a late one. */
   ctx: Pick<StoreContext, 'sequencer' | 'logger'>;
+  /** This node's sessions: what a viewer holds and waits for here. */
+  table: Pick<LocalTable, 'sessions'>;
+  /** Tells a viewer whose hold a read shows gone without a step that it lost it (see `ReadFence#heard`). */
+  notes: Pick<NoteSettler, 'vanished'>;
   /** Asks Redis where everything stands: a step a read showed was not heard in time. */
   reconcileSoon: () => void;
+}
+
+/**
+ * The holds a read's viewer had on this node, among the keys the read
+ * covers, taken in the turn the read is sent (`ReadFence#heldAt`,
+ * `#heldUnder`): a hold recorded later may come from a step Redis ran after
+ * the read, which the read cannot show.
+ */
+export interface HeldBefore {
+  readonly session: SessionId;
+  readonly holds: ReadonlyMap<string, LocalHold>;
 }
 
 /**
@@ -42,6 +61,12 @@ export interface ReadFenceOptions {
  * notes (a holder's `lost`, a waiter's grant) must reach the sessions here
  * before an answer that shows the step, as they do before the answer of a
  * later step of the key (`StepRunner`).
+ *
+ * A read by a holder that shows its hold gone while this node has heard
+ * every step of the key it read shows a loss no step made: Redis lost its
+ * state (a flush, a restart) and the node has not noticed yet. The holder
+ * is told `lost` before the answer (`NoteSettler#vanished`), as before the
+ * answer of its release of the key, and the node checks Redis at once.
  *
  * With nothing in flight and nothing behind, a read does not wait at all:
  * each of these returns null instead of a promise.
@@ -90,23 +115,46 @@ export class ReadFence {
     return waits.length === 0 ? null : Promise.all(waits).then(nothing);
   }
 
+  /** The hold `viewer` has of `key` on this node now, for `heard`; null when it has none (no viewer, or not a holder here). */
+  heldAt(viewer: SessionId | null, key: string): HeldBefore | null {
+    if (viewer === null) return null;
+    const hold = this.#o.table.sessions.get(viewer)?.holds.get(key);
+    return hold ? { session: viewer, holds: new Map([[key, hold]]) } : null;
+  }
+
+  /** The holds `viewer` has on this node now of keys starting with `prefix`, for `listed`; null when it has none. */
+  heldUnder(viewer: SessionId | null, prefix: string): HeldBefore | null {
+    if (viewer === null) return null;
+    let holds: Map<string, LocalHold> | null = null;
+    for (const [key, hold] of this.#o.table.sessions.get(viewer)?.holds ?? []) if (key.startsWith(prefix)) (holds ??= new Map()).set(key, hold);
+    return holds ? { session: viewer, holds } : null;
+  }
+
   /**
    * Resolves once this node has heard every step of each key up to the
-   * version the read saw it at (`reads`: key and version pairs): their
-   * batches were delivered, their notes told to the sessions here. Null when
-   * none is behind, the common case, found by a map lookup per key: no round
-   * trip. A key is waited for at most twice the sequencer's gap wait, as a
-   * step waits for its predecessors; then the read is answered all the same
-   * and a reconciliation tells the sessions here what the missed step did.
+   * version the read saw it at (`reads`): their batches were delivered,
+   * their notes told to the sessions here. Null when none is behind, the
+   * common case, found by a map lookup per key: no round trip. A key is
+   * waited for at most twice the sequencer's gap wait, as a step waits for
+   * its predecessors; then the read is answered all the same and a
+   * reconciliation tells the sessions here what the missed step did.
+   *
+   * A key of `held` (the viewer's holds when the read was sent) this node is
+   * not behind on, whose read shows no hold of the viewer under that token,
+   * while this node still records that very hold, lost it without a step:
+   * the viewer is told so now (`NoteSettler#vanished`), before the answer.
+   * Only a hold the viewer has here costs that check, and it reads nothing.
    */
-  heard(reads: Iterable<readonly [string, number]>): Promise<void> | null {
+  heard(reads: Iterable<KeyRead>, held: HeldBefore | null = null): Promise<void> | null {
     const sequencer = this.#o.ctx.sequencer;
     if (!sequencer) return null;
     let behind: Array<Promise<boolean>> | null = null;
-    for (const [key, version] of reads) {
+    for (const read of reads) {
       // Not `start`: a read moves no key's order on (watches here may still want the events it shows).
-      const reached = sequencer.reach(encodeKey(key), version, false);
+      const reached = sequencer.reach(encodeKey(read.key), read.version, false);
       if (reached !== true) (behind ??= []).push(reached);
+      // Behind, the steps not heard yet may have ended the hold: their notes tell the holder.
+      else if (held) this.#vanished(read, held);
     }
     if (!behind) return null;
     return Promise.all(behind).then((reached) => {
@@ -116,31 +164,41 @@ export class ReadFence {
     });
   }
 
+  /** Tells the viewer of `held` it lost its hold of the read's key when the read shows that hold gone and this node still records it. */
+  #vanished(read: KeyRead, held: HeldBefore): void {
+    const hold = held.holds.get(read.key);
+    if (!hold || this.#o.table.sessions.get(held.session)?.holds.get(read.key) !== hold) return;
+    if (read.status.holders.some((h) => h.session === held.session && h.token === hold.token)) return;
+    this.#o.notes.vanished(held.session, read.key);
+  }
+
   /**
-   * `heard` for a `list` (`taken`, of `prefix`) read for `viewer`, this
-   * node's session (undefined for none). It waits for every key the list
-   * read: the listed ones, and those found free or read past the limit,
-   * since the answer shows each (locked, or free by its absence). A key
-   * costs a map lookup unless this node is behind on it, and then the wait
-   * is what any answer about that key owes the notes before it.
+   * `heard` for a `list` (`taken`, of `prefix`) read for `viewer` (null for
+   * none), whose holds here under the prefix were `held` when the list was
+   * sent. It waits for every key the list read: the listed ones, and those
+   * found free or read past the limit, since the answer shows each (locked,
+   * or free by its absence). A key costs a map lookup unless this node is
+   * behind on it, and then the wait is what any answer about that key owes
+   * the notes before it.
    *
    * A key the viewer holds or waits for here but the SCAN did not find was
    * free in Redis while this node still records its stake: a step this
    * node has not heard ended it (stolen, then released, through another
-   * node), and the answer, by leaving the key out, shows that step. Such a
-   * key, when the answer covers it (any key under the prefix, or, when
-   * `truncated`, one before the last listed), is read again for its version
-   * first: a round trip taken only in that case.
+   * node), or Redis lost its state, and the answer, by leaving the key out,
+   * shows that. Such a key, when the answer covers it (any key under the
+   * prefix, or, when `truncated`, one before the last listed), is read again
+   * for its version first: a round trip taken only in that case.
    */
-  listed(taken: TableSnapshot, prefix: string, viewer: LocalSession | undefined): Promise<void> | null {
-    const unread = viewer ? unreadStakes(taken, prefix, viewer) : [];
-    return unread.length === 0 ? this.heard(taken.versions) : this.#heardWith(taken, unread);
+  listed(taken: TableSnapshot, prefix: string, viewer: SessionId | null, held: HeldBefore | null): Promise<void> | null {
+    const local = viewer === null ? undefined : this.#o.table.sessions.get(viewer);
+    const unread = local ? unreadStakes(taken, prefix, local) : [];
+    return unread.length === 0 ? this.heard(taken.reads, held) : this.#heardWith(taken, unread, held);
   }
 
   /** `heard` for the keys `taken` read and for `more`, read now (a failed read rejects, as the list's own would). */
-  async #heardWith(taken: TableSnapshot, more: string[]): Promise<void> {
+  async #heardWith(taken: TableSnapshot, more: string[], held: HeldBefore | null): Promise<void> {
     const reads = await taken.readKeys(more);
-    await this.heard([...taken.versions, ...reads.map((r) => [r.key, r.version] as const)]);
+    await this.heard([...taken.reads, ...reads], held);
   }
 }
 

@@ -147,10 +147,10 @@ class RedisStore implements LockStore {
       watched: (key) => this.#hub.covers(key),
       reconcileSoon: () => this.#reconciler.reconcileSoon(),
     });
-    this.#fence = new ReadFence({ steps, ctx, reconcileSoon: () => this.#reconciler.reconcileSoon() });
     this.#reconciler = new Reconciler(ctx, table, steps);
     this.#timeouts = new Timeouts(ctx, table, steps, this.#reconciler);
     this.#notes = new NoteSettler(ctx, table, () => this.#reconciler.reconcileSoon());
+    this.#fence = new ReadFence({ steps, ctx, table, notes: this.#notes, reconcileSoon: () => this.#reconciler.reconcileSoon() });
     this.#requests = new LockRequests({
       ctx,
       table,
@@ -271,24 +271,27 @@ class RedisStore implements LockStore {
   }
 
   /**
-   * Read after this node's writes in flight on the key, so a session sees its own requests, and
-   * answered once this node heard every step of the key the read shows (see `ReadFence`).
+   * Read after this node's writes in flight on the key, so a session sees its own requests; answered once this node
+   * heard every step of the key the read shows, after a `lost` of a viewer's hold it shows gone unheard (see `ReadFence`).
    */
   async status(key: string, viewer: SessionId | null): Promise<LockStatus> {
     const settling = this.#fence.key(key);
     if (settling) await settling;
-    const { status, version } = await this.#reader.readStatus(key, viewer);
-    const behind = this.#fence.heard([[key, version]]);
+    // Taken as the read is sent: a hold recorded after it may be newer than what the read shows.
+    const held = this.#fence.heldAt(viewer, key);
+    const read = await this.#reader.readStatus(key, viewer);
+    const behind = this.#fence.heard([{ key, ...read }], held);
     if (behind) await behind;
-    return status;
+    return read.status;
   }
 
-  /** Read after this node's writes in flight under the prefix; answered once it heard the steps the list shows (see `ReadFence#listed`). */
+  /** Read after this node's writes in flight under the prefix, and answered as `status` is for each key it read (see `ReadFence#listed`). */
   async list(prefix: string, limit: number, viewer: SessionId | null): Promise<ListResult> {
     const settling = this.#fence.prefix(prefix);
     if (settling) await settling;
+    const held = this.#fence.heldUnder(viewer, prefix);
     const taken = await this.#reader.snapshot(prefix, limit, viewer);
-    const behind = this.#fence.listed(taken, prefix, viewer === null ? undefined : this.#table.sessions.get(viewer));
+    const behind = this.#fence.listed(taken, prefix, viewer, held);
     if (behind) await behind;
     return taken.result;
   }

@@ -12,7 +12,14 @@ import type { CatchUpRead, CatchUpScope, KeyRead, WatchSnapshot } from './watch-
  * keys for the same viewer (a watch reads the keys its buffered events name
  * that the list did not read).
  */
-export type TableSnapshot = WatchSnapshot;
+export interface TableSnapshot extends WatchSnapshot {
+  /**
+   * Every key the list read, with what the read found, in read order: the
+   * listed keys, and those found free or locked past the limit (a `list`
+   * checks the viewer's holds among them, see `ReadFence#listed`).
+   */
+  reads: KeyRead[];
+}
 
 /**
  * Reads the shared table for `status`, `list` and the snapshot of a `watch`.
@@ -55,7 +62,7 @@ export class TableReader {
     const versions = new Map(reads.map((r) => [r.key, r.version]));
     const locks: LockStatus[] = locked.slice(0, limit).map((r) => r.status);
     const readKeys = (more: string[]) => Promise.all(more.map(read));
-    return { result: { locks, truncated: locked.length > limit }, versions, readKeys };
+    return { result: { locks, truncated: locked.length > limit }, versions, readKeys, reads };
   }
 
   async #read(key: string, viewer: SessionId | null): Promise<KeyRead> {

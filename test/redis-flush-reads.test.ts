@@ -1,0 +1,112 @@
+import { createClient } from 'redis';
+import { describe, expect, it } from 'vitest';
+import type { Frame } from './helpers/raw-client.js';
+import { RawClient } from './helpers/raw-client.js';
+import { useRedisNodes } from './helpers/redis-nodes.js';
+
+// Redis loses its state (a FLUSHALL, or a restart without persistence) while
+// a session holds keys through a node that has not noticed yet: its node TTL
+// is 10 s, so its own renew rounds (every 3.3 s) do not find the flush before
+// the holder's read does. A read by the holder that shows its key free shows
+// its hold gone: the holder must hear `lost` (revoked) before that answer, as
+// before the answer of its release, extend, wait or acquire of the key, and
+// only once, not again when the node finds the flush.
+
+/** Empties the whole Redis server, as a restart without persistence would. */
+async function flushAll(url: string): Promise<void> {
+  const admin = createClient({ url });
+  await admin.connect();
+  try {
+    await admin.flushAll();
+  } finally {
+    admin.destroy();
+  }
+}
+
+/**
+ * Sends acquires of a key nobody uses until one is refused saying Redis lost
+ * its state: the node has found the loss, and told its holders before that reply.
+ */
+async function untilStateLossFound(client: RawClient, deadlineMs = 10_000): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const reply = await client.request({ op: 'acquire', key: 'unused', acquireTimeout: 0 });
+    const error = reply.error as { code?: string; message?: string } | undefined;
+    if (error?.code === 'store_unavailable' && /lost its state/.test(error.message ?? '')) return;
+    if (error?.code !== 'store_unavailable') throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
+    if (Date.now() > deadline) throw new Error(`the node did not find Redis' lost state within ${deadlineMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** The `lost` messages `client` received before `reply`, sorted by key. */
+function lostBefore(client: RawClient, reply: Frame): Frame[] {
+  return client
+    .received('lost')
+    .filter((m) => client.indexOf(m) < client.indexOf(reply))
+    .sort((x, y) => String(x.key).localeCompare(String(y.key)));
+}
+
+describe('Redis store: reads by a holder after a flush its node has not noticed yet', () => {
+  const fixture = useRedisNodes('flrd');
+
+  /** A node that does not find a flush on its own before the test's requests; a client of it. */
+  async function holderNode(): Promise<RawClient> {
+    const [node] = await fixture.startNodes(1, { nodeTtl: 10_000, commandTimeout: 500 });
+    if (!node) throw new Error('node');
+    return fixture.connect(node);
+  }
+
+  it('a holder whose status shows its own key free hears lost (revoked) once, before that answer', async () => {
+    const a = await holderNode();
+    const held = await a.request({ op: 'acquire', key: 'k' });
+    expect(held).toMatchObject({ ok: true, acquired: true });
+    await flushAll(fixture.redis.url);
+    const reply = await a.request({ op: 'status', key: 'k' });
+    expect(reply).toMatchObject({ ok: true, locked: false, heldByYou: false });
+    expect(lostBefore(a, reply)).toEqual([{ type: 'lost', key: 'k', token: held.token, reason: 'revoked' }]);
+    // The node's own finding of the flush does not tell the holder a second time.
+    await untilStateLossFound(a);
+    expect(a.received('lost')).toHaveLength(1);
+  });
+
+  it('a holder whose list no longer shows its keys hears lost (revoked) for each of them once, before that answer', async () => {
+    const a = await holderNode();
+    const j = await a.request({ op: 'acquire', key: 'j' });
+    const k = await a.request({ op: 'acquire', key: 'k' });
+    expect([j, k]).toMatchObject([{ ok: true, acquired: true }, { ok: true, acquired: true }]);
+    await flushAll(fixture.redis.url);
+    const reply = await a.request({ op: 'list', prefix: '' });
+    expect(reply).toMatchObject({ ok: true, locks: [], truncated: false });
+    expect(lostBefore(a, reply)).toEqual([
+      { type: 'lost', key: 'j', token: j.token, reason: 'revoked' },
+      { type: 'lost', key: 'k', token: k.token, reason: 'revoked' },
+    ]);
+    await untilStateLossFound(a);
+    expect(a.received('lost')).toHaveLength(2);
+  });
+
+  it('a holder whose list of a prefix no longer shows its key there hears lost (revoked) for it before that answer', async () => {
+    const a = await holderNode();
+    const held = await a.request({ op: 'acquire', key: 'app/k' });
+    expect(held).toMatchObject({ ok: true, acquired: true });
+    await flushAll(fixture.redis.url);
+    const reply = await a.request({ op: 'list', prefix: 'app/', limit: 1 });
+    expect(reply).toMatchObject({ ok: true, locks: [], truncated: false });
+    expect(lostBefore(a, reply)).toEqual([{ type: 'lost', key: 'app/k', token: held.token, reason: 'revoked' }]);
+    await untilStateLossFound(a);
+    expect(a.received('lost')).toHaveLength(1);
+  });
+
+  it('a holder whose status and list still show its hold hears no lost', async () => {
+    const a = await holderNode();
+    const held = await a.request({ op: 'acquire', key: 'k' });
+    expect(held).toMatchObject({ ok: true, acquired: true });
+    expect(await a.request({ op: 'status', key: 'k' })).toMatchObject({ ok: true, locked: true, heldByYou: true });
+    const listed = await a.request({ op: 'list', prefix: '' });
+    expect(listed).toMatchObject({ ok: true, locks: [{ key: 'k', heldByYou: true }] });
+    // Ordered after the reads on the same socket: any lost they caused came before it.
+    expect(await a.request({ op: 'release', key: 'k' })).toMatchObject({ ok: true, released: true });
+    expect(a.received('lost')).toEqual([]);
+  });
+});
