@@ -45,6 +45,12 @@ export interface KeyNames {
   /** Set by a node that found Redis lost its state: no grants until it expires. */
   holdoff(): string;
   /**
+   * A node's sentinel on one primary of a Redis Cluster: `tag` (plain
+   * `[a-z0-9]`) is the hash tag of a slot that primary owns, so the key lives
+   * there (see `ShardSentinels`).
+   */
+  shardSentinel(tag: string, id: string): string;
+  /**
    * The prefix of every pub/sub channel, which the scripts publish under:
    * the namespace, then `:db` and the database when that is not 0. Redis
    * pub/sub spans the databases of a server, so two tables in two databases
@@ -83,6 +89,7 @@ export function keyNames(namespace: string, database = 0): KeyNames {
     nodes: () => `${ns}:nodes`,
     nodeKeys: (id) => `${ns}:nk:{${id}}`,
     holdoff: () => `${ns}:holdoff`,
+    shardSentinel: (tag, id) => `${ns}:shard:{${tag}}:${id}`,
     channelPrefix: () => channels,
     nodeChannel: (id) => `${channels}:n:${id}`,
     eventChannel: () => `${channels}:e`,

@@ -2,6 +2,7 @@ import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Logger } from '../logger.js';
 import type { KeyNames } from './key-codec.js';
 import type { RedisLink } from './redis-link.js';
+import { ShardSentinels } from './shard-sentinels.js';
 
 /** Why a node dropped everything its sessions had. */
 export type AbandonCause =
@@ -52,7 +53,8 @@ export interface NodeLivenessOptions {
  * The node stops vouching for its own locks when its last successful renew
  * is 0.9 x TTL old (its key may be gone and survivors may release the locks),
  * and when Redis lost its state: its own key vanished while it should still
- * live, or a primary's `run_id` changed (a restart). It then abandons
+ * live, a primary's `run_id` changed (a restart), or on a Redis Cluster its
+ * sentinel on a primary vanished (a flush, see `ShardSentinels`). It then abandons
  * everything and registers under a new id, and serves again only once what
  * its old id left in Redis is dropped (see `#retireSoon`). After a loss
  * of state it also refuses grants for one node TTL (and tells other nodes
@@ -80,6 +82,8 @@ export class NodeLiveness {
   /** When (monotonic ms) the last renew that succeeded was sent: the liveness key lives 0.9 x TTL from then at least. */
   #lastRenew = 0;
   #runIds = new Map<string, string>();
+  /** On a Redis Cluster, the node's keys on every primary; null on a single server (its liveness key is there). */
+  readonly #sentinels: ShardSentinels | null;
   #renewTimer: TimerHandle | undefined;
   #checkTimer: TimerHandle | undefined;
   #vouchTimer: TimerHandle | undefined;
@@ -97,6 +101,8 @@ export class NodeLiveness {
   constructor(options: NodeLivenessOptions) {
     this.#o = options;
     this.#clock = options.clock ?? systemClock;
+    const { link, names, ttl, logger } = options;
+    this.#sentinels = link.mode === 'cluster' ? new ShardSentinels({ link, names, ttl: 2 * ttl, clock: this.#clock, logger }) : null;
     options.link.on('trouble', () => this.#trouble());
   }
 
@@ -168,6 +174,7 @@ export class NodeLiveness {
       link.command(names.node(id), ['DEL', names.node(id)]),
       link.command(names.nodes(), ['SREM', names.nodes(), id]),
       link.command(names.nodeKeys(id), ['DEL', names.nodeKeys(id)]),
+      this.#sentinels?.drop(),
     ]);
   }
 
@@ -179,6 +186,7 @@ export class NodeLiveness {
     // The key's life counts from before the SET left; its value (when it registered) is for people to read.
     const sentAt = clock.monotonic();
     await link.command(names.node(id), ['SET', names.node(id), String(clock.now()), 'PX', String(this.keyTtl)]);
+    await this.#sentinels?.register(id);
     await link.command(names.nodes(), ['SADD', names.nodes(), id]);
     const holdoff = Number(await link.command(names.holdoff(), ['PTTL', names.holdoff()]));
     if (holdoff > 0) this.#holdoffUntil = Math.max(this.#holdoffUntil, clock.monotonic() + holdoff);
@@ -292,7 +300,8 @@ export class NodeLiveness {
     this.#renewing = (async () => {
       const { link, names } = this.#o;
       try {
-        const restarted = await this.#readRunIds();
+        // A primary flushed leaves its run_id as it was: on a cluster its sentinel tells.
+        const [restarted, flushed] = await Promise.all([this.#readRunIds(), this.#sentinels?.check() ?? false]);
         const sentAt = this.#clock.monotonic();
         const id = this.#id;
         // A node that abandoned its locks takes a new id even when its key
@@ -301,12 +310,13 @@ export class NodeLiveness {
         // not refuse it (it refuses a SET): a full Redis still keeps every
         // lock, and its nodes keep vouching for them.
         const renewed =
+          !flushed &&
           id !== null &&
           !this.#abandoned &&
           Number(await link.command(names.node(id), ['PEXPIRE', names.node(id), String(this.keyTtl)])) === 1 &&
           !this.#abandoned;
         const vouching = !this.#abandoned && sentAt - this.#lastRenew < this.keyTtl;
-        if (restarted || (!renewed && vouching && id !== null)) {
+        if (restarted || flushed || (!renewed && vouching && id !== null)) {
           await this.#stateLost();
         } else if (!renewed) {
           // Past its vouching time: its vouch timer may not have fired yet, and the new id must not inherit its holds.
