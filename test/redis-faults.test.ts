@@ -12,6 +12,7 @@ import { acquireInput } from '../server/test/server-harness.js';
 import { RawClient } from './helpers/raw-client.js';
 import { useRedisNodes } from './helpers/redis-nodes.js';
 import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+import { flushAll, untilStateLossFound } from './helpers/redis-state-loss.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const NODE_TTL = 1000;
@@ -155,33 +156,6 @@ async function whileFull(url: string, body: () => Promise<void>): Promise<void> 
     await admin.configSet('maxmemory', '0');
     for (let i = 0; i < 50; i++) await admin.del(`filler:${i}`);
     admin.destroy();
-  }
-}
-
-/** Empties the whole Redis server, as a restart without persistence would. */
-async function flushAll(url: string): Promise<void> {
-  const admin = createClient({ url });
-  await admin.connect();
-  try {
-    await admin.flushAll();
-  } finally {
-    admin.destroy();
-  }
-}
-
-/**
- * Sends acquires of a key nobody uses until one is refused saying Redis lost
- * its state: the node has found the loss, and told its holders before that reply.
- */
-async function untilStateLossFound(client: RawClient, deadlineMs = 10_000): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const reply = await client.request({ op: 'acquire', key: 'unused', acquireTimeout: 0 });
-    const error = reply.error as { code?: string; message?: string } | undefined;
-    if (error?.code === 'store_unavailable' && /lost its state/.test(error.message ?? '')) return;
-    if (error?.code !== 'store_unavailable') throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
-    if (Date.now() > deadline) throw new Error(`the node did not find Redis' lost state within ${deadlineMs} ms`);
-    await new Promise((r) => setTimeout(r, 25));
   }
 }
 

@@ -1,8 +1,8 @@
-import { createClient } from 'redis';
 import { describe, expect, it } from 'vitest';
 import type { Frame } from './helpers/raw-client.js';
 import { RawClient } from './helpers/raw-client.js';
 import { useRedisNodes } from './helpers/redis-nodes.js';
+import { flushAll, untilStateLossFound } from './helpers/redis-state-loss.js';
 
 // Redis loses its state (a FLUSHALL, or a restart without persistence) while
 // a session holds keys through a node that has not noticed yet: its node TTL
@@ -11,33 +11,6 @@ import { useRedisNodes } from './helpers/redis-nodes.js';
 // its hold gone: the holder must hear `lost` (revoked) before that answer, as
 // before the answer of its release, extend, wait or acquire of the key, and
 // only once, not again when the node finds the flush.
-
-/** Empties the whole Redis server, as a restart without persistence would. */
-async function flushAll(url: string): Promise<void> {
-  const admin = createClient({ url });
-  await admin.connect();
-  try {
-    await admin.flushAll();
-  } finally {
-    admin.destroy();
-  }
-}
-
-/**
- * Sends acquires of a key nobody uses until one is refused saying Redis lost
- * its state: the node has found the loss, and told its holders before that reply.
- */
-async function untilStateLossFound(client: RawClient, deadlineMs = 10_000): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    const reply = await client.request({ op: 'acquire', key: 'unused', acquireTimeout: 0 });
-    const error = reply.error as { code?: string; message?: string } | undefined;
-    if (error?.code === 'store_unavailable' && /lost its state/.test(error.message ?? '')) return;
-    if (error?.code !== 'store_unavailable') throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
-    if (Date.now() > deadline) throw new Error(`the node did not find Redis' lost state within ${deadlineMs} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 /** The `lost` messages `client` received before `reply`, sorted by key. */
 function lostBefore(client: RawClient, reply: Frame): Frame[] {
