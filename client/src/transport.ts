@@ -86,7 +86,9 @@ export function createWebSocketTransport(options: WebSocketTransportOptions = {}
       // Only an open socket sends the closing frame the server ends the session on. One that is closing
       // already got or sent another close (the server's code is the one to report), and a connect stopped
       // before it was established is failed without any frame: the server saw a drop and keeps the grace.
-      left = socket.readyState === WebSocketImpl.OPEN;
+      // A page shown again from the cache and left again before the close event finds its own close under
+      // way (the socket closing): the mark it set then stands.
+      if (socket.readyState === WebSocketImpl.OPEN) left = true;
       socket.close(NORMAL_CLOSURE, PAGE_LEFT);
     };
     page?.addEventListener('pagehide', onPageHide);

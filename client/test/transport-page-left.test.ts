@@ -27,6 +27,8 @@ class SilentSocket extends EventTarget {
   send(): void {}
   close(code?: number, reason?: string): void {
     this.sent.push({ code, reason });
+    // As a browser does: close() on an open socket starts the closing handshake.
+    if (this.readyState === SilentSocket.OPEN) this.readyState = SilentSocket.CLOSING;
   }
   /** The browser's close event, as it reports the connection's end. */
   closed(code: number, reason = ''): void {
@@ -68,6 +70,16 @@ describe('the browser transport as its page leaves', () => {
     const { socket, closes } = open();
     page.dispatchEvent(new Event('pagehide'));
     expect(socket.sent).toEqual([{ code: 1000, reason: 'page left' }]);
+    socket.closed(1006);
+    expect(closes).toEqual([[1000, 'page left', true]]);
+  });
+
+  it('still reports its own page-left close when the page is shown again and leaves again before the close event', () => {
+    const { socket, closes } = open();
+    page.dispatchEvent(new Event('pagehide'));
+    // Shown again from the back/forward cache and left again while its closing handshake is still under way.
+    page.dispatchEvent(new Event('pageshow'));
+    page.dispatchEvent(new Event('pagehide'));
     socket.closed(1006);
     expect(closes).toEqual([[1000, 'page left', true]]);
   });
