@@ -41,10 +41,12 @@ const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient:
 /**
  * Keeps a client connected: holds the open connection and the server's welcome, reconnects with backoff when the
  * connection drops (resuming the session while the server keeps it), and carries the leases, watches and state
- * events across. The transport's close as its page left (`pageLeft`) ended the session on the server, also when it
- * ends a reconnect attempt: the leases are lost at once and the reconnect starts a new session. Any other close, a
- * 1000 from a proxy too, is a drop to resume from. Ends for good on `close()`, when reconnecting is off or gives
- * up, on a protocol error, or on a close that forbids reconnecting.
+ * events across. The transport's close as its page left (`pageLeft`), also when it ends a reconnect attempt, loses
+ * the leases at once, with no grace: the server ended the session on it, unless that 1000 never reached the server
+ * (a dead network path), so the reconnect still resumes (the server answers a fresh session, or gives the holds
+ * back to be released) and `close()` still ends the session. Any other close, a 1000 from a proxy too, is a drop
+ * to resume from. Ends for good on `close()`, when reconnecting is off or gives up, on a protocol error, or on a
+ * close that forbids reconnecting.
  */
 export class ConnectionKeeper {
   readonly #url: string;
@@ -201,13 +203,6 @@ export class ConnectionKeeper {
   onClosed(close: CloseInfo, error: LockError): void {
     this.#connection = undefined;
     this.#lastClose = close;
-    if (close.pageLeft) {
-      // The transport's own 1000 as its page left (also into the back/forward cache) ended the session on the
-      // server, grace or not: the leases are lost now, not after a resume a page shown again may never make.
-      // Only this close says so: the server never sends 1000, and a proxy's 1000 (a restart, an idle timeout)
-      // leaves the server with a drop, the session kept for the grace, to be resumed or ended by `close()`.
-      this.#resume = null;
-    }
     const policy = this.#policy;
     const retry =
       policy !== null &&
@@ -230,18 +225,23 @@ export class ConnectionKeeper {
     // A disconnect listener may have closed the client: it is closed for good then, and nothing is left to retry.
     if (this.#stop.signal.aborted) return;
     const ticket = this.#resume;
-    if (ticket && close.code !== CloseCode.GoingAway) {
+    if (ticket && close.code !== CloseCode.GoingAway && close.pageLeft !== true) {
       // The server keeps this session's locks for `grace` ms: the leases wait for the resume.
       this.#graceTimer = setTimeout(() => {
         this.#resume = null;
         this.#leases.loseAll(close);
       }, ticket.grace);
     } else {
-      // No grace to wait for: none, or the session ended as the page left.
-      // A server shutting down (1001) releases its sessions' locks at once,
-      // grace or not; a proxy's 1001 is taken the same way, on the safe
-      // side: a lease the server still keeps is then given up, and the
-      // resume releases its hold.
+      // No grace to wait for. A server shutting down (1001) releases its
+      // sessions' locks at once, grace or not; a proxy's 1001 is taken the
+      // same way, on the safe side. The transport's own 1000 as its page left
+      // (also into the back/forward cache) ended the session on the server,
+      // unless the network path was dead and it never arrived: the leases are
+      // lost now, not after a resume a page shown again may never make. The
+      // ticket stays either way: a session the server still keeps is resumed
+      // and the holds it gives back, which no lease stands for any more, are
+      // released; or `close()` ends it. One the server ended answers the
+      // resume with a fresh session.
       this.#leases.loseAll(close);
       // So may a lease's abort listener.
       if (this.#stop.signal.aborted) return;
@@ -299,13 +299,16 @@ export class ConnectionKeeper {
 
   /**
    * The page left while an attempt was connecting (a browser reads no welcome once it closed the socket). A
-   * resume may have got the session back, which the server then ended on that close: nothing is left to
-   * resume, the leases parked for the grace are lost now, and the next attempt starts a new session.
+   * resume may have got the session back, which the server then ended on that close: the leases parked for the
+   * grace are lost now. The ticket stays: if the close never reached the server (a dead network path), the
+   * server keeps the session for another grace from this drop, and the next attempt's resume gets its holds back
+   * to release them, or `close()` ends it; a session the server ended answers the resume with a fresh one.
    */
   #sessionEnded(close: CloseInfo): void {
-    this.#resume = null;
     clearTimeout(this.#graceTimer);
-    this.#graceEnds = undefined;
+    this.#graceTimer = undefined;
+    const ticket = this.#resume;
+    this.#graceEnds = ticket ? performance.now() + ticket.grace : undefined;
     this.#lastClose = close;
     this.#leases.loseAll(close);
   }

@@ -21,7 +21,8 @@ export interface TransportHandlers {
    * The socket closed, with the code and reason the runtime reports.
    * `pageLeft` is true only for a close the transport itself sent as its
    * page left (a closing frame with 1000 that went out on an open socket):
-   * the server ended the session on it, so there is nothing to resume. A
+   * the server ended the session on it, unless the network path was dead
+   * and the frame never arrived, so the leases end at once. A
    * 1000 from anyone else (a proxy restarting, an idle timeout) says
    * nothing of what the server saw and comes without it.
    */
