@@ -41,8 +41,11 @@ export interface CloseInfo {
   /**
    * True (else absent) when the transport closed the connection as its page
    * left: the browser transport's 1000 'page left' on `pagehide`. The server
-   * ended the session on that close, grace or not. Any other close,
-   * a 1000 from a proxy too, is a drop the session may be resumed from.
+   * ended the session on that close, grace or not, unless the 1000 never
+   * reached it (a dead network path): the client ends its leases at once and
+   * still resumes when it reconnects, to find out and free what the server
+   * kept. Any other close, a 1000 from a proxy too, is a drop the session
+   * may be resumed from.
    */
   pageLeft?: true;
 }
