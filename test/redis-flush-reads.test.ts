@@ -1,7 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import type { LockServer } from '@lockwire/server';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { Frame } from './helpers/raw-client.js';
 import { RawClient } from './helpers/raw-client.js';
-import { useRedisNodes } from './helpers/redis-nodes.js';
+import { startNodesAt, useRedisNodes } from './helpers/redis-nodes.js';
 import { flushAll, untilStateLossFound } from './helpers/redis-state-loss.js';
 
 // Redis loses its state (a FLUSHALL, or a restart without persistence) while
@@ -22,6 +23,11 @@ function lostBefore(client: RawClient, reply: Frame): Frame[] {
 
 describe('Redis store: reads by a holder after a flush its node has not noticed yet', () => {
   const fixture = useRedisNodes('flrd');
+  /** Nodes a test starts one after the other on a namespace of its own. */
+  const late: LockServer[] = [];
+  afterEach(async () => {
+    await Promise.all(late.splice(0).map((node) => node.close()));
+  });
 
   /** A node that does not find a flush on its own before the test's requests; a client of it. */
   async function holderNode(): Promise<RawClient> {
@@ -82,4 +88,36 @@ describe('Redis store: reads by a holder after a flush its node has not noticed 
     expect(await a.request({ op: 'release', key: 'k' })).toMatchObject({ ok: true, released: true });
     expect(a.received('lost')).toEqual([]);
   });
+
+  // Not a flush: a step this node has not heard yet. Node A starts after the key already has a
+  // history in Redis and a watch there covers the key, so A records no version of the key when its
+  // holder acquires it; a read must not take that for having heard every step of the key.
+  for (const op of ['status', 'list'] as const) {
+    it(`a holder whose key was stolen through another node hears lost (stolen), not revoked, before its ${op} shows the stealer, and its node keeps serving`, async () => {
+      const namespace = `flrd${process.pid}steal${op}`;
+      const [b] = await startNodesAt([fixture.redis.url], { namespace }, late);
+      if (!b) throw new Error('node b');
+      const onB = await fixture.connect(b);
+      expect(await onB.request({ op: 'acquire', key: 'k' })).toMatchObject({ ok: true, acquired: true });
+      expect(await onB.request({ op: 'release', key: 'k' })).toMatchObject({ ok: true, released: true });
+      const [a] = await startNodesAt([fixture.redis.url], { namespace }, late);
+      if (!a) throw new Error('node a');
+      // Free, the key is not in the watch's snapshot.
+      const watcher = await fixture.connect(a);
+      expect(await watcher.request({ op: 'watch', prefix: 'k' })).toMatchObject({ ok: true });
+      const holder = await fixture.connect(a);
+      const held = await holder.request({ op: 'acquire', key: 'k' });
+      expect(held).toMatchObject({ ok: true, acquired: true });
+      const thief = await fixture.connect(b);
+      expect(await thief.request({ op: 'acquire', key: 'k', steal: true })).toMatchObject({ ok: true, acquired: true });
+      const reply = await holder.request(op === 'status' ? { op, key: 'k' } : { op, prefix: 'k' });
+      expect(reply).toMatchObject(
+        op === 'status' ? { ok: true, locked: true, heldByYou: false } : { ok: true, locks: [{ key: 'k', heldByYou: false }] },
+      );
+      expect(lostBefore(holder, reply)).toEqual([{ type: 'lost', key: 'k', token: held.token, reason: 'stolen' }]);
+      // A steal is no loss of Redis' state: the node stays healthy.
+      expect(await holder.request({ op: 'acquire', key: 'other', acquireTimeout: 0 })).toMatchObject({ ok: true, acquired: true });
+      expect(holder.received('lost')).toHaveLength(1);
+    });
+  }
 });

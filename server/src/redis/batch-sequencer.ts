@@ -126,7 +126,8 @@ export class BatchSequencer {
    * answer. With `start` the key's order also starts at `version` (the
    * caller's own reply is authoritative, so what waited for an earlier step
    * goes out now); earlier steps' events still on their way are then dropped,
-   * so a caller passes it only when no watcher wants them.
+   * so a caller passes it only when no watcher wants them. So `true` does
+   * not say the node heard the key's steps: `delivered` does.
    */
   reach(encoded: string, version: number, start: boolean): true | Promise<boolean> {
     if (version <= 0) return true;
@@ -138,6 +139,27 @@ export class BatchSequencer {
       return true;
     }
     if (last >= version) return true;
+    return this.#until(encoded, version);
+  }
+
+  /**
+   * The key's last delivered version: every step of the key up to it was
+   * delivered here (or given up on, see `gaveUp`). Null when the node records
+   * none: nothing of the key was delivered yet, only a `reach` without
+   * `start` asked about it, or it was forgotten past the tracked keys' bound.
+   */
+  delivered(encoded: string): number | null {
+    return this.#last.get(encoded) ?? null;
+  }
+
+  /**
+   * Resolves true once the key's last delivered version is at least
+   * `version` (at once when it is), false after twice `gapWait`. For a key
+   * the node records no version of, a batch that arrives now is held for its
+   * predecessor for `gapWait` and then delivered all the same, so the wait
+   * ends true when the step at `version` reaches this node in time.
+   */
+  until(encoded: string, version: number): Promise<boolean> {
     return this.#until(encoded, version);
   }
 

@@ -67,6 +67,9 @@ export interface HeldBefore {
  * state (a flush, a restart) and the node has not noticed yet. The holder
  * is told `lost` before the answer (`NoteSettler#vanished`), as before the
  * answer of its release of the key, and the node checks Redis at once.
+ * Heard means delivered up to the version read (`BatchSequencer#delivered`):
+ * for a key with no version recorded here the read first waits for the
+ * step that ended the hold, whose own note says why.
  *
  * With nothing in flight and nothing behind, a read does not wait at all:
  * each of these returns null instead of a promise.
@@ -139,10 +142,12 @@ export class ReadFence {
    * its predecessors; then the read is answered all the same and a
    * reconciliation tells the sessions here what the missed step did.
    *
-   * A key of `held` (the viewer's holds when the read was sent) this node is
-   * not behind on, whose read shows no hold of the viewer under that token,
-   * while this node still records that very hold, lost it without a step:
-   * the viewer is told so now (`NoteSettler#vanished`), before the answer.
+   * A key of `held` (the viewer's holds when the read was sent) this node
+   * delivered up to the version read, whose read shows no hold of the viewer
+   * under that token, while this node still records that very hold, lost it
+   * without a step: the viewer is told so now (`NoteSettler#vanished`),
+   * before the answer. When this node records no version of such a key, the
+   * read waits for it as for a key it is behind on, and checks again then.
    * Only a hold the viewer has here costs that check, and it reads nothing.
    */
   heard(reads: Iterable<KeyRead>, held: HeldBefore | null = null): Promise<void> | null {
@@ -150,11 +155,19 @@ export class ReadFence {
     if (!sequencer) return null;
     let behind: Array<Promise<boolean>> | null = null;
     for (const read of reads) {
+      const encoded = encodeKey(read.key);
       // Not `start`: a read moves no key's order on (watches here may still want the events it shows).
-      const reached = sequencer.reach(encodeKey(read.key), read.version, false);
-      if (reached !== true) (behind ??= []).push(reached);
+      const reached = sequencer.reach(encoded, read.version, false);
       // Behind, the steps not heard yet may have ended the hold: their notes tell the holder.
-      else if (held) this.#vanished(read, held);
+      if (reached !== true) (behind ??= []).push(reached);
+      else if (held && this.#showsGone(read, held)) {
+        const delivered = sequencer.delivered(encoded);
+        if (delivered !== null && delivered >= read.version) this.#o.notes.vanished(held.session, read.key);
+        // `reach` is true at once for a key with no version recorded here (a history from before this
+        // node, followed by a watch; one forgotten past the bound), so it says nothing of what was heard:
+        // the step that ended the hold may be on its way, its note telling why. Wait for it first.
+        else (behind ??= []).push(this.#heardThenVanished(encoded, read, held));
+      }
     }
     if (!behind) return null;
     return Promise.all(behind).then((reached) => {
@@ -164,12 +177,25 @@ export class ReadFence {
     });
   }
 
-  /** Tells the viewer of `held` it lost its hold of the read's key when the read shows that hold gone and this node still records it. */
-  #vanished(read: KeyRead, held: HeldBefore): void {
+  /** Whether the read shows gone the hold of the viewer of `held` on its key that this node still records. */
+  #showsGone(read: KeyRead, held: HeldBefore): boolean {
     const hold = held.holds.get(read.key);
-    if (!hold || this.#o.table.sessions.get(held.session)?.holds.get(read.key) !== hold) return;
-    if (read.status.holders.some((h) => h.session === held.session && h.token === hold.token)) return;
-    this.#o.notes.vanished(held.session, read.key);
+    if (!hold || this.#o.table.sessions.get(held.session)?.holds.get(read.key) !== hold) return false;
+    return !read.status.holders.some((h) => h.session === held.session && h.token === hold.token);
+  }
+
+  /**
+   * Waits (bounded, see `BatchSequencer#until`) until this node delivered the
+   * key up to the version read; then a hold the read showed gone and no step
+   * ended here vanished without a step and its viewer is told so. Not heard
+   * in time, the holder is told nothing here: the reconciliation `heard`
+   * asks for then tells it what happened.
+   */
+  async #heardThenVanished(encoded: string, read: KeyRead, held: HeldBefore): Promise<boolean> {
+    const sequencer = this.#o.ctx.sequencer;
+    if (!sequencer || !(await sequencer.until(encoded, read.version))) return false;
+    if (this.#showsGone(read, held)) this.#o.notes.vanished(held.session, read.key);
+    return true;
   }
 
   /**
