@@ -41,8 +41,9 @@ type Ranges = ReadonlyArray<readonly [number, number]>;
  * that has not looked yet. They are sent by key, so one follows its slot
  * when a resharding moves it or a failover promotes a replica. A primary
  * left without one (its sentinel's slot moved away, it took slots it did not
- * have) gets a new one at the next round whose `CLUSTER SLOTS` shows it: a
- * flush of it before that goes unseen. A primary that now holds two keeps
+ * have, or it refused the placement, full) gets a new one at the next round
+ * whose `CLUSTER SLOTS` shows it and that it accepts: a flush of it before
+ * that goes unseen. A primary that now holds two keeps
  * the first; the other is no longer renewed and expires, as do those of an
  * id the node gave up.
  */
@@ -57,14 +58,17 @@ export class ShardSentinels {
 
   /**
    * Places sentinels of node id `id` on every primary; those of the previous
-   * id are no longer renewed. Throws when one cannot be placed (the id must
-   * not serve unwatched), keeping those that were.
+   * id are no longer renewed. A primary whose sentinel cannot be placed now
+   * (say, it is full: `maxmemory` with `noeviction`) is left unwatched and
+   * tried again at the next `check()`, as one left bare by a resharding: a
+   * node must not be kept from registering by a full primary its own keys
+   * may not even live on. Throws when the slots cannot be read.
    */
   async register(id: string): Promise<void> {
     this.#id = id;
     this.#placed = [];
     const failed = await this.#cover(id, await this.#slots());
-    if (failed !== undefined) throw failed;
+    if (failed !== undefined) this.#o.logger.debug({ node: id, err: String(failed) }, 'a shard sentinel not placed yet; retrying');
   }
 
   /**

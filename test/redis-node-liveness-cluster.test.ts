@@ -1,0 +1,165 @@
+import { createClient } from 'redis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startRedisCluster, type RedisCluster } from './helpers/redis-server.js';
+import { connectRedis, type RedisLink } from '../server/src/redis/redis-link.js';
+import { keyNames, type KeyNames } from '../server/src/redis/key-codec.js';
+import { NodeLiveness, type AbandonCause } from '../server/src/redis/node-liveness.js';
+import { createManualClock, type Clock } from '../server/src/clock.js';
+import { silentLogger } from '../server/src/logger.js';
+
+// A node's membership on a Redis Cluster, driven by a manual clock: its
+// renew rounds run when the test advances the clock, and the test awaits
+// the commands they sent rather than sleeping.
+let cluster: RedisCluster | undefined;
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+}, 60_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+function started(): RedisCluster {
+  if (!cluster) throw new Error('the Redis Cluster is not started');
+  return cluster;
+}
+
+/** A link whose open commands can be awaited: a renew round ended once none is open for a few turns of the event loop. */
+function tracked(link: RedisLink): { link: RedisLink; settled(): Promise<void> } {
+  const open = new Set<Promise<unknown>>();
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    open.add(p);
+    void p.finally(() => open.delete(p)).catch(() => undefined);
+    return p;
+  };
+  const wrapped: RedisLink = {
+    mode: link.mode,
+    command: (key, args) => track(link.command(key, args)),
+    evalScript: (script, keys, args) => track(link.evalScript(script, keys, args)),
+    shards: async () => (await link.shards()).map((shard) => ({ address: shard.address, command: (args: string[]) => track(shard.command(args)) })),
+    on: (event, fn) => link.on(event, fn),
+    subscribe: (channel, fn) => link.subscribe(channel, fn),
+    unsubscribe: (channel) => link.unsubscribe(channel),
+    close: () => link.close(),
+  };
+  return {
+    link: wrapped,
+    async settled() {
+      for (let idle = 0, i = 0; idle < 5 && i < 500; i++) {
+        if (open.size > 0) {
+          idle = 0;
+          await Promise.allSettled([...open]);
+        } else idle++;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    },
+  };
+}
+
+interface Watched {
+  liveness: NodeLiveness;
+  abandons: AbandonCause[];
+  registered: string[];
+}
+
+/** A node's liveness with hooks that only record what they are told. */
+function watchedLiveness(link: RedisLink, names: KeyNames, ttl: number, clock: Clock): Watched {
+  const abandons: AbandonCause[] = [];
+  const registered: string[] = [];
+  const liveness = new NodeLiveness({
+    link,
+    names,
+    baseId: 'n',
+    ttl,
+    logger: silentLogger,
+    clock,
+    hooks: {
+      registered: async (id) => {
+        registered.push(id);
+      },
+      abandon: (cause) => abandons.push(cause),
+      recovered: () => undefined,
+      tick: async () => undefined,
+      cleanupDeadNode: async () => undefined,
+    },
+  });
+  return { liveness, abandons, registered };
+}
+
+async function onPort<T>(port: number, f: (c: ReturnType<typeof createClient>) => Promise<T>): Promise<T> {
+  const c = createClient({ url: `redis://127.0.0.1:${port}` });
+  await c.connect();
+  try {
+    return await f(c);
+  } finally {
+    c.destroy();
+  }
+}
+
+/** The keys matching `pattern` on every primary. */
+async function keysOf(pattern: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const port of started().ports) out.push(...(await onPort(port, (c) => c.keys(pattern))));
+  return out;
+}
+
+/** The port of the primary owning `key`'s slot. */
+async function ownerOf(key: string): Promise<number> {
+  const [first] = started().ports;
+  if (first === undefined) throw new Error('the cluster has no primary');
+  const slot = Number(await onPort(first, (c) => c.sendCommand(['CLUSTER', 'KEYSLOT', key])));
+  const ranges = (await onPort(first, (c) => c.sendCommand(['CLUSTER', 'SLOTS']))) as unknown as Array<[number, number, [string, number]]>;
+  for (const [from, to, [, port]] of ranges) if (slot >= from && slot <= to) return Number(port);
+  throw new Error(`no primary owns slot ${slot}`);
+}
+
+describe('a node on a Redis Cluster with one primary full (maxmemory, noeviction)', () => {
+  it('registers while a primary its own keys do not live on refuses writes, and places its sentinel there once that primary accepts it', async () => {
+    const ports = started().ports;
+    // A namespace whose node key, node set and holdoff live on other primaries than the one made full.
+    let namespace = '';
+    let full: number | undefined;
+    for (let i = 0; full === undefined; i++) {
+      namespace = `fullreg${process.pid}x${i}`;
+      const names = keyNames(namespace);
+      const used = new Set(await Promise.all([names.node('n.1'), names.nodes(), names.holdoff()].map(ownerOf)));
+      full = ports.find((port) => !used.has(port));
+    }
+    const fullPort = full;
+    const raw = await connectRedis({ url: started().url, cluster: true, commandTimeout: 5000, reconnectDelay: 100 });
+    const { link, settled } = tracked(raw);
+    const clock = createManualClock();
+    const ttl = 3000;
+    const node = watchedLiveness(link, keyNames(namespace), ttl, clock);
+    await onPort(fullPort, (c) => c.sendCommand(['CONFIG', 'SET', 'maxmemory-policy', 'noeviction']));
+    await onPort(fullPort, (c) => c.sendCommand(['CONFIG', 'SET', 'maxmemory', '1']));
+    let outcome = 'started';
+    let whileFull: string[] = [];
+    try {
+      try {
+        await node.liveness.start();
+      } catch (error) {
+        outcome = String(error);
+      }
+      whileFull = await onPort(fullPort, (c) => c.keys(`${namespace}:shard:*`));
+    } finally {
+      await onPort(fullPort, (c) => c.sendCommand(['CONFIG', 'SET', 'maxmemory', '0']));
+    }
+    try {
+      // The next renew round places the sentinel the full primary refused.
+      clock.advance(Math.floor(ttl / 3));
+      await settled();
+      const placed = await onPort(fullPort, (c) => c.keys(`${namespace}:shard:*`));
+      expect({ outcome, registered: node.registered, serving: node.liveness.serving, whileFull, placed: placed.length, abandons: node.abandons }).toEqual({
+        outcome: 'started',
+        registered: ['n.1'],
+        serving: true,
+        whileFull: [],
+        placed: 1,
+        abandons: [],
+      });
+    } finally {
+      await node.liveness.stop();
+      await raw.close();
+    }
+  });
+});
