@@ -88,6 +88,12 @@ export class NodeLiveness {
   #checkTimer: TimerHandle | undefined;
   #vouchTimer: TimerHandle | undefined;
   #renewing: Promise<void> | null = null;
+  /** The checks and renews of the round in flight (its housekeeping not included): `stop()` waits for them. */
+  #renewSteps: Promise<boolean> | null = null;
+  /** The first registration, while `start()` runs it. */
+  #starting: Promise<void> | null = null;
+  /** The id being registered, until it is the node's: `stop()` removes its keys too. */
+  #registering: string | null = null;
   /** Cleanups of dead nodes' ids in progress, by id: a second look at the same id joins the first. */
   readonly #cleaning = new Map<string, Promise<void>>();
   /** Ids this node gave up whose records may still be in Redis: it does not serve until they are dropped. */
@@ -154,43 +160,72 @@ export class NodeLiveness {
 
   /** Registers the node and starts its loops. */
   async start(): Promise<void> {
-    await this.#readRunIds();
-    await this.#register();
+    // `stop()` waits for a first registration in flight as for a renew round's steps.
+    const starting = (async () => {
+      await this.#readRunIds();
+      await this.#register();
+    })();
+    this.#starting = starting;
+    try {
+      await starting;
+    } finally {
+      this.#starting = null;
+    }
+    if (this.#closed) return;
     this.#healthy = true;
     this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
     this.#scheduleCheck();
   }
 
-  /** Stops the loops and removes the node's liveness key (its sessions were closed before). */
+  /**
+   * Stops the loops and removes the node's liveness key and sentinels (its
+   * sessions were closed before). A renew round in flight is waited for
+   * first, each of its steps bounded by the link's command timeout: it
+   * stops at its next step, but its replies must not come after the keys
+   * are gone, where a renew answering 0 would look like a Redis that lost
+   * its state (the holds abandoned, a holdoff set, a new id registered).
+   */
   async stop(): Promise<void> {
     this.#closed = true;
     this.#clearTimer(this.#renewTimer);
     this.#clearTimer(this.#checkTimer);
     this.#clearTimer(this.#vouchTimer);
-    const id = this.#id;
-    if (id === null) return;
+    // Their failures are handled, or start()'s to report: only their end matters here.
+    await Promise.allSettled([this.#starting, this.#renewSteps]);
+    const ids = [this.#id, this.#registering].filter((id): id is string => id !== null);
+    if (ids.length === 0) return;
     const { link, names } = this.#o;
     await Promise.allSettled([
-      link.command(names.node(id), ['DEL', names.node(id)]),
-      link.command(names.nodes(), ['SREM', names.nodes(), id]),
-      link.command(names.nodeKeys(id), ['DEL', names.nodeKeys(id)]),
+      ...ids.flatMap((id) => [
+        link.command(names.node(id), ['DEL', names.node(id)]),
+        link.command(names.nodes(), ['SREM', names.nodes(), id]),
+        link.command(names.nodeKeys(id), ['DEL', names.nodeKeys(id)]),
+      ]),
       this.#sentinels?.drop(),
     ]);
   }
 
+  /** Registers a new id; a node stopped meanwhile stops at its next step (`stop()` removes what it placed). */
   async #register(): Promise<void> {
+    if (this.#closed) return;
     const { link, names } = this.#o;
     const previous = this.#id;
     const id = `${this.#o.baseId}.${++this.#incarnation}`;
     const clock = this.#clock;
+    this.#registering = id;
     // The key's life counts from before the SET left; its value (when it registered) is for people to read.
     const sentAt = clock.monotonic();
     await link.command(names.node(id), ['SET', names.node(id), String(clock.now()), 'PX', String(this.keyTtl)]);
+    if (this.#closed) return;
     await this.#sentinels?.register(id);
+    if (this.#closed) return;
     await link.command(names.nodes(), ['SADD', names.nodes(), id]);
+    if (this.#closed) return;
     const holdoff = Number(await link.command(names.holdoff(), ['PTTL', names.holdoff()]));
+    if (this.#closed) return;
     if (holdoff > 0) this.#holdoffUntil = Math.max(this.#holdoffUntil, clock.monotonic() + holdoff);
     this.#id = id;
+    this.#registering = null;
     this.#abandoned = false;
     if (previous !== null) this.#previous.add(previous);
     this.#vouched(sentAt);
@@ -298,54 +333,76 @@ export class NodeLiveness {
   async #renew(): Promise<void> {
     if (this.#renewing) return this.#renewing;
     this.#renewing = (async () => {
-      const { link, names } = this.#o;
-      try {
-        // A primary flushed leaves its run_id as it was: on a cluster its sentinel tells.
-        const [restarted, flushed] = await Promise.all([this.#readRunIds(), this.#sentinels?.check() ?? false]);
-        const sentAt = this.#clock.monotonic();
-        const id = this.#id;
-        // A node that abandoned its locks takes a new id even when its key
-        // survived (its renews ran but their replies came too late). PEXPIRE
-        // answers 0 for a key that is gone, and a Redis out of memory does
-        // not refuse it (it refuses a SET): a full Redis still keeps every
-        // lock, and its nodes keep vouching for them.
-        const renewed =
-          !flushed &&
-          id !== null &&
-          !this.#abandoned &&
-          Number(await link.command(names.node(id), ['PEXPIRE', names.node(id), String(this.keyTtl)])) === 1 &&
-          !this.#abandoned;
-        const vouching = !this.#abandoned && sentAt - this.#lastRenew < this.keyTtl;
-        if (restarted || flushed || (!renewed && vouching && id !== null)) {
-          await this.#stateLost();
-        } else if (!renewed) {
-          // Past its vouching time: its vouch timer may not have fired yet, and the new id must not inherit its holds.
-          if (!this.#abandoned) this.#giveUp();
-          await this.#register();
-        } else {
-          this.#vouched(sentAt);
-        }
-        this.#healthy = true;
-        this.#full = false;
-        this.#retireSoon();
-        this.#servingAgain();
-        // Housekeeping that fails (e.g. a drop refused by a Redis out of memory) is tried again next round;
-        // the node renewed, so it keeps serving.
-        await this.#o.hooks.tick().catch((error: unknown) => this.#o.logger.debug({ err: String(error) }, 'housekeeping failed'));
-        this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
-      } catch (error) {
-        this.#unhealthy();
-        this.#full = /^OOM /.test(error instanceof Error ? error.message : String(error));
-        this.#o.logger.debug({ err: String(error) }, 'Redis unreachable; retrying');
-        this.#scheduleRenew(Math.min(200, Math.floor(this.#o.ttl / 10)));
-      }
+      this.#renewSteps = this.#checkAndRenew();
+      const renewed = await this.#renewSteps.finally(() => {
+        this.#renewSteps = null;
+      });
+      if (!renewed || this.#closed) return;
+      // Housekeeping that fails (e.g. a drop refused by a Redis out of memory) is tried again next round;
+      // the node renewed, so it keeps serving.
+      await this.#o.hooks.tick().catch((error: unknown) => this.#o.logger.debug({ err: String(error) }, 'housekeeping failed'));
+      this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
     })().finally(() => {
       this.#renewing = null;
     });
     return this.#renewing;
   }
 
+  /**
+   * A renew round's checks and renews: true when the node serves again
+   * under its id (renewed, or registered anew), false when the round failed
+   * (the next one is scheduled) or the node stopped meanwhile (it stops at
+   * its next step, and neither abandons nor registers anything).
+   */
+  async #checkAndRenew(): Promise<boolean> {
+    if (this.#closed) return false;
+    const { link, names } = this.#o;
+    try {
+      // A primary flushed leaves its run_id as it was: on a cluster its sentinel tells.
+      const [restarted, flushed] = await Promise.all([this.#readRunIds(), this.#sentinels?.check() ?? false]);
+      if (this.#closed) return false;
+      const sentAt = this.#clock.monotonic();
+      const id = this.#id;
+      // A node that abandoned its locks takes a new id even when its key
+      // survived (its renews ran but their replies came too late). PEXPIRE
+      // answers 0 for a key that is gone, and a Redis out of memory does
+      // not refuse it (it refuses a SET): a full Redis still keeps every
+      // lock, and its nodes keep vouching for them.
+      let renewed = false;
+      if (!flushed && id !== null && !this.#abandoned) {
+        renewed = Number(await link.command(names.node(id), ['PEXPIRE', names.node(id), String(this.keyTtl)])) === 1;
+        // Stopped meanwhile, the node may have removed the key itself.
+        if (this.#closed) return false;
+        renewed &&= !this.#abandoned;
+      }
+      const vouching = !this.#abandoned && sentAt - this.#lastRenew < this.keyTtl;
+      if (restarted || flushed || (!renewed && vouching && id !== null)) {
+        await this.#stateLost();
+      } else if (!renewed) {
+        // Past its vouching time: its vouch timer may not have fired yet, and the new id must not inherit its holds.
+        if (!this.#abandoned) this.#giveUp();
+        await this.#register();
+      } else {
+        this.#vouched(sentAt);
+      }
+      if (this.#closed) return false;
+      this.#healthy = true;
+      this.#full = false;
+      this.#retireSoon();
+      this.#servingAgain();
+      return true;
+    } catch (error) {
+      this.#unhealthy();
+      this.#full = /^OOM /.test(error instanceof Error ? error.message : String(error));
+      this.#o.logger.debug({ err: String(error) }, 'Redis unreachable; retrying');
+      this.#scheduleRenew(Math.min(200, Math.floor(this.#o.ttl / 10)));
+      return false;
+    }
+  }
+
   async #stateLost(): Promise<void> {
+    // A node that stopped removed its keys itself: their absence tells nothing.
+    if (this.#closed) return;
     this.#unhealthy();
     this.#abandoned = true;
     const { link, names, ttl, logger } = this.#o;
@@ -353,6 +410,7 @@ export class NodeLiveness {
     this.#o.hooks.abandon('state_lost');
     this.#holdoffUntil = this.#clock.monotonic() + ttl;
     await link.command(names.holdoff(), ['SET', names.holdoff(), '1', 'PX', String(ttl)]);
+    if (this.#closed) return;
     await this.#register();
   }
 

@@ -1,13 +1,13 @@
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRedisCluster, type RedisCluster } from './helpers/redis-server.js';
+import { startRedisCluster, startRedisServer, type RedisCluster } from './helpers/redis-server.js';
 import { connectRedis, type RedisLink } from '../server/src/redis/redis-link.js';
 import { keyNames, type KeyNames } from '../server/src/redis/key-codec.js';
 import { NodeLiveness, type AbandonCause } from '../server/src/redis/node-liveness.js';
 import { createManualClock, type Clock } from '../server/src/clock.js';
 import { silentLogger } from '../server/src/logger.js';
 
-// A node's membership on a Redis Cluster, driven by a manual clock: its
+// A node's membership in the lock table, driven by a manual clock: its
 // renew rounds run when the test advances the clock, and the test awaits
 // the commands they sent rather than sleeping.
 let cluster: RedisCluster | undefined;
@@ -160,6 +160,58 @@ describe('a node on a Redis Cluster with one primary full (maxmemory, noeviction
     } finally {
       await node.liveness.stop();
       await raw.close();
+    }
+  });
+});
+
+describe('a node stopped while a renew round is in flight', () => {
+  it('on a Redis Cluster reports no state loss, sets no holdoff, registers no new id and leaves no node key or sentinel behind', async () => {
+    const raw = await connectRedis({ url: started().url, cluster: true, commandTimeout: 5000, reconnectDelay: 100 });
+    const { link, settled } = tracked(raw);
+    const namespace = `stopround${process.pid}`;
+    const clock = createManualClock();
+    const ttl = 3000;
+    const node = watchedLiveness(link, keyNames(namespace), ttl, clock);
+    try {
+      await node.liveness.start();
+      expect((await keysOf(`${namespace}:shard:*`)).length).toBe(started().ports.length);
+      // The renew round falls due and sends its first commands; the node stops before their replies.
+      clock.advance(Math.floor(ttl / 3));
+      await node.liveness.stop();
+      await settled();
+      expect({
+        abandons: node.abandons,
+        registered: node.registered,
+        holdoff: await keysOf(`${namespace}:holdoff`),
+        sentinels: await keysOf(`${namespace}:shard:*`),
+        nodes: await keysOf(`${namespace}:node*`),
+      }).toEqual({ abandons: [], registered: ['n.1'], holdoff: [], sentinels: [], nodes: [] });
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it('on a single Redis server reports no state loss, sets no holdoff, registers no new id and leaves no node key behind', async () => {
+    const server = await startRedisServer();
+    try {
+      const raw = await connectRedis({ url: server.url, cluster: false, commandTimeout: 5000, reconnectDelay: 100 });
+      const { link, settled } = tracked(raw);
+      const namespace = 'stopsingle';
+      const clock = createManualClock();
+      const ttl = 3000;
+      const node = watchedLiveness(link, keyNames(namespace), ttl, clock);
+      try {
+        await node.liveness.start();
+        clock.advance(Math.floor(ttl / 3));
+        await node.liveness.stop();
+        await settled();
+        const keys = await onPort(server.port, (c) => c.keys(`${namespace}:*`));
+        expect({ abandons: node.abandons, registered: node.registered, keys }).toEqual({ abandons: [], registered: ['n.1'], keys: [] });
+      } finally {
+        await raw.close();
+      }
+    } finally {
+      await server.stop();
     }
   });
 });
