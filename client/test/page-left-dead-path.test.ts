@@ -13,6 +13,7 @@ import WebSocket from 'ws';
 import { createWebSocketTransport, LockClient, type TransportFactory } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { abortedWith, fastReconnect, nextEvent, startHarness, within, type Harness } from './fixtures.js';
+import { stubPageWindow } from './page-window.js';
 
 const GRACE_MS = 60_000;
 let h: Harness;
@@ -35,12 +36,8 @@ beforeEach(async () => {
   h = await startHarness({ sessionGrace: GRACE_MS });
   proxy = await startTcpProxy(h.server.port);
   observer = await h.connect();
-  page = new EventTarget();
   sockets = [];
-  vi.stubGlobal('WebSocket', RecordingWebSocket);
-  vi.stubGlobal('onpagehide', null);
-  vi.stubGlobal('addEventListener', page.addEventListener.bind(page));
-  vi.stubGlobal('removeEventListener', page.removeEventListener.bind(page));
+  page = stubPageWindow(RecordingWebSocket);
 });
 
 afterEach(async () => {

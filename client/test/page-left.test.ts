@@ -15,6 +15,7 @@ import WebSocket from 'ws';
 import { createWebSocketTransport, LockClient, type TransportFactory } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { abortedWith, fastReconnect, holding, nextEvent, startHarness, within, type Harness } from './fixtures.js';
+import { stubPageWindow } from './page-window.js';
 
 const GRACE_MS = 60_000;
 const PAGE_LEFT = { code: 1000, reason: 'page left', byClient: false, pageLeft: true };
@@ -29,12 +30,8 @@ beforeEach(async () => {
   h = await startHarness({ sessionGrace: GRACE_MS });
   proxy = await startTcpProxy(h.server.port);
   observer = await h.connect();
-  page = new EventTarget();
   // ws implements the browser's addEventListener/MessageEvent/CloseEvent surface, standing in for a page's WebSocket.
-  vi.stubGlobal('WebSocket', WebSocket);
-  vi.stubGlobal('onpagehide', null);
-  vi.stubGlobal('addEventListener', page.addEventListener.bind(page));
-  vi.stubGlobal('removeEventListener', page.removeEventListener.bind(page));
+  page = stubPageWindow(WebSocket);
 });
 
 afterEach(async () => {

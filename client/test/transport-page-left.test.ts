@@ -10,6 +10,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createWebSocketTransport } from '@lockwire/client';
+import { stubPageWindow } from './page-window.js';
 
 /** A page's WebSocket that never hears back: its state and close event are what the test tells them to be. */
 class SilentSocket extends EventTarget {
@@ -40,11 +41,7 @@ class SilentSocket extends EventTarget {
 let page: EventTarget;
 
 beforeEach(() => {
-  page = new EventTarget();
-  vi.stubGlobal('WebSocket', SilentSocket);
-  vi.stubGlobal('onpagehide', null);
-  vi.stubGlobal('addEventListener', page.addEventListener.bind(page));
-  vi.stubGlobal('removeEventListener', page.removeEventListener.bind(page));
+  page = stubPageWindow(SilentSocket);
 });
 
 afterEach(() => {
