@@ -73,7 +73,7 @@ export class SessionAcquires {
           return { acquired: false };
         case 'queued':
           if (current) {
-            request.queuedAt = performance.now();
+            this.requests.markQueued(request);
             this.host.metrics.acquire(AcquireOutcome.Queued);
             const queued = { type: 'queued', id: message.id, key: message.key, position: outcome.position };
             this.sender.send(JSON.stringify(queued));

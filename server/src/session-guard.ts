@@ -87,12 +87,10 @@ export class SessionGuard {
    * by `maxLocksPerSession` in the store, which answers one more with
    * `too_many_locks`; counted here too, a session waiting for as many keys
    * as the pending limit would be refused everything but `cancel`.
-   * `waitingCount` walks the pending requests, so it is read only once the
-   * total reaches the limit.
    */
   private pendingFull(pending: PendingCounts): boolean {
     const limit = this.limits.maxPendingPerSession;
-    return pending.size >= limit && pending.size - pending.waitingCount >= limit;
+    return pending.size - pending.waitingCount >= limit;
   }
 
   /** True when this session may see `event` (a watch's events are filtered to the `watch` patterns). */

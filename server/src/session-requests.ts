@@ -36,6 +36,8 @@ export type RequestStart = Pick<ClientMessage, 'id' | 'op'> & { key?: string };
  */
 export class SessionRequests {
   private readonly pending = new Map<RequestId, PendingRequest>();
+  /** How many of `pending` wait in a queue (their `queuedAt` is set): kept as they come and go. */
+  private waiting = 0;
 
   /** @param alive whether the session is still alive: results that arrive after it died are dropped. */
   constructor(
@@ -60,11 +62,15 @@ export class SessionRequests {
     return this.pending.get(id);
   }
 
-  /** Acquires waiting in a queue now (from their `queued` until they are answered). Walks every pending request. */
+  /** Acquires waiting in a queue now (from their `queued` until they are answered). */
   get waitingCount(): number {
-    let waiting = 0;
-    for (const request of this.pending.values()) if (request.queuedAt !== null) waiting++;
-    return waiting;
+    return this.waiting;
+  }
+
+  /** Marks a pending acquire as waiting in its key's queue from now (its `queued` went out). */
+  markQueued(request: PendingRequest): void {
+    if (request.queuedAt === null && this.pending.get(request.id) === request) this.waiting++;
+    request.queuedAt = performance.now();
   }
 
   /** The pending requests the store settles later (`acquire`s and `wait`s). */
@@ -112,6 +118,8 @@ export class SessionRequests {
 
   /** Takes `request` out of the pending ones and forgets its ticket's route. */
   finish(request: PendingRequest): void {
+    if (this.pending.get(request.id) !== request) return;
+    if (request.queuedAt !== null) this.waiting--;
     this.pending.delete(request.id);
     if (request.ticket !== null) this.host.closeTicket(request.ticket);
   }
@@ -128,6 +136,7 @@ export class SessionRequests {
       if (request.op === 'acquire') this.host.metrics.acquire(abandoned);
     }
     this.pending.clear();
+    this.waiting = 0;
   }
 }
 
