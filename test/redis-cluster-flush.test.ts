@@ -1,8 +1,7 @@
-import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { RawClient, type Frame } from './helpers/raw-client.js';
-import { startRedisCluster, type RedisCluster } from './helpers/redis-server.js';
+import { onPort, startRedisCluster, type RedisCluster } from './helpers/redis-server.js';
 import { createRedisStore } from '../server/src/redis/redis-store.js';
 import { encodeKey } from '../server/src/redis/key-codec.js';
 import { hashSlot } from '../server/src/redis/shard-sentinels.js';
@@ -42,17 +41,6 @@ async function connect(server: LockServer): Promise<RawClient> {
   const c = await RawClient.connect(server.url);
   clients.push(c);
   return c;
-}
-
-/** Runs `f` with a plain client of the primary on `port` (no cluster routing). */
-async function onPort<T>(port: number, f: (c: ReturnType<typeof createClient>) => Promise<T>): Promise<T> {
-  const c = createClient({ url: `redis://127.0.0.1:${port}` });
-  await c.connect();
-  try {
-    return await f(c);
-  } finally {
-    c.destroy();
-  }
 }
 
 type SlotRange = [number, number, [string, number, string, ...unknown[]], ...unknown[]];

@@ -1,6 +1,5 @@
-import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startRedisCluster, startRedisServer, type RedisCluster } from './helpers/redis-server.js';
+import { onPort, startRedisCluster, startRedisServer, type RedisCluster } from './helpers/redis-server.js';
 import { connectRedis, type RedisLink } from '../server/src/redis/redis-link.js';
 import { keyNames, type KeyNames } from '../server/src/redis/key-codec.js';
 import { NodeLiveness, type AbandonCause } from '../server/src/redis/node-liveness.js';
@@ -83,16 +82,6 @@ function watchedLiveness(link: RedisLink, names: KeyNames, ttl: number, clock: C
     },
   });
   return { liveness, abandons, registered };
-}
-
-async function onPort<T>(port: number, f: (c: ReturnType<typeof createClient>) => Promise<T>): Promise<T> {
-  const c = createClient({ url: `redis://127.0.0.1:${port}` });
-  await c.connect();
-  try {
-    return await f(c);
-  } finally {
-    c.destroy();
-  }
 }
 
 /** The keys matching `pattern` on every primary. */

@@ -16,6 +16,25 @@ function binary(name: 'redis-server' | 'redis-cli'): string {
   throw new Error(`${name} is not installed; ${INSTALL_HINT}`);
 }
 
+/** A plain client of one Redis server (no cluster routing). */
+export type RedisAdmin = ReturnType<typeof createClient>;
+
+/** Runs `f` with a plain client of the Redis server on loopback `port`, closed after. */
+export async function onPort<T>(port: number, f: (client: RedisAdmin) => Promise<T>): Promise<T> {
+  return withRedis(`redis://127.0.0.1:${port}`, f);
+}
+
+/** Runs `f` with a plain client of the Redis server at `url`, closed after. */
+export async function withRedis<T>(url: string, f: (client: RedisAdmin) => Promise<T>): Promise<T> {
+  const client = createClient({ url });
+  await client.connect();
+  try {
+    return await f(client);
+  } finally {
+    client.destroy();
+  }
+}
+
 /** A free loopback port (bound and released at once). */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

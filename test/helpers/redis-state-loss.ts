@@ -1,15 +1,9 @@
-import { createClient } from 'redis';
+import { withRedis } from './redis-server.js';
 import type { RawClient } from './raw-client.js';
 
 /** Empties the whole Redis server, as a restart without persistence would. */
 export async function flushAll(url: string): Promise<void> {
-  const admin = createClient({ url });
-  await admin.connect();
-  try {
-    await admin.flushAll();
-  } finally {
-    admin.destroy();
-  }
+  await withRedis(url, (admin) => admin.flushAll());
 }
 
 /**
