@@ -46,6 +46,25 @@ afterEach(async () => {
   vi.unstubAllGlobals();
 });
 
+/** The observer's acquire of `page:held` waits in the key's queue. */
+async function observerQueued(): Promise<void> {
+  await expect.poll(async () => (await observer.status('page:held')).queue.length, { timeout: 2000 }).toBe(1);
+}
+
+/**
+ * The path dies silently (the browser's socket still open), then the page
+ * leaves: its 1000 goes nowhere, and the browser gives the socket up (1006),
+ * as when the page is frozen before any answer. The client reports its own
+ * page-left close.
+ */
+async function leaveOverDeadPath(client: LockClient): Promise<void> {
+  proxy.hold();
+  const disconnect = nextEvent(client, 'disconnect');
+  page.dispatchEvent(new Event('pagehide'));
+  sockets[0]?.terminate();
+  expect(await disconnect).toMatchObject({ code: 1000, pageLeft: true });
+}
+
 describe('a page that leaves on a dead network path, with session grace on', () => {
   it('resumes its session when shown again and releases the locks the server kept, so the next waiter gets them', async () => {
     const browser = createWebSocketTransport();
@@ -61,15 +80,9 @@ describe('a page that leaves on a dead network path, with session grace on', () 
     const before = client.session;
     const lease = await client.acquire('page:held');
     const waiting = observer.acquire('page:held');
-    await expect.poll(async () => (await observer.status('page:held')).queue.length, { timeout: 2000 }).toBe(1);
+    await observerQueued();
 
-    // The path dies silently (the browser's socket still open), then the page leaves: its 1000 goes nowhere,
-    // and the browser gives the socket up (1006), as when the page is frozen before any answer.
-    proxy.hold();
-    const disconnect = nextEvent(client, 'disconnect');
-    page.dispatchEvent(new Event('pagehide'));
-    sockets[0]?.terminate();
-    expect(await disconnect).toMatchObject({ code: 1000, pageLeft: true });
+    await leaveOverDeadPath(client);
     // The lease is lost at once, as for any page-left close: the client cannot know the server kept the lock.
     expect(await abortedWith(lease?.signal ?? AbortSignal.abort())).toMatchObject({ code: 'connection_lost' });
     // The server notices the drop (a reset, as its heartbeat would): with grace, it keeps the session.
@@ -91,13 +104,9 @@ describe('a page that leaves on a dead network path, with session grace on', () 
     });
     await client.acquire('page:held');
     const waiting = observer.acquire('page:held');
-    await expect.poll(async () => (await observer.status('page:held')).queue.length, { timeout: 2000 }).toBe(1);
+    await observerQueued();
 
-    proxy.hold();
-    const disconnect = nextEvent(client, 'disconnect');
-    page.dispatchEvent(new Event('pagehide'));
-    sockets[0]?.terminate();
-    expect(await disconnect).toMatchObject({ code: 1000, pageLeft: true });
+    await leaveOverDeadPath(client);
     proxy.cut();
     proxy.unblock();
 
