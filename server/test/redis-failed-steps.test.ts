@@ -190,7 +190,7 @@ describe('the reconciliation of an acquire answered store_unavailable', () => {
     } as unknown as StoreContext;
     const table = new LocalTable(createManualClock(0), () => {});
     const local = table.session('s1');
-    table.addHold(local, 's1', { key: 'doc:1', token: 7, expiresAt: null });
+    table.addHold(local, 's1', { key: 'doc:1', token: 7, expiresAt: null }, null);
     const ran: string[] = [];
     const steps = {
       busy: () => false,

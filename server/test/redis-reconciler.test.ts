@@ -29,7 +29,7 @@ function reconcilerWithGoneHold() {
     closing: null,
   } as unknown as StoreContext;
   const table = new LocalTable(createManualClock(0), () => {});
-  table.addHold(table.session('s1'), 's1', { key: 'doc:1', token: 7, expiresAt: null });
+  table.addHold(table.session('s1'), 's1', { key: 'doc:1', token: 7, expiresAt: null }, null);
   let busy = true;
   const steps = { busy: () => busy } as unknown as StepRunner;
   const reconciler = new Reconciler(ctx, table, steps);

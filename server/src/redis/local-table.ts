@@ -1,7 +1,6 @@
 import type { Clock } from '../clock.js';
 import type { SessionId, Ticket } from '../store.js';
 import { createLocalSession, type LocalHold, type LocalPending, type LocalSession } from './local-state.js';
-import { dueByWall } from './timeouts.js';
 
 /**
  * This node's view of its own sessions in the shared table, indexed both
@@ -52,14 +51,14 @@ export class LocalTable {
 
   /**
    * Records a grant as the session's hold of its key and arms its timer for
-   * `due` (monotonic ms of the clock; null: none), by default when the
-   * clock's wall reading reaches the grant's `expiresAt`.
+   * `due` (monotonic ms of the clock, see `dueOfStep`/`dueOfGrant` in
+   * timeouts.ts; null: none).
    */
   addHold(
     local: LocalSession,
     session: SessionId,
     grant: { key: string; token: number; expiresAt: number | null },
-    due: number | null = dueByWall(this.#clock, grant.expiresAt),
+    due: number | null,
   ): void {
     const hold: LocalHold = { key: grant.key, session, token: grant.token, expiresAt: grant.expiresAt, timer: null };
     local.holds.set(grant.key, hold);
