@@ -1,6 +1,7 @@
 import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import type { Logger } from '../logger.js';
 import type { KeyNames } from './key-codec.js';
+import { DeadNodeSweep } from './dead-node-sweep.js';
 import type { RedisLink } from './redis-link.js';
 import { ShardSentinels } from './shard-sentinels.js';
 
@@ -48,7 +49,8 @@ export interface NodeLivenessOptions {
  * renewing it every third of the node TTL, and checks the other registered
  * nodes every tenth: a node whose key is gone is dead, and the first
  * survivor to see it runs the cleanup scripts over the keys that node
- * recorded. A node that dies is thus cleaned up within the node TTL.
+ * recorded (see `DeadNodeSweep`). A node that dies is thus cleaned up
+ * within the node TTL.
  *
  * The node stops vouching for its own locks when its last successful renew
  * is 0.9 x TTL old (its key may be gone and survivors may release the locks),
@@ -56,7 +58,7 @@ export interface NodeLivenessOptions {
  * live, a primary's `run_id` changed (a restart), or on a Redis Cluster its
  * sentinel on a primary vanished (a flush, see `ShardSentinels`). It then abandons
  * everything and registers under a new id, and serves again only once what
- * its old id left in Redis is dropped (see `#retireSoon`). After a loss
+ * its old id left in Redis is dropped (see `DeadNodeSweep.retireSoon`). After a loss
  * of state it also refuses grants for one node TTL (and tells other nodes
  * through `<ns>:holdoff`), so every node that still believes in an old lock
  * has told its holder before anybody else is granted.
@@ -84,8 +86,9 @@ export class NodeLiveness {
   #runIds = new Map<string, string>();
   /** On a Redis Cluster, the node's keys on every primary; null on a single server (its liveness key is there). */
   readonly #sentinels: ShardSentinels | null;
+  /** The checks of the other nodes, and the drops of what dead ids (its own previous ones too) left. */
+  readonly #sweep: DeadNodeSweep;
   #renewTimer: TimerHandle | undefined;
-  #checkTimer: TimerHandle | undefined;
   #vouchTimer: TimerHandle | undefined;
   #renewing: Promise<void> | null = null;
   /** The checks and renews of the round in flight (its housekeeping not included): `stop()` waits for them. */
@@ -94,12 +97,6 @@ export class NodeLiveness {
   #starting: Promise<void> | null = null;
   /** The id being registered, until it is the node's: `stop()` removes its keys too. */
   #registering: string | null = null;
-  /** Cleanups of dead nodes' ids in progress, by id: a second look at the same id joins the first. */
-  readonly #cleaning = new Map<string, Promise<void>>();
-  /** Ids this node gave up whose records may still be in Redis: it does not serve until they are dropped. */
-  readonly #previous = new Set<string>();
-  /** The drop of what the previous ids left, while it runs (beside the renew rounds, never inside one). */
-  #retiring: Promise<void> | null = null;
   /** The node stopped serving (Redis unreachable, ids to retire): `recovered` is due once it serves again. */
   #recoverDue = false;
   #closed = false;
@@ -109,6 +106,18 @@ export class NodeLiveness {
     this.#clock = options.clock ?? systemClock;
     const { link, names, ttl, logger } = options;
     this.#sentinels = link.mode === 'cluster' ? new ShardSentinels({ link, names, ttl: 2 * ttl, clock: this.#clock, logger }) : null;
+    this.#sweep = new DeadNodeSweep({
+      link,
+      names,
+      ttl,
+      logger,
+      clock: this.#clock,
+      cleanupDeadNode: (id) => options.hooks.cleanupDeadNode(id),
+      nodeId: () => this.#id,
+      healthy: () => this.#healthy,
+      closed: () => this.#closed,
+      retired: () => this.#servingAgain(),
+    });
     options.link.on('trouble', () => this.#trouble());
   }
 
@@ -127,7 +136,7 @@ export class NodeLiveness {
    * reachable, what its previous ids left dropped, no holdoff.
    */
   get serving(): boolean {
-    return this.#healthy && this.#id !== null && this.#previous.size === 0 && this.#clock.monotonic() >= this.#holdoffUntil;
+    return this.#healthy && this.#id !== null && !this.#sweep.hasPrevious && this.#clock.monotonic() >= this.#holdoffUntil;
   }
 
   /**
@@ -141,11 +150,11 @@ export class NodeLiveness {
 
   /** Why the node is not serving, for the `store_unavailable` message. */
   get reason(): string {
-    if (this.#healthy && this.#id !== null && this.#previous.size === 0) {
+    if (this.#healthy && this.#id !== null && !this.#sweep.hasPrevious) {
       return 'the lock store (Redis) lost its state and is recovering; retry shortly';
     }
     if (this.#full) return "the lock store (Redis) is out of memory (its 'maxmemory') and refuses writes";
-    if (this.#previous.size > 0) {
+    if (this.#sweep.hasPrevious) {
       return 'this node lost contact with the lock store (Redis) and is dropping what it left there; retry shortly';
     }
     return 'the lock store (Redis) is unreachable';
@@ -174,7 +183,7 @@ export class NodeLiveness {
     if (this.#closed) return;
     this.#healthy = true;
     this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
-    this.#scheduleCheck();
+    this.#sweep.scheduleCheck();
   }
 
   /**
@@ -188,7 +197,7 @@ export class NodeLiveness {
   async stop(): Promise<void> {
     this.#closed = true;
     this.#clearTimer(this.#renewTimer);
-    this.#clearTimer(this.#checkTimer);
+    this.#sweep.stop();
     this.#clearTimer(this.#vouchTimer);
     // Their failures are handled, or start()'s to report: only their end matters here.
     await Promise.allSettled([this.#starting, this.#renewSteps]);
@@ -227,52 +236,14 @@ export class NodeLiveness {
     this.#id = id;
     this.#registering = null;
     this.#abandoned = false;
-    if (previous !== null) this.#previous.add(previous);
+    if (previous !== null) this.#sweep.addPrevious(previous);
     this.#vouched(sentAt);
     await this.#o.hooks.registered(id, previous);
   }
 
-  /**
-   * Removes what is left in Redis under the ids this node gave up: its
-   * sessions were told their locks are lost, so those locks must not stay
-   * held, nor its requests queued. Until then the node does not serve: an
-   * acquire would meet its session's old hold or queued request. The ids'
-   * keys are left to expire: a step this node sent under an old id must not
-   * find it gone and take that for a Redis that lost its state. Another node
-   * may be cleaning the same id (its key expired): the drops are idempotent,
-   * and a cleanup forgets a key of the id's key set only after its drops
-   * ran, so an empty set means nothing is left.
-   *
-   * Runs beside the renew rounds, never inside one: an old id with many keys
-   * takes longer to drop than the new id lives without a renew. A renew
-   * round starts it when it is not running; one that fails (Redis cannot do
-   * it) is tried again by the next round, and resumes where it stopped.
-   */
-  #retireSoon(): void {
-    if (this.#retiring || this.#previous.size === 0 || this.#closed) return;
-    this.#retiring = (async () => {
-      const retired: string[] = [];
-      try {
-        for (let id = first(this.#previous); id !== undefined && !this.#closed; id = first(this.#previous)) {
-          await this.#cleanup(id);
-          this.#previous.delete(id);
-          retired.push(id);
-        }
-      } catch (error) {
-        this.#o.logger.debug({ err: String(error) }, 'the previous ids of this node not dropped yet; retrying');
-      }
-      if (retired.length > 0 && this.#previous.size === 0) {
-        this.#o.logger.info({ node: this.#id, previous: retired }, 'dropped what previous ids of this node left');
-      }
-      this.#servingAgain();
-    })().finally(() => {
-      this.#retiring = null;
-    });
-  }
-
   /** Tells the store it serves again (a reconciliation is due), once it does after it stopped. */
   #servingAgain(): void {
-    if (!this.#recoverDue || !this.#healthy || this.#previous.size > 0 || this.#closed) return;
+    if (!this.#recoverDue || !this.#healthy || this.#sweep.hasPrevious || this.#closed) return;
     this.#recoverDue = false;
     this.#o.hooks.recovered();
   }
@@ -322,11 +293,6 @@ export class NodeLiveness {
     if (this.#closed) return;
     this.#clearTimer(this.#renewTimer);
     this.#renewTimer = this.#clock.setTimeout(() => void this.#renew(), delay);
-  }
-
-  #scheduleCheck(): void {
-    if (this.#closed) return;
-    this.#checkTimer = this.#clock.setTimeout(() => void this.#checkOthers(), Math.max(20, Math.floor(this.#o.ttl / 10)));
   }
 
   /** One renew round: detects a lost state, renews, re-registers when needed, then runs housekeeping. */
@@ -388,7 +354,7 @@ export class NodeLiveness {
       if (this.#closed) return false;
       this.#healthy = true;
       this.#full = false;
-      this.#retireSoon();
+      this.#sweep.retireSoon();
       this.#servingAgain();
       return true;
     } catch (error) {
@@ -430,48 +396,4 @@ export class NodeLiveness {
     );
     return restarted;
   }
-
-  async #checkOthers(): Promise<void> {
-    const { link, names } = this.#o;
-    try {
-      if (!this.#healthy || this.#id === null) return;
-      const ids = (await link.command(names.nodes(), ['SMEMBERS', names.nodes()])) as string[];
-      const me = this.#id;
-      await Promise.all(
-        ids
-          .filter((id) => id !== me && !this.#cleaning.has(id))
-          .map(async (id) => {
-            const alive = Number(await link.command(names.node(id), ['EXISTS', names.node(id)]));
-            // Not awaited: a big key set takes a while, and the other nodes are checked meanwhile.
-            if (alive === 0) {
-              void this.#cleanup(id).catch((error: unknown) => this.#o.logger.debug({ node: id, err: String(error) }, 'dead node cleanup failed'));
-            }
-          }),
-      );
-    } catch (error) {
-      this.#o.logger.debug({ err: String(error) }, 'node check failed');
-    } finally {
-      this.#scheduleCheck();
-    }
-  }
-
-  /** Cleans up dead node `id`, or joins the cleanup of it in progress. */
-  #cleanup(id: string): Promise<void> {
-    const running = this.#cleaning.get(id);
-    if (running) return running;
-    // An id this node gave up is not a peer that stopped: `#retireSoon` reports those once all are dropped.
-    if (this.#previous.has(id)) this.#o.logger.debug({ node: this.#id, previous: id }, 'dropping what a previous id of this node left');
-    else this.#o.logger.info({ node: id }, 'releasing the locks of a dead node');
-    const cleanup = this.#o.hooks.cleanupDeadNode(id).finally(() => {
-      if (this.#cleaning.get(id) === cleanup) this.#cleaning.delete(id);
-    });
-    this.#cleaning.set(id, cleanup);
-    return cleanup;
-  }
-}
-
-/** The first of `ids`, in insertion order. */
-function first(ids: ReadonlySet<string>): string | undefined {
-  for (const id of ids) return id;
-  return undefined;
 }
