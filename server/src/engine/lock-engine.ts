@@ -1,23 +1,12 @@
-import type { ListResult, LockStatus, LostReason } from '@lockwire/protocol';
-import { holdDuration, type Clock, type Instant } from '../clock.js';
+import type { ListResult, LockStatus } from '@lockwire/protocol';
+import type { Instant } from '../clock.js';
 import { badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionEnd, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import { checkDuration, checkTicketFree, tooManyLocks, tooManyWaiters } from './checks.js';
-import { DeadlineHeap } from './deadline-heap.js';
 import { FirstKeys } from './first-keys.js';
-import { holdEvent, waiterEvent, type Effect } from './effects.js';
-import {
-  compatible,
-  createSessionRecord,
-  isEmptySession,
-  statusOf,
-  type Deadline,
-  type Hold,
-  KeyEntry,
-  type SessionRecord,
-  type Wait,
-  type Waiter,
-} from './key-entry.js';
+import { waiterEvent, type Effect } from './effects.js';
+import { compatible, statusOf, type Hold, type Wait, type Waiter } from './key-entry.js';
+import { KeyTable } from './key-table.js';
 import type { TokenSource } from './token-source.js';
 
 export interface LockEngineOptions {
@@ -26,9 +15,6 @@ export interface LockEngineOptions {
   /** The `resolution` of the wall clock `Instant.wall` is read from (see `Clock`); default 0. */
   clockResolution?: number;
 }
-
-/** How a hold ended: released by its holder (or its session's end), or taken away. */
-type HoldEnd = 'released' | LostReason;
 
 /**
  * The lock table as a pure, synchronous state machine. It knows nothing of
@@ -47,19 +33,14 @@ type HoldEnd = 'released' | LostReason;
  * `acquired`: the key was free in between, even if only for that instant.
  */
 export class LockEngine {
-  readonly #keys = new Map<string, KeyEntry>();
-  readonly #sessions = new Map<SessionId, SessionRecord>();
-  readonly #deadlines = new DeadlineHeap<Deadline>();
+  readonly #table: KeyTable;
   readonly #limits: StoreLimits;
-  readonly #tokens: TokenSource;
-  readonly #clock: Pick<Clock, 'resolution'>;
   /** The last waiter's arrival number (`WaiterInfo.seq`). */
   #seq = 0;
 
   constructor(options: LockEngineOptions) {
     this.#limits = options.limits;
-    this.#tokens = options.tokens;
-    this.#clock = { resolution: options.clockResolution ?? 0 };
+    this.#table = new KeyTable({ tokens: options.tokens, clockResolution: options.clockResolution });
   }
 
   /**
@@ -74,7 +55,7 @@ export class LockEngine {
     checkDuration('holdTimeout', input.holdTimeout);
     if (steal && mode !== 'exclusive') throw badRequest('steal: only an exclusive acquire can steal');
     if (steal && acquireTimeout === 0) throw badRequest('steal: cannot be combined with acquireTimeout 0');
-    const record = this.#sessions.get(session);
+    const record = this.#table.sessions.get(session);
     const held = record?.held?.get(key);
     if (held) {
       if (held.mode !== mode) {
@@ -87,7 +68,7 @@ export class LockEngine {
       throw badRequest(`key: this session already waits in the queue of ${JSON.stringify(key)}`);
     }
     checkTicketFree(record, ticket);
-    const existing = this.#keys.get(key);
+    const existing = this.#table.keys.get(key);
     const grantable = steal || !existing || (existing.waiting === 0 && compatible(existing, mode));
     if (!grantable && acquireTimeout === 0) return { outcome: { status: 'not_granted' }, effects: [] };
     const locks = (record?.held?.size ?? 0) + (record?.queued?.size ?? 0);
@@ -98,7 +79,7 @@ export class LockEngine {
       throw tooManyWaiters(key, this.#limits.maxWaitersPerKey);
     }
 
-    const entry = existing ?? this.#createEntry(key);
+    const entry = existing ?? this.#table.createEntry(key);
     const effects: Effect[] = [];
     if (!grantable) {
       const waiter: Waiter = {
@@ -115,10 +96,10 @@ export class LockEngine {
         next: null,
       };
       if (acquireTimeout !== null) {
-        waiter.deadline = this.#deadlines.push(now.monotonic + acquireTimeout, { kind: 'acquire', waiter });
+        waiter.deadline = this.#table.deadlines.push(now.monotonic + acquireTimeout, { kind: 'acquire', waiter });
       }
       entry.enqueue(waiter);
-      const waiting = this.#record(session);
+      const waiting = this.#table.record(session);
       (waiting.queued ??= new Map()).set(ticket, waiter);
       (waiting.queuedKeys ??= new Set()).add(key);
       effects.push(waiterEvent(entry, 'queued', waiter, now.wall));
@@ -127,19 +108,19 @@ export class LockEngine {
     // A steal takes the key from every holder and is granted ahead of the
     // queue, which stays as it was: the stealer holds exclusively, so nothing
     // behind it could be granted now anyway.
-    if (steal) for (const victim of [...entry.holds()]) this.#endHold(entry, victim, 'stolen', now, effects);
-    const hold = this.#grant(entry, { session, mode, meta: input.meta, holdTimeout: input.holdTimeout }, now, effects);
+    if (steal) for (const victim of [...entry.holds()]) this.#table.endHold(entry, victim, 'stolen', now, effects);
+    const hold = this.#table.grant(entry, { session, mode, meta: input.meta, holdTimeout: input.holdTimeout }, now, effects);
     return { outcome: { status: 'granted', key, token: hold.token, expiresAt: hold.expiresAt }, effects };
   }
 
   /** Ends this session's hold on `key` and grants the queue's head(s). Throws `not_holder`. */
   release(session: SessionId, key: string, now: Instant): Effect[] {
-    const hold = this.#sessions.get(session)?.held?.get(key);
-    const entry = this.#keys.get(key);
+    const hold = this.#table.sessions.get(session)?.held?.get(key);
+    const entry = this.#table.keys.get(key);
     if (!hold || !entry) throw notHolder(key);
     const effects: Effect[] = [];
-    this.#endHold(entry, hold, 'released', now, effects);
-    this.#drain(entry, now, effects);
+    this.#table.endHold(entry, hold, 'released', now, effects);
+    this.#table.drain(entry, now, effects);
     return effects;
   }
 
@@ -151,9 +132,9 @@ export class LockEngine {
    */
   extend(session: SessionId, key: string, holdTimeout: number | null, now: Instant): number | null {
     checkDuration('holdTimeout', holdTimeout);
-    const hold = this.#sessions.get(session)?.held?.get(key);
+    const hold = this.#table.sessions.get(session)?.held?.get(key);
     if (!hold) throw notHolder(key);
-    this.#schedule(hold, holdTimeout, now);
+    this.#table.schedule(hold, holdTimeout, now);
     return hold.expiresAt;
   }
 
@@ -164,9 +145,9 @@ export class LockEngine {
    */
   wait(session: SessionId, input: WaitInput, now: Instant): 'free' | 'pending' {
     checkDuration('timeout', input.timeout);
-    const record = this.#sessions.get(session);
+    const record = this.#table.sessions.get(session);
     checkTicketFree(record, input.ticket);
-    const entry = this.#keys.get(input.key);
+    const entry = this.#table.keys.get(input.key);
     if (!entry || entry.holderCount === 0) return 'free';
     const wait: Wait = {
       ticket: input.ticket,
@@ -177,25 +158,25 @@ export class LockEngine {
     };
     for (const hold of wait.holds) (hold.waits ??= new Set()).add(wait);
     if (input.timeout !== null) {
-      wait.deadline = this.#deadlines.push(now.monotonic + input.timeout, { kind: 'wait', wait });
+      wait.deadline = this.#table.deadlines.push(now.monotonic + input.timeout, { kind: 'wait', wait });
     }
-    const waiting = this.#record(session);
+    const waiting = this.#table.record(session);
     (waiting.waits ??= new Map()).set(input.ticket, wait);
     return 'pending';
   }
 
   /** Removes this session's pending acquire or wait; false when nothing with that ticket is pending. */
   cancel(session: SessionId, ticket: Ticket, now: Instant): { cancelled: boolean; effects: Effect[] } {
-    const record = this.#sessions.get(session);
+    const record = this.#table.sessions.get(session);
     const effects: Effect[] = [];
     const waiter = record?.queued?.get(ticket);
     if (waiter) {
-      this.#dequeue(waiter, now, effects);
+      this.#table.dequeue(waiter, now, effects);
       return { cancelled: true, effects };
     }
     const wait = record?.waits?.get(ticket);
     if (wait) {
-      this.#removeWait(wait);
+      this.#table.removeWait(wait);
       return { cancelled: true, effects };
     }
     return { cancelled: false, effects };
@@ -203,12 +184,12 @@ export class LockEngine {
 
   /** Takes the key from every holder (`lost` revoked) and grants the queue; returns how many holds ended. */
   revoke(key: string, now: Instant): { revoked: number; effects: Effect[] } {
-    const entry = this.#keys.get(key);
+    const entry = this.#table.keys.get(key);
     const effects: Effect[] = [];
     if (!entry) return { revoked: 0, effects };
     const holds = [...entry.holds()];
-    for (const hold of holds) this.#endHold(entry, hold, 'revoked', now, effects);
-    this.#drain(entry, now, effects);
+    for (const hold of holds) this.#table.endHold(entry, hold, 'revoked', now, effects);
+    this.#table.drain(entry, now, effects);
     return { revoked: holds.length, effects };
   }
 
@@ -220,24 +201,24 @@ export class LockEngine {
    * had).
    */
   closeSession(session: SessionId, now: Instant, end: SessionEnd = 'released'): Effect[] {
-    const record = this.#sessions.get(session);
+    const record = this.#table.sessions.get(session);
     const effects: Effect[] = [];
     if (!record) return effects;
-    for (const waiter of [...(record.queued?.values() ?? [])]) this.#dequeue(waiter, now, effects);
-    for (const wait of [...(record.waits?.values() ?? [])]) this.#removeWait(wait);
+    for (const waiter of [...(record.queued?.values() ?? [])]) this.#table.dequeue(waiter, now, effects);
+    for (const wait of [...(record.waits?.values() ?? [])]) this.#table.removeWait(wait);
     for (const hold of [...(record.held?.values() ?? [])]) {
-      const entry = this.#keys.get(hold.key);
+      const entry = this.#table.keys.get(hold.key);
       if (!entry) continue;
-      this.#endHold(entry, hold, end, now, effects);
-      this.#drain(entry, now, effects);
+      this.#table.endHold(entry, hold, end, now, effects);
+      this.#table.drain(entry, now, effects);
     }
-    this.#sessions.delete(session);
+    this.#table.sessions.delete(session);
     return effects;
   }
 
   /** The earliest pending deadline (monotonic ms, as `Instant.monotonic`), or null when none. */
   nextDeadline(): number | null {
-    return this.#deadlines.peek()?.at ?? null;
+    return this.#table.deadlines.peek()?.at ?? null;
   }
 
   /**
@@ -247,10 +228,10 @@ export class LockEngine {
    */
   tick(now: Instant): Effect[] {
     const effects: Effect[] = [];
-    const before = this.#deadlines.nextSeq;
-    for (let top = this.#deadlines.peek(); top; top = this.#deadlines.peek()) {
+    const before = this.#table.deadlines.nextSeq;
+    for (let top = this.#table.deadlines.peek(); top; top = this.#table.deadlines.peek()) {
       if (top.at > now.monotonic || top.seq >= before) break;
-      const due = this.#deadlines.pop();
+      const due = this.#table.deadlines.pop();
       if (due === undefined) break;
       if (due.kind === 'hold') this.#expire(due.hold, now, effects);
       else if (due.kind === 'acquire') this.#timeOutAcquire(due.waiter, now, effects);
@@ -261,173 +242,41 @@ export class LockEngine {
 
   /** The `status` of a key; never creates an entry. `viewer` null omits `heldByYou`. */
   status(key: string, viewer: SessionId | null): LockStatus {
-    return statusOf(key, this.#keys.get(key), viewer);
+    return statusOf(key, this.#table.keys.get(key), viewer);
   }
 
   /** Locked keys starting with `prefix`, in UTF-16 code-unit order, at most `limit`. */
   list(prefix: string, limit: number, viewer: SessionId | null): ListResult {
     const first = new FirstKeys(limit);
-    for (const [key, entry] of this.#keys) {
+    for (const [key, entry] of this.#table.keys) {
       if (entry.holderCount > 0 && key.startsWith(prefix)) first.offer(key);
     }
-    const locks = first.sorted().map((key) => statusOf(key, this.#keys.get(key), viewer));
+    const locks = first.sorted().map((key) => statusOf(key, this.#table.keys.get(key), viewer));
     return { locks, truncated: first.total > limit };
   }
 
   /** Sizes of the engine's tables, for tests and metrics. */
   inspect(): { keys: number; sessions: number; pendingDeadlines: number } {
-    return { keys: this.#keys.size, sessions: this.#sessions.size, pendingDeadlines: this.#deadlines.size };
+    return { keys: this.#table.keys.size, sessions: this.#table.sessions.size, pendingDeadlines: this.#table.deadlines.size };
   }
 
   #expire(hold: Hold, now: Instant, effects: Effect[]): void {
     hold.deadline = null;
-    const entry = this.#keys.get(hold.key);
+    const entry = this.#table.keys.get(hold.key);
     if (!entry || entry.holder(hold.session) !== hold) return;
-    this.#endHold(entry, hold, 'expired', now, effects);
-    this.#drain(entry, now, effects);
+    this.#table.endHold(entry, hold, 'expired', now, effects);
+    this.#table.drain(entry, now, effects);
   }
 
   #timeOutAcquire(waiter: Waiter, now: Instant, effects: Effect[]): void {
     waiter.deadline = null;
     effects.push({ type: 'acquireTimedOut', session: waiter.session, ticket: waiter.ticket });
-    this.#dequeue(waiter, now, effects);
+    this.#table.dequeue(waiter, now, effects);
   }
 
   #timeOutWait(wait: Wait, effects: Effect[]): void {
     wait.deadline = null;
-    this.#removeWait(wait);
+    this.#table.removeWait(wait);
     effects.push({ type: 'waitDone', session: wait.session, ticket: wait.ticket, free: false });
-  }
-
-  #grant(
-    entry: KeyEntry,
-    request: Pick<Hold, 'session' | 'mode' | 'meta'> & { holdTimeout: number | null },
-    now: Instant,
-    effects: Effect[],
-  ): Hold {
-    const hold: Hold = {
-      key: entry.key,
-      session: request.session,
-      mode: request.mode,
-      token: this.#tokens.next(now.wall),
-      since: now.wall,
-      meta: request.meta,
-      expiresAt: null,
-      deadline: null,
-      waits: null,
-    };
-    this.#schedule(hold, request.holdTimeout, now);
-    entry.setHolder(hold);
-    const record = this.#record(hold.session);
-    (record.held ??= new Map()).set(hold.key, hold);
-    effects.push(holdEvent(entry, 'acquired', hold, now.wall));
-    return hold;
-  }
-
-  #schedule(hold: Hold, holdTimeout: number | null, now: Instant): void {
-    if (hold.deadline) this.#deadlines.cancel(hold.deadline);
-    hold.deadline = null;
-    hold.expiresAt = null;
-    if (holdTimeout === null) return;
-    // One duration for both readings: `expiresAt`, a whole epoch millisecond
-    // on every store, reports the deadline, which alone decides (see
-    // `holdDuration`: never before `holdTimeout` has passed since the grant).
-    const duration = holdDuration(this.#clock, holdTimeout);
-    hold.expiresAt = now.wall + duration;
-    hold.deadline = this.#deadlines.push(now.monotonic + duration, { kind: 'hold', hold });
-  }
-
-  /** Ends a hold; the caller then drains the queue (after all holds of its step ended). */
-  #endHold(entry: KeyEntry, hold: Hold, how: HoldEnd, now: Instant, effects: Effect[]): void {
-    entry.deleteHolder(hold.session);
-    if (hold.deadline) this.#deadlines.cancel(hold.deadline);
-    hold.deadline = null;
-    const record = this.#sessions.get(hold.session);
-    if (record) {
-      record.held?.delete(hold.key);
-      this.#dropIfEmpty(hold.session, record);
-    }
-    if (how !== 'released') {
-      effects.push({ type: 'lost', session: hold.session, lost: { key: hold.key, token: hold.token, reason: how } });
-    }
-    effects.push(holdEvent(entry, how, hold, now.wall));
-    for (const wait of hold.waits ?? []) {
-      wait.holds.delete(hold);
-      if (wait.holds.size > 0) continue;
-      this.#removeWait(wait);
-      effects.push({ type: 'waitDone', session: wait.session, ticket: wait.ticket, free: true });
-    }
-    hold.waits = null;
-  }
-
-  /** Takes a waiter out of its queue (`dequeued`), then grants whatever that unblocked. */
-  #dequeue(waiter: Waiter, now: Instant, effects: Effect[]): void {
-    const entry = this.#keys.get(waiter.key);
-    if (!entry) return;
-    this.#unlinkWaiter(entry, waiter);
-    effects.push(waiterEvent(entry, 'dequeued', waiter, now.wall));
-    this.#drain(entry, now, effects);
-  }
-
-  #unlinkWaiter(entry: KeyEntry, waiter: Waiter): void {
-    entry.unqueue(waiter);
-    if (waiter.deadline) this.#deadlines.cancel(waiter.deadline);
-    waiter.deadline = null;
-    const record = this.#sessions.get(waiter.session);
-    if (!record) return;
-    record.queued?.delete(waiter.ticket);
-    record.queuedKeys?.delete(waiter.key);
-    this.#dropIfEmpty(waiter.session, record);
-  }
-
-  #removeWait(wait: Wait): void {
-    for (const hold of wait.holds) hold.waits?.delete(wait);
-    wait.holds.clear();
-    if (wait.deadline) this.#deadlines.cancel(wait.deadline);
-    wait.deadline = null;
-    const record = this.#sessions.get(wait.session);
-    if (!record) return;
-    record.waits?.delete(wait.ticket);
-    this.#dropIfEmpty(wait.session, record);
-  }
-
-  /**
-   * Grants the queue's head while it is compatible with the holders: one
-   * exclusive request, or a run of shared ones up to the first exclusive.
-   * Removes the entry when nothing is left of it.
-   */
-  #drain(entry: KeyEntry, now: Instant, effects: Effect[]): void {
-    for (let head = entry.head; head && compatible(entry, head.mode); head = entry.head) {
-      this.#unlinkWaiter(entry, head);
-      const hold = this.#grant(entry, head, now, effects);
-      // The `granted` settlement goes before its `acquired` event, right
-      // after the step's losses, so the new holder hears of it first.
-      effects.splice(effects.length - 1, 0, {
-        type: 'granted',
-        session: head.session,
-        ticket: head.ticket,
-        grant: { key: hold.key, token: hold.token, expiresAt: hold.expiresAt },
-      });
-    }
-    if (entry.holderCount === 0 && entry.waiting === 0) this.#keys.delete(entry.key);
-  }
-
-  #createEntry(key: string): KeyEntry {
-    const entry = new KeyEntry(key);
-    this.#keys.set(key, entry);
-    return entry;
-  }
-
-  #record(session: SessionId): SessionRecord {
-    let record = this.#sessions.get(session);
-    if (!record) {
-      record = createSessionRecord();
-      this.#sessions.set(session, record);
-    }
-    return record;
-  }
-
-  #dropIfEmpty(session: SessionId, record: SessionRecord): void {
-    if (isEmptySession(record)) this.#sessions.delete(session);
   }
 }
