@@ -181,7 +181,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   await new Promise<void>((resolve) => {
     const stop = io.onStopSignal(() => {
       stop();
-      logger.info({}, 'stop signal received; draining');
+      logger.info({ drainDelay: config.drainDelay, shutdownTimeout: config.shutdownTimeout }, 'stop signal received; draining');
       resolve();
     });
   });

@@ -85,7 +85,7 @@ function terminate(proc: Serve): void {
 
 describe('lockwire serve on SIGTERM', () => {
   it('drains: /healthz 503 and upgrades refused at once, pending acquires answered shutting_down, 1001, exit 0', async () => {
-    const proc = await serve(['--drain-delay', '2000']);
+    const proc = await serve(['--drain-delay', '2000', '--shutdown-timeout', '9000']);
     const holder = await connect(proc.url);
     const waiter = await connect(proc.url);
     expect(await holder.request({ op: 'acquire', id: 1, key: 'deploy' })).toMatchObject({ acquired: true });
@@ -93,6 +93,8 @@ describe('lockwire serve on SIGTERM', () => {
     await waiter.next((f) => f.type === 'queued', 'queued');
 
     terminate(proc);
+    const stopLine = await proc.log((l) => l['msg'] === 'stop signal received; draining', 'the stop signal line');
+    expect(stopLine).toMatchObject({ level: 30, drainDelay: 2000, shutdownTimeout: 9000 });
     await proc.log((l) => l['msg'] === 'draining', 'the draining line');
     const health = await within(fetch(`${proc.httpUrl}/healthz`), 'GET /healthz');
     expect(health.status).toBe(503);
