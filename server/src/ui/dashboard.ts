@@ -6,16 +6,14 @@
  * session grace, so no stale session of the page lingers on the server) and
  * the table starts again from a fresh snapshot.
  */
-import { LockError, type CloseInfo, type ListResult, type LockClient, type LockEvent } from '@lockwire/client';
-import { connectionEnd, connectPage, onFailedAttempt, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
+import { LockError, type ListResult, type LockClient, type LockEvent } from '@lockwire/client';
+import { connectForever, SNAPSHOT_LIMIT, type ConnectionState } from './dashboard-connection.js';
 import { EventLog } from './event-log.js';
-import { byId, displayKey, endpointUrl, errorText, formatDuration, formatMeta, redactSecrets, setText, withPageToken } from './format.js';
+import { byId, displayKey, errorText, formatDuration, formatMeta, setText, withPageToken } from './format.js';
 import { LockRows, expiresText } from './lock-rows.js';
 import { LockTable } from './lock-table.js';
-import { RateMeter, StatusRefresher, countText, markPartial, reconnectDelay, showCount } from './dashboard-support.js';
+import { RateMeter, StatusRefresher, countText, markPartial, showCount } from './dashboard-support.js';
 
-/** The most keys a watch snapshot may hold (the protocol's `limit` maximum). */
-const SNAPSHOT_LIMIT = 10_000;
 const HEALTH_POLL_MS = 2000;
 /** How often a row whose expiry passed without an `expired` event is asked again (an `extend` tells no event). */
 const OVERDUE_RECHECK_MS = 1000;
@@ -209,7 +207,7 @@ function item(text: string): HTMLLIElement {
   return li;
 }
 
-function setState(state: 'connecting' | 'live' | 'disconnected' | 'refused', detail = ''): void {
+function setState(state: ConnectionState, detail = ''): void {
   el.state.dataset.state = state;
   setText(el.state, detail ? `${state}: ${detail}` : state);
 }
@@ -268,90 +266,6 @@ function showDrop(): void {
   setState('disconnected', 'reconnecting');
   log.note('disconnected', now());
   scheduleRender();
-}
-
-/**
- * One client's life: connect, measure the clock, watch everything, and
- * follow the client through drops (the watch's resync after each reconnect
- * brings a fresh snapshot) until it closes for good; tell how it ended.
- * Whatever ends it, the client is closed, so a failed attempt (a refused
- * watch, a failed ping) leaves no session on the server.
- */
-async function session(url: string): Promise<CloseInfo> {
-  const connected = await connectPage(url, location);
-  try {
-    client = connected;
-    const closed = new Promise<CloseInfo>((resolve) => connected.on('close', resolve));
-    await measureClock(connected);
-    // Events that arrive while the snapshot is applied wait their turn.
-    let buffered: LockEvent[] | undefined = [];
-    const watch = await connected.watch(
-      '',
-      (event) => (buffered ? buffered.push(event) : onEvent(event)),
-      // Runs before any event that follows the new snapshot.
-      { limit: SNAPSHOT_LIMIT, onResync: (snapshot) => showSnapshot(connected, snapshot) },
-    );
-    showSnapshot(connected, watch.snapshot);
-    const early = buffered;
-    buffered = undefined;
-    for (const event of early) onEvent(event);
-    connected.on('disconnect', ({ reconnecting }) => {
-      if (reconnecting) showDrop();
-    });
-    connected.on('reconnect', () => {
-      measureClock(connected).catch(() => undefined);
-    });
-    onFailedAttempt(connected, () => showNotice(`Cannot reach ${redactSecrets(url)}: no connection, trying again.`));
-    return await connectionEnd(connected, watch, closed, location);
-  } finally {
-    await connected.close().catch(() => undefined);
-  }
-}
-
-/**
- * Connects, and again after every drop with backoff, until the server
- * refuses the page's credentials (a close with 1008 saying they expired or
- * are not valid, or a 401 for the page's own URL after a failed connect):
- * the same token would be refused on every attempt, so the page stops and
- * says so. After a close with 1008 for its conduct (sending too fast) it
- * says so and reconnects after a longer backoff, 5 s doubling to 60 s.
- */
-async function connectForever(): Promise<void> {
-  const url = endpointUrl(location);
-  let policyCloses = 0;
-  for (let attempt = 0; ; attempt++) {
-    setState('connecting');
-    let wasLive = false;
-    let ending: unknown;
-    try {
-      ending = await session(url);
-      wasLive = true;
-    } catch (error) {
-      ending = error;
-    }
-    const refusal = refusalOf(ending, location);
-    const policyClose = policyCloseOf(ending);
-    if (!wasLive && refusal === undefined && policyClose === undefined) {
-      showNotice(`Cannot reach ${redactSecrets(url)}: ${errorText(ending)}`);
-    }
-    client = undefined;
-    forgetServerState();
-    if (refusal !== undefined) {
-      setState('refused');
-      showNotice(refusal);
-      log.note('access refused: not reconnecting', now());
-      scheduleRender();
-      return;
-    }
-    if (wasLive) attempt = 0;
-    policyCloses = policyClose === undefined ? 0 : policyCloses + 1;
-    const delay = policyClose === undefined ? reconnectDelay(attempt) : policyReconnectDelay(policyCloses - 1);
-    setState('disconnected', `reconnecting in ${formatDuration(delay)}`);
-    if (policyClose !== undefined) showNotice(`${policyClose} Reconnecting in ${formatDuration(delay)}.`);
-    log.note(policyClose === undefined ? 'disconnected' : policyClose, Date.now() + clockOffset);
-    scheduleRender();
-    await new Promise((resolve) => setTimeout(resolve, delay));
-  }
 }
 
 /**
@@ -415,4 +329,18 @@ setInterval(() => {
 }, 1000);
 setInterval(() => void pollHealth(), HEALTH_POLL_MS);
 void pollHealth();
-void connectForever();
+void connectForever({
+  log,
+  now,
+  setClient: (connected) => {
+    client = connected;
+  },
+  measureClock,
+  showSnapshot,
+  showDrop,
+  onEvent,
+  setState,
+  showNotice,
+  forgetServerState,
+  scheduleRender,
+});
