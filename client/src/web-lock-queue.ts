@@ -2,6 +2,7 @@ import type { LockMode } from '@lockwire/protocol';
 import { LockError } from './errors.js';
 import type { HoldReleases } from './hold-release.js';
 import type { Lease } from './lease.js';
+import type { ClientEvents } from './options.js';
 import type { LockOptions } from './web-lock.js';
 import { HoldHandBack } from './web-lock-hand-back.js';
 import { SharedHoldSharing } from './web-lock-sharing.js';
@@ -23,10 +24,18 @@ import {
   type NameState,
   type ServerAcquire,
   type Waiter,
-  type WebLockQueueHost,
+  type WebLockQueueHost as ServerCalls,
 } from './web-lock-state.js';
 
-export type { Holder, Waiter, WebLockQueueHost } from './web-lock-state.js';
+export type { Holder, Waiter } from './web-lock-state.js';
+
+/** The connection events the local queue follows (`client.on()`). */
+type ConnectionEvents = Pick<ClientEvents, 'disconnect' | 'reconnect' | 'close'>;
+
+/** What the local queue needs from its client: its server calls, and its connection's events. */
+export interface WebLockQueueHost extends ServerCalls {
+  on<K extends keyof ConnectionEvents>(type: K, listener: (payload: ConnectionEvents[K]) => void): () => void;
+}
 
 /**
  * The local side of `client.locks`: per name, this client's requests queue
@@ -37,6 +46,12 @@ export type { Holder, Waiter, WebLockQueueHost } from './web-lock-state.js';
  * orders clients. A name's next local request joins the server queue
  * only once this client's holders of it are done. Names nobody here holds or
  * waits for are dropped.
+ *
+ * While the client reconnects after a drop, no request goes to the server
+ * (nor asks it whether it may share a hold): the requests wait here, and
+ * go on once the client is open again, resumed or on a fresh session, or
+ * fail with `connection_closed` when it closes for good. Only a request
+ * already sent when the connection dropped fails with it.
  */
 export class WebLockQueue {
   readonly #host: WebLockQueueHost;
@@ -46,9 +61,23 @@ export class WebLockQueue {
   /** Waiting requests in request order, until delivered or failed. */
   readonly #order: Waiter[] = [];
   #made = 0;
+  /**
+   * The connection dropped and the client reconnects: a server call made now
+   * would fail at once with `connection_lost`, though the session (with
+   * session grace) and the request's turn may well survive the drop.
+   */
+  #reconnecting = false;
 
   constructor(host: WebLockQueueHost, releases: HoldReleases) {
     this.#host = host;
+    // Emitted before the drop's pending calls reject and before any lease is lost: nothing is sent after it.
+    host.on('disconnect', ({ reconnecting }) => {
+      if (reconnecting) this.#reconnecting = true;
+    });
+    // After the resume settled the leases: the session's holds (or their loss) are known when the requests go on.
+    host.on('reconnect', () => this.#connectionSettled());
+    // Closed for good: the waiting requests' server calls fail with `connection_closed`.
+    host.on('close', () => this.#connectionSettled());
     this.#sharing = new SharedHoldSharing({
       session: () => host.session,
       status: (key) => host.status(key),
@@ -168,7 +197,8 @@ export class WebLockQueue {
     const state = this.#names.get(name);
     if (!state) return;
     const head = state.queue[0];
-    if (head && !state.busy && !state.checking) {
+    // While reconnecting, the head keeps its place here; the reconnect (or the close) processes the name again.
+    if (head && !state.busy && !state.checking && !this.#reconnecting) {
       if (state.held.size === 0) {
         if (state.steals.length === 0 && !this.#handBack.awaitLetGo(name, state)) this.#acquireFor(name, state, head);
       } else {
@@ -184,6 +214,19 @@ export class WebLockQueue {
     }
     this.#dropIfUnused(name, state);
     this.#deliver();
+  }
+
+  /**
+   * The client is open again after a drop, or closed for good: every name
+   * with waiting requests is processed again, in the order its first waiting
+   * request was made, so requests decided by the server are still handed
+   * over in request order.
+   */
+  #connectionSettled(): void {
+    if (!this.#reconnecting) return;
+    this.#reconnecting = false;
+    const names = new Set(this.#order.map((waiter) => waiter.name));
+    for (const name of names) this.#process(name);
   }
 
   #acquireFor(name: string, state: NameState, first: Waiter): void {

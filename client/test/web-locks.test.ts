@@ -44,16 +44,16 @@ describe('client.locks beyond one browser', () => {
     expect(error).toMatchObject({ name: 'AbortError' });
   });
 
-  it('a dropped connection rejects held and waiting requests with connection_lost, and requests work after the reconnect', async () => {
+  it('a dropped connection rejects the held request with connection_lost, the request waiting behind it in the client queue is granted after the reconnect, and new requests work', async () => {
     const { done } = await holding(alice, 'doc:3', new Promise(() => undefined));
-    const waiting = alice.locks.request('doc:3', () => 'never').catch((error: unknown) => error);
+    const waiting = alice.locks.request('doc:3', (lock) => lock?.name).catch((error: unknown) => error);
     const reconnected = nextEvent(alice, 'reconnect');
     proxy.cut();
-    for (const outcome of [await within(done), await within(waiting)]) {
-      expect(outcome).toBeInstanceOf(LockError);
-      expect(outcome).toMatchObject({ code: 'connection_lost' });
-    }
+    const outcome = await within(done);
+    expect(outcome).toBeInstanceOf(LockError);
+    expect(outcome).toMatchObject({ code: 'connection_lost' });
     await reconnected;
+    expect(await within(waiting)).toBe('doc:3');
     expect(await alice.locks.request('doc:3', (lock) => lock?.name)).toBe('doc:3');
     expect((await alice.locks.query()).held).toEqual([]);
   });
