@@ -1,14 +1,13 @@
-import { CloseCode, ErrorCode, type EventMessage, type LostMessage, type WelcomeMessage } from '@lockwire/protocol';
+import { CloseCode, type EventMessage, type LostMessage, type WelcomeMessage } from '@lockwire/protocol';
 import { Connection, type ConnectionHandlers } from './connection.js';
 import type { Emitter } from './emitter.js';
-import { ClientErrorCode, connectionClosedError, isConnectionError, LockError, type CloseInfo } from './errors.js';
+import { ClientErrorCode, connectionClosedError, LockError, type CloseInfo } from './errors.js';
 import type { LeaseBook } from './lease-book.js';
 import type { ClientEvents, ClientState } from './options.js';
 import {
   backoffDelay,
   END_SESSION_TIMEOUT,
   endSession,
-  keptHolds,
   mayReconnectAfter,
   pause,
   resumeTicket,
@@ -16,7 +15,8 @@ import {
   type ReconnectPolicy,
   type ResumeTicket,
 } from './reconnect.js';
-import { isFinal, RefusalRetries, retryRefused } from './refusal-retry.js';
+import { RefusalRetries } from './refusal-retry.js';
+import { settleLeases, watchAgain } from './resume-settling.js';
 import type { TransportFactory } from './transport.js';
 import type { WatchRegistry } from './watch.js';
 
@@ -323,60 +323,20 @@ export class ConnectionKeeper {
     this.#setState('open');
     // A state listener closed the client: its close ended this connection and every lease.
     if (this.#stop.signal.aborted) return;
-    const kept = keptHolds(welcome, previous.session);
-    // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply) are
-    // released before any lease is lost: a Web Lock that such a loss wakes asks for the key again at once, and
-    // a release (which names only the key) sent after that acquire would drop the new hold. A refused release
-    // is asked again with backoff (else the key stays locked for the session's life), but only until the client
-    // acquires the key again (`claim`) or this connection ends: a drop with a resume reports in `held` what is
-    // still kept, and the next `#resumeWith` starts over from that.
-    for (const key of this.#leases.orphans(kept)) {
-      void this.#keptReleases.run(key, connection, releaseKey(key), isNotHolder);
-    }
-    const resumed = welcome.resumed === true && welcome.session === previous.session;
-    if (this.#leases.reconcile(kept, this.#lastClose, resumed) > 0) this.#awaitLossReasons(connection);
+    const resumed = settleLeases({
+      connection,
+      welcome,
+      previous,
+      leases: this.#leases,
+      keptReleases: this.#keptReleases,
+      lastClose: () => this.#lastClose,
+      limits: () => this.#welcome.limits,
+      current: () => this.#connection,
+    });
     // A lost lease's abort listener closed the client: there is nothing to watch again, and no reconnect to report.
     if (this.#stop.signal.aborted) return;
-    for (const [prefix, limit] of this.#watches.prefixes()) {
-      connection
-        .request('watch', { prefix, limit }, { onResult: (snapshot) => this.#watches.resync(prefix, snapshot) })
-        .result.catch((error: unknown) => {
-          // Dropped again: the next reconnect watches it again.
-          if (!isConnectionError(error)) this.#watches.fail(prefix, error);
-        });
-    }
+    watchAgain(connection, this.#watches);
     this.#events.emit('reconnect', { session: welcome.session, previousSession: previous.session, resumed, attempts });
-  }
-
-  /**
-   * A resume did not give back some leases. The server sends a `lost`, with
-   * its reason, for each lock the session lost while it had no connection,
-   * and every such `lost` comes before its answer to a ping (a ping is a
-   * barrier for `lost`): once the pong is in, the leases no `lost` named are
-   * lost with `connection_lost` (also when the connection ends first).
-   *
-   * A refused ping is no barrier: the server refuses at intake
-   * (`rate_limited`), before it waited for what the session is owed, so a
-   * `lost` may still follow. It is asked again with the backoff of
-   * {@link retryRefused} for as long as the connection lives. Only a refusal
-   * that asking again cannot change (`bad_request`, `forbidden`,
-   * `unauthorized`) ends the
-   * wait early: no barrier will come on this connection.
-   */
-  #awaitLossReasons(connection: Connection): void {
-    const close = this.#lastClose;
-    const signal = connection.closedSignal;
-    void retryRefused({
-      send: () => connection.request('ping', {}, { onResult: () => undefined }).result,
-      over: () => signal.aborted,
-      final: (error) => isConnectionError(error) || isFinal(error),
-      signal,
-      limits: () => this.#welcome.limits,
-      ended: () => {
-        // A later resume (on another connection) has settled these already and waits for its own.
-        if (this.#connection === undefined || this.#connection === connection) this.#leases.settleUnconfirmed(close);
-      },
-    });
   }
 
   /** The client is closed for good. */
@@ -393,14 +353,4 @@ export class ConnectionKeeper {
     this.#setState('closed');
     this.#events.emit('close', close);
   }
-}
-
-/** Sends `release` of `key`: the request a kept hold's retry repeats. */
-function releaseKey(key: string): (connection: Connection) => Promise<void> {
-  return (connection) => connection.request('release', { key }, { onResult: () => undefined }).result;
-}
-
-/** `not_holder`: the hold is gone already (expired, revoked), so there is nothing left to release. */
-function isNotHolder(error: unknown): boolean {
-  return error instanceof LockError && error.code === ErrorCode.NotHolder;
 }
