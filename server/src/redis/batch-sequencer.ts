@@ -10,6 +10,17 @@ export interface BatchSequencerOptions {
   /** ms to hold a batch whose predecessor has not arrived before delivering it anyway. */
   gapWait: number;
   /**
+   * Redis' clock in microseconds, read before the broadcast channel was
+   * subscribed (on a Redis Cluster the least of its primaries'): a step whose
+   * version is below it ran before this node could hear it, so its broadcast
+   * never comes, and the first batch seen of a key whose predecessor is such
+   * a step is not held for it. Default 0: every batch with a predecessor the
+   * node has not delivered is held. Set once: after a resubscribe a step
+   * published while the connection was down is at or above it, so a batch
+   * following it is held, given up on and caught up, as for any lost message.
+   */
+  heardSince?: number;
+  /**
    * Called with a key's encoding after its held batches were delivered
    * without their predecessor: the events of the missing step(s) were never
    * delivered, so whoever shows the key's state must read it again.
@@ -33,11 +44,14 @@ const MAX_FAILED_CALLS = 1000;
  * version before (`pv`) and after (`v`) the step; versions only grow (they are
  * at least Redis' clock in microseconds), so a batch is delivered when it
  * follows the last delivered one, held while its predecessor is missing, and
- * its events are dropped when a copy was already delivered. A broadcast of a
- * step this node ran is not needed when the call's reply arrives: the reply
- * carries the same events with the caller's notes in their place among them
- * (a `lost` before the grant it made room for). Such a broadcast is dropped
- * unread, and read only when its call failed (the step may still have run).
+ * its events are dropped when a copy was already delivered. The first batch
+ * seen of a key is held for its predecessor too, unless that predecessor ran
+ * before the node subscribed (`heardSince`): every watch here was read after
+ * that step, and its broadcast never comes. A broadcast of a step this node
+ * ran is not needed when the call's reply arrives: the reply carries the
+ * same events with the caller's notes in their place among them (a `lost`
+ * before the grant it made room for). Such a broadcast is dropped unread,
+ * and read only when its call failed (the step may still have run).
  */
 export class BatchSequencer {
   readonly #options: BatchSequencerOptions;
@@ -46,9 +60,11 @@ export class BatchSequencer {
   readonly #inflight = new Map<string, Array<() => Batch>>();
   readonly #failed = new Set<string>();
   readonly #reaching = new Map<string, Set<{ version: number; done: (reached: boolean) => void }>>();
+  readonly #heardSince: number;
 
   constructor(options: BatchSequencerOptions) {
     this.#options = options;
+    this.#heardSince = options.heardSince ?? 0;
   }
 
   /** Marks a call as sent: broadcasts of its step wait for its reply. */
@@ -107,15 +123,30 @@ export class BatchSequencer {
     }
     const last = this.#last.get(batch.encoded);
     if (last !== undefined && batch.v <= last) {
-      this.#options.deliver(batch, false);
+      this.#dropCopy(batch);
       return;
     }
-    // A key never seen here: a batch that had a predecessor may have overtaken it; wait a little.
-    if (last === undefined ? batch.pv > 0 : batch.pv > last) {
+    // A key never seen here: a batch that had a predecessor may have overtaken it; wait a little,
+    // unless that predecessor ran before this node subscribed (its broadcast never comes).
+    if (last === undefined ? batch.pv > 0 && batch.pv >= this.#heardSince : batch.pv > last) {
       this.#hold(batch);
       return;
     }
     this.#deliverInOrder(batch);
+  }
+
+  /**
+   * A copy of a delivered (or skipped) step: its notes only. A step below
+   * `heardSince` was taken never to reach this node, so the first batch of
+   * its key may have gone out without waiting for it. When one comes all the
+   * same (Redis' clock stepped back after this node read it, a primary that
+   * took over runs behind, or on a Redis Cluster a broadcast published just
+   * before the subscription crossed the cluster bus after it), whoever shows
+   * the key reads it again (`gaveUp`), as after a predecessor given up on.
+   */
+  #dropCopy(batch: Batch): void {
+    this.#options.deliver(batch, false);
+    if (batch.v < this.#heardSince) this.#options.gaveUp?.(batch.encoded);
   }
 
   /**
@@ -156,8 +187,9 @@ export class BatchSequencer {
    * Resolves true once the key's last delivered version is at least
    * `version` (at once when it is), false after twice `gapWait`. For a key
    * the node records no version of, a batch that arrives now is held for its
-   * predecessor for `gapWait` and then delivered all the same, so the wait
-   * ends true when the step at `version` reaches this node in time.
+   * predecessor for `gapWait` (not at all when that predecessor ran before
+   * `heardSince`) and then delivered all the same, so the wait ends true
+   * when the step at `version` reaches this node in time.
    */
   until(encoded: string, version: number): Promise<boolean> {
     return this.#until(encoded, version);
@@ -240,7 +272,7 @@ export class BatchSequencer {
       if (index < 0) break;
       const [next] = held.batches.splice(index, 1);
       if (!next) break;
-      if (next.v <= last) this.#options.deliver(next, false);
+      if (next.v <= last) this.#dropCopy(next);
       else {
         this.#setLast(next.encoded, next.v);
         this.#options.deliver(next, true);
@@ -271,7 +303,7 @@ export class BatchSequencer {
     held.batches.sort((a, b) => a.v - b.v);
     for (const batch of held.batches) {
       const last = this.#last.get(encoded);
-      if (last !== undefined && batch.v <= last) this.#options.deliver(batch, false);
+      if (last !== undefined && batch.v <= last) this.#dropCopy(batch);
       else {
         this.#setLast(encoded, batch.v);
         this.#options.deliver(batch, true);

@@ -1,5 +1,6 @@
 import type { Logger } from '../logger.js';
 import type { NoteSettler } from './note-settler.js';
+import type { RedisLink } from './redis-link.js';
 import { parseBatch, parseBroadcast, parseJson, readBroadcastHead, type Batch } from './records.js';
 import { HEARTBEAT, type Reconciler } from './reconciler.js';
 import type { StoreContext } from './store-context.js';
@@ -85,4 +86,30 @@ export class PubSubIntake {
       }
     }
   }
+}
+
+/**
+ * Redis' clock in microseconds, to be read before the broadcast channel is
+ * subscribed (`BatchSequencerOptions#heardSince`): the least of every
+ * primary's `TIME`, so a step below it ran, on whichever primary owns its
+ * key, before the subscription existed. A step's version is at least its
+ * primary's clock when it ran. 0 when a primary does not answer: every
+ * batch with an unheard predecessor is then held for it, as it always may.
+ */
+export async function clockBeforeSubscribe(link: RedisLink, logger: Logger): Promise<number> {
+  try {
+    const clocks = await Promise.all((await link.shards()).map(async (shard) => micros(await shard.command(['TIME']))));
+    const least = Math.min(...clocks);
+    return Number.isFinite(least) && least > 0 ? least : 0;
+  } catch (error) {
+    logger.debug({ err: String(error) }, 'could not read the Redis clock; holding every key\'s first batch for its predecessor');
+    return 0;
+  }
+}
+
+/** A `TIME` reply (seconds, microseconds) in microseconds; NaN for anything else. */
+function micros(reply: unknown): number {
+  if (!Array.isArray(reply) || reply.length !== 2) return Number.NaN;
+  const [seconds, us] = reply.map(Number);
+  return seconds === undefined || us === undefined ? Number.NaN : seconds * 1_000_000 + us;
 }

@@ -24,7 +24,7 @@ import { LockRequests } from './lock-requests.js';
 import { NodeKeySet } from './node-key-set.js';
 import { NodeLiveness } from './node-liveness.js';
 import { NoteSettler } from './note-settler.js';
-import { PubSubIntake } from './pubsub-intake.js';
+import { clockBeforeSubscribe, PubSubIntake } from './pubsub-intake.js';
 import { ReadFence } from './read-fence.js';
 import { Reconciler } from './reconciler.js';
 import { connectRedis, type RedisLink } from './redis-link.js';
@@ -64,6 +64,13 @@ export interface RedisStoreOptions {
   nodeTtl?: number;
   /** ms a Redis command may take before the call fails with `store_unavailable`. Default 2000. */
   commandTimeout?: number;
+  /**
+   * ms a node holds a step's events while the key's earlier step, which may
+   * still be on its way on another connection, has not reached it; then it
+   * delivers them and its watches read the key again. A read behind on a
+   * key waits at most twice this. Default 500.
+   */
+  gapWait?: number;
   /** Clock of hold, acquire and wait timeouts (node liveness runs on real time). Default the system clock. */
   clock?: Clock;
   limits?: Partial<StoreLimits>;
@@ -187,6 +194,8 @@ class RedisStore implements LockStore {
       this.#options.observeScript,
     );
     ctx.link = link;
+    // Read before the broadcast channel is subscribed: a step below it was never to be heard here.
+    const heardSince = await clockBeforeSubscribe(link, ctx.logger);
     ctx.sequencer = new BatchSequencer({
       node: () => ctx.liveness?.id ?? '',
       deliver: (batch, withEvents) => {
@@ -194,8 +203,9 @@ class RedisStore implements LockStore {
         if (withEvents && batch.origin !== undefined && batch.origin === ctx.liveness?.id) this.#notes.settleOwnFailed(batch);
         this.#intake.deliver(batch, withEvents);
       },
-      gapWait: 500,
-      // The missing step's events never reached the key's watchers.
+      gapWait: this.#options.gapWait ?? 500,
+      heardSince,
+      // The missing step's events never reached the key's watchers, or came after a later step's.
       gaveUp: (encoded) => this.#repair.key(decodeKey(encoded)),
     });
     const liveness = new NodeLiveness({
