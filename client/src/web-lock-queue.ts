@@ -197,11 +197,12 @@ export class WebLockQueue {
     const state = this.#names.get(name);
     if (!state) return;
     const head = state.queue[0];
-    // While reconnecting, the head keeps its place here; the reconnect (or the close) processes the name again.
-    if (head && !state.busy && !state.checking && !this.#reconnecting) {
+    // While reconnecting, the head keeps its place here; the reconnect (or the close) processes the name
+    // again. An `ifAvailable` head is the exception: it wants an answer now, and its acquire fails at once.
+    if (head && !state.busy && !state.checking && (!this.#reconnecting || head.ifAvailable)) {
       if (state.held.size === 0) {
         if (state.steals.length === 0 && !this.#handBack.awaitLetGo(name, state)) this.#acquireFor(name, state, head);
-      } else {
+      } else if (!this.#reconnecting) {
         this.#sharing.placeNewcomers(state);
         if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
       }

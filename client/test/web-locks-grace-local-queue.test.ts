@@ -100,6 +100,16 @@ describe('client.locks: requests waiting in the client queue across a drop', () 
     expect(await within(made)).toBe('v');
   });
 
+  it('an ifAvailable request made while the client reconnects is answered at once (connection_lost), not held for the reconnect', async () => {
+    const alice = await proxied({ sessionGrace: 30_000 });
+    await drop(alice);
+    const asked = alice.locks.request('s', { ifAvailable: true }, (lock) => lock?.name).catch((error: unknown) => error);
+    expect(await within(asked)).toMatchObject({ code: 'connection_lost' });
+    expect(alice.state).not.toBe('open');
+    expect(await reconnect(alice)).toMatchObject({ resumed: true });
+    expect(await within(alice.locks.request('s', (lock) => lock?.name))).toBe('s');
+  });
+
   it('a request waiting in the client queue rejects with connection_closed when the client is closed during the drop', async () => {
     const alice = await proxied({ sessionGrace: 30_000 });
     const { end, done } = await held(alice, 'u');
