@@ -9,7 +9,11 @@ export interface DetachedSession {
   readonly secret: string;
   /** The credentials' `sub` the session was opened with (null without one): a resume must match it. */
   readonly user: string | null;
-  /** Keys the session believed it held; `heldLocks` checks each against the store. */
+  /**
+   * Keys the session may hold, kept current by its store calls that were in
+   * flight when it detached (a release takes its key out, a grant adds one);
+   * `heldLocks` checks each against the store.
+   */
   readonly keys: ReadonlySet<string>;
   /**
    * Locks the session lost while its connection was closing, by key: they

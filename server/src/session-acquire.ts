@@ -27,7 +27,7 @@ export interface SessionAcquiresOptions {
  * for the resume.
  */
 export class SessionAcquires {
-  /** While detached: the keys it may still hold, completed by store calls that were in flight. */
+  /** While detached: the keys it may still hold, kept current by store calls that were in flight. */
   private detachedKeys: Set<string> | null = null;
   private readonly session: SessionId;
   private readonly host: SessionHost;
@@ -123,8 +123,10 @@ export class SessionAcquires {
 
   /**
    * The session is detaching: from here on, store calls still in flight
-   * settle as `settleDetached` says. Returns the keys it may still hold,
-   * starting with `held`; the set is completed as those calls resolve.
+   * settle as `settleDetached` says, and a release still in flight takes its
+   * key out (see `released`). Returns the keys it may still hold, starting
+   * with `held`; the set is kept current as those calls resolve, as the
+   * grace counts and ends the session's holds by it.
    */
   detach(held: ReadonlySet<string>): Set<string> {
     const keys = new Set(held);
@@ -133,19 +135,45 @@ export class SessionAcquires {
   }
 
   /**
+   * The store released the session's hold of `key`: it leaves `held`, and,
+   * when the release was still in flight as the session detached, the keys
+   * its grace counts, so the hold is neither counted as held nor ended a
+   * second time when the grace is over.
+   */
+  released(key: string): void {
+    this.held.delete(key);
+    this.detachedKeys?.delete(key);
+  }
+
+  /**
    * Cancels the detached session's queued acquires and waits in the store;
-   * an acquire that could not be cancelled adds its key to `keys`.
-   * Resolves when every cancel has.
+   * an acquire that could not be cancelled adds its key to `keys` when the
+   * session holds the key then. Resolves when every cancel has.
    */
   leaveQueues(ticketed: readonly PendingRequest[], keys: Set<string>): Promise<void> {
     return Promise.all(
       ticketed.map(async (request) => {
         if (request.ticket === null) return;
         const cancelled = await this.host.store.cancel(this.session, request.ticket).catch(() => false);
-        // Not cancelled: it may have been granted just now; a resume checks each key.
-        if (!cancelled && request.op === 'acquire' && request.key !== null) keys.add(request.key);
+        if (cancelled || request.op !== 'acquire' || request.key === null) return;
+        // Not cancelled: granted just now (the grant's route closed with the
+        // connection), or already answered otherwise (not granted, timed
+        // out, failed). Only the store can tell which; a grant still to come
+        // of a call in flight is added by `settleDetached`. When the store
+        // cannot say, the key is kept: a resume checks each key anyway.
+        if (await this.holds(request.key)) keys.add(request.key);
       }),
     ).then(() => {});
+  }
+
+  /** Whether the store says the session holds `key` now (true when it cannot say). */
+  private async holds(key: string): Promise<boolean> {
+    try {
+      const status = await this.host.store.status(key, this.session);
+      return status.holders.some((holder) => holder.session === this.session);
+    } catch {
+      return true;
+    }
   }
 
   /**

@@ -146,9 +146,8 @@ export interface RequestTargets {
   readonly host: SessionHost;
   /** What the session's credentials allow: `list` is filtered to it, `status` outside `watch` answered only to a holder. */
   readonly permissions: Permissions;
-  /** Keys the session holds: a `release` takes its key out. */
-  readonly held: Set<string>;
   readonly requests: SessionRequests;
+  /** Also where a `release` the store answered takes its key out of what the session holds. */
   readonly acquires: SessionAcquires;
   readonly watches: SessionWatches;
 }
@@ -176,7 +175,7 @@ export function dispatchRequest(message: ClientMessage, to: RequestTargets): voi
         } finally {
           handoff();
         }
-        to.held.delete(message.key);
+        to.acquires.released(message.key);
         return { released: true };
       });
     case 'extend':

@@ -375,7 +375,6 @@ export class Session {
         session: this.id,
         host: this.host,
         permissions: this.guard.permissions,
-        held: this.held,
         requests: this.requests,
         acquires: this.acquires,
         watches: this.watches,

@@ -27,13 +27,69 @@ async function gaugeReaches(server: LockServer, expected: number, what: string):
   );
 }
 
+type StoreMethod = 'acquire' | 'release';
+
 /**
- * The `lost` a session in grace is owed, run against one store: each lock
- * it lost without a connection is reported with its real reason after the
- * resumed welcome, and stops counting as held at its loss.
+ * Wraps a store to see its calls: `holdNext(method)` holds the answer of the
+ * next call of `method` back after the store gave it (as a slow round trip
+ * would) until `open()`; `idle()` resolves once no call is in flight, so
+ * whatever the server does with the answers has been done.
+ */
+function watchedStore() {
+  let inFlight = 0;
+  const held = new Map<StoreMethod, { answered: () => void; opened: Promise<void> }>();
+  const wrap = (inner: LockStore): LockStore =>
+    new Proxy(inner, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]): unknown => {
+          const result: unknown = Reflect.apply(value, target, args);
+          if (!(result instanceof Promise)) return result;
+          const gate = property === 'acquire' || property === 'release' ? held.get(property) : undefined;
+          if (gate) held.delete(property as StoreMethod);
+          inFlight++;
+          return (async () => {
+            try {
+              const answer: unknown = await result;
+              if (gate) {
+                gate.answered();
+                await gate.opened;
+              }
+              return answer;
+            } finally {
+              inFlight--;
+            }
+          })();
+        };
+      },
+    });
+  const holdNext = (method: StoreMethod) => {
+    let answered: () => void = () => undefined;
+    let open: () => void = () => undefined;
+    const wasAnswered = new Promise<void>((resolve) => (answered = resolve));
+    held.set(method, { answered, opened: new Promise<void>((resolve) => (open = resolve)) });
+    return { answered: within(wasAnswered, `the store to answer the ${method}`), open };
+  };
+  const idle = () =>
+    within(
+      (async () => {
+        do await new Promise((resolve) => setTimeout(resolve, 5));
+        while (inFlight > 0);
+      })(),
+      'the store calls in flight to be answered',
+    );
+  return { wrap, holdNext, idle };
+}
+
+/**
+ * What a session in grace still holds, run against one store: each lock it
+ * lost without a connection is reported with its real reason after the
+ * resumed welcome, and stops counting as held at its loss; a lock its last
+ * requests ended or never took is not counted either.
  */
 export function describeGraceLosses(name: string, makeStore: (clock: ManualClock) => Promise<LockStore>): void {
-  describe(`locks lost during session grace (${name})`, () => {
+  describe(`locks held and lost during session grace (${name})`, () => {
     const servers: LockServer[] = [];
     const clients: RawClient[] = [];
     const lockClients: LockClient[] = [];
@@ -46,9 +102,9 @@ export function describeGraceLosses(name: string, makeStore: (clock: ManualClock
       await Promise.all(servers.splice(0).map((server) => server.close()));
     });
 
-    async function start() {
+    async function start(wrap: (store: LockStore) => LockStore = (store) => store) {
       const clock = createManualClock(Date.now());
-      const server = await createLockServer({ port: 0, heartbeatInterval: 0, clock, store: await makeStore(clock), sessionGrace: GRACE });
+      const server = await createLockServer({ port: 0, heartbeatInterval: 0, clock, store: wrap(await makeStore(clock)), sessionGrace: GRACE });
       servers.push(server);
       const connect = async (query = '') => {
         const connection = await RawClient.connect(`${server.url}${query}`);
@@ -144,6 +200,58 @@ export function describeGraceLosses(name: string, makeStore: (clock: ManualClock
       await gaugeReaches(server, 1, 'the expired lock to stop counting');
       clock.advance(GRACE - 1000);
       await gaugeReaches(server, 0, 'the grace to end');
+    });
+
+    it('stops counting a lock as held once the release in flight when the connection dropped is answered', async () => {
+      const store = watchedStore();
+      const { server, clock, connect, resumeQuery, drop } = await start(store.wrap);
+      const { client: a, welcome } = await connect();
+      const { client: b } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      const release = store.holdNext('release');
+      a.send({ op: 'release', id: 2, key: 'k' });
+      await release.answered;
+      await drop(a);
+      release.open();
+      await store.idle();
+      expect(await b.request({ op: 'status', id: 1, key: 'k' })).toMatchObject({ holders: [] });
+      expect(await heldGauge(server)).toBe(0);
+      const { welcome: resumed } = await connect(resumeQuery(welcome));
+      expect(resumed).toMatchObject({ resumed: true, held: [] });
+      expect(await heldGauge(server)).toBe(0);
+      clock.advance(GRACE);
+      expect(await heldGauge(server)).toBe(0);
+    });
+
+    it('does not count as held the key of an acquire answered not granted after the connection dropped', async () => {
+      const store = watchedStore();
+      const { server, connect, drop } = await start(store.wrap);
+      const { client: a } = await connect();
+      const { client: b } = await connect();
+      await b.request({ op: 'acquire', id: 1, key: 'k' });
+      const acquire = store.holdNext('acquire');
+      a.send({ op: 'acquire', id: 1, key: 'k', acquireTimeout: 0 });
+      await acquire.answered;
+      await drop(a);
+      acquire.open();
+      await store.idle();
+      // b's lock alone: the session in grace never got k.
+      expect(await heldGauge(server)).toBe(1);
+    });
+
+    it('counts as held the key of an acquire granted after the connection dropped', async () => {
+      const store = watchedStore();
+      const { server, connect, resumeQuery, drop } = await start(store.wrap);
+      const { client: a, welcome } = await connect();
+      const acquire = store.holdNext('acquire');
+      a.send({ op: 'acquire', id: 1, key: 'k' });
+      await acquire.answered;
+      await drop(a);
+      acquire.open();
+      await store.idle();
+      expect(await heldGauge(server)).toBe(1);
+      const { welcome: resumed } = await connect(resumeQuery(welcome));
+      expect(resumed).toMatchObject({ resumed: true, held: [{ key: 'k' }] });
     });
 
     it('keeps the losses of a session whose resume failed for the next resume', async () => {
