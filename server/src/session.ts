@@ -115,9 +115,9 @@ export class Session {
       );
     }
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
-    ws.on('pong', () => {
-      this.heardSincePing = true;
-    });
+    // A pong answers the heartbeat's ping, but a peer may send them unasked: each takes from the frame
+    // budget as a ping does, so a flood of them is refused and closed like any other.
+    ws.on('pong', () => void this.arrived());
     ws.on('ping', (data) => this.onPing(data));
     ws.on('close', (code: number) => this.endClosed(code));
     ws.on('error', (error) => {
@@ -326,7 +326,7 @@ export class Session {
   }
 
   /**
-   * Something (a frame or a ping) came from the peer: the heartbeat counts
+   * Something (a frame, a ping or a pong) came from the peer: the heartbeat counts
    * it as heard, and it takes a token of the frame budget. Null when the
    * session is dead, or the rate limit's abuse streak closed it just now:
    * the arrival is then dropped.

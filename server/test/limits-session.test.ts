@@ -311,6 +311,14 @@ describe('message rate', () => {
     expect(pongs.map((frame) => frame.payload.toString())).toEqual(['ping 0']);
   });
 
+  it('counts unsolicited WebSocket pong frames against the frame budget: a flood of them is closed with 1008', async () => {
+    const { server } = await startServer({ limits: { rateLimit: 1, rateBurst: 1 } });
+    const peer = await openSilentPeer(server.url);
+    const pong = (n: number) => RawSocket.frame(0xa, Buffer.from(`pong ${n}`));
+    peer.write(...Array.from({ length: 2 * RATE_ABUSE_MIN_FRAMES }, (_, n) => pong(n)));
+    expect(await peer.closeFrame()).toBe(1008);
+  });
+
   it('keeps other sessions fast while one floods, and closes the flooder', async () => {
     const { server } = await startServer({ clock: systemClock, store: createMemoryStore() });
     const { client: flooder } = await connectWith(server.url, null);
