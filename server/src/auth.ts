@@ -42,7 +42,8 @@ export interface Authenticator {
   readonly enabled: boolean;
   /**
    * Admits or refuses a request: 403 for an Origin not on the allow-list,
-   * 401 for missing, invalid or expired credentials. Never throws.
+   * 401 for missing, invalid or expired credentials, a token among them
+   * whose `sub` is missing, empty or not a string. Never throws.
    */
   admit(req: IncomingMessage): Promise<Admission>;
 }
@@ -95,6 +96,25 @@ export function permissionsOf(payload: JWTPayload): Permissions {
     admin: patterns(payload, 'admin'),
     expiresAt: typeof payload.exp === 'number' ? payload.exp * 1000 : null,
   };
+}
+
+/**
+ * Refuses a verified token that names no user: `sub` missing, empty, or
+ * not a string (RFC 7519: a StringOrURI). The user is what a resume is
+ * checked against, so tokens without a user of their own would all name
+ * the same one and could take over each other's sessions. Throws jose's
+ * `JWTClaimValidationFailed`, as for a wrong audience or issuer.
+ */
+function checkSubject(payload: JWTPayload): void {
+  const { sub } = payload;
+  if (typeof sub === 'string' && sub !== '') return;
+  const missing = sub === undefined;
+  throw new errors.JWTClaimValidationFailed(
+    missing ? 'missing required "sub" claim' : '"sub" claim must be a non-empty string',
+    payload,
+    'sub',
+    missing ? 'missing' : 'invalid',
+  );
 }
 
 /** True for a failure of the token's claims, which jose checks after its signature. */
@@ -349,9 +369,12 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     const checks: JWTVerifyOptions = { currentDate: new Date(clock.now()) };
     if (auth?.audience !== undefined) checks.audience = auth.audience;
     if (auth?.issuer !== undefined) checks.issuer = auth.issuer;
-    if (secret) return permissionsOf((await jwtVerify(token, secret, { ...checks, algorithms: ['HS256'] })).payload);
-    if (keySet) return permissionsOf(await verifyWithKeySet(token, keySet, checks));
-    return ALLOW_ALL;
+    let payload: JWTPayload;
+    if (secret) payload = (await jwtVerify(token, secret, { ...checks, algorithms: ['HS256'] })).payload;
+    else if (keySet) payload = await verifyWithKeySet(token, keySet, checks);
+    else return ALLOW_ALL;
+    checkSubject(payload);
+    return permissionsOf(payload);
   };
 
   return {

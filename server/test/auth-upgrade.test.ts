@@ -1,10 +1,10 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { connect } from 'node:net';
-import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { normaliseOrigin, parseJwks } from '../src/auth.js';
 import { SECRET, connectWith, get, startServer, token, upgradeStatus } from './auth-harness.js';
-import { upgradeHead, within } from './server-harness.js';
+import { sessionLog, upgradeHead, within } from './server-harness.js';
 
 /** The public JWK of a new RSA key of `bits` (node:crypto: jose makes none under 2048 bits). */
 function rsaPublicJwk(bits: number, extra: Partial<JWK> = {}): JWK {
@@ -59,6 +59,36 @@ describe('authentication at the upgrade', () => {
       expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${bad}` } })).toBe(401);
     }
     expect(server.sessionCount()).toBe(0);
+  });
+
+  it('refuses with 401 a token whose sub is missing, empty or not a string, at the upgrade and on /v1/locks', async () => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET } });
+    const anonymous = await token({ locks: ['*'], watch: ['*'] }, { now: clock.now() });
+    expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${anonymous}` } })).toBe(401);
+    expect((await get(server, '/v1/locks', { authorization: `Bearer ${anonymous}` })).status).toBe(401);
+    for (const sub of [1, 0, '', null, true, ['ana'], { id: 'ana' }]) {
+      const bad = await token({ sub, locks: ['*'], watch: ['*'] } as JWTPayload, { now: clock.now() });
+      expect(await upgradeStatus(server.url, { headers: { authorization: `Bearer ${bad}` } })).toBe(401);
+      expect((await get(server, '/v1/locks', { authorization: `Bearer ${bad}` })).status).toBe(401);
+    }
+    expect(server.sessionCount()).toBe(0);
+  });
+
+  it('keeps a session from another user whose tokens carry numeric subs: the resume secret with a sub-less or numeric-sub token is refused 401, and the session stays for its own user', async () => {
+    const sessions = sessionLog();
+    const { server, clock } = await startServer({ auth: { secret: SECRET }, sessionGrace: 10_000, logger: sessions.logger });
+    const as = async (claims: JWTPayload) => token({ locks: ['*'], ...claims }, { now: clock.now() });
+    const owner = await connectWith(server.url, await as({ sub: '1' }));
+    expect(await owner.client.request({ op: 'acquire', id: 1, key: 'account:1' })).toMatchObject({ acquired: true });
+    owner.client.ws.terminate();
+    await sessions.closed(1, 'the server to see the drop');
+    // The resume secret travels in the URL and may leak; other users' valid tokens must not take the session.
+    const query = `?session=${String(owner.welcome.session)}&resume=${String(owner.welcome.resume)}`;
+    for (const other of [{ sub: 2 }, { sub: 1 }, {}]) {
+      expect(await upgradeStatus(server.url + query, { headers: { authorization: `Bearer ${await as(other as JWTPayload)}` } })).toBe(401);
+    }
+    const resumed = await connectWith(server.url + query, await as({ sub: '1' }));
+    expect(resumed.welcome).toMatchObject({ session: owner.welcome.session, resumed: true, held: [{ key: 'account:1' }] });
   });
 
   it('refuses a token signed with alg none', async () => {
