@@ -117,6 +117,18 @@ function checkSubject(payload: JWTPayload): void {
   );
 }
 
+/**
+ * Refuses a verified token whose `exp` is at or before `now` (ms). jose
+ * compares whole seconds, so a fractional `exp` (RFC 7519 allows one) would
+ * pass for up to a second after it: the session would open and be closed
+ * for expired credentials at once. Throws jose's `JWTExpired`, as jose does.
+ */
+function checkExpiry(payload: JWTPayload, now: number): void {
+  if (typeof payload.exp === 'number' && payload.exp * 1000 <= now) {
+    throw new errors.JWTExpired('"exp" claim timestamp check failed', payload, 'exp', 'check_failed');
+  }
+}
+
 /** True for a failure of the token's claims, which jose checks after its signature. */
 function isClaimFailure(failure: unknown): boolean {
   return (
@@ -366,13 +378,15 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   const enabled = secret !== undefined || keySet !== undefined;
 
   const verify = async (token: string): Promise<Permissions> => {
-    const checks: JWTVerifyOptions = { currentDate: new Date(clock.now()) };
+    const now = clock.now();
+    const checks: JWTVerifyOptions = { currentDate: new Date(now) };
     if (auth?.audience !== undefined) checks.audience = auth.audience;
     if (auth?.issuer !== undefined) checks.issuer = auth.issuer;
     let payload: JWTPayload;
     if (secret) payload = (await jwtVerify(token, secret, { ...checks, algorithms: ['HS256'] })).payload;
     else if (keySet) payload = await verifyWithKeySet(token, keySet, checks);
     else return ALLOW_ALL;
+    checkExpiry(payload, now);
     checkSubject(payload);
     return permissionsOf(payload);
   };

@@ -91,6 +91,21 @@ describe('authentication at the upgrade', () => {
     expect(resumed.welcome).toMatchObject({ session: owner.welcome.session, resumed: true, held: [{ key: 'account:1' }] });
   });
 
+  it('refuses with 401 a token whose fractional exp passed within the last second, at the upgrade and on /v1/locks', async () => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET } });
+    // RFC 7519 lets a NumericDate be fractional; this one passed 400 ms ago, in the same whole second as now.
+    const exp = Math.floor(clock.now() / 1000) + 1.5;
+    const ana = await token({ sub: 'ana', locks: ['*'], watch: ['*'], exp }, { now: clock.now() });
+    const headers = { authorization: `Bearer ${ana}` };
+    // Until that exp the token is valid.
+    clock.set((exp - 0.1) * 1000);
+    expect((await get(server, '/v1/locks', headers)).status).toBe(200);
+    clock.set((exp + 0.4) * 1000);
+    expect(await upgradeStatus(server.url, { headers })).toBe(401);
+    expect((await get(server, '/v1/locks', headers)).status).toBe(401);
+    expect(server.sessionCount()).toBe(0);
+  });
+
   it('refuses a token signed with alg none', async () => {
     const { server } = await startServer({ auth: { secret: SECRET } });
     const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
