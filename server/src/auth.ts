@@ -10,7 +10,10 @@ import {
 } from 'jose';
 import type { Clock } from './clock.js';
 import { ALLOW_ALL, type KeyPattern, type Permissions } from './permissions.js';
+import { createOriginCheck } from './origin-check.js';
 import { parseRequestUrl } from './request-url.js';
+
+export { normaliseOrigin, ownOrigin } from './origin-check.js';
 
 /**
  * How connections prove who they are. With neither `secret` nor `jwks`
@@ -52,7 +55,8 @@ export interface AuthenticatorOptions {
   auth?: AuthOptions;
   /**
    * Exact Origins allowed; `*` allows any. Absent or empty: Origin is not
-   * checked. A request without an Origin header (not a browser) is not refused.
+   * checked. A request without an Origin header (not a browser) is not refused,
+   * nor one from a page the server serves itself (see `createOriginCheck`).
    * Entries are normalised as browsers send Origin (`normaliseOrigin`).
    */
   allowOrigins?: readonly string[];
@@ -166,29 +170,6 @@ async function verifyWithKeySet(
     }
     throw new errors.JWSSignatureVerificationFailed();
   }
-}
-
-/**
- * An allowed-Origin entry as a browser would send it in `Origin`: scheme and
- * host lowercased, a default port and a trailing `/` dropped
- * (`HTTPS://App.Example:443/` -> `https://app.example`). `*` and `null` (the
- * Origin of opaque pages) stay as they are. Throws `TypeError` for an entry
- * that is not an origin (one with a path, query or fragment, or no host),
- * which could never match.
- */
-export function normaliseOrigin(entry: string): string {
-  const trimmed = entry.trim();
-  if (trimmed === '*' || trimmed === 'null') return trimmed;
-  let url: URL | null = null;
-  try {
-    url = new URL(trimmed);
-  } catch {
-    url = null;
-  }
-  if (url === null || url.origin === 'null' || url.pathname !== '/' || url.search !== '' || url.hash !== '') {
-    throw new TypeError(`allowOrigins: ${JSON.stringify(entry)} is not an origin (scheme://host[:port])`);
-  }
-  return url.origin;
 }
 
 /** The shortest RSA modulus jose verifies RS* and PS* signatures with: it refuses every token of a shorter key. */
@@ -365,7 +346,6 @@ export function parseJwks(text: string, options: ParseJwksOptions = {}): JSONWeb
  */
 export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
   const { auth, clock } = options;
-  const origins = new Set((options.allowOrigins ?? []).map(normaliseOrigin));
   if (auth?.secret !== undefined && auth.jwks !== undefined) {
     throw new TypeError('auth: give either secret or jwks, not both');
   }
@@ -376,6 +356,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   const secret = typeof auth?.secret === 'string' ? new TextEncoder().encode(auth.secret) : auth?.secret;
   const keySet = auth?.jwks ? createLocalJWKSet(auth.jwks) : undefined;
   const enabled = secret !== undefined || keySet !== undefined;
+  const originAllowed = createOriginCheck({ allowOrigins: options.allowOrigins, authEnabled: enabled });
 
   const verify = async (token: string): Promise<Permissions> => {
     const now = clock.now();
@@ -394,12 +375,9 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   return {
     enabled,
     async admit(req) {
-      const origin = req.headers.origin;
       // Origin is what a browser says about the page that opens the socket;
       // clients without one (not browsers) can claim any, so none is not refused.
-      if (origins.size > 0 && !origins.has('*') && origin !== undefined && !origins.has(origin)) {
-        return { ok: false, status: 403, reason: 'origin not allowed' };
-      }
+      if (!originAllowed(req)) return { ok: false, status: 403, reason: 'origin not allowed' };
       if (!enabled) return { ok: true, permissions: ALLOW_ALL };
       const token = tokenOf(req);
       if (token === null) return { ok: false, status: 401, reason: 'missing credentials' };

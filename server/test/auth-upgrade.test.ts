@@ -234,6 +234,35 @@ describe('Origin allow-list', () => {
     await expect(startServer({ allowOrigins: ['https://app.example/app'] })).rejects.toThrow(/not an origin/);
   });
 
+  it("lets the server's own pages connect while the list names only other sites: an Origin of the scheme and Host the browser reached the server by", async () => {
+    const { server } = await startServer({ allowOrigins: ['https://app.example.com'] });
+    // What a browser sends from the dashboard page at http://127.0.0.1:PORT/.
+    const own = new URL(server.httpUrl).origin;
+    expect(await upgradeStatus(server.url, { origin: own })).toBe(101);
+    expect((await get(server, '/v1/locks', { origin: own })).status).toBe(200);
+    expect(await upgradeStatus(server.url.replace('127.0.0.1', 'localhost'), { origin: `http://localhost:${server.port}` })).toBe(101);
+    // Another port, or https reached over plain http, is another origin.
+    expect(await upgradeStatus(server.url, { origin: `http://127.0.0.1:${server.port + 1}` })).toBe(403);
+    expect(await upgradeStatus(server.url, { origin: own.replace('http:', 'https:') })).toBe(403);
+    expect((await get(server, '/v1/locks', { origin: own.replace('http:', 'https:') })).status).toBe(403);
+    // Behind a proxy that ends TLS and says so in X-Forwarded-Proto, the page's Origin is https.
+    const proxied = { 'x-forwarded-proto': 'https' };
+    expect(await upgradeStatus(server.url, { origin: own.replace('http:', 'https:'), headers: proxied })).toBe(101);
+    expect(await upgradeStatus(server.url, { origin: own, headers: proxied })).toBe(403);
+  });
+
+  it("takes a page reached by a name for the server's own only with auth on, since without tokens a DNS-rebinding page would pass as one", async () => {
+    const { server: open } = await startServer({ allowOrigins: ['https://app.example.com'] });
+    const named = (port: number) => ({ origin: `http://locks.example:${port}`, headers: { host: `locks.example:${port}` } });
+    expect(await upgradeStatus(open.url, named(open.port))).toBe(403);
+    const { server: guarded, clock } = await startServer({ auth: { secret: SECRET }, allowOrigins: ['https://app.example.com'] });
+    const authorization = `Bearer ${await token({ sub: 'ana' }, { now: clock.now() })}`;
+    const { origin, headers } = named(guarded.port);
+    expect(await upgradeStatus(guarded.url, { origin, headers: { ...headers, authorization } })).toBe(101);
+    expect(await upgradeStatus(guarded.url, { origin: 'http://other.example', headers: { ...headers, authorization } })).toBe(403);
+    expect(await upgradeStatus(guarded.url, { origin })).toBe(403);
+  });
+
   it('checks the Origin before the credentials', async () => {
     const { server } = await startServer({ auth: { secret: SECRET }, allowOrigins: ['https://app.example'] });
     const ana = await token({ sub: 'ana' });

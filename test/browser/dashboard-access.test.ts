@@ -361,3 +361,29 @@ describe('a page closed with 1008 for sending too fast, on a server without auth
     await reconnectsAfterConductDelay(tab, '#who[data-role="editing"]');
   });
 });
+
+describe('dashboard on a server with an Origin allow-list (--allow-origin) of other sites', () => {
+  it('connects from a page the server serves itself, whose origin is not on the list', async () => {
+    server = await createLockServer({ port: 0, allowOrigins: ['https://app.example.com'] });
+    const page = await newPage();
+    await page.goto(`${server.httpUrl}/`);
+    await page.locator('#conn-state[data-state="live"]').waitFor({ timeout: 5000 });
+    expect(await page.locator('#notice').textContent()).not.toMatch(/Cannot reach|refused/);
+  });
+
+  it('says its origin is refused (403) and stops reconnecting when reached by a name the server does not take for its own', async () => {
+    // Without auth a page reached by a name could be another site's pointed at the server: it must be listed.
+    server = await createLockServer({ port: 0, allowOrigins: ['https://app.example.com'] });
+    const page = await newPage();
+    await countSockets(page);
+    await page.clock.install();
+    await page.clock.pauseAt(Date.now() + 1000);
+    const origin = `http://locks.localhost:${server.port}`;
+    await page.goto(`${origin}/`);
+    await page.locator('#conn-state[data-state="refused"]').waitFor({ timeout: 5000 });
+    expect(await page.locator('#notice').textContent()).toBe(
+      `Access refused (403): the server does not let pages of ${origin} connect. Open this page at an address the server takes for its own, or add ${origin} to its --allow-origin list.`,
+    );
+    expect((await socketsAfterBackoff(page)).opened).toBe(1);
+  });
+});

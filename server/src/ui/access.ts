@@ -4,7 +4,8 @@
  * they resume their session (an editor tab keeps the document it holds). They
  * do not go on after the server refused their credentials: a token that
  * expired or is not valid is refused again on every attempt, so they stop
- * and say what to do instead of retrying it forever. A close with 1008 for
+ * and say what to do instead of retrying it forever. Nor after it refused
+ * the page's origin (`--allow-origin`), which no retry changes either. A close with 1008 for
  * the page's conduct (sending too fast) is not about its credentials: the
  * page says so and connects again, but slowly.
  */
@@ -36,7 +37,7 @@ const PAGE_RECONNECT: ReconnectOptions = { initialDelay: 500, maxDelay: 10_000, 
 /** How long the page waits for the answer about its own URL before it takes the failure for a network one. */
 const PROBE_TIMEOUT_MS = 5000;
 
-/** The server refuses this page's credentials: reconnecting with them cannot help. `message` is the text to show. */
+/** The server refuses this page's credentials or its origin: reconnecting cannot help. `message` is the text to show. */
 export class AccessRefused extends Error {
   override readonly name = 'AccessRefused';
 }
@@ -44,6 +45,16 @@ export class AccessRefused extends Error {
 /** True when the page was opened with `?access_token=`. */
 function hasToken(location: Location): boolean {
   return new URLSearchParams(location.search).has('access_token');
+}
+
+/** What the page says when the server refuses its origin (403 at the upgrade). */
+function forbiddenText(location: Location): string {
+  return `Access refused (403): the server does not let pages of ${location.origin} connect. Open this page at an address the server takes for its own, or add ${location.origin} to its --allow-origin list.`;
+}
+
+/** The refusal to show for `status`, the answer the page's own URL got. */
+function refusalFor(status: RefusalStatus, location: Location): AccessRefused {
+  return new AccessRefused(status === 403 ? forbiddenText(location) : refusedText('401', location));
 }
 
 function refusedText(detail: string, location: Location): string {
@@ -56,13 +67,13 @@ function refusedText(detail: string, location: Location): string {
  * `LockClient.connect(url)` for a page: the client reconnects after a drop
  * (resuming the session when the server has session grace), see
  * {@link connectionEnd}. A browser does not tell a page why a WebSocket
- * upgrade failed (a 401 reads as a close with 1006, as an unreachable server
- * does), so when the connect fails the page asks for its own URL (`HEAD`),
- * which with auth on needs the same token as the WebSocket: a 401 there
- * means the server refuses the token.
+ * upgrade failed (a 401 or 403 reads as a close with 1006, as an unreachable
+ * server does), so when the connect fails the page asks the server about its
+ * own URL (see {@link refusalStatus}), which is checked as the WebSocket is:
+ * a 401 there means the server refuses the token, a 403 the page's origin.
  *
  * @throws AccessRefused when the connect failed and the server answers the
- * page's own URL 401; otherwise the connect's error (the server is
+ * page's own URL 401 or 403; otherwise the connect's error (the server is
  * unreachable, or the question could not be answered within 5 s: the next
  * attempt may succeed).
  */
@@ -70,7 +81,8 @@ export async function connectPage(url: string, location: Location): Promise<Lock
   try {
     return await LockClient.connect(url, { reconnect: PAGE_RECONNECT });
   } catch (error) {
-    if (await answersUnauthorized(location)) throw new AccessRefused(refusedText('401', location), { cause: error });
+    const status = await refusalStatus(location);
+    if (status !== null) throw new AccessRefused(refusalFor(status, location).message, { cause: error });
     throw error;
   }
 }
@@ -80,7 +92,8 @@ export async function connectPage(url: string, location: Location): Promise<Lock
  * through drops. Resolves with `closed` (the client's `close`: a close it
  * does not retry, 1008 or 4001). Rejects with an {@link AccessRefused} when
  * a reconnect attempt failed and the server answers the page's own URL 401
- * (the token expired while the page was away: the client would try it
+ * or 403 (the token expired while the page was away, or the server came
+ * back with an allow-list without the page's origin: the client would try
  * forever), or with the error of a re-watch of `watch` the server refused
  * after a reconnect (the page would hear nothing more). The caller closes
  * the client either way.
@@ -96,11 +109,11 @@ export function connectionEnd(
     const off = onFailedAttempt(client, () => {
       if (asking) return;
       asking = true;
-      void answersUnauthorized(location).then((unauthorized) => {
+      void refusalStatus(location).then((status) => {
         asking = false;
-        if (!unauthorized || client.state === 'closed') return;
+        if (status === null || client.state === 'closed') return;
         off();
-        reject(new AccessRefused(refusedText('401', location)));
+        reject(refusalFor(status, location));
       });
     });
   });
@@ -132,17 +145,28 @@ export function onFailedAttempt(client: LockClient, listener: () => void): () =>
   return off;
 }
 
-async function answersUnauthorized(location: Location): Promise<boolean> {
+/** The answers of the server's check of a page's request that no retry changes: its credentials (401), its origin (403). */
+type RefusalStatus = 401 | 403;
+
+/**
+ * How the server answers a request for the page's own URL: 401 or 403 when
+ * it refuses the page's credentials or origin, null otherwise. The request
+ * is an `OPTIONS` (safe, and answered without a body): a browser sends
+ * `Origin` on it, as on the WebSocket upgrade, and on no `GET` or `HEAD` of
+ * the page's own origin, so the server checks the page's origin and token
+ * there exactly as it checks the socket's.
+ */
+async function refusalStatus(location: Location): Promise<RefusalStatus | null> {
   try {
     const response = await fetch(location.href, {
-      method: 'HEAD',
+      method: 'OPTIONS',
       cache: 'no-store',
       signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
     });
-    return response.status === 401;
+    return response.status === 401 || response.status === 403 ? response.status : null;
   } catch {
-    // Unreachable, or no answer in time: nothing says the token is refused.
-    return false;
+    // Unreachable, or no answer in time: nothing says the page is refused.
+    return null;
   }
 }
 
