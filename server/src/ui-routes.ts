@@ -19,6 +19,20 @@ const PAGES: ReadonlyMap<string, string> = new Map([
 ]);
 
 /**
+ * True when an `If-None-Match` header names `etag`: RFC 9110 13.1.2 compares
+ * weakly, so `W/"x"` matches `"x"` (a proxy that compresses, such as nginx
+ * with gzip, hands the browser the weak form), the header may be a list, and
+ * `*` matches any current file.
+ */
+function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  return header.split(',').some((entry) => {
+    const tag = entry.trim();
+    return tag === '*' || (tag.startsWith('W/') ? tag.slice(2) : tag) === etag;
+  });
+}
+
+/**
  * Headers of the pages (not of their scripts): no other site may frame them,
  * so a page of another origin cannot overlay the dashboard's Revoke buttons
  * or the editor and trick a user into clicking them. `X-Frame-Options` for
@@ -120,7 +134,7 @@ export function createUiRoutes(options: UiRoutesOptions = {}): (pathname: string
       'x-content-type-options': 'nosniff',
       ...(page ? PAGE_HEADERS : {}),
     };
-    if (req.headers['if-none-match'] === asset.etag) {
+    if (matchesEtag(req.headers['if-none-match'], asset.etag)) {
       res.writeHead(304, headers);
       res.end();
       return;

@@ -226,6 +226,24 @@ describe('UI files', () => {
     expect(again.headers.get('etag')).toBe(first.headers.get('etag'));
   });
 
+  it('answers 304 to an If-None-Match holding the current ETag in its weak form, in a list, or as *', async () => {
+    const { base, dir } = await startUi();
+    await writeFile(join(dir, 'ui.css'), 'body { margin: 0 }');
+    const first = await within(fetch(`${base}/ui/ui.css`), 'the first GET');
+    await first.arrayBuffer();
+    const etag = first.headers.get('etag') ?? '';
+    expect(etag).toMatch(/^"[^"]+"$/);
+    for (const header of [etag, `W/${etag}`, `"other", ${etag}`, `"other",W/${etag} ,"more"`, '*']) {
+      const again = await within(fetch(`${base}/ui/ui.css`, { headers: { 'if-none-match': header } }), header);
+      await again.arrayBuffer();
+      expect({ header, status: again.status }).toEqual({ header, status: 304 });
+    }
+    for (const header of ['"other"', `W/"other", "x${etag.slice(1)}`]) {
+      const again = await within(fetch(`${base}/ui/ui.css`, { headers: { 'if-none-match': header } }), header);
+      expect({ header, status: again.status, text: await again.text() }).toEqual({ header, status: 200, text: 'body { margin: 0 }' });
+    }
+  });
+
   it('serves a page that was missing once the build wrote it', async () => {
     const { base, dir } = await startUi();
     expect((await within(fetch(`${base}/`), 'GET / before the build')).status).toBe(503);
