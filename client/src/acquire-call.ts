@@ -10,7 +10,7 @@ import type { Connection, PendingCall } from './connection.js';
 import type { ConnectionKeeper } from './connection-keeper.js';
 import { releaseHoldUntilGone, waitForLetGo, type HoldReleases } from './hold-release.js';
 import type { Grant, LeaseBook } from './lease-book.js';
-import type { AcquireOptions } from './options.js';
+import { checkDuration, type AcquireOptions } from './options.js';
 
 /** What an acquire needs from its client. */
 export interface AcquireHost {
@@ -34,6 +34,8 @@ export class AcquireCalls {
 
   /** `acquire()`, telling a new lease from the one this client already had (`fresh`). */
   async send(key: string, options: AcquireOptions): Promise<Grant | null> {
+    checkDuration('acquireTimeout', options.acquireTimeout);
+    checkDuration('holdTimeout', options.holdTimeout);
     const { signal } = options;
     signal?.throwIfAborted();
     let connection = this.#host.keeper.live();

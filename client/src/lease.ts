@@ -128,7 +128,9 @@ export class Lease {
    * Sets the hold to expire `holdTimeout` ms from now (`null`: never);
    * resolves with the new `expiresAt`, which the lease then reports.
    *
-   * @throws LockError `not_holder` if the lease is no longer held.
+   * @throws LockError `bad_request` for a `holdTimeout` the protocol does
+   * not take (`NaN`, `Infinity`, negative, above 2147483647), sending
+   * nothing; `not_holder` if the lease is no longer held.
    */
   extend(holdTimeout: number | null): Promise<number | null> {
     return this.#owner.extendLease(this, holdTimeout);

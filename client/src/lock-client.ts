@@ -7,7 +7,14 @@ import { ClientErrorCode, isConnectionError, LockError, type CloseInfo } from '.
 import { HoldReleases } from './hold-release.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook } from './lease-book.js';
-import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
+import {
+  checkDuration,
+  type AcquireOptions,
+  type ClientEvents,
+  type ClientState,
+  type ConnectOptions,
+  type WatchOptions,
+} from './options.js';
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
 import { reconnectPolicy } from './reconnect.js';
 import { RefusalRetries } from './refusal-retry.js';
@@ -165,8 +172,10 @@ export class LockClient extends PrefectFace {
    * server answered the aborted one and that grant's hold is gone; aborted
    * after the grant - ignored.
    *
-   * @throws LockError with the server's code (`bad_request`, `too_many_locks`,
-   * ...), `connection_lost` or `connection_closed`.
+   * @throws LockError `bad_request` for a duration the protocol does not
+   * take (`NaN`, `Infinity`, negative, above 2147483647), sending nothing;
+   * the server's code (`bad_request`, `too_many_locks`, ...),
+   * `connection_lost` or `connection_closed`.
    */
   override async acquire(key: string, options: AcquireOptions = {}): Promise<Lease | null> {
     return (await this.#acquires.send(key, options))?.lease ?? null;
@@ -202,8 +211,14 @@ export class LockClient extends PrefectFace {
     }
   }
 
-  /** Waits until every hold on `key` that exists now has ended; `false` on timeout. Never acquires. */
+  /**
+   * Waits until every hold on `key` that exists now has ended; `false` on timeout. Never acquires.
+   *
+   * @throws LockError `bad_request` for a `timeout` the protocol does not take (`NaN`, `Infinity`, negative,
+   * above 2147483647), sending nothing.
+   */
   override async wait(key: string, options: WaitForLockOptions = {}): Promise<boolean> {
+    checkDuration('timeout', options.timeout);
     options.signal?.throwIfAborted();
     const connection = this.#keeper.live();
     const call = connection.request('wait', { key, timeout: options.timeout }, { onResult: (r) => r.free });
@@ -338,6 +353,7 @@ export class LockClient extends PrefectFace {
 
   /** Sends the extend of a lease; see `Lease.extend()`. */
   async #extendLease(lease: Lease, holdTimeout: number | null): Promise<number | null> {
+    checkDuration('holdTimeout', holdTimeout);
     if (!lease.held) {
       throw new LockError('not_holder', `lock ${JSON.stringify(lease.key)} is no longer held (${lease.state})`);
     }
