@@ -313,16 +313,17 @@ export class ConnectionKeeper {
     this.#leases.loseAll(close);
   }
 
-  /** A new connection is open: keep the leases a resume gave back, lose the rest, watch again. */
+  /**
+   * A new connection is open: keep the leases a resume gave back, lose the rest, then report `open` and watch
+   * again. The leases are settled first: a `state` listener that sees `open`, and whatever waits for
+   * `reconnect` (the Web Locks queue), never finds a lease the new session does not hold.
+   */
   #resumeWith(connection: Connection, welcome: WelcomeMessage, previous: WelcomeMessage, attempts: number): void {
     clearTimeout(this.#graceTimer);
     this.#graceEnds = undefined;
     this.#connection = connection;
     this.#welcome = welcome;
     this.#resume = resumeTicket(welcome);
-    this.#setState('open');
-    // A state listener closed the client: its close ended this connection and every lease.
-    if (this.#stop.signal.aborted) return;
     const resumed = settleLeases({
       connection,
       welcome,
@@ -333,7 +334,10 @@ export class ConnectionKeeper {
       limits: () => this.#welcome.limits,
       current: () => this.#connection,
     });
-    // A lost lease's abort listener closed the client: there is nothing to watch again, and no reconnect to report.
+    // A lost lease's abort listener closed the client: it ended this connection, and it never turns open.
+    if (this.#stop.signal.aborted) return;
+    this.#setState('open');
+    // A state listener closed the client: there is nothing to watch again, and no reconnect to report.
     if (this.#stop.signal.aborted) return;
     watchAgain(connection, this.#watches);
     this.#events.emit('reconnect', { session: welcome.session, previousSession: previous.session, resumed, attempts });
