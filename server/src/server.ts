@@ -2,7 +2,6 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { Duplex } from 'node:stream';
 import {
   PROTOCOL_PATH,
   PROTOCOL_VERSION,
@@ -18,6 +17,7 @@ import { CLOSE_HANDSHAKE_MS } from './close-handshake.js';
 import { newResumeSecret, SessionGrace, type Resumption } from './grace.js';
 import { createHttpHandler } from './http.js';
 import { startHeartbeat } from './heartbeat.js';
+import { watchHttpConnections } from './http-connections.js';
 import { guardHttp } from './http-guard.js';
 import { limitsWithStore, resolveLimits, type ServerLimits } from './limits.js';
 import { silentLogger, type Logger } from './logger.js';
@@ -284,7 +284,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       serveHttp,
     }),
   );
-  httpServer.on('clientError', (_error, socket: Duplex) => socket.destroy());
+  watchHttpConnections(httpServer);
 
   await store.start(listener);
   try {

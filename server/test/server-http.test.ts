@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpHandler } from '../src/http.js';
+import { watchHttpConnections } from '../src/http-connections.js';
 import { silentLogger } from '../src/logger.js';
 import { createLockMetrics } from '../src/metrics.js';
 import { createLockServer, type LockServer } from '../src/server.js';
@@ -185,6 +186,40 @@ describe('HTTP endpoints', () => {
     const missing = await exchange(server.port, offeringH2c('GET', '/v1'));
     expect(missing.head).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
     expect(JSON.parse(missing.body)).toMatchObject({ error: { code: 'not_found' } });
+  });
+
+  it('answers a request whose header block is too large with 431 and ends the connection, instead of dropping it unanswered', async () => {
+    const { server } = await start();
+    const answer = await exchange(
+      server.port,
+      `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'y'.repeat(20_000)}\r\nConnection: close\r\n\r\n`,
+    );
+    expect(answer.head).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    expect(answer.head).toMatch(/\r\nConnection: close(\r\n|$)/);
+  });
+
+  it('answers a request target longer than the header limit (a long access_token in the dashboard URL) with 431', async () => {
+    const { server } = await start();
+    const answer = await exchange(server.port, `GET /?access_token=${'t'.repeat(17_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    expect(answer.head).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+  });
+
+  it('answers a malformed header line with 400 and ends the connection, instead of dropping it unanswered', async () => {
+    const { server } = await start();
+    const answer = await exchange(server.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header Name: 1\r\n\r\n');
+    expect(answer).toEqual({ head: expect.stringMatching(/^HTTP\/1\.1 400 Bad Request\r\n/), body: '' });
+  });
+
+  it('answers a request head not complete within the headers timeout with 408 and ends the connection', async () => {
+    // Node's own timeout, in real time: a server of its own with a short one and the lock server's answers.
+    const http = createServer({ headersTimeout: 100, requestTimeout: 200, connectionsCheckingInterval: 20 }, (_req, res) =>
+      res.end(),
+    );
+    watchHttpConnections(http);
+    uiServers.push(http);
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const answer = await exchange((http.address() as AddressInfo).port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n');
+    expect(answer).toEqual({ head: expect.stringMatching(/^HTTP\/1\.1 408 Request Timeout\r\n/), body: '' });
   });
 
   it('takes an upgrade that offers WebSocket in any case as a WebSocket upgrade, on /v1 only', async () => {
