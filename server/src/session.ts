@@ -51,6 +51,11 @@ export class Session {
   private ended = false;
   /** Whether anything (a frame or a pong) came from the peer since the last heartbeat ping. */
   private heardSincePing = true;
+  /**
+   * Heartbeat pings not yet answered: the pong answering one is free, so the
+   * heartbeat never takes from the frame budget of a client that only answers it.
+   */
+  private pongsOwed = 0;
   /** Keys this session holds, as its replies and `lost` pushes told the client. */
   private readonly held = new Set<string>();
   /**
@@ -115,9 +120,13 @@ export class Session {
       );
     }
     ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
-    // A pong answers the heartbeat's ping, but a peer may send them unasked: each takes from the frame
-    // budget as a ping does, so a flood of them is refused and closed like any other.
-    ws.on('pong', () => void this.arrived());
+    // A pong answering one of the heartbeat's pings is free; a peer may also send them unasked, and
+    // each of those takes from the frame budget as a ping does, so a flood of them is refused and closed.
+    ws.on('pong', () => {
+      if (this.pongsOwed === 0) return void this.arrived();
+      this.pongsOwed--;
+      this.heardSincePing = true;
+    });
     ws.on('ping', (data) => this.onPing(data));
     ws.on('close', (code: number) => this.endClosed(code));
     ws.on('error', (error) => {
@@ -215,6 +224,7 @@ export class Session {
       return;
     }
     this.heardSincePing = false;
+    this.pongsOwed++;
     this.ws.ping();
   }
 

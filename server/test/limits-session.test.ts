@@ -319,6 +319,19 @@ describe('message rate', () => {
     expect(await peer.closeFrame()).toBe(1008);
   });
 
+  it('takes nothing from the frame budget for the pongs answering the heartbeat: a client that only answered it still has its whole burst', async () => {
+    const { server } = await startServer({ clock: systemClock, store: createMemoryStore(), heartbeatInterval: 20, limits: { rateLimit: 1, rateBurst: 1 } });
+    const { client } = await connectWith(server.url, null);
+    await within(
+      new Promise<void>((resolve) => {
+        let pings = 0;
+        client.ws.on('ping', () => ++pings === 5 && resolve());
+      }),
+      'five heartbeat pings, each answered with a pong',
+    );
+    expect(await client.request({ op: 'ping', id: 1 })).toMatchObject({ ok: true });
+  });
+
   it('keeps other sessions fast while one floods, and closes the flooder', async () => {
     const { server } = await startServer({ clock: systemClock, store: createMemoryStore() });
     const { client: flooder } = await connectWith(server.url, null);
