@@ -2,6 +2,7 @@ import { CloseCode, type EventMessage, type LostMessage, type WelcomeMessage } f
 import { Connection, type ConnectionHandlers } from './connection.js';
 import type { Emitter } from './emitter.js';
 import { ClientErrorCode, connectionClosedError, LockError, type CloseInfo } from './errors.js';
+import type { KeepalivePolicy } from './keepalive.js';
 import type { LeaseBook } from './lease-book.js';
 import type { ClientEvents, ClientState } from './options.js';
 import {
@@ -25,6 +26,8 @@ export interface ClientInit {
   url: string;
   transport: TransportFactory;
   policy: ReconnectPolicy | null;
+  /** How each connection notices a silent network path (see `Connection.open`); `null`: it does not. */
+  keepalive: KeepalivePolicy | null;
   connection: Connection;
   welcome: WelcomeMessage;
 }
@@ -45,13 +48,15 @@ const CLIENT_CLOSE: CloseInfo = { code: 1000, reason: 'client closed', byClient:
  * the leases at once, with no grace: the server ended the session on it, unless that 1000 never reached the server
  * (a dead network path), so the reconnect still resumes (the server answers a fresh session, or gives the holds
  * back to be released) and `close()` still ends the session. Any other close, a 1000 from a proxy too, is a drop
- * to resume from. Ends for good on `close()`, when reconnecting is off or gives up, on a protocol error, or on a
- * close that forbids reconnecting.
+ * to resume from, and so is a connection its keepalive took for dead (a silent network path), closed without
+ * waiting for a closing handshake that cannot complete. Ends for good on `close()`, when reconnecting is off or
+ * gives up, on a protocol error, or on a close that forbids reconnecting.
  */
 export class ConnectionKeeper {
   readonly #url: string;
   readonly #transport: TransportFactory;
   readonly #policy: ReconnectPolicy | null;
+  readonly #keepalive: KeepalivePolicy | null;
   readonly #leases: LeaseBook;
   readonly #watches: WatchRegistry;
   readonly #events: Emitter<ClientEvents>;
@@ -85,6 +90,7 @@ export class ConnectionKeeper {
     this.#url = init.url;
     this.#transport = init.transport;
     this.#policy = init.policy;
+    this.#keepalive = init.keepalive;
     this.#connection = init.connection;
     this.#welcome = init.welcome;
     this.#resume = resumeTicket(init.welcome);
@@ -277,7 +283,7 @@ export class ConnectionKeeper {
       let opened: { connection: Connection; welcome: WelcomeMessage };
       try {
         const url = ticket ? resumeUrl(this.#url, ticket) : this.#url;
-        opened = await Connection.open(url, this.#transport, this.#handlers(), this.#stop.signal);
+        opened = await Connection.open(url, this.#transport, this.#handlers(), this.#stop.signal, this.#keepalive);
       } catch (error) {
         if (this.#stop.signal.aborted) return;
         if (error instanceof LockError && error.close?.pageLeft) {

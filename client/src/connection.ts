@@ -18,6 +18,7 @@ import {
   LockError,
   type CloseInfo,
 } from './errors.js';
+import { Keepalive, welcomeDeadline, type KeepalivePolicy } from './keepalive.js';
 import type { Transport, TransportFactory } from './transport.js';
 
 /** A request's fields without `op` and `id`, which the connection adds. */
@@ -78,6 +79,13 @@ function deferred<T>(): Deferred<T> {
 
 /** Browsers only let a page close with 1000 or 4000-4999, so a protocol error closes with 1000 and a reason. */
 const NORMAL_CLOSURE = 1000;
+/**
+ * The code a connection taken for dead is closed with. Not 1000: should the path come back and the closing
+ * frame reach the server, the server takes any other code for a drop and keeps the session for its grace.
+ */
+const KEEPALIVE_CLOSURE = 4000;
+/** What the client reports for a connection it took for dead: it ended without a closing handshake. */
+const ABNORMAL_CLOSURE = 1006;
 
 /**
  * One WebSocket connection speaking protocol v1: waits for `welcome`,
@@ -101,9 +109,22 @@ export class Connection {
   readonly #transport: Transport;
   #closeError: LockError | undefined;
   #lastTransportError: unknown;
+  readonly #keepalivePolicy: KeepalivePolicy | null;
+  /** Runs while open, with a keepalive policy. */
+  #keepalive: Keepalive | undefined;
+  /** Fails the open when no welcome came in time, with a keepalive policy. */
+  #welcomeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Numbers the keepalive's pings, whose string ids leave the numbering of requests alone. */
+  #keepalivePings = 0;
 
-  private constructor(url: string, factory: TransportFactory, handlers: ConnectionHandlers) {
+  private constructor(
+    url: string,
+    factory: TransportFactory,
+    handlers: ConnectionHandlers,
+    keepalive: KeepalivePolicy | null,
+  ) {
     this.#handlers = handlers;
+    this.#keepalivePolicy = keepalive;
     this.#transport = factory(url, {
       open: () => {},
       message: (text) => this.#onFrame(text),
@@ -112,23 +133,34 @@ export class Connection {
       },
       close: (code, reason, pageLeft) => this.#onTransportClose(code, reason, pageLeft === true),
     });
+    if (keepalive && this.#state === 'connecting') {
+      const ms = welcomeDeadline(keepalive);
+      this.#welcomeTimer = setTimeout(() => this.#noWelcome(ms), ms);
+    }
   }
 
   /**
    * Opens a connection and resolves once the server's `welcome` arrived.
+   * With a `keepalive` policy, the open fails when no welcome arrived within
+   * `interval + timeout` ms, and once open the connection pings the server
+   * after `interval` ms of silence and is taken for dead (a drop: pending
+   * calls reject with `connection_lost`, `closed` is called) when nothing
+   * arrived within `timeout` ms of the ping.
    *
    * @throws LockError `connection_closed` when the socket closes first (its
-   * `cause` is the transport's error), `protocol_error` when the first frame is
-   * not a welcome; `signal.reason` when `signal` aborts first.
+   * `cause` is the transport's error) or no welcome came in time (code
+   * 1006), `protocol_error` when the first frame is not a welcome;
+   * `signal.reason` when `signal` aborts first.
    */
   static async open(
     url: string,
     factory: TransportFactory,
     handlers: ConnectionHandlers,
     signal?: AbortSignal,
+    keepalive: KeepalivePolicy | null = null,
   ): Promise<{ connection: Connection; welcome: WelcomeMessage }> {
     signal?.throwIfAborted();
-    const connection = new Connection(url, factory, handlers);
+    const connection = new Connection(url, factory, handlers, keepalive);
     const onAbort = () => connection.#abortOpen(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -216,17 +248,49 @@ export class Connection {
     return this.#ended.promise;
   }
 
-  #abortOpen(reason: unknown): void {
+  #abortOpen(reason: unknown, code = NORMAL_CLOSURE, closeReason = 'connect aborted'): void {
     if (this.#state !== 'connecting') return;
     this.#state = 'closed';
+    clearTimeout(this.#welcomeTimer);
     this.#opened.reject(reason);
     this.#closed.abort(reason);
-    this.#closeTransport('connect aborted');
+    this.#closeTransport(closeReason, code);
   }
 
-  #closeTransport(reason: string): void {
+  /**
+   * No welcome within `ms`: a server behind a silent path (or too slow to answer) fails the open. Not with
+   * 1000: a resume the server is still about to take must leave the session to its grace when that close
+   * reaches it.
+   */
+  #noWelcome(ms: number): void {
+    const close: CloseInfo = { code: ABNORMAL_CLOSURE, reason: `no welcome within ${ms} ms`, byClient: false };
+    this.#abortOpen(connectionClosedError(close), KEEPALIVE_CLOSURE, 'no welcome');
+  }
+
+  /** Sends the keepalive's ping, outside the pending calls: nothing waits for its answer but the keepalive. */
+  #sendKeepalivePing(): void {
+    this.#keepalivePings += 1;
     try {
-      this.#transport.close(NORMAL_CLOSURE, reason);
+      this.#transport.send(JSON.stringify({ op: 'ping', id: `keepalive-${this.#keepalivePings}` }));
+    } catch {
+      // The socket is closing: its close event follows.
+    }
+  }
+
+  /** Nothing arrived within the keepalive's timeout of its ping: the connection is dropped, as on a dead socket. */
+  #onSilent(): void {
+    if (this.#state !== 'open') return;
+    const timeout = this.#keepalivePolicy?.timeout ?? 0;
+    const reason = `no answer from the server within ${timeout} ms of a keepalive ping`;
+    const close: CloseInfo = { code: ABNORMAL_CLOSURE, reason, byClient: false };
+    this.#shutdown(close, connectionLostError(close));
+    // The closing handshake cannot complete on a silent path; the connection is over already.
+    this.#closeTransport('keepalive timeout', KEEPALIVE_CLOSURE);
+  }
+
+  #closeTransport(reason: string, code: number = NORMAL_CLOSURE): void {
+    try {
+      this.#transport.close(code, reason);
     } catch {
       // The socket is already closing; its close event still arrives.
     }
@@ -235,6 +299,7 @@ export class Connection {
   #onFrame(text: string | null): void {
     // A frame that arrives after close() belongs to calls already rejected.
     if (this.#state === 'closed') return;
+    this.#keepalive?.heard();
     if (text === null) {
       this.#protocolError('the server sent a binary frame');
       return;
@@ -251,6 +316,14 @@ export class Connection {
         return;
       }
       this.#state = 'open';
+      clearTimeout(this.#welcomeTimer);
+      const policy = this.#keepalivePolicy;
+      if (policy) {
+        this.#keepalive = new Keepalive(policy, {
+          ping: () => this.#sendKeepalivePing(),
+          dead: () => this.#onSilent(),
+        });
+      }
       this.#opened.resolve(message);
       return;
     }
@@ -283,6 +356,7 @@ export class Connection {
       this.#protocolError(`the server could not match a request: ${detail}`);
       return;
     }
+    // A string id is the keepalive's ping: its answer, as any frame, has already told the keepalive enough.
     const entry = typeof reply.id === 'number' ? this.#pending.get(reply.id) : undefined;
     if (!entry || typeof reply.id !== 'number') return;
     this.#pending.delete(reply.id);
@@ -316,6 +390,8 @@ export class Connection {
     const wasOpen = this.#state === 'open';
     this.#state = 'closed';
     this.#closeError = error;
+    clearTimeout(this.#welcomeTimer);
+    this.#keepalive?.stop();
     if (!wasOpen) {
       this.#opened.reject(error);
       this.#closed.abort(error);

@@ -5,6 +5,7 @@ import { ConnectionKeeper, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
 import { ClientErrorCode, isConnectionError, LockError, type CloseInfo } from './errors.js';
 import { HoldReleases } from './hold-release.js';
+import { keepalivePolicy } from './keepalive.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook } from './lease-book.js';
 import {
@@ -75,12 +76,14 @@ export class LockClient extends PrefectFace {
    * connection drops, unless `reconnect: false` (see {@link ConnectOptions}).
    *
    * @throws LockError `connection_closed` if the first socket fails or closes
-   * before the welcome (the transport's error as `cause`); `signal.reason` if
-   * aborted; `RangeError` for invalid `reconnect` options.
+   * before the welcome (the transport's error as `cause`), or sends no
+   * welcome within the keepalive's `interval + timeout`; `signal.reason` if
+   * aborted; `RangeError` for invalid `reconnect` or `keepalive` options.
    */
   static async connect(url: string, options: ConnectOptions = {}): Promise<LockClient> {
     const transport = options.transport ?? webSocketTransport;
     const policy = reconnectPolicy(options.reconnect);
+    const keepalive = keepalivePolicy(options.keepalive);
     const route: { client?: LockClient; closed?: [CloseInfo, LockError] } = {};
     const { connection, welcome } = await Connection.open(
       url,
@@ -98,8 +101,9 @@ export class LockClient extends PrefectFace {
         },
       },
       options.signal,
+      keepalive,
     );
-    const client = new this({ url, transport, policy, connection, welcome });
+    const client = new this({ url, transport, policy, keepalive, connection, welcome });
     route.client = client;
     // The socket may have closed between the welcome and the constructor.
     if (route.closed) client.#keeper.onClosed(...route.closed);

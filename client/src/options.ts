@@ -1,6 +1,7 @@
 import { durationSchema, ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
 import type { ListResult, LockMode, LostReason } from '@lockwire/protocol';
 import { LockError, type CloseInfo } from './errors.js';
+import type { KeepaliveOptions } from './keepalive.js';
 import type { ReconnectOptions } from './reconnect.js';
 import type { TransportFactory } from './transport.js';
 
@@ -19,6 +20,20 @@ export interface ConnectOptions {
    * are retried: `connect()` itself rejects when the first connection fails.
    */
   reconnect?: ReconnectOptions | boolean;
+  /**
+   * Noticing a network path that went silent (half-open: nothing arrives,
+   * nothing closes), which no socket event reports: after `interval` ms
+   * (default 10000) with nothing from the server the client sends a `ping`,
+   * and when nothing arrives within `timeout` ms (default 5000) of it, the
+   * connection is taken for dead and handled as a drop (pending calls
+   * reject with `connection_lost`, the leases end or wait for the resume,
+   * and the client reconnects). A connect that gets no welcome within
+   * `interval + timeout` fails too. On by default; `false` turns it off.
+   *
+   * @throws RangeError (from `connect()`) unless both are numbers of ms from
+   * 1 to 2147483647.
+   */
+  keepalive?: KeepaliveOptions | boolean;
 }
 
 /**
