@@ -295,7 +295,9 @@ export class LockClient extends PrefectFace {
   /**
    * Closes the client for good (also stops reconnecting). Pending calls
    * reject with `connection_closed`, every lease's signal aborts with
-   * `connection_lost` (the server releases the locks), watches end.
+   * `connection_lost` (the server releases the locks), watches end: no
+   * watch gets an event from the call on (also the rest of one being
+   * handed out), and their signals abort once the socket closed.
    * Idempotent; resolves when the socket closed.
    *
    * Called while disconnected from a server with session grace, where the
@@ -306,6 +308,8 @@ export class LockClient extends PrefectFace {
    * them when the grace runs out.
    */
   close(): Promise<void> {
+    // At once, not when the socket has closed: an event being handed out reaches no further watch.
+    this.#watches.silenceAll();
     return this.#keeper.close();
   }
 

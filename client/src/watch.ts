@@ -24,6 +24,8 @@ export interface WatchSubscription {
  */
 export class WatchRegistry {
   readonly #byPrefix = new Map<string, Set<WatchSubscription>>();
+  /** Set once the client starts to close for good: no event or resync reaches any watch after that. */
+  #silenced = false;
 
   /** Adds a subscription; true when it is the first for its prefix. */
   add(subscription: WatchSubscription): boolean {
@@ -41,6 +43,7 @@ export class WatchRegistry {
   remove(subscription: WatchSubscription): boolean {
     const set = this.#byPrefix.get(subscription.prefix);
     if (!set?.delete(subscription)) return false;
+    subscription.live = false;
     if (set.size > 0) return false;
     this.#byPrefix.delete(subscription.prefix);
     return true;
@@ -57,10 +60,23 @@ export class WatchRegistry {
     for (const [prefix, set] of [...this.#byPrefix]) {
       if (!event.key.startsWith(prefix)) continue;
       // A watch whose reply (and snapshot) is still on its way already counts this event in its snapshot.
+      // An earlier callback may have closed a watch, or the client, while this event is being handed out:
+      // a watch no longer registered, or a client closing, gets no more of it.
       for (const subscription of [...set]) {
-        if (subscription.live) invokeSafely(subscription.onEvent, event);
+        if (this.#silenced || !subscription.live || !this.#registered(subscription)) continue;
+        invokeSafely(subscription.onEvent, event);
       }
     }
+  }
+
+  /**
+   * The client starts to close for good: from now on no watch gets an event
+   * or a resync, also before `endAll` (once the socket closed) aborts their
+   * signals.
+   */
+  silenceAll(): void {
+    this.#silenced = true;
+    this.suspend();
   }
 
   /** The connection dropped: events stop until each prefix is watched again. */
@@ -85,6 +101,8 @@ export class WatchRegistry {
    */
   resync(prefix: string, snapshot: ListResult): void {
     for (const subscription of [...(this.#byPrefix.get(prefix) ?? [])]) {
+      // An earlier `onResync` may have closed this watch, or the client.
+      if (this.#silenced || !this.#registered(subscription)) continue;
       subscription.snapshot = snapshot;
       subscription.live = true;
       if (subscription.onResync) invokeSafely(subscription.onResync, snapshot);
@@ -95,6 +113,7 @@ export class WatchRegistry {
   fail(prefix: string, reason: unknown): void {
     const set = this.#byPrefix.get(prefix);
     this.#byPrefix.delete(prefix);
+    for (const subscription of set ?? []) subscription.live = false;
     for (const subscription of set ?? []) subscription.controller.abort(reason);
   }
 
@@ -102,7 +121,14 @@ export class WatchRegistry {
   endAll(reason: unknown): void {
     const all = [...this.#byPrefix.values()].flatMap((set) => [...set]);
     this.#byPrefix.clear();
+    this.#silenced = true;
+    for (const subscription of all) subscription.live = false;
     for (const subscription of all) subscription.controller.abort(reason);
+  }
+
+  /** True while `subscription` is one of the registry's (not closed, failed or ended). */
+  #registered(subscription: WatchSubscription): boolean {
+    return this.#byPrefix.get(subscription.prefix)?.has(subscription) === true;
   }
 }
 

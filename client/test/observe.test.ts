@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LockClient, type LockEvent } from '@lockwire/client';
+import { LockClient, type LockEvent, type Watch } from '@lockwire/client';
 import { startFakeServer } from './fake-server.js';
-import { startHarness, within, type Harness } from './fixtures.js';
+import { abortedWith, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
 let alice: LockClient;
@@ -115,6 +115,33 @@ describe('watch', () => {
     } finally {
       await limited.close();
     }
+  });
+
+  it('a watch closed by the callback of another watch of its prefix gets no more of the event being delivered', async () => {
+    const seen: string[] = [];
+    let second: Watch | undefined;
+    await bob.watch('doc:', (event) => {
+      seen.push(`first ${event.key}`);
+      void second?.close();
+    });
+    second = await bob.watch('doc:', (event) => seen.push(`second ${event.key}`));
+    await alice.acquire('doc:1');
+    await bob.ping();
+    expect(seen).toEqual(['first doc:1']);
+  });
+
+  it('client.close() from a watch callback: no other watch gets the event being delivered', async () => {
+    const seen: string[] = [];
+    await bob.watch('doc:', (event) => {
+      seen.push(`first ${event.key}`);
+      void bob.close();
+    });
+    const second = await bob.watch('doc:', (event) => seen.push(`second ${event.key}`));
+    const narrow = await bob.watch('doc:1', (event) => seen.push(`narrow ${event.key}`));
+    await alice.acquire('doc:1');
+    await abortedWith(second.signal);
+    expect(narrow.signal.aborted).toBe(true);
+    expect(seen).toEqual(['first doc:1']);
   });
 
   it('a closed connection ends its watches', async () => {
