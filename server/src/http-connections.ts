@@ -1,10 +1,11 @@
 /**
  * The HTTP connections of a lock server below the requests they carry: a
- * request Node cannot parse is answered here. Separate from the server's
- * assembly because it deals in raw sockets and Node's parser errors, which
- * no request handler ever sees.
+ * request Node cannot parse is answered here, and shutdown learns which
+ * connections it may close at once. Separate from the server's assembly
+ * because it deals in raw sockets and Node's parser errors, which no
+ * request handler ever sees.
  */
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 
 /** The status and reason phrase a request Node refused to parse is answered with. */
@@ -17,7 +18,7 @@ type ClientErrorAnswer = readonly [status: 400 | 408 | 431, reason: string];
  * for a head not complete within the headers timeout, 400 for anything
  * else (a malformed request line or header).
  */
-export function clientErrorAnswer(error: Error): ClientErrorAnswer {
+function clientErrorAnswer(error: Error): ClientErrorAnswer {
   const code = 'code' in error ? error.code : undefined;
   if (code === 'HPE_HEADER_OVERFLOW') return [431, 'Request Header Fields Too Large'];
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return [408, 'Request Timeout'];
@@ -25,22 +26,73 @@ export function clientErrorAnswer(error: Error): ClientErrorAnswer {
 }
 
 /**
- * The 'clientError' listener of the server: answers the request with
- * `clientErrorAnswer`'s status, no body and `Connection: close`, then ends
- * the connection, so a browser shows the status instead of a reset. A
- * connection its peer reset, or that can no longer be written to, is
+ * Answers a request Node could not parse with `clientErrorAnswer`'s status,
+ * no body and `Connection: close`, then ends the connection, so a browser
+ * shows the status instead of a reset. A connection its peer reset, that
+ * can no longer be written to, or that is still answering an earlier
+ * request (an answer written into the middle of it would garble both) is
  * destroyed unanswered.
  */
-export function answerClientError(error: Error, socket: Duplex): void {
+function answerClientError(error: Error, socket: Duplex, answering: boolean): void {
   const reset = 'code' in error && error.code === 'ECONNRESET';
-  if (reset || !socket.writable) return void socket.destroy();
+  if (reset || answering || !socket.writable) return void socket.destroy();
   const [status, reason] = clientErrorAnswer(error);
   // Destroyed once the answer is written: the peer may never end its side
   // of a connection that has nothing more to say to it.
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
 }
 
-/** Installs the server's answers to requests Node cannot parse; see `answerClientError`. */
-export function watchHttpConnections(httpServer: Server): void {
-  httpServer.on('clientError', answerClientError);
+/** The HTTP connections of one server, as its shutdown sees them. */
+export interface HttpConnections {
+  /**
+   * Destroys every HTTP connection that has no answer in flight: idle
+   * keep-alive ones, and those that sent nothing yet (a browser's
+   * preconnect) or only part of a request head, which Node counts as
+   * active and would leave open until the shutdown timeout. Connections
+   * upgraded to WebSocket are not touched: their shutdown closes them
+   * with 1001.
+   */
+  closeIdle(): void;
+}
+
+/**
+ * Watches the connections of `httpServer`: answers the requests Node cannot
+ * parse (see `answerClientError`), and keeps the set of plain HTTP
+ * connections and which of them have an answer in flight, for `closeIdle`.
+ * Call before the server listens.
+ */
+export function watchHttpConnections(httpServer: Server): HttpConnections {
+  // Every connection not upgraded, with the number of its answers in flight
+  // (a pipelining client may have several).
+  const connections = new Map<Duplex, number>();
+  httpServer.on('connection', (socket: Duplex) => {
+    connections.set(socket, 0);
+    socket.once('close', () => connections.delete(socket));
+  });
+  // An upgraded socket belongs to ws, or to the upgrade gate until its refusal or answer ends it.
+  httpServer.on('upgrade', (_req: IncomingMessage, socket: Duplex) => connections.delete(socket));
+  // Ahead of the request handler, which may finish its answer before a listener after it runs.
+  httpServer.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    const inFlight = connections.get(socket);
+    if (inFlight === undefined) return;
+    connections.set(socket, inFlight + 1);
+    let done = false;
+    const answered = () => {
+      if (done) return;
+      done = true;
+      const count = connections.get(socket);
+      if (count !== undefined) connections.set(socket, count - 1);
+    };
+    res.once('finish', answered);
+    res.once('close', answered);
+  });
+  httpServer.on('clientError', (error: Error, socket: Duplex) =>
+    answerClientError(error, socket, (connections.get(socket) ?? 0) > 0),
+  );
+  return {
+    closeIdle: () => {
+      for (const [socket, inFlight] of connections) if (inFlight === 0) socket.destroy();
+    },
+  };
 }

@@ -11,6 +11,7 @@ import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { closeWithinHandshake } from './close-handshake.js';
 import type { SessionGrace } from './grace.js';
 import type { Heartbeat } from './heartbeat.js';
+import type { HttpConnections } from './http-connections.js';
 import type { Logger } from './logger.js';
 import type { Session } from './session.js';
 import type { LockStore, SessionId } from './store.js';
@@ -28,6 +29,8 @@ export interface ServerShutdownOptions {
   heartbeat: Heartbeat | null;
   wss: WebSocketServer;
   httpServer: Server;
+  /** Its plain HTTP connections: those without an answer in flight are closed once the drain delay is over. */
+  httpConnections: HttpConnections;
   /** The server's live sessions, read once the drain delay is over. */
   sessions: ReadonlyMap<SessionId, Session>;
   /** Session grace: its sessions are ended, and its resumes in flight awaited, before the store closes. */
@@ -77,7 +80,10 @@ export async function shutDownServer(options: ServerShutdownOptions): Promise<vo
 async function closeAll(options: ServerShutdownOptions): Promise<'closed'> {
   const { httpServer, wss } = options;
   const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
-  httpServer.closeIdleConnections();
+  // Not Node's closeIdleConnections(): it leaves open a connection that has
+  // sent nothing or part of a request head, which then holds the shutdown
+  // until its timeout.
+  options.httpConnections.closeIdle();
   const live = [...options.sessions.values()];
   // Answer everything pending before any session's locks are released,
   // or a release would grant a request that should hear `shutting_down`.

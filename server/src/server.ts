@@ -284,7 +284,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       serveHttp,
     }),
   );
-  watchHttpConnections(httpServer);
+  const httpConnections = watchHttpConnections(httpServer);
 
   await store.start(listener);
   try {
@@ -334,6 +334,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       heartbeat,
       wss,
       httpServer,
+      httpConnections,
       sessions,
       grace,
       sessionEndings,

@@ -21,6 +21,7 @@ async function start(options: LockServerOptions = {}) {
 
 /**
  * An HTTP/1.1 keep-alive connection to the server: `send` writes a GET,
+ * `write` any bytes,
  * `head()` is the head of the answer so far, `closed` resolves when the
  * server ends the connection. Destroyed after the test.
  */
@@ -35,6 +36,7 @@ async function keepAliveConnection(server: LockServer) {
   await within(new Promise((resolve) => socket.once('connect', resolve)), 'the HTTP connection');
   return {
     send: (path: string) => socket.write(`GET ${path} HTTP/1.1\r\nHost: lockwire\r\n\r\n`),
+    write: (text: string) => socket.write(text),
     head: () => text.split('\r\n\r\n')[0] ?? '',
     closed,
   };
@@ -184,6 +186,33 @@ describe('graceful shutdown', () => {
     await within(closed, 'close()');
     expect(http.head()).toMatch(/^HTTP\/1\.1 200 /);
     expect(http.head()).toMatch(/\r\nconnection: close(\r\n|$)/i);
+  });
+
+  it('ends a connection that has sent only part of a request head at once, so it does not hold close() until the shutdown timeout', async () => {
+    const server = await start({ clock: createManualClock(), shutdownTimeout: 10_000 });
+    const http = await keepAliveConnection(server);
+    http.write('GET /healthz HTTP/1.1\r\nHost: lockwire\r\n');
+    // A request on another connection is answered after the server has read the partial head.
+    expect(await healthStatus(server)).toBe(200);
+    // The manual clock is never advanced: a close() that waits for the shutdown timeout never ends.
+    await within(server.close(), 'close() with a half-sent request head open');
+    await within(http.closed, 'the server to end the connection');
+    expect(http.head()).toBe('');
+  });
+
+  it('ends a connection that has sent nothing yet (a browser preconnect) at once, so it does not hold close() until the shutdown timeout', async () => {
+    const logged: string[] = [];
+    const note = (_obj: object, msg: string) => void logged.push(msg);
+    const server = await start({
+      clock: createManualClock(),
+      shutdownTimeout: 10_000,
+      logger: { debug: note, info: note, warn: note, error: note },
+    });
+    const http = await keepAliveConnection(server);
+    expect(await healthStatus(server)).toBe(200);
+    await within(server.close(), 'close() with a silent connection open');
+    await within(http.closed, 'the server to end the connection');
+    expect(logged).not.toContain('shutdown timed out; cutting the remaining connections');
   });
 
   it('answers HTTP requests during the drain delay with Connection: close and ends their connections', async () => {
