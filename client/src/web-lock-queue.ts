@@ -1,5 +1,5 @@
 import type { LockMode } from '@lockwire/protocol';
-import { LockError } from './errors.js';
+import { ClientErrorCode, LockError } from './errors.js';
 import type { HoldReleases } from './hold-release.js';
 import type { Lease } from './lease.js';
 import type { ClientEvents } from './options.js';
@@ -205,6 +205,11 @@ export class WebLockQueue {
       } else if (!this.#reconnecting) {
         this.#sharing.placeNewcomers(state);
         if (this.#sharing.mayShare(state, head)) this.#sharing.share(name, state);
+      } else if (this.#sharing.mayShare(state, head)) {
+        // Sharing this client's hold needs the server's word on its queue, which cannot be had now: the
+        // `ifAvailable` head fails as its status would, never answered `null` (unavailable) on a guess.
+        state.queue.shift();
+        head.fail(new LockError(ClientErrorCode.ConnectionLost, 'the client is not connected (reconnecting)'));
       }
     }
     refuseUnavailable(state);

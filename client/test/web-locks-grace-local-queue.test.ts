@@ -110,6 +110,23 @@ describe('client.locks: requests waiting in the client queue across a drop', () 
     expect(await within(alice.locks.request('s', (lock) => lock?.name))).toBe('s');
   });
 
+  it('an ifAvailable shared request whose turn comes while reconnecting, over this client\'s shared hold, rejects connection_lost rather than answering null on a guess', async () => {
+    const alice = await proxied({ sessionGrace: 30_000 });
+    let end!: () => void;
+    const release = new Promise<void>((resolve) => (end = resolve));
+    let granted!: () => void;
+    const got = new Promise<void>((resolve) => (granted = resolve));
+    const holder = alice.locks.request('r', { mode: 'shared' }, () => (granted(), release));
+    await within(got);
+    // Online, the same request shares the hold.
+    expect(await within(alice.locks.request('r', { mode: 'shared', ifAvailable: true }, (lock) => lock?.name ?? 'null'))).toBe('r');
+    await drop(alice);
+    const asked = alice.locks.request('r', { mode: 'shared', ifAvailable: true }, (lock) => lock?.name ?? 'null').catch((error: unknown) => error);
+    expect(await within(asked)).toMatchObject({ code: 'connection_lost' });
+    end();
+    await within(holder);
+  });
+
   it('a request waiting in the client queue rejects with connection_closed when the client is closed during the drop', async () => {
     const alice = await proxied({ sessionGrace: 30_000 });
     const { end, done } = await held(alice, 'u');
