@@ -32,8 +32,13 @@ export function normaliseOrigin(entry: string): string {
   return url.origin;
 }
 
-/** A `Host` header that is a host and an optional port, nothing else: a name, an IPv4 address or a bracketed IPv6 one. */
-const HOST_HEADER = /^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
+/**
+ * A `Host` header that is a host and an optional port, nothing else: a name
+ * (labels of letters, digits, `-` and `_`, as container service names have,
+ * with the trailing dot of a fully qualified name allowed), an IPv4 address
+ * or a bracketed IPv6 one.
+ */
+const HOST_HEADER = /^(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
 
 /**
  * The scheme the browser reached the server with: `https` over TLS, or

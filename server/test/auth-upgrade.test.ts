@@ -263,6 +263,17 @@ describe('Origin allow-list', () => {
     expect(await upgradeStatus(guarded.url, { origin })).toBe(403);
   });
 
+  it("takes for the server's own page one reached by any host name with auth on, a fully qualified name with its trailing dot or a service name with an underscore included", async () => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET }, allowOrigins: ['https://app.example.com'] });
+    const authorization = `Bearer ${await token({ sub: 'ana' }, { now: clock.now() })}`;
+    const port = server.port;
+    const statuses: Record<string, number> = {};
+    for (const host of [`locks.example.com:${port}`, `locks.example.com.:${port}`, `lock_server:${port}`]) {
+      statuses[host] = await upgradeStatus(server.url, { origin: `http://${host}`, headers: { host, authorization } });
+    }
+    expect(statuses).toEqual({ [`locks.example.com:${port}`]: 101, [`locks.example.com.:${port}`]: 101, [`lock_server:${port}`]: 101 });
+  });
+
   it('checks the Origin before the credentials', async () => {
     const { server } = await startServer({ auth: { secret: SECRET }, allowOrigins: ['https://app.example'] });
     const ana = await token({ sub: 'ana' });
