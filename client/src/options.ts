@@ -80,7 +80,7 @@ export interface AcquireOptions {
 
 /** Options of `watch()`. */
 export interface WatchOptions {
-  /** At most this many locked keys in the snapshot (1 to 10000, default 1000). */
+  /** At most this many locked keys in the snapshot, also in each resync's (1 to 10000, default 1000). */
   limit?: number;
   /**
    * Called with a fresh snapshot after a reconnect re-established the

@@ -1,4 +1,4 @@
-import type { EventMessage, ListResult, LockStatus } from '@lockwire/protocol';
+import { DEFAULT_LIST_LIMIT, type EventMessage, type ListResult, type LockStatus } from '@lockwire/protocol';
 import { invokeSafely } from './emitter.js';
 
 /** A state change under a watched prefix, as the server pushed it. */
@@ -84,12 +84,18 @@ export class WatchRegistry {
     for (const set of this.#byPrefix.values()) for (const subscription of set) subscription.live = false;
   }
 
-  /** Each watched prefix with the largest `limit` any of its watches asked for (`undefined`: the default). */
+  /**
+   * Each watched prefix with the largest `limit` any of its watches asked
+   * for (`undefined`: all use the default). The one re-watch of a prefix
+   * serves all its watches; {@link resync} cuts its snapshot to each one's.
+   */
   prefixes(): Map<string, number | undefined> {
     const result = new Map<string, number | undefined>();
     for (const [prefix, set] of this.#byPrefix) {
       const limits = [...set].map((subscription) => subscription.limit);
-      result.set(prefix, limits.includes(undefined) ? undefined : Math.max(...(limits as number[])));
+      // A watch without a limit gets the server's default, which another watch's larger limit must not cut.
+      const all = limits.every((limit) => limit === undefined);
+      result.set(prefix, all ? undefined : Math.max(...limits.map((limit) => limit ?? DEFAULT_LIST_LIMIT)));
     }
     return result;
   }
@@ -97,15 +103,19 @@ export class WatchRegistry {
   /**
    * The prefix is watched again after a reconnect: its watches take the
    * fresh snapshot and hear events again. Runs while the reply is handled,
-   * before any later event.
+   * before any later event. The snapshot answered the largest limit of the
+   * prefix's watches: each watch gets its first keys (in key order, as the
+   * server sent them) up to its own limit, `truncated` when any were left
+   * out here or by the server.
    */
   resync(prefix: string, snapshot: ListResult): void {
     for (const subscription of [...(this.#byPrefix.get(prefix) ?? [])]) {
       // An earlier `onResync` may have closed this watch, or the client.
       if (this.#silenced || !this.#registered(subscription)) continue;
-      subscription.snapshot = snapshot;
+      const own = withinLimit(snapshot, subscription.limit ?? DEFAULT_LIST_LIMIT);
+      subscription.snapshot = own;
       subscription.live = true;
-      if (subscription.onResync) invokeSafely(subscription.onResync, snapshot);
+      if (subscription.onResync) invokeSafely(subscription.onResync, own);
     }
   }
 
@@ -130,6 +140,12 @@ export class WatchRegistry {
   #registered(subscription: WatchSubscription): boolean {
     return this.#byPrefix.get(subscription.prefix)?.has(subscription) === true;
   }
+}
+
+/** The first `limit` locks of `snapshot`, truncated when it was or when locks were left out. */
+function withinLimit(snapshot: ListResult, limit: number): ListResult {
+  if (snapshot.locks.length <= limit) return snapshot;
+  return { locks: snapshot.locks.slice(0, limit), truncated: true };
 }
 
 /**
