@@ -22,13 +22,22 @@ export interface SessionAcquiresOptions {
 /**
  * The requests of one session that the store may settle later: `acquire`
  * and `wait` (answered at once, or `queued` and settled by ticket), and the
- * `cancel` that takes one back. While the session is detached (session
+ * `cancel` that takes one back; and the `release` that ends a hold. While the session is detached (session
  * grace), store calls that were in flight leave their queues or are kept
  * for the resume.
  */
 export class SessionAcquires {
   /** While detached: the keys it may still hold, kept current by store calls that were in flight. */
   private detachedKeys: Set<string> | null = null;
+  /** By key, how many of its acquire and release calls are in flight: `applied` keeps a key only while one is. */
+  private readonly inFlight = new Map<string, number>();
+  /**
+   * By key, the `seq` of the latest request whose grant or release changed
+   * what the session holds: the store ran a session's calls in order, but
+   * their answers may come back in another, and the outcome of an earlier
+   * request does not undo that of a later one.
+   */
+  private readonly applied = new Map<string, number>();
   private readonly session: SessionId;
   private readonly host: SessionHost;
   private readonly requests: SessionRequests;
@@ -47,7 +56,7 @@ export class SessionAcquires {
 
   /** Runs an `acquire`: answered at once (granted or not), or `queued` and answered when the store settles it. */
   acquire(message: RequestOf<'acquire'>): void {
-    this.runTicketed(message, async (request, ticket) => {
+    this.runTicketed(message, (request, ticket) => this.ordered(message.key, async () => {
       const outcome = await this.host.store.acquire(this.session, {
         ticket,
         key: message.key,
@@ -59,12 +68,12 @@ export class SessionAcquires {
       });
       // A request no longer current was counted when its session died.
       const current = this.requests.isCurrent(request);
-      if (!current && this.detachedKeys) this.settleDetached(outcome.status, ticket, message.key);
+      if (!current && this.detachedKeys) this.settleDetached(outcome.status, ticket, request, message.key);
       if (current && outcome.status !== 'queued') answeredFailed(request);
       switch (outcome.status) {
         case 'granted':
           if (current) {
-            this.held.add(message.key);
+            this.took(message.key, request, this.held);
             this.host.metrics.acquire(AcquireOutcome.GrantedImmediately);
           }
           return { acquired: true, token: outcome.token, expiresAt: outcome.expiresAt };
@@ -81,7 +90,7 @@ export class SessionAcquires {
           }
           return null;
       }
-    });
+    }));
   }
 
   /** Runs a `wait`: answered at once when the key is free, else when the store settles it. */
@@ -92,7 +101,7 @@ export class SessionAcquires {
         if (this.requests.isCurrent(request)) answeredFailed(request);
         return { free: true };
       }
-      if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached('queued', ticket, message.key);
+      if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached('queued', ticket, request, message.key);
       if (this.requests.isCurrent(request)) this.startPending(request);
       return null;
     });
@@ -135,14 +144,29 @@ export class SessionAcquires {
   }
 
   /**
-   * The store released the session's hold of `key`: it leaves `held`, and,
-   * when the release was still in flight as the session detached, the keys
-   * its grace counts, so the hold is neither counted as held nor ended a
-   * second time when the grace is over.
+   * Runs a `release`. Once the store released the hold, its key leaves
+   * `held`, and, when the release was still in flight as the session
+   * detached, the keys its grace counts, so the hold is neither counted as
+   * held nor ended a second time when the grace is over. Unless the session
+   * took the key again by a request started after the release (the store
+   * ran it after the release, though its grant may have been answered
+   * first): that hold stays.
    */
-  released(key: string): void {
-    this.held.delete(key);
-    this.detachedKeys?.delete(key);
+  release(message: RequestOf<'release'>): void {
+    const { key } = message;
+    this.requests.run(message, (request) => this.ordered(key, async () => {
+      const handoff = this.host.metrics.holdEnding(key);
+      try {
+        await this.host.store.release(this.session, key);
+      } finally {
+        handoff();
+      }
+      if (this.apply(key, request)) {
+        this.held.delete(key);
+        this.detachedKeys?.delete(key);
+      }
+      return { released: true };
+    }));
   }
 
   /**
@@ -161,7 +185,7 @@ export class SessionAcquires {
         // out, failed). Only the store can tell which; a grant still to come
         // of a call in flight is added by `settleDetached`. When the store
         // cannot say, the key is kept: a resume checks each key anyway.
-        if (await this.holds(request.key)) keys.add(request.key);
+        if (await this.holds(request.key)) this.took(request.key, request, keys);
       }),
     ).then(() => {});
   }
@@ -181,9 +205,10 @@ export class SessionAcquires {
    * pending wait is cancelled (it must leave its queue), a grant is kept
    * for the resume to report.
    */
-  private settleDetached(status: string, ticket: Ticket, key: string): void {
-    if (status === 'granted') this.detachedKeys?.add(key);
-    else if (status === 'queued') void this.host.store.cancel(this.session, ticket).catch(() => false);
+  private settleDetached(status: string, ticket: Ticket, request: PendingRequest, key: string): void {
+    if (status === 'granted') {
+      if (this.detachedKeys) this.took(key, request, this.detachedKeys);
+    } else if (status === 'queued') void this.host.store.cancel(this.session, ticket).catch(() => false);
   }
 
   /**
@@ -199,6 +224,41 @@ export class SessionAcquires {
     this.requests.run(message, (request) => work(request, ticket), ticket);
   }
 
+  /**
+   * The session took `key` by `request`'s grant: adds it to `keys` (`held`
+   * or the detached keys), unless a release started after `request` was
+   * answered first (a re-acquire by the holder answered late).
+   */
+  private took(key: string, request: PendingRequest, keys: Set<string>): void {
+    if (this.apply(key, request)) keys.add(key);
+  }
+
+  /** Whether `request`'s outcome for `key` is the latest yet (see `applied`); if so it is from now on. */
+  private apply(key: string, request: PendingRequest): boolean {
+    if ((this.applied.get(key) ?? 0) > request.seq) return false;
+    if (this.inFlight.has(key)) this.applied.set(key, request.seq);
+    return true;
+  }
+
+  /**
+   * Runs `call`, a store call of `key` whose outcome changes what the
+   * session holds. Its start is counted before the call is made, so that
+   * `applied` keeps the key until every such call has been answered.
+   */
+  private async ordered<T>(key: string, call: () => Promise<T>): Promise<T> {
+    this.inFlight.set(key, (this.inFlight.get(key) ?? 0) + 1);
+    try {
+      return await call();
+    } finally {
+      const left = (this.inFlight.get(key) ?? 1) - 1;
+      if (left > 0) this.inFlight.set(key, left);
+      else {
+        this.inFlight.delete(key);
+        this.applied.delete(key);
+      }
+    }
+  }
+
   private startPending(request: PendingRequest): void {
     request.started = true;
     if (request.early) this.answer(request, request.early);
@@ -211,7 +271,7 @@ export class SessionAcquires {
       this.sender.replyError(request.id, toWireError(settlement.error), request.op);
       return;
     }
-    if (settlement.kind === 'granted') this.held.add(settlement.grant.key);
+    if (settlement.kind === 'granted') this.took(settlement.grant.key, request, this.held);
     // The reply goes out before the metrics are counted: a grant is the
     // handoff's last step, and the client should not wait for histograms.
     this.sender.reply(request.id, settlementResult(settlement));

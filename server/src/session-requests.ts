@@ -12,6 +12,13 @@ import type { SessionId, Ticket } from './store.js';
 export interface PendingRequest {
   readonly id: RequestId;
   readonly op: ClientMessage['op'];
+  /**
+   * The request's place among the session's requests, counted from 1 as
+   * they start. Each makes its store call as it starts, and the store takes
+   * a session's calls in the order they come, so this is also the order
+   * the store ran them in, whatever order their answers come back in.
+   */
+  readonly seq: number;
   /** The key of an `acquire` or `wait`, else null. */
   readonly key: string | null;
   /** Set for `acquire` and `wait`: the store settles them later by this ticket. */
@@ -38,6 +45,8 @@ export class SessionRequests {
   private readonly pending = new Map<RequestId, PendingRequest>();
   /** How many of `pending` wait in a queue (their `queuedAt` is set): kept as they come and go. */
   private waiting = 0;
+  /** The `seq` of the request started last. */
+  private lastSeq = 0;
 
   /** @param alive whether the session is still alive: results that arrive after it died are dropped. */
   constructor(
@@ -90,7 +99,8 @@ export class SessionRequests {
   ): void {
     const { id, op } = message;
     const key = message.key ?? null;
-    const request: PendingRequest = { id, op, key, ticket, started: false, early: null, queuedAt: null };
+    const seq = ++this.lastSeq;
+    const request: PendingRequest = { id, op, key, seq, ticket, started: false, early: null, queuedAt: null };
     this.pending.set(id, request);
     work(request).then(
       (result) => {
@@ -147,15 +157,16 @@ export interface RequestTargets {
   /** What the session's credentials allow: `list` is filtered to it, `status` outside `watch` answered only to a holder. */
   readonly permissions: Permissions;
   readonly requests: SessionRequests;
-  /** Also where a `release` the store answered takes its key out of what the session holds. */
+  /** Runs `release` too: it takes its key out of what the session holds. */
   readonly acquires: SessionAcquires;
   readonly watches: SessionWatches;
 }
 
 /**
  * Runs one decoded request that passed the session's guard: `acquire`,
- * `wait` and `cancel` go to the acquires, `watch` and `unwatch` to the
- * watches, and the rest are one store call answered when it resolves.
+ * `wait`, `cancel` and `release` go to the acquires, `watch` and `unwatch`
+ * to the watches, and the rest are one store call answered when it
+ * resolves.
  */
 export function dispatchRequest(message: ClientMessage, to: RequestTargets): void {
   const { session, host, requests } = to;
@@ -168,16 +179,7 @@ export function dispatchRequest(message: ClientMessage, to: RequestTargets): voi
     case 'cancel':
       return to.acquires.cancel(message);
     case 'release':
-      return requests.run(message, async () => {
-        const handoff = host.metrics.holdEnding(message.key);
-        try {
-          await store.release(session, message.key);
-        } finally {
-          handoff();
-        }
-        to.acquires.released(message.key);
-        return { released: true };
-      });
+      return to.acquires.release(message);
     case 'extend':
       return requests.run(message, async () => ({
         expiresAt: await store.extend(session, message.key, message.holdTimeout),

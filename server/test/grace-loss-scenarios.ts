@@ -223,6 +223,82 @@ export function describeGraceLosses(name: string, makeStore: (clock: ManualClock
       expect(await heldGauge(server)).toBe(0);
     });
 
+    it('keeps a lock re-acquired while the release before it was still answering, counted and reported in the resumed welcome', async () => {
+      const store = watchedStore();
+      const { server, connect, resumeQuery, drop } = await start(store.wrap);
+      const { client: a, welcome } = await connect();
+      const { client: b } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      const release = store.holdNext('release');
+      a.send({ op: 'release', id: 2, key: 'k' });
+      await release.answered;
+      // The store released k; the same session takes it again and is told so before the release's answer.
+      expect(await a.request({ op: 'acquire', id: 3, key: 'k' })).toMatchObject({ acquired: true });
+      await drop(a);
+      release.open();
+      await store.idle();
+      expect(await b.request({ op: 'status', id: 1, key: 'k' })).toMatchObject({ holders: [{ session: welcome.session }] });
+      expect(await heldGauge(server)).toBe(1);
+      const { welcome: resumed } = await connect(resumeQuery(welcome));
+      expect(resumed).toMatchObject({ resumed: true, held: [{ key: 'k' }] });
+      expect(await heldGauge(server)).toBe(1);
+    });
+
+    it('reports in the resumed welcome a lock re-acquired before the release before it was answered, all before the drop', async () => {
+      const store = watchedStore();
+      const { server, connect, resumeQuery, drop } = await start(store.wrap);
+      const { client: a, welcome } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      const release = store.holdNext('release');
+      a.send({ op: 'release', id: 2, key: 'k' });
+      await release.answered;
+      expect(await a.request({ op: 'acquire', id: 3, key: 'k' })).toMatchObject({ acquired: true });
+      release.open();
+      expect(await a.reply(2)).toMatchObject({ ok: true, released: true });
+      await store.idle();
+      await drop(a);
+      expect(await heldGauge(server)).toBe(1);
+      const { welcome: resumed } = await connect(resumeQuery(welcome));
+      expect(resumed).toMatchObject({ resumed: true, held: [{ key: 'k' }] });
+    });
+
+    it('still counts a lock re-acquired while the release before it was answering, and ends it with the session', async () => {
+      const store = watchedStore();
+      const { server, connect } = await start(store.wrap);
+      const { client: a } = await connect();
+      const { client: b } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      const release = store.holdNext('release');
+      a.send({ op: 'release', id: 2, key: 'k' });
+      await release.answered;
+      expect(await a.request({ op: 'acquire', id: 3, key: 'k' })).toMatchObject({ acquired: true });
+      release.open();
+      expect(await a.reply(2)).toMatchObject({ ok: true, released: true });
+      expect(await heldGauge(server)).toBe(1);
+      b.send({ op: 'acquire', id: 1, key: 'k' });
+      expect(await b.next((f) => f.type === 'queued', 'b queued')).toMatchObject({ key: 'k' });
+      // A closed session ends its hold (no grace after a close frame): b is granted.
+      a.ws.close(1000);
+      expect(await b.reply(1)).toMatchObject({ ok: true, acquired: true });
+      expect(await heldGauge(server)).toBe(1);
+    });
+
+    it('stops counting a lock released while a re-acquire by its holder sent before the release was still answering', async () => {
+      const store = watchedStore();
+      const { server, connect } = await start(store.wrap);
+      const { client: a } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      const acquire = store.holdNext('acquire');
+      a.send({ op: 'acquire', id: 2, key: 'k' });
+      await acquire.answered;
+      expect(await a.request({ op: 'release', id: 3, key: 'k' })).toMatchObject({ ok: true, released: true });
+      acquire.open();
+      expect(await a.reply(2)).toMatchObject({ ok: true, acquired: true });
+      await store.idle();
+      expect(await heldGauge(server)).toBe(0);
+      expect(await a.request({ op: 'status', id: 4, key: 'k' })).toMatchObject({ locked: false });
+    });
+
     it('does not count as held the key of an acquire answered not granted after the connection dropped', async () => {
       const store = watchedStore();
       const { server, connect, drop } = await start(store.wrap);
