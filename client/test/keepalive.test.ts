@@ -153,8 +153,7 @@ describe('keepalive options', () => {
 
   it('a connect whose server sends no welcome fails with connection_closed within interval + timeout', async () => {
     proxy.hold();
-    await expect(
-      within(LockClient.connect(proxy.url(server.url), { keepalive: { interval: 50, timeout: 50 } }), 3000, 'connect to fail'),
-    ).rejects.toMatchObject({ code: 'connection_closed', close: { code: 1006 } });
+    const connecting = LockClient.connect(proxy.url(server.url), { keepalive: { interval: 50, timeout: 50 } });
+    await expect(within(connecting, 3000, 'connect to fail')).rejects.toMatchObject({ code: 'connection_closed', close: { code: 1006 } });
   });
 });
