@@ -1,4 +1,4 @@
-import { ErrorCode, OPS, type Op, type RequestId, type WireError } from '@lockwire/protocol';
+import { decodeClientMessage, ErrorCode, OPS, type DecodedClientMessage, type Op, type RequestId, type WireError } from '@lockwire/protocol';
 import type { RawData } from 'ws';
 import type { RateVerdict } from './rate-limit.js';
 
@@ -7,6 +7,20 @@ export function frameText(data: RawData): string {
   if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
   if (data instanceof ArrayBuffer) return Buffer.from(data).toString('utf8');
   return data.toString('utf8');
+}
+
+/**
+ * The decoded frame; undefined when decoding threw, which the decoder never
+ * should: a bug then costs that one frame (answered `internal`, `failed`
+ * told the error), not the process and every session's locks with it.
+ */
+export function decodeFrame(text: string, maxKeyLength: number, failed: (error: unknown) => void): DecodedClientMessage | undefined {
+  try {
+    return decodeClientMessage(text, { maxKeyLength });
+  } catch (error) {
+    failed(error);
+    return undefined;
+  }
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { RequestId } from '@lockwire/protocol';
 import type { Clock } from './clock.js';
 import type { LockError } from './errors.js';
@@ -5,6 +6,7 @@ import type { DetachedSession } from './grace.js';
 import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
 import type { LockMetrics } from './metrics.js';
+import type { Permissions } from './permissions.js';
 import type { Session } from './session.js';
 import type { Grant, LockEvent, LockStore, Ticket } from './store.js';
 
@@ -39,4 +41,16 @@ export interface SessionHost {
   encodeEvent(event: LockEvent): Buffer;
   /** Called once when the session ends, with the store's `closeSession` in progress. */
   sessionEnded(session: Session, closing: Promise<void>): void;
+}
+
+/** Who a session is and what it may do, fixed when its connection opens. */
+export interface SessionOptions {
+  /** What the connection's credentials allow (everything with auth off). */
+  permissions: Permissions;
+  /** The resume secret of this session's welcome, or null with session grace off. */
+  resume: string | null;
+  /** Keys a resumed session holds from before. */
+  held?: Iterable<string>;
+  /** The connection's socket: a dropped peer is noticed on it before `ws` emits 'close'. */
+  socket?: Duplex;
 }

@@ -1,40 +1,28 @@
 import {
   binaryFrameError,
   CloseCode,
-  decodeClientMessage,
   ErrorCode,
   type Op,
   type RequestId,
   type WireError,
 } from '@lockwire/protocol';
-import type { Duplex } from 'node:stream';
 import { WebSocket, type RawData } from 'ws';
 import { closeWithinHandshake, cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
 import { sameSecret, type CloseConnection } from './grace.js';
+import { toWireError } from './errors.js';
 import { AcquireOutcome } from './metrics.js';
-import type { Permissions } from './permissions.js';
 import type { RateVerdict } from './rate-limit.js';
 import { SessionAcquires } from './session-acquire.js';
 import { endSessionInStore } from './session-end.js';
-import { earlyRefusal, frameText, namedOp } from './session-frame.js';
+import { decodeFrame, earlyRefusal, frameText, namedOp } from './session-frame.js';
 import { SessionGuard } from './session-guard.js';
-import type { SessionHost, Settlement } from './session-host.js';
+import type { SessionHost, SessionOptions, Settlement } from './session-host.js';
+
+export type { SessionOptions } from './session-host.js';
 import { dispatchRequest, SessionRequests } from './session-requests.js';
 import { SessionSender } from './session-sender.js';
 import { SessionWatches } from './session-watches.js';
 import type { LostLock, SessionId, Ticket } from './store.js';
-
-/** Who a session is and what it may do, fixed when its connection opens. */
-export interface SessionOptions {
-  /** What the connection's credentials allow (everything with auth off). */
-  permissions: Permissions;
-  /** The resume secret of this session's welcome, or null with session grace off. */
-  resume: string | null;
-  /** Keys a resumed session holds from before. */
-  held?: Iterable<string>;
-  /** The connection's socket: a dropped peer is noticed on it before `ws` emits 'close'. */
-  socket?: Duplex;
-}
 
 /**
  * One WebSocket connection: the lock holder. Decodes frames, calls the store,
@@ -374,7 +362,8 @@ export class Session {
     const verdict = this.arrived();
     if (verdict === null) return;
     const text = isBinary ? null : frameText(data);
-    const decoded = text === null ? null : decodeClientMessage(text, { maxKeyLength: this.host.maxKeyLength });
+    const decoded = text === null ? null : decodeFrame(text, this.host.maxKeyLength, (error) => this.host.logger.error({ err: error, session: this.id, id: null }, 'request failed'));
+    if (decoded === undefined) return this.refuse(null, null, toWireError(undefined));
     if (decoded?.ok) {
       const { id, op } = decoded.message;
       const refused =

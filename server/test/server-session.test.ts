@@ -68,6 +68,15 @@ describe('session layer', () => {
     expect(await client.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true, at: expect.any(Number) });
   });
 
+  it('answers a 10 KB frame whose op is nested thousands of arrays deep with bad_request, and keeps serving', async () => {
+    const { connect } = await start();
+    const { client } = await connect();
+    const depth = 5000;
+    client.ws.send(`{"op":${'['.repeat(depth)}${']'.repeat(depth)},"id":1}`);
+    expect(await client.reply(1)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await client.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
+  });
+
   it('answers invalid JSON, unknown ops and bad fields with bad_request, keeping the connection', async () => {
     const { connect, stub } = await start();
     const { client } = await connect();

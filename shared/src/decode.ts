@@ -67,6 +67,24 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 
 const hasOwn = (obj: object, key: string) => Object.prototype.hasOwnProperty.call(obj, key);
 
+/** Longest part of an unknown op's text quoted back in its refusal. */
+const QUOTED_OP_CHARS = 64;
+
+/**
+ * An unknown op as its refusal names it, without serialising what the
+ * client sent: `JSON.stringify` recurses, and an op nested a few thousand
+ * arrays deep (a 10 KB frame) would overflow the stack. A string is quoted
+ * (its first 64 characters), a number, boolean or null written as JSON, and
+ * an object or array named by its type.
+ */
+function describeOp(op: unknown): string {
+  if (typeof op === 'string') {
+    return op.length > QUOTED_OP_CHARS ? `${JSON.stringify(op.slice(0, QUOTED_OP_CHARS))}...` : JSON.stringify(op);
+  }
+  if (op === null || typeof op === 'number' || typeof op === 'boolean') return String(op);
+  return Array.isArray(op) ? 'of type array' : `of type ${typeof op}`;
+}
+
 /**
  * The `bad_request` for a frame that is not a valid request, in order of
  * precedence: missing op, unknown op, missing id, invalid id, then the
@@ -81,7 +99,7 @@ function rejection(
   const id = idResult?.success ? idResult.data : null;
   if (op === undefined) return badRequest(id, 'op: required');
   if (typeof op !== 'string' || !hasOwn(requestSchemas, op)) {
-    return badRequest(id, `op: unknown op ${JSON.stringify(op)}`);
+    return badRequest(id, `op: unknown op ${describeOp(op)}`);
   }
   if (!idResult) return badRequest(null, 'id: required');
   if (!idResult.success) {

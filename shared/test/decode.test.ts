@@ -64,6 +64,19 @@ describe('decodeClientMessage', () => {
     expectBadRequest('{"op":"lock","id":"r1","key":"k"}', 'r1', 'unknown op "lock"');
   });
 
+  it('answers an op nested thousands of arrays deep (a 10 KB frame) with bad_request naming its type, never throwing', () => {
+    const depth = 5000;
+    expectBadRequest(`{"op":${'['.repeat(depth)}${']'.repeat(depth)},"id":1}`, 1, 'unknown op of type array');
+    expectBadRequest('{"op":{"a":1},"id":2}', 2, 'unknown op of type object');
+    expectBadRequest('{"op":7,"id":3}', 3, 'unknown op 7');
+  });
+
+  it('quotes only the first 64 characters of a long unknown op', () => {
+    const decoded = decodeClientMessage(JSON.stringify({ op: 'x'.repeat(100_000), id: 1 }));
+    expect(decoded).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(decoded.ok ? '' : decoded.error.message).toBe(`op: unknown op "${'x'.repeat(64)}"...`);
+  });
+
   it('rejects an unusable id with a null reply id', () => {
     expectBadRequest('{"op":"ping"}', null, 'id: required');
     expectBadRequest('{"op":"ping","id":-1}', null, 'id:');
