@@ -3,7 +3,16 @@ import { requestIdSchema, modeSchema } from './client-messages.js';
 
 const tokenSchema = z.int().check(z.minimum(1), z.maximum(Number.MAX_SAFE_INTEGER));
 const epochMsSchema = z.number();
-const metaOutSchema = z.nullable(z.record(z.string(), z.unknown()));
+/**
+ * A holder's or waiter's `meta` as the server sent it: kept as parsed, not
+ * rebuilt (a record schema would drop a `__proto__` key, which the protocol
+ * allows as an ordinary field).
+ */
+const metaOutSchema = z.nullable(
+  z.custom<Record<string, unknown>>((value) => typeof value === 'object' && value !== null && !Array.isArray(value), {
+    error: 'expected a JSON object',
+  }),
+);
 
 export const errorCodeSchema = z.enum([
   'bad_request',

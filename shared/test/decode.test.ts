@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { binaryFrameError, decodeClientMessage, decodeServerMessage } from '@lockwire/protocol';
+import { binaryFrameError, decodeClientMessage, decodeServerMessage, resultSchemas } from '@lockwire/protocol';
 
 function expectBadRequest(text: string, id: string | number | null, messagePart: string) {
   const result = decodeClientMessage(text);
@@ -195,5 +195,31 @@ describe('decodeServerMessage', () => {
 
   it('rejects text that is not JSON', () => {
     expect(decodeServerMessage('welcome')).toEqual({ ok: false, error: 'frame is not valid JSON' });
+  });
+});
+
+describe('meta in server messages', () => {
+  const metaJson = '{"__proto__":{"role":"admin"},"user":"ana"}';
+
+  it('keeps a __proto__ field of an event\'s meta as an own property, as the server sent it', () => {
+    const text = `{"type":"event","key":"k","event":"acquired","session":"s","token":5,"mode":"exclusive","meta":${metaJson},"holders":1,"waiters":0,"at":1}`;
+    const decoded = decodeServerMessage(text);
+    if (!decoded.ok || decoded.message.type !== 'event') throw new Error(JSON.stringify(decoded));
+    expect(JSON.stringify(decoded.message.meta)).toBe(metaJson);
+    expect(Object.hasOwn(decoded.message.meta ?? {}, '__proto__')).toBe(true);
+  });
+
+  it('keeps a __proto__ field of a status holder\'s meta', () => {
+    const reply = JSON.parse(
+      `{"key":"k","locked":true,"mode":"exclusive","holders":[{"session":"s","mode":"exclusive","token":5,"since":1,"expiresAt":null,"meta":${metaJson}}],"queue":[],"heldByYou":true}`,
+    );
+    const parsed = resultSchemas.status.safeParse(reply);
+    if (!parsed.success) throw new Error('not parsed');
+    expect(JSON.stringify(parsed.data.holders[0]?.meta)).toBe(metaJson);
+  });
+
+  it('refuses a meta that is not an object', () => {
+    const text = '{"type":"event","key":"k","event":"acquired","session":"s","token":5,"mode":"exclusive","meta":[1],"holders":1,"waiters":0,"at":1}';
+    expect(decodeServerMessage(text).ok).toBe(false);
   });
 });
