@@ -121,6 +121,8 @@ export async function connectTool(endpoint: Endpoint, deadline: ConnectDeadline)
     return await LockClient.connect(endpoint.url, {
       headers,
       reconnect: false,
+      // The tools judge the connection themselves (`--heartbeat`, `--connect-timeout`), in their own terms.
+      keepalive: false,
       signal: controller.signal,
       // The client keeps its socket private: a connect past its deadline must drop the socket at once,
       // without the closing handshake a server that sent no welcome would not answer either.
