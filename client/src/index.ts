@@ -6,6 +6,7 @@
 export { LockClient } from './lock-client.js';
 export type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
 export type { ReconnectOptions } from './reconnect.js';
+export type { KeepaliveOptions } from './keepalive.js';
 export { Lease } from './lease.js';
 export type { LeaseState } from './lease.js';
 export { Watch } from './watch.js';
