@@ -7,7 +7,7 @@ import { ClientErrorCode, isConnectionError, LockError, type CloseInfo } from '.
 import { HoldReleases } from './hold-release.js';
 import { keepalivePolicy } from './keepalive.js';
 import type { Lease, LeaseOwner } from './lease.js';
-import { LeaseBook } from './lease-book.js';
+import { LeaseBook, type Grant } from './lease-book.js';
 import {
   checkDuration,
   type AcquireOptions,
@@ -316,6 +316,17 @@ export class LockClient extends PrefectFace {
   /** Closes the client (for `await using`). */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /**
+   * @internal Used by the React hooks (`useLock`), which release only a
+   * hold they made. `acquire()`, telling a new lease (`fresh`) from the one
+   * this client already had (a re-acquire answered with the hold of an
+   * `acquire()`, `withLock` or `acquireLock`), which stays its holder's to
+   * release, as in `withLock`.
+   */
+  acquireGrant(key: string, options: AcquireOptions = {}): Promise<Grant | null> {
+    return this.#acquires.send(key, options);
   }
 
   /**

@@ -137,11 +137,11 @@ describe('useLock (LockController) when the server refuses the release', () => {
     const { harness, carol, dave, refused, accepted } = await rateLimitedPair();
     const controller = new LockController(carol, 'react:2', () => ({ trackPosition: false }));
     // release() runs once the client granted the acquire, before the controller heard of the grant.
-    const acquire = carol.acquire.bind(carol);
-    carol.acquire = async (key, options) => {
-      const lease = await acquire(key, options);
+    const acquireGrant = carol.acquireGrant.bind(carol);
+    carol.acquireGrant = async (key, options) => {
+      const grant = await acquireGrant(key, options);
       void controller.release();
-      return lease;
+      return grant;
     };
     const wasRefused = refused();
     controller.acquire();
@@ -250,18 +250,17 @@ describe('useLock (LockController) when the server refuses the release, and the 
     const { carol, dave } = setup;
     const controller = new LockController(carol, 'react:7', () => ({ trackPosition: false }));
     // release() runs once the client granted the acquire, before the controller heard of the grant.
-    const acquire = carol.acquire.bind(carol);
+    const acquireGrant = carol.acquireGrant.bind(carol);
     let first: number | undefined;
-    carol.acquire = async (key, options) => {
-      const lease = await acquire(key, options);
-      first = lease?.token;
+    carol.acquireGrant = async (key, options) => {
+      const grant = await acquireGrant(key, options);
+      first = grant?.lease.token;
       void controller.release();
-      return lease;
+      return grant;
     };
     const wasRefused = setup.refused();
     controller.acquire();
     await wasRefused;
-    carol.acquire = acquire;
     setup.harness.clock.advance(1000);
     const second = carol.acquire('react:7');
     await acceptRetryThenAcquire(setup, second);

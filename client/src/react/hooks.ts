@@ -92,7 +92,9 @@ export type UseLockResult = LockHookState & {
  * `acquire()` and `release()` with `auto: false`), and re-renders as its
  * state moves: `idle` -> `waiting` (with `position`) -> `held` (with the
  * lease and its fencing token) -> `lost` (with the reason) when taken away.
- * Unmounting cancels the request or releases the lock.
+ * Unmounting cancels the request or releases the lock. A hold the client
+ * had before (`acquire()`, `withLock`, `acquireLock`) is shown as `held`
+ * but left to its holder.
  *
  * The session is the holder: components on the same client share one
  * request and one hold of a key (one `waiting` position, one lease and

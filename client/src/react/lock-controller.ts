@@ -40,6 +40,11 @@ const IDLE: LockHookState = { status: 'idle', timedOut: false };
  * request for a key the session is still queued for - which a remount
  * (React's strict mode mounts twice) would otherwise cause - and answers an
  * acquire of a key the session still holds with that hold.
+ *
+ * A key this client already holds otherwise (`acquire()`, `withLock`,
+ * `acquireLock`) is answered with that hold: the controller shows it as
+ * `held` but leaves it to its holder, as a `withLock` inside it does, so
+ * `release()` only stops showing it.
  */
 export class LockController {
   #state: LockHookState = IDLE;
@@ -47,6 +52,10 @@ export class LockController {
   #generation = 0;
   #attempt: AbortController | undefined;
   #lease: Lease | undefined;
+  /** Whether `#lease` is a hold this controller made (its to release), not one of the client's it joined. */
+  #fresh = false;
+  /** Stops following `#lease`'s loss. */
+  #unfollow: (() => void) | undefined;
   #settled: Promise<void> = Promise.resolve();
 
   constructor(
@@ -77,7 +86,8 @@ export class LockController {
 
   /**
    * Cancels a waiting request or releases the held lock; the state turns
-   * `idle` at once. Nobody is left to see a refused release
+   * `idle` at once. A hold the client had before (see the class) is left
+   * to its holder and stays. Nobody is left to see a refused release
    * (`rate_limited`, `store_unavailable`, ...), so it is sent again with
    * backoff until the server accepts it or the lock is lost (see
    * `LockClient.releaseUntilGone`): the lock never stays held for the rest
@@ -92,8 +102,7 @@ export class LockController {
     this.#generation++;
     this.#attempt?.abort();
     this.#attempt = undefined;
-    const lease = this.#lease;
-    this.#lease = undefined;
+    const lease = this.#drop();
     if (this.#state !== IDLE) this.#set(IDLE);
     // Through the client, so that any acquire of the key on it (not only this controller's) waits for the release.
     const released = lease ? this.client.releaseUntilGone(lease) : undefined;
@@ -107,7 +116,7 @@ export class LockController {
     const { trackPosition = true, ...options } = this.request();
     let stopTracking: (() => void) | undefined;
     try {
-      const lease = await this.client.acquire(this.key, {
+      const grant = await this.client.acquireGrant(this.key, {
         ...options,
         signal,
         onQueued: (position) => {
@@ -117,22 +126,27 @@ export class LockController {
         },
       });
       if (generation !== this.#generation) {
-        // Released while the grant was on its way: hand it back (asked again while refused).
-        if (lease) await this.client.releaseUntilGone(lease);
+        // Released while the grant was on its way: hand it back (asked again while refused), unless it is a hold
+        // the client had before, which stays its holder's.
+        if (grant?.fresh) await this.client.releaseUntilGone(grant.lease);
         return;
       }
-      if (!lease) {
+      if (!grant) {
         this.#set({ status: 'idle', timedOut: true });
         return;
       }
+      const { lease, fresh } = grant;
       this.#lease = lease;
+      this.#fresh = fresh;
       // Lost before it got here (its `lost` came in the same read as the grant): the signal fires no more.
       if (lease.signal.aborted) {
         this.#lose(lease);
         return;
       }
       this.#set({ status: 'held', lease, token: lease.token });
-      lease.signal.addEventListener('abort', () => this.#lose(lease), { once: true });
+      const lose = () => this.#lose(lease);
+      lease.signal.addEventListener('abort', lose, { once: true });
+      this.#unfollow = () => lease.signal.removeEventListener('abort', lose);
     } catch (error) {
       if (signal.aborted || generation !== this.#generation) return;
       this.#set({ status: 'error', error });
@@ -141,10 +155,24 @@ export class LockController {
     }
   }
 
+  /**
+   * Stops showing the lease; returns it when it is this controller's to
+   * release (one it made), `undefined` for none or a hold it joined.
+   */
+  #drop(): Lease | undefined {
+    const lease = this.#lease;
+    const fresh = this.#fresh;
+    this.#unfollow?.();
+    this.#unfollow = undefined;
+    this.#lease = undefined;
+    this.#fresh = false;
+    return fresh ? lease : undefined;
+  }
+
   /** The server took the held `lease` away: the state turns `lost` with its reason. */
   #lose(lease: Lease): void {
     if (this.#lease !== lease) return;
-    this.#lease = undefined;
+    this.#drop();
     const reason: unknown = lease.signal.reason;
     const error = reason instanceof LockError ? reason : new LockError(LeaseLostReason.ConnectionLost, String(reason));
     this.#set({ status: 'lost', reason: error.code as LeaseLostReason, error });
