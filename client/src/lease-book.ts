@@ -65,7 +65,7 @@ export class LeaseBook {
     if (entry?.lease === lease) entry.control.setExpiresAt(expiresAt);
   }
 
-  /** `key` was released through the client (not through its lease). */
+  /** `key` was released through the client (not through its lease): its lease turns `released`, and says so. */
   released(key: string): void {
     const entry = this.#entries.get(key);
     if (!entry) return;

@@ -13,7 +13,10 @@ export interface LeaseOwner {
 export interface LeaseControl {
   /** Marks the lease lost and aborts its signal with the reason. No-op unless held. */
   lose(reason: LeaseLostReason, close?: CloseInfo): void;
-  /** Marks the lease released (it was released through the client, not the lease). No-op unless held. */
+  /**
+   * Marks the lease released (it was released through the client, not the
+   * lease) and tells its `onReleased` listeners. No-op unless held.
+   */
   markReleased(): void;
   /** Records a new expiry after a successful `extend`. */
   setExpiresAt(expiresAt: number | null): void;
@@ -50,6 +53,8 @@ export class Lease {
   #state: LeaseState = 'held';
   #releasing: Promise<void> | undefined;
   readonly #controller = new AbortController();
+  /** Told once when the lease turns `released`, whoever released it (see `onReleased`). */
+  readonly #releasedListeners = new Set<() => void>();
   readonly #owner: LeaseOwner;
 
   /** Leases are created by `LockClient`, which receives the lease's control through `adopt`. */
@@ -63,11 +68,11 @@ export class Lease {
       lose: (reason, close) => {
         if (this.#state !== 'held') return;
         this.#state = 'lost';
+        // A lost lease is never released: nobody is told of it any more.
+        this.#releasedListeners.clear();
         this.#controller.abort(leaseLostError(this.key, reason, close));
       },
-      markReleased: () => {
-        if (this.#state === 'held') this.#state = 'released';
-      },
+      markReleased: () => this.#markReleased(),
       setExpiresAt: (expiresAt) => {
         this.#expiresAt = expiresAt;
       },
@@ -110,9 +115,7 @@ export class Lease {
     if (this.#releasing) return this.#releasing;
     if (this.#state !== 'held') return Promise.resolve();
     const releasing = this.#owner.releaseLease(this).then(
-      () => {
-        if (this.#state === 'held') this.#state = 'released';
-      },
+      () => this.#markReleased(),
       (error: unknown) => {
         // The server refused (`rate_limited`, `store_unavailable`, ...) and still holds the lock:
         // the lease stays held, and the next call sends a new release.
@@ -122,6 +125,15 @@ export class Lease {
     );
     this.#releasing = releasing;
     return releasing;
+  }
+
+  /** The hold ended by a release (of the lease, or of its key through the client): `released`, and told so. */
+  #markReleased(): void {
+    if (this.#state !== 'held') return;
+    this.#state = 'released';
+    const listeners = [...this.#releasedListeners];
+    this.#releasedListeners.clear();
+    for (const listener of listeners) listener();
   }
 
   /**
@@ -134,6 +146,23 @@ export class Lease {
    */
   extend(holdTimeout: number | null): Promise<number | null> {
     return this.#owner.extendLease(this, holdTimeout);
+  }
+
+  /**
+   * @internal Used by the React hooks (`useLock`), which show a lease
+   * somebody else may release (`lease.release()`, `client.releaseLock(key)`,
+   * the `withLock` or `acquire()` whose hold the hook joined). Calls
+   * `listener` once when the lease turns `released`, by whatever path; never
+   * for a loss (the `signal` tells that) nor for a lease no longer held.
+   * `listener` runs as the release takes effect, so it must not throw.
+   * Returns a function that stops listening.
+   */
+  onReleased(listener: () => void): () => void {
+    if (this.#state !== 'held') return () => undefined;
+    // Wrapped, so that the same function listening twice is told twice and each stop ends its own listening.
+    const once = () => listener();
+    this.#releasedListeners.add(once);
+    return () => void this.#releasedListeners.delete(once);
   }
 
   /** Releases the lock (for `await using`). */

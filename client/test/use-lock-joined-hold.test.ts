@@ -131,3 +131,45 @@ describe('useLock on a key the client already holds otherwise', () => {
     expect((await dave.status('joined:inner')).locked).toBe(false);
   });
 });
+
+describe('useLock when its lease is released through the client', () => {
+  it('turns idle once releaseLock(key) freed the lock, which another client then takes', async () => {
+    h = await startHarness();
+    const carol = await connect(h);
+    const dave = await connect(h);
+    const handle = new SharedLocks(carol).handle('released:prefect', untracked);
+    handle.acquire();
+    await stateIs(handle, 'held');
+    await carol.releaseLock('released:prefect');
+    expect(handle.getSnapshot()).toEqual({ status: 'idle', timedOut: false });
+    expect(await dave.acquireLock('released:prefect', { acquireTimeout: 0 })).toBe(true);
+  });
+
+  it('turns idle once the shown lease is released with lease.release()', async () => {
+    h = await startHarness();
+    const carol = await connect(h);
+    const controller = new LockController(carol, 'released:lease', untracked);
+    controller.acquire();
+    const held = await stateIs(controller, 'held');
+    await held.lease.release();
+    expect(controller.getSnapshot()).toEqual({ status: 'idle', timedOut: false });
+  });
+
+  it('turns idle once the withLock whose hold it joined ends, and acquires a hold of its own after that', async () => {
+    h = await startHarness();
+    const carol = await connect(h);
+    const dave = await connect(h);
+    const controller = new LockController(carol, 'released:with', untracked);
+    const outerToken = await carol.withLock('released:with', async (lease) => {
+      controller.acquire();
+      await stateIs(controller, 'held');
+      return lease.token;
+    });
+    expect(controller.getSnapshot().status).toBe('idle');
+    controller.acquire();
+    const own = await stateIs(controller, 'held');
+    expect(own.token).toBeGreaterThan(outerToken);
+    await within(controller.release(), 2000, 'release() to settle');
+    expect((await dave.status('released:with')).locked).toBe(false);
+  });
+});

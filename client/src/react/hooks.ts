@@ -94,7 +94,9 @@ export type UseLockResult = LockHookState & {
  * lease and its fencing token) -> `lost` (with the reason) when taken away.
  * Unmounting cancels the request or releases the lock. A hold the client
  * had before (`acquire()`, `withLock`, `acquireLock`) is shown as `held`
- * but left to its holder.
+ * but left to its holder, and a lease released by anyone else
+ * (`lease.release()`, `client.releaseLock(key)`, that holder) turns the
+ * state `idle` until `acquire()` is called again.
  *
  * The session is the holder: components on the same client share one
  * request and one hold of a key (one `waiting` position, one lease and

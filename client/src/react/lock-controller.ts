@@ -7,6 +7,8 @@ import type { Watch } from '../watch.js';
 /**
  * The state of one `useLock()`:
  * - `idle`: not holding and not asking (before `acquire()`, after `release()`,
+ *   after the lease was released otherwise - `lease.release()`,
+ *   `client.releaseLock(key)`, the end of a `withLock` whose hold it joined -
  *   or with `timedOut: true` when `acquireTimeout` ran out);
  * - `waiting`: the request is queued; `position` is the place in line
  *   (1 = next), `null` until the server said it had to wait;
@@ -44,7 +46,9 @@ const IDLE: LockHookState = { status: 'idle', timedOut: false };
  * A key this client already holds otherwise (`acquire()`, `withLock`,
  * `acquireLock`) is answered with that hold: the controller shows it as
  * `held` but leaves it to its holder, as a `withLock` inside it does, so
- * `release()` only stops showing it.
+ * `release()` only stops showing it. A lease it shows that is released by
+ * anyone else (`lease.release()`, `client.releaseLock(key)`, that holder)
+ * turns the state `idle`.
  */
 export class LockController {
   #state: LockHookState = IDLE;
@@ -54,7 +58,7 @@ export class LockController {
   #lease: Lease | undefined;
   /** Whether `#lease` is a hold this controller made (its to release), not one of the client's it joined. */
   #fresh = false;
-  /** Stops following `#lease`'s loss. */
+  /** Stops following `#lease`'s release by others. */
   #unfollow: (() => void) | undefined;
   #settled: Promise<void> = Promise.resolve();
 
@@ -143,10 +147,19 @@ export class LockController {
         this.#lose(lease);
         return;
       }
+      // Released before it got here (a joined hold whose holder let go of it): nothing to show.
+      if (!lease.held) {
+        this.#released(lease);
+        return;
+      }
       this.#set({ status: 'held', lease, token: lease.token });
       const lose = () => this.#lose(lease);
       lease.signal.addEventListener('abort', lose, { once: true });
-      this.#unfollow = () => lease.signal.removeEventListener('abort', lose);
+      const stopReleased = lease.onReleased(() => this.#released(lease));
+      this.#unfollow = () => {
+        lease.signal.removeEventListener('abort', lose);
+        stopReleased();
+      };
     } catch (error) {
       if (signal.aborted || generation !== this.#generation) return;
       this.#set({ status: 'error', error });
@@ -167,6 +180,13 @@ export class LockController {
     this.#lease = undefined;
     this.#fresh = false;
     return fresh ? lease : undefined;
+  }
+
+  /** Someone else released the shown `lease` (its own `release()`, `releaseLock(key)`): the state turns `idle`. */
+  #released(lease: Lease): void {
+    if (this.#lease !== lease) return;
+    this.#drop();
+    this.#set(IDLE);
   }
 
   /** The server took the held `lease` away: the state turns `lost` with its reason. */
