@@ -18,9 +18,9 @@ import {
 } from './options.js';
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
 import { reconnectPolicy } from './reconnect.js';
-import { RefusalRetries } from './refusal-retry.js';
 import { webSocketTransport, type TransportFactory } from './transport.js';
-import { Watch, WatchRegistry, type LockEvent, type WatchSubscription } from './watch.js';
+import { WatchRegistry, type LockEvent, type Watch } from './watch.js';
+import { WatchCalls } from './watch-call.js';
 import { LockManager } from './web-locks.js';
 
 /**
@@ -40,8 +40,6 @@ export class LockClient extends PrefectFace {
   };
   readonly #leases = new LeaseBook(this.#leaseOwner);
   readonly #watches = new WatchRegistry();
-  /** Unwatches of prefixes no watch uses any more, asked again while refused. */
-  readonly #unwatches = new RefusalRetries(() => this.limits);
   /**
    * Holds this client lets go of in the background, by key: released by
    * `withLock`, a Web Lock whose callbacks are done or `useLock`
@@ -57,6 +55,8 @@ export class LockClient extends PrefectFace {
   readonly #keeper: ConnectionKeeper;
   /** Sends acquires once the holds of their key let go of in the background are gone. */
   readonly #acquires: AcquireCalls;
+  /** Sends watches, and unwatches (again while refused) of prefixes no watch uses any more. */
+  readonly #watchCalls: WatchCalls;
   /**
    * The Web Locks face: `navigator.locks` across tabs, devices and users
    * (`request(name, [options], callback)`, `query()`).
@@ -68,6 +68,7 @@ export class LockClient extends PrefectFace {
     this.#keeper = new ConnectionKeeper(init, { leases: this.#leases, watches: this.#watches, events: this.#events });
     const limits = () => this.limits;
     this.#acquires = new AcquireCalls({ keeper: this.#keeper, leases: this.#leases, releases: this.#releases, limits });
+    this.#watchCalls = new WatchCalls({ keeper: this.#keeper, watches: this.#watches, limits });
   }
 
   /**
@@ -248,38 +249,8 @@ export class LockClient extends PrefectFace {
    * prefix. After a reconnect the watch is re-established and `onResync`
    * gets the fresh snapshot (events while offline are not replayed).
    */
-  async watch(prefix: string, onEvent: (event: LockEvent) => void, options: WatchOptions = {}): Promise<Watch> {
-    const connection = this.#keeper.live();
-    // Before the watch is sent: an unwatch of this prefix still being asked again would end the new watch.
-    this.#unwatches.stop(prefix);
-    const subscription: WatchSubscription = {
-      prefix,
-      limit: options.limit,
-      onEvent,
-      onResync: options.onResync,
-      live: false,
-      snapshot: { locks: [], truncated: false },
-      controller: new AbortController(),
-    };
-    this.#watches.add(subscription);
-    try {
-      await connection.request(
-        'watch',
-        { prefix, limit: options.limit },
-        {
-          onResult: (result) => {
-            subscription.snapshot = result;
-            subscription.live = true;
-          },
-        },
-      ).result;
-      return new Watch(subscription, () => this.#unwatch(subscription));
-    } catch (error) {
-      // The other watches of the prefix closed while this one was in flight, leaving the server watch to it:
-      // nobody uses it now. The caller needs the watch's own error; a refused unwatch goes on in the background.
-      if (this.#watches.remove(subscription)) await this.#sendUnwatch(prefix);
-      throw error;
-    }
+  watch(prefix: string, onEvent: (event: LockEvent) => void, options: WatchOptions = {}): Promise<Watch> {
+    return this.#watchCalls.watch(prefix, onEvent, options);
   }
 
   /** Force-releases every hold on `key` (each holder loses it as `revoked`); resolves with how many. */
@@ -397,31 +368,5 @@ export class LockClient extends PrefectFace {
     await this.#keeper.live().request('release', { key }, {
       onResult: () => this.#leases.released(key),
     }).result;
-  }
-
-  // ---- internals ----
-
-  async #unwatch(subscription: WatchSubscription): Promise<void> {
-    subscription.controller.abort(new LockError(ClientErrorCode.ConnectionClosed, 'watch closed'));
-    if (this.#watches.remove(subscription)) await this.#sendUnwatch(subscription.prefix);
-  }
-
-  /**
-   * Stops the server's watch of `prefix`; a connection that is gone took it
-   * along. Resolves once the first unwatch was answered, never rejects.
-   * While the server refuses it (`rate_limited`, `store_unavailable`, ...)
-   * it is asked again with backoff: the server would otherwise go on
-   * streaming the prefix's events (which no callback gets: the registry no
-   * longer lists the prefix) and count the watch against
-   * `maxWatchesPerSession`. Asking again stops once the prefix is watched
-   * again (`watch()` stops it before it sends its own request, so no later
-   * unwatch can end the new watch) or the connection closes.
-   */
-  async #sendUnwatch(prefix: string): Promise<void> {
-    const connection = this.#keeper.connection;
-    if (!connection?.isOpen) return;
-    await this.#unwatches.run(prefix, connection, (live) =>
-      live.request('unwatch', { prefix }, { onResult: () => undefined }).result,
-    );
   }
 }
