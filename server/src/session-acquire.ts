@@ -245,18 +245,21 @@ export class SessionAcquires {
    * session holds. Its start is counted before the call is made, so that
    * `applied` keeps the key until every such call has been answered.
    */
-  private async ordered<T>(key: string, call: () => Promise<T>): Promise<T> {
+  private ordered<T>(key: string, call: () => Promise<T>): Promise<T> {
     this.inFlight.set(key, (this.inFlight.get(key) ?? 0) + 1);
-    try {
-      return await call();
-    } finally {
+    const settled = () => {
       const left = (this.inFlight.get(key) ?? 1) - 1;
       if (left > 0) this.inFlight.set(key, left);
       else {
         this.inFlight.delete(key);
         this.applied.delete(key);
       }
-    }
+    };
+    // The call's own promise is handed on, not awaited here: an extra step would answer the request
+    // a turn later, after replies to requests that came behind it in the same read (a ping).
+    const answered = call();
+    answered.then(settled, settled);
+    return answered;
   }
 
   private startPending(request: PendingRequest): void {
