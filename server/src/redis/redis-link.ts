@@ -1,4 +1,5 @@
 import { createClient, createCluster, ErrorReply } from 'redis';
+import { COMMAND_QUEUE_LIMIT, CommandConnection, createDeadlines } from './command-deadlines.js';
 import { firstConnect } from './first-connect.js';
 import { redisTlsProblem, tlsSocketOptions, type RedisTlsOptions } from './redis-tls.js';
 import { scriptLibrary, type Script, type ScriptLibrary } from './scripts.js';
@@ -50,62 +51,6 @@ export interface RedisLinkOptions {
    * publishes a heartbeat to itself more often than this. Default: never.
    */
   subscriberIdleTimeout?: number;
-}
-
-/**
- * Fails every call that got no reply within `timeout` ms. All calls share one
- * timer, armed only while calls are open; node-redis' own per-command
- * timeout costs an `AbortSignal.timeout` (a timer, a weak reference and two
- * listeners) per command, a tenth of a node's CPU per script call. Calls
- * open in start order, and all have the same timeout, so a sweep stops at
- * the first call not yet due.
- */
-function createDeadlines(timeout: number) {
-  interface Open {
-    readonly due: number;
-    readonly reject: (error: Error) => void;
-  }
-  const open = new Set<Open>();
-  const every = Math.max(10, Math.floor(timeout / 10));
-  let timer: ReturnType<typeof setTimeout> | null = null;
-  const arm = () => {
-    timer = setTimeout(sweep, every);
-    timer.unref?.();
-  };
-  const sweep = () => {
-    timer = null;
-    const now = performance.now();
-    for (const call of open) {
-      if (call.due > now) break;
-      open.delete(call);
-      call.reject(new Error(`Redis did not answer within ${timeout} ms`));
-    }
-    if (open.size > 0) arm();
-  };
-  return {
-    guard<T>(reply: Promise<T>): Promise<T> {
-      return new Promise<T>((resolve, reject) => {
-        const call: Open = { due: performance.now() + timeout, reject };
-        open.add(call);
-        if (timer === null) arm();
-        reply.then(
-          (value) => {
-            open.delete(call);
-            resolve(value);
-          },
-          (error: unknown) => {
-            open.delete(call);
-            reject(error instanceof Error ? error : new Error(String(error)));
-          },
-        );
-      });
-    },
-    stop() {
-      if (timer !== null) clearTimeout(timer);
-      timer = null;
-      open.clear();
-    },
-  };
 }
 
 const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
@@ -197,14 +142,19 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     disableOfflineQueue: true,
     disableClientInfo: true,
     maintNotifications: 'disabled' as const,
+    commandsQueueMaxLength: COMMAND_QUEUE_LIMIT,
     socket: tls ? { ...socketOptions(options), ...tlsSocketOptions(options.tls) } : socketOptions(options),
   };
-  const client = createClient(base);
+  const makeClient = () => {
+    const made = createClient(base);
+    made.on('error', () => emit('trouble'));
+    made.on('reconnecting', () => emit('trouble'));
+    return made;
+  };
+  const client = makeClient();
   const idle = options.subscriberIdleTimeout;
   const subscriber = createClient(idle === undefined ? base : { ...base, socket: { ...base.socket, socketTimeout: idle } });
   let subscriberReadyOnce = false;
-  client.on('error', () => emit('trouble'));
-  client.on('reconnecting', () => emit('trouble'));
   subscriber.on('error', () => emit('trouble'));
   subscriber.on('reconnecting', () => emit('trouble'));
   subscriber.on('ready', () => {
@@ -229,7 +179,9 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     throw error;
   }
   const deadlines = createDeadlines(options.commandTimeout);
-  const run = (args: string[]) => deadlines.guard(client.sendCommand(args));
+  // A hung connection is a broken one to the node's liveness, which checks Redis as after any break.
+  const connection = new CommandConnection(client, makeClient, deadlines, () => emit('trouble'));
+  const run = (args: string[]) => connection.run(args);
   const runner = new ScriptRunner();
   try {
     await runner.load(run, scriptLibrary);
@@ -250,7 +202,7 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     on: (event, fn) => handlers[event].add(fn),
     async close() {
       deadlines.stop();
-      client.destroy();
+      connection.close();
       subscriber.destroy();
     },
   };
@@ -322,6 +274,8 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
       disableOfflineQueue: true,
       disableClientInfo: true,
       maintNotifications: 'disabled',
+      // The only bound on a node's queue while its primary hangs with the connection open (see docs/scaling.md).
+      commandsQueueMaxLength: COMMAND_QUEUE_LIMIT,
       ...(urls.username === undefined ? {} : { username: urls.username }),
       ...(urls.password === undefined ? {} : { password: urls.password }),
       socket: urls.tls ? { ...socketOptions(options), ...tlsSocketOptions(options.tls) } : socketOptions(options),
