@@ -6,11 +6,12 @@
  * `acquire` and `wait` share.
  */
 import type { Limits } from '@lockwire/protocol';
-import type { Connection, PendingCall } from './connection.js';
+import type { Connection } from './connection.js';
 import type { ConnectionKeeper } from './connection-keeper.js';
 import { releaseHoldUntilGone, waitForLetGo, type HoldReleases } from './hold-release.js';
 import type { Grant, LeaseBook } from './lease-book.js';
 import { checkDuration, type AcquireOptions } from './options.js';
+import type { PendingCall } from './pending-calls.js';
 
 /** What an acquire needs from its client. */
 export interface AcquireHost {

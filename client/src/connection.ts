@@ -1,14 +1,11 @@
 import { invokeSafely } from './emitter.js';
 import {
   decodeServerMessage,
-  resultSchemas,
   type EventMessage,
   type LostMessage,
   type Op,
-  type OkReply,
   type ReplyMessage,
   type RequestOf,
-  type ResultOf,
   type WelcomeMessage,
 } from '@lockwire/protocol';
 import {
@@ -19,29 +16,11 @@ import {
   type CloseInfo,
 } from './errors.js';
 import { Keepalive, welcomeDeadline, type KeepalivePolicy } from './keepalive.js';
+import { deferred, PendingCalls, type PendingCall, type RequestOptions } from './pending-calls.js';
 import type { Transport, TransportFactory } from './transport.js';
 
 /** A request's fields without `op` and `id`, which the connection adds. */
 export type RequestFields<O extends Op> = Omit<RequestOf<O>, 'op' | 'id'>;
-
-/** How a request's reply is turned into the call's value. */
-export interface RequestOptions<O extends Op, T> {
-  /**
-   * Maps the typed result while the reply frame is being handled, before any
-   * later frame: state that a following push relies on (a new lease that a
-   * `lost` may name, a watch that `event`s feed) is in place by then.
-   */
-  onResult: (result: ResultOf<O>) => T;
-  /** Called once if an `acquire` had to join the queue. */
-  onQueued?: ((position: number) => void) | undefined;
-}
-
-/** A request in flight: its wire id (for `cancel`) and its outcome. */
-export interface PendingCall<T> {
-  readonly id: number;
-  /** Resolves with the mapped result; rejects with a `LockError` (the wire error, or `connection_closed`). */
-  readonly result: Promise<T>;
-}
 
 /** Pushes and the end of the connection, reported to the client that owns it. */
 export interface ConnectionHandlers {
@@ -53,28 +32,6 @@ export interface ConnectionHandlers {
    * `connection_closed` after `close()`, `protocol_error`).
    */
   closed(close: CloseInfo, error: LockError): void;
-}
-
-interface PendingEntry {
-  accept(reply: OkReply): void;
-  reject(error: LockError): void;
-  onQueued: ((position: number) => void) | undefined;
-}
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(reason: unknown): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (reason: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 }
 
 /** Browsers only let a page close with 1000 or 4000-4999, so a protocol error closes with 1000 and a reason. */
@@ -99,8 +56,7 @@ const ABNORMAL_CLOSURE = 1006;
  */
 export class Connection {
   #state: 'connecting' | 'open' | 'closed' = 'connecting';
-  #nextId = 1;
-  readonly #pending = new Map<number, PendingEntry>();
+  readonly #pending = new PendingCalls((detail) => this.#protocolError(detail));
   readonly #handlers: ConnectionHandlers;
   readonly #opened = deferred<WelcomeMessage>();
   readonly #ended = deferred<void>();
@@ -201,31 +157,13 @@ export class Connection {
     fields: RequestFields<O>,
     options: RequestOptions<O, T>,
   ): PendingCall<T> {
-    const id = this.#nextId++;
+    const id = this.#pending.nextId();
     const call = deferred<T>();
     if (this.#state !== 'open' || this.#closeError) {
       call.reject(this.#closeError ?? new LockError(ClientErrorCode.ConnectionClosed, 'not connected'));
       return { id, result: call.promise };
     }
-    const schema = resultSchemas[op];
-    this.#pending.set(id, {
-      onQueued: options.onQueued,
-      reject: call.reject,
-      accept: (reply) => {
-        const parsed = schema.safeParse(reply);
-        if (!parsed.success) {
-          const error = this.#protocolError(`the ${op} reply has an unexpected shape`);
-          call.reject(error);
-          return;
-        }
-        try {
-          // resultSchemas[op] parses to ResultOf<op>; TypeScript cannot follow the generic index.
-          call.resolve(options.onResult(parsed.data as ResultOf<O>));
-        } catch (error) {
-          call.reject(error);
-        }
-      },
-    });
+    this.#pending.add(id, op, options, call);
     try {
       this.#transport.send(JSON.stringify({ op, id, ...fields }));
     } catch (error) {
@@ -333,7 +271,7 @@ export class Connection {
         return;
       case 'queued': {
         // A throwing user callback must not stop this frame's handling.
-        const onQueued = typeof message.id === 'number' ? this.#pending.get(message.id)?.onQueued : undefined;
+        const onQueued = typeof message.id === 'number' ? this.#pending.onQueued(message.id) : undefined;
         if (onQueued) invokeSafely(onQueued, message.position);
         return;
       }
@@ -356,12 +294,7 @@ export class Connection {
       this.#protocolError(`the server could not match a request: ${detail}`);
       return;
     }
-    // A string id is the keepalive's ping: its answer, as any frame, has already told the keepalive enough.
-    const entry = typeof reply.id === 'number' ? this.#pending.get(reply.id) : undefined;
-    if (!entry || typeof reply.id !== 'number') return;
-    this.#pending.delete(reply.id);
-    if (reply.ok) entry.accept(reply);
-    else entry.reject(new LockError(reply.error.code, reply.error.message));
+    this.#pending.settle(reply);
   }
 
   #onTransportClose(code: number, reason: string, pageLeft: boolean): void {
@@ -397,9 +330,7 @@ export class Connection {
       this.#closed.abort(error);
       return;
     }
-    const pending = [...this.#pending.values()];
-    this.#pending.clear();
-    for (const entry of pending) entry.reject(error);
+    this.#pending.rejectAll(error);
     this.#closed.abort(error);
     this.#handlers.closed(close, error);
   }
