@@ -100,6 +100,21 @@ describe('watch', () => {
     await b.close();
   });
 
+  it('a session keeps one server watch per prefix: with maxWatchesPerSession 1, a second prefix is taken only once the last watch of the first has closed', async () => {
+    const limited = await startHarness({ limits: { maxWatchesPerSession: 1 } });
+    try {
+      const carol = await limited.connect();
+      const a = await carol.watch('room:', () => undefined);
+      const b = await carol.watch('room:', () => undefined);
+      await a.close();
+      expect(await within(carol.watch('other:', () => undefined).catch((error: unknown) => error))).toMatchObject({ code: 'bad_request' });
+      await b.close();
+      expect((await within(carol.watch('other:', () => undefined))).prefix).toBe('other:');
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('a refused watch whose prefix lost its other watches meanwhile unwatches it, freeing the server slot', async () => {
     const limited = await startHarness({ limits: { maxWatchesPerSession: 1 } });
     try {
