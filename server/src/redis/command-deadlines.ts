@@ -19,7 +19,7 @@ export interface WatchedConnection {
   /** `performance.now()` of the last reply read from it (an error reply too); when made, before any. */
   lastReply: number;
   /** Called when a call on it failed its deadline with no reply from it since the call was sent. */
-  readonly hung: () => void;
+  readonly silent: () => void;
 }
 
 /** Deadlines of Redis calls: see `createDeadlines`. */
@@ -30,7 +30,7 @@ export interface Deadlines {
    * `reply`, failed with an `Error` when it has not settled within the
    * timeout. With `on`, a reply marks that connection as answering, and a
    * call failed while the connection answered nothing since the call was
-   * sent calls its `hung()` (once per sweep).
+   * sent calls its `silent()` (once per sweep).
    */
   guard<T>(reply: Promise<T>, on?: WatchedConnection): Promise<T>;
   /** Stops the timer; calls still open are never failed. */
@@ -48,8 +48,8 @@ export interface Deadlines {
  * Failing a call does not take the command out of node-redis' queue: on a
  * connection that stays open while nothing comes back (a stopped Redis, a
  * stalled proxy) those commands would pile up, and reach Redis all at once
- * when the path recovers. Hence the hang report to the connection's owner,
- * which drops the connection (see `CommandConnection`).
+ * when the path recovers. Hence the report of a silent connection to its
+ * owner, which checks it and drops it when it hangs (see `CommandConnection`).
  */
 export function createDeadlines(timeout: number): Deadlines {
   interface Open {
@@ -67,15 +67,15 @@ export function createDeadlines(timeout: number): Deadlines {
   const sweep = () => {
     timer = null;
     const now = performance.now();
-    const hung = new Set<WatchedConnection>();
+    const silent = new Set<WatchedConnection>();
     for (const call of open) {
       if (call.due > now) break;
       open.delete(call);
       // Nothing read from its connection since it was sent, a whole timeout ago.
-      if (call.on !== undefined && call.on.lastReply < call.due - timeout) hung.add(call.on);
+      if (call.on !== undefined && call.on.lastReply < call.due - timeout) silent.add(call.on);
       call.reject(new Error(`Redis did not answer within ${timeout} ms`));
     }
-    for (const connection of hung) connection.hung();
+    for (const connection of silent) connection.silent();
     if (open.size > 0) arm();
   };
   return {
@@ -117,8 +117,9 @@ export interface CommandClient {
 /**
  * The command connection to a single Redis server, replaced when it hangs:
  * when a call fails its deadline and the connection answered nothing since
- * the call was sent, the client is destroyed (node-redis rejects every
- * command it still queues) and a new one made. node-redis' own reconnects
+ * the call was sent, nor within the timeout after a PING sent then (about
+ * twice the timeout of silence with calls waiting), the client is destroyed
+ * (node-redis rejects every command it still queues) and a new one made. node-redis' own reconnects
  * never see this case: the socket stays open, and the node's writes (renew
  * rounds) keep a socket timeout from firing.
  *
@@ -136,6 +137,8 @@ export class CommandConnection<C extends CommandClient> {
   #watched: WatchedConnection;
   /** False from a hang until the new connection answered its PING. */
   #proven = true;
+  /** The connection a PING is checking for a hang, if any. */
+  #checking: WatchedConnection | null = null;
   #closed = false;
   /** The next connection's start, while waiting out the timeout of one that failed early. */
   #retry: ReturnType<typeof setTimeout> | null = null;
@@ -167,12 +170,29 @@ export class CommandConnection<C extends CommandClient> {
   }
 
   #watch(): WatchedConnection {
-    const watched: WatchedConnection = { lastReply: performance.now(), hung: () => this.#hung(watched) };
+    const watched: WatchedConnection = { lastReply: performance.now(), silent: () => this.#silent(watched) };
     return watched;
   }
 
-  #hung(watched: WatchedConnection): void {
-    if (this.#closed || watched !== this.#watched) return;
+  /**
+   * A call failed with nothing read from the connection since it was sent:
+   * Redis may be slow (a reply late by less than the timeout is still
+   * used), so a PING follows the queue, and the connection is hung only if
+   * nothing at all comes back within the timeout after it.
+   */
+  #silent(watched: WatchedConnection): void {
+    if (this.#closed || watched !== this.#watched || this.#checking === watched) return;
+    this.#checking = watched;
+    const sent = performance.now();
+    this.#deadlines.guard(this.#client.sendCommand(['PING'])).then(
+      () => this.#checked(watched, false),
+      (error: unknown) => this.#checked(watched, !(error instanceof ErrorReply) && watched.lastReply < sent),
+    );
+  }
+
+  #checked(watched: WatchedConnection, hung: boolean): void {
+    if (this.#checking === watched) this.#checking = null;
+    if (!hung || this.#closed || watched !== this.#watched) return;
     this.#onHung();
     this.#replace();
   }
