@@ -119,9 +119,9 @@ export interface CommandClient {
  * when a call fails its deadline and the connection answered nothing since
  * the call was sent, nor within the timeout after a PING sent then (about
  * twice the timeout of silence with calls waiting), the client is destroyed
- * (node-redis rejects every command it still queues) and a new one made. node-redis' own reconnects
- * never see this case: the socket stays open, and the node's writes (renew
- * rounds) keep a socket timeout from firing.
+ * (node-redis rejects every command it still queues) and a new one made.
+ * node-redis' own reconnects never see this case: the socket stays open,
+ * and the node's writes (renew rounds) keep a socket timeout from firing.
  *
  * A new connection carries nothing until it answered a PING within the
  * timeout: a path that still hangs then costs one PING per timeout, not
