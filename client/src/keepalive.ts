@@ -67,8 +67,11 @@ export class Keepalive {
   #lastHeard = performance.now();
   /** Set by a frame; cleared as a ping goes out. */
   #heardSincePing = true;
-  /** While a ping waits for an answer: when its timer is due, and whether it was given a second chance. */
-  #waiting: { due: number; extended: boolean } | undefined;
+  /**
+   * While a ping waits for an answer: when its timer is due, whether it was given a second chance, and
+   * whether its verdict waits one task for frames already received to be read.
+   */
+  #waiting: { due: number; extended: boolean; settling: boolean } | undefined;
   #stopped = false;
 
   constructor(policy: KeepalivePolicy, actions: KeepaliveActions) {
@@ -105,7 +108,7 @@ export class Keepalive {
         return;
       }
       this.#heardSincePing = false;
-      this.#waiting = { due: now + this.#policy.timeout, extended: false };
+      this.#waiting = { due: now + this.#policy.timeout, extended: false, settling: false };
       this.#arm(this.#policy.timeout);
       this.#actions.ping();
       return;
@@ -115,11 +118,19 @@ export class Keepalive {
       this.#arm(this.#policy.interval - (now - this.#lastHeard));
       return;
     }
-    // A timer that fires well after it was due ran behind a stalled process (a long pause, a throttled
-    // background tab): frames that arrived meanwhile may not be read yet. The connection gets another
-    // `timeout` to be heard from, once, so the client's own stall is not taken for the server's silence.
+    // A frame may be in the socket unread: a process that stalled runs a timer that came due before it
+    // reads a socket that became readable meanwhile (Node does; a browser does not promise the opposite).
+    // The verdict waits one task, so what already arrived is read and counted first.
+    if (!waiting.settling) {
+      waiting.settling = true;
+      this.#timer = setTimeout(() => this.#fire(), 0);
+      return;
+    }
+    // A verdict due well before now ran behind a stalled process (a long pause, a throttled background
+    // tab): frames that arrived meanwhile may still be unread. The connection gets another `timeout` to be
+    // heard from, once, so the client's own stall is not taken for the server's silence.
     if (!waiting.extended && now - waiting.due > this.#policy.timeout / 2) {
-      this.#waiting = { due: now + this.#policy.timeout, extended: true };
+      this.#waiting = { due: now + this.#policy.timeout, extended: true, settling: false };
       this.#arm(this.#policy.timeout);
       return;
     }
