@@ -38,6 +38,13 @@ export class SessionAcquires {
    * request does not undo that of a later one.
    */
   private readonly applied = new Map<string, number>();
+  /**
+   * By key, the token of a hold the session was told it lost while an
+   * acquire or release of the key was in flight: a re-acquire the store ran
+   * before the loss may be answered after it, with that same token, and
+   * must not make the key held again.
+   */
+  private readonly lostTokens = new Map<string, number>();
   private readonly session: SessionId;
   private readonly host: SessionHost;
   private readonly requests: SessionRequests;
@@ -68,12 +75,12 @@ export class SessionAcquires {
       });
       // A request no longer current was counted when its session died.
       const current = this.requests.isCurrent(request);
-      if (!current && this.detachedKeys) this.settleDetached(outcome.status, ticket, request, message.key);
+      if (!current && this.detachedKeys) this.settleDetached(outcome, ticket, request, message.key);
       if (current && outcome.status !== 'queued') answeredFailed(request);
       switch (outcome.status) {
         case 'granted':
           if (current) {
-            this.took(message.key, request, this.held);
+            this.took(message.key, request, this.held, outcome.token);
             this.host.metrics.acquire(AcquireOutcome.GrantedImmediately);
           }
           return { acquired: true, token: outcome.token, expiresAt: outcome.expiresAt };
@@ -101,7 +108,7 @@ export class SessionAcquires {
         if (this.requests.isCurrent(request)) answeredFailed(request);
         return { free: true };
       }
-      if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached('queued', ticket, request, message.key);
+      if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached({ status: 'queued' }, ticket, request, message.key);
       if (this.requests.isCurrent(request)) this.startPending(request);
       return null;
     });
@@ -205,10 +212,10 @@ export class SessionAcquires {
    * pending wait is cancelled (it must leave its queue), a grant is kept
    * for the resume to report.
    */
-  private settleDetached(status: string, ticket: Ticket, request: PendingRequest, key: string): void {
-    if (status === 'granted') {
-      if (this.detachedKeys) this.took(key, request, this.detachedKeys);
-    } else if (status === 'queued') void this.host.store.cancel(this.session, ticket).catch(() => false);
+  private settleDetached(outcome: { status: string; token?: number }, ticket: Ticket, request: PendingRequest, key: string): void {
+    if (outcome.status === 'granted') {
+      if (this.detachedKeys) this.took(key, request, this.detachedKeys, outcome.token);
+    } else if (outcome.status === 'queued') void this.host.store.cancel(this.session, ticket).catch(() => false);
   }
 
   /**
@@ -229,8 +236,19 @@ export class SessionAcquires {
    * or the detached keys), unless a release started after `request` was
    * answered first (a re-acquire by the holder answered late).
    */
-  private took(key: string, request: PendingRequest, keys: Set<string>): void {
+  private took(key: string, request: PendingRequest, keys: Set<string>, token?: number): void {
+    if (token !== undefined && this.lostTokens.get(key) === token) return;
     if (this.apply(key, request)) keys.add(key);
+  }
+
+  /**
+   * The session was told it lost its hold of `key` (`token`): a grant of
+   * that hold answered later (a re-acquire the store ran before the loss)
+   * does not make the key held again.
+   */
+  lost(key: string, token: number): void {
+    this.held.delete(key);
+    if (this.inFlight.has(key)) this.lostTokens.set(key, token);
   }
 
   /** Whether `request`'s outcome for `key` is the latest yet (see `applied`); if so it is from now on. */
@@ -253,6 +271,7 @@ export class SessionAcquires {
       else {
         this.inFlight.delete(key);
         this.applied.delete(key);
+        this.lostTokens.delete(key);
       }
     };
     // The call's own promise is handed on, not awaited here: an extra step would answer the request

@@ -190,7 +190,7 @@ export class Session {
    * connection is closing, keeps the loss for the session's grace instead.
    */
   pushLost(lost: LostLock): void {
-    this.held.delete(lost.key);
+    this.acquires.lost(lost.key, lost.token);
     if (!this.alive) return;
     // A closing connection (the peer's close frame read but the session not
     // ended yet, a cut under way) sends nothing more: the loss would be

@@ -223,6 +223,27 @@ export function describeGraceLosses(name: string, makeStore: (clock: ManualClock
       expect(await heldGauge(server)).toBe(0);
     });
 
+    it('does not count as held again a lock stolen while the holder\'s re-acquire of it was answering (the store ran the re-acquire first)', async () => {
+      const store = watchedStore();
+      const { server, connect } = await start(store.wrap);
+      const { client: a } = await connect();
+      const { client: b } = await connect();
+      await a.request({ op: 'acquire', id: 1, key: 'k' });
+      // The store runs a's re-acquire (it holds k: acquired, same token); its answer is slow to come back.
+      const acquire = store.holdNext('acquire');
+      a.send({ op: 'acquire', id: 2, key: 'k' });
+      await acquire.answered;
+      expect(await b.request({ op: 'acquire', id: 1, key: 'k', steal: true })).toMatchObject({ acquired: true });
+      expect(await a.next((f) => f.type === 'lost', 'a lost')).toMatchObject({ key: 'k', reason: 'stolen' });
+      acquire.open();
+      await a.reply(2);
+      await store.idle();
+      expect(await b.request({ op: 'status', id: 2, key: 'k' })).toMatchObject({ holders: [{}] });
+      expect(await heldGauge(server)).toBe(1);
+      // a holds nothing: its release is refused, b keeps k.
+      expect(await a.request({ op: 'release', id: 3, key: 'k' })).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+    });
+
     it('keeps a lock re-acquired while the release before it was still answering, counted and reported in the resumed welcome', async () => {
       const store = watchedStore();
       const { server, connect, resumeQuery, drop } = await start(store.wrap);
