@@ -186,13 +186,17 @@ export class Connection {
     return this.#ended.promise;
   }
 
-  #abortOpen(reason: unknown, code = NORMAL_CLOSURE, closeReason = 'connect aborted'): void {
+  /**
+   * Fails a connect still waiting for its welcome. `abortTransport` drops the socket without waiting for
+   * the closing handshake, for a server that said nothing and so will not answer one either.
+   */
+  #abortOpen(reason: unknown, code = NORMAL_CLOSURE, closeReason = 'connect aborted', abortTransport = false): void {
     if (this.#state !== 'connecting') return;
     this.#state = 'closed';
     clearTimeout(this.#welcomeTimer);
     this.#opened.reject(reason);
     this.#closed.abort(reason);
-    this.#closeTransport(closeReason, code);
+    this.#closeTransport(closeReason, code, abortTransport);
   }
 
   /**
@@ -202,7 +206,7 @@ export class Connection {
    */
   #noWelcome(ms: number): void {
     const close: CloseInfo = { code: ABNORMAL_CLOSURE, reason: `no welcome within ${ms} ms`, byClient: false };
-    this.#abortOpen(connectionClosedError(close), KEEPALIVE_CLOSURE, 'no welcome');
+    this.#abortOpen(connectionClosedError(close), KEEPALIVE_CLOSURE, 'no welcome', true);
   }
 
   /** Sends the keepalive's ping, outside the pending calls: nothing waits for its answer but the keepalive. */
@@ -223,12 +227,17 @@ export class Connection {
     const close: CloseInfo = { code: ABNORMAL_CLOSURE, reason, byClient: false };
     this.#shutdown(close, connectionLostError(close));
     // The closing handshake cannot complete on a silent path; the connection is over already.
-    this.#closeTransport('keepalive timeout', KEEPALIVE_CLOSURE);
+    this.#closeTransport('keepalive timeout', KEEPALIVE_CLOSURE, true);
   }
 
-  #closeTransport(reason: string, code: number = NORMAL_CLOSURE): void {
+  /**
+   * Closes the socket with `code`; with `abort`, through the transport's `abort` where it has one, so a
+   * socket whose peer cannot answer the closing handshake does not stay open waiting for it.
+   */
+  #closeTransport(reason: string, code: number = NORMAL_CLOSURE, abort = false): void {
     try {
-      this.#transport.close(code, reason);
+      if (abort && this.#transport.abort) this.#transport.abort(code, reason);
+      else this.#transport.close(code, reason);
     } catch {
       // The socket is already closing; its close event still arrives.
     }

@@ -8,6 +8,15 @@ export interface Transport {
   send(text: string): void;
   /** Starts the closing handshake; `close` is reported through the handlers. */
   close(code?: number, reason?: string): void;
+  /**
+   * Closes without waiting for the closing handshake: sends the closing
+   * frame (best effort) and drops the socket at once, for a connection the
+   * client gave up on (a path gone silent, no welcome), whose peer would
+   * never answer. `close` is reported through the handlers, soon. Optional:
+   * without it the client calls `close(code, reason)`, and the socket closes
+   * whenever the runtime gives up on the handshake.
+   */
+  abort?(code: number, reason: string): void;
 }
 
 /** Callbacks a transport reports to. `close` is called exactly once, last. */
@@ -108,6 +117,8 @@ export function createWebSocketTransport(options: WebSocketTransportOptions = {}
       if (left) handlers.close(NORMAL_CLOSURE, PAGE_LEFT, true);
       else handlers.close(event.code || ABNORMAL_CLOSURE, event.reason);
     });
+    // No `abort`: a browser's WebSocket has no way to drop a socket without the closing handshake, so the
+    // client falls back to `close`, and the browser ends the handshake it waits for on its own.
     return {
       send: (text) => socket.send(text),
       close: (code, reason) => socket.close(code, reason),
