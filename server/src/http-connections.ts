@@ -65,12 +65,20 @@ export function watchHttpConnections(httpServer: Server): HttpConnections {
   // Every connection not upgraded, with the number of its answers in flight
   // (a pipelining client may have several).
   const connections = new Map<Duplex, number>();
+  // One listener shared by every socket (`this` is the socket), removed at the upgrade: a closure
+  // per connection would stay with each of the server's WebSocket connections for its lifetime.
+  function forget(this: Duplex): void {
+    connections.delete(this);
+  }
   httpServer.on('connection', (socket: Duplex) => {
     connections.set(socket, 0);
-    socket.once('close', () => connections.delete(socket));
+    socket.on('close', forget);
   });
   // An upgraded socket belongs to ws, or to the upgrade gate until its refusal or answer ends it.
-  httpServer.on('upgrade', (_req: IncomingMessage, socket: Duplex) => connections.delete(socket));
+  httpServer.on('upgrade', (_req: IncomingMessage, socket: Duplex) => {
+    connections.delete(socket);
+    socket.removeListener('close', forget);
+  });
   // Ahead of the request handler, which may finish its answer before a listener after it runs.
   httpServer.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;

@@ -20,6 +20,25 @@ export interface SessionAcquiresOptions {
 }
 
 /**
+ * The acquire and release calls of one key in flight, and what orders their
+ * answers: the store runs a session's calls in order, but their answers may
+ * come back in another, and the outcome of an earlier request does not undo
+ * that of a later one.
+ */
+interface KeyCalls {
+  /** Calls in flight; the entry goes when the last is answered. */
+  inFlight: number;
+  /** The `seq` of the latest request whose grant or release changed what the session holds (0: none yet). */
+  applied: number;
+  /**
+   * The token of a hold the session was told it lost meanwhile: a
+   * re-acquire the store ran before the loss may be answered after it, with
+   * that same token, and must not make the key held again.
+   */
+  lostToken: number | undefined;
+}
+
+/**
  * The requests of one session that the store may settle later: `acquire`
  * and `wait` (answered at once, or `queued` and settled by ticket), and the
  * `cancel` that takes one back; and the `release` that ends a hold. While the session is detached (session
@@ -29,22 +48,13 @@ export interface SessionAcquiresOptions {
 export class SessionAcquires {
   /** While detached: the keys it may still hold, kept current by store calls that were in flight. */
   private detachedKeys: Set<string> | null = null;
-  /** By key, how many of its acquire and release calls are in flight: `applied` keeps a key only while one is. */
-  private readonly inFlight = new Map<string, number>();
   /**
-   * By key, the `seq` of the latest request whose grant or release changed
-   * what the session holds: the store ran a session's calls in order, but
-   * their answers may come back in another, and the outcome of an earlier
-   * request does not undo that of a later one.
+   * The keys with an acquire or release call in flight, with what orders
+   * their answers (see `KeyCalls`); made with the first such call, as most
+   * connections of a large server are idle and a map per session would
+   * cost each of them.
    */
-  private readonly applied = new Map<string, number>();
-  /**
-   * By key, the token of a hold the session was told it lost while an
-   * acquire or release of the key was in flight: a re-acquire the store ran
-   * before the loss may be answered after it, with that same token, and
-   * must not make the key held again.
-   */
-  private readonly lostTokens = new Map<string, number>();
+  private keyCalls: Map<string, KeyCalls> | null = null;
   private readonly session: SessionId;
   private readonly host: SessionHost;
   private readonly requests: SessionRequests;
@@ -237,7 +247,7 @@ export class SessionAcquires {
    * answered first (a re-acquire by the holder answered late).
    */
   private took(key: string, request: PendingRequest, keys: Set<string>, token?: number): void {
-    if (token !== undefined && this.lostTokens.get(key) === token) return;
+    if (token !== undefined && this.keyCalls?.get(key)?.lostToken === token) return;
     if (this.apply(key, request)) keys.add(key);
   }
 
@@ -248,31 +258,33 @@ export class SessionAcquires {
    */
   lost(key: string, token: number): void {
     this.held.delete(key);
-    if (this.inFlight.has(key)) this.lostTokens.set(key, token);
+    const calls = this.keyCalls?.get(key);
+    if (calls) calls.lostToken = token;
   }
 
   /** Whether `request`'s outcome for `key` is the latest yet (see `applied`); if so it is from now on. */
   private apply(key: string, request: PendingRequest): boolean {
-    if ((this.applied.get(key) ?? 0) > request.seq) return false;
-    if (this.inFlight.has(key)) this.applied.set(key, request.seq);
+    const calls = this.keyCalls?.get(key);
+    if (!calls) return true;
+    if (calls.applied > request.seq) return false;
+    calls.applied = request.seq;
     return true;
   }
 
   /**
    * Runs `call`, a store call of `key` whose outcome changes what the
    * session holds. Its start is counted before the call is made, so that
-   * `applied` keeps the key until every such call has been answered.
+   * its `KeyCalls` stay until every such call has been answered.
    */
   private ordered<T>(key: string, call: () => Promise<T>): Promise<T> {
-    this.inFlight.set(key, (this.inFlight.get(key) ?? 0) + 1);
+    const keyCalls = (this.keyCalls ??= new Map());
+    let calls = keyCalls.get(key);
+    if (calls) calls.inFlight++;
+    else keyCalls.set(key, (calls = { inFlight: 1, applied: 0, lostToken: undefined }));
     const settled = () => {
-      const left = (this.inFlight.get(key) ?? 1) - 1;
-      if (left > 0) this.inFlight.set(key, left);
-      else {
-        this.inFlight.delete(key);
-        this.applied.delete(key);
-        this.lostTokens.delete(key);
-      }
+      if (--calls.inFlight > 0) return;
+      keyCalls.delete(key);
+      if (keyCalls.size === 0 && this.keyCalls === keyCalls) this.keyCalls = null;
     };
     // The call's own promise is handed on, not awaited here: an extra step would answer the request
     // a turn later, after replies to requests that came behind it in the same read (a ping).
