@@ -33,7 +33,7 @@ export function keepalivePolicy(option: KeepaliveOptions | boolean | undefined):
   const given = option === true || option === undefined ? {} : option;
   const policy: KeepalivePolicy = { interval: given.interval ?? 10_000, timeout: given.timeout ?? 5_000 };
   for (const [name, value] of Object.entries(policy)) {
-    if (typeof value !== 'number' || !(value > 0 && value <= MAX_DELAY)) {
+    if (typeof value !== 'number' || !(value >= 1 && value <= MAX_DELAY)) {
       throw new RangeError(`keepalive.${name} must be a number of ms from 1 to ${MAX_DELAY}, got ${String(value)}`);
     }
   }

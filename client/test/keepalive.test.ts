@@ -139,6 +139,7 @@ describe('healthy idle connection', () => {
 describe('keepalive options', () => {
   it.each([
     [{ interval: 0 }],
+    [{ interval: 0.5 }],
     [{ timeout: -1 }],
     [{ interval: Number.NaN }],
     [{ timeout: Infinity }],
