@@ -150,7 +150,7 @@ export class SessionAcquires {
   /**
    * The session is detaching: from here on, store calls still in flight
    * settle as `settleDetached` says, and a release still in flight takes its
-   * key out (see `released`). Returns the keys it may still hold, starting
+   * key out (see `release`). Returns the keys it may still hold, starting
    * with `held`; the set is kept current as those calls resolve, as the
    * grace counts and ends the session's holds by it.
    */

@@ -26,7 +26,7 @@ import { NoteSettler } from './note-settler.js';
 import { clockBeforeSubscribe, PubSubIntake } from './pubsub-intake.js';
 import { ReadFence } from './read-fence.js';
 import { Reconciler } from './reconciler.js';
-import { connectRedis, type RedisLink } from './redis-link.js';
+import { connectRedis } from './redis-link.js';
 import { SessionCleanup } from './session-cleanup.js';
 import { StepRunner } from './step-runner.js';
 import { DEFAULT_NODE_TTL, timeScripts, type RedisStoreOptions } from './store-options.js';

@@ -1,4 +1,4 @@
-import { ErrorCode, type ListResult, type LockStatus } from '@lockwire/protocol';
+import { ErrorCode, type LockStatus } from '@lockwire/protocol';
 import { LockError } from '../errors.js';
 import type { SessionId } from '../store.js';
 import { decodeKey, encodeKey } from './key-codec.js';

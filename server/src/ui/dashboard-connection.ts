@@ -1,8 +1,8 @@
 /**
  * The dashboard's connection: connects, watches every key, follows the
  * client through drops and reconnects with backoff until the server
- * refuses the page's credentials. What it shows, and the page's picture of
- * the lock table, stay with the page (`DashboardPage`).
+ * refuses the page's credentials or its origin. What it shows, and the
+ * page's picture of the lock table, stay with the page (`DashboardPage`).
  */
 import type { CloseInfo, ListResult, LockClient, LockEvent } from '@lockwire/client';
 import { connectionEnd, connectPage, onFailedAttempt, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
@@ -81,10 +81,11 @@ async function session(url: string, page: DashboardPage): Promise<CloseInfo> {
 /**
  * Connects, and again after every drop with backoff, until the server
  * refuses the page's credentials (a close with 1008 saying they expired or
- * are not valid, or a 401 for the page's own URL after a failed connect):
- * the same token would be refused on every attempt, so the page stops and
- * says so. After a close with 1008 for its conduct (sending too fast) it
- * says so and reconnects after a longer backoff, 5 s doubling to 60 s.
+ * are not valid, or a 401 for the page's own URL after a failed connect) or
+ * its origin (a 403 for the page's own URL): the same token or origin would
+ * be refused on every attempt, so the page stops and says so. After a close
+ * with 1008 for its conduct (sending too fast) it says so and reconnects
+ * after a longer backoff, 5 s doubling to 60 s.
  */
 export async function connectForever(page: DashboardPage): Promise<void> {
   const url = endpointUrl(location);
