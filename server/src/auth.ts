@@ -13,7 +13,7 @@ import { ALLOW_ALL, type KeyPattern, type Permissions } from './permissions.js';
 import { createOriginCheck } from './origin-check.js';
 import { parseRequestUrl } from './request-url.js';
 
-export { normaliseOrigin, ownOrigin } from './origin-check.js';
+export { normaliseOrigin } from './origin-check.js';
 
 /**
  * How connections prove who they are. With neither `secret` nor `jwks`

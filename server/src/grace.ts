@@ -4,15 +4,6 @@ import { GraceRegistry, stillHeld, type DetachedSession, type GraceLosses } from
 import type { Logger } from './logger.js';
 import type { LockStore, LostLock, SessionId } from './store.js';
 
-export {
-  GraceRegistry,
-  newResumeSecret,
-  sameSecret,
-  type DetachedSession,
-  type GraceLosses,
-  type GraceRegistryOptions,
-} from './grace-registry.js';
-
 /**
  * The locks `session` holds among `keys`, as the store says now, in key
  * order: the `held` of a resumed welcome. Keys the session no longer holds

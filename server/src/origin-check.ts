@@ -71,7 +71,7 @@ function hostUrl(req: IncomingMessage, scheme: string): URL | null {
  * `Host` header, `http://127.0.0.1:7311` or `https://locks.example.com`.
  * Null when the request has no usable `Host`.
  */
-export function ownOrigin(req: IncomingMessage): string | null {
+function ownOrigin(req: IncomingMessage): string | null {
   return hostUrl(req, schemeOf(req))?.origin ?? null;
 }
 

@@ -2,7 +2,7 @@ import type { Duplex } from 'node:stream';
 import type { RequestId } from '@lockwire/protocol';
 import type { Clock } from './clock.js';
 import type { LockError } from './errors.js';
-import type { DetachedSession } from './grace.js';
+import type { DetachedSession } from './grace-registry.js';
 import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
 import type { LockMetrics } from './metrics.js';

@@ -8,7 +8,8 @@ import {
 } from '@lockwire/protocol';
 import { WebSocket, type RawData } from 'ws';
 import { closeWithinHandshake, cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
-import { sameSecret, type CloseConnection } from './grace.js';
+import type { CloseConnection } from './grace.js';
+import { sameSecret } from './grace-registry.js';
 import { toWireError } from './errors.js';
 import { AcquireOutcome } from './metrics.js';
 import type { RateVerdict } from './rate-limit.js';
@@ -17,8 +18,6 @@ import { endSessionInStore } from './session-end.js';
 import { decodeFrame, earlyRefusal, frameText, namedOp } from './session-frame.js';
 import { SessionGuard } from './session-guard.js';
 import type { SessionHost, SessionOptions, Settlement } from './session-host.js';
-
-export type { SessionOptions } from './session-host.js';
 import { dispatchRequest, SessionRequests } from './session-requests.js';
 import { SessionSender } from './session-sender.js';
 import { SessionWatches } from './session-watches.js';

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createManualClock, systemClock } from '../src/clock.js';
-import { GraceRegistry } from '../src/grace.js';
+import { GraceRegistry } from '../src/grace-registry.js';
 import { createMemoryStore } from '../src/memory-store.js';
 import { RateLimiter } from '../src/rate-limit.js';
 import { createLockServer, type LockServer } from '../src/server.js';

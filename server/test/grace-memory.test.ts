@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createManualClock } from '../src/clock.js';
-import { GraceRegistry, sameSecret } from '../src/grace.js';
+import { GraceRegistry, sameSecret } from '../src/grace-registry.js';
 import { createMemoryStore } from '../src/memory-store.js';
 import { createLockServer } from '../src/server.js';
 import type { LockStore } from '../src/store.js';

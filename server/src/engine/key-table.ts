@@ -17,7 +17,7 @@ import {
 import type { TokenSource } from './token-source.js';
 
 /** How a hold ended: released by its holder (or its session's end), or taken away. */
-export type HoldEnd = 'released' | LostReason;
+type HoldEnd = 'released' | LostReason;
 
 export interface KeyTableOptions {
   tokens: TokenSource;
