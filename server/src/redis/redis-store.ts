@@ -29,7 +29,7 @@ import { Reconciler } from './reconciler.js';
 import { connectRedis } from './redis-link.js';
 import { SessionCleanup } from './session-cleanup.js';
 import { StepRunner } from './step-runner.js';
-import { DEFAULT_NODE_TTL, timeScripts, type RedisStoreOptions } from './store-options.js';
+import { DEFAULT_GAP_WAIT, DEFAULT_NODE_TTL, timeScripts, type RedisStoreOptions } from './store-options.js';
 import type { StoreContext } from './store-context.js';
 import { SyncBarrier } from './sync-barrier.js';
 import { TableReader } from './table-reader.js';
@@ -157,7 +157,7 @@ class RedisStore implements LockStore {
         if (withEvents && batch.origin !== undefined && batch.origin === ctx.liveness?.id) this.#notes.settleOwnFailed(batch);
         this.#intake.deliver(batch, withEvents);
       },
-      gapWait: this.#options.gapWait ?? 500,
+      gapWait: this.#options.gapWait ?? DEFAULT_GAP_WAIT,
       heardSince,
       // The missing step's events never reached the key's watchers, or came after a later step's.
       gaveUp: (encoded) => this.#repair.key(decodeKey(encoded)),

@@ -52,6 +52,9 @@ export interface RedisStoreOptions {
 /** The default node TTL in ms. */
 export const DEFAULT_NODE_TTL = 5000;
 
+/** The default gap wait in ms (see `RedisStoreOptions.gapWait`). */
+export const DEFAULT_GAP_WAIT = 500;
+
 /** The link with every script call reported to `observe` (the link itself without one). */
 export function timeScripts(link: RedisLink, observe: RedisStoreOptions['observeScript']): RedisLink {
   if (!observe) return link;
