@@ -20,11 +20,11 @@ import {
   type NameState,
   type ServerAcquire,
   type Waiter,
-  type WebLockQueueHost,
+  type WebLockServerCalls,
 } from './web-lock-state.js';
 
 /** What the server calls need from the local queue. */
-export interface AcquiresHost extends Pick<WebLockQueueHost, 'acquire'> {
+export interface AcquiresHost extends Pick<WebLockServerCalls, 'acquire'> {
   /** Grants what can be granted for the name now. */
   process(name: string): void;
   /** Hands granted requests to their callers, in request order. */

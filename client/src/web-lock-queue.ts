@@ -16,7 +16,7 @@ import {
   type Holder,
   type NameState,
   type Waiter,
-  type WebLockQueueHost as ServerCalls,
+  type WebLockServerCalls,
 } from './web-lock-state.js';
 
 export type { Holder, Waiter } from './web-lock-state.js';
@@ -25,7 +25,7 @@ export type { Holder, Waiter } from './web-lock-state.js';
 type ConnectionEvents = Pick<ClientEvents, 'disconnect' | 'reconnect' | 'close'>;
 
 /** What the local queue needs from its client: its server calls, and its connection's events. */
-export interface WebLockQueueHost extends ServerCalls {
+export interface WebLockQueueHost extends WebLockServerCalls {
   on<K extends keyof ConnectionEvents>(type: K, listener: (payload: ConnectionEvents[K]) => void): () => void;
 }
 
@@ -46,7 +46,6 @@ export interface WebLockQueueHost extends ServerCalls {
  * already sent when the connection dropped fails with it.
  */
 export class WebLockQueue {
-  readonly #host: WebLockQueueHost;
   readonly #sharing: SharedHoldSharing;
   readonly #handBack: HoldHandBack;
   /** The server calls that get a name its hold: the head request's acquire, and steals. */
@@ -63,7 +62,6 @@ export class WebLockQueue {
   #reconnecting = false;
 
   constructor(host: WebLockQueueHost, releases: HoldReleases) {
-    this.#host = host;
     // Emitted before the drop's pending calls reject and before any lease is lost: nothing is sent after it.
     host.on('disconnect', ({ reconnecting }) => {
       if (reconnecting) this.#reconnecting = true;

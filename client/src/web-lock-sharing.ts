@@ -16,7 +16,7 @@ import {
   type QueueEntry,
   type QueueFollow,
   type Waiter,
-  type WebLockQueueHost,
+  type WebLockServerCalls,
 } from './web-lock-state.js';
 
 /** The first wait before a request behind an unwatched server queue asks again, in ms; doubled per answer. */
@@ -25,7 +25,7 @@ const FIRST_RECHECK_MS = 50;
 const MAX_RECHECK_MS = 2000;
 
 /** What the sharing decision needs from the local queue: `status`, `watch`, and a look at the name once decided. */
-export interface SharingHost extends Pick<WebLockQueueHost, 'status' | 'watch'> {
+export interface SharingHost extends Pick<WebLockServerCalls, 'status' | 'watch'> {
   /** This client's session id: its own entry in a server queue is no other client's request. */
   session(): string;
   /** Grants what can be granted for the name now. */

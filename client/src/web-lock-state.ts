@@ -163,8 +163,8 @@ export interface QueueFollow {
 /** The part of a client watch (`client.watch()`) the Web Locks face uses. */
 export type WatchHandle = Pick<Watch, 'snapshot' | 'signal' | 'close'>;
 
-/** What the local queue needs from its client: the Web Locks host, `status` and `watch` of a name's server queue. */
-export interface WebLockQueueHost extends WebLocksHost {
+/** The local queue's server calls: the Web Locks host's, and `status` and `watch` of a name's server queue. */
+export interface WebLockServerCalls extends WebLocksHost {
   status(key: string): Promise<LockStatus>;
   /** `client.watch()`: its reply's snapshot, then every event under `prefix`; rejects when refused. */
   watch(
