@@ -23,6 +23,11 @@ export class LockError extends Error {
 /** Maps any thrown value to the wire error it is answered with. */
 export function toWireError(error: unknown): WireError {
   if (error instanceof LockError && isErrorCode(error.code)) return error.toWire();
+  return internalWireError();
+}
+
+/** The wire error of a failure the server did not expect (a bug): `internal`, telling nothing of its cause. */
+export function internalWireError(): WireError {
   return { code: ErrorCode.Internal, message: 'internal error' };
 }
 

@@ -9,17 +9,19 @@ export function frameText(data: RawData): string {
   return data.toString('utf8');
 }
 
+/** How decoding a frame went: the decoder's result, or what it threw. */
+export type FrameDecoding = { threw: false; decoded: DecodedClientMessage } | { threw: true; error: unknown };
+
 /**
- * The decoded frame; undefined when decoding threw, which the decoder never
- * should: a bug then costs that one frame (answered `internal`, `failed`
- * told the error), not the process and every session's locks with it.
+ * Decodes a frame, catching what the decoder throws, which it never should:
+ * a bug then costs that one frame (answered `internal`), not the process
+ * and every session's locks with it.
  */
-export function decodeFrame(text: string, maxKeyLength: number, failed: (error: unknown) => void): DecodedClientMessage | undefined {
+export function decodeFrame(text: string, maxKeyLength: number): FrameDecoding {
   try {
-    return decodeClientMessage(text, { maxKeyLength });
+    return { threw: false, decoded: decodeClientMessage(text, { maxKeyLength }) };
   } catch (error) {
-    failed(error);
-    return undefined;
+    return { threw: true, error };
   }
 }
 

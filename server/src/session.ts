@@ -10,7 +10,7 @@ import { WebSocket, type RawData } from 'ws';
 import { closeWithinHandshake, cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
 import type { CloseConnection } from './grace.js';
 import { sameSecret } from './grace-registry.js';
-import { toWireError } from './errors.js';
+import { internalWireError } from './errors.js';
 import { AcquireOutcome } from './metrics.js';
 import type { RateVerdict } from './rate-limit.js';
 import { SessionAcquires } from './session-acquire.js';
@@ -361,8 +361,12 @@ export class Session {
     const verdict = this.arrived();
     if (verdict === null) return;
     const text = isBinary ? null : frameText(data);
-    const decoded = text === null ? null : decodeFrame(text, this.host.maxKeyLength, (error) => this.host.logger.error({ err: error, session: this.id, id: null }, 'request failed'));
-    if (decoded === undefined) return this.refuse(null, null, toWireError(undefined));
+    const decoding = text === null ? null : decodeFrame(text, this.host.maxKeyLength);
+    if (decoding?.threw) {
+      this.host.logger.error({ session: this.id, err: decoding.error }, 'frame decoding failed');
+      return this.refuse(null, null, internalWireError());
+    }
+    const decoded = decoding?.decoded ?? null;
     if (decoded?.ok) {
       const { id, op } = decoded.message;
       const refused =
