@@ -17,7 +17,7 @@ import {
 } from './errors.js';
 import { Keepalive, welcomeDeadline, type KeepalivePolicy } from './keepalive.js';
 import { deferred, PendingCalls, type PendingCall, type RequestOptions } from './pending-calls.js';
-import type { Transport, TransportFactory } from './transport.js';
+import { ABNORMAL_CLOSURE, NORMAL_CLOSURE, type Transport, type TransportFactory } from './transport.js';
 
 /** A request's fields without `op` and `id`, which the connection adds. */
 export type RequestFields<O extends Op> = Omit<RequestOf<O>, 'op' | 'id'>;
@@ -34,15 +34,11 @@ export interface ConnectionHandlers {
   closed(close: CloseInfo, error: LockError): void;
 }
 
-/** Browsers only let a page close with 1000 or 4000-4999, so a protocol error closes with 1000 and a reason. */
-const NORMAL_CLOSURE = 1000;
 /**
  * The code a connection taken for dead is closed with. Not 1000: should the path come back and the closing
  * frame reach the server, the server takes any other code for a drop and keeps the session for its grace.
  */
 const KEEPALIVE_CLOSURE = 4000;
-/** What the client reports for a connection it took for dead: it ended without a closing handshake. */
-const ABNORMAL_CLOSURE = 1006;
 
 /**
  * One WebSocket connection speaking protocol v1: waits for `welcome`,
@@ -319,6 +315,7 @@ export class Connection {
   }
 
   #protocolError(detail: string): LockError {
+    // Browsers only let a page close with 1000 or 4000-4999: a protocol error closes with 1000 and a reason.
     const close: CloseInfo = { code: NORMAL_CLOSURE, reason: 'protocol error', byClient: true };
     const error = new LockError(ClientErrorCode.ProtocolError, detail, { close });
     if (this.#state !== 'closed') {

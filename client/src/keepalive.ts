@@ -1,3 +1,5 @@
+import { MAX_DURATION_MS } from '@lockwire/protocol';
+
 /**
  * How a client notices a network path that went silent (half-open: nothing
  * arrives, nothing closes). When nothing has arrived from the server for
@@ -24,17 +26,23 @@ export interface KeepaliveOptions {
 /** {@link KeepaliveOptions} with every default filled in. */
 export type KeepalivePolicy = Required<KeepaliveOptions>;
 
-/** The largest delay a timer takes (2^31 - 1 ms); a longer one would fire at once. */
-const MAX_DELAY = 2_147_483_647;
+/** The default `interval`, in ms: the server's default heartbeat. */
+const DEFAULT_KEEPALIVE_INTERVAL = 10_000;
+/** The default `timeout`, in ms. */
+const DEFAULT_KEEPALIVE_TIMEOUT = 5_000;
 
 /** Normalises the `keepalive` option: `false` turns it off; `undefined`/`true` takes the defaults. */
 export function keepalivePolicy(option: KeepaliveOptions | boolean | undefined): KeepalivePolicy | null {
   if (option === false) return null;
   const given = option === true || option === undefined ? {} : option;
-  const policy: KeepalivePolicy = { interval: given.interval ?? 10_000, timeout: given.timeout ?? 5_000 };
+  const policy: KeepalivePolicy = {
+    interval: given.interval ?? DEFAULT_KEEPALIVE_INTERVAL,
+    timeout: given.timeout ?? DEFAULT_KEEPALIVE_TIMEOUT,
+  };
   for (const [name, value] of Object.entries(policy)) {
-    if (typeof value !== 'number' || !(value >= 1 && value <= MAX_DELAY)) {
-      throw new RangeError(`keepalive.${name} must be a number of ms from 1 to ${MAX_DELAY}, got ${String(value)}`);
+    if (typeof value !== 'number' || !(value >= 1 && value <= MAX_DURATION_MS)) {
+      const got = String(value);
+      throw new RangeError(`keepalive.${name} must be a number of ms from 1 to ${MAX_DURATION_MS}, got ${got}`);
     }
   }
   return policy;
@@ -42,7 +50,7 @@ export function keepalivePolicy(option: KeepaliveOptions | boolean | undefined):
 
 /** How long (ms) a connect waits for the server's welcome under `policy`: `interval + timeout`, as a timer takes it. */
 export function welcomeDeadline(policy: KeepalivePolicy): number {
-  return Math.min(MAX_DELAY, policy.interval + policy.timeout);
+  return Math.min(MAX_DURATION_MS, policy.interval + policy.timeout);
 }
 
 /** What a {@link Keepalive} does to the connection it watches. */

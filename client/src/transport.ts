@@ -41,10 +41,13 @@ export interface TransportHandlers {
 /** Opens a transport to `url`. Must not throw for network failures: report them as `error` + `close`. */
 export type TransportFactory = (url: string, handlers: TransportHandlers) => Transport;
 
-/** The close code a browser reports when the connection dropped without a closing handshake. */
-const ABNORMAL_CLOSURE = 1006;
-/** A deliberate close: the server releases the session's locks without grace. */
-const NORMAL_CLOSURE = 1000;
+/** The close code reported for a connection that ended without a closing handshake. */
+export const ABNORMAL_CLOSURE = 1006;
+/**
+ * A deliberate close: the server releases the session's locks without grace. Besides 4000-4999, the only
+ * code a browser lets a page close with.
+ */
+export const NORMAL_CLOSURE = 1000;
 /** The reason of the close a transport sends as its page leaves. */
 const PAGE_LEFT = 'page left';
 
