@@ -5,7 +5,7 @@ import { AcquireOutcome } from './metrics.js';
 import type { SessionHost, Settlement } from './session-host.js';
 import type { PendingRequest, SessionRequests } from './session-requests.js';
 import type { SessionSender } from './session-sender.js';
-import type { SessionId, Ticket } from './store.js';
+import type { AcquireOutcome as StoreAcquireOutcome, SessionId, Ticket } from './store.js';
 
 /** What an acquire-side collaborator is given by its session. */
 export interface SessionAcquiresOptions {
@@ -41,9 +41,9 @@ interface KeyCalls {
 /**
  * The requests of one session that the store may settle later: `acquire`
  * and `wait` (answered at once, or `queued` and settled by ticket), and the
- * `cancel` that takes one back; and the `release` that ends a hold. While the session is detached (session
- * grace), store calls that were in flight leave their queues or are kept
- * for the resume.
+ * `cancel` that takes one back; and the `release` that ends a hold. While
+ * the session is detached (session grace), store calls that were in flight
+ * leave their queues or are kept for the resume.
  */
 export class SessionAcquires {
   /** While detached: the keys it may still hold, kept current by store calls that were in flight. */
@@ -118,7 +118,7 @@ export class SessionAcquires {
         if (this.requests.isCurrent(request)) answeredFailed(request);
         return { free: true };
       }
-      if (!this.requests.isCurrent(request) && this.detachedKeys) this.settleDetached({ status: 'queued' }, ticket, request, message.key);
+      if (!this.requests.isCurrent(request) && this.detachedKeys) this.leaveQueue(ticket);
       if (this.requests.isCurrent(request)) this.startPending(request);
       return null;
     });
@@ -149,10 +149,11 @@ export class SessionAcquires {
 
   /**
    * The session is detaching: from here on, store calls still in flight
-   * settle as `settleDetached` says, and a release still in flight takes its
-   * key out (see `release`). Returns the keys it may still hold, starting
-   * with `held`; the set is kept current as those calls resolve, as the
-   * grace counts and ends the session's holds by it.
+   * settle as `settleDetached` says (a pending wait leaves its queue), and a
+   * release still in flight takes its key out (see `release`). Returns the
+   * keys it may still hold, starting with `held`; the set is kept current as
+   * those calls resolve, as the grace counts and ends the session's holds
+   * by it.
    */
   detach(held: ReadonlySet<string>): Set<string> {
     const keys = new Set(held);
@@ -187,6 +188,17 @@ export class SessionAcquires {
   }
 
   /**
+   * The session was told it lost its hold of `key` (`token`): a grant of
+   * that hold answered later (a re-acquire the store ran before the loss)
+   * does not make the key held again.
+   */
+  lost(key: string, token: number): void {
+    this.held.delete(key);
+    const calls = this.keyCalls?.get(key);
+    if (calls) calls.lostToken = token;
+  }
+
+  /**
    * Cancels the detached session's queued acquires and waits in the store;
    * an acquire that could not be cancelled adds its key to `keys` when the
    * session holds the key then. Resolves when every cancel has.
@@ -212,20 +224,26 @@ export class SessionAcquires {
     try {
       const status = await this.host.store.status(key, this.session);
       return status.holders.some((holder) => holder.session === this.session);
-    } catch {
+    } catch (error) {
+      const fields = { session: this.session, key, err: error };
+      this.host.logger.debug(fields, 'store could not tell whether a detached session holds a key; keeping it');
       return true;
     }
   }
 
   /**
-   * A store call of a detached session resolved: a queued acquire or a
-   * pending wait is cancelled (it must leave its queue), a grant is kept
-   * for the resume to report.
+   * A store acquire of a detached session resolved: a queued acquire leaves
+   * its queue, a grant is kept for the resume to report.
    */
-  private settleDetached(outcome: { status: string; token?: number }, ticket: Ticket, request: PendingRequest, key: string): void {
+  private settleDetached(outcome: StoreAcquireOutcome, ticket: Ticket, request: PendingRequest, key: string): void {
     if (outcome.status === 'granted') {
       if (this.detachedKeys) this.took(key, request, this.detachedKeys, outcome.token);
-    } else if (outcome.status === 'queued') void this.host.store.cancel(this.session, ticket).catch(() => false);
+    } else if (outcome.status === 'queued') this.leaveQueue(ticket);
+  }
+
+  /** Takes a detached session's queued acquire or pending wait out of its store queue: no one is left to answer it. */
+  private leaveQueue(ticket: Ticket): void {
+    void this.host.store.cancel(this.session, ticket).catch(() => false);
   }
 
   /**
@@ -249,17 +267,6 @@ export class SessionAcquires {
   private took(key: string, request: PendingRequest, keys: Set<string>, token?: number): void {
     if (token !== undefined && this.keyCalls?.get(key)?.lostToken === token) return;
     if (this.apply(key, request)) keys.add(key);
-  }
-
-  /**
-   * The session was told it lost its hold of `key` (`token`): a grant of
-   * that hold answered later (a re-acquire the store ran before the loss)
-   * does not make the key held again.
-   */
-  lost(key: string, token: number): void {
-    this.held.delete(key);
-    const calls = this.keyCalls?.get(key);
-    if (calls) calls.lostToken = token;
   }
 
   /** Whether `request`'s outcome for `key` is the latest yet (see `applied`); if so it is from now on. */
