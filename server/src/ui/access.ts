@@ -5,9 +5,9 @@
  * do not go on after the server refused their credentials: a token that
  * expired or is not valid is refused again on every attempt, so they stop
  * and say what to do instead of retrying it forever. Nor after it refused
- * the page's origin (`--allow-origin`), which no retry changes either. A close with 1008 for
- * the page's conduct (sending too fast) is not about its credentials: the
- * page says so and connects again, but slowly.
+ * the page's origin (`--allow-origin`), which no retry changes either. A
+ * close with 1008 for the page's conduct (sending too fast) is not about
+ * its credentials: the page says so and connects again, but slowly.
  */
 import { ClientErrorCode, LockClient, LockError, type CloseInfo, type ReconnectOptions, type Watch } from '@lockwire/client';
 import { redactSecrets } from './format.js';
@@ -52,9 +52,12 @@ function forbiddenText(location: Location): string {
   return `Access refused (403): the server does not let pages of ${location.origin} connect. Open this page at an address the server takes for its own, or add ${location.origin} to its --allow-origin list.`;
 }
 
-/** The refusal to show for `status`, the answer the page's own URL got. */
-function refusalFor(status: RefusalStatus, location: Location): AccessRefused {
-  return new AccessRefused(status === 403 ? forbiddenText(location) : refusedText('401', location));
+/**
+ * The refusal to show for `status`, the answer the page's own URL got;
+ * `options.cause` is the failure that made the page ask.
+ */
+function refusalFor(status: RefusalStatus, location: Location, options?: ErrorOptions): AccessRefused {
+  return new AccessRefused(status === 403 ? forbiddenText(location) : refusedText('401', location), options);
 }
 
 function refusedText(detail: string, location: Location): string {
@@ -82,7 +85,7 @@ export async function connectPage(url: string, location: Location): Promise<Lock
     return await LockClient.connect(url, { reconnect: PAGE_RECONNECT });
   } catch (error) {
     const status = await refusalStatus(location);
-    if (status !== null) throw new AccessRefused(refusalFor(status, location).message, { cause: error });
+    if (status !== null) throw refusalFor(status, location, { cause: error });
     throw error;
   }
 }
