@@ -283,7 +283,10 @@ export class ConnectionKeeper {
       let opened: { connection: Connection; welcome: WelcomeMessage };
       try {
         const url = ticket ? resumeUrl(this.#url, ticket) : this.#url;
-        opened = await Connection.open(url, this.#transport, this.#handlers(), this.#stop.signal, this.#keepalive);
+        opened = await Connection.open(url, this.#transport, this.#handlers(), {
+          signal: this.#stop.signal,
+          keepalive: this.#keepalive,
+        });
       } catch (error) {
         if (this.#stop.signal.aborted) return;
         if (error instanceof LockError && error.close?.pageLeft) {

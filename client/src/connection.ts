@@ -40,6 +40,27 @@ export interface ConnectionHandlers {
  */
 const KEEPALIVE_CLOSURE = 4000;
 
+/** Options of {@link Connection.open}. */
+export interface ConnectionOpenOptions {
+  /** Aborts the open while it waits for the welcome. */
+  signal?: AbortSignal;
+  /** How the connection notices a silent network path; `null` (the default): it does not. */
+  keepalive?: KeepalivePolicy | null;
+}
+
+/** How `Connection#abortOpen` closes the socket of the connect it fails. */
+interface AbortOpenOptions {
+  /** Default 1000. */
+  code?: number;
+  /** Default `'connect aborted'`. */
+  closeReason?: string;
+  /**
+   * Drop the socket without waiting for the closing handshake, for a server that said nothing and so will
+   * not answer one either. Default `false`.
+   */
+  abortTransport?: boolean;
+}
+
 /**
  * One WebSocket connection speaking protocol v1: waits for `welcome`,
  * numbers requests 1, 2, 3, ..., matches replies to them, and hands pushes
@@ -108,8 +129,7 @@ export class Connection {
     url: string,
     factory: TransportFactory,
     handlers: ConnectionHandlers,
-    signal?: AbortSignal,
-    keepalive: KeepalivePolicy | null = null,
+    { signal, keepalive = null }: ConnectionOpenOptions = {},
   ): Promise<{ connection: Connection; welcome: WelcomeMessage }> {
     signal?.throwIfAborted();
     const connection = new Connection(url, factory, handlers, keepalive);
@@ -182,11 +202,9 @@ export class Connection {
     return this.#ended.promise;
   }
 
-  /**
-   * Fails a connect still waiting for its welcome. `abortTransport` drops the socket without waiting for
-   * the closing handshake, for a server that said nothing and so will not answer one either.
-   */
-  #abortOpen(reason: unknown, code = NORMAL_CLOSURE, closeReason = 'connect aborted', abortTransport = false): void {
+  /** Fails a connect still waiting for its welcome with `reason`, and closes the socket as `options` say. */
+  #abortOpen(reason: unknown, options: AbortOpenOptions = {}): void {
+    const { code = NORMAL_CLOSURE, closeReason = 'connect aborted', abortTransport = false } = options;
     if (this.#state !== 'connecting') return;
     this.#state = 'closed';
     clearTimeout(this.#welcomeTimer);
@@ -202,7 +220,11 @@ export class Connection {
    */
   #noWelcome(ms: number): void {
     const close: CloseInfo = { code: ABNORMAL_CLOSURE, reason: `no welcome within ${ms} ms`, byClient: false };
-    this.#abortOpen(connectionClosedError(close), KEEPALIVE_CLOSURE, 'no welcome', true);
+    this.#abortOpen(connectionClosedError(close), {
+      code: KEEPALIVE_CLOSURE,
+      closeReason: 'no welcome',
+      abortTransport: true,
+    });
   }
 
   /** Sends the keepalive's ping, outside the pending calls: nothing waits for its answer but the keepalive. */
@@ -215,10 +237,9 @@ export class Connection {
     }
   }
 
-  /** Nothing arrived within the keepalive's timeout of its ping: the connection is dropped, as on a dead socket. */
-  #onSilent(): void {
+  /** Nothing arrived within the keepalive's `timeout` of its ping: the connection is dropped, as on a dead socket. */
+  #onSilent(timeout: number): void {
     if (this.#state !== 'open') return;
-    const timeout = this.#keepalivePolicy?.timeout ?? 0;
     const reason = `no answer from the server within ${timeout} ms of a keepalive ping`;
     const close: CloseInfo = { code: ABNORMAL_CLOSURE, reason, byClient: false };
     this.#shutdown(close, connectionLostError(close));
@@ -264,7 +285,7 @@ export class Connection {
       if (policy) {
         this.#keepalive = new Keepalive(policy, {
           ping: () => this.#sendKeepalivePing(),
-          dead: () => this.#onSilent(),
+          dead: () => this.#onSilent(policy.timeout),
         });
       }
       this.#opened.resolve(message);

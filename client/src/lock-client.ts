@@ -101,8 +101,7 @@ export class LockClient extends PrefectFace {
           else route.closed = [close, error];
         },
       },
-      options.signal,
-      keepalive,
+      { signal: options.signal, keepalive },
     );
     const client = new this({ url, transport, policy, keepalive, connection, welcome });
     route.client = client;

@@ -129,7 +129,7 @@ export async function endSession(url: string, ticket: ResumeTicket, transport: T
   const timer = setTimeout(() => timeout.abort(new Error(`no answer within ${ms} ms`)), ms);
   const timedOut = new Promise<void>((resolve) => timeout.signal.addEventListener('abort', () => resolve(), { once: true }));
   try {
-    const { connection } = await Connection.open(resumeUrl(url, ticket), transport, IGNORED, timeout.signal);
+    const { connection } = await Connection.open(resumeUrl(url, ticket), transport, IGNORED, { signal: timeout.signal });
     // The server ends the session on the close frame; its answer to it is only waited for while time is left.
     await Promise.race([connection.close(), timedOut]);
   } catch {
