@@ -19,7 +19,9 @@ import type { TokenSource } from './token-source.js';
 /** How a hold ended: released by its holder (or its session's end), or taken away. */
 type HoldEnd = 'released' | LostReason;
 
+/** What a `KeyTable` is made with (by `LockEngine`, from its own options). */
 export interface KeyTableOptions {
+  /** Where the fencing tokens of grants come from: one counter for the whole store. */
   tokens: TokenSource;
   /** The `resolution` of the wall clock `Instant.wall` is read from (see `Clock`); default 0. */
   clockResolution?: number;

@@ -3,6 +3,11 @@ import type { Logger } from '../logger.js';
 import type { KeyNames } from './key-codec.js';
 import type { RedisLink } from './redis-link.js';
 
+/**
+ * What a `DeadNodeSweep` is given by its node (`NodeLiveness`): the Redis
+ * link and key names it reads, the cleanup it runs for a dead id, and the
+ * node's state, read at each check.
+ */
 export interface DeadNodeSweepOptions {
   link: RedisLink;
   names: KeyNames;
@@ -18,8 +23,11 @@ export interface DeadNodeSweepOptions {
   healthy(): boolean;
   /** True once the node stopped: no check is scheduled, and the retiring stops at its next id. */
   closed(): boolean;
-  /** Runs after each retiring pass: the node may serve again once no previous id is left. */
-  retired(): void;
+  /**
+   * Runs after each retiring pass, whether it dropped any id or not (it may
+   * have failed): the node may serve again once no previous id is left.
+   */
+  afterRetirePass(): void;
 }
 
 /**
@@ -93,7 +101,7 @@ export class DeadNodeSweep {
       if (retired.length > 0 && this.#previous.size === 0) {
         this.#o.logger.info({ node: this.#o.nodeId(), previous: retired }, 'dropped what previous ids of this node left');
       }
-      this.#o.retired();
+      this.#o.afterRetirePass();
     })().finally(() => {
       this.#retiring = null;
     });

@@ -116,7 +116,7 @@ export class NodeLiveness {
       nodeId: () => this.#id,
       healthy: () => this.#healthy,
       closed: () => this.#closed,
-      retired: () => this.#servingAgain(),
+      afterRetirePass: () => this.#servingAgain(),
     });
     options.link.on('trouble', () => this.#trouble());
   }

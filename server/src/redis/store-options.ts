@@ -5,6 +5,11 @@ import type { StoreLimits } from '../store.js';
 import type { RedisLink } from './redis-link.js';
 import type { RedisTlsOptions } from './redis-tls.js';
 
+/**
+ * Options of `createRedisStore`: only `url` is required. An invalid
+ * `namespace` throws at creation; a Redis that cannot be reached, or TLS
+ * settings that do not fit the URL, fail the store's `start`.
+ */
 export interface RedisStoreOptions {
   /** `redis://host:port`; with `cluster`, one or more cluster nodes, comma-separated. */
   url: string;
