@@ -333,10 +333,12 @@ export class ConnectionKeeper {
     this.#connection = connection;
     this.#welcome = welcome;
     this.#resume = resumeTicket(welcome);
-    const resumed = settleLeases({
+    const resumed = welcome.resumed === true && welcome.session === previous.session;
+    settleLeases({
       connection,
       welcome,
       previous,
+      resumed,
       leases: this.#leases,
       keptReleases: this.#keptReleases,
       lastClose: () => this.#lastClose,

@@ -14,6 +14,8 @@ export interface LeaseSettling {
   welcome: WelcomeMessage;
   /** The welcome of the connection that dropped. */
   previous: WelcomeMessage;
+  /** The welcome resumed the dropped session. */
+  resumed: boolean;
   leases: LeaseBook;
   /** The releases of kept holds that no lease stands for, asked again while refused. */
   keptReleases: RefusalRetries;
@@ -28,12 +30,11 @@ export interface LeaseSettling {
 /**
  * A new connection is open: keeps the leases a resume gave back, loses the
  * rest (each with its reason, see `awaitLossReasons`), and releases the
- * holds the server kept that no lease stands for. Returns true when the
- * welcome resumed the dropped session. A lease's abort listener may close
- * the client meanwhile: the caller checks before it goes on.
+ * holds the server kept that no lease stands for. A lease's abort listener
+ * may close the client meanwhile: the caller checks before it goes on.
  */
-export function settleLeases(settling: LeaseSettling): boolean {
-  const { connection, welcome, previous, leases } = settling;
+export function settleLeases(settling: LeaseSettling): void {
+  const { connection, welcome, previous, resumed, leases } = settling;
   const kept = keptHolds(welcome, previous.session);
   // Holds the server kept that no lease stands for (released while offline, or granted in a lost reply) are
   // released before any lease is lost: a Web Lock that such a loss wakes asks for the key again at once, and
@@ -44,9 +45,7 @@ export function settleLeases(settling: LeaseSettling): boolean {
   for (const key of leases.orphans(kept)) {
     void settling.keptReleases.run(key, connection, releaseKey(key), isNotHolder);
   }
-  const resumed = welcome.resumed === true && welcome.session === previous.session;
   if (leases.reconcile(kept, settling.lastClose(), resumed) > 0) awaitLossReasons(settling);
-  return resumed;
 }
 
 /**
