@@ -113,6 +113,21 @@ export class KeyTable {
     hold.waits = null;
   }
 
+  /**
+   * Puts `waiter` at the end of `entry`'s queue: schedules its acquire
+   * timeout (`null`: none), records it both ways, and adds its `queued` event.
+   */
+  enqueue(entry: KeyEntry, waiter: Waiter, acquireTimeout: number | null, now: Instant, effects: Effect[]): void {
+    if (acquireTimeout !== null) {
+      waiter.deadline = this.deadlines.push(now.monotonic + acquireTimeout, { kind: 'acquire', waiter });
+    }
+    entry.enqueue(waiter);
+    const record = this.record(waiter.session);
+    (record.queued ??= new Map()).set(waiter.ticket, waiter);
+    (record.queuedKeys ??= new Set()).add(waiter.key);
+    effects.push(waiterEvent(entry, 'queued', waiter, now.wall));
+  }
+
   /** Takes a waiter out of its queue (`dequeued`), then grants whatever that unblocked. */
   dequeue(waiter: Waiter, now: Instant, effects: Effect[]): void {
     const entry = this.keys.get(waiter.key);
@@ -131,6 +146,14 @@ export class KeyTable {
     record.queued?.delete(waiter.ticket);
     record.queuedKeys?.delete(waiter.key);
     this.#dropIfEmpty(waiter.session, record);
+  }
+
+  /** Records a wait on the holds it waits on and in its session, and schedules its timeout (`null`: none). */
+  addWait(wait: Wait, timeout: number | null, now: Instant): void {
+    for (const hold of wait.holds) (hold.waits ??= new Set()).add(wait);
+    if (timeout !== null) wait.deadline = this.deadlines.push(now.monotonic + timeout, { kind: 'wait', wait });
+    const record = this.record(wait.session);
+    (record.waits ??= new Map()).set(wait.ticket, wait);
   }
 
   /** Drops a wait from the holds it waits on, from the deadlines and from its session; settles nothing. */

@@ -4,7 +4,7 @@ import { badRequest, notHolder } from '../errors.js';
 import type { AcquireInput, AcquireOutcome, SessionEnd, SessionId, StoreLimits, Ticket, WaitInput } from '../store.js';
 import { checkDuration, checkTicketFree, tooManyLocks, tooManyWaiters } from './checks.js';
 import { FirstKeys } from './first-keys.js';
-import { waiterEvent, type Effect } from './effects.js';
+import type { Effect } from './effects.js';
 import { compatible, statusOf, type Hold, type Wait, type Waiter } from './key-entry.js';
 import { KeyTable } from './key-table.js';
 import type { TokenSource } from './token-source.js';
@@ -95,14 +95,7 @@ export class LockEngine {
         prev: null,
         next: null,
       };
-      if (acquireTimeout !== null) {
-        waiter.deadline = this.#table.deadlines.push(now.monotonic + acquireTimeout, { kind: 'acquire', waiter });
-      }
-      entry.enqueue(waiter);
-      const waiting = this.#table.record(session);
-      (waiting.queued ??= new Map()).set(ticket, waiter);
-      (waiting.queuedKeys ??= new Set()).add(key);
-      effects.push(waiterEvent(entry, 'queued', waiter, now.wall));
+      this.#table.enqueue(entry, waiter, acquireTimeout, now, effects);
       return { outcome: { status: 'queued', position: entry.waiting }, effects };
     }
     // A steal takes the key from every holder and is granted ahead of the
@@ -156,12 +149,7 @@ export class LockEngine {
       holds: new Set(entry.holds()),
       deadline: null,
     };
-    for (const hold of wait.holds) (hold.waits ??= new Set()).add(wait);
-    if (input.timeout !== null) {
-      wait.deadline = this.#table.deadlines.push(now.monotonic + input.timeout, { kind: 'wait', wait });
-    }
-    const waiting = this.#table.record(session);
-    (waiting.waits ??= new Map()).set(input.ticket, wait);
+    this.#table.addWait(wait, input.timeout, now);
     return 'pending';
   }
 
