@@ -146,10 +146,18 @@ export class SessionGrace {
    * connection of it is taken over: the session leaves it for its grace
    * first, and the connection is closed with 4001 only once the resumed
    * one opens (see `Resumption.superseded`). Null (a fresh session) when
-   * the parameters are missing or wrong, or the grace is over. The caller
-   * checks beforehand that the server is not closing.
+   * the parameters are missing or wrong, or the grace is over;
+   * `'unavailable'` when the store cannot say what the session holds: the
+   * session stays in its grace and the caller refuses the connection, so
+   * its client tries again with the same secret rather than taking a fresh
+   * session while the old one keeps its locks. The caller checks beforehand
+   * that the server is not closing.
    */
-  async resume(url: URL, user: string | null, live: (session: SessionId) => ResumableSession | undefined): Promise<Resumption | null> {
+  async resume(
+    url: URL,
+    user: string | null,
+    live: (session: SessionId) => ResumableSession | undefined,
+  ): Promise<Resumption | 'unavailable' | null> {
     if (!this.enabled) return null;
     const session = url.searchParams.get('session');
     const secret = url.searchParams.get('resume');
@@ -179,7 +187,7 @@ export class SessionGrace {
       // another try, until the grace's first deadline and no longer (or
       // ends at once if the server is closing meanwhile).
       this.restore(resumption);
-      return null;
+      return 'unavailable';
     }
     return { ...resumption, held };
   }

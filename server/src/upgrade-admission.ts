@@ -222,9 +222,13 @@ export function createUpgradeAdmission(
       // served through the drain delay.
       if (socket.destroyed) return;
       if (isClosing()) return refuse(req, socket, 503, 'shutting down');
-      resumption = await grace.resume(url, admission.permissions.user, options.liveSession);
+      const resumed = await grace.resume(url, admission.permissions.user, options.liveSession);
+      // Set before anything returns, so a claimed session is given back below.
+      resumption = resumed === 'unavailable' ? null : resumed;
       if (socket.destroyed) return;
       if (isClosing()) return refuse(req, socket, 503, 'shutting down');
+      // The session is back in its grace: its client tries again, with the same secret, once the store answers.
+      if (resumed === 'unavailable') return refuse(req, socket, 503, 'store unavailable');
       // Let in past the limit for a resume that took nothing over: the
       // credentials name another user, or another resume took it first.
       if (exempted && resumption === null) return refuse(req, socket, 503, 'maxConnections');

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { createMemoryStore } from '../src/memory-store.js';
 import { createLockServer, type LockServer } from '../src/server.js';
+import type { LockStore } from '../src/store.js';
 import { RawClient, within } from './server-harness.js';
 
 const servers: LockServer[] = [];
@@ -41,6 +42,41 @@ describe('session grace with the lockwire client', () => {
     } finally {
       observer.ws.terminate();
     }
+  });
+
+  it('resumes, keeping its lease, when its first reconnects find the store unreadable: they are refused 503, not given a fresh session', async () => {
+    const inner = createMemoryStore();
+    let statusReads = 0;
+    let failReads = 0;
+    // What a resume reads, and only that, fails for the first attempts.
+    const store: LockStore = Object.assign(Object.create(inner) as LockStore, {
+      start: (listener: Parameters<LockStore['start']>[0]) => inner.start(listener),
+      status: (...args: Parameters<LockStore['status']>) => {
+        statusReads++;
+        if (failReads > 0) {
+          failReads--;
+          return Promise.reject(new Error('store down'));
+        }
+        return inner.status(...args);
+      },
+    });
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store, sessionGrace: 10_000 });
+    servers.push(server);
+    const proxy = await startTcpProxy(server.port);
+    proxies.push(proxy);
+    const client = await LockClient.connect(proxy.url(server.url), { reconnect: { initialDelay: 1, maxDelay: 5, jitter: 0 } });
+    clients.push(client);
+    const lease = await client.acquire('doc:1');
+    if (!lease) throw new Error('not granted');
+    const session = client.session;
+    const reconnected = new Promise<unknown>((resolve) => client.on('reconnect', resolve));
+    failReads = 2;
+    proxy.cut();
+    expect(await within(reconnected, 'the resume')).toMatchObject({ session, resumed: true });
+    expect(failReads).toBe(0);
+    expect(statusReads).toBeGreaterThanOrEqual(3);
+    expect(lease.held).toBe(true);
+    expect(lease.signal.aborted).toBe(false);
   });
 
   it('aborts every lease at once when the server shuts down (1001), which released the locks', async () => {
