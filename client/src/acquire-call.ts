@@ -3,14 +3,16 @@
  * client lets go of in the background are gone, and, when the caller gives
  * up while it is queued, cancelled at once with a grant that raced the
  * cancel handed back in the background. Also the cancellable call that
- * `acquire` and `wait` share.
+ * `acquire` and `wait` share, and the check of the durations the client
+ * sends.
  */
-import type { Limits } from '@lockwire/protocol';
+import { durationSchema, ErrorCode, MAX_DURATION_MS, type Limits } from '@lockwire/protocol';
 import type { Connection } from './connection.js';
 import type { ConnectionKeeper } from './connection-keeper.js';
+import { LockError } from './errors.js';
 import { releaseHoldUntilGone, waitForLetGo, type HoldReleases } from './hold-release.js';
 import type { Grant, LeaseBook } from './lease-book.js';
-import { checkDuration, type AcquireOptions } from './options.js';
+import type { AcquireOptions } from './options.js';
 import type { PendingCall } from './pending-calls.js';
 
 /** What an acquire needs from its client. */
@@ -23,6 +25,23 @@ export interface AcquireHost {
   readonly releases: HoldReleases;
   /** The server's announced limits (their `rateLimit` paces a refused release of a late grant). */
   limits(): Limits;
+}
+
+/**
+ * Refuses a duration option the protocol does not take (it takes `null`,
+ * absent, or a finite number of milliseconds from 0 to 2147483647), before
+ * anything is sent: JSON turns `NaN` and the infinities into `null`, which
+ * the server would read as "no limit" rather than refuse.
+ *
+ * @throws LockError `bad_request` naming the option, as the server would.
+ */
+export function checkDuration(name: string, value: unknown): void {
+  if (value === undefined || durationSchema.safeParse(value).success) return;
+  const got = typeof value === 'number' ? String(value) : typeof value;
+  throw new LockError(
+    ErrorCode.BadRequest,
+    `${name}: must be null or a number of ms from 0 to ${MAX_DURATION_MS}, got ${got}`,
+  );
 }
 
 /** The acquires of one client; see `LockClient.acquire()` for what the caller sees. */

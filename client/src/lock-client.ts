@@ -1,5 +1,5 @@
 import type { Limits, ListResult, LockStatus } from '@lockwire/protocol';
-import { AcquireCalls, abortable } from './acquire-call.js';
+import { AcquireCalls, abortable, checkDuration } from './acquire-call.js';
 import { Connection } from './connection.js';
 import { ConnectionKeeper, type ClientInit } from './connection-keeper.js';
 import { Emitter } from './emitter.js';
@@ -8,14 +8,7 @@ import { HoldReleases } from './hold-release.js';
 import { keepalivePolicy } from './keepalive.js';
 import type { Lease, LeaseOwner } from './lease.js';
 import { LeaseBook, type Grant } from './lease-book.js';
-import {
-  checkDuration,
-  type AcquireOptions,
-  type ClientEvents,
-  type ClientState,
-  type ConnectOptions,
-  type WatchOptions,
-} from './options.js';
+import type { AcquireOptions, ClientEvents, ClientState, ConnectOptions, WatchOptions } from './options.js';
 import { PrefectFace, type WaitForLockOptions } from './prefect.js';
 import { reconnectPolicy } from './reconnect.js';
 import { webSocketTransport, type TransportFactory } from './transport.js';

@@ -1,6 +1,5 @@
-import { durationSchema, ErrorCode, MAX_DURATION_MS } from '@lockwire/protocol';
 import type { ListResult, LockMode, LostReason } from '@lockwire/protocol';
-import { LockError, type CloseInfo } from './errors.js';
+import type { CloseInfo } from './errors.js';
 import type { KeepaliveOptions } from './keepalive.js';
 import type { ReconnectOptions } from './reconnect.js';
 import type { TransportFactory } from './transport.js';
@@ -34,23 +33,6 @@ export interface ConnectOptions {
    * 1 to 2147483647.
    */
   keepalive?: KeepaliveOptions | boolean;
-}
-
-/**
- * Refuses a duration option the protocol does not take (it takes `null`,
- * absent, or a finite number of milliseconds from 0 to 2147483647), before
- * anything is sent: JSON turns `NaN` and the infinities into `null`, which
- * the server would read as "no limit" rather than refuse.
- *
- * @throws LockError `bad_request` naming the option, as the server would.
- */
-export function checkDuration(name: string, value: unknown): void {
-  if (value === undefined || durationSchema.safeParse(value).success) return;
-  const got = typeof value === 'number' ? String(value) : typeof value;
-  throw new LockError(
-    ErrorCode.BadRequest,
-    `${name}: must be null or a number of ms from 0 to ${MAX_DURATION_MS}, got ${got}`,
-  );
 }
 
 /**
