@@ -44,8 +44,8 @@ export type TransportFactory = (url: string, handlers: TransportHandlers) => Tra
 /** The close code reported for a connection that ended without a closing handshake. */
 export const ABNORMAL_CLOSURE = 1006;
 /**
- * A deliberate close: the server releases the session's locks without grace. Besides 4000-4999, the only
- * code a browser lets a page close with.
+ * A deliberate close: the server releases the session's locks without
+ * grace. Besides 4000-4999, the only code a browser lets a page close with.
  */
 export const NORMAL_CLOSURE = 1000;
 /** The reason of the close a transport sends as its page leaves. */
