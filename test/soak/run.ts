@@ -44,6 +44,12 @@ export interface SoakOptions {
   /** Compile the server first. Default true. */
   build?: boolean;
   /**
+   * The slack of the arrival-order check of a `lost` against the next grant
+   * on the Redis store, ms (see `checkLostBeforeGrant`): the spread of
+   * delivery times between nodes. Default 100.
+   */
+  redisLostOrderSlackMs?: number;
+  /**
    * Ends the soak early: the epoch under way is cut short and checked, then
    * every process the soak started is stopped.
    */
@@ -73,8 +79,8 @@ const NODE_TTL_MS = 1000;
  * waiter without a timeout still queued seconds after a fault, with nobody
  * else holding the key, is a lost hand-off whatever the machine's load.
  */
-function checkOptions(store: SoakStore): CheckOptions {
-  return { lostOrderSlackMs: store === 'redis' ? 100 : 20 };
+function checkOptions(store: SoakStore, redisSlackMs = 100): CheckOptions {
+  return { lostOrderSlackMs: store === 'redis' ? redisSlackMs : 20 };
 }
 
 /**
@@ -191,7 +197,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       const quiet = await tablesEmpty(() => deployment.nodes().map((n) => n.url), NODE_TTL_MS + 5000);
       const history = recorder.history();
       const started = performance.now();
-      const checked = checkHistory(history, checkOptions(options.store));
+      const checked = checkHistory(history, checkOptions(options.store, options.redisLostOrderSlackMs));
       const checkMs = performance.now() - started;
       const violations = setDeviationsApart(checked.violations, result.deviations);
       if (!quiet) {
