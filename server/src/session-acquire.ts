@@ -312,7 +312,7 @@ export class SessionAcquires {
       this.sender.replyError(request.id, toWireError(settlement.error), request.op);
       return;
     }
-    if (settlement.kind === 'granted') this.took(settlement.grant.key, request, this.held);
+    if (settlement.kind === 'granted') this.took(settlement.grant.key, request, this.held, settlement.grant.token);
     // The reply goes out before the metrics are counted: a grant is the
     // handoff's last step, and the client should not wait for histograms.
     this.sender.reply(request.id, settlementResult(settlement));

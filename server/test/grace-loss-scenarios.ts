@@ -244,6 +244,28 @@ export function describeGraceLosses(name: string, makeStore: (clock: ManualClock
       expect(await a.request({ op: 'release', id: 3, key: 'k' })).toMatchObject({ ok: false, error: { code: 'not_holder' } });
     });
 
+    it('does not count as held a queued acquire\'s grant that came before its call was answered and was stolen meanwhile', async () => {
+      const store = watchedStore();
+      const { server, connect } = await start(store.wrap);
+      const { client: h } = await connect();
+      const { client: a } = await connect();
+      const { client: b } = await connect();
+      expect(await h.request({ op: 'acquire', id: 1, key: 'k' })).toMatchObject({ acquired: true });
+      // The store queues a's acquire; its answer is slow to come back.
+      const acquire = store.holdNext('acquire');
+      a.send({ op: 'acquire', id: 1, key: 'k' });
+      await acquire.answered;
+      // h's release grants a's ticket (settled before the call answered), then b steals k.
+      expect(await h.request({ op: 'release', id: 2, key: 'k' })).toMatchObject({ released: true });
+      expect(await b.request({ op: 'acquire', id: 1, key: 'k', steal: true })).toMatchObject({ acquired: true });
+      const lost = await a.next((f) => f.type === 'lost', 'a lost');
+      acquire.open();
+      expect(await a.reply(1)).toMatchObject({ acquired: true, token: lost.token });
+      await store.idle();
+      expect(await heldGauge(server)).toBe(1);
+      expect(await a.request({ op: 'release', id: 2, key: 'k' })).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+    });
+
     it('keeps a lock re-acquired while the release before it was still answering, counted and reported in the resumed welcome', async () => {
       const store = watchedStore();
       const { server, connect, resumeQuery, drop } = await start(store.wrap);
