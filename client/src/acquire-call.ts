@@ -82,6 +82,8 @@ export class AcquireCalls {
     // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
     this.#host.keeper.claim(key);
     const mode = options.mode ?? 'exclusive';
+    // Until the call settled (its grant adopted), a `lost` of the key is remembered: the grant may name that hold.
+    const done = this.#host.leases.acquiring(key);
     const call = connection.request(
       'acquire',
       {
@@ -97,6 +99,7 @@ export class AcquireCalls {
         onResult: (result): Grant | null => (result.acquired ? this.#host.leases.adopt(key, mode, result) : null),
       },
     );
+    void call.result.then(done, done);
     return abortable(connection, call, signal, {
       // The caller gave up but the grant won the race: hand the lock back at once (and again if refused).
       // Done only once the hold is gone, not at the first answer: while a refused release is asked again the

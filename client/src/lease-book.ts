@@ -7,6 +7,12 @@ interface LeaseEntry {
   control: LeaseControl;
 }
 
+/** The acquires of a key in flight, and the highest token of the key the server said was lost meanwhile. */
+interface InFlight {
+  calls: number;
+  lost?: { token: number; reason: LostReason };
+}
+
 /** The lease of a grant. */
 export interface Grant {
   lease: Lease;
@@ -28,6 +34,16 @@ export class LeaseBook {
    * Not in `snapshot()`: the server no longer holds them.
    */
   readonly #unconfirmed = new Map<string, LeaseEntry>();
+  /**
+   * The keys with an acquire in flight. A re-acquire is answered with the
+   * token the session holds, and that reply can come after the `lost` of
+   * the very hold it names (the server ran the acquire, then the lock was
+   * stolen before the reply went out). Tokens only grow per key, so a grant
+   * at or below a token reported lost names a hold that is gone. Kept only
+   * while an acquire of the key is out, so it does not grow with the keys
+   * a long-lived client has used.
+   */
+  readonly #inFlight = new Map<string, InFlight>();
   readonly #owner: LeaseOwner;
 
   constructor(owner: LeaseOwner) {
@@ -39,7 +55,31 @@ export class LeaseBook {
     return new Map([...this.#entries].map(([key, entry]) => [key, entry.lease]));
   }
 
-  /** Makes (or finds) the lease of a grant; runs while the reply frame is handled, before any later push. */
+  /**
+   * An acquire of `key` is about to be sent: until the returned function is
+   * called (once its call settled, after its reply was adopted), a `lost` of
+   * the key is remembered for `adopt()`.
+   */
+  acquiring(key: string): () => void {
+    const flight = this.#inFlight.get(key) ?? { calls: 0 };
+    flight.calls += 1;
+    this.#inFlight.set(key, flight);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      flight.calls -= 1;
+      if (flight.calls === 0 && this.#inFlight.get(key) === flight) this.#inFlight.delete(key);
+    };
+  }
+
+  /**
+   * Makes (or finds) the lease of a grant; runs while the reply frame is
+   * handled, before any later push. A grant of a hold the server already
+   * reported lost while the acquire was out (its token at or below the lost
+   * one) makes a lease that is lost already, with that reason: no later
+   * `lost` would end it.
+   */
   adopt(key: string, mode: LockMode, grant: Extract<AcquireResult, { acquired: true }>): Grant {
     const existing = this.#entries.get(key);
     if (existing?.lease.held && existing.lease.token === grant.token) return { lease: existing.lease, fresh: false };
@@ -49,6 +89,12 @@ export class LeaseBook {
       control = c;
     });
     if (!control) throw new LockError(ClientErrorCode.ProtocolError, 'lease created without control');
+    const lost = this.#inFlight.get(key)?.lost;
+    if (lost && grant.token <= lost.token) {
+      // The book keeps the lease it has (if any): this grant names no hold the session still has.
+      control.lose(lost.reason);
+      return { lease, fresh: true };
+    }
     this.#entries.set(key, { lease, control });
     return { lease, fresh: true };
   }
@@ -73,8 +119,14 @@ export class LeaseBook {
     entry.control.markReleased();
   }
 
-  /** The server took `key` away: the lease with that token (held, or not given back by a resume) is lost. */
+  /**
+   * The server took `key` away: the lease with that token (held, or not
+   * given back by a resume) is lost. While an acquire of the key is out,
+   * the token and reason are kept for the grant it may bring (see `adopt()`).
+   */
   lost(key: string, token: number, reason: LostReason): void {
+    const flight = this.#inFlight.get(key);
+    if (flight && (flight.lost === undefined || token >= flight.lost.token)) flight.lost = { token, reason };
     for (const entries of [this.#entries, this.#unconfirmed]) {
       const entry = entries.get(key);
       if (!entry || entry.lease.token !== token) continue;

@@ -41,7 +41,8 @@ export type LeaseState = 'held' | 'released' | 'lost';
  * - `signal` aborts when the lock is lost without `release()`: its reason is a
  *   `LockError` with code `expired`, `stolen`, `revoked` or `connection_lost`.
  *   A release the server accepted does not abort it; a loss that reaches the
- *   client before the release was answered does.
+ *   client before the release was answered does. A grant whose lock was
+ *   reported lost before its reply came is a lease lost from the start.
  * - `release()` is idempotent, and a no-op once the lease is lost;
  *   `await using` releases on scope exit.
  */

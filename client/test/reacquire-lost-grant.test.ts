@@ -1,0 +1,167 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { LockClient, type Lease } from '@lockwire/client';
+import { createLockServer, createMemoryStore, type LockServer, type LockStore } from '@lockwire/server';
+import { nextEvent, within } from './fixtures.js';
+
+/** A store around another whose next acquire's answer can be held back. */
+interface GatedStore {
+  store: LockStore;
+  /** Holds back the next acquire's answer until `open()`; `ran` resolves once the store ran it. */
+  holdNextAcquire(): { ran: Promise<void>; open: () => void };
+}
+
+/** The acquire runs at once (the server has decided the grant); only its answer, and so the reply, waits. */
+function gatedStore(inner: LockStore): GatedStore {
+  let gate: { ran: () => void; opened: Promise<void> } | null = null;
+  const store = new Proxy(inner, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]): unknown => {
+        const result: unknown = Reflect.apply(value, target, args);
+        if (property !== 'acquire' || gate === null || !(result instanceof Promise)) return result;
+        const held = gate;
+        gate = null;
+        return (async () => {
+          const answer: unknown = await result;
+          held.ran();
+          await held.opened;
+          return answer;
+        })();
+      };
+    },
+  });
+  const holdNextAcquire = () => {
+    let ran: () => void = () => undefined;
+    let open: () => void = () => undefined;
+    const didRun = new Promise<void>((resolve) => (ran = resolve));
+    gate = { ran, opened: new Promise<void>((resolve) => (open = resolve)) };
+    return { ran: within(didRun, 2000, 'the store to run the acquire'), open };
+  };
+  return { store, holdNextAcquire };
+}
+
+describe('a grant whose hold the server reported lost before the reply came', () => {
+  const servers: LockServer[] = [];
+  const clients: LockClient[] = [];
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((client) => client.close()));
+    await Promise.all(servers.splice(0).map((server) => server.close()));
+  });
+
+  async function setUp() {
+    const { store, holdNextAcquire } = gatedStore(createMemoryStore());
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store });
+    servers.push(server);
+    const connect = async () => {
+      const client = await LockClient.connect(server.url, { reconnect: false, keepalive: false });
+      clients.push(client);
+      return client;
+    };
+    return { holdNextAcquire, a: await connect(), b: await connect() };
+  }
+
+  it('arrives as a lost lease when a re-acquire of a held key is answered after the hold was stolen', async () => {
+    const { holdNextAcquire, a, b } = await setUp();
+    const first = await a.acquire('k');
+    if (!first) throw new Error('not granted');
+    const lost = nextEvent(a, 'lost');
+    const gate = holdNextAcquire();
+    const again = a.acquire('k');
+    await gate.ran;
+    const thief = await b.acquire('k', { steal: true });
+    expect(thief?.held).toBe(true);
+    expect(await lost).toMatchObject({ key: 'k', token: first.token, reason: 'stolen' });
+    expect(first.held).toBe(false);
+    gate.open();
+    const second = await within(again, 2000, 'the re-acquire reply');
+    expect(second?.token).toBe(first.token);
+    expect(second?.state).toBe('lost');
+    expect(second?.signal.aborted).toBe(true);
+    expect(second?.signal.reason).toMatchObject({ code: 'stolen' });
+    expect(a.leases.has('k')).toBe(false);
+    expect((await b.status('k')).holders).toHaveLength(1);
+  });
+
+  it('runs a withLock callback with a lost lease and leaves the thief holding the key', async () => {
+    const { holdNextAcquire, a, b } = await setUp();
+    const first = await a.acquire('k');
+    if (!first) throw new Error('not granted');
+    const gate = holdNextAcquire();
+    let seen: { held: boolean; reason: unknown } | undefined;
+    const ran = a.withLock('k', (lease: Lease) => {
+      seen = { held: lease.held, reason: lease.signal.reason };
+    });
+    await gate.ran;
+    const lost = nextEvent(a, 'lost');
+    await b.acquire('k', { steal: true });
+    await lost;
+    gate.open();
+    await within(ran, 2000, 'the withLock');
+    expect(seen).toMatchObject({ held: false, reason: { code: 'stolen' } });
+    expect((await b.status('k')).holders).toHaveLength(1);
+    expect((await a.status('k')).heldByYou).toBe(false);
+  });
+
+  it('rejects a Web Lock request with an AbortError, never calling back, when granted the stolen hold', async () => {
+    const { holdNextAcquire, a, b } = await setUp();
+    const first = await a.acquire('k');
+    if (!first) throw new Error('not granted');
+    const gate = holdNextAcquire();
+    let called = false;
+    const request = a.locks.request('k', () => {
+      called = true;
+      return 'ran';
+    });
+    const outcome = request.then(
+      (value) => ({ resolved: value }),
+      (error: unknown) => error,
+    );
+    await gate.ran;
+    const lost = nextEvent(a, 'lost');
+    await b.acquire('k', { steal: true });
+    await lost;
+    gate.open();
+    expect(await within(outcome, 2000, 'the request')).toMatchObject({ name: 'AbortError' });
+    expect(called).toBe(false);
+    expect((await b.status('k')).holders).toHaveLength(1);
+  });
+
+  it('arrives as a lost lease when a queued grant was stolen before the acquire was answered', async () => {
+    const { holdNextAcquire, a, b } = await setUp();
+    const holder = await b.acquire('k');
+    if (!holder) throw new Error('not granted');
+    const gate = holdNextAcquire();
+    const queued = a.acquire('k');
+    await gate.ran;
+    const lost = nextEvent(a, 'lost');
+    // Granted to a (settled while its answer is held back), then stolen by b.
+    await holder.release();
+    expect((await b.acquire('k', { steal: true }))?.held).toBe(true);
+    const { token } = await lost;
+    gate.open();
+    const lease = await within(queued, 2000, 'the queued acquire');
+    expect(lease?.token).toBe(token);
+    expect(lease?.state).toBe('lost');
+    expect(a.leases.has('k')).toBe(false);
+  });
+
+  it('grants a held lease to the next acquire once the key is free again', async () => {
+    const { holdNextAcquire, a, b } = await setUp();
+    const first = await a.acquire('k');
+    if (!first) throw new Error('not granted');
+    const gate = holdNextAcquire();
+    const again = a.acquire('k');
+    await gate.ran;
+    const lost = nextEvent(a, 'lost');
+    const thief = await b.acquire('k', { steal: true });
+    await lost;
+    gate.open();
+    expect((await within(again, 2000, 'the re-acquire reply'))?.held).toBe(false);
+    await thief?.release();
+    const next = await a.acquire('k', { acquireTimeout: 0 });
+    expect(next?.held).toBe(true);
+    expect(next?.token).toBeGreaterThan(first.token);
+    expect(a.leases.get('k')).toBe(next);
+  });
+});
