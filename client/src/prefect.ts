@@ -32,7 +32,8 @@ export abstract class PrefectFace {
 
   /**
    * Acquires `key` for this connection: `true` when granted (also when this
-   * connection already holds it), `false` when `acquireTimeout` ran out.
+   * connection already holds it), `false` when `acquireTimeout` ran out or
+   * the grant arrived already lost (taken away before its answer came).
    * The lease stays with the client; `releaseLock(key)` ends it.
    */
   async acquireLock(key: string, options: AcquireLockOptions = {}): Promise<boolean> {
@@ -41,7 +42,7 @@ export abstract class PrefectFace {
       holdTimeout: options.holdTimeout,
       signal: options.signal,
     });
-    return lease !== null;
+    return lease !== null && lease.held;
   }
 
   /**

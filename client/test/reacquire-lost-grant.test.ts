@@ -83,6 +83,20 @@ describe('a grant whose hold the server reported lost before the reply came', ()
     expect((await b.status('k')).holders).toHaveLength(1);
   });
 
+  it('answers acquireLock false when the grant it waited for arrives already lost', async () => {
+    const { holdNextAcquire, a, b } = await setUp();
+    expect(await a.acquireLock('k')).toBe(true);
+    const lost = nextEvent(a, 'lost');
+    const gate = holdNextAcquire();
+    const again = a.acquireLock('k');
+    await gate.ran;
+    expect((await b.acquire('k', { steal: true }))?.held).toBe(true);
+    await lost;
+    gate.open();
+    expect(await within(again, 2000, 'the acquireLock answer')).toBe(false);
+    expect(await a.isLockHolder('k')).toBe(false);
+  });
+
   it('runs a withLock callback with a lost lease and leaves the thief holding the key', async () => {
     const { holdNextAcquire, a, b } = await setUp();
     const first = await a.acquire('k');
