@@ -7,10 +7,21 @@ interface LeaseEntry {
   control: LeaseControl;
 }
 
-/** The acquires of a key in flight, and the highest token of the key the server said was lost meanwhile. */
+/** How a hold of the key ended while an acquire of it was out: lost (with the server's reason), or released. */
+type HoldEnd = LostReason | 'released';
+
+/**
+ * The holds of a key whose end a reply of an acquire could still name. The
+ * ends of one flight are few (each is a hold of this session, which needs a
+ * grant of its own); beyond this many the lowest tokens are dropped, and a
+ * grant naming one of them takes the end of the highest.
+ */
+const MAX_ENDS_KEPT = 16;
+
+/** The acquires of a key in flight, and the holds of the key that ended meanwhile, by token. */
 interface InFlight {
   calls: number;
-  lost?: { token: number; reason: LostReason };
+  ended: Map<number, HoldEnd>;
 }
 
 /** The lease of a grant. */
@@ -36,12 +47,13 @@ export class LeaseBook {
   readonly #unconfirmed = new Map<string, LeaseEntry>();
   /**
    * The keys with an acquire in flight. A re-acquire is answered with the
-   * token the session holds, and that reply can come after the `lost` of
-   * the very hold it names (the server ran the acquire, then the lock was
-   * stolen before the reply went out). Tokens only grow per key, so a grant
-   * at or below a token reported lost names a hold that is gone. Kept only
-   * while an acquire of the key is out, so it does not grow with the keys
-   * a long-lived client has used.
+   * token the session holds, and that reply can come after the end of the
+   * very hold it names: its `lost` (the server ran the acquire, then the
+   * lock was stolen before the reply went out), or the answer to this
+   * client's own release of it. Tokens only grow per key, so a grant at or
+   * below the token of a hold that ended names a hold that is gone. Kept
+   * only while an acquire of the key is out, so it does not grow with the
+   * keys a long-lived client has used.
    */
   readonly #inFlight = new Map<string, InFlight>();
   readonly #owner: LeaseOwner;
@@ -57,11 +69,12 @@ export class LeaseBook {
 
   /**
    * An acquire of `key` is about to be sent: until the returned function is
-   * called (once its call settled, after its reply was adopted), a `lost` of
-   * the key is remembered for `adopt()`.
+   * called (once its call settled, after its reply was adopted), the end of
+   * a hold of the key (`lost`, or its release answered) is remembered for
+   * `adopt()`.
    */
   acquiring(key: string): () => void {
-    const flight = this.#inFlight.get(key) ?? { calls: 0 };
+    const flight = this.#inFlight.get(key) ?? { calls: 0, ended: new Map<number, HoldEnd>() };
     flight.calls += 1;
     this.#inFlight.set(key, flight);
     let done = false;
@@ -75,10 +88,14 @@ export class LeaseBook {
 
   /**
    * Makes (or finds) the lease of a grant; runs while the reply frame is
-   * handled, before any later push. A grant of a hold the server already
-   * reported lost while the acquire was out (its token at or below the lost
-   * one) makes a lease that is lost already, with that reason: no later
-   * `lost` would end it.
+   * handled, before any later push. A grant of a hold that is already gone
+   * makes a lease that has ended already, since nothing later would end it:
+   * one whose hold ended while the acquire was out (its token at or below
+   * that of the hold that ended) is lost with its own hold's reason (else
+   * with that of the newest hold that ended), or `released` when that hold
+   * was released; one older than the lease the book holds of the key is
+   * `released` unless its loss was reported. Such a grant leaves the book
+   * as it is.
    */
   adopt(key: string, mode: LockMode, grant: Extract<AcquireResult, { acquired: true }>): Grant {
     const existing = this.#entries.get(key);
@@ -89,18 +106,41 @@ export class LeaseBook {
       control = c;
     });
     if (!control) throw new LockError(ClientErrorCode.ProtocolError, 'lease created without control');
-    const lost = this.#inFlight.get(key)?.lost;
-    if (lost && grant.token <= lost.token) {
-      // The book keeps the lease it has (if any): this grant names no hold the session still has.
-      control.lose(lost.reason);
-      return { lease, fresh: true };
+    const end = this.#endOf(key, grant.token, existing);
+    if (end === undefined) {
+      this.#entries.set(key, { lease, control });
+    } else if (end === 'released') {
+      control.markReleased();
+    } else {
+      control.lose(end);
     }
-    this.#entries.set(key, { lease, control });
     return { lease, fresh: true };
+  }
+
+  /** How the hold a grant of `token` names has ended already; `undefined` while the session may still hold it. */
+  #endOf(key: string, token: number, existing: LeaseEntry | undefined): HoldEnd | undefined {
+    const ended = this.#inFlight.get(key)?.ended;
+    const own = ended?.get(token);
+    if (own !== undefined) return own;
+    // Tokens only grow: a newer hold of the key stands, so the hold this grant names ended before it.
+    if (existing?.lease.held && token < existing.lease.token) return 'released';
+    const newest = ended && ended.size > 0 ? Math.max(...ended.keys()) : undefined;
+    return newest !== undefined && token <= newest ? ended?.get(newest) : undefined;
+  }
+
+  /** Remembers, while an acquire of `key` is out, that its hold `token` ended so. */
+  #ended(key: string, token: number, end: HoldEnd): void {
+    const ended = this.#inFlight.get(key)?.ended;
+    if (!ended) return;
+    // A release answered `not_holder` forgets the lease too: the `lost` of that hold names its real end.
+    if (end === 'released' && ended.has(token)) return;
+    ended.set(token, end);
+    if (ended.size > MAX_ENDS_KEPT) ended.delete(Math.min(...ended.keys()));
   }
 
   /** Drops `lease` from the book (its own release was answered, or its connection is gone). */
   forget(lease: Lease): void {
+    if (lease.held) this.#ended(lease.key, lease.token, 'released');
     if (this.#entries.get(lease.key)?.lease === lease) this.#entries.delete(lease.key);
     if (this.#unconfirmed.get(lease.key)?.lease === lease) this.#unconfirmed.delete(lease.key);
   }
@@ -115,6 +155,7 @@ export class LeaseBook {
   released(key: string): void {
     const entry = this.#entries.get(key);
     if (!entry) return;
+    this.#ended(key, entry.lease.token, 'released');
     this.#entries.delete(key);
     entry.control.markReleased();
   }
@@ -125,8 +166,7 @@ export class LeaseBook {
    * the token and reason are kept for the grant it may bring (see `adopt()`).
    */
   lost(key: string, token: number, reason: LostReason): void {
-    const flight = this.#inFlight.get(key);
-    if (flight && (flight.lost === undefined || token >= flight.lost.token)) flight.lost = { token, reason };
+    this.#ended(key, token, reason);
     for (const entries of [this.#entries, this.#unconfirmed]) {
       const entry = entries.get(key);
       if (!entry || entry.lease.token !== token) continue;

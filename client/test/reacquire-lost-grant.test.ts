@@ -41,7 +41,7 @@ function gatedStore(inner: LockStore): GatedStore {
   return { store, holdNextAcquire };
 }
 
-describe('a grant whose hold the server reported lost before the reply came', () => {
+describe('a grant whose hold is gone before the reply came', () => {
   const servers: LockServer[] = [];
   const clients: LockClient[] = [];
   afterEach(async () => {
@@ -177,5 +177,72 @@ describe('a grant whose hold the server reported lost before the reply came', ()
     expect(next?.held).toBe(true);
     expect(next?.token).toBeGreaterThan(first.token);
     expect(a.leases.get('k')).toBe(next);
+  });
+
+  it('arrives released, and out of the book, when a re-acquire is answered after this client\'s own release of that hold', async () => {
+    const { holdNextAcquire, a } = await setUp();
+    const first = await a.acquire('k');
+    if (!first) throw new Error('not granted');
+    const gate = holdNextAcquire();
+    const again = a.acquire('k');
+    await gate.ran;
+    // The server ran the re-acquire (same token), then the release, whose answer comes first.
+    await within(first.release(), 2000, 'the release');
+    expect(first.state).toBe('released');
+    gate.open();
+    const second = await within(again, 2000, 'the re-acquire reply');
+    expect(second?.token).toBe(first.token);
+    expect((await a.status('k')).heldByYou).toBe(false);
+    expect(second?.state).toBe('released');
+    expect(second?.signal.aborted).toBe(false);
+    expect(a.leases.has('k')).toBe(false);
+  });
+
+  it('leaves a newer lease in the book, so that its loss still reaches it, when a re-acquire of an older hold is answered late', async () => {
+    const { holdNextAcquire, a, b } = await setUp();
+    const first = await a.acquire('k');
+    if (!first) throw new Error('not granted');
+    const gate = holdNextAcquire();
+    const again = a.acquire('k');
+    await gate.ran;
+    await within(first.release(), 2000, 'the release');
+    const newer = await within(a.acquire('k'), 2000, 'the new acquire');
+    if (!newer) throw new Error('not granted');
+    expect(newer.token).toBeGreaterThan(first.token);
+    gate.open();
+    const late = await within(again, 2000, 'the re-acquire reply');
+    expect(late?.token).toBe(first.token);
+    expect(late?.held).toBe(false);
+    expect(a.leases.get('k')).toBe(newer);
+    const lost = nextEvent(a, 'lost');
+    await b.acquire('k', { steal: true });
+    expect(await within(lost, 2000, 'the lost')).toMatchObject({ token: newer.token, reason: 'stolen' });
+    expect(newer.state).toBe('lost');
+    expect(newer.signal.reason).toMatchObject({ code: 'stolen' });
+    expect(a.leases.has('k')).toBe(false);
+  });
+
+  it('arrives lost with its own hold\'s reason, not that of a newer hold lost since', async () => {
+    const { holdNextAcquire, a, b } = await setUp();
+    const first = await a.acquire('k');
+    if (!first) throw new Error('not granted');
+    const gate = holdNextAcquire();
+    const again = a.acquire('k');
+    await gate.ran;
+    // The hold the late re-acquire names is revoked...
+    const revoked = nextEvent(a, 'lost');
+    expect(await b.revoke('k')).toBe(1);
+    expect(await within(revoked, 2000, 'the revoke')).toMatchObject({ token: first.token, reason: 'revoked' });
+    // ...then this client gets a newer hold, which is stolen.
+    const newer = await within(a.acquire('k'), 2000, 'the new acquire');
+    if (!newer) throw new Error('not granted');
+    const stolen = nextEvent(a, 'lost');
+    await b.acquire('k', { steal: true });
+    expect(await within(stolen, 2000, 'the steal')).toMatchObject({ token: newer.token, reason: 'stolen' });
+    gate.open();
+    const late = await within(again, 2000, 'the re-acquire reply');
+    expect(late?.token).toBe(first.token);
+    expect(late?.state).toBe('lost');
+    expect(late?.signal.reason).toMatchObject({ code: 'revoked' });
   });
 });
