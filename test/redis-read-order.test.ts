@@ -1,9 +1,8 @@
-import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LockServer } from '@lockwire/server';
 import type { Frame } from './helpers/raw-client.js';
 import { startNodesAt, useRedisNodes } from './helpers/redis-nodes.js';
-import { startTapProxy, subscribes } from './helpers/tap-proxy.js';
+import { startPubSubGate, type PubSubGate } from './helpers/tap-proxy.js';
 
 // A holds `k` through one node; S steals it through another. The first node
 // reaches Redis through a gate that holds back what Redis sends on its
@@ -11,47 +10,6 @@ import { startTapProxy, subscribes } from './helpers/tap-proxy.js';
 // when the test lets it through. A request of A's sent after the steal was
 // answered must be answered after that `lost`, as on the memory store: the
 // node holds the answer back until it has heard every step the answer shows.
-
-/** A proxy to Redis that can hold back what Redis sends on the pub/sub connections open now. */
-interface PubSubGate {
-  readonly url: string;
-  /** Holds, from now on, the bytes Redis sends on the pub/sub connections open now. */
-  hold(): void;
-  /** Delivers the held bytes, in order, and carries them again. */
-  release(): void;
-  close(): void;
-}
-
-async function startPubSubGate(targetPort: number): Promise<PubSubGate> {
-  const links = new Set<{ down: Socket; pubSub: boolean; held: Buffer[] | null }>();
-  const proxy = await startTapProxy(targetPort, ({ client, upstream }) => {
-    const link = { down: client, pubSub: false, held: null as Buffer[] | null };
-    links.add(link);
-    client.on('data', (chunk: Buffer) => {
-      if (subscribes(chunk)) link.pubSub = true;
-      upstream.write(chunk);
-    });
-    upstream.on('data', (chunk: Buffer) => {
-      if (link.held) link.held.push(chunk);
-      else client.write(chunk);
-    });
-    client.on('close', () => links.delete(link));
-  });
-  return {
-    url: proxy.url,
-    hold: () => {
-      for (const link of links) if (link.pubSub) link.held ??= [];
-    },
-    release: () => {
-      for (const link of links) {
-        const held = link.held ?? [];
-        link.held = null;
-        for (const chunk of held) link.down.write(chunk);
-      }
-    },
-    close: () => proxy.close(),
-  };
-}
 
 /** ms an answer given without the steal's note takes at most to arrive; well under the node's wait for a late step (1 s). */
 const EARLY = 200;

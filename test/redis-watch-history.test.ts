@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { LockServer } from '@lockwire/server';
 import { BatchSequencer } from '../server/src/redis/batch-sequencer.js';
@@ -6,7 +5,7 @@ import type { Batch } from '../server/src/redis/records.js';
 import { startNodesAt, useRedisNodes } from './helpers/redis-nodes.js';
 import { RawClient } from './helpers/raw-client.js';
 import { startRedisCluster, type RedisCluster } from './helpers/redis-server.js';
-import { startTapProxy, subscribes } from './helpers/tap-proxy.js';
+import { startPubSubGate, type PubSubGate } from './helpers/tap-proxy.js';
 
 // A node holds a step's batch whose predecessor it has not heard, since that
 // step may still be on its way on its pub/sub connection; after the gap wait
@@ -19,47 +18,6 @@ const GAP_WAIT = 30_000;
 
 /** ms an event the node need not hold takes at most to reach a watch; far below `GAP_WAIT`. */
 const PROMPT = 2000;
-
-/** A proxy to Redis that can hold back what Redis sends on the pub/sub connections open now. */
-interface PubSubGate {
-  readonly url: string;
-  /** Holds, from now on, the bytes Redis sends on the pub/sub connections open now. */
-  hold(): void;
-  /** Delivers the held bytes, in order, and carries them again. */
-  release(): void;
-  close(): void;
-}
-
-async function startPubSubGate(targetPort: number): Promise<PubSubGate> {
-  const links = new Set<{ down: Socket; pubSub: boolean; held: Buffer[] | null }>();
-  const proxy = await startTapProxy(targetPort, ({ client, upstream }) => {
-    const link = { down: client, pubSub: false, held: null as Buffer[] | null };
-    links.add(link);
-    client.on('data', (chunk: Buffer) => {
-      if (subscribes(chunk)) link.pubSub = true;
-      upstream.write(chunk);
-    });
-    upstream.on('data', (chunk: Buffer) => {
-      if (link.held) link.held.push(chunk);
-      else client.write(chunk);
-    });
-    client.on('close', () => links.delete(link));
-  });
-  return {
-    url: proxy.url,
-    hold: () => {
-      for (const link of links) if (link.pubSub) link.held ??= [];
-    },
-    release: () => {
-      for (const link of links) {
-        const held = link.held ?? [];
-        link.held = null;
-        for (const chunk of held) link.down.write(chunk);
-      }
-    },
-    close: () => proxy.close(),
-  };
-}
 
 /**
  * A key is acquired and released through one node; a second node starts

@@ -58,3 +58,44 @@ export async function startTapProxy(targetPort: number, wire: (link: TapLink) =>
     },
   };
 }
+
+/** A proxy to Redis that can hold back what Redis sends on the pub/sub connections open now. */
+export interface PubSubGate {
+  readonly url: string;
+  /** Holds, from now on, the bytes Redis sends on the pub/sub connections open now. */
+  hold(): void;
+  /** Delivers the held bytes, in order, and carries them again. */
+  release(): void;
+  close(): void;
+}
+
+export async function startPubSubGate(targetPort: number): Promise<PubSubGate> {
+  const links = new Set<{ down: Socket; pubSub: boolean; held: Buffer[] | null }>();
+  const proxy = await startTapProxy(targetPort, ({ client, upstream }) => {
+    const link = { down: client, pubSub: false, held: null as Buffer[] | null };
+    links.add(link);
+    client.on('data', (chunk: Buffer) => {
+      if (subscribes(chunk)) link.pubSub = true;
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (link.held) link.held.push(chunk);
+      else client.write(chunk);
+    });
+    client.on('close', () => links.delete(link));
+  });
+  return {
+    url: proxy.url,
+    hold: () => {
+      for (const link of links) if (link.pubSub) link.held ??= [];
+    },
+    release: () => {
+      for (const link of links) {
+        const held = link.held ?? [];
+        link.held = null;
+        for (const chunk of held) link.down.write(chunk);
+      }
+    },
+    close: () => proxy.close(),
+  };
+}
