@@ -18,10 +18,10 @@ type HoldEnd = LostReason | 'released';
  */
 const MAX_ENDS_KEPT = 16;
 
-/** The acquires of a key in flight, and the holds of the key that ended meanwhile, by token. */
+/** The acquires of a key in flight, and the holds of the key that ended meanwhile, by token (made with the first). */
 interface InFlight {
   calls: number;
-  ended: Map<number, HoldEnd>;
+  ended: Map<number, HoldEnd> | null;
 }
 
 /** The lease of a grant. */
@@ -74,7 +74,8 @@ export class LeaseBook {
    * `adopt()`.
    */
   acquiring(key: string): () => void {
-    const flight = this.#inFlight.get(key) ?? { calls: 0, ended: new Map<number, HoldEnd>() };
+    // No map of ends until a hold ends: an acquire is on the client's hot path, an end mid-flight is rare.
+    const flight = this.#inFlight.get(key) ?? { calls: 0, ended: null };
     flight.calls += 1;
     this.#inFlight.set(key, flight);
     let done = false;
@@ -130,8 +131,9 @@ export class LeaseBook {
 
   /** Remembers, while an acquire of `key` is out, that its hold `token` ended so. */
   #ended(key: string, token: number, end: HoldEnd): void {
-    const ended = this.#inFlight.get(key)?.ended;
-    if (!ended) return;
+    const flight = this.#inFlight.get(key);
+    if (!flight) return;
+    const ended = (flight.ended ??= new Map());
     // A release answered `not_holder` forgets the lease too: the `lost` of that hold names its real end.
     if (end === 'released' && ended.has(token)) return;
     ended.set(token, end);
