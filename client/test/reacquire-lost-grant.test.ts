@@ -58,7 +58,17 @@ describe('a grant whose hold is gone before the reply came', () => {
       clients.push(client);
       return client;
     };
-    return { holdNextAcquire, a: await connect(), b: await connect() };
+    const a = await connect();
+    /** `a` holds k; its re-acquire of k has run on the server, its reply held back until `gate.open()`. */
+    const reacquireHeldBack = async () => {
+      const first = await a.acquire('k');
+      if (!first) throw new Error('not granted');
+      const gate = holdNextAcquire();
+      const again = a.acquire('k');
+      await gate.ran;
+      return { first, gate, again };
+    };
+    return { holdNextAcquire, reacquireHeldBack, a, b: await connect() };
   }
 
   it('arrives as a lost lease when a re-acquire of a held key is answered after the hold was stolen', async () => {
@@ -161,12 +171,8 @@ describe('a grant whose hold is gone before the reply came', () => {
   });
 
   it('grants a held lease to the next acquire once the key is free again', async () => {
-    const { holdNextAcquire, a, b } = await setUp();
-    const first = await a.acquire('k');
-    if (!first) throw new Error('not granted');
-    const gate = holdNextAcquire();
-    const again = a.acquire('k');
-    await gate.ran;
+    const { reacquireHeldBack, a, b } = await setUp();
+    const { first, gate, again } = await reacquireHeldBack();
     const lost = nextEvent(a, 'lost');
     const thief = await b.acquire('k', { steal: true });
     await lost;
@@ -180,12 +186,8 @@ describe('a grant whose hold is gone before the reply came', () => {
   });
 
   it('arrives released, and out of the book, when a re-acquire is answered after this client\'s own release of that hold', async () => {
-    const { holdNextAcquire, a } = await setUp();
-    const first = await a.acquire('k');
-    if (!first) throw new Error('not granted');
-    const gate = holdNextAcquire();
-    const again = a.acquire('k');
-    await gate.ran;
+    const { reacquireHeldBack, a } = await setUp();
+    const { first, gate, again } = await reacquireHeldBack();
     // The server ran the re-acquire (same token), then the release, whose answer comes first.
     await within(first.release(), 2000, 'the release');
     expect(first.state).toBe('released');
@@ -199,12 +201,8 @@ describe('a grant whose hold is gone before the reply came', () => {
   });
 
   it('leaves a newer lease in the book, so that its loss still reaches it, when a re-acquire of an older hold is answered late', async () => {
-    const { holdNextAcquire, a, b } = await setUp();
-    const first = await a.acquire('k');
-    if (!first) throw new Error('not granted');
-    const gate = holdNextAcquire();
-    const again = a.acquire('k');
-    await gate.ran;
+    const { reacquireHeldBack, a, b } = await setUp();
+    const { first, gate, again } = await reacquireHeldBack();
     await within(first.release(), 2000, 'the release');
     const newer = await within(a.acquire('k'), 2000, 'the new acquire');
     if (!newer) throw new Error('not granted');
@@ -223,12 +221,8 @@ describe('a grant whose hold is gone before the reply came', () => {
   });
 
   it('arrives lost with its own hold\'s reason, not that of a newer hold lost since', async () => {
-    const { holdNextAcquire, a, b } = await setUp();
-    const first = await a.acquire('k');
-    if (!first) throw new Error('not granted');
-    const gate = holdNextAcquire();
-    const again = a.acquire('k');
-    await gate.ran;
+    const { reacquireHeldBack, a, b } = await setUp();
+    const { first, gate, again } = await reacquireHeldBack();
     // The hold the late re-acquire names is revoked...
     const revoked = nextEvent(a, 'lost');
     expect(await b.revoke('k')).toBe(1);
