@@ -156,6 +156,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
           tls: redisTls,
           namespace: config.redisNamespace,
           nodeTtl: config.nodeTtl,
+          connections: config.redisConnections,
           limits: options.limits,
           logger,
           observeScript: metrics.observeScript,

@@ -9,6 +9,7 @@ import * as z from 'zod';
 import { normaliseOrigin } from './auth.js';
 import { DEFAULT_SERVER_LIMITS } from './limits.js';
 import { shownUrl } from './redact-url.js';
+import { DEFAULT_REDIS_CONNECTIONS, MAX_REDIS_CONNECTIONS } from './redis/command-pool.js';
 import { NAMESPACE_PATTERN } from './redis/key-codec.js';
 
 /** Reads an integer given as text (flags, environment) and leaves other values to the schema. */
@@ -221,6 +222,14 @@ export const configOptions = {
     help: 'redis stores: a dead node\'s locks are released within this time',
     default: 5000,
     schema: integer(100, 3_600_000),
+  },
+  redisConnections: {
+    flag: 'redis-connections',
+    env: 'LOCKWIRE_REDIS_CONNECTIONS',
+    arg: 'N',
+    help: 'redis store: command connections to the Redis server (a key\'s commands share one); more lets Redis and the node work at once',
+    default: DEFAULT_REDIS_CONNECTIONS,
+    schema: integer(1, MAX_REDIS_CONNECTIONS),
   },
   maxWatchesPerSession: {
     flag: 'max-watches-per-session',

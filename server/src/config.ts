@@ -39,6 +39,7 @@ export const serverConfigSchema = z.strictObject({
   redisTlsKey: configOptions.redisTlsKey.schema,
   redisNamespace: configOptions.redisNamespace.schema,
   nodeTtl: configOptions.nodeTtl.schema,
+  redisConnections: configOptions.redisConnections.schema,
   maxWatchesPerSession: configOptions.maxWatchesPerSession.schema,
   maxPendingPerSession: configOptions.maxPendingPerSession.schema,
   maxConnections: configOptions.maxConnections.schema,

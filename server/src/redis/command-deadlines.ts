@@ -162,6 +162,16 @@ export class CommandConnection<C extends CommandClient> {
     return this.#deadlines.guard(this.#client.sendCommand(args), this.#watched);
   }
 
+  /**
+   * Gives the current connection up as hung without checking it (another
+   * connection to the same server was found hung) and makes a new one, unless
+   * one replacing a hung connection has not answered yet.
+   */
+  giveUp(): void {
+    if (this.#closed || !this.#proven) return;
+    this.#replace();
+  }
+
   /** Destroys the current client; no replacement follows. */
   close(): void {
     this.#closed = true;

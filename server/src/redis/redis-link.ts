@@ -1,5 +1,6 @@
 import { createClient, createCluster, ErrorReply } from 'redis';
-import { COMMAND_QUEUE_LIMIT, CommandConnection, createDeadlines } from './command-deadlines.js';
+import { COMMAND_QUEUE_LIMIT, createDeadlines } from './command-deadlines.js';
+import { CommandPool, DEFAULT_REDIS_CONNECTIONS, MAX_REDIS_CONNECTIONS } from './command-pool.js';
 import { firstConnect } from './first-connect.js';
 import { redisTlsProblem, tlsSocketOptions, type RedisTlsOptions } from './redis-tls.js';
 import { scriptLibrary, type Script, type ScriptLibrary } from './scripts.js';
@@ -41,6 +42,11 @@ export interface RedisLinkOptions {
   cluster: boolean;
   /** CA, client certificate and key of a `rediss://` URL; refused with `redis://`. Default: the system CAs, no client certificate. */
   tls?: RedisTlsOptions;
+  /**
+   * Command connections to a single server (see `CommandPool`), at least 1.
+   * Default `DEFAULT_REDIS_CONNECTIONS`. A cluster has one per primary.
+   */
+  connections?: number;
   /** ms after which a command that got no reply fails. */
   commandTimeout: number;
   /** ms between reconnect attempts. */
@@ -118,6 +124,10 @@ class ScriptRunner {
 export async function connectRedis(options: RedisLinkOptions): Promise<RedisLink> {
   const problem = redisTlsProblem(options.url, options.tls);
   if (problem !== undefined) throw new Error(`cannot connect to Redis: ${problem}`);
+  const { connections = DEFAULT_REDIS_CONNECTIONS } = options;
+  if (!Number.isInteger(connections) || connections < 1 || connections > MAX_REDIS_CONNECTIONS) {
+    throw new Error(`cannot connect to Redis: connections must be an integer from 1 to ${MAX_REDIS_CONNECTIONS}, not ${connections}`);
+  }
   return options.cluster ? connectCluster(options) : connectSingle(options);
 }
 
@@ -151,7 +161,10 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
     made.on('reconnecting', () => emit('trouble'));
     return made;
   };
-  const client = makeClient();
+  // The first command connection, then the others of the pool (see `CommandPool`).
+  const first = makeClient();
+  const more = Array.from({ length: (options.connections ?? DEFAULT_REDIS_CONNECTIONS) - 1 }, makeClient);
+  const clients = [first, ...more];
   const idle = options.subscriberIdleTimeout;
   const subscriber = createClient(idle === undefined ? base : { ...base, socket: { ...base.socket, socketTimeout: idle } });
   let subscriberReadyOnce = false;
@@ -164,24 +177,36 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
   // A PING proves the connection: over TLS 1.3 Redis refuses a missing client certificate only after the handshake.
   // Any reply does (a Redis still loading its data answers with an error).
   const limit = firstConnectLimit(options);
-  const ping = (of: typeof client) => async () => {
+  const ping = (of: typeof subscriber) => async () => {
     try {
       await of.sendCommand(['PING']);
     } catch (error) {
       if (!(error instanceof ErrorReply)) throw error;
     }
   };
-  await firstConnect(client, { events: ['error'], limit, tls, check: ping(client) });
+  const destroyAll = () => {
+    for (const of of [...clients, subscriber]) {
+      try {
+        of.destroy();
+      } catch {
+        // Closed already (firstConnect destroys the one it gave up).
+      }
+    }
+  };
+  // The first connection alone first: a wrong URL or refused TLS fails on it, at once where it can.
   try {
-    await firstConnect(subscriber, { events: ['error'], limit, tls, check: ping(subscriber) });
+    await firstConnect(first, { events: ['error'], limit, tls, check: ping(first) });
+    const rest = await Promise.allSettled([subscriber, ...more].map((of) => firstConnect(of, { events: ['error'], limit, tls, check: ping(of) })));
+    const failed = rest.find((outcome) => outcome.status === 'rejected');
+    if (failed) throw failed.reason;
   } catch (error) {
-    client.destroy();
+    destroyAll();
     throw error;
   }
   const deadlines = createDeadlines(options.commandTimeout);
   // A hung connection is a broken one to the node's liveness, which checks Redis as after any break.
-  const connection = new CommandConnection(client, makeClient, deadlines, () => emit('trouble'));
-  const run = (args: string[]) => connection.run(args);
+  const pool = new CommandPool(clients, makeClient, deadlines, () => emit('trouble'));
+  const run = (args: string[]) => pool.run(undefined, args);
   const runner = new ScriptRunner();
   try {
     await runner.load(run, scriptLibrary);
@@ -194,15 +219,15 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
   })();
   return {
     mode: 'single',
-    command: (_key, args) => run(args),
-    evalScript: (script, keys, args) => runner.call(run, script, keys, args),
+    command: (key, args) => pool.run(key, args),
+    evalScript: (script, keys, args) => runner.call((a) => pool.run(keys[0], a), script, keys, args),
     shards: async () => [{ address, command: run }],
     subscribe: (channel, onMessage) => deadlines.guard(subscriber.subscribe(channel, (message, from) => onMessage(message, from))),
     unsubscribe: (channel) => deadlines.guard(subscriber.unsubscribe(channel)),
     on: (event, fn) => handlers[event].add(fn),
     async close() {
       deadlines.stop();
-      connection.close();
+      pool.close();
       subscriber.destroy();
     },
   };

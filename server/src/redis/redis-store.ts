@@ -140,6 +140,7 @@ class RedisStore implements LockStore {
         url: this.#options.url,
         cluster: this.#options.cluster ?? false,
         tls: this.#options.tls,
+        connections: this.#options.connections,
         commandTimeout: this.#options.commandTimeout ?? 2000,
         reconnectDelay: Math.max(20, Math.min(200, Math.floor(ttl / 10))),
         // Heartbeats come every third of the node TTL; three missed ones mean a dead path.

@@ -34,6 +34,14 @@ export interface RedisStoreOptions {
    * which a node cut off from Redis reports its holders' locks lost. Default 5000.
    */
   nodeTtl?: number;
+  /**
+   * Command connections a node opens to a single Redis server, 1 to 64 (else
+   * `start` fails); commands of one lock key always share one. More than one
+   * lets Redis run one connection's commands while the node reads another's
+   * replies (see `CommandPool`). Not used on a cluster, where the node has one
+   * connection per primary. Default 2.
+   */
+  connections?: number;
   /** ms a Redis command may take before the call fails with `store_unavailable`. Default 2000. */
   commandTimeout?: number;
   /**
