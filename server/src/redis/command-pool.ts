@@ -35,15 +35,31 @@ export const MAX_REDIS_CONNECTIONS = 64;
  * queueing on a connection that would only be found hung a timeout later
  * and would carry them all to Redis once it answers again.
  */
+export interface CommandPoolOptions<C extends CommandClient> {
+  /** One or more connected clients that answered, the first for commands of no key. */
+  readonly clients: readonly C[];
+  /** A new client, not yet connected, its error events handled. */
+  readonly make: () => C;
+  readonly deadlines: Deadlines;
+  /** Told each time a connection was found hung. */
+  readonly onHung: () => void;
+  /**
+   * ms after which a connection that carried no command sends a PING
+   * (default: never). Redis closes a connection idle for its `timeout`
+   * setting, and node-redis reports that as a connection error, which the
+   * node's liveness takes for Redis going away; a connection whose slots no
+   * periodic work of the node touches would otherwise go idle.
+   */
+  readonly keepAlive?: number;
+}
+
 export class CommandPool<C extends CommandClient> {
   readonly #connections: readonly CommandConnection<C>[];
+  /** Per connection: whether it carried a command since the last keep-alive round. */
+  readonly #used: boolean[];
+  readonly #keepAlive: ReturnType<typeof setInterval> | null = null;
 
-  /**
-   * `clients`: one or more connected clients that answered, the first for
-   * commands of no key; `make`: a new client, not yet connected, its error
-   * events handled; `onHung`: told each time a connection was found hung.
-   */
-  constructor(clients: readonly C[], make: () => C, deadlines: Deadlines, onHung: () => void) {
+  constructor({ clients, make, deadlines, onHung, keepAlive }: CommandPoolOptions<C>) {
     if (clients.length === 0) throw new Error('a command pool needs a connection');
     const hung = (found: CommandConnection<C>) => {
       onHung();
@@ -55,22 +71,36 @@ export class CommandPool<C extends CommandClient> {
       connections.push(connection);
     }
     this.#connections = connections;
+    this.#used = connections.map(() => false);
+    if (keepAlive !== undefined) {
+      this.#keepAlive = setInterval(() => this.#ping(), keepAlive);
+      this.#keepAlive.unref?.();
+    }
   }
 
   /** Sends `args` on the connection of `key`'s hash slot (the first connection when undefined). */
   run(key: string | undefined, args: string[]): Promise<unknown> {
-    return this.#of(key).run(args);
+    const lane = key === undefined ? 0 : this.laneOf(key);
+    this.#used[lane] = true;
+    return (this.#connections[lane] ?? (this.#connections[0] as CommandConnection<C>)).run(args);
+  }
+
+  /** The index of the connection that carries `key`'s commands. */
+  laneOf(key: string): number {
+    return this.#connections.length === 1 ? 0 : calculateSlot(key) % this.#connections.length;
   }
 
   /** Closes every connection; none is replaced after. */
   close(): void {
+    if (this.#keepAlive !== null) clearInterval(this.#keepAlive);
     for (const connection of this.#connections) connection.close();
   }
 
-  #of(key: string | undefined): CommandConnection<C> {
-    const connections = this.#connections;
-    const first = connections[0] as CommandConnection<C>;
-    if (key === undefined || connections.length === 1) return first;
-    return connections[calculateSlot(key) % connections.length] ?? first;
+  /** A PING on each connection that carried nothing since the last round; a failed one is told as any broken connection is. */
+  #ping(): void {
+    this.#connections.forEach((connection, lane) => {
+      if (!this.#used[lane]) connection.run(['PING']).catch(() => {});
+      this.#used[lane] = false;
+    });
   }
 }

@@ -21,6 +21,16 @@ export interface RedisLink {
   readonly mode: 'single' | 'cluster';
   /** Runs a command on the shard owning `key` (any shard when undefined). */
   command(key: string | undefined, args: string[]): Promise<unknown>;
+  /**
+   * Single server only (undefined on a cluster): runs a command on the
+   * connection that carries `key`'s commands, whatever keys the command
+   * itself names (see `CommandPool`). Redis then runs it before every
+   * command of `key` sent after it, and a broken connection fails them
+   * alike. On a cluster a command must go to the shard of its own keys.
+   */
+  readonly commandBefore?: (key: string, args: string[]) => Promise<unknown>;
+  /** Single server only: which command connection (from 0) carries `key`'s commands; keys of one lane keep their order. */
+  readonly laneOf?: (key: string) => number;
   /** Runs a script: FCALL of the store's function library, or EVALSHA on a Redis without functions (see `ScriptRunner`). */
   evalScript(script: Script, keys: string[], args: string[]): Promise<unknown>;
   /** The current primaries. */
@@ -47,6 +57,8 @@ export interface RedisLinkOptions {
    * Default `DEFAULT_REDIS_CONNECTIONS`. A cluster has one per primary.
    */
   connections?: number;
+  /** ms after which a single server's command connection that carried nothing sends a PING (see `CommandPoolOptions`). Default: never. */
+  keepAlive?: number;
   /** ms after which a command that got no reply fails. */
   commandTimeout: number;
   /** ms between reconnect attempts. */
@@ -205,7 +217,13 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
   }
   const deadlines = createDeadlines(options.commandTimeout);
   // A hung connection is a broken one to the node's liveness, which checks Redis as after any break.
-  const pool = new CommandPool(clients, makeClient, deadlines, () => emit('trouble'));
+  const pool = new CommandPool({
+    clients,
+    make: makeClient,
+    deadlines,
+    onHung: () => emit('trouble'),
+    ...(options.keepAlive === undefined ? {} : { keepAlive: options.keepAlive }),
+  });
   const run = (args: string[]) => pool.run(undefined, args);
   const runner = new ScriptRunner();
   try {
@@ -220,6 +238,8 @@ async function connectSingle(options: RedisLinkOptions): Promise<RedisLink> {
   return {
     mode: 'single',
     command: (key, args) => pool.run(key, args),
+    commandBefore: (key, args) => pool.run(key, args),
+    laneOf: (key) => pool.laneOf(key),
     evalScript: (script, keys, args) => runner.call((a) => pool.run(keys[0], a), script, keys, args),
     shards: async () => [{ address, command: run }],
     subscribe: (channel, onMessage) => deadlines.guard(subscriber.subscribe(channel, (message, from) => onMessage(message, from))),

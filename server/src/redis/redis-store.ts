@@ -145,6 +145,9 @@ class RedisStore implements LockStore {
         reconnectDelay: Math.max(20, Math.min(200, Math.floor(ttl / 10))),
         // Heartbeats come every third of the node TTL; three missed ones mean a dead path.
         subscriberIdleTimeout: Math.max(1000, ttl),
+        // As often as the sweep for dead nodes runs: a connection carrying only some keys' commands may
+        // otherwise stay idle past Redis' `timeout` setting, which closes it.
+        keepAlive: Math.max(50, Math.floor(ttl / 10)),
       }),
       this.#options.observeScript,
     );

@@ -132,7 +132,7 @@ export class SessionCleanup {
    * for, then forgets the node. The keys go in batches of `CLEANUP_BATCH`,
    * each key's queued requests before its holds (a released hold must not be
    * granted to a queued request of the same dead node), so this node's own
-   * renewals, on the same connection, never wait behind a long run of drops.
+   * renewals never wait behind a long run of drops on a connection they share.
    * Each batch's keys leave the id's key set once dropped: a cleanup that
    * fails (Redis unreachable) and is run again resumes with the keys left,
    * and an empty set means every drop ran. The drops are not recorded in
