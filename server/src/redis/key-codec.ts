@@ -10,10 +10,16 @@
  * slots.
  */
 
+/** The four hex digits of each code unit below 256, made once: every step encodes its key. */
+const LOW_UNITS = Array.from({ length: 256 }, (_, unit) => unit.toString(16).padStart(4, '0'));
+
 /** Encodes a lock key (see the module comment). */
 export function encodeKey(key: string): string {
   let out = 'k';
-  for (let i = 0; i < key.length; i++) out += key.charCodeAt(i).toString(16).padStart(4, '0');
+  for (let i = 0; i < key.length; i++) {
+    const unit = key.charCodeAt(i);
+    out += LOW_UNITS[unit] ?? unit.toString(16).padStart(4, '0');
+  }
   return out;
 }
 

@@ -24,8 +24,11 @@ interface Registration {
  */
 export class NodeKeySet {
   readonly #names: KeyNames;
-  /** Encoded keys recorded in this node's key set, with the SADD that recorded them. */
-  readonly #registered = new Map<string, Promise<void>>();
+  /**
+   * Encoded keys recorded in this node's key set, with the SADD that records
+   * them until Redis answered it (null after: a step of the key need not wait).
+   */
+  readonly #registered = new Map<string, Promise<void> | null>();
   /** Keys to record with the SADD of the current tick, by lane (one lane on a cluster). */
   readonly #registering = new Map<number, Registration>();
 
@@ -41,12 +44,13 @@ export class NodeKeySet {
   /**
    * Records the key in this node's key set before anything of the node can be
    * in it. The keys first used within one tick go out in one SADD per lane,
-   * sent before any of their scripts.
+   * sent before any of their scripts. Returns what a step of the key must
+   * await first, or null once the key's SADD was answered.
    */
-  register(link: RedisLink, encoded: string, node: string): Promise<void> {
+  register(link: RedisLink, encoded: string, node: string): Promise<void> | null {
     // Every step of a key awaits the same promise, so steps of one key keep their order.
     const known = this.#registered.get(encoded);
-    if (known) return known;
+    if (known !== undefined) return known;
     const route = this.#route(encoded);
     const lane = link.laneOf?.(route) ?? 0;
     let batch = this.#registering.get(lane);
@@ -72,16 +76,22 @@ export class NodeKeySet {
       const forget = () => {
         for (const encoded of keys) if (this.#registered.get(encoded) === done) this.#registered.delete(encoded);
       };
+      const recorded = () => {
+        for (const encoded of keys) if (this.#registered.get(encoded) === done) this.#registered.set(encoded, null);
+      };
       const args = ['SADD', set, ...keys];
       if (link.commandBefore) {
         // A single server runs the lane's commands in order: the scripts may follow at once, and
         // fail with the SADD when its connection breaks.
-        link.commandBefore(route, args).catch(forget);
+        link.commandBefore(route, args).then(recorded, forget);
         settle();
       } else {
         // Across cluster shards the scripts wait for the SADD.
         link.command(set, args).then(
-          () => settle(),
+          () => {
+            recorded();
+            settle();
+          },
           (error: unknown) => {
             forget();
             settle(error);

@@ -97,26 +97,28 @@ class ScriptRunner {
     }
   }
 
-  async call(run: (args: string[]) => Promise<unknown>, script: Script, keys: string[], args: string[]): Promise<unknown> {
-    if (this.#functions !== false) {
-      // The command is built as one array (no intermediate copy): it is made on every step.
-      const fcall = ['FCALL', script.fn, String(keys.length)];
-      for (const key of keys) fcall.push(key);
-      for (const arg of args) fcall.push(arg);
-      try {
-        return await run(fcall);
-      } catch (error) {
-        const message = messageOf(error);
-        if (/Function not found/i.test(message)) {
-          await this.load(run, script.library);
-          if (this.#functions) return run([...fcall]);
-        } else if (NO_FUNCTIONS.test(message)) {
-          this.#functions = false;
-        } else {
-          throw error;
-        }
+  call(run: (args: string[]) => Promise<unknown>, script: Script, keys: string[], args: string[]): Promise<unknown> {
+    if (this.#functions === false) return this.#evalsha(run, script, keys, args);
+    // The command is built as one array (no intermediate copy): it is made on every step, and the
+    // common case returns the call's own promise (no async function around it).
+    const fcall = ['FCALL', script.fn, String(keys.length)];
+    for (const key of keys) fcall.push(key);
+    for (const arg of args) fcall.push(arg);
+    return run(fcall).catch(async (error: unknown) => {
+      const message = messageOf(error);
+      if (/Function not found/i.test(message)) {
+        await this.load(run, script.library);
+        if (this.#functions) return run([...fcall]);
+      } else if (NO_FUNCTIONS.test(message)) {
+        this.#functions = false;
+      } else {
+        throw error;
       }
-    }
+      return this.#evalsha(run, script, keys, args);
+    });
+  }
+
+  async #evalsha(run: (args: string[]) => Promise<unknown>, script: Script, keys: string[], args: string[]): Promise<unknown> {
     const tail = [String(keys.length), ...keys, ...args];
     try {
       return await run(['EVALSHA', script.sha, ...tail]);

@@ -127,7 +127,9 @@ export class StepRunner {
     let withEvents = false;
     let sent: Instant;
     try {
-      if (record) await this.#o.keySet.register(link, encoded, node);
+      // Awaited only while the key's SADD is unanswered: an await costs every step a turn.
+      const registering = record ? this.#o.keySet.register(link, encoded, node) : null;
+      if (registering) await registering;
       sent = { wall: Math.floor(ctx.clock.now()), monotonic: ctx.clock.monotonic() };
       const text = await link.evalScript(scripts[name], this.#scriptKeys(name, encoded, node), [
         node,
