@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -162,5 +162,14 @@ describe('lockwire serve --config', () => {
       expect(written.stdout).toContain(option.env);
     }
     expect(written.stdout).toContain('LOCKWIRE_LOG_LEVEL or LOG_LEVEL');
+  });
+});
+
+describe('docs/operations.md', () => {
+  it('lists every setting a configuration file accepts', () => {
+    const text = readFileSync(new URL('../../docs/operations.md', import.meta.url), 'utf8');
+    const list = /The keys are ([\s\S]*?);/.exec(text)?.[1] ?? '';
+    const documented = new Set([...list.matchAll(/`(\w+)`/g)].map((match) => match[1]));
+    expect(Object.keys(configOptions).filter((key) => !documented.has(key))).toEqual([]);
   });
 });

@@ -44,7 +44,7 @@ export interface CommandPoolOptions<C extends CommandClient> {
   /** Told each time a connection was found hung. */
   readonly onHung: () => void;
   /**
-   * ms after which a connection that carried no command sends a PING
+   * ms within which a connection that carries no command sends a PING
    * (default: never). Redis closes a connection idle for its `timeout`
    * setting, and node-redis reports that as a connection error, which the
    * node's liveness takes for Redis going away; a connection whose slots no
@@ -73,7 +73,9 @@ export class CommandPool<C extends CommandClient> {
     this.#connections = connections;
     this.#used = connections.map(() => false);
     if (keepAlive !== undefined) {
-      this.#keepAlive = setInterval(() => this.#ping(), keepAlive);
+      // Rounds at half the period: a connection used just after a round is skipped by the next one, and
+      // pinged by the one after, so none is idle longer than `keepAlive`.
+      this.#keepAlive = setInterval(() => this.#ping(), Math.max(1, Math.floor(keepAlive / 2)));
       this.#keepAlive.unref?.();
     }
   }
