@@ -6,6 +6,7 @@ import { createClient } from 'redis';
 import { ratio } from '../lib/stats.mjs';
 import { openBareLoad, pairHandoff, pollingHandoff, redlockHandoff } from '../measure/redis.mjs';
 import { openStoreLoad, startStore } from '../measure/store-api.mjs';
+import { DEFAULT_REDIS_CONNECTIONS as DEFAULT_STORE_CONNECTIONS } from '../../server/dist/redis/command-pool.js';
 import { openLoad } from '../measure/wire.mjs';
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
@@ -39,6 +40,10 @@ async function storeApiThroughput(ctx, redis) {
   const redisStore = await startStore({ kind: 'redis', url: redis.url, namespace: `api${Date.now()}` });
   const memoryStore = await startStore({ kind: 'memory' });
   const bare = await openBareLoad(redis.url, { concurrency });
+  // Beside the figure: the store on one command connection, and the bare loop on as many clients as
+  // the store has command connections by default, so that each run shows what the connections give.
+  const oneConnection = await startStore({ kind: 'redis', url: redis.url, namespace: `one${Date.now()}`, connections: 1 });
+  const barePooled = await openBareLoad(redis.url, { concurrency, connections: DEFAULT_STORE_CONNECTIONS });
   // --base=DIR: the Redis store of another checkout joins the rotation (before/after in one run).
   const baseTree = process.env.BENCH_BASE_TREE;
   const baseStore = baseTree ? await startStore({ kind: 'redis', url: redis.url, namespace: `base${Date.now()}`, tree: baseTree }) : null;
@@ -46,6 +51,8 @@ async function storeApiThroughput(ctx, redis) {
     redisStore: openStoreLoad(redisStore, { concurrency }),
     bare,
     memoryStore: openStoreLoad(memoryStore, { concurrency }),
+    oneConnection: openStoreLoad(oneConnection, { concurrency, prefix: 'one' }),
+    barePooled,
     ...(baseStore ? { baseStore: openStoreLoad(baseStore, { concurrency }) } : {}),
   };
   const runs = Object.fromEntries(Object.keys(loads).map((name) => [name, []]));
@@ -69,6 +76,8 @@ async function storeApiThroughput(ctx, redis) {
   } finally {
     await redisCpu.close();
     await bare.close();
+    await barePooled.close();
+    await oneConnection.close();
     await redisStore.close();
     await memoryStore.close();
     await baseStore?.close();
@@ -89,6 +98,8 @@ async function storeApiThroughput(ctx, redis) {
     vsBare: round2(median(vsBare)),
     vsBareRange: [round2(Math.min(...vsBare)), round2(Math.max(...vsBare))],
     vsMemory: round2(median(vsMemory)),
+    oneConnection: { store: median(runs.oneConnection), vsBare: round2(median(perSlice('oneConnection', 'bare'))) },
+    barePooled: { rate: median(runs.barePooled), storeVs: round2(median(perSlice('redisStore', 'barePooled'))) },
     ...(baseStore ? { base: { tree: baseTree, store: median(runs.baseStore), vsBare: round2(median(perSlice('baseStore', 'bare'))) } } : {}),
   };
 }
@@ -166,9 +177,9 @@ async function redisStoreFigure(ctx) {
   return {
     raw: { memoryHandoff, crossNode, throughput: runs, storeApi: api, storeApiSweep: sweep },
     rows: [
-      { figure: `Redis store API throughput in process, uncontended, ${sizes.redisConcurrency} concurrent sessions`, value: api.redisStore, unit: 'calls/s', anchor: api.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: api.vsBare, target: '>= 0.5x bare loop', met: api.vsBare >= 0.5, note: `median of ${sizes.storeApiSlices} per-slice ratios, range ${api.vsBareRange[0]}-${api.vsBareRange[1]}x; memory store ${Math.round(api.memoryStore)} calls/s (${api.vsMemory}x)${api.base ? `; --base store ${api.base.vsBare}x` : ''}` },
+      { figure: `Redis store API throughput in process, uncontended, ${sizes.redisConcurrency} concurrent sessions`, value: api.redisStore, unit: 'calls/s', anchor: api.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: api.vsBare, target: '>= 0.5x bare loop', met: api.vsBare >= 0.5, note: `median of ${sizes.storeApiSlices} per-slice ratios, range ${api.vsBareRange[0]}-${api.vsBareRange[1]}x; memory store ${Math.round(api.memoryStore)} calls/s (${api.vsMemory}x); the store on one command connection ${api.oneConnection.vsBare}x; the bare loop on ${DEFAULT_STORE_CONNECTIONS} connections ${Math.round(api.barePooled.rate)} calls/s (the store ${api.barePooled.storeVs}x of it)${api.base ? `; --base store ${api.base.vsBare}x` : ''}` },
       ...sweep.map((point) => ({ figure: `Redis store API throughput in process, uncontended, ${point.concurrency} concurrent session${point.concurrency === 1 ? '' : 's'}`, value: point.store, unit: 'calls/s', anchor: point.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: point.vsBare, target: `- (the ${sizes.redisConcurrency}-session row is the store figure)`, met: null, note: `median of ${sizes.storeApiSweepSlices} per-slice ratios, range ${point.vsBareRange[0]}-${point.vsBareRange[1]}x` })),
-      { figure: 'Redis store API: CPU per call, the store\'s process + Redis', value: api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, unit: 'µs', anchor: api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis, anchorLabel: 'bare loop per command, client + Redis', ratio: ratio(api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis), target: '-', met: null, note: `store ${api.cpuPerCall.redisStore.client} + Redis ${api.cpuPerCall.redisStore.redis} µs; bare loop ${api.cpuPerCall.bare.client} + ${api.cpuPerCall.bare.redis} µs; calls in flight take turns between the two processes, so throughput follows the sum` },
+      { figure: 'Redis store API: CPU per call, the store\'s process + Redis', value: api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, unit: 'µs', anchor: api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis, anchorLabel: 'bare loop per command, client + Redis', ratio: ratio(api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis), target: '-', met: null, note: `store ${api.cpuPerCall.redisStore.client} + Redis ${api.cpuPerCall.redisStore.redis} µs; bare loop ${api.cpuPerCall.bare.client} + ${api.cpuPerCall.bare.redis} µs; on one connection the two processes take turns (throughput follows the sum), on the store's ${DEFAULT_STORE_CONNECTIONS} they overlap (it follows the larger side)` },
       { figure: `Redis store throughput over WebSocket (end to end), uncontended, ${sizes.redisConcurrency} connections`, value: redisStore, unit: 'req/s', anchor: bare, anchorLabel: 'bare SET NX + Lua delete', ratio: vsBare, target: '- (the API row is the store figure)', met: null, note: `memory store ${Math.round(memoryStore)} req/s (${ratio(redisStore, memoryStore)}x)` },
       { figure: 'Redis store cross-node handoff p50', value: crossNode.p50, unit: 'ms', anchor: memoryHandoff.p50, anchorLabel: 'memory store', ratio: ratio(crossNode.p50, memoryHandoff.p50), target: '<= 1 ms', met: crossNode.p50 <= 1, note: `p99 ${crossNode.p99.toFixed(3)} ms` },
     ],

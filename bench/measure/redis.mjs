@@ -50,11 +50,17 @@ export async function pairHandoff(urlA, urlB, { samples, warmup = 50 }) {
  * while `measure(seconds)` does and resolves commands answered per second
  * (one request = one command).
  */
-export async function openBareLoad(redisUrl, { concurrency }) {
-  const client = createClient({ url: redisUrl });
-  await client.connect();
+export async function openBareLoad(redisUrl, { concurrency, connections = 1 }) {
+  // Session i runs on client i % connections: with more than one, Redis and this process overlap as
+  // they do for a store on several command connections.
+  const clients = [];
+  for (let i = 0; i < connections; i++) {
+    const client = createClient({ url: redisUrl });
+    await client.connect();
+    clients.push(client);
+  }
   let token = 0;
-  const loop = async (key, until) => {
+  const loop = async (client, key, until) => {
     let done = 0;
     while (performance.now() < until) {
       const mine = String(token++);
@@ -66,8 +72,10 @@ export async function openBareLoad(redisUrl, { concurrency }) {
     return done;
   };
   return {
-    measure: (seconds) => ratePerSecond(concurrency, seconds, (i, until) => loop(`bare:${i}`, until)),
-    close: async () => client.destroy(),
+    measure: (seconds) => ratePerSecond(concurrency, seconds, (i, until) => loop(clients[i % connections], `bare:${i}`, until)),
+    close: async () => {
+      for (const client of clients) client.destroy();
+    },
   };
 }
 

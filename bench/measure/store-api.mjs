@@ -23,14 +23,17 @@ const quietListener = {
 };
 
 /**
- * A started store: `{ kind: 'redis', url, namespace }` or `{ kind: 'memory' }`,
+ * A started store: `{ kind: 'redis', url, namespace, connections? }` or `{ kind: 'memory' }`,
  * optionally with `tree` (the checkout whose compiled server to load). The
  * namespace keeps its keys and broadcasts away from other nodes on the same
  * Redis. `close()` it when done.
  */
 export async function startStore(spec) {
   const { createMemoryStore, createRedisStore } = await serverDist(spec.tree);
-  const store = spec.kind === 'redis' ? createRedisStore({ url: spec.url, namespace: spec.namespace }) : createMemoryStore();
+  const store =
+    spec.kind === 'redis'
+      ? createRedisStore({ url: spec.url, namespace: spec.namespace, ...(spec.connections === undefined ? {} : { connections: spec.connections }) })
+      : createMemoryStore();
   await store.start(quietListener);
   return store;
 }
