@@ -76,9 +76,12 @@ export class NodeKeySet {
       const forget = () => {
         for (const encoded of keys) if (this.#registered.get(encoded) === done) this.#registered.delete(encoded);
       };
-      const recorded = () => {
-        for (const encoded of keys) if (this.#registered.get(encoded) === done) this.#registered.set(encoded, null);
-      };
+      // Marked in a later turn: a step that began waiting on `done` resumes first, so a step of the same
+      // key begun meanwhile (it still awaits `done`, behind it) cannot pass it.
+      const recorded = () =>
+        setImmediate(() => {
+          for (const encoded of keys) if (this.#registered.get(encoded) === done) this.#registered.set(encoded, null);
+        });
       const args = ['SADD', set, ...keys];
       if (link.commandBefore) {
         // A single server runs the lane's commands in order: the scripts may follow at once, and
