@@ -1,4 +1,4 @@
-import type { Limits, ListResult, LockStatus } from '@lockwire/protocol';
+import { ErrorCode, type Limits, type ListResult, type LockStatus } from '@lockwire/protocol';
 import { AcquireCalls, abortable, checkDuration } from './acquire-call.js';
 import { Connection } from './connection.js';
 import { ConnectionKeeper, type ClientInit } from './connection-keeper.js';
@@ -192,14 +192,24 @@ export class LockClient extends PrefectFace {
    * that hold (it gets the existing lease, as `acquire()` does) and the hold
    * is left as it was: only a lease this call acquired is released.
    *
+   * A grant that arrives after its hold was gone (see `acquire()`: lost,
+   * or released) holds nothing: `fn` is not called and nothing is released.
+   *
    * @throws LockError `not_acquired` when the lock was not granted within
-   * `acquireTimeout`; whatever `fn` throws; the errors of `acquire()`.
+   * `acquireTimeout`; the loss's reason (`stolen`, `revoked`, `expired`,
+   * `connection_lost`, the `signal.reason` of the lease) when the grant
+   * arrived already lost; `not_holder` when it arrived already released
+   * (this client's release of that hold answered first, or a newer lease
+   * of the key held); whatever `fn` throws; the errors of `acquire()`.
    */
   async withLock<T>(key: string, fn: (lease: Lease) => Promise<T> | T, options: AcquireOptions = {}): Promise<T> {
     const grant = await this.#acquires.send(key, options);
     if (!grant) {
       throw new LockError(ClientErrorCode.NotAcquired, `lock ${JSON.stringify(key)} not acquired in time`);
     }
+    // A grant whose hold ended before its reply came holds nothing (nor is there anything to release):
+    // `fn` would run without the exclusion it asked for.
+    if (!grant.lease.held) throw endedAtGrantError(grant.lease);
     try {
       return await fn(grant.lease);
     } finally {
@@ -361,4 +371,20 @@ export class LockClient extends PrefectFace {
       onResult: () => this.#leases.released(key),
     }).result;
   }
+}
+
+/**
+ * Why `withLock` does not run its callback with a grant whose hold was gone
+ * when it arrived: the loss's own error, as a holder that lost the lock
+ * gets it, or `not_holder` for a hold that was released.
+ */
+function endedAtGrantError(lease: Lease): unknown {
+  if (lease.signal.aborted) {
+    const reason: unknown = lease.signal.reason;
+    return reason;
+  }
+  return new LockError(
+    ErrorCode.NotHolder,
+    `lock ${JSON.stringify(lease.key)} was released before its grant arrived`,
+  );
 }

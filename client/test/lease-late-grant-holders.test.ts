@@ -1,0 +1,136 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { LockClient, LockError } from '@lockwire/client';
+import { createLockServer, createMemoryStore, type LockServer, type LockStore } from '@lockwire/server';
+import { nextEvent, recordingTransport, within } from './fixtures.js';
+
+/**
+ * A store around another whose next acquire runs at once (the server has
+ * decided the grant) while its answer, and so the reply, waits until
+ * `open()`; `ran` resolves once the store ran it.
+ */
+function gatedStore(inner: LockStore): { store: LockStore; holdNextAcquire(): { ran: Promise<void>; open: () => void } } {
+  let gate: { ran: () => void; opened: Promise<void> } | null = null;
+  const store = new Proxy(inner, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]): unknown => {
+        const result: unknown = Reflect.apply(value, target, args);
+        if (property !== 'acquire' || gate === null || !(result instanceof Promise)) return result;
+        const held = gate;
+        gate = null;
+        return (async () => {
+          const answer: unknown = await result;
+          held.ran();
+          await held.opened;
+          return answer;
+        })();
+      };
+    },
+  });
+  const holdNextAcquire = () => {
+    let ran: () => void = () => undefined;
+    let open: () => void = () => undefined;
+    const didRun = new Promise<void>((resolve) => (ran = resolve));
+    gate = { ran, opened: new Promise<void>((resolve) => (open = resolve)) };
+    return { ran: within(didRun, 2000, 'the store to run the acquire'), open };
+  };
+  return { store, holdNextAcquire };
+}
+
+/** What a call settled with: its value, or the error it rejected with (handled from the start). */
+function outcomeOf(call: Promise<unknown>): Promise<unknown> {
+  return call.then(
+    (value) => ({ resolved: value }),
+    (error: unknown) => error,
+  );
+}
+
+describe('a holder whose grant arrives after its hold was gone', () => {
+  const servers: LockServer[] = [];
+  const clients: LockClient[] = [];
+  afterEach(async () => {
+    await Promise.all(clients.splice(0).map((client) => client.close()));
+    await Promise.all(servers.splice(0).map((server) => server.close()));
+  });
+
+  /**
+   * `a` (whose sent frames are recorded) holds k through `acquire()`; `start`
+   * makes the next acquire of k, which the server runs (a re-acquire of that
+   * hold, same token) and whose reply is held back until `open()`.
+   */
+  async function heldBackReacquire<T>(start: (a: LockClient) => Promise<T>) {
+    const { store, holdNextAcquire } = gatedStore(createMemoryStore());
+    const server = await createLockServer({ port: 0, heartbeatInterval: 0, store });
+    servers.push(server);
+    const { transport, sent } = recordingTransport();
+    const a = await LockClient.connect(server.url, { reconnect: false, keepalive: false, transport });
+    const b = await LockClient.connect(server.url, { reconnect: false, keepalive: false });
+    clients.push(a, b);
+    const first = await a.acquire('k');
+    if (!first) throw new Error('not granted');
+    const gate = holdNextAcquire();
+    const call = start(a);
+    await gate.ran;
+    const releasesSent = () => sent.filter((frame) => frame.op === 'release').length;
+    return { a, b, first, open: gate.open, call, releasesSent };
+  }
+
+  describe('withLock', () => {
+    /** A withLock of k whose callback records that it ran. */
+    const withLockOfK = (a: LockClient, ran: { called: boolean }) =>
+      outcomeOf(
+        a.withLock('k', () => {
+          ran.called = true;
+          return 'ran';
+        }),
+      );
+
+    it('rejects with the loss\'s LockError, never calling back nor releasing, when its grant was stolen before the reply', async () => {
+      const ran = { called: false };
+      const { a, b, open, call, releasesSent } = await heldBackReacquire((a) => withLockOfK(a, ran));
+      const lost = nextEvent(a, 'lost');
+      const thief = await b.acquire('k', { steal: true });
+      await lost;
+      open();
+      const outcome = await within(call, 2000, 'the withLock');
+      expect(outcome).toBeInstanceOf(LockError);
+      expect(outcome).toMatchObject({ code: 'stolen' });
+      expect(ran.called).toBe(false);
+      expect(releasesSent()).toBe(0);
+      const status = await b.status('k');
+      expect(status.holders.map((holder) => [holder.session, holder.token])).toEqual([[b.session, thief?.token]]);
+    });
+
+    it('rejects with not_holder, never calling back, when its grant is answered after this client released that hold', async () => {
+      const ran = { called: false };
+      const { a, first, open, call, releasesSent } = await heldBackReacquire((a) => withLockOfK(a, ran));
+      await within(a.releaseLock('k'), 2000, 'the releaseLock');
+      expect(first.state).toBe('released');
+      open();
+      const outcome = await within(call, 2000, 'the withLock');
+      expect(outcome).toBeInstanceOf(LockError);
+      expect(outcome).toMatchObject({ code: 'not_holder' });
+      expect(ran.called).toBe(false);
+      expect(releasesSent()).toBe(1);
+      expect((await a.status('k')).heldByYou).toBe(false);
+    });
+
+    it('rejects, never calling back, and leaves the newer lease held when its grant is older than that lease', async () => {
+      const ran = { called: false };
+      const { a, first, open, call, releasesSent } = await heldBackReacquire((a) => withLockOfK(a, ran));
+      await within(first.release(), 2000, 'the release');
+      const newer = await within(a.acquire('k'), 2000, 'the new acquire');
+      if (!newer) throw new Error('not granted');
+      open();
+      expect(await within(call, 2000, 'the withLock')).toMatchObject({ code: 'not_holder' });
+      expect(ran.called).toBe(false);
+      expect(releasesSent()).toBe(1);
+      expect(newer.held).toBe(true);
+      expect(a.leases.get('k')).toBe(newer);
+      const status = await a.status('k');
+      expect(status.heldByYou).toBe(true);
+      expect(status.holders.map((holder) => holder.token)).toEqual([newer.token]);
+    });
+  });
+});
