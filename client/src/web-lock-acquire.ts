@@ -172,15 +172,22 @@ export class WebLockAcquires {
 
   /**
    * Records a new server hold for the name and its first holder; a loss of
-   * the hold breaks every holder. A hold lost before it got here (its `lost`
-   * came in the same read as the grant) breaks the holder at once: its
-   * signal fires no more.
+   * the hold breaks every holder. A hold gone before it got here breaks the
+   * holder at once, so its request rejects with an `AbortError` without
+   * calling back (an `ifAvailable` one too: the lock was available, and
+   * taken away before the callback): one lost (its `lost` came before or in
+   * the same read as the grant), whose signal fires no more, and one
+   * released (a re-acquire of the key's lease-API hold answered after that
+   * lease's release), which the server no longer holds for the session.
    */
   #adopt(name: string, state: NameState, lease: Lease, mode: LockMode): Holder {
-    if (lease.signal.aborted) {
+    if (!lease.held) {
       state.lease = null;
       const holder = holdFor(name, state, lease, mode);
-      breakHolders(state, holderLossReason(name, lease.signal.reason));
+      const reason: unknown = lease.signal.aborted
+        ? holderLossReason(name, lease.signal.reason)
+        : new DOMException(`lock ${JSON.stringify(name)} was released`, 'AbortError');
+      breakHolders(state, reason);
       return holder;
     }
     state.lease = lease;

@@ -133,4 +133,45 @@ describe('a holder whose grant arrives after its hold was gone', () => {
       expect(status.holders.map((holder) => holder.token)).toEqual([newer.token]);
     });
   });
+
+  describe('a Web Lock request', () => {
+    /** A request of k whose callback records that it ran. */
+    const requestOfK = (a: LockClient, ran: { called: boolean }, options: { ifAvailable?: boolean } = {}) =>
+      outcomeOf(
+        a.locks.request('k', options, () => {
+          ran.called = true;
+          return 'ran';
+        }),
+      );
+
+    for (const ifAvailable of [false, true]) {
+      const which = ifAvailable ? 'an ifAvailable request' : 'a waiting request';
+      it(`${which} rejects with an AbortError, never calling back, when granted a hold this client's lease released before the reply`, async () => {
+        const ran = { called: false };
+        const { a, first, open, call } = await heldBackReacquire((a) => requestOfK(a, ran, { ifAvailable }));
+        await within(first.release(), 2000, 'the release');
+        open();
+        const outcome = await within(call, 2000, 'the request');
+        expect(outcome).toBeInstanceOf(DOMException);
+        expect(outcome).toMatchObject({ name: 'AbortError' });
+        expect(ran.called).toBe(false);
+        expect((await a.locks.query()).held.filter((lock) => lock.name === 'k')).toEqual([]);
+        expect((await a.status('k')).heldByYou).toBe(false);
+      });
+    }
+
+    it('asks the server for a hold of its own in the next request after a grant that arrived released', async () => {
+      const { a, first, open, call } = await heldBackReacquire((a) => outcomeOf(a.locks.request('k', () => 'ran')));
+      await within(first.release(), 2000, 'the release');
+      open();
+      await within(call, 2000, 'the request');
+      const seen = await within(
+        a.locks.request('k', async (lock) => ({ token: lock?.token, heldByYou: (await a.status('k')).heldByYou })),
+        2000,
+        'the next request',
+      );
+      expect(seen.heldByYou).toBe(true);
+      expect(seen.token).toBeGreaterThan(first.token);
+    });
+  });
 });
