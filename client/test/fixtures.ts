@@ -3,6 +3,7 @@ import {
   createManualClock,
   type LockServer,
   type LockServerOptions,
+  type LockStore,
   type ManualClock,
 } from '@lockwire/server';
 import {
@@ -149,4 +150,42 @@ export function releaseWatchingTransport(): { transport: TransportFactory; relea
   const released = () =>
     within(new Promise<void>((resolve) => waiting.push(resolve)), 2000, 'a release the server accepted');
   return { transport, released };
+}
+
+/** A store around another whose next acquire's answer can be held back. */
+export interface GatedStore {
+  store: LockStore;
+  /** Holds back the next acquire's answer until `open()`; `ran` resolves once the store ran it. */
+  holdNextAcquire(): { ran: Promise<void>; open: () => void };
+}
+
+/** The acquire runs at once (the server has decided the grant); only its answer, and so the reply, waits. */
+export function gatedStore(inner: LockStore): GatedStore {
+  let gate: { ran: () => void; opened: Promise<void> } | null = null;
+  const store = new Proxy(inner, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]): unknown => {
+        const result: unknown = Reflect.apply(value, target, args);
+        if (property !== 'acquire' || gate === null || !(result instanceof Promise)) return result;
+        const held = gate;
+        gate = null;
+        return (async () => {
+          const answer: unknown = await result;
+          held.ran();
+          await held.opened;
+          return answer;
+        })();
+      };
+    },
+  });
+  const holdNextAcquire = () => {
+    let ran: () => void = () => undefined;
+    let open: () => void = () => undefined;
+    const didRun = new Promise<void>((resolve) => (ran = resolve));
+    gate = { ran, opened: new Promise<void>((resolve) => (open = resolve)) };
+    return { ran: within(didRun, 2000, 'the store to run the acquire'), open };
+  };
+  return { store, holdNextAcquire };
 }

@@ -1,42 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { LockClient, LockError } from '@lockwire/client';
-import { createLockServer, createMemoryStore, type LockServer, type LockStore } from '@lockwire/server';
-import { nextEvent, recordingTransport, within } from './fixtures.js';
-
-/**
- * A store around another whose next acquire runs at once (the server has
- * decided the grant) while its answer, and so the reply, waits until
- * `open()`; `ran` resolves once the store ran it.
- */
-function gatedStore(inner: LockStore): { store: LockStore; holdNextAcquire(): { ran: Promise<void>; open: () => void } } {
-  let gate: { ran: () => void; opened: Promise<void> } | null = null;
-  const store = new Proxy(inner, {
-    get(target, property, receiver) {
-      const value: unknown = Reflect.get(target, property, receiver);
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]): unknown => {
-        const result: unknown = Reflect.apply(value, target, args);
-        if (property !== 'acquire' || gate === null || !(result instanceof Promise)) return result;
-        const held = gate;
-        gate = null;
-        return (async () => {
-          const answer: unknown = await result;
-          held.ran();
-          await held.opened;
-          return answer;
-        })();
-      };
-    },
-  });
-  const holdNextAcquire = () => {
-    let ran: () => void = () => undefined;
-    let open: () => void = () => undefined;
-    const didRun = new Promise<void>((resolve) => (ran = resolve));
-    gate = { ran, opened: new Promise<void>((resolve) => (open = resolve)) };
-    return { ran: within(didRun, 2000, 'the store to run the acquire'), open };
-  };
-  return { store, holdNextAcquire };
-}
+import { createLockServer, createMemoryStore, type LockServer } from '@lockwire/server';
+import { gatedStore, nextEvent, recordingTransport, within } from './fixtures.js';
 
 /** What a call settled with: its value, or the error it rejected with (handled from the start). */
 function outcomeOf(call: Promise<unknown>): Promise<unknown> {
