@@ -172,7 +172,7 @@ export class WebLockAcquires {
 
   /**
    * Records a new server hold for the name and its first holder; a loss of
-   * the hold breaks every holder. A hold gone before it got here breaks the
+   * the hold, or its release through the lease API, breaks every holder. A hold gone before it got here breaks the
    * holder at once, so its request rejects with an `AbortError` without
    * calling back (an `ifAvailable` one too: the lock was available, and
    * taken away before the callback): one lost (its `lost` came before or in
@@ -191,16 +191,19 @@ export class WebLockAcquires {
       return holder;
     }
     state.lease = lease;
-    lease.signal.addEventListener(
-      'abort',
-      () => {
-        if (state.lease !== lease) return;
-        state.lease = null;
-        breakHolders(state, holderLossReason(name, lease.signal.reason));
-        this.#host.process(name);
-      },
-      { once: true },
-    );
+    const ended = (reason: unknown) => {
+      if (state.lease !== lease) return;
+      state.lease = null;
+      breakHolders(state, reason);
+      this.#host.process(name);
+    };
+    lease.signal.addEventListener('abort', () => ended(holderLossReason(name, lease.signal.reason)), { once: true });
+    // A release of the same hold through the lease API (a name also used through `acquire()`) takes it
+    // from the holders as a loss does. The Web Locks face's own releases are not that: its hand-back
+    // clears `state.lease` first, and a steal releases the own hold while the name is `busy`.
+    lease.onReleased(() => {
+      if (!state.busy) ended(new DOMException(`lock ${JSON.stringify(name)} was released`, 'AbortError'));
+    });
     return holdFor(name, state, lease, mode);
   }
 }

@@ -138,5 +138,37 @@ describe('a holder whose grant arrives after its hold was gone', () => {
       expect(seen.heldByYou).toBe(true);
       expect(seen.token).toBeGreaterThan(first.token);
     });
+
+    it('rejects with an AbortError when the lease API releases the hold its callback runs under, and query() shows the hold gone', async () => {
+      const server = await createLockServer({ port: 0, heartbeatInterval: 0 });
+      servers.push(server);
+      const a = await LockClient.connect(server.url, { reconnect: false, keepalive: false });
+      const b = await LockClient.connect(server.url, { reconnect: false, keepalive: false });
+      clients.push(a, b);
+      const first = await a.acquire('k');
+      if (!first) throw new Error('not granted');
+      let started: () => void = () => undefined;
+      const running = new Promise<void>((resolve) => (started = resolve));
+      let finish: () => void = () => undefined;
+      const finished = new Promise<void>((resolve) => (finish = resolve));
+      // Granted the name's lease-API hold (the same session's hold of k).
+      const request = outcomeOf(
+        a.locks.request('k', async () => {
+          started();
+          await finished;
+          return 'ran';
+        }),
+      );
+      await within(running, 2000, 'the callback');
+      await within(first.release(), 2000, 'the release');
+      // The server let go of the hold: another client gets it at once.
+      expect((await b.acquire('k', { acquireTimeout: 0 }))?.held).toBe(true);
+      const shown = (await a.locks.query()).held.filter((lock) => lock.name === 'k' && lock.clientId === a.session);
+      finish();
+      const outcome = await within(request, 2000, 'the request');
+      expect(shown).toEqual([]);
+      expect(outcome).toBeInstanceOf(DOMException);
+      expect(outcome).toMatchObject({ name: 'AbortError' });
+    });
   });
 });
