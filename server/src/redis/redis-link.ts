@@ -57,7 +57,7 @@ export interface RedisLinkOptions {
    * Default `DEFAULT_REDIS_CONNECTIONS`. A cluster has one per primary.
    */
   connections?: number;
-  /** ms after which a single server's command connection that carried nothing sends a PING (see `CommandPoolOptions`). Default: never. */
+  /** ms within which a single server's command connection that carried nothing sends a PING (see `CommandPoolOptions`). Default: never. */
   keepAlive?: number;
   /** ms after which a command that got no reply fails. */
   commandTimeout: number;
