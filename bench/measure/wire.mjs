@@ -157,13 +157,15 @@ export async function handoff(url, { waiters, samples, probe, warmup = 50 }) {
 /**
  * Disconnect-to-grant: the holder's socket is destroyed (no close frame);
  * the time until the queue's head receives its grant. A new connection
- * joins the tail each round. After each, `probe()` times the echo anchor.
+ * joins the tail each round. After each, `probe()` times the echo anchor
+ * and, with `relay`, the same drop is timed on the bare relay anchor.
  */
-export async function disconnectToGrant(url, { waiters, samples, probe, warmup = 20 }) {
+export async function disconnectToGrant(url, { waiters, samples, probe, relay = null, warmup = 20 }) {
   const key = `disconnect:${Math.random()}`;
   const { holder, clients, expectGrant, requeue } = await contendedKey(url, key, waiters);
   const latencies = [];
   const echoes = [];
+  const relayed = [];
   const all = [holder, ...clients];
   let current = holder;
   for (let i = 0; i < samples + warmup; i++) {
@@ -178,9 +180,50 @@ export async function disconnectToGrant(url, { waiters, samples, probe, warmup =
     current = client;
     const anchor = await probe();
     if (i >= warmup) echoes.push(...anchor);
+    if (relay) {
+      const latency = await relay.sample();
+      if (i >= warmup) relayed.push(latency);
+    }
   }
   await closeAll(all);
-  return { own: summarize(latencies), echo: summarize(echoes) };
+  return { own: summarize(latencies), echo: summarize(echoes), ...(relay ? { relay: summarize(relayed) } : {}) };
+}
+
+/**
+ * The bare relay anchor of disconnect-to-grant (`servers/relay.mjs`):
+ * `waiters` connections wait; each `sample()` destroys the holder's socket
+ * and resolves the time until the FIFO's head is told, which then holds,
+ * while a new connection joins the tail, as in `disconnectToGrant`.
+ */
+export async function relayDisconnect(url, waiters) {
+  let onGone = null;
+  const wait = async (client) => {
+    client.onPush = (message, at) => {
+      if (message.type === 'gone') onGone?.({ client, at });
+    };
+    await client.request({ op: 'wait' });
+  };
+  let current = await WireClient.connect(url);
+  const all = [current];
+  for (let i = 0; i < waiters; i++) {
+    const client = await WireClient.connect(url);
+    all.push(client);
+    await wait(client);
+  }
+  return {
+    async sample() {
+      const next = new Promise((resolve) => (onGone = resolve));
+      const cutAt = performance.now();
+      current.ws.terminate();
+      const { client, at } = await next;
+      const fresh = await WireClient.connect(url);
+      all.push(fresh);
+      await wait(fresh);
+      current = client;
+      return at - cutAt;
+    },
+    close: () => closeAll(all),
+  };
 }
 
 /**

@@ -1,0 +1,45 @@
+// The anchor of disconnect-to-grant: a bare `ws` server on its own process
+// that does the least a pushed handoff on disconnect can do. A connection
+// that sends `{ op: 'wait', id }` joins a FIFO (the frame is echoed back as
+// its acknowledgement); when any connection's socket ends or resets, the
+// FIFO's head is sent `{ type: 'gone' }`. The drop is seen on the socket's
+// 'end' or 'error', before `ws` emits 'close', as lockwire sees it.
+// IPC commands: cpu (process.cpuUsage()), stop.
+import { createServer } from 'node:http';
+import { WebSocketServer } from 'ws';
+
+const GONE = JSON.stringify({ type: 'gone' });
+
+const http = createServer();
+const wss = new WebSocketServer({ server: http, perMessageDeflate: false });
+/** Connections waiting, in arrival order. */
+const waiting = [];
+wss.on('connection', (ws, request) => {
+  let dropped = false;
+  const drop = () => {
+    if (dropped) return;
+    dropped = true;
+    const at = waiting.indexOf(ws);
+    if (at >= 0) waiting.splice(at, 1);
+    waiting.shift()?.send(GONE);
+  };
+  request.socket.prependListener('end', drop);
+  request.socket.prependListener('error', drop);
+  ws.on('message', (data, isBinary) => {
+    if (JSON.parse(data.toString()).op === 'wait') waiting.push(ws);
+    ws.send(data, { binary: isBinary });
+  });
+});
+await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve));
+const { port } = http.address();
+
+process.on('message', (message) => {
+  if (message.cmd === 'stop') {
+    for (const ws of wss.clients) ws.terminate();
+    wss.close();
+    http.close(() => process.exit(0));
+    return;
+  }
+  if (message.cmd === 'cpu') process.send({ call: message.call, result: process.cpuUsage() });
+});
+process.send({ ready: true, url: `ws://127.0.0.1:${port}/v1` });
