@@ -7,6 +7,7 @@
 // IPC commands: cpu (process.cpuUsage()), stop.
 import { createServer } from 'node:http';
 import { WebSocketServer } from 'ws';
+import { serveAnchor } from './anchor-ipc.mjs';
 
 const GONE = JSON.stringify({ type: 'gone' });
 
@@ -30,16 +31,4 @@ wss.on('connection', (ws, request) => {
     ws.send(data, { binary: isBinary });
   });
 });
-await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve));
-const { port } = http.address();
-
-process.on('message', (message) => {
-  if (message.cmd === 'stop') {
-    for (const ws of wss.clients) ws.terminate();
-    wss.close();
-    http.close(() => process.exit(0));
-    return;
-  }
-  if (message.cmd === 'cpu') process.send({ call: message.call, result: process.cpuUsage() });
-});
-process.send({ ready: true, url: `ws://127.0.0.1:${port}/v1` });
+await serveAnchor(http, wss);
