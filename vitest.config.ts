@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
@@ -18,5 +19,11 @@ export default defineConfig({
     testTimeout: 20_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // At least two files at once, also on a 2-core machine (where vitest's
+    // default is one): most files spend their time waiting on sockets, child
+    // processes, browsers and timers, so two overlap well, and one at a time
+    // does not fit the suite in the run's 15 minutes there. The suites'
+    // timing checks are bounded for a shared machine.
+    maxWorkers: Math.max(2, availableParallelism() - 1),
   },
 });
