@@ -159,7 +159,10 @@ export interface RequestTargets {
   readonly requests: SessionRequests;
   /** Runs `release` too: it takes its key out of what the session holds. */
   readonly acquires: SessionAcquires;
-  readonly watches: SessionWatches;
+  /** The session's watches, made by the call when it has none yet (a `watch` or `unwatch`). */
+  readonly watches: () => SessionWatches;
+  /** The session's watches when it has any; null when it never watched. */
+  readonly watching: SessionWatches | null;
 }
 
 /**
@@ -203,9 +206,9 @@ export function dispatchRequest(message: ClientMessage, to: RequestTargets): voi
         }),
       );
     case 'watch':
-      return to.watches.watch(message);
+      return to.watches().watch(message);
     case 'unwatch':
-      return to.watches.unwatch(message);
+      return to.watches().unwatch(message);
     case 'revoke':
       return requests.run(message, async () => ({ revoked: await store.revoke(message.key) }));
     case 'ping':
@@ -213,7 +216,7 @@ export function dispatchRequest(message: ClientMessage, to: RequestTargets): voi
       // the events held back then for a watch's snapshot (those heard during the sync among them).
       return requests.run(message, async () => {
         await store.sync?.(session);
-        const held = to.watches.heldSent();
+        const held = to.watching?.heldSent();
         if (held) await held;
         return { at: host.clock.now() };
       });

@@ -23,6 +23,9 @@ import { SessionSender } from './session-sender.js';
 import { SessionWatches } from './session-watches.js';
 import type { LostLock, SessionId, Ticket } from './store.js';
 
+/** The watches by prefix of a session that never watched. */
+const NO_WATCHES: ReadonlyMap<string, unknown> = new Map();
+
 /**
  * One WebSocket connection: the lock holder. Decodes frames, calls the store,
  * and answers; routes the store's settlements and pushes for this session.
@@ -56,7 +59,12 @@ export class Session {
   private readonly sender: SessionSender;
   private readonly requests: SessionRequests;
   private readonly acquires: SessionAcquires;
-  private readonly watches: SessionWatches;
+  /**
+   * The session's watches, made by its first `watch` (see `watchesMade`):
+   * most connections never watch, and an idle connection pays for every
+   * field, here about 700 bytes of maps and lists.
+   */
+  private watches: SessionWatches | null = null;
   private readonly resume: string | null;
   /** Set when the session must not keep its locks after the connection: closed by the client (1000), for abuse or expiry. */
   private noGrace = false;
@@ -85,14 +93,6 @@ export class Session {
       sender: this.sender,
       held: this.held,
       openTicket: (requestId) => host.openTicket(this, requestId),
-    });
-    this.watches = new SessionWatches({
-      session: id,
-      host,
-      guard: this.guard,
-      requests: this.requests,
-      sender: this.sender,
-      alive,
     });
     this.resume = options.resume;
     for (const key of options.held ?? []) this.held.add(key);
@@ -337,6 +337,19 @@ export class Session {
     return null;
   }
 
+  /** The session's watches, made on first use. */
+  private watchesMade(): SessionWatches {
+    this.watches ??= new SessionWatches({
+      session: this.id,
+      host: this.host,
+      guard: this.guard,
+      requests: this.requests,
+      sender: this.sender,
+      alive: () => this.alive,
+    });
+    return this.watches;
+  }
+
   /**
    * Marks the session dead: late frames, store results and pushes are dropped
    * from here on. Pending acquires are counted with `abandoned`.
@@ -346,7 +359,7 @@ export class Session {
     this.alive = false;
     if (this.expiryTimer !== null) this.host.clock.clearTimeout(this.expiryTimer);
     this.expiryTimer = null;
-    this.watches.stopAll();
+    this.watches?.stopAll();
     this.requests.abandonAll(abandoned);
   }
 
@@ -371,7 +384,7 @@ export class Session {
       const { id, op } = decoded.message;
       const refused =
         earlyRefusal(id, this.requests, this.expired, verdict) ??
-        this.guard.check(decoded.message, this.requests, this.watches.byPrefix, this.held);
+        this.guard.check(decoded.message, this.requests, this.watches?.byPrefix ?? NO_WATCHES, this.held);
       if (refused) return this.refuse(id, op, refused);
       return dispatchRequest(decoded.message, {
         session: this.id,
@@ -379,7 +392,8 @@ export class Session {
         permissions: this.guard.permissions,
         requests: this.requests,
         acquires: this.acquires,
-        watches: this.watches,
+        watches: () => this.watchesMade(),
+        watching: this.watches,
       });
     }
     const id = decoded?.id ?? null;
