@@ -275,11 +275,30 @@ describe('editor demo with auth on', () => {
     );
     const page = await newPage();
     let acquires = 0;
-    page.on('websocket', (socket) =>
+    // The client's keepalive pings not answered yet, by id.
+    const pings = new Set<string>();
+    let allAnswered: (() => void) | null = null;
+    page.on('websocket', (socket) => {
       socket.on('framesent', ({ payload }) => {
-        if (String(payload).includes('"op":"acquire"')) acquires++;
-      }),
-    );
+        const text = String(payload);
+        if (text.includes('"op":"acquire"')) acquires++;
+        if (text.includes('"op":"ping"')) pings.add(String((JSON.parse(text) as { id: unknown }).id));
+      });
+      socket.on('framereceived', ({ payload }) => {
+        const message = JSON.parse(String(payload)) as { type?: unknown; id?: unknown };
+        if (message.type === 'reply' && pings.delete(String(message.id)) && pings.size === 0) allAnswered?.();
+      });
+    });
+    const pingsAnswered = () =>
+      pings.size === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error(`keepalive pings ${[...pings].join(', ')} unanswered for 5 s`)), 5000);
+            allAnswered = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
     await page.clock.install();
     await page.clock.pauseAt(Date.now() + 1000);
     await page.goto(`${live.httpUrl}/demo/editor?doc=locked&user=ana&access_token=${encodeURIComponent(readOnly)}`);
@@ -289,8 +308,13 @@ describe('editor demo with auth on', () => {
     );
     expect(await page.locator('#text').isEditable()).toBe(false);
     // Thirty seconds in steps of one, the page reading what the server sent in between: at once, the
-    // client's keepalive would find its ping unanswered (nothing is read while the clock jumps).
-    for (let second = 0; second < 30; second++) await page.clock.runFor(1000);
+    // client's keepalive would find its ping unanswered (nothing is read while the clock jumps). Each
+    // step waits for the answers of the pings sent so far, which a busy machine may deliver later than
+    // the page's clock would otherwise run.
+    for (let second = 0; second < 30; second++) {
+      await page.clock.runFor(1000);
+      await pingsAnswered();
+    }
     expect(acquires).toBe(1);
     expect(await page.locator('#conn-state').getAttribute('data-state')).toBe('live');
   });
