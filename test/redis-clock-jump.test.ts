@@ -55,11 +55,12 @@ describe('a Redis node whose wall clock steps', () => {
     it(`a node cut off from Redis tells its holder lost (revoked) before another node grants the key, ${label}`, async () => {
       const proxy = await stores.proxy();
       const namespace = stores.namespace();
-      const nodeTtl = 1000;
+      // a's TTL is short so the test is quick; b's is longer, so that a stall of this machine cannot
+      // cut off b, the node that stays reachable.
       const aLog = listenerLog();
-      const a = await stores.startStore({ url: proxy.url, namespace, nodeTtl, commandTimeout: 300, tolerateCloseFailure: true }, aLog.listener);
+      const a = await stores.startStore({ url: proxy.url, namespace, nodeTtl: 1000, commandTimeout: 300, tolerateCloseFailure: true }, aLog.listener);
       const bLog = listenerLog();
-      const b = await stores.startStore({ url: stores.redis.url, namespace, nodeTtl }, bLog.listener);
+      const b = await stores.startStore({ url: stores.redis.url, namespace, nodeTtl: 3000 }, bLog.listener);
       const held = await a.acquire('h', acquireInput(1, 'k'));
       if (held.status !== 'granted') throw new Error('h was not granted');
       expect(await b.acquire('w', acquireInput(2, 'k'))).toMatchObject({ status: 'queued' });
