@@ -263,6 +263,14 @@ export class SessionWatches {
    */
   private deliver(watch: Watch, event: LockEvent): void {
     if (!this.options.alive() || watch.stopped || !this.options.guard.maySee(event)) return;
+    if (this.alone(watch)) {
+      // The session's one stream, live, with nothing held: no other stream of the session has or
+      // will deliver this event (a watch started later hears only events dispatched after it
+      // joined, and then the session has two). Recording it would cost every watcher of every
+      // event an entry in this session's weak map, the most of a delivery after the socket write.
+      this.options.sender.sendEvent(this.options.host.encodeEvent(event));
+      return;
+    }
     const seen = this.seenEvents.get(event);
     if (seen === GONE) return;
     if (seen) {
@@ -277,6 +285,14 @@ export class SessionWatches {
     const held: HeldEvent = { event, receivedBy: new Set([watch]), watchesBefore: this.started };
     this.seenEvents.set(event, held);
     this.heldEvents.push(held);
+  }
+
+  /**
+   * True when `watch` is the session's only watch, live, replacing none, and
+   * no event is held back: an event its stream delivers goes straight out.
+   */
+  private alone(watch: Watch): boolean {
+    return watch.live && watch.previous === null && this.heldEvents.length === 0 && this.watches.size === 1 && this.watches.get(watch.prefix) === watch;
   }
 
   /**
