@@ -9,6 +9,7 @@ import type { LockMetrics } from './metrics.js';
 import type { Permissions } from './permissions.js';
 import type { Session } from './session.js';
 import type { Grant, LockEvent, LockStore, Ticket } from './store.js';
+import type { WriteTurns } from './write-turns.js';
 
 /** How a pending `acquire` or `wait` ended, as the store's listener reported it. */
 export type Settlement =
@@ -26,6 +27,8 @@ export interface SessionHost {
   readonly metrics: LockMetrics;
   readonly maxKeyLength: number;
   readonly limits: ServerLimits;
+  /** The server's write turns, which gather each connection's frames of one event-loop turn into one write. */
+  readonly writeTurns: WriteTurns;
   /** True when a session that loses its connection now keeps its locks for a resume (grace on, not closing). */
   keepsLocks(): boolean;
   /** Called once when a session lost its connection and keeps its locks; its pending requests are being cancelled. */

@@ -7,6 +7,7 @@ import type { LockMetrics } from './metrics.js';
 import type { Session } from './session.js';
 import type { SessionHost, Settlement } from './session-host.js';
 import type { LockEvent, LockStore, SessionId, StoreListener, Ticket } from './store.js';
+import { WriteTurns } from './write-turns.js';
 
 /** What routing between the store and the sessions needs from the server. */
 export interface SessionRoutingOptions {
@@ -54,6 +55,7 @@ export function createSessionRouting(options: SessionRoutingOptions): SessionRou
     metrics,
     maxKeyLength: limits.maxKeyLength,
     limits,
+    writeTurns: new WriteTurns(),
     keepsLocks: () => grace.keepsLocks(),
     sessionDetached(session, detached, cancelling) {
       if (sessions.get(session.id) === session) sessions.delete(session.id);

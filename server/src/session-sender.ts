@@ -2,9 +2,17 @@ import type { ClientMessage, RequestId, WireError } from '@lockwire/protocol';
 import { WebSocket } from 'ws';
 import type { SessionHost } from './session-host.js';
 import type { SessionId } from './store.js';
+import type { Corkable } from './write-turns.js';
 
 /** `ws.send` options of a text frame whose UTF-8 is given as a Buffer. */
 const TEXT_FRAME = { binary: false } as const;
+
+/**
+ * Bytes of frames a connection gathers in one turn before they are written
+ * at once (see `WriteTurns`): a burst of thousands of events goes out in
+ * writes of about this size rather than all at the turn's end.
+ */
+const MAX_GATHERED_BYTES = 64 * 1024;
 
 /**
  * The send path of one session: every frame the server sends on the
@@ -14,17 +22,27 @@ const TEXT_FRAME = { binary: false } as const;
 export class SessionSender {
   /** Bytes of the oversized frame still being written (see `sendOversized`); 0 when none. */
   private oversized = 0;
+  /** The write turn this connection last sent a frame in (see `WriteTurns`); 0 before its first. */
+  private lastTurn = 0;
+  /** The write turn whose frames the socket is gathering (corked); 0 when none. */
+  private gathering = 0;
+  /** The backlog when the gathering began: the gathered frames are not written yet, not unread. */
+  private gatheredOver = 0;
 
   /**
    * @param onSlowReader called when the connection is cut for a slow reader,
    *   just before the socket is terminated: the session must not keep its
    *   locks for a resume then.
+   * @param socket the connection's socket, which `ws` writes to: frames after
+   *   the first of a write turn are gathered on it. Without one, each frame is
+   *   written as it is sent.
    */
   constructor(
     private readonly session: SessionId,
     private readonly ws: WebSocket,
-    private readonly host: Pick<SessionHost, 'limits' | 'logger' | 'metrics'>,
+    private readonly host: Pick<SessionHost, 'limits' | 'logger' | 'metrics' | 'writeTurns'>,
     private readonly onSlowReader: () => void,
+    private readonly socket: Corkable | null = null,
   ) {}
 
   /** Sends a successful `reply` to request `id`, with `result`'s fields. */
@@ -54,7 +72,7 @@ export class SessionSender {
    */
   send(data: string | Buffer, options: { binary: false } | null = null): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
-    const backlog = this.ws.bufferedAmount - this.oversized;
+    const backlog = this.backlog();
     if (this.cutIfSlow(backlog)) return;
     const limit = this.host.limits.maxBufferedBytes;
     // A UTF-16 code unit is at most 3 bytes of UTF-8: a frame that cannot
@@ -62,10 +80,55 @@ export class SessionSender {
     const bound = typeof data === 'string' ? 3 * data.length : data.length;
     if (this.oversized === 0 && backlog + bound > limit) {
       const size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
-      if (backlog + size > limit) return this.sendOversized(data, size);
+      if (backlog + size > limit) {
+        this.writeGathered();
+        return this.sendOversized(data, size);
+      }
     }
+    this.gather();
     if (options) this.ws.send(data, options);
     else this.ws.send(data);
+  }
+
+  /**
+   * The bytes waiting to be written before the next frame that count
+   * against `maxBufferedBytes`: the backlog as it stood when this turn's
+   * gathering began while it goes on (the gathered frames wait for the
+   * turn's end, not for the reader), less the one oversized frame.
+   */
+  private backlog(): number {
+    if (this.gathering !== 0 && this.gathering === this.host.writeTurns.current) return this.gatheredOver;
+    return this.ws.bufferedAmount - this.oversized;
+  }
+
+  /**
+   * Lets the next frame be written at once when it is the connection's first
+   * of this write turn, else gathers it (see `WriteTurns`). Past
+   * `MAX_GATHERED_BYTES` gathered, those are written now and gathering starts
+   * over, so a burst holds at most that much beyond `maxBufferedBytes`.
+   */
+  private gather(): void {
+    if (!this.socket) return;
+    const turns = this.host.writeTurns;
+    const turn = turns.current;
+    if (this.gathering === turn) {
+      if (this.ws.bufferedAmount - this.oversized - this.gatheredOver <= MAX_GATHERED_BYTES) return;
+      this.socket.uncork();
+    } else if (this.lastTurn !== turn) {
+      this.lastTurn = turn;
+      turns.wrote();
+      return;
+    }
+    this.gathering = turn;
+    this.gatheredOver = this.ws.bufferedAmount - this.oversized;
+    turns.hold(this.socket);
+  }
+
+  /** Writes the frames gathered in this turn now. */
+  private writeGathered(): void {
+    if (this.gathering === 0 || this.gathering !== this.host.writeTurns.current) return;
+    this.gathering = 0;
+    this.socket?.uncork();
   }
 
   /**
@@ -76,7 +139,7 @@ export class SessionSender {
    */
   pong(data: Buffer): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
-    if (this.cutIfSlow(this.ws.bufferedAmount - this.oversized)) return;
+    if (this.cutIfSlow(this.backlog())) return;
     this.ws.pong(data);
   }
 
@@ -100,9 +163,10 @@ export class SessionSender {
    * `maxBufferedBytes`: a reader that does not keep up would make the server
    * buffer without bound, so it is cut (and its locks released) instead.
    * The frame about to be sent does not count, so a reply larger than the
-   * limit reaches a client that reads; the server then holds at most the
-   * limit, one oversized frame and the frame being sent, each bounded by
-   * the protocol's `limit` and `maxPayload`. Returns true when it cut.
+   * limit reaches a client that reads, nor do the frames gathered in this
+   * turn (see `backlog`); the server then holds at most the limit, one
+   * oversized frame, `MAX_GATHERED_BYTES` and the frame being sent, each
+   * bounded by the protocol's `limit` and `maxPayload`. Returns true when it cut.
    */
   private cutIfSlow(backlog: number): boolean {
     if (backlog <= this.host.limits.maxBufferedBytes) return false;

@@ -82,9 +82,15 @@ export class Session {
   ) {
     this.guard = new SessionGuard(options.permissions, host.limits, host.clock);
     const alive = () => this.alive;
-    this.sender = new SessionSender(id, ws, host, () => {
-      this.noGrace = true;
-    });
+    this.sender = new SessionSender(
+      id,
+      ws,
+      host,
+      () => {
+        this.noGrace = true;
+      },
+      options.socket ?? null,
+    );
     this.requests = new SessionRequests(id, host, this.sender, alive);
     this.acquires = new SessionAcquires({
       session: id,
