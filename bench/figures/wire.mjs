@@ -1,7 +1,7 @@
 // Figures of lockwire against the bare ws echo anchor, on the memory store:
 // throughput, round trip, handoff, disconnect-to-grant, watch fan-out.
 import { ratio } from '../lib/stats.mjs';
-import { disconnectToGrant, handoff, pairedThroughput, relayDisconnect, roundTrip, watchFanOut } from '../measure/wire.mjs';
+import { disconnectToGrant, handoff, pairedThroughput, relayDisconnect, roundTrip, watchBurst, watchFanOut } from '../measure/wire.mjs';
 
 const ms = 'ms';
 const median = (xs) => {
@@ -98,16 +98,43 @@ async function watchFigure(ctx) {
   const server = await ctx.fresh('watch', 'lockwire', { env: { BENCH_COUNT_EVENT_ENCODES: '1' } });
   const { watchers, watchEvents } = ctx.sizes;
   const before = (await server.call('counters')).eventEncodes;
-  const w = await watchFanOut(server.info.url, { watchers, events: watchEvents });
+  // The server's CPU time over the measured events, per event sent to one watcher.
+  let cpu0 = null;
+  let cpu1 = null;
+  const w = await watchFanOut(server.info.url, {
+    watchers,
+    events: watchEvents,
+    onStart: async () => (cpu0 = await server.call('cpu')),
+    onEnd: async () => (cpu1 = await server.call('cpu')),
+  });
   const encodes = (await server.call('counters')).eventEncodes - before;
+  const cpuPerDelivery = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (watchEvents * watchers);
   await server.stop();
   const warmup = 10;
   const perEvent = encodes / (watchEvents + warmup);
   return {
-    raw: { ...w, encodes, encodesPerEvent: perEvent },
+    raw: { ...w, encodes, encodesPerEvent: perEvent, cpuPerDelivery },
     rows: [
-      { figure: `watch fan-out, ${watchers} watchers, event latency p99`, value: w.p99, unit: ms, target: '<= 20 ms', met: w.p99 <= 20, note: `p50 ${w.p50.toFixed(2)} ms` },
+      { figure: `watch fan-out, ${watchers} watchers, event latency p99`, value: w.p99, unit: ms, target: '<= 20 ms', met: w.p99 <= 20, note: `p50 ${w.p50.toFixed(2)} ms; server CPU ${cpuPerDelivery.toFixed(1)} µs per event per watcher` },
       { figure: 'watch fan-out, JSON serialisations per event', value: perEvent, unit: '', target: '1 (not per watcher)', met: perEvent === 1 },
+    ],
+  };
+}
+
+/**
+ * Watch burst: a holder of many keys disconnects, and every watcher is sent
+ * an event per key in one step. Shows how the server writes many frames to
+ * one connection at once (gathered per event-loop turn); no target.
+ */
+async function burstFigure(ctx) {
+  const server = await ctx.fresh('burst', 'lockwire');
+  const { burstWatchers: watchers, burstKeys: keys, burstRounds: rounds } = ctx.sizes;
+  const b = await watchBurst(server.info.url, { watchers, keys, rounds });
+  await server.stop();
+  return {
+    raw: b,
+    rows: [
+      { figure: `watch burst: a holder of ${keys} keys disconnects, ${watchers} watchers, time to each watcher's last event p50`, value: b.p50, unit: ms, target: '-', met: null, note: `p99 ${b.p99.toFixed(2)} ms; ${watchers * keys} events per burst` },
     ],
   };
 }
@@ -119,4 +146,5 @@ export const wireFigures = [
   { name: 'handoff', run: handoffFigure },
   { name: 'disconnect', run: disconnectFigure },
   { name: 'watch', run: watchFigure },
+  { name: 'burst', run: burstFigure },
 ];

@@ -10,7 +10,7 @@ export const SIZES = {
   full: {
     connections: 64, throughputSlices: 10, sliceSeconds: 1, rttSamples: 5000,
     handoffWaiters: [10, 100, 1000], handoffSamples: 2000, disconnectSamples: 300,
-    watchers: 1000, watchEvents: 200, idleConnections: 10_000,
+    watchers: 1000, watchEvents: 200, burstWatchers: 100, burstKeys: 100, burstRounds: 20, idleConnections: 10_000,
     heapLocks: 1_000_000, heapWaiters: 100_000,
     growthKeys: [1_000, 1_000_000], growthWaiters: [10, 10_000], growthSamples: 2000,
     redlockSamples: 40, pollingSamples: 200, pairSamples: 1000, redisConcurrency: 8, redisSlices: 5, storeApiSlices: 10,
@@ -19,7 +19,7 @@ export const SIZES = {
   quick: {
     connections: 64, throughputSlices: 4, sliceSeconds: 0.5, rttSamples: 1000,
     handoffWaiters: [10, 100, 1000], handoffSamples: 300, disconnectSamples: 50,
-    watchers: 1000, watchEvents: 20, idleConnections: 2000,
+    watchers: 1000, watchEvents: 20, burstWatchers: 100, burstKeys: 100, burstRounds: 5, idleConnections: 2000,
     heapLocks: 100_000, heapWaiters: 20_000,
     growthKeys: [1_000, 50_000], growthWaiters: [10, 500], growthSamples: 200,
     redlockSamples: 8, pollingSamples: 50, pairSamples: 200, redisConcurrency: 8, redisSlices: 2, storeApiSlices: 3,

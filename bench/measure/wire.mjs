@@ -230,8 +230,10 @@ export async function relayDisconnect(url, waiters) {
  * Watch fan-out: `watchers` connections watch one prefix; one more
  * acquires and releases a key under it, one request at a time. Latency of
  * each event at each watcher from the moment the request was sent.
+ * `onStart` and `onEnd` are awaited around the measured events (after the
+ * warm-up), for the caller to read the server's CPU time.
  */
-export async function watchFanOut(url, { watchers, events, warmup = 10 }) {
+export async function watchFanOut(url, { watchers, events, warmup = 10, onStart = async () => {}, onEnd = async () => {} }) {
   const prefix = `fan:${Math.random()}:`;
   const clients = await connectMany(url, watchers, { welcome: true });
   for (let i = 0; i < clients.length; i += 200) {
@@ -252,6 +254,7 @@ export async function watchFanOut(url, { watchers, events, warmup = 10 }) {
   const actor = await WireClient.connect(url, { welcome: true });
   const latencies = [];
   for (let i = 0; i < events + warmup; i++) {
+    if (i === warmup) await onStart();
     arrivals = [];
     remaining = watchers;
     const done = new Promise((resolve) => (allArrived = resolve));
@@ -260,8 +263,59 @@ export async function watchFanOut(url, { watchers, events, warmup = 10 }) {
     answered(message);
     if (i >= warmup) for (const at of arrivals) latencies.push(at - sent.sentAt);
   }
+  await onEnd();
   await closeAll([actor, ...clients]);
   return { ...summarize(latencies), events, watchers };
+}
+
+/**
+ * Watch burst: `watchers` connections watch one prefix; each round a new
+ * connection acquires `keys` keys under it and is then terminated, so that
+ * one step of the server releases them all and each watcher is sent `keys`
+ * events at once. Time from the cut to each watcher's last event.
+ */
+export async function watchBurst(url, { watchers, keys, rounds, warmup = 3 }) {
+  const prefix = `burst:${Math.random()}:`;
+  const clients = await connectMany(url, watchers, { welcome: true });
+  for (let i = 0; i < clients.length; i += 200) {
+    await Promise.all(clients.slice(i, i + 200).map(async (c) => answered(await c.request({ op: 'watch', prefix }))));
+  }
+  // Per watcher: events still to come this phase, and when the last came.
+  const left = new Map();
+  const last = new Map();
+  let remaining = 0;
+  let allArrived = null;
+  for (const client of clients) {
+    client.rawOnly = true;
+    client.onRawFrame = (at) => {
+      last.set(client, at);
+      const n = left.get(client) - 1;
+      left.set(client, n);
+      if (n === 0 && --remaining === 0) allArrived?.();
+    };
+  }
+  /** Resolves once every watcher got `keys` more frames. */
+  const expectAll = () => {
+    for (const client of clients) left.set(client, keys);
+    remaining = watchers;
+    return new Promise((resolve) => (allArrived = resolve));
+  };
+  const latencies = [];
+  for (let round = 0; round < rounds + warmup; round++) {
+    const holder = await WireClient.connect(url, { welcome: true });
+    const acquired = expectAll();
+    const replies = [];
+    for (let k = 0; k < keys; k++) replies.push(holder.send({ op: 'acquire', key: `${prefix}${k}` }).answer);
+    for (const { message } of await Promise.all(replies)) answered(message);
+    await acquired;
+    const released = expectAll();
+    const cutAt = performance.now();
+    holder.ws.terminate();
+    await released;
+    if (round >= warmup) for (const client of clients) latencies.push(last.get(client) - cutAt);
+  }
+  await closeAll(clients);
+  return { ...summarize(latencies), watchers, keys, rounds };
 }
 
 /** Opens `count` idle connections and resolves them (the caller measures, then closes them). */
