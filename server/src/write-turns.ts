@@ -5,20 +5,24 @@ export interface Corkable {
 }
 
 /**
- * Gathers the frames a server writes to one connection within one turn of
- * the event loop into one write. A step can send one connection many frames
- * at once: a session that held 100 keys ends and each watcher gets 100
- * `released` events, a client that pipelines gets a reply per request. Each
- * frame written on its own costs a system call and, on a real network, a
- * packet; gathered, they cost one of each.
+ * Gathers the frames a server writes to one connection within one turn into
+ * one write. A step can send one connection many frames at once: a session
+ * that held 100 keys ends and each watcher gets 100 `released` events, a
+ * client that pipelines gets a reply per request. Each frame written on its
+ * own costs a system call and, on a real network, a packet; gathered, they
+ * cost one of each.
  *
- * A connection's first frame of a turn is written at once, as it would be
- * anyway (a grant or a reply is never held back); from its second frame in
- * the same turn its socket is corked, and every socket corked in the turn is
- * uncorked together when the turn's work is done: in `setImmediate`, after
- * the poll phase that read the frames causing them, as the Redis client
- * writes its commands. A turn ends there: a frame sent after it is the first
- * of the next turn.
+ * A turn is one run of JavaScript from the event loop: a callback, what it
+ * calls, and the promise callbacks run right after it. A connection's first
+ * frame of a turn is written at once, as it would be anyway (a grant or a
+ * reply is never held back); from its second frame in the same turn its
+ * socket is corked, and every socket corked in the turn is uncorked
+ * together when the turn's work is done, in `process.nextTick`: the events
+ * of one step go out together, and so do the replies to the requests of one
+ * read that answer in the same round of promise callbacks. Not later (in
+ * `setImmediate`, as the Redis client writes its commands): that would make
+ * every turn that writes a frame cost the event loop one more round, a
+ * system call, for what few connections gain.
  *
  * One per server (no process-wide state: servers in one process do not
  * share turns, each ends its own).
@@ -38,7 +42,7 @@ export class WriteTurns {
   wrote(): void {
     if (this.#ending) return;
     this.#ending = true;
-    setImmediate(this.#end);
+    process.nextTick(this.#end);
   }
 
   /** Corks `socket` until the turn ends; it is uncorked then, after any earlier uncork of its own. */
