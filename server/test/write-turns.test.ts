@@ -73,6 +73,18 @@ describe('write turns', () => {
     expect(writes.count).toBe(3);
   });
 
+  it('answers the requests of one read in few writes, each answer whole and in order', async () => {
+    const { server } = await startServer();
+    const watcher = await openWatcher(server.url, 'unused:');
+    const writes = countWritesTo(watcher.port);
+    // One synchronous run of sends: the server reads them together.
+    for (let id = 0; id < 100; id++) watcher.client.send({ op: 'ping', id });
+    for (let id = 0; id < 100; id++) expect(await watcher.client.next()).toMatchObject({ type: 'reply', id, ok: true });
+    // The answers come out in a few turns (two here: 11 answers, then 89), each written as its
+    // first answer and then the rest together: a handful of writes, not one per answer.
+    expect(writes.count).toBeLessThanOrEqual(8);
+  });
+
   it('writes a burst of events out in pieces of about 64 KiB rather than holding it all to the end of the turn', async () => {
     const { server } = await startServer({ limits: { maxLocksPerSession: 500 } });
     // 200 events of about 1.1 KiB: about 220 KiB in one step.
