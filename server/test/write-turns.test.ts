@@ -80,8 +80,8 @@ describe('write turns', () => {
     // One synchronous run of sends: the server reads them together.
     for (let id = 0; id < 100; id++) watcher.client.send({ op: 'ping', id });
     for (let id = 0; id < 100; id++) expect(await watcher.client.next()).toMatchObject({ type: 'reply', id, ok: true });
-    // The answers come out in a few turns (two here: 11 answers, then 89), each written as its
-    // first answer and then the rest together: a handful of writes, not one per answer.
+    // The answers come out in a few turns, each written as its first answer and then the rest
+    // together: a handful of writes, not one per answer.
     expect(writes.count).toBeLessThanOrEqual(8);
   });
 
