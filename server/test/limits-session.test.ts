@@ -352,9 +352,9 @@ describe('message rate', () => {
     await flooding;
     expect(await within(flooder.closed, 'the flooder to be closed')).toMatchObject({ code: 1008 });
     latencies.sort((a, b) => a - b);
-    // The median is the measure of the other session's service; the slowest ping only rules out
-    // a stall of seconds (one of about a second was seen once, with the suite's other files
-    // running beside this one on a 2-core machine).
+    // The median measures the other session's service; the slowest ping only rules out a stall
+    // of seconds (a 2-core machine running the suite's other files beside this one can stall the
+    // process for about a second).
     expect(latencies[Math.floor(latencies.length / 2)]).toBeLessThan(100);
     expect(latencies.at(-1)).toBeLessThan(2500);
     expect(await other.request({ op: 'acquire', id: 'last', key: 'k' })).toMatchObject({ ok: true, acquired: true });
