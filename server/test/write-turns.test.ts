@@ -2,6 +2,7 @@ import { createConnection, Socket, type NetConnectOpts } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { connectWith, startServer } from './auth-harness.js';
 import { RawClient, sessionLog, type Frame } from './server-harness.js';
+import { WriteTurns } from '../src/write-turns.js';
 
 /**
  * A watcher whose socket this process can name: the server's socket for it
@@ -71,6 +72,22 @@ describe('write turns', () => {
     // The next turn's first frame is written at once again.
     expect(await watcher.client.request({ op: 'ping', id: 'p' })).toMatchObject({ ok: true });
     expect(writes.count).toBe(3);
+  });
+
+  it('writes a grant that is its connection\'s one frame of the turn at once, never holding it for the turn\'s end', async () => {
+    const { server } = await startServer();
+    const { client: holder } = await connectWith(server.url, null);
+    expect(await holder.request({ op: 'acquire', id: 'h', key: 'k' })).toMatchObject({ acquired: true });
+    const waiter = await openWatcher(server.url, 'unused:');
+    waiter.client.send({ op: 'acquire', id: 'w', key: 'k' });
+    expect(await waiter.client.next((f) => f.type === 'queued')).toMatchObject({ id: 'w' });
+    const held = vi.spyOn(WriteTurns.prototype, 'hold');
+    const writes = countWritesTo(waiter.port);
+    expect(await holder.request({ op: 'release', id: 'r', key: 'k' })).toMatchObject({ ok: true });
+    expect(await waiter.client.reply('w')).toMatchObject({ acquired: true });
+    expect(writes.count).toBe(1);
+    // Its socket was never corked for the turn: the grant was written as it was sent.
+    expect(held.mock.calls.filter(([socket]) => (socket as Socket).remotePort === waiter.port)).toEqual([]);
   });
 
   it('answers the requests of one read in few writes, each answer whole and in order', async () => {
