@@ -226,6 +226,15 @@ export async function relayDisconnect(url, waiters) {
   };
 }
 
+/** Opens `count` connections, each watching `prefix` (200 watch requests at a time). */
+async function openWatchers(url, count, prefix) {
+  const clients = await connectMany(url, count, { welcome: true });
+  for (let i = 0; i < clients.length; i += 200) {
+    await Promise.all(clients.slice(i, i + 200).map(async (c) => answered(await c.request({ op: 'watch', prefix }))));
+  }
+  return clients;
+}
+
 /**
  * Watch fan-out: `watchers` connections watch one prefix; one more
  * acquires and releases a key under it, one request at a time. Latency of
@@ -235,10 +244,7 @@ export async function relayDisconnect(url, waiters) {
  */
 export async function watchFanOut(url, { watchers, events, warmup = 10, onStart = async () => {}, onEnd = async () => {} }) {
   const prefix = `fan:${Math.random()}:`;
-  const clients = await connectMany(url, watchers, { welcome: true });
-  for (let i = 0; i < clients.length; i += 200) {
-    await Promise.all(clients.slice(i, i + 200).map(async (c) => answered(await c.request({ op: 'watch', prefix }))));
-  }
+  const clients = await openWatchers(url, watchers, prefix);
   let arrivals = [];
   let remaining = 0;
   let allArrived = null;
@@ -276,10 +282,7 @@ export async function watchFanOut(url, { watchers, events, warmup = 10, onStart 
  */
 export async function watchBurst(url, { watchers, keys, rounds, warmup = 3 }) {
   const prefix = `burst:${Math.random()}:`;
-  const clients = await connectMany(url, watchers, { welcome: true });
-  for (let i = 0; i < clients.length; i += 200) {
-    await Promise.all(clients.slice(i, i + 200).map(async (c) => answered(await c.request({ op: 'watch', prefix }))));
-  }
+  const clients = await openWatchers(url, watchers, prefix);
   // Per watcher: events still to come this phase, and when the last came.
   const left = new Map();
   const last = new Map();

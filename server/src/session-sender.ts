@@ -97,7 +97,7 @@ export class SessionSender {
    * turn's end, not for the reader), less the one oversized frame.
    */
   private backlog(): number {
-    if (this.gathering !== 0 && this.gathering === this.host.writeTurns.current) return this.gatheredOver;
+    if (this.gathering === this.host.writeTurns.current) return this.gatheredOver;
     return this.ws.bufferedAmount - this.oversized;
   }
 
@@ -126,7 +126,7 @@ export class SessionSender {
 
   /** Writes the frames gathered in this turn now. */
   private writeGathered(): void {
-    if (this.gathering === 0 || this.gathering !== this.host.writeTurns.current) return;
+    if (this.gathering !== this.host.writeTurns.current) return;
     this.gathering = 0;
     this.socket?.uncork();
   }
