@@ -4,7 +4,9 @@
 // its acknowledgement); when any connection's socket ends or resets, the
 // FIFO's head is sent `{ type: 'gone' }`. The drop is seen on the socket's
 // 'end' or 'error', before `ws` emits 'close', as lockwire sees it.
-// IPC commands: cpu (process.cpuUsage()), stop.
+// IPC commands: cpu (process.cpuUsage()), stop, lastDrop (when the latest drop
+// was seen: `process.hrtime.bigint()` as a decimal string, for
+// `bench/drop-phases.mjs`).
 import { createServer } from 'node:http';
 import { WebSocketServer } from 'ws';
 import { serveAnchor } from './anchor-ipc.mjs';
@@ -15,11 +17,14 @@ const http = createServer();
 const wss = new WebSocketServer({ server: http, perMessageDeflate: false });
 /** Connections waiting, in arrival order. */
 const waiting = [];
+/** When the latest drop was seen, on the monotonic clock every process of the machine shares. */
+let lastDrop = 0n;
 wss.on('connection', (ws, request) => {
   let dropped = false;
   const drop = () => {
     if (dropped) return;
     dropped = true;
+    lastDrop = process.hrtime.bigint();
     const at = waiting.indexOf(ws);
     if (at >= 0) waiting.splice(at, 1);
     waiting.shift()?.send(GONE);
@@ -31,4 +36,4 @@ wss.on('connection', (ws, request) => {
     ws.send(data, { binary: isBinary });
   });
 });
-await serveAnchor(http, wss);
+await serveAnchor(http, wss, (cmd) => (cmd === 'lastDrop' ? String(lastDrop) : undefined));
