@@ -6,15 +6,16 @@
 // numbers drift between runs. Writes bench/results/latest.json and .md.
 //   --quick     a smoke run of every figure with smaller sizes (under a minute)
 //   --only=...  run only the named figures (see FIGURES)
-//   --profile   start lockwire servers with --cpu-prof (bench/results/profiles)
+//   --profile   start lockwire servers with --cpu-prof; a flame graph (.svg) beside each profile (bench/results/profiles)
 //   --no-build  skip `tsc -b` (the servers run the compiled dist/)
 //   --tree=DIR  run the compiled server of another checkout (built there; implies --no-build)
 //   --base=DIR  add that checkout's compiled Redis store to the store API figure's rotation
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { flameGraphSvg, foldStacks } from './lib/cpu-profile.mjs';
 import { CORES, canPin, pinSelf } from './lib/processes.mjs';
 import { describeMachine, machineLine, markdownTable } from './lib/report.mjs';
 import { FIGURES } from './figures/index.mjs';
@@ -78,6 +79,17 @@ try {
   }
 } finally {
   await ctx.close();
+}
+if (flags.profile) {
+  // The servers wrote their profiles as they stopped: a flame graph beside each of this run's.
+  const dir = join(root, 'bench', 'results', 'profiles');
+  for (const name of existsSync(dir) ? readdirSync(dir) : []) {
+    const file = join(dir, name);
+    if (!name.endsWith('.cpuprofile') || statSync(file).mtimeMs < startedAt) continue;
+    const svg = file.replace(/\.cpuprofile$/, '.svg');
+    writeFileSync(svg, flameGraphSvg(foldStacks(JSON.parse(readFileSync(file, 'utf8'))), { title: name }));
+    log(`flame graph: ${relative(root, svg)}`);
+  }
 }
 
 const seconds = (Date.now() - startedAt) / 1000;
