@@ -23,9 +23,12 @@ const profile: CpuProfile = {
 };
 
 describe('benchmark CPU profiles', () => {
-  it('labels frames by function and place, with paths cut after dist/, src/ or node_modules/', () => {
+  it('labels frames by function and place: a dependency from node_modules/ on, other code from dist/ or src/ on', () => {
     expect(frameLabel(frame('main', 'file:///app/server/dist/a.js', 2))).toBe('main dist/a.js:3');
     expect(frameLabel(frame('', 'file:///app/node_modules/ws/lib/sender.js', 0))).toBe('(anonymous) node_modules/ws/lib/sender.js:1');
+    expect(frameLabel(frame('write', '/app/node_modules/@redis/client/dist/lib/client/socket.js', 269))).toBe(
+      'write node_modules/@redis/client/dist/lib/client/socket.js:270',
+    );
     expect(frameLabel(frame('(garbage collector)'))).toBe('(garbage collector)');
   });
 

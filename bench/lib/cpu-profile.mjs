@@ -7,12 +7,23 @@
 export const IDLE = '(idle)';
 
 /**
- * A frame's label: its function and where it is (`name dist/file.js:12`),
- * paths cut to what follows `node_modules/`, `dist/` or `src/`.
+ * Where a script is, short: from its last `node_modules/` on for a
+ * dependency (`node_modules/@redis/client/dist/lib/client/index.js`), else
+ * from its last `dist/` or `src/` on (`dist/session.js`).
+ * @param {string} url
+ */
+function shortPath(url) {
+  const dependency = url.lastIndexOf('/node_modules/');
+  if (dependency >= 0) return url.slice(dependency + 1);
+  return url.replace(/^.*\/(dist|src)\//, '$1/');
+}
+
+/**
+ * A frame's label: its function and where it is (`name dist/file.js:12`).
  * @param {{ functionName: string, url: string, lineNumber: number }} callFrame
  */
 export function frameLabel({ functionName, url, lineNumber }) {
-  const where = url ? `${url.replace(/^.*\/(node_modules|dist|src)\//, '$1/')}:${lineNumber + 1}` : '';
+  const where = url ? `${shortPath(url)}:${lineNumber + 1}` : '';
   return `${functionName || '(anonymous)'} ${where}`.trim();
 }
 
