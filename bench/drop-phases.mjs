@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { summarize } from './lib/stats.mjs';
 import { pinSelf, startServerProcess } from './lib/processes.mjs';
 import { WireClient, closeAll } from './lib/wire-client.mjs';
-import { echoProbe } from './measure/wire.mjs';
+import { echoProbe, relayDisconnect } from './measure/wire.mjs';
 
 const args = process.argv.slice(2);
 const RESET = args.includes('--reset');
@@ -49,47 +49,27 @@ const hrOrigin = hrOriginOfNow();
 const pinned = pinSelf();
 const relay = await startServerProcess(server('relay'));
 const echo = await startServerProcess(server('echo'));
-const all = [];
+const clients = [];
+let drops = null;
 try {
   const echoClient = await WireClient.connect(echo.info.url);
-  all.push(echoClient);
+  clients.push(echoClient);
   const probe = echoProbe(echoClient);
-  const connect = async () => {
-    const client = await WireClient.connect(relay.info.url);
-    all.push(client);
-    return client;
-  };
-  let next = null;
-  const wait = async (client) => {
-    client.onPush = (message, at) => {
-      if (message.type === 'gone') next?.({ client, at });
-    };
-    await client.request({ op: 'wait' });
-  };
-  let holder = await connect();
-  for (let i = 0; i < WAITERS; i++) await wait(await connect());
+  drops = await relayDisconnect(relay.info.url, WAITERS, RESET ? (ws) => ws._socket.resetAndDestroy() : undefined);
 
   const phases = { call: [], toEnd: [], endToFrame: [], total: [] };
   const echoes = [];
   for (let i = 0; i < DROPS + WARMUP; i++) {
-    const told = new Promise((resolve) => (next = resolve));
-    const cut = hrMs(process.hrtime.bigint());
-    if (RESET) holder.ws._socket.resetAndDestroy();
-    else holder.ws.terminate();
-    const returned = hrMs(process.hrtime.bigint());
-    const { client, at } = await told;
-    const arrived = hrOrigin + at;
-    const seen = hrMs(BigInt(await relay.call('lastDrop')));
-    if (i >= WARMUP) {
-      phases.call.push(returned - cut);
-      phases.toEnd.push(seen - cut);
-      phases.endToFrame.push(arrived - seen);
-      phases.total.push(arrived - cut);
-    }
-    await wait(await connect());
-    holder = client;
+    const { cutAt, cutReturnedAt, at } = await drops.sample();
+    // When the relay saw the end, on this process' performance.now() clock.
+    const seen = hrMs(BigInt(await relay.call('lastDrop'))) - hrOrigin;
     const anchor = await probe();
-    if (i >= WARMUP) echoes.push(...anchor);
+    if (i < WARMUP) continue;
+    phases.call.push(cutReturnedAt - cutAt);
+    phases.toEnd.push(seen - cutAt);
+    phases.endToFrame.push(at - seen);
+    phases.total.push(at - cutAt);
+    echoes.push(...anchor);
   }
 
   const echoP50 = summarize(echoes).p50;
@@ -108,7 +88,8 @@ try {
     process.stdout.write(`${label.padEnd(56)} ${ms(p50)}  ${ms(p90)}   ${(p50 / echoP50).toFixed(2)}x\n`);
   }
 } finally {
-  await closeAll(all);
+  await drops?.close();
+  await closeAll(clients);
   await relay.stop();
   await echo.stop();
 }

@@ -24,8 +24,11 @@ for (const [id, micros] of selfMicros(profile)) {
   const key = frameLabel(callFrame);
   totals.set(key, (totals.get(key) ?? 0) + ms);
   // lockwire's own code: the compiled packages' dist/, outside node_modules.
-  const own = /\/(server|shared|client)\/dist\/(.+)$/.exec(callFrame.url);
-  if (own && !callFrame.url.includes('/node_modules/')) files.set(`${own[1]}/${own[2]}`, (files.get(`${own[1]}/${own[2]}`) ?? 0) + ms);
+  const own = callFrame.url.includes('/node_modules/') ? null : /\/(server|shared|client)\/dist\/(.+)$/.exec(callFrame.url);
+  if (own) {
+    const name = `${own[1]}/${own[2]}`;
+    files.set(name, (files.get(name) ?? 0) + ms);
+  }
   all += ms;
 }
 const rows = Number(rowsArg ?? 30);

@@ -181,8 +181,8 @@ export async function disconnectToGrant(url, { waiters, samples, probe, relay = 
     const anchor = await probe();
     if (i >= warmup) echoes.push(...anchor);
     if (relay) {
-      const latency = await relay.sample();
-      if (i >= warmup) relayed.push(latency);
+      const drop = await relay.sample();
+      if (i >= warmup) relayed.push(drop.at - drop.cutAt);
     }
   }
   await closeAll(all);
@@ -191,11 +191,17 @@ export async function disconnectToGrant(url, { waiters, samples, probe, relay = 
 
 /**
  * The bare relay anchor of disconnect-to-grant (`servers/relay.mjs`):
- * `waiters` connections wait; each `sample()` destroys the holder's socket
- * and resolves the time until the FIFO's head is told, which then holds,
- * while a new connection joins the tail, as in `disconnectToGrant`.
+ * `waiters` connections wait; each `sample()` cuts the holder's socket
+ * (`cut`, by default `terminate()`: destroyed, no close frame) and resolves
+ * `performance.now()` before the cut (`cutAt`), after the cut's call
+ * returned (`cutReturnedAt`) and at the FIFO head's frame (`at`); that head
+ * then holds, while a new connection joins the tail, as in
+ * `disconnectToGrant`.
+ * @param {string} url
+ * @param {number} waiters
+ * @param {(ws: import('ws').WebSocket) => void} [cut]
  */
-export async function relayDisconnect(url, waiters) {
+export async function relayDisconnect(url, waiters, cut = (ws) => ws.terminate()) {
   let onGone = null;
   const wait = async (client) => {
     client.onPush = (message, at) => {
@@ -214,13 +220,14 @@ export async function relayDisconnect(url, waiters) {
     async sample() {
       const next = new Promise((resolve) => (onGone = resolve));
       const cutAt = performance.now();
-      current.ws.terminate();
+      cut(current.ws);
+      const cutReturnedAt = performance.now();
       const { client, at } = await next;
       const fresh = await WireClient.connect(url);
       all.push(fresh);
       await wait(fresh);
       current = client;
-      return at - cutAt;
+      return { cutAt, cutReturnedAt, at };
     },
     close: () => closeAll(all),
   };
