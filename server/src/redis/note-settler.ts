@@ -56,7 +56,7 @@ export class NoteSettler {
       } else {
         // Perhaps the hold of a grant not heard yet: a probe may still answer it.
         for (const pending of table.sessions.get(note.session)?.pending.values() ?? []) {
-          if (pending.kind === 'acquire' && pending.key === key) pending.unheld.set(note.token, note.reason);
+          if (pending.kind === 'acquire' && pending.key === key) (pending.unheld ??= new Map()).set(note.token, note.reason);
         }
       }
       return;
@@ -76,7 +76,7 @@ export class NoteSettler {
       table.removePending(pending);
       const local = table.sessions.get(note.session);
       const grant = { key, token: note.token, expiresAt: note.expiresAt };
-      const ended = pending.unheld.get(grant.token);
+      const ended = pending.unheld?.get(grant.token);
       if (local && ended === undefined) {
         // A grant by this node's own step runs from that step; one by another node's, by the wall clock, bounded.
         const due = note.sent ? dueOfStep(grant.expiresAt, note.sent) : dueOfGrant(this.#ctx.clock, grant.expiresAt, pending, false);

@@ -173,7 +173,7 @@ export class Reconciler {
     } else if (st === 'granted') {
       const grant = { key: pending.key, token: Number(str(r, 't')), expiresAt: expiresAtOf(str(r, 'x')) };
       const local = table.sessions.get(session);
-      const ended = pending.unheld.get(grant.token);
+      const ended = pending.unheld?.get(grant.token);
       // Granted at some time before this probe, its message missed: timed within what that allows.
       if (local && ended === undefined) table.addHold(local, session, grant, dueOfGrant(this.#ctx.clock, grant.expiresAt, pending, true));
       listener?.granted(session, ticket, grant);
