@@ -4,6 +4,7 @@
 // process; and lockwire's pushed handoff next to polling Redis locks.
 import { createClient } from 'redis';
 import { ratio } from '../lib/stats.mjs';
+import { ioCalls } from '../lib/processes.mjs';
 import { openBareLoad, pairHandoff, pollingHandoff, redlockHandoff } from '../measure/redis.mjs';
 import { openStoreLoad, startStore } from '../measure/store-api.mjs';
 import { DEFAULT_REDIS_CONNECTIONS as DEFAULT_STORE_CONNECTIONS } from '../../server/dist/redis/command-pool.js';
@@ -58,15 +59,25 @@ async function storeApiThroughput(ctx, redis) {
   const runs = Object.fromEntries(Object.keys(loads).map((name) => [name, []]));
   // CPU per call on each side, summed over the slices: this process (the store or the bare loop's client) and Redis.
   const cpu = Object.fromEntries(Object.keys(loads).map((name) => [name, { calls: 0, clientMicros: 0, redisMicros: 0 }]));
+  // Read and write system calls per call on each side, where Linux counts them (`ioCalls`).
+  const io = Object.fromEntries(Object.keys(loads).map((name) => [name, { client: { reads: 0, writes: 0 }, redis: { reads: 0, writes: 0 } }]));
+  const sides = () => ({ client: ioCalls(), redis: ioCalls(redis.pid) });
   const redisCpu = await openRedisCpu(redis.url);
   try {
     for (const load of Object.values(loads)) await load.measure(0.3);
     for (let i = 0; i < sizes.storeApiSlices; i++) {
       for (const [name, load] of Object.entries(loads)) {
         const redis0 = await redisCpu.micros();
+        const io0 = sides();
         const client0 = process.cpuUsage();
         const rate = await load.measure(sizes.sliceSeconds);
         const client = process.cpuUsage(client0);
+        const io1 = sides();
+        for (const side of ['client', 'redis']) {
+          const [from, to] = [io0[side], io1[side]];
+          io[name][side].reads += from && to ? to.reads - from.reads : Number.NaN;
+          io[name][side].writes += from && to ? to.writes - from.writes : Number.NaN;
+        }
         cpu[name].redisMicros += (await redisCpu.micros()) - redis0;
         cpu[name].clientMicros += client.user + client.system;
         cpu[name].calls += rate * sizes.sliceSeconds;
@@ -89,9 +100,17 @@ async function storeApiThroughput(ctx, redis) {
     client: round1(cpu[name].clientMicros / cpu[name].calls),
     redis: round1(cpu[name].redisMicros / cpu[name].calls),
   });
+  // null where the system calls were not counted.
+  const ioPerCall = (name) => {
+    const per = (n) => round2(n / cpu[name].calls);
+    const { client, redis: server } = io[name];
+    if ([client.reads, client.writes, server.reads, server.writes].some(Number.isNaN)) return null;
+    return { client: { reads: per(client.reads), writes: per(client.writes) }, redis: { reads: per(server.reads), writes: per(server.writes) } };
+  };
   return {
     runs,
     cpuPerCall: { redisStore: perCall('redisStore'), bare: perCall('bare') },
+    ioPerCall: { redisStore: ioPerCall('redisStore'), bare: ioPerCall('bare') },
     redisStore: median(runs.redisStore),
     bare: median(runs.bare),
     memoryStore: median(runs.memoryStore),
@@ -179,11 +198,18 @@ async function redisStoreFigure(ctx) {
     rows: [
       { figure: `Redis store API throughput in process, uncontended, ${sizes.redisConcurrency} concurrent sessions`, value: api.redisStore, unit: 'calls/s', anchor: api.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: api.vsBare, target: '>= 0.5x bare loop', met: api.vsBare >= 0.5, note: `median of ${sizes.storeApiSlices} per-slice ratios, range ${api.vsBareRange[0]}-${api.vsBareRange[1]}x; memory store ${Math.round(api.memoryStore)} calls/s (${api.vsMemory}x); the store on one command connection ${api.oneConnection.vsBare}x; the bare loop on ${DEFAULT_STORE_CONNECTIONS} connections ${Math.round(api.barePooled.rate)} calls/s (the store ${api.barePooled.storeVs}x of it)${api.base ? `; --base store ${api.base.vsBare}x` : ''}` },
       ...sweep.map((point) => ({ figure: `Redis store API throughput in process, uncontended, ${point.concurrency} concurrent session${point.concurrency === 1 ? '' : 's'}`, value: point.store, unit: 'calls/s', anchor: point.bare, anchorLabel: 'bare SET NX + Lua delete, same process', ratio: point.vsBare, target: `- (the ${sizes.redisConcurrency}-session row is the store figure)`, met: null, note: `median of ${sizes.storeApiSweepSlices} per-slice ratios, range ${point.vsBareRange[0]}-${point.vsBareRange[1]}x` })),
-      { figure: 'Redis store API: CPU per call, the store\'s process + Redis', value: api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, unit: 'µs', anchor: api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis, anchorLabel: 'bare loop per command, client + Redis', ratio: ratio(api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis), target: '-', met: null, note: `store ${api.cpuPerCall.redisStore.client} + Redis ${api.cpuPerCall.redisStore.redis} µs; bare loop ${api.cpuPerCall.bare.client} + ${api.cpuPerCall.bare.redis} µs; on one connection the two processes take turns (throughput follows the sum), on the store's ${DEFAULT_STORE_CONNECTIONS} they overlap (it follows the larger side); each side alone, busy all the time, bounds the store at ${ceiling(api.cpuPerCall.redisStore.redis, api.bare)} (Redis) and ${ceiling(api.cpuPerCall.redisStore.client, api.bare)} (the store's process)` },
+      { figure: 'Redis store API: CPU per call, the store\'s process + Redis', value: api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, unit: 'µs', anchor: api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis, anchorLabel: 'bare loop per command, client + Redis', ratio: ratio(api.cpuPerCall.redisStore.client + api.cpuPerCall.redisStore.redis, api.cpuPerCall.bare.client + api.cpuPerCall.bare.redis), target: '-', met: null, note: `store ${api.cpuPerCall.redisStore.client} + Redis ${api.cpuPerCall.redisStore.redis} µs; bare loop ${api.cpuPerCall.bare.client} + ${api.cpuPerCall.bare.redis} µs; on one connection the two processes take turns (throughput follows the sum), on the store's ${DEFAULT_STORE_CONNECTIONS} they overlap (it follows the larger side); each side alone, busy all the time, bounds the store at ${ceiling(api.cpuPerCall.redisStore.redis, api.bare)} (Redis) and ${ceiling(api.cpuPerCall.redisStore.client, api.bare)} (the store's process)${ioNote(api.ioPerCall)}` },
       { figure: `Redis store throughput over WebSocket (end to end), uncontended, ${sizes.redisConcurrency} connections`, value: redisStore, unit: 'req/s', anchor: bare, anchorLabel: 'bare SET NX + Lua delete', ratio: vsBare, target: '- (the API row is the store figure)', met: null, note: `memory store ${Math.round(memoryStore)} req/s (${ratio(redisStore, memoryStore)}x)` },
       { figure: 'Redis store cross-node handoff p50', value: crossNode.p50, unit: 'ms', anchor: memoryHandoff.p50, anchorLabel: 'memory store', ratio: ratio(crossNode.p50, memoryHandoff.p50), target: '<= 1 ms', met: crossNode.p50 <= 1, note: `p99 ${crossNode.p99.toFixed(3)} ms` },
     ],
   };
+}
+
+/** The read and write system calls per call of both sides, where they were counted. */
+function ioNote({ redisStore, bare }) {
+  if (!redisStore || !bare) return '';
+  const pair = (side) => `${side.reads} reads + ${side.writes} writes`;
+  return `; system calls per call: the store's process ${pair(redisStore.client)}, Redis ${pair(redisStore.redis)}; the bare loop's ${pair(bare.client)}, Redis ${pair(bare.redis)}`;
 }
 
 /** The rate one process spending `micros` of CPU per call reaches when busy all the time, and its ratio to `bare` calls/s. */

@@ -2,7 +2,7 @@
 // to over Node's IPC channel, and a private redis-server. Every child is
 // stopped by its own PID.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +20,22 @@ export const canPin = TASKSET !== null;
 export function pinSelf() {
   if (!TASKSET) return false;
   return spawnSync(TASKSET, ['-a', '-p', '-c', String(CORES.load), String(process.pid)], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * The read and write system calls process `pid` made so far (every thread;
+ * sockets included), from Linux's `/proc/<pid>/io`; null where that cannot be
+ * read (another OS, or a process of another user).
+ */
+export function ioCalls(pid = process.pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const field = (name) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+    const calls = { reads: field('syscr'), writes: field('syscw') };
+    return Number.isNaN(calls.reads) || Number.isNaN(calls.writes) ? null : calls;
+  } catch {
+    return null;
+  }
 }
 
 /** `command args` run on the server core when taskset is there. */
