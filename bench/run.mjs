@@ -3,13 +3,15 @@
 // Servers run in their own processes on one core, this load generator on
 // the other (taskset); every figure is printed next to an anchor measured in
 // the same run, as a ratio, because the machine is shared and absolute
-// numbers drift between runs. Writes bench/results/latest.json and .md.
+// numbers drift between runs. Writes latest.json and latest.md to bench/results
+// (or --out).
 //   --quick     a smoke run of every figure with smaller sizes (under a minute)
 //   --only=...  run only the named figures (see FIGURES)
 //   --profile   start lockwire servers with --cpu-prof; a flame graph (.svg) beside each profile (bench/results/profiles)
 //   --no-build  skip `tsc -b` (the servers run the compiled dist/)
 //   --tree=DIR  run the compiled server of another checkout (built there; implies --no-build)
 //   --base=DIR  add that checkout's compiled Redis store to the store API figure's rotation
+//   --out=DIR   write latest.json and latest.md there instead of bench/results
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -30,6 +32,7 @@ const { values: flags } = parseArgs({
     'no-build': { type: 'boolean', default: false },
     tree: { type: 'string' },
     base: { type: 'string' },
+    out: { type: 'string' },
   },
 });
 
@@ -96,10 +99,11 @@ const seconds = (Date.now() - startedAt) / 1000;
 const results = { mode: flags.quick ? 'quick' : 'full', date: new Date().toISOString(), seconds, machine, rows, raw };
 const table = markdownTable(rows);
 const markdown = `# lockwire benchmark (${results.mode} run)\n\n${results.date}, ${seconds.toFixed(0)} s; ${machineLine(machine)}\n\n${table}\n`;
-const outDir = join(root, 'bench', 'results');
+const outDir = flags.out ? resolve(flags.out) : join(root, 'bench', 'results');
 mkdirSync(outDir, { recursive: true });
 writeFileSync(join(outDir, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
 writeFileSync(join(outDir, 'latest.md'), markdown);
 process.stdout.write(`${markdown}\n`);
 const missed = rows.filter((row) => row.met === false).length;
-log(`${rows.length} figures, ${missed} target(s) missed, ${seconds.toFixed(0)} s; results in bench/results/latest.{json,md}`);
+const shown = relative(root, outDir).startsWith('..') ? outDir : relative(root, outDir);
+log(`${rows.length} figures, ${missed} target(s) missed, ${seconds.toFixed(0)} s; results in ${shown}/latest.{json,md}`);
