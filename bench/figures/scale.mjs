@@ -49,7 +49,7 @@ async function heapFigure(ctx) {
   return {
     raw: result,
     rows: [
-      { figure: `JS heap per held lock, ${result.locks.toLocaleString('en-US')} keys held (memory store)`, value: result.bytesPerLock, unit: 'B', target: '<= 300 B', met: result.bytesPerLock <= 300, note: 'includes the key string' },
+      { figure: `JS heap per held lock, ${result.locks.toLocaleString('en-US')} keys held (memory store)`, value: result.bytesPerLock, unit: 'B', target: '<= 300 B', met: result.bytesPerLock <= 300, note: "includes the key string, not the session's id (its connection's)" },
       { figure: `JS heap per queued waiter, ${result.waiters.toLocaleString('en-US')} waiters (memory store)`, value: result.bytesPerWaiter, unit: 'B', target: '<= 500 B', met: result.bytesPerWaiter <= 500 },
     ],
   };

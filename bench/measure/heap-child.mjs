@@ -29,11 +29,17 @@ await store.start({ granted() {}, acquireTimedOut() {}, waitDone() {}, lost() {}
 let ticket = 1;
 const acquire = (session, key) => store.acquire(session, exclusiveAcquire(ticket++, key));
 
+// Each session's id is one string, made before the heap is read: the server
+// hands the store its connection's own id with every request, so the ids
+// are the connections' memory, not the store's.
+const sessionIds = (prefix, count) => Array.from({ length: count }, (_, n) => `${prefix}${n}`);
+
 // Held locks: LOCKS distinct keys, PER_SESSION per session (the default
 // maxLocksPerSession), no hold timeout.
+const holders = sessionIds('s', Math.ceil(LOCKS / PER_SESSION));
 const beforeLocks = heapUsed();
 for (let i = 0; i < LOCKS; i++) {
-  const outcome = await acquire(`s${Math.floor(i / PER_SESSION)}`, `lock:${i}`);
+  const outcome = await acquire(holders[Math.floor(i / PER_SESSION)], `lock:${i}`);
   if (outcome.status !== 'granted') throw new Error(`lock ${i} not granted`);
 }
 const afterLocks = heapUsed();
@@ -44,9 +50,10 @@ const afterLocks = heapUsed();
 // session's own record is shared by WAITING_KEYS waiters.
 const perKey = Math.ceil(WAITERS / WAITING_KEYS);
 for (let k = 0; k < WAITING_KEYS; k++) await acquire('holder', `queue:${k}`);
+const waiting = sessionIds('w', perKey);
 const beforeWaiters = heapUsed();
 for (let i = 0; i < WAITERS; i++) {
-  const outcome = await acquire(`w${i % perKey}`, `queue:${Math.floor(i / perKey)}`);
+  const outcome = await acquire(waiting[i % perKey], `queue:${Math.floor(i / perKey)}`);
   if (outcome.status !== 'queued') throw new Error(`waiter ${i} not queued`);
 }
 const afterWaiters = heapUsed();
