@@ -105,6 +105,35 @@ describe('a Redis that stops answering while its connection stays open', () => {
     expect(ran).toBeLessThan(burst / 4);
   }, 30_000);
 
+  // A load balancer or NAT in front of Redis that lost the connections' state: they stay silent for
+  // good, pub/sub included, while new connections get through.
+  it('lets the node serve again, its holders keeping their locks, once its silent connections were replaced', async () => {
+    const proxy = await heldProxy();
+    const log = listenerLog();
+    const store = await stores.startStore(
+      { url: proxy.url(stores.redis.url), namespace: stores.namespace(), nodeTtl: 5000, commandTimeout: COMMAND_TIMEOUT, tolerateCloseFailure: true },
+      log.listener,
+    );
+    expect(await store.acquire('holder', acquireInput(1, 'held'))).toMatchObject({ status: 'granted' });
+
+    proxy.strand();
+    const since = performance.now();
+    let ticket = 1;
+    const granted = await until(
+      async () => {
+        const answer = await store.acquire('taker', acquireInput(++ticket, 'wanted')).catch(() => undefined);
+        return answer?.status === 'granted' ? answer : undefined;
+      },
+      4000,
+      'an acquire granted',
+    );
+    expect(granted.token).toBeGreaterThan(0);
+    // Within the node TTL: the node never stopped vouching for its holders.
+    expect(performance.now() - since).toBeLessThan(5000);
+    await store.release('holder', 'held');
+    expect(log.lines.filter((line) => line.startsWith('lost'))).toEqual([]);
+  }, 30_000);
+
   it('refuses a command beyond the queue limit at once instead of queueing it on the hung connection', async () => {
     const proxy = await heldProxy();
     const link = await connectRedis({ url: proxy.url(stores.redis.url), cluster: false, commandTimeout: 60_000, reconnectDelay: 100 });

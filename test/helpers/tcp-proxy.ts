@@ -39,6 +39,12 @@ export interface TcpProxy {
   /** Stops carrying bytes without closing anything (a half-open path). */
   hold(): void;
   /**
+   * The connections open now go silent for good, both ways, and nothing of
+   * them is closed (a load balancer or NAT that lost their state): what is
+   * sent on them is dropped. New connections are carried as the mode says.
+   */
+  strand(): void;
+  /**
    * Resets every open connection, both sides (RST: the peers see the
    * connection die, with no WebSocket or Redis goodbye); the mode stays.
    */
@@ -64,6 +70,8 @@ interface Link {
   /** A side closed while holding: the other side is ended on resume. */
   clientEnded: boolean;
   upstreamEnded: boolean;
+  /** Silent for good (see `strand`). */
+  stranded: boolean;
 }
 
 /**
@@ -105,17 +113,20 @@ export async function startTcpProxy(target: number | TcpProxyOptions): Promise<T
     link.upstream = upstream;
     upstream.setNoDelay(true);
     upstream.on('data', (chunk: Buffer) => {
+      if (link.stranded) return;
       if (mode === 'hold') link.toClient.push(chunk);
       else link.client.write(chunk);
     });
     upstream.on('end', () => {
+      if (link.stranded) return;
       if (mode === 'hold') link.upstreamEnded = true;
       else link.client.end();
     });
     upstream.on('error', () => {
-      if (mode !== 'hold') destroy(link);
+      if (mode !== 'hold' && !link.stranded) destroy(link);
     });
     upstream.on('close', () => {
+      if (link.stranded) return;
       if (mode === 'hold') link.upstreamEnded = true;
       else destroy(link);
     });
@@ -131,20 +142,23 @@ export async function startTcpProxy(target: number | TcpProxyOptions): Promise<T
       return;
     }
     client.setNoDelay(true);
-    const link: Link = { client, upstream: null, toUpstream: [], toClient: [], clientEnded: false, upstreamEnded: false };
+    const link: Link = { client, upstream: null, toUpstream: [], toClient: [], clientEnded: false, upstreamEnded: false, stranded: false };
     links.add(link);
     client.on('data', (chunk: Buffer) => {
+      if (link.stranded) return;
       if (mode === 'hold' || !link.upstream) link.toUpstream.push(chunk);
       else link.upstream.write(chunk);
     });
     client.on('end', () => {
+      if (link.stranded) return;
       if (mode === 'hold' || !link.upstream) link.clientEnded = true;
       else link.upstream.end();
     });
     client.on('error', () => {
-      if (mode !== 'hold') destroy(link);
+      if (mode !== 'hold' && !link.stranded) destroy(link);
     });
     client.on('close', () => {
+      if (link.stranded) return;
       if (mode === 'hold') link.clientEnded = true;
       else destroy(link);
     });
@@ -166,6 +180,7 @@ export async function startTcpProxy(target: number | TcpProxyOptions): Promise<T
   const resume = () => {
     mode = 'forward';
     for (const link of [...links]) {
+      if (link.stranded) continue;
       if (link.client.destroyed && (link.upstream === null || link.upstream.destroyed)) {
         links.delete(link);
         continue;
@@ -193,6 +208,9 @@ export async function startTcpProxy(target: number | TcpProxyOptions): Promise<T
     connectionCount: () => links.size,
     hold() {
       mode = 'hold';
+    },
+    strand() {
+      for (const link of links) link.stranded = true;
     },
     cut,
     refuse(refuseOptions = {}) {

@@ -115,7 +115,8 @@ export interface CommandClient {
 }
 
 /**
- * The command connection to a single Redis server, replaced when it hangs:
+ * A command connection to one Redis server (a single server, or a primary of
+ * a cluster: see `ClusterConnections`), replaced when it hangs:
  * when a call fails its deadline and the connection answered nothing since
  * the call was sent, nor within the timeout after a PING sent then (about
  * twice the timeout of silence with calls waiting), the client is destroyed
@@ -156,10 +157,15 @@ export class CommandConnection<C extends CommandClient> {
     this.#watched = this.#watch();
   }
 
-  /** Sends a command; fails at once while a connection replacing a hung one has not answered yet. */
-  run(args: string[]): Promise<unknown> {
+  /**
+   * Sends a command; fails at once while a connection replacing a hung one
+   * has not answered yet. `send`, when given, sends it instead of the
+   * client's `sendCommand` (a cluster's routing by key, which follows
+   * redirections), over the connection this one stands for.
+   */
+  run(args: string[], send?: () => Promise<unknown>): Promise<unknown> {
     if (!this.#proven) return Promise.reject(new Error('Redis stopped answering; waiting for a new connection to answer'));
-    return this.#deadlines.guard(this.#client.sendCommand(args), this.#watched);
+    return this.#deadlines.guard(send === undefined ? this.#client.sendCommand(args) : send(), this.#watched);
   }
 
   /**

@@ -1,4 +1,5 @@
 import { createClient, createCluster, ErrorReply } from 'redis';
+import { ClusterConnections } from './cluster-connections.js';
 import { COMMAND_QUEUE_LIMIT, createDeadlines } from './command-deadlines.js';
 import { CommandPool, DEFAULT_REDIS_CONNECTIONS, MAX_REDIS_CONNECTIONS } from './command-pool.js';
 import { firstConnect } from './first-connect.js';
@@ -336,7 +337,9 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
   // Discovery reads CLUSTER SLOTS from a root node, which proves its connection.
   await firstConnect(cluster, { events: ['error', 'node-error'], limit: firstConnectLimit(options), tls: urls.tls });
   const deadlines = createDeadlines(options.commandTimeout);
-  const run = (key: string | undefined, args: string[]) => deadlines.guard(cluster.sendCommand(key, false, args));
+  // A hung primary's connection is a broken one to the node's liveness, as on a single server.
+  const connections = new ClusterConnections(cluster, deadlines, () => emit('trouble'));
+  const run = (key: string | undefined, args: string[]) => connections.run(key, args);
   const runner = new ScriptRunner();
   try {
     for (const master of cluster.masters) {
@@ -363,6 +366,7 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
     on: (event, fn) => handlers[event].add(fn),
     async close() {
       deadlines.stop();
+      connections.close();
       cluster.destroy();
     },
   };
