@@ -206,4 +206,47 @@ describe('a primary of a Redis Cluster that stops answering while its connection
     await store.release('holder', held);
     expect(log.lines.filter((line) => line.startsWith('lost'))).toEqual([]);
   }, 30_000);
+
+  it('has a pub/sub connection that went silent for good replaced, subscribed to its channels again', async () => {
+    const link = await connectRedis({
+      url: proxiedUrl(),
+      cluster: true,
+      commandTimeout: COMMAND_TIMEOUT,
+      reconnectDelay: 100,
+      subscriberIdleTimeout: 1000,
+    });
+    links.push(link);
+    const heard: string[] = [];
+    let resubscribed = 0;
+    link.on('resubscribed', () => (resubscribed += 1));
+    const channel = `hung-channel-${process.pid}`;
+    await link.subscribe(channel, (message) => heard.push(message));
+    // A message published on any primary reaches every node's subscribers over the cluster bus.
+    const publish = (message: string) => onPort(started().ports[1] as number, (admin) => admin.publish(channel, message));
+    await publish('before');
+    await until(async () => (heard.includes('before') ? true : undefined), 5000, 'a message before');
+    // node-redis picked a node for its pub/sub connection: the one whose primary counts a subscriber.
+    const subscribers = await Promise.all(
+      started().ports.map((port) => onPort(port, (admin) => admin.sendCommand(['CLIENT', 'LIST', 'TYPE', 'pubsub']))),
+    );
+    const index = subscribers.findIndex((list) => String(list).trim() !== '');
+    const stranded = proxies[index];
+    if (stranded === undefined) throw new Error('no primary has the pub/sub connection');
+
+    stranded.strand();
+    let n = 0;
+    // Published again and again on one connection: those sent while the pub/sub connection is silent are
+    // lost, one sent once it was replaced arrives.
+    await onPort(started().ports[1] as number, (admin) =>
+      until(
+        async () => {
+          await admin.publish(channel, `after${++n}`);
+          return heard.some((message) => message.startsWith('after')) ? true : undefined;
+        },
+        5000,
+        'a message after the connection went silent',
+      ),
+    );
+    expect(resubscribed).toBe(1);
+  }, 30_000);
 });

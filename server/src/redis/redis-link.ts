@@ -1,5 +1,6 @@
 import { createClient, createCluster, ErrorReply } from 'redis';
 import { ClusterConnections } from './cluster-connections.js';
+import { ClusterSubscriber } from './cluster-subscriber.js';
 import { COMMAND_QUEUE_LIMIT, createDeadlines } from './command-deadlines.js';
 import { CommandPool, DEFAULT_REDIS_CONNECTIONS, MAX_REDIS_CONNECTIONS } from './command-pool.js';
 import { firstConnect } from './first-connect.js';
@@ -65,9 +66,10 @@ export interface RedisLinkOptions {
   /** ms between reconnect attempts. */
   reconnectDelay: number;
   /**
-   * ms after which a single server's pub/sub connection that received
-   * nothing is taken for dead (a half-open path) and reconnected; the store
-   * publishes a heartbeat to itself more often than this. Default: never.
+   * ms after which the pub/sub connection, having received nothing, is
+   * taken for dead (a half-open path) and reconnected (on a cluster, while
+   * subscribed: see `ClusterSubscriber`); the store publishes a heartbeat to
+   * itself more often than this. Default: never.
    */
   subscriberIdleTimeout?: number;
 }
@@ -339,6 +341,12 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
   const deadlines = createDeadlines(options.commandTimeout);
   // A hung primary's connection is a broken one to the node's liveness, as on a single server.
   const connections = new ClusterConnections(cluster, deadlines, () => emit('trouble'));
+  const subscriber = new ClusterSubscriber(cluster, {
+    deadlines,
+    idleTimeout: options.subscriberIdleTimeout,
+    onTrouble: () => emit('trouble'),
+    onResubscribed: () => emit('resubscribed'),
+  });
   const run = (key: string | undefined, args: string[]) => connections.run(key, args);
   const runner = new ScriptRunner();
   try {
@@ -361,11 +369,12 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
         }),
       );
     },
-    subscribe: (channel, onMessage) => deadlines.guard(cluster.subscribe(channel, (message, from) => onMessage(message, from))),
-    unsubscribe: (channel) => deadlines.guard(cluster.unsubscribe(channel)),
+    subscribe: (channel, onMessage) => subscriber.subscribe(channel, onMessage),
+    unsubscribe: (channel) => subscriber.unsubscribe(channel),
     on: (event, fn) => handlers[event].add(fn),
     async close() {
       deadlines.stop();
+      subscriber.close();
       connections.close();
       cluster.destroy();
     },
