@@ -249,4 +249,33 @@ describe('a primary of a Redis Cluster that stops answering while its connection
     );
     expect(resubscribed).toBe(1);
   }, 30_000);
+
+  it('reports a pub/sub connection that broke and was reconnected, as on a single server', async () => {
+    const link = await connectRedis({ url: proxiedUrl(), cluster: true, commandTimeout: COMMAND_TIMEOUT, reconnectDelay: 100 });
+    links.push(link);
+    const heard: string[] = [];
+    let resubscribed = 0;
+    link.on('resubscribed', () => (resubscribed += 1));
+    const channel = `broken-channel-${process.pid}`;
+    await link.subscribe(channel, (message) => heard.push(message));
+
+    // Every pub/sub connection the primaries have (an earlier test's silent ones too, left open by their proxy).
+    const killed = await Promise.all(
+      started().ports.map((port) => onPort(port, (admin) => admin.sendCommand(['CLIENT', 'KILL', 'TYPE', 'pubsub']))),
+    );
+    expect(killed.map(Number).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(1);
+    await until(async () => (resubscribed > 0 ? true : undefined), 5000, 'the reconnect reported');
+    // node-redis subscribed the new connection again: a message published now arrives.
+    await onPort(started().ports[2] as number, (admin) =>
+      until(
+        async () => {
+          await admin.publish(channel, 'after');
+          return heard.includes('after') ? true : undefined;
+        },
+        5000,
+        'a message after the reconnect',
+      ),
+    );
+    expect(resubscribed).toBe(1);
+  }, 30_000);
 });

@@ -7,7 +7,13 @@ export interface PubSubCluster {
   subscribe(channel: string, listener: OnMessage): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   /** node-redis' slots: `pubSubNode` is the node its pub/sub client is connected to, if any. */
-  readonly _slots: { pubSubNode?: { readonly client: { destroy(): void } } | undefined };
+  readonly _slots: { pubSubNode?: { readonly client: PubSubClient } | undefined };
+}
+
+/** What the subscriber uses of node-redis' pub/sub client. */
+interface PubSubClient {
+  destroy(): void;
+  on(event: 'ready', listener: () => void): unknown;
 }
 
 /** What a `ClusterSubscriber` is made of. */
@@ -37,6 +43,12 @@ export interface ClusterSubscriberOptions {
  * every channel again. node-redis makes the new one as it does once the last
  * channel is unsubscribed: its pub/sub node cleared, the next `subscribe`
  * connects to a node anew.
+ *
+ * node-redis reconnects a pub/sub connection that broke and subscribes it
+ * again by itself, but a cluster passes on only a node client's first
+ * 'ready': the subscriber listens to each pub/sub client's own, so that a
+ * reconnect is reported as on a single server (`onResubscribed`), and the
+ * node asks Redis what it missed meanwhile.
  */
 export class ClusterSubscriber {
   readonly #cluster: PubSubCluster;
@@ -46,6 +58,8 @@ export class ClusterSubscriber {
   #heard = performance.now();
   #timer: ReturnType<typeof setInterval> | null = null;
   #replacing = false;
+  /** The pub/sub client whose reconnects are reported. */
+  #client: PubSubClient | undefined;
 
   constructor(cluster: PubSubCluster, options: ClusterSubscriberOptions) {
     this.#cluster = cluster;
@@ -65,6 +79,7 @@ export class ClusterSubscriber {
     this.#channels.set(channel, heard);
     if (this.#channels.size === 1) this.#heard = performance.now();
     await this.#o.deadlines.guard(this.#cluster.subscribe(channel, heard));
+    this.#watchClient();
   }
 
   async unsubscribe(channel: string): Promise<void> {
@@ -77,7 +92,23 @@ export class ClusterSubscriber {
     this.#timer = null;
   }
 
+  /**
+   * Listens to the current pub/sub client's 'ready', once it is connected
+   * and subscribed: each later one is a reconnect, which node-redis
+   * followed with the client's subscriptions.
+   */
+  #watchClient(): void {
+    const client = this.#cluster._slots.pubSubNode?.client;
+    if (client === undefined || client === this.#client) return;
+    this.#client = client;
+    client.on('ready', () => {
+      if (client === this.#client) this.#o.onResubscribed();
+    });
+  }
+
   #check(idle: number): void {
+    // A client node-redis made anew (after a rediscovery moved the pub/sub node) is found here.
+    if (!this.#replacing && this.#channels.size > 0) this.#watchClient();
     if (this.#replacing || this.#channels.size === 0 || performance.now() - this.#heard < idle) return;
     this.#replacing = true;
     void this.#replace().finally(() => {
@@ -105,6 +136,7 @@ export class ClusterSubscriber {
       // Still silent or unreachable: the next check, an idle timeout from now, tries again.
       return;
     }
+    this.#watchClient();
     this.#o.onResubscribed();
   }
 }
