@@ -7,7 +7,7 @@ export interface PubSubCluster {
   subscribe(channel: string, listener: OnMessage): Promise<void>;
   unsubscribe(channel: string): Promise<void>;
   /** node-redis' slots: `pubSubNode` is the node its pub/sub client is connected to, if any. */
-  readonly _slots: { pubSubNode?: { readonly client: PubSubClient } | undefined };
+  readonly _slots: { pubSubNode?: { readonly client: PubSubClient; readonly connectPromise?: Promise<unknown> | undefined } | undefined };
 }
 
 /** What the subscriber uses of node-redis' pub/sub client. */
@@ -127,6 +127,9 @@ export class ClusterSubscriber {
       } catch {
         // Closed already.
       }
+      // A client destroyed while connecting fails its connect, and node-redis then clears the pub/sub
+      // node, whichever it is by then: that happens before a new one is made.
+      if (silent.connectPromise !== undefined) await this.#o.deadlines.guard(silent.connectPromise).catch(() => {});
     }
     this.#o.onTrouble();
     this.#heard = performance.now();
