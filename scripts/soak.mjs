@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// `npm run soak -- --minutes N [--store memory|redis|both] [--seed S] [--epoch-seconds E] [--epoch K]`
+// `npm run soak -- --minutes N [--store memory|redis|redis-cluster|both] [--seed S] [--epoch-seconds E] [--epoch K]`
 //
 // Random traffic and random faults against lockwire, with the recorded
 // history checked every epoch (test/soak/run.ts): one memory-store node, and
-// three Redis-store nodes on a redis-server of their own. Everything runs on
+// three Redis-store nodes on a redis-server of their own (or, with
+// `--store redis-cluster`, on a Redis Cluster of three primaries). Everything runs on
 // loopback and is started by the soak; it stops after N minutes per store,
 // kills only the processes it started, prints the operations, faults and
 // violations of each store, and exits 1 on any violation.
@@ -16,10 +17,11 @@ const root = dirname(dirname(fileURLToPath(import.meta.url)));
 // Inside node_modules, so the compiled soak resolves ws, redis and @lockwire/* as the sources do.
 const outDir = join(root, 'node_modules', '.cache', 'lockwire-soak');
 
-const USAGE = `Usage: npm run soak -- --minutes N [--store memory|redis|both] [--seed S] [--epoch-seconds E] [--epoch K]
+const USAGE = `Usage: npm run soak -- --minutes N [--store memory|redis|redis-cluster|both] [--seed S] [--epoch-seconds E] [--epoch K]
 
   --minutes N        how long each store is soaked (default 1)
-  --store KIND       memory, redis or both (default both)
+  --store KIND       memory, redis (one redis-server), redis-cluster (three
+                     primaries) or both (memory and redis; the default)
   --seed S           seed of the random workload (default: from the clock)
   --epoch-seconds E  the history is checked every E seconds (default 15)
   --epoch K          run only epoch K of the run seeded S (needs --seed; --minutes
@@ -55,7 +57,9 @@ function parse() {
   }
   const minutes = Number(values.minutes);
   if (!(minutes > 0) || minutes > 24 * 60) fail(`--minutes must be a number from 0 to 1440, got ${values.minutes}`);
-  if (!['memory', 'redis', 'both'].includes(values.store)) fail(`--store must be memory, redis or both, got ${values.store}`);
+  if (!['memory', 'redis', 'redis-cluster', 'both'].includes(values.store)) {
+    fail(`--store must be memory, redis, redis-cluster or both, got ${values.store}`);
+  }
   const epochSeconds = Number(values['epoch-seconds']);
   if (!(epochSeconds >= 2)) fail(`--epoch-seconds must be at least 2, got ${values['epoch-seconds']}`);
   const seed = values.seed === undefined ? undefined : Number(values.seed);

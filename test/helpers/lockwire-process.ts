@@ -35,8 +35,8 @@ export interface LockwireProcessOptions {
   port?: number;
   /** Heartbeat interval in ms (`--heartbeat`). Default: the server's. */
   heartbeat?: number;
-  /** `memory` (default) or `redis` with `redisUrl`. */
-  store?: 'memory' | 'redis';
+  /** `memory` (default), or `redis` or `redis-cluster` with `redisUrl`. */
+  store?: 'memory' | 'redis' | 'redis-cluster';
   redisUrl?: string;
   /** `--node-ttl` in ms, for the Redis store. */
   nodeTtl?: number;
@@ -79,9 +79,9 @@ function isRunning(child: ChildProcess): boolean {
 export async function startLockwireProcess(options: LockwireProcessOptions = {}): Promise<LockwireProcess> {
   const args = ['server/bin/lockwire.mjs', 'serve', '--port', String(options.port ?? 0), '--log-level', options.logLevel ?? 'warn'];
   if (options.heartbeat !== undefined) args.push('--heartbeat', String(options.heartbeat));
-  if (options.store === 'redis') {
-    if (!options.redisUrl) throw new Error('store redis needs redisUrl');
-    args.push('--store', 'redis', '--redis-url', options.redisUrl);
+  if (options.store === 'redis' || options.store === 'redis-cluster') {
+    if (!options.redisUrl) throw new Error(`store ${options.store} needs redisUrl`);
+    args.push('--store', options.store, '--redis-url', options.redisUrl);
     if (options.nodeTtl !== undefined) args.push('--node-ttl', String(options.nodeTtl));
   }
   args.push(...(options.args ?? []));

@@ -1,13 +1,17 @@
 /**
  * The servers a soak runs against, all started by the soak itself on
  * loopback and stopped by PID: one memory-store node, or three Redis-store
- * nodes on a redis-server of their own. A Redis node can be killed (SIGKILL)
- * and replaced by a fresh one.
+ * nodes on a redis-server of their own, or on a Redis Cluster of three
+ * primaries of their own. A Redis node can be killed (SIGKILL) and replaced
+ * by a fresh one.
  */
 import { startLockwireProcess, type LockwireProcess } from '../helpers/lockwire-process.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { startRedisCluster, startRedisServer } from '../helpers/redis-server.js';
 
-export type SoakStore = 'memory' | 'redis';
+export type SoakStore = 'memory' | 'redis' | 'redis-cluster';
+
+/** Whether the store's nodes share a table in Redis (they can be killed and replaced). */
+export const onRedis = (store: SoakStore): boolean => store !== 'memory';
 
 export interface DeploymentOptions {
   store: SoakStore;
@@ -28,27 +32,27 @@ export interface Deployment {
   nodes(): readonly LockwireProcess[];
   /** Kills `node` with SIGKILL and starts a replacement (Redis only). */
   replace(node: LockwireProcess): Promise<LockwireProcess>;
-  /** Stops every node (SIGKILL) and the redis-server. */
+  /** Stops every node (SIGKILL) and the Redis servers. */
   stop(): Promise<void>;
 }
 
 /** Starts the deployment of `options.store`; on failure, stops whatever it started. */
 export async function startDeployment(options: DeploymentOptions): Promise<Deployment> {
-  let redis: RedisServer | undefined;
+  let redis: { readonly url: string; stop(): Promise<void> } | undefined;
   const running: LockwireProcess[] = [];
   const startNode = () =>
     startLockwireProcess({
       heartbeat: options.heartbeat,
       ...(options.onLog ? { onLog: options.onLog } : {}),
-      ...(redis ? { store: 'redis' as const, redisUrl: redis.url, nodeTtl: options.nodeTtl } : {}),
+      ...(redis && options.store !== 'memory' ? { store: options.store, redisUrl: redis.url, nodeTtl: options.nodeTtl } : {}),
     });
   const stop = async () => {
     await Promise.all(running.splice(0).map((node) => node.kill()));
     await redis?.stop();
   };
   try {
-    if (options.store === 'redis') {
-      redis = await startRedisServer();
+    if (onRedis(options.store)) {
+      redis = options.store === 'redis-cluster' ? await startRedisCluster() : await startRedisServer();
       for (let i = 0; i < (options.nodes ?? 3); i++) running.push(await startNode());
     } else {
       running.push(await startNode());
@@ -61,7 +65,7 @@ export async function startDeployment(options: DeploymentOptions): Promise<Deplo
     store: options.store,
     nodes: () => [...running],
     async replace(node) {
-      if (options.store !== 'redis') throw new Error('only Redis nodes are replaced');
+      if (!onRedis(options.store)) throw new Error('only Redis nodes are replaced');
       const index = running.indexOf(node);
       if (index < 0) throw new Error('not a running node');
       running.splice(index, 1);

@@ -19,7 +19,7 @@ import { HistoryRecorder, type History } from '../checker/history.js';
 import { FencedResource } from '../checker/oracle.js';
 import { random } from '../checker/simulation.js';
 import { buildServer } from '../helpers/lockwire-process.js';
-import { startDeployment, type SoakStore } from './deployment.js';
+import { onRedis, startDeployment, type SoakStore } from './deployment.js';
 import { TIMER_TOLERANCE_MS, noDeviations, setDeviationsApart, type Deviations } from './deviations.js';
 import { FaultKind, startEpoch, type EpochSettings, type EpochStats } from './workload.js';
 
@@ -80,7 +80,7 @@ const NODE_TTL_MS = 1000;
  * else holding the key, is a lost hand-off whatever the machine's load.
  */
 function checkOptions(store: SoakStore, redisSlackMs = 100): CheckOptions {
-  return { lostOrderSlackMs: store === 'redis' ? redisSlackMs : 20 };
+  return { lostOrderSlackMs: onRedis(store) ? redisSlackMs : 20 };
 }
 
 /**

@@ -10,7 +10,7 @@ import type { FencedResource } from '../checker/oracle.js';
 import { RecordingClient, type AcquireOptions } from '../checker/recording-client.js';
 import type { LockwireProcess } from '../helpers/lockwire-process.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
-import type { Deployment } from './deployment.js';
+import { onRedis, type Deployment } from './deployment.js';
 
 /** Fault kinds the injector counts. */
 export const FaultKind = { Kill: 'connection-kill', HalfOpen: 'half-open', NodeKill: 'node-kill' } as const;
@@ -185,7 +185,7 @@ export function startEpoch(ctx: EpochContext): RunningEpoch {
     const roll = rand();
     const nodes = ctx.deployment.nodes();
     const now = performance.now();
-    if (ctx.deployment.store === 'redis' && roll < 0.12 && now - lastNodeKill > settings.nodeKillEveryMs && nodes.length > 1) {
+    if (onRedis(ctx.deployment.store) && roll < 0.12 && now - lastNodeKill > settings.nodeKillEveryMs && nodes.length > 1) {
       const node = pick(nodes);
       if (!node) return;
       lastNodeKill = now;
