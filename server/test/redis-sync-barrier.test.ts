@@ -13,17 +13,25 @@ function barrier(options: {
   sequencer?: Pick<BatchSequencer, 'heard'>;
   /** The store's `settled` (no reconciliation under way) beside the count of calls. */
   settled?: () => Promise<void>;
+  /** A cluster's primaries. Default 3. */
+  primaries?: number;
 }) {
   const published: number[] = [];
+  const command = async (_key: string | undefined, args: string[]) => {
+    const n = Number(String(args[2]).split(' ')[1]);
+    published.push(n);
+    const receivers = await options.publish(n);
+    if (receivers < 0) throw new Error('the command timed out');
+    return receivers;
+  };
   const link = {
     mode: options.mode,
-    command: async (_key: string | undefined, args: string[]) => {
-      const n = Number(String(args[2]).split(' ')[1]);
-      published.push(n);
-      const receivers = await options.publish(n);
-      if (receivers < 0) throw new Error('the command timed out');
-      return receivers;
-    },
+    command,
+    shards: async () =>
+      Array.from({ length: options.primaries ?? 3 }, (_, i) => ({
+        address: `127.0.0.1:${7000 + i}`,
+        command: (args: string[]) => command(undefined, args),
+      })),
   };
   let settled = 0;
   const ctx = {
@@ -122,13 +130,47 @@ describe('the Redis sync barrier', () => {
   });
 
   it('on a Redis Cluster waits for the marker even when PUBLISH counted no subscriber on its shard', async () => {
-    const { sync, published } = barrier({ mode: 'cluster', publish: () => 0 });
+    const { sync, published } = barrier({ mode: 'cluster', publish: () => 0, primaries: 1 });
     const first = track(sync.sync(() => true));
     await turns();
     await turns();
     expect(published).toEqual([1]);
     expect(first.done).toBe(false);
     await markerBack(sync, 1, first);
+  });
+
+  it('on a Redis Cluster publishes a copy of the marker on every primary and waits for every copy', async () => {
+    const { sync, published } = barrier({ mode: 'cluster', publish: () => 1, primaries: 3 });
+    const first = track(sync.sync(() => true));
+    await turns();
+    expect(published).toEqual([1, 1, 1]);
+    // Each primary's notes come over a path of its own: two copies back say nothing of the third's.
+    sync.pass(1);
+    sync.pass(1);
+    await turns();
+    expect(first.done).toBe(false);
+    await markerBack(sync, 1, first);
+  });
+
+  it('on a Redis Cluster takes a copy of a marker given up on for nothing', async () => {
+    const { sync, published } = barrier({ mode: 'cluster', publish: () => 1, primaries: 2 });
+    const first = track(sync.sync(() => true));
+    await turns();
+    const second = track(sync.sync(() => true));
+    await turns();
+    expect(published).toEqual([1, 1, 2, 2]);
+    // Both copies of marker 2 back (the second in markerBack): marker 1's came before them on each primary.
+    sync.pass(2);
+    await markerBack(sync, 2, first, second);
+    // A late copy of a marker already settled moves nothing.
+    const third = track(sync.sync(() => true));
+    await turns();
+    sync.pass(2);
+    await turns();
+    expect(third.done).toBe(false);
+    await markerBack(sync, 3);
+    expect(third.done).toBe(false);
+    await markerBack(sync, 3, third);
   });
 
   it('on a single server sends the marker again once the pub/sub connection is back, when none heard it', async () => {

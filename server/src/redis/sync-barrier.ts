@@ -20,6 +20,10 @@ interface Marker {
   readonly outcome: Promise<MarkerOutcome>;
   readonly settle: (outcome: MarkerOutcome) => void;
   readonly formedAt: number;
+  /** Copies published: one, or on a Redis Cluster one per primary. */
+  copies: number;
+  /** Copies that came back. */
+  back: number;
 }
 
 export interface SyncBarrierOptions {
@@ -33,6 +37,13 @@ export interface SyncBarrierOptions {
 /**
  * The store's `sync`: a marker through this node's own pub/sub channel,
  * behind which every note of an earlier step has been delivered.
+ *
+ * On a Redis Cluster each primary sends the notes of its own keys' steps to
+ * this node's subscription over a path of its own (the cluster bus to the
+ * node the subscription is on, in the order it ran them), and a marker
+ * published on one primary says nothing of another's notes. There a copy
+ * of the marker goes to every primary, and the marker is back once every
+ * copy is.
  */
 export class SyncBarrier {
   readonly #o: SyncBarrierOptions;
@@ -91,6 +102,14 @@ export class SyncBarrier {
    * missed) in those jobs; the marker waits for that reconciliation too.
    */
   pass(n: number): void {
+    const marker = this.#markers.get(n);
+    if (marker !== undefined) {
+      marker.back += 1;
+      if (marker.back < marker.copies) return;
+    } else if (this.#o.ctx.link?.mode === 'cluster') {
+      // A copy of a marker given up on: it says nothing of the copies of later ones, which come from other primaries.
+      return;
+    }
     setImmediate(() => {
       for (const [number, marker] of this.#markers) {
         if (number <= n) this.#settle(marker, 'back');
@@ -133,7 +152,7 @@ export class SyncBarrier {
     }
     let settle: (outcome: MarkerOutcome) => void = () => {};
     const outcome = new Promise<MarkerOutcome>((resolve) => (settle = resolve));
-    const marker: Marker = { n: ++this.#markerCount, outcome, settle, formedAt: now };
+    const marker: Marker = { n: ++this.#markerCount, outcome, settle, formedAt: now, copies: 1, back: 0 };
     this.#markers.set(marker.n, marker);
     this.#forming = marker;
     setImmediate(() => {
@@ -153,14 +172,26 @@ export class SyncBarrier {
     const { link, liveness } = ctx;
     if (!link || !liveness || ctx.closing) return this.#settle(marker, 'timeout');
     const channel = ctx.names.nodeChannel(liveness.id);
+    const text = `${BARRIER}${marker.n}`;
+    if (link.mode === 'cluster') {
+      // PUBLISH counts only the subscribers of the primary it ran on: only the copies' return tells.
+      link.shards().then(
+        (shards) => {
+          marker.copies = shards.length;
+          return Promise.all(shards.map((shard) => shard.command(['PUBLISH', channel, text]))).then(
+            () => {},
+            () => this.#settle(marker, 'lost'),
+          );
+        },
+        () => this.#settle(marker, 'lost'),
+      );
+      return;
+    }
     Promise.resolve()
-      .then(() => link.command(channel, ['PUBLISH', channel, `${BARRIER}${marker.n}`]))
+      .then(() => link.command(channel, ['PUBLISH', channel, text]))
       .then(
         (receivers) => {
-          // On a Redis Cluster, PUBLISH counts only the subscribers of the
-          // primary it ran on, which need not hold this node's subscription:
-          // there only the marker's return tells.
-          if (Number(receivers) === 0 && link.mode === 'single') this.#settle(marker, 'lost');
+          if (Number(receivers) === 0) this.#settle(marker, 'lost');
         },
         () => this.#settle(marker, 'lost'),
       );
