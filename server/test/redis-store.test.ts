@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createClient } from 'redis';
 import { createManualClock, type ManualClock } from '../src/clock.js';
+import { silentLogger } from '../src/logger.js';
 import type { Grant, LostLock, StoreListener } from '../src/store.js';
 import { decodeKey, encodeKey, keyNames } from '../src/redis/key-codec.js';
 import { useRedisStores } from './redis-harness.js';
@@ -80,7 +81,7 @@ describe('the Redis store on one redis-server', () => {
   async function nodes(n: number, { nodeTtl = 5000, url = stores.redis.url }: { nodeTtl?: number; url?: string } = {}) {
     clock = createManualClock();
     const made = await stores.startNodes(Array.from({ length: n }, () => url), { nodeTtl, clock }, recorder);
-    return made.map(({ store, log }) => ({ store, ...log }));
+    return made.map(({ store, log, namespace }) => ({ store, namespace, ...log }));
   }
 
   it('pushes a grant to the waiter node when another node releases, with a greater token', async () => {
@@ -95,6 +96,30 @@ describe('the Redis store on one redis-server', () => {
     expect(heard).toMatchObject({ session: 'b', ticket: 1, grant: { key: 'k', expiresAt: null } });
     expect(heard.grant.token).toBeGreaterThan(first.token);
     expect(n1.heard).toEqual([]);
+  });
+
+  it('reads the broadcasts that arrive while it registers, without an error', async () => {
+    const [busy] = await nodes(1);
+    if (!busy) throw new Error('nodes');
+    // Another node's steps, each broadcast, one after the other while the new node starts.
+    let running = true;
+    let ticket = 0;
+    const traffic = (async () => {
+      while (running) {
+        await busy.store.acquire('s', acquireInput(++ticket, 'busy'));
+        await busy.store.release('s', 'busy');
+      }
+    })();
+    const errors: string[] = [];
+    const logger = { ...silentLogger, error: (o: object, msg: string) => errors.push(`${msg} ${JSON.stringify(o)}`) };
+    const before = ticket;
+    await stores.startStore({ url: stores.redis.url, namespace: busy.namespace, nodeTtl: 5000, clock, logger }, recorder().listener);
+    const during = ticket;
+    running = false;
+    await traffic;
+    // Steps ran while it started (each with a round trip or two, as its registration).
+    expect(during).toBeGreaterThan(before);
+    expect(errors).toEqual([]);
   });
 
   it("adds its clock's resolution to a hold's length on grant and on extend, as the memory store does", async () => {

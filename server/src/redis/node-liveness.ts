@@ -131,6 +131,11 @@ export class NodeLiveness {
     return this.#id;
   }
 
+  /** The node's current id, or null while it registers (broadcasts arrive from the subscription on, before that). */
+  get currentId(): string | null {
+    return this.#id;
+  }
+
   /**
    * True when the node may change the lock table: registered, Redis
    * reachable, what its previous ids left dropped, no holdoff.

@@ -66,7 +66,7 @@ export class PubSubIntake {
       return;
     }
     try {
-      if (head.origin === this.#o.ctx.liveness?.id) {
+      if (head.origin === this.#o.ctx.liveness?.currentId) {
         sequencer.acceptOwn(head.call, () => parseBroadcast(message, head, true));
       } else {
         sequencer.accept(parseBroadcast(message, head, this.#o.hub.active));

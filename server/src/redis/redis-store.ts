@@ -155,10 +155,10 @@ class RedisStore implements LockStore {
     // Read before the broadcast channel is subscribed: a step below it was never to be heard here.
     const heardSince = await clockBeforeSubscribe(link, ctx.logger);
     ctx.sequencer = new BatchSequencer({
-      node: () => ctx.liveness?.id ?? '',
+      node: () => ctx.liveness?.currentId ?? '',
       deliver: (batch, withEvents) => {
         // A broadcast of this node's own step reaches here only when the step's call failed.
-        if (withEvents && batch.origin !== undefined && batch.origin === ctx.liveness?.id) this.#notes.settleOwnFailed(batch);
+        if (withEvents && batch.origin !== undefined && batch.origin === ctx.liveness?.currentId) this.#notes.settleOwnFailed(batch);
         this.#intake.deliver(batch, withEvents);
       },
       gapWait: this.#options.gapWait ?? DEFAULT_GAP_WAIT,
