@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `npm run soak -- --minutes N [--store memory|redis|redis-cluster|both] [--seed S] [--epoch-seconds E] [--epoch K]`
+// `npm run soak -- --minutes N [--store memory|redis|redis-cluster|both] [--seed S] [--epoch-seconds E] [--epoch K]
+//    [--server-log FILE] [--log-level LEVEL]`
 //
 // Random traffic and random faults against lockwire, with the recorded
 // history checked every epoch (test/soak/run.ts): one memory-store node, and
@@ -9,6 +10,7 @@
 // kills only the processes it started, prints the operations, faults and
 // violations of each store, and exits 1 on any violation.
 import { spawnSync } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -18,6 +20,7 @@ const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const outDir = join(root, 'node_modules', '.cache', 'lockwire-soak');
 
 const USAGE = `Usage: npm run soak -- --minutes N [--store memory|redis|redis-cluster|both] [--seed S] [--epoch-seconds E] [--epoch K]
+                     [--server-log FILE] [--log-level LEVEL]
 
   --minutes N        how long each store is soaked (default 1)
   --store KIND       memory, redis (one redis-server), redis-cluster (three
@@ -27,6 +30,10 @@ const USAGE = `Usage: npm run soak -- --minutes N [--store memory|redis|redis-cl
   --epoch K          run only epoch K of the run seeded S (needs --seed; --minutes
                      is ignored): the workload and faults that epoch draws in a
                      full run, each epoch having a seed of its own; timings differ
+  --server-log FILE  append every node's log lines to FILE, each prefixed with
+                     the node's PID (JSON lines; their "time" is the wall clock
+                     in ms, as the violations' times are)
+  --log-level LEVEL  the nodes' --log-level (default warn)
 `;
 
 function fail(message) {
@@ -44,6 +51,8 @@ function parse() {
         seed: { type: 'string' },
         'epoch-seconds': { type: 'string', default: '15' },
         epoch: { type: 'string' },
+        'server-log': { type: 'string' },
+        'log-level': { type: 'string', default: 'warn' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -67,7 +76,18 @@ function parse() {
   const epoch = values.epoch === undefined ? undefined : Number(values.epoch);
   if (epoch !== undefined && !(Number.isSafeInteger(epoch) && epoch >= 1)) fail(`--epoch must be a positive integer, got ${values.epoch}`);
   if (epoch !== undefined && seed === undefined) fail('--epoch needs the --seed of the run');
-  return { minutes, stores: values.store === 'both' ? ['memory', 'redis'] : [values.store], epochSeconds, seed, epoch };
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace'].includes(values['log-level'])) {
+    fail(`--log-level must be fatal, error, warn, info, debug or trace, got ${values['log-level']}`);
+  }
+  return {
+    minutes,
+    stores: values.store === 'both' ? ['memory', 'redis'] : [values.store],
+    epochSeconds,
+    seed,
+    epoch,
+    serverLog: values['server-log'],
+    logLevel: values['log-level'],
+  };
 }
 
 function run(command, args) {
@@ -95,6 +115,7 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   });
 }
 
+const serverLog = options.serverLog === undefined ? undefined : createWriteStream(options.serverLog, { flags: 'a' });
 const results = [];
 for (const store of options.stores) {
   if (interrupt.signal.aborted) break;
@@ -112,9 +133,12 @@ for (const store of options.stores) {
     ...(options.epoch === undefined ? {} : { epoch: options.epoch }),
     log: (line) => process.stdout.write(`${line}\n`),
     signal: interrupt.signal,
+    logLevel: options.logLevel,
+    ...(serverLog === undefined ? {} : { serverLog: (line) => serverLog.write(`${store} ${line}\n`) }),
   });
   results.push(result);
 }
+if (serverLog !== undefined) await new Promise((resolve) => serverLog.end(resolve));
 for (const result of results) process.stdout.write(`[soak] ${summarize(result)}\n`);
 const violations = results.reduce((n, r) => n + r.violations.length, 0);
 process.stdout.write(violations === 0 ? '[soak] no violations\n' : `[soak] ${violations} violations\n`);

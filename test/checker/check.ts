@@ -13,7 +13,7 @@ import type { History } from './history.js';
 import { checkExclusiveOverlap, checkFencing, checkTokenOrder } from './hold-rules.js';
 import { checkFifo, checkGrantValidity } from './grant-rules.js';
 import { checkLostBeforeGrant, checkReleaseBound } from './handoff-rules.js';
-import { buildModel } from './model.js';
+import { buildModel, type CausalAnswers } from './model.js';
 import { Rule, type Violation } from './violation.js';
 
 export { Rule, type Violation } from './violation.js';
@@ -32,6 +32,15 @@ export interface CheckOptions {
    * causal check.
    */
   lostOrderSlackMs?: number;
+  /**
+   * Which answers show that a holder had not lost its lock when it sent the
+   * request (rule 6, and the end of a hold the other rules take as sure):
+   * `any` (default), as on one server that answers in order; `same-key`, an
+   * answer about the lock's key and a pong only, as the Redis store promises
+   * across nodes, where an answer about another key may overtake a `lost`
+   * still travelling over pub/sub.
+   */
+  causalAnswers?: CausalAnswers;
 }
 
 /** The checker's verdict: `ok` exactly when `violations` is empty. */
@@ -46,7 +55,7 @@ export interface CheckResult {
  * for a lock never granted are violations too.
  */
 export function checkHistory(history: History, options: CheckOptions = {}): CheckResult {
-  const model = buildModel(history);
+  const model = buildModel(history, options.causalAnswers ?? 'any');
   const violations = [
     ...model.found.filter((v) => v.rule === Rule.TokenOrder),
     ...checkTokenOrder(model),

@@ -4,7 +4,7 @@
  * granted (6).
  */
 import type { ConnectionClosed } from './history.js';
-import type { AcquireOp, ClientModel, Hold, HistoryModel } from './model.js';
+import { answerProves, type AcquireOp, type CausalAnswers, type ClientModel, type Hold, type HistoryModel } from './model.js';
 import { Rule, ms, type Violation } from './violation.js';
 
 /** True when the waiter surely still waited at the server at `deadline`. */
@@ -143,10 +143,14 @@ function firstSuccessor(hold: Hold, index: ReturnType<typeof successorIndex>): H
   return hold.mode === 'exclusive' ? entry.anyAfter[lo] : entry.exclusiveAfter[lo];
 }
 
-/** The answer that proves the holder still believed it held the lock after `after`, if any. */
-function laterAnswer(client: ClientModel | undefined, hold: Hold, after: number) {
+/** The answer that proves the holder still believed it held the lock after `after`, if any (of those `causal` takes as proof). */
+function laterAnswer(client: ClientModel | undefined, hold: Hold, after: number, causal: CausalAnswers) {
   return client?.answers.find(
-    (answer) => answer.invokedAt > after && answer.event.at > hold.grantUpper && answer.event.at < hold.endSeenAt,
+    (answer) =>
+      answer.invokedAt > after &&
+      answer.event.at > hold.grantUpper &&
+      answer.event.at < hold.endSeenAt &&
+      answerProves(answer.event, hold.key, causal),
   );
 }
 
@@ -156,7 +160,8 @@ function laterAnswer(client: ClientModel | undefined, hold: Hold, after: number)
  * - causal evidence, sound under any delays: the holder received an answer to
  *   a request it sent after the successor's grant arrived, and had not yet
  *   received `lost` (or had been told nothing at all). On one ordered
- *   connection the `lost` would have come first.
+ *   connection the `lost` would have come first. With `causalAnswers`
+ *   `same-key`, only an answer about the key or a pong is evidence.
  * - arrival order: the `lost` arrived more than `lostOrderSlackMs` after the
  *   successor's grant. This assumes both deliveries take about as long; set
  *   the slack to the spread of delivery times when clients run in other
@@ -170,7 +175,7 @@ export function checkLostBeforeGrant(model: HistoryModel, lostOrderSlackMs: numb
   for (const hold of model.holds) {
     const next = firstSuccessor(hold, index);
     if (!next || next.client === hold.client) continue;
-    const evidence = laterAnswer(model.clients.get(hold.client), hold, next.grantUpper);
+    const evidence = laterAnswer(model.clients.get(hold.client), hold, next.grantUpper, model.causalAnswers);
     if (evidence) {
       violations.push({
         rule: Rule.LostBeforeGrant,

@@ -250,6 +250,24 @@ describe('rule 6: a holder hears lost before the next holder is granted', () => 
     expect(rules(history, { lostOrderSlackMs: Infinity })).toEqual([Rule.ExclusiveOverlap, Rule.LostBeforeGrant]);
   });
 
+  describe("with causalAnswers 'same-key' (the Redis store across nodes)", () => {
+    const sameKey: CheckOptions = { causalAnswers: 'same-key', lostOrderSlackMs: 5 };
+
+    it('an answer about another key before lost is no evidence: the arrival order within the slack passes', () => {
+      const history = stolen(9, [acquire('a', 7, 2, 'other'), granted('a', 8, 2, 'other', 7)]);
+      expect(rules(history, sameKey)).toEqual([]);
+      // Taken as evidence by default.
+      expect(rules(history, { lostOrderSlackMs: 5 })).toEqual([Rule.ExclusiveOverlap, Rule.LostBeforeGrant]);
+    });
+
+    it('an answer about the same key or a pong before lost still fails', () => {
+      const sameKeyAnswer = stolen(9, [acquire('a', 7, 2, 'k', { acquireTimeout: 0 }), notGranted('a', 8, 2, 'k')]);
+      expect(rules(sameKeyAnswer, sameKey)).toContain(Rule.LostBeforeGrant);
+      const pongBefore = stolen(9, [ping('a', 7, 2), pong('a', 8, 2)]);
+      expect(rules(pongBefore, sameKey)).toEqual([Rule.ExclusiveOverlap, Rule.LostBeforeGrant]);
+    });
+  });
+
   it('a holder never told while the next holder was granted fails', () => {
     const history = [
       acquire('a', 0, 1, 'k'),

@@ -24,7 +24,8 @@
  * still believed it held the lock, the hold existed at `x` (had it ended, the
  * `lost` push would have preceded that answer on the ordered connection), so
  * `surelyUntil` is raised to `x`. This leans on rule 6, which is checked on
- * its own. Revokes by an admin connection that is not in the history, and
+ * its own. With `causalAnswers` `same-key` only answers about the hold's key
+ * and pongs raise it (see `CheckOptions.causalAnswers`). Revokes by an admin connection that is not in the history, and
  * `extend`, are not modelled: histories with either may be flagged wrongly.
  */
 import type {
@@ -93,7 +94,17 @@ export interface ClientModel {
   answers: Answer[];
 }
 
+/** Which answers tell that a holder had not lost its lock when it sent the request (see `CheckOptions.causalAnswers`). */
+export type CausalAnswers = 'any' | 'same-key';
+
+/** Whether `event`, an answer, tells that its client still held `key` when it sent the request. */
+export function answerProves(event: HistoryEvent, key: string, scope: CausalAnswers): boolean {
+  return scope === 'any' || event.type === 'pong' || ('key' in event && event.key === key);
+}
+
 export interface HistoryModel {
+  /** Which answers the rules take as causal evidence. */
+  causalAnswers: CausalAnswers;
   clients: Map<string, ClientModel>;
   acquires: AcquireOp[];
   holds: Hold[];
@@ -309,7 +320,7 @@ function stealsByKey(acquires: readonly AcquireOp[]): Map<string, AcquireOp[]> {
 }
 
 /** Sets the end bounds of holds the client never saw end, and raises `surelyUntil` by later answers. */
-function finishHolds(state: ClientState, steals: Map<string, AcquireOp[]>): void {
+function finishHolds(state: ClientState, steals: Map<string, AcquireOp[]>, causalAnswers: CausalAnswers): void {
   const closed = state.model.closed;
   for (const hold of state.open.values()) {
     if (closed) {
@@ -334,7 +345,8 @@ function finishHolds(state: ClientState, steals: Map<string, AcquireOp[]>): void
       hold.possiblyUntil = hold.endSeenAt;
     }
     for (const { invokedAt, event } of state.model.answers) {
-      if (event.at > hold.grantUpper && event.at < hold.endSeenAt && invokedAt > hold.surelyUntil) {
+      const proves = invokedAt > hold.surelyUntil && answerProves(event, hold.key, causalAnswers);
+      if (proves && event.at > hold.grantUpper && event.at < hold.endSeenAt) {
         hold.surelyUntil = Math.min(invokedAt, hold.possiblyUntil);
       }
     }
@@ -342,7 +354,7 @@ function finishHolds(state: ClientState, steals: Map<string, AcquireOp[]>): void
 }
 
 /** Reads a history into operations and holds; see the module comment for the bounds. */
-export function buildModel(history: History): HistoryModel {
+export function buildModel(history: History, causalAnswers: CausalAnswers = 'any'): HistoryModel {
   const states = new Map<string, ClientState>();
   const acquires: AcquireOp[] = [];
   const writes: ResourceWrite[] = [];
@@ -370,9 +382,9 @@ export function buildModel(history: History): HistoryModel {
   const holds: Hold[] = [];
   const clients = new Map<string, ClientModel>();
   for (const state of states.values()) {
-    finishHolds(state, steals);
+    finishHolds(state, steals, causalAnswers);
     holds.push(...state.holds);
     clients.set(state.model.client, state.model);
   }
-  return { clients, acquires, holds, writes, found };
+  return { causalAnswers, clients, acquires, holds, writes, found };
 }

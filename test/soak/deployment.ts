@@ -21,8 +21,10 @@ export interface DeploymentOptions {
   nodeTtl: number;
   /** Redis nodes. Default 3. */
   nodes?: number;
-  /** Server log lines (stderr of the nodes). Default: dropped. */
+  /** Server log lines (stderr of the nodes), each prefixed with its node's PID. Default: dropped. */
   onLog?: (line: string) => void;
+  /** The nodes' `--log-level`. Default `warn`. */
+  logLevel?: string;
 }
 
 /** A running deployment. */
@@ -40,12 +42,17 @@ export interface Deployment {
 export async function startDeployment(options: DeploymentOptions): Promise<Deployment> {
   let redis: { readonly url: string; stop(): Promise<void> } | undefined;
   const running: LockwireProcess[] = [];
-  const startNode = () =>
-    startLockwireProcess({
+  const startNode = async () => {
+    let pid = 0;
+    const node = await startLockwireProcess({
       heartbeat: options.heartbeat,
-      ...(options.onLog ? { onLog: options.onLog } : {}),
+      ...(options.logLevel ? { logLevel: options.logLevel } : {}),
+      ...(options.onLog ? { onLog: (line: string) => options.onLog?.(`${pid} ${line}`) } : {}),
       ...(redis && options.store !== 'memory' ? { store: options.store, redisUrl: redis.url, nodeTtl: options.nodeTtl } : {}),
     });
+    pid = node.pid;
+    return node;
+  };
   const stop = async () => {
     await Promise.all(running.splice(0).map((node) => node.kill()));
     await redis?.stop();
