@@ -43,7 +43,7 @@ export interface SyncBarrierOptions {
  * node the subscription is on, in the order it ran them), and a marker
  * published on one primary says nothing of another's notes. There a copy
  * of the marker goes to every primary, and the marker is back once every
- * copy is.
+ * copy is (it alone: its copies say nothing of another marker's).
  */
 export class SyncBarrier {
   readonly #o: SyncBarrierOptions;
@@ -102,12 +102,12 @@ export class SyncBarrier {
    * missed) in those jobs; the marker waits for that reconciliation too.
    */
   pass(n: number): void {
-    const marker = this.#markers.get(n);
-    if (marker !== undefined) {
-      marker.back += 1;
-      if (marker.back < marker.copies) return;
-    } else if (this.#o.ctx.link?.mode === 'cluster') {
-      // A copy of a marker given up on: it says nothing of the copies of later ones, which come from other primaries.
+    if (this.#o.ctx.link?.mode === 'cluster') {
+      // Each copy tells only of its own primary: a marker is back once all its own copies are (a copy of
+      // one already given up on tells nothing).
+      const marker = this.#markers.get(n);
+      if (marker === undefined || ++marker.back < marker.copies) return;
+      setImmediate(() => this.#settle(marker, 'back'));
       return;
     }
     setImmediate(() => {
