@@ -36,8 +36,10 @@ export interface ClusterClient<N extends ClusterNode> {
  * by key and its handling of redirections (MOVED, ASK): a connection is
  * replaced by destroying the client of the primary's node and clearing it,
  * and node-redis' `nodeClient` then makes and connects a new one, as it does
- * for a node that has none. Commands of no key (sent to any node) are only
- * bounded by the deadlines.
+ * for a node that has none. Commands sent to one primary whatever their
+ * keys (`runOn`: INFO, SCAN) go on the same connections and count the
+ * same; commands of no key (sent to any node) are only bounded by the
+ * deadlines.
  */
 export class ClusterConnections<N extends ClusterNode> {
   readonly #cluster: ClusterClient<N>;
@@ -60,6 +62,12 @@ export class ClusterConnections<N extends ClusterNode> {
     const node = key === undefined || this.#closed ? undefined : this.#cluster.slots[calculateSlot(key)]?.master;
     if (node === undefined) return this.#deadlines.guard(send());
     return this.#connectionOf(node).run(args, send);
+  }
+
+  /** Sends `args` to `node`, a primary, on its connection (see `CommandConnection`). */
+  runOn(node: N, args: string[]): Promise<unknown> {
+    if (this.#closed) return this.#deadlines.guard(this.#cluster.nodeClient(node).then((client) => client.sendCommand(args)));
+    return this.#connectionOf(node).run(args);
   }
 
   /** Stops replacing connections (the cluster's own destroy closes them). */

@@ -362,12 +362,10 @@ async function connectCluster(options: RedisLinkOptions): Promise<RedisLink> {
     command: run,
     evalScript: (script, keys, args) => runner.call((a) => run(keys[0], a), script, keys, args),
     async shards() {
-      return Promise.all(
-        cluster.masters.map(async (master) => {
-          const client = await cluster.nodeClient(master);
-          return { address: `${master.host}:${master.port}`, command: (args: string[]) => deadlines.guard(client.sendCommand(args)) };
-        }),
-      );
+      return cluster.masters.map((master) => ({
+        address: `${master.host}:${master.port}`,
+        command: (args: string[]) => connections.runOn(master, args),
+      }));
     },
     subscribe: (channel, onMessage) => subscriber.subscribe(channel, onMessage),
     unsubscribe: (channel) => subscriber.unsubscribe(channel),
