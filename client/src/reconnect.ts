@@ -1,4 +1,4 @@
-import { CloseCode, type HeldLock, type WelcomeMessage } from '@lockwire/protocol';
+import { CloseCode, MAX_DURATION_MS, type HeldLock, type WelcomeMessage } from '@lockwire/protocol';
 import { Connection, type ConnectionHandlers } from './connection.js';
 import type { CloseInfo } from './errors.js';
 import type { TransportFactory } from './transport.js';
@@ -37,11 +37,23 @@ export function reconnectPolicy(option: ReconnectOptions | boolean | undefined):
     maxAttempts: given.maxAttempts ?? Infinity,
   };
   for (const [name, value] of Object.entries(policy)) {
-    if (Number.isNaN(value) || value < 0) throw new RangeError(`reconnect.${name} must be a number >= 0`);
+    if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
+      throw new RangeError(`reconnect.${name} must be a number >= 0, got ${describe(value)}`);
+    }
   }
-  if (policy.jitter > 1) throw new RangeError('reconnect.jitter must be between 0 and 1');
+  // The delays go to `setTimeout`, which takes anything above 2^31 - 1 ms (about 24.8 days, `Infinity`
+  // included) for 1 ms: a cap meant as "very long" would make the client retry at once, over and over.
+  for (const name of ['initialDelay', 'maxDelay'] as const) {
+    if (policy[name] > MAX_DURATION_MS) {
+      throw new RangeError(`reconnect.${name} must be a number of ms from 0 to ${MAX_DURATION_MS}, got ${describe(policy[name])}`);
+    }
+  }
+  if (!Number.isFinite(policy.factor)) throw new RangeError(`reconnect.factor must be a finite number >= 0, got ${policy.factor}`);
+  if (policy.jitter > 1) throw new RangeError(`reconnect.jitter must be between 0 and 1, got ${policy.jitter}`);
   return policy;
 }
+
+const describe = (value: unknown) => (typeof value === 'number' ? String(value) : typeof value);
 
 /** The wait before attempt `attempt` (1-based); `random` returns a number in [0, 1). */
 export function backoffDelay(policy: ReconnectPolicy, attempt: number, random: () => number = Math.random): number {

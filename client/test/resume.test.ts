@@ -238,4 +238,15 @@ describe('backoff', () => {
     expect(() => reconnectPolicy({ initialDelay: -1 })).toThrow(RangeError);
     expect(() => reconnectPolicy({ jitter: 2 })).toThrow(RangeError);
   });
+
+  it('refuses delays setTimeout cannot wait (above 2^31 - 1 ms, Infinity) and values that are not numbers', () => {
+    // setTimeout waits 1 ms for any of these: the client would retry at once instead of after a long wait.
+    expect(() => reconnectPolicy({ maxDelay: Infinity })).toThrow(/reconnect\.maxDelay must be a number of ms from 0 to 2147483647, got Infinity/);
+    expect(() => reconnectPolicy({ initialDelay: 3e9 })).toThrow(RangeError);
+    expect(() => reconnectPolicy({ factor: Infinity })).toThrow(RangeError);
+    expect(() => reconnectPolicy({ maxDelay: '100' as unknown as number })).toThrow(/got string/);
+    expect(reconnectPolicy({ initialDelay: 2_147_483_647, maxDelay: 2_147_483_647, maxAttempts: Infinity })).toMatchObject({
+      maxDelay: 2_147_483_647,
+    });
+  });
 });
