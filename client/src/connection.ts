@@ -1,6 +1,7 @@
 import { invokeSafely } from './emitter.js';
 import {
   decodeServerMessage,
+  ErrorCode,
   type EventMessage,
   type LostMessage,
   type Op,
@@ -48,6 +49,26 @@ export interface ConnectionOpenOptions {
   keepalive?: KeepalivePolicy | null;
 }
 
+/**
+ * The UTF-8 length of `frame` when it is over `max` bytes, else null. A UTF-16 code unit takes at most 3
+ * bytes, so the frames of everyday requests are let through without being counted.
+ */
+function frameTooLarge(frame: string, max: number): number | null {
+  if (frame.length * 3 <= max) return null;
+  let bytes = 0;
+  for (let i = 0; i < frame.length; i++) {
+    const unit = frame.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && (frame.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      // A surrogate pair: one code point of 4 bytes. (JSON.stringify escapes a lone surrogate as ASCII.)
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes > max ? bytes : null;
+}
+
 /** How `Connection#abortOpen` closes the socket of the connect it fails. */
 interface AbortOpenOptions {
   /** Default 1000. */
@@ -89,6 +110,8 @@ export class Connection {
   #welcomeTimer: ReturnType<typeof setTimeout> | undefined;
   /** Numbers the keepalive's pings, whose string ids leave the numbering of requests alone. */
   #keepalivePings = 0;
+  /** The largest frame the server reads (its welcome's `limits.maxPayload`); a larger one would close the connection. */
+  #maxPayload = Infinity;
 
   private constructor(
     url: string,
@@ -179,9 +202,22 @@ export class Connection {
       call.reject(this.#closeError ?? new LockError(ClientErrorCode.ConnectionClosed, 'not connected'));
       return { id, result: call.promise };
     }
+    const frame = JSON.stringify({ op, id, ...fields });
+    const size = frameTooLarge(frame, this.#maxPayload);
+    if (size !== null) {
+      // The server would close the connection with 1009 for it, and with that drop every lease of the session
+      // (or leave them to its grace): the one call is refused instead, as a field the server refuses is.
+      call.reject(
+        new LockError(
+          ErrorCode.BadRequest,
+          `${op}: the request is ${size} bytes of JSON, over the server's maxPayload of ${this.#maxPayload} bytes (a key or meta too long?)`,
+        ),
+      );
+      return { id, result: call.promise };
+    }
     this.#pending.add(id, op, options, call);
     try {
-      this.#transport.send(JSON.stringify({ op, id, ...fields }));
+      this.#transport.send(frame);
     } catch (error) {
       this.#pending.delete(id);
       call.reject(error);
@@ -280,6 +316,7 @@ export class Connection {
         return;
       }
       this.#state = 'open';
+      this.#maxPayload = message.limits.maxPayload;
       clearTimeout(this.#welcomeTimer);
       const policy = this.#keepalivePolicy;
       if (policy) {
