@@ -41,6 +41,9 @@ export interface ConnectionHandlers {
  */
 const KEEPALIVE_CLOSURE = 4000;
 
+/** ms the client waits for the server's answer to its close frame, without a keepalive policy, before dropping the socket. */
+const CLOSE_HANDSHAKE_TIMEOUT = 2000;
+
 /** Options of {@link Connection.open}. */
 export interface ConnectionOpenOptions {
   /** Aborts the open while it waits for the welcome. */
@@ -233,9 +236,24 @@ export class Connection {
     if (this.#state !== 'closed') {
       const close: CloseInfo = { code: NORMAL_CLOSURE, reason, byClient: true };
       this.#shutdown(close, connectionClosedError(close));
-      this.#closeTransport(reason);
+      this.#closeTransportBounded(reason);
     }
     return this.#ended.promise;
+  }
+
+  /**
+   * Starts the closing handshake, and drops the socket (through the transport's `abort`) when the server has
+   * not answered it within the keepalive's `timeout` (`CLOSE_HANDSHAKE_TIMEOUT` without keepalive): behind a
+   * path gone silent the answer never comes, and `ws` would wait 30 s for it. The close frame is sent first
+   * either way, so a server that reads it ends the session as for any close with its code.
+   */
+  #closeTransportBounded(reason: string): void {
+    this.#closeTransport(reason);
+    const timer = setTimeout(
+      () => this.#closeTransport(reason, NORMAL_CLOSURE, true),
+      this.#keepalivePolicy?.timeout ?? CLOSE_HANDSHAKE_TIMEOUT,
+    );
+    void this.#ended.promise.then(() => clearTimeout(timer));
   }
 
   /** Fails a connect still waiting for its welcome with `reason`, and closes the socket as `options` say. */
@@ -378,7 +396,7 @@ export class Connection {
     const error = new LockError(ClientErrorCode.ProtocolError, detail, { close });
     if (this.#state !== 'closed') {
       this.#shutdown(close, error);
-      this.#closeTransport('protocol error');
+      this.#closeTransportBounded('protocol error');
     }
     return error;
   }
