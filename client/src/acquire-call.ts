@@ -10,10 +10,10 @@ import { durationSchema, ErrorCode, MAX_DURATION_MS, type Limits } from '@lockwi
 import type { Connection } from './connection.js';
 import type { ConnectionKeeper } from './connection-keeper.js';
 import { LockError } from './errors.js';
-import { releaseHoldUntilGone, waitForLetGo, type HoldReleases } from './hold-release.js';
+import { releaseHoldUntilGone, waitForLetGo, type HoldReleases, type LetGoOutcome } from './hold-release.js';
 import type { Grant, LeaseBook } from './lease-book.js';
 import type { AcquireOptions } from './options.js';
-import type { PendingCall } from './pending-calls.js';
+import { deferred, type PendingCall } from './pending-calls.js';
 
 /** What an acquire needs from its client. */
 export interface AcquireHost {
@@ -44,9 +44,33 @@ export function checkDuration(name: string, value: unknown): void {
   );
 }
 
+/** An acquire sent and not yet answered for good, as another acquire of its key waits on it. */
+class InFlightAcquire {
+  /** True once the server said it waits in the key's queue. */
+  queued = false;
+  readonly #answered = deferred<void>();
+  readonly #settled = deferred<void>();
+  /** Resolves at the server's first answer: queued, or the reply. */
+  readonly answered = this.#answered.promise;
+  /** Resolves once the reply arrived and its grant, if any, was adopted (or the call failed). */
+  readonly settled = this.#settled.promise;
+
+  queue(): void {
+    this.queued = true;
+    this.#answered.resolve();
+  }
+
+  settle(): void {
+    this.#answered.resolve();
+    this.#settled.resolve();
+  }
+}
+
 /** The acquires of one client; see `LockClient.acquire()` for what the caller sees. */
 export class AcquireCalls {
   readonly #host: AcquireHost;
+  /** The acquire of each key in flight (sent, not settled); a steal sent beside another replaces it here. */
+  readonly #acquiring = new Map<string, InFlightAcquire>();
 
   constructor(host: AcquireHost) {
     this.#host = host;
@@ -60,30 +84,55 @@ export class AcquireCalls {
     signal?.throwIfAborted();
     let connection = this.#host.keeper.live();
     let acquireTimeout = options.acquireTimeout;
-    const releasing = this.#host.releases.pending(key);
-    // A steal with acquireTimeout 0 is sent at once: the server refuses it (`bad_request`), whatever is let go of.
-    if (releasing && !(options.steal && acquireTimeout === 0)) {
-      // Until that hold is gone the session holds the key: a try-once acquire is not granted, and sending it would
-      // be answered with the very hold being let go of.
-      if (acquireTimeout === 0) return null;
-      // An acquire of the key sent now could be answered with a hold the client is releasing (a refused release
-      // asked again, a late grant of an abandoned acquire), which that release then drops; the server refuses one
-      // while an abandoned one is still queued.
-      // A drop or close of the connection ends the wait: the acquire is then sent on that connection, which
-      // rejects it with the error its pending calls got (`connection_lost`, `connection_closed`).
-      // The wait counts against `acquireTimeout`: the server's timer starts only once the acquire is sent. Not so
-      // for a steal: the server grants it at once, so its timeout never runs out there, nor while it waits here.
-      const timeout = options.steal ? undefined : acquireTimeout;
-      const waited = await waitForLetGo(releasing, { timeout, signal, closed: connection.closedSignal });
+    // Until nothing of this client is in flight on the key. Each wait counts against `acquireTimeout`: the
+    // server's timer starts only once the acquire is sent. A drop or close of the connection ends a wait: the
+    // acquire is then sent on that connection, which rejects it with the error its pending calls got
+    // (`connection_lost`, `connection_closed`).
+    for (;;) {
+      // A steal is sent at once, whatever is in flight: the server grants it at once or refuses it.
+      const acquiring = options.steal ? undefined : this.#acquiring.get(key);
+      const releasing = this.#host.releases.pending(key);
+      // A steal with acquireTimeout 0 is sent at once: the server refuses it (`bad_request`), whatever is let go of.
+      const letGo = releasing && !(options.steal && acquireTimeout === 0) ? releasing : undefined;
+      const closed = connection.closedSignal;
+      let waited: LetGoOutcome;
+      if (acquiring) {
+        // The server refuses a second request of a session for a key it already waits for: this one waits for
+        // that acquire, and then goes on as any acquire does, answered with the hold it got (same lease, not
+        // fresh) or sent itself when it got none. Whether a key the client is acquiring is free is known only
+        // from that acquire's first answer: a try-once acquire waits for that one, and is not granted if it
+        // was queued.
+        if (acquireTimeout === 0) {
+          waited = await waitForLetGo(acquiring.answered, { signal, closed });
+          if (waited.ended === 'gone' && acquiring.queued && this.#acquiring.get(key) === acquiring) return null;
+        } else {
+          waited = await waitForLetGo(acquiring.settled, { timeout: acquireTimeout, signal, closed });
+        }
+      } else if (letGo) {
+        // Until that hold is gone the session holds the key: a try-once acquire is not granted, and sending it
+        // would be answered with the very hold being let go of.
+        if (acquireTimeout === 0) return null;
+        // An acquire of the key sent now could be answered with a hold the client is releasing (a refused
+        // release asked again, a late grant of an abandoned acquire), which that release then drops; the
+        // server refuses one while an abandoned one is still queued. Not so for a steal: the server grants it
+        // at once, so its timeout never runs out there, nor while it waits here.
+        waited = await waitForLetGo(letGo, { timeout: options.steal ? undefined : acquireTimeout, signal, closed });
+      } else {
+        break;
+      }
       if (waited.ended === 'timeout') return null;
-      if (!options.steal) acquireTimeout = waited.left;
-      if (waited.ended === 'gone') connection = this.#host.keeper.live();
+      // A try-once acquire stays one; a steal's timeout is not counted down (see above).
+      if (!options.steal && acquireTimeout !== 0) acquireTimeout = waited.left;
+      if (waited.ended === 'closed') break;
+      connection = this.#host.keeper.live();
     }
     // Before the acquire is sent: a release of a hold of this key that a resume gave back is not asked again.
     this.#host.keeper.claim(key);
     const mode = options.mode ?? 'exclusive';
     // Until the call settled (its grant adopted), a `lost` of the key is remembered: the grant may name that hold.
     const done = this.#host.leases.acquiring(key);
+    const inFlight = new InFlightAcquire();
+    const { onQueued } = options;
     const call = connection.request(
       'acquire',
       {
@@ -95,11 +144,20 @@ export class AcquireCalls {
         meta: options.meta,
       },
       {
-        onQueued: options.onQueued,
+        onQueued: (position) => {
+          inFlight.queue();
+          onQueued?.(position);
+        },
         onResult: (result): Grant | null => (result.acquired ? this.#host.leases.adopt(key, mode, result) : null),
       },
     );
-    void call.result.then(done, done);
+    this.#acquiring.set(key, inFlight);
+    const settle = () => {
+      done();
+      if (this.#acquiring.get(key) === inFlight) this.#acquiring.delete(key);
+      inFlight.settle();
+    };
+    void call.result.then(settle, settle);
     return abortable(connection, call, signal, {
       // The caller gave up but the grant won the race: hand the lock back at once (and again if refused).
       // Done only once the hold is gone, not at the first answer: while a refused release is asked again the

@@ -145,7 +145,12 @@ export class LockClient extends PrefectFace {
    * Acquires `key`. Resolves with a {@link Lease}, or `null` when not granted
    * within `acquireTimeout`. Acquiring a key this client already holds in
    * the same mode resolves with the lease it already has (same token,
-   * nothing changed).
+   * nothing changed). An acquire of a key this client is already acquiring
+   * (its request in flight or queued) waits for that one, counting against
+   * its `acquireTimeout`, and then goes on the same way: with the lease that
+   * one got, or sent itself when it got none. A try-once acquire waits only
+   * for that one's first answer (`null` when it was queued); a steal is
+   * sent at once.
    *
    * While this client lets go of a hold of the key in the background (a
    * release of `withLock`, of a Web Lock or of `useLock` that the server
