@@ -30,9 +30,6 @@ export class SessionSender {
   private gatheredOver = 0;
 
   /**
-   * @param onSlowReader called when the connection is cut for a slow reader,
-   *   just before the socket is terminated: the session must not keep its
-   *   locks for a resume then.
    * @param socket the connection's socket, which `ws` writes to: frames after
    *   the first of a write turn are gathered on it. Without one, each frame is
    *   written as it is sent.
@@ -41,7 +38,6 @@ export class SessionSender {
     private readonly session: SessionId,
     private readonly ws: WebSocket,
     private readonly host: Pick<SessionHost, 'limits' | 'logger' | 'metrics' | 'writeTurns'>,
-    private readonly onSlowReader: () => void,
     private readonly socket: Corkable | null = null,
   ) {}
 
@@ -161,7 +157,9 @@ export class SessionSender {
    * Cuts the connection when `backlog`, the bytes already waiting to be sent
    * before a frame (less the one oversized frame being written), is over
    * `maxBufferedBytes`: a reader that does not keep up would make the server
-   * buffer without bound, so it is cut (and its locks released) instead.
+   * buffer without bound, so it is cut instead. Its session ends as on a
+   * drop, keeping its locks for the session grace when that is on: a
+   * paused or slow client whose backlog grew may well come back for them.
    * The frame about to be sent does not count, so a reply larger than the
    * limit reaches a client that reads, nor do the frames gathered in this
    * turn (see `backlog`); the server then holds at most the limit, one
@@ -174,7 +172,6 @@ export class SessionSender {
       { session: this.session, buffered: this.ws.bufferedAmount },
       'slow reader; terminating connection',
     );
-    this.onSlowReader();
     // The session ends from the socket's 'close' event, on a later tick:
     // ending it here would run a store step inside the one whose effects
     // are being delivered.

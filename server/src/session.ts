@@ -66,7 +66,12 @@ export class Session {
    */
   private watches: SessionWatches | null = null;
   private readonly resume: string | null;
-  /** Set when the session must not keep its locks after the connection: closed by the client (1000), for abuse or expiry. */
+  /**
+   * Set when the session must not keep its locks after the connection:
+   * closed by its client with 1000, or by the server for policy (1008: abuse,
+   * expired credentials). Every other close, the server's own included,
+   * keeps grace.
+   */
   private noGrace = false;
   /** Set while expired credentials are being acted on: frames are refused `unauthorized`. */
   private expired = false;
@@ -82,15 +87,7 @@ export class Session {
   ) {
     this.guard = new SessionGuard(options.permissions, host.limits, host.clock);
     const alive = () => this.alive;
-    this.sender = new SessionSender(
-      id,
-      ws,
-      host,
-      () => {
-        this.noGrace = true;
-      },
-      options.socket ?? null,
-    );
+    this.sender = new SessionSender(id, ws, host, options.socket ?? null);
     this.requests = new SessionRequests(id, host, this.sender, alive);
     this.acquires = new SessionAcquires({
       session: id,
@@ -124,10 +121,12 @@ export class Session {
     ws.on('close', (code: number) => this.endClosed(code));
     ws.on('error', (error) => {
       this.host.logger.debug({ err: error, session: id }, 'socket error');
-      // `ws` closes the connection itself on a protocol error or a frame over
-      // maxPayload (1009): a close by the server, as one for policy is. Its
-      // 'close' would come only once the peer answered (or the cut), and
-      // would report 1006, a drop, which keeps grace.
+      // `ws` closes the connection itself on a frame over maxPayload (1009),
+      // a text frame that is not UTF-8 (1007) or another protocol error
+      // (1002). That is the failure of one frame (a client library's bug),
+      // not a policy: the client may well come back for its locks, so the
+      // session keeps grace as on a drop. It ends now, not at 'close', which
+      // would come only once the peer answered (or the cut).
       if (ws.readyState === WebSocket.CLOSING) this.endClosedByServer();
     });
     // A drop or the peer's close frame ends the session at once; 'close'
@@ -156,8 +155,9 @@ export class Session {
   /**
    * True when `secret` and `user` may resume this session (constant-time
    * secret comparison). Never for a session that is to end without grace
-   * (its credentials expiring, a slow reader being cut): there would be
-   * nothing left to resume.
+   * (its credentials expiring): there would be nothing left to resume. A
+   * slow reader being cut (its socket terminated, its 'close' not yet come)
+   * may be resumed: it ends as on a drop, in grace.
    */
   accepts(secret: string, user: string | null): boolean {
     return this.resume !== null && this.alive && !this.noGrace && user === this.user && sameSecret(secret, this.resume);
@@ -285,21 +285,24 @@ export class Session {
     if (this.alive) this.closeForPolicy('credentials expired');
   }
 
-  /** Closes with 1008 and ends the session without grace. */
+  /**
+   * Closes with 1008 and ends the session without grace: a policy close is
+   * the server's judgement that the client must not keep its session.
+   */
   private closeForPolicy(reason: string): void {
     this.host.logger.info({ session: this.id, reason }, 'closing connection for policy');
+    this.noGrace = true;
     this.ws.close(CloseCode.PolicyViolation, reason);
     this.endClosedByServer();
   }
 
   /**
-   * Ends at once, without grace, the session of a connection the server is
-   * closing. The socket is cut when the peer leaves the close unanswered
-   * past the handshake bound: it counts against `maxConnections` until it
-   * is gone.
+   * Ends at once the session of a connection the server is closing: with
+   * grace, when it is on, unless `noGrace` was set (a policy close). The
+   * socket is cut when the peer leaves the close unanswered past the
+   * handshake bound: it counts against `maxConnections` until it is gone.
    */
   private endClosedByServer(): void {
-    this.noGrace = true;
     void cutAfterHandshake(this.ws, this.host.clock);
     this.end();
   }

@@ -288,6 +288,25 @@ describe('credentials expiring while connected', () => {
     ]);
   });
 
+  it('with session grace on, ends the session at once and lets no resume take it back', async () => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET }, sessionGrace: 60_000 });
+    const as = async (claims: Record<string, unknown>, query = '') =>
+      connectWith(server.url + query, await token(claims, { now: clock.now() }));
+    const exp = Math.floor(clock.now() / 1000) + 30;
+    const { client, welcome } = await as({ sub: 'ana', locks: ['*'], exp });
+    const { client: waiter } = await as({ sub: 'bo', locks: ['*'] });
+    await client.request({ op: 'acquire', id: 1, key: 'a' });
+    waiter.send({ op: 'acquire', id: 1, key: 'a' });
+    await waiter.next((f) => f.type === 'queued');
+    clock.set(exp * 1000);
+    expect(await within(client.closed, 'the 1008 close')).toMatchObject({ code: 1008 });
+    expect(await waiter.reply(1)).toMatchObject({ ok: true, acquired: true });
+    const query = `?session=${String(welcome.session)}&resume=${String(welcome.resume)}`;
+    const { welcome: late } = await as({ sub: 'ana', locks: ['*'] }, query);
+    expect(late).toMatchObject({ resumed: false, held: [] });
+    expect(late.session).not.toBe(welcome.session);
+  });
+
   it('keeps a session open while its token is valid', async () => {
     const { clock, as } = await authServer();
     const exp = Math.floor(clock.now() / 1000) + 30;

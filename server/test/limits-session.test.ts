@@ -6,10 +6,25 @@ import { RATE_ABUSE_MIN_FRAMES } from '../src/limits.js';
 import { RateLimiter } from '../src/rate-limit.js';
 import { createManualClock } from '../src/clock.js';
 import { connectWith, SECRET, startServer, token, upgradeStatus } from './auth-harness.js';
+import { resumeQuery } from './grace-scenarios.js';
 import { sessionLog, within } from './server-harness.js';
 import { silentHolderWithWaiter } from './silent-holder.js';
 import { connectionsGauge, openSilentPeer, PING_FLOOD, ServerOpcode } from './silent-peer.js';
 import { RawSocket } from '../../test/helpers/raw-socket.js';
+
+const GRACE = 60_000;
+
+/**
+ * Frames `ws` closes the connection for on its own, each with the code it
+ * closes with, on a server whose `maxPayload` is 2048: a failure of one
+ * frame, not a policy close.
+ */
+const FRAME_FAILURES: ReadonlyArray<[what: string, code: number, frame: Buffer]> = [
+  ['a frame over maxPayload', 1009, RawSocket.json({ op: 'ping', id: 3, pad: 'y'.repeat(4096) })],
+  ['a text frame that is not UTF-8', 1007, RawSocket.frame(ServerOpcode.Text, Buffer.from([0xff, 0xfe]))],
+  // A client's frame must be masked (RFC 6455): this one, `{}`, is not.
+  ['an unmasked frame', 1002, Buffer.from([0x81, 0x02, 0x7b, 0x7d])],
+];
 
 describe('limits in the welcome', () => {
   it('announces every limit, configured or default', async () => {
@@ -135,25 +150,42 @@ describe('per-session limits', () => {
     expect(server.sessionCount()).toBe(1);
   });
 
-  it('releases the locks of a connection closed for a frame over maxPayload at once, even with session grace on', async () => {
-    const { server } = await startServer({ limits: { maxPayload: 2048 }, sessionGrace: 60_000 });
-    const { client: holder } = await connectWith(server.url, null);
-    const { client: waiter } = await connectWith(server.url, null);
-    await holder.request({ op: 'acquire', id: 1, key: 'k' });
-    waiter.send({ op: 'acquire', id: 2, key: 'k' });
-    await waiter.next((f) => f.type === 'queued');
-    holder.send({ op: 'ping', id: 3, pad: 'y'.repeat(4096) });
-    expect(await within(holder.closed, 'the close')).toMatchObject({ code: 1009 });
-    expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
-  });
+  it.each(FRAME_FAILURES)(
+    'with session grace on, keeps the locks of a connection closed for %s (%i) for the grace, and its session resumes',
+    async (_what, code, frame) => {
+      const { server, clock } = await startServer({ limits: { maxPayload: 2048 }, sessionGrace: GRACE });
+      const { peer, welcome, waiter } = await silentHolderWithWaiter(server.url);
+      peer.write(frame);
+      expect(await peer.closeFrame()).toBe(code);
+      clock.advance(GRACE - 1);
+      expect(await waiter.request({ op: 'status', id: 'status', key: 'k' })).toMatchObject({
+        holders: [{ session: welcome.session }],
+      });
+      expect(waiter.inbox).toEqual([]);
+      const { client, welcome: resumed } = await connectWith(`${server.url}${resumeQuery(welcome)}`, null);
+      expect(resumed).toMatchObject({ session: welcome.session, resumed: true, held: [{ key: 'k' }] });
+      expect(await client.request({ op: 'release', id: 1, key: 'k' })).toMatchObject({ ok: true, released: true });
+      expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
+    },
+  );
 
-  it('releases the locks of a connection closed for a text frame that is not UTF-8 at once, even with session grace on', async () => {
-    const { server } = await startServer({ sessionGrace: 60_000 });
-    const { peer, waiter } = await silentHolderWithWaiter(server.url);
-    peer.write(RawSocket.frame(ServerOpcode.Text, Buffer.from([0xff, 0xfe])));
-    expect(await peer.closeFrame()).toBe(1007);
-    expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
-  });
+  it.each(FRAME_FAILURES)(
+    'with session grace on, releases the locks of a connection closed for %s (%i) when the grace runs out without a resume',
+    async (_what, code, frame) => {
+      const { server, clock } = await startServer({ limits: { maxPayload: 2048 }, sessionGrace: GRACE });
+      const { peer, welcome, waiter } = await silentHolderWithWaiter(server.url);
+      peer.write(frame);
+      expect(await peer.closeFrame()).toBe(code);
+      clock.advance(GRACE - 1);
+      expect(await waiter.request({ op: 'status', id: 'status', key: 'k' })).toMatchObject({
+        holders: [{ session: welcome.session }],
+      });
+      clock.advance(1);
+      expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
+      const { welcome: late } = await connectWith(`${server.url}${resumeQuery(welcome)}`, null);
+      expect(late).toMatchObject({ resumed: false, held: [] });
+    },
+  );
 });
 
 describe('maxConnections', () => {
@@ -230,6 +262,18 @@ describe('message rate', () => {
     const codes = client.inbox.map((f) => (f.error as { code?: string } | undefined)?.code);
     expect(codes).toEqual(Array.from({ length: RATE_ABUSE_MIN_FRAMES - 2 }, () => 'rate_limited'));
     expect(await observer.request({ op: 'ping', id: 2 })).toMatchObject({ ok: true });
+  });
+
+  it('with session grace on, releases the locks of a connection closed for abuse at once, and its session cannot be resumed', async () => {
+    const { server } = await startServer({ limits: { rateLimit: 1, rateBurst: 1 }, sessionGrace: GRACE });
+    const { peer, welcome, waiter } = await silentHolderWithWaiter(server.url);
+    peer.write(...PING_FLOOD);
+    expect(await peer.closeFrame()).toBe(1008);
+    // Granted with the clock standing still: no grace ran out.
+    expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
+    const { welcome: late } = await connectWith(`${server.url}${resumeQuery(welcome)}`, null);
+    expect(late).toMatchObject({ resumed: false, held: [] });
+    expect(late.session).not.toBe(welcome.session);
   });
 
   it('with a burst of 1 refuses a frame over the rate but keeps the connection, and closes only a sustained streak', async () => {

@@ -3,20 +3,30 @@ import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { connectWith, startServer } from './auth-harness.js';
 import type { Logger } from '../src/logger.js';
-import { sessionLog, within } from './server-harness.js';
+import { resumeQuery } from './grace-scenarios.js';
+import { sessionLog, within, type Frame } from './server-harness.js';
 import { RawSocket } from '../../test/helpers/raw-socket.js';
 
-/** A WebSocket client over a bare TCP socket that completes the handshake, then never reads again. */
+/**
+ * A WebSocket client over a bare TCP socket that completes the handshake and
+ * reads its welcome, then never reads again.
+ */
 async function openSlowReader(url: string) {
   const { hostname, port } = new URL(url);
   const socket = connect({ host: hostname, port: Number(port) });
   socket.on('error', () => {});
-  await within(
-    new Promise<void>((resolve) => {
-      socket.once('data', () => {
+  let received = Buffer.alloc(0);
+  const welcome = await within(
+    new Promise<Frame>((resolve) => {
+      const read = (chunk: Buffer) => {
+        received = Buffer.concat([received, chunk]);
+        const text = welcomeText(received);
+        if (text === null) return;
+        socket.off('data', read);
         socket.pause();
-        resolve();
-      });
+        resolve(JSON.parse(text) as Frame);
+      };
+      socket.on('data', read);
       socket.once('connect', () =>
         socket.write(
           `GET /v1 HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
@@ -24,9 +34,10 @@ async function openSlowReader(url: string) {
         ),
       );
     }),
-    'the handshake',
+    'the handshake and the welcome',
   );
   return {
+    welcome,
     write: (frame: Buffer) => socket.write(frame),
     destroy: () => socket.destroy(),
     /** Ends the connection with a TCP reset. */
@@ -34,6 +45,17 @@ async function openSlowReader(url: string) {
   };
 }
 
+/** The welcome's JSON once `bytes` (the upgrade's answer and what follows) hold all of it, else null. */
+function welcomeText(bytes: Buffer): string | null {
+  const head = bytes.indexOf('\r\n\r\n');
+  if (head < 0) return null;
+  const frame = bytes.subarray(head + 4);
+  if (frame.length < 2) return null;
+  // A server frame is unmasked; a welcome is under 64 KiB.
+  const short = (frame[1] ?? 0) & 0x7f;
+  const [length, offset] = short === 126 ? [frame.length < 4 ? Infinity : frame.readUInt16BE(2), 4] : [short, 2];
+  return frame.length < offset + length ? null : frame.subarray(offset, offset + length).toString();
+}
 
 /**
  * A server whose `doc:` prefix holds `count` locks with 1 KiB of meta each,
@@ -135,6 +157,38 @@ describe('outbound buffer cap', () => {
     });
     expect(await filler.request({ op: 'ping', id: 'p' })).toMatchObject({ ok: true });
     slow.destroy();
+  });
+
+  it('with session grace on, keeps the locks of a slow reader it cut for the grace, and its session resumes', async () => {
+    const grace = 60_000;
+    const sessions = sessionLog();
+    const { server, clock } = await startServer({
+      limits: { maxBufferedBytes: 1024 * 1024 },
+      sessionGrace: grace,
+      logger: sessions.logger,
+    });
+    const { client: filler } = await connectWith(server.url, null);
+    const meta = { pad: 'm'.repeat(900) };
+    for (let id = 0; id < 300; id++) filler.send({ op: 'acquire', id, key: `fill:${id}`, meta });
+    await filler.reply(299);
+    const slow = await openSlowReader(server.url);
+    try {
+      await filler.request({ op: 'watch', id: 'w', prefix: 'slow-lock' });
+      slow.write(RawSocket.json({ op: 'acquire', id: 'held', key: 'slow-lock' }));
+      await filler.next((f) => f.type === 'event' && f.event === 'acquired' && f.key === 'slow-lock');
+      for (let id = 0; id < 60; id++) slow.write(RawSocket.json({ op: 'list', id }));
+      await sessions.closed(1, 'the slow reader to be cut');
+      clock.advance(grace - 1);
+      expect(await filler.request({ op: 'status', id: 'status', key: 'slow-lock' })).toMatchObject({
+        holders: [{ session: slow.welcome.session }],
+      });
+      expect(filler.inbox.filter((f) => f.type === 'event')).toEqual([]);
+      const { client, welcome } = await connectWith(`${server.url}${resumeQuery(slow.welcome)}`, null);
+      expect(welcome).toMatchObject({ session: slow.welcome.session, resumed: true, held: [{ key: 'slow-lock' }] });
+      expect(await client.request({ op: 'release', id: 1, key: 'slow-lock' })).toMatchObject({ ok: true, released: true });
+    } finally {
+      slow.destroy();
+    }
   });
 
   it('cuts a connection that pings within its budget but never reads, once the pongs queued pass maxBufferedBytes', async () => {
