@@ -150,17 +150,26 @@ describe('per-session limits', () => {
     expect(server.sessionCount()).toBe(1);
   });
 
+  /**
+   * A holder of `k` (with a waiter queued) sends `frame`, is closed with `code`, and the clock is moved to 1 ms
+   * before its grace ends: its session still holds `k`.
+   */
+  async function heldToTheGraceEnd(code: number, frame: Buffer) {
+    const { server, clock } = await startServer({ limits: { maxPayload: 2048 }, sessionGrace: GRACE });
+    const { peer, welcome, waiter } = await silentHolderWithWaiter(server.url);
+    peer.write(frame);
+    expect(await peer.closeFrame()).toBe(code);
+    clock.advance(GRACE - 1);
+    expect(await waiter.request({ op: 'status', id: 'status', key: 'k' })).toMatchObject({
+      holders: [{ session: welcome.session }],
+    });
+    return { server, clock, welcome, waiter };
+  }
+
   it.each(FRAME_FAILURES)(
     'with session grace on, keeps the locks of a connection closed for %s (%i) for the grace, and its session resumes',
     async (_what, code, frame) => {
-      const { server, clock } = await startServer({ limits: { maxPayload: 2048 }, sessionGrace: GRACE });
-      const { peer, welcome, waiter } = await silentHolderWithWaiter(server.url);
-      peer.write(frame);
-      expect(await peer.closeFrame()).toBe(code);
-      clock.advance(GRACE - 1);
-      expect(await waiter.request({ op: 'status', id: 'status', key: 'k' })).toMatchObject({
-        holders: [{ session: welcome.session }],
-      });
+      const { server, welcome, waiter } = await heldToTheGraceEnd(code, frame);
       expect(waiter.inbox).toEqual([]);
       const { client, welcome: resumed } = await connectWith(`${server.url}${resumeQuery(welcome)}`, null);
       expect(resumed).toMatchObject({ session: welcome.session, resumed: true, held: [{ key: 'k' }] });
@@ -172,14 +181,7 @@ describe('per-session limits', () => {
   it.each(FRAME_FAILURES)(
     'with session grace on, releases the locks of a connection closed for %s (%i) when the grace runs out without a resume',
     async (_what, code, frame) => {
-      const { server, clock } = await startServer({ limits: { maxPayload: 2048 }, sessionGrace: GRACE });
-      const { peer, welcome, waiter } = await silentHolderWithWaiter(server.url);
-      peer.write(frame);
-      expect(await peer.closeFrame()).toBe(code);
-      clock.advance(GRACE - 1);
-      expect(await waiter.request({ op: 'status', id: 'status', key: 'k' })).toMatchObject({
-        holders: [{ session: welcome.session }],
-      });
+      const { server, clock, welcome, waiter } = await heldToTheGraceEnd(code, frame);
       clock.advance(1);
       expect(await waiter.reply(2)).toMatchObject({ ok: true, acquired: true });
       const { welcome: late } = await connectWith(`${server.url}${resumeQuery(welcome)}`, null);
