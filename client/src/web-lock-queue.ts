@@ -51,6 +51,8 @@ export class WebLockQueue {
   /** The server calls that get a name its hold: the head request's acquire, and steals. */
   readonly #acquires: WebLockAcquires;
   readonly #names = new Map<string, NameState>();
+  /** The latest steal of each name until it is decided (granted or failed; steals of one name run in turn). */
+  readonly #steals = new Map<string, Promise<void>>();
   /** Waiting requests in request order, until delivered or failed. */
   readonly #order: Waiter[] = [];
   #made = 0;
@@ -99,9 +101,21 @@ export class WebLockQueue {
     const mode = options.mode ?? 'exclusive';
     const state = this.#state(name);
     const ifAvailable = options.ifAvailable === true;
-    if (options.steal) return this.#acquires.steal(name, state, this.#made++);
-    // A steal made before takes the lock at once: nothing else is grantable.
-    if (ifAvailable && state.steals.length > 0) return Promise.resolve(null);
+    if (options.steal) {
+      const stolen = this.#acquires.steal(name, state, this.#made++);
+      const settled = stolen.then(
+        () => undefined,
+        () => undefined,
+      );
+      this.#steals.set(name, settled);
+      void settled.then(() => {
+        if (this.#steals.get(name) === settled) this.#steals.delete(name);
+      });
+      return stolen;
+    }
+    // A steal made before takes the lock at once: nothing else is grantable. The answer comes after that
+    // steal's, as a browser answers requests in the order they were made.
+    if (ifAvailable && state.steals.length > 0) return (this.#steals.get(name) ?? Promise.resolve()).then(() => null);
     return new Promise<Holder | null>((resolve, reject) => {
       const { signal } = options;
       const onAbort = () => {

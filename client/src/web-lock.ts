@@ -81,13 +81,16 @@ export function parseRequestArguments<T>(rest: unknown[]): [LockOptions, LockGra
   const callback = rest.length >= 2 ? second : first;
   const options = rest.length >= 2 ? first : undefined;
   if (typeof callback !== 'function') throw new TypeError('locks.request() needs a callback function');
-  if (options !== undefined && options !== null && typeof options !== 'object') {
+  // A dictionary, as WebIDL reads one: any object (a function too), or nothing.
+  if (options !== undefined && options !== null && typeof options !== 'object' && typeof options !== 'function') {
     throw new TypeError('locks.request() options must be an object');
   }
   const given = (options ?? {}) as Record<string, unknown>;
-  const { mode, signal } = given;
+  const { signal } = given;
+  // An enum value is converted to a string before it is checked (a Symbol throws a TypeError).
+  const mode = given.mode === undefined ? undefined : `${given.mode as string}`;
   if (mode !== undefined && mode !== 'exclusive' && mode !== 'shared') {
-    throw new TypeError(`mode must be "exclusive" or "shared", got ${String(mode)}`);
+    throw new TypeError(`mode must be "exclusive" or "shared", got ${mode}`);
   }
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError('signal must be an AbortSignal');

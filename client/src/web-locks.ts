@@ -47,8 +47,9 @@ export class LockManager {
   request<T>(name: string, callback: LockGrantedCallback<T>): Promise<Awaited<T>>;
   request<T>(name: string, options: LockOptions, callback: LockGrantedCallback<T>): Promise<Awaited<T>>;
   async request<T>(name: string, ...rest: unknown[]): Promise<Awaited<T>> {
+    // The name is converted first, as WebIDL converts a DOMString (a Symbol throws a TypeError).
+    const key = `${name}`;
     const [options, callback] = parseRequestArguments<T>(rest);
-    const key = String(name);
     validateRequest(key, options);
     options.signal?.throwIfAborted();
     const holder = await this.#queue.obtain(key, options);

@@ -310,6 +310,34 @@ describe('client.locks: a steal and a shared request being decided', () => {
   });
 });
 
+describe('client.locks answering an ifAvailable request made after a steal', () => {
+  it('calls back the steal first, then the ifAvailable request with null, as a browser answers requests in order', async () => {
+    await holding(bob, 'st3', new Promise(() => undefined));
+    const order: string[] = [];
+    await within(
+      Promise.all([
+        alice.locks.request('st3', { steal: true }, () => void order.push('steal')),
+        alice.locks.request('st3', { ifAvailable: true }, (lock) => void order.push(`ifAvailable ${lock ? 'lock' : 'null'}`)),
+      ]),
+    );
+    expect(order).toEqual(['steal', 'ifAvailable null']);
+  });
+
+  it('answers null after the steal also when the steal failed', async () => {
+    const order: string[] = [];
+    // A steal the server refuses (the name is over its maxKeyLength) fails; the ifAvailable request made after it
+    // was not grantable when made, and is answered after the steal's failure.
+    const longName = 'n'.repeat(300);
+    const steal = alice.locks.request(longName, { steal: true }, () => void order.push('steal')).catch((error: unknown) => {
+      order.push('steal failed');
+      return error;
+    });
+    const tryNow = alice.locks.request(longName, { ifAvailable: true }, (lock) => void order.push(`ifAvailable ${lock ? 'lock' : 'null'}`));
+    await within(Promise.all([steal, tryNow]));
+    expect(order).toEqual(['steal failed', 'ifAvailable null']);
+  });
+});
+
 describe('client.locks when the server refuses the status a shared request asks', () => {
   // Two frames per session, then one more per ms of the manual clock: a third frame at once is refused.
   const limits = { rateLimit: 1000, rateBurst: 2 };
