@@ -119,9 +119,11 @@ export function startCommand(options: CommandOptions): RunningCommand {
     if (pid === undefined) return;
     try {
       if (options.ownGroup) process.kill(-pid, signal);
-      else if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      // `process.kill`, not `child.kill`: that one reports a failure (EPERM for a command that became another
+      // user, as `sudo` does) as the child's 'error' event, which would pass for a command that never started.
+      else if (child.exitCode === null && child.signalCode === null) process.kill(pid, signal);
     } catch {
-      // The group has ended meanwhile.
+      // The group has ended meanwhile, or the command may not be signalled: it runs on, and the lock with it.
     }
   };
   const armKill = () => {
@@ -140,7 +142,10 @@ export function startCommand(options: CommandOptions): RunningCommand {
       clearTimeout(poll);
       resolve(end);
     };
-    child.once('error', (error) => finish({ error }));
+    // Only a command that never started (no pid) ends with its error: any later one leaves it running.
+    child.on('error', (error) => {
+      if (child.pid === undefined) finish({ error });
+    });
     child.once('exit', (code, signal) => {
       const pid = child.pid;
       if (!stopping || !options.ownGroup || pid === undefined) {
