@@ -138,7 +138,7 @@ export function envLayer(env: Readonly<Record<string, string | undefined>>): Con
     const option: { env: string; envAlias?: string } = configOptions[key];
     for (const name of option.envAlias ? [option.env, option.envAlias] : [option.env]) {
       const value = env[name];
-      if (value === undefined || isEmpty(value)) continue;
+      if (value === undefined || isEmpty(key, value)) continue;
       values[key] = value;
       names.set(key, name);
       break;
@@ -147,9 +147,18 @@ export function envLayer(env: Readonly<Record<string, string | undefined>>): Con
   return { values, describe: (key) => names.get(key) ?? configOptions[key].env };
 }
 
-/** An empty flag or variable: `--auth-secret=`, `--allow-origin=`, `LOCKWIRE_PORT=`. */
-function isEmpty(value: unknown): boolean {
-  return value === '' || (Array.isArray(value) && value.every((item) => item === ''));
+/** The settings that take a comma-separated list: a value of commas and blanks lists nothing. */
+const LIST_KEYS: ReadonlySet<ConfigKey> = new Set(['allowOrigin', 'redisUrl']);
+
+/**
+ * An empty flag or variable: `--auth-secret=`, `--allow-origin=`, `LOCKWIRE_PORT=`, one of blanks only
+ * (`LOCKWIRE_ALLOW_ORIGIN=" "`), and for a list setting one that lists nothing (`--allow-origin=,`). Taken for
+ * a value, such a setting would outrank the file's and switch its check off (no origin allowed = not checked).
+ */
+function isEmpty(key: ConfigKey, value: unknown): boolean {
+  const blank = (item: unknown) =>
+    typeof item === 'string' && (LIST_KEYS.has(key) ? entries(item).length === 0 : item.trim() === '');
+  return blank(value) || (Array.isArray(value) && value.every(blank));
 }
 
 /**
@@ -162,7 +171,7 @@ export function flagLayer(flags: Readonly<Record<string, unknown>>): ConfigLayer
   const values: Partial<Record<ConfigKey, unknown>> = {};
   for (const key of CONFIG_KEYS) {
     const value = flags[configOptions[key].flag];
-    if (value !== undefined && !isEmpty(value)) values[key] = value;
+    if (value !== undefined && !isEmpty(key, value)) values[key] = value;
   }
   return { values, describe: (key) => `--${configOptions[key].flag}` };
 }

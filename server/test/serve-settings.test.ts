@@ -48,6 +48,23 @@ describe('empty settings', () => {
     });
   });
 
+  it.each([
+    ['LOCKWIRE_ALLOW_ORIGIN=" "', { LOCKWIRE_ALLOW_ORIGIN: ' ' }, {}],
+    ['LOCKWIRE_ALLOW_ORIGIN=" , "', { LOCKWIRE_ALLOW_ORIGIN: ' , ' }, {}],
+    ['--allow-origin " "', {}, { 'allow-origin': [' '] }],
+    ['--allow-origin ","', {}, { 'allow-origin': [','] }],
+  ])("counts %s as unset, leaving the config file's Origin check in place", (_name, env, flags) => {
+    const file = configFileLayer('lockwire.json', JSON.stringify({ allowOrigin: ['https://app.example.com'] }));
+    const config = resolveConfig([defaultsLayer(), file, envLayer(env), flagLayer(flags)]);
+    expect(config.allowOrigin).toEqual(['https://app.example.com']);
+  });
+
+  it('counts a variable of blanks as unset for every setting, so the file keeps its secret', () => {
+    const file = configFileLayer('lockwire.json', JSON.stringify({ authSecret: 'the secret of the config file', port: 7400 }));
+    const config = resolveConfig([defaultsLayer(), file, envLayer({ LOCKWIRE_AUTH_SECRET: ' ', LOCKWIRE_PORT: '\t' })]);
+    expect(config).toMatchObject({ authSecret: 'the secret of the config file', port: 7400 });
+  });
+
   it('keeps authentication on when an empty --auth-secret meets the LOCKWIRE_AUTH_SECRET of the environment', async () => {
     const started = await serves.run(['--auth-secret='], { LOCKWIRE_AUTH_SECRET: 'a long enough secret of the environment' });
     expect(started.stderr).toBe('');
