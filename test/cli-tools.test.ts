@@ -281,6 +281,39 @@ describe('lockwire status', () => {
     }
   });
 
+  it('exits 1 saying not found on a 404 (a URL without /v1): trying again will not help', async () => {
+    const elsewhere = await startRefusingServer(404);
+    try {
+      const run = lockwire(['run', '--key', 'k', '--', NODE, '-e', "process.stdout.write('ran')"], { LOCKWIRE_URL: elsewhere.url });
+      expect((await run.waitForExit()).code).toBe(1);
+      expect(run.text('stderr')).toBe(
+        `lockwire run: cannot connect to ${elsewhere.url}: not found: the URL is not a lockwire WebSocket endpoint (its path is /v1) (HTTP 404)`,
+      );
+      expect(run.text()).toBe('');
+    } finally {
+      elsewhere.close();
+    }
+  });
+
+  it('exits 2 without connecting for a --url that is not a WebSocket URL or a token no header can carry, and sends a token without its final newline', async () => {
+    const refusing = await startRefusingServer(401);
+    try {
+      const notUrl = lockwire(['status', '--url', 'localhost:7311']);
+      const ftp = lockwire(['watch', '--url', 'ftp://127.0.0.1:7311/v1']);
+      const blankInside = lockwire(['status', '--token', 'a b'], { LOCKWIRE_URL: refusing.url });
+      const newline = lockwire(['status'], { LOCKWIRE_URL: refusing.url, LOCKWIRE_TOKEN: 'from-a-file\n' });
+      expect((await notUrl.waitForExit()).code).toBe(2);
+      expect(notUrl.text('stderr')).toBe('lockwire status: --url "localhost:7311": expected a ws:// or wss:// URL, e.g. ws://127.0.0.1:7311/v1');
+      expect((await ftp.waitForExit()).code).toBe(2);
+      expect((await blankInside.waitForExit()).code).toBe(2);
+      expect(blankInside.text('stderr')).toMatch(/^lockwire status: the token \(--token or LOCKWIRE_TOKEN\) has characters/);
+      expect((await newline.waitForExit()).code).toBe(1);
+      expect(refusing.seen).toEqual(['Bearer from-a-file']);
+    } finally {
+      refusing.close();
+    }
+  });
+
   it('run, status and watch exit 1 without a token or with a bad one on a server that requires tokens, and run starts no command', async () => {
     const guarded = await createLockServer({ port: 0, auth: { secret: 'a-secret-of-at-least-32-bytes-length!!' } });
     try {

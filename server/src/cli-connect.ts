@@ -73,14 +73,36 @@ export interface Endpoint {
   token: string | undefined;
 }
 
-/** Flags over environment over the default. An empty value counts as not given. */
+/**
+ * Flags over environment over the default. An empty value counts as not given. The token is taken without
+ * the blanks around it: one read from a file (`LOCKWIRE_TOKEN=$(cat token)` keeps none, `--token "$(<file)"` or
+ * a variable set from a file's whole text may keep its final newline), which a header cannot carry.
+ */
 export function endpointFrom(
   values: { url?: string | undefined; token?: string | undefined },
   env: ToolIo['env'],
 ): Endpoint {
   const url = values.url || env['LOCKWIRE_URL'] || DEFAULT_URL;
-  const token = values.token || env['LOCKWIRE_TOKEN'] || undefined;
+  const token = (values.token || env['LOCKWIRE_TOKEN'] || '').trim() || undefined;
   return { url, token };
+}
+
+/** What is wrong with `endpoint` before anything is sent (a mistake to fix, not worth trying again), or null. */
+export function endpointProblem(endpoint: Endpoint): string | null {
+  let url: URL;
+  try {
+    url = new URL(endpoint.url);
+  } catch {
+    return `--url ${JSON.stringify(shownUrl(endpoint.url))}: not a URL; expected e.g. ${DEFAULT_URL}`;
+  }
+  if (!['ws:', 'wss:', 'http:', 'https:'].includes(url.protocol)) {
+    return `--url ${JSON.stringify(shownUrl(endpoint.url))}: expected a ws:// or wss:// URL, e.g. ${DEFAULT_URL}`;
+  }
+  // A JWT is base64url text and dots: any other character (a control character, a blank inside) is a mistake.
+  if (endpoint.token !== undefined && !/^[\x21-\x7e]+$/.test(endpoint.token)) {
+    return 'the token (--token or LOCKWIRE_TOKEN) has characters a token cannot have (blanks, control characters or non-ASCII)';
+  }
+  return null;
 }
 
 /**
@@ -146,7 +168,9 @@ export async function connectTool(endpoint: Endpoint, deadline: ConnectDeadline)
  * to the endpoint its flags and environment name, within `deadline`. When
  * that fails it writes `lockwire <command>: cannot connect to <url>: <why>`
  * to stderr and resolves the exit code for the caller to exit with
- * ({@link connectExitCodeFor}: 1 for a refused token, 69 otherwise).
+ * ({@link connectExitCodeFor}: 1 for a refused token or a wrong path, 69
+ * otherwise). A URL that is not a WebSocket URL, or a token with characters
+ * no token has, exits {@link ToolExit.Usage} without connecting.
  */
 export async function connectOrReport(
   io: ToolIo,
@@ -155,6 +179,11 @@ export async function connectOrReport(
   deadline: ConnectDeadline,
 ): Promise<LockClient | number> {
   const endpoint = endpointFrom(flags, io.env);
+  const problem = endpointProblem(endpoint);
+  if (problem !== null) {
+    io.stderr.write(`lockwire ${command}: ${problem}\n`);
+    return ToolExit.Usage;
+  }
   try {
     return await connectTool(endpoint, deadline);
   } catch (error) {

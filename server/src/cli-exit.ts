@@ -39,17 +39,24 @@ function refusalMessage(status: number): string {
   if (status === 401) return 'unauthorized: the token is missing, invalid or expired (HTTP 401)';
   if (status === 403) return 'forbidden: the server refused this client (HTTP 403)';
   if (status === 503) return 'the server is draining or at its connection limit (HTTP 503)';
+  if (status === 404) return 'not found: the URL is not a lockwire WebSocket endpoint (its path is /v1) (HTTP 404)';
   return `the server refused the WebSocket upgrade (HTTP ${status})`;
 }
 
+/** Client errors of the upgrade that say the request may succeed later as it is: a timeout, too many requests. */
+const RETRIABLE_CLIENT_ERRORS: ReadonlySet<number> = new Set([408, 429]);
+
 /**
- * Exit code of a failed connect: 1 when the server refused the credentials
- * (401, 403), which trying again will not change; otherwise
+ * Exit code of a failed connect: 1 when the server refused the upgrade with a
+ * client error (401 or 403 for the credentials, 404 for a path that is not
+ * the server's `/v1`...), which trying again will not change; otherwise
  * {@link ToolExit.Unavailable}, as for a server that cannot be reached or
  * is draining (503).
  */
 export function connectExitCodeFor(error: unknown): number {
-  return error instanceof UpgradeRefusedError && (error.status === 401 || error.status === 403) ? 1 : ToolExit.Unavailable;
+  if (!(error instanceof UpgradeRefusedError)) return ToolExit.Unavailable;
+  const clientError = error.status >= 400 && error.status < 500 && !RETRIABLE_CLIENT_ERRORS.has(error.status);
+  return clientError ? 1 : ToolExit.Unavailable;
 }
 
 /**

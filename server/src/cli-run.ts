@@ -89,9 +89,10 @@ has not completed the WebSocket handshake and sent its welcome by the
 connect deadline, or, before the grant, the connection ends, a ping goes
 unanswered, the server drains (shutting_down) or cannot reach its store
 (store_unavailable); 1 when the server refuses the token (HTTP 401: missing,
-invalid or expired; HTTP 403) or the request otherwise (forbidden,
-too_many_waiters...); 127 when the command cannot be started; 2 on bad
-usage.
+invalid or expired; HTTP 403), the connect otherwise (HTTP 404: the URL
+is not /v1) or the request (forbidden, too_many_waiters...); 127 when the
+command cannot be started; 2 on bad usage (also a --url that is not a
+ws:// or wss:// URL).
 
 Options:
   --key KEY              the lock to hold (required)

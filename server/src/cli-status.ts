@@ -31,7 +31,9 @@ connect or a request within --connect-timeout, or is draining or cannot
 reach its store (HTTP 503 to the connect, shutting_down,
 store_unavailable); 141 (as for SIGPIPE), with no message, when the reader
 of the output went away; 1 when it refuses the token (HTTP 401: missing,
-invalid or expired; HTTP 403) or the request otherwise; 2 on bad usage.
+invalid or expired; HTTP 403), the connect otherwise (HTTP 404: the URL
+is not /v1) or the request; 2 on bad usage (also a --url that is not a
+ws:// or wss:// URL).
 
 Options:
   --prefix P             only keys starting with P (default: all)

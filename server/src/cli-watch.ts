@@ -43,8 +43,9 @@ to a write); 69 when the server cannot be reached, does not answer the
 connect within --connect-timeout, does not answer a ping within
 --heartbeat, the connection ends, or the server is draining or cannot
 reach its store (HTTP 503 to the connect, shutting_down,
-store_unavailable); 1 when it refuses the token (HTTP 401: missing, invalid or expired; HTTP 403) or the
-watch otherwise; 2 on bad usage.
+store_unavailable); 1 when it refuses the token (HTTP 401: missing, invalid or expired; HTTP 403), the
+connect otherwise (HTTP 404: the URL is not /v1) or the watch; 2 on bad usage (also a --url that is not
+a ws:// or wss:// URL).
 
 Options:
   --prefix P             only keys starting with P (default: all)
