@@ -360,6 +360,8 @@ describe('lockwire watch', () => {
       truncated: false,
       locks: [expect.objectContaining({ key: 'w:held', holders: [expect.objectContaining({ meta: { n: 1 } })] })],
     });
+    // As `status --json` and `GET /v1/locks` give a lock: no `heldByYou`, which would only describe the tool's own session.
+    expect((snapshot as { locks: object[] }).locks[0]).not.toHaveProperty('heldByYou');
 
     const lease = await observer.acquire('w:new');
     await lease?.release();

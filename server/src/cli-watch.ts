@@ -147,7 +147,10 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
     }
     const watch = first;
     if (json) {
-      io.stdout.write(`${JSON.stringify({ type: 'snapshot', ...watch.snapshot })}\n`);
+      // `heldByYou` would only ever describe this short-lived session: dropped, as `status --json` and
+      // `GET /v1/locks` do, so the snapshot's locks read the same as theirs.
+      const locks = watch.snapshot.locks.map(({ heldByYou: _heldByYou, ...lock }) => lock);
+      io.stdout.write(`${JSON.stringify({ type: 'snapshot', ...watch.snapshot, locks })}\n`);
     } else {
       const lines = watch.snapshot.locks.flatMap(formatSnapshotLine);
       if (watch.snapshot.truncated) lines.push('(more locked keys than shown in the snapshot)');

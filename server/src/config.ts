@@ -116,6 +116,8 @@ export type ServerConfig = z.infer<typeof serverConfigSchema>;
 export interface ConfigLayer {
   values: Partial<Record<ConfigKey, unknown>>;
   describe(key: ConfigKey): string;
+  /** True for the defaults: a setting left at its default is named by its flag and variable in an error. */
+  readonly defaults?: boolean;
 }
 
 /** A setting failed validation; the message names the flag or variable at fault. */
@@ -127,7 +129,7 @@ export class ConfigError extends Error {
 export function defaultsLayer(): ConfigLayer {
   const values: Partial<Record<ConfigKey, unknown>> = {};
   for (const key of CONFIG_KEYS) values[key] = configOptions[key].default;
-  return { values, describe: (key) => `default ${key}` };
+  return { values, describe: (key) => `default ${key}`, defaults: true };
 }
 
 /** Settings from environment variables (`LOCKWIRE_PORT`, ...); empty variables count as unset. */
@@ -207,8 +209,12 @@ export function resolveConfig(layers: readonly ConfigLayer[]): ServerConfig {
   const parsed = serverConfigSchema.safeParse(raw);
   const problems = (parsed.success ? [] : parsed.error.issues).map((issue) => {
     const key = issue.path[0] as ConfigKey;
-    const source = origin.get(key)?.describe(key) ?? key;
-    return `${source} ${JSON.stringify(shownValue(key, raw[key]))}: ${issue.message}`;
+    const layer = origin.get(key);
+    // A setting left at its default (a Redis URL that --store redis needs) is named by the flag and variable that set it.
+    if (layer === undefined || layer.defaults === true) {
+      return `--${configOptions[key].flag} (or ${configOptions[key].env}): ${issue.message}`;
+    }
+    return `${layer.describe(key)} ${JSON.stringify(shownValue(key, raw[key]))}: ${issue.message}`;
   });
   const redisUrlBad = !parsed.success && parsed.error.issues.some((issue) => issue.path[0] === 'redisUrl');
   problems.push(...unusedRedisSettings(layers, raw, origin, redisUrlBad));

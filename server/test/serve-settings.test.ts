@@ -73,6 +73,14 @@ describe('empty settings', () => {
   });
 });
 
+describe('a setting another one requires', () => {
+  it('names the flag and variable of a Redis URL that --store redis needs and nothing gave', () => {
+    expect(() => resolveConfig([defaultsLayer(), flagLayer({ store: 'redis' })])).toThrow(
+      /^--redis-url \(or LOCKWIRE_REDIS_URL\): required with --store redis or redis-cluster$/,
+    );
+  });
+});
+
 describe('the log level', () => {
   it('takes a level name in any case from every source, and warning for warn, as pino\'s lower-case name', () => {
     const level = (...layers: Parameters<typeof resolveConfig>[0]) => resolveConfig([defaultsLayer(), ...layers]).logLevel;
