@@ -63,7 +63,7 @@ export function connectDeadlineOf(flags: ConnectFlags): ConnectDeadline | string
   const flag = '--connect-timeout';
   if (text === undefined || text === '') return { ms: DEFAULT_CONNECT_TIMEOUT_MS, flag };
   const ms = parseDuration(text);
-  if (ms === null || ms === 0) return `${flag} ${JSON.stringify(text)}: expected a duration above 0, e.g. 500ms, 5s, 1m`;
+  if (ms === null || ms === 0) return durationProblem(flag, text, 'expected a duration above 0, e.g. 500ms, 5s, 1m');
   return { ms, flag };
 }
 
@@ -347,6 +347,17 @@ export function parseDuration(text: string): number | null {
   if (!match?.[1]) return null;
   const ms = Math.round(Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1));
   return Number.isFinite(ms) && ms <= MAX_DURATION_MS ? ms : null;
+}
+
+/**
+ * What is wrong with `text` as the duration of `flag`, for a usage error: over the longest duration
+ * (2147483647 ms, about 24.8 days, what a timer can wait), or not a duration at all (`expected`).
+ */
+export function durationProblem(flag: string, text: string, expected: string): string {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  const ms = match?.[1] === undefined ? Number.NaN : Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1);
+  const why = ms > MAX_DURATION_MS ? `at most ${MAX_DURATION_MS}ms (about 24 days)` : expected;
+  return `${flag} ${JSON.stringify(text)}: ${why}`;
 }
 
 /** A duration for humans: `850ms`, `42s`, `3m07s`, `2h05m`. */

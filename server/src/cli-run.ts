@@ -13,6 +13,7 @@ import {
   connectOrReport,
   describeError,
   onOutputClosed,
+  durationProblem,
   parseDuration,
   settleWithin,
   usageFailure,
@@ -195,7 +196,7 @@ function plan(args: string[]): RunPlan | 'help' | string {
     const text = values[name];
     if (text === undefined) continue;
     const ms = parseDuration(text);
-    if (ms === null) return `--${name} ${JSON.stringify(text)}: expected milliseconds or e.g. 30s, 10m, 1h`;
+    if (ms === null) return durationProblem(`--${name}`, text, 'expected milliseconds or e.g. 30s, 10m, 1h');
     durations[name] = ms;
   }
   // The protocol takes a hold of 0 ms: a lock that has expired when it is granted, so the command would be stopped at once.

@@ -9,6 +9,7 @@ import {
   connectOrReport,
   describeError,
   onOutputClosed,
+  durationProblem,
   parseDuration,
   usageFailure,
   type ToolIo,
@@ -109,7 +110,8 @@ export async function watchCommand(args: string[], io: WatchIo): Promise<number>
   const prefix = values.prefix ?? '';
   const heartbeat = values.heartbeat === undefined ? DEFAULT_HEARTBEAT_MS : parseDuration(values.heartbeat);
   if (heartbeat === null) {
-    return usageFailure(io, 'watch', WATCH_USAGE, `--heartbeat ${JSON.stringify(values.heartbeat)}: expected milliseconds or e.g. 5s, 1m`);
+    const problem = durationProblem('--heartbeat', values.heartbeat ?? '', 'expected milliseconds or e.g. 5s, 1m');
+    return usageFailure(io, 'watch', WATCH_USAGE, problem);
   }
   const deadline = connectDeadlineOf(values);
   if (typeof deadline === 'string') return usageFailure(io, 'watch', WATCH_USAGE, deadline);
