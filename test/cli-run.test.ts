@@ -490,14 +490,16 @@ describe('lockwire connection settings', () => {
     expect(status.text('stderr')).not.toContain('sekret-jwt');
   });
 
-  it('does not echo the userinfo password of LOCKWIRE_URL, nor a URL that does not parse, in a connection error', async () => {
+  it('does not echo the userinfo password of LOCKWIRE_URL in a connection error, nor a URL that does not parse in the usage error', async () => {
     const status = lockwire(['status'], { LOCKWIRE_URL: 'ws://ops:sekret-pw@127.0.0.1:1/v1' });
     expect((await status.waitForExit()).code).toBe(69);
     expect(status.text('stderr')).toContain('cannot connect to ws://ops:REDACTED@127.0.0.1:1/v1');
     expect(status.text('stderr')).not.toContain('sekret-pw');
     const unparsable = lockwire(['status'], { LOCKWIRE_URL: 'ws://[?access_token=sekret-jwt' });
-    expect((await unparsable.waitForExit()).code).toBe(69);
-    expect(unparsable.text('stderr')).toContain('cannot connect to (unparsable URL)');
+    expect((await unparsable.waitForExit()).code).toBe(2);
+    expect(unparsable.text('stderr')).toBe(
+      'lockwire status: --url (or LOCKWIRE_URL) "(unparsable URL)": not a URL; expected e.g. ws://127.0.0.1:7311/v1',
+    );
     expect(unparsable.text('stderr')).not.toContain('sekret-jwt');
   });
 

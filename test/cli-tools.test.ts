@@ -303,7 +303,9 @@ describe('lockwire status', () => {
       const blankInside = lockwire(['status', '--token', 'a b'], { LOCKWIRE_URL: refusing.url });
       const newline = lockwire(['status'], { LOCKWIRE_URL: refusing.url, LOCKWIRE_TOKEN: 'from-a-file\n' });
       expect((await notUrl.waitForExit()).code).toBe(2);
-      expect(notUrl.text('stderr')).toBe('lockwire status: --url "localhost:7311": expected a ws:// or wss:// URL, e.g. ws://127.0.0.1:7311/v1');
+      expect(notUrl.text('stderr')).toBe(
+        'lockwire status: --url (or LOCKWIRE_URL) "localhost:7311": expected a ws:// or wss:// URL, e.g. ws://127.0.0.1:7311/v1',
+      );
       expect((await ftp.waitForExit()).code).toBe(2);
       expect((await blankInside.waitForExit()).code).toBe(2);
       expect(blankInside.text('stderr')).toMatch(/^lockwire status: the token \(--token or LOCKWIRE_TOKEN\) has characters/);

@@ -93,10 +93,10 @@ export function endpointProblem(endpoint: Endpoint): string | null {
   try {
     url = new URL(endpoint.url);
   } catch {
-    return `--url ${JSON.stringify(shownUrl(endpoint.url))}: not a URL; expected e.g. ${DEFAULT_URL}`;
+    return `--url (or LOCKWIRE_URL) ${JSON.stringify(shownUrl(endpoint.url))}: not a URL; expected e.g. ${DEFAULT_URL}`;
   }
   if (!['ws:', 'wss:', 'http:', 'https:'].includes(url.protocol)) {
-    return `--url ${JSON.stringify(shownUrl(endpoint.url))}: expected a ws:// or wss:// URL, e.g. ${DEFAULT_URL}`;
+    return `--url (or LOCKWIRE_URL) ${JSON.stringify(shownUrl(endpoint.url))}: expected a ws:// or wss:// URL, e.g. ${DEFAULT_URL}`;
   }
   // A JWT is base64url text and dots: any other character (a control character, a blank inside) is a mistake.
   if (endpoint.token !== undefined && !/^[\x21-\x7e]+$/.test(endpoint.token)) {
