@@ -262,10 +262,13 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     listLocks: httpGuard.listLocks,
   }));
   const serveHttp = (req: IncomingMessage, res: ServerResponse) => {
-    // close() ends the idle connections once; one still answering then
-    // would stay open after its answer for Node's keep-alive timeout.
+    // While closing, an answer ends its own connection: those begun after
+    // the close began say `Connection: close`, and one begun before would
+    // otherwise stay open after it for Node's keep-alive timeout. Only its
+    // own: other idle keep-alive connections (a scraper's) stay open through
+    // the drain delay, and are closed with the rest once it is over.
     res.once('finish', () => {
-      if (closing) httpServer.closeIdleConnections();
+      if (closing) req.socket.end();
     });
     handleHttp(req, res);
   };

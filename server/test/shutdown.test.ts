@@ -29,8 +29,11 @@ async function keepAliveConnection(server: LockServer) {
   const socket = connect(server.port, '127.0.0.1');
   sockets.push(socket);
   let text = '';
+  const statusLines = () => text.match(/HTTP\/1\.1 \d{3} [^\r]*/g) ?? [];
+  let onData = () => {};
   socket.on('data', (chunk) => {
     text += String(chunk);
+    onData();
   });
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
   await within(new Promise((resolve) => socket.once('connect', resolve)), 'the HTTP connection');
@@ -38,6 +41,17 @@ async function keepAliveConnection(server: LockServer) {
     send: (path: string) => socket.write(`GET ${path} HTTP/1.1\r\nHost: lockwire\r\n\r\n`),
     write: (text: string) => socket.write(text),
     head: () => text.split('\r\n\r\n')[0] ?? '',
+    /** Resolves (bounded) with the status lines once `count` answers have begun arriving. */
+    answers: (count: number) =>
+      within(
+        new Promise<string[]>((resolve) => {
+          onData = () => {
+            if (statusLines().length >= count) resolve(statusLines());
+          };
+          onData();
+        }),
+        `${count} answers`,
+      ),
     closed,
   };
 }
@@ -213,6 +227,27 @@ describe('graceful shutdown', () => {
     await within(server.close(), 'close() with a silent connection open');
     await within(http.closed, 'the server to end the connection');
     expect(logged).not.toContain('shutdown timed out; cutting the remaining connections');
+  });
+
+  it("keeps other idle keep-alive connections open through the drain delay: an answer ends only its own", async () => {
+    const clock = createManualClock();
+    const server = await start({ clock, drainDelay: 60_000 });
+    const scraper = await keepAliveConnection(server);
+    scraper.send('/healthz');
+    expect(await scraper.answers(1)).toEqual([expect.stringMatching(/^HTTP\/1\.1 200 /)]);
+    const closed = server.close();
+    try {
+      const checker = await keepAliveConnection(server);
+      checker.send('/healthz');
+      await within(checker.closed, 'the checker connection to end with its answer');
+      // The scraper's idle connection was not closed with the checker's: it is still answered, then ended.
+      scraper.send('/healthz');
+      expect(await scraper.answers(2)).toEqual([expect.stringMatching(/ 200 /), expect.stringMatching(/^HTTP\/1\.1 503 /)]);
+      await within(scraper.closed, 'the scraper connection to end with its answer');
+    } finally {
+      clock.advance(60_000);
+    }
+    await within(closed, 'close() after the drain delay');
   });
 
   it('answers HTTP requests during the drain delay with Connection: close and ends their connections', async () => {
