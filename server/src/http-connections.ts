@@ -6,7 +6,9 @@
  * request handler ever sees.
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Logger } from './logger.js';
 
 /** The status and reason phrase a request Node refused to parse is answered with. */
 type ClientErrorAnswer = readonly [status: 400 | 408 | 431, reason: string];
@@ -33,10 +35,14 @@ function clientErrorAnswer(error: Error): ClientErrorAnswer {
  * request (an answer written into the middle of it would garble both) is
  * destroyed unanswered.
  */
-function answerClientError(error: Error, socket: Duplex, answering: boolean): void {
+function answerClientError(error: Error, socket: Duplex, answering: boolean, logger: Logger): void {
   const reset = 'code' in error && error.code === 'ECONNRESET';
   if (reset || answering || !socket.writable) return void socket.destroy();
   const [status, reason] = clientErrorAnswer(error);
+  // Before any route or upgrade (nothing is known of the request but that it could not be read), so no upgrade
+  // counter counts it: the log says what was refused, at debug as other refusals of a request's form are.
+  const code = 'code' in error ? error.code : undefined;
+  logger.debug({ remote: (socket as Partial<Socket>).remoteAddress, status, reason: code ?? error.message }, 'request refused');
   // Destroyed once the answer is written: the peer may never end its side
   // of a connection that has nothing more to say to it.
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
@@ -61,7 +67,7 @@ export interface HttpConnections {
  * connections and which of them have an answer in flight, for `closeIdle`.
  * Call before the server listens.
  */
-export function watchHttpConnections(httpServer: Server): HttpConnections {
+export function watchHttpConnections(httpServer: Server, logger: Logger): HttpConnections {
   // Every connection not upgraded, with the number of its answers in flight
   // (a pipelining client may have several).
   const connections = new Map<Duplex, number>();
@@ -96,7 +102,7 @@ export function watchHttpConnections(httpServer: Server): HttpConnections {
     res.once('close', answered);
   });
   httpServer.on('clientError', (error: Error, socket: Duplex) =>
-    answerClientError(error, socket, (connections.get(socket) ?? 0) > 0),
+    answerClientError(error, socket, (connections.get(socket) ?? 0) > 0, logger),
   );
   return {
     closeIdle: () => {

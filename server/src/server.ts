@@ -288,7 +288,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       serveHttp,
     }),
   );
-  const httpConnections = watchHttpConnections(httpServer);
+  const httpConnections = watchHttpConnections(httpServer, logger);
 
   await store.start(listener);
   try {

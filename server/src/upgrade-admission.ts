@@ -149,8 +149,8 @@ function destroySocket(this: Duplex): void {
  * closing or past `maxConnections` (but for a resume that supersedes a
  * live connection of its session while exactly at the limit), and 401/403 as the authenticator says;
  * then `ws` refuses a handshake it cannot complete: 405 a method but GET,
- * 400 a bad Upgrade, Sec-WebSocket-Key, -Version, -Protocol or -Extensions
- * header. Each refusal is logged as `upgrade refused` (with its status and
+ * 400 a bad Upgrade, Sec-WebSocket-Key, -Version or -Protocol header
+ * (-Extensions is not read: compression is off). Each refusal is logged as `upgrade refused` (with its status and
  * reason; see `logger` for the level) and counted by status; otherwise it completes the handshake and calls `connected`. A resume
  * whose connection never opens goes back into grace (or ends, if the server
  * is closing), as does one whose peer resets its connection meanwhile,

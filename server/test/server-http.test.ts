@@ -198,10 +198,20 @@ describe('HTTP endpoints', () => {
     expect(answer.head).toMatch(/\r\nConnection: close(\r\n|$)/);
   });
 
-  it('answers a request target longer than the header limit (a long access_token in the dashboard URL) with 431', async () => {
-    const { server } = await start();
-    const answer = await exchange(server.port, `GET /?access_token=${'t'.repeat(17_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+  it('answers a request target longer than the header limit (a long access_token in the dashboard URL) with 431, and logs it without the token', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const note = (fields: object, msg: string) => void lines.push({ ...fields, msg });
+    const server = await createLockServer({
+      port: 0,
+      heartbeatInterval: 0,
+      store: createStubStore().store,
+      logger: { debug: note, info: note, warn: note, error: note },
+    });
+    servers.push(server);
+    const answer = await exchange(server.port, `GET /v1?access_token=${'t'.repeat(17_000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
     expect(answer.head).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+    expect(lines).toContainEqual({ msg: 'request refused', remote: '127.0.0.1', status: 431, reason: 'HPE_HEADER_OVERFLOW' });
+    expect(JSON.stringify(lines)).not.toContain('ttttt');
   });
 
   it('answers a malformed header line with 400 and ends the connection, instead of dropping it unanswered', async () => {
@@ -215,7 +225,7 @@ describe('HTTP endpoints', () => {
     const http = createServer({ headersTimeout: 100, requestTimeout: 200, connectionsCheckingInterval: 20 }, (_req, res) =>
       res.end(),
     );
-    watchHttpConnections(http);
+    watchHttpConnections(http, silentLogger);
     uiServers.push(http);
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     const answer = await exchange((http.address() as AddressInfo).port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n');
