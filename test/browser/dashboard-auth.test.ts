@@ -42,3 +42,30 @@ it('with auth on, the dashboard without a token is refused', async () => {
   const response = await fetch(`${server.httpUrl}/`);
   expect(response.status).toBe(401);
 });
+
+it('with a token that may lock but not watch doc keys, a waiting editor tab says someone else is editing, not nobody', async () => {
+  const editorToken = (sub: string) =>
+    signToken({ sub, locks: ['doc:*'], watch: [], steal: [], admin: [] }, { secret: SECRET, ttlSeconds: 600, now: Date.now() });
+  const context = await browser.newContext();
+  try {
+    const open = async (user: string) => {
+      const page = await context.newPage();
+      const errors = collectPageErrors(page);
+      await page.goto(`${server.httpUrl}/demo/editor?doc=blind&user=${user}&access_token=${encodeURIComponent(await editorToken(user))}`);
+      return { page, errors };
+    };
+    const first = await open('ana');
+    await first.page.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
+    const second = await open('bo');
+    await second.page.locator('#who[data-role="waiting"]').waitFor({ timeout: 5000 });
+    // The token hides who edits (its watch sees nothing of doc:*), but a tab in line knows someone does.
+    expect(await second.page.locator('#who').textContent()).toBe(
+      'Read-only: someone else is editing. You are number 1 in line; you take over when the tabs ahead close.',
+    );
+    await first.page.close();
+    await second.page.locator('#who[data-role="editing"]').waitFor({ timeout: 5000 });
+    expect([...first.errors, ...second.errors]).toEqual([]);
+  } finally {
+    await context.close();
+  }
+});

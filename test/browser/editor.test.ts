@@ -75,6 +75,23 @@ afterEach(async () => {
 });
 
 describe('editor demo', () => {
+  it('shows its own key and user escaped, as the dashboard shows keys and meta: no bidi or control character reorders the line', async () => {
+    const doc = 'abc\u202egpj.exe\nx';
+    const page = await openEditor(`doc=${encodeURIComponent(doc)}&user=${encodeURIComponent('ana\u202eeve')}`);
+    await who(page, 'editing').waitFor({ timeout: 5000 });
+    const shownKey = 'doc:abc\\u202egpj.exe\\u000ax';
+    expect(await page.locator('#doc-key').textContent()).toBe(shownKey);
+    expect(await page.locator('#me').textContent()).toMatch(/^user=ana\\u202eeve tab=\w+$/);
+    const line = await page.locator('#who').textContent();
+    expect(line).toContain(`You are editing ${shownKey} (user=ana\\u202eeve tab=`);
+    expect(await page.title()).toBe(`editing · ${shownKey} · lockwire`);
+    for (const text of [line, await page.title()]) expect(text).not.toMatch(/[\u202e\n]/);
+    // The lock itself is the raw key, as the page was asked for it.
+    expect((await observer.status(`doc:${doc}`)).holders.map((holder) => holder.meta)).toEqual([
+      { user: 'ana\u202eeve', tab: expect.any(String) },
+    ]);
+  });
+
   it('lets only the tab holding doc:<id> type; the other is read-only and names the editor', async () => {
     const first = await openEditor('doc=plan&user=ana');
     await who(first, 'editing').waitFor({ timeout: 5000 });

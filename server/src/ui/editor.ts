@@ -15,7 +15,7 @@
 import type { CloseInfo, Lease, ListResult, LockClient, LockEvent } from '@lockwire/client';
 import { connectionEnd, connectPage, policyCloseOf, policyReconnectDelay, refusalOf } from './access.js';
 import { acquireRefusal, retryDelay, RetryWait, type AcquireRefusal } from './acquire-refusal.js';
-import { byId, endpointUrl, formatDuration, formatMeta, setText, shortSession, withPageToken } from './format.js';
+import { byId, displayKey, endpointUrl, formatDuration, formatMeta, setText, shortSession, withPageToken } from './format.js';
 import { reconnectDelay } from './dashboard-support.js';
 
 type Role = 'editing' | 'waiting' | 'readonly' | 'offline';
@@ -55,6 +55,10 @@ const key = `doc:${doc}`;
 const storageKey = `lockwire-demo:${key}`;
 const tab = Math.random().toString(36).slice(2, 8);
 const user = params.get('user') || rememberedUser();
+// The key and the tab's own name as shown, escaped as the dashboard shows keys and meta: a doc id or user from
+// the URL may hold control or bidi characters that would break or reorder the text around them.
+const shownKey = displayKey(key);
+const shownMe = formatMeta({ user, tab });
 
 const el = {
   state: byId('conn-state', HTMLElement),
@@ -92,8 +96,9 @@ function rememberedUser(): string {
   return made;
 }
 
-function describe(holder: Editor | undefined): string {
-  if (!holder) return 'nobody';
+/** Who edits; `queued`: this tab waits in line, so someone does, though the page may not see who (a token without `watch`). */
+function describe(holder: Editor | undefined, queued = false): string {
+  if (!holder) return queued ? 'someone else' : 'nobody';
   return formatMeta(holder.meta) || `session ${shortSession(holder.session)}`;
 }
 
@@ -103,7 +108,7 @@ function show(role: Role, text: string, refusedCode?: string): void {
   else el.who.dataset.refused = refusedCode;
   setText(el.who, text);
   el.text.readOnly = role !== 'editing';
-  document.title = `${role === 'editing' ? 'editing' : 'read-only'} · ${key} · lockwire`;
+  document.title = `${role === 'editing' ? 'editing' : 'read-only'} · ${shownKey} · lockwire`;
 }
 
 function refresh(): void {
@@ -114,7 +119,7 @@ function refresh(): void {
     show('offline', accessRefused ?? closedFor ?? 'Not connected: reconnecting…');
   } else if (holding && current?.leases.has(key)) {
     // A hold kept through a drop is editable again once the resume gave it back (it is among the client's leases).
-    show('editing', `You are editing ${key} (user=${user} tab=${tab}).`);
+    show('editing', `You are editing ${shownKey} (${shownMe}).`);
   } else if (refused) {
     show('readonly', refusedText(refused.refusal, refused.retryIn), refused.refusal.code);
   } else {
@@ -122,14 +127,14 @@ function refresh(): void {
     const role: Role = position === undefined ? 'readonly' : 'waiting';
     show(
       role,
-      `Read-only: ${describe(editor)} is editing.${line}${line ? '; you take over when the tabs ahead close.' : ''}`,
+      `Read-only: ${describe(editor, position !== undefined)} is editing.${line}${line ? '; you take over when the tabs ahead close.' : ''}`,
     );
   }
 }
 
 function refusedText(refusal: AcquireRefusal, retryIn: number | undefined): string {
   const editing = editor ? ` ${describe(editor)} is editing.` : '';
-  if (retryIn === undefined) return `Read-only: you may not edit ${key} (${refusal.code}: ${refusal.reason}).${editing}`;
+  if (retryIn === undefined) return `Read-only: you may not edit ${shownKey} (${refusal.code}: ${refusal.reason}).${editing}`;
   const sooner = refusal.wakesOnEvents ? ', or as soon as someone leaves the document or its line' : '';
   return (
     `Read-only:${editing || ' nobody is editing.'} This tab could not join the line (${refusal.code}: ${refusal.reason});` +
@@ -139,8 +144,8 @@ function refusedText(refusal: AcquireRefusal, retryIn: number | undefined): stri
 
 function watchRefusedText(refusal: AcquireRefusal, retryIn: number | undefined): string {
   const why = `${refusal.code}: ${refusal.reason}`;
-  if (retryIn === undefined) return `Read-only: you may not edit ${key}: the server refused to watch it (${why}).`;
-  return `Not connected: the server refused to watch ${key} (${why}); trying again in ${formatDuration(retryIn)}.`;
+  if (retryIn === undefined) return `Read-only: you may not edit ${shownKey}: the server refused to watch it (${why}).`;
+  return `Not connected: the server refused to watch ${shownKey} (${why}); trying again in ${formatDuration(retryIn)}.`;
 }
 
 function onEvent(event: LockEvent): void {
@@ -336,9 +341,9 @@ async function connectForever(): Promise<void> {
 }
 
 el.dashboardLink.href = withPageToken('/', location);
-setText(el.docKey, key);
-setText(el.me, `user=${user} tab=${tab}`);
-el.text.value = localStorage.getItem(storageKey) ?? `Shared notes for ${key}.\n`;
+setText(el.docKey, shownKey);
+setText(el.me, shownMe);
+el.text.value = localStorage.getItem(storageKey) ?? `Shared notes for ${shownKey}.\n`;
 el.text.addEventListener('input', () => {
   if (holding) localStorage.setItem(storageKey, el.text.value);
 });
