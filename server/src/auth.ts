@@ -9,6 +9,7 @@ import {
   type JWTVerifyOptions,
 } from 'jose';
 import type { Clock } from './clock.js';
+import { jsonProblem } from './json-problem.js';
 import { ALLOW_ALL, type KeyPattern, type Permissions } from './permissions.js';
 import { createOriginCheck } from './origin-check.js';
 import { parseRequestUrl } from './request-url.js';
@@ -232,7 +233,7 @@ function otherUse(jwk: { use?: unknown; key_ops?: unknown; alg?: unknown; crv?: 
  */
 function judgeJwk(jwk: unknown): JwkVerdict {
   if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return broken('not a JWK (a JSON object with kty)');
-  const members = jwk as { kty?: unknown; use?: unknown; key_ops?: unknown; alg?: unknown; crv?: unknown };
+  const members = jwk as { kty?: unknown; use?: unknown; key_ops?: unknown; alg?: unknown; crv?: unknown; ext?: unknown };
   const { kty } = members;
   if (kty === 'oct') return broken('a symmetric key: give an HS256 secret with --auth-secret instead');
   if ('d' in jwk) return broken('a private key: the file must hold public keys only');
@@ -240,6 +241,8 @@ function judgeJwk(jwk: unknown): JwkVerdict {
   if (members.use !== undefined && typeof members.use !== 'string') return broken('use: expected a string');
   if (members.key_ops !== undefined && !isDistinctStrings(members.key_ops)) return broken('key_ops: expected an array of distinct strings');
   if (members.alg !== undefined && typeof members.alg !== 'string') return broken('alg: expected a string');
+  // jose passes over a key whose `ext` is not a boolean: one that verifies nothing must not pass for one that does.
+  if (members.ext !== undefined && typeof members.ext !== 'boolean') return broken('ext: expected true or false');
   let bits: number | undefined;
   try {
     bits = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' }).asymmetricKeyDetails?.modulusLength;
@@ -315,7 +318,8 @@ export function parseJwks(text: string, options: ParseJwksOptions = {}): JSONWeb
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new Error(`not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
+    // Without the parser's own message, which quotes the text around the fault: a key's material included.
+    throw new Error(`not valid JSON: ${jsonProblem(error, text)}`);
   }
   if (typeof parsed !== 'object' || parsed === null || !('keys' in parsed) || !Array.isArray(parsed.keys)) {
     throw new Error('expected a JSON object with a keys array');

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { CONFIG_KEYS, ConfigError, type ConfigKey, type ConfigLayer } from './config.js';
+import { jsonProblem, problem } from './json-problem.js';
 
 /** The flag that names a config file: `lockwire serve --config lockwire.json`. */
 export const CONFIG_FILE_FLAG = 'config';
@@ -10,30 +11,6 @@ const known: ReadonlySet<string> = new Set(CONFIG_KEYS);
 
 function isConfigKey(name: string): name is ConfigKey {
   return known.has(name);
-}
-
-function problem(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/**
- * What `JSON.parse` found wrong in `text`, without quoting the text: the
- * parser's own message can quote the input around the fault, and a config
- * file may hold the auth secret or a Redis password. Names the line and
- * column where the parser says where.
- */
-function jsonProblem(error: unknown, text: string): string {
-  const message = problem(error);
-  if (message.startsWith('Unexpected end of JSON input')) return 'the text ends before the JSON does';
-  const at = / in JSON at position (\d+)$|at position (\d+)$/.exec(message);
-  if (at && !message.includes('"')) {
-    const offset = Number(at[1] ?? at[2]);
-    const before = text.slice(0, offset);
-    const line = before.split('\n').length;
-    const column = offset - before.lastIndexOf('\n');
-    return `${message.slice(0, at.index).trimEnd()} at line ${line}, column ${column}`;
-  }
-  return 'an unexpected character';
 }
 
 /**

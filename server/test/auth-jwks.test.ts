@@ -90,8 +90,29 @@ describe('JWKS keys no token can be verified with', () => {
       [{ ...rsa, key_ops: 'verify' }, 'keys[1]: key_ops: expected an array of distinct strings'],
       [{ ...rsa, key_ops: ['verify', 'verify'] }, 'keys[1]: key_ops: expected an array of distinct strings'],
       [{ ...rsa, alg: 7 }, 'keys[1]: alg: expected a string'],
+      // jose passes over such a key: a file of it alone would start a server that refuses every token.
+      [{ ...rsa, ext: 'true' }, 'keys[1]: ext: expected true or false'],
     ];
     for (const [jwk, expected] of cases) expect(readError([good, jwk])).toBe(expected);
     expect(readError([good, { ...rsa, alg: 'PS384', use: 'sig', key_ops: ['verify'] }])).toBeNull();
+    expect(readError([good, { ...rsa, ext: true }])).toBeNull();
+  });
+
+  it('says what is wrong with a JWKS file that is not JSON without quoting its text, which may hold key material', () => {
+    const problemOf = (text: string) => {
+      try {
+        parseJwks(text);
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return null;
+    };
+    // A trailing comma after a symmetric key, and a private EC key whose d lost its quotes: the parser's own
+    // message quotes the text around the fault.
+    const oct = problemOf('{"keys":[{"kty":"oct","k":"c2VjcmV0LXN5bW1ldHJpYy1rZXk"},]}');
+    const priv = problemOf('{"keys":[{"kty":"EC","crv":"P-256","x":"a","y":"b","d": zszDm4B7ylx842fYkmDa4m_GD5gMulVf9v8PXfcRDiI}]}');
+    expect(oct).toMatch(/^not valid JSON: /);
+    expect(priv).toMatch(/^not valid JSON: /);
+    expect(`${oct} ${priv}`).not.toMatch(/Yy1rZXk|zszDm4B7/);
   });
 });
