@@ -134,6 +134,20 @@ function checkExpiry(payload: JWTPayload, now: number): void {
   }
 }
 
+/**
+ * Refuses a verified token whose `nbf` is after `now` (ms), to the
+ * millisecond, as `checkExpiry` does for `exp`: jose compares whole seconds,
+ * and would refuse a fractional `nbf` for up to a second after it.
+ */
+function checkNotBefore(payload: JWTPayload, now: number): void {
+  if (typeof payload.nbf === 'number' && payload.nbf * 1000 > now) {
+    throw new errors.JWTClaimValidationFailed('"nbf" claim timestamp check failed', payload, 'nbf', 'check_failed');
+  }
+}
+
+/** The slack given jose's own whole-second checks of `exp` and `nbf`, which `checkExpiry` and `checkNotBefore` redo exactly. */
+const WHOLE_SECOND_SLACK_S = 1;
+
 /** True for a failure of the token's claims, which jose checks after its signature. */
 function isClaimFailure(failure: unknown): boolean {
   return (
@@ -364,7 +378,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
 
   const verify = async (token: string): Promise<Permissions> => {
     const now = clock.now();
-    const checks: JWTVerifyOptions = { currentDate: new Date(now) };
+    const checks: JWTVerifyOptions = { currentDate: new Date(now), clockTolerance: WHOLE_SECOND_SLACK_S };
     if (auth?.audience !== undefined) checks.audience = auth.audience;
     if (auth?.issuer !== undefined) checks.issuer = auth.issuer;
     let payload: JWTPayload;
@@ -372,6 +386,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     else if (keySet) payload = await verifyWithKeySet(token, keySet, checks);
     else return ALLOW_ALL;
     checkExpiry(payload, now);
+    checkNotBefore(payload, now);
     checkSubject(payload);
     return permissionsOf(payload);
   };

@@ -106,6 +106,20 @@ describe('authentication at the upgrade', () => {
     expect(server.sessionCount()).toBe(0);
   });
 
+  it('takes a token whose fractional nbf passed within the last second, and refuses one whose nbf is still ahead by less than a second', async () => {
+    const { server, clock } = await startServer({ auth: { secret: SECRET } });
+    const whole = Math.floor(clock.now() / 1000) + 10;
+    const nbf = whole + 0.5;
+    const ana = await token({ sub: 'ana', locks: ['*'], watch: ['*'], nbf }, { now: clock.now() });
+    const headers = { authorization: `Bearer ${ana}` };
+    clock.set((nbf - 0.3) * 1000);
+    expect(await upgradeStatus(server.url, { headers })).toBe(401);
+    // 400 ms after nbf, in the same whole second: valid, as a fractional exp counts to the millisecond.
+    clock.set((nbf + 0.4) * 1000);
+    expect(await upgradeStatus(server.url, { headers })).toBe(101);
+    expect((await get(server, '/v1/locks', headers)).status).toBe(200);
+  });
+
   it('refuses a token signed with alg none', async () => {
     const { server } = await startServer({ auth: { secret: SECRET } });
     const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
