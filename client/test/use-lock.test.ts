@@ -133,6 +133,26 @@ describe('useLock (LockController) when the server refuses the release', () => {
     expect((await dave.status('react:1')).locked).toBe(false);
   });
 
+  it("a useLock handle's second release() (the unmount after a click on release) resolves only once the hold is gone, as the first does", async () => {
+    const { harness, carol, dave, refused, accepted } = await rateLimitedPair();
+    const handle = new SharedLocks(carol).handle('react:5', () => ({ trackPosition: false }));
+    handle.acquire();
+    await stateIs(handle, 'held');
+    const wasRefused = refused();
+    const settled = { first: false, second: false };
+    const first = handle.release().then(() => (settled.first = true));
+    const second = handle.release().then(() => (settled.second = true));
+    await wasRefused;
+    // The refused release is asked again later: carol still holds the key, and neither promise may say otherwise.
+    expect((await dave.status('react:5')).holders.map((holder) => holder.session)).toEqual([carol.session]);
+    expect(settled).toEqual({ first: false, second: false });
+    const wasAccepted = accepted();
+    harness.clock.advance(1000);
+    await wasAccepted;
+    await within(Promise.all([first, second]), 2000, 'both release() calls to resolve');
+    expect((await dave.status('react:5')).locked).toBe(false);
+  });
+
   it('a grant whose caller was released before it heard of it is handed back, and asked again while the server refuses', async () => {
     const { harness, carol, dave, refused, accepted } = await rateLimitedPair();
     const controller = new LockController(carol, 'react:2', () => ({ trackPosition: false }));

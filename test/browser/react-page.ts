@@ -8,15 +8,22 @@
 import { LockClient } from '@lockwire/client';
 import { LockClientProvider, useLock, useLockState } from '@lockwire/client/react';
 import { StrictMode, createElement } from 'react';
+import { flushSync } from 'react-dom';
 import { createRoot, type Root } from 'react-dom/client';
 
 interface Mounted {
   root: Root;
   client: LockClient;
+  /** Renders the view again with `auto` (a view of `mount()`). */
+  render?: (auto: boolean) => void;
 }
+
+/** Every status each view rendered, in order, by view name. */
+const rendered = new Map<string, string[]>();
 
 function LockView(props: { lockKey: string; name: string; auto: boolean }) {
   const lock = useLock(props.lockKey, { auto: props.auto, meta: { name: props.name } });
+  rendered.set(props.name, [...(rendered.get(props.name) ?? []), lock.status]);
   const watched = useLockState(props.lockKey);
   const holder = watched.status === 'ready' ? (watched.holders[0]?.meta?.['name'] ?? '') : '';
   return createElement(
@@ -46,11 +53,25 @@ const api = {
     host.id = name;
     document.body.append(host);
     const root = createRoot(host);
-    root.render(
-      createElement(StrictMode, null, createElement(LockClientProvider, { client }, createElement(LockView, { lockKey: key, name, auto }))),
-    );
-    mounted.set(name, { root, client });
+    const render = (auto: boolean) =>
+      root.render(
+        createElement(StrictMode, null, createElement(LockClientProvider, { client }, createElement(LockView, { lockKey: key, name, auto }))),
+      );
+    render(auto);
+    mounted.set(name, { root, client, render });
     return client.session;
+  },
+  /**
+   * Renders `#<name>`'s view again with `auto`, its effects run before this returns (`flushSync`), and
+   * resolves with every status the view rendered from then on, after a round trip of its client to the server.
+   */
+  async setAuto(name: string, auto: boolean): Promise<string[]> {
+    const view = mounted.get(name);
+    if (!view?.render) throw new Error(`no view ${name}`);
+    const before = rendered.get(name)?.length ?? 0;
+    flushSync(() => view.render?.(auto));
+    await view.client.ping();
+    return (rendered.get(name) ?? []).slice(before);
   },
   /** Connects one client and renders two lock views of `key` on it, as `#<name>-1` and `#<name>-2`. */
   async mountPair(name: string, url: string, key: string): Promise<string> {

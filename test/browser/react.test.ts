@@ -26,6 +26,7 @@ const lockwireSources: Plugin = {
 interface ReactTestWindow {
   reactTest: {
     mount(name: string, url: string, key: string, auto?: boolean): Promise<string>;
+    setAuto(name: string, auto: boolean): Promise<string[]>;
     mountPair(name: string, url: string, key: string): Promise<string>;
     unmount(name: string): void;
   };
@@ -98,7 +99,29 @@ afterEach(async () => {
   expect(pageErrors).toEqual([]);
 });
 
+function setAuto(name: string, auto: boolean): Promise<string[]> {
+  return page.evaluate(([name, auto]) => (window as unknown as ReactTestWindow).reactTest.setAuto(name, auto), [name, auto] as const);
+}
+
 describe('useLock and useLockState in Chromium', () => {
+  it('keeps the hold when auto changes on a mounted component, off and on again; only unmounting releases it', async () => {
+    const session = await mount('flip', 'flip:react');
+    await expectAttributes('flip', { status: 'held', token: /^\d+$/ });
+    const token = await view('flip').getAttribute('data-token');
+    let queued!: () => void;
+    const isQueued = new Promise<void>((resolve) => (queued = resolve));
+    const waiting = observer.acquire('flip:react', { onQueued: () => queued() });
+    await isQueued;
+    // Each change renders only `held`: no release (then `idle`) and no new request (then `waiting`).
+    expect(new Set(await setAuto('flip', false))).toEqual(new Set(['held']));
+    expect(new Set(await setAuto('flip', true))).toEqual(new Set(['held']));
+    expect(new Set(await setAuto('flip', false))).toEqual(new Set(['held']));
+    expect(await view('flip').getAttribute('data-token')).toBe(token);
+    expect((await observer.status('flip:react')).holders.map((holder) => holder.session)).toEqual([session]);
+    await page.evaluate(() => (window as unknown as ReactTestWindow).reactTest.unmount('flip'));
+    expect((await waiting)?.token).toBeGreaterThan(Number(token));
+  });
+
   it('shows the second hook user waiting at position 1, and held once the first unmounts', async () => {
     const first = await mount('first', 'doc:react');
     await expectAttributes('first', { status: 'held', token: /^\d+$/ });

@@ -104,7 +104,8 @@ export type UseLockResult = LockHookState & {
  * loss reaches all of them. Give independent holders their own clients.
  * Options other than `client` and `auto` are read when an acquire starts
  * (when components share it, those of the one that joined last); changing
- * `key` or the client releases and starts over.
+ * `key` or the client releases and starts over, changing `auto` does not
+ * (turned on, it asks when nothing is held or asked yet).
  */
 export function useLock(key: string, options: UseLockOptions = {}): UseLockResult {
   const { client: given, auto = true, ...request } = options;
@@ -113,11 +114,15 @@ export function useLock(key: string, options: UseLockOptions = {}): UseLockResul
   latest.current = request;
   const controller = useMemo(() => sharedLocks(client).handle(key, () => latest.current), [client, key]);
   const state = useSyncExternalStore(controller.subscribe, controller.getSnapshot, controller.getSnapshot);
+  // Released on unmount or a new key/client only; `auto` only starts an acquire.
+  useEffect(
+    () => () => {
+      void controller.release();
+    },
+    [controller],
+  );
   useEffect(() => {
     if (auto) controller.acquire();
-    return () => {
-      void controller.release();
-    };
   }, [controller, auto]);
   return useMemo(
     () => ({ ...state, acquire: controller.acquire, release: controller.release }),

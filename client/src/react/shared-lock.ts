@@ -68,6 +68,7 @@ export class LockHandle {
   readonly #listeners = new Set<() => void>();
   #controller: LockController | undefined;
   #unsubscribe: (() => void) | undefined;
+  #left: Promise<void> = Promise.resolve();
 
   constructor(
     readonly shared: SharedLocks,
@@ -108,11 +109,12 @@ export class LockHandle {
    * wants the key (the hold stays). Never rejects.
    */
   readonly release = (): Promise<void> => {
-    if (!this.#controller) return Promise.resolve();
+    if (!this.#controller) return this.#left;
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
     this.#controller = undefined;
     const left = this.shared.leave(this.key, this);
+    this.#left = left;
     this.#notify();
     return left;
   };
