@@ -324,6 +324,17 @@ export class LockClient extends PrefectFace {
     return new Promise<void>((gone) => void this.#releases.release(lease, gone));
   }
 
+  /**
+   * @internal Used by the React hooks: resolves once the holds of `key` this
+   * client lets go of in the background are gone (an acquire given up before
+   * the server answered it, and the grant that came anyway, handed back;
+   * a release asked again after a refusal), at once when there are none.
+   * Never rejects.
+   */
+  lettingGo(key: string): Promise<void> {
+    return this.#releases.pending(key) ?? Promise.resolve();
+  }
+
   // ---- leases ----
 
   /**

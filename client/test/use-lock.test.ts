@@ -153,6 +153,33 @@ describe('useLock (LockController) when the server refuses the release', () => {
     expect((await dave.status('react:5')).locked).toBe(false);
   });
 
+  it('release() of a waiting request resolves only once a grant that raced its cancel is handed back', async () => {
+    // A server that leaves every acquire, cancel and release to the test.
+    fake = await startFakeServer({
+      respond: (frame) => (['acquire', 'cancel', 'release'].includes(String(frame.op)) ? undefined : defaultResponse(frame)),
+    });
+    const client = await LockClient.connect(fake.url, { reconnect: false });
+    clients.push(client);
+    const server = await fake.connection(0);
+    const handle = new SharedLocks(client).handle('react:6', () => ({ trackPosition: false }));
+    handle.acquire();
+    const acquire = await server.nextRequest('acquire');
+    server.send({ type: 'queued', id: acquire.id, key: 'react:6', position: 1 });
+    await stateIs(handle, 'waiting');
+    let released = false;
+    const releasing = handle.release().then(() => (released = true));
+    // The server had granted it already: the session holds the key until the client hands that grant back.
+    const cancel = await server.nextRequest('cancel');
+    server.reply(acquire.id, { acquired: true, token: 9, expiresAt: null });
+    server.reply(cancel.id, { cancelled: false });
+    const handBack = await server.nextRequest('release');
+    await client.ping();
+    expect(released).toBe(false);
+    server.reply(handBack.id, { released: true });
+    await within(releasing, 2000, 'release() to resolve');
+    expect(handle.getSnapshot().status).toBe('idle');
+  });
+
   it('a grant whose caller was released before it heard of it is handed back, and asked again while the server refuses', async () => {
     const { harness, carol, dave, refused, accepted } = await rateLimitedPair();
     const controller = new LockController(carol, 'react:2', () => ({ trackPosition: false }));

@@ -76,7 +76,8 @@ export type UseLockResult = LockHookState & {
   /**
    * Cancels the request or releases the lock; the state turns `idle` at
    * once. Resolves once the hold is gone: the release accepted or the lock
-   * lost (a waiting request: once it is given up). A release the server
+   * lost (a waiting request: once it is given up, and a grant that raced its
+   * cancel handed back). A release the server
    * refuses (`rate_limited`, `store_unavailable`, ...) is sent again with
    * backoff until it is accepted or the lock is lost, and this resolves
    * only then; meanwhile the key's next acquire on the client (`useLock`,

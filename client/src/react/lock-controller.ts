@@ -110,7 +110,10 @@ export class LockController {
     if (this.#state !== IDLE) this.#set(IDLE);
     // Through the client, so that any acquire of the key on it (not only this controller's) waits for the release.
     const released = lease ? this.client.releaseUntilGone(lease) : undefined;
-    this.#settled = Promise.all([this.#settled, released]).then(() => undefined);
+    // An acquire the abort gave up on before the server answered it may still be granted: the client hands that
+    // grant back in the background, and the hold is gone only once it did (the abort recorded it just now).
+    const handedBack = this.client.lettingGo(this.key);
+    this.#settled = Promise.all([this.#settled, released, handedBack]).then(() => undefined);
     return this.#settled;
   };
 

@@ -101,7 +101,8 @@ export class LockHandle {
    * Leaves the request; the state turns `idle` at once. The last handle
    * out cancels the request or releases the hold, and this resolves once
    * the hold is gone: the release accepted or the lock lost (a waiting
-   * request: once it is given up). A release the server refuses
+   * request: once it is given up, and a grant that raced its cancel
+   * handed back). A release the server refuses
    * (`rate_limited`, `store_unavailable`, ...) is sent again with backoff
    * until it is accepted or the lock is lost, and this resolves only then;
    * meanwhile the key's next acquire on the client waits for it (see
