@@ -52,23 +52,15 @@ export interface ConnectionOpenOptions {
   keepalive?: KeepalivePolicy | null;
 }
 
+const utf8 = new TextEncoder();
+
 /**
  * The UTF-8 length of `frame` when it is over `max` bytes, else null. A UTF-16 code unit takes at most 3
- * bytes, so the frames of everyday requests are let through without being counted.
+ * bytes, so the frames of everyday requests are let through without being encoded.
  */
 function frameTooLarge(frame: string, max: number): number | null {
   if (frame.length * 3 <= max) return null;
-  let bytes = 0;
-  for (let i = 0; i < frame.length; i++) {
-    const unit = frame.charCodeAt(i);
-    if (unit < 0x80) bytes += 1;
-    else if (unit < 0x800) bytes += 2;
-    else if (unit >= 0xd800 && unit <= 0xdbff && (frame.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      // A surrogate pair: one code point of 4 bytes. (JSON.stringify escapes a lone surrogate as ASCII.)
-      bytes += 4;
-      i++;
-    } else bytes += 3;
-  }
+  const bytes = utf8.encode(frame).length;
   return bytes > max ? bytes : null;
 }
 

@@ -75,8 +75,8 @@ export interface Endpoint {
 
 /**
  * Flags over environment over the default. An empty value counts as not given. The token is taken without
- * the blanks around it: one read from a file (`LOCKWIRE_TOKEN=$(cat token)` keeps none, `--token "$(<file)"` or
- * a variable set from a file's whole text may keep its final newline), which a header cannot carry.
+ * the blanks around it: a variable set from a file's whole text (an env file, a secret mounted as a
+ * variable) may keep the file's final newline, which a header cannot carry.
  */
 export function endpointFrom(
   values: { url?: string | undefined; token?: string | undefined },
@@ -343,10 +343,15 @@ const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h
  * a duration or exceeds the protocol's largest (2147483647 ms).
  */
 export function parseDuration(text: string): number | null {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!match?.[1]) return null;
-  const ms = Math.round(Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1));
+  const ms = Math.round(unboundedDuration(text));
   return Number.isFinite(ms) && ms <= MAX_DURATION_MS ? ms : null;
+}
+
+/** The milliseconds `text` says, however many; NaN when it is not a duration. */
+function unboundedDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!match?.[1]) return Number.NaN;
+  return Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1);
 }
 
 /**
@@ -354,9 +359,7 @@ export function parseDuration(text: string): number | null {
  * (2147483647 ms, about 24.8 days, what a timer can wait), or not a duration at all (`expected`).
  */
 export function durationProblem(flag: string, text: string, expected: string): string {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  const ms = match?.[1] === undefined ? Number.NaN : Number(match[1]) * (UNIT_MS[match[2] ?? 'ms'] ?? 1);
-  const why = ms > MAX_DURATION_MS ? `at most ${MAX_DURATION_MS}ms (about 24 days)` : expected;
+  const why = unboundedDuration(text) > MAX_DURATION_MS ? `at most ${MAX_DURATION_MS}ms (about 24 days)` : expected;
   return `${flag} ${JSON.stringify(text)}: ${why}`;
 }
 
