@@ -198,8 +198,13 @@ export class NodeLiveness {
    * stops at its next step, but its replies must not come after the keys
    * are gone, where a renew answering 0 would look like a Redis that lost
    * its state (the holds abandoned, a holdoff set, a new id registered).
+   *
+   * With `handOver` (a closed session's drop never reached Redis) the
+   * current id's registration and key set stay: the other nodes find the id
+   * dead at their next check, as after a crash, and drop what its sessions
+   * left. Removed, nobody would, and those locks would stay held for good.
    */
-  async stop(): Promise<void> {
+  async stop({ handOver = false }: { handOver?: boolean } = {}): Promise<void> {
     this.#closed = true;
     this.#clearTimer(this.#renewTimer);
     this.#sweep.stop();
@@ -209,11 +214,13 @@ export class NodeLiveness {
     const ids = [this.#id, this.#registering].filter((id): id is string => id !== null);
     if (ids.length === 0) return;
     const { link, names } = this.#o;
+    const kept = handOver ? this.#id : null;
     await Promise.allSettled([
       ...ids.flatMap((id) => [
         link.command(names.node(id), ['DEL', names.node(id)]),
-        link.command(names.nodes(), ['SREM', names.nodes(), id]),
-        link.command(names.nodeKeys(id), ['DEL', names.nodeKeys(id)]),
+        ...(id === kept
+          ? []
+          : [link.command(names.nodes(), ['SREM', names.nodes(), id]), link.command(names.nodeKeys(id), ['DEL', names.nodeKeys(id)])]),
       ]),
       this.#sentinels?.drop(),
     ]);

@@ -312,7 +312,9 @@ class RedisStore implements LockStore {
       for (const session of [...this.#table.sessions.keys()]) {
         await this.closeSession(session).catch(() => {});
       }
-      await ctx.liveness?.stop();
+      // One more try for closed sessions whose drop failed; what is still left then goes to the other nodes.
+      await this.#cleanup.retryOrphans().catch(() => {});
+      await ctx.liveness?.stop({ handOver: this.#cleanup.hasOrphans });
       ctx.sequencer?.close();
       this.#hub.clear();
       await ctx.link?.close();

@@ -88,6 +88,11 @@ export class SessionCleanup {
     await this.#dropSession(session, queued, held, end);
   }
 
+  /** True while a closed session's drop failed and is still to be retried. */
+  get hasOrphans(): boolean {
+    return this.#orphans.size > 0;
+  }
+
   /** Drops again what closed sessions left in Redis when their drop failed. */
   async retryOrphans(): Promise<void> {
     for (const [session, { keys, end }] of [...this.#orphans]) {
