@@ -93,6 +93,10 @@ export type UseLockResult = LockHookState & {
  * `acquire()` and `release()` with `auto: false`), and re-renders as its
  * state moves: `idle` -> `waiting` (with `position`) -> `held` (with the
  * lease and its fencing token) -> `lost` (with the reason) when taken away.
+ * A request waiting in line when the connection drops stays `waiting`
+ * (`position: null`) while the client reconnects, and is sent again once
+ * it is open, at the tail of the line and with what is left of
+ * `acquireTimeout`; it turns `error` if the client closes for good first.
  * Unmounting cancels the request or releases the lock. A hold the client
  * had before (`acquire()`, `withLock`, `acquireLock`) is shown as `held`
  * but left to its holder, and a lease released by anyone else

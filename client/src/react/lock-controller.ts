@@ -1,7 +1,9 @@
-import { LeaseLostReason, LockError } from '../errors.js';
+import { ClientErrorCode, LeaseLostReason, LockError } from '../errors.js';
 import type { Lease } from '../lease.js';
+import type { Grant } from '../lease-book.js';
 import type { LockClient } from '../lock-client.js';
 import type { AcquireOptions } from '../options.js';
+import { pause } from '../reconnect.js';
 import type { Watch } from '../watch.js';
 
 /**
@@ -11,11 +13,18 @@ import type { Watch } from '../watch.js';
  *   `client.releaseLock(key)`, the end of a `withLock` whose hold it joined -
  *   or with `timedOut: true` when `acquireTimeout` ran out);
  * - `waiting`: the request is queued; `position` is the place in line
- *   (1 = next), `null` until the server said it had to wait;
+ *   (1 = next), `null` until the server said it had to wait. A request
+ *   the connection drops (the server takes it out of the queue) stays
+ *   `waiting`, with `position: null`, while the client reconnects, and is
+ *   sent again once it is open: at the tail of the line, with what is left
+ *   of `acquireTimeout` (counted from the first ask; none left: `idle` with
+ *   `timedOut: true`);
  * - `held`: granted; `token` is the fencing token;
  * - `lost`: the lock was taken away (`expired`, `stolen`, `revoked`,
  *   `connection_lost`) without `release()`;
- * - `error`: the acquire failed (`error` is usually a `LockError`).
+ * - `error`: the acquire failed (`error` is usually a `LockError`); also
+ *   a request waiting for the reconnect when the client closes for good,
+ *   with the acquire's `connection_lost`.
  */
 export type LockHookState =
   | { status: 'idle'; timedOut: boolean }
@@ -32,6 +41,24 @@ export type LockRequest = Omit<AcquireOptions, 'signal' | 'onQueued'> & {
 
 const IDLE: LockHookState = { status: 'idle', timedOut: false };
 
+/** How the wait for the client to be open again after a drop ended (see `LockController#reopened`). */
+type Reopened = 'open' | 'closed' | 'timeout' | 'released';
+
+/** Whether `error` is the failure of a call the connection's drop ended (not the client's close for good). */
+function isDrop(error: unknown): boolean {
+  return error instanceof LockError && error.code === ClientErrorCode.ConnectionLost;
+}
+
+/**
+ * What is left of `acquireTimeout` for an acquire first asked at `started`
+ * (`performance.now()` ms): no limit (`null`/absent) as given, else whole
+ * ms, `0` or less when none is left (always so for a try-once `0`).
+ */
+function timeLeft(acquireTimeout: number | null | undefined, started: number): number | null | undefined {
+  if (typeof acquireTimeout !== 'number') return acquireTimeout;
+  return Math.ceil(acquireTimeout - (performance.now() - started));
+}
+
 /**
  * The external store behind `useLock()`: one key on one client, acquired
  * and released on demand, with immutable snapshots for
@@ -42,6 +69,18 @@ const IDLE: LockHookState = { status: 'idle', timedOut: false };
  * request for a key the session is still queued for - which a remount
  * (React's strict mode mounts twice) would otherwise cause - and answers an
  * acquire of a key the session still holds with that hold.
+ *
+ * An acquire that fails with `connection_lost` while the client is to
+ * reconnect (a request waiting in the server's queue at a drop, which the
+ * server takes out of the queue; one asked while the client reconnects) is
+ * sent again within the same attempt once the client is open again (its
+ * `reconnect`), with the same options and what is left of `acquireTimeout`
+ * (counted from the first ask): the state stays `waiting` meanwhile, so no
+ * second request of the key is ever sent beside it. It ends instead on
+ * `release()` (nothing more is sent), when the client closes for good
+ * (`error`, with that acquire's error) or when no time is left (`idle`,
+ * `timedOut`). A hold granted before the drop is not asked for again: it
+ * turns `lost`.
  *
  * A key this client already holds otherwise (`acquire()`, `withLock`,
  * `acquireLock`) is answered with that hold: the controller shows it as
@@ -121,9 +160,100 @@ export class LockController {
     await previous;
     if (signal.aborted) return;
     const { trackPosition = true, ...options } = this.request();
+    const started = performance.now();
+    const left = () => timeLeft(options.acquireTimeout, started);
+    let acquireTimeout = options.acquireTimeout;
+    // Asked again after each drop that failed the request, until it is answered, released or given up.
+    for (;;) {
+      try {
+        const grant = await this.#ask(generation, signal, { ...options, acquireTimeout }, trackPosition);
+        if (generation === this.#generation) this.#show(grant);
+        // Released while the grant was on its way: hand it back (asked again while refused), unless it is a hold
+        // the client had before, which stays its holder's.
+        else if (grant?.fresh) await this.client.releaseUntilGone(grant.lease);
+        return;
+      } catch (error) {
+        if (signal.aborted || generation !== this.#generation) return;
+        const again = await this.#afterFailure(error, generation, signal, left);
+        if (!again) return;
+        acquireTimeout = again.acquireTimeout;
+      }
+    }
+  }
+
+  /**
+   * The current attempt's acquire failed with `error`. A drop while the
+   * client reconnects: waits, `waiting` with no place in line (the server
+   * took the request out of its queue), until the client is open again, and
+   * returns the `acquireTimeout` to ask again with (what is left). Otherwise
+   * shows how the attempt ended and returns `undefined`: `error` (also when
+   * the client closes for good meanwhile), `idle` with `timedOut` when no
+   * time is left, nothing more once released.
+   */
+  async #afterFailure(
+    error: unknown,
+    generation: number,
+    signal: AbortSignal,
+    left: () => number | null | undefined,
+  ): Promise<{ acquireTimeout: number | null | undefined } | undefined> {
+    if (!isDrop(error) || this.client.state === 'closed') {
+      this.#set({ status: 'error', error });
+      return undefined;
+    }
+    const timeout = left();
+    if (typeof timeout === 'number' && timeout <= 0) {
+      this.#set({ status: 'idle', timedOut: true });
+      return undefined;
+    }
+    if (this.#state.status !== 'waiting' || this.#state.position !== null) this.#set({ status: 'waiting', position: null });
+    const reopened = await this.#reopened(signal, timeout);
+    if (reopened === 'released' || generation !== this.#generation) return undefined;
+    if (reopened === 'closed') {
+      this.#set({ status: 'error', error });
+      return undefined;
+    }
+    const acquireTimeout = left();
+    if (reopened === 'timeout' || (typeof acquireTimeout === 'number' && acquireTimeout <= 0)) {
+      this.#set({ status: 'idle', timedOut: true });
+      return undefined;
+    }
+    return { acquireTimeout };
+  }
+
+  /**
+   * Waits for the client to be open again after a drop: `open` at its
+   * `reconnect` (at once when it is open already), `closed` when it closes
+   * for good, `released` when `signal` aborts, `timeout` after `timeout` ms
+   * (none for `null`/absent). The timer is the client's `pause`, ended with
+   * the wait.
+   */
+  #reopened(signal: AbortSignal, timeout: number | null | undefined): Promise<Reopened> {
+    if (signal.aborted) return Promise.resolve('released');
+    if (this.client.state === 'closed') return Promise.resolve('closed');
+    if (this.client.state === 'open') return Promise.resolve('open');
+    return new Promise<Reopened>((resolve) => {
+      const done = new AbortController();
+      const end = (how: Reopened) => {
+        if (done.signal.aborted) return;
+        done.abort();
+        stopReconnect();
+        stopClose();
+        signal.removeEventListener('abort', released);
+        resolve(how);
+      };
+      const stopReconnect = this.client.on('reconnect', () => end('open'));
+      const stopClose = this.client.on('close', () => end('closed'));
+      const released = () => end('released');
+      signal.addEventListener('abort', released, { once: true });
+      if (typeof timeout === 'number') void pause(timeout, done.signal).then(() => end('timeout'));
+    });
+  }
+
+  /** Sends the acquire once; `onQueued` shows the place in line, and follows it while `trackPosition`. */
+  async #ask(generation: number, signal: AbortSignal, options: AcquireOptions, trackPosition: boolean): Promise<Grant | null> {
     let stopTracking: (() => void) | undefined;
     try {
-      const grant = await this.client.acquireGrant(this.key, {
+      return await this.client.acquireGrant(this.key, {
         ...options,
         signal,
         onQueued: (position) => {
@@ -132,43 +262,39 @@ export class LockController {
           if (trackPosition) stopTracking = this.#trackPosition(generation);
         },
       });
-      if (generation !== this.#generation) {
-        // Released while the grant was on its way: hand it back (asked again while refused), unless it is a hold
-        // the client had before, which stays its holder's.
-        if (grant?.fresh) await this.client.releaseUntilGone(grant.lease);
-        return;
-      }
-      if (!grant) {
-        this.#set({ status: 'idle', timedOut: true });
-        return;
-      }
-      const { lease, fresh } = grant;
-      this.#lease = lease;
-      this.#fresh = fresh;
-      // Lost before it got here (its `lost` came in the same read as the grant): the signal fires no more.
-      if (lease.signal.aborted) {
-        this.#lose(lease);
-        return;
-      }
-      // Released before it got here (a joined hold whose holder let go of it): nothing to show.
-      if (!lease.held) {
-        this.#released(lease);
-        return;
-      }
-      this.#set({ status: 'held', lease, token: lease.token });
-      const lose = () => this.#lose(lease);
-      lease.signal.addEventListener('abort', lose, { once: true });
-      const stopReleased = lease.onReleased(() => this.#released(lease));
-      this.#unfollow = () => {
-        lease.signal.removeEventListener('abort', lose);
-        stopReleased();
-      };
-    } catch (error) {
-      if (signal.aborted || generation !== this.#generation) return;
-      this.#set({ status: 'error', error });
     } finally {
+      // Each ask follows its own place in line: after a drop the watch of the old one is closed.
       stopTracking?.();
     }
+  }
+
+  /** The current attempt's acquire was answered: shows its hold, or `idle` when it timed out. */
+  #show(grant: Grant | null): void {
+    if (!grant) {
+      this.#set({ status: 'idle', timedOut: true });
+      return;
+    }
+    const { lease, fresh } = grant;
+    this.#lease = lease;
+    this.#fresh = fresh;
+    // Lost before it got here (its `lost` came in the same read as the grant): the signal fires no more.
+    if (lease.signal.aborted) {
+      this.#lose(lease);
+      return;
+    }
+    // Released before it got here (a joined hold whose holder let go of it): nothing to show.
+    if (!lease.held) {
+      this.#released(lease);
+      return;
+    }
+    this.#set({ status: 'held', lease, token: lease.token });
+    const lose = () => this.#lose(lease);
+    lease.signal.addEventListener('abort', lose, { once: true });
+    const stopReleased = lease.onReleased(() => this.#released(lease));
+    this.#unfollow = () => {
+      lease.signal.removeEventListener('abort', lose);
+      stopReleased();
+    };
   }
 
   /**
