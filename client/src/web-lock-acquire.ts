@@ -13,6 +13,7 @@ import {
   dequeue,
   holderLossReason,
   holdFor,
+  lostWithConnection,
   nextChange,
   setIdle,
   wake,
@@ -29,6 +30,8 @@ export interface AcquiresHost extends Pick<WebLockServerCalls, 'acquire'> {
   process(name: string): void;
   /** Hands granted requests to their callers, in request order. */
   deliver(): void;
+  /** The connection dropped and the client reconnects (it is not closed for good). */
+  reconnecting(): boolean;
 }
 
 /** The server calls of one client's local queue that get a name its hold (see `WebLockQueue`). */
@@ -46,13 +49,18 @@ export class WebLockAcquires {
    * `handOver`): a grant becomes the name's hold and that request's holder;
    * no grant answers an `ifAvailable` request `null` and fails any other
    * with `not_acquired`; a failure fails it, unless a steal cancelled the
-   * acquire (the request then keeps its place and asks again later). Once
-   * the server queued the acquire, later requests need not wait for it.
+   * acquire (the request then keeps its place and asks again later), or the
+   * connection dropped and the client reconnects: the request then keeps
+   * its place here and is sent again once the client is open again (see
+   * `Waiter.resend`), at the back of the server queue, which dropped it with
+   * the connection. Once the server queued the acquire, later requests need
+   * not wait for it.
    */
   acquireFor(name: string, state: NameState, first: Waiter): void {
     state.busy = true;
     first.inFlight = true;
     first.serverQueued = false;
+    first.resend = false;
     // The request this acquire is for: an aborted one may hand it on (see `handOver`).
     const acquire: ServerAcquire = { waiter: first };
     state.acquire = acquire;
@@ -66,6 +74,8 @@ export class WebLockAcquires {
     };
     // An ifAvailable request is granted only if the server can grant it at once.
     const wait = first.ifAvailable ? { acquireTimeout: 0 } : {};
+    // Only an `ifAvailable` request is sent while reconnecting, to fail at once: it wants an answer now.
+    const offline = this.#host.reconnecting();
     this.#host.acquire(name, { mode: first.mode, signal: first.controller.signal, onQueued, ...wait }).then(
       (lease) => {
         const head = acquire.waiter;
@@ -87,6 +97,13 @@ export class WebLockAcquires {
         if (head.requeue && !abandoned) {
           // A steal cancelled this acquire; the request keeps its place and asks again later.
           head.requeue = false;
+          head.controller = new AbortController();
+        } else if (!abandoned && !offline && lostWithConnection(error) && this.#host.reconnecting()) {
+          // The server dropped the request (or a grant whose reply was lost) with the connection. Sent again only
+          // after the reconnect: a resumed session's queued requests have left their queues by then, so the server
+          // takes it as the session's one request for the key, and a hold it kept for a lost grant was given
+          // back in the welcome and released before (no lease stands for it, see `settleLeases`).
+          head.resend = true;
           head.controller = new AbortController();
         } else {
           // The caller's abort may have come after a steal had already cancelled the acquire with its own reason.

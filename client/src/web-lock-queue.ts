@@ -9,6 +9,7 @@ import {
   blockedHere,
   dequeue,
   handOver,
+  lostWithConnection,
   newNameState,
   refuseUnavailable,
   stopFollow,
@@ -42,8 +43,13 @@ export interface WebLockQueueHost extends WebLockServerCalls {
  * While the client reconnects after a drop, no request goes to the server
  * (nor asks it whether it may share a hold): the requests wait here, and
  * go on once the client is open again, resumed or on a fresh session, or
- * fail with `connection_closed` when it closes for good. Only a request
- * already sent when the connection dropped fails with it.
+ * fail with `connection_closed` when it closes for good. A request whose
+ * acquire was in flight or in the server queue at the drop waits so too,
+ * at its place here, and is sent again (see `Waiter.resend`); so is one
+ * granted whose hold the drop took before its callback ran. Only a steal
+ * in flight fails with the drop (`connection_lost`): the server may have
+ * carried it out, and stealing again could take the lock from whoever got
+ * it since.
  */
 export class WebLockQueue {
   readonly #sharing: SharedHoldSharing;
@@ -83,6 +89,7 @@ export class WebLockQueue {
       acquire: (key, options) => host.acquire(key, options),
       process: (name) => this.#process(name),
       deliver: () => this.#deliver(),
+      reconnecting: () => this.#reconnecting,
     });
   }
 
@@ -120,10 +127,12 @@ export class WebLockQueue {
       const { signal } = options;
       const onAbort = () => {
         waiter.abandoned = { reason: signal?.reason };
+        // The name's state may have been dropped and made anew while the request was granted (see `#grantLostToDrop`).
+        const current = this.#names.get(name) ?? state;
         // One whose acquire the next request cannot take over (see `handOver`) cancels it.
-        const handed = waiter.inFlight && handOver(state, waiter);
+        const handed = waiter.inFlight && handOver(current, waiter);
         if (waiter.inFlight) waiter.controller.abort(signal?.reason);
-        else if (handed || dequeue(state, waiter)) {
+        else if (handed || dequeue(current, waiter)) {
           waiter.fail(signal?.reason);
           this.#process(name);
         }
@@ -141,6 +150,7 @@ export class WebLockQueue {
         behindServerQueue: false,
         ahead: undefined,
         asked: false,
+        resend: false,
         placing: false,
         follows: undefined,
         recheckDelay: 0,
@@ -177,6 +187,11 @@ export class WebLockQueue {
       const waiter = this.#order[i];
       if (!waiter) break;
       if (waiter.holder !== undefined) {
+        if (waiter.holder?.loss && this.#grantLostToDrop(waiter, waiter.holder.loss.reason)) {
+          // Failed (aborted meanwhile), or waiting again at its place in request order.
+          if (this.#order[i] === waiter) i += 1;
+          continue;
+        }
         this.#order.splice(i, 1);
         waiter.deliver(waiter.holder);
         continue;
@@ -190,6 +205,35 @@ export class WebLockQueue {
       if (!waiter.blocked && busy && !inFlight?.serverQueued) break;
       i += 1;
     }
+  }
+
+  /**
+   * A granted request whose hold the drop took before its callback ran (its
+   * grant came as the connection dropped, or its callback waited for an
+   * earlier request): the caller never had the lock, so the request waits
+   * again, at its place in the name's queue, and is sent again once the
+   * client is open again. One whose signal aborted meanwhile (ignored while
+   * granted) now fails with its reason. False when the client is not
+   * reconnecting or the loss was not the connection's: the request then
+   * rejects with the loss.
+   */
+  #grantLostToDrop(waiter: Waiter, reason: unknown): boolean {
+    if (!this.#reconnecting || !lostWithConnection(reason)) return false;
+    if (waiter.abandoned) {
+      waiter.fail(waiter.abandoned.reason);
+      return true;
+    }
+    const state = this.#state(waiter.name);
+    waiter.holder = undefined;
+    waiter.resend = true;
+    waiter.blocked = false;
+    waiter.serverQueued = false;
+    waiter.behindServerQueue = false;
+    waiter.follows = undefined;
+    waiter.controller = new AbortController();
+    const at = state.queue.findIndex((other) => other.made > waiter.made);
+    state.queue.splice(at < 0 ? state.queue.length : at, 0, waiter);
+    return true;
   }
 
   #forget(waiter: Waiter): void {
@@ -209,8 +253,10 @@ export class WebLockQueue {
     if (!state) return;
     const head = state.queue[0];
     // While reconnecting, the head keeps its place here; the reconnect (or the close) processes the name
-    // again. An `ifAvailable` head is the exception: it wants an answer now, and its acquire fails at once.
-    if (head && !state.busy && !state.checking && (!this.#reconnecting || head.ifAvailable)) {
+    // again. An `ifAvailable` head is the exception: it wants an answer now, and its acquire fails at once;
+    // not one whose answer the drop lost, which is asked again after the reconnect.
+    const waits = this.#reconnecting && head !== undefined && (!head.ifAvailable || head.resend);
+    if (head && !state.busy && !state.checking && !waits) {
       if (state.held.size === 0) {
         if (state.steals.length === 0 && !this.#handBack.awaitLetGo(name, state)) {
           this.#acquires.acquireFor(name, state, head);

@@ -4,7 +4,7 @@
  * and the small steps on them that need no server call.
  */
 import type { ListResult, LockMode, LockStatus, WaiterInfo } from '@lockwire/protocol';
-import { LeaseLostReason, LockError } from './errors.js';
+import { ClientErrorCode, LeaseLostReason, LockError } from './errors.js';
 import type { Lease } from './lease.js';
 import type { LockEvent, Watch } from './watch.js';
 import { Lock, type WebLocksHost } from './web-lock.js';
@@ -29,6 +29,12 @@ export interface Waiter {
   /** The server put this waiter's acquire in its queue (it was not grantable at once). */
   serverQueued: boolean;
   requeue: boolean;
+  /**
+   * Its acquire, or the grant of it, was lost with a drop the client reconnects from (the server dropped the
+   * request from its queue, or the hold with the session): it is sent again once the client is open again, an
+   * `ifAvailable` one too, and until then it counts as undecided, as one in flight does.
+   */
+  resend: boolean;
   /** Set when the caller's signal aborted: the request is given up, also if a steal had cancelled its acquire first. */
   abandoned: { reason: unknown } | undefined;
   /** Not grantable when made (a holder here conflicts) or queued by the server: it holds no later request back. */
@@ -275,14 +281,18 @@ export function blockedHere(state: NameState, mode: LockMode): boolean {
  * not to be grantable (exclusive, queued by the server, behind the server
  * queue or behind this client's holders), or nothing runs for the name that
  * could still grant it. So one never waits behind another client, only for
- * this client's undecided requests ahead and its own server call.
+ * this client's undecided requests ahead and its own server call (one
+ * whose answer a drop lost waits for the reconnect, and its server call
+ * then; see `Waiter.resend`).
  */
 export function refuseUnavailable(state: NameState): void {
   // A hold let go of in the background (a refused release sent again) may take seconds: nothing grants at once.
-  const running = (state.busy && !state.lettingGo) || state.checking;
+  // A head to be sent again after a drop is undecided until its acquire is answered, as one in flight.
+  const running = (state.busy && !state.lettingGo) || state.checking || state.queue[0]?.resend === true;
   for (let i = 0; i < state.queue.length; ) {
     const waiter = state.queue[i];
-    if (waiter?.ifAvailable && !waiter.inFlight && !(running && mayYetGrant(state, i))) {
+    const resending = i === 0 && waiter?.resend === true;
+    if (waiter?.ifAvailable && !waiter.inFlight && !resending && !(running && mayYetGrant(state, i))) {
       state.queue.splice(i, 1);
       waiter.holder = null;
     } else i += 1;
@@ -346,4 +356,12 @@ export function holderLossReason(name: string, reason: unknown): unknown {
   if (reason instanceof LockError && reason.code === LeaseLostReason.ConnectionLost) return reason;
   const why = reason instanceof LockError ? reason.code : 'lost';
   return new DOMException(`lock ${JSON.stringify(name)} was ${why}`, 'AbortError');
+}
+
+/**
+ * A call that failed, or a hold that was lost, because the connection dropped (`connection_lost`), not because
+ * the client closed for good (`connection_closed`) or the server took the lock.
+ */
+export function lostWithConnection(reason: unknown): boolean {
+  return reason instanceof LockError && reason.code === ClientErrorCode.ConnectionLost;
 }

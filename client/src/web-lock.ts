@@ -23,7 +23,11 @@ export type LockGrantedCallback<T> = (lock: Lock | null) => T | PromiseLike<T>;
 export interface LockOptions {
   /** `exclusive` (default) or `shared`. */
   mode?: LockMode;
-  /** Grant only if possible at once; otherwise the callback gets `null`. */
+  /**
+   * Grant only if possible at once; otherwise the callback gets `null`. One
+   * whose answer a drop lost is asked again once the client reconnected;
+   * one made while the client reconnects rejects with `connection_lost`.
+   */
   ifAvailable?: boolean;
   /**
    * Take the lock from its holders (their `request()` rejects with an
@@ -38,9 +42,17 @@ export interface LockOptions {
    * an exclusive hold: `rate_limited`, `store_unavailable`; over a shared
    * one, which cannot be asked first, also `forbidden`) comes after the hold
    * was given up: the holders' requests have rejected with an `AbortError`.
+   * A steal in flight when the connection drops rejects with
+   * `connection_lost` and is not asked again: the server may have carried
+   * it out, and stealing again could take the lock from a client granted
+   * it since.
    */
   steal?: boolean;
-  /** Gives up while waiting: `request()` rejects with `signal.reason`. Ignored once granted. */
+  /**
+   * Gives up while waiting, also while waiting for the client to reconnect:
+   * `request()` rejects with `signal.reason` (nothing more is sent for it).
+   * Ignored once granted.
+   */
   signal?: AbortSignal;
 }
 

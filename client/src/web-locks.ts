@@ -43,6 +43,18 @@ export class LockManager {
    * `signal.reason` when aborted while waiting; an `AbortError` when the lock
    * is stolen or revoked while held; a `LockError` (`connection_lost`, server
    * codes) when the connection fails the request.
+   *
+   * A drop the client reconnects from fails no waiting request: one waiting
+   * here, and one whose acquire the server had queued (or whose grant the
+   * drop lost before the callback ran), waits for the reconnect and is then
+   * sent again, at the back of the server queue (it loses its place there);
+   * an `ifAvailable` one whose answer the drop lost is asked again, still
+   * try-once. Only a `steal` in flight, and an `ifAvailable` or `steal`
+   * request made while the client reconnects, reject with `connection_lost`;
+   * a held request rejects so when its lock goes with the connection. A
+   * waiting request rejects with `connection_closed` when the client closes
+   * for good, and with `connection_lost` on a drop the client does not
+   * reconnect from.
    */
   request<T>(name: string, callback: LockGrantedCallback<T>): Promise<Awaited<T>>;
   request<T>(name: string, options: LockOptions, callback: LockGrantedCallback<T>): Promise<Awaited<T>>;

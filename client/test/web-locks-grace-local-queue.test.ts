@@ -52,22 +52,23 @@ describe('client.locks: requests waiting in the client queue across a drop', () 
     expect(await within(next)).toBe('x');
   });
 
-  it('under session grace, a request behind one waiting in the server queue outlives the drop that fails that one, and is granted after the resume', async () => {
+  it('under session grace, a request behind one waiting in the server queue outlives the drop along with that one, and both are granted in order after the resume', async () => {
     const alice = await proxied({ sessionGrace: 30_000 });
     const bob = await h.connect();
     const bobs = await bob.acquire('y');
     let queued!: () => void;
     const isQueued = new Promise<void>((resolve) => (queued = resolve));
     const unwatch = await bob.watch('y', (event) => event.event === 'queued' && queued());
-    const first = alice.locks.request('y', () => 'first').catch((error: unknown) => error);
-    const second = alice.locks.request('y', (lock) => lock?.name).catch((error: unknown) => error);
+    const order: string[] = [];
+    const first = alice.locks.request('y', () => void order.push('first')).catch((error: unknown) => error);
+    const second = alice.locks.request('y', (lock) => void order.push(`second:${lock?.name}`)).catch((error: unknown) => error);
     await within(isQueued);
     await unwatch.close();
     await drop(alice);
-    expect(await within(first)).toMatchObject({ code: 'connection_lost' }); // pending calls do not outlive their connection
     expect(await reconnect(alice)).toMatchObject({ resumed: true });
     await bobs?.release();
-    expect(await within(second)).toBe('y');
+    expect([await within(first), await within(second)]).toEqual([undefined, undefined]);
+    expect(order).toEqual(['first', 'second:y']);
   });
 
   it('without session grace, the held request rejects with connection_lost and the request behind it is granted on the fresh session', async () => {
