@@ -130,10 +130,11 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   let redisTls;
   const warnings: string[] = [];
   try {
-    // An empty --config counts as not given, as every other setting does: LOCKWIRE_CONFIG then decides.
-    const flagFile = flags[CONFIG_FILE_FLAG];
-    const file = typeof flagFile === 'string' && flagFile !== '' ? flagFile : io.env[CONFIG_FILE_ENV];
-    const fileLayers = file !== undefined && file !== '' ? [readConfigFile(file)] : [];
+    // An empty --config, or one of blanks only, counts as not given, as every other setting does:
+    // LOCKWIRE_CONFIG then decides (and the same of it: the defaults).
+    const given = (value: unknown) => (typeof value === 'string' && value.trim() !== '' ? value : undefined);
+    const file = given(flags[CONFIG_FILE_FLAG]) ?? given(io.env[CONFIG_FILE_ENV]);
+    const fileLayers = file !== undefined ? [readConfigFile(file)] : [];
     const layers = [defaultsLayer(), ...fileLayers, envLayer(io.env), flagLayer(flags)];
     config = resolveConfig(layers);
     describe = configSources(layers);

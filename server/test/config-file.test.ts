@@ -139,6 +139,19 @@ describe('lockwire serve --config', () => {
     expect(written.stderr).toContain(`${file}: port "x": expected an integer`);
   });
 
+  it('takes a --config or LOCKWIRE_CONFIG of blanks only as not given, as any other setting', async () => {
+    const file = writeConfig('blank-flag.json', { port: 'x' });
+    let run = fakeIo({ LOCKWIRE_CONFIG: file });
+    expect(await main(['serve', '--config', '  '], run.io)).toBe(2);
+    // The file of LOCKWIRE_CONFIG decides, not a file named "  ".
+    expect(run.written.stderr).toContain(`${file}: port "x": expected an integer`);
+
+    run = fakeIo({ LOCKWIRE_CONFIG: ' ' });
+    expect(await main(['serve', '--port', 'y'], run.io)).toBe(2);
+    expect(run.written.stderr).toContain('--port "y": expected an integer');
+    expect(run.written.stderr).not.toContain('cannot be read');
+  });
+
   it('exits 2 naming the file and field for a bad file, and for an unknown key', async () => {
     const bad = writeConfig('bad.json', { port: 7311, shutdownTimeout: -5 });
     let run = fakeIo();
