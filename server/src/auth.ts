@@ -358,7 +358,7 @@ export function parseJwks(text: string, options: ParseJwksOptions = {}): JSONWeb
 
 /**
  * Creates the request check of a server. Throws `TypeError` when both
- * `secret` and `jwks`, an empty `secret`, or an `audience` or `issuer`
+ * `secret` and `jwks`, an empty `secret` or one of blanks only, or an `audience` or `issuer`
  * without either are given, so a misconfigured server does not start open,
  * and for an allowed Origin that is not one.
  */
@@ -368,6 +368,9 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     throw new TypeError('auth: give either secret or jwks, not both');
   }
   if (auth?.secret !== undefined && auth.secret.length === 0) throw new TypeError('auth.secret: must not be empty');
+  if (typeof auth?.secret === 'string' && auth.secret.trim() === '') {
+    throw new TypeError('auth.secret: must not be blanks only (anyone could sign tokens with it)');
+  }
   if (auth?.secret === undefined && auth?.jwks === undefined && (auth?.audience !== undefined || auth?.issuer !== undefined)) {
     throw new TypeError('auth: audience and issuer need a secret or jwks to check the tokens against');
   }

@@ -293,7 +293,11 @@ export const configOptions = {
     arg: 'SECRET',
     help: 'require JWTs signed with this HS256 secret (prefer the environment variable)',
     default: '',
-    schema: z.string(),
+    // Blanks only never reach here from a flag or variable (they count as
+    // not given); from a file they would be a secret anyone can guess.
+    schema: z.string().refine((secret) => secret === '' || secret.trim() !== '', {
+      error: 'a secret of blanks only: use 32 random bytes or more',
+    }),
   },
   authJwksFile: {
     flag: 'auth-jwks-file',

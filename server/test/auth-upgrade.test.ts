@@ -211,6 +211,11 @@ describe('authentication at the upgrade', () => {
     await expect(startServer({ auth: { secret: SECRET, jwks: { keys: [] } } })).rejects.toThrow(/either secret or jwks/);
   });
 
+  it('refuses with createLockServer an empty secret and one of blanks only, which anyone could sign tokens with', async () => {
+    await expect(startServer({ auth: { secret: '' } })).rejects.toThrow(/must not be empty/);
+    await expect(startServer({ auth: { secret: ' \t\n ' } })).rejects.toThrow(/must not be blanks only/);
+  });
+
   it('refuses with createLockServer an audience or an issuer given without a secret or a JWKS', async () => {
     await expect(startServer({ auth: { audience: 'locks' } })).rejects.toThrow(/need a secret or jwks/);
     await expect(startServer({ auth: { issuer: 'https://id.example' } })).rejects.toThrow(/need a secret or jwks/);

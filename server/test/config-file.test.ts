@@ -83,6 +83,15 @@ describe('the config file layer', () => {
     expect(problem).toContain('conf/lockwire.json: logLevel "loud": expected one of: trace');
   });
 
+  it('refuses an auth secret of blanks only in a file, without showing it, where it would let anyone sign tokens', () => {
+    const file = configFileLayer('conf/lockwire.json', JSON.stringify({ authSecret: '   ' }));
+    const problem = configProblem(() => resolveConfig([defaultsLayer(), file]));
+    expect(problem).toContain('conf/lockwire.json: authSecret "REDACTED": a secret of blanks only');
+    // An empty one is no secret at all, as an empty flag or variable: authentication stays off.
+    const empty = configFileLayer('conf/lockwire.json', JSON.stringify({ authSecret: '' }));
+    expect(resolveConfig([defaultsLayer(), empty]).authSecret).toBe('');
+  });
+
   it('rejects unknown keys, naming each, so a typo cannot pass for a default', () => {
     const problem = configProblem(() => configFileLayer('lockwire.json', JSON.stringify({ prot: 1, port: 2, 'log-level': 'warn' })));
     expect(problem).toMatch(/^lockwire\.json: unknown settings "prot", "log-level"; known: host, port, /);
