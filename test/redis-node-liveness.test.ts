@@ -60,8 +60,8 @@ interface Watched {
   registered: string[];
 }
 
-/** A node's liveness with hooks that only record what they are told. */
-function watchedLiveness(link: RedisLink, names: KeyNames, ttl: number, clock: Clock): Watched {
+/** A node's liveness with hooks that only record what they are told; `tick` is its housekeeping (default: none). */
+function watchedLiveness(link: RedisLink, names: KeyNames, ttl: number, clock: Clock, tick = async () => undefined): Watched {
   const abandons: AbandonCause[] = [];
   const registered: string[] = [];
   const liveness = new NodeLiveness({
@@ -77,7 +77,7 @@ function watchedLiveness(link: RedisLink, names: KeyNames, ttl: number, clock: C
       },
       abandon: (cause) => abandons.push(cause),
       recovered: () => undefined,
-      tick: async () => undefined,
+      tick,
       cleanupDeadNode: async () => undefined,
     },
   });
@@ -201,6 +201,63 @@ describe('a node stopped while a renew round is in flight', () => {
       }
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe('a node whose housekeeping waits on a call Redis has not answered', () => {
+  // Housekeeping (a heartbeat, retried drops, the key set's trim) may wait on a
+  // primary that stalls while the liveness key's own primary answers: each of
+  // its calls may take the command timeout (2 s by default, whatever the node
+  // TTL), and they run one after another.
+  it('renews its liveness key every third of the node TTL meanwhile, keeps vouching, and runs no second housekeeping beside it', async () => {
+    const raw = await connectRedis({ url: started().url, cluster: true, commandTimeout: 5000, reconnectDelay: 100 });
+    const renews: string[] = [];
+    const { link, settled } = tracked({
+      ...raw,
+      command: (key, args) => {
+        if (args[0] === 'PEXPIRE' && key?.includes(':node:') === true) renews.push(key);
+        return raw.command(key, args);
+      },
+    });
+    const namespace = `slowtick${process.pid}`;
+    const clock = createManualClock();
+    const ttl = 3000;
+    let ticks = 0;
+    let answer: () => void = () => undefined;
+    const hung = new Promise<undefined>((resolve) => (answer = () => resolve(undefined)));
+    const node = watchedLiveness(link, keyNames(namespace), ttl, clock, async () => {
+      ticks += 1;
+      // The first round's housekeeping waits; the later ones end at once.
+      if (ticks === 1) return hung;
+      return undefined;
+    });
+    try {
+      await node.liveness.start();
+      // The first round renews, then its housekeeping waits; the key lives 0.9 x TTL from that renew.
+      clock.advance(Math.floor(ttl / 3));
+      await settled();
+      expect({ renews: renews.length, ticks }).toEqual({ renews: 1, ticks: 1 });
+      // Past the key's life from that renew, a third of the TTL at a time.
+      for (let round = 0; round < 4; round++) {
+        clock.advance(Math.floor(ttl / 3));
+        await settled();
+      }
+      const whileHung = { renews: renews.length, ticks, abandons: [...node.abandons], serving: node.liveness.serving };
+      answer();
+      await settled();
+      clock.advance(Math.floor(ttl / 3));
+      await settled();
+      expect({ whileHung, ticks, registered: node.registered }).toEqual({
+        whileHung: { renews: 5, ticks: 1, abandons: [], serving: true },
+        // Once it ended, the next round runs housekeeping again.
+        ticks: 2,
+        registered: ['n.1'],
+      });
+    } finally {
+      answer();
+      await node.liveness.stop();
+      await raw.close();
     }
   });
 });

@@ -19,7 +19,11 @@ export interface NodeLivenessHooks {
   abandon(cause: AbandonCause): void;
   /** Redis answers again after trouble: notifications may have been missed. */
   recovered(): void;
-  /** Runs every renew period while healthy: retries and housekeeping. */
+  /**
+   * Runs after each renew round that renewed (or registered anew): retries
+   * and housekeeping. Beside the renew rounds, never inside one, and never
+   * twice at once: a round that ends while the last one still runs starts none.
+   */
   tick(): Promise<void>;
   /** Releases what a dead node's sessions held and drops what they waited for. */
   cleanupDeadNode(id: string): Promise<void>;
@@ -91,6 +95,8 @@ export class NodeLiveness {
   #renewTimer: TimerHandle | undefined;
   #vouchTimer: TimerHandle | undefined;
   #renewing: Promise<void> | null = null;
+  /** The housekeeping (`hooks.tick`) a renew round started, while it runs. */
+  #housekeeping: Promise<void> | null = null;
   /** The checks and renews of the round in flight (its housekeeping not included): `stop()` waits for them. */
   #renewSteps: Promise<boolean> | null = null;
   /** The first registration, while `start()` runs it. */
@@ -307,7 +313,13 @@ export class NodeLiveness {
     this.#renewTimer = this.#clock.setTimeout(() => void this.#renew(), delay);
   }
 
-  /** One renew round: detects a lost state, renews, re-registers when needed, then runs housekeeping. */
+  /**
+   * One renew round: detects a lost state, renews, re-registers when needed,
+   * schedules the next round, then starts housekeeping beside it. The next
+   * round is never held back by housekeeping: each of its calls may take the
+   * command timeout (a stalled primary that does not hold the liveness key),
+   * which is not bound to the node TTL, and the key would expire meanwhile.
+   */
   async #renew(): Promise<void> {
     if (this.#renewing) return this.#renewing;
     this.#renewing = (async () => {
@@ -316,14 +328,25 @@ export class NodeLiveness {
         this.#renewSteps = null;
       });
       if (!renewed || this.#closed) return;
-      // Housekeeping that fails (e.g. a drop refused by a Redis out of memory) is tried again next round;
-      // the node renewed, so it keeps serving.
-      await this.#o.hooks.tick().catch((error: unknown) => this.#o.logger.debug({ err: String(error) }, 'housekeeping failed'));
       this.#scheduleRenew(Math.floor(this.#o.ttl / 3));
+      this.#startHousekeeping();
     })().finally(() => {
       this.#renewing = null;
     });
     return this.#renewing;
+  }
+
+  /** Starts housekeeping after a round that renewed, unless the last one still runs (the next round starts it then). */
+  #startHousekeeping(): void {
+    if (this.#housekeeping || this.#closed) return;
+    // Housekeeping that fails (e.g. a drop refused by a Redis out of memory) is tried again next round;
+    // the node renewed, so it keeps serving.
+    this.#housekeeping = this.#o.hooks
+      .tick()
+      .catch((error: unknown) => this.#o.logger.debug({ err: String(error) }, 'housekeeping failed'))
+      .finally(() => {
+        this.#housekeeping = null;
+      });
   }
 
   /**

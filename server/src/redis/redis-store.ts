@@ -333,7 +333,7 @@ class RedisStore implements LockStore {
   }
 
   /**
-   * Each renew period: checks the pub/sub path with a heartbeat (one that
+   * After each renew round, beside the next ones (see `NodeLivenessHooks#tick`): checks the pub/sub path with a heartbeat (one that
    * did not come back also catches the watchers up), retries
    * closing sessions that failed to close, and trims the node's key set.
    */
