@@ -229,7 +229,7 @@ describe('lockwire serve with --redis-tls-*', () => {
   it('exits 1 with the store error when the Redis server certificate is not trusted', async () => {
     const result = await serves.run(['--store', 'redis', '--redis-url', ready(open, 'redis').url]);
     expect(result.exit).toBe(1);
-    expect(result.stderr).toMatch(/^lockwire: Error: could not connect to Redis: the Redis server's certificate is not trusted/m);
+    expect(result.stderr).toMatch(/^lockwire: --redis-url "rediss:\/\/[^"]+": could not connect to Redis: the Redis server's certificate is not trusted/m);
   });
 });
 

@@ -19,6 +19,7 @@ import { statusCommand } from './cli-status.js';
 import { watchCommand } from './cli-watch.js';
 import { CONFIG_FILE_ENV, CONFIG_FILE_FLAG, readConfigFile } from './config-file.js';
 import { listenProblem } from './config-listen.js';
+import { storeProblem } from './config-store.js';
 import { createLockMetrics } from './metrics.js';
 import { createRedisStore } from './redis/redis-store.js';
 import { createLockServer } from './server.js';
@@ -175,6 +176,12 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       io.stderr.write(`lockwire: ${problem}\n`);
       return EXIT_USAGE;
     }
+    // Not a setting to fix (Redis may be back on the next try), but reported as one is: a line, no stack.
+    const unstarted = storeProblem(error, config, describe);
+    if (unstarted !== undefined) {
+      io.stderr.write(`lockwire: ${unstarted}\n`);
+      return EXIT_FAILURE;
+    }
     io.stderr.write(`lockwire: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     return EXIT_FAILURE;
   }
@@ -196,7 +203,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
  * resolves its exit code: 0 on success and after a drained stop; 2 on bad
  * usage or a setting to fix (with the problem on stderr: an invalid value
  * with the usage, a host or port that cannot be listened on as one line);
- * 1 when `serve` fails to start for another reason (the error on stderr),
+ * 1 when `serve` fails to start for another reason (the error on stderr: a
+ * store that failed to start as one line naming the Redis URL, redacted),
  * with its store closed either way. `serve` resolves only after a stop
  * signal or a failed start.
  */

@@ -193,7 +193,7 @@ function merge(layers: readonly ConfigLayer[]) {
 }
 
 /** A setting's value as a config error shows it: the auth secret never, a Redis URL redacted. */
-function shownValue(key: ConfigKey, value: unknown): string {
+export function shownValue(key: ConfigKey, value: unknown): string {
   if (key === 'authSecret') return REDACTED;
   if (key === 'redisUrl') return entries(String(value)).map(shownUrl).join(',');
   return String(value);

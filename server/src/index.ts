@@ -14,6 +14,7 @@ export { createLockMetrics, type LockMetrics, type LockMetricsOptions } from './
 export { LockError, toWireError } from './errors.js';
 export { systemClock, createManualClock, type Clock, type ManualClock, type TimerHandle } from './clock.js';
 export { silentLogger, type Logger } from './logger.js';
+export { StoreStartError } from './store.js';
 export type {
   AcquireInput,
   AcquireOutcome,

@@ -29,7 +29,7 @@ import { endSessionInStore } from './session-end.js';
 import { Session } from './session.js';
 import { createSessionRouting } from './session-routing.js';
 import type { Permissions } from './permissions.js';
-import type { LockStore, SessionId } from './store.js';
+import { StoreStartError, type LockStore, type SessionId } from './store.js';
 import { createUpgradeAdmission } from './upgrade-admission.js';
 
 export type { ServerLimits } from './limits.js';
@@ -134,8 +134,10 @@ function hostForUrl(host: string): string {
 /**
  * Starts a lockwire server: the WebSocket endpoint at `/v1` and the HTTP
  * endpoints on one `http.Server`. Resolves once listening; rejects when the
- * port cannot be bound (with the store closed) or, before the store starts,
- * when an option is invalid: a `RangeError` for a bad limit, or for a
+ * port cannot be bound (with the store closed); with a `StoreStartError`
+ * when the store's `start` fails (close the store then: it may have failed
+ * half way, with connections open); or, before the store starts, when an
+ * option is invalid: a `RangeError` for a bad limit, or for a
  * `maxLocksPerSession`/`maxWaitersPerKey` other than a passed store's.
  */
 export async function createLockServer(options: LockServerOptions = {}): Promise<LockServer> {
@@ -290,7 +292,11 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   );
   const httpConnections = watchHttpConnections(httpServer, logger);
 
-  await store.start(listener);
+  try {
+    await store.start(listener);
+  } catch (error) {
+    throw new StoreStartError(error);
+  }
   try {
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', reject);

@@ -1,6 +1,18 @@
 import type { ListResult, LockMode, LockStatus, LostReason, LockEventType } from '@lockwire/protocol';
 import type { LockError } from './errors.js';
 
+/**
+ * `createLockServer` failed because its store's `start` did (e.g. a Redis
+ * that cannot be reached): `cause` is the store's error, whose message this
+ * one repeats. The server never listened.
+ */
+export class StoreStartError extends Error {
+  override readonly name = 'StoreStartError';
+  constructor(cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+  }
+}
+
 /** The server's name for a connection; the lock holder. */
 export type SessionId = string;
 

@@ -65,14 +65,27 @@ describe('lockwire serve on a host or port it cannot listen on (process)', () =>
     );
   });
 
-  it('exits 1, not 2, when the Redis store cannot be reached: a failure to start that no setting explains', async () => {
+  it('exits 1, not 2, with one line naming the Redis URL and what failed when the Redis store cannot be reached', async () => {
     const redisPort = await freePort();
-    const proc = serve(['--port', '0', '--store', 'redis', '--redis-url', `redis://127.0.0.1:${redisPort}`]);
-    const { code } = await proc.waitForExit(15_000);
+    const url = `redis://127.0.0.1:${redisPort}`;
+    const { code, line } = await exitLine(serve(['--port', '0', '--store', 'redis', '--redis-url', url]));
     expect(code).toBe(1);
-    expect(processExists(proc.pid)).toBe(false);
-    expect(proc.lines.stderr[0]).toMatch(/^lockwire: Error: could not connect to Redis/);
-    expect(proc.lines.stdout).toEqual([]);
+    expect(line).toBe(
+      `lockwire: --redis-url "${url}": could not connect to Redis within 4000 ms (last error: connect ECONNREFUSED 127.0.0.1:${redisPort})`,
+    );
+  });
+
+  it('names the variable an unreachable Redis URL came from, its password redacted, on a cluster too', async () => {
+    const redisPort = await freePort();
+    const env = { LOCKWIRE_REDIS_URL: `redis://app:pa55word@127.0.0.1:${redisPort}` };
+    for (const store of ['redis', 'redis-cluster']) {
+      const { code, line } = await exitLine(serve(['--port', '0', '--store', store], env));
+      expect(code).toBe(1);
+      expect(line).toMatch(
+        new RegExp(`^lockwire: LOCKWIRE_REDIS_URL "redis://app:REDACTED@127\\.0\\.0\\.1:${redisPort}": could not connect to Redis\\b.*ECONNREFUSED`),
+      );
+      expect(line).not.toContain('pa55word');
+    }
   });
 
   describe('on the Redis store', () => {
