@@ -54,6 +54,8 @@ class InFlightAcquire {
   readonly answered = this.#answered.promise;
   /** Resolves once the reply arrived and its grant, if any, was adopted (or the call failed). */
   readonly settled = this.#settled.promise;
+  /** True once settled. */
+  done = false;
 
   queue(): void {
     this.queued = true;
@@ -61,6 +63,7 @@ class InFlightAcquire {
   }
 
   settle(): void {
+    this.done = true;
     this.#answered.resolve();
     this.#settled.resolve();
   }
@@ -69,7 +72,11 @@ class InFlightAcquire {
 /** The acquires of one client; see `LockClient.acquire()` for what the caller sees. */
 export class AcquireCalls {
   readonly #host: AcquireHost;
-  /** The acquire of each key in flight (sent, not settled); a steal sent beside another replaces it here. */
+  /**
+   * The acquire of each key in flight (sent, not settled). A steal sent beside another replaces it here until the
+   * steal settled, and that one, if still in flight (the server refused the steal: the session waits in its queue),
+   * is put back: an acquire made meanwhile then waits for it rather than being sent beside it.
+   */
   readonly #acquiring = new Map<string, InFlightAcquire>();
 
   constructor(host: AcquireHost) {
@@ -151,10 +158,14 @@ export class AcquireCalls {
         onResult: (result): Grant | null => (result.acquired ? this.#host.leases.adopt(key, mode, result) : null),
       },
     );
+    const beside = this.#acquiring.get(key);
     this.#acquiring.set(key, inFlight);
     const settle = () => {
       done();
-      if (this.#acquiring.get(key) === inFlight) this.#acquiring.delete(key);
+      if (this.#acquiring.get(key) === inFlight) {
+        if (beside && !beside.done) this.#acquiring.set(key, beside);
+        else this.#acquiring.delete(key);
+      }
       inFlight.settle();
     };
     void call.result.then(settle, settle);

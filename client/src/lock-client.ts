@@ -150,7 +150,8 @@ export class LockClient extends PrefectFace {
    * its `acquireTimeout`, and then goes on the same way: with the lease that
    * one got, or sent itself when it got none. A try-once acquire waits only
    * for that one's first answer (`null` when it was queued); a steal is
-   * sent at once.
+   * sent at once (refused `bad_request` while that one waits in the server
+   * queue; an acquire made meanwhile still waits for that one).
    *
    * While this client lets go of a hold of the key in the background (a
    * release of `withLock`, of a Web Lock or of `useLock` that the server
