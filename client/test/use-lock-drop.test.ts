@@ -4,7 +4,8 @@ import { LockController, type LockHookState } from '../src/react/lock-controller
 import { SharedLocks } from '../src/react/shared-lock.js';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { watchForEvent } from '../../test/helpers/watch-event.js';
-import { fastReconnect, recordingTransport, startHarness, within, type Harness } from './fixtures.js';
+import { createMemoryStore } from '@lockwire/server';
+import { fastReconnect, gatedStore, recordingTransport, startHarness, within, type Harness } from './fixtures.js';
 import { pauseGate } from './pause-gate.js';
 
 vi.mock('../src/reconnect.js', async (importOriginal) =>
@@ -315,5 +316,42 @@ describe('useLock (LockController) acquireTimeout across a drop', () => {
     await alice.ping();
     expect((await bob.status('time:3')).queue).toEqual([]);
     expect(acquiresSent()).toBe(1);
+  });
+  it('a steal the drop cut off after it was sent turns error with connection_lost and is not sent again, as the server may have carried it out', async () => {
+    const { store, holdNextAcquire } = gatedStore(createMemoryStore());
+    h = await startHarness({ store, sessionGrace: 30_000 });
+    proxy = await startTcpProxy(h.server.port);
+    const { transport, sent } = recordingTransport();
+    const alice = await LockClient.connect(proxy.url(h.server.url), { transport, reconnect: fastReconnect });
+    clients.push(alice);
+    const bob = await h.connect();
+    const carol = await h.connect();
+    await bob.acquire('edit:s');
+    let carolQueued: () => void = () => undefined;
+    const queued = new Promise<void>((resolve) => (carolQueued = resolve));
+    const carolLease = carol.acquire('edit:s', { onQueued: () => carolQueued() });
+    await within(queued, 2000, 'carol queued');
+
+    const controller = new LockController(alice, 'edit:s', () => ({ steal: true, trackPosition: false }));
+    const gate = holdNextAcquire();
+    controller.acquire();
+    // The server carried out the steal (bob lost the lock); its reply waits, and the drop loses it.
+    await gate.ran;
+    const down = nextEvent(alice, 'disconnect');
+    const reconnected = nextEvent(alice, 'reconnect');
+    proxy.cut();
+    await down;
+    gate.open();
+    const failed = await stateWhere(controller, (state) => state.status !== 'waiting', 'the steal to end');
+    expect(failed).toMatchObject({ status: 'error', error: { code: 'connection_lost' } });
+
+    // The resume gives the stolen hold back with no lease for it: released, it goes to carol, who keeps it.
+    expect(await reconnected).toMatchObject({ resumed: true });
+    const carolHold = await within(carolLease, 2000, "carol's grant");
+    await alice.ping();
+    expect((await bob.status('edit:s')).holders.map((holder) => holder.session)).toEqual([carol.session]);
+    expect(sent.filter((frame) => frame.op === 'acquire')).toHaveLength(1);
+    expect(controller.getSnapshot().status).toBe('error');
+    await carolHold?.release();
   });
 });

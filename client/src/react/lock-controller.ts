@@ -80,7 +80,9 @@ function timeLeft(acquireTimeout: number | null | undefined, started: number): n
  * `release()` (nothing more is sent), when the client closes for good
  * (`error`, with that acquire's error) or when no time is left (`idle`,
  * `timedOut`). A hold granted before the drop is not asked for again: it
- * turns `lost`.
+ * turns `lost`. Nor is a steal the drop cut off after it was sent: the
+ * server may have carried it out, and stealing again could take the lock
+ * from a client granted it since; it turns `error` (`connection_lost`).
  *
  * A key this client already holds otherwise (`acquire()`, `withLock`,
  * `acquireLock`) is answered with that hold: the controller shows it as
@@ -165,6 +167,9 @@ export class LockController {
     let acquireTimeout = options.acquireTimeout;
     // Asked again after each drop that failed the request, until it is answered, released or given up.
     for (;;) {
+      // A steal sent on an open connection may have been carried out when the drop lost its reply: not asked
+      // again, as stealing again could take the lock from a client granted it since.
+      const sentSteal = options.steal === true && this.client.state === 'open';
       try {
         const grant = await this.#ask(generation, signal, { ...options, acquireTimeout }, trackPosition);
         if (generation === this.#generation) this.#show(grant);
@@ -174,7 +179,7 @@ export class LockController {
         return;
       } catch (error) {
         if (signal.aborted || generation !== this.#generation) return;
-        const again = await this.#afterFailure(error, generation, signal, left);
+        const again = await this.#afterFailure(error, generation, signal, left, sentSteal);
         if (!again) return;
         acquireTimeout = again.acquireTimeout;
       }
@@ -187,16 +192,18 @@ export class LockController {
    * took the request out of its queue), until the client is open again, and
    * returns the `acquireTimeout` to ask again with (what is left). Otherwise
    * shows how the attempt ended and returns `undefined`: `error` (also when
-   * the client closes for good meanwhile), `idle` with `timedOut` when no
-   * time is left, nothing more once released.
+   * the client closes for good meanwhile, and for a steal the drop cut off
+   * after it was sent, `sentSteal`), `idle` with `timedOut` when no time is
+   * left, nothing more once released.
    */
   async #afterFailure(
     error: unknown,
     generation: number,
     signal: AbortSignal,
     left: () => number | null | undefined,
+    sentSteal: boolean,
   ): Promise<{ acquireTimeout: number | null | undefined } | undefined> {
-    if (!isDrop(error) || this.client.state === 'closed') {
+    if (!isDrop(error) || sentSteal || this.client.state === 'closed') {
       this.#set({ status: 'error', error });
       return undefined;
     }
