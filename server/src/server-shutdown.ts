@@ -8,11 +8,11 @@
 import type { Server } from 'node:http';
 import type { WebSocketServer } from 'ws';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
-import { closeWithinHandshake } from './close-handshake.js';
 import type { SessionGrace } from './grace.js';
 import type { Heartbeat } from './heartbeat.js';
 import type { HttpConnections } from './http-connections.js';
 import type { Logger } from './logger.js';
+import type { ServerCloses } from './server-closes.js';
 import type { Session } from './session.js';
 import type { LockStore, SessionId } from './store.js';
 
@@ -28,6 +28,8 @@ export interface ServerShutdownOptions {
   /** The WebSocket heartbeat, stopped once the drain delay is over; null when off. */
   heartbeat: Heartbeat | null;
   wss: WebSocketServer;
+  /** The closes the server starts: each socket is closed and cut through it. */
+  closes: ServerCloses;
   httpServer: Server;
   /** Its plain HTTP connections: those without an answer in flight are closed once the drain delay is over. */
   httpConnections: HttpConnections;
@@ -71,14 +73,14 @@ export async function shutDownServer(options: ServerShutdownOptions): Promise<vo
     // timeout is logged, not left an unhandled rejection that ends the process.
     closing.catch((error: unknown) => logger.error({ err: error }, 'store close failed after the shutdown timeout'));
     logger.error({ shutdownTimeout }, 'shutdown timed out; cutting the remaining connections');
-    for (const ws of wss.clients) ws.terminate();
+    for (const ws of wss.clients) options.closes.terminate(ws);
     httpServer.closeAllConnections();
   }
   logger.info({}, 'lockwire stopped');
 }
 
 async function closeAll(options: ServerShutdownOptions): Promise<'closed'> {
-  const { httpServer, wss } = options;
+  const { httpServer, wss, closes } = options;
   const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
   // Not Node's closeIdleConnections(): it leaves open a connection that has
   // sent nothing or part of a request head, which then holds the shutdown
@@ -93,7 +95,7 @@ async function closeAll(options: ServerShutdownOptions): Promise<'closed'> {
   // bound counts in real time whatever the injected clock: close() ends
   // once every peer answered or was cut, even under a clock nobody advances.
   await Promise.all(
-    [...wss.clients].map((ws) => closeWithinHandshake(ws, 1001, 'server shutting down', systemClock)),
+    [...wss.clients].map((ws) => closes.closeWithinHandshake(ws, 1001, 'server shutting down', systemClock)),
   );
   options.grace.drain();
   // A resume claimed its session out of grace before shutdown began and is

@@ -24,6 +24,7 @@ import { limitsWithStore, resolveLimits, type ServerLimits } from './limits.js';
 import { silentLogger, type Logger } from './logger.js';
 import { createMemoryStore } from './memory-store.js';
 import { createLockMetrics, type LockMetrics } from './metrics.js';
+import { ServerCloses } from './server-closes.js';
 import { shutDownServer } from './server-shutdown.js';
 import { endSessionInStore } from './session-end.js';
 import { Session } from './session.js';
@@ -166,6 +167,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
 
   const sessions = new Map<SessionId, Session>();
   const sessionEndings = new Set<Promise<void>>();
+  const closes = new ServerCloses();
   let closing = false;
   // Shutdown waits for every session's end in the store, with a connection or without.
   const trackEnding = (ending: Promise<void>) => {
@@ -189,6 +191,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     metrics,
     limits,
     grace,
+    closes,
     sessions,
     trackEnding,
   });
@@ -224,7 +227,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
   ) => {
     if (closing) {
       if (resumption) grace.restore(resumption);
-      ws.close(1001, 'server shutting down');
+      closes.close(ws, 1001, 'server shutting down');
       return;
     }
     const secret = grace.enabled ? newResumeSecret() : null;
@@ -243,8 +246,9 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     // Registered after the session's own close handler, so `locksReleased` is known.
     ws.once('close', (code: number) => {
       const durationMs = Math.round(performance.now() - opened);
+      const { closedBy, serverCode } = closes.closer(ws);
       logger.info(
-        { session: session.id, remote, code, locksReleased: session.locksReleased, durationMs },
+        { session: session.id, remote, code, closedBy, serverCode, locksReleased: session.locksReleased, durationMs },
         'connection closed',
       );
     });
@@ -343,6 +347,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
       shutdownTimeout,
       heartbeat,
       wss,
+      closes,
       httpServer,
       httpConnections,
       sessions,

@@ -7,6 +7,7 @@ import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
 import type { LockMetrics } from './metrics.js';
 import type { Permissions } from './permissions.js';
+import type { ServerCloses } from './server-closes.js';
 import type { Session } from './session.js';
 import type { Grant, LockEvent, LockStore, Ticket } from './store.js';
 import type { WriteTurns } from './write-turns.js';
@@ -29,6 +30,8 @@ export interface SessionHost {
   readonly limits: ServerLimits;
   /** The server's write turns, which gather each connection's frames of one event-loop turn into one write. */
   readonly writeTurns: WriteTurns;
+  /** Every close or cut the server starts goes through here, for the `connection closed` line. */
+  readonly closes: ServerCloses;
   /** True when a session that loses its connection now keeps its locks for a resume (grace on, not closing). */
   keepsLocks(): boolean;
   /** Called once when a session lost its connection and keeps its locks; its pending requests are being cancelled. */

@@ -3,6 +3,7 @@ import type { Clock } from './clock.js';
 import type { SessionGrace } from './grace.js';
 import type { ServerLimits } from './limits.js';
 import type { Logger } from './logger.js';
+import type { ServerCloses } from './server-closes.js';
 import type { LockMetrics } from './metrics.js';
 import type { Session } from './session.js';
 import type { SessionHost, Settlement } from './session-host.js';
@@ -17,6 +18,8 @@ export interface SessionRoutingOptions {
   metrics: LockMetrics;
   limits: ServerLimits;
   grace: SessionGrace;
+  /** The closes the server starts. */
+  closes: ServerCloses;
   /**
    * The connected sessions by id: the server adds each as its connection
    * opens; a session leaves once it ended or detached.
@@ -43,7 +46,7 @@ export interface SessionRouting {
  * their watchers, and a session that ends or detaches leaves `sessions`.
  */
 export function createSessionRouting(options: SessionRoutingOptions): SessionRouting {
-  const { store, clock, logger, metrics, limits, grace, sessions, trackEnding } = options;
+  const { store, clock, logger, metrics, limits, grace, closes, sessions, trackEnding } = options;
   const tickets = new Map<Ticket, { session: Session; id: RequestId }>();
   const eventTexts = new WeakMap<LockEvent, Buffer>();
   let nextTicket = 1;
@@ -56,6 +59,7 @@ export function createSessionRouting(options: SessionRoutingOptions): SessionRou
     maxKeyLength: limits.maxKeyLength,
     limits,
     writeTurns: new WriteTurns(),
+    closes,
     keepsLocks: () => grace.keepsLocks(),
     sessionDetached(session, detached, cancelling) {
       if (sessions.get(session.id) === session) sessions.delete(session.id);

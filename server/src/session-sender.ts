@@ -37,7 +37,7 @@ export class SessionSender {
   constructor(
     private readonly session: SessionId,
     private readonly ws: WebSocket,
-    private readonly host: Pick<SessionHost, 'limits' | 'logger' | 'metrics' | 'writeTurns'>,
+    private readonly host: Pick<SessionHost, 'limits' | 'logger' | 'metrics' | 'writeTurns' | 'closes'>,
     private readonly socket: Corkable | null = null,
   ) {}
 
@@ -175,7 +175,7 @@ export class SessionSender {
     // The session ends from the socket's 'close' event, on a later tick:
     // ending it here would run a store step inside the one whose effects
     // are being delivered.
-    this.ws.terminate();
+    this.host.closes.terminate(this.ws);
     return true;
   }
 }

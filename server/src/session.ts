@@ -7,7 +7,7 @@ import {
   type WireError,
 } from '@lockwire/protocol';
 import { WebSocket, type RawData } from 'ws';
-import { closeWithinHandshake, cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
+import { cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
 import type { CloseConnection } from './grace.js';
 import { sameSecret } from './grace-registry.js';
 import { internalWireError } from './errors.js';
@@ -127,7 +127,9 @@ export class Session {
       // not a policy: the client may well come back for its locks, so the
       // session keeps grace as on a drop. It ends now, not at 'close', which
       // would come only once the peer answered (or the cut).
-      if (ws.readyState === WebSocket.CLOSING) this.endClosedByServer();
+      if (ws.readyState !== WebSocket.CLOSING) return;
+      this.host.closes.refused(ws, error);
+      this.endClosedByServer();
     });
     // A drop or the peer's close frame ends the session at once; 'close'
     // ends it in every other case (`end()` runs once).
@@ -172,7 +174,7 @@ export class Session {
    */
   supersede(): CloseConnection {
     this.end();
-    return (code, reason) => void closeWithinHandshake(this.ws, code, reason, this.host.clock);
+    return (code, reason) => void this.host.closes.closeWithinHandshake(this.ws, code, reason, this.host.clock);
   }
 
   /** Locks this session holds now. */
@@ -213,7 +215,7 @@ export class Session {
     if (!this.alive) return;
     if (judge && !this.heardSincePing) {
       this.host.logger.info({ session: this.id }, 'heartbeat missed; terminating connection');
-      this.ws.terminate();
+      this.host.closes.terminate(this.ws);
       return;
     }
     this.heardSincePing = false;
@@ -292,7 +294,7 @@ export class Session {
   private closeForPolicy(reason: string): void {
     this.host.logger.info({ session: this.id, reason }, 'closing connection for policy');
     this.noGrace = true;
-    this.ws.close(CloseCode.PolicyViolation, reason);
+    this.host.closes.close(this.ws, CloseCode.PolicyViolation, reason);
     this.endClosedByServer();
   }
 

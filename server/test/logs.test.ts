@@ -3,9 +3,13 @@ import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createManualClock } from '../src/clock.js';
+import { RATE_ABUSE_MIN_FRAMES } from '../src/limits.js';
 import { createLockServer, type LockServer, type LockServerOptions } from '../src/server.js';
+import { RawSocket } from '../../test/helpers/raw-socket.js';
 import { SECRET, token, upgradeStatus } from './auth-harness.js';
+import { resumeQuery } from './grace-scenarios.js';
 import { RawClient, upgradeStatusLine, within } from './server-harness.js';
+import { openSilentPeer, PING_FLOOD, ServerOpcode } from './silent-peer.js';
 
 type LogLine = Record<string, unknown> & { msg?: unknown; level?: unknown };
 
@@ -85,7 +89,15 @@ describe('structured logs', () => {
     client.ws.close(4000, 'bye');
     const closed = await logs.next((l) => l.msg === 'connection closed' && l['session'] === session, 'close line');
     vi.restoreAllMocks();
-    expect(closed).toMatchObject({ level: 30, remote: '127.0.0.1', code: 4000, locksReleased: 2, durationMs: 2_345 });
+    expect(closed).toMatchObject({
+      level: 30,
+      remote: '127.0.0.1',
+      code: 4000,
+      closedBy: 'peer',
+      serverCode: null,
+      locksReleased: 2,
+      durationMs: 2_345,
+    });
     expect(logs.lines.filter((l) => l.msg === 'connection opened' || l.msg === 'connection closed')).toHaveLength(2);
   });
 
@@ -206,5 +218,99 @@ describe('structured logs', () => {
     await server.close();
     const all = logs.raw.join('');
     for (const credential of [forged, good, SECRET]) expect(all).not.toContain(credential);
+  });
+});
+
+describe('the connection closed line', () => {
+  /** The close fields of the `connection closed` line of `session` (the first, should the session have had two connections). */
+  async function closedLine(logs: ReturnType<typeof captureLogs>, session: unknown) {
+    const line = await logs.next((l) => l.msg === 'connection closed' && l['session'] === session, 'the connection closed line');
+    return { code: line['code'], closedBy: line['closedBy'], serverCode: line['serverCode'] };
+  }
+
+  it('says the peer closed it, with no server code, when the client closes with 1000', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger });
+    const { client, welcome } = await RawClient.connect(server.url);
+    client.ws.close(1000);
+    expect(await closedLine(logs, welcome['session'])).toEqual({ code: 1000, closedBy: 'peer', serverCode: null });
+  });
+
+  it('says the peer closed it, with code 1006 and no server code, when the client drops', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger });
+    const { client, welcome } = await RawClient.connect(server.url);
+    client.ws.terminate();
+    expect(await closedLine(logs, welcome['session'])).toEqual({ code: 1006, closedBy: 'peer', serverCode: null });
+  });
+
+  it('says the server closed it with 1009 for a frame over maxPayload, whose code is 1006 however the client answers: ws reads nothing after a refused frame', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger, limits: { maxPayload: 2048 } });
+    const { client, welcome } = await RawClient.connect(server.url);
+    client.send({ op: 'ping', id: 1, pad: 'y'.repeat(4096) });
+    expect(await within(client.closed, 'the close')).toMatchObject({ code: 1009 });
+    expect(await closedLine(logs, welcome['session'])).toEqual({ code: 1006, closedBy: 'server', serverCode: 1009 });
+  });
+
+  it.each([
+    ['a frame over maxPayload', 1009, RawSocket.json({ op: 'ping', id: 1, pad: 'y'.repeat(4096) })],
+    ['a text frame that is not UTF-8', 1007, RawSocket.frame(ServerOpcode.Text, Buffer.from([0xff, 0xfe]))],
+    // A client's frame must be masked (RFC 6455): this one, `{}`, is not.
+    ['an unmasked frame', 1002, Buffer.from([0x81, 0x02, 0x7b, 0x7d])],
+    ['rate-limit abuse', 1008, Buffer.concat(PING_FLOOD)],
+  ])('says the server closed it with its code for %s, also once the unanswered close was cut (1006)', async (_what, code, frame) => {
+    const logs = captureLogs();
+    const clock = createManualClock();
+    const server = await start({ logger: logs.logger, clock, limits: { maxPayload: 2048, rateLimit: 1, rateBurst: 1 } });
+    const peer = await openSilentPeer(server.url);
+    const session = (JSON.parse(peer.frames()[0]?.payload.toString() ?? '{}') as Record<string, unknown>)['session'];
+    peer.write(frame);
+    expect(await peer.closeFrame()).toBe(code);
+    clock.advance(2000);
+    expect(await closedLine(logs, session)).toEqual({ code: 1006, closedBy: 'server', serverCode: code });
+  });
+
+  it('says the server closed it with 1008 for rate-limit abuse from a client that answers the close', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger, limits: { rateLimit: 1, rateBurst: 1 } });
+    const { client, welcome } = await RawClient.connect(server.url);
+    for (let id = 1; id <= 2 * RATE_ABUSE_MIN_FRAMES; id++) client.send({ op: 'ping', id });
+    expect(await closedLine(logs, welcome['session'])).toEqual({ code: 1008, closedBy: 'server', serverCode: 1008 });
+  });
+
+  it('says the server closed it with 1008 when the credentials expired', async () => {
+    const logs = captureLogs();
+    const clock = createManualClock(Date.now());
+    const server = await start({ logger: logs.logger, clock, auth: { secret: SECRET } });
+    const short = await token({ sub: 'ana', locks: ['*'] }, { now: clock.now(), ttlSeconds: 10 });
+    const { welcome } = await RawClient.connect(server.url, { headers: { authorization: `Bearer ${short}` } });
+    clock.advance(10_000);
+    expect(await closedLine(logs, welcome['session'])).toEqual({ code: 1008, closedBy: 'server', serverCode: 1008 });
+  });
+
+  it('says the server cut it, without a close frame, when it missed the heartbeat', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger, heartbeatInterval: 50 });
+    const { welcome } = await RawClient.connect(server.url, { autoPong: false });
+    expect(await closedLine(logs, welcome['session'])).toEqual({ code: 1006, closedBy: 'server', serverCode: null });
+  });
+
+  it('says the server closed it with 1001 at shutdown', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger });
+    const { welcome } = await RawClient.connect(server.url);
+    await within(server.close(), 'close()');
+    expect(await closedLine(logs, welcome['session'])).toEqual({ code: 1001, closedBy: 'server', serverCode: 1001 });
+  });
+
+  it('says the server closed it with 4001 when a resume superseded it', async () => {
+    const logs = captureLogs();
+    const server = await start({ logger: logs.logger, sessionGrace: 60_000 });
+    const { client: old, welcome } = await RawClient.connect(server.url);
+    const { welcome: resumed } = await RawClient.connect(`${server.url}${resumeQuery(welcome)}`);
+    expect(resumed).toMatchObject({ session: welcome['session'], resumed: true });
+    expect(await within(old.closed, 'the superseded connection to close')).toMatchObject({ code: 4001 });
+    expect(await closedLine(logs, welcome['session'])).toEqual({ code: 4001, closedBy: 'server', serverCode: 4001 });
   });
 });
