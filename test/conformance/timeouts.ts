@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_DURATION_MS } from '@lockwire/protocol';
 import type { ConformanceTarget } from '../helpers/conformance-target.js';
-import { acquire, enqueue, hold, holdersOf, queueOf, status, table, useConformance, watch } from '../helpers/conformance-context.js';
+import { acquire, enqueue, hold, holdersOf, num, queueOf, status, table, useConformance, watch } from '../helpers/conformance-context.js';
 
 /** Hold timeouts, acquire timeouts and `extend`. */
 export function describeTimeouts(target: ConformanceTarget): void {
@@ -112,6 +112,64 @@ export function describeTimeouts(target: ConformanceTarget): void {
       }
       ctx().elapse(unit);
       expect(await a.nextLost('k', { timeout: 2000 + 3 * unit })).toMatchObject({ reason: 'expired' });
+    });
+
+    it('an extend after the hold\'s deadline, before its timer ran, is not_holder: the hold expires first and the next waiter is granted', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      const { unit } = ctx();
+      const token = await hold(a, 'k', { holdTimeout: unit });
+      const qb = await enqueue(b, 'k');
+      ctx().elapseLate(unit);
+      const reply = await a.request({ op: 'extend', key: 'k', holdTimeout: 5 * unit });
+      expect(reply).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+      const lost = await a.nextLost('k');
+      expect(lost).toEqual({ type: 'lost', key: 'k', token, reason: 'expired' });
+      expect(a.indexOf(lost)).toBeLessThan(a.indexOf(reply));
+      expect(await b.reply(qb.id)).toMatchObject({ acquired: true });
+      // The timer, run late, finds nothing left to end.
+      ctx().elapse(0);
+      expect(await holdersOf(a, 'k')).toEqual([b.session]);
+      expect(a.received('lost')).toHaveLength(1);
+      expect(b.received('lost')).toEqual([]);
+    });
+
+    it('a release, status or re-acquire by the holder after the hold\'s deadline, before its timer ran, finds the hold expired', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      const { unit } = ctx();
+      const t1 = await hold(a, 'k1', { holdTimeout: unit });
+      const t2 = await hold(a, 'k2', { holdTimeout: unit });
+      const t3 = await hold(a, 'k3', { holdTimeout: unit });
+      const qb = await enqueue(b, 'k2');
+      ctx().elapseLate(unit);
+
+      const released = await a.request({ op: 'release', key: 'k1' });
+      expect(released).toMatchObject({ ok: false, error: { code: 'not_holder' } });
+      const lost1 = await a.nextLost('k1');
+      expect(lost1).toEqual({ type: 'lost', key: 'k1', token: t1, reason: 'expired' });
+      expect(a.indexOf(lost1)).toBeLessThan(a.indexOf(released));
+
+      const seen = await status(a, 'k2');
+      expect(seen).toMatchObject({ locked: true, heldByYou: false });
+      expect((seen.holders as { session: unknown }[]).map((h) => h.session)).toEqual([b.session]);
+      const lost2 = await a.nextLost('k2');
+      expect(lost2).toEqual({ type: 'lost', key: 'k2', token: t2, reason: 'expired' });
+      expect(a.indexOf(lost2)).toBeLessThan(a.indexOf(seen));
+      expect(await b.reply(qb.id)).toMatchObject({ acquired: true });
+
+      const again = await acquire(a, 'k3', { acquireTimeout: 0 });
+      expect(again).toMatchObject({ ok: true, acquired: true, expiresAt: null });
+      expect(num(again.token)).toBeGreaterThan(t3);
+      const lost3 = await a.nextLost('k3');
+      expect(lost3).toEqual({ type: 'lost', key: 'k3', token: t3, reason: 'expired' });
+      expect(a.indexOf(lost3)).toBeLessThan(a.indexOf(again));
+
+      // The timers, run late, find nothing left to end.
+      ctx().elapse(0);
+      expect(await holdersOf(a, 'k3')).toEqual([a.session]);
+      expect(await holdersOf(a, 'k2')).toEqual([b.session]);
+      expect(a.received('lost')).toHaveLength(3);
     });
 
     it('extend with holdTimeout null removes the expiry', async () => {

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, expect } from 'vitest';
-import { createManualClock, systemClock, type Clock, type LockServerOptions, type ManualClock } from '@lockwire/server';
+import { createManualClock, systemClock, type Clock, type LockServerOptions, type ManualClock, type TimerHandle } from '@lockwire/server';
 import { httpUrlOf, type ConformanceTarget, type TargetInstance, type TargetLimits } from './conformance-target.js';
 import { RawClient, type Frame } from './raw-client.js';
 
@@ -20,8 +20,18 @@ export interface Conformance {
    * clients go round-robin over the target's nodes.
    */
   connect(token?: string): Promise<RawClient>;
-  /** Lets `ms` pass: advances a manual clock (firing due timers at once), no-op on real time. */
+  /**
+   * Lets `ms` pass: advances a manual clock (first running the timers an
+   * `elapseLate` held back, then those that fall due), no-op on real time.
+   */
   elapse(ms: number): void;
+  /**
+   * Lets `ms` pass on the manual clock while the timers that fall due are
+   * held back, as in a loaded process whose timers run late: the server
+   * sees the time has passed, but they run only at the next `elapse`.
+   * Throws on real time.
+   */
+  elapseLate(ms: number): void;
   now(): number;
   /** GETs a path on node `node` (default 0) and returns the status and parsed JSON body. */
   http(path: string, node?: number): Promise<{ status: number; body: unknown }>;
@@ -48,10 +58,12 @@ export function useConformance(target: ConformanceTarget, options: ConformanceOp
   let clients: RawClient[] = [];
   let instances: TargetInstance[] = [];
   let manualClock: ManualClock | undefined;
+  let lateTimers: LateTimers | undefined;
 
   beforeEach(async () => {
     manualClock = target.manualClock ? createManualClock() : undefined;
-    const clock: Clock = manualClock ?? systemClock;
+    lateTimers = manualClock ? new LateTimers(manualClock) : undefined;
+    const clock: Clock = lateTimers?.clock ?? systemClock;
     const limits = options.limits ?? {};
     const starting = { clock, limits, ...(options.auth ? { auth: options.auth } : {}) };
     clients = [];
@@ -74,7 +86,12 @@ export function useConformance(target: ConformanceTarget, options: ConformanceOp
         return client;
       },
       elapse(ms) {
+        lateTimers?.runHeld();
         manualClock?.advance(ms);
+      },
+      elapseLate(ms) {
+        if (!lateTimers) throw new Error(`target ${target.name} runs on real time: elapseLate needs a manual clock`);
+        lateTimers.advanceHolding(ms);
       },
       now: () => clock.now(),
       async http(path, node = 0) {
@@ -112,13 +129,70 @@ export function useConformance(target: ConformanceTarget, options: ConformanceOp
     for (const instance of instances.reverse()) await instance.close();
     current = undefined;
     expect(malformed, 'frames that are not valid protocol messages').toEqual([]);
-    if (manualClock) expect(manualClock.pending(), 'timers left after the server closed').toBe(0);
+    if (manualClock) expect(manualClock.pending() + (lateTimers?.held ?? 0), 'timers left after the server closed').toBe(0);
   });
 
   return () => {
     if (!current) throw new Error('conformance context used outside a test');
     return current;
   };
+}
+
+/**
+ * The manual clock as the target sees it, with timers that can be held back:
+ * one that falls due while `advanceHolding` moves the clock waits until
+ * `runHeld`, unless the server clears it first.
+ */
+class LateTimers {
+  readonly clock: Clock;
+  readonly #manual: ManualClock;
+  /** Timers that fell due while held back, in the order they fell due. */
+  readonly #held = new Map<object, () => void>();
+  #holding = false;
+
+  constructor(manual: ManualClock) {
+    this.#manual = manual;
+    const held = this.#held;
+    this.clock = {
+      now: () => manual.now(),
+      monotonic: () => manual.monotonic(),
+      resolution: manual.resolution ?? 0,
+      setTimeout: (fn, ms) => {
+        const handle: { inner: TimerHandle } = { inner: undefined };
+        handle.inner = manual.setTimeout(() => {
+          if (this.#holding) held.set(handle, fn);
+          else fn();
+        }, ms);
+        return handle;
+      },
+      clearTimeout: (handle) => {
+        const h = handle as { inner: TimerHandle };
+        held.delete(h);
+        manual.clearTimeout(h.inner);
+      },
+    };
+  }
+
+  /** Number of timers held back and not run or cleared yet. */
+  get held(): number {
+    return this.#held.size;
+  }
+
+  advanceHolding(ms: number): void {
+    this.#holding = true;
+    try {
+      this.#manual.advance(ms);
+    } finally {
+      this.#holding = false;
+    }
+  }
+
+  runHeld(): void {
+    for (const [handle, fn] of [...this.#held]) {
+      if (!this.#held.delete(handle)) continue;
+      fn();
+    }
+  }
 }
 
 /** A reply's field as a number, failing the test when it is not one. */

@@ -1,4 +1,4 @@
-import type { Clock } from '../clock.js';
+import type { Clock, TimerHandle } from '../clock.js';
 import type { SessionId, Ticket } from '../store.js';
 import { createLocalSession, type LocalHold, type LocalPending, type LocalSession } from './local-state.js';
 
@@ -11,6 +11,12 @@ import { createLocalSession, type LocalHold, type LocalPending, type LocalSessio
 export class LocalTable {
   readonly sessions = new Map<SessionId, LocalSession>();
   readonly tickets = new Map<Ticket, LocalPending>();
+  /**
+   * Holds whose hold-timeout timer is armed, by key, each with the monotonic
+   * time it is due (see `dueHolds`); updated wherever a hold's timer is set
+   * or cleared.
+   */
+  readonly #timed = new Map<string, Map<LocalHold, number>>();
   readonly #clock: Clock;
   readonly #armHold: (hold: LocalHold, due: number | null) => void;
 
@@ -61,6 +67,8 @@ export class LocalTable {
     due: number | null,
   ): void {
     const hold: LocalHold = { key: grant.key, session, token: grant.token, expiresAt: grant.expiresAt, timer: null };
+    const replaced = local.holds.get(grant.key);
+    if (replaced) this.clearHoldTimer(replaced);
     local.holds.set(grant.key, hold);
     this.#armHold(hold, due);
   }
@@ -68,14 +76,48 @@ export class LocalTable {
   /** Forgets a hold and stops its timer; a no-op once it was replaced or dropped. */
   dropHold(hold: LocalHold | undefined): void {
     if (!hold) return;
-    this.clearTimer(hold);
+    this.clearHoldTimer(hold);
     const local = this.sessions.get(hold.session);
     if (local?.holds.get(hold.key) === hold) local.holds.delete(hold.key);
   }
 
-  /** Stops a request's or hold's timer, if any. */
-  clearTimer(owner: { timer: unknown }): void {
-    if (owner.timer !== null) this.#clock.clearTimeout(owner.timer);
-    owner.timer = null;
+  /** Stops a request's timer, if any. */
+  clearTimer(pending: LocalPending): void {
+    if (pending.timer !== null) this.#clock.clearTimeout(pending.timer);
+    pending.timer = null;
+  }
+
+  /** Records `timer`, due at `due` (monotonic ms of the clock), as the hold's timer, stopping the one it had. */
+  setHoldTimer(hold: LocalHold, timer: TimerHandle, due: number): void {
+    this.clearHoldTimer(hold);
+    hold.timer = timer;
+    let onKey = this.#timed.get(hold.key);
+    if (!onKey) {
+      onKey = new Map();
+      this.#timed.set(hold.key, onKey);
+    }
+    onKey.set(hold, due);
+  }
+
+  /** Stops a hold's timer, if any (also the one that just ran, to forget it). */
+  clearHoldTimer(hold: LocalHold): void {
+    if (hold.timer === null) return;
+    this.#clock.clearTimeout(hold.timer);
+    hold.timer = null;
+    const onKey = this.#timed.get(hold.key);
+    if (onKey?.delete(hold) && onKey.size === 0) this.#timed.delete(hold.key);
+  }
+
+  /**
+   * The holds of `key` whose timer is due at `now` (monotonic ms) but has
+   * not run yet (timers run late under load); null when there are none,
+   * the common case, which allocates nothing.
+   */
+  dueHolds(key: string, now: number): LocalHold[] | null {
+    const onKey = this.#timed.get(key);
+    if (!onKey) return null;
+    let due: LocalHold[] | null = null;
+    for (const [hold, at] of onKey) if (at <= now) (due ??= []).push(hold);
+    return due;
   }
 }

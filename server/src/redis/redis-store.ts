@@ -107,6 +107,7 @@ class RedisStore implements LockStore {
       keySet: this.#keySet,
       watched: (key) => this.#hub.covers(key),
       reconcileSoon: () => this.#reconciler.reconcileSoon(),
+      expireDue: (key) => void this.#timeouts.expireDue(key),
     });
     this.#reconciler = new Reconciler(ctx, table, steps);
     this.#timeouts = new Timeouts(ctx, table, steps, this.#reconciler);
@@ -243,6 +244,8 @@ class RedisStore implements LockStore {
    * heard every step of the key the read shows, after a `lost` of a viewer's hold it shows gone unheard (see `ReadFence`).
    */
   async status(key: string, viewer: SessionId | null): Promise<LockStatus> {
+    // A hold of the key here that is due but not ended yet is ended first: the fence waits for its step.
+    void this.#timeouts.expireDue(key);
     const settling = this.#fence.key(key);
     if (settling) await settling;
     // Taken as the read is sent: a hold recorded after it may be newer than what the read shows.

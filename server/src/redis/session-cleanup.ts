@@ -83,7 +83,7 @@ export class SessionCleanup {
     }
     for (const hold of local.holds.values()) {
       held.add(hold.key);
-      table.clearTimer(hold);
+      table.clearHoldTimer(hold);
     }
     await this.#dropSession(session, queued, held, end);
   }

@@ -38,6 +38,11 @@ export interface StepRunnerOptions {
   watched: (key: string) => boolean;
   /** An earlier step of a key was not heard in time, or a call failed: ask Redis where everything stands. */
   reconcileSoon: () => void;
+  /**
+   * Sends the `expire` steps of this node's holds of the key that are due but
+   * whose timer has not run yet (see `Timeouts#expireDue`).
+   */
+  expireDue: (key: string) => void;
 }
 
 /**
@@ -104,6 +109,10 @@ export class StepRunner {
     { record = true }: StepOptions = {},
   ): Promise<T> {
     const { ctx } = this.#o;
+    // A hold of the key that is due ends first, as on the memory store, which runs what is due before
+    // each request: sent before this step on the key's connection, its expiry runs first in Redis and
+    // its notes (the holder's `lost`, the next waiter's grant) come before this step's answer.
+    if (name !== 'expire') this.#o.expireDue(key);
     const link = ctx.link;
     const sequencer = ctx.sequencer;
     const liveness = live(ctx);

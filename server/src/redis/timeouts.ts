@@ -82,11 +82,29 @@ export class Timeouts {
    * no hold timeout or `due` is null.
    */
   armHold(hold: LocalHold, due: number | null): void {
-    this.#table.clearTimer(hold);
+    this.#table.clearHoldTimer(hold);
     const expiresAt = hold.expiresAt;
     if (expiresAt === null || due === null) return;
     const clock = this.#ctx.clock;
-    hold.timer = clock.setTimeout(() => void this.#expire(hold, expiresAt), Math.max(0, due - clock.monotonic()));
+    const timer = clock.setTimeout(() => void this.#expire(hold, expiresAt), Math.max(0, due - clock.monotonic()));
+    this.#table.setHoldTimer(hold, timer, due);
+  }
+
+  /**
+   * Ends the holds of this node's sessions on `key` that are due and whose
+   * timer has not run yet (timers run late under load), as that timer
+   * would: their `expire` steps are sent now, ahead of any step of the key
+   * sent after this call, and their timers are stopped, so each runs once.
+   * Null, without a Redis call, when none is due. A hold of another node's
+   * session is timed on that node and ends when its timer runs there.
+   */
+  expireDue(key: string): Promise<void> | null {
+    const due = this.#table.dueHolds(key, this.#ctx.clock.monotonic());
+    if (due === null) return null;
+    const expiring: Array<Promise<void>> = [];
+    // A hold's `expiresAt` is the one its timer was armed for: every change of it re-arms.
+    for (const hold of due) if (hold.expiresAt !== null) expiring.push(this.#expire(hold, hold.expiresAt));
+    return Promise.all(expiring).then(() => {});
   }
 
   /** True while `hold` is still the hold this node knows for its session and key. */
@@ -96,7 +114,7 @@ export class Timeouts {
 
   /** Ends the hold in Redis if Redis still has the `expiresAt` its timer was armed for. */
   async #expire(hold: LocalHold, armedFor: number): Promise<void> {
-    hold.timer = null;
+    this.#table.clearHoldTimer(hold);
     if (!this.#current(hold)) return;
     try {
       await this.#steps.step('expire', hold.key, [hold.session, String(hold.token), String(armedFor)], (r) => {
