@@ -14,6 +14,7 @@ import {
   type Lock,
   type TransportFactory,
 } from '@lockwire/client';
+import type { TcpProxy } from '../../test/helpers/tcp-proxy.js';
 
 /** A server on port 0 with a manual clock, and the clients connected to it. */
 export interface Harness {
@@ -188,4 +189,23 @@ export function gatedStore(inner: LockStore): GatedStore {
     return { ran: within(didRun, 2000, 'the store to run the acquire'), open };
   };
   return { store, holdNextAcquire };
+}
+
+/**
+ * Cuts `client` off by having `proxy`, the one it connects through, refuse
+ * it; resolves once the client noticed the drop (it keeps trying to
+ * reconnect, refused until {@link reconnectThrough}).
+ */
+export async function dropThrough(proxy: TcpProxy | undefined, client: LockClient): Promise<void> {
+  const down = nextEvent(client, 'disconnect');
+  proxy?.refuse();
+  const event = await down;
+  if (!event.reconnecting) throw new Error('the client does not reconnect after the drop');
+}
+
+/** Lets `client` reconnect through `proxy` again; resolves with its `reconnect` event. */
+export async function reconnectThrough(proxy: TcpProxy | undefined, client: LockClient): Promise<ClientEvents['reconnect']> {
+  const reconnected = nextEvent(client, 'reconnect');
+  proxy?.unblock();
+  return reconnected;
 }

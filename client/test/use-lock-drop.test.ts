@@ -6,7 +6,7 @@ import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import { watchForEvent } from '../../test/helpers/watch-event.js';
 import { createMemoryStore } from '@lockwire/server';
 import { fastReconnect, gatedStore, recordingTransport, startHarness, within, type Harness } from './fixtures.js';
-import { pauseGate } from './pause-gate.js';
+import { pauseGate, type HeldPause } from './pause-gate.js';
 
 vi.mock('../src/reconnect.js', async (importOriginal) =>
   (await import('./pause-gate.js')).withGatedPause(await importOriginal<typeof import('../src/reconnect.js')>()),
@@ -108,6 +108,24 @@ async function dropWaiting(alice: LockClient, watcher: Awaited<ReturnType<Harnes
   return backoff;
 }
 
+/** Lets alice reconnect (the gate let go, her backoff resumed), then shows she asked for `key` once only: its queue is empty. */
+async function reconnectAskingNothing(
+  alice: LockClient,
+  backoff: HeldPause,
+  bob: Awaited<ReturnType<Harness['connect']>>,
+  key: string,
+  acquiresSent: () => number,
+): Promise<void> {
+  const reconnected = nextEvent(alice, 'reconnect');
+  pauseGate.holding = false;
+  backoff.resume();
+  await reconnected;
+  // A round trip after the reconnect: an acquire sent on it would be in the queue by now.
+  await alice.ping();
+  expect((await bob.status(key)).queue).toEqual([]);
+  expect(acquiresSent()).toBe(1);
+}
+
 describe('useLock (LockController) when the connection drops while its request waits in line', () => {
   it('stays waiting and, once the client reconnected, asks again at the tail of the line, then is granted in turn', async () => {
     const { alice, bob, carol, bobLease, acquiresSent } = await setup('edit:1');
@@ -183,14 +201,7 @@ describe('useLock (LockController) when the connection drops while its request w
     expect(handle.getSnapshot()).toEqual({ status: 'waiting', position: null });
     await within(handle.release(), 2000, 'release() to resolve');
     expect(handle.getSnapshot()).toEqual({ status: 'idle', timedOut: false });
-    const reconnected = nextEvent(alice, 'reconnect');
-    pauseGate.holding = false;
-    backoff.resume();
-    await reconnected;
-    // A round trip after the reconnect: an acquire sent on it would be in the queue by now.
-    await alice.ping();
-    expect((await bob.status('edit:4')).queue).toEqual([]);
-    expect(acquiresSent()).toBe(1);
+    await reconnectAskingNothing(alice, backoff, bob, 'edit:4', acquiresSent);
   });
 
   it('a request made while the client reconnects waits for the reconnect and is then sent', async () => {
@@ -296,13 +307,7 @@ describe('useLock (LockController) acquireTimeout across a drop', () => {
     deadline.resume();
     await stateWhere(controller, (state) => state.status === 'idle', 'idle');
     expect(controller.getSnapshot()).toEqual({ status: 'idle', timedOut: true });
-    const reconnected = nextEvent(alice, 'reconnect');
-    pauseGate.holding = false;
-    backoff.resume();
-    await reconnected;
-    await alice.ping();
-    expect((await bob.status('time:2')).queue).toEqual([]);
-    expect(acquiresSent()).toBe(1);
+    await reconnectAskingNothing(alice, backoff, bob, 'time:2', acquiresSent);
   });
 
   it('turns idle with timedOut at the reconnect when no time is left by then, sending nothing more', async () => {
@@ -317,6 +322,7 @@ describe('useLock (LockController) acquireTimeout across a drop', () => {
     expect((await bob.status('time:3')).queue).toEqual([]);
     expect(acquiresSent()).toBe(1);
   });
+
   it('a steal the drop cut off after it was sent turns error with connection_lost and is not sent again, as the server may have carried it out', async () => {
     const { store, holdNextAcquire } = gatedStore(createMemoryStore());
     h = await startHarness({ store, sessionGrace: 30_000 });

@@ -3,10 +3,11 @@ import { LockError, type ConnectOptions, type LockClient } from '@lockwire/clien
 import { createMemoryStore } from '@lockwire/server';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
 import {
+  dropThrough,
   fastReconnect,
   gatedStore,
   holding,
-  nextEvent,
+  reconnectThrough,
   recordingTransport,
   startHarness,
   within,
@@ -43,19 +44,10 @@ async function proxied() {
   return watchingQueue(proxy.url(h.server.url), { reconnect: fastReconnect });
 }
 
-/** Cuts the client off; resolves once it noticed the drop (it keeps trying to reconnect). */
-async function drop(client: LockClient): Promise<void> {
-  const down = nextEvent(client, 'disconnect');
-  proxy?.refuse();
-  expect(await down).toMatchObject({ reconnecting: true });
-}
-
+/** Cuts the client off behind the proxy; resolves once it noticed the drop (it keeps trying to reconnect). */
+const drop = (client: LockClient) => dropThrough(proxy, client);
 /** Lets the client reconnect; resolves with its `reconnect` event. */
-async function reconnect(client: LockClient) {
-  const reconnected = nextEvent(client, 'reconnect');
-  proxy?.unblock();
-  return reconnected;
-}
+const reconnect = (client: LockClient) => reconnectThrough(proxy, client);
 
 /** The frames of `op` for `key` among `sent`, from index `from` on. */
 function framesOf(sent: Record<string, unknown>[], op: string, key: string, from = 0): Record<string, unknown>[] {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LockClient } from '@lockwire/client';
 import { startTcpProxy, type TcpProxy } from '../../test/helpers/tcp-proxy.js';
-import { fastReconnect, holding, nextEvent, startHarness, within, type Harness } from './fixtures.js';
+import { dropThrough, fastReconnect, holding, reconnectThrough, startHarness, within, type Harness } from './fixtures.js';
 
 let h: Harness;
 let proxy: TcpProxy | undefined;
@@ -18,19 +18,10 @@ async function proxied(options: Parameters<typeof startHarness>[0] = {}): Promis
   return h.connectTo(proxy.url(h.server.url), { reconnect: fastReconnect });
 }
 
-/** Cuts the client off; resolves once it noticed the drop (it keeps trying to reconnect). */
-async function drop(client: LockClient): Promise<void> {
-  const down = nextEvent(client, 'disconnect');
-  proxy?.refuse();
-  expect(await down).toMatchObject({ reconnecting: true });
-}
-
+/** Cuts the client off behind the proxy; resolves once it noticed the drop (it keeps trying to reconnect). */
+const drop = (client: LockClient) => dropThrough(proxy, client);
 /** Lets the client reconnect; resolves with its `reconnect` event. */
-async function reconnect(client: LockClient) {
-  const reconnected = nextEvent(client, 'reconnect');
-  proxy?.unblock();
-  return reconnected;
-}
+const reconnect = (client: LockClient) => reconnectThrough(proxy, client);
 
 /** Holds `name` on `client` until the returned `end` is called. */
 async function held(client: LockClient, name: string) {
