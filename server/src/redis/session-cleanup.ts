@@ -21,6 +21,10 @@ export class SessionCleanup {
   readonly #steps: StepRunner;
   /** Closed sessions whose drop failed, with the keys still to drop and how their holds end. */
   readonly #orphans = new Map<SessionId, { keys: Set<string>; end: SessionEnd }>();
+  /** The keys of each session's drop in flight: in use until Redis ran it, so the key set's trim keeps them. */
+  readonly #dropping = new Set<Set<string>>();
+  /** The last retry pass: passes run one after another (see `retryOrphans`). */
+  #retrying: Promise<void> = Promise.resolve();
 
   constructor(ctx: StoreContext, table: LocalTable, steps: StepRunner) {
     this.#ctx = ctx;
@@ -93,11 +97,24 @@ export class SessionCleanup {
     return this.#orphans.size > 0;
   }
 
-  /** Drops again what closed sessions left in Redis when their drop failed. */
-  async retryOrphans(): Promise<void> {
-    for (const [session, { keys, end }] of [...this.#orphans]) {
-      this.#orphans.delete(session);
-      await this.#dropSession(session, keys, keys, end);
+  /**
+   * Drops again what closed sessions left in Redis when their drop failed.
+   * Runs after the pass in flight, if any (the housekeeping's, when the store
+   * closes): a session stays an orphan until its drop succeeded, so what that
+   * pass fails to drop is still seen, by this pass and by `hasOrphans`.
+   */
+  retryOrphans(): Promise<void> {
+    const pass = this.#retrying.catch(() => {}).then(() => this.#retryPass());
+    this.#retrying = pass;
+    return pass;
+  }
+
+  async #retryPass(): Promise<void> {
+    for (const [session, orphan] of [...this.#orphans]) {
+      // Forgotten meanwhile: the node abandoned its id.
+      if (this.#orphans.get(session) !== orphan) continue;
+      await this.#dropSession(session, orphan.keys, orphan.keys, orphan.end);
+      if (this.#orphans.get(session) === orphan) this.#orphans.delete(session);
     }
   }
 
@@ -106,6 +123,7 @@ export class SessionCleanup {
     const inUse = new Set<string>();
     for (const local of this.#table.sessions.values()) for (const key of keysOf(local)) inUse.add(encodeKey(key));
     for (const { keys } of this.#orphans.values()) for (const key of keys) inUse.add(encodeKey(key));
+    for (const keys of this.#dropping) for (const key of keys) inUse.add(encodeKey(key));
     return inUse;
   }
 
@@ -122,13 +140,16 @@ export class SessionCleanup {
       if (end === 'released' || token === '') return;
       this.#ctx.listener?.lost(session, { key, token: Number(token), reason: end });
     };
+    const keys = new Set([...queued, ...held]);
+    this.#dropping.add(keys);
     try {
       await Promise.all([...queued].map((key) => this.#steps.step('drop', key, ['q', 's', session], () => {})));
       await Promise.all([...held].map((key) => this.#steps.step('drop', key, ['h', 's', session, end], reportLost(key))));
     } catch (error) {
-      const keys = new Set([...queued, ...held]);
       this.#orphans.set(session, { keys, end });
       throw error;
+    } finally {
+      this.#dropping.delete(keys);
     }
   }
 
