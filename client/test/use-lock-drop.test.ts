@@ -83,7 +83,7 @@ function record(view: View): string[] {
  * Bob holds `key`; alice (through the proxy, reconnecting at once unless the
  * gate holds, her sent frames recorded) and carol are ready to ask for it.
  */
-async function setup(key: string, options: { sessionGrace?: number } = {}) {
+async function setup(key: string, options: Parameters<typeof startHarness>[0] = {}) {
   h = await startHarness(options);
   proxy = await startTcpProxy(h.server.port);
   const { transport, sent } = recordingTransport();
@@ -325,14 +325,7 @@ describe('useLock (LockController) acquireTimeout across a drop', () => {
 
   it('a steal the drop cut off after it was sent turns error with connection_lost and is not sent again, as the server may have carried it out', async () => {
     const { store, holdNextAcquire } = gatedStore(createMemoryStore());
-    h = await startHarness({ store, sessionGrace: 30_000 });
-    proxy = await startTcpProxy(h.server.port);
-    const { transport, sent } = recordingTransport();
-    const alice = await LockClient.connect(proxy.url(h.server.url), { transport, reconnect: fastReconnect });
-    clients.push(alice);
-    const bob = await h.connect();
-    const carol = await h.connect();
-    await bob.acquire('edit:s');
+    const { alice, bob, carol, acquiresSent } = await setup('edit:s', { store, sessionGrace: 30_000 });
     let carolQueued: () => void = () => undefined;
     const queued = new Promise<void>((resolve) => (carolQueued = resolve));
     const carolLease = carol.acquire('edit:s', { onQueued: () => carolQueued() });
@@ -356,7 +349,7 @@ describe('useLock (LockController) acquireTimeout across a drop', () => {
     const carolHold = await within(carolLease, 2000, "carol's grant");
     await alice.ping();
     expect((await bob.status('edit:s')).holders.map((holder) => holder.session)).toEqual([carol.session]);
-    expect(sent.filter((frame) => frame.op === 'acquire')).toHaveLength(1);
+    expect(acquiresSent()).toBe(1);
     expect(controller.getSnapshot().status).toBe('error');
     await carolHold?.release();
   });
