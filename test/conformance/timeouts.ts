@@ -172,6 +172,29 @@ export function describeTimeouts(target: ConformanceTarget): void {
       expect(a.received('lost')).toHaveLength(3);
     });
 
+    it('a holder that disconnects after its hold\'s deadline, before its timer ran, ends it expired, not released', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      const w = await ctx().connect();
+      const { unit } = ctx();
+      await watch(w, 'k');
+      const token = await hold(a, 'k', { holdTimeout: unit });
+      const qb = await enqueue(b, 'k');
+      ctx().elapseLate(unit);
+      a.terminate();
+
+      expect(await b.reply(qb.id)).toMatchObject({ acquired: true });
+      await w.nextEvent('k', 'acquired');
+      await w.nextEvent('k', 'queued');
+      const ended = await w.nextEvent('k');
+      const acquired = await w.nextEvent('k');
+      expect(ended).toMatchObject({ event: 'expired', session: a.session, token, holders: 0, waiters: 1 });
+      expect(acquired).toMatchObject({ event: 'acquired', session: b.session, holders: 1, waiters: 0 });
+      // The timer, run late, finds nothing left to end.
+      ctx().elapse(0);
+      expect(await holdersOf(w, 'k')).toEqual([b.session]);
+    });
+
     it('extend with holdTimeout null removes the expiry', async () => {
       const a = await ctx().connect();
       const { unit } = ctx();

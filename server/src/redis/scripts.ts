@@ -222,8 +222,10 @@ return finish({ n = #holds })
  * phase 'q' drops queued requests and waits, phase 'h' ends holds.
  * ARGV[6..]: phase, who ('s' one session of the caller's node, 'n' every
  * session of a dead node), the session or node id, and how phase 'h' ends
- * the holds: 'released' (the default) or 'revoked' (each holder noted
- * `lost`). Phase 'h' answers the token of the last hold it ended in `t`.
+ * the holds: 'released' (the default), or 'revoked' or 'expired' (each
+ * holder noted `lost` with it; 'expired' for the hold of a closing session
+ * that was due before its timer ran). Phase 'h' answers the token of the
+ * last hold it ended in `t`.
  */
 const DROP = script(
   'drop',

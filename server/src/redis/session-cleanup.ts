@@ -9,6 +9,16 @@ import { arr, str, type Json } from './records.js';
 import type { StepRunner } from './step-runner.js';
 import type { StoreContext } from './store-context.js';
 
+/** How a hold of a closing session ends: as the session's end says, or `expired` when it was due. */
+type HoldEnd = SessionEnd | 'expired';
+
+/** A closing session's keys in Redis, how its holds end, and the keys whose hold was due as it closed. */
+interface Drop {
+  keys: Set<string>;
+  end: SessionEnd;
+  expired: ReadonlySet<string>;
+}
+
 /**
  * Takes what a session had out of Redis when it closes (its queued requests,
  * then its holds), what a dead node's sessions had, and retries sessions
@@ -20,7 +30,7 @@ export class SessionCleanup {
   readonly #table: LocalTable;
   readonly #steps: StepRunner;
   /** Closed sessions whose drop failed, with the keys still to drop and how their holds end. */
-  readonly #orphans = new Map<SessionId, { keys: Set<string>; end: SessionEnd }>();
+  readonly #orphans = new Map<SessionId, Drop>();
   /** The keys of each session's drop in flight: in use until Redis ran it, so the key set's trim keeps them. */
   readonly #dropping = new Set<Set<string>>();
   /** The last retry pass: passes run one after another (see `retryOrphans`). */
@@ -67,7 +77,10 @@ export class SessionCleanup {
   }
 
   /**
-   * Ends the session here and in Redis, its holds as `end` says. Fails with
+   * Ends the session here and in Redis, its holds as `end` says, but for a
+   * hold that is due and whose timer has not run yet (a loaded node): it ends
+   * `expired`, as that timer would have ended it and as on the memory store,
+   * which runs what is due before each step. Fails with
    * `store_unavailable` when Redis cannot be reached; the drop is then
    * retried each renew period.
    */
@@ -85,11 +98,14 @@ export class SessionCleanup {
       table.clearTimer(pending);
       table.tickets.delete(pending.ticket);
     }
+    const now = this.#ctx.clock.monotonic();
+    const expired = new Set<string>();
     for (const hold of local.holds.values()) {
       held.add(hold.key);
+      if (table.dueHolds(hold.key, now)?.includes(hold)) expired.add(hold.key);
       table.clearHoldTimer(hold);
     }
-    await this.#dropSession(session, queued, held, end);
+    await this.#dropSession(session, queued, held, { keys: new Set([...queued, ...held]), end, expired });
   }
 
   /** True while a closed session's drop failed and is still to be retried. */
@@ -113,7 +129,7 @@ export class SessionCleanup {
     for (const [session, orphan] of [...this.#orphans]) {
       // Forgotten meanwhile: the node abandoned its id.
       if (this.#orphans.get(session) !== orphan) continue;
-      await this.#dropSession(session, orphan.keys, orphan.keys, orphan.end);
+      await this.#dropSession(session, orphan.keys, orphan.keys, orphan);
       if (this.#orphans.get(session) === orphan) this.#orphans.delete(session);
     }
   }
@@ -130,23 +146,28 @@ export class SessionCleanup {
   /**
    * Runs the two drop phases for a session's keys; on failure keeps them to
    * retry. The session is no longer in the local table, so the `lost` notes
-   * of revoked holds find no hold to settle: each is told to the listener
-   * here instead, when its step is applied, before the step's notes (the
-   * grant of the next waiter) are delivered.
+   * of revoked or expired holds find no hold to settle: each is told to the
+   * listener here instead, when its step is applied, before the step's notes
+   * (the grant of the next waiter) are delivered.
    */
-  async #dropSession(session: SessionId, queued: Set<string>, held: Set<string>, end: SessionEnd): Promise<void> {
-    const reportLost = (key: string) => (r: Json) => {
+  async #dropSession(session: SessionId, queued: Set<string>, held: Set<string>, drop: Drop): Promise<void> {
+    const reportLost = (key: string, how: HoldEnd) => (r: Json) => {
       const token = str(r, 't');
-      if (end === 'released' || token === '') return;
-      this.#ctx.listener?.lost(session, { key, token: Number(token), reason: end });
+      if (how === 'released' || token === '') return;
+      this.#ctx.listener?.lost(session, { key, token: Number(token), reason: how });
     };
-    const keys = new Set([...queued, ...held]);
+    const { keys } = drop;
     this.#dropping.add(keys);
     try {
       await Promise.all([...queued].map((key) => this.#steps.step('drop', key, ['q', 's', session], () => {})));
-      await Promise.all([...held].map((key) => this.#steps.step('drop', key, ['h', 's', session, end], reportLost(key))));
+      await Promise.all(
+        [...held].map((key) => {
+          const how = drop.expired.has(key) ? 'expired' : drop.end;
+          return this.#steps.step('drop', key, ['h', 's', session, how], reportLost(key, how));
+        }),
+      );
     } catch (error) {
-      this.#orphans.set(session, { keys, end });
+      this.#orphans.set(session, drop);
       throw error;
     } finally {
       this.#dropping.delete(keys);
