@@ -172,6 +172,38 @@ export function describeTimeouts(target: ConformanceTarget): void {
       expect(a.received('lost')).toHaveLength(3);
     });
 
+    it('a list or watch snapshot by the holder after the hold\'s deadline, before its timer ran, shows the hold expired', async () => {
+      const a = await ctx().connect();
+      const b = await ctx().connect();
+      const { unit } = ctx();
+      const t1 = await hold(a, 'p/k1', { holdTimeout: unit });
+      const t2 = await hold(a, 'q/k2', { holdTimeout: unit });
+      const qb = await enqueue(b, 'p/k1');
+      ctx().elapseLate(unit);
+
+      const listed = await a.request({ op: 'list', prefix: 'p/' });
+      const lost1 = await a.nextLost('p/k1');
+      expect(lost1).toEqual({ type: 'lost', key: 'p/k1', token: t1, reason: 'expired' });
+      expect(a.indexOf(lost1)).toBeLessThan(a.indexOf(listed));
+      expect((listed.locks as { key: string; holders: { session: unknown }[] }[]).map((l) => [l.key, l.holders.map((h) => h.session)])).toEqual([
+        ['p/k1', [b.session]],
+      ]);
+      expect(await b.reply(qb.id)).toMatchObject({ acquired: true });
+
+      const watched = await watch(a, 'q/');
+      const lost2 = await a.nextLost('q/k2');
+      expect(lost2).toEqual({ type: 'lost', key: 'q/k2', token: t2, reason: 'expired' });
+      expect(a.indexOf(lost2)).toBeLessThan(a.indexOf(watched));
+      expect(watched.locks).toEqual([]);
+
+      // The timers, run late, find nothing left to end.
+      ctx().elapse(0);
+      expect(await holdersOf(a, 'p/k1')).toEqual([b.session]);
+      expect(a.received('lost')).toHaveLength(2);
+      // The expiry came before the snapshot: the watch shows no event of it.
+      expect(a.received('event')).toEqual([]);
+    });
+
     it('a holder that disconnects after its hold\'s deadline, before its timer ran, ends it expired, not released', async () => {
       const a = await ctx().connect();
       const b = await ctx().connect();

@@ -120,4 +120,19 @@ export class LocalTable {
     for (const [hold, at] of onKey) if (at <= now) (due ??= []).push(hold);
     return due;
   }
+
+  /** The keys starting with `prefix` that have a hold due at `now` (see `dueHolds`); O(keys with a timed hold). */
+  dueKeysUnder(prefix: string, now: number): string[] {
+    const keys: string[] = [];
+    for (const [key, onKey] of this.#timed) {
+      if (!key.startsWith(prefix)) continue;
+      for (const at of onKey.values()) {
+        if (at <= now) {
+          keys.push(key);
+          break;
+        }
+      }
+    }
+    return keys;
+  }
 }

@@ -258,6 +258,8 @@ class RedisStore implements LockStore {
 
   /** Read after this node's writes in flight under the prefix, and answered as `status` is for each key it read (see `ReadFence#listed`). */
   async list(prefix: string, limit: number, viewer: SessionId | null): Promise<ListResult> {
+    // Holds of this node under the prefix that are due but not ended yet are ended first, as for `status`.
+    this.#timeouts.expireDueUnder(prefix);
     const settling = this.#fence.prefix(prefix);
     if (settling) await settling;
     const held = this.#fence.heldUnder(viewer, prefix);
@@ -269,6 +271,7 @@ class RedisStore implements LockStore {
 
   /** The snapshot is read after this node's writes in flight under the prefix when the watch came (see `ReadFence`). */
   async watch(prefix: string, limit: number, viewer: SessionId | null, sink: (event: LockEvent) => void): Promise<WatchHandle> {
+    this.#timeouts.expireDueUnder(prefix);
     const settling = this.#fence.prefix(prefix);
     return this.#hub.watch(
       prefix,

@@ -107,6 +107,11 @@ export class Timeouts {
     return Promise.all(expiring).then(() => {});
   }
 
+  /** `expireDue` for every key starting with `prefix`, before a `list` or a watch's snapshot of it. */
+  expireDueUnder(prefix: string): void {
+    for (const key of this.#table.dueKeysUnder(prefix, this.#ctx.clock.monotonic())) void this.expireDue(key);
+  }
+
   /** True while `hold` is still the hold this node knows for its session and key. */
   #current(hold: LocalHold): boolean {
     return this.#table.sessions.get(hold.session)?.holds.get(hold.key) === hold;
