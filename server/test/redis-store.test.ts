@@ -2,8 +2,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createClient } from 'redis';
 import { createManualClock, type ManualClock } from '../src/clock.js';
 import { silentLogger } from '../src/logger.js';
-import type { Grant, LostLock, StoreListener } from '../src/store.js';
+import type { Grant, LockEvent, LostLock, StoreListener } from '../src/store.js';
 import { decodeKey, encodeKey, keyNames } from '../src/redis/key-codec.js';
+import { LateTimers } from '../../test/helpers/conformance-context.js';
 import { useRedisStores } from './redis-harness.js';
 import { acquireInput } from './server-harness.js';
 
@@ -138,6 +139,48 @@ describe('the Redis store on one redis-server', () => {
     const granted = await node.store.acquire('a', acquireInput(1, 'k', { holdTimeout: 100 }));
     expect(granted).toMatchObject({ status: 'granted', expiresAt: manual.now() + 101 });
     expect(await node.store.extend('a', 'k', 250.5)).toBe(manual.now() + 252);
+  });
+
+  it("ends a closing session's hold that fell due before its timer ran as expired, unless an extend in flight moved its expiry", async () => {
+    clock = createManualClock();
+    // Timers that fall due are held back, as in a loaded process whose timers run late.
+    const late = new LateTimers(clock);
+    const [node] = await stores.startNodes([stores.redis.url], { nodeTtl: 5000, clock: late.clock }, recorder);
+    if (!node) throw new Error('node');
+    const { store, log } = node;
+    const events: LockEvent[] = [];
+    await store.watch('', 100, null, (event) => events.push(event));
+    const endOf = async (key: string) => {
+      // A status of the key waits for this node's steps of it.
+      await store.status(key, null);
+      return events.filter((e) => e.key === key && e.event !== 'acquired').map((e) => `${e.session} ${e.event}`);
+    };
+    for (const [session, key] of [['a', 'k1'], ['b', 'k2'], ['c', 'k3'], ['d', 'k4']] as const) {
+      await store.acquire(session, acquireInput(1, key, { holdTimeout: 100 }));
+    }
+    // Sent before the deadline: Redis extends b's hold before b's drop runs.
+    const extended = store.extend('b', 'k2', 500);
+    late.advanceHolding(100);
+    expect(late.held).toBe(4);
+    // Closed while the extend's answer, which would re-arm its timer, is still on its way.
+    const closedB = store.closeSession('b');
+
+    await store.closeSession('a');
+    expect(await endOf('k1')).toEqual(['a expired']);
+    await closedB;
+    await extended;
+    expect(await endOf('k2')).toEqual(['b released']);
+    // Revoked (its credentials expired): the holder, still connected, is told it expired.
+    await store.closeSession('c', 'revoked');
+    expect(await endOf('k3')).toEqual(['c expired']);
+    // Each expired hold is reported lost, as on the memory store; the released one is not.
+    const lost = () => log.heard.flatMap((h) => (h.kind === 'lost' ? [`${h.session} ${h.lost.key} ${h.lost.reason}`] : []));
+    expect(lost()).toEqual(['a k1 expired', 'c k3 expired']);
+    // d's timer, run late, ends its hold; the closed sessions' timers went with them.
+    expect(late.held).toBe(1);
+    late.runHeld();
+    expect(await endOf('k4')).toEqual(['d expired']);
+    expect(lost()).toEqual(['a k1 expired', 'c k3 expired', 'd k4 expired']);
   });
 
   it('resolves an acquire timeout racing a grant one way only', async () => {

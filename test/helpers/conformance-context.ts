@@ -143,7 +143,7 @@ export function useConformance(target: ConformanceTarget, options: ConformanceOp
  * one that falls due while `advanceHolding` moves the clock waits until
  * `runHeld`, unless the server clears it first.
  */
-class LateTimers {
+export class LateTimers {
   readonly clock: Clock;
   readonly #manual: ManualClock;
   /** Timers that fell due while held back, in the order they fell due. */

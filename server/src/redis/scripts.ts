@@ -222,16 +222,17 @@ return finish({ n = #holds })
  * phase 'q' drops queued requests and waits, phase 'h' ends holds.
  * ARGV[6..]: phase, who ('s' one session of the caller's node, 'n' every
  * session of a dead node), the session or node id, and how phase 'h' ends
- * the holds: 'released' (the default), or 'revoked' or 'expired' (each
- * holder noted `lost` with it; 'expired' for the hold of a closing session
- * that was due before its timer ran). Phase 'h' answers the token of the
- * last hold it ended in `t`.
+ * the holds: 'released' (the default) or 'revoked' (each holder noted
+ * `lost`), and for one session the expiry its node found due ('' none): a
+ * hold that still has it ends 'expired' (noted `lost`), as the `expire` its
+ * timer would have sent. Phase 'h' answers the token of the last hold it
+ * ended in `t`, and how it ended in `r`.
  */
 const DROP = script(
   'drop',
   String.raw`
-local phase, who, id, how = ARGV[6], ARGV[7], ARGV[8], ARGV[9] or 'released'
-local ended = ''
+local phase, who, id, how, due = ARGV[6], ARGV[7], ARGV[8], ARGV[9] or 'released', ARGV[10] or ''
+local ended, endedHow = '', how
 local function mine(rec)
   if who == 'n' then return rec.n == id end
   return rec.s == id and rec.n == NODE
@@ -254,13 +255,14 @@ if phase == 'q' then
 else
   for _, hold in ipairs(holdsInOrder()) do
     if mine(hold) then
-      endHold(hold, how)
+      endedHow = (due ~= '' and hold.x == due) and 'expired' or how
+      endHold(hold, endedHow)
       ended = hold.t
     end
   end
 end
 drain()
-return finish({ ok = 1, t = ended })
+return finish({ ok = 1, t = ended, r = endedHow })
 `,
 );
 

@@ -9,14 +9,14 @@ import { arr, str, type Json } from './records.js';
 import type { StepRunner } from './step-runner.js';
 import type { StoreContext } from './store-context.js';
 
-/** How a hold of a closing session ends: as the session's end says, or `expired` when it was due. */
-type HoldEnd = SessionEnd | 'expired';
-
-/** A closing session's keys in Redis, how its holds end, and the keys whose hold was due as it closed. */
+/**
+ * A closing session's keys in Redis, how its holds end, and the holds that
+ * were due as it closed: key -> the `expiresAt` their timer was armed for.
+ */
 interface Drop {
   keys: Set<string>;
   end: SessionEnd;
-  expired: ReadonlySet<string>;
+  due: ReadonlyMap<string, number>;
 }
 
 /**
@@ -80,7 +80,8 @@ export class SessionCleanup {
    * Ends the session here and in Redis, its holds as `end` says, but for a
    * hold that is due and whose timer has not run yet (a loaded node): it ends
    * `expired`, as that timer would have ended it and as on the memory store,
-   * which runs what is due before each step. Fails with
+   * which runs what is due before each step, unless Redis has a later
+   * expiry for it (an extend whose answer is still on its way). Fails with
    * `store_unavailable` when Redis cannot be reached; the drop is then
    * retried each renew period.
    */
@@ -99,13 +100,14 @@ export class SessionCleanup {
       table.tickets.delete(pending.ticket);
     }
     const now = this.#ctx.clock.monotonic();
-    const expired = new Set<string>();
+    const due = new Map<string, number>();
     for (const hold of local.holds.values()) {
       held.add(hold.key);
-      if (table.dueHolds(hold.key, now)?.includes(hold)) expired.add(hold.key);
+      // A hold's `expiresAt` is the one its timer was armed for: every change of it re-arms.
+      if (hold.expiresAt !== null && table.dueHolds(hold.key, now)?.includes(hold)) due.set(hold.key, hold.expiresAt);
       table.clearHoldTimer(hold);
     }
-    await this.#dropSession(session, queued, held, { keys: new Set([...queued, ...held]), end, expired });
+    await this.#dropSession(session, queued, held, { keys: new Set([...queued, ...held]), end, due });
   }
 
   /** True while a closed session's drop failed and is still to be retried. */
@@ -151,9 +153,10 @@ export class SessionCleanup {
    * (the grant of the next waiter) are delivered.
    */
   async #dropSession(session: SessionId, queued: Set<string>, held: Set<string>, drop: Drop): Promise<void> {
-    const reportLost = (key: string, how: HoldEnd) => (r: Json) => {
+    const reportLost = (key: string) => (r: Json) => {
       const token = str(r, 't');
-      if (how === 'released' || token === '') return;
+      const how = str(r, 'r');
+      if (token === '' || (how !== 'revoked' && how !== 'expired')) return;
       this.#ctx.listener?.lost(session, { key, token: Number(token), reason: how });
     };
     const { keys } = drop;
@@ -162,8 +165,9 @@ export class SessionCleanup {
       await Promise.all([...queued].map((key) => this.#steps.step('drop', key, ['q', 's', session], () => {})));
       await Promise.all(
         [...held].map((key) => {
-          const how = drop.expired.has(key) ? 'expired' : drop.end;
-          return this.#steps.step('drop', key, ['h', 's', session, how], reportLost(key, how));
+          const due = drop.due.get(key);
+          const args = ['h', 's', session, drop.end, due === undefined ? '' : String(due)];
+          return this.#steps.step('drop', key, args, reportLost(key));
         }),
       );
     } catch (error) {
