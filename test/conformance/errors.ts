@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MAX_DURATION_MS } from '@lockwire/protocol';
 import type { ConformanceTarget } from '../helpers/conformance-target.js';
 import type { RawClient } from '../helpers/raw-client.js';
-import { acquire, enqueue, hold, num, queueOf, table, useConformance } from '../helpers/conformance-context.js';
+import { acquire, enqueue, hold, num, queueOf, status, table, useConformance } from '../helpers/conformance-context.js';
 
 /** Sends a raw frame and returns the next reply with `id` (null for frames without a usable id). */
 async function answer(client: RawClient, frame: object | string | Buffer, id: unknown = null) {
@@ -228,6 +228,37 @@ export function describeErrors(target: ConformanceTarget): void {
       expect(await a.reply('rel')).toMatchObject({ ok: true, released: true });
       expect(await a.reply('three')).toMatchObject({ ok: true, acquired: true });
       expect(await acquire(a, 'four')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+    });
+
+    it('does not count a hold past its deadline, its timer not run yet, toward too_many_locks: it ends expired first', async () => {
+      const a = await ctx().connect();
+      const { unit } = ctx();
+      await hold(a, 'one');
+      const token = await hold(a, 'two', { holdTimeout: unit });
+      ctx().elapseLate(unit);
+      const again = await acquire(a, 'two', { mode: 'shared' });
+      expect(again).toMatchObject({ ok: true, acquired: true });
+      const lost = await a.nextLost('two');
+      expect(lost).toEqual({ type: 'lost', key: 'two', token, reason: 'expired' });
+      expect(a.indexOf(lost)).toBeLessThan(a.indexOf(again));
+      expect(await acquire(a, 'three')).toMatchObject({ ok: false, error: { code: 'too_many_locks' } });
+      // The timer, run late, finds nothing left to end.
+      ctx().elapse(0);
+      expect(await status(a, 'two')).toMatchObject({ heldByYou: true, mode: 'shared' });
+      expect(a.received('lost')).toHaveLength(1);
+    });
+
+    it('does not count a hold past its deadline, its timer not run yet, toward too_many_locks of an acquire of another key', async () => {
+      const a = await ctx().connect();
+      const { unit } = ctx();
+      await hold(a, 'one');
+      const token = await hold(a, 'two', { holdTimeout: unit });
+      ctx().elapseLate(unit);
+      expect(await acquire(a, 'three')).toMatchObject({ ok: true, acquired: true });
+      expect(await a.nextLost('two')).toEqual({ type: 'lost', key: 'two', token, reason: 'expired' });
+      ctx().elapse(0);
+      expect(await status(a, 'two')).toMatchObject({ locked: false });
+      expect(a.received('lost')).toHaveLength(1);
     });
 
     it('does not count a try-once acquire answered acquired false toward too_many_locks of the acquire sent after it', async () => {

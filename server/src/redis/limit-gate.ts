@@ -10,10 +10,12 @@ export interface HeldBack {
   readonly settled: Promise<void>;
   /**
    * True when the session holds or waits for `maxLocksPerSession` keys,
-   * not counting this acquire: after its earlier requests as they turned
-   * out, before any of its later ones. Read once `settled` resolved.
+   * not counting this acquire nor `ending` of its holds (past their
+   * deadline, their expiry sent ahead of the acquire): after its earlier
+   * requests as they turned out, before any of its later ones. Read once
+   * `settled` resolved.
    */
-  full(): boolean;
+  full(ending: number): boolean;
   /**
    * Call in the turn the acquire's step begins, or when it ends without
    * one: it is held back no longer. Idempotent.
@@ -91,8 +93,8 @@ export class LimitGate {
     let began = false;
     return {
       settled: Promise.all(earlier.map((p) => p.then(nothing, nothing))).then(nothing),
-      full: () => {
-        let count = local.holds.size;
+      full: (ending) => {
+        let count = local.holds.size - ending;
         for (const other of local.pending.values()) if (other.kind === 'acquire' && !other.sending) count++;
         for (const freed of gate.freed) if (freed > arrival) count++;
         return count >= this.#limits.maxLocksPerSession;

@@ -109,6 +109,19 @@ export class LocalTable {
   }
 
   /**
+   * The session's holds whose timer is due at `now` (monotonic ms) but has
+   * not run yet; empty, the common case, when there are none.
+   */
+  dueHoldsOf(local: LocalSession, now: number): LocalHold[] {
+    const due: LocalHold[] = [];
+    for (const hold of local.holds.values()) {
+      const at = this.#timed.get(hold.key)?.get(hold);
+      if (at !== undefined && at <= now) due.push(hold);
+    }
+    return due;
+  }
+
+  /**
    * The holds of `key` whose timer is due at `now` (monotonic ms) but has
    * not run yet (timers run late under load); null when there are none,
    * the common case, which allocates nothing.

@@ -10,6 +10,7 @@ import {
   startLater,
   startOf,
   uncertainAcquireOf,
+  type LocalHold,
   type LocalPending,
   type LocalSession,
 } from './local-state.js';
@@ -59,7 +60,27 @@ export class LockRequests {
     if (this.#cancels.of(session, key)) return true;
     const local = this.#o.table.sessions.get(session);
     if (local === undefined) return false;
-    return startOf(local, key) !== null || uncertainAcquireOf(local, key) || this.#gate.wouldHoldBack(session, local);
+    return (
+      startOf(local, key) !== null ||
+      uncertainAcquireOf(local, key) ||
+      this.#gate.wouldHoldBack(session, local) ||
+      this.#dueAtLimit(local, local.acquiring) !== null
+    );
+  }
+
+  /**
+   * At the session's lock limit (`acquiring` of its acquires counted), its
+   * holds that are past their deadline but whose timer has not run yet
+   * (timers run late under load); null when it is below the limit or none
+   * is due. The memory store ends whatever is due before each request, so
+   * such a hold must not count toward `too_many_locks`, whichever key the
+   * acquire is for: the acquire ends them first, as their timers would.
+   */
+  #dueAtLimit(local: LocalSession, acquiring: number): LocalHold[] | null {
+    const { ctx, table } = this.#o;
+    if (local.holds.size + acquiring < ctx.limits.maxLocksPerSession) return null;
+    const due = table.dueHoldsOf(local, ctx.clock.monotonic());
+    return due.length > 0 ? due : null;
   }
 
   /** `LockStore#acquire`: the answer waits for every earlier step of the key this node has not applied yet. */
@@ -82,14 +103,19 @@ export class LockRequests {
     const cancelling = this.#cancels.of(session, key);
     const held = this.#gate.holdBack(session, local, pending);
     const before = startOf(local, key);
+    // Counted without this request itself. Their `expire` steps go now, ahead of this acquire's step on the
+    // same key; the `lost` of one on the acquire's own key waits for its answer, so it is counted out below.
+    const due = this.#dueAtLimit(local, local.acquiring - 1);
+    const expiring = due ? Promise.all([...new Set(due.map((h) => h.key))].map((k) => timeouts.expireDue(k))) : null;
     // One that waits before its step keeps its place: the session's later requests of the key wait until
     // it begins (see `LocalSession#starting`). The common acquire waits for nothing and records nothing.
-    const begin = cancelling || held || before || uncertainAcquireOf(local, key) ? startLater(local, key) : null;
+    const begin = cancelling || held || before || expiring || uncertainAcquireOf(local, key) ? startLater(local, key) : null;
     try {
-      if (cancelling || held || before) {
+      if (cancelling || held || before || expiring) {
         await cancelling?.catch(() => false);
         await held?.settled;
         await before;
+        await expiring;
         if (table.sessions.get(session) !== local || table.tickets.get(ticket) !== pending) {
           // The session closed, or the node gave up its requests, meanwhile.
           table.removePending(pending);
@@ -111,7 +137,8 @@ export class LockRequests {
         }
       }
       // Counted without this request itself; exact when held back, else an upper bound below the limit.
-      const full = held ? held.full() : local.holds.size + local.acquiring - 1 >= ctx.limits.maxLocksPerSession;
+      const ending = due?.filter((h) => local.holds.get(h.key) === h).length ?? 0;
+      const full = held ? held.full(ending) : local.holds.size + local.acquiring - 1 - ending >= ctx.limits.maxLocksPerSession;
       // The id the step runs under (the step runner reads it in this same turn).
       const node = liveness.id;
       // The session's later requests of the key go after this step, which the step runner begins in this turn.
