@@ -123,15 +123,16 @@ export class LocalTable {
 
   /**
    * The holds of `key` whose timer is due at `now` (monotonic ms) but has
-   * not run yet (timers run late under load); null when there are none,
-   * the common case, which allocates nothing.
+   * not run yet (timers run late under load), earliest due first, the order
+   * their timers would have run in; null when there are none, the common
+   * case, which allocates nothing.
    */
   dueHolds(key: string, now: number): LocalHold[] | null {
     const onKey = this.#timed.get(key);
     if (!onKey) return null;
-    let due: LocalHold[] | null = null;
-    for (const [hold, at] of onKey) if (at <= now) (due ??= []).push(hold);
-    return due;
+    let due: Array<[LocalHold, number]> | null = null;
+    for (const entry of onKey) if (entry[1] <= now) (due ??= []).push(entry);
+    return due && due.sort((x, y) => x[1] - y[1]).map(([hold]) => hold);
   }
 
   /** The keys starting with `prefix` that have a hold due at `now` (see `dueHolds`); O(keys with a timed hold). */
