@@ -225,6 +225,28 @@ export function describeTimeouts(target: ConformanceTarget): void {
       expect(await holdersOf(w, 'k')).toEqual([]);
     });
 
+    it('a holder that disconnects after its hold\'s deadline, before its timer ran, ends it before a due hold of the key with a later deadline', async () => {
+      const w = await ctx().connect();
+      const a = await ctx().connect();
+      // A client of a's node: a node ends the due holds of its own sessions before its step of the key.
+      let b = await ctx().connect();
+      while (b.url !== a.url) b = await ctx().connect();
+      const { unit } = ctx();
+      await watch(w, 'k');
+      const ta = await hold(a, 'k', { mode: 'shared', holdTimeout: 2 * unit });
+      const tb = await hold(b, 'k', { mode: 'shared', holdTimeout: unit });
+      ctx().elapseLate(2 * unit);
+      b.terminate();
+      await w.nextEvent('k', 'acquired');
+      await w.nextEvent('k', 'acquired');
+      expect(await w.nextEvent('k')).toMatchObject({ event: 'expired', session: b.session, token: tb, holders: 1 });
+      expect(await a.nextLost('k')).toEqual({ type: 'lost', key: 'k', token: ta, reason: 'expired' });
+      expect(await w.nextEvent('k')).toMatchObject({ event: 'expired', session: a.session, token: ta, holders: 0 });
+      // The timers, run late, find nothing left to end.
+      ctx().elapse(0);
+      expect(await holdersOf(w, 'k')).toEqual([]);
+    });
+
     it('a holder that disconnects after its hold\'s deadline, before its timer ran, ends it expired, not released', async () => {
       const a = await ctx().connect();
       const b = await ctx().connect();

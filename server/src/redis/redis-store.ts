@@ -121,7 +121,7 @@ class RedisStore implements LockStore {
       notes: this.#notes,
       reconciler: this.#reconciler,
     });
-    this.#cleanup = new SessionCleanup(ctx, table, steps);
+    this.#cleanup = new SessionCleanup(ctx, table, steps, (key) => this.#timeouts.expireDue(key));
     this.#barrier = new SyncBarrier({
       ctx,
       timeout: options.commandTimeout ?? 2000,

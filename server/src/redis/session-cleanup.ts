@@ -29,6 +29,7 @@ export class SessionCleanup {
   readonly #ctx: StoreContext;
   readonly #table: LocalTable;
   readonly #steps: StepRunner;
+  readonly #expireDue: (key: string) => Promise<void> | null;
   /** Closed sessions whose drop failed, with the keys still to drop and how their holds end. */
   readonly #orphans = new Map<SessionId, Drop>();
   /** The keys of each session's drop in flight: in use until Redis ran it, so the key set's trim keeps them. */
@@ -36,10 +37,12 @@ export class SessionCleanup {
   /** The last retry pass: passes run one after another (see `retryOrphans`). */
   #retrying: Promise<void> = Promise.resolve();
 
-  constructor(ctx: StoreContext, table: LocalTable, steps: StepRunner) {
+  /** `expireDue` ends this node's holds of a key that are due but whose timer has not run yet (see `Timeouts#expireDue`). */
+  constructor(ctx: StoreContext, table: LocalTable, steps: StepRunner, expireDue: (key: string) => Promise<void> | null) {
     this.#ctx = ctx;
     this.#table = table;
     this.#steps = steps;
+    this.#expireDue = expireDue;
   }
 
   /** Forgets closed sessions still to drop (the node abandoned its id; survivors clean up after it). */
@@ -79,16 +82,23 @@ export class SessionCleanup {
   /**
    * Ends the session here and in Redis, its holds as `end` says, but for a
    * hold that is due and whose timer has not run yet (a loaded node): it ends
-   * `expired`, as that timer would have ended it and as on the memory store,
-   * which runs what is due before each step, unless Redis has a later
-   * expiry for it (an extend whose answer is still on its way). Fails with
-   * `store_unavailable` when Redis cannot be reached; the drop is then
-   * retried each renew period.
+   * `expired` first, with the other due holds of its key in the order of
+   * their deadlines, as the timers would have ended them and as on the
+   * memory store, which runs what is due before each step (unless Redis has
+   * a later expiry for it: an extend whose answer is still on its way).
+   * Fails with `store_unavailable` when Redis cannot be reached; the drop is
+   * then retried each renew period.
    */
   async closeSession(session: SessionId, end: SessionEnd = 'released'): Promise<void> {
     const table = this.#table;
+    const open = table.sessions.get(session);
+    if (!open) return;
+    const dueKeys = new Set(table.dueHoldsOf(open, this.#ctx.clock.monotonic()).map((hold) => hold.key));
+    // Told `lost` through the session's own view, which it keeps until they ran.
+    if (dueKeys.size > 0) await Promise.all([...dueKeys].map((key) => this.#expireDue(key)));
     const local = table.sessions.get(session);
-    if (!local) return;
+    // Closed by another call meanwhile.
+    if (local !== open) return;
     table.sessions.delete(session);
     const queued = new Set<string>(local.dirty);
     // An acquire still in flight may turn into a hold: release its key too.
@@ -100,6 +110,7 @@ export class SessionCleanup {
       table.tickets.delete(pending.ticket);
     }
     const now = this.#ctx.clock.monotonic();
+    // One that fell due while those ran ends `expired` in the drop, unless Redis has a later expiry for it.
     const due = new Map<string, number>();
     for (const hold of local.holds.values()) {
       held.add(hold.key);
