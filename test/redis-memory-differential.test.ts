@@ -1,10 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Conformance } from './helpers/conformance-context.js';
 import { hold, useConformance } from './helpers/conformance-context.js';
+import { pickWith, random, useRedisNodes } from './helpers/differential.js';
 import { memoryTarget } from './helpers/memory-target.js';
-import type { Frame, RawClient } from './helpers/raw-client.js';
-import { redisTarget } from './helpers/redis-target.js';
-import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
+import type { Frame } from './helpers/raw-client.js';
 
 // Seeded programs of requests one session sends back to back (acquires, some
 // try-once or stealing, releases, extends and cancels on a few keys, one of
@@ -12,31 +11,7 @@ import { startRedisServer, type RedisServer } from './helpers/redis-server.js';
 // answer each and leave the table exactly as the memory store does, whose
 // requests of a session apply one after the other in arrival order.
 
-let redis: RedisServer | undefined;
-beforeAll(async () => {
-  redis = await startRedisServer();
-});
-afterAll(async () => {
-  await redis?.stop();
-});
-
-const redisNodes = redisTarget({
-  name: 'redis, 2 nodes',
-  nodes: 2,
-  url: () => {
-    if (!redis) throw new Error('redis-server is not started');
-    return redis.url;
-  },
-});
-
-/** A linear congruential generator: the same seed gives the same program. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    return state / 2 ** 32;
-  };
-}
+const redisNodes = useRedisNodes(2);
 
 type Request = Record<string, unknown> & { id: string };
 
@@ -50,11 +25,7 @@ interface Program {
 function program(seed: number, prefix: string): Program {
   const next = random(seed);
   const keys = ['k1', 'k2', 'busy'].map((k) => prefix + k);
-  const pick = <T>(list: readonly T[]): T => {
-    const item = list[Math.floor(next() * list.length)];
-    if (item === undefined) throw new Error('picked from an empty list');
-    return item;
-  };
+  const pick = <T>(list: readonly T[]): T => pickWith(next, list);
   const held = keys.slice(0, 2).filter(() => next() < 0.6);
   const requests: Request[] = [];
   const acquires: string[] = [];
