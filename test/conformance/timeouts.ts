@@ -204,20 +204,29 @@ export function describeTimeouts(target: ConformanceTarget): void {
       expect(a.received('event')).toEqual([]);
     });
 
-    it('ends the holds of a key whose deadlines passed before their timers ran in the order of their deadlines', async () => {
+    /**
+     * Shared holds of `k` by `a` and by `b`, a session of a's node (a node ends
+     * the due holds of its own sessions before its step of the key), b's
+     * deadline first; both passed with their timers held back. `w` watches.
+     */
+    async function twoDueSharedHolds() {
       const w = await ctx().connect();
       const a = await ctx().connect();
-      // A client of a's node: a node ends the due holds of its own sessions before its step of the key.
       let b = await ctx().connect();
       while (b.url !== a.url) b = await ctx().connect();
       const { unit } = ctx();
       await watch(w, 'k');
       const ta = await hold(a, 'k', { mode: 'shared', holdTimeout: 2 * unit });
       const tb = await hold(b, 'k', { mode: 'shared', holdTimeout: unit });
+      await w.nextEvent('k', 'acquired');
+      await w.nextEvent('k', 'acquired');
       ctx().elapseLate(2 * unit);
+      return { w, a, b, ta, tb };
+    }
+
+    it('ends the holds of a key whose deadlines passed before their timers ran in the order of their deadlines', async () => {
+      const { w, a, b, ta, tb } = await twoDueSharedHolds();
       expect(await status(a, 'k')).toMatchObject({ locked: false });
-      await w.nextEvent('k', 'acquired');
-      await w.nextEvent('k', 'acquired');
       expect(await w.nextEvent('k')).toMatchObject({ event: 'expired', session: b.session, token: tb, holders: 1 });
       expect(await w.nextEvent('k')).toMatchObject({ event: 'expired', session: a.session, token: ta, holders: 0 });
       // The timers, run late, find nothing left to end.
@@ -226,19 +235,8 @@ export function describeTimeouts(target: ConformanceTarget): void {
     });
 
     it('a holder that disconnects after its hold\'s deadline, before its timer ran, ends it before a due hold of the key with a later deadline', async () => {
-      const w = await ctx().connect();
-      const a = await ctx().connect();
-      // A client of a's node: a node ends the due holds of its own sessions before its step of the key.
-      let b = await ctx().connect();
-      while (b.url !== a.url) b = await ctx().connect();
-      const { unit } = ctx();
-      await watch(w, 'k');
-      const ta = await hold(a, 'k', { mode: 'shared', holdTimeout: 2 * unit });
-      const tb = await hold(b, 'k', { mode: 'shared', holdTimeout: unit });
-      ctx().elapseLate(2 * unit);
+      const { w, a, b, ta, tb } = await twoDueSharedHolds();
       b.terminate();
-      await w.nextEvent('k', 'acquired');
-      await w.nextEvent('k', 'acquired');
       expect(await w.nextEvent('k')).toMatchObject({ event: 'expired', session: b.session, token: tb, holders: 1 });
       expect(await a.nextLost('k')).toEqual({ type: 'lost', key: 'k', token: ta, reason: 'expired' });
       expect(await w.nextEvent('k')).toMatchObject({ event: 'expired', session: a.session, token: ta, holders: 0 });
