@@ -320,27 +320,26 @@ async function run(ctx: Conformance, seed: number): Promise<Outcome> {
 
   /**
    * Moves the clock `ms` with every timer held back, then has a session of
-   * the node of a due hold act on its key. Only hold deadlines may fall due:
-   * a node ends its own sessions' holds that are due before a step of their
-   * key, not a waiter's timeout, and a key's due holds must all be of that
-   * node, whose deadline the other node does not act on (docs/scaling.md,
-   * How grants travel). Otherwise the clock moves on time.
+   * the node of a due hold or request act on its key. A node runs what of
+   * its own sessions is due (holds end, acquires and waits time out) before
+   * a step of their key, and a key's due deadlines must all be of that node,
+   * whose deadline the other node does not act on (docs/scaling.md, How
+   * grants travel). Otherwise the clock moves on time.
    */
   const elapseLate = async (ms: number): Promise<boolean> => {
     const due = deadlines().filter((d) => d.at <= ctx.now() + ms);
-    if (due.some((d) => d.kind !== 'hold') || tied(due)) {
+    const nodeOf = (key: string) => new Set(due.filter((d) => d.key === key).map((d) => d.actor.node));
+    if (tied(due) || due.some((d) => nodeOf(d.key).size > 1)) {
       steps.push(`elapse ${ms} (timers on time)`);
       return elapse(ms);
     }
     steps.push(`elapseLate ${ms}`);
     ctx.elapseLate(ms);
-    const nodeOf = (key: string) => new Set(due.filter((d) => d.key === key).map((d) => d.actor.node));
-    const choices = due.filter((d) => nodeOf(d.key).size === 1);
-    if (choices.length === 0) {
+    if (due.length === 0) {
       await settle();
       return true;
     }
-    const { actor: holder, key } = pick(choices);
+    const { actor: holder, key } = pick(due);
     const local = actors.filter((a) => a.node === holder.node);
     const actor = next() < 0.6 ? holder : pick(local);
     const touched = [...actor.holds.keys(), ...[...actor.pending.values()].map((p) => p.key)];

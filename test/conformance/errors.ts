@@ -261,6 +261,25 @@ export function describeErrors(target: ConformanceTarget): void {
       expect(a.received('lost')).toHaveLength(1);
     });
 
+    it('does not count a queued acquire past its acquireTimeout, its timer not run yet, toward too_many_locks: it times out first', async () => {
+      const a = await ctx().connect();
+      const c = await ctx().connect();
+      const { unit } = ctx();
+      await hold(a, 'one');
+      await hold(c, 'two');
+      const queued = await enqueue(a, 'two', { acquireTimeout: unit });
+      ctx().elapseLate(unit);
+      const three = await acquire(a, 'three');
+      expect(three).toMatchObject({ ok: true, acquired: true });
+      const timedOut = await a.reply(queued.id);
+      expect(timedOut).toMatchObject({ ok: true, acquired: false });
+      expect(a.indexOf(timedOut)).toBeLessThan(a.indexOf(three));
+      expect(await queueOf(c, 'two')).toEqual([]);
+      // The timer, run late, finds nothing left to time out.
+      ctx().elapse(0);
+      expect(a.received('reply').filter((r) => r.id === queued.id)).toHaveLength(1);
+    });
+
     it('does not count a try-once acquire answered acquired false toward too_many_locks of the acquire sent after it', async () => {
       const a = await ctx().connect();
       const b = await ctx().connect();

@@ -245,6 +245,45 @@ export function describeTimeouts(target: ConformanceTarget): void {
       expect(await holdersOf(w, 'k')).toEqual([]);
     });
 
+    it('a release after a waiter\'s acquireTimeout passed, before its timer ran, times the waiter out first: it is not granted', async () => {
+      const a = await ctx().connect();
+      // A client of a's node: a node times out its own sessions' requests before its step of the key.
+      let b = await ctx().connect();
+      while (b.url !== a.url) b = await ctx().connect();
+      const c = await ctx().connect();
+      const { unit } = ctx();
+      await hold(a, 'k');
+      const qb = await enqueue(b, 'k', { acquireTimeout: unit });
+      const qc = await enqueue(c, 'k');
+      ctx().elapseLate(unit);
+      expect(await a.request({ op: 'release', key: 'k' })).toMatchObject({ ok: true, released: true });
+      expect(await b.reply(qb.id)).toMatchObject({ ok: true, acquired: false });
+      expect(await c.reply(qc.id)).toMatchObject({ ok: true, acquired: true });
+      // The timer, run late, finds nothing left to time out.
+      ctx().elapse(0);
+      expect(await holdersOf(a, 'k')).toEqual([c.session]);
+      expect(b.received('reply').filter((r) => r.id === qb.id)).toHaveLength(1);
+    });
+
+    it('a release after a wait\'s timeout passed, before its timer ran, ends the wait first: it is answered free false', async () => {
+      const a = await ctx().connect();
+      // A client of a's node: a node times out its own sessions' requests before its step of the key.
+      let b = await ctx().connect();
+      while (b.url !== a.url) b = await ctx().connect();
+      const { unit } = ctx();
+      await hold(a, 'k');
+      b.send({ op: 'wait', id: 'w', key: 'k', timeout: unit });
+      // Read after the wait: it waits on a's hold.
+      expect(await holdersOf(b, 'k')).toEqual([a.session]);
+      ctx().elapseLate(unit);
+      expect(await a.request({ op: 'release', key: 'k' })).toMatchObject({ ok: true, released: true });
+      expect(await b.reply('w')).toMatchObject({ ok: true, free: false });
+      // The timer, run late, finds nothing left to end.
+      ctx().elapse(0);
+      expect(await holdersOf(b, 'k')).toEqual([]);
+      expect(b.received('reply').filter((r) => r.id === 'w')).toHaveLength(1);
+    });
+
     it('a holder that disconnects after its hold\'s deadline, before its timer ran, ends it expired, not released', async () => {
       const a = await ctx().connect();
       const b = await ctx().connect();

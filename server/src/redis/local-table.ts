@@ -13,10 +13,12 @@ export class LocalTable {
   readonly tickets = new Map<Ticket, LocalPending>();
   /**
    * Holds whose hold-timeout timer is armed, by key, each with the monotonic
-   * time it is due (see `dueHolds`); updated wherever a hold's timer is set
+   * time it is due (see `dueOn`); updated wherever a hold's timer is set
    * or cleared.
    */
-  readonly #timed = new Map<string, Map<LocalHold, number>>();
+  readonly #timedHolds = new Map<string, Map<LocalHold, number>>();
+  /** Requests whose acquire or wait timeout is armed, by key, each with the monotonic time it is due. */
+  readonly #timedRequests = new Map<string, Map<LocalPending, number>>();
   readonly #clock: Clock;
   readonly #armHold: (hold: LocalHold, due: number | null) => void;
 
@@ -81,22 +83,26 @@ export class LocalTable {
     if (local?.holds.get(hold.key) === hold) local.holds.delete(hold.key);
   }
 
-  /** Stops a request's timer, if any. */
+  /** Records `timer`, due at `due` (monotonic ms of the clock), as the request's timeout, stopping the one it had. */
+  setTimer(pending: LocalPending, timer: TimerHandle, due: number): void {
+    this.clearTimer(pending);
+    pending.timer = timer;
+    addTimed(this.#timedRequests, pending, due);
+  }
+
+  /** Stops a request's timer, if any (also the one that just ran, to forget it). */
   clearTimer(pending: LocalPending): void {
-    if (pending.timer !== null) this.#clock.clearTimeout(pending.timer);
+    if (pending.timer === null) return;
+    this.#clock.clearTimeout(pending.timer);
     pending.timer = null;
+    removeTimed(this.#timedRequests, pending);
   }
 
   /** Records `timer`, due at `due` (monotonic ms of the clock), as the hold's timer, stopping the one it had. */
   setHoldTimer(hold: LocalHold, timer: TimerHandle, due: number): void {
     this.clearHoldTimer(hold);
     hold.timer = timer;
-    let onKey = this.#timed.get(hold.key);
-    if (!onKey) {
-      onKey = new Map();
-      this.#timed.set(hold.key, onKey);
-    }
-    onKey.set(hold, due);
+    addTimed(this.#timedHolds, hold, due);
   }
 
   /** Stops a hold's timer, if any (also the one that just ran, to forget it). */
@@ -104,49 +110,85 @@ export class LocalTable {
     if (hold.timer === null) return;
     this.#clock.clearTimeout(hold.timer);
     hold.timer = null;
-    const onKey = this.#timed.get(hold.key);
-    if (onKey?.delete(hold) && onKey.size === 0) this.#timed.delete(hold.key);
+    removeTimed(this.#timedHolds, hold);
   }
 
   /**
-   * The session's holds whose timer is due at `now` (monotonic ms) but has
-   * not run yet; empty, the common case, when there are none.
+   * The holds and requests of `key` whose timer is due at `now` (monotonic
+   * ms) but has not run yet (timers run late under load), earliest due first,
+   * the order their timers would have run in; null when there are none, the
+   * common case, which allocates nothing.
    */
-  dueHoldsOf(local: LocalSession, now: number): LocalHold[] {
-    const due: LocalHold[] = [];
+  dueOn(key: string, now: number): Due[] | null {
+    const holds = this.#timedHolds.get(key);
+    const requests = this.#timedRequests.get(key);
+    if (!holds && !requests) return null;
+    let due: Due[] | null = null;
+    for (const [hold, at] of holds ?? []) if (at <= now) (due ??= []).push({ at, hold });
+    for (const [request, at] of requests ?? []) if (at <= now) (due ??= []).push({ at, request });
+    return due && due.sort((x, y) => x.at - y.at);
+  }
+
+  /**
+   * The session's holds and acquires whose timer is due at `now` (monotonic
+   * ms) but has not run yet; empty, the common case, when there are none.
+   */
+  dueOf(local: LocalSession, now: number): Array<LocalHold | LocalPending> {
+    const due: Array<LocalHold | LocalPending> = [];
     for (const hold of local.holds.values()) {
-      const at = this.#timed.get(hold.key)?.get(hold);
+      const at = this.#timedHolds.get(hold.key)?.get(hold);
       if (at !== undefined && at <= now) due.push(hold);
+    }
+    if (local.acquiring === 0) return due;
+    for (const pending of local.pending.values()) {
+      const at = pending.kind === 'acquire' ? this.#timedRequests.get(pending.key)?.get(pending) : undefined;
+      if (at !== undefined && at <= now) due.push(pending);
     }
     return due;
   }
 
-  /**
-   * The holds of `key` whose timer is due at `now` (monotonic ms) but has
-   * not run yet (timers run late under load), earliest due first, the order
-   * their timers would have run in; null when there are none, the common
-   * case, which allocates nothing.
-   */
-  dueHolds(key: string, now: number): LocalHold[] | null {
-    const onKey = this.#timed.get(key);
-    if (!onKey) return null;
-    let due: Array<[LocalHold, number]> | null = null;
-    for (const entry of onKey) if (entry[1] <= now) (due ??= []).push(entry);
-    return due && due.sort((x, y) => x[1] - y[1]).map(([hold]) => hold);
+  /** True when the hold's timer is due at `now` (monotonic ms) but has not run yet. */
+  holdDue(hold: LocalHold, now: number): boolean {
+    const at = this.#timedHolds.get(hold.key)?.get(hold);
+    return at !== undefined && at <= now;
   }
 
-  /** The keys starting with `prefix` that have a hold due at `now` (see `dueHolds`); O(keys with a timed hold). */
+  /**
+   * The keys starting with `prefix` that have a hold or request due at `now`
+   * (see `dueOn`); O(keys with a timer).
+   */
   dueKeysUnder(prefix: string, now: number): string[] {
-    const keys: string[] = [];
-    for (const [key, onKey] of this.#timed) {
-      if (!key.startsWith(prefix)) continue;
-      for (const at of onKey.values()) {
-        if (at <= now) {
-          keys.push(key);
-          break;
+    const keys = new Set<string>();
+    for (const timed of [this.#timedHolds, this.#timedRequests]) {
+      for (const [key, onKey] of timed) {
+        if (!key.startsWith(prefix) || keys.has(key)) continue;
+        for (const at of onKey.values()) {
+          if (at <= now) {
+            keys.add(key);
+            break;
+          }
         }
       }
     }
-    return keys;
+    return [...keys];
   }
+}
+
+/** A hold or a request whose timer is due, and when (monotonic ms). */
+export type Due = { at: number; hold: LocalHold; request?: undefined } | { at: number; request: LocalPending; hold?: undefined };
+
+/** Records `item` of its key in `timed`, due at `due`. */
+function addTimed<T extends { key: string }>(timed: Map<string, Map<T, number>>, item: T, due: number): void {
+  let onKey = timed.get(item.key);
+  if (!onKey) {
+    onKey = new Map();
+    timed.set(item.key, onKey);
+  }
+  onKey.set(item, due);
+}
+
+/** Forgets `item` in `timed`, and its key once nothing of it is left. */
+function removeTimed<T extends { key: string }>(timed: Map<string, Map<T, number>>, item: T): void {
+  const onKey = timed.get(item.key);
+  if (onKey?.delete(item) && onKey.size === 0) timed.delete(item.key);
 }

@@ -70,16 +70,17 @@ export class LockRequests {
 
   /**
    * At the session's lock limit (`acquiring` of its acquires counted), its
-   * holds that are past their deadline but whose timer has not run yet
-   * (timers run late under load); null when it is below the limit or none
-   * is due. The memory store ends whatever is due before each request, so
-   * such a hold must not count toward `too_many_locks`, whichever key the
-   * acquire is for: the acquire ends them first, as their timers would.
+   * holds and acquires that are past their deadline but whose timer has not
+   * run yet (timers run late under load); null when it is below the limit or
+   * none is due. The memory store runs whatever is due before each request,
+   * so such a hold or acquire must not count toward `too_many_locks`,
+   * whichever key the acquire is for: the acquire ends them first, as their
+   * timers would.
    */
-  #dueAtLimit(local: LocalSession, acquiring: number): LocalHold[] | null {
+  #dueAtLimit(local: LocalSession, acquiring: number): Array<LocalHold | LocalPending> | null {
     const { ctx, table } = this.#o;
     if (local.holds.size + acquiring < ctx.limits.maxLocksPerSession) return null;
-    const due = table.dueHoldsOf(local, ctx.clock.monotonic());
+    const due = table.dueOf(local, ctx.clock.monotonic());
     return due.length > 0 ? due : null;
   }
 
@@ -103,10 +104,11 @@ export class LockRequests {
     const cancelling = this.#cancels.of(session, key);
     const held = this.#gate.holdBack(session, local, pending);
     const before = startOf(local, key);
-    // Counted without this request itself. Their `expire` steps go now, ahead of this acquire's step on the
-    // same key; the `lost` of one on the acquire's own key waits for its answer, so it is counted out below.
+    // Counted without this request itself. Their `expire` and `unqueue` steps go now, ahead of this acquire's
+    // step on the same key; the `lost` of a hold of the acquire's own key waits for its answer, so such a hold
+    // is counted out below.
     const due = this.#dueAtLimit(local, local.acquiring - 1);
-    const expiring = due ? Promise.all([...new Set(due.map((h) => h.key))].map((k) => timeouts.expireDue(k))) : null;
+    const expiring = due ? Promise.all([...new Set(due.map((h) => h.key))].map((k) => timeouts.runDue(k))) : null;
     // One that waits before its step keeps its place: the session's later requests of the key wait until
     // it begins (see `LocalSession#starting`). The common acquire waits for nothing and records nothing.
     const begin = cancelling || held || before || expiring || uncertainAcquireOf(local, key) ? startLater(local, key) : null;

@@ -107,7 +107,7 @@ class RedisStore implements LockStore {
       keySet: this.#keySet,
       watched: (key) => this.#hub.covers(key),
       reconcileSoon: () => this.#reconciler.reconcileSoon(),
-      expireDue: (key) => void this.#timeouts.expireDue(key),
+      runDue: (key) => void this.#timeouts.runDue(key),
     });
     this.#reconciler = new Reconciler(ctx, table, steps);
     this.#timeouts = new Timeouts(ctx, table, steps, this.#reconciler);
@@ -121,7 +121,7 @@ class RedisStore implements LockStore {
       notes: this.#notes,
       reconciler: this.#reconciler,
     });
-    this.#cleanup = new SessionCleanup(ctx, table, steps, (key) => this.#timeouts.expireDue(key));
+    this.#cleanup = new SessionCleanup(ctx, table, steps, (key) => this.#timeouts.runDue(key));
     this.#barrier = new SyncBarrier({
       ctx,
       timeout: options.commandTimeout ?? 2000,
@@ -245,7 +245,7 @@ class RedisStore implements LockStore {
    */
   async status(key: string, viewer: SessionId | null): Promise<LockStatus> {
     // A hold of the key here that is due but not ended yet is ended first: the fence waits for its step.
-    void this.#timeouts.expireDue(key);
+    void this.#timeouts.runDue(key);
     const settling = this.#fence.key(key);
     if (settling) await settling;
     // Taken as the read is sent: a hold recorded after it may be newer than what the read shows.
@@ -259,7 +259,7 @@ class RedisStore implements LockStore {
   /** Read after this node's writes in flight under the prefix, and answered as `status` is for each key it read (see `ReadFence#listed`). */
   async list(prefix: string, limit: number, viewer: SessionId | null): Promise<ListResult> {
     // Holds of this node under the prefix that are due but not ended yet are ended first, as for `status`.
-    this.#timeouts.expireDueUnder(prefix);
+    this.#timeouts.runDueUnder(prefix);
     const settling = this.#fence.prefix(prefix);
     if (settling) await settling;
     const held = this.#fence.heldUnder(viewer, prefix);
@@ -271,7 +271,7 @@ class RedisStore implements LockStore {
 
   /** The snapshot is read after this node's writes in flight under the prefix when the watch came (see `ReadFence`). */
   async watch(prefix: string, limit: number, viewer: SessionId | null, sink: (event: LockEvent) => void): Promise<WatchHandle> {
-    this.#timeouts.expireDueUnder(prefix);
+    this.#timeouts.runDueUnder(prefix);
     const settling = this.#fence.prefix(prefix);
     return this.#hub.watch(
       prefix,

@@ -29,7 +29,7 @@ export class SessionCleanup {
   readonly #ctx: StoreContext;
   readonly #table: LocalTable;
   readonly #steps: StepRunner;
-  readonly #expireDue: (key: string) => Promise<void> | null;
+  readonly #runDue: (key: string) => Promise<void> | null;
   /** Closed sessions whose drop failed, with the keys still to drop and how their holds end. */
   readonly #orphans = new Map<SessionId, Drop>();
   /** The keys of each session's drop in flight: in use until Redis ran it, so the key set's trim keeps them. */
@@ -37,12 +37,12 @@ export class SessionCleanup {
   /** The last retry pass: passes run one after another (see `retryOrphans`). */
   #retrying: Promise<void> = Promise.resolve();
 
-  /** `expireDue` ends this node's holds of a key that are due but whose timer has not run yet (see `Timeouts#expireDue`). */
-  constructor(ctx: StoreContext, table: LocalTable, steps: StepRunner, expireDue: (key: string) => Promise<void> | null) {
+  /** `runDue` runs what of this node's sessions on a key is due but whose timer has not run yet (see `Timeouts#runDue`). */
+  constructor(ctx: StoreContext, table: LocalTable, steps: StepRunner, runDue: (key: string) => Promise<void> | null) {
     this.#ctx = ctx;
     this.#table = table;
     this.#steps = steps;
-    this.#expireDue = expireDue;
+    this.#runDue = runDue;
   }
 
   /** Forgets closed sessions still to drop (the node abandoned its id; survivors clean up after it). */
@@ -93,9 +93,9 @@ export class SessionCleanup {
     const table = this.#table;
     const open = table.sessions.get(session);
     if (!open) return;
-    const dueKeys = new Set(table.dueHoldsOf(open, this.#ctx.clock.monotonic()).map((hold) => hold.key));
+    const dueKeys = new Set(table.dueOf(open, this.#ctx.clock.monotonic()).map((due) => due.key));
     // Told `lost` through the session's own view, which it keeps until they ran.
-    if (dueKeys.size > 0) await Promise.all([...dueKeys].map((key) => this.#expireDue(key)));
+    if (dueKeys.size > 0) await Promise.all([...dueKeys].map((key) => this.#runDue(key)));
     const local = table.sessions.get(session);
     // Closed by another call meanwhile.
     if (local !== open) return;
@@ -115,7 +115,7 @@ export class SessionCleanup {
     for (const hold of local.holds.values()) {
       held.add(hold.key);
       // A hold's `expiresAt` is the one its timer was armed for: every change of it re-arms.
-      if (hold.expiresAt !== null && table.dueHolds(hold.key, now)?.includes(hold)) due.set(hold.key, hold.expiresAt);
+      if (hold.expiresAt !== null && table.holdDue(hold, now)) due.set(hold.key, hold.expiresAt);
       table.clearHoldTimer(hold);
     }
     await this.#dropSession(session, queued, held, { keys: new Set([...queued, ...held]), end, due });

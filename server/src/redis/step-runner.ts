@@ -39,10 +39,10 @@ export interface StepRunnerOptions {
   /** An earlier step of a key was not heard in time, or a call failed: ask Redis where everything stands. */
   reconcileSoon: () => void;
   /**
-   * Sends the `expire` steps of this node's holds of the key that are due but
-   * whose timer has not run yet (see `Timeouts#expireDue`).
+   * Sends the steps of what of this node's sessions on the key is due but
+   * whose timer has not run yet (see `Timeouts#runDue`).
    */
-  expireDue: (key: string) => void;
+  runDue: (key: string) => void;
 }
 
 /**
@@ -112,7 +112,7 @@ export class StepRunner {
     // A hold of the key that is due ends first, as on the memory store, which runs what is due before
     // each request: sent before this step on the key's connection, its expiry runs first in Redis and
     // its notes (the holder's `lost`, the next waiter's grant) come before this step's answer.
-    if (name !== 'expire') this.#o.expireDue(key);
+    if (name !== 'expire') this.#o.runDue(key);
     const link = ctx.link;
     const sequencer = ctx.sequencer;
     const liveness = live(ctx);

@@ -35,11 +35,12 @@ export class Timeouts {
 
   /** Times the pending request out in `ms` unless it settles first. */
   armTimeout(pending: LocalPending, ms: number): void {
-    pending.timer = this.#ctx.clock.setTimeout(() => void this.#timeOut(pending), ms);
+    const clock = this.#ctx.clock;
+    this.#table.setTimer(pending, clock.setTimeout(() => void this.#timeOut(pending), ms), clock.monotonic() + ms);
   }
 
   #timeOut(pending: LocalPending): Promise<boolean> {
-    pending.timer = null;
+    this.#table.clearTimer(pending);
     const tickets = this.#table.tickets;
     if (tickets.get(pending.ticket) !== pending) return Promise.resolve(false);
     // Due before its script answered: time it out right after (a grant or `free` answer wins).
@@ -91,25 +92,34 @@ export class Timeouts {
   }
 
   /**
-   * Ends the holds of this node's sessions on `key` that are due and whose
-   * timer has not run yet (timers run late under load), as that timer
-   * would: their `expire` steps are sent now, ahead of any step of the key
-   * sent after this call, and their timers are stopped, so each runs once.
-   * Null, without a Redis call, when none is due. A hold of another node's
-   * session is timed on that node and ends when its timer runs there.
+   * Runs what of this node's sessions on `key` is due and whose timer has
+   * not run yet (timers run late under load), as those timers would, in the
+   * order they would have run: holds end (`expire`), acquires and waits time
+   * out (`unqueue`). Their steps are sent now, ahead of any step of the key
+   * sent after this call, and their timers are stopped first, so each runs
+   * once (also when a step sent here asks for what is due in turn). Null,
+   * without a Redis call, when nothing is due. What another node's session
+   * has is timed on that node and runs when its timer runs there.
    */
-  expireDue(key: string): Promise<void> | null {
-    const due = this.#table.dueHolds(key, this.#ctx.clock.monotonic());
+  runDue(key: string): Promise<void> | null {
+    const due = this.#table.dueOn(key, this.#ctx.clock.monotonic());
     if (due === null) return null;
-    const expiring: Array<Promise<void>> = [];
-    // A hold's `expiresAt` is the one its timer was armed for: every change of it re-arms.
-    for (const hold of due) if (hold.expiresAt !== null) expiring.push(this.#expire(hold, hold.expiresAt));
-    return Promise.all(expiring).then(() => {});
+    for (const { hold, request } of due) {
+      if (hold) this.#table.clearHoldTimer(hold);
+      else this.#table.clearTimer(request);
+    }
+    const running: Array<Promise<unknown>> = [];
+    for (const { hold, request } of due) {
+      // A hold's `expiresAt` is the one its timer was armed for: every change of it re-arms.
+      if (hold) running.push(hold.expiresAt === null ? Promise.resolve() : this.#expire(hold, hold.expiresAt));
+      else running.push(this.#timeOut(request));
+    }
+    return Promise.all(running).then(() => {});
   }
 
-  /** `expireDue` for every key starting with `prefix`, before a `list` or a watch's snapshot of it. */
-  expireDueUnder(prefix: string): void {
-    for (const key of this.#table.dueKeysUnder(prefix, this.#ctx.clock.monotonic())) void this.expireDue(key);
+  /** `runDue` for every key starting with `prefix`, before a `list` or a watch's snapshot of it. */
+  runDueUnder(prefix: string): void {
+    for (const key of this.#table.dueKeysUnder(prefix, this.#ctx.clock.monotonic())) void this.runDue(key);
   }
 
   /** True while `hold` is still the hold this node knows for its session and key. */
