@@ -324,7 +324,11 @@ export async function runSessions(ctx: Conformance, seed: number): Promise<Outco
     const from = w.messages.length;
     const ends = [
       ...[...actor.holds].map(([key, hold]) => (m: Frame) => m.key === key && m.token === hold.token && ENDS.has(String(m.event))),
-      ...[...actor.pending.values()].filter((p) => p.op === 'acquire' && p.queued).map((p) => (m: Frame) => m.key === p.key && m.event === 'dequeued'),
+      // A queued acquire leaves the queue, or ends as a hold: a hold of its key whose deadline passed before its timer
+      // ran ends first and grants it.
+      ...[...actor.pending.values()]
+        .filter((p) => p.op === 'acquire' && p.queued)
+        .map((p) => (m: Frame) => m.key === p.key && (m.event === 'dequeued' || ENDS.has(String(m.event)))),
     ];
     if (how === 'close') await actor.client.close();
     else actor.client.terminate();
