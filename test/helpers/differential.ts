@@ -3,7 +3,7 @@ import type { Conformance } from './conformance-context.js';
 import type { ConformanceTarget } from './conformance-target.js';
 import type { Frame, RawClient } from './raw-client.js';
 import { redisTarget } from './redis-target.js';
-import { startRedisServer, type RedisServer } from './redis-server.js';
+import { startRedisCluster, startRedisServer, type RedisCluster, type RedisServer } from './redis-server.js';
 
 /** A linear congruential generator: the same seed gives the same sequence in [0, 1). */
 export function random(seed: number): () => number {
@@ -40,6 +40,30 @@ export function useRedisNodes(nodes: number): ConformanceTarget {
     url: () => {
       if (!redis) throw new Error('redis-server is not started');
       return redis.url;
+    },
+  });
+}
+
+/**
+ * `nodes` lockwire nodes on a Redis Cluster of three primaries that the
+ * calling test file starts before its tests and stops after them. Clients
+ * connect round-robin over the nodes, as with `useRedisNodes`.
+ */
+export function useRedisClusterNodes(nodes: number): ConformanceTarget {
+  let cluster: RedisCluster | undefined;
+  beforeAll(async () => {
+    cluster = await startRedisCluster();
+  });
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+  return redisTarget({
+    name: `redis cluster, ${nodes} nodes`,
+    cluster: true,
+    nodes,
+    url: () => {
+      if (!cluster) throw new Error('the Redis Cluster is not started');
+      return cluster.url;
     },
   });
 }
