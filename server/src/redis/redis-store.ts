@@ -244,7 +244,7 @@ class RedisStore implements LockStore {
    * heard every step of the key the read shows, after a `lost` of a viewer's hold it shows gone unheard (see `ReadFence`).
    */
   async status(key: string, viewer: SessionId | null): Promise<LockStatus> {
-    // A hold of the key here that is due but not ended yet is ended first: the fence waits for its step.
+    // What of the key is due here but has not run yet runs first (see `Timeouts#runDue`): the fence waits for its steps.
     void this.#timeouts.runDue(key);
     const settling = this.#fence.key(key);
     if (settling) await settling;
@@ -258,7 +258,7 @@ class RedisStore implements LockStore {
 
   /** Read after this node's writes in flight under the prefix, and answered as `status` is for each key it read (see `ReadFence#listed`). */
   async list(prefix: string, limit: number, viewer: SessionId | null): Promise<ListResult> {
-    // Holds of this node under the prefix that are due but not ended yet are ended first, as for `status`.
+    // What of this node under the prefix is due but has not run yet runs first, as for `status`.
     this.#timeouts.runDueUnder(prefix);
     const settling = this.#fence.prefix(prefix);
     if (settling) await settling;

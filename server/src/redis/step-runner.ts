@@ -109,9 +109,9 @@ export class StepRunner {
     { record = true }: StepOptions = {},
   ): Promise<T> {
     const { ctx } = this.#o;
-    // A hold of the key that is due ends first, as on the memory store, which runs what is due before
-    // each request: sent before this step on the key's connection, its expiry runs first in Redis and
-    // its notes (the holder's `lost`, the next waiter's grant) come before this step's answer.
+    // What of the key is due here runs first (a hold ends, a request times out), as on the memory store,
+    // which runs what is due before each request: sent before this step on the key's connection, it runs
+    // first in Redis and its notes (the holder's `lost`, the next waiter's grant) come before this step's answer.
     if (name !== 'expire') this.#o.runDue(key);
     const link = ctx.link;
     const sequencer = ctx.sequencer;
