@@ -1,7 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { useConformance } from './helpers/conformance-context.js';
-import { runSessions, useRedisClusterNodes } from './helpers/differential.js';
-import { memoryTarget } from './helpers/memory-target.js';
+import { describeSessionsAlike } from './helpers/differential.js';
+import { useRedisTarget } from './helpers/redis-target.js';
 
 // The seeded programs of three sessions on two nodes contending for three
 // keys (test/helpers/differential.ts), on two nodes of a Redis Cluster of
@@ -15,18 +13,4 @@ import { memoryTarget } from './helpers/memory-target.js';
 // step wait for markers that come back through every primary over the
 // cluster bus. So fewer programs run here.
 
-const clusterNodes = useRedisClusterNodes(2);
-const SEEDS = 12;
-
-describe('sessions on two nodes contending for a few keys, on the Redis store on a Redis Cluster and the memory store', () => {
-  const limits = { maxLocksPerSession: 2, maxWaitersPerKey: 2 };
-  const memory = useConformance(memoryTarget, { limits });
-  const onCluster = useConformance(clusterNodes, { limits });
-
-  it(`answer, lose, show events and leave the table alike, for each of ${SEEDS} seeded programs`, { timeout: 120_000 }, async () => {
-    for (let seed = 1; seed <= SEEDS; seed++) {
-      const expected = await runSessions(memory(), seed);
-      expect({ seed, ...(await runSessions(onCluster(), seed)) }).toEqual({ seed, ...expected });
-    }
-  });
-});
+describeSessionsAlike(useRedisTarget(2, { cluster: true }), 12);

@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Conformance } from './helpers/conformance-context.js';
 import { hold, useConformance } from './helpers/conformance-context.js';
-import { pickWith, random, useRedisNodes } from './helpers/differential.js';
+import { pickWith, random } from './helpers/differential.js';
 import { memoryTarget } from './helpers/memory-target.js';
 import type { Frame } from './helpers/raw-client.js';
+import { useRedisTarget } from './helpers/redis-target.js';
 
 // Seeded programs of requests one session sends back to back (acquires, some
 // try-once or stealing, releases, extends and cancels on a few keys, one of
@@ -11,7 +12,7 @@ import type { Frame } from './helpers/raw-client.js';
 // answer each and leave the table exactly as the memory store does, whose
 // requests of a session apply one after the other in arrival order.
 
-const redisNodes = useRedisNodes(2);
+const redisNodes = useRedisTarget(2);
 
 type Request = Record<string, unknown> & { id: string };
 

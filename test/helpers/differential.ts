@@ -1,9 +1,8 @@
-import { afterAll, beforeAll } from 'vitest';
-import type { Conformance } from './conformance-context.js';
+import { describe, expect, it } from 'vitest';
+import { useConformance, type Conformance } from './conformance-context.js';
 import type { ConformanceTarget } from './conformance-target.js';
+import { memoryTarget } from './memory-target.js';
 import type { Frame, RawClient } from './raw-client.js';
-import { redisTarget } from './redis-target.js';
-import { startRedisCluster, startRedisServer, type RedisCluster, type RedisServer } from './redis-server.js';
 
 /** A linear congruential generator: the same seed gives the same sequence in [0, 1). */
 export function random(seed: number): () => number {
@@ -19,53 +18,6 @@ export function pickWith<T>(next: () => number, list: readonly T[]): T {
   const item = list[Math.floor(next() * list.length)];
   if (item === undefined) throw new Error('picked from an empty list');
   return item;
-}
-
-/**
- * `nodes` lockwire nodes on one `redis-server` that the calling test file
- * starts before its tests and stops after them. Clients connect round-robin
- * over the nodes, so the first two of a test are on different nodes.
- */
-export function useRedisNodes(nodes: number): ConformanceTarget {
-  let redis: RedisServer | undefined;
-  beforeAll(async () => {
-    redis = await startRedisServer();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
-  return redisTarget({
-    name: `redis, ${nodes} nodes`,
-    nodes,
-    url: () => {
-      if (!redis) throw new Error('redis-server is not started');
-      return redis.url;
-    },
-  });
-}
-
-/**
- * `nodes` lockwire nodes on a Redis Cluster of three primaries that the
- * calling test file starts before its tests and stops after them. Clients
- * connect round-robin over the nodes, as with `useRedisNodes`.
- */
-export function useRedisClusterNodes(nodes: number): ConformanceTarget {
-  let cluster: RedisCluster | undefined;
-  beforeAll(async () => {
-    cluster = await startRedisCluster();
-  });
-  afterAll(async () => {
-    await cluster?.stop();
-  });
-  return redisTarget({
-    name: `redis cluster, ${nodes} nodes`,
-    cluster: true,
-    nodes,
-    url: () => {
-      if (!cluster) throw new Error('the Redis Cluster is not started');
-      return cluster.url;
-    },
-  });
 }
 
 // Seeded programs of three sessions on two nodes contending for three keys:
@@ -547,4 +499,24 @@ function normalise({ seen, steps, list, names, prefix, start }: Raw): Outcome {
     }
   }
   return outcome;
+}
+
+/**
+ * Runs seeds 1 to `seeds` of the programs of `runSessions` on `target` and
+ * on the memory store: each must answer every request, tell every loss,
+ * show every key's events and leave the table as the memory store does.
+ */
+export function describeSessionsAlike(target: ConformanceTarget, seeds: number): void {
+  describe(`sessions on two nodes contending for a few keys, on ${target.name} and the memory store`, () => {
+    const limits = { maxLocksPerSession: 2, maxWaitersPerKey: 2 };
+    const memory = useConformance(memoryTarget, { limits });
+    const other = useConformance(target, { limits });
+
+    it(`answer, lose, show events and leave the table alike, for each of ${seeds} seeded programs`, { timeout: 120_000 }, async () => {
+      for (let seed = 1; seed <= seeds; seed++) {
+        const expected = await runSessions(memory(), seed);
+        expect({ seed, ...(await runSessions(other(), seed)) }).toEqual({ seed, ...expected });
+      }
+    });
+  });
 }

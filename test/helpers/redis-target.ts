@@ -1,6 +1,8 @@
+import { afterAll, beforeAll } from 'vitest';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import { createRedisStore } from '../../server/src/redis/redis-store.js';
 import type { ConformanceTarget } from './conformance-target.js';
+import { startRedisCluster, startRedisServer } from './redis-server.js';
 
 export interface RedisTargetOptions {
   name: string;
@@ -60,4 +62,29 @@ export function redisTarget(options: RedisTargetOptions): ConformanceTarget {
       };
     },
   };
+}
+
+/**
+ * `nodes` lockwire nodes on a `redis-server` (or, with `cluster`, a Redis
+ * Cluster of three primaries) that the calling test file starts before its
+ * tests and stops after them. Clients connect round-robin over the nodes,
+ * so the first two of a test are on different nodes.
+ */
+export function useRedisTarget(nodes: number, { cluster = false }: { cluster?: boolean } = {}): ConformanceTarget {
+  let redis: { url: string; stop(): Promise<void> } | undefined;
+  beforeAll(async () => {
+    redis = cluster ? await startRedisCluster() : await startRedisServer();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  return redisTarget({
+    name: `${cluster ? 'redis cluster' : 'redis'}, ${nodes} nodes`,
+    cluster,
+    nodes,
+    url: () => {
+      if (!redis) throw new Error(cluster ? 'the Redis Cluster is not started' : 'redis-server is not started');
+      return redis.url;
+    },
+  });
 }
