@@ -123,7 +123,9 @@ describe('outbound buffer cap', () => {
       await filler.next((f) => f.type === 'event' && f.event === 'acquired' && f.key === 'slow-lock');
       // Each reply alone passes the cap: one is let through, the next counts in full.
       for (let id = 0; id < 40; id++) slow.write(RawSocket.json({ op: 'list', id, prefix: 'doc:', limit: 5000 }));
-      expect(await filler.next((f) => f.type === 'event' && f.event === 'released' && f.key === 'slow-lock')).toMatchObject({
+      // The server reads 5,000 locks for each reply until one passes the cap: seconds on a loaded machine.
+      const released = (f: Frame) => f.type === 'event' && f.event === 'released' && f.key === 'slow-lock';
+      expect(await filler.next(released, 'the slow reader\'s lock released', 15_000)).toMatchObject({
         key: 'slow-lock',
       });
       await sessions.closed(1, 'the slow reader to be cut');
