@@ -9,9 +9,13 @@ import { acquireInput } from '../server/test/server-harness.js';
 // clean up than the node TTL: the cleanup must not hold up the renewals of
 // the node that runs it, nor hand the key set on to that node's own id.
 
-const NODE_TTL = 1000;
-/** Keys in the key set: dropping them all at once keeps the command connection busy past 0.9 x node TTL. */
-const KEYS = 12_000;
+const NODE_TTL = 2000;
+/**
+ * Keys in the key set: dropping them all at once keeps the command connection
+ * busy past 0.9 x node TTL (the node gives its id up), where the cleanup in
+ * batches lets every renew through on a loaded machine.
+ */
+const KEYS = 24_000;
 
 /** Fills `set` with `KEYS` encoded keys, as a node whose sessions used that many would have. */
 async function fillKeySet(redis: ReturnType<typeof createClient>, set: string): Promise<void> {

@@ -222,5 +222,12 @@ export class SessionCleanup {
   }
 }
 
-/** Keys of a dead node's key set dropped at once: enough to keep Redis busy, few enough to let a renewal through soon. */
-const CLEANUP_BATCH = 256;
+/**
+ * Keys of a dead node's key set dropped at once: enough to keep Redis busy,
+ * few enough to let a renewal through soon. A renew sent during a batch waits
+ * behind up to twice this many steps on its connection, each a script call in
+ * Redis and a reply and a broadcast read by this node; on a loaded machine a
+ * step may take a millisecond, and the renew must land well within the key's
+ * life (0.9 x node TTL, renewed every third of it).
+ */
+const CLEANUP_BATCH = 128;
