@@ -7,6 +7,14 @@ export interface DetachedSession {
   readonly session: SessionId;
   /** The resume secret of the session's last welcome. */
   readonly secret: string;
+  /**
+   * The secret the resume that opened the session's last connection
+   * presented, while nothing came from its client on that connection: the
+   * client may never have read the welcome that replaced it (see
+   * `acceptsSecret`). Null or absent once it was heard there, or for a fresh
+   * session.
+   */
+  readonly resumedWith?: string | null;
   /** The credentials' `sub` the session was opened with (null without one): a resume must match it. */
   readonly user: string | null;
   /**
@@ -55,6 +63,22 @@ export function newResumeSecret(): string {
 export function sameSecret(given: string, expected: string): boolean {
   const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
   return timingSafeEqual(digest(given), digest(expected));
+}
+
+/**
+ * True when `given` resumes a session whose last welcome carried `secret`
+ * and whose last resume presented `resumedWith` (see `DetachedSession`).
+ *
+ * Each welcome carries a new secret, and a secret works once: a secret read
+ * from an old URL cannot take the session back. But a resumed connection
+ * may drop before its welcome reaches the client (the path fails again, or
+ * the client gave up waiting for it), and the client then holds only the
+ * secret it resumed with. So that secret works beside the new one until
+ * the client sends anything on the resumed connection, which it does only
+ * after reading its welcome.
+ */
+export function acceptsSecret(given: string, secret: string, resumedWith: string | null): boolean {
+  return sameSecret(given, secret) || (resumedWith !== null && sameSecret(given, resumedWith));
 }
 
 /**
@@ -138,7 +162,8 @@ export class GraceRegistry {
     user: string | null,
   ): { detached: DetachedSession; losses: GraceLosses; cancelling: Promise<void>; deadline: number } | null {
     const entry = this.#entries.get(session);
-    if (!entry || !sameSecret(secret, entry.detached.secret) || entry.detached.user !== user) return null;
+    const detached = entry?.detached;
+    if (!entry || !detached || !acceptsSecret(secret, detached.secret, detached.resumedWith ?? null) || detached.user !== user) return null;
     this.#drop(session);
     return { detached: entry.detached, losses: entry.losses, cancelling: entry.cancelling, deadline: entry.deadline };
   }

@@ -55,6 +55,8 @@ export interface Resumption {
    * when the server is closing.
    */
   readonly superseded: CloseConnection | null;
+  /** The secret the resume presented: it works beside the new welcome's until the client is heard (see `acceptsSecret`). */
+  readonly resumedWith: string;
 }
 
 /** What a resumed connection opens with: the welcome's `held`, then a `lost` for each of `lost`. */
@@ -178,6 +180,7 @@ export class SessionGrace {
       deadline: claimed.deadline,
       losses: claimed.losses,
       superseded,
+      resumedWith: secret,
     };
     this.#claimed.set(session, resumption);
     await claimed.cancelling;

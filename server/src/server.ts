@@ -236,6 +236,7 @@ export async function createLockServer(options: LockServerOptions = {}): Promise
     const session = new Session(resumption?.detached.session ?? nanoid(), ws, sessionHost, {
       permissions,
       resume: secret,
+      resumedWith: resumption?.resumedWith ?? null,
       held: reopening?.held.map((lock) => lock.key) ?? [],
       socket: req.socket,
     });

@@ -55,6 +55,11 @@ export interface SessionOptions {
   permissions: Permissions;
   /** The resume secret of this session's welcome, or null with session grace off. */
   resume: string | null;
+  /**
+   * The secret a resume presented to open this connection: it works beside
+   * `resume` until the client sends its first frame (see `acceptsSecret`).
+   */
+  resumedWith?: string | null;
   /** Keys a resumed session holds from before. */
   held?: Iterable<string>;
   /** The connection's socket: a dropped peer is noticed on it before `ws` emits 'close'. */

@@ -9,7 +9,7 @@ import {
 import { WebSocket, type RawData } from 'ws';
 import { cutAfterHandshake, whenCloseReceived, whenDropped } from './close-handshake.js';
 import type { CloseConnection } from './grace.js';
-import { sameSecret } from './grace-registry.js';
+import { acceptsSecret } from './grace-registry.js';
 import { internalWireError } from './errors.js';
 import { AcquireOutcome } from './metrics.js';
 import type { RateVerdict } from './rate-limit.js';
@@ -66,6 +66,8 @@ export class Session {
    */
   private watches: SessionWatches | null = null;
   private readonly resume: string | null;
+  /** The secret the resume that opened this connection presented, until the client's first frame (see `acceptsSecret`). */
+  private resumedWith: string | null;
   /**
    * Set when the session must not keep its locks after the connection:
    * closed by its client with 1000, or by the server for policy (1008: abuse,
@@ -98,6 +100,7 @@ export class Session {
       openTicket: (requestId) => host.openTicket(this, requestId),
     });
     this.resume = options.resume;
+    this.resumedWith = options.resumedWith ?? null;
     for (const key of options.held ?? []) this.held.add(key);
     const { expiresAt } = options.permissions;
     if (expiresAt !== null) {
@@ -156,13 +159,20 @@ export class Session {
 
   /**
    * True when `secret` and `user` may resume this session (constant-time
-   * secret comparison). Never for a session that is to end without grace
+   * secret comparison; the secret of the resume that opened this connection
+   * works too until the client is heard, see `acceptsSecret`). Never for a session that is to end without grace
    * (its credentials expiring): there would be nothing left to resume. A
    * slow reader being cut (its socket terminated, its 'close' not yet come)
    * may be resumed: it ends as on a drop, in grace.
    */
   accepts(secret: string, user: string | null): boolean {
-    return this.resume !== null && this.alive && !this.noGrace && user === this.user && sameSecret(secret, this.resume);
+    return (
+      this.resume !== null &&
+      this.alive &&
+      !this.noGrace &&
+      user === this.user &&
+      acceptsSecret(secret, this.resume, this.resumedWith)
+    );
   }
 
   /**
@@ -264,7 +274,7 @@ export class Session {
     const keys = this.acquires.detach(this.held);
     this.kill();
     const cancelling = this.acquires.leaveQueues(ticketed, keys);
-    const detached = { session: this.id, secret, user: this.user, keys, losses: this.untold ?? undefined };
+    const detached = { session: this.id, secret, resumedWith: this.resumedWith, user: this.user, keys, losses: this.untold ?? undefined };
     this.host.sessionDetached(this, detached, cancelling);
   }
 
@@ -382,6 +392,8 @@ export class Session {
    * it, in that order.
    */
   private onFrame(data: RawData, isBinary: boolean): void {
+    // The client sends only once it has read the welcome, and with it the new resume secret.
+    this.resumedWith = null;
     const verdict = this.arrived();
     if (verdict === null) return;
     const text = isBinary ? null : frameText(data);

@@ -251,11 +251,44 @@ export function describeGrace(name: string, makeStore: (clock: ManualClock) => P
       await a.close();
       const { client: again, welcome: resumed } = await connect(resumeQuery(welcome));
       expect(resumed).toMatchObject({ session: welcome.session, resumed: true, held: [] });
+      // Heard on the resumed connection, the client has read the welcome with the new secret.
+      await again.request({ op: 'ping', id: 1 });
       await again.close();
       const { welcome: stale } = await connect(resumeQuery(welcome));
       expect(stale).toMatchObject({ resumed: false });
       const { welcome: current } = await connect(resumeQuery(resumed));
       expect(current).toMatchObject({ session: welcome.session, resumed: true });
+    });
+
+    it('takes the secret a resume presented until its client sends on the resumed connection, whose welcome it may never have read', async () => {
+      const { server, connect, resumeQuery, holderOf } = await start();
+      const { client: a, welcome } = await connect();
+      const grant = await a.request({ op: 'acquire', id: 1, key: 'k' });
+      const held = [{ key: 'k', token: grant.token }];
+      a.ws.terminate();
+      // Resumed, then silent: its welcome may be lost on a path that failed again, or come after its client gave up.
+      const unread = await connect(resumeQuery(welcome));
+      expect(unread.welcome).toMatchObject({ session: welcome.session, resumed: true, held });
+      // The client knows only the secret it resumed with: it takes the session over from the silent connection.
+      const retried = await connect(resumeQuery(welcome));
+      expect(retried.welcome).toMatchObject({ session: welcome.session, resumed: true, held });
+      expect(await within(unread.client.closed, 'the superseded close')).toMatchObject({ code: 4001 });
+      // The secret of the welcome nobody answered on is spent.
+      const spent = await connect(resumeQuery(unread.welcome));
+      expect(spent.welcome).toMatchObject({ resumed: false });
+      // Dropped silent again, the session is still resumed with that secret, from grace.
+      retried.client.ws.terminate();
+      await until('the server to see the drop', async () => server.sessionCount() === 1);
+      expect(await holderOf(spent.client, 'k')).toBe(welcome.session);
+      const third = await connect(resumeQuery(welcome));
+      expect(third.welcome).toMatchObject({ session: welcome.session, resumed: true, held });
+      // Heard on the resumed connection: only the secret of its welcome works from now on.
+      await third.client.request({ op: 'ping', id: 1 });
+      third.client.ws.terminate();
+      expect((await connect(resumeQuery(welcome))).welcome).toMatchObject({ resumed: false });
+      const last = await connect(resumeQuery(third.welcome));
+      expect(last.welcome).toMatchObject({ session: welcome.session, resumed: true, held });
+      expect(await holderOf(last.client, 'k')).toBe(welcome.session);
     });
   });
 }
