@@ -46,6 +46,18 @@ export function settleLeases(settling: LeaseSettling): void {
     void settling.keptReleases.run(key, connection, releaseKey(key), isNotHolder);
   }
   if (leases.reconcile(kept, settling.lastClose(), resumed) > 0) awaitLossReasons(settling);
+  else if (resumed) confirmWelcome(connection);
+}
+
+/**
+ * Sends a ping on a resumed connection that would otherwise send nothing
+ * yet. The server cannot tell a welcome its client read from one lost on
+ * the way, so the secret a resume presented keeps working beside the new
+ * welcome's until the client sends on that connection: this frame spends it
+ * at once. Its answer, or a refusal, tells nothing more.
+ */
+function confirmWelcome(connection: Connection): void {
+  connection.request('ping', {}, { onResult: () => undefined }).result.catch(() => undefined);
 }
 
 /**

@@ -79,6 +79,18 @@ describe('resume after a drop (session grace)', () => {
     expect((await fake.connection(2)).url.searchParams.get('resume')).toBe('second');
   });
 
+  it('confirms a resumed welcome with a ping when it has nothing else to send, which spends the secret it resumed with', async () => {
+    const client = await connect();
+    await lease(client, 'doc:a');
+    const reconnected = nextEvent(client, 'reconnect');
+    (await fake.connection(0)).terminate();
+    // Every lease came back and nothing is watched: no other frame would go out on this connection.
+    expect(await reconnected).toMatchObject({ session: 's0', resumed: true });
+    const second = await fake.connection(1);
+    expect(await second.nextRequest()).toMatchObject({ op: 'ping' });
+    expect(second.received).toHaveLength(1);
+  });
+
   it('never closes with 1000 on the way to a resume, and close() closes with 1000 so the server ends the session', async () => {
     const client = await connect();
     await lease(client, 'doc:a');
