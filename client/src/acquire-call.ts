@@ -83,6 +83,14 @@ export class AcquireCalls {
     this.#host = host;
   }
 
+  /**
+   * Resolves at the first answer (queued, the reply, or the call's failure)
+   * of the acquire of `key` in flight; undefined when there is none.
+   */
+  firstAnswer(key: string): Promise<void> | undefined {
+    return this.#acquiring.get(key)?.answered;
+  }
+
   /** `acquire()`, telling a new lease from the one this client already had (`fresh`). */
   async send(key: string, options: AcquireOptions): Promise<Grant | null> {
     checkDuration('acquireTimeout', options.acquireTimeout);

@@ -140,6 +140,11 @@ export class LeaseBook {
     if (ended.size > MAX_ENDS_KEPT) ended.delete(Math.min(...ended.keys()));
   }
 
+  /** True while `lease` is the book's lease of its key (held, or kept for a resume to confirm). */
+  stands(lease: Lease): boolean {
+    return this.#entries.get(lease.key)?.lease === lease || this.#unconfirmed.get(lease.key)?.lease === lease;
+  }
+
   /** Drops `lease` from the book (its own release was answered, or its connection is gone). */
   forget(lease: Lease): void {
     if (lease.held) this.#ended(lease.key, lease.token, 'released');

@@ -344,6 +344,21 @@ export class LockClient extends PrefectFace {
    * as it still is on the server.
    */
   async #releaseLease(lease: Lease): Promise<void> {
+    // A release names only the key. An acquire of it sent before and not
+    // answered yet may be answered with a new hold, this lease's hold having
+    // ended meanwhile (its `lost` still on the way): sent now, the release
+    // would end that new hold. So it waits for that answer, after which this
+    // lease either is the hold the acquire got (the server answers a
+    // re-acquire with the hold the session has), and is released, or is
+    // gone, as on `not_holder`.
+    const answered = this.#acquires.firstAnswer(lease.key);
+    if (answered) {
+      await answered;
+      if (!lease.held || !this.#leases.stands(lease)) {
+        this.#leases.forget(lease);
+        return;
+      }
+    }
     const connection = this.#keeper.connection;
     // A closed connection already released every lock of the session (with session grace, the resume does).
     if (!connection?.isOpen) {
@@ -384,6 +399,11 @@ export class LockClient extends PrefectFace {
    * meanwhile is answered with that hold, as any re-acquire is.
    */
   override async releaseLock(key: string): Promise<void> {
+    // Sent beside an acquire of the key not answered yet, the release could
+    // be read first and that acquire's hold survive it, or be answered first
+    // and the grant that follows look like a hold it left: it goes once that
+    // acquire has its answer (see `#releaseLease`).
+    await this.#acquires.firstAnswer(key);
     await this.#keeper.live().request('release', { key }, {
       onResult: () => this.#leases.released(key),
     }).result;
