@@ -8,7 +8,8 @@ import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
  * Random programs of the lockwire client with session grace on, its
  * connection through a TCP proxy that goes silent and comes back, or cuts
  * it: acquires (try once, bounded, with and without hold timeouts),
- * releases, and steals by another client. At each quiet point (the client
+ * releases, `withLock` and Web Lock requests whose callbacks hold the lock
+ * for a moment, and steals by another client. At each quiet point (the client
  * open again, its calls settled, two pings answered) the leases it holds
  * must be the holds the server has for its session, key by key and token
  * by token; a difference still there after one more ping barrier fails the
@@ -68,6 +69,18 @@ describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => 
           if (lease && Math.random() < 0.5) {
             note(`release ${key} ${lease.token}`);
             settle(`released ${key}`, lease.release());
+          } else if (Math.random() < 0.25) {
+            // A callback holding the lock for a moment; its hold is let go of when it returns, also after refusals.
+            const hold = () => pause(Math.random() * 30);
+            if (Math.random() < 0.5) {
+              const acquireTimeout = pick([0, 100]);
+              note(`withLock ${key} ${acquireTimeout}`);
+              settle(`withLock ${key}`, client.withLock(key, hold, { acquireTimeout }));
+            } else {
+              const ifAvailable = Math.random() < 0.5;
+              note(`Web Lock ${key}${ifAvailable ? ' ifAvailable' : ''}`);
+              settle(`Web Lock ${key}`, client.locks.request(key, { ifAvailable, signal: AbortSignal.timeout(200) }, hold));
+            }
           } else if (Math.random() < 0.2) {
             note(`steal ${key} by the other client`);
             settle(`other stole ${key}`, other.acquire(key, { steal: true, holdTimeout: 50 }));
