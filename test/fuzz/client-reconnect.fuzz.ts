@@ -7,8 +7,8 @@ import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 /**
  * Random programs of the lockwire client with session grace on, its
  * connection through a TCP proxy that goes silent and comes back, or cuts
- * it: acquires (try once, bounded, with and without hold timeouts),
- * releases, `withLock` and Web Lock requests whose callbacks hold the lock
+ * it: acquires (try once, bounded, with and without hold timeouts, some
+ * aborted soon after), releases (of a lease, or of its key), extends, `withLock` and Web Lock requests whose callbacks hold the lock
  * for a moment, and steals by another client. At each quiet point (the client
  * open again, its calls settled, two pings answered) the leases it holds
  * must be the holds the server has for its session, key by key and token
@@ -67,8 +67,24 @@ describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => 
           const key = pick(KEYS);
           const lease = client.leases.get(key);
           if (lease && Math.random() < 0.5) {
-            note(`release ${key} ${lease.token}`);
-            settle(`released ${key}`, lease.release());
+            const how = Math.random();
+            if (how < 0.6) {
+              note(`release ${key} ${lease.token}`);
+              settle(`released ${key}`, lease.release());
+            } else if (how < 0.8) {
+              note(`releaseLock ${key}`);
+              settle(`releaseLock ${key}`, client.releaseLock(key));
+            } else {
+              const holdTimeout = pick([null, 1 + Math.floor(Math.random() * 200)]);
+              note(`extend ${key} ${lease.token} ${holdTimeout}`);
+              settle(`extended ${key}`, lease.extend(holdTimeout));
+            }
+          } else if (Math.random() < 0.15) {
+            // An acquire given up after a moment: a grant that raced the cancel is handed back.
+            const controller = new AbortController();
+            note(`acquire ${key} aborted soon`);
+            settle(`acquired ${key} (aborted)`, client.acquire(key, { acquireTimeout: 100, signal: controller.signal }));
+            setTimeout(() => controller.abort(), Math.random() * 20);
           } else if (Math.random() < 0.25) {
             // A callback holding the lock for a moment; its hold is let go of when it returns, also after refusals.
             const hold = () => pause(Math.random() * 30);
