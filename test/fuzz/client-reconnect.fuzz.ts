@@ -8,11 +8,13 @@ import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
  * Random programs of the lockwire client with session grace on, its
  * connection through a TCP proxy that goes silent and comes back, or cuts
  * it: acquires (try once, bounded, with and without hold timeouts, some
- * aborted soon after), releases (of a lease, or of its key), extends, `withLock` and Web Lock requests whose callbacks hold the lock
- * for a moment, and steals by another client. At each quiet point (the client
+ * aborted soon after), releases (of a lease, or of its key), extends,
+ * `withLock` and Web Lock requests whose callbacks hold the lock for a
+ * moment, and steals by another client. At each quiet point (the client
  * open again, its calls settled, two pings answered) the leases it holds
  * must be the holds the server has for its session, key by key and token
- * by token; a difference still there after one more ping barrier fails the
+ * by token, and a watcher through the same proxy must show the server's
+ * holders; a difference still there after one more ping barrier fails the
  * program, printing what it did.
  *
  * `npm run fuzz`; `FUZZ_RUNS` programs (default 100), on the memory store, or
@@ -45,21 +47,56 @@ describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => 
     const options = { reconnect: { initialDelay: 1, maxDelay: 5, jitter: 0 }, keepalive: { interval: 50, timeout: 100 } };
     const client = await LockClient.connect(proxy.url(server.url), options);
     const other = await LockClient.connect(server.url);
+    // A dashboard through the same proxy: its view of the holders, from its snapshot and events, follows the server's.
+    const watcher = await LockClient.connect(proxy.url(server.url), options);
+    const view = new Map<string, Map<string, number>>();
+    const countMisses: string[] = [];
+    const resync = (locks: ReadonlyArray<{ key: string; holders: ReadonlyArray<{ session: string; token: number }> }>) => {
+      note(`watcher snapshot ${JSON.stringify(locks.map((lock) => [lock.key, lock.holders.map((holder) => holder.token)]))}`);
+      view.clear();
+      for (const lock of locks) view.set(lock.key, new Map(lock.holders.map((holder) => [holder.session, holder.token])));
+    };
+    const watch = await watcher.watch(
+      '',
+      (event) => {
+        note(`watcher event ${event.key} ${event.event} ${event.token ?? ''} holders ${event.holders}`);
+        const holders = view.get(event.key) ?? new Map<string, number>();
+        view.set(event.key, holders);
+        if (event.event === 'acquired' && event.session !== undefined && event.token !== undefined) holders.set(event.session, event.token);
+        if (['released', 'expired', 'stolen', 'revoked'].includes(event.event) && event.session !== undefined) holders.delete(event.session);
+        if (holders.size !== event.holders) countMisses.push(`${event.key} ${event.event}: ${event.holders} holders, ${holders.size} in view`);
+      },
+      { onResync: (snapshot) => resync(snapshot.locks) },
+    );
+    resync(watch.snapshot.locks);
     client.on('disconnect', (info) => note(`disconnect ${JSON.stringify(info)}`));
     client.on('reconnect', (info) => note(`reconnect ${JSON.stringify(info)}`));
+    watcher.on('disconnect', (info) => note(`watcher disconnect ${JSON.stringify(info)}`));
+    watcher.on('reconnect', (info) => note(`watcher reconnect ${JSON.stringify(info)}`));
     const calls: Promise<unknown>[] = [];
     const settle = (what: string, call: Promise<unknown>) =>
       calls.push(call.then((value) => note(`${what}: ${value instanceof Object ? (value as Lease).token : String(value)}`), (error) => note(`${what}: ${String(error)}`)));
 
-    /** The client's held leases and the server's holds for its session, as sorted [key, token] lists. */
+    /**
+     * The client's held leases and the server's holds for its session, as
+     * sorted [key, token] lists; the watcher's view of every holder and the
+     * server's, as sorted [key, session, token] lists.
+     */
     const views = async () => {
       const believed = [...client.leases].filter(([, lease]) => lease.held).map(([key, lease]) => [key, lease.token]);
       const holds: Array<[string, number]> = [];
+      const all: Array<[string, string, number]> = [];
       for (const key of KEYS) {
-        for (const holder of (await other.status(key)).holders) if (holder.session === client.session) holds.push([key, holder.token]);
+        for (const holder of (await other.status(key)).holders) {
+          if (holder.session === client.session) holds.push([key, holder.token]);
+          all.push([key, holder.session, holder.token]);
+        }
       }
-      return { believed: believed.sort(), holds: holds.sort() };
+      const watched = [...view].flatMap(([key, holders]) => [...holders].map(([session, token]) => [key, session, token]));
+      return { believed: believed.sort(), holds: holds.sort(), watched: watched.sort(), all: all.sort() };
     };
+    const alike = (seen: Awaited<ReturnType<typeof views>>) =>
+      JSON.stringify([seen.believed, seen.watched]) === JSON.stringify([seen.holds, seen.all]);
 
     try {
       for (let step = 0; step < STEPS; step++) {
@@ -95,7 +132,9 @@ describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => 
             } else {
               const ifAvailable = Math.random() < 0.5;
               note(`Web Lock ${key}${ifAvailable ? ' ifAvailable' : ''}`);
-              settle(`Web Lock ${key}`, client.locks.request(key, { ifAvailable, signal: AbortSignal.timeout(200) }, hold));
+              // A Web Lock request takes a signal only without ifAvailable.
+              const request = ifAvailable ? { ifAvailable } : { signal: AbortSignal.timeout(200) };
+              settle(`Web Lock ${key}`, client.locks.request(key, request, hold));
             }
           } else if (Math.random() < 0.2) {
             note(`steal ${key} by the other client`);
@@ -120,32 +159,37 @@ describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => 
         for (let attempt = 0; ; attempt++) {
           await Promise.allSettled(calls);
           const deadline = performance.now() + 5000;
-          while (client.state !== 'open' && performance.now() < deadline) await pause(5);
-          expect(client.state, log.join('\n')).toBe('open');
+          const open = () => client.state === 'open' && watcher.state === 'open';
+          while (!open() && performance.now() < deadline) await pause(5);
+          expect([client.state, watcher.state], log.join('\n')).toEqual(['open', 'open']);
           let dropped = false;
-          const stopWatching = client.on('disconnect', () => (dropped = true));
+          const stopWatching = [client, watcher].map((c) => c.on('disconnect', () => (dropped = true)));
           try {
-            await client.ping();
-            await client.ping();
+            await Promise.all([client.ping(), watcher.ping()]);
+            await Promise.all([client.ping(), watcher.ping()]);
             let seen = await views();
-            // A loss on the Redis store may reach the session a moment after another connection saw it.
-            if (JSON.stringify(seen.believed) !== JSON.stringify(seen.holds)) {
-              await client.ping();
+            // On the Redis store a loss, or an event, may reach a session a moment after another connection saw it.
+            if (!alike(seen)) {
+              await Promise.all([client.ping(), watcher.ping()]);
               seen = await views();
             }
             if (dropped && attempt < 5) continue;
-            expect(seen.believed, `program ${run}, step ${step}\n${log.join('\n')}`).toEqual(seen.holds);
+            const where = `program ${run}, step ${step}\n${log.join('\n')}`;
+            expect(seen.believed, where).toEqual(seen.holds);
+            expect(seen.watched, `${where}\nwatched`).toEqual(seen.all);
+            expect(countMisses, where).toEqual([]);
             break;
           } catch (error) {
             if (dropped && attempt < 5) continue;
             throw error;
           } finally {
-            stopWatching();
+            for (const stop of stopWatching) stop();
           }
         }
       }
     } finally {
       await client.close();
+      await watcher.close();
       await other.close();
       await proxy.close();
       await server.close();
