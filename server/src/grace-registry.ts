@@ -162,8 +162,9 @@ export class GraceRegistry {
     user: string | null,
   ): { detached: DetachedSession; losses: GraceLosses; cancelling: Promise<void>; deadline: number } | null {
     const entry = this.#entries.get(session);
-    const detached = entry?.detached;
-    if (!entry || !detached || !acceptsSecret(secret, detached.secret, detached.resumedWith ?? null) || detached.user !== user) return null;
+    if (!entry || entry.detached.user !== user) return null;
+    const { detached } = entry;
+    if (!acceptsSecret(secret, detached.secret, detached.resumedWith ?? null)) return null;
     this.#drop(session);
     return { detached: entry.detached, losses: entry.losses, cancelling: entry.cancelling, deadline: entry.deadline };
   }

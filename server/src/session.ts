@@ -160,8 +160,9 @@ export class Session {
   /**
    * True when `secret` and `user` may resume this session (constant-time
    * secret comparison; the secret of the resume that opened this connection
-   * works too until the client is heard, see `acceptsSecret`). Never for a session that is to end without grace
-   * (its credentials expiring): there would be nothing left to resume. A
+   * works too until the client is heard, see `acceptsSecret`). Never for a
+   * session that is to end without grace (its credentials expiring): there
+   * would be nothing left to resume. A
    * slow reader being cut (its socket terminated, its 'close' not yet come)
    * may be resumed: it ends as on a drop, in grace.
    */
