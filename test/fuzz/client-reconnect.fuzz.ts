@@ -18,17 +18,24 @@ import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
  * run out between the reads of one) fails the program, printing what it did.
  *
  * `npm run fuzz`; `FUZZ_RUNS` programs (default 100), on the memory store, or
- * with `FUZZ_STORE=redis` on the Redis store (a redis-server of its own).
+ * with `FUZZ_STORE=redis` on the Redis store (a redis-server of its own). With
+ * `FUZZ_STORE=redis-nodes` two nodes share that Redis: the client is on one,
+ * the other client and the watcher on the other (the watcher through a
+ * proxy of its own), and each fault hits the client's path, the watcher's,
+ * or both.
  */
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 const STEPS = 12;
 const KEYS = ['k0', 'k1', 'k2', 'k3'];
-const onRedis = process.env.FUZZ_STORE === 'redis';
+const storeKind = process.env.FUZZ_STORE ?? 'memory';
+if (!['memory', 'redis', 'redis-nodes'].includes(storeKind)) throw new Error(`FUZZ_STORE: memory, redis or redis-nodes, not ${storeKind}`);
+const onRedis = storeKind !== 'memory';
+const twoNodes = storeKind === 'redis-nodes';
 
 const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)]!;
 
-describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => {
+describe(`client reconnect fuzz (${storeKind})`, () => {
   let redis: RedisServer | null = null;
   beforeAll(async () => {
     if (onRedis) redis = await startRedisServer();
@@ -38,17 +45,23 @@ describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => 
   });
 
   it.each(Array.from({ length: RUNS }, (_, i) => i))('program %i', async (run) => {
-    const store: LockStore | undefined = redis ? createRedisStore({ url: redis.url, namespace: `fuzz${run}` }) : undefined;
-    const server = await createLockServer({ port: 0, sessionGrace: 30_000, heartbeatInterval: 0, ...(store ? { store } : {}) });
+    const start = async () => {
+      const store: LockStore | undefined = redis ? createRedisStore({ url: redis.url, namespace: `fuzz${run}` }) : undefined;
+      return createLockServer({ port: 0, sessionGrace: 30_000, heartbeatInterval: 0, ...(store ? { store } : {}) });
+    };
+    const server = await start();
+    // The other client's and the watcher's node: the client's own, or a second one on the same Redis.
+    const server2 = twoNodes ? await start() : server;
     const proxy = await startTcpProxy(server.port);
+    const proxy2 = twoNodes ? await startTcpProxy(server2.port) : proxy;
     const log: string[] = [];
     const started = performance.now();
     const note = (line: string) => log.push(`${(performance.now() - started).toFixed(1)} ${line}`);
     const options = { reconnect: { initialDelay: 1, maxDelay: 5, jitter: 0 }, keepalive: { interval: 50, timeout: 100 } };
     const client = await LockClient.connect(proxy.url(server.url), options);
-    const other = await LockClient.connect(server.url);
-    // A dashboard through the same proxy: its view of the holders, from its snapshot and events, follows the server's.
-    const watcher = await LockClient.connect(proxy.url(server.url), options);
+    const other = await LockClient.connect(server2.url);
+    // A dashboard through a proxy: its view of the holders, from its snapshot and events, follows the server's.
+    const watcher = await LockClient.connect(proxy2.url(server2.url), options);
     const view = new Map<string, Map<string, number>>();
     const countMisses: string[] = [];
     const resync = (locks: ReadonlyArray<{ key: string; holders: ReadonlyArray<{ session: string; token: number }> }>) => {
@@ -149,15 +162,18 @@ describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => 
           }
         }
         const fault = Math.random();
+        // With two nodes a fault hits the client's path, the watcher's, or both.
+        const paths = twoNodes ? pick([[proxy], [proxy2], [proxy, proxy2]]) : [proxy];
+        const which = paths.length === 2 ? 'both paths' : paths[0] === proxy ? 'client path' : 'watcher path';
         if (fault < 0.4) {
-          note('path silent');
-          proxy.hold();
+          note(`${which} silent`);
+          for (const path of paths) path.hold();
           await pause(Math.random() * 250);
-          note('path back');
-          proxy.resume();
+          note(`${which} back`);
+          for (const path of paths) path.resume();
         } else if (fault < 0.6) {
-          note('connection cut');
-          proxy.cut();
+          note(`${which} cut`);
+          for (const path of paths) path.cut();
         }
         for (let attempt = 0; ; attempt++) {
           await Promise.allSettled(calls);
@@ -193,7 +209,9 @@ describe(`client reconnect fuzz (${onRedis ? 'redis' : 'memory'} store)`, () => 
       await watcher.close();
       await other.close();
       await proxy.close();
+      if (proxy2 !== proxy) await proxy2.close();
       await server.close();
+      if (server2 !== server) await server2.close();
     }
   }, 60_000);
 });
