@@ -60,6 +60,10 @@ describe('lockwire --help and usage', () => {
       expect(usage.text()).toMatch(/--connect-timeout DURATION\n.*\n.*\n.*exit 69 \(default 10s\)/);
     }
 
+    const tokenUsage = lockwire(['token', '--help']);
+    expect(await tokenUsage.waitForExit()).toEqual({ code: 0, signal: null });
+    expect(tokenUsage.text()).toContain('Usage: lockwire token');
+
     const noCommand = lockwire(['run', '--key', 'k']);
     const badDuration = lockwire(['run', '--key', 'k', '--wait', 'soon', '--', 'true']);
     const badHeartbeat = lockwire(['run', '--key', 'k', '--heartbeat', 'often', '--', 'true']);
@@ -67,7 +71,10 @@ describe('lockwire --help and usage', () => {
     const zeroConnectTimeout = lockwire(['watch', '--connect-timeout', '0']);
     const badConnectTimeout = lockwire(['run', '--key', 'k', '--connect-timeout', 'soon', '--', 'true']);
     const badWatchHeartbeat = lockwire(['watch', '--heartbeat', 'often']);
-    for (const bad of [noCommand, badDuration, badHeartbeat, unknownFlag, zeroConnectTimeout, badConnectTimeout, badWatchHeartbeat]) {
+    const tokenUnknownFlag = lockwire(['token', '--sub', 'a', '--verbose']);
+    const tokenMissingValue = lockwire(['token', '--sub']);
+    const bads = [noCommand, badDuration, badHeartbeat, unknownFlag, zeroConnectTimeout, badConnectTimeout, badWatchHeartbeat, tokenUnknownFlag, tokenMissingValue];
+    for (const bad of bads) {
       expect((await bad.waitForExit()).code).toBe(2);
     }
     expect(zeroConnectTimeout.text('stderr')).toContain('--connect-timeout "0": expected a duration above 0');
@@ -76,6 +83,11 @@ describe('lockwire --help and usage', () => {
     expect(badDuration.text('stderr')).toContain('--wait "soon"');
     expect(badHeartbeat.text('stderr')).toContain('--heartbeat "often"');
     expect(badWatchHeartbeat.text('stderr')).toContain('lockwire watch: --heartbeat "often"');
+    // A flag a tool does not take, or one missing its value: the problem, then the tool's usage, on stderr.
+    expect(unknownFlag.text('stderr')).toMatch(/^lockwire status: Unknown option '--verbose'.*\n\nUsage: lockwire status/s);
+    expect(tokenUnknownFlag.text('stderr')).toMatch(/^lockwire token: Unknown option '--verbose'.*\n\nUsage: lockwire token/s);
+    expect(tokenMissingValue.text('stderr')).toMatch(/^lockwire token: Option '--sub <value>' argument missing\n\nUsage: lockwire token/);
+    for (const bad of bads) expect(bad.text()).toBe('');
   });
 });
 

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { MAX_DURATION_MS } from '@lockwire/protocol';
 import { createWsTransport, LockClient } from '@lockwire/client';
 import { WebSocket } from 'ws';
@@ -301,6 +302,40 @@ export async function settleWithin(promise: Promise<unknown>, ms: number): Promi
 export function usageFailure(io: ToolIo, command: string, usage: string, problem: string): number {
   io.stderr.write(`lockwire ${command}: ${problem}\n\n${usage}`);
   return ToolExit.Usage;
+}
+
+/** The flag definitions `parseArgs` takes. */
+type FlagOptions = NonNullable<ParseArgsConfig['options']>;
+
+/** The flags `parseArgs` reads with `options`, strictly and without positionals. */
+export type ToolFlags<O extends FlagOptions> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>
+>['values'];
+
+/**
+ * A tool's flags, or its exit code once it has answered them itself: with
+ * its usage on stdout for `--help` (0), or on stderr after the problem for
+ * a flag it does not take or one missing its value (2). The tool's own
+ * checks of the values come after.
+ */
+export function parseToolFlags<O extends FlagOptions & { help: { type: 'boolean' } }>(
+  io: ToolIo,
+  command: string,
+  usage: string,
+  args: string[],
+  options: O,
+): ToolFlags<O> | number {
+  let values: ToolFlags<O>;
+  try {
+    ({ values } = parseArgs({ args, options, strict: true, allowPositionals: false }));
+  } catch (error) {
+    return usageFailure(io, command, usage, describeError(error));
+  }
+  if ((values as { help?: boolean }).help === true) {
+    io.stdout.write(usage);
+    return ToolExit.Ok;
+  }
+  return values;
 }
 
 /**

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import type { ListResult, LockStatus } from '@lockwire/client';
 import {
   CONNECT_OPTIONS,
@@ -10,6 +9,7 @@ import {
   describeError,
   formatDuration,
   onOutputClosed,
+  parseToolFlags,
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
@@ -89,21 +89,13 @@ export function formatStatusTable(result: ListResult, now: number, prefix: strin
 
 /** Runs `lockwire status ARGS`; resolves the exit code (see {@link STATUS_USAGE}). */
 export async function statusCommand(args: string[], io: ToolIo): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: { ...CONNECT_OPTIONS, prefix: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
-    }));
-  } catch (error) {
-    return usageFailure(io, 'status', STATUS_USAGE, describeError(error));
-  }
-  if (values.help === true) {
-    io.stdout.write(STATUS_USAGE);
-    return ToolExit.Ok;
-  }
+  const values = parseToolFlags(io, 'status', STATUS_USAGE, args, {
+    ...CONNECT_OPTIONS,
+    prefix: { type: 'string' },
+    limit: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (typeof values === 'number') return values;
   const limit = values.limit === undefined ? undefined : Number(values.limit);
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 10_000)) {
     return usageFailure(io, 'status', STATUS_USAGE, `--limit ${JSON.stringify(values.limit)}: expected an integer from 1 to 10000`);

@@ -1,11 +1,8 @@
-import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
+import { parseToolFlags, usageFailure, type ToolIo } from './cli-connect.js';
 
 /** Where `lockwire token` reads and writes. */
-export interface TokenIo {
-  stdout: { write(text: string): unknown };
-  stderr: { write(text: string): unknown };
-  env: Readonly<Record<string, string | undefined>>;
+export interface TokenIo extends ToolIo {
   /** Epoch ms: `iat` and `exp` are computed from it. */
   now(): number;
 }
@@ -82,38 +79,24 @@ export async function signToken(
 }
 
 function fail(io: TokenIo, problem: string): number {
-  io.stderr.write(`lockwire token: ${problem}\n\n${TOKEN_USAGE}`);
-  return 2;
+  return usageFailure(io, 'token', TOKEN_USAGE, problem);
 }
 
 /** Runs `lockwire token ARGS`: prints a signed token and resolves 0, or 2 on bad usage. */
 export async function tokenCommand(args: string[], io: TokenIo): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        sub: { type: 'string' },
-        locks: { type: 'string', multiple: true },
-        watch: { type: 'string', multiple: true },
-        steal: { type: 'string', multiple: true },
-        admin: { type: 'string', multiple: true },
-        ttl: { type: 'string' },
-        audience: { type: 'string' },
-        issuer: { type: 'string' },
-        secret: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (error) {
-    return fail(io, error instanceof Error ? error.message : String(error));
-  }
-  if (values.help === true) {
-    io.stdout.write(TOKEN_USAGE);
-    return 0;
-  }
+  const values = parseToolFlags(io, 'token', TOKEN_USAGE, args, {
+    sub: { type: 'string' },
+    locks: { type: 'string', multiple: true },
+    watch: { type: 'string', multiple: true },
+    steal: { type: 'string', multiple: true },
+    admin: { type: 'string', multiple: true },
+    ttl: { type: 'string' },
+    audience: { type: 'string' },
+    issuer: { type: 'string' },
+    secret: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (typeof values === 'number') return values;
   if (values.sub === undefined || values.sub === '') return fail(io, '--sub is required');
   // An empty flag or variable counts as not given, as `lockwire serve` reads its settings.
   const secret = values.secret || io.env['LOCKWIRE_AUTH_SECRET'] || '';

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import type { LockEvent, LockStatus } from '@lockwire/client';
 import {
   CONNECT_OPTIONS,
@@ -11,6 +10,7 @@ import {
   onOutputClosed,
   durationProblem,
   parseDuration,
+  parseToolFlags,
   usageFailure,
   type ToolIo,
 } from './cli-connect.js';
@@ -91,21 +91,13 @@ export function formatEventLine(event: LockEvent): string {
 
 /** Runs `lockwire watch ARGS` until a stop signal or the connection ends; resolves the exit code. */
 export async function watchCommand(args: string[], io: WatchIo): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: { ...CONNECT_OPTIONS, prefix: { type: 'string' }, json: { type: 'boolean' }, heartbeat: { type: 'string' } },
-    }));
-  } catch (error) {
-    return usageFailure(io, 'watch', WATCH_USAGE, describeError(error));
-  }
-  if (values.help === true) {
-    io.stdout.write(WATCH_USAGE);
-    return ToolExit.Ok;
-  }
+  const values = parseToolFlags(io, 'watch', WATCH_USAGE, args, {
+    ...CONNECT_OPTIONS,
+    prefix: { type: 'string' },
+    json: { type: 'boolean' },
+    heartbeat: { type: 'string' },
+  });
+  if (typeof values === 'number') return values;
   const json = values.json === true;
   const prefix = values.prefix ?? '';
   const heartbeat = values.heartbeat === undefined ? DEFAULT_HEARTBEAT_MS : parseDuration(values.heartbeat);
