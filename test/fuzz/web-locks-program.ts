@@ -1,0 +1,273 @@
+/**
+ * Random programs of Web Lock requests, run in a page once against the
+ * browser's own `navigator.locks` and once against lockwire clients'
+ * `client.locks`, each recording what every request went through. Free of
+ * run-time imports, so it bundles for the page as it is.
+ *
+ * A program is fixed before it runs: requests by one of a few agents (a
+ * lockwire client each; in the browser, one lock manager serves them all,
+ * as it serves every tab of an origin), callbacks ended and signals
+ * aborted by request number. After each step the program waits until
+ * nothing changes over a few round trips to the lock manager, then records
+ * every request's state, so the two runs compare step by step.
+ *
+ * Two documented differences (`docs/client.md`, "Web Locks face") are
+ * kept out. Steals come from an agent that makes nothing else: a steal by
+ * a client whose own request waits in the server queue differs. And while
+ * a request of an agent waits behind another of its own requests of the
+ * name (held or waiting: the later one waits in the client, not in the
+ * server queue), other agents' requests of that name are skipped (recorded
+ * as `skipped`): the server cannot place them behind a request it has not
+ * seen. A steal of a name its agent holds while another agent's request
+ * waits is skipped too: lockwire hands the hold back first (so the steal
+ * gets a new fencing token), and the waiting request is granted and
+ * stolen from at once, where a browser leaves it waiting. An abort that
+ * would let the request behind it be granted is left out as well: lockwire
+ * grants it then, as the spec says, where Chromium leaves it waiting until
+ * a lock of the name is released.
+ */
+import type { LockClient, LockManager } from '@lockwire/client';
+
+export type Step =
+  | { readonly do: 'request'; readonly agent: number; readonly name: string; readonly options: RequestOptions }
+  | { readonly do: 'end'; readonly request: number; readonly fail: boolean }
+  | { readonly do: 'abort'; readonly request: number };
+
+export interface RequestOptions {
+  readonly mode?: 'shared' | 'exclusive';
+  readonly ifAvailable?: boolean;
+  readonly steal?: boolean;
+  /** The request takes an `AbortSignal` that an `abort` step may abort; `'aborted'`: one aborted already. */
+  readonly signal?: boolean | 'aborted';
+}
+
+/** The lock managers a program runs on: one per agent (the browser's one manager for all). */
+export type Managers = readonly Pick<LockManager, 'request'>[];
+
+/** A `query()` of the lock manager: every agent's locks. */
+export type Query = LockManager['query'];
+
+/**
+ * Every request of the clients, as the browser's `query()` shows every
+ * request of the origin: a client's own entries are its requests (two
+ * sharing its hold are two; one waiting behind its own holders is known
+ * to it alone).
+ */
+async function everyRequest(clients: readonly LockClient[]): ReturnType<Query> {
+  const snapshots = await Promise.all(clients.map((client) => client.locks.query()));
+  const own = (client: LockClient, infos: Awaited<ReturnType<Query>>['held']) => (infos ?? []).filter((info) => info.clientId === client.session);
+  return {
+    held: snapshots.flatMap((snapshot, i) => own(clients[i]!, snapshot.held)),
+    pending: snapshots.flatMap((snapshot, i) => own(clients[i]!, snapshot.pending)),
+  };
+}
+
+/** How the runner learns that the managers answered everything asked before. */
+export type RoundTrip = () => Promise<unknown>;
+
+const NAMES = ['a', 'b'];
+/** Agents 0..2 request; the last one only steals. */
+export const AGENTS = 4;
+const STEALER = AGENTS - 1;
+
+/** A seeded generator of numbers in [0, 1) (mulberry32), so a failing program can be run again. */
+export function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function program(seed: number, length = 16): Step[] {
+  const next = random(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
+  const steps: Step[] = [];
+  let requests = 0;
+  for (let i = 0; i < length; i++) {
+    const roll = next();
+    if (requests > 0 && roll < 0.35) {
+      steps.push({ do: 'end', request: Math.floor(next() * requests), fail: next() < 0.2 });
+    } else if (requests > 0 && roll < 0.45) {
+      steps.push({ do: 'abort', request: Math.floor(next() * requests) });
+    } else {
+      const name = pick(NAMES);
+      const kind = next();
+      let options: RequestOptions;
+      let agent = Math.floor(next() * STEALER);
+      if (kind < 0.1) {
+        options = { steal: true };
+        agent = STEALER;
+      } else if (kind < 0.15) {
+        // Combinations the spec refuses (NotSupportedError), and a signal aborted before the request.
+        options = pick<RequestOptions>([
+          { steal: true, ifAvailable: true },
+          { steal: true, mode: 'shared' },
+          { steal: true, signal: true },
+          { ifAvailable: true, signal: true },
+          { mode: pick(['shared', 'exclusive'] as const), signal: 'aborted' },
+        ]);
+      } else {
+        const mode = pick(['shared', 'exclusive'] as const);
+        options = kind < 0.3 ? { mode, ifAvailable: true } : kind < 0.5 ? { mode, signal: true } : { mode };
+      }
+      steps.push({ do: 'request', agent, name, options });
+      requests++;
+    }
+  }
+  return steps;
+}
+
+/** What each request went through, in order, after each step: one line per request. */
+export type Trace = string[][];
+
+/**
+ * Runs `steps` on `managers`, settling after each step: repeated round
+ * trips (`roundTrip`) and a timer turn until every request's record stayed
+ * the same over three of them, within `settleMs` (then it records as it is).
+ * Lock names get `prefix`, so programs do not meet.
+ */
+export async function run(
+  steps: readonly Step[],
+  managers: Managers,
+  roundTrip: RoundTrip,
+  query: Query,
+  prefix: string,
+  settleMs = 2000,
+): Promise<Trace> {
+  const records: string[][] = [];
+  const made: Array<{ agent: number; name: string; mode: string }> = [];
+  const open = (events: string[]) => !events.some((event) => event.startsWith('resolved') || event.startsWith('rejected'));
+  /** Whether a request of `agent` for `name` waits behind another of its own (held or waiting). */
+  const waitsBehindItself = (agent: number, name: string) => {
+    const own = records.filter((events, i) => made[i]!.agent === agent && made[i]!.name === name && open(events) && events[0] !== 'null');
+    return own.length >= 2 && own.some((events) => events.length === 0);
+  };
+  /**
+   * Whether aborting request `r` would let the request behind it be granted:
+   * `r` waits first in its name's queue (the requests waiting, in request
+   * order) and the next one fits the holders. The spec then grants it at
+   * once; Chromium leaves it waiting until a lock of the name is released.
+   */
+  const unblocks = (r: number) => {
+    const { name } = made[r]!;
+    const waiting = records.flatMap((events, i) => (made[i]!.name === name && events.length === 0 ? [i] : []));
+    if (waiting[0] !== r || waiting[1] === undefined) return false;
+    const holders = records.flatMap((events, i) => (made[i]!.name === name && open(events) && events[0]?.startsWith('held') ? [made[i]!.mode] : []));
+    return holders.length === 0 || (made[waiting[1]]!.mode === 'shared' && holders.every((mode) => mode === 'shared'));
+  };
+  const holds = (agent: number, name: string) =>
+    records.some((events, i) => made[i]!.agent === agent && made[i]!.name === name && open(events) && events[0]?.startsWith('held'));
+  const othersWait = (agent: number, name: string) =>
+    records.some((events, i) => made[i]!.agent !== agent && made[i]!.name === name && events.length === 0);
+  const ends: Array<((fail: boolean) => void) | undefined> = [];
+  const controllers: Array<AbortController | undefined> = [];
+  const trace: Trace = [];
+  const now = () => records.map((events) => events.join(' '));
+  for (const step of steps) {
+    if (step.do === 'request') {
+      const index = records.length;
+      const events: string[] = [];
+      records.push(events);
+      made.push({ agent: step.agent, name: step.name, mode: step.options.mode ?? 'exclusive' });
+      controllers.push(undefined);
+      if (
+        [...Array(AGENTS).keys()].some((agent) => agent !== step.agent && waitsBehindItself(agent, step.name)) ||
+        (step.options.steal === true && holds(step.agent, step.name) && othersWait(step.agent, step.name))
+      ) {
+        events.push('skipped', 'resolved:skipped');
+        trace.push([...now(), await shown()]);
+        continue;
+      }
+      controllers.pop();
+      const { signal, ...rest } = step.options;
+      const controller = signal !== undefined && signal !== false ? new AbortController() : undefined;
+      if (signal === 'aborted') controller?.abort();
+      controllers.push(controller);
+      const options = controller ? { ...rest, signal: controller.signal } : rest;
+      const manager = managers[step.agent % managers.length]!;
+      let asked: Promise<unknown>;
+      try {
+        asked = manager.request(prefix + step.name, options, (lock) => {
+          events.push(lock === null ? 'null' : `held:${lock.mode}`);
+          return new Promise<string>((resolve, reject) => {
+            ends[index] = (fail) => (fail ? reject(new Error('callback failed')) : resolve('done'));
+          });
+        });
+      } catch (error) {
+        // The spec's request() never throws: every refusal is a rejected promise.
+        asked = Promise.reject(error);
+        events.push('threw');
+      }
+      asked.then(
+          (value) => events.push(`resolved:${String(value)}`),
+          (error: unknown) => events.push(`rejected:${error instanceof Error ? error.name : String(error)}`),
+        );
+    } else if (step.do === 'end') {
+      const end = ends[step.request];
+      ends[step.request] = undefined;
+      end?.(step.fail);
+    } else if (!unblocks(step.request)) {
+      controllers[step.request]?.abort();
+    }
+    await settle();
+    trace.push([...now(), await shown()]);
+  }
+  // Every request ends: what is held lets go, what waits is aborted or, once granted, lets go.
+  for (const controller of controllers) controller?.abort();
+  const deadline = performance.now() + settleMs;
+  while (records.some(open)) {
+    if (performance.now() > deadline) throw new Error(`requests still open after the program: ${JSON.stringify(now())}`);
+    for (const [i, end] of ends.entries()) {
+      ends[i] = undefined;
+      end?.(false);
+    }
+    await roundTrip();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  return trace;
+
+  /** What `query()` shows of this program's names, held and pending, each as a sorted list. */
+  async function shown(): Promise<string> {
+    const { held = [], pending = [] } = await query();
+    const mine = (infos: typeof held) =>
+      infos
+        .filter((info) => info.name?.startsWith(prefix))
+        .map((info) => `${info.name!.slice(prefix.length)}:${info.mode}`)
+        .sort();
+    return `query held ${mine(held).join(',')} pending ${mine(pending).join(',')}`;
+  }
+
+  async function settle(): Promise<void> {
+    const deadline = performance.now() + settleMs;
+    let seen = JSON.stringify(now());
+    for (let same = 0; same < 3 && performance.now() < deadline; ) {
+      await roundTrip();
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const current = JSON.stringify(now());
+      same = current === seen ? same + 1 : 0;
+      seen = current;
+    }
+  }
+}
+
+/** Runs `steps` on the browser's lock manager, then on lockwire clients, returning both traces. */
+export async function runBoth(
+  steps: readonly Step[],
+  browserLocks: Pick<LockManager, 'request' | 'query'>,
+  clients: readonly LockClient[],
+  prefix: string,
+): Promise<{ browser: Trace; lockwire: Trace }> {
+  const browser = await run(steps, [browserLocks], () => browserLocks.query(), () => browserLocks.query(), prefix);
+  const lockwire = await run(
+    steps,
+    clients.map((client) => client.locks),
+    () => Promise.all(clients.map((client) => client.ping())),
+    () => everyRequest(clients),
+    prefix,
+  );
+  return { browser, lockwire };
+}
