@@ -1,0 +1,98 @@
+/**
+ * The page the Web Locks differential programs run in: headless Chromium
+ * on a lockwire server's origin (a secure context, which `navigator.locks`
+ * needs, that serves the client bundle), with `program.ts` bundled into it
+ * and a lockwire client per agent.
+ */
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { createLockServer, createRedisStore, type LockServer } from '@lockwire/server';
+import type { Browser, Page } from 'playwright-core';
+import { collectPageErrors, launchChromium } from '../helpers/browser.js';
+import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { program, type Step, type Trace } from './program.js';
+
+export interface DifferentialPage {
+  /** Runs the program of `seed` on both lock managers; `failure` is null when every step matched. */
+  run(seed: number): Promise<{ failure: string | null }>;
+  /** What the page reported as errors so far. */
+  readonly pageErrors: readonly string[];
+  close(): Promise<void>;
+}
+
+async function bundleProgram(): Promise<string> {
+  const result = await build({
+    entryPoints: [fileURLToPath(new URL('./program.ts', import.meta.url))],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    write: false,
+    logLevel: 'warning',
+  });
+  const [output] = result.outputFiles;
+  if (!output) throw new Error('esbuild produced no program bundle');
+  return output.text;
+}
+
+/** The steps of a program beside what each manager went through after each, for a failure message. */
+function describeRun(steps: readonly Step[], browser: Trace, lockwire: Trace): string {
+  return steps
+    .map((step, i) => {
+      // A step's trace holds one line per request made so far, then the query's line.
+      const what =
+        step.do === 'request'
+          ? `#${browser[i]!.length - 2} request agent ${step.agent} ${step.name} ${JSON.stringify(step.options)}`
+          : `${step.do} #${step.request}${step.do === 'end' && step.fail ? ' (fails)' : ''}`;
+      return `${i}: ${what}\n   browser:  ${JSON.stringify(browser[i])}\n   lockwire: ${JSON.stringify(lockwire[i])}`;
+    })
+    .join('\n');
+}
+
+/** Opens the page; with `redis`, the lockwire server keeps its table on a redis-server of its own. */
+export async function openDifferentialPage(options: { redis?: boolean } = {}): Promise<DifferentialPage> {
+  const code = await bundleProgram();
+  let browser: Browser | null = null;
+  let server: LockServer | null = null;
+  let redis: RedisServer | null = null;
+  const close = async () => {
+    await browser?.close();
+    await server?.close();
+    await redis?.stop();
+  };
+  try {
+    browser = await launchChromium();
+    if (options.redis === true) redis = await startRedisServer();
+    const store = redis ? { store: createRedisStore({ url: redis.url, namespace: 'weblocks' }) } : {};
+    server = await createLockServer({ port: 0, heartbeatInterval: 0, ...store });
+    const page: Page = await browser.newPage();
+    const pageErrors = collectPageErrors(page);
+    await page.goto(`${server.httpUrl}/healthz`);
+    // As text: the test runner rewrites `import()` in functions it compiles.
+    await page.evaluate(`(async () => {
+      const { LockClient } = await import('/ui/lockwire-client.js');
+      const moduleUrl = URL.createObjectURL(new Blob([${JSON.stringify(code)}], { type: 'text/javascript' }));
+      const differential = await import(moduleUrl);
+      const clients = [];
+      for (let i = 0; i < differential.AGENTS; i++) {
+        clients.push(await LockClient.connect(${JSON.stringify(server.url)}, { reconnect: false }));
+      }
+      window.differential = { ...differential, clients };
+    })()`);
+    return {
+      pageErrors,
+      close,
+      async run(seed) {
+        const steps = program(seed);
+        const traces = (await page.evaluate(
+          `window.differential.runBoth(${JSON.stringify(steps)}, navigator.locks, window.differential.clients, 'p${seed}:')`,
+        )) as { browser: Trace; lockwire: Trace };
+        const same = JSON.stringify(traces.browser) === JSON.stringify(traces.lockwire);
+        return { failure: same ? null : `program ${seed}\n${describeRun(steps, traces.browser, traces.lockwire)}` };
+      },
+    };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
