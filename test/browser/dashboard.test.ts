@@ -256,8 +256,10 @@ describe('dashboard', () => {
       '0',
     ]);
     await expect.poll(() => page.locator('#count-sessions').textContent(), { timeout: 5000 }).toBe('–');
-    // A fresh server for afterEach to close; the refused connections logged meanwhile are expected.
+    // A fresh server for afterEach to close; the refused connections logged meanwhile are expected. The page
+    // is left first, so no retry of it logs another one after they were set aside.
     server = await createLockServer({ port: 0, clock });
+    await page.goto('about:blank');
     const unexpected = pageErrors.filter((line) => !/ERR_CONNECTION_REFUSED|WebSocket connection to/.test(line));
     pageErrors.splice(0, pageErrors.length, ...unexpected);
   });
@@ -273,7 +275,9 @@ describe('dashboard', () => {
     clock.advance(60_000);
     await draining;
     // A fresh server for afterEach to close; the 503s and refused connections logged meanwhile are expected.
+    // The page is left first, so no retry of it logs another one after they were set aside.
     server = await createLockServer({ port: 0, clock });
+    await page.goto('about:blank');
     const unexpected = pageErrors.filter((line) => !/ERR_CONNECTION_REFUSED|WebSocket connection to|status of 503/.test(line));
     pageErrors.splice(0, pageErrors.length, ...unexpected);
   });
