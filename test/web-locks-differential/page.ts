@@ -13,8 +13,8 @@ import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { program, type Step, type Trace } from './program.js';
 
 export interface DifferentialPage {
-  /** Runs the program of `seed` on both lock managers; `failure` is null when every step matched. */
-  run(seed: number): Promise<{ failure: string | null }>;
+  /** Runs the program of `seed` (of `length` steps) on both lock managers; `failure` is null when every step matched. */
+  run(seed: number, length?: number): Promise<{ failure: string | null }>;
   /** What the page reported as errors so far. */
   readonly pageErrors: readonly string[];
   close(): Promise<void>;
@@ -82,8 +82,8 @@ export async function openDifferentialPage(options: { redis?: boolean } = {}): P
     return {
       pageErrors,
       close,
-      async run(seed) {
-        const steps = program(seed);
+      async run(seed, length) {
+        const steps = program(seed, length);
         const traces = (await page.evaluate(
           `window.differential.runBoth(${JSON.stringify(steps)}, navigator.locks, window.differential.clients, 'p${seed}:')`,
         )) as { browser: Trace; lockwire: Trace };
