@@ -15,6 +15,8 @@ import { program, type Step, type Trace } from './program.js';
 export interface DifferentialPage {
   /** Runs the program of `seed` (of `length` steps) on both lock managers; `failure` is null when every step matched. */
   run(seed: number, length?: number): Promise<{ failure: string | null }>;
+  /** Runs `steps` as {@link run} runs a seed's; `label` names them (and their lock names). */
+  runSteps(steps: readonly Step[], label: string): Promise<{ failure: string | null }>;
   /** What the page reported as errors so far. */
   readonly pageErrors: readonly string[];
   close(): Promise<void>;
@@ -36,7 +38,7 @@ async function bundleProgram(): Promise<string> {
 }
 
 /** The steps of a program beside what each manager went through after each, for a failure message. */
-function describeRun(steps: readonly Step[], browser: Trace, lockwire: Trace): string {
+function describeRun(steps: readonly Step[], [reference, browser]: [string, Trace], lockwire: Trace): string {
   return steps
     .map((step, i) => {
       // A step's trace holds one line per request made so far, then the query's line.
@@ -44,7 +46,7 @@ function describeRun(steps: readonly Step[], browser: Trace, lockwire: Trace): s
         step.do === 'request'
           ? `#${browser[i]!.length - 2} request agent ${step.agent} ${step.name} ${JSON.stringify(step.options)}`
           : `${step.do} #${step.request}${step.do === 'end' && step.fail ? ' (fails)' : ''}`;
-      return `${i}: ${what}\n   browser:  ${JSON.stringify(browser[i])}\n   lockwire: ${JSON.stringify(lockwire[i])}`;
+      return `${i}: ${what}\n   ${`${reference}:`.padEnd(9)} ${JSON.stringify(browser[i])}\n   lockwire: ${JSON.stringify(lockwire[i])}`;
     })
     .join('\n');
 }
@@ -79,17 +81,27 @@ export async function openDifferentialPage(options: { redis?: boolean } = {}): P
       }
       window.differential = { ...differential, clients };
     })()`);
+    const runSteps = async (steps: readonly Step[], label: string): Promise<{ failure: string | null }> => {
+      const prefix = `${label.replace(/\W+/g, '-')}:`;
+      const traces = (await page.evaluate(
+        `window.differential.runAll(${JSON.stringify(steps)}, navigator.locks, window.differential.clients, ${JSON.stringify(prefix)})`,
+      )) as Record<'browser' | 'lockwire' | 'spec' | 'lockwireAborts', Trace>;
+      const same = (a: Trace, b: Trace) => JSON.stringify(a) === JSON.stringify(b);
+      if (!same(traces.browser, traces.lockwire)) {
+        return { failure: `${label}, against Chromium\n${describeRun(steps, ['browser', traces.browser], traces.lockwire)}` };
+      }
+      if (!same(traces.spec, traces.lockwireAborts)) {
+        return {
+          failure: `${label}, against the spec's model with every abort\n${describeRun(steps, ['spec', traces.spec], traces.lockwireAborts)}`,
+        };
+      }
+      return { failure: null };
+    };
     return {
       pageErrors,
       close,
-      async run(seed, length) {
-        const steps = program(seed, length);
-        const traces = (await page.evaluate(
-          `window.differential.runBoth(${JSON.stringify(steps)}, navigator.locks, window.differential.clients, 'p${seed}:')`,
-        )) as { browser: Trace; lockwire: Trace };
-        const same = JSON.stringify(traces.browser) === JSON.stringify(traces.lockwire);
-        return { failure: same ? null : `program ${seed}\n${describeRun(steps, traces.browser, traces.lockwire)}` };
-      },
+      runSteps,
+      run: (seed, length) => runSteps(program(seed, length), `program ${seed}`),
     };
   } catch (error) {
     await close();

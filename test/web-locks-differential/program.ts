@@ -41,8 +41,17 @@ export interface RequestOptions {
   readonly signal?: boolean | 'aborted';
 }
 
+/** What a program asks of a lock manager. */
+export interface Requester {
+  request(
+    name: string,
+    options: { mode?: 'shared' | 'exclusive'; ifAvailable?: boolean; steal?: boolean; signal?: AbortSignal },
+    callback: (lock: { mode: string } | null) => Promise<string>,
+  ): Promise<unknown>;
+}
+
 /** The lock managers a program runs on: one per agent (the browser's one manager for all). */
-export type Managers = readonly Pick<LockManager, 'request'>[];
+export type Managers = readonly Requester[];
 
 /** A `query()` of the lock manager: every agent's locks. */
 export type Query = LockManager['query'];
@@ -136,7 +145,7 @@ export async function run(
   roundTrip: RoundTrip,
   query: Query,
   prefix: string,
-  settleMs = 2000,
+  { unblockingAborts = false, settleMs = 2000 }: { unblockingAborts?: boolean; settleMs?: number } = {},
 ): Promise<Trace> {
   const records: string[][] = [];
   const made: Array<{ agent: number; name: string; mode: string }> = [];
@@ -210,7 +219,7 @@ export async function run(
       const end = ends[step.request];
       ends[step.request] = undefined;
       end?.(step.fail);
-    } else if (!unblocks(step.request)) {
+    } else if (unblockingAborts || !unblocks(step.request)) {
       controllers[step.request]?.abort();
     }
     await settle();
@@ -254,20 +263,145 @@ export async function run(
   }
 }
 
-/** Runs `steps` on the browser's lock manager, then on lockwire clients, returning both traces. */
-export async function runBoth(
+/**
+ * Runs `steps` on the browser's lock manager and on lockwire clients, then
+ * once more on lockwire and on the spec's model (`SpecLocks`) with the
+ * aborts that let a request behind them be granted, which Chromium does
+ * not follow the spec in (see {@link run}).
+ */
+export async function runAll(
   steps: readonly Step[],
   browserLocks: Pick<LockManager, 'request' | 'query'>,
   clients: readonly LockClient[],
   prefix: string,
-): Promise<{ browser: Trace; lockwire: Trace }> {
+): Promise<Record<'browser' | 'lockwire' | 'spec' | 'lockwireAborts', Trace>> {
+  const onClients = (options: { unblockingAborts?: boolean }, names: string) =>
+    run(
+      steps,
+      clients.map((client) => client.locks),
+      () => Promise.all(clients.map((client) => client.ping())),
+      () => everyRequest(clients),
+      names,
+      options,
+    );
   const browser = await run(steps, [browserLocks], () => browserLocks.query(), () => browserLocks.query(), prefix);
-  const lockwire = await run(
-    steps,
-    clients.map((client) => client.locks),
-    () => Promise.all(clients.map((client) => client.ping())),
-    () => everyRequest(clients),
-    prefix,
-  );
-  return { browser, lockwire };
+  const lockwire = await onClients({}, prefix);
+  const model = new SpecLocks();
+  const spec = await run(steps, [model], () => Promise.resolve(), () => model.query(), `${prefix}spec:`, { unblockingAborts: true });
+  const lockwireAborts = await onClients({ unblockingAborts: true }, `${prefix}aborts:`);
+  return { browser, lockwire, spec, lockwireAborts };
+}
+
+interface ModelRequest {
+  readonly name: string;
+  readonly mode: LockMode;
+  readonly callback: (lock: { name: string; mode: LockMode } | null) => unknown;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (reason: unknown) => void;
+}
+
+type LockMode = 'shared' | 'exclusive';
+
+/**
+ * The lock manager of the W3C Web Locks spec (one origin), as its
+ * algorithms read: a queue per name, requests granted from the head while
+ * they are grantable, `ifAvailable` answered `null` when not grantable at
+ * once, a steal releasing every holder (their requests reject with an
+ * `AbortError`) and going to the head, and an aborted request taken out
+ * of the queue with the queue processed again.
+ */
+export class SpecLocks {
+  readonly #queues = new Map<string, ModelRequest[]>();
+  readonly #held = new Map<string, ModelRequest[]>();
+
+  query(): Promise<{ held: Array<{ name: string; mode: LockMode; clientId: string }>; pending: Array<{ name: string; mode: LockMode; clientId: string }> }> {
+    const list = (table: Map<string, ModelRequest[]>) => [...table.values()].flat().map(({ name, mode }) => ({ name, mode, clientId: 'model' }));
+    return Promise.resolve({ held: list(this.#held), pending: list(this.#queues) });
+  }
+
+  request(
+    name: string,
+    options: { mode?: LockMode; ifAvailable?: boolean; steal?: boolean; signal?: AbortSignal },
+    callback: ModelRequest['callback'],
+  ): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const mode = options.mode ?? 'exclusive';
+      const refuse = (message: string) => reject(new DOMException(message, 'NotSupportedError'));
+      if (name.startsWith('-')) return refuse('reserved name');
+      if (options.steal === true && options.ifAvailable === true) return refuse('steal and ifAvailable');
+      if (options.steal === true && mode !== 'exclusive') return refuse('steal of a shared lock');
+      if (options.signal !== undefined && (options.steal === true || options.ifAvailable === true)) return refuse('signal with steal or ifAvailable');
+      if (options.signal?.aborted === true) return reject(options.signal.reason);
+      const request: ModelRequest = { name, mode, callback, resolve, reject };
+      const queue = this.#queue(name);
+      if (options.steal === true) {
+        for (const holder of this.#holders(name).splice(0)) holder.reject(new DOMException('stolen', 'AbortError'));
+        queue.unshift(request);
+      } else if (options.ifAvailable === true && !this.#grantable(request)) {
+        this.#settle(request, null);
+        return;
+      } else {
+        queue.push(request);
+      }
+      options.signal?.addEventListener('abort', () => {
+        const at = queue.indexOf(request);
+        if (at === -1) return;
+        queue.splice(at, 1);
+        reject(options.signal!.reason);
+        this.#process(name);
+      });
+      this.#process(name);
+    });
+  }
+
+  #queue(name: string): ModelRequest[] {
+    let queue = this.#queues.get(name);
+    if (!queue) this.#queues.set(name, (queue = []));
+    return queue;
+  }
+
+  #holders(name: string): ModelRequest[] {
+    let held = this.#held.get(name);
+    if (!held) this.#held.set(name, (held = []));
+    return held;
+  }
+
+  /** The spec's "grantable": first in its queue (or the queue empty), and no holder, or shared with shared holders. */
+  #grantable(request: ModelRequest): boolean {
+    const queue = this.#queue(request.name);
+    if (queue.length > 0 && queue[0] !== request) return false;
+    const held = this.#holders(request.name);
+    return held.length === 0 || (request.mode === 'shared' && held.every((holder) => holder.mode === 'shared'));
+  }
+
+  #process(name: string): void {
+    const queue = this.#queue(name);
+    while (queue.length > 0 && this.#grantable(queue[0]!)) {
+      const request = queue.shift()!;
+      this.#holders(name).push(request);
+      this.#settle(request, { name, mode: request.mode });
+    }
+  }
+
+  /** Calls back (later, as a task would), then releases the lock and settles the request with the callback's outcome. */
+  #settle(request: ModelRequest, lock: { name: string; mode: LockMode } | null): void {
+    void Promise.resolve()
+      .then(() => request.callback(lock))
+      .then(
+        (value) => this.#done(request, lock, () => request.resolve(value)),
+        (error: unknown) => this.#done(request, lock, () => request.reject(error)),
+      );
+  }
+
+  #done(request: ModelRequest, lock: unknown, settle: () => void): void {
+    if (lock !== null) {
+      const held = this.#holders(request.name);
+      const at = held.indexOf(request);
+      if (at !== -1) {
+        held.splice(at, 1);
+        this.#process(request.name);
+      }
+    }
+    settle();
+  }
 }
