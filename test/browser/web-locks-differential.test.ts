@@ -8,10 +8,10 @@ import type { Step } from '../web-locks-differential/program.js';
  * `client.locks`, and every request must go through the same after each
  * step, with the same `query()`; then, with the aborts Chromium does not
  * follow the spec in, on the spec's model and lockwire again (see
- * `test/web-locks-differential/program.ts`). Seeds 1 to 40 of the fuzz,
+ * `test/web-locks-differential/program.ts`). Seeds 1 to 30 of the fuzz,
  * and programs written for the paths a seed reaches only by chance.
  */
-const SEEDS = Array.from({ length: 40 }, (_, i) => i + 1);
+const SEEDS = Array.from({ length: 30 }, (_, i) => i + 1);
 
 const request = (agent: number, options: Extract<Step, { do: 'request' }>['options'], name = 'a'): Step => ({ do: 'request', agent, name, options });
 const end = (index: number): Step => ({ do: 'end', request: index, fail: false });

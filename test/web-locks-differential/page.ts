@@ -85,10 +85,13 @@ export async function openDifferentialPage(options: { redis?: boolean } = {}): P
       const prefix = `${label.replace(/\W+/g, '-')}:`;
       const traces = (await page.evaluate(
         `window.differential.runAll(${JSON.stringify(steps)}, navigator.locks, window.differential.clients, ${JSON.stringify(prefix)})`,
-      )) as Record<'browser' | 'lockwire' | 'spec' | 'lockwireAborts', Trace>;
+      )) as Record<'browser' | 'lockwire' | 'specAsRun' | 'spec' | 'lockwireAborts', Trace>;
       const same = (a: Trace, b: Trace) => JSON.stringify(a) === JSON.stringify(b);
       if (!same(traces.browser, traces.lockwire)) {
         return { failure: `${label}, against Chromium\n${describeRun(steps, ['browser', traces.browser], traces.lockwire)}` };
+      }
+      if (!same(traces.browser, traces.specAsRun)) {
+        return { failure: `${label}: the spec's model differs from Chromium\n${describeRun(steps, ['browser', traces.browser], traces.specAsRun).replaceAll('lockwire:', 'model:   ')}` };
       }
       if (!same(traces.spec, traces.lockwireAborts)) {
         return {

@@ -264,17 +264,17 @@ export async function run(
 }
 
 /**
- * Runs `steps` on the browser's lock manager and on lockwire clients, then
- * once more on lockwire and on the spec's model (`SpecLocks`) with the
- * aborts that let a request behind them be granted, which Chromium does
- * not follow the spec in (see {@link run}).
+ * Runs `steps` on the browser's lock manager and on lockwire clients; on
+ * the spec's model (`SpecLocks`) as they ran; then once more on lockwire
+ * and on the model with the aborts that let a request behind them be
+ * granted, which Chromium does not follow the spec in (see {@link run}).
  */
 export async function runAll(
   steps: readonly Step[],
   browserLocks: Pick<LockManager, 'request' | 'query'>,
   clients: readonly LockClient[],
   prefix: string,
-): Promise<Record<'browser' | 'lockwire' | 'spec' | 'lockwireAborts', Trace>> {
+): Promise<Record<'browser' | 'lockwire' | 'specAsRun' | 'spec' | 'lockwireAborts', Trace>> {
   const onClients = (options: { unblockingAborts?: boolean }, names: string) =>
     run(
       steps,
@@ -286,10 +286,15 @@ export async function runAll(
     );
   const browser = await run(steps, [browserLocks], () => browserLocks.query(), () => browserLocks.query(), prefix);
   const lockwire = await onClients({}, prefix);
-  const model = new SpecLocks();
-  const spec = await run(steps, [model], () => Promise.resolve(), () => model.query(), `${prefix}spec:`, { unblockingAborts: true });
+  const onModel = (options: { unblockingAborts?: boolean }) => {
+    const model = new SpecLocks();
+    return run(steps, [model], () => Promise.resolve(), () => model.query(), prefix, options);
+  };
+  // The model as the browser ran: it must agree with Chromium, so it can stand in for it below.
+  const specAsRun = await onModel({});
+  const spec = await onModel({ unblockingAborts: true });
   const lockwireAborts = await onClients({ unblockingAborts: true }, `${prefix}aborts:`);
-  return { browser, lockwire, spec, lockwireAborts };
+  return { browser, lockwire, specAsRun, spec, lockwireAborts };
 }
 
 interface ModelRequest {
