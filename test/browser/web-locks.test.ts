@@ -1,9 +1,8 @@
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { createLockServer, type LockServer } from '@lockwire/server';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectPageErrors, launchChromium } from '../helpers/browser.js';
+import { bundleForPage, collectPageErrors, launchChromium } from '../helpers/browser.js';
 import type { CaseResult } from '../web-locks/index.js';
 import { suites } from '../web-locks/index.js';
 
@@ -13,24 +12,9 @@ let page: Page;
 let pageErrors: string[];
 let results: CaseResult[];
 
-/** The Web Locks suites as one browser module: they import only types, so the bundle imports nothing. */
-async function bundleSuites(): Promise<string> {
-  const result = await build({
-    entryPoints: [fileURLToPath(new URL('../web-locks/index.ts', import.meta.url))],
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    write: false,
-    logLevel: 'warning',
-  });
-  const [output] = result.outputFiles;
-  if (!output) throw new Error('esbuild produced no suites bundle');
-  return output.text;
-}
-
 beforeAll(async () => {
-  const suitesCode = await bundleSuites();
+  // The suites import only types, so the bundle imports nothing.
+  const suitesCode = await bundleForPage(fileURLToPath(new URL('../web-locks/index.ts', import.meta.url)));
   browser = await launchChromium();
   server = await createLockServer({ port: 0, heartbeatInterval: 0 });
   page = await browser.newPage();

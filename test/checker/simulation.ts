@@ -8,6 +8,7 @@
  */
 import { HistoryRecorder, type History } from './history.js';
 import { FencedResource } from './oracle.js';
+import { random } from '../helpers/seeded-random.js';
 
 /** A server bug to inject; `none` is the correct server. */
 export type SimulatedBug = 'none' | 'slow-close-release' | 'late-lost';
@@ -28,17 +29,7 @@ export interface Simulation {
   maxDelayMs: number;
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { random } from '../helpers/seeded-random.js';
 
 const CLEAN_BOUND_MS = 100;
 const HALF_OPEN_DETECT_MS = 40;

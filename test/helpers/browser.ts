@@ -7,6 +7,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll } from 'vitest';
 
@@ -170,4 +171,23 @@ export async function measurePng(page: Page, png: Buffer): Promise<ImageStats> {
       luminanceStdDev: Math.sqrt(Math.max(0, sumSquares / samples - mean * mean)),
     };
   }, png.toString('base64'));
+}
+
+/**
+ * `entry` and what it imports as one ES module for a page, as text (to load
+ * from a blob URL): for test code that runs in the browser.
+ */
+export async function bundleForPage(entry: string): Promise<string> {
+  const result = await build({
+    entryPoints: [entry],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    write: false,
+    logLevel: 'warning',
+  });
+  const [output] = result.outputFiles;
+  if (!output) throw new Error(`esbuild produced no bundle of ${entry}`);
+  return output.text;
 }

@@ -5,10 +5,9 @@
  * and a lockwire client per agent.
  */
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { createLockServer, createRedisStore, type LockServer } from '@lockwire/server';
 import type { Browser, Page } from 'playwright-core';
-import { collectPageErrors, launchChromium } from '../helpers/browser.js';
+import { bundleForPage, collectPageErrors, launchChromium } from '../helpers/browser.js';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { program, type Step, type Trace } from './program.js';
 
@@ -20,21 +19,6 @@ export interface DifferentialPage {
   /** What the page reported as errors so far. */
   readonly pageErrors: readonly string[];
   close(): Promise<void>;
-}
-
-async function bundleProgram(): Promise<string> {
-  const result = await build({
-    entryPoints: [fileURLToPath(new URL('./program.ts', import.meta.url))],
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    write: false,
-    logLevel: 'warning',
-  });
-  const [output] = result.outputFiles;
-  if (!output) throw new Error('esbuild produced no program bundle');
-  return output.text;
 }
 
 /** The steps of a program beside what each manager went through after each, for a failure message. */
@@ -53,7 +37,7 @@ function describeRun(steps: readonly Step[], [reference, browser]: [string, Trac
 
 /** Opens the page; with `redis`, the lockwire server keeps its table on a redis-server of its own. */
 export async function openDifferentialPage(options: { redis?: boolean } = {}): Promise<DifferentialPage> {
-  const code = await bundleProgram();
+  const code = await bundleForPage(fileURLToPath(new URL('./program.ts', import.meta.url)));
   let browser: Browser | null = null;
   let server: LockServer | null = null;
   let redis: RedisServer | null = null;

@@ -1,32 +1,40 @@
 /**
- * Random programs of Web Lock requests, run in a page once against the
- * browser's own `navigator.locks` and once against lockwire clients'
- * `client.locks`, each recording what every request went through. Free of
- * run-time imports, so it bundles for the page as it is.
+ * Random programs of Web Lock requests, run in a page against the
+ * browser's own `navigator.locks`, against lockwire clients'
+ * `client.locks` and against a model of the spec's lock manager
+ * (`SpecLocks`), each run recording what every request went through. It
+ * imports nothing of Node, so it bundles for the page.
  *
  * A program is fixed before it runs: requests by one of a few agents (a
  * lockwire client each; in the browser, one lock manager serves them all,
  * as it serves every tab of an origin), callbacks ended and signals
  * aborted by request number. After each step the program waits until
  * nothing changes over a few round trips to the lock manager, then records
- * every request's state, so the two runs compare step by step.
+ * every request's state, so the runs compare step by step.
  *
- * Two documented differences (`docs/client.md`, "Web Locks face") are
- * kept out. Steals come from an agent that makes nothing else: a steal by
- * a client whose own request waits in the server queue differs. And while
- * a request of an agent waits behind another of its own requests of the
- * name (held or waiting: the later one waits in the client, not in the
- * server queue), other agents' requests of that name are skipped (recorded
- * as `skipped`): the server cannot place them behind a request it has not
- * seen. A steal of a name its agent holds while another agent's request
- * waits is skipped too: lockwire hands the hold back first (so the steal
- * gets a new fencing token), and the waiting request is granted and
- * stolen from at once, where a browser leaves it waiting. An abort that
- * would let the request behind it be granted is left out as well: lockwire
- * grants it then, as the spec says, where Chromium leaves it waiting until
- * a lock of the name is released.
+ * Where lockwire documents a difference from a browser (`docs/client.md`,
+ * "Web Locks face"), the program keeps out of it, deciding from the state
+ * the run reached, so every run decides the same while they agree:
+ *
+ * - Steals come from an agent that makes nothing else: a steal by a client
+ *   whose own request waits in the server queue differs.
+ * - While a request of an agent waits behind another of its own requests
+ *   of the name (held or waiting: the later one waits in the client, not
+ *   in the server queue), other agents' requests of that name are skipped
+ *   (recorded as `skipped`): the server cannot place them behind a request
+ *   it has not been sent.
+ * - A steal of a name its agent holds while another agent's request waits
+ *   is skipped: lockwire hands the hold back first (so that the steal gets
+ *   a new fencing token), and the waiting request is granted and stolen
+ *   from at once, where a browser leaves it waiting.
+ * - An abort that would let the request behind it be granted is not made
+ *   in the browser's run and lockwire's beside it: lockwire grants that
+ *   request then, as the spec says, where Chromium leaves it waiting until
+ *   a lock of the name is released. A second run of lockwire makes those
+ *   aborts, against the model.
  */
 import type { LockClient, LockManager } from '@lockwire/client';
+import { random } from '../helpers/seeded-random.js';
 
 export type Step =
   | { readonly do: 'request'; readonly agent: number; readonly name: string; readonly options: RequestOptions }
@@ -79,18 +87,7 @@ const NAMES = ['a', 'b'];
 export const AGENTS = 4;
 const STEALER = AGENTS - 1;
 
-/** A seeded generator of numbers in [0, 1) (mulberry32), so a failing program can be run again. */
-export function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
+/** The program of `seed`: `length` steps, each a request, the end of a request's callback, or an abort. */
 export function program(seed: number, length = 16): Step[] {
   const next = random(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
