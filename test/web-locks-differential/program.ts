@@ -147,10 +147,14 @@ export async function run(
   const records: string[][] = [];
   const made: Array<{ agent: number; name: string; mode: string }> = [];
   const open = (events: string[]) => !events.some((event) => event.startsWith('resolved') || event.startsWith('rejected'));
+  // A request's state, from its record: waiting (nothing happened yet), or holding (called back with a lock, not settled).
+  const waiting = (i: number) => records[i]!.length === 0;
+  const holding = (i: number) => open(records[i]!) && records[i]![0]?.startsWith('held') === true;
+  const requestsOf = (name: string) => made.flatMap((request, i) => (request.name === name ? [i] : []));
   /** Whether a request of `agent` for `name` waits behind another of its own (held or waiting). */
   const waitsBehindItself = (agent: number, name: string) => {
-    const own = records.filter((events, i) => made[i]!.agent === agent && made[i]!.name === name && open(events) && events[0] !== 'null');
-    return own.length >= 2 && own.some((events) => events.length === 0);
+    const own = requestsOf(name).filter((i) => made[i]!.agent === agent && (waiting(i) || holding(i)));
+    return own.length >= 2 && own.some(waiting);
   };
   /**
    * Whether aborting request `r` would let the request behind it be granted:
@@ -159,16 +163,15 @@ export async function run(
    * once; Chromium leaves it waiting until a lock of the name is released.
    */
   const unblocks = (r: number) => {
-    const { name } = made[r]!;
-    const waiting = records.flatMap((events, i) => (made[i]!.name === name && events.length === 0 ? [i] : []));
-    if (waiting[0] !== r || waiting[1] === undefined) return false;
-    const holders = records.flatMap((events, i) => (made[i]!.name === name && open(events) && events[0]?.startsWith('held') ? [made[i]!.mode] : []));
-    return holders.length === 0 || (made[waiting[1]]!.mode === 'shared' && holders.every((mode) => mode === 'shared'));
+    const queue = requestsOf(made[r]!.name).filter(waiting);
+    if (queue[0] !== r || queue[1] === undefined) return false;
+    const holders = requestsOf(made[r]!.name).filter(holding);
+    return holders.length === 0 || (made[queue[1]]!.mode === 'shared' && holders.every((i) => made[i]!.mode === 'shared'));
   };
-  const holds = (agent: number, name: string) =>
-    records.some((events, i) => made[i]!.agent === agent && made[i]!.name === name && open(events) && events[0]?.startsWith('held'));
-  const othersWait = (agent: number, name: string) =>
-    records.some((events, i) => made[i]!.agent !== agent && made[i]!.name === name && events.length === 0);
+  /** Whether a steal by `agent` of `name` would hand a hold back while another agent's request waits (see above). */
+  const stealsFromItself = (agent: number, name: string) =>
+    requestsOf(name).some((i) => made[i]!.agent === agent && holding(i)) &&
+    requestsOf(name).some((i) => made[i]!.agent !== agent && waiting(i));
   const ends: Array<((fail: boolean) => void) | undefined> = [];
   const controllers: Array<AbortController | undefined> = [];
   const trace: Trace = [];
@@ -178,21 +181,19 @@ export async function run(
       const index = records.length;
       const events: string[] = [];
       records.push(events);
-      made.push({ agent: step.agent, name: step.name, mode: step.options.mode ?? 'exclusive' });
-      controllers.push(undefined);
-      if (
+      const skip =
         [...Array(AGENTS).keys()].some((agent) => agent !== step.agent && waitsBehindItself(agent, step.name)) ||
-        (step.options.steal === true && holds(step.agent, step.name) && othersWait(step.agent, step.name))
-      ) {
+        (step.options.steal === true && stealsFromItself(step.agent, step.name));
+      made.push({ agent: step.agent, name: step.name, mode: step.options.mode ?? 'exclusive' });
+      const { signal, ...rest } = step.options;
+      const controller = !skip && signal !== undefined && signal !== false ? new AbortController() : undefined;
+      if (signal === 'aborted') controller?.abort();
+      controllers.push(controller);
+      if (skip) {
         events.push('skipped', 'resolved:skipped');
         trace.push([...now(), await shown()]);
         continue;
       }
-      controllers.pop();
-      const { signal, ...rest } = step.options;
-      const controller = signal !== undefined && signal !== false ? new AbortController() : undefined;
-      if (signal === 'aborted') controller?.abort();
-      controllers.push(controller);
       const options = controller ? { ...rest, signal: controller.signal } : rest;
       const manager = managers[step.agent % managers.length]!;
       let asked: Promise<unknown>;
@@ -209,9 +210,9 @@ export async function run(
         events.push('threw');
       }
       asked.then(
-          (value) => events.push(`resolved:${String(value)}`),
-          (error: unknown) => events.push(`rejected:${error instanceof Error ? error.name : String(error)}`),
-        );
+        (value) => events.push(`resolved:${String(value)}`),
+        (error: unknown) => events.push(`rejected:${error instanceof Error ? error.name : String(error)}`),
+      );
     } else if (step.do === 'end') {
       const end = ends[step.request];
       ends[step.request] = undefined;
