@@ -247,38 +247,82 @@ async function openWatchers(url, count, prefix) {
  * acquires and releases a key under it, one request at a time. Latency of
  * each event at each watcher from the moment the request was sent.
  * `onStart` and `onEnd` are awaited around the measured events (after the
- * warm-up), for the caller to read the server's CPU time.
+ * warm-up), for the caller to read the server's CPU time. With `anchorUrl`
+ * (the bare broadcast server, `bench/servers/broadcast.mjs`), as many
+ * watchers there are sent, after each of lockwire's events, a frame of the
+ * same text as lockwire's event, timed the same way: `anchor` then holds
+ * those latencies, measured interleaved with lockwire's.
  */
-export async function watchFanOut(url, { watchers, events, warmup = 10, onStart = async () => {}, onEnd = async () => {} }) {
+export async function watchFanOut(url, { watchers, events, warmup = 10, anchorUrl = null, onStart = async () => {}, onEnd = async () => {} }) {
   const prefix = `fan:${Math.random()}:`;
   const clients = await openWatchers(url, watchers, prefix);
-  let arrivals = [];
-  let remaining = 0;
-  let allArrived = null;
+  // One acquire and release before the measured ones: every watcher gets both events parsed, and the
+  // first is kept as lockwire sent it, for the anchor to send the same bytes.
+  let frame = '';
+  let pushes = 0;
+  let allPushed = () => {};
   for (const client of clients) {
-    // Watchers only timestamp frames: parsing a thousand events here would
-    // measure this process, not the server's fan-out.
-    client.rawOnly = true;
-    client.onRawFrame = (at) => {
-      arrivals.push(at);
-      if (--remaining === 0) allArrived?.();
+    client.onPush = (message) => {
+      frame ||= JSON.stringify(message);
+      if (++pushes === watchers) allPushed();
     };
   }
   const actor = await WireClient.connect(url, { welcome: true });
+  for (const op of ['acquire', 'release']) {
+    pushes = 0;
+    const pushed = new Promise((resolve) => (allPushed = resolve));
+    answered(await actor.request({ op, key: `${prefix}k` }));
+    await pushed;
+  }
+  const fanOut = (sender, group) => {
+    let arrivals = [];
+    let remaining = 0;
+    let allArrived = null;
+    for (const client of group) {
+      // Watchers only timestamp frames: parsing a thousand events here would
+      // measure this process, not the server's fan-out.
+      client.rawOnly = true;
+      client.onRawFrame = (at) => {
+        arrivals.push(at);
+        if (--remaining === 0) allArrived?.();
+      };
+    }
+    /** Sends one request, resolves each watcher's latency of the frame it caused. */
+    return async (body) => {
+      arrivals = [];
+      remaining = group.length;
+      const done = new Promise((resolve) => (allArrived = resolve));
+      const sent = sender.send(body);
+      const [, { message }] = await Promise.all([done, sent.answer]);
+      answered(message);
+      return arrivals.map((at) => at - sent.sentAt);
+    };
+  };
+  const own = fanOut(actor, clients);
+  let floor = null;
+  let anchorClients = [];
+  if (anchorUrl) {
+    anchorClients = await connectMany(anchorUrl, watchers, {});
+    await Promise.all(anchorClients.map((c) => c.request({ op: 'watch' })));
+    const anchorActor = await WireClient.connect(anchorUrl);
+    anchorClients.push(anchorActor);
+    floor = fanOut(anchorActor, anchorClients.slice(0, watchers));
+  }
   const latencies = [];
+  const anchor = [];
   for (let i = 0; i < events + warmup; i++) {
     if (i === warmup) await onStart();
-    arrivals = [];
-    remaining = watchers;
-    const done = new Promise((resolve) => (allArrived = resolve));
-    const sent = actor.send({ op: i % 2 === 0 ? 'acquire' : 'release', key: `${prefix}k` });
-    const [, { message }] = await Promise.all([done, sent.answer]);
-    answered(message);
-    if (i >= warmup) for (const at of arrivals) latencies.push(at - sent.sentAt);
+    const mine = await own({ op: i % 2 === 0 ? 'acquire' : 'release', key: `${prefix}k` });
+    if (i === events + warmup - 1) await onEnd();
+    const bare = floor ? await floor({ op: 'send', frame }) : [];
+    if (i >= warmup) {
+      latencies.push(...mine);
+      anchor.push(...bare);
+    }
   }
-  await onEnd();
-  await closeAll([actor, ...clients]);
-  return { ...summarize(latencies), events, watchers };
+  await closeAll([actor, ...clients, ...anchorClients]);
+  // eventsCaused: every acquire and release made on the watched key, so every event the server sent.
+  return { ...summarize(latencies), events, watchers, eventsCaused: events + warmup + 2, frameBytes: Buffer.byteLength(frame), anchor: floor ? summarize(anchor) : null };
 }
 
 /**
