@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ToolProcess } from './helpers/tool-process.js';
 
 /**
- * `npm run bench` end to end on two of its lightest figures (a quick run):
+ * `npm run bench` end to end on three of its lightest figures (a quick run):
  * the runner starts the servers and the anchor, measures, and writes its
  * results as JSON and as a markdown table. The figures' values are not
  * judged here (speed is measured by the benchmark, not by tests), only that
@@ -38,7 +38,7 @@ interface Row {
 
 describe('the benchmark runner', () => {
   it('writes a quick run of the named figures as JSON and as a markdown table, each beside its anchor and ratio', async () => {
-    const run = bench(['--quick', '--only=round-trip,heap', `--out=${out}`]);
+    const run = bench(['--quick', '--only=round-trip,heap,watch', `--out=${out}`]);
     expect(await run.waitForExit(60_000)).toEqual({ code: 0, signal: null });
 
     const results = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as { mode: string; machine: { node: string }; rows: Row[] };
@@ -48,15 +48,23 @@ describe('the benchmark runner', () => {
       'round trip p50, one client',
       'round trip p99, one client',
       'server CPU per request (user+system), one client',
+      'watch fan-out, 1000 watchers, event latency p99',
+      'watch fan-out, JSON serialisations per event',
       'JS heap per held lock, 100,000 keys held (memory store)',
       'JS heap per queued waiter, 20,000 waiters (memory store)',
     ]);
-    const [p50, , , perLock] = results.rows as [Row, Row, Row, Row];
+    const [p50, , , fanOut, encodes, perLock] = results.rows as [Row, Row, Row, Row, Row, Row];
     expect(p50).toMatchObject({ unit: 'ms', anchorLabel: 'echo p50', target: '<= 1.3x echo' });
     expect(p50.value).toBeGreaterThan(0);
     expect(p50.anchor).toBeGreaterThan(0);
     expect(p50.ratio).toBeCloseTo(p50.value / (p50.anchor ?? Number.NaN), 1);
     expect(p50.met).toBe((p50.ratio ?? Number.POSITIVE_INFINITY) <= 1.3);
+    // Watch fan-out beside the bare broadcast of the same event text to as many watchers.
+    expect(fanOut).toMatchObject({ unit: 'ms', target: '<= 20 ms' });
+    expect(fanOut.anchorLabel).toMatch(/^bare ws broadcast of the same \d+-byte frame, p99$/);
+    expect(fanOut.anchor).toBeGreaterThan(0);
+    expect(fanOut.ratio).toBeCloseTo(fanOut.value / (fanOut.anchor ?? Number.NaN), 1);
+    expect(encodes).toMatchObject({ value: 1, met: true });
     expect(perLock).toMatchObject({ unit: 'B', target: '<= 300 B' });
     expect(perLock.value).toBeGreaterThan(0);
 
