@@ -2,12 +2,15 @@
 // ws server, JS heap per held lock and per queued waiter, and how op and
 // handoff latency grow with the number of keys and waiters.
 import { join } from 'node:path';
+import { SIZES } from '../lib/context.mjs';
 import { runJsonChild } from '../lib/processes.mjs';
 import { ratio } from '../lib/stats.mjs';
+import { sizedTarget } from '../lib/targets.mjs';
 import { closeAll } from '../lib/wire-client.mjs';
 import { handoff, idleConnections, roundTrip } from '../measure/wire.mjs';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const n = (x) => x.toLocaleString('en-US');
 
 /** RSS a server process gains per connection, after full GCs, with `count` idle connections open. */
 async function rssPerConnection(ctx, name, script, count) {
@@ -35,7 +38,7 @@ async function idleMemoryFigure(ctx) {
     rows: [{
       figure: `memory per idle connection at ${count.toLocaleString('en-US')} connections (server RSS)`,
       value: own.perConnection, unit: 'B', anchor: bare.perConnection, anchorLabel: 'bare ws', ratio: r,
-      target: '<= 1.5x bare ws', met: r <= 1.5,
+      ...sizedTarget(ctx.sizes, SIZES.full, ['idleConnections'], '<= 1.5x bare ws', `${n(SIZES.full.idleConnections)} connections`, r <= 1.5),
       note: `JS heap per connection ${Math.round(own.heapPerConnection)} B (bare ws ${Math.round(bare.heapPerConnection)} B)`,
     }],
   };
@@ -49,8 +52,8 @@ async function heapFigure(ctx) {
   return {
     raw: result,
     rows: [
-      { figure: `JS heap per held lock, ${result.locks.toLocaleString('en-US')} keys held (memory store)`, value: result.bytesPerLock, unit: 'B', target: '<= 300 B', met: result.bytesPerLock <= 300, note: "includes the key string, not the session's id (its connection's)" },
-      { figure: `JS heap per queued waiter, ${result.waiters.toLocaleString('en-US')} waiters (memory store)`, value: result.bytesPerWaiter, unit: 'B', target: '<= 500 B', met: result.bytesPerWaiter <= 500 },
+      { figure: `JS heap per held lock, ${n(result.locks)} keys held (memory store)`, value: result.bytesPerLock, unit: 'B', ...sizedTarget(ctx.sizes, SIZES.full, ['heapLocks'], '<= 300 B', `${n(SIZES.full.heapLocks)} keys`, result.bytesPerLock <= 300), note: "includes the key string, not the session's id (its connection's)" },
+      { figure: `JS heap per queued waiter, ${n(result.waiters)} waiters (memory store)`, value: result.bytesPerWaiter, unit: 'B', ...sizedTarget(ctx.sizes, SIZES.full, ['heapWaiters'], '<= 500 B', `${n(SIZES.full.heapWaiters)} waiters`, result.bytesPerWaiter <= 500) },
     ],
   };
 }
@@ -84,14 +87,13 @@ async function growthFigure(ctx) {
   const relative = (run) => run.own.p50 / run.echo.p50;
   const keysRatio = ratio(relative(many), relative(few));
   const waitersRatio = ratio(relative(long), relative(short));
-  const n = (x) => x.toLocaleString('en-US');
   const note = (large, small) =>
     `raw ratio ${ratio(large.own.p50, small.own.p50)}x; p99 ${large.own.p99.toFixed(3)} vs ${small.own.p99.toFixed(3)} ms`;
   return {
     raw: { keys: { [fewKeys]: few, [manyKeys]: many }, waiters: { [fewWaiters]: short, [manyWaiters]: long } },
     rows: [
-      { figure: `op latency p50 with ${n(manyKeys)} keys held`, value: many.own.p50, unit: 'ms', anchor: few.own.p50, anchorLabel: `${n(fewKeys)} keys`, ratio: keysRatio, target: '<= 1.3x', met: keysRatio <= 1.3, note: note(many, few) },
-      { figure: `handoff p50 with ${n(manyWaiters)} waiters`, value: long.own.p50, unit: 'ms', anchor: short.own.p50, anchorLabel: `${n(fewWaiters)} waiters`, ratio: waitersRatio, target: '<= 1.3x', met: waitersRatio <= 1.3, note: note(long, short) },
+      { figure: `op latency p50 with ${n(manyKeys)} keys held`, value: many.own.p50, unit: 'ms', anchor: few.own.p50, anchorLabel: `${n(fewKeys)} keys`, ratio: keysRatio, ...sizedTarget(ctx.sizes, SIZES.full, ['growthKeys'], '<= 1.3x', `${n(SIZES.full.growthKeys[1])} against ${n(SIZES.full.growthKeys[0])} keys`, keysRatio <= 1.3), note: note(many, few) },
+      { figure: `handoff p50 with ${n(manyWaiters)} waiters`, value: long.own.p50, unit: 'ms', anchor: short.own.p50, anchorLabel: `${n(fewWaiters)} waiters`, ratio: waitersRatio, ...sizedTarget(ctx.sizes, SIZES.full, ['growthWaiters'], '<= 1.3x', `${n(SIZES.full.growthWaiters[1])} against ${n(SIZES.full.growthWaiters[0])} waiters`, waitersRatio <= 1.3), note: note(long, short) },
     ],
   };
 }
