@@ -36,7 +36,7 @@ async function idleMemoryFigure(ctx) {
   return {
     raw: { bare, lockwire: own },
     rows: [{
-      figure: `memory per idle connection at ${count.toLocaleString('en-US')} connections (server RSS)`,
+      figure: `memory per idle connection at ${n(count)} connections (server RSS)`,
       value: own.perConnection, unit: 'B', anchor: bare.perConnection, anchorLabel: 'bare ws', ratio: r,
       ...sizedTarget(ctx.sizes, SIZES.full, ['idleConnections'], '<= 1.5x bare ws', `${n(SIZES.full.idleConnections)} connections`, r <= 1.5),
       note: `JS heap per connection ${Math.round(own.heapPerConnection)} B (bare ws ${Math.round(bare.heapPerConnection)} B)`,
