@@ -103,14 +103,14 @@ async function watchFigure(ctx) {
   let cpu1 = null;
   const broadcast = await ctx.fresh('broadcast', 'broadcast');
   let anchorCpu0 = null;
+  let anchorCpu1 = null;
   const w = await watchFanOut(server.info.url, {
     watchers,
     events: watchEvents,
     anchorUrl: broadcast.info.url,
     onStart: async () => ([cpu0, anchorCpu0] = await Promise.all([server.call('cpu'), broadcast.call('cpu')])),
-    onEnd: async () => (cpu1 = await server.call('cpu')),
+    onEnd: async () => ([cpu1, anchorCpu1] = await Promise.all([server.call('cpu'), broadcast.call('cpu')])),
   });
-  const anchorCpu1 = await broadcast.call('cpu');
   const encodes = (await server.call('counters')).eventEncodes - before;
   const perDelivery = (a, b) => (b.user + b.system - a.user - a.system) / (watchEvents * watchers);
   const cpuPerDelivery = perDelivery(cpu0, cpu1);

@@ -247,7 +247,8 @@ async function openWatchers(url, count, prefix) {
  * acquires and releases a key under it, one request at a time. Latency of
  * each event at each watcher from the moment the request was sent.
  * `onStart` and `onEnd` are awaited around the measured events (after the
- * warm-up), for the caller to read the server's CPU time. With `anchorUrl`
+ * warm-up, and before any connection closes), for the caller to read the
+ * servers' CPU time. With `anchorUrl`
  * (the bare broadcast server, `bench/servers/broadcast.mjs`), as many
  * watchers there are sent, after each of lockwire's events, a frame of the
  * same text as lockwire's event, timed the same way: `anchor` then holds
@@ -313,13 +314,15 @@ export async function watchFanOut(url, { watchers, events, warmup = 10, anchorUr
   for (let i = 0; i < events + warmup; i++) {
     if (i === warmup) await onStart();
     const mine = await own({ op: i % 2 === 0 ? 'acquire' : 'release', key: `${prefix}k` });
-    if (i === events + warmup - 1) await onEnd();
     const bare = floor ? await floor({ op: 'send', frame }) : [];
     if (i >= warmup) {
       latencies.push(...mine);
       anchor.push(...bare);
     }
   }
+  // After the last event of both servers and before any connection closes: a CPU window that ended
+  // after the closes would count the anchor's 1,001 connection closes as fan-out work.
+  await onEnd();
   await closeAll([actor, ...clients, ...anchorClients]);
   // eventsCaused: every acquire and release made on the watched key, so every event the server sent.
   return { ...summarize(latencies), events, watchers, eventsCaused: events + warmup + 2, frameBytes: Buffer.byteLength(frame), anchor: floor ? summarize(anchor) : null };
